@@ -1,0 +1,255 @@
+/* rrpc.h -- the whole public contract of librrpc.
+ *
+ * rrpc is JSON-RPC 2.0 over Redis lists: a client RPUSHes a request onto the
+ * list named after a service and blocks on a reply list; a worker pops the
+ * request, runs the method and RPUSHes the response onto the reply list,
+ * which expires.  docs/PROTOCOL.md describes the wire format.
+ *
+ * Conventions (borrowed from jansson and libuv):
+ *   - Functions that can fail return an int: RRPC_OK (0) or a negative
+ *     rrpc_err code; rrpc_strerror() names it and each handle keeps a
+ *     longer message (rrpc_client_errmsg(), rrpc_server_errmsg()).
+ *   - json_t parameters are borrowed unless the comment says "stolen".
+ *     json_t results handed to the caller are new references the caller
+ *     must json_decref().
+ *   - Handles are opaque; options structs are filled with defaults by their
+ *     _init function before the caller changes the fields it cares about.
+ *   - A JSON-RPC error object returned by a peer is data (a json_t), not a C
+ *     error code: calls return RRPC_EREMOTE and hand the object over.
+ */
+#ifndef RRPC_RRPC_H
+#define RRPC_RRPC_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(RRPC_BUILDING_LIBRARY)
+#define RRPC_EXPORT __attribute__((visibility("default")))
+#else
+#define RRPC_EXPORT
+#endif
+
+#define RRPC_VERSION_MAJOR 0
+#define RRPC_VERSION_MINOR 1
+#define RRPC_VERSION_PATCH 0
+#define RRPC_VERSION_STRING "0.1.0"
+
+/* ------------------------------------------------------------------ */
+/* Errors                                                              */
+/* ------------------------------------------------------------------ */
+
+typedef enum rrpc_err {
+    RRPC_OK = 0,
+    RRPC_EINVAL = -1,      /* an argument was invalid (NULL, bad name, bad JSON) */
+    RRPC_ENOMEM = -2,      /* out of memory */
+    RRPC_EURL = -3,        /* the Redis URL could not be parsed */
+    RRPC_ECONNECT = -4,    /* Redis could not be reached or the link broke */
+    RRPC_EAUTH = -5,       /* AUTH or SELECT was refused */
+    RRPC_EREDIS = -6,      /* Redis answered a command with an error */
+    RRPC_ETIMEDOUT = -7,   /* no reply arrived before the timeout */
+    RRPC_EPROTO = -8,      /* a peer sent something that is not valid JSON-RPC */
+    RRPC_EREMOTE = -9,     /* the peer answered with a JSON-RPC error object */
+    RRPC_ECANCELED = -10,  /* the call was cancelled (client closed or shut down) */
+    RRPC_ETOOBIG = -11,    /* the message is larger than the configured limit */
+    RRPC_EEXIST = -12,     /* a method of that name is already registered */
+    RRPC_ESTATE = -13,     /* the handle is in the wrong state for this call */
+    RRPC_ESYS = -14        /* an operating-system call failed (threads, signals) */
+} rrpc_err;
+
+/* A static, human-readable name for an rrpc_err code.  Never NULL. */
+RRPC_EXPORT const char *rrpc_strerror(int err);
+
+/* The library version as "MAJOR.MINOR.PATCH".  Static storage. */
+RRPC_EXPORT const char *rrpc_version(void);
+
+/* JSON-RPC 2.0 error codes (spec section 5.1). */
+#define RRPC_JSONRPC_PARSE_ERROR -32700
+#define RRPC_JSONRPC_INVALID_REQUEST -32600
+#define RRPC_JSONRPC_METHOD_NOT_FOUND -32601
+#define RRPC_JSONRPC_INVALID_PARAMS -32602
+#define RRPC_JSONRPC_INTERNAL_ERROR -32603
+/* Implementation-defined server error (spec range -32000..-32099): the
+ * request's deadline passed before a worker could run it. */
+#define RRPC_JSONRPC_DEADLINE_EXCEEDED -32000
+
+/* ------------------------------------------------------------------ */
+/* Sync client                                                         */
+/* ------------------------------------------------------------------ */
+
+typedef struct rrpc_client rrpc_client;
+
+typedef struct rrpc_client_options {
+    /* redis://[user:password@]host[:port][/db] or unix:///path[?db=N].
+     * NULL means $REDIS_URL, then redis://127.0.0.1:6379.  Copied. */
+    const char *url;
+    /* Prepended to every key rrpc touches (service lists, reply keys).
+     * NULL or "" means none.  Copied. */
+    const char *key_prefix;
+    /* Default call timeout in seconds when a call passes 0. Default 30. */
+    double timeout_s;
+    /* How long connecting may take, in seconds.  Default 5. */
+    double connect_timeout_s;
+} rrpc_client_options;
+
+/* Fills *opts with the defaults above. */
+RRPC_EXPORT void rrpc_client_options_init(rrpc_client_options *opts);
+
+/* Connects a client.  On RRPC_OK *out is a new handle the caller owns and
+ * must rrpc_client_close().  On failure *out is NULL; if errmsg is not NULL
+ * up to errmsg_len bytes of a description are written there. */
+RRPC_EXPORT int rrpc_client_open(rrpc_client **out, const rrpc_client_options *opts,
+                                 char *errmsg, size_t errmsg_len);
+
+/* Closes the connection and frees the handle.  NULL is allowed. */
+RRPC_EXPORT void rrpc_client_close(rrpc_client *client);
+
+/* The message of the last failed call on this handle ("" if none).
+ * Borrowed: valid until the next call on the handle. */
+RRPC_EXPORT const char *rrpc_client_errmsg(const rrpc_client *client);
+
+/* Calls SERVICE.METHOD with PARAMS (an array, an object or NULL; borrowed)
+ * and waits up to timeout_s seconds (0 means the client's default).
+ *
+ * RRPC_OK: *result is a new reference to the result.
+ * RRPC_EREMOTE: *error is a new reference to the JSON-RPC error object
+ *   ({"code":..., "message":..., "data":...}).
+ * RRPC_ETIMEDOUT: no reply in time; the request was withdrawn from the
+ *   service's list if no worker had taken it yet.
+ * Other codes: transport or argument errors; see rrpc_client_errmsg().
+ * On any failure *result is NULL; *error is NULL unless RRPC_EREMOTE.
+ * error may be NULL if the caller does not want the object. */
+RRPC_EXPORT int rrpc_call(rrpc_client *client, const char *service, const char *method,
+                          const json_t *params, double timeout_s, json_t **result,
+                          json_t **error);
+
+/* Sends a notification: no id, no reply, no reply key.  Returns once
+ * Redis has accepted it. */
+RRPC_EXPORT int rrpc_notify(rrpc_client *client, const char *service, const char *method,
+                            const json_t *params);
+
+/* Sends a batch and waits for its response.  CALLS is a borrowed array of
+ * {"method": string, "params": array|object (optional),
+ *  "notify": true (optional)} descriptions.  On RRPC_OK *responses is a new
+ * reference to an array with one entry per call, in the order of CALLS:
+ * for a call, its response object ({"result":...} or {"error":...});
+ * for a notification, null. */
+RRPC_EXPORT int rrpc_call_batch(rrpc_client *client, const char *service, const json_t *calls,
+                                double timeout_s, json_t **responses);
+
+/* ------------------------------------------------------------------ */
+/* Server                                                              */
+/* ------------------------------------------------------------------ */
+
+typedef struct rrpc_server rrpc_server;
+
+/* One request being handled.  Valid only during the handler's call. */
+typedef struct rrpc_request rrpc_request;
+
+/* A method handler.  Returns the result as a new reference (json_null()
+ * for "nothing"), or NULL after rrpc_request_error() to answer with an
+ * error.  Returning NULL without setting an error answers -32603.
+ * Runs on one of the server's worker threads; udata is the pointer given
+ * to rrpc_server_register(). */
+typedef json_t *(*rrpc_method_fn)(rrpc_request *req, void *udata);
+
+typedef struct rrpc_server_options {
+    const char *url;            /* as in rrpc_client_options; copied */
+    const char *key_prefix;     /* as in rrpc_client_options; copied */
+    const char *service;        /* the service name (request list key); required */
+    int workers;                /* worker threads; 0 = number of CPU cores */
+    int reply_ttl_s;            /* expiry of reply keys; default 60 */
+    size_t max_request_bytes;   /* larger requests go to the dead letters; default 1 MiB */
+    long dead_letter_max;       /* length bound of <service>:dead; default 1000 */
+    int batch_max;              /* requests popped at once per worker; default 32 */
+    int handle_signals;         /* stop on SIGINT/SIGTERM in rrpc_server_run; default 1 */
+    double connect_timeout_s;   /* default 5 */
+} rrpc_server_options;
+
+/* Fills *opts with the defaults above (service is NULL). */
+RRPC_EXPORT void rrpc_server_options_init(rrpc_server_options *opts);
+
+/* Creates a server (it does not connect yet).  On RRPC_OK *out is a new
+ * handle the caller owns and must rrpc_server_free(). */
+RRPC_EXPORT int rrpc_server_new(rrpc_server **out, const rrpc_server_options *opts);
+
+/* Frees a server that is not running.  NULL is allowed. */
+RRPC_EXPORT void rrpc_server_free(rrpc_server *server);
+
+/* The message of the last failure on this server.  Borrowed. */
+RRPC_EXPORT const char *rrpc_server_errmsg(const rrpc_server *server);
+
+/* Registers METHOD (copied) with handler FN.  DESCRIPTION (copied, may be
+ * NULL) is a one-line summary for discovery.  Must be called before
+ * rrpc_server_run().  RRPC_EEXIST if the name is taken. */
+RRPC_EXPORT int rrpc_server_register(rrpc_server *server, const char *method, rrpc_method_fn fn,
+                                     void *udata, const char *description);
+
+/* Connects the workers and serves until rrpc_server_stop() is called (or a
+ * SIGINT/SIGTERM arrives, if handle_signals).  Stopping is graceful: the
+ * workers stop popping, finish and answer what they hold, and return.
+ * A worker whose Redis link breaks reconnects with backoff; only a failure
+ * to connect at start makes this return an error. */
+RRPC_EXPORT int rrpc_server_run(rrpc_server *server);
+
+/* Asks a running server to stop.  Safe from any thread and from a signal
+ * handler. */
+RRPC_EXPORT void rrpc_server_stop(rrpc_server *server);
+
+/* Counters since the server started.  All fields are totals. */
+typedef struct rrpc_server_stats {
+    uint64_t requests;       /* request objects handled (batch elements count singly) */
+    uint64_t notifications;  /* of which notifications */
+    uint64_t errors;         /* responses that carried an error */
+    uint64_t dead_letters;   /* messages sent to the dead-letter list */
+} rrpc_server_stats;
+
+/* Copies the counters into *stats. */
+RRPC_EXPORT void rrpc_server_get_stats(const rrpc_server *server, rrpc_server_stats *stats);
+
+/* --- inside a handler ------------------------------------------------ */
+
+/* The method name.  Borrowed. */
+RRPC_EXPORT const char *rrpc_request_method(const rrpc_request *req);
+
+/* The params: an array, an object, or NULL if absent.  Borrowed. */
+RRPC_EXPORT json_t *rrpc_request_params(const rrpc_request *req);
+
+/* The request id (string, number or null), NULL for a notification.
+ * Borrowed. */
+RRPC_EXPORT json_t *rrpc_request_id(const rrpc_request *req);
+
+/* Sets the error this request answers with.  MESSAGE is copied; DATA (may
+ * be NULL) is stolen.  Returns NULL so a handler can write
+ * `return rrpc_request_error(req, 1, "division by zero", NULL);`. */
+RRPC_EXPORT json_t *rrpc_request_error(rrpc_request *req, int code, const char *message,
+                                       json_t *data);
+
+/* Typed parameter access.  Each looks the parameter up by position POS in
+ * array params or by NAME in object params.  On success it stores the value
+ * and returns RRPC_OK.  If the parameter is missing or has the wrong type it
+ * sets an invalid-params (-32602) error on REQ naming the parameter and
+ * returns RRPC_EINVAL, so a handler can simply `return NULL;`. */
+RRPC_EXPORT int rrpc_param_int(rrpc_request *req, size_t pos, const char *name,
+                               json_int_t *out);
+RRPC_EXPORT int rrpc_param_number(rrpc_request *req, size_t pos, const char *name, double *out);
+/* *out is borrowed from the params: valid during the handler. */
+RRPC_EXPORT int rrpc_param_string(rrpc_request *req, size_t pos, const char *name,
+                                  const char **out);
+RRPC_EXPORT int rrpc_param_bool(rrpc_request *req, size_t pos, const char *name, int *out);
+/* Any JSON value; *out is borrowed. */
+RRPC_EXPORT int rrpc_param_json(rrpc_request *req, size_t pos, const char *name, json_t **out);
+
+/* Checks that the params hold at most MAX parameters (array length or
+ * object size) and sets an invalid-params error otherwise. */
+RRPC_EXPORT int rrpc_param_count_max(rrpc_request *req, size_t max);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* RRPC_RRPC_H */

@@ -1,0 +1,368 @@
+/* client.c -- the synchronous client: one call, one round trip.
+ *
+ * A call pipelines RPUSH of the request with BLPOP on its own reply key, so
+ * it costs one network round trip like the post's client but never leaves
+ * the request behind: if the wait times out, the request is withdrawn with
+ * LREM when no worker has taken it yet.  The id is the reply key, which
+ * keeps seed-style workers that only know "reply to the id" working.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* How much longer than the BLPOP the socket may stay silent before the
+ * link is considered dead. */
+#define SOCKET_GRACE_S 5.0
+
+struct rrpc_client {
+    rrpc__conn *conn;
+    rrpc__url url;
+    char *prefix;
+    double timeout_s;
+    double socket_timeout_s;
+    char errmsg[RRPC__ERRMSG_LEN];
+};
+
+void rrpc_client_options_init(rrpc_client_options *opts)
+{
+    memset(opts, 0, sizeof *opts);
+    opts->timeout_s = 30;
+    opts->connect_timeout_s = 5;
+}
+
+int rrpc_client_open(rrpc_client **out, const rrpc_client_options *opts, char *errmsg,
+                     size_t errmsg_len)
+{
+    rrpc_client_options defaults;
+    if (out == NULL)
+        return RRPC_EINVAL;
+    *out = NULL;
+    if (opts == NULL) {
+        rrpc_client_options_init(&defaults);
+        opts = &defaults;
+    }
+    rrpc_client *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return rrpc__fail(errmsg, errmsg_len, RRPC_ENOMEM, "out of memory");
+    c->timeout_s = opts->timeout_s > 0 ? opts->timeout_s : 30;
+    c->prefix = strdup(opts->key_prefix ? opts->key_prefix : "");
+    int rc = c->prefix ? rrpc__url_parse(&c->url, opts->url, errmsg, errmsg_len) : RRPC_ENOMEM;
+    if (rc == RRPC_OK)
+        rc = rrpc__conn_open(&c->conn, &c->url, opts->connect_timeout_s, errmsg, errmsg_len);
+    if (rc != RRPC_OK) {
+        rrpc_client_close(c);
+        return rc;
+    }
+    *out = c;
+    return RRPC_OK;
+}
+
+void rrpc_client_close(rrpc_client *c)
+{
+    if (c == NULL)
+        return;
+    rrpc__conn_close(c->conn);
+    rrpc__url_free(&c->url);
+    free(c->prefix);
+    free(c);
+}
+
+const char *rrpc_client_errmsg(const rrpc_client *c)
+{
+    return c ? c->errmsg : "no client";
+}
+
+static int client_fail(rrpc_client *c, int err, const char *msg)
+{
+    snprintf(c->errmsg, sizeof c->errmsg, "%s", msg);
+    return err;
+}
+
+/* Brings a broken link back before a call; a dead Redis fails fast here. */
+static int ensure_connected(rrpc_client *c)
+{
+    if (!rrpc__conn_broken(c->conn))
+        return RRPC_OK;
+    int rc = rrpc__conn_reconnect(c->conn);
+    if (rc != RRPC_OK)
+        return client_fail(c, rc, rrpc__conn_errmsg(c->conn));
+    c->socket_timeout_s = 0;
+    return RRPC_OK;
+}
+
+static int check_name(rrpc_client *c, const char *what, const char *name)
+{
+    if (name == NULL || name[0] == '\0') {
+        char msg[64];
+        snprintf(msg, sizeof msg, "%s must be a non-empty string", what);
+        return client_fail(c, RRPC_EINVAL, msg);
+    }
+    return RRPC_OK;
+}
+
+static int check_params(rrpc_client *c, const json_t *params)
+{
+    if (params != NULL && !json_is_array(params) && !json_is_object(params))
+        return client_fail(c, RRPC_EINVAL, "params must be a JSON array or object");
+    return RRPC_OK;
+}
+
+/* Reads one reply, converting Redis-level errors into rrpc codes. */
+static int read_reply(rrpc_client *c, rrpc__reply **r)
+{
+    int rc = rrpc__conn_read(c->conn, r);
+    if (rc != RRPC_OK)
+        return client_fail(c, rc == RRPC_ETIMEDOUT ? RRPC_ECONNECT : rc,
+                           rrpc__conn_errmsg(c->conn));
+    if (rrpc__reply_type(*r) == RRPC__REPLY_ERROR) {
+        char msg[RRPC__ERRMSG_LEN];
+        snprintf(msg, sizeof msg, "Redis error: %s", rrpc__reply_str(*r, NULL));
+        rrpc__reply_free(*r);
+        *r = NULL;
+        return client_fail(c, RRPC_EREDIS, msg);
+    }
+    return RRPC_OK;
+}
+
+static int set_socket_timeout(rrpc_client *c, double timeout_s)
+{
+    double want = timeout_s + SOCKET_GRACE_S;
+    if (want == c->socket_timeout_s)
+        return RRPC_OK;
+    int rc = rrpc__conn_set_timeout(c->conn, want);
+    if (rc == RRPC_OK)
+        c->socket_timeout_s = want;
+    return rc;
+}
+
+/* Removes our own request if it is still queued: the caller gave up. */
+static void withdraw(rrpc_client *c, const char *list, const char *text)
+{
+    rrpc__reply *r = NULL;
+    if (rrpc__conn_appendv(c->conn, 4, "LREM", list, "1", text) == RRPC_OK &&
+        rrpc__conn_read(c->conn, &r) == RRPC_OK)
+        rrpc__reply_free(r);
+}
+
+/* Pushes TEXT onto LIST and waits on KEY.  On RRPC_OK *value is the reply
+ * element (new, free with rrpc__reply_free) and *holder owns it. */
+static int push_and_wait(rrpc_client *c, const char *list, const char *text, const char *key,
+                         double timeout_s, rrpc__reply **holder, const char **value,
+                         size_t *value_len)
+{
+    char timeout_text[32];
+    snprintf(timeout_text, sizeof timeout_text, "%.3f", timeout_s < 0.001 ? 0.001 : timeout_s);
+    int rc = set_socket_timeout(c, timeout_s);
+    if (rc == RRPC_OK)
+        rc = rrpc__conn_appendv(c->conn, 3, "RPUSH", list, text);
+    if (rc == RRPC_OK)
+        rc = rrpc__conn_appendv(c->conn, 3, "BLPOP", key, timeout_text);
+    if (rc != RRPC_OK)
+        return client_fail(c, rc, rrpc__conn_errmsg(c->conn));
+    rrpc__reply *pushed = NULL, *popped = NULL;
+    int push_rc = read_reply(c, &pushed);
+    rrpc__reply_free(pushed);
+    if (push_rc == RRPC_ECONNECT)
+        return push_rc;
+    int pop_rc = read_reply(c, &popped);
+    if (push_rc != RRPC_OK) {
+        rrpc__reply_free(popped);
+        return push_rc; /* e.g. WRONGTYPE on the service key */
+    }
+    if (pop_rc != RRPC_OK)
+        return pop_rc;
+    if (rrpc__reply_type(popped) != RRPC__REPLY_ARRAY || rrpc__reply_count(popped) != 2) {
+        rrpc__reply_free(popped);
+        withdraw(c, list, text);
+        char msg[RRPC__ERRMSG_LEN];
+        snprintf(msg, sizeof msg, "no reply from service '%s' within %.3f s", list, timeout_s);
+        return client_fail(c, RRPC_ETIMEDOUT, msg);
+    }
+    *holder = popped;
+    *value = rrpc__reply_str(rrpc__reply_element(popped, 1), value_len);
+    return RRPC_OK;
+}
+
+/* Common set-up of call and batch: names, connection, keys. */
+static int prepare(rrpc_client *c, const char *service, char *list, size_t list_len, char *key,
+                   size_t key_len)
+{
+    int rc = check_name(c, "service", service);
+    if (rc == RRPC_OK && rrpc__key_join(list, list_len, c->prefix, service, NULL) != RRPC_OK)
+        rc = client_fail(c, RRPC_EINVAL, "service name too long");
+    if (rc == RRPC_OK && key != NULL && rrpc__new_reply_key(key, key_len, c->prefix) != RRPC_OK)
+        rc = client_fail(c, RRPC_ESYS, "cannot read random bytes for a reply key");
+    if (rc == RRPC_OK)
+        rc = ensure_connected(c);
+    return rc;
+}
+
+int rrpc_call(rrpc_client *c, const char *service, const char *method, const json_t *params,
+              double timeout_s, json_t **result, json_t **error)
+{
+    json_t *ignored_error = NULL;
+    if (c == NULL || result == NULL)
+        return RRPC_EINVAL;
+    *result = NULL;
+    if (error == NULL)
+        error = &ignored_error;
+    *error = NULL;
+    char list[RRPC__KEY_MAX], key[RRPC__KEY_MAX];
+    int rc = check_name(c, "method", method);
+    if (rc == RRPC_OK)
+        rc = check_params(c, params);
+    if (rc == RRPC_OK)
+        rc = prepare(c, service, list, sizeof list, key, sizeof key);
+    if (rc != RRPC_OK)
+        return rc;
+    json_t *req = rrpc__request_build(method, params, key, key);
+    char *text = req ? json_dumps(req, RRPC__JSON_ENCODE_FLAGS) : NULL;
+    json_decref(req);
+    if (text == NULL)
+        return client_fail(c, RRPC_ENOMEM, "cannot encode the request");
+    rrpc__reply *holder = NULL;
+    const char *value = NULL;
+    size_t value_len = 0;
+    rc = push_and_wait(c, list, text, key, timeout_s > 0 ? timeout_s : c->timeout_s, &holder,
+                       &value, &value_len);
+    free(text);
+    if (rc == RRPC_OK)
+        rc = rrpc__response_parse(value, value_len, key, result, error, c->errmsg,
+                                  sizeof c->errmsg);
+    rrpc__reply_free(holder);
+    json_decref(ignored_error);
+    return rc;
+}
+
+int rrpc_notify(rrpc_client *c, const char *service, const char *method, const json_t *params)
+{
+    if (c == NULL)
+        return RRPC_EINVAL;
+    char list[RRPC__KEY_MAX];
+    int rc = check_name(c, "method", method);
+    if (rc == RRPC_OK)
+        rc = check_params(c, params);
+    if (rc == RRPC_OK)
+        rc = prepare(c, service, list, sizeof list, NULL, 0);
+    if (rc != RRPC_OK)
+        return rc;
+    json_t *req = rrpc__request_build(method, params, NULL, NULL);
+    char *text = req ? json_dumps(req, RRPC__JSON_ENCODE_FLAGS) : NULL;
+    json_decref(req);
+    if (text == NULL)
+        return client_fail(c, RRPC_ENOMEM, "cannot encode the request");
+    rrpc__reply *r = NULL;
+    rc = rrpc__conn_appendv(c->conn, 3, "RPUSH", list, text);
+    free(text);
+    if (rc != RRPC_OK)
+        return client_fail(c, rc, rrpc__conn_errmsg(c->conn));
+    rc = read_reply(c, &r);
+    rrpc__reply_free(r);
+    return rc;
+}
+
+/* Builds the batch text for CALLS; every call gets id = its index and the
+ * shared reply key.  *expect_reply tells whether any call wants an answer. */
+static char *batch_text(rrpc_client *c, const json_t *calls, const char *key, int *expect_reply)
+{
+    json_t *batch = json_array();
+    *expect_reply = 0;
+    for (size_t i = 0; i < json_array_size(calls); i++) {
+        const json_t *call = json_array_get(calls, i);
+        const char *method = json_string_value(json_object_get(call, "method"));
+        const json_t *params = json_object_get(call, "params");
+        int notify = json_is_true(json_object_get(call, "notify"));
+        if (method == NULL || check_params(c, params) != RRPC_OK) {
+            json_decref(batch);
+            client_fail(c, RRPC_EINVAL, "each call needs a string 'method' and array/object "
+                                        "'params'");
+            return NULL;
+        }
+        json_t *req = rrpc__request_build(method, params, NULL, notify ? NULL : key);
+        if (!notify) {
+            json_object_set_new(req, "id", json_integer((json_int_t)i));
+            *expect_reply = 1;
+        }
+        json_array_append_new(batch, req);
+    }
+    char *text = json_dumps(batch, RRPC__JSON_ENCODE_FLAGS);
+    json_decref(batch);
+    if (text == NULL)
+        client_fail(c, RRPC_ENOMEM, "cannot encode the batch");
+    return text;
+}
+
+/* Puts each response of REPLY at the index its id names. */
+static int sort_batch_responses(rrpc_client *c, const json_t *reply, size_t n,
+                                json_t **responses)
+{
+    if (!json_is_array(reply)) {
+        const json_t *e = json_object_get(reply, "error");
+        char msg[RRPC__ERRMSG_LEN];
+        snprintf(msg, sizeof msg, "batch rejected: %s",
+                 json_string_value(json_object_get(e, "message")) ? json_string_value(
+                                                                        json_object_get(e, "message"))
+                                                                  : "malformed response");
+        return client_fail(c, e ? RRPC_EREMOTE : RRPC_EPROTO, msg);
+    }
+    json_t *out = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(out, json_null());
+    for (size_t i = 0; i < json_array_size(reply); i++) {
+        json_t *resp = json_array_get(reply, i);
+        json_t *id = json_object_get(resp, "id");
+        if (json_is_integer(id) && json_integer_value(id) >= 0 &&
+            (size_t)json_integer_value(id) < n)
+            json_array_set(out, (size_t)json_integer_value(id), resp);
+    }
+    *responses = out;
+    return RRPC_OK;
+}
+
+int rrpc_call_batch(rrpc_client *c, const char *service, const json_t *calls, double timeout_s,
+                    json_t **responses)
+{
+    if (c == NULL || responses == NULL)
+        return RRPC_EINVAL;
+    *responses = NULL;
+    if (!json_is_array(calls) || json_array_size(calls) == 0)
+        return client_fail(c, RRPC_EINVAL, "calls must be a non-empty JSON array");
+    char list[RRPC__KEY_MAX], key[RRPC__KEY_MAX];
+    int rc = prepare(c, service, list, sizeof list, key, sizeof key);
+    int expect_reply = 0;
+    char *text = rc == RRPC_OK ? batch_text(c, calls, key, &expect_reply) : NULL;
+    if (text == NULL)
+        return rc != RRPC_OK ? rc : RRPC_EINVAL;
+    if (!expect_reply) {
+        rrpc__reply *r = NULL;
+        rc = rrpc__conn_appendv(c->conn, 3, "RPUSH", list, text);
+        rc = rc == RRPC_OK ? read_reply(c, &r) : client_fail(c, rc, rrpc__conn_errmsg(c->conn));
+        rrpc__reply_free(r);
+        free(text);
+        if (rc == RRPC_OK) {
+            json_t *none = json_array();
+            rc = sort_batch_responses(c, none, json_array_size(calls), responses);
+            json_decref(none);
+        }
+        return rc;
+    }
+    rrpc__reply *holder = NULL;
+    const char *value = NULL;
+    size_t value_len = 0;
+    rc = push_and_wait(c, list, text, key, timeout_s > 0 ? timeout_s : c->timeout_s, &holder,
+                       &value, &value_len);
+    free(text);
+    if (rc != RRPC_OK)
+        return rc;
+    json_error_t jerr;
+    json_t *reply = json_loadb(value, value_len, RRPC__JSON_DECODE_FLAGS, &jerr);
+    rrpc__reply_free(holder);
+    if (reply == NULL)
+        return client_fail(c, RRPC_EPROTO, "batch response is not JSON");
+    rc = sort_batch_responses(c, reply, json_array_size(calls), responses);
+    json_decref(reply);
+    return rc;
+}

@@ -1,0 +1,185 @@
+/* internal.h -- declarations shared by librrpc's modules, never installed.
+ *
+ * The library is layered: url.c and protocol.c are pure (no I/O) and are
+ * unit-tested on their own; transport.c is the only file that knows hiredis;
+ * client.c and server.c build the public behaviour on top of both.  Names
+ * here carry the rrpc__ prefix so they never clash with the public rrpc_ API.
+ */
+#ifndef RRPC_INTERNAL_H
+#define RRPC_INTERNAL_H
+
+#include <rrpc/rrpc.h>
+
+#include <stdarg.h>
+#include <stddef.h>
+
+#define RRPC__ERRMSG_LEN 256
+#define RRPC__KEY_MAX 512
+
+/* Writes a formatted message into buf (truncating) and returns err, so a
+ * failing path can be one `return rrpc__fail(...)` line. */
+int rrpc__fail(char *buf, size_t len, int err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* ---- url.c: Redis URLs ------------------------------------------------ */
+
+typedef struct rrpc__url {
+    char *host;     /* NULL for unix sockets */
+    int port;
+    char *path;     /* unix socket path, NULL for TCP */
+    char *user;     /* ACL user or NULL */
+    char *password; /* NULL if none */
+    int db;
+} rrpc__url;
+
+/* Parses URL (NULL = $REDIS_URL, then redis://127.0.0.1:6379) into *out.
+ * The caller owns the strings in *out and frees them with rrpc__url_free. */
+int rrpc__url_parse(rrpc__url *out, const char *url, char *err, size_t errlen);
+void rrpc__url_free(rrpc__url *url);
+/* The URL with any password masked, for log lines.  Writes into buf. */
+const char *rrpc__url_describe(const rrpc__url *url, char *buf, size_t len);
+
+/* ---- random.c: unguessable identifiers -------------------------------- */
+
+/* Writes 32 lowercase hex digits (128 random bits) and a NUL into hex. */
+int rrpc__random_hex128(char hex[33]);
+
+/* Builds "<prefix>rrpc:reply:<32 hex>" into buf. */
+int rrpc__new_reply_key(char *buf, size_t len, const char *prefix);
+
+/* Joins prefix and name into buf; RRPC_EINVAL if it does not fit. */
+int rrpc__key_join(char *buf, size_t len, const char *prefix, const char *name,
+                   const char *suffix);
+
+/* ---- protocol.c: JSON-RPC envelopes, no I/O --------------------------- */
+
+/* A new request object.  params may be NULL (omitted), id NULL makes a
+ * notification, reply_to NULL omits the member.  Arguments borrowed. */
+json_t *rrpc__request_build(const char *method, const json_t *params, const char *id,
+                            const char *reply_to);
+
+/* New response objects.  id borrowed (NULL means JSON null); data stolen. */
+json_t *rrpc__response_result(const json_t *id, json_t *result_stolen);
+json_t *rrpc__response_error(const json_t *id, int code, const char *message,
+                             json_t *data_stolen);
+/* A response carrying ERROR (stolen), and a new error object. */
+json_t *rrpc__response_error_object(const json_t *id, json_t *error_stolen);
+json_t *rrpc__error_object(int code, const char *message, json_t *data_stolen);
+
+/* Checks a decoded request object against JSON-RPC 2.0.  Returns 0 when
+ * valid, else RRPC_JSONRPC_INVALID_REQUEST with *why set to a static text. */
+int rrpc__request_validate(const json_t *req, const char **why);
+
+/* The key a response to REQ goes to (PROTOCOL.md section 3): reply_to, else
+ * a string id, else a number id's text.  Returns 1 and fills buf, or 0 if
+ * the request names no usable key. */
+int rrpc__reply_key(const json_t *req, char *buf, size_t len);
+
+/* Decodes a response text for the call with id EXPECTED_ID.  On RRPC_OK
+ * *result is new; on RRPC_EREMOTE *error is new; else both stay NULL and
+ * err describes the problem. */
+int rrpc__response_parse(const char *text, size_t len, const char *expected_id,
+                         json_t **result, json_t **error, char *err, size_t errlen);
+
+/* Parse flags shared by every decoder: top-level scalars are decoded (and
+ * rejected as invalid requests later), NUL inside strings is allowed. */
+#define RRPC__JSON_DECODE_FLAGS (JSON_DECODE_ANY | JSON_ALLOW_NUL)
+/* Compact output that keeps NUL-bearing strings intact. */
+#define RRPC__JSON_ENCODE_FLAGS (JSON_COMPACT | JSON_ENCODE_ANY)
+
+/* ---- dispatch.c: one message in, one outcome out, no I/O -------------- */
+
+typedef struct rrpc__method {
+    char *name;
+    char *description;
+    rrpc_method_fn fn;
+    void *udata;
+} rrpc__method;
+
+typedef struct rrpc__methods {
+    rrpc__method *items;
+    size_t count;
+    size_t cap;
+} rrpc__methods;
+
+int rrpc__methods_add(rrpc__methods *m, const char *name, rrpc_method_fn fn, void *udata,
+                      const char *description);
+const rrpc__method *rrpc__methods_find(const rrpc__methods *m, const char *name);
+void rrpc__methods_free(rrpc__methods *m);
+
+typedef struct rrpc__limits {
+    size_t max_request_bytes;
+    size_t max_batch;
+} rrpc__limits;
+
+/* What a worker must do after handling one popped message.  Every pointer
+ * is owned by the outcome and released by rrpc__outcome_clear(). */
+typedef struct rrpc__outcome {
+    char *reply_key;      /* where to RPUSH response, or NULL */
+    char *response;       /* the response text, or NULL (nothing to send) */
+    char *dead_reason;    /* non-NULL: record a dead letter with this reason */
+    json_t *dead_response; /* the undeliverable response, if any */
+    unsigned requests;    /* request objects seen (batch elements singly) */
+    unsigned notifications;
+    unsigned errors;      /* error responses produced */
+} rrpc__outcome;
+
+void rrpc__dispatch(const rrpc__methods *methods, const rrpc__limits *limits, const char *text,
+                    size_t len, rrpc__outcome *out);
+void rrpc__outcome_clear(rrpc__outcome *out);
+
+/* The dead-letter record for MESSAGE (PROTOCOL.md section 6), as new text. */
+char *rrpc__dead_letter_text(const char *service, const char *reason, const char *message,
+                             size_t message_len, const json_t *response);
+
+/* ---- transport.c: the only module that knows hiredis ------------------ */
+
+typedef struct rrpc__conn rrpc__conn;
+typedef struct rrpc__reply rrpc__reply;
+
+enum rrpc__reply_type {
+    RRPC__REPLY_STRING,
+    RRPC__REPLY_ARRAY,
+    RRPC__REPLY_INTEGER,
+    RRPC__REPLY_NIL,
+    RRPC__REPLY_STATUS,
+    RRPC__REPLY_ERROR
+};
+
+/* Connects, authenticates and selects the database.  On RRPC_OK *out is
+ * a new connection owned by the caller (rrpc__conn_close). */
+int rrpc__conn_open(rrpc__conn **out, const rrpc__url *url, double connect_timeout_s, char *err,
+                    size_t errlen);
+void rrpc__conn_close(rrpc__conn *c);
+/* Drops and re-establishes the link (including AUTH and SELECT). */
+int rrpc__conn_reconnect(rrpc__conn *c);
+/* Sets the socket read timeout; 0 means wait forever. */
+int rrpc__conn_set_timeout(rrpc__conn *c, double seconds);
+/* Queues a command in the output buffer; nothing is sent until a reply is
+ * read.  Strings are copied. */
+int rrpc__conn_append(rrpc__conn *c, int argc, const char **argv, const size_t *lens);
+/* Convenience for NUL-terminated arguments. */
+int rrpc__conn_appendv(rrpc__conn *c, int argc, ...);
+/* Sends what is queued and reads the next reply.  On RRPC_OK *out is new
+ * (rrpc__reply_free).  RRPC_ECONNECT or RRPC_ETIMEDOUT leave the connection
+ * unusable until rrpc__conn_reconnect. */
+int rrpc__conn_read(rrpc__conn *c, rrpc__reply **out);
+/* The last transport error message.  Borrowed. */
+const char *rrpc__conn_errmsg(const rrpc__conn *c);
+/* Nonzero if the link is known to be broken. */
+int rrpc__conn_broken(const rrpc__conn *c);
+
+void rrpc__reply_free(rrpc__reply *r);
+enum rrpc__reply_type rrpc__reply_type(const rrpc__reply *r);
+const char *rrpc__reply_str(const rrpc__reply *r, size_t *len);
+long long rrpc__reply_integer(const rrpc__reply *r);
+size_t rrpc__reply_count(const rrpc__reply *r);
+const rrpc__reply *rrpc__reply_element(const rrpc__reply *r, size_t i);
+
+/* ---- time ------------------------------------------------------------ */
+
+double rrpc__now(void);      /* wall clock, seconds since the epoch */
+double rrpc__monotonic(void); /* monotonic seconds */
+void rrpc__sleep(double seconds);
+
+#endif /* RRPC_INTERNAL_H */

@@ -1,0 +1,196 @@
+/* protocol.c -- JSON-RPC 2.0 envelopes: build, validate, route.  No I/O.
+ *
+ * Everything that decides what a message means lives here, so that the
+ * rules of docs/PROTOCOL.md are in one place and can be unit-tested without
+ * a Redis server.
+ */
+#include "internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+json_t *rrpc__request_build(const char *method, const json_t *params, const char *id,
+                            const char *reply_to)
+{
+    json_t *req = json_object();
+    if (req == NULL)
+        return NULL;
+    int bad = json_object_set_new(req, "jsonrpc", json_string("2.0"));
+    bad |= json_object_set_new(req, "method", json_string(method));
+    if (params != NULL)
+        bad |= json_object_set(req, "params", (json_t *)params);
+    if (id != NULL)
+        bad |= json_object_set_new(req, "id", json_string(id));
+    if (reply_to != NULL)
+        bad |= json_object_set_new(req, "reply_to", json_string(reply_to));
+    if (bad) {
+        json_decref(req);
+        return NULL;
+    }
+    return req;
+}
+
+static json_t *response_envelope(const json_t *id)
+{
+    json_t *resp = json_object();
+    if (resp == NULL)
+        return NULL;
+    json_object_set_new(resp, "jsonrpc", json_string("2.0"));
+    json_object_set(resp, "id", id ? (json_t *)id : json_null());
+    return resp;
+}
+
+json_t *rrpc__response_result(const json_t *id, json_t *result_stolen)
+{
+    json_t *resp = response_envelope(id);
+    if (resp == NULL || json_object_set_new(resp, "result", result_stolen) != 0) {
+        json_decref(resp);
+        return NULL;
+    }
+    return resp;
+}
+
+json_t *rrpc__response_error_object(const json_t *id, json_t *error_stolen)
+{
+    json_t *resp = response_envelope(id);
+    if (resp == NULL || json_object_set_new(resp, "error", error_stolen) != 0) {
+        json_decref(resp);
+        return NULL;
+    }
+    return resp;
+}
+
+json_t *rrpc__error_object(int code, const char *message, json_t *data_stolen)
+{
+    json_t *err = json_object();
+    if (err == NULL) {
+        json_decref(data_stolen);
+        return NULL;
+    }
+    json_object_set_new(err, "code", json_integer(code));
+    json_object_set_new(err, "message", json_string(message ? message : ""));
+    if (data_stolen != NULL)
+        json_object_set_new(err, "data", data_stolen);
+    return err;
+}
+
+json_t *rrpc__response_error(const json_t *id, int code, const char *message,
+                             json_t *data_stolen)
+{
+    return rrpc__response_error_object(id, rrpc__error_object(code, message, data_stolen));
+}
+
+int rrpc__request_validate(const json_t *req, const char **why)
+{
+    if (!json_is_object(req)) {
+        *why = "request must be a JSON object";
+        return RRPC_JSONRPC_INVALID_REQUEST;
+    }
+    const json_t *version = json_object_get(req, "jsonrpc");
+    if (!json_is_string(version) || strcmp(json_string_value(version), "2.0") != 0) {
+        *why = "member 'jsonrpc' must be exactly \"2.0\"";
+        return RRPC_JSONRPC_INVALID_REQUEST;
+    }
+    if (!json_is_string(json_object_get(req, "method"))) {
+        *why = "member 'method' must be a string";
+        return RRPC_JSONRPC_INVALID_REQUEST;
+    }
+    const json_t *params = json_object_get(req, "params");
+    if (params != NULL && !json_is_array(params) && !json_is_object(params)) {
+        *why = "member 'params' must be an array or an object";
+        return RRPC_JSONRPC_INVALID_REQUEST;
+    }
+    const json_t *id = json_object_get(req, "id");
+    if (id != NULL && !json_is_string(id) && !json_is_number(id) && !json_is_null(id)) {
+        *why = "member 'id' must be a string, a number or null";
+        return RRPC_JSONRPC_INVALID_REQUEST;
+    }
+    const json_t *reply_to = json_object_get(req, "reply_to");
+    if (reply_to != NULL && !json_is_string(reply_to)) {
+        *why = "member 'reply_to' must be a string";
+        return RRPC_JSONRPC_INVALID_REQUEST;
+    }
+    return 0;
+}
+
+/* The shortest decimal text that reads back as the same double. */
+static int format_real(char *buf, size_t len, double v)
+{
+    if (!isfinite(v))
+        return 0;
+    for (int precision = 1; precision <= 17; precision++) {
+        int n = snprintf(buf, len, "%.*g", precision, v);
+        if (n < 0 || (size_t)n >= len)
+            return 0;
+        if (strtod(buf, NULL) == v)
+            return 1;
+    }
+    return 1;
+}
+
+int rrpc__reply_key(const json_t *req, char *buf, size_t len)
+{
+    if (!json_is_object(req))
+        return 0;
+    const json_t *reply_to = json_object_get(req, "reply_to");
+    const json_t *id = json_object_get(req, "id");
+    const char *s = NULL;
+    if (json_is_string(reply_to) && json_string_length(reply_to) > 0)
+        s = json_string_value(reply_to);
+    else if (json_is_string(id) && json_string_length(id) > 0)
+        s = json_string_value(id);
+    if (s != NULL) {
+        if (strlen(s) >= len)
+            return 0;
+        memcpy(buf, s, strlen(s) + 1);
+        return 1;
+    }
+    if (json_is_integer(id)) {
+        int n = snprintf(buf, len, "%" JSON_INTEGER_FORMAT, json_integer_value(id));
+        return n > 0 && (size_t)n < len;
+    }
+    if (json_is_real(id))
+        return format_real(buf, len, json_real_value(id));
+    return 0;
+}
+
+static int id_matches(const json_t *id, const char *expected)
+{
+    if (expected == NULL)
+        return 1;
+    return json_is_string(id) && strcmp(json_string_value(id), expected) == 0;
+}
+
+int rrpc__response_parse(const char *text, size_t len, const char *expected_id,
+                         json_t **result, json_t **error, char *err, size_t errlen)
+{
+    *result = NULL;
+    *error = NULL;
+    json_error_t jerr;
+    json_t *resp = json_loadb(text, len, RRPC__JSON_DECODE_FLAGS, &jerr);
+    if (resp == NULL)
+        return rrpc__fail(err, errlen, RRPC_EPROTO, "response is not JSON: %s", jerr.text);
+    int rc = RRPC_OK;
+    json_t *res = json_object_get(resp, "result");
+    json_t *e = json_object_get(resp, "error");
+    if (!json_is_object(resp)) {
+        rc = rrpc__fail(err, errlen, RRPC_EPROTO, "response is not a JSON object");
+    } else if (!id_matches(json_object_get(resp, "id"), expected_id) && !json_is_object(e)) {
+        rc = rrpc__fail(err, errlen, RRPC_EPROTO, "response id does not match the call");
+    } else if (json_is_object(e)) {
+        *error = json_incref(e);
+        rc = rrpc__fail(err, errlen, RRPC_EREMOTE, "remote error %" JSON_INTEGER_FORMAT ": %s",
+                        json_integer_value(json_object_get(e, "code")),
+                        json_string_value(json_object_get(e, "message"))
+                            ? json_string_value(json_object_get(e, "message"))
+                            : "(no message)");
+    } else if (res != NULL) {
+        *result = json_incref(res);
+    } else {
+        rc = rrpc__fail(err, errlen, RRPC_EPROTO, "response has neither result nor error");
+    }
+    json_decref(resp);
+    return rc;
+}

@@ -1,0 +1,53 @@
+/* random.c -- unguessable identifiers and key names.
+ *
+ * Reply keys double as capabilities: whoever knows one can read or forge a
+ * response, so they come from the kernel's CSPRNG (getrandom), never from
+ * rand() or a counter.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+
+int rrpc__random_hex128(char hex[33])
+{
+    static const char digits[] = "0123456789abcdef";
+    unsigned char bytes[16];
+    size_t got = 0;
+    while (got < sizeof bytes) {
+        ssize_t n = getrandom(bytes + got, sizeof bytes - got, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return RRPC_ESYS;
+        }
+        got += (size_t)n;
+    }
+    for (size_t i = 0; i < sizeof bytes; i++) {
+        hex[2 * i] = digits[bytes[i] >> 4];
+        hex[2 * i + 1] = digits[bytes[i] & 15];
+    }
+    hex[32] = '\0';
+    return RRPC_OK;
+}
+
+int rrpc__new_reply_key(char *buf, size_t len, const char *prefix)
+{
+    char hex[33];
+    int rc = rrpc__random_hex128(hex);
+    if (rc != RRPC_OK)
+        return rc;
+    return rrpc__key_join(buf, len, prefix, "rrpc:reply:", hex);
+}
+
+int rrpc__key_join(char *buf, size_t len, const char *prefix, const char *name,
+                   const char *suffix)
+{
+    int n = snprintf(buf, len, "%s%s%s", prefix ? prefix : "", name, suffix ? suffix : "");
+    if (n < 0 || (size_t)n >= len)
+        return RRPC_EINVAL;
+    return RRPC_OK;
+}

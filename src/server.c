@@ -1,0 +1,460 @@
+/* server.c -- the multi-threaded worker pool behind rrpc_server_run.
+ *
+ * Each worker thread owns one Redis connection and runs the loop of
+ * docs/PROTOCOL.md: pop a batch of requests, dispatch them, and send every
+ * reply, expiry and dead letter in one pipeline together with the next pop.
+ * Under load that is one round trip per batch (LPOP with a count); when the
+ * list is empty the worker blocks in BLPOP with a short timeout so that a
+ * stop request is noticed quickly.  Threads share nothing but the method
+ * table (read-only while running) and atomic counters.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "internal.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define BLOCK_TIMEOUT "0.5"
+#define SOCKET_TIMEOUT_S 10.0
+#define BACKOFF_MIN_S 0.05
+#define BACKOFF_MAX_S 5.0
+#define MAX_BATCH_ELEMENTS 1000
+
+struct rrpc_server {
+    rrpc__url url;
+    char *prefix;
+    char *service;
+    char list_key[RRPC__KEY_MAX];
+    char dead_key[RRPC__KEY_MAX];
+    char stats_key[RRPC__KEY_MAX];
+    int workers;
+    int reply_ttl_s;
+    long dead_letter_max;
+    int batch_max;
+    int handle_signals;
+    double connect_timeout_s;
+    rrpc__methods methods;
+    rrpc__limits limits;
+    atomic_int stop;
+    atomic_int running;
+    atomic_uint_fast64_t requests, notifications, errors, dead_letters;
+    char errmsg[RRPC__ERRMSG_LEN];
+};
+
+/* One pipelined command whose reply the worker must check. */
+enum op_kind { OP_PLAIN, OP_REPLY, OP_POP };
+
+typedef struct op {
+    enum op_kind kind;
+    const char *msg; /* OP_REPLY: the request text, for a dead letter */
+    size_t msg_len;
+} op;
+
+typedef struct worker {
+    rrpc_server *srv;
+    rrpc__conn *conn;
+    pthread_t thread;
+    int id;
+    op *ops;         /* commands sent, replies not yet read */
+    size_t nops, capops;
+    rrpc__reply *in_hand; /* the popped batch the pending replies refer to */
+    char ttl_text[16];
+    char trim_text[24];
+    char batch_text[16];
+} worker;
+
+void rrpc_server_options_init(rrpc_server_options *opts)
+{
+    memset(opts, 0, sizeof *opts);
+    opts->reply_ttl_s = 60;
+    opts->max_request_bytes = 1024 * 1024;
+    opts->dead_letter_max = 1000;
+    opts->batch_max = 32;
+    opts->handle_signals = 1;
+    opts->connect_timeout_s = 5;
+}
+
+static int cpu_count(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+static int set_keys(rrpc_server *s)
+{
+    if (rrpc__key_join(s->list_key, sizeof s->list_key, s->prefix, s->service, NULL) ||
+        rrpc__key_join(s->dead_key, sizeof s->dead_key, s->prefix, s->service, ":dead") ||
+        rrpc__key_join(s->stats_key, sizeof s->stats_key, s->prefix, s->service, ":stats"))
+        return rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_EINVAL, "service name too long");
+    return RRPC_OK;
+}
+
+int rrpc_server_new(rrpc_server **out, const rrpc_server_options *opts)
+{
+    if (out == NULL || opts == NULL)
+        return RRPC_EINVAL;
+    *out = NULL;
+    if (opts->service == NULL || opts->service[0] == '\0')
+        return RRPC_EINVAL;
+    rrpc_server *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return RRPC_ENOMEM;
+    s->service = strdup(opts->service);
+    s->prefix = strdup(opts->key_prefix ? opts->key_prefix : "");
+    s->workers = opts->workers > 0 ? opts->workers : cpu_count();
+    s->reply_ttl_s = opts->reply_ttl_s > 0 ? opts->reply_ttl_s : 60;
+    s->dead_letter_max = opts->dead_letter_max > 0 ? opts->dead_letter_max : 1000;
+    s->batch_max = opts->batch_max > 0 ? opts->batch_max : 32;
+    s->handle_signals = opts->handle_signals;
+    s->connect_timeout_s = opts->connect_timeout_s;
+    s->limits.max_request_bytes = opts->max_request_bytes ? opts->max_request_bytes : 1 << 20;
+    s->limits.max_batch = MAX_BATCH_ELEMENTS;
+    int rc = s->service && s->prefix ? RRPC_OK : RRPC_ENOMEM;
+    if (rc == RRPC_OK)
+        rc = set_keys(s);
+    if (rc == RRPC_OK)
+        rc = rrpc__url_parse(&s->url, opts->url, s->errmsg, sizeof s->errmsg);
+    if (rc != RRPC_OK) {
+        rrpc_server_free(s);
+        return rc;
+    }
+    *out = s;
+    return RRPC_OK;
+}
+
+void rrpc_server_free(rrpc_server *s)
+{
+    if (s == NULL)
+        return;
+    rrpc__methods_free(&s->methods);
+    rrpc__url_free(&s->url);
+    free(s->service);
+    free(s->prefix);
+    free(s);
+}
+
+const char *rrpc_server_errmsg(const rrpc_server *s)
+{
+    return s ? s->errmsg : "no server";
+}
+
+int rrpc_server_register(rrpc_server *s, const char *method, rrpc_method_fn fn, void *udata,
+                         const char *description)
+{
+    if (s == NULL || method == NULL || fn == NULL)
+        return RRPC_EINVAL;
+    if (atomic_load(&s->running))
+        return RRPC_ESTATE;
+    return rrpc__methods_add(&s->methods, method, fn, udata, description);
+}
+
+void rrpc_server_stop(rrpc_server *s)
+{
+    if (s)
+        atomic_store(&s->stop, 1);
+}
+
+void rrpc_server_get_stats(const rrpc_server *s, rrpc_server_stats *st)
+{
+    rrpc_server *m = (rrpc_server *)s; /* atomics need a non-const pointer */
+    st->requests = atomic_load(&m->requests);
+    st->notifications = atomic_load(&m->notifications);
+    st->errors = atomic_load(&m->errors);
+    st->dead_letters = atomic_load(&m->dead_letters);
+}
+
+/* ---- one worker ---------------------------------------------------------- */
+
+static void log_worker(const worker *w, const char *what, const char *detail)
+{
+    fprintf(stderr, "rrpc[%s/%d]: %s%s%s\n", w->srv->service, w->id, what, detail ? ": " : "",
+            detail ? detail : "");
+}
+
+static int push_op(worker *w, enum op_kind kind, const char *msg, size_t len)
+{
+    if (w->nops == w->capops) {
+        size_t cap = w->capops ? w->capops * 2 : 64;
+        op *ops = realloc(w->ops, cap * sizeof *ops);
+        if (ops == NULL)
+            return RRPC_ENOMEM;
+        w->ops = ops;
+        w->capops = cap;
+    }
+    w->ops[w->nops++] = (op){kind, msg, len};
+    return RRPC_OK;
+}
+
+/* Queues one command and remembers how to judge its reply. */
+static int send_cmd(worker *w, enum op_kind kind, const char *msg, size_t msg_len, int argc,
+                    const char **argv, const size_t *lens)
+{
+    int rc = rrpc__conn_append(w->conn, argc, argv, lens);
+    return rc == RRPC_OK ? push_op(w, kind, msg, msg_len) : rc;
+}
+
+static void send_dead_letter(worker *w, const char *reason, const char *msg, size_t len,
+                             const json_t *response)
+{
+    rrpc_server *s = w->srv;
+    char *text = rrpc__dead_letter_text(s->service, reason, msg, len, response);
+    if (text == NULL) {
+        log_worker(w, "cannot encode a dead letter", reason);
+        return;
+    }
+    const char *push[] = {"RPUSH", s->dead_key, text};
+    const char *trim[] = {"LTRIM", s->dead_key, w->trim_text, "-1"};
+    const char *count[] = {"HINCRBY", s->stats_key, "dead", "1"};
+    send_cmd(w, OP_PLAIN, NULL, 0, 3, push, NULL);
+    send_cmd(w, OP_PLAIN, NULL, 0, 4, trim, NULL);
+    send_cmd(w, OP_PLAIN, NULL, 0, 4, count, NULL);
+    free(text);
+    atomic_fetch_add(&s->dead_letters, 1);
+}
+
+static void handle_message(worker *w, const char *msg, size_t len)
+{
+    rrpc_server *s = w->srv;
+    rrpc__outcome out;
+    rrpc__dispatch(&s->methods, &s->limits, msg, len, &out);
+    atomic_fetch_add(&s->requests, out.requests);
+    atomic_fetch_add(&s->notifications, out.notifications);
+    atomic_fetch_add(&s->errors, out.errors);
+    if (out.response != NULL && out.reply_key != NULL) {
+        const char *push[] = {"RPUSH", out.reply_key, out.response};
+        const char *expire[] = {"EXPIRE", out.reply_key, w->ttl_text};
+        send_cmd(w, OP_REPLY, msg, len, 3, push, NULL);
+        send_cmd(w, OP_PLAIN, NULL, 0, 3, expire, NULL);
+    }
+    if (out.dead_reason != NULL)
+        send_dead_letter(w, out.dead_reason, msg, len, out.dead_response);
+    rrpc__outcome_clear(&out);
+}
+
+/* Handles every request in a pop reply: BLPOP gives [key, value], LPOP
+ * with a count gives [value, ...]. */
+static void handle_popped(worker *w, const rrpc__reply *r, int blocking)
+{
+    size_t n = rrpc__reply_count(r);
+    for (size_t i = blocking ? 1 : 0; i < n; i++) {
+        size_t len = 0;
+        const char *msg = rrpc__reply_str(rrpc__reply_element(r, i), &len);
+        handle_message(w, msg, len);
+    }
+}
+
+/* Reads the replies of everything sent; returns the pop reply (new) or
+ * NULL.  A failed reply push becomes a dead letter in the next round. */
+static int collect(worker *w, rrpc__reply **popped)
+{
+    *popped = NULL;
+    size_t nops = w->nops;
+    op *ops = w->ops;
+    w->ops = NULL;
+    w->nops = w->capops = 0;
+    int rc = RRPC_OK;
+    for (size_t i = 0; i < nops && rc == RRPC_OK; i++) {
+        rrpc__reply *r = NULL;
+        rc = rrpc__conn_read(w->conn, &r);
+        if (rc != RRPC_OK)
+            break;
+        if (ops[i].kind == OP_POP) {
+            *popped = r;
+            continue;
+        }
+        if (rrpc__reply_type(r) == RRPC__REPLY_ERROR) {
+            const char *e = rrpc__reply_str(r, NULL);
+            if (ops[i].kind == OP_REPLY) {
+                char reason[RRPC__ERRMSG_LEN];
+                snprintf(reason, sizeof reason, "reply failed: %s", e);
+                send_dead_letter(w, reason, ops[i].msg, ops[i].msg_len, NULL);
+            } else {
+                log_worker(w, "Redis refused a command", e);
+            }
+        }
+        rrpc__reply_free(r);
+    }
+    free(ops);
+    return rc;
+}
+
+static void send_pop(worker *w, int blocking)
+{
+    rrpc_server *s = w->srv;
+    if (blocking) {
+        const char *argv[] = {"BLPOP", s->list_key, BLOCK_TIMEOUT};
+        send_cmd(w, OP_POP, NULL, 0, 3, argv, NULL);
+    } else {
+        const char *argv[] = {"LPOP", s->list_key, w->batch_text};
+        send_cmd(w, OP_POP, NULL, 0, 3, argv, NULL);
+    }
+}
+
+static void drop_pending(worker *w)
+{
+    free(w->ops);
+    w->ops = NULL;
+    w->nops = w->capops = 0;
+    rrpc__reply_free(w->in_hand);
+    w->in_hand = NULL;
+}
+
+/* Reconnects with exponential backoff and jitter until it works or the
+ * server is stopped.  Logs once per outage. */
+static void recover(worker *w)
+{
+    log_worker(w, "lost the Redis connection, reconnecting", rrpc__conn_errmsg(w->conn));
+    drop_pending(w);
+    double delay = BACKOFF_MIN_S;
+    while (!atomic_load(&w->srv->stop)) {
+        double jitter = (double)(rand() % 1000) / 1000.0; /* spreads a herd of workers */
+        rrpc__sleep(delay * (0.5 + jitter));
+        if (rrpc__conn_reconnect(w->conn) == RRPC_OK &&
+            rrpc__conn_set_timeout(w->conn, SOCKET_TIMEOUT_S) == RRPC_OK) {
+            log_worker(w, "reconnected", NULL);
+            return;
+        }
+        delay = delay * 2 > BACKOFF_MAX_S ? BACKOFF_MAX_S : delay * 2;
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    rrpc_server *s = w->srv;
+    int blocking = 1;
+    for (;;) {
+        int stopping = atomic_load(&s->stop);
+        if (!stopping)
+            send_pop(w, blocking);
+        if (w->nops == 0)
+            break;
+        rrpc__reply *popped = NULL;
+        int rc = collect(w, &popped);
+        rrpc__reply_free(w->in_hand); /* its replies are now confirmed */
+        w->in_hand = popped;
+        if (rc != RRPC_OK) {
+            rrpc__reply_free(popped);
+            w->in_hand = NULL;
+            if (stopping)
+                break;
+            recover(w);
+            blocking = 1;
+            continue;
+        }
+        if (popped == NULL || rrpc__reply_type(popped) != RRPC__REPLY_ARRAY) {
+            if (popped && rrpc__reply_type(popped) == RRPC__REPLY_ERROR) {
+                log_worker(w, "cannot pop requests", rrpc__reply_str(popped, NULL));
+                rrpc__sleep(BACKOFF_MIN_S * 10); /* e.g. WRONGTYPE: do not spin */
+            }
+            blocking = 1;
+            continue;
+        }
+        handle_popped(w, popped, blocking);
+        blocking = 0;
+    }
+    drop_pending(w);
+    return NULL;
+}
+
+/* ---- running the pool ---------------------------------------------------- */
+
+static _Atomic(rrpc_server *) signalled_server;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    rrpc_server *s = atomic_load(&signalled_server);
+    if (s)
+        atomic_store(&s->stop, 1);
+}
+
+static void install_signals(rrpc_server *s, struct sigaction *old_int, struct sigaction *old_term)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    atomic_store(&signalled_server, s);
+    sigaction(SIGINT, &sa, old_int);
+    sigaction(SIGTERM, &sa, old_term);
+}
+
+static void restore_signals(const struct sigaction *old_int, const struct sigaction *old_term)
+{
+    sigaction(SIGINT, old_int, NULL);
+    sigaction(SIGTERM, old_term, NULL);
+    atomic_store(&signalled_server, NULL);
+}
+
+static void close_workers(worker *ws, int n)
+{
+    for (int i = 0; i < n; i++)
+        rrpc__conn_close(ws[i].conn);
+    free(ws);
+}
+
+/* Connects every worker before any thread starts, so that a wrong URL or
+ * password is reported by rrpc_server_run instead of being retried. */
+static int connect_workers(rrpc_server *s, worker **out)
+{
+    worker *ws = calloc((size_t)s->workers, sizeof *ws);
+    if (ws == NULL)
+        return RRPC_ENOMEM;
+    for (int i = 0; i < s->workers; i++) {
+        worker *w = &ws[i];
+        w->srv = s;
+        w->id = i;
+        snprintf(w->ttl_text, sizeof w->ttl_text, "%d", s->reply_ttl_s);
+        snprintf(w->trim_text, sizeof w->trim_text, "%ld", -s->dead_letter_max);
+        snprintf(w->batch_text, sizeof w->batch_text, "%d", s->batch_max);
+        int rc = rrpc__conn_open(&w->conn, &s->url, s->connect_timeout_s, s->errmsg,
+                                 sizeof s->errmsg);
+        if (rc == RRPC_OK)
+            rc = rrpc__conn_set_timeout(w->conn, SOCKET_TIMEOUT_S);
+        if (rc != RRPC_OK) {
+            close_workers(ws, i + 1);
+            return rc;
+        }
+    }
+    *out = ws;
+    return RRPC_OK;
+}
+
+int rrpc_server_run(rrpc_server *s)
+{
+    if (s == NULL)
+        return RRPC_EINVAL;
+    int expected = 0;
+    if (!atomic_compare_exchange_strong(&s->running, &expected, 1))
+        return rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_ESTATE, "server already running");
+    worker *ws = NULL;
+    int rc = connect_workers(s, &ws);
+    if (rc != RRPC_OK) {
+        atomic_store(&s->running, 0);
+        return rc;
+    }
+    struct sigaction old_int, old_term;
+    if (s->handle_signals)
+        install_signals(s, &old_int, &old_term);
+    int started = 0;
+    for (; started < s->workers; started++)
+        if (pthread_create(&ws[started].thread, NULL, worker_main, &ws[started]) != 0) {
+            rc = rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_ESYS, "cannot start a thread");
+            atomic_store(&s->stop, 1);
+            break;
+        }
+    for (int i = 0; i < started; i++)
+        pthread_join(ws[i].thread, NULL);
+    if (s->handle_signals)
+        restore_signals(&old_int, &old_term);
+    close_workers(ws, s->workers);
+    atomic_store(&s->stop, 0);
+    atomic_store(&s->running, 0);
+    return rc;
+}
