@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# demo.sh -- the main job: calc-server answering C, Ruby and Python callers.
+#
+# Starts a private redis-server on a unix socket (unless REDIS_URL is set),
+# starts build/calc-server, calls it from the C example, the rrpc CLI, Ruby
+# and Python, shows what happens to garbage and notifications, and stops
+# every process it started, whatever happens.
+set -u
+BUILD=${1:-build}
+here=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=$(cd "$BUILD" && pwd)
+if [ -z "${REDIS_URL:-}" ] && [ -z "${RRPC_DEMO_INNER:-}" ]; then
+  export RRPC_DEMO_INNER=1
+  exec "$here/tests/harness/with-redis.sh" "$0" "$BUILD"
+fi
+cd "$here"
+service=calc
+server_pid=
+cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null; }
+trap cleanup EXIT
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+rcli() { /usr/bin/python3 -c 'import os,sys,redis; r=redis.Redis.from_url(os.environ["REDIS_URL"], decode_responses=True); print(getattr(r, sys.argv[1])(*sys.argv[2:]))' "$@"; }
+
+step "Redis at $REDIS_URL; starting calc-server"
+"$BUILD/calc-server" --redis "$REDIS_URL" --service "$service" --workers 2 &
+server_pid=$!
+for _ in $(seq 50); do "$BUILD/rrpc" call --timeout 0.2 "$service" echo '[]' >/dev/null 2>&1 && break; sleep 0.1; done
+
+failures=0
+run() { echo "\$ $*"; "$@" || { echo "  -> FAILED (exit $?)"; failures=$((failures + 1)); }; }
+
+step "C: examples/calc-client (the post's client calls, in C)"
+run "$BUILD/calc-client" --redis "$REDIS_URL" --service "$service"
+
+step "C: the rrpc command line"
+run "$BUILD/rrpc" call "$service" add '[2, 3]'
+run "$BUILD/rrpc" call "$service" multiply '{"a": 6, "b": 7}'
+echo "\$ $BUILD/rrpc call $service divide '[1, 0]'   (an application error: exit 1)"
+"$BUILD/rrpc" call "$service" divide '[1, 0]'; echo "  -> exit $?"
+
+step "Ruby: clients/ruby/calc_client.rb"
+run ruby clients/ruby/calc_client.rb --redis "$REDIS_URL" --service "$service"
+
+step "Python: clients/python/calc_client.py"
+run /usr/bin/python3 clients/python/calc_client.py --redis "$REDIS_URL" --service "$service"
+
+step "Garbage on the request list goes to $service:dead, and the server carries on"
+rcli rpush "$service" 'this is not JSON' >/dev/null
+sleep 0.3
+echo "dead letters: $(rcli llen "$service:dead")"
+rcli lindex "$service:dead" -1
+run "$BUILD/rrpc" call "$service" add '[40, 2]'
+
+step "A notification runs but leaves no key behind"
+before=$(rcli dbsize)
+run "$BUILD/rrpc" notify "$service" echo '["fire and forget"]'
+sleep 0.3
+echo "keys before: $before, after: $(rcli dbsize)"
+
+step "Stopping calc-server with SIGTERM (graceful)"
+kill -TERM "$server_pid"; wait "$server_pid"; echo "calc-server exited with $?"; server_pid=
+
+if [ "$failures" -ne 0 ]; then echo "demo: $failures step(s) failed" >&2; exit 1; fi
+echo; echo "demo: all steps passed"

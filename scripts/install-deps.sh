@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# install-deps.sh -- installs the Debian packages rrpc needs, only if missing.
+#
+# `make demo` and `make test` call this first so that a fresh Debian 12
+# machine needs nothing installed by hand.  Installing needs root; as
+# another user it names the missing packages and stops.
+set -eu
+packages=(
+  gcc make cmake pkg-config
+  libhiredis-dev libjansson-dev libevent-dev
+  redis-server redis-tools redis-sentinel
+  ruby ruby-redis python3 python3-redis
+  clang libclang-rt-14-dev libfuzzer-14-dev valgrind
+)
+missing=()
+for p in "${packages[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [ "$status" = "install ok installed" ] || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "install-deps: installing ${missing[*]}" >&2
+if [ "$(id -u)" != 0 ]; then
+  echo "install-deps: run as root (or install these packages): ${missing[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

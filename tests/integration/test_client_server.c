@@ -1,0 +1,380 @@
+/* test_client_server.c -- the sync client against the threaded server, on a
+ * real redis-server started by harness/with-redis.sh ($REDIS_URL).
+ *
+ * Each test pins one promise of docs/PROTOCOL.md or rrpc.h as seen from
+ * outside: answers, JSON-RPC errors, timeouts that withdraw the request,
+ * notifications that leave no key, expiring replies, dead letters, batches,
+ * Redis errors that do not crash, concurrency and graceful stop.
+ */
+#include "internal.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures;
+#define CHECK(cond)                                                                          \
+    do {                                                                                     \
+        if (!(cond)) {                                                                       \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);         \
+            failures++;                                                                      \
+        }                                                                                    \
+    } while (0)
+
+/* ---- a test service --------------------------------------------------- */
+
+static json_t *m_add(rrpc_request *req, void *udata)
+{
+    (void)udata;
+    json_int_t a, b;
+    if (rrpc_param_count_max(req, 2) || rrpc_param_int(req, 0, "a", &a) ||
+        rrpc_param_int(req, 1, "b", &b))
+        return NULL;
+    return json_integer(a + b);
+}
+
+static json_t *m_fail(rrpc_request *req, void *udata)
+{
+    (void)udata;
+    return rrpc_request_error(req, 42, "it failed", json_pack("{s:i}", "why", 7));
+}
+
+static json_t *m_sleep(rrpc_request *req, void *udata)
+{
+    (void)udata;
+    json_int_t ms;
+    if (rrpc_param_int(req, 0, "ms", &ms))
+        return NULL;
+    rrpc__sleep((double)ms / 1000.0);
+    return json_integer(ms);
+}
+
+static json_t *m_crash_free(rrpc_request *req, void *udata)
+{
+    (void)req;
+    (void)udata;
+    return NULL; /* no error set: the server must answer -32603 */
+}
+
+typedef struct running {
+    rrpc_server *srv;
+    pthread_t thread;
+    int rc;
+} running;
+
+static void *serve(void *arg)
+{
+    running *r = arg;
+    r->rc = rrpc_server_run(r->srv);
+    return NULL;
+}
+
+static void start_server(running *r, const char *service, int workers)
+{
+    rrpc_server_options o;
+    rrpc_server_options_init(&o);
+    o.service = service;
+    o.workers = workers;
+    o.handle_signals = 0;
+    o.max_request_bytes = 4096;
+    CHECK(rrpc_server_new(&r->srv, &o) == RRPC_OK);
+    CHECK(rrpc_server_register(r->srv, "add", m_add, NULL, "a + b") == RRPC_OK);
+    CHECK(rrpc_server_register(r->srv, "add", m_add, NULL, NULL) == RRPC_EEXIST);
+    rrpc_server_register(r->srv, "fail", m_fail, NULL, NULL);
+    rrpc_server_register(r->srv, "sleep", m_sleep, NULL, NULL);
+    rrpc_server_register(r->srv, "null", m_crash_free, NULL, NULL);
+    pthread_create(&r->thread, NULL, serve, r);
+}
+
+static void stop_server(running *r)
+{
+    rrpc_server_stop(r->srv);
+    pthread_join(r->thread, NULL);
+    CHECK(r->rc == RRPC_OK);
+    rrpc_server_free(r->srv);
+}
+
+/* ---- raw Redis access for looking behind the API ------------------------ */
+
+static rrpc__conn *raw;
+
+static rrpc__reply *cmd(int argc, ...)
+{
+    const char *argv[8];
+    va_list ap;
+    va_start(ap, argc);
+    for (int i = 0; i < argc; i++)
+        argv[i] = va_arg(ap, const char *);
+    va_end(ap);
+    rrpc__reply *r = NULL;
+    if (rrpc__conn_append(raw, argc, argv, NULL) != RRPC_OK || rrpc__conn_read(raw, &r) != RRPC_OK)
+        return NULL;
+    return r;
+}
+
+static long long cmd_int(int argc, const char *a0, const char *a1, const char *a2)
+{
+    rrpc__reply *r = argc == 1 ? cmd(1, a0) : argc == 2 ? cmd(2, a0, a1) : cmd(3, a0, a1, a2);
+    long long v = r && rrpc__reply_type(r) == RRPC__REPLY_INTEGER ? rrpc__reply_integer(r) : -999;
+    rrpc__reply_free(r);
+    return v;
+}
+
+static rrpc_client *open_client(void)
+{
+    rrpc_client *c = NULL;
+    char err[256];
+    int rc = rrpc_client_open(&c, NULL, err, sizeof err);
+    if (rc != RRPC_OK)
+        fprintf(stderr, "client open: %s\n", err);
+    CHECK(rc == RRPC_OK);
+    return c;
+}
+
+/* ---- tests ------------------------------------------------------------------ */
+
+static void test_call_result(rrpc_client *c)
+{
+    json_t *params = json_pack("[i,i]", 2, 40), *result = NULL, *error = NULL;
+    CHECK(rrpc_call(c, "t", "add", params, 5, &result, &error) == RRPC_OK);
+    CHECK(json_integer_value(result) == 42 && error == NULL);
+    json_decref(result);
+    json_decref(params);
+    params = json_pack("{s:i,s:i}", "a", 1, "b", 2);
+    CHECK(rrpc_call(c, "t", "add", params, 5, &result, NULL) == RRPC_OK);
+    CHECK(json_integer_value(result) == 3);
+    json_decref(result);
+    json_decref(params);
+}
+
+static void expect_remote(rrpc_client *c, const char *method, const char *params_text, int code)
+{
+    json_t *params = params_text ? json_loads(params_text, 0, NULL) : NULL;
+    json_t *result = NULL, *error = NULL;
+    int rc = rrpc_call(c, "t", method, params, 5, &result, &error);
+    CHECK(rc == RRPC_EREMOTE);
+    CHECK(result == NULL);
+    CHECK(json_integer_value(json_object_get(error, "code")) == code);
+    if (json_integer_value(json_object_get(error, "code")) != code)
+        fprintf(stderr, "  %s%s: got code %lld\n", method, params_text ? params_text : "",
+                (long long)json_integer_value(json_object_get(error, "code")));
+    json_decref(error);
+    json_decref(params);
+}
+
+static void test_remote_errors(rrpc_client *c)
+{
+    expect_remote(c, "nope", NULL, RRPC_JSONRPC_METHOD_NOT_FOUND);
+    expect_remote(c, "add", "[1]", RRPC_JSONRPC_INVALID_PARAMS);
+    expect_remote(c, "add", "[1, \"x\"]", RRPC_JSONRPC_INVALID_PARAMS);
+    expect_remote(c, "add", "[1, 2, 3]", RRPC_JSONRPC_INVALID_PARAMS);
+    expect_remote(c, "add", "{\"a\": 1}", RRPC_JSONRPC_INVALID_PARAMS);
+    expect_remote(c, "null", NULL, RRPC_JSONRPC_INTERNAL_ERROR);
+    json_t *result = NULL, *error = NULL;
+    CHECK(rrpc_call(c, "t", "fail", NULL, 5, &result, &error) == RRPC_EREMOTE);
+    CHECK(json_integer_value(json_object_get(json_object_get(error, "data"), "why")) == 7);
+    CHECK(strcmp(json_string_value(json_object_get(error, "message")), "it failed") == 0);
+    json_decref(error);
+}
+
+static void test_timeout_withdraws_request(rrpc_client *c)
+{
+    json_t *result = NULL;
+    double t0 = rrpc__monotonic();
+    int rc = rrpc_call(c, "nobody-serves-this", "add", NULL, 0.3, &result, NULL);
+    double took = rrpc__monotonic() - t0;
+    CHECK(rc == RRPC_ETIMEDOUT);
+    CHECK(took >= 0.25 && took < 2.0);
+    CHECK(cmd_int(2, "LLEN", "nobody-serves-this", NULL) == 0);
+}
+
+static void test_notification_leaves_no_key(rrpc_client *c)
+{
+    long long before = cmd_int(1, "DBSIZE", NULL, NULL);
+    json_t *params = json_pack("[i]", 50);
+    CHECK(rrpc_notify(c, "t", "sleep", params) == RRPC_OK);
+    json_decref(params);
+    rrpc__sleep(0.3);
+    CHECK(cmd_int(1, "DBSIZE", NULL, NULL) == before);
+    CHECK(cmd_int(2, "LLEN", "t", NULL) == 0);
+}
+
+static void test_reply_key_expires(void)
+{
+    const char *req = "{\"jsonrpc\":\"2.0\",\"method\":\"add\",\"params\":[1,1],\"id\":7,"
+                      "\"reply_to\":\"it:reply:ttl\"}";
+    rrpc__reply_free(cmd(3, "RPUSH", "t", req));
+    rrpc__sleep(0.3);
+    long long ttl = cmd_int(2, "TTL", "it:reply:ttl", NULL);
+    CHECK(ttl > 0 && ttl <= 60);
+    rrpc__reply *r = cmd(2, "LPOP", "it:reply:ttl");
+    CHECK(r && rrpc__reply_type(r) == RRPC__REPLY_STRING);
+    if (r && rrpc__reply_type(r) == RRPC__REPLY_STRING)
+        CHECK(strstr(rrpc__reply_str(r, NULL), "\"result\":2") != NULL);
+    rrpc__reply_free(r);
+}
+
+static void test_dead_letters(rrpc_client *c)
+{
+    long long dead0 = cmd_int(2, "LLEN", "t:dead", NULL);
+    rrpc__reply_free(cmd(3, "RPUSH", "t", "{not json"));
+    char big[5000];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    rrpc__reply_free(cmd(3, "RPUSH", "t", big));
+    /* A reply key of the wrong type: the worker's RPUSH gets WRONGTYPE. */
+    rrpc__reply_free(cmd(3, "SET", "it:string-key", "x"));
+    rrpc__reply_free(cmd(3, "RPUSH", "t",
+                         "{\"jsonrpc\":\"2.0\",\"method\":\"add\",\"params\":[1,1],"
+                         "\"id\":\"it:string-key\"}"));
+    test_call_result(c); /* the server keeps answering */
+    rrpc__sleep(0.2);
+    CHECK(cmd_int(2, "LLEN", "t:dead", NULL) == dead0 + 3);
+    rrpc__reply *r = cmd(4, "LRANGE", "t:dead", "0", "-1");
+    int parse = 0, big_seen = 0, wrongtype = 0;
+    for (size_t i = 0; r && i < rrpc__reply_count(r); i++) {
+        const char *s = rrpc__reply_str(rrpc__reply_element(r, i), NULL);
+        parse |= strstr(s, "\"reason\":\"parse error") != NULL;
+        big_seen |= strstr(s, "\"reason\":\"too large: 4999 bytes (limit 4096)\"") != NULL;
+        wrongtype |= strstr(s, "reply failed: WRONGTYPE") != NULL;
+    }
+    CHECK(parse && big_seen && wrongtype);
+    rrpc__reply_free(r);
+    r = cmd(3, "HGET", "t:stats", "dead");
+    CHECK(r && atoll(rrpc__reply_str(r, NULL)) >= 3);
+    rrpc__reply_free(r);
+}
+
+static void test_batch(rrpc_client *c)
+{
+    json_t *calls = json_loads("[{\"method\":\"add\",\"params\":[1,2]},"
+                               "{\"method\":\"sleep\",\"params\":[1],\"notify\":true},"
+                               "{\"method\":\"nope\"},"
+                               "{\"method\":\"add\",\"params\":{\"a\":5,\"b\":5}}]",
+                               0, NULL);
+    json_t *responses = NULL;
+    CHECK(rrpc_call_batch(c, "t", calls, 5, &responses) == RRPC_OK);
+    CHECK(json_array_size(responses) == 4);
+    CHECK(json_integer_value(json_object_get(json_array_get(responses, 0), "result")) == 3);
+    CHECK(json_is_null(json_array_get(responses, 1)));
+    CHECK(json_integer_value(json_object_get(
+              json_object_get(json_array_get(responses, 2), "error"), "code")) == -32601);
+    CHECK(json_integer_value(json_object_get(json_array_get(responses, 3), "result")) == 10);
+    json_decref(responses);
+    json_decref(calls);
+}
+
+static void test_wrongtype_service_key(rrpc_client *c)
+{
+    rrpc__reply_free(cmd(3, "SET", "not-a-list", "x"));
+    json_t *result = NULL;
+    CHECK(rrpc_call(c, "not-a-list", "add", NULL, 0.2, &result, NULL) == RRPC_EREDIS);
+    CHECK(strstr(rrpc_client_errmsg(c), "WRONGTYPE") != NULL);
+    test_call_result(c); /* the client is still usable */
+}
+
+static void *caller(void *arg)
+{
+    int *ok = arg;
+    rrpc_client *c = open_client();
+    for (int i = 0; i < 200 && c; i++) {
+        json_t *params = json_pack("[i,i]", i, 1000), *result = NULL;
+        if (rrpc_call(c, "t", "add", params, 5, &result, NULL) == RRPC_OK &&
+            json_integer_value(result) == i + 1000)
+            (*ok)++;
+        json_decref(result);
+        json_decref(params);
+    }
+    rrpc_client_close(c);
+    return NULL;
+}
+
+static void test_concurrent_callers(void)
+{
+    pthread_t t[8];
+    int ok[8] = {0};
+    for (int i = 0; i < 8; i++)
+        pthread_create(&t[i], NULL, caller, &ok[i]);
+    for (int i = 0; i < 8; i++) {
+        pthread_join(t[i], NULL);
+        CHECK(ok[i] == 200);
+    }
+}
+
+static void test_bad_arguments(rrpc_client *c)
+{
+    json_t *result = NULL, *scalar = json_integer(1);
+    CHECK(rrpc_call(c, "", "add", NULL, 1, &result, NULL) == RRPC_EINVAL);
+    CHECK(rrpc_call(c, "t", NULL, NULL, 1, &result, NULL) == RRPC_EINVAL);
+    CHECK(rrpc_call(c, "t", "add", scalar, 1, &result, NULL) == RRPC_EINVAL);
+    json_decref(scalar);
+    rrpc_client *bad = NULL;
+    rrpc_client_options o;
+    rrpc_client_options_init(&o);
+    o.url = "redis://127.0.0.1:1";
+    CHECK(rrpc_client_open(&bad, &o, NULL, 0) == RRPC_ECONNECT && bad == NULL);
+    o.url = "http://nope";
+    CHECK(rrpc_client_open(&bad, &o, NULL, 0) == RRPC_EURL);
+}
+
+/* A stop while a handler runs still delivers that handler's answer. */
+static void *slow_call(void *arg)
+{
+    int *ok = arg;
+    rrpc_client *c = open_client();
+    json_t *params = json_pack("[i]", 400), *result = NULL;
+    *ok = rrpc_call(c, "t", "sleep", params, 5, &result, NULL) == RRPC_OK &&
+          json_integer_value(result) == 400;
+    json_decref(result);
+    json_decref(params);
+    rrpc_client_close(c);
+    return NULL;
+}
+
+static void test_graceful_stop(void)
+{
+    running r;
+    start_server(&r, "t", 2);
+    int ok = 0;
+    pthread_t t;
+    pthread_create(&t, NULL, slow_call, &ok);
+    rrpc__sleep(0.15);
+    stop_server(&r);
+    pthread_join(t, NULL);
+    CHECK(ok == 1);
+}
+
+int main(void)
+{
+    rrpc__url url;
+    char err[256];
+    if (rrpc__url_parse(&url, NULL, err, sizeof err) != RRPC_OK ||
+        rrpc__conn_open(&raw, &url, 2, err, sizeof err) != RRPC_OK) {
+        fprintf(stderr, "cannot reach the test Redis: %s\n", err);
+        return 1;
+    }
+    rrpc__url_free(&url);
+    running r;
+    start_server(&r, "t", 3);
+    rrpc_client *c = open_client();
+    test_call_result(c);
+    test_remote_errors(c);
+    test_timeout_withdraws_request(c);
+    test_notification_leaves_no_key(c);
+    test_reply_key_expires();
+    test_dead_letters(c);
+    test_batch(c);
+    test_wrongtype_service_key(c);
+    test_concurrent_callers();
+    test_bad_arguments(c);
+    rrpc_client_close(c);
+    stop_server(&r);
+    test_graceful_stop();
+    rrpc__conn_close(raw);
+    if (failures)
+        fprintf(stderr, "%d check(s) failed\n", failures);
+    else
+        printf("all client/server checks passed\n");
+    return failures ? 1 : 0;
+}
