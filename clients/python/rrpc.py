@@ -1,0 +1,503 @@
+"""rrpc.py -- the Python peer of rrpc: JSON-RPC 2.0 over Redis lists.
+
+rrpc's core is C, but the protocol (docs/PROTOCOL.md) is meant to be spoken by
+any language with a Redis client.  This module is that peer for Python, built
+only on redis-py, so Python programs can call rrpc services and serve them,
+interchangeably with the C, Ruby and seed-style peers:
+
+    calc = Client().proxy('calc')
+    calc.add(1, 2)                      # -> 3
+
+    class Calc:
+        def add(self, a, b): return a + b
+    Server('calc', Calc()).serve_forever()
+
+Public API: Client, Server, RpcError, InvalidParams, RemoteError, CallTimeout,
+ProtocolError, raw_params.
+"""
+
+import inspect
+import json
+import logging
+import math
+import os
+import re
+import secrets
+import signal
+import threading
+import time
+
+import redis
+
+__all__ = ['Client', 'Server', 'RpcError', 'InvalidParams', 'RemoteError',
+           'CallTimeout', 'ProtocolError', 'raw_params']
+
+DEFAULT_URL = 'redis://127.0.0.1:6379'
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+
+log = logging.getLogger('rrpc')
+
+
+# --------------------------------------------------------------------------
+# Errors
+
+
+class RpcError(Exception):
+    """Raised by a handler to answer with a JSON-RPC error of its choosing."""
+
+    def __init__(self, code, message, data=None):
+        super().__init__(message)
+        self.code, self.message, self.data = code, message, data
+
+    def to_error(self):
+        err = {'code': self.code, 'message': self.message}
+        if self.data is not None:
+            err['data'] = self.data
+        return err
+
+
+class InvalidParams(RpcError):
+    """Raised by a handler whose params are present but unusable (-32602)."""
+
+    def __init__(self, message, data=None):
+        super().__init__(INVALID_PARAMS, message, data)
+
+
+class RemoteError(Exception):
+    """The peer answered a call with a JSON-RPC error object."""
+
+    def __init__(self, code, message, data=None):
+        super().__init__(f'{message} (code {code})')
+        self.code, self.message, self.data = code, message, data
+
+
+class CallTimeout(TimeoutError):
+    """No reply arrived in time (the request was withdrawn if still queued)."""
+
+
+class ProtocolError(Exception):
+    """The peer's reply is not a JSON-RPC 2.0 response."""
+
+
+def raw_params(fn):
+    """Marks a handler that receives the request's params whole, as one
+    argument (a list, a dict, or None when absent), instead of bound to its
+    parameters -- for methods like echo that care which form was sent."""
+    fn._rrpc_raw_params = True
+    return fn
+
+
+# --------------------------------------------------------------------------
+# JSON and key helpers shared by both ends
+
+
+def _connect(url):
+    return redis.Redis.from_url(url or os.environ.get('REDIS_URL') or DEFAULT_URL)
+
+
+def _reject_constant(name):
+    raise ValueError(f'{name} is not JSON')
+
+
+def _finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):
+        # jansson (the C peer) refuses such numbers too; agreeing keeps the
+        # peers interchangeable.
+        raise ValueError(f'number out of range: {text[:40]}')
+    return value
+
+
+# A lone surrogate escape (e.g. "\ud800") is accepted by Python's json but is
+# not Unicode text; only a text containing such an escape needs the walk.
+_SURROGATE_ESCAPE = re.compile(r'\\u[dD][89a-fA-F]')
+
+
+def _loads(text):
+    """Strict JSON: no NaN/Infinity, no overflowing numbers, no lone
+    surrogates.  Raises ValueError or RecursionError."""
+    value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    if _SURROGATE_ESCAPE.search(text):
+        stack = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                try:
+                    item.encode('utf-8')
+                except UnicodeEncodeError:
+                    raise ValueError('invalid \\u escape: lone surrogate') from None
+            elif isinstance(item, list):
+                stack.extend(item)
+            elif isinstance(item, dict):
+                stack.extend(item.keys())
+                stack.extend(item.values())
+    return value
+
+
+def _dumps(value):
+    """Compact UTF-8 JSON bytes; ValueError/TypeError if value is not JSON."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False,
+                      separators=(',', ':')).encode('utf-8')
+
+
+def _is_number(value):
+    # bool is an int subclass in Python but a distinct JSON type.
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _valid_id(value):
+    return value is None or isinstance(value, str) or (
+        _is_number(value) and (isinstance(value, int) or math.isfinite(value)))
+
+
+def _number_text(value):
+    """Decimal text of a number id: 42 -> "42", 1.5 -> "1.5", 1e20 -> "1e20"."""
+    if isinstance(value, int):
+        return str(value)
+    if value.is_integer() and abs(value) < 1e16:
+        return str(int(value))
+    mantissa, _, exponent = repr(value).partition('e')
+    if mantissa.endswith('.0'):
+        mantissa = mantissa[:-2]
+    return mantissa + ('e' + str(int(exponent)) if exponent else '')
+
+
+def _reply_key(req):
+    """The reply key of PROTOCOL.md section 3, or None if none can be read."""
+    if not isinstance(req, dict):
+        return None
+    reply_to = req.get('reply_to')
+    if isinstance(reply_to, str) and reply_to:
+        return reply_to
+    rid = req.get('id')
+    if isinstance(rid, str):
+        return rid
+    if _is_number(rid) and _valid_id(rid):
+        return _number_text(rid)
+    return None
+
+
+def _request(method, args, kwargs, **members):
+    if args and kwargs:
+        raise TypeError('rrpc: pass positional or named params, not both')
+    req = {'jsonrpc': '2.0', 'method': method}
+    if args:
+        req['params'] = list(args)
+    elif kwargs:
+        req['params'] = kwargs
+    req.update(members)
+    return req
+
+
+# --------------------------------------------------------------------------
+# Client
+
+
+class Client:
+    """Calls rrpc services.  One Redis connection pool; safe to share
+    between threads (each call uses its own reply key)."""
+
+    def __init__(self, url=None, prefix='', timeout=30):
+        self.redis = _connect(url)
+        self.prefix = prefix
+        self.timeout = timeout
+
+    def call(self, service, method, *args, timeout=None, **kwargs):
+        """Calls service.method with positional *args or named **kwargs and
+        returns the result.  Raises RemoteError, CallTimeout, ProtocolError.
+        timeout (seconds; 0 waits forever) is this method's own, never a
+        named param."""
+        # id, reply key and reply_to are one key, so seed-style workers that
+        # only know "reply to the id" reach us as well.
+        key = f'{self.prefix}rrpc:reply:{secrets.token_hex(16)}'
+        text = _dumps(_request(method, args, kwargs, id=key, reply_to=key))
+        queue = self.prefix + service
+        self.redis.rpush(queue, text)
+        wait = self.timeout if timeout is None else timeout
+        popped = self.redis.blpop([key], timeout=wait)
+        if popped is None:
+            # Withdraw the request so no worker runs a call nobody awaits.
+            self.redis.lrem(queue, 1, text)
+            raise CallTimeout(f'{service}.{method}: no reply within {wait} s')
+        return self._result(popped[1], key)
+
+    def notify(self, service, method, *args, **kwargs):
+        """Sends a notification: run by a worker, never answered."""
+        self.redis.rpush(self.prefix + service, _dumps(_request(method, args, kwargs)))
+
+    def proxy(self, service):
+        """An object whose attribute calls are calls: proxy('calc').add(1, 2)."""
+        return _Proxy(self, service)
+
+    @staticmethod
+    def _result(raw, key):
+        try:
+            resp = _loads(raw.decode('utf-8'))
+        except (ValueError, RecursionError) as exc:
+            raise ProtocolError(f'reply is not JSON: {exc}') from None
+        if not isinstance(resp, dict) or resp.get('id') != key:
+            raise ProtocolError(f'not a response to this call: {raw[:200]!r}')
+        if isinstance(resp.get('error'), dict):
+            err = resp['error']
+            raise RemoteError(err.get('code'), err.get('message'), err.get('data'))
+        if 'result' not in resp:
+            raise ProtocolError(f'response has neither result nor error: {raw[:200]!r}')
+        return resp['result']
+
+
+class _Proxy:
+    def __init__(self, client, service):
+        self._client, self._service = client, service
+
+    def __getattr__(self, method):
+        if method.startswith('_'):
+            raise AttributeError(method)
+
+        def call(*args, **kwargs):
+            return self._client.call(self._service, method, *args, **kwargs)
+        call.__name__ = method
+        return call
+
+    def __repr__(self):
+        return f'<rrpc proxy for {self._service!r}>'
+
+
+# --------------------------------------------------------------------------
+# Server
+
+
+def _error(rid, code, message, data=None):
+    err = {'code': code, 'message': message}
+    if data is not None:
+        err['data'] = data
+    return {'jsonrpc': '2.0', 'error': err, 'id': rid}
+
+
+def _invalid_reason(req):
+    """Why a decoded JSON value is not a valid request object, or None."""
+    if not isinstance(req, dict):
+        return 'Invalid Request: not an object'
+    if 'id' in req and not _valid_id(req['id']):
+        return 'Invalid Request: id must be a string, a number or null'
+    if req.get('jsonrpc') != '2.0':
+        return 'Invalid Request: jsonrpc must be "2.0"'
+    if not isinstance(req.get('method'), str):
+        return 'Invalid Request: method must be a string'
+    if 'params' in req and not isinstance(req['params'], (list, dict)):
+        return 'Invalid Request: params must be an array or an object'
+    return None
+
+
+def _public_methods(obj):
+    if isinstance(obj, dict):
+        return dict(obj)
+    methods = {}
+    for name in dir(obj):
+        if name.startswith('_'):
+            continue
+        member = getattr(obj, name)
+        if callable(member) and not inspect.isclass(member):
+            methods[name] = member
+    return methods
+
+
+class Server:
+    """Serves the public methods of obj (or a dict name -> callable) as the
+    rrpc service `service`.  Single-threaded: run several processes to scale,
+    they share the list."""
+
+    def __init__(self, service, obj, url=None, prefix='', reply_ttl=60,
+                 max_request_bytes=1048576, dead_letter_max=1000, batch_max=1000):
+        self.redis = _connect(url)
+        self.service = service
+        self.queue = prefix + service
+        self.dead_key = self.queue + ':dead'
+        self.stats_key = self.queue + ':stats'
+        self.reply_ttl = reply_ttl
+        self.max_request_bytes = max_request_bytes
+        self.dead_letter_max = dead_letter_max
+        self.batch_max = batch_max
+        self.methods = _public_methods(obj)
+        self._stopping = False
+
+    def stop(self):
+        """Asks serve_forever to return after the request in hand."""
+        # A plain flag, not an Event: this runs inside signal handlers, where
+        # taking a lock the interrupted code may hold would deadlock.
+        self._stopping = True
+
+    def serve_forever(self):
+        """Pops and answers requests until stop() or SIGINT/SIGTERM."""
+        self.redis.ping()  # an unreachable Redis at start is a setup error: fail loudly
+        restore = self._trap_signals()
+        backoff = 0.1
+        try:
+            while not self._stopping:
+                try:
+                    # A short timeout, so a stop request is noticed within 1 s.
+                    popped = self.redis.blpop([self.queue], timeout=1)
+                    backoff = 0.1
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    log.warning('%s: redis: %s; retrying in %.1f s', self.service, exc, backoff)
+                    self._pause(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                if popped is not None:
+                    self.handle(popped[1])
+        finally:
+            restore()
+
+    def _pause(self, seconds):
+        end = time.monotonic() + seconds
+        while not self._stopping and time.monotonic() < end:
+            time.sleep(0.05)
+
+    def _trap_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {sig: signal.signal(sig, lambda *_: self.stop())
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        return lambda: [signal.signal(sig, old) for sig, old in previous.items()]
+
+    # -- one message ------------------------------------------------------
+
+    def handle(self, raw):
+        """Handles one message (bytes) popped from the list.  Never raises
+        because of what the message holds."""
+        try:
+            self._handle(raw)
+        except Exception as exc:  # a bug here must not take the worker down
+            log.exception('%s: failed to handle a message', self.service)
+            try:
+                self._dead(raw.decode('utf-8', 'replace'),
+                           f'internal error: {type(exc).__name__}: {exc}')
+            except Exception:
+                log.exception('%s: could not record the dead letter either', self.service)
+
+    def _handle(self, raw):
+        if len(raw) > self.max_request_bytes:
+            return self._dead(raw.decode('utf-8', 'replace'),
+                              f'too large: {len(raw)} bytes (limit {self.max_request_bytes})')
+        try:
+            text = raw.decode('utf-8')
+        except UnicodeDecodeError:
+            return self._dead(raw.decode('utf-8', 'replace'), 'invalid UTF-8')
+        try:
+            msg = _loads(text)
+        except (ValueError, RecursionError) as exc:
+            return self._dead(text, f'parse error: {exc}')
+        if not isinstance(msg, list):
+            resp = self._answer(msg)
+            if resp is not None:
+                self._deliver(text, _reply_key(msg), resp)
+        elif not msg:
+            self._deliver(text, None, self._encode(_error(None, INVALID_REQUEST,
+                                                          'Invalid Request: empty batch')))
+        elif len(msg) > self.batch_max:
+            key = next(filter(None, map(_reply_key, msg)), None)
+            self._deliver(text, key, self._encode(_error(
+                None, INVALID_REQUEST,
+                f'Invalid Request: batch of {len(msg)} elements (limit {self.batch_max})')))
+        else:
+            parts, key = [], None
+            for req in msg:
+                resp = self._answer(req)
+                if resp is not None:
+                    parts.append(resp)
+                    key = key or _reply_key(req)
+            if parts:  # a batch of notifications only is answered by nothing
+                self._deliver(text, key, b'[' + b','.join(parts) + b']')
+
+    def _answer(self, req):
+        """The encoded response to one request object, or None for a
+        notification."""
+        reason = _invalid_reason(req)
+        if reason:
+            rid = req.get('id') if isinstance(req, dict) and _valid_id(req.get('id')) else None
+            return self._encode(_error(rid, INVALID_REQUEST, reason))
+        outcome = self._run(req['method'], req.get('params'))
+        if 'id' not in req:
+            return None
+        return self._encode(dict(jsonrpc='2.0', **outcome, id=req['id']))
+
+    def _run(self, method, params):
+        """Runs a handler; returns {'result': ...} or {'error': {...}}."""
+        fn = self.methods.get(method)
+        if fn is None:
+            return {'error': {'code': METHOD_NOT_FOUND, 'message': f'Method not found: {method}'}}
+        if getattr(fn, '_rrpc_raw_params', False):
+            args, kwargs = (params,), {}
+        elif isinstance(params, dict):
+            args, kwargs = (), params
+        else:
+            args, kwargs = tuple(params or ()), {}
+        try:
+            signature = inspect.signature(fn)
+        except (TypeError, ValueError):  # some builtins cannot be inspected
+            signature = None
+        if signature is not None:
+            try:
+                signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                return {'error': {'code': INVALID_PARAMS, 'message': f'Invalid params: {exc}'}}
+        try:
+            return {'result': fn(*args, **kwargs)}
+        except RpcError as exc:
+            return {'error': exc.to_error()}
+        except Exception:
+            # The details go to the log, not to the caller: they may expose internals.
+            log.exception('%s.%s failed', self.service, method)
+            return {'error': {'code': INTERNAL_ERROR, 'message': 'Internal error'}}
+
+    def _encode(self, resp):
+        try:
+            return _dumps(resp)
+        except (TypeError, ValueError, RecursionError) as exc:
+            log.error('%s: response is not JSON: %s', self.service, exc)
+            return _dumps(_error(resp.get('id'), INTERNAL_ERROR,
+                                 'Internal error: result is not JSON'))
+
+    # -- writing ------------------------------------------------------------
+
+    def _deliver(self, text, key, body):
+        if key is None:
+            return self._dead(text, 'no reply key', body)
+        # raise_on_error=False hands back Redis's own error, not redis-py's
+        # rewording of it that quotes the whole command.
+        results = self._retry(lambda: self.redis.pipeline(transaction=False)
+                              .rpush(key, body).expire(key, self.reply_ttl)
+                              .execute(raise_on_error=False))
+        if results and isinstance(results[0], redis.ResponseError):  # e.g. WRONGTYPE
+            self._dead(text, f'reply failed: {results[0]}', body)
+
+    def _dead(self, text, reason, response=None):
+        """Records a message that cannot be answered; never drops it silently."""
+        log.warning('%s: dead letter: %s', self.service, reason)
+        letter = {'reason': reason, 'time': time.time(), 'service': self.service,
+                  'message': text}
+        if response is not None:
+            letter['response'] = json.loads(response)
+        body = json.dumps(letter, ensure_ascii=False).encode('utf-8', 'replace')
+        self._retry(lambda: self.redis.pipeline(transaction=False)
+                    .rpush(self.dead_key, body)
+                    .ltrim(self.dead_key, -self.dead_letter_max, -1)
+                    .hincrby(self.stats_key, 'dead', 1).execute())
+
+    def _retry(self, write, attempts=6):
+        """Runs a write, riding out a dropped connection (redis-py reconnects
+        on the next command), so the request in hand still gets answered."""
+        delay = 0.1
+        for attempt in range(attempts):
+            try:
+                return write()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if attempt == attempts - 1:
+                    log.error('%s: giving up a write: %s', self.service, exc)
+                    return None
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)

@@ -1,0 +1,66 @@
+#!/usr/bin/env ruby
+# frozen_string_literal: true
+
+# calc_server.rb -- the calc example service, served from Ruby.
+#
+# It exists to show a Ruby rrpc worker in a dozen lines and to be the Ruby
+# side of the cross-language tests (clients/test_peers.sh) and of the
+# conformance vectors: it answers exactly like the C calc server.
+#
+#   ruby calc_server.rb [--redis URL] [--service calc] [--prefix P]
+
+require 'optparse'
+require_relative 'rrpc'
+
+# Params come positional [a, b] or named {"a": .., "b": ..}.
+class Calc
+  extend RRPC::Handler
+  raw_params :echo
+
+  def add(a, b) = number(a, 'a') + number(b, 'b')
+
+  def subtract(a, b) = number(a, 'a') - number(b, 'b')
+
+  def multiply(a, b) = number(a, 'a') * number(b, 'b')
+
+  def divide(a, b)
+    # Both operands are checked before the zero test, like the other methods.
+    a = number(a, 'a')
+    raise RRPC::RpcError.new(1, 'division by zero') if number(b, 'b').zero?
+
+    a.to_f / b
+  end
+
+  def echo(params) = params
+
+  def sleep(ms)
+    raise RRPC::InvalidParams, 'Invalid params: ms must not be negative' if number(ms, 'ms').negative?
+
+    Kernel.sleep(ms / 1000.0)
+    ms
+  end
+
+  private
+
+  # JSON gives Integer or Float for numbers; true/false/strings are refused.
+  def number(value, name)
+    raise RRPC::InvalidParams, "Invalid params: #{name} must be a number" unless value.is_a?(Integer) || value.is_a?(Float)
+
+    value
+  end
+end
+
+if $PROGRAM_NAME == __FILE__
+  opts = { redis: nil, service: 'calc', prefix: '' }
+  OptionParser.new do |o|
+    o.banner = 'usage: calc_server.rb [--redis URL] [--service NAME] [--prefix P]'
+    o.on('--redis URL', 'Redis URL (default $REDIS_URL, then redis://127.0.0.1:6379)') { |v| opts[:redis] = v }
+    o.on('--service NAME', 'service name (default calc)') { |v| opts[:service] = v }
+    o.on('--prefix P', 'key prefix (default none)') { |v| opts[:prefix] = v }
+  end.parse!
+  $stderr.sync = true
+  server = RRPC::Server.new(opts[:service], Calc.new, url: opts[:redis], prefix: opts[:prefix])
+  warn "calc_server.rb: serving #{opts[:prefix]}#{opts[:service]}"
+  server.serve_forever
+  warn 'calc_server.rb: stopped'
+end

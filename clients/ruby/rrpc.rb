@@ -1,0 +1,566 @@
+# frozen_string_literal: true
+
+# rrpc.rb -- the Ruby peer of rrpc: JSON-RPC 2.0 over Redis lists.
+#
+# rrpc's core is C, but the protocol (docs/PROTOCOL.md) is meant to be spoken
+# by any language with a Redis client.  This is that peer for Ruby, built only
+# on the redis gem, so Ruby programs can call rrpc services and serve them,
+# interchangeably with the C, Python and seed-style peers:
+#
+#   calc = RRPC::Client.new.service('calc')
+#   calc.add(1, 2)                      # => 3
+#
+#   class Calc
+#     def add(a, b) = a + b
+#   end
+#   RRPC::Server.new('calc', Calc.new).serve_forever
+#
+# Public API: RRPC::Client, RRPC::Server, RRPC::RpcError, RRPC::InvalidParams,
+# RRPC::RemoteError, RRPC::Timeout, RRPC::ProtocolError, RRPC::Handler.
+
+require 'json'
+require 'logger'
+require 'redis'
+require 'securerandom'
+
+module RRPC
+  DEFAULT_URL = 'redis://127.0.0.1:6379'
+
+  PARSE_ERROR = -32_700
+  INVALID_REQUEST = -32_600
+  METHOD_NOT_FOUND = -32_601
+  INVALID_PARAMS = -32_602
+  INTERNAL_ERROR = -32_603
+
+  # Raised by a handler to answer with a JSON-RPC error of its choosing.
+  class RpcError < StandardError
+    attr_reader :code, :data
+
+    def initialize(code, message, data = nil)
+      super(message)
+      @code = code
+      @data = data
+    end
+
+    def to_error
+      err = { 'code' => code, 'message' => message }
+      err['data'] = data unless data.nil?
+      err
+    end
+  end
+
+  # Raised by a handler whose params are present but unusable (-32602).
+  class InvalidParams < RpcError
+    def initialize(message, data = nil)
+      super(INVALID_PARAMS, message, data)
+    end
+  end
+
+  # Base of the errors a client call raises.
+  class Error < StandardError; end
+
+  # The peer answered a call with a JSON-RPC error object.
+  class RemoteError < Error
+    attr_reader :code, :data
+
+    def initialize(code, message, data = nil)
+      super(message)
+      @code = code
+      @data = data
+    end
+  end
+
+  # No reply arrived in time (the request was withdrawn if still queued).
+  class Timeout < Error; end
+
+  # The peer's reply is not a JSON-RPC 2.0 response.
+  class ProtocolError < Error; end
+
+  # Extend a handler class with this to mark methods that take the request's
+  # params whole (an Array, a Hash, or nil when absent) instead of bound to
+  # their parameters -- for methods like echo that care which form was sent:
+  #
+  #   class Calc
+  #     extend RRPC::Handler
+  #     raw_params :echo
+  #     def echo(params) = params
+  #   end
+  module Handler
+    def raw_params(*names)
+      rrpc_raw_params.concat(names.map(&:to_s))
+    end
+
+    def rrpc_raw_params
+      @rrpc_raw_params ||= []
+    end
+  end
+
+  # JSON and key helpers shared by both ends; internal.
+  module Wire
+    module_function
+
+    def connect(url)
+      Redis.new(url: url || ENV['REDIS_URL'] || DEFAULT_URL)
+    end
+
+    # Strict JSON, agreeing with the C and Python peers: Ruby's parser also
+    # accepts comments, unknown escapes ("\x"), unpaired surrogates and turns
+    # 1e400 into Infinity; refuse all of them.
+    def parse(text)
+      value = JSON.parse(text, max_nesting: 1000)
+      if text.include?('/') || text.include?('\\')
+        # Strings are matched first, so a '/' left over begins a comment.
+        text.scan(%r{"(?:[^"\\]++|\\.)*+"|/}m) do |token|
+          raise JSON::ParserError, 'comments are not JSON' if token == '/'
+          raise JSON::ParserError, 'invalid escape in a string' if token.include?('\\') && bad_escapes?(token[1..-2])
+        end
+      end
+      raise JSON::ParserError, 'number out of range' if text.match?(/\d[eE][+-]?\d{3}|\d{300}/) && infinite?(value)
+
+      value
+    end
+
+    # Escapes JSON allows, with \uD800-\uDBFF always followed by \uDC00-\uDFFF.
+    def bad_escapes?(body)
+      high = false
+      body.scan(/\\u(\h{4})|\\(.)|[^\\]+/m) do |hex, char|
+        code = hex&.hex
+        if high
+          return true unless code && (0xDC00..0xDFFF).cover?(code)
+
+          high = false
+        elsif code
+          return true if (0xDC00..0xDFFF).cover?(code)
+
+          high = (0xD800..0xDBFF).cover?(code)
+        elsif char
+          return true unless '"\\/bfnrt'.include?(char)
+        end
+      end
+      high
+    end
+
+    def infinite?(value)
+      stack = [value]
+      until stack.empty?
+        item = stack.pop
+        case item
+        when Float then return true unless item.finite?
+        when Array then stack.concat(item)
+        when Hash then stack.concat(item.values)
+        end
+      end
+      false
+    end
+
+    def generate(value)
+      JSON.generate(value, max_nesting: false)
+    end
+
+    def number?(value)
+      value.is_a?(Integer) || value.is_a?(Float)
+    end
+
+    def valid_id?(value)
+      value.nil? || value.is_a?(String) || value.is_a?(Integer) || (value.is_a?(Float) && value.finite?)
+    end
+
+    # Decimal text of a number id: 42 -> "42", 1.5 -> "1.5", 1e20 -> "1e20".
+    def number_text(value)
+      return value.to_s if value.is_a?(Integer)
+      return value.to_i.to_s if value == value.truncate && value.abs < 1e16
+
+      mantissa, exponent = value.to_s.split('e')
+      mantissa = mantissa.delete_suffix('.0')
+      exponent ? "#{mantissa}e#{exponent.to_i}" : mantissa
+    end
+
+    # The reply key of PROTOCOL.md section 3, or nil if none can be read.
+    def reply_key(req)
+      return nil unless req.is_a?(Hash)
+
+      reply_to = req['reply_to']
+      return reply_to if reply_to.is_a?(String) && !reply_to.empty?
+
+      id = req['id']
+      return id if id.is_a?(String)
+      return number_text(id) if number?(id) && valid_id?(id)
+
+      nil
+    end
+
+    def request(method, args, kwargs, **members)
+      raise ArgumentError, 'rrpc: pass positional or named params, not both' if !args.empty? && !kwargs.empty?
+
+      req = { 'jsonrpc' => '2.0', 'method' => method.to_s }
+      if !args.empty?
+        req['params'] = args
+      elsif !kwargs.empty?
+        req['params'] = kwargs
+      end
+      req.merge!(members.transform_keys(&:to_s))
+    end
+
+    def error(id, code, message, data = nil)
+      err = { 'code' => code, 'message' => message }
+      err['data'] = data unless data.nil?
+      { 'jsonrpc' => '2.0', 'error' => err, 'id' => id }
+    end
+  end
+  private_constant :Wire
+
+  # Calls rrpc services.  Each call uses its own reply key.
+  class Client
+    attr_reader :redis
+
+    def initialize(url: nil, prefix: '', timeout: 30)
+      @redis = Wire.connect(url)
+      @prefix = prefix
+      @timeout = timeout
+    end
+
+    # Calls service.method with positional args or named kwargs and returns
+    # the result.  Raises RemoteError, Timeout, ProtocolError.  timeout:
+    # (seconds; 0 waits forever) is this method's own, never a named param.
+    def call(service, method, *args, timeout: nil, **kwargs)
+      # id, reply key and reply_to are one key, so seed-style workers that
+      # only know "reply to the id" reach us as well.
+      key = "#{@prefix}rrpc:reply:#{SecureRandom.hex(16)}"
+      text = Wire.generate(Wire.request(method, args, kwargs, id: key, reply_to: key))
+      queue = "#{@prefix}#{service}"
+      @redis.rpush(queue, text)
+      wait = timeout || @timeout
+      _list, reply = @redis.blpop(key, timeout: wait)
+      unless reply
+        # Withdraw the request so no worker runs a call nobody awaits.
+        @redis.lrem(queue, 1, text)
+        raise Timeout, "#{service}.#{method}: no reply within #{wait} s"
+      end
+      result_of(reply, key)
+    end
+
+    # Sends a notification: run by a worker, never answered.
+    def notify(service, method, *args, **kwargs)
+      @redis.rpush("#{@prefix}#{service}", Wire.generate(Wire.request(method, args, kwargs)))
+      nil
+    end
+
+    # An object whose method calls are calls: service('calc').add(1, 2).
+    def service(name)
+      Proxy.new(self, name)
+    end
+
+    private
+
+    def result_of(reply, key)
+      begin
+        resp = Wire.parse(reply.dup.force_encoding(Encoding::UTF_8))
+      rescue JSON::ParserError => e
+        raise ProtocolError, "reply is not JSON: #{e.message}"
+      end
+      raise ProtocolError, "not a response to this call: #{reply[0, 200]}" unless resp.is_a?(Hash) && resp['id'] == key
+
+      if (err = resp['error']).is_a?(Hash)
+        raise RemoteError.new(err['code'], err['message'], err['data'])
+      end
+      raise ProtocolError, "response has neither result nor error: #{reply[0, 200]}" unless resp.key?('result')
+
+      resp['result']
+    end
+  end
+
+  # A BasicObject, so that nearly every name (even sleep or display) reaches
+  # method_missing and becomes a call.
+  class Proxy < BasicObject
+    def initialize(client, service)
+      @client = client
+      @service = service
+    end
+
+    def method_missing(name, *args, **kwargs)
+      @client.call(@service, name.to_s, *args, **kwargs)
+    end
+
+    def respond_to_missing?(_name, _include_private = false)
+      true
+    end
+
+    # irb and error messages inspect objects; that must not become a call.
+    def inspect
+      "#<RRPC::Proxy #{@service}>"
+    end
+  end
+
+  # Serves the public methods of obj as the rrpc service `service`.
+  # Single-threaded: run several processes to scale, they share the list.
+  class Server
+    attr_reader :service
+
+    def initialize(service, obj, url: nil, prefix: '', reply_ttl: 60, max_request_bytes: 1_048_576,
+                   dead_letter_max: 1000, batch_max: 1000, logger: Logger.new($stderr, progname: 'rrpc'))
+      @redis = Wire.connect(url)
+      @service = service
+      @queue = "#{prefix}#{service}"
+      @dead_key = "#{@queue}:dead"
+      @stats_key = "#{@queue}:stats"
+      @reply_ttl = reply_ttl
+      @max_request_bytes = max_request_bytes
+      @dead_letter_max = dead_letter_max
+      @batch_max = batch_max
+      @log = logger
+      @obj = obj
+      @methods = public_methods_of(obj)
+      @raw = obj.class.respond_to?(:rrpc_raw_params) ? obj.class.rrpc_raw_params : []
+      @stopping = false
+    end
+
+    # Asks serve_forever to return after the request in hand.
+    def stop
+      @stopping = true
+    end
+
+    # Pops and answers requests until stop or SIGINT/SIGTERM.
+    def serve_forever
+      @redis.ping # an unreachable Redis at start is a setup error: fail loudly
+      previous = %w[INT TERM].to_h { |sig| [sig, trap(sig) { stop }] }
+      backoff = 0.1
+      until @stopping
+        begin
+          # A short timeout, so a stop request is noticed within 1 s.
+          popped = @redis.blpop(@queue, timeout: 1)
+          backoff = 0.1
+        rescue Redis::BaseConnectionError => e
+          @log.warn("#{@service}: redis: #{e.message}; retrying in #{backoff} s")
+          pause(backoff)
+          backoff = [backoff * 2, 5.0].min
+          next
+        end
+        handle(popped[1]) if popped
+      end
+    ensure
+      previous&.each { |sig, handler| trap(sig, handler) }
+    end
+
+    # Handles one message popped from the list.  Never raises because of
+    # what the message holds.
+    def handle(raw)
+      handle_message(raw.b)
+    rescue StandardError => e # a bug here must not take the worker down
+      @log.error("#{@service}: failed to handle a message: #{e.class}: #{e.message}\n#{e.backtrace&.join("\n")}")
+      begin
+        dead(scrub(raw), "internal error: #{e.class}: #{e.message}")
+      rescue StandardError => e2
+        @log.error("#{@service}: could not record the dead letter either: #{e2.message}")
+      end
+    end
+
+    private
+
+    # Exposes what the object adds, never what every Ruby object has
+    # (send, instance_eval, ...), which would let callers run anything.
+    def public_methods_of(obj)
+      base = obj.is_a?(Module) ? Class.instance_methods : Object.instance_methods
+      (obj.public_methods - base).map(&:to_s).reject { |name| name.start_with?('_') }.to_h { |name| [name, obj.method(name)] }
+    end
+
+    def pause(seconds)
+      deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + seconds
+      sleep(0.05) while !@stopping && Process.clock_gettime(Process::CLOCK_MONOTONIC) < deadline
+    end
+
+    def scrub(bytes)
+      bytes.dup.force_encoding(Encoding::UTF_8).scrub
+    end
+
+    def handle_message(raw)
+      if raw.bytesize > @max_request_bytes
+        return dead(scrub(raw), "too large: #{raw.bytesize} bytes (limit #{@max_request_bytes})")
+      end
+
+      text = raw.force_encoding(Encoding::UTF_8)
+      return dead(scrub(raw), 'invalid UTF-8') unless text.valid_encoding?
+
+      begin
+        msg = Wire.parse(text)
+      rescue JSON::ParserError => e
+        # The gem prefixes its messages with a source line number; drop it.
+        return dead(text, "parse error: #{e.message.sub(/\A\d+: /, '')}")
+      end
+      if !msg.is_a?(Array)
+        resp = answer(msg)
+        deliver(text, Wire.reply_key(msg), resp) if resp
+      elsif msg.empty?
+        deliver(text, nil, encode(Wire.error(nil, INVALID_REQUEST, 'Invalid Request: empty batch')))
+      elsif msg.size > @batch_max
+        key = msg.lazy.map { |req| Wire.reply_key(req) }.find(&:itself)
+        deliver(text, key, encode(Wire.error(nil, INVALID_REQUEST,
+                                             "Invalid Request: batch of #{msg.size} elements (limit #{@batch_max})")))
+      else
+        parts = []
+        key = nil
+        msg.each do |req|
+          resp = answer(req)
+          next unless resp
+
+          parts << resp
+          key ||= Wire.reply_key(req)
+        end
+        # A batch of notifications only is answered by nothing.
+        deliver(text, key, "[#{parts.join(',')}]") unless parts.empty?
+      end
+    end
+
+    # The encoded response to one request object, or nil for a notification.
+    def answer(req)
+      reason = invalid_reason(req)
+      if reason
+        id = req.is_a?(Hash) && Wire.valid_id?(req['id']) ? req['id'] : nil
+        return encode(Wire.error(id, INVALID_REQUEST, reason))
+      end
+      outcome = run(req['method'], req['params'])
+      return nil unless req.key?('id')
+
+      encode({ 'jsonrpc' => '2.0' }.merge(outcome, 'id' => req['id']))
+    end
+
+    def invalid_reason(req)
+      return 'Invalid Request: not an object' unless req.is_a?(Hash)
+      return 'Invalid Request: id must be a string, a number or null' if req.key?('id') && !Wire.valid_id?(req['id'])
+      return 'Invalid Request: jsonrpc must be "2.0"' unless req['jsonrpc'] == '2.0'
+      return 'Invalid Request: method must be a string' unless req['method'].is_a?(String)
+      return 'Invalid Request: params must be an array or an object' if req.key?('params') && !(req['params'].is_a?(Array) || req['params'].is_a?(Hash))
+
+      nil
+    end
+
+    # Runs a handler; returns { 'result' => ... } or { 'error' => {...} }.
+    def run(name, params)
+      meth = @methods[name]
+      return { 'error' => { 'code' => METHOD_NOT_FOUND, 'message' => "Method not found: #{name}" } } unless meth
+
+      args, kwargs = @raw.include?(name) ? [[params], {}] : bind(meth, params)
+      { 'result' => meth.call(*args, **kwargs) }
+    rescue RpcError => e
+      { 'error' => e.to_error }
+    rescue StandardError => e
+      # The details go to the log, not to the caller: they may expose internals.
+      @log.error("#{@service}.#{name} failed: #{e.class}: #{e.message}\n#{e.backtrace&.join("\n")}")
+      { 'error' => { 'code' => INTERNAL_ERROR, 'message' => 'Internal error' } }
+    end
+
+    # Checks params against the method's parameters before calling, so an
+    # ArgumentError raised inside the handler stays an internal error.
+    # Named params bind by name to positional and keyword parameters alike.
+    def bind(meth, params)
+      ps = meth.parameters
+      case params
+      when nil then bind_positional(ps, [])
+      when Array then bind_positional(ps, params)
+      else bind_named(ps, params)
+      end
+    end
+
+    def bind_positional(ps, args)
+      required = ps.count { |type, _| type == :req }
+      optional = ps.count { |type, _| type == :opt }
+      if args.size < required
+        name = ps.select { |type, _| type == :req }[args.size][1]
+        raise InvalidParams, "Invalid params: missing parameter '#{name}'"
+      end
+      if args.size > required + optional && ps.none? { |type, _| type == :rest }
+        raise InvalidParams, "Invalid params: too many parameters (#{args.size} given, at most #{required + optional})"
+      end
+      missing = ps.find { |type, _| type == :keyreq }
+      raise InvalidParams, "Invalid params: missing parameter '#{missing[1]}'" if missing
+
+      [args, {}]
+    end
+
+    def bind_named(ps, params)
+      rest = params.dup
+      args = []
+      kwargs = {}
+      skipped = nil
+      ps.each do |type, name|
+        key = name.to_s
+        case type
+        when :req, :opt
+          if rest.key?(key) && name
+            raise InvalidParams, "Invalid params: '#{key}' given without '#{skipped}'" if skipped
+
+            args << rest.delete(key)
+          elsif type == :req
+            raise InvalidParams, "Invalid params: missing parameter '#{key}'"
+          else
+            skipped ||= key
+          end
+        when :keyreq
+          raise InvalidParams, "Invalid params: missing parameter '#{key}'" unless rest.key?(key)
+
+          kwargs[name] = rest.delete(key)
+        when :key
+          kwargs[name] = rest.delete(key) if rest.key?(key)
+        end
+      end
+      unless rest.empty?
+        raise InvalidParams, "Invalid params: unexpected parameter '#{rest.keys.first}'" if ps.none? { |type, _| type == :keyrest }
+
+        kwargs.merge!(rest.transform_keys(&:to_sym))
+      end
+      [args, kwargs]
+    end
+
+    def encode(resp)
+      Wire.generate(resp)
+    rescue JSON::GeneratorError, EncodingError, SystemStackError => e
+      @log.error("#{@service}: response is not JSON: #{e.message}")
+      Wire.generate(Wire.error(resp['id'], INTERNAL_ERROR, 'Internal error: result is not JSON'))
+    end
+
+    def deliver(text, key, body)
+      return dead(text, 'no reply key', body) if key.nil?
+
+      begin
+        with_retry do
+          @redis.pipelined do |pipe|
+            pipe.rpush(key, body)
+            pipe.expire(key, @reply_ttl)
+          end
+        end
+      rescue Redis::CommandError => e # e.g. WRONGTYPE: the key is not a list
+        dead(text, "reply failed: #{e.message}", body)
+      end
+    end
+
+    # Records a message that cannot be answered; never drops it silently.
+    def dead(text, reason, response = nil)
+      @log.warn("#{@service}: dead letter: #{reason}")
+      letter = { 'reason' => reason, 'time' => Time.now.to_f, 'service' => @service, 'message' => text }
+      letter['response'] = JSON.parse(response, max_nesting: false) if response
+      body = Wire.generate(letter)
+      with_retry do
+        @redis.pipelined do |pipe|
+          pipe.rpush(@dead_key, body)
+          pipe.ltrim(@dead_key, -@dead_letter_max, -1)
+          pipe.hincrby(@stats_key, 'dead', 1)
+        end
+      end
+    end
+
+    # Rides out a dropped connection (the redis gem reconnects on the next
+    # command), so the request in hand still gets answered.
+    def with_retry(attempts: 6)
+      delay = 0.1
+      attempts.times do |attempt|
+        return yield
+      rescue Redis::BaseConnectionError => e
+        if attempt == attempts - 1
+          @log.error("#{@service}: giving up a write: #{e.message}")
+          return nil
+        end
+        sleep(delay)
+        delay = [delay * 2, 2.0].min
+      end
+    end
+  end
+end

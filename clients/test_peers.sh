@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# test_peers.sh -- cross-language tests of the Ruby and Python rrpc peers.
+#
+# The point of rrpc's protocol is that any peer can talk to any other, so
+# this starts Python, Ruby and seed-style calc workers and drives each with
+# every client: Ruby <-> Python both ways, each language with itself, the
+# seed-style scripts, key prefixes, the wire-level checks of
+# check_protocol.py (errors, batches, notifications, TTLs, dead letters),
+# a dropped Redis connection and a graceful SIGTERM.
+#
+# Needs REDIS_URL, so run it as:
+#   tests/harness/with-redis.sh clients/test_peers.sh
+# Prints ok/FAIL per check, and exits 1 if anything failed.
+set -u
+: "${REDIS_URL:?run me under tests/harness/with-redis.sh}"
+here=$(cd "$(dirname "$0")" && pwd)
+PY=/usr/bin/python3   # Debian's python, the one with python3-redis
+logs=$(mktemp -d "${TMPDIR:-/tmp}/rrpc-peers.XXXXXX")
+declare -A pid
+failed=()
+
+cleanup() {
+  for p in "${pid[@]}"; do kill "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  rm -rf "$logs"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start NAME COMMAND...: a worker in the background, its output kept for failures.
+start() {
+  local name=$1; shift
+  "$@" >"$logs/$name.log" 2>&1 &
+  pid[$name]=$!
+}
+
+# run LABEL COMMAND...: one check; a hung peer must fail the check, not the run.
+run() {
+  local label=$1; shift
+  local runner=(timeout 30)
+  declare -F "$1" >/dev/null && runner=()  # shell functions run as they are
+  if "${runner[@]}" "$@" >"$logs/out" 2>&1; then
+    echo "ok   $label"
+  else
+    echo "FAIL $label"
+    grep -v '^ok ' "$logs/out" | sed 's/^/     /'  # the failing sub-checks only
+    failed+=("$label")
+  fi
+}
+
+redis_py() { "$PY" -c "import os, sys, redis; r = redis.Redis.from_url(os.environ['REDIS_URL']); $1" "${@:2}"; }
+
+start py   "$PY" "$here/python/calc_server.py" --service calc
+start rb   ruby "$here/ruby/calc_server.rb" --service rbcalc
+start seed "$PY" "$here/python/seed_server.py" --service seedcalc
+start py1  "$PY" "$here/python/calc_server.py" --service calc --prefix app1:
+start rb2  ruby "$here/ruby/calc_server.rb" --service calc --prefix app2:
+
+# Each client against each worker.  Requests wait in the lists, so there is
+# no need to wait for the workers to be up.
+run 'python client -> python server' "$PY" "$here/python/calc_client.py" --service calc
+run 'python client -> ruby server'   "$PY" "$here/python/calc_client.py" --service rbcalc
+run 'ruby client -> python server'   ruby "$here/ruby/calc_client.rb" --service calc
+run 'ruby client -> ruby server'     ruby "$here/ruby/calc_client.rb" --service rbcalc
+run 'seed-style ruby caller -> python server' ruby "$here/ruby/seed_client.rb" --service calc
+run 'seed-style ruby caller -> ruby server'   ruby "$here/ruby/seed_client.rb" --service rbcalc
+run 'python client -> seed-style python worker' "$PY" "$here/python/calc_client.py" --service seedcalc
+run 'ruby client -> seed-style python worker'   ruby "$here/ruby/calc_client.rb" --service seedcalc
+run 'ruby client -> python server, prefix app1:' ruby "$here/ruby/calc_client.rb" --prefix app1:
+run 'python client -> ruby server, prefix app2:' "$PY" "$here/python/calc_client.py" --prefix app2:
+
+# Protocol details, each worker held to PROTOCOL.md on the wire.
+run 'protocol + python client vs python server' "$PY" "$here/check_protocol.py" --service calc --client
+run 'protocol + python client vs ruby server'   "$PY" "$here/check_protocol.py" --service rbcalc --client
+run 'ruby client API vs python server' ruby "$here/check_client.rb" --service calc
+run 'ruby client API vs ruby server'   ruby "$here/check_client.rb" --service rbcalc
+
+# What an operator would look at after the garbage check_protocol.py pushed.
+run 'garbage went to calc:dead and was counted' redis_py '
+import json
+letters = [json.loads(x) for x in r.lrange("calc:dead", 0, -1)]
+assert any(l["message"] == "garbage" and l["reason"].startswith("parse error") for l in letters), letters
+assert int(r.hget("calc:stats", "dead")) == len(letters), r.hgetall("calc:stats")'
+run 'prefixed workers used only prefixed keys' redis_py '
+keys = set(r.keys("*"))
+assert b"app1:calc" not in keys and not any(k.startswith(b"app1:rrpc") for k in keys), keys'
+
+# Drop every client connection: the workers must reconnect and keep serving.
+redis_py 'r.execute_command("CLIENT", "KILL", "TYPE", "normal")'
+run 'python server answers after its connection was killed' "$PY" "$here/python/calc_client.py" --service calc
+run 'ruby server answers after its connection was killed'   ruby "$here/ruby/calc_client.rb" --service rbcalc
+
+# SIGTERM while a request is in hand: it is still answered, and the exit is 0.
+graceful() {
+  local name=$1 service=$2 key
+  key=$(redis_py '
+import json, secrets, time
+key = "rrpc:reply:" + secrets.token_hex(16)
+r.rpush(sys.argv[1], json.dumps({"jsonrpc": "2.0", "method": "sleep", "params": [700], "id": key}))
+while r.llen(sys.argv[1]):
+    time.sleep(0.01)
+print(key)' "$service") || return 1
+  kill -TERM "${pid[$name]}"
+  redis_py '
+import json
+popped = r.blpop([sys.argv[1]], timeout=5)
+assert popped and json.loads(popped[1])["result"] == 700, popped' "$key" || return 1
+  wait "${pid[$name]}"
+  local rc=$?
+  unset "pid[$name]"
+  [ "$rc" = 0 ] || { echo "exit status $rc"; return 1; }
+}
+run 'python server: SIGTERM finishes the request in hand, exits 0' graceful py calc
+run 'ruby server: SIGTERM finishes the request in hand, exits 0'   graceful rb rbcalc
+
+# Bad input must be handled, never crash a handler or the worker loop.
+for name in py rb py1 rb2; do
+  if grep -E -q 'Traceback|failed to handle|\.[a-z]+ failed: ' "$logs/$name.log"; then
+    echo "FAIL $name worker logged an unexpected exception"
+    sed 's/^/     /' "$logs/$name.log"
+    failed+=("$name log")
+  fi
+done
+
+if [ ${#failed[@]} -ne 0 ]; then
+  echo "test_peers.sh: ${#failed[@]} failed: ${failed[*]}"
+  exit 1
+fi
+echo 'test_peers.sh: all passed'
