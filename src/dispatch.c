@@ -204,11 +204,14 @@ static json_t *handle_one(const rrpc__methods *methods, json_t *req, rrpc__outco
         out->notifications++;
     rrpc_request call = {json_string_value(json_object_get(req, "method")),
                          json_object_get(req, "params"), id, NULL};
-    const rrpc__method *m = rrpc__methods_find(methods, call.method);
+    /* A name with an embedded NUL must not match the method before it. */
+    size_t name_len = json_string_length(json_object_get(req, "method"));
+    const rrpc__method *m =
+        strlen(call.method) == name_len ? rrpc__methods_find(methods, call.method) : NULL;
     json_t *result = NULL;
     if (m == NULL)
         rrpc_request_error(&call, RRPC_JSONRPC_METHOD_NOT_FOUND, "Method not found",
-                           json_string(call.method));
+                           json_stringn(call.method, name_len));
     else
         result = m->fn(&call, m->udata);
     if (result == NULL && call.error == NULL)
@@ -240,8 +243,14 @@ static json_t *handle_batch(const rrpc__methods *methods, const rrpc__limits *li
                             rrpc__outcome *out)
 {
     size_t n = json_array_size(batch);
-    for (size_t i = 0; i < n && !*have_key; i++)
-        *have_key = rrpc__reply_key(json_array_get(batch, i), key, keylen);
+    for (size_t i = 0; i < n && !*have_key; i++) {
+        const json_t *element = json_array_get(batch, i);
+        const char *why;
+        int notification = json_object_get(element, "id") == NULL &&
+                           rrpc__request_validate(element, &why) == 0;
+        if (!notification) /* only elements that are answered name the key */
+            *have_key = rrpc__reply_key(element, key, keylen);
+    }
     if (n == 0 || n > limits->max_batch) {
         char why[96];
         if (n == 0)

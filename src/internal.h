@@ -182,4 +182,41 @@ double rrpc__now(void);      /* wall clock, seconds since the epoch */
 double rrpc__monotonic(void); /* monotonic seconds */
 void rrpc__sleep(double seconds);
 
+/* ---- async_transport.c: hiredis async links on a libevent base -------- */
+
+/* One hiredis async connection attached to a libevent base, with the
+ * handshake (AUTH, SELECT) and a connect timeout that hiredis 0.14.1 lacks.
+ * It is the only place besides transport.c that knows hiredis; async.c
+ * sees commands and rrpc__reply only.  Everything runs on the base's loop
+ * thread. */
+typedef struct rrpc__alink rrpc__alink;
+struct event_base;
+
+/* A reply to a command sent with rrpc__alink_command.  R is borrowed for
+ * the duration of the call; NULL means the command will never be answered
+ * (link lost or closed).  PRIVDATA is the command's, UDATA the link's.  One
+ * function per link (not per command) so no wrapper is allocated per call. */
+typedef void (*rrpc__alink_reply_fn)(const rrpc__reply *r, void *privdata, void *udata);
+
+/* The link's state changes, reported at most once each and in this order:
+ * RRPC_OK when the handshake is done, then an error code when the link is
+ * unusable (MSG says why).  After an error the owner must
+ * rrpc__alink_close() the link, but not from inside one of its callbacks. */
+typedef void (*rrpc__alink_event_fn)(rrpc__alink *l, int status, const char *msg, void *udata);
+
+/* Starts connecting.  Commands may be queued at once: they are sent after
+ * the handshake.  On RRPC_OK *out is new; on failure err says why and no
+ * callback ever runs. */
+int rrpc__alink_open(rrpc__alink **out, struct event_base *base, const rrpc__url *url,
+                     double connect_timeout_s, rrpc__alink_reply_fn on_reply,
+                     rrpc__alink_event_fn on_event, void *udata, char *err, size_t errlen);
+/* Queues a command (arguments are copied into the output buffer, which is
+ * written when the loop next runs).  RRPC_ECONNECT if the link is down, in
+ * which case on_reply does not run for it. */
+int rrpc__alink_command(rrpc__alink *l, int argc, const char **argv, const size_t *lens,
+                        void *privdata);
+/* Drops the link; pending reply functions run with NULL first.  No event
+ * is reported.  NULL is allowed. */
+void rrpc__alink_close(rrpc__alink *l);
+
 #endif /* RRPC_INTERNAL_H */

@@ -45,7 +45,11 @@ static json_t *response_envelope(const json_t *id)
 json_t *rrpc__response_result(const json_t *id, json_t *result_stolen)
 {
     json_t *resp = response_envelope(id);
-    if (resp == NULL || json_object_set_new(resp, "result", result_stolen) != 0) {
+    if (resp == NULL) {
+        json_decref(result_stolen);
+        return NULL;
+    }
+    if (json_object_set_new(resp, "result", result_stolen) != 0) {
         json_decref(resp);
         return NULL;
     }
@@ -55,7 +59,11 @@ json_t *rrpc__response_result(const json_t *id, json_t *result_stolen)
 json_t *rrpc__response_error_object(const json_t *id, json_t *error_stolen)
 {
     json_t *resp = response_envelope(id);
-    if (resp == NULL || json_object_set_new(resp, "error", error_stolen) != 0) {
+    if (resp == NULL) {
+        json_decref(error_stolen);
+        return NULL;
+    }
+    if (json_object_set_new(resp, "error", error_stolen) != 0) {
         json_decref(resp);
         return NULL;
     }
@@ -89,7 +97,8 @@ int rrpc__request_validate(const json_t *req, const char **why)
         return RRPC_JSONRPC_INVALID_REQUEST;
     }
     const json_t *version = json_object_get(req, "jsonrpc");
-    if (!json_is_string(version) || strcmp(json_string_value(version), "2.0") != 0) {
+    if (!json_is_string(version) || json_string_length(version) != 3 ||
+        memcmp(json_string_value(version), "2.0", 3) != 0) {
         *why = "member 'jsonrpc' must be exactly \"2.0\"";
         return RRPC_JSONRPC_INVALID_REQUEST;
     }
@@ -130,6 +139,12 @@ static int format_real(char *buf, size_t len, double v)
     return 1;
 }
 
+/* A string usable as a key: no NUL inside, which C strings would cut. */
+static int is_plain_key(const json_t *s)
+{
+    return strlen(json_string_value(s)) == json_string_length(s);
+}
+
 int rrpc__reply_key(const json_t *req, char *buf, size_t len)
 {
     if (!json_is_object(req))
@@ -137,10 +152,15 @@ int rrpc__reply_key(const json_t *req, char *buf, size_t len)
     const json_t *reply_to = json_object_get(req, "reply_to");
     const json_t *id = json_object_get(req, "id");
     const char *s = NULL;
-    if (json_is_string(reply_to) && json_string_length(reply_to) > 0)
+    if (json_is_string(reply_to) && json_string_length(reply_to) > 0) {
+        if (!is_plain_key(reply_to))
+            return 0; /* an embedded NUL would silently name another key */
         s = json_string_value(reply_to);
-    else if (json_is_string(id) && json_string_length(id) > 0)
+    } else if (json_is_string(id) && json_string_length(id) > 0) {
+        if (!is_plain_key(id))
+            return 0;
         s = json_string_value(id);
+    }
     if (s != NULL) {
         if (strlen(s) >= len)
             return 0;

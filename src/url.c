@@ -115,7 +115,8 @@ static int parse_unix(rrpc__url *u, const char *p, char *err, size_t errlen)
 {
     const char *q = strchr(p, '?');
     const char *end = q ? q : p + strlen(p);
-    parse_userinfo(u, &p, end);
+    const char *slash = memchr(p, '/', (size_t)(end - p)); /* '@' may occur in the path */
+    parse_userinfo(u, &p, slash ? slash : end);
     if (p >= end || *p != '/')
         return rrpc__fail(err, errlen, RRPC_EURL, "unix URL needs an absolute socket path");
     u->path = decode_dup(p, (size_t)(end - p));
@@ -135,7 +136,9 @@ static int parse_host_port(rrpc__url *u, const char *p, const char *end, char *e
             return rrpc__fail(err, errlen, RRPC_EURL, "unterminated '[' in URL host");
         u->host = decode_dup(p + 1, (size_t)(close - p - 1));
         host_end = close + 1;
-        if (host_end < end && *host_end == ':')
+        if (host_end < end && *host_end != ':')
+            return rrpc__fail(err, errlen, RRPC_EURL, "unexpected text after ']' in URL host");
+        if (host_end < end)
             port_at = host_end + 1;
     } else {
         const char *colon = memchr(p, ':', (size_t)(end - p));
@@ -210,6 +213,8 @@ const char *rrpc__url_describe(const rrpc__url *url, char *buf, size_t len)
     const char *auth = url->password ? "***@" : "";
     if (url->path)
         snprintf(buf, len, "unix://%s%s?db=%d", auth, url->path, url->db);
+    else if (strchr(url->host, ':') != NULL) /* IPv6 needs its brackets back */
+        snprintf(buf, len, "redis://%s[%s]:%d/%d", auth, url->host, url->port, url->db);
     else
         snprintf(buf, len, "redis://%s%s:%d/%d", auth, url->host, url->port, url->db);
     return buf;

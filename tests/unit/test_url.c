@@ -1,0 +1,332 @@
+/* test_url.c -- unit tests for src/url.c, the Redis URL parser.
+ *
+ * Every rrpc handle starts from a URL, and a team's existing REDIS_URL must
+ * work unchanged, so these tests pin each accepted form (redis:// with
+ * user, password, port, db and IPv6 host; unix:// with query parameters;
+ * the $REDIS_URL / default fallback), each rejected form (always RRPC_EURL,
+ * never a crash or a half-filled struct) and the password masking of
+ * rrpc__url_describe, which is what ends up in log lines.
+ */
+#include "internal.h"
+
+#include "check.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Parses URL and checks every field; NULL expectations mean "absent". */
+static void expect_url(const char *url, const char *host, int port, const char *path,
+                       const char *user, const char *password, int db, int line)
+{
+    rrpc__url u;
+    char err[RRPC__ERRMSG_LEN] = "";
+    int rc = rrpc__url_parse(&u, url, err, sizeof err);
+    if (!CHECK_EQ_INT(rc, RRPC_OK)) {
+        fprintf(stderr, "    (line %d) url %s: %s\n", line, url ? url : "NULL", err);
+        return;
+    }
+    int ok = CHECK_EQ_STR(u.host, host);
+    ok &= CHECK_EQ_INT(u.port, port);
+    ok &= CHECK_EQ_STR(u.path, path);
+    ok &= CHECK_EQ_STR(u.user, user);
+    ok &= CHECK_EQ_STR(u.password, password);
+    ok &= CHECK_EQ_INT(u.db, db);
+    if (!ok)
+        fprintf(stderr, "    (line %d) url %s\n", line, url ? url : "NULL");
+    rrpc__url_free(&u);
+}
+
+#define EXPECT_URL(url, host, port, path, user, password, db) \
+    expect_url(url, host, port, path, user, password, db, __LINE__)
+
+/* Checks URL is rejected with RRPC_EURL, a message, and a zeroed struct. */
+static void expect_bad_url(const char *url, const char *message_part, int line)
+{
+    rrpc__url u;
+    char err[RRPC__ERRMSG_LEN] = "";
+    int rc = rrpc__url_parse(&u, url, err, sizeof err);
+    int ok = CHECK_EQ_INT(rc, RRPC_EURL);
+    ok &= CHECK(err[0] != '\0');
+    if (message_part != NULL)
+        ok &= CHECK(strstr(err, message_part) != NULL);
+    ok &= CHECK(u.host == NULL && u.path == NULL && u.user == NULL && u.password == NULL);
+    if (!ok)
+        fprintf(stderr, "    (line %d) url %s: rc %d, \"%s\"\n", line, url, rc, err);
+    rrpc__url_free(&u);
+}
+
+#define EXPECT_BAD_URL(url, message_part) expect_bad_url(url, message_part, __LINE__)
+
+static void test_host_only_defaults_port_and_db(void)
+{
+    EXPECT_URL("redis://host", "host", 6379, NULL, NULL, NULL, 0);
+}
+
+static void test_host_and_port(void)
+{
+    EXPECT_URL("redis://host:6380", "host", 6380, NULL, NULL, NULL, 0);
+}
+
+static void test_host_port_and_db(void)
+{
+    EXPECT_URL("redis://host:6380/3", "host", 6380, NULL, NULL, NULL, 3);
+}
+
+static void test_trailing_slash_means_db_zero(void)
+{
+    EXPECT_URL("redis://host/", "host", 6379, NULL, NULL, NULL, 0);
+}
+
+static void test_empty_host_means_localhost(void)
+{
+    EXPECT_URL("redis://", "127.0.0.1", 6379, NULL, NULL, NULL, 0);
+}
+
+static void test_password_without_user(void)
+{
+    EXPECT_URL("redis://:pass@host", "host", 6379, NULL, NULL, "pass", 0);
+}
+
+static void test_lone_userinfo_is_the_password(void)
+{
+    /* redis-rb's reading of redis://secret@host. */
+    EXPECT_URL("redis://secret@host", "host", 6379, NULL, NULL, "secret", 0);
+}
+
+static void test_user_password_port_and_db(void)
+{
+    EXPECT_URL("redis://user:pass@host:6380/2", "host", 6380, NULL, "user", "pass", 2);
+}
+
+static void test_percent_encoded_password_is_decoded(void)
+{
+    EXPECT_URL("redis://:p%40ss@host", "host", 6379, NULL, NULL, "p@ss", 0);
+    EXPECT_URL("redis://u%3Ax:p%2fss%25@host", "host", 6379, NULL, "u:x", "p/ss%", 0);
+}
+
+static void test_broken_percent_escape_is_kept_verbatim(void)
+{
+    EXPECT_URL("redis://:p%4@host", "host", 6379, NULL, NULL, "p%4", 0);
+    EXPECT_URL("redis://:p%zz@host", "host", 6379, NULL, NULL, "p%zz", 0);
+}
+
+static void test_ipv6_literal_with_port(void)
+{
+    EXPECT_URL("redis://[::1]:6380", "::1", 6380, NULL, NULL, NULL, 0);
+    EXPECT_URL("redis://[::1]", "::1", 6379, NULL, NULL, NULL, 0);
+    EXPECT_URL("redis://:pw@[fe80::1]:7000/5", "fe80::1", 7000, NULL, NULL, "pw", 5);
+}
+
+static void test_query_db_on_tcp(void)
+{
+    EXPECT_URL("redis://host?db=7", "host", 6379, NULL, NULL, NULL, 7);
+}
+
+static void test_unix_socket(void)
+{
+    EXPECT_URL("unix:///tmp/x.sock", NULL, 6379, "/tmp/x.sock", NULL, NULL, 0);
+}
+
+static void test_unix_socket_with_db(void)
+{
+    EXPECT_URL("unix:///tmp/x.sock?db=4", NULL, 6379, "/tmp/x.sock", NULL, NULL, 4);
+}
+
+static void test_unix_socket_with_password_and_user(void)
+{
+    EXPECT_URL("unix:///tmp/x.sock?password=secret&user=bob", NULL, 6379, "/tmp/x.sock", "bob",
+               "secret", 0);
+    EXPECT_URL("unix:///tmp/x.sock?db=2&password=p%26w", NULL, 6379, "/tmp/x.sock", NULL, "p&w", 2);
+}
+
+static void test_unix_socket_with_userinfo(void)
+{
+    EXPECT_URL("unix://bob:pw@/run/redis.sock", NULL, 6379, "/run/redis.sock", "bob", "pw", 0);
+}
+
+static void test_null_url_uses_redis_url_env(void)
+{
+    setenv("REDIS_URL", "redis://envhost:7001/9", 1);
+    EXPECT_URL(NULL, "envhost", 7001, NULL, NULL, NULL, 9);
+    EXPECT_URL("", "envhost", 7001, NULL, NULL, NULL, 9);
+    unsetenv("REDIS_URL");
+}
+
+static void test_null_url_without_env_is_localhost(void)
+{
+    unsetenv("REDIS_URL");
+    EXPECT_URL(NULL, "127.0.0.1", 6379, NULL, NULL, NULL, 0);
+    setenv("REDIS_URL", "", 1);
+    EXPECT_URL(NULL, "127.0.0.1", 6379, NULL, NULL, NULL, 0);
+    unsetenv("REDIS_URL");
+}
+
+static void test_explicit_url_ignores_env(void)
+{
+    setenv("REDIS_URL", "redis://envhost:7001", 1);
+    EXPECT_URL("redis://other", "other", 6379, NULL, NULL, NULL, 0);
+    unsetenv("REDIS_URL");
+}
+
+static void test_bad_env_url_is_reported(void)
+{
+    setenv("REDIS_URL", "http://nope", 1);
+    EXPECT_BAD_URL(NULL, "redis://");
+    unsetenv("REDIS_URL");
+}
+
+static void test_rejects_other_schemes(void)
+{
+    EXPECT_BAD_URL("http://x", "redis:// or unix://");
+    EXPECT_BAD_URL("host:6379", NULL);
+    EXPECT_BAD_URL("REDIS://host", NULL);
+}
+
+static void test_rejects_bad_ports(void)
+{
+    EXPECT_BAD_URL("redis://host:99999", "port");
+    EXPECT_BAD_URL("redis://host:abc", "port");
+    EXPECT_BAD_URL("redis://host:0", "port");
+    EXPECT_BAD_URL("redis://host:", "port");
+    EXPECT_BAD_URL("redis://host:-1", "port");
+    EXPECT_BAD_URL("redis://host:1234567890123", "port");
+    EXPECT_BAD_URL("redis://[::1]:abc", "port");
+}
+
+static void test_rejects_bad_db(void)
+{
+    EXPECT_BAD_URL("redis://host/notanumber", "db");
+    EXPECT_BAD_URL("redis://host/-1", "db");
+    EXPECT_BAD_URL("unix:///tmp/x.sock?db=x", "db");
+}
+
+static void test_rejects_unterminated_ipv6(void)
+{
+    EXPECT_BAD_URL("redis://[::1:6380", "[");
+}
+
+static void test_rejects_relative_unix_path(void)
+{
+    EXPECT_BAD_URL("unix://relative", "absolute");
+    EXPECT_BAD_URL("unix://", "absolute");
+}
+
+static void test_rejects_bad_query(void)
+{
+    EXPECT_BAD_URL("unix:///tmp/x.sock?color=red", "color");
+    EXPECT_BAD_URL("unix:///tmp/x.sock?db", "=");
+}
+
+static void test_rejects_tls(void)
+{
+    EXPECT_BAD_URL("rediss://x", "TLS");
+}
+
+static void test_error_buffer_may_be_null(void)
+{
+    rrpc__url u;
+    CHECK_EQ_INT(rrpc__url_parse(&u, "http://x", NULL, 0), RRPC_EURL);
+    rrpc__url_free(&u);
+}
+
+static void test_free_leaves_struct_zeroed(void)
+{
+    rrpc__url u;
+    if (!CHECK_EQ_INT(rrpc__url_parse(&u, "redis://a:b@host:1/2", NULL, 0), RRPC_OK))
+        return;
+    rrpc__url_free(&u);
+    CHECK(u.host == NULL && u.password == NULL && u.user == NULL && u.path == NULL);
+    rrpc__url_free(&u); /* idempotent */
+}
+
+static void describe(const char *url, const char *expected)
+{
+    rrpc__url u;
+    char buf[256];
+    if (!CHECK_EQ_INT(rrpc__url_parse(&u, url, NULL, 0), RRPC_OK))
+        return;
+    CHECK_EQ_STR(rrpc__url_describe(&u, buf, sizeof buf), expected);
+    rrpc__url_free(&u);
+}
+
+static void test_describe_masks_password(void)
+{
+    describe("redis://user:hunter2@host:6380/2", "redis://***@host:6380/2");
+    describe("redis://:hunter2@host", "redis://***@host:6379/0");
+    describe("unix:///tmp/x.sock?password=hunter2&db=3", "unix://***@/tmp/x.sock?db=3");
+
+    rrpc__url u;
+    char buf[256];
+    if (CHECK_EQ_INT(rrpc__url_parse(&u, "redis://u:hunter2@h", NULL, 0), RRPC_OK)) {
+        CHECK(strstr(rrpc__url_describe(&u, buf, sizeof buf), "hunter2") == NULL);
+        rrpc__url_free(&u);
+    }
+}
+
+static void test_describe_without_password(void)
+{
+    describe("redis://host", "redis://host:6379/0");
+    describe("unix:///tmp/x.sock", "unix:///tmp/x.sock?db=0");
+}
+
+static void test_describe_truncates_to_buffer(void)
+{
+    rrpc__url u;
+    char buf[8];
+    if (!CHECK_EQ_INT(rrpc__url_parse(&u, "redis://a-rather-long-host-name", NULL, 0), RRPC_OK))
+        return;
+    CHECK_EQ_STR(rrpc__url_describe(&u, buf, sizeof buf), "redis:/");
+    rrpc__url_free(&u);
+}
+
+/* Regressions: IPv6 trailing junk, bracketed description, '@' in a socket path. */
+static void test_url_regressions(void)
+{
+    rrpc__url u;
+    char buf[128];
+    CHECK_EQ_INT(rrpc__url_parse(&u, "redis://[::1]junk", NULL, 0), RRPC_EURL);
+    CHECK_EQ_INT(rrpc__url_parse(&u, "redis://[::1]:6380", NULL, 0), RRPC_OK);
+    CHECK_EQ_STR(rrpc__url_describe(&u, buf, sizeof buf), "redis://[::1]:6380/0");
+    rrpc__url_free(&u);
+    CHECK_EQ_INT(rrpc__url_parse(&u, "unix:///tmp/a@b.sock", NULL, 0), RRPC_OK);
+    CHECK_EQ_STR(u.path, "/tmp/a@b.sock");
+    rrpc__url_free(&u);
+}
+
+int main(void)
+{
+    test_url_regressions();
+    test_host_only_defaults_port_and_db();
+    test_host_and_port();
+    test_host_port_and_db();
+    test_trailing_slash_means_db_zero();
+    test_empty_host_means_localhost();
+    test_password_without_user();
+    test_lone_userinfo_is_the_password();
+    test_user_password_port_and_db();
+    test_percent_encoded_password_is_decoded();
+    test_broken_percent_escape_is_kept_verbatim();
+    test_ipv6_literal_with_port();
+    test_query_db_on_tcp();
+    test_unix_socket();
+    test_unix_socket_with_db();
+    test_unix_socket_with_password_and_user();
+    test_unix_socket_with_userinfo();
+    test_null_url_uses_redis_url_env();
+    test_null_url_without_env_is_localhost();
+    test_explicit_url_ignores_env();
+    test_bad_env_url_is_reported();
+    test_rejects_other_schemes();
+    test_rejects_bad_ports();
+    test_rejects_bad_db();
+    test_rejects_unterminated_ipv6();
+    test_rejects_relative_unix_path();
+    test_rejects_bad_query();
+    test_rejects_tls();
+    test_error_buffer_may_be_null();
+    test_free_leaves_struct_zeroed();
+    test_describe_masks_password();
+    test_describe_without_password();
+    test_describe_truncates_to_buffer();
+    return check_report();
+}
