@@ -239,7 +239,7 @@ static void set_dead(rrpc__outcome *out, const char *reason)
  * NULL if the batch held only notifications; fills key from the first
  * element that names one. */
 static json_t *handle_batch(const rrpc__methods *methods, const rrpc__limits *limits,
-                            json_t *batch, char *key, size_t keylen, int *have_key,
+                            json_t *batch, char *key, size_t keylen, size_t *have_key,
                             rrpc__outcome *out)
 {
     size_t n = json_array_size(batch);
@@ -304,7 +304,7 @@ void rrpc__dispatch(const rrpc__methods *methods, const rrpc__limits *limits, co
         return;
     }
     char key[RRPC__KEY_MAX];
-    int have_key = 0;
+    size_t have_key = 0; /* the key's length */
     json_t *response;
     if (json_is_array(msg)) {
         response = handle_batch(methods, limits, msg, key, sizeof key, &have_key, out);
@@ -313,7 +313,10 @@ void rrpc__dispatch(const rrpc__methods *methods, const rrpc__limits *limits, co
         response = handle_one(methods, msg, out);
     }
     if (response != NULL && have_key) {
-        out->reply_key = strdup(key);
+        out->reply_key = malloc(have_key + 1);
+        if (out->reply_key != NULL)
+            memcpy(out->reply_key, key, have_key + 1);
+        out->reply_key_len = have_key;
         out->response = json_dumps(response, RRPC__JSON_ENCODE_FLAGS);
         json_decref(response);
     } else if (response != NULL) {

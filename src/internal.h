@@ -71,9 +71,10 @@ json_t *rrpc__error_object(int code, const char *message, json_t *data_stolen);
 int rrpc__request_validate(const json_t *req, const char **why);
 
 /* The key a response to REQ goes to (PROTOCOL.md section 3): reply_to, else
- * a string id, else a number id's text.  Returns 1 and fills buf, or 0 if
- * the request names no usable key. */
-int rrpc__reply_key(const json_t *req, char *buf, size_t len);
+ * a string id, else a number id's text.  Fills buf (NUL-terminated, but the
+ * key itself may hold NUL bytes: Redis keys are binary) and returns the
+ * key's length, or 0 if the request names no usable key. */
+size_t rrpc__reply_key(const json_t *req, char *buf, size_t len);
 
 /* Decodes a response text for the call with id EXPECTED_ID.  On RRPC_OK
  * *result is new; on RRPC_EREMOTE *error is new; else both stay NULL and
@@ -116,6 +117,7 @@ typedef struct rrpc__limits {
  * is owned by the outcome and released by rrpc__outcome_clear(). */
 typedef struct rrpc__outcome {
     char *reply_key;      /* where to RPUSH response, or NULL */
+    size_t reply_key_len; /* binary length of reply_key */
     char *response;       /* the response text, or NULL (nothing to send) */
     char *dead_reason;    /* non-NULL: record a dead letter with this reason */
     json_t *dead_response; /* the undeliverable response, if any */

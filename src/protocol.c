@@ -116,11 +116,8 @@ int rrpc__request_validate(const json_t *req, const char **why)
         *why = "member 'id' must be a string, a number or null";
         return RRPC_JSONRPC_INVALID_REQUEST;
     }
-    const json_t *reply_to = json_object_get(req, "reply_to");
-    if (reply_to != NULL && !json_is_string(reply_to)) {
-        *why = "member 'reply_to' must be a string";
-        return RRPC_JSONRPC_INVALID_REQUEST;
-    }
+    /* A reply_to that is not a string is ignored (PROTOCOL.md section 3),
+     * as a peer that does not know the extension would ignore it. */
     return 0;
 }
 
@@ -139,40 +136,33 @@ static int format_real(char *buf, size_t len, double v)
     return 1;
 }
 
-/* A string usable as a key: no NUL inside, which C strings would cut. */
-static int is_plain_key(const json_t *s)
+/* Copies a string member into buf with its length: keys are binary. */
+static size_t copy_key(const json_t *s, char *buf, size_t len)
 {
-    return strlen(json_string_value(s)) == json_string_length(s);
+    size_t n = json_string_length(s);
+    if (n + 1 > len)
+        return 0;
+    memcpy(buf, json_string_value(s), n);
+    buf[n] = '\0';
+    return n;
 }
 
-int rrpc__reply_key(const json_t *req, char *buf, size_t len)
+size_t rrpc__reply_key(const json_t *req, char *buf, size_t len)
 {
     if (!json_is_object(req))
         return 0;
     const json_t *reply_to = json_object_get(req, "reply_to");
     const json_t *id = json_object_get(req, "id");
-    const char *s = NULL;
-    if (json_is_string(reply_to) && json_string_length(reply_to) > 0) {
-        if (!is_plain_key(reply_to))
-            return 0; /* an embedded NUL would silently name another key */
-        s = json_string_value(reply_to);
-    } else if (json_is_string(id) && json_string_length(id) > 0) {
-        if (!is_plain_key(id))
-            return 0;
-        s = json_string_value(id);
-    }
-    if (s != NULL) {
-        if (strlen(s) >= len)
-            return 0;
-        memcpy(buf, s, strlen(s) + 1);
-        return 1;
-    }
+    if (json_is_string(reply_to) && json_string_length(reply_to) > 0)
+        return copy_key(reply_to, buf, len);
+    if (json_is_string(id) && json_string_length(id) > 0)
+        return copy_key(id, buf, len);
     if (json_is_integer(id)) {
         int n = snprintf(buf, len, "%" JSON_INTEGER_FORMAT, json_integer_value(id));
-        return n > 0 && (size_t)n < len;
+        return n > 0 && (size_t)n < len ? (size_t)n : 0;
     }
-    if (json_is_real(id))
-        return format_real(buf, len, json_real_value(id));
+    if (json_is_real(id) && format_real(buf, len, json_real_value(id)))
+        return strlen(buf);
     return 0;
 }
 

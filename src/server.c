@@ -228,8 +228,10 @@ static void handle_message(worker *w, const char *msg, size_t len)
     if (out.response != NULL && out.reply_key != NULL) {
         const char *push[] = {"RPUSH", out.reply_key, out.response};
         const char *expire[] = {"EXPIRE", out.reply_key, w->ttl_text};
-        send_cmd(w, OP_REPLY, msg, len, 3, push, NULL);
-        send_cmd(w, OP_PLAIN, NULL, 0, 3, expire, NULL);
+        size_t push_lens[] = {5, out.reply_key_len, strlen(out.response)};
+        size_t expire_lens[] = {6, out.reply_key_len, strlen(w->ttl_text)};
+        send_cmd(w, OP_REPLY, msg, len, 3, push, push_lens);
+        send_cmd(w, OP_PLAIN, NULL, 0, 3, expire, expire_lens);
     }
     if (out.dead_reason != NULL)
         send_dead_letter(w, out.dead_reason, msg, len, out.dead_response);

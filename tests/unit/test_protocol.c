@@ -158,12 +158,10 @@ static void test_validate_rejects_bad_id_member(void)
     EXPECT_INVALID("{\"jsonrpc\":\"2.0\",\"method\":\"m\",\"id\":false}", "'id'");
 }
 
-static void test_validate_rejects_bad_reply_to_member(void)
+static void test_validate_ignores_non_string_reply_to(void)
 {
-    EXPECT_INVALID("{\"jsonrpc\":\"2.0\",\"method\":\"m\",\"id\":\"a\",\"reply_to\":5}",
-                   "'reply_to'");
-    EXPECT_INVALID("{\"jsonrpc\":\"2.0\",\"method\":\"m\",\"id\":\"a\",\"reply_to\":null}",
-                   "'reply_to'");
+    EXPECT_VALID("{\"jsonrpc\":\"2.0\",\"method\":\"m\",\"id\":\"a\",\"reply_to\":5}");
+    EXPECT_VALID("{\"jsonrpc\":\"2.0\",\"method\":\"m\",\"id\":\"a\",\"reply_to\":null}");
 }
 
 static void test_validate_accepts_every_id_kind(void)
@@ -268,16 +266,18 @@ static void test_validate_rejects_jsonrpc_with_nul(void)
     json_decref(req);
 }
 
-/* Regression: a key with a NUL inside must not be cut short to another key. */
-static void test_reply_key_with_nul_is_unusable(void)
+/* Regression: a key with a NUL inside is kept whole (Redis keys are binary),
+ * never cut short to another key. */
+static void test_reply_key_with_nul_is_kept_whole(void)
 {
     char buf[64];
     json_t *req = json_loads("{\"reply_to\":\"k\\u0000tail\",\"id\":\"fallback\"}",
                              JSON_ALLOW_NUL, NULL);
-    CHECK_EQ_INT(rrpc__reply_key(req, buf, sizeof buf), 0);
+    CHECK_EQ_INT(rrpc__reply_key(req, buf, sizeof buf), 6);
+    CHECK(memcmp(buf, "k\0tail", 6) == 0);
     json_decref(req);
-    req = json_loads("{\"id\":\"k\\u0000tail\"}", JSON_ALLOW_NUL, NULL);
-    CHECK_EQ_INT(rrpc__reply_key(req, buf, sizeof buf), 0);
+    req = json_loads("{\"id\":\"k\\u0000t\"}", JSON_ALLOW_NUL, NULL);
+    CHECK_EQ_INT(rrpc__reply_key(req, buf, sizeof buf), 3);
     json_decref(req);
 }
 
@@ -287,7 +287,7 @@ static void test_reply_key_too_long_for_buffer(void)
     char small[10];
     CHECK_EQ_INT(rrpc__reply_key(req, small, sizeof small), 0);
     char fits[11];
-    CHECK_EQ_INT(rrpc__reply_key(req, fits, sizeof fits), 1);
+    CHECK_EQ_INT(rrpc__reply_key(req, fits, sizeof fits), 10);
     CHECK_EQ_STR(fits, "0123456789");
     json_decref(req);
 
@@ -592,7 +592,7 @@ int main(void)
     test_validate_rejects_bad_method_member();
     test_validate_rejects_bad_params_member();
     test_validate_rejects_bad_id_member();
-    test_validate_rejects_bad_reply_to_member();
+    test_validate_ignores_non_string_reply_to();
     test_validate_accepts_every_id_kind();
     test_validate_accepts_every_params_kind();
     test_validate_ignores_extension_members();
@@ -607,7 +607,7 @@ int main(void)
     test_reply_key_non_string_reply_to_is_ignored();
     test_reply_key_too_long_for_buffer();
     test_validate_rejects_jsonrpc_with_nul();
-    test_reply_key_with_nul_is_unusable();
+    test_reply_key_with_nul_is_kept_whole();
 
     test_response_result_shape();
     test_response_result_keeps_number_id_and_null_result();
