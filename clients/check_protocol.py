@@ -55,7 +55,13 @@ class Wire:
         self.push({'jsonrpc': '2.0', 'method': 'add', 'params': [0, 0], 'id': key})
         return self.reply(key) is not None
 
-    def dead_letters(self, since):
+    def dead_letters(self, since, expect=1, wait=3.0):
+        """The dead letters filed after index SINCE.  A multi-threaded worker
+        may file one after answering the sync call (another thread holds
+        it), so wait up to WAIT seconds for EXPECT of them."""
+        deadline = time.monotonic() + wait
+        while self.r.llen(self.dead_key) - since < expect and time.monotonic() < deadline:
+            time.sleep(0.02)
         return [json.loads(x) for x in self.r.lrange(self.dead_key, since, -1)]
 
     def keys(self):
@@ -175,7 +181,8 @@ def check_dead_letters(w):
         letter = letters[0] if len(letters) == 1 else {}
         ok = (str(letter.get('reason', '')).startswith(reason_start)
               and letter.get('service') and isinstance(letter.get('time'), float)
-              and isinstance(letter.get('message'), str)
+              and (isinstance(letter.get('message'), str)
+                   or isinstance(letter.get('message_base64'), str))
               and int(w.r.hget(w.stats_key, 'dead') or 0) == stats + 1)
         if response_code is not None:
             resp = letter.get('response')

@@ -191,6 +191,9 @@ static int prepare(rrpc_client *c, const char *service, char *list, size_t list_
                    size_t key_len)
 {
     int rc = check_name(c, "service", service);
+    if (rc == RRPC_OK && !rrpc__valid_name(service))
+        rc = client_fail(c, RRPC_EINVAL, "service names may not contain whitespace or control "
+                                         "characters");
     if (rc == RRPC_OK && rrpc__key_join(list, list_len, c->prefix, service, NULL) != RRPC_OK)
         rc = client_fail(c, RRPC_EINVAL, "service name too long");
     if (rc == RRPC_OK && key != NULL && rrpc__new_reply_key(key, key_len, c->prefix) != RRPC_OK)

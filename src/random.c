@@ -43,6 +43,16 @@ int rrpc__new_reply_key(char *buf, size_t len, const char *prefix)
     return rrpc__key_join(buf, len, prefix, "rrpc:reply:", hex);
 }
 
+int rrpc__valid_name(const char *name)
+{
+    if (name == NULL || name[0] == '\0')
+        return 0;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        if (*p <= ' ' || *p == 0x7f)
+            return 0; /* whitespace and control characters (PROTOCOL.md 1) */
+    return 1;
+}
+
 int rrpc__key_join(char *buf, size_t len, const char *prefix, const char *name,
                    const char *suffix)
 {

@@ -99,8 +99,8 @@ int rrpc_server_new(rrpc_server **out, const rrpc_server_options *opts)
     if (out == NULL || opts == NULL)
         return RRPC_EINVAL;
     *out = NULL;
-    if (opts->service == NULL || opts->service[0] == '\0')
-        return RRPC_EINVAL;
+    if (!rrpc__valid_name(opts->service))
+        return RRPC_EINVAL; /* empty, or whitespace/control characters */
     rrpc_server *s = calloc(1, sizeof *s);
     if (s == NULL)
         return RRPC_ENOMEM;

@@ -17,6 +17,7 @@ ProtocolError, raw_params.
 """
 
 import inspect
+import base64
 import json
 import logging
 import math
@@ -374,19 +375,19 @@ class Server:
         except Exception as exc:  # a bug here must not take the worker down
             log.exception('%s: failed to handle a message', self.service)
             try:
-                self._dead(raw.decode('utf-8', 'replace'),
+                self._dead(raw,
                            f'internal error: {type(exc).__name__}: {exc}')
             except Exception:
                 log.exception('%s: could not record the dead letter either', self.service)
 
     def _handle(self, raw):
         if len(raw) > self.max_request_bytes:
-            return self._dead(raw.decode('utf-8', 'replace'),
+            return self._dead(raw,
                               f'too large: {len(raw)} bytes (limit {self.max_request_bytes})')
         try:
             text = raw.decode('utf-8')
         except UnicodeDecodeError:
-            return self._dead(raw.decode('utf-8', 'replace'), 'invalid UTF-8')
+            return self._dead(raw, 'invalid UTF-8')
         try:
             msg = _loads(text)
         except (ValueError, RecursionError) as exc:
@@ -478,8 +479,16 @@ class Server:
     def _dead(self, text, reason, response=None):
         """Records a message that cannot be answered; never drops it silently."""
         log.warning('%s: dead letter: %s', self.service, reason)
-        letter = {'reason': reason, 'time': time.time(), 'service': self.service,
-                  'message': text}
+        letter = {'reason': reason, 'time': time.time(), 'service': self.service}
+        # Bytes that are not UTF-8 cannot be a JSON string: keep them exactly,
+        # base64-encoded (PROTOCOL.md section 6).
+        if isinstance(text, bytes):
+            try:
+                letter['message'] = text.decode('utf-8')
+            except UnicodeDecodeError:
+                letter['message_base64'] = base64.b64encode(text).decode('ascii')
+        else:
+            letter['message'] = text
         if response is not None:
             letter['response'] = json.loads(response)
         body = json.dumps(letter, ensure_ascii=False).encode('utf-8', 'replace')

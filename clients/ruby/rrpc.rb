@@ -368,9 +368,14 @@ module RRPC
       sleep(0.05) while !@stopping && Process.clock_gettime(Process::CLOCK_MONOTONIC) < deadline
     end
 
+    # Bytes that are not UTF-8 cannot be a JSON string: dead letters keep
+    # them exactly, base64-encoded (PROTOCOL.md section 6).
     def scrub(bytes)
-      bytes.dup.force_encoding(Encoding::UTF_8).scrub
+      text = bytes.dup.force_encoding(Encoding::UTF_8)
+      text.valid_encoding? ? text : RawBytes.new(bytes)
     end
+
+    RawBytes = Struct.new(:bytes)
 
     def handle_message(raw)
       if raw.bytesize > @max_request_bytes
@@ -535,7 +540,12 @@ module RRPC
     # Records a message that cannot be answered; never drops it silently.
     def dead(text, reason, response = nil)
       @log.warn("#{@service}: dead letter: #{reason}")
-      letter = { 'reason' => reason, 'time' => Time.now.to_f, 'service' => @service, 'message' => text }
+      letter = { 'reason' => reason, 'time' => Time.now.to_f, 'service' => @service }
+      if text.is_a?(RawBytes)
+        letter['message_base64'] = [text.bytes].pack('m0')
+      else
+        letter['message'] = text
+      end
       letter['response'] = JSON.parse(response, max_nesting: false) if response
       body = Wire.generate(letter)
       with_retry do

@@ -306,6 +306,7 @@ static void test_bad_arguments(rrpc_client *c)
 {
     json_t *result = NULL, *scalar = json_integer(1);
     CHECK(rrpc_call(c, "", "add", NULL, 1, &result, NULL) == RRPC_EINVAL);
+    CHECK(rrpc_call(c, "bad name", "add", NULL, 1, &result, NULL) == RRPC_EINVAL);
     CHECK(rrpc_call(c, "t", NULL, NULL, 1, &result, NULL) == RRPC_EINVAL);
     CHECK(rrpc_call(c, "t", "add", scalar, 1, &result, NULL) == RRPC_EINVAL);
     json_decref(scalar);

@@ -1,0 +1,337 @@
+/* calc-server.c -- the calculator service of the post "RPC using Redis",
+ * written as an rrpc server.
+ *
+ * It is both an example of the server API (register handlers, read typed
+ * params, answer application errors, run until a signal) and the service
+ * the tests and benchmarks call, so its answers are exact: integer
+ * arithmetic stays integer, division is always real, and bad params are
+ * refused rather than guessed at.
+ *
+ * Methods (params positional [a, b] or named {"a": .., "b": ..}):
+ *   add, subtract, multiply  a op b; an integer if both are integers and
+ *                            the result fits, else a real
+ *   divide                   a / b as a real; error 1 "division by zero"
+ *   echo                     its params, unchanged (null if none)
+ *   sleep [ms] / {"ms": ..}  sleeps ms milliseconds (0..60000), returns ms
+ * A result too large for a double answers error 2 "result out of range".
+ */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+
+#include <rrpc/rrpc.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Application error codes: outside JSON-RPC's reserved -32768..-32000. */
+enum { CALC_DIVISION_BY_ZERO = 1, CALC_OUT_OF_RANGE = 2 };
+
+enum { MAX_SLEEP_MS = 60000 };
+
+enum arithmetic_op { OP_ADD, OP_SUBTRACT, OP_MULTIPLY };
+
+struct operands {
+    json_t *a, *b;         /* as sent: tell integers from reals */
+    double a_real, b_real; /* as numbers, whatever their JSON type */
+};
+
+/* Reads [a, b] or {"a": .., "b": ..}.  On failure the library has already
+ * set a -32602 error naming the culprit, so the handler returns NULL. */
+static int read_operands(rrpc_request *req, struct operands *ops)
+{
+    if (rrpc_param_count_max(req, 2) != RRPC_OK ||
+        rrpc_param_number(req, 0, "a", &ops->a_real) != RRPC_OK ||
+        rrpc_param_number(req, 1, "b", &ops->b_real) != RRPC_OK)
+        return -1;
+    /* Both exist and are numbers now, so these cannot fail. */
+    rrpc_param_json(req, 0, "a", &ops->a);
+    rrpc_param_json(req, 1, "b", &ops->b);
+    return 0;
+}
+
+/* Returns nonzero and stores the exact result if it fits a json_int_t.
+ * The GCC/Clang builtins detect overflow exactly, which portable C11
+ * cannot do without a page of range checks (C23 calls them ckd_add...). */
+static int exact_integer(enum arithmetic_op op, json_int_t a, json_int_t b, json_int_t *out)
+{
+    switch (op) {
+    case OP_ADD: return !__builtin_add_overflow(a, b, out);
+    case OP_SUBTRACT: return !__builtin_sub_overflow(a, b, out);
+    case OP_MULTIPLY: return !__builtin_mul_overflow(a, b, out);
+    }
+    return 0;
+}
+
+static double real_arithmetic(enum arithmetic_op op, double a, double b)
+{
+    switch (op) {
+    case OP_ADD: return a + b;
+    case OP_SUBTRACT: return a - b;
+    case OP_MULTIPLY: return a * b;
+    }
+    return NAN;
+}
+
+/* JSON has no infinity (json_real() refuses it), so say why instead. */
+static json_t *real_result(rrpc_request *req, double value)
+{
+    if (!isfinite(value))
+        return rrpc_request_error(req, CALC_OUT_OF_RANGE, "result out of range", NULL);
+    return json_real(value);
+}
+
+static json_t *arithmetic(rrpc_request *req, enum arithmetic_op op)
+{
+    struct operands ops;
+    json_int_t exact;
+    if (read_operands(req, &ops) != 0)
+        return NULL;
+    if (json_is_integer(ops.a) && json_is_integer(ops.b) &&
+        exact_integer(op, json_integer_value(ops.a), json_integer_value(ops.b), &exact))
+        return json_integer(exact);
+    return real_result(req, real_arithmetic(op, ops.a_real, ops.b_real));
+}
+
+static json_t *calc_add(rrpc_request *req, void *udata)
+{
+    (void)udata;
+    return arithmetic(req, OP_ADD);
+}
+
+static json_t *calc_subtract(rrpc_request *req, void *udata)
+{
+    (void)udata;
+    return arithmetic(req, OP_SUBTRACT);
+}
+
+static json_t *calc_multiply(rrpc_request *req, void *udata)
+{
+    (void)udata;
+    return arithmetic(req, OP_MULTIPLY);
+}
+
+static json_t *calc_divide(rrpc_request *req, void *udata)
+{
+    struct operands ops;
+    (void)udata;
+    if (read_operands(req, &ops) != 0)
+        return NULL;
+    if (ops.b_real == 0)
+        return rrpc_request_error(req, CALC_DIVISION_BY_ZERO, "division by zero", NULL);
+    return real_result(req, ops.a_real / ops.b_real);
+}
+
+static json_t *calc_echo(rrpc_request *req, void *udata)
+{
+    json_t *params = rrpc_request_params(req);
+    (void)udata;
+    /* params is borrowed; the result must be a reference of our own. */
+    return params ? json_incref(params) : json_null();
+}
+
+static void sleep_ms(json_int_t ms)
+{
+    struct timespec left = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000L};
+    /* The signal that stops the server may land on this thread; finish the
+     * sleep anyway, since stopping is graceful and the caller asked for ms. */
+    while (nanosleep(&left, &left) != 0 && errno == EINTR) {
+    }
+}
+
+static json_t *calc_sleep(rrpc_request *req, void *udata)
+{
+    json_int_t ms;
+    (void)udata;
+    if (rrpc_param_count_max(req, 1) != RRPC_OK || rrpc_param_int(req, 0, "ms", &ms) != RRPC_OK)
+        return NULL;
+    if (ms < 0 || ms > MAX_SLEEP_MS)
+        return rrpc_request_error(req, RRPC_JSONRPC_INVALID_PARAMS,
+                                  "ms must be between 0 and 60000", NULL);
+    sleep_ms(ms);
+    return json_integer(ms);
+}
+
+static const struct method {
+    const char *name;
+    rrpc_method_fn fn;
+    const char *description;
+} methods[] = {
+    {"add", calc_add, "add(a, b): a + b, an integer if both are and it fits"},
+    {"subtract", calc_subtract, "subtract(a, b): a - b, an integer if both are and it fits"},
+    {"multiply", calc_multiply, "multiply(a, b): a * b, an integer if both are and it fits"},
+    {"divide", calc_divide, "divide(a, b): a / b as a real; error 1 if b is 0"},
+    {"echo", calc_echo, "echo(...): returns its params unchanged"},
+    {"sleep", calc_sleep, "sleep(ms): waits ms milliseconds (0..60000), returns ms"},
+};
+
+static int register_methods(rrpc_server *server)
+{
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
+        int err = rrpc_server_register(server, methods[i].name, methods[i].fn, NULL,
+                                       methods[i].description);
+        if (err != RRPC_OK)
+            return err;
+    }
+    return RRPC_OK;
+}
+
+/* --- command line ---------------------------------------------------- */
+
+enum { OPT_REDIS = 0x100, OPT_SERVICE, OPT_PREFIX, OPT_WORKERS, OPT_REPLY_TTL };
+
+static const struct option long_options[] = {
+    {"redis", required_argument, NULL, OPT_REDIS},
+    {"service", required_argument, NULL, OPT_SERVICE},
+    {"prefix", required_argument, NULL, OPT_PREFIX},
+    {"workers", required_argument, NULL, OPT_WORKERS},
+    {"reply-ttl", required_argument, NULL, OPT_REPLY_TTL},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+static void usage(FILE *out)
+{
+    fputs("Usage: calc-server [OPTIONS]\n"
+          "\n"
+          "Serves add, subtract, multiply, divide, echo and sleep over rrpc until\n"
+          "SIGINT or SIGTERM, then finishes the calls in hand and exits.\n"
+          "\n"
+          "Options:\n"
+          "  --redis URL     Redis to use (default: $REDIS_URL, else\n"
+          "                  redis://127.0.0.1:6379)\n"
+          "  --service NAME  service name, i.e. the request list (default: calc)\n"
+          "  --prefix P      key prefix of the deployment (default: none)\n"
+          "  --workers N     worker threads (default: 0 = one per CPU core)\n"
+          "  --reply-ttl S   seconds an uncollected reply is kept (default: 60)\n"
+          "  -h, --help      show this help\n",
+          out);
+}
+
+static int parse_int(const char *text, long min, long max, int *out)
+{
+    char *end;
+    errno = 0;
+    long value = strtol(text, &end, 10);
+    if (end == text || *end != '\0' || errno != 0 || value < min || value > max)
+        return -1;
+    *out = (int)value;
+    return 0;
+}
+
+static int usage_error(const char *option, const char *wanted, const char *got)
+{
+    fprintf(stderr, "calc-server: --%s wants %s, not '%s'\nTry 'calc-server --help'.\n", option,
+            wanted, got);
+    return 2;
+}
+
+/* Returns 0 to serve, or the exit status of a usage error.  --help prints
+ * and exits at once, as there is nothing to clean up yet. */
+static int parse_options(int argc, char **argv, rrpc_server_options *opts)
+{
+    int opt;
+    while ((opt = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
+        switch (opt) {
+        case OPT_REDIS: opts->url = optarg; break;
+        case OPT_SERVICE: opts->service = optarg; break;
+        case OPT_PREFIX: opts->key_prefix = optarg; break;
+        case OPT_WORKERS:
+            if (parse_int(optarg, 0, 1024, &opts->workers) != 0)
+                return usage_error("workers", "a count from 0 to 1024", optarg);
+            break;
+        case OPT_REPLY_TTL:
+            if (parse_int(optarg, 1, INT_MAX, &opts->reply_ttl_s) != 0)
+                return usage_error("reply-ttl", "a positive number of seconds", optarg);
+            break;
+        case 'h': usage(stdout); exit(0);
+        default: fputs("Try 'calc-server --help'.\n", stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "calc-server: unexpected argument '%s'\nTry 'calc-server --help'.\n",
+                argv[optind]);
+        return 2;
+    }
+    return 0;
+}
+
+/* --- serving --------------------------------------------------------- */
+
+/* The start-up line ends up in logs; keep a password in the URL out. */
+static void print_url_without_password(FILE *out, const char *url)
+{
+    const char *scheme_end = strstr(url, "://");
+    const char *at = strrchr(url, '@');
+    const char *colon = NULL;
+    if (scheme_end && at && at > scheme_end)
+        colon = memchr(scheme_end + 3, ':', (size_t)(at - (scheme_end + 3)));
+    if (colon)
+        fprintf(out, "%.*s:***%s", (int)(colon - url), url, at);
+    else
+        fputs(url, out);
+}
+
+/* The URL the library will use: it applies the same defaults. */
+static const char *effective_url(const rrpc_server_options *opts)
+{
+    const char *env = getenv("REDIS_URL");
+    if (opts->url)
+        return opts->url;
+    return env && *env ? env : "redis://127.0.0.1:6379";
+}
+
+static long effective_workers(const rrpc_server_options *opts)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (opts->workers > 0)
+        return opts->workers;
+    return cores > 0 ? cores : 1;
+}
+
+static void announce(const rrpc_server_options *opts)
+{
+    long workers = effective_workers(opts);
+    fprintf(stderr, "calc-server: serving '%s' on ", opts->service);
+    print_url_without_password(stderr, effective_url(opts));
+    fprintf(stderr, " with %ld worker%s\n", workers, workers == 1 ? "" : "s");
+}
+
+static int fail(const rrpc_server *server, int err)
+{
+    const char *detail = server ? rrpc_server_errmsg(server) : NULL;
+    fprintf(stderr, "calc-server: %s\n", detail && *detail ? detail : rrpc_strerror(err));
+    return 1;
+}
+
+static int serve(const rrpc_server_options *opts)
+{
+    rrpc_server *server = NULL;
+    int err = rrpc_server_new(&server, opts);
+    if (err != RRPC_OK)
+        return fail(NULL, err);
+    err = register_methods(server);
+    if (err == RRPC_OK) {
+        announce(opts);
+        err = rrpc_server_run(server); /* returns after SIGINT/SIGTERM */
+    }
+    int status = err == RRPC_OK ? 0 : fail(server, err);
+    rrpc_server_free(server);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    rrpc_server_options opts;
+    rrpc_server_options_init(&opts);
+    opts.service = "calc";
+    int status = parse_options(argc, argv, &opts);
+    return status != 0 ? status : serve(&opts);
+}

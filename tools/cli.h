@@ -1,0 +1,87 @@
+/* cli.h -- what the `rrpc` subcommands share.
+ *
+ * Every subcommand lives in its own cmd_*.c file, exposes one entry point
+ * with the signature of cli_command_fn and is listed in the table in rrpc.c.
+ * The helpers here keep option handling, error reporting and exit statuses
+ * identical across subcommands, so scripts can rely on them.
+ */
+#ifndef RRPC_TOOLS_CLI_H
+#define RRPC_TOOLS_CLI_H
+
+#include <rrpc/rrpc.h>
+
+#include <jansson.h>
+#include <stdio.h>
+
+/* Exit statuses.  They are part of the CLI's interface: scripts branch on
+ * them, so a value never changes meaning once released. */
+enum cli_exit {
+    CLI_EXIT_OK = 0,
+    CLI_EXIT_REMOTE = 1,   /* the service answered with a JSON-RPC error */
+    CLI_EXIT_USAGE = 2,    /* bad command line */
+    CLI_EXIT_TIMEOUT = 3,  /* no reply in time */
+    CLI_EXIT_CONNECT = 4,  /* Redis unreachable, refused us, or errored */
+    CLI_EXIT_INTERNAL = 5  /* anything else, e.g. a malformed reply */
+};
+
+/* A subcommand.  argv[0] is "rrpc NAME" (so getopt's own messages name the
+ * subcommand) and getopt's state is fresh.  Returns an enum cli_exit. */
+typedef int (*cli_command_fn)(int argc, char **argv);
+
+int cmd_call(int argc, char **argv);
+int cmd_notify(int argc, char **argv);
+
+/* getopt_long values for long options that several subcommands accept.
+ * They start above any character so they never clash with short options. */
+enum cli_option {
+    CLI_OPT_REDIS = 0x100,
+    CLI_OPT_PREFIX,
+    CLI_OPT_TIMEOUT,
+    CLI_OPT_PRETTY,
+    CLI_OPT_FIRST_FREE /* subcommands number their own options from here */
+};
+
+/* Where to find the service; NULL fields mean the library's defaults. */
+struct cli_connection {
+    const char *url;
+    const char *prefix;
+};
+
+/* Help text fragments, so every --help describes shared things alike. */
+void cli_print_connection_options(FILE *out);
+void cli_print_exit_statuses(FILE *out);
+
+/* Prints "PROG: MESSAGE" and a pointer to --help on stderr; returns
+ * CLI_EXIT_USAGE so callers can `return cli_usage_error(...)`. */
+int cli_usage_error(const char *prog, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* Parses a positive, finite number of seconds.  0 on success, -1 if TEXT
+ * is not one. */
+int cli_parse_seconds(const char *text, double *seconds);
+
+/* Parses PARAMS text, which must be a JSON array or object.  On success
+ * stores a new reference and returns CLI_EXIT_OK; otherwise reports why
+ * and returns CLI_EXIT_USAGE. */
+int cli_parse_params(const char *prog, const char *text, json_t **params);
+
+/* The exit status for an rrpc_err code. */
+int cli_exit_status(int err);
+
+/* Opens a client, reporting a failure on stderr.  Returns CLI_EXIT_OK or
+ * the exit status for the failure. */
+int cli_open_client(const char *prog, const struct cli_connection *conn, rrpc_client **client);
+
+/* Reports a failed library call on stderr as "PROG: DETAIL", DETAIL being
+ * the client's message (or rrpc_strerror() if it has none; CLIENT may be
+ * NULL), and returns its exit status. */
+int cli_report_failure(const char *prog, const rrpc_client *client, int err);
+
+/* Writes VALUE and a newline to OUT, compact or indented, with reals in
+ * the shortest form that reads back to the same number.  0 on success. */
+int cli_print_json(FILE *out, const json_t *value, int pretty);
+
+#endif /* RRPC_TOOLS_CLI_H */
