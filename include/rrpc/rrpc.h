@@ -248,6 +248,99 @@ RRPC_EXPORT int rrpc_param_json(rrpc_request *req, size_t pos, const char *name,
  * object size) and sets an invalid-params error otherwise. */
 RRPC_EXPORT int rrpc_param_count_max(rrpc_request *req, size_t max);
 
+/* ------------------------------------------------------------------ */
+/* Async client                                                        */
+/* ------------------------------------------------------------------ */
+
+/* A multiplexed client: many calls in flight over one pair of Redis
+ * connections, every response collected from one reply list of its own
+ * (PROTOCOL.md section 3, reply_to) and matched to its call by id.  It runs
+ * on a libevent 2.1 loop: either one it owns on a background thread, or
+ * the application's (see rrpc_async_options.event_base).  Needs Redis >= 7
+ * (BLMPOP) and workers that honour reply_to (all rrpc workers do). */
+typedef struct rrpc_async rrpc_async;
+
+/* The outcome of one call.  It runs exactly once per call that
+ * rrpc_async_call accepted, on the event loop's thread, never from inside
+ * rrpc_async_call itself:
+ *   RRPC_OK         result is the call's result (borrowed: json_incref it
+ *                   to keep it past the callback); error is NULL.
+ *   RRPC_EREMOTE    error is the JSON-RPC error object (borrowed).
+ *   RRPC_ETIMEDOUT  no response in time; the request was withdrawn from the
+ *                   service list if no worker had taken it yet.
+ *   RRPC_ECONNECT   the Redis link broke while the call was in flight.
+ *   RRPC_ECANCELED  rrpc_async_close() was called.
+ *   RRPC_EREDIS, RRPC_EPROTO  Redis refused the request / the response
+ *                   was malformed.
+ * On failure both pointers are NULL unless stated; rrpc_async_errmsg(),
+ * called inside the callback, describes the failure.  A callback may start
+ * new calls but must not call rrpc_async_close(). */
+typedef void (*rrpc_async_cb)(int status, json_t *result, json_t *error, void *udata);
+
+typedef struct rrpc_async_options {
+    const char *url;          /* as in rrpc_client_options; copied */
+    const char *key_prefix;   /* as in rrpc_client_options; copied */
+    double timeout_s;         /* default call timeout when a call passes 0; default 30 */
+    double connect_timeout_s; /* connecting and reconnecting; default 5 */
+    /* A libevent `struct event_base *` that the application owns and runs.
+     * The client then creates no thread: rrpc_async_call and
+     * rrpc_async_close must be called on the thread that runs the base,
+     * and callbacks run there.  NULL (the default) gives the client a base
+     * and a thread of its own: calls are then safe from any thread and
+     * callbacks run on that background thread.  Ignore SIGPIPE (or block
+     * it on the loop thread) in an application-owned loop, as with any
+     * socket library; the background thread blocks all signals itself. */
+    void *event_base;
+    /* Calls in flight at most (accepted, callback not yet run); a call
+     * beyond the limit fails with RRPC_ESTATE.  0 (default) = unlimited. */
+    size_t max_in_flight;
+} rrpc_async_options;
+
+/* Fills *opts with the defaults above. */
+RRPC_EXPORT void rrpc_async_options_init(rrpc_async_options *opts);
+
+/* Creates an async client.  It checks synchronously (up to
+ * connect_timeout_s) that Redis is reachable, accepts the credentials and
+ * supports BLMPOP, then connects its event-loop links.  On RRPC_OK *out is
+ * a new handle the caller owns and must rrpc_async_close().  On failure
+ * *out is NULL and errmsg (if not NULL) receives a description. */
+RRPC_EXPORT int rrpc_async_open(rrpc_async **out, const rrpc_async_options *opts, char *errmsg,
+                                size_t errmsg_len);
+
+/* Starts SERVICE.METHOD with PARAMS (an array, an object or NULL;
+ * borrowed, encoded before this returns) and a timeout of timeout_s
+ * seconds (0 = the client's default).  RRPC_OK: the call is queued and CB
+ * will run exactly once, later.  A negative code: CB will never run;
+ * RRPC_ECONNECT means the link is down (it is being re-established in the
+ * background; calls fail fast meanwhile), RRPC_ESTATE that the client is
+ * closing or max_in_flight calls are in flight, RRPC_EINVAL a bad
+ * argument. */
+RRPC_EXPORT int rrpc_async_call(rrpc_async *client, const char *service, const char *method,
+                                const json_t *params, double timeout_s, rrpc_async_cb cb,
+                                void *udata);
+
+/* Queues a notification (no id, no reply).  RRPC_OK means queued; a
+ * notification queued just before the link breaks may be lost. */
+RRPC_EXPORT int rrpc_async_notify(rrpc_async *client, const char *service, const char *method,
+                                  const json_t *params);
+
+/* Calls accepted whose callback has not started yet. */
+RRPC_EXPORT size_t rrpc_async_in_flight(const rrpc_async *client);
+
+/* Closes the client.  Every pending callback runs with RRPC_ECANCELED (on
+ * the loop thread) before this returns; then the links are closed and the
+ * handle is freed.  Must not be called from inside a callback, nor while
+ * other threads may still call rrpc_async_call on the handle.  With an
+ * application-owned base, call it on the loop thread; the base itself is
+ * left alone.  NULL is allowed. */
+RRPC_EXPORT void rrpc_async_close(rrpc_async *client);
+
+/* The message of the last failure seen by the calling thread on this
+ * client: a call that returned an error, or -- inside a callback -- the
+ * reason for that callback's status.  "" if none.  Borrowed: valid on this
+ * thread until its next call into the client. */
+RRPC_EXPORT const char *rrpc_async_errmsg(const rrpc_async *client);
+
 #ifdef __cplusplus
 }
 #endif
