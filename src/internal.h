@@ -152,6 +152,10 @@ enum rrpc__reply_type {
     RRPC__REPLY_ERROR
 };
 
+/* Sets SIGPIPE to ignored if it still has its default disposition: a
+ * broken link must be an error code, not the death of the process. */
+void rrpc__ignore_sigpipe(void);
+
 /* Connects, authenticates and selects the database.  On RRPC_OK *out is
  * a new connection owned by the caller (rrpc__conn_close). */
 int rrpc__conn_open(rrpc__conn **out, const rrpc__url *url, double connect_timeout_s, char *err,

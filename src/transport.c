@@ -12,6 +12,7 @@
 #include <hiredis/hiredis.h>
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,10 +128,26 @@ static int dial(rrpc__conn *c)
     return rc;
 }
 
+void rrpc__ignore_sigpipe(void)
+{
+    /* hiredis writes with write(2): a peer that vanished would raise
+     * SIGPIPE and kill the process.  Only a default disposition is changed,
+     * so an application's own handler stays in place. */
+    struct sigaction old;
+    if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL) {
+        struct sigaction ign;
+        memset(&ign, 0, sizeof ign);
+        ign.sa_handler = SIG_IGN;
+        sigemptyset(&ign.sa_mask);
+        sigaction(SIGPIPE, &ign, NULL);
+    }
+}
+
 int rrpc__conn_open(rrpc__conn **out, const rrpc__url *url, double connect_timeout_s, char *err,
                     size_t errlen)
 {
     *out = NULL;
+    rrpc__ignore_sigpipe();
     rrpc__conn *c = calloc(1, sizeof *c);
     if (c == NULL)
         return rrpc__fail(err, errlen, RRPC_ENOMEM, "out of memory");

@@ -100,7 +100,10 @@ typedef struct rrpc_client_options {
 RRPC_EXPORT void rrpc_client_options_init(rrpc_client_options *opts);
 
 /* Connects a client.  On RRPC_OK *out is a new handle the caller owns and
- * must rrpc_client_close().  On failure *out is NULL; if errmsg is not NULL
+ * must rrpc_client_close().  If SIGPIPE still has its default disposition
+ * it is set to ignored (as by every rrpc handle that connects), so a broken
+ * link is reported as RRPC_ECONNECT instead of killing the process.
+ * On failure *out is NULL; if errmsg is not NULL
  * up to errmsg_len bytes of a description are written there. */
 RRPC_EXPORT int rrpc_client_open(rrpc_client **out, const rrpc_client_options *opts,
                                  char *errmsg, size_t errmsg_len);
