@@ -12,6 +12,7 @@
 #                            [--dead-max 1000]
 # URL defaults to $REDIS_URL, then redis://127.0.0.1:6379.  Stops on SIGINT/SIGTERM.
 import argparse
+import base64
 import json
 import math
 import os
@@ -203,8 +204,11 @@ class Worker:
         self.r.hincrby(self.stats, field, n)
 
     def dead_letter(self, reason, text_bytes, response=None):
-        entry = {"reason": reason, "time": time.time(), "service": self.args.service,
-                 "message": text_bytes.decode("utf-8", errors="replace")}
+        entry = {"reason": reason, "time": time.time(), "service": self.args.service}
+        try:
+            entry["message"] = text_bytes.decode("utf-8")
+        except UnicodeDecodeError:                  # not a JSON string: kept byte for byte
+            entry["message_base64"] = base64.b64encode(text_bytes).decode("ascii")
         if response is not None:
             entry["response"] = response
         p = self.r.pipeline(transaction=False)

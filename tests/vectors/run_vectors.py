@@ -16,6 +16,7 @@
 # failed, 2 bad usage, bad vector file or no worker answering.
 # Run it with /usr/bin/python3 (it needs python3-redis).
 import argparse
+import base64
 import glob
 import json
 import os
@@ -413,6 +414,20 @@ class DeadWatcher:
         return out
 
 
+def same_message(entry, message, text):
+    """Whether a dead letter holds TEXT: as `message` (a JSON string) when TEXT is valid
+    UTF-8 (MESSAGE), else byte for byte as standard base64 in `message_base64`."""
+    if message is not None:
+        return entry.get("message") == message
+    b64 = entry.get("message_base64")
+    if not isinstance(b64, str):
+        return False
+    try:
+        return base64.b64decode(b64, validate=True) == text
+    except ValueError:
+        return False
+
+
 class Runner:
     def __init__(self, args):
         self.args = args
@@ -454,7 +469,7 @@ class Runner:
         try:
             message = text.decode("utf-8")
         except UnicodeDecodeError:
-            message = None                    # invalid UTF-8: match on the reply token
+            message = None                    # invalid UTF-8: kept as message_base64
         watcher = DeadWatcher(self.r, self.dead, self.stats)
         dead_before = self.dead_count()
         self.r.rpush(self.queue, text)
@@ -473,9 +488,7 @@ class Runner:
                 result = ("response", (items, ttl))
                 break
             for e in watcher.poll():
-                m = e.get("message") if isinstance(e, dict) else None
-                if isinstance(m, str) and (m == message if message is not None
-                                           else case.reply in m):
+                if isinstance(e, dict) and same_message(e, message, text):
                     result = ("dead", (e, dead_before))
                     break
             if result is not None:
