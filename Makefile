@@ -3,15 +3,18 @@
 #   make demo   build, start a private Redis and calc-server, call it from C,
 #               Ruby and Python, clean up
 #   make test   the whole suite: -Werror build, ctest, then ctest again
-#               under ASan+UBSan, then the C test programs under valgrind
+#               under ASan+UBSan, the C test programs under valgrind, and
+#               a short libFuzzer run on request decoding
 # Both install missing Debian packages first (scripts/install-deps.sh).
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 VG_BUILD   ?= build-valgrind
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 600
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all deps build demo test test-fast test-asan test-valgrind bench chaos fuzz clean
+.PHONY: all deps build demo test test-fast test-asan test-valgrind test-fuzz fuzz-build bench chaos fuzz clean
 
 all: build
 
@@ -40,10 +43,30 @@ test-valgrind: deps
 	@cmake --build $(VG_BUILD) -j $(JOBS)
 	@cd $(VG_BUILD) && ctest --output-on-failure -j $(JOBS)
 
-test: test-fast test-asan test-valgrind
+# libFuzzer on request decoding (clang, ASan+UBSan), seeded from the
+# conformance vectors: a short smoke run in `make test`, FUZZ_SECONDS in
+# `make fuzz`.  New findings land in $(FUZZ_BUILD)/crash-*.
+fuzz-build: deps
+	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DRRPC_FUZZ=ON -DRRPC_SANITIZE=address,undefined \
+	  -DRRPC_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Debug >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_dispatch
+	@/usr/bin/python3 tests/fuzz/make_corpus.py $(FUZZ_BUILD)/seeds >/dev/null
+	@mkdir -p $(FUZZ_BUILD)/corpus
+
+test-fuzz: fuzz-build
+	@cd $(FUZZ_BUILD) && { ./fuzz_dispatch -max_total_time=20 -max_len=70000 \
+	  -print_final_stats=1 corpus seeds >fuzz.log 2>&1; rc=$$?; \
+	  grep -E '^(stat::number_of_executed_units|==|SUMMARY)' fuzz.log; \
+	  [ $$rc -eq 0 ] || tail -40 fuzz.log; exit $$rc; }
+
+fuzz: fuzz-build
+	@cd $(FUZZ_BUILD) && ./fuzz_dispatch -max_total_time=$(FUZZ_SECONDS) -max_len=70000 \
+	  -print_final_stats=1 corpus seeds
+
+test: test-fast test-asan test-valgrind test-fuzz
 
 bench: build
 	@scripts/bench.sh $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(VG_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(VG_BUILD) $(FUZZ_BUILD)
