@@ -203,6 +203,40 @@ static int prepare(rrpc_client *c, const char *service, char *list, size_t list_
     return rc;
 }
 
+/* Validates a call or notification and encodes its request.  KEY (the id
+ * and reply key) is generated unless it is NULL (a notification).  Returns
+ * the text (new, free()) or NULL with *rc set. */
+static char *encode_request(rrpc_client *c, const char *service, const char *method,
+                            const json_t *params, char list[RRPC__KEY_MAX],
+                            char *key, int *rc)
+{
+    *rc = check_name(c, "method", method);
+    if (*rc == RRPC_OK)
+        *rc = check_params(c, params);
+    if (*rc == RRPC_OK)
+        *rc = prepare(c, service, list, RRPC__KEY_MAX, key, key ? RRPC__KEY_MAX : 0);
+    if (*rc != RRPC_OK)
+        return NULL;
+    json_t *req = rrpc__request_build(method, params, key, key);
+    char *text = req ? json_dumps(req, RRPC__JSON_ENCODE_FLAGS) : NULL;
+    json_decref(req);
+    if (text == NULL)
+        *rc = client_fail(c, RRPC_ENOMEM, "cannot encode the request");
+    return text;
+}
+
+/* RPUSHes TEXT onto LIST without waiting for any reply. */
+static int push_only(rrpc_client *c, const char *list, const char *text)
+{
+    rrpc__reply *r = NULL;
+    int rc = rrpc__conn_appendv(c->conn, 3, "RPUSH", list, text);
+    if (rc != RRPC_OK)
+        return client_fail(c, rc, rrpc__conn_errmsg(c->conn));
+    rc = read_reply(c, &r);
+    rrpc__reply_free(r);
+    return rc;
+}
+
 int rrpc_call(rrpc_client *c, const char *service, const char *method, const json_t *params,
               double timeout_s, json_t **result, json_t **error)
 {
@@ -214,18 +248,10 @@ int rrpc_call(rrpc_client *c, const char *service, const char *method, const jso
         error = &ignored_error;
     *error = NULL;
     char list[RRPC__KEY_MAX], key[RRPC__KEY_MAX];
-    int rc = check_name(c, "method", method);
-    if (rc == RRPC_OK)
-        rc = check_params(c, params);
-    if (rc == RRPC_OK)
-        rc = prepare(c, service, list, sizeof list, key, sizeof key);
-    if (rc != RRPC_OK)
-        return rc;
-    json_t *req = rrpc__request_build(method, params, key, key);
-    char *text = req ? json_dumps(req, RRPC__JSON_ENCODE_FLAGS) : NULL;
-    json_decref(req);
+    int rc;
+    char *text = encode_request(c, service, method, params, list, key, &rc);
     if (text == NULL)
-        return client_fail(c, RRPC_ENOMEM, "cannot encode the request");
+        return rc;
     rrpc__reply *holder = NULL;
     const char *value = NULL;
     size_t value_len = 0;
@@ -245,25 +271,12 @@ int rrpc_notify(rrpc_client *c, const char *service, const char *method, const j
     if (c == NULL)
         return RRPC_EINVAL;
     char list[RRPC__KEY_MAX];
-    int rc = check_name(c, "method", method);
-    if (rc == RRPC_OK)
-        rc = check_params(c, params);
-    if (rc == RRPC_OK)
-        rc = prepare(c, service, list, sizeof list, NULL, 0);
-    if (rc != RRPC_OK)
-        return rc;
-    json_t *req = rrpc__request_build(method, params, NULL, NULL);
-    char *text = req ? json_dumps(req, RRPC__JSON_ENCODE_FLAGS) : NULL;
-    json_decref(req);
+    int rc;
+    char *text = encode_request(c, service, method, params, list, NULL, &rc);
     if (text == NULL)
-        return client_fail(c, RRPC_ENOMEM, "cannot encode the request");
-    rrpc__reply *r = NULL;
-    rc = rrpc__conn_appendv(c->conn, 3, "RPUSH", list, text);
+        return rc;
+    rc = push_only(c, list, text);
     free(text);
-    if (rc != RRPC_OK)
-        return client_fail(c, rc, rrpc__conn_errmsg(c->conn));
-    rc = read_reply(c, &r);
-    rrpc__reply_free(r);
     return rc;
 }
 
@@ -340,10 +353,7 @@ int rrpc_call_batch(rrpc_client *c, const char *service, const json_t *calls, do
     if (text == NULL)
         return rc != RRPC_OK ? rc : RRPC_EINVAL;
     if (!expect_reply) {
-        rrpc__reply *r = NULL;
-        rc = rrpc__conn_appendv(c->conn, 3, "RPUSH", list, text);
-        rc = rc == RRPC_OK ? read_reply(c, &r) : client_fail(c, rc, rrpc__conn_errmsg(c->conn));
-        rrpc__reply_free(r);
+        rc = push_only(c, list, text);
         free(text);
         if (rc == RRPC_OK) {
             json_t *none = json_array();
