@@ -16,6 +16,9 @@
 /* How much longer than the BLPOP the socket may stay silent before the
  * link is considered dead. */
 #define SOCKET_GRACE_S 5.0
+/* Longer waits are clamped: about three years, far inside what Redis and
+ * struct timeval accept. */
+#define MAX_TIMEOUT_S 1e8
 
 struct rrpc_client {
     rrpc__conn *conn;
@@ -84,7 +87,7 @@ static int client_fail(rrpc_client *c, int err, const char *msg)
 /* Brings a broken link back before a call; a dead Redis fails fast here. */
 static int ensure_connected(rrpc_client *c)
 {
-    if (!rrpc__conn_broken(c->conn))
+    if (!rrpc__conn_broken(c->conn) && !rrpc__conn_peer_closed(c->conn))
         return RRPC_OK;
     int rc = rrpc__conn_reconnect(c->conn);
     if (rc != RRPC_OK)
@@ -153,6 +156,8 @@ static int push_and_wait(rrpc_client *c, const char *list, const char *text, con
                          double timeout_s, rrpc__reply **holder, const char **value,
                          size_t *value_len)
 {
+    if (timeout_s > MAX_TIMEOUT_S)
+        timeout_s = MAX_TIMEOUT_S;
     char timeout_text[32];
     snprintf(timeout_text, sizeof timeout_text, "%.3f", timeout_s < 0.001 ? 0.001 : timeout_s);
     int rc = set_socket_timeout(c, timeout_s);
@@ -165,13 +170,17 @@ static int push_and_wait(rrpc_client *c, const char *list, const char *text, con
     rrpc__reply *pushed = NULL, *popped = NULL;
     int push_rc = read_reply(c, &pushed);
     rrpc__reply_free(pushed);
-    if (push_rc == RRPC_ECONNECT)
-        return push_rc;
-    int pop_rc = read_reply(c, &popped);
     if (push_rc != RRPC_OK) {
-        rrpc__reply_free(popped);
-        return push_rc; /* e.g. WRONGTYPE on the service key */
+        /* Refused (OOM, WRONGTYPE, NOPERM...): do not sit out the queued
+         * BLPOP; a fresh link drops it.  A failed reconnect leaves the link
+         * broken, and the next call retries. */
+        if (push_rc != RRPC_ECONNECT)
+            rrpc__conn_reconnect(c->conn);
+        return push_rc;
     }
+    int pop_rc = read_reply(c, &popped);
+    if (pop_rc == RRPC_EREDIS)
+        withdraw(c, list, text); /* the wait was refused: nobody will collect */
     if (pop_rc != RRPC_OK)
         return pop_rc;
     if (rrpc__reply_type(popped) != RRPC__REPLY_ARRAY || rrpc__reply_count(popped) != 2) {
@@ -229,7 +238,9 @@ static char *encode_request(rrpc_client *c, const char *service, const char *met
 static int push_only(rrpc_client *c, const char *list, const char *text)
 {
     rrpc__reply *r = NULL;
-    int rc = rrpc__conn_appendv(c->conn, 3, "RPUSH", list, text);
+    int rc = set_socket_timeout(c, 0); /* a stalled Redis must not hang us */
+    if (rc == RRPC_OK)
+        rc = rrpc__conn_appendv(c->conn, 3, "RPUSH", list, text);
     if (rc != RRPC_OK)
         return client_fail(c, rc, rrpc__conn_errmsg(c->conn));
     rc = read_reply(c, &r);

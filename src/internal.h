@@ -178,6 +178,8 @@ int rrpc__conn_read(rrpc__conn *c, rrpc__reply **out);
 const char *rrpc__conn_errmsg(const rrpc__conn *c);
 /* Nonzero if the link is known to be broken. */
 int rrpc__conn_broken(const rrpc__conn *c);
+/* Nonzero if the peer closed an idle link (no reply outstanding). */
+int rrpc__conn_peer_closed(const rrpc__conn *c);
 
 void rrpc__reply_free(rrpc__reply *r);
 enum rrpc__reply_type rrpc__reply_type(const rrpc__reply *r);

@@ -24,6 +24,7 @@
 #define BACKOFF_MIN_S 0.05
 #define BACKOFF_MAX_S 5.0
 #define MAX_BATCH_ELEMENTS 1000
+#define FLUSH_AFTER_S 0.005 /* send a batch's finished replies after this long */
 
 struct rrpc_server {
     rrpc__url url;
@@ -47,12 +48,23 @@ struct rrpc_server {
 };
 
 /* One pipelined command whose reply the worker must check. */
-enum op_kind { OP_PLAIN, OP_REPLY, OP_POP };
+/* A reply and a dead letter own their texts until Redis has confirmed
+ * them, so that after a broken link they can be sent again instead of
+ * being lost with hiredis's output buffer. */
+enum op_kind {
+    OP_PLAIN, /* follows an OP_REPLY/OP_DEAD (EXPIRE, LTRIM, HINCRBY) */
+    OP_REPLY, /* RPUSH of a response: key and text owned */
+    OP_DEAD,  /* RPUSH of a dead letter: text owned */
+    OP_POP
+};
 
 typedef struct op {
     enum op_kind kind;
     const char *msg; /* OP_REPLY: the request text, for a dead letter */
     size_t msg_len;
+    char *key;       /* OP_REPLY: owned reply key (binary, key_len bytes) */
+    size_t key_len;
+    char *text;      /* OP_REPLY, OP_DEAD: owned text to push */
 } op;
 
 typedef struct worker {
@@ -176,7 +188,7 @@ static void log_worker(const worker *w, const char *what, const char *detail)
             detail ? detail : "");
 }
 
-static int push_op(worker *w, enum op_kind kind, const char *msg, size_t len)
+static int push_op(worker *w, op o)
 {
     if (w->nops == w->capops) {
         size_t cap = w->capops ? w->capops * 2 : 64;
@@ -186,35 +198,66 @@ static int push_op(worker *w, enum op_kind kind, const char *msg, size_t len)
         w->ops = ops;
         w->capops = cap;
     }
-    w->ops[w->nops++] = (op){kind, msg, len};
+    w->ops[w->nops++] = o;
     return RRPC_OK;
 }
 
+static void free_op(op *o)
+{
+    free(o->key);
+    free(o->text);
+}
+
 /* Queues one command and remembers how to judge its reply. */
-static int send_cmd(worker *w, enum op_kind kind, const char *msg, size_t msg_len, int argc,
-                    const char **argv, const size_t *lens)
+static int send_cmd(worker *w, op o, int argc, const char **argv, const size_t *lens)
 {
     int rc = rrpc__conn_append(w->conn, argc, argv, lens);
-    return rc == RRPC_OK ? push_op(w, kind, msg, msg_len) : rc;
+    /* On a broken link a reply or dead letter is still kept: the next read
+     * fails, and recover() sends it again on the new link. */
+    if (rc == RRPC_OK || (rc == RRPC_ECONNECT && (o.kind == OP_REPLY || o.kind == OP_DEAD)))
+        rc = push_op(w, o) == RRPC_OK ? rc : RRPC_ENOMEM;
+    else
+        free_op(&o);
+    return rc;
+}
+
+static const op plain = {OP_PLAIN, NULL, 0, NULL, 0, NULL};
+
+/* Queues RPUSH+EXPIRE of a response; takes ownership of key and text. */
+static void queue_reply(worker *w, const char *msg, size_t len, char *key, size_t key_len,
+                        char *text)
+{
+    const char *push[] = {"RPUSH", key, text};
+    const char *expire[] = {"EXPIRE", key, w->ttl_text};
+    size_t push_lens[] = {5, key_len, strlen(text)};
+    size_t expire_lens[] = {6, key_len, strlen(w->ttl_text)};
+    if (send_cmd(w, (op){OP_REPLY, msg, len, key, key_len, text}, 3, push, push_lens) ==
+        RRPC_OK)
+        send_cmd(w, plain, 3, expire, expire_lens);
+}
+
+/* Queues RPUSH+LTRIM+HINCRBY of a dead letter; takes ownership of text. */
+static void queue_dead(worker *w, char *text)
+{
+    rrpc_server *s = w->srv;
+    const char *push[] = {"RPUSH", s->dead_key, text};
+    const char *trim[] = {"LTRIM", s->dead_key, w->trim_text, "-1"};
+    const char *count[] = {"HINCRBY", s->stats_key, "dead", "1"};
+    if (send_cmd(w, (op){OP_DEAD, NULL, 0, NULL, 0, text}, 3, push, NULL) == RRPC_OK) {
+        send_cmd(w, plain, 4, trim, NULL);
+        send_cmd(w, plain, 4, count, NULL);
+    }
 }
 
 static void send_dead_letter(worker *w, const char *reason, const char *msg, size_t len,
                              const json_t *response)
 {
-    rrpc_server *s = w->srv;
-    char *text = rrpc__dead_letter_text(s->service, reason, msg, len, response);
+    char *text = rrpc__dead_letter_text(w->srv->service, reason, msg, len, response);
     if (text == NULL) {
         log_worker(w, "cannot encode a dead letter", reason);
         return;
     }
-    const char *push[] = {"RPUSH", s->dead_key, text};
-    const char *trim[] = {"LTRIM", s->dead_key, w->trim_text, "-1"};
-    const char *count[] = {"HINCRBY", s->stats_key, "dead", "1"};
-    send_cmd(w, OP_PLAIN, NULL, 0, 3, push, NULL);
-    send_cmd(w, OP_PLAIN, NULL, 0, 4, trim, NULL);
-    send_cmd(w, OP_PLAIN, NULL, 0, 4, count, NULL);
-    free(text);
-    atomic_fetch_add(&s->dead_letters, 1);
+    queue_dead(w, text);
 }
 
 static void handle_message(worker *w, const char *msg, size_t len)
@@ -226,12 +269,8 @@ static void handle_message(worker *w, const char *msg, size_t len)
     atomic_fetch_add(&s->notifications, out.notifications);
     atomic_fetch_add(&s->errors, out.errors);
     if (out.response != NULL && out.reply_key != NULL) {
-        const char *push[] = {"RPUSH", out.reply_key, out.response};
-        const char *expire[] = {"EXPIRE", out.reply_key, w->ttl_text};
-        size_t push_lens[] = {5, out.reply_key_len, strlen(out.response)};
-        size_t expire_lens[] = {6, out.reply_key_len, strlen(w->ttl_text)};
-        send_cmd(w, OP_REPLY, msg, len, 3, push, push_lens);
-        send_cmd(w, OP_PLAIN, NULL, 0, 3, expire, expire_lens);
+        queue_reply(w, msg, len, out.reply_key, out.reply_key_len, out.response);
+        out.reply_key = out.response = NULL; /* now owned by the queued op */
     }
     if (out.dead_reason != NULL)
         send_dead_letter(w, out.dead_reason, msg, len, out.dead_response);
@@ -240,14 +279,84 @@ static void handle_message(worker *w, const char *msg, size_t len)
 
 /* Handles every request in a pop reply: BLPOP gives [key, value], LPOP
  * with a count gives [value, ...]. */
+static int collect(worker *w, rrpc__reply **popped);
+
 static void handle_popped(worker *w, const rrpc__reply *r, int blocking)
 {
     size_t n = rrpc__reply_count(r);
+    double flushed_at = rrpc__monotonic();
     for (size_t i = blocking ? 1 : 0; i < n; i++) {
         size_t len = 0;
         const char *msg = rrpc__reply_str(rrpc__reply_element(r, i), &len);
         handle_message(w, msg, len);
+        /* A slow handler must not hold back answers already computed in
+         * this batch: send them before running the next request. */
+        if (w->nops > 0 && i + 1 < n && rrpc__monotonic() - flushed_at > FLUSH_AFTER_S) {
+            rrpc__reply *none = NULL;
+            collect(w, &none); /* on failure kept for resend; the loop recovers */
+            flushed_at = rrpc__monotonic();
+        }
     }
+}
+
+/* Acts on the reply to one queued command. */
+static void judge(worker *w, const op *o, const rrpc__reply *r)
+{
+    if (rrpc__reply_type(r) != RRPC__REPLY_ERROR) {
+        if (o->kind == OP_DEAD)
+            atomic_fetch_add(&w->srv->dead_letters, 1);
+        return;
+    }
+    const char *e = rrpc__reply_str(r, NULL);
+    if (o->kind == OP_REPLY) {
+        char reason[RRPC__ERRMSG_LEN];
+        snprintf(reason, sizeof reason, "reply failed: %s", e);
+        send_dead_letter(w, reason, o->msg, o->msg_len, NULL);
+    } else if (o->kind == OP_DEAD) {
+        /* Nowhere left to keep it: say so loudly, with what was lost. */
+        char what[RRPC__ERRMSG_LEN];
+        snprintf(what, sizeof what, "%s; LOST dead letter %.120s", e, o->text);
+        log_worker(w, "cannot store a dead letter", what);
+    } else {
+        log_worker(w, "Redis refused a command", e);
+    }
+}
+
+/* After a broken link: keep the replies and dead letters not yet
+ * confirmed (they are queued again by resend) and drop the rest. */
+static void keep_unconfirmed(worker *w, op *ops, size_t nops)
+{
+    op *old = w->ops;
+    size_t old_n = w->nops;
+    w->ops = NULL;
+    w->nops = w->capops = 0;
+    for (size_t i = 0; i < nops; i++)
+        if (ops[i].kind == OP_REPLY || ops[i].kind == OP_DEAD)
+            push_op(w, ops[i]);
+    for (size_t i = 0; i < old_n; i++) /* queued during this collect */
+        if (old[i].kind == OP_REPLY || old[i].kind == OP_DEAD)
+            push_op(w, old[i]);
+        else
+            free_op(&old[i]);
+    free(old);
+    free(ops);
+}
+
+/* Queues again, on a fresh link, what the broken one never confirmed. */
+static void resend(worker *w)
+{
+    size_t n = w->nops;
+    op *ops = w->ops;
+    w->ops = NULL;
+    w->nops = w->capops = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (ops[i].kind == OP_REPLY)
+            queue_reply(w, ops[i].msg, ops[i].msg_len, ops[i].key, ops[i].key_len,
+                        ops[i].text);
+        else if (ops[i].kind == OP_DEAD)
+            queue_dead(w, ops[i].text);
+    }
+    free(ops);
 }
 
 /* Reads the replies of everything sent; returns the pop reply (new) or
@@ -269,19 +378,15 @@ static int collect(worker *w, rrpc__reply **popped)
             *popped = r;
             continue;
         }
-        if (rrpc__reply_type(r) == RRPC__REPLY_ERROR) {
-            const char *e = rrpc__reply_str(r, NULL);
-            if (ops[i].kind == OP_REPLY) {
-                char reason[RRPC__ERRMSG_LEN];
-                snprintf(reason, sizeof reason, "reply failed: %s", e);
-                send_dead_letter(w, reason, ops[i].msg, ops[i].msg_len, NULL);
-            } else {
-                log_worker(w, "Redis refused a command", e);
-            }
-        }
+        judge(w, &ops[i], r);
         rrpc__reply_free(r);
+        free_op(&ops[i]);
+        ops[i].kind = OP_PLAIN; /* confirmed: nothing left to resend */
     }
-    free(ops);
+    if (rc != RRPC_OK) /* keep the unconfirmed ones for resend() */
+        keep_unconfirmed(w, ops, nops);
+    else
+        free(ops);
     return rc;
 }
 
@@ -290,15 +395,17 @@ static void send_pop(worker *w, int blocking)
     rrpc_server *s = w->srv;
     if (blocking) {
         const char *argv[] = {"BLPOP", s->list_key, BLOCK_TIMEOUT};
-        send_cmd(w, OP_POP, NULL, 0, 3, argv, NULL);
+        send_cmd(w, (op){OP_POP, NULL, 0, NULL, 0, NULL}, 3, argv, NULL);
     } else {
         const char *argv[] = {"LPOP", s->list_key, w->batch_text};
-        send_cmd(w, OP_POP, NULL, 0, 3, argv, NULL);
+        send_cmd(w, (op){OP_POP, NULL, 0, NULL, 0, NULL}, 3, argv, NULL);
     }
 }
 
 static void drop_pending(worker *w)
 {
+    for (size_t i = 0; i < w->nops; i++)
+        free_op(&w->ops[i]);
     free(w->ops);
     w->ops = NULL;
     w->nops = w->capops = 0;
@@ -311,7 +418,6 @@ static void drop_pending(worker *w)
 static void recover(worker *w)
 {
     log_worker(w, "lost the Redis connection, reconnecting", rrpc__conn_errmsg(w->conn));
-    drop_pending(w);
     double delay = BACKOFF_MIN_S;
     while (!atomic_load(&w->srv->stop)) {
         double jitter = (double)(rand() % 1000) / 1000.0; /* spreads a herd of workers */
@@ -319,6 +425,7 @@ static void recover(worker *w)
         if (rrpc__conn_reconnect(w->conn) == RRPC_OK &&
             rrpc__conn_set_timeout(w->conn, SOCKET_TIMEOUT_S) == RRPC_OK) {
             log_worker(w, "reconnected", NULL);
+            resend(w); /* answers computed before the break are not lost */
             return;
         }
         delay = delay * 2 > BACKOFF_MAX_S ? BACKOFF_MAX_S : delay * 2;
@@ -338,17 +445,17 @@ static void *worker_main(void *arg)
             break;
         rrpc__reply *popped = NULL;
         int rc = collect(w, &popped);
-        rrpc__reply_free(w->in_hand); /* its replies are now confirmed */
-        w->in_hand = popped;
         if (rc != RRPC_OK) {
+            /* in_hand stays: the kept replies point into it until resent. */
             rrpc__reply_free(popped);
-            w->in_hand = NULL;
             if (stopping)
                 break;
             recover(w);
             blocking = 1;
             continue;
         }
+        rrpc__reply_free(w->in_hand); /* its replies are now confirmed */
+        w->in_hand = popped;
         if (popped == NULL || rrpc__reply_type(popped) != RRPC__REPLY_ARRAY) {
             if (popped && rrpc__reply_type(popped) == RRPC__REPLY_ERROR) {
                 log_worker(w, "cannot pop requests", rrpc__reply_str(popped, NULL));

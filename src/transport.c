@@ -12,7 +12,9 @@
 #include <hiredis/hiredis.h>
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -235,6 +237,17 @@ const char *rrpc__conn_errmsg(const rrpc__conn *c)
 int rrpc__conn_broken(const rrpc__conn *c)
 {
     return c->broken;
+}
+
+int rrpc__conn_peer_closed(const rrpc__conn *c)
+{
+    /* Only meaningful with no reply outstanding: then anything readable
+     * is an EOF or an error (Redis closed an idle link, or restarted). */
+    struct pollfd p = {c->ctx->fd, POLLIN, 0};
+    if (poll(&p, 1, 0) <= 0)
+        return 0;
+    char byte;
+    return recv(c->ctx->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) <= 0;
 }
 
 void rrpc__reply_free(rrpc__reply *r)

@@ -302,6 +302,35 @@ static void test_concurrent_callers(void)
     }
 }
 
+/* A link Redis closed while the client was idle is noticed before the next
+ * call, which succeeds on a new link. */
+static void test_idle_link_closed_by_redis(rrpc_client *c)
+{
+    rrpc__reply_free(cmd(4, "CLIENT", "KILL", "TYPE", "normal")); /* SKIPME yes: not us */
+    rrpc__sleep(0.05);
+    json_t *params = json_pack("[i,i]", 1, 1), *result = NULL;
+    CHECK(rrpc_call(c, "t", "add", params, 5, &result, NULL) == RRPC_OK);
+    CHECK(json_integer_value(result) == 2);
+    json_decref(result);
+    json_decref(params);
+}
+
+/* A refused RPUSH fails at once instead of waiting out the call timeout. */
+static void test_refused_push_fails_fast(rrpc_client *c)
+{
+    rrpc__reply_free(cmd(4, "CONFIG", "SET", "maxmemory-policy", "noeviction"));
+    rrpc__reply_free(cmd(4, "CONFIG", "SET", "maxmemory", "1"));
+    json_t *result = NULL;
+    double t0 = rrpc__monotonic();
+    int rc = rrpc_call(c, "t", "add", NULL, 5, &result, NULL);
+    double took = rrpc__monotonic() - t0;
+    rrpc__reply_free(cmd(4, "CONFIG", "SET", "maxmemory", "0"));
+    CHECK(rc == RRPC_EREDIS);
+    CHECK(strstr(rrpc_client_errmsg(c), "OOM") != NULL);
+    CHECK(took < 1.0);
+    test_call_result(c); /* and the client still works afterwards */
+}
+
 static void test_bad_arguments(rrpc_client *c)
 {
     json_t *result = NULL, *scalar = json_integer(1);
@@ -368,6 +397,8 @@ int main(void)
     test_batch(c);
     test_wrongtype_service_key(c);
     test_concurrent_callers();
+    test_idle_link_closed_by_redis(c);
+    test_refused_push_fails_fast(c);
     test_bad_arguments(c);
     rrpc_client_close(c);
     stop_server(&r);
