@@ -30,6 +30,7 @@ typedef int (*cli_command_fn)(int argc, char **argv);
 
 int cmd_call(int argc, char **argv);
 int cmd_notify(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 /* getopt_long values for long options that several subcommands accept.
  * They start above any character so they never clash with short options. */

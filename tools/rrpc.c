@@ -18,6 +18,7 @@ struct subcommand {
 static const struct subcommand subcommands[] = {
     {"call", "call a method and print its result", cmd_call},
     {"notify", "send a notification (no reply is awaited)", cmd_notify},
+    {"bench", "measure calls/s and latency of a service", cmd_bench},
 };
 
 #define SUBCOMMAND_COUNT (sizeof subcommands / sizeof subcommands[0])
