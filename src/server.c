@@ -3,10 +3,12 @@
  * Each worker thread owns one Redis connection and runs the loop of
  * docs/PROTOCOL.md: pop a batch of requests, dispatch them, and send every
  * reply, expiry and dead letter in one pipeline together with the next pop.
- * Under load that is one round trip per batch (LPOP with a count); when the
- * list is empty the worker blocks in BLPOP with a short timeout so that a
- * stop request is noticed quickly.  Threads share nothing but the method
- * table (read-only while running) and atomic counters.
+ * The pop is a pair, like ../shared/bench/floor_server's: BLPOP waits for one
+ * request (with a short timeout, so that a stop request is noticed quickly)
+ * and LPOP with a count takes the rest that are queued.  So every batch,
+ * full or not, costs exactly one round trip; an empty LPOP never costs one
+ * of its own.  Threads share nothing but the method table (read-only while
+ * running) and atomic counters.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
@@ -74,7 +76,7 @@ typedef struct worker {
     int id;
     op *ops;         /* commands sent, replies not yet read */
     size_t nops, capops;
-    rrpc__reply *in_hand; /* the popped batch the pending replies refer to */
+    rrpc__reply *in_hand[2]; /* the popped pair the pending replies refer to */
     char ttl_text[16];
     char trim_text[24];
     char batch_text[16];
@@ -277,23 +279,31 @@ static void handle_message(worker *w, const char *msg, size_t len)
     rrpc__outcome_clear(&out);
 }
 
-/* Handles every request in a pop reply: BLPOP gives [key, value], LPOP
- * with a count gives [value, ...]. */
-static int collect(worker *w, rrpc__reply **popped);
+static int collect(worker *w, rrpc__reply *popped[2]);
 
-static void handle_popped(worker *w, const rrpc__reply *r, int blocking)
+static size_t pop_count(const rrpc__reply *r)
 {
-    size_t n = rrpc__reply_count(r);
+    return r && rrpc__reply_type(r) == RRPC__REPLY_ARRAY ? rrpc__reply_count(r) : 0;
+}
+
+/* Handles every request of a pop pair in order: BLPOP gives [list name,
+ * request] or nil, LPOP with a count gives [request, ...] or nil. */
+static void handle_popped(worker *w, rrpc__reply *const popped[2])
+{
+    size_t blocked = pop_count(popped[0]) == 2 ? 1 : 0;
+    size_t total = blocked + pop_count(popped[1]);
     double flushed_at = rrpc__monotonic();
-    for (size_t i = blocking ? 1 : 0; i < n; i++) {
+    for (size_t k = 0; k < total; k++) {
+        const rrpc__reply *e = k < blocked ? rrpc__reply_element(popped[0], 1)
+                                           : rrpc__reply_element(popped[1], k - blocked);
         size_t len = 0;
-        const char *msg = rrpc__reply_str(rrpc__reply_element(r, i), &len);
+        const char *msg = rrpc__reply_str(e, &len);
         handle_message(w, msg, len);
         /* A slow handler must not hold back answers already computed in
          * this batch: send them before running the next request. */
-        if (w->nops > 0 && i + 1 < n && rrpc__monotonic() - flushed_at > FLUSH_AFTER_S) {
-            rrpc__reply *none = NULL;
-            collect(w, &none); /* on failure kept for resend; the loop recovers */
+        if (w->nops > 0 && k + 1 < total && rrpc__monotonic() - flushed_at > FLUSH_AFTER_S) {
+            rrpc__reply *none[2] = {NULL, NULL};
+            collect(w, none); /* on failure kept for resend; the loop recovers */
             flushed_at = rrpc__monotonic();
         }
     }
@@ -359,11 +369,12 @@ static void resend(worker *w)
     free(ops);
 }
 
-/* Reads the replies of everything sent; returns the pop reply (new) or
- * NULL.  A failed reply push becomes a dead letter in the next round. */
-static int collect(worker *w, rrpc__reply **popped)
+/* Reads the replies of everything sent; the pop pair's replies (new, or
+ * NULL if no pop was sent) land in popped.  A failed reply push becomes a
+ * dead letter in the next round. */
+static int collect(worker *w, rrpc__reply *popped[2])
 {
-    *popped = NULL;
+    int npopped = 0;
     size_t nops = w->nops;
     op *ops = w->ops;
     w->ops = NULL;
@@ -375,7 +386,7 @@ static int collect(worker *w, rrpc__reply **popped)
         if (rc != RRPC_OK)
             break;
         if (ops[i].kind == OP_POP) {
-            *popped = r;
+            popped[npopped++] = r;
             continue;
         }
         judge(w, &ops[i], r);
@@ -390,16 +401,33 @@ static int collect(worker *w, rrpc__reply **popped)
     return rc;
 }
 
-static void send_pop(worker *w, int blocking)
+/* Queues the pop pair: block for one request, then take what else waits. */
+static void send_pop(worker *w)
 {
     rrpc_server *s = w->srv;
-    if (blocking) {
-        const char *argv[] = {"BLPOP", s->list_key, BLOCK_TIMEOUT};
-        send_cmd(w, (op){OP_POP, NULL, 0, NULL, 0, NULL}, 3, argv, NULL);
-    } else {
-        const char *argv[] = {"LPOP", s->list_key, w->batch_text};
-        send_cmd(w, (op){OP_POP, NULL, 0, NULL, 0, NULL}, 3, argv, NULL);
-    }
+    const char *block[] = {"BLPOP", s->list_key, BLOCK_TIMEOUT};
+    const char *more[] = {"LPOP", s->list_key, w->batch_text};
+    const op pop = {OP_POP, NULL, 0, NULL, 0, NULL};
+    if (send_cmd(w, pop, 3, block, NULL) == RRPC_OK)
+        send_cmd(w, pop, 3, more, NULL);
+}
+
+static void free_pair(rrpc__reply *pair[2])
+{
+    rrpc__reply_free(pair[0]);
+    rrpc__reply_free(pair[1]);
+    pair[0] = pair[1] = NULL;
+}
+
+/* Nonzero if Redis refused the pop (e.g. WRONGTYPE); logged. */
+static int pop_refused(worker *w, rrpc__reply *const pair[2])
+{
+    for (int i = 0; i < 2; i++)
+        if (pair[i] && rrpc__reply_type(pair[i]) == RRPC__REPLY_ERROR) {
+            log_worker(w, "cannot pop requests", rrpc__reply_str(pair[i], NULL));
+            return 1;
+        }
+    return 0;
 }
 
 static void drop_pending(worker *w)
@@ -409,8 +437,7 @@ static void drop_pending(worker *w)
     free(w->ops);
     w->ops = NULL;
     w->nops = w->capops = 0;
-    rrpc__reply_free(w->in_hand);
-    w->in_hand = NULL;
+    free_pair(w->in_hand);
 }
 
 /* Reconnects with exponential backoff and jitter until it works or the
@@ -436,36 +463,29 @@ static void *worker_main(void *arg)
 {
     worker *w = arg;
     rrpc_server *s = w->srv;
-    int blocking = 1;
     for (;;) {
         int stopping = atomic_load(&s->stop);
         if (!stopping)
-            send_pop(w, blocking);
+            send_pop(w);
         if (w->nops == 0)
             break;
-        rrpc__reply *popped = NULL;
-        int rc = collect(w, &popped);
+        rrpc__reply *popped[2] = {NULL, NULL};
+        int rc = collect(w, popped);
         if (rc != RRPC_OK) {
             /* in_hand stays: the kept replies point into it until resent. */
-            rrpc__reply_free(popped);
+            free_pair(popped);
             if (stopping)
                 break;
             recover(w);
-            blocking = 1;
             continue;
         }
-        rrpc__reply_free(w->in_hand); /* its replies are now confirmed */
-        w->in_hand = popped;
-        if (popped == NULL || rrpc__reply_type(popped) != RRPC__REPLY_ARRAY) {
-            if (popped && rrpc__reply_type(popped) == RRPC__REPLY_ERROR) {
-                log_worker(w, "cannot pop requests", rrpc__reply_str(popped, NULL));
-                rrpc__sleep(BACKOFF_MIN_S * 10); /* e.g. WRONGTYPE: do not spin */
-            }
-            blocking = 1;
-            continue;
-        }
-        handle_popped(w, popped, blocking);
-        blocking = 0;
+        free_pair(w->in_hand); /* its replies are now confirmed */
+        w->in_hand[0] = popped[0];
+        w->in_hand[1] = popped[1];
+        if (pop_refused(w, popped))
+            rrpc__sleep(BACKOFF_MIN_S * 10); /* e.g. WRONGTYPE: do not spin */
+        else
+            handle_popped(w, popped);
     }
     drop_pending(w);
     return NULL;
