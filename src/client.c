@@ -20,12 +20,20 @@
  * struct timeval accept. */
 #define MAX_TIMEOUT_S 1e8
 
+/* The Redis clock is re-read this often (one TIME round trip). */
+#define CLOCK_REFRESH_S 10.0
+/* Backoff between reconnection attempts of a call that resends. */
+#define RESEND_BACKOFF_MIN_S 0.05
+#define RESEND_BACKOFF_MAX_S 1.0
+
 struct rrpc_client {
     rrpc__conn *conn;
     rrpc__url url;
     char *prefix;
     double timeout_s;
     double socket_timeout_s;
+    int resend_on_reconnect;
+    rrpc__clock clock; /* the Redis server's time, for request deadlines */
     char errmsg[RRPC__ERRMSG_LEN];
 };
 
@@ -51,10 +59,13 @@ int rrpc_client_open(rrpc_client **out, const rrpc_client_options *opts, char *e
     if (c == NULL)
         return rrpc__fail(errmsg, errmsg_len, RRPC_ENOMEM, "out of memory");
     c->timeout_s = opts->timeout_s > 0 ? opts->timeout_s : 30;
+    c->resend_on_reconnect = opts->resend_on_reconnect;
     c->prefix = strdup(opts->key_prefix ? opts->key_prefix : "");
     int rc = c->prefix ? rrpc__url_parse(&c->url, opts->url, errmsg, errmsg_len) : RRPC_ENOMEM;
     if (rc == RRPC_OK)
         rc = rrpc__conn_open(&c->conn, &c->url, opts->connect_timeout_s, errmsg, errmsg_len);
+    if (rc == RRPC_OK)
+        rrpc__clock_sync(&c->clock, c->conn); /* refused TIME: calls carry no deadline */
     if (rc != RRPC_OK) {
         rrpc_client_close(c);
         return rc;
@@ -78,21 +89,27 @@ const char *rrpc_client_errmsg(const rrpc_client *c)
     return c ? c->errmsg : "no client";
 }
 
+static int set_socket_timeout(rrpc_client *c, double timeout_s);
+
 static int client_fail(rrpc_client *c, int err, const char *msg)
 {
     snprintf(c->errmsg, sizeof c->errmsg, "%s", msg);
     return err;
 }
 
-/* Brings a broken link back before a call; a dead Redis fails fast here. */
+/* Brings a broken link back before a call; a dead Redis fails fast here.
+ * Also keeps the Redis clock fresh, while no reply is outstanding. */
 static int ensure_connected(rrpc_client *c)
 {
-    if (!rrpc__conn_broken(c->conn) && !rrpc__conn_peer_closed(c->conn))
-        return RRPC_OK;
-    int rc = rrpc__conn_reconnect(c->conn);
-    if (rc != RRPC_OK)
-        return client_fail(c, rc, rrpc__conn_errmsg(c->conn));
-    c->socket_timeout_s = 0;
+    if (rrpc__conn_broken(c->conn) || rrpc__conn_peer_closed(c->conn)) {
+        int rc = rrpc__conn_reconnect(c->conn);
+        if (rc != RRPC_OK)
+            return client_fail(c, rc, rrpc__conn_errmsg(c->conn));
+        c->socket_timeout_s = 0;
+        c->clock.measured_at = 0; /* Redis may have restarted on another host */
+    }
+    if (rrpc__clock_age(&c->clock) > CLOCK_REFRESH_S && set_socket_timeout(c, 0) == RRPC_OK)
+        rrpc__clock_sync(&c->clock, c->conn);
     return RRPC_OK;
 }
 
@@ -150,14 +167,11 @@ static void withdraw(rrpc_client *c, const char *list, const char *text)
         rrpc__reply_free(r);
 }
 
-/* Pushes TEXT onto LIST and waits on KEY.  On RRPC_OK *value is the reply
- * element (new, free with rrpc__reply_free) and *holder owns it. */
-static int push_and_wait(rrpc_client *c, const char *list, const char *text, const char *key,
-                         double timeout_s, rrpc__reply **holder, const char **value,
-                         size_t *value_len)
+/* One attempt of push_and_wait. */
+static int push_and_wait_once(rrpc_client *c, const char *list, const char *text,
+                              const char *key, double timeout_s, rrpc__reply **holder,
+                              const char **value, size_t *value_len)
 {
-    if (timeout_s > MAX_TIMEOUT_S)
-        timeout_s = MAX_TIMEOUT_S;
     char timeout_text[32];
     snprintf(timeout_text, sizeof timeout_text, "%.3f", timeout_s < 0.001 ? 0.001 : timeout_s);
     int rc = set_socket_timeout(c, timeout_s);
@@ -195,6 +209,46 @@ static int push_and_wait(rrpc_client *c, const char *list, const char *text, con
     return RRPC_OK;
 }
 
+/* Reconnects, with backoff, until it works or DEADLINE (monotonic) comes. */
+static int reconnect_until(rrpc_client *c, double deadline)
+{
+    double delay = RESEND_BACKOFF_MIN_S;
+    for (;;) {
+        if (rrpc__conn_reconnect(c->conn) == RRPC_OK) {
+            c->socket_timeout_s = 0;
+            return RRPC_OK;
+        }
+        if (rrpc__monotonic() + delay >= deadline)
+            return client_fail(c, RRPC_ECONNECT, rrpc__conn_errmsg(c->conn));
+        rrpc__sleep(delay);
+        delay = delay * 2 > RESEND_BACKOFF_MAX_S ? RESEND_BACKOFF_MAX_S : delay * 2;
+    }
+}
+
+/* Pushes TEXT onto LIST and waits on KEY.  On RRPC_OK *value is the reply
+ * element (new, free with rrpc__reply_free) and *holder owns it.  With
+ * resend_on_reconnect a broken link is mended and the same request sent
+ * again, as long as the timeout allows. */
+static int push_and_wait(rrpc_client *c, const char *list, const char *text, const char *key,
+                         double timeout_s, rrpc__reply **holder, const char **value,
+                         size_t *value_len)
+{
+    if (timeout_s > MAX_TIMEOUT_S)
+        timeout_s = MAX_TIMEOUT_S;
+    double deadline = rrpc__monotonic() + timeout_s;
+    for (;;) {
+        int rc = push_and_wait_once(c, list, text, key, timeout_s, holder, value, value_len);
+        if (rc != RRPC_ECONNECT || !c->resend_on_reconnect)
+            return rc;
+        if (reconnect_until(c, deadline) != RRPC_OK)
+            return RRPC_ECONNECT;
+        timeout_s = deadline - rrpc__monotonic();
+        if (timeout_s <= 0)
+            return client_fail(c, RRPC_ETIMEDOUT, "no reply before the link broke and the "
+                                                  "timeout ran out");
+    }
+}
+
 /* Common set-up of call and batch: names, connection, keys. */
 static int prepare(rrpc_client *c, const char *service, char *list, size_t list_len, char *key,
                    size_t key_len)
@@ -216,8 +270,8 @@ static int prepare(rrpc_client *c, const char *service, char *list, size_t list_
  * and reply key) is generated unless it is NULL (a notification).  Returns
  * the text (new, free()) or NULL with *rc set. */
 static char *encode_request(rrpc_client *c, const char *service, const char *method,
-                            const json_t *params, char list[RRPC__KEY_MAX],
-                            char *key, int *rc)
+                            const json_t *params, char list[RRPC__KEY_MAX], char *key,
+                            double timeout_s, int *rc)
 {
     *rc = check_name(c, "method", method);
     if (*rc == RRPC_OK)
@@ -227,6 +281,8 @@ static char *encode_request(rrpc_client *c, const char *service, const char *met
     if (*rc != RRPC_OK)
         return NULL;
     json_t *req = rrpc__request_build(method, params, key, key);
+    if (key != NULL)
+        rrpc__request_set_deadline(req, &c->clock, timeout_s);
     char *text = req ? json_dumps(req, RRPC__JSON_ENCODE_FLAGS) : NULL;
     json_decref(req);
     if (text == NULL)
@@ -260,14 +316,14 @@ int rrpc_call(rrpc_client *c, const char *service, const char *method, const jso
     *error = NULL;
     char list[RRPC__KEY_MAX], key[RRPC__KEY_MAX];
     int rc;
-    char *text = encode_request(c, service, method, params, list, key, &rc);
+    timeout_s = rrpc__inherited_timeout(timeout_s > 0 ? timeout_s : c->timeout_s);
+    char *text = encode_request(c, service, method, params, list, key, timeout_s, &rc);
     if (text == NULL)
         return rc;
     rrpc__reply *holder = NULL;
     const char *value = NULL;
     size_t value_len = 0;
-    rc = push_and_wait(c, list, text, key, timeout_s > 0 ? timeout_s : c->timeout_s, &holder,
-                       &value, &value_len);
+    rc = push_and_wait(c, list, text, key, timeout_s, &holder, &value, &value_len);
     free(text);
     if (rc == RRPC_OK)
         rc = rrpc__response_parse(value, value_len, key, result, error, c->errmsg,
@@ -283,7 +339,7 @@ int rrpc_notify(rrpc_client *c, const char *service, const char *method, const j
         return RRPC_EINVAL;
     char list[RRPC__KEY_MAX];
     int rc;
-    char *text = encode_request(c, service, method, params, list, NULL, &rc);
+    char *text = encode_request(c, service, method, params, list, NULL, 0, &rc);
     if (text == NULL)
         return rc;
     rc = push_only(c, list, text);
@@ -293,7 +349,8 @@ int rrpc_notify(rrpc_client *c, const char *service, const char *method, const j
 
 /* Builds the batch text for CALLS; every call gets id = its index and the
  * shared reply key.  *expect_reply tells whether any call wants an answer. */
-static char *batch_text(rrpc_client *c, const json_t *calls, const char *key, int *expect_reply)
+static char *batch_text(rrpc_client *c, const json_t *calls, const char *key, double timeout_s,
+                        int *expect_reply)
 {
     json_t *batch = json_array();
     *expect_reply = 0;
@@ -311,6 +368,7 @@ static char *batch_text(rrpc_client *c, const json_t *calls, const char *key, in
         json_t *req = rrpc__request_build(method, params, NULL, notify ? NULL : key);
         if (!notify) {
             json_object_set_new(req, "id", json_integer((json_int_t)i));
+            rrpc__request_set_deadline(req, &c->clock, timeout_s);
             *expect_reply = 1;
         }
         json_array_append_new(batch, req);
@@ -360,7 +418,8 @@ int rrpc_call_batch(rrpc_client *c, const char *service, const json_t *calls, do
     char list[RRPC__KEY_MAX], key[RRPC__KEY_MAX];
     int rc = prepare(c, service, list, sizeof list, key, sizeof key);
     int expect_reply = 0;
-    char *text = rc == RRPC_OK ? batch_text(c, calls, key, &expect_reply) : NULL;
+    timeout_s = rrpc__inherited_timeout(timeout_s > 0 ? timeout_s : c->timeout_s);
+    char *text = rc == RRPC_OK ? batch_text(c, calls, key, timeout_s, &expect_reply) : NULL;
     if (text == NULL)
         return rc != RRPC_OK ? rc : RRPC_EINVAL;
     if (!expect_reply) {
@@ -376,8 +435,7 @@ int rrpc_call_batch(rrpc_client *c, const char *service, const json_t *calls, do
     rrpc__reply *holder = NULL;
     const char *value = NULL;
     size_t value_len = 0;
-    rc = push_and_wait(c, list, text, key, timeout_s > 0 ? timeout_s : c->timeout_s, &holder,
-                       &value, &value_len);
+    rc = push_and_wait(c, list, text, key, timeout_s, &holder, &value, &value_len);
     free(text);
     if (rc != RRPC_OK)
         return rc;

@@ -15,10 +15,27 @@
 
 struct rrpc_request {
     const char *method;
-    json_t *params; /* borrowed from the decoded message */
-    json_t *id;     /* borrowed; NULL for notifications */
-    json_t *error;  /* owned error object set by the handler, or NULL */
+    json_t *params;       /* borrowed from the decoded message */
+    json_t *id;           /* borrowed; NULL for notifications */
+    json_t *error;        /* owned error object set by the handler, or NULL */
+    double deadline_mono; /* local monotonic deadline, 0 if none */
+    json_t **effects;     /* the outcome's effect list (created on demand) */
 };
+
+/* The deadline of the request the calling thread is handling (local
+ * monotonic seconds, 0 if none): calls made from inside a handler inherit
+ * it without any change to their signature. */
+static _Thread_local double handler_deadline;
+
+double rrpc__inherited_timeout(double timeout_s)
+{
+    if (handler_deadline <= 0)
+        return timeout_s;
+    double left = handler_deadline - rrpc__monotonic();
+    if (left < 0.001)
+        left = 0.001; /* already late: fail at once, but never mean "default" */
+    return timeout_s > 0 && timeout_s < left ? timeout_s : left;
+}
 
 /* ---- the method table ---------------------------------------------- */
 
@@ -89,6 +106,32 @@ json_t *rrpc_request_error(rrpc_request *req, int code, const char *message, jso
     json_decref(req->error);
     req->error = rrpc__error_object(code, message, data);
     return NULL;
+}
+
+int rrpc_request_time_left(const rrpc_request *req, double *seconds_left)
+{
+    if (req == NULL || req->deadline_mono <= 0)
+        return 0;
+    double left = req->deadline_mono - rrpc__monotonic();
+    *seconds_left = left > 0 ? left : 0;
+    return 1;
+}
+
+int rrpc_request_add_effect(rrpc_request *req, int argc, const char **argv)
+{
+    if (req == NULL || argc < 1 || argv == NULL)
+        return RRPC_EINVAL;
+    json_t *cmd = json_array();
+    for (int i = 0; cmd && i < argc; i++)
+        if (argv[i] == NULL || json_array_append_new(cmd, json_string_nocheck(argv[i])) != 0) {
+            json_decref(cmd);
+            return argv[i] == NULL ? RRPC_EINVAL : RRPC_ENOMEM;
+        }
+    if (cmd && *req->effects == NULL)
+        *req->effects = json_array();
+    if (cmd == NULL || *req->effects == NULL || json_array_append_new(*req->effects, cmd) != 0)
+        return RRPC_ENOMEM;
+    return RRPC_OK;
 }
 
 static int invalid_params(rrpc_request *req, const char *fmt, size_t pos, const char *name)
@@ -185,9 +228,47 @@ int rrpc_param_count_max(rrpc_request *req, size_t max)
 
 /* ---- dispatching ------------------------------------------------------ */
 
+/* The request's deadline member (PROTOCOL.md section 7) as milliseconds on
+ * the Redis clock, or 0 if it has none (or one that is not an integer). */
+static long long request_deadline(const json_t *req)
+{
+    const json_t *d = json_object_get(req, "deadline");
+    return json_is_integer(d) && json_integer_value(d) > 0 ? json_integer_value(d) : 0;
+}
+
+/* Runs the handler of a valid request, or refuses it if its deadline has
+ * passed; returns the result (new) or NULL with call->error set. */
+static json_t *run_handler(const rrpc__methods *methods, rrpc_request *call, size_t name_len,
+                           long long deadline, const rrpc__clock *clock, rrpc__outcome *out)
+{
+    /* Without a measured Redis clock (TIME refused, say) deadlines cannot
+     * be judged fairly, so requests run as if they had none. */
+    if (deadline > 0 && clock != NULL && clock->measured_at > 0) {
+        long long now = rrpc__clock_redis_ms(clock);
+        if (now >= deadline) {
+            out->expired++;
+            return rrpc_request_error(call, RRPC_JSONRPC_DEADLINE_EXCEEDED, "Deadline exceeded",
+                                      json_pack("{sIsI}", "deadline", (json_int_t)deadline,
+                                                "now", (json_int_t)now));
+        }
+        call->deadline_mono = rrpc__monotonic() + (double)(deadline - now) / 1000.0;
+    }
+    /* A name with an embedded NUL must not match the method before it. */
+    const rrpc__method *m =
+        strlen(call->method) == name_len ? rrpc__methods_find(methods, call->method) : NULL;
+    if (m == NULL)
+        return rrpc_request_error(call, RRPC_JSONRPC_METHOD_NOT_FOUND, "Method not found",
+                                  json_stringn(call->method, name_len));
+    handler_deadline = call->deadline_mono;
+    json_t *result = m->fn(call, m->udata);
+    handler_deadline = 0;
+    return result;
+}
+
 /* Runs one request object and returns its response (new), or NULL for a
  * notification. */
-static json_t *handle_one(const rrpc__methods *methods, json_t *req, rrpc__outcome *out)
+static json_t *handle_one(const rrpc__methods *methods, json_t *req, const rrpc__clock *clock,
+                          rrpc__outcome *out)
 {
     out->requests++;
     const char *why = NULL;
@@ -203,17 +284,10 @@ static json_t *handle_one(const rrpc__methods *methods, json_t *req, rrpc__outco
     if (is_notification)
         out->notifications++;
     rrpc_request call = {json_string_value(json_object_get(req, "method")),
-                         json_object_get(req, "params"), id, NULL};
-    /* A name with an embedded NUL must not match the method before it. */
+                         json_object_get(req, "params"), id, NULL, 0, &out->effects};
     size_t name_len = json_string_length(json_object_get(req, "method"));
-    const rrpc__method *m =
-        strlen(call.method) == name_len ? rrpc__methods_find(methods, call.method) : NULL;
-    json_t *result = NULL;
-    if (m == NULL)
-        rrpc_request_error(&call, RRPC_JSONRPC_METHOD_NOT_FOUND, "Method not found",
-                           json_stringn(call.method, name_len));
-    else
-        result = m->fn(&call, m->udata);
+    json_t *result =
+        run_handler(methods, &call, name_len, request_deadline(req), clock, out);
     if (result == NULL && call.error == NULL)
         rrpc_request_error(&call, RRPC_JSONRPC_INTERNAL_ERROR, "Internal error", NULL);
     if (is_notification) {
@@ -239,8 +313,8 @@ static void set_dead(rrpc__outcome *out, const char *reason)
  * NULL if the batch held only notifications; fills key from the first
  * element that names one. */
 static json_t *handle_batch(const rrpc__methods *methods, const rrpc__limits *limits,
-                            json_t *batch, char *key, size_t keylen, size_t *have_key,
-                            rrpc__outcome *out)
+                            const rrpc__clock *clock, json_t *batch, char *key, size_t keylen,
+                            size_t *have_key, rrpc__outcome *out)
 {
     size_t n = json_array_size(batch);
     for (size_t i = 0; i < n && !*have_key; i++) {
@@ -264,7 +338,7 @@ static json_t *handle_batch(const rrpc__methods *methods, const rrpc__limits *li
     }
     json_t *responses = json_array();
     for (size_t i = 0; i < n; i++) {
-        json_t *r = handle_one(methods, json_array_get(batch, i), out);
+        json_t *r = handle_one(methods, json_array_get(batch, i), clock, out);
         if (r != NULL)
             json_array_append_new(responses, r);
     }
@@ -286,8 +360,8 @@ static void parse_failed(rrpc__outcome *out, const json_error_t *jerr)
     out->errors++;
 }
 
-void rrpc__dispatch(const rrpc__methods *methods, const rrpc__limits *limits, const char *text,
-                    size_t len, rrpc__outcome *out)
+void rrpc__dispatch(const rrpc__methods *methods, const rrpc__limits *limits,
+                    const rrpc__clock *clock, const char *text, size_t len, rrpc__outcome *out)
 {
     memset(out, 0, sizeof *out);
     if (len > limits->max_request_bytes) {
@@ -307,10 +381,10 @@ void rrpc__dispatch(const rrpc__methods *methods, const rrpc__limits *limits, co
     size_t have_key = 0; /* the key's length */
     json_t *response;
     if (json_is_array(msg)) {
-        response = handle_batch(methods, limits, msg, key, sizeof key, &have_key, out);
+        response = handle_batch(methods, limits, clock, msg, key, sizeof key, &have_key, out);
     } else {
         have_key = rrpc__reply_key(msg, key, sizeof key);
-        response = handle_one(methods, msg, out);
+        response = handle_one(methods, msg, clock, out);
     }
     if (response != NULL && have_key) {
         out->reply_key = malloc(have_key + 1);
@@ -332,5 +406,6 @@ void rrpc__outcome_clear(rrpc__outcome *out)
     free(out->response);
     free(out->dead_reason);
     json_decref(out->dead_response);
+    json_decref(out->effects);
     memset(out, 0, sizeof *out);
 }

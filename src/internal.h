@@ -112,6 +112,32 @@ int rrpc__methods_add(rrpc__methods *m, const char *name, rrpc_method_fn fn, voi
 const rrpc__method *rrpc__methods_find(const rrpc__methods *m, const char *name);
 void rrpc__methods_free(rrpc__methods *m);
 
+/* The Redis server's clock as seen from this process: deadlines are
+ * expressed on it (PROTOCOL.md section 7) so that callers' and workers'
+ * clocks need not agree.  offset_ms is Redis time minus local wall time,
+ * measured with TIME; measured_at is when (monotonic), 0 = never. */
+typedef struct rrpc__clock {
+    double offset_ms;
+    double measured_at;
+} rrpc__clock;
+
+/* Records a TIME reply (seconds, microseconds) read at local time
+ * LOCAL_MS, with the round trip RTT_MS it took. */
+void rrpc__clock_set(rrpc__clock *c, long long sec, long long usec, double local_ms,
+                     double rtt_ms);
+/* The current time on the Redis clock, in milliseconds since the epoch. */
+long long rrpc__clock_redis_ms(const rrpc__clock *c);
+/* Seconds since the clock was last measured (a large number if never). */
+double rrpc__clock_age(const rrpc__clock *c);
+
+/* Sets REQ's deadline member (PROTOCOL.md section 7): TIMEOUT_S from now on
+ * the Redis clock C.  Nothing is set if C was never measured. */
+void rrpc__request_set_deadline(json_t *req, const rrpc__clock *c, double timeout_s);
+
+/* A call's timeout cut to the deadline of the request the calling thread
+ * is handling, if it is inside a handler (rrpc_request_time_left). */
+double rrpc__inherited_timeout(double timeout_s);
+
 typedef struct rrpc__limits {
     size_t max_request_bytes;
     size_t max_batch;
@@ -128,10 +154,14 @@ typedef struct rrpc__outcome {
     unsigned requests;    /* request objects seen (batch elements singly) */
     unsigned notifications;
     unsigned errors;      /* error responses produced */
+    unsigned expired;     /* requests refused because their deadline had passed */
+    json_t *effects;      /* rrpc_request_add_effect commands: [[arg, ...], ...] or NULL */
 } rrpc__outcome;
 
-void rrpc__dispatch(const rrpc__methods *methods, const rrpc__limits *limits, const char *text,
-                    size_t len, rrpc__outcome *out);
+/* CLOCK (may be NULL: deadlines are then not checked) tells the Redis
+ * server's time, against which request deadlines are judged. */
+void rrpc__dispatch(const rrpc__methods *methods, const rrpc__limits *limits,
+                    const rrpc__clock *clock, const char *text, size_t len, rrpc__outcome *out);
 void rrpc__outcome_clear(rrpc__outcome *out);
 
 /* The dead-letter record for MESSAGE (PROTOCOL.md section 6), as new text. */
@@ -193,6 +223,14 @@ const rrpc__reply *rrpc__reply_element(const rrpc__reply *r, size_t i);
 double rrpc__now(void);      /* wall clock, seconds since the epoch */
 double rrpc__monotonic(void); /* monotonic seconds */
 void rrpc__sleep(double seconds);
+
+/* Reads the Redis clock from a TIME reply R to a command sent at local
+ * wall time SENT_MS. */
+int rrpc__clock_parse_time(rrpc__clock *c, const rrpc__reply *r, double sent_ms);
+/* Measures the Redis clock with one TIME round trip on CONN, which must
+ * have no replies outstanding.  If Redis refuses TIME (an ACL, say) the
+ * clock stays unmeasured and deadlines are not enforced. */
+int rrpc__clock_sync(rrpc__clock *c, rrpc__conn *conn);
 
 /* ---- async_transport.c: hiredis async links on a libevent base -------- */
 

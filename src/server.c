@@ -27,6 +27,7 @@
 #define BACKOFF_MAX_S 5.0
 #define MAX_BATCH_ELEMENTS 1000
 #define FLUSH_AFTER_S 0.005 /* send a batch's finished replies after this long */
+#define CLOCK_REFRESH_S 10.0 /* re-read the Redis clock this often */
 
 struct rrpc_server {
     rrpc__url url;
@@ -45,7 +46,8 @@ struct rrpc_server {
     rrpc__limits limits;
     atomic_int stop;
     atomic_int running;
-    atomic_uint_fast64_t requests, notifications, errors, dead_letters;
+    atomic_uint_fast64_t requests, notifications, errors, dead_letters, expired;
+    atomic_uint_fast64_t duplicates, redelivered;
     char errmsg[RRPC__ERRMSG_LEN];
 };
 
@@ -57,7 +59,8 @@ enum op_kind {
     OP_PLAIN, /* follows an OP_REPLY/OP_DEAD (EXPIRE, LTRIM, HINCRBY) */
     OP_REPLY, /* RPUSH of a response: key and text owned */
     OP_DEAD,  /* RPUSH of a dead letter: text owned */
-    OP_POP
+    OP_POP,
+    OP_TIME   /* TIME, to keep the Redis clock estimate fresh */
 };
 
 typedef struct op {
@@ -67,6 +70,7 @@ typedef struct op {
     char *key;       /* OP_REPLY: owned reply key (binary, key_len bytes) */
     size_t key_len;
     char *text;      /* OP_REPLY, OP_DEAD: owned text to push */
+    double sent_ms;  /* OP_TIME: local wall time it was queued */
 } op;
 
 typedef struct worker {
@@ -77,6 +81,7 @@ typedef struct worker {
     op *ops;         /* commands sent, replies not yet read */
     size_t nops, capops;
     rrpc__reply *in_hand[2]; /* the popped pair the pending replies refer to */
+    rrpc__clock clock; /* the Redis server's time, for request deadlines */
     char ttl_text[16];
     char trim_text[24];
     char batch_text[16];
@@ -180,6 +185,9 @@ void rrpc_server_get_stats(const rrpc_server *s, rrpc_server_stats *st)
     st->notifications = atomic_load(&m->notifications);
     st->errors = atomic_load(&m->errors);
     st->dead_letters = atomic_load(&m->dead_letters);
+    st->expired = atomic_load(&m->expired);
+    st->duplicates = atomic_load(&m->duplicates);
+    st->redelivered = atomic_load(&m->redelivered);
 }
 
 /* ---- one worker ---------------------------------------------------------- */
@@ -223,7 +231,7 @@ static int send_cmd(worker *w, op o, int argc, const char **argv, const size_t *
     return rc;
 }
 
-static const op plain = {OP_PLAIN, NULL, 0, NULL, 0, NULL};
+static const op plain = {OP_PLAIN, NULL, 0, NULL, 0, NULL, 0};
 
 /* Queues RPUSH+EXPIRE of a response; takes ownership of key and text. */
 static void queue_reply(worker *w, const char *msg, size_t len, char *key, size_t key_len,
@@ -233,7 +241,7 @@ static void queue_reply(worker *w, const char *msg, size_t len, char *key, size_
     const char *expire[] = {"EXPIRE", key, w->ttl_text};
     size_t push_lens[] = {5, key_len, strlen(text)};
     size_t expire_lens[] = {6, key_len, strlen(w->ttl_text)};
-    if (send_cmd(w, (op){OP_REPLY, msg, len, key, key_len, text}, 3, push, push_lens) ==
+    if (send_cmd(w, (op){OP_REPLY, msg, len, key, key_len, text, 0}, 3, push, push_lens) ==
         RRPC_OK)
         send_cmd(w, plain, 3, expire, expire_lens);
 }
@@ -245,9 +253,33 @@ static void queue_dead(worker *w, char *text)
     const char *push[] = {"RPUSH", s->dead_key, text};
     const char *trim[] = {"LTRIM", s->dead_key, w->trim_text, "-1"};
     const char *count[] = {"HINCRBY", s->stats_key, "dead", "1"};
-    if (send_cmd(w, (op){OP_DEAD, NULL, 0, NULL, 0, text}, 3, push, NULL) == RRPC_OK) {
+    if (send_cmd(w, (op){OP_DEAD, NULL, 0, NULL, 0, text, 0}, 3, push, NULL) == RRPC_OK) {
         send_cmd(w, plain, 4, trim, NULL);
         send_cmd(w, plain, 4, count, NULL);
+    }
+}
+
+/* Queues the commands handlers added with rrpc_request_add_effect. */
+static void queue_effects(worker *w, const json_t *effects)
+{
+    size_t i;
+    const json_t *cmd;
+    json_array_foreach(effects, i, cmd)
+    {
+        size_t argc = json_array_size(cmd);
+        const char **argv = malloc(argc * sizeof *argv);
+        size_t *lens = malloc(argc * sizeof *lens);
+        if (argv == NULL || lens == NULL) {
+            log_worker(w, "out of memory: an effect was not applied", NULL);
+        } else {
+            for (size_t k = 0; k < argc; k++) {
+                argv[k] = json_string_value(json_array_get(cmd, k));
+                lens[k] = json_string_length(json_array_get(cmd, k));
+            }
+            send_cmd(w, plain, (int)argc, argv, lens);
+        }
+        free(argv);
+        free(lens);
     }
 }
 
@@ -266,16 +298,19 @@ static void handle_message(worker *w, const char *msg, size_t len)
 {
     rrpc_server *s = w->srv;
     rrpc__outcome out;
-    rrpc__dispatch(&s->methods, &s->limits, msg, len, &out);
+    rrpc__dispatch(&s->methods, &s->limits, &w->clock, msg, len, &out);
     atomic_fetch_add(&s->requests, out.requests);
     atomic_fetch_add(&s->notifications, out.notifications);
     atomic_fetch_add(&s->errors, out.errors);
+    atomic_fetch_add(&s->expired, out.expired);
     if (out.response != NULL && out.reply_key != NULL) {
         queue_reply(w, msg, len, out.reply_key, out.reply_key_len, out.response);
         out.reply_key = out.response = NULL; /* now owned by the queued op */
     }
     if (out.dead_reason != NULL)
         send_dead_letter(w, out.dead_reason, msg, len, out.dead_response);
+    if (out.effects != NULL)
+        queue_effects(w, out.effects);
     rrpc__outcome_clear(&out);
 }
 
@@ -389,6 +424,9 @@ static int collect(worker *w, rrpc__reply *popped[2])
             popped[npopped++] = r;
             continue;
         }
+        if (ops[i].kind == OP_TIME)
+            rrpc__clock_parse_time(&w->clock, r, ops[i].sent_ms);
+        else
         judge(w, &ops[i], r);
         rrpc__reply_free(r);
         free_op(&ops[i]);
@@ -407,7 +445,11 @@ static void send_pop(worker *w)
     rrpc_server *s = w->srv;
     const char *block[] = {"BLPOP", s->list_key, BLOCK_TIMEOUT};
     const char *more[] = {"LPOP", s->list_key, w->batch_text};
-    const op pop = {OP_POP, NULL, 0, NULL, 0, NULL};
+    const op pop = {OP_POP, NULL, 0, NULL, 0, NULL, 0};
+    if (rrpc__clock_age(&w->clock) > CLOCK_REFRESH_S) {
+        const char *time[] = {"TIME"};
+        send_cmd(w, (op){.kind = OP_TIME, .sent_ms = rrpc__now() * 1000.0}, 1, time, NULL);
+    }
     if (send_cmd(w, pop, 3, block, NULL) == RRPC_OK)
         send_cmd(w, pop, 3, more, NULL);
 }
@@ -450,7 +492,8 @@ static void recover(worker *w)
         double jitter = (double)(rand() % 1000) / 1000.0; /* spreads a herd of workers */
         rrpc__sleep(delay * (0.5 + jitter));
         if (rrpc__conn_reconnect(w->conn) == RRPC_OK &&
-            rrpc__conn_set_timeout(w->conn, SOCKET_TIMEOUT_S) == RRPC_OK) {
+            rrpc__conn_set_timeout(w->conn, SOCKET_TIMEOUT_S) == RRPC_OK &&
+            (rrpc__clock_sync(&w->clock, w->conn) == RRPC_OK || !rrpc__conn_broken(w->conn))) {
             log_worker(w, "reconnected", NULL);
             resend(w); /* answers computed before the break are not lost */
             return;
@@ -546,6 +589,8 @@ static int connect_workers(rrpc_server *s, worker **out)
                                  sizeof s->errmsg);
         if (rc == RRPC_OK)
             rc = rrpc__conn_set_timeout(w->conn, SOCKET_TIMEOUT_S);
+        if (rc == RRPC_OK && rrpc__clock_sync(&w->clock, w->conn) != RRPC_OK)
+            rc = rrpc__conn_broken(w->conn) ? RRPC_ECONNECT : RRPC_OK; /* see below */
         if (rc != RRPC_OK) {
             close_workers(ws, i + 1);
             return rc;

@@ -94,6 +94,14 @@ typedef struct rrpc_client_options {
     double timeout_s;
     /* How long connecting may take, in seconds.  Default 5. */
     double connect_timeout_s;
+    /* What a call does when the Redis link breaks while it waits for its
+     * reply.  0 (default): it fails at once with RRPC_ECONNECT.  1: it
+     * reconnects (with backoff, within the call's timeout) and sends the
+     * same request again, with the same id, then goes on waiting.  Only
+     * safe against services in reliable mode (docs/RELIABILITY.md), which
+     * answer a repeated request from their memory instead of running it
+     * twice. */
+    int resend_on_reconnect;
 } rrpc_client_options;
 
 /* Fills *opts with the defaults above. */
@@ -171,6 +179,18 @@ typedef struct rrpc_server_options {
     int batch_max;              /* requests popped at once per worker; default 32 */
     int handle_signals;         /* stop on SIGINT/SIGTERM in rrpc_server_run; default 1 */
     double connect_timeout_s;   /* default 5 */
+    /* Delivery mode (docs/RELIABILITY.md).  0 (default): at-most-once, as
+     * in the seed: a request popped by a worker that dies is lost.  1:
+     * at-least-once: requests move to a per-worker in-flight list until
+     * answered, a dead worker's requests go back to the service's list,
+     * and every answer is remembered for dedup_window_s so that a
+     * redelivered or repeated request is answered once, not run twice. */
+    int reliable;
+    int max_deliveries;         /* reliable: a request that was taken by this many
+                                 * workers that died becomes a dead letter; default 3 */
+    double dedup_window_s;      /* reliable: how long answers are remembered; default 600 */
+    double heartbeat_ttl_s;     /* reliable: a worker silent this long counts as dead;
+                                 * default 3 */
 } rrpc_server_options;
 
 /* Fills *opts with the defaults above (service is NULL). */
@@ -209,6 +229,9 @@ typedef struct rrpc_server_stats {
     uint64_t notifications;  /* of which notifications */
     uint64_t errors;         /* responses that carried an error */
     uint64_t dead_letters;   /* messages sent to the dead-letter list */
+    uint64_t expired;        /* requests not run because their deadline had passed */
+    uint64_t duplicates;     /* reliable: repeated requests answered from memory */
+    uint64_t redelivered;    /* reliable: requests of dead workers put back */
 } rrpc_server_stats;
 
 /* Copies the counters into *stats. */
@@ -232,6 +255,22 @@ RRPC_EXPORT json_t *rrpc_request_id(const rrpc_request *req);
 RRPC_EXPORT json_t *rrpc_request_error(rrpc_request *req, int code, const char *message,
                                        json_t *data);
 
+/* The time the caller still waits for this request, from its deadline
+ * (PROTOCOL.md, `deadline`).  Returns 1 and stores the seconds left in
+ * *seconds_left (at least 0) if the request has a deadline, else returns 0
+ * and leaves *seconds_left alone.  Calls made with rrpc_call or
+ * rrpc_async_call from inside a handler, on the handler's thread, inherit
+ * this deadline: their timeout is cut to the time left. */
+RRPC_EXPORT int rrpc_request_time_left(const rrpc_request *req, double *seconds_left);
+/* Adds a Redis command (ARGC strings in ARGV, copied) that is applied
+ * together with this request's answer.  In reliable mode the answer, the
+ * memory of it and these commands form one atomic step that happens
+ * exactly once per request, however often the request is delivered: the
+ * way to make a side effect on data in the same Redis exactly-once.  In
+ * at-most-once mode the commands are sent right after the answer.  An
+ * error reply to one of them is logged by the worker.  Returns RRPC_OK,
+ * RRPC_EINVAL or RRPC_ENOMEM. */
+RRPC_EXPORT int rrpc_request_add_effect(rrpc_request *req, int argc, const char **argv);
 /* Typed parameter access.  Each looks the parameter up by position POS in
  * array params or by NAME in object params.  On success it stores the value
  * and returns RRPC_OK.  If the parameter is missing or has the wrong type it

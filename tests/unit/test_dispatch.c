@@ -60,6 +60,32 @@ static json_t *h_count(rrpc_request *req, void *udata)
     return json_null();
 }
 
+/* Returns the time left before the request's deadline (or null), and
+ * the timeout a call made from here would get when asking for 1000 s. */
+static json_t *h_left(rrpc_request *req, void *udata)
+{
+    (void)udata;
+    double left = -1;
+    if (!rrpc_request_time_left(req, &left))
+        return json_pack("{snsf}", "left", "inherited", rrpc__inherited_timeout(1000));
+    return json_pack("{sfsf}", "left", left, "inherited", rrpc__inherited_timeout(1000));
+}
+
+/* Records two effects for the worker to apply with the answer. */
+static json_t *h_effect(rrpc_request *req, void *udata)
+{
+    (void)udata;
+    const char *incr[] = {"INCR", "effects"};
+    const char *bad[] = {"SET", NULL};
+    if (rrpc_request_add_effect(req, 2, incr) != RRPC_OK ||
+        rrpc_request_add_effect(req, 2, bad) != RRPC_EINVAL ||
+        rrpc_request_add_effect(req, 0, incr) != RRPC_EINVAL)
+        return NULL;
+    const char *hset[] = {"HSET", "h", "f", "v"};
+    rrpc_request_add_effect(req, 4, hset);
+    return json_true();
+}
+
 /* Sets an error, then changes its mind and returns a result. */
 static json_t *h_result_wins(rrpc_request *req, void *udata)
 {
@@ -98,6 +124,9 @@ static json_t *h_introspect(rrpc_request *req, void *udata)
 static rrpc__methods methods;
 static int count_calls;
 static const rrpc__limits default_limits = {1 << 20, 1000};
+/* Redis time = local time + 5 s: deadlines must be judged on Redis's
+ * clock, not on the worker's. */
+static const rrpc__clock test_clock = {5000, 1};
 
 static void register_methods(void)
 {
@@ -109,13 +138,15 @@ static void register_methods(void)
     CHECK_EQ_INT(rrpc__methods_add(&methods, "result_wins", h_result_wins, NULL, NULL), RRPC_OK);
     CHECK_EQ_INT(rrpc__methods_add(&methods, "typed", h_typed, NULL, NULL), RRPC_OK);
     CHECK_EQ_INT(rrpc__methods_add(&methods, "introspect", h_introspect, NULL, NULL), RRPC_OK);
+    CHECK_EQ_INT(rrpc__methods_add(&methods, "left", h_left, NULL, NULL), RRPC_OK);
+    CHECK_EQ_INT(rrpc__methods_add(&methods, "effect", h_effect, NULL, NULL), RRPC_OK);
 }
 
 /* ---- helpers ------------------------------------------------------------ */
 
 static void run_limits(const char *text, size_t len, const rrpc__limits *limits, rrpc__outcome *out)
 {
-    rrpc__dispatch(&methods, limits, text, len, out);
+    rrpc__dispatch(&methods, limits, &test_clock, text, len, out);
 }
 
 static void run(const char *text, rrpc__outcome *out)
@@ -870,9 +901,81 @@ static void test_dead_letter_of_dispatch_outcome(void)
     rrpc__outcome_clear(&out);
 }
 
+/* A request text with a deadline DELTA_MS from now on the test clock. */
+static void with_deadline(char *buf, size_t len, const char *method, long long delta_ms)
+{
+    snprintf(buf, len,
+             "{\"jsonrpc\":\"2.0\",\"method\":\"%s\",\"id\":\"d\",\"deadline\":%lld}",
+             method, rrpc__clock_redis_ms(&test_clock) + delta_ms);
+}
+
+static void test_expired_request_is_refused_not_run(void)
+{
+    char text[256];
+    with_deadline(text, sizeof text, "count", -1);
+    int before = count_calls;
+    rrpc__outcome out;
+    run(text, &out);
+    CHECK_EQ_INT(count_calls, before); /* never run */
+    CHECK(out.response && strstr(out.response, "\"code\":-32000") &&
+          strstr(out.response, "Deadline exceeded"));
+    CHECK_EQ_INT((int)out.expired, 1);
+    CHECK_EQ_INT((int)out.errors, 1);
+    rrpc__outcome_clear(&out);
+    /* A deadline 4 s ahead on Redis's clock is 1 s in the worker's past
+     * if the worker wrongly used its own clock: it must still run. */
+    with_deadline(text, sizeof text, "count", 4000);
+    run(text, &out);
+    CHECK_EQ_INT(count_calls, before + 1);
+    CHECK_EQ_INT((int)out.expired, 0);
+    rrpc__outcome_clear(&out);
+}
+
+static void test_handler_sees_and_passes_on_time_left(void)
+{
+    char text[256];
+    with_deadline(text, sizeof text, "left", 2000);
+    rrpc__outcome out;
+    run(text, &out);
+    json_t *r = out.response ? json_loads(out.response, 0, NULL) : NULL;
+    double left = json_real_value(json_object_get(json_object_get(r, "result"), "left"));
+    double inherited =
+        json_real_value(json_object_get(json_object_get(r, "result"), "inherited"));
+    CHECK(left > 1.5 && left <= 2.0);
+    CHECK(inherited > 1.5 && inherited <= left);
+    json_decref(r);
+    rrpc__outcome_clear(&out);
+    /* Without a deadline: nothing to report, nothing inherited. */
+    run("{\"jsonrpc\":\"2.0\",\"method\":\"left\",\"id\":\"d\"}", &out);
+    CHECK(out.response && strstr(out.response, "\"left\":null") &&
+          strstr(out.response, "\"inherited\":1000.0"));
+    rrpc__outcome_clear(&out);
+    CHECK(rrpc__inherited_timeout(7) == 7); /* outside any handler */
+    /* A deadline that is not a positive integer is ignored. */
+    run("{\"jsonrpc\":\"2.0\",\"method\":\"left\",\"id\":\"d\",\"deadline\":\"soon\"}",
+        &out);
+    CHECK(out.response && strstr(out.response, "\"left\":null"));
+    rrpc__outcome_clear(&out);
+}
+
+static void test_effects_are_collected_for_the_worker(void)
+{
+    rrpc__outcome out;
+    run("[{\"jsonrpc\":\"2.0\",\"method\":\"effect\",\"id\":\"e\"},"
+        "{\"jsonrpc\":\"2.0\",\"method\":\"effect\"}]",
+        &out);
+    CHECK_JSON_EQ(out.effects, "[[\"INCR\",\"effects\"],[\"HSET\",\"h\",\"f\",\"v\"],"
+                               "[\"INCR\",\"effects\"],[\"HSET\",\"h\",\"f\",\"v\"]]");
+    rrpc__outcome_clear(&out);
+    CHECK(out.effects == NULL);
+}
+
 int main(void)
 {
     register_methods();
+    test_expired_request_is_refused_not_run();
+    test_handler_sees_and_passes_on_time_left();
+    test_effects_are_collected_for_the_worker();
     test_methods_reject_duplicates();
     test_methods_table_grows();
 
