@@ -1,0 +1,468 @@
+#!/usr/bin/python3
+"""chaos.py -- the chaos test of rrpc's delivery modes (issue 4).
+
+Several callers (chaos_caller) call a service (chaos_worker processes) under
+load while this script SIGKILLs a random worker process every 1-2 s (and
+starts a replacement) and SIGKILLs Redis every 5-8 s (restarting it on the
+same port and directory 0.3-1 s later).  Redis runs with
+`--appendonly yes --appendfsync always`, so a SIGKILLed Redis keeps
+everything it acknowledged: what the test sees lost was lost by rrpc, not by
+Redis.
+
+Every call has a unique id, and the worker's `effect` method counts each time
+it really ran in the hash chaos:effects (atomically with its answer in
+reliable mode).  At the end the caller-side outcomes are matched with those
+counts:
+
+  late        calls that returned more than timeout + 1 s after they started
+  wrong       calls that returned a result other than value * 2
+  duplicated  calls whose effect happened more than once
+  lost        reliable: calls that did not return the right answer, plus
+              answered calls whose effect never happened; at-most-once:
+              answered calls whose effect never happened (requests lost with
+              a killed worker are timeouts there, which that mode allows)
+
+It prints one JSON object per mode and a markdown table, and exits non-zero
+when (reliable) lost, duplicated, late or wrong > 0, or no kill or restart
+happened; (at-most-once) duplicated, late or wrong > 0; (both) a process
+crashed or a caller hung.
+
+Usage: chaos.py --bin-dir DIR [--mode reliable|at-most-once|both]
+                [--seconds S] [--callers N] [--timeout T] [--seed N]
+Every process it starts dies with it (PR_SET_PDEATHSIG, signals, atexit) and
+its temp dir is removed.
+"""
+import argparse
+import atexit
+import ctypes
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import redis
+
+SERVICE = "chaos"
+EFFECTS_KEY = "chaos:effects"
+STATUS_NAMES = {0: "OK", -1: "EINVAL", -2: "ENOMEM", -3: "EURL", -4: "ECONNECT",
+                -5: "EAUTH", -6: "EREDIS", -7: "ETIMEDOUT", -8: "EPROTO",
+                -9: "EREMOTE", -10: "ECANCELED", -11: "ETOOBIG", -13: "ESTATE",
+                -14: "ESYS"}
+LATE_MARGIN_S = 1.0
+
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    """Runs in each child before exec: SIGKILL it if this script dies, even
+    by SIGKILL, so no worker or Redis outlives a test run."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def log(msg):
+    print("chaos: " + msg, file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Processes:
+    """Every process this script started, so that all of them can be killed
+    whatever way the script ends."""
+
+    def __init__(self):
+        self.live = []
+
+    def start(self, argv, log_path):
+        with open(log_path, "ab") as out:
+            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                 preexec_fn=_die_with_parent)
+        self.live.append(p)
+        return p
+
+    @staticmethod
+    def kill(p):
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+        p.wait()
+
+    def kill_all(self):
+        for p in self.live:
+            try:
+                self.kill(p)
+            except OSError:
+                pass
+        self.live = []
+
+
+class Run:
+    """One chaos run of one delivery mode in its own temp dir and Redis."""
+
+    def __init__(self, args, mode, procs, tmp):
+        self.args, self.mode, self.procs, self.tmp = args, mode, procs, tmp
+        self.reliable = mode == "reliable"
+        self.timeout = args.timeout or (15.0 if self.reliable else 5.0)
+        self.port = free_port()
+        self.url = "redis://127.0.0.1:%d" % self.port
+        self.redis_proc = None
+        self.workers = []  # [Popen, log path]
+        self.worker_seq = 0
+        self.kills = self.restarts = 0
+        self.worker_exits = []  # exits nobody asked for: (returncode, last log line)
+        self.rng = random.Random(args.seed)
+
+    # --- Redis -----------------------------------------------------------
+    def client(self):
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2,
+                           socket_connect_timeout=2)
+
+    def start_redis(self):
+        self.redis_proc = self.procs.start(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", self.tmp, "--appendonly", "yes", "--appendfsync", "always",
+             "--save", "", "--daemonize", "no", "--loglevel", "warning",
+             "--logfile", os.path.join(self.tmp, "redis.log")],
+            os.path.join(self.tmp, "redis.out"))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if self.client().ping():
+                    return
+            except redis.exceptions.RedisError:
+                pass
+            if self.redis_proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        raise RuntimeError("redis-server did not start; see " + self.tmp)
+
+    def kill_redis(self):
+        Processes.kill(self.redis_proc)
+        self.redis_proc = None
+
+    # --- workers ---------------------------------------------------------
+    def start_worker(self):
+        self.worker_seq += 1
+        path = os.path.join(self.tmp, "worker-%d.log" % self.worker_seq)
+        argv = [os.path.join(self.args.bin_dir, "chaos_worker"), "--redis", self.url,
+                "--service", SERVICE, "--workers", str(self.args.worker_threads)]
+        if self.reliable:
+            argv += ["--reliable", "--heartbeat-ttl", str(self.args.heartbeat_ttl)]
+        self.workers.append([self.procs.start(argv, path), path])
+
+    def kill_random_worker(self):
+        victim = self.rng.choice(self.workers)
+        Processes.kill(victim[0])
+        self.workers.remove(victim)
+        self.kills += 1
+
+    def reap_workers(self):
+        """Notices workers that exited on their own and replaces them.  A
+        worker started while Redis was down exits 1 (it cannot connect at
+        start); a signal is a crash."""
+        for w in list(self.workers):
+            rc = w[0].poll()
+            if rc is None:
+                continue
+            self.workers.remove(w)
+            self.worker_exits.append((rc, last_line(w[1])))
+            if self.redis_proc is not None:
+                self.start_worker()
+
+    def fill_workers(self):
+        while len(self.workers) < self.args.workers:
+            self.start_worker()
+
+    # --- the run ---------------------------------------------------------
+    def chaos(self, until):
+        rng = self.rng
+        now = time.monotonic()
+        next_kill = now + rng.uniform(1, 2)
+        next_redis_kill = now + rng.uniform(5, 8)
+        restart_at = None
+        while time.monotonic() < until:
+            now = time.monotonic()
+            if now >= next_kill:
+                self.kill_random_worker()
+                if self.redis_proc is not None:
+                    self.start_worker()  # else after the restart
+                next_kill = now + rng.uniform(1, 2)
+            if restart_at is None and now >= next_redis_kill:
+                self.kill_redis()
+                restart_at = now + rng.uniform(0.3, 1.0)
+            if restart_at is not None and now >= restart_at:
+                self.start_redis()
+                self.restarts += 1
+                restart_at = None
+                next_redis_kill = time.monotonic() + rng.uniform(5, 8)
+                self.fill_workers()
+            self.reap_workers()
+            time.sleep(0.02)
+        if self.redis_proc is None:
+            self.start_redis()
+            self.restarts += 1
+        self.reap_workers()
+        self.fill_workers()
+
+    def drain(self):
+        """Waits (bounded) until no request is left queued or in flight, so
+        that every effect that is going to happen has happened."""
+        deadline = time.monotonic() + self.args.drain_seconds
+        while time.monotonic() < deadline:
+            self.reap_workers()
+            try:
+                if pending_requests(self.client()) == 0:
+                    return True
+            except redis.exceptions.RedisError:
+                pass
+            time.sleep(0.1)
+        return False
+
+    def stop_workers(self):
+        for w in self.workers:
+            if w[0].poll() is None:
+                w[0].send_signal(signal.SIGTERM)
+        for w in self.workers:
+            try:
+                rc = w[0].wait(timeout=10)
+                if rc != 0:
+                    self.worker_exits.append((rc, last_line(w[1])))
+            except subprocess.TimeoutExpired:
+                Processes.kill(w[0])
+                self.worker_exits.append(("hung at stop", last_line(w[1])))
+        self.workers = []
+
+    def execute(self):
+        self.start_redis()
+        self.fill_workers()
+        out_path = os.path.join(self.tmp, "calls.txt")
+        argv = [os.path.join(self.args.bin_dir, "chaos_caller"), "--redis", self.url,
+                "--service", SERVICE, "--run", self.mode, "--threads", str(self.args.callers),
+                "--seconds", str(self.args.seconds), "--timeout", str(self.timeout),
+                "--work-ms", str(self.args.work_ms), "--out", out_path]
+        if self.reliable:
+            argv.append("--reliable")
+        caller_log = os.path.join(self.tmp, "caller.log")
+        started = time.monotonic()
+        caller = self.procs.start(argv, caller_log)
+        self.chaos(started + self.args.seconds)
+        caller_hung = False
+        try:
+            caller_rc = caller.wait(timeout=self.timeout + LATE_MARGIN_S + 10)
+        except subprocess.TimeoutExpired:
+            Processes.kill(caller)
+            caller_hung, caller_rc = True, None
+        drained = self.drain()
+        self.stop_workers()
+        client = self.client()
+        effects = {k.decode(): int(v) for k, v in client.hgetall(EFFECTS_KEY).items()}
+        dead = client.llen(SERVICE + ":dead")
+        calls = read_calls(out_path)
+        report = analyse(self, calls, effects)
+        report.update(dead_letters=dead, drained=drained, caller_hung=caller_hung,
+                      caller_exit=caller_rc, worker_exits=len(self.worker_exits),
+                      worker_crashes=sum(1 for rc, _ in self.worker_exits
+                                         if not isinstance(rc, int) or rc < 0),
+                      seed=self.args.seed)
+        problems = judge(self, report)
+        if problems or self.args.verbose:
+            show_logs(self, caller_log)
+        return report, problems
+
+
+def pending_requests(client):
+    """Requests still queued for the service, plus those a reliable worker
+    holds in flight (any other list whose name starts with the service's)."""
+    total = client.llen(SERVICE)
+    for key in client.scan_iter(match=SERVICE + ":*", count=1000):
+        name = key.decode(errors="replace")
+        if name in (EFFECTS_KEY, SERVICE + ":dead", SERVICE + ":stats"):
+            continue
+        if client.type(key) == b"list":
+            total += client.llen(key)
+    return total
+
+
+def last_line(path):
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else ""
+    except OSError:
+        return ""
+
+
+def read_calls(path):
+    calls = []
+    try:
+        with open(path) as f:
+            for line in f:
+                cid, status, code, latency, right = line.split()
+                calls.append((cid, int(status), int(code), float(latency), right == "1"))
+    except OSError:
+        pass
+    return calls
+
+
+def analyse(run, calls, effects):
+    timeout = run.timeout
+    errors = {}
+    lost = duplicated = late = wrong = ok = lost_unanswered = lost_effects = 0
+    effect_without_answer = 0
+    seen = set()
+    for cid, status, code, latency, right in calls:
+        seen.add(cid)
+        count = effects.get(cid, 0)
+        if status == 0:
+            ok += 1
+        else:
+            name = STATUS_NAMES.get(status, str(status))
+            if status == -9:
+                name += "(%d)" % code
+            errors[name] = errors.get(name, 0) + 1
+            if count > 0:
+                effect_without_answer += 1
+        if status == 0 and not right:
+            wrong += 1
+        if count > 1:
+            duplicated += 1
+        if latency > timeout + LATE_MARGIN_S:
+            late += 1
+        if status == 0 and count == 0:
+            lost_effects += 1
+        if run.reliable and not right:
+            lost_unanswered += 1
+    lost = lost_unanswered + lost_effects
+    latencies = sorted(c[3] for c in calls)
+    return {
+        "mode": run.mode, "seconds": run.args.seconds, "callers": run.args.callers,
+        "workers": "%dx%d" % (run.args.workers, run.args.worker_threads),
+        "timeout": timeout, "calls": len(calls), "ok": ok,
+        "timeouts": errors.get("ETIMEDOUT", 0), "errors": errors,
+        "kills": run.kills, "restarts": run.restarts, "lost": lost,
+        "lost_unanswered": lost_unanswered, "lost_effects": lost_effects,
+        "duplicated": duplicated, "late": late, "wrong": wrong,
+        "effect_without_answer": effect_without_answer,
+        "unmatched_effects": sum(1 for k in effects if k not in seen),
+        "max_latency": round(latencies[-1], 3) if latencies else 0,
+        "p99_latency": round(latencies[int(0.99 * (len(latencies) - 1))], 3) if latencies else 0,
+    }
+
+
+def judge(run, r):
+    problems = []
+    if r["calls"] == 0:
+        problems.append("no calls were made")
+    if r["caller_hung"]:
+        problems.append("the caller did not finish within timeout + margin")
+    elif r["caller_exit"] != 0:
+        problems.append("the caller exited with %s" % r["caller_exit"])
+    if r["worker_crashes"]:
+        problems.append("%d worker crashes" % r["worker_crashes"])
+    for key in ("duplicated", "late", "wrong"):
+        if r[key]:
+            problems.append("%s = %d" % (key, r[key]))
+    if run.reliable:
+        if r["lost"]:
+            problems.append("lost = %d" % r["lost"])
+        if r["kills"] == 0 or r["restarts"] == 0:
+            problems.append("no chaos: %d kills, %d restarts" % (r["kills"], r["restarts"]))
+    return problems
+
+
+def show_logs(run, caller_log):
+    log("logs of the %s run (%s):" % (run.mode, run.tmp))
+    for rc, line in run.worker_exits:
+        log("  worker exit %s: %s" % (rc, line))
+    for path in [caller_log, os.path.join(run.tmp, "redis.log")]:
+        log("  %s: %s" % (os.path.basename(path), last_line(path)))
+
+
+TABLE_HEADER = ("| mode | seconds | calls | ok | timeouts | other errors | kills | restarts "
+                "| lost | duplicated | late | wrong |\n"
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+                "| ---: |")
+
+
+def table_row(r):
+    other = sum(n for k, n in r["errors"].items() if k != "ETIMEDOUT")
+    return "| %s | %s | %d | %d | %d | %d | %d | %d | %d | %d | %d | %d |" % (
+        r["mode"], r["seconds"], r["calls"], r["ok"], r["timeouts"], other, r["kills"],
+        r["restarts"], r["lost"], r["duplicated"], r["late"], r["wrong"])
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--bin-dir", required=True, help="where chaos_worker and chaos_caller are")
+    p.add_argument("--mode", choices=["reliable", "at-most-once", "both"], default="both")
+    p.add_argument("--seconds", type=float, default=60)
+    p.add_argument("--callers", type=int, default=4, help="caller threads")
+    p.add_argument("--timeout", type=float, default=0,
+                   help="per-call timeout (default 15 s reliable, 5 s at-most-once)")
+    p.add_argument("--workers", type=int, default=3, help="worker processes")
+    p.add_argument("--worker-threads", type=int, default=2)
+    p.add_argument("--work-ms", type=int, default=20, help="each call works 0..this many ms")
+    p.add_argument("--heartbeat-ttl", type=float, default=3)
+    p.add_argument("--drain-seconds", type=float, default=30)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--verbose", action="store_true", help="show log tails even on success")
+    p.add_argument("--keep", action="store_true", help="keep the temp dirs (for debugging)")
+    a = p.parse_args()
+    if a.seed is None:
+        a.seed = random.SystemRandom().randrange(1 << 31)
+    a.bin_dir = os.path.abspath(a.bin_dir)
+    return a
+
+
+def main():
+    args = parse_args()
+    procs = Processes()
+    tmps = []
+
+    def cleanup():
+        procs.kill_all()
+        if not args.keep:
+            for t in tmps:
+                shutil.rmtree(t, ignore_errors=True)
+        elif tmps:
+            log("kept " + " ".join(tmps))
+
+    def on_signal(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    atexit.register(cleanup)
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, on_signal)
+    modes = ["reliable", "at-most-once"] if args.mode == "both" else [args.mode]
+    reports, failed = [], False
+    try:
+        for mode in modes:
+            tmps.append(tempfile.mkdtemp(prefix="rrpc-chaos-"))
+            log("%s: %g s, %d callers, %d workers x %d threads, seed %d" % (
+                mode, args.seconds, args.callers, args.workers, args.worker_threads, args.seed))
+            report, problems = Run(args, mode, procs, tmps[-1]).execute()
+            procs.kill_all()  # this run's Redis
+            print(json.dumps(report, sort_keys=True), flush=True)
+            for msg in problems:
+                log("FAIL (%s): %s" % (mode, msg))
+            failed = failed or bool(problems)
+            reports.append(report)
+        print(TABLE_HEADER)
+        for r in reports:
+            print(table_row(r))
+    finally:
+        cleanup()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

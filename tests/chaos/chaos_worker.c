@@ -1,0 +1,212 @@
+/* chaos_worker.c -- the service the chaos test (tests/chaos/chaos.py) kills.
+ *
+ * It is an ordinary rrpc server on the public API only, so what the chaos
+ * test measures is what any user of the library gets.  Its one interesting
+ * method, `effect`, leaves a trace in Redis for every time it really ran:
+ * it adds HINCRBY chaos:effects <call id> 1 to its answer with
+ * rrpc_request_add_effect, so the orchestrator can count afterwards how
+ * often each call's effect happened (never, once, or more than once).  The
+ * optional sleep makes SIGKILLs land while requests are being handled.
+ *
+ * Methods:
+ *   effect [call_id, value, work_ms?]  records the effect, sleeps work_ms
+ *                                      (0..10000), returns value * 2
+ *   ping                               returns "pong"
+ */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+
+#include <rrpc/rrpc.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum { MAX_WORK_MS = 10000 };
+#define MAX_VALUE ((json_int_t)1 << 50)
+
+/* The hash the orchestrator reads; field = call id, value = times run. */
+static const char *effects_key = "chaos:effects";
+
+static void sleep_ms(json_int_t ms)
+{
+    struct timespec left = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000L};
+    /* A stop signal may interrupt the sleep; the handler still finishes its
+     * work, because stopping is graceful. */
+    while (nanosleep(&left, &left) != 0 && errno == EINTR) {
+    }
+}
+
+static json_t *chaos_effect(rrpc_request *req, void *udata)
+{
+    const char *call_id;
+    json_int_t value, work_ms = 0;
+    (void)udata;
+    if (rrpc_param_count_max(req, 3) != RRPC_OK ||
+        rrpc_param_string(req, 0, "call_id", &call_id) != RRPC_OK ||
+        rrpc_param_int(req, 1, "value", &value) != RRPC_OK)
+        return NULL;
+    json_t *params = rrpc_request_params(req);
+    if (json_array_size(params) > 2 && rrpc_param_int(req, 2, "work_ms", &work_ms) != RRPC_OK)
+        return NULL;
+    if (work_ms < 0 || work_ms > MAX_WORK_MS)
+        return rrpc_request_error(req, RRPC_JSONRPC_INVALID_PARAMS,
+                                  "work_ms must be between 0 and 10000", NULL);
+    /* Keep the doubled answer exact (and well inside what JSON peers read
+     * exactly: 2^53). */
+    if (value > MAX_VALUE || value < -MAX_VALUE)
+        return rrpc_request_error(req, RRPC_JSONRPC_INVALID_PARAMS, "value out of range", NULL);
+    const char *argv[] = {"HINCRBY", effects_key, call_id, "1"};
+    if (rrpc_request_add_effect(req, 4, argv) != RRPC_OK)
+        return NULL; /* -32603: the effect could not be recorded */
+    sleep_ms(work_ms);
+    return json_integer(value * 2);
+}
+
+static json_t *chaos_ping(rrpc_request *req, void *udata)
+{
+    (void)udata;
+    if (rrpc_param_count_max(req, 0) != RRPC_OK)
+        return NULL;
+    return json_string("pong");
+}
+
+/* --- command line ---------------------------------------------------- */
+
+enum {
+    OPT_REDIS = 0x100,
+    OPT_SERVICE,
+    OPT_WORKERS,
+    OPT_RELIABLE,
+    OPT_MAX_DELIVERIES,
+    OPT_HEARTBEAT_TTL,
+    OPT_EFFECTS_KEY
+};
+
+static const struct option long_options[] = {
+    {"redis", required_argument, NULL, OPT_REDIS},
+    {"service", required_argument, NULL, OPT_SERVICE},
+    {"workers", required_argument, NULL, OPT_WORKERS},
+    {"reliable", no_argument, NULL, OPT_RELIABLE},
+    {"max-deliveries", required_argument, NULL, OPT_MAX_DELIVERIES},
+    {"heartbeat-ttl", required_argument, NULL, OPT_HEARTBEAT_TTL},
+    {"effects-key", required_argument, NULL, OPT_EFFECTS_KEY},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+static void usage(FILE *out)
+{
+    fputs("Usage: chaos_worker [OPTIONS]\n"
+          "\n"
+          "Serves `effect` and `ping` for the chaos test until SIGINT or SIGTERM.\n"
+          "\n"
+          "Options:\n"
+          "  --redis URL           Redis to use (default: $REDIS_URL)\n"
+          "  --service NAME        service name (default: chaos)\n"
+          "  --workers N           worker threads (default: 2)\n"
+          "  --reliable            at-least-once delivery with dedup (default: at-most-once)\n"
+          "  --max-deliveries N    reliable: deliveries before a dead letter (default: 3)\n"
+          "  --heartbeat-ttl S     reliable: seconds of silence that mean dead (default: 3)\n"
+          "  --effects-key KEY     hash that counts effects (default: chaos:effects)\n"
+          "  -h, --help            show this help\n",
+          out);
+}
+
+static int parse_long(const char *text, long min, long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long value = strtol(text, &end, 10);
+    if (end == text || *end != '\0' || errno != 0 || value < min || value > max)
+        return -1;
+    *out = value;
+    return 0;
+}
+
+static int parse_seconds(const char *text, double *out)
+{
+    char *end;
+    errno = 0;
+    double value = strtod(text, &end);
+    if (end == text || *end != '\0' || errno != 0 || !(value > 0 && value < 1e6))
+        return -1;
+    *out = value;
+    return 0;
+}
+
+static int usage_error(const char *option, const char *got)
+{
+    fprintf(stderr, "chaos_worker: bad value '%s' for --%s\nTry 'chaos_worker --help'.\n", got,
+            option);
+    return 2;
+}
+
+/* Returns 0 to serve, or the exit status of a usage error. */
+static int parse_options(int argc, char **argv, rrpc_server_options *opts)
+{
+    int opt;
+    long n;
+    while ((opt = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
+        switch (opt) {
+        case OPT_REDIS: opts->url = optarg; break;
+        case OPT_SERVICE: opts->service = optarg; break;
+        case OPT_WORKERS:
+            if (parse_long(optarg, 1, 256, &n) != 0)
+                return usage_error("workers", optarg);
+            opts->workers = (int)n;
+            break;
+        case OPT_RELIABLE: opts->reliable = 1; break;
+        case OPT_MAX_DELIVERIES:
+            if (parse_long(optarg, 1, 1000, &n) != 0)
+                return usage_error("max-deliveries", optarg);
+            opts->max_deliveries = (int)n;
+            break;
+        case OPT_HEARTBEAT_TTL:
+            if (parse_seconds(optarg, &opts->heartbeat_ttl_s) != 0)
+                return usage_error("heartbeat-ttl", optarg);
+            break;
+        case OPT_EFFECTS_KEY: effects_key = optarg; break;
+        case 'h': usage(stdout); exit(0);
+        default: fputs("Try 'chaos_worker --help'.\n", stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "chaos_worker: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    return 0;
+}
+
+static int serve(const rrpc_server_options *opts)
+{
+    rrpc_server *server = NULL;
+    int err = rrpc_server_new(&server, opts);
+    if (err == RRPC_OK)
+        err = rrpc_server_register(server, "effect", chaos_effect, NULL,
+                                   "effect(call_id, value, work_ms?): counts call_id, value*2");
+    if (err == RRPC_OK)
+        err = rrpc_server_register(server, "ping", chaos_ping, NULL, "ping(): \"pong\"");
+    if (err == RRPC_OK)
+        err = rrpc_server_run(server); /* until SIGINT/SIGTERM (or SIGKILL) */
+    if (err != RRPC_OK) {
+        const char *detail = server ? rrpc_server_errmsg(server) : "";
+        fprintf(stderr, "chaos_worker: %s\n", *detail ? detail : rrpc_strerror(err));
+    }
+    rrpc_server_free(server);
+    return err == RRPC_OK ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    rrpc_server_options opts;
+    rrpc_server_options_init(&opts);
+    opts.service = "chaos";
+    opts.workers = 2;
+    int status = parse_options(argc, argv, &opts);
+    return status != 0 ? status : serve(&opts);
+}
