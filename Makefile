@@ -2,6 +2,7 @@
 #
 #   make demo   build, start a private Redis and calc-server, call it from C,
 #               Ruby and Python, clean up
+#   make chaos  the long chaos test of both delivery modes (CHAOS_SECONDS each)
 #   make test   the whole suite: -Werror build, ctest, then ctest again
 #               under ASan+UBSan, the C test programs under valgrind, and
 #               a short libFuzzer run on request decoding
@@ -11,6 +12,7 @@ ASAN_BUILD ?= build-asan
 VG_BUILD   ?= build-valgrind
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 600
+CHAOS_SECONDS ?= 60
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
@@ -67,6 +69,12 @@ test: test-fast test-asan test-valgrind test-fuzz
 
 bench: build
 	@scripts/bench.sh $(BUILD)
+
+# The chaos test (docs/RELIABILITY.md): workers SIGKILLed and Redis restarted
+# under load, CHAOS_SECONDS in each delivery mode; prints the figures.
+chaos: build
+	@/usr/bin/python3 tests/chaos/chaos.py --bin-dir $(BUILD)/tests --mode both \
+	  --seconds $(CHAOS_SECONDS)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(VG_BUILD) $(FUZZ_BUILD)

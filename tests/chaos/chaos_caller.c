@@ -122,6 +122,11 @@ static int one_call(struct thread_arg *t, rrpc_client *c, long seq)
     double latency = now() - started;
     json_int_t code = rc == RRPC_EREMOTE ? json_integer_value(json_object_get(error, "code")) : 0;
     record(t->sh, call_id, rc, code, latency, rc == RRPC_OK && is_right(result, value));
+    /* Say why a call failed, except for the expected flood of instant
+     * refusals while Redis is down. */
+    if (rc != RRPC_OK && !(rc == RRPC_ECONNECT && latency < 0.01))
+        fprintf(stderr, "chaos_caller: %s after %.3f s: %s: %s\n", call_id, latency,
+                rrpc_strerror(rc), rrpc_client_errmsg(c));
     json_decref(params);
     json_decref(result);
     json_decref(error);
