@@ -422,7 +422,7 @@ def parse_args():
     p.add_argument("--bin-dir", required=True, help="where chaos_worker and chaos_caller are")
     p.add_argument("--mode", choices=["reliable", "at-most-once", "both"], default="both")
     p.add_argument("--seconds", type=float, default=60)
-    p.add_argument("--callers", type=int, default=4, help="caller threads")
+    p.add_argument("--callers", type=int, default=6, help="caller threads")
     p.add_argument("--timeout", type=float, default=0,
                    help="per-call timeout (default 15 s reliable, 5 s at-most-once)")
     p.add_argument("--workers", type=int, default=3, help="worker processes")
