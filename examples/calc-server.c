@@ -185,7 +185,17 @@ static int register_methods(rrpc_server *server)
 
 /* --- command line ---------------------------------------------------- */
 
-enum { OPT_REDIS = 0x100, OPT_SERVICE, OPT_PREFIX, OPT_WORKERS, OPT_REPLY_TTL };
+enum {
+    OPT_REDIS = 0x100,
+    OPT_SERVICE,
+    OPT_PREFIX,
+    OPT_WORKERS,
+    OPT_REPLY_TTL,
+    OPT_RELIABLE,
+    OPT_MAX_DELIVERIES,
+    OPT_DEDUP_WINDOW,
+    OPT_HEARTBEAT_TTL
+};
 
 static const struct option long_options[] = {
     {"redis", required_argument, NULL, OPT_REDIS},
@@ -193,6 +203,10 @@ static const struct option long_options[] = {
     {"prefix", required_argument, NULL, OPT_PREFIX},
     {"workers", required_argument, NULL, OPT_WORKERS},
     {"reply-ttl", required_argument, NULL, OPT_REPLY_TTL},
+    {"reliable", no_argument, NULL, OPT_RELIABLE},
+    {"max-deliveries", required_argument, NULL, OPT_MAX_DELIVERIES},
+    {"dedup-window", required_argument, NULL, OPT_DEDUP_WINDOW},
+    {"heartbeat-ttl", required_argument, NULL, OPT_HEARTBEAT_TTL},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -211,6 +225,15 @@ static void usage(FILE *out)
           "  --prefix P      key prefix of the deployment (default: none)\n"
           "  --workers N     worker threads (default: 0 = one per CPU core)\n"
           "  --reply-ttl S   seconds an uncollected reply is kept (default: 60)\n"
+          "  --reliable      at-least-once delivery: requests of a worker that dies\n"
+          "                  are redelivered, answers are remembered so that none\n"
+          "                  runs twice (docs/RELIABILITY.md)\n"
+          "  --max-deliveries N  with --reliable: a request taken by N workers that\n"
+          "                  died becomes a dead letter (default: 3)\n"
+          "  --dedup-window S    with --reliable: seconds answers are remembered\n"
+          "                  (default: 600)\n"
+          "  --heartbeat-ttl S   with --reliable: seconds of silence after which a\n"
+          "                  worker counts as dead (default: 3)\n"
           "  -h, --help      show this help\n",
           out);
 }
@@ -223,6 +246,17 @@ static int parse_int(const char *text, long min, long max, int *out)
     if (end == text || *end != '\0' || errno != 0 || value < min || value > max)
         return -1;
     *out = (int)value;
+    return 0;
+}
+
+static int parse_seconds(const char *text, double *out)
+{
+    char *end;
+    errno = 0;
+    double value = strtod(text, &end);
+    if (end == text || *end != '\0' || errno != 0 || !(value > 0) || value > 1e9)
+        return -1;
+    *out = value;
     return 0;
 }
 
@@ -250,6 +284,19 @@ static int parse_options(int argc, char **argv, rrpc_server_options *opts)
         case OPT_REPLY_TTL:
             if (parse_int(optarg, 1, INT_MAX, &opts->reply_ttl_s) != 0)
                 return usage_error("reply-ttl", "a positive number of seconds", optarg);
+            break;
+        case OPT_RELIABLE: opts->reliable = 1; break;
+        case OPT_MAX_DELIVERIES:
+            if (parse_int(optarg, 1, 1000000, &opts->max_deliveries) != 0)
+                return usage_error("max-deliveries", "a positive count", optarg);
+            break;
+        case OPT_DEDUP_WINDOW:
+            if (parse_seconds(optarg, &opts->dedup_window_s) != 0)
+                return usage_error("dedup-window", "a positive number of seconds", optarg);
+            break;
+        case OPT_HEARTBEAT_TTL:
+            if (parse_seconds(optarg, &opts->heartbeat_ttl_s) != 0)
+                return usage_error("heartbeat-ttl", "a positive number of seconds", optarg);
             break;
         case 'h': usage(stdout); exit(0);
         default: fputs("Try 'calc-server --help'.\n", stderr); return 2;
@@ -301,7 +348,8 @@ static void announce(const rrpc_server_options *opts)
     long workers = effective_workers(opts);
     fprintf(stderr, "calc-server: serving '%s' on ", opts->service);
     print_url_without_password(stderr, effective_url(opts));
-    fprintf(stderr, " with %ld worker%s\n", workers, workers == 1 ? "" : "s");
+    fprintf(stderr, " with %ld worker%s%s\n", workers, workers == 1 ? "" : "s",
+            opts->reliable ? ", reliable (at-least-once)" : "");
 }
 
 static int fail(const rrpc_server *server, int err)

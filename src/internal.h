@@ -10,7 +10,9 @@
 
 #include <rrpc/rrpc.h>
 
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 
 #define RRPC__ERRMSG_LEN 256
@@ -168,9 +170,73 @@ void rrpc__outcome_clear(rrpc__outcome *out);
 char *rrpc__dead_letter_text(const char *service, const char *reason, const char *message,
                              size_t message_len, const json_t *response);
 
-/* ---- transport.c: the only module that knows hiredis ------------------ */
+/* ---- reliable.c: at-least-once delivery (RELIABILITY.md) --------------- */
 
 typedef struct rrpc__conn rrpc__conn;
+
+typedef struct rrpc__rel_options {
+    int max_deliveries;
+    double dedup_window_s;
+    double heartbeat_ttl_s;
+    long dead_letter_max;
+    const char *dead_key;  /* borrowed from the server */
+    const char *stats_key; /* borrowed from the server */
+} rrpc__rel_options;
+
+/* The reliable-mode state of one server: its keys and heartbeat thread. */
+typedef struct rrpc__rel {
+    rrpc__rel_options opts;
+    const char *service;  /* borrowed */
+    const char *list_key; /* borrowed */
+    char tag[RRPC__KEY_MAX];        /* "{<list key>}:" */
+    char pid_id[128];               /* host:pid:random, this process */
+    char set_key[RRPC__KEY_MAX];    /* {L}:inflight, the set of worker ids */
+    char alive_key[RRPC__KEY_MAX];  /* {L}:alive:<pid_id>, the heartbeat */
+    char done_prefix[RRPC__KEY_MAX]; /* {L}:done:, + SHA-1 of a request */
+    char window_text[24];
+    char max_text[16];
+    rrpc__conn *conn;
+    pthread_t thread;
+    int started;
+    _Atomic int stop;
+    _Atomic uint_fast64_t *redelivered, *dead_letters; /* the server's counters */
+} rrpc__rel;
+
+/* An owned command: every argument is a copy (binary, with length). */
+typedef struct rrpc__cmd {
+    char **argv;
+    size_t *lens;
+    size_t argc, cap;
+} rrpc__cmd;
+void rrpc__cmd_free(rrpc__cmd *c);
+
+int rrpc__rel_init(rrpc__rel *r, const char *list_key, const char *service,
+                   const rrpc__rel_options *opts);
+/* Worker THREAD's id and in-flight list key. */
+int rrpc__rel_worker_keys(const rrpc__rel *r, int thread, char *wid, size_t wid_len,
+                          char *inflight, size_t inflight_len);
+/* The take command (9 borrowed arguments) for COUNT more requests. */
+void rrpc__rel_take_argv(const rrpc__rel *r, const char *inflight, const char *wid,
+                         const char *count, const char *argv[9]);
+/* Builds into *c (owned, rrpc__cmd_free) the commit of the request whose
+ * SHA-1 is SHA1: the response to KEY (both may be NULL: nothing to send)
+ * and the handler's effects (may be NULL). */
+int rrpc__rel_commit_cmd(const rrpc__rel *r, rrpc__cmd *c, const char *sha1, const char *key,
+                         size_t key_len, const char *response, const json_t *effects,
+                         const char *reply_ttl);
+/* Splits a remembered answer "K<len>:<key><response>"; 0 if it holds no
+ * response.  Pointers are borrowed from ANSWER. */
+int rrpc__rel_parse_answer(const char *answer, size_t len, const char **key, size_t *key_len,
+                           const char **response, size_t *response_len);
+/* Starts the heartbeat (and reaper) thread on a connection of its own. */
+int rrpc__rel_start(rrpc__rel *r, const rrpc__url *url, double connect_timeout_s, char *err,
+                    size_t errlen);
+/* Stops it and unregisters the N workers (ids and lists). */
+void rrpc__rel_stop(rrpc__rel *r, char (*wids)[RRPC__KEY_MAX], char (*lists)[RRPC__KEY_MAX],
+                    int n);
+
+/* ---- transport.c: the only module that knows hiredis ------------------ */
+
 typedef struct rrpc__reply rrpc__reply;
 
 enum rrpc__reply_type {
