@@ -5,6 +5,15 @@
  * here without touching the public API.  Two 0.14.1 quirks shape it: a read
  * timeout leaves the context dead until redisReconnect, and AUTH/SELECT
  * must be replayed by hand after every reconnect.
+ *
+ * Growing past one machine happens here too, so that the client, the
+ * server and the async client keep working unchanged:
+ * - Sentinel (redis+sentinel:// URLs): every dial asks the Sentinels, in
+ *   turn, for the master's address, connects there and checks with ROLE that
+ *   it really is the master.  A reconnect dials again, so after a failover
+ *   the callers' usual reconnect paths land on the new master.  A demoted
+ *   master answering READONLY or UNBLOCKED counts as a lost link for the
+ *   same reason.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
@@ -20,12 +29,19 @@
 #include <string.h>
 #include <sys/time.h>
 
+/* How long one Sentinel may take to answer, at most: a dead Sentinel must
+ * not eat the whole connect timeout while others are up. */
+#define SENTINEL_TIMEOUT_S 1.0
+
 struct rrpc__conn {
     redisContext *ctx;
     rrpc__url url;       /* owned copy, replayed on reconnect */
     double connect_timeout_s;
     double read_timeout_s;
     int broken;
+    size_t sentinel_first; /* the Sentinel that answered last is asked first */
+    char *master_host;     /* Sentinel: where the master was found, or NULL */
+    int master_port;
     char errmsg[RRPC__ERRMSG_LEN];
 };
 
@@ -43,29 +59,10 @@ static struct timeval to_timeval(double s)
     return tv;
 }
 
-static char *dup_or_null(const char *s)
-{
-    return s ? strdup(s) : NULL;
-}
-
-static int copy_url(rrpc__url *dst, const rrpc__url *src)
-{
-    *dst = *src;
-    dst->host = dup_or_null(src->host);
-    dst->path = dup_or_null(src->path);
-    dst->user = dup_or_null(src->user);
-    dst->password = dup_or_null(src->password);
-    if ((src->host && !dst->host) || (src->path && !dst->path) || (src->user && !dst->user) ||
-        (src->password && !dst->password)) {
-        rrpc__url_free(dst);
-        return RRPC_ENOMEM;
-    }
-    return RRPC_OK;
-}
-
 static int fail(rrpc__conn *c, int err, const char *what)
 {
-    snprintf(c->errmsg, sizeof c->errmsg, "%s", what);
+    if (what != c->errmsg) /* "still broken" passes the old message itself */
+        snprintf(c->errmsg, sizeof c->errmsg, "%s", what);
     if (err == RRPC_ECONNECT || err == RRPC_ETIMEDOUT)
         c->broken = 1;
     return err;
@@ -86,17 +83,24 @@ static int simple_command(rrpc__conn *c, int argc, const char **argv, int err_co
     return rc;
 }
 
+/* AUTH with USER (may be NULL) and PASSWORD, if there is a password. */
+static int auth(rrpc__conn *c, const char *user, const char *password)
+{
+    if (password && user) {
+        const char *argv[] = {"AUTH", user, password};
+        return simple_command(c, 3, argv, RRPC_EAUTH);
+    }
+    if (password) {
+        const char *argv[] = {"AUTH", password};
+        return simple_command(c, 2, argv, RRPC_EAUTH);
+    }
+    return RRPC_OK;
+}
+
 /* AUTH and SELECT, which every new link needs. */
 static int handshake(rrpc__conn *c)
 {
-    int rc = RRPC_OK;
-    if (c->url.password && c->url.user) {
-        const char *argv[] = {"AUTH", c->url.user, c->url.password};
-        rc = simple_command(c, 3, argv, RRPC_EAUTH);
-    } else if (c->url.password) {
-        const char *argv[] = {"AUTH", c->url.password};
-        rc = simple_command(c, 2, argv, RRPC_EAUTH);
-    }
+    int rc = auth(c, c->url.user, c->url.password);
     if (rc == RRPC_OK && c->url.db != 0) {
         char db[16];
         snprintf(db, sizeof db, "%d", c->url.db);
@@ -106,24 +110,127 @@ static int handshake(rrpc__conn *c)
     return rc;
 }
 
-static int dial(rrpc__conn *c)
+/* Opens c->ctx to host:port (or the unix socket PATH) with TIMEOUT_S for
+ * the connect and every reply until the caller sets its own. */
+static int connect_ctx(rrpc__conn *c, const char *host, int port, const char *path,
+                       double timeout_s)
 {
-    struct timeval tv = to_timeval(c->connect_timeout_s);
+    struct timeval tv = to_timeval(timeout_s);
     if (c->ctx != NULL)
         redisFree(c->ctx);
-    c->ctx = c->url.path ? redisConnectUnixWithTimeout(c->url.path, tv)
-                         : redisConnectWithTimeout(c->url.host, c->url.port, tv);
+    c->ctx = path ? redisConnectUnixWithTimeout(path, tv) : redisConnectWithTimeout(host, port, tv);
     if (c->ctx == NULL)
         return fail(c, RRPC_ENOMEM, "out of memory allocating a Redis context");
     if (c->ctx->err) {
-        char where[160], msg[RRPC__ERRMSG_LEN];
-        snprintf(msg, sizeof msg, "cannot connect to %s: %s",
-                 rrpc__url_describe(&c->url, where, sizeof where), c->ctx->errstr);
+        char msg[RRPC__ERRMSG_LEN];
+        if (path)
+            snprintf(msg, sizeof msg, "cannot connect to unix://%s: %s", path, c->ctx->errstr);
+        else
+            snprintf(msg, sizeof msg, "cannot connect to %s:%d: %s", host, port,
+                     c->ctx->errstr);
         return fail(c, RRPC_ECONNECT, msg);
     }
     /* The handshake must not hang on a server that accepts but never talks. */
     redisSetTimeout(c->ctx, tv);
-    int rc = handshake(c);
+    return RRPC_OK;
+}
+
+/* Asks Sentinel A for the master's address: *host (new) and *port. */
+static int ask_sentinel(rrpc__conn *c, const rrpc__addr *a, char **host, int *port)
+{
+    double t = c->connect_timeout_s < SENTINEL_TIMEOUT_S ? c->connect_timeout_s
+                                                         : SENTINEL_TIMEOUT_S;
+    int rc = connect_ctx(c, a->host, a->port, NULL, t);
+    if (rc == RRPC_OK)
+        rc = auth(c, c->url.sentinel_user, c->url.sentinel_password);
+    if (rc != RRPC_OK)
+        return rc;
+    const char *argv[] = {"SENTINEL", "get-master-addr-by-name", c->url.master};
+    redisReply *r = redisCommandArgv(c->ctx, 3, argv, NULL);
+    char msg[RRPC__ERRMSG_LEN];
+    if (r == NULL) {
+        snprintf(msg, sizeof msg, "Sentinel %s:%d: %s", a->host, a->port, c->ctx->errstr);
+        return fail(c, RRPC_ECONNECT, msg);
+    }
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING) {
+        *port = atoi(r->element[1]->str);
+        *host = strdup(r->element[0]->str);
+        rc = *host ? RRPC_OK : fail(c, RRPC_ENOMEM, "out of memory");
+    } else {
+        snprintf(msg, sizeof msg, "Sentinel %s:%d does not know master '%s'%s%s", a->host,
+                 a->port, c->url.master, r->type == REDIS_REPLY_ERROR ? ": " : "",
+                 r->type == REDIS_REPLY_ERROR ? r->str : "");
+        rc = fail(c, RRPC_ECONNECT, msg);
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+/* Checks with ROLE that the node on c->ctx is a master: right after a
+ * failover a Sentinel may still name the old one, now a replica. */
+static int check_master(rrpc__conn *c, const char *host, int port)
+{
+    redisReply *r = redisCommand(c->ctx, "ROLE");
+    if (r == NULL)
+        return fail(c, RRPC_ECONNECT, c->ctx->errstr);
+    int is_master = r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+                    r->element[0]->type == REDIS_REPLY_STRING &&
+                    strcmp(r->element[0]->str, "master") == 0;
+    freeReplyObject(r);
+    if (is_master)
+        return RRPC_OK;
+    char msg[RRPC__ERRMSG_LEN];
+    snprintf(msg, sizeof msg, "%s:%d, named master '%s' by a Sentinel, is not a master", host,
+             port, c->url.master);
+    return fail(c, RRPC_ECONNECT, msg);
+}
+
+/* Finds the master through the Sentinels, starting with the one that
+ * answered last, and connects to it.  A password the master refuses is
+ * final; any other failure moves on to the next Sentinel. */
+static int dial_sentinel(rrpc__conn *c)
+{
+    int rc = RRPC_ECONNECT;
+    for (size_t k = 0; k < c->url.nnodes; k++) {
+        size_t i = (c->sentinel_first + k) % c->url.nnodes;
+        char *host = NULL;
+        int port = 0;
+        rc = ask_sentinel(c, &c->url.nodes[i], &host, &port);
+        int at_master = rc == RRPC_OK;
+        if (rc == RRPC_OK)
+            rc = connect_ctx(c, host, port, NULL, c->connect_timeout_s);
+        if (rc == RRPC_OK)
+            rc = handshake(c);
+        if (rc == RRPC_OK)
+            rc = check_master(c, host, port);
+        if (rc == RRPC_OK) {
+            c->sentinel_first = i;
+            free(c->master_host);
+            c->master_host = host;
+            c->master_port = port;
+            return RRPC_OK;
+        }
+        free(host);
+        if (rc == RRPC_ENOMEM || (rc == RRPC_EAUTH && at_master))
+            return rc;
+    }
+    char msg[RRPC__ERRMSG_LEN];
+    snprintf(msg, sizeof msg, "no usable master '%s' from %zu Sentinel(s); last: %.160s",
+             c->url.master, c->url.nnodes, c->errmsg);
+    return fail(c, rc == RRPC_EAUTH ? RRPC_EAUTH : RRPC_ECONNECT, msg);
+}
+
+static int dial(rrpc__conn *c)
+{
+    int rc;
+    if (c->url.kind == RRPC__URL_SENTINEL) {
+        rc = dial_sentinel(c);
+    } else {
+        rc = connect_ctx(c, c->url.host, c->url.port, c->url.path, c->connect_timeout_s);
+        if (rc == RRPC_OK)
+            rc = handshake(c);
+    }
     if (rc == RRPC_OK)
         rc = rrpc__conn_set_timeout(c, c->read_timeout_s);
     c->broken = rc != RRPC_OK;
@@ -154,7 +261,7 @@ int rrpc__conn_open(rrpc__conn **out, const rrpc__url *url, double connect_timeo
     if (c == NULL)
         return rrpc__fail(err, errlen, RRPC_ENOMEM, "out of memory");
     c->connect_timeout_s = connect_timeout_s > 0 ? connect_timeout_s : 5;
-    int rc = copy_url(&c->url, url);
+    int rc = rrpc__url_copy(&c->url, url);
     if (rc == RRPC_OK)
         rc = dial(c);
     if (rc != RRPC_OK) {
@@ -173,12 +280,33 @@ void rrpc__conn_close(rrpc__conn *c)
     if (c->ctx)
         redisFree(c->ctx);
     rrpc__url_free(&c->url);
+    free(c->master_host);
     free(c);
 }
 
 int rrpc__conn_reconnect(rrpc__conn *c)
 {
     return dial(c);
+}
+
+int rrpc__sentinel_resolve(const rrpc__url *url, double connect_timeout_s, rrpc__url *direct,
+                           char *err, size_t errlen)
+{
+    memset(direct, 0, sizeof *direct);
+    rrpc__conn *c = NULL;
+    int rc = rrpc__conn_open(&c, url, connect_timeout_s, err, errlen);
+    if (rc != RRPC_OK)
+        return rc;
+    rrpc__url plain = {0};
+    plain.kind = RRPC__URL_DIRECT;
+    plain.host = c->master_host;
+    plain.port = c->master_port;
+    plain.user = url->user;
+    plain.password = url->password;
+    plain.db = url->db;
+    rc = rrpc__url_copy(direct, &plain); /* borrowed strings, so copy them */
+    rrpc__conn_close(c);
+    return rc == RRPC_OK ? rc : rrpc__fail(err, errlen, rc, "out of memory");
 }
 
 int rrpc__conn_set_timeout(rrpc__conn *c, double seconds)
@@ -212,6 +340,15 @@ int rrpc__conn_appendv(rrpc__conn *c, int argc, ...)
     return rrpc__conn_append(c, argc, argv, NULL);
 }
 
+/* Nonzero for the errors of a master that became a replica under us:
+ * writes are refused (READONLY) and blocked pops are cut off (UNBLOCKED).
+ * With Sentinel that means "dial again", exactly like a lost link. */
+static int demoted(const redisReply *r)
+{
+    return r->type == REDIS_REPLY_ERROR &&
+           (strncmp(r->str, "READONLY", 8) == 0 || strncmp(r->str, "UNBLOCKED", 9) == 0);
+}
+
 int rrpc__conn_read(rrpc__conn *c, rrpc__reply **out)
 {
     *out = NULL;
@@ -224,6 +361,12 @@ int rrpc__conn_read(rrpc__conn *c, rrpc__reply **out)
         snprintf(msg, sizeof msg, "Redis connection: %s",
                  timed_out ? "read timed out" : c->ctx->errstr);
         return fail(c, timed_out ? RRPC_ETIMEDOUT : RRPC_ECONNECT, msg);
+    }
+    if (c->url.kind == RRPC__URL_SENTINEL && demoted(reply)) {
+        char msg[RRPC__ERRMSG_LEN];
+        snprintf(msg, sizeof msg, "the master changed: %.200s", ((redisReply *)reply)->str);
+        freeReplyObject(reply);
+        return fail(c, RRPC_ECONNECT, msg);
     }
     *out = (rrpc__reply *)reply;
     return RRPC_OK;
