@@ -57,6 +57,16 @@ int rrpc__url_copy(rrpc__url *dst, const rrpc__url *src);
 /* The URL with any password masked, for log lines.  Writes into buf. */
 const char *rrpc__url_describe(const rrpc__url *url, char *buf, size_t len);
 
+/* ---- slot.c: Redis Cluster hash slots, no I/O ------------------------ */
+
+#define RRPC__CLUSTER_SLOTS 16384
+
+/* The hash slot of KEY[0..len): CRC16 of the key, or of its {hash tag}. */
+unsigned rrpc__key_slot(const char *key, size_t len);
+/* The index in ARGV of the key that decides where a command goes, or -1
+ * for a command without a key (it may go to any node). */
+int rrpc__command_key_index(int argc, const char **argv);
+
 /* ---- random.c: unguessable identifiers -------------------------------- */
 
 /* Writes 32 lowercase hex digits (128 random bits) and a NUL into hex. */

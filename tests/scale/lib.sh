@@ -61,7 +61,7 @@ redis_node() {
   local name=$1 port=$2; shift 2
   mkdir -p "$scale_dir/$name"
   spawn "$name" redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
-    --dir "$scale_dir/$name" --daemonize no --loglevel warning "$@"
+    --dir "$scale_dir/$name" --daemonize no --loglevel "${RRPC_SCALE_LOGLEVEL:-warning}" "$@"
 }
 
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
