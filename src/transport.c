@@ -38,9 +38,9 @@
 struct cluster;
 
 struct rrpc__conn {
-    redisContext *ctx;   /* NULL in cluster mode, which has one per node */
-    struct cluster *cl;  /* cluster mode only */
-    rrpc__url url;       /* owned copy, replayed on reconnect */
+    redisContext *ctx;  /* NULL in cluster mode, which has one per node */
+    struct cluster *cl; /* cluster mode only */
+    rrpc__url url;      /* owned copy, replayed on reconnect */
     double connect_timeout_s;
     double read_timeout_s;
     int broken;
@@ -119,8 +119,8 @@ static int handshake(rrpc__conn *c, redisContext *ctx)
 /* Opens *ctx to host:port (or the unix socket PATH) with TIMEOUT_S for the
  * connect and every reply until the caller sets its own.  On failure *ctx
  * may still hold the failed context (the caller frees it). */
-static int new_ctx(rrpc__conn *c, redisContext **ctx, const char *host, int port,
-                   const char *path, double timeout_s)
+static int new_ctx(rrpc__conn *c, redisContext **ctx, const char *host, int port, const char *path,
+                   double timeout_s)
 {
     struct timeval tv = to_timeval(timeout_s);
     *ctx = path ? redisConnectUnixWithTimeout(path, tv) : redisConnectWithTimeout(host, port, tv);
@@ -131,8 +131,7 @@ static int new_ctx(rrpc__conn *c, redisContext **ctx, const char *host, int port
         if (path)
             snprintf(msg, sizeof msg, "cannot connect to unix://%s: %s", path, (*ctx)->errstr);
         else
-            snprintf(msg, sizeof msg, "cannot connect to %s:%d: %s", host, port,
-                     (*ctx)->errstr);
+            snprintf(msg, sizeof msg, "cannot connect to %s:%d: %s", host, port, (*ctx)->errstr);
         return fail(c, RRPC_ECONNECT, msg);
     }
     /* The handshake must not hang on a server that accepts but never talks. */
@@ -152,8 +151,8 @@ static int connect_ctx(rrpc__conn *c, const char *host, int port, const char *pa
 /* Asks Sentinel A for the master's address: *host (new) and *port. */
 static int ask_sentinel(rrpc__conn *c, const rrpc__addr *a, char **host, int *port)
 {
-    double t = c->connect_timeout_s < SENTINEL_TIMEOUT_S ? c->connect_timeout_s
-                                                         : SENTINEL_TIMEOUT_S;
+    double t =
+        c->connect_timeout_s < SENTINEL_TIMEOUT_S ? c->connect_timeout_s : SENTINEL_TIMEOUT_S;
     int rc = connect_ctx(c, a->host, a->port, NULL, t);
     if (rc == RRPC_OK)
         rc = auth(c, c->ctx, c->url.sentinel_user, c->url.sentinel_password);
@@ -172,8 +171,8 @@ static int ask_sentinel(rrpc__conn *c, const rrpc__addr *a, char **host, int *po
         *host = strdup(r->element[0]->str);
         rc = *host ? RRPC_OK : fail(c, RRPC_ENOMEM, "out of memory");
     } else {
-        snprintf(msg, sizeof msg, "Sentinel %s:%d does not know master '%s'%s%s", a->host,
-                 a->port, c->url.master, r->type == REDIS_REPLY_ERROR ? ": " : "",
+        snprintf(msg, sizeof msg, "Sentinel %s:%d does not know master '%s'%s%s", a->host, a->port,
+                 c->url.master, r->type == REDIS_REPLY_ERROR ? ": " : "",
                  r->type == REDIS_REPLY_ERROR ? r->str : "");
         rc = fail(c, RRPC_ECONNECT, msg);
     }
@@ -195,8 +194,8 @@ static int check_master(rrpc__conn *c, const char *host, int port)
     if (is_master)
         return RRPC_OK;
     char msg[RRPC__ERRMSG_LEN];
-    snprintf(msg, sizeof msg, "%s:%d, named master '%s' by a Sentinel, is not a master", host,
-             port, c->url.master);
+    snprintf(msg, sizeof msg, "%s:%d, named master '%s' by a Sentinel, is not a master", host, port,
+             c->url.master);
     return fail(c, RRPC_ECONNECT, msg);
 }
 
@@ -354,8 +353,7 @@ static int cluster_apply_slots(struct cluster *cl, const redisReply *r, const ch
             e->element[2]->type != REDIS_REPLY_ARRAY || e->element[2]->elements < 2)
             continue;
         const redisReply *m = e->element[2];
-        if (m->element[0]->type != REDIS_REPLY_STRING ||
-            m->element[1]->type != REDIS_REPLY_INTEGER)
+        if (m->element[0]->type != REDIS_REPLY_STRING || m->element[1]->type != REDIS_REPLY_INTEGER)
             continue;
         /* An empty host means "the address you reached me at". */
         const char *host = m->element[0]->len > 0 ? m->element[0]->str : asked_host;
@@ -373,8 +371,8 @@ static int cluster_apply_slots(struct cluster *cl, const redisReply *r, const ch
 /* Asks one node for CLUSTER SLOTS on a connection of its own. */
 static int cluster_ask_slots(rrpc__conn *c, const char *host, int port)
 {
-    double t = c->connect_timeout_s < SENTINEL_TIMEOUT_S ? c->connect_timeout_s
-                                                         : SENTINEL_TIMEOUT_S;
+    double t =
+        c->connect_timeout_s < SENTINEL_TIMEOUT_S ? c->connect_timeout_s : SENTINEL_TIMEOUT_S;
     redisContext *ctx = NULL;
     int rc = new_ctx(c, &ctx, host, port, NULL, t);
     if (rc == RRPC_OK)
@@ -460,8 +458,7 @@ static int cluster_set_timeout(rrpc__conn *c)
 
 /* The node a command goes to: its key's slot owner, else any node (a
  * wrong guess is answered with MOVED). */
-static int cluster_route(const struct cluster *cl, int argc, const char **argv,
-                         const size_t *lens)
+static int cluster_route(const struct cluster *cl, int argc, const char **argv, const size_t *lens)
 {
     int k = rrpc__command_key_index(argc, argv);
     if (k >= 0) {
@@ -605,7 +602,7 @@ static int cluster_follow(rrpc__conn *c, const cpending *p, redisReply **r)
             if (slot >= 0 && slot < RRPC__CLUSTER_SLOTS && node >= 0)
                 c->cl->slot_node[slot] = (short)node;
             int broken = c->broken; /* a node that fails to answer does not break us */
-            cluster_refresh(c);      /* best effort: the next MOVED tries again */
+            cluster_refresh(c);     /* best effort: the next MOVED tries again */
             c->broken = broken;
             c->errmsg[0] = '\0';
         }

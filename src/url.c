@@ -43,8 +43,8 @@ static char *decode_dup(const char *s, size_t n)
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '%' && i + 2 < n && hexval((unsigned char)s[i + 1]) >= 0 &&
             hexval((unsigned char)s[i + 2]) >= 0) {
-            out[j++] = (char)(hexval((unsigned char)s[i + 1]) * 16 +
-                              hexval((unsigned char)s[i + 2]));
+            out[j++] =
+                (char)(hexval((unsigned char)s[i + 1]) * 16 + hexval((unsigned char)s[i + 2]));
             i += 2;
         } else {
             out[j++] = s[i];
@@ -116,8 +116,7 @@ static int parse_query(rrpc__url *u, const char *q, char *err, size_t errlen)
             free(u->sentinel_user);
             u->sentinel_user = decode_dup(eq + 1, vn);
         } else {
-            return rrpc__fail(err, errlen, RRPC_EURL, "unknown URL parameter '%.*s'", (int)kn,
-                              q);
+            return rrpc__fail(err, errlen, RRPC_EURL, "unknown URL parameter '%.*s'", (int)kn, q);
         }
         q += n;
         if (*q == '&')
@@ -191,8 +190,8 @@ static int parse_tcp(rrpc__url *u, const char *p, char *err, size_t errlen)
 }
 
 /* Splits the comma-separated node list p..end into u->nodes. */
-static int parse_nodes(rrpc__url *u, const char *p, const char *end, int default_port,
-                       char *err, size_t errlen)
+static int parse_nodes(rrpc__url *u, const char *p, const char *end, int default_port, char *err,
+                       size_t errlen)
 {
     size_t n = 1;
     for (const char *s = p; s < end; s++)
@@ -216,8 +215,7 @@ static int parse_nodes(rrpc__url *u, const char *p, const char *end, int default
 }
 
 /* The path of a Sentinel URL: "master[/db]"; of a Cluster URL: "" or "0". */
-static int parse_multi_path(rrpc__url *u, const char *p, const char *end, char *err,
-                            size_t errlen)
+static int parse_multi_path(rrpc__url *u, const char *p, const char *end, char *err, size_t errlen)
 {
     if (u->kind == RRPC__URL_CLUSTER) {
         int db = 0;
@@ -284,7 +282,8 @@ int rrpc__url_parse(rrpc__url *out, const char *url, char *err, size_t errlen)
     else
         rc = rrpc__fail(err, errlen, RRPC_EURL,
                         "URL must start with redis://, unix://, redis+sentinel:// or "
-                        "redis+cluster:// (got '%.40s')", url);
+                        "redis+cluster:// (got '%.40s')",
+                        url);
     if (rc != RRPC_OK)
         rrpc__url_free(out);
     return rc;

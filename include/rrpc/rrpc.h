@@ -89,7 +89,11 @@ typedef struct rrpc_client_options {
      *   redis+sentinel://[user:password@]host[:port][,host[:port]...]/NAME[/db]
      *       [?sentinel_password=P[&sentinel_user=U]]
      * (Sentinel port 26379 by default; user and password are the master's;
-     * every (re)connect asks the Sentinels, so a failover is followed).
+     * every (re)connect asks the Sentinels, so a failover is followed), or
+     * a Redis Cluster through one or more of its nodes:
+     *   redis+cluster://[user:password@]host[:port][,host[:port]...]
+     * (port 6379 by default; db 0 only; sync client and server only:
+     * rrpc_async_open refuses it with RRPC_EINVAL for now).
      * NULL means $REDIS_URL, then redis://127.0.0.1:6379.  Copied. */
     const char *url;
     /* Prepended to every key rrpc touches (service lists, reply keys).

@@ -7,9 +7,11 @@
 # redis+cluster:// URL naming only two seed nodes.  Calls from `rrpc call`
 # must reach all three (their random reply keys land on any node, so the
 # request and the reply of one call usually live on different nodes).
-# Then the master owning the first service's list is SIGKILLed; once its
+# Then the second service's slot is migrated live to another master (calls
+# during the move need ASK followed, after it MOVED), and the master owning
+# the first service's list is SIGKILLed under a long-lived client; once its
 # replica is promoted, calls to every service must work again, within a
-# bounded time, through the same URL.
+# bounded time, through the same URL, and the long-lived client too.
 #
 # Usage: test_cluster.sh BUILD_DIR
 set -u
@@ -81,11 +83,50 @@ for i in 1 2 3 4 5; do
   all_answer || fail "round $i of calls failed"
 done
 echo "ok   $(( 6 * ${#services[@]} )) calls to services on three masters"
+# The async client does not route by slot yet: it must refuse, clearly.
+if out=$("$BUILD/rrpc" bench --redis "$url" --async --calls 1 "${services[0]}" 2>&1); then
+  fail "the async client accepted a cluster URL"
+fi
+echo "$out" | grep -q 'does not support redis+cluster' || fail "unclear async refusal: $out"
+echo "ok   the async client refuses the cluster URL with a clear message"
+
+# Live slot migration of the second service's list to the third master.
+# While the slot is MIGRATING, commands for a key the old owner lacks are
+# answered with ASK (the CLI's RPUSH, the workers' next BLPOP); once it is
+# moved, the workers' pops on the old owner get MOVED.  Calls must go on
+# working throughout, which needs both redirections followed.
+slot=$(redis-cli -p "${ports[0]}" cluster keyslot "${services[1]}")
+src=${masters[1]} dst=${masters[2]}
+src_id=$(redis-cli -p "$src" cluster myid) dst_id=$(redis-cli -p "$dst" cluster myid)
+redis-cli -p "$dst" cluster setslot "$slot" importing "$src_id" >/dev/null
+redis-cli -p "$src" cluster setslot "$slot" migrating "$dst_id" >/dev/null
+call_slow() { [ "$("$BUILD/rrpc" call --redis "$url" --timeout 3 "$1" add '[1, 2]')" = 3 ]; }
+for i in 1 2 3; do
+  call_slow "${services[1]}" || fail "call $i during the migration of slot $slot failed"
+done
+echo "ok   calls to ${services[1]} while its slot $slot migrates :$src -> :$dst (ASK)"
+for k in $(redis-cli -p "$src" cluster getkeysinslot "$slot" 100); do
+  redis-cli -p "$src" migrate 127.0.0.1 "$dst" "$k" 0 5000 >/dev/null
+done
+for p in "$dst" "$src" "${masters[0]}"; do
+  redis-cli -p "$p" cluster setslot "$slot" node "$dst_id" >/dev/null
+done
+for i in 1 2 3; do
+  call_slow "${services[1]}" || fail "call $i after the migration of slot $slot failed"
+done
+[ "$(owner "${ports[0]}" "$slot")" = "$dst" ] || fail "slot $slot did not move"
+echo "ok   calls to ${services[1]} after its slot moved to :$dst (MOVED)"
+
+# A long-lived sync client across the failover: each call sleeps 100 ms in
+# the server, so ~1 s before the kill allows at most ~10 successful calls.
+spawn bench "$BUILD/rrpc" bench --redis "$url" --sync --duration 9 --timeout 2 \
+  --method sleep --params '[100]' --expect 100 --json "${services[0]}"
+bench_pid=$spawned
+sleep 1
 
 victim=${masters[0]}
 for i in "${!ports[@]}"; do [ "${ports[$i]}" = "$victim" ] && victim_pid=${pids[$i]}; done
-kill -9 "$victim_pid"
-wait "$victim_pid" 2>/dev/null
+{ kill -9 "$victim_pid"; wait "$victim_pid"; } 2>/dev/null
 killed=$(now_ms)
 echo "ok   SIGKILLed master :$victim (it owns ${services[0]})"
 
@@ -104,4 +145,9 @@ for i in 1 2 3 4 5; do
   all_answer || fail "round $i of calls after the failover failed"
 done
 echo "ok   15 more calls after the failover"
+wait "$bench_pid" 2>/dev/null
+ok=$("$PY" -c 'import json,sys; print(json.loads(sys.stdin.read().splitlines()[-1])["calls"])' \
+     <"$scale_dir/bench.log" 2>/dev/null) || fail "rrpc bench gave no report"
+[ "$ok" -ge 25 ] || fail "a long-lived client made only $ok calls: it did not follow the failover"
+echo "ok   a long-lived sync client made $ok successful calls across the failover"
 echo "PASS test_cluster"

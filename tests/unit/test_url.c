@@ -37,7 +37,7 @@ static void expect_url(const char *url, const char *host, int port, const char *
     rrpc__url_free(&u);
 }
 
-#define EXPECT_URL(url, host, port, path, user, password, db) \
+#define EXPECT_URL(url, host, port, path, user, password, db)                                      \
     expect_url(url, host, port, path, user, password, db, __LINE__)
 
 /* Checks URL is rejected with RRPC_EURL, a message, and a zeroed struct. */
@@ -384,7 +384,8 @@ static void test_rejects_bad_multi_node_urls(void)
 
 static void test_describe_multi_node_urls(void)
 {
-    describe("redis+sentinel://:hunter2@s1,[::1]:5/mm/2", "redis+sentinel://***@s1:26379,[::1]:5/mm/2");
+    describe("redis+sentinel://:hunter2@s1,[::1]:5/mm/2",
+             "redis+sentinel://***@s1:26379,[::1]:5/mm/2");
     describe("redis+cluster://a:7000,b", "redis+cluster://a:7000,b:6379");
 }
 
