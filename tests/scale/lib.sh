@@ -11,9 +11,17 @@ scale_dir=$(mktemp -d "${TMPDIR:-/tmp}/rrpc-scale.XXXXXX")
 scale_pids=()
 
 scale_cleanup() {
+  local status=$?
   for p in "${scale_pids[@]}"; do kill -9 "$p" 2>/dev/null; done
   wait 2>/dev/null
+  # In a sanitizer build a report in any log fails the test.
+  if grep -l 'ERROR: AddressSanitizer\|ERROR: LeakSanitizer\|runtime error:' \
+       "$scale_dir"/*.log 2>/dev/null; then
+    grep -h -A20 'ERROR: \|runtime error:' "$scale_dir"/*.log >&2
+    status=1
+  fi
   rm -rf "$scale_dir"
+  exit "$status"
 }
 trap scale_cleanup EXIT
 trap 'exit 130' INT TERM
