@@ -25,21 +25,49 @@ int rrpc__fail(char *buf, size_t len, int err, const char *fmt, ...)
 
 /* ---- url.c: Redis URLs ------------------------------------------------ */
 
+/* How a URL reaches Redis: one server named directly, the master a group of
+ * Sentinels names, or a Redis Cluster reached through seed nodes. */
+enum rrpc__url_kind { RRPC__URL_DIRECT, RRPC__URL_SENTINEL, RRPC__URL_CLUSTER };
+
+typedef struct rrpc__addr {
+    char *host;
+    int port;
+} rrpc__addr;
+
 typedef struct rrpc__url {
-    char *host;     /* NULL for unix sockets */
+    enum rrpc__url_kind kind;
+    char *host;     /* NULL for unix sockets, Sentinel and Cluster URLs */
     int port;
     char *path;     /* unix socket path, NULL for TCP */
-    char *user;     /* ACL user or NULL */
+    char *user;     /* ACL user or NULL (for the data nodes, not the Sentinels) */
     char *password; /* NULL if none */
     int db;
+    rrpc__addr *nodes; /* Sentinel addresses, or Cluster seed nodes */
+    size_t nnodes;
+    char *master;            /* Sentinel: the monitored master's name */
+    char *sentinel_user;     /* Sentinel: AUTH for the Sentinels themselves */
+    char *sentinel_password;
 } rrpc__url;
 
 /* Parses URL (NULL = $REDIS_URL, then redis://127.0.0.1:6379) into *out.
  * The caller owns the strings in *out and frees them with rrpc__url_free. */
 int rrpc__url_parse(rrpc__url *out, const char *url, char *err, size_t errlen);
 void rrpc__url_free(rrpc__url *url);
+/* A deep copy of SRC into *dst (rrpc__url_free it).  RRPC_ENOMEM leaves
+ * *dst zeroed. */
+int rrpc__url_copy(rrpc__url *dst, const rrpc__url *src);
 /* The URL with any password masked, for log lines.  Writes into buf. */
 const char *rrpc__url_describe(const rrpc__url *url, char *buf, size_t len);
+
+/* ---- slot.c: Redis Cluster hash slots, no I/O ------------------------ */
+
+#define RRPC__CLUSTER_SLOTS 16384
+
+/* The hash slot of KEY[0..len): CRC16 of the key, or of its {hash tag}. */
+unsigned rrpc__key_slot(const char *key, size_t len);
+/* The index in ARGV of the key that decides where a command goes, or -1
+ * for a command without a key (it may go to any node). */
+int rrpc__command_key_index(int argc, const char **argv);
 
 /* ---- random.c: unguessable identifiers -------------------------------- */
 
@@ -259,6 +287,12 @@ int rrpc__conn_open(rrpc__conn **out, const rrpc__url *url, double connect_timeo
 void rrpc__conn_close(rrpc__conn *c);
 /* Drops and re-establishes the link (including AUTH and SELECT). */
 int rrpc__conn_reconnect(rrpc__conn *c);
+/* For links that cannot ask Sentinels themselves (the async ones): finds
+ * the master of the Sentinel URL URL as a sync connection would (asking
+ * each Sentinel, checking ROLE) and fills *direct (new, rrpc__url_free)
+ * with a plain redis:// URL of that master, with URL's credentials and db. */
+int rrpc__sentinel_resolve(const rrpc__url *url, double connect_timeout_s, rrpc__url *direct,
+                           char *err, size_t errlen);
 /* Sets the socket read timeout; 0 means wait forever. */
 int rrpc__conn_set_timeout(rrpc__conn *c, double seconds);
 /* Queues a command in the output buffer; nothing is sent until a reply is

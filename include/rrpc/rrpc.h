@@ -84,7 +84,16 @@ RRPC_EXPORT const char *rrpc_version(void);
 typedef struct rrpc_client rrpc_client;
 
 typedef struct rrpc_client_options {
-    /* redis://[user:password@]host[:port][/db] or unix:///path[?db=N].
+    /* redis://[user:password@]host[:port][/db] or unix:///path[?db=N], or
+     * the master a group of Sentinels watches:
+     *   redis+sentinel://[user:password@]host[:port][,host[:port]...]/NAME[/db]
+     *       [?sentinel_password=P[&sentinel_user=U]]
+     * (Sentinel port 26379 by default; user and password are the master's;
+     * every (re)connect asks the Sentinels, so a failover is followed), or
+     * a Redis Cluster through one or more of its nodes:
+     *   redis+cluster://[user:password@]host[:port][,host[:port]...]
+     * (port 6379 by default; db 0 only; sync client and server only:
+     * rrpc_async_open refuses it with RRPC_EINVAL for now).
      * NULL means $REDIS_URL, then redis://127.0.0.1:6379.  Copied. */
     const char *url;
     /* Prepended to every key rrpc touches (service lists, reply keys).
