@@ -665,8 +665,12 @@ static void *worker_main(void *arg)
         send_ack(w);
         if (!stopping)
             send_pop(w);
-        if (w->nops == 0)
+        if (w->nops == 0 && stopping)
             break;
+        if (w->nops == 0) { /* the pop could not even be queued: the link is down */
+            recover(w);
+            continue;
+        }
         rrpc__reply *popped[2] = {NULL, NULL};
         int rc = collect(w, popped);
         if (rc != RRPC_OK) {

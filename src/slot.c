@@ -57,8 +57,13 @@ int rrpc__command_key_index(int argc, const char **argv)
         at = 3;
     else if (is_command(argv[0], "LMPOP"))
         at = 2;
+    else if (is_command(argv[0], "EVAL") || is_command(argv[0], "EVALSHA"))
+        at = argc > 2 && strcmp(argv[2], "0") != 0 ? 3 : -1; /* script numkeys key... */
     else if (is_command(argv[0], "PING") || is_command(argv[0], "ROLE") ||
-             is_command(argv[0], "INFO") || is_command(argv[0], "CLUSTER"))
+             is_command(argv[0], "INFO") || is_command(argv[0], "CLUSTER") ||
+             is_command(argv[0], "TIME"))
+        return -1;
+    if (at < 0)
         return -1;
     return at < argc ? at : -1;
 }

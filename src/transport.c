@@ -456,8 +456,10 @@ static int cluster_set_timeout(rrpc__conn *c)
     return RRPC_OK;
 }
 
-/* The node a command goes to: its key's slot owner, else any node (a
- * wrong guess is answered with MOVED). */
+/* The node a command goes to: its key's slot owner (a wrong guess is
+ * answered with MOVED).  A command without a key (TIME, PING) goes to the
+ * owner of slot 0: a master in the current map, so a live one after a
+ * failover, where the first seed node may be the one that died. */
 static int cluster_route(const struct cluster *cl, int argc, const char **argv, const size_t *lens)
 {
     int k = rrpc__command_key_index(argc, argv);
@@ -467,7 +469,7 @@ static int cluster_route(const struct cluster *cl, int argc, const char **argv, 
         if (node >= 0)
             return node;
     }
-    return 0;
+    return cl->slot_node[0] >= 0 ? cl->slot_node[0] : 0;
 }
 
 /* Remembers a copy of the command, for reading its reply and resending. */

@@ -56,6 +56,12 @@ static void test_command_key_positions(void)
     CHECK_EQ_INT(rrpc__command_key_index(7, blmpop), 3);
     CHECK_EQ_INT(rrpc__command_key_index(6, lmpop), 2);
     CHECK_EQ_INT(rrpc__command_key_index(1, ping), -1);
+    const char *time_cmd[] = {"TIME"};
+    const char *eval[] = {"EVAL", "return 1", "2", "{k}:a", "{k}:b", "arg"};
+    const char *eval0[] = {"eval", "return 1", "0"};
+    CHECK_EQ_INT(rrpc__command_key_index(1, time_cmd), -1);
+    CHECK_EQ_INT(rrpc__command_key_index(6, eval), 3);
+    CHECK_EQ_INT(rrpc__command_key_index(3, eval0), -1);
     CHECK_EQ_INT(rrpc__command_key_index(1, role), -1);
     CHECK_EQ_INT(rrpc__command_key_index(1, lone), -1);
 }
