@@ -212,8 +212,11 @@ static json_t *handle_one(const rrpc__methods *methods, json_t *req, rrpc__outco
     if (m == NULL)
         rrpc_request_error(&call, RRPC_JSONRPC_METHOD_NOT_FOUND, "Method not found",
                            json_stringn(call.method, name_len));
-    else
+    else {
+        double started = rrpc__stats_start(methods->stats);
         result = m->fn(&call, m->udata);
+        rrpc__stats_record(methods->stats, (size_t)(m - methods->items), started, !result);
+    }
     if (result == NULL && call.error == NULL)
         rrpc_request_error(&call, RRPC_JSONRPC_INTERNAL_ERROR, "Internal error", NULL);
     if (is_notification) {

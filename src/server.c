@@ -41,6 +41,7 @@ struct rrpc_server {
     double connect_timeout_s;
     rrpc__methods methods;
     rrpc__limits limits;
+    rrpc__registry *registry; /* record, heartbeat, stats, rpc.ping (registry.c) */
     atomic_int stop;
     atomic_int running;
     atomic_uint_fast64_t requests, notifications, errors, dead_letters;
@@ -89,6 +90,9 @@ void rrpc_server_options_init(rrpc_server_options *opts)
     opts->batch_max = 32;
     opts->handle_signals = 1;
     opts->connect_timeout_s = 5;
+    opts->heartbeat = 1;
+    opts->heartbeat_interval_s = 1;
+    opts->heartbeat_ttl_s = 5;
 }
 
 static int cpu_count(void)
@@ -129,6 +133,9 @@ int rrpc_server_new(rrpc_server **out, const rrpc_server_options *opts)
     int rc = s->service && s->prefix ? RRPC_OK : RRPC_ENOMEM;
     if (rc == RRPC_OK)
         rc = set_keys(s);
+    if (rc == RRPC_OK && (s->registry = rrpc__registry_new(opts, s->prefix, s->list_key,
+                                                           &s->methods)) == NULL)
+        rc = RRPC_ENOMEM;
     if (rc == RRPC_OK)
         rc = rrpc__url_parse(&s->url, opts->url, s->errmsg, sizeof s->errmsg);
     if (rc != RRPC_OK) {
@@ -143,6 +150,7 @@ void rrpc_server_free(rrpc_server *s)
 {
     if (s == NULL)
         return;
+    rrpc__registry_free(s->registry);
     rrpc__methods_free(&s->methods);
     rrpc__url_free(&s->url);
     free(s->service);
@@ -163,6 +171,15 @@ int rrpc_server_register(rrpc_server *s, const char *method, rrpc_method_fn fn, 
     if (atomic_load(&s->running))
         return RRPC_ESTATE;
     return rrpc__methods_add(&s->methods, method, fn, udata, description);
+}
+
+int rrpc_server_set_params(rrpc_server *s, const char *method, const json_t *shape)
+{
+    if (s == NULL || method == NULL || shape == NULL)
+        return RRPC_EINVAL;
+    if (atomic_load(&s->running))
+        return RRPC_ESTATE;
+    return rrpc__registry_set_params(s->registry, method, shape);
 }
 
 void rrpc_server_stop(rrpc_server *s)
@@ -544,6 +561,10 @@ int rrpc_server_run(rrpc_server *s)
         return rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_ESTATE, "server already running");
     worker *ws = NULL;
     int rc = connect_workers(s, &ws);
+    if (rc == RRPC_OK && (rc = rrpc__registry_start(s->registry, &s->url, s->connect_timeout_s,
+                                                    s->workers, s->errmsg,
+                                                    sizeof s->errmsg)) != RRPC_OK)
+        close_workers(ws, s->workers);
     if (rc != RRPC_OK) {
         atomic_store(&s->running, 0);
         return rc;
@@ -560,6 +581,7 @@ int rrpc_server_run(rrpc_server *s)
         }
     for (int i = 0; i < started; i++)
         pthread_join(ws[i].thread, NULL);
+    rrpc__registry_stop(s->registry); /* after the last answer: record removed */
     if (s->handle_signals)
         restore_signals(&old_int, &old_term);
     close_workers(ws, s->workers);
