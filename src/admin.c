@@ -550,3 +550,24 @@ int rrpc_admin_dead_purge(rrpc_admin *a, const char *service, long *removed)
         rrpc__reply_free(r[i]);
     return RRPC_OK;
 }
+
+int rrpc_admin_forget(rrpc_admin *a, const char *service)
+{
+    keys k;
+    int rc = ready(a, service);
+    if (rc != RRPC_OK || service == NULL)
+        return rc != RRPC_OK ? rc : RRPC_EINVAL;
+    if ((rc = make_keys(a, service, &k)) != RRPC_OK)
+        return rc;
+    char index[RRPC__KEY_MAX];
+    rrpc__key_join(index, sizeof index, a->prefix, "rrpc:services", NULL);
+    rrpc__reply *r[2];
+    if ((rc = rrpc__conn_appendv(a->conn, 4, "DEL", k.workers, k.info, k.config)) ||
+        (rc = rrpc__conn_appendv(a->conn, 3, "SREM", index, service)))
+        return rrpc__fail(a->errmsg, sizeof a->errmsg, rc, "%s", rrpc__conn_errmsg(a->conn));
+    if ((rc = read_all(a, 2, r)) != RRPC_OK)
+        return rc;
+    rrpc__reply_free(r[0]);
+    rrpc__reply_free(r[1]);
+    return RRPC_OK;
+}

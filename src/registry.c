@@ -24,6 +24,9 @@
 #define DEFAULT_INTERVAL_S 1.0
 #define DEFAULT_TTL_S 5.0
 #define SOCKET_TIMEOUT_S 5.0
+/* How long a service stays "registered" (callers fail fast) after its last
+ * heartbeat; then it is waited on like an unregistered one again. */
+#define REGISTERED_FOR_MS "3600000"
 
 struct rrpc__registry {
     char *service;
@@ -247,6 +250,7 @@ static int beat(rrpc__registry *r)
     const char *hset[] = {"HSET", r->info_key, r->id, r->record};
     const char *config[] = {"HSET", r->config_key, "max_queue", max_queue, "ttl_ms", ttl_ms};
     const char *sadd[] = {"SADD", r->services_key, r->service};
+    const char *expire[] = {"PEXPIRE", r->config_key, REGISTERED_FOR_MS};
     rc = rrpc__conn_append(r->conn, 4, zadd, NULL);
     if (rc == RRPC_OK)
         rc = rrpc__conn_append(r->conn, 4, hset, NULL);
@@ -255,7 +259,9 @@ static int beat(rrpc__registry *r)
     if (rc == RRPC_OK)
         rc = rrpc__conn_append(r->conn, 3, sadd, NULL);
     if (rc == RRPC_OK)
-        rc = read_n(r->conn, 4, NULL);
+        rc = rrpc__conn_append(r->conn, 3, expire, NULL);
+    if (rc == RRPC_OK)
+        rc = read_n(r->conn, 5, NULL);
     if (rc == RRPC_OK)
         rc = prune(r, now_ms);
     if (rc == RRPC_OK)

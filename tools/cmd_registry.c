@@ -129,6 +129,32 @@ static int run(int argc, char **argv, int operands, const char *help, query_fn q
     return status;
 }
 
+static int forget_query(rrpc_admin *admin, const char *service, json_t **out)
+{
+    int err = rrpc_admin_forget(admin, service);
+    *out = err == RRPC_OK ? json_pack("{s:s, s:b}", "service", service, "forgotten", 1) : NULL;
+    return err;
+}
+
+static void forget_table(const json_t *doc)
+{
+    printf("forgot %s: callers now wait on it as on an unregistered service\n",
+           json_string_value(json_object_get(doc, "service")));
+}
+
+int cmd_forget(int argc, char **argv)
+{
+    return run(argc, argv, 1,
+               "Usage: rrpc forget [OPTIONS] SERVICE\n"
+               "\n"
+               "Removes SERVICE from the registry, so that callers wait on it like on a\n"
+               "service that never registered instead of failing fast (e.g. after it was\n"
+               "handed to workers that do not register).  A service stays registered for\n"
+               "an hour after its last heartbeat otherwise.  Live workers register again\n"
+               "with their next heartbeat; stats and dead letters are kept.\n",
+               forget_query, forget_table);
+}
+
 int cmd_ls(int argc, char **argv)
 {
     return run(argc, argv, 0,

@@ -25,6 +25,7 @@ static const struct subcommand subcommands[] = {
     {"stats", "per-method calls, errors, latency p50/p99 of a service", cmd_stats},
     {"top", "a live, refreshing view of all services", cmd_top},
     {"dead", "list, requeue or purge a service's dead letters", cmd_dead},
+    {"forget", "drop a service from the registry (no more fail fast)", cmd_forget},
 };
 
 #define SUBCOMMAND_COUNT (sizeof subcommands / sizeof subcommands[0])

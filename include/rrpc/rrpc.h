@@ -334,6 +334,13 @@ RRPC_EXPORT int rrpc_admin_dead_list(rrpc_admin *admin, const char *service, lon
  * service's list, oldest first, and removes it from the dead letters;
  * records without one stay.  *moved (may be NULL) counts the requeued. */
 RRPC_EXPORT int rrpc_admin_dead_requeue(rrpc_admin *admin, const char *service, long *moved);
+/* Removes SERVICE from the registry (its workers' records, its config and
+ * its index entry), so callers wait on it as on an unregistered service
+ * instead of failing fast -- e.g. after it moved to peers that do not
+ * register.  Live workers register again with their next heartbeat.  Its
+ * stats and dead letters stay. */
+RRPC_EXPORT int rrpc_admin_forget(rrpc_admin *admin, const char *service);
+
 /* Deletes the dead letters of SERVICE; *removed (may be NULL) counts them. */
 RRPC_EXPORT int rrpc_admin_dead_purge(rrpc_admin *admin, const char *service, long *removed);
 

@@ -106,6 +106,10 @@ expect_status "call after stop fails fast (exit 6)" 6 "$RRPC" call --timeout 20 
 elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
 [ "$elapsed_ms" -lt 2000 ] && echo "ok   ...within ${elapsed_ms} ms" || { echo "FAIL took ${elapsed_ms} ms"; failed+=(fail-fast-time); }
 expect_status "ping after stop fails fast (exit 6)" 6 "$RRPC" ping --timeout 20 ops
+# Handed over to a worker that does not register: forget, and calls wait again.
+"$RRPC" forget --json ops | check "forget" 'j["forgotten"]'
+expect_status "forgotten service is waited on (timeout, exit 3)" 3 "$RRPC" call --timeout 0.3 ops add '[1, 2]'
+"$RRPC" ls --json | check "ls after forget" 'all(s["service"]!="ops" for s in j)'
 
 if [ ${#failed[@]} -ne 0 ]; then
   echo "FAILED: ${failed[*]}"; for f in "$logs"/s*.log; do echo "== $f"; cat "$f"; done; exit 1
