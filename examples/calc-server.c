@@ -159,17 +159,24 @@ static json_t *calc_sleep(rrpc_request *req, void *udata)
     return json_integer(ms);
 }
 
+/* Each method's params shape (JSON) is published in the registry for
+ * `rrpc info`; it documents, the handlers check. */
+#define AB_SHAPE "{\"a\": \"number\", \"b\": \"number\"}"
 static const struct method {
     const char *name;
     rrpc_method_fn fn;
     const char *description;
+    const char *params;
 } methods[] = {
-    {"add", calc_add, "add(a, b): a + b, an integer if both are and it fits"},
-    {"subtract", calc_subtract, "subtract(a, b): a - b, an integer if both are and it fits"},
-    {"multiply", calc_multiply, "multiply(a, b): a * b, an integer if both are and it fits"},
-    {"divide", calc_divide, "divide(a, b): a / b as a real; error 1 if b is 0"},
-    {"echo", calc_echo, "echo(...): returns its params unchanged"},
-    {"sleep", calc_sleep, "sleep(ms): waits ms milliseconds (0..60000), returns ms"},
+    {"add", calc_add, "add(a, b): a + b, an integer if both are and it fits", AB_SHAPE},
+    {"subtract", calc_subtract, "subtract(a, b): a - b, an integer if both are and it fits",
+     AB_SHAPE},
+    {"multiply", calc_multiply, "multiply(a, b): a * b, an integer if both are and it fits",
+     AB_SHAPE},
+    {"divide", calc_divide, "divide(a, b): a / b as a real; error 1 if b is 0", AB_SHAPE},
+    {"echo", calc_echo, "echo(...): returns its params unchanged", "\"any\""},
+    {"sleep", calc_sleep, "sleep(ms): waits ms milliseconds (0..60000), returns ms",
+     "{\"ms\": \"integer\"}"},
 };
 
 static int register_methods(rrpc_server *server)
@@ -177,6 +184,10 @@ static int register_methods(rrpc_server *server)
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
         int err = rrpc_server_register(server, methods[i].name, methods[i].fn, NULL,
                                        methods[i].description);
+        json_t *shape = json_loads(methods[i].params, JSON_DECODE_ANY, NULL);
+        if (err == RRPC_OK)
+            err = rrpc_server_set_params(server, methods[i].name, shape);
+        json_decref(shape);
         if (err != RRPC_OK)
             return err;
     }
@@ -194,7 +205,10 @@ enum {
     OPT_RELIABLE,
     OPT_MAX_DELIVERIES,
     OPT_DEDUP_WINDOW,
-    OPT_HEARTBEAT_TTL
+    OPT_NO_HEARTBEAT,
+    OPT_HEARTBEAT_INTERVAL,
+    OPT_HEARTBEAT_TTL,
+    OPT_MAX_QUEUE
 };
 
 static const struct option long_options[] = {
@@ -206,7 +220,10 @@ static const struct option long_options[] = {
     {"reliable", no_argument, NULL, OPT_RELIABLE},
     {"max-deliveries", required_argument, NULL, OPT_MAX_DELIVERIES},
     {"dedup-window", required_argument, NULL, OPT_DEDUP_WINDOW},
+    {"no-heartbeat", no_argument, NULL, OPT_NO_HEARTBEAT},
+    {"heartbeat-interval", required_argument, NULL, OPT_HEARTBEAT_INTERVAL},
     {"heartbeat-ttl", required_argument, NULL, OPT_HEARTBEAT_TTL},
+    {"max-queue", required_argument, NULL, OPT_MAX_QUEUE},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -232,8 +249,15 @@ static void usage(FILE *out)
           "                  died becomes a dead letter (default: 3)\n"
           "  --dedup-window S    with --reliable: seconds answers are remembered\n"
           "                  (default: 600)\n"
-          "  --heartbeat-ttl S   with --reliable: seconds of silence after which a\n"
-          "                  worker counts as dead (default: 3)\n"
+          "  --no-heartbeat  do not register in the registry (no heartbeat, no stats,\n"
+          "                  no fail fast for callers, no max-queue)\n"
+          "  --heartbeat-interval S\n"
+          "                  seconds between heartbeats (default: 1)\n"
+          "  --heartbeat-ttl S\n"
+          "                  seconds a heartbeat stays valid (default: 5); with\n"
+          "                  --reliable, a worker silent this long counts as dead\n"
+          "  --max-queue N   callers get 'overloaded' when N requests are queued\n"
+          "                  (default: 0 = no limit)\n"
           "  -h, --help      show this help\n",
           out);
 }
@@ -294,10 +318,22 @@ static int parse_options(int argc, char **argv, rrpc_server_options *opts)
             if (parse_seconds(optarg, &opts->dedup_window_s) != 0)
                 return usage_error("dedup-window", "a positive number of seconds", optarg);
             break;
+        case OPT_NO_HEARTBEAT: opts->heartbeat = 0; break;
+        case OPT_HEARTBEAT_INTERVAL:
         case OPT_HEARTBEAT_TTL:
-            if (parse_seconds(optarg, &opts->heartbeat_ttl_s) != 0)
-                return usage_error("heartbeat-ttl", "a positive number of seconds", optarg);
+            if (parse_seconds(optarg, opt == OPT_HEARTBEAT_TTL ? &opts->heartbeat_ttl_s
+                                                               : &opts->heartbeat_interval_s))
+                return usage_error(opt == OPT_HEARTBEAT_TTL ? "heartbeat-ttl"
+                                                            : "heartbeat-interval",
+                                   "a positive number of seconds", optarg);
             break;
+        case OPT_MAX_QUEUE: {
+            int max_queue = 0;
+            if (parse_int(optarg, 0, INT_MAX, &max_queue) != 0)
+                return usage_error("max-queue", "a count (0 = no limit)", optarg);
+            opts->max_queue = max_queue;
+            break;
+        }
         case 'h': usage(stdout); exit(0);
         default: fputs("Try 'calc-server --help'.\n", stderr); return 2;
         }

@@ -14,6 +14,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define RRPC__ERRMSG_LEN 256
 #define RRPC__KEY_MAX 512
@@ -131,10 +132,13 @@ typedef struct rrpc__method {
     void *udata;
 } rrpc__method;
 
+typedef struct rrpc__stats rrpc__stats;
+
 typedef struct rrpc__methods {
     rrpc__method *items;
     size_t count;
     size_t cap;
+    rrpc__stats *stats; /* per-method counters while a server runs, else NULL */
 } rrpc__methods;
 
 int rrpc__methods_add(rrpc__methods *m, const char *name, rrpc_method_fn fn, void *udata,
@@ -368,5 +372,94 @@ int rrpc__alink_command(rrpc__alink *l, int argc, const char **argv, const size_
 /* Drops the link; pending reply functions run with NULL first.  No event
  * is reported.  NULL is allowed. */
 void rrpc__alink_close(rrpc__alink *l);
+
+/* ---- stats.c: per-method counters and latency histograms ------------ */
+
+/* Bucket 0 holds latencies below 1 us; bucket b >= 1 starts at
+ * 2^e * (1 + s/4) us with e = (b-1)/4, s = (b-1)%4 (PROTOCOL.md 9). */
+#define RRPC__HIST_BUCKETS 129
+
+typedef struct rrpc__method_stats {
+    atomic_uint_fast64_t calls, errors;
+    atomic_uint_fast64_t hist[RRPC__HIST_BUCKETS];
+    /* What the last successful flush sent; touched by the flushing thread only. */
+    uint64_t sent_calls, sent_errors, sent_hist[RRPC__HIST_BUCKETS];
+} rrpc__method_stats;
+
+struct rrpc__stats {
+    size_t count;                /* as many as the method table has entries */
+    rrpc__method_stats *methods; /* indexed like rrpc__methods.items */
+};
+
+int rrpc__latency_bucket(double seconds);
+double rrpc__bucket_lower_us(int bucket);
+int rrpc__stats_init(rrpc__stats *st, size_t methods);
+void rrpc__stats_free(rrpc__stats *st);
+/* The start time of a handler call, or 0 without stats (no clock read). */
+double rrpc__stats_start(const rrpc__stats *st);
+/* Counts a call of method number METHOD that began at STARTED.  NULL ok. */
+void rrpc__stats_record(rrpc__stats *st, size_t method, double started, int error);
+/* Sends the changes since the last flush as HINCRBYs on KEY and waits for
+ * them.  NAMES gives the method names in table order. */
+int rrpc__stats_flush(rrpc__stats *st, const rrpc__methods *names, rrpc__conn *c,
+                      const char *key);
+
+/* ---- registry.c: a server's record, heartbeat and rpc.ping ----------- */
+
+typedef struct rrpc__registry rrpc__registry;
+
+/* Builds "{LIST_KEY}SUFFIX": a per-service key in the list's cluster slot. */
+int rrpc__tagged_key(char *buf, size_t len, const char *list_key, const char *suffix);
+
+/* A registry for a server of SERVICE whose request list is LIST_KEY.
+ * Registers the built-in rpc.ping into METHODS.  NULL when out of memory. */
+rrpc__registry *rrpc__registry_new(const rrpc_server_options *opts, const char *prefix,
+                                   const char *list_key, rrpc__methods *methods);
+void rrpc__registry_free(rrpc__registry *r);
+/* Records the informal params shape of METHOD (borrowed, copied). */
+int rrpc__registry_set_params(rrpc__registry *r, const char *method, const json_t *shape);
+/* Called by rrpc_server_run before the workers start: turns the per-method
+ * stats on, writes the record and starts the heartbeat thread.  On failure
+ * ERR says why and nothing is left running. */
+int rrpc__registry_start(rrpc__registry *r, const rrpc__url *url, double connect_timeout_s,
+                         int threads, char *err, size_t errlen);
+/* Called after the workers have returned: stops the heartbeat, flushes the
+ * last stats and removes the record, so callers fail fast at once. */
+void rrpc__registry_stop(rrpc__registry *r);
+
+/* ---- failfast.c: the client's view of the registry --------------------- */
+
+typedef struct rrpc__failfast rrpc__failfast;
+
+/* What a caller knows about a service before and while it waits. */
+typedef struct rrpc__svc_state {
+    int registered;    /* the service has a registry (some worker registered) */
+    int live;          /* registered workers whose heartbeat has not expired */
+    long max_queue;    /* 0: none */
+    double slice_s;    /* wait in BLPOP slices this long (0: one wait) */
+    double deadline;   /* monotonic time the call gives up */
+    int unavailable;   /* set when the last worker went during the wait */
+} rrpc__svc_state;
+
+rrpc__failfast *rrpc__failfast_new(int enabled);
+void rrpc__failfast_free(rrpc__failfast *ff);
+/* Before a call on LIST: RRPC_OK with *st filled, RRPC_EUNAVAILABLE when
+ * the service is registered but has no live worker.  Costs a round trip
+ * only when the cached view of LIST is older than a second. */
+int rrpc__failfast_check(rrpc__failfast *ff, rrpc__conn *c, const char *list, double timeout_s,
+                         rrpc__svc_state *st, char *err, size_t errlen);
+/* Queues the push of TEXT onto LIST: RPUSH, or for a service with a
+ * max_queue the check-and-push script. */
+int rrpc__failfast_append_push(rrpc__conn *c, const char *list, const char *text,
+                               const rrpc__svc_state *st);
+/* Judges the push's reply: RRPC_EOVERLOADED when the script refused. */
+int rrpc__failfast_pushed(const rrpc__reply *r, const rrpc__svc_state *st, char *err,
+                          size_t errlen);
+/* The BLPOP timeout text of the next wait; 0 when the call's time is up. */
+int rrpc__failfast_next_wait(rrpc__svc_state *st, char *text, size_t len);
+/* After an empty slice: nonzero to wait again (a worker is still alive and
+ * time is left); sets st->unavailable when the last worker went. */
+int rrpc__failfast_again(rrpc__failfast *ff, rrpc__conn *c, const char *list,
+                         rrpc__svc_state *st);
 
 #endif /* RRPC_INTERNAL_H */

@@ -46,6 +46,7 @@ struct rrpc_server {
     rrpc__rel rel; /* reliable mode's keys and heartbeat */
     rrpc__methods methods;
     rrpc__limits limits;
+    rrpc__registry *registry; /* record, heartbeat, stats, rpc.ping (registry.c) */
     atomic_int stop;
     atomic_int running;
     atomic_uint_fast64_t requests, notifications, errors, dead_letters, expired;
@@ -105,7 +106,9 @@ void rrpc_server_options_init(rrpc_server_options *opts)
     opts->connect_timeout_s = 5;
     opts->max_deliveries = 3;
     opts->dedup_window_s = 600;
-    opts->heartbeat_ttl_s = 3;
+    opts->heartbeat = 1;
+    opts->heartbeat_interval_s = 1;
+    opts->heartbeat_ttl_s = 5;
 }
 
 static int cpu_count(void)
@@ -128,7 +131,7 @@ static int init_reliable(rrpc_server *s, const rrpc_server_options *opts)
     rrpc__rel_options ro = {
         .max_deliveries = opts->max_deliveries > 0 ? opts->max_deliveries : 3,
         .dedup_window_s = opts->dedup_window_s > 0 ? opts->dedup_window_s : 600,
-        .heartbeat_ttl_s = opts->heartbeat_ttl_s > 0 ? opts->heartbeat_ttl_s : 3,
+        .heartbeat_ttl_s = opts->heartbeat_ttl_s > 0 ? opts->heartbeat_ttl_s : 5,
         .dead_letter_max = s->dead_letter_max,
         .dead_key = s->dead_key,
         .stats_key = s->stats_key,
@@ -165,6 +168,9 @@ int rrpc_server_new(rrpc_server **out, const rrpc_server_options *opts)
     int rc = s->service && s->prefix ? RRPC_OK : RRPC_ENOMEM;
     if (rc == RRPC_OK)
         rc = set_keys(s);
+    if (rc == RRPC_OK && (s->registry = rrpc__registry_new(opts, s->prefix, s->list_key,
+                                                           &s->methods)) == NULL)
+        rc = RRPC_ENOMEM;
     if (rc == RRPC_OK && s->reliable)
         rc = init_reliable(s, opts);
     if (rc == RRPC_OK)
@@ -181,6 +187,7 @@ void rrpc_server_free(rrpc_server *s)
 {
     if (s == NULL)
         return;
+    rrpc__registry_free(s->registry);
     rrpc__methods_free(&s->methods);
     rrpc__url_free(&s->url);
     free(s->service);
@@ -201,6 +208,15 @@ int rrpc_server_register(rrpc_server *s, const char *method, rrpc_method_fn fn, 
     if (atomic_load(&s->running))
         return RRPC_ESTATE;
     return rrpc__methods_add(&s->methods, method, fn, udata, description);
+}
+
+int rrpc_server_set_params(rrpc_server *s, const char *method, const json_t *shape)
+{
+    if (s == NULL || method == NULL || shape == NULL)
+        return RRPC_EINVAL;
+    if (atomic_load(&s->running))
+        return RRPC_ESTATE;
+    return rrpc__registry_set_params(s->registry, method, shape);
 }
 
 void rrpc_server_stop(rrpc_server *s)
@@ -778,6 +794,19 @@ static int stop_reliable(rrpc_server *s, const worker *ws)
     return RRPC_OK;
 }
 
+/* The registry's heartbeat and, in reliable mode, the in-flight lists'
+ * heartbeat and reaper: both before any worker takes a request. */
+static int start_heartbeats(rrpc_server *s)
+{
+    int rc = rrpc__registry_start(s->registry, &s->url, s->connect_timeout_s, s->workers,
+                                  s->errmsg, sizeof s->errmsg);
+    if (rc == RRPC_OK && s->reliable &&
+        (rc = rrpc__rel_start(&s->rel, &s->url, s->connect_timeout_s, s->errmsg,
+                              sizeof s->errmsg)) != RRPC_OK)
+        rrpc__registry_stop(s->registry);
+    return rc;
+}
+
 int rrpc_server_run(rrpc_server *s)
 {
     if (s == NULL)
@@ -787,14 +816,9 @@ int rrpc_server_run(rrpc_server *s)
         return rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_ESTATE, "server already running");
     worker *ws = NULL;
     int rc = connect_workers(s, &ws);
-    if (rc != RRPC_OK) {
-        atomic_store(&s->running, 0);
-        return rc;
-    }
-    if (s->reliable &&
-        (rc = rrpc__rel_start(&s->rel, &s->url, s->connect_timeout_s, s->errmsg,
-                              sizeof s->errmsg)) != RRPC_OK) {
+    if (rc == RRPC_OK && (rc = start_heartbeats(s)) != RRPC_OK)
         close_workers(ws, s->workers);
+    if (rc != RRPC_OK) {
         atomic_store(&s->running, 0);
         return rc;
     }
@@ -810,6 +834,7 @@ int rrpc_server_run(rrpc_server *s)
         }
     for (int i = 0; i < started; i++)
         pthread_join(ws[i].thread, NULL);
+    rrpc__registry_stop(s->registry); /* after the last answer: record removed */
     if (s->handle_signals)
         restore_signals(&old_int, &old_term);
     if (s->reliable)

@@ -369,6 +369,10 @@ static void test_graceful_stop(void)
 {
     running r;
     start_server(&r, "t", 2);
+    /* "t" registered before and stopped, so until this server's record is
+     * written a call would fail fast (RRPC_EUNAVAILABLE): wait for it. */
+    for (int i = 0; i < 500 && cmd_int(2, "ZCARD", "{t}:workers", NULL) != 1; i++)
+        rrpc__sleep(0.01);
     int ok = 0;
     pthread_t t;
     pthread_create(&t, NULL, slow_call, &ok);
