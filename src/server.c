@@ -364,6 +364,33 @@ static void queue_commit(worker *w, const char *msg, size_t len, const char *sha
     send_cmd(w, o, (int)o.cmd.argc, (const char **)o.cmd.argv, o.cmd.lens);
 }
 
+/* Nonzero if KEY is one of the service's own keys: its request list, dead
+ * letters, stats or anything under its hash tag.  A reply pushed there
+ * would be popped again as a request and answered there again, forever
+ * (or would corrupt the registry). */
+static int is_own_key(const rrpc_server *s, const char *key, size_t len)
+{
+    size_t list_len = strlen(s->list_key);
+    if ((len == list_len && memcmp(key, s->list_key, len) == 0) ||
+        (len == strlen(s->dead_key) && memcmp(key, s->dead_key, len) == 0) ||
+        (len == strlen(s->stats_key) && memcmp(key, s->stats_key, len) == 0))
+        return 1;
+    return len > list_len + 2 && key[0] == '{' && memcmp(key + 1, s->list_key, list_len) == 0 &&
+           key[list_len + 1] == '}';
+}
+
+/* Turns an answer to one of the service's own keys into a dead letter. */
+static void refuse_own_key(rrpc__outcome *out)
+{
+    free(out->dead_reason);
+    out->dead_reason = strdup("reply key is one of the service's own keys");
+    json_decref(out->dead_response);
+    out->dead_response = out->response ? json_loads(out->response, JSON_DECODE_ANY, NULL) : NULL;
+    free(out->reply_key);
+    free(out->response);
+    out->reply_key = out->response = NULL;
+}
+
 /* Dispatches one request; SHA1 is its identity in reliable mode, else
  * NULL.  A dead letter is queued before the commit, so that a crash in
  * between may repeat it but never lose it. */
@@ -376,6 +403,8 @@ static void handle_message(worker *w, const char *msg, size_t len, const char *s
     atomic_fetch_add(&s->notifications, out.notifications);
     atomic_fetch_add(&s->errors, out.errors);
     atomic_fetch_add(&s->expired, out.expired);
+    if (out.reply_key != NULL && is_own_key(s, out.reply_key, out.reply_key_len))
+        refuse_own_key(&out);
     if (out.dead_reason != NULL)
         send_dead_letter(w, out.dead_reason, msg, len, out.dead_response);
     if (sha1 != NULL) {
