@@ -2,6 +2,9 @@
 #
 #   make demo   build, start a private Redis and calc-server, call it from C,
 #               Ruby and Python, clean up
+#   make install  build, then install library, header, CLI, examples,
+#               pkg-config and CMake package files and man pages under
+#               PREFIX (default /usr/local), staged under DESTDIR if set
 #   make chaos  the long chaos test of both delivery modes (CHAOS_SECONDS each)
 #   make test   the whole suite: -Werror build, ctest, then ctest again
 #               under ASan+UBSan, the C test programs under valgrind, and
@@ -15,8 +18,10 @@ FUZZ_SECONDS ?= 600
 CHAOS_SECONDS ?= 60
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
+PREFIX     ?= /usr/local
+DESTDIR    ?=
 
-.PHONY: all deps build demo test test-fast test-asan test-valgrind test-fuzz fuzz-build bench chaos fuzz clean
+.PHONY: all deps build install demo test test-fast test-asan test-valgrind test-fuzz fuzz-build bench chaos fuzz clean
 
 all: build
 
@@ -26,6 +31,14 @@ deps:
 build: deps
 	@cmake -S . -B $(BUILD) -DRRPC_WERROR=ON $(CMAKE_ARGS) >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
+
+# The prefix is set at configure time too, so GNUInstallDirs picks the
+# directories that suit it (e.g. lib/<multiarch> under /usr).
+install: deps
+	@cmake -S . -B $(BUILD) -DRRPC_WERROR=ON -DCMAKE_INSTALL_PREFIX=$(PREFIX) $(CMAKE_ARGS) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+	@DESTDIR=$(DESTDIR) cmake --install $(BUILD)
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then ldconfig; fi
 
 demo: build
 	@scripts/demo.sh $(BUILD)

@@ -159,17 +159,24 @@ static json_t *calc_sleep(rrpc_request *req, void *udata)
     return json_integer(ms);
 }
 
+/* Each method's params shape (JSON) is published in the registry for
+ * `rrpc info`; it documents, the handlers check. */
+#define AB_SHAPE "{\"a\": \"number\", \"b\": \"number\"}"
 static const struct method {
     const char *name;
     rrpc_method_fn fn;
     const char *description;
+    const char *params;
 } methods[] = {
-    {"add", calc_add, "add(a, b): a + b, an integer if both are and it fits"},
-    {"subtract", calc_subtract, "subtract(a, b): a - b, an integer if both are and it fits"},
-    {"multiply", calc_multiply, "multiply(a, b): a * b, an integer if both are and it fits"},
-    {"divide", calc_divide, "divide(a, b): a / b as a real; error 1 if b is 0"},
-    {"echo", calc_echo, "echo(...): returns its params unchanged"},
-    {"sleep", calc_sleep, "sleep(ms): waits ms milliseconds (0..60000), returns ms"},
+    {"add", calc_add, "add(a, b): a + b, an integer if both are and it fits", AB_SHAPE},
+    {"subtract", calc_subtract, "subtract(a, b): a - b, an integer if both are and it fits",
+     AB_SHAPE},
+    {"multiply", calc_multiply, "multiply(a, b): a * b, an integer if both are and it fits",
+     AB_SHAPE},
+    {"divide", calc_divide, "divide(a, b): a / b as a real; error 1 if b is 0", AB_SHAPE},
+    {"echo", calc_echo, "echo(...): returns its params unchanged", "\"any\""},
+    {"sleep", calc_sleep, "sleep(ms): waits ms milliseconds (0..60000), returns ms",
+     "{\"ms\": \"integer\"}"},
 };
 
 static int register_methods(rrpc_server *server)
@@ -177,6 +184,10 @@ static int register_methods(rrpc_server *server)
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
         int err = rrpc_server_register(server, methods[i].name, methods[i].fn, NULL,
                                        methods[i].description);
+        json_t *shape = json_loads(methods[i].params, JSON_DECODE_ANY, NULL);
+        if (err == RRPC_OK)
+            err = rrpc_server_set_params(server, methods[i].name, shape);
+        json_decref(shape);
         if (err != RRPC_OK)
             return err;
     }
@@ -185,7 +196,20 @@ static int register_methods(rrpc_server *server)
 
 /* --- command line ---------------------------------------------------- */
 
-enum { OPT_REDIS = 0x100, OPT_SERVICE, OPT_PREFIX, OPT_WORKERS, OPT_REPLY_TTL };
+enum {
+    OPT_REDIS = 0x100,
+    OPT_SERVICE,
+    OPT_PREFIX,
+    OPT_WORKERS,
+    OPT_REPLY_TTL,
+    OPT_RELIABLE,
+    OPT_MAX_DELIVERIES,
+    OPT_DEDUP_WINDOW,
+    OPT_NO_HEARTBEAT,
+    OPT_HEARTBEAT_INTERVAL,
+    OPT_HEARTBEAT_TTL,
+    OPT_MAX_QUEUE
+};
 
 static const struct option long_options[] = {
     {"redis", required_argument, NULL, OPT_REDIS},
@@ -193,6 +217,13 @@ static const struct option long_options[] = {
     {"prefix", required_argument, NULL, OPT_PREFIX},
     {"workers", required_argument, NULL, OPT_WORKERS},
     {"reply-ttl", required_argument, NULL, OPT_REPLY_TTL},
+    {"reliable", no_argument, NULL, OPT_RELIABLE},
+    {"max-deliveries", required_argument, NULL, OPT_MAX_DELIVERIES},
+    {"dedup-window", required_argument, NULL, OPT_DEDUP_WINDOW},
+    {"no-heartbeat", no_argument, NULL, OPT_NO_HEARTBEAT},
+    {"heartbeat-interval", required_argument, NULL, OPT_HEARTBEAT_INTERVAL},
+    {"heartbeat-ttl", required_argument, NULL, OPT_HEARTBEAT_TTL},
+    {"max-queue", required_argument, NULL, OPT_MAX_QUEUE},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -211,6 +242,22 @@ static void usage(FILE *out)
           "  --prefix P      key prefix of the deployment (default: none)\n"
           "  --workers N     worker threads (default: 0 = one per CPU core)\n"
           "  --reply-ttl S   seconds an uncollected reply is kept (default: 60)\n"
+          "  --reliable      at-least-once delivery: requests of a worker that dies\n"
+          "                  are redelivered, answers are remembered so that none\n"
+          "                  runs twice (docs/RELIABILITY.md)\n"
+          "  --max-deliveries N  with --reliable: a request taken by N workers that\n"
+          "                  died becomes a dead letter (default: 3)\n"
+          "  --dedup-window S    with --reliable: seconds answers are remembered\n"
+          "                  (default: 600)\n"
+          "  --no-heartbeat  do not register in the registry (no heartbeat, no stats,\n"
+          "                  no fail fast for callers, no max-queue)\n"
+          "  --heartbeat-interval S\n"
+          "                  seconds between heartbeats (default: 1)\n"
+          "  --heartbeat-ttl S\n"
+          "                  seconds a heartbeat stays valid (default: 5); with\n"
+          "                  --reliable, a worker silent this long counts as dead\n"
+          "  --max-queue N   callers get 'overloaded' when N requests are queued\n"
+          "                  (default: 0 = no limit)\n"
           "  -h, --help      show this help\n",
           out);
 }
@@ -223,6 +270,17 @@ static int parse_int(const char *text, long min, long max, int *out)
     if (end == text || *end != '\0' || errno != 0 || value < min || value > max)
         return -1;
     *out = (int)value;
+    return 0;
+}
+
+static int parse_seconds(const char *text, double *out)
+{
+    char *end;
+    errno = 0;
+    double value = strtod(text, &end);
+    if (end == text || *end != '\0' || errno != 0 || !(value > 0) || value > 1e9)
+        return -1;
+    *out = value;
     return 0;
 }
 
@@ -251,6 +309,31 @@ static int parse_options(int argc, char **argv, rrpc_server_options *opts)
             if (parse_int(optarg, 1, INT_MAX, &opts->reply_ttl_s) != 0)
                 return usage_error("reply-ttl", "a positive number of seconds", optarg);
             break;
+        case OPT_RELIABLE: opts->reliable = 1; break;
+        case OPT_MAX_DELIVERIES:
+            if (parse_int(optarg, 1, 1000000, &opts->max_deliveries) != 0)
+                return usage_error("max-deliveries", "a positive count", optarg);
+            break;
+        case OPT_DEDUP_WINDOW:
+            if (parse_seconds(optarg, &opts->dedup_window_s) != 0)
+                return usage_error("dedup-window", "a positive number of seconds", optarg);
+            break;
+        case OPT_NO_HEARTBEAT: opts->heartbeat = 0; break;
+        case OPT_HEARTBEAT_INTERVAL:
+        case OPT_HEARTBEAT_TTL:
+            if (parse_seconds(optarg, opt == OPT_HEARTBEAT_TTL ? &opts->heartbeat_ttl_s
+                                                               : &opts->heartbeat_interval_s))
+                return usage_error(opt == OPT_HEARTBEAT_TTL ? "heartbeat-ttl"
+                                                            : "heartbeat-interval",
+                                   "a positive number of seconds", optarg);
+            break;
+        case OPT_MAX_QUEUE: {
+            int max_queue = 0;
+            if (parse_int(optarg, 0, INT_MAX, &max_queue) != 0)
+                return usage_error("max-queue", "a count (0 = no limit)", optarg);
+            opts->max_queue = max_queue;
+            break;
+        }
         case 'h': usage(stdout); exit(0);
         default: fputs("Try 'calc-server --help'.\n", stderr); return 2;
         }
@@ -301,7 +384,8 @@ static void announce(const rrpc_server_options *opts)
     long workers = effective_workers(opts);
     fprintf(stderr, "calc-server: serving '%s' on ", opts->service);
     print_url_without_password(stderr, effective_url(opts));
-    fprintf(stderr, " with %ld worker%s\n", workers, workers == 1 ? "" : "s");
+    fprintf(stderr, " with %ld worker%s%s\n", workers, workers == 1 ? "" : "s",
+            opts->reliable ? ", reliable (at-least-once)" : "");
 }
 
 static int fail(const rrpc_server *server, int err)

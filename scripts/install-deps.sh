@@ -11,6 +11,7 @@ packages=(
   redis-server redis-tools redis-sentinel
   ruby ruby-redis python3 python3-redis
   clang libclang-rt-14-dev libfuzzer-14-dev valgrind
+  man-db openssl stunnel4
 )
 missing=()
 for p in "${packages[@]}"; do

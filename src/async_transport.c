@@ -10,6 +10,15 @@
  * commands as argv arrays, and replies as rrpc__reply (which is redisReply,
  * so the accessors of transport.c work on them).
  *
+ * Sentinel URLs are resolved when a link opens, synchronously, with the
+ * sync transport (rrpc__sentinel_resolve: each Sentinel gets at most a
+ * second, the master the connect timeout).  That blocks the loop for that
+ * long on every (re)connect, which is acceptable because it happens only
+ * when a link is (re)made, not per call; the link then talks to that
+ * master like to any redis:// one, and a failover shows up as a lost link
+ * whose reconnect resolves again.  Cluster URLs are refused here: the
+ * async client does not route by hash slot (yet).
+ *
  * Lifetime rules that come from hiredis: when a link breaks, hiredis frees
  * the context itself (after running pending callbacks with a NULL reply),
  * and a context must never be freed from inside one of its own callbacks.
@@ -182,11 +191,36 @@ static int start_context(rrpc__alink *l, struct event_base *base, const rrpc__ur
     return RRPC_OK;
 }
 
+static int open_resolved(rrpc__alink **out, struct event_base *base, const rrpc__url *url,
+                         double connect_timeout_s, rrpc__alink_reply_fn on_reply,
+                         rrpc__alink_event_fn on_event, void *udata, char *err, size_t errlen);
+
 int rrpc__alink_open(rrpc__alink **out, struct event_base *base, const rrpc__url *url,
                      double connect_timeout_s, rrpc__alink_reply_fn on_reply,
                      rrpc__alink_event_fn on_event, void *udata, char *err, size_t errlen)
 {
     *out = NULL;
+    if (url->kind == RRPC__URL_CLUSTER)
+        return rrpc__fail(err, errlen, RRPC_EINVAL,
+                          "the async client does not support redis+cluster:// URLs yet; use "
+                          "the sync client, or a redis:// URL of one node per service");
+    if (url->kind != RRPC__URL_SENTINEL)
+        return open_resolved(out, base, url, connect_timeout_s, on_reply, on_event, udata, err,
+                             errlen);
+    rrpc__url master;
+    int rc = rrpc__sentinel_resolve(url, connect_timeout_s, &master, err, errlen);
+    if (rc == RRPC_OK)
+        rc = open_resolved(out, base, &master, connect_timeout_s, on_reply, on_event, udata, err,
+                           errlen);
+    rrpc__url_free(&master);
+    return rc;
+}
+
+/* Opens a link to the single Redis that URL (not a Sentinel one) names. */
+static int open_resolved(rrpc__alink **out, struct event_base *base, const rrpc__url *url,
+                         double connect_timeout_s, rrpc__alink_reply_fn on_reply,
+                         rrpc__alink_event_fn on_event, void *udata, char *err, size_t errlen)
+{
     rrpc__alink *l = calloc(1, sizeof *l);
     if (l == NULL)
         return rrpc__fail(err, errlen, RRPC_ENOMEM, "out of memory");

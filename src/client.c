@@ -34,6 +34,7 @@ struct rrpc_client {
     double socket_timeout_s;
     int resend_on_reconnect;
     rrpc__clock clock; /* the Redis server's time, for request deadlines */
+    rrpc__failfast *ff; /* registry view: fail fast, max_queue (failfast.c) */
     char errmsg[RRPC__ERRMSG_LEN];
 };
 
@@ -42,6 +43,7 @@ void rrpc_client_options_init(rrpc_client_options *opts)
     memset(opts, 0, sizeof *opts);
     opts->timeout_s = 30;
     opts->connect_timeout_s = 5;
+    opts->fail_fast = 1;
 }
 
 int rrpc_client_open(rrpc_client **out, const rrpc_client_options *opts, char *errmsg,
@@ -60,6 +62,7 @@ int rrpc_client_open(rrpc_client **out, const rrpc_client_options *opts, char *e
         return rrpc__fail(errmsg, errmsg_len, RRPC_ENOMEM, "out of memory");
     c->timeout_s = opts->timeout_s > 0 ? opts->timeout_s : 30;
     c->resend_on_reconnect = opts->resend_on_reconnect;
+    c->ff = rrpc__failfast_new(opts->fail_fast); /* NULL (no memory): fail fast off */
     c->prefix = strdup(opts->key_prefix ? opts->key_prefix : "");
     int rc = c->prefix ? rrpc__url_parse(&c->url, opts->url, errmsg, errmsg_len) : RRPC_ENOMEM;
     if (rc == RRPC_OK)
@@ -80,6 +83,7 @@ void rrpc_client_close(rrpc_client *c)
         return;
     rrpc__conn_close(c->conn);
     rrpc__url_free(&c->url);
+    rrpc__failfast_free(c->ff);
     free(c->prefix);
     free(c);
 }
@@ -173,16 +177,23 @@ static int push_and_wait_once(rrpc_client *c, const char *list, const char *text
                               const char **value, size_t *value_len)
 {
     char timeout_text[32];
-    snprintf(timeout_text, sizeof timeout_text, "%.3f", timeout_s < 0.001 ? 0.001 : timeout_s);
-    int rc = set_socket_timeout(c, timeout_s);
+    rrpc__svc_state st; /* fail fast: a dead registered service is refused here */
+    int rc = rrpc__failfast_check(c->ff, c->conn, list, timeout_s, &st, c->errmsg,
+                                  sizeof c->errmsg);
+    if (rc != RRPC_OK)
+        return rc;
+    rrpc__failfast_next_wait(&st, timeout_text, sizeof timeout_text);
+    rc = set_socket_timeout(c, timeout_s);
     if (rc == RRPC_OK)
-        rc = rrpc__conn_appendv(c->conn, 3, "RPUSH", list, text);
+        rc = rrpc__failfast_append_push(c->conn, list, text, &st);
     if (rc == RRPC_OK)
         rc = rrpc__conn_appendv(c->conn, 3, "BLPOP", key, timeout_text);
     if (rc != RRPC_OK)
         return client_fail(c, rc, rrpc__conn_errmsg(c->conn));
     rrpc__reply *pushed = NULL, *popped = NULL;
     int push_rc = read_reply(c, &pushed);
+    if (push_rc == RRPC_OK)
+        push_rc = rrpc__failfast_pushed(pushed, &st, c->errmsg, sizeof c->errmsg);
     rrpc__reply_free(pushed);
     if (push_rc != RRPC_OK) {
         /* Refused (OOM, WRONGTYPE, NOPERM...): do not sit out the queued
@@ -193,6 +204,17 @@ static int push_and_wait_once(rrpc_client *c, const char *list, const char *text
         return push_rc;
     }
     int pop_rc = read_reply(c, &popped);
+    /* A registered service is awaited in slices, checking between them
+     * that a worker is still alive (failfast.c). */
+    while (pop_rc == RRPC_OK && rrpc__reply_type(popped) == RRPC__REPLY_NIL &&
+           rrpc__failfast_again(c->ff, c->conn, list, &st) &&
+           rrpc__failfast_next_wait(&st, timeout_text, sizeof timeout_text)) {
+        rrpc__reply_free(popped);
+        popped = NULL;
+        pop_rc = rrpc__conn_appendv(c->conn, 3, "BLPOP", key, timeout_text);
+        pop_rc = pop_rc == RRPC_OK ? read_reply(c, &popped)
+                                   : client_fail(c, pop_rc, rrpc__conn_errmsg(c->conn));
+    }
     if (pop_rc == RRPC_EREDIS)
         withdraw(c, list, text); /* the wait was refused: nobody will collect */
     if (pop_rc != RRPC_OK)
@@ -200,6 +222,10 @@ static int push_and_wait_once(rrpc_client *c, const char *list, const char *text
     if (rrpc__reply_type(popped) != RRPC__REPLY_ARRAY || rrpc__reply_count(popped) != 2) {
         rrpc__reply_free(popped);
         withdraw(c, list, text);
+        if (st.unavailable)
+            return rrpc__fail(c->errmsg, sizeof c->errmsg, RRPC_EUNAVAILABLE,
+                              "service '%s' became unavailable while waiting: its last "
+                              "worker is gone", list);
         char msg[RRPC__ERRMSG_LEN];
         snprintf(msg, sizeof msg, "no reply from service '%s' within %.3f s", list, timeout_s);
         return client_fail(c, RRPC_ETIMEDOUT, msg);

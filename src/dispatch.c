@@ -260,7 +260,9 @@ static json_t *run_handler(const rrpc__methods *methods, rrpc_request *call, siz
         return rrpc_request_error(call, RRPC_JSONRPC_METHOD_NOT_FOUND, "Method not found",
                                   json_stringn(call->method, name_len));
     handler_deadline = call->deadline_mono;
+    double started = rrpc__stats_start(methods->stats);
     json_t *result = m->fn(call, m->udata);
+    rrpc__stats_record(methods->stats, (size_t)(m - methods->items), started, !result);
     handler_deadline = 0;
     return result;
 }

@@ -27,6 +27,8 @@ const char *rrpc_strerror(int err)
     case RRPC_EEXIST: return "already exists";
     case RRPC_ESTATE: return "wrong state for this operation";
     case RRPC_ESYS: return "system call failed";
+    case RRPC_EUNAVAILABLE: return "service unavailable: no live worker";
+    case RRPC_EOVERLOADED: return "service overloaded: queue full";
     }
     return "unknown error";
 }

@@ -10,8 +10,11 @@
 
 #include <rrpc/rrpc.h>
 
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define RRPC__ERRMSG_LEN 256
 #define RRPC__KEY_MAX 512
@@ -23,21 +26,49 @@ int rrpc__fail(char *buf, size_t len, int err, const char *fmt, ...)
 
 /* ---- url.c: Redis URLs ------------------------------------------------ */
 
+/* How a URL reaches Redis: one server named directly, the master a group of
+ * Sentinels names, or a Redis Cluster reached through seed nodes. */
+enum rrpc__url_kind { RRPC__URL_DIRECT, RRPC__URL_SENTINEL, RRPC__URL_CLUSTER };
+
+typedef struct rrpc__addr {
+    char *host;
+    int port;
+} rrpc__addr;
+
 typedef struct rrpc__url {
-    char *host;     /* NULL for unix sockets */
+    enum rrpc__url_kind kind;
+    char *host;     /* NULL for unix sockets, Sentinel and Cluster URLs */
     int port;
     char *path;     /* unix socket path, NULL for TCP */
-    char *user;     /* ACL user or NULL */
+    char *user;     /* ACL user or NULL (for the data nodes, not the Sentinels) */
     char *password; /* NULL if none */
     int db;
+    rrpc__addr *nodes; /* Sentinel addresses, or Cluster seed nodes */
+    size_t nnodes;
+    char *master;            /* Sentinel: the monitored master's name */
+    char *sentinel_user;     /* Sentinel: AUTH for the Sentinels themselves */
+    char *sentinel_password;
 } rrpc__url;
 
 /* Parses URL (NULL = $REDIS_URL, then redis://127.0.0.1:6379) into *out.
  * The caller owns the strings in *out and frees them with rrpc__url_free. */
 int rrpc__url_parse(rrpc__url *out, const char *url, char *err, size_t errlen);
 void rrpc__url_free(rrpc__url *url);
+/* A deep copy of SRC into *dst (rrpc__url_free it).  RRPC_ENOMEM leaves
+ * *dst zeroed. */
+int rrpc__url_copy(rrpc__url *dst, const rrpc__url *src);
 /* The URL with any password masked, for log lines.  Writes into buf. */
 const char *rrpc__url_describe(const rrpc__url *url, char *buf, size_t len);
+
+/* ---- slot.c: Redis Cluster hash slots, no I/O ------------------------ */
+
+#define RRPC__CLUSTER_SLOTS 16384
+
+/* The hash slot of KEY[0..len): CRC16 of the key, or of its {hash tag}. */
+unsigned rrpc__key_slot(const char *key, size_t len);
+/* The index in ARGV of the key that decides where a command goes, or -1
+ * for a command without a key (it may go to any node). */
+int rrpc__command_key_index(int argc, const char **argv);
 
 /* ---- random.c: unguessable identifiers -------------------------------- */
 
@@ -101,10 +132,13 @@ typedef struct rrpc__method {
     void *udata;
 } rrpc__method;
 
+typedef struct rrpc__stats rrpc__stats;
+
 typedef struct rrpc__methods {
     rrpc__method *items;
     size_t count;
     size_t cap;
+    rrpc__stats *stats; /* per-method counters while a server runs, else NULL */
 } rrpc__methods;
 
 int rrpc__methods_add(rrpc__methods *m, const char *name, rrpc_method_fn fn, void *udata,
@@ -168,9 +202,73 @@ void rrpc__outcome_clear(rrpc__outcome *out);
 char *rrpc__dead_letter_text(const char *service, const char *reason, const char *message,
                              size_t message_len, const json_t *response);
 
-/* ---- transport.c: the only module that knows hiredis ------------------ */
+/* ---- reliable.c: at-least-once delivery (RELIABILITY.md) --------------- */
 
 typedef struct rrpc__conn rrpc__conn;
+
+typedef struct rrpc__rel_options {
+    int max_deliveries;
+    double dedup_window_s;
+    double heartbeat_ttl_s;
+    long dead_letter_max;
+    const char *dead_key;  /* borrowed from the server */
+    const char *stats_key; /* borrowed from the server */
+} rrpc__rel_options;
+
+/* The reliable-mode state of one server: its keys and heartbeat thread. */
+typedef struct rrpc__rel {
+    rrpc__rel_options opts;
+    const char *service;  /* borrowed */
+    const char *list_key; /* borrowed */
+    char tag[RRPC__KEY_MAX];        /* "{<list key>}:" */
+    char pid_id[128];               /* host:pid:random, this process */
+    char set_key[RRPC__KEY_MAX];    /* {L}:inflight, the set of worker ids */
+    char alive_key[RRPC__KEY_MAX];  /* {L}:alive:<pid_id>, the heartbeat */
+    char done_prefix[RRPC__KEY_MAX]; /* {L}:done:, + SHA-1 of a request */
+    char window_text[24];
+    char max_text[16];
+    rrpc__conn *conn;
+    pthread_t thread;
+    int started;
+    _Atomic int stop;
+    _Atomic uint_fast64_t *redelivered, *dead_letters; /* the server's counters */
+} rrpc__rel;
+
+/* An owned command: every argument is a copy (binary, with length). */
+typedef struct rrpc__cmd {
+    char **argv;
+    size_t *lens;
+    size_t argc, cap;
+} rrpc__cmd;
+void rrpc__cmd_free(rrpc__cmd *c);
+
+int rrpc__rel_init(rrpc__rel *r, const char *list_key, const char *service,
+                   const rrpc__rel_options *opts);
+/* Worker THREAD's id and in-flight list key. */
+int rrpc__rel_worker_keys(const rrpc__rel *r, int thread, char *wid, size_t wid_len,
+                          char *inflight, size_t inflight_len);
+/* The take command (9 borrowed arguments) for COUNT more requests. */
+void rrpc__rel_take_argv(const rrpc__rel *r, const char *inflight, const char *wid,
+                         const char *count, const char *argv[9]);
+/* Builds into *c (owned, rrpc__cmd_free) the commit of the request whose
+ * SHA-1 is SHA1: the response to KEY (both may be NULL: nothing to send)
+ * and the handler's effects (may be NULL). */
+int rrpc__rel_commit_cmd(const rrpc__rel *r, rrpc__cmd *c, const char *sha1, const char *key,
+                         size_t key_len, const char *response, const json_t *effects,
+                         const char *reply_ttl);
+/* Splits a remembered answer "K<len>:<key><response>"; 0 if it holds no
+ * response.  Pointers are borrowed from ANSWER. */
+int rrpc__rel_parse_answer(const char *answer, size_t len, const char **key, size_t *key_len,
+                           const char **response, size_t *response_len);
+/* Starts the heartbeat (and reaper) thread on a connection of its own. */
+int rrpc__rel_start(rrpc__rel *r, const rrpc__url *url, double connect_timeout_s, char *err,
+                    size_t errlen);
+/* Stops it and unregisters the N workers (ids and lists). */
+void rrpc__rel_stop(rrpc__rel *r, char (*wids)[RRPC__KEY_MAX], char (*lists)[RRPC__KEY_MAX],
+                    int n);
+
+/* ---- transport.c: the only module that knows hiredis ------------------ */
+
 typedef struct rrpc__reply rrpc__reply;
 
 enum rrpc__reply_type {
@@ -193,6 +291,12 @@ int rrpc__conn_open(rrpc__conn **out, const rrpc__url *url, double connect_timeo
 void rrpc__conn_close(rrpc__conn *c);
 /* Drops and re-establishes the link (including AUTH and SELECT). */
 int rrpc__conn_reconnect(rrpc__conn *c);
+/* For links that cannot ask Sentinels themselves (the async ones): finds
+ * the master of the Sentinel URL URL as a sync connection would (asking
+ * each Sentinel, checking ROLE) and fills *direct (new, rrpc__url_free)
+ * with a plain redis:// URL of that master, with URL's credentials and db. */
+int rrpc__sentinel_resolve(const rrpc__url *url, double connect_timeout_s, rrpc__url *direct,
+                           char *err, size_t errlen);
 /* Sets the socket read timeout; 0 means wait forever. */
 int rrpc__conn_set_timeout(rrpc__conn *c, double seconds);
 /* Queues a command in the output buffer; nothing is sent until a reply is
@@ -268,5 +372,94 @@ int rrpc__alink_command(rrpc__alink *l, int argc, const char **argv, const size_
 /* Drops the link; pending reply functions run with NULL first.  No event
  * is reported.  NULL is allowed. */
 void rrpc__alink_close(rrpc__alink *l);
+
+/* ---- stats.c: per-method counters and latency histograms ------------ */
+
+/* Bucket 0 holds latencies below 1 us; bucket b >= 1 starts at
+ * 2^e * (1 + s/4) us with e = (b-1)/4, s = (b-1)%4 (PROTOCOL.md 9). */
+#define RRPC__HIST_BUCKETS 129
+
+typedef struct rrpc__method_stats {
+    atomic_uint_fast64_t calls, errors;
+    atomic_uint_fast64_t hist[RRPC__HIST_BUCKETS];
+    /* What the last successful flush sent; touched by the flushing thread only. */
+    uint64_t sent_calls, sent_errors, sent_hist[RRPC__HIST_BUCKETS];
+} rrpc__method_stats;
+
+struct rrpc__stats {
+    size_t count;                /* as many as the method table has entries */
+    rrpc__method_stats *methods; /* indexed like rrpc__methods.items */
+};
+
+int rrpc__latency_bucket(double seconds);
+double rrpc__bucket_lower_us(int bucket);
+int rrpc__stats_init(rrpc__stats *st, size_t methods);
+void rrpc__stats_free(rrpc__stats *st);
+/* The start time of a handler call, or 0 without stats (no clock read). */
+double rrpc__stats_start(const rrpc__stats *st);
+/* Counts a call of method number METHOD that began at STARTED.  NULL ok. */
+void rrpc__stats_record(rrpc__stats *st, size_t method, double started, int error);
+/* Sends the changes since the last flush as HINCRBYs on KEY and waits for
+ * them.  NAMES gives the method names in table order. */
+int rrpc__stats_flush(rrpc__stats *st, const rrpc__methods *names, rrpc__conn *c,
+                      const char *key);
+
+/* ---- registry.c: a server's record, heartbeat and rpc.ping ----------- */
+
+typedef struct rrpc__registry rrpc__registry;
+
+/* Builds "{LIST_KEY}SUFFIX": a per-service key in the list's cluster slot. */
+int rrpc__tagged_key(char *buf, size_t len, const char *list_key, const char *suffix);
+
+/* A registry for a server of SERVICE whose request list is LIST_KEY.
+ * Registers the built-in rpc.ping into METHODS.  NULL when out of memory. */
+rrpc__registry *rrpc__registry_new(const rrpc_server_options *opts, const char *prefix,
+                                   const char *list_key, rrpc__methods *methods);
+void rrpc__registry_free(rrpc__registry *r);
+/* Records the informal params shape of METHOD (borrowed, copied). */
+int rrpc__registry_set_params(rrpc__registry *r, const char *method, const json_t *shape);
+/* Called by rrpc_server_run before the workers start: turns the per-method
+ * stats on, writes the record and starts the heartbeat thread.  On failure
+ * ERR says why and nothing is left running. */
+int rrpc__registry_start(rrpc__registry *r, const rrpc__url *url, double connect_timeout_s,
+                         int threads, char *err, size_t errlen);
+/* Called after the workers have returned: stops the heartbeat, flushes the
+ * last stats and removes the record, so callers fail fast at once. */
+void rrpc__registry_stop(rrpc__registry *r);
+
+/* ---- failfast.c: the client's view of the registry --------------------- */
+
+typedef struct rrpc__failfast rrpc__failfast;
+
+/* What a caller knows about a service before and while it waits. */
+typedef struct rrpc__svc_state {
+    int registered;    /* the service has a registry (some worker registered) */
+    int live;          /* registered workers whose heartbeat has not expired */
+    long max_queue;    /* 0: none */
+    double slice_s;    /* wait in BLPOP slices this long (0: one wait) */
+    double deadline;   /* monotonic time the call gives up */
+    int unavailable;   /* set when the last worker went during the wait */
+} rrpc__svc_state;
+
+rrpc__failfast *rrpc__failfast_new(int enabled);
+void rrpc__failfast_free(rrpc__failfast *ff);
+/* Before a call on LIST: RRPC_OK with *st filled, RRPC_EUNAVAILABLE when
+ * the service is registered but has no live worker.  Costs a round trip
+ * only when the cached view of LIST is older than a second. */
+int rrpc__failfast_check(rrpc__failfast *ff, rrpc__conn *c, const char *list, double timeout_s,
+                         rrpc__svc_state *st, char *err, size_t errlen);
+/* Queues the push of TEXT onto LIST: RPUSH, or for a service with a
+ * max_queue the check-and-push script. */
+int rrpc__failfast_append_push(rrpc__conn *c, const char *list, const char *text,
+                               const rrpc__svc_state *st);
+/* Judges the push's reply: RRPC_EOVERLOADED when the script refused. */
+int rrpc__failfast_pushed(const rrpc__reply *r, const rrpc__svc_state *st, char *err,
+                          size_t errlen);
+/* The BLPOP timeout text of the next wait; 0 when the call's time is up. */
+int rrpc__failfast_next_wait(rrpc__svc_state *st, char *text, size_t len);
+/* After an empty slice: nonzero to wait again (a worker is still alive and
+ * time is left); sets st->unavailable when the last worker went. */
+int rrpc__failfast_again(rrpc__failfast *ff, rrpc__conn *c, const char *list,
+                         rrpc__svc_state *st);
 
 #endif /* RRPC_INTERNAL_H */

@@ -42,8 +42,11 @@ struct rrpc_server {
     int batch_max;
     int handle_signals;
     double connect_timeout_s;
+    int reliable;
+    rrpc__rel rel; /* reliable mode's keys and heartbeat */
     rrpc__methods methods;
     rrpc__limits limits;
+    rrpc__registry *registry; /* record, heartbeat, stats, rpc.ping (registry.c) */
     atomic_int stop;
     atomic_int running;
     atomic_uint_fast64_t requests, notifications, errors, dead_letters, expired;
@@ -60,7 +63,8 @@ enum op_kind {
     OP_REPLY, /* RPUSH of a response: key and text owned */
     OP_DEAD,  /* RPUSH of a dead letter: text owned */
     OP_POP,
-    OP_TIME   /* TIME, to keep the Redis clock estimate fresh */
+    OP_TIME,  /* TIME, to keep the Redis clock estimate fresh */
+    OP_COMMIT /* reliable mode: the commit script of one request; cmd owned */
 };
 
 typedef struct op {
@@ -71,6 +75,7 @@ typedef struct op {
     size_t key_len;
     char *text;      /* OP_REPLY, OP_DEAD: owned text to push */
     double sent_ms;  /* OP_TIME: local wall time it was queued */
+    rrpc__cmd cmd;   /* OP_COMMIT: the whole command, resent as it is */
 } op;
 
 typedef struct worker {
@@ -82,9 +87,12 @@ typedef struct worker {
     size_t nops, capops;
     rrpc__reply *in_hand[2]; /* the popped pair the pending replies refer to */
     rrpc__clock clock; /* the Redis server's time, for request deadlines */
+    int ack_due;       /* reliable: the batch in hand is answered, DEL its list */
     char ttl_text[16];
     char trim_text[24];
     char batch_text[16];
+    char wid[RRPC__KEY_MAX];      /* reliable: this worker's id */
+    char inflight[RRPC__KEY_MAX]; /* reliable: its in-flight list */
 } worker;
 
 void rrpc_server_options_init(rrpc_server_options *opts)
@@ -96,6 +104,11 @@ void rrpc_server_options_init(rrpc_server_options *opts)
     opts->batch_max = 32;
     opts->handle_signals = 1;
     opts->connect_timeout_s = 5;
+    opts->max_deliveries = 3;
+    opts->dedup_window_s = 600;
+    opts->heartbeat = 1;
+    opts->heartbeat_interval_s = 1;
+    opts->heartbeat_ttl_s = 5;
 }
 
 static int cpu_count(void)
@@ -110,6 +123,24 @@ static int set_keys(rrpc_server *s)
         rrpc__key_join(s->dead_key, sizeof s->dead_key, s->prefix, s->service, ":dead") ||
         rrpc__key_join(s->stats_key, sizeof s->stats_key, s->prefix, s->service, ":stats"))
         return rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_EINVAL, "service name too long");
+    return RRPC_OK;
+}
+
+static int init_reliable(rrpc_server *s, const rrpc_server_options *opts)
+{
+    rrpc__rel_options ro = {
+        .max_deliveries = opts->max_deliveries > 0 ? opts->max_deliveries : 3,
+        .dedup_window_s = opts->dedup_window_s > 0 ? opts->dedup_window_s : 600,
+        .heartbeat_ttl_s = opts->heartbeat_ttl_s > 0 ? opts->heartbeat_ttl_s : 5,
+        .dead_letter_max = s->dead_letter_max,
+        .dead_key = s->dead_key,
+        .stats_key = s->stats_key,
+    };
+    int rc = rrpc__rel_init(&s->rel, s->list_key, s->service, &ro);
+    s->rel.redelivered = &s->redelivered;
+    s->rel.dead_letters = &s->dead_letters;
+    if (rc != RRPC_OK)
+        return rrpc__fail(s->errmsg, sizeof s->errmsg, rc, "service name too long");
     return RRPC_OK;
 }
 
@@ -133,9 +164,15 @@ int rrpc_server_new(rrpc_server **out, const rrpc_server_options *opts)
     s->connect_timeout_s = opts->connect_timeout_s;
     s->limits.max_request_bytes = opts->max_request_bytes ? opts->max_request_bytes : 1 << 20;
     s->limits.max_batch = MAX_BATCH_ELEMENTS;
+    s->reliable = opts->reliable;
     int rc = s->service && s->prefix ? RRPC_OK : RRPC_ENOMEM;
     if (rc == RRPC_OK)
         rc = set_keys(s);
+    if (rc == RRPC_OK && (s->registry = rrpc__registry_new(opts, s->prefix, s->list_key,
+                                                           &s->methods)) == NULL)
+        rc = RRPC_ENOMEM;
+    if (rc == RRPC_OK && s->reliable)
+        rc = init_reliable(s, opts);
     if (rc == RRPC_OK)
         rc = rrpc__url_parse(&s->url, opts->url, s->errmsg, sizeof s->errmsg);
     if (rc != RRPC_OK) {
@@ -150,6 +187,7 @@ void rrpc_server_free(rrpc_server *s)
 {
     if (s == NULL)
         return;
+    rrpc__registry_free(s->registry);
     rrpc__methods_free(&s->methods);
     rrpc__url_free(&s->url);
     free(s->service);
@@ -170,6 +208,15 @@ int rrpc_server_register(rrpc_server *s, const char *method, rrpc_method_fn fn, 
     if (atomic_load(&s->running))
         return RRPC_ESTATE;
     return rrpc__methods_add(&s->methods, method, fn, udata, description);
+}
+
+int rrpc_server_set_params(rrpc_server *s, const char *method, const json_t *shape)
+{
+    if (s == NULL || method == NULL || shape == NULL)
+        return RRPC_EINVAL;
+    if (atomic_load(&s->running))
+        return RRPC_ESTATE;
+    return rrpc__registry_set_params(s->registry, method, shape);
 }
 
 void rrpc_server_stop(rrpc_server *s)
@@ -216,6 +263,13 @@ static void free_op(op *o)
 {
     free(o->key);
     free(o->text);
+    rrpc__cmd_free(&o->cmd);
+}
+
+/* Replies and dead letters must survive a broken link (see resend). */
+static int kept_for_resend(const op *o)
+{
+    return o->kind == OP_REPLY || o->kind == OP_DEAD || o->kind == OP_COMMIT;
 }
 
 /* Queues one command and remembers how to judge its reply. */
@@ -224,14 +278,14 @@ static int send_cmd(worker *w, op o, int argc, const char **argv, const size_t *
     int rc = rrpc__conn_append(w->conn, argc, argv, lens);
     /* On a broken link a reply or dead letter is still kept: the next read
      * fails, and recover() sends it again on the new link. */
-    if (rc == RRPC_OK || (rc == RRPC_ECONNECT && (o.kind == OP_REPLY || o.kind == OP_DEAD)))
+    if (rc == RRPC_OK || (rc == RRPC_ECONNECT && kept_for_resend(&o)))
         rc = push_op(w, o) == RRPC_OK ? rc : RRPC_ENOMEM;
     else
         free_op(&o);
     return rc;
 }
 
-static const op plain = {OP_PLAIN, NULL, 0, NULL, 0, NULL, 0};
+static const op plain = {.kind = OP_PLAIN};
 
 /* Queues RPUSH+EXPIRE of a response; takes ownership of key and text. */
 static void queue_reply(worker *w, const char *msg, size_t len, char *key, size_t key_len,
@@ -241,7 +295,7 @@ static void queue_reply(worker *w, const char *msg, size_t len, char *key, size_
     const char *expire[] = {"EXPIRE", key, w->ttl_text};
     size_t push_lens[] = {5, key_len, strlen(text)};
     size_t expire_lens[] = {6, key_len, strlen(w->ttl_text)};
-    if (send_cmd(w, (op){OP_REPLY, msg, len, key, key_len, text, 0}, 3, push, push_lens) ==
+    if (send_cmd(w, (op){.kind = OP_REPLY, .msg = msg, .msg_len = len, .key = key, .key_len = key_len, .text = text}, 3, push, push_lens) ==
         RRPC_OK)
         send_cmd(w, plain, 3, expire, expire_lens);
 }
@@ -253,7 +307,7 @@ static void queue_dead(worker *w, char *text)
     const char *push[] = {"RPUSH", s->dead_key, text};
     const char *trim[] = {"LTRIM", s->dead_key, w->trim_text, "-1"};
     const char *count[] = {"HINCRBY", s->stats_key, "dead", "1"};
-    if (send_cmd(w, (op){OP_DEAD, NULL, 0, NULL, 0, text, 0}, 3, push, NULL) == RRPC_OK) {
+    if (send_cmd(w, (op){.kind = OP_DEAD, .text = text}, 3, push, NULL) == RRPC_OK) {
         send_cmd(w, plain, 4, trim, NULL);
         send_cmd(w, plain, 4, count, NULL);
     }
@@ -294,7 +348,53 @@ static void send_dead_letter(worker *w, const char *reason, const char *msg, siz
     queue_dead(w, text);
 }
 
-static void handle_message(worker *w, const char *msg, size_t len)
+/* Queues the commit of a request in reliable mode: its remembered answer,
+ * response and effects in one atomic step (reliable.c). */
+static void queue_commit(worker *w, const char *msg, size_t len, const char *sha1,
+                         const rrpc__outcome *out)
+{
+    op o = {.kind = OP_COMMIT, .msg = msg, .msg_len = len};
+    int with_reply = out->reply_key != NULL && out->response != NULL;
+    if (rrpc__rel_commit_cmd(&w->srv->rel, &o.cmd, sha1, with_reply ? out->reply_key : NULL,
+                             out->reply_key_len, with_reply ? out->response : NULL,
+                             out->effects, w->ttl_text) != RRPC_OK) {
+        log_worker(w, "out of memory: a request stays in flight until redelivered", NULL);
+        return;
+    }
+    send_cmd(w, o, (int)o.cmd.argc, (const char **)o.cmd.argv, o.cmd.lens);
+}
+
+/* Nonzero if KEY is one of the service's own keys: its request list, dead
+ * letters, stats or anything under its hash tag.  A reply pushed there
+ * would be popped again as a request and answered there again, forever
+ * (or would corrupt the registry). */
+static int is_own_key(const rrpc_server *s, const char *key, size_t len)
+{
+    size_t list_len = strlen(s->list_key);
+    if ((len == list_len && memcmp(key, s->list_key, len) == 0) ||
+        (len == strlen(s->dead_key) && memcmp(key, s->dead_key, len) == 0) ||
+        (len == strlen(s->stats_key) && memcmp(key, s->stats_key, len) == 0))
+        return 1;
+    return len > list_len + 2 && key[0] == '{' && memcmp(key + 1, s->list_key, list_len) == 0 &&
+           key[list_len + 1] == '}';
+}
+
+/* Turns an answer to one of the service's own keys into a dead letter. */
+static void refuse_own_key(rrpc__outcome *out)
+{
+    free(out->dead_reason);
+    out->dead_reason = strdup("reply key is one of the service's own keys");
+    json_decref(out->dead_response);
+    out->dead_response = out->response ? json_loads(out->response, JSON_DECODE_ANY, NULL) : NULL;
+    free(out->reply_key);
+    free(out->response);
+    out->reply_key = out->response = NULL;
+}
+
+/* Dispatches one request; SHA1 is its identity in reliable mode, else
+ * NULL.  A dead letter is queued before the commit, so that a crash in
+ * between may repeat it but never lose it. */
+static void handle_message(worker *w, const char *msg, size_t len, const char *sha1)
 {
     rrpc_server *s = w->srv;
     rrpc__outcome out;
@@ -303,15 +403,38 @@ static void handle_message(worker *w, const char *msg, size_t len)
     atomic_fetch_add(&s->notifications, out.notifications);
     atomic_fetch_add(&s->errors, out.errors);
     atomic_fetch_add(&s->expired, out.expired);
-    if (out.response != NULL && out.reply_key != NULL) {
-        queue_reply(w, msg, len, out.reply_key, out.reply_key_len, out.response);
-        out.reply_key = out.response = NULL; /* now owned by the queued op */
-    }
+    if (out.reply_key != NULL && is_own_key(s, out.reply_key, out.reply_key_len))
+        refuse_own_key(&out);
     if (out.dead_reason != NULL)
         send_dead_letter(w, out.dead_reason, msg, len, out.dead_response);
-    if (out.effects != NULL)
-        queue_effects(w, out.effects);
+    if (sha1 != NULL) {
+        queue_commit(w, msg, len, sha1, &out);
+    } else {
+        if (out.response != NULL && out.reply_key != NULL) {
+            queue_reply(w, msg, len, out.reply_key, out.reply_key_len, out.response);
+            out.reply_key = out.response = NULL; /* now owned by the queued op */
+        }
+        if (out.effects != NULL)
+            queue_effects(w, out.effects);
+    }
     rrpc__outcome_clear(&out);
+}
+
+/* A request answered before (a redelivery, or a caller that sent it
+ * again): the remembered response goes out again, nothing runs. */
+static void answer_again(worker *w, const rrpc__reply *answer)
+{
+    size_t len = 0, key_len = 0, resp_len = 0;
+    const char *text = rrpc__reply_str(answer, &len), *key, *resp;
+    atomic_fetch_add(&w->srv->duplicates, 1);
+    if (!rrpc__rel_parse_answer(text, len, &key, &key_len, &resp, &resp_len))
+        return; /* a notification or a dead letter: nothing to send */
+    const char *push[] = {"RPUSH", key, resp};
+    const char *expire[] = {"EXPIRE", key, w->ttl_text};
+    size_t push_lens[] = {5, key_len, resp_len};
+    size_t expire_lens[] = {6, key_len, strlen(w->ttl_text)};
+    send_cmd(w, plain, 3, push, push_lens);
+    send_cmd(w, plain, 3, expire, expire_lens);
 }
 
 static int collect(worker *w, rrpc__reply *popped[2]);
@@ -321,27 +444,72 @@ static size_t pop_count(const rrpc__reply *r)
     return r && rrpc__reply_type(r) == RRPC__REPLY_ARRAY ? rrpc__reply_count(r) : 0;
 }
 
-/* Handles every request of a pop pair in order: BLPOP gives [list name,
- * request] or nil, LPOP with a count gives [request, ...] or nil. */
+/* The requests of a pop pair, in order.  At-most-once: BLPOP gives [list
+ * name, request] or nil, LPOP with a count [request, ...] or nil.
+ * Reliable: the take script gives [request, sha1, answer-or-nil, ...] for
+ * everything in the worker's in-flight list (BLMOVE's element included). */
+typedef struct batch {
+    const rrpc__reply *blocked; /* at-most-once: BLPOP's request, or NULL */
+    const rrpc__reply *rest;    /* LPOP's or the take script's array, or NULL */
+    size_t stride;              /* 1, or 3 for reliable triples */
+    size_t count;
+} batch;
+
+static batch batch_of(const worker *w, rrpc__reply *const popped[2])
+{
+    batch b = {NULL, NULL, w->srv->reliable ? 3 : 1, 0};
+    if (!w->srv->reliable && pop_count(popped[0]) == 2) {
+        b.blocked = rrpc__reply_element(popped[0], 1);
+        b.count = 1;
+    }
+    if (pop_count(popped[1]) > 0) {
+        b.rest = popped[1];
+        b.count += pop_count(popped[1]) / b.stride;
+    }
+    return b;
+}
+
+/* Entry K of B: the request element, and in reliable mode its SHA-1 and
+ * the answer remembered for it (NULL if none). */
+static const rrpc__reply *batch_entry(const batch *b, size_t k, const char **sha1,
+                                      const rrpc__reply **answer)
+{
+    *sha1 = NULL;
+    *answer = NULL;
+    if (b->blocked != NULL && k-- == 0)
+        return b->blocked;
+    if (b->stride == 1)
+        return rrpc__reply_element(b->rest, k);
+    *sha1 = rrpc__reply_str(rrpc__reply_element(b->rest, 3 * k + 1), NULL);
+    const rrpc__reply *a = rrpc__reply_element(b->rest, 3 * k + 2);
+    *answer = rrpc__reply_type(a) == RRPC__REPLY_STRING ? a : NULL;
+    return rrpc__reply_element(b->rest, 3 * k);
+}
+
+/* Handles every request of a pop pair in order. */
 static void handle_popped(worker *w, rrpc__reply *const popped[2])
 {
-    size_t blocked = pop_count(popped[0]) == 2 ? 1 : 0;
-    size_t total = blocked + pop_count(popped[1]);
+    batch b = batch_of(w, popped);
     double flushed_at = rrpc__monotonic();
-    for (size_t k = 0; k < total; k++) {
-        const rrpc__reply *e = k < blocked ? rrpc__reply_element(popped[0], 1)
-                                           : rrpc__reply_element(popped[1], k - blocked);
+    for (size_t k = 0; k < b.count; k++) {
+        const char *sha1;
+        const rrpc__reply *answer;
+        const rrpc__reply *e = batch_entry(&b, k, &sha1, &answer);
         size_t len = 0;
         const char *msg = rrpc__reply_str(e, &len);
-        handle_message(w, msg, len);
+        if (answer != NULL)
+            answer_again(w, answer);
+        else
+            handle_message(w, msg, len, sha1);
         /* A slow handler must not hold back answers already computed in
          * this batch: send them before running the next request. */
-        if (w->nops > 0 && k + 1 < total && rrpc__monotonic() - flushed_at > FLUSH_AFTER_S) {
+        if (w->nops > 0 && k + 1 < b.count && rrpc__monotonic() - flushed_at > FLUSH_AFTER_S) {
             rrpc__reply *none[2] = {NULL, NULL};
             collect(w, none); /* on failure kept for resend; the loop recovers */
             flushed_at = rrpc__monotonic();
         }
     }
+    w->ack_due = w->srv->reliable && b.count > 0;
 }
 
 /* Acts on the reply to one queued command. */
@@ -350,10 +518,12 @@ static void judge(worker *w, const op *o, const rrpc__reply *r)
     if (rrpc__reply_type(r) != RRPC__REPLY_ERROR) {
         if (o->kind == OP_DEAD)
             atomic_fetch_add(&w->srv->dead_letters, 1);
+        if (o->kind == OP_COMMIT && rrpc__reply_integer(r) == 0)
+            atomic_fetch_add(&w->srv->duplicates, 1); /* another worker answered first */
         return;
     }
     const char *e = rrpc__reply_str(r, NULL);
-    if (o->kind == OP_REPLY) {
+    if (o->kind == OP_REPLY || o->kind == OP_COMMIT) {
         char reason[RRPC__ERRMSG_LEN];
         snprintf(reason, sizeof reason, "reply failed: %s", e);
         send_dead_letter(w, reason, o->msg, o->msg_len, NULL);
@@ -376,10 +546,10 @@ static void keep_unconfirmed(worker *w, op *ops, size_t nops)
     w->ops = NULL;
     w->nops = w->capops = 0;
     for (size_t i = 0; i < nops; i++)
-        if (ops[i].kind == OP_REPLY || ops[i].kind == OP_DEAD)
+        if (kept_for_resend(&ops[i]))
             push_op(w, ops[i]);
     for (size_t i = 0; i < old_n; i++) /* queued during this collect */
-        if (old[i].kind == OP_REPLY || old[i].kind == OP_DEAD)
+        if (kept_for_resend(&old[i]))
             push_op(w, old[i]);
         else
             free_op(&old[i]);
@@ -400,6 +570,9 @@ static void resend(worker *w)
                         ops[i].text);
         else if (ops[i].kind == OP_DEAD)
             queue_dead(w, ops[i].text);
+        else if (ops[i].kind == OP_COMMIT) /* idempotent: SET NX guards it */
+            send_cmd(w, ops[i], (int)ops[i].cmd.argc, (const char **)ops[i].cmd.argv,
+                     ops[i].cmd.lens);
     }
     free(ops);
 }
@@ -439,17 +612,43 @@ static int collect(worker *w, rrpc__reply *popped[2])
     return rc;
 }
 
-/* Queues the pop pair: block for one request, then take what else waits. */
-static void send_pop(worker *w)
+static void send_clock_refresh(worker *w)
 {
-    rrpc_server *s = w->srv;
-    const char *block[] = {"BLPOP", s->list_key, BLOCK_TIMEOUT};
-    const char *more[] = {"LPOP", s->list_key, w->batch_text};
-    const op pop = {OP_POP, NULL, 0, NULL, 0, NULL, 0};
     if (rrpc__clock_age(&w->clock) > CLOCK_REFRESH_S) {
         const char *time[] = {"TIME"};
         send_cmd(w, (op){.kind = OP_TIME, .sent_ms = rrpc__now() * 1000.0}, 1, time, NULL);
     }
+}
+
+/* Reliable mode: the batch in hand is answered (its commits are queued
+ * ahead of this), so its in-flight list can go. */
+static void send_ack(worker *w)
+{
+    if (!w->ack_due)
+        return;
+    const char *del[] = {"DEL", w->inflight};
+    send_cmd(w, plain, 2, del, NULL);
+    w->ack_due = 0;
+}
+
+/* Queues the pop pair: block for one request, then take what else waits.
+ * In reliable mode the pair moves requests into the in-flight list. */
+static void send_pop(worker *w)
+{
+    rrpc_server *s = w->srv;
+    const op pop = {.kind = OP_POP};
+    send_clock_refresh(w);
+    if (s->reliable) {
+        const char *block[] = {"BLMOVE", s->list_key, w->inflight, "LEFT", "RIGHT",
+                               BLOCK_TIMEOUT};
+        const char *take[9];
+        rrpc__rel_take_argv(&s->rel, w->inflight, w->wid, w->batch_text, take);
+        if (send_cmd(w, pop, 6, block, NULL) == RRPC_OK)
+            send_cmd(w, pop, 9, take, NULL);
+        return;
+    }
+    const char *block[] = {"BLPOP", s->list_key, BLOCK_TIMEOUT};
+    const char *more[] = {"LPOP", s->list_key, w->batch_text};
     if (send_cmd(w, pop, 3, block, NULL) == RRPC_OK)
         send_cmd(w, pop, 3, more, NULL);
 }
@@ -508,10 +707,15 @@ static void *worker_main(void *arg)
     rrpc_server *s = w->srv;
     for (;;) {
         int stopping = atomic_load(&s->stop);
+        send_ack(w);
         if (!stopping)
             send_pop(w);
-        if (w->nops == 0)
+        if (w->nops == 0 && stopping)
             break;
+        if (w->nops == 0) { /* the pop could not even be queued: the link is down */
+            recover(w);
+            continue;
+        }
         rrpc__reply *popped[2] = {NULL, NULL};
         int rc = collect(w, popped);
         if (rc != RRPC_OK) {
@@ -527,7 +731,7 @@ static void *worker_main(void *arg)
         w->in_hand[1] = popped[1];
         if (pop_refused(w, popped))
             rrpc__sleep(BACKOFF_MIN_S * 10); /* e.g. WRONGTYPE: do not spin */
-        else
+        else if (popped[0] != NULL || popped[1] != NULL)
             handle_popped(w, popped);
     }
     drop_pending(w);
@@ -585,6 +789,9 @@ static int connect_workers(rrpc_server *s, worker **out)
         snprintf(w->ttl_text, sizeof w->ttl_text, "%d", s->reply_ttl_s);
         snprintf(w->trim_text, sizeof w->trim_text, "%ld", -s->dead_letter_max);
         snprintf(w->batch_text, sizeof w->batch_text, "%d", s->batch_max);
+        if (s->reliable)
+            rrpc__rel_worker_keys(&s->rel, i, w->wid, sizeof w->wid, w->inflight,
+                                  sizeof w->inflight);
         int rc = rrpc__conn_open(&w->conn, &s->url, s->connect_timeout_s, s->errmsg,
                                  sizeof s->errmsg);
         if (rc == RRPC_OK)
@@ -600,6 +807,35 @@ static int connect_workers(rrpc_server *s, worker **out)
     return RRPC_OK;
 }
 
+/* Stops the heartbeat and unregisters the workers' in-flight lists. */
+static int stop_reliable(rrpc_server *s, const worker *ws)
+{
+    char(*wids)[RRPC__KEY_MAX] = malloc((size_t)s->workers * sizeof *wids);
+    char(*lists)[RRPC__KEY_MAX] = malloc((size_t)s->workers * sizeof *lists);
+    int n = wids && lists ? s->workers : 0; /* without memory: the reaper cleans up */
+    for (int i = 0; i < n; i++) {
+        memcpy(wids[i], ws[i].wid, sizeof wids[i]);
+        memcpy(lists[i], ws[i].inflight, sizeof lists[i]);
+    }
+    rrpc__rel_stop(&s->rel, wids, lists, n);
+    free(wids);
+    free(lists);
+    return RRPC_OK;
+}
+
+/* The registry's heartbeat and, in reliable mode, the in-flight lists'
+ * heartbeat and reaper: both before any worker takes a request. */
+static int start_heartbeats(rrpc_server *s)
+{
+    int rc = rrpc__registry_start(s->registry, &s->url, s->connect_timeout_s, s->workers,
+                                  s->errmsg, sizeof s->errmsg);
+    if (rc == RRPC_OK && s->reliable &&
+        (rc = rrpc__rel_start(&s->rel, &s->url, s->connect_timeout_s, s->errmsg,
+                              sizeof s->errmsg)) != RRPC_OK)
+        rrpc__registry_stop(s->registry);
+    return rc;
+}
+
 int rrpc_server_run(rrpc_server *s)
 {
     if (s == NULL)
@@ -609,6 +845,8 @@ int rrpc_server_run(rrpc_server *s)
         return rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_ESTATE, "server already running");
     worker *ws = NULL;
     int rc = connect_workers(s, &ws);
+    if (rc == RRPC_OK && (rc = start_heartbeats(s)) != RRPC_OK)
+        close_workers(ws, s->workers);
     if (rc != RRPC_OK) {
         atomic_store(&s->running, 0);
         return rc;
@@ -625,8 +863,11 @@ int rrpc_server_run(rrpc_server *s)
         }
     for (int i = 0; i < started; i++)
         pthread_join(ws[i].thread, NULL);
+    rrpc__registry_stop(s->registry); /* after the last answer: record removed */
     if (s->handle_signals)
         restore_signals(&old_int, &old_term);
+    if (s->reliable)
+        stop_reliable(s, ws);
     close_workers(ws, s->workers);
     atomic_store(&s->stop, 0);
     atomic_store(&s->running, 0);

@@ -5,6 +5,17 @@
  * here without touching the public API.  Two 0.14.1 quirks shape it: a read
  * timeout leaves the context dead until redisReconnect, and AUTH/SELECT
  * must be replayed by hand after every reconnect.
+ *
+ * Growing past one machine happens here too, so that the client, the
+ * server and the async client keep working unchanged:
+ * - Sentinel (redis+sentinel:// URLs): every dial asks the Sentinels, in
+ *   turn, for the master's address, connects there and checks with ROLE that
+ *   it really is the master.  A reconnect dials again, so after a failover
+ *   the callers' usual reconnect paths land on the new master.  A demoted
+ *   master answering READONLY or UNBLOCKED counts as a lost link for the
+ *   same reason.
+ * - Cluster (redis+cluster:// URLs): one context per node and routing by
+ *   hash slot, described where that code starts below.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
@@ -20,12 +31,22 @@
 #include <string.h>
 #include <sys/time.h>
 
+/* How long one Sentinel may take to answer, at most: a dead Sentinel must
+ * not eat the whole connect timeout while others are up. */
+#define SENTINEL_TIMEOUT_S 1.0
+
+struct cluster;
+
 struct rrpc__conn {
-    redisContext *ctx;
-    rrpc__url url;       /* owned copy, replayed on reconnect */
+    redisContext *ctx;  /* NULL in cluster mode, which has one per node */
+    struct cluster *cl; /* cluster mode only */
+    rrpc__url url;      /* owned copy, replayed on reconnect */
     double connect_timeout_s;
     double read_timeout_s;
     int broken;
+    size_t sentinel_first; /* the Sentinel that answered last is asked first */
+    char *master_host;     /* Sentinel: where the master was found, or NULL */
+    int master_port;
     char errmsg[RRPC__ERRMSG_LEN];
 };
 
@@ -43,40 +64,22 @@ static struct timeval to_timeval(double s)
     return tv;
 }
 
-static char *dup_or_null(const char *s)
-{
-    return s ? strdup(s) : NULL;
-}
-
-static int copy_url(rrpc__url *dst, const rrpc__url *src)
-{
-    *dst = *src;
-    dst->host = dup_or_null(src->host);
-    dst->path = dup_or_null(src->path);
-    dst->user = dup_or_null(src->user);
-    dst->password = dup_or_null(src->password);
-    if ((src->host && !dst->host) || (src->path && !dst->path) || (src->user && !dst->user) ||
-        (src->password && !dst->password)) {
-        rrpc__url_free(dst);
-        return RRPC_ENOMEM;
-    }
-    return RRPC_OK;
-}
-
 static int fail(rrpc__conn *c, int err, const char *what)
 {
-    snprintf(c->errmsg, sizeof c->errmsg, "%s", what);
+    if (what != c->errmsg) /* "still broken" passes the old message itself */
+        snprintf(c->errmsg, sizeof c->errmsg, "%s", what);
     if (err == RRPC_ECONNECT || err == RRPC_ETIMEDOUT)
         c->broken = 1;
     return err;
 }
 
-/* Runs one command synchronously and checks it did not fail. */
-static int simple_command(rrpc__conn *c, int argc, const char **argv, int err_code)
+/* Runs one command synchronously on CTX and checks it did not fail. */
+static int simple_command(rrpc__conn *c, redisContext *ctx, int argc, const char **argv,
+                          int err_code)
 {
-    redisReply *r = redisCommandArgv(c->ctx, argc, argv, NULL);
+    redisReply *r = redisCommandArgv(ctx, argc, argv, NULL);
     if (r == NULL)
-        return fail(c, RRPC_ECONNECT, c->ctx->errstr);
+        return fail(c, RRPC_ECONNECT, ctx->errstr);
     int rc = RRPC_OK;
     if (r->type == REDIS_REPLY_ERROR) {
         snprintf(c->errmsg, sizeof c->errmsg, "%s failed: %s", argv[0], r->str);
@@ -86,44 +89,588 @@ static int simple_command(rrpc__conn *c, int argc, const char **argv, int err_co
     return rc;
 }
 
-/* AUTH and SELECT, which every new link needs. */
-static int handshake(rrpc__conn *c)
+/* AUTH with USER (may be NULL) and PASSWORD, if there is a password. */
+static int auth(rrpc__conn *c, redisContext *ctx, const char *user, const char *password)
 {
-    int rc = RRPC_OK;
-    if (c->url.password && c->url.user) {
-        const char *argv[] = {"AUTH", c->url.user, c->url.password};
-        rc = simple_command(c, 3, argv, RRPC_EAUTH);
-    } else if (c->url.password) {
-        const char *argv[] = {"AUTH", c->url.password};
-        rc = simple_command(c, 2, argv, RRPC_EAUTH);
+    if (password && user) {
+        const char *argv[] = {"AUTH", user, password};
+        return simple_command(c, ctx, 3, argv, RRPC_EAUTH);
     }
+    if (password) {
+        const char *argv[] = {"AUTH", password};
+        return simple_command(c, ctx, 2, argv, RRPC_EAUTH);
+    }
+    return RRPC_OK;
+}
+
+/* AUTH and SELECT, which every new link needs. */
+static int handshake(rrpc__conn *c, redisContext *ctx)
+{
+    int rc = auth(c, ctx, c->url.user, c->url.password);
     if (rc == RRPC_OK && c->url.db != 0) {
         char db[16];
         snprintf(db, sizeof db, "%d", c->url.db);
         const char *argv[] = {"SELECT", db};
-        rc = simple_command(c, 2, argv, RRPC_EAUTH);
+        rc = simple_command(c, ctx, 2, argv, RRPC_EAUTH);
     }
     return rc;
 }
 
-static int dial(rrpc__conn *c)
+/* Opens *ctx to host:port (or the unix socket PATH) with TIMEOUT_S for the
+ * connect and every reply until the caller sets its own.  On failure *ctx
+ * may still hold the failed context (the caller frees it). */
+static int new_ctx(rrpc__conn *c, redisContext **ctx, const char *host, int port, const char *path,
+                   double timeout_s)
 {
-    struct timeval tv = to_timeval(c->connect_timeout_s);
-    if (c->ctx != NULL)
-        redisFree(c->ctx);
-    c->ctx = c->url.path ? redisConnectUnixWithTimeout(c->url.path, tv)
-                         : redisConnectWithTimeout(c->url.host, c->url.port, tv);
-    if (c->ctx == NULL)
+    struct timeval tv = to_timeval(timeout_s);
+    *ctx = path ? redisConnectUnixWithTimeout(path, tv) : redisConnectWithTimeout(host, port, tv);
+    if (*ctx == NULL)
         return fail(c, RRPC_ENOMEM, "out of memory allocating a Redis context");
-    if (c->ctx->err) {
-        char where[160], msg[RRPC__ERRMSG_LEN];
-        snprintf(msg, sizeof msg, "cannot connect to %s: %s",
-                 rrpc__url_describe(&c->url, where, sizeof where), c->ctx->errstr);
+    if ((*ctx)->err) {
+        char msg[RRPC__ERRMSG_LEN];
+        if (path)
+            snprintf(msg, sizeof msg, "cannot connect to unix://%s: %s", path, (*ctx)->errstr);
+        else
+            snprintf(msg, sizeof msg, "cannot connect to %s:%d: %s", host, port, (*ctx)->errstr);
         return fail(c, RRPC_ECONNECT, msg);
     }
     /* The handshake must not hang on a server that accepts but never talks. */
-    redisSetTimeout(c->ctx, tv);
-    int rc = handshake(c);
+    redisSetTimeout(*ctx, tv);
+    return RRPC_OK;
+}
+
+/* new_ctx for c->ctx, replacing the old one. */
+static int connect_ctx(rrpc__conn *c, const char *host, int port, const char *path,
+                       double timeout_s)
+{
+    if (c->ctx != NULL)
+        redisFree(c->ctx);
+    return new_ctx(c, &c->ctx, host, port, path, timeout_s);
+}
+
+/* Asks Sentinel A for the master's address: *host (new) and *port. */
+static int ask_sentinel(rrpc__conn *c, const rrpc__addr *a, char **host, int *port)
+{
+    double t =
+        c->connect_timeout_s < SENTINEL_TIMEOUT_S ? c->connect_timeout_s : SENTINEL_TIMEOUT_S;
+    int rc = connect_ctx(c, a->host, a->port, NULL, t);
+    if (rc == RRPC_OK)
+        rc = auth(c, c->ctx, c->url.sentinel_user, c->url.sentinel_password);
+    if (rc != RRPC_OK)
+        return rc;
+    const char *argv[] = {"SENTINEL", "get-master-addr-by-name", c->url.master};
+    redisReply *r = redisCommandArgv(c->ctx, 3, argv, NULL);
+    char msg[RRPC__ERRMSG_LEN];
+    if (r == NULL) {
+        snprintf(msg, sizeof msg, "Sentinel %s:%d: %s", a->host, a->port, c->ctx->errstr);
+        return fail(c, RRPC_ECONNECT, msg);
+    }
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING) {
+        *port = atoi(r->element[1]->str);
+        *host = strdup(r->element[0]->str);
+        rc = *host ? RRPC_OK : fail(c, RRPC_ENOMEM, "out of memory");
+    } else {
+        snprintf(msg, sizeof msg, "Sentinel %s:%d does not know master '%s'%s%s", a->host, a->port,
+                 c->url.master, r->type == REDIS_REPLY_ERROR ? ": " : "",
+                 r->type == REDIS_REPLY_ERROR ? r->str : "");
+        rc = fail(c, RRPC_ECONNECT, msg);
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+/* Checks with ROLE that the node on c->ctx is a master: right after a
+ * failover a Sentinel may still name the old one, now a replica. */
+static int check_master(rrpc__conn *c, const char *host, int port)
+{
+    redisReply *r = redisCommand(c->ctx, "ROLE");
+    if (r == NULL)
+        return fail(c, RRPC_ECONNECT, c->ctx->errstr);
+    int is_master = r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+                    r->element[0]->type == REDIS_REPLY_STRING &&
+                    strcmp(r->element[0]->str, "master") == 0;
+    freeReplyObject(r);
+    if (is_master)
+        return RRPC_OK;
+    char msg[RRPC__ERRMSG_LEN];
+    snprintf(msg, sizeof msg, "%s:%d, named master '%s' by a Sentinel, is not a master", host, port,
+             c->url.master);
+    return fail(c, RRPC_ECONNECT, msg);
+}
+
+/* Finds the master through the Sentinels, starting with the one that
+ * answered last, and connects to it.  A password the master refuses is
+ * final; any other failure moves on to the next Sentinel. */
+static int dial_sentinel(rrpc__conn *c)
+{
+    int rc = RRPC_ECONNECT;
+    for (size_t k = 0; k < c->url.nnodes; k++) {
+        size_t i = (c->sentinel_first + k) % c->url.nnodes;
+        char *host = NULL;
+        int port = 0;
+        rc = ask_sentinel(c, &c->url.nodes[i], &host, &port);
+        int at_master = rc == RRPC_OK;
+        if (rc == RRPC_OK)
+            rc = connect_ctx(c, host, port, NULL, c->connect_timeout_s);
+        if (rc == RRPC_OK)
+            rc = handshake(c, c->ctx);
+        if (rc == RRPC_OK)
+            rc = check_master(c, host, port);
+        if (rc == RRPC_OK) {
+            c->sentinel_first = i;
+            free(c->master_host);
+            c->master_host = host;
+            c->master_port = port;
+            return RRPC_OK;
+        }
+        free(host);
+        if (rc == RRPC_ENOMEM || (rc == RRPC_EAUTH && at_master))
+            return rc;
+    }
+    char msg[RRPC__ERRMSG_LEN];
+    snprintf(msg, sizeof msg, "no usable master '%s' from %zu Sentinel(s); last: %.160s",
+             c->url.master, c->url.nnodes, c->errmsg);
+    return fail(c, rc == RRPC_EAUTH ? RRPC_EAUTH : RRPC_ECONNECT, msg);
+}
+
+/* ---- Redis Cluster ------------------------------------------------------
+ *
+ * One hiredis context per node, opened when a command first goes there,
+ * and a map from hash slot to node read with CLUSTER SLOTS.  Each command
+ * is appended to the context of the node that owns its key's slot and
+ * remembered, with a copy of its arguments, in a FIFO; reads take replies
+ * in the order commands were appended, each from its own node, so callers
+ * pipeline across nodes exactly as on one Redis.  Before blocking on one
+ * node every node's output is flushed, so a pipeline still costs one round
+ * trip per node, in parallel.
+ *
+ * A MOVED reply means the map is stale: it is read again, and the command
+ * is sent again to the node named, synchronously, on a short-lived side
+ * connection -- the node's main context may have later commands of this
+ * pipeline in flight, whose replies would come first.  ASK does the same
+ * with ASKING first and leaves the map alone.  A reconnect drops every
+ * context and reads the map again, which is how a master failover is
+ * followed; CLUSTERDOWN, READONLY and UNBLOCKED count as a lost link so
+ * callers take that path. */
+
+#define MAX_REDIRECTS 5
+
+typedef struct cnode {
+    char *host;
+    int port;
+    redisContext *ctx; /* NULL until a command goes there */
+} cnode;
+
+typedef struct cpending {
+    int node;
+    int argc;
+    char **argv;
+    size_t *lens;
+} cpending;
+
+struct cluster {
+    cnode *nodes; /* every node ever named; indexes stay valid */
+    size_t nnodes, capnodes;
+    short slot_node[RRPC__CLUSTER_SLOTS]; /* node index, -1 unknown */
+    cpending *fifo;                       /* ring buffer of commands awaiting replies */
+    size_t head, count, cap;
+};
+
+static void pending_free(cpending *p)
+{
+    for (int i = 0; p->argv && i < p->argc; i++)
+        free(p->argv[i]);
+    free(p->argv);
+    free(p->lens);
+    memset(p, 0, sizeof *p);
+}
+
+/* Drops every node link and every command awaiting a reply. */
+static void cluster_drop_links(struct cluster *cl)
+{
+    for (size_t i = 0; i < cl->nnodes; i++) {
+        if (cl->nodes[i].ctx)
+            redisFree(cl->nodes[i].ctx);
+        cl->nodes[i].ctx = NULL;
+    }
+    for (; cl->count > 0; cl->count--) {
+        pending_free(&cl->fifo[cl->head]);
+        cl->head = (cl->head + 1) % cl->cap;
+    }
+    cl->head = 0;
+}
+
+static void cluster_free(struct cluster *cl)
+{
+    if (cl == NULL)
+        return;
+    cluster_drop_links(cl);
+    for (size_t i = 0; i < cl->nnodes; i++)
+        free(cl->nodes[i].host);
+    free(cl->nodes);
+    free(cl->fifo);
+    free(cl);
+}
+
+/* The index of node host:port, added if new; -1 when out of memory. */
+static int cluster_node(struct cluster *cl, const char *host, int port)
+{
+    for (size_t i = 0; i < cl->nnodes; i++)
+        if (cl->nodes[i].port == port && strcmp(cl->nodes[i].host, host) == 0)
+            return (int)i;
+    if (cl->nnodes >= 32000)
+        return -1;
+    if (cl->nnodes == cl->capnodes) {
+        size_t cap = cl->capnodes ? cl->capnodes * 2 : 8;
+        cnode *nodes = realloc(cl->nodes, cap * sizeof *nodes);
+        if (nodes == NULL)
+            return -1;
+        cl->nodes = nodes;
+        cl->capnodes = cap;
+    }
+    cnode *n = &cl->nodes[cl->nnodes];
+    n->host = strdup(host);
+    n->port = port;
+    n->ctx = NULL;
+    if (n->host == NULL)
+        return -1;
+    return (int)cl->nnodes++;
+}
+
+/* Fills the slot map from a CLUSTER SLOTS reply got from ASKED_HOST. */
+static int cluster_apply_slots(struct cluster *cl, const redisReply *r, const char *asked_host)
+{
+    if (r->type != REDIS_REPLY_ARRAY || r->elements == 0)
+        return RRPC_EREDIS;
+    for (size_t s = 0; s < RRPC__CLUSTER_SLOTS; s++)
+        cl->slot_node[s] = -1;
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 3 ||
+            e->element[0]->type != REDIS_REPLY_INTEGER ||
+            e->element[1]->type != REDIS_REPLY_INTEGER ||
+            e->element[2]->type != REDIS_REPLY_ARRAY || e->element[2]->elements < 2)
+            continue;
+        const redisReply *m = e->element[2];
+        if (m->element[0]->type != REDIS_REPLY_STRING || m->element[1]->type != REDIS_REPLY_INTEGER)
+            continue;
+        /* An empty host means "the address you reached me at". */
+        const char *host = m->element[0]->len > 0 ? m->element[0]->str : asked_host;
+        int node = cluster_node(cl, host, (int)m->element[1]->integer);
+        if (node < 0)
+            return RRPC_ENOMEM;
+        long long from = e->element[0]->integer, to = e->element[1]->integer;
+        for (long long s = from; s <= to && s < RRPC__CLUSTER_SLOTS; s++)
+            if (s >= 0)
+                cl->slot_node[s] = (short)node;
+    }
+    return RRPC_OK;
+}
+
+/* Asks one node for CLUSTER SLOTS on a connection of its own. */
+static int cluster_ask_slots(rrpc__conn *c, const char *host, int port)
+{
+    double t =
+        c->connect_timeout_s < SENTINEL_TIMEOUT_S ? c->connect_timeout_s : SENTINEL_TIMEOUT_S;
+    redisContext *ctx = NULL;
+    int rc = new_ctx(c, &ctx, host, port, NULL, t);
+    if (rc == RRPC_OK)
+        rc = handshake(c, ctx);
+    redisReply *r = rc == RRPC_OK ? redisCommand(ctx, "CLUSTER SLOTS") : NULL;
+    if (rc == RRPC_OK && r == NULL)
+        rc = fail(c, RRPC_ECONNECT, ctx->errstr);
+    if (r != NULL) {
+        rc = cluster_apply_slots(c->cl, r, host);
+        if (rc == RRPC_EREDIS) {
+            char msg[RRPC__ERRMSG_LEN];
+            snprintf(msg, sizeof msg, "%s:%d gave no slot map: %.160s", host, port,
+                     r->type == REDIS_REPLY_ERROR ? r->str : "empty CLUSTER SLOTS");
+            rc = fail(c, RRPC_ECONNECT, msg);
+        }
+        freeReplyObject(r);
+    }
+    if (ctx)
+        redisFree(ctx);
+    return rc;
+}
+
+/* Reads the slot map from the first node that answers: the nodes already
+ * known (the cluster may have grown past the seeds), then the seeds.  A
+ * refused password is final. */
+static int cluster_refresh(rrpc__conn *c)
+{
+    struct cluster *cl = c->cl;
+    size_t known = cl->nnodes, tries = known + c->url.nnodes;
+    int rc = RRPC_ECONNECT;
+    for (size_t i = 0; i < tries; i++) {
+        const char *host = i < known ? cl->nodes[i].host : c->url.nodes[i - known].host;
+        int port = i < known ? cl->nodes[i].port : c->url.nodes[i - known].port;
+        rc = cluster_ask_slots(c, host, port);
+        if (rc == RRPC_OK || rc == RRPC_EAUTH || rc == RRPC_ENOMEM)
+            return rc;
+    }
+    char msg[RRPC__ERRMSG_LEN];
+    snprintf(msg, sizeof msg, "no Redis Cluster node gave a slot map; last: %.180s", c->errmsg);
+    return fail(c, rc, msg);
+}
+
+static int cluster_dial(rrpc__conn *c)
+{
+    if (c->cl == NULL) {
+        c->cl = calloc(1, sizeof *c->cl);
+        if (c->cl == NULL)
+            return fail(c, RRPC_ENOMEM, "out of memory");
+    }
+    cluster_drop_links(c->cl);
+    return cluster_refresh(c);
+}
+
+/* The context of node I, connected (and authenticated) on first use. */
+static redisContext *cluster_ctx(rrpc__conn *c, int i)
+{
+    cnode *n = &c->cl->nodes[i];
+    if (n->ctx != NULL)
+        return n->ctx;
+    int rc = new_ctx(c, &n->ctx, n->host, n->port, NULL, c->connect_timeout_s);
+    if (rc == RRPC_OK)
+        rc = handshake(c, n->ctx);
+    if (rc == RRPC_OK && redisSetTimeout(n->ctx, to_timeval(c->read_timeout_s)) != REDIS_OK)
+        rc = fail(c, RRPC_ECONNECT, "cannot set the socket timeout");
+    if (rc != RRPC_OK) {
+        if (n->ctx)
+            redisFree(n->ctx);
+        n->ctx = NULL;
+        c->broken = 1;
+        return NULL;
+    }
+    return n->ctx;
+}
+
+static int cluster_set_timeout(rrpc__conn *c)
+{
+    struct timeval tv = to_timeval(c->read_timeout_s);
+    for (size_t i = 0; i < c->cl->nnodes; i++)
+        if (c->cl->nodes[i].ctx && redisSetTimeout(c->cl->nodes[i].ctx, tv) != REDIS_OK)
+            return fail(c, RRPC_ECONNECT, "cannot set the socket timeout");
+    return RRPC_OK;
+}
+
+/* The node a command goes to: its key's slot owner (a wrong guess is
+ * answered with MOVED).  A command without a key (TIME, PING) goes to the
+ * owner of slot 0: a master in the current map, so a live one after a
+ * failover, where the first seed node may be the one that died. */
+static int cluster_route(const struct cluster *cl, int argc, const char **argv, const size_t *lens)
+{
+    int k = rrpc__command_key_index(argc, argv);
+    if (k >= 0) {
+        size_t len = lens ? lens[k] : strlen(argv[k]);
+        int node = cl->slot_node[rrpc__key_slot(argv[k], len)];
+        if (node >= 0)
+            return node;
+    }
+    return cl->slot_node[0] >= 0 ? cl->slot_node[0] : 0;
+}
+
+/* Remembers a copy of the command, for reading its reply and resending. */
+static int cluster_remember(struct cluster *cl, int node, int argc, const char **argv,
+                            const size_t *lens)
+{
+    if (cl->count == cl->cap) {
+        size_t cap = cl->cap ? cl->cap * 2 : 16;
+        cpending *fifo = malloc(cap * sizeof *fifo);
+        if (fifo == NULL)
+            return RRPC_ENOMEM;
+        for (size_t i = 0; i < cl->count; i++)
+            fifo[i] = cl->fifo[(cl->head + i) % cl->cap];
+        free(cl->fifo);
+        cl->fifo = fifo;
+        cl->cap = cap;
+        cl->head = 0;
+    }
+    cpending p = {node, argc, calloc((size_t)argc, sizeof(char *)),
+                  malloc((size_t)argc * sizeof(size_t))};
+    int ok = p.argv != NULL && p.lens != NULL;
+    for (int i = 0; ok && i < argc; i++) {
+        p.lens[i] = lens ? lens[i] : strlen(argv[i]);
+        p.argv[i] = malloc(p.lens[i] + 1);
+        ok = p.argv[i] != NULL;
+        if (ok) {
+            memcpy(p.argv[i], argv[i], p.lens[i]);
+            p.argv[i][p.lens[i]] = '\0';
+        }
+    }
+    if (!ok) {
+        pending_free(&p);
+        return RRPC_ENOMEM;
+    }
+    cl->fifo[(cl->head + cl->count++) % cl->cap] = p;
+    return RRPC_OK;
+}
+
+static int cluster_append(rrpc__conn *c, int argc, const char **argv, const size_t *lens)
+{
+    int node = cluster_route(c->cl, argc, argv, lens);
+    redisContext *ctx = cluster_ctx(c, node);
+    if (ctx == NULL) {
+        /* Like a command queued on a link that then breaks: the conn is
+         * broken and the next read reports it, so callers take their usual
+         * reconnect path (which backs off while a failover is under way). */
+        return RRPC_OK;
+    }
+    if (redisAppendCommandArgv(ctx, argc, argv, lens) != REDIS_OK ||
+        cluster_remember(c->cl, node, argc, argv, lens) != RRPC_OK) {
+        /* A command in the output buffer without its record would shift
+         * every later reply: the link cannot be trusted any more. */
+        return fail(c, RRPC_ECONNECT, "out of memory queueing a Redis Cluster command");
+    }
+    return RRPC_OK;
+}
+
+/* Writes every node's output buffer, so all nodes work on the pipeline
+ * while we wait for the first reply. */
+static int cluster_flush(rrpc__conn *c)
+{
+    for (size_t i = 0; i < c->cl->nnodes; i++) {
+        redisContext *ctx = c->cl->nodes[i].ctx;
+        int done = ctx == NULL;
+        while (!done)
+            if (redisBufferWrite(ctx, &done) != REDIS_OK)
+                return fail(c, RRPC_ECONNECT, ctx->errstr);
+    }
+    return RRPC_OK;
+}
+
+/* Parses "MOVED 3999 host:port" or "ASK 3999 host:port" into *host (new)
+ * and *port; returns 1 for MOVED, 2 for ASK, 0 for anything else. */
+static int redirection(const redisReply *r, char **host, int *port)
+{
+    if (r->type != REDIS_REPLY_ERROR)
+        return 0;
+    int kind = strncmp(r->str, "MOVED ", 6) == 0 ? 1 : strncmp(r->str, "ASK ", 4) == 0 ? 2 : 0;
+    const char *slot = kind ? strchr(r->str, ' ') + 1 : NULL;
+    const char *addr = slot ? strchr(slot, ' ') : NULL;
+    const char *colon = addr ? strrchr(addr, ':') : NULL;
+    if (colon == NULL)
+        return 0;
+    addr++;
+    *host = addr == colon ? strdup("127.0.0.1") : strndup(addr, (size_t)(colon - addr));
+    *port = atoi(colon + 1);
+    return *host ? kind : 0;
+}
+
+/* Sends P again to host:port on a side connection (ASKING first if ASK)
+ * and returns its reply, or NULL with the conn broken. */
+static redisReply *cluster_resend(rrpc__conn *c, const cpending *p, const char *host, int port,
+                                  int asking)
+{
+    redisContext *ctx = NULL;
+    redisReply *r = NULL;
+    int rc = new_ctx(c, &ctx, host, port, NULL, c->connect_timeout_s);
+    if (rc == RRPC_OK)
+        rc = handshake(c, ctx);
+    if (rc == RRPC_OK && asking) {
+        const char *argv[] = {"ASKING"};
+        rc = simple_command(c, ctx, 1, argv, RRPC_EREDIS);
+    }
+    if (rc == RRPC_OK && redisSetTimeout(ctx, to_timeval(c->read_timeout_s)) != REDIS_OK)
+        rc = RRPC_ECONNECT;
+    if (rc == RRPC_OK) {
+        r = redisCommandArgv(ctx, p->argc, (const char **)p->argv, p->lens);
+        if (r == NULL)
+            fail(c, RRPC_ECONNECT, ctx->errstr);
+    }
+    if (ctx)
+        redisFree(ctx);
+    if (r == NULL)
+        c->broken = 1;
+    return r;
+}
+
+/* Follows MOVED and ASK for the command P whose reply is *R. */
+static int cluster_follow(rrpc__conn *c, const cpending *p, redisReply **r)
+{
+    char *host = NULL;
+    int port = 0, kind, hops = 0;
+    while ((kind = redirection(*r, &host, &port)) != 0) {
+        if (++hops > MAX_REDIRECTS) {
+            free(host);
+            return RRPC_OK; /* hand the last redirection to the caller as an error */
+        }
+        if (kind == 1) {
+            /* The map is stale: read it again; meanwhile trust the reply. */
+            long long slot = atoll((*r)->str + 6);
+            int node = cluster_node(c->cl, host, port);
+            if (slot >= 0 && slot < RRPC__CLUSTER_SLOTS && node >= 0)
+                c->cl->slot_node[slot] = (short)node;
+            int broken = c->broken; /* a node that fails to answer does not break us */
+            cluster_refresh(c);     /* best effort: the next MOVED tries again */
+            c->broken = broken;
+            c->errmsg[0] = '\0';
+        }
+        freeReplyObject(*r);
+        *r = cluster_resend(c, p, host, port, kind == 2);
+        free(host);
+        host = NULL;
+        if (*r == NULL)
+            return RRPC_ECONNECT;
+    }
+    return RRPC_OK;
+}
+
+static int cluster_read(rrpc__conn *c, redisReply **out)
+{
+    struct cluster *cl = c->cl;
+    if (cl->count == 0)
+        return fail(c, RRPC_EINVAL, "no Redis command awaits a reply");
+    int rc = cluster_flush(c);
+    if (rc != RRPC_OK)
+        return rc;
+    cpending p = cl->fifo[cl->head];
+    cl->head = (cl->head + 1) % cl->cap;
+    cl->count--;
+    redisContext *ctx = cl->nodes[p.node].ctx;
+    void *reply = NULL;
+    if (redisGetReply(ctx, &reply) != REDIS_OK) {
+        int timed_out = ctx->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK);
+        char msg[RRPC__ERRMSG_LEN];
+        snprintf(msg, sizeof msg, "Redis Cluster node %s:%d: %s", cl->nodes[p.node].host,
+                 cl->nodes[p.node].port, timed_out ? "read timed out" : ctx->errstr);
+        pending_free(&p);
+        return fail(c, timed_out ? RRPC_ETIMEDOUT : RRPC_ECONNECT, msg);
+    }
+    *out = reply;
+    rc = cluster_follow(c, &p, out);
+    pending_free(&p);
+    return rc;
+}
+
+static int cluster_peer_closed(const rrpc__conn *c)
+{
+    for (size_t i = 0; i < c->cl->nnodes; i++) {
+        const redisContext *ctx = c->cl->nodes[i].ctx;
+        if (ctx == NULL)
+            continue;
+        struct pollfd p = {ctx->fd, POLLIN, 0};
+        char byte;
+        if (poll(&p, 1, 0) > 0 && recv(ctx->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) <= 0)
+            return 1;
+    }
+    return 0;
+}
+
+static int dial(rrpc__conn *c)
+{
+    int rc;
+    if (c->url.kind == RRPC__URL_SENTINEL) {
+        rc = dial_sentinel(c);
+    } else if (c->url.kind == RRPC__URL_CLUSTER) {
+        rc = cluster_dial(c);
+    } else {
+        rc = connect_ctx(c, c->url.host, c->url.port, c->url.path, c->connect_timeout_s);
+        if (rc == RRPC_OK)
+            rc = handshake(c, c->ctx);
+    }
     if (rc == RRPC_OK)
         rc = rrpc__conn_set_timeout(c, c->read_timeout_s);
     c->broken = rc != RRPC_OK;
@@ -154,7 +701,7 @@ int rrpc__conn_open(rrpc__conn **out, const rrpc__url *url, double connect_timeo
     if (c == NULL)
         return rrpc__fail(err, errlen, RRPC_ENOMEM, "out of memory");
     c->connect_timeout_s = connect_timeout_s > 0 ? connect_timeout_s : 5;
-    int rc = copy_url(&c->url, url);
+    int rc = rrpc__url_copy(&c->url, url);
     if (rc == RRPC_OK)
         rc = dial(c);
     if (rc != RRPC_OK) {
@@ -172,7 +719,9 @@ void rrpc__conn_close(rrpc__conn *c)
         return;
     if (c->ctx)
         redisFree(c->ctx);
+    cluster_free(c->cl);
     rrpc__url_free(&c->url);
+    free(c->master_host);
     free(c);
 }
 
@@ -181,10 +730,32 @@ int rrpc__conn_reconnect(rrpc__conn *c)
     return dial(c);
 }
 
+int rrpc__sentinel_resolve(const rrpc__url *url, double connect_timeout_s, rrpc__url *direct,
+                           char *err, size_t errlen)
+{
+    memset(direct, 0, sizeof *direct);
+    rrpc__conn *c = NULL;
+    int rc = rrpc__conn_open(&c, url, connect_timeout_s, err, errlen);
+    if (rc != RRPC_OK)
+        return rc;
+    rrpc__url plain = {0};
+    plain.kind = RRPC__URL_DIRECT;
+    plain.host = c->master_host;
+    plain.port = c->master_port;
+    plain.user = url->user;
+    plain.password = url->password;
+    plain.db = url->db;
+    rc = rrpc__url_copy(direct, &plain); /* borrowed strings, so copy them */
+    rrpc__conn_close(c);
+    return rc == RRPC_OK ? rc : rrpc__fail(err, errlen, rc, "out of memory");
+}
+
 int rrpc__conn_set_timeout(rrpc__conn *c, double seconds)
 {
-    c->read_timeout_s = seconds;
-    struct timeval tv = to_timeval(seconds > 0 ? seconds : 0);
+    c->read_timeout_s = seconds > 0 ? seconds : 0;
+    if (c->cl != NULL)
+        return cluster_set_timeout(c);
+    struct timeval tv = to_timeval(c->read_timeout_s);
     if (redisSetTimeout(c->ctx, tv) != REDIS_OK)
         return fail(c, RRPC_ECONNECT, "cannot set the socket timeout");
     return RRPC_OK;
@@ -194,6 +765,8 @@ int rrpc__conn_append(rrpc__conn *c, int argc, const char **argv, const size_t *
 {
     if (c->broken)
         return fail(c, RRPC_ECONNECT, c->errmsg[0] ? c->errmsg : "connection is broken");
+    if (c->cl != NULL)
+        return cluster_append(c, argc, argv, lens);
     if (redisAppendCommandArgv(c->ctx, argc, argv, lens) != REDIS_OK)
         return fail(c, RRPC_ENOMEM, "cannot queue a Redis command");
     return RRPC_OK;
@@ -212,18 +785,39 @@ int rrpc__conn_appendv(rrpc__conn *c, int argc, ...)
     return rrpc__conn_append(c, argc, argv, NULL);
 }
 
+/* Nonzero for the errors of a master that became a replica under us:
+ * writes are refused (READONLY) and blocked pops are cut off (UNBLOCKED);
+ * or of a cluster that lost slots (CLUSTERDOWN).  With Sentinel or Cluster
+ * that means "dial again", exactly like a lost link. */
+static int demoted(const redisReply *r)
+{
+    return r->type == REDIS_REPLY_ERROR &&
+           (strncmp(r->str, "READONLY", 8) == 0 || strncmp(r->str, "UNBLOCKED", 9) == 0 ||
+            strncmp(r->str, "CLUSTERDOWN", 11) == 0);
+}
+
 int rrpc__conn_read(rrpc__conn *c, rrpc__reply **out)
 {
     *out = NULL;
     if (c->broken)
         return fail(c, RRPC_ECONNECT, c->errmsg[0] ? c->errmsg : "connection is broken");
     void *reply = NULL;
-    if (redisGetReply(c->ctx, &reply) != REDIS_OK) {
+    if (c->cl != NULL) {
+        int rc = cluster_read(c, (redisReply **)&reply);
+        if (rc != RRPC_OK)
+            return rc;
+    } else if (redisGetReply(c->ctx, &reply) != REDIS_OK) {
         int timed_out = c->ctx->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK);
         char msg[RRPC__ERRMSG_LEN];
         snprintf(msg, sizeof msg, "Redis connection: %s",
                  timed_out ? "read timed out" : c->ctx->errstr);
         return fail(c, timed_out ? RRPC_ETIMEDOUT : RRPC_ECONNECT, msg);
+    }
+    if (c->url.kind != RRPC__URL_DIRECT && demoted(reply)) {
+        char msg[RRPC__ERRMSG_LEN];
+        snprintf(msg, sizeof msg, "the master changed: %.200s", ((redisReply *)reply)->str);
+        freeReplyObject(reply);
+        return fail(c, RRPC_ECONNECT, msg);
     }
     *out = (rrpc__reply *)reply;
     return RRPC_OK;
@@ -243,6 +837,8 @@ int rrpc__conn_peer_closed(const rrpc__conn *c)
 {
     /* Only meaningful with no reply outstanding: then anything readable
      * is an EOF or an error (Redis closed an idle link, or restarted). */
+    if (c->cl != NULL)
+        return cluster_peer_closed(c);
     struct pollfd p = {c->ctx->fd, POLLIN, 0};
     if (poll(&p, 1, 0) <= 0)
         return 0;

@@ -4,6 +4,13 @@
  * team already has works unchanged:
  *   redis://[[user]:password@]host[:port][/db]
  *   unix://[[user]:password@]/path/to.sock[?db=N][&password=P][&user=U]
+ * and, to grow past one machine, two forms that name several nodes:
+ *   redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/master[/db]
+ *       [?sentinel_password=P][&sentinel_user=U]
+ *       (Sentinel port 26379 by default; user and password are the
+ *       master's, the sentinel_ ones the Sentinels' own, if they need AUTH)
+ *   redis+cluster://[[user]:password@]host[:port][,host[:port]...][/]
+ *       (seed nodes, port 6379 by default; a Cluster has only db 0)
  * User and password may be percent-encoded.  NULL means $REDIS_URL, then
  * redis://127.0.0.1:6379.
  */
@@ -36,8 +43,8 @@ static char *decode_dup(const char *s, size_t n)
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '%' && i + 2 < n && hexval((unsigned char)s[i + 1]) >= 0 &&
             hexval((unsigned char)s[i + 2]) >= 0) {
-            out[j++] = (char)(hexval((unsigned char)s[i + 1]) * 16 +
-                              hexval((unsigned char)s[i + 2]));
+            out[j++] =
+                (char)(hexval((unsigned char)s[i + 1]) * 16 + hexval((unsigned char)s[i + 2]));
             i += 2;
         } else {
             out[j++] = s[i];
@@ -100,9 +107,16 @@ static int parse_query(rrpc__url *u, const char *q, char *err, size_t errlen)
         } else if (kn == 4 && strncmp(q, "user", 4) == 0) {
             free(u->user);
             u->user = decode_dup(eq + 1, vn);
+        } else if (u->kind == RRPC__URL_SENTINEL && kn == 17 &&
+                   strncmp(q, "sentinel_password", 17) == 0) {
+            free(u->sentinel_password);
+            u->sentinel_password = decode_dup(eq + 1, vn);
+        } else if (u->kind == RRPC__URL_SENTINEL && kn == 13 &&
+                   strncmp(q, "sentinel_user", 13) == 0) {
+            free(u->sentinel_user);
+            u->sentinel_user = decode_dup(eq + 1, vn);
         } else {
-            return rrpc__fail(err, errlen, RRPC_EURL, "unknown URL parameter '%.*s'", (int)kn,
-                              q);
+            return rrpc__fail(err, errlen, RRPC_EURL, "unknown URL parameter '%.*s'", (int)kn, q);
         }
         q += n;
         if (*q == '&')
@@ -125,7 +139,8 @@ static int parse_unix(rrpc__url *u, const char *p, char *err, size_t errlen)
     return q ? parse_query(u, q + 1, err, errlen) : RRPC_OK;
 }
 
-static int parse_host_port(rrpc__url *u, const char *p, const char *end, char *err,
+/* Reads "host[:port]" or "[v6]:port" from p..end into *host and *port. */
+static int parse_host_port(char **host, int *port, const char *p, const char *end, char *err,
                            size_t errlen)
 {
     const char *host_end;
@@ -134,7 +149,7 @@ static int parse_host_port(rrpc__url *u, const char *p, const char *end, char *e
         const char *close = memchr(p, ']', (size_t)(end - p));
         if (close == NULL)
             return rrpc__fail(err, errlen, RRPC_EURL, "unterminated '[' in URL host");
-        u->host = decode_dup(p + 1, (size_t)(close - p - 1));
+        *host = decode_dup(p + 1, (size_t)(close - p - 1));
         host_end = close + 1;
         if (host_end < end && *host_end != ':')
             return rrpc__fail(err, errlen, RRPC_EURL, "unexpected text after ']' in URL host");
@@ -143,17 +158,17 @@ static int parse_host_port(rrpc__url *u, const char *p, const char *end, char *e
     } else {
         const char *colon = memchr(p, ':', (size_t)(end - p));
         host_end = colon ? colon : end;
-        u->host = decode_dup(p, (size_t)(host_end - p));
+        *host = decode_dup(p, (size_t)(host_end - p));
         if (colon)
             port_at = colon + 1;
     }
-    if (u->host == NULL)
+    if (*host == NULL)
         return RRPC_ENOMEM;
-    if (u->host[0] == '\0') {
-        free(u->host);
-        u->host = strdup("127.0.0.1");
+    if (*host[0] == '\0') {
+        free(*host);
+        *host = strdup("127.0.0.1");
     }
-    if (port_at && parse_int(port_at, (size_t)(end - port_at), 1, 65535, &u->port) != 0)
+    if (port_at && parse_int(port_at, (size_t)(end - port_at), 1, 65535, port) != 0)
         return rrpc__fail(err, errlen, RRPC_EURL, "bad port in URL");
     return RRPC_OK;
 }
@@ -165,13 +180,80 @@ static int parse_tcp(rrpc__url *u, const char *p, char *err, size_t errlen)
     const char *slash = memchr(p, '/', (size_t)(end - p));
     const char *auth_end = slash ? slash : end;
     parse_userinfo(u, &p, auth_end);
-    int rc = parse_host_port(u, p, auth_end, err, errlen);
+    int rc = parse_host_port(&u->host, &u->port, p, auth_end, err, errlen);
     if (rc != RRPC_OK)
         return rc;
     if (slash && slash + 1 < end &&
         parse_int(slash + 1, (size_t)(end - slash - 1), 0, 1 << 20, &u->db) != 0)
         return rrpc__fail(err, errlen, RRPC_EURL, "bad db number in URL");
     return q ? parse_query(u, q + 1, err, errlen) : RRPC_OK;
+}
+
+/* Splits the comma-separated node list p..end into u->nodes. */
+static int parse_nodes(rrpc__url *u, const char *p, const char *end, int default_port, char *err,
+                       size_t errlen)
+{
+    size_t n = 1;
+    for (const char *s = p; s < end; s++)
+        n += *s == ',';
+    u->nodes = calloc(n, sizeof *u->nodes);
+    if (u->nodes == NULL)
+        return RRPC_ENOMEM;
+    while (u->nnodes < n) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *item_end = comma ? comma : end;
+        if (item_end == p)
+            return rrpc__fail(err, errlen, RRPC_EURL, "empty host in the URL's node list");
+        rrpc__addr *a = &u->nodes[u->nnodes++];
+        a->port = default_port;
+        int rc = parse_host_port(&a->host, &a->port, p, item_end, err, errlen);
+        if (rc != RRPC_OK)
+            return rc;
+        p = item_end + 1;
+    }
+    return RRPC_OK;
+}
+
+/* The path of a Sentinel URL: "master[/db]"; of a Cluster URL: "" or "0". */
+static int parse_multi_path(rrpc__url *u, const char *p, const char *end, char *err, size_t errlen)
+{
+    if (u->kind == RRPC__URL_CLUSTER) {
+        int db = 0;
+        if (p < end && (parse_int(p, (size_t)(end - p), 0, 0, &db) != 0))
+            return rrpc__fail(err, errlen, RRPC_EURL, "a Redis Cluster has only db 0");
+        return RRPC_OK;
+    }
+    const char *slash = memchr(p, '/', (size_t)(end - p));
+    const char *name_end = slash ? slash : end;
+    if (name_end == p)
+        return rrpc__fail(err, errlen, RRPC_EURL,
+                          "Sentinel URL needs the master's name: redis+sentinel://host/NAME");
+    u->master = decode_dup(p, (size_t)(name_end - p));
+    if (u->master == NULL)
+        return RRPC_ENOMEM;
+    if (slash && slash + 1 < end &&
+        parse_int(slash + 1, (size_t)(end - slash - 1), 0, 1 << 20, &u->db) != 0)
+        return rrpc__fail(err, errlen, RRPC_EURL, "bad db number in URL");
+    return RRPC_OK;
+}
+
+/* redis+sentinel:// and redis+cluster://: several nodes, then a path. */
+static int parse_multi(rrpc__url *u, const char *p, char *err, size_t errlen)
+{
+    const char *q = strchr(p, '?');
+    const char *end = q ? q : p + strlen(p);
+    const char *slash = memchr(p, '/', (size_t)(end - p));
+    const char *nodes_end = slash ? slash : end;
+    parse_userinfo(u, &p, nodes_end);
+    int default_port = u->kind == RRPC__URL_SENTINEL ? 26379 : 6379;
+    int rc = parse_nodes(u, p, nodes_end, default_port, err, errlen);
+    if (rc == RRPC_OK)
+        rc = parse_multi_path(u, slash ? slash + 1 : end, end, err, errlen);
+    if (rc == RRPC_OK && q)
+        rc = parse_query(u, q + 1, err, errlen);
+    if (rc == RRPC_OK && u->kind == RRPC__URL_CLUSTER && u->db != 0)
+        rc = rrpc__fail(err, errlen, RRPC_EURL, "a Redis Cluster has only db 0");
+    return rc;
 }
 
 int rrpc__url_parse(rrpc__url *out, const char *url, char *err, size_t errlen)
@@ -187,13 +269,21 @@ int rrpc__url_parse(rrpc__url *out, const char *url, char *err, size_t errlen)
         rc = parse_unix(out, url + 7, err, errlen);
     else if (strncmp(url, "redis://", 8) == 0)
         rc = parse_tcp(out, url + 8, err, errlen);
-    else if (strncmp(url, "rediss://", 9) == 0)
+    else if (strncmp(url, "redis+sentinel://", 17) == 0) {
+        out->kind = RRPC__URL_SENTINEL;
+        rc = parse_multi(out, url + 17, err, errlen);
+    } else if (strncmp(url, "redis+cluster://", 16) == 0) {
+        out->kind = RRPC__URL_CLUSTER;
+        rc = parse_multi(out, url + 16, err, errlen);
+    } else if (strncmp(url, "rediss://", 9) == 0)
         rc = rrpc__fail(err, errlen, RRPC_EURL,
                         "rediss:// (TLS) needs a TLS tunnel with this hiredis; see "
                         "docs/SECURITY.md");
     else
         rc = rrpc__fail(err, errlen, RRPC_EURL,
-                        "URL must start with redis:// or unix:// (got '%.40s')", url);
+                        "URL must start with redis://, unix://, redis+sentinel:// or "
+                        "redis+cluster:// (got '%.40s')",
+                        url);
     if (rc != RRPC_OK)
         rrpc__url_free(out);
     return rc;
@@ -205,13 +295,76 @@ void rrpc__url_free(rrpc__url *url)
     free(url->path);
     free(url->user);
     free(url->password);
+    for (size_t i = 0; i < url->nnodes; i++)
+        free(url->nodes[i].host);
+    free(url->nodes);
+    free(url->master);
+    free(url->sentinel_user);
+    free(url->sentinel_password);
     memset(url, 0, sizeof *url);
+}
+
+/* Copies *s into *d unless it is NULL; clears *ok if memory ran out. */
+static void dup_into(char **d, const char *s, int *ok)
+{
+    *d = s ? strdup(s) : NULL;
+    if (s && *d == NULL)
+        *ok = 0;
+}
+
+int rrpc__url_copy(rrpc__url *dst, const rrpc__url *src)
+{
+    int ok = 1;
+    *dst = *src;
+    dup_into(&dst->host, src->host, &ok);
+    dup_into(&dst->path, src->path, &ok);
+    dup_into(&dst->user, src->user, &ok);
+    dup_into(&dst->password, src->password, &ok);
+    dup_into(&dst->master, src->master, &ok);
+    dup_into(&dst->sentinel_user, src->sentinel_user, &ok);
+    dup_into(&dst->sentinel_password, src->sentinel_password, &ok);
+    dst->nodes = NULL;
+    dst->nnodes = 0;
+    if (src->nnodes > 0) {
+        dst->nodes = calloc(src->nnodes, sizeof *dst->nodes);
+        ok &= dst->nodes != NULL;
+        for (size_t i = 0; dst->nodes && i < src->nnodes; i++) {
+            dup_into(&dst->nodes[i].host, src->nodes[i].host, &ok);
+            dst->nodes[i].port = src->nodes[i].port;
+            dst->nnodes++;
+        }
+    }
+    if (!ok) {
+        rrpc__url_free(dst);
+        return RRPC_ENOMEM;
+    }
+    return RRPC_OK;
+}
+
+/* Appends "host:port" (IPv6 in brackets) for each node, comma-separated. */
+static void describe_nodes(const rrpc__url *url, char *buf, size_t len)
+{
+    size_t used = strlen(buf);
+    for (size_t i = 0; i < url->nnodes && used < len; i++) {
+        const rrpc__addr *a = &url->nodes[i];
+        int v6 = strchr(a->host, ':') != NULL;
+        snprintf(buf + used, len - used, "%s%s%s%s:%d", i ? "," : "", v6 ? "[" : "", a->host,
+                 v6 ? "]" : "", a->port);
+        used += strlen(buf + used);
+    }
 }
 
 const char *rrpc__url_describe(const rrpc__url *url, char *buf, size_t len)
 {
     const char *auth = url->password ? "***@" : "";
-    if (url->path)
+    if (url->kind != RRPC__URL_DIRECT) {
+        int sentinel = url->kind == RRPC__URL_SENTINEL;
+        snprintf(buf, len, "redis+%s://%s", sentinel ? "sentinel" : "cluster", auth);
+        describe_nodes(url, buf, len);
+        size_t used = strlen(buf);
+        if (sentinel && used < len)
+            snprintf(buf + used, len - used, "/%s/%d", url->master, url->db);
+    } else if (url->path)
         snprintf(buf, len, "unix://%s%s?db=%d", auth, url->path, url->db);
     else if (strchr(url->host, ':') != NULL) /* IPv6 needs its brackets back */
         snprintf(buf, len, "redis://%s[%s]:%d/%d", auth, url->host, url->port, url->db);

@@ -14,8 +14,10 @@
 void cli_print_connection_options(FILE *out)
 {
     fputs("  --redis URL        Redis to use: redis://[user:password@]host[:port][/db]\n"
-          "                     or unix:///path[?db=N] (default: $REDIS_URL, else\n"
-          "                     redis://127.0.0.1:6379)\n"
+          "                     or unix:///path[?db=N] or\n"
+          "                     redis+sentinel://host[:port][,...]/MASTER[/db] or\n"
+          "                     redis+cluster://host[:port][,...] (not --async)\n"
+          "                     (default: $REDIS_URL, else redis://127.0.0.1:6379)\n"
           "  --prefix P         key prefix of the deployment (default: none)\n",
           out);
 }
@@ -28,7 +30,9 @@ void cli_print_exit_statuses(FILE *out)
           "  2  usage error (bad option, PARAMS, service or method name)\n"
           "  3  timed out waiting for the reply\n"
           "  4  Redis could not be reached, refused the login, or failed a command\n"
-          "  5  any other error (e.g. a malformed reply)\n",
+          "  5  any other error (e.g. a malformed reply)\n"
+          "  6  the service is unavailable: it registered workers, none is alive\n"
+          "  7  the service is overloaded: its queue is at its max_queue\n",
           out);
 }
 
@@ -100,6 +104,8 @@ int cli_exit_status(int err)
     case RRPC_EAUTH:
     case RRPC_EURL:
     case RRPC_EREDIS: return CLI_EXIT_CONNECT;
+    case RRPC_EUNAVAILABLE: return CLI_EXIT_UNAVAILABLE;
+    case RRPC_EOVERLOADED: return CLI_EXIT_OVERLOADED;
     default: return CLI_EXIT_INTERNAL;
     }
 }
@@ -122,6 +128,25 @@ int cli_open_client(const char *prog, const struct cli_connection *conn, rrpc_cl
     int err = rrpc_client_open(client, &opts, errmsg, sizeof errmsg);
     if (err != RRPC_OK)
         report(prog, err, errmsg);
+    return cli_exit_status(err);
+}
+
+int cli_open_admin(const char *prog, const struct cli_connection *conn, rrpc_admin **admin)
+{
+    rrpc_client_options opts;
+    char errmsg[512] = "";
+    rrpc_client_options_init(&opts);
+    opts.url = conn->url;
+    opts.key_prefix = conn->prefix;
+    int err = rrpc_admin_open(admin, &opts, errmsg, sizeof errmsg);
+    if (err != RRPC_OK)
+        report(prog, err, errmsg);
+    return cli_exit_status(err);
+}
+
+int cli_report_admin_failure(const char *prog, const rrpc_admin *admin, int err)
+{
+    report(prog, err, admin ? rrpc_admin_errmsg(admin) : NULL);
     return cli_exit_status(err);
 }
 

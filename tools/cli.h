@@ -21,7 +21,9 @@ enum cli_exit {
     CLI_EXIT_USAGE = 2,    /* bad command line */
     CLI_EXIT_TIMEOUT = 3,  /* no reply in time */
     CLI_EXIT_CONNECT = 4,  /* Redis unreachable, refused us, or errored */
-    CLI_EXIT_INTERNAL = 5  /* anything else, e.g. a malformed reply */
+    CLI_EXIT_INTERNAL = 5, /* anything else, e.g. a malformed reply */
+    CLI_EXIT_UNAVAILABLE = 6, /* the service registered workers but none is alive */
+    CLI_EXIT_OVERLOADED = 7   /* the service's queue is full (max_queue) */
 };
 
 /* A subcommand.  argv[0] is "rrpc NAME" (so getopt's own messages name the
@@ -31,6 +33,13 @@ typedef int (*cli_command_fn)(int argc, char **argv);
 int cmd_call(int argc, char **argv);
 int cmd_notify(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_ls(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_stats(int argc, char **argv);
+int cmd_dead(int argc, char **argv);
+int cmd_ping(int argc, char **argv);
+int cmd_top(int argc, char **argv);
+int cmd_forget(int argc, char **argv);
 
 /* getopt_long values for long options that several subcommands accept.
  * They start above any character so they never clash with short options. */
@@ -39,6 +48,7 @@ enum cli_option {
     CLI_OPT_PREFIX,
     CLI_OPT_TIMEOUT,
     CLI_OPT_PRETTY,
+    CLI_OPT_JSON,
     CLI_OPT_FIRST_FREE /* subcommands number their own options from here */
 };
 
@@ -75,6 +85,13 @@ int cli_exit_status(int err);
 /* Opens a client, reporting a failure on stderr.  Returns CLI_EXIT_OK or
  * the exit status for the failure. */
 int cli_open_client(const char *prog, const struct cli_connection *conn, rrpc_client **client);
+
+/* Opens an operations handle (rrpc_admin), reporting a failure on stderr.
+ * Returns CLI_EXIT_OK or the exit status for the failure. */
+int cli_open_admin(const char *prog, const struct cli_connection *conn, rrpc_admin **admin);
+
+/* Reports a failed rrpc_admin call like cli_report_failure. */
+int cli_report_admin_failure(const char *prog, const rrpc_admin *admin, int err);
 
 /* Reports a failed library call on stderr as "PROG: DETAIL", DETAIL being
  * the client's message (or rrpc_strerror() if it has none; CLIENT may be

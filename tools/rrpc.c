@@ -19,6 +19,13 @@ static const struct subcommand subcommands[] = {
     {"call", "call a method and print its result", cmd_call},
     {"notify", "send a notification (no reply is awaited)", cmd_notify},
     {"bench", "measure calls/s and latency of a service", cmd_bench},
+    {"ls", "list registered services: live workers, queue depth", cmd_ls},
+    {"info", "show a service's workers and methods", cmd_info},
+    {"ping", "time a real round trip through a service's list", cmd_ping},
+    {"stats", "per-method calls, errors, latency p50/p99 of a service", cmd_stats},
+    {"top", "a live, refreshing view of all services", cmd_top},
+    {"dead", "list, requeue or purge a service's dead letters", cmd_dead},
+    {"forget", "drop a service from the registry (no more fail fast)", cmd_forget},
 };
 
 #define SUBCOMMAND_COUNT (sizeof subcommands / sizeof subcommands[0])

@@ -58,7 +58,9 @@ typedef enum rrpc_err {
     RRPC_ETOOBIG = -11,    /* the message is larger than the configured limit */
     RRPC_EEXIST = -12,     /* a method of that name is already registered */
     RRPC_ESTATE = -13,     /* the handle is in the wrong state for this call */
-    RRPC_ESYS = -14        /* an operating-system call failed (threads, signals) */
+    RRPC_ESYS = -14,       /* an operating-system call failed (threads, signals) */
+    RRPC_EUNAVAILABLE = -15, /* the service registered workers, but none is alive */
+    RRPC_EOVERLOADED = -16   /* the service's queue is at its max_queue: call refused */
 } rrpc_err;
 
 /* A static, human-readable name for an rrpc_err code.  Never NULL. */
@@ -84,7 +86,16 @@ RRPC_EXPORT const char *rrpc_version(void);
 typedef struct rrpc_client rrpc_client;
 
 typedef struct rrpc_client_options {
-    /* redis://[user:password@]host[:port][/db] or unix:///path[?db=N].
+    /* redis://[user:password@]host[:port][/db] or unix:///path[?db=N], or
+     * the master a group of Sentinels watches:
+     *   redis+sentinel://[user:password@]host[:port][,host[:port]...]/NAME[/db]
+     *       [?sentinel_password=P[&sentinel_user=U]]
+     * (Sentinel port 26379 by default; user and password are the master's;
+     * every (re)connect asks the Sentinels, so a failover is followed), or
+     * a Redis Cluster through one or more of its nodes:
+     *   redis+cluster://[user:password@]host[:port][,host[:port]...]
+     * (port 6379 by default; db 0 only; sync client and server only:
+     * rrpc_async_open refuses it with RRPC_EINVAL for now).
      * NULL means $REDIS_URL, then redis://127.0.0.1:6379.  Copied. */
     const char *url;
     /* Prepended to every key rrpc touches (service lists, reply keys).
@@ -102,6 +113,16 @@ typedef struct rrpc_client_options {
      * answer a repeated request from their memory instead of running it
      * twice. */
     int resend_on_reconnect;
+    /* Fail fast (default 1): a call to a service that registered workers
+     * (docs/PROTOCOL.md section 9) but has none alive -- all stopped, or
+     * their heartbeats expired -- returns RRPC_EUNAVAILABLE at once instead
+     * of waiting out its timeout, and a call already waiting fails within
+     * about a second of the last worker going.  A service that never
+     * registered (e.g. a seed-style worker) is waited on as usual.  The
+     * client caches each service's state for a second, so this costs one
+     * extra round trip per service per second, not one per call.  0 turns
+     * it off (and with it the max_queue check, RRPC_EOVERLOADED). */
+    int fail_fast;
 } rrpc_client_options;
 
 /* Fills *opts with the defaults above. */
@@ -189,8 +210,22 @@ typedef struct rrpc_server_options {
     int max_deliveries;         /* reliable: a request that was taken by this many
                                  * workers that died becomes a dead letter; default 3 */
     double dedup_window_s;      /* reliable: how long answers are remembered; default 600 */
-    double heartbeat_ttl_s;     /* reliable: a worker silent this long counts as dead;
-                                 * default 3 */
+    /* Registry (docs/PROTOCOL.md section 9).  With heartbeat on (default 1)
+     * the server registers one record for itself (all its threads) with
+     * its methods, refreshes it every heartbeat_interval_s seconds (default
+     * 1) with a time-to-live of heartbeat_ttl_s (default 5; at least twice
+     * the interval; in reliable mode also the silence after which a
+     * worker's requests are redelivered), sends per-method stats with each beat, and removes the
+     * record when it stops gracefully.  A second connection is used for
+     * this.  0 turns all of it off (rpc.ping is still answered). */
+    int heartbeat;
+    double heartbeat_interval_s;
+    double heartbeat_ttl_s;
+    /* Most requests the service's list may hold (0, the default: no limit).
+     * Published in the registry, so it needs heartbeat; rrpc clients then
+     * refuse a call with RRPC_EOVERLOADED instead of queueing it when the
+     * list is this long.  All servers of a service should agree on it. */
+    long max_queue;
 } rrpc_server_options;
 
 /* Fills *opts with the defaults above (service is NULL). */
@@ -211,6 +246,18 @@ RRPC_EXPORT const char *rrpc_server_errmsg(const rrpc_server *server);
  * rrpc_server_run().  RRPC_EEXIST if the name is taken. */
 RRPC_EXPORT int rrpc_server_register(rrpc_server *server, const char *method, rrpc_method_fn fn,
                                      void *udata, const char *description);
+
+/* Publishes the shape of METHOD's params in the registry, for `rrpc info`.
+ * SHAPE (borrowed, copied) is informal documentation, e.g.
+ * {"a": "number", "b": "number"} or ["ms"].  Must be called before
+ * rrpc_server_run(); RRPC_EINVAL if METHOD is not registered. */
+RRPC_EXPORT int rrpc_server_set_params(rrpc_server *server, const char *method,
+                                       const json_t *shape);
+
+/* Every server also answers the built-in method "rpc.ping" (JSON-RPC
+ * reserves the rpc. prefix for such extensions) with
+ * {"service":..., "worker":..., "host":..., "pid":..., "version":...,
+ *  "time": <Unix seconds>}. */
 
 /* Connects the workers and serves until rrpc_server_stop() is called (or a
  * SIGINT/SIGTERM arrives, if handle_signals).  Stopping is graceful: the
@@ -289,6 +336,60 @@ RRPC_EXPORT int rrpc_param_json(rrpc_request *req, size_t pos, const char *name,
 /* Checks that the params hold at most MAX parameters (array length or
  * object size) and sets an invalid-params error otherwise. */
 RRPC_EXPORT int rrpc_param_count_max(rrpc_request *req, size_t max);
+
+/* ------------------------------------------------------------------ */
+/* Operations: the registry, stats and dead letters (what `rrpc ls`,    */
+/* `info`, `stats`, `top` and `dead` show)                              */
+/* ------------------------------------------------------------------ */
+
+/* A connection for reading the registry (docs/PROTOCOL.md section 9) and
+ * managing dead letters.  Not thread-safe; one handle per thread. */
+typedef struct rrpc_admin rrpc_admin;
+
+/* Connects with the url, key_prefix and connect_timeout_s of OPTS (NULL:
+ * defaults).  On RRPC_OK *out is a new handle to rrpc_admin_close(). */
+RRPC_EXPORT int rrpc_admin_open(rrpc_admin **out, const rrpc_client_options *opts,
+                                char *errmsg, size_t errmsg_len);
+RRPC_EXPORT void rrpc_admin_close(rrpc_admin *admin);
+/* The message of the last failure.  Borrowed. */
+RRPC_EXPORT const char *rrpc_admin_errmsg(const rrpc_admin *admin);
+
+/* Every registered service, sorted by name.  *out (new) is an array of
+ * {"service", "workers" (live), "threads" (of live workers), "queue"
+ * (list length), "max_queue", "dead" (dead letters held), "calls",
+ * "errors" (totals over all methods and workers)}. */
+RRPC_EXPORT int rrpc_admin_services(rrpc_admin *admin, json_t **out);
+
+/* One service.  *out (new): {"service", "registered" (bool), "queue",
+ * "max_queue", "dead", "workers": [the live workers' records, each with
+ * "expires_in" seconds], "methods": [{"name", "description", "params"},
+ * ...] (the union over live workers)}.  An unregistered service is not an
+ * error: it has "registered": false and no workers. */
+RRPC_EXPORT int rrpc_admin_info(rrpc_admin *admin, const char *service, json_t **out);
+
+/* Per-method stats summed over every worker and restart.  *out (new):
+ * {"service", "queue", "dead", "dead_total" (ever counted), "methods":
+ * {NAME: {"calls", "errors", "p50_ms", "p99_ms"}}}.  Percentiles are the
+ * upper bound of the histogram bucket they fall in (within 25%). */
+RRPC_EXPORT int rrpc_admin_stats(rrpc_admin *admin, const char *service, json_t **out);
+
+/* The oldest LIMIT dead letters of SERVICE (LIMIT <= 0: all), as an array
+ * (new) of the records of PROTOCOL.md section 6. */
+RRPC_EXPORT int rrpc_admin_dead_list(rrpc_admin *admin, const char *service, long limit,
+                                     json_t **out);
+/* Pushes every dead letter that carries its original message back onto the
+ * service's list, oldest first, and removes it from the dead letters;
+ * records without one stay.  *moved (may be NULL) counts the requeued. */
+RRPC_EXPORT int rrpc_admin_dead_requeue(rrpc_admin *admin, const char *service, long *moved);
+/* Removes SERVICE from the registry (its workers' records, its config and
+ * its index entry), so callers wait on it as on an unregistered service
+ * instead of failing fast -- e.g. after it moved to peers that do not
+ * register.  Live workers register again with their next heartbeat.  Its
+ * stats and dead letters stay. */
+RRPC_EXPORT int rrpc_admin_forget(rrpc_admin *admin, const char *service);
+
+/* Deletes the dead letters of SERVICE; *removed (may be NULL) counts them. */
+RRPC_EXPORT int rrpc_admin_dead_purge(rrpc_admin *admin, const char *service, long *removed);
 
 /* ------------------------------------------------------------------ */
 /* Async client                                                        */

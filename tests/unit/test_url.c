@@ -3,7 +3,8 @@
  * Every rrpc handle starts from a URL, and a team's existing REDIS_URL must
  * work unchanged, so these tests pin each accepted form (redis:// with
  * user, password, port, db and IPv6 host; unix:// with query parameters;
- * the $REDIS_URL / default fallback), each rejected form (always RRPC_EURL,
+ * the $REDIS_URL / default fallback; redis+sentinel:// and redis+cluster://
+ * with their node lists), each rejected form (always RRPC_EURL,
  * never a crash or a half-filled struct) and the password masking of
  * rrpc__url_describe, which is what ends up in log lines.
  */
@@ -36,7 +37,7 @@ static void expect_url(const char *url, const char *host, int port, const char *
     rrpc__url_free(&u);
 }
 
-#define EXPECT_URL(url, host, port, path, user, password, db) \
+#define EXPECT_URL(url, host, port, path, user, password, db)                                      \
     expect_url(url, host, port, path, user, password, db, __LINE__)
 
 /* Checks URL is rejected with RRPC_EURL, a message, and a zeroed struct. */
@@ -177,7 +178,7 @@ static void test_bad_env_url_is_reported(void)
 
 static void test_rejects_other_schemes(void)
 {
-    EXPECT_BAD_URL("http://x", "redis:// or unix://");
+    EXPECT_BAD_URL("http://x", "redis://, unix://");
     EXPECT_BAD_URL("host:6379", NULL);
     EXPECT_BAD_URL("REDIS://host", NULL);
 }
@@ -293,6 +294,101 @@ static void test_url_regressions(void)
     rrpc__url_free(&u);
 }
 
+/* ---- redis+sentinel:// and redis+cluster:// ---------------------------- */
+
+static void test_sentinel_url_full(void)
+{
+    rrpc__url u;
+    char err[RRPC__ERRMSG_LEN] = "";
+    const char *url = "redis+sentinel://bob:pw@s1:26380,s2,[::1]:26400/mymaster/3"
+                      "?sentinel_password=sp%26x&sentinel_user=watch";
+    if (!CHECK_EQ_INT(rrpc__url_parse(&u, url, err, sizeof err), RRPC_OK)) {
+        fprintf(stderr, "    %s\n", err);
+        return;
+    }
+    CHECK_EQ_INT(u.kind, RRPC__URL_SENTINEL);
+    CHECK(u.host == NULL && u.path == NULL);
+    CHECK_EQ_STR(u.user, "bob");
+    CHECK_EQ_STR(u.password, "pw");
+    CHECK_EQ_INT(u.db, 3);
+    CHECK_EQ_STR(u.master, "mymaster");
+    CHECK_EQ_STR(u.sentinel_password, "sp&x");
+    CHECK_EQ_STR(u.sentinel_user, "watch");
+    if (CHECK_EQ_INT(u.nnodes, 3)) {
+        CHECK_EQ_STR(u.nodes[0].host, "s1");
+        CHECK_EQ_INT(u.nodes[0].port, 26380);
+        CHECK_EQ_STR(u.nodes[1].host, "s2");
+        CHECK_EQ_INT(u.nodes[1].port, 26379); /* the Sentinel default */
+        CHECK_EQ_STR(u.nodes[2].host, "::1");
+        CHECK_EQ_INT(u.nodes[2].port, 26400);
+    }
+    rrpc__url copy;
+    if (CHECK_EQ_INT(rrpc__url_copy(&copy, &u), RRPC_OK)) {
+        CHECK(copy.nodes != u.nodes && copy.master != u.master);
+        CHECK_EQ_INT(copy.nnodes, 3);
+        CHECK_EQ_STR(copy.nodes[2].host, "::1");
+        CHECK_EQ_STR(copy.master, "mymaster");
+        CHECK_EQ_STR(copy.sentinel_password, "sp&x");
+        rrpc__url_free(&copy);
+    }
+    rrpc__url_free(&u);
+    CHECK(u.nodes == NULL && u.nnodes == 0 && u.master == NULL);
+}
+
+static void test_sentinel_url_minimal(void)
+{
+    rrpc__url u;
+    if (!CHECK_EQ_INT(rrpc__url_parse(&u, "redis+sentinel://h/m%2F1", NULL, 0), RRPC_OK))
+        return;
+    CHECK_EQ_INT(u.nnodes, 1);
+    CHECK_EQ_STR(u.master, "m/1");
+    CHECK_EQ_INT(u.db, 0);
+    CHECK(u.password == NULL && u.user == NULL && u.sentinel_password == NULL);
+    rrpc__url_free(&u);
+}
+
+static void test_cluster_url(void)
+{
+    rrpc__url u;
+    if (!CHECK_EQ_INT(rrpc__url_parse(&u, "redis+cluster://:pw@a:7000,b,c:7002/", NULL, 0),
+                      RRPC_OK))
+        return;
+    CHECK_EQ_INT(u.kind, RRPC__URL_CLUSTER);
+    CHECK_EQ_STR(u.password, "pw");
+    CHECK(u.master == NULL && u.host == NULL);
+    if (CHECK_EQ_INT(u.nnodes, 3)) {
+        CHECK_EQ_STR(u.nodes[0].host, "a");
+        CHECK_EQ_INT(u.nodes[0].port, 7000);
+        CHECK_EQ_INT(u.nodes[1].port, 6379);
+        CHECK_EQ_INT(u.nodes[2].port, 7002);
+    }
+    rrpc__url_free(&u);
+    if (CHECK_EQ_INT(rrpc__url_parse(&u, "redis+cluster://a/0", NULL, 0), RRPC_OK))
+        rrpc__url_free(&u);
+}
+
+static void test_rejects_bad_multi_node_urls(void)
+{
+    EXPECT_BAD_URL("redis+sentinel://h1,h2", "master's name");
+    EXPECT_BAD_URL("redis+sentinel://h1,h2/", "master's name");
+    EXPECT_BAD_URL("redis+sentinel://h1,,h2/m", "empty host");
+    EXPECT_BAD_URL("redis+sentinel://h1:0/m", "port");
+    EXPECT_BAD_URL("redis+sentinel://h1/m/x", "db");
+    EXPECT_BAD_URL("redis+sentinel://h1/m?color=red", "color");
+    EXPECT_BAD_URL("redis+cluster://a,b/2", "db 0");
+    EXPECT_BAD_URL("redis+cluster://a?db=1", "db 0");
+    EXPECT_BAD_URL("redis+cluster://a?sentinel_password=x", "sentinel_password");
+    EXPECT_BAD_URL("redis+cluster://a,", "empty host");
+    EXPECT_BAD_URL("redis+cluster://[::1,b", "[");
+}
+
+static void test_describe_multi_node_urls(void)
+{
+    describe("redis+sentinel://:hunter2@s1,[::1]:5/mm/2",
+             "redis+sentinel://***@s1:26379,[::1]:5/mm/2");
+    describe("redis+cluster://a:7000,b", "redis+cluster://a:7000,b:6379");
+}
+
 int main(void)
 {
     test_url_regressions();
@@ -328,5 +424,10 @@ int main(void)
     test_describe_masks_password();
     test_describe_without_password();
     test_describe_truncates_to_buffer();
+    test_sentinel_url_full();
+    test_sentinel_url_minimal();
+    test_cluster_url();
+    test_rejects_bad_multi_node_urls();
+    test_describe_multi_node_urls();
     return check_report();
 }

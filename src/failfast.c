@@ -1,0 +1,207 @@
+/* failfast.c -- the sync client's view of the registry: fail fast, shed load.
+ *
+ * A call to a service whose registered workers are all gone should fail at
+ * once rather than sit out its timeout, and a call to a service whose queue
+ * is at its max_queue should be refused.  Asking Redis before every call
+ * would double the cost of a call, so the client keeps what it learnt about
+ * each service for a second and asks again only when that is stale.  While
+ * a call waits for a registered service it waits in one-second BLPOP
+ * slices and looks again between them, so a caller already waiting also
+ * learns that the last worker went.  Services that never registered (a
+ * seed-style worker, say) are waited on in one piece, as before.  The keys
+ * are those of docs/PROTOCOL.md section 9.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FRESH_S 1.0      /* how long a service's state is trusted */
+#define SLICE_S 1.0      /* wait slice while a registered service is awaited */
+#define CACHE_SIZE 16    /* services remembered per client */
+
+/* Checks the queue length and pushes in one step, so concurrent callers
+ * cannot overshoot the limit.  Returns the new length, or -1 if full. */
+static const char push_script[] =
+    "if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return -1 end "
+    "return redis.call('RPUSH', KEYS[1], ARGV[1])";
+
+typedef struct entry {
+    char *list;
+    int registered, live;
+    long max_queue;
+    double fetched; /* monotonic; 0 = never */
+} entry;
+
+struct rrpc__failfast {
+    int enabled;
+    entry cache[CACHE_SIZE];
+};
+
+rrpc__failfast *rrpc__failfast_new(int enabled)
+{
+    rrpc__failfast *ff = calloc(1, sizeof *ff);
+    if (ff != NULL)
+        ff->enabled = enabled;
+    return ff;
+}
+
+void rrpc__failfast_free(rrpc__failfast *ff)
+{
+    if (ff == NULL)
+        return;
+    for (size_t i = 0; i < CACHE_SIZE; i++)
+        free(ff->cache[i].list);
+    free(ff);
+}
+
+/* The cache entry of LIST, or the stalest one recycled for it. */
+static entry *lookup(rrpc__failfast *ff, const char *list)
+{
+    entry *oldest = &ff->cache[0];
+    for (size_t i = 0; i < CACHE_SIZE; i++) {
+        entry *e = &ff->cache[i];
+        if (e->list != NULL && strcmp(e->list, list) == 0)
+            return e;
+        if (e->list == NULL || e->fetched < oldest->fetched)
+            oldest = e;
+        if (e->list == NULL)
+            break;
+    }
+    free(oldest->list);
+    memset(oldest, 0, sizeof *oldest);
+    oldest->list = strdup(list);
+    return oldest->list ? oldest : NULL;
+}
+
+static long long str_ll(const rrpc__reply *r)
+{
+    return r && rrpc__reply_type(r) == RRPC__REPLY_STRING ? atoll(rrpc__reply_str(r, NULL)) : 0;
+}
+
+/* Counts the workers whose deadline (a score, Redis ms) is after NOW. */
+static int count_live(const rrpc__reply *zrange, long long now_ms)
+{
+    int live = 0;
+    for (size_t i = 1; i < rrpc__reply_count(zrange); i += 2)
+        live += str_ll(rrpc__reply_element(zrange, i)) > now_ms;
+    return live;
+}
+
+/* One round trip: Redis's clock, the heartbeat deadlines and the config. */
+static int refresh(rrpc__conn *c, const char *list, entry *e)
+{
+    char workers[RRPC__KEY_MAX], config[RRPC__KEY_MAX];
+    if (rrpc__tagged_key(workers, sizeof workers, list, ":workers") ||
+        rrpc__tagged_key(config, sizeof config, list, ":config"))
+        return RRPC_EINVAL;
+    rrpc__reply *r[4] = {NULL, NULL, NULL, NULL};
+    int rc = rrpc__conn_appendv(c, 1, "TIME");
+    if (rc == RRPC_OK)
+        rc = rrpc__conn_appendv(c, 5, "ZRANGE", workers, "0", "-1", "WITHSCORES");
+    if (rc == RRPC_OK)
+        rc = rrpc__conn_appendv(c, 3, "HGET", config, "max_queue");
+    if (rc == RRPC_OK)
+        rc = rrpc__conn_appendv(c, 2, "EXISTS", config);
+    for (int i = 0; i < 4 && rc == RRPC_OK; i++)
+        rc = rrpc__conn_read(c, &r[i]);
+    int refused = 0;
+    for (int i = 0; i < 4 && rc == RRPC_OK; i++)
+        refused |= rrpc__reply_type(r[i]) == RRPC__REPLY_ERROR;
+    if (rc == RRPC_OK) {
+        /* A Redis that refuses these keys (an ACL, say) means no registry
+         * for this caller: wait as usual rather than fail. */
+        long long now_ms = rrpc__reply_count(r[0]) == 2
+                               ? str_ll(rrpc__reply_element(r[0], 0)) * 1000 +
+                                     str_ll(rrpc__reply_element(r[0], 1)) / 1000
+                               : 0;
+        e->registered = !refused && rrpc__reply_integer(r[3]) > 0;
+        e->live = refused ? 0 : count_live(r[1], now_ms);
+        e->max_queue = refused ? 0 : (long)str_ll(r[2]);
+        e->fetched = rrpc__monotonic();
+    }
+    for (int i = 0; i < 4; i++)
+        rrpc__reply_free(r[i]);
+    return rc;
+}
+
+static int unavailable(const char *list, char *err, size_t errlen)
+{
+    return rrpc__fail(err, errlen, RRPC_EUNAVAILABLE,
+                      "service '%s' is unavailable: its registered workers are all gone "
+                      "(stopped, or their heartbeat expired)",
+                      list);
+}
+
+int rrpc__failfast_check(rrpc__failfast *ff, rrpc__conn *c, const char *list, double timeout_s,
+                         rrpc__svc_state *st, char *err, size_t errlen)
+{
+    memset(st, 0, sizeof *st);
+    st->deadline = rrpc__monotonic() + timeout_s;
+    if (ff == NULL || !ff->enabled)
+        return RRPC_OK;
+    entry *e = lookup(ff, list);
+    if (e == NULL)
+        return RRPC_OK; /* no memory for the cache: behave as without it */
+    if (e->fetched == 0 || rrpc__monotonic() - e->fetched > FRESH_S) {
+        int rc = refresh(c, list, e);
+        if (rc != RRPC_OK)
+            return rrpc__fail(err, errlen, rc, "%s", rrpc__conn_errmsg(c));
+    }
+    st->registered = e->registered;
+    st->live = e->live;
+    st->max_queue = e->registered && e->live > 0 ? e->max_queue : 0;
+    if (st->registered && st->live == 0)
+        return unavailable(list, err, errlen);
+    st->slice_s = st->registered ? SLICE_S : 0;
+    return RRPC_OK;
+}
+
+int rrpc__failfast_append_push(rrpc__conn *c, const char *list, const char *text,
+                               const rrpc__svc_state *st)
+{
+    if (st->max_queue <= 0)
+        return rrpc__conn_appendv(c, 3, "RPUSH", list, text);
+    char max[32];
+    snprintf(max, sizeof max, "%ld", st->max_queue);
+    return rrpc__conn_appendv(c, 6, "EVAL", push_script, "1", list, text, max);
+}
+
+int rrpc__failfast_pushed(const rrpc__reply *r, const rrpc__svc_state *st, char *err,
+                          size_t errlen)
+{
+    if (st->max_queue > 0 && rrpc__reply_type(r) == RRPC__REPLY_INTEGER &&
+        rrpc__reply_integer(r) < 0)
+        return rrpc__fail(err, errlen, RRPC_EOVERLOADED,
+                          "service overloaded: its queue holds %ld requests (max_queue)",
+                          st->max_queue);
+    return RRPC_OK;
+}
+
+int rrpc__failfast_next_wait(rrpc__svc_state *st, char *text, size_t len)
+{
+    double left = st->deadline - rrpc__monotonic();
+    if (left <= 0)
+        return 0;
+    double wait = st->slice_s > 0 && st->slice_s < left ? st->slice_s : left;
+    snprintf(text, len, "%.3f", wait < 0.001 ? 0.001 : wait);
+    return 1;
+}
+
+int rrpc__failfast_again(rrpc__failfast *ff, rrpc__conn *c, const char *list,
+                         rrpc__svc_state *st)
+{
+    if (st->slice_s <= 0 || rrpc__monotonic() >= st->deadline)
+        return 0;
+    entry *e = lookup(ff, list);
+    if (e == NULL || (rrpc__monotonic() - e->fetched > FRESH_S * 0.5 &&
+                      refresh(c, list, e) != RRPC_OK))
+        return 1; /* cannot tell: keep waiting, the timeout still bounds it */
+    if (e->registered && e->live == 0) {
+        st->unavailable = 1;
+        return 0;
+    }
+    return 1;
+}

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# test_cli_ops.sh -- the operator commands against running calc-servers.
+#
+# Starts two calc-server processes for one service (so the registry has two
+# records and stats merge across workers), makes calls, then checks the
+# --json output of rrpc ls, info, ping, stats and dead list/requeue/purge,
+# that rrpc top renders refreshes, and that a call to the service fails
+# fast (exit status 6) once both servers are stopped.
+#
+# Usage (under tests/harness/with-redis.sh): test_cli_ops.sh BUILD_DIR
+set -u
+: "${REDIS_URL:?run me under tests/harness/with-redis.sh}"
+BUILD=$(cd "${1:?usage: test_cli_ops.sh BUILD_DIR}" && pwd)
+RRPC=$BUILD/rrpc
+PY=/usr/bin/python3
+logs=$(mktemp -d "${TMPDIR:-/tmp}/rrpc-ops.XXXXXX")
+pids=()
+failed=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$logs"; }
+trap cleanup EXIT
+
+check() { # check NAME PYTHON-EXPRESSION-ON-j < JSON
+  local name=$1 expr=$2 doc
+  doc=$(cat)
+  if printf '%s' "$doc" | "$PY" -c "import json,sys; j=json.load(sys.stdin); sys.exit(0 if ($expr) else 1)" 2>/dev/null; then
+    echo "ok   $name"
+  else
+    echo "FAIL $name: $expr"; echo "     got: $doc" | head -c 2000; echo
+    failed+=("$name")
+  fi
+}
+
+expect_status() { # expect_status NAME WANT COMMAND...
+  local name=$1 want=$2; shift 2
+  "$@" >"$logs/out" 2>&1
+  local got=$?
+  if [ "$got" = "$want" ]; then echo "ok   $name"; else
+    echo "FAIL $name: exit $got, wanted $want"; sed 's/^/     /' "$logs/out"; failed+=("$name"); fi
+}
+
+"$BUILD/calc-server" --service ops --workers 2 --heartbeat-interval 0.2 --heartbeat-ttl 1 \
+  --max-queue 50 >"$logs/s1.log" 2>&1 &
+pids+=($!); s1=$!
+"$BUILD/calc-server" --service ops --workers 1 --heartbeat-interval 0.2 --heartbeat-ttl 1 \
+  --max-queue 50 >"$logs/s2.log" 2>&1 &
+pids+=($!); s2=$!
+for _ in $(seq 100); do
+  [ "$("$RRPC" ls --json 2>/dev/null | "$PY" -c 'import json,sys; print(sum(s["workers"] for s in json.load(sys.stdin)))' 2>/dev/null)" = 2 ] && break
+  sleep 0.05
+done
+
+for i in 1 2 3 4 5; do "$RRPC" call ops add "[$i, 1]" >/dev/null; done
+"$RRPC" call ops divide '[1, 0]' >/dev/null 2>&1
+redis-cli -s "$RRPC_TEST_REDIS_SOCK" rpush ops 'not json' >/dev/null
+sleep 0.8 # two heartbeats: the counts are flushed
+
+"$RRPC" ls --json | check "ls: ops with 2 workers, 3 threads, max_queue 50" \
+  'any(s["service"]=="ops" and s["workers"]==2 and s["threads"]==3 and s["max_queue"]==50 and s["queue"]==0 for s in j)'
+"$RRPC" ls | grep -q '^ops ' && echo "ok   ls table" || { echo "FAIL ls table"; failed+=(ls-table); }
+
+"$RRPC" info --json ops | check "info: workers and methods" \
+  'j["registered"] and len(j["workers"])==2 and sorted(w["threads"] for w in j["workers"])==[1,2] and {"add","divide","sleep","rpc.ping"} <= {m["name"] for m in j["methods"]} and [m for m in j["methods"] if m["name"]=="add"][0]["params"]=={"a":"number","b":"number"}'
+"$RRPC" info ops | grep -q 'add(a, b)' && echo "ok   info table" || { echo "FAIL info table"; failed+=(info-table); }
+
+"$RRPC" ping --json --count 3 ops | check "ping: 3 round trips with latency and worker" \
+  'len(j["pings"])==3 and all(p["latency_ms"]>0 and p["worker"] for p in j["pings"]) and j["max_ms"]>=j["min_ms"]>0'
+"$RRPC" ping ops | grep -q '^reply from ops (worker .*) in [0-9.]* ms$' && echo "ok   ping line" ||
+  { echo "FAIL ping line"; failed+=(ping-line); }
+
+"$RRPC" stats --json ops | check "stats: calls, errors, percentiles, dead letters" \
+  'j["methods"]["add"]["calls"]==5 and j["methods"]["add"]["errors"]==0 and j["methods"]["divide"]["errors"]==1 and 0 < j["methods"]["add"]["p50_ms"] <= j["methods"]["add"]["p99_ms"] and j["dead"]==1 and j["queue"]==0'
+
+"$RRPC" dead --json ops list | check "dead list" \
+  'len(j)==1 and j[0]["message"]=="not json" and j[0]["reason"].startswith("parse error")'
+"$RRPC" dead ops | grep -q 'parse error' && echo "ok   dead table" || { echo "FAIL dead table"; failed+=(dead-table); }
+# A dead letter whose cause is fixed: a request with no reply key, requeued.
+redis-cli -s "$RRPC_TEST_REDIS_SOCK" rpush ops:dead \
+  '{"reason":"test","time":1,"service":"ops","message":"{\"jsonrpc\":\"2.0\",\"method\":\"add\",\"params\":[1,1],\"id\":\"requeued-reply\"}"}' >/dev/null
+"$RRPC" dead --json ops requeue | check "dead requeue" 'j["requeued"]==2'
+for _ in $(seq 50); do
+  [ "$(redis-cli -s "$RRPC_TEST_REDIS_SOCK" llen requeued-reply)" = 1 ] && break; sleep 0.05
+done
+[ "$(redis-cli -s "$RRPC_TEST_REDIS_SOCK" llen requeued-reply)" = 1 ] && echo "ok   requeued request answered" ||
+  { echo "FAIL requeued request answered"; failed+=(requeue-answer); }
+sleep 0.2 # the requeued garbage is a dead letter again
+"$RRPC" dead --json ops purge | check "dead purge" 'j["purged"]==1'
+"$RRPC" dead --json ops | check "dead list empty after purge" 'j==[]'
+expect_status "dead: unknown action is a usage error" 2 "$RRPC" dead ops frobnicate
+
+"$RRPC" top --json --iterations 2 --interval 0.2 >"$logs/top.json"
+"$PY" - "$logs/top.json" <<'PYEOF' && echo "ok   top --json refreshes" || { echo "FAIL top --json"; cat "$logs/top.json"; failed+=(top-json); }
+import json, sys
+lines = open(sys.argv[1]).read().splitlines()
+docs = [json.loads(l) for l in lines]
+assert len(docs) == 2
+assert all(any(s["service"] == "ops" and "calls_per_s" in s for s in d["services"]) for d in docs)
+PYEOF
+n=$("$RRPC" top --iterations 2 --interval 0.2 | grep -c '^rrpc top')
+[ "$n" = 2 ] && echo "ok   top table refreshes" || { echo "FAIL top table: $n refreshes"; failed+=(top-table); }
+
+# Graceful stop of both servers: the records go, calls fail fast.
+kill -TERM "$s1" "$s2"; wait "$s1" "$s2" 2>/dev/null
+"$RRPC" ls --json | check "ls after stop: 0 workers" 'any(s["service"]=="ops" and s["workers"]==0 for s in j)'
+start=$(date +%s%N)
+expect_status "call after stop fails fast (exit 6)" 6 "$RRPC" call --timeout 20 ops add '[1, 2]'
+elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+[ "$elapsed_ms" -lt 2000 ] && echo "ok   ...within ${elapsed_ms} ms" || { echo "FAIL took ${elapsed_ms} ms"; failed+=(fail-fast-time); }
+expect_status "ping after stop fails fast (exit 6)" 6 "$RRPC" ping --timeout 20 ops
+# Handed over to a worker that does not register: forget, and calls wait again.
+"$RRPC" forget --json ops | check "forget" 'j["forgotten"]'
+expect_status "forgotten service is waited on (timeout, exit 3)" 3 "$RRPC" call --timeout 0.3 ops add '[1, 2]'
+"$RRPC" ls --json | check "ls after forget" 'all(s["service"]!="ops" for s in j)'
+
+if [ ${#failed[@]} -ne 0 ]; then
+  echo "FAILED: ${failed[*]}"; for f in "$logs"/s*.log; do echo "== $f"; cat "$f"; done; exit 1
+fi
+echo "all CLI ops checks passed"

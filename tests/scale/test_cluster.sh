@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# test_cluster.sh -- rrpc on a Redis Cluster, across a master failover.
+#
+# Starts 3 masters + 3 replicas (cluster-node-timeout 1 s) on free
+# loopback ports, picks three service names whose lists hash to three
+# different masters, and runs a calc-server for each with a
+# redis+cluster:// URL naming only two seed nodes.  Calls from `rrpc call`
+# must reach all three (their random reply keys land on any node, so the
+# request and the reply of one call usually live on different nodes).
+# Then the second service's slot is migrated live to another master (calls
+# during the move need ASK followed, after it MOVED), and the master owning
+# the first service's list is SIGKILLed under a long-lived client; once its
+# replica is promoted, calls to every service must work again, within a
+# bounded time, through the same URL, and the long-lived client too.
+#
+# Usage: test_cluster.sh BUILD_DIR
+set -u
+BUILD=$(cd "${1:?usage: test_cluster.sh BUILD_DIR}" && pwd)
+. "$(dirname "$0")/lib.sh"
+
+mapfile -t ports < <(free_ports 6)
+pids=()
+for p in "${ports[@]}"; do
+  redis_node "node-$p" "$p" --cluster-enabled yes --cluster-config-file nodes.conf \
+    --cluster-node-timeout 1000 --repl-diskless-sync-delay 0
+  pids+=("$spawned")
+done
+up() { for p in "${ports[@]}"; do redis-cli -p "$p" ping | grep -q PONG || return 1; done; }
+wait_until 10 up || fail "the nodes did not start"
+addrs=()
+for p in "${ports[@]}"; do addrs+=("127.0.0.1:$p"); done
+redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes \
+  >"$scale_dir/create.log" 2>&1 || fail "redis-cli --cluster create failed"
+cluster_ok() {
+  for p in "$@"; do redis-cli -p "$p" cluster info | grep -q 'cluster_state:ok' || return 1; done
+}
+wait_until 20 cluster_ok "${ports[@]}" || fail "the cluster never reached cluster_state:ok"
+# A replica that never finished its first sync cannot take over.
+replicas_synced() {
+  local synced
+  synced=$(for p in "${ports[@]}"; do redis-cli -p "$p" info replication; done |
+           grep -c 'master_link_status:up')
+  [ "$synced" = 3 ]
+}
+wait_until 20 replicas_synced || fail "the replicas never synced"
+echo "ok   cluster of 6 nodes: ${ports[*]}"
+
+# The master port that owns SLOT, from CLUSTER SLOTS as redis-cli prints it.
+owner() {
+  redis-cli -p "$1" cluster slots | awk -v s="$2" '
+    NR % 1 == 0 { line[NR] = $0 }
+    END {
+      for (i = 1; i <= NR; i++)
+        if (line[i] ~ /^[0-9]+$/ && line[i+1] ~ /^[0-9]+$/ && s + 0 >= line[i] + 0 &&
+            s + 0 <= line[i+1] + 0) { print line[i+3]; exit }
+    }'
+}
+# One service name per master: svc-<n> for the smallest n landing there.
+declare -A by_master
+services=()
+for n in $(seq 0 200); do
+  name="svc-$n"
+  slot=$(redis-cli -p "${ports[0]}" cluster keyslot "$name")
+  m=$(owner "${ports[0]}" "$slot")
+  if [ -n "$m" ] && [ -z "${by_master[$m]:-}" ]; then
+    by_master[$m]=$name
+    services+=("$name")
+    masters+=("$m")
+  fi
+  [ "${#services[@]}" = 3 ] && break
+done
+[ "${#services[@]}" = 3 ] || fail "could not find service names on three masters"
+echo "ok   services ${services[*]} live on masters ${masters[*]}"
+
+url="redis+cluster://127.0.0.1:${ports[0]},127.0.0.1:${ports[1]}"
+for s in "${services[@]}"; do
+  spawn "server-$s" "$BUILD/calc-server" --redis "$url" --service "$s" --workers 2
+done
+call() { [ "$("$BUILD/rrpc" call --redis "$url" --timeout 1 "$1" add '[1, 2]')" = 3 ]; }
+all_answer() { for s in "${services[@]}"; do call "$s" || return 1; done; }
+wait_until 10 all_answer || fail "not every service answered through $url"
+for i in 1 2 3 4 5; do
+  all_answer || fail "round $i of calls failed"
+done
+echo "ok   $(( 6 * ${#services[@]} )) calls to services on three masters"
+# The async client does not route by slot yet: it must refuse, clearly.
+if out=$("$BUILD/rrpc" bench --redis "$url" --async --calls 1 "${services[0]}" 2>&1); then
+  fail "the async client accepted a cluster URL"
+fi
+echo "$out" | grep -q 'does not support redis+cluster' || fail "unclear async refusal: $out"
+echo "ok   the async client refuses the cluster URL with a clear message"
+
+# Live slot migration of the second service's list to the third master.
+# While the slot is MIGRATING, commands for a key the old owner lacks are
+# answered with ASK (the CLI's RPUSH, the workers' next BLPOP); once it is
+# moved, the workers' pops on the old owner get MOVED.  Calls must go on
+# working throughout, which needs both redirections followed.
+slot=$(redis-cli -p "${ports[0]}" cluster keyslot "${services[1]}")
+src=${masters[1]} dst=${masters[2]}
+src_id=$(redis-cli -p "$src" cluster myid) dst_id=$(redis-cli -p "$dst" cluster myid)
+redis-cli -p "$dst" cluster setslot "$slot" importing "$src_id" >/dev/null
+redis-cli -p "$src" cluster setslot "$slot" migrating "$dst_id" >/dev/null
+call_slow() { [ "$("$BUILD/rrpc" call --redis "$url" --timeout 3 "$1" add '[1, 2]')" = 3 ]; }
+for i in 1 2 3; do
+  call_slow "${services[1]}" || fail "call $i during the migration of slot $slot failed"
+done
+echo "ok   calls to ${services[1]} while its slot $slot migrates :$src -> :$dst (ASK)"
+for k in $(redis-cli -p "$src" cluster getkeysinslot "$slot" 100); do
+  redis-cli -p "$src" migrate 127.0.0.1 "$dst" "$k" 0 5000 >/dev/null
+done
+for p in "$dst" "$src" "${masters[0]}"; do
+  redis-cli -p "$p" cluster setslot "$slot" node "$dst_id" >/dev/null
+done
+for i in 1 2 3; do
+  call_slow "${services[1]}" || fail "call $i after the migration of slot $slot failed"
+done
+[ "$(owner "${ports[0]}" "$slot")" = "$dst" ] || fail "slot $slot did not move"
+echo "ok   calls to ${services[1]} after its slot moved to :$dst (MOVED)"
+
+# A long-lived sync client across the failover: each call sleeps 100 ms in
+# the server, so ~1 s before the kill allows at most ~10 successful calls.
+spawn bench "$BUILD/rrpc" bench --redis "$url" --sync --duration 9 --timeout 2 \
+  --method sleep --params '[100]' --expect 100 --json "${services[0]}"
+bench_pid=$spawned
+sleep 1
+
+victim=${masters[0]}
+for i in "${!ports[@]}"; do [ "${ports[$i]}" = "$victim" ] && victim_pid=${pids[$i]}; done
+{ kill -9 "$victim_pid"; wait "$victim_pid"; } 2>/dev/null
+killed=$(now_ms)
+echo "ok   SIGKILLed master :$victim (it owns ${services[0]})"
+
+live=()
+for p in "${ports[@]}"; do [ "$p" != "$victim" ] && live+=("$p"); done
+promoted() {
+  local m
+  m=$(owner "${live[0]}" "$(redis-cli -p "${live[0]}" cluster keyslot "${services[0]}")")
+  [ -n "$m" ] && [ "$m" != "$victim" ] && cluster_ok "${live[@]}"
+}
+wait_until 20 promoted || { redis-cli -p "${live[0]}" cluster nodes; fail "no replica took over from :$victim"; }
+echo "ok   a replica took over after $(( $(now_ms) - killed )) ms"
+wait_until 20 all_answer || fail "calls did not resume after the failover"
+echo "ok   every service answers again $(( $(now_ms) - killed )) ms after the kill"
+for i in 1 2 3 4 5; do
+  all_answer || fail "round $i of calls after the failover failed"
+done
+echo "ok   15 more calls after the failover"
+wait "$bench_pid" 2>/dev/null
+ok=$("$PY" -c 'import json,sys; print(json.loads(sys.stdin.read().splitlines()[-1])["calls"])' \
+     <"$scale_dir/bench.log" 2>/dev/null) || fail "rrpc bench gave no report"
+[ "$ok" -ge 25 ] || fail "a long-lived client made only $ok calls: it did not follow the failover"
+echo "ok   a long-lived sync client made $ok successful calls across the failover"
+echo "PASS test_cluster"

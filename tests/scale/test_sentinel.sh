@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# test_sentinel.sh -- rrpc follows a Redis Sentinel failover.
+#
+# Starts a master, one replica and three Sentinels (down-after 1 s) on free
+# loopback ports, runs calc-server with a redis+sentinel:// URL, and checks
+# calls through the same URL.  Then it SIGKILLs the master and checks that,
+# within a bounded time, (1) the Sentinels promote the replica, (2) one-shot
+# calls (`rrpc call`) work again, which needs the server's workers to have
+# followed the new master, and (3) long-lived sync and async clients
+# (`rrpc bench`), connected to the old master when it died, make successful
+# calls again afterwards.
+#
+# Usage: test_sentinel.sh BUILD_DIR
+set -u
+BUILD=$(cd "${1:?usage: test_sentinel.sh BUILD_DIR}" && pwd)
+. "$(dirname "$0")/lib.sh"
+
+mapfile -t ports < <(free_ports 5)
+m=${ports[0]} r=${ports[1]}
+sentinels=("${ports[2]}" "${ports[3]}" "${ports[4]}")
+name=calcmaster
+url="redis+sentinel://127.0.0.1:${sentinels[0]},127.0.0.1:${sentinels[1]},127.0.0.1:${sentinels[2]}/$name"
+
+redis_node master "$m"
+master_pid=$spawned
+redis_node replica "$r" --replicaof 127.0.0.1 "$m"
+replica_synced() { redis-cli -p "$r" info replication | grep -q 'master_link_status:up'; }
+# Sentinels started after the sync see the replica in their first INFO.
+wait_until 10 replica_synced || fail "the replica never synced"
+for s in "${sentinels[@]}"; do
+  cat >"$scale_dir/sentinel-$s.conf" <<CONF
+port $s
+bind 127.0.0.1
+dir $scale_dir
+sentinel monitor $name 127.0.0.1 $m 2
+sentinel down-after-milliseconds $name 1000
+sentinel failover-timeout $name 4000
+sentinel parallel-syncs $name 1
+CONF
+  spawn "sentinel-$s" redis-sentinel "$scale_dir/sentinel-$s.conf"
+done
+
+quorum_ok() { # every Sentinel knows the others and the replica
+  for s in "${sentinels[@]}"; do
+    redis-cli -p "$s" sentinel ckquorum "$name" | grep -q '^OK' || return 1
+    [ "$(redis-cli -p "$s" sentinel replicas "$name" | grep -c "^$r\$")" = 1 ] || return 1
+  done
+}
+wait_until 15 quorum_ok || fail "the Sentinels never reached a quorum"
+echo "ok   master :$m, replica :$r, Sentinels ${sentinels[*]}"
+
+spawn server "$BUILD/calc-server" --redis "$url" --workers 4
+call() { "$BUILD/rrpc" call --redis "$url" --timeout 1 calc add '[1, 2]'; }
+wait_until 10 call || fail "no answer through the Sentinel URL"
+[ "$(call)" = 3 ] || fail "add [1, 2] did not give 3"
+echo "ok   calls through $url"
+
+# Long-lived clients across the failover.  Each call sleeps 100 ms in the
+# server, so a sync client makes at most ~10 calls per second, an async one
+# with a window of 2 at most ~20; 4 workers serve both without a queue.
+bench() { # bench NAME MODE...
+  local name=$1; shift
+  spawn "$name" "$BUILD/rrpc" bench --redis "$url" "$@" --duration 12 --timeout 2 \
+    --method sleep --params '[100]' --expect 100 --json calc
+}
+bench bench-sync --sync
+sync_pid=$spawned
+bench bench-async --async --window 2
+async_pid=$spawned
+sleep 1
+
+kill -9 "$master_pid"
+wait "$master_pid" 2>/dev/null
+killed=$(now_ms)
+echo "ok   SIGKILLed the master at :$m"
+
+promoted() { redis-cli -p "${sentinels[0]}" sentinel get-master-addr-by-name "$name" | grep -qx "$r"; }
+wait_until 20 promoted || fail "the Sentinels did not promote the replica"
+echo "ok   the Sentinels promoted :$r after $(( $(now_ms) - killed )) ms"
+wait_until 15 call || fail "calls did not resume after the failover"
+resumed=$(( $(now_ms) - killed ))
+for i in 1 2 3 4 5 6; do
+  [ "$(call)" = 3 ] || fail "call $i after the failover failed"
+done
+echo "ok   rrpc call works again $resumed ms after the kill (workers followed)"
+
+wait "$sync_pid" "$async_pid" 2>/dev/null
+# Before the kill there was about 1 s: at most ~10 sync or ~20 async calls.
+# More than 2.5 times that needs the client to have come back.
+for b in bench-sync:25 bench-async:50; do
+  ok=$("$PY" -c 'import json,sys; print(json.loads(sys.stdin.read().splitlines()[-1])["calls"])' \
+       <"$scale_dir/${b%:*}.log" 2>/dev/null) || fail "${b%:*} gave no report"
+  [ "$ok" -ge "${b#*:}" ] ||
+    fail "${b%:*} made only $ok successful calls: it did not follow the failover"
+  echo "ok   ${b%:*}: $ok successful calls across the failover"
+done
+echo "PASS test_sentinel"

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# test_acl.sh -- the ACL recipe of docs/SECURITY.md, against a real Redis.
+#
+# Reads the recipe block out of docs/SECURITY.md (so the documented rules
+# are the tested ones), applies it as an admin user, then checks that the
+# worker user can serve (C, Python and Ruby workers), the caller user can
+# call (rrpc call/notify/bench --async, calc-client, Python and Ruby
+# clients), each is refused what its role does not need, a request that
+# names a foreign key or the service list as reply_to is dead-lettered
+# instead of written there, and bad or missing credentials fail with exit
+# status 4 and rrpc's AUTH message.
+#
+# Usage (under tests/harness/with-redis.sh with RRPC_REDIS_TCP=1):
+#   test_acl.sh BUILD_DIR
+set -u
+: "${RRPC_TEST_REDIS_PORT:?run me under tests/harness/with-redis.sh with RRPC_REDIS_TCP=1}"
+BUILD=$(cd "${1:?usage: test_acl.sh BUILD_DIR}" && pwd)
+root=$(cd "$(dirname "$0")/../.." && pwd)
+PY=/usr/bin/python3
+port=$RRPC_TEST_REDIS_PORT
+sock=$RRPC_TEST_REDIS_SOCK
+logs=$(mktemp -d "${TMPDIR:-/tmp}/rrpc-acl.XXXXXX")
+server_pid=
+cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$logs"; }
+trap cleanup EXIT
+failed=0
+ok() { echo "ok   $*"; }
+fail() { echo "FAIL $*"; failed=1; }
+secret() { od -An -N16 -tx1 /dev/urandom | tr -d ' \n'; }
+
+# 1. An admin user first, since the recipe switches the default user off.
+ADMIN_PASS=$(secret) WORKER_PASS=$(secret) CALLER_PASS=$(secret)
+command redis-cli -s "$sock" ACL SETUSER admin on ">$ADMIN_PASS" '~*' '&*' +@all >/dev/null
+redis-cli() { command redis-cli -s "$sock" --user admin --pass "$ADMIN_PASS" --no-auth-warning "$@"; }
+as_user() { # as_user USER PASS COMMAND...: one command as that user over TCP
+  local user=$1 pass=$2; shift 2
+  command redis-cli -h 127.0.0.1 -p "$port" --user "$user" --pass "$pass" --no-auth-warning "$@" 2>&1
+}
+recipe=$(sed -n '/<!-- acl-recipe:begin -->/,/<!-- acl-recipe:end -->/p' "$root/docs/SECURITY.md" |
+  grep -v '^<!--\|^```')
+[ -n "$recipe" ] || { echo "FAIL no ACL recipe block in docs/SECURITY.md"; exit 1; }
+if out=$(eval "$recipe" 2>&1) && ! echo "$out" | grep -qv '^OK$'; then
+  ok "applied the ACL recipe of docs/SECURITY.md"
+else
+  echo "FAIL applying the recipe: $out"; exit 1
+fi
+worker_url="redis://calc-worker:$WORKER_PASS@127.0.0.1:$port/0"
+caller_url="redis://calc-caller:$CALLER_PASS@127.0.0.1:$port/0"
+
+start_worker() { # start_worker NAME COMMAND...: runs it, waits until calc answers
+  local name=$1; shift
+  "$@" >"$logs/$name.log" 2>&1 &
+  server_pid=$!
+  for _ in $(seq 100); do
+    "$BUILD/rrpc" call --redis "$caller_url" --timeout 0.2 calc add '[0, 0]' >/dev/null 2>&1 &&
+      { ok "$name serves as calc-worker"; return 0; }
+    sleep 0.1
+  done
+  fail "$name never answered as calc-worker"; cat "$logs/$name.log"; return 1
+}
+stop_worker() { kill "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null; server_pid=; }
+
+expect() { # expect NAME WANT COMMAND...: the command's output (stdout+stderr) is WANT
+  local name=$1 want=$2 got; shift 2
+  got=$("$@" 2>&1)
+  [ "$got" = "$want" ] && ok "$name" || fail "$name: expected '$want', got '$got'"
+}
+refused() { # refused NAME USER PASS COMMAND...: Redis answers NOPERM
+  local name=$1 out; shift
+  out=$(as_user "$@")
+  case $out in *NOPERM*) ok "refused: $name" ;; *) fail "$name was allowed: $out" ;; esac
+}
+
+# 2. The C worker, and every C way of calling, as the ACL users.
+start_worker "C calc-server" "$BUILD/calc-server" --redis "$worker_url" --workers 2 || exit 1
+expect "rrpc call as calc-caller" 3 "$BUILD/rrpc" call --redis "$caller_url" calc add '[1, 2]'
+expect "rrpc notify as calc-caller" "" "$BUILD/rrpc" notify --redis "$caller_url" calc sleep '[1]'
+if out=$("$BUILD/calc-client" --redis "$caller_url" 2>&1); then ok "calc-client (C) as calc-caller"
+else fail "calc-client as calc-caller: $out"; fi
+if out=$("$BUILD/rrpc" bench --async --calls 200 --redis "$caller_url" calc 2>&1); then
+  ok "rrpc bench --async (BLMPOP) as calc-caller"
+else fail "rrpc bench --async as calc-caller: $out"; fi
+# A call that times out while both workers are busy is withdrawn (LREM).
+"$BUILD/rrpc" notify --redis "$caller_url" calc sleep '[1000]'; sleep 0.1
+"$BUILD/rrpc" notify --redis "$caller_url" calc sleep '[1000]'; sleep 0.1
+"$BUILD/rrpc" call --redis "$caller_url" --timeout 0.3 calc add '[1, 2]' >/dev/null 2>&1
+status=$?
+[ "$status" = 3 ] && [ "$(redis-cli LLEN calc)" = 0 ] &&
+  ok "a timed-out call exits 3 and is withdrawn with LREM" ||
+  fail "timed-out call: exit $status, $(redis-cli LLEN calc) left on the list"
+sleep 0.7 # until both workers are free again
+
+# 3. Bad credentials: exit status 4 and rrpc's message.
+out=$("$BUILD/rrpc" call --redis "redis://calc-caller:wrong@127.0.0.1:$port" calc add '[1, 2]' 2>&1)
+status=$?
+[ "$status" = 4 ] && echo "$out" | grep -q 'AUTH failed: WRONGPASS' &&
+  ok "wrong password: exit 4, '$out'" || fail "wrong password: exit $status, '$out'"
+out=$("$BUILD/rrpc" call --redis "redis://127.0.0.1:$port" calc add '[1, 2]' 2>&1)
+status=$?
+[ "$status" = 4 ] && echo "$out" | grep -q 'NOAUTH' &&
+  ok "no credentials: exit 4, '$out'" || fail "no credentials: exit $status, '$out'"
+out=$("$BUILD/calc-server" --redis "redis://calc-worker:wrong@127.0.0.1:$port" 2>&1)
+status=$?
+[ "$status" != 0 ] && echo "$out" | grep -q 'WRONGPASS' &&
+  ok "calc-server with a wrong password exits $status" || fail "calc-server wrong password: $status '$out'"
+out=$("$BUILD/rrpc" call --redis "$caller_url" other add '[1, 2]' 2>&1)
+status=$?
+[ "$status" = 4 ] && echo "$out" | grep -q NOPERM &&
+  ok "calc-caller calling another service: exit 4, NOPERM" || fail "other service: $status '$out'"
+
+# 4. What each user must not do.
+C=(calc-caller "$CALLER_PASS") W=(calc-worker "$WORKER_PASS")
+refused "caller LRANGE on the service list" "${C[@]}" LRANGE calc 0 -1
+refused "caller BLPOP on the service list" "${C[@]}" BLPOP calc 0.1
+refused "caller LPOP (worker-only) on the service list" "${C[@]}" LPOP calc
+refused "caller GET of a random key" "${C[@]}" GET "rrpc:reply:$(secret)"
+refused "caller KEYS" "${C[@]}" KEYS '*'
+refused "caller RPUSH onto a reply key (forging a reply)" "${C[@]}" RPUSH "rrpc:reply:$(secret)" x
+refused "caller EXPIRE (worker-only)" "${C[@]}" EXPIRE "rrpc:reply:$(secret)" 60
+refused "caller HINCRBY calc:stats (worker-only)" "${C[@]}" HINCRBY calc:stats dead 1
+refused "caller LTRIM calc:dead (worker-only)" "${C[@]}" LTRIM calc:dead 0 -1
+refused "worker reading a reply key" "${W[@]}" BLPOP "rrpc:reply:$(secret)" 0.1
+refused "worker GET of a random key" "${W[@]}" GET somekey
+refused "worker RPUSH onto another list" "${W[@]}" RPUSH other x
+refused "worker RPUSH onto its own service list" "${W[@]}" RPUSH calc x
+refused "worker reading its dead letters" "${W[@]}" LRANGE calc:dead 0 -1
+
+# 5. Confused deputy: reply_to naming a foreign key, or the service list
+#    itself (which without the ACL makes a worker answer itself forever).
+before=$(redis-cli HGET calc:stats dead)
+as_user "${C[@]}" RPUSH calc \
+  '{"jsonrpc":"2.0","method":"add","params":[1,2],"id":"x","reply_to":"victim"}' \
+  '{"jsonrpc":"2.0","method":"add","params":[1,2],"id":"calc","reply_to":"calc"}' >/dev/null
+sleep 0.5
+after=$(redis-cli HGET calc:stats dead)
+[ "$(redis-cli EXISTS victim)" = 0 ] && [ "$(redis-cli LLEN calc)" = 0 ] &&
+  [ $((after - ${before:-0})) = 2 ] &&
+  [ "$(redis-cli LRANGE calc:dead -2 -1 | grep -c '"reply failed: NOPERM')" = 2 ] &&
+  ok "reply_to a foreign key or the service list: dead letters, nothing written" ||
+  fail "reply_to victim/calc: victim=$(redis-cli EXISTS victim) calc=$(redis-cli LLEN calc) dead +$((after - ${before:-0}))"
+stop_worker
+
+# 6. The Ruby and Python peers as the same users.
+expect_ok() { local name=$1 out; shift; if out=$("$@" 2>&1); then ok "$name"; else fail "$name: $out"; fi; }
+if start_worker "Python calc_server.py" "$PY" "$root/clients/python/calc_server.py" --redis "$worker_url"; then
+  expect "rrpc call -> Python worker" 3 "$BUILD/rrpc" call --redis "$caller_url" calc add '[1, 2]'
+  expect_ok "Python calc_client.py as calc-caller" "$PY" "$root/clients/python/calc_client.py" --redis "$caller_url"
+  expect_ok "Ruby calc_client.rb as calc-caller" ruby "$root/clients/ruby/calc_client.rb" --redis "$caller_url"
+  stop_worker
+fi
+if start_worker "Ruby calc_server.rb" ruby "$root/clients/ruby/calc_server.rb" --redis "$worker_url"; then
+  expect "rrpc call -> Ruby worker" 3 "$BUILD/rrpc" call --redis "$caller_url" calc add '[1, 2]'
+  expect_ok "C calc-client -> Ruby worker" "$BUILD/calc-client" --redis "$caller_url"
+  stop_worker
+fi
+exit $failed
