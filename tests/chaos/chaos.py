@@ -154,7 +154,7 @@ class Run:
         self.worker_seq += 1
         path = os.path.join(self.tmp, "worker-%d.log" % self.worker_seq)
         argv = [os.path.join(self.args.bin_dir, "chaos_worker"), "--redis", self.url,
-                "--service", SERVICE, "--workers", str(self.args.worker_threads)]
+                "--service", SERVICE, "--workers", str(self.args.worker_threads), "--trace"]
         if self.reliable:
             argv += ["--reliable", "--heartbeat-ttl", str(self.args.heartbeat_ttl)]
         self.workers.append([self.procs.start(argv, path), path])
@@ -269,6 +269,8 @@ class Run:
         dead = client.llen(SERVICE + ":dead")
         calls = read_calls(out_path)
         report = analyse(self, calls, effects)
+        starts = handler_starts(self.tmp)
+        report["handler_reruns"] = sum(1 for n in starts.values() if n > 1)
         report.update(dead_letters=dead, drained=drained, caller_hung=caller_hung,
                       caller_exit=caller_rc, worker_exits=len(self.worker_exits),
                       worker_crashes=sum(1 for rc, _ in self.worker_exits
@@ -282,15 +284,17 @@ class Run:
 
 
 def pending_requests(client):
-    """Requests still queued for the service, plus those a reliable worker
-    holds in flight (any other list whose name starts with the service's)."""
+    """Requests still queued for the service, plus those reliable workers
+    hold in their in-flight lists ({<service>}:inflight:<worker>; any list
+    under the service's names but the dead letters counts, so that a renamed
+    in-flight list cannot make this pass early)."""
     total = client.llen(SERVICE)
-    for key in client.scan_iter(match=SERVICE + ":*", count=1000):
-        name = key.decode(errors="replace")
-        if name in (EFFECTS_KEY, SERVICE + ":dead", SERVICE + ":stats"):
-            continue
-        if client.type(key) == b"list":
-            total += client.llen(key)
+    for pattern in (SERVICE + ":*", "{" + SERVICE + "}:*"):
+        for key in client.scan_iter(match=pattern, count=1000):
+            if key.decode(errors="replace") == SERVICE + ":dead":
+                continue
+            if client.type(key) == b"list":
+                total += client.llen(key)
     return total
 
 
@@ -301,6 +305,19 @@ def last_line(path):
         return lines[-1] if lines else ""
     except OSError:
         return ""
+
+
+def handler_starts(tmp):
+    """How often `effect` started per call id, over all worker logs."""
+    starts = {}
+    for name in os.listdir(tmp):
+        if name.startswith("worker-") and name.endswith(".log"):
+            with open(os.path.join(tmp, name), "rb") as f:
+                for line in f:
+                    if line.startswith(b"start "):
+                        cid = line[6:].strip().decode(errors="replace")
+                        starts[cid] = starts.get(cid, 0) + 1
+    return starts
 
 
 def tail(path, n):
