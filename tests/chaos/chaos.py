@@ -53,7 +53,7 @@ EFFECTS_KEY = "chaos:effects"
 STATUS_NAMES = {0: "OK", -1: "EINVAL", -2: "ENOMEM", -3: "EURL", -4: "ECONNECT",
                 -5: "EAUTH", -6: "EREDIS", -7: "ETIMEDOUT", -8: "EPROTO",
                 -9: "EREMOTE", -10: "ECANCELED", -11: "ETOOBIG", -13: "ESTATE",
-                -14: "ESYS"}
+                -14: "ESYS", -15: "EUNAVAILABLE", -16: "EOVERLOADED"}
 LATE_MARGIN_S = 1.0
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -154,9 +154,10 @@ class Run:
         self.worker_seq += 1
         path = os.path.join(self.tmp, "worker-%d.log" % self.worker_seq)
         argv = [os.path.join(self.args.bin_dir, "chaos_worker"), "--redis", self.url,
-                "--service", SERVICE, "--workers", str(self.args.worker_threads), "--trace"]
+                "--service", SERVICE, "--workers", str(self.args.worker_threads), "--trace",
+                "--heartbeat-ttl", str(self.args.heartbeat_ttl)]
         if self.reliable:
-            argv += ["--reliable", "--heartbeat-ttl", str(self.args.heartbeat_ttl)]
+            argv.append("--reliable")
         self.workers.append([self.procs.start(argv, path), path])
 
     def kill_random_worker(self):

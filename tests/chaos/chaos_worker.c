@@ -132,7 +132,7 @@ static void usage(FILE *out)
           "  --workers N           worker threads (default: 2)\n"
           "  --reliable            at-least-once delivery with dedup (default: at-most-once)\n"
           "  --max-deliveries N    reliable: deliveries before a dead letter (default: 3)\n"
-          "  --heartbeat-ttl S     reliable: seconds of silence that mean dead (default: 3)\n"
+          "  --heartbeat-ttl S     seconds of silence that mean dead (library default: 5)\n"
           "  --effects-key KEY     hash that counts effects (default: chaos:effects)\n"
           "  --trace               log \"start <call id>\" on stderr when `effect` starts\n"
           "  -h, --help            show this help\n",
