@@ -50,12 +50,13 @@ static json_t *m_die(rrpc_request *req, void *udata)
 
 /* DOOMED: a child process whose slow and die methods never return.
  * CHILD: a child process, stopped by SIGTERM. */
-static rrpc_server *new_server(const char *service, int reliable, int doomed, int child)
+static rrpc_server *new_server_n(const char *service, int workers, int reliable, int doomed,
+                                 int child)
 {
     rrpc_server_options o;
     rrpc_server_options_init(&o);
     o.service = service;
-    o.workers = 2;
+    o.workers = workers;
     o.handle_signals = child;
     o.reliable = reliable;
     o.heartbeat_ttl_s = 1;
@@ -67,6 +68,11 @@ static rrpc_server *new_server(const char *service, int reliable, int doomed, in
     rrpc_server_register(s, "slow", m_slow, doomed ? (void *)1 : NULL, NULL);
     rrpc_server_register(s, "die", m_die, doomed ? (void *)1 : NULL, NULL);
     return s;
+}
+
+static rrpc_server *new_server(const char *service, int reliable, int doomed, int child)
+{
+    return new_server_n(service, 2, reliable, doomed, child);
 }
 
 /* A reliable server in a child process, to be killed.  Returns its pid. */
@@ -134,20 +140,23 @@ static char *reply_on(const char *key, double seconds)
 static void test_expired_requests_are_refused(void)
 {
     running r;
-    run_server(&r, new_server("rd", 0, 0, 0));
+    run_server(&r, new_server_n("rd", 1, 0, 0, 0));
     /* Already late when it arrives. */
     push_request("rd", "count", "[\"late\"]", "rel:late", redis_ms() - 1);
     char *late = reply_on("rel:late", 5);
     CHECK(late && strstr(late, "\"code\":-32000") && strstr(late, "Deadline exceeded"));
     free(late);
-    /* Taken in one batch behind a slow request, it expires while waiting
-     * for the worker: refused, not run. */
+    /* Taken in one batch behind a slow request by the only worker, it
+     * expires while it waits: refused, not run. */
+    char queued_text[256];
+    snprintf(queued_text, sizeof queued_text,
+             "{\"jsonrpc\":\"2.0\",\"method\":\"count\",\"params\":[\"queued\"],"
+             "\"id\":\"rel:queued\",\"deadline\":%lld}",
+             redis_ms() + 300);
     rrpc__reply_free(cmd(4, "RPUSH", "rd",
                          "{\"jsonrpc\":\"2.0\",\"method\":\"slow\",\"params\":[\"first\",600],"
                          "\"id\":\"rel:first\"}",
-                         "{\"jsonrpc\":\"2.0\",\"method\":\"slow\",\"params\":[\"first\",600],"
-                         "\"id\":\"rel:first2\"}"));
-    push_request("rd", "count", "[\"queued\"]", "rel:queued", redis_ms() + 300);
+                         queued_text));
     char *queued = reply_on("rel:queued", 5);
     CHECK(queued && strstr(queued, "\"code\":-32000"));
     free(queued);
@@ -328,6 +337,48 @@ static void test_resend_after_broken_link(void)
     json_decref(a.result);
 }
 
+static void ignore_outcome(int status, json_t *result, json_t *error, void *udata)
+{
+    (void)result;
+    (void)error;
+    *(int *)udata = status;
+}
+
+/* Both clients stamp calls with a deadline on the Redis clock. */
+static void test_clients_stamp_deadlines(void)
+{
+    rrpc_async *a = NULL;
+    char err[256];
+    CHECK(rrpc_async_open(&a, NULL, err, sizeof err) == RRPC_OK);
+    int status = 1;
+    long long before = redis_ms();
+    CHECK(rrpc_async_call(a, "nobody", "count", NULL, 2, ignore_outcome, &status) == RRPC_OK);
+    WAIT_UNTIL(cmd_int(2, "LLEN", "nobody", NULL) == 1, 2);
+    rrpc__reply *r = cmd(3, "LINDEX", "nobody", "0");
+    json_t *req = r ? json_loads(rrpc__reply_str(r, NULL), 0, NULL) : NULL;
+    long long deadline = json_integer_value(json_object_get(req, "deadline"));
+    CHECK(deadline >= before + 2000 && deadline <= redis_ms() + 2000);
+    json_decref(req);
+    rrpc__reply_free(r);
+    rrpc_async_close(a); /* the call ends RRPC_ECANCELED */
+    CHECK(status == RRPC_ECANCELED);
+    rrpc__reply_free(cmd(2, "DEL", "nobody"));
+    /* The sync client: a call of 1 s, withdrawn when it times out. */
+    call_arg sync_call = {"nobody", "count", NULL, 1, 0, -1, NULL};
+    pthread_t t;
+    before = redis_ms();
+    pthread_create(&t, NULL, call_thread, &sync_call);
+    WAIT_UNTIL(cmd_int(2, "LLEN", "nobody", NULL) == 1, 2);
+    r = cmd(3, "LINDEX", "nobody", "0");
+    req = r ? json_loads(rrpc__reply_str(r, NULL), 0, NULL) : NULL;
+    deadline = json_integer_value(json_object_get(req, "deadline"));
+    CHECK(deadline >= before + 1000 && deadline <= redis_ms() + 1000);
+    json_decref(req);
+    rrpc__reply_free(r);
+    pthread_join(t, NULL);
+    CHECK(sync_call.rc == RRPC_ETIMEDOUT && cmd_int(2, "LLEN", "nobody", NULL) == 0);
+}
+
 int main(void)
 {
     if (raw_open() != 0)
@@ -338,6 +389,7 @@ int main(void)
     test_repeated_request_runs_once();
     test_at_most_once_applies_effects();
     test_resend_after_broken_link();
+    test_clients_stamp_deadlines();
     raw_close();
     if (failures) {
         fprintf(stderr, "%d check(s) failed\n", failures);
