@@ -7,12 +7,13 @@
 #               PREFIX (default /usr/local), staged under DESTDIR if set
 #   make chaos  the long chaos test of both delivery modes (CHAOS_SECONDS each)
 #   make test   the whole suite: -Werror build, ctest, then ctest again
-#               under ASan+UBSan, the C test programs under valgrind, and
-#               a short libFuzzer run on request decoding
+#               under ASan+UBSan, the C test programs under valgrind and
+#               under TSan, and a short libFuzzer run on request decoding
 # Both install missing Debian packages first (scripts/install-deps.sh).
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 VG_BUILD   ?= build-valgrind
+TSAN_BUILD ?= build-tsan
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 600
 CHAOS_SECONDS ?= 60
@@ -21,7 +22,7 @@ CMAKE_ARGS ?=
 PREFIX     ?= /usr/local
 DESTDIR    ?=
 
-.PHONY: all deps build install demo test test-fast test-asan test-valgrind test-fuzz fuzz-build bench chaos fuzz clean
+.PHONY: all deps build install demo test test-fast test-asan test-valgrind test-tsan test-fuzz fuzz-build bench chaos fuzz clean
 
 all: build
 
@@ -58,6 +59,15 @@ test-valgrind: deps
 	@cmake --build $(VG_BUILD) -j $(JOBS)
 	@cd $(VG_BUILD) && ctest --output-on-failure -j $(JOBS)
 
+# ThreadSanitizer on the C test programs, which drive the threaded parts
+# (server workers, heartbeats, the async client's loop thread); a reported
+# race makes the program exit non-zero.
+test-tsan: deps
+	@cmake -S . -B $(TSAN_BUILD) -DRRPC_WERROR=ON -DRRPC_SANITIZE=thread \
+	  -DCMAKE_BUILD_TYPE=Debug $(CMAKE_ARGS) >/dev/null
+	@cmake --build $(TSAN_BUILD) -j $(JOBS)
+	@cd $(TSAN_BUILD) && ctest --output-on-failure -j $(JOBS) -R '^test_'
+
 # libFuzzer on request decoding (clang, ASan+UBSan), seeded from the
 # conformance vectors: a short smoke run in `make test`, FUZZ_SECONDS in
 # `make fuzz`.  New findings land in $(FUZZ_BUILD)/crash-*.
@@ -78,7 +88,7 @@ fuzz: fuzz-build
 	@cd $(FUZZ_BUILD) && ./fuzz_dispatch -max_total_time=$(FUZZ_SECONDS) -max_len=70000 \
 	  -print_final_stats=1 corpus seeds
 
-test: test-fast test-asan test-valgrind test-fuzz
+test: test-fast test-asan test-valgrind test-tsan test-fuzz
 
 bench: build
 	@scripts/bench.sh $(BUILD)
@@ -90,4 +100,4 @@ chaos: build
 	  --seconds $(CHAOS_SECONDS)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(VG_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(VG_BUILD) $(TSAN_BUILD) $(FUZZ_BUILD)

@@ -13,20 +13,20 @@
 #     Pairing the runs and taking the median of the rounds keeps the ratios
 #     steady on a shared machine whose speed drifts;
 #   - both 1 x 256 pipelines once, then a longer async run
-#     (RRPC_BENCH_LONG_SECONDS, default 20) sampling calc-server's RSS.
+#     (RRPC_BENCH_LONG_SECONDS, default 60) sampling calc-server's RSS.
 # For every run it also accounts the CPU time of the caller, the worker and
 # Redis per call.  It prints the markdown table on stdout and progress on
 # stderr, keeps every raw output in BUILD_DIR/bench, and stops every process
 # it started, whatever happens.
 #
-# Usage: scripts/bench.sh [BUILD_DIR]     (about 2 minutes)
+# Usage: scripts/bench.sh [BUILD_DIR]     (about 3 minutes)
 set -u
 BUILD=${1:-build}
 here=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=$(cd "$BUILD" && pwd)
 SECONDS_EACH=${RRPC_BENCH_SECONDS:-4}
 ROUNDS=${RRPC_BENCH_ROUNDS:-3}
-LONG_SECONDS=${RRPC_BENCH_LONG_SECONDS:-20}
+LONG_SECONDS=${RRPC_BENCH_LONG_SECONDS:-60}
 FLOOR_SRC=${RRPC_FLOOR_DIR:-/work/shared/bench}
 PY=/usr/bin/python3
 out="$BUILD/bench"

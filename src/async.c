@@ -97,6 +97,7 @@ struct rrpc_async {
     char *request_tail; /* ,"reply_to":"<reply key>","id": */
     size_t request_tail_len;
     double timeout_s, connect_timeout_s;
+    rrpc__clock clock; /* the Redis clock, read at open, for call deadlines */
     size_t max_in_flight;
     int own_loop;
     struct event_base *base;
@@ -364,6 +365,13 @@ static int build_request(rrpc_async *a, acall *c, const char *service, const cha
             rc = append_params(c, &used, params);
         if (rc == RRPC_EINVAL)
             return set_error(a, rc, "params cannot be encoded as JSON");
+    }
+    if (rc == RRPC_OK && !c->notify && a->clock.measured_at > 0) {
+        char deadline[48];
+        int n = snprintf(deadline, sizeof deadline, ",\"deadline\":%lld",
+                         rrpc__clock_redis_ms(&a->clock) +
+                             (long long)(c->timeout_s * 1000.0 + 0.999));
+        rc = append(c, &used, deadline, (size_t)n);
     }
     if (rc == RRPC_OK)
         rc = c->notify ? append(c, &used, "}", 1)
@@ -978,7 +986,8 @@ void rrpc_async_options_init(rrpc_async_options *opts)
 }
 
 /* Checks, with a short-lived sync connection, what the async links cannot
- * report to open(): Redis is there, takes the credentials, has LMPOP. */
+ * report to open(): Redis is there, takes the credentials, has LMPOP.  It
+ * also reads the Redis clock once, for the deadlines of calls. */
 static int probe(rrpc_async *a, char *errmsg, size_t errmsg_len)
 {
     rrpc__conn *conn = NULL;
@@ -996,6 +1005,8 @@ static int probe(rrpc_async *a, char *errmsg, size_t errmsg_len)
                         "the async client needs Redis 7 or later (LMPOP/BLMPOP): %s",
                         rrpc__reply_str(r, NULL));
     rrpc__reply_free(r);
+    if (rc == RRPC_OK)
+        rrpc__clock_sync(&a->clock, conn); /* refused TIME: calls carry no deadline */
     rrpc__conn_close(conn);
     return rc;
 }
@@ -1235,7 +1246,7 @@ static int start(rrpc_async *a, const char *service, const char *method, const j
         c->cb = cb;
         c->udata = udata;
         c->notify = (unsigned)notify;
-        c->timeout_s = timeout_s > 0 ? timeout_s : a->timeout_s;
+        c->timeout_s = rrpc__inherited_timeout(timeout_s > 0 ? timeout_s : a->timeout_s);
         rc = build_request(a, c, service, method, params);
         if (rc == RRPC_OK)
             rc = enqueue(a, c); /* recycles C itself on failure */

@@ -1,0 +1,135 @@
+/* harness.h -- what every integration test needs around a real Redis.
+ *
+ * The integration tests run under tests/harness/with-redis.sh, which starts
+ * a private redis-server and exports $REDIS_URL.  This header gives them
+ * one CHECK macro with a failure count, an in-process server on its own
+ * thread, a raw connection for looking behind the API, and a client.  It
+ * is a header of static inline functions because each test is one
+ * translation unit linked against the static library.
+ */
+#ifndef RRPC_TEST_HARNESS_H
+#define RRPC_TEST_HARNESS_H
+
+#include "internal.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures;
+#define CHECK(cond)                                                                          \
+    do {                                                                                     \
+        if (!(cond)) {                                                                       \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);         \
+            failures++;                                                                      \
+        }                                                                                    \
+    } while (0)
+
+/* ---- a server on a thread of its own ------------------------------------ */
+
+typedef struct running {
+    rrpc_server *srv;
+    pthread_t thread;
+    int rc;
+} running;
+
+static inline void *harness_serve(void *arg)
+{
+    running *r = arg;
+    r->rc = rrpc_server_run(r->srv);
+    return NULL;
+}
+
+/* Runs SRV (already created and with its methods registered; owned by R
+ * from now on) until stop_server(). */
+static inline void run_server(running *r, rrpc_server *srv)
+{
+    r->srv = srv;
+    r->rc = RRPC_OK;
+    pthread_create(&r->thread, NULL, harness_serve, r);
+}
+
+static inline void stop_server(running *r)
+{
+    rrpc_server_stop(r->srv);
+    pthread_join(r->thread, NULL);
+    CHECK(r->rc == RRPC_OK);
+    rrpc_server_free(r->srv);
+    r->srv = NULL;
+}
+
+/* ---- raw Redis ------------------------------------------------------------ */
+
+static rrpc__conn *raw;
+
+/* Opens the raw connection (to $REDIS_URL); 0 on success. */
+static inline int raw_open(void)
+{
+    rrpc__url url;
+    char err[256];
+    if (rrpc__url_parse(&url, NULL, err, sizeof err) != RRPC_OK) {
+        fprintf(stderr, "url: %s\n", err);
+        return -1;
+    }
+    int rc = rrpc__conn_open(&raw, &url, 5, err, sizeof err);
+    rrpc__url_free(&url);
+    if (rc != RRPC_OK)
+        fprintf(stderr, "raw connection: %s\n", err);
+    return rc == RRPC_OK ? 0 : -1;
+}
+
+static inline void raw_close(void)
+{
+    rrpc__conn_close(raw);
+    raw = NULL;
+}
+
+/* Runs one command of ARGC NUL-terminated arguments; the reply is new. */
+static inline rrpc__reply *cmd(int argc, ...)
+{
+    const char *argv[16];
+    va_list ap;
+    va_start(ap, argc);
+    for (int i = 0; i < argc && i < 16; i++)
+        argv[i] = va_arg(ap, const char *);
+    va_end(ap);
+    rrpc__reply *r = NULL;
+    if (rrpc__conn_append(raw, argc, argv, NULL) != RRPC_OK || rrpc__conn_read(raw, &r) != RRPC_OK)
+        return NULL;
+    return r;
+}
+
+/* The integer reply of a command of one to three arguments, or -999. */
+static inline long long cmd_int(int argc, const char *a0, const char *a1, const char *a2)
+{
+    rrpc__reply *r = argc == 1 ? cmd(1, a0) : argc == 2 ? cmd(2, a0, a1) : cmd(3, a0, a1, a2);
+    long long v = r && rrpc__reply_type(r) == RRPC__REPLY_INTEGER ? rrpc__reply_integer(r) : -999;
+    rrpc__reply_free(r);
+    return v;
+}
+
+/* Polls COND (an expression) every 20 ms for up to SECONDS. */
+#define WAIT_UNTIL(cond, seconds)                                                            \
+    do {                                                                                     \
+        double until_ = rrpc__monotonic() + (seconds);                                       \
+        while (!(cond) && rrpc__monotonic() < until_)                                        \
+            rrpc__sleep(0.02);                                                               \
+    } while (0)
+
+/* ---- a client --------------------------------------------------------------- */
+
+/* A sync client on $REDIS_URL; OPTS may be NULL for the defaults. */
+static inline rrpc_client *open_client_with(const rrpc_client_options *opts)
+{
+    rrpc_client *c = NULL;
+    char err[256];
+    int rc = rrpc_client_open(&c, opts, err, sizeof err);
+    if (rc != RRPC_OK)
+        fprintf(stderr, "client open: %s\n", err);
+    CHECK(rc == RRPC_OK);
+    return c;
+}
+
+#endif /* RRPC_TEST_HARNESS_H */
