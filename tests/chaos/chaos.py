@@ -126,6 +126,19 @@ class Run:
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2,
                            socket_connect_timeout=2)
 
+    def fill(self):
+        """Gives Redis FILLER_KEYS keys of 100 bytes, so that a restart spends a
+        while loading its AOF (answering LOADING), as a Redis holding real data
+        does."""
+        n = self.args.filler_keys
+        if n > 0:
+            client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=120)
+            client.eval("for i = 1, tonumber(ARGV[1]) do redis.call('SET', 'chaos-filler:' .. i,"
+                        " string.rep('x', 100)) end", 0, n)
+            client.bgrewriteaof()
+            while client.info("persistence")["aof_rewrite_in_progress"]:
+                time.sleep(0.1)
+
     def start_redis(self):
         self.redis_proc = self.procs.start(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
@@ -245,6 +258,7 @@ class Run:
 
     def execute(self):
         self.start_redis()
+        self.fill()
         self.fill_workers()
         out_path = os.path.join(self.tmp, "calls.txt")
         argv = [os.path.join(self.args.bin_dir, "chaos_caller"), "--redis", self.url,
@@ -268,11 +282,15 @@ class Run:
         client = self.client()
         effects = {k.decode(): int(v) for k, v in client.hgetall(EFFECTS_KEY).items()}
         dead = client.llen(SERVICE + ":dead")
+        dead_reasons = {}
+        for text in client.lrange(SERVICE + ":dead", 0, -1):
+            reason = json.loads(text).get("reason", "?")[:80]
+            dead_reasons[reason] = dead_reasons.get(reason, 0) + 1
         calls = read_calls(out_path)
         report = analyse(self, calls, effects)
         starts = handler_starts(self.tmp)
         report["handler_reruns"] = sum(1 for n in starts.values() if n > 1)
-        report.update(dead_letters=dead, drained=drained, caller_hung=caller_hung,
+        report.update(dead_letters=dead, dead_reasons=dead_reasons, drained=drained, caller_hung=caller_hung,
                       caller_exit=caller_rc, worker_exits=len(self.worker_exits),
                       worker_crashes=sum(1 for rc, _ in self.worker_exits
                                          if isinstance(rc, int) and rc < 0),
@@ -447,6 +465,8 @@ def parse_args():
     p.add_argument("--worker-threads", type=int, default=2)
     p.add_argument("--work-ms", type=int, default=50, help="each call works 0..this many ms")
     p.add_argument("--heartbeat-ttl", type=float, default=3)
+    p.add_argument("--filler-keys", type=int, default=0,
+                   help="keys of 100 bytes to load Redis with, so restarts answer LOADING a while")
     p.add_argument("--drain-seconds", type=float, default=30)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--verbose", action="store_true", help="show log tails even on success")
