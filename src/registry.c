@@ -195,9 +195,8 @@ static void note_refusal(rrpc__registry *r, int i, const rrpc__reply *reply)
         return;
     const char *text = rrpc__reply_str(reply, NULL);
     if (i < QUEUED_MAX)
-        snprintf(r->why, sizeof r->why, "%s%s%s: %s", r->queued_cmd[i],
-                 r->queued_key[i] ? " " : "", r->queued_key[i] ? r->queued_key[i] : "",
-                 text ? text : "refused");
+        snprintf(r->why, sizeof r->why, "%s%s%s: %s", r->queued_cmd[i], r->queued_key[i] ? " " : "",
+                 r->queued_key[i] ? r->queued_key[i] : "", text ? text : "refused");
     else
         snprintf(r->why, sizeof r->why, "%s", text ? text : "a command was refused");
 }
