@@ -518,8 +518,12 @@ static void judge(worker *w, const op *o, const rrpc__reply *r)
     if (rrpc__reply_type(r) != RRPC__REPLY_ERROR) {
         if (o->kind == OP_DEAD)
             atomic_fetch_add(&w->srv->dead_letters, 1);
-        if (o->kind == OP_COMMIT && rrpc__reply_integer(r) == 0)
+        if (o->kind == OP_COMMIT && rrpc__reply_type(r) == RRPC__REPLY_INTEGER &&
+            rrpc__reply_integer(r) == 0)
             atomic_fetch_add(&w->srv->duplicates, 1); /* another worker answered first */
+        if (o->kind == OP_COMMIT && rrpc__reply_type(r) == RRPC__REPLY_ARRAY)
+            log_worker(w, "Redis refused an effect",
+                       rrpc__reply_str(rrpc__reply_element(r, 1), NULL));
         return;
     }
     const char *e = rrpc__reply_str(r, NULL);
