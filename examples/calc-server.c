@@ -208,7 +208,8 @@ enum {
     OPT_NO_HEARTBEAT,
     OPT_HEARTBEAT_INTERVAL,
     OPT_HEARTBEAT_TTL,
-    OPT_MAX_QUEUE
+    OPT_MAX_QUEUE,
+    OPT_BATCH_MAX
 };
 
 static const struct option long_options[] = {
@@ -224,6 +225,7 @@ static const struct option long_options[] = {
     {"heartbeat-interval", required_argument, NULL, OPT_HEARTBEAT_INTERVAL},
     {"heartbeat-ttl", required_argument, NULL, OPT_HEARTBEAT_TTL},
     {"max-queue", required_argument, NULL, OPT_MAX_QUEUE},
+    {"batch-max", required_argument, NULL, OPT_BATCH_MAX},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -256,6 +258,7 @@ static void usage(FILE *out)
           "  --heartbeat-ttl S\n"
           "                  seconds a heartbeat stays valid (default: 5); with\n"
           "                  --reliable, a worker silent this long counts as dead\n"
+          "  --batch-max N   requests a worker takes at once (default: 128)\n"
           "  --max-queue N   callers get 'overloaded' when N requests are queued\n"
           "                  (default: 0 = no limit)\n"
           "  -h, --help      show this help\n",
@@ -326,6 +329,10 @@ static int parse_options(int argc, char **argv, rrpc_server_options *opts)
                 return usage_error(opt == OPT_HEARTBEAT_TTL ? "heartbeat-ttl"
                                                             : "heartbeat-interval",
                                    "a positive number of seconds", optarg);
+            break;
+        case OPT_BATCH_MAX:
+            if (parse_int(optarg, 1, 100000, &opts->batch_max) != 0)
+                return usage_error("batch-max", "a count from 1 to 100000", optarg);
             break;
         case OPT_MAX_QUEUE: {
             int max_queue = 0;

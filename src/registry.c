@@ -27,6 +27,9 @@
 /* How long a service stays "registered" (callers fail fast) after its last
  * heartbeat; then it is waited on like an unregistered one again. */
 #define REGISTERED_FOR_MS "3600000"
+/* Commands remembered per pipeline for error messages; later ones are
+ * still sent, just reported without their name. */
+#define QUEUED_MAX 16
 
 struct rrpc__registry {
     char *service;
@@ -51,6 +54,11 @@ struct rrpc__registry {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int stop, running, link_down;
+    /* The commands queued since the last read, so that a refusal can say
+     * which command on which key Redis refused (an ACL, typically). */
+    const char *queued_cmd[QUEUED_MAX], *queued_key[QUEUED_MAX];
+    int nqueued;
+    char why[RRPC__ERRMSG_LEN]; /* the first refusal of the current beat */
 };
 
 int rrpc__tagged_key(char *buf, size_t len, const char *list_key, const char *suffix)
@@ -167,36 +175,76 @@ static char *build_record(const rrpc__registry *r, int threads)
 
 /* ---- talking to Redis ---------------------------------------------------- */
 
-/* Reads N replies; the first error wins. */
-static int read_n(rrpc__conn *c, int n, rrpc__reply **last)
+/* Queues one command, remembering its name and key (both outlive the
+ * pipeline: literals and fields of R) for the error message. */
+static int queue(rrpc__registry *r, int argc, const char **argv)
 {
-    int rc = RRPC_OK;
+    if (r->nqueued < QUEUED_MAX) {
+        r->queued_cmd[r->nqueued] = argv[0];
+        r->queued_key[r->nqueued] = argc > 1 ? argv[1] : NULL;
+    }
+    int rc = rrpc__conn_append(r->conn, argc, argv, NULL);
+    r->nqueued += rc == RRPC_OK;
+    return rc;
+}
+
+/* Keeps the first refusal as "<command> <key>: <Redis's error>". */
+static void note_refusal(rrpc__registry *r, int i, const rrpc__reply *reply)
+{
+    if (r->why[0] != '\0')
+        return;
+    const char *text = rrpc__reply_str(reply, NULL);
+    if (i < QUEUED_MAX)
+        snprintf(r->why, sizeof r->why, "%s%s%s: %s", r->queued_cmd[i], r->queued_key[i] ? " " : "",
+                 r->queued_key[i] ? r->queued_key[i] : "", text ? text : "refused");
+    else
+        snprintf(r->why, sizeof r->why, "%s", text ? text : "a command was refused");
+}
+
+/* Reads the replies to everything queued; the first error wins.  LAST, if
+ * not NULL, gets the last reply. */
+static int read_queued(rrpc__registry *r, rrpc__reply **last)
+{
+    int rc = RRPC_OK, n = r->nqueued;
+    r->nqueued = 0;
     for (int i = 0; i < n; i++) {
-        rrpc__reply *r = NULL;
-        int read_rc = rrpc__conn_read(c, &r);
-        if (read_rc == RRPC_OK && rrpc__reply_type(r) == RRPC__REPLY_ERROR)
+        rrpc__reply *reply = NULL;
+        int read_rc = rrpc__conn_read(r->conn, &reply);
+        if (read_rc == RRPC_OK && rrpc__reply_type(reply) == RRPC__REPLY_ERROR) {
+            note_refusal(r, i, reply);
             read_rc = RRPC_EREDIS;
+        }
         if (rc == RRPC_OK)
             rc = read_rc;
         if (last != NULL && i == n - 1) {
-            *last = r;
-            r = NULL;
+            *last = reply;
+            reply = NULL;
         }
-        rrpc__reply_free(r);
+        rrpc__reply_free(reply);
         if (read_rc == RRPC_ECONNECT || read_rc == RRPC_ETIMEDOUT)
             return read_rc;
     }
     return rc;
 }
 
+/* Why the last beat failed, for people. */
+static const char *failure(const rrpc__registry *r, int rc)
+{
+    if (r->why[0] != '\0')
+        return r->why;
+    const char *conn = r->conn ? rrpc__conn_errmsg(r->conn) : "";
+    return conn[0] != '\0' ? conn : rrpc_strerror(rc);
+}
+
 /* Redis's own clock in milliseconds: every peer compares heartbeats with
  * it, so the workers' and callers' clocks never need to agree. */
-static int redis_time_ms(rrpc__conn *c, long long *ms)
+static int redis_time_ms(rrpc__registry *r, long long *ms)
 {
     rrpc__reply *t = NULL;
-    int rc = rrpc__conn_appendv(c, 1, "TIME");
+    const char *argv[] = {"TIME"};
+    int rc = queue(r, 1, argv);
     if (rc == RRPC_OK)
-        rc = read_n(c, 1, &t);
+        rc = read_queued(r, &t);
     if (rc == RRPC_OK && rrpc__reply_count(t) == 2) {
         *ms = atoll(rrpc__reply_str(rrpc__reply_element(t, 0), NULL)) * 1000 +
               atoll(rrpc__reply_str(rrpc__reply_element(t, 1), NULL)) / 1000;
@@ -214,23 +262,23 @@ static int prune(rrpc__registry *r, long long now_ms)
     char before[32];
     snprintf(before, sizeof before, "(%lld", now_ms);
     rrpc__reply *ids = NULL;
-    int rc = rrpc__conn_appendv(r->conn, 4, "ZRANGEBYSCORE", r->workers_key, "-inf", before);
+    const char *range[] = {"ZRANGEBYSCORE", r->workers_key, "-inf", before};
+    int rc = queue(r, 4, range);
     if (rc == RRPC_OK)
-        rc = read_n(r->conn, 1, &ids);
+        rc = read_queued(r, &ids);
     size_t n = rc == RRPC_OK ? rrpc__reply_count(ids) : 0;
-    int queued = 0;
     for (size_t i = 0; i < n && rc == RRPC_OK; i++) {
-        const char *id = rrpc__reply_str(rrpc__reply_element(ids, i), NULL);
-        rc = rrpc__conn_appendv(r->conn, 3, "HDEL", r->info_key, id);
-        queued += rc == RRPC_OK;
+        const char *hdel[] = {"HDEL", r->info_key,
+                              rrpc__reply_str(rrpc__reply_element(ids, i), NULL)};
+        rc = queue(r, 3, hdel);
     }
     if (n > 0 && rc == RRPC_OK) {
         /* By score, not by id: a worker that beat meanwhile stays. */
-        rc = rrpc__conn_appendv(r->conn, 4, "ZREMRANGEBYSCORE", r->workers_key, "-inf", before);
-        queued += rc == RRPC_OK;
+        const char *drop[] = {"ZREMRANGEBYSCORE", r->workers_key, "-inf", before};
+        rc = queue(r, 4, drop);
     }
-    rrpc__reply_free(ids);
-    int read_rc = read_n(r->conn, queued, NULL);
+    rrpc__reply_free(ids); /* the queued commands hold copies of the ids */
+    int read_rc = read_queued(r, NULL);
     return rc != RRPC_OK ? rc : read_rc;
 }
 
@@ -239,7 +287,9 @@ static int prune(rrpc__registry *r, long long now_ms)
 static int beat(rrpc__registry *r)
 {
     long long now_ms = 0;
-    int rc = redis_time_ms(r->conn, &now_ms);
+    r->why[0] = '\0';
+    r->nqueued = 0;
+    int rc = redis_time_ms(r, &now_ms);
     if (rc != RRPC_OK)
         return rc;
     char deadline[32], max_queue[32], ttl_ms[32];
@@ -251,21 +301,24 @@ static int beat(rrpc__registry *r)
     const char *config[] = {"HSET", r->config_key, "max_queue", max_queue, "ttl_ms", ttl_ms};
     const char *sadd[] = {"SADD", r->services_key, r->service};
     const char *expire[] = {"PEXPIRE", r->config_key, REGISTERED_FOR_MS};
-    rc = rrpc__conn_append(r->conn, 4, zadd, NULL);
+    rc = queue(r, 4, zadd);
     if (rc == RRPC_OK)
-        rc = rrpc__conn_append(r->conn, 4, hset, NULL);
+        rc = queue(r, 4, hset);
     if (rc == RRPC_OK)
-        rc = rrpc__conn_append(r->conn, 6, config, NULL);
+        rc = queue(r, 6, config);
     if (rc == RRPC_OK)
-        rc = rrpc__conn_append(r->conn, 3, sadd, NULL);
+        rc = queue(r, 3, sadd);
     if (rc == RRPC_OK)
-        rc = rrpc__conn_append(r->conn, 3, expire, NULL);
-    if (rc == RRPC_OK)
-        rc = read_n(r->conn, 5, NULL);
+        rc = queue(r, 3, expire);
+    int read_rc = read_queued(r, NULL); /* whatever was queued, even after a failure */
+    rc = rc != RRPC_OK ? rc : read_rc;
     if (rc == RRPC_OK)
         rc = prune(r, now_ms);
-    if (rc == RRPC_OK)
+    if (rc == RRPC_OK) {
         rc = rrpc__stats_flush(&r->stats, r->methods, r->conn, r->mstats_key);
+        if (rc == RRPC_EREDIS && r->why[0] == '\0')
+            snprintf(r->why, sizeof r->why, "HINCRBY %.200s: refused", r->mstats_key);
+    }
     return rc;
 }
 
@@ -284,7 +337,7 @@ static void beat_or_recover(rrpc__registry *r)
     rrpc__conn_set_timeout(r->conn, SOCKET_TIMEOUT_S);
     int rc = beat(r);
     if (rc != RRPC_OK && !r->link_down)
-        log_registry(r, "heartbeat failed", rrpc__conn_errmsg(r->conn));
+        log_registry(r, "heartbeat failed", failure(r, rc));
     else if (rc == RRPC_OK && r->link_down)
         log_registry(r, "heartbeat restored", NULL);
     r->link_down = rc != RRPC_OK;
@@ -331,7 +384,7 @@ int rrpc__registry_start(rrpc__registry *r, const rrpc__url *url, double connect
     if (rc == RRPC_OK)
         rc = rrpc__conn_set_timeout(r->conn, SOCKET_TIMEOUT_S);
     if (rc == RRPC_OK && (rc = beat(r)) != RRPC_OK)
-        rrpc__fail(err, errlen, rc, "cannot register: %s", rrpc__conn_errmsg(r->conn));
+        rrpc__fail(err, errlen, rc, "cannot register: %s", failure(r, rc));
     if (rc == RRPC_OK && pthread_create(&r->thread, NULL, heartbeat_main, r) != 0)
         rc = rrpc__fail(err, errlen, RRPC_ESYS, "cannot start the heartbeat thread");
     if (rc != RRPC_OK) {
@@ -361,10 +414,16 @@ void rrpc__registry_stop(rrpc__registry *r)
         rrpc__conn_reconnect(r->conn);
     /* The last counts, then the record goes: callers fail fast from now. */
     rrpc__stats_flush(&r->stats, r->methods, r->conn, r->mstats_key);
-    if (rrpc__conn_appendv(r->conn, 3, "ZREM", r->workers_key, r->id) == RRPC_OK &&
-        rrpc__conn_appendv(r->conn, 3, "HDEL", r->info_key, r->id) == RRPC_OK &&
-        read_n(r->conn, 2, NULL) != RRPC_OK)
-        log_registry(r, "cannot remove the record", rrpc__conn_errmsg(r->conn));
+    const char *zrem[] = {"ZREM", r->workers_key, r->id};
+    const char *hdel[] = {"HDEL", r->info_key, r->id};
+    r->why[0] = '\0';
+    r->nqueued = 0;
+    int rc = queue(r, 3, zrem);
+    if (rc == RRPC_OK)
+        rc = queue(r, 3, hdel);
+    int read_rc = read_queued(r, NULL);
+    if (rc != RRPC_OK || read_rc != RRPC_OK)
+        log_registry(r, "cannot remove the record", failure(r, rc != RRPC_OK ? rc : read_rc));
     rrpc__conn_close(r->conn);
     r->conn = NULL;
     free(r->record);

@@ -50,20 +50,30 @@ static const char take_script[] =
 
 /* KEYS: done key[, reply key].  ARGV: answer, window, response, reply ttl,
  * effect count, then per effect its argc and arguments.  Returns 1 if
- * committed, 0 if the request had been answered already. */
+ * committed, 0 if the request had been answered already, [1, error] if an
+ * effect was refused (the rest stands), or the error of a refused reply
+ * push -- in which case nothing stays: the request is not marked answered
+ * and its effects are not applied, as it becomes a dead letter. */
 static const char commit_script[] =
     "if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end\n"
-    "local i = 6\n"
-    "for _ = 1, tonumber(ARGV[5]) do\n"
-    "  local argc = tonumber(ARGV[i])\n"
-    "  redis.pcall(unpack(ARGV, i + 1, i + argc))\n"
-    "  i = i + argc + 1\n"
-    "end\n"
     "if #KEYS > 1 then\n"
     "  local r = redis.pcall('RPUSH', KEYS[2], ARGV[3])\n"
-    "  if type(r) == 'table' and r.err then return r end\n"
+    "  if type(r) == 'table' and r.err then\n"
+    "    redis.call('DEL', KEYS[1])\n"
+    "    return r\n"
+    "  end\n"
     "  redis.call('EXPIRE', KEYS[2], ARGV[4])\n"
     "end\n"
+    "local i, refused = 6, nil\n"
+    "for _ = 1, tonumber(ARGV[5]) do\n"
+    "  local argc = tonumber(ARGV[i])\n"
+    "  local r = redis.pcall(unpack(ARGV, i + 1, i + argc))\n"
+    "  if type(r) == 'table' and r.err and not refused then\n"
+    "    refused = ARGV[i + 1] .. ': ' .. r.err\n"
+    "  end\n"
+    "  i = i + argc + 1\n"
+    "end\n"
+    "if refused then return {1, refused} end\n"
     "return 1\n";
 
 /* KEYS: list, in-flight set, dead list, stats hash.  ARGV: key prefix
@@ -299,6 +309,9 @@ static int beat(rrpc__rel *r, rrpc__conn *c)
         rc = rrpc__conn_read(c, &a);
     if (rc == RRPC_OK)
         rc = rrpc__conn_read(c, &b);
+    if (rc == RRPC_OK && rrpc__reply_type(a) == RRPC__REPLY_ERROR) /* others would reap us */
+        fprintf(stderr, "rrpc[%s/heartbeat]: cannot renew the heartbeat: %s\n", r->service,
+                rrpc__reply_str(a, NULL));
     if (rc == RRPC_OK && rrpc__reply_type(b) == RRPC__REPLY_ARRAY &&
         rrpc__reply_count(b) == 2) {
         atomic_fetch_add(r->redelivered, (uint64_t)rrpc__reply_integer(rrpc__reply_element(b, 0)));

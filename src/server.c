@@ -101,7 +101,7 @@ void rrpc_server_options_init(rrpc_server_options *opts)
     opts->reply_ttl_s = 60;
     opts->max_request_bytes = 1024 * 1024;
     opts->dead_letter_max = 1000;
-    opts->batch_max = 32;
+    opts->batch_max = 128;
     opts->handle_signals = 1;
     opts->connect_timeout_s = 5;
     opts->max_deliveries = 3;
@@ -159,7 +159,7 @@ int rrpc_server_new(rrpc_server **out, const rrpc_server_options *opts)
     s->workers = opts->workers > 0 ? opts->workers : cpu_count();
     s->reply_ttl_s = opts->reply_ttl_s > 0 ? opts->reply_ttl_s : 60;
     s->dead_letter_max = opts->dead_letter_max > 0 ? opts->dead_letter_max : 1000;
-    s->batch_max = opts->batch_max > 0 ? opts->batch_max : 32;
+    s->batch_max = opts->batch_max > 0 ? opts->batch_max : 128;
     s->handle_signals = opts->handle_signals;
     s->connect_timeout_s = opts->connect_timeout_s;
     s->limits.max_request_bytes = opts->max_request_bytes ? opts->max_request_bytes : 1 << 20;
@@ -518,8 +518,12 @@ static void judge(worker *w, const op *o, const rrpc__reply *r)
     if (rrpc__reply_type(r) != RRPC__REPLY_ERROR) {
         if (o->kind == OP_DEAD)
             atomic_fetch_add(&w->srv->dead_letters, 1);
-        if (o->kind == OP_COMMIT && rrpc__reply_integer(r) == 0)
+        if (o->kind == OP_COMMIT && rrpc__reply_type(r) == RRPC__REPLY_INTEGER &&
+            rrpc__reply_integer(r) == 0)
             atomic_fetch_add(&w->srv->duplicates, 1); /* another worker answered first */
+        if (o->kind == OP_COMMIT && rrpc__reply_type(r) == RRPC__REPLY_ARRAY)
+            log_worker(w, "Redis refused an effect",
+                       rrpc__reply_str(rrpc__reply_element(r, 1), NULL));
         return;
     }
     const char *e = rrpc__reply_str(r, NULL);

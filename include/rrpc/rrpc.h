@@ -197,7 +197,7 @@ typedef struct rrpc_server_options {
     int reply_ttl_s;            /* expiry of reply keys; default 60 */
     size_t max_request_bytes;   /* larger requests go to the dead letters; default 1 MiB */
     long dead_letter_max;       /* length bound of <service>:dead; default 1000 */
-    int batch_max;              /* requests popped at once per worker; default 32 */
+    int batch_max;              /* requests popped at once per worker; default 128 */
     int handle_signals;         /* stop on SIGINT/SIGTERM in rrpc_server_run; default 1 */
     double connect_timeout_s;   /* default 5 */
     /* Delivery mode (docs/RELIABILITY.md).  0 (default): at-most-once, as

@@ -294,6 +294,20 @@ static void test_repeated_request_runs_once(void)
     CHECK(st.duplicates == 1 && st.requests == 1);
     free(first);
     free(second);
+    /* A refused reply leaves nothing behind: no memory of an answer, no
+     * effect, and a dead letter that says why. */
+    rrpc__reply_free(cmd(3, "SET", "rel:string-key", "x"));
+    rrpc__reply_free(cmd(3, "RPUSH", "rr",
+                         "{\"jsonrpc\":\"2.0\",\"method\":\"count\",\"params\":[\"refused\"],"
+                         "\"id\":\"rel:string-key\"}"));
+    WAIT_UNTIL(cmd_int(2, "LLEN", "rr:dead", NULL) == 1, 3);
+    rrpc__reply *letter = cmd(3, "LINDEX", "rr:dead", "0");
+    CHECK(letter && strstr(rrpc__reply_str(letter, NULL), "reply failed: WRONGTYPE"));
+    rrpc__reply_free(letter);
+    rrpc__reply *done = cmd(2, "KEYS", "{rr}:done:*");
+    CHECK(done && rrpc__reply_count(done) == 1); /* only "twice" is remembered */
+    rrpc__reply_free(done);
+    CHECK(effects_of("refused") == 0);
     /* A notification is remembered too: its effect happens once. */
     const char *note = "{\"jsonrpc\":\"2.0\",\"method\":\"count\",\"params\":[\"note\"]}";
     rrpc__reply_free(cmd(3, "RPUSH", "rr", note));
