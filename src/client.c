@@ -306,7 +306,7 @@ static char *encode_request(rrpc_client *c, const char *service, const char *met
         *rc = prepare(c, service, list, RRPC__KEY_MAX, key, key ? RRPC__KEY_MAX : 0);
     if (*rc != RRPC_OK)
         return NULL;
-    json_t *req = rrpc__request_build(method, params, key, key);
+    json_t *req = rrpc__request_build(method, params, key, NULL); /* the id is the reply key */
     if (key != NULL)
         rrpc__request_set_deadline(req, &c->clock, timeout_s);
     char *text = req ? json_dumps(req, RRPC__JSON_ENCODE_FLAGS) : NULL;

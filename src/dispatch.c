@@ -393,7 +393,8 @@ void rrpc__dispatch(const rrpc__methods *methods, const rrpc__limits *limits,
         if (out->reply_key != NULL)
             memcpy(out->reply_key, key, have_key + 1);
         out->reply_key_len = have_key;
-        out->response = json_dumps(response, RRPC__JSON_ENCODE_FLAGS);
+        out->response = json_is_array(response) ? json_dumps(response, RRPC__JSON_ENCODE_FLAGS)
+                                                : rrpc__response_text(response);
         json_decref(response);
     } else if (response != NULL) {
         set_dead(out, "no reply key");

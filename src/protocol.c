@@ -204,3 +204,97 @@ int rrpc__response_parse(const char *text, size_t len, const char *expected_id,
     json_decref(resp);
     return rc;
 }
+
+/* ---- response text, fast ---------------------------------------------- */
+
+/* A growing byte buffer for response_text. */
+typedef struct textbuf {
+    char *p;
+    size_t len, cap;
+    int failed;
+} textbuf;
+
+static void put(textbuf *b, const char *s, size_t n)
+{
+    if (b->failed)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 128;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->failed = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+/* Nonzero if S (LEN bytes) needs no escaping in JSON: printable ASCII
+ * without '"' and '\\'.  Anything else goes through jansson. */
+static int plain_ascii(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c > 0x7e || c == '"' || c == '\\')
+            return 0;
+    }
+    return 1;
+}
+
+/* Appends VALUE as jansson would encode it with RRPC__JSON_ENCODE_FLAGS,
+ * taking the short way for integers and plain strings. */
+static void put_value(textbuf *b, const json_t *value)
+{
+    if (json_is_integer(value)) {
+        char num[32];
+        int n = snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(value));
+        put(b, num, (size_t)n);
+        return;
+    }
+    if (json_is_string(value) &&
+        plain_ascii(json_string_value(value), json_string_length(value))) {
+        put(b, "\"", 1);
+        put(b, json_string_value(value), json_string_length(value));
+        put(b, "\"", 1);
+        return;
+    }
+    char *text = json_dumps(value, RRPC__JSON_ENCODE_FLAGS);
+    if (text == NULL) {
+        b->failed = 1;
+        return;
+    }
+    put(b, text, strlen(text));
+    free(text);
+}
+
+char *rrpc__response_text(const json_t *response)
+{
+    const json_t *result = json_object_get(response, "result");
+    const json_t *error = json_object_get(response, "error");
+    const json_t *id = json_object_get(response, "id");
+    if (!json_is_object(response) || json_object_size(response) != 3 || id == NULL ||
+        (result == NULL) == (error == NULL))
+        return json_dumps(response, RRPC__JSON_ENCODE_FLAGS); /* not an envelope of ours */
+    textbuf b = {NULL, 0, 0, 0};
+    static const char head_result[] = "{\"jsonrpc\":\"2.0\",\"result\":";
+    static const char head_error[] = "{\"jsonrpc\":\"2.0\",\"error\":";
+    if (result != NULL)
+        put(&b, head_result, sizeof head_result - 1);
+    else
+        put(&b, head_error, sizeof head_error - 1);
+    put_value(&b, result != NULL ? result : error);
+    put(&b, ",\"id\":", 6);
+    put_value(&b, id);
+    put(&b, "}", 1);
+    if (b.failed) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
+}

@@ -578,8 +578,47 @@ static void test_key_join(void)
     CHECK_EQ_INT(rrpc__key_join(tiny, sizeof tiny, NULL, "calc", NULL), RRPC_EINVAL);
 }
 
+/* The fast response text says exactly what the envelope object says. */
+static void check_response_text(json_t *response, const char *expect)
+{
+    char *text = rrpc__response_text(response);
+    json_t *back = text ? json_loads(text, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL) : NULL;
+    CHECK(back != NULL && json_equal(back, response));
+    if (expect != NULL)
+        CHECK_EQ_STR(text, expect);
+    json_decref(back);
+    free(text);
+    json_decref(response);
+}
+
+static void test_response_text(void)
+{
+    json_t *id = json_string("rrpc:reply:0123");
+    check_response_text(rrpc__response_result(id, json_integer(-42)),
+                        "{\"jsonrpc\":\"2.0\",\"result\":-42,\"id\":\"rrpc:reply:0123\"}");
+    json_decref(id);
+    id = json_integer(7);
+    check_response_text(rrpc__response_result(id, json_real(0.1)),
+                        "{\"jsonrpc\":\"2.0\",\"result\":0.10000000000000001,\"id\":7}");
+    check_response_text(rrpc__response_error(id, 1, "division by zero", json_pack("{si}", "a", 1)),
+                        NULL);
+    json_decref(id);
+    /* Strings that need escaping, non-ASCII, NUL and control bytes take
+     * jansson's way and still round-trip. */
+    const char odd[] = "q\"b\\s/\x01\xc3\xa9\x00end";
+    id = json_stringn(odd, sizeof odd - 1);
+    check_response_text(rrpc__response_result(id, json_stringn(odd, sizeof odd - 1)), NULL);
+    json_decref(id);
+    check_response_text(rrpc__response_result(NULL, json_pack("{s[i,s,n,b]}", "x", 1, "y", 1)),
+                        NULL);
+    check_response_text(rrpc__response_error(NULL, -32600, "Invalid Request", NULL),
+                        "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32600,\"message\":"
+                        "\"Invalid Request\"},\"id\":null}");
+}
+
 int main(void)
 {
+    test_response_text();
     test_build_call_with_params();
     test_build_call_without_params_omits_member();
     test_build_notification_has_no_id();
