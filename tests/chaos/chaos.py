@@ -282,14 +282,18 @@ class Run:
         client = self.client()
         effects = {k.decode(): int(v) for k, v in client.hgetall(EFFECTS_KEY).items()}
         dead = client.llen(SERVICE + ":dead")
-        dead_reasons = {}
+        dead_reasons, dead_calls = {}, set()
         for text in client.lrange(SERVICE + ":dead", 0, -1):
-            reason = json.loads(text).get("reason", "?")[:80]
+            letter = json.loads(text)
+            reason = letter.get("reason", "?")[:80]
             dead_reasons[reason] = dead_reasons.get(reason, 0) + 1
+            dead_calls.add(call_id_of(letter.get("message")))
         calls = read_calls(out_path)
         report = analyse(self, calls, effects)
         starts = handler_starts(self.tmp)
         report["handler_reruns"] = sum(1 for n in starts.values() if n > 1)
+        # Dead letters whose call still returned the right answer.
+        report["dead_but_answered"] = sum(1 for c in calls if c[0] in dead_calls and c[4])
         report.update(dead_letters=dead, dead_reasons=dead_reasons, drained=drained, caller_hung=caller_hung,
                       caller_exit=caller_rc, worker_exits=len(self.worker_exits),
                       worker_crashes=sum(1 for rc, _ in self.worker_exits
@@ -324,6 +328,14 @@ def last_line(path):
         return lines[-1] if lines else ""
     except OSError:
         return ""
+
+
+def call_id_of(message):
+    """The call id (first param) of a dead-lettered request text, or None."""
+    try:
+        return json.loads(message)["params"][0]
+    except (TypeError, ValueError, KeyError, IndexError):
+        return None
 
 
 def handler_starts(tmp):
