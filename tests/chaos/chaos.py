@@ -25,10 +25,14 @@ counts:
 It prints one JSON object per mode and a markdown table, and exits non-zero
 when (reliable) lost, duplicated, late or wrong > 0, or no kill or restart
 happened; (at-most-once) duplicated, late or wrong > 0; (both) a process
-crashed or a caller hung.
+crashed, a worker did not stop cleanly, requests were left undrained or a
+caller hung.  Besides the figures, the JSON has errors by status, latencies,
+handler reruns (starts of `effect` beyond the first per call, from the
+workers' --trace logs) and dead letters by reason.
 
 Usage: chaos.py --bin-dir DIR [--mode reliable|at-most-once|both]
                 [--seconds S] [--callers N] [--timeout T] [--seed N]
+                [--filler-keys N] [--keep] [--verbose]   (--help for all)
 Every process it starts dies with it (PR_SET_PDEATHSIG, signals, atexit) and
 its temp dir is removed.
 """

@@ -282,8 +282,12 @@ static int run(const struct config *cfg, FILE *out)
 
 int main(int argc, char **argv)
 {
-    struct config cfg = {.service = "chaos", .run = "run", .threads = 4, .seconds = 10,
-                         .timeout_s = 15, .max_work_ms = 20};
+    struct config cfg = {.service = "chaos",
+                         .run = "run",
+                         .threads = 4,
+                         .seconds = 10,
+                         .timeout_s = 15,
+                         .max_work_ms = 20};
     const char *out_path = NULL;
     int status = parse_options(argc, argv, &cfg, &out_path);
     if (status != 0)
