@@ -122,18 +122,6 @@ static int ensure_connected(rrpc_client *c, double timeout_s)
     return RRPC_OK;
 }
 
-/* Nonzero for the errors of a Redis that will serve again shortly: still
- * loading its data after a restart, busy in a script, a replica cut off
- * from its master.  A client that resends treats them like a broken link. */
-static int transient_redis_error(const char *msg)
-{
-    static const char *const prefixes[] = {"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN"};
-    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
-        if (strncmp(msg, prefixes[i], strlen(prefixes[i])) == 0)
-            return 1;
-    return 0;
-}
-
 static int check_name(rrpc_client *c, const char *what, const char *name)
 {
     if (name == NULL || name[0] == '\0') {
@@ -161,7 +149,9 @@ static int read_reply(rrpc_client *c, rrpc__reply **r)
     if (rrpc__reply_type(*r) == RRPC__REPLY_ERROR) {
         char msg[RRPC__ERRMSG_LEN];
         const char *text = rrpc__reply_str(*r, NULL);
-        int err = transient_redis_error(text) ? RRPC_ECONNECT : RRPC_EREDIS;
+        /* A client that resends treats "serving again shortly" like a
+         * broken link. */
+        int err = rrpc__reply_transient(*r) ? RRPC_ECONNECT : RRPC_EREDIS;
         snprintf(msg, sizeof msg, "Redis error: %s", text);
         rrpc__reply_free(*r);
         *r = NULL;

@@ -322,6 +322,10 @@ int rrpc__conn_broken(const rrpc__conn *c);
 int rrpc__conn_peer_closed(const rrpc__conn *c);
 
 void rrpc__reply_free(rrpc__reply *r);
+/* Nonzero for the error replies of a Redis that will serve again shortly:
+ * still loading its data after a restart, busy in a script, a replica cut
+ * off from its master.  Retrying after a pause is the right answer. */
+int rrpc__reply_transient(const rrpc__reply *r);
 enum rrpc__reply_type rrpc__reply_type(const rrpc__reply *r);
 const char *rrpc__reply_str(const rrpc__reply *r, size_t *len);
 long long rrpc__reply_integer(const rrpc__reply *r);

@@ -88,6 +88,7 @@ typedef struct worker {
     rrpc__reply *in_hand[2]; /* the popped pair the pending replies refer to */
     rrpc__clock clock; /* the Redis server's time, for request deadlines */
     int ack_due;       /* reliable: the batch in hand is answered, DEL its list */
+    char transient[RRPC__ERRMSG_LEN]; /* why collect gave up on a working link */
     char ttl_text[16];
     char trim_text[24];
     char batch_text[16];
@@ -597,6 +598,14 @@ static int collect(worker *w, rrpc__reply *popped[2])
         rc = rrpc__conn_read(w->conn, &r);
         if (rc != RRPC_OK)
             break;
+        if (kept_for_resend(&ops[i]) && rrpc__reply_transient(r)) {
+            /* Redis is loading or busy: not the answer's fault.  Like a
+             * broken link, the rest is kept and sent again later. */
+            snprintf(w->transient, sizeof w->transient, "%s", rrpc__reply_str(r, NULL));
+            rrpc__reply_free(r);
+            rc = RRPC_ECONNECT;
+            break;
+        }
         if (ops[i].kind == OP_POP) {
             popped[npopped++] = r;
             continue;
@@ -689,7 +698,9 @@ static void drop_pending(worker *w)
  * server is stopped.  Logs once per outage. */
 static void recover(worker *w)
 {
-    log_worker(w, "lost the Redis connection, reconnecting", rrpc__conn_errmsg(w->conn));
+    log_worker(w, "lost the Redis connection, reconnecting",
+               w->transient[0] ? w->transient : rrpc__conn_errmsg(w->conn));
+    w->transient[0] = '\0';
     double delay = BACKOFF_MIN_S;
     while (!atomic_load(&w->srv->stop)) {
         double jitter = (double)(rand() % 1000) / 1000.0; /* spreads a herd of workers */
