@@ -15,7 +15,7 @@
 #include <stdatomic.h>
 
 #define SERVICE "sharded"
-#define SHARDS 3
+#define SHARDS  3
 #define CALLERS 6
 
 static atomic_int notes;
@@ -158,8 +158,8 @@ static void *call_add(void *arg)
  * future for a stand-in worker. */
 static void fake_registration(void)
 {
-    rrpc__reply *r = cmd(8, "HSET", "{" SERVICE "}:config", "max_queue", "0", "ttl_ms", "5000",
-                         "shards", "3");
+    rrpc__reply *r =
+        cmd(8, "HSET", "{" SERVICE "}:config", "max_queue", "0", "ttl_ms", "5000", "shards", "3");
     CHECK(r && rrpc__reply_type(r) == RRPC__REPLY_INTEGER);
     rrpc__reply_free(r);
     r = cmd(4, "ZADD", "{" SERVICE "}:workers", "99999999999999", "stand-in");
@@ -280,8 +280,7 @@ static void test_workers_raised(void)
         char key[64], text[160];
         rrpc__shard_key(key, sizeof key, SERVICE, k);
         snprintf(text, sizeof text,
-                 "{\"jsonrpc\":\"2.0\",\"method\":\"add\",\"params\":[%d,1],\"id\":\"r%d\"}", k,
-                 k);
+                 "{\"jsonrpc\":\"2.0\",\"method\":\"add\",\"params\":[%d,1],\"id\":\"r%d\"}", k, k);
         rrpc__reply_free(cmd(3, "RPUSH", key, text));
     }
     for (int k = 0; k < 4; k++) {
