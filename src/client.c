@@ -191,10 +191,13 @@ static int push_and_wait_once(rrpc_client *c, const char *list, const char *text
                                   sizeof c->errmsg);
     if (rc != RRPC_OK)
         return rc;
+    char target[RRPC__KEY_MAX]; /* the shard's list (shard.c): LIST unless sharded */
+    if (rrpc__shard_key(target, sizeof target, list, st.shard) != RRPC_OK)
+        return client_fail(c, RRPC_EINVAL, "service name too long");
     rrpc__failfast_next_wait(&st, timeout_text, sizeof timeout_text);
     rc = set_socket_timeout(c, timeout_s);
     if (rc == RRPC_OK)
-        rc = rrpc__failfast_append_push(c->conn, list, text, &st);
+        rc = rrpc__failfast_append_push(c->conn, target, text, &st);
     if (rc == RRPC_OK)
         rc = rrpc__conn_appendv(c->conn, 3, "BLPOP", key, timeout_text);
     if (rc != RRPC_OK)
@@ -225,12 +228,12 @@ static int push_and_wait_once(rrpc_client *c, const char *list, const char *text
                                    : client_fail(c, pop_rc, rrpc__conn_errmsg(c->conn));
     }
     if (pop_rc == RRPC_EREDIS)
-        withdraw(c, list, text); /* the wait was refused: nobody will collect */
+        withdraw(c, target, text); /* the wait was refused: nobody will collect */
     if (pop_rc != RRPC_OK)
         return pop_rc;
     if (rrpc__reply_type(popped) != RRPC__REPLY_ARRAY || rrpc__reply_count(popped) != 2) {
         rrpc__reply_free(popped);
-        withdraw(c, list, text);
+        withdraw(c, target, text);
         if (st.unavailable)
             return rrpc__fail(c->errmsg, sizeof c->errmsg, RRPC_EUNAVAILABLE,
                               "service '%s' became unavailable while waiting: its last "
@@ -331,13 +334,18 @@ static char *encode_request(rrpc_client *c, const char *service, const char *met
     return text;
 }
 
-/* RPUSHes TEXT onto LIST without waiting for any reply. */
+/* RPUSHes TEXT onto LIST (or the next of its shards) without waiting for
+ * any reply. */
 static int push_only(rrpc_client *c, const char *list, const char *text)
 {
     rrpc__reply *r = NULL;
+    char target[RRPC__KEY_MAX];
     int rc = set_socket_timeout(c, 0); /* a stalled Redis must not hang us */
+    if (rc == RRPC_OK && rrpc__shard_key(target, sizeof target, list,
+                                         rrpc__failfast_shard(c->ff, c->conn, list)) != RRPC_OK)
+        return client_fail(c, RRPC_EINVAL, "service name too long");
     if (rc == RRPC_OK)
-        rc = rrpc__conn_appendv(c->conn, 3, "RPUSH", list, text);
+        rc = rrpc__conn_appendv(c->conn, 3, "RPUSH", target, text);
     if (rc != RRPC_OK)
         return client_fail(c, rc, rrpc__conn_errmsg(c->conn));
     rc = read_reply(c, &r);
