@@ -20,15 +20,6 @@
 
 static atomic_int notes;
 
-static json_t *m_add(rrpc_request *req, void *udata)
-{
-    (void)udata;
-    json_int_t a, b;
-    if (rrpc_param_int(req, 0, "a", &a) || rrpc_param_int(req, 1, "b", &b))
-        return NULL;
-    return json_integer(a + b);
-}
-
 static json_t *m_note(rrpc_request *req, void *udata)
 {
     (void)req;
