@@ -209,7 +209,8 @@ enum {
     OPT_HEARTBEAT_INTERVAL,
     OPT_HEARTBEAT_TTL,
     OPT_MAX_QUEUE,
-    OPT_BATCH_MAX
+    OPT_BATCH_MAX,
+    OPT_SHARDS
 };
 
 static const struct option long_options[] = {
@@ -226,6 +227,7 @@ static const struct option long_options[] = {
     {"heartbeat-ttl", required_argument, NULL, OPT_HEARTBEAT_TTL},
     {"max-queue", required_argument, NULL, OPT_MAX_QUEUE},
     {"batch-max", required_argument, NULL, OPT_BATCH_MAX},
+    {"shards", required_argument, NULL, OPT_SHARDS},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -260,7 +262,11 @@ static void usage(FILE *out)
           "                  --reliable, a worker silent this long counts as dead\n"
           "  --batch-max N   requests a worker takes at once (default: 128)\n"
           "  --max-queue N   callers get 'overloaded' when N requests are queued\n"
-          "                  (default: 0 = no limit)\n"
+          "                  (default: 0 = no limit; with --shards, per shard)\n"
+          "  --shards N      spread the service over N request lists, so that it\n"
+          "                  uses several Redis Cluster masters; rrpc sync clients\n"
+          "                  pick them in turn (default: 1; raises --workers to N;\n"
+          "                  not with --reliable)\n"
           "  -h, --help      show this help\n",
           out);
 }
@@ -341,9 +347,19 @@ static int parse_options(int argc, char **argv, rrpc_server_options *opts)
             opts->max_queue = max_queue;
             break;
         }
+        case OPT_SHARDS:
+            if (parse_int(optarg, 1, 1024, &opts->shards) != 0)
+                return usage_error("shards", "a count from 1 to 1024", optarg);
+            break;
         case 'h': usage(stdout); exit(0);
         default: fputs("Try 'calc-server --help'.\n", stderr); return 2;
         }
+    }
+    if (opts->reliable && opts->shards > 1) {
+        fputs("calc-server: --reliable does not work with --shards above 1 (yet)\n"
+              "Try 'calc-server --help'.\n",
+              stderr);
+        return 2;
     }
     if (optind < argc) {
         fprintf(stderr, "calc-server: unexpected argument '%s'\nTry 'calc-server --help'.\n",
@@ -381,9 +397,8 @@ static const char *effective_url(const rrpc_server_options *opts)
 static long effective_workers(const rrpc_server_options *opts)
 {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    if (opts->workers > 0)
-        return opts->workers;
-    return cores > 0 ? cores : 1;
+    long workers = opts->workers > 0 ? opts->workers : cores > 0 ? cores : 1;
+    return workers < opts->shards ? opts->shards : workers; /* one per shard at least */
 }
 
 static void announce(const rrpc_server_options *opts)
@@ -391,8 +406,10 @@ static void announce(const rrpc_server_options *opts)
     long workers = effective_workers(opts);
     fprintf(stderr, "calc-server: serving '%s' on ", opts->service);
     print_url_without_password(stderr, effective_url(opts));
-    fprintf(stderr, " with %ld worker%s%s\n", workers, workers == 1 ? "" : "s",
-            opts->reliable ? ", reliable (at-least-once)" : "");
+    fprintf(stderr, " with %ld worker%s", workers, workers == 1 ? "" : "s");
+    if (opts->shards > 1)
+        fprintf(stderr, " over %d shards", opts->shards);
+    fprintf(stderr, "%s\n", opts->reliable ? ", reliable (at-least-once)" : "");
 }
 
 static int fail(const rrpc_server *server, int err)

@@ -131,10 +131,31 @@ static int make_keys(rrpc_admin *a, const char *service, keys *k)
 /* ---- one service, in one round trip ---------------------------------------- */
 
 enum { R_TIME, R_WORKERS, R_INFO, R_CONFIG, R_EXISTS, R_QUEUE, R_DEAD, R_DEAD_TOTAL, R_MSTATS,
-       R_COUNT };
+       R_SHARDS, R_COUNT };
 
-/* Everything known about SERVICE: {"service", "registered", "queue",
- * "max_queue", "dead", "dead_total", "workers": [...], "mstats": {...}}. */
+/* The requests queued on shards 1..SHARDS-1 of the service whose shard 0
+ * is LIST (shard.c): one more round trip, taken only for sharded services. */
+static int other_shards_queue(rrpc_admin *a, const char *list, int shards, long long *sum)
+{
+    char key[RRPC__KEY_MAX];
+    int rc = RRPC_OK;
+    for (int k = 1; k < shards && rc == RRPC_OK; k++)
+        if ((rc = rrpc__shard_key(key, sizeof key, list, k)) == RRPC_OK)
+            rc = rrpc__conn_appendv(a->conn, 2, "LLEN", key);
+    if (rc != RRPC_OK)
+        return rrpc__fail(a->errmsg, sizeof a->errmsg, rc, "%s", rrpc__conn_errmsg(a->conn));
+    rrpc__reply *r[RRPC__MAX_SHARDS];
+    if ((rc = read_all(a, shards - 1, r)) != RRPC_OK)
+        return rc;
+    for (int k = 0; k < shards - 1; k++) {
+        *sum += rrpc__reply_integer(r[k]);
+        rrpc__reply_free(r[k]);
+    }
+    return RRPC_OK;
+}
+
+/* Everything known about SERVICE: {"service", "registered", "queue" (all
+ * shards), "shards", "max_queue", "dead", "dead_total", "workers": [...], "mstats": {...}}. */
 static int gather(rrpc_admin *a, const char *service, json_t **out)
 {
     keys k;
@@ -150,11 +171,20 @@ static int gather(rrpc_admin *a, const char *service, json_t **out)
         (rc = rrpc__conn_appendv(c, 2, "LLEN", k.list)) ||
         (rc = rrpc__conn_appendv(c, 2, "LLEN", k.dead)) ||
         (rc = rrpc__conn_appendv(c, 3, "HGET", k.stats, "dead")) ||
-        (rc = rrpc__conn_appendv(c, 2, "HGETALL", k.mstats)))
+        (rc = rrpc__conn_appendv(c, 2, "HGETALL", k.mstats)) ||
+        (rc = rrpc__conn_appendv(c, 3, "HGET", k.config, "shards")))
         return rrpc__fail(a->errmsg, sizeof a->errmsg, rc, "%s", rrpc__conn_errmsg(c));
     rrpc__reply *r[R_COUNT];
     if ((rc = read_all(a, R_COUNT, r)) != RRPC_OK)
         return rc;
+    /* A sharded service's queue is the sum over its lists. */
+    int shards = rrpc__shard_count((long)str_ll(r[R_SHARDS]));
+    long long queue = rrpc__reply_integer(r[R_QUEUE]);
+    if (shards > 1 && (rc = other_shards_queue(a, k.list, shards, &queue)) != RRPC_OK) {
+        for (int i = 0; i < R_COUNT; i++)
+            rrpc__reply_free(r[i]);
+        return rc;
+    }
     long long now_ms = rrpc__reply_count(r[R_TIME]) == 2
                            ? str_ll(rrpc__reply_element(r[R_TIME], 0)) * 1000 +
                                  str_ll(rrpc__reply_element(r[R_TIME], 1)) / 1000
@@ -182,9 +212,9 @@ static int gather(rrpc_admin *a, const char *service, json_t **out)
     for (size_t i = 0; i + 1 < rrpc__reply_count(r[R_MSTATS]); i += 2)
         json_object_set_new(mstats, rrpc__reply_str(rrpc__reply_element(r[R_MSTATS], i), NULL),
                             json_integer(str_ll(rrpc__reply_element(r[R_MSTATS], i + 1))));
-    *out = json_pack("{s:s, s:b, s:I, s:I, s:I, s:I, s:o, s:o}", "service", service,
+    *out = json_pack("{s:s, s:b, s:I, s:i, s:I, s:I, s:I, s:o, s:o}", "service", service,
                      "registered", rrpc__reply_integer(r[R_EXISTS]) > 0, "queue",
-                     (json_int_t)rrpc__reply_integer(r[R_QUEUE]), "max_queue",
+                     (json_int_t)queue, "shards", shards, "max_queue",
                      (json_int_t)str_ll(r[R_CONFIG]), "dead",
                      (json_int_t)rrpc__reply_integer(r[R_DEAD]), "dead_total",
                      (json_int_t)str_ll(r[R_DEAD_TOTAL]), "workers", workers, "mstats", mstats);
@@ -386,8 +416,9 @@ int rrpc_admin_info(rrpc_admin *a, const char *service, json_t **out)
         json_object_del(copy, "methods");
         json_array_append_new(slim, copy);
     }
-    *out = json_pack("{s:s, s:O, s:O, s:O, s:O, s:o, s:o}", "service", service, "registered",
-                     json_object_get(g, "registered"), "queue", json_object_get(g, "queue"),
+    *out = json_pack("{s:s, s:O, s:O, s:O, s:O, s:O, s:o, s:o}", "service", service,
+                     "registered", json_object_get(g, "registered"), "queue",
+                     json_object_get(g, "queue"), "shards", json_object_get(g, "shards"),
                      "max_queue", json_object_get(g, "max_queue"), "dead",
                      json_object_get(g, "dead"), "workers", slim, "methods",
                      union_methods(workers));

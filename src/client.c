@@ -101,12 +101,17 @@ static int client_fail(rrpc_client *c, int err, const char *msg)
     return err;
 }
 
-/* Brings a broken link back before a call; a dead Redis fails fast here.
+static int reconnect_until(rrpc_client *c, double deadline);
+
+/* Brings a broken link back before a call.  A dead Redis fails fast here,
+ * unless the client resends: then it keeps trying for up to TIMEOUT_S.
  * Also keeps the Redis clock fresh, while no reply is outstanding. */
-static int ensure_connected(rrpc_client *c)
+static int ensure_connected(rrpc_client *c, double timeout_s)
 {
     if (rrpc__conn_broken(c->conn) || rrpc__conn_peer_closed(c->conn)) {
         int rc = rrpc__conn_reconnect(c->conn);
+        if (rc != RRPC_OK && c->resend_on_reconnect && timeout_s > 0)
+            rc = reconnect_until(c, rrpc__monotonic() + timeout_s);
         if (rc != RRPC_OK)
             return client_fail(c, rc, rrpc__conn_errmsg(c->conn));
         c->socket_timeout_s = 0;
@@ -143,10 +148,14 @@ static int read_reply(rrpc_client *c, rrpc__reply **r)
                            rrpc__conn_errmsg(c->conn));
     if (rrpc__reply_type(*r) == RRPC__REPLY_ERROR) {
         char msg[RRPC__ERRMSG_LEN];
-        snprintf(msg, sizeof msg, "Redis error: %s", rrpc__reply_str(*r, NULL));
+        const char *text = rrpc__reply_str(*r, NULL);
+        /* A client that resends treats "serving again shortly" like a
+         * broken link. */
+        int err = rrpc__reply_transient(*r) ? RRPC_ECONNECT : RRPC_EREDIS;
+        snprintf(msg, sizeof msg, "Redis error: %s", text);
         rrpc__reply_free(*r);
         *r = NULL;
-        return client_fail(c, RRPC_EREDIS, msg);
+        return client_fail(c, err, msg);
     }
     return RRPC_OK;
 }
@@ -182,10 +191,13 @@ static int push_and_wait_once(rrpc_client *c, const char *list, const char *text
                                   sizeof c->errmsg);
     if (rc != RRPC_OK)
         return rc;
+    char target[RRPC__KEY_MAX]; /* the shard's list (shard.c): LIST unless sharded */
+    if (rrpc__shard_key(target, sizeof target, list, st.shard) != RRPC_OK)
+        return client_fail(c, RRPC_EINVAL, "service name too long");
     rrpc__failfast_next_wait(&st, timeout_text, sizeof timeout_text);
     rc = set_socket_timeout(c, timeout_s);
     if (rc == RRPC_OK)
-        rc = rrpc__failfast_append_push(c->conn, list, text, &st);
+        rc = rrpc__failfast_append_push(c->conn, target, text, &st);
     if (rc == RRPC_OK)
         rc = rrpc__conn_appendv(c->conn, 3, "BLPOP", key, timeout_text);
     if (rc != RRPC_OK)
@@ -196,10 +208,10 @@ static int push_and_wait_once(rrpc_client *c, const char *list, const char *text
         push_rc = rrpc__failfast_pushed(pushed, &st, c->errmsg, sizeof c->errmsg);
     rrpc__reply_free(pushed);
     if (push_rc != RRPC_OK) {
-        /* Refused (OOM, WRONGTYPE, NOPERM...): do not sit out the queued
-         * BLPOP; a fresh link drops it.  A failed reconnect leaves the link
-         * broken, and the next call retries. */
-        if (push_rc != RRPC_ECONNECT)
+        /* Refused (OOM, WRONGTYPE, NOPERM, LOADING...): do not sit out
+         * the queued BLPOP; a fresh link drops it.  A failed reconnect
+         * leaves the link broken, and the next call retries. */
+        if (!rrpc__conn_broken(c->conn))
             rrpc__conn_reconnect(c->conn);
         return push_rc;
     }
@@ -216,12 +228,12 @@ static int push_and_wait_once(rrpc_client *c, const char *list, const char *text
                                    : client_fail(c, pop_rc, rrpc__conn_errmsg(c->conn));
     }
     if (pop_rc == RRPC_EREDIS)
-        withdraw(c, list, text); /* the wait was refused: nobody will collect */
+        withdraw(c, target, text); /* the wait was refused: nobody will collect */
     if (pop_rc != RRPC_OK)
         return pop_rc;
     if (rrpc__reply_type(popped) != RRPC__REPLY_ARRAY || rrpc__reply_count(popped) != 2) {
         rrpc__reply_free(popped);
-        withdraw(c, list, text);
+        withdraw(c, target, text);
         if (st.unavailable)
             return rrpc__fail(c->errmsg, sizeof c->errmsg, RRPC_EUNAVAILABLE,
                               "service '%s' became unavailable while waiting: its last "
@@ -275,9 +287,10 @@ static int push_and_wait(rrpc_client *c, const char *list, const char *text, con
     }
 }
 
-/* Common set-up of call and batch: names, connection, keys. */
+/* Common set-up of call and batch: names, connection (waiting up to
+ * TIMEOUT_S for it if the client resends), keys. */
 static int prepare(rrpc_client *c, const char *service, char *list, size_t list_len, char *key,
-                   size_t key_len)
+                   size_t key_len, double timeout_s)
 {
     int rc = check_name(c, "service", service);
     if (rc == RRPC_OK && !rrpc__valid_name(service))
@@ -288,7 +301,7 @@ static int prepare(rrpc_client *c, const char *service, char *list, size_t list_
     if (rc == RRPC_OK && key != NULL && rrpc__new_reply_key(key, key_len, c->prefix) != RRPC_OK)
         rc = client_fail(c, RRPC_ESYS, "cannot read random bytes for a reply key");
     if (rc == RRPC_OK)
-        rc = ensure_connected(c);
+        rc = ensure_connected(c, timeout_s);
     return rc;
 }
 
@@ -297,18 +310,23 @@ static int prepare(rrpc_client *c, const char *service, char *list, size_t list_
  * the text (new, free()) or NULL with *rc set. */
 static char *encode_request(rrpc_client *c, const char *service, const char *method,
                             const json_t *params, char list[RRPC__KEY_MAX], char *key,
-                            double timeout_s, int *rc)
+                            double *timeout_s, int *rc)
 {
+    double started = rrpc__monotonic();
     *rc = check_name(c, "method", method);
     if (*rc == RRPC_OK)
         *rc = check_params(c, params);
     if (*rc == RRPC_OK)
-        *rc = prepare(c, service, list, RRPC__KEY_MAX, key, key ? RRPC__KEY_MAX : 0);
+        *rc = prepare(c, service, list, RRPC__KEY_MAX, key, key ? RRPC__KEY_MAX : 0, *timeout_s);
+    /* Waiting for Redis to come back counts against the call's time. */
+    if (*rc == RRPC_OK && *timeout_s > 0 &&
+        (*timeout_s -= rrpc__monotonic() - started) <= 0)
+        *rc = client_fail(c, RRPC_ETIMEDOUT, "Redis came back too late for the call's timeout");
     if (*rc != RRPC_OK)
         return NULL;
     json_t *req = rrpc__request_build(method, params, key, NULL); /* the id is the reply key */
     if (key != NULL)
-        rrpc__request_set_deadline(req, &c->clock, timeout_s);
+        rrpc__request_set_deadline(req, &c->clock, *timeout_s);
     char *text = req ? json_dumps(req, RRPC__JSON_ENCODE_FLAGS) : NULL;
     json_decref(req);
     if (text == NULL)
@@ -316,13 +334,18 @@ static char *encode_request(rrpc_client *c, const char *service, const char *met
     return text;
 }
 
-/* RPUSHes TEXT onto LIST without waiting for any reply. */
+/* RPUSHes TEXT onto LIST (or the next of its shards) without waiting for
+ * any reply. */
 static int push_only(rrpc_client *c, const char *list, const char *text)
 {
     rrpc__reply *r = NULL;
+    char target[RRPC__KEY_MAX];
     int rc = set_socket_timeout(c, 0); /* a stalled Redis must not hang us */
+    if (rc == RRPC_OK && rrpc__shard_key(target, sizeof target, list,
+                                         rrpc__failfast_shard(c->ff, c->conn, list)) != RRPC_OK)
+        return client_fail(c, RRPC_EINVAL, "service name too long");
     if (rc == RRPC_OK)
-        rc = rrpc__conn_appendv(c->conn, 3, "RPUSH", list, text);
+        rc = rrpc__conn_appendv(c->conn, 3, "RPUSH", target, text);
     if (rc != RRPC_OK)
         return client_fail(c, rc, rrpc__conn_errmsg(c->conn));
     rc = read_reply(c, &r);
@@ -343,7 +366,7 @@ int rrpc_call(rrpc_client *c, const char *service, const char *method, const jso
     char list[RRPC__KEY_MAX], key[RRPC__KEY_MAX];
     int rc;
     timeout_s = rrpc__inherited_timeout(timeout_s > 0 ? timeout_s : c->timeout_s);
-    char *text = encode_request(c, service, method, params, list, key, timeout_s, &rc);
+    char *text = encode_request(c, service, method, params, list, key, &timeout_s, &rc);
     if (text == NULL)
         return rc;
     rrpc__reply *holder = NULL;
@@ -365,7 +388,8 @@ int rrpc_notify(rrpc_client *c, const char *service, const char *method, const j
         return RRPC_EINVAL;
     char list[RRPC__KEY_MAX];
     int rc;
-    char *text = encode_request(c, service, method, params, list, NULL, 0, &rc);
+    double no_timeout = 0;
+    char *text = encode_request(c, service, method, params, list, NULL, &no_timeout, &rc);
     if (text == NULL)
         return rc;
     rc = push_only(c, list, text);
@@ -442,9 +466,12 @@ int rrpc_call_batch(rrpc_client *c, const char *service, const json_t *calls, do
     if (!json_is_array(calls) || json_array_size(calls) == 0)
         return client_fail(c, RRPC_EINVAL, "calls must be a non-empty JSON array");
     char list[RRPC__KEY_MAX], key[RRPC__KEY_MAX];
-    int rc = prepare(c, service, list, sizeof list, key, sizeof key);
-    int expect_reply = 0;
     timeout_s = rrpc__inherited_timeout(timeout_s > 0 ? timeout_s : c->timeout_s);
+    double started = rrpc__monotonic();
+    int rc = prepare(c, service, list, sizeof list, key, sizeof key, timeout_s);
+    if (rc == RRPC_OK && (timeout_s -= rrpc__monotonic() - started) <= 0)
+        rc = client_fail(c, RRPC_ETIMEDOUT, "Redis came back too late for the call's timeout");
+    int expect_reply = 0;
     char *text = rc == RRPC_OK ? batch_text(c, calls, key, timeout_s, &expect_reply) : NULL;
     if (text == NULL)
         return rc != RRPC_OK ? rc : RRPC_EINVAL;

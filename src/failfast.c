@@ -10,6 +10,10 @@
  * learns that the last worker went.  Services that never registered (a
  * seed-style worker, say) are waited on in one piece, as before.  The keys
  * are those of docs/PROTOCOL.md section 9.
+ *
+ * The same cached view says over how many request lists a sharded service
+ * is spread (shard.c), so the client can hand its calls to the shards in
+ * turn at no extra cost.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
@@ -32,19 +36,29 @@ typedef struct entry {
     char *list;
     int registered, live;
     long max_queue;
+    int shards;     /* request lists of the service; 1 if not registered */
     double fetched; /* monotonic; 0 = never */
 } entry;
 
 struct rrpc__failfast {
     int enabled;
+    unsigned next_shard; /* round-robin over shards, from a random start */
     entry cache[CACHE_SIZE];
 };
 
 rrpc__failfast *rrpc__failfast_new(int enabled)
 {
     rrpc__failfast *ff = calloc(1, sizeof *ff);
-    if (ff != NULL)
-        ff->enabled = enabled;
+    char hex[33];
+    if (ff == NULL)
+        return NULL;
+    ff->enabled = enabled;
+    /* A random start, so that many short-lived clients do not all begin
+     * on shard 0. */
+    if (rrpc__random_hex128(hex) == RRPC_OK) {
+        hex[8] = '\0';
+        ff->next_shard = (unsigned)strtoul(hex, NULL, 16);
+    }
     return ff;
 }
 
@@ -97,7 +111,7 @@ static int refresh(rrpc__conn *c, const char *list, entry *e)
     if (rrpc__tagged_key(workers, sizeof workers, list, ":workers") ||
         rrpc__tagged_key(config, sizeof config, list, ":config"))
         return RRPC_EINVAL;
-    rrpc__reply *r[4] = {NULL, NULL, NULL, NULL};
+    rrpc__reply *r[5] = {NULL, NULL, NULL, NULL, NULL};
     int rc = rrpc__conn_appendv(c, 1, "TIME");
     if (rc == RRPC_OK)
         rc = rrpc__conn_appendv(c, 5, "ZRANGE", workers, "0", "-1", "WITHSCORES");
@@ -105,10 +119,12 @@ static int refresh(rrpc__conn *c, const char *list, entry *e)
         rc = rrpc__conn_appendv(c, 3, "HGET", config, "max_queue");
     if (rc == RRPC_OK)
         rc = rrpc__conn_appendv(c, 2, "EXISTS", config);
-    for (int i = 0; i < 4 && rc == RRPC_OK; i++)
+    if (rc == RRPC_OK)
+        rc = rrpc__conn_appendv(c, 3, "HGET", config, "shards");
+    for (int i = 0; i < 5 && rc == RRPC_OK; i++)
         rc = rrpc__conn_read(c, &r[i]);
     int refused = 0;
-    for (int i = 0; i < 4 && rc == RRPC_OK; i++)
+    for (int i = 0; i < 5 && rc == RRPC_OK; i++)
         refused |= rrpc__reply_type(r[i]) == RRPC__REPLY_ERROR;
     if (rc == RRPC_OK) {
         /* A Redis that refuses these keys (an ACL, say) means no registry
@@ -120,9 +136,11 @@ static int refresh(rrpc__conn *c, const char *list, entry *e)
         e->registered = !refused && rrpc__reply_integer(r[3]) > 0;
         e->live = refused ? 0 : count_live(r[1], now_ms);
         e->max_queue = refused ? 0 : (long)str_ll(r[2]);
+        /* No field (an older server): the one list of before. */
+        e->shards = e->registered ? rrpc__shard_count((long)str_ll(r[4])) : 1;
         e->fetched = rrpc__monotonic();
     }
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         rrpc__reply_free(r[i]);
     return rc;
 }
@@ -135,6 +153,23 @@ static int unavailable(const char *list, char *err, size_t errlen)
                       list);
 }
 
+/* The cache entry of LIST, read again if stale.  NULL with *rc = RRPC_OK
+ * when there is no memory for it (then behave as without a registry). */
+static entry *fresh_entry(rrpc__failfast *ff, rrpc__conn *c, const char *list, int *rc)
+{
+    *rc = RRPC_OK;
+    entry *e = lookup(ff, list);
+    if (e != NULL && (e->fetched == 0 || rrpc__monotonic() - e->fetched > FRESH_S))
+        *rc = refresh(c, list, e);
+    return *rc == RRPC_OK ? e : NULL;
+}
+
+/* The shard the next push of a service with SHARDS lists goes to. */
+static int next_shard(rrpc__failfast *ff, int shards)
+{
+    return shards > 1 ? (int)(ff->next_shard++ % (unsigned)shards) : 0;
+}
+
 int rrpc__failfast_check(rrpc__failfast *ff, rrpc__conn *c, const char *list, double timeout_s,
                          rrpc__svc_state *st, char *err, size_t errlen)
 {
@@ -142,21 +177,29 @@ int rrpc__failfast_check(rrpc__failfast *ff, rrpc__conn *c, const char *list, do
     st->deadline = rrpc__monotonic() + timeout_s;
     if (ff == NULL || !ff->enabled)
         return RRPC_OK;
-    entry *e = lookup(ff, list);
+    int rc;
+    entry *e = fresh_entry(ff, c, list, &rc);
+    if (rc != RRPC_OK)
+        return rrpc__fail(err, errlen, rc, "%s", rrpc__conn_errmsg(c));
     if (e == NULL)
-        return RRPC_OK; /* no memory for the cache: behave as without it */
-    if (e->fetched == 0 || rrpc__monotonic() - e->fetched > FRESH_S) {
-        int rc = refresh(c, list, e);
-        if (rc != RRPC_OK)
-            return rrpc__fail(err, errlen, rc, "%s", rrpc__conn_errmsg(c));
-    }
+        return RRPC_OK;
     st->registered = e->registered;
     st->live = e->live;
     st->max_queue = e->registered && e->live > 0 ? e->max_queue : 0;
     if (st->registered && st->live == 0)
         return unavailable(list, err, errlen);
     st->slice_s = st->registered ? SLICE_S : 0;
+    st->shard = next_shard(ff, e->shards);
     return RRPC_OK;
+}
+
+int rrpc__failfast_shard(rrpc__failfast *ff, rrpc__conn *c, const char *list)
+{
+    if (ff == NULL || !ff->enabled)
+        return 0;
+    int rc;
+    entry *e = fresh_entry(ff, c, list, &rc);
+    return e != NULL ? next_shard(ff, e->shards) : 0; /* a broken link: the push says so */
 }
 
 int rrpc__failfast_append_push(rrpc__conn *c, const char *list, const char *text,

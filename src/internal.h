@@ -70,6 +70,20 @@ unsigned rrpc__key_slot(const char *key, size_t len);
  * for a command without a key (it may go to any node). */
 int rrpc__command_key_index(int argc, const char **argv);
 
+/* ---- shard.c: the request lists of a sharded service, no I/O ---------- */
+
+/* Most shards a service may have (rrpc_server_options.shards). */
+#define RRPC__MAX_SHARDS 1024
+
+/* Builds the request list of shard SHARD of the service whose list key
+ * (shard 0) is LIST_KEY: LIST_KEY itself for shard 0, else
+ * "<LIST_KEY>#<shard>".  RRPC_EINVAL if it does not fit. */
+int rrpc__shard_key(char *buf, size_t len, const char *list_key, int shard);
+/* Nonzero if KEY[0..len) is the list of a shard k with 1 <= k < SHARDS. */
+int rrpc__shard_is_key(const char *list_key, int shards, const char *key, size_t len);
+/* N clamped to 1..RRPC__MAX_SHARDS (a count read from the registry). */
+int rrpc__shard_count(long n);
+
 /* ---- random.c: unguessable identifiers -------------------------------- */
 
 /* Writes 32 lowercase hex digits (128 random bits) and a NUL into hex. */
@@ -322,6 +336,10 @@ int rrpc__conn_broken(const rrpc__conn *c);
 int rrpc__conn_peer_closed(const rrpc__conn *c);
 
 void rrpc__reply_free(rrpc__reply *r);
+/* Nonzero for the error replies of a Redis that will serve again shortly:
+ * still loading its data after a restart, busy in a script, a replica cut
+ * off from its master.  Retrying after a pause is the right answer. */
+int rrpc__reply_transient(const rrpc__reply *r);
 enum rrpc__reply_type rrpc__reply_type(const rrpc__reply *r);
 const char *rrpc__reply_str(const rrpc__reply *r, size_t *len);
 long long rrpc__reply_integer(const rrpc__reply *r);
@@ -445,15 +463,21 @@ typedef struct rrpc__svc_state {
     double slice_s;    /* wait in BLPOP slices this long (0: one wait) */
     double deadline;   /* monotonic time the call gives up */
     int unavailable;   /* set when the last worker went during the wait */
+    int shard;         /* the shard (request list, shard.c) this push goes to */
 } rrpc__svc_state;
 
 rrpc__failfast *rrpc__failfast_new(int enabled);
 void rrpc__failfast_free(rrpc__failfast *ff);
-/* Before a call on LIST: RRPC_OK with *st filled, RRPC_EUNAVAILABLE when
- * the service is registered but has no live worker.  Costs a round trip
- * only when the cached view of LIST is older than a second. */
+/* Before a call on LIST (shard 0's list): RRPC_OK with *st filled (and
+ * st->shard picked), RRPC_EUNAVAILABLE when the service is registered but
+ * has no live worker.  Costs a round trip only when the cached view of
+ * LIST is older than a second. */
 int rrpc__failfast_check(rrpc__failfast *ff, rrpc__conn *c, const char *list, double timeout_s,
                          rrpc__svc_state *st, char *err, size_t errlen);
+/* The shard a push that is not checked (a notification) goes to, for a
+ * service whose registry says it is sharded; else 0.  Never fails: a
+ * broken link is reported by the push. */
+int rrpc__failfast_shard(rrpc__failfast *ff, rrpc__conn *c, const char *list);
 /* Queues the push of TEXT onto LIST: RPUSH, or for a service with a
  * max_queue the check-and-push script. */
 int rrpc__failfast_append_push(rrpc__conn *c, const char *list, const char *text,

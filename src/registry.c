@@ -44,6 +44,7 @@ struct rrpc__registry {
     int enabled;
     double interval_s, ttl_s;
     long max_queue;
+    int shards;             /* request lists of the service (shard.c) */
     rrpc__methods *methods; /* the server's table; frozen while running */
     json_t *params;         /* method name -> params shape */
     rrpc__stats stats;
@@ -128,6 +129,7 @@ rrpc__registry *rrpc__registry_new(const rrpc_server_options *opts, const char *
     if (r->ttl_s < 2 * r->interval_s)
         r->ttl_s = 2 * r->interval_s; /* one late beat must not look like a death */
     r->max_queue = opts->max_queue > 0 ? opts->max_queue : 0;
+    r->shards = rrpc__shard_count(opts->shards);
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
     return r;
@@ -163,11 +165,12 @@ static char *build_record(const rrpc__registry *r, int threads)
                               json_pack("{s:s, s:s?, s:O?}", "name", m->name, "description",
                                         m->description, "params", shape));
     }
-    json_t *rec = json_pack("{s:s, s:s, s:s, s:I, s:s, s:i, s:f, s:f, s:f, s:I, s:o}", "id",
-                            r->id, "service", r->service, "host", r->host, "pid",
+    json_t *rec = json_pack("{s:s, s:s, s:s, s:I, s:s, s:i, s:f, s:f, s:f, s:I, s:i, s:o}",
+                            "id", r->id, "service", r->service, "host", r->host, "pid",
                             (json_int_t)r->pid, "version", rrpc_version(), "threads", threads,
                             "started", r->started, "heartbeat_s", r->interval_s, "ttl_s",
-                            r->ttl_s, "max_queue", (json_int_t)r->max_queue, "methods", methods);
+                            r->ttl_s, "max_queue", (json_int_t)r->max_queue, "shards",
+                            r->shards, "methods", methods);
     char *text = rec ? json_dumps(rec, RRPC__JSON_ENCODE_FLAGS) : NULL;
     json_decref(rec);
     return text;
@@ -292,20 +295,23 @@ static int beat(rrpc__registry *r)
     int rc = redis_time_ms(r, &now_ms);
     if (rc != RRPC_OK)
         return rc;
-    char deadline[32], max_queue[32], ttl_ms[32];
+    char deadline[32], max_queue[32], ttl_ms[32], shards[16];
     snprintf(deadline, sizeof deadline, "%lld", now_ms + (long long)(r->ttl_s * 1000));
     snprintf(max_queue, sizeof max_queue, "%ld", r->max_queue);
     snprintf(ttl_ms, sizeof ttl_ms, "%lld", (long long)(r->ttl_s * 1000));
+    snprintf(shards, sizeof shards, "%d", r->shards);
     const char *zadd[] = {"ZADD", r->workers_key, deadline, r->id};
     const char *hset[] = {"HSET", r->info_key, r->id, r->record};
-    const char *config[] = {"HSET", r->config_key, "max_queue", max_queue, "ttl_ms", ttl_ms};
+    /* shards: how many request lists callers may spread calls over. */
+    const char *config[] = {"HSET",   r->config_key, "max_queue", max_queue,
+                            "ttl_ms", ttl_ms,        "shards",    shards};
     const char *sadd[] = {"SADD", r->services_key, r->service};
     const char *expire[] = {"PEXPIRE", r->config_key, REGISTERED_FOR_MS};
     rc = queue(r, 4, zadd);
     if (rc == RRPC_OK)
         rc = queue(r, 4, hset);
     if (rc == RRPC_OK)
-        rc = queue(r, 6, config);
+        rc = queue(r, 8, config);
     if (rc == RRPC_OK)
         rc = queue(r, 3, sadd);
     if (rc == RRPC_OK)

@@ -37,6 +37,7 @@ struct rrpc_server {
     char dead_key[RRPC__KEY_MAX];
     char stats_key[RRPC__KEY_MAX];
     int workers;
+    int shards; /* request lists (shard.c); worker i pops shard i % shards */
     int reply_ttl_s;
     long dead_letter_max;
     int batch_max;
@@ -88,9 +89,11 @@ typedef struct worker {
     rrpc__reply *in_hand[2]; /* the popped pair the pending replies refer to */
     rrpc__clock clock; /* the Redis server's time, for request deadlines */
     int ack_due;       /* reliable: the batch in hand is answered, DEL its list */
+    char transient[RRPC__ERRMSG_LEN]; /* why collect gave up on a working link */
     char ttl_text[16];
     char trim_text[24];
     char batch_text[16];
+    char list[RRPC__KEY_MAX];     /* the request list it pops: its shard's */
     char wid[RRPC__KEY_MAX];      /* reliable: this worker's id */
     char inflight[RRPC__KEY_MAX]; /* reliable: its in-flight list */
 } worker;
@@ -123,6 +126,9 @@ static int set_keys(rrpc_server *s)
         rrpc__key_join(s->dead_key, sizeof s->dead_key, s->prefix, s->service, ":dead") ||
         rrpc__key_join(s->stats_key, sizeof s->stats_key, s->prefix, s->service, ":stats"))
         return rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_EINVAL, "service name too long");
+    char last[RRPC__KEY_MAX];
+    if (rrpc__shard_key(last, sizeof last, s->list_key, s->shards - 1) != RRPC_OK)
+        return rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_EINVAL, "service name too long");
     return RRPC_OK;
 }
 
@@ -151,12 +157,20 @@ int rrpc_server_new(rrpc_server **out, const rrpc_server_options *opts)
     *out = NULL;
     if (!rrpc__valid_name(opts->service))
         return RRPC_EINVAL; /* empty, or whitespace/control characters */
+    /* Reliable mode keeps one in-flight state per request list; it is not
+     * sharded (yet), so the two do not mix. */
+    if (opts->shards < 0 || opts->shards > RRPC__MAX_SHARDS ||
+        (opts->reliable && opts->shards > 1))
+        return RRPC_EINVAL;
     rrpc_server *s = calloc(1, sizeof *s);
     if (s == NULL)
         return RRPC_ENOMEM;
     s->service = strdup(opts->service);
     s->prefix = strdup(opts->key_prefix ? opts->key_prefix : "");
     s->workers = opts->workers > 0 ? opts->workers : cpu_count();
+    s->shards = opts->shards > 1 ? opts->shards : 1;
+    if (s->workers < s->shards)
+        s->workers = s->shards; /* every shard needs a worker of its own */
     s->reply_ttl_s = opts->reply_ttl_s > 0 ? opts->reply_ttl_s : 60;
     s->dead_letter_max = opts->dead_letter_max > 0 ? opts->dead_letter_max : 1000;
     s->batch_max = opts->batch_max > 0 ? opts->batch_max : 128;
@@ -364,16 +378,17 @@ static void queue_commit(worker *w, const char *msg, size_t len, const char *sha
     send_cmd(w, o, (int)o.cmd.argc, (const char **)o.cmd.argv, o.cmd.lens);
 }
 
-/* Nonzero if KEY is one of the service's own keys: its request list, dead
- * letters, stats or anything under its hash tag.  A reply pushed there
- * would be popped again as a request and answered there again, forever
- * (or would corrupt the registry). */
+/* Nonzero if KEY is one of the service's own keys: its request lists
+ * (every shard's), dead letters, stats or anything under its hash tag.  A
+ * reply pushed there would be popped again as a request and answered there
+ * again, forever (or would corrupt the registry). */
 static int is_own_key(const rrpc_server *s, const char *key, size_t len)
 {
     size_t list_len = strlen(s->list_key);
     if ((len == list_len && memcmp(key, s->list_key, len) == 0) ||
         (len == strlen(s->dead_key) && memcmp(key, s->dead_key, len) == 0) ||
-        (len == strlen(s->stats_key) && memcmp(key, s->stats_key, len) == 0))
+        (len == strlen(s->stats_key) && memcmp(key, s->stats_key, len) == 0) ||
+        rrpc__shard_is_key(s->list_key, s->shards, key, len))
         return 1;
     return len > list_len + 2 && key[0] == '{' && memcmp(key + 1, s->list_key, list_len) == 0 &&
            key[list_len + 1] == '}';
@@ -597,6 +612,14 @@ static int collect(worker *w, rrpc__reply *popped[2])
         rc = rrpc__conn_read(w->conn, &r);
         if (rc != RRPC_OK)
             break;
+        if (kept_for_resend(&ops[i]) && rrpc__reply_transient(r)) {
+            /* Redis is loading or busy: not the answer's fault.  Like a
+             * broken link, the rest is kept and sent again later. */
+            snprintf(w->transient, sizeof w->transient, "%s", rrpc__reply_str(r, NULL));
+            rrpc__reply_free(r);
+            rc = RRPC_ECONNECT;
+            break;
+        }
         if (ops[i].kind == OP_POP) {
             popped[npopped++] = r;
             continue;
@@ -651,8 +674,8 @@ static void send_pop(worker *w)
             send_cmd(w, pop, 9, take, NULL);
         return;
     }
-    const char *block[] = {"BLPOP", s->list_key, BLOCK_TIMEOUT};
-    const char *more[] = {"LPOP", s->list_key, w->batch_text};
+    const char *block[] = {"BLPOP", w->list, BLOCK_TIMEOUT};
+    const char *more[] = {"LPOP", w->list, w->batch_text};
     if (send_cmd(w, pop, 3, block, NULL) == RRPC_OK)
         send_cmd(w, pop, 3, more, NULL);
 }
@@ -689,7 +712,9 @@ static void drop_pending(worker *w)
  * server is stopped.  Logs once per outage. */
 static void recover(worker *w)
 {
-    log_worker(w, "lost the Redis connection, reconnecting", rrpc__conn_errmsg(w->conn));
+    log_worker(w, "lost the Redis connection, reconnecting",
+               w->transient[0] ? w->transient : rrpc__conn_errmsg(w->conn));
+    w->transient[0] = '\0';
     double delay = BACKOFF_MIN_S;
     while (!atomic_load(&w->srv->stop)) {
         double jitter = (double)(rand() % 1000) / 1000.0; /* spreads a herd of workers */
@@ -793,6 +818,7 @@ static int connect_workers(rrpc_server *s, worker **out)
         snprintf(w->ttl_text, sizeof w->ttl_text, "%d", s->reply_ttl_s);
         snprintf(w->trim_text, sizeof w->trim_text, "%ld", -s->dead_letter_max);
         snprintf(w->batch_text, sizeof w->batch_text, "%d", s->batch_max);
+        rrpc__shard_key(w->list, sizeof w->list, s->list_key, i % s->shards); /* fits: set_keys */
         if (s->reliable)
             rrpc__rel_worker_keys(&s->rel, i, w->wid, sizeof w->wid, w->inflight,
                                   sizeof w->inflight);

@@ -894,6 +894,17 @@ int rrpc__conn_peer_closed(const rrpc__conn *c)
     return recv(c->ctx->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) <= 0;
 }
 
+int rrpc__reply_transient(const rrpc__reply *r)
+{
+    static const char *const prefixes[] = {"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN"};
+    if (r == NULL || R(r)->type != REDIS_REPLY_ERROR || R(r)->str == NULL)
+        return 0;
+    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
+        if (strncmp(R(r)->str, prefixes[i], strlen(prefixes[i])) == 0)
+            return 1;
+    return 0;
+}
+
 void rrpc__reply_free(rrpc__reply *r)
 {
     if (r)

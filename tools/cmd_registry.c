@@ -57,10 +57,13 @@ static void info_table(const json_t *doc)
 {
     char limit[32];
     limit_text(limit, sizeof limit, ops_int(doc, "max_queue"));
-    printf("service %s: %s, queue %lld, max_queue %s, dead letters %lld\n",
+    char shards[48] = ""; /* a sharded service's queue is over all its lists */
+    if (ops_int(doc, "shards") > 1)
+        snprintf(shards, sizeof shards, " over %lld shards", ops_int(doc, "shards"));
+    printf("service %s: %s, queue %lld%s, max_queue %s, dead letters %lld\n",
            str_or(doc, "service", "?"),
            json_is_true(json_object_get(doc, "registered")) ? "registered" : "not registered",
-           ops_int(doc, "queue"), limit, ops_int(doc, "dead"));
+           ops_int(doc, "queue"), shards, limit, ops_int(doc, "dead"));
     const json_t *workers = json_object_get(doc, "workers");
     printf("\n%-36s %-16s %8s %7s %-8s %10s\n", "WORKER", "HOST", "PID", "THREADS", "VERSION",
            "EXPIRES_IN");

@@ -224,8 +224,23 @@ typedef struct rrpc_server_options {
     /* Most requests the service's list may hold (0, the default: no limit).
      * Published in the registry, so it needs heartbeat; rrpc clients then
      * refuse a call with RRPC_EOVERLOADED instead of queueing it when the
-     * list is this long.  All servers of a service should agree on it. */
+     * list is this long.  All servers of a service should agree on it.
+     * With shards, the limit holds for each shard's list. */
     long max_queue;
+    /* Request lists the service is spread over (docs/PROTOCOL.md section
+     * 1), so that one busy service can use several Redis Cluster masters.
+     * 1 (the default; 0 means 1 too): the one list <prefix><service>.
+     * N > 1 (at most 1024): shard 0 is that list and shard k is
+     * <prefix><service>#<k>, each in its own hash slot; with M masters use
+     * M or more shards.  Worker thread i pops only shard i % N, and workers
+     * is raised to N if it is smaller.  The count is published in the
+     * registry (it needs heartbeat), where rrpc's sync clients read it and
+     * spread their calls over the shards round-robin; callers that know
+     * nothing of shards (other peers, the async client, fail_fast = 0)
+     * push onto shard 0, which is always served.  All servers of a service
+     * must agree on it.  Not with reliable: rrpc_server_new then fails
+     * with RRPC_EINVAL. */
+    int shards;
 } rrpc_server_options;
 
 /* Fills *opts with the defaults above (service is NULL). */
@@ -356,14 +371,15 @@ RRPC_EXPORT const char *rrpc_admin_errmsg(const rrpc_admin *admin);
 
 /* Every registered service, sorted by name.  *out (new) is an array of
  * {"service", "workers" (live), "threads" (of live workers), "queue"
- * (list length), "max_queue", "dead" (dead letters held), "calls",
+ * (list length, summed over the lists of a sharded service), "max_queue", "dead" (dead letters held), "calls",
  * "errors" (totals over all methods and workers)}. */
 RRPC_EXPORT int rrpc_admin_services(rrpc_admin *admin, json_t **out);
 
-/* One service.  *out (new): {"service", "registered" (bool), "queue",
- * "max_queue", "dead", "workers": [the live workers' records, each with
- * "expires_in" seconds], "methods": [{"name", "description", "params"},
- * ...] (the union over live workers)}.  An unregistered service is not an
+/* One service.  *out (new): {"service", "registered" (bool), "queue"
+ * (summed over its lists), "shards" (request lists, from the registry; 1
+ * if not sharded), "max_queue", "dead", "workers": [the live workers'
+ * records, each with "expires_in" seconds], "methods": [{"name",
+ * "description", "params"}, ...] (the union over live workers)}.  An unregistered service is not an
  * error: it has "registered": false and no workers. */
 RRPC_EXPORT int rrpc_admin_info(rrpc_admin *admin, const char *service, json_t **out);
 

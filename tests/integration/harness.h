@@ -27,6 +27,29 @@ static int failures;
         }                                                                                    \
     } while (0)
 
+/* ---- test handlers more than one test registers --------------------------- */
+
+/* add(a, b): a + b. */
+static inline json_t *m_add(rrpc_request *req, void *udata)
+{
+    (void)udata;
+    json_int_t a, b;
+    if (rrpc_param_int(req, 0, "a", &a) || rrpc_param_int(req, 1, "b", &b))
+        return NULL;
+    return json_integer(a + b);
+}
+
+/* sleep(ms): sleeps MS milliseconds, then answers MS. */
+static inline json_t *m_sleep(rrpc_request *req, void *udata)
+{
+    (void)udata;
+    json_int_t ms;
+    if (rrpc_param_int(req, 0, "ms", &ms))
+        return NULL;
+    rrpc__sleep((double)ms / 1000.0);
+    return json_integer(ms);
+}
+
 /* ---- a server on a thread of its own ------------------------------------ */
 
 typedef struct running {

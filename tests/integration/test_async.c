@@ -12,39 +12,17 @@
  * measures throughput of `add` against a running SERVICE (e.g. calc-server)
  * with THREADS application threads keeping WINDOW calls in flight each.
  */
-#include "internal.h"
+#include "harness.h"
 
 #include <event2/event.h>
 
-#include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-static int failures;
-#define CHECK(cond)                                                                          \
-    do {                                                                                     \
-        if (!(cond)) {                                                                       \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);         \
-            failures++;                                                                      \
-        }                                                                                    \
-    } while (0)
 
 #define SERVICE "at"
 
 /* ---- the test service --------------------------------------------------- */
-
-static json_t *m_add(rrpc_request *req, void *udata)
-{
-    (void)udata;
-    json_int_t a, b;
-    if (rrpc_param_int(req, 0, "a", &a) || rrpc_param_int(req, 1, "b", &b))
-        return NULL;
-    return json_integer(a + b);
-}
 
 static json_t *m_fail(rrpc_request *req, void *udata)
 {
@@ -55,29 +33,7 @@ static json_t *m_fail(rrpc_request *req, void *udata)
     return rrpc_request_error(req, 42, "it failed", json_integer(i));
 }
 
-static json_t *m_sleep(rrpc_request *req, void *udata)
-{
-    (void)udata;
-    json_int_t ms;
-    if (rrpc_param_int(req, 0, "ms", &ms))
-        return NULL;
-    rrpc__sleep((double)ms / 1000.0);
-    return json_integer(ms);
-}
-
-typedef struct running {
-    rrpc_server *srv;
-    pthread_t thread;
-    int rc;
-} running;
-
-static void *serve(void *arg)
-{
-    running *r = arg;
-    r->rc = rrpc_server_run(r->srv);
-    return NULL;
-}
-
+/* Runs the test service with four workers. */
 static void start_server(running *r)
 {
     rrpc_server_options o;
@@ -85,35 +41,12 @@ static void start_server(running *r)
     o.service = SERVICE;
     o.workers = 4;
     o.handle_signals = 0;
-    CHECK(rrpc_server_new(&r->srv, &o) == RRPC_OK);
-    rrpc_server_register(r->srv, "add", m_add, NULL, NULL);
-    rrpc_server_register(r->srv, "fail", m_fail, NULL, NULL);
-    rrpc_server_register(r->srv, "sleep", m_sleep, NULL, NULL);
-    pthread_create(&r->thread, NULL, serve, r);
-}
-
-static void stop_server(running *r)
-{
-    rrpc_server_stop(r->srv);
-    pthread_join(r->thread, NULL);
-    CHECK(r->rc == RRPC_OK);
-    rrpc_server_free(r->srv);
-}
-
-/* ---- raw Redis access, to look behind the API ----------------------------- */
-
-static rrpc__conn *raw;
-
-static long long raw_int(int argc, const char *a0, const char *a1)
-{
-    const char *argv[] = {a0, a1};
-    rrpc__reply *r = NULL;
-    long long v = -999;
-    if (rrpc__conn_append(raw, argc, argv, NULL) == RRPC_OK && rrpc__conn_read(raw, &r) == RRPC_OK &&
-        rrpc__reply_type(r) == RRPC__REPLY_INTEGER)
-        v = rrpc__reply_integer(r);
-    rrpc__reply_free(r);
-    return v;
+    rrpc_server *srv = NULL;
+    CHECK(rrpc_server_new(&srv, &o) == RRPC_OK);
+    rrpc_server_register(srv, "add", m_add, NULL, NULL);
+    rrpc_server_register(srv, "fail", m_fail, NULL, NULL);
+    rrpc_server_register(srv, "sleep", m_sleep, NULL, NULL);
+    run_server(r, srv);
 }
 
 /* ---- expectations: one per call, counted by its callback ---------------- */
@@ -312,7 +245,7 @@ static void test_threads_timeout_withdraws(void)
     CHECK(took >= 0.29 && took < 1.0);
     check_expects("timeout", &e, 1);
     rrpc__sleep(0.1); /* the LREM goes out right after the callback */
-    CHECK(raw_int(2, "LLEN", "nobody-serves-this") == 0);
+    CHECK(cmd_int(2, "LLEN", "nobody-serves-this", NULL) == 0);
     rrpc_async_close(a);
 }
 
@@ -335,12 +268,9 @@ static void test_threads_close_cancels(void)
     rrpc_async_close(a);
     CHECK(atomic_load(&done_count) == 600);
     check_expects("close", es, 600);
-    rrpc__reply *r = NULL;
     /* what close cancelled stays behind in the service list: a real
      * worker would run it, like a request whose caller went away */
-    const char *argv[] = {"DEL", "nobody-serves-this"};
-    if (rrpc__conn_append(raw, 2, argv, NULL) == RRPC_OK && rrpc__conn_read(raw, &r) == RRPC_OK)
-        rrpc__reply_free(r);
+    rrpc__reply_free(cmd(2, "DEL", "nobody-serves-this"));
 }
 
 static void test_max_in_flight_and_args(void)
@@ -384,9 +314,8 @@ static void test_max_in_flight_and_args(void)
     CHECK(rrpc_async_notify(a, "nobody-notified", "add", params) == RRPC_OK);
     json_decref(params);
     rrpc__sleep(0.1);
-    const char *argv[] = {"LPOP", "nobody-notified"};
-    rrpc__reply *r = NULL;
-    if (rrpc__conn_append(raw, 2, argv, NULL) == RRPC_OK && rrpc__conn_read(raw, &r) == RRPC_OK) {
+    rrpc__reply *r = cmd(2, "LPOP", "nobody-notified");
+    if (r) {
         CHECK(rrpc__reply_type(r) == RRPC__REPLY_STRING);
         if (rrpc__reply_type(r) == RRPC__REPLY_STRING)
             CHECK(strcmp(rrpc__reply_str(r, NULL),
@@ -416,9 +345,8 @@ static void test_connection_loss(void)
         CHECK(rrpc_async_call(a, SERVICE, "sleep", params, 10, on_expect, &slow[i]) == RRPC_OK);
     json_decref(params);
     rrpc__sleep(0.1);
-    const char *argv[] = {"CLIENT", "KILL", "TYPE", "normal"};
-    rrpc__reply *r = NULL;
-    if (rrpc__conn_append(raw, 4, argv, NULL) == RRPC_OK && rrpc__conn_read(raw, &r) == RRPC_OK)
+    rrpc__reply *r = cmd(4, "CLIENT", "KILL", "TYPE", "normal");
+    if (r)
         CHECK(rrpc__reply_type(r) == RRPC__REPLY_INTEGER && rrpc__reply_integer(r) >= 2);
     rrpc__reply_free(r);
     CHECK(wait_done(8, 5));
@@ -500,7 +428,7 @@ static void test_app_base(void)
     check_expects("app timeout", &t, 1);
     event_base_loop(app_base, EVLOOP_NONBLOCK); /* sends the LREM */
     rrpc__sleep(0.05);
-    CHECK(raw_int(2, "LLEN", "nobody-serves-this") == 0);
+    CHECK(cmd_int(2, "LLEN", "nobody-serves-this", NULL) == 0);
 
     /* Close with calls pending: each is cancelled, inside close. */
     static expect pend[200];
@@ -520,10 +448,7 @@ static void test_app_base(void)
     /* The base is the application's: it still works. */
     CHECK(event_base_loop(app_base, EVLOOP_NONBLOCK) >= 0);
     event_base_free(app_base);
-    const char *argv[] = {"DEL", "nobody-serves-this"};
-    rrpc__reply *r = NULL;
-    if (rrpc__conn_append(raw, 2, argv, NULL) == RRPC_OK && rrpc__conn_read(raw, &r) == RRPC_OK)
-        rrpc__reply_free(r);
+    rrpc__reply_free(cmd(2, "DEL", "nobody-serves-this"));
 }
 
 static void test_open_errors(void)
@@ -629,14 +554,8 @@ int main(int argc, char **argv)
                      argc > 5 ? atoi(argv[5]) : 256, argc > 6 ? atoi(argv[6]) : 1);
     /* CLIENT KILL makes the server's workers write to dead sockets. */
     signal(SIGPIPE, SIG_IGN);
-    rrpc__url url;
-    char err[256];
-    if (rrpc__url_parse(&url, NULL, err, sizeof err) != RRPC_OK ||
-        rrpc__conn_open(&raw, &url, 2, err, sizeof err) != RRPC_OK) {
-        fprintf(stderr, "cannot reach Redis: %s\n", err);
+    if (raw_open() != 0)
         return 1;
-    }
-    rrpc__url_free(&url);
     running srv;
     start_server(&srv);
     test_open_errors();
@@ -647,7 +566,7 @@ int main(int argc, char **argv)
     test_app_base();
     test_connection_loss();
     stop_server(&srv);
-    rrpc__conn_close(raw);
+    raw_close();
     if (failures)
         fprintf(stderr, "test_async: %d check(s) failed\n", failures);
     else

@@ -6,48 +6,22 @@
  * notifications that leave no key, expiring replies, dead letters, batches,
  * Redis errors that do not crash, concurrency and graceful stop.
  */
-#include "internal.h"
-
-#include <pthread.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-static int failures;
-#define CHECK(cond)                                                                          \
-    do {                                                                                     \
-        if (!(cond)) {                                                                       \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);         \
-            failures++;                                                                      \
-        }                                                                                    \
-    } while (0)
+#include "harness.h"
 
 /* ---- a test service --------------------------------------------------- */
 
-static json_t *m_add(rrpc_request *req, void *udata)
+/* add with at most two parameters, so that a third is refused. */
+static json_t *m_add_two(rrpc_request *req, void *udata)
 {
-    (void)udata;
-    json_int_t a, b;
-    if (rrpc_param_count_max(req, 2) || rrpc_param_int(req, 0, "a", &a) ||
-        rrpc_param_int(req, 1, "b", &b))
+    if (rrpc_param_count_max(req, 2))
         return NULL;
-    return json_integer(a + b);
+    return m_add(req, udata);
 }
 
 static json_t *m_fail(rrpc_request *req, void *udata)
 {
     (void)udata;
     return rrpc_request_error(req, 42, "it failed", json_pack("{s:i}", "why", 7));
-}
-
-static json_t *m_sleep(rrpc_request *req, void *udata)
-{
-    (void)udata;
-    json_int_t ms;
-    if (rrpc_param_int(req, 0, "ms", &ms))
-        return NULL;
-    rrpc__sleep((double)ms / 1000.0);
-    return json_integer(ms);
 }
 
 static json_t *m_crash_free(rrpc_request *req, void *udata)
@@ -57,19 +31,7 @@ static json_t *m_crash_free(rrpc_request *req, void *udata)
     return NULL; /* no error set: the server must answer -32603 */
 }
 
-typedef struct running {
-    rrpc_server *srv;
-    pthread_t thread;
-    int rc;
-} running;
-
-static void *serve(void *arg)
-{
-    running *r = arg;
-    r->rc = rrpc_server_run(r->srv);
-    return NULL;
-}
-
+/* Runs the test service as SERVICE with WORKERS threads. */
 static void start_server(running *r, const char *service, int workers)
 {
     rrpc_server_options o;
@@ -78,58 +40,14 @@ static void start_server(running *r, const char *service, int workers)
     o.workers = workers;
     o.handle_signals = 0;
     o.max_request_bytes = 4096;
-    CHECK(rrpc_server_new(&r->srv, &o) == RRPC_OK);
-    CHECK(rrpc_server_register(r->srv, "add", m_add, NULL, "a + b") == RRPC_OK);
-    CHECK(rrpc_server_register(r->srv, "add", m_add, NULL, NULL) == RRPC_EEXIST);
-    rrpc_server_register(r->srv, "fail", m_fail, NULL, NULL);
-    rrpc_server_register(r->srv, "sleep", m_sleep, NULL, NULL);
-    rrpc_server_register(r->srv, "null", m_crash_free, NULL, NULL);
-    pthread_create(&r->thread, NULL, serve, r);
-}
-
-static void stop_server(running *r)
-{
-    rrpc_server_stop(r->srv);
-    pthread_join(r->thread, NULL);
-    CHECK(r->rc == RRPC_OK);
-    rrpc_server_free(r->srv);
-}
-
-/* ---- raw Redis access for looking behind the API ------------------------ */
-
-static rrpc__conn *raw;
-
-static rrpc__reply *cmd(int argc, ...)
-{
-    const char *argv[8];
-    va_list ap;
-    va_start(ap, argc);
-    for (int i = 0; i < argc; i++)
-        argv[i] = va_arg(ap, const char *);
-    va_end(ap);
-    rrpc__reply *r = NULL;
-    if (rrpc__conn_append(raw, argc, argv, NULL) != RRPC_OK || rrpc__conn_read(raw, &r) != RRPC_OK)
-        return NULL;
-    return r;
-}
-
-static long long cmd_int(int argc, const char *a0, const char *a1, const char *a2)
-{
-    rrpc__reply *r = argc == 1 ? cmd(1, a0) : argc == 2 ? cmd(2, a0, a1) : cmd(3, a0, a1, a2);
-    long long v = r && rrpc__reply_type(r) == RRPC__REPLY_INTEGER ? rrpc__reply_integer(r) : -999;
-    rrpc__reply_free(r);
-    return v;
-}
-
-static rrpc_client *open_client(void)
-{
-    rrpc_client *c = NULL;
-    char err[256];
-    int rc = rrpc_client_open(&c, NULL, err, sizeof err);
-    if (rc != RRPC_OK)
-        fprintf(stderr, "client open: %s\n", err);
-    CHECK(rc == RRPC_OK);
-    return c;
+    rrpc_server *srv = NULL;
+    CHECK(rrpc_server_new(&srv, &o) == RRPC_OK);
+    CHECK(rrpc_server_register(srv, "add", m_add_two, NULL, "a + b") == RRPC_OK);
+    CHECK(rrpc_server_register(srv, "add", m_add_two, NULL, NULL) == RRPC_EEXIST);
+    rrpc_server_register(srv, "fail", m_fail, NULL, NULL);
+    rrpc_server_register(srv, "sleep", m_sleep, NULL, NULL);
+    rrpc_server_register(srv, "null", m_crash_free, NULL, NULL);
+    run_server(r, srv);
 }
 
 /* ---- tests ------------------------------------------------------------------ */
@@ -287,7 +205,7 @@ static void test_wrongtype_service_key(rrpc_client *c)
 static void *caller(void *arg)
 {
     int *ok = arg;
-    rrpc_client *c = open_client();
+    rrpc_client *c = open_client_with(NULL);
     for (int i = 0; i < 200 && c; i++) {
         json_t *params = json_pack("[i,i]", i, 1000), *result = NULL;
         if (rrpc_call(c, "t", "add", params, 5, &result, NULL) == RRPC_OK &&
@@ -362,7 +280,7 @@ static void test_bad_arguments(rrpc_client *c)
 static void *slow_call(void *arg)
 {
     int *ok = arg;
-    rrpc_client *c = open_client();
+    rrpc_client *c = open_client_with(NULL);
     json_t *params = json_pack("[i]", 400), *result = NULL;
     *ok = rrpc_call(c, "t", "sleep", params, 5, &result, NULL) == RRPC_OK &&
           json_integer_value(result) == 400;
@@ -391,17 +309,11 @@ static void test_graceful_stop(void)
 
 int main(void)
 {
-    rrpc__url url;
-    char err[256];
-    if (rrpc__url_parse(&url, NULL, err, sizeof err) != RRPC_OK ||
-        rrpc__conn_open(&raw, &url, 2, err, sizeof err) != RRPC_OK) {
-        fprintf(stderr, "cannot reach the test Redis: %s\n", err);
+    if (raw_open() != 0)
         return 1;
-    }
-    rrpc__url_free(&url);
     running r;
     start_server(&r, "t", 3);
-    rrpc_client *c = open_client();
+    rrpc_client *c = open_client_with(NULL);
     test_call_result(c);
     test_remote_errors(c);
     test_timeout_withdraws_request(c);
@@ -417,7 +329,7 @@ int main(void)
     rrpc_client_close(c);
     stop_server(&r);
     test_graceful_stop();
-    rrpc__conn_close(raw);
+    raw_close();
     if (failures)
         fprintf(stderr, "%d check(s) failed\n", failures);
     else

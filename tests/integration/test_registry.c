@@ -6,61 +6,16 @@
  * and is killed with SIGKILL, so nothing removes its record and only the
  * heartbeat's expiry can tell callers it is gone.
  */
-#include "internal.h"
+#include "harness.h"
 
-#include <pthread.h>
 #include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-static int failures;
-#define CHECK(cond)                                                                          \
-    do {                                                                                     \
-        if (!(cond)) {                                                                       \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);         \
-            failures++;                                                                      \
-        }                                                                                    \
-    } while (0)
-
-static json_t *m_add(rrpc_request *req, void *udata)
-{
-    (void)udata;
-    json_int_t a, b;
-    if (rrpc_param_int(req, 0, "a", &a) || rrpc_param_int(req, 1, "b", &b))
-        return NULL;
-    return json_integer(a + b);
-}
 
 static json_t *m_fail(rrpc_request *req, void *udata)
 {
     (void)udata;
     return rrpc_request_error(req, 7, "failed on purpose", NULL);
-}
-
-static json_t *m_sleep(rrpc_request *req, void *udata)
-{
-    (void)udata;
-    json_int_t ms;
-    if (rrpc_param_int(req, 0, "ms", &ms))
-        return NULL;
-    rrpc__sleep((double)ms / 1000.0);
-    return json_integer(ms);
-}
-
-typedef struct running {
-    rrpc_server *srv;
-    pthread_t thread;
-    int rc;
-} running;
-
-static void *serve(void *arg)
-{
-    running *r = arg;
-    r->rc = rrpc_server_run(r->srv);
-    return NULL;
 }
 
 static rrpc_server *new_server(const char *service, int workers, long max_queue)
@@ -87,39 +42,12 @@ static rrpc_server *new_server(const char *service, int workers, long max_queue)
 
 static void start_server(running *r, const char *service, int workers, long max_queue)
 {
-    r->srv = new_server(service, workers, max_queue);
-    pthread_create(&r->thread, NULL, serve, r);
-}
-
-static void stop_server(running *r)
-{
-    rrpc_server_stop(r->srv);
-    pthread_join(r->thread, NULL);
-    CHECK(r->rc == RRPC_OK);
-    rrpc_server_free(r->srv);
+    run_server(r, new_server(service, workers, max_queue));
 }
 
 /* ---- raw Redis, admin and client helpers ------------------------------------ */
 
-static rrpc__conn *raw;
 static rrpc_admin *admin;
-
-static rrpc__reply *cmd(int argc, const char **argv)
-{
-    rrpc__reply *r = NULL;
-    if (rrpc__conn_append(raw, argc, argv, NULL) != RRPC_OK || rrpc__conn_read(raw, &r) != RRPC_OK)
-        return NULL;
-    return r;
-}
-
-static long long cmd_int3(const char *a0, const char *a1, const char *a2)
-{
-    const char *argv[] = {a0, a1, a2};
-    rrpc__reply *r = cmd(a2 ? 3 : 2, argv);
-    long long v = r && rrpc__reply_type(r) == RRPC__REPLY_INTEGER ? rrpc__reply_integer(r) : -999;
-    rrpc__reply_free(r);
-    return v;
-}
 
 /* Live workers of SERVICE according to rrpc_admin_info. */
 static size_t live_workers(const char *service, json_t **info)
@@ -152,10 +80,7 @@ static rrpc_client *open_client(int fail_fast)
     rrpc_client_options_init(&o);
     CHECK(o.fail_fast == 1);
     o.fail_fast = fail_fast;
-    rrpc_client *c = NULL;
-    char err[256];
-    CHECK(rrpc_client_open(&c, &o, err, sizeof err) == RRPC_OK);
-    return c;
+    return open_client_with(&o);
 }
 
 static int call_add(rrpc_client *c, const char *service, double timeout_s, double *elapsed)
@@ -182,9 +107,7 @@ static void test_heartbeat_expiry_after_death(void)
 {
     pid_t child = fork();
     if (child == 0) {
-        running r;
-        r.srv = new_server("mortal", 1, 0);
-        rrpc_server_run(r.srv); /* until killed */
+        rrpc_server_run(new_server("mortal", 1, 0)); /* until killed */
         _exit(0);
     }
     CHECK(child > 0);
@@ -199,12 +122,12 @@ static void test_heartbeat_expiry_after_death(void)
     CHECK(rc == RRPC_EUNAVAILABLE);
     CHECK(elapsed < 3.5); /* ttl 1 s + a 1 s slice, not the 20 s timeout */
     CHECK(strstr(rrpc_client_errmsg(c), "unavailable") != NULL);
-    CHECK(cmd_int3("LLEN", "mortal", NULL) == 0); /* the request was withdrawn */
+    CHECK(cmd_int(2, "LLEN", "mortal", NULL) == 0); /* the request was withdrawn */
     CHECK(live_workers("mortal", NULL) == 0);
     rc = call_add(c, "mortal", 20, &elapsed); /* and now it is refused at once */
     CHECK(rc == RRPC_EUNAVAILABLE);
     CHECK(elapsed < 0.1);
-    CHECK(cmd_int3("LLEN", "mortal", NULL) == 0); /* never pushed */
+    CHECK(cmd_int(2, "LLEN", "mortal", NULL) == 0); /* never pushed */
     rrpc_client_close(c);
     /* Fail fast off: the same call waits out its timeout instead. */
     c = open_client(0);
@@ -231,13 +154,12 @@ static void test_registration_fields(void)
     const char *id = json_string_value(json_object_get(w, "id"));
     CHECK(id != NULL);
     /* The keys of PROTOCOL.md 9, derived from the list key with a hash tag. */
-    const char *zscore[] = {"ZSCORE", "{reg}:workers", id ? id : ""};
-    rrpc__reply *score = cmd(3, zscore);
+    rrpc__reply *score = cmd(3, "ZSCORE", "{reg}:workers", id ? id : "");
     CHECK(score && rrpc__reply_type(score) == RRPC__REPLY_STRING);
     rrpc__reply_free(score);
-    CHECK(cmd_int3("SISMEMBER", "rrpc:services", "reg") == 1);
-    CHECK(cmd_int3("HEXISTS", "{reg}:info", id ? id : "") == 1);
-    CHECK(cmd_int3("EXISTS", "{reg}:config", NULL) == 1);
+    CHECK(cmd_int(3, "SISMEMBER", "rrpc:services", "reg") == 1);
+    CHECK(cmd_int(3, "HEXISTS", "{reg}:info", id ? id : "") == 1);
+    CHECK(cmd_int(2, "EXISTS", "{reg}:config", NULL) == 1);
     int saw_add = 0, saw_ping = 0;
     size_t i;
     json_t *m;
@@ -293,7 +215,7 @@ static void test_registration_fields(void)
     /* A graceful stop removes the record at once: fail fast, no waiting. */
     stop_server(&r);
     CHECK(live_workers("reg", NULL) == 0);
-    CHECK(cmd_int3("HEXISTS", "{reg}:info", id ? id : "") == 0);
+    CHECK(cmd_int(3, "HEXISTS", "{reg}:info", id ? id : "") == 0);
     json_decref(info);
     /* The client's cache is up to a second old; a call after that fails fast. */
     rrpc__sleep(1.05);
@@ -343,7 +265,7 @@ static void test_unregistered_service_is_waited_on(void)
     double elapsed = 0;
     CHECK(call_add(c, "nobody", 0.5, &elapsed) == RRPC_ETIMEDOUT); /* not EUNAVAILABLE */
     CHECK(elapsed >= 0.45);
-    CHECK(cmd_int3("LLEN", "nobody", NULL) == 0);
+    CHECK(cmd_int(2, "LLEN", "nobody", NULL) == 0);
     pthread_t t;
     pthread_create(&t, NULL, seed_worker, NULL);
     rrpc__sleep(0.1);
@@ -362,19 +284,18 @@ static void test_overload(void)
     CHECK(rrpc_notify(c, "busy", "sleep", ms) == RRPC_OK); /* occupies the only thread */
     json_decref(ms);
     double until = rrpc__monotonic() + 2;
-    while (cmd_int3("LLEN", "busy", NULL) != 0 && rrpc__monotonic() < until)
+    while (cmd_int(2, "LLEN", "busy", NULL) != 0 && rrpc__monotonic() < until)
         rrpc__sleep(0.01);
     const char *note = "{\"jsonrpc\":\"2.0\",\"method\":\"sleep\",\"params\":[0]}";
-    const char *fill[] = {"RPUSH", "busy", note, note};
-    rrpc__reply_free(cmd(4, fill)); /* the queue is now at max_queue */
+    rrpc__reply_free(cmd(4, "RPUSH", "busy", note, note)); /* the queue is now at max_queue */
     double elapsed = 0;
     CHECK(call_add(c, "busy", 10, &elapsed) == RRPC_EOVERLOADED);
     CHECK(elapsed < 0.3);
     CHECK(strstr(rrpc_client_errmsg(c), "overloaded") != NULL);
-    CHECK(cmd_int3("LLEN", "busy", NULL) == 2); /* refused, not queued */
+    CHECK(cmd_int(2, "LLEN", "busy", NULL) == 2); /* refused, not queued */
     /* Below the limit again, calls go through (on the same client). */
     until = rrpc__monotonic() + 3;
-    while (cmd_int3("LLEN", "busy", NULL) >= 2 && rrpc__monotonic() < until)
+    while (cmd_int(2, "LLEN", "busy", NULL) >= 2 && rrpc__monotonic() < until)
         rrpc__sleep(0.01);
     CHECK(call_add(c, "busy", 10, NULL) == RRPC_OK);
     rrpc_client_close(c);
@@ -389,32 +310,31 @@ static void test_heartbeat_off(void)
     o.workers = 1;
     o.handle_signals = 0;
     o.heartbeat = 0;
+    rrpc_server *srv = NULL;
+    CHECK(rrpc_server_new(&srv, &o) == RRPC_OK);
+    rrpc_server_register(srv, "add", m_add, NULL, NULL);
     running r;
-    CHECK(rrpc_server_new(&r.srv, &o) == RRPC_OK);
-    rrpc_server_register(r.srv, "add", m_add, NULL, NULL);
-    pthread_create(&r.thread, NULL, serve, &r);
+    run_server(&r, srv);
     rrpc_client *c = open_client(1);
     CHECK(call_add(c, "quiet", 5, NULL) == RRPC_OK);
     json_t *result = NULL;
     CHECK(rrpc_call(c, "quiet", "rpc.ping", NULL, 5, &result, NULL) == RRPC_OK);
     json_decref(result);
-    CHECK(cmd_int3("EXISTS", "{quiet}:workers", NULL) == 0);
-    CHECK(cmd_int3("SISMEMBER", "rrpc:services", "quiet") == 0);
+    CHECK(cmd_int(2, "EXISTS", "{quiet}:workers", NULL) == 0);
+    CHECK(cmd_int(3, "SISMEMBER", "rrpc:services", "quiet") == 0);
     rrpc_client_close(c);
     stop_server(&r);
 }
 
 int main(void)
 {
-    rrpc__url url;
     char err[256];
-    if (rrpc__url_parse(&url, NULL, err, sizeof err) != RRPC_OK ||
-        rrpc__conn_open(&raw, &url, 2, err, sizeof err) != RRPC_OK ||
-        rrpc_admin_open(&admin, NULL, err, sizeof err) != RRPC_OK) {
+    if (raw_open() != 0)
+        return 1;
+    if (rrpc_admin_open(&admin, NULL, err, sizeof err) != RRPC_OK) {
         fprintf(stderr, "cannot reach the test Redis: %s\n", err);
         return 1;
     }
-    rrpc__url_free(&url);
     test_heartbeat_expiry_after_death();
     test_registration_fields();
     test_unregistered_service_is_waited_on();
@@ -427,7 +347,7 @@ int main(void)
                  "busy") == 0);
     json_decref(services);
     rrpc_admin_close(admin);
-    rrpc__conn_close(raw);
+    raw_close();
     if (failures)
         fprintf(stderr, "%d check(s) failed\n", failures);
     else

@@ -7,6 +7,9 @@
 # redis+cluster:// URL naming only two seed nodes.  Calls from `rrpc call`
 # must reach all three (their random reply keys land on any node, so the
 # request and the reply of one call usually live on different nodes).
+# A service sharded over 3 lists (calc-server --shards 3) must have them on
+# two masters or more, and calls queued while its server is frozen must
+# land on more than one of them and all be answered after it resumes.
 # Then the second service's slot is migrated live to another master (calls
 # during the move need ASK followed, after it MOVED), and the master owning
 # the first service's list is SIGKILLed under a long-lived client; once its
@@ -89,6 +92,49 @@ if out=$("$BUILD/rrpc" bench --redis "$url" --async --calls 1 "${services[0]}" 2
 fi
 echo "$out" | grep -q 'does not support redis+cluster' || fail "unclear async refusal: $out"
 echo "ok   the async client refuses the cluster URL with a clear message"
+
+# One service sharded over 3 lists ("calc", "calc#1", "calc#2": no hash
+# tag, so their slots are unrelated).  With this cluster's slot layout they
+# live on two or three masters; the sync clients spread calls over them.
+shard_keys=(calc 'calc#1' 'calc#2')
+shard_masters=$(for k in "${shard_keys[@]}"; do
+  owner "${ports[0]}" "$(redis-cli -c -p "${ports[0]}" cluster keyslot "$k")"; done | sort -u)
+[ "$(echo "$shard_masters" | wc -l)" -ge 2 ] ||
+  fail "the shards of calc all live on one master: $shard_masters"
+spawn server-sharded "$BUILD/calc-server" --redis "$url" --service calc --shards 3 \
+  --heartbeat-ttl 10
+sharded_pid=$spawned
+wait_until 10 call calc || fail "the sharded service did not answer"
+# Freeze the server; once its blocked pops have timed out (0.5 s), calls
+# queue up where the clients put them.
+kill -STOP "$sharded_pid"
+sleep 1
+spawn bench-sharded "$BUILD/rrpc" bench --redis "$url" --sync --connections 12 --calls 12 \
+  --timeout 15 --json calc
+sharded_bench=$spawned
+shard_len() { redis-cli -c -p "${ports[0]}" llen "$1"; }
+queued() {
+  local total=0 used=0 n
+  for k in "${shard_keys[@]}"; do
+    n=$(shard_len "$k"); total=$(( total + n )); [ "$n" -gt 0 ] && used=$(( used + 1 ))
+  done
+  [ "$total" = 12 ] && [ "$used" -ge 2 ]
+}
+wait_until 10 queued || { kill -CONT "$sharded_pid"
+  fail "12 calls were not queued over 2+ shards: $(for k in "${shard_keys[@]}"; do
+    echo -n "$k=$(shard_len "$k") "; done)"; }
+lens=$(for k in "${shard_keys[@]}"; do echo -n "$k=$(shard_len "$k") "; done)
+info_json=$("$BUILD/rrpc" info --redis "$url" --json calc)
+echo "$info_json" | "$PY" -c 'import json,sys; d=json.load(sys.stdin); sys.exit(not (d["queue"] == 12 and d["shards"] == 3))' ||
+  { kill -CONT "$sharded_pid"; fail "rrpc info does not sum the shards: $info_json"; }
+kill -CONT "$sharded_pid"
+wait "$sharded_bench" 2>/dev/null
+answered=$("$PY" -c 'import json,sys; d=json.loads(sys.stdin.read().splitlines()[-1]); print(d["calls"] if d["errors"] == 0 else -1)' \
+     <"$scale_dir/bench-sharded.log" 2>/dev/null) || fail "rrpc bench gave no report"
+[ "$answered" = 12 ] || fail "only $answered of 12 queued calls were answered"
+for i in 1 2 3; do call calc || fail "call $i to the sharded service failed"; done
+echo "ok   calc over 3 shards on masters $(echo $shard_masters): 12 calls queued ($lens), all answered"
+kill "$sharded_pid"
 
 # Live slot migration of the second service's list to the third master.
 # While the slot is MIGRATING, commands for a key the old owner lacks are

@@ -4,8 +4,9 @@
  * slot; a wrong slot means a MOVED round trip on every command, or worse a
  * wrong key position.  These pin the CRC16 against the reference value of
  * the Redis Cluster specification, slots of known keys (as CLUSTER KEYSLOT
- * reports them), the hash-tag rules, and the key position of every command
- * rrpc sends.
+ * reports them), the hash-tag rules, the key position of every command
+ * rrpc sends, and the names of a sharded service's lists (src/shard.c),
+ * which must land in different slots.
  */
 #include "internal.h"
 
@@ -66,10 +67,42 @@ static void test_command_key_positions(void)
     CHECK_EQ_INT(rrpc__command_key_index(1, lone), -1);
 }
 
+static void test_shard_keys(void)
+{
+    char k[RRPC__KEY_MAX];
+    CHECK_EQ_INT(rrpc__shard_key(k, sizeof k, "app:calc", 0), RRPC_OK);
+    CHECK_EQ_STR(k, "app:calc"); /* shard 0 is the usual list */
+    CHECK_EQ_INT(rrpc__shard_key(k, sizeof k, "app:calc", 7), RRPC_OK);
+    CHECK_EQ_STR(k, "app:calc#7");
+    CHECK_EQ_INT(rrpc__shard_key(k, 10, "app:calc", 12), RRPC_EINVAL); /* "app:calc#12" */
+    CHECK_EQ_INT(rrpc__shard_key(k, 12, "app:calc", 12), RRPC_OK);
+    /* No hash tag: the shards of "calc" spread over the slots. */
+    unsigned s0 = slot("calc"), s1 = slot("calc#1"), s2 = slot("calc#2");
+    CHECK(s0 != s1 && s1 != s2 && s0 != s2);
+    /* Which keys name a shard of 3: #1 and #2 only, in canonical form. */
+    CHECK(rrpc__shard_is_key("calc", 3, "calc#1", 6));
+    CHECK(rrpc__shard_is_key("calc", 3, "calc#2", 6));
+    CHECK(!rrpc__shard_is_key("calc", 3, "calc#3", 6));
+    CHECK(!rrpc__shard_is_key("calc", 3, "calc#0", 6));
+    CHECK(!rrpc__shard_is_key("calc", 3, "calc#01", 7));
+    CHECK(!rrpc__shard_is_key("calc", 3, "calc#", 5));
+    CHECK(!rrpc__shard_is_key("calc", 3, "calc", 4));
+    CHECK(!rrpc__shard_is_key("calc", 3, "calc#1x", 7));
+    CHECK(!rrpc__shard_is_key("calc", 1, "calc#1", 6));
+    CHECK(!rrpc__shard_is_key("calc", 3, "calx#1", 6));
+    CHECK(rrpc__shard_is_key("calc", 1024, "calc#1023", 9));
+    CHECK(!rrpc__shard_is_key("calc", 1024, "calc#99999999999999999999", 25));
+    CHECK_EQ_INT(rrpc__shard_count(0), 1);
+    CHECK_EQ_INT(rrpc__shard_count(-5), 1);
+    CHECK_EQ_INT(rrpc__shard_count(4), 4);
+    CHECK_EQ_INT(rrpc__shard_count(1L << 40), RRPC__MAX_SHARDS);
+}
+
 int main(void)
 {
     test_reference_values();
     test_hash_tags();
     test_command_key_positions();
+    test_shard_keys();
     return check_report();
 }
