@@ -39,7 +39,7 @@ static json_t *add(rrpc_request *req, void *udata)
 }
 
 static rrpc__methods methods;
-static const rrpc__clock clock = {0, 1}; /* Redis time = local time */
+static const rrpc__clock redis_clock = {0, 1}; /* Redis time = local time */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -51,7 +51,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     rrpc__limits limits = {64 * 1024, 100};
     rrpc__outcome out;
-    rrpc__dispatch(&methods, &limits, &clock, (const char *)data, size, &out);
+    rrpc__dispatch(&methods, &limits, &redis_clock, (const char *)data, size, &out);
     /* A response always has somewhere to go; otherwise it is a dead letter. */
     if (out.response != NULL && out.reply_key == NULL)
         abort();
