@@ -400,7 +400,8 @@ static void refuse_own_key(rrpc__outcome *out)
     free(out->dead_reason);
     out->dead_reason = strdup("reply key is one of the service's own keys");
     json_decref(out->dead_response);
-    out->dead_response = out->response ? json_loads(out->response, JSON_DECODE_ANY, NULL) : NULL;
+    out->dead_response =
+        out->response ? json_loads(out->response, RRPC__JSON_DECODE_FLAGS, NULL) : NULL;
     free(out->reply_key);
     free(out->response);
     out->reply_key = out->response = NULL;
