@@ -3,8 +3,9 @@
 #
 # Starts a private redis-server on a unix socket (unless REDIS_URL is set),
 # starts build/calc-server, calls it from the C example, the rrpc CLI, Ruby
-# and Python, shows what happens to garbage and notifications, and stops
-# every process it started, whatever happens.
+# and Python, shows what happens to garbage and notifications, what the
+# operator commands see, how a reliable service survives a kill -9, and
+# stops every process it started, whatever happens.
 set -u
 BUILD=${1:-build}
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,7 +17,11 @@ fi
 cd "$here"
 service=calc
 server_pid=
-cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null; }
+other_pids=()
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  for pid in "${other_pids[@]}"; do kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+}
 trap cleanup EXIT
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 rcli() { /usr/bin/python3 -c 'import os,sys,redis; r=redis.Redis.from_url(os.environ["REDIS_URL"], decode_responses=True); print(getattr(r, sys.argv[1])(*sys.argv[2:]))' "$@"; }
@@ -57,8 +62,38 @@ run "$BUILD/rrpc" notify "$service" echo '["fire and forget"]'
 sleep 0.3
 echo "keys before: $before, after: $(rcli dbsize)"
 
-step "Stopping calc-server with SIGTERM (graceful)"
+step "What operators see: the registry, a ping through the request list, per-method stats"
+run "$BUILD/rrpc" ls
+run "$BUILD/rrpc" ping --count 3 "$service"
+run "$BUILD/rrpc" stats "$service"
+
+step "Stopping calc-server with SIGTERM (graceful); callers now fail fast (exit 6)"
 kill -TERM "$server_pid"; wait "$server_pid"; echo "calc-server exited with $?"; server_pid=
+echo "\$ $BUILD/rrpc call --timeout 10 $service add '[1, 2]'"
+t0=$(date +%s.%N)
+"$BUILD/rrpc" call --timeout 10 "$service" add '[1, 2]'; status=$?
+echo "  -> exit $status after $(/usr/bin/python3 -c "print(round($(date +%s.%N) - $t0, 2))") s, not 10 s"
+[ "$status" = 6 ] || { echo "  -> FAILED (expected exit 6)"; failures=$((failures + 1)); }
+"$BUILD/rrpc" forget "$service" >/dev/null
+
+step "Reliable mode: a request held by a worker killed with SIGKILL is answered by another"
+"$BUILD/calc-server" --redis "$REDIS_URL" --service safe --workers 1 --reliable \
+  --heartbeat-ttl 1 2>/dev/null &
+doomed=$!; other_pids+=("$doomed")
+for _ in $(seq 50); do "$BUILD/rrpc" call --timeout 0.2 safe echo '[]' >/dev/null 2>&1 && break; sleep 0.1; done
+echo "\$ $BUILD/rrpc call --timeout 20 safe sleep '[2000]'   (in the background)"
+answer=$(mktemp)
+"$BUILD/rrpc" call --timeout 20 safe sleep '[2000]' > "$answer" 2>&1 &
+caller=$!
+sleep 0.5
+echo "kill -9 the worker while it runs the call; start another one"
+kill -9 "$doomed"; wait "$doomed" 2>/dev/null
+"$BUILD/calc-server" --redis "$REDIS_URL" --service safe --workers 1 --reliable \
+  --heartbeat-ttl 1 2>/dev/null &
+other_pids+=("$!")
+if wait "$caller"; then echo "the call returned: $(cat "$answer")"
+else echo "  -> FAILED: $(cat "$answer")"; failures=$((failures + 1)); fi
+rm -f "$answer"
 
 if [ "$failures" -ne 0 ]; then echo "demo: $failures step(s) failed" >&2; exit 1; fi
 echo; echo "demo: all steps passed"
