@@ -30,10 +30,11 @@
 #include <string.h>
 #include <unistd.h>
 
-/* KEYS: list, in-flight list, in-flight set.  ARGV: count, done-key prefix,
- * worker id.  Returns [request, sha1, answer-or-nil, ...]. */
+/* KEYS: list, in-flight list, in-flight set.  ARGV: count (0: none more),
+ * done-key prefix, worker id.  Returns [request, sha1, answer-or-nil, ...]. */
 static const char take_script[] =
-    "local more = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)\n"
+    "local n = tonumber(ARGV[1])\n"
+    "local more = n > 0 and redis.call('LRANGE', KEYS[1], 0, n - 1) or {}\n"
     "if #more > 0 then\n"
     "  redis.call('LTRIM', KEYS[1], #more, -1)\n"
     "  redis.call('RPUSH', KEYS[2], unpack(more))\n"

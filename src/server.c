@@ -27,6 +27,7 @@
 #define BACKOFF_MAX_S 5.0
 #define MAX_BATCH_ELEMENTS 1000
 #define FLUSH_AFTER_S 0.005 /* send a batch's finished replies after this long */
+#define GIVE_BACK_AFTER_S 0.02 /* a batch still busy after this hands back its rest */
 #define CLOCK_REFRESH_S 10.0 /* re-read the Redis clock this often */
 
 struct rrpc_server {
@@ -51,7 +52,8 @@ struct rrpc_server {
     atomic_int stop;
     atomic_int running;
     atomic_uint_fast64_t requests, notifications, errors, dead_letters, expired;
-    atomic_uint_fast64_t duplicates, redelivered;
+    atomic_uint_fast64_t duplicates, redelivered, given_back;
+    atomic_int batch_now; /* requests a pop takes beyond the first (adapt_batch) */
     char errmsg[RRPC__ERRMSG_LEN];
 };
 
@@ -92,7 +94,7 @@ typedef struct worker {
     char transient[RRPC__ERRMSG_LEN]; /* why collect gave up on a working link */
     char ttl_text[16];
     char trim_text[24];
-    char batch_text[16];
+    char batch_text[16]; /* how many more requests the next pop takes */
     char list[RRPC__KEY_MAX];     /* the request list it pops: its shard's */
     char wid[RRPC__KEY_MAX];      /* reliable: this worker's id */
     char inflight[RRPC__KEY_MAX]; /* reliable: its in-flight list */
@@ -174,6 +176,7 @@ int rrpc_server_new(rrpc_server **out, const rrpc_server_options *opts)
     s->reply_ttl_s = opts->reply_ttl_s > 0 ? opts->reply_ttl_s : 60;
     s->dead_letter_max = opts->dead_letter_max > 0 ? opts->dead_letter_max : 1000;
     s->batch_max = opts->batch_max > 0 ? opts->batch_max : 128;
+    atomic_store(&s->batch_now, s->batch_max);
     s->handle_signals = opts->handle_signals;
     s->connect_timeout_s = opts->connect_timeout_s;
     s->limits.max_request_bytes = opts->max_request_bytes ? opts->max_request_bytes : 1 << 20;
@@ -249,6 +252,7 @@ void rrpc_server_get_stats(const rrpc_server *s, rrpc_server_stats *st)
     st->expired = atomic_load(&m->expired);
     st->duplicates = atomic_load(&m->duplicates);
     st->redelivered = atomic_load(&m->redelivered);
+    st->given_back = atomic_load(&m->given_back);
 }
 
 /* ---- one worker ---------------------------------------------------------- */
@@ -502,29 +506,81 @@ static const rrpc__reply *batch_entry(const batch *b, size_t k, const char **sha
     return rrpc__reply_element(b->rest, 3 * k);
 }
 
+/* At-most-once: hands the requests of B from FIRST on back to the head of
+ * the list, in their order, so that other workers take them while this
+ * one is held up by a slow handler. */
+static void give_back(worker *w, const batch *b, size_t first)
+{
+    size_t n = b->count - first;
+    const char **argv = malloc((n + 2) * sizeof *argv);
+    size_t *lens = malloc((n + 2) * sizeof *lens);
+    if (argv != NULL && lens != NULL) {
+        argv[0] = "LPUSH";
+        lens[0] = 5;
+        argv[1] = w->list;
+        lens[1] = strlen(w->list);
+        for (size_t i = 0; i < n; i++) { /* LPUSH reverses: the last goes first */
+            const char *sha1;
+            const rrpc__reply *answer;
+            argv[2 + i] = rrpc__reply_str(batch_entry(b, b->count - 1 - i, &sha1, &answer),
+                                          &lens[2 + i]);
+        }
+        send_cmd(w, plain, (int)(n + 2), argv, lens);
+        atomic_fetch_add(&w->srv->given_back, n);
+    }
+    free(argv);
+    free(lens);
+}
+
+/* Sizes the next batches of all workers from the slowest handler of the
+ * last one: after a slow handler every worker takes one request at a time
+ * (BLPOP alone), so that requests do not queue up behind a slow one in its
+ * batch while other workers could take them; while handlers are quick the
+ * extra count doubles back to batch_max.  Slowness is the service's, so
+ * the count is shared. */
+static void adapt_batch(worker *w, double slowest)
+{
+    rrpc_server *s = w->srv;
+    int now = atomic_load(&s->batch_now);
+    int next = slowest > GIVE_BACK_AFTER_S ? 0 : now < 1 ? 1 : now * 2;
+    atomic_store(&s->batch_now, next > s->batch_max ? s->batch_max : next);
+}
+
 /* Handles every request of a pop pair in order. */
 static void handle_popped(worker *w, rrpc__reply *const popped[2])
 {
     batch b = batch_of(w, popped);
-    double flushed_at = rrpc__monotonic();
+    double started = rrpc__monotonic(), flushed_at = started, slowest = 0;
     for (size_t k = 0; k < b.count; k++) {
         const char *sha1;
         const rrpc__reply *answer;
         const rrpc__reply *e = batch_entry(&b, k, &sha1, &answer);
         size_t len = 0;
         const char *msg = rrpc__reply_str(e, &len);
+        double began = rrpc__monotonic();
         if (answer != NULL)
             answer_again(w, answer);
         else
             handle_message(w, msg, len, sha1);
-        /* A slow handler must not hold back answers already computed in
-         * this batch: send them before running the next request. */
-        if (w->nops > 0 && k + 1 < b.count && rrpc__monotonic() - flushed_at > FLUSH_AFTER_S) {
+        double now = rrpc__monotonic();
+        slowest = now - began > slowest ? now - began : slowest;
+        if (k + 1 == b.count)
+            break;
+        /* A slow handler must not hold back the rest of the batch: the
+         * requests not started go back to the list for other workers
+         * (reliable mode keeps them: they are in this worker's in-flight
+         * list), and answers already computed are sent at once. */
+        if (!w->srv->reliable && now - started > GIVE_BACK_AFTER_S) {
+            give_back(w, &b, k + 1);
+            break;
+        }
+        if (w->nops > 0 && now - flushed_at > FLUSH_AFTER_S) {
             rrpc__reply *none[2] = {NULL, NULL};
             collect(w, none); /* on failure kept for resend; the loop recovers */
             flushed_at = rrpc__monotonic();
         }
     }
+    adapt_batch(w, slowest);
     w->ack_due = w->srv->reliable && b.count > 0;
 }
 
@@ -666,6 +722,8 @@ static void send_pop(worker *w)
     rrpc_server *s = w->srv;
     const op pop = {.kind = OP_POP};
     send_clock_refresh(w);
+    int extra = atomic_load(&s->batch_now);
+    snprintf(w->batch_text, sizeof w->batch_text, "%d", extra);
     if (s->reliable) {
         const char *block[] = {"BLMOVE", s->list_key, w->inflight, "LEFT", "RIGHT",
                                BLOCK_TIMEOUT};
@@ -677,7 +735,7 @@ static void send_pop(worker *w)
     }
     const char *block[] = {"BLPOP", w->list, BLOCK_TIMEOUT};
     const char *more[] = {"LPOP", w->list, w->batch_text};
-    if (send_cmd(w, pop, 3, block, NULL) == RRPC_OK)
+    if (send_cmd(w, pop, 3, block, NULL) == RRPC_OK && extra > 0)
         send_cmd(w, pop, 3, more, NULL);
 }
 

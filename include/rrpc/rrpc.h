@@ -197,7 +197,11 @@ typedef struct rrpc_server_options {
     int reply_ttl_s;            /* expiry of reply keys; default 60 */
     size_t max_request_bytes;   /* larger requests go to the dead letters; default 1 MiB */
     long dead_letter_max;       /* length bound of <service>:dead; default 1000 */
-    int batch_max;              /* requests popped at once per worker; default 128 */
+    int batch_max;              /* requests popped at once per worker; default 128.
+                                 * After a handler slower than 20 ms the workers take
+                                 * one at a time, and double back up while handlers
+                                 * are quick; the rest of a batch held up by a slow
+                                 * handler goes back to the list (at-most-once) */
     int handle_signals;         /* stop on SIGINT/SIGTERM in rrpc_server_run; default 1 */
     double connect_timeout_s;   /* default 5 */
     /* Delivery mode (docs/RELIABILITY.md).  0 (default): at-most-once, as
@@ -294,6 +298,8 @@ typedef struct rrpc_server_stats {
     uint64_t expired;        /* requests not run because their deadline had passed */
     uint64_t duplicates;     /* reliable: repeated requests answered from memory */
     uint64_t redelivered;    /* reliable: requests of dead workers put back */
+    uint64_t given_back;     /* requests handed back to the list unstarted because a
+                              * slow handler held up their batch */
 } rrpc_server_stats;
 
 /* Copies the counters into *stats. */

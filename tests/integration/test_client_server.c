@@ -290,6 +290,63 @@ static void *slow_call(void *arg)
     return NULL;
 }
 
+/* The reply waiting on KEY (new text), or NULL after SECONDS. */
+static char *reply_on(const char *key, const char *seconds)
+{
+    rrpc__reply *r = cmd(3, "BLPOP", key, seconds);
+    char *text = r && rrpc__reply_count(r) == 2
+                     ? strdup(rrpc__reply_str(rrpc__reply_element(r, 1), NULL))
+                     : NULL;
+    rrpc__reply_free(r);
+    return text;
+}
+
+#define SLEEP_REQ(ms, id)                                                                    \
+    "{\"jsonrpc\":\"2.0\",\"method\":\"sleep\",\"params\":[" #ms "],\"id\":\"" id "\"}"
+#define ADD_REQ(id) "{\"jsonrpc\":\"2.0\",\"method\":\"add\",\"params\":[1,2],\"id\":\"" id "\"}"
+
+/* A slow handler does not hold the rest of its batch: the requests not
+ * started go back to the list, and after it the workers take one request
+ * at a time, so a quick request is not queued behind a slow one. */
+static void test_slow_handler_does_not_hold_its_batch(void)
+{
+    running r;
+    start_server(&r, "slow1", 1);
+    WAIT_UNTIL(cmd_int(2, "ZCARD", "{slow1}:workers", NULL) == 1, 5);
+    /* One worker takes all three in one pop (BLPOP + LPOP). */
+    rrpc__reply_free(cmd(5, "RPUSH", "slow1", SLEEP_REQ(100, "it:s1"), ADD_REQ("it:a1"),
+                         ADD_REQ("it:a2")));
+    char *a1 = reply_on("it:a1", "5"), *a2 = reply_on("it:a2", "5"), *s1 = reply_on("it:s1", "5");
+    CHECK(a1 && strstr(a1, "\"result\":3") && a2 && strstr(a2, "\"result\":3") && s1);
+    rrpc_server_stats st;
+    rrpc_server_get_stats(r.srv, &st);
+    CHECK(st.given_back == 2 && st.requests == 3);
+    free(a1);
+    free(a2);
+    free(s1);
+    stop_server(&r);
+
+    start_server(&r, "slow2", 2);
+    WAIT_UNTIL(cmd_int(2, "ZCARD", "{slow2}:workers", NULL) == 1, 5);
+    rrpc__reply_free(cmd(3, "RPUSH", "slow2", SLEEP_REQ(50, "it:s2")));
+    free(reply_on("it:s2", "5")); /* the workers have seen a slow handler */
+    rrpc__sleep(0.1);              /* both are back in BLPOP */
+    /* One worker busy for 200 ms; the other takes the 600 ms sleep and,
+     * without the adaptation, the add behind it in the same pop. */
+    rrpc__reply_free(cmd(3, "RPUSH", "slow2", SLEEP_REQ(200, "it:s4")));
+    rrpc__sleep(0.05);
+    double pushed = rrpc__monotonic();
+    rrpc__reply_free(cmd(4, "RPUSH", "slow2", SLEEP_REQ(600, "it:s3"), ADD_REQ("it:a3")));
+    char *a3 = reply_on("it:a3", "5");
+    double waited = rrpc__monotonic() - pushed;
+    CHECK(a3 && strstr(a3, "\"result\":3"));
+    CHECK(waited < 0.45); /* after the 200 ms sleep, not behind the 600 ms one */
+    free(a3);
+    free(reply_on("it:s3", "5"));
+    free(reply_on("it:s4", "5"));
+    stop_server(&r);
+}
+
 static void test_graceful_stop(void)
 {
     running r;
@@ -328,6 +385,7 @@ int main(void)
     test_bad_arguments(c);
     rrpc_client_close(c);
     stop_server(&r);
+    test_slow_handler_does_not_hold_its_batch();
     test_graceful_stop();
     raw_close();
     if (failures)
