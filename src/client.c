@@ -33,7 +33,7 @@ struct rrpc_client {
     double timeout_s;
     double socket_timeout_s;
     int resend_on_reconnect;
-    rrpc__clock clock; /* the Redis server's time, for request deadlines */
+    rrpc__clock clock;  /* the Redis server's time, for request deadlines */
     rrpc__failfast *ff; /* registry view: fail fast, max_queue (failfast.c) */
     char errmsg[RRPC__ERRMSG_LEN];
 };
@@ -181,14 +181,14 @@ static void withdraw(rrpc_client *c, const char *list, const char *text)
 }
 
 /* One attempt of push_and_wait. */
-static int push_and_wait_once(rrpc_client *c, const char *list, const char *text,
-                              const char *key, double timeout_s, rrpc__reply **holder,
-                              const char **value, size_t *value_len)
+static int push_and_wait_once(rrpc_client *c, const char *list, const char *text, const char *key,
+                              double timeout_s, rrpc__reply **holder, const char **value,
+                              size_t *value_len)
 {
     char timeout_text[32];
     rrpc__svc_state st; /* fail fast: a dead registered service is refused here */
-    int rc = rrpc__failfast_check(c->ff, c->conn, list, timeout_s, &st, c->errmsg,
-                                  sizeof c->errmsg);
+    int rc =
+        rrpc__failfast_check(c->ff, c->conn, list, timeout_s, &st, c->errmsg, sizeof c->errmsg);
     if (rc != RRPC_OK)
         return rc;
     char target[RRPC__KEY_MAX]; /* the shard's list (shard.c): LIST unless sharded */
@@ -237,7 +237,8 @@ static int push_and_wait_once(rrpc_client *c, const char *list, const char *text
         if (st.unavailable)
             return rrpc__fail(c->errmsg, sizeof c->errmsg, RRPC_EUNAVAILABLE,
                               "service '%s' became unavailable while waiting: its last "
-                              "worker is gone", list);
+                              "worker is gone",
+                              list);
         char msg[RRPC__ERRMSG_LEN];
         snprintf(msg, sizeof msg, "no reply from service '%s' within %.3f s", list, timeout_s);
         return client_fail(c, RRPC_ETIMEDOUT, msg);
@@ -282,8 +283,9 @@ static int push_and_wait(rrpc_client *c, const char *list, const char *text, con
             return RRPC_ECONNECT;
         timeout_s = deadline - rrpc__monotonic();
         if (timeout_s <= 0)
-            return client_fail(c, RRPC_ETIMEDOUT, "no reply before the link broke and the "
-                                                  "timeout ran out");
+            return client_fail(c, RRPC_ETIMEDOUT,
+                               "no reply before the link broke and the "
+                               "timeout ran out");
     }
 }
 
@@ -294,8 +296,9 @@ static int prepare(rrpc_client *c, const char *service, char *list, size_t list_
 {
     int rc = check_name(c, "service", service);
     if (rc == RRPC_OK && !rrpc__valid_name(service))
-        rc = client_fail(c, RRPC_EINVAL, "service names may not contain whitespace or control "
-                                         "characters");
+        rc = client_fail(c, RRPC_EINVAL,
+                         "service names may not contain whitespace or control "
+                         "characters");
     if (rc == RRPC_OK && rrpc__key_join(list, list_len, c->prefix, service, NULL) != RRPC_OK)
         rc = client_fail(c, RRPC_EINVAL, "service name too long");
     if (rc == RRPC_OK && key != NULL && rrpc__new_reply_key(key, key_len, c->prefix) != RRPC_OK)
@@ -319,8 +322,7 @@ static char *encode_request(rrpc_client *c, const char *service, const char *met
     if (*rc == RRPC_OK)
         *rc = prepare(c, service, list, RRPC__KEY_MAX, key, key ? RRPC__KEY_MAX : 0, *timeout_s);
     /* Waiting for Redis to come back counts against the call's time. */
-    if (*rc == RRPC_OK && *timeout_s > 0 &&
-        (*timeout_s -= rrpc__monotonic() - started) <= 0)
+    if (*rc == RRPC_OK && *timeout_s > 0 && (*timeout_s -= rrpc__monotonic() - started) <= 0)
         *rc = client_fail(c, RRPC_ETIMEDOUT, "Redis came back too late for the call's timeout");
     if (*rc != RRPC_OK)
         return NULL;
@@ -375,8 +377,8 @@ int rrpc_call(rrpc_client *c, const char *service, const char *method, const jso
     rc = push_and_wait(c, list, text, key, timeout_s, &holder, &value, &value_len);
     free(text);
     if (rc == RRPC_OK)
-        rc = rrpc__response_parse(value, value_len, key, result, error, c->errmsg,
-                                  sizeof c->errmsg);
+        rc =
+            rrpc__response_parse(value, value_len, key, result, error, c->errmsg, sizeof c->errmsg);
     rrpc__reply_free(holder);
     json_decref(ignored_error);
     return rc;
@@ -411,8 +413,9 @@ static char *batch_text(rrpc_client *c, const json_t *calls, const char *key, do
         int notify = json_is_true(json_object_get(call, "notify"));
         if (method == NULL || check_params(c, params) != RRPC_OK) {
             json_decref(batch);
-            client_fail(c, RRPC_EINVAL, "each call needs a string 'method' and array/object "
-                                        "'params'");
+            client_fail(c, RRPC_EINVAL,
+                        "each call needs a string 'method' and array/object "
+                        "'params'");
             return NULL;
         }
         json_t *req = rrpc__request_build(method, params, NULL, notify ? NULL : key);
@@ -431,16 +434,15 @@ static char *batch_text(rrpc_client *c, const json_t *calls, const char *key, do
 }
 
 /* Puts each response of REPLY at the index its id names. */
-static int sort_batch_responses(rrpc_client *c, const json_t *reply, size_t n,
-                                json_t **responses)
+static int sort_batch_responses(rrpc_client *c, const json_t *reply, size_t n, json_t **responses)
 {
     if (!json_is_array(reply)) {
         const json_t *e = json_object_get(reply, "error");
         char msg[RRPC__ERRMSG_LEN];
         snprintf(msg, sizeof msg, "batch rejected: %s",
-                 json_string_value(json_object_get(e, "message")) ? json_string_value(
-                                                                        json_object_get(e, "message"))
-                                                                  : "malformed response");
+                 json_string_value(json_object_get(e, "message"))
+                     ? json_string_value(json_object_get(e, "message"))
+                     : "malformed response");
         return client_fail(c, e ? RRPC_EREMOTE : RRPC_EPROTO, msg);
     }
     json_t *out = json_array();

@@ -43,8 +43,7 @@ void rrpc__sleep(double seconds)
 
 /* ---- the Redis server's clock ----------------------------------------- */
 
-void rrpc__clock_set(rrpc__clock *c, long long sec, long long usec, double local_ms,
-                     double rtt_ms)
+void rrpc__clock_set(rrpc__clock *c, long long sec, long long usec, double local_ms, double rtt_ms)
 {
     /* Redis read its clock about half a round trip before the reply came. */
     double redis_ms = (double)sec * 1000.0 + (double)usec / 1000.0;

@@ -247,9 +247,9 @@ static json_t *run_handler(const rrpc__methods *methods, rrpc_request *call, siz
         long long now = rrpc__clock_redis_ms(clock);
         if (now >= deadline) {
             out->expired++;
-            return rrpc_request_error(call, RRPC_JSONRPC_DEADLINE_EXCEEDED, "Deadline exceeded",
-                                      json_pack("{sIsI}", "deadline", (json_int_t)deadline,
-                                                "now", (json_int_t)now));
+            return rrpc_request_error(
+                call, RRPC_JSONRPC_DEADLINE_EXCEEDED, "Deadline exceeded",
+                json_pack("{sIsI}", "deadline", (json_int_t)deadline, "now", (json_int_t)now));
         }
         call->deadline_mono = rrpc__monotonic() + (double)(deadline - now) / 1000.0;
     }
@@ -286,10 +286,13 @@ static json_t *handle_one(const rrpc__methods *methods, json_t *req, const rrpc_
     if (is_notification)
         out->notifications++;
     rrpc_request call = {json_string_value(json_object_get(req, "method")),
-                         json_object_get(req, "params"), id, NULL, 0, &out->effects};
+                         json_object_get(req, "params"),
+                         id,
+                         NULL,
+                         0,
+                         &out->effects};
     size_t name_len = json_string_length(json_object_get(req, "method"));
-    json_t *result =
-        run_handler(methods, &call, name_len, request_deadline(req), clock, out);
+    json_t *result = run_handler(methods, &call, name_len, request_deadline(req), clock, out);
     if (result == NULL && call.error == NULL)
         rrpc_request_error(&call, RRPC_JSONRPC_INTERNAL_ERROR, "Internal error", NULL);
     if (is_notification) {
@@ -322,8 +325,8 @@ static json_t *handle_batch(const rrpc__methods *methods, const rrpc__limits *li
     for (size_t i = 0; i < n && !*have_key; i++) {
         const json_t *element = json_array_get(batch, i);
         const char *why;
-        int notification = json_object_get(element, "id") == NULL &&
-                           rrpc__request_validate(element, &why) == 0;
+        int notification =
+            json_object_get(element, "id") == NULL && rrpc__request_validate(element, &why) == 0;
         if (!notification) /* only elements that are answered name the key */
             *have_key = rrpc__reply_key(element, key, keylen);
     }

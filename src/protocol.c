@@ -84,8 +84,7 @@ json_t *rrpc__error_object(int code, const char *message, json_t *data_stolen)
     return err;
 }
 
-json_t *rrpc__response_error(const json_t *id, int code, const char *message,
-                             json_t *data_stolen)
+json_t *rrpc__response_error(const json_t *id, int code, const char *message, json_t *data_stolen)
 {
     return rrpc__response_error_object(id, rrpc__error_object(code, message, data_stolen));
 }
@@ -173,8 +172,8 @@ static int id_matches(const json_t *id, const char *expected)
     return json_is_string(id) && strcmp(json_string_value(id), expected) == 0;
 }
 
-int rrpc__response_parse(const char *text, size_t len, const char *expected_id,
-                         json_t **result, json_t **error, char *err, size_t errlen)
+int rrpc__response_parse(const char *text, size_t len, const char *expected_id, json_t **result,
+                         json_t **error, char *err, size_t errlen)
 {
     *result = NULL;
     *error = NULL;
@@ -257,8 +256,7 @@ static void put_value(textbuf *b, const json_t *value)
         put(b, num, (size_t)n);
         return;
     }
-    if (json_is_string(value) &&
-        plain_ascii(json_string_value(value), json_string_length(value))) {
+    if (json_is_string(value) && plain_ascii(json_string_value(value), json_string_length(value))) {
         put(b, "\"", 1);
         put(b, json_string_value(value), json_string_length(value));
         put(b, "\"", 1);

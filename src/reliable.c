@@ -143,20 +143,20 @@ int rrpc__rel_init(rrpc__rel *r, const char *list_key, const char *service,
     return RRPC_OK;
 }
 
-int rrpc__rel_worker_keys(const rrpc__rel *r, int thread, char *wid, size_t wid_len,
-                          char *inflight, size_t inflight_len)
+int rrpc__rel_worker_keys(const rrpc__rel *r, int thread, char *wid, size_t wid_len, char *inflight,
+                          size_t inflight_len)
 {
     int n = snprintf(wid, wid_len, "%s/%d", r->pid_id, thread);
     int m = snprintf(inflight, inflight_len, "%sinflight:%s", r->tag, wid);
     return n < 0 || m < 0 || (size_t)n >= wid_len || (size_t)m >= inflight_len ? RRPC_EINVAL
-                                                                              : RRPC_OK;
+                                                                               : RRPC_OK;
 }
 
 void rrpc__rel_take_argv(const rrpc__rel *r, const char *inflight, const char *wid,
                          const char *count, const char *argv[9])
 {
-    const char *a[] = {"EVAL",   take_script, "3",   r->list_key, inflight,
-                       r->set_key, count,     r->done_prefix, wid};
+    const char *a[] = {"EVAL", take_script,    "3", r->list_key, inflight, r->set_key,
+                       count,  r->done_prefix, wid};
     memcpy(argv, a, sizeof a);
 }
 
@@ -299,9 +299,18 @@ static int beat(rrpc__rel *r, rrpc__conn *c)
     snprintf(ttl_ms, sizeof ttl_ms, "%ld", (long)(r->opts.heartbeat_ttl_s * 1000));
     snprintf(bound, sizeof bound, "%ld", r->opts.dead_letter_max);
     const char *set[] = {"SET", r->alive_key, "1", "PX", ttl_ms};
-    const char *reap[] = {"EVAL",   reap_script,       "4",          r->list_key,
-                          r->set_key, r->opts.dead_key, r->opts.stats_key, r->tag,
-                          r->max_text, r->window_text,   r->service,   bound};
+    const char *reap[] = {"EVAL",
+                          reap_script,
+                          "4",
+                          r->list_key,
+                          r->set_key,
+                          r->opts.dead_key,
+                          r->opts.stats_key,
+                          r->tag,
+                          r->max_text,
+                          r->window_text,
+                          r->service,
+                          bound};
     int rc = rrpc__conn_append(c, 5, set, NULL);
     if (rc == RRPC_OK)
         rc = rrpc__conn_append(c, 12, reap, NULL);
@@ -313,8 +322,7 @@ static int beat(rrpc__rel *r, rrpc__conn *c)
     if (rc == RRPC_OK && rrpc__reply_type(a) == RRPC__REPLY_ERROR) /* others would reap us */
         fprintf(stderr, "rrpc[%s/heartbeat]: cannot renew the heartbeat: %s\n", r->service,
                 rrpc__reply_str(a, NULL));
-    if (rc == RRPC_OK && rrpc__reply_type(b) == RRPC__REPLY_ARRAY &&
-        rrpc__reply_count(b) == 2) {
+    if (rc == RRPC_OK && rrpc__reply_type(b) == RRPC__REPLY_ARRAY && rrpc__reply_count(b) == 2) {
         atomic_fetch_add(r->redelivered, (uint64_t)rrpc__reply_integer(rrpc__reply_element(b, 0)));
         atomic_fetch_add(r->dead_letters, (uint64_t)rrpc__reply_integer(rrpc__reply_element(b, 1)));
     } else if (rc == RRPC_OK) {
@@ -342,8 +350,7 @@ static void *heartbeat_main(void *arg)
     while (!atomic_load(&r->stop)) {
         if (rrpc__conn_broken(r->conn) && rrpc__conn_reconnect(r->conn) != RRPC_OK) {
             nap(r, backoff);
-            backoff = backoff * 2 > HEARTBEAT_BACKOFF_MAX_S ? HEARTBEAT_BACKOFF_MAX_S
-                                                            : backoff * 2;
+            backoff = backoff * 2 > HEARTBEAT_BACKOFF_MAX_S ? HEARTBEAT_BACKOFF_MAX_S : backoff * 2;
             continue;
         }
         backoff = 0.05;
@@ -403,8 +410,7 @@ static void say_goodbye(rrpc__rel *r, char (*wids)[RRPC__KEY_MAX], char (*lists)
         rrpc__reply_free(gone);
 }
 
-void rrpc__rel_stop(rrpc__rel *r, char (*wids)[RRPC__KEY_MAX], char (*lists)[RRPC__KEY_MAX],
-                    int n)
+void rrpc__rel_stop(rrpc__rel *r, char (*wids)[RRPC__KEY_MAX], char (*lists)[RRPC__KEY_MAX], int n)
 {
     if (!r->started)
         return;

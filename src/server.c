@@ -21,14 +21,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#define BLOCK_TIMEOUT "0.5"
-#define SOCKET_TIMEOUT_S 10.0
-#define BACKOFF_MIN_S 0.05
-#define BACKOFF_MAX_S 5.0
+#define BLOCK_TIMEOUT      "0.5"
+#define SOCKET_TIMEOUT_S   10.0
+#define BACKOFF_MIN_S      0.05
+#define BACKOFF_MAX_S      5.0
 #define MAX_BATCH_ELEMENTS 1000
-#define FLUSH_AFTER_S 0.005 /* send a batch's finished replies after this long */
-#define GIVE_BACK_AFTER_S 0.02 /* a batch still busy after this hands back its rest */
-#define CLOCK_REFRESH_S 10.0 /* re-read the Redis clock this often */
+#define FLUSH_AFTER_S      0.005 /* send a batch's finished replies after this long */
+#define GIVE_BACK_AFTER_S  0.02  /* a batch still busy after this hands back its rest */
+#define CLOCK_REFRESH_S    10.0  /* re-read the Redis clock this often */
 
 struct rrpc_server {
     rrpc__url url;
@@ -74,11 +74,11 @@ typedef struct op {
     enum op_kind kind;
     const char *msg; /* OP_REPLY: the request text, for a dead letter */
     size_t msg_len;
-    char *key;       /* OP_REPLY: owned reply key (binary, key_len bytes) */
+    char *key; /* OP_REPLY: owned reply key (binary, key_len bytes) */
     size_t key_len;
-    char *text;      /* OP_REPLY, OP_DEAD: owned text to push */
-    double sent_ms;  /* OP_TIME: local wall time it was queued */
-    rrpc__cmd cmd;   /* OP_COMMIT: the whole command, resent as it is */
+    char *text;     /* OP_REPLY, OP_DEAD: owned text to push */
+    double sent_ms; /* OP_TIME: local wall time it was queued */
+    rrpc__cmd cmd;  /* OP_COMMIT: the whole command, resent as it is */
 } op;
 
 typedef struct worker {
@@ -86,15 +86,15 @@ typedef struct worker {
     rrpc__conn *conn;
     pthread_t thread;
     int id;
-    op *ops;         /* commands sent, replies not yet read */
+    op *ops; /* commands sent, replies not yet read */
     size_t nops, capops;
-    rrpc__reply *in_hand[2]; /* the popped pair the pending replies refer to */
-    rrpc__clock clock; /* the Redis server's time, for request deadlines */
-    int ack_due;       /* reliable: the batch in hand is answered, DEL its list */
+    rrpc__reply *in_hand[2];          /* the popped pair the pending replies refer to */
+    rrpc__clock clock;                /* the Redis server's time, for request deadlines */
+    int ack_due;                      /* reliable: the batch in hand is answered, DEL its list */
     char transient[RRPC__ERRMSG_LEN]; /* why collect gave up on a working link */
     char ttl_text[16];
     char trim_text[24];
-    char batch_text[16]; /* how many more requests the next pop takes */
+    char batch_text[16];          /* how many more requests the next pop takes */
     char list[RRPC__KEY_MAX];     /* the request list it pops: its shard's */
     char wid[RRPC__KEY_MAX];      /* reliable: this worker's id */
     char inflight[RRPC__KEY_MAX]; /* reliable: its in-flight list */
@@ -161,8 +161,7 @@ int rrpc_server_new(rrpc_server **out, const rrpc_server_options *opts)
         return RRPC_EINVAL; /* empty, or whitespace/control characters */
     /* Reliable mode keeps one in-flight state per request list; it is not
      * sharded (yet), so the two do not mix. */
-    if (opts->shards < 0 || opts->shards > RRPC__MAX_SHARDS ||
-        (opts->reliable && opts->shards > 1))
+    if (opts->shards < 0 || opts->shards > RRPC__MAX_SHARDS || (opts->reliable && opts->shards > 1))
         return RRPC_EINVAL;
     rrpc_server *s = calloc(1, sizeof *s);
     if (s == NULL)
@@ -185,8 +184,8 @@ int rrpc_server_new(rrpc_server **out, const rrpc_server_options *opts)
     int rc = s->service && s->prefix ? RRPC_OK : RRPC_ENOMEM;
     if (rc == RRPC_OK)
         rc = set_keys(s);
-    if (rc == RRPC_OK && (s->registry = rrpc__registry_new(opts, s->prefix, s->list_key,
-                                                           &s->methods)) == NULL)
+    if (rc == RRPC_OK &&
+        (s->registry = rrpc__registry_new(opts, s->prefix, s->list_key, &s->methods)) == NULL)
         rc = RRPC_ENOMEM;
     if (rc == RRPC_OK && s->reliable)
         rc = init_reliable(s, opts);
@@ -313,8 +312,14 @@ static void queue_reply(worker *w, const char *msg, size_t len, char *key, size_
     const char *expire[] = {"EXPIRE", key, w->ttl_text};
     size_t push_lens[] = {5, key_len, strlen(text)};
     size_t expire_lens[] = {6, key_len, strlen(w->ttl_text)};
-    if (send_cmd(w, (op){.kind = OP_REPLY, .msg = msg, .msg_len = len, .key = key, .key_len = key_len, .text = text}, 3, push, push_lens) ==
-        RRPC_OK)
+    if (send_cmd(w,
+                 (op){.kind = OP_REPLY,
+                      .msg = msg,
+                      .msg_len = len,
+                      .key = key,
+                      .key_len = key_len,
+                      .text = text},
+                 3, push, push_lens) == RRPC_OK)
         send_cmd(w, plain, 3, expire, expire_lens);
 }
 
@@ -374,8 +379,8 @@ static void queue_commit(worker *w, const char *msg, size_t len, const char *sha
     op o = {.kind = OP_COMMIT, .msg = msg, .msg_len = len};
     int with_reply = out->reply_key != NULL && out->response != NULL;
     if (rrpc__rel_commit_cmd(&w->srv->rel, &o.cmd, sha1, with_reply ? out->reply_key : NULL,
-                             out->reply_key_len, with_reply ? out->response : NULL,
-                             out->effects, w->ttl_text) != RRPC_OK) {
+                             out->reply_key_len, with_reply ? out->response : NULL, out->effects,
+                             w->ttl_text) != RRPC_OK) {
         log_worker(w, "out of memory: a request stays in flight until redelivered", NULL);
         return;
     }
@@ -522,8 +527,8 @@ static void give_back(worker *w, const batch *b, size_t first)
         for (size_t i = 0; i < n; i++) { /* LPUSH reverses: the last goes first */
             const char *sha1;
             const rrpc__reply *answer;
-            argv[2 + i] = rrpc__reply_str(batch_entry(b, b->count - 1 - i, &sha1, &answer),
-                                          &lens[2 + i]);
+            argv[2 + i] =
+                rrpc__reply_str(batch_entry(b, b->count - 1 - i, &sha1, &answer), &lens[2 + i]);
         }
         send_cmd(w, plain, (int)(n + 2), argv, lens);
         atomic_fetch_add(&w->srv->given_back, n);
@@ -642,8 +647,7 @@ static void resend(worker *w)
     w->nops = w->capops = 0;
     for (size_t i = 0; i < n; i++) {
         if (ops[i].kind == OP_REPLY)
-            queue_reply(w, ops[i].msg, ops[i].msg_len, ops[i].key, ops[i].key_len,
-                        ops[i].text);
+            queue_reply(w, ops[i].msg, ops[i].msg_len, ops[i].key, ops[i].key_len, ops[i].text);
         else if (ops[i].kind == OP_DEAD)
             queue_dead(w, ops[i].text);
         else if (ops[i].kind == OP_COMMIT) /* idempotent: SET NX guards it */
@@ -684,7 +688,7 @@ static int collect(worker *w, rrpc__reply *popped[2])
         if (ops[i].kind == OP_TIME)
             rrpc__clock_parse_time(&w->clock, r, ops[i].sent_ms);
         else
-        judge(w, &ops[i], r);
+            judge(w, &ops[i], r);
         rrpc__reply_free(r);
         free_op(&ops[i]);
         ops[i].kind = OP_PLAIN; /* confirmed: nothing left to resend */
@@ -725,8 +729,7 @@ static void send_pop(worker *w)
     int extra = atomic_load(&s->batch_now);
     snprintf(w->batch_text, sizeof w->batch_text, "%d", extra);
     if (s->reliable) {
-        const char *block[] = {"BLMOVE", s->list_key, w->inflight, "LEFT", "RIGHT",
-                               BLOCK_TIMEOUT};
+        const char *block[] = {"BLMOVE", s->list_key, w->inflight, "LEFT", "RIGHT", BLOCK_TIMEOUT};
         const char *take[9];
         rrpc__rel_take_argv(&s->rel, w->inflight, w->wid, w->batch_text, take);
         if (send_cmd(w, pop, 6, block, NULL) == RRPC_OK)
@@ -881,8 +884,8 @@ static int connect_workers(rrpc_server *s, worker **out)
         if (s->reliable)
             rrpc__rel_worker_keys(&s->rel, i, w->wid, sizeof w->wid, w->inflight,
                                   sizeof w->inflight);
-        int rc = rrpc__conn_open(&w->conn, &s->url, s->connect_timeout_s, s->errmsg,
-                                 sizeof s->errmsg);
+        int rc =
+            rrpc__conn_open(&w->conn, &s->url, s->connect_timeout_s, s->errmsg, sizeof s->errmsg);
         if (rc == RRPC_OK)
             rc = rrpc__conn_set_timeout(w->conn, SOCKET_TIMEOUT_S);
         if (rc == RRPC_OK && rrpc__clock_sync(&w->clock, w->conn) != RRPC_OK)
@@ -916,8 +919,8 @@ static int stop_reliable(rrpc_server *s, const worker *ws)
  * heartbeat and reaper: both before any worker takes a request. */
 static int start_heartbeats(rrpc_server *s)
 {
-    int rc = rrpc__registry_start(s->registry, &s->url, s->connect_timeout_s, s->workers,
-                                  s->errmsg, sizeof s->errmsg);
+    int rc = rrpc__registry_start(s->registry, &s->url, s->connect_timeout_s, s->workers, s->errmsg,
+                                  sizeof s->errmsg);
     if (rc == RRPC_OK && s->reliable &&
         (rc = rrpc__rel_start(&s->rel, &s->url, s->connect_timeout_s, s->errmsg,
                               sizeof s->errmsg)) != RRPC_OK)

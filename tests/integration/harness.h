@@ -19,12 +19,12 @@
 #include <string.h>
 
 static int failures;
-#define CHECK(cond)                                                                          \
-    do {                                                                                     \
-        if (!(cond)) {                                                                       \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);         \
-            failures++;                                                                      \
-        }                                                                                    \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
+            failures++;                                                                            \
+        }                                                                                          \
     } while (0)
 
 /* ---- test handlers more than one test registers --------------------------- */
@@ -134,11 +134,11 @@ static inline long long cmd_int(int argc, const char *a0, const char *a1, const 
 }
 
 /* Polls COND (an expression) every 20 ms for up to SECONDS. */
-#define WAIT_UNTIL(cond, seconds)                                                            \
-    do {                                                                                     \
-        double until_ = rrpc__monotonic() + (seconds);                                       \
-        while (!(cond) && rrpc__monotonic() < until_)                                        \
-            rrpc__sleep(0.02);                                                               \
+#define WAIT_UNTIL(cond, seconds)                                                                  \
+    do {                                                                                           \
+        double until_ = rrpc__monotonic() + (seconds);                                             \
+        while (!(cond) && rrpc__monotonic() < until_)                                              \
+            rrpc__sleep(0.02);                                                                     \
     } while (0)
 
 /* ---- a client --------------------------------------------------------------- */

@@ -91,9 +91,8 @@ static pid_t fork_server(const char *service, int doomed)
 static long long effects_of(const char *id)
 {
     rrpc__reply *r = cmd(3, "HGET", EFFECTS, id);
-    long long n = r && rrpc__reply_type(r) == RRPC__REPLY_STRING
-                      ? atoll(rrpc__reply_str(r, NULL))
-                      : 0;
+    long long n =
+        r && rrpc__reply_type(r) == RRPC__REPLY_STRING ? atoll(rrpc__reply_str(r, NULL)) : 0;
     rrpc__reply_free(r);
     return n;
 }
