@@ -180,6 +180,12 @@ kill "$sharded_pid"
 slot=$(redis-cli -p "${ports[0]}" cluster keyslot "${services[1]}")
 src=${masters[1]} dst=${masters[2]}
 src_id=$(redis-cli -p "$src" cluster myid) dst_id=$(redis-cli -p "$dst" cluster myid)
+# An async bench runs across the whole move: its pipelined RPUSHes get ASK
+# while the slot migrates and MOVED once it has moved, and must lose no
+# call (no error of any kind is accepted: nothing is down, only redirected).
+abench abench-migrate "${services[1]}" --duration 8 --timeout 5
+migrate_bench=$spawned
+sleep 1
 redis-cli -p "$dst" cluster setslot "$slot" importing "$src_id" >/dev/null
 redis-cli -p "$src" cluster setslot "$slot" migrating "$dst_id" >/dev/null
 call_slow() { [ "$("$BUILD/rrpc" call --redis "$url" --timeout 3 "$1" add '[1, 2]')" = 3 ]; }
@@ -198,12 +204,27 @@ for i in 1 2 3; do
 done
 [ "$(owner "${ports[0]}" "$slot")" = "$dst" ] || fail "slot $slot did not move"
 echo "ok   calls to ${services[1]} after its slot moved to :$dst (MOVED)"
+kill -0 "$migrate_bench" 2>/dev/null || fail "the async bench ended before the slot moved"
+wait "$migrate_bench"
+calls=$(bench_field abench-migrate calls) errors=$(bench_field abench-migrate errors)
+[ "$errors" = 0 ] && [ "${calls:-0}" -ge 100 ] ||
+  fail "async bench across the migration: $calls calls, $errors errors"
+echo "ok   an async bench across the migration (ASK, then MOVED): $calls calls, 0 errors"
 
 # A long-lived sync client across the failover: each call sleeps 100 ms in
 # the server, so ~1 s before the kill allows at most ~10 successful calls.
 spawn bench "$BUILD/rrpc" bench --redis "$url" --sync --duration 9 --timeout 2 \
   --method sleep --params '[100]' --expect 100 --json "${services[0]}"
 bench_pid=$spawned
+# And a long-lived async client, on the third service so the two do not
+# share workers.  Its links reach every master, so it loses them too and
+# must reconnect to the new map by itself.  Each call sleeps 20 ms and two
+# workers serve it: at most ~100 calls/s, so ~1 s before the kill allows
+# ~110 successful calls; 200 or more mean it resumed after the failover.
+# Errors while the master is down are expected, as for the sync client.
+spawn abench-failover "$BUILD/rrpc" bench --redis "$url" --async --connections 1 --window 8 \
+  --duration 10 --timeout 2 --method sleep --params '[20]' --expect 20 --json "${services[2]}"
+abench_pid=$spawned
 sleep 1
 
 victim=${masters[0]}
@@ -232,4 +253,9 @@ ok=$("$PY" -c 'import json,sys; print(json.loads(sys.stdin.read().splitlines()[-
      <"$scale_dir/bench.log" 2>/dev/null) || fail "rrpc bench gave no report"
 [ "$ok" -ge 25 ] || fail "a long-lived client made only $ok calls: it did not follow the failover"
 echo "ok   a long-lived sync client made $ok successful calls across the failover"
+wait "$abench_pid" 2>/dev/null
+calls=$(bench_field abench-failover calls) errors=$(bench_field abench-failover errors)
+[ "${calls:-0}" -ge 200 ] ||
+  fail "a long-lived async client made only $calls calls ($errors errors): it did not resume"
+echo "ok   a long-lived async client made $calls successful calls across the failover ($errors failed during it)"
 echo "PASS test_cluster"
