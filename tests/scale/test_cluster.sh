@@ -6,15 +6,18 @@
 # different masters, and runs a calc-server for each with a
 # redis+cluster:// URL naming only two seed nodes.  Calls from `rrpc call`
 # must reach all three (their random reply keys land on any node, so the
-# request and the reply of one call usually live on different nodes).
+# request and the reply of one call usually live on different nodes), and
+# so must async benches (`rrpc bench --async`), without a single error.
 # A service sharded over 3 lists (calc-server --shards 3) must have them on
 # two masters or more, and calls queued while its server is frozen must
 # land on more than one of them and all be answered after it resumes.
-# Then the second service's slot is migrated live to another master (calls
-# during the move need ASK followed, after it MOVED), and the master owning
-# the first service's list is SIGKILLed under a long-lived client; once its
-# replica is promoted, calls to every service must work again, within a
-# bounded time, through the same URL, and the long-lived client too.
+# Then the second service's slot is migrated live to another master under
+# an async bench and sync calls (calls during the move need ASK followed,
+# after it MOVED; the bench must see 0 errors), and the master owning the
+# first service's list is SIGKILLed under a long-lived sync client and a
+# long-lived async one; once its replica is promoted, calls to every
+# service must work again, within a bounded time, through the same URL,
+# and both long-lived clients too.
 #
 # Usage: test_cluster.sh BUILD_DIR
 set -u
