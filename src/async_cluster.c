@@ -177,8 +177,8 @@ static int send_to(rrpc__acluster *cl, int i, acmd *c, int asking, char *err, si
                               cl->nodes[i].host, cl->nodes[i].port);
     }
     if (rrpc__alink_command(l, c->argc, c->argv, c->lens, c) != RRPC_OK)
-        return rrpc__fail(err, errlen, RRPC_ECONNECT, "lost the link to %s:%d",
-                          cl->nodes[i].host, cl->nodes[i].port);
+        return rrpc__fail(err, errlen, RRPC_ECONNECT, "lost the link to %s:%d", cl->nodes[i].host,
+                          cl->nodes[i].port);
     return RRPC_OK;
 }
 

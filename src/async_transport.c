@@ -206,8 +206,8 @@ static int open_cluster(rrpc__alink **out, struct event_base *base, const rrpc__
     rrpc__alink *l = calloc(1, sizeof *l);
     if (l == NULL)
         return rrpc__fail(err, errlen, RRPC_ENOMEM, "out of memory");
-    int rc = rrpc__acluster_open(&l->cl, base, url, connect_timeout_s, l, on_reply, on_event,
-                                 udata, err, errlen);
+    int rc = rrpc__acluster_open(&l->cl, base, url, connect_timeout_s, l, on_reply, on_event, udata,
+                                 err, errlen);
     if (rc != RRPC_OK) {
         free(l);
         return rc;
