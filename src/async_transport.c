@@ -16,8 +16,9 @@
  * long on every (re)connect, which is acceptable because it happens only
  * when a link is (re)made, not per call; the link then talks to that
  * master like to any redis:// one, and a failover shows up as a lost link
- * whose reconnect resolves again.  Cluster URLs are refused here: the
- * async client does not route by hash slot (yet).
+ * whose reconnect resolves again.  A Cluster URL makes a link of several
+ * (async_cluster.c): one plain link per master, routed by hash slot, behind
+ * this same interface; a direct link pays one never-taken branch for it.
  *
  * Lifetime rules that come from hiredis: when a link breaks, hiredis frees
  * the context itself (after running pending callbacks with a NULL reply),
@@ -41,7 +42,8 @@
 enum link_report { REPORTED_NOTHING, REPORTED_READY, REPORTED_LOST };
 
 struct rrpc__alink {
-    redisAsyncContext *ctx; /* NULL once hiredis has freed it */
+    redisAsyncContext *ctx; /* NULL once hiredis has freed it, and in cluster mode */
+    rrpc__acluster *cl;     /* cluster mode only: the per-master links */
     struct event *connect_timer;
     rrpc__alink_reply_fn on_reply;
     rrpc__alink_event_fn on_event;
@@ -195,15 +197,33 @@ static int open_resolved(rrpc__alink **out, struct event_base *base, const rrpc_
                          double connect_timeout_s, rrpc__alink_reply_fn on_reply,
                          rrpc__alink_event_fn on_event, void *udata, char *err, size_t errlen);
 
+/* A link whose commands async_cluster.c routes over one link per master;
+ * it reports through this link's callbacks. */
+static int open_cluster(rrpc__alink **out, struct event_base *base, const rrpc__url *url,
+                        double connect_timeout_s, rrpc__alink_reply_fn on_reply,
+                        rrpc__alink_event_fn on_event, void *udata, char *err, size_t errlen)
+{
+    rrpc__alink *l = calloc(1, sizeof *l);
+    if (l == NULL)
+        return rrpc__fail(err, errlen, RRPC_ENOMEM, "out of memory");
+    int rc = rrpc__acluster_open(&l->cl, base, url, connect_timeout_s, l, on_reply, on_event, udata,
+                                 err, errlen);
+    if (rc != RRPC_OK) {
+        free(l);
+        return rc;
+    }
+    *out = l;
+    return RRPC_OK;
+}
+
 int rrpc__alink_open(rrpc__alink **out, struct event_base *base, const rrpc__url *url,
                      double connect_timeout_s, rrpc__alink_reply_fn on_reply,
                      rrpc__alink_event_fn on_event, void *udata, char *err, size_t errlen)
 {
     *out = NULL;
     if (url->kind == RRPC__URL_CLUSTER)
-        return rrpc__fail(err, errlen, RRPC_EINVAL,
-                          "the async client does not support redis+cluster:// URLs yet; use "
-                          "the sync client, or a redis:// URL of one node per service");
+        return open_cluster(out, base, url, connect_timeout_s, on_reply, on_event, udata, err,
+                            errlen);
     if (url->kind != RRPC__URL_SENTINEL)
         return open_resolved(out, base, url, connect_timeout_s, on_reply, on_event, udata, err,
                              errlen);
@@ -249,8 +269,13 @@ static int open_resolved(rrpc__alink **out, struct event_base *base, const rrpc_
 int rrpc__alink_command(rrpc__alink *l, int argc, const char **argv, const size_t *lens,
                         void *privdata)
 {
-    if (l == NULL || l->ctx == NULL || l->reported == REPORTED_LOST)
+    if (l == NULL || l->ctx == NULL || l->reported == REPORTED_LOST) {
+        /* A cluster link has no context of its own: checked here, off the
+         * direct link's path. */
+        if (l != NULL && l->cl != NULL)
+            return rrpc__acluster_command(l->cl, argc, argv, lens, privdata);
         return RRPC_ECONNECT;
+    }
     if (redisAsyncCommandArgv(l->ctx, on_command_reply, privdata, argc, argv, lens) != REDIS_OK)
         return RRPC_ECONNECT; /* hiredis refuses commands on a closing context */
     return RRPC_OK;
@@ -261,6 +286,7 @@ void rrpc__alink_close(rrpc__alink *l)
     if (l == NULL)
         return;
     l->closing = 1;
+    rrpc__acluster_close(l->cl);
     if (l->ctx != NULL)
         redisAsyncFree(l->ctx); /* runs pending callbacks with NULL, then on_disconnect */
     l->ctx = NULL;

@@ -317,6 +317,19 @@ int rrpc__conn_reconnect(rrpc__conn *c);
  * with a plain redis:// URL of that master, with URL's credentials and db. */
 int rrpc__sentinel_resolve(const rrpc__url *url, double connect_timeout_s, rrpc__url *direct,
                            char *err, size_t errlen);
+/* A Redis Cluster's slot map, for links that route commands themselves
+ * (the async ones).  NODES are the masters that own slots. */
+typedef struct rrpc__slot_map {
+    rrpc__addr *nodes;
+    size_t nnodes;
+    short owner[RRPC__CLUSTER_SLOTS]; /* index into nodes, -1 if no master owns it */
+} rrpc__slot_map;
+/* Reads the slot map of the Cluster URL URL with CLUSTER SLOTS, asking its
+ * seed nodes in turn as a sync connection would.  On RRPC_OK *map is
+ * filled (rrpc__slot_map_free). */
+int rrpc__cluster_read_map(const rrpc__url *url, double connect_timeout_s, rrpc__slot_map *map,
+                           char *err, size_t errlen);
+void rrpc__slot_map_free(rrpc__slot_map *map);
 /* Sets the socket read timeout; 0 means wait forever. */
 int rrpc__conn_set_timeout(rrpc__conn *c, double seconds);
 /* Queues a command in the output buffer; nothing is sent until a reply is
@@ -396,6 +409,23 @@ int rrpc__alink_command(rrpc__alink *l, int argc, const char **argv, const size_
 /* Drops the link; pending reply functions run with NULL first.  No event
  * is reported.  NULL is allowed. */
 void rrpc__alink_close(rrpc__alink *l);
+
+/* ---- async_cluster.c: an async link routed by hash slot ---------------- */
+
+/* What an rrpc__alink with a redis+cluster:// URL is made of: one plain
+ * link per master, a slot map, MOVED and ASK followed.  Used only by
+ * async_transport.c, which reports through OUTER's callbacks. */
+typedef struct rrpc__acluster rrpc__acluster;
+
+/* Reads the slot map (synchronously) and starts a link to every master. */
+int rrpc__acluster_open(rrpc__acluster **out, struct event_base *base, const rrpc__url *url,
+                        double connect_timeout_s, rrpc__alink *outer, rrpc__alink_reply_fn on_reply,
+                        rrpc__alink_event_fn on_event, void *udata, char *err, size_t errlen);
+/* As rrpc__alink_command, sent to the master that owns the key's slot. */
+int rrpc__acluster_command(rrpc__acluster *cl, int argc, const char **argv, const size_t *lens,
+                           void *privdata);
+/* Closes every node link; pending reply functions run with NULL. */
+void rrpc__acluster_close(rrpc__acluster *cl);
 
 /* ---- stats.c: per-method counters and latency histograms ------------ */
 

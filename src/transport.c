@@ -798,6 +798,51 @@ int rrpc__sentinel_resolve(const rrpc__url *url, double connect_timeout_s, rrpc_
     return rc == RRPC_OK ? rc : rrpc__fail(err, errlen, rc, "out of memory");
 }
 
+void rrpc__slot_map_free(rrpc__slot_map *map)
+{
+    for (size_t i = 0; map->nodes && i < map->nnodes; i++)
+        free(map->nodes[i].host);
+    free(map->nodes);
+    map->nodes = NULL;
+    map->nnodes = 0;
+}
+
+/* Copies the map a cluster conn read at dial time. */
+static int copy_map(const struct cluster *cl, rrpc__slot_map *map)
+{
+    map->nodes = calloc(cl->nnodes ? cl->nnodes : 1, sizeof *map->nodes);
+    if (map->nodes == NULL)
+        return RRPC_ENOMEM;
+    for (size_t i = 0; i < cl->nnodes; i++) {
+        map->nodes[i].port = cl->nodes[i].port;
+        map->nodes[i].host = strdup(cl->nodes[i].host);
+        map->nnodes = i + 1;
+        if (map->nodes[i].host == NULL)
+            return RRPC_ENOMEM;
+    }
+    memcpy(map->owner, cl->slot_node, sizeof map->owner);
+    return RRPC_OK;
+}
+
+int rrpc__cluster_read_map(const rrpc__url *url, double connect_timeout_s, rrpc__slot_map *map,
+                           char *err, size_t errlen)
+{
+    memset(map, 0, sizeof *map);
+    if (url->kind != RRPC__URL_CLUSTER)
+        return rrpc__fail(err, errlen, RRPC_EINVAL, "not a redis+cluster:// URL");
+    rrpc__conn *c = NULL;
+    int rc = rrpc__conn_open(&c, url, connect_timeout_s, err, errlen);
+    if (rc != RRPC_OK)
+        return rc;
+    rc = copy_map(c->cl, map);
+    rrpc__conn_close(c);
+    if (rc != RRPC_OK) {
+        rrpc__slot_map_free(map);
+        return rrpc__fail(err, errlen, rc, "out of memory");
+    }
+    return RRPC_OK;
+}
+
 int rrpc__conn_set_timeout(rrpc__conn *c, double seconds)
 {
     c->read_timeout_s = seconds > 0 ? seconds : 0;

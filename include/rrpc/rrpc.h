@@ -94,8 +94,9 @@ typedef struct rrpc_client_options {
      * every (re)connect asks the Sentinels, so a failover is followed), or
      * a Redis Cluster through one or more of its nodes:
      *   redis+cluster://[user:password@]host[:port][,host[:port]...]
-     * (port 6379 by default; db 0 only; sync client and server only:
-     * rrpc_async_open refuses it with RRPC_EINVAL for now).
+     * (port 6379 by default; db 0 only; every command goes to the master
+     * that owns its key's slot, MOVED and ASK are followed, and a
+     * reconnect re-reads the slot map, so a failover is followed).
      * NULL means $REDIS_URL, then redis://127.0.0.1:6379.  Copied. */
     const char *url;
     /* Prepended to every key rrpc touches (service lists, reply keys).
@@ -418,11 +419,14 @@ RRPC_EXPORT int rrpc_admin_dead_purge(rrpc_admin *admin, const char *service, lo
 /* ------------------------------------------------------------------ */
 
 /* A multiplexed client: many calls in flight over one pair of Redis
- * connections, every response collected from one reply list of its own
- * (PROTOCOL.md section 3, reply_to) and matched to its call by id.  It runs
- * on a libevent 2.1 loop: either one it owns on a background thread, or
- * the application's (see rrpc_async_options.event_base).  Needs Redis >= 7
- * (BLMPOP) and workers that honour reply_to (all rrpc workers do). */
+ * connections (with a redis+cluster:// URL, one pair per master: requests
+ * go to the master of their service list's slot, responses come from the
+ * master of the reply list's), every response collected from one reply
+ * list of its own (PROTOCOL.md section 3, reply_to) and matched to its call
+ * by id.  It runs on a libevent 2.1 loop: either one it owns on a
+ * background thread, or the application's (see
+ * rrpc_async_options.event_base).  Needs Redis >= 7 (BLMPOP) and workers
+ * that honour reply_to (all rrpc workers do). */
 typedef struct rrpc_async rrpc_async;
 
 /* The outcome of one call.  It runs exactly once per call that
@@ -433,7 +437,8 @@ typedef struct rrpc_async rrpc_async;
  *   RRPC_EREMOTE    error is the JSON-RPC error object (borrowed).
  *   RRPC_ETIMEDOUT  no response in time; the request was withdrawn from the
  *                   service list if no worker had taken it yet.
- *   RRPC_ECONNECT   the Redis link broke while the call was in flight.
+ *   RRPC_ECONNECT   the Redis link broke while the call was in flight (on
+ *                   a Cluster: the link to any master, e.g. a failover).
  *   RRPC_ECANCELED  rrpc_async_close() was called.
  *   RRPC_EREDIS, RRPC_EPROTO  Redis refused the request / the response
  *                   was malformed.
@@ -466,7 +471,9 @@ RRPC_EXPORT void rrpc_async_options_init(rrpc_async_options *opts);
 
 /* Creates an async client.  It checks synchronously (up to
  * connect_timeout_s) that Redis is reachable, accepts the credentials and
- * supports BLMPOP, then connects its event-loop links.  On RRPC_OK *out is
+ * supports BLMPOP, then connects its event-loop links (on a Cluster, after
+ * reading the slot map; a reconnect reads it again, blocking the loop for
+ * up to connect_timeout_s, never per call).  On RRPC_OK *out is
  * a new handle the caller owns and must rrpc_async_close().  On failure
  * *out is NULL and errmsg (if not NULL) receives a description. */
 RRPC_EXPORT int rrpc_async_open(rrpc_async **out, const rrpc_async_options *opts, char *errmsg,

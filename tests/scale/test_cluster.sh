@@ -6,15 +6,18 @@
 # different masters, and runs a calc-server for each with a
 # redis+cluster:// URL naming only two seed nodes.  Calls from `rrpc call`
 # must reach all three (their random reply keys land on any node, so the
-# request and the reply of one call usually live on different nodes).
+# request and the reply of one call usually live on different nodes), and
+# so must async benches (`rrpc bench --async`), without a single error.
 # A service sharded over 3 lists (calc-server --shards 3) must have them on
 # two masters or more, and calls queued while its server is frozen must
 # land on more than one of them and all be answered after it resumes.
-# Then the second service's slot is migrated live to another master (calls
-# during the move need ASK followed, after it MOVED), and the master owning
-# the first service's list is SIGKILLed under a long-lived client; once its
-# replica is promoted, calls to every service must work again, within a
-# bounded time, through the same URL, and the long-lived client too.
+# Then the second service's slot is migrated live to another master under
+# an async bench and sync calls (calls during the move need ASK followed,
+# after it MOVED; the bench must see 0 errors), and the master owning the
+# first service's list is SIGKILLed under a long-lived sync client and a
+# long-lived async one; once its replica is promoted, calls to every
+# service must work again, within a bounded time, through the same URL,
+# and both long-lived clients too.
 #
 # Usage: test_cluster.sh BUILD_DIR
 set -u
@@ -86,12 +89,48 @@ for i in 1 2 3 4 5; do
   all_answer || fail "round $i of calls failed"
 done
 echo "ok   $(( 6 * ${#services[@]} )) calls to services on three masters"
-# The async client does not route by slot yet: it must refuse, clearly.
-if out=$("$BUILD/rrpc" bench --redis "$url" --async --calls 1 "${services[0]}" 2>&1); then
-  fail "the async client accepted a cluster URL"
-fi
-echo "$out" | grep -q 'does not support redis+cluster' || fail "unclear async refusal: $out"
-echo "ok   the async client refuses the cluster URL with a clear message"
+
+# The async client: one bench per service, so pushes go to three masters.
+# Each client's pop link blocks in BLMPOP on the master that owns its
+# random reply key; CLIENT LIST (only the async client sends BLMPOP) shows
+# where, so the test knows calls whose reply list lives on another master
+# than the service list were among them -- the usual case, which a bench
+# falls into with probability 8/9; a few more benches make it certain.
+# abench NAME SERVICE ARGS...: an async bench in the background ($spawned).
+abench() {
+  local name=$1 svc=$2; shift 2
+  spawn "$name" "$BUILD/rrpc" bench --redis "$url" --async --connections 2 --window 64 \
+    --json "$@" "$svc"
+}
+# bench_field NAME FIELD: a field of bench NAME's JSON report.
+bench_field() {
+  "$PY" -c 'import json,sys; print(json.loads(sys.stdin.read().splitlines()[-1])[sys.argv[1]])' \
+    "$2" <"$scale_dir/$1.log" 2>/dev/null
+}
+# pops_away I: async pop links blocked on masters other than masters[I].
+pops_away() {
+  local n=0 m
+  for m in "${masters[@]}"; do
+    [ "$m" = "${masters[$1]}" ] || n=$(( n + $(redis-cli -p "$m" client list | grep -c 'cmd=blmpop') ))
+  done
+  echo "$n"
+}
+away=0 rounds=0
+for i in 0 1 2 0 1 2 0 1 2; do
+  [ "$rounds" -ge 3 ] && [ "$away" -gt 0 ] && break
+  rounds=$(( rounds + 1 )) s=${services[$i]}
+  abench "abench-$rounds" "$s" --duration 2
+  pid=$spawned
+  sleep 1
+  away=$(( away + $(pops_away "$i") ))
+  wait "$pid" || fail "async bench of $s failed"
+  calls=$(bench_field "abench-$rounds" calls) errors=$(bench_field "abench-$rounds" errors)
+  [ "$errors" = 0 ] && [ "${calls:-0}" -ge 100 ] ||
+    fail "async bench of $s: $calls calls, $errors errors"
+  echo "ok   async bench of $s (master :${masters[$i]}): $calls calls in 2 s, 0 errors"
+done
+[ "$away" -gt 0 ] || fail "no async reply list ever lived on another master than its service"
+echo "ok   $away async reply list(s) lived on another master than the service they called"
 
 # One service sharded over 3 lists ("calc", "calc#1", "calc#2": no hash
 # tag, so their slots are unrelated).  With this cluster's slot layout they
@@ -144,6 +183,12 @@ kill "$sharded_pid"
 slot=$(redis-cli -p "${ports[0]}" cluster keyslot "${services[1]}")
 src=${masters[1]} dst=${masters[2]}
 src_id=$(redis-cli -p "$src" cluster myid) dst_id=$(redis-cli -p "$dst" cluster myid)
+# An async bench runs across the whole move: its pipelined RPUSHes get ASK
+# while the slot migrates and MOVED once it has moved, and must lose no
+# call (no error of any kind is accepted: nothing is down, only redirected).
+abench abench-migrate "${services[1]}" --duration 8 --timeout 5
+migrate_bench=$spawned
+sleep 1
 redis-cli -p "$dst" cluster setslot "$slot" importing "$src_id" >/dev/null
 redis-cli -p "$src" cluster setslot "$slot" migrating "$dst_id" >/dev/null
 call_slow() { [ "$("$BUILD/rrpc" call --redis "$url" --timeout 3 "$1" add '[1, 2]')" = 3 ]; }
@@ -162,12 +207,27 @@ for i in 1 2 3; do
 done
 [ "$(owner "${ports[0]}" "$slot")" = "$dst" ] || fail "slot $slot did not move"
 echo "ok   calls to ${services[1]} after its slot moved to :$dst (MOVED)"
+kill -0 "$migrate_bench" 2>/dev/null || fail "the async bench ended before the slot moved"
+wait "$migrate_bench"
+calls=$(bench_field abench-migrate calls) errors=$(bench_field abench-migrate errors)
+[ "$errors" = 0 ] && [ "${calls:-0}" -ge 100 ] ||
+  fail "async bench across the migration: $calls calls, $errors errors"
+echo "ok   an async bench across the migration (ASK, then MOVED): $calls calls, 0 errors"
 
 # A long-lived sync client across the failover: each call sleeps 100 ms in
 # the server, so ~1 s before the kill allows at most ~10 successful calls.
 spawn bench "$BUILD/rrpc" bench --redis "$url" --sync --duration 9 --timeout 2 \
   --method sleep --params '[100]' --expect 100 --json "${services[0]}"
 bench_pid=$spawned
+# And a long-lived async client, on the third service so the two do not
+# share workers.  Its links reach every master, so it loses them too and
+# must reconnect to the new map by itself.  Each call sleeps 20 ms and two
+# workers serve it: at most ~100 calls/s, so ~1 s before the kill allows
+# ~110 successful calls; 200 or more mean it resumed after the failover.
+# Errors while the master is down are expected, as for the sync client.
+spawn abench-failover "$BUILD/rrpc" bench --redis "$url" --async --connections 1 --window 8 \
+  --duration 10 --timeout 2 --method sleep --params '[20]' --expect 20 --json "${services[2]}"
+abench_pid=$spawned
 sleep 1
 
 victim=${masters[0]}
@@ -196,4 +256,9 @@ ok=$("$PY" -c 'import json,sys; print(json.loads(sys.stdin.read().splitlines()[-
      <"$scale_dir/bench.log" 2>/dev/null) || fail "rrpc bench gave no report"
 [ "$ok" -ge 25 ] || fail "a long-lived client made only $ok calls: it did not follow the failover"
 echo "ok   a long-lived sync client made $ok successful calls across the failover"
+wait "$abench_pid" 2>/dev/null
+calls=$(bench_field abench-failover calls) errors=$(bench_field abench-failover errors)
+[ "${calls:-0}" -ge 200 ] ||
+  fail "a long-lived async client made only $calls calls ($errors errors): it did not resume"
+echo "ok   a long-lived async client made $calls successful calls across the failover ($errors failed during it)"
 echo "PASS test_cluster"
