@@ -64,6 +64,26 @@ start prune-rb-victim ruby "$here/ruby/calc_server.rb" --service prune1 --heartb
 start prune-rb ruby "$here/ruby/calc_server.rb" --service prune2
 start prune-py-victim "$PY" "$here/python/calc_server.py" --service prune2 --heartbeat-interval 0.5 --heartbeat-ttl 1
 
+# The latency buckets of the per-method stats, by PROTOCOL.md 9's rule:
+# bucket b >= 1 holds lower(b) <= t < lower(b+1) us, 0 below 1 us, 128 the rest.
+run 'python latency buckets follow PROTOCOL.md 9' "$PY" -c '
+import sys; sys.path.insert(0, sys.argv[1]); import rrpc
+lower = lambda b: 2.0 ** ((b - 1) // 4) * (1 + ((b - 1) % 4) / 4)
+for i in range(-200, 2400):
+    t = 10 ** (i / 200)  # 0.1 us .. 1e12 us
+    b = rrpc._latency_bucket(t / 1e6)
+    ok = t < 1 if b == 0 else lower(b) <= t * (1 + 1e-12) and (b == 128 or t < lower(b + 1) * (1 + 1e-12))
+    assert ok and (b == 128) == (t >= lower(128)), (t, b)' "$here/python"
+run 'ruby latency buckets follow PROTOCOL.md 9' ruby -e '
+require_relative ARGV[0]
+lower = ->(b) { 2.0**((b - 1) / 4) * (1 + ((b - 1) % 4) / 4.0) }
+(-200...2400).each do |i|
+  t = 10**(i / 200.0)
+  b = RRPC.const_get(:Stats).bucket(t / 1e6)
+  ok = b.zero? ? t < 1 : lower.(b) <= t * (1 + 1e-12) && (b == 128 || t < lower.(b + 1) * (1 + 1e-12))
+  raise "t=#{t} b=#{b}" unless ok && (b == 128) == (t >= lower.(128))
+end' "$here/ruby/rrpc"
+
 # Each client against each worker.  Requests wait in the lists, so there is
 # no need to wait for the workers to be up.
 run 'python client -> python server' "$PY" "$here/python/calc_client.py" --service calc
