@@ -305,10 +305,13 @@ class _RedisClock:
 
     def __init__(self):
         self.offset_ms = None
-        self.measured_at = None
+        self.tried_at = None
 
     def sync(self, conn):
-        """Reads TIME on CONN; keeps the old offset if that fails."""
+        """Reads TIME on CONN; keeps the old offset if that fails (and does
+        not try again before the next refresh: a refused TIME must not cost
+        a round trip per request)."""
+        self.tried_at = time.monotonic()
         try:
             sent = time.time() * 1000.0
             sec, usec = conn.time()
@@ -317,11 +320,10 @@ class _RedisClock:
             return False
         # Redis read its clock about half a round trip before we got it.
         self.offset_ms = (sec * 1000.0 + usec / 1000.0) - (now - (now - sent) / 2)
-        self.measured_at = time.monotonic()
         return True
 
     def due(self):
-        return self.measured_at is None or time.monotonic() - self.measured_at >= self.REFRESH_S
+        return self.tried_at is None or time.monotonic() - self.tried_at >= self.REFRESH_S
 
     def now_ms(self):
         """Redis's time now, in ms, or None if never measured."""
@@ -434,6 +436,7 @@ class _Registry:
         it fails the start loudly) and starts the heartbeat thread."""
         self.started = time.time()
         self.record = self._record()
+        self._stop.clear()
         self.beat()
         self._thread = threading.Thread(target=self._run, name='rrpc-heartbeat', daemon=True)
         self._thread.start()

@@ -324,24 +324,26 @@ module RRPC
 
     def initialize
       @offset_ms = nil
-      @measured_at = nil
+      @tried_at = nil
     end
 
-    # Reads TIME on redis; keeps the old offset if that fails.
+    # Reads TIME on redis; keeps the old offset if that fails (and does not
+    # try again before the next refresh: a refused TIME must not cost a
+    # round trip per request).
     def sync(redis)
+      @tried_at = Process.clock_gettime(Process::CLOCK_MONOTONIC)
       sent = wall_ms
       sec, usec = redis.time
       now = wall_ms
       # Redis read its clock about half a round trip before we got it.
       @offset_ms = (sec * 1000.0 + usec / 1000.0) - (now - (now - sent) / 2)
-      @measured_at = Process.clock_gettime(Process::CLOCK_MONOTONIC)
       true
     rescue Redis::BaseError
       false
     end
 
     def due?
-      @measured_at.nil? || Process.clock_gettime(Process::CLOCK_MONOTONIC) - @measured_at >= REFRESH_S
+      @tried_at.nil? || Process.clock_gettime(Process::CLOCK_MONOTONIC) - @tried_at >= REFRESH_S
     end
 
     # Redis's time now in ms, or nil if never measured.
@@ -442,6 +444,7 @@ module RRPC
                                 'version' => version, 'threads' => 1, 'started' => Time.now.to_f,
                                 'heartbeat_s' => @interval, 'ttl_s' => @ttl, 'max_queue' => @max_queue,
                                 'shards' => 1, 'methods' => methods })
+      @stop = false
       beat
       @thread = Thread.new { heartbeat_loop }
     end

@@ -155,6 +155,12 @@ m = doc['methods']['subtract']
 assert 0 < m['p50_ms'] <= m['p99_ms'] < 1000, m" "$BUILD/rrpc" stats --json "$s"
 done
 
+json_check "rrpc top shows the three servers with their calls" "
+s = {x['service']: x for x in doc['services']}
+for name in ('calc_py', 'calc_rb', 'calc_c'):
+    assert s[name]['workers'] == 1 and s[name]['calls'] >= 3 and s[name]['errors'] >= 1, s" \
+  "$BUILD/rrpc" top --json --iterations 1
+
 # A graceful stop removes the record at once: a C caller of the service
 # fails fast (exit status 6, unavailable) instead of waiting for a reply.
 fails_fast() { # fails_fast SERVICE: a call exits 6 within a second
