@@ -65,12 +65,12 @@ static void info_table(const json_t *doc)
            json_is_true(json_object_get(doc, "registered")) ? "registered" : "not registered",
            ops_int(doc, "queue"), shards, limit, ops_int(doc, "dead"));
     const json_t *workers = json_object_get(doc, "workers");
-    printf("\n%-36s %-16s %8s %7s %-8s %10s\n", "WORKER", "HOST", "PID", "THREADS", "VERSION",
+    printf("\n%-36s %-16s %8s %7s %-12s %10s\n", "WORKER", "HOST", "PID", "THREADS", "VERSION",
            "EXPIRES_IN");
     size_t i;
     json_t *w;
     json_array_foreach(workers, i, w) {
-        printf("%-36s %-16s %8lld %7lld %-8s %9.1fs\n", str_or(w, "id", "?"),
+        printf("%-36s %-16s %8lld %7lld %-12s %9.1fs\n", str_or(w, "id", "?"),
                str_or(w, "host", "?"), ops_int(w, "pid"), ops_int(w, "threads"),
                str_or(w, "version", "?"), json_number_value(json_object_get(w, "expires_in")));
     }

@@ -12,8 +12,14 @@ interchangeably with the C, Ruby and seed-style peers:
         def add(self, a, b): return a + b
     Server('calc', Calc()).serve_forever()
 
+Servers register themselves in the registry of PROTOCOL.md section 9 (a
+heartbeat from a background thread, per-method stats, the built-in rpc.ping),
+so `rrpc ls/info/ping/stats/top` show them next to C workers and C callers
+fail fast once the last of them stops; they refuse requests whose deadline
+(section 7) has passed, and never answer onto the service's own keys.
+
 Public API: Client, Server, RpcError, InvalidParams, RemoteError, CallTimeout,
-ProtocolError, raw_params.
+ProtocolError, raw_params, describe, VERSION.
 """
 
 import inspect
@@ -25,14 +31,16 @@ import os
 import re
 import secrets
 import signal
+import socket
 import threading
 import time
 
 import redis
 
 __all__ = ['Client', 'Server', 'RpcError', 'InvalidParams', 'RemoteError',
-           'CallTimeout', 'ProtocolError', 'raw_params']
+           'CallTimeout', 'ProtocolError', 'raw_params', 'describe', 'VERSION']
 
+VERSION = '0.1.0'
 DEFAULT_URL = 'redis://127.0.0.1:6379'
 
 PARSE_ERROR = -32700
@@ -40,6 +48,7 @@ INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
+DEADLINE_EXCEEDED = -32000
 
 log = logging.getLogger('rrpc')
 
@@ -91,6 +100,20 @@ def raw_params(fn):
     parameters -- for methods like echo that care which form was sent."""
     fn._rrpc_raw_params = True
     return fn
+
+
+def describe(description, params=None):
+    """Gives a handler a description (and optionally an informal params
+    shape, any JSON) for the registry, where `rrpc info` shows them:
+
+        @rrpc.describe('add(a, b): a + b', {'a': 'number', 'b': 'number'})
+        def add(self, a, b): ...
+    """
+    def mark(fn):
+        fn._rrpc_description = description
+        fn._rrpc_params = params
+        return fn
+    return mark
 
 
 # --------------------------------------------------------------------------
@@ -269,6 +292,205 @@ class _Proxy:
 
 
 # --------------------------------------------------------------------------
+# Redis's clock, per-method stats and the registry (PROTOCOL.md 7 and 9)
+
+
+class _RedisClock:
+    """The Redis server's clock as seen from here: request deadlines are
+    milliseconds on it, so that peers whose own clocks disagree still agree
+    on them.  Measured with TIME at start and every 10 s; until a reading
+    succeeds (TIME refused, say) deadlines are not judged at all."""
+
+    REFRESH_S = 10.0
+
+    def __init__(self):
+        self.offset_ms = None
+        self.tried_at = None
+
+    def sync(self, conn):
+        """Reads TIME on CONN; keeps the old offset if that fails (and does
+        not try again before the next refresh: a refused TIME must not cost
+        a round trip per request)."""
+        self.tried_at = time.monotonic()
+        try:
+            sent = time.time() * 1000.0
+            sec, usec = conn.time()
+            now = time.time() * 1000.0
+        except redis.RedisError:
+            return False
+        # Redis read its clock about half a round trip before we got it.
+        self.offset_ms = (sec * 1000.0 + usec / 1000.0) - (now - (now - sent) / 2)
+        return True
+
+    def due(self):
+        return self.tried_at is None or time.monotonic() - self.tried_at >= self.REFRESH_S
+
+    def now_ms(self):
+        """Redis's time now, in ms, or None if never measured."""
+        if self.offset_ms is None:
+            return None
+        return int(time.time() * 1000.0 + self.offset_ms)
+
+
+def _latency_bucket(seconds):
+    """The histogram bucket of a run time (PROTOCOL.md 9): four per power of
+    two of microseconds, bucket 0 below 1 us, the last (128) open-ended."""
+    us = seconds * 1e6
+    if not us >= 1.0:
+        return 0
+    m, e = math.frexp(us)  # us = m * 2^e, m in [0.5, 1)
+    sub = min(int((2.0 * m - 1.0) * 4.0), 3)
+    return min(1 + 4 * (e - 1) + sub, _HIST_LAST)
+
+
+_HIST_LAST = 128
+
+
+class _Stats:
+    """Per-method counters, added to {L}:mstats with each heartbeat.  The
+    serving thread records, the heartbeat thread takes what changed; a lock
+    keeps the two apart (held for a dict update, never across I/O)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._pending = {}  # field -> count not yet sent
+
+    def record(self, method, seconds, error):
+        fields = [f'calls:{method}', f'h{_latency_bucket(seconds)}:{method}']
+        if error:
+            fields.append(f'errors:{method}')
+        with self._lock:
+            for field in fields:
+                self._pending[field] = self._pending.get(field, 0) + 1
+
+    def flush(self, conn, key):
+        """Sends the deltas; on failure they are kept for the next flush
+        (at worst counted twice after a lost reply, never lost silently)."""
+        with self._lock:
+            taken, self._pending = self._pending, {}
+        if not taken:
+            return
+        try:
+            pipe = conn.pipeline(transaction=False)
+            for field, count in taken.items():
+                pipe.hincrby(key, field, count)
+            pipe.execute()
+        except Exception:
+            with self._lock:
+                for field, count in taken.items():
+                    self._pending[field] = self._pending.get(field, 0) + count
+            raise
+
+
+class _Registry:
+    """One record for this server process in the registry of PROTOCOL.md
+    section 9, renewed every interval by a thread with its own connection,
+    which also publishes the service's config, clears workers whose
+    heartbeat ran out and sends the per-method stats.  stop() removes the
+    record at once, so callers fail fast instead of waiting for it to expire."""
+
+    REGISTERED_FOR_MS = 3600000  # {L}:config outlives the last heartbeat by an hour
+
+    def __init__(self, server, url, prefix, interval, ttl, max_queue):
+        self.server = server
+        self.conn = _connect(url)  # its own: a BLPOP on the workers' must not delay a beat
+        list_key = prefix + server.service
+        self.services_key = prefix + 'rrpc:services'
+        self.workers_key = '{%s}:workers' % list_key
+        self.info_key = '{%s}:info' % list_key
+        self.config_key = '{%s}:config' % list_key
+        self.mstats_key = '{%s}:mstats' % list_key
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        # host and pid for people, random digits so that a reused pid is new.
+        self.id = f'{self.host}:{self.pid}:{secrets.token_hex(4)}'
+        self.interval = interval if interval > 0 else 1.0
+        ttl = ttl if ttl > 0 else 5.0
+        self.ttl = max(ttl, 2 * self.interval)  # one late beat must not look like a death
+        self.max_queue = max(int(max_queue), 0)
+        self.stats = _Stats()
+        self.record = None
+        self._stop = threading.Event()
+        self._thread = None
+        self._failing = False
+
+    def _record(self):
+        methods = []
+        for name, fn in self.server.methods.items():
+            entry = {'name': name}
+            description = getattr(fn, '_rrpc_description', None)
+            if description is not None:
+                entry['description'] = description
+            shape = getattr(fn, '_rrpc_params', None)
+            if shape is not None:
+                entry['params'] = shape
+            methods.append(entry)
+        return _dumps({'id': self.id, 'service': self.server.service, 'host': self.host,
+                       'pid': self.pid, 'version': self.server.version, 'threads': 1,
+                       'started': self.started, 'heartbeat_s': float(self.interval),
+                       'ttl_s': float(self.ttl), 'max_queue': self.max_queue, 'shards': 1,
+                       'methods': methods})
+
+    def start(self):
+        """Registers (the first beat runs here, so that a Redis that refuses
+        it fails the start loudly) and starts the heartbeat thread."""
+        self.started = time.time()
+        self.record = self._record()
+        self._stop.clear()
+        self.beat()
+        self._thread = threading.Thread(target=self._run, name='rrpc-heartbeat', daemon=True)
+        self._thread.start()
+
+    def beat(self):
+        sec, usec = self.conn.time()
+        now_ms = sec * 1000 + usec // 1000
+        ttl_ms = int(self.ttl * 1000)
+        (self.conn.pipeline(transaction=False)
+         .zadd(self.workers_key, {self.id: now_ms + ttl_ms})
+         .hset(self.info_key, self.id, self.record)
+         .hset(self.config_key, mapping={'max_queue': self.max_queue, 'ttl_ms': ttl_ms,
+                                         'shards': 1})
+         .sadd(self.services_key, self.server.service)
+         .pexpire(self.config_key, self.REGISTERED_FOR_MS)
+         .execute())
+        # Clear workers whose heartbeat ran out: a killed process cannot.
+        before = f'({now_ms}'
+        dead = self.conn.zrangebyscore(self.workers_key, '-inf', before)
+        if dead:
+            # By score, not by id: a worker that beat meanwhile stays.
+            (self.conn.pipeline(transaction=False).hdel(self.info_key, *dead)
+             .zremrangebyscore(self.workers_key, '-inf', before).execute())
+        self.stats.flush(self.conn, self.mstats_key)
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            try:
+                self.beat()
+                if self._failing:
+                    log.warning('%s: heartbeat restored', self.server.service)
+                self._failing = False
+            except Exception as exc:  # log once per outage; redis-py reconnects
+                if not self._failing:
+                    log.warning('%s: heartbeat failed: %s', self.server.service, exc)
+                self._failing = True
+
+    def stop(self):
+        """Sends the last stats, then removes the record: the service stays
+        registered, and callers fail fast if no other worker is live."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        try:
+            self.stats.flush(self.conn, self.mstats_key)
+            (self.conn.pipeline(transaction=False).zrem(self.workers_key, self.id)
+             .hdel(self.info_key, self.id).execute())
+        except Exception as exc:
+            log.warning('%s: cannot remove the record: %s', self.server.service, exc)
+        finally:
+            self.conn.close()
+
+
+# --------------------------------------------------------------------------
 # Server
 
 
@@ -310,12 +532,20 @@ def _public_methods(obj):
 class Server:
     """Serves the public methods of obj (or a dict name -> callable) as the
     rrpc service `service`.  Single-threaded: run several processes to scale,
-    they share the list."""
+    they share the list.
+
+    With heartbeat=True (the default) serve_forever registers the process
+    in the registry (PROTOCOL.md section 9) every heartbeat_interval
+    seconds, valid for heartbeat_ttl seconds, publishing max_queue for
+    callers; heartbeat=False serves without it (no record, no stats).  The
+    built-in method rpc.ping is answered either way."""
 
     def __init__(self, service, obj, url=None, prefix='', reply_ttl=60,
-                 max_request_bytes=1048576, dead_letter_max=1000, batch_max=1000):
+                 max_request_bytes=1048576, dead_letter_max=1000, batch_max=1000,
+                 heartbeat=True, heartbeat_interval=1.0, heartbeat_ttl=5.0, max_queue=0):
         self.redis = _connect(url)
         self.service = service
+        self.version = 'python-' + VERSION
         self.queue = prefix + service
         self.dead_key = self.queue + ':dead'
         self.stats_key = self.queue + ':stats'
@@ -324,7 +554,21 @@ class Server:
         self.dead_letter_max = dead_letter_max
         self.batch_max = batch_max
         self.methods = _public_methods(obj)
+        self.methods.setdefault('rpc.ping', self._rpc_ping)
+        self._clock = _RedisClock()
+        self._registry = (_Registry(self, url, prefix, heartbeat_interval, heartbeat_ttl,
+                                    max_queue) if heartbeat else None)
+        # The worker id rpc.ping reports; without a registry it is still unique.
+        self.worker_id = (self._registry.id if self._registry else
+                          f'{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}')
         self._stopping = False
+
+    @describe('built-in: answers with the worker\'s identity and time')
+    @raw_params
+    def _rpc_ping(self, _params):
+        return {'service': self.service, 'worker': self.worker_id,
+                'host': socket.gethostname(), 'pid': os.getpid(), 'version': self.version,
+                'time': time.time()}
 
     def stop(self):
         """Asks serve_forever to return after the request in hand."""
@@ -335,11 +579,16 @@ class Server:
     def serve_forever(self):
         """Pops and answers requests until stop() or SIGINT/SIGTERM."""
         self.redis.ping()  # an unreachable Redis at start is a setup error: fail loudly
+        self._clock.sync(self.redis)
+        if self._registry:
+            self._registry.start()  # refused (an ACL, say): fail loudly, like the C server
         restore = self._trap_signals()
         backoff = 0.1
         try:
             while not self._stopping:
                 try:
+                    if self._clock.due():
+                        self._clock.sync(self.redis)
                     # A short timeout, so a stop request is noticed within 1 s.
                     popped = self.redis.blpop([self.queue], timeout=1)
                     backoff = 0.1
@@ -352,6 +601,8 @@ class Server:
                     self.handle(popped[1])
         finally:
             restore()
+            if self._registry:
+                self._registry.stop()
 
     def _pause(self, seconds):
         end = time.monotonic() + seconds
@@ -421,16 +672,38 @@ class Server:
         if reason:
             rid = req.get('id') if isinstance(req, dict) and _valid_id(req.get('id')) else None
             return self._encode(_error(rid, INVALID_REQUEST, reason))
-        outcome = self._run(req['method'], req.get('params'))
+        outcome = self._expired(req) or self._run(req['method'], req.get('params'))
         if 'id' not in req:
             return None
         return self._encode(dict(jsonrpc='2.0', **outcome, id=req['id']))
 
+    def _expired(self, req):
+        """The -32000 outcome if the request's deadline (PROTOCOL.md 7) has
+        passed on Redis's clock, else None.  A deadline that is not a
+        positive integer is ignored, and so are all of them while the clock
+        is unmeasured."""
+        deadline = req.get('deadline')
+        if not isinstance(deadline, int) or isinstance(deadline, bool) or deadline <= 0:
+            return None
+        now = self._clock.now_ms()
+        if now is None or now < deadline:
+            return None
+        return {'error': {'code': DEADLINE_EXCEEDED, 'message': 'Deadline exceeded',
+                          'data': {'deadline': deadline, 'now': now}}}
+
     def _run(self, method, params):
-        """Runs a handler; returns {'result': ...} or {'error': {...}}."""
+        """Runs a handler; returns {'result': ...} or {'error': {...}}.
+        Counts calls of known methods, with their run time, for the registry."""
         fn = self.methods.get(method)
         if fn is None:
             return {'error': {'code': METHOD_NOT_FOUND, 'message': f'Method not found: {method}'}}
+        started = time.monotonic()
+        outcome = self._call(method, fn, params)
+        if self._registry:
+            self._registry.stats.record(method, time.monotonic() - started, 'error' in outcome)
+        return outcome
+
+    def _call(self, method, fn, params):
         if getattr(fn, '_rrpc_raw_params', False):
             args, kwargs = (params,), {}
         elif isinstance(params, dict):
@@ -465,9 +738,22 @@ class Server:
 
     # -- writing ------------------------------------------------------------
 
+    def _own_key(self, key):
+        """Whether KEY is one of the service's own keys (PROTOCOL.md 6): its
+        list, dead letters, stats or anything under its hash tag {L}.  An
+        answer pushed onto the list would be popped and answered forever."""
+        if isinstance(key, str):
+            key = key.encode('utf-8', 'surrogatepass')
+        queue = self.queue.encode('utf-8')
+        if key in (queue, self.dead_key.encode('utf-8'), self.stats_key.encode('utf-8')):
+            return True
+        return len(key) > len(queue) + 2 and key.startswith(b'{' + queue + b'}')
+
     def _deliver(self, text, key, body):
         if key is None:
             return self._dead(text, 'no reply key', body)
+        if self._own_key(key):
+            return self._dead(text, "reply key is one of the service's own keys", body)
         # raise_on_error=False hands back Redis's own error, not redis-py's
         # rewording of it that quotes the whole command.
         results = self._retry(lambda: self.redis.pipeline(transaction=False)

@@ -8,14 +8,24 @@
 # conformance vectors: it answers exactly like the C calc server.
 #
 #   ruby calc_server.rb [--redis URL] [--service calc] [--prefix P]
+#                       [--no-heartbeat] [--heartbeat-interval S] [--heartbeat-ttl S]
 
 require 'optparse'
 require_relative 'rrpc'
 
-# Params come positional [a, b] or named {"a": .., "b": ..}.
+# Params come positional [a, b] or named {"a": .., "b": ..}.  The
+# descriptions are those of the C calc-server, for `rrpc info`.
 class Calc
   extend RRPC::Handler
   raw_params :echo
+
+  AB = { a: 'number', b: 'number' }.freeze
+  describe :add, 'add(a, b): a + b', params: AB
+  describe :subtract, 'subtract(a, b): a - b', params: AB
+  describe :multiply, 'multiply(a, b): a * b', params: AB
+  describe :divide, 'divide(a, b): a / b as a real; error 1 if b is 0', params: AB
+  describe :echo, 'echo(...): returns its params unchanged', params: 'any'
+  describe :sleep, 'sleep(ms): waits ms milliseconds, returns ms', params: { ms: 'integer' }
 
   def add(a, b) = number(a, 'a') + number(b, 'b')
 
@@ -51,15 +61,21 @@ class Calc
 end
 
 if $PROGRAM_NAME == __FILE__
-  opts = { redis: nil, service: 'calc', prefix: '' }
+  opts = { redis: nil, service: 'calc', prefix: '', heartbeat: true, interval: 1.0, ttl: 5.0 }
   OptionParser.new do |o|
-    o.banner = 'usage: calc_server.rb [--redis URL] [--service NAME] [--prefix P]'
+    o.banner = 'usage: calc_server.rb [--redis URL] [--service NAME] [--prefix P] [--no-heartbeat] ...'
     o.on('--redis URL', 'Redis URL (default $REDIS_URL, then redis://127.0.0.1:6379)') { |v| opts[:redis] = v }
     o.on('--service NAME', 'service name (default calc)') { |v| opts[:service] = v }
     o.on('--prefix P', 'key prefix (default none)') { |v| opts[:prefix] = v }
+    o.on('--no-heartbeat', 'do not register in the registry (no heartbeat, no stats)') { opts[:heartbeat] = false }
+    o.on('--heartbeat-interval S', Float, 'seconds between heartbeats (default: 1)') { |v| opts[:interval] = v }
+    o.on('--heartbeat-ttl S', Float, 'seconds a heartbeat stays valid (default: 5)') { |v| opts[:ttl] = v }
   end.parse!
   $stderr.sync = true
-  server = RRPC::Server.new(opts[:service], Calc.new, url: opts[:redis], prefix: opts[:prefix])
+  server = RRPC::Server.new(opts[:service], Calc.new, url: opts[:redis], prefix: opts[:prefix],
+                                                     heartbeat: opts[:heartbeat],
+                                                     heartbeat_interval: opts[:interval],
+                                                     heartbeat_ttl: opts[:ttl])
   warn "calc_server.rb: serving #{opts[:prefix]}#{opts[:service]}"
   server.serve_forever
   warn 'calc_server.rb: stopped'

@@ -15,15 +15,25 @@
 #   end
 #   RRPC::Server.new('calc', Calc.new).serve_forever
 #
+# Servers register themselves in the registry of PROTOCOL.md section 9 (a
+# heartbeat from a background thread, per-method stats, the built-in
+# rpc.ping), so `rrpc ls/info/ping/stats/top` show them next to C workers and
+# C callers fail fast once the last of them stops; they refuse requests whose
+# deadline (section 7) has passed, and never answer onto the service's own
+# keys (section 6).
+#
 # Public API: RRPC::Client, RRPC::Server, RRPC::RpcError, RRPC::InvalidParams,
-# RRPC::RemoteError, RRPC::Timeout, RRPC::ProtocolError, RRPC::Handler.
+# RRPC::RemoteError, RRPC::Timeout, RRPC::ProtocolError, RRPC::Handler,
+# RRPC::VERSION.
 
 require 'json'
 require 'logger'
 require 'redis'
 require 'securerandom'
+require 'socket'
 
 module RRPC
+  VERSION = '0.1.0'
   DEFAULT_URL = 'redis://127.0.0.1:6379'
 
   PARSE_ERROR = -32_700
@@ -31,6 +41,7 @@ module RRPC
   METHOD_NOT_FOUND = -32_601
   INVALID_PARAMS = -32_602
   INTERNAL_ERROR = -32_603
+  DEADLINE_EXCEEDED = -32_000
 
   # Raised by a handler to answer with a JSON-RPC error of its choosing.
   class RpcError < StandardError
@@ -85,6 +96,11 @@ module RRPC
   #     raw_params :echo
   #     def echo(params) = params
   #   end
+  #
+  # It also gives methods a description (and optionally an informal params
+  # shape, any JSON) for the registry, where `rrpc info` shows them:
+  #
+  #     describe :add, 'add(a, b): a + b', params: { a: 'number', b: 'number' }
   module Handler
     def raw_params(*names)
       rrpc_raw_params.concat(names.map(&:to_s))
@@ -92,6 +108,14 @@ module RRPC
 
     def rrpc_raw_params
       @rrpc_raw_params ||= []
+    end
+
+    def describe(name, description, params: nil)
+      rrpc_descriptions[name.to_s] = { 'description' => description, 'params' => params }.compact
+    end
+
+    def rrpc_descriptions
+      @rrpc_descriptions ||= {}
     end
   end
 
@@ -291,13 +315,217 @@ module RRPC
     end
   end
 
+  # Redis's clock as seen from here: request deadlines are milliseconds on
+  # it, so that peers whose own clocks disagree still agree on them.
+  # Measured with TIME at start and every 10 s; until a reading succeeds
+  # (TIME refused, say) deadlines are not judged at all.  Internal.
+  class RedisClock
+    REFRESH_S = 10.0
+
+    def initialize
+      @offset_ms = nil
+      @tried_at = nil
+    end
+
+    # Reads TIME on redis; keeps the old offset if that fails (and does not
+    # try again before the next refresh: a refused TIME must not cost a
+    # round trip per request).
+    def sync(redis)
+      @tried_at = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      sent = wall_ms
+      sec, usec = redis.time
+      now = wall_ms
+      # Redis read its clock about half a round trip before we got it.
+      @offset_ms = (sec * 1000.0 + usec / 1000.0) - (now - (now - sent) / 2)
+      true
+    rescue Redis::BaseError
+      false
+    end
+
+    def due?
+      @tried_at.nil? || Process.clock_gettime(Process::CLOCK_MONOTONIC) - @tried_at >= REFRESH_S
+    end
+
+    # Redis's time now in ms, or nil if never measured.
+    def now_ms
+      @offset_ms && (wall_ms + @offset_ms).to_i
+    end
+
+    private
+
+    def wall_ms
+      Process.clock_gettime(Process::CLOCK_REALTIME, :float_millisecond)
+    end
+  end
+
+  # Per-method counters, added to {L}:mstats with each heartbeat.  The
+  # serving thread records, the heartbeat thread takes what changed; a
+  # mutex keeps them apart (held for a hash update, never across I/O).
+  # Internal.
+  class Stats
+    HIST_LAST = 128
+
+    # The histogram bucket of a run time (PROTOCOL.md 9): four per power of
+    # two of microseconds, bucket 0 below 1 us, the last (128) open-ended.
+    def self.bucket(seconds)
+      us = seconds * 1e6
+      return 0 unless us >= 1.0
+
+      m, e = Math.frexp(us) # us = m * 2^e, m in [0.5, 1)
+      sub = [((2.0 * m - 1.0) * 4.0).to_i, 3].min
+      [1 + 4 * (e - 1) + sub, HIST_LAST].min
+    end
+
+    def initialize
+      @mu = Mutex.new
+      @pending = Hash.new(0) # field -> count not yet sent
+    end
+
+    def record(method, seconds, error)
+      fields = ["calls:#{method}", "h#{Stats.bucket(seconds)}:#{method}"]
+      fields << "errors:#{method}" if error
+      @mu.synchronize { fields.each { |f| @pending[f] += 1 } }
+    end
+
+    # Sends the deltas; on failure they are kept for the next flush (at
+    # worst counted twice after a lost reply, never lost silently).
+    def flush(redis, key)
+      taken = @mu.synchronize { @pending.tap { @pending = Hash.new(0) } }
+      return if taken.empty?
+
+      begin
+        redis.pipelined { |pipe| taken.each { |field, count| pipe.hincrby(key, field, count) } }
+      rescue StandardError
+        @mu.synchronize { taken.each { |f, c| @pending[f] += c } }
+        raise
+      end
+    end
+  end
+
+  # One record for this server process in the registry of PROTOCOL.md
+  # section 9, renewed every interval by a thread with its own connection,
+  # which also publishes the service's config, clears workers whose
+  # heartbeat ran out and sends the per-method stats.  stop removes the
+  # record at once, so callers fail fast instead of waiting for it to
+  # expire.  Internal.
+  class Registry
+    REGISTERED_FOR_MS = 3_600_000 # {L}:config outlives the last heartbeat by an hour
+
+    attr_reader :id, :stats
+
+    def initialize(service:, url:, prefix:, interval:, ttl:, max_queue:, logger:)
+      @service = service
+      @redis = Wire.connect(url) # its own: a BLPOP on the worker's must not delay a beat
+      list_key = "#{prefix}#{service}"
+      @services_key = "#{prefix}rrpc:services"
+      @workers_key = "{#{list_key}}:workers"
+      @info_key = "{#{list_key}}:info"
+      @config_key = "{#{list_key}}:config"
+      @mstats_key = "{#{list_key}}:mstats"
+      @host = Socket.gethostname
+      # host and pid for people, random digits so that a reused pid is new.
+      @id = "#{@host}:#{Process.pid}:#{SecureRandom.hex(4)}"
+      @interval = interval.positive? ? interval.to_f : 1.0
+      ttl = ttl.positive? ? ttl.to_f : 5.0
+      @ttl = [ttl, 2 * @interval].max # one late beat must not look like a death
+      @max_queue = [max_queue.to_i, 0].max
+      @log = logger
+      @stats = Stats.new
+      @mu = Mutex.new
+      @cv = ConditionVariable.new
+      @stop = false
+      @failing = false
+    end
+
+    # Registers (the first beat runs here, so that a Redis that refuses it
+    # fails the start loudly) and starts the heartbeat thread.
+    def start(version:, methods:)
+      @record = Wire.generate({ 'id' => @id, 'service' => @service, 'host' => @host, 'pid' => Process.pid,
+                                'version' => version, 'threads' => 1, 'started' => Time.now.to_f,
+                                'heartbeat_s' => @interval, 'ttl_s' => @ttl, 'max_queue' => @max_queue,
+                                'shards' => 1, 'methods' => methods })
+      @stop = false
+      beat
+      @thread = Thread.new { heartbeat_loop }
+    end
+
+    def beat
+      sec, usec = @redis.time
+      now_ms = sec * 1000 + usec / 1000
+      ttl_ms = (@ttl * 1000).to_i
+      @redis.pipelined do |pipe|
+        pipe.zadd(@workers_key, now_ms + ttl_ms, @id)
+        pipe.hset(@info_key, @id, @record)
+        pipe.hset(@config_key, 'max_queue', @max_queue, 'ttl_ms', ttl_ms, 'shards', 1)
+        pipe.sadd(@services_key, [@service])
+        pipe.pexpire(@config_key, REGISTERED_FOR_MS)
+      end
+      # Clear workers whose heartbeat ran out: a killed process cannot.
+      before = "(#{now_ms}"
+      dead = @redis.zrangebyscore(@workers_key, '-inf', before)
+      unless dead.empty?
+        # By score, not by id: a worker that beat meanwhile stays.
+        @redis.pipelined do |pipe|
+          pipe.hdel(@info_key, dead)
+          pipe.zremrangebyscore(@workers_key, '-inf', before)
+        end
+      end
+      @stats.flush(@redis, @mstats_key)
+    end
+
+    # Sends the last stats, then removes the record: the service stays
+    # registered, and callers fail fast if no other worker is live.
+    def stop
+      @mu.synchronize do
+        @stop = true
+        @cv.signal
+      end
+      @thread&.join
+      @stats.flush(@redis, @mstats_key)
+      @redis.pipelined do |pipe|
+        pipe.zrem(@workers_key, @id)
+        pipe.hdel(@info_key, @id)
+      end
+    rescue StandardError => e
+      @log.warn("#{@service}: cannot remove the record: #{e.message}")
+    ensure
+      @redis.close
+    end
+
+    private
+
+    def heartbeat_loop
+      loop do
+        @mu.synchronize { @cv.wait(@mu, @interval) unless @stop }
+        break if @mu.synchronize { @stop }
+
+        begin
+          beat
+          @log.warn("#{@service}: heartbeat restored") if @failing
+          @failing = false
+        rescue StandardError => e # log once per outage; the gem reconnects
+          @log.warn("#{@service}: heartbeat failed: #{e.message}") unless @failing
+          @failing = true
+        end
+      end
+    end
+  end
+  private_constant :RedisClock, :Stats, :Registry
+
   # Serves the public methods of obj as the rrpc service `service`.
   # Single-threaded: run several processes to scale, they share the list.
+  #
+  # With heartbeat: true (the default) serve_forever registers the process
+  # in the registry (PROTOCOL.md section 9) every heartbeat_interval seconds,
+  # valid for heartbeat_ttl seconds, publishing max_queue for callers;
+  # heartbeat: false serves without it (no record, no stats).  The built-in
+  # method rpc.ping is answered either way.
   class Server
-    attr_reader :service
+    attr_reader :service, :version, :worker_id
 
     def initialize(service, obj, url: nil, prefix: '', reply_ttl: 60, max_request_bytes: 1_048_576,
-                   dead_letter_max: 1000, batch_max: 1000, logger: Logger.new($stderr, progname: 'rrpc'))
+                   dead_letter_max: 1000, batch_max: 1000, logger: Logger.new($stderr, progname: 'rrpc'),
+                   heartbeat: true, heartbeat_interval: 1.0, heartbeat_ttl: 5.0, max_queue: 0)
       @redis = Wire.connect(url)
       @service = service
       @queue = "#{prefix}#{service}"
@@ -310,7 +538,20 @@ module RRPC
       @log = logger
       @obj = obj
       @methods = public_methods_of(obj)
-      @raw = obj.class.respond_to?(:rrpc_raw_params) ? obj.class.rrpc_raw_params : []
+      @raw = obj.class.respond_to?(:rrpc_raw_params) ? obj.class.rrpc_raw_params.dup : []
+      @descriptions = obj.class.respond_to?(:rrpc_descriptions) ? obj.class.rrpc_descriptions.dup : {}
+      # Ruby method names cannot hold a '.', so the built-in never shadows one.
+      @methods['rpc.ping'] = method(:rpc_ping)
+      @raw << 'rpc.ping'
+      @descriptions['rpc.ping'] = { 'description' => "built-in: answers with the worker's identity and time" }
+      @version = "ruby-#{VERSION}"
+      @clock = RedisClock.new
+      @registry = if heartbeat
+                    Registry.new(service: service, url: url, prefix: prefix, interval: heartbeat_interval,
+                                 ttl: heartbeat_ttl, max_queue: max_queue, logger: @log)
+                  end
+      # The worker id rpc.ping reports; without a registry it is still unique.
+      @worker_id = @registry ? @registry.id : "#{Socket.gethostname}:#{Process.pid}:#{SecureRandom.hex(4)}"
       @stopping = false
     end
 
@@ -322,10 +563,15 @@ module RRPC
     # Pops and answers requests until stop or SIGINT/SIGTERM.
     def serve_forever
       @redis.ping # an unreachable Redis at start is a setup error: fail loudly
+      @clock.sync(@redis)
+      # Refused (an ACL, say): fail loudly, like the C server.
+      @registry&.start(version: @version, methods: method_entries)
+      registered = @registry
       previous = %w[INT TERM].to_h { |sig| [sig, trap(sig) { stop }] }
       backoff = 0.1
       until @stopping
         begin
+          @clock.sync(@redis) if @clock.due?
           # A short timeout, so a stop request is noticed within 1 s.
           popped = @redis.blpop(@queue, timeout: 1)
           backoff = 0.1
@@ -339,6 +585,7 @@ module RRPC
       end
     ensure
       previous&.each { |sig, handler| trap(sig, handler) }
+      registered&.stop
     end
 
     # Handles one message popped from the list.  Never raises because of
@@ -361,6 +608,16 @@ module RRPC
     def public_methods_of(obj)
       base = obj.is_a?(Module) ? Class.instance_methods : Object.instance_methods
       (obj.public_methods - base).map(&:to_s).reject { |name| name.start_with?('_') }.to_h { |name| [name, obj.method(name)] }
+    end
+
+    # The registry's view of the methods: name, description, params shape.
+    def method_entries
+      @methods.keys.map { |name| { 'name' => name }.merge(@descriptions.fetch(name, {})) }
+    end
+
+    def rpc_ping(_params)
+      { 'service' => @service, 'worker' => @worker_id, 'host' => Socket.gethostname, 'pid' => Process.pid,
+        'version' => @version, 'time' => Time.now.to_f }
     end
 
     def pause(seconds)
@@ -422,7 +679,7 @@ module RRPC
         id = req.is_a?(Hash) && Wire.valid_id?(req['id']) ? req['id'] : nil
         return encode(Wire.error(id, INVALID_REQUEST, reason))
       end
-      outcome = run(req['method'], req['params'])
+      outcome = expired(req) || run(req['method'], req['params'])
       return nil unless req.key?('id')
 
       encode({ 'jsonrpc' => '2.0' }.merge(outcome, 'id' => req['id']))
@@ -438,11 +695,34 @@ module RRPC
       nil
     end
 
+    # The -32000 outcome if the request's deadline (PROTOCOL.md 7) has passed
+    # on Redis's clock, else nil.  A deadline that is not a positive integer
+    # is ignored, and so are all of them while the clock is unmeasured.
+    def expired(req)
+      deadline = req['deadline']
+      return nil unless deadline.is_a?(Integer) && deadline.positive?
+
+      now = @clock.now_ms
+      return nil if now.nil? || now < deadline
+
+      { 'error' => { 'code' => DEADLINE_EXCEEDED, 'message' => 'Deadline exceeded',
+                     'data' => { 'deadline' => deadline, 'now' => now } } }
+    end
+
     # Runs a handler; returns { 'result' => ... } or { 'error' => {...} }.
+    # Counts calls of known methods, with their run time, for the registry.
     def run(name, params)
       meth = @methods[name]
       return { 'error' => { 'code' => METHOD_NOT_FOUND, 'message' => "Method not found: #{name}" } } unless meth
 
+      started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      outcome = call_handler(name, meth, params)
+      @registry&.stats&.record(name, Process.clock_gettime(Process::CLOCK_MONOTONIC) - started,
+                               outcome.key?('error'))
+      outcome
+    end
+
+    def call_handler(name, meth, params)
       args, kwargs = @raw.include?(name) ? [[params], {}] : bind(meth, params)
       { 'result' => meth.call(*args, **kwargs) }
     rescue RpcError => e
@@ -522,8 +802,20 @@ module RRPC
       Wire.generate(Wire.error(resp['id'], INTERNAL_ERROR, 'Internal error: result is not JSON'))
     end
 
+    # Whether key is one of the service's own keys (PROTOCOL.md 6): its list,
+    # dead letters, stats or anything under its hash tag {L}.  An answer
+    # pushed onto the list would be popped and answered there forever.
+    def own_key?(key)
+      key = key.b
+      queue = @queue.b
+      return true if [queue, @dead_key.b, @stats_key.b].include?(key)
+
+      key.bytesize > queue.bytesize + 2 && key.start_with?("{#{queue}}".b)
+    end
+
     def deliver(text, key, body)
       return dead(text, 'no reply key', body) if key.nil?
+      return dead(text, "reply key is one of the service's own keys", body) if own_key?(key)
 
       begin
         with_retry do

@@ -7,7 +7,10 @@
 # the rrpc CLI and calc-client (C), calc_client.rb (Ruby), calc_client.py
 # (Python) and the post's own style of client.  Then it runs the wire-level
 # checks (clients/check_protocol.py) and the conformance vectors
-# (tests/vectors) against the C server too.
+# (tests/vectors) against the C server too.  Last, what PROTOCOL.md adds
+# to JSON-RPC, held the same for all three servers: the registry as the
+# rrpc CLI shows it (ls, info, ping, stats), deadlines and the own-key rule
+# (check_worker.py), and fail fast once a service's last worker stops.
 #
 # Usage (under tests/harness/with-redis.sh): test_interop.sh BUILD_DIR
 set -u
@@ -21,10 +24,12 @@ failed=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$logs"; }
 trap cleanup EXIT
 
+declare -A pid_of
 start() { # start NAME COMMAND...
   local name=$1; shift
   "$@" >"$logs/$name.log" 2>&1 &
   pids+=($!)
+  pid_of[$name]=$!
 }
 
 # wait_for SERVICE: until the service answers echo (seed workers: add).
@@ -85,6 +90,92 @@ check "conformance vectors against the Python server" \
   "$PY" "$root/tests/vectors/run_vectors.py" --service calc_py
 check "conformance vectors against the Ruby server" \
   "$PY" "$root/tests/vectors/run_vectors.py" --service calc_rb
+
+# ---- Registry, rpc.ping, stats, deadlines, own keys (PROTOCOL.md 6, 7, 9)
+
+json_check() { # json_check NAME PYTHON-ASSERTIONS COMMAND...: `doc` is the command's JSON output
+  local name=$1 code=$2; shift 2
+  check "$name" bash -c 'out=$("${@:2}") || exit 1; printf "%s" "$out" | "$0" -c "
+import json, sys
+doc = json.load(sys.stdin)
+$1" || { echo "$out"; exit 1; }' "$PY" "$code" "$@"
+}
+declare -A version=([calc_c]="$("$BUILD/rrpc" --version | awk '{print $NF}')" \
+                    [calc_py]=python-0.1.0 [calc_rb]=ruby-0.1.0)
+for s in calc_py calc_rb calc_c; do
+  json_check "rrpc ls lists $s with one live worker" "
+s = [x for x in doc if x['service'] == '$s']
+assert s and s[0]['workers'] == 1 and s[0]['threads'] >= 1, doc" "$BUILD/rrpc" ls --json
+  json_check "rrpc info $s: the worker's record and methods" "
+w = doc['workers']
+assert doc['registered'] and len(w) == 1, doc
+assert w[0]['version'] == '${version[$s]}' and w[0]['service'] == '$s' and w[0]['pid'] > 0, w
+assert w[0]['id'].startswith(w[0]['host'] + ':' + str(w[0]['pid']) + ':'), w
+assert 0 < w[0]['expires_in'] <= w[0]['ttl_s'] and w[0]['heartbeat_s'] > 0, w
+m = {x['name']: x for x in doc['methods']}
+assert {'add', 'subtract', 'multiply', 'divide', 'echo', 'sleep', 'rpc.ping'} <= set(m), m
+assert m['add']['description'].startswith('add(a, b)') and m['add']['params'], m['add']
+assert m['rpc.ping']['description'].startswith('built-in'), m" "$BUILD/rrpc" info "$s" --json
+  json_check "rrpc ping $s reaches its worker" "
+p = doc['pings']
+assert len(p) == 2 and all(not x['method_not_found'] and x['worker'] for x in p), doc" \
+    "$BUILD/rrpc" ping --json --count 2 "$s"
+  check "$s refuses an expired request, runs a live one" "$PY" "$root/tests/interop/check_worker.py" deadline "$s"
+  check "$s refuses its own keys as reply keys" "$PY" "$root/tests/interop/check_worker.py" ownkey "$s"
+done
+
+# Per-method stats: three calls of subtract (one an error) to each server
+# reach {L}:mstats with its next heartbeat (about a second; the waits overlap).
+stats_of() { "$PY" -c "import json, sys
+m = json.load(sys.stdin)['methods'].get('subtract', {})
+print(m.get('calls', 0), m.get('errors', 0))" < <("$BUILD/rrpc" stats --json "$1"); }
+declare -A stats_before
+for s in calc_py calc_rb calc_c; do
+  stats_before[$s]=$(stats_of "$s")
+  "$BUILD/rrpc" call "$s" subtract '[5, 3]' >/dev/null
+  "$BUILD/rrpc" call "$s" subtract '[5, 3]' >/dev/null
+  "$BUILD/rrpc" call "$s" subtract '[5, "x"]' >/dev/null 2>&1  # invalid params: an error
+done
+stats_count() { # stats_count SERVICE "CALLS ERRORS" (before)
+  local s=$1 after calls errors c0 e0
+  read -r c0 e0 <<<"$2"
+  for _ in $(seq 40); do
+    after=$(stats_of "$s")
+    read -r calls errors <<<"$after"
+    [ "${calls:-0}" -ge $((c0 + 3)) ] && break
+    sleep 0.1
+  done
+  [ "$calls" = $((c0 + 3)) ] && [ "$errors" = $((e0 + 1)) ] ||
+    { echo "subtract before: $2, after: $after (want +3 calls, +1 error)"; return 1; }
+}
+for s in calc_py calc_rb calc_c; do
+  check "rrpc stats counts calls to $s" stats_count "$s" "${stats_before[$s]}"
+  json_check "rrpc stats $s: latency percentiles from the histogram" "
+m = doc['methods']['subtract']
+assert 0 < m['p50_ms'] <= m['p99_ms'] < 1000, m" "$BUILD/rrpc" stats --json "$s"
+done
+
+json_check "rrpc top shows the three servers with their calls" "
+s = {x['service']: x for x in doc['services']}
+for name in ('calc_py', 'calc_rb', 'calc_c'):
+    assert s[name]['workers'] == 1 and s[name]['calls'] >= 3 and s[name]['errors'] >= 1, s" \
+  "$BUILD/rrpc" top --json --iterations 1
+
+# A graceful stop removes the record at once: a C caller of the service
+# fails fast (exit status 6, unavailable) instead of waiting for a reply.
+fails_fast() { # fails_fast SERVICE: a call exits 6 within a second
+  local t0 rc ms
+  t0=$(date +%s%N)
+  "$BUILD/rrpc" call --timeout 10 "$1" add '[1, 2]' >/dev/null 2>&1; rc=$?
+  ms=$((($(date +%s%N) - t0) / 1000000))
+  [ "$rc" = 6 ] && [ "$ms" -lt 1000 ] || { echo "rrpc call: exit $rc after $ms ms"; return 1; }
+}
+# (check runs its command in a subshell, which cannot wait for the servers.)
+kill -TERM "${pid_of[py-server]}" "${pid_of[rb-server]}" "${pid_of[c-server]}"
+wait "${pid_of[py-server]}" "${pid_of[rb-server]}" "${pid_of[c-server]}"
+check "Python server stopped: rrpc call calc_py exits 6 at once" fails_fast calc_py
+check "Ruby server stopped: rrpc call calc_rb exits 6 at once" fails_fast calc_rb
+check "C server stopped: rrpc call calc_c exits 6 at once" fails_fast calc_c
 
 if [ ${#failed[@]} -ne 0 ]; then
   echo "${#failed[@]} interop check(s) failed: ${failed[*]}" >&2

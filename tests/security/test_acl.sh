@@ -258,11 +258,19 @@ if start_worker "Python calc_server.py" "$PY" "$root/clients/python/calc_server.
   expect "rrpc call -> Python worker" 3 "$BUILD/rrpc" call --redis "$caller_url" calc add '[1, 2]'
   expect_ok "Python calc_client.py as calc-caller" "$PY" "$root/clients/python/calc_client.py" --redis "$caller_url"
   expect_ok "Ruby calc_client.rb as calc-caller" ruby "$root/clients/ruby/calc_client.rb" --redis "$caller_url"
+  sleep 1.2 # a heartbeat with stats
   stop_worker
+  registry_failed "$logs/Python calc_server.py.log" && fail "Python worker logged a refused heartbeat" ||
+    ok "Python worker: heartbeat, stats and unregistering as calc-worker"
 fi
 if start_worker "Ruby calc_server.rb" ruby "$root/clients/ruby/calc_server.rb" --redis "$worker_url"; then
   expect "rrpc call -> Ruby worker" 3 "$BUILD/rrpc" call --redis "$caller_url" calc add '[1, 2]'
   expect_ok "C calc-client -> Ruby worker" "$BUILD/calc-client" --redis "$caller_url"
+  sleep 1.2 # a heartbeat with stats
   stop_worker
+  registry_failed "$logs/Ruby calc_server.rb.log" && fail "Ruby worker logged a refused heartbeat" ||
+    ok "Ruby worker: heartbeat, stats and unregistering as calc-worker"
+  expect "rrpc call after the Ruby worker stopped (exit 6)" 6 \
+    bash -c '"$0" call --redis "$1" --timeout 5 calc add "[1, 2]" >/dev/null 2>&1; echo $?' "$BUILD/rrpc" "$caller_url"
 fi
 exit $failed
