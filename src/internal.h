@@ -247,6 +247,7 @@ typedef struct rrpc__rel {
     char done_prefix[RRPC__KEY_MAX]; /* {L}:done:, + SHA-1 of a request */
     char window_text[24];
     char max_text[16];
+    char take_sha[41], commit_sha[41]; /* SHA-1s of the scripts workers send by EVALSHA */
     rrpc__conn *conn;
     pthread_t thread;
     int started;
@@ -280,7 +281,11 @@ int rrpc__rel_commit_cmd(const rrpc__rel *r, rrpc__cmd *c, const char *sha1, con
  * response.  Pointers are borrowed from ANSWER. */
 int rrpc__rel_parse_answer(const char *answer, size_t len, const char **key, size_t *key_len,
                            const char **response, size_t *response_len);
-/* Starts the heartbeat (and reaper) thread on a connection of its own. */
+/* Loads the worker scripts on C (after a reconnect: Redis may have
+ * restarted and forgotten them). */
+int rrpc__rel_load_scripts(const rrpc__rel *r, rrpc__conn *c);
+/* Starts the heartbeat (and reaper) thread on a connection of its own, and
+ * loads the worker scripts. */
 int rrpc__rel_start(rrpc__rel *r, const rrpc__url *url, double connect_timeout_s, char *err,
                     size_t errlen);
 /* Stops it and unregisters the N workers (ids and lists). */

@@ -155,8 +155,8 @@ int rrpc__rel_worker_keys(const rrpc__rel *r, int thread, char *wid, size_t wid_
 void rrpc__rel_take_argv(const rrpc__rel *r, const char *inflight, const char *wid,
                          const char *count, const char *argv[9])
 {
-    const char *a[] = {"EVAL", take_script,    "3", r->list_key, inflight, r->set_key,
-                       count,  r->done_prefix, wid};
+    const char *a[] = {"EVALSHA", r->take_sha,    "3", r->list_key, inflight, r->set_key,
+                       count,     r->done_prefix, wid};
     memcpy(argv, a, sizeof a);
 }
 
@@ -260,8 +260,8 @@ int rrpc__rel_commit_cmd(const rrpc__rel *r, rrpc__cmd *c, const char *sha1, con
     char done[RRPC__KEY_MAX];
     snprintf(done, sizeof done, "%s%s", r->done_prefix, sha1);
     int with_reply = key != NULL && response != NULL;
-    int rc = add_str(c, "EVAL");
-    rc = rc ? rc : add_str(c, commit_script);
+    int rc = add_str(c, "EVALSHA");
+    rc = rc ? rc : add_str(c, r->commit_sha);
     rc = rc ? rc : add_str(c, with_reply ? "2" : "1");
     rc = rc ? rc : add_str(c, done);
     rc = rc ? rc : (with_reply ? add_arg(c, key, key_len) : RRPC_OK);
@@ -360,12 +360,45 @@ static void *heartbeat_main(void *arg)
     return NULL;
 }
 
+/* Loads one script; its SHA-1 (40 hex digits) goes to SHA. */
+static int load_script(rrpc__conn *c, const char *script, char sha[41])
+{
+    const char *argv[] = {"SCRIPT", "LOAD", script};
+    rrpc__reply *r = NULL;
+    int rc = rrpc__conn_append(c, 3, argv, NULL);
+    if (rc == RRPC_OK)
+        rc = rrpc__conn_read(c, &r);
+    size_t len = 0;
+    const char *text = rc == RRPC_OK ? rrpc__reply_str(r, &len) : NULL;
+    if (rc == RRPC_OK && (rrpc__reply_type(r) != RRPC__REPLY_STRING || len != 40))
+        rc = RRPC_EREDIS;
+    if (rc == RRPC_OK)
+        memcpy(sha, text, 41);
+    rrpc__reply_free(r);
+    return rc;
+}
+
+int rrpc__rel_load_scripts(const rrpc__rel *r, rrpc__conn *c)
+{
+    char take[41], commit[41];
+    int rc = load_script(c, take_script, take);
+    if (rc == RRPC_OK)
+        rc = load_script(c, commit_script, commit);
+    /* The digests depend on the texts only: they are the same each time. */
+    if (rc == RRPC_OK && (strcmp(take, r->take_sha) != 0 || strcmp(commit, r->commit_sha) != 0))
+        rc = RRPC_EPROTO;
+    return rc;
+}
+
 int rrpc__rel_start(rrpc__rel *r, const rrpc__url *url, double connect_timeout_s, char *err,
                     size_t errlen)
 {
     int rc = rrpc__conn_open(&r->conn, url, connect_timeout_s, err, errlen);
     if (rc == RRPC_OK)
         rc = rrpc__conn_set_timeout(r->conn, 10);
+    /* Workers send EVALSHA: the script texts would be most of each commit. */
+    if (rc == RRPC_OK && (rc = load_script(r->conn, take_script, r->take_sha)) == RRPC_OK)
+        rc = load_script(r->conn, commit_script, r->commit_sha);
     if (rc == RRPC_OK)
         rc = beat(r, r->conn); /* alive before any worker takes a request */
     if (rc == RRPC_OK && pthread_create(&r->thread, NULL, heartbeat_main, r) != 0)

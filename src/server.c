@@ -657,6 +657,19 @@ static void resend(worker *w)
     free(ops);
 }
 
+/* Nonzero if the reply to O says "not now" rather than "no": Redis is
+ * loading or busy, or (reliable mode) forgot our scripts in a restart.
+ * Such a round is treated like a broken link: reconnect, reload, resend. */
+static int must_retry(const op *o, const rrpc__reply *r)
+{
+    if (rrpc__reply_type(r) != RRPC__REPLY_ERROR)
+        return 0;
+    if (kept_for_resend(o) && rrpc__reply_transient(r))
+        return 1;
+    const char *e = rrpc__reply_str(r, NULL);
+    return (o->kind == OP_COMMIT || o->kind == OP_POP) && e && strncmp(e, "NOSCRIPT", 8) == 0;
+}
+
 /* Reads the replies of everything sent; the pop pair's replies (new, or
  * NULL if no pop was sent) land in popped.  A failed reply push becomes a
  * dead letter in the next round. */
@@ -673,7 +686,7 @@ static int collect(worker *w, rrpc__reply *popped[2])
         rc = rrpc__conn_read(w->conn, &r);
         if (rc != RRPC_OK)
             break;
-        if (kept_for_resend(&ops[i]) && rrpc__reply_transient(r)) {
+        if (must_retry(&ops[i], r)) {
             /* Redis is loading or busy: not the answer's fault.  Like a
              * broken link, the rest is kept and sent again later. */
             snprintf(w->transient, sizeof w->transient, "%s", rrpc__reply_str(r, NULL));
@@ -783,6 +796,7 @@ static void recover(worker *w)
         rrpc__sleep(delay * (0.5 + jitter));
         if (rrpc__conn_reconnect(w->conn) == RRPC_OK &&
             rrpc__conn_set_timeout(w->conn, SOCKET_TIMEOUT_S) == RRPC_OK &&
+            (!w->srv->reliable || rrpc__rel_load_scripts(&w->srv->rel, w->conn) == RRPC_OK) &&
             (rrpc__clock_sync(&w->clock, w->conn) == RRPC_OK || !rrpc__conn_broken(w->conn))) {
             log_worker(w, "reconnected", NULL);
             resend(w); /* answers computed before the break are not lost */

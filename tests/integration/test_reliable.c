@@ -307,6 +307,14 @@ static void test_repeated_request_runs_once(void)
     CHECK(done && rrpc__reply_count(done) == 1); /* only "twice" is remembered */
     rrpc__reply_free(done);
     CHECK(effects_of("refused") == 0);
+    /* Redis forgets the workers' scripts (SCRIPT FLUSH, or a restart):
+     * they load them again and go on. */
+    rrpc__reply_free(cmd(2, "SCRIPT", "FLUSH"));
+    push_request("rr", "count", "[\"flushed\"]", "rel:flushed", 0);
+    char *flushed = reply_on("rel:flushed", 5);
+    CHECK(flushed && strstr(flushed, "\"result\":\"flushed\""));
+    free(flushed);
+    CHECK(effects_of("flushed") == 1);
     /* A notification is remembered too: its effect happens once. */
     const char *note = "{\"jsonrpc\":\"2.0\",\"method\":\"count\",\"params\":[\"note\"]}";
     rrpc__reply_free(cmd(3, "RPUSH", "rr", note));
