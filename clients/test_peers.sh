@@ -6,6 +6,8 @@
 # every client: Ruby <-> Python both ways, each language with itself, the
 # seed-style scripts, key prefixes, the wire-level checks of
 # check_protocol.py (errors, batches, notifications, TTLs, dead letters),
+# what the clients add (check_caller.py: deadlines, waiting on unregistered
+# services, max_queue),
 # a dropped Redis connection, a graceful SIGTERM (which removes the worker's
 # registry record) and the clearing of a killed worker's record by a live
 # worker of the other language.  (tests/interop/test_interop.sh checks the
@@ -96,6 +98,21 @@ run 'python client -> seed-style python worker' "$PY" "$here/python/calc_client.
 run 'ruby client -> seed-style python worker'   ruby "$here/ruby/calc_client.rb" --service seedcalc
 run 'ruby client -> python server, prefix app1:' ruby "$here/ruby/calc_client.rb" --prefix app1:
 run 'python client -> ruby server, prefix app2:' "$PY" "$here/python/calc_client.py" --prefix app2:
+
+# What the clients add for callers (PROTOCOL.md 7 and 9), Python and Ruby at
+# once: a deadline on Redis's clock in every request, an unregistered service
+# waited on (for the whole timeout, and answered by a worker that starts
+# late), max_queue refused as overloaded.  Fail fast against a stopped C
+# server is in tests/interop/test_interop.sh.
+callers() { # callers CHECK: check_caller.py CHECK for the Python and Ruby clients
+  "$PY" "$here/check_caller.py" "$1" python &
+  local p=$!
+  "$PY" "$here/check_caller.py" "$1" ruby || { wait $p; return 1; }
+  wait $p
+}
+run 'python + ruby clients: deadline within [now, now + timeout]' callers deadline
+run 'python + ruby clients: an unregistered service is waited on' callers late-worker
+run 'python + ruby clients: max_queue refuses with Overloaded' callers overloaded
 
 # Protocol details, each worker held to PROTOCOL.md on the wire.
 run 'protocol + python client vs python server' "$PY" "$here/check_protocol.py" --service calc --client

@@ -18,8 +18,12 @@ so `rrpc ls/info/ping/stats/top` show them next to C workers and C callers
 fail fast once the last of them stops; they refuse requests whose deadline
 (section 7) has passed, and never answer onto the service's own keys.
 
+Clients, like the C client, put a deadline on every call and read the
+registry to fail fast when a registered service has no live worker, and to
+respect its max_queue.
+
 Public API: Client, Server, RpcError, InvalidParams, RemoteError, CallTimeout,
-ProtocolError, raw_params, describe, VERSION.
+Unavailable, Overloaded, ProtocolError, raw_params, describe, VERSION.
 """
 
 import inspect
@@ -38,7 +42,8 @@ import time
 import redis
 
 __all__ = ['Client', 'Server', 'RpcError', 'InvalidParams', 'RemoteError',
-           'CallTimeout', 'ProtocolError', 'raw_params', 'describe', 'VERSION']
+           'CallTimeout', 'Unavailable', 'Overloaded', 'ProtocolError', 'raw_params',
+           'describe', 'VERSION']
 
 VERSION = '0.1.0'
 DEFAULT_URL = 'redis://127.0.0.1:6379'
@@ -92,6 +97,17 @@ class CallTimeout(TimeoutError):
 
 class ProtocolError(Exception):
     """The peer's reply is not a JSON-RPC 2.0 response."""
+
+
+class Unavailable(Exception):
+    """The service is registered but none of its workers is live
+    (PROTOCOL.md 9): the call failed without being queued, or was withdrawn
+    when the last worker went while it waited."""
+
+
+class Overloaded(Exception):
+    """The service's queue is at its max_queue (PROTOCOL.md 9): nothing was
+    queued."""
 
 
 def raw_params(fn):
@@ -222,31 +238,71 @@ def _request(method, args, kwargs, **members):
 # Client
 
 
+class _View:
+    """A caller's view of one service in the registry (PROTOCOL.md 9)."""
+
+    def __init__(self, registered, live, max_queue):
+        self.registered, self.live, self.max_queue = registered, live, max_queue
+
+
+_NO_VIEW = _View(False, 0, 0)  # fail fast off, or the registry is out of reach
+_GONE = object()  # _wait's answer when the last worker went
+
+# Checks the queue length and pushes in one step, so that concurrent callers
+# cannot overshoot max_queue.  The new length, or -1 if full.
+_PUSH_SCRIPT = ("if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return -1 end "
+                "return redis.call('RPUSH', KEYS[1], ARGV[1])")
+
+
 class Client:
     """Calls rrpc services.  One Redis connection pool; safe to share
-    between threads (each call uses its own reply key)."""
+    between threads (each call uses its own reply key).
 
-    def __init__(self, url=None, prefix='', timeout=30):
+    Like the C client, every call carries a deadline on Redis's clock
+    (PROTOCOL.md 7), and with fail_fast=True (the default) the client reads
+    the registry (PROTOCOL.md 9): a registered service with no live worker
+    fails at once with Unavailable, a wait on a registered service gives up
+    with Unavailable when its last worker goes, and a service at its
+    max_queue refuses the call with Overloaded.  Services that never
+    registered are simply waited on."""
+
+    FRESH_S = 1.0  # how long a service's registry view is trusted
+    SLICE_S = 1.0  # wait slice while a registered service is awaited
+
+    def __init__(self, url=None, prefix='', timeout=30, fail_fast=True):
         self.redis = _connect(url)
         self.prefix = prefix
         self.timeout = timeout
+        self.fail_fast = fail_fast
+        self._clock = _RedisClock()
+        self._views = {}  # list key -> (monotonic time read, _View)
 
     def call(self, service, method, *args, timeout=None, **kwargs):
         """Calls service.method with positional *args or named **kwargs and
-        returns the result.  Raises RemoteError, CallTimeout, ProtocolError.
-        timeout (seconds; 0 waits forever) is this method's own, never a
-        named param."""
+        returns the result.  Raises RemoteError, CallTimeout, Unavailable,
+        Overloaded, ProtocolError.  timeout (seconds; 0 waits forever) is
+        this method's own, never a named param."""
+        wait = self.timeout if timeout is None else timeout
         # id, reply key and reply_to are one key, so seed-style workers that
         # only know "reply to the id" reach us as well.
         key = f'{self.prefix}rrpc:reply:{secrets.token_hex(16)}'
-        text = _dumps(_request(method, args, kwargs, id=key, reply_to=key))
+        members = {'id': key, 'reply_to': key}
+        deadline = self._deadline(wait)
+        if deadline is not None:
+            members['deadline'] = deadline
+        text = _dumps(_request(method, args, kwargs, **members))
         queue = self.prefix + service
-        self.redis.rpush(queue, text)
-        wait = self.timeout if timeout is None else timeout
-        popped = self.redis.blpop([key], timeout=wait)
-        if popped is None:
+        view = self._view(queue, self.FRESH_S)
+        if view.registered and not view.live:
+            raise Unavailable(f'{service}: registered, but none of its workers is live '
+                              '(stopped, or their heartbeat expired)')
+        self._push(queue, text, view.max_queue if view.live else 0)
+        popped = self._wait(queue, key, wait, view.registered)
+        if popped is None or popped is _GONE:
             # Withdraw the request so no worker runs a call nobody awaits.
             self.redis.lrem(queue, 1, text)
+            if popped is _GONE:
+                raise Unavailable(f'{service}.{method}: the last worker went while we waited')
             raise CallTimeout(f'{service}.{method}: no reply within {wait} s')
         return self._result(popped[1], key)
 
@@ -257,6 +313,66 @@ class Client:
     def proxy(self, service):
         """An object whose attribute calls are calls: proxy('calc').add(1, 2)."""
         return _Proxy(self, service)
+
+    def _deadline(self, wait):
+        """The call's deadline in ms on Redis's clock, or None without a
+        limit or a measured clock (TIME refused, say)."""
+        if self._clock.due():
+            self._clock.sync(self.redis)
+        now = self._clock.now_ms()
+        if now is None or not 0 < wait <= 1e8:
+            return None
+        return now + math.ceil(wait * 1000)
+
+    def _view(self, queue, max_age):
+        """What the registry says of the service whose list is QUEUE, read
+        again when older than max_age seconds: one round trip per service
+        per second, not one per call."""
+        if not self.fail_fast:
+            return _NO_VIEW
+        read_at, view = self._views.get(queue, (None, None))
+        if read_at is not None and time.monotonic() - read_at <= max_age:
+            return view
+        config = '{%s}:config' % queue
+        replies = (self.redis.pipeline(transaction=False).time()
+                   .zrange('{%s}:workers' % queue, 0, -1, withscores=True)
+                   .hget(config, 'max_queue').exists(config)
+                   .execute(raise_on_error=False))
+        if any(isinstance(r, redis.ResponseError) for r in replies):
+            view = _NO_VIEW  # keys refused (an ACL): no registry for us, wait as usual
+        else:
+            (sec, usec), workers, max_queue, registered = replies
+            now_ms = sec * 1000 + usec // 1000
+            live = sum(score > now_ms for _, score in workers)
+            view = _View(registered > 0, live, int(max_queue or 0))
+        self._views[queue] = (time.monotonic(), view)
+        return view
+
+    def _push(self, queue, text, max_queue):
+        if max_queue <= 0:
+            self.redis.rpush(queue, text)
+        elif self.redis.eval(_PUSH_SCRIPT, 1, queue, text, max_queue) < 0:
+            raise Overloaded(f'{queue}: its queue holds {max_queue} requests (max_queue)')
+
+    def _wait(self, queue, key, wait, sliced):
+        """BLPOPs the reply: in one piece, or for a registered service in
+        slices, checking between them that a worker is still live.  Returns
+        the popped pair, None on timeout, or _GONE."""
+        end = time.monotonic() + wait if wait > 0 else None
+        while True:
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            step = left or 0  # 0: forever
+            if sliced:
+                step = min(step, self.SLICE_S) if step else self.SLICE_S
+            # Redis reads a timeout under 1 ms as 0, "forever".
+            popped = self.redis.blpop([key], timeout=max(step, 0.001) if step else 0)
+            if popped is not None or not sliced:
+                return popped
+            view = self._view(queue, self.FRESH_S / 2)
+            if view.registered and not view.live:
+                return _GONE
 
     @staticmethod
     def _result(raw, key):
@@ -316,6 +432,9 @@ class _RedisClock:
             sent = time.time() * 1000.0
             sec, usec = conn.time()
             now = time.time() * 1000.0
+        except (redis.ConnectionError, redis.TimeoutError):
+            self.tried_at = None  # Redis is away: measure as soon as it is back
+            return False
         except redis.RedisError:
             return False
         # Redis read its clock about half a round trip before we got it.

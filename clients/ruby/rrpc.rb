@@ -20,11 +20,13 @@
 # rpc.ping), so `rrpc ls/info/ping/stats/top` show them next to C workers and
 # C callers fail fast once the last of them stops; they refuse requests whose
 # deadline (section 7) has passed, and never answer onto the service's own
-# keys (section 6).
+# keys (section 6).  Clients, like the C client, put a deadline on every call
+# and read the registry to fail fast when a registered service has no live
+# worker, and to respect its max_queue.
 #
 # Public API: RRPC::Client, RRPC::Server, RRPC::RpcError, RRPC::InvalidParams,
-# RRPC::RemoteError, RRPC::Timeout, RRPC::ProtocolError, RRPC::Handler,
-# RRPC::VERSION.
+# RRPC::RemoteError, RRPC::Timeout, RRPC::Unavailable, RRPC::Overloaded,
+# RRPC::ProtocolError, RRPC::Handler, RRPC::VERSION.
 
 require 'json'
 require 'logger'
@@ -86,6 +88,15 @@ module RRPC
 
   # The peer's reply is not a JSON-RPC 2.0 response.
   class ProtocolError < Error; end
+
+  # The service is registered but none of its workers is live (PROTOCOL.md
+  # 9): the call failed without being queued, or was withdrawn when the last
+  # worker went while it waited.
+  class Unavailable < Error; end
+
+  # The service's queue is at its max_queue (PROTOCOL.md 9): nothing was
+  # queued.
+  class Overloaded < Error; end
 
   # Extend a handler class with this to mark methods that take the request's
   # params whole (an Array, a Hash, or nil when absent) instead of bound to
@@ -234,33 +245,66 @@ module RRPC
   private_constant :Wire
 
   # Calls rrpc services.  Each call uses its own reply key.
+  #
+  # Like the C client, every call carries a deadline on Redis's clock
+  # (PROTOCOL.md 7), and with fail_fast: true (the default) the client reads
+  # the registry (PROTOCOL.md 9): a registered service with no live worker
+  # fails at once with Unavailable, a wait on a registered service gives up
+  # with Unavailable when its last worker goes, and a service at its
+  # max_queue refuses the call with Overloaded.  Services that never
+  # registered are simply waited on.
   class Client
+    FRESH_S = 1.0 # how long a service's registry view is trusted
+    SLICE_S = 1.0 # wait slice while a registered service is awaited
+
+    # Checks the queue length and pushes in one step, so that concurrent
+    # callers cannot overshoot max_queue.  The new length, or -1 if full.
+    PUSH_SCRIPT = "if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return -1 end " \
+                  "return redis.call('RPUSH', KEYS[1], ARGV[1])"
+
+    # A caller's view of one service in the registry.
+    View = Struct.new(:registered, :live, :max_queue)
+    NO_VIEW = View.new(false, 0, 0) # fail fast off, or the registry is out of reach
+
     attr_reader :redis
 
-    def initialize(url: nil, prefix: '', timeout: 30)
+    def initialize(url: nil, prefix: '', timeout: 30, fail_fast: true)
       @redis = Wire.connect(url)
       @prefix = prefix
       @timeout = timeout
+      @fail_fast = fail_fast
+      @clock = RedisClock.new
+      @views = {} # list key -> [monotonic time read, View]
     end
 
     # Calls service.method with positional args or named kwargs and returns
-    # the result.  Raises RemoteError, Timeout, ProtocolError.  timeout:
-    # (seconds; 0 waits forever) is this method's own, never a named param.
+    # the result.  Raises RemoteError, Timeout, Unavailable, Overloaded,
+    # ProtocolError.  timeout: (seconds; 0 waits forever) is this method's
+    # own, never a named param.
     def call(service, method, *args, timeout: nil, **kwargs)
+      wait = timeout || @timeout
       # id, reply key and reply_to are one key, so seed-style workers that
       # only know "reply to the id" reach us as well.
       key = "#{@prefix}rrpc:reply:#{SecureRandom.hex(16)}"
-      text = Wire.generate(Wire.request(method, args, kwargs, id: key, reply_to: key))
+      members = { id: key, reply_to: key }
+      deadline = deadline_for(wait)
+      members[:deadline] = deadline if deadline
+      text = Wire.generate(Wire.request(method, args, kwargs, **members))
       queue = "#{@prefix}#{service}"
-      @redis.rpush(queue, text)
-      wait = timeout || @timeout
-      _list, reply = @redis.blpop(key, timeout: wait)
-      unless reply
-        # Withdraw the request so no worker runs a call nobody awaits.
-        @redis.lrem(queue, 1, text)
-        raise Timeout, "#{service}.#{method}: no reply within #{wait} s"
+      view = view_of(queue, FRESH_S)
+      if view.registered && view.live.zero?
+        raise Unavailable, "#{service}: registered, but none of its workers is live " \
+                           '(stopped, or their heartbeat expired)'
       end
-      result_of(reply, key)
+      push(queue, text, view.live.positive? ? view.max_queue : 0)
+      reply = wait_for(queue, key, wait, view.registered)
+      return result_of(reply, key) if reply.is_a?(String)
+
+      # Withdraw the request so no worker runs a call nobody awaits.
+      @redis.lrem(queue, 1, text)
+      raise Unavailable, "#{service}.#{method}: the last worker went while we waited" if reply == :gone
+
+      raise Timeout, "#{service}.#{method}: no reply within #{wait} s"
     end
 
     # Sends a notification: run by a worker, never answered.
@@ -275,6 +319,72 @@ module RRPC
     end
 
     private
+
+    # The call's deadline in ms on Redis's clock, or nil without a limit or
+    # a measured clock (TIME refused, say).
+    def deadline_for(wait)
+      @clock.sync(@redis) if @clock.due?
+      now = @clock.now_ms
+      now && wait.positive? && wait <= 1e8 ? now + (wait * 1000).ceil : nil
+    end
+
+    # What the registry says of the service whose list is QUEUE, read again
+    # when older than max_age seconds: one round trip per service per
+    # second, not one per call.
+    def view_of(queue, max_age)
+      return NO_VIEW unless @fail_fast
+
+      read_at, view = @views[queue]
+      return view if read_at && monotonic - read_at <= max_age
+
+      @views[queue] = [monotonic, read_view(queue)]
+      @views[queue][1]
+    end
+
+    def read_view(queue)
+      config = "{#{queue}}:config"
+      time, workers, max_queue, registered = @redis.pipelined do |p|
+        p.time
+        p.zrange("{#{queue}}:workers", 0, -1, with_scores: true)
+        p.hget(config, 'max_queue')
+        p.exists(config)
+      end
+      now_ms = time[0] * 1000 + time[1] / 1000
+      View.new(registered.positive?, workers.count { |_id, score| score > now_ms }, max_queue.to_i)
+    rescue Redis::CommandError
+      NO_VIEW # keys refused (an ACL): no registry for us, wait as usual
+    end
+
+    def push(queue, text, max_queue)
+      return @redis.rpush(queue, text) unless max_queue.positive?
+      return unless @redis.eval(PUSH_SCRIPT, keys: [queue], argv: [text, max_queue]).negative?
+
+      raise Overloaded, "#{queue}: its queue holds #{max_queue} requests (max_queue)"
+    end
+
+    # BLPOPs the reply: in one piece, or for a registered service in slices,
+    # checking between them that a worker is still live.  Returns the reply
+    # text, nil on timeout, or :gone.
+    def wait_for(queue, key, wait, sliced)
+      finish = wait.positive? ? monotonic + wait : nil
+      loop do
+        left = finish && finish - monotonic
+        return nil if left && left <= 0
+
+        step = left || 0 # 0: forever
+        step = step.positive? ? [step, SLICE_S].min : SLICE_S if sliced
+        # Redis reads a timeout under 1 ms as 0, "forever".
+        _list, reply = @redis.blpop(key, timeout: step.positive? ? [step, 0.001].max : 0)
+        return reply if reply || !sliced
+
+        view = view_of(queue, FRESH_S / 2)
+        return :gone if view.registered && view.live.zero?
+      end
+    end
+
+    def monotonic
+      Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    end
 
     def result_of(reply, key)
       begin
@@ -338,6 +448,9 @@ module RRPC
       # Redis read its clock about half a round trip before we got it.
       @offset_ms = (sec * 1000.0 + usec / 1000.0) - (now - (now - sent) / 2)
       true
+    rescue Redis::BaseConnectionError
+      @tried_at = nil # Redis is away: measure as soon as it is back
+      false
     rescue Redis::BaseError
       false
     end

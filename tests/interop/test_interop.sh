@@ -10,7 +10,9 @@
 # (tests/vectors) against the C server too.  Last, what PROTOCOL.md adds
 # to JSON-RPC, held the same for all three servers: the registry as the
 # rrpc CLI shows it (ls, info, ping, stats), deadlines and the own-key rule
-# (check_worker.py), and fail fast once a service's last worker stops.
+# (check_worker.py), and fail fast once a service's last worker stops, for
+# the C, Ruby and Python callers (check_caller.py), including callers that
+# are already waiting when the last worker dies.
 #
 # Usage (under tests/harness/with-redis.sh): test_interop.sh BUILD_DIR
 set -u
@@ -63,7 +65,11 @@ start c-server "$BUILD/calc-server" --service calc_c --workers 2
 start py-server "$PY" "$root/clients/python/calc_server.py" --service calc_py
 start rb-server ruby "$root/clients/ruby/calc_server.rb" --service calc_rb
 start py-seed "$PY" "$root/clients/python/seed_server.py" --service seed_py
-for s in calc_c calc_py calc_rb seed_py; do wait_for "$s" || exit 1; done
+# One worker, one request at a time, a short heartbeat: killed while busy
+# near the end, its record expires within a second.
+start c-gone "$BUILD/calc-server" --service calc_gone --workers 1 --batch-max 1 \
+  --heartbeat-interval 0.2 --heartbeat-ttl 1
+for s in calc_c calc_py calc_rb seed_py calc_gone; do wait_for "$s" || exit 1; done
 
 for s in calc_c calc_py calc_rb; do
   check "C calc-client -> $s" "$BUILD/calc-client" --service "$s"
@@ -176,6 +182,34 @@ wait "${pid_of[py-server]}" "${pid_of[rb-server]}" "${pid_of[c-server]}"
 check "Python server stopped: rrpc call calc_py exits 6 at once" fails_fast calc_py
 check "Ruby server stopped: rrpc call calc_rb exits 6 at once" fails_fast calc_rb
 check "C server stopped: rrpc call calc_c exits 6 at once" fails_fast calc_c
+# The Ruby and Python clients fail fast the same way (Unavailable).
+for s in calc_c calc_py calc_rb; do
+  for lang in python ruby; do
+    check "$s stopped: a $lang call fails at once with Unavailable" \
+      "$PY" "$root/clients/check_caller.py" unavailable "$lang" "$s"
+  done
+done
+
+# Callers already waiting give up when the last worker goes: calc_gone's
+# one worker is kept busy, a Python and a Ruby call queue behind it, the
+# worker is killed (its record expires within a second) and both calls end
+# with Unavailable long before their 10 s timeout, their requests withdrawn.
+redis_py() { "$PY" -c "import os, sys, time, redis; r = redis.Redis.from_url(os.environ['REDIS_URL']); $1"; }
+gone() {
+  redis_py 'r.rpush("calc_gone", "{\"jsonrpc\": \"2.0\", \"method\": \"sleep\", \"params\": [5000]}")
+end = time.monotonic() + 5
+while r.llen("calc_gone") and time.monotonic() < end: time.sleep(0.01)' || return 1
+  "$PY" "$root/clients/check_caller.py" gone python calc_gone & local p1=$!
+  "$PY" "$root/clients/check_caller.py" gone ruby calc_gone & local p2=$!
+  redis_py 'end = time.monotonic() + 5
+while r.llen("calc_gone") < 2 and time.monotonic() < end: time.sleep(0.01)
+assert r.llen("calc_gone") == 2, "the calls were not queued behind the busy worker"' || return 1
+  kill -KILL "${pid_of[c-gone]}"
+  wait "$p1" && wait "$p2" || return 1
+  redis_py 'assert r.llen("calc_gone") == 0, r.lrange("calc_gone", 0, -1)'
+}
+check "calc_gone killed: waiting python and ruby calls give up with Unavailable" gone
+wait "${pid_of[c-gone]}" 2>/dev/null  # reaped here, without the shell's "Killed"
 
 if [ ${#failed[@]} -ne 0 ]; then
   echo "${#failed[@]} interop check(s) failed: ${failed[*]}" >&2
