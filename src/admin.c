@@ -457,13 +457,23 @@ static json_t *decode_record(const rrpc__reply *r)
     return v ? v : json_stringn(text, len); /* not ours: shown as it is */
 }
 
+/* The start of every dead-letter operation: *COUNT (if given) zeroed,
+ * the handle checked, the service's keys made. */
+static int begin_dead(rrpc_admin *a, const char *service, keys *k, long *count)
+{
+    if (count)
+        *count = 0;
+    int rc = ready(a, service);
+    if (rc != RRPC_OK || service == NULL)
+        return rc != RRPC_OK ? rc : RRPC_EINVAL;
+    return make_keys(a, service, k);
+}
+
 int rrpc_admin_dead_list(rrpc_admin *a, const char *service, long limit, json_t **out)
 {
     keys k;
-    int rc = ready(a, service);
-    if (rc != RRPC_OK || out == NULL || service == NULL)
-        return rc != RRPC_OK ? rc : RRPC_EINVAL;
-    if ((rc = make_keys(a, service, &k)) != RRPC_OK)
+    int rc = out != NULL ? begin_dead(a, service, &k, NULL) : RRPC_EINVAL;
+    if (rc != RRPC_OK)
         return rc;
     char stop[32];
     snprintf(stop, sizeof stop, "%ld", limit > 0 ? limit - 1 : -1);
@@ -531,12 +541,8 @@ static int requeue_one(rrpc_admin *a, const keys *k, int *moved, int *empty)
 int rrpc_admin_dead_requeue(rrpc_admin *a, const char *service, long *moved)
 {
     keys k;
-    int rc = ready(a, service);
-    if (moved)
-        *moved = 0;
-    if (rc != RRPC_OK || service == NULL)
-        return rc != RRPC_OK ? rc : RRPC_EINVAL;
-    if ((rc = make_keys(a, service, &k)) != RRPC_OK)
+    int rc = begin_dead(a, service, &k, moved);
+    if (rc != RRPC_OK)
         return rc;
     rrpc__reply *len = NULL;
     const char *llen[] = {"LLEN", k.dead};
@@ -559,12 +565,8 @@ int rrpc_admin_dead_requeue(rrpc_admin *a, const char *service, long *moved)
 int rrpc_admin_dead_purge(rrpc_admin *a, const char *service, long *removed)
 {
     keys k;
-    int rc = ready(a, service);
-    if (removed)
-        *removed = 0;
-    if (rc != RRPC_OK || service == NULL)
-        return rc != RRPC_OK ? rc : RRPC_EINVAL;
-    if ((rc = make_keys(a, service, &k)) != RRPC_OK)
+    int rc = begin_dead(a, service, &k, removed);
+    if (rc != RRPC_OK)
         return rc;
     /* MULTI makes the count exactly what DEL removed. */
     rrpc__reply *r[4];
