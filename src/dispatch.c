@@ -382,19 +382,24 @@ void rrpc__dispatch(const rrpc__methods *methods, const rrpc__limits *limits,
         parse_failed(out, &jerr);
         return;
     }
-    char key[RRPC__KEY_MAX];
+    /* A key read from the message is at most as long as the message (a
+     * number's text at most 32 bytes), so this buffer always fits it. */
+    size_t key_room = len + 32;
+    char *key = malloc(key_room);
     size_t have_key = 0; /* the key's length */
     json_t *response;
-    if (json_is_array(msg)) {
-        response = handle_batch(methods, limits, clock, msg, key, sizeof key, &have_key, out);
+    if (key == NULL) {
+        response = NULL;
+        set_dead(out, "out of memory");
+    } else if (json_is_array(msg)) {
+        response = handle_batch(methods, limits, clock, msg, key, key_room, &have_key, out);
     } else {
-        have_key = rrpc__reply_key(msg, key, sizeof key);
+        have_key = rrpc__reply_key(msg, key, key_room);
         response = handle_one(methods, msg, clock, out);
     }
     if (response != NULL && have_key) {
-        out->reply_key = malloc(have_key + 1);
-        if (out->reply_key != NULL)
-            memcpy(out->reply_key, key, have_key + 1);
+        out->reply_key = key; /* the outcome owns it now */
+        key = NULL;
         out->reply_key_len = have_key;
         out->response = json_is_array(response) ? json_dumps(response, RRPC__JSON_ENCODE_FLAGS)
                                                 : rrpc__response_text(response);
@@ -403,6 +408,7 @@ void rrpc__dispatch(const rrpc__methods *methods, const rrpc__limits *limits,
         set_dead(out, "no reply key");
         out->dead_response = response;
     }
+    free(key);
     json_decref(msg);
 }
 

@@ -958,6 +958,30 @@ static void test_handler_sees_and_passes_on_time_left(void)
     rrpc__outcome_clear(&out);
 }
 
+/* Reply keys have no length limit of their own (Redis keys may be long). */
+static void test_long_reply_key(void)
+{
+    char key[3001], text[3200];
+    memset(key, 'k', sizeof key - 1);
+    key[sizeof key - 1] = '\0';
+    snprintf(text, sizeof text,
+             "{\"jsonrpc\":\"2.0\",\"method\":\"add\",\"params\":[1,2],\"id\":1,"
+             "\"reply_to\":\"%s\"}",
+             key);
+    rrpc__outcome out;
+    run(text, &out);
+    CHECK(out.reply_key != NULL && out.reply_key_len == sizeof key - 1 &&
+          memcmp(out.reply_key, key, sizeof key - 1) == 0 && out.dead_reason == NULL);
+    rrpc__outcome_clear(&out);
+    /* The same key as the id, escaped in JSON: decoded, it is shorter. */
+    snprintf(text, sizeof text, "{\"jsonrpc\":\"2.0\",\"method\":\"add\",\"params\":[1,2],"
+                                "\"id\":\"\\u006b%s\"}", key + 1);
+    run(text, &out);
+    CHECK(out.reply_key != NULL && out.reply_key_len == sizeof key - 1 &&
+          memcmp(out.reply_key, key, sizeof key - 1) == 0);
+    rrpc__outcome_clear(&out);
+}
+
 static void test_effects_are_collected_for_the_worker(void)
 {
     rrpc__outcome out;
@@ -976,6 +1000,7 @@ int main(void)
     test_expired_request_is_refused_not_run();
     test_handler_sees_and_passes_on_time_left();
     test_effects_are_collected_for_the_worker();
+    test_long_reply_key();
     test_methods_reject_duplicates();
     test_methods_table_grows();
 
