@@ -26,20 +26,40 @@ scale_cleanup() {
 trap scale_cleanup EXIT
 trap 'exit 130' INT TERM
 
-# free_ports N: prints N distinct free loopback TCP ports, one per line.
-# The sockets stay bound until all are chosen, so no port comes twice.  A
-# Cluster node also listens on port+10000, so ports above 55535 are avoided.
+# free_ports N [bus]: prints N distinct free loopback TCP ports, one per
+# line.  The sockets stay bound until all are chosen, so no port comes
+# twice.  With "bus" (Redis Cluster nodes, which also listen on port+10000)
+# both a port and its bus port must be free, and they are picked below the
+# kernel's ephemeral range (net.ipv4.ip_local_port_range), where no
+# outgoing connection of a parallel test can take a bus port meanwhile.
 free_ports() {
-  "$PY" - "$1" <<'PYEOF'
-import socket, sys
+  "$PY" - "$1" "${2:-}" <<'PYEOF'
+import random, socket, sys
+want, bus = int(sys.argv[1]), sys.argv[2] == "bus"
 socks, ports = [], []
-while len(ports) < int(sys.argv[1]):
+def grab(port):
     s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        s.close()
+        return None
     socks.append(s)
-    if p <= 55535:
-        ports.append(p)
+    return s.getsockname()[1]
+if bus:
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    candidates = list(range(12000, max(12001, low - 10000)))
+    random.shuffle(candidates)
+    for p in candidates:
+        if len(ports) == want:
+            break
+        if p in ports or p + 10000 in ports or any(q + 10000 == p for q in ports):
+            continue
+        if grab(p) is not None and grab(p + 10000) is not None:
+            ports.append(p)
+else:
+    while len(ports) < want:
+        ports.append(grab(0))
 print("\n".join(map(str, ports)))
 PYEOF
 }

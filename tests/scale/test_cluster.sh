@@ -24,7 +24,7 @@ set -u
 BUILD=$(cd "${1:?usage: test_cluster.sh BUILD_DIR}" && pwd)
 . "$(dirname "$0")/lib.sh"
 
-mapfile -t ports < <(free_ports 6)
+mapfile -t ports < <(free_ports 6 bus)
 pids=()
 for p in "${ports[@]}"; do
   redis_node "node-$p" "$p" --cluster-enabled yes --cluster-config-file nodes.conf \
