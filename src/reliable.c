@@ -30,24 +30,44 @@
 #include <string.h>
 #include <unistd.h>
 
+/* A request's identity, shared by the take and reap scripts: a request
+ * object with a string id, or an integer id that a double holds exactly,
+ * is known by its reply_to and id, so that a caller's retry is recognised
+ * even if its text changed (a new deadline, say); anything else (a batch,
+ * a notification, text that is not JSON) by its exact text.  SHA-1 hex. */
+#define IDENTITY_LUA                                                                               \
+    "local function identity(item)\n"                                                              \
+    "  local ok, req = pcall(cjson.decode, item)\n"                                                \
+    "  if ok and type(req) == 'table' and req.jsonrpc == '2.0' then\n"                             \
+    "    local id, to = req.id, req.reply_to\n"                                                    \
+    "    if type(to) ~= 'string' then to = '' end\n"                                               \
+    "    if type(id) == 'string' then return redis.sha1hex('s\\n' .. to .. '\\n' .. id) end\n"     \
+    "    if type(id) == 'number' and id == math.floor(id) and math.abs(id) < 2^53 then\n"          \
+    "      return redis.sha1hex('n\\n' .. to .. '\\n' .. string.format('%.0f', id))\n"             \
+    "    end\n"                                                                                    \
+    "  end\n"                                                                                      \
+    "  return redis.sha1hex(item)\n"                                                               \
+    "end\n"
+
 /* KEYS: list, in-flight list, in-flight set.  ARGV: count (0: none more),
- * done-key prefix, worker id.  Returns [request, sha1, answer-or-nil, ...]. */
+ * done-key prefix, worker id.  Returns [request, identity, answer-or-nil,
+ * ...]. */
 static const char take_script[] =
-    "local n = tonumber(ARGV[1])\n"
-    "local more = n > 0 and redis.call('LRANGE', KEYS[1], 0, n - 1) or {}\n"
-    "if #more > 0 then\n"
-    "  redis.call('LTRIM', KEYS[1], #more, -1)\n"
-    "  redis.call('RPUSH', KEYS[2], unpack(more))\n"
-    "end\n"
-    "redis.call('SADD', KEYS[3], ARGV[3])\n"
-    "local out = {}\n"
-    "for _, item in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do\n"
-    "  local h = redis.sha1hex(item)\n"
-    "  out[#out + 1] = item\n"
-    "  out[#out + 1] = h\n"
-    "  out[#out + 1] = redis.call('GET', ARGV[2] .. h)\n"
-    "end\n"
-    "return out\n";
+    IDENTITY_LUA "local n = tonumber(ARGV[1])\n"
+                 "local more = n > 0 and redis.call('LRANGE', KEYS[1], 0, n - 1) or {}\n"
+                 "if #more > 0 then\n"
+                 "  redis.call('LTRIM', KEYS[1], #more, -1)\n"
+                 "  redis.call('RPUSH', KEYS[2], unpack(more))\n"
+                 "end\n"
+                 "redis.call('SADD', KEYS[3], ARGV[3])\n"
+                 "local out = {}\n"
+                 "for _, item in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do\n"
+                 "  local h = identity(item)\n"
+                 "  out[#out + 1] = item\n"
+                 "  out[#out + 1] = h\n"
+                 "  out[#out + 1] = redis.call('GET', ARGV[2] .. h)\n"
+                 "end\n"
+                 "return out\n";
 
 /* KEYS: done key[, reply key].  ARGV: answer, window, response, reply ttl,
  * effect count, then per effect its argc and arguments.  Returns 1 if
@@ -80,7 +100,7 @@ static const char commit_script[] =
 /* KEYS: list, in-flight set, dead list, stats hash.  ARGV: key prefix
  * "{list}:", max deliveries, window, service, dead-letter bound.
  * Returns [requeued, dead]. */
-static const char reap_script[] =
+static const char reap_script[] = IDENTITY_LUA
     "local requeued, dead = 0, 0\n"
     "for _, wid in ipairs(redis.call('SMEMBERS', KEYS[2])) do\n"
     "  local pid = string.match(wid, '^(.*)/[^/]*$') or wid\n"
@@ -88,7 +108,7 @@ static const char reap_script[] =
     "    local list = ARGV[1] .. 'inflight:' .. wid\n"
     "    local items = redis.call('LRANGE', list, 0, -1)\n"
     "    for i = #items, 1, -1 do\n"
-    "      local h = redis.sha1hex(items[i])\n"
+    "      local h = identity(items[i])\n"
     "      if redis.call('EXISTS', ARGV[1] .. 'done:' .. h) == 0 then\n"
     "        local count = ARGV[1] .. 'deliveries:' .. h\n"
     "        local n = redis.call('INCR', count)\n"

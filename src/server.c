@@ -471,7 +471,7 @@ static size_t pop_count(const rrpc__reply *r)
 
 /* The requests of a pop pair, in order.  At-most-once: BLPOP gives [list
  * name, request] or nil, LPOP with a count [request, ...] or nil.
- * Reliable: the take script gives [request, sha1, answer-or-nil, ...] for
+ * Reliable: the take script gives [request, identity (a SHA-1), answer-or-nil, ...] for
  * everything in the worker's in-flight list (BLMOVE's element included). */
 typedef struct batch {
     const rrpc__reply *blocked; /* at-most-once: BLPOP's request, or NULL */
@@ -494,7 +494,7 @@ static batch batch_of(const worker *w, rrpc__reply *const popped[2])
     return b;
 }
 
-/* Entry K of B: the request element, and in reliable mode its SHA-1 and
+/* Entry K of B: the request element, and in reliable mode its identity and
  * the answer remembered for it (NULL if none). */
 static const rrpc__reply *batch_entry(const batch *b, size_t k, const char **sha1,
                                       const rrpc__reply **answer)

@@ -209,8 +209,9 @@ typedef struct rrpc_server_options {
      * in the seed: a request popped by a worker that dies is lost.  1:
      * at-least-once: requests move to a per-worker in-flight list until
      * answered, a dead worker's requests go back to the service's list,
-     * and every answer is remembered for dedup_window_s so that a
-     * redelivered or repeated request is answered once, not run twice. */
+     * and every answer is remembered (by the request's reply key and id,
+     * docs/PROTOCOL.md section 10) for dedup_window_s so that a redelivered
+     * or repeated request is answered once, not run twice. */
     int reliable;
     int max_deliveries;         /* reliable: a request that was taken by this many
                                  * workers that died becomes a dead letter; default 3 */
