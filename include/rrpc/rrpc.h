@@ -34,6 +34,8 @@ extern "C" {
 #define RRPC_EXPORT
 #endif
 
+/* The version; equal to the VERSION file at the top of the source tree, as
+ * configuring checks. */
 #define RRPC_VERSION_MAJOR 0
 #define RRPC_VERSION_MINOR 1
 #define RRPC_VERSION_PATCH 0
