@@ -53,7 +53,7 @@ for peer in ruby python; do
   found=0
   while read -r file value; do
     found=1
-    same "${file#$root/}" "$value"
+    same "${file#"$root"/}" "$value"
   done < <(literals "$root/clients/$peer")
   [ $found = 1 ] || fail "no version constant found in clients/$peer"
 done
@@ -89,7 +89,7 @@ pages=0 wrong=0
 for page in "$root"/docs/man/*.[1-8]; do
   th=$(grep -m1 '^\.TH ' "$page") || continue # a ".so" alias page
   pages=$((pages + 1))
-  [[ $th == *"\"rrpc $version\""* ]] || { fail "${page#$root/}: $th"; wrong=$((wrong + 1)); }
+  [[ $th == *"\"rrpc $version\""* ]] || { fail "${page#"$root"/}: $th"; wrong=$((wrong + 1)); }
 done
 if [ $pages = 0 ]; then
   fail "no man pages found"
