@@ -75,6 +75,11 @@ void rrpc__url_free(rrpc__url *url);
 int rrpc__url_copy(rrpc__url *dst, const rrpc__url *src);
 /* The URL with any password masked, for log lines.  Writes into buf. */
 const char *rrpc__url_describe(const rrpc__url *url, char *buf, size_t len);
+/* URL text as it may be shown (any text, parsed or not, any scheme): the
+ * password of its userinfo (everything up to the last '@' but the user
+ * name) and the values of password= and sentinel_password= replaced by
+ * "****", redis-cli style.  Truncated to LEN; returns BUF. */
+const char *rrpc__url_redact(const char *url, char *buf, size_t len);
 
 /* ---- slot.c: Redis Cluster hash slots, no I/O ------------------------ */
 
