@@ -371,18 +371,35 @@ static int parse_options(int argc, char **argv, rrpc_server_options *opts)
 
 /* --- serving --------------------------------------------------------- */
 
-/* The start-up line ends up in logs; keep a password in the URL out. */
+/* The start-up line ends up in logs; keep a password in the URL out,
+ * redis-cli style: the userinfo up to the last '@' (but the user name) and
+ * the values of password= and sentinel_password= become "****". */
 static void print_url_without_password(FILE *out, const char *url)
 {
-    const char *scheme_end = strstr(url, "://");
-    const char *at = strrchr(url, '@');
-    const char *colon = NULL;
-    if (scheme_end && at && at > scheme_end)
-        colon = memchr(scheme_end + 3, ':', (size_t)(at - (scheme_end + 3)));
-    if (colon)
-        fprintf(out, "%.*s:***%s", (int)(colon - url), url, at);
-    else
-        fputs(url, out);
+    const char *p = strstr(url, "://");
+    p = p ? p + 3 : url;
+    fwrite(url, 1, (size_t)(p - url), out);
+    const char *at = strrchr(p, '@');
+    if (at != NULL) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon != NULL && colon > p)
+            fwrite(p, 1, (size_t)(colon - p) + 1, out);
+        fputs("****", out);
+        p = at;
+    }
+    while (*p != '\0') {
+        size_t n = strcspn(p + 1, "?&") + 1; /* one item and its separator */
+        int secret = (*p == '?' || *p == '&') && (strncmp(p + 1, "password=", 9) == 0 ||
+                                                  strncmp(p + 1, "sentinel_password=", 18) == 0);
+        if (secret) {
+            size_t key = (size_t)(strchr(p, '=') - p) + 1;
+            fwrite(p, 1, key, out);
+            fputs("****", out);
+        } else {
+            fwrite(p, 1, n, out);
+        }
+        p += n;
+    }
 }
 
 /* The URL the library will use: it applies the same defaults. */

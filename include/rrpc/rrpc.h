@@ -104,7 +104,9 @@ typedef struct rrpc_client_options {
     /* Prepended to every key rrpc touches (service lists, reply keys).
      * NULL or "" means none.  Copied. */
     const char *key_prefix;
-    /* Default call timeout in seconds when a call passes 0. Default 30. */
+    /* Default call timeout in seconds when a call passes 0. Default 30.
+     * Here and in connect_timeout_s, 0, negative or NaN mean the default
+     * and more than 1e8 s (about three years) is cut to 1e8 s. */
     double timeout_s;
     /* How long connecting may take, in seconds.  Default 5. */
     double connect_timeout_s;
@@ -148,7 +150,10 @@ RRPC_EXPORT void rrpc_client_close(rrpc_client *client);
 RRPC_EXPORT const char *rrpc_client_errmsg(const rrpc_client *client);
 
 /* Calls SERVICE.METHOD with PARAMS (an array, an object or NULL; borrowed)
- * and waits up to timeout_s seconds (0 means the client's default).
+ * and waits up to timeout_s seconds (0 means the client's default; more
+ * than 1e8 s, about three years, infinity included, is cut to 1e8 s, i.e.
+ * no limit in practice; negative or NaN is RRPC_EINVAL).  A call whose
+ * time is up before it could wait returns RRPC_ETIMEDOUT at once.
  *
  * RRPC_OK: *result is a new reference to the result.
  * RRPC_EREMOTE: *error is a new reference to the JSON-RPC error object
@@ -484,7 +489,8 @@ RRPC_EXPORT int rrpc_async_open(rrpc_async **out, const rrpc_async_options *opts
 
 /* Starts SERVICE.METHOD with PARAMS (an array, an object or NULL;
  * borrowed, encoded before this returns) and a timeout of timeout_s
- * seconds (0 = the client's default).  RRPC_OK: the call is queued and CB
+ * seconds (0 = the client's default; more than 1e8 s, infinity included,
+ * is cut to 1e8 s; negative or NaN is RRPC_EINVAL).  RRPC_OK: the call is queued and CB
  * will run exactly once, later.  A negative code: CB will never run;
  * RRPC_ECONNECT means the link is down (it is being re-established in the
  * background; calls fail fast meanwhile), RRPC_ESTATE that the client is
