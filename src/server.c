@@ -3,7 +3,7 @@
  * Each worker thread owns one Redis connection and runs the loop of
  * docs/PROTOCOL.md: pop a batch of requests, dispatch them, and send every
  * reply, expiry and dead letter in one pipeline together with the next pop.
- * The pop is a pair, like ../shared/bench/floor_server's: BLPOP waits for one
+ * The pop is a pair, like bench/floor_server.c's: BLPOP waits for one
  * request (with a short timeout, so that a stop request is noticed quickly)
  * and LPOP with a count takes the rest that are queued.  So every batch,
  * full or not, costs exactly one round trip; an empty LPOP never costs one
