@@ -14,8 +14,10 @@
 #include <string.h>
 
 /* How much longer than the BLPOP the socket may stay silent before the
- * link is considered dead. */
-#define SOCKET_GRACE_S 5.0
+ * link is considered dead.  Short: it is all a call may overrun its
+ * deadline when Redis stalls (SIGSTOP, a long script, a swapping host),
+ * and Redis answers a BLPOP that timed out within its hz tick (100 ms). */
+#define SOCKET_GRACE_S 0.5
 /* Longer waits are clamped: about three years, far inside what Redis and
  * struct timeval accept. */
 #define MAX_TIMEOUT_S 1e8
@@ -187,17 +189,19 @@ static int push_and_wait_once(rrpc_client *c, const char *list, const char *text
 {
     char timeout_text[32];
     rrpc__svc_state st; /* fail fast: a dead registered service is refused here */
-    int rc =
-        rrpc__failfast_check(c->ff, c->conn, list, timeout_s, &st, c->errmsg, sizeof c->errmsg);
+    /* Every read of the call, the registry's too, ends by its deadline
+     * (plus the grace) even if Redis stalls. */
+    int rc = set_socket_timeout(c, timeout_s);
+    if (rc == RRPC_OK)
+        rc =
+            rrpc__failfast_check(c->ff, c->conn, list, timeout_s, &st, c->errmsg, sizeof c->errmsg);
     if (rc != RRPC_OK)
         return rc;
     char target[RRPC__KEY_MAX]; /* the shard's list (shard.c): LIST unless sharded */
     if (rrpc__shard_key(target, sizeof target, list, st.shard) != RRPC_OK)
         return client_fail(c, RRPC_EINVAL, "service name too long");
     rrpc__failfast_next_wait(&st, timeout_text, sizeof timeout_text);
-    rc = set_socket_timeout(c, timeout_s);
-    if (rc == RRPC_OK)
-        rc = rrpc__failfast_append_push(c->conn, target, text, &st);
+    rc = rrpc__failfast_append_push(c->conn, target, text, &st);
     if (rc == RRPC_OK)
         rc = rrpc__conn_appendv(c->conn, 3, "BLPOP", key, timeout_text);
     if (rc != RRPC_OK)
