@@ -210,7 +210,8 @@ enum {
     OPT_HEARTBEAT_TTL,
     OPT_MAX_QUEUE,
     OPT_BATCH_MAX,
-    OPT_SHARDS
+    OPT_SHARDS,
+    OPT_START_TIMEOUT
 };
 
 static const struct option long_options[] = {
@@ -228,6 +229,7 @@ static const struct option long_options[] = {
     {"max-queue", required_argument, NULL, OPT_MAX_QUEUE},
     {"batch-max", required_argument, NULL, OPT_BATCH_MAX},
     {"shards", required_argument, NULL, OPT_SHARDS},
+    {"start-timeout", required_argument, NULL, OPT_START_TIMEOUT},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -267,6 +269,10 @@ static void usage(FILE *out)
           "                  uses several Redis Cluster masters; rrpc sync clients\n"
           "                  pick them in turn (default: 1; raises --workers to N;\n"
           "                  not with --reliable)\n"
+          "  --start-timeout S\n"
+          "                  while Redis is not there at start (refusing, loading,\n"
+          "                  a Cluster forming), wait for it at most S seconds, then\n"
+          "                  exit 1 (default: 0 = wait as long as it takes)\n"
           "  -h, --help      show this help\n",
           out);
 }
@@ -345,6 +351,15 @@ static int parse_options(int argc, char **argv, rrpc_server_options *opts)
             if (parse_int(optarg, 0, INT_MAX, &max_queue) != 0)
                 return usage_error("max-queue", "a count (0 = no limit)", optarg);
             opts->max_queue = max_queue;
+            break;
+        }
+        case OPT_START_TIMEOUT: {
+            char *end;
+            errno = 0;
+            opts->start_timeout_s = strtod(optarg, &end);
+            if (end == optarg || *end != '\0' || errno != 0 || !(opts->start_timeout_s >= 0) ||
+                opts->start_timeout_s > 1e9)
+                return usage_error("start-timeout", "a number of seconds (0 = no limit)", optarg);
             break;
         }
         case OPT_SHARDS:

@@ -14,9 +14,10 @@
 #include <string.h>
 
 /* How much longer than the BLPOP the socket may stay silent before the
- * link is considered dead. */
-#define SOCKET_GRACE_S 5.0
-
+ * link is considered dead.  Short: it is all a call may overrun its
+ * deadline when Redis stalls (SIGSTOP, a long script, a swapping host),
+ * and Redis answers a BLPOP that timed out within its hz tick (100 ms). */
+#define SOCKET_GRACE_S 0.5
 /* The Redis clock is re-read this often (one TIME round trip). */
 #define CLOCK_REFRESH_S 10.0
 /* Backoff between reconnection attempts of a call that resends. */
@@ -202,8 +203,12 @@ static int push_and_wait_once(rrpc_client *c, const char *list, const char *text
 {
     char timeout_text[32];
     rrpc__svc_state st; /* fail fast: a dead registered service is refused here */
-    int rc =
-        rrpc__failfast_check(c->ff, c->conn, list, timeout_s, &st, c->errmsg, sizeof c->errmsg);
+    /* Every read of the call, the registry's too, ends by its deadline
+     * (plus the grace) even if Redis stalls. */
+    int rc = set_socket_timeout(c, timeout_s);
+    if (rc == RRPC_OK)
+        rc =
+            rrpc__failfast_check(c->ff, c->conn, list, timeout_s, &st, c->errmsg, sizeof c->errmsg);
     if (rc != RRPC_OK)
         return rc;
     char target[RRPC__KEY_MAX]; /* the shard's list (shard.c): LIST unless sharded */
@@ -213,9 +218,7 @@ static int push_and_wait_once(rrpc_client *c, const char *list, const char *text
      * nothing is pushed, and the call times out now. */
     if (!rrpc__failfast_next_wait(&st, timeout_text, sizeof timeout_text))
         return timed_out(c, list, timeout_s);
-    rc = set_socket_timeout(c, timeout_s);
-    if (rc == RRPC_OK)
-        rc = rrpc__failfast_append_push(c->conn, target, text, &st);
+    rc = rrpc__failfast_append_push(c->conn, target, text, &st);
     if (rc == RRPC_OK)
         rc = rrpc__conn_appendv(c->conn, 3, "BLPOP", key, timeout_text);
     if (rc != RRPC_OK)

@@ -254,6 +254,18 @@ typedef struct rrpc_server_options {
      * must agree on it.  Not with reliable: rrpc_server_new then fails
      * with RRPC_EINVAL. */
     int shards;
+    /* How long rrpc_server_run waits for Redis at start, in seconds.  A
+     * server is often started together with its Redis (supervisors, compose
+     * files, Kubernetes): while Redis refuses connections, is loading its
+     * data, or (Cluster) has no slot map yet, run retries with backoff
+     * (0.05 s doubling to 5 s, with jitter), logs once that it waits and
+     * once when Redis answers, and then serves.  0 (the default): wait as
+     * long as it takes, as a running worker does after losing Redis.
+     * > 0: give up after this long with RRPC_ECONNECT.  < 0: do not wait
+     * (fail at the first refusal).  A refused password or ACL (WRONGPASS,
+     * NOPERM) fails at once whatever this says; rrpc_server_stop or a
+     * signal (handle_signals) ends the wait with RRPC_OK. */
+    double start_timeout_s;
 } rrpc_server_options;
 
 /* Fills *opts with the defaults above (service is NULL). */
