@@ -272,7 +272,10 @@ static int reconnect_until(rrpc_client *c, double deadline)
 {
     double delay = RESEND_BACKOFF_MIN_S;
     for (;;) {
-        if (rrpc__conn_reconnect(c->conn) == RRPC_OK) {
+        double left = deadline - rrpc__monotonic();
+        if (left <= 0)
+            return client_fail(c, RRPC_ECONNECT, rrpc__conn_errmsg(c->conn));
+        if (rrpc__conn_reconnect_within(c->conn, left) == RRPC_OK) {
             c->socket_timeout_s = 0;
             return RRPC_OK;
         }

@@ -337,6 +337,9 @@ int rrpc__conn_open(rrpc__conn **out, const rrpc__url *url, double connect_timeo
 void rrpc__conn_close(rrpc__conn *c);
 /* Drops and re-establishes the link (including AUTH and SELECT). */
 int rrpc__conn_reconnect(rrpc__conn *c);
+/* The same, but connecting and the handshake take at most LIMIT_S (when
+ * shorter than the connect timeout): a call's deadline bounds its resend. */
+int rrpc__conn_reconnect_within(rrpc__conn *c, double limit_s);
 /* For links that cannot ask Sentinels themselves (the async ones): finds
  * the master of the Sentinel URL URL as a sync connection would (asking
  * each Sentinel, checking ROLE) and fills *direct (new, rrpc__url_free)

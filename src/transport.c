@@ -779,6 +779,16 @@ int rrpc__conn_reconnect(rrpc__conn *c)
     return dial(c);
 }
 
+int rrpc__conn_reconnect_within(rrpc__conn *c, double limit_s)
+{
+    double saved = c->connect_timeout_s;
+    if (limit_s > 0 && limit_s < saved)
+        c->connect_timeout_s = limit_s;
+    int rc = dial(c);
+    c->connect_timeout_s = saved;
+    return rc;
+}
+
 int rrpc__sentinel_resolve(const rrpc__url *url, double connect_timeout_s, rrpc__url *direct,
                            char *err, size_t errlen)
 {
