@@ -77,7 +77,8 @@ enum op_kind {
     OP_POP,
     OP_TIME,     /* TIME, to keep the Redis clock estimate fresh */
     OP_SERVICES, /* SMEMBERS <prefix>rrpc:services, for the reply-key rules */
-    OP_COMMIT    /* reliable mode: the commit script of one request; cmd owned */
+    OP_COMMIT,   /* reliable mode: the commit script of one request; cmd owned */
+    OP_GIVEBACK  /* LPUSH of requests handed back unstarted; cmd owned */
 };
 
 /* One response on its way to its reply key. */
@@ -378,7 +379,8 @@ static void free_op(op *o)
  * busy for a while (see keep_for_retry). */
 static int kept_for_resend(const op *o)
 {
-    return o->kind == OP_REPLY || o->kind == OP_DEAD || o->kind == OP_COMMIT;
+    return o->kind == OP_REPLY || o->kind == OP_DEAD || o->kind == OP_COMMIT ||
+           o->kind == OP_GIVEBACK;
 }
 
 /* The request text a kept op refers to lives in the popped reply, which
@@ -741,25 +743,44 @@ static const rrpc__reply *batch_entry(const batch *b, size_t k, const char **sha
  * one is held up by a slow handler. */
 static void give_back(worker *w, const batch *b, size_t first)
 {
-    size_t n = b->count - first;
-    const char **argv = malloc((n + 2) * sizeof *argv);
-    size_t *lens = malloc((n + 2) * sizeof *lens);
-    if (argv != NULL && lens != NULL) {
-        argv[0] = "LPUSH";
-        lens[0] = 5;
-        argv[1] = w->list;
-        lens[1] = strlen(w->list);
-        for (size_t i = 0; i < n; i++) { /* LPUSH reverses: the last goes first */
+    size_t n = b->count - first, argc = n + 2;
+    /* The requests are in no list now: the command owns copies, so that it
+     * can be sent again after a broken link or a Redis busy in a script. */
+    op o = {.kind = OP_GIVEBACK};
+    o.cmd.argv = calloc(argc, sizeof *o.cmd.argv);
+    o.cmd.lens = calloc(argc, sizeof *o.cmd.lens);
+    int ok = o.cmd.argv != NULL && o.cmd.lens != NULL;
+    if (ok)
+        o.cmd.argc = o.cmd.cap = argc;
+    for (size_t i = 0; ok && i < argc; i++) {
+        const char *arg = i == 0 ? "LPUSH" : w->list;
+        size_t len = strlen(arg);
+        if (i >= 2) { /* LPUSH reverses: the last goes first */
             const char *sha1;
             const rrpc__reply *answer;
-            argv[2 + i] =
-                rrpc__reply_str(batch_entry(b, b->count - 1 - i, &sha1, &answer), &lens[2 + i]);
+            arg = rrpc__reply_str(batch_entry(b, b->count - 1 - (i - 2), &sha1, &answer), &len);
         }
-        send_cmd(w, plain, (int)(n + 2), argv, lens);
-        atomic_fetch_add(&w->srv->given_back, n);
+        ok = (o.cmd.argv[i] = malloc(len + 1)) != NULL;
+        if (ok) {
+            memcpy(o.cmd.argv[i], arg, len);
+            o.cmd.argv[i][len] = '\0';
+            o.cmd.lens[i] = len;
+        }
     }
-    free(argv);
-    free(lens);
+    if (!ok) {
+        /* Without memory the worker runs them itself, late but not lost. */
+        free_op(&o);
+        for (size_t k = first; k < b->count; k++) {
+            const char *sha1;
+            const rrpc__reply *answer;
+            size_t len = 0;
+            const char *msg = rrpc__reply_str(batch_entry(b, k, &sha1, &answer), &len);
+            handle_message(w, msg, len, NULL);
+        }
+        return;
+    }
+    send_cmd(w, o, (int)argc, (const char **)o.cmd.argv, o.cmd.lens);
+    atomic_fetch_add(&w->srv->given_back, n);
 }
 
 /* Sizes the next batches of all workers from the slowest handler of the
@@ -946,6 +967,10 @@ static void judge(worker *w, const op *o, const rrpc__reply *r)
         char reason[RRPC__ERRMSG_LEN];
         snprintf(reason, sizeof reason, "reply failed: %s", e);
         send_dead_letter(w, reason, o->msg, o->msg_len, NULL, NULL);
+    } else if (o->kind == OP_GIVEBACK) {
+        char what[RRPC__ERRMSG_LEN];
+        snprintf(what, sizeof what, "%s; LOST %zu request(s)", e, o->cmd.argc - 2);
+        log_worker(w, "cannot hand requests back", what);
     } else if (o->kind == OP_DEAD) {
         /* Nowhere left to keep it: say so loudly, with what was lost. */
         char what[RRPC__ERRMSG_LEN];
@@ -994,7 +1019,9 @@ static void requeue_retries(worker *w)
         } else if (o->kind == OP_DEAD) {
             queue_dead(w, o->text);
             free(o->msg_owned);
-        } else if (o->kind == OP_COMMIT) { /* idempotent: SET NX guards it */
+        } else if (o->kind == OP_COMMIT || o->kind == OP_GIVEBACK) {
+            /* A commit is idempotent (SET NX guards it); a give-back that
+             * failed was not applied (Redis runs a command whole or not). */
             send_cmd(w, *o, (int)o->cmd.argc, (const char **)o->cmd.argv, o->cmd.lens);
         }
     }
