@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #define BLOCK_TIMEOUT      "0.5"
+#define QUICK_TIMEOUT      "0.01" /* the pop's wait while something awaits confirmation */
 #define SOCKET_TIMEOUT_S   10.0
 #define BACKOFF_MIN_S      0.05
 #define BACKOFF_MAX_S      5.0
@@ -89,6 +90,7 @@ typedef struct reply_item {
     char *key; /* owned reply key (binary, key_len bytes) */
     size_t key_len;
     char *text; /* owned response text */
+    int alone;  /* refused as part of a call: sent in a call of its own */
 } reply_item;
 
 typedef struct op {
@@ -120,6 +122,7 @@ typedef struct worker {
     double retry_pause; /* that pause, growing while it keeps saying so */
     int reload_scripts; /* reliable mode's scripts are gone from Redis */
     int script_known;   /* the reply script is cached on this link: EVALSHA */
+    int split_pending;  /* answers of a refused call wait to go one by one */
     rrpc__key_rules rules;
     rrpc__name *services; /* registered names, sorted, for rules.services */
     char *services_buf;
@@ -548,7 +551,28 @@ static void flush_replies(worker *w)
     size_t n = w->npend;
     w->pend = NULL;
     w->npend = w->cappend = 0;
-    if (w->srv->url.kind == RRPC__URL_CLUSTER)
+    /* Those that were in a call Redis refused as a whole (an ACL that
+     * does not cover one of its keys) go one by one, so that one caller's
+     * reply key cannot fail the answers of others. */
+    size_t together = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!items[i].alone) {
+            items[together++] = items[i];
+            continue;
+        }
+        reply_item *one = malloc(sizeof *one);
+        if (one == NULL) {
+            log_worker(w, "out of memory: an answer is LOST", NULL);
+            free_item(&items[i]);
+            continue;
+        }
+        *one = items[i];
+        send_reply_call(w, one, 1);
+    }
+    n = together;
+    if (n == 0)
+        free(items);
+    else if (w->srv->url.kind == RRPC__URL_CLUSTER)
         send_by_slot(w, items, n);
     else
         send_reply_call(w, items, n);
@@ -831,6 +855,8 @@ static size_t batch_bytes(const batch *b)
 static void handle_popped(worker *w, rrpc__reply *const popped[2])
 {
     batch b = batch_of(w, popped);
+    if (b.count == 0)
+        return; /* a pop that timed out says nothing about the handlers */
     double started = rrpc__monotonic(), flushed_at = started, slowest = 0;
     size_t bytes = batch_bytes(&b);
     for (size_t k = 0; k < b.count; k++) {
@@ -873,9 +899,21 @@ static void reply_dead(worker *w, const reply_item *it, const char *reason)
 
 /* Acts on the reply script's answer: per key 1 (pushed) or what the key
  * is instead of a reply list (refused, PROTOCOL.md section 3 rule 5). */
-static void judge_replies(worker *w, const op *o, const rrpc__reply *r)
+static void judge_replies(worker *w, op *o, const rrpc__reply *r)
 {
     char reason[RRPC__ERRMSG_LEN];
+    if (rrpc__reply_type(r) == RRPC__REPLY_ERROR && o->nitems > 1) {
+        /* Refused as a whole: which key is to blame, if any, is found by
+         * sending each on its own (the items move out of the op). */
+        for (size_t i = 0; i < o->nitems; i++) {
+            o->items[i].alone = 1;
+            own_msg(&o->items[i].msg, o->items[i].msg_len, &o->items[i].msg_owned);
+            hold_reply(w, o->items[i]);
+        }
+        o->nitems = 0;
+        w->split_pending = 1;
+        return;
+    }
     if (rrpc__reply_type(r) == RRPC__REPLY_ERROR) {
         snprintf(reason, sizeof reason, "reply failed: %s", rrpc__reply_str(r, NULL));
         for (size_t i = 0; i < o->nitems; i++)
@@ -941,7 +979,7 @@ static void take_services(worker *w, const rrpc__reply *r)
 }
 
 /* Acts on the reply to one queued command. */
-static void judge(worker *w, const op *o, const rrpc__reply *r)
+static void judge(worker *w, op *o, const rrpc__reply *r)
 {
     if (o->kind == OP_REPLY) {
         judge_replies(w, o, r);
@@ -1145,9 +1183,12 @@ static void send_ack(worker *w)
 }
 
 /* Queues the pop pair: block for one request, then take what else waits.
- * In reliable mode the pair moves requests into the in-flight list. */
-static void send_pop(worker *w)
+ * In reliable mode the pair moves requests into the in-flight list.
+ * QUICK: commands queued since the last round (dead letters, answers sent
+ * one by one) would otherwise wait behind the pop's block: it is short. */
+static void send_pop(worker *w, int quick)
 {
+    const char *timeout = quick ? QUICK_TIMEOUT : BLOCK_TIMEOUT;
     rrpc_server *s = w->srv;
     const op pop = {.kind = OP_POP};
     send_clock_refresh(w);
@@ -1155,14 +1196,14 @@ static void send_pop(worker *w)
     int extra = atomic_load(&s->batch_now);
     snprintf(w->batch_text, sizeof w->batch_text, "%d", extra);
     if (s->reliable) {
-        const char *block[] = {"BLMOVE", s->list_key, w->inflight, "LEFT", "RIGHT", BLOCK_TIMEOUT};
+        const char *block[] = {"BLMOVE", s->list_key, w->inflight, "LEFT", "RIGHT", timeout};
         const char *take[9];
         rrpc__rel_take_argv(&s->rel, w->inflight, w->wid, w->batch_text, take);
         if (send_cmd(w, pop, 6, block, NULL) == RRPC_OK)
             send_cmd(w, pop, 9, take, NULL);
         return;
     }
-    const char *block[] = {"BLPOP", w->list, BLOCK_TIMEOUT};
+    const char *block[] = {"BLPOP", w->list, timeout};
     const char *more[] = {"LPOP", w->list, w->batch_text};
     if (send_cmd(w, pop, 3, block, NULL) == RRPC_OK && extra > 0)
         send_cmd(w, pop, 3, more, NULL);
@@ -1279,11 +1320,16 @@ static void *worker_main(void *arg)
             give_up_at = rrpc__monotonic() + STOP_RETRY_S;
         if (stopping && rrpc__monotonic() > give_up_at)
             break; /* Redis never took them: drop_pending says what was lost */
+        /* Answers, dead letters and retries are judged by their replies,
+         * which come after the pop's: a short block keeps their dead
+         * letters (a refused key, say) from waiting for a long one. */
+        int quick = w->nops > 0 || w->npend > 0 || w->nretry > 0 || w->split_pending;
+        w->split_pending = 0;
         prepare_retries(w);
         flush_replies(w);
         send_ack(w);
         if (!stopping)
-            send_pop(w);
+            send_pop(w, quick);
         if (w->nops == 0 && stopping && w->nretry == 0 && w->npend == 0)
             break;
         if (w->nops == 0) { /* the pop could not even be queued: the link is down */
