@@ -354,9 +354,10 @@ static json_t *handle_batch(const rrpc__methods *methods, const rrpc__limits *li
      * batch_time_s, the elements not started are answered -32001 at once. */
     double started = rrpc__monotonic();
     for (size_t i = 0; i < n; i++) {
-        double over = limits->batch_time_s > 0 && rrpc__monotonic() - started >= limits->batch_time_s
-                          ? limits->batch_time_s
-                          : 0;
+        double over =
+            limits->batch_time_s > 0 && rrpc__monotonic() - started >= limits->batch_time_s
+                ? limits->batch_time_s
+                : 0;
         json_t *r = handle_one(methods, json_array_get(batch, i), clock, over, out);
         if (r != NULL)
             json_array_append_new(responses, r);

@@ -72,9 +72,9 @@ struct rrpc_server {
  * them, so that after a broken link, or while Redis says "not now", they
  * can be sent again instead of being lost with hiredis's output buffer. */
 enum op_kind {
-    OP_PLAIN,    /* follows an OP_DEAD (LTRIM, HINCRBY), effects, acks */
-    OP_REPLY,    /* the reply script for a batch's responses: items owned */
-    OP_DEAD,     /* RPUSH of a dead letter: text owned */
+    OP_PLAIN, /* follows an OP_DEAD (LTRIM, HINCRBY), effects, acks */
+    OP_REPLY, /* the reply script for a batch's responses: items owned */
+    OP_DEAD,  /* RPUSH of a dead letter: text owned */
     OP_POP,
     OP_TIME,     /* TIME, to keep the Redis clock estimate fresh */
     OP_SERVICES, /* SMEMBERS <prefix>rrpc:services, for the reply-key rules */
@@ -99,12 +99,12 @@ typedef struct op {
     size_t msg_len;
     char *msg_owned; /* msg's copy once the op outlives the popped reply */
     char *key;
-    char *text;         /* OP_DEAD: owned text to push */
-    double sent_ms;     /* OP_TIME: local wall time it was queued */
-    rrpc__cmd cmd;      /* OP_COMMIT: the whole command, resent as it is */
-    reply_item *items;  /* OP_REPLY: the responses of the call, owned */
+    char *text;        /* OP_DEAD: owned text to push */
+    double sent_ms;    /* OP_TIME: local wall time it was queued */
+    rrpc__cmd cmd;     /* OP_COMMIT: the whole command, resent as it is */
+    reply_item *items; /* OP_REPLY: the responses of the call, owned */
     size_t nitems;
-    int eval;           /* OP_REPLY: sent as EVAL, so the script is cached now */
+    int eval; /* OP_REPLY: sent as EVAL, so the script is cached now */
 } op;
 
 typedef struct worker {
@@ -447,8 +447,8 @@ static void hold_reply(worker *w, reply_item it)
 static void queue_reply(worker *w, const char *msg, size_t len, char *key, size_t key_len,
                         char *text)
 {
-    hold_reply(w, (reply_item){.msg = msg, .msg_len = len, .key = key, .key_len = key_len,
-                               .text = text});
+    hold_reply(
+        w, (reply_item){.msg = msg, .msg_len = len, .key = key, .key_len = key_len, .text = text});
 }
 
 /* Sends one reply script call for ITEMS (owned, all in one hash slot on a
@@ -942,8 +942,9 @@ static void take_services(worker *w, const rrpc__reply *r)
 {
     if (rrpc__reply_type(r) != RRPC__REPLY_ARRAY) {
         if (!w->services_refused)
-            log_worker(w, "cannot read the registered services; their request lists are not "
-                          "recognised as reply keys",
+            log_worker(w,
+                       "cannot read the registered services; their request lists are not "
+                       "recognised as reply keys",
                        rrpc__reply_type(r) == RRPC__REPLY_ERROR ? rrpc__reply_str(r, NULL) : NULL);
         w->services_refused = 1;
         return;
@@ -1299,8 +1300,8 @@ static void prepare_retries(worker *w)
     }
     if (w->retry_wait) {
         rrpc__sleep(w->retry_pause);
-        w->retry_pause = w->retry_pause * 2 > RETRY_PAUSE_MAX_S ? RETRY_PAUSE_MAX_S
-                                                                : w->retry_pause * 2;
+        w->retry_pause =
+            w->retry_pause * 2 > RETRY_PAUSE_MAX_S ? RETRY_PAUSE_MAX_S : w->retry_pause * 2;
         w->retry_wait = 0;
     } else {
         w->retry_pause = BACKOFF_MIN_S;

@@ -165,8 +165,7 @@ static void test_dead_letters(rrpc_client *c)
         parse |= strstr(s, "\"reason\":\"parse error") != NULL;
         big_seen |= strstr(s, "\"reason\":\"too large: 4999 bytes (limit 4096)\"") != NULL;
         wrongtype |= strstr(s, "\"reason\":\"reply key refused: string\"") != NULL;
-        own |= strstr(s, "\"reason\":\"reply key refused: one of the service's own keys\"") !=
-               NULL;
+        own |= strstr(s, "\"reason\":\"reply key refused: one of the service's own keys\"") != NULL;
     }
     CHECK(parse && big_seen && wrongtype && own);
     rrpc__reply_free(r);

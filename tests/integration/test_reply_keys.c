@@ -24,7 +24,7 @@ static int check_at(int ok, const char *what, int line)
 #define CHECK(cond) check_at(!!(cond), #cond, __LINE__)
 
 #ifdef RRPC_TEST_BEFORE /* to see these checks fail on the code before issue 9 */
-#define RRPC__DEAD_PREFIX_BYTES 4096
+#define RRPC__DEAD_PREFIX_BYTES          4096
 #define RRPC_JSONRPC_BATCH_TIME_EXCEEDED -32001
 void rrpc__sha1_hex(const void *data, size_t len, char hex[41]);
 #endif
@@ -135,8 +135,8 @@ static char *cmd_str(int argc, const char *a0, const char *a1, const char *a2)
 {
     rrpc__reply *r = argc == 2 ? cmd(2, a0, a1) : cmd(3, a0, a1, a2);
     char *s = NULL;
-    if (r && (rrpc__reply_type(r) == RRPC__REPLY_STRING ||
-              rrpc__reply_type(r) == RRPC__REPLY_STATUS))
+    if (r &&
+        (rrpc__reply_type(r) == RRPC__REPLY_STRING || rrpc__reply_type(r) == RRPC__REPLY_STATUS))
         s = strdup(rrpc__reply_str(r, NULL));
     rrpc__reply_free(r);
     return s;
@@ -349,9 +349,8 @@ static void test_reply_script_reloaded(void)
 static void expect_answer(const char *key, const char *result)
 {
     rrpc__reply *r = cmd(3, "BLPOP", key, "5");
-    const char *text = r && rrpc__reply_count(r) == 2
-                           ? rrpc__reply_str(rrpc__reply_element(r, 1), NULL)
-                           : NULL;
+    const char *text =
+        r && rrpc__reply_count(r) == 2 ? rrpc__reply_str(rrpc__reply_element(r, 1), NULL) : NULL;
     char want_id[128], want_result[128];
     snprintf(want_id, sizeof want_id, "\"id\":\"%s\"", key);
     snprintf(want_result, sizeof want_result, "\"result\":%s", result);
@@ -362,7 +361,7 @@ static void expect_answer(const char *key, const char *result)
     CHECK(cmd_int(2, "LLEN", key, NULL) == 0); /* exactly one answer */
 }
 
-#define CALL(method, params, id)                                                                  \
+#define CALL(method, params, id)                                                                   \
     "{\"jsonrpc\":\"2.0\",\"method\":\"" method "\",\"params\":" params ",\"id\":\"" id "\"}"
 
 static void test_busy_during_flush(void)
@@ -382,12 +381,11 @@ static void test_busy_during_flush(void)
     /* One pop: stall starts the script; the naps make the worker send what
      * is finished every 5 ms (the flush path) while Redis answers BUSY;
      * after 20 ms the rest is handed back (LPUSH, BUSY as well). */
-    rrpc__reply_free(cmd(13, "RPUSH", "busy", CALL("stall", "[]", "b:0"),
-                         CALL("nap", "[3]", "b:1"), CALL("add", "[1,1]", "b:2"),
-                         CALL("nap", "[3]", "b:3"), CALL("add", "[2,2]", "b:4"),
-                         CALL("nap", "[3]", "b:5"), CALL("add", "[3,3]", "b:6"),
-                         CALL("nap", "[9]", "b:7"), CALL("add", "[4,4]", "b:8"),
-                         CALL("add", "[5,5]", "b:9"), CALL("add", "[6,6]", "b:10")));
+    rrpc__reply_free(cmd(
+        13, "RPUSH", "busy", CALL("stall", "[]", "b:0"), CALL("nap", "[3]", "b:1"),
+        CALL("add", "[1,1]", "b:2"), CALL("nap", "[3]", "b:3"), CALL("add", "[2,2]", "b:4"),
+        CALL("nap", "[3]", "b:5"), CALL("add", "[3,3]", "b:6"), CALL("nap", "[9]", "b:7"),
+        CALL("add", "[4,4]", "b:8"), CALL("add", "[5,5]", "b:9"), CALL("add", "[6,6]", "b:10")));
     expect_answer("b:0", "\"stalled\"");
     expect_answer("b:1", "3");
     expect_answer("b:2", "2");

@@ -364,9 +364,9 @@ static void test_reply_key_refusals(void)
     CHECK(refusal(&r, "p:orders#") == NULL);
     CHECK(refusal(&r, "p:orders#1x") == NULL);
     CHECK(refusal(&r, "p:order") == NULL);
-    CHECK(refusal(&r, "orders") == NULL); /* not under the prefix */
+    CHECK(refusal(&r, "orders") == NULL);         /* not under the prefix */
     CHECK_EQ_STR(refusal(&r, "p:calc#3"), lists); /* beyond its shards, but registered */
-    r.nservices = 0;                        /* the set could not be read: rule off */
+    r.nservices = 0;                              /* the set could not be read: rule off */
     CHECK(refusal(&r, "p:orders") == NULL);
     /* Binary keys: a NUL does not end the comparison. */
     CHECK(rrpc__reply_key_refusal(&r, "p:calc\0x", 8) == NULL);
