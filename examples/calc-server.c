@@ -211,7 +211,9 @@ enum {
     OPT_MAX_QUEUE,
     OPT_BATCH_MAX,
     OPT_SHARDS,
-    OPT_START_TIMEOUT
+    OPT_START_TIMEOUT,
+    OPT_REPLY_PREFIX,
+    OPT_BATCH_TIME
 };
 
 static const struct option long_options[] = {
@@ -230,6 +232,8 @@ static const struct option long_options[] = {
     {"batch-max", required_argument, NULL, OPT_BATCH_MAX},
     {"shards", required_argument, NULL, OPT_SHARDS},
     {"start-timeout", required_argument, NULL, OPT_START_TIMEOUT},
+    {"reply-prefix", required_argument, NULL, OPT_REPLY_PREFIX},
+    {"batch-time", required_argument, NULL, OPT_BATCH_TIME},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -273,6 +277,12 @@ static void usage(FILE *out)
           "                  while Redis is not there at start (refusing, loading,\n"
           "                  a Cluster forming), wait for it at most S seconds, then\n"
           "                  exit 1 (default: 0 = wait as long as it takes)\n"
+          "  --reply-prefix P  answer only on reply keys that start with P; may be\n"
+          "                  given several times (default: any reply list;\n"
+          "                  docs/PROTOCOL.md section 3)\n"
+          "  --batch-time S  a JSON-RPC batch runs at most S seconds; its calls not\n"
+          "                  started by then are answered -32001 (default: 5;\n"
+          "                  0 = no limit)\n"
           "  -h, --help      show this help\n",
           out);
 }
@@ -310,6 +320,9 @@ static int usage_error(const char *option, const char *wanted, const char *got)
  * and exits at once, as there is nothing to clean up yet. */
 static int parse_options(int argc, char **argv, rrpc_server_options *opts)
 {
+    /* At most one --reply-prefix per argument; NULL-terminated. */
+    static const char **prefixes;
+    size_t nprefixes = 0;
     int opt;
     while ((opt = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
         switch (opt) {
@@ -365,6 +378,18 @@ static int parse_options(int argc, char **argv, rrpc_server_options *opts)
         case OPT_SHARDS:
             if (parse_int(optarg, 1, 1024, &opts->shards) != 0)
                 return usage_error("shards", "a count from 1 to 1024", optarg);
+            break;
+        case OPT_REPLY_PREFIX:
+            if (prefixes == NULL && (prefixes = calloc((size_t)argc + 1, sizeof *prefixes)) == NULL)
+                return usage_error("reply-prefix", "memory", optarg);
+            prefixes[nprefixes++] = optarg;
+            opts->reply_prefixes = prefixes;
+            break;
+        case OPT_BATCH_TIME:
+            if (strcmp(optarg, "0") == 0)
+                opts->batch_time_limit_s = -1; /* no limit */
+            else if (parse_seconds(optarg, &opts->batch_time_limit_s) != 0)
+                return usage_error("batch-time", "a number of seconds (0 = no limit)", optarg);
             break;
         case 'h': usage(stdout); exit(0);
         default: fputs("Try 'calc-server --help'.\n", stderr); return 2;

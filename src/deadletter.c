@@ -4,11 +4,17 @@
  * files the original text with the reason and time on <service>:dead.
  * The text may be anything, including invalid UTF-8, which JSON strings
  * cannot carry; such bytes are kept exactly as "message_base64" instead of
- * "message", so nothing is lost to a lossy conversion.
+ * "message", so nothing is lost to a lossy conversion.  A message (or an
+ * undeliverable response) larger than the worker's size limit is not kept
+ * whole: its first bytes, its length and its SHA-1 are, so that a hostile
+ * sender cannot make a worker build -- or Redis refuse -- a huge record.
  */
 #include "internal.h"
 
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static char *base64(const unsigned char *in, size_t len)
 {
@@ -33,20 +39,148 @@ static char *base64(const unsigned char *in, size_t len)
     return out;
 }
 
-static void set_message(json_t *rec, const char *message, size_t len)
+/* ---- SHA-1 (FIPS 180-4), for the digest of a text too large to keep --- */
+
+static uint32_t rol(uint32_t v, int n)
 {
-    json_t *text = json_stringn(message, len); /* NULL if not UTF-8 */
+    return (v << n) | (v >> (32 - n));
+}
+
+static void sha1_block(uint32_t h[5], const unsigned char *p)
+{
+    uint32_t w[80];
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
+               (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+    for (int i = 16; i < 80; i++)
+        w[i] = rol(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+    for (int i = 0; i < 80; i++) {
+        uint32_t f, k;
+        if (i < 20) {
+            f = (b & c) | (~b & d);
+            k = 0x5a827999;
+        } else if (i < 40) {
+            f = b ^ c ^ d;
+            k = 0x6ed9eba1;
+        } else if (i < 60) {
+            f = (b & c) | (b & d) | (c & d);
+            k = 0x8f1bbcdc;
+        } else {
+            f = b ^ c ^ d;
+            k = 0xca62c1d6;
+        }
+        uint32_t t = rol(a, 5) + f + e + k + w[i];
+        e = d;
+        d = c;
+        c = rol(b, 30);
+        b = a;
+        a = t;
+    }
+    h[0] += a;
+    h[1] += b;
+    h[2] += c;
+    h[3] += d;
+    h[4] += e;
+}
+
+void rrpc__sha1_hex(const void *data, size_t len, char hex[41])
+{
+    uint32_t h[5] = {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476, 0xc3d2e1f0};
+    const unsigned char *p = data;
+    size_t full = len / 64 * 64;
+    for (size_t i = 0; i < full; i += 64)
+        sha1_block(h, p + i);
+    unsigned char tail[128] = {0};
+    size_t rest = len - full;
+    if (rest)
+        memcpy(tail, p + full, rest);
+    tail[rest] = 0x80;
+    size_t tail_len = rest + 9 <= 64 ? 64 : 128;
+    uint64_t bits = (uint64_t)len * 8;
+    for (int i = 0; i < 8; i++)
+        tail[tail_len - 1 - i] = (unsigned char)(bits >> (8 * i));
+    for (size_t i = 0; i < tail_len; i += 64)
+        sha1_block(h, tail + i);
+    for (int i = 0; i < 5; i++)
+        snprintf(hex + 8 * i, 9, "%08x", (unsigned)h[i]);
+}
+
+/* ---- the record --------------------------------------------------------- */
+
+/* The longest start of TEXT[0..len) of at most MAX bytes that does not end
+ * inside a UTF-8 sequence (so that a valid text stays valid when cut). */
+static size_t utf8_cut(const char *text, size_t len, size_t max)
+{
+    if (len <= max)
+        return len;
+    size_t n = max;
+    /* Back up over continuation bytes (10xxxxxx) to the start of the
+     * sequence that straddles the cut, and drop it whole. */
+    for (int k = 0; k < 4 && n > 0 && ((unsigned char)text[n] & 0xc0) == 0x80; k++)
+        n--;
+    return n;
+}
+
+/* Sets NAME (a JSON string) or NAME_base64 to BYTES[0..len). */
+static void set_bytes(json_t *rec, const char *name, const char *bytes, size_t len)
+{
+    json_t *text = json_stringn(bytes, len); /* NULL if not UTF-8 */
+    char key[64];
     if (text != NULL) {
-        json_object_set_new(rec, "message", text);
+        json_object_set_new(rec, name, text);
         return;
     }
-    char *b64 = base64((const unsigned char *)message, len);
-    json_object_set_new(rec, "message_base64", json_string(b64 ? b64 : ""));
+    snprintf(key, sizeof key, "%s_base64", name);
+    char *b64 = base64((const unsigned char *)bytes, len);
+    json_object_set_new(rec, key, json_string(b64 ? b64 : ""));
     free(b64);
 }
 
+/* A text too large to keep: NAME_prefix (or NAME_prefix_base64), NAME_bytes
+ * and NAME_sha1. */
+static void set_bounded(json_t *rec, const char *name, const char *bytes, size_t len)
+{
+    char key[64], sha[41];
+    snprintf(key, sizeof key, "%s_prefix", name);
+    set_bytes(rec, key, bytes, utf8_cut(bytes, len, RRPC__DEAD_PREFIX_BYTES));
+    snprintf(key, sizeof key, "%s_bytes", name);
+    json_object_set_new(rec, key, json_integer((json_int_t)len));
+    rrpc__sha1_hex(bytes, len, sha);
+    snprintf(key, sizeof key, "%s_sha1", name);
+    json_object_set_new(rec, key, json_string(sha));
+}
+
+static void set_message(json_t *rec, const char *message, size_t len, size_t keep)
+{
+    if (len <= keep)
+        set_bytes(rec, "message", message, len);
+    else
+        set_bounded(rec, "message", message, len);
+}
+
+/* The response as a JSON value when it is small enough, else bounded. */
+static void set_response(json_t *rec, const json_t *response, const char *text, size_t keep)
+{
+    char *owned = NULL;
+    if (response != NULL && text == NULL)
+        text = owned = json_dumps(response, RRPC__JSON_ENCODE_FLAGS);
+    if (text != NULL) {
+        size_t len = strlen(text);
+        json_t *value = len <= keep && response != NULL ? json_incref((json_t *)response)
+                        : len <= keep ? json_loadb(text, len, RRPC__JSON_DECODE_FLAGS, NULL)
+                                      : NULL;
+        if (value != NULL)
+            json_object_set_new(rec, "response", value);
+        else
+            set_bounded(rec, "response", text, len);
+    }
+    free(owned);
+}
+
 char *rrpc__dead_letter_text(const char *service, const char *reason, const char *message,
-                             size_t message_len, const json_t *response)
+                             size_t message_len, size_t keep, const json_t *response,
+                             const char *response_text)
 {
     json_t *rec = json_object();
     if (rec == NULL)
@@ -54,9 +188,8 @@ char *rrpc__dead_letter_text(const char *service, const char *reason, const char
     json_object_set_new(rec, "reason", json_string(reason));
     json_object_set_new(rec, "time", json_real(rrpc__now()));
     json_object_set_new(rec, "service", json_string(service));
-    set_message(rec, message, message_len);
-    if (response != NULL)
-        json_object_set(rec, "response", (json_t *)response);
+    set_message(rec, message, message_len, keep);
+    set_response(rec, response, response_text, keep);
     char *text = json_dumps(rec, RRPC__JSON_ENCODE_FLAGS);
     json_decref(rec);
     return text;

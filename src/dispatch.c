@@ -268,9 +268,10 @@ static json_t *run_handler(const rrpc__methods *methods, rrpc_request *call, siz
 }
 
 /* Runs one request object and returns its response (new), or NULL for a
- * notification. */
+ * notification.  OVER_TIME: its batch has run out of time (PROTOCOL.md
+ * section 5): a valid request is answered -32001 without running. */
 static json_t *handle_one(const rrpc__methods *methods, json_t *req, const rrpc__clock *clock,
-                          rrpc__outcome *out)
+                          double over_time_limit, rrpc__outcome *out)
 {
     out->requests++;
     const char *why = NULL;
@@ -292,7 +293,14 @@ static json_t *handle_one(const rrpc__methods *methods, json_t *req, const rrpc_
                          0,
                          &out->effects};
     size_t name_len = json_string_length(json_object_get(req, "method"));
-    json_t *result = run_handler(methods, &call, name_len, request_deadline(req), clock, out);
+    json_t *result = NULL;
+    if (over_time_limit > 0) {
+        out->expired++;
+        rrpc_request_error(&call, RRPC_JSONRPC_BATCH_TIME_EXCEEDED, "Batch time limit exceeded",
+                           json_pack("{sI}", "limit_ms", (json_int_t)(over_time_limit * 1000)));
+    } else {
+        result = run_handler(methods, &call, name_len, request_deadline(req), clock, out);
+    }
     if (result == NULL && call.error == NULL)
         rrpc_request_error(&call, RRPC_JSONRPC_INTERNAL_ERROR, "Internal error", NULL);
     if (is_notification) {
@@ -342,8 +350,15 @@ static json_t *handle_batch(const rrpc__methods *methods, const rrpc__limits *li
                                     json_string(why));
     }
     json_t *responses = json_array();
+    /* A batch may not hold a worker without limit: once it has run for
+     * batch_time_s, the elements not started are answered -32001 at once. */
+    double started = rrpc__monotonic();
     for (size_t i = 0; i < n; i++) {
-        json_t *r = handle_one(methods, json_array_get(batch, i), clock, out);
+        double over =
+            limits->batch_time_s > 0 && rrpc__monotonic() - started >= limits->batch_time_s
+                ? limits->batch_time_s
+                : 0;
+        json_t *r = handle_one(methods, json_array_get(batch, i), clock, over, out);
         if (r != NULL)
             json_array_append_new(responses, r);
     }
@@ -395,7 +410,7 @@ void rrpc__dispatch(const rrpc__methods *methods, const rrpc__limits *limits,
         response = handle_batch(methods, limits, clock, msg, key, key_room, &have_key, out);
     } else {
         have_key = rrpc__reply_key(msg, key, key_room);
-        response = handle_one(methods, msg, clock, out);
+        response = handle_one(methods, msg, clock, 0, out);
     }
     if (response != NULL && have_key) {
         out->reply_key = key; /* the outcome owns it now */

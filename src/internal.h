@@ -152,6 +152,37 @@ int rrpc__request_validate(const json_t *req, const char **why);
  * key's length, or 0 if the request names no usable key. */
 size_t rrpc__reply_key(const json_t *req, char *buf, size_t len);
 
+/* The largest magnitude of an integer every peer reads exactly: 2^53. */
+#define RRPC__MAX_EXACT_INT 9007199254740992LL
+
+/* A byte string that is not NUL-terminated (a service name read from
+ * <prefix>rrpc:services). */
+typedef struct rrpc__name {
+    const char *s;
+    size_t len;
+} rrpc__name;
+
+/* What a worker knows to judge a reply key by (PROTOCOL.md section 3,
+ * "Which reply keys a worker accepts", rules 1 to 4).  Strings borrowed. */
+typedef struct rrpc__key_rules {
+    const char *prefix;
+    const char *list_key, *dead_key, *stats_key; /* the service's own keys */
+    int shards;
+    const char *const *allowed_prefixes; /* NULL-terminated; NULL = any key */
+    const rrpc__name *services;          /* registered names, rrpc__names_sort-ed */
+    size_t nservices;
+} rrpc__key_rules;
+
+/* Sorts NAMES for rrpc__key_rules.services. */
+void rrpc__names_sort(rrpc__name *names, size_t n);
+/* NULL if a worker may reply on KEY[0..len), else the dead letter's reason
+ * ("reply key refused: ...", a static text).  Rule 5 (the key's type, in
+ * Redis) is the reply script's. */
+const char *rrpc__reply_key_refusal(const rrpc__key_rules *r, const char *key, size_t len);
+
+/* The reply script of PROTOCOL.md section 3, byte for byte as published. */
+extern const char rrpc__reply_script[];
+
 /* Decodes a response text for the call with id EXPECTED_ID.  On RRPC_OK
  * *result is new; on RRPC_EREMOTE *error is new; else both stay NULL and
  * err describes the problem. */
@@ -216,6 +247,7 @@ double rrpc__inherited_timeout(double timeout_s);
 typedef struct rrpc__limits {
     size_t max_request_bytes;
     size_t max_batch;
+    double batch_time_s; /* a JSON-RPC batch runs this long at most; 0: no limit */
 } rrpc__limits;
 
 /* What a worker must do after handling one popped message.  Every pointer
@@ -239,9 +271,20 @@ void rrpc__dispatch(const rrpc__methods *methods, const rrpc__limits *limits,
                     const rrpc__clock *clock, const char *text, size_t len, rrpc__outcome *out);
 void rrpc__outcome_clear(rrpc__outcome *out);
 
-/* The dead-letter record for MESSAGE (PROTOCOL.md section 6), as new text. */
+/* Dead letters keep a bounded copy of what they describe (PROTOCOL.md
+ * section 6): the first bytes of an oversized message or response. */
+#define RRPC__DEAD_PREFIX_BYTES 4096
+
+/* The dead-letter record for MESSAGE (PROTOCOL.md section 6), as new text.
+ * A message or response of at most KEEP bytes is kept whole; a longer one
+ * as its first RRPC__DEAD_PREFIX_BYTES bytes, its length and SHA-1.  The
+ * response is RESPONSE (a value) or RESPONSE_TEXT (JSON text), or neither. */
 char *rrpc__dead_letter_text(const char *service, const char *reason, const char *message,
-                             size_t message_len, const json_t *response);
+                             size_t message_len, size_t keep, const json_t *response,
+                             const char *response_text);
+
+/* The SHA-1 of DATA[0..len) as 40 lowercase hex digits and a NUL. */
+void rrpc__sha1_hex(const void *data, size_t len, char hex[41]);
 
 /* ---- reliable.c: at-least-once delivery (RELIABILITY.md) --------------- */
 

@@ -120,21 +120,6 @@ int rrpc__request_validate(const json_t *req, const char **why)
     return 0;
 }
 
-/* The shortest decimal text that reads back as the same double. */
-static int format_real(char *buf, size_t len, double v)
-{
-    if (!isfinite(v))
-        return 0;
-    for (int precision = 1; precision <= 17; precision++) {
-        int n = snprintf(buf, len, "%.*g", precision, v);
-        if (n < 0 || (size_t)n >= len)
-            return 0;
-        if (strtod(buf, NULL) == v)
-            return 1;
-    }
-    return 1;
-}
-
 /* Copies a string member into buf with its length: keys are binary. */
 static size_t copy_key(const json_t *s, char *buf, size_t len)
 {
@@ -144,6 +129,28 @@ static size_t copy_key(const json_t *s, char *buf, size_t len)
     memcpy(buf, json_string_value(s), n);
     buf[n] = '\0';
     return n;
+}
+
+/* Rule 3 of PROTOCOL.md section 3: a number id names a key only when its
+ * value is an integer no larger than 2^53 in magnitude, whatever its
+ * spelling (100, 100.0, 1e2), so that every peer -- whose JSON libraries
+ * read numbers as doubles or as integers -- derives the same text. */
+static size_t number_key(const json_t *id, char *buf, size_t len)
+{
+    long long v;
+    if (json_is_integer(id)) {
+        json_int_t i = json_integer_value(id);
+        if (i > RRPC__MAX_EXACT_INT || i < -RRPC__MAX_EXACT_INT)
+            return 0;
+        v = (long long)i;
+    } else {
+        double d = json_real_value(id);
+        if (!isfinite(d) || d != floor(d) || fabs(d) > (double)RRPC__MAX_EXACT_INT)
+            return 0;
+        v = (long long)d; /* -0.0 becomes 0 */
+    }
+    int n = snprintf(buf, len, "%lld", v);
+    return n > 0 && (size_t)n < len ? (size_t)n : 0;
 }
 
 size_t rrpc__reply_key(const json_t *req, char *buf, size_t len)
@@ -156,13 +163,118 @@ size_t rrpc__reply_key(const json_t *req, char *buf, size_t len)
         return copy_key(reply_to, buf, len);
     if (json_is_string(id) && json_string_length(id) > 0)
         return copy_key(id, buf, len);
-    if (json_is_integer(id)) {
-        int n = snprintf(buf, len, "%" JSON_INTEGER_FORMAT, json_integer_value(id));
-        return n > 0 && (size_t)n < len ? (size_t)n : 0;
-    }
-    if (json_is_real(id) && format_real(buf, len, json_real_value(id)))
-        return strlen(buf);
+    if (json_is_number(id))
+        return number_key(id, buf, len);
     return 0;
+}
+
+/* ---- which reply keys a worker accepts (PROTOCOL.md section 3) -------- */
+
+static int has_prefix(const char *key, size_t len, const char *prefix, size_t plen)
+{
+    return len >= plen && memcmp(key, prefix, plen) == 0;
+}
+
+static int has_suffix(const char *key, size_t len, const char *suffix)
+{
+    size_t slen = strlen(suffix);
+    return len >= slen && memcmp(key + len - slen, suffix, slen) == 0;
+}
+
+static int equals(const char *key, size_t len, const char *s)
+{
+    return len == strlen(s) && memcmp(key, s, len) == 0;
+}
+
+/* Rule 1: the service's own keys -- its request lists (every shard's),
+ * dead letters, stats and anything under its hash tag {L}.  A reply
+ * pushed onto the request list would be popped and answered forever. */
+static int own_key(const rrpc__key_rules *r, const char *key, size_t len)
+{
+    size_t list_len = strlen(r->list_key);
+    if (equals(key, len, r->list_key) || equals(key, len, r->dead_key) ||
+        equals(key, len, r->stats_key) || rrpc__shard_is_key(r->list_key, r->shards, key, len))
+        return 1;
+    return len > list_len + 2 && key[0] == '{' && memcmp(key + 1, r->list_key, list_len) == 0 &&
+           key[list_len + 1] == '}';
+}
+
+/* Rule 2: rrpc's keys of any service, recognised by their names. */
+static int rrpc_key(const rrpc__key_rules *r, const char *key, size_t len)
+{
+    size_t plen = strlen(r->prefix);
+    if (has_prefix(key, len, r->prefix, plen)) {
+        const char *rest = key + plen;
+        size_t rlen = len - plen;
+        if (has_prefix(rest, rlen, "rrpc:", 5) && !has_prefix(rest, rlen, "rrpc:reply:", 11))
+            return 1; /* rrpc:services, and whatever rrpc may add under rrpc: */
+    }
+    if (len > 0 && key[0] == '{')
+        for (size_t i = 1; i + 1 < len; i++)
+            if (key[i] == '}' && key[i + 1] == ':')
+                return 1; /* {L}:workers, {L}:inflight, {L}:done:... of any service */
+    return has_suffix(key, len, ":dead") || has_suffix(key, len, ":stats");
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+    const rrpc__name *x = a, *y = b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = n ? memcmp(x->s, y->s, n) : 0;
+    return c != 0 ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+void rrpc__names_sort(rrpc__name *names, size_t n)
+{
+    if (n > 1)
+        qsort(names, n, sizeof *names, cmp_name);
+}
+
+static int known_service(const rrpc__key_rules *r, const char *name, size_t len)
+{
+    rrpc__name k = {name, len};
+    return r->nservices > 0 && bsearch(&k, r->services, r->nservices, sizeof k, cmp_name) != NULL;
+}
+
+/* Rule 3: <prefix><name> or <prefix><name>#<k> of a registered service. */
+static int service_list(const rrpc__key_rules *r, const char *key, size_t len)
+{
+    size_t plen = strlen(r->prefix);
+    if (r->nservices == 0 || !has_prefix(key, len, r->prefix, plen))
+        return 0;
+    const char *name = key + plen;
+    size_t n = len - plen;
+    if (known_service(r, name, n))
+        return 1;
+    size_t digits = 0;
+    while (digits < n && name[n - 1 - digits] >= '0' && name[n - 1 - digits] <= '9')
+        digits++;
+    return digits > 0 && digits < n && name[n - 1 - digits] == '#' &&
+           known_service(r, name, n - 1 - digits);
+}
+
+/* Rule 4: the optional allow-list of reply-key prefixes. */
+static int allowed(const rrpc__key_rules *r, const char *key, size_t len)
+{
+    if (r->allowed_prefixes == NULL)
+        return 1;
+    for (const char *const *p = r->allowed_prefixes; *p != NULL; p++)
+        if (has_prefix(key, len, *p, strlen(*p)))
+            return 1;
+    return 0;
+}
+
+const char *rrpc__reply_key_refusal(const rrpc__key_rules *r, const char *key, size_t len)
+{
+    if (own_key(r, key, len))
+        return "reply key refused: one of the service's own keys";
+    if (rrpc_key(r, key, len))
+        return "reply key refused: one of rrpc's keys";
+    if (service_list(r, key, len))
+        return "reply key refused: a service's request list";
+    if (!allowed(r, key, len))
+        return "reply key refused: not under an allowed prefix";
+    return NULL;
 }
 
 static int id_matches(const json_t *id, const char *expected)
@@ -296,3 +408,26 @@ char *rrpc__response_text(const json_t *response)
     }
     return b.p;
 }
+
+/* ---- the reply script (PROTOCOL.md section 3) ------------------------- */
+
+/* Every rrpc worker (C, Ruby, Python) sends exactly this text, so that its
+ * SHA-1 is the same for all of them and a script one loaded serves all. */
+const char rrpc__reply_script[] =
+    "-- rrpc reply v1: KEYS = reply keys, ARGV[1] = ttl in seconds, ARGV[1+i] = response for "
+    "KEYS[i].\n"
+    "-- Pushes only onto a reply list: a key that does not exist, or a list that has an expiry.\n"
+    "local out = {}\n"
+    "for i, k in ipairs(KEYS) do\n"
+    "  local t = redis.call('TYPE', k).ok\n"
+    "  if t == 'none' or (t == 'list' and redis.call('PTTL', k) >= 0) then\n"
+    "    redis.call('RPUSH', k, ARGV[i + 1])\n"
+    "    redis.call('EXPIRE', k, ARGV[1])\n"
+    "    out[i] = 1\n"
+    "  elseif t == 'list' then\n"
+    "    out[i] = 'list without expiry'\n"
+    "  else\n"
+    "    out[i] = t\n"
+    "  end\n"
+    "end\n"
+    "return out\n";

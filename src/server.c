@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #define BLOCK_TIMEOUT      "0.5"
+#define QUICK_TIMEOUT      "0.01" /* the pop's wait while something awaits confirmation */
 #define SOCKET_TIMEOUT_S   10.0
 #define BACKOFF_MIN_S      0.05
 #define BACKOFF_MAX_S      5.0
@@ -29,6 +30,11 @@
 #define FLUSH_AFTER_S      0.005 /* send a batch's finished replies after this long */
 #define GIVE_BACK_AFTER_S  0.02  /* a batch still busy after this hands back its rest */
 #define CLOCK_REFRESH_S    10.0  /* re-read the Redis clock this often */
+#define SERVICES_REFRESH_S 5.0   /* re-read <prefix>rrpc:services this often */
+#define RETRY_PAUSE_MAX_S  1.0   /* longest pause before resending after "not now" */
+#define STOP_RETRY_S       5.0   /* a stopping worker tries this long to deliver */
+#define BATCH_BYTES_LIMITS 4     /* pop one at a time after a batch of 4 size limits */
+#define BATCH_TIME_S       5.0   /* default rrpc_server_options.batch_time_limit_s */
 
 struct rrpc_server {
     rrpc__url url;
@@ -37,6 +43,10 @@ struct rrpc_server {
     char list_key[RRPC__KEY_MAX];
     char dead_key[RRPC__KEY_MAX];
     char stats_key[RRPC__KEY_MAX];
+    char services_key[RRPC__KEY_MAX]; /* <prefix>rrpc:services */
+    char reply_sha[41];               /* SHA-1 of rrpc__reply_script */
+    char **reply_prefixes;            /* the allow-list (NULL-terminated), or NULL */
+    rrpc__key_rules rules;            /* the reply-key rules, without the services */
     int workers;
     int shards; /* request lists (shard.c); worker i pops shard i % shards */
     int reply_ttl_s;
@@ -60,26 +70,42 @@ struct rrpc_server {
 
 /* One pipelined command whose reply the worker must check. */
 /* A reply and a dead letter own their texts until Redis has confirmed
- * them, so that after a broken link they can be sent again instead of
- * being lost with hiredis's output buffer. */
+ * them, so that after a broken link, or while Redis says "not now", they
+ * can be sent again instead of being lost with hiredis's output buffer. */
 enum op_kind {
-    OP_PLAIN, /* follows an OP_REPLY/OP_DEAD (EXPIRE, LTRIM, HINCRBY) */
-    OP_REPLY, /* RPUSH of a response: key and text owned */
+    OP_PLAIN, /* follows an OP_DEAD (LTRIM, HINCRBY), effects, acks */
+    OP_REPLY, /* the reply script for a batch's responses: items owned */
     OP_DEAD,  /* RPUSH of a dead letter: text owned */
     OP_POP,
-    OP_TIME,  /* TIME, to keep the Redis clock estimate fresh */
-    OP_COMMIT /* reliable mode: the commit script of one request; cmd owned */
+    OP_TIME,     /* TIME, to keep the Redis clock estimate fresh */
+    OP_SERVICES, /* SMEMBERS <prefix>rrpc:services, for the reply-key rules */
+    OP_COMMIT,   /* reliable mode: the commit script of one request; cmd owned */
+    OP_GIVEBACK  /* LPUSH of requests handed back unstarted; cmd owned */
 };
+
+/* One response on its way to its reply key. */
+typedef struct reply_item {
+    const char *msg; /* the request text, for a dead letter: borrowed, or msg_owned */
+    size_t msg_len;
+    char *msg_owned;
+    char *key; /* owned reply key (binary, key_len bytes) */
+    size_t key_len;
+    char *text; /* owned response text */
+    int alone;  /* refused as part of a call: sent in a call of its own */
+} reply_item;
 
 typedef struct op {
     enum op_kind kind;
-    const char *msg; /* OP_REPLY: the request text, for a dead letter */
+    const char *msg; /* OP_COMMIT: the request text, for a dead letter */
     size_t msg_len;
-    char *key; /* OP_REPLY: owned reply key (binary, key_len bytes) */
-    size_t key_len;
-    char *text;     /* OP_REPLY, OP_DEAD: owned text to push */
-    double sent_ms; /* OP_TIME: local wall time it was queued */
-    rrpc__cmd cmd;  /* OP_COMMIT: the whole command, resent as it is */
+    char *msg_owned; /* msg's copy once the op outlives the popped reply */
+    char *key;
+    char *text;        /* OP_DEAD: owned text to push */
+    double sent_ms;    /* OP_TIME: local wall time it was queued */
+    rrpc__cmd cmd;     /* OP_COMMIT: the whole command, resent as it is */
+    reply_item *items; /* OP_REPLY: the responses of the call, owned */
+    size_t nitems;
+    int eval; /* OP_REPLY: sent as EVAL, so the script is cached now */
 } op;
 
 typedef struct worker {
@@ -89,6 +115,20 @@ typedef struct worker {
     int id;
     op *ops; /* commands sent, replies not yet read */
     size_t nops, capops;
+    reply_item *pend; /* responses held for the next reply script call */
+    size_t npend, cappend;
+    op *retry; /* ops to send again: the link broke, or Redis said "not now" */
+    size_t nretry, capretry;
+    int retry_wait;     /* Redis said "not now": pause before resending */
+    double retry_pause; /* that pause, growing while it keeps saying so */
+    int reload_scripts; /* reliable mode's scripts are gone from Redis */
+    int script_known;   /* the reply script is cached on this link: EVALSHA */
+    int split_pending;  /* answers of a refused call wait to go one by one */
+    rrpc__key_rules rules;
+    rrpc__name *services; /* registered names, sorted, for rules.services */
+    char *services_buf;
+    double services_at; /* when SMEMBERS was last sent (monotonic), 0 never */
+    int services_refused;
     rrpc__reply *in_hand[2];          /* the popped pair the pending replies refer to */
     rrpc__clock clock;                /* the Redis server's time, for request deadlines */
     int ack_due;                      /* reliable: the batch in hand is answered, DEL its list */
@@ -115,6 +155,7 @@ void rrpc_server_options_init(rrpc_server_options *opts)
     opts->heartbeat = 1;
     opts->heartbeat_interval_s = 1;
     opts->heartbeat_ttl_s = 5;
+    opts->batch_time_limit_s = BATCH_TIME_S;
 }
 
 static int cpu_count(void)
@@ -130,8 +171,32 @@ static int set_keys(rrpc_server *s)
         rrpc__key_join(s->stats_key, sizeof s->stats_key, s->prefix, s->service, ":stats"))
         return rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_EINVAL, "service name too long");
     char last[RRPC__KEY_MAX];
-    if (rrpc__shard_key(last, sizeof last, s->list_key, s->shards - 1) != RRPC_OK)
+    if (rrpc__shard_key(last, sizeof last, s->list_key, s->shards - 1) != RRPC_OK ||
+        rrpc__key_join(s->services_key, sizeof s->services_key, s->prefix, "rrpc:services", NULL))
         return rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_EINVAL, "service name too long");
+    s->rules = (rrpc__key_rules){.prefix = s->prefix,
+                                 .list_key = s->list_key,
+                                 .dead_key = s->dead_key,
+                                 .stats_key = s->stats_key,
+                                 .shards = s->shards,
+                                 .allowed_prefixes = (const char *const *)s->reply_prefixes};
+    return RRPC_OK;
+}
+
+/* Copies the NULL-terminated allow-list of reply-key prefixes. */
+static int copy_prefixes(rrpc_server *s, const char *const *prefixes)
+{
+    if (prefixes == NULL)
+        return RRPC_OK;
+    size_t n = 0;
+    while (prefixes[n] != NULL)
+        n++;
+    s->reply_prefixes = calloc(n + 1, sizeof *s->reply_prefixes);
+    if (s->reply_prefixes == NULL)
+        return RRPC_ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        if ((s->reply_prefixes[i] = strdup(prefixes[i])) == NULL)
+            return RRPC_ENOMEM;
     return RRPC_OK;
 }
 
@@ -182,8 +247,14 @@ int rrpc_server_new(rrpc_server **out, const rrpc_server_options *opts)
     s->start_timeout_s = opts->start_timeout_s;
     s->limits.max_request_bytes = opts->max_request_bytes ? opts->max_request_bytes : 1 << 20;
     s->limits.max_batch = MAX_BATCH_ELEMENTS;
+    s->limits.batch_time_s = opts->batch_time_limit_s > 0   ? opts->batch_time_limit_s
+                             : opts->batch_time_limit_s < 0 ? 0 /* no limit */
+                                                            : BATCH_TIME_S;
     s->reliable = opts->reliable;
+    rrpc__sha1_hex(rrpc__reply_script, strlen(rrpc__reply_script), s->reply_sha);
     int rc = s->service && s->prefix ? RRPC_OK : RRPC_ENOMEM;
+    if (rc == RRPC_OK)
+        rc = copy_prefixes(s, opts->reply_prefixes);
     if (rc == RRPC_OK)
         rc = set_keys(s);
     if (rc == RRPC_OK &&
@@ -208,6 +279,9 @@ void rrpc_server_free(rrpc_server *s)
     rrpc__registry_free(s->registry);
     rrpc__methods_free(&s->methods);
     rrpc__url_free(&s->url);
+    for (size_t i = 0; s->reply_prefixes && s->reply_prefixes[i]; i++)
+        free(s->reply_prefixes[i]);
+    free(s->reply_prefixes);
     free(s->service);
     free(s->prefix);
     free(s);
@@ -264,31 +338,84 @@ static void log_worker(const worker *w, const char *what, const char *detail)
             detail ? detail : "");
 }
 
+static int grow(void **items, size_t *cap, size_t need, size_t size)
+{
+    if (need <= *cap)
+        return RRPC_OK;
+    size_t n = *cap ? *cap * 2 : 64;
+    while (n < need)
+        n *= 2;
+    void *p = realloc(*items, n * size);
+    if (p == NULL)
+        return RRPC_ENOMEM;
+    *items = p;
+    *cap = n;
+    return RRPC_OK;
+}
+
 static int push_op(worker *w, op o)
 {
-    if (w->nops == w->capops) {
-        size_t cap = w->capops ? w->capops * 2 : 64;
-        op *ops = realloc(w->ops, cap * sizeof *ops);
-        if (ops == NULL)
-            return RRPC_ENOMEM;
-        w->ops = ops;
-        w->capops = cap;
-    }
+    if (grow((void **)&w->ops, &w->capops, w->nops + 1, sizeof o) != RRPC_OK)
+        return RRPC_ENOMEM;
     w->ops[w->nops++] = o;
     return RRPC_OK;
+}
+
+static void free_item(reply_item *it)
+{
+    free(it->key);
+    free(it->text);
+    free(it->msg_owned);
 }
 
 static void free_op(op *o)
 {
     free(o->key);
     free(o->text);
+    free(o->msg_owned);
+    for (size_t i = 0; i < o->nitems; i++)
+        free_item(&o->items[i]);
+    free(o->items);
     rrpc__cmd_free(&o->cmd);
+    memset(o, 0, sizeof *o);
 }
 
-/* Replies and dead letters must survive a broken link (see resend). */
+/* Replies and dead letters must survive a broken link or a Redis that is
+ * busy for a while (see keep_for_retry). */
 static int kept_for_resend(const op *o)
 {
-    return o->kind == OP_REPLY || o->kind == OP_DEAD || o->kind == OP_COMMIT;
+    return o->kind == OP_REPLY || o->kind == OP_DEAD || o->kind == OP_COMMIT ||
+           o->kind == OP_GIVEBACK;
+}
+
+/* The request text a kept op refers to lives in the popped reply, which
+ * is freed once the next pop comes in; a retry outlives it, so it gets a
+ * copy of its own. */
+static void own_msg(const char **msg, size_t len, char **owned)
+{
+    if (*msg == NULL || *owned != NULL)
+        return;
+    *owned = malloc(len + 1);
+    if (*owned != NULL) {
+        memcpy(*owned, *msg, len);
+        (*owned)[len] = '\0';
+    }
+    *msg = *owned ? *owned : ""; /* without memory the dead letter says less */
+}
+
+/* Moves O (taking ownership) to the ops to send again. */
+static void keep_for_retry(worker *w, op *o)
+{
+    own_msg(&o->msg, o->msg_len, &o->msg_owned);
+    for (size_t i = 0; i < o->nitems; i++)
+        own_msg(&o->items[i].msg, o->items[i].msg_len, &o->items[i].msg_owned);
+    if (grow((void **)&w->retry, &w->capretry, w->nretry + 1, sizeof *o) != RRPC_OK) {
+        log_worker(w, "out of memory: an answer or dead letter is LOST", NULL);
+        free_op(o);
+        return;
+    }
+    w->retry[w->nretry++] = *o;
+    memset(o, 0, sizeof *o);
 }
 
 /* Queues one command and remembers how to judge its reply. */
@@ -296,7 +423,7 @@ static int send_cmd(worker *w, op o, int argc, const char **argv, const size_t *
 {
     int rc = rrpc__conn_append(w->conn, argc, argv, lens);
     /* On a broken link a reply or dead letter is still kept: the next read
-     * fails, and recover() sends it again on the new link. */
+     * fails, and it is sent again on the new link. */
     if (rc == RRPC_OK || (rc == RRPC_ECONNECT && kept_for_resend(&o)))
         rc = push_op(w, o) == RRPC_OK ? rc : RRPC_ENOMEM;
     else
@@ -306,23 +433,151 @@ static int send_cmd(worker *w, op o, int argc, const char **argv, const size_t *
 
 static const op plain = {.kind = OP_PLAIN};
 
-/* Queues RPUSH+EXPIRE of a response; takes ownership of key and text. */
+/* Holds a response for the batch's reply script call (flush_replies);
+ * takes ownership of IT's key, text and msg_owned. */
+static void hold_reply(worker *w, reply_item it)
+{
+    if (grow((void **)&w->pend, &w->cappend, w->npend + 1, sizeof *w->pend) != RRPC_OK) {
+        log_worker(w, "out of memory: an answer is LOST", NULL);
+        free_item(&it);
+        return;
+    }
+    w->pend[w->npend++] = it;
+}
+
+/* As hold_reply; MSG (the request, for a dead letter) is borrowed. */
 static void queue_reply(worker *w, const char *msg, size_t len, char *key, size_t key_len,
                         char *text)
 {
-    const char *push[] = {"RPUSH", key, text};
-    const char *expire[] = {"EXPIRE", key, w->ttl_text};
-    size_t push_lens[] = {5, key_len, strlen(text)};
-    size_t expire_lens[] = {6, key_len, strlen(w->ttl_text)};
-    if (send_cmd(w,
-                 (op){.kind = OP_REPLY,
-                      .msg = msg,
-                      .msg_len = len,
-                      .key = key,
-                      .key_len = key_len,
-                      .text = text},
-                 3, push, push_lens) == RRPC_OK)
-        send_cmd(w, plain, 3, expire, expire_lens);
+    hold_reply(
+        w, (reply_item){.msg = msg, .msg_len = len, .key = key, .key_len = key_len, .text = text});
+}
+
+/* Sends one reply script call for ITEMS (owned, all in one hash slot on a
+ * Cluster): KEYS are their reply keys, ARGV the TTL and the responses. */
+static void send_reply_call(worker *w, reply_item *items, size_t n)
+{
+    size_t argc = 2 * n + 4;
+    const char **argv = malloc(argc * sizeof *argv);
+    size_t *lens = malloc(argc * sizeof *lens);
+    char numkeys[24];
+    op o = {.kind = OP_REPLY, .items = items, .nitems = n};
+    if (argv == NULL || lens == NULL) {
+        free(argv);
+        free(lens);
+        keep_for_retry(w, &o); /* sent again with the next round */
+        return;
+    }
+    int eval = !w->script_known;
+    argv[0] = eval ? "EVAL" : "EVALSHA";
+    argv[1] = eval ? rrpc__reply_script : w->srv->reply_sha;
+    snprintf(numkeys, sizeof numkeys, "%zu", n);
+    argv[2] = numkeys;
+    for (size_t i = 0; i < n; i++) {
+        argv[3 + i] = items[i].key;
+        lens[3 + i] = items[i].key_len;
+        argv[4 + n + i] = items[i].text;
+        lens[4 + n + i] = strlen(items[i].text);
+    }
+    argv[3 + n] = w->ttl_text;
+    for (size_t i = 0; i < 3; i++)
+        lens[i] = strlen(argv[i]);
+    lens[3 + n] = strlen(w->ttl_text);
+    o.eval = eval;
+    send_cmd(w, o, (int)argc, argv, lens);
+    free(argv);
+    free(lens);
+}
+
+typedef struct slotted {
+    unsigned slot;
+    size_t index;
+} slotted;
+
+static int by_slot(const void *a, const void *b)
+{
+    const slotted *x = a, *y = b;
+    if (x->slot != y->slot)
+        return x->slot < y->slot ? -1 : 1;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* On a Cluster the keys of one script call must share a hash slot: one
+ * call per slot, each with the replies of that slot in their order. */
+static void send_by_slot(worker *w, reply_item *items, size_t n)
+{
+    slotted *order = malloc(n * sizeof *order);
+    if (order == NULL) {
+        for (size_t i = 0; i < n; i++) { /* one call per key needs no sorting */
+            reply_item *one = malloc(sizeof *one);
+            if (one == NULL) {
+                log_worker(w, "out of memory: an answer is LOST", NULL);
+                free_item(&items[i]);
+                continue;
+            }
+            *one = items[i];
+            send_reply_call(w, one, 1);
+        }
+        free(items);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        order[i] = (slotted){rrpc__key_slot(items[i].key, items[i].key_len), i};
+    qsort(order, n, sizeof *order, by_slot);
+    for (size_t from = 0, to; from < n; from = to) {
+        for (to = from + 1; to < n && order[to].slot == order[from].slot; to++)
+            ;
+        reply_item *group = malloc((to - from) * sizeof *group);
+        for (size_t k = from; k < to; k++) {
+            if (group != NULL)
+                group[k - from] = items[order[k].index];
+            else {
+                log_worker(w, "out of memory: an answer is LOST", NULL);
+                free_item(&items[order[k].index]);
+            }
+        }
+        if (group != NULL)
+            send_reply_call(w, group, to - from);
+    }
+    free(order);
+    free(items);
+}
+
+/* Sends the responses held since the last call: on one Redis all of them
+ * in one reply script call, on a Cluster one call per hash slot. */
+static void flush_replies(worker *w)
+{
+    if (w->npend == 0)
+        return;
+    reply_item *items = w->pend;
+    size_t n = w->npend;
+    w->pend = NULL;
+    w->npend = w->cappend = 0;
+    /* Those that were in a call Redis refused as a whole (an ACL that
+     * does not cover one of its keys) go one by one, so that one caller's
+     * reply key cannot fail the answers of others. */
+    size_t together = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!items[i].alone) {
+            items[together++] = items[i];
+            continue;
+        }
+        reply_item *one = malloc(sizeof *one);
+        if (one == NULL) {
+            log_worker(w, "out of memory: an answer is LOST", NULL);
+            free_item(&items[i]);
+            continue;
+        }
+        *one = items[i];
+        send_reply_call(w, one, 1);
+    }
+    n = together;
+    if (n == 0)
+        free(items);
+    else if (w->srv->url.kind == RRPC__URL_CLUSTER)
+        send_by_slot(w, items, n);
+    else
+        send_reply_call(w, items, n);
 }
 
 /* Queues RPUSH+LTRIM+HINCRBY of a dead letter; takes ownership of text. */
@@ -362,10 +617,13 @@ static void queue_effects(worker *w, const json_t *effects)
     }
 }
 
+/* Queues the dead letter of MSG; RESPONSE (a value) or RESPONSE_TEXT, if
+ * any, is the answer that could not be delivered. */
 static void send_dead_letter(worker *w, const char *reason, const char *msg, size_t len,
-                             const json_t *response)
+                             const json_t *response, const char *response_text)
 {
-    char *text = rrpc__dead_letter_text(w->srv->service, reason, msg, len, response);
+    char *text = rrpc__dead_letter_text(w->srv->service, reason, msg, len,
+                                        w->srv->limits.max_request_bytes, response, response_text);
     if (text == NULL) {
         log_worker(w, "cannot encode a dead letter", reason);
         return;
@@ -389,35 +647,6 @@ static void queue_commit(worker *w, const char *msg, size_t len, const char *sha
     send_cmd(w, o, (int)o.cmd.argc, (const char **)o.cmd.argv, o.cmd.lens);
 }
 
-/* Nonzero if KEY is one of the service's own keys: its request lists
- * (every shard's), dead letters, stats or anything under its hash tag.  A
- * reply pushed there would be popped again as a request and answered there
- * again, forever (or would corrupt the registry). */
-static int is_own_key(const rrpc_server *s, const char *key, size_t len)
-{
-    size_t list_len = strlen(s->list_key);
-    if ((len == list_len && memcmp(key, s->list_key, len) == 0) ||
-        (len == strlen(s->dead_key) && memcmp(key, s->dead_key, len) == 0) ||
-        (len == strlen(s->stats_key) && memcmp(key, s->stats_key, len) == 0) ||
-        rrpc__shard_is_key(s->list_key, s->shards, key, len))
-        return 1;
-    return len > list_len + 2 && key[0] == '{' && memcmp(key + 1, s->list_key, list_len) == 0 &&
-           key[list_len + 1] == '}';
-}
-
-/* Turns an answer to one of the service's own keys into a dead letter. */
-static void refuse_own_key(rrpc__outcome *out)
-{
-    free(out->dead_reason);
-    out->dead_reason = strdup("reply key is one of the service's own keys");
-    json_decref(out->dead_response);
-    out->dead_response =
-        out->response ? json_loads(out->response, RRPC__JSON_DECODE_FLAGS, NULL) : NULL;
-    free(out->reply_key);
-    free(out->response);
-    out->reply_key = out->response = NULL;
-}
-
 /* Dispatches one request; SHA1 is its identity in reliable mode, else
  * NULL.  A dead letter is queued before the commit, so that a crash in
  * between may repeat it but never lose it. */
@@ -430,41 +659,63 @@ static void handle_message(worker *w, const char *msg, size_t len, const char *s
     atomic_fetch_add(&s->notifications, out.notifications);
     atomic_fetch_add(&s->errors, out.errors);
     atomic_fetch_add(&s->expired, out.expired);
-    if (out.reply_key != NULL && is_own_key(s, out.reply_key, out.reply_key_len))
-        refuse_own_key(&out);
+    char *refused = NULL; /* the response withheld from a refused reply key */
+    if (out.reply_key != NULL) {
+        const char *why = rrpc__reply_key_refusal(&w->rules, out.reply_key, out.reply_key_len);
+        if (why != NULL) {
+            free(out.dead_reason);
+            out.dead_reason = strdup(why);
+            refused = out.response;
+            free(out.reply_key);
+            out.reply_key = out.response = NULL;
+        }
+    }
     if (out.dead_reason != NULL)
-        send_dead_letter(w, out.dead_reason, msg, len, out.dead_response);
+        send_dead_letter(w, out.dead_reason, msg, len, out.dead_response, refused);
+    free(refused);
     if (sha1 != NULL) {
         queue_commit(w, msg, len, sha1, &out);
     } else {
-        if (out.response != NULL && out.reply_key != NULL) {
-            queue_reply(w, msg, len, out.reply_key, out.reply_key_len, out.response);
-            out.reply_key = out.response = NULL; /* now owned by the queued op */
-        }
+        /* Effects go out before the answer (replies wait for the batch's
+         * reply script call), so a caller never sees an answer whose
+         * effects are not applied yet. */
         if (out.effects != NULL)
             queue_effects(w, out.effects);
+        if (out.response != NULL && out.reply_key != NULL) {
+            queue_reply(w, msg, len, out.reply_key, out.reply_key_len, out.response);
+            out.reply_key = out.response = NULL; /* now owned by the queued reply */
+        }
     }
     rrpc__outcome_clear(&out);
 }
 
 /* A request answered before (a redelivery, or a caller that sent it
- * again): the remembered response goes out again, nothing runs. */
-static void answer_again(worker *w, const rrpc__reply *answer)
+ * again): the remembered response goes out again, nothing runs.  It goes
+ * through the reply script like any answer: the key may have become
+ * something else than a reply list since. */
+static void answer_again(worker *w, const char *msg, size_t msg_len, const rrpc__reply *answer)
 {
     size_t len = 0, key_len = 0, resp_len = 0;
     const char *text = rrpc__reply_str(answer, &len), *key, *resp;
     atomic_fetch_add(&w->srv->duplicates, 1);
     if (!rrpc__rel_parse_answer(text, len, &key, &key_len, &resp, &resp_len))
         return; /* a notification or a dead letter: nothing to send */
-    const char *push[] = {"RPUSH", key, resp};
-    const char *expire[] = {"EXPIRE", key, w->ttl_text};
-    size_t push_lens[] = {5, key_len, resp_len};
-    size_t expire_lens[] = {6, key_len, strlen(w->ttl_text)};
-    send_cmd(w, plain, 3, push, push_lens);
-    send_cmd(w, plain, 3, expire, expire_lens);
+    char *k = malloc(key_len + 1), *r = malloc(resp_len + 1);
+    if (k == NULL || r == NULL) {
+        log_worker(w, "out of memory: a remembered answer was not sent again", NULL);
+        free(k);
+        free(r);
+        return;
+    }
+    memcpy(k, key, key_len);
+    k[key_len] = '\0';
+    memcpy(r, resp, resp_len);
+    r[resp_len] = '\0';
+    queue_reply(w, msg, msg_len, k, key_len, r);
 }
 
 static int collect(worker *w, rrpc__reply *popped[2]);
+static void recover(worker *w);
 
 static size_t pop_count(const rrpc__reply *r)
 {
@@ -518,25 +769,44 @@ static const rrpc__reply *batch_entry(const batch *b, size_t k, const char **sha
  * one is held up by a slow handler. */
 static void give_back(worker *w, const batch *b, size_t first)
 {
-    size_t n = b->count - first;
-    const char **argv = malloc((n + 2) * sizeof *argv);
-    size_t *lens = malloc((n + 2) * sizeof *lens);
-    if (argv != NULL && lens != NULL) {
-        argv[0] = "LPUSH";
-        lens[0] = 5;
-        argv[1] = w->list;
-        lens[1] = strlen(w->list);
-        for (size_t i = 0; i < n; i++) { /* LPUSH reverses: the last goes first */
+    size_t n = b->count - first, argc = n + 2;
+    /* The requests are in no list now: the command owns copies, so that it
+     * can be sent again after a broken link or a Redis busy in a script. */
+    op o = {.kind = OP_GIVEBACK};
+    o.cmd.argv = calloc(argc, sizeof *o.cmd.argv);
+    o.cmd.lens = calloc(argc, sizeof *o.cmd.lens);
+    int ok = o.cmd.argv != NULL && o.cmd.lens != NULL;
+    if (ok)
+        o.cmd.argc = o.cmd.cap = argc;
+    for (size_t i = 0; ok && i < argc; i++) {
+        const char *arg = i == 0 ? "LPUSH" : w->list;
+        size_t len = strlen(arg);
+        if (i >= 2) { /* LPUSH reverses: the last goes first */
             const char *sha1;
             const rrpc__reply *answer;
-            argv[2 + i] =
-                rrpc__reply_str(batch_entry(b, b->count - 1 - i, &sha1, &answer), &lens[2 + i]);
+            arg = rrpc__reply_str(batch_entry(b, b->count - 1 - (i - 2), &sha1, &answer), &len);
         }
-        send_cmd(w, plain, (int)(n + 2), argv, lens);
-        atomic_fetch_add(&w->srv->given_back, n);
+        ok = (o.cmd.argv[i] = malloc(len + 1)) != NULL;
+        if (ok) {
+            memcpy(o.cmd.argv[i], arg, len);
+            o.cmd.argv[i][len] = '\0';
+            o.cmd.lens[i] = len;
+        }
     }
-    free(argv);
-    free(lens);
+    if (!ok) {
+        /* Without memory the worker runs them itself, late but not lost. */
+        free_op(&o);
+        for (size_t k = first; k < b->count; k++) {
+            const char *sha1;
+            const rrpc__reply *answer;
+            size_t len = 0;
+            const char *msg = rrpc__reply_str(batch_entry(b, k, &sha1, &answer), &len);
+            handle_message(w, msg, len, NULL);
+        }
+        return;
+    }
+    send_cmd(w, o, (int)argc, (const char **)o.cmd.argv, o.cmd.lens);
+    atomic_fetch_add(&w->srv->given_back, n);
 }
 
 /* Sizes the next batches of all workers from the slowest handler of the
@@ -544,20 +814,53 @@ static void give_back(worker *w, const batch *b, size_t first)
  * (BLPOP alone), so that requests do not queue up behind a slow one in its
  * batch while other workers could take them; while handlers are quick the
  * extra count doubles back to batch_max.  Slowness is the service's, so
- * the count is shared. */
-static void adapt_batch(worker *w, double slowest)
+ * the count is shared.  Bulk counts as well: after a batch of more than
+ * BATCH_BYTES_LIMITS size limits' worth of text (hostile or not), the next
+ * pops take one message at a time, so that a worker never holds more than
+ * that plus one message. */
+static void adapt_batch(worker *w, double slowest, size_t bytes)
 {
     rrpc_server *s = w->srv;
     int now = atomic_load(&s->batch_now);
-    int next = slowest > GIVE_BACK_AFTER_S ? 0 : now < 1 ? 1 : now * 2;
+    int heavy = bytes > BATCH_BYTES_LIMITS * s->limits.max_request_bytes;
+    int next = slowest > GIVE_BACK_AFTER_S || heavy ? 0 : now < 1 ? 1 : now * 2;
     atomic_store(&s->batch_now, next > s->batch_max ? s->batch_max : next);
+}
+
+/* Sends what the batch has finished so far and reads the replies, while
+ * a slow handler holds the rest: answers are not held back by it. */
+static void flush_finished(worker *w)
+{
+    flush_replies(w);
+    if (w->nops == 0)
+        return;
+    rrpc__reply *none[2] = {NULL, NULL};
+    if (collect(w, none) != RRPC_OK)
+        recover(w); /* the link broke: what was not confirmed waits in retry */
+}
+
+/* The bytes of all the requests in B. */
+static size_t batch_bytes(const batch *b)
+{
+    size_t bytes = 0;
+    for (size_t k = 0; k < b->count; k++) {
+        const char *sha1;
+        const rrpc__reply *answer;
+        size_t len = 0;
+        rrpc__reply_str(batch_entry(b, k, &sha1, &answer), &len);
+        bytes += len;
+    }
+    return bytes;
 }
 
 /* Handles every request of a pop pair in order. */
 static void handle_popped(worker *w, rrpc__reply *const popped[2])
 {
     batch b = batch_of(w, popped);
+    if (b.count == 0)
+        return; /* a pop that timed out says nothing about the handlers */
     double started = rrpc__monotonic(), flushed_at = started, slowest = 0;
+    size_t bytes = batch_bytes(&b);
     for (size_t k = 0; k < b.count; k++) {
         const char *sha1;
         const rrpc__reply *answer;
@@ -566,7 +869,7 @@ static void handle_popped(worker *w, rrpc__reply *const popped[2])
         const char *msg = rrpc__reply_str(e, &len);
         double began = rrpc__monotonic();
         if (answer != NULL)
-            answer_again(w, answer);
+            answer_again(w, msg, len, answer);
         else
             handle_message(w, msg, len, sha1);
         double now = rrpc__monotonic();
@@ -581,19 +884,114 @@ static void handle_popped(worker *w, rrpc__reply *const popped[2])
             give_back(w, &b, k + 1);
             break;
         }
-        if (w->nops > 0 && now - flushed_at > FLUSH_AFTER_S) {
-            rrpc__reply *none[2] = {NULL, NULL};
-            collect(w, none); /* on failure kept for resend; the loop recovers */
+        if ((w->nops > 0 || w->npend > 0) && now - flushed_at > FLUSH_AFTER_S) {
+            flush_finished(w);
             flushed_at = rrpc__monotonic();
         }
     }
-    adapt_batch(w, slowest);
+    adapt_batch(w, slowest, bytes);
     w->ack_due = w->srv->reliable && b.count > 0;
 }
 
-/* Acts on the reply to one queued command. */
-static void judge(worker *w, const op *o, const rrpc__reply *r)
+/* A response that could not be delivered, as a dead letter. */
+static void reply_dead(worker *w, const reply_item *it, const char *reason)
 {
+    send_dead_letter(w, reason, it->msg, it->msg_len, NULL, it->text);
+}
+
+/* Acts on the reply script's answer: per key 1 (pushed) or what the key
+ * is instead of a reply list (refused, PROTOCOL.md section 3 rule 5). */
+static void judge_replies(worker *w, op *o, const rrpc__reply *r)
+{
+    char reason[RRPC__ERRMSG_LEN];
+    if (rrpc__reply_type(r) == RRPC__REPLY_ERROR && o->nitems > 1) {
+        /* Refused as a whole: which key is to blame, if any, is found by
+         * sending each on its own (the items move out of the op). */
+        for (size_t i = 0; i < o->nitems; i++) {
+            o->items[i].alone = 1;
+            own_msg(&o->items[i].msg, o->items[i].msg_len, &o->items[i].msg_owned);
+            hold_reply(w, o->items[i]);
+        }
+        o->nitems = 0;
+        w->split_pending = 1;
+        return;
+    }
+    if (rrpc__reply_type(r) == RRPC__REPLY_ERROR) {
+        snprintf(reason, sizeof reason, "reply failed: %s", rrpc__reply_str(r, NULL));
+        for (size_t i = 0; i < o->nitems; i++)
+            reply_dead(w, &o->items[i], reason);
+        return;
+    }
+    if (o->eval)
+        w->script_known = 1; /* EVAL cached it: EVALSHA from now on */
+    size_t n = pop_count(r);
+    for (size_t i = 0; i < o->nitems; i++) {
+        const rrpc__reply *e = i < n ? rrpc__reply_element(r, i) : NULL;
+        enum rrpc__reply_type t = e ? rrpc__reply_type(e) : RRPC__REPLY_NIL;
+        if (t == RRPC__REPLY_INTEGER && rrpc__reply_integer(e) == 1)
+            continue;
+        if (t == RRPC__REPLY_STRING || t == RRPC__REPLY_STATUS)
+            snprintf(reason, sizeof reason, "reply key refused: %s", rrpc__reply_str(e, NULL));
+        else
+            snprintf(reason, sizeof reason, "reply failed: unexpected answer of the reply script");
+        reply_dead(w, &o->items[i], reason);
+    }
+}
+
+/* Keeps the registered services' names (rule 3 of the reply keys) from an
+ * SMEMBERS reply.  A refusal (an ACL) leaves the rule off, logged once. */
+static void take_services(worker *w, const rrpc__reply *r)
+{
+    if (rrpc__reply_type(r) != RRPC__REPLY_ARRAY) {
+        if (!w->services_refused)
+            log_worker(w,
+                       "cannot read the registered services; their request lists are not "
+                       "recognised as reply keys",
+                       rrpc__reply_type(r) == RRPC__REPLY_ERROR ? rrpc__reply_str(r, NULL) : NULL);
+        w->services_refused = 1;
+        return;
+    }
+    size_t n = rrpc__reply_count(r), bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t len = 0;
+        rrpc__reply_str(rrpc__reply_element(r, i), &len);
+        bytes += len;
+    }
+    rrpc__name *names = malloc((n ? n : 1) * sizeof *names);
+    char *buf = malloc(bytes ? bytes : 1);
+    if (names == NULL || buf == NULL) {
+        free(names);
+        free(buf);
+        return; /* keep the last list */
+    }
+    for (size_t i = 0, at = 0; i < n; i++) {
+        size_t len = 0;
+        const char *s = rrpc__reply_str(rrpc__reply_element(r, i), &len);
+        memcpy(buf + at, s, len);
+        names[i] = (rrpc__name){buf + at, len};
+        at += len;
+    }
+    rrpc__names_sort(names, n);
+    free(w->services);
+    free(w->services_buf);
+    w->services = names;
+    w->services_buf = buf;
+    w->rules.services = names;
+    w->rules.nservices = n;
+    w->services_refused = 0;
+}
+
+/* Acts on the reply to one queued command. */
+static void judge(worker *w, op *o, const rrpc__reply *r)
+{
+    if (o->kind == OP_REPLY) {
+        judge_replies(w, o, r);
+        return;
+    }
+    if (o->kind == OP_SERVICES) {
+        take_services(w, r);
+        return;
+    }
     if (rrpc__reply_type(r) != RRPC__REPLY_ERROR) {
         if (o->kind == OP_DEAD)
             atomic_fetch_add(&w->srv->dead_letters, 1);
@@ -606,75 +1004,100 @@ static void judge(worker *w, const op *o, const rrpc__reply *r)
         return;
     }
     const char *e = rrpc__reply_str(r, NULL);
-    if (o->kind == OP_REPLY || o->kind == OP_COMMIT) {
+    if (o->kind == OP_COMMIT) {
         char reason[RRPC__ERRMSG_LEN];
         snprintf(reason, sizeof reason, "reply failed: %s", e);
-        send_dead_letter(w, reason, o->msg, o->msg_len, NULL);
+        send_dead_letter(w, reason, o->msg, o->msg_len, NULL, NULL);
+    } else if (o->kind == OP_GIVEBACK) {
+        char what[RRPC__ERRMSG_LEN];
+        snprintf(what, sizeof what, "%s; LOST %zu request(s)", e, o->cmd.argc - 2);
+        log_worker(w, "cannot hand requests back", what);
     } else if (o->kind == OP_DEAD) {
         /* Nowhere left to keep it: say so loudly, with what was lost. */
         char what[RRPC__ERRMSG_LEN];
         snprintf(what, sizeof what, "%s; LOST dead letter %.120s", e, o->text);
         log_worker(w, "cannot store a dead letter", what);
-    } else {
+    } else if (o->kind != OP_TIME) {
         log_worker(w, "Redis refused a command", e);
     }
 }
 
-/* After a broken link: keep the replies and dead letters not yet
- * confirmed (they are queued again by resend) and drop the rest. */
+/* After a broken link: the replies and dead letters of OPS not yet
+ * confirmed, and those queued since, wait in retry; the rest is dropped. */
 static void keep_unconfirmed(worker *w, op *ops, size_t nops)
 {
-    op *old = w->ops;
-    size_t old_n = w->nops;
-    w->ops = NULL;
-    w->nops = w->capops = 0;
     for (size_t i = 0; i < nops; i++)
         if (kept_for_resend(&ops[i]))
-            push_op(w, ops[i]);
-    for (size_t i = 0; i < old_n; i++) /* queued during this collect */
-        if (kept_for_resend(&old[i]))
-            push_op(w, old[i]);
+            keep_for_retry(w, &ops[i]);
         else
-            free_op(&old[i]);
-    free(old);
-    free(ops);
-}
-
-/* Queues again, on a fresh link, what the broken one never confirmed. */
-static void resend(worker *w)
-{
+            free_op(&ops[i]);
+    op *queued = w->ops; /* queued during this collect, on the broken link */
     size_t n = w->nops;
-    op *ops = w->ops;
     w->ops = NULL;
     w->nops = w->capops = 0;
+    for (size_t i = 0; i < n; i++)
+        if (kept_for_resend(&queued[i]))
+            keep_for_retry(w, &queued[i]);
+        else
+            free_op(&queued[i]);
+    free(queued);
+}
+
+/* Queues again what waits in retry (after a broken link, or a round that
+ * Redis answered with "not now"). */
+static void requeue_retries(worker *w)
+{
+    size_t n = w->nretry;
+    op *ops = w->retry;
+    w->retry = NULL;
+    w->nretry = w->capretry = 0;
     for (size_t i = 0; i < n; i++) {
-        if (ops[i].kind == OP_REPLY)
-            queue_reply(w, ops[i].msg, ops[i].msg_len, ops[i].key, ops[i].key_len, ops[i].text);
-        else if (ops[i].kind == OP_DEAD)
-            queue_dead(w, ops[i].text);
-        else if (ops[i].kind == OP_COMMIT) /* idempotent: SET NX guards it */
-            send_cmd(w, ops[i], (int)ops[i].cmd.argc, (const char **)ops[i].cmd.argv,
-                     ops[i].cmd.lens);
+        op *o = &ops[i];
+        if (o->kind == OP_REPLY) {
+            for (size_t k = 0; k < o->nitems; k++)
+                hold_reply(w, o->items[k]);
+            free(o->items);
+        } else if (o->kind == OP_DEAD) {
+            queue_dead(w, o->text);
+            free(o->msg_owned);
+        } else if (o->kind == OP_COMMIT || o->kind == OP_GIVEBACK) {
+            /* A commit is idempotent (SET NX guards it); a give-back that
+             * failed was not applied (Redis runs a command whole or not). */
+            send_cmd(w, *o, (int)o->cmd.argc, (const char **)o->cmd.argv, o->cmd.lens);
+        }
     }
     free(ops);
 }
 
-/* Nonzero if the reply to O says "not now" rather than "no": Redis is
- * loading or busy, or (reliable mode) forgot our scripts in a restart.
- * Such a round is treated like a broken link: reconnect, reload, resend. */
-static int must_retry(const op *o, const rrpc__reply *r)
+/* How a reply that is an error is to be taken: 0 it is the answer;
+ * RETRY_LATER "not now" -- Redis is loading, busy in a script, a replica
+ * cut off from its master (the op is sent again after a pause); RETRY_NOW
+ * the reply script is not cached on that node (sent again at once, as
+ * EVAL); RETRY_RELOAD reliable mode's scripts are gone (reloaded first). */
+enum { RETRY_NO, RETRY_LATER, RETRY_NOW, RETRY_RELOAD };
+
+static int retry_kind(const op *o, const rrpc__reply *r)
 {
     if (rrpc__reply_type(r) != RRPC__REPLY_ERROR)
-        return 0;
-    if (kept_for_resend(o) && rrpc__reply_transient(r))
-        return 1;
+        return RETRY_NO;
     const char *e = rrpc__reply_str(r, NULL);
-    return (o->kind == OP_COMMIT || o->kind == OP_POP) && e && strncmp(e, "NOSCRIPT", 8) == 0;
+    int noscript = e && strncmp(e, "NOSCRIPT", 8) == 0;
+    if (o->kind == OP_REPLY && noscript)
+        return RETRY_NOW;
+    if ((o->kind == OP_COMMIT || o->kind == OP_POP) && noscript)
+        return RETRY_RELOAD;
+    if (rrpc__reply_transient(r))
+        return RETRY_LATER; /* for ops that are not kept, only the pause */
+    return RETRY_NO;
 }
 
-/* Reads the replies of everything sent; the pop pair's replies (new, or
- * NULL if no pop was sent) land in popped.  A failed reply push becomes a
- * dead letter in the next round. */
+/* Reads the reply of every command sent, in order, so that each is paired
+ * with its own command whatever Redis answers; the pop pair's replies
+ * (NULL if no pop was sent) land in popped.  Returns RRPC_OK while the link
+ * is in step, even when some replies said "not now" (those ops wait in
+ * retry); an error only when the link broke (everything unconfirmed waits
+ * in retry, the link must be recovered).  A refused reply becomes a dead
+ * letter in the next round. */
 static int collect(worker *w, rrpc__reply *popped[2])
 {
     int npopped = 0;
@@ -682,37 +1105,52 @@ static int collect(worker *w, rrpc__reply *popped[2])
     op *ops = w->ops;
     w->ops = NULL;
     w->nops = w->capops = 0;
-    int rc = RRPC_OK;
-    for (size_t i = 0; i < nops && rc == RRPC_OK; i++) {
+    int rc = RRPC_OK, transient = 0;
+    size_t i = 0;
+    for (; i < nops; i++) {
         rrpc__reply *r = NULL;
         rc = rrpc__conn_read(w->conn, &r);
         if (rc != RRPC_OK)
             break;
-        if (must_retry(&ops[i], r)) {
-            /* Redis is loading or busy: not the answer's fault.  Like a
-             * broken link, the rest is kept and sent again later. */
+        int again = retry_kind(&ops[i], r);
+        if (again == RETRY_LATER) {
+            transient = 1;
             snprintf(w->transient, sizeof w->transient, "%s", rrpc__reply_str(r, NULL));
-            rrpc__reply_free(r);
-            rc = RRPC_ECONNECT;
-            break;
+        } else if (again == RETRY_NOW) {
+            w->script_known = 0;
+        } else if (again == RETRY_RELOAD) {
+            w->reload_scripts = 1;
         }
         if (ops[i].kind == OP_POP) {
-            popped[npopped++] = r;
+            if (npopped < 2)
+                popped[npopped++] = r; /* an error reply there holds no request */
+            else
+                rrpc__reply_free(r);
             continue;
         }
-        if (ops[i].kind == OP_TIME)
-            rrpc__clock_parse_time(&w->clock, r, ops[i].sent_ms);
-        else
-            judge(w, &ops[i], r);
+        if (again != RETRY_NO && kept_for_resend(&ops[i])) {
+            keep_for_retry(w, &ops[i]);
+        } else {
+            if (ops[i].kind == OP_TIME && again == RETRY_NO)
+                rrpc__clock_parse_time(&w->clock, r, ops[i].sent_ms);
+            else
+                judge(w, &ops[i], r);
+            free_op(&ops[i]);
+        }
         rrpc__reply_free(r);
-        free_op(&ops[i]);
-        ops[i].kind = OP_PLAIN; /* confirmed: nothing left to resend */
     }
-    if (rc != RRPC_OK) /* keep the unconfirmed ones for resend() */
-        keep_unconfirmed(w, ops, nops);
-    else
+    if (rc != RRPC_OK) {
+        keep_unconfirmed(w, ops + i, nops - i);
+        for (size_t k = 0; k < i; k++)
+            free_op(&ops[k]);
         free(ops);
-    return rc;
+        return rc;
+    }
+    if (transient && !w->retry_wait)
+        log_worker(w, "Redis says not now; answers wait and are sent again", w->transient);
+    w->retry_wait |= transient;
+    free(ops);
+    return RRPC_OK;
 }
 
 static void send_clock_refresh(worker *w)
@@ -723,11 +1161,24 @@ static void send_clock_refresh(worker *w)
     }
 }
 
+/* Reads the registered services again (rule 3 of the reply keys) at most
+ * every SERVICES_REFRESH_S, in the pipeline of a pop: no round trip of
+ * its own, never on the path of a request. */
+static void send_services_refresh(worker *w)
+{
+    double now = rrpc__monotonic();
+    if (w->services_at > 0 && now - w->services_at < SERVICES_REFRESH_S)
+        return;
+    w->services_at = now;
+    const char *members[] = {"SMEMBERS", w->srv->services_key};
+    send_cmd(w, (op){.kind = OP_SERVICES}, 2, members, NULL);
+}
+
 /* Reliable mode: the batch in hand is answered (its commits are queued
  * ahead of this), so its in-flight list can go. */
 static void send_ack(worker *w)
 {
-    if (!w->ack_due)
+    if (!w->ack_due || w->nretry > 0) /* a commit not confirmed yet: keep the list */
         return;
     const char *del[] = {"DEL", w->inflight};
     send_cmd(w, plain, 2, del, NULL);
@@ -735,23 +1186,27 @@ static void send_ack(worker *w)
 }
 
 /* Queues the pop pair: block for one request, then take what else waits.
- * In reliable mode the pair moves requests into the in-flight list. */
-static void send_pop(worker *w)
+ * In reliable mode the pair moves requests into the in-flight list.
+ * QUICK: commands queued since the last round (dead letters, answers sent
+ * one by one) would otherwise wait behind the pop's block: it is short. */
+static void send_pop(worker *w, int quick)
 {
+    const char *timeout = quick ? QUICK_TIMEOUT : BLOCK_TIMEOUT;
     rrpc_server *s = w->srv;
     const op pop = {.kind = OP_POP};
     send_clock_refresh(w);
+    send_services_refresh(w);
     int extra = atomic_load(&s->batch_now);
     snprintf(w->batch_text, sizeof w->batch_text, "%d", extra);
     if (s->reliable) {
-        const char *block[] = {"BLMOVE", s->list_key, w->inflight, "LEFT", "RIGHT", BLOCK_TIMEOUT};
+        const char *block[] = {"BLMOVE", s->list_key, w->inflight, "LEFT", "RIGHT", timeout};
         const char *take[9];
         rrpc__rel_take_argv(&s->rel, w->inflight, w->wid, w->batch_text, take);
         if (send_cmd(w, pop, 6, block, NULL) == RRPC_OK)
             send_cmd(w, pop, 9, take, NULL);
         return;
     }
-    const char *block[] = {"BLPOP", w->list, BLOCK_TIMEOUT};
+    const char *block[] = {"BLPOP", w->list, timeout};
     const char *more[] = {"LPOP", w->list, w->batch_text};
     if (send_cmd(w, pop, 3, block, NULL) == RRPC_OK && extra > 0)
         send_cmd(w, pop, 3, more, NULL);
@@ -764,15 +1219,18 @@ static void free_pair(rrpc__reply *pair[2])
     pair[0] = pair[1] = NULL;
 }
 
-/* Nonzero if Redis refused the pop (e.g. WRONGTYPE); logged. */
+/* Nonzero if Redis refused a pop (e.g. WRONGTYPE, BUSY); logged.  What
+ * the other half of the pair took is handled all the same. */
 static int pop_refused(worker *w, rrpc__reply *const pair[2])
 {
+    int refused = 0;
     for (int i = 0; i < 2; i++)
         if (pair[i] && rrpc__reply_type(pair[i]) == RRPC__REPLY_ERROR) {
-            log_worker(w, "cannot pop requests", rrpc__reply_str(pair[i], NULL));
-            return 1;
+            if (!refused)
+                log_worker(w, "cannot pop requests", rrpc__reply_str(pair[i], NULL));
+            refused = 1;
         }
-    return 0;
+    return refused;
 }
 
 static void drop_pending(worker *w)
@@ -782,16 +1240,39 @@ static void drop_pending(worker *w)
     free(w->ops);
     w->ops = NULL;
     w->nops = w->capops = 0;
+    if (w->nretry > 0 || w->npend > 0) {
+        char what[64];
+        snprintf(what, sizeof what, "%zu", w->nretry + w->npend);
+        log_worker(w, "stopping with answers or dead letters Redis never confirmed: LOST", what);
+    }
+    for (size_t i = 0; i < w->nretry; i++)
+        free_op(&w->retry[i]);
+    free(w->retry);
+    w->retry = NULL;
+    w->nretry = w->capretry = 0;
+    for (size_t i = 0; i < w->npend; i++)
+        free_item(&w->pend[i]);
+    free(w->pend);
+    w->pend = NULL;
+    w->npend = w->cappend = 0;
+    free(w->services);
+    free(w->services_buf);
+    w->services = NULL;
+    w->services_buf = NULL;
     free_pair(w->in_hand);
 }
 
 /* Reconnects with exponential backoff and jitter until it works or the
- * server is stopped.  Logs once per outage. */
+ * server is stopped.  Logs once per outage.  Whatever was sent and not
+ * confirmed waits in retry and is sent again by the loop. */
 static void recover(worker *w)
 {
+    keep_unconfirmed(w, NULL, 0); /* nothing queued on the old link is answered */
     log_worker(w, "lost the Redis connection, reconnecting",
                w->transient[0] ? w->transient : rrpc__conn_errmsg(w->conn));
     w->transient[0] = '\0';
+    w->script_known = 0; /* maybe a restarted Redis, without our script */
+    w->reload_scripts = 0;
     double delay = BACKOFF_MIN_S;
     while (!atomic_load(&w->srv->stop)) {
         double jitter = (double)(rand() % 1000) / 1000.0; /* spreads a herd of workers */
@@ -801,45 +1282,83 @@ static void recover(worker *w)
             (!w->srv->reliable || rrpc__rel_load_scripts(&w->srv->rel, w->conn) == RRPC_OK) &&
             (rrpc__clock_sync(&w->clock, w->conn) == RRPC_OK || !rrpc__conn_broken(w->conn))) {
             log_worker(w, "reconnected", NULL);
-            resend(w); /* answers computed before the break are not lost */
             return;
         }
         delay = delay * 2 > BACKOFF_MAX_S ? BACKOFF_MAX_S : delay * 2;
     }
 }
 
+/* Before a round: what waits in retry is queued again -- after a pause
+ * if Redis said "not now" (growing while it keeps saying so), after
+ * reloading reliable mode's scripts if Redis forgot them. */
+static void prepare_retries(worker *w)
+{
+    if (w->reload_scripts) {
+        /* A synchronous SCRIPT LOAD needs a link with nothing in flight:
+         * take a fresh one (what was queued waits in retry). */
+        w->transient[0] = '\0';
+        snprintf(w->transient, sizeof w->transient, "NOSCRIPT: reloading the scripts");
+        recover(w);
+    }
+    if (w->retry_wait) {
+        rrpc__sleep(w->retry_pause);
+        w->retry_pause =
+            w->retry_pause * 2 > RETRY_PAUSE_MAX_S ? RETRY_PAUSE_MAX_S : w->retry_pause * 2;
+        w->retry_wait = 0;
+    } else {
+        w->retry_pause = BACKOFF_MIN_S;
+    }
+    if (w->nretry > 0)
+        requeue_retries(w);
+}
+
 static void *worker_main(void *arg)
 {
     worker *w = arg;
     rrpc_server *s = w->srv;
+    double give_up_at = 0;
     for (;;) {
         int stopping = atomic_load(&s->stop);
+        if (stopping && give_up_at == 0)
+            give_up_at = rrpc__monotonic() + STOP_RETRY_S;
+        if (stopping && rrpc__monotonic() > give_up_at)
+            break; /* Redis never took them: drop_pending says what was lost */
+        /* Answers, dead letters and retries are judged by their replies,
+         * which come after the pop's: a short block keeps their dead
+         * letters (a refused key, say) from waiting for a long one. */
+        int quick = w->nops > 0 || w->npend > 0 || w->nretry > 0 || w->split_pending;
+        w->split_pending = 0;
+        prepare_retries(w);
+        flush_replies(w);
         send_ack(w);
         if (!stopping)
-            send_pop(w);
-        if (w->nops == 0 && stopping)
+            send_pop(w, quick);
+        if (w->nops == 0 && stopping && w->nretry == 0 && w->npend == 0)
             break;
         if (w->nops == 0) { /* the pop could not even be queued: the link is down */
+            if (stopping && w->nretry == 0)
+                break;
             recover(w);
             continue;
         }
         rrpc__reply *popped[2] = {NULL, NULL};
         int rc = collect(w, popped);
         if (rc != RRPC_OK) {
-            /* in_hand stays: the kept replies point into it until resent. */
+            /* Whatever a lost pop took is lost with the link (at-most-once). */
             free_pair(popped);
-            if (stopping)
+            if (stopping && w->nretry == 0)
                 break;
             recover(w);
             continue;
         }
-        free_pair(w->in_hand); /* its replies are now confirmed */
+        free_pair(w->in_hand); /* nothing refers to it any more: retries own copies */
         w->in_hand[0] = popped[0];
         w->in_hand[1] = popped[1];
-        if (pop_refused(w, popped))
-            rrpc__sleep(BACKOFF_MIN_S * 10); /* e.g. WRONGTYPE: do not spin */
-        else if (popped[0] != NULL || popped[1] != NULL)
+        int refused = pop_refused(w, popped);
+        if (popped[0] != NULL || popped[1] != NULL)
             handle_popped(w, popped);
+        if (refused && !w->retry_wait)
+            rrpc__sleep(BACKOFF_MIN_S * 10); /* e.g. WRONGTYPE: do not spin */
     }
     drop_pending(w);
     return NULL;
@@ -896,6 +1415,8 @@ static int connect_workers(rrpc_server *s, worker **out)
         snprintf(w->ttl_text, sizeof w->ttl_text, "%d", s->reply_ttl_s);
         snprintf(w->trim_text, sizeof w->trim_text, "%ld", -s->dead_letter_max);
         snprintf(w->batch_text, sizeof w->batch_text, "%d", s->batch_max);
+        w->rules = s->rules; /* the services are the worker's own copy */
+        w->retry_pause = BACKOFF_MIN_S;
         rrpc__shard_key(w->list, sizeof w->list, s->list_key, i % s->shards); /* fits: set_keys */
         if (s->reliable)
             rrpc__rel_worker_keys(&s->rel, i, w->wid, sizeof w->wid, w->inflight,

@@ -80,6 +80,10 @@ RRPC_EXPORT const char *rrpc_version(void);
 /* Implementation-defined server error (spec range -32000..-32099): the
  * request's deadline passed before a worker could run it. */
 #define RRPC_JSONRPC_DEADLINE_EXCEEDED -32000
+/* Server error: the batch this request was part of had already run for the
+ * worker's batch time limit (rrpc_server_options.batch_time_limit_s), so
+ * it was not run; sending it again on its own is safe. */
+#define RRPC_JSONRPC_BATCH_TIME_EXCEEDED -32001
 
 /* ------------------------------------------------------------------ */
 /* Sync client                                                         */
@@ -266,6 +270,20 @@ typedef struct rrpc_server_options {
      * NOPERM) fails at once whatever this says; rrpc_server_stop or a
      * signal (handle_signals) ends the wait with RRPC_OK. */
     double start_timeout_s;
+    /* Reply keys this service may answer on (docs/PROTOCOL.md section 3):
+     * a NULL-terminated array of prefixes (copied), e.g. {"rrpc:reply:",
+     * NULL}; a request whose reply key starts with none of them is run,
+     * and its answer becomes a dead letter ("reply key refused: not under
+     * an allowed prefix").  NULL (the default): any key the other rules
+     * accept.  A worker never writes to a key that is not a reply list
+     * (missing, or a list with an expiry) whatever this says. */
+    const char *const *reply_prefixes;
+    /* The longest a JSON-RPC batch (one message of many requests) may keep
+     * a worker thread (docs/PROTOCOL.md section 5): once it has run this
+     * long, its requests not started are answered -32001 (Batch time limit
+     * exceeded) without running, and its notifications are not run.
+     * Default 5 s (0 means the default); a negative value: no limit. */
+    double batch_time_limit_s;
 } rrpc_server_options;
 
 /* Fills *opts with the defaults above (service is NULL). */

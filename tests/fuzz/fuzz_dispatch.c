@@ -49,7 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         rrpc__methods_add(&methods, "echo", echo, NULL, NULL);
         rrpc__methods_add(&methods, "add", add, NULL, NULL);
     }
-    rrpc__limits limits = {64 * 1024, 100};
+    rrpc__limits limits = {64 * 1024, 100, 0};
     rrpc__outcome out;
     rrpc__dispatch(&methods, &limits, &redis_clock, (const char *)data, size, &out);
     /* A response always has somewhere to go; otherwise it is a dead letter. */
@@ -57,7 +57,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     if (out.dead_reason != NULL) {
         char *letter = rrpc__dead_letter_text("fuzz", out.dead_reason, (const char *)data, size,
-                                              out.dead_response);
+                                              limits.max_request_bytes, out.dead_response, NULL);
         if (letter == NULL)
             abort(); /* every message must be recordable */
         free(letter);

@@ -143,7 +143,7 @@ static void test_dead_letters(rrpc_client *c)
     memset(big, 'x', sizeof big - 1);
     big[sizeof big - 1] = '\0';
     rrpc__reply_free(cmd(3, "RPUSH", "t", big));
-    /* A reply key of the wrong type: the worker's RPUSH gets WRONGTYPE. */
+    /* A reply key of the wrong type: the reply script refuses it. */
     rrpc__reply_free(cmd(3, "SET", "it:string-key", "x"));
     rrpc__reply_free(cmd(3, "RPUSH", "t",
                          "{\"jsonrpc\":\"2.0\",\"method\":\"add\",\"params\":[1,1],"
@@ -154,8 +154,8 @@ static void test_dead_letters(rrpc_client *c)
                          "{\"jsonrpc\":\"2.0\",\"method\":\"add\",\"params\":[1,1],"
                          "\"id\":\"x\",\"reply_to\":\"t\"}"));
     test_call_result(c); /* the server keeps answering */
-    /* The WRONGTYPE dead letter is written in the round after the failed
-     * reply, which may wait behind an idle worker's BLPOP (0.5 s). */
+    /* The refusal's dead letter is written in the round after the
+     * reply script's, which may wait behind an idle worker's BLPOP (0.5 s). */
     for (int i = 0; i < 40 && cmd_int(2, "LLEN", "t:dead", NULL) < dead0 + 4; i++)
         rrpc__sleep(0.05);
     CHECK(cmd_int(2, "LLEN", "t:dead", NULL) == dead0 + 4);
@@ -166,8 +166,8 @@ static void test_dead_letters(rrpc_client *c)
         const char *s = rrpc__reply_str(rrpc__reply_element(r, i), NULL);
         parse |= strstr(s, "\"reason\":\"parse error") != NULL;
         big_seen |= strstr(s, "\"reason\":\"too large: 4999 bytes (limit 4096)\"") != NULL;
-        wrongtype |= strstr(s, "reply failed: WRONGTYPE") != NULL;
-        own |= strstr(s, "\"reason\":\"reply key is one of the service's own keys\"") != NULL;
+        wrongtype |= strstr(s, "\"reason\":\"reply key refused: string\"") != NULL;
+        own |= strstr(s, "\"reason\":\"reply key refused: one of the service's own keys\"") != NULL;
     }
     CHECK(parse && big_seen && wrongtype && own);
     rrpc__reply_free(r);

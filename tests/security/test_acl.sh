@@ -157,17 +157,21 @@ refused "operator writing stats" "${O[@]}" HINCRBY calc:stats dead 1
 # 5. Confused deputy: reply_to naming a foreign key (refused by the ACL), or
 #    the service list itself (refused by the worker before any ACL: it would
 #    answer itself forever).
+#    A proper reply key in the same pop is answered all the same: the reply
+#    script call that the ACL refused as a whole is sent again key by key.
 before=$(redis-cli HGET calc:stats dead)
 as_user "${C[@]}" RPUSH calc \
   '{"jsonrpc":"2.0","method":"add","params":[1,2],"id":"x","reply_to":"victim"}' \
-  '{"jsonrpc":"2.0","method":"add","params":[1,2],"id":"calc","reply_to":"calc"}' >/dev/null
+  '{"jsonrpc":"2.0","method":"add","params":[1,2],"id":"calc","reply_to":"calc"}' \
+  '{"jsonrpc":"2.0","method":"add","params":[2,2],"id":"y","reply_to":"rrpc:reply:acl-neighbour"}' >/dev/null
 sleep 0.5
 after=$(redis-cli HGET calc:stats dead)
 [ "$(redis-cli EXISTS victim)" = 0 ] && [ "$(redis-cli LLEN calc)" = 0 ] &&
   [ $((after - ${before:-0})) = 2 ] &&
+  redis-cli LRANGE rrpc:reply:acl-neighbour 0 -1 | grep -q '"result":4' &&
   [ "$(redis-cli LRANGE calc:dead -2 -1 | grep -c '"reply failed: NOPERM')" = 1 ] &&
   [ "$(redis-cli LRANGE calc:dead -2 -1 | grep -c "one of the service's own keys")" = 1 ] &&
-  ok "reply_to a foreign key or the service list: dead letters, nothing written" ||
+  ok "reply_to a foreign key or the service list: dead letters, nothing written; the neighbour answered" ||
   fail "reply_to victim/calc: victim=$(redis-cli EXISTS victim) calc=$(redis-cli LLEN calc) dead +$((after - ${before:-0}))"
 
 # 6. The operator's commands, as calc-operator.

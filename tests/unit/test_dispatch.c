@@ -123,7 +123,7 @@ static json_t *h_introspect(rrpc_request *req, void *udata)
 
 static rrpc__methods methods;
 static int count_calls;
-static const rrpc__limits default_limits = {1 << 20, 1000};
+static const rrpc__limits default_limits = {1 << 20, 1000, 0};
 /* Redis time = local time + 5 s: deadlines must be judged on Redis's
  * clock, not on the worker's. */
 static const rrpc__clock test_clock = {5000, 1};
@@ -492,7 +492,7 @@ static void test_too_large_is_dead_letter_before_parsing(void)
 {
     const char *text = "{\"jsonrpc\":\"2.0\",\"method\":\"count\",\"id\":\"k\"}";
     size_t len = strlen(text);
-    rrpc__limits limits = {len - 1, 1000};
+    rrpc__limits limits = {len - 1, 1000, 0};
     rrpc__outcome out;
     int before = count_calls;
     run_limits(text, len, &limits, &out);
@@ -739,7 +739,7 @@ static void test_empty_batch_is_dead_letter_with_error(void)
 
 static void test_batch_over_limit_is_one_error(void)
 {
-    rrpc__limits limits = {1 << 20, 2};
+    rrpc__limits limits = {1 << 20, 2, 0};
     const char *text =
         "[{\"jsonrpc\":\"2.0\",\"method\":\"count\",\"id\":\"a\",\"reply_to\":\"rk\"},"
         " {\"jsonrpc\":\"2.0\",\"method\":\"count\",\"id\":\"b\",\"reply_to\":\"rk\"},"
@@ -813,9 +813,9 @@ static json_t *decode_dead_letter(char *text, const char *service, const char *r
 static void test_dead_letter_keeps_utf8_message_as_text(void)
 {
     const char *msg = "garbage \xc3\xa9";
-    json_t *rec =
-        decode_dead_letter(rrpc__dead_letter_text("calc", "parse error: x", msg, strlen(msg), NULL),
-                           "calc", "parse error: x");
+    json_t *rec = decode_dead_letter(
+        rrpc__dead_letter_text("calc", "parse error: x", msg, strlen(msg), 1 << 20, NULL, NULL),
+        "calc", "parse error: x");
     if (rec == NULL)
         return;
     CHECK_EQ_STR(json_string_value(json_object_get(rec, "message")), msg);
@@ -827,8 +827,8 @@ static void test_dead_letter_keeps_utf8_message_as_text(void)
 
 static void test_dead_letter_keeps_nul_bytes_in_message(void)
 {
-    json_t *rec =
-        decode_dead_letter(rrpc__dead_letter_text("calc", "r", "a\0b", 3, NULL), "calc", "r");
+    json_t *rec = decode_dead_letter(
+        rrpc__dead_letter_text("calc", "r", "a\0b", 3, 1 << 20, NULL, NULL), "calc", "r");
     if (rec == NULL)
         return;
     json_t *m = json_object_get(rec, "message");
@@ -841,7 +841,8 @@ static void test_dead_letter_keeps_nul_bytes_in_message(void)
 static void expect_base64(const char *message, size_t len, const char *base64, int line)
 {
     json_t *rec = decode_dead_letter(
-        rrpc__dead_letter_text("svc", "invalid UTF-8", message, len, NULL), "svc", "invalid UTF-8");
+        rrpc__dead_letter_text("svc", "invalid UTF-8", message, len, 1 << 20, NULL, NULL), "svc",
+        "invalid UTF-8");
     if (rec == NULL)
         return;
     int ok = CHECK_EQ_STR(json_string_value(json_object_get(rec, "message_base64")), base64);
@@ -868,8 +869,8 @@ static void test_dead_letter_includes_response_when_given(void)
     json_t *response = json_pack("{s:s,s:n,s:i}", "jsonrpc", "2.0", "id", "result", 3);
     const char *msg = "{\"jsonrpc\":\"2.0\",\"method\":\"add\",\"id\":null}";
     json_t *rec = decode_dead_letter(
-        rrpc__dead_letter_text("calc", "no reply key", msg, strlen(msg), response), "calc",
-        "no reply key");
+        rrpc__dead_letter_text("calc", "no reply key", msg, strlen(msg), 1 << 20, response, NULL),
+        "calc", "no reply key");
     CHECK_EQ_INT(response->refcount, 1); /* borrowed, not stolen */
     if (rec != NULL) {
         CHECK_JSON_EQ(json_object_get(rec, "response"),
@@ -887,9 +888,10 @@ static void test_dead_letter_of_dispatch_outcome(void)
     rrpc__outcome out;
     run(text, &out);
     if (CHECK(out.dead_reason != NULL)) {
-        json_t *rec = decode_dead_letter(
-            rrpc__dead_letter_text("calc", out.dead_reason, text, strlen(text), out.dead_response),
-            "calc", "no reply key");
+        json_t *rec =
+            decode_dead_letter(rrpc__dead_letter_text("calc", out.dead_reason, text, strlen(text),
+                                                      1 << 20, out.dead_response, NULL),
+                               "calc", "no reply key");
         if (rec != NULL) {
             CHECK_EQ_STR(json_string_value(json_object_get(rec, "message")), "[]");
             CHECK_EQ_INT(json_integer_value(json_object_get(

@@ -220,14 +220,35 @@ static void test_reply_key_integer_id_is_decimal_text(void)
     CHECK_EQ_STR(reply_key_of("{\"id\":42}"), "42");
     CHECK_EQ_STR(reply_key_of("{\"id\":-7}"), "-7");
     CHECK_EQ_STR(reply_key_of("{\"id\":0}"), "0");
-    CHECK_EQ_STR(reply_key_of("{\"id\":9007199254740993}"), "9007199254740993");
+    CHECK_EQ_STR(reply_key_of("{\"id\":9007199254740992}"), "9007199254740992");
+    CHECK_EQ_STR(reply_key_of("{\"id\":-9007199254740992}"), "-9007199254740992");
 }
 
-static void test_reply_key_real_id_is_shortest_text(void)
+/* Section 3 rule 3: the value counts, not the spelling, so that peers
+ * whose JSON reads every number as a double derive the same key. */
+static void test_reply_key_integral_number_is_decimal_text(void)
 {
-    CHECK_EQ_STR(reply_key_of("{\"id\":1.5}"), "1.5");
-    CHECK_EQ_STR(reply_key_of("{\"id\":0.1}"), "0.1");
-    CHECK_EQ_STR(reply_key_of("{\"id\":-2.25}"), "-2.25");
+    CHECK_EQ_STR(reply_key_of("{\"id\":100.0}"), "100");
+    CHECK_EQ_STR(reply_key_of("{\"id\":1e2}"), "100");
+    CHECK_EQ_STR(reply_key_of("{\"id\":1E2}"), "100");
+    CHECK_EQ_STR(reply_key_of("{\"id\":-7.0}"), "-7");
+    CHECK_EQ_STR(reply_key_of("{\"id\":-0.0}"), "0");
+    CHECK_EQ_STR(reply_key_of("{\"id\":9007199254740992.0}"), "9007199254740992");
+    CHECK_EQ_STR(reply_key_of("{\"id\":4.2e1}"), "42");
+}
+
+/* Section 3 rule 4: no key for a fraction or a number beyond 2^53. */
+static void test_reply_key_fraction_or_huge_number_has_none(void)
+{
+    CHECK(reply_key_of("{\"id\":1.5}") == NULL);
+    CHECK(reply_key_of("{\"id\":0.1}") == NULL);
+    CHECK(reply_key_of("{\"id\":-2.25}") == NULL);
+    CHECK(reply_key_of("{\"id\":9007199254740993}") == NULL);
+    CHECK(reply_key_of("{\"id\":-9007199254740993}") == NULL);
+    CHECK(reply_key_of("{\"id\":9223372036854775807}") == NULL);
+    CHECK(reply_key_of("{\"id\":1e300}") == NULL);
+    /* reply_to still names the key whatever the id */
+    CHECK_EQ_STR(reply_key_of("{\"id\":1.5,\"reply_to\":\"rk\"}"), "rk");
 }
 
 static void test_reply_key_null_or_missing_id_has_none(void)
@@ -295,6 +316,96 @@ static void test_reply_key_too_long_for_buffer(void)
     char four[4];
     CHECK_EQ_INT(rrpc__reply_key(req, four, sizeof four), 0);
     json_decref(req);
+}
+
+/* ---- rrpc__reply_key_refusal ----------------------------------------- */
+
+static const char *const own = "reply key refused: one of the service's own keys";
+static const char *const rrpcs = "reply key refused: one of rrpc's keys";
+static const char *const lists = "reply key refused: a service's request list";
+static const char *const outside = "reply key refused: not under an allowed prefix";
+
+static const char *refusal(const rrpc__key_rules *r, const char *key)
+{
+    return rrpc__reply_key_refusal(r, key, strlen(key));
+}
+
+static void test_reply_key_refusals(void)
+{
+    rrpc__name names[] = {{"orders", 6}, {"calc", 4}, {"img#x", 5}};
+    rrpc__names_sort(names, 3);
+    rrpc__key_rules r = {.prefix = "p:",
+                         .list_key = "p:calc",
+                         .dead_key = "p:calc:dead",
+                         .stats_key = "p:calc:stats",
+                         .shards = 3,
+                         .services = names,
+                         .nservices = 3};
+    /* Rule 1, checked first. */
+    CHECK_EQ_STR(refusal(&r, "p:calc"), own);
+    CHECK_EQ_STR(refusal(&r, "p:calc#2"), own);
+    CHECK_EQ_STR(refusal(&r, "p:calc:dead"), own);
+    CHECK_EQ_STR(refusal(&r, "{p:calc}:inflight"), own);
+    /* Rule 2: any service's rrpc keys, by name. */
+    CHECK_EQ_STR(refusal(&r, "p:rrpc:services"), rrpcs);
+    CHECK_EQ_STR(refusal(&r, "p:rrpc:anything"), rrpcs);
+    CHECK_EQ_STR(refusal(&r, "{other}:workers"), rrpcs);
+    CHECK_EQ_STR(refusal(&r, "{x}:"), rrpcs);
+    CHECK_EQ_STR(refusal(&r, "p:orders:dead"), rrpcs);
+    CHECK_EQ_STR(refusal(&r, "app:stats"), rrpcs);
+    CHECK(refusal(&r, "p:rrpc:reply:0123") == NULL);
+    CHECK(refusal(&r, "rrpc:services") == NULL); /* another deployment's prefix */
+    CHECK(refusal(&r, "{tag}x") == NULL);
+    CHECK(refusal(&r, "{}") == NULL);
+    /* Rule 3: registered services' request lists and shards. */
+    CHECK_EQ_STR(refusal(&r, "p:orders"), lists);
+    CHECK_EQ_STR(refusal(&r, "p:orders#7"), lists);
+    CHECK_EQ_STR(refusal(&r, "p:img#x"), lists);
+    CHECK(refusal(&r, "p:orders#") == NULL);
+    CHECK(refusal(&r, "p:orders#1x") == NULL);
+    CHECK(refusal(&r, "p:order") == NULL);
+    CHECK(refusal(&r, "orders") == NULL);         /* not under the prefix */
+    CHECK_EQ_STR(refusal(&r, "p:calc#3"), lists); /* beyond its shards, but registered */
+    r.nservices = 0;                              /* the set could not be read: rule off */
+    CHECK(refusal(&r, "p:orders") == NULL);
+    /* Binary keys: a NUL does not end the comparison. */
+    CHECK(rrpc__reply_key_refusal(&r, "p:calc\0x", 8) == NULL);
+    CHECK_EQ_STR(rrpc__reply_key_refusal(&r, "x\0:dead", 7), rrpcs);
+}
+
+static void test_reply_key_allow_list(void)
+{
+    const char *const allowed[] = {"rrpc:reply:", "app:replies:", NULL};
+    rrpc__key_rules r = {.prefix = "",
+                         .list_key = "calc",
+                         .dead_key = "calc:dead",
+                         .stats_key = "calc:stats",
+                         .shards = 1,
+                         .allowed_prefixes = allowed};
+    CHECK(refusal(&r, "rrpc:reply:abc") == NULL);
+    CHECK(refusal(&r, "app:replies:1") == NULL);
+    CHECK_EQ_STR(refusal(&r, "app:users"), outside);
+    CHECK_EQ_STR(refusal(&r, "rrpc:reply"), rrpcs); /* rule 2 before the allow-list */
+    CHECK_EQ_STR(refusal(&r, "app:replies"), outside);
+    CHECK_EQ_STR(refusal(&r, "calc"), own); /* the earlier rules come first */
+    const char *const none[] = {NULL};
+    r.allowed_prefixes = none;
+    CHECK_EQ_STR(refusal(&r, "rrpc:reply:abc"), outside);
+}
+
+/* The reply script's text is the one PROTOCOL.md publishes: its SHA-1 is
+ * what every peer's EVALSHA names. */
+static void test_reply_script_digest(void)
+{
+    char hex[41];
+    rrpc__sha1_hex("abc", 3, hex);
+    CHECK_EQ_STR(hex, "a9993e364706816aba3e25717850c26c9cd0d89d");
+    rrpc__sha1_hex("", 0, hex);
+    CHECK_EQ_STR(hex, "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+    const char *two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    rrpc__sha1_hex(two, strlen(two), hex);
+    CHECK_EQ_STR(hex, "84983e441c3bd26ebaae4aa1f95129e5e54670f1");
+    CHECK(strncmp(rrpc__reply_script, "-- rrpc reply v1: KEYS = reply keys", 35) == 0);
 }
 
 /* ---- responses -------------------------------------------------------- */
@@ -639,7 +750,11 @@ int main(void)
     test_reply_key_reply_to_wins_over_id();
     test_reply_key_string_id();
     test_reply_key_integer_id_is_decimal_text();
-    test_reply_key_real_id_is_shortest_text();
+    test_reply_key_integral_number_is_decimal_text();
+    test_reply_key_fraction_or_huge_number_has_none();
+    test_reply_key_refusals();
+    test_reply_key_allow_list();
+    test_reply_script_digest();
     test_reply_key_null_or_missing_id_has_none();
     test_reply_key_empty_reply_to_falls_back_to_id();
     test_reply_key_empty_string_id_has_none();

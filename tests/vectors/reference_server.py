@@ -9,10 +9,11 @@
 #
 # Usage: reference_server.py [--redis URL] [--service calc] [--prefix P]
 #                            [--ttl 60] [--max-bytes 1048576] [--batch-max 1000]
-#                            [--dead-max 1000]
+#                            [--dead-max 1000] [--batch-time 5] [--reply-prefix P ...]
 # URL defaults to $REDIS_URL, then redis://127.0.0.1:6379.  Stops on SIGINT/SIGTERM.
 import argparse
 import base64
+import hashlib
 import json
 import math
 import os
@@ -118,27 +119,69 @@ def parse(text_bytes):
         return None, "parse error: %s" % e
 
 
+MAX_EXACT = 2 ** 53
+
+
 def reply_key(obj):
-    """Section 3: the reply key of a request object, or None."""
+    """Section 3, "Which key": the reply key of a request object, or None."""
     if not isinstance(obj, dict):
         return None
     rt = obj.get("reply_to")
     if isinstance(rt, str) and rt != "":
         return rt
-    if "id" not in obj:
-        return None
-    i = obj["id"]
+    i = obj.get("id")
     if isinstance(i, str):
-        return i
-    if isinstance(i, bool):
+        return i if i != "" else None
+    if isinstance(i, bool) or not is_number(i):
         return None
-    if isinstance(i, int):
-        return str(i)
-    if isinstance(i, float) and math.isfinite(i):
-        return repr(i)
+    if isinstance(i, float) and (not math.isfinite(i) or i != math.floor(i)):
+        return None
+    if abs(i) > MAX_EXACT:
+        return None
+    return str(int(i))                              # 100.0, 1e2 -> "100"; -0.0 -> "0"
+
+
+# Section 3, rule 5: the reply script, byte for byte.
+REPLY_SCRIPT = """-- rrpc reply v1: KEYS = reply keys, ARGV[1] = ttl in seconds, ARGV[1+i] = response for KEYS[i].
+-- Pushes only onto a reply list: a key that does not exist, or a list that has an expiry.
+local out = {}
+for i, k in ipairs(KEYS) do
+  local t = redis.call('TYPE', k).ok
+  if t == 'none' or (t == 'list' and redis.call('PTTL', k) >= 0) then
+    redis.call('RPUSH', k, ARGV[i + 1])
+    redis.call('EXPIRE', k, ARGV[1])
+    out[i] = 1
+  elseif t == 'list' then
+    out[i] = 'list without expiry'
+  else
+    out[i] = t
+  end
+end
+return out
+"""
+
+
+def refusal(key, prefix, service, services, allowed):
+    """Section 3, "Which keys a worker accepts", rules 1 to 4: None, or the reason."""
+    k = key.encode("utf-8", "surrogatepass") if isinstance(key, str) else key
+    p = prefix.encode()
+    lst = (prefix + service).encode()
+    if (k in (lst, lst + b":dead", lst + b":stats")
+            or (k.startswith(lst + b"#") and k[len(lst) + 1:].isdigit())
+            or (k.startswith(b"{" + lst + b"}") and len(k) > len(lst) + 2)):
+        return "reply key refused: one of the service's own keys"
+    if ((k.startswith(p + b"rrpc:") and not k.startswith(p + b"rrpc:reply:"))
+            or (k.startswith(b"{") and b"}:" in k[1:])
+            or k.endswith(b":dead") or k.endswith(b":stats")):
+        return "reply key refused: one of rrpc's keys"
+    if k.startswith(p):
+        name = k[len(p):]
+        base, sep, num = name.rpartition(b"#")
+        if name in services or (sep and base and num.isdigit() and base in services):
+            return "reply key refused: a service's request list"
+    if allowed is not None and not any(k.startswith(a.encode()) for a in allowed):
+        return "reply key refused: not under an allowed prefix"
     return None
-
-
 def valid_id(v):
     return v is None or isinstance(v, str) or is_number(v)
 
@@ -172,11 +215,15 @@ def is_notification(obj):
     return check(obj)[0] is None and "id" not in obj
 
 
-def handle_one(obj):
-    """Runs one request object.  Returns the response, or None for a notification."""
+def handle_one(obj, over_time=None):
+    """Runs one request object.  Returns the response, or None for a notification.
+    OVER_TIME (seconds): its batch ran out of time, a valid request is answered -32001."""
     problem, id_ = check(obj)
     if problem:
         return error_response(-32600, "invalid request: " + problem, id_)
+    if over_time is not None:
+        return None if is_notification(obj) else error_response(
+            -32001, "Batch time limit exceeded", id_, {"limit_ms": int(over_time * 1000)})
     fn = METHODS.get(obj["method"])
     try:
         if fn is None:
@@ -199,33 +246,74 @@ class Worker:
         self.dead = self.queue + ":dead"
         self.stats = self.queue + ":stats"
         self.stopping = False
+        self.script = self.r.register_script(REPLY_SCRIPT)   # EVALSHA, EVAL on NOSCRIPT
+        self.services_at, self.known = -1e9, set()
 
     def count(self, field, n=1):
         self.r.hincrby(self.stats, field, n)
 
     def dead_letter(self, reason, text_bytes, response=None):
+        """Section 6: a message (or response) longer than the size limit is kept as its first
+        4096 bytes, its length and its SHA-1."""
         entry = {"reason": reason, "time": time.time(), "service": self.args.service}
-        try:
-            entry["message"] = text_bytes.decode("utf-8")
-        except UnicodeDecodeError:                  # not a JSON string: kept byte for byte
-            entry["message_base64"] = base64.b64encode(text_bytes).decode("ascii")
+        self.put_text(entry, "message", text_bytes)
         if response is not None:
-            entry["response"] = response
+            body = json.dumps(response, ensure_ascii=False, separators=(",", ":")).encode()
+            if len(body) <= self.args.max_bytes:
+                entry["response"] = response
+            else:
+                self.put_text(entry, "response", body)
         p = self.r.pipeline(transaction=False)
         p.rpush(self.dead, json.dumps(entry, ensure_ascii=True))
         p.ltrim(self.dead, -self.args.dead_max, -1)
         p.hincrby(self.stats, "dead", 1)
         p.execute()
 
-    def reply(self, key, response, text_bytes):
-        out = json.dumps(response, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    def put_text(self, entry, name, data):
+        if len(data) > self.args.max_bytes:
+            cut = 4096
+            while cut > 0 and cut < len(data) and (data[cut] & 0xC0) == 0x80:
+                cut -= 1                            # do not split a UTF-8 sequence
+            self.put_bytes(entry, name + "_prefix", data[:cut])
+            entry[name + "_bytes"] = len(data)
+            entry[name + "_sha1"] = hashlib.sha1(data).hexdigest()
+        else:
+            self.put_bytes(entry, name, data)
+
+    @staticmethod
+    def put_bytes(entry, name, data):
         try:
-            p = self.r.pipeline(transaction=False)
-            p.rpush(key, out)
-            p.expire(key, self.args.ttl)
-            p.execute()
+            entry[name] = data.decode("utf-8")
+        except UnicodeDecodeError:                  # not a JSON string: kept byte for byte
+            entry[name + "_base64"] = base64.b64encode(data).decode("ascii")
+
+    def services(self):
+        """The registered services' names, read at most every 5 s (rule 3)."""
+        now = time.monotonic()
+        if now - self.services_at >= 5:
+            self.services_at = now
+            try:
+                self.known = set(self.r.smembers(self.args.prefix + "rrpc:services"))
+            except redis.ResponseError:             # refused: the rule is skipped
+                self.known = set()
+        return self.known
+
+    def reply(self, key, response, text_bytes):
+        why = refusal(key, self.args.prefix, self.args.service, self.services(),
+                      self.args.reply_prefix)
+        if why is not None:
+            self.dead_letter(why, text_bytes, response)
+            return
+        out = json.dumps(response, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+        k = key.encode("utf-8", "surrogatepass")
+        try:
+            got = self.script(keys=[k], args=[self.args.ttl, out])
         except redis.ResponseError as e:
             self.dead_letter("reply failed: %s" % e, text_bytes, response)
+            return
+        if got[0] != 1:
+            what = got[0].decode() if isinstance(got[0], bytes) else str(got[0])
+            self.dead_letter("reply key refused: %s" % what, text_bytes, response)
 
     def handle(self, text_bytes):
         self.count("messages")
@@ -238,8 +326,9 @@ class Worker:
             self.dead_letter(reason, text_bytes)
             return
         if isinstance(value, list):
-            # Section 5: the reply key of the first element that has one; notifications
-            # have none (section 3 applies to requests that are not notifications).
+            # Section 5: the reply key of the first element that is answered and has one;
+            # notifications have none (section 3 applies to requests that are not
+            # notifications) -- the same for a batch over the limit.
             key = next((k for k in (reply_key(e) for e in value if not is_notification(e))
                         if k is not None), None)
             if not value:
@@ -248,7 +337,12 @@ class Worker:
                 response = error_response(-32600, "invalid request: batch of %d elements "
                                           "(limit %d)" % (len(value), self.args.batch_max), None)
             else:
-                response = [r for r in (handle_one(e) for e in value) if r is not None]
+                started, response = time.monotonic(), []
+                for e in value:
+                    late = time.monotonic() - started >= self.args.batch_time > 0
+                    r = handle_one(e, self.args.batch_time if late else None)
+                    if r is not None:
+                        response.append(r)
                 if not response:
                     return                      # only notifications
         else:
@@ -277,6 +371,8 @@ def main():
     ap.add_argument("--max-bytes", type=int, default=1048576)
     ap.add_argument("--batch-max", type=int, default=1000)
     ap.add_argument("--dead-max", type=int, default=1000)
+    ap.add_argument("--batch-time", type=float, default=5.0, help="0: no limit")
+    ap.add_argument("--reply-prefix", action="append", default=None)
     args = ap.parse_args()
     w = Worker(args)
 

@@ -18,6 +18,7 @@
 import argparse
 import base64
 import glob
+import hashlib
 import json
 import os
 import re
@@ -247,7 +248,13 @@ class Case:
             v = v.replace("$REPLY", self.reply).replace("$ID", self.ident)
             return v.replace("$INDEX", str(index)) if index is not None else v
         if isinstance(v, list):
-            return [self.fill(x, index) for x in v]
+            out = []
+            for x in v:                       # {"$repeat": N, "$splice": true, ...} adds N elements
+                if isinstance(x, dict) and x.get("$splice") is True:
+                    out.extend(self.fill(x, index))
+                else:
+                    out.append(self.fill(x, index))
+            return out
         if isinstance(v, dict):
             if "$repeat" in v:
                 n = v["$repeat"]
@@ -335,7 +342,8 @@ def check_case(fname, index, raw):
         if kind == "no_reply" and val is not True:
             raise VectorError("%s: no_reply must be true" % where)
     unknown = set(raw) - set(REQUEST_KINDS) - {"name", "expect", "reply_key", "absent_keys",
-                                               "setup", "comment"}
+                                               "setup", "comment", "unchanged_keys",
+                                               "registered"}
     if unknown:
         raise VectorError("%s: unknown fields %s" % (where, sorted(unknown)))
 
@@ -416,7 +424,11 @@ class DeadWatcher:
 
 def same_message(entry, message, text):
     """Whether a dead letter holds TEXT: as `message` (a JSON string) when TEXT is valid
-    UTF-8 (MESSAGE), else byte for byte as standard base64 in `message_base64`."""
+    UTF-8 (MESSAGE), else byte for byte as standard base64 in `message_base64`; or, for a
+    text too large to keep, by its length and SHA-1 (`message_bytes`, `message_sha1`)."""
+    if "message_sha1" in entry:
+        return (entry.get("message_sha1") == hashlib.sha1(text).hexdigest()
+                and entry.get("message_bytes") == len(text))
     if message is not None:
         return entry.get("message") == message
     b64 = entry.get("message_base64")
@@ -428,14 +440,49 @@ def same_message(entry, message, text):
         return False
 
 
+PREFIX_MAX = 4096                         # PROTOCOL.md section 6: a bounded copy's prefix
+
+
+def bounded_diff(entry, text):
+    """None if dead letter ENTRY keeps TEXT as a bounded copy (section 6): no `message`, its
+    first bytes (at most 4096) as `message_prefix` (or `message_prefix_base64`), its length
+    as `message_bytes` and its SHA-1 as `message_sha1`."""
+    if "message" in entry or "message_base64" in entry:
+        return "the dead letter keeps the whole oversized message (%s)" % (
+            "message" if "message" in entry else "message_base64")
+    if entry.get("message_bytes") != len(text):
+        return "message_bytes is %s, expected %d" % (short(entry.get("message_bytes")), len(text))
+    if entry.get("message_sha1") != hashlib.sha1(text).hexdigest():
+        return "message_sha1 is %s, expected the SHA-1 of the text" % short(entry.get("message_sha1"))
+    if isinstance(entry.get("message_prefix"), str):
+        prefix = entry["message_prefix"].encode("utf-8", "surrogatepass")
+    elif isinstance(entry.get("message_prefix_base64"), str):
+        prefix = base64.b64decode(entry["message_prefix_base64"])
+    else:
+        return "the dead letter has no message_prefix"
+    if len(prefix) > PREFIX_MAX or not text.startswith(prefix):
+        return "message_prefix is not a start of the text of at most %d bytes" % PREFIX_MAX
+    return None
+
+
+def key_state(r, key):
+    """What a refused reply key must keep: its type, whether it expires, its value."""
+    ttl = r.pttl(key)
+    return (r.type(key), -2 if ttl == -2 else -1 if ttl == -1 else "expires", r.dump(key))
+
+
 class Runner:
     def __init__(self, args):
         self.args = args
         self.r = redis.Redis.from_url(args.redis)
         self.queue = args.prefix + args.service
+        self.services = args.prefix + "rrpc:services"
         self.dead = self.queue + ":dead"
         self.stats = self.queue + ":stats"
         self.alive = True                     # the last case's sentinel was answered
+        self.pushed = b""                     # the text of the case in hand
+        self.registered_at = None             # when the cases' "registered" names were added
+        self.registered = set()
 
     def llen(self, key):
         try:
@@ -544,6 +591,10 @@ class Runner:
                                                                self.args.service)
         if not is_number(entry.get("time")):
             return "dead letter time is not a number: %s" % short(entry.get("time"))
+        if val.get("bounded"):
+            d = bounded_diff(entry, self.pushed)
+            if d:
+                return d
         if "response" in val:
             if "response" not in entry:
                 return "dead letter has no 'response' member: %s" % short(entry)
@@ -569,13 +620,35 @@ class Runner:
             time.sleep(0.005)
         return None
 
+    def register(self, cases):
+        """Adds the names the cases want registered to rrpc:services (section 9): workers
+        read the set at most every 5 s, so the cases that need them wait for that."""
+        names = set()
+        for c in cases:
+            names.update(c.raw.get("registered", []))
+        if names:
+            self.registered = names - {n.decode() for n in self.r.smembers(self.services)}
+            self.r.sadd(self.services, *names)
+            self.registered_at = time.monotonic()
+
+    def unregister(self):
+        if self.registered:
+            self.r.srem(self.services, *self.registered)
+
     def run_case(self, case):
+        if case.raw.get("registered") and self.registered_at is not None:
+            wait = self.registered_at + 5.5 - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
         text = case.text()
+        self.pushed = text
         reply_key = case.reply_key(text)
         absent = [case.fill(k) for k in case.raw.get("absent_keys", [])]
         self.r.delete(*([case.reply] + ([reply_key] if reply_key else []) + absent))
         for cmd in case.raw.get("setup", []):
             self.r.execute_command(*[case.fill(x) for x in cmd])
+        unchanged = [case.fill(k) for k in case.raw.get("unchanged_keys", [])]
+        states = {k: key_state(self.r, k) for k in unchanged}
         alts = expectations(case.raw["expect"])
         if any(k == "response" for k, _ in alts) and reply_key is None:
             raise VectorError("%s: expects a response but names no reply key ($REPLY or "
@@ -591,6 +664,15 @@ class Runner:
         for k in absent + ([reply_key] if reply_key and outcome[0] != "response" else []):
             if self.r.exists(k) and not case.raw.get("setup"):
                 reasons.append("key %r exists but must not" % k)
+        for k in unchanged:
+            now = key_state(self.r, k)
+            if now != states[k]:
+                reasons.append("key %r changed: type %s -> %s, expiry %s -> %s%s" % (
+                    k, states[k][0], now[0], states[k][1], now[1],
+                    "" if now[2] == states[k][2] else ", and its value"))
+        for cmd in case.raw.get("setup", []):   # the keys a case made are its own
+            if len(cmd) > 1:
+                self.r.delete(case.fill(cmd[1]))
         self.r.delete(*([case.reply] + ([reply_key] if reply_key else []) + absent))
         return reasons
 
@@ -652,6 +734,7 @@ def main():
         print("run_vectors.py: cannot use Redis at %s: %s" % (args.redis, e), file=sys.stderr)
         return 2
     failed = 0
+    runner.register(cases)
     for n, c in enumerate(cases):
         try:
             reasons = runner.run_case(c)
@@ -670,6 +753,7 @@ def main():
                   "reply); %d case(s) not run" % rest)
             failed += rest
             break
+    runner.unregister()
     print("%d cases: %d passed, %d failed" % (len(cases), len(cases) - failed, failed))
     return 1 if failed else 0
 
