@@ -188,6 +188,8 @@ static void on_node_event(int status, const char *msg, void *udata)
 int rrpc__aconn_command(rrpc__aconn *c, int argc, const char **argv, const size_t *lens,
                         void *privdata)
 {
+    if (c == NULL)
+        return RRPC_ECONNECT; /* closed, as rrpc__alink_command allows */
     if (c->direct != NULL)
         return rrpc__alink_command(c->direct, argc, argv, lens, privdata);
     if (argc < 1)

@@ -21,8 +21,9 @@ typedef struct rrpc__aconn rrpc__aconn;
 int rrpc__aconn_open(rrpc__aconn **out, struct event_base *base, const rrpc__url *url,
                      double connect_timeout_s, rrpc__alink_reply_fn on_reply,
                      rrpc__alink_event_fn on_event, void *udata, char *err, size_t errlen);
-/* As rrpc__alink_command; ON_REPLY runs once per command, for its final
- * reply after any redirections, or with NULL when the conn is lost. */
+/* As rrpc__alink_command (C may be NULL: RRPC_ECONNECT); ON_REPLY runs
+ * once per command, for its final reply after any redirections, or with
+ * NULL when the conn is lost. */
 int rrpc__aconn_command(rrpc__aconn *c, int argc, const char **argv, const size_t *lens,
                         void *privdata);
 /* As rrpc__alink_close.  NULL is allowed. */
