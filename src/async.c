@@ -27,6 +27,8 @@
 #define _GNU_SOURCE /* eventfd */
 #include "internal.h"
 
+#include "async_cluster.h"
+
 #include <event2/event.h>
 
 #include <pthread.h>
@@ -126,7 +128,7 @@ struct rrpc_async {
         const struct timeval *tv;
     } common[COMMON_TIMEOUTS_MAX];
     int ncommon;
-    rrpc__alink *push, *pop;
+    rrpc__aconn *push, *pop;
     int ready_links;
     enum link_state state;
     int outage_logged;
@@ -534,7 +536,7 @@ static void withdraw(rrpc_async *a, acall *c)
     const char *argv[] = {"LREM", c->buf, "1", text_of(c)};
     size_t lens[] = {4, c->list_len, 1, c->text_len};
     if (a->state == LINK_UP)
-        rrpc__alink_command(a->push, 4, argv, lens, NULL);
+        rrpc__aconn_command(a->push, 4, argv, lens, NULL);
 }
 
 static void on_call_timeout(evutil_socket_t fd, short what, void *arg)
@@ -634,7 +636,7 @@ static void push_group(rrpc_async *a, acall **box, size_t n)
     if (b == NULL)
         rc = set_error(a, RRPC_ENOMEM, "out of memory");
     else if (a->state == LINK_UP)
-        rc = rrpc__alink_command(a->push, (int)n + 2, a->argv, a->lens, b);
+        rc = rrpc__aconn_command(a->push, (int)n + 2, a->argv, a->lens, b);
     if (rc == RRPC_ECONNECT)
         set_error(a, rc, "not connected to Redis");
     if (rc != RRPC_OK)
@@ -727,7 +729,7 @@ static void link_lost(rrpc_async *a, int status, const char *msg);
 static int issue_pop(rrpc_async *a)
 {
     const char *argv[] = {"BLMPOP", POP_BLOCK_S, "1", a->reply_key, "LEFT", "COUNT", POP_COUNT};
-    return rrpc__alink_command(a->pop, 7, argv, NULL, NULL);
+    return rrpc__aconn_command(a->pop, 7, argv, NULL, NULL);
 }
 
 /* BLMPOP answers nil (nothing within the block time) or
@@ -784,21 +786,21 @@ static void on_push_reply(const rrpc__reply *r, void *privdata, void *udata)
 
 static void close_links(rrpc_async *a)
 {
-    rrpc__alink *push = a->push, *pop = a->pop;
+    rrpc__aconn *push = a->push, *pop = a->pop;
     a->push = a->pop = NULL;
-    rrpc__alink_close(push);
-    rrpc__alink_close(pop);
+    rrpc__aconn_close(push);
+    rrpc__aconn_close(pop);
 }
 
-static void on_link_event(rrpc__alink *l, int status, const char *msg, void *udata);
+static void on_link_event(int status, const char *msg, void *udata);
 
 static int open_links(rrpc_async *a, char *err, size_t errlen)
 {
     a->ready_links = 0;
-    int rc = rrpc__alink_open(&a->push, a->base, &a->url, a->connect_timeout_s, on_push_reply,
+    int rc = rrpc__aconn_open(&a->push, a->base, &a->url, a->connect_timeout_s, on_push_reply,
                               on_link_event, a, err, errlen);
     if (rc == RRPC_OK)
-        rc = rrpc__alink_open(&a->pop, a->base, &a->url, a->connect_timeout_s, on_pop_reply,
+        rc = rrpc__aconn_open(&a->pop, a->base, &a->url, a->connect_timeout_s, on_pop_reply,
                               on_link_event, a, err, errlen);
     if (rc == RRPC_OK && issue_pop(a) != RRPC_OK)
         rc = rrpc__fail(err, errlen, RRPC_ECONNECT, "cannot queue BLMPOP");
@@ -838,9 +840,8 @@ static void link_lost(rrpc_async *a, int status, const char *msg)
     give_back(a);
 }
 
-static void on_link_event(rrpc__alink *l, int status, const char *msg, void *udata)
+static void on_link_event(int status, const char *msg, void *udata)
 {
-    (void)l;
     rrpc_async *a = udata;
     if (status != RRPC_OK) {
         link_lost(a, status, msg);

@@ -16,9 +16,9 @@
  * long on every (re)connect, which is acceptable because it happens only
  * when a link is (re)made, not per call; the link then talks to that
  * master like to any redis:// one, and a failover shows up as a lost link
- * whose reconnect resolves again.  A Cluster URL makes a link of several
- * (async_cluster.c): one plain link per master, routed by hash slot, behind
- * this same interface; a direct link pays one never-taken branch for it.
+ * whose reconnect resolves again.  A Cluster URL is not for this file:
+ * async_cluster.c makes a routed link of several of these, one per master,
+ * and this file never calls it.
  *
  * Lifetime rules that come from hiredis: when a link breaks, hiredis frees
  * the context itself (after running pending callbacks with a NULL reply),
@@ -27,6 +27,8 @@
  * a fresh event-loop callback.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "async_transport.h"
+
 #include "internal.h"
 
 #include <hiredis/adapters/libevent.h>
@@ -42,8 +44,7 @@
 enum link_report { REPORTED_NOTHING, REPORTED_READY, REPORTED_LOST };
 
 struct rrpc__alink {
-    redisAsyncContext *ctx; /* NULL once hiredis has freed it, and in cluster mode */
-    rrpc__acluster *cl;     /* cluster mode only: the per-master links */
+    redisAsyncContext *ctx; /* NULL once hiredis has freed it */
     struct event *connect_timer;
     rrpc__alink_reply_fn on_reply;
     rrpc__alink_event_fn on_event;
@@ -64,7 +65,7 @@ static void report(rrpc__alink *l, int status, const char *msg)
         return;
     l->reported = status == RRPC_OK ? REPORTED_READY : REPORTED_LOST;
     event_del(l->connect_timer);
-    l->on_event(l, status, msg, l->udata);
+    l->on_event(status, msg, l->udata);
 }
 
 static void report_lost(rrpc__alink *l, int status, const char *what, const char *detail)
@@ -194,49 +195,6 @@ static int start_context(rrpc__alink *l, struct event_base *base, const rrpc__ur
     return RRPC_OK;
 }
 
-static int open_resolved(rrpc__alink **out, struct event_base *base, const rrpc__url *url,
-                         double connect_timeout_s, rrpc__alink_reply_fn on_reply,
-                         rrpc__alink_event_fn on_event, void *udata, char *err, size_t errlen);
-
-/* A link whose commands async_cluster.c routes over one link per master;
- * it reports through this link's callbacks. */
-static int open_cluster(rrpc__alink **out, struct event_base *base, const rrpc__url *url,
-                        double connect_timeout_s, rrpc__alink_reply_fn on_reply,
-                        rrpc__alink_event_fn on_event, void *udata, char *err, size_t errlen)
-{
-    rrpc__alink *l = calloc(1, sizeof *l);
-    if (l == NULL)
-        return rrpc__fail(err, errlen, RRPC_ENOMEM, "out of memory");
-    int rc = rrpc__acluster_open(&l->cl, base, url, connect_timeout_s, l, on_reply, on_event, udata,
-                                 err, errlen);
-    if (rc != RRPC_OK) {
-        free(l);
-        return rc;
-    }
-    *out = l;
-    return RRPC_OK;
-}
-
-int rrpc__alink_open(rrpc__alink **out, struct event_base *base, const rrpc__url *url,
-                     double connect_timeout_s, rrpc__alink_reply_fn on_reply,
-                     rrpc__alink_event_fn on_event, void *udata, char *err, size_t errlen)
-{
-    *out = NULL;
-    if (url->kind == RRPC__URL_CLUSTER)
-        return open_cluster(out, base, url, connect_timeout_s, on_reply, on_event, udata, err,
-                            errlen);
-    if (url->kind != RRPC__URL_SENTINEL)
-        return open_resolved(out, base, url, connect_timeout_s, on_reply, on_event, udata, err,
-                             errlen);
-    rrpc__url master;
-    int rc = rrpc__sentinel_resolve(url, connect_timeout_s, &master, err, errlen);
-    if (rc == RRPC_OK)
-        rc = open_resolved(out, base, &master, connect_timeout_s, on_reply, on_event, udata, err,
-                           errlen);
-    rrpc__url_free(&master);
-    return rc;
-}
-
 /* Opens a link to the single Redis that URL (not a Sentinel one) names. */
 static int open_resolved(rrpc__alink **out, struct event_base *base, const rrpc__url *url,
                          double connect_timeout_s, rrpc__alink_reply_fn on_reply,
@@ -250,8 +208,8 @@ static int open_resolved(rrpc__alink **out, struct event_base *base, const rrpc_
     l->udata = udata;
     rrpc__url_describe(url, l->where, sizeof l->where);
     l->connect_timer = evtimer_new(base, on_connect_timeout, l);
-    int rc = l->connect_timer ? RRPC_OK
-                              : rrpc__fail(err, errlen, RRPC_ENOMEM, "cannot create a timer");
+    int rc =
+        l->connect_timer ? RRPC_OK : rrpc__fail(err, errlen, RRPC_ENOMEM, "cannot create a timer");
     if (rc == RRPC_OK)
         rc = start_context(l, base, url, err, errlen);
     if (rc == RRPC_OK && queue_handshake(l, url) != RRPC_OK)
@@ -267,16 +225,30 @@ static int open_resolved(rrpc__alink **out, struct event_base *base, const rrpc_
     return RRPC_OK;
 }
 
+int rrpc__alink_open(rrpc__alink **out, struct event_base *base, const rrpc__url *url,
+                     double connect_timeout_s, rrpc__alink_reply_fn on_reply,
+                     rrpc__alink_event_fn on_event, void *udata, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (url->kind == RRPC__URL_CLUSTER)
+        return rrpc__fail(err, errlen, RRPC_EINVAL, "a Redis Cluster needs a link per master");
+    if (url->kind != RRPC__URL_SENTINEL)
+        return open_resolved(out, base, url, connect_timeout_s, on_reply, on_event, udata, err,
+                             errlen);
+    rrpc__url master;
+    int rc = rrpc__sentinel_resolve(url, connect_timeout_s, &master, err, errlen);
+    if (rc == RRPC_OK)
+        rc = open_resolved(out, base, &master, connect_timeout_s, on_reply, on_event, udata, err,
+                           errlen);
+    rrpc__url_free(&master);
+    return rc;
+}
+
 int rrpc__alink_command(rrpc__alink *l, int argc, const char **argv, const size_t *lens,
                         void *privdata)
 {
-    if (l == NULL || l->ctx == NULL || l->reported == REPORTED_LOST) {
-        /* A cluster link has no context of its own: checked here, off the
-         * direct link's path. */
-        if (l != NULL && l->cl != NULL)
-            return rrpc__acluster_command(l->cl, argc, argv, lens, privdata);
+    if (l == NULL || l->ctx == NULL || l->reported == REPORTED_LOST)
         return RRPC_ECONNECT;
-    }
     if (redisAsyncCommandArgv(l->ctx, on_command_reply, privdata, argc, argv, lens) != REDIS_OK)
         return RRPC_ECONNECT; /* hiredis refuses commands on a closing context */
     return RRPC_OK;
@@ -287,7 +259,6 @@ void rrpc__alink_close(rrpc__alink *l)
     if (l == NULL)
         return;
     l->closing = 1;
-    rrpc__acluster_close(l->cl);
     if (l->ctx != NULL)
         redisAsyncFree(l->ctx); /* runs pending callbacks with NULL, then on_disconnect */
     l->ctx = NULL;

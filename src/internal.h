@@ -83,13 +83,7 @@ const char *rrpc__url_redact(const char *url, char *buf, size_t len);
 
 /* ---- slot.c: Redis Cluster hash slots, no I/O ------------------------ */
 
-#define RRPC__CLUSTER_SLOTS 16384
-
-/* The hash slot of KEY[0..len): CRC16 of the key, or of its {hash tag}. */
-unsigned rrpc__key_slot(const char *key, size_t len);
-/* The index in ARGV of the key that decides where a command goes, or -1
- * for a command without a key (it may go to any node). */
-int rrpc__command_key_index(int argc, const char **argv);
+#include "slot.h" /* until every module includes the headers it needs */
 
 /* ---- shard.c: the request lists of a sharded service, no I/O ---------- */
 
@@ -389,19 +383,13 @@ int rrpc__conn_reconnect_within(rrpc__conn *c, double limit_s);
  * with a plain redis:// URL of that master, with URL's credentials and db. */
 int rrpc__sentinel_resolve(const rrpc__url *url, double connect_timeout_s, rrpc__url *direct,
                            char *err, size_t errlen);
-/* A Redis Cluster's slot map, for links that route commands themselves
- * (the async ones).  NODES are the masters that own slots. */
-typedef struct rrpc__slot_map {
-    rrpc__addr *nodes;
-    size_t nnodes;
-    short owner[RRPC__CLUSTER_SLOTS]; /* index into nodes, -1 if no master owns it */
-} rrpc__slot_map;
 /* Reads the slot map of the Cluster URL URL with CLUSTER SLOTS, asking its
- * seed nodes in turn as a sync connection would.  On RRPC_OK *map is
- * filled (rrpc__slot_map_free). */
-int rrpc__cluster_read_map(const rrpc__url *url, double connect_timeout_s, rrpc__slot_map *map,
+ * seed nodes in turn as a sync connection would, for links that route
+ * commands themselves (the async ones).  On RRPC_OK *map holds the masters
+ * that own slots, no link (rrpc__cmap_free); else it is empty. */
+typedef struct rrpc__cmap rrpc__cmap; /* cluster_map.h */
+int rrpc__cluster_read_map(const rrpc__url *url, double connect_timeout_s, rrpc__cmap *map,
                            char *err, size_t errlen);
-void rrpc__slot_map_free(rrpc__slot_map *map);
 /* Sets the socket read timeout; 0 means wait forever. */
 int rrpc__conn_set_timeout(rrpc__conn *c, double seconds);
 /* Queues a command in the output buffer; nothing is sent until a reply is
@@ -444,60 +432,6 @@ int rrpc__clock_parse_time(rrpc__clock *c, const rrpc__reply *r, double sent_ms)
  * have no replies outstanding.  If Redis refuses TIME (an ACL, say) the
  * clock stays unmeasured and deadlines are not enforced. */
 int rrpc__clock_sync(rrpc__clock *c, rrpc__conn *conn);
-
-/* ---- async_transport.c: hiredis async links on a libevent base -------- */
-
-/* One hiredis async connection attached to a libevent base, with the
- * handshake (AUTH, SELECT) and a connect timeout that hiredis 0.14.1 lacks.
- * It is the only place besides transport.c that knows hiredis; async.c
- * sees commands and rrpc__reply only.  Everything runs on the base's loop
- * thread. */
-typedef struct rrpc__alink rrpc__alink;
-struct event_base;
-
-/* A reply to a command sent with rrpc__alink_command.  R is borrowed for
- * the duration of the call; NULL means the command will never be answered
- * (link lost or closed).  PRIVDATA is the command's, UDATA the link's.  One
- * function per link (not per command) so no wrapper is allocated per call. */
-typedef void (*rrpc__alink_reply_fn)(const rrpc__reply *r, void *privdata, void *udata);
-
-/* The link's state changes, reported at most once each and in this order:
- * RRPC_OK when the handshake is done, then an error code when the link is
- * unusable (MSG says why).  After an error the owner must
- * rrpc__alink_close() the link, but not from inside one of its callbacks. */
-typedef void (*rrpc__alink_event_fn)(rrpc__alink *l, int status, const char *msg, void *udata);
-
-/* Starts connecting.  Commands may be queued at once: they are sent after
- * the handshake.  On RRPC_OK *out is new; on failure err says why and no
- * callback ever runs. */
-int rrpc__alink_open(rrpc__alink **out, struct event_base *base, const rrpc__url *url,
-                     double connect_timeout_s, rrpc__alink_reply_fn on_reply,
-                     rrpc__alink_event_fn on_event, void *udata, char *err, size_t errlen);
-/* Queues a command (arguments are copied into the output buffer, which is
- * written when the loop next runs).  RRPC_ECONNECT if the link is down, in
- * which case on_reply does not run for it. */
-int rrpc__alink_command(rrpc__alink *l, int argc, const char **argv, const size_t *lens,
-                        void *privdata);
-/* Drops the link; pending reply functions run with NULL first.  No event
- * is reported.  NULL is allowed. */
-void rrpc__alink_close(rrpc__alink *l);
-
-/* ---- async_cluster.c: an async link routed by hash slot ---------------- */
-
-/* What an rrpc__alink with a redis+cluster:// URL is made of: one plain
- * link per master, a slot map, MOVED and ASK followed.  Used only by
- * async_transport.c, which reports through OUTER's callbacks. */
-typedef struct rrpc__acluster rrpc__acluster;
-
-/* Reads the slot map (synchronously) and starts a link to every master. */
-int rrpc__acluster_open(rrpc__acluster **out, struct event_base *base, const rrpc__url *url,
-                        double connect_timeout_s, rrpc__alink *outer, rrpc__alink_reply_fn on_reply,
-                        rrpc__alink_event_fn on_event, void *udata, char *err, size_t errlen);
-/* As rrpc__alink_command, sent to the master that owns the key's slot. */
-int rrpc__acluster_command(rrpc__acluster *cl, int argc, const char **argv, const size_t *lens,
-                           void *privdata);
-/* Closes every node link; pending reply functions run with NULL. */
-void rrpc__acluster_close(rrpc__acluster *cl);
 
 /* ---- stats.c: per-method counters and latency histograms ------------ */
 

@@ -7,7 +7,7 @@
  * command by the slot of its key, so this file also knows where the key is
  * in each command rrpc sends.  Kept pure so both are unit-tested.
  */
-#include "internal.h"
+#include "slot.h"
 
 #include <ctype.h>
 #include <string.h>

@@ -20,6 +20,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 
+#include "cluster_map.h"
+
 #include <hiredis/hiredis.h>
 
 #include <errno.h>
@@ -238,10 +240,12 @@ static int dial_sentinel(rrpc__conn *c)
 /* ---- Redis Cluster ------------------------------------------------------
  *
  * One hiredis context per node, opened when a command first goes there,
- * and a map from hash slot to node read with CLUSTER SLOTS.  Each command
- * is appended to the context of the node that owns its key's slot and
- * remembered, with a copy of its arguments, in a FIFO; reads take replies
- * in the order commands were appended, each from its own node, so callers
+ * hung on the nodes of a cluster map (cluster_map.c, which the async client
+ * uses too: the node table and each slot's owner, read with CLUSTER SLOTS,
+ * corrected by MOVED, and the parsing of both).  Each command is appended
+ * to the context of the node that owns its key's slot and remembered,
+ * with a copy of its arguments, in a FIFO; reads take replies in the
+ * order commands were appended, each from its own node, so callers
  * pipeline across nodes exactly as on one Redis.  Before blocking on one
  * node every node's output is flushed, so a pipeline still costs one round
  * trip per node, in parallel.
@@ -255,48 +259,28 @@ static int dial_sentinel(rrpc__conn *c)
  * followed; CLUSTERDOWN, READONLY and UNBLOCKED count as a lost link so
  * callers take that path. */
 
-#define MAX_REDIRECTS 5
-
-typedef struct cnode {
-    char *host;
-    int port;
-    redisContext *ctx; /* NULL until a command goes there */
-} cnode;
-
-typedef struct cpending {
-    int node;
-    int argc;
-    char **argv;
-    size_t *lens;
-} cpending;
-
 struct cluster {
-    cnode *nodes; /* every node ever named; indexes stay valid */
-    size_t nnodes, capnodes;
-    short slot_node[RRPC__CLUSTER_SLOTS]; /* node index, -1 unknown */
-    cpending *fifo;                       /* ring buffer of commands awaiting replies */
+    rrpc__cmap map;    /* each node's link is its redisContext, NULL until a command goes there */
+    rrpc__ccmd **fifo; /* ring buffer of commands awaiting replies */
     size_t head, count, cap;
 };
 
-static void pending_free(cpending *p)
+/* Node I's context, or NULL. */
+static redisContext *node_ctx(const struct cluster *cl, size_t i)
 {
-    for (int i = 0; p->argv && i < p->argc; i++)
-        free(p->argv[i]);
-    free(p->argv);
-    free(p->lens);
-    memset(p, 0, sizeof *p);
+    return cl->map.nodes[i].link;
 }
 
 /* Drops every node link and every command awaiting a reply. */
 static void cluster_drop_links(struct cluster *cl)
 {
-    for (size_t i = 0; i < cl->nnodes; i++) {
-        if (cl->nodes[i].ctx)
-            redisFree(cl->nodes[i].ctx);
-        cl->nodes[i].ctx = NULL;
+    for (size_t i = 0; i < cl->map.nnodes; i++) {
+        if (node_ctx(cl, i))
+            redisFree(node_ctx(cl, i));
+        cl->map.nodes[i].link = NULL;
     }
     for (; cl->count > 0; cl->count--) {
-        pending_free(&cl->fifo[cl->head]);
+        free(cl->fifo[cl->head]);
         cl->head = (cl->head + 1) % cl->cap;
     }
     cl->head = 0;
@@ -307,66 +291,9 @@ static void cluster_free(struct cluster *cl)
     if (cl == NULL)
         return;
     cluster_drop_links(cl);
-    for (size_t i = 0; i < cl->nnodes; i++)
-        free(cl->nodes[i].host);
-    free(cl->nodes);
+    rrpc__cmap_free(&cl->map);
     free(cl->fifo);
     free(cl);
-}
-
-/* The index of node host:port, added if new; -1 when out of memory. */
-static int cluster_node(struct cluster *cl, const char *host, int port)
-{
-    for (size_t i = 0; i < cl->nnodes; i++)
-        if (cl->nodes[i].port == port && strcmp(cl->nodes[i].host, host) == 0)
-            return (int)i;
-    if (cl->nnodes >= 32000)
-        return -1;
-    if (cl->nnodes == cl->capnodes) {
-        size_t cap = cl->capnodes ? cl->capnodes * 2 : 8;
-        cnode *nodes = realloc(cl->nodes, cap * sizeof *nodes);
-        if (nodes == NULL)
-            return -1;
-        cl->nodes = nodes;
-        cl->capnodes = cap;
-    }
-    cnode *n = &cl->nodes[cl->nnodes];
-    n->host = strdup(host);
-    n->port = port;
-    n->ctx = NULL;
-    if (n->host == NULL)
-        return -1;
-    return (int)cl->nnodes++;
-}
-
-/* Fills the slot map from a CLUSTER SLOTS reply got from ASKED_HOST. */
-static int cluster_apply_slots(struct cluster *cl, const redisReply *r, const char *asked_host)
-{
-    if (r->type != REDIS_REPLY_ARRAY || r->elements == 0)
-        return RRPC_EREDIS;
-    for (size_t s = 0; s < RRPC__CLUSTER_SLOTS; s++)
-        cl->slot_node[s] = -1;
-    for (size_t i = 0; i < r->elements; i++) {
-        const redisReply *e = r->element[i];
-        if (e->type != REDIS_REPLY_ARRAY || e->elements < 3 ||
-            e->element[0]->type != REDIS_REPLY_INTEGER ||
-            e->element[1]->type != REDIS_REPLY_INTEGER ||
-            e->element[2]->type != REDIS_REPLY_ARRAY || e->element[2]->elements < 2)
-            continue;
-        const redisReply *m = e->element[2];
-        if (m->element[0]->type != REDIS_REPLY_STRING || m->element[1]->type != REDIS_REPLY_INTEGER)
-            continue;
-        /* An empty host means "the address you reached me at". */
-        const char *host = m->element[0]->len > 0 ? m->element[0]->str : asked_host;
-        int node = cluster_node(cl, host, (int)m->element[1]->integer);
-        if (node < 0)
-            return RRPC_ENOMEM;
-        long long from = e->element[0]->integer, to = e->element[1]->integer;
-        for (long long s = from; s <= to && s < RRPC__CLUSTER_SLOTS; s++)
-            if (s >= 0)
-                cl->slot_node[s] = (short)node;
-    }
-    return RRPC_OK;
 }
 
 /* Asks one node for CLUSTER SLOTS on a connection of its own. */
@@ -382,12 +309,12 @@ static int cluster_ask_slots(rrpc__conn *c, const char *host, int port)
     if (rc == RRPC_OK && r == NULL)
         rc = fail(c, RRPC_ECONNECT, ctx->errstr);
     if (r != NULL) {
-        rc = cluster_apply_slots(c->cl, r, host);
-        if (rc == RRPC_EREDIS) {
+        char why[RRPC__ERRMSG_LEN];
+        rc = rrpc__cmap_apply_slots(&c->cl->map, (rrpc__reply *)r, host, why, sizeof why);
+        if (rc != RRPC_OK) {
             char msg[RRPC__ERRMSG_LEN];
-            snprintf(msg, sizeof msg, "%s:%d gave no slot map: %.160s", host, port,
-                     r->type == REDIS_REPLY_ERROR ? r->str : "empty CLUSTER SLOTS");
-            rc = fail(c, RRPC_ECONNECT, msg);
+            snprintf(msg, sizeof msg, "%s:%d gave no slot map: %.160s", host, port, why);
+            rc = fail(c, rc == RRPC_EREDIS ? RRPC_ECONNECT : rc, msg);
         }
         freeReplyObject(r);
     }
@@ -401,12 +328,12 @@ static int cluster_ask_slots(rrpc__conn *c, const char *host, int port)
  * refused password is final. */
 static int cluster_refresh(rrpc__conn *c)
 {
-    struct cluster *cl = c->cl;
-    size_t known = cl->nnodes, tries = known + c->url.nnodes;
+    const rrpc__cmap *map = &c->cl->map;
+    size_t known = map->nnodes, tries = known + c->url.nnodes;
     int rc = RRPC_ECONNECT;
     for (size_t i = 0; i < tries; i++) {
-        const char *host = i < known ? cl->nodes[i].host : c->url.nodes[i - known].host;
-        int port = i < known ? cl->nodes[i].port : c->url.nodes[i - known].port;
+        const char *host = i < known ? map->nodes[i].host : c->url.nodes[i - known].host;
+        int port = i < known ? map->nodes[i].port : c->url.nodes[i - known].port;
         rc = cluster_ask_slots(c, host, port);
         if (rc == RRPC_OK || rc == RRPC_EAUTH || rc == RRPC_ENOMEM)
             return rc;
@@ -422,6 +349,7 @@ static int cluster_dial(rrpc__conn *c)
         c->cl = calloc(1, sizeof *c->cl);
         if (c->cl == NULL)
             return fail(c, RRPC_ENOMEM, "out of memory");
+        rrpc__cmap_init(&c->cl->map);
     }
     cluster_drop_links(c->cl);
     return cluster_refresh(c);
@@ -430,47 +358,32 @@ static int cluster_dial(rrpc__conn *c)
 /* The context of node I, connected (and authenticated) on first use. */
 static redisContext *cluster_ctx(rrpc__conn *c, int i)
 {
-    cnode *n = &c->cl->nodes[i];
-    if (n->ctx != NULL)
-        return n->ctx;
-    int rc = new_ctx(c, &n->ctx, n->host, n->port, NULL, c->connect_timeout_s);
+    rrpc__cnode *n = &c->cl->map.nodes[i];
+    if (n->link != NULL)
+        return n->link;
+    redisContext *ctx = NULL;
+    int rc = new_ctx(c, &ctx, n->host, n->port, NULL, c->connect_timeout_s);
     if (rc == RRPC_OK)
-        rc = handshake(c, n->ctx);
-    if (rc == RRPC_OK && redisSetTimeout(n->ctx, to_timeval(c->read_timeout_s)) != REDIS_OK)
+        rc = handshake(c, ctx);
+    if (rc == RRPC_OK && redisSetTimeout(ctx, to_timeval(c->read_timeout_s)) != REDIS_OK)
         rc = fail(c, RRPC_ECONNECT, "cannot set the socket timeout");
     if (rc != RRPC_OK) {
-        if (n->ctx)
-            redisFree(n->ctx);
-        n->ctx = NULL;
+        if (ctx)
+            redisFree(ctx);
         c->broken = 1;
         return NULL;
     }
-    return n->ctx;
+    n->link = ctx;
+    return ctx;
 }
 
 static int cluster_set_timeout(rrpc__conn *c)
 {
     struct timeval tv = to_timeval(c->read_timeout_s);
-    for (size_t i = 0; i < c->cl->nnodes; i++)
-        if (c->cl->nodes[i].ctx && redisSetTimeout(c->cl->nodes[i].ctx, tv) != REDIS_OK)
+    for (size_t i = 0; i < c->cl->map.nnodes; i++)
+        if (node_ctx(c->cl, i) && redisSetTimeout(node_ctx(c->cl, i), tv) != REDIS_OK)
             return fail(c, RRPC_ECONNECT, "cannot set the socket timeout");
     return RRPC_OK;
-}
-
-/* The node a command goes to: its key's slot owner (a wrong guess is
- * answered with MOVED).  A command without a key (TIME, PING) goes to the
- * owner of slot 0: a master in the current map, so a live one after a
- * failover, where the first seed node may be the one that died. */
-static int cluster_route(const struct cluster *cl, int argc, const char **argv, const size_t *lens)
-{
-    int k = rrpc__command_key_index(argc, argv);
-    if (k >= 0) {
-        size_t len = lens ? lens[k] : strlen(argv[k]);
-        int node = cl->slot_node[rrpc__key_slot(argv[k], len)];
-        if (node >= 0)
-            return node;
-    }
-    return cl->slot_node[0] >= 0 ? cl->slot_node[0] : 0;
 }
 
 /* Remembers a copy of the command, for reading its reply and resending. */
@@ -479,7 +392,7 @@ static int cluster_remember(struct cluster *cl, int node, int argc, const char *
 {
     if (cl->count == cl->cap) {
         size_t cap = cl->cap ? cl->cap * 2 : 16;
-        cpending *fifo = malloc(cap * sizeof *fifo);
+        rrpc__ccmd **fifo = malloc(cap * sizeof *fifo);
         if (fifo == NULL)
             return RRPC_ENOMEM;
         for (size_t i = 0; i < cl->count; i++)
@@ -489,22 +402,10 @@ static int cluster_remember(struct cluster *cl, int node, int argc, const char *
         cl->cap = cap;
         cl->head = 0;
     }
-    cpending p = {node, argc, calloc((size_t)argc, sizeof(char *)),
-                  malloc((size_t)argc * sizeof(size_t))};
-    int ok = p.argv != NULL && p.lens != NULL;
-    for (int i = 0; ok && i < argc; i++) {
-        p.lens[i] = lens ? lens[i] : strlen(argv[i]);
-        p.argv[i] = malloc(p.lens[i] + 1);
-        ok = p.argv[i] != NULL;
-        if (ok) {
-            memcpy(p.argv[i], argv[i], p.lens[i]);
-            p.argv[i][p.lens[i]] = '\0';
-        }
-    }
-    if (!ok) {
-        pending_free(&p);
+    rrpc__ccmd *p = rrpc__ccmd_new(argc, argv, lens);
+    if (p == NULL)
         return RRPC_ENOMEM;
-    }
+    p->node = node;
     cl->fifo[(cl->head + cl->count++) % cl->cap] = p;
     return RRPC_OK;
 }
@@ -559,7 +460,7 @@ static int append_command(redisContext *ctx, int argc, const char **argv, const 
 
 static int cluster_append(rrpc__conn *c, int argc, const char **argv, const size_t *lens)
 {
-    int node = cluster_route(c->cl, argc, argv, lens);
+    int node = rrpc__cmap_route(&c->cl->map, argc, argv, lens);
     redisContext *ctx = cluster_ctx(c, node);
     if (ctx == NULL) {
         /* Like a command queued on a link that then breaks: the conn is
@@ -580,8 +481,8 @@ static int cluster_append(rrpc__conn *c, int argc, const char **argv, const size
  * while we wait for the first reply. */
 static int cluster_flush(rrpc__conn *c)
 {
-    for (size_t i = 0; i < c->cl->nnodes; i++) {
-        redisContext *ctx = c->cl->nodes[i].ctx;
+    for (size_t i = 0; i < c->cl->map.nnodes; i++) {
+        redisContext *ctx = node_ctx(c->cl, i);
         int done = ctx == NULL;
         while (!done)
             if (redisBufferWrite(ctx, &done) != REDIS_OK)
@@ -590,27 +491,9 @@ static int cluster_flush(rrpc__conn *c)
     return RRPC_OK;
 }
 
-/* Parses "MOVED 3999 host:port" or "ASK 3999 host:port" into *host (new)
- * and *port; returns 1 for MOVED, 2 for ASK, 0 for anything else. */
-static int redirection(const redisReply *r, char **host, int *port)
-{
-    if (r->type != REDIS_REPLY_ERROR)
-        return 0;
-    int kind = strncmp(r->str, "MOVED ", 6) == 0 ? 1 : strncmp(r->str, "ASK ", 4) == 0 ? 2 : 0;
-    const char *slot = kind ? strchr(r->str, ' ') + 1 : NULL;
-    const char *addr = slot ? strchr(slot, ' ') : NULL;
-    const char *colon = addr ? strrchr(addr, ':') : NULL;
-    if (colon == NULL)
-        return 0;
-    addr++;
-    *host = addr == colon ? strdup("127.0.0.1") : strndup(addr, (size_t)(colon - addr));
-    *port = atoi(colon + 1);
-    return *host ? kind : 0;
-}
-
 /* Sends P again to host:port on a side connection (ASKING first if ASK)
  * and returns its reply, or NULL with the conn broken. */
-static redisReply *cluster_resend(rrpc__conn *c, const cpending *p, const char *host, int port,
+static redisReply *cluster_resend(rrpc__conn *c, const rrpc__ccmd *p, const char *host, int port,
                                   int asking)
 {
     redisContext *ctx = NULL;
@@ -625,7 +508,7 @@ static redisReply *cluster_resend(rrpc__conn *c, const cpending *p, const char *
     if (rc == RRPC_OK && redisSetTimeout(ctx, to_timeval(c->read_timeout_s)) != REDIS_OK)
         rc = RRPC_ECONNECT;
     if (rc == RRPC_OK) {
-        r = redisCommandArgv(ctx, p->argc, (const char **)p->argv, p->lens);
+        r = redisCommandArgv(ctx, p->argc, p->argv, p->lens);
         if (r == NULL)
             fail(c, RRPC_ECONNECT, ctx->errstr);
     }
@@ -636,31 +519,26 @@ static redisReply *cluster_resend(rrpc__conn *c, const cpending *p, const char *
     return r;
 }
 
-/* Follows MOVED and ASK for the command P whose reply is *R. */
-static int cluster_follow(rrpc__conn *c, const cpending *p, redisReply **r)
+/* Follows MOVED and ASK for the command P whose reply is *R.  A
+ * redirection that does not parse is handed to the caller as the error
+ * it is, like the last one after too many hops. */
+static int cluster_follow(rrpc__conn *c, const rrpc__ccmd *p, redisReply **r)
 {
-    char *host = NULL;
-    int port = 0, kind, hops = 0;
-    while ((kind = redirection(*r, &host, &port)) != 0) {
-        if (++hops > MAX_REDIRECTS) {
-            free(host);
-            return RRPC_OK; /* hand the last redirection to the caller as an error */
-        }
-        if (kind == 1) {
+    rrpc__redirect rd;
+    int hops = 0;
+    while (rrpc__redirect_parse((rrpc__reply *)*r, &rd, NULL, 0) > 0) {
+        if (++hops > RRPC__CLUSTER_MAX_REDIRECTS)
+            return RRPC_OK;
+        if (rd.kind == RRPC__REDIRECT_MOVED) {
             /* The map is stale: read it again; meanwhile trust the reply. */
-            long long slot = atoll((*r)->str + 6);
-            int node = cluster_node(c->cl, host, port);
-            if (slot >= 0 && slot < RRPC__CLUSTER_SLOTS && node >= 0)
-                c->cl->slot_node[slot] = (short)node;
+            rrpc__cmap_redirect(&c->cl->map, &rd);
             int broken = c->broken; /* a node that fails to answer does not break us */
             cluster_refresh(c);     /* best effort: the next MOVED tries again */
             c->broken = broken;
             c->errmsg[0] = '\0';
         }
         freeReplyObject(*r);
-        *r = cluster_resend(c, p, host, port, kind == 2);
-        free(host);
-        host = NULL;
+        *r = cluster_resend(c, p, rd.host, rd.port, rd.kind == RRPC__REDIRECT_ASK);
         if (*r == NULL)
             return RRPC_ECONNECT;
     }
@@ -675,29 +553,29 @@ static int cluster_read(rrpc__conn *c, redisReply **out)
     int rc = cluster_flush(c);
     if (rc != RRPC_OK)
         return rc;
-    cpending p = cl->fifo[cl->head];
+    rrpc__ccmd *p = cl->fifo[cl->head];
     cl->head = (cl->head + 1) % cl->cap;
     cl->count--;
-    redisContext *ctx = cl->nodes[p.node].ctx;
+    redisContext *ctx = node_ctx(cl, (size_t)p->node);
     void *reply = NULL;
     if (redisGetReply(ctx, &reply) != REDIS_OK) {
         int timed_out = ctx->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK);
         char msg[RRPC__ERRMSG_LEN];
-        snprintf(msg, sizeof msg, "Redis Cluster node %s:%d: %s", cl->nodes[p.node].host,
-                 cl->nodes[p.node].port, timed_out ? "read timed out" : ctx->errstr);
-        pending_free(&p);
+        snprintf(msg, sizeof msg, "Redis Cluster node %s:%d: %s", cl->map.nodes[p->node].host,
+                 cl->map.nodes[p->node].port, timed_out ? "read timed out" : ctx->errstr);
+        free(p);
         return fail(c, timed_out ? RRPC_ETIMEDOUT : RRPC_ECONNECT, msg);
     }
     *out = reply;
-    rc = cluster_follow(c, &p, out);
-    pending_free(&p);
+    rc = cluster_follow(c, p, out);
+    free(p);
     return rc;
 }
 
 static int cluster_peer_closed(const rrpc__conn *c)
 {
-    for (size_t i = 0; i < c->cl->nnodes; i++) {
-        const redisContext *ctx = c->cl->nodes[i].ctx;
+    for (size_t i = 0; i < c->cl->map.nnodes; i++) {
+        const redisContext *ctx = node_ctx(c->cl, i);
         if (ctx == NULL)
             continue;
         struct pollfd p = {ctx->fd, POLLIN, 0};
@@ -809,48 +687,22 @@ int rrpc__sentinel_resolve(const rrpc__url *url, double connect_timeout_s, rrpc_
     return rc == RRPC_OK ? rc : rrpc__fail(err, errlen, rc, "out of memory");
 }
 
-void rrpc__slot_map_free(rrpc__slot_map *map)
-{
-    for (size_t i = 0; map->nodes && i < map->nnodes; i++)
-        free(map->nodes[i].host);
-    free(map->nodes);
-    map->nodes = NULL;
-    map->nnodes = 0;
-}
-
-/* Copies the map a cluster conn read at dial time. */
-static int copy_map(const struct cluster *cl, rrpc__slot_map *map)
-{
-    map->nodes = calloc(cl->nnodes ? cl->nnodes : 1, sizeof *map->nodes);
-    if (map->nodes == NULL)
-        return RRPC_ENOMEM;
-    for (size_t i = 0; i < cl->nnodes; i++) {
-        map->nodes[i].port = cl->nodes[i].port;
-        map->nodes[i].host = strdup(cl->nodes[i].host);
-        map->nnodes = i + 1;
-        if (map->nodes[i].host == NULL)
-            return RRPC_ENOMEM;
-    }
-    memcpy(map->owner, cl->slot_node, sizeof map->owner);
-    return RRPC_OK;
-}
-
-int rrpc__cluster_read_map(const rrpc__url *url, double connect_timeout_s, rrpc__slot_map *map,
+int rrpc__cluster_read_map(const rrpc__url *url, double connect_timeout_s, rrpc__cmap *map,
                            char *err, size_t errlen)
 {
-    memset(map, 0, sizeof *map);
+    rrpc__cmap_init(map);
     if (url->kind != RRPC__URL_CLUSTER)
         return rrpc__fail(err, errlen, RRPC_EINVAL, "not a redis+cluster:// URL");
     rrpc__conn *c = NULL;
     int rc = rrpc__conn_open(&c, url, connect_timeout_s, err, errlen);
     if (rc != RRPC_OK)
         return rc;
-    rc = copy_map(c->cl, map);
+    /* The map changes hands without its contexts (a dial opens none, but
+     * the caller's links are its own). */
+    cluster_drop_links(c->cl);
+    *map = c->cl->map;
+    rrpc__cmap_init(&c->cl->map);
     rrpc__conn_close(c);
-    if (rc != RRPC_OK) {
-        rrpc__slot_map_free(map);
-        return rrpc__fail(err, errlen, rc, "out of memory");
-    }
     return RRPC_OK;
 }
 
