@@ -15,11 +15,9 @@
  */
 #include "bench.h"
 
-#include <errno.h>
 #include <getopt.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #define DEFAULT_DURATION_S   5.0
@@ -109,21 +107,6 @@ static void usage(FILE *out)
           out);
 }
 
-/* Parses an integer count in [min, max]. 0 on success, -1 if it is not. */
-static int parse_count(const char *text, unsigned long long min, unsigned long long max,
-                       unsigned long long *out)
-{
-    char *end;
-    errno = 0;
-    if (text[0] == '-' || text[0] == '\0')
-        return -1;
-    unsigned long long value = strtoull(text, &end, 10);
-    if (*end != '\0' || errno != 0 || value < min || value > max)
-        return -1;
-    *out = value;
-    return 0;
-}
-
 static int parse_json_option(const char *prog, const char *what, const char *text, json_t **out)
 {
     json_error_t error;
@@ -139,7 +122,7 @@ static int parse_json_option(const char *prog, const char *what, const char *tex
 /* Reads one option; returns CLI_EXIT_OK or CLI_EXIT_USAGE. */
 static int apply_option(const char *prog, int opt, struct bench_args *args)
 {
-    unsigned long long n;
+    uint64_t n;
     switch (opt) {
     case 'h': args->help = 1; return CLI_EXIT_OK;
     case CLI_OPT_REDIS: args->conn.url = optarg; return CLI_EXIT_OK;
@@ -150,13 +133,13 @@ static int apply_option(const char *prog, int opt, struct bench_args *args)
                                    optarg);
         return CLI_EXIT_OK;
     case OPT_CONNECTIONS:
-        if (parse_count(optarg, 1, MAX_CONNECTIONS, &n) != 0)
+        if (cli_parse_count(optarg, 1, MAX_CONNECTIONS, &n) != 0)
             return cli_usage_error(prog, "--connections wants a count from 1 to %d, not '%s'",
                                    MAX_CONNECTIONS, optarg);
         args->connections = (long)n;
         return CLI_EXIT_OK;
     case OPT_WINDOW:
-        if (parse_count(optarg, 1, MAX_WINDOW, &n) != 0)
+        if (cli_parse_count(optarg, 1, MAX_WINDOW, &n) != 0)
             return cli_usage_error(prog, "--window wants a count from 1 to %d, not '%s'",
                                    MAX_WINDOW, optarg);
         args->window = (long)n;
@@ -167,7 +150,7 @@ static int apply_option(const char *prog, int opt, struct bench_args *args)
                                    optarg);
         return CLI_EXIT_OK;
     case OPT_CALLS:
-        if (parse_count(optarg, 1, UINT64_MAX, &n) != 0)
+        if (cli_parse_count(optarg, 1, UINT64_MAX, &n) != 0)
             return cli_usage_error(prog, "--calls wants a positive count, not '%s'", optarg);
         args->calls = n;
         return CLI_EXIT_OK;
