@@ -21,6 +21,8 @@
 
 #include <rrpc/rrpc.h>
 
+#include "parse_number.h"
+
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -285,28 +287,6 @@ static void usage(FILE *out)
           "                  0 = no limit)\n"
           "  -h, --help      show this help\n",
           out);
-}
-
-static int parse_int(const char *text, long min, long max, int *out)
-{
-    char *end;
-    errno = 0;
-    long value = strtol(text, &end, 10);
-    if (end == text || *end != '\0' || errno != 0 || value < min || value > max)
-        return -1;
-    *out = (int)value;
-    return 0;
-}
-
-static int parse_seconds(const char *text, double *out)
-{
-    char *end;
-    errno = 0;
-    double value = strtod(text, &end);
-    if (end == text || *end != '\0' || errno != 0 || !(value > 0) || value > 1e9)
-        return -1;
-    *out = value;
-    return 0;
 }
 
 static int usage_error(const char *option, const char *wanted, const char *got)

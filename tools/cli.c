@@ -177,6 +177,19 @@ int cli_parse_seconds(const char *text, double *seconds)
     return 0;
 }
 
+int cli_parse_count(const char *text, uint64_t min, uint64_t max, uint64_t *count)
+{
+    char *end;
+    if (text[0] < '0' || text[0] > '9')
+        return -1;
+    errno = 0;
+    unsigned long long value = strtoull(text, &end, 10);
+    if (*end != '\0' || errno != 0 || value < min || value > max)
+        return -1;
+    *count = value;
+    return 0;
+}
+
 static const char *json_type_name(const json_t *value)
 {
     switch (json_typeof(value)) {

@@ -11,6 +11,7 @@
 #include <rrpc/rrpc.h>
 
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 
 /* Exit statuses.  They are part of the CLI's interface: scripts branch on
@@ -73,6 +74,11 @@ int cli_usage_error(const char *prog, const char *fmt, ...)
 /* Parses a positive, finite number of seconds.  0 on success, -1 if TEXT
  * is not one. */
 int cli_parse_seconds(const char *text, double *seconds);
+
+/* Parses a count in [MIN, MAX]: decimal digits only, so no sign (strtoull
+ * would turn "-5" into 2^64 - 5), no blanks, nothing after.  0 on success,
+ * -1 if TEXT is not one. */
+int cli_parse_count(const char *text, uint64_t min, uint64_t max, uint64_t *count);
 
 /* Parses PARAMS text, which must be a JSON array or object.  On success
  * stores a new reference and returns CLI_EXIT_OK; otherwise reports why

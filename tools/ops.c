@@ -31,12 +31,10 @@ static const struct option options[] = {
 
 static int parse_count(const char *prog, const char *option, const char *text, long *out)
 {
-    char *end;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (end == text || *end != '\0' || errno != 0 || v < 1)
+    uint64_t v;
+    if (cli_parse_count(text, 1, LONG_MAX, &v) != 0)
         return cli_usage_error(prog, "--%s wants a positive integer, not '%s'", option, text);
-    *out = v;
+    *out = (long)v;
     return CLI_EXIT_OK;
 }
 

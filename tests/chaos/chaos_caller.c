@@ -21,6 +21,8 @@
 
 #include <rrpc/rrpc.h>
 
+#include "parse_number.h" /* examples/ */
+
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
@@ -204,38 +206,20 @@ static void usage(FILE *out)
           out);
 }
 
-static int parse_number(const char *text, double min, double max, double *out)
-{
-    char *end;
-    errno = 0;
-    double value = strtod(text, &end);
-    if (end == text || *end != '\0' || errno != 0 || value < min || value > max)
-        return -1;
-    *out = value;
-    return 0;
-}
-
 /* Returns 0, or the exit status of a usage error. */
 static int parse_options(int argc, char **argv, struct config *cfg, const char **out_path)
 {
     int opt;
-    double n;
     while ((opt = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
         int bad = 0;
         switch (opt) {
         case OPT_REDIS: cfg->url = optarg; break;
         case OPT_SERVICE: cfg->service = optarg; break;
         case OPT_RUN: cfg->run = optarg; break;
-        case OPT_THREADS:
-            bad = parse_number(optarg, 1, 256, &n);
-            cfg->threads = (int)n;
-            break;
+        case OPT_THREADS: bad = parse_int(optarg, 1, 256, &cfg->threads); break;
         case OPT_SECONDS: bad = parse_number(optarg, 0, 1e6, &cfg->seconds); break;
         case OPT_TIMEOUT: bad = parse_number(optarg, 0.001, 1e6, &cfg->timeout_s); break;
-        case OPT_WORK_MS:
-            bad = parse_number(optarg, 0, 10000, &n);
-            cfg->max_work_ms = (int)n;
-            break;
+        case OPT_WORK_MS: bad = parse_int(optarg, 0, 10000, &cfg->max_work_ms); break;
         case OPT_RELIABLE: cfg->reliable = 1; break;
         case OPT_OUT: *out_path = optarg; break;
         case 'h': usage(stdout); exit(0);

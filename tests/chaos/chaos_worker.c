@@ -19,6 +19,8 @@
 
 #include <rrpc/rrpc.h>
 
+#include "parse_number.h" /* examples/ */
+
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -139,28 +141,6 @@ static void usage(FILE *out)
           out);
 }
 
-static int parse_long(const char *text, long min, long max, long *out)
-{
-    char *end;
-    errno = 0;
-    long value = strtol(text, &end, 10);
-    if (end == text || *end != '\0' || errno != 0 || value < min || value > max)
-        return -1;
-    *out = value;
-    return 0;
-}
-
-static int parse_seconds(const char *text, double *out)
-{
-    char *end;
-    errno = 0;
-    double value = strtod(text, &end);
-    if (end == text || *end != '\0' || errno != 0 || !(value > 0 && value < 1e6))
-        return -1;
-    *out = value;
-    return 0;
-}
-
 static int usage_error(const char *option, const char *got)
 {
     fprintf(stderr, "chaos_worker: bad value '%s' for --%s\nTry 'chaos_worker --help'.\n", got,
@@ -172,21 +152,18 @@ static int usage_error(const char *option, const char *got)
 static int parse_options(int argc, char **argv, rrpc_server_options *opts)
 {
     int opt;
-    long n;
     while ((opt = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
         switch (opt) {
         case OPT_REDIS: opts->url = optarg; break;
         case OPT_SERVICE: opts->service = optarg; break;
         case OPT_WORKERS:
-            if (parse_long(optarg, 1, 256, &n) != 0)
+            if (parse_int(optarg, 1, 256, &opts->workers) != 0)
                 return usage_error("workers", optarg);
-            opts->workers = (int)n;
             break;
         case OPT_RELIABLE: opts->reliable = 1; break;
         case OPT_MAX_DELIVERIES:
-            if (parse_long(optarg, 1, 1000, &n) != 0)
+            if (parse_int(optarg, 1, 1000, &opts->max_deliveries) != 0)
                 return usage_error("max-deliveries", optarg);
-            opts->max_deliveries = (int)n;
             break;
         case OPT_HEARTBEAT_TTL:
             if (parse_seconds(optarg, &opts->heartbeat_ttl_s) != 0)

@@ -86,6 +86,9 @@ sleep 0.2 # the requeued garbage is a dead letter again
 "$RRPC" dead --json ops purge | check "dead purge" 'j["purged"]==1'
 "$RRPC" dead --json ops | check "dead list empty after purge" 'j==[]'
 expect_status "dead: unknown action is a usage error" 2 "$RRPC" dead ops frobnicate
+# strtoull reads " -5" as 2^64 - 5: a count must be digits only.
+expect_status "bench: a signed --calls is a usage error" 2 timeout 5 "$RRPC" bench --calls ' -5' ops
+expect_status "ping: a --count with a blank is a usage error" 2 "$RRPC" ping --count ' 2' ops
 
 "$RRPC" top --json --iterations 2 --interval 0.2 >"$logs/top.json"
 "$PY" - "$logs/top.json" <<'PYEOF' && echo "ok   top --json refreshes" || { echo "FAIL top --json"; cat "$logs/top.json"; failed+=(top-json); }
