@@ -614,9 +614,5 @@ int main(int argc, char **argv)
     test_huge_timeouts();
     stop_server(&srv);
     raw_close();
-    if (failures)
-        fprintf(stderr, "test_async: %d check(s) failed\n", failures);
-    else
-        printf("test_async: all checks passed\n");
-    return failures != 0;
+    return check_report();
 }

@@ -468,9 +468,5 @@ int main(void)
     test_timeout_arguments();
     stop_server(&r);
     raw_close();
-    if (failures)
-        fprintf(stderr, "%d check(s) failed\n", failures);
-    else
-        printf("all client/server checks passed\n");
-    return failures ? 1 : 0;
+    return check_report();
 }

@@ -348,9 +348,5 @@ int main(void)
     json_decref(services);
     rrpc_admin_close(admin);
     raw_close();
-    if (failures)
-        fprintf(stderr, "%d check(s) failed\n", failures);
-    else
-        printf("all registry checks passed\n");
-    return failures ? 1 : 0;
+    return check_report();
 }

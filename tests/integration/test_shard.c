@@ -292,10 +292,5 @@ int main(void)
     test_queued_calls_spread_and_answered();
     test_workers_raised();
     raw_close();
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("test_shard: all checks passed\n");
-    return 0;
+    return check_report();
 }

@@ -1,11 +1,14 @@
-/* check.h -- a minimal unit-test framework for rrpc's pure modules.
+/* check.h -- the one check harness of every C test program (unit and
+ * integration).
  *
- * The unit tests must build with nothing but a C compiler and the library's
- * own dependencies, so instead of pulling in a test framework they use these
- * few macros.  A failed check prints file:line and both values, the test
- * goes on (so one run shows every failure), and main() ends with
- * `return check_report();`, which prints a summary and returns non-zero if
- * anything failed -- the exit status ctest looks at.
+ * The tests must build with nothing but a C compiler and the library's own
+ * dependencies, so instead of pulling in a test framework they use these
+ * few macros.  One behaviour everywhere: every check is counted; a failed
+ * one prints file:line and the expression (and both values, for the _EQ
+ * forms) on stderr and the program goes on, so one run shows every
+ * failure; main() ends with `return check_report();`, which prints the
+ * closing line "N passed, N failed" on stdout and returns non-zero if any
+ * check failed -- the exit status ctest looks at.
  *
  *   CHECK(cond)                  any condition
  *   CHECK_EQ_INT(actual, expect) integers (compared as long long)
@@ -14,18 +17,21 @@
  *
  * Each macro evaluates its arguments once and yields 1 if the check passed,
  * 0 if not, so a test can stop early: `if (!CHECK(p != NULL)) return;`.
+ * The counters are atomic: integration tests check from handler and
+ * callback threads too, and ThreadSanitizer runs them.
  */
 #ifndef RRPC_TESTS_CHECK_H
 #define RRPC_TESTS_CHECK_H
 
 #include <jansson.h>
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int check_count;
-static int check_failures;
+static atomic_int check_count;
+static atomic_int check_failures;
 
 static inline int check_fail_header(const char *file, int line)
 {
@@ -97,21 +103,19 @@ static inline int check_json_eq(const json_t *actual, const char *expected_text,
 }
 
 #define CHECK(cond) check_true((cond) ? 1 : 0, #cond, __FILE__, __LINE__)
-#define CHECK_EQ_INT(actual, expected) \
+#define CHECK_EQ_INT(actual, expected)                                                             \
     check_eq_int((long long)(actual), (long long)(expected), #actual, #expected, __FILE__, __LINE__)
-#define CHECK_EQ_STR(actual, expected) \
+#define CHECK_EQ_STR(actual, expected)                                                             \
     check_eq_str((actual), (expected), #actual, #expected, __FILE__, __LINE__)
 #define CHECK_JSON_EQ(json, text) check_json_eq((json), (text), #json, __FILE__, __LINE__)
 
-/* Prints the summary; main's exit status. */
+/* Prints the closing line "N passed, N failed"; main's exit status. */
 static inline int check_report(void)
 {
-    if (check_failures == 0) {
-        printf("all %d checks passed\n", check_count);
-        return EXIT_SUCCESS;
-    }
-    fprintf(stderr, "%d of %d checks FAILED\n", check_failures, check_count);
-    return EXIT_FAILURE;
+    int failed = check_failures, passed = check_count - failed;
+    fflush(stderr);
+    printf("%d passed, %d failed\n", passed < 0 ? 0 : passed, failed);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
 #endif /* RRPC_TESTS_CHECK_H */
