@@ -21,11 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The integration tests' former name for the failure count, kept while
- * tests still say `failures` (test_reliable.c, test_reply_keys.c, which
- * are being merged elsewhere); new code uses CHECK and check_report(). */
-#define failures check_failures
-
 /* ---- test handlers more than one test registers --------------------------- */
 
 /* add(a, b): a + b. */

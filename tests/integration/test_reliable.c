@@ -422,10 +422,5 @@ int main(void)
     test_resend_after_broken_link();
     test_clients_stamp_deadlines();
     raw_close();
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("test_reliable: all checks passed\n");
-    return 0;
+    return check_report();
 }

@@ -11,18 +11,6 @@
  */
 #include "harness.h"
 
-/* CHECK as an expression too: its value says whether it held. */
-static int check_at(int ok, const char *what, int line)
-{
-    if (!ok) {
-        fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, line, what);
-        failures++;
-    }
-    return ok;
-}
-#undef CHECK
-#define CHECK(cond) check_at(!!(cond), #cond, __LINE__)
-
 #ifdef RRPC_TEST_BEFORE /* to see these checks fail on the code before issue 9 */
 #define RRPC__DEAD_PREFIX_BYTES          4096
 #define RRPC_JSONRPC_BATCH_TIME_EXCEEDED -32001
@@ -562,9 +550,5 @@ int main(void)
     test_bounded_dead_letters();
     test_batch_time_limit();
     raw_close();
-    if (failures)
-        fprintf(stderr, "%d check(s) failed\n", failures);
-    else
-        printf("all reply-key checks passed\n");
-    return failures ? 1 : 0;
+    return check_report();
 }
