@@ -21,6 +21,13 @@ JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 PREFIX     ?= /usr/local
 DESTDIR    ?=
+# The Python with redis-py, unless given: scripts/find-python.sh (the first
+# python3 on PATH that imports redis, else /usr/bin/python3).  Exported, so
+# CMake (hence ctest), demo.sh and bench.sh use the same one.
+ifeq ($(origin RRPC_PYTHON),undefined)
+RRPC_PYTHON := $(shell scripts/find-python.sh)
+endif
+export RRPC_PYTHON
 
 .PHONY: all deps build install demo test test-fast test-asan test-valgrind test-tsan test-fuzz fuzz-build bench chaos fuzz clean
 
@@ -75,7 +82,7 @@ fuzz-build: deps
 	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DRRPC_FUZZ=ON -DRRPC_SANITIZE=address,undefined \
 	  -DRRPC_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Debug >/dev/null
 	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_dispatch
-	@/usr/bin/python3 tests/fuzz/make_corpus.py $(FUZZ_BUILD)/seeds >/dev/null
+	@"$(RRPC_PYTHON)" tests/fuzz/make_corpus.py $(FUZZ_BUILD)/seeds >/dev/null
 	@mkdir -p $(FUZZ_BUILD)/corpus
 
 test-fuzz: fuzz-build
@@ -97,7 +104,7 @@ bench: build
 # workers cut off from Redis (blackhole, reset) and Redis stalled (SIGSTOP)
 # under load, CHAOS_SECONDS in each delivery mode; prints the figures.
 chaos: build
-	@/usr/bin/python3 tests/chaos/chaos.py --bin-dir $(BUILD)/tests --mode both \
+	@"$(RRPC_PYTHON)" tests/chaos/chaos.py --bin-dir $(BUILD)/tests --mode both \
 	  --seconds $(CHAOS_SECONDS)
 
 clean:

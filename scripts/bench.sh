@@ -23,8 +23,8 @@
 # it started, whatever happens.
 #
 # Usage: scripts/bench.sh [BUILD_DIR]     (about 4 minutes)
-# The Python interpreter is $RRPC_PYTHON, else the first python3 on PATH that
-# has the redis module.
+# The Python interpreter is $RRPC_PYTHON, else scripts/find-python.sh's pick
+# (the first python3 on PATH that has the redis module, else /usr/bin/python3).
 set -u
 BUILD=${1:-build}
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,27 +40,11 @@ die() {
   exit 1
 }
 
-# find_python: $RRPC_PYTHON, else the first python3 on PATH with redis-py.
-find_python() {
-  if [ -n "${RRPC_PYTHON:-}" ]; then
-    echo "$RRPC_PYTHON"
-    return
-  fi
-  local dir IFS=:
-  for dir in $PATH; do
-    if [ -x "$dir/python3" ] && "$dir/python3" -c 'import redis' 2>/dev/null; then
-      echo "$dir/python3"
-      return
-    fi
-  done
-  return 1
-}
-
 if [ -z "${RRPC_BENCH_INNER:-}" ]; then
   for f in rrpc calc-server floor/floor_server floor/floor_pipeclient; do
     [ -x "$BUILD/$f" ] || die "$BUILD/$f is missing; build first (make build)"
   done
-  RRPC_PYTHON=$(find_python) || die "no python3 with the redis module on PATH (set RRPC_PYTHON)"
+  RRPC_PYTHON=$("$here/scripts/find-python.sh") || die "no Python to run the seed-style worker"
   mkdir -p "$out" || exit 1
   export RRPC_BENCH_INNER=1 RRPC_REDIS_TCP=1 RRPC_PYTHON
   exec "$here/tests/harness/with-redis.sh" "$0" "$BUILD"

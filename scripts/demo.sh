@@ -10,6 +10,10 @@ set -u
 BUILD=${1:-build}
 here=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=$(cd "$BUILD" && pwd)
+# The Python with redis-py ($RRPC_PYTHON, else scripts/find-python.sh's pick).
+RRPC_PYTHON=$("$here/scripts/find-python.sh") || exit 1
+export RRPC_PYTHON
+PY=$RRPC_PYTHON
 if [ -z "${REDIS_URL:-}" ] && [ -z "${RRPC_DEMO_INNER:-}" ]; then
   export RRPC_DEMO_INNER=1
   exec "$here/tests/harness/with-redis.sh" "$0" "$BUILD"
@@ -24,7 +28,7 @@ cleanup() {
 }
 trap cleanup EXIT
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-rcli() { /usr/bin/python3 -c 'import os,sys,redis; r=redis.Redis.from_url(os.environ["REDIS_URL"], decode_responses=True); print(getattr(r, sys.argv[1])(*sys.argv[2:]))' "$@"; }
+rcli() { "$PY" -c 'import os,sys,redis; r=redis.Redis.from_url(os.environ["REDIS_URL"], decode_responses=True); print(getattr(r, sys.argv[1])(*sys.argv[2:]))' "$@"; }
 
 step "Redis at $REDIS_URL; starting calc-server"
 "$BUILD/calc-server" --redis "$REDIS_URL" --service "$service" --workers 2 &
@@ -47,7 +51,7 @@ step "Ruby: clients/ruby/calc_client.rb"
 run ruby clients/ruby/calc_client.rb --redis "$REDIS_URL" --service "$service"
 
 step "Python: clients/python/calc_client.py"
-run /usr/bin/python3 clients/python/calc_client.py --redis "$REDIS_URL" --service "$service"
+run "$PY" clients/python/calc_client.py --redis "$REDIS_URL" --service "$service"
 
 step "Garbage on the request list goes to $service:dead, and the server carries on"
 rcli rpush "$service" 'this is not JSON' >/dev/null
@@ -72,7 +76,7 @@ kill -TERM "$server_pid"; wait "$server_pid"; echo "calc-server exited with $?";
 echo "\$ $BUILD/rrpc call --timeout 10 $service add '[1, 2]'"
 t0=$(date +%s.%N)
 "$BUILD/rrpc" call --timeout 10 "$service" add '[1, 2]'; status=$?
-echo "  -> exit $status after $(/usr/bin/python3 -c "print(round($(date +%s.%N) - $t0, 2))") s, not 10 s"
+echo "  -> exit $status after $("$PY" -c "print(round($(date +%s.%N) - $t0, 2))") s, not 10 s"
 [ "$status" = 6 ] || { echo "  -> FAILED (expected exit 6)"; failures=$((failures + 1)); }
 "$BUILD/rrpc" forget "$service" >/dev/null
 

@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """chaos.py -- the chaos test of rrpc's delivery modes (issues 4 and 9).
 
 Several callers (chaos_caller) call a service (chaos_worker processes) under

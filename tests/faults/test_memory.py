@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """test_memory.py -- rrpc when Redis is out of memory (maxmemory + noeviction).
 
 Starts a private redis-server (loopback, free port) and an at-most-once

@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 # make_corpus.py -- writes the fuzzer's seed corpus from the conformance
 # vectors (tests/vectors/*.json), one request text per file.
 import glob, json, os, sys

@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 # reference_server.py -- a plain, single-threaded Python "calc" worker for rrpc.
 #
 # It follows docs/PROTOCOL.md to the letter and nothing more, so that the

@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 # run_vectors.py -- runs the language-neutral rrpc conformance vectors.
 #
 # The vectors (tests/vectors/*.json, format in README.md) say what a worker
@@ -14,7 +14,7 @@
 # URL defaults to $REDIS_URL, then redis://127.0.0.1:6379; FILES default to
 # every *.json beside this script.  Exit status: 0 all passed, 1 a case
 # failed, 2 bad usage, bad vector file or no worker answering.
-# Run it with /usr/bin/python3 (it needs python3-redis).
+# Run it with "$RRPC_PYTHON" (a Python with redis-py: scripts/find-python.sh).
 import argparse
 import base64
 import glob
@@ -29,8 +29,8 @@ import time
 try:
     import redis
 except ImportError:  # pragma: no cover
-    sys.stderr.write("run_vectors.py: the redis module is missing; run it with /usr/bin/python3 "
-                     "(Debian package python3-redis)\n")
+    sys.stderr.write("run_vectors.py: the redis module is missing; run it with the Python"
+                     " scripts/find-python.sh prints (Debian package python3-redis)\n")
     sys.exit(2)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
