@@ -9,18 +9,18 @@
 set -u
 BUILD=$(cd "${1:?usage: test_options.sh BUILD_DIR}" && pwd)
 NOWHERE=redis://127.0.0.1:1
-out=$(mktemp "${TMPDIR:-/tmp}/rrpc-options.XXXXXX")
-trap 'rm -f "$out"' EXIT
-failed=0
+# shellcheck source=tests/lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+out=$test_dir/caller.out
 
 expect() { # expect WANT COMMAND... (WANT: an exit status, or !2 for "not a usage error")
   local want=$1; shift
   timeout 2 "$@" >/dev/null 2>&1
   local got=$? # 124: still waiting for Redis after 2 s
   if [ "$want" = '!2' ] && [ "$got" != 2 ] || [ "$got" = "$want" ]; then
-    echo "ok   $* -> $got"
+    ok "$* -> $got"
   else
-    echo "FAIL $* -> $got, wanted $want"; failed=1
+    fail "$* -> $got, wanted $want"
   fi
 }
 
@@ -40,4 +40,4 @@ expect 2 "$caller" --redis $NOWHERE --out "$out" --seconds nan
 expect 2 "$caller" --redis $NOWHERE --out "$out" --threads 2.5
 expect 2 "$caller" --redis $NOWHERE --out "$out" --timeout 0
 expect '!2' "$caller" --redis $NOWHERE --out "$out" --threads 1 --seconds 0.1 --work-ms 0
-exit $failed
+finish

@@ -12,21 +12,17 @@ set -u
 : "${REDIS_URL:?run me under tests/harness/with-redis.sh}"
 BUILD=$(cd "${1:?usage: test_cli_ops.sh BUILD_DIR}" && pwd)
 RRPC=$BUILD/rrpc
-PY=/usr/bin/python3
-logs=$(mktemp -d "${TMPDIR:-/tmp}/rrpc-ops.XXXXXX")
-pids=()
-failed=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$logs"; }
-trap cleanup EXIT
+# shellcheck source=tests/lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+logs=$test_dir
 
 check() { # check NAME PYTHON-EXPRESSION-ON-j < JSON
   local name=$1 expr=$2 doc
   doc=$(cat)
   if printf '%s' "$doc" | "$PY" -c "import json,sys; j=json.load(sys.stdin); sys.exit(0 if ($expr) else 1)" 2>/dev/null; then
-    echo "ok   $name"
+    ok "$name"
   else
-    echo "FAIL $name: $expr"; echo "     got: $doc" | head -c 2000; echo
-    failed+=("$name")
+    fail "$name: $expr"; echo "     got: $doc" | head -c 2000; echo
   fi
 }
 
@@ -34,16 +30,16 @@ expect_status() { # expect_status NAME WANT COMMAND...
   local name=$1 want=$2; shift 2
   "$@" >"$logs/out" 2>&1
   local got=$?
-  if [ "$got" = "$want" ]; then echo "ok   $name"; else
-    echo "FAIL $name: exit $got, wanted $want"; sed 's/^/     /' "$logs/out"; failed+=("$name"); fi
+  if [ "$got" = "$want" ]; then ok "$name"; else
+    fail "$name: exit $got, wanted $want"; sed 's/^/     /' "$logs/out"; fi
 }
 
-"$BUILD/calc-server" --service ops --workers 2 --heartbeat-interval 0.2 --heartbeat-ttl 1 \
-  --max-queue 50 >"$logs/s1.log" 2>&1 &
-pids+=($!); s1=$!
-"$BUILD/calc-server" --service ops --workers 1 --heartbeat-interval 0.2 --heartbeat-ttl 1 \
-  --max-queue 50 >"$logs/s2.log" 2>&1 &
-pids+=($!); s2=$!
+spawn s1 "$BUILD/calc-server" --service ops --workers 2 --heartbeat-interval 0.2 \
+  --heartbeat-ttl 1 --max-queue 50
+s1=$spawned
+spawn s2 "$BUILD/calc-server" --service ops --workers 1 --heartbeat-interval 0.2 \
+  --heartbeat-ttl 1 --max-queue 50
+s2=$spawned
 for _ in $(seq 100); do
   [ "$("$RRPC" ls --json 2>/dev/null | "$PY" -c 'import json,sys; print(sum(s["workers"] for s in json.load(sys.stdin)))' 2>/dev/null)" = 2 ] && break
   sleep 0.05
@@ -56,23 +52,23 @@ sleep 0.8 # two heartbeats: the counts are flushed
 
 "$RRPC" ls --json | check "ls: ops with 2 workers, 3 threads, max_queue 50" \
   'any(s["service"]=="ops" and s["workers"]==2 and s["threads"]==3 and s["max_queue"]==50 and s["queue"]==0 for s in j)'
-"$RRPC" ls | grep -q '^ops ' && echo "ok   ls table" || { echo "FAIL ls table"; failed+=(ls-table); }
+"$RRPC" ls | grep -q '^ops ' && ok "ls table" || fail "ls table"
 
 "$RRPC" info --json ops | check "info: workers and methods" \
   'j["registered"] and len(j["workers"])==2 and sorted(w["threads"] for w in j["workers"])==[1,2] and {"add","divide","sleep","rpc.ping"} <= {m["name"] for m in j["methods"]} and [m for m in j["methods"] if m["name"]=="add"][0]["params"]=={"a":"number","b":"number"}'
-"$RRPC" info ops | grep -q 'add(a, b)' && echo "ok   info table" || { echo "FAIL info table"; failed+=(info-table); }
+"$RRPC" info ops | grep -q 'add(a, b)' && ok "info table" || fail "info table"
 
 "$RRPC" ping --json --count 3 ops | check "ping: 3 round trips with latency and worker" \
   'len(j["pings"])==3 and all(p["latency_ms"]>0 and p["worker"] for p in j["pings"]) and j["max_ms"]>=j["min_ms"]>0'
-"$RRPC" ping ops | grep -q '^reply from ops (worker .*) in [0-9.]* ms$' && echo "ok   ping line" ||
-  { echo "FAIL ping line"; failed+=(ping-line); }
+"$RRPC" ping ops | grep -q '^reply from ops (worker .*) in [0-9.]* ms$' && ok "ping line" ||
+  fail "ping line"
 
 "$RRPC" stats --json ops | check "stats: calls, errors, percentiles, dead letters" \
   'j["methods"]["add"]["calls"]==5 and j["methods"]["add"]["errors"]==0 and j["methods"]["divide"]["errors"]==1 and 0 < j["methods"]["add"]["p50_ms"] <= j["methods"]["add"]["p99_ms"] and j["dead"]==1 and j["queue"]==0'
 
 "$RRPC" dead --json ops list | check "dead list" \
   'len(j)==1 and j[0]["message"]=="not json" and j[0]["reason"].startswith("parse error")'
-"$RRPC" dead ops | grep -q 'parse error' && echo "ok   dead table" || { echo "FAIL dead table"; failed+=(dead-table); }
+"$RRPC" dead ops | grep -q 'parse error' && ok "dead table" || fail "dead table"
 # A dead letter whose cause is fixed: a request with no reply key, requeued.
 redis-cli -s "$RRPC_TEST_REDIS_SOCK" rpush ops:dead \
   '{"reason":"test","time":1,"service":"ops","message":"{\"jsonrpc\":\"2.0\",\"method\":\"add\",\"params\":[1,1],\"id\":\"requeued-reply\"}"}' >/dev/null
@@ -80,8 +76,8 @@ redis-cli -s "$RRPC_TEST_REDIS_SOCK" rpush ops:dead \
 for _ in $(seq 50); do
   [ "$(redis-cli -s "$RRPC_TEST_REDIS_SOCK" llen requeued-reply)" = 1 ] && break; sleep 0.05
 done
-[ "$(redis-cli -s "$RRPC_TEST_REDIS_SOCK" llen requeued-reply)" = 1 ] && echo "ok   requeued request answered" ||
-  { echo "FAIL requeued request answered"; failed+=(requeue-answer); }
+[ "$(redis-cli -s "$RRPC_TEST_REDIS_SOCK" llen requeued-reply)" = 1 ] && ok "requeued request answered" ||
+  fail "requeued request answered"
 sleep 0.2 # the requeued garbage is a dead letter again
 "$RRPC" dead --json ops purge | check "dead purge" 'j["purged"]==1'
 "$RRPC" dead --json ops | check "dead list empty after purge" 'j==[]'
@@ -91,7 +87,7 @@ expect_status "bench: a signed --calls is a usage error" 2 timeout 5 "$RRPC" ben
 expect_status "ping: a --count with a blank is a usage error" 2 "$RRPC" ping --count ' 2' ops
 
 "$RRPC" top --json --iterations 2 --interval 0.2 >"$logs/top.json"
-"$PY" - "$logs/top.json" <<'PYEOF' && echo "ok   top --json refreshes" || { echo "FAIL top --json"; cat "$logs/top.json"; failed+=(top-json); }
+"$PY" - "$logs/top.json" <<'PYEOF' && ok "top --json refreshes" || { fail "top --json"; cat "$logs/top.json"; }
 import json, sys
 lines = open(sys.argv[1]).read().splitlines()
 docs = [json.loads(l) for l in lines]
@@ -99,7 +95,7 @@ assert len(docs) == 2
 assert all(any(s["service"] == "ops" and "calls_per_s" in s for s in d["services"]) for d in docs)
 PYEOF
 n=$("$RRPC" top --iterations 2 --interval 0.2 | grep -c '^rrpc top')
-[ "$n" = 2 ] && echo "ok   top table refreshes" || { echo "FAIL top table: $n refreshes"; failed+=(top-table); }
+[ "$n" = 2 ] && ok "top table refreshes" || fail "top table: $n refreshes"
 
 # Graceful stop of both servers: the records go, calls fail fast.
 kill -TERM "$s1" "$s2"; wait "$s1" "$s2" 2>/dev/null
@@ -107,7 +103,7 @@ kill -TERM "$s1" "$s2"; wait "$s1" "$s2" 2>/dev/null
 start=$(date +%s%N)
 expect_status "call after stop fails fast (exit 6)" 6 "$RRPC" call --timeout 20 ops add '[1, 2]'
 elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
-[ "$elapsed_ms" -lt 2000 ] && echo "ok   ...within ${elapsed_ms} ms" || { echo "FAIL took ${elapsed_ms} ms"; failed+=(fail-fast-time); }
+[ "$elapsed_ms" -lt 2000 ] && ok "...within ${elapsed_ms} ms" || fail "took ${elapsed_ms} ms"
 expect_status "ping after stop fails fast (exit 6)" 6 "$RRPC" ping --timeout 20 ops
 # Handed over to a worker that does not register: forget, and calls wait again.
 "$RRPC" forget --json ops | check "forget" 'j["forgotten"]'
@@ -122,8 +118,8 @@ expect_status "forgotten service is waited on (timeout, exit 3)" 3 "$RRPC" call 
 rcli() { redis-cli -s "$RRPC_TEST_REDIS_SOCK" "$@"; }
 raw_ok() { # raw_ok NAME FILE: no ESC, BEL, C1 CSI or RLO bytes in FILE
   if LC_ALL=C grep -q $'\e\|\a\|\xc2\x9b\|\xe2\x80\xae' "$2"; then
-    echo "FAIL $1: raw control characters reach the terminal"; od -c "$2" | head -20; failed+=("$1")
-  else echo "ok   $1"; fi
+    fail "$1: raw control characters reach the terminal"; od -c "$2" | head -20
+  else ok "$1"; fi
 }
 # A service name may hold no C0 control (rrpc refuses it) but a C1 CSI
 # and a right-to-left override.
@@ -131,8 +127,8 @@ evil=$'x\xc2\x9b2J\xe2\x80\xaey'
 rcli rpush ops:dead "{\"reason\":\"parse error \\u001b[2J\\u0007\",\"time\":1,\"service\":\"ops\",\"message\":\"hi \\u001b]0;PWNED\\u0007 \\u009b31m \\u202e \\u007f\"}" >/dev/null
 "$RRPC" dead ops list >"$logs/dead.txt" 2>&1
 raw_ok "dead list escapes control characters" "$logs/dead.txt"
-grep -qF 'hi \x1b]0;PWNED\x07 \u009b31m \u202e \x7f' "$logs/dead.txt" && echo "ok   ...shown as escapes" ||
-  { echo "FAIL dead list escapes"; cat -v "$logs/dead.txt"; failed+=(dead-escapes); }
+grep -qF 'hi \x1b]0;PWNED\x07 \u009b31m \u202e \x7f' "$logs/dead.txt" && ok "...shown as escapes" ||
+  { fail "dead list escapes"; cat -v "$logs/dead.txt"; }
 "$RRPC" dead --json ops list >"$logs/dead.json"
 raw_ok "dead --json has no raw control characters" "$logs/dead.json"
 check "dead --json is exact" \
@@ -153,8 +149,8 @@ raw_ok "ls escapes a service name" "$logs/ls.txt"
 "$RRPC" info "$evil" >"$logs/info.txt" 2>&1
 raw_ok "info escapes names, host, version, methods" "$logs/info.txt"
 grep -qF 'h\x1b]0;PWNED\x07' "$logs/info.txt" && grep -qF 'x\u009b2J\u202ey' "$logs/info.txt" &&
-  echo "ok   ...host and service shown escaped" ||
-  { echo "FAIL info host"; cat -v "$logs/info.txt"; failed+=(info-escapes); }
+  ok "...host and service shown escaped" ||
+  { fail "info host"; cat -v "$logs/info.txt"; }
 "$RRPC" stats "$evil" >"$logs/stats.txt" 2>&1
 raw_ok "stats escapes a service name" "$logs/stats.txt"
 "$RRPC" top --iterations 1 >"$logs/top.txt" 2>&1
@@ -174,8 +170,8 @@ raw_ok "call escapes a usage error" "$logs/call.txt"
 
 # ---- issue 9: passwords are never printed ------------------------------------
 pw_absent() { # pw_absent NAME FILE
-  if grep -q 'hunter2' "$2"; then echo "FAIL $1: the password is printed"; cat "$2"; failed+=("$1")
-  else echo "ok   $1"; fi
+  if grep -q 'hunter2' "$2"; then fail "$1: the password is printed"; cat "$2"
+  else ok "$1"; fi
 }
 for url in 'redis://:p@ss-hunter2@127.0.0.1:1' 'redis://u:p@hunter2@127.0.0.1:1/0' \
     'http://user:hunter2@127.0.0.1:1' 'redis://u:12/hunter2@127.0.0.1' \
@@ -190,10 +186,10 @@ for url in 'redis://:p@ss-hunter2@127.0.0.1:1' 'redis://u:p@hunter2@127.0.0.1:1/
   pw_absent "calc-server --redis $(printf '%s' "$url" | sed 's/hunter2/PASSWORD/')" "$logs/pw.txt"
 done
 "$RRPC" ls --redis 'redis://u:12/hunter2@127.0.0.1' 2>&1 | grep -q "'/'.*%2F" &&
-  echo "ok   the error says how to percent-encode" ||
-  { echo "FAIL no percent-encoding hint"; failed+=(pw-hint); }
+  ok "the error says how to percent-encode" ||
+  fail "no percent-encoding hint"
 
-if [ ${#failed[@]} -ne 0 ]; then
-  echo "FAILED: ${failed[*]}"; for f in "$logs"/s*.log; do echo "== $f"; cat "$f"; done; exit 1
+if [ "$checks_failed" != 0 ]; then
+  for f in "$logs"/s*.log; do echo "== $f"; cat "$f"; done
 fi
-echo "all CLI ops checks passed"
+finish

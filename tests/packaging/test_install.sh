@@ -13,13 +13,11 @@
 # test programs, e.g. the sanitizers the library was built with)
 set -u
 BUILD=$(cd "${1:?usage: test_install.sh BUILD_DIR}" && pwd)
-root=$(cd "$(dirname "$0")/../.." && pwd)
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/rrpc-install.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
+# shellcheck source=tests/lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+root=$rrpc_root
+tmp=$test_dir
 extra_cflags=${RRPC_TEST_CFLAGS:-}
-failed=0
-ok() { echo "ok   $*"; }
-fail() { echo "FAIL $*"; failed=1; }
 
 # 1. Install into a staging root; /opt/rrpc shows PREFIX is honoured.
 stage=$tmp/stage
@@ -156,5 +154,5 @@ for cmd in $commands; do
     grep -q -- "${opt//-/\\\\-}" "$page" || fail "rrpc.1 does not mention '$cmd $opt'"
   done
 done
-[ "$failed" = 0 ] && ok "rrpc.1 names every command and option of rrpc --help ($(echo $commands | tr '\n' ' '))"
-exit $failed
+[ "$checks_failed" = 0 ] && ok "rrpc.1 names every command and option of rrpc --help ($(echo $commands | tr '\n' ' '))"
+finish

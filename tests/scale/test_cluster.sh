@@ -22,7 +22,8 @@
 # Usage: test_cluster.sh BUILD_DIR
 set -u
 BUILD=$(cd "${1:?usage: test_cluster.sh BUILD_DIR}" && pwd)
-. "$(dirname "$0")/lib.sh"
+# shellcheck source=tests/lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
 
 mapfile -t ports < <(free_ports 6 bus)
 pids=()
@@ -32,15 +33,15 @@ for p in "${ports[@]}"; do
   pids+=("$spawned")
 done
 up() { for p in "${ports[@]}"; do redis-cli -p "$p" ping | grep -q PONG || return 1; done; }
-wait_until 10 up || fail "the nodes did not start"
+wait_until 10 up || die "the nodes did not start"
 addrs=()
 for p in "${ports[@]}"; do addrs+=("127.0.0.1:$p"); done
 redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes \
-  >"$scale_dir/create.log" 2>&1 || fail "redis-cli --cluster create failed"
+  >"$test_dir/create.log" 2>&1 || die "redis-cli --cluster create failed"
 cluster_ok() {
   for p in "$@"; do redis-cli -p "$p" cluster info | grep -q 'cluster_state:ok' || return 1; done
 }
-wait_until 20 cluster_ok "${ports[@]}" || fail "the cluster never reached cluster_state:ok"
+wait_until 20 cluster_ok "${ports[@]}" || die "the cluster never reached cluster_state:ok"
 # A replica that never finished its first sync cannot take over.
 replicas_synced() {
   local synced
@@ -48,8 +49,8 @@ replicas_synced() {
            grep -c 'master_link_status:up')
   [ "$synced" = 3 ]
 }
-wait_until 20 replicas_synced || fail "the replicas never synced"
-echo "ok   cluster of 6 nodes: ${ports[*]}"
+wait_until 20 replicas_synced || die "the replicas never synced"
+ok "cluster of 6 nodes: ${ports[*]}"
 
 # The master port that owns SLOT, from CLUSTER SLOTS as redis-cli prints it.
 owner() {
@@ -75,8 +76,8 @@ for n in $(seq 0 200); do
   fi
   [ "${#services[@]}" = 3 ] && break
 done
-[ "${#services[@]}" = 3 ] || fail "could not find service names on three masters"
-echo "ok   services ${services[*]} live on masters ${masters[*]}"
+[ "${#services[@]}" = 3 ] || die "could not find service names on three masters"
+ok "services ${services[*]} live on masters ${masters[*]}"
 
 url="redis+cluster://127.0.0.1:${ports[0]},127.0.0.1:${ports[1]}"
 for s in "${services[@]}"; do
@@ -84,11 +85,11 @@ for s in "${services[@]}"; do
 done
 call() { [ "$("$BUILD/rrpc" call --redis "$url" --timeout 1 "$1" add '[1, 2]')" = 3 ]; }
 all_answer() { for s in "${services[@]}"; do call "$s" || return 1; done; }
-wait_until 10 all_answer || fail "not every service answered through $url"
+wait_until 10 all_answer || die "not every service answered through $url"
 for i in 1 2 3 4 5; do
-  all_answer || fail "round $i of calls failed"
+  all_answer || die "round $i of calls failed"
 done
-echo "ok   $(( 6 * ${#services[@]} )) calls to services on three masters"
+ok "$(( 6 * ${#services[@]} )) calls to services on three masters"
 
 # rrpc dead on a Cluster: a service's dead letters live on their own key's
 # master (S:dead has no hash tag), whichever node the client asks first.
@@ -104,18 +105,18 @@ for n in $(seq 0 300); do
   fi
   [ "${#dead_services[@]}" = 3 ] && break
 done
-[ "${#dead_services[@]}" = 3 ] || fail "could not find dead-letter keys on three masters"
+[ "${#dead_services[@]}" = 3 ] || die "could not find dead-letter keys on three masters"
 for s in "${dead_services[@]}"; do
   redis-cli -c -p "${ports[0]}" rpush "$s:dead" '{"reason":"test","time":1,"message":"x"}' \
     '{"reason":"test","time":2,"message":"y"}' '{"reason":"test","time":3}' >/dev/null
   n=$("$BUILD/rrpc" dead --redis "$url" --json "$s" list |
-    /usr/bin/python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
-  [ "$n" = 3 ] || fail "rrpc dead list $s on the cluster: $n dead letters, not 3"
+    "$PY" -c 'import json,sys; print(len(json.load(sys.stdin)))')
+  [ "$n" = 3 ] || die "rrpc dead list $s on the cluster: $n dead letters, not 3"
   out=$("$BUILD/rrpc" dead --redis "$url" --json "$s" purge 2>&1)
-  [ "$out" = '{"service":"'"$s"'","purged":3}' ] || fail "rrpc dead purge $s on the cluster: $out"
-  [ "$(redis-cli -c -p "${ports[0]}" llen "$s:dead")" = 0 ] || fail "purge left dead letters of $s"
+  [ "$out" = '{"service":"'"$s"'","purged":3}' ] || die "rrpc dead purge $s on the cluster: $out"
+  [ "$(redis-cli -c -p "${ports[0]}" llen "$s:dead")" = 0 ] || die "purge left dead letters of $s"
 done
-echo "ok   rrpc dead list and purge on every master's dead letters"
+ok "rrpc dead list and purge on every master's dead letters"
 
 # The async client: one bench per service, so pushes go to three masters.
 # Each client's pop link blocks in BLMPOP on the master that owns its
@@ -132,7 +133,7 @@ abench() {
 # bench_field NAME FIELD: a field of bench NAME's JSON report.
 bench_field() {
   "$PY" -c 'import json,sys; print(json.loads(sys.stdin.read().splitlines()[-1])[sys.argv[1]])' \
-    "$2" <"$scale_dir/$1.log" 2>/dev/null
+    "$2" <"$test_dir/$1.log" 2>/dev/null
 }
 # pops_away I: async pop links blocked on masters other than masters[I].
 pops_away() {
@@ -150,14 +151,14 @@ for i in 0 1 2 0 1 2 0 1 2; do
   pid=$spawned
   sleep 1
   away=$(( away + $(pops_away "$i") ))
-  wait "$pid" || fail "async bench of $s failed"
+  wait "$pid" || die "async bench of $s failed"
   calls=$(bench_field "abench-$rounds" calls) errors=$(bench_field "abench-$rounds" errors)
   [ "$errors" = 0 ] && [ "${calls:-0}" -ge 100 ] ||
-    fail "async bench of $s: $calls calls, $errors errors"
-  echo "ok   async bench of $s (master :${masters[$i]}): $calls calls in 2 s, 0 errors"
+    die "async bench of $s: $calls calls, $errors errors"
+  ok "async bench of $s (master :${masters[$i]}): $calls calls in 2 s, 0 errors"
 done
-[ "$away" -gt 0 ] || fail "no async reply list ever lived on another master than its service"
-echo "ok   $away async reply list(s) lived on another master than the service they called"
+[ "$away" -gt 0 ] || die "no async reply list ever lived on another master than its service"
+ok "$away async reply list(s) lived on another master than the service they called"
 
 # One service sharded over 3 lists ("calc", "calc#1", "calc#2": no hash
 # tag, so their slots are unrelated).  With this cluster's slot layout they
@@ -166,11 +167,11 @@ shard_keys=(calc 'calc#1' 'calc#2')
 shard_masters=$(for k in "${shard_keys[@]}"; do
   owner "${ports[0]}" "$(redis-cli -c -p "${ports[0]}" cluster keyslot "$k")"; done | sort -u)
 [ "$(echo "$shard_masters" | wc -l)" -ge 2 ] ||
-  fail "the shards of calc all live on one master: $shard_masters"
+  die "the shards of calc all live on one master: $shard_masters"
 spawn server-sharded "$BUILD/calc-server" --redis "$url" --service calc --shards 3 \
   --heartbeat-ttl 10
 sharded_pid=$spawned
-wait_until 10 call calc || fail "the sharded service did not answer"
+wait_until 10 call calc || die "the sharded service did not answer"
 # Freeze the server; once its blocked pops have timed out (0.5 s), calls
 # queue up where the clients put them.
 kill -STOP "$sharded_pid"
@@ -187,19 +188,19 @@ queued() {
   [ "$total" = 12 ] && [ "$used" -ge 2 ]
 }
 wait_until 10 queued || { kill -CONT "$sharded_pid"
-  fail "12 calls were not queued over 2+ shards: $(for k in "${shard_keys[@]}"; do
+  die "12 calls were not queued over 2+ shards: $(for k in "${shard_keys[@]}"; do
     echo -n "$k=$(shard_len "$k") "; done)"; }
 lens=$(for k in "${shard_keys[@]}"; do echo -n "$k=$(shard_len "$k") "; done)
 info_json=$("$BUILD/rrpc" info --redis "$url" --json calc)
 echo "$info_json" | "$PY" -c 'import json,sys; d=json.load(sys.stdin); sys.exit(not (d["queue"] == 12 and d["shards"] == 3))' ||
-  { kill -CONT "$sharded_pid"; fail "rrpc info does not sum the shards: $info_json"; }
+  { kill -CONT "$sharded_pid"; die "rrpc info does not sum the shards: $info_json"; }
 kill -CONT "$sharded_pid"
 wait "$sharded_bench" 2>/dev/null
 answered=$("$PY" -c 'import json,sys; d=json.loads(sys.stdin.read().splitlines()[-1]); print(d["calls"] if d["errors"] == 0 else -1)' \
-     <"$scale_dir/bench-sharded.log" 2>/dev/null) || fail "rrpc bench gave no report"
-[ "$answered" = 12 ] || fail "only $answered of 12 queued calls were answered"
-for i in 1 2 3; do call calc || fail "call $i to the sharded service failed"; done
-echo "ok   calc over 3 shards on masters $(echo $shard_masters): 12 calls queued ($lens), all answered"
+     <"$test_dir/bench-sharded.log" 2>/dev/null) || die "rrpc bench gave no report"
+[ "$answered" = 12 ] || die "only $answered of 12 queued calls were answered"
+for i in 1 2 3; do call calc || die "call $i to the sharded service failed"; done
+ok "calc over 3 shards on masters $(echo $shard_masters): 12 calls queued ($lens), all answered"
 kill "$sharded_pid"
 
 # Live slot migration of the second service's list to the third master.
@@ -220,9 +221,9 @@ redis-cli -p "$dst" cluster setslot "$slot" importing "$src_id" >/dev/null
 redis-cli -p "$src" cluster setslot "$slot" migrating "$dst_id" >/dev/null
 call_slow() { [ "$("$BUILD/rrpc" call --redis "$url" --timeout 3 "$1" add '[1, 2]')" = 3 ]; }
 for i in 1 2 3; do
-  call_slow "${services[1]}" || fail "call $i during the migration of slot $slot failed"
+  call_slow "${services[1]}" || die "call $i during the migration of slot $slot failed"
 done
-echo "ok   calls to ${services[1]} while its slot $slot migrates :$src -> :$dst (ASK)"
+ok "calls to ${services[1]} while its slot $slot migrates :$src -> :$dst (ASK)"
 for k in $(redis-cli -p "$src" cluster getkeysinslot "$slot" 100); do
   redis-cli -p "$src" migrate 127.0.0.1 "$dst" "$k" 0 5000 >/dev/null
 done
@@ -230,16 +231,16 @@ for p in "$dst" "$src" "${masters[0]}"; do
   redis-cli -p "$p" cluster setslot "$slot" node "$dst_id" >/dev/null
 done
 for i in 1 2 3; do
-  call_slow "${services[1]}" || fail "call $i after the migration of slot $slot failed"
+  call_slow "${services[1]}" || die "call $i after the migration of slot $slot failed"
 done
-[ "$(owner "${ports[0]}" "$slot")" = "$dst" ] || fail "slot $slot did not move"
-echo "ok   calls to ${services[1]} after its slot moved to :$dst (MOVED)"
-kill -0 "$migrate_bench" 2>/dev/null || fail "the async bench ended before the slot moved"
+[ "$(owner "${ports[0]}" "$slot")" = "$dst" ] || die "slot $slot did not move"
+ok "calls to ${services[1]} after its slot moved to :$dst (MOVED)"
+kill -0 "$migrate_bench" 2>/dev/null || die "the async bench ended before the slot moved"
 wait "$migrate_bench"
 calls=$(bench_field abench-migrate calls) errors=$(bench_field abench-migrate errors)
 [ "$errors" = 0 ] && [ "${calls:-0}" -ge 100 ] ||
-  fail "async bench across the migration: $calls calls, $errors errors"
-echo "ok   an async bench across the migration (ASK, then MOVED): $calls calls, 0 errors"
+  die "async bench across the migration: $calls calls, $errors errors"
+ok "an async bench across the migration (ASK, then MOVED): $calls calls, 0 errors"
 
 # A long-lived sync client across the failover: each call sleeps 100 ms in
 # the server, so ~1 s before the kill allows at most ~10 successful calls.
@@ -261,7 +262,7 @@ victim=${masters[0]}
 for i in "${!ports[@]}"; do [ "${ports[$i]}" = "$victim" ] && victim_pid=${pids[$i]}; done
 { kill -9 "$victim_pid"; wait "$victim_pid"; } 2>/dev/null
 killed=$(now_ms)
-echo "ok   SIGKILLed master :$victim (it owns ${services[0]})"
+ok "SIGKILLed master :$victim (it owns ${services[0]})"
 
 live=()
 for p in "${ports[@]}"; do [ "$p" != "$victim" ] && live+=("$p"); done
@@ -270,22 +271,22 @@ promoted() {
   m=$(owner "${live[0]}" "$(redis-cli -p "${live[0]}" cluster keyslot "${services[0]}")")
   [ -n "$m" ] && [ "$m" != "$victim" ] && cluster_ok "${live[@]}"
 }
-wait_until 20 promoted || { redis-cli -p "${live[0]}" cluster nodes; fail "no replica took over from :$victim"; }
-echo "ok   a replica took over after $(( $(now_ms) - killed )) ms"
-wait_until 20 all_answer || fail "calls did not resume after the failover"
-echo "ok   every service answers again $(( $(now_ms) - killed )) ms after the kill"
+wait_until 20 promoted || { redis-cli -p "${live[0]}" cluster nodes; die "no replica took over from :$victim"; }
+ok "a replica took over after $(( $(now_ms) - killed )) ms"
+wait_until 20 all_answer || die "calls did not resume after the failover"
+ok "every service answers again $(( $(now_ms) - killed )) ms after the kill"
 for i in 1 2 3 4 5; do
-  all_answer || fail "round $i of calls after the failover failed"
+  all_answer || die "round $i of calls after the failover failed"
 done
-echo "ok   15 more calls after the failover"
+ok "15 more calls after the failover"
 wait "$bench_pid" 2>/dev/null
 ok=$("$PY" -c 'import json,sys; print(json.loads(sys.stdin.read().splitlines()[-1])["calls"])' \
-     <"$scale_dir/bench.log" 2>/dev/null) || fail "rrpc bench gave no report"
-[ "$ok" -ge 25 ] || fail "a long-lived client made only $ok calls: it did not follow the failover"
-echo "ok   a long-lived sync client made $ok successful calls across the failover"
+     <"$test_dir/bench.log" 2>/dev/null) || die "rrpc bench gave no report"
+[ "$ok" -ge 25 ] || die "a long-lived client made only $ok calls: it did not follow the failover"
+ok "a long-lived sync client made $ok successful calls across the failover"
 wait "$abench_pid" 2>/dev/null
 calls=$(bench_field abench-failover calls) errors=$(bench_field abench-failover errors)
 [ "${calls:-0}" -ge 200 ] ||
-  fail "a long-lived async client made only $calls calls ($errors errors): it did not resume"
-echo "ok   a long-lived async client made $calls successful calls across the failover ($errors failed during it)"
-echo "PASS test_cluster"
+  die "a long-lived async client made only $calls calls ($errors errors): it did not resume"
+ok "a long-lived async client made $calls successful calls across the failover ($errors failed during it)"
+finish

@@ -13,7 +13,8 @@
 # Usage: test_sentinel.sh BUILD_DIR
 set -u
 BUILD=$(cd "${1:?usage: test_sentinel.sh BUILD_DIR}" && pwd)
-. "$(dirname "$0")/lib.sh"
+# shellcheck source=tests/lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
 
 mapfile -t ports < <(free_ports 5)
 m=${ports[0]} r=${ports[1]}
@@ -26,18 +27,18 @@ master_pid=$spawned
 redis_node replica "$r" --replicaof 127.0.0.1 "$m"
 replica_synced() { redis-cli -p "$r" info replication | grep -q 'master_link_status:up'; }
 # Sentinels started after the sync see the replica in their first INFO.
-wait_until 10 replica_synced || fail "the replica never synced"
+wait_until 10 replica_synced || die "the replica never synced"
 for s in "${sentinels[@]}"; do
-  cat >"$scale_dir/sentinel-$s.conf" <<CONF
+  cat >"$test_dir/sentinel-$s.conf" <<CONF
 port $s
 bind 127.0.0.1
-dir $scale_dir
+dir $test_dir
 sentinel monitor $name 127.0.0.1 $m 2
 sentinel down-after-milliseconds $name 1000
 sentinel failover-timeout $name 4000
 sentinel parallel-syncs $name 1
 CONF
-  spawn "sentinel-$s" redis-sentinel "$scale_dir/sentinel-$s.conf"
+  spawn "sentinel-$s" redis-sentinel "$test_dir/sentinel-$s.conf"
 done
 
 quorum_ok() { # every Sentinel knows the others and the replica
@@ -46,14 +47,14 @@ quorum_ok() { # every Sentinel knows the others and the replica
     [ "$(redis-cli -p "$s" sentinel replicas "$name" | grep -c "^$r\$")" = 1 ] || return 1
   done
 }
-wait_until 15 quorum_ok || fail "the Sentinels never reached a quorum"
-echo "ok   master :$m, replica :$r, Sentinels ${sentinels[*]}"
+wait_until 15 quorum_ok || die "the Sentinels never reached a quorum"
+ok "master :$m, replica :$r, Sentinels ${sentinels[*]}"
 
 spawn server "$BUILD/calc-server" --redis "$url" --workers 4
 call() { "$BUILD/rrpc" call --redis "$url" --timeout 1 calc add '[1, 2]'; }
-wait_until 10 call || fail "no answer through the Sentinel URL"
-[ "$(call)" = 3 ] || fail "add [1, 2] did not give 3"
-echo "ok   calls through $url"
+wait_until 10 call || die "no answer through the Sentinel URL"
+[ "$(call)" = 3 ] || die "add [1, 2] did not give 3"
+ok "calls through $url"
 
 # Long-lived clients across the failover.  Each call sleeps 100 ms in the
 # server, so a sync client makes at most ~10 calls per second, an async one
@@ -72,26 +73,26 @@ sleep 1
 kill -9 "$master_pid"
 wait "$master_pid" 2>/dev/null
 killed=$(now_ms)
-echo "ok   SIGKILLed the master at :$m"
+ok "SIGKILLed the master at :$m"
 
 promoted() { redis-cli -p "${sentinels[0]}" sentinel get-master-addr-by-name "$name" | grep -qx "$r"; }
-wait_until 20 promoted || fail "the Sentinels did not promote the replica"
-echo "ok   the Sentinels promoted :$r after $(( $(now_ms) - killed )) ms"
-wait_until 15 call || fail "calls did not resume after the failover"
+wait_until 20 promoted || die "the Sentinels did not promote the replica"
+ok "the Sentinels promoted :$r after $(( $(now_ms) - killed )) ms"
+wait_until 15 call || die "calls did not resume after the failover"
 resumed=$(( $(now_ms) - killed ))
 for i in 1 2 3 4 5 6; do
-  [ "$(call)" = 3 ] || fail "call $i after the failover failed"
+  [ "$(call)" = 3 ] || die "call $i after the failover failed"
 done
-echo "ok   rrpc call works again $resumed ms after the kill (workers followed)"
+ok "rrpc call works again $resumed ms after the kill (workers followed)"
 
 wait "$sync_pid" "$async_pid" 2>/dev/null
 # Before the kill there was about 1 s: at most ~10 sync or ~20 async calls.
 # More than 2.5 times that needs the client to have come back.
 for b in bench-sync:25 bench-async:50; do
   ok=$("$PY" -c 'import json,sys; print(json.loads(sys.stdin.read().splitlines()[-1])["calls"])' \
-       <"$scale_dir/${b%:*}.log" 2>/dev/null) || fail "${b%:*} gave no report"
+       <"$test_dir/${b%:*}.log" 2>/dev/null) || die "${b%:*} gave no report"
   [ "$ok" -ge "${b#*:}" ] ||
-    fail "${b%:*} made only $ok successful calls: it did not follow the failover"
-  echo "ok   ${b%:*}: $ok successful calls across the failover"
+    die "${b%:*} made only $ok successful calls: it did not follow the failover"
+  ok "${b%:*}: $ok successful calls across the failover"
 done
-echo "PASS test_sentinel"
+finish

@@ -18,17 +18,13 @@
 set -u
 : "${RRPC_TEST_REDIS_PORT:?run me under tests/harness/with-redis.sh with RRPC_REDIS_TCP=1}"
 BUILD=$(cd "${1:?usage: test_acl.sh BUILD_DIR}" && pwd)
-root=$(cd "$(dirname "$0")/../.." && pwd)
-PY=/usr/bin/python3
+# shellcheck source=tests/lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+root=$rrpc_root
 port=$RRPC_TEST_REDIS_PORT
 sock=$RRPC_TEST_REDIS_SOCK
-logs=$(mktemp -d "${TMPDIR:-/tmp}/rrpc-acl.XXXXXX")
+logs=$test_dir
 server_pid=
-cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$logs"; }
-trap cleanup EXIT
-failed=0
-ok() { echo "ok   $*"; }
-fail() { echo "FAIL $*"; failed=1; }
 secret() { od -An -N16 -tx1 /dev/urandom | tr -d ' \n'; }
 
 # 1. An admin user first, since the recipe switches the default user off.
@@ -53,8 +49,8 @@ operator_url="redis://calc-operator:$OPERATOR_PASS@127.0.0.1:$port/0"
 
 start_worker() { # start_worker NAME COMMAND...: runs it, waits until calc answers
   local name=$1; shift
-  "$@" >"$logs/$name.log" 2>&1 &
-  server_pid=$!
+  spawn "$name" "$@"
+  server_pid=$spawned
   for _ in $(seq 100); do
     "$BUILD/rrpc" call --redis "$caller_url" --timeout 0.2 calc add '[0, 0]' >/dev/null 2>&1 &&
       { ok "$name serves as calc-worker"; return 0; }
@@ -232,8 +228,8 @@ if start_worker "C calc-server --reliable" "${reliable[@]}"; then
     fail "no in-flight list while a request is held"
   registry_failed "$logs/C calc-server --reliable.log" && fail "reliable worker logged errors"
   kill -9 "$server_pid"; wait "$server_pid" 2>/dev/null; server_pid=
-  "${reliable[@]}" >"$logs/reliable2.log" 2>&1 &
-  server_pid=$!
+  spawn reliable2 "${reliable[@]}"
+  server_pid=$spawned
   wait "$caller"
   status=$?
   [ "$status" = 0 ] && [ "$(cat "$logs/held.out")" = 1500 ] &&
@@ -277,4 +273,4 @@ if start_worker "Ruby calc_server.rb" ruby "$root/clients/ruby/calc_server.rb" -
   expect "rrpc call after the Ruby worker stopped (exit 6)" 6 \
     bash -c '"$0" call --redis "$1" --timeout 5 calc add "[1, 2]" >/dev/null 2>&1; echo $?' "$BUILD/rrpc" "$caller_url"
 fi
-exit $failed
+finish

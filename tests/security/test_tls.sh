@@ -18,21 +18,9 @@ BUILD=$(cd "${1:?usage: test_tls.sh BUILD_DIR}" && pwd)
 for tool in openssl stunnel4 redis-server redis-cli; do
   command -v "$tool" >/dev/null || { echo "test_tls.sh: $tool missing (scripts/install-deps.sh)"; exit 1; }
 done
-dir=$(mktemp -d "${TMPDIR:-/tmp}/rrpc-tls.XXXXXX")
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-  wait 2>/dev/null
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-failed=0
-ok() { echo "ok   $*"; }
-fail() { echo "FAIL $*"; failed=1; }
-free_port() {
-  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+# shellcheck source=tests/lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+dir=$test_dir
 
 # 1. A throwaway CA, and a server and a client certificate it signs.
 #    EC keys keep this quick; the server's names cover localhost/127.0.0.1.
@@ -57,7 +45,6 @@ redis-server --port 0 --tls-port "$tls_port" --bind 127.0.0.1 \
   --tls-cert-file server.crt --tls-key-file server.key --tls-ca-cert-file ca.crt \
   --tls-auth-clients yes --save "" --appendonly no --dir "$dir" --daemonize no \
   --loglevel warning --logfile "$dir/redis.log" &
-pids+=($!)
 admin() { redis-cli --tls --cacert ca.crt --cert client.crt --key client.key -h 127.0.0.1 \
   -p "$tls_port" "$@"; }
 for _ in $(seq 100); do [ "$(admin ping 2>/dev/null)" = PONG ] && break; sleep 0.05; done
@@ -81,7 +68,6 @@ cert = $dir/client.crt
 key = $dir/client.key
 CONF
 stunnel4 stunnel.conf >/dev/null 2>&1 &
-pids+=($!)
 url=redis://127.0.0.1:$plain_port
 for _ in $(seq 100); do
   [ "$(redis-cli -u "$url" ping 2>/dev/null)" = PONG ] && break; sleep 0.05
@@ -108,7 +94,6 @@ fi
 
 # 5. rrpc through the tunnel: the server and every kind of caller.
 "$BUILD/calc-server" --redis "$url" --workers 2 >server.log 2>&1 &
-pids+=($!)
 for _ in $(seq 100); do
   "$BUILD/rrpc" call --redis "$url" --timeout 0.2 calc add '[0, 0]' >/dev/null 2>&1 && break
   sleep 0.1
@@ -129,5 +114,5 @@ fi
 grep -q 'TLSv1\.[23]' stunnel.log && grep -q 'Certificate accepted' stunnel.log &&
   ok "stunnel: $(grep -o 'TLSv1\.[23][^,]*' stunnel.log | head -1), Redis certificate verified" ||
   { fail "stunnel log shows no verified TLS session"; tail -20 stunnel.log; }
-[ "$failed" = 0 ] || { echo "--- server.log"; cat server.log; echo "--- stunnel.log"; tail -30 stunnel.log; }
-exit $failed
+[ "$checks_failed" = 0 ] || { echo "--- server.log"; cat server.log; echo "--- stunnel.log"; tail -30 stunnel.log; }
+finish

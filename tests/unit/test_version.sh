@@ -11,13 +11,12 @@
 # and the generated rrpc.pc.  On a mismatch it names the file to update.
 #
 # Usage: test_version.sh BUILD_DIR   (no Redis needed; the Python peer is
-# loaded with $RRPC_PYTHON, else the first python3 on PATH with redis-py)
+# loaded with $RRPC_PYTHON, found by scripts/find-python.sh if unset)
 set -u
 BUILD=$(cd "${1:?usage: test_version.sh BUILD_DIR}" && pwd)
-root=$(cd "$(dirname "$0")/../.." && pwd)
-failed=0
-ok() { echo "ok   $*"; }
-fail() { echo "FAIL $*"; failed=1; }
+# shellcheck source=tests/lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+root=$rrpc_root
 
 version=$(head -n 1 "$root/VERSION")
 if [[ ! $version =~ ^([0-9]+)\.([0-9]+)\.([0-9]+)$ ]]; then
@@ -62,26 +61,12 @@ done
 # file or the package layout, whichever the tree has.
 rb=$root/clients/ruby
 same "Ruby RRPC::VERSION" "$(ruby -I "$rb/lib" -I "$rb" -e 'require "rrpc"; print RRPC::VERSION' 2>&1)"
-find_python() {
-  if [ -n "${RRPC_PYTHON:-}" ]; then
-    echo "$RRPC_PYTHON"
-    return
-  fi
-  local dir IFS=:
-  for dir in $PATH; do
-    if [ -x "$dir/python3" ] && "$dir/python3" -c 'import redis' 2>/dev/null; then
-      echo "$dir/python3"
-      return
-    fi
-  done
-  return 1
-}
-if py=$(find_python); then
+if [ -n "$RRPC_PYTHON" ]; then
   py_path=$root/clients/python/src:$root/clients/python
   same "Python rrpc.VERSION" \
-    "$(PYTHONPATH=$py_path "$py" -c 'import rrpc; print(rrpc.VERSION, end="")' 2>&1)"
+    "$(PYTHONPATH=$py_path "$PY" -c 'import rrpc; print(rrpc.VERSION, end="")' 2>&1)"
 else
-  fail "no python3 with the redis module on PATH (set RRPC_PYTHON)"
+  fail "no python3 with the redis module (scripts/find-python.sh; set RRPC_PYTHON)"
 fi
 
 # 5. Man pages: the .TH line's source field, "rrpc VERSION".
@@ -97,9 +82,9 @@ elif [ $wrong = 0 ]; then
   ok "$pages man pages say \"rrpc $version\""
 fi
 
-if [ $failed = 0 ]; then
-  echo "PASS: every copy of the version is $version"
+if [ "$checks_failed" = 0 ]; then
+  echo "every copy of the version is $version"
 else
-  echo "FAIL: update the files above to VERSION ($version)"
+  echo "update the files above to VERSION ($version)"
 fi
-exit $failed
+finish
