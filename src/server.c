@@ -46,6 +46,7 @@ struct rrpc_server {
     double connect_timeout_s;
     int reliable;
     rrpc__rel rel; /* reliable mode's keys and heartbeat */
+    int refusal;   /* not 0: rrpc_server_run refuses to start, errmsg says why */
     rrpc__methods methods;
     rrpc__limits limits;
     rrpc__registry *registry; /* record, heartbeat, stats, rpc.ping (registry.c) */
@@ -70,10 +71,16 @@ enum op_kind {
     OP_COMMIT /* reliable mode: the commit script of one request; cmd owned */
 };
 
+/* Reliable mode: how long a commit Redis refused waits before it is sent
+ * again (doubling up to the maximum), while its request stays held. */
+#define RETRY_MIN_S 0.05
+#define RETRY_MAX_S 2.0
+
 typedef struct op {
     enum op_kind kind;
-    const char *msg; /* OP_REPLY: the request text, for a dead letter */
+    const char *msg; /* OP_REPLY, OP_COMMIT: the request text, for a dead letter */
     size_t msg_len;
+    char *msg_copy; /* OP_COMMIT kept for a retry: msg points here (owned) */
     char *key; /* OP_REPLY: owned reply key (binary, key_len bytes) */
     size_t key_len;
     char *text;     /* OP_REPLY, OP_DEAD: owned text to push */
@@ -90,14 +97,20 @@ typedef struct worker {
     size_t nops, capops;
     rrpc__reply *in_hand[2];          /* the popped pair the pending replies refer to */
     rrpc__clock clock;                /* the Redis server's time, for request deadlines */
-    int ack_due;                      /* reliable: the batch in hand is answered, DEL its list */
     char transient[RRPC__ERRMSG_LEN]; /* why collect gave up on a working link */
     char ttl_text[16];
     char trim_text[24];
     char batch_text[16];          /* how many more requests the next pop takes */
     char list[RRPC__KEY_MAX];     /* the request list it pops: its shard's */
-    char wid[RRPC__KEY_MAX];      /* reliable: this worker's id */
-    char inflight[RRPC__KEY_MAX]; /* reliable: its in-flight list */
+    /* Reliable mode. */
+    rrpc__rel_worker rk;      /* its id and keys */
+    unsigned long long takes; /* takes sent: makes every in-flight field unique */
+    char base_text[24];       /* the take's token base: takes as 16 hex digits */
+    int registered;           /* its id is in {L}:inflight (else SADD before BLMOVE) */
+    int pop_failing;          /* the last pop was refused (logged once) */
+    op *retry;                /* commits Redis refused (not transiently): sent again later */
+    size_t nretry, capretry;
+    double retry_at, retry_delay; /* when, and the current backoff */
 } worker;
 
 void rrpc_server_options_init(rrpc_server_options *opts)
@@ -141,15 +154,21 @@ static int init_reliable(rrpc_server *s, const rrpc_server_options *opts)
         .dedup_window_s = opts->dedup_window_s > 0 ? opts->dedup_window_s : 600,
         .heartbeat_ttl_s = opts->heartbeat_ttl_s > 0 ? opts->heartbeat_ttl_s : 5,
         .dead_letter_max = s->dead_letter_max,
+        .max_request_bytes = s->limits.max_request_bytes,
         .dead_key = s->dead_key,
         .stats_key = s->stats_key,
     };
     int rc = rrpc__rel_init(&s->rel, s->list_key, s->service, &ro);
     s->rel.redelivered = &s->redelivered;
     s->rel.dead_letters = &s->dead_letters;
-    if (rc != RRPC_OK)
-        return rrpc__fail(s->errmsg, sizeof s->errmsg, rc, "service name too long");
-    return RRPC_OK;
+    /* Refused by rrpc_server_run, which can say why (rrpc_server_errmsg);
+     * a key cut short would silently mix services. */
+    if (rc == RRPC_EINVAL)
+        s->refusal = rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_EINVAL,
+                                "reliable mode: key prefix + service name too long (%zu bytes; at "
+                                "most %zu, so that every reliable key fits in %d bytes)",
+                                strlen(s->list_key), rrpc__rel_max_list_key(), RRPC__KEY_MAX - 1);
+    return rc == RRPC_EINVAL ? RRPC_OK : rc;
 }
 
 int rrpc_server_new(rrpc_server **out, const rrpc_server_options *opts)
@@ -191,6 +210,13 @@ int rrpc_server_new(rrpc_server **out, const rrpc_server_options *opts)
         rc = init_reliable(s, opts);
     if (rc == RRPC_OK)
         rc = rrpc__url_parse(&s->url, opts->url, s->errmsg, sizeof s->errmsg);
+    /* The reaper writes the dead-letter list and stats, outside the
+     * service's slot: Cluster would refuse it, and killed workers' requests
+     * would never come back.  Say so at start rather than half-run. */
+    if (rc == RRPC_OK && s->reliable && !s->refusal && s->url.kind == RRPC__URL_CLUSTER)
+        s->refusal = rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_EINVAL,
+                                "reliable mode does not work on Redis Cluster (yet): use a "
+                                "single Redis or Sentinel, or serve without --reliable");
     if (rc != RRPC_OK) {
         rrpc_server_free(s);
         return rc;
@@ -280,6 +306,7 @@ static void free_op(op *o)
 {
     free(o->key);
     free(o->text);
+    free(o->msg_copy);
     rrpc__cmd_free(&o->cmd);
 }
 
@@ -371,20 +398,32 @@ static void send_dead_letter(worker *w, const char *reason, const char *msg, siz
     queue_dead(w, text);
 }
 
-/* Queues the commit of a request in reliable mode: its remembered answer,
- * response and effects in one atomic step (reliable.c). */
-static void queue_commit(worker *w, const char *msg, size_t len, const char *sha1,
-                         const rrpc__outcome *out)
+/* Reliable mode: queues the commit M of the request MSG (reliable.c). */
+static void queue_commit(worker *w, const char *msg, size_t len, rrpc__rel_commit *m)
 {
     op o = {.kind = OP_COMMIT, .msg = msg, .msg_len = len};
-    int with_reply = out->reply_key != NULL && out->response != NULL;
-    if (rrpc__rel_commit_cmd(&w->srv->rel, &o.cmd, sha1, with_reply ? out->reply_key : NULL,
-                             out->reply_key_len, with_reply ? out->response : NULL, out->effects,
-                             w->ttl_text) != RRPC_OK) {
-        log_worker(w, "out of memory: a request stays in flight until redelivered", NULL);
+    m->inflight = w->rk.inflight;
+    m->reply_ttl = w->ttl_text;
+    if (rrpc__rel_commit_cmd(&w->srv->rel, &o.cmd, m) != RRPC_OK) {
+        log_worker(w, "out of memory: a request stays in flight until taken again", NULL);
         return;
     }
     send_cmd(w, o, (int)o.cmd.argc, (const char **)o.cmd.argv, o.cmd.lens);
+}
+
+/* Reliable mode: a request that will not run (its dedup key is not a
+ * string) is released with a dead letter saying why. */
+static void queue_dead_commit(worker *w, const char *msg, size_t len, const char *field,
+                              const char *sha1, const char *reason)
+{
+    char *text = rrpc__dead_letter_text(w->srv->service, reason, msg, len, NULL);
+    if (text == NULL) {
+        log_worker(w, "cannot encode a dead letter", reason);
+        return;
+    }
+    rrpc__rel_commit m = {.field = field, .sha1 = sha1, .dead_letter = text};
+    queue_commit(w, msg, len, &m);
+    free(text);
 }
 
 /* Nonzero if KEY is one of the service's own keys: its request lists
@@ -416,10 +455,40 @@ static void refuse_own_key(rrpc__outcome *out)
     out->reply_key = out->response = NULL;
 }
 
-/* Dispatches one request; SHA1 is its identity in reliable mode, else
- * NULL.  A dead letter is queued before the commit, so that a crash in
- * between may repeat it but never lose it. */
-static void handle_message(worker *w, const char *msg, size_t len, const char *sha1)
+/* Reliable mode: the outcome of a request becomes one commit -- its answer,
+ * effects and dead letter (if any) together, so that none of them can be
+ * lost or repeated without the others. */
+static void commit_outcome(worker *w, const char *msg, size_t len, const char *field,
+                           const char *sha1, const rrpc__outcome *out)
+{
+    char *dead = NULL;
+    if (out->dead_reason != NULL &&
+        (dead = rrpc__dead_letter_text(w->srv->service, out->dead_reason, msg, len,
+                                       out->dead_response)) == NULL) {
+        log_worker(w, "cannot encode a dead letter: the request stays in flight", out->dead_reason);
+        return;
+    }
+    int with_reply = out->reply_key != NULL && out->response != NULL;
+    rrpc__rel_commit m = {
+        .field = field,
+        .sha1 = sha1,
+        .key = with_reply ? out->reply_key : NULL,
+        .key_len = out->reply_key_len,
+        .response = with_reply ? out->response : NULL,
+        .response_len = with_reply ? strlen(out->response) : 0,
+        .effects = out->effects,
+        .dead_letter = dead,
+    };
+    queue_commit(w, msg, len, &m);
+    free(dead);
+}
+
+/* Dispatches one request; FIELD and SHA1 are its in-flight field and
+ * identity in reliable mode, else NULL.  At-most-once, a dead letter is
+ * queued before the reply, so that a crash in between may lose the reply
+ * but not the record. */
+static void handle_message(worker *w, const char *msg, size_t len, const char *field,
+                           const char *sha1)
 {
     rrpc_server *s = w->srv;
     rrpc__outcome out;
@@ -430,36 +499,36 @@ static void handle_message(worker *w, const char *msg, size_t len, const char *s
     atomic_fetch_add(&s->expired, out.expired);
     if (out.reply_key != NULL && is_own_key(s, out.reply_key, out.reply_key_len))
         refuse_own_key(&out);
+    if (sha1 != NULL) {
+        commit_outcome(w, msg, len, field, sha1, &out);
+        rrpc__outcome_clear(&out);
+        return;
+    }
     if (out.dead_reason != NULL)
         send_dead_letter(w, out.dead_reason, msg, len, out.dead_response);
-    if (sha1 != NULL) {
-        queue_commit(w, msg, len, sha1, &out);
-    } else {
-        if (out.response != NULL && out.reply_key != NULL) {
-            queue_reply(w, msg, len, out.reply_key, out.reply_key_len, out.response);
-            out.reply_key = out.response = NULL; /* now owned by the queued op */
-        }
-        if (out.effects != NULL)
-            queue_effects(w, out.effects);
+    if (out.response != NULL && out.reply_key != NULL) {
+        queue_reply(w, msg, len, out.reply_key, out.reply_key_len, out.response);
+        out.reply_key = out.response = NULL; /* now owned by the queued op */
     }
+    if (out.effects != NULL)
+        queue_effects(w, out.effects);
     rrpc__outcome_clear(&out);
 }
 
-/* A request answered before (a redelivery, or a caller that sent it
- * again): the remembered response goes out again, nothing runs. */
-static void answer_again(worker *w, const rrpc__reply *answer)
+/* Reliable mode: a request answered before (a redelivery, or a caller that
+ * sent it again): the remembered response goes out again, through the same
+ * commit script (which releases the request and accepts the reply key only
+ * if it is a reply list), and nothing runs. */
+static void answer_again(worker *w, const char *msg, size_t len, const char *field,
+                         const char *sha1, const rrpc__reply *answer)
 {
-    size_t len = 0, key_len = 0, resp_len = 0;
-    const char *text = rrpc__reply_str(answer, &len), *key, *resp;
+    size_t text_len = 0;
+    const char *text = rrpc__reply_str(answer, &text_len);
+    rrpc__rel_commit m = {.field = field, .sha1 = sha1, .again = 1};
     atomic_fetch_add(&w->srv->duplicates, 1);
-    if (!rrpc__rel_parse_answer(text, len, &key, &key_len, &resp, &resp_len))
-        return; /* a notification or a dead letter: nothing to send */
-    const char *push[] = {"RPUSH", key, resp};
-    const char *expire[] = {"EXPIRE", key, w->ttl_text};
-    size_t push_lens[] = {5, key_len, resp_len};
-    size_t expire_lens[] = {6, key_len, strlen(w->ttl_text)};
-    send_cmd(w, plain, 3, push, push_lens);
-    send_cmd(w, plain, 3, expire, expire_lens);
+    if (!rrpc__rel_parse_answer(text, text_len, &m.key, &m.key_len, &m.response, &m.response_len))
+        m.key = m.response = NULL; /* a notification or a dead letter: nothing to send */
+    queue_commit(w, msg, len, &m);
 }
 
 static int collect(worker *w, rrpc__reply *popped[2]);
@@ -494,21 +563,49 @@ static batch batch_of(const worker *w, rrpc__reply *const popped[2])
     return b;
 }
 
-/* Entry K of B: the request element, and in reliable mode its identity and
- * the answer remembered for it (NULL if none). */
-static const rrpc__reply *batch_entry(const batch *b, size_t k, const char **sha1,
-                                      const rrpc__reply **answer)
+/* One request of a batch.  Reliable mode adds where it is held (its field
+ * in the in-flight hash), its identity, and the answer remembered for it:
+ * NULL, a string, or an error (its dedup key is not a string). */
+typedef struct entry {
+    const char *msg;
+    size_t len;
+    const char *field;
+    char sha1[41];
+    const rrpc__reply *answer;
+} entry;
+
+/* The in-flight record: identity (40 hex digits), delivery counter key
+ * (40), then the request (reliable.c). */
+#define RECORD_HEAD 80
+
+/* Entry K of B; 0 if the take script's answer is malformed there. */
+static int batch_entry(const batch *b, size_t k, entry *e)
 {
-    *sha1 = NULL;
-    *answer = NULL;
-    if (b->blocked != NULL && k-- == 0)
-        return b->blocked;
-    if (b->stride == 1)
-        return rrpc__reply_element(b->rest, k);
-    *sha1 = rrpc__reply_str(rrpc__reply_element(b->rest, 3 * k + 1), NULL);
+    memset(e, 0, sizeof *e);
+    if (b->blocked != NULL && k-- == 0) {
+        e->msg = rrpc__reply_str(b->blocked, &e->len);
+        return 1;
+    }
+    if (b->stride == 1) {
+        e->msg = rrpc__reply_str(rrpc__reply_element(b->rest, k), &e->len);
+        return 1;
+    }
+    const rrpc__reply *field = rrpc__reply_element(b->rest, 3 * k);
+    const rrpc__reply *rec = rrpc__reply_element(b->rest, 3 * k + 1);
     const rrpc__reply *a = rrpc__reply_element(b->rest, 3 * k + 2);
-    *answer = rrpc__reply_type(a) == RRPC__REPLY_STRING ? a : NULL;
-    return rrpc__reply_element(b->rest, 3 * k);
+    size_t len = 0;
+    const char *text = rrpc__reply_str(rec, &len);
+    if (rrpc__reply_type(field) != RRPC__REPLY_STRING ||
+        rrpc__reply_type(rec) != RRPC__REPLY_STRING || len < RECORD_HEAD)
+        return 0;
+    e->field = rrpc__reply_str(field, NULL);
+    memcpy(e->sha1, text, 40);
+    e->sha1[40] = '\0';
+    e->msg = text + RECORD_HEAD;
+    e->len = len - RECORD_HEAD;
+    int t = rrpc__reply_type(a);
+    e->answer = t == RRPC__REPLY_STRING || t == RRPC__REPLY_ERROR ? a : NULL;
+    return 1;
 }
 
 /* At-most-once: hands the requests of B from FIRST on back to the head of
@@ -525,10 +622,10 @@ static void give_back(worker *w, const batch *b, size_t first)
         argv[1] = w->list;
         lens[1] = strlen(w->list);
         for (size_t i = 0; i < n; i++) { /* LPUSH reverses: the last goes first */
-            const char *sha1;
-            const rrpc__reply *answer;
-            argv[2 + i] =
-                rrpc__reply_str(batch_entry(b, b->count - 1 - i, &sha1, &answer), &lens[2 + i]);
+            entry e;
+            batch_entry(b, b->count - 1 - i, &e);
+            argv[2 + i] = e.msg;
+            lens[2 + i] = e.len;
         }
         send_cmd(w, plain, (int)(n + 2), argv, lens);
         atomic_fetch_add(&w->srv->given_back, n);
@@ -552,21 +649,52 @@ static void adapt_batch(worker *w, double slowest)
 }
 
 /* Handles every request of a pop pair in order. */
+/* Reliable mode: nonzero if the request held under FIELD has a commit not
+ * yet confirmed (in this round, or waiting for a retry): the take script
+ * returns it again, but it must not run again. */
+static int pending(const worker *w, const char *field)
+{
+    const op *lists[] = {w->ops, w->retry};
+    size_t counts[] = {w->nops, w->nretry};
+    for (int l = 0; l < 2; l++)
+        for (size_t i = 0; i < counts[l]; i++) {
+            const op *o = &lists[l][i];
+            const char *f = o->kind == OP_COMMIT
+                                ? rrpc__rel_commit_arg(&o->cmd, RRPC__COMMIT_FIELD, NULL)
+                                : NULL;
+            if (f && strcmp(f, field) == 0)
+                return 1;
+        }
+    return 0;
+}
+
+/* Handles one request of a batch. */
+static void handle_entry(worker *w, const entry *e)
+{
+    if (e->field == NULL)
+        handle_message(w, e->msg, e->len, NULL, NULL);
+    else if (pending(w, e->field))
+        return;
+    else if (e->answer == NULL)
+        handle_message(w, e->msg, e->len, e->field, e->sha1);
+    else if (rrpc__reply_type(e->answer) == RRPC__REPLY_STRING)
+        answer_again(w, e->msg, e->len, e->field, e->sha1, e->answer);
+    else /* its dedup key is poisoned: it cannot be run at most once */
+        queue_dead_commit(w, e->msg, e->len, e->field, e->sha1, rrpc__reply_str(e->answer, NULL));
+}
+
+/* Handles every request of a pop pair in order. */
 static void handle_popped(worker *w, rrpc__reply *const popped[2])
 {
     batch b = batch_of(w, popped);
     double started = rrpc__monotonic(), flushed_at = started, slowest = 0;
     for (size_t k = 0; k < b.count; k++) {
-        const char *sha1;
-        const rrpc__reply *answer;
-        const rrpc__reply *e = batch_entry(&b, k, &sha1, &answer);
-        size_t len = 0;
-        const char *msg = rrpc__reply_str(e, &len);
+        entry e;
         double began = rrpc__monotonic();
-        if (answer != NULL)
-            answer_again(w, answer);
+        if (batch_entry(&b, k, &e))
+            handle_entry(w, &e);
         else
-            handle_message(w, msg, len, sha1);
+            log_worker(w, "the take script answered something unexpected", NULL);
         double now = rrpc__monotonic();
         slowest = now - began > slowest ? now - began : slowest;
         if (k + 1 == b.count)
@@ -574,7 +702,7 @@ static void handle_popped(worker *w, rrpc__reply *const popped[2])
         /* A slow handler must not hold back the rest of the batch: the
          * requests not started go back to the list for other workers
          * (reliable mode keeps them: they are in this worker's in-flight
-         * list), and answers already computed are sent at once. */
+         * hash), and answers already computed are sent at once. */
         if (!w->srv->reliable && now - started > GIVE_BACK_AFTER_S) {
             give_back(w, &b, k + 1);
             break;
@@ -586,25 +714,63 @@ static void handle_popped(worker *w, rrpc__reply *const popped[2])
         }
     }
     adapt_batch(w, slowest);
-    w->ack_due = w->srv->reliable && b.count > 0;
+}
+
+/* Reliable mode: the commit O was refused its reply key (or its dedup key
+ * is not a string) and changed nothing; it is committed again with a dead
+ * letter that says so and keeps the response, without the reply key. */
+static void commit_refused(worker *w, const op *o, const char *reason)
+{
+    size_t len = 0;
+    const char *text = rrpc__rel_commit_arg(&o->cmd, RRPC__COMMIT_RESPONSE, &len);
+    json_t *response = text && len ? json_loadb(text, len, RRPC__JSON_DECODE_FLAGS, NULL) : NULL;
+    char *dead = rrpc__dead_letter_text(w->srv->service, reason, o->msg, o->msg_len, response);
+    json_decref(response);
+    op again = {.kind = OP_COMMIT, .msg = o->msg, .msg_len = o->msg_len};
+    if (dead == NULL || rrpc__rel_commit_dead(&o->cmd, &again.cmd, dead) != RRPC_OK)
+        log_worker(w, "out of memory: a request stays in flight until taken again", reason);
+    else
+        send_cmd(w, again, (int)again.cmd.argc, (const char **)again.cmd.argv, again.cmd.lens);
+    free(dead);
+}
+
+/* Reliable mode: acts on the answer of a commit script (see reliable.c). */
+static void judge_commit(worker *w, const op *o, const rrpc__reply *r)
+{
+    if (w->retry_delay != 0 && w->nretry == 0) {
+        log_worker(w, "Redis takes commits again", NULL);
+        w->retry_delay = 0;
+    }
+    if (rrpc__reply_type(r) == RRPC__REPLY_INTEGER) {
+        const char *dead = rrpc__rel_commit_arg(&o->cmd, RRPC__COMMIT_DEAD_LETTER, NULL);
+        if (rrpc__reply_integer(r) == 0)
+            atomic_fetch_add(&w->srv->duplicates, 1); /* answered already */
+        else if (dead && *dead)
+            atomic_fetch_add(&w->srv->dead_letters, 1);
+        return;
+    }
+    const rrpc__reply *first = rrpc__reply_element(r, 0);
+    const char *reason = rrpc__reply_str(rrpc__reply_element(r, 1), NULL);
+    if (rrpc__reply_type(first) == RRPC__REPLY_STRING && reason != NULL)
+        commit_refused(w, o, reason);
+    else
+        log_worker(w, "Redis refused an effect", reason);
 }
 
 /* Acts on the reply to one queued command. */
 static void judge(worker *w, const op *o, const rrpc__reply *r)
 {
+    if (o->kind == OP_COMMIT && rrpc__reply_type(r) != RRPC__REPLY_ERROR) {
+        judge_commit(w, o, r);
+        return;
+    }
     if (rrpc__reply_type(r) != RRPC__REPLY_ERROR) {
         if (o->kind == OP_DEAD)
             atomic_fetch_add(&w->srv->dead_letters, 1);
-        if (o->kind == OP_COMMIT && rrpc__reply_type(r) == RRPC__REPLY_INTEGER &&
-            rrpc__reply_integer(r) == 0)
-            atomic_fetch_add(&w->srv->duplicates, 1); /* another worker answered first */
-        if (o->kind == OP_COMMIT && rrpc__reply_type(r) == RRPC__REPLY_ARRAY)
-            log_worker(w, "Redis refused an effect",
-                       rrpc__reply_str(rrpc__reply_element(r, 1), NULL));
         return;
     }
     const char *e = rrpc__reply_str(r, NULL);
-    if (o->kind == OP_REPLY || o->kind == OP_COMMIT) {
+    if (o->kind == OP_REPLY) {
         char reason[RRPC__ERRMSG_LEN];
         snprintf(reason, sizeof reason, "reply failed: %s", e);
         send_dead_letter(w, reason, o->msg, o->msg_len, NULL);
@@ -616,6 +782,56 @@ static void judge(worker *w, const op *o, const rrpc__reply *r)
     } else {
         log_worker(w, "Redis refused a command", e);
     }
+}
+
+/* Reliable mode: a commit Redis refused (out of memory, say) is kept, with
+ * a copy of its request, and sent again after a backoff; its request stays
+ * held in the in-flight hash meanwhile (redelivered if this worker dies).
+ * Never a dead letter: that would be refused too, and the request lost.
+ * Takes O over. */
+static void keep_for_retry(worker *w, op *o, const char *error)
+{
+    if (o->msg != NULL && o->msg_copy == NULL) {
+        o->msg_copy = malloc(o->msg_len ? o->msg_len : 1);
+        if (o->msg_copy != NULL)
+            memcpy(o->msg_copy, o->msg, o->msg_len);
+        o->msg = o->msg_copy; /* the popped reply it pointed into goes away */
+        o->msg_len = o->msg_copy ? o->msg_len : 0;
+    }
+    if (w->nretry == w->capretry) {
+        size_t cap = w->capretry ? w->capretry * 2 : 16;
+        op *more = realloc(w->retry, cap * sizeof *more);
+        if (more == NULL) {
+            log_worker(w, "out of memory: a request stays in flight until taken again", NULL);
+            free_op(o);
+            return;
+        }
+        w->retry = more;
+        w->capretry = cap;
+    }
+    if (w->retry_delay == 0) {
+        log_worker(w, "Redis refused a commit; its request stays held and the commit is retried",
+                   error);
+        w->retry_delay = RETRY_MIN_S;
+    }
+    w->retry[w->nretry++] = *o;
+    w->retry_at = rrpc__monotonic() + w->retry_delay;
+}
+
+/* Sends the kept commits again once their backoff is over. */
+static void send_retries(worker *w)
+{
+    if (w->nretry == 0 || rrpc__monotonic() < w->retry_at)
+        return;
+    op *retry = w->retry;
+    size_t n = w->nretry;
+    w->retry = NULL;
+    w->nretry = w->capretry = 0;
+    w->retry_delay = w->retry_delay * 2 > RETRY_MAX_S ? RETRY_MAX_S : w->retry_delay * 2;
+    for (size_t i = 0; i < n; i++)
+        send_cmd(w, retry[i], (int)retry[i].cmd.argc, (const char **)retry[i].cmd.argv,
+                 retry[i].cmd.lens);
+    free(retry);
 }
 
 /* After a broken link: keep the replies and dead letters not yet
@@ -698,6 +914,12 @@ static int collect(worker *w, rrpc__reply *popped[2])
             popped[npopped++] = r;
             continue;
         }
+        if (ops[i].kind == OP_COMMIT && rrpc__reply_type(r) == RRPC__REPLY_ERROR) {
+            keep_for_retry(w, &ops[i], rrpc__reply_str(r, NULL)); /* takes it over */
+            rrpc__reply_free(r);
+            ops[i].kind = OP_PLAIN;
+            continue;
+        }
         if (ops[i].kind == OP_TIME)
             rrpc__clock_parse_time(&w->clock, r, ops[i].sent_ms);
         else
@@ -721,17 +943,6 @@ static void send_clock_refresh(worker *w)
     }
 }
 
-/* Reliable mode: the batch in hand is answered (its commits are queued
- * ahead of this), so its in-flight list can go. */
-static void send_ack(worker *w)
-{
-    if (!w->ack_due)
-        return;
-    const char *del[] = {"DEL", w->inflight};
-    send_cmd(w, plain, 2, del, NULL);
-    w->ack_due = 0;
-}
-
 /* Queues the pop pair: block for one request, then take what else waits.
  * In reliable mode the pair moves requests into the in-flight list. */
 static void send_pop(worker *w)
@@ -742,11 +953,18 @@ static void send_pop(worker *w)
     int extra = atomic_load(&s->batch_now);
     snprintf(w->batch_text, sizeof w->batch_text, "%d", extra);
     if (s->reliable) {
-        const char *block[] = {"BLMOVE", s->list_key, w->inflight, "LEFT", "RIGHT", BLOCK_TIMEOUT};
-        const char *take[9];
-        rrpc__rel_take_argv(&s->rel, w->inflight, w->wid, w->batch_text, take);
+        /* Registered before the first BLMOVE, so that a request it lands is
+         * found by the reaper even if this worker dies before its take. */
+        const char *sadd[] = {"SADD", s->rel.set_key, w->rk.wid};
+        const char *block[] = {"BLMOVE", s->list_key, w->rk.landing,
+                               "LEFT",   "RIGHT",     BLOCK_TIMEOUT};
+        const char *take[12];
+        snprintf(w->base_text, sizeof w->base_text, "%016llx", w->takes++);
+        rrpc__rel_take_argv(&s->rel, &w->rk, w->batch_text, w->base_text, take);
+        if (!w->registered && send_cmd(w, plain, 3, sadd, NULL) == RRPC_OK)
+            w->registered = 1;
         if (send_cmd(w, pop, 6, block, NULL) == RRPC_OK)
-            send_cmd(w, pop, 9, take, NULL);
+            send_cmd(w, pop, 12, take, NULL);
         return;
     }
     const char *block[] = {"BLPOP", w->list, BLOCK_TIMEOUT};
@@ -762,14 +980,21 @@ static void free_pair(rrpc__reply *pair[2])
     pair[0] = pair[1] = NULL;
 }
 
-/* Nonzero if Redis refused the pop (e.g. WRONGTYPE); logged. */
+/* Nonzero if Redis refused the pop (e.g. WRONGTYPE, or out of memory:
+ * BLMOVE and the take script write); logged once until a pop works. */
 static int pop_refused(worker *w, rrpc__reply *const pair[2])
 {
     for (int i = 0; i < 2; i++)
         if (pair[i] && rrpc__reply_type(pair[i]) == RRPC__REPLY_ERROR) {
-            log_worker(w, "cannot pop requests", rrpc__reply_str(pair[i], NULL));
+            if (!w->pop_failing)
+                log_worker(w, "cannot pop requests (retried every 0.5 s)",
+                           rrpc__reply_str(pair[i], NULL));
+            w->pop_failing = 1;
             return 1;
         }
+    if (w->pop_failing)
+        log_worker(w, "pops work again", NULL);
+    w->pop_failing = 0;
     return 0;
 }
 
@@ -780,6 +1005,11 @@ static void drop_pending(worker *w)
     free(w->ops);
     w->ops = NULL;
     w->nops = w->capops = 0;
+    for (size_t i = 0; i < w->nretry; i++) /* still held in Redis: reaped once we are gone */
+        free_op(&w->retry[i]);
+    free(w->retry);
+    w->retry = NULL;
+    w->nretry = w->capretry = 0;
     free_pair(w->in_hand);
 }
 
@@ -790,6 +1020,7 @@ static void recover(worker *w)
     log_worker(w, "lost the Redis connection, reconnecting",
                w->transient[0] ? w->transient : rrpc__conn_errmsg(w->conn));
     w->transient[0] = '\0';
+    w->registered = 0; /* the reaper may have taken this worker for dead */
     double delay = BACKOFF_MIN_S;
     while (!atomic_load(&w->srv->stop)) {
         double jitter = (double)(rand() % 1000) / 1000.0; /* spreads a herd of workers */
@@ -812,7 +1043,7 @@ static void *worker_main(void *arg)
     rrpc_server *s = w->srv;
     for (;;) {
         int stopping = atomic_load(&s->stop);
-        send_ack(w);
+        send_retries(w);
         if (!stopping)
             send_pop(w);
         if (w->nops == 0 && stopping)
@@ -896,8 +1127,7 @@ static int connect_workers(rrpc_server *s, worker **out)
         snprintf(w->batch_text, sizeof w->batch_text, "%d", s->batch_max);
         rrpc__shard_key(w->list, sizeof w->list, s->list_key, i % s->shards); /* fits: set_keys */
         if (s->reliable)
-            rrpc__rel_worker_keys(&s->rel, i, w->wid, sizeof w->wid, w->inflight,
-                                  sizeof w->inflight);
+            rrpc__rel_worker_keys(&s->rel, i, &w->rk); /* fits: rrpc__rel_init checked */
         int rc =
             rrpc__conn_open(&w->conn, &s->url, s->connect_timeout_s, s->errmsg, sizeof s->errmsg);
         if (rc == RRPC_OK)
@@ -913,20 +1143,51 @@ static int connect_workers(rrpc_server *s, worker **out)
     return RRPC_OK;
 }
 
-/* Stops the heartbeat and unregisters the workers' in-flight lists. */
-static int stop_reliable(rrpc_server *s, const worker *ws)
+/* Stops the heartbeat and unregisters the workers that hold nothing. */
+static void stop_reliable(rrpc_server *s, const worker *ws)
 {
-    char(*wids)[RRPC__KEY_MAX] = malloc((size_t)s->workers * sizeof *wids);
-    char(*lists)[RRPC__KEY_MAX] = malloc((size_t)s->workers * sizeof *lists);
-    int n = wids && lists ? s->workers : 0; /* without memory: the reaper cleans up */
-    for (int i = 0; i < n; i++) {
-        memcpy(wids[i], ws[i].wid, sizeof wids[i]);
-        memcpy(lists[i], ws[i].inflight, sizeof lists[i]);
-    }
-    rrpc__rel_stop(&s->rel, wids, lists, n);
-    free(wids);
-    free(lists);
-    return RRPC_OK;
+    rrpc__rel_worker *keys = malloc((size_t)s->workers * sizeof *keys);
+    int n = keys ? s->workers : 0; /* without memory: the reaper cleans up */
+    for (int i = 0; i < n; i++)
+        keys[i] = ws[i].rk;
+    rrpc__rel_stop(&s->rel, keys, n);
+    free(keys);
+}
+
+/* An eviction policy other than noeviction lets Redis drop request lists
+ * and in-flight keys under memory pressure: requests lost without a trace.
+ * Reliable mode refuses to run on it; at-most-once says so once.  A user
+ * that may not read the configuration (ACL) is told once what to check. */
+static int check_eviction(rrpc_server *s, rrpc__conn *c)
+{
+    const char *get[] = {"CONFIG", "GET", "maxmemory-policy"};
+    rrpc__reply *r = NULL;
+    int rc = rrpc__conn_append(c, 3, get, NULL);
+    if (rc == RRPC_OK)
+        rc = rrpc__conn_read(c, &r);
+    if (rc != RRPC_OK)
+        return rrpc__fail(s->errmsg, sizeof s->errmsg, rc, "%s", rrpc__conn_errmsg(c));
+    const char *policy = rrpc__reply_type(r) == RRPC__REPLY_ARRAY && rrpc__reply_count(r) == 2
+                             ? rrpc__reply_str(rrpc__reply_element(r, 1), NULL)
+                             : NULL;
+    if (policy == NULL)
+        fprintf(stderr,
+                "rrpc[%s]: cannot read Redis's maxmemory-policy (%s); it must be noeviction, "
+                "or Redis may evict requests under memory pressure\n",
+                s->service,
+                rrpc__reply_str(r, NULL) ? rrpc__reply_str(r, NULL) : "unexpected reply");
+    else if (strcmp(policy, "noeviction") != 0 && s->reliable)
+        rc = rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_EINVAL,
+                        "reliable mode needs Redis's maxmemory-policy noeviction, not %s: an "
+                        "eviction policy can drop request lists and in-flight requests",
+                        policy);
+    else if (strcmp(policy, "noeviction") != 0)
+        fprintf(stderr,
+                "rrpc[%s]: Redis's maxmemory-policy is %s: under memory pressure it may evict "
+                "request lists and reply keys (use noeviction)\n",
+                s->service, policy);
+    rrpc__reply_free(r);
+    return rc;
 }
 
 /* The registry's heartbeat and, in reliable mode, the in-flight lists'
@@ -949,9 +1210,15 @@ int rrpc_server_run(rrpc_server *s)
     int expected = 0;
     if (!atomic_compare_exchange_strong(&s->running, &expected, 1))
         return rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_ESTATE, "server already running");
+    if (s->refusal) { /* errmsg says why */
+        atomic_store(&s->running, 0);
+        return s->refusal;
+    }
     worker *ws = NULL;
     int rc = connect_workers(s, &ws);
-    if (rc == RRPC_OK && (rc = start_heartbeats(s)) != RRPC_OK)
+    if (rc == RRPC_OK && (rc = check_eviction(s, ws[0].conn)) != RRPC_OK)
+        close_workers(ws, s->workers);
+    else if (rc == RRPC_OK && (rc = start_heartbeats(s)) != RRPC_OK)
         close_workers(ws, s->workers);
     if (rc != RRPC_OK) {
         atomic_store(&s->running, 0);
