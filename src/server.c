@@ -726,11 +726,18 @@ static void commit_refused(worker *w, const op *o, const char *reason)
     json_t *response = text && len ? json_loadb(text, len, RRPC__JSON_DECODE_FLAGS, NULL) : NULL;
     char *dead = rrpc__dead_letter_text(w->srv->service, reason, o->msg, o->msg_len, response);
     json_decref(response);
-    op again = {.kind = OP_COMMIT, .msg = o->msg, .msg_len = o->msg_len};
-    if (dead == NULL || rrpc__rel_commit_dead(&o->cmd, &again.cmd, dead) != RRPC_OK)
+    /* Its own copy of the request: O's goes away with O or the popped reply. */
+    op again = {.kind = OP_COMMIT, .msg_copy = malloc(o->msg_len ? o->msg_len : 1)};
+    if (dead == NULL || again.msg_copy == NULL ||
+        rrpc__rel_commit_dead(&o->cmd, &again.cmd, dead) != RRPC_OK) {
         log_worker(w, "out of memory: a request stays in flight until taken again", reason);
-    else
+        free_op(&again);
+    } else {
+        memcpy(again.msg_copy, o->msg, o->msg_len);
+        again.msg = again.msg_copy;
+        again.msg_len = o->msg_len;
         send_cmd(w, again, (int)again.cmd.argc, (const char **)again.cmd.argv, again.cmd.lens);
+    }
     free(dead);
 }
 
@@ -816,6 +823,23 @@ static void keep_for_retry(worker *w, op *o, const char *error)
     }
     w->retry[w->nretry++] = *o;
     w->retry_at = rrpc__monotonic() + w->retry_delay;
+}
+
+/* Reliable mode: nonzero if the error R to the commit O is the ACL's
+ * refusal of its reply key (EVALSHA declares it): then, as for a refusal
+ * by the script, the request is committed again with a dead letter and
+ * without the key.  Any other error is kept for a retry. */
+static int refused_reply_key(worker *w, const op *o, const rrpc__reply *r)
+{
+    const char *e = rrpc__reply_str(r, NULL);
+    size_t len = 0;
+    if (e == NULL || strncmp(e, "NOPERM", 6) != 0 ||
+        rrpc__rel_commit_arg(&o->cmd, RRPC__COMMIT_RESPONSE, &len) == NULL || len == 0)
+        return 0;
+    char reason[RRPC__ERRMSG_LEN];
+    snprintf(reason, sizeof reason, "reply failed: %s", e);
+    commit_refused(w, o, reason);
+    return 1;
 }
 
 /* Sends the kept commits again once their backoff is over. */
@@ -915,7 +939,10 @@ static int collect(worker *w, rrpc__reply *popped[2])
             continue;
         }
         if (ops[i].kind == OP_COMMIT && rrpc__reply_type(r) == RRPC__REPLY_ERROR) {
-            keep_for_retry(w, &ops[i], rrpc__reply_str(r, NULL)); /* takes it over */
+            if (refused_reply_key(w, &ops[i], r))
+                free_op(&ops[i]);
+            else
+                keep_for_retry(w, &ops[i], rrpc__reply_str(r, NULL)); /* takes it over */
             rrpc__reply_free(r);
             ops[i].kind = OP_PLAIN;
             continue;
@@ -1172,8 +1199,8 @@ static int check_eviction(rrpc_server *s, rrpc__conn *c)
                              : NULL;
     if (policy == NULL)
         fprintf(stderr,
-                "rrpc[%s]: cannot read Redis's maxmemory-policy (%s); it must be noeviction, "
-                "or Redis may evict requests under memory pressure\n",
+                "rrpc[%s]: Redis's maxmemory-policy is unknown (CONFIG GET: %s): make sure it "
+                "is noeviction, or Redis may evict requests under memory pressure\n",
                 s->service,
                 rrpc__reply_str(r, NULL) ? rrpc__reply_str(r, NULL) : "unexpected reply");
     else if (strcmp(policy, "noeviction") != 0 && s->reliable)
