@@ -648,7 +648,6 @@ static void adapt_batch(worker *w, double slowest)
     atomic_store(&s->batch_now, next > s->batch_max ? s->batch_max : next);
 }
 
-/* Handles every request of a pop pair in order. */
 /* Reliable mode: nonzero if the request held under FIELD has a commit not
  * yet confirmed (in this round, or waiting for a retry): the take script
  * returns it again, but it must not run again. */
