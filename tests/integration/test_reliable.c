@@ -208,9 +208,13 @@ static long long in_flight(const char *service)
         char pattern[64];
         snprintf(pattern, sizeof pattern, "{%s}:%s:*", service, list ? "landing" : "inflight");
         rrpc__reply *keys = cmd(2, "KEYS", pattern);
-        for (size_t i = 0; keys && i < rrpc__reply_count(keys); i++)
-            n += cmd_int(2, list ? "LLEN" : "HLEN",
-                         rrpc__reply_str(rrpc__reply_element(keys, i), NULL), NULL);
+        for (size_t i = 0; keys && i < rrpc__reply_count(keys); i++) {
+            const char *key = rrpc__reply_str(rrpc__reply_element(keys, i), NULL);
+            rrpc__reply *type = cmd(2, "TYPE", key);
+            int hash = type && strcmp(rrpc__reply_str(type, NULL), "hash") == 0;
+            rrpc__reply_free(type);
+            n += cmd_int(2, hash ? "HLEN" : "LLEN", key, NULL);
+        }
         rrpc__reply_free(keys);
     }
     return n;
@@ -653,6 +657,56 @@ static void test_out_of_memory_loses_nothing(void)
     stop_server(&r);
 }
 
+/* Defect 5: a commit refused with NOSCRIPT (Redis forgot the scripts) by a
+ * worker that then cannot reload them and is killed loses nothing: the
+ * request stays held (nothing acknowledged it) and another worker answers
+ * it.  The worker's user loses the right to load scripts while it runs, so
+ * that it is stuck between the refusal and the resend when it dies. */
+static void test_noscript_then_kill_loses_nothing(void)
+{
+    rrpc__reply_free(
+        cmd(8, "ACL", "SETUSER", "rel-worker", "on", ">rel-pass", "+@all", "~*", "&*"));
+    const char *sock = getenv("RRPC_TEST_REDIS_SOCK");
+    char url[512];
+    snprintf(url, sizeof url, "unix://%s?user=rel-worker&password=rel-pass", sock ? sock : "");
+    fflush(NULL);
+    pid_t child = fork();
+    if (child == 0) {
+        rrpc_server_options o;
+        rrpc_server_options_init(&o);
+        o.service = "rf";
+        o.url = url;
+        o.workers = 1;
+        o.reliable = 1;
+        o.heartbeat_ttl_s = 1;
+        o.heartbeat_interval_s = 0.3;
+        rrpc_server *s = NULL;
+        if (rrpc_server_new(&s, &o) != RRPC_OK)
+            _exit(1);
+        rrpc_server_register(s, "slow", m_slow, NULL, NULL);
+        _exit(rrpc_server_run(s) == RRPC_OK ? 0 : 1);
+    }
+    WAIT_UNTIL(cmd_int(2, "SCARD", "{rf}:inflight", NULL) == 1, 5);
+    push_request("rf", "slow", "[\"noscript\", 400]", "rel:noscript", 0);
+    WAIT_UNTIL(in_flight("rf") == 1, 5);
+    rrpc__reply_free(cmd(4, "ACL", "SETUSER", "rel-worker", "-script|load"));
+    rrpc__reply_free(cmd(2, "SCRIPT", "FLUSH"));
+    rrpc__sleep(0.8); /* the commit is refused; the worker cannot reload */
+    CHECK(in_flight("rf") == 1 && cmd_int(2, "EXISTS", "rel:noscript", NULL) == 0);
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    rrpc__reply_free(cmd(3, "ACL", "DELUSER", "rel-worker"));
+    rrpc_server *s = new_server_n("rf", 1, 1, 0, 0);
+    running r;
+    run_server(&r, s);
+    char *answer = reply_on("rel:noscript", 6);
+    CHECK(answer && strstr(answer, "\"result\":\"noscript\""));
+    free(answer);
+    WAIT_UNTIL(in_flight("rf") == 0, 2);
+    CHECK(effects_of("noscript") == 1 && in_flight("rf") == 0);
+    stop_server(&r);
+}
+
 /* A server that rrpc_server_run must refuse; its message must contain WHY. */
 static void expect_refused(rrpc_server_options *o, const char *why)
 {
@@ -722,6 +776,7 @@ int main(void)
     test_poisoned_delivery_counter();
     test_notifications_run_once_per_send();
     test_out_of_memory_loses_nothing();
+    test_noscript_then_kill_loses_nothing();
     test_killed_worker_request_is_redelivered();
     test_poisoned_dedup_key();
     test_oversized_not_decoded();
