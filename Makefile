@@ -93,7 +93,8 @@ test: test-fast test-asan test-valgrind test-tsan test-fuzz
 bench: build
 	@scripts/bench.sh $(BUILD)
 
-# The chaos test (docs/RELIABILITY.md): workers SIGKILLed and Redis restarted
+# The chaos test (docs/RELIABILITY.md): workers SIGKILLed, Redis restarted,
+# workers cut off from Redis (blackhole, reset) and Redis stalled (SIGSTOP)
 # under load, CHAOS_SECONDS in each delivery mode; prints the figures.
 chaos: build
 	@/usr/bin/python3 tests/chaos/chaos.py --bin-dir $(BUILD)/tests --mode both \

@@ -210,7 +210,8 @@ enum {
     OPT_HEARTBEAT_TTL,
     OPT_MAX_QUEUE,
     OPT_BATCH_MAX,
-    OPT_SHARDS
+    OPT_SHARDS,
+    OPT_START_TIMEOUT
 };
 
 static const struct option long_options[] = {
@@ -228,6 +229,7 @@ static const struct option long_options[] = {
     {"max-queue", required_argument, NULL, OPT_MAX_QUEUE},
     {"batch-max", required_argument, NULL, OPT_BATCH_MAX},
     {"shards", required_argument, NULL, OPT_SHARDS},
+    {"start-timeout", required_argument, NULL, OPT_START_TIMEOUT},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -267,6 +269,10 @@ static void usage(FILE *out)
           "                  uses several Redis Cluster masters; rrpc sync clients\n"
           "                  pick them in turn (default: 1; raises --workers to N;\n"
           "                  not with --reliable)\n"
+          "  --start-timeout S\n"
+          "                  while Redis is not there at start (refusing, loading,\n"
+          "                  a Cluster forming), wait for it at most S seconds, then\n"
+          "                  exit 1 (default: 0 = wait as long as it takes)\n"
           "  -h, --help      show this help\n",
           out);
 }
@@ -347,6 +353,15 @@ static int parse_options(int argc, char **argv, rrpc_server_options *opts)
             opts->max_queue = max_queue;
             break;
         }
+        case OPT_START_TIMEOUT: {
+            char *end;
+            errno = 0;
+            opts->start_timeout_s = strtod(optarg, &end);
+            if (end == optarg || *end != '\0' || errno != 0 || !(opts->start_timeout_s >= 0) ||
+                opts->start_timeout_s > 1e9)
+                return usage_error("start-timeout", "a number of seconds (0 = no limit)", optarg);
+            break;
+        }
         case OPT_SHARDS:
             if (parse_int(optarg, 1, 1024, &opts->shards) != 0)
                 return usage_error("shards", "a count from 1 to 1024", optarg);
@@ -371,18 +386,35 @@ static int parse_options(int argc, char **argv, rrpc_server_options *opts)
 
 /* --- serving --------------------------------------------------------- */
 
-/* The start-up line ends up in logs; keep a password in the URL out. */
+/* The start-up line ends up in logs; keep a password in the URL out,
+ * redis-cli style: the userinfo up to the last '@' (but the user name) and
+ * the values of password= and sentinel_password= become "****". */
 static void print_url_without_password(FILE *out, const char *url)
 {
-    const char *scheme_end = strstr(url, "://");
-    const char *at = strrchr(url, '@');
-    const char *colon = NULL;
-    if (scheme_end && at && at > scheme_end)
-        colon = memchr(scheme_end + 3, ':', (size_t)(at - (scheme_end + 3)));
-    if (colon)
-        fprintf(out, "%.*s:***%s", (int)(colon - url), url, at);
-    else
-        fputs(url, out);
+    const char *p = strstr(url, "://");
+    p = p ? p + 3 : url;
+    fwrite(url, 1, (size_t)(p - url), out);
+    const char *at = strrchr(p, '@');
+    if (at != NULL) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon != NULL && colon > p)
+            fwrite(p, 1, (size_t)(colon - p) + 1, out);
+        fputs("****", out);
+        p = at;
+    }
+    while (*p != '\0') {
+        size_t n = strcspn(p + 1, "?&") + 1; /* one item and its separator */
+        int secret = (*p == '?' || *p == '&') && (strncmp(p + 1, "password=", 9) == 0 ||
+                                                  strncmp(p + 1, "sentinel_password=", 18) == 0);
+        if (secret) {
+            size_t key = (size_t)(strchr(p, '=') - p) + 1;
+            fwrite(p, 1, key, out);
+            fputs("****", out);
+        } else {
+            fwrite(p, 1, n, out);
+        }
+        p += n;
+    }
 }
 
 /* The URL the library will use: it applies the same defaults. */

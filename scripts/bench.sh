@@ -1,25 +1,30 @@
 #!/usr/bin/env bash
 # bench.sh -- measures rrpc against the floor and prints docs/PERFORMANCE.md's table.
 #
-# Builds the two floor programs (from /work/shared/bench, or $RRPC_FLOOR_DIR)
-# into BUILD_DIR/floor and starts a private redis-server on loopback TCP, a
-# seed-style Python worker, floor_server and calc-server (default workers).
+# Takes the floor programs (bench/, built with everything else into
+# BUILD_DIR/floor) and starts a private redis-server on loopback TCP, a
+# seed-style Python worker, two floor_servers -- one pushing replies with
+# RPUSH + EXPIRE (the floor), one with the reply script (--reply-script, the
+# safe floor) -- and calc-server (default workers).
 # Then, RRPC_BENCH_SECONDS (default 4) per run:
 #   - the seed-style worker with `rrpc bench --sync`, 1 and 32 callers, once;
-#   - RRPC_BENCH_ROUNDS (default 3) rounds of six paired runs: floor_server
-#     then calc-server with 1 sync caller, with 32 sync callers, and
-#     floor_pipeclient (against floor_server) then `rrpc bench --async`
-#     (against calc-server) with 4 connections x 256 calls in flight.
-#     Pairing the runs and taking the median of the rounds keeps the ratios
-#     steady on a shared machine whose speed drifts;
-#   - both 1 x 256 pipelines once, then a longer async run
+#   - RRPC_BENCH_ROUNDS (default 3) rounds of nine runs in threes: the floor,
+#     the safe floor, then calc-server with 1 sync caller, with 32 sync
+#     callers, and floor_pipeclient (against the two floors) then
+#     `rrpc bench --async` (against calc-server) with 4 connections x 256
+#     calls in flight.  Pairing each run with its floors' and taking the
+#     median of the rounds keeps the ratios steady on a shared machine whose
+#     speed drifts;
+#   - the three 1 x 256 pipelines once, then a longer async run
 #     (RRPC_BENCH_LONG_SECONDS, default 60) sampling calc-server's RSS.
 # For every run it also accounts the CPU time of the caller, the worker and
 # Redis per call.  It prints the markdown table on stdout and progress on
 # stderr, keeps every raw output in BUILD_DIR/bench, and stops every process
 # it started, whatever happens.
 #
-# Usage: scripts/bench.sh [BUILD_DIR]     (about 3 minutes)
+# Usage: scripts/bench.sh [BUILD_DIR]     (about 4 minutes)
+# The Python interpreter is $RRPC_PYTHON, else the first python3 on PATH that
+# has the redis module.
 set -u
 BUILD=${1:-build}
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,8 +32,6 @@ BUILD=$(cd "$BUILD" && pwd)
 SECONDS_EACH=${RRPC_BENCH_SECONDS:-4}
 ROUNDS=${RRPC_BENCH_ROUNDS:-3}
 LONG_SECONDS=${RRPC_BENCH_LONG_SECONDS:-60}
-FLOOR_SRC=${RRPC_FLOOR_DIR:-/work/shared/bench}
-PY=/usr/bin/python3
 out="$BUILD/bench"
 
 say() { printf 'bench: %s\n' "$*" >&2; }
@@ -37,22 +40,35 @@ die() {
   exit 1
 }
 
+# find_python: $RRPC_PYTHON, else the first python3 on PATH with redis-py.
+find_python() {
+  if [ -n "${RRPC_PYTHON:-}" ]; then
+    echo "$RRPC_PYTHON"
+    return
+  fi
+  local dir IFS=:
+  for dir in $PATH; do
+    if [ -x "$dir/python3" ] && "$dir/python3" -c 'import redis' 2>/dev/null; then
+      echo "$dir/python3"
+      return
+    fi
+  done
+  return 1
+}
+
 if [ -z "${RRPC_BENCH_INNER:-}" ]; then
-  for f in rrpc calc-server; do
+  for f in rrpc calc-server floor/floor_server floor/floor_pipeclient; do
     [ -x "$BUILD/$f" ] || die "$BUILD/$f is missing; build first (make build)"
   done
-  [ -f "$FLOOR_SRC/floor_server.c" ] || die "no floor programs in $FLOOR_SRC (set RRPC_FLOOR_DIR)"
-  mkdir -p "$BUILD/floor" "$out" || exit 1
-  if ! cc -O2 "$FLOOR_SRC/floor_server.c" -lhiredis -o "$BUILD/floor/floor_server" ||
-    ! cc -O2 -pthread "$FLOOR_SRC/floor_pipeclient.c" -lhiredis -o "$BUILD/floor/floor_pipeclient"; then
-    die "cannot build the floor programs"
-  fi
-  export RRPC_BENCH_INNER=1 RRPC_REDIS_TCP=1
+  RRPC_PYTHON=$(find_python) || die "no python3 with the redis module on PATH (set RRPC_PYTHON)"
+  mkdir -p "$out" || exit 1
+  export RRPC_BENCH_INNER=1 RRPC_REDIS_TCP=1 RRPC_PYTHON
   exec "$here/tests/harness/with-redis.sh" "$0" "$BUILD"
 fi
 
 cd "$here" || exit 1
 port=$RRPC_TEST_REDIS_PORT
+PY=$RRPC_PYTHON
 rm -f "$out"/*.json "$out"/*.txt "$out"/*.cpu "$out"/*.err "$out"/*.log
 started=()
 cleanup() {
@@ -92,7 +108,7 @@ kib() { awk -v f="$1:" '$1 == f { print $2 }' "/proc/$2/status"; }
 measure() {
   local name=$1 spid=$2 file
   shift 2
-  case $name in floor_pipe*) file="$out/$name.txt" ;; *) file="$out/$name.json" ;; esac
+  case $name in *_pipe*) file="$out/$name.txt" ;; *) file="$out/$name.json" ;; esac
   say "$name: ${*#"$BUILD/"}"
   local s0 r0 TIMEFORMAT='%U %S'
   s0=$(proc_cpu "$spid")
@@ -107,8 +123,9 @@ bench() {
   shift 2
   measure "$name" "$spid" "$BUILD/rrpc" bench --json --duration "$SECONDS_EACH" "$@"
 }
+# pipeclient NAME SERVER_PID QUEUE CLIENTS WINDOW
 pipeclient() {
-  measure "$1" "$2" "$BUILD/floor/floor_pipeclient" 127.0.0.1 "$port" floor "$3" "$4" "$SECONDS_EACH"
+  measure "$1" "$2" "$BUILD/floor/floor_pipeclient" 127.0.0.1 "$port" "$3" "$4" "$5" "$SECONDS_EACH"
 }
 
 say "Redis at $REDIS_URL; ${SECONDS_EACH}s per run, $ROUNDS rounds"
@@ -116,22 +133,28 @@ start_server seed "$PY" clients/python/seed_server.py --redis "$REDIS_URL" --ser
 seed_pid=$server
 start_server floor "$BUILD/floor/floor_server" 127.0.0.1 "$port" floor
 floor_pid=$server
+start_server safe "$BUILD/floor/floor_server" --reply-script 127.0.0.1 "$port" safe
+safe_pid=$server
 start_server calc "$BUILD/calc-server" --redis "$REDIS_URL" --service calc
 calc_pid=$server
-for service in seed floor calc; do await_service "$service"; done
+for service in seed floor safe calc; do await_service "$service"; done
 kib VmRSS "$calc_pid" >"$out/rss_idle.txt"
 
 bench seed_sync1 "$seed_pid" seed
 bench seed_sync32 "$seed_pid" --connections 32 seed
 for r in $(seq 1 "$ROUNDS"); do
   bench "floor_sync1.r$r" "$floor_pid" floor
+  bench "safe_sync1.r$r" "$safe_pid" safe
   bench "calc_sync1.r$r" "$calc_pid" calc
   bench "floor_sync32.r$r" "$floor_pid" --connections 32 floor
+  bench "safe_sync32.r$r" "$safe_pid" --connections 32 safe
   bench "calc_sync32.r$r" "$calc_pid" --connections 32 calc
-  pipeclient "floor_pipe4.r$r" "$floor_pid" 4 256
+  pipeclient "floor_pipe4.r$r" "$floor_pid" floor 4 256
+  pipeclient "safe_pipe4.r$r" "$safe_pid" safe 4 256
   bench "calc_async4.r$r" "$calc_pid" --async --connections 4 --window 256 calc
 done
-pipeclient floor_pipe1 "$floor_pid" 1 256
+pipeclient floor_pipe1 "$floor_pid" floor 1 256
+pipeclient safe_pipe1 "$safe_pid" safe 1 256
 bench calc_async1 "$calc_pid" --async --connections 1 --window 256 calc
 kib VmHWM "$calc_pid" >"$out/hwm.txt"
 
@@ -177,10 +200,11 @@ def run(name):
         r = dict(rate=j["calls_per_s"], p50=j["p50_us"], p99=j["p99_us"], errors=j["errors"],
                  calls=j["calls"])
     else:
-        m = re.search(r"calls=(\d+) calls_per_s=([0-9.]+)", read(name + ".txt") or "")
+        m = re.search(r"calls=(\d+) calls_per_s=([0-9.]+) errors=(\d+)", read(name + ".txt") or "")
         if not m:
             return None
-        r = dict(rate=float(m.group(2)), p50=None, p99=None, errors=0, calls=int(m.group(1)))
+        r = dict(rate=float(m.group(2)), p50=None, p99=None, errors=int(m.group(3)),
+                 calls=int(m.group(1)))
     cpu = (read(name + ".cpu") or "").split()
     if len(cpu) == 6 and r["calls"]:
         u, s, w0, w1, r0, r1 = map(float, cpu)
@@ -245,51 +269,74 @@ def verdict(v, limit, higher_is_better):
     return "met" if (v >= limit if higher_is_better else v <= limit) else "**not met**"
 
 
-def row(setup, r, ratio="", target=""):
+def row(setup, r, ratio="", safe="", target=""):
     if r is None:
-        print(f"| {setup} | (failed) | | | | | |")
+        print(f"| {setup} | (failed) | | | | | | |")
         return
     errors = f" ({r['errors']} errors)" if r["errors"] else ""
     print(f"| {setup}{errors} | {rate(r['rate'])} | {lat(r['p50'])} | {lat(r['p99'])} | "
-          f"{ratio} | {target} | {cpu(r)} |")
+          f"{ratio} | {safe} | {target} | {cpu(r)} |")
+
+
+def listed(values):
+    return ", ".join(f"{v:.3f}" for v in values)
 
 
 seed1, seed32 = run("seed_sync1"), run("seed_sync32")
-f1, c1 = combine(rounds_of("floor_sync1")), combine(rounds_of("calc_sync1"))
-f32, c32 = combine(rounds_of("floor_sync32")), combine(rounds_of("calc_sync32"))
-p4, a4 = combine(rounds_of("floor_pipe4")), combine(rounds_of("calc_async4"))
-p1, a1 = run("floor_pipe1"), run("calc_async1")
+f1, s1, c1 = (combine(rounds_of(f"{w}_sync1")) for w in ("floor", "safe", "calc"))
+f32, s32, c32 = (combine(rounds_of(f"{w}_sync32")) for w in ("floor", "safe", "calc"))
+p4, q4, a4 = (combine(rounds_of(n)) for n in ("floor_pipe4", "safe_pipe4", "calc_async4"))
+p1, q1, a1 = run("floor_pipe1"), run("safe_pipe1"), run("calc_async1")
+# Paired per-round ratios: rrpc to the floor and to the safe floor, and the
+# safe floor to the floor (what the reply script costs by itself).
 r_p50, r_p50_all = paired("calc_sync1", "floor_sync1", "p50")
 r_32, r_32_all = paired("calc_sync32", "floor_sync32", "rate")
 r_a4, r_a4_all = paired("calc_async4", "floor_pipe4", "rate")
+s_p50, s_p50_all = paired("calc_sync1", "safe_sync1", "p50")
+s_32, s_32_all = paired("calc_sync32", "safe_sync32", "rate")
+s_a4, s_a4_all = paired("calc_async4", "safe_pipe4", "rate")
+k_p50, k_p50_all = paired("safe_sync1", "floor_sync1", "p50")
+k_32, k_32_all = paired("safe_sync32", "floor_sync32", "rate")
+k_a4, k_a4_all = paired("safe_pipe4", "floor_pipe4", "rate")
 ratio = lambda a, b, k: a[k] / b[k] if a and b and a.get(k) and b.get(k) else None
 
-print("| setup | calls/s | p50 | p99 | vs floor | target | CPU us/call: caller / worker / Redis |")
-print("| --- | ---: | ---: | ---: | ---: | --- | --- |")
-row("seed-style Python worker, 1 sync caller", seed1, x(ratio(seed1, f1, "p50")) + " p50")
-row("seed-style Python worker, 32 sync callers", seed32, x(ratio(seed32, f32, "rate")))
+print("| setup | calls/s | p50 | p99 | vs floor | vs safe floor | target "
+      "| CPU us/call: caller / worker / Redis |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |")
+row("seed-style Python worker, 1 sync caller", seed1, x(ratio(seed1, f1, "p50")) + " p50",
+    x(ratio(seed1, s1, "p50")) + " p50")
+row("seed-style Python worker, 32 sync callers", seed32, x(ratio(seed32, f32, "rate")),
+    x(ratio(seed32, s32, "rate")))
 row("floor_server, 1 sync caller", f1, "1 (floor)")
-row("**calc-server, 1 sync caller**", c1, x(r_p50, 3) + " p50",
+row("floor_server --reply-script, 1 sync caller", s1, x(k_p50, 3) + " p50", "1 (safe floor)")
+row("**calc-server, 1 sync caller**", c1, x(r_p50, 3) + " p50", x(s_p50, 3) + " p50",
     "(2) p50 <= 1.15x: " + verdict(r_p50, 1.15, False))
 row("floor_server, 32 sync callers", f32, "1 (floor)")
-row("**calc-server, 32 sync callers**", c32, x(r_32, 3),
+row("floor_server --reply-script, 32 sync callers", s32, x(k_32, 3), "1 (safe floor)")
+row("**calc-server, 32 sync callers**", c32, x(r_32, 3), x(s_32, 3),
     "(1) >= 0.85x: " + verdict(r_32, 0.85, True))
 row("floor_pipeclient + floor_server, 4 x 256", p4, "1 (floor)")
-row("**rrpc bench --async + calc-server, 4 x 256**", a4, x(r_a4, 3),
+row("floor_pipeclient + floor_server --reply-script, 4 x 256", q4, x(k_a4, 3), "1 (safe floor)")
+row("**rrpc bench --async + calc-server, 4 x 256**", a4, x(r_a4, 3), x(s_a4, 3),
     "(3) >= 0.5x: " + verdict(r_a4, 0.5, True))
 row("floor_pipeclient + floor_server, 1 x 256", p1, "1 (floor)")
-row("rrpc bench --async + calc-server, 1 x 256", a1, x(ratio(a1, p1, "rate")))
+row("floor_pipeclient + floor_server --reply-script, 1 x 256", q1, x(ratio(q1, p1, "rate")),
+    "1 (safe floor)")
+row("rrpc bench --async + calc-server, 1 x 256", a1, x(ratio(a1, p1, "rate")),
+    x(ratio(a1, q1, "rate")))
 
+print()
+print(f"Rows in bold are medians of {rounds} rounds, each run paired with its two floor runs; "
+      "the ratios are the medians of the per-round ratios. To the floor: "
+      f"(2) {listed(r_p50_all)}; (1) {listed(r_32_all)}; (3) {listed(r_a4_all)}. "
+      f"To the safe floor: (2) {listed(s_p50_all)}; (1) {listed(s_32_all)}; "
+      f"(3) {listed(s_a4_all)}. The safe floor to the floor (what the reply script costs): "
+      f"1 caller p50 {listed(k_p50_all)}; 32 callers {listed(k_32_all)}; "
+      f"4 x 256 {listed(k_a4_all)}.")
+print()
 mib = lambda k: "-" if k is None else f"{k / 1024:.1f} MiB"
 kib = lambda name: int(read(name).split()[0]) if (read(name) or "").strip() else None
 hwm = kib("hwm.txt")
-print()
-print(f"Rows in bold are medians of {rounds} rounds, each run paired with its floor run; "
-      "the ratios are the medians of the per-round ratios: "
-      f"(2) {', '.join(f'{v:.3f}' for v in r_p50_all)}; "
-      f"(1) {', '.join(f'{v:.3f}' for v in r_32_all)}; "
-      f"(3) {', '.join(f'{v:.3f}' for v in r_a4_all)}.")
-print()
 print(f"(4) calc-server peak RSS (VmHWM) over all of the runs above, (3) included: {mib(hwm)} "
       f"(idle at start: {mib(kib('rss_idle.txt'))}); target <= 16 MiB: "
       f"{verdict(hwm, 16 * 1024, False)}.")

@@ -562,26 +562,33 @@ int rrpc_admin_dead_requeue(rrpc_admin *a, const char *service, long *moved)
     return rc;
 }
 
+/* Dead letters taken per round trip by purge: bounds the memory a purge
+ * holds at once. */
+#define PURGE_BATCH      1000
+#define PURGE_BATCH_TEXT "1000"
+
 int rrpc_admin_dead_purge(rrpc_admin *a, const char *service, long *removed)
 {
     keys k;
     int rc = begin_dead(a, service, &k, removed);
     if (rc != RRPC_OK)
         return rc;
-    /* MULTI makes the count exactly what DEL removed. */
-    rrpc__reply *r[4];
-    if ((rc = rrpc__conn_appendv(a->conn, 1, "MULTI")) ||
-        (rc = rrpc__conn_appendv(a->conn, 2, "LLEN", k.dead)) ||
-        (rc = rrpc__conn_appendv(a->conn, 2, "DEL", k.dead)) ||
-        (rc = rrpc__conn_appendv(a->conn, 1, "EXEC")))
-        return rrpc__fail(a->errmsg, sizeof a->errmsg, rc, "%s", rrpc__conn_errmsg(a->conn));
-    if ((rc = read_all(a, 4, r)) != RRPC_OK)
-        return rc;
-    if (removed && rrpc__reply_count(r[3]) == 2)
-        *removed = (long)rrpc__reply_integer(rrpc__reply_element(r[3], 0));
-    for (int i = 0; i < 4; i++)
-        rrpc__reply_free(r[i]);
-    return RRPC_OK;
+    /* LPOP with a count, until the list is empty: each pop is one command
+     * on the key's own node (MULTI/EXEC has no key, so on a Redis Cluster
+     * it went to another node than LLEN and DEL), and the count is exactly
+     * what was removed, dead letters that arrive meanwhile included. */
+    const char *pop[] = {"LPOP", k.dead, PURGE_BATCH_TEXT};
+    for (;;) {
+        rrpc__reply *r = NULL;
+        if ((rc = command(a, &r, 3, pop, NULL)) != RRPC_OK)
+            return rc;
+        size_t n = rrpc__reply_type(r) == RRPC__REPLY_ARRAY ? rrpc__reply_count(r) : 0;
+        rrpc__reply_free(r);
+        if (removed)
+            *removed += (long)n;
+        if (n < PURGE_BATCH)
+            return RRPC_OK;
+    }
 }
 
 int rrpc_admin_forget(rrpc_admin *a, const char *service)

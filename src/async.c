@@ -29,7 +29,6 @@
 
 #include <event2/event.h>
 
-#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -503,6 +502,7 @@ static void fail_all(rrpc_async *a, int status)
 static struct timeval to_timeval(double s)
 {
     struct timeval tv;
+    s = rrpc__timeout_or(s, 0); /* NaN or huge: no undefined conversion */
     tv.tv_sec = (time_t)s;
     tv.tv_usec = (suseconds_t)((s - (double)tv.tv_sec) * 1e6);
     return tv;
@@ -1033,8 +1033,8 @@ static int make_request_tail(rrpc_async *a)
 static int init_config(rrpc_async *a, const rrpc_async_options *opts, char *errmsg,
                        size_t errmsg_len)
 {
-    a->timeout_s = opts->timeout_s > 0 ? opts->timeout_s : 30;
-    a->connect_timeout_s = opts->connect_timeout_s > 0 ? opts->connect_timeout_s : 5;
+    a->timeout_s = rrpc__timeout_or(opts->timeout_s, 30);
+    a->connect_timeout_s = rrpc__timeout_or(opts->connect_timeout_s, 5);
     a->max_in_flight = opts->max_in_flight;
     a->own_loop = opts->event_base == NULL;
     a->free_slot = NO_SLOT;
@@ -1246,7 +1246,7 @@ static int start(rrpc_async *a, const char *service, const char *method, const j
         c->cb = cb;
         c->udata = udata;
         c->notify = (unsigned)notify;
-        c->timeout_s = rrpc__inherited_timeout(timeout_s > 0 ? timeout_s : a->timeout_s);
+        c->timeout_s = rrpc__inherited_timeout(rrpc__timeout_or(timeout_s, a->timeout_s));
         rc = build_request(a, c, service, method, params);
         if (rc == RRPC_OK)
             rc = enqueue(a, c); /* recycles C itself on failure */
@@ -1265,8 +1265,10 @@ int rrpc_async_call(rrpc_async *a, const char *service, const char *method, cons
         return RRPC_EINVAL;
     if (cb == NULL)
         return set_error(a, RRPC_EINVAL, "a callback is required");
-    if (!(timeout_s >= 0) || isinf(timeout_s))
-        return set_error(a, RRPC_EINVAL, "timeout_s must be a finite number >= 0");
+    /* Longer than RRPC__TIMEOUT_MAX_S (infinity too) is cut to it in
+     * start(): a timer further out would overflow libevent's clock. */
+    if (!(timeout_s >= 0))
+        return set_error(a, RRPC_EINVAL, "timeout_s must be a number >= 0");
     return start(a, service, method, params, timeout_s, cb, udata);
 }
 

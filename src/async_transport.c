@@ -163,6 +163,7 @@ static int queue_handshake(rrpc__alink *l, const rrpc__url *url)
 static struct timeval to_timeval(double s)
 {
     struct timeval tv;
+    s = rrpc__timeout_or(s, 0); /* NaN or huge: no undefined conversion */
     tv.tv_sec = (time_t)s;
     tv.tv_usec = (suseconds_t)((s - (double)tv.tv_sec) * 1e6);
     return tv;

@@ -14,12 +14,10 @@
 #include <string.h>
 
 /* How much longer than the BLPOP the socket may stay silent before the
- * link is considered dead. */
-#define SOCKET_GRACE_S 5.0
-/* Longer waits are clamped: about three years, far inside what Redis and
- * struct timeval accept. */
-#define MAX_TIMEOUT_S 1e8
-
+ * link is considered dead.  Short: it is all a call may overrun its
+ * deadline when Redis stalls (SIGSTOP, a long script, a swapping host),
+ * and Redis answers a BLPOP that timed out within its hz tick (100 ms). */
+#define SOCKET_GRACE_S 0.5
 /* The Redis clock is re-read this often (one TIME round trip). */
 #define CLOCK_REFRESH_S 10.0
 /* Backoff between reconnection attempts of a call that resends. */
@@ -60,7 +58,7 @@ int rrpc_client_open(rrpc_client **out, const rrpc_client_options *opts, char *e
     rrpc_client *c = calloc(1, sizeof *c);
     if (c == NULL)
         return rrpc__fail(errmsg, errmsg_len, RRPC_ENOMEM, "out of memory");
-    c->timeout_s = opts->timeout_s > 0 ? opts->timeout_s : 30;
+    c->timeout_s = rrpc__timeout_or(opts->timeout_s, 30);
     c->resend_on_reconnect = opts->resend_on_reconnect;
     c->ff = rrpc__failfast_new(opts->fail_fast); /* NULL (no memory): fail fast off */
     c->prefix = strdup(opts->key_prefix ? opts->key_prefix : "");
@@ -132,6 +130,18 @@ static int check_name(rrpc_client *c, const char *what, const char *name)
     return RRPC_OK;
 }
 
+/* Settles a call's *TIMEOUT_S: 0 is the client's default, longer than
+ * RRPC__TIMEOUT_MAX_S (infinity too) is cut to it, negative or NaN is
+ * refused; then it is cut to the deadline of the request being handled,
+ * if any. */
+static int call_timeout(rrpc_client *c, double *timeout_s)
+{
+    if (!(*timeout_s >= 0))
+        return client_fail(c, RRPC_EINVAL, "timeout_s must be a number >= 0");
+    *timeout_s = rrpc__inherited_timeout(rrpc__timeout_or(*timeout_s, c->timeout_s));
+    return RRPC_OK;
+}
+
 static int check_params(rrpc_client *c, const json_t *params)
 {
     if (params != NULL && !json_is_array(params) && !json_is_object(params))
@@ -180,6 +190,12 @@ static void withdraw(rrpc_client *c, const char *list, const char *text)
         rrpc__reply_free(r);
 }
 
+static int timed_out(rrpc_client *c, const char *list, double timeout_s)
+{
+    return rrpc__fail(c->errmsg, sizeof c->errmsg, RRPC_ETIMEDOUT,
+                      "no reply from service '%s' within %.3f s", list, timeout_s);
+}
+
 /* One attempt of push_and_wait. */
 static int push_and_wait_once(rrpc_client *c, const char *list, const char *text, const char *key,
                               double timeout_s, rrpc__reply **holder, const char **value,
@@ -187,17 +203,22 @@ static int push_and_wait_once(rrpc_client *c, const char *list, const char *text
 {
     char timeout_text[32];
     rrpc__svc_state st; /* fail fast: a dead registered service is refused here */
-    int rc =
-        rrpc__failfast_check(c->ff, c->conn, list, timeout_s, &st, c->errmsg, sizeof c->errmsg);
+    /* Every read of the call, the registry's too, ends by its deadline
+     * (plus the grace) even if Redis stalls. */
+    int rc = set_socket_timeout(c, timeout_s);
+    if (rc == RRPC_OK)
+        rc =
+            rrpc__failfast_check(c->ff, c->conn, list, timeout_s, &st, c->errmsg, sizeof c->errmsg);
     if (rc != RRPC_OK)
         return rc;
     char target[RRPC__KEY_MAX]; /* the shard's list (shard.c): LIST unless sharded */
     if (rrpc__shard_key(target, sizeof target, list, st.shard) != RRPC_OK)
         return client_fail(c, RRPC_EINVAL, "service name too long");
-    rrpc__failfast_next_wait(&st, timeout_text, sizeof timeout_text);
-    rc = set_socket_timeout(c, timeout_s);
-    if (rc == RRPC_OK)
-        rc = rrpc__failfast_append_push(c->conn, target, text, &st);
+    /* The registry's round trip may have used up a tiny timeout: then
+     * nothing is pushed, and the call times out now. */
+    if (!rrpc__failfast_next_wait(&st, timeout_text, sizeof timeout_text))
+        return timed_out(c, list, timeout_s);
+    rc = rrpc__failfast_append_push(c->conn, target, text, &st);
     if (rc == RRPC_OK)
         rc = rrpc__conn_appendv(c->conn, 3, "BLPOP", key, timeout_text);
     if (rc != RRPC_OK)
@@ -239,9 +260,7 @@ static int push_and_wait_once(rrpc_client *c, const char *list, const char *text
                               "service '%s' became unavailable while waiting: its last "
                               "worker is gone",
                               list);
-        char msg[RRPC__ERRMSG_LEN];
-        snprintf(msg, sizeof msg, "no reply from service '%s' within %.3f s", list, timeout_s);
-        return client_fail(c, RRPC_ETIMEDOUT, msg);
+        return timed_out(c, list, timeout_s);
     }
     *holder = popped;
     *value = rrpc__reply_str(rrpc__reply_element(popped, 1), value_len);
@@ -253,7 +272,10 @@ static int reconnect_until(rrpc_client *c, double deadline)
 {
     double delay = RESEND_BACKOFF_MIN_S;
     for (;;) {
-        if (rrpc__conn_reconnect(c->conn) == RRPC_OK) {
+        double left = deadline - rrpc__monotonic();
+        if (left <= 0)
+            return client_fail(c, RRPC_ECONNECT, rrpc__conn_errmsg(c->conn));
+        if (rrpc__conn_reconnect_within(c->conn, left) == RRPC_OK) {
             c->socket_timeout_s = 0;
             return RRPC_OK;
         }
@@ -272,8 +294,6 @@ static int push_and_wait(rrpc_client *c, const char *list, const char *text, con
                          double timeout_s, rrpc__reply **holder, const char **value,
                          size_t *value_len)
 {
-    if (timeout_s > MAX_TIMEOUT_S)
-        timeout_s = MAX_TIMEOUT_S;
     double deadline = rrpc__monotonic() + timeout_s;
     for (;;) {
         int rc = push_and_wait_once(c, list, text, key, timeout_s, holder, value, value_len);
@@ -366,8 +386,9 @@ int rrpc_call(rrpc_client *c, const char *service, const char *method, const jso
         error = &ignored_error;
     *error = NULL;
     char list[RRPC__KEY_MAX], key[RRPC__KEY_MAX];
-    int rc;
-    timeout_s = rrpc__inherited_timeout(timeout_s > 0 ? timeout_s : c->timeout_s);
+    int rc = call_timeout(c, &timeout_s);
+    if (rc != RRPC_OK)
+        return rc;
     char *text = encode_request(c, service, method, params, list, key, &timeout_s, &rc);
     if (text == NULL)
         return rc;
@@ -468,9 +489,11 @@ int rrpc_call_batch(rrpc_client *c, const char *service, const json_t *calls, do
     if (!json_is_array(calls) || json_array_size(calls) == 0)
         return client_fail(c, RRPC_EINVAL, "calls must be a non-empty JSON array");
     char list[RRPC__KEY_MAX], key[RRPC__KEY_MAX];
-    timeout_s = rrpc__inherited_timeout(timeout_s > 0 ? timeout_s : c->timeout_s);
+    int rc = call_timeout(c, &timeout_s);
+    if (rc != RRPC_OK)
+        return rc;
     double started = rrpc__monotonic();
-    int rc = prepare(c, service, list, sizeof list, key, sizeof key, timeout_s);
+    rc = prepare(c, service, list, sizeof list, key, sizeof key, timeout_s);
     if (rc == RRPC_OK && (timeout_s -= rrpc__monotonic() - started) <= 0)
         rc = client_fail(c, RRPC_ETIMEDOUT, "Redis came back too late for the call's timeout");
     int expect_reply = 0;

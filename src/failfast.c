@@ -25,6 +25,7 @@
 #define FRESH_S 1.0      /* how long a service's state is trusted */
 #define SLICE_S 1.0      /* wait slice while a registered service is awaited */
 #define CACHE_SIZE 16    /* services remembered per client */
+#define MAX_WAIT_S 1e8   /* the longest BLPOP timeout sent (about three years) */
 
 /* Checks the queue length and pushes in one step, so concurrent callers
  * cannot overshoot the limit.  Returns the new length, or -1 if full. */
@@ -226,11 +227,17 @@ int rrpc__failfast_pushed(const rrpc__reply *r, const rrpc__svc_state *st, char 
 int rrpc__failfast_next_wait(rrpc__svc_state *st, char *text, size_t len)
 {
     double left = st->deadline - rrpc__monotonic();
-    if (left <= 0)
+    /* "!(left > 0)" also catches NaN.  Redis reads a BLPOP timeout of 0 as
+     * "forever", so a wait is at least 1 ms, and at most MAX_WAIT_S, whose
+     * text always fits (a huge one would be cut by snprintf into another
+     * number). */
+    if (!(left > 0))
         return 0;
     double wait = st->slice_s > 0 && st->slice_s < left ? st->slice_s : left;
-    snprintf(text, len, "%.3f", wait < 0.001 ? 0.001 : wait);
-    return 1;
+    if (wait > MAX_WAIT_S)
+        wait = MAX_WAIT_S;
+    int n = snprintf(text, len, "%.3f", wait < 0.001 ? 0.001 : wait);
+    return n > 0 && (size_t)n < len;
 }
 
 int rrpc__failfast_again(rrpc__failfast *ff, rrpc__conn *c, const char *list,

@@ -19,6 +19,22 @@
 #define RRPC__ERRMSG_LEN 256
 #define RRPC__KEY_MAX 512
 
+/* The longest timeout rrpc honours, about three years: anything longer
+ * (infinity included) means "no limit" in practice and is cut to this,
+ * which struct timeval, libevent's clock arithmetic, a deadline in Redis
+ * milliseconds and a BLPOP timeout all hold without overflow. */
+#define RRPC__TIMEOUT_MAX_S 1e8
+
+/* S as a safe number of seconds: NaN, negative or 0 give DFLT; more than
+ * RRPC__TIMEOUT_MAX_S gives that.  For options and timevals, where a bad
+ * value has a default rather than an error. */
+static inline double rrpc__timeout_or(double s, double dflt)
+{
+    if (!(s > 0)) /* NaN too */
+        return dflt;
+    return s > RRPC__TIMEOUT_MAX_S ? RRPC__TIMEOUT_MAX_S : s;
+}
+
 /* Writes a formatted message into buf (truncating) and returns err, so a
  * failing path can be one `return rrpc__fail(...)` line. */
 int rrpc__fail(char *buf, size_t len, int err, const char *fmt, ...)
@@ -59,6 +75,11 @@ void rrpc__url_free(rrpc__url *url);
 int rrpc__url_copy(rrpc__url *dst, const rrpc__url *src);
 /* The URL with any password masked, for log lines.  Writes into buf. */
 const char *rrpc__url_describe(const rrpc__url *url, char *buf, size_t len);
+/* URL text as it may be shown (any text, parsed or not, any scheme): the
+ * password of its userinfo (everything up to the last '@' but the user
+ * name) and the values of password= and sentinel_password= replaced by
+ * "****", redis-cli style.  Truncated to LEN; returns BUF. */
+const char *rrpc__url_redact(const char *url, char *buf, size_t len);
 
 /* ---- slot.c: Redis Cluster hash slots, no I/O ------------------------ */
 
@@ -347,6 +368,9 @@ int rrpc__conn_open(rrpc__conn **out, const rrpc__url *url, double connect_timeo
 void rrpc__conn_close(rrpc__conn *c);
 /* Drops and re-establishes the link (including AUTH and SELECT). */
 int rrpc__conn_reconnect(rrpc__conn *c);
+/* The same, but connecting and the handshake take at most LIMIT_S (when
+ * shorter than the connect timeout): a call's deadline bounds its resend. */
+int rrpc__conn_reconnect_within(rrpc__conn *c, double limit_s);
 /* For links that cannot ask Sentinels themselves (the async ones): finds
  * the master of the Sentinel URL URL as a sync connection would (asking
  * each Sentinel, checking ROLE) and fills *direct (new, rrpc__url_free)
@@ -551,7 +575,9 @@ int rrpc__failfast_append_push(rrpc__conn *c, const char *list, const char *text
 /* Judges the push's reply: RRPC_EOVERLOADED when the script refused. */
 int rrpc__failfast_pushed(const rrpc__reply *r, const rrpc__svc_state *st, char *err,
                           size_t errlen);
-/* The BLPOP timeout text of the next wait; 0 when the call's time is up. */
+/* Writes the BLPOP timeout text of the next wait (never "0", which Redis
+ * reads as forever) and returns 1; returns 0, writing nothing, when the
+ * call's time is up (the caller then times out without waiting). */
 int rrpc__failfast_next_wait(rrpc__svc_state *st, char *text, size_t len);
 /* After an empty slice: nonzero to wait again (a worker is still alive and
  * time is left); sets st->unavailable when the last worker went. */

@@ -3,7 +3,7 @@
  * Each worker thread owns one Redis connection and runs the loop of
  * docs/PROTOCOL.md: pop a batch of requests, dispatch them, and send every
  * reply, expiry and dead letter in one pipeline together with the next pop.
- * The pop is a pair, like ../shared/bench/floor_server's: BLPOP waits for one
+ * The pop is a pair, like bench/floor_server.c's: BLPOP waits for one
  * request (with a short timeout, so that a stop request is noticed quickly)
  * and LPOP with a count takes the rest that are queued.  So every batch,
  * full or not, costs exactly one round trip; an empty LPOP never costs one
@@ -44,6 +44,7 @@ struct rrpc_server {
     int batch_max;
     int handle_signals;
     double connect_timeout_s;
+    double start_timeout_s; /* waiting for Redis at start; 0 = forever, < 0 = not */
     int reliable;
     rrpc__rel rel; /* reliable mode's keys and heartbeat */
     int refusal;   /* not 0: rrpc_server_run refuses to start, errmsg says why */
@@ -197,6 +198,7 @@ int rrpc_server_new(rrpc_server **out, const rrpc_server_options *opts)
     atomic_store(&s->batch_now, s->batch_max);
     s->handle_signals = opts->handle_signals;
     s->connect_timeout_s = opts->connect_timeout_s;
+    s->start_timeout_s = opts->start_timeout_s;
     s->limits.max_request_bytes = opts->max_request_bytes ? opts->max_request_bytes : 1 << 20;
     s->limits.max_batch = MAX_BATCH_ELEMENTS;
     s->reliable = opts->reliable;
@@ -1229,6 +1231,129 @@ static int start_heartbeats(rrpc_server *s)
     return rc;
 }
 
+/* ---- waiting for Redis at start ------------------------------------------ */
+
+static void log_start(const rrpc_server *s, const char *what, const char *detail)
+{
+    fprintf(stderr, "rrpc[%s/start]: %s%s%s\n", s->service, what, detail ? ": " : "",
+            detail ? detail : "");
+}
+
+/* Nonzero if a failed start may work later: Redis is not listening yet,
+ * is loading its data, a failover or a forming Cluster has no master for
+ * the slot yet.  A refused password or ACL never heals by waiting. */
+static int start_may_heal(int rc, const char *why)
+{
+    static const char *const refusals[] = {"WRONGPASS", "NOPERM", "NOAUTH"};
+    static const char *const not_yet[] = {"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN",
+                                          "CLUSTERDOWN"};
+    for (size_t i = 0; i < sizeof refusals / sizeof refusals[0]; i++)
+        if (strstr(why, refusals[i]) != NULL)
+            return 0;
+    if (rc == RRPC_ECONNECT || rc == RRPC_ETIMEDOUT)
+        return 1;
+    for (size_t i = 0; i < sizeof not_yet / sizeof not_yet[0]; i++)
+        if (strstr(why, not_yet[i]) != NULL)
+            return 1;
+    return 0;
+}
+
+/* Whether Redis serves commands yet: a Redis still loading its data
+ * accepts connections but answers LOADING, which the workers' links alone
+ * would not notice (without heartbeats nothing else asks).  Anything but
+ * a transient error (even an ACL without PING) counts as ready. */
+static int redis_ready(rrpc_server *s, rrpc__conn *c)
+{
+    rrpc__reply *r = NULL;
+    const char *ping[] = {"PING"};
+    int rc = rrpc__conn_append(c, 1, ping, NULL);
+    if (rc == RRPC_OK)
+        rc = rrpc__conn_read(c, &r);
+    if (rc != RRPC_OK)
+        return rrpc__fail(s->errmsg, sizeof s->errmsg, rc, "%s", rrpc__conn_errmsg(c));
+    if (rrpc__reply_transient(r))
+        rc = rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_ECONNECT, "Redis is not ready: %s",
+                        rrpc__reply_str(r, NULL));
+    rrpc__reply_free(r);
+    return rc;
+}
+
+/* One try: every worker's link, then the heartbeats. */
+static int start_once(rrpc_server *s, worker **ws)
+{
+    s->errmsg[0] = '\0';
+    int rc = connect_workers(s, ws);
+    if (rc == RRPC_OK && (rc = redis_ready(s, (*ws)[0].conn)) != RRPC_OK) {
+        close_workers(*ws, s->workers);
+        *ws = NULL;
+    }
+    if (rc == RRPC_OK && (rc = check_eviction(s, (*ws)[0].conn)) != RRPC_OK) {
+        close_workers(*ws, s->workers);
+        *ws = NULL;
+    }
+    if (rc == RRPC_OK && (rc = start_heartbeats(s)) != RRPC_OK) {
+        close_workers(*ws, s->workers);
+        *ws = NULL;
+    }
+    return rc;
+}
+
+/* Sleeps SECONDS in short steps, so that a stop is noticed; nonzero if
+ * the server was stopped. */
+static int sleep_unless_stopped(rrpc_server *s, double seconds)
+{
+    double until = rrpc__monotonic() + seconds;
+    for (double left = seconds; left > 0; left = until - rrpc__monotonic()) {
+        if (atomic_load(&s->stop))
+            return 1;
+        rrpc__sleep(left < 0.1 ? left : 0.1);
+    }
+    return atomic_load(&s->stop);
+}
+
+/* Starts the workers, waiting for Redis with the workers' reconnect
+ * backoff (see start_timeout_s in rrpc.h).  *ws stays NULL if the server
+ * was stopped while waiting. */
+static int start_waiting(rrpc_server *s, worker **ws)
+{
+    double began = rrpc__monotonic(), delay = BACKOFF_MIN_S;
+    int waited = 0;
+    for (;;) {
+        int rc = start_once(s, ws);
+        if (rc == RRPC_OK) {
+            if (waited) {
+                char after[64];
+                snprintf(after, sizeof after, "Redis answered after %.1f s, serving",
+                         rrpc__monotonic() - began);
+                log_start(s, after, NULL);
+            }
+            return RRPC_OK;
+        }
+        if (s->start_timeout_s < 0 || !start_may_heal(rc, s->errmsg))
+            return rc;
+        double left = s->start_timeout_s > 0 ? began + s->start_timeout_s - rrpc__monotonic() : 1e9;
+        if (left <= 0) {
+            char why[RRPC__ERRMSG_LEN];
+            snprintf(why, sizeof why, "%s", s->errmsg);
+            return rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_ECONNECT,
+                              "Redis did not answer within the start timeout (%g s): %s",
+                              s->start_timeout_s, why);
+        }
+        if (!waited) {
+            char what[64] = "waiting for Redis";
+            if (s->start_timeout_s > 0)
+                snprintf(what, sizeof what, "waiting for Redis (up to %g s)", s->start_timeout_s);
+            log_start(s, what, s->errmsg); /* once, not every try */
+            waited = 1;
+        }
+        double jitter = (double)(rand() % 1000) / 1000.0; /* spreads a herd of servers */
+        double pause = delay * (0.5 + jitter);
+        if (sleep_unless_stopped(s, pause < left ? pause : left))
+            return RRPC_OK;
+        delay = delay * 2 > BACKOFF_MAX_S ? BACKOFF_MAX_S : delay * 2;
+    }
+}
+
 int rrpc_server_run(rrpc_server *s)
 {
     if (s == NULL)
@@ -1236,23 +1361,24 @@ int rrpc_server_run(rrpc_server *s)
     int expected = 0;
     if (!atomic_compare_exchange_strong(&s->running, &expected, 1))
         return rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_ESTATE, "server already running");
-    if (s->refusal) { /* errmsg says why */
+    if (s->refusal) { /* errmsg says why; no wait for Redis can change it */
         atomic_store(&s->running, 0);
         return s->refusal;
     }
-    worker *ws = NULL;
-    int rc = connect_workers(s, &ws);
-    if (rc == RRPC_OK && (rc = check_eviction(s, ws[0].conn)) != RRPC_OK)
-        close_workers(ws, s->workers);
-    else if (rc == RRPC_OK && (rc = start_heartbeats(s)) != RRPC_OK)
-        close_workers(ws, s->workers);
-    if (rc != RRPC_OK) {
-        atomic_store(&s->running, 0);
-        return rc;
-    }
+    /* Before the wait for Redis, so that a supervisor can stop a waiting
+     * server gracefully. */
     struct sigaction old_int, old_term;
     if (s->handle_signals)
         install_signals(s, &old_int, &old_term);
+    worker *ws = NULL;
+    int rc = start_waiting(s, &ws);
+    if (ws == NULL) { /* failed, or stopped while waiting */
+        if (s->handle_signals)
+            restore_signals(&old_int, &old_term);
+        atomic_store(&s->stop, 0);
+        atomic_store(&s->running, 0);
+        return rc;
+    }
     int started = 0;
     for (; started < s->workers; started++)
         if (pthread_create(&ws[started].thread, NULL, worker_main, &ws[started]) != 0) {

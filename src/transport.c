@@ -59,6 +59,7 @@ static redisReply *R(const rrpc__reply *r)
 static struct timeval to_timeval(double s)
 {
     struct timeval tv;
+    s = rrpc__timeout_or(s, 0); /* NaN or huge: no undefined conversion */
     tv.tv_sec = (time_t)s;
     tv.tv_usec = (suseconds_t)((s - (double)tv.tv_sec) * 1e6);
     return tv;
@@ -748,7 +749,7 @@ int rrpc__conn_open(rrpc__conn **out, const rrpc__url *url, double connect_timeo
     rrpc__conn *c = calloc(1, sizeof *c);
     if (c == NULL)
         return rrpc__fail(err, errlen, RRPC_ENOMEM, "out of memory");
-    c->connect_timeout_s = connect_timeout_s > 0 ? connect_timeout_s : 5;
+    c->connect_timeout_s = rrpc__timeout_or(connect_timeout_s, 5);
     int rc = rrpc__url_copy(&c->url, url);
     if (rc == RRPC_OK)
         rc = dial(c);
@@ -776,6 +777,16 @@ void rrpc__conn_close(rrpc__conn *c)
 int rrpc__conn_reconnect(rrpc__conn *c)
 {
     return dial(c);
+}
+
+int rrpc__conn_reconnect_within(rrpc__conn *c, double limit_s)
+{
+    double saved = c->connect_timeout_s;
+    if (limit_s > 0 && limit_s < saved)
+        c->connect_timeout_s = limit_s;
+    int rc = dial(c);
+    c->connect_timeout_s = saved;
+    return rc;
 }
 
 int rrpc__sentinel_resolve(const rrpc__url *url, double connect_timeout_s, rrpc__url *direct,
@@ -845,7 +856,7 @@ int rrpc__cluster_read_map(const rrpc__url *url, double connect_timeout_s, rrpc_
 
 int rrpc__conn_set_timeout(rrpc__conn *c, double seconds)
 {
-    c->read_timeout_s = seconds > 0 ? seconds : 0;
+    c->read_timeout_s = rrpc__timeout_or(seconds, 0);
     if (c->cl != NULL)
         return cluster_set_timeout(c);
     struct timeval tv = to_timeval(c->read_timeout_s);

@@ -13,6 +13,14 @@
  *       (seed nodes, port 6379 by default; a Cluster has only db 0)
  * User and password may be percent-encoded.  NULL means $REDIS_URL, then
  * redis://127.0.0.1:6379.
+ *
+ * A password must never reach a message (docs/SECURITY.md): the userinfo
+ * ends at the LAST '@' before the path, as RFC 3986 parsers do in practice,
+ * so an unencoded '@' in a password cannot make the rest of it a host name
+ * that "cannot connect to ..." would print; an '@' left after the host
+ * (a password's unencoded '/' or '?') is refused with a message that says
+ * how to percent-encode, and quotes nothing of the URL; a URL of another
+ * scheme is quoted with its password masked (rrpc__url_redact).
  */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
@@ -22,6 +30,9 @@
 #include <string.h>
 
 #define DEFAULT_URL "redis://127.0.0.1:6379"
+#define ENCODE_HINT                                                                                \
+    "percent-encode '@', ':', '/', '?' and '#' in a user name or password (%40, %3A, %2F, "        \
+    "%3F, %23)"
 
 static int hexval(int ch)
 {
@@ -70,10 +81,20 @@ static int parse_int(const char *s, size_t n, int min, int max, int *out)
     return 0;
 }
 
-/* Splits "[user]:password@" off the front of *p (up to END). */
+/* The last C in s[0..n), or NULL. */
+static const char *last_char(const char *s, size_t n, char c)
+{
+    while (n > 0)
+        if (s[--n] == c)
+            return s + n;
+    return NULL;
+}
+
+/* Splits "[user]:password@" off the front of *p (up to END): up to the
+ * last '@', so that "redis://:p@ss@host" is password "p@ss" on "host". */
 static int parse_userinfo(rrpc__url *u, const char **p, const char *end)
 {
-    const char *at = memchr(*p, '@', (size_t)(end - *p));
+    const char *at = last_char(*p, (size_t)(end - *p), '@');
     if (at == NULL)
         return 0;
     const char *colon = memchr(*p, ':', (size_t)(at - *p));
@@ -115,6 +136,11 @@ static int parse_query(rrpc__url *u, const char *q, char *err, size_t errlen)
                    strncmp(q, "sentinel_user", 13) == 0) {
             free(u->sentinel_user);
             u->sentinel_user = decode_dup(eq + 1, vn);
+        } else if (memchr(q, '@', n) != NULL) {
+            /* Most likely the tail of a password cut at an unencoded '?':
+             * quote none of it. */
+            return rrpc__fail(err, errlen, RRPC_EURL, "unexpected '@' in the URL's query: %s",
+                              ENCODE_HINT);
         } else {
             return rrpc__fail(err, errlen, RRPC_EURL, "unknown URL parameter '%.*s'", (int)kn, q);
         }
@@ -173,6 +199,17 @@ static int parse_host_port(char **host, int *port, const char *p, const char *en
     return RRPC_OK;
 }
 
+/* An '@' in the path (P..END) of a redis:// or multi-node URL is what is
+ * left of a password with an unencoded '/' or '?' (its head was taken for
+ * the host): refused before that "host" can be printed. */
+static int check_no_at(const char *p, const char *end, char *err, size_t errlen)
+{
+    if (p < end && memchr(p, '@', (size_t)(end - p)) != NULL)
+        return rrpc__fail(err, errlen, RRPC_EURL, "unexpected '@' after the URL's host: %s",
+                          ENCODE_HINT);
+    return RRPC_OK;
+}
+
 static int parse_tcp(rrpc__url *u, const char *p, char *err, size_t errlen)
 {
     const char *q = strchr(p, '?');
@@ -180,7 +217,9 @@ static int parse_tcp(rrpc__url *u, const char *p, char *err, size_t errlen)
     const char *slash = memchr(p, '/', (size_t)(end - p));
     const char *auth_end = slash ? slash : end;
     parse_userinfo(u, &p, auth_end);
-    int rc = parse_host_port(&u->host, &u->port, p, auth_end, err, errlen);
+    int rc = check_no_at(auth_end, end, err, errlen);
+    if (rc == RRPC_OK)
+        rc = parse_host_port(&u->host, &u->port, p, auth_end, err, errlen);
     if (rc != RRPC_OK)
         return rc;
     if (slash && slash + 1 < end &&
@@ -246,7 +285,9 @@ static int parse_multi(rrpc__url *u, const char *p, char *err, size_t errlen)
     const char *nodes_end = slash ? slash : end;
     parse_userinfo(u, &p, nodes_end);
     int default_port = u->kind == RRPC__URL_SENTINEL ? 26379 : 6379;
-    int rc = parse_nodes(u, p, nodes_end, default_port, err, errlen);
+    int rc = check_no_at(nodes_end, end, err, errlen);
+    if (rc == RRPC_OK)
+        rc = parse_nodes(u, p, nodes_end, default_port, err, errlen);
     if (rc == RRPC_OK)
         rc = parse_multi_path(u, slash ? slash + 1 : end, end, err, errlen);
     if (rc == RRPC_OK && q)
@@ -279,11 +320,13 @@ int rrpc__url_parse(rrpc__url *out, const char *url, char *err, size_t errlen)
         rc = rrpc__fail(err, errlen, RRPC_EURL,
                         "rediss:// (TLS) needs a TLS tunnel with this hiredis; see "
                         "docs/SECURITY.md");
-    else
+    else {
+        char shown[64];
         rc = rrpc__fail(err, errlen, RRPC_EURL,
                         "URL must start with redis://, unix://, redis+sentinel:// or "
-                        "redis+cluster:// (got '%.40s')",
-                        url);
+                        "redis+cluster:// (got '%s')",
+                        rrpc__url_redact(url, shown, sizeof shown));
+    }
     if (rc != RRPC_OK)
         rrpc__url_free(out);
     return rc;
@@ -370,5 +413,64 @@ const char *rrpc__url_describe(const rrpc__url *url, char *buf, size_t len)
         snprintf(buf, len, "redis://%s[%s]:%d/%d", auth, url->host, url->port, url->db);
     else
         snprintf(buf, len, "redis://%s%s:%d/%d", auth, url->host, url->port, url->db);
+    return buf;
+}
+
+/* Appends N bytes of S to BUF (LEN bytes, *USED so far), truncating. */
+static void put(char *buf, size_t len, size_t *used, const char *s, size_t n)
+{
+    if (*used + 1 >= len)
+        return;
+    if (n > len - 1 - *used)
+        n = len - 1 - *used;
+    memcpy(buf + *used, s, n);
+    *used += n;
+    buf[*used] = '\0';
+}
+
+/* Whether the query item KEY (N bytes) names a secret. */
+static int secret_key(const char *key, size_t n)
+{
+    return (n == 8 && strncmp(key, "password", 8) == 0) ||
+           (n == 17 && strncmp(key, "sentinel_password", 17) == 0);
+}
+
+const char *rrpc__url_redact(const char *url, char *buf, size_t len)
+{
+    size_t used = 0;
+    if (len == 0)
+        return buf;
+    buf[0] = '\0';
+    const char *p = url, *scheme = strstr(url, "://");
+    if (scheme != NULL) {
+        p = scheme + 3;
+        put(buf, len, &used, url, (size_t)(p - url));
+    }
+    /* The authority: up to the first '/', '?' or '#' after its last '@'
+     * (an unencoded '/' or '?' in a password ends it sooner: then the
+     * whole of it up to that last '@' is masked). */
+    const char *at = strrchr(p, '@');
+    if (at != NULL) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon != NULL && colon > p)
+            put(buf, len, &used, p, (size_t)(colon - p) + 1); /* the user name stays */
+        put(buf, len, &used, "****", 4);
+        p = at;
+    }
+    const char *q = strchr(p, '?');
+    put(buf, len, &used, p, q ? (size_t)(q - p) : strlen(p));
+    while (q != NULL) {
+        const char *item = q + 1, *next = strchr(item, '&');
+        size_t n = next ? (size_t)(next - item) : strlen(item);
+        const char *eq = memchr(item, '=', n);
+        put(buf, len, &used, q, 1);
+        if (eq != NULL && secret_key(item, (size_t)(eq - item))) {
+            put(buf, len, &used, item, (size_t)(eq - item) + 1);
+            put(buf, len, &used, "****", 4);
+        } else {
+            put(buf, len, &used, item, n);
+        }
+        q = next;
+    }
     return buf;
 }

@@ -98,8 +98,18 @@ int cli_report_admin_failure(const char *prog, const rrpc_admin *admin, int err)
  * NULL), and returns its exit status. */
 int cli_report_failure(const char *prog, const rrpc_client *client, int err);
 
+/* S made safe to print for people: control characters (C0 and DEL, as
+ * \n, \t, \r or \xNN), C1 controls and bidi overrides (\uNNNN) and bytes
+ * that are not UTF-8 (\xNN) escaped, so text from Redis cannot drive the
+ * terminal.  Written into OUT (LEN bytes, truncated between characters);
+ * returns OUT.  Use it on every string from Redis in human-readable
+ * output, never in --json output. */
+const char *cli_safe(char *out, size_t len, const char *s);
 /* Writes VALUE and a newline to OUT, compact or indented, with reals in
- * the shortest form that reads back to the same number.  0 on success. */
+ * the shortest form that reads back to the same number, and DEL, C1
+ * controls and bidi overrides escaped as \uNNNN like JSON's own control
+ * characters (the same value, but nothing a terminal acts on).  0 on
+ * success. */
 int cli_print_json(FILE *out, const json_t *value, int pretty);
 
 #endif /* RRPC_TOOLS_CLI_H */

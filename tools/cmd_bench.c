@@ -738,8 +738,10 @@ static int run_workers(const char *prog, struct bench *b)
     for (long i = 0; i < started && status == CLI_EXIT_OK; i++) {
         const struct bench_worker *w = &b->workers[i];
         if (w->open_status != RRPC_OK) {
+            char safe[512];
             fprintf(stderr, "%s: %s\n", prog,
-                    w->open_errmsg[0] ? w->open_errmsg : rrpc_strerror(w->open_status));
+                    w->open_errmsg[0] ? cli_safe(safe, sizeof safe, w->open_errmsg)
+                                      : rrpc_strerror(w->open_status));
             status = cli_exit_status(w->open_status);
         }
     }
@@ -860,9 +862,10 @@ static int report(const char *prog, const struct bench_args *args, struct bench 
     }
     struct summary s;
     summarize(b, all, &s);
-    if (s.first_error)
+    char safe[1024];
+    if (s.first_error) /* a remote error's message: anyone's text */
         fprintf(stderr, "%s: %" PRIu64 " call%s failed; the first: %s\n", prog, s.errors,
-                s.errors == 1 ? "" : "s", s.first_error);
+                s.errors == 1 ? "" : "s", cli_safe(safe, sizeof safe, s.first_error));
     int rc = args->json ? print_json(args, &s) : print_text(args, &s);
     free(all);
     if (rc != 0) {

@@ -162,8 +162,10 @@ static int print_remote_error(const json_t *error)
 {
     const char *message = json_string_value(json_object_get(error, "message"));
     const json_t *data = json_object_get(error, "data");
+    char safe[1024];
     fprintf(stderr, "error %" JSON_INTEGER_FORMAT ": %s\n",
-            json_integer_value(json_object_get(error, "code")), message ? message : "");
+            json_integer_value(json_object_get(error, "code")),
+            cli_safe(safe, sizeof safe, message ? message : ""));
     if (data) {
         fputs("data: ", stderr);
         cli_print_json(stderr, data, 0);

@@ -24,15 +24,19 @@ static void usage(FILE *out)
     ops_print_options(out, OPS_LIMIT);
 }
 
+/* The reason and message are a caller's and a parser's text: escaped
+ * (cli_safe), so a dead letter cannot drive the operator's terminal. */
 static void list_table(const json_t *letters)
 {
     size_t i;
     json_t *d;
+    char reason_text[37], message_text[81];
     printf("%-19s %-36s %s\n", "TIME", "REASON", "MESSAGE");
     json_array_foreach(letters, i, d) {
         if (!json_is_object(d)) {
             printf("%-19s %-36s %s\n", "?", "(not a dead-letter record)",
-                   json_string_value(d) ? json_string_value(d) : "");
+                   cli_safe(message_text, sizeof message_text,
+                            json_string_value(d) ? json_string_value(d) : ""));
             continue;
         }
         time_t t = (time_t)json_number_value(json_object_get(d, "time"));
@@ -40,8 +44,10 @@ static void list_table(const json_t *letters)
         strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime(&t));
         const char *reason = json_string_value(json_object_get(d, "reason"));
         const char *message = json_string_value(json_object_get(d, "message"));
-        printf("%-19s %-36.36s %.80s\n", when, reason ? reason : "?",
-               message ? message : "(binary: message_base64)");
+        printf("%-19s %-36s %s\n", when,
+               cli_safe(reason_text, sizeof reason_text, reason ? reason : "?"),
+               cli_safe(message_text, sizeof message_text,
+                        message ? message : "(binary: message_base64)"));
     }
     if (json_array_size(letters) == 0)
         puts("(no dead letters)");
@@ -69,10 +75,12 @@ static int act(const char *prog, rrpc_admin *admin, const char *service, const c
         status = ops_print_json(prog, doc);
     else if (strcmp(action, "list") == 0)
         list_table(doc);
-    else
+    else {
+        char safe[256];
         printf("%s %ld dead letter%s of %s\n",
                strcmp(action, "requeue") == 0 ? "requeued" : "purged", n, n == 1 ? "" : "s",
-               service);
+               cli_safe(safe, sizeof safe, service));
+    }
     json_decref(doc);
     return status;
 }

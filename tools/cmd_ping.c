@@ -59,9 +59,10 @@ static int ping_once(rrpc_client *client, const char *service, double timeout_s,
 static void print_line(const char *service, const json_t *entry)
 {
     const char *worker = json_string_value(json_object_get(entry, "worker"));
-    printf("reply from %s", service);
+    char safe[256]; /* the worker's id is its own text: escaped */
+    printf("reply from %s", cli_safe(safe, sizeof safe, service));
     if (worker)
-        printf(" (worker %s)", worker);
+        printf(" (worker %s)", cli_safe(safe, sizeof safe, worker));
     else
         printf(" (a worker without rpc.ping: 'method not found')");
     printf(" in %.3f ms\n", json_number_value(json_object_get(entry, "latency_ms")));

@@ -29,28 +29,33 @@ static void limit_text(char *buf, size_t len, long long max_queue)
         snprintf(buf, len, "-");
 }
 
+static const char *str_or(const json_t *obj, const char *key, const char *fallback)
+{
+    const char *s = json_string_value(json_object_get(obj, key));
+    return s ? s : fallback;
+}
+
+/* Every string in these tables comes from the registry, which any worker
+ * (or anyone who can write its keys) fills: escaped with cli_safe. */
+#define SAFE(buf, text) cli_safe(buf, sizeof buf, text)
+
 static void ls_table(const json_t *doc)
 {
     size_t i;
     json_t *s;
+    char name[256];
     printf("%-24s %7s %7s %7s %9s %7s %10s %8s\n", "SERVICE", "WORKERS", "THREADS", "QUEUE",
            "MAX_QUEUE", "DEAD", "CALLS", "ERRORS");
     json_array_foreach(doc, i, s) {
         char limit[32];
         limit_text(limit, sizeof limit, ops_int(s, "max_queue"));
         printf("%-24s %7lld %7lld %7lld %9s %7lld %10lld %8lld\n",
-               json_string_value(json_object_get(s, "service")), ops_int(s, "workers"),
-               ops_int(s, "threads"), ops_int(s, "queue"), limit, ops_int(s, "dead"),
-               ops_int(s, "calls"), ops_int(s, "errors"));
+               SAFE(name, str_or(s, "service", "?")), ops_int(s, "workers"), ops_int(s, "threads"),
+               ops_int(s, "queue"), limit, ops_int(s, "dead"), ops_int(s, "calls"),
+               ops_int(s, "errors"));
     }
     if (json_array_size(doc) == 0)
         puts("(no registered services)");
-}
-
-static const char *str_or(const json_t *obj, const char *key, const char *fallback)
-{
-    const char *s = json_string_value(json_object_get(obj, key));
-    return s ? s : fallback;
 }
 
 static void info_table(const json_t *doc)
@@ -60,8 +65,9 @@ static void info_table(const json_t *doc)
     char shards[48] = ""; /* a sharded service's queue is over all its lists */
     if (ops_int(doc, "shards") > 1)
         snprintf(shards, sizeof shards, " over %lld shards", ops_int(doc, "shards"));
+    char a[256], b[256], c[256], d[512];
     printf("service %s: %s, queue %lld%s, max_queue %s, dead letters %lld\n",
-           str_or(doc, "service", "?"),
+           SAFE(a, str_or(doc, "service", "?")),
            json_is_true(json_object_get(doc, "registered")) ? "registered" : "not registered",
            ops_int(doc, "queue"), shards, limit, ops_int(doc, "dead"));
     const json_t *workers = json_object_get(doc, "workers");
@@ -70,9 +76,10 @@ static void info_table(const json_t *doc)
     size_t i;
     json_t *w;
     json_array_foreach(workers, i, w) {
-        printf("%-36s %-16s %8lld %7lld %-12s %9.1fs\n", str_or(w, "id", "?"),
-               str_or(w, "host", "?"), ops_int(w, "pid"), ops_int(w, "threads"),
-               str_or(w, "version", "?"), json_number_value(json_object_get(w, "expires_in")));
+        printf("%-36s %-16s %8lld %7lld %-12s %9.1fs\n", SAFE(a, str_or(w, "id", "?")),
+               SAFE(b, str_or(w, "host", "?")), ops_int(w, "pid"), ops_int(w, "threads"),
+               SAFE(c, str_or(w, "version", "?")),
+               json_number_value(json_object_get(w, "expires_in")));
     }
     if (json_array_size(workers) == 0)
         puts("(no live workers)");
@@ -80,22 +87,23 @@ static void info_table(const json_t *doc)
     json_array_foreach(json_object_get(doc, "methods"), i, w) {
         json_t *params = json_object_get(w, "params");
         char *shape = params ? json_dumps(params, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-        printf("%-20s %-28s %s\n", str_or(w, "name", "?"), shape ? shape : "-",
-               str_or(w, "description", ""));
+        printf("%-20s %-28s %s\n", SAFE(a, str_or(w, "name", "?")), SAFE(b, shape ? shape : "-"),
+               SAFE(d, str_or(w, "description", "")));
         free(shape);
     }
 }
 
 static void stats_table(const json_t *doc)
 {
+    char a[256];
     printf("service %s: %lld live worker(s), queue %lld, dead letters %lld (%lld ever)\n\n",
-           str_or(doc, "service", "?"), ops_int(doc, "workers"), ops_int(doc, "queue"),
+           SAFE(a, str_or(doc, "service", "?")), ops_int(doc, "workers"), ops_int(doc, "queue"),
            ops_int(doc, "dead"), ops_int(doc, "dead_total"));
     printf("%-24s %10s %8s %10s %10s\n", "METHOD", "CALLS", "ERRORS", "P50_MS", "P99_MS");
     const char *name;
     json_t *m;
     json_object_foreach(json_object_get(doc, "methods"), name, m) {
-        printf("%-24s %10lld %8lld %10.3f %10.3f\n", name, ops_int(m, "calls"),
+        printf("%-24s %10lld %8lld %10.3f %10.3f\n", SAFE(a, name), ops_int(m, "calls"),
                ops_int(m, "errors"), json_number_value(json_object_get(m, "p50_ms")),
                json_number_value(json_object_get(m, "p99_ms")));
     }
@@ -141,8 +149,9 @@ static int forget_query(rrpc_admin *admin, const char *service, json_t **out)
 
 static void forget_table(const json_t *doc)
 {
+    char a[256];
     printf("forgot %s: callers now wait on it as on an unregistered service\n",
-           json_string_value(json_object_get(doc, "service")));
+           SAFE(a, str_or(doc, "service", "?")));
 }
 
 int cmd_forget(int argc, char **argv)

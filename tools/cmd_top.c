@@ -79,13 +79,14 @@ static void draw(const json_t *services, int tty, double interval)
     size_t i;
     json_t *s;
     json_array_foreach(services, i, s) {
-        char limit[32];
+        char limit[32], name[256]; /* a service name is anyone's text: escaped */
+        const char *service = json_string_value(json_object_get(s, "service"));
         if (ops_int(s, "max_queue") > 0)
             snprintf(limit, sizeof limit, "%lld", ops_int(s, "max_queue"));
         else
             snprintf(limit, sizeof limit, "-");
         printf("%-24s %7lld %7lld %9s %7lld %10.1f %9.1f %10lld\n",
-               json_string_value(json_object_get(s, "service")), ops_int(s, "workers"),
+               cli_safe(name, sizeof name, service ? service : "?"), ops_int(s, "workers"),
                ops_int(s, "queue"), limit, ops_int(s, "dead"),
                json_number_value(json_object_get(s, "calls_per_s")),
                json_number_value(json_object_get(s, "errors_per_s")), ops_int(s, "calls"));

@@ -34,6 +34,8 @@ extern "C" {
 #define RRPC_EXPORT
 #endif
 
+/* The version; equal to the VERSION file at the top of the source tree, as
+ * configuring checks. */
 #define RRPC_VERSION_MAJOR 0
 #define RRPC_VERSION_MINOR 1
 #define RRPC_VERSION_PATCH 0
@@ -102,7 +104,9 @@ typedef struct rrpc_client_options {
     /* Prepended to every key rrpc touches (service lists, reply keys).
      * NULL or "" means none.  Copied. */
     const char *key_prefix;
-    /* Default call timeout in seconds when a call passes 0. Default 30. */
+    /* Default call timeout in seconds when a call passes 0. Default 30.
+     * Here and in connect_timeout_s, 0, negative or NaN mean the default
+     * and more than 1e8 s (about three years) is cut to 1e8 s. */
     double timeout_s;
     /* How long connecting may take, in seconds.  Default 5. */
     double connect_timeout_s;
@@ -146,7 +150,10 @@ RRPC_EXPORT void rrpc_client_close(rrpc_client *client);
 RRPC_EXPORT const char *rrpc_client_errmsg(const rrpc_client *client);
 
 /* Calls SERVICE.METHOD with PARAMS (an array, an object or NULL; borrowed)
- * and waits up to timeout_s seconds (0 means the client's default).
+ * and waits up to timeout_s seconds (0 means the client's default; more
+ * than 1e8 s, about three years, infinity included, is cut to 1e8 s, i.e.
+ * no limit in practice; negative or NaN is RRPC_EINVAL).  A call whose
+ * time is up before it could wait returns RRPC_ETIMEDOUT at once.
  *
  * RRPC_OK: *result is a new reference to the result.
  * RRPC_EREMOTE: *error is a new reference to the JSON-RPC error object
@@ -252,6 +259,18 @@ typedef struct rrpc_server_options {
      * must agree on it.  Not with reliable: rrpc_server_new then fails
      * with RRPC_EINVAL. */
     int shards;
+    /* How long rrpc_server_run waits for Redis at start, in seconds.  A
+     * server is often started together with its Redis (supervisors, compose
+     * files, Kubernetes): while Redis refuses connections, is loading its
+     * data, or (Cluster) has no slot map yet, run retries with backoff
+     * (0.05 s doubling to 5 s, with jitter), logs once that it waits and
+     * once when Redis answers, and then serves.  0 (the default): wait as
+     * long as it takes, as a running worker does after losing Redis.
+     * > 0: give up after this long with RRPC_ECONNECT.  < 0: do not wait
+     * (fail at the first refusal).  A refused password or ACL (WRONGPASS,
+     * NOPERM) fails at once whatever this says; rrpc_server_stop or a
+     * signal (handle_signals) ends the wait with RRPC_OK. */
+    double start_timeout_s;
 } rrpc_server_options;
 
 /* Fills *opts with the defaults above (service is NULL). */
@@ -487,7 +506,8 @@ RRPC_EXPORT int rrpc_async_open(rrpc_async **out, const rrpc_async_options *opts
 
 /* Starts SERVICE.METHOD with PARAMS (an array, an object or NULL;
  * borrowed, encoded before this returns) and a timeout of timeout_s
- * seconds (0 = the client's default).  RRPC_OK: the call is queued and CB
+ * seconds (0 = the client's default; more than 1e8 s, infinity included,
+ * is cut to 1e8 s; negative or NaN is RRPC_EINVAL).  RRPC_OK: the call is queued and CB
  * will run exactly once, later.  A negative code: CB will never run;
  * RRPC_ECONNECT means the link is down (it is being re-established in the
  * background; calls fail fast meanwhile), RRPC_ESTATE that the client is

@@ -1,10 +1,20 @@
 #!/usr/bin/python3
-"""chaos.py -- the chaos test of rrpc's delivery modes (issue 4).
+"""chaos.py -- the chaos test of rrpc's delivery modes (issues 4 and 9).
 
 Several callers (chaos_caller) call a service (chaos_worker processes) under
 load while this script SIGKILLs a random worker process every 1-2 s (and
 starts a replacement) and SIGKILLs Redis every 5-8 s (restarting it on the
-same port and directory 0.3-1 s later).  Redis runs with
+same port and directory 0.3-1 s later).  Besides kills it cuts one worker
+off from Redis every 3-5 s for 1.5-4 s (--cut-seconds), alternately
+silently (a blackhole: its packets go nowhere, it sees nothing until its
+own timeouts) and with a TCP reset, then heals the link; and it stalls
+Redis with SIGSTOP every 6-9 s for --stall-seconds (default 2.5) before
+SIGCONT.  Each worker reaches Redis through a fault-injecting TCP proxy of
+its own (faultproxy.py, which says why a proxy and not namespaces); the
+callers connect directly.  A second group of callers (--short-callers) uses
+a call timeout (--short-timeout, default 1.5 s) shorter than the stall, so
+that some calls outlive their deadline in Redis: they must return at their
+deadline, not later, and never run twice.  Redis runs with
 `--appendonly yes --appendfsync always`, so a SIGKILLed Redis keeps
 everything it acknowledged: what the test sees lost was lost by rrpc, not by
 Redis.
@@ -15,16 +25,31 @@ reliable mode).  At the end the caller-side outcomes are matched with those
 counts:
 
   late        calls that returned more than timeout + 1 s after they started
+              (answered, or failed, after the caller's deadline)
   wrong       calls that returned a result other than value * 2
   duplicated  calls whose effect happened more than once
   lost        reliable: calls that did not return the right answer, plus
               answered calls whose effect never happened; at-most-once:
               answered calls whose effect never happened (requests lost with
               a killed worker are timeouts there, which that mode allows)
+  explained   failed calls (ETIMEDOUT, ECONNECT, EUNAVAILABLE, the worker's
+              -32000 "Deadline exceeded") that lived
+              through a fault:
+              a kill, a Redis restart, a cut or a stall, plus a grace of the
+              heartbeat TTL + 1 s after it; any other is unexplained.  Each
+              timeout is also traced to where its request went (its handler
+              never started, started and was killed, or ran and the answer
+              came too late or was lost with a link).  Short callers'
+              explained failures are allowed in both modes (their deadline
+              is shorter than a stall); main callers' only in at-most-once,
+              except EUNAVAILABLE: fail fast refuses a call before pushing
+              it, so nothing is taken or lost (it follows a stall, during
+              which Redis's clock ran on while no heartbeat could be renewed).
 
 It prints one JSON object per mode and a markdown table, and exits non-zero
 when (reliable) lost, duplicated, late or wrong > 0, or no kill or restart
-happened; (at-most-once) duplicated, late or wrong > 0; (both) a process
+happened; (at-most-once) duplicated, late or wrong > 0; (both) a timeout
+that no fault explains, no cut or stall happened (unless turned off), a process
 crashed, a worker did not stop cleanly, requests were left undrained or a
 caller hung.  Besides the figures, the JSON has errors by status, latencies,
 handler reruns (starts of `effect` beyond the first per call, from the
@@ -51,6 +76,9 @@ import tempfile
 import time
 
 import redis
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from faultproxy import FaultProxy  # noqa: E402
 
 SERVICE = "chaos"
 EFFECTS_KEY = "chaos:effects"
@@ -119,9 +147,14 @@ class Run:
         self.port = free_port()
         self.url = "redis://127.0.0.1:%d" % self.port
         self.redis_proc = None
-        self.workers = []  # [Popen, log path]
+        self.workers = []  # [Popen, log path, FaultProxy]
         self.worker_seq = 0
         self.kills = self.restarts = self.stop_failures = 0
+        self.cuts = {"blackhole": 0, "reset": 0}
+        self.stalls = 0
+        self.cut = None  # [worker, mode, heal at, started]
+        self.stall = None  # [SIGCONT at, started]
+        self.faults = []  # (kind, start, end) on the monotonic clock
         self.worker_exits = []  # exits nobody asked for: (returncode, last log line)
         self.rng = random.Random(args.seed)
 
@@ -166,32 +199,68 @@ class Run:
         Processes.kill(self.redis_proc)
         self.redis_proc = None
 
+    def start_stall(self):
+        self.redis_proc.send_signal(signal.SIGSTOP)
+        now = time.monotonic()
+        self.stall = [now + self.args.stall_seconds, now]
+
+    def end_stall(self):
+        self.redis_proc.send_signal(signal.SIGCONT)
+        self.faults.append(("stall", self.stall[1], time.monotonic()))
+        self.stalls += 1
+        self.stall = None
+
+    # --- partitions ------------------------------------------------------
+    def start_cut(self):
+        """Cuts a random worker off from Redis: every link of its process."""
+        mode = "blackhole" if sum(self.cuts.values()) % 2 == 0 else "reset"
+        victim = self.rng.choice(self.workers)
+        victim[2].set_mode(mode)
+        now = time.monotonic()
+        self.cut = [victim, mode, now + self.rng.uniform(*self.args.cut_seconds), now]
+
+    def end_cut(self):
+        victim, mode, _, started = self.cut
+        victim[2].set_mode("pass")
+        self.faults.append((mode, started, time.monotonic()))
+        self.cuts[mode] += 1
+        self.cut = None
+
     # --- workers ---------------------------------------------------------
     def start_worker(self):
         self.worker_seq += 1
         path = os.path.join(self.tmp, "worker-%d.log" % self.worker_seq)
-        argv = [os.path.join(self.args.bin_dir, "chaos_worker"), "--redis", self.url,
+        proxy = FaultProxy(self.port)
+        argv = [os.path.join(self.args.bin_dir, "chaos_worker"), "--redis",
+                "redis://127.0.0.1:%d" % proxy.port,
                 "--service", SERVICE, "--workers", str(self.args.worker_threads), "--trace",
                 "--heartbeat-ttl", str(self.args.heartbeat_ttl)]
         if self.reliable:
             argv.append("--reliable")
-        self.workers.append([self.procs.start(argv, path), path])
+        self.workers.append([self.procs.start(argv, path), path, proxy])
+
+    def forget_worker(self, w):
+        if self.cut is not None and self.cut[0] is w:
+            self.end_cut()
+        w[2].close()
+        self.workers.remove(w)
 
     def kill_random_worker(self):
         victim = self.rng.choice(self.workers)
         Processes.kill(victim[0])
-        self.workers.remove(victim)
+        self.faults.append(("kill", time.monotonic(), time.monotonic()))
+        self.forget_worker(victim)
         self.kills += 1
 
     def reap_workers(self):
-        """Notices workers that exited on their own and replaces them.  A
-        worker started while Redis was down exits 1 (it cannot connect at
-        start); a signal is a crash."""
+        """Notices workers that exited on their own and replaces them (a
+        worker started while Redis is down waits for it; any exit is one
+        nobody asked for, a signal is a crash)."""
         for w in list(self.workers):
             rc = w[0].poll()
             if rc is None:
                 continue
-            self.workers.remove(w)
+            self.forget_worker(w)
             self.worker_exits.append((rc, last_line(w[1])))
             if self.redis_proc is not None:
                 self.start_worker()
@@ -206,27 +275,51 @@ class Run:
         now = time.monotonic()
         next_kill = now + rng.uniform(1, 2)
         next_redis_kill = now + rng.uniform(5, 8)
+        next_cut = now + rng.uniform(0.5, 1.5) if self.args.cut_every[1] > 0 else until
+        # The first stall comes early, so that a short run has a stall and
+        # a Redis restart (never both at once: a kill waits for SIGCONT).
+        next_stall = now + rng.uniform(1.5, 2.5) if self.args.stall_every[1] > 0 else until
         restart_at = None
+        redis_killed_at = None
         while time.monotonic() < until:
             now = time.monotonic()
+            if self.cut is not None and now >= self.cut[2]:
+                self.end_cut()
+                next_cut = now + rng.uniform(*self.args.cut_every)
+            if self.cut is None and now >= next_cut and self.workers:
+                self.start_cut()
+            if self.stall is not None and now >= self.stall[0]:
+                self.end_stall()
+                next_stall = now + rng.uniform(*self.args.stall_every)
+                next_redis_kill = max(next_redis_kill, now + 1)
+            if (self.stall is None and restart_at is None and self.redis_proc is not None
+                    and now >= next_stall):
+                self.start_stall()
             if now >= next_kill:
                 self.kill_random_worker()
                 if self.redis_proc is not None:
                     self.start_worker()  # else after the restart
                 next_kill = now + rng.uniform(1, 2)
-            if restart_at is None and now >= next_redis_kill:
+            if restart_at is None and self.stall is None and now >= next_redis_kill:
                 self.kill_redis()
+                redis_killed_at = now
                 restart_at = now + rng.uniform(0.3, 1.0)
             if restart_at is not None and now >= restart_at:
                 self.start_redis()
+                self.faults.append(("restart", redis_killed_at, time.monotonic()))
                 self.restarts += 1
                 restart_at = None
                 next_redis_kill = time.monotonic() + rng.uniform(5, 8)
                 self.fill_workers()
             self.reap_workers()
             time.sleep(0.02)
+        if self.cut is not None:
+            self.end_cut()
+        if self.stall is not None:
+            self.end_stall()
         if self.redis_proc is None:
             self.start_redis()
+            self.faults.append(("restart", redis_killed_at, time.monotonic()))
             self.restarts += 1
         self.reap_workers()
         self.fill_workers()
@@ -258,29 +351,39 @@ class Run:
             if rc != 0:  # a graceful stop must succeed (and be leak-free under ASan)
                 self.worker_exits.append((rc, last_line(w[1])))
                 self.stop_failures += 1
+            w[2].close()
         self.workers = []
 
     def execute(self):
         self.start_redis()
         self.fill()
         self.fill_workers()
-        out_path = os.path.join(self.tmp, "calls.txt")
-        argv = [os.path.join(self.args.bin_dir, "chaos_caller"), "--redis", self.url,
-                "--service", SERVICE, "--run", self.mode, "--threads", str(self.args.callers),
-                "--seconds", str(self.args.seconds), "--timeout", str(self.timeout),
-                "--work-ms", str(self.args.work_ms), "--out", out_path]
-        if self.reliable:
-            argv.append("--reliable")
-        caller_log = os.path.join(self.tmp, "caller.log")
+        groups = [("main", self.args.callers, self.timeout)]
+        if self.args.short_callers > 0:
+            groups.append(("short", self.args.short_callers, self.args.short_timeout))
+        callers = []  # (group, timeout, Popen, out path, log path)
         started = time.monotonic()
-        caller = self.procs.start(argv, caller_log)
+        for group, threads, timeout in groups:
+            out_path = os.path.join(self.tmp, "calls-%s.txt" % group)
+            argv = [os.path.join(self.args.bin_dir, "chaos_caller"), "--redis", self.url,
+                    "--service", SERVICE, "--run", "%s-%s" % (self.mode, group),
+                    "--threads", str(threads), "--seconds", str(self.args.seconds),
+                    "--timeout", str(timeout), "--work-ms", str(self.args.work_ms),
+                    "--out", out_path]
+            if self.reliable:
+                argv.append("--reliable")
+            caller_log = os.path.join(self.tmp, "caller-%s.log" % group)
+            callers.append((group, timeout, self.procs.start(argv, caller_log), out_path,
+                            caller_log))
         self.chaos(started + self.args.seconds)
-        caller_hung = False
-        try:
-            caller_rc = caller.wait(timeout=self.timeout + LATE_MARGIN_S + 10)
-        except subprocess.TimeoutExpired:
-            Processes.kill(caller)
-            caller_hung, caller_rc = True, None
+        caller_hung, caller_rc = False, 0
+        for group, timeout, caller, _, _ in callers:
+            try:
+                rc = caller.wait(timeout=timeout + LATE_MARGIN_S + 10)
+            except subprocess.TimeoutExpired:
+                Processes.kill(caller)
+                caller_hung, rc = True, None
+            caller_rc = caller_rc or rc
         drained = self.drain()
         self.stop_workers()
         client = self.client()
@@ -292,10 +395,21 @@ class Run:
             reason = letter.get("reason", "?")[:80]
             dead_reasons[reason] = dead_reasons.get(reason, 0) + 1
             dead_calls.add(call_id_of(letter.get("message")))
-        calls = read_calls(out_path)
-        report = analyse(self, calls, effects)
         starts = handler_starts(self.tmp)
+        calls, report = [], None
+        for group, timeout, _, out_path, _ in callers:
+            group_calls = read_calls(out_path)
+            calls += group_calls
+            r = analyse(self, group_calls, effects, timeout, starts)
+            if report is None:
+                report = r
+            else:
+                report[group] = r
         report["handler_reruns"] = sum(1 for n in starts.values() if n > 1)
+        seen = {c[0] for c in calls}
+        report["unmatched_effects"] = sum(1 for k in effects if k not in seen)
+        report.update(cuts_blackhole=self.cuts["blackhole"], cuts_reset=self.cuts["reset"],
+                      stalls=self.stalls, stall_seconds=self.args.stall_seconds)
         # Dead letters whose call still returned the right answer.
         report["dead_but_answered"] = sum(1 for c in calls if c[0] in dead_calls and c[4])
         report.update(dead_letters=dead, dead_reasons=dead_reasons, drained=drained, caller_hung=caller_hung,
@@ -306,7 +420,7 @@ class Run:
                       seed=self.args.seed)
         problems = judge(self, report)
         if problems or self.args.verbose:
-            show_logs(self, caller_log)
+            show_logs(self, [c[4] for c in callers])
         return report, problems
 
 
@@ -375,22 +489,48 @@ def read_calls(path):
     try:
         with open(path) as f:
             for line in f:
-                cid, status, code, latency, right = line.split()
-                calls.append((cid, int(status), int(code), float(latency), right == "1"))
+                cid, status, code, latency, right, began = line.split()
+                calls.append((cid, int(status), int(code), float(latency), right == "1",
+                              float(began)))
     except OSError:
         pass
     return calls
 
 
-def analyse(run, calls, effects):
-    timeout = run.timeout
+def explained_by(run, began, ended):
+    """The kinds of fault a call that ran from BEGAN to ENDED lived
+    through.  A fault's effects outlast it by the heartbeat TTL (a dead or
+    cut worker's requests wait that long to be redelivered) plus 1 s (the
+    links' reconnect backoff)."""
+    grace = run.args.heartbeat_ttl + 1.0
+    return sorted({kind for kind, t0, t1 in run.faults if began <= t1 + grace and ended >= t0})
+
+
+def timeout_fate(cid, count, starts):
+    """Where the request of a timed-out call went."""
+    if count > 0:
+        return "ran, answer too late or lost with a link"
+    if starts.get(cid, 0) > 0:
+        return "handler started, worker killed"
+    return "never ran (popped by a link that broke, expired, or withdrawn)"
+
+
+def analyse(run, calls, effects, timeout, starts):
     errors = {}
     lost = duplicated = late = wrong = ok = lost_unanswered = lost_effects = 0
     effect_without_answer = 0
-    seen = set()
-    for cid, status, code, latency, right in calls:
-        seen.add(cid)
+    timeouts_explained = timeouts_unexplained = 0
+    explained_kinds, fates, unexplained = {}, {}, []
+    for cid, status, code, latency, right, began in calls:
         count = effects.get(cid, 0)
+        timed_out = status == -7
+        # A call that failed for want of Redis (ETIMEDOUT, ECONNECT) must
+        # have lived through a fault.
+        # (-32000 is a worker's "Deadline exceeded": the request reached it
+        # after the caller's deadline, and it said so instead of running it.)
+        failed = status in (-7, -4, -15) or (status == -9 and code == -32000)
+        refused = status == -15  # fail fast: never pushed, so never taken
+        why = explained_by(run, began, began + latency) if failed else []
         if status == 0:
             ok += 1
         else:
@@ -400,6 +540,17 @@ def analyse(run, calls, effects):
             errors[name] = errors.get(name, 0) + 1
             if count > 0:
                 effect_without_answer += 1
+        if failed:
+            if why:
+                timeouts_explained += 1
+                for kind in why:
+                    explained_kinds[kind] = explained_kinds.get(kind, 0) + 1
+            else:
+                timeouts_unexplained += 1
+                unexplained.append(cid)
+        if timed_out:
+            fate = timeout_fate(cid, count, starts)
+            fates[fate] = fates.get(fate, 0) + 1
         if status == 0 and not right:
             wrong += 1
         if count > 1:
@@ -408,7 +559,9 @@ def analyse(run, calls, effects):
             late += 1
         if status == 0 and count == 0:
             lost_effects += 1
-        if run.reliable and not right:
+        # Reliable: every call is answered, except (short callers) one
+        # whose deadline a fault made impossible to meet.
+        if run.reliable and not right and not refused and not (timeout < run.timeout and why):
             lost_unanswered += 1
     lost = lost_unanswered + lost_effects
     latencies = sorted(c[3] for c in calls)
@@ -417,11 +570,13 @@ def analyse(run, calls, effects):
         "workers": "%dx%d" % (run.args.workers, run.args.worker_threads),
         "timeout": timeout, "calls": len(calls), "ok": ok,
         "timeouts": errors.get("ETIMEDOUT", 0), "errors": errors,
+        "failures_explained": timeouts_explained, "failures_unexplained": timeouts_unexplained,
+        "failures_lived_through": explained_kinds, "timeout_fates": fates,
+        "unexplained_calls": unexplained[:10],
         "kills": run.kills, "restarts": run.restarts, "lost": lost,
         "lost_unanswered": lost_unanswered, "lost_effects": lost_effects,
         "duplicated": duplicated, "late": late, "wrong": wrong,
         "effect_without_answer": effect_without_answer,
-        "unmatched_effects": sum(1 for k in effects if k not in seen),
         "max_latency": round(latencies[-1], 3) if latencies else 0,
         "p99_latency": round(latencies[int(0.99 * (len(latencies) - 1))], 3) if latencies else 0,
     }
@@ -429,49 +584,70 @@ def analyse(run, calls, effects):
 
 def judge(run, r):
     problems = []
-    if r["calls"] == 0:
-        problems.append("no calls were made")
+    groups = [("", r)] + [(g + ": ", r[g]) for g in ("short",) if g in r]
+    for prefix, g in groups:
+        if g["calls"] == 0:
+            problems.append(prefix + "no calls were made")
+        for key in ("duplicated", "late", "wrong", "failures_unexplained"):
+            if g[key]:
+                problems.append("%s%s = %d" % (prefix, key, g[key]))
+        if run.reliable and g["lost"]:
+            problems.append("%slost = %d" % (prefix, g["lost"]))
     if r["caller_hung"]:
-        problems.append("the caller did not finish within timeout + margin")
+        problems.append("a caller did not finish within timeout + margin")
     elif r["caller_exit"] != 0:
-        problems.append("the caller exited with %s" % r["caller_exit"])
+        problems.append("a caller exited with %s" % r["caller_exit"])
     if r["worker_crashes"]:
         problems.append("%d worker crashes" % r["worker_crashes"])
     if r["worker_stop_failures"]:
         problems.append("%d workers did not stop cleanly" % r["worker_stop_failures"])
     if not r["drained"]:
         problems.append("requests were still queued or in flight at the end")
-    for key in ("duplicated", "late", "wrong"):
-        if r[key]:
-            problems.append("%s = %d" % (key, r[key]))
-    if run.reliable:
-        if r["lost"]:
-            problems.append("lost = %d" % r["lost"])
-        if r["kills"] == 0 or r["restarts"] == 0:
-            problems.append("no chaos: %d kills, %d restarts" % (r["kills"], r["restarts"]))
+    if run.reliable and (r["kills"] == 0 or r["restarts"] == 0):
+        problems.append("no chaos: %d kills, %d restarts" % (r["kills"], r["restarts"]))
+    if run.args.cut_every[1] > 0 and (r["cuts_blackhole"] == 0 or r["cuts_reset"] == 0):
+        problems.append("no partition of each kind: %d blackhole, %d reset" % (
+            r["cuts_blackhole"], r["cuts_reset"]))
+    if run.args.stall_every[1] > 0 and r["stalls"] == 0:
+        problems.append("no stall happened")
     return problems
 
 
-def show_logs(run, caller_log):
+def show_logs(run, caller_logs):
     log("logs of the %s run (%s):" % (run.mode, run.tmp))
     for rc, line in run.worker_exits:
         log("  worker exit %s: %s" % (rc, line))
-    for path, n in [(caller_log, 20), (os.path.join(run.tmp, "redis.log"), 4)]:
+    for path, n in [(p, 20) for p in caller_logs] + [(os.path.join(run.tmp, "redis.log"), 4)]:
         for line in tail(path, n):
             log("  %s: %s" % (os.path.basename(path), line))
 
 
-TABLE_HEADER = ("| mode | seconds | calls | ok | timeouts | other errors | kills | restarts "
-                "| lost | duplicated | late | wrong |\n"
-                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-                "| ---: |")
+TABLE_HEADER = ("| mode | callers | seconds | calls | ok | timeouts | other errors | explained "
+                "| kills | restarts | cuts (blackhole/reset) | stalls | lost | duplicated | late "
+                "| wrong |\n"
+                "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+                "| ---: | ---: | ---: | ---: | ---: |")
 
 
-def table_row(r):
-    other = sum(n for k, n in r["errors"].items() if k != "ETIMEDOUT")
-    return "| %s | %s | %d | %d | %d | %d | %d | %d | %d | %d | %d | %d |" % (
-        r["mode"], r["seconds"], r["calls"], r["ok"], r["timeouts"], other, r["kills"],
-        r["restarts"], r["lost"], r["duplicated"], r["late"], r["wrong"])
+def table_rows(r):
+    rows = []
+    for group, g in [("main", r)] + [("short", r["short"])] * ("short" in r):
+        other = sum(n for k, n in g["errors"].items() if k != "ETIMEDOUT")
+        rows.append("| %s | %s, %g s | %s | %d | %d | %d | %d | %d | %d | %d | %d/%d | %d x %g s "
+                    "| %d | %d | %d | %d |" % (
+                        r["mode"], group, g["timeout"], r["seconds"], g["calls"], g["ok"],
+                        g["timeouts"], other, g["failures_explained"], r["kills"], r["restarts"],
+                        r["cuts_blackhole"], r["cuts_reset"], r["stalls"], r["stall_seconds"],
+                        g["lost"], g["duplicated"], g["late"], g["wrong"]))
+    return rows
+
+
+def span(text):
+    low, _, high = text.partition(":")
+    low, high = float(low), float(high or low)
+    if low < 0 or high < low:
+        raise argparse.ArgumentTypeError("want MIN:MAX with 0 <= MIN <= MAX")
+    return (low, high)
 
 
 def parse_args():
@@ -489,6 +665,18 @@ def parse_args():
     p.add_argument("--filler-keys", type=int, default=0,
                    help="keys of 100 bytes to load Redis with, so restarts answer LOADING a while")
     p.add_argument("--drain-seconds", type=float, default=30)
+    p.add_argument("--cut-every", type=span, default=(3.0, 5.0), metavar="MIN:MAX",
+                   help="seconds between cutting a worker off from Redis (0:0: never)")
+    p.add_argument("--cut-seconds", type=span, default=(1.5, 4.0), metavar="MIN:MAX",
+                   help="how long a worker stays cut off")
+    p.add_argument("--stall-every", type=span, default=(6.0, 9.0), metavar="MIN:MAX",
+                   help="seconds between SIGSTOPs of Redis (0:0: never)")
+    p.add_argument("--stall-seconds", type=float, default=2.5,
+                   help="how long Redis stays stopped (SIGSTOP .. SIGCONT)")
+    p.add_argument("--short-callers", type=int, default=2,
+                   help="caller threads with the short timeout (0: none)")
+    p.add_argument("--short-timeout", type=float, default=1.5,
+                   help="their call timeout, shorter than a stall")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--verbose", action="store_true", help="show log tails even on success")
     p.add_argument("--keep", action="store_true", help="keep the temp dirs (for debugging)")
@@ -534,7 +722,8 @@ def main():
             reports.append(report)
         print(TABLE_HEADER)
         for r in reports:
-            print(table_row(r))
+            for row in table_rows(r):
+                print(row)
     finally:
         cleanup()
     return 1 if failed else 0

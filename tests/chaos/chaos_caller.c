@@ -9,8 +9,11 @@
  * library did inside (reconnects, resends).
  *
  * Output: one line per call, written when the call returns:
- *   <call id> <rrpc status> <remote error code or 0> <latency s> <right 0|1>
- * where right says that the status is RRPC_OK and the result is value * 2.
+ *   <call id> <rrpc status> <remote error code or 0> <latency s> <right 0|1> <start s>
+ * where right says that the status is RRPC_OK and the result is value * 2,
+ * and start is when the call started on CLOCK_MONOTONIC (the clock of
+ * Python's time.monotonic(), so the orchestrator can tell which faults a
+ * call lived through).
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
@@ -100,10 +103,11 @@ static int is_right(const json_t *result, json_int_t value)
 }
 
 static void record(struct shared *sh, const char *call_id, int status, json_int_t code,
-                   double latency, int right)
+                   double latency, int right, double started)
 {
     pthread_mutex_lock(&sh->out_lock);
-    fprintf(sh->out, "%s %d %lld %.6f %d\n", call_id, status, (long long)code, latency, right);
+    fprintf(sh->out, "%s %d %lld %.6f %d %.6f\n", call_id, status, (long long)code, latency, right,
+            started);
     pthread_mutex_unlock(&sh->out_lock);
 }
 
@@ -121,7 +125,7 @@ static int one_call(struct thread_arg *t, rrpc_client *c, long seq)
     int rc = rrpc_call(c, cfg->service, "effect", params, cfg->timeout_s, &result, &error);
     double latency = now() - started;
     json_int_t code = rc == RRPC_EREMOTE ? json_integer_value(json_object_get(error, "code")) : 0;
-    record(t->sh, call_id, rc, code, latency, rc == RRPC_OK && is_right(result, value));
+    record(t->sh, call_id, rc, code, latency, rc == RRPC_OK && is_right(result, value), started);
     /* Say why a call failed, except for the expected flood of instant
      * refusals while Redis is down. */
     if (rc != RRPC_OK && !(rc == RRPC_ECONNECT && latency < 0.01))

@@ -16,6 +16,7 @@
 
 #include <event2/event.h>
 
+#include <math.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -547,6 +548,51 @@ static int bench(const char *service, double seconds, int nthreads, int window, 
     return 0;
 }
 
+/* ---- issue 9 (client side) ------------------------------------------------ */
+
+/* Defect 12: a timeout of about 1e16 s (or infinity) means "no limit in
+ * practice": the call waits for its (slow) answer instead of timing out at
+ * once (libevent's clock overflowed), and its request carries a deadline a
+ * worker can read.  Negative and NaN timeouts are refused.  Both for a
+ * call's timeout and for the client's default. */
+static void test_huge_timeouts(void)
+{
+    static const double huge[] = {1e16, 1e300, INFINITY, 1e9};
+    static expect es[8];
+    atomic_store(&done_count, 0);
+    rrpc_async_options o;
+    rrpc_async_options_init(&o);
+    o.connect_timeout_s = INFINITY; /* no undefined conversion either */
+    rrpc_async *a = NULL;
+    CHECK(rrpc_async_open(&a, &o, NULL, 0) == RRPC_OK);
+    rrpc_async_close(a);
+    a = NULL;
+    o.connect_timeout_s = 5;
+    o.timeout_s = 1e16; /* the default of calls that pass 0 */
+    CHECK(rrpc_async_open(&a, &o, NULL, 0) == RRPC_OK);
+    if (a == NULL)
+        return;
+    json_t *slow = json_pack("[i]", 150);
+    for (int i = 0; i < 5; i++) {
+        es[i].kind = K_ANY;
+        atomic_init(&es[i].calls, 0);
+        atomic_init(&es[i].status, 1);
+        CHECK(rrpc_async_call(a, SERVICE, "sleep", slow, i < 4 ? huge[i] : 0, on_expect, &es[i]) ==
+              RRPC_OK);
+    }
+    CHECK(wait_done(5, 10));
+    for (int i = 0; i < 5; i++) {
+        if (atomic_load(&es[i].status) != RRPC_OK)
+            fprintf(stderr, "huge timeout %d: %s\n", i, rrpc_strerror(atomic_load(&es[i].status)));
+        CHECK(atomic_load(&es[i].status) == RRPC_OK);
+    }
+    CHECK(rrpc_async_call(a, SERVICE, "sleep", slow, NAN, on_expect, &es[5]) == RRPC_EINVAL);
+    CHECK(rrpc_async_call(a, SERVICE, "sleep", slow, -INFINITY, on_expect, &es[5]) == RRPC_EINVAL);
+    CHECK(rrpc_async_call(a, SERVICE, "sleep", slow, -0.5, on_expect, &es[5]) == RRPC_EINVAL);
+    json_decref(slow);
+    rrpc_async_close(a);
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 4 && strcmp(argv[1], "bench") == 0)
@@ -565,6 +611,7 @@ int main(int argc, char **argv)
     test_max_in_flight_and_args();
     test_app_base();
     test_connection_loss();
+    test_huge_timeouts();
     stop_server(&srv);
     raw_close();
     if (failures)

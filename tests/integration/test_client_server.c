@@ -8,6 +8,8 @@
  */
 #include "harness.h"
 
+#include <math.h>
+
 /* ---- a test service --------------------------------------------------- */
 
 /* add with at most two parameters, so that a third is refused. */
@@ -364,6 +366,80 @@ static void test_graceful_stop(void)
     CHECK(ok == 1);
 }
 
+/* ---- issue 9 (client side) ------------------------------------------------ */
+
+/* Defect 4: a call whose time runs out during the fail-fast refresh (tiny
+ * timeouts; nested calls that inherit a millisecond) fails at once with
+ * RRPC_ETIMEDOUT: it never sends a BLPOP with an unwritten or zero (=
+ * forever) timeout, leaves no request queued and keeps its link.  A fresh
+ * client per call, so the registry is always read first. */
+static void test_tiny_timeouts_fail_at_once(void)
+{
+    static const double tiny[] = {1e-9, 1e-6, 1e-5, 1e-4, 0.0005, 0.001, 0.0015, 0.002};
+    json_t *params = json_pack("[i]", 200);
+    for (size_t i = 0; i < sizeof tiny / sizeof tiny[0]; i++) {
+        for (int round = 0; round < 3; round++) {
+            rrpc_client *c = open_client_with(NULL);
+            json_t *result = NULL, *error = NULL;
+            double t0 = rrpc__monotonic();
+            int rc = rrpc_call(c, "t", "sleep", params, tiny[i], &result, &error);
+            double took = rrpc__monotonic() - t0;
+            /* A worker quick enough to see the request answers that its
+             * deadline passed (-32000); that is "at once" too. */
+            int late =
+                rc == RRPC_EREMOTE && json_integer_value(json_object_get(error, "code")) == -32000;
+            if ((rc != RRPC_ETIMEDOUT && !late) || took > 0.15)
+                fprintf(stderr, "timeout %g: rc %d in %.4f s: %s\n", tiny[i], rc, took,
+                        rrpc_client_errmsg(c));
+            CHECK(rc == RRPC_ETIMEDOUT || late);
+            json_decref(error);
+            CHECK(took < 0.15); /* "at once": the worker sleeps 200 ms */
+            json_decref(result);
+            test_call_result(c); /* the link survived */
+            rrpc_client_close(c);
+        }
+    }
+    json_decref(params);
+    WAIT_UNTIL(cmd_int(2, "LLEN", "t", NULL) == 0, 2.0);
+    CHECK(cmd_int(2, "LLEN", "t", NULL) == 0);
+}
+
+/* Defect 12: timeouts too long for a timeval or a BLPOP mean "no limit in
+ * practice" (the call gets its slow answer); negative and NaN ones are
+ * refused, in calls and batches alike; the client's default too. */
+static void test_timeout_arguments(void)
+{
+    static const double huge[] = {1e16, 1e300, INFINITY};
+    rrpc_client_options o;
+    rrpc_client_options_init(&o);
+    o.timeout_s = INFINITY;
+    o.connect_timeout_s = 1e300;
+    rrpc_client *c = open_client_with(&o);
+    if (c == NULL)
+        return;
+    json_t *slow = json_pack("[i]", 150), *result = NULL;
+    for (size_t i = 0; i < 4; i++) {
+        double t = i < 3 ? huge[i] : 0; /* 0: the (infinite) default */
+        int rc = rrpc_call(c, "t", "sleep", slow, t, &result, NULL);
+        if (rc != RRPC_OK)
+            fprintf(stderr, "timeout %g: %s\n", t, rrpc_client_errmsg(c));
+        CHECK(rc == RRPC_OK && json_integer_value(result) == 150);
+        json_decref(result);
+        result = NULL;
+    }
+    CHECK(rrpc_call(c, "t", "sleep", slow, NAN, &result, NULL) == RRPC_EINVAL);
+    CHECK(strstr(rrpc_client_errmsg(c), "timeout") != NULL);
+    CHECK(rrpc_call(c, "t", "sleep", slow, -1, &result, NULL) == RRPC_EINVAL);
+    json_t *calls = json_pack("[{s:s,s:[i,i]}]", "method", "add", "params", 1, 2), *resp = NULL;
+    CHECK(rrpc_call_batch(c, "t", calls, -INFINITY, &resp) == RRPC_EINVAL);
+    CHECK(rrpc_call_batch(c, "t", calls, INFINITY, &resp) == RRPC_OK);
+    CHECK(json_integer_value(json_object_get(json_array_get(resp, 0), "result")) == 3);
+    json_decref(resp);
+    json_decref(calls);
+    json_decref(slow);
+    rrpc_client_close(c);
+}
+
 int main(void)
 {
     if (raw_open() != 0)
@@ -387,6 +463,10 @@ int main(void)
     stop_server(&r);
     test_slow_handler_does_not_hold_its_batch();
     test_graceful_stop();
+    start_server(&r, "t", 2);
+    test_tiny_timeouts_fail_at_once();
+    test_timeout_arguments();
+    stop_server(&r);
     raw_close();
     if (failures)
         fprintf(stderr, "%d check(s) failed\n", failures);

@@ -111,6 +111,85 @@ expect_status "ping after stop fails fast (exit 6)" 6 "$RRPC" ping --timeout 20 
 expect_status "forgotten service is waited on (timeout, exit 3)" 3 "$RRPC" call --timeout 0.3 ops add '[1, 2]'
 "$RRPC" ls --json | check "ls after forget" 'all(s["service"]!="ops" for s in j)'
 
+# ---- issue 9: text from Redis cannot drive the operator's terminal ---------
+# A dead letter whose reason and message carry ESC sequences (retitle,
+# clear screen), BEL, a C1 CSI, a bidi override and a byte that is not
+# UTF-8; a registered service and worker host with the like.  Tables show
+# escapes; --json gives back the exact strings.
+rcli() { redis-cli -s "$RRPC_TEST_REDIS_SOCK" "$@"; }
+raw_ok() { # raw_ok NAME FILE: no ESC, BEL, C1 CSI or RLO bytes in FILE
+  if LC_ALL=C grep -q $'\e\|\a\|\xc2\x9b\|\xe2\x80\xae' "$2"; then
+    echo "FAIL $1: raw control characters reach the terminal"; od -c "$2" | head -20; failed+=("$1")
+  else echo "ok   $1"; fi
+}
+# A service name may hold no C0 control (rrpc refuses it) but a C1 CSI
+# and a right-to-left override.
+evil=$'x\xc2\x9b2J\xe2\x80\xaey'
+rcli rpush ops:dead "{\"reason\":\"parse error \\u001b[2J\\u0007\",\"time\":1,\"service\":\"ops\",\"message\":\"hi \\u001b]0;PWNED\\u0007 \\u009b31m \\u202e \\u007f\"}" >/dev/null
+"$RRPC" dead ops list >"$logs/dead.txt" 2>&1
+raw_ok "dead list escapes control characters" "$logs/dead.txt"
+grep -qF 'hi \x1b]0;PWNED\x07 \u009b31m \u202e \x7f' "$logs/dead.txt" && echo "ok   ...shown as escapes" ||
+  { echo "FAIL dead list escapes"; cat -v "$logs/dead.txt"; failed+=(dead-escapes); }
+"$RRPC" dead --json ops list >"$logs/dead.json"
+raw_ok "dead --json has no raw control characters" "$logs/dead.json"
+check "dead --json is exact" \
+  'j[-1]["message"]=="hi \x1b]0;PWNED\x07 \x9b31m \u202e \x7f" and j[-1]["reason"]=="parse error \x1b[2J\x07"' <"$logs/dead.json"
+# Not UTF-8 at all: a record that is not a JSON object.
+rcli rpush ops:dead $'\xff\e[2J' >/dev/null
+"$RRPC" dead ops list >"$logs/dead2.txt" 2>&1
+raw_ok "dead list escapes a non-UTF-8 record" "$logs/dead2.txt"
+rcli del ops:dead >/dev/null
+
+future=$(( ($(date +%s) + 3600) * 1000 ))
+rcli sadd rrpc:services "$evil" >/dev/null
+rcli zadd "{$evil}:workers" "$future" "w$evil" >/dev/null
+rcli hset "{$evil}:config" max_queue 0 shards 1 ttl_ms 1000 >/dev/null
+rcli hset "{$evil}:info" "w$evil" "{\"id\":\"w\\u001b[2J\",\"service\":\"s\",\"host\":\"h\\u001b]0;PWNED\\u0007\",\"pid\":1,\"version\":\"v\\u009b1m\",\"threads\":1,\"methods\":[{\"name\":\"m\\u001b[2J\",\"description\":\"d\\u202e\"}]}" >/dev/null
+"$RRPC" ls >"$logs/ls.txt" 2>&1
+raw_ok "ls escapes a service name" "$logs/ls.txt"
+"$RRPC" info "$evil" >"$logs/info.txt" 2>&1
+raw_ok "info escapes names, host, version, methods" "$logs/info.txt"
+grep -qF 'h\x1b]0;PWNED\x07' "$logs/info.txt" && grep -qF 'x\u009b2J\u202ey' "$logs/info.txt" &&
+  echo "ok   ...host and service shown escaped" ||
+  { echo "FAIL info host"; cat -v "$logs/info.txt"; failed+=(info-escapes); }
+"$RRPC" stats "$evil" >"$logs/stats.txt" 2>&1
+raw_ok "stats escapes a service name" "$logs/stats.txt"
+"$RRPC" top --iterations 1 >"$logs/top.txt" 2>&1
+raw_ok "top escapes a service name" "$logs/top.txt"
+"$RRPC" ls --json >"$logs/ls.json"
+raw_ok "ls --json has no raw C1 characters" "$logs/ls.json"
+EVIL="$evil" check "ls --json is exact" \
+  'any(s["service"].encode("utf-8","surrogateescape")==__import__("os").environb[b"EVIL"] for s in j)' <"$logs/ls.json"
+"$RRPC" info --json "$evil" | check "info --json is exact" \
+  'j["workers"][0]["host"]=="h\x1b]0;PWNED\x07" and j["workers"][0]["version"]=="v\x9b1m"'
+rcli del "{$evil}:workers" "{$evil}:info" "{$evil}:config" >/dev/null
+rcli srem rrpc:services "$evil" >/dev/null
+# A Redis error's text (here a key of the wrong type named by the caller).
+rcli set "bad$evil" x >/dev/null 2>&1
+"$RRPC" call --timeout 1 "bad"$'\e' m >"$logs/call.txt" 2>&1
+raw_ok "call escapes a usage error" "$logs/call.txt"
+
+# ---- issue 9: passwords are never printed ------------------------------------
+pw_absent() { # pw_absent NAME FILE
+  if grep -q 'hunter2' "$2"; then echo "FAIL $1: the password is printed"; cat "$2"; failed+=("$1")
+  else echo "ok   $1"; fi
+}
+for url in 'redis://:p@ss-hunter2@127.0.0.1:1' 'redis://u:p@hunter2@127.0.0.1:1/0' \
+    'http://user:hunter2@127.0.0.1:1' 'redis://u:12/hunter2@127.0.0.1' \
+    'redis+cluster://:p@hunter2@127.0.0.1:1' 'redis+sentinel://:p@hunter2@127.0.0.1:1/mm' \
+    'unix:///nonexistent.sock?password=hunter2' 'rdis://hunter2@127.0.0.1'; do
+  for cmd in "ls" "ping svc" "call svc m" "bench --duration 0.2 svc m" "bench --async --duration 0.2 svc m"; do
+    # shellcheck disable=SC2086
+    "$RRPC" $cmd --redis "$url" >"$logs/pw.txt" 2>&1
+    pw_absent "rrpc $cmd --redis $(printf '%s' "$url" | sed 's/hunter2/PASSWORD/')" "$logs/pw.txt"
+  done
+  timeout 2 "$BUILD/calc-server" --service pw --redis "$url" >"$logs/pw.txt" 2>&1
+  pw_absent "calc-server --redis $(printf '%s' "$url" | sed 's/hunter2/PASSWORD/')" "$logs/pw.txt"
+done
+"$RRPC" ls --redis 'redis://u:12/hunter2@127.0.0.1' 2>&1 | grep -q "'/'.*%2F" &&
+  echo "ok   the error says how to percent-encode" ||
+  { echo "FAIL no percent-encoding hint"; failed+=(pw-hint); }
+
 if [ ${#failed[@]} -ne 0 ]; then
   echo "FAILED: ${failed[*]}"; for f in "$logs"/s*.log; do echo "== $f"; cat "$f"; done; exit 1
 fi

@@ -90,6 +90,33 @@ for i in 1 2 3 4 5; do
 done
 echo "ok   $(( 6 * ${#services[@]} )) calls to services on three masters"
 
+# rrpc dead on a Cluster: a service's dead letters live on their own key's
+# master (S:dead has no hash tag), whichever node the client asks first.
+# purge once sent MULTI/EXEC to the node of slot 0 and LLEN and DEL to the
+# key's: one service whose S:dead is on each master.
+declare -A dead_by_master
+dead_services=()
+for n in $(seq 0 300); do
+  m=$(owner "${ports[0]}" "$(redis-cli -p "${ports[0]}" cluster keyslot "dl-$n:dead")")
+  if [ -n "$m" ] && [ -z "${dead_by_master[$m]:-}" ]; then
+    dead_by_master[$m]=1
+    dead_services+=("dl-$n")
+  fi
+  [ "${#dead_services[@]}" = 3 ] && break
+done
+[ "${#dead_services[@]}" = 3 ] || fail "could not find dead-letter keys on three masters"
+for s in "${dead_services[@]}"; do
+  redis-cli -c -p "${ports[0]}" rpush "$s:dead" '{"reason":"test","time":1,"message":"x"}' \
+    '{"reason":"test","time":2,"message":"y"}' '{"reason":"test","time":3}' >/dev/null
+  n=$("$BUILD/rrpc" dead --redis "$url" --json "$s" list |
+    /usr/bin/python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+  [ "$n" = 3 ] || fail "rrpc dead list $s on the cluster: $n dead letters, not 3"
+  out=$("$BUILD/rrpc" dead --redis "$url" --json "$s" purge 2>&1)
+  [ "$out" = '{"service":"'"$s"'","purged":3}' ] || fail "rrpc dead purge $s on the cluster: $out"
+  [ "$(redis-cli -c -p "${ports[0]}" llen "$s:dead")" = 0 ] || fail "purge left dead letters of $s"
+done
+echo "ok   rrpc dead list and purge on every master's dead letters"
+
 # The async client: one bench per service, so pushes go to three masters.
 # Each client's pop link blocks in BLMPOP on the master that owns its
 # random reply key; CLIENT LIST (only the async client sends BLMPOP) shows

@@ -389,6 +389,72 @@ static void test_describe_multi_node_urls(void)
     describe("redis+cluster://a:7000,b", "redis+cluster://a:7000,b:6379");
 }
 
+/* ---- issue 9: passwords never reach a message -------------------------------- */
+
+/* Parses URL (which must fail) and checks its message holds none of
+ * SECRET and, if given, says HINT. */
+static void expect_refused_quietly(const char *url, const char *secret, const char *hint)
+{
+    rrpc__url u;
+    char err[RRPC__ERRMSG_LEN] = "";
+    CHECK_EQ_INT(rrpc__url_parse(&u, url, err, sizeof err), RRPC_EURL);
+    if (!CHECK(strstr(err, secret) == NULL) || (hint && !CHECK(strstr(err, hint) != NULL)))
+        fprintf(stderr, "    url %s: \"%s\"\n", url, err);
+    rrpc__url_free(&u);
+}
+
+/* An unencoded '@' in a password: userinfo ends at the last '@'. */
+static void test_unencoded_at_in_password(void)
+{
+    EXPECT_URL("redis://:p@ss@host:6380/1", "host", 6380, NULL, NULL, "p@ss", 1);
+    EXPECT_URL("redis://bob:s3cr@t@@host", "host", 6379, NULL, "bob", "s3cr@t@", 0);
+    EXPECT_URL("redis://@@host", "host", 6379, NULL, NULL, "@", 0);
+    EXPECT_URL("unix://:p@ss@/tmp/x.sock", NULL, 6379, "/tmp/x.sock", NULL, "p@ss", 0);
+    EXPECT_URL("unix://:pw@/tmp/a@b.sock", NULL, 6379, "/tmp/a@b.sock", NULL, "pw", 0);
+    rrpc__url u;
+    char buf[256];
+    if (CHECK_EQ_INT(rrpc__url_parse(&u, "redis+cluster://:p@ss@a:7000,b", NULL, 0), RRPC_OK)) {
+        CHECK_EQ_STR(u.password, "p@ss");
+        CHECK_EQ_STR(u.nodes[0].host, "a");
+        CHECK(strstr(rrpc__url_describe(&u, buf, sizeof buf), "ss") == NULL);
+        rrpc__url_free(&u);
+    }
+    if (CHECK_EQ_INT(rrpc__url_parse(&u, "redis+sentinel://:p@ss@s1/mm", NULL, 0), RRPC_OK)) {
+        CHECK_EQ_STR(u.password, "p@ss");
+        CHECK_EQ_STR(u.nodes[0].host, "s1");
+        rrpc__url_free(&u);
+    }
+}
+
+/* A password with an unencoded '/' or '?' cannot be told from a path or a
+ * query: refused, saying how to encode, quoting nothing of it. */
+static void test_unencoded_slash_or_query_in_password(void)
+{
+    expect_refused_quietly("redis://u:se/cret@host", "cret", "%40");
+    expect_refused_quietly("redis://u:12/cret@host", "cret", "%2F");
+    expect_refused_quietly("redis://:12?cr=et@host", "cr", "percent-encode");
+    expect_refused_quietly("redis+cluster://u:ab/cd@h1,h2", "cd", "percent-encode");
+    expect_refused_quietly("redis+sentinel://u:ab/cd@h1/mm", "cd", "percent-encode");
+}
+
+/* Another scheme is quoted with its password masked. */
+static void test_other_scheme_is_quoted_redacted(void)
+{
+    expect_refused_quietly("http://user:hunter2@host:6379", "hunter2", "user:****@host");
+    expect_refused_quietly("rdis://:hunter2@host", "hunter2", "rdis://****@host");
+    expect_refused_quietly("rdis://hunter2@host", "hunter2", "****@host");
+    expect_refused_quietly("user:hunter2@host:6379", "hunter2", "****");
+    expect_refused_quietly("rdis://u:p@hunter2@host", "hunter2", "u:****@host");
+    expect_refused_quietly("rdis:///s.sock?password=hunter2&db=1", "hunter2",
+                           "?password=****&db=1");
+    char buf[64];
+    CHECK_EQ_STR(rrpc__url_redact("x://h?sentinel_password=pw&user=u", buf, sizeof buf),
+                 "x://h?sentinel_password=****&user=u");
+    CHECK_EQ_STR(rrpc__url_redact("redis://h", buf, sizeof buf), "redis://h");
+    char tiny[6];
+    CHECK_EQ_STR(rrpc__url_redact("x://a:hunter2@h", tiny, sizeof tiny), "x://a");
+}
+
 int main(void)
 {
     test_url_regressions();
@@ -429,5 +495,8 @@ int main(void)
     test_cluster_url();
     test_rejects_bad_multi_node_urls();
     test_describe_multi_node_urls();
+    test_unencoded_at_in_password();
+    test_unencoded_slash_or_query_in_password();
+    test_other_scheme_is_quoted_redacted();
     return check_report();
 }
