@@ -385,6 +385,68 @@ static void test_repeated_request_runs_once(void)
     stop_server(&r);
 }
 
+/* Reliable mode judges reply keys by name as at-most-once does (rules 1 to
+ * 4 of PROTOCOL.md section 3): a key that does not exist, which the commit
+ * script alone would accept, is never written when it is one of rrpc's
+ * keys, a registered service's request list, or outside the allow-list.
+ * The request runs (its effect stands) and its answer is a dead letter
+ * with the reason and the response. */
+static void test_reply_keys_refused_by_name(void)
+{
+    rrpc__reply_free(cmd(3, "SADD", "rrpc:services", "rel-victim"));
+    static const char *const prefixes[] = {"rel:", "{rk}:", "other:", "rel-victim", NULL};
+    rrpc_server_options o;
+    rrpc_server_options_init(&o);
+    o.service = "rk";
+    o.workers = 1;
+    o.reliable = 1;
+    o.heartbeat_ttl_s = 1;
+    o.heartbeat_interval_s = 0.3;
+    o.reply_prefixes = prefixes;
+    rrpc_server *s = NULL;
+    CHECK(rrpc_server_new(&s, &o) == RRPC_OK);
+    rrpc_server_register(s, "count", m_count, NULL, NULL);
+    running r;
+    run_server(&r, s);
+    static const struct {
+        const char *key, *reason;
+    } cases[] = {
+        {"{rk}:x", "reply key refused: one of the service's own keys"},
+        {"other:dead", "reply key refused: one of rrpc's keys"},
+        {"rel-victim", "reply key refused: a service's request list"},
+        {"rel-victim#1", "reply key refused: a service's request list"},
+        {"elsewhere:x", "reply key refused: not under an allowed prefix"},
+    };
+    size_t n = sizeof cases / sizeof cases[0];
+    for (size_t i = 0; i < n; i++) {
+        char params[64];
+        snprintf(params, sizeof params, "[\"byname%zu\"]", i);
+        push_request("rk", "count", params, cases[i].key, 0);
+    }
+    WAIT_UNTIL(cmd_int(2, "LLEN", "rk:dead", NULL) == (long long)n, 5);
+    CHECK(cmd_int(2, "LLEN", "rk:dead", NULL) == (long long)n);
+    for (size_t i = 0; i < n; i++) {
+        char index[8], id[32];
+        snprintf(index, sizeof index, "%zu", i);
+        snprintf(id, sizeof id, "byname%zu", i);
+        char *letter = dead_letter("rk", index);
+        CHECK(letter && strstr(letter, cases[i].reason) && strstr(letter, "\"response\":{") &&
+              strstr(letter, id));
+        if (letter && !strstr(letter, cases[i].reason))
+            fprintf(stderr, "  %s: %s\n", cases[i].key, letter);
+        free(letter);
+        CHECK(cmd_int(2, "EXISTS", cases[i].key, NULL) == 0);
+        CHECK(effects_of(id) == 1);
+    }
+    /* An allowed key is answered as before. */
+    push_request("rk", "count", "[\"allowed\"]", "rel:allowed", 0);
+    char *answer = reply_on("rel:allowed", 5);
+    CHECK(answer && strstr(answer, "\"result\":\"allowed\""));
+    free(answer);
+    stop_server(&r);
+    rrpc__reply_free(cmd(3, "SREM", "rrpc:services", "rel-victim"));
+}
+
 static void test_at_most_once_applies_effects(void)
 {
     running r;
@@ -783,6 +845,7 @@ int main(void)
     test_refused_at_start();
     test_expired_requests_are_refused();
     test_repeated_request_runs_once();
+    test_reply_keys_refused_by_name();
     test_at_most_once_applies_effects();
     test_resend_after_broken_link();
     test_clients_stamp_deadlines();
