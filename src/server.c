@@ -57,6 +57,7 @@ struct rrpc_server {
     double start_timeout_s; /* waiting for Redis at start; 0 = forever, < 0 = not */
     int reliable;
     rrpc__rel rel; /* reliable mode's keys and heartbeat */
+    int refusal;   /* not 0: rrpc_server_run refuses to start, errmsg says why */
     rrpc__methods methods;
     rrpc__limits limits;
     rrpc__registry *registry; /* record, heartbeat, stats, rpc.ping (registry.c) */
@@ -82,6 +83,11 @@ enum op_kind {
     OP_COMMIT,   /* reliable mode: the commit script of one request; cmd owned */
     OP_GIVEBACK  /* LPUSH of requests handed back unstarted; cmd owned */
 };
+
+/* Reliable mode: how long a commit Redis refused waits before it is sent
+ * again (doubling up to the maximum), while its request stays held. */
+#define HOLD_MIN_S 0.05
+#define HOLD_MAX_S 2.0
 
 /* One response on its way to its reply key. */
 typedef struct reply_item {
@@ -131,14 +137,20 @@ typedef struct worker {
     int services_refused;
     rrpc__reply *in_hand[2];          /* the popped pair the pending replies refer to */
     rrpc__clock clock;                /* the Redis server's time, for request deadlines */
-    int ack_due;                      /* reliable: the batch in hand is answered, DEL its list */
     char transient[RRPC__ERRMSG_LEN]; /* why collect gave up on a working link */
     char ttl_text[16];
     char trim_text[24];
-    char batch_text[16];          /* how many more requests the next pop takes */
-    char list[RRPC__KEY_MAX];     /* the request list it pops: its shard's */
-    char wid[RRPC__KEY_MAX];      /* reliable: this worker's id */
-    char inflight[RRPC__KEY_MAX]; /* reliable: its in-flight list */
+    char batch_text[16];      /* how many more requests the next pop takes */
+    char list[RRPC__KEY_MAX]; /* the request list it pops: its shard's */
+    /* Reliable mode. */
+    rrpc__rel_worker rk;      /* its id and keys */
+    unsigned long long takes; /* takes sent: makes every in-flight field unique */
+    char base_text[24];       /* the take's token base: takes as 16 hex digits */
+    int registered;           /* its id is in {L}:inflight (else SADD before BLMOVE) */
+    int pop_failing;          /* the last pop was refused (logged once) */
+    op *held;                 /* commits Redis refused (not transiently): sent again later */
+    size_t nheld, capheld;
+    double held_at, held_delay; /* when, and the current backoff */
 } worker;
 
 void rrpc_server_options_init(rrpc_server_options *opts)
@@ -207,15 +219,21 @@ static int init_reliable(rrpc_server *s, const rrpc_server_options *opts)
         .dedup_window_s = opts->dedup_window_s > 0 ? opts->dedup_window_s : 600,
         .heartbeat_ttl_s = opts->heartbeat_ttl_s > 0 ? opts->heartbeat_ttl_s : 5,
         .dead_letter_max = s->dead_letter_max,
+        .max_request_bytes = s->limits.max_request_bytes,
         .dead_key = s->dead_key,
         .stats_key = s->stats_key,
     };
     int rc = rrpc__rel_init(&s->rel, s->list_key, s->service, &ro);
     s->rel.redelivered = &s->redelivered;
     s->rel.dead_letters = &s->dead_letters;
-    if (rc != RRPC_OK)
-        return rrpc__fail(s->errmsg, sizeof s->errmsg, rc, "service name too long");
-    return RRPC_OK;
+    /* Refused by rrpc_server_run, which can say why (rrpc_server_errmsg);
+     * a key cut short would silently mix services. */
+    if (rc == RRPC_EINVAL)
+        s->refusal = rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_EINVAL,
+                                "reliable mode: key prefix + service name too long (%zu bytes; at "
+                                "most %zu, so that every reliable key fits in %d bytes)",
+                                strlen(s->list_key), rrpc__rel_max_list_key(), RRPC__KEY_MAX - 1);
+    return rc == RRPC_EINVAL ? RRPC_OK : rc;
 }
 
 int rrpc_server_new(rrpc_server **out, const rrpc_server_options *opts)
@@ -264,6 +282,13 @@ int rrpc_server_new(rrpc_server **out, const rrpc_server_options *opts)
         rc = init_reliable(s, opts);
     if (rc == RRPC_OK)
         rc = rrpc__url_parse(&s->url, opts->url, s->errmsg, sizeof s->errmsg);
+    /* The reaper writes the dead-letter list and stats, outside the
+     * service's slot: Cluster would refuse it, and killed workers' requests
+     * would never come back.  Say so at start rather than half-run. */
+    if (rc == RRPC_OK && s->reliable && !s->refusal && s->url.kind == RRPC__URL_CLUSTER)
+        s->refusal = rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_EINVAL,
+                                "reliable mode does not work on Redis Cluster (yet): use a "
+                                "single Redis or Sentinel, or serve without --reliable");
     if (rc != RRPC_OK) {
         rrpc_server_free(s);
         return rc;
@@ -631,26 +656,71 @@ static void send_dead_letter(worker *w, const char *reason, const char *msg, siz
     queue_dead(w, text);
 }
 
-/* Queues the commit of a request in reliable mode: its remembered answer,
- * response and effects in one atomic step (reliable.c). */
-static void queue_commit(worker *w, const char *msg, size_t len, const char *sha1,
-                         const rrpc__outcome *out)
+/* Reliable mode: queues the commit M of the request MSG (reliable.c). */
+static void queue_commit(worker *w, const char *msg, size_t len, rrpc__rel_commit *m)
 {
     op o = {.kind = OP_COMMIT, .msg = msg, .msg_len = len};
-    int with_reply = out->reply_key != NULL && out->response != NULL;
-    if (rrpc__rel_commit_cmd(&w->srv->rel, &o.cmd, sha1, with_reply ? out->reply_key : NULL,
-                             out->reply_key_len, with_reply ? out->response : NULL, out->effects,
-                             w->ttl_text) != RRPC_OK) {
-        log_worker(w, "out of memory: a request stays in flight until redelivered", NULL);
+    m->inflight = w->rk.inflight;
+    m->reply_ttl = w->ttl_text;
+    if (rrpc__rel_commit_cmd(&w->srv->rel, &o.cmd, m) != RRPC_OK) {
+        log_worker(w, "out of memory: a request stays in flight until taken again", NULL);
         return;
     }
     send_cmd(w, o, (int)o.cmd.argc, (const char **)o.cmd.argv, o.cmd.lens);
 }
 
-/* Dispatches one request; SHA1 is its identity in reliable mode, else
- * NULL.  A dead letter is queued before the commit, so that a crash in
- * between may repeat it but never lose it. */
-static void handle_message(worker *w, const char *msg, size_t len, const char *sha1)
+/* Reliable mode: a request that will not run (its dedup key is not a
+ * string) is released with a dead letter saying why. */
+static void queue_dead_commit(worker *w, const char *msg, size_t len, const char *field,
+                              const char *sha1, const char *reason)
+{
+    char *text = rrpc__dead_letter_text(w->srv->service, reason, msg, len,
+                                        w->srv->limits.max_request_bytes, NULL, NULL);
+    if (text == NULL) {
+        log_worker(w, "cannot encode a dead letter", reason);
+        return;
+    }
+    rrpc__rel_commit m = {.field = field, .sha1 = sha1, .dead_letter = text};
+    queue_commit(w, msg, len, &m);
+    free(text);
+}
+
+/* Reliable mode: the outcome of a request becomes one commit -- its answer,
+ * effects and dead letter (if any) together, so that none of them can be
+ * lost or repeated without the others.  REFUSED is the response withheld
+ * from a reply key that rules 1 to 4 refused, or NULL. */
+static void commit_outcome(worker *w, const char *msg, size_t len, const char *field,
+                           const char *sha1, const rrpc__outcome *out, const char *refused)
+{
+    char *dead = NULL;
+    if (out->dead_reason != NULL &&
+        (dead = rrpc__dead_letter_text(w->srv->service, out->dead_reason, msg, len,
+                                       w->srv->limits.max_request_bytes, out->dead_response,
+                                       refused)) == NULL) {
+        log_worker(w, "cannot encode a dead letter: the request stays in flight", out->dead_reason);
+        return;
+    }
+    int with_reply = out->reply_key != NULL && out->response != NULL;
+    rrpc__rel_commit m = {
+        .field = field,
+        .sha1 = sha1,
+        .key = with_reply ? out->reply_key : NULL,
+        .key_len = out->reply_key_len,
+        .response = with_reply ? out->response : NULL,
+        .response_len = with_reply ? strlen(out->response) : 0,
+        .effects = out->effects,
+        .dead_letter = dead,
+    };
+    queue_commit(w, msg, len, &m);
+    free(dead);
+}
+
+/* Dispatches one request; FIELD and SHA1 are its in-flight field and
+ * identity in reliable mode, else NULL.  At-most-once, a dead letter is
+ * queued before the reply, so that a crash in between may lose the reply
+ * but not the record. */
+static void handle_message(worker *w, const char *msg, size_t len, const char *field,
+                           const char *sha1)
 {
     rrpc_server *s = w->srv;
     rrpc__outcome out;
@@ -659,6 +729,8 @@ static void handle_message(worker *w, const char *msg, size_t len, const char *s
     atomic_fetch_add(&s->notifications, out.notifications);
     atomic_fetch_add(&s->errors, out.errors);
     atomic_fetch_add(&s->expired, out.expired);
+    /* Rules 1 to 4, by name, in both modes; rule 5 (what the key is in
+     * Redis) is the reply script's, or reliable mode's commit script's. */
     char *refused = NULL; /* the response withheld from a refused reply key */
     if (out.reply_key != NULL) {
         const char *why = rrpc__reply_key_refusal(&w->rules, out.reply_key, out.reply_key_len);
@@ -670,48 +742,41 @@ static void handle_message(worker *w, const char *msg, size_t len, const char *s
             out.reply_key = out.response = NULL;
         }
     }
+    if (sha1 != NULL) {
+        commit_outcome(w, msg, len, field, sha1, &out, refused);
+        free(refused);
+        rrpc__outcome_clear(&out);
+        return;
+    }
     if (out.dead_reason != NULL)
         send_dead_letter(w, out.dead_reason, msg, len, out.dead_response, refused);
     free(refused);
-    if (sha1 != NULL) {
-        queue_commit(w, msg, len, sha1, &out);
-    } else {
-        /* Effects go out before the answer (replies wait for the batch's
-         * reply script call), so a caller never sees an answer whose
-         * effects are not applied yet. */
-        if (out.effects != NULL)
-            queue_effects(w, out.effects);
-        if (out.response != NULL && out.reply_key != NULL) {
-            queue_reply(w, msg, len, out.reply_key, out.reply_key_len, out.response);
-            out.reply_key = out.response = NULL; /* now owned by the queued reply */
-        }
+    /* Effects go out before the answer (replies wait for the batch's
+     * reply script call), so a caller never sees an answer whose
+     * effects are not applied yet. */
+    if (out.effects != NULL)
+        queue_effects(w, out.effects);
+    if (out.response != NULL && out.reply_key != NULL) {
+        queue_reply(w, msg, len, out.reply_key, out.reply_key_len, out.response);
+        out.reply_key = out.response = NULL; /* now owned by the queued reply */
     }
     rrpc__outcome_clear(&out);
 }
 
-/* A request answered before (a redelivery, or a caller that sent it
- * again): the remembered response goes out again, nothing runs.  It goes
- * through the reply script like any answer: the key may have become
- * something else than a reply list since. */
-static void answer_again(worker *w, const char *msg, size_t msg_len, const rrpc__reply *answer)
+/* Reliable mode: a request answered before (a redelivery, or a caller that
+ * sent it again): the remembered response goes out again, through the same
+ * commit script (which releases the request and accepts the reply key only
+ * if it is a reply list), and nothing runs. */
+static void answer_again(worker *w, const char *msg, size_t len, const char *field,
+                         const char *sha1, const rrpc__reply *answer)
 {
-    size_t len = 0, key_len = 0, resp_len = 0;
-    const char *text = rrpc__reply_str(answer, &len), *key, *resp;
+    size_t text_len = 0;
+    const char *text = rrpc__reply_str(answer, &text_len);
+    rrpc__rel_commit m = {.field = field, .sha1 = sha1, .again = 1};
     atomic_fetch_add(&w->srv->duplicates, 1);
-    if (!rrpc__rel_parse_answer(text, len, &key, &key_len, &resp, &resp_len))
-        return; /* a notification or a dead letter: nothing to send */
-    char *k = malloc(key_len + 1), *r = malloc(resp_len + 1);
-    if (k == NULL || r == NULL) {
-        log_worker(w, "out of memory: a remembered answer was not sent again", NULL);
-        free(k);
-        free(r);
-        return;
-    }
-    memcpy(k, key, key_len);
-    k[key_len] = '\0';
-    memcpy(r, resp, resp_len);
-    r[resp_len] = '\0';
-    queue_reply(w, msg, msg_len, k, key_len, r);
+    if (!rrpc__rel_parse_answer(text, text_len, &m.key, &m.key_len, &m.response, &m.response_len))
+        m.key = m.response = NULL; /* a notification or a dead letter: nothing to send */
+    queue_commit(w, msg, len, &m);
 }
 
 static int collect(worker *w, rrpc__reply *popped[2]);
@@ -747,21 +812,49 @@ static batch batch_of(const worker *w, rrpc__reply *const popped[2])
     return b;
 }
 
-/* Entry K of B: the request element, and in reliable mode its identity and
- * the answer remembered for it (NULL if none). */
-static const rrpc__reply *batch_entry(const batch *b, size_t k, const char **sha1,
-                                      const rrpc__reply **answer)
+/* One request of a batch.  Reliable mode adds where it is held (its field
+ * in the in-flight hash), its identity, and the answer remembered for it:
+ * NULL, a string, or an error (its dedup key is not a string). */
+typedef struct entry {
+    const char *msg;
+    size_t len;
+    const char *field;
+    char sha1[41];
+    const rrpc__reply *answer;
+} entry;
+
+/* The in-flight record: identity (40 hex digits), delivery counter key
+ * (40), then the request (reliable.c). */
+#define RECORD_HEAD 80
+
+/* Entry K of B; 0 if the take script's answer is malformed there. */
+static int batch_entry(const batch *b, size_t k, entry *e)
 {
-    *sha1 = NULL;
-    *answer = NULL;
-    if (b->blocked != NULL && k-- == 0)
-        return b->blocked;
-    if (b->stride == 1)
-        return rrpc__reply_element(b->rest, k);
-    *sha1 = rrpc__reply_str(rrpc__reply_element(b->rest, 3 * k + 1), NULL);
+    memset(e, 0, sizeof *e);
+    if (b->blocked != NULL && k-- == 0) {
+        e->msg = rrpc__reply_str(b->blocked, &e->len);
+        return 1;
+    }
+    if (b->stride == 1) {
+        e->msg = rrpc__reply_str(rrpc__reply_element(b->rest, k), &e->len);
+        return 1;
+    }
+    const rrpc__reply *field = rrpc__reply_element(b->rest, 3 * k);
+    const rrpc__reply *rec = rrpc__reply_element(b->rest, 3 * k + 1);
     const rrpc__reply *a = rrpc__reply_element(b->rest, 3 * k + 2);
-    *answer = rrpc__reply_type(a) == RRPC__REPLY_STRING ? a : NULL;
-    return rrpc__reply_element(b->rest, 3 * k);
+    size_t len = 0;
+    const char *text = rrpc__reply_str(rec, &len);
+    if (rrpc__reply_type(field) != RRPC__REPLY_STRING ||
+        rrpc__reply_type(rec) != RRPC__REPLY_STRING || len < RECORD_HEAD)
+        return 0;
+    e->field = rrpc__reply_str(field, NULL);
+    memcpy(e->sha1, text, 40);
+    e->sha1[40] = '\0';
+    e->msg = text + RECORD_HEAD;
+    e->len = len - RECORD_HEAD;
+    int t = rrpc__reply_type(a);
+    e->answer = t == RRPC__REPLY_STRING || t == RRPC__REPLY_ERROR ? a : NULL;
+    return 1;
 }
 
 /* At-most-once: hands the requests of B from FIRST on back to the head of
@@ -782,9 +875,10 @@ static void give_back(worker *w, const batch *b, size_t first)
         const char *arg = i == 0 ? "LPUSH" : w->list;
         size_t len = strlen(arg);
         if (i >= 2) { /* LPUSH reverses: the last goes first */
-            const char *sha1;
-            const rrpc__reply *answer;
-            arg = rrpc__reply_str(batch_entry(b, b->count - 1 - (i - 2), &sha1, &answer), &len);
+            entry e;
+            batch_entry(b, b->count - 1 - (i - 2), &e);
+            arg = e.msg;
+            len = e.len;
         }
         ok = (o.cmd.argv[i] = malloc(len + 1)) != NULL;
         if (ok) {
@@ -797,11 +891,9 @@ static void give_back(worker *w, const batch *b, size_t first)
         /* Without memory the worker runs them itself, late but not lost. */
         free_op(&o);
         for (size_t k = first; k < b->count; k++) {
-            const char *sha1;
-            const rrpc__reply *answer;
-            size_t len = 0;
-            const char *msg = rrpc__reply_str(batch_entry(b, k, &sha1, &answer), &len);
-            handle_message(w, msg, len, NULL);
+            entry e;
+            batch_entry(b, k, &e);
+            handle_message(w, e.msg, e.len, NULL, NULL);
         }
         return;
     }
@@ -844,13 +936,46 @@ static size_t batch_bytes(const batch *b)
 {
     size_t bytes = 0;
     for (size_t k = 0; k < b->count; k++) {
-        const char *sha1;
-        const rrpc__reply *answer;
-        size_t len = 0;
-        rrpc__reply_str(batch_entry(b, k, &sha1, &answer), &len);
-        bytes += len;
+        entry e;
+        batch_entry(b, k, &e);
+        bytes += e.len;
     }
     return bytes;
+}
+
+/* Reliable mode: nonzero if the request held under FIELD has a commit not
+ * yet confirmed (in this round, waiting to be sent again, or refused and
+ * held for a retry): the take script returns it again, but it must not
+ * run again. */
+static int pending(const worker *w, const char *field)
+{
+    const op *lists[] = {w->ops, w->retry, w->held};
+    size_t counts[] = {w->nops, w->nretry, w->nheld};
+    for (int l = 0; l < 3; l++)
+        for (size_t i = 0; i < counts[l]; i++) {
+            const op *o = &lists[l][i];
+            const char *f = o->kind == OP_COMMIT
+                                ? rrpc__rel_commit_arg(&o->cmd, RRPC__COMMIT_FIELD, NULL)
+                                : NULL;
+            if (f && strcmp(f, field) == 0)
+                return 1;
+        }
+    return 0;
+}
+
+/* Handles one request of a batch. */
+static void handle_entry(worker *w, const entry *e)
+{
+    if (e->field == NULL)
+        handle_message(w, e->msg, e->len, NULL, NULL);
+    else if (pending(w, e->field))
+        return;
+    else if (e->answer == NULL)
+        handle_message(w, e->msg, e->len, e->field, e->sha1);
+    else if (rrpc__reply_type(e->answer) == RRPC__REPLY_STRING)
+        answer_again(w, e->msg, e->len, e->field, e->sha1, e->answer);
+    else /* its dedup key is poisoned: it cannot be run at most once */
+        queue_dead_commit(w, e->msg, e->len, e->field, e->sha1, rrpc__reply_str(e->answer, NULL));
 }
 
 /* Handles every request of a pop pair in order. */
@@ -862,16 +987,12 @@ static void handle_popped(worker *w, rrpc__reply *const popped[2])
     double started = rrpc__monotonic(), flushed_at = started, slowest = 0;
     size_t bytes = batch_bytes(&b);
     for (size_t k = 0; k < b.count; k++) {
-        const char *sha1;
-        const rrpc__reply *answer;
-        const rrpc__reply *e = batch_entry(&b, k, &sha1, &answer);
-        size_t len = 0;
-        const char *msg = rrpc__reply_str(e, &len);
+        entry e;
         double began = rrpc__monotonic();
-        if (answer != NULL)
-            answer_again(w, msg, len, answer);
+        if (batch_entry(&b, k, &e))
+            handle_entry(w, &e);
         else
-            handle_message(w, msg, len, sha1);
+            log_worker(w, "the take script answered something unexpected", NULL);
         double now = rrpc__monotonic();
         slowest = now - began > slowest ? now - began : slowest;
         if (k + 1 == b.count)
@@ -879,7 +1000,7 @@ static void handle_popped(worker *w, rrpc__reply *const popped[2])
         /* A slow handler must not hold back the rest of the batch: the
          * requests not started go back to the list for other workers
          * (reliable mode keeps them: they are in this worker's in-flight
-         * list), and answers already computed are sent at once. */
+         * hash), and answers already computed are sent at once. */
         if (!w->srv->reliable && now - started > GIVE_BACK_AFTER_S) {
             give_back(w, &b, k + 1);
             break;
@@ -890,7 +1011,55 @@ static void handle_popped(worker *w, rrpc__reply *const popped[2])
         }
     }
     adapt_batch(w, slowest, bytes);
-    w->ack_due = w->srv->reliable && b.count > 0;
+}
+
+/* Reliable mode: the commit O was refused its reply key (or its dedup key
+ * is not a string) and changed nothing; it is committed again with a dead
+ * letter that says so and keeps the response (a bounded copy), without the
+ * reply key. */
+static void commit_refused(worker *w, const op *o, const char *reason)
+{
+    size_t len = 0;
+    const char *text = rrpc__rel_commit_arg(&o->cmd, RRPC__COMMIT_RESPONSE, &len);
+    char *dead =
+        rrpc__dead_letter_text(w->srv->service, reason, o->msg, o->msg_len,
+                               w->srv->limits.max_request_bytes, NULL, text && len ? text : NULL);
+    /* Its own copy of the request: O's goes away with O or the popped reply. */
+    op again = {.kind = OP_COMMIT, .msg_owned = malloc(o->msg_len ? o->msg_len : 1)};
+    if (dead == NULL || again.msg_owned == NULL ||
+        rrpc__rel_commit_dead(&o->cmd, &again.cmd, dead) != RRPC_OK) {
+        log_worker(w, "out of memory: a request stays in flight until taken again", reason);
+        free_op(&again);
+    } else {
+        memcpy(again.msg_owned, o->msg, o->msg_len);
+        again.msg = again.msg_owned;
+        again.msg_len = o->msg_len;
+        send_cmd(w, again, (int)again.cmd.argc, (const char **)again.cmd.argv, again.cmd.lens);
+    }
+    free(dead);
+}
+
+/* Reliable mode: acts on the answer of a commit script (see reliable.c). */
+static void judge_commit(worker *w, const op *o, const rrpc__reply *r)
+{
+    if (w->held_delay != 0 && w->nheld == 0) {
+        log_worker(w, "Redis takes commits again", NULL);
+        w->held_delay = 0;
+    }
+    if (rrpc__reply_type(r) == RRPC__REPLY_INTEGER) {
+        const char *dead = rrpc__rel_commit_arg(&o->cmd, RRPC__COMMIT_DEAD_LETTER, NULL);
+        if (rrpc__reply_integer(r) == 0)
+            atomic_fetch_add(&w->srv->duplicates, 1); /* answered already */
+        else if (dead && *dead)
+            atomic_fetch_add(&w->srv->dead_letters, 1);
+        return;
+    }
+    const rrpc__reply *first = rrpc__reply_element(r, 0);
+    const char *reason = rrpc__reply_str(rrpc__reply_element(r, 1), NULL);
+    if (rrpc__reply_type(first) == RRPC__REPLY_STRING && reason != NULL)
+        commit_refused(w, o, reason);
+    else
+        log_worker(w, "Redis refused an effect", reason);
 }
 
 /* A response that could not be delivered, as a dead letter. */
@@ -992,23 +1161,17 @@ static void judge(worker *w, op *o, const rrpc__reply *r)
         take_services(w, r);
         return;
     }
+    if (o->kind == OP_COMMIT && rrpc__reply_type(r) != RRPC__REPLY_ERROR) {
+        judge_commit(w, o, r); /* an error is collect's: refused_reply_key, hold_commit */
+        return;
+    }
     if (rrpc__reply_type(r) != RRPC__REPLY_ERROR) {
         if (o->kind == OP_DEAD)
             atomic_fetch_add(&w->srv->dead_letters, 1);
-        if (o->kind == OP_COMMIT && rrpc__reply_type(r) == RRPC__REPLY_INTEGER &&
-            rrpc__reply_integer(r) == 0)
-            atomic_fetch_add(&w->srv->duplicates, 1); /* another worker answered first */
-        if (o->kind == OP_COMMIT && rrpc__reply_type(r) == RRPC__REPLY_ARRAY)
-            log_worker(w, "Redis refused an effect",
-                       rrpc__reply_str(rrpc__reply_element(r, 1), NULL));
         return;
     }
     const char *e = rrpc__reply_str(r, NULL);
-    if (o->kind == OP_COMMIT) {
-        char reason[RRPC__ERRMSG_LEN];
-        snprintf(reason, sizeof reason, "reply failed: %s", e);
-        send_dead_letter(w, reason, o->msg, o->msg_len, NULL, NULL);
-    } else if (o->kind == OP_GIVEBACK) {
+    if (o->kind == OP_GIVEBACK) {
         char what[RRPC__ERRMSG_LEN];
         snprintf(what, sizeof what, "%s; LOST %zu request(s)", e, o->cmd.argc - 2);
         log_worker(w, "cannot hand requests back", what);
@@ -1020,6 +1183,62 @@ static void judge(worker *w, op *o, const rrpc__reply *r)
     } else if (o->kind != OP_TIME) {
         log_worker(w, "Redis refused a command", e);
     }
+}
+
+/* Reliable mode: a commit Redis refused (out of memory, say) is held,
+ * with a copy of its request, and sent again after a backoff; its request
+ * stays held in the in-flight hash meanwhile (redelivered if this worker
+ * dies).  Never a dead letter: that would be refused too, and the request
+ * lost.  Takes O over. */
+static void hold_commit(worker *w, op *o, const char *error)
+{
+    own_msg(&o->msg, o->msg_len, &o->msg_owned); /* the popped reply goes away */
+    if (grow((void **)&w->held, &w->capheld, w->nheld + 1, sizeof *o) != RRPC_OK) {
+        log_worker(w, "out of memory: a request stays in flight until taken again", NULL);
+        free_op(o);
+        return;
+    }
+    if (w->held_delay == 0) {
+        log_worker(w, "Redis refused a commit; its request stays held and the commit is retried",
+                   error);
+        w->held_delay = HOLD_MIN_S;
+    }
+    w->held[w->nheld++] = *o;
+    memset(o, 0, sizeof *o);
+    w->held_at = rrpc__monotonic() + w->held_delay;
+}
+
+/* Reliable mode: nonzero if the error R to the commit O is the ACL's
+ * refusal of its reply key (EVALSHA declares it): then, as for a refusal
+ * by the script, the request is committed again with a dead letter and
+ * without the key.  Any other error is held for a retry. */
+static int refused_reply_key(worker *w, const op *o, const rrpc__reply *r)
+{
+    const char *e = rrpc__reply_str(r, NULL);
+    size_t len = 0;
+    if (e == NULL || strncmp(e, "NOPERM", 6) != 0 ||
+        rrpc__rel_commit_arg(&o->cmd, RRPC__COMMIT_RESPONSE, &len) == NULL || len == 0)
+        return 0;
+    char reason[RRPC__ERRMSG_LEN];
+    snprintf(reason, sizeof reason, "reply failed: %s", e);
+    commit_refused(w, o, reason);
+    return 1;
+}
+
+/* Sends the held commits again once their backoff is over. */
+static void send_held(worker *w)
+{
+    if (w->nheld == 0 || rrpc__monotonic() < w->held_at)
+        return;
+    op *held = w->held;
+    size_t n = w->nheld;
+    w->held = NULL;
+    w->nheld = w->capheld = 0;
+    w->held_delay = w->held_delay * 2 > HOLD_MAX_S ? HOLD_MAX_S : w->held_delay * 2;
+    for (size_t i = 0; i < n; i++)
+        send_cmd(w, held[i], (int)held[i].cmd.argc, (const char **)held[i].cmd.argv,
+                 held[i].cmd.lens);
+    free(held);
 }
 
 /* After a broken link: the replies and dead letters of OPS not yet
@@ -1130,6 +1349,13 @@ static int collect(worker *w, rrpc__reply *popped[2])
         }
         if (again != RETRY_NO && kept_for_resend(&ops[i])) {
             keep_for_retry(w, &ops[i]);
+        } else if (ops[i].kind == OP_COMMIT && rrpc__reply_type(r) == RRPC__REPLY_ERROR) {
+            /* Refused for good: the ACL refused its reply key (committed
+             * again with a dead letter), or out of memory (held, retried). */
+            if (refused_reply_key(w, &ops[i], r))
+                free_op(&ops[i]);
+            else
+                hold_commit(w, &ops[i], rrpc__reply_str(r, NULL)); /* takes it over */
         } else {
             if (ops[i].kind == OP_TIME && again == RETRY_NO)
                 rrpc__clock_parse_time(&w->clock, r, ops[i].sent_ms);
@@ -1174,17 +1400,6 @@ static void send_services_refresh(worker *w)
     send_cmd(w, (op){.kind = OP_SERVICES}, 2, members, NULL);
 }
 
-/* Reliable mode: the batch in hand is answered (its commits are queued
- * ahead of this), so its in-flight list can go. */
-static void send_ack(worker *w)
-{
-    if (!w->ack_due || w->nretry > 0) /* a commit not confirmed yet: keep the list */
-        return;
-    const char *del[] = {"DEL", w->inflight};
-    send_cmd(w, plain, 2, del, NULL);
-    w->ack_due = 0;
-}
-
 /* Queues the pop pair: block for one request, then take what else waits.
  * In reliable mode the pair moves requests into the in-flight list.
  * QUICK: commands queued since the last round (dead letters, answers sent
@@ -1199,11 +1414,17 @@ static void send_pop(worker *w, int quick)
     int extra = atomic_load(&s->batch_now);
     snprintf(w->batch_text, sizeof w->batch_text, "%d", extra);
     if (s->reliable) {
-        const char *block[] = {"BLMOVE", s->list_key, w->inflight, "LEFT", "RIGHT", timeout};
-        const char *take[9];
-        rrpc__rel_take_argv(&s->rel, w->inflight, w->wid, w->batch_text, take);
+        /* Registered before the first BLMOVE, so that a request it lands is
+         * found by the reaper even if this worker dies before its take. */
+        const char *sadd[] = {"SADD", s->rel.set_key, w->rk.wid};
+        const char *block[] = {"BLMOVE", s->list_key, w->rk.landing, "LEFT", "RIGHT", timeout};
+        const char *take[12];
+        snprintf(w->base_text, sizeof w->base_text, "%016llx", w->takes++);
+        rrpc__rel_take_argv(&s->rel, &w->rk, w->batch_text, w->base_text, take);
+        if (!w->registered && send_cmd(w, plain, 3, sadd, NULL) == RRPC_OK)
+            w->registered = 1;
         if (send_cmd(w, pop, 6, block, NULL) == RRPC_OK)
-            send_cmd(w, pop, 9, take, NULL);
+            send_cmd(w, pop, 12, take, NULL);
         return;
     }
     const char *block[] = {"BLPOP", w->list, timeout};
@@ -1219,17 +1440,22 @@ static void free_pair(rrpc__reply *pair[2])
     pair[0] = pair[1] = NULL;
 }
 
-/* Nonzero if Redis refused a pop (e.g. WRONGTYPE, BUSY); logged.  What
+/* Nonzero if Redis refused a pop (e.g. WRONGTYPE, BUSY, or out of memory:
+ * BLMOVE and the take script write); logged once until a pop works.  What
  * the other half of the pair took is handled all the same. */
 static int pop_refused(worker *w, rrpc__reply *const pair[2])
 {
     int refused = 0;
     for (int i = 0; i < 2; i++)
         if (pair[i] && rrpc__reply_type(pair[i]) == RRPC__REPLY_ERROR) {
-            if (!refused)
-                log_worker(w, "cannot pop requests", rrpc__reply_str(pair[i], NULL));
+            if (!refused && !w->pop_failing)
+                log_worker(w, "cannot pop requests (retried every 0.5 s)",
+                           rrpc__reply_str(pair[i], NULL));
             refused = 1;
         }
+    if (!refused && w->pop_failing)
+        log_worker(w, "pops work again", NULL);
+    w->pop_failing = refused;
     return refused;
 }
 
@@ -1240,9 +1466,14 @@ static void drop_pending(worker *w)
     free(w->ops);
     w->ops = NULL;
     w->nops = w->capops = 0;
-    if (w->nretry > 0 || w->npend > 0) {
+    /* A commit (reliable mode) is not lost: its request is still held in
+     * Redis, and reaped once this worker is gone. */
+    size_t lost = w->npend;
+    for (size_t i = 0; i < w->nretry; i++)
+        lost += w->retry[i].kind != OP_COMMIT;
+    if (lost > 0) {
         char what[64];
-        snprintf(what, sizeof what, "%zu", w->nretry + w->npend);
+        snprintf(what, sizeof what, "%zu", lost);
         log_worker(w, "stopping with answers or dead letters Redis never confirmed: LOST", what);
     }
     for (size_t i = 0; i < w->nretry; i++)
@@ -1250,6 +1481,11 @@ static void drop_pending(worker *w)
     free(w->retry);
     w->retry = NULL;
     w->nretry = w->capretry = 0;
+    for (size_t i = 0; i < w->nheld; i++) /* still held in Redis: reaped once we are gone */
+        free_op(&w->held[i]);
+    free(w->held);
+    w->held = NULL;
+    w->nheld = w->capheld = 0;
     for (size_t i = 0; i < w->npend; i++)
         free_item(&w->pend[i]);
     free(w->pend);
@@ -1273,6 +1509,7 @@ static void recover(worker *w)
     w->transient[0] = '\0';
     w->script_known = 0; /* maybe a restarted Redis, without our script */
     w->reload_scripts = 0;
+    w->registered = 0; /* the reaper may have taken this worker for dead */
     double delay = BACKOFF_MIN_S;
     while (!atomic_load(&w->srv->stop)) {
         double jitter = (double)(rand() % 1000) / 1000.0; /* spreads a herd of workers */
@@ -1330,7 +1567,7 @@ static void *worker_main(void *arg)
         w->split_pending = 0;
         prepare_retries(w);
         flush_replies(w);
-        send_ack(w);
+        send_held(w); /* commits Redis refused, once their backoff is over */
         if (!stopping)
             send_pop(w, quick);
         if (w->nops == 0 && stopping && w->nretry == 0 && w->npend == 0)
@@ -1419,8 +1656,7 @@ static int connect_workers(rrpc_server *s, worker **out)
         w->retry_pause = BACKOFF_MIN_S;
         rrpc__shard_key(w->list, sizeof w->list, s->list_key, i % s->shards); /* fits: set_keys */
         if (s->reliable)
-            rrpc__rel_worker_keys(&s->rel, i, w->wid, sizeof w->wid, w->inflight,
-                                  sizeof w->inflight);
+            rrpc__rel_worker_keys(&s->rel, i, &w->rk); /* fits: rrpc__rel_init checked */
         int rc =
             rrpc__conn_open(&w->conn, &s->url, s->connect_timeout_s, s->errmsg, sizeof s->errmsg);
         if (rc == RRPC_OK)
@@ -1436,20 +1672,51 @@ static int connect_workers(rrpc_server *s, worker **out)
     return RRPC_OK;
 }
 
-/* Stops the heartbeat and unregisters the workers' in-flight lists. */
-static int stop_reliable(rrpc_server *s, const worker *ws)
+/* Stops the heartbeat and unregisters the workers that hold nothing. */
+static void stop_reliable(rrpc_server *s, const worker *ws)
 {
-    char(*wids)[RRPC__KEY_MAX] = malloc((size_t)s->workers * sizeof *wids);
-    char(*lists)[RRPC__KEY_MAX] = malloc((size_t)s->workers * sizeof *lists);
-    int n = wids && lists ? s->workers : 0; /* without memory: the reaper cleans up */
-    for (int i = 0; i < n; i++) {
-        memcpy(wids[i], ws[i].wid, sizeof wids[i]);
-        memcpy(lists[i], ws[i].inflight, sizeof lists[i]);
-    }
-    rrpc__rel_stop(&s->rel, wids, lists, n);
-    free(wids);
-    free(lists);
-    return RRPC_OK;
+    rrpc__rel_worker *keys = malloc((size_t)s->workers * sizeof *keys);
+    int n = keys ? s->workers : 0; /* without memory: the reaper cleans up */
+    for (int i = 0; i < n; i++)
+        keys[i] = ws[i].rk;
+    rrpc__rel_stop(&s->rel, keys, n);
+    free(keys);
+}
+
+/* An eviction policy other than noeviction lets Redis drop request lists
+ * and in-flight keys under memory pressure: requests lost without a trace.
+ * Reliable mode refuses to run on it; at-most-once says so once.  A user
+ * that may not read the configuration (ACL) is told once what to check. */
+static int check_eviction(rrpc_server *s, rrpc__conn *c)
+{
+    const char *get[] = {"CONFIG", "GET", "maxmemory-policy"};
+    rrpc__reply *r = NULL;
+    int rc = rrpc__conn_append(c, 3, get, NULL);
+    if (rc == RRPC_OK)
+        rc = rrpc__conn_read(c, &r);
+    if (rc != RRPC_OK)
+        return rrpc__fail(s->errmsg, sizeof s->errmsg, rc, "%s", rrpc__conn_errmsg(c));
+    const char *policy = rrpc__reply_type(r) == RRPC__REPLY_ARRAY && rrpc__reply_count(r) == 2
+                             ? rrpc__reply_str(rrpc__reply_element(r, 1), NULL)
+                             : NULL;
+    if (policy == NULL)
+        fprintf(stderr,
+                "rrpc[%s]: Redis's maxmemory-policy is unknown (CONFIG GET: %s): make sure it "
+                "is noeviction, or Redis may evict requests under memory pressure\n",
+                s->service,
+                rrpc__reply_str(r, NULL) ? rrpc__reply_str(r, NULL) : "unexpected reply");
+    else if (strcmp(policy, "noeviction") != 0 && s->reliable)
+        rc = rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_EINVAL,
+                        "reliable mode needs Redis's maxmemory-policy noeviction, not %s: an "
+                        "eviction policy can drop request lists and in-flight requests",
+                        policy);
+    else if (strcmp(policy, "noeviction") != 0)
+        fprintf(stderr,
+                "rrpc[%s]: Redis's maxmemory-policy is %s: under memory pressure it may evict "
+                "request lists and reply keys (use noeviction)\n",
+                s->service, policy);
+    rrpc__reply_free(r);
+    return rc;
 }
 
 /* The registry's heartbeat and, in reliable mode, the in-flight lists'
@@ -1518,6 +1785,10 @@ static int start_once(rrpc_server *s, worker **ws)
     s->errmsg[0] = '\0';
     int rc = connect_workers(s, ws);
     if (rc == RRPC_OK && (rc = redis_ready(s, (*ws)[0].conn)) != RRPC_OK) {
+        close_workers(*ws, s->workers);
+        *ws = NULL;
+    }
+    if (rc == RRPC_OK && (rc = check_eviction(s, (*ws)[0].conn)) != RRPC_OK) {
         close_workers(*ws, s->workers);
         *ws = NULL;
     }
@@ -1591,6 +1862,10 @@ int rrpc_server_run(rrpc_server *s)
     int expected = 0;
     if (!atomic_compare_exchange_strong(&s->running, &expected, 1))
         return rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_ESTATE, "server already running");
+    if (s->refusal) { /* errmsg says why; no wait for Redis can change it */
+        atomic_store(&s->running, 0);
+        return s->refusal;
+    }
     /* Before the wait for Redis, so that a supervisor can stop a waiting
      * server gracefully. */
     struct sigaction old_int, old_term;

@@ -218,11 +218,16 @@ typedef struct rrpc_server_options {
     double connect_timeout_s;   /* default 5 */
     /* Delivery mode (docs/RELIABILITY.md).  0 (default): at-most-once, as
      * in the seed: a request popped by a worker that dies is lost.  1:
-     * at-least-once: requests move to a per-worker in-flight list until
+     * at-least-once: requests move to a per-worker in-flight hash until
      * answered, a dead worker's requests go back to the service's list,
      * and every answer is remembered (by the request's reply key and id,
      * docs/PROTOCOL.md section 10) for dedup_window_s so that a redelivered
-     * or repeated request is answered once, not run twice. */
+     * or repeated request is answered once, not run twice (a notification
+     * runs once per send, unless it carries an "idempotency_key").
+     * rrpc_server_run refuses it (RRPC_EINVAL, rrpc_server_errmsg says
+     * why) on a redis+cluster:// URL, on a Redis whose maxmemory-policy is
+     * not noeviction, and when key_prefix + service is longer than 361
+     * bytes (its keys would not fit). */
     int reliable;
     int max_deliveries;         /* reliable: a request that was taken by this many
                                  * workers that died becomes a dead letter; default 3 */

@@ -426,16 +426,21 @@ class Run:
 
 def pending_requests(client):
     """Requests still queued for the service, plus those reliable workers
-    hold in their in-flight lists ({<service>}:inflight:<worker>; any list
-    under the service's names but the dead letters counts, so that a renamed
-    in-flight list cannot make this pass early)."""
+    hold in their in-flight hashes ({<service>}:inflight:<worker>) and
+    landing lists; any list under the service's names but the dead letters
+    counts, so that a renamed landing list cannot make this pass early."""
     total = client.llen(SERVICE)
+    held = "{" + SERVICE + "}:inflight:"
     for pattern in (SERVICE + ":*", "{" + SERVICE + "}:*"):
         for key in client.scan_iter(match=pattern, count=1000):
-            if key.decode(errors="replace") == SERVICE + ":dead":
+            name = key.decode(errors="replace")
+            if name == SERVICE + ":dead":
                 continue
-            if client.type(key) == b"list":
+            kind = client.type(key)
+            if kind == b"list":
                 total += client.llen(key)
+            elif kind == b"hash" and name.startswith(held):
+                total += client.hlen(key)
     return total
 
 

@@ -199,16 +199,24 @@ static void *call_thread(void *arg)
     return NULL;
 }
 
-/* Requests held in the service's in-flight lists. */
+/* Requests held by the service's workers: in their in-flight hashes
+ * ({S}:inflight:<worker>) and landing lists ({S}:landing:<worker>). */
 static long long in_flight(const char *service)
 {
-    char pattern[64];
-    snprintf(pattern, sizeof pattern, "{%s}:inflight:*", service);
-    rrpc__reply *keys = cmd(2, "KEYS", pattern);
     long long n = 0;
-    for (size_t i = 0; keys && i < rrpc__reply_count(keys); i++)
-        n += cmd_int(2, "LLEN", rrpc__reply_str(rrpc__reply_element(keys, i), NULL), NULL);
-    rrpc__reply_free(keys);
+    for (int list = 0; list < 2; list++) {
+        char pattern[64];
+        snprintf(pattern, sizeof pattern, "{%s}:%s:*", service, list ? "landing" : "inflight");
+        rrpc__reply *keys = cmd(2, "KEYS", pattern);
+        for (size_t i = 0; keys && i < rrpc__reply_count(keys); i++) {
+            const char *key = rrpc__reply_str(rrpc__reply_element(keys, i), NULL);
+            rrpc__reply *type = cmd(2, "TYPE", key);
+            int hash = type && strcmp(rrpc__reply_str(type, NULL), "hash") == 0;
+            rrpc__reply_free(type);
+            n += cmd_int(2, hash ? "HLEN" : "LLEN", key, NULL);
+        }
+        rrpc__reply_free(keys);
+    }
     return n;
 }
 
@@ -276,6 +284,28 @@ static void test_poison_request_becomes_dead_letter(void)
     CHECK(cmd_int(2, "LLEN", "rp", NULL) == 0);
 }
 
+/* The SHA-1 (hex, new text) of TEXT, as a script computes it. */
+static char *sha1_of(const char *text)
+{
+    rrpc__reply *r = cmd(4, "EVAL", "return redis.sha1hex(ARGV[1])", "0", text);
+    char *hex =
+        r && rrpc__reply_type(r) == RRPC__REPLY_STRING ? strdup(rrpc__reply_str(r, NULL)) : NULL;
+    rrpc__reply_free(r);
+    return hex;
+}
+
+/* The dead letter at INDEX of SERVICE's dead-letter list (new text). */
+static char *dead_letter(const char *service, const char *index)
+{
+    char key[64];
+    snprintf(key, sizeof key, "%s:dead", service);
+    rrpc__reply *r = cmd(3, "LINDEX", key, index);
+    char *text =
+        r && rrpc__reply_type(r) == RRPC__REPLY_STRING ? strdup(rrpc__reply_str(r, NULL)) : NULL;
+    rrpc__reply_free(r);
+    return text;
+}
+
 static void test_repeated_request_runs_once(void)
 {
     running r;
@@ -293,20 +323,47 @@ static void test_repeated_request_runs_once(void)
     CHECK(st.duplicates == 1 && st.requests == 1);
     free(first);
     free(second);
-    /* A refused reply leaves nothing behind: no memory of an answer, no
-     * effect, and a dead letter that says why. */
+    /* A reply key that is not a reply list is never written (no push, no
+     * expiry): the request ran (its effect stands, its answer is
+     * remembered) and its answer is a dead letter that says why. */
     rrpc__reply_free(cmd(3, "SET", "rel:string-key", "x"));
     rrpc__reply_free(cmd(3, "RPUSH", "rr",
                          "{\"jsonrpc\":\"2.0\",\"method\":\"count\",\"params\":[\"refused\"],"
                          "\"id\":\"rel:string-key\"}"));
     WAIT_UNTIL(cmd_int(2, "LLEN", "rr:dead", NULL) == 1, 3);
     rrpc__reply *letter = cmd(3, "LINDEX", "rr:dead", "0");
-    CHECK(letter && strstr(rrpc__reply_str(letter, NULL), "reply failed: WRONGTYPE"));
+    CHECK(letter && strstr(rrpc__reply_str(letter, NULL), "reply key refused: string") &&
+          strstr(rrpc__reply_str(letter, NULL), "\"response\":{"));
     rrpc__reply_free(letter);
+    CHECK(cmd_int(2, "TTL", "rel:string-key", NULL) == -1);
     rrpc__reply *done = cmd(2, "KEYS", "{rr}:done:*");
-    CHECK(done && rrpc__reply_count(done) == 1); /* only "twice" is remembered */
+    CHECK(done && rrpc__reply_count(done) == 2); /* "twice" and "refused" */
     rrpc__reply_free(done);
-    CHECK(effects_of("refused") == 0);
+    CHECK(effects_of("refused") == 1);
+    /* Another service's backlog (a list without expiry) and a hash: left
+     * exactly as they were. */
+    rrpc__reply_free(cmd(3, "RPUSH", "rel:backlog", "queued"));
+    rrpc__reply_free(cmd(4, "HSET", "rel:hash", "f", "v"));
+    push_request("rr", "count", "[\"backlog\"]", "rel:backlog", 0);
+    push_request("rr", "count", "[\"hash\"]", "rel:hash", 0);
+    WAIT_UNTIL(cmd_int(2, "LLEN", "rr:dead", NULL) == 3, 3);
+    char *l1 = dead_letter("rr", "1"), *l2 = dead_letter("rr", "2"); /* in either order */
+    CHECK(l1 && l2 &&
+          (strstr(l1, "reply key refused: list without expiry") ||
+           strstr(l2, "reply key refused: list without expiry")) &&
+          (strstr(l1, "reply key refused: hash") || strstr(l2, "reply key refused: hash")));
+    free(l1);
+    free(l2);
+    CHECK(cmd_int(2, "LLEN", "rel:backlog", NULL) == 1 &&
+          cmd_int(2, "TTL", "rel:backlog", NULL) == -1);
+    CHECK(cmd_int(2, "HLEN", "rel:hash", NULL) == 1 && cmd_int(2, "TTL", "rel:hash", NULL) == -1);
+    /* Sent again, the refused request is not run again: its remembered
+     * answer meets the same refusal. */
+    push_request("rr", "count", "[\"hash\"]", "rel:hash", 0);
+    WAIT_UNTIL(cmd_int(2, "LLEN", "rr:dead", NULL) == 4, 3);
+    CHECK(cmd_int(2, "LLEN", "rr:dead", NULL) == 4 && effects_of("hash") == 1);
+    CHECK(cmd_int(2, "HLEN", "rel:hash", NULL) == 1 && cmd_int(2, "TTL", "rel:hash", NULL) == -1);
+    rrpc__reply_free(cmd(2, "DEL", "rr:dead"));
     /* A caller's retry with the same id is the same request even if its
      * text changed (here: a later deadline): answered from memory. */
     push_request("rr", "count", "[\"retry\"]", "rel:retry", redis_ms() + 5000);
@@ -325,14 +382,69 @@ static void test_repeated_request_runs_once(void)
     CHECK(flushed && strstr(flushed, "\"result\":\"flushed\""));
     free(flushed);
     CHECK(effects_of("flushed") == 1);
-    /* A notification is remembered too: its effect happens once. */
-    const char *note = "{\"jsonrpc\":\"2.0\",\"method\":\"count\",\"params\":[\"note\"]}";
-    rrpc__reply_free(cmd(3, "RPUSH", "rr", note));
-    rrpc__reply_free(cmd(3, "RPUSH", "rr", note));
-    WAIT_UNTIL(cmd_int(2, "LLEN", "rr", NULL) == 0 && effects_of("note") == 1, 3);
-    rrpc__sleep(0.2);
-    CHECK(effects_of("note") == 1);
     stop_server(&r);
+}
+
+/* Reliable mode judges reply keys by name as at-most-once does (rules 1 to
+ * 4 of PROTOCOL.md section 3): a key that does not exist, which the commit
+ * script alone would accept, is never written when it is one of rrpc's
+ * keys, a registered service's request list, or outside the allow-list.
+ * The request runs (its effect stands) and its answer is a dead letter
+ * with the reason and the response. */
+static void test_reply_keys_refused_by_name(void)
+{
+    rrpc__reply_free(cmd(3, "SADD", "rrpc:services", "rel-victim"));
+    static const char *const prefixes[] = {"rel:", "{rk}:", "other:", "rel-victim", NULL};
+    rrpc_server_options o;
+    rrpc_server_options_init(&o);
+    o.service = "rk";
+    o.workers = 1;
+    o.reliable = 1;
+    o.heartbeat_ttl_s = 1;
+    o.heartbeat_interval_s = 0.3;
+    o.reply_prefixes = prefixes;
+    rrpc_server *s = NULL;
+    CHECK(rrpc_server_new(&s, &o) == RRPC_OK);
+    rrpc_server_register(s, "count", m_count, NULL, NULL);
+    running r;
+    run_server(&r, s);
+    static const struct {
+        const char *key, *reason;
+    } cases[] = {
+        {"{rk}:x", "reply key refused: one of the service's own keys"},
+        {"other:dead", "reply key refused: one of rrpc's keys"},
+        {"rel-victim", "reply key refused: a service's request list"},
+        {"rel-victim#1", "reply key refused: a service's request list"},
+        {"elsewhere:x", "reply key refused: not under an allowed prefix"},
+    };
+    size_t n = sizeof cases / sizeof cases[0];
+    for (size_t i = 0; i < n; i++) {
+        char params[64];
+        snprintf(params, sizeof params, "[\"byname%zu\"]", i);
+        push_request("rk", "count", params, cases[i].key, 0);
+    }
+    WAIT_UNTIL(cmd_int(2, "LLEN", "rk:dead", NULL) == (long long)n, 5);
+    CHECK(cmd_int(2, "LLEN", "rk:dead", NULL) == (long long)n);
+    for (size_t i = 0; i < n; i++) {
+        char index[8], id[32];
+        snprintf(index, sizeof index, "%zu", i);
+        snprintf(id, sizeof id, "byname%zu", i);
+        char *letter = dead_letter("rk", index);
+        CHECK(letter && strstr(letter, cases[i].reason) && strstr(letter, "\"response\":{") &&
+              strstr(letter, id));
+        if (letter && !strstr(letter, cases[i].reason))
+            fprintf(stderr, "  %s: %s\n", cases[i].key, letter);
+        free(letter);
+        CHECK(cmd_int(2, "EXISTS", cases[i].key, NULL) == 0);
+        CHECK(effects_of(id) == 1);
+    }
+    /* An allowed key is answered as before. */
+    push_request("rk", "count", "[\"allowed\"]", "rel:allowed", 0);
+    char *answer = reply_on("rel:allowed", 5);
+    CHECK(answer && strstr(answer, "\"result\":\"allowed\""));
+    free(answer);
+    stop_server(&r);
+    rrpc__reply_free(cmd(3, "SREM", "rrpc:services", "rel-victim"));
 }
 
 static void test_at_most_once_applies_effects(void)
@@ -410,14 +522,330 @@ static void test_clients_stamp_deadlines(void)
     CHECK(sync_call.rc == RRPC_ETIMEDOUT && cmd_int(2, "LLEN", "nobody", NULL) == 0);
 }
 
+/* Defect 2: a request whose dedup key ({S}:done:<identity>) has the wrong
+ * type is dead-lettered on its own; the requests behind it are answered
+ * by the same (single) worker thread, and nothing stays held. */
+static void test_poisoned_dedup_key(void)
+{
+    char *h = sha1_of("s\n\nrel:poisoned"); /* identity of id "rel:poisoned", no reply_to */
+    char done[128];
+    snprintf(done, sizeof done, "{rq}:done:%s", h ? h : "");
+    rrpc__reply_free(cmd(4, "HSET", done, "not", "an answer"));
+    push_request("rq", "count", "[\"poisoned\"]", "rel:poisoned", 0);
+    for (int i = 0; i < 10; i++) {
+        char id[32], params[48];
+        snprintf(id, sizeof id, "rel:behind%d", i);
+        snprintf(params, sizeof params, "[\"behind%d\"]", i);
+        push_request("rq", "count", params, id, 0);
+    }
+    running r;
+    run_server(&r, new_server_n("rq", 1, 1, 0, 0));
+    int answered = 0;
+    for (int i = 0; i < 10; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "rel:behind%d", i);
+        char *reply = reply_on(id, 5);
+        answered += reply != NULL && strstr(reply, "\"result\"") != NULL;
+        free(reply);
+    }
+    CHECK(answered == 10);
+    WAIT_UNTIL(cmd_int(2, "LLEN", "rq:dead", NULL) == 1, 3);
+    char *letter = dead_letter("rq", "0");
+    CHECK(letter && strstr(letter, "dedup key refused: hash") && strstr(letter, "poisoned"));
+    free(letter);
+    CHECK(effects_of("poisoned") == 0 && cmd_int(2, "EXISTS", "rel:poisoned", NULL) == 0);
+    WAIT_UNTIL(in_flight("rq") == 0, 2);
+    CHECK(in_flight("rq") == 0 && cmd_int(2, "LLEN", "rq", NULL) == 0);
+    CHECK(cmd_int(2, "HLEN", done, NULL) == 1); /* left as it was */
+    stop_server(&r);
+    free(h);
+}
+
+/* Defect 2, the reaper: a killed worker held two requests, one of which
+ * has a delivery counter of the wrong type.  That one becomes a dead
+ * letter; the other is redelivered and answered. */
+static void test_poisoned_delivery_counter(void)
+{
+    char *h = sha1_of("s\n\nrel:stuck");
+    char count[128];
+    snprintf(count, sizeof count, "{rc}:deliveries:%s", h ? h : "");
+    rrpc__reply_free(cmd(3, "SADD", count, "not a counter"));
+    push_request("rc", "slow", "[\"stuck\", 10]", "rel:stuck", 0);
+    push_request("rc", "count", "[\"second\"]", "rel:second", 0);
+    pid_t doomed = fork_server("rc", 1); /* takes both, never finishes "stuck" */
+    WAIT_UNTIL(in_flight("rc") == 2, 5);
+    CHECK(in_flight("rc") == 2);
+    kill(doomed, SIGKILL);
+    waitpid(doomed, NULL, 0);
+    running r;
+    run_server(&r, new_server("rc", 1, 0, 0));
+    char *second = reply_on("rel:second", 6);
+    CHECK(second && strstr(second, "\"result\":\"second\""));
+    free(second);
+    WAIT_UNTIL(cmd_int(2, "LLEN", "rc:dead", NULL) == 1, 3);
+    char *letter = dead_letter("rc", "0");
+    CHECK(letter && strstr(letter, "delivery counter refused: set") && strstr(letter, "stuck"));
+    free(letter);
+    CHECK(effects_of("stuck") == 0 && effects_of("second") == 1 && in_flight("rc") == 0);
+    stop_server(&r);
+    free(h);
+}
+
+/* Defect 3: a notification runs once per send; with an idempotency_key
+ * its repeats within the window run once; a notification held by a
+ * worker that is killed runs once, on the worker that takes it back. */
+static void test_notifications_run_once_per_send(void)
+{
+    pid_t doomed = fork_server("rn", 1);
+    WAIT_UNTIL(cmd_int(2, "SCARD", "{rn}:inflight", NULL) == 2, 5);
+    rrpc__reply_free(cmd(3, "RPUSH", "rn",
+                         "{\"jsonrpc\":\"2.0\",\"method\":\"slow\",\"params\":[\"held\",10]}"));
+    WAIT_UNTIL(in_flight("rn") == 1, 5);
+    CHECK(in_flight("rn") == 1);
+    kill(doomed, SIGKILL);
+    waitpid(doomed, NULL, 0);
+    running r;
+    run_server(&r, new_server("rn", 1, 0, 0));
+    WAIT_UNTIL(effects_of("held") == 1, 6);
+    const char *note = "{\"jsonrpc\":\"2.0\",\"method\":\"count\",\"params\":[\"note\"]}";
+    rrpc__reply_free(cmd(3, "RPUSH", "rn", note));
+    rrpc__reply_free(cmd(3, "RPUSH", "rn", note));
+    rrpc__reply_free(cmd(4, "RPUSH", "rn",
+                         "["
+                         "{\"jsonrpc\":\"2.0\",\"method\":\"count\","
+                         "\"params\":[\"batched\"]}"
+                         "]",
+                         "["
+                         "{\"jsonrpc\":\"2.0\","
+                         "\"method\":\"count\",\"params\":[\"batched\"]}"
+                         "]"));
+    const char *keyed = "{\"jsonrpc\":\"2.0\",\"method\":\"count\",\"params\":[\"keyed\"],"
+                        "\"idempotency_key\":\"tick-42\"}";
+    rrpc__reply_free(cmd(3, "RPUSH", "rn", keyed));
+    rrpc__reply_free(cmd(3, "RPUSH", "rn", keyed));
+    WAIT_UNTIL(effects_of("note") == 2 && effects_of("batched") == 2 && effects_of("keyed") == 1 &&
+                   in_flight("rn") == 0 && cmd_int(2, "LLEN", "rn", NULL) == 0,
+               5);
+    rrpc__sleep(0.2);
+    CHECK(effects_of("note") == 2 && effects_of("batched") == 2 && effects_of("keyed") == 1);
+    CHECK(effects_of("held") == 1);
+    stop_server(&r);
+}
+
+/* Defect 6: a message above the size limit is never decoded by a script:
+ * had the take script decoded this one, it would be remembered by its id
+ * ("s\n\nrel:big"); instead the worker refuses it unparsed, with a dead
+ * letter, and holds nothing. */
+static void test_oversized_not_decoded(void)
+{
+    rrpc_server_options o;
+    rrpc_server_options_init(&o);
+    o.service = "rb";
+    o.workers = 1;
+    o.reliable = 1;
+    o.max_request_bytes = 1000;
+    o.handle_signals = 0;
+    rrpc_server *srv = NULL;
+    CHECK(rrpc_server_new(&srv, &o) == RRPC_OK);
+    rrpc_server_register(srv, "count", m_count, NULL, NULL);
+    running r;
+    run_server(&r, srv);
+    char big[4096];
+    int n = snprintf(big, sizeof big,
+                     "{\"jsonrpc\":\"2.0\",\"method\":\"count\",\"id\":\"rel:big\",\"params\":[\"");
+    memset(big + n, 'x', 3000);
+    snprintf(big + n + 3000, sizeof big - (size_t)n - 3000, "\"]}");
+    rrpc__reply_free(cmd(3, "RPUSH", "rb", big));
+    WAIT_UNTIL(cmd_int(2, "LLEN", "rb:dead", NULL) == 1, 3);
+    char *letter = dead_letter("rb", "0");
+    CHECK(letter && strstr(letter, "too large"));
+    free(letter);
+    char *h = sha1_of("s\n\nrel:big");
+    char done[128];
+    snprintf(done, sizeof done, "{rb}:done:%s", h ? h : "");
+    CHECK(cmd_int(2, "EXISTS", done, NULL) == 0);
+    free(h);
+    WAIT_UNTIL(in_flight("rb") == 0, 2);
+    CHECK(in_flight("rb") == 0 && effects_of("x") == 0);
+    stop_server(&r);
+}
+
+/* Defect 5: under maxmemory with noeviction, a commit that Redis refuses
+ * loses nothing: the request stays held, no dead letter replaces it, and
+ * it is answered once when memory frees -- also when the worker holding it
+ * is killed meanwhile (another worker's reaper brings it back). */
+static void test_out_of_memory_loses_nothing(void)
+{
+    /* One worker process, killed while Redis refuses its commit. */
+    pid_t held = fork_server("ro", 0);
+    WAIT_UNTIL(cmd_int(2, "SCARD", "{ro}:inflight", NULL) == 2, 5);
+    push_request("ro", "slow", "[\"oom-killed\", 300]", "rel:oom-killed", 0);
+    WAIT_UNTIL(in_flight("ro") == 1, 5);
+    rrpc__reply_free(cmd(4, "CONFIG", "SET", "maxmemory", "1"));
+    rrpc__sleep(0.8); /* the handler ends; its commit is refused, retried, refused */
+    CHECK(in_flight("ro") == 1 && cmd_int(2, "LLEN", "ro:dead", NULL) == 0);
+    CHECK(cmd_int(2, "EXISTS", "rel:oom-killed", NULL) == 0 && effects_of("oom-killed") == 0);
+    /* Callers get a clear refusal meanwhile. */
+    rrpc__reply *refused = cmd(3, "RPUSH", "ro", "{}");
+    CHECK(refused && rrpc__reply_type(refused) == RRPC__REPLY_ERROR &&
+          strncmp(rrpc__reply_str(refused, NULL), "OOM", 3) == 0);
+    rrpc__reply_free(refused);
+    kill(held, SIGKILL);
+    waitpid(held, NULL, 0);
+    /* One worker thread here, kept busy by a request that Redis will not
+     * let it commit before memory frees. */
+    rrpc__reply_free(cmd(4, "CONFIG", "SET", "maxmemory", "0"));
+    running r;
+    run_server(&r, new_server_n("ro", 1, 1, 0, 0));
+    push_request("ro", "slow", "[\"oom-live\", 300]", "rel:oom-live", 0);
+    WAIT_UNTIL(in_flight("ro") >= 1 && cmd_int(2, "LLEN", "ro", NULL) == 0, 5);
+    rrpc__reply_free(cmd(4, "CONFIG", "SET", "maxmemory", "1"));
+    rrpc__sleep(1.0);
+    CHECK(cmd_int(2, "EXISTS", "rel:oom-live", NULL) == 0 && effects_of("oom-live") == 0);
+    CHECK(in_flight("ro") >= 1 && cmd_int(2, "LLEN", "ro:dead", NULL) == 0);
+    rrpc__reply_free(cmd(4, "CONFIG", "SET", "maxmemory", "0"));
+    char *live = reply_on("rel:oom-live", 6);
+    char *killed = reply_on("rel:oom-killed", 6);
+    CHECK(live && strstr(live, "\"result\":\"oom-live\""));
+    CHECK(killed && strstr(killed, "\"result\":\"oom-killed\""));
+    free(live);
+    free(killed);
+    WAIT_UNTIL(in_flight("ro") == 0, 3);
+    rrpc__sleep(0.3);
+    CHECK(effects_of("oom-live") == 1 && effects_of("oom-killed") == 1);
+    CHECK(in_flight("ro") == 0 && cmd_int(2, "LLEN", "ro:dead", NULL) == 0);
+    CHECK(cmd_int(2, "LLEN", "rel:oom-live", NULL) == 0 &&
+          cmd_int(2, "LLEN", "rel:oom-killed", NULL) == 0); /* answered once */
+    stop_server(&r);
+}
+
+/* Defect 5: a commit refused with NOSCRIPT (Redis forgot the scripts) by a
+ * worker that then cannot reload them and is killed loses nothing: the
+ * request stays held (nothing acknowledged it) and another worker answers
+ * it.  The worker's user loses the right to load scripts while it runs, so
+ * that it is stuck between the refusal and the resend when it dies. */
+static void test_noscript_then_kill_loses_nothing(void)
+{
+    rrpc__reply_free(
+        cmd(8, "ACL", "SETUSER", "rel-worker", "on", ">rel-pass", "+@all", "~*", "&*"));
+    const char *sock = getenv("RRPC_TEST_REDIS_SOCK");
+    char url[512];
+    snprintf(url, sizeof url, "unix://%s?user=rel-worker&password=rel-pass", sock ? sock : "");
+    fflush(NULL);
+    pid_t child = fork();
+    if (child == 0) {
+        rrpc_server_options o;
+        rrpc_server_options_init(&o);
+        o.service = "rf";
+        o.url = url;
+        o.workers = 1;
+        o.reliable = 1;
+        o.heartbeat_ttl_s = 1;
+        o.heartbeat_interval_s = 0.3;
+        rrpc_server *s = NULL;
+        if (rrpc_server_new(&s, &o) != RRPC_OK)
+            _exit(1);
+        rrpc_server_register(s, "slow", m_slow, NULL, NULL);
+        _exit(rrpc_server_run(s) == RRPC_OK ? 0 : 1);
+    }
+    WAIT_UNTIL(cmd_int(2, "SCARD", "{rf}:inflight", NULL) == 1, 5);
+    push_request("rf", "slow", "[\"noscript\", 400]", "rel:noscript", 0);
+    WAIT_UNTIL(in_flight("rf") == 1, 5);
+    rrpc__reply_free(cmd(4, "ACL", "SETUSER", "rel-worker", "-script|load"));
+    rrpc__reply_free(cmd(2, "SCRIPT", "FLUSH"));
+    rrpc__sleep(0.8); /* the commit is refused; the worker cannot reload */
+    CHECK(in_flight("rf") == 1 && cmd_int(2, "EXISTS", "rel:noscript", NULL) == 0);
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    rrpc__reply_free(cmd(3, "ACL", "DELUSER", "rel-worker"));
+    rrpc_server *s = new_server_n("rf", 1, 1, 0, 0);
+    running r;
+    run_server(&r, s);
+    char *answer = reply_on("rel:noscript", 6);
+    CHECK(answer && strstr(answer, "\"result\":\"noscript\""));
+    free(answer);
+    WAIT_UNTIL(in_flight("rf") == 0, 2);
+    CHECK(effects_of("noscript") == 1 && in_flight("rf") == 0);
+    stop_server(&r);
+}
+
+/* A server that rrpc_server_run must refuse; its message must contain WHY. */
+static void expect_refused(rrpc_server_options *o, const char *why)
+{
+    rrpc_server *s = NULL;
+    int rc = rrpc_server_new(&s, o);
+    if (rc == RRPC_OK)
+        rc = rrpc_server_run(s);
+    CHECK(rc == RRPC_EINVAL && s && strstr(rrpc_server_errmsg(s), why));
+    if (s && !strstr(rrpc_server_errmsg(s), why))
+        fprintf(stderr, "refused with: %s\n", rrpc_server_errmsg(s));
+    rrpc_server_free(s);
+}
+
+/* Defects 5 and 12: what reliable mode cannot keep its promises on is
+ * refused at start, with a message: an eviction policy, Redis Cluster,
+ * and a name whose keys would not fit (never cut short). */
+static void test_refused_at_start(void)
+{
+    rrpc_server_options o;
+    rrpc_server_options_init(&o);
+    o.service = "rz";
+    o.workers = 1;
+    o.reliable = 1;
+    o.handle_signals = 0;
+    rrpc__reply_free(cmd(4, "CONFIG", "SET", "maxmemory-policy", "allkeys-lru"));
+    expect_refused(&o, "maxmemory-policy noeviction, not allkeys-lru");
+    rrpc__reply_free(cmd(4, "CONFIG", "SET", "maxmemory-policy", "noeviction"));
+    o.url = "redis+cluster://127.0.0.1:1";
+    expect_refused(&o, "Redis Cluster");
+    o.url = NULL;
+    char name[600];
+    memset(name, 'n', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    size_t longest = rrpc__rel_max_list_key();
+    name[longest + 1] = '\0';
+    o.service = name;
+    expect_refused(&o, "too long");
+    /* The longest name that fits works, keys whole. */
+    name[longest] = '\0';
+    rrpc_server *s = NULL;
+    CHECK(rrpc_server_new(&s, &o) == RRPC_OK);
+    rrpc_server_register(s, "count", m_count, NULL, NULL);
+    running r;
+    run_server(&r, s);
+    char text[1024];
+    snprintf(
+        text, sizeof text,
+        "{\"jsonrpc\":\"2.0\",\"method\":\"count\",\"params\":[\"long\"],\"id\":\"rel:long\"}");
+    rrpc__reply_free(cmd(3, "RPUSH", name, text));
+    char *answer = reply_on("rel:long", 5);
+    CHECK(answer && strstr(answer, "\"result\":\"long\""));
+    free(answer);
+    char pattern[700];
+    snprintf(pattern, sizeof pattern, "{%s}:done:*", name);
+    rrpc__reply *done = cmd(2, "KEYS", pattern);
+    CHECK(done && rrpc__reply_count(done) == 1 &&
+          strlen(rrpc__reply_str(rrpc__reply_element(done, 0), NULL)) == longest + 3 + 5 + 40);
+    rrpc__reply_free(done);
+    stop_server(&r);
+}
+
 int main(void)
 {
     if (raw_open() != 0)
         return 1;
     test_poison_request_becomes_dead_letter(); /* forks: before any thread exists */
+    test_poisoned_delivery_counter();
+    test_notifications_run_once_per_send();
+    test_out_of_memory_loses_nothing();
+    test_noscript_then_kill_loses_nothing();
     test_killed_worker_request_is_redelivered();
+    test_poisoned_dedup_key();
+    test_oversized_not_decoded();
+    test_refused_at_start();
     test_expired_requests_are_refused();
     test_repeated_request_runs_once();
+    test_reply_keys_refused_by_name();
     test_at_most_once_applies_effects();
     test_resend_after_broken_link();
     test_clients_stamp_deadlines();
