@@ -107,7 +107,9 @@ static int reconnect_until(rrpc_client *c, double deadline);
 static int ensure_connected(rrpc_client *c, double timeout_s)
 {
     if (rrpc__conn_broken(c->conn) || rrpc__conn_peer_closed(c->conn)) {
-        int rc = rrpc__conn_reconnect(c->conn);
+        /* A stalled Redis (SIGSTOP) accepts the connection but not the
+         * handshake: the call's timeout bounds that too. */
+        int rc = rrpc__conn_reconnect_within(c->conn, timeout_s);
         if (rc != RRPC_OK && c->resend_on_reconnect && timeout_s > 0)
             rc = reconnect_until(c, rrpc__monotonic() + timeout_s);
         if (rc != RRPC_OK)
