@@ -520,7 +520,7 @@ def analyse(run, calls, effects, timeout, starts):
     lost = duplicated = late = wrong = ok = lost_unanswered = lost_effects = 0
     effect_without_answer = 0
     timeouts_explained = timeouts_unexplained = 0
-    explained_kinds, fates, unexplained = {}, {}, []
+    explained_kinds, fates, unexplained, late_calls = {}, {}, [], []
     for cid, status, code, latency, right, began in calls:
         count = effects.get(cid, 0)
         timed_out = status == -7
@@ -557,6 +557,9 @@ def analyse(run, calls, effects, timeout, starts):
             duplicated += 1
         if latency > timeout + LATE_MARGIN_S:
             late += 1
+            late_calls.append({"call": cid, "status": STATUS_NAMES.get(status, status),
+                               "latency": round(latency, 3), "began": round(began, 3),
+                               "faults": why or explained_by(run, began, began + latency)})
         if status == 0 and count == 0:
             lost_effects += 1
         # Reliable: every call is answered, except (short callers) one
@@ -575,7 +578,7 @@ def analyse(run, calls, effects, timeout, starts):
         "unexplained_calls": unexplained[:10],
         "kills": run.kills, "restarts": run.restarts, "lost": lost,
         "lost_unanswered": lost_unanswered, "lost_effects": lost_effects,
-        "duplicated": duplicated, "late": late, "wrong": wrong,
+        "duplicated": duplicated, "late": late, "late_calls": late_calls[:10], "wrong": wrong,
         "effect_without_answer": effect_without_answer,
         "max_latency": round(latencies[-1], 3) if latencies else 0,
         "p99_latency": round(latencies[int(0.99 * (len(latencies) - 1))], 3) if latencies else 0,
