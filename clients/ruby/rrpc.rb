@@ -19,10 +19,12 @@
 # heartbeat from a background thread, per-method stats, the built-in
 # rpc.ping), so `rrpc ls/info/ping/stats/top` show them next to C workers and
 # C callers fail fast once the last of them stops; they refuse requests whose
-# deadline (section 7) has passed, and never answer onto the service's own
-# keys (section 6).  Clients, like the C client, put a deadline on every call
-# and read the registry to fail fast when a registered service has no live
-# worker, and to respect its max_queue.
+# deadline (section 7) has passed, and write replies only onto reply lists
+# (section 6: never onto rrpc's keys, a service's request list or an
+# application's key).  They survive whatever a handler raises and whatever
+# Redis answers, and stop only when told to.  Clients, like the C client, put
+# a deadline on every call and read the registry to fail fast when a
+# registered service has no live worker, and to respect its max_queue.
 #
 # Public API: RRPC::Client, RRPC::Server, RRPC::RpcError, RRPC::InvalidParams,
 # RRPC::RemoteError, RRPC::Timeout, RRPC::Unavailable, RRPC::Overloaded,
