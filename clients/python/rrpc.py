@@ -1022,8 +1022,11 @@ class Server:
         try:
             self._services = set(self.redis.smembers(self.prefix + 'rrpc:services'))
             self._services_unread = False
-        except redis.RedisError as exc:  # refused (an ACL), a hash in its place, Redis away
-            if not self._services_unread:  # once, not every 5 s
+        except redis.RedisError as exc:
+            if _transient(exc):  # Redis away: keep what we knew, read again next time
+                self._services_read_at = None
+                return
+            if not self._services_unread:  # refused (an ACL), a hash in its place: once
                 log.warning('%s: cannot read the registered services (%s): until it can, their '
                             'request lists are not refused as reply keys by name',
                             self.service, _error_text(exc))

@@ -1035,8 +1035,11 @@ module RRPC
       @services_read_at = now
       @services = @redis.smembers("#{@prefix}rrpc:services").to_set(&:b)
       @services_unread = false
-    rescue Redis::BaseError => e # refused (an ACL), a hash in its place, Redis away
-      unless @services_unread # once, not every 5 s
+    rescue Redis::BaseError => e
+      # Redis away: keep what we knew, read again next time.
+      return @services_read_at = nil if transient?(e)
+
+      unless @services_unread # refused (an ACL), a hash in its place: once, not every 5 s
         @log.warn("#{@service}: cannot read the registered services (#{e.message}): until it can, " \
                   'their request lists are not refused as reply keys by name')
       end

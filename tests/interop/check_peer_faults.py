@@ -24,7 +24,7 @@ this script starts itself (it must stop, restart and demote them):
                SystemStackError, ScriptError, LoadError, NoMemoryError, an
                own Exception subclass: each answers -32603 and the worker
                goes on.  SystemExit from a handler ends the worker, gracefully.
-  Redis        WRONGTYPE (the list made a string), BUSY (a long script),
+  Redis        WRONGTYPE (the list made a hash or a string), BUSY (a long script),
                a restart (connection refused for 3 s, a reply in hand), NOPERM
                (ACL: BLPOP, then EVALSHA taken away), READONLY (the Redis made
                a replica with REPLICAOF, a reply in hand): the worker logs the
@@ -310,10 +310,10 @@ def check_replies_arrived(r, workers, keys, ms, label):
 def faults(main, workers, tmp):
     r = redis.Redis(port=main.port)
 
-    # WRONGTYPE: someone made the request list a string.
+    # WRONGTYPE: someone made the request list a hash (Python's) or a string (Ruby's).
     marks = marks_of(workers)
-    for w in workers:
-        r.set(w.name, 'not a list')
+    r.hset(workers[0].name, 'not', 'a list')
+    r.set(workers[1].name, 'not a list')
     time.sleep(3)
     for w in workers:
         r.delete(w.name)
