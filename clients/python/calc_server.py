@@ -7,7 +7,7 @@ conformance vectors: it answers exactly like the C calc server.
 
     /usr/bin/python3 calc_server.py [--redis URL] [--service calc] [--prefix P]
                                     [--no-heartbeat] [--heartbeat-interval S]
-                                    [--heartbeat-ttl S]
+                                    [--heartbeat-ttl S] [--reply-prefix P]...
 """
 
 import argparse
@@ -76,13 +76,16 @@ def main():
                         help='seconds between heartbeats (default: 1)')
     parser.add_argument('--heartbeat-ttl', type=float, default=5.0, metavar='S',
                         help='seconds a heartbeat stays valid (default: 5)')
+    parser.add_argument('--reply-prefix', action='append', metavar='P',
+                        help='answer only onto reply keys that start with P (repeatable; '
+                             'default: any reply key PROTOCOL.md section 6 allows)')
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format='%(asctime)s calc_server.py: %(message)s')
     server = rrpc.Server(args.service, Calc(), url=args.redis, prefix=args.prefix,
                          heartbeat=not args.no_heartbeat,
                          heartbeat_interval=args.heartbeat_interval,
-                         heartbeat_ttl=args.heartbeat_ttl)
+                         heartbeat_ttl=args.heartbeat_ttl, reply_prefixes=args.reply_prefix)
     logging.info('serving %s%s', args.prefix, args.service)
     server.serve_forever()
     logging.info('stopped')

@@ -16,7 +16,10 @@ Servers register themselves in the registry of PROTOCOL.md section 9 (a
 heartbeat from a background thread, per-method stats, the built-in rpc.ping),
 so `rrpc ls/info/ping/stats/top` show them next to C workers and C callers
 fail fast once the last of them stops; they refuse requests whose deadline
-(section 7) has passed, and never answer onto the service's own keys.
+(section 7) has passed, and write replies only onto reply lists (section 6:
+never onto rrpc's keys, a service's request list or an application's key).
+They survive whatever a handler raises and whatever Redis answers, and stop
+only when told to.
 
 Clients, like the C client, put a deadline on every call and read the
 registry to fail fast when a registered service has no live worker, and to
@@ -28,6 +31,7 @@ Unavailable, Overloaded, ProtocolError, raw_params, describe, VERSION.
 
 import inspect
 import base64
+import hashlib
 import json
 import logging
 import math
@@ -195,20 +199,14 @@ def _valid_id(value):
         _is_number(value) and (isinstance(value, int) or math.isfinite(value)))
 
 
-def _number_text(value):
-    """Decimal text of a number id: 42 -> "42", 1.5 -> "1.5", 1e20 -> "1e20"."""
-    if isinstance(value, int):
-        return str(value)
-    if value.is_integer() and abs(value) < 1e16:
-        return str(int(value))
-    mantissa, _, exponent = repr(value).partition('e')
-    if mantissa.endswith('.0'):
-        mantissa = mantissa[:-2]
-    return mantissa + ('e' + str(int(exponent)) if exponent else '')
+# The largest integer every peer reads exactly (a double's 53-bit mantissa).
+_MAX_EXACT_ID = 2 ** 53
 
 
 def _reply_key(req):
-    """The reply key of PROTOCOL.md section 3, or None if none can be read."""
+    """The reply key of PROTOCOL.md section 3, or None if none can be read:
+    a non-empty reply_to, else a non-empty string id, else an id with an
+    integral value of at most 2^53 as decimal text (100.0 and 1e2 -> "100")."""
     if not isinstance(req, dict):
         return None
     reply_to = req.get('reply_to')
@@ -216,10 +214,10 @@ def _reply_key(req):
         return reply_to
     rid = req.get('id')
     if isinstance(rid, str):
-        return rid
-    if _is_number(rid) and _valid_id(rid):
-        return _number_text(rid)
-    return None
+        return rid or None
+    if not _is_number(rid) or (isinstance(rid, float) and not rid.is_integer()):
+        return None  # also NaN and the infinities, which is_integer refuses
+    return str(int(rid)) if abs(rid) <= _MAX_EXACT_ID else None
 
 
 def _request(method, args, kwargs, **members):
@@ -610,6 +608,93 @@ class _Registry:
 
 
 # --------------------------------------------------------------------------
+# Replies and Redis's bad days (PROTOCOL.md 3 and 6)
+
+# The REPLY SCRIPT of PROTOCOL.md section 3, byte for byte: it pushes only
+# onto a key that does not exist or onto a list with an expiry, so a reply
+# can never put a TTL on (or append to) an application's key, a persistent
+# list or another service's backlog.
+REPLY_SCRIPT = """\
+-- rrpc reply v1: KEYS = reply keys, ARGV[1] = ttl in seconds, ARGV[1+i] = response for KEYS[i].
+-- Pushes only onto a reply list: a key that does not exist, or a list that has an expiry.
+local out = {}
+for i, k in ipairs(KEYS) do
+  local t = redis.call('TYPE', k).ok
+  if t == 'none' or (t == 'list' and redis.call('PTTL', k) >= 0) then
+    redis.call('RPUSH', k, ARGV[i + 1])
+    redis.call('EXPIRE', k, ARGV[1])
+    out[i] = 1
+  elseif t == 'list' then
+    out[i] = 'list without expiry'
+  else
+    out[i] = t
+  end
+end
+return out
+"""
+_REPLY_SHA = hashlib.sha1(REPLY_SCRIPT.encode('utf-8')).hexdigest()
+
+# Error replies that say "not now" rather than "never": the command may
+# succeed once a failover, a load, a script or a memory shortage is over.
+_TRANSIENT_CODES = {'LOADING', 'BUSY', 'READONLY', 'MASTERDOWN', 'TRYAGAIN', 'CLUSTERDOWN',
+                    'OOM', 'UNBLOCKED', 'NOREPLICAS', 'MISCONF'}
+# redis-py strips the code from the errors it maps to classes; put it back.
+_CODES = {redis.exceptions.ReadOnlyError: 'READONLY', redis.exceptions.BusyLoadingError: 'LOADING',
+          redis.exceptions.NoPermissionError: 'NOPERM', redis.exceptions.NoScriptError: 'NOSCRIPT',
+          redis.exceptions.ExecAbortError: 'EXECABORT'}
+
+
+def _error_text(exc):
+    """A Redis error as Redis wrote it (e.g. "READONLY You can't write ...")."""
+    code = next((c for cls, c in _CODES.items() if isinstance(exc, cls)), None)
+    text = str(exc)
+    return f'{code} {text}' if code and not text.startswith(code) else text
+
+
+def _transient(exc):
+    """Whether a failed command may succeed if simply tried again later."""
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        return True  # also LOADING (BusyLoadingError) and a refused AUTH mid-rotation
+    return (isinstance(exc, redis.RedisError) and
+            _error_text(exc).split(' ', 1)[0] in _TRANSIENT_CODES)
+
+
+# What a handler may raise that still ends the worker: the process is being
+# told to stop.  Everything else (GeneratorExit, RecursionError, MemoryError,
+# an application's own BaseException subclasses) is one call's failure.
+_STOPS = (KeyboardInterrupt, SystemExit)
+
+
+class _GaveUp(Exception):
+    """A write abandoned because the worker was told to stop while Redis
+    kept failing."""
+
+
+class _Outage:
+    """Logs a Redis outage once when it starts (and again only if its cause
+    changes), and once when it ends: never once per try."""
+
+    def __init__(self, name):
+        self.name, self.since, self.kind = name, None, None
+
+    def failed(self, exc, what):
+        text = _error_text(exc)
+        kind = (type(exc).__name__, text.split(' ', 1)[0])
+        if self.since is None:
+            self.since = time.monotonic()
+            log.warning('%s: redis: %s: %s; retrying with backoff', self.name, what, text)
+        elif kind != self.kind:
+            log.warning('%s: redis: %s: %s; still retrying', self.name, what, text)
+        self.kind = kind
+
+    def ended(self):
+        if self.since is not None:
+            log.warning('%s: redis: working again after %.1f s', self.name,
+                        time.monotonic() - self.since)
+            self.since = self.kind = None
+
+
+# --------------------------------------------------------------------------
 # Server
 
 
@@ -657,15 +742,34 @@ class Server:
     in the registry (PROTOCOL.md section 9) every heartbeat_interval
     seconds, valid for heartbeat_ttl seconds, publishing max_queue for
     callers; heartbeat=False serves without it (no record, no stats).  The
-    built-in method rpc.ping is answered either way."""
+    built-in method rpc.ping is answered either way.
+
+    Replies go only where PROTOCOL.md section 6 allows (never onto rrpc's
+    keys, a registered service's list or a key that is not a reply list);
+    reply_prefixes (a list of str or bytes, None = any) further limits reply
+    keys to those starting with one of them.  A handler's exception, of any
+    class but KeyboardInterrupt and SystemExit, answers -32603; Redis errors
+    are logged once per outage and retried with backoff: the worker stops
+    only when told to (stop(), SIGINT, SIGTERM)."""
+
+    SERVICES_EVERY_S = 5.0  # how often the set of registered services is read
+    STOP_GRACE_S = 5.0  # how long a write is still retried once told to stop
 
     def __init__(self, service, obj, url=None, prefix='', reply_ttl=60,
                  max_request_bytes=1048576, dead_letter_max=1000, batch_max=1000,
-                 heartbeat=True, heartbeat_interval=1.0, heartbeat_ttl=5.0, max_queue=0):
+                 heartbeat=True, heartbeat_interval=1.0, heartbeat_ttl=5.0, max_queue=0,
+                 reply_prefixes=None):
         self.redis = _connect(url)
         self.service = service
         self.version = 'python-' + VERSION
+        self.prefix = prefix
         self.queue = prefix + service
+        self.reply_prefixes = (None if reply_prefixes is None else
+                               [_key_bytes(p) for p in reply_prefixes])
+        self._services = None  # registered names (bytes), None while unknown
+        self._services_read_at = None
+        self._services_unread = False
+        self._outage = _Outage(service)
         self.dead_key = self.queue + ':dead'
         self.stats_key = self.queue + ':stats'
         self.reply_ttl = reply_ttl
@@ -696,7 +800,9 @@ class Server:
         self._stopping = True
 
     def serve_forever(self):
-        """Pops and answers requests until stop() or SIGINT/SIGTERM."""
+        """Pops and answers requests until stop() or SIGINT/SIGTERM.  Once
+        started, no Redis error ends it: each is logged (once per outage)
+        and retried with backoff."""
         self.redis.ping()  # an unreachable Redis at start is a setup error: fail loudly
         self._clock.sync(self.redis)
         if self._registry:
@@ -708,13 +814,15 @@ class Server:
                 try:
                     if self._clock.due():
                         self._clock.sync(self.redis)
+                    self._refresh_services()
                     # A short timeout, so a stop request is noticed within 1 s.
                     popped = self.redis.blpop([self.queue], timeout=1)
                     backoff = 0.1
-                except (redis.ConnectionError, redis.TimeoutError) as exc:
-                    log.warning('%s: redis: %s; retrying in %.1f s', self.service, exc, backoff)
+                    self._outage.ended()
+                except Exception as exc:  # READONLY, NOPERM, WRONGTYPE, a broken link...
+                    self._outage.failed(exc, 'cannot pop requests')
                     self._pause(backoff)
-                    backoff = min(backoff * 2, 5.0)
+                    backoff = min(backoff * 2, 2.0)
                     continue
                 if popped is not None:
                     self.handle(popped[1])
@@ -742,7 +850,9 @@ class Server:
         because of what the message holds."""
         try:
             self._handle(raw)
-        except Exception as exc:  # a bug here must not take the worker down
+        except _STOPS:
+            raise
+        except BaseException as exc:  # a bug here must not take the worker down
             log.exception('%s: failed to handle a message', self.service)
             try:
                 self._dead(raw,
@@ -842,7 +952,9 @@ class Server:
             return {'result': fn(*args, **kwargs)}
         except RpcError as exc:
             return {'error': exc.to_error()}
-        except Exception:
+        except _STOPS:
+            raise
+        except BaseException:  # GeneratorExit, RecursionError, MemoryError, anything
             # The details go to the log, not to the caller: they may expose internals.
             log.exception('%s.%s failed', self.service, method)
             return {'error': {'code': INTERNAL_ERROR, 'message': 'Internal error'}}
@@ -850,7 +962,9 @@ class Server:
     def _encode(self, resp):
         try:
             return _dumps(resp)
-        except (TypeError, ValueError, RecursionError) as exc:
+        except _STOPS:
+            raise
+        except BaseException as exc:  # TypeError, ValueError, RecursionError, a result's own
             log.error('%s: response is not JSON: %s', self.service, exc)
             return _dumps(_error(resp.get('id'), INTERNAL_ERROR,
                                  'Internal error: result is not JSON'))
@@ -858,28 +972,92 @@ class Server:
     # -- writing ------------------------------------------------------------
 
     def _own_key(self, key):
-        """Whether KEY is one of the service's own keys (PROTOCOL.md 6): its
-        list, dead letters, stats or anything under its hash tag {L}.  An
-        answer pushed onto the list would be popped and answered forever."""
-        if isinstance(key, str):
-            key = key.encode('utf-8', 'surrogatepass')
+        """Whether KEY (bytes) is one of the service's own keys (PROTOCOL.md
+        6): its list, dead letters, stats or anything under its hash tag
+        {L}.  An answer pushed onto the list would be popped and answered
+        forever."""
         queue = self.queue.encode('utf-8')
         if key in (queue, self.dead_key.encode('utf-8'), self.stats_key.encode('utf-8')):
             return True
         return len(key) > len(queue) + 2 and key.startswith(b'{' + queue + b'}')
 
+    def _rrpc_key(self, key):
+        """Whether KEY (bytes) is one of rrpc's keys of any service, by its name."""
+        mine = self.prefix.encode('utf-8') + b'rrpc:'
+        return ((key.startswith(mine) and not key.startswith(mine + b'reply:')) or
+                (key.startswith(b'{') and b'}:' in key) or
+                key.endswith(b':dead') or key.endswith(b':stats'))
+
+    def _request_list(self, key):
+        """Whether KEY (bytes) is a registered service's list or shard list."""
+        prefix = self.prefix.encode('utf-8')
+        if self._services is None or not key.startswith(prefix):
+            return False
+        name = key[len(prefix):]
+        if name in self._services:
+            return True
+        base, sep, shard = name.rpartition(b'#')
+        return bool(sep) and shard.isdigit() and base in self._services
+
+    def _refusal(self, key):
+        """Why KEY (bytes) may not be a reply key (PROTOCOL.md 6), or None."""
+        if self._own_key(key):
+            return "one of the service's own keys"
+        if self._rrpc_key(key):
+            return "one of rrpc's keys"
+        if self._request_list(key):
+            return "a service's request list"
+        if self.reply_prefixes is not None and not any(map(key.startswith, self.reply_prefixes)):
+            return 'not under an allowed prefix'
+        return None
+
+    def _refresh_services(self):
+        """Reads the set of registered services at start and then at most
+        every SERVICES_EVERY_S; while it cannot be read, that rule is off."""
+        now = time.monotonic()
+        if self._services_read_at is not None and \
+                now - self._services_read_at < self.SERVICES_EVERY_S:
+            return
+        self._services_read_at = now
+        try:
+            self._services = set(self.redis.smembers(self.prefix + 'rrpc:services'))
+            self._services_unread = False
+        except redis.RedisError as exc:
+            if _transient(exc):  # Redis away: keep what we knew, read again next time
+                self._services_read_at = None
+                return
+            if not self._services_unread:  # refused (an ACL), a hash in its place: once
+                log.warning('%s: cannot read the registered services (%s): until it can, their '
+                            'request lists are not refused as reply keys by name',
+                            self.service, _error_text(exc))
+            self._services, self._services_unread = None, True
+
     def _deliver(self, text, key, body):
         if key is None:
             return self._dead(text, 'no reply key', body)
-        if self._own_key(key):
-            return self._dead(text, "reply key is one of the service's own keys", body)
-        # raise_on_error=False hands back Redis's own error, not redis-py's
-        # rewording of it that quotes the whole command.
-        results = self._retry(lambda: self.redis.pipeline(transaction=False)
-                              .rpush(key, body).expire(key, self.reply_ttl)
-                              .execute(raise_on_error=False))
-        if results and isinstance(results[0], redis.ResponseError):  # e.g. WRONGTYPE
-            self._dead(text, f'reply failed: {results[0]}', body)
+        key = _key_bytes(key)
+        refusal = self._refusal(key)
+        if refusal:
+            return self._dead(text, 'reply key refused: ' + refusal, body)
+        try:
+            out = self._persist(lambda: self._push_reply(key, body), 'cannot push a reply')
+        except _GaveUp as exc:
+            return log.error('%s: reply lost on the way out: %s', self.service, exc)
+        except redis.RedisError as exc:  # NOPERM on the key, say: never "not now"
+            return self._dead(text, f'reply failed: {_error_text(exc)}', body)
+        status = out[0] if isinstance(out, list) and out else out
+        if status != 1:
+            what = status.decode('utf-8', 'replace') if isinstance(status, bytes) else str(status)
+            self._dead(text, 'reply key refused: ' + what, body)
+
+    def _push_reply(self, key, body):
+        """Runs the REPLY SCRIPT by its SHA, loading it when Redis lacks it
+        (a restart, SCRIPT FLUSH, a failover)."""
+        try:
+            return self.redis.evalsha(_REPLY_SHA, 1, key, self.reply_ttl, body)
+        except redis.exceptions.NoScriptError:
+            self.redis.script_load(REPLY_SCRIPT)
+            return self.redis.evalsha(_REPLY_SHA, 1, key, self.reply_ttl, body)
 
     def _dead(self, text, reason, response=None):
         """Records a message that cannot be answered; never drops it silently."""
@@ -897,21 +1075,39 @@ class Server:
         if response is not None:
             letter['response'] = json.loads(response)
         body = json.dumps(letter, ensure_ascii=False).encode('utf-8', 'replace')
-        self._retry(lambda: self.redis.pipeline(transaction=False)
-                    .rpush(self.dead_key, body)
-                    .ltrim(self.dead_key, -self.dead_letter_max, -1)
-                    .hincrby(self.stats_key, 'dead', 1).execute())
+        try:
+            self._persist(lambda: self.redis.pipeline(transaction=False)
+                          .rpush(self.dead_key, body)
+                          .ltrim(self.dead_key, -self.dead_letter_max, -1)
+                          .hincrby(self.stats_key, 'dead', 1).execute(),
+                          'cannot record a dead letter')
+        except (redis.RedisError, _GaveUp) as exc:
+            log.error('%s: dead letter lost (%s): %s', self.service, _error_text(exc), reason)
 
-    def _retry(self, write, attempts=6):
-        """Runs a write, riding out a dropped connection (redis-py reconnects
-        on the next command), so the request in hand still gets answered."""
-        delay = 0.1
-        for attempt in range(attempts):
+    def _persist(self, write, what):
+        """Runs a write until it succeeds, riding out whatever Redis says
+        "not now" with (broken link, LOADING, BUSY, READONLY, OOM...) with
+        backoff, so the request in hand still gets answered.  Raises the
+        RedisError of a refusal, or _GaveUp when told to stop while Redis
+        keeps failing (after STOP_GRACE_S more)."""
+        delay, give_up_at = 0.1, None
+        while True:
             try:
-                return write()
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if attempt == attempts - 1:
-                    log.error('%s: giving up a write: %s', self.service, exc)
-                    return None
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                result = write()
+                self._outage.ended()
+                return result
+            except redis.RedisError as exc:
+                if not _transient(exc):
+                    raise
+                self._outage.failed(exc, what)
+                if self._stopping:
+                    give_up_at = give_up_at or time.monotonic() + self.STOP_GRACE_S
+                    if time.monotonic() >= give_up_at:
+                        raise _GaveUp(_error_text(exc)) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def _key_bytes(key):
+    """A key as Redis sees it: str keys are sent as UTF-8."""
+    return key if isinstance(key, bytes) else key.encode('utf-8', 'surrogatepass')

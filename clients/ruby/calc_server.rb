@@ -9,6 +9,7 @@
 #
 #   ruby calc_server.rb [--redis URL] [--service calc] [--prefix P]
 #                       [--no-heartbeat] [--heartbeat-interval S] [--heartbeat-ttl S]
+#                       [--reply-prefix P]...
 
 require 'optparse'
 require_relative 'rrpc'
@@ -61,7 +62,7 @@ class Calc
 end
 
 if $PROGRAM_NAME == __FILE__
-  opts = { redis: nil, service: 'calc', prefix: '', heartbeat: true, interval: 1.0, ttl: 5.0 }
+  opts = { redis: nil, service: 'calc', prefix: '', heartbeat: true, interval: 1.0, ttl: 5.0, reply_prefixes: nil }
   OptionParser.new do |o|
     o.banner = 'usage: calc_server.rb [--redis URL] [--service NAME] [--prefix P] [--no-heartbeat] ...'
     o.on('--redis URL', 'Redis URL (default $REDIS_URL, then redis://127.0.0.1:6379)') { |v| opts[:redis] = v }
@@ -70,12 +71,17 @@ if $PROGRAM_NAME == __FILE__
     o.on('--no-heartbeat', 'do not register in the registry (no heartbeat, no stats)') { opts[:heartbeat] = false }
     o.on('--heartbeat-interval S', Float, 'seconds between heartbeats (default: 1)') { |v| opts[:interval] = v }
     o.on('--heartbeat-ttl S', Float, 'seconds a heartbeat stays valid (default: 5)') { |v| opts[:ttl] = v }
+    o.on('--reply-prefix P', 'answer only onto reply keys that start with P (repeatable; ' \
+                             'default: any reply key PROTOCOL.md section 6 allows)') do |v|
+      (opts[:reply_prefixes] ||= []) << v
+    end
   end.parse!
   $stderr.sync = true
   server = RRPC::Server.new(opts[:service], Calc.new, url: opts[:redis], prefix: opts[:prefix],
                                                      heartbeat: opts[:heartbeat],
                                                      heartbeat_interval: opts[:interval],
-                                                     heartbeat_ttl: opts[:ttl])
+                                                     heartbeat_ttl: opts[:ttl],
+                                                     reply_prefixes: opts[:reply_prefixes])
   warn "calc_server.rb: serving #{opts[:prefix]}#{opts[:service]}"
   server.serve_forever
   warn 'calc_server.rb: stopped'

@@ -19,19 +19,23 @@
 # heartbeat from a background thread, per-method stats, the built-in
 # rpc.ping), so `rrpc ls/info/ping/stats/top` show them next to C workers and
 # C callers fail fast once the last of them stops; they refuse requests whose
-# deadline (section 7) has passed, and never answer onto the service's own
-# keys (section 6).  Clients, like the C client, put a deadline on every call
-# and read the registry to fail fast when a registered service has no live
-# worker, and to respect its max_queue.
+# deadline (section 7) has passed, and write replies only onto reply lists
+# (section 6: never onto rrpc's keys, a service's request list or an
+# application's key).  They survive whatever a handler raises and whatever
+# Redis answers, and stop only when told to.  Clients, like the C client, put
+# a deadline on every call and read the registry to fail fast when a
+# registered service has no live worker, and to respect its max_queue.
 #
 # Public API: RRPC::Client, RRPC::Server, RRPC::RpcError, RRPC::InvalidParams,
 # RRPC::RemoteError, RRPC::Timeout, RRPC::Unavailable, RRPC::Overloaded,
 # RRPC::ProtocolError, RRPC::Handler, RRPC::VERSION.
 
+require 'digest'
 require 'json'
 require 'logger'
 require 'redis'
 require 'securerandom'
+require 'set'
 require 'socket'
 
 module RRPC
@@ -200,17 +204,12 @@ module RRPC
       value.nil? || value.is_a?(String) || value.is_a?(Integer) || (value.is_a?(Float) && value.finite?)
     end
 
-    # Decimal text of a number id: 42 -> "42", 1.5 -> "1.5", 1e20 -> "1e20".
-    def number_text(value)
-      return value.to_s if value.is_a?(Integer)
-      return value.to_i.to_s if value == value.truncate && value.abs < 1e16
+    # The largest integer every peer reads exactly (a double's 53-bit mantissa).
+    MAX_EXACT_ID = 2**53
 
-      mantissa, exponent = value.to_s.split('e')
-      mantissa = mantissa.delete_suffix('.0')
-      exponent ? "#{mantissa}e#{exponent.to_i}" : mantissa
-    end
-
-    # The reply key of PROTOCOL.md section 3, or nil if none can be read.
+    # The reply key of PROTOCOL.md section 3, or nil if none can be read: a
+    # non-empty reply_to, else a non-empty string id, else an id with an
+    # integral value of at most 2^53 as decimal text (100.0 and 1e2 -> "100").
     def reply_key(req)
       return nil unless req.is_a?(Hash)
 
@@ -218,10 +217,10 @@ module RRPC
       return reply_to if reply_to.is_a?(String) && !reply_to.empty?
 
       id = req['id']
-      return id if id.is_a?(String)
-      return number_text(id) if number?(id) && valid_id?(id)
+      return id.empty? ? nil : id if id.is_a?(String)
+      return nil unless number?(id) && (id.is_a?(Integer) || (id.finite? && id == id.truncate))
 
-      nil
+      id.abs <= MAX_EXACT_ID ? id.to_i.to_s : nil
     end
 
     def request(method, args, kwargs, **members)
@@ -633,15 +632,72 @@ module RRPC
   # valid for heartbeat_ttl seconds, publishing max_queue for callers;
   # heartbeat: false serves without it (no record, no stats).  The built-in
   # method rpc.ping is answered either way.
+  #
+  # Replies go only where PROTOCOL.md section 6 allows (never onto rrpc's
+  # keys, a registered service's list or a key that is not a reply list);
+  # reply_prefixes: (an Array of Strings, nil = any) further limits reply
+  # keys to those starting with one of them.  A handler's exception of any
+  # class (NotImplementedError, SystemStackError, NoMemoryError,
+  # ScriptError...) answers -32603, except SignalException and SystemExit;
+  # Redis errors are logged once per outage and retried with backoff: the
+  # worker stops only when told to (stop, SIGINT, SIGTERM).
   class Server
     attr_reader :service, :version, :worker_id
 
+    SERVICES_EVERY_S = 5.0 # how often the set of registered services is read
+    STOP_GRACE_S = 5.0 # how long a write is still retried once told to stop
+
+    # The REPLY SCRIPT of PROTOCOL.md section 3, byte for byte: it pushes
+    # only onto a key that does not exist or onto a list with an expiry, so a
+    # reply can never put a TTL on (or append to) an application's key, a
+    # persistent list or another service's backlog.
+    REPLY_SCRIPT = <<~LUA
+      -- rrpc reply v1: KEYS = reply keys, ARGV[1] = ttl in seconds, ARGV[1+i] = response for KEYS[i].
+      -- Pushes only onto a reply list: a key that does not exist, or a list that has an expiry.
+      local out = {}
+      for i, k in ipairs(KEYS) do
+        local t = redis.call('TYPE', k).ok
+        if t == 'none' or (t == 'list' and redis.call('PTTL', k) >= 0) then
+          redis.call('RPUSH', k, ARGV[i + 1])
+          redis.call('EXPIRE', k, ARGV[1])
+          out[i] = 1
+        elseif t == 'list' then
+          out[i] = 'list without expiry'
+        else
+          out[i] = t
+        end
+      end
+      return out
+    LUA
+    REPLY_SHA = Digest::SHA1.hexdigest(REPLY_SCRIPT)
+
+    # Error replies that say "not now" rather than "never": the command may
+    # succeed once a failover, a load, a script or a memory shortage is over.
+    TRANSIENT_CODES = %w[LOADING BUSY READONLY MASTERDOWN TRYAGAIN CLUSTERDOWN OOM UNBLOCKED
+                         NOREPLICAS MISCONF].freeze
+
+    # What a handler may raise that still ends the worker: the process is
+    # being told to stop.
+    STOPS = [SignalException, SystemExit].freeze
+
+    # A write abandoned because the worker was told to stop while Redis
+    # kept failing.
+    class GaveUp < StandardError; end
+
     def initialize(service, obj, url: nil, prefix: '', reply_ttl: 60, max_request_bytes: 1_048_576,
                    dead_letter_max: 1000, batch_max: 1000, logger: Logger.new($stderr, progname: 'rrpc'),
-                   heartbeat: true, heartbeat_interval: 1.0, heartbeat_ttl: 5.0, max_queue: 0)
+                   heartbeat: true, heartbeat_interval: 1.0, heartbeat_ttl: 5.0, max_queue: 0,
+                   reply_prefixes: nil)
       @redis = Wire.connect(url)
       @service = service
+      @prefix = prefix
       @queue = "#{prefix}#{service}"
+      @reply_prefixes = reply_prefixes&.map { |p| p.to_s.b }
+      @services = nil # registered names (binary Strings), nil while unknown
+      @services_read_at = nil
+      @services_unread = false
+      @outage_since = nil
+      @outage_kind = nil
       @dead_key = "#{@queue}:dead"
       @stats_key = "#{@queue}:stats"
       @reply_ttl = reply_ttl
@@ -673,7 +729,9 @@ module RRPC
       @stopping = true
     end
 
-    # Pops and answers requests until stop or SIGINT/SIGTERM.
+    # Pops and answers requests until stop or SIGINT/SIGTERM.  Once started,
+    # no Redis error ends it: each is logged (once per outage) and retried
+    # with backoff.
     def serve_forever
       @redis.ping # an unreachable Redis at start is a setup error: fail loudly
       @clock.sync(@redis)
@@ -685,13 +743,15 @@ module RRPC
       until @stopping
         begin
           @clock.sync(@redis) if @clock.due?
+          refresh_services
           # A short timeout, so a stop request is noticed within 1 s.
           popped = @redis.blpop(@queue, timeout: 1)
           backoff = 0.1
-        rescue Redis::BaseConnectionError => e
-          @log.warn("#{@service}: redis: #{e.message}; retrying in #{backoff} s")
+          outage_ended
+        rescue StandardError => e # READONLY, NOPERM, WRONGTYPE, a broken link...
+          outage_failed(e, 'cannot pop requests')
           pause(backoff)
-          backoff = [backoff * 2, 5.0].min
+          backoff = [backoff * 2, 2.0].min
           next
         end
         handle(popped[1]) if popped
@@ -705,8 +765,10 @@ module RRPC
     # what the message holds.
     def handle(raw)
       handle_message(raw.b)
-    rescue StandardError => e # a bug here must not take the worker down
-      @log.error("#{@service}: failed to handle a message: #{e.class}: #{e.message}\n#{e.backtrace&.join("\n")}")
+    rescue *STOPS
+      raise
+    rescue Exception => e # rubocop:disable Lint/RescueException -- a bug here must not take the worker down
+      @log.error("#{@service}: failed to handle a message: #{e.class}: #{e.message}\n#{trace(e)}")
       begin
         dead(scrub(raw), "internal error: #{e.class}: #{e.message}")
       rescue StandardError => e2
@@ -840,10 +902,18 @@ module RRPC
       { 'result' => meth.call(*args, **kwargs) }
     rescue RpcError => e
       { 'error' => e.to_error }
-    rescue StandardError => e
+    rescue *STOPS
+      raise
+    rescue Exception => e # rubocop:disable Lint/RescueException -- NotImplementedError, SystemStackError...
       # The details go to the log, not to the caller: they may expose internals.
-      @log.error("#{@service}.#{name} failed: #{e.class}: #{e.message}\n#{e.backtrace&.join("\n")}")
+      @log.error("#{@service}.#{name} failed: #{e.class}: #{e.message}\n#{trace(e)}")
       { 'error' => { 'code' => INTERNAL_ERROR, 'message' => 'Internal error' } }
+    end
+
+    # A backtrace for the log, cut short: a SystemStackError's has 10,000 lines.
+    def trace(error)
+      lines = error.backtrace || []
+      lines.size > 30 ? (lines.first(30) + ["... #{lines.size - 30} more"]).join("\n") : lines.join("\n")
     end
 
     # Checks params against the method's parameters before calling, so an
@@ -910,36 +980,100 @@ module RRPC
 
     def encode(resp)
       Wire.generate(resp)
-    rescue JSON::GeneratorError, EncodingError, SystemStackError => e
+    rescue *STOPS
+      raise
+    rescue Exception => e # rubocop:disable Lint/RescueException -- a result's to_json may raise anything
       @log.error("#{@service}: response is not JSON: #{e.message}")
       Wire.generate(Wire.error(resp['id'], INTERNAL_ERROR, 'Internal error: result is not JSON'))
     end
 
-    # Whether key is one of the service's own keys (PROTOCOL.md 6): its list,
-    # dead letters, stats or anything under its hash tag {L}.  An answer
-    # pushed onto the list would be popped and answered there forever.
+    # Whether key (binary) is one of the service's own keys (PROTOCOL.md 6):
+    # its list, dead letters, stats or anything under its hash tag {L}.  An
+    # answer pushed onto the list would be popped and answered there forever.
     def own_key?(key)
-      key = key.b
       queue = @queue.b
       return true if [queue, @dead_key.b, @stats_key.b].include?(key)
 
       key.bytesize > queue.bytesize + 2 && key.start_with?("{#{queue}}".b)
     end
 
+    # Whether key (binary) is one of rrpc's keys of any service, by its name.
+    def rrpc_key?(key)
+      mine = "#{@prefix}rrpc:".b
+      (key.start_with?(mine) && !key.start_with?("#{mine}reply:".b)) ||
+        (key.start_with?('{') && key.include?('}:')) || key.end_with?(':dead', ':stats')
+    end
+
+    # Whether key (binary) is a registered service's list or shard list.
+    def request_list?(key)
+      prefix = @prefix.b
+      return false if @services.nil? || !key.start_with?(prefix)
+
+      name = key.byteslice(prefix.bytesize..)
+      return true if @services.include?(name)
+
+      base, sep, shard = name.rpartition('#')
+      !sep.empty? && shard.match?(/\A\d+\z/) && @services.include?(base)
+    end
+
+    # Why key (binary) may not be a reply key (PROTOCOL.md 6), or nil.
+    def refusal(key)
+      return "one of the service's own keys" if own_key?(key)
+      return "one of rrpc's keys" if rrpc_key?(key)
+      return "a service's request list" if request_list?(key)
+      return 'not under an allowed prefix' if @reply_prefixes && @reply_prefixes.none? { |p| key.start_with?(p) }
+
+      nil
+    end
+
+    # Reads the set of registered services at start and then at most every
+    # SERVICES_EVERY_S; while it cannot be read, that rule is off.
+    def refresh_services
+      now = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      return if @services_read_at && now - @services_read_at < SERVICES_EVERY_S
+
+      @services_read_at = now
+      @services = @redis.smembers("#{@prefix}rrpc:services").to_set(&:b)
+      @services_unread = false
+    rescue Redis::BaseError => e
+      # Redis away: keep what we knew, read again next time.
+      return @services_read_at = nil if transient?(e)
+
+      unless @services_unread # refused (an ACL), a hash in its place: once, not every 5 s
+        @log.warn("#{@service}: cannot read the registered services (#{e.message}): until it can, " \
+                  'their request lists are not refused as reply keys by name')
+      end
+      @services = nil
+      @services_unread = true
+    end
+
     def deliver(text, key, body)
       return dead(text, 'no reply key', body) if key.nil?
-      return dead(text, "reply key is one of the service's own keys", body) if own_key?(key)
+
+      key = key.b
+      why = refusal(key)
+      return dead(text, "reply key refused: #{why}", body) if why
 
       begin
-        with_retry do
-          @redis.pipelined do |pipe|
-            pipe.rpush(key, body)
-            pipe.expire(key, @reply_ttl)
-          end
-        end
-      rescue Redis::CommandError => e # e.g. WRONGTYPE: the key is not a list
-        dead(text, "reply failed: #{e.message}", body)
+        out = persist('cannot push a reply') { push_reply(key, body) }
+      rescue GaveUp => e
+        return @log.error("#{@service}: reply lost on the way out: #{e.message}")
+      rescue Redis::CommandError => e # NOPERM on the key, say: never "not now"
+        return dead(text, "reply failed: #{e.message}", body)
       end
+      status = out.is_a?(Array) ? out.first : out
+      dead(text, "reply key refused: #{status}", body) unless status == 1
+    end
+
+    # Runs the REPLY SCRIPT by its SHA, loading it when Redis lacks it (a
+    # restart, SCRIPT FLUSH, a failover).
+    def push_reply(key, body)
+      @redis.evalsha(REPLY_SHA, keys: [key], argv: [@reply_ttl, body])
+    rescue Redis::CommandError => e
+      raise unless e.message.start_with?('NOSCRIPT')
+
+      @redis.script(:load, REPLY_SCRIPT)
+      @redis.evalsha(REPLY_SHA, keys: [key], argv: [@reply_ttl, body])
     end
 
     # Records a message that cannot be answered; never drops it silently.
@@ -953,29 +1087,67 @@ module RRPC
       end
       letter['response'] = JSON.parse(response, max_nesting: false) if response
       body = Wire.generate(letter)
-      with_retry do
+      persist('cannot record a dead letter') do
         @redis.pipelined do |pipe|
           pipe.rpush(@dead_key, body)
           pipe.ltrim(@dead_key, -@dead_letter_max, -1)
           pipe.hincrby(@stats_key, 'dead', 1)
         end
       end
+    rescue Redis::BaseError, GaveUp => e
+      @log.error("#{@service}: dead letter lost (#{e.message}): #{reason}")
     end
 
-    # Rides out a dropped connection (the redis gem reconnects on the next
-    # command), so the request in hand still gets answered.
-    def with_retry(attempts: 6)
+    # Whether a failed command may succeed if simply tried again later.
+    def transient?(error)
+      error.is_a?(Redis::BaseConnectionError) ||
+        (error.is_a?(Redis::CommandError) && TRANSIENT_CODES.include?(error.message[/\A\S+/]))
+    end
+
+    # Runs a write until it succeeds, riding out whatever Redis says "not
+    # now" with (broken link, LOADING, BUSY, READONLY, OOM...) with backoff,
+    # so the request in hand still gets answered.  Raises the error of a
+    # refusal, or GaveUp when told to stop while Redis keeps failing (after
+    # STOP_GRACE_S more).
+    def persist(what)
       delay = 0.1
-      attempts.times do |attempt|
-        return yield
-      rescue Redis::BaseConnectionError => e
-        if attempt == attempts - 1
-          @log.error("#{@service}: giving up a write: #{e.message}")
-          return nil
+      give_up_at = nil
+      loop do
+        result = yield
+        outage_ended
+        return result
+      rescue Redis::BaseError => e
+        raise unless transient?(e)
+
+        outage_failed(e, what)
+        if @stopping
+          give_up_at ||= Process.clock_gettime(Process::CLOCK_MONOTONIC) + STOP_GRACE_S
+          raise GaveUp, e.message if Process.clock_gettime(Process::CLOCK_MONOTONIC) >= give_up_at
         end
         sleep(delay)
         delay = [delay * 2, 2.0].min
       end
+    end
+
+    # Logs a Redis outage once when it starts (and again only if its cause
+    # changes), and once when it ends: never once per try.
+    def outage_failed(error, what)
+      kind = [error.class, error.message[/\A\S+/]]
+      if @outage_since.nil?
+        @outage_since = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+        @log.warn("#{@service}: redis: #{what}: #{error.message}; retrying with backoff")
+      elsif kind != @outage_kind
+        @log.warn("#{@service}: redis: #{what}: #{error.message}; still retrying")
+      end
+      @outage_kind = kind
+    end
+
+    def outage_ended
+      return unless @outage_since
+
+      @log.warn(format('%s: redis: working again after %.1f s', @service,
+                       Process.clock_gettime(Process::CLOCK_MONOTONIC) - @outage_since))
+      @outage_since = @outage_kind = nil
     end
   end
 end

@@ -27,7 +27,7 @@ import time
 import redis
 
 r = redis.Redis.from_url(os.environ['REDIS_URL'])
-OWN_KEY_REASON = "reply key refused: one of the service's own keys"  # PROTOCOL.md section 3
+OWN_KEY_REASON = "reply key refused: one of the service's own keys"
 
 
 def fail(message):
