@@ -344,6 +344,9 @@ typedef struct rrpc_server_stats {
     uint64_t redelivered;    /* reliable: requests of dead workers put back */
     uint64_t given_back;     /* requests handed back to the list unstarted because a
                               * slow handler held up their batch */
+    uint64_t lost;           /* at-most-once: answers, dead letters, effects and handed-back
+                              * requests Redis never took (out of memory past the reply TTL,
+                              * refused, or unconfirmed at stop); each is logged "LOST" */
 } rrpc_server_stats;
 
 /* Copies the counters into *stats. */
