@@ -407,19 +407,47 @@ int rrpc_call(rrpc_client *c, const char *service, const char *method, const jso
     return rc;
 }
 
-int rrpc_notify(rrpc_client *c, const char *service, const char *method, const json_t *params)
+/* A notification, with the member "idempotency_key": KEY if not NULL. */
+static int notify(rrpc_client *c, const char *service, const char *method, const json_t *params,
+                  const char *key)
 {
     if (c == NULL)
         return RRPC_EINVAL;
+    if (key != NULL && *key == '\0')
+        return client_fail(c, RRPC_EINVAL, "an idempotency key must not be empty");
     char list[RRPC__KEY_MAX];
     int rc;
     double no_timeout = 0;
     char *text = encode_request(c, service, method, params, list, NULL, &no_timeout, &rc);
+    if (text != NULL && key != NULL) {
+        /* Added to the encoded object, so that the request is built once. */
+        json_t *req = json_loads(text, 0, NULL), *k = json_string(key);
+        free(text);
+        text = NULL;
+        if (k == NULL)
+            rc = client_fail(c, RRPC_EINVAL, "the idempotency key is not UTF-8");
+        else if (req == NULL || json_object_set(req, "idempotency_key", k) != 0 ||
+                 (text = json_dumps(req, RRPC__JSON_ENCODE_FLAGS)) == NULL)
+            rc = client_fail(c, RRPC_ENOMEM, "cannot encode the request");
+        json_decref(k);
+        json_decref(req);
+    }
     if (text == NULL)
         return rc;
     rc = push_only(c, list, text);
     free(text);
     return rc;
+}
+
+int rrpc_notify(rrpc_client *c, const char *service, const char *method, const json_t *params)
+{
+    return notify(c, service, method, params, NULL);
+}
+
+int rrpc_notify_idempotent(rrpc_client *c, const char *service, const char *method,
+                           const json_t *params, const char *idempotency_key)
+{
+    return notify(c, service, method, params, idempotency_key);
 }
 
 /* Builds the batch text for CALLS; every call gets id = its index and the

@@ -64,7 +64,7 @@ struct rrpc_server {
     atomic_int stop;
     atomic_int running;
     atomic_uint_fast64_t requests, notifications, errors, dead_letters, expired;
-    atomic_uint_fast64_t duplicates, redelivered, given_back;
+    atomic_uint_fast64_t duplicates, redelivered, given_back, lost;
     atomic_int batch_now; /* requests a pop takes beyond the first (adapt_batch) */
     char errmsg[RRPC__ERRMSG_LEN];
 };
@@ -81,13 +81,22 @@ enum op_kind {
     OP_TIME,     /* TIME, to keep the Redis clock estimate fresh */
     OP_SERVICES, /* SMEMBERS <prefix>rrpc:services, for the reply-key rules */
     OP_COMMIT,   /* reliable mode: the commit script of one request; cmd owned */
-    OP_GIVEBACK  /* LPUSH of requests handed back unstarted; cmd owned */
+    OP_GIVEBACK, /* LPUSH of requests handed back unstarted; cmd owned */
+    OP_EFFECTS,  /* the effects script of one request (effects_script); cmd owned */
+    OP_LOST      /* HINCRBY <service>:stats lost <count> */
 };
 
 /* Reliable mode: how long a commit Redis refused waits before it is sent
  * again (doubling up to the maximum), while its request stays held. */
 #define HOLD_MIN_S 0.05
 #define HOLD_MAX_S 2.0
+
+/* At-most-once: how long a refused answer's guard against applying its
+ * effects twice lives if the worker never learns that they were applied
+ * (it deletes the guard once Redis confirms them). */
+#define EFFECTS_GUARD_MS "3600000"
+/* How much of an id (as escaped JSON) a LOST line shows at most. */
+#define LOG_ID_MAX 1024
 
 /* One response on its way to its reply key. */
 typedef struct reply_item {
@@ -96,8 +105,9 @@ typedef struct reply_item {
     char *msg_owned;
     char *key; /* owned reply key (binary, key_len bytes) */
     size_t key_len;
-    char *text; /* owned response text */
-    int alone;  /* refused as part of a call: sent in a call of its own */
+    char *text;        /* owned response text */
+    int alone;         /* refused as part of a call: sent in a call of its own */
+    double give_up_at; /* refused for memory: lost if still refused then (0: not yet) */
 } reply_item;
 
 typedef struct op {
@@ -111,7 +121,9 @@ typedef struct op {
     rrpc__cmd cmd;     /* OP_COMMIT: the whole command, resent as it is */
     reply_item *items; /* OP_REPLY: the responses of the call, owned */
     size_t nitems;
-    int eval; /* OP_REPLY: sent as EVAL, so the script is cached now */
+    int eval;                 /* OP_REPLY: sent as EVAL, so the script is cached now */
+    double give_up_at;        /* at-most-once, refused for memory: lost if still refused then */
+    unsigned long long count; /* OP_LOST: the count added */
 } op;
 
 typedef struct worker {
@@ -148,9 +160,13 @@ typedef struct worker {
     char base_text[24];       /* the take's token base: takes as 16 hex digits */
     int registered;           /* its id is in {L}:inflight (else SADD before BLMOVE) */
     int pop_failing;          /* the last pop was refused (logged once) */
-    op *held;                 /* commits Redis refused (not transiently): sent again later */
+    op *held; /* commits Redis refused (not transiently), at-most-once answers, dead letters,
+               * effects and give-backs refused for memory: sent again later */
     size_t nheld, capheld;
     double held_at, held_delay; /* when, and the current backoff */
+    unsigned long long lost_unsent;  /* losses not yet added to <service>:stats */
+    unsigned long long effects_sent; /* makes every effects guard key unique */
+    char token[33];                  /* this thread's random part of the guard keys */
 } worker;
 
 void rrpc_server_options_init(rrpc_server_options *opts)
@@ -353,6 +369,7 @@ void rrpc_server_get_stats(const rrpc_server *s, rrpc_server_stats *st)
     st->duplicates = atomic_load(&m->duplicates);
     st->redelivered = atomic_load(&m->redelivered);
     st->given_back = atomic_load(&m->given_back);
+    st->lost = atomic_load(&m->lost);
 }
 
 /* ---- one worker ---------------------------------------------------------- */
@@ -405,12 +422,12 @@ static void free_op(op *o)
     memset(o, 0, sizeof *o);
 }
 
-/* Replies and dead letters must survive a broken link or a Redis that is
- * busy for a while (see keep_for_retry). */
+/* Replies, dead letters and effects must survive a broken link or a Redis
+ * that is busy for a while (see keep_for_retry) or out of memory (hold). */
 static int kept_for_resend(const op *o)
 {
     return o->kind == OP_REPLY || o->kind == OP_DEAD || o->kind == OP_COMMIT ||
-           o->kind == OP_GIVEBACK;
+           o->kind == OP_GIVEBACK || o->kind == OP_EFFECTS;
 }
 
 /* The request text a kept op refers to lives in the popped reply, which
@@ -428,6 +445,120 @@ static void own_msg(const char **msg, size_t len, char **owned)
     *msg = *owned ? *owned : ""; /* without memory the dead letter says less */
 }
 
+/* ---- what is lost is said, with its ids, and counted ------------------- */
+
+/* Appends to OUT (of CAP bytes, NUL-terminated) the JSON of V escaped to
+ * ASCII -- control characters as \u00XX, so that a hostile id cannot write
+ * to an operator's terminal -- or its first LOG_ID_MAX bytes and its
+ * length when it is longer. */
+static void append_json(char *out, size_t cap, const json_t *v)
+{
+    size_t at = strlen(out);
+    char *text = json_dumps(v, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_ENCODE_ANY);
+    if (text == NULL)
+        snprintf(out + at, cap - at, "(unprintable)");
+    else if (strlen(text) > LOG_ID_MAX)
+        snprintf(out + at, cap - at, "%.*s... (%zu bytes)", LOG_ID_MAX, text, strlen(text));
+    else
+        snprintf(out + at, cap - at, "%s", text);
+    free(text);
+}
+
+/* How a LOST line names the request(s) of TEXT -- a request, a response or
+ * a batch of either: "id 7", "ids [1,2]", "a notification", or what it is
+ * when it is not JSON-RPC (then its length). */
+static void describe_ids(const char *text, size_t len, char *out, size_t cap)
+{
+    json_t *doc = text ? json_loadb(text, len, 0, NULL) : NULL;
+    out[0] = '\0';
+    if (json_is_object(doc) && json_object_get(doc, "id") != NULL) {
+        snprintf(out, cap, "id ");
+        append_json(out, cap, json_object_get(doc, "id"));
+    } else if (json_is_object(doc)) {
+        snprintf(out, cap, "a notification");
+    } else if (json_is_array(doc)) {
+        json_t *ids = json_array();
+        size_t i;
+        const json_t *e;
+        json_array_foreach(doc, i, e)
+        {
+            if (json_object_get(e, "id"))
+                json_array_append(ids, json_object_get(e, "id"));
+        }
+        snprintf(out, cap, "ids ");
+        append_json(out, cap, ids);
+        json_decref(ids);
+    } else {
+        snprintf(out, cap, "a message of %zu bytes that is not JSON-RPC", len);
+    }
+    json_decref(doc);
+}
+
+/* Logs the loss of an answer, dead letter, effects or request (WHAT, of
+ * IDS, with MORE) and counts it: rrpc_server_stats.lost, and
+ * <service>:stats "lost" with the next round (send_lost).  One line per
+ * loss, with the whole id: operators and tests match them. */
+static void lose(worker *w, const char *what, const char *ids, const char *more, const char *why)
+{
+    atomic_fetch_add(&w->srv->lost, 1);
+    w->lost_unsent++;
+    fprintf(stderr, "rrpc[%s/%d]: LOST %s %s%s: %s\n", w->srv->service, w->id, what, ids,
+            more ? more : "", why ? why : "");
+}
+
+/* The reply key of IT as escaped JSON, for a LOST line. */
+static void describe_key(const reply_item *it, char *out, size_t cap)
+{
+    json_t *key = json_stringn(it->key, it->key_len);
+    out[0] = '\0';
+    if (key == NULL)
+        snprintf(out, cap, "(%zu bytes, not UTF-8)", it->key_len);
+    else
+        append_json(out, cap, key);
+    json_decref(key);
+}
+
+static void lose_item(worker *w, const reply_item *it, const char *why)
+{
+    char ids[LOG_ID_MAX + 64], key[LOG_ID_MAX + 64], more[LOG_ID_MAX + 96];
+    describe_ids(it->text, it->text ? strlen(it->text) : 0, ids, sizeof ids);
+    describe_key(it, key, sizeof key);
+    snprintf(more, sizeof more, " (reply key %s)", key);
+    lose(w, "answer to", ids, more, why);
+}
+
+/* Says what of O (an at-most-once op kept for resending) is lost and why;
+ * frees nothing. */
+static void lose_op(worker *w, const op *o, const char *why)
+{
+    char ids[LOG_ID_MAX + 64];
+    if (o->kind == OP_REPLY) {
+        for (size_t i = 0; i < o->nitems; i++)
+            lose_item(w, &o->items[i], why);
+    } else if (o->kind == OP_DEAD) {
+        /* The record keeps the message whole unless it was oversized. */
+        json_t *rec = o->text ? json_loads(o->text, 0, NULL) : NULL;
+        const char *msg = json_string_value(json_object_get(rec, "message"));
+        if (msg)
+            describe_ids(msg, json_string_length(json_object_get(rec, "message")), ids, sizeof ids);
+        else
+            snprintf(ids, sizeof ids, "an oversized message (SHA-1 %s)",
+                     json_string_value(json_object_get(rec, "message_sha1"))
+                         ? json_string_value(json_object_get(rec, "message_sha1"))
+                         : "unknown");
+        json_decref(rec);
+        lose(w, "dead letter of", ids, NULL, why);
+    } else if (o->kind == OP_EFFECTS) {
+        describe_ids(o->msg, o->msg_len, ids, sizeof ids);
+        lose(w, "effects of", ids, NULL, why);
+    } else if (o->kind == OP_GIVEBACK) {
+        for (size_t i = 2; i < o->cmd.argc; i++) {
+            describe_ids(o->cmd.argv[i], o->cmd.lens[i], ids, sizeof ids);
+            lose(w, "unstarted request, handed back:", ids, NULL, why);
+        }
+    }
+}
+
 /* Moves O (taking ownership) to the ops to send again. */
 static void keep_for_retry(worker *w, op *o)
 {
@@ -435,7 +566,10 @@ static void keep_for_retry(worker *w, op *o)
     for (size_t i = 0; i < o->nitems; i++)
         own_msg(&o->items[i].msg, o->items[i].msg_len, &o->items[i].msg_owned);
     if (grow((void **)&w->retry, &w->capretry, w->nretry + 1, sizeof *o) != RRPC_OK) {
-        log_worker(w, "out of memory: an answer or dead letter is LOST", NULL);
+        if (o->kind == OP_COMMIT) /* its request stays held in Redis */
+            log_worker(w, "out of memory: a request stays in flight until taken again", NULL);
+        else
+            lose_op(w, o, "out of memory");
         free_op(o);
         return;
     }
@@ -463,7 +597,7 @@ static const op plain = {.kind = OP_PLAIN};
 static void hold_reply(worker *w, reply_item it)
 {
     if (grow((void **)&w->pend, &w->cappend, w->npend + 1, sizeof *w->pend) != RRPC_OK) {
-        log_worker(w, "out of memory: an answer is LOST", NULL);
+        lose_item(w, &it, "out of memory");
         free_item(&it);
         return;
     }
@@ -536,7 +670,7 @@ static void send_by_slot(worker *w, reply_item *items, size_t n)
         for (size_t i = 0; i < n; i++) { /* one call per key needs no sorting */
             reply_item *one = malloc(sizeof *one);
             if (one == NULL) {
-                log_worker(w, "out of memory: an answer is LOST", NULL);
+                lose_item(w, &items[i], "out of memory");
                 free_item(&items[i]);
                 continue;
             }
@@ -557,7 +691,7 @@ static void send_by_slot(worker *w, reply_item *items, size_t n)
             if (group != NULL)
                 group[k - from] = items[order[k].index];
             else {
-                log_worker(w, "out of memory: an answer is LOST", NULL);
+                lose_item(w, &items[order[k].index], "out of memory");
                 free_item(&items[order[k].index]);
             }
         }
@@ -589,7 +723,7 @@ static void flush_replies(worker *w)
         }
         reply_item *one = malloc(sizeof *one);
         if (one == NULL) {
-            log_worker(w, "out of memory: an answer is LOST", NULL);
+            lose_item(w, &items[i], "out of memory");
             free_item(&items[i]);
             continue;
         }
@@ -605,22 +739,122 @@ static void flush_replies(worker *w)
         send_reply_call(w, items, n);
 }
 
-/* Queues RPUSH+LTRIM+HINCRBY of a dead letter; takes ownership of text. */
-static void queue_dead(worker *w, char *text)
+/* Queues RPUSH+LTRIM+HINCRBY of a dead letter; takes ownership of text.
+ * GIVE_UP_AT: see op.give_up_at (0 for a new one). */
+static void queue_dead(worker *w, char *text, double give_up_at)
 {
     rrpc_server *s = w->srv;
     const char *push[] = {"RPUSH", s->dead_key, text};
     const char *trim[] = {"LTRIM", s->dead_key, w->trim_text, "-1"};
     const char *count[] = {"HINCRBY", s->stats_key, "dead", "1"};
-    if (send_cmd(w, (op){.kind = OP_DEAD, .text = text}, 3, push, NULL) == RRPC_OK) {
+    if (send_cmd(w, (op){.kind = OP_DEAD, .text = text, .give_up_at = give_up_at}, 3, push, NULL) ==
+        RRPC_OK) {
         send_cmd(w, plain, 4, trim, NULL);
         send_cmd(w, plain, 4, count, NULL);
     }
 }
 
-/* Queues the commands handlers added with rrpc_request_add_effect. */
-static void queue_effects(worker *w, const json_t *effects)
+/* At-most-once effects: KEYS[1] is a guard key unique to this request's
+ * effects, ARGV[1] its lifetime (ms), ARGV[2] the effect count, then per
+ * effect its argc and arguments.  Applies them unless the guard exists --
+ * they are sent again after a broken link, and the first copy may have
+ * been applied although its confirmation was lost -- and returns the
+ * effects Redis refused (the rest stand), or 0 when they had been applied.
+ * The guard is its first write, so a script refused for memory changed
+ * nothing and can be sent again. */
+static const char effects_script[] =
+    "-- rrpc effects v1\n"
+    "if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end\n"
+    "local i, refused = 3, {}\n"
+    "for _ = 1, tonumber(ARGV[2]) do\n"
+    "  local argc = tonumber(ARGV[i])\n"
+    "  local r = redis.pcall(unpack(ARGV, i + 1, i + argc))\n"
+    "  if type(r) == 'table' and r.err then\n"
+    "    refused[#refused + 1] = ARGV[i + 1] .. ': ' .. r.err\n"
+    "  end\n"
+    "  i = i + argc + 1\n"
+    "end\n"
+    "return refused\n";
+
+static int cmd_add(rrpc__cmd *c, const char *s, size_t len)
 {
+    if (c->argc == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 16;
+        char **argv = realloc(c->argv, cap * sizeof *argv);
+        if (argv == NULL)
+            return RRPC_ENOMEM;
+        c->argv = argv;
+        size_t *lens = realloc(c->lens, cap * sizeof *lens);
+        if (lens == NULL)
+            return RRPC_ENOMEM;
+        c->lens = lens;
+        c->cap = cap;
+    }
+    char *copy = malloc(len + 1);
+    if (copy == NULL)
+        return RRPC_ENOMEM;
+    memcpy(copy, s, len);
+    copy[len] = '\0';
+    c->argv[c->argc] = copy;
+    c->lens[c->argc++] = len;
+    return RRPC_OK;
+}
+
+static int cmd_add_num(rrpc__cmd *c, size_t n)
+{
+    char text[24];
+    snprintf(text, sizeof text, "%zu", n);
+    return cmd_add(c, text, strlen(text));
+}
+
+/* The effects script call for EFFECTS into *C (owned); its guard key is
+ * {L}:applied:<this thread's token>:<counter>. */
+static int effects_cmd(worker *w, const json_t *effects, rrpc__cmd *c)
+{
+    char suffix[80], guard[RRPC__KEY_MAX];
+    if (w->token[0] == '\0' && rrpc__random_hex128(w->token) != RRPC_OK)
+        return RRPC_ENOMEM;
+    snprintf(suffix, sizeof suffix, ":applied:%s:%llx", w->token, w->effects_sent++);
+    if (rrpc__tagged_key(guard, sizeof guard, w->srv->list_key, suffix) != RRPC_OK)
+        return RRPC_EINVAL;
+    int rc = cmd_add(c, "EVAL", 4);
+    rc = rc ? rc : cmd_add(c, effects_script, strlen(effects_script));
+    rc = rc ? rc : cmd_add(c, "1", 1);
+    rc = rc ? rc : cmd_add(c, guard, strlen(guard));
+    rc = rc ? rc : cmd_add(c, EFFECTS_GUARD_MS, strlen(EFFECTS_GUARD_MS));
+    rc = rc ? rc : cmd_add_num(c, json_array_size(effects));
+    size_t i;
+    const json_t *one;
+    json_array_foreach(effects, i, one)
+    {
+        rc = rc ? rc : cmd_add_num(c, json_array_size(one));
+        for (size_t k = 0; rc == RRPC_OK && k < json_array_size(one); k++)
+            rc = cmd_add(c, json_string_value(json_array_get(one, k)),
+                         json_string_length(json_array_get(one, k)));
+    }
+    return rc;
+}
+
+/* Queues the commands handlers added with rrpc_request_add_effect for the
+ * request MSG (borrowed): one effects script call, kept and sent again
+ * with its answer after a broken link or a refusal for memory.  On a
+ * Cluster, whose scripts cannot reach keys of other slots, they go as
+ * plain commands and are not sent again (lost with a link that breaks). */
+static void queue_effects(worker *w, const char *msg, size_t len, const json_t *effects)
+{
+    op o = {.kind = OP_EFFECTS, .msg = msg, .msg_len = len};
+    if (w->srv->url.kind != RRPC__URL_CLUSTER) {
+        int rc = effects_cmd(w, effects, &o.cmd);
+        if (rc == RRPC_OK) {
+            send_cmd(w, o, (int)o.cmd.argc, (const char **)o.cmd.argv, o.cmd.lens);
+            return;
+        }
+        free_op(&o);
+        if (rc == RRPC_ENOMEM) {
+            lose_op(w, &(op){.kind = OP_EFFECTS, .msg = msg, .msg_len = len}, "out of memory");
+            return;
+        } /* a guard key too long for the service name: plain commands */
+    }
     size_t i;
     const json_t *cmd;
     json_array_foreach(effects, i, cmd)
@@ -653,7 +887,7 @@ static void send_dead_letter(worker *w, const char *reason, const char *msg, siz
         log_worker(w, "cannot encode a dead letter", reason);
         return;
     }
-    queue_dead(w, text);
+    queue_dead(w, text, 0);
 }
 
 /* Reliable mode: queues the commit M of the request MSG (reliable.c). */
@@ -755,7 +989,7 @@ static void handle_message(worker *w, const char *msg, size_t len, const char *f
      * reply script call), so a caller never sees an answer whose
      * effects are not applied yet. */
     if (out.effects != NULL)
-        queue_effects(w, out.effects);
+        queue_effects(w, msg, len, out.effects);
     if (out.response != NULL && out.reply_key != NULL) {
         queue_reply(w, msg, len, out.reply_key, out.reply_key_len, out.response);
         out.reply_key = out.response = NULL; /* now owned by the queued reply */
@@ -1039,13 +1273,20 @@ static void commit_refused(worker *w, const op *o, const char *reason)
     free(dead);
 }
 
+/* A write that Redis refused for memory went through: the streak of
+ * refusals (logged once at its start, hold) is over once none is held. */
+static void writes_taken(worker *w)
+{
+    if (w->held_delay != 0 && w->nheld == 0) {
+        log_worker(w, w->srv->reliable ? "Redis takes commits again" : "Redis takes answers again",
+                   NULL);
+        w->held_delay = 0;
+    }
+}
+
 /* Reliable mode: acts on the answer of a commit script (see reliable.c). */
 static void judge_commit(worker *w, const op *o, const rrpc__reply *r)
 {
-    if (w->held_delay != 0 && w->nheld == 0) {
-        log_worker(w, "Redis takes commits again", NULL);
-        w->held_delay = 0;
-    }
     if (rrpc__reply_type(r) == RRPC__REPLY_INTEGER) {
         const char *dead = rrpc__rel_commit_arg(&o->cmd, RRPC__COMMIT_DEAD_LETTER, NULL);
         if (rrpc__reply_integer(r) == 0)
@@ -1150,11 +1391,38 @@ static void take_services(worker *w, const rrpc__reply *r)
     w->services_refused = 0;
 }
 
+/* At-most-once: acts on the answer of the effects script.  Once they are
+ * applied, their guard is no longer needed (nothing sends them again). */
+static void judge_effects(worker *w, const op *o, const rrpc__reply *r)
+{
+    if (rrpc__reply_type(r) == RRPC__REPLY_ERROR) {
+        lose_op(w, o, rrpc__reply_str(r, NULL));
+        return;
+    }
+    if (rrpc__reply_type(r) == RRPC__REPLY_ARRAY && rrpc__reply_count(r) > 0)
+        log_worker(w, "Redis refused an effect", rrpc__reply_str(rrpc__reply_element(r, 0), NULL));
+    const char *del[] = {"DEL", o->cmd.argv[3]};
+    const size_t lens[] = {3, o->cmd.lens[3]};
+    send_cmd(w, plain, 2, del, lens);
+}
+
 /* Acts on the reply to one queued command. */
 static void judge(worker *w, op *o, const rrpc__reply *r)
 {
+    int error = rrpc__reply_type(r) == RRPC__REPLY_ERROR;
+    if (kept_for_resend(o) && !error)
+        writes_taken(w);
     if (o->kind == OP_REPLY) {
         judge_replies(w, o, r);
+        return;
+    }
+    if (o->kind == OP_LOST) {
+        if (error) /* counted again with the next round */
+            w->lost_unsent += o->count;
+        return;
+    }
+    if (o->kind == OP_EFFECTS) {
+        judge_effects(w, o, r);
         return;
     }
     if (o->kind == OP_SERVICES) {
@@ -1162,7 +1430,7 @@ static void judge(worker *w, op *o, const rrpc__reply *r)
         return;
     }
     if (o->kind == OP_COMMIT && rrpc__reply_type(r) != RRPC__REPLY_ERROR) {
-        judge_commit(w, o, r); /* an error is collect's: refused_reply_key, hold_commit */
+        judge_commit(w, o, r); /* an error is collect's: refused_reply_key, hold */
         return;
     }
     if (rrpc__reply_type(r) != RRPC__REPLY_ERROR) {
@@ -1171,41 +1439,108 @@ static void judge(worker *w, op *o, const rrpc__reply *r)
         return;
     }
     const char *e = rrpc__reply_str(r, NULL);
-    if (o->kind == OP_GIVEBACK) {
-        char what[RRPC__ERRMSG_LEN];
-        snprintf(what, sizeof what, "%s; LOST %zu request(s)", e, o->cmd.argc - 2);
-        log_worker(w, "cannot hand requests back", what);
-    } else if (o->kind == OP_DEAD) {
+    if (o->kind == OP_GIVEBACK || o->kind == OP_DEAD) {
         /* Nowhere left to keep it: say so loudly, with what was lost. */
-        char what[RRPC__ERRMSG_LEN];
-        snprintf(what, sizeof what, "%s; LOST dead letter %.120s", e, o->text);
-        log_worker(w, "cannot store a dead letter", what);
+        lose_op(w, o, e);
     } else if (o->kind != OP_TIME) {
         log_worker(w, "Redis refused a command", e);
     }
 }
 
-/* Reliable mode: a commit Redis refused (out of memory, say) is held,
- * with a copy of its request, and sent again after a backoff; its request
- * stays held in the in-flight hash meanwhile (redelivered if this worker
- * dies).  Never a dead letter: that would be refused too, and the request
- * lost.  Takes O over. */
-static void hold_commit(worker *w, op *o, const char *error)
+/* At-most-once: drops what of O (refused for memory again) has been
+ * refused for longer than the reply TTL -- an answer that late would
+ * outlive what any caller waits -- saying so with its ids (lose_op);
+ * the first refusal starts that clock.  Returns nonzero if nothing of O
+ * is left to hold (O is then freed). */
+static int give_up_late(worker *w, op *o, const char *error)
 {
+    double now = rrpc__monotonic(), until = now + w->srv->reply_ttl_s;
+    char why[RRPC__ERRMSG_LEN];
+    snprintf(why, sizeof why, "Redis refused it for %d s: %s", w->srv->reply_ttl_s,
+             error ? error : "");
+    if (o->kind == OP_REPLY) {
+        size_t kept = 0;
+        for (size_t i = 0; i < o->nitems; i++) {
+            reply_item *it = &o->items[i];
+            if (it->give_up_at != 0 && now >= it->give_up_at) {
+                lose_item(w, it, why);
+                free_item(it);
+                continue;
+            }
+            if (it->give_up_at == 0)
+                it->give_up_at = until;
+            o->items[kept++] = *it;
+        }
+        o->nitems = kept;
+    } else if (o->give_up_at != 0 && now >= o->give_up_at) {
+        lose_op(w, o, why);
+        free_op(o);
+        return 1;
+    } else if (o->give_up_at == 0) {
+        o->give_up_at = until;
+    }
+    if (o->kind == OP_REPLY && o->nitems == 0) {
+        free_op(o);
+        return 1;
+    }
+    return 0;
+}
+
+/* Holds O, which Redis refused for memory (takes it over), and sends it
+ * again after a backoff (0.05 s doubling to 2 s; send_held).  Reliable
+ * mode: a commit, never given up: its request stays held in the in-flight
+ * hash meanwhile (redelivered if this worker dies) -- never a dead letter,
+ * which would be refused too, and the request lost.  At-most-once: an
+ * answer, dead letter, effects or give-back, given up after the reply TTL
+ * (give_up_late) -- never a dead letter either. */
+static void hold(worker *w, op *o, const char *error)
+{
+    if (o->kind != OP_COMMIT && give_up_late(w, o, error))
+        return;
     own_msg(&o->msg, o->msg_len, &o->msg_owned); /* the popped reply goes away */
+    for (size_t i = 0; i < o->nitems; i++)
+        own_msg(&o->items[i].msg, o->items[i].msg_len, &o->items[i].msg_owned);
     if (grow((void **)&w->held, &w->capheld, w->nheld + 1, sizeof *o) != RRPC_OK) {
-        log_worker(w, "out of memory: a request stays in flight until taken again", NULL);
+        if (o->kind == OP_COMMIT)
+            log_worker(w, "out of memory: a request stays in flight until taken again", NULL);
+        else
+            lose_op(w, o, "out of memory");
         free_op(o);
         return;
     }
     if (w->held_delay == 0) {
-        log_worker(w, "Redis refused a commit; its request stays held and the commit is retried",
-                   error);
+        if (w->srv->reliable)
+            log_worker(w,
+                       "Redis refused a commit; its request stays held and the commit is retried",
+                       error);
+        else {
+            char what[RRPC__ERRMSG_LEN + 80];
+            snprintf(what, sizeof what, "%s; kept and retried for up to %d s", error ? error : "",
+                     w->srv->reply_ttl_s);
+            log_worker(w, "Redis refused answers for memory", what);
+        }
         w->held_delay = HOLD_MIN_S;
     }
     w->held[w->nheld++] = *o;
     memset(o, 0, sizeof *o);
     w->held_at = rrpc__monotonic() + w->held_delay;
+}
+
+/* Nonzero if Redis refused R for memory ("OOM command not allowed ..."). */
+static int refused_for_memory(const rrpc__reply *r)
+{
+    const char *e = rrpc__reply_type(r) == RRPC__REPLY_ERROR ? rrpc__reply_str(r, NULL) : NULL;
+    return e != NULL && strncmp(e, "OOM", 3) == 0;
+}
+
+/* Nonzero if an at-most-once answer, dead letter, effects or give-back
+ * waits in held (a stopping worker tries to deliver it). */
+static int holds_answers(const worker *w)
+{
+    for (size_t i = 0; i < w->nheld; i++)
+        if (w->held[i].kind != OP_COMMIT)
+            return 1;
+    return 0;
 }
 
 /* Reliable mode: nonzero if the error R to the commit O is the ACL's
@@ -1225,7 +1560,28 @@ static int refused_reply_key(worker *w, const op *o, const rrpc__reply *r)
     return 1;
 }
 
-/* Sends the held commits again once their backoff is over. */
+/* Queues O (taken over) again: an answer with the round's reply script
+ * call, the rest as it was.  A commit is idempotent (SET NX guards it),
+ * and so are effects (their guard key); a give-back that failed was not
+ * applied (Redis runs a command whole or not). */
+static void resend(worker *w, op *o)
+{
+    if (o->kind == OP_REPLY) {
+        for (size_t k = 0; k < o->nitems; k++)
+            hold_reply(w, o->items[k]);
+        free(o->items);
+    } else if (o->kind == OP_DEAD) {
+        queue_dead(w, o->text, o->give_up_at);
+        free(o->msg_owned);
+    } else if (o->kind == OP_COMMIT || o->kind == OP_GIVEBACK || o->kind == OP_EFFECTS) {
+        send_cmd(w, *o, (int)o->cmd.argc, (const char **)o->cmd.argv, o->cmd.lens);
+    } else {
+        free_op(o);
+    }
+}
+
+/* Sends the held ops again once their backoff is over: before the round's
+ * answers are flushed, so that effects still go before their answer. */
 static void send_held(worker *w)
 {
     if (w->nheld == 0 || rrpc__monotonic() < w->held_at)
@@ -1236,9 +1592,22 @@ static void send_held(worker *w)
     w->nheld = w->capheld = 0;
     w->held_delay = w->held_delay * 2 > HOLD_MAX_S ? HOLD_MAX_S : w->held_delay * 2;
     for (size_t i = 0; i < n; i++)
-        send_cmd(w, held[i], (int)held[i].cmd.argc, (const char **)held[i].cmd.argv,
-                 held[i].cmd.lens);
+        resend(w, &held[i]);
     free(held);
+}
+
+/* What of an op that was not confirmed is kept: an answer, dead letter,
+ * effects, commit or give-back waits in retry; a count of losses is
+ * added again; the rest is dropped. */
+static void keep_or_drop(worker *w, op *o)
+{
+    if (kept_for_resend(o)) {
+        keep_for_retry(w, o);
+        return;
+    }
+    if (o->kind == OP_LOST)
+        w->lost_unsent += o->count;
+    free_op(o);
 }
 
 /* After a broken link: the replies and dead letters of OPS not yet
@@ -1246,19 +1615,13 @@ static void send_held(worker *w)
 static void keep_unconfirmed(worker *w, op *ops, size_t nops)
 {
     for (size_t i = 0; i < nops; i++)
-        if (kept_for_resend(&ops[i]))
-            keep_for_retry(w, &ops[i]);
-        else
-            free_op(&ops[i]);
+        keep_or_drop(w, &ops[i]);
     op *queued = w->ops; /* queued during this collect, on the broken link */
     size_t n = w->nops;
     w->ops = NULL;
     w->nops = w->capops = 0;
     for (size_t i = 0; i < n; i++)
-        if (kept_for_resend(&queued[i]))
-            keep_for_retry(w, &queued[i]);
-        else
-            free_op(&queued[i]);
+        keep_or_drop(w, &queued[i]);
     free(queued);
 }
 
@@ -1270,21 +1633,8 @@ static void requeue_retries(worker *w)
     op *ops = w->retry;
     w->retry = NULL;
     w->nretry = w->capretry = 0;
-    for (size_t i = 0; i < n; i++) {
-        op *o = &ops[i];
-        if (o->kind == OP_REPLY) {
-            for (size_t k = 0; k < o->nitems; k++)
-                hold_reply(w, o->items[k]);
-            free(o->items);
-        } else if (o->kind == OP_DEAD) {
-            queue_dead(w, o->text);
-            free(o->msg_owned);
-        } else if (o->kind == OP_COMMIT || o->kind == OP_GIVEBACK) {
-            /* A commit is idempotent (SET NX guards it); a give-back that
-             * failed was not applied (Redis runs a command whole or not). */
-            send_cmd(w, *o, (int)o->cmd.argc, (const char **)o->cmd.argv, o->cmd.lens);
-        }
-    }
+    for (size_t i = 0; i < n; i++)
+        resend(w, &ops[i]);
     free(ops);
 }
 
@@ -1355,7 +1705,9 @@ static int collect(worker *w, rrpc__reply *popped[2])
             if (refused_reply_key(w, &ops[i], r))
                 free_op(&ops[i]);
             else
-                hold_commit(w, &ops[i], rrpc__reply_str(r, NULL)); /* takes it over */
+                hold(w, &ops[i], rrpc__reply_str(r, NULL)); /* takes it over */
+        } else if (kept_for_resend(&ops[i]) && refused_for_memory(r)) {
+            hold(w, &ops[i], rrpc__reply_str(r, NULL)); /* at-most-once: until the TTL */
         } else {
             if (ops[i].kind == OP_TIME && again == RETRY_NO)
                 rrpc__clock_parse_time(&w->clock, r, ops[i].sent_ms);
@@ -1433,6 +1785,19 @@ static void send_pop(worker *w, int quick)
         send_cmd(w, pop, 3, more, NULL);
 }
 
+/* Adds the losses counted since the last round to <service>:stats "lost"
+ * (a refused or unconfirmed count is added again later). */
+static void send_lost(worker *w)
+{
+    if (w->lost_unsent == 0)
+        return;
+    char n[24];
+    snprintf(n, sizeof n, "%llu", w->lost_unsent);
+    const char *incr[] = {"HINCRBY", w->srv->stats_key, "lost", n};
+    if (send_cmd(w, (op){.kind = OP_LOST, .count = w->lost_unsent}, 4, incr, NULL) == RRPC_OK)
+        w->lost_unsent = 0;
+}
+
 static void free_pair(rrpc__reply *pair[2])
 {
     rrpc__reply_free(pair[0]);
@@ -1467,15 +1832,14 @@ static void drop_pending(worker *w)
     w->ops = NULL;
     w->nops = w->capops = 0;
     /* A commit (reliable mode) is not lost: its request is still held in
-     * Redis, and reaped once this worker is gone. */
-    size_t lost = w->npend;
+     * Redis, and reaped once this worker is gone.  The rest is. */
+    const char *why = "the worker stopped before Redis took it";
+    for (size_t i = 0; i < w->npend; i++)
+        lose_item(w, &w->pend[i], why);
     for (size_t i = 0; i < w->nretry; i++)
-        lost += w->retry[i].kind != OP_COMMIT;
-    if (lost > 0) {
-        char what[64];
-        snprintf(what, sizeof what, "%zu", lost);
-        log_worker(w, "stopping with answers or dead letters Redis never confirmed: LOST", what);
-    }
+        lose_op(w, &w->retry[i], why);
+    for (size_t i = 0; i < w->nheld; i++)
+        lose_op(w, &w->held[i], why);
     for (size_t i = 0; i < w->nretry; i++)
         free_op(&w->retry[i]);
     free(w->retry);
@@ -1566,12 +1930,17 @@ static void *worker_main(void *arg)
         int quick = w->nops > 0 || w->npend > 0 || w->nretry > 0 || w->split_pending;
         w->split_pending = 0;
         prepare_retries(w);
+        send_held(w); /* what Redis refused for memory, once its backoff is over */
         flush_replies(w);
-        send_held(w); /* commits Redis refused, once their backoff is over */
+        send_lost(w);
         if (!stopping)
             send_pop(w, quick);
-        if (w->nops == 0 && stopping && w->nretry == 0 && w->npend == 0)
-            break;
+        if (w->nops == 0 && stopping && w->nretry == 0 && w->npend == 0) {
+            if (!holds_answers(w))
+                break;
+            rrpc__sleep(HOLD_MIN_S); /* until send_held, within STOP_RETRY_S */
+            continue;
+        }
         if (w->nops == 0) { /* the pop could not even be queued: the link is down */
             if (stopping && w->nretry == 0)
                 break;

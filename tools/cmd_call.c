@@ -17,9 +17,12 @@
 #include <stdio.h>
 #include <string.h>
 
+enum { OPT_IDEMPOTENCY_KEY = CLI_OPT_FIRST_FREE };
+
 struct call_args {
     struct cli_connection conn;
     double timeout_s; /* 0: the client's default */
+    const char *idempotency_key; /* notify: NULL, or the notification's key */
     int pretty;
     int help;
     const char *service;
@@ -39,6 +42,7 @@ static const struct option call_options[] = {
 static const struct option notify_options[] = {
     {"redis", required_argument, NULL, CLI_OPT_REDIS},
     {"prefix", required_argument, NULL, CLI_OPT_PREFIX},
+    {"idempotency-key", required_argument, NULL, OPT_IDEMPOTENCY_KEY},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -85,10 +89,15 @@ static void usage_notify(FILE *out)
     print_params_help(out);
     fputs("\nOptions:\n", out);
     cli_print_connection_options(out);
-    fputs("  -h, --help         show this help\n"
+    fputs("  --idempotency-key KEY\n"
+          "                     a reliable service runs the notifications sent with the\n"
+          "                     same KEY once (within its dedup window); without it every\n"
+          "                     send runs.  At-most-once services run every send.\n"
+          "  -h, --help         show this help\n"
           "\n"
-          "Example:\n"
+          "Examples:\n"
           "  rrpc notify calc sleep '[100]'\n"
+          "  rrpc notify --idempotency-key invoice-42 billing send '[42]'\n"
           "\n",
           out);
     cli_print_exit_statuses(out);
@@ -114,6 +123,11 @@ static int apply_option(const char *prog, int opt, struct call_args *args)
         return CLI_EXIT_OK;
     case CLI_OPT_PRETTY:
         args->pretty = 1;
+        return CLI_EXIT_OK;
+    case OPT_IDEMPOTENCY_KEY:
+        if (*optarg == '\0')
+            return cli_usage_error(prog, "--idempotency-key wants a non-empty key");
+        args->idempotency_key = optarg;
         return CLI_EXIT_OK;
     default:
         /* getopt_long has already said what was wrong. */
@@ -193,7 +207,8 @@ static int perform_call(const char *prog, rrpc_client *client, const struct call
 
 static int perform_notify(const char *prog, rrpc_client *client, const struct call_args *args)
 {
-    int err = rrpc_notify(client, args->service, args->method, args->params);
+    int err = rrpc_notify_idempotent(client, args->service, args->method, args->params,
+                                     args->idempotency_key);
     return err == RRPC_OK ? CLI_EXIT_OK : cli_report_failure(prog, client, err);
 }
 

@@ -176,6 +176,14 @@ RRPC_EXPORT int rrpc_call(rrpc_client *client, const char *service, const char *
 RRPC_EXPORT int rrpc_notify(rrpc_client *client, const char *service, const char *method,
                             const json_t *params);
 
+/* As rrpc_notify, with the member "idempotency_key" (PROTOCOL.md section
+ * 7): a service in reliable mode runs the notifications that carry the
+ * same non-empty IDEMPOTENCY_KEY (UTF-8) once within its dedup window,
+ * however often they are sent; at-most-once services run every send.
+ * NULL sends a plain notification; "" is RRPC_EINVAL. */
+RRPC_EXPORT int rrpc_notify_idempotent(rrpc_client *client, const char *service, const char *method,
+                                       const json_t *params, const char *idempotency_key);
+
 /* Sends a batch and waits for its response.  CALLS is a borrowed array of
  * {"method": string, "params": array|object (optional),
  *  "notify": true (optional)} descriptions.  On RRPC_OK *responses is a new
@@ -344,6 +352,9 @@ typedef struct rrpc_server_stats {
     uint64_t redelivered;    /* reliable: requests of dead workers put back */
     uint64_t given_back;     /* requests handed back to the list unstarted because a
                               * slow handler held up their batch */
+    uint64_t lost;           /* at-most-once: answers, dead letters, effects and handed-back
+                              * requests Redis never took (out of memory past the reply TTL,
+                              * refused, or unconfirmed at stop); each is logged "LOST" */
 } rrpc_server_stats;
 
 /* Copies the counters into *stats. */

@@ -7,11 +7,16 @@ pressure:
 
   1. callers get a clear error at once: rrpc call fails (not a hang, not a
      crash) with Redis's OOM message, in well under its timeout;
-  2. workers lose nothing silently: requests they took while Redis refused
-     writes are each either answered (later) or reported in the worker's
-     log as lost ("LOST dead letter", with the request); the worker keeps
-     running; requests not taken stay queued;
-  3. service resumes when memory frees (CONFIG SET maxmemory 0): calls are
+  2. a short shortage loses nothing: the workers take requests while Redis
+     refuses writes (BLPOP frees memory); their answers, refused, are kept
+     and sent again with a backoff, so once memory frees every one of them
+     is answered, exactly once, and nothing is counted lost;
+  3. a shortage longer than the bound (the reply TTL, 3 s here) is
+     accounted for exactly: every request taken is either answered or
+     logged "LOST answer to id <its whole id>" -- one line per request, no
+     request both or neither -- and <service>:stats "lost" (sent once Redis
+     takes writes again) counts the LOST lines; the worker keeps running;
+  4. service resumes when memory frees (CONFIG SET maxmemory 0): calls are
      answered again within a few heartbeats, by the same worker process.
 (The reliable-mode side of memory pressure, where a taken request must
 never be lost, is tested with reliable mode itself: tests/integration.)
@@ -20,6 +25,7 @@ Usage: test_memory.py BUILD_DIR
 """
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -31,7 +37,9 @@ import time
 
 import redis
 
-N_TAKEN = 40  # requests the workers take while Redis is out of memory
+N_TAKEN = 40    # requests the workers take while Redis is out of memory
+REPLY_TTL = 3   # calc-server --reply-ttl: also how long a refused answer is retried
+LOST_RE = re.compile(r"LOST answer to id (\"[^\"]*\")")
 
 
 def free_port():
@@ -90,57 +98,64 @@ def main():
         with open(server_log, "wb") as out:
             server = subprocess.Popen(
                 [os.path.join(build, "calc-server"), "--redis", url, "--workers", "2",
-                 "--heartbeat-interval", "0.2", "--heartbeat-ttl", "1"],
+                 "--heartbeat-interval", "0.2", "--heartbeat-ttl", "1",
+                 "--reply-ttl", str(REPLY_TTL)],
                 stdout=out, stderr=out)
         procs.append(server)
         logs = [server_log]
         if not wait_until(10, lambda: rrpc_call(build, url, "1")[1] == "3"):
             fail("calc-server never answered", logs)
 
-        # Requests that take a while, so that the workers hold some of them
-        # when Redis starts refusing writes.
-        keys = ["rrpc:reply:" + secrets.token_hex(16) for _ in range(N_TAKEN)]
-        for k in keys:
-            r.rpush("calc", json.dumps({"jsonrpc": "2.0", "method": "sleep", "params": [50],
-                                        "id": k}))
-        time.sleep(0.12)  # the first ones are answered, others are in hand
-        used = int(r.info("memory")["used_memory"])
-        r.config_set("maxmemory", str(max(1, used // 2)))
-        oom_at = time.monotonic()
-
         # 1. A caller's clear error.
+        r.config_set("maxmemory", "1")
         rc, out, took = rrpc_call(build, url, "5")
+        r.config_set("maxmemory", "0")
         if rc == 0 or "OOM" not in out or took > 1.5:
             fail("a call under maxmemory: exit %d after %.2f s: %s" % (rc, took, out), logs)
         ok("a call while Redis is out of memory fails at once (%.2f s, exit %d): %s"
            % (took, rc, out))
 
-        # 2. Every request taken is answered or reported lost; the rest waits.
-        def settled():
-            return r.llen("calc") == 0 or time.monotonic() - oom_at > 3
-        wait_until(5, settled)
-        time.sleep(0.5)
+        # 2. A short shortage (1 s, under the bound): every answer arrives.
+        seen, keys, hold_s = shortage(r, 1.0, "short")
+        answered = [k for k in keys if seen.get(k)]
+        twice = [k for k in keys if seen.get(k, 0) > 1]
+        text = read(server_log)
+        lost_ids = [json.loads(m) for m in LOST_RE.findall(text)]
+        if len(answered) != N_TAKEN or twice or lost_ids:
+            fail("short shortage: %d of %d answered, %d twice, %d logged lost"
+                 % (len(answered), N_TAKEN, len(twice), len(lost_ids)), logs)
+        if "Redis refused answers for memory" not in text:
+            fail("the workers never met the shortage (no refusal logged)", logs)
+        ok("a %.1f s shortage: all %d requests taken during it answered once memory freed, "
+           "none twice, none lost" % (hold_s, N_TAKEN))
+
+        # 3. A long shortage (past the bound): answered or logged lost, exactly.
+        offset = len(text)
+        seen, keys, hold_s = shortage(r, REPLY_TTL + 3.5, "long")
+        text = read(server_log)[offset:]
+        lost_ids = [json.loads(m) for m in LOST_RE.findall(text)]
+        answered = set(k for k in keys if seen.get(k))
+        twice = [k for k in keys if seen.get(k, 0) > 1]
         if server.poll() is not None:
             fail("calc-server exited under memory pressure: %s" % server.returncode, logs)
-        answered = sum(1 for k in keys if r.llen(k) > 0)
-        queued = r.llen("calc")
-        with open(server_log, errors="replace") as f:
-            text = f.read()
-        # One "LOST dead letter" line per request whose reply and dead
-        # letter Redis refused (the line shows the start of the dead
-        # letter, not always the request's id: counted, not matched).
-        reported = text.count("LOST dead letter")
-        dead = r.llen("calc:dead")  # dead letters Redis still took
-        if answered + reported + dead + queued != N_TAKEN:
-            print("  unanswered: %s" % [i for i, k in enumerate(keys) if r.llen(k) == 0][:50])
-            for line in text.splitlines():
-                if "LOST" not in line and "refused a command" not in line:
-                    print("  log: " + line[:200])
-            fail("requests unaccounted for: %d answered + %d reported lost + %d dead letters "
-                 "+ %d queued != %d" % (answered, reported, dead, queued, N_TAKEN), logs)
-        ok("%d requests: %d answered, %d dead letters, %d taken during OOM and reported lost "
-           "in the log (reply and dead letter refused), %d still queued; calc-server still runs"
-           % (N_TAKEN, answered, dead, reported, queued))
+        strangers = set(lost_ids) - set(keys)
+        if (len(lost_ids) != len(set(lost_ids)) or strangers or twice
+                or answered & set(lost_ids) or answered | set(lost_ids) != set(keys)):
+            print("  unaccounted: %s" % sorted(set(keys) - answered - set(lost_ids))[:10])
+            print("  answered and lost: %s" % sorted(answered & set(lost_ids))[:10])
+            fail("long shortage: %d answered + %d logged lost (%d distinct, %d unknown ids, "
+                 "%d answered twice) != %d taken"
+                 % (len(answered), len(lost_ids), len(set(lost_ids)), len(strangers),
+                    len(twice), N_TAKEN), logs)
+        if not lost_ids:
+            fail("long shortage: nothing was lost -- the shortage did not outlast the bound",
+                 logs)
+        if not wait_until(5, lambda: int(r.hget("calc:stats", "lost") or 0) == len(lost_ids)):
+            fail("calc:stats lost = %s, %d LOST lines" % (r.hget("calc:stats", "lost"),
+                                                          len(lost_ids)), logs)
+        ok("a %.1f s shortage (bound %d s): %d requests taken during it, %d answered, %d logged "
+           "'LOST answer to id <id>' with their own ids, none both or neither; calc:stats lost "
+           "= %d" % (hold_s, REPLY_TTL, N_TAKEN, len(answered), len(lost_ids), len(lost_ids)))
 
         # 3. Memory frees: service resumes.
         r.config_set("maxmemory", "0")
@@ -149,11 +164,6 @@ def main():
             fail("service did not resume after CONFIG SET maxmemory 0: %s"
                  % (rrpc_call(build, url, "2"),), logs)
         ok("service resumed %.2f s after CONFIG SET maxmemory 0" % (time.monotonic() - freed_at))
-        if not wait_until(10, lambda: r.llen("calc") == 0):
-            fail("requests still queued after memory freed", logs)
-        late = sum(1 for k in keys if r.llen(k) > 0) - answered
-        ok("the %d queued requests were taken after memory freed (%d more answered, "
-           "the rest expired with their deadline)" % (queued, late))
         server.send_signal(signal.SIGTERM)
         if server.wait(10) != 0:
             fail("calc-server did not stop cleanly", logs)
@@ -165,6 +175,45 @@ def main():
                 p.kill()
                 p.wait()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read(path):
+    with open(path, errors="replace") as f:
+        return f.read()
+
+
+def shortage(r, seconds, tag):
+    """Queues N_TAKEN requests of 50 ms, makes Redis refuse writes while the
+    workers hold them (maxmemory below what it uses) for SECONDS, frees it,
+    and watches every reply key until all are answered or 2 s after the
+    bound would have dropped what was left.  Returns {key: responses
+    seen}, the keys (each request's id is its reply key) and how long
+    writes were refused."""
+    keys = ["rrpc:reply:%s-%s" % (tag, secrets.token_hex(12)) for _ in range(N_TAKEN)]
+    for k in keys:
+        r.rpush("calc", json.dumps({"jsonrpc": "2.0", "method": "sleep", "params": [50],
+                                    "id": k, "reply_to": k}))
+    time.sleep(0.06)  # the first ones are answered, the others are in hand
+    used = int(r.info("memory")["used_memory"])
+    r.config_set("maxmemory", str(max(1, used // 2)))
+    started = time.monotonic()
+    seen = {}
+
+    def look():
+        for k in keys:
+            n = r.llen(k)  # a reply list expires REPLY_TTL s after its push
+            if n:
+                seen[k] = max(seen.get(k, 0), n)
+                if n > 1 or json.loads(r.lindex(k, 0))["id"] != k:
+                    seen[k] = 2  # twice, or someone else's answer
+    while time.monotonic() - started < seconds:
+        look()
+        time.sleep(0.1)
+    r.config_set("maxmemory", "0")
+    held = time.monotonic() - started
+    wait_until(4, lambda: look() or len(seen) == N_TAKEN)
+    look()
+    return seen, keys, held
 
 
 def _ping(r):

@@ -6,6 +6,9 @@
  *   is left exactly as it was, and the answer becomes a dead letter.
  * - Replies sent while Redis answers BUSY are not paired with the wrong
  *   commands, and none is lost.
+ * - A handler's effects are sent again with its answer when the link dies
+ *   before Redis confirmed them, or Redis answers BUSY or refuses them for
+ *   memory: applied exactly once, before the answer.
  * - Dead letters of oversized messages and responses stay small.
  * - A JSON-RPC batch of slow calls holds a worker for a bounded time.
  */
@@ -374,6 +377,9 @@ static void test_busy_during_flush(void)
         CALL("add", "[1,1]", "b:2"), CALL("nap", "[3]", "b:3"), CALL("add", "[2,2]", "b:4"),
         CALL("nap", "[3]", "b:5"), CALL("add", "[3,3]", "b:6"), CALL("nap", "[9]", "b:7"),
         CALL("add", "[4,4]", "b:8"), CALL("add", "[5,5]", "b:9"), CALL("add", "[6,6]", "b:10")));
+    /* Read the answers once the script is over: a BLPOP of ours while it
+     * runs would be answered BUSY as well. */
+    pthread_join(t, NULL);
     expect_answer("b:0", "\"stalled\"");
     expect_answer("b:1", "3");
     expect_answer("b:2", "2");
@@ -385,7 +391,6 @@ static void test_busy_during_flush(void)
     expect_answer("b:8", "8");
     expect_answer("b:9", "10");
     expect_answer("b:10", "12");
-    pthread_join(t, NULL);
     CHECK(busy_done); /* Redis was really busy */
     rrpc__reply_free(cmd(4, "CONFIG", "SET", "busy-reply-threshold", "5000"));
     /* The link is still in step: later calls get their own answers. */
@@ -398,6 +403,187 @@ static void test_busy_during_flush(void)
     CHECK(cmd_int(2, "LLEN", "busy", NULL) == 0);
     stop_server(&r);
     rrpc__conn_close(busy);
+}
+
+/* ---- at-most-once effects go, and go again, with their answer ---------- */
+
+#define EFFECTS "amo:effects"
+
+static rrpc__conn *killer; /* the handlers' own link to Redis */
+static long long killed;   /* worker links effect() killed */
+
+/* The id of the worker link that just popped a request: the normal
+ * client, not blocked, whose last command was a pop (or the DEL of an
+ * effects guard, which a worker may append while it reads the pop's
+ * replies: hiredis sends it before the next read).  The registry's link
+ * ends its beats with other commands; the test's own link waits in
+ * BLPOP.  -1 if not exactly one. */
+static long long worker_link(void)
+{
+    const char *argv[] = {"CLIENT", "LIST", "TYPE", "normal"};
+    rrpc__reply *r = NULL;
+    long long id = -1;
+    int found = 0;
+    if (rrpc__conn_append(killer, 4, argv, NULL) != RRPC_OK ||
+        rrpc__conn_read(killer, &r) != RRPC_OK)
+        return -1;
+    const char *list = rrpc__reply_str(r, NULL);
+    for (const char *line = list; line && *line;) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        char one[1024];
+        snprintf(one, sizeof one, "%.*s", (int)len, line);
+        const char *flags = strstr(one, " flags=");
+        if ((strstr(one, " cmd=blpop ") || strstr(one, " cmd=lpop ") || strstr(one, " cmd=del ")) &&
+            flags) {
+            char f[32] = "";
+            sscanf(flags + 7, "%31s", f);
+            if (strchr(f, 'b') == NULL) {
+                sscanf(one, "id=%lld", &id);
+                found++;
+            }
+        }
+        line = end ? end + 1 : NULL;
+    }
+    if (found != 1)
+        fprintf(stderr, "    %d worker links in:\n%s", found, list ? list : "(none)");
+    rrpc__reply_free(r);
+    return found == 1 ? id : -1;
+}
+
+static void killer_cmd(int argc, const char **argv)
+{
+    rrpc__reply *r = NULL;
+    if (rrpc__conn_append(killer, argc, argv, NULL) == RRPC_OK &&
+        rrpc__conn_read(killer, &r) == RRPC_OK && rrpc__reply_type(r) == RRPC__REPLY_INTEGER)
+        killed += rrpc__reply_integer(r);
+    rrpc__reply_free(r);
+}
+
+/* effect(field, how): adds the effect HINCRBY amo:effects FIELD 1, then
+ * makes Redis refuse what the worker sends next: "kill" kills the worker's
+ * link (nothing it sends after the handler arrives), "busy" starts a busy
+ * script (busy_main), "oom" sets maxmemory 1.  Answers FIELD. */
+static json_t *m_effect(rrpc_request *req, void *udata)
+{
+    (void)udata;
+    const char *field, *how;
+    if (rrpc_param_string(req, 0, "field", &field) || rrpc_param_string(req, 1, "how", &how))
+        return NULL;
+    const char *effect[] = {"HINCRBY", EFFECTS, field, "1"};
+    rrpc_request_add_effect(req, 4, effect);
+    if (strcmp(how, "kill") == 0) {
+        char id[32];
+        snprintf(id, sizeof id, "%lld", worker_link());
+        const char *kill[] = {"CLIENT", "KILL", "ID", id};
+        killer_cmd(4, kill);
+    } else if (strcmp(how, "busy") == 0) {
+        pthread_mutex_lock(&busy_lock);
+        busy_go = 1;
+        pthread_cond_signal(&busy_cond);
+        pthread_mutex_unlock(&busy_lock);
+        rrpc__sleep(0.004);
+    } else if (strcmp(how, "oom") == 0) {
+        const char *oom[] = {"CONFIG", "SET", "maxmemory", "1"};
+        killer_cmd(4, oom);
+    }
+    return json_string(field);
+}
+
+static long long effect_count(const char *field)
+{
+    rrpc__reply *r = cmd(3, "HGET", EFFECTS, field);
+    long long n = r && rrpc__reply_type(r) == RRPC__REPLY_STRING
+                      ? strtoll(rrpc__reply_str(r, NULL), NULL, 10)
+                      : 0;
+    rrpc__reply_free(r);
+    return n;
+}
+
+/* The guard keys of the effects still in Redis (deleted once confirmed). */
+static long long guards(void)
+{
+    rrpc__reply *r = cmd(2, "KEYS", "{effects}:applied:*");
+    long long n =
+        r && rrpc__reply_type(r) == RRPC__REPLY_ARRAY ? (long long)rrpc__reply_count(r) : -1;
+    rrpc__reply_free(r);
+    return n;
+}
+
+static rrpc__conn *open_conn(void)
+{
+    rrpc__url url;
+    char err[256];
+    rrpc__conn *c = NULL;
+    CHECK(rrpc__url_parse(&url, NULL, err, sizeof err) == RRPC_OK);
+    CHECK(rrpc__conn_open(&c, &url, 5, err, sizeof err) == RRPC_OK);
+    rrpc__url_free(&url);
+    return c;
+}
+
+/* A worker whose link dies after its handler ran (before Redis confirmed
+ * the effects and the answer), that Redis answers BUSY, or that Redis
+ * refuses for memory, sends the effects again with the answer: applied
+ * exactly once, before the answer.  Before, the answer was sent again
+ * and the effect was lost. */
+static void test_effects_resent(void)
+{
+    killer = open_conn();
+    rrpc_server *srv = new_server("effects", NULL, 0, 0);
+    rrpc_server_register(srv, "effect", m_effect, NULL, NULL);
+    running r;
+    start(&r, srv, "effects");
+    rrpc__reply_free(cmd(2, "DEL", EFFECTS));
+
+    /* The link dies under the handler. */
+    for (int i = 0; i < 3; i++) {
+        char field[16], call[128];
+        snprintf(field, sizeof field, "k:%d", i);
+        snprintf(call, sizeof call,
+                 "{\"jsonrpc\":\"2.0\",\"method\":\"effect\",\"params\":[\"%s\",\"kill\"],"
+                 "\"id\":\"%s\"}",
+                 field, field);
+        killed = 0;
+        rrpc__reply_free(cmd(3, "RPUSH", "effects", call));
+        char result[32];
+        snprintf(result, sizeof result, "\"%s\"", field);
+        expect_answer(field, result);
+        CHECK(killed == 1); /* the worker's link was really killed */
+        CHECK(effect_count(field) == 1);
+    }
+
+    /* Redis busy in a script when the effects arrive. */
+    rrpc__conn *busy = open_conn();
+    pthread_t t;
+    busy_go = busy_done = 0;
+    pthread_create(&t, NULL, busy_main, busy);
+    rrpc__reply_free(cmd(4, "CONFIG", "SET", "busy-reply-threshold", "1"));
+    rrpc__reply_free(cmd(3, "RPUSH", "effects", CALL("effect", "[\"eb:1\",\"busy\"]", "eb:1")));
+    pthread_join(t, NULL); /* then read the answer: BUSY while the script runs */
+    expect_answer("eb:1", "\"eb:1\"");
+    rrpc__reply_free(cmd(4, "CONFIG", "SET", "busy-reply-threshold", "5000"));
+    CHECK(busy_done); /* Redis was really busy */
+    CHECK(effect_count("eb:1") == 1);
+    rrpc__conn_close(busy);
+
+    /* Redis out of memory: effects and answer wait, then go together. */
+    rrpc__reply_free(cmd(3, "RPUSH", "effects", CALL("effect", "[\"em:1\",\"oom\"]", "em:1")));
+    rrpc__sleep(0.6);
+    CHECK(cmd_int(2, "LLEN", "em:1", NULL) == 0);
+    CHECK(effect_count("em:1") == 0);
+    rrpc__reply_free(cmd(4, "CONFIG", "SET", "maxmemory", "0"));
+    expect_answer("em:1", "\"em:1\"");
+    CHECK(effect_count("em:1") == 1);
+
+    rrpc__sleep(0.3); /* nothing is applied twice later */
+    CHECK(effect_count("k:0") == 1 && effect_count("k:1") == 1 && effect_count("k:2") == 1);
+    CHECK(effect_count("eb:1") == 1 && effect_count("em:1") == 1);
+    WAIT_UNTIL(guards() == 0, 2);
+    CHECK(guards() == 0); /* each guard deleted once its effects were confirmed */
+    CHECK(cmd_int(2, "LLEN", "effects:dead", NULL) == 0);
+    stop_server(&r);
+    rrpc__conn_close(killer);
+    killer = NULL;
 }
 
 /* ---- defect 6: bounded dead letters ------------------------------------ */
@@ -547,6 +733,7 @@ int main(void)
     test_allow_list();
     test_reply_script_reloaded();
     test_busy_during_flush();
+    test_effects_resent();
     test_bounded_dead_letters();
     test_batch_time_limit();
     raw_close();

@@ -168,6 +168,31 @@ rcli set "bad$evil" x >/dev/null 2>&1
 "$RRPC" call --timeout 1 "bad"$'\e' m >"$logs/call.txt" 2>&1
 raw_ok "call escapes a usage error" "$logs/call.txt"
 
+# ---- rrpc notify --idempotency-key (PROTOCOL.md section 7) -------------------
+# A reliable service runs the notifications sent with one key once; without
+# a key every send runs.  Counted by the handler runs in the method stats.
+spawn idem "$BUILD/calc-server" --service idem --reliable --workers 1 \
+  --heartbeat-interval 0.2 --heartbeat-ttl 1
+idem_pid=$spawned
+for _ in $(seq 100); do "$RRPC" call --timeout 1 idem add '[1, 1]' >/dev/null 2>&1 && break; sleep 0.05; done
+expect_status "notify --idempotency-key: accepted" 0 \
+  "$RRPC" notify --idempotency-key tick-42 idem echo '["once"]'
+expect_status "notify --idempotency-key again: accepted" 0 \
+  "$RRPC" notify --idempotency-key tick-42 idem echo '["once"]'
+"$RRPC" notify idem echo '["twice"]' && "$RRPC" notify idem echo '["twice"]'
+expect_status "notify --idempotency-key '': usage error" 2 \
+  "$RRPC" notify --idempotency-key '' idem echo '[]'
+expect_status "call --idempotency-key: not an option of call" 2 \
+  "$RRPC" call --idempotency-key k idem echo '[]'
+for _ in $(seq 100); do
+  [ "$(rcli llen idem)" = 0 ] && [ "$("$RRPC" stats --json idem | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["methods"].get("echo",{}).get("calls",0))')" -ge 3 ] && break
+  sleep 0.05
+done
+sleep 0.5 # a fourth run would show in the next beats
+"$RRPC" stats --json idem | check "notify: one key ran once, two sends without a key twice" \
+  'j["methods"]["echo"]["calls"]==3'
+kill "$idem_pid"; wait "$idem_pid" 2>/dev/null
+
 # ---- issue 9: passwords are never printed ------------------------------------
 pw_absent() { # pw_absent NAME FILE
   if grep -q 'hunter2' "$2"; then fail "$1: the password is printed"; cat "$2"
