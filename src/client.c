@@ -109,9 +109,10 @@ static int ensure_connected(rrpc_client *c, double timeout_s)
     if (rrpc__conn_broken(c->conn) || rrpc__conn_peer_closed(c->conn)) {
         /* A stalled Redis (SIGSTOP) accepts the connection but not the
          * handshake: the call's timeout bounds that too. */
+        double deadline = rrpc__monotonic() + timeout_s;
         int rc = rrpc__conn_reconnect_within(c->conn, timeout_s);
         if (rc != RRPC_OK && c->resend_on_reconnect && timeout_s > 0)
-            rc = reconnect_until(c, rrpc__monotonic() + timeout_s);
+            rc = reconnect_until(c, deadline);
         if (rc != RRPC_OK)
             return client_fail(c, rc, rrpc__conn_errmsg(c->conn));
         c->socket_timeout_s = 0;
@@ -183,6 +184,16 @@ static int set_socket_timeout(rrpc_client *c, double timeout_s)
     return rc;
 }
 
+/* Every read after the first slice of a wait (failfast.c) must end by
+ * the call's deadline ENDS (monotonic) plus the grace, not a whole
+ * timeout after it starts: a Redis that stalls between slices would
+ * otherwise hold the call for up to twice its timeout. */
+static int limit_socket_to(rrpc_client *c, double ends)
+{
+    double left = ends - rrpc__monotonic();
+    return set_socket_timeout(c, left > 0 ? left : 0);
+}
+
 /* Removes our own request if it is still queued: the caller gave up. */
 static void withdraw(rrpc_client *c, const char *list, const char *text)
 {
@@ -204,6 +215,7 @@ static int push_and_wait_once(rrpc_client *c, const char *list, const char *text
                               size_t *value_len)
 {
     char timeout_text[32];
+    double ends = rrpc__monotonic() + timeout_s;
     rrpc__svc_state st; /* fail fast: a dead registered service is refused here */
     /* Every read of the call, the registry's too, ends by its deadline
      * (plus the grace) even if Redis stalls. */
@@ -242,6 +254,7 @@ static int push_and_wait_once(rrpc_client *c, const char *list, const char *text
     /* A registered service is awaited in slices, checking between them
      * that a worker is still alive (failfast.c). */
     while (pop_rc == RRPC_OK && rrpc__reply_type(popped) == RRPC__REPLY_NIL &&
+           limit_socket_to(c, ends) == RRPC_OK &&
            rrpc__failfast_again(c->ff, c->conn, list, &st) &&
            rrpc__failfast_next_wait(&st, timeout_text, sizeof timeout_text)) {
         rrpc__reply_free(popped);
