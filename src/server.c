@@ -767,17 +767,33 @@ static void handle_message(worker *w, const char *msg, size_t len, const char *f
 /* Reliable mode: a request answered before (a redelivery, or a caller that
  * sent it again): the remembered response goes out again, through the same
  * commit script (which releases the request and accepts the reply key only
- * if it is a reply list), and nothing runs. */
+ * if it is a reply list), and nothing runs.  Its key meets rules 1 to 4
+ * again: they may have changed since (an allow-list set, a service
+ * registered); refused, the response becomes a dead letter instead. */
 static void answer_again(worker *w, const char *msg, size_t len, const char *field,
                          const char *sha1, const rrpc__reply *answer)
 {
     size_t text_len = 0;
     const char *text = rrpc__reply_str(answer, &text_len);
     rrpc__rel_commit m = {.field = field, .sha1 = sha1, .again = 1};
+    char *dead = NULL;
     atomic_fetch_add(&w->srv->duplicates, 1);
     if (!rrpc__rel_parse_answer(text, text_len, &m.key, &m.key_len, &m.response, &m.response_len))
         m.key = m.response = NULL; /* a notification or a dead letter: nothing to send */
+    const char *why = m.key ? rrpc__reply_key_refusal(&w->rules, m.key, m.key_len) : NULL;
+    if (why != NULL) {
+        /* The response runs to the end of the reply's string: NUL-terminated. */
+        dead = rrpc__dead_letter_text(w->srv->service, why, msg, len,
+                                      w->srv->limits.max_request_bytes, NULL, m.response);
+        if (dead == NULL) {
+            log_worker(w, "cannot encode a dead letter: the request stays in flight", why);
+            return;
+        }
+        m.key = m.response = NULL;
+        m.dead_letter = dead;
+    }
     queue_commit(w, msg, len, &m);
+    free(dead);
 }
 
 static int collect(worker *w, rrpc__reply *popped[2]);
