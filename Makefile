@@ -9,6 +9,7 @@
 #   make test   the whole suite: -Werror build, ctest, then ctest again
 #               under ASan+UBSan, the C test programs under valgrind and
 #               under TSan, and a short libFuzzer run on request decoding
+#               and on a worker's whole path (15 s each)
 # Both install missing Debian packages first (scripts/install-deps.sh).
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
@@ -75,25 +76,35 @@ test-tsan: deps
 	@cmake --build $(TSAN_BUILD) -j $(JOBS)
 	@cd $(TSAN_BUILD) && ctest --output-on-failure -j $(JOBS) -R '^test_'
 
-# libFuzzer on request decoding (clang, ASan+UBSan), seeded from the
-# conformance vectors: a short smoke run in `make test`, FUZZ_SECONDS in
-# `make fuzz`.  New findings land in $(FUZZ_BUILD)/crash-*.
+# libFuzzer (clang, ASan+UBSan) on request decoding (fuzz_dispatch) and on
+# a worker's whole path from popped bytes to the commands it sends
+# (fuzz_worker, tests/fuzz/README.md), seeded from the conformance vectors
+# and tests/fuzz/regressions: a short smoke run in `make test`, FUZZ_SECONDS
+# each in `make fuzz`.  New findings land in $(FUZZ_BUILD)/crash-*.
 fuzz-build: deps
 	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DRRPC_FUZZ=ON -DRRPC_SANITIZE=address,undefined \
 	  -DRRPC_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Debug >/dev/null
-	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_dispatch
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_dispatch fuzz_worker
 	@"$(RRPC_PYTHON)" tests/fuzz/make_corpus.py $(FUZZ_BUILD)/seeds >/dev/null
-	@mkdir -p $(FUZZ_BUILD)/corpus
+	@"$(RRPC_PYTHON)" tests/fuzz/make_corpus.py --worker $(FUZZ_BUILD)/worker-seeds >/dev/null
+	@mkdir -p $(FUZZ_BUILD)/corpus $(FUZZ_BUILD)/worker-corpus
 
+# One target for FUZZ_TIME seconds: its log in $(FUZZ_BUILD)/<target>.log,
+# the stats printed, the log's tail on failure.  The worker target's own
+# log lines (rrpc[...]) are the worker's, not findings.
+fuzz_run = cd $(FUZZ_BUILD) && { ./$(1) -max_total_time=$(2) -max_len=70000 \
+	  -print_final_stats=1 $(3) $(CURDIR)/tests/fuzz/regressions >$(1).log 2>&1; rc=$$?; \
+	  echo "$(1):"; grep -E '^(stat::number_of_executed_units|==|SUMMARY|fuzz_worker:)' $(1).log; \
+	  [ $$rc -eq 0 ] || grep -v '^rrpc\[' $(1).log | tail -40; exit $$rc; }
+
+# 15 s each in `make test`: request decoding, then the worker's whole path.
 test-fuzz: fuzz-build
-	@cd $(FUZZ_BUILD) && { ./fuzz_dispatch -max_total_time=20 -max_len=70000 \
-	  -print_final_stats=1 corpus seeds >fuzz.log 2>&1; rc=$$?; \
-	  grep -E '^(stat::number_of_executed_units|==|SUMMARY)' fuzz.log; \
-	  [ $$rc -eq 0 ] || tail -40 fuzz.log; exit $$rc; }
+	@$(call fuzz_run,fuzz_dispatch,15,corpus seeds)
+	@$(call fuzz_run,fuzz_worker,15,worker-corpus worker-seeds)
 
 fuzz: fuzz-build
-	@cd $(FUZZ_BUILD) && ./fuzz_dispatch -max_total_time=$(FUZZ_SECONDS) -max_len=70000 \
-	  -print_final_stats=1 corpus seeds
+	@$(call fuzz_run,fuzz_dispatch,$(FUZZ_SECONDS),corpus seeds)
+	@$(call fuzz_run,fuzz_worker,$(FUZZ_SECONDS),worker-corpus worker-seeds)
 
 test: test-fast test-asan test-valgrind test-tsan test-fuzz
 

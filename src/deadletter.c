@@ -178,6 +178,39 @@ static void set_response(json_t *rec, const json_t *response, const char *text, 
     free(owned);
 }
 
+/* REASON as a JSON string.  A reason may quote the message (the parser's
+ * "near '...'", cut after a fixed number of bytes, maybe inside a UTF-8
+ * sequence) or Redis (an error naming a caller's key): bytes that are not
+ * UTF-8 are written as the text \xNN, so that the reason is never lost. */
+static json_t *reason_string(const char *reason)
+{
+    json_t *s = json_string(reason);
+    if (s != NULL)
+        return s;
+    size_t len = strlen(reason), n = 0;
+    char *clean = malloc(4 * len + 1);
+    if (clean == NULL)
+        return NULL;
+    for (size_t i = 0; i < len;) {
+        unsigned char c = (unsigned char)reason[i];
+        size_t seq = c < 0x80 ? 1 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+        json_t *ok = seq <= len - i ? json_stringn(reason + i, seq) : NULL;
+        if (ok != NULL) {
+            memcpy(clean + n, reason + i, seq);
+            n += seq;
+            i += seq;
+        } else {
+            n += (size_t)snprintf(clean + n, 5, "\\x%02x", c);
+            i++;
+        }
+        json_decref(ok);
+    }
+    clean[n] = '\0';
+    s = json_string(clean);
+    free(clean);
+    return s;
+}
+
 char *rrpc__dead_letter_text(const char *service, const char *reason, const char *message,
                              size_t message_len, size_t keep, const json_t *response,
                              const char *response_text)
@@ -185,7 +218,7 @@ char *rrpc__dead_letter_text(const char *service, const char *reason, const char
     json_t *rec = json_object();
     if (rec == NULL)
         return NULL;
-    json_object_set_new(rec, "reason", json_string(reason));
+    json_object_set_new(rec, "reason", reason_string(reason));
     json_object_set_new(rec, "time", json_real(rrpc__now()));
     json_object_set_new(rec, "service", json_string(service));
     set_message(rec, message, message_len, keep);

@@ -374,6 +374,9 @@ int rrpc__rel_parse_answer(const char *answer, size_t len, const char **key, siz
 /* Loads the worker scripts on C (after a reconnect: Redis may have
  * restarted and forgotten them). */
 int rrpc__rel_load_scripts(const rrpc__rel *r, rrpc__conn *c);
+/* Loads the worker scripts on C and keeps their SHA-1s in R, as
+ * rrpc__rel_start does on its own link (server_worker.h). */
+int rrpc__rel_learn_scripts(rrpc__rel *r, rrpc__conn *c);
 /* Starts the heartbeat (and reaper) thread on a connection of its own, and
  * loads the worker scripts. */
 int rrpc__rel_start(rrpc__rel *r, const rrpc__url *url, double connect_timeout_s, char *err,

@@ -668,6 +668,12 @@ int rrpc__rel_load_scripts(const rrpc__rel *r, rrpc__conn *c)
     return rc;
 }
 
+int rrpc__rel_learn_scripts(rrpc__rel *r, rrpc__conn *c)
+{
+    int rc = load_script(c, take_script, r->take_sha);
+    return rc == RRPC_OK ? load_script(c, commit_script, r->commit_sha) : rc;
+}
+
 int rrpc__rel_start(rrpc__rel *r, const rrpc__url *url, double connect_timeout_s, char *err,
                     size_t errlen)
 {

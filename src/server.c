@@ -12,6 +12,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
+#include "server_worker.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -1000,17 +1001,33 @@ static void handle_message(worker *w, const char *msg, size_t len, const char *f
 /* Reliable mode: a request answered before (a redelivery, or a caller that
  * sent it again): the remembered response goes out again, through the same
  * commit script (which releases the request and accepts the reply key only
- * if it is a reply list), and nothing runs. */
+ * if it is a reply list), and nothing runs.  Its key meets rules 1 to 4
+ * again: they may have changed since (an allow-list set, a service
+ * registered); refused, the response becomes a dead letter instead. */
 static void answer_again(worker *w, const char *msg, size_t len, const char *field,
                          const char *sha1, const rrpc__reply *answer)
 {
     size_t text_len = 0;
     const char *text = rrpc__reply_str(answer, &text_len);
     rrpc__rel_commit m = {.field = field, .sha1 = sha1, .again = 1};
+    char *dead = NULL;
     atomic_fetch_add(&w->srv->duplicates, 1);
     if (!rrpc__rel_parse_answer(text, text_len, &m.key, &m.key_len, &m.response, &m.response_len))
         m.key = m.response = NULL; /* a notification or a dead letter: nothing to send */
+    const char *why = m.key ? rrpc__reply_key_refusal(&w->rules, m.key, m.key_len) : NULL;
+    if (why != NULL) {
+        /* The response runs to the end of the reply's string: NUL-terminated. */
+        dead = rrpc__dead_letter_text(w->srv->service, why, msg, len,
+                                      w->srv->limits.max_request_bytes, NULL, m.response);
+        if (dead == NULL) {
+            log_worker(w, "cannot encode a dead letter: the request stays in flight", why);
+            return;
+        }
+        m.key = m.response = NULL;
+        m.dead_letter = dead;
+    }
     queue_commit(w, msg, len, &m);
+    free(dead);
 }
 
 static int collect(worker *w, rrpc__reply *popped[2]);
@@ -2007,6 +2024,21 @@ static void close_workers(worker *ws, int n)
     free(ws);
 }
 
+/* Worker I's settings, before its link is opened. */
+static void init_worker(rrpc_server *s, worker *w, int i)
+{
+    w->srv = s;
+    w->id = i;
+    snprintf(w->ttl_text, sizeof w->ttl_text, "%d", s->reply_ttl_s);
+    snprintf(w->trim_text, sizeof w->trim_text, "%ld", -s->dead_letter_max);
+    snprintf(w->batch_text, sizeof w->batch_text, "%d", s->batch_max);
+    w->rules = s->rules; /* the services are the worker's own copy */
+    w->retry_pause = BACKOFF_MIN_S;
+    rrpc__shard_key(w->list, sizeof w->list, s->list_key, i % s->shards); /* fits: set_keys */
+    if (s->reliable)
+        rrpc__rel_worker_keys(&s->rel, i, &w->rk); /* fits: rrpc__rel_init checked */
+}
+
 /* Connects every worker before any thread starts, so that a wrong URL or
  * password is reported by rrpc_server_run instead of being retried. */
 static int connect_workers(rrpc_server *s, worker **out)
@@ -2016,16 +2048,7 @@ static int connect_workers(rrpc_server *s, worker **out)
         return RRPC_ENOMEM;
     for (int i = 0; i < s->workers; i++) {
         worker *w = &ws[i];
-        w->srv = s;
-        w->id = i;
-        snprintf(w->ttl_text, sizeof w->ttl_text, "%d", s->reply_ttl_s);
-        snprintf(w->trim_text, sizeof w->trim_text, "%ld", -s->dead_letter_max);
-        snprintf(w->batch_text, sizeof w->batch_text, "%d", s->batch_max);
-        w->rules = s->rules; /* the services are the worker's own copy */
-        w->retry_pause = BACKOFF_MIN_S;
-        rrpc__shard_key(w->list, sizeof w->list, s->list_key, i % s->shards); /* fits: set_keys */
-        if (s->reliable)
-            rrpc__rel_worker_keys(&s->rel, i, &w->rk); /* fits: rrpc__rel_init checked */
+        init_worker(s, w, i);
         int rc =
             rrpc__conn_open(&w->conn, &s->url, s->connect_timeout_s, s->errmsg, sizeof s->errmsg);
         if (rc == RRPC_OK)
@@ -2266,5 +2289,26 @@ int rrpc_server_run(rrpc_server *s)
     close_workers(ws, s->workers);
     atomic_store(&s->stop, 0);
     atomic_store(&s->running, 0);
+    return rc;
+}
+
+/* ---- one worker on the calling thread (server_worker.h) ------------------ */
+
+int rrpc__server_run_worker(rrpc_server *s, int id)
+{
+    if (s == NULL || id < 0)
+        return RRPC_EINVAL;
+    worker w;
+    memset(&w, 0, sizeof w);
+    init_worker(s, &w, id);
+    int rc = rrpc__conn_open(&w.conn, &s->url, s->connect_timeout_s, s->errmsg, sizeof s->errmsg);
+    if (rc == RRPC_OK)
+        rc = rrpc__conn_set_timeout(w.conn, SOCKET_TIMEOUT_S);
+    if (rc == RRPC_OK && s->reliable)
+        rc = rrpc__rel_learn_scripts(&s->rel, w.conn);
+    if (rc == RRPC_OK)
+        worker_main(&w); /* until rrpc_server_stop and nothing left to send */
+    rrpc__conn_close(w.conn);
+    atomic_store(&s->stop, 0);
     return rc;
 }

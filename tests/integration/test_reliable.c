@@ -447,6 +447,45 @@ static void test_reply_keys_refused_by_name(void)
     rrpc__reply_free(cmd(3, "SREM", "rrpc:services", "rel-victim"));
 }
 
+/* A remembered answer meets the rules of today, not those of the day it
+ * was remembered: answered on "app:ra" before the service set an
+ * allow-list, a repeat of the request is not pushed there again (found by
+ * tests/fuzz/fuzz_worker.c: the repeat's commit skipped rules 1 to 4). */
+static void test_remembered_answer_meets_todays_rules(void)
+{
+    const char *text =
+        "{\"jsonrpc\":\"2.0\",\"method\":\"count\",\"params\":[\"ra\"],\"id\":\"app:ra\"}";
+    running r;
+    run_server(&r, new_server_n("ra", 1, 1, 0, 0));
+    rrpc__reply_free(cmd(3, "RPUSH", "ra", text));
+    char *first = reply_on("app:ra", 5);
+    CHECK(first && strstr(first, "\"result\":\"ra\""));
+    free(first);
+    stop_server(&r);
+    static const char *const prefixes[] = {"rrpc:reply:", NULL};
+    rrpc_server_options o;
+    rrpc_server_options_init(&o);
+    o.service = "ra";
+    o.workers = 1;
+    o.reliable = 1;
+    o.heartbeat_ttl_s = 1;
+    o.heartbeat_interval_s = 0.3;
+    o.reply_prefixes = prefixes;
+    rrpc_server *s = NULL;
+    CHECK(rrpc_server_new(&s, &o) == RRPC_OK);
+    rrpc_server_register(s, "count", m_count, NULL, NULL);
+    run_server(&r, s);
+    rrpc__reply_free(cmd(3, "RPUSH", "ra", text)); /* the same request again */
+    WAIT_UNTIL(cmd_int(2, "LLEN", "ra:dead", NULL) == 1 || cmd_int(2, "EXISTS", "app:ra", NULL), 5);
+    CHECK(cmd_int(2, "EXISTS", "app:ra", NULL) == 0);
+    char *letter = dead_letter("ra", "0");
+    CHECK(letter && strstr(letter, "reply key refused: not under an allowed prefix") &&
+          strstr(letter, "\"response\":{") && strstr(letter, "\"result\":\"ra\""));
+    free(letter);
+    CHECK(effects_of("ra") == 1); /* answered from memory, not run again */
+    stop_server(&r);
+}
+
 static void test_at_most_once_applies_effects(void)
 {
     running r;
@@ -846,6 +885,7 @@ int main(void)
     test_expired_requests_are_refused();
     test_repeated_request_runs_once();
     test_reply_keys_refused_by_name();
+    test_remembered_answer_meets_todays_rules();
     test_at_most_once_applies_effects();
     test_resend_after_broken_link();
     test_clients_stamp_deadlines();
