@@ -64,7 +64,8 @@ def test_batch_reply_key():
     assert protocol.batch_reply_key([_note('n'), {'jsonrpc': '1.0', 'reply_to': 'bad'},
                                      _call('a')]) == 'bad'
     assert protocol.batch_reply_key([_note('n'), _note('m')]) is None
-    assert protocol.batch_reply_key([{'jsonrpc': '2.0', 'method': 'm', 'id': None}, _call('a')]) == 'a'
+    null_id = {'jsonrpc': '2.0', 'method': 'm', 'id': None}  # answered, but has no key
+    assert protocol.batch_reply_key([null_id, _call('a')]) == 'a'
     assert protocol.batch_reply_key([5, _call('a')]) == 'a'
 
 
