@@ -48,14 +48,14 @@ c = rrpc.Client(timeout=float(sys.argv[3]), fail_fast=sys.argv[4] == '1')
 t = time.monotonic()
 try:
     word = 'result %s' % c.call(sys.argv[2], 'add', 1, 2)
-except rrpc.CallTimeout:
+except rrpc.Timeout:
     word = 'timeout'
 except rrpc.Unavailable:
     word = 'unavailable'
 except rrpc.Overloaded:
     word = 'overloaded'
 print(word, time.monotonic() - t)
-''', os.path.join(HERE, 'python')],
+''', os.path.join(HERE, 'python', 'src')],
     'ruby': ['ruby', '-e', '''
 require_relative ARGV[0]
 c = RRPC::Client.new(timeout: Float(ARGV[2]), fail_fast: ARGV[3] == '1')

@@ -1,10 +1,10 @@
 #!/usr/bin/python3
 """check_protocol.py -- checks a running calc worker against docs/PROTOCOL.md.
 
-It speaks the wire format directly with redis-py (not through rrpc.py), so
+It speaks the wire format directly with redis-py (not through the rrpc package), so
 the Python and Ruby workers are held to the protocol rather than to each
 other: reply keys, id echo, error codes, batches, notifications, dead
-letters, TTLs.  With --client it also checks rrpc.py's Client against it.
+letters, TTLs.  With --client it also checks rrpc.Client against it.
 Run by clients/test_peers.sh; prints each failure and exits 1 if any.
 
     /usr/bin/python3 check_protocol.py --service NAME [--redis URL] [--client]
@@ -20,7 +20,7 @@ import time
 import redis
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, 'python'))
+sys.path.insert(0, os.path.join(HERE, 'python', 'src'))
 import rrpc  # noqa: E402
 
 failures = []
@@ -266,7 +266,7 @@ def check_client(service, url):
     try:
         client.call(nobody, 'add', 1, 2, timeout=0.3)
         check('Client: timeout raises CallTimeout', False, 'no exception')
-    except rrpc.CallTimeout:
+    except rrpc.Timeout:
         check('Client: timeout raises CallTimeout and withdraws the request',
               time.time() - start < 2 and client.redis.llen(nobody) == 0)
 
@@ -275,7 +275,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('--redis', default=os.environ.get('REDIS_URL'))
     parser.add_argument('--service', required=True)
-    parser.add_argument('--client', action='store_true', help="also check rrpc.py's Client")
+    parser.add_argument('--client', action='store_true', help='also check rrpc.Client')
     args = parser.parse_args()
     w = Wire(redis.Redis.from_url(args.redis), args.service)
     for group in (check_calls, check_errors, check_reply_keys, check_invalid, check_batches,

@@ -73,9 +73,9 @@ import sys; sys.path.insert(0, sys.argv[1]); import rrpc
 lower = lambda b: 2.0 ** ((b - 1) // 4) * (1 + ((b - 1) % 4) / 4)
 for i in range(-200, 2400):
     t = 10 ** (i / 200)  # 0.1 us .. 1e12 us
-    b = rrpc._latency_bucket(t / 1e6)
+    b = rrpc.registry.latency_bucket(t / 1e6)
     ok = t < 1 if b == 0 else lower(b) <= t * (1 + 1e-12) and (b == 128 or t < lower(b + 1) * (1 + 1e-12))
-    assert ok and (b == 128) == (t >= lower(128)), (t, b)' "$here/python"
+    assert ok and (b == 128) == (t >= lower(128)), (t, b)' "$here/python/src"
 run 'ruby latency buckets follow PROTOCOL.md 9' ruby -e '
 require_relative ARGV[0]
 lower = ->(b) { 2.0**((b - 1) / 4) * (1 + ((b - 1) % 4) / 4.0) }

@@ -10,6 +10,7 @@ packages=(
   libhiredis-dev libjansson-dev libevent-dev
   redis-server redis-tools redis-sentinel
   ruby ruby-redis python3 python3-redis
+  python3-venv python3-pip python3-setuptools python3-wheel python3-pytest
   clang libclang-rt-14-dev libfuzzer-14-dev valgrind
   man-db openssl stunnel4
 )

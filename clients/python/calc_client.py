@@ -1,55 +1,17 @@
 #!/usr/bin/python3
-"""calc_client.py -- calls the calc service from Python and checks the answers.
+"""calc_client.py -- runs rrpc.examples.calc_client from this checkout, uninstalled.
 
-A usage example of rrpc.Client and a smoke test of any calc server (C,
-Ruby, Python or seed-style): exits 1 if any answer is wrong.
-
-    /usr/bin/python3 calc_client.py [--redis URL] [--service calc] [--prefix P]
+The example lives in the package (src/rrpc/examples/calc_client.py; installed:
+python3 -m rrpc.examples.calc_client); this script keeps the old path working
+for the repository's tests, scripts and docs.  It puts src/ first on the
+path, so it always runs this tree's rrpc, never an installed one.
 """
 
-import argparse
+import os
 import sys
 
-import rrpc
-
-
-def main():
-    parser = argparse.ArgumentParser(description='Call the calc service and check the results.')
-    parser.add_argument('--redis', help='Redis URL (default $REDIS_URL, then redis://127.0.0.1:6379)')
-    parser.add_argument('--service', default='calc')
-    parser.add_argument('--prefix', default='')
-    parser.add_argument('--timeout', type=float, default=5)
-    args = parser.parse_args()
-
-    calc = rrpc.Client(args.redis, prefix=args.prefix, timeout=args.timeout).proxy(args.service)
-    wrong = 0
-    for label, call, expected in [
-            ('add(1, 2)', lambda: calc.add(1, 2), 3),
-            ('subtract(a=5, b=3)', lambda: calc.subtract(a=5, b=3), 2),
-            ('multiply(4, 2.5)', lambda: calc.multiply(4, 2.5), 10.0),
-            ('divide(7, 2)', lambda: calc.divide(7, 2), 3.5)]:
-        try:
-            got = call()
-        except (rrpc.RemoteError, rrpc.CallTimeout, rrpc.ProtocolError) as err:
-            print(f'{label} failed: {err}  WRONG, expected {expected!r}')
-            wrong += 1
-            continue
-        # 10.0 and 10 compare equal in Python; the JSON type matters too.
-        ok = got == expected and type(got) is type(expected)
-        wrong += not ok
-        print(f'{label} = {got!r}' + ('' if ok else f'  WRONG, expected {expected!r}'))
-    try:
-        got = calc.divide(1, 0)
-        print(f'divide(1, 0) = {got!r}  WRONG, expected an error')
-        wrong += 1
-    except rrpc.RemoteError as err:
-        print(f'divide(1, 0) failed: {err.message} (code {err.code})')
-        wrong += err.code != 1
-    except (rrpc.CallTimeout, rrpc.ProtocolError) as err:
-        print(f'divide(1, 0) failed: {err}  WRONG, expected error code 1')
-        wrong += 1
-    sys.exit(1 if wrong else 0)
-
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'src'))
+from rrpc.examples.calc_client import main  # noqa: E402
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -1,95 +1,17 @@
 #!/usr/bin/python3
-"""calc_server.py -- the calc example service, served from Python.
+"""calc_server.py -- runs rrpc.examples.calc_server from this checkout, uninstalled.
 
-It exists to show a Python rrpc worker in a dozen lines and to be the
-Python side of the cross-language tests (clients/test_peers.sh) and of the
-conformance vectors: it answers exactly like the C calc server.
-
-    /usr/bin/python3 calc_server.py [--redis URL] [--service calc] [--prefix P]
-                                    [--no-heartbeat] [--heartbeat-interval S]
-                                    [--heartbeat-ttl S] [--reply-prefix P]...
+The example lives in the package (src/rrpc/examples/calc_server.py; installed:
+python3 -m rrpc.examples.calc_server); this script keeps the old path working
+for the repository's tests, scripts and docs.  It puts src/ first on the
+path, so it always runs this tree's rrpc, never an installed one.
 """
 
-import argparse
-import logging
+import os
 import sys
-import time
 
-import rrpc
-
-
-def _number(value, name):
-    # JSON true/false would pass as 1/0 in Python arithmetic: refuse them.
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise rrpc.InvalidParams(f'Invalid params: {name} must be a number')
-    return value
-
-
-_AB = {'a': 'number', 'b': 'number'}
-
-
-class Calc:
-    """Params come positional [a, b] or named {"a": .., "b": ..}.  The
-    descriptions are those of the C calc-server, for `rrpc info`."""
-
-    @rrpc.describe('add(a, b): a + b', _AB)
-    def add(self, a, b):
-        return _number(a, 'a') + _number(b, 'b')
-
-    @rrpc.describe('subtract(a, b): a - b', _AB)
-    def subtract(self, a, b):
-        return _number(a, 'a') - _number(b, 'b')
-
-    @rrpc.describe('multiply(a, b): a * b', _AB)
-    def multiply(self, a, b):
-        return _number(a, 'a') * _number(b, 'b')
-
-    @rrpc.describe('divide(a, b): a / b as a real; error 1 if b is 0', _AB)
-    def divide(self, a, b):
-        # Both operands are checked before the zero test, like the other methods.
-        a, b = _number(a, 'a'), _number(b, 'b')
-        if b == 0:
-            raise rrpc.RpcError(1, 'division by zero')
-        return float(a) / b
-
-    @rrpc.describe('echo(...): returns its params unchanged', 'any')
-    @rrpc.raw_params
-    def echo(self, params):
-        return params
-
-    @rrpc.describe('sleep(ms): waits ms milliseconds, returns ms', {'ms': 'integer'})
-    def sleep(self, ms):
-        if _number(ms, 'ms') < 0:
-            raise rrpc.InvalidParams('Invalid params: ms must not be negative')
-        time.sleep(ms / 1000)
-        return ms
-
-
-def main():
-    parser = argparse.ArgumentParser(description='Serve the calc service.')
-    parser.add_argument('--redis', help='Redis URL (default $REDIS_URL, then redis://127.0.0.1:6379)')
-    parser.add_argument('--service', default='calc')
-    parser.add_argument('--prefix', default='')
-    parser.add_argument('--no-heartbeat', action='store_true',
-                        help='do not register in the registry (no heartbeat, no stats)')
-    parser.add_argument('--heartbeat-interval', type=float, default=1.0, metavar='S',
-                        help='seconds between heartbeats (default: 1)')
-    parser.add_argument('--heartbeat-ttl', type=float, default=5.0, metavar='S',
-                        help='seconds a heartbeat stays valid (default: 5)')
-    parser.add_argument('--reply-prefix', action='append', metavar='P',
-                        help='answer only onto reply keys that start with P (repeatable; '
-                             'default: any reply key PROTOCOL.md section 6 allows)')
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format='%(asctime)s calc_server.py: %(message)s')
-    server = rrpc.Server(args.service, Calc(), url=args.redis, prefix=args.prefix,
-                         heartbeat=not args.no_heartbeat,
-                         heartbeat_interval=args.heartbeat_interval,
-                         heartbeat_ttl=args.heartbeat_ttl, reply_prefixes=args.reply_prefix)
-    logging.info('serving %s%s', args.prefix, args.service)
-    server.serve_forever()
-    logging.info('stopped')
-
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'src'))
+from rrpc.examples.calc_server import main  # noqa: E402
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -14,9 +14,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
-                                'clients', 'python'))
-import calc_server  # noqa: E402
+                                'clients', 'python', 'src'))
 import rrpc  # noqa: E402
+from rrpc.examples import calc_server  # noqa: E402
 
 
 class Custom(BaseException):

@@ -1,0 +1,33 @@
+"""rrpc -- the Python peer of rrpc: JSON-RPC 2.0 over Redis lists.
+
+rrpc's core is C, but the protocol (docs/PROTOCOL.md) is meant to be spoken
+by any language with a Redis client.  This package is that peer for Python,
+built only on redis-py, so Python programs can call rrpc services and serve
+them, interchangeably with the C, Ruby and seed-style peers:
+
+    calc = rrpc.Client().proxy('calc')
+    calc.add(1, 2)                      # -> 3
+
+    class Calc:
+        def add(self, a, b): return a + b
+    rrpc.Server('calc', Calc()).serve_forever()
+
+Its modules, one concern each: protocol (JSON-RPC rules, no I/O),
+deadletter (the record of what cannot be answered), transport (Redis: the
+clock, the reply script, transient errors), replies (which reply keys a
+worker accepts), handlers, registry (heartbeat and stats), client, server,
+errors.  Public API: Client, Proxy, Server, the errors under rrpc.Error,
+raw_params, describe, VERSION.
+"""
+
+from .client import Client, Proxy
+from .errors import (CallTimeout, Error, InvalidParams, Overloaded, ProtocolError, RedisError,
+                     RemoteError, RpcError, Timeout, Unavailable)
+from .handlers import describe, raw_params
+from .server import Server
+from .version import VERSION
+
+__version__ = VERSION
+__all__ = ['Client', 'Proxy', 'Server', 'Error', 'RemoteError', 'Timeout', 'CallTimeout',
+           'Unavailable', 'Overloaded', 'ProtocolError', 'RedisError', 'RpcError',
+           'InvalidParams', 'raw_params', 'describe', 'VERSION']

@@ -1,0 +1,210 @@
+"""client.py -- calls rrpc services: rrpc.Client and its proxies.
+
+Like the C client, every call carries a deadline on Redis's clock
+(PROTOCOL.md 7) and a reply key of 128 random bits (section 3), and reads
+the registry (section 9) to fail fast when a registered service has no live
+worker and to respect its max_queue.
+"""
+
+import math
+import secrets
+import time
+
+import redis
+
+from .errors import Overloaded, ProtocolError, RedisError, RemoteError, Timeout, Unavailable
+from .protocol import dumps, loads, request
+from .transport import RedisClock, connect, error_text
+
+
+class _View:
+    """A caller's view of one service in the registry (PROTOCOL.md 9)."""
+
+    def __init__(self, registered, live, max_queue):
+        self.registered, self.live, self.max_queue = registered, live, max_queue
+
+
+_NO_VIEW = _View(False, 0, 0)  # fail fast off, or the registry is out of reach
+_GONE = object()  # _wait's answer when the last worker went
+
+# Checks the queue length and pushes in one step, so that concurrent callers
+# cannot overshoot max_queue.  The new length, or -1 if full.
+_PUSH_SCRIPT = ("if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return -1 end "
+                "return redis.call('RPUSH', KEYS[1], ARGV[1])")
+
+
+class Client:
+    """Calls rrpc services.  One Redis connection pool; safe to share
+    between threads (each call uses its own reply key).
+
+    Every call carries a deadline on Redis's clock (PROTOCOL.md 7), and
+    with fail_fast=True (the default) the client reads the registry
+    (PROTOCOL.md 9): a registered service with no live worker fails at once
+    with Unavailable, a wait on a registered service gives up with
+    Unavailable when its last worker goes, and a service at its max_queue
+    refuses the call with Overloaded.  Services that never registered are
+    simply waited on.  Every error is an rrpc.Error; Redis's own errors
+    come as RedisError.  Usable as a context manager (closes the pool)."""
+
+    FRESH_S = 1.0  # how long a service's registry view is trusted
+    SLICE_S = 1.0  # wait slice while a registered service is awaited
+
+    def __init__(self, url=None, prefix='', timeout=30, fail_fast=True):
+        self.redis = connect(url)
+        self.prefix = prefix
+        self.timeout = timeout
+        self.fail_fast = fail_fast
+        self._clock = RedisClock()
+        self._views = {}  # list key -> (monotonic time read, _View)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_exc):
+        self.close()
+
+    def close(self):
+        """Closes the client's connections."""
+        self.redis.close()
+
+    def call(self, service, method, *args, timeout=None, **kwargs):
+        """Calls service.method with positional *args or named **kwargs and
+        returns the result.  Raises RemoteError, Timeout, Unavailable,
+        Overloaded, ProtocolError, RedisError.  timeout (seconds; 0 waits
+        forever) is this method's own, never a named param."""
+        try:
+            return self._call(service, method, args, kwargs, timeout)
+        except redis.RedisError as exc:
+            raise RedisError(f'{service}.{method}: redis: {error_text(exc)}') from exc
+
+    def notify(self, service, method, *args, **kwargs):
+        """Sends a notification: run by a worker, never answered."""
+        text = dumps(request(method, args, kwargs))
+        try:
+            self.redis.rpush(self.prefix + service, text)
+        except redis.RedisError as exc:
+            raise RedisError(f'{service}.{method}: redis: {error_text(exc)}') from exc
+
+    def proxy(self, service):
+        """An object whose attribute calls are calls: proxy('calc').add(1, 2)."""
+        return Proxy(self, service)
+
+    def _call(self, service, method, args, kwargs, timeout):
+        wait = self.timeout if timeout is None else timeout
+        # id, reply key and reply_to are one key, so seed-style workers that
+        # only know "reply to the id" reach us as well.
+        key = f'{self.prefix}rrpc:reply:{secrets.token_hex(16)}'
+        members = {'id': key, 'reply_to': key}
+        deadline = self._deadline(wait)
+        if deadline is not None:
+            members['deadline'] = deadline
+        text = dumps(request(method, args, kwargs, **members))
+        queue = self.prefix + service
+        view = self._view(queue, self.FRESH_S)
+        if view.registered and not view.live:
+            raise Unavailable(f'{service}: registered, but none of its workers is live '
+                              '(stopped, or their heartbeat expired)')
+        self._push(queue, text, view.max_queue if view.live else 0)
+        popped = self._wait(queue, key, wait, view.registered)
+        if popped is None or popped is _GONE:
+            # Withdraw the request so no worker runs a call nobody awaits.
+            self.redis.lrem(queue, 1, text)
+            if popped is _GONE:
+                raise Unavailable(f'{service}.{method}: the last worker went while we waited')
+            raise Timeout(f'{service}.{method}: no reply within {wait} s')
+        return self._result(popped[1], key)
+
+    def _deadline(self, wait):
+        """The call's deadline in ms on Redis's clock, or None without a
+        limit or a measured clock (TIME refused, say)."""
+        if self._clock.due():
+            self._clock.sync(self.redis)
+        now = self._clock.now_ms()
+        if now is None or not 0 < wait <= 1e8:
+            return None
+        return now + math.ceil(wait * 1000)
+
+    def _view(self, queue, max_age):
+        """What the registry says of the service whose list is QUEUE, read
+        again when older than max_age seconds: one round trip per service
+        per second, not one per call."""
+        if not self.fail_fast:
+            return _NO_VIEW
+        read_at, view = self._views.get(queue, (None, None))
+        if read_at is not None and time.monotonic() - read_at <= max_age:
+            return view
+        config = '{%s}:config' % queue
+        replies = (self.redis.pipeline(transaction=False).time()
+                   .zrange('{%s}:workers' % queue, 0, -1, withscores=True)
+                   .hget(config, 'max_queue').exists(config)
+                   .execute(raise_on_error=False))
+        if any(isinstance(r, redis.ResponseError) for r in replies):
+            view = _NO_VIEW  # keys refused (an ACL): no registry for us, wait as usual
+        else:
+            (sec, usec), workers, max_queue, registered = replies
+            now_ms = sec * 1000 + usec // 1000
+            live = sum(score > now_ms for _, score in workers)
+            view = _View(registered > 0, live, int(max_queue or 0))
+        self._views[queue] = (time.monotonic(), view)
+        return view
+
+    def _push(self, queue, text, max_queue):
+        if max_queue <= 0:
+            self.redis.rpush(queue, text)
+        elif self.redis.eval(_PUSH_SCRIPT, 1, queue, text, max_queue) < 0:
+            raise Overloaded(f'{queue}: its queue holds {max_queue} requests (max_queue)')
+
+    def _wait(self, queue, key, wait, sliced):
+        """BLPOPs the reply: in one piece, or for a registered service in
+        slices, checking between them that a worker is still live.  Returns
+        the popped pair, None on timeout, or _GONE."""
+        end = time.monotonic() + wait if wait > 0 else None
+        while True:
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            step = left or 0  # 0: forever
+            if sliced:
+                step = min(step, self.SLICE_S) if step else self.SLICE_S
+            # Redis reads a timeout under 1 ms as 0, "forever".
+            popped = self.redis.blpop([key], timeout=max(step, 0.001) if step else 0)
+            if popped is not None or not sliced:
+                return popped
+            view = self._view(queue, self.FRESH_S / 2)
+            if view.registered and not view.live:
+                return _GONE
+
+    @staticmethod
+    def _result(raw, key):
+        try:
+            resp = loads(raw.decode('utf-8'))
+        except (ValueError, RecursionError) as exc:
+            raise ProtocolError(f'reply is not JSON: {exc}') from None
+        if not isinstance(resp, dict) or resp.get('id') != key:
+            raise ProtocolError(f'not a response to this call: {raw[:200]!r}')
+        if isinstance(resp.get('error'), dict):
+            err = resp['error']
+            raise RemoteError(err.get('code'), err.get('message'), err.get('data'))
+        if 'result' not in resp:
+            raise ProtocolError(f'response has neither result nor error: {raw[:200]!r}')
+        return resp['result']
+
+
+class Proxy:
+    """A service seen as an object: client.proxy('calc').add(1, 2) is
+    client.call('calc', 'add', 1, 2) (named params as keywords)."""
+
+    def __init__(self, client, service):
+        self._client, self._service = client, service
+
+    def __getattr__(self, method):
+        if method.startswith('_'):
+            raise AttributeError(method)
+
+        def call(*args, **kwargs):
+            return self._client.call(self._service, method, *args, **kwargs)
+        call.__name__ = method
+        return call
+
+    def __repr__(self):
+        return f'<rrpc proxy for {self._service!r}>'

@@ -1,0 +1,108 @@
+"""handlers.py -- how a server finds, describes and calls its methods.
+
+A service's methods are the public methods of an object, a dict of
+callables, or functions registered one by one; params are bound to a
+handler's parameters (positional from an array, named from an object)
+unless it asks for them whole (raw_params).  What a handler returns is the
+result; what it raises becomes the error (RpcError's own, -32602 when the
+params do not fit its signature, else -32603).
+"""
+
+import inspect
+import logging
+
+from .errors import RpcError
+from .protocol import INTERNAL_ERROR, INVALID_PARAMS
+
+log = logging.getLogger('rrpc')
+
+# What a handler may raise that still ends the worker: the process is being
+# told to stop.  Everything else (GeneratorExit, RecursionError, MemoryError,
+# an application's own BaseException subclasses) is one call's failure.
+STOPS = (KeyboardInterrupt, SystemExit)
+
+
+def raw_params(fn):
+    """Marks a handler that receives the request's params whole, as one
+    argument (a list, a dict, or None when absent), instead of bound to its
+    parameters -- for methods like echo that care which form was sent."""
+    fn._rrpc_raw_params = True
+    return fn
+
+
+def describe(description, params=None):
+    """Gives a handler a description (and optionally an informal params
+    shape, any JSON) for the registry, where `rrpc info` shows them:
+
+        @rrpc.describe('add(a, b): a + b', {'a': 'number', 'b': 'number'})
+        def add(self, a, b): ...
+    """
+    def mark(fn):
+        fn._rrpc_description = description
+        fn._rrpc_params = params
+        return fn
+    return mark
+
+
+def public_methods(obj):
+    """{name: callable} of OBJ: a dict as it is, else its public methods."""
+    if obj is None:
+        return {}
+    if isinstance(obj, dict):
+        return dict(obj)
+    methods = {}
+    for name in dir(obj):
+        if name.startswith('_'):
+            continue
+        member = getattr(obj, name)
+        if callable(member) and not inspect.isclass(member):
+            methods[name] = member
+    return methods
+
+
+def entry(name, fn, description=None, shape=None):
+    """The method's entry in the registry record (PROTOCOL.md 9): the
+    description and params shape given, else those of @describe."""
+    item = {'name': name}
+    if description is None:
+        description = getattr(fn, '_rrpc_description', None)
+        shape = getattr(fn, '_rrpc_params', None)
+    if description is not None:
+        item['description'] = description
+    if shape is not None:
+        item['params'] = shape
+    return item
+
+
+def _arguments(fn, params):
+    if getattr(fn, '_rrpc_raw_params', False):
+        return (params,), {}
+    if isinstance(params, dict):
+        return (), params
+    return tuple(params or ()), {}
+
+
+def invoke(fn, params, name):
+    """Runs handler FN on PARAMS; {'result': ...} or {'error': {...}}.
+    NAME (service.method) is for the log, where the details of an
+    unexpected failure go rather than to the caller."""
+    args, kwargs = _arguments(fn, params)
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins cannot be inspected
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            return {'error': {'code': INVALID_PARAMS, 'message': f'Invalid params: {exc}'}}
+    try:
+        return {'result': fn(*args, **kwargs)}
+    except RpcError as exc:
+        return {'error': exc.to_error()}
+    except STOPS:
+        raise
+    except BaseException:  # GeneratorExit, RecursionError, MemoryError, anything
+        # The details go to the log, not to the caller: they may expose internals.
+        log.exception('%s failed', name)
+        return {'error': {'code': INTERNAL_ERROR, 'message': 'Internal error'}}
