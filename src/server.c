@@ -763,7 +763,7 @@ static void queue_dead(worker *w, char *text, double give_up_at)
  * effects Redis refused (the rest stand), or 0 when they had been applied.
  * The guard is its first write, so a script refused for memory changed
  * nothing and can be sent again. */
-static const char effects_script[] =
+const char rrpc__effects_script[] =
     "-- rrpc effects v1\n"
     "if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end\n"
     "local i, refused = 3, {}\n"
@@ -819,7 +819,7 @@ static int effects_cmd(worker *w, const json_t *effects, rrpc__cmd *c)
     if (rrpc__tagged_key(guard, sizeof guard, w->srv->list_key, suffix) != RRPC_OK)
         return RRPC_EINVAL;
     int rc = cmd_add(c, "EVAL", 4);
-    rc = rc ? rc : cmd_add(c, effects_script, strlen(effects_script));
+    rc = rc ? rc : cmd_add(c, rrpc__effects_script, strlen(rrpc__effects_script));
     rc = rc ? rc : cmd_add(c, "1", 1);
     rc = rc ? rc : cmd_add(c, guard, strlen(guard));
     rc = rc ? rc : cmd_add(c, EFFECTS_GUARD_MS, strlen(EFFECTS_GUARD_MS));
@@ -1892,7 +1892,7 @@ static void recover(worker *w)
     w->reload_scripts = 0;
     w->registered = 0; /* the reaper may have taken this worker for dead */
     double delay = BACKOFF_MIN_S;
-    while (!atomic_load(&w->srv->stop)) {
+    for (;;) {
         double jitter = (double)(rand() % 1000) / 1000.0; /* spreads a herd of workers */
         rrpc__sleep(delay * (0.5 + jitter));
         if (rrpc__conn_reconnect(w->conn) == RRPC_OK &&
@@ -1902,6 +1902,10 @@ static void recover(worker *w)
             log_worker(w, "reconnected", NULL);
             return;
         }
+        /* A stopping worker still tries, once per round, to deliver the
+         * answers it holds; the stop grace bounds its rounds. */
+        if (atomic_load(&w->srv->stop))
+            return;
         delay = delay * 2 > BACKOFF_MAX_S ? BACKOFF_MAX_S : delay * 2;
     }
 }

@@ -18,4 +18,9 @@
  * LOAD, learning their SHA-1s).  RRPC_OK, or the error of the link. */
 int rrpc__server_run_worker(rrpc_server *s, int id);
 
+/* The at-most-once effects script (server.c): KEYS[1] is a guard key
+ * {L}:applied:..., ARGV the guard's lifetime, the number of effects and
+ * each effect as its argc and arguments. */
+extern const char rrpc__effects_script[];
+
 #endif

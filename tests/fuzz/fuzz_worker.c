@@ -577,6 +577,26 @@ static void on_lpush(world *w, bytes *a, size_t n, out_buf *o)
     putf(o, ":%zu\r\n", w->qlen);
 }
 
+/* The at-most-once effects script: KEYS[1] = a guard key under the
+ * service's tag, then the guard's lifetime, the count and each effect as
+ * its argc and arguments.  Answered "all applied". */
+static void on_effects_call(world *w, bytes *a, size_t n, out_buf *o)
+{
+    char guard[64];
+    snprintf(guard, sizeof guard, "{%s}:applied:", w->list_key);
+    CHECK(eqs(&a[2], "1") && starts(a[3].p, a[3].len, guard), "effects guard key %.200s", a[3].p);
+    long count = strtol(a[5].p, NULL, 10);
+    size_t i = 6;
+    for (long e = 0; e < count; e++) {
+        CHECK(i < n, "effects call shorter than its count");
+        long argc = strtol(a[i].p, NULL, 10);
+        CHECK(argc >= 1 && i + 1 + (size_t)argc <= n, "effect of %ld arguments", argc);
+        i += 1 + (size_t)argc;
+    }
+    CHECK(i == n, "effects call with %zu arguments for %ld effects", n, count);
+    putf(o, "*0\r\n");
+}
+
 /* The reply script: KEYS = reply keys, ARGV = ttl, responses. */
 static void on_reply_call(world *w, bytes *a, size_t n, out_buf *o)
 {
@@ -821,6 +841,8 @@ static void on_command(world *w, bytes *a, size_t n, out_buf *o)
         on_lpop(w, a, n, o);
     } else if (eqs(&a[0], "LPUSH")) {
         on_lpush(w, a, n, o);
+    } else if (eqs(&a[0], "EVAL") && n >= 6 && strcmp(a[1].p, rrpc__effects_script) == 0) {
+        on_effects_call(w, a, n, o);
     } else if (eqs(&a[0], "EVAL") && n >= 4) {
         CHECK(strcmp(a[1].p, rrpc__reply_script) == 0, "EVAL of another script");
         w->reply_loaded = 1;
@@ -870,6 +892,12 @@ static void on_command(world *w, bytes *a, size_t n, out_buf *o)
         } else {
             put_bulk(o, w->msgs[w->landing].text.p, w->msgs[w->landing].text.len);
         }
+    } else if (eqs(&a[0], "DEL") && n == 2) {
+        /* Only the guard of effects Redis confirmed (on_effects_call). */
+        char guard[64];
+        snprintf(guard, sizeof guard, "{%s}:applied:", w->list_key);
+        CHECK(starts(a[1].p, a[1].len, guard), "DEL of another key: %.200s", a[1].p);
+        putf(o, ":1\r\n");
     } else {
         violation(__LINE__, "a command the worker must not send: %.40s (%zu args)", c, n);
     }
