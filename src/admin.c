@@ -9,6 +9,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
+#include "opts.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,14 +25,14 @@ struct rrpc_admin {
 int rrpc_admin_open(rrpc_admin **out, const rrpc_client_options *opts, char *errmsg,
                     size_t errmsg_len)
 {
-    rrpc_client_options defaults;
+    rrpc_client_options own; /* the caller's options, as long as this library's */
     if (out == NULL)
         return RRPC_EINVAL;
     *out = NULL;
-    if (opts == NULL) {
-        rrpc_client_options_init(&defaults);
-        opts = &defaults;
-    }
+    rrpc_client_options_init(&own);
+    if (opts && rrpc__opts_load(&own, sizeof own, opts, errmsg, errmsg_len) != RRPC_OK)
+        return RRPC_EINVAL;
+    opts = &own;
     rrpc_admin *a = calloc(1, sizeof *a);
     if (a == NULL)
         return rrpc__fail(errmsg, errmsg_len, RRPC_ENOMEM, "out of memory");

@@ -28,6 +28,8 @@
 #include "internal.h"
 
 #include "async_cluster.h"
+#include "log.h"
+#include "opts.h"
 
 #include <event2/event.h>
 
@@ -163,9 +165,9 @@ static int set_error(const rrpc_async *a, int err, const char *fmt, ...)
     return err;
 }
 
-static void log_line(const char *what, const char *detail)
+static void log_line(rrpc_log_level level, const char *what, const char *detail)
 {
-    fprintf(stderr, "rrpc[async]: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
+    rrpc__log(level, NULL, "async", what, detail);
 }
 
 static int on_loop_thread(const rrpc_async *a)
@@ -828,7 +830,7 @@ static void link_lost(rrpc_async *a, int status, const char *msg)
     a->state = LINK_DOWN;
     atomic_store(&a->link_up, 0);
     if (!a->outage_logged) {
-        log_line("lost the Redis connection, reconnecting", msg);
+        log_line(RRPC_LOG_WARN, "lost the Redis connection, reconnecting", msg);
         a->outage_logged = 1;
     }
     event_active(a->teardown_ev, EV_TIMEOUT, 0);
@@ -855,7 +857,7 @@ static void on_link_event(int status, const char *msg, void *udata)
         atomic_store(&a->link_up, 1);
     }
     if (a->outage_logged) {
-        log_line("reconnected", NULL);
+        log_line(RRPC_LOG_INFO, "reconnected", NULL);
         a->outage_logged = 0;
     }
 }
@@ -979,11 +981,10 @@ static void wake(rrpc_async *a)
 
 /* ---- opening and closing ----------------------------------------------- */
 
-void rrpc_async_options_init(rrpc_async_options *opts)
+void rrpc_async_options_init_sized(rrpc_async_options *opts, size_t size)
 {
-    memset(opts, 0, sizeof *opts);
-    opts->timeout_s = 30;
-    opts->connect_timeout_s = 5;
+    rrpc_async_options d = {.size = sizeof d, .timeout_s = 30, .connect_timeout_s = 5};
+    rrpc__opts_init(opts, size, &d, sizeof d);
 }
 
 /* Checks, with a short-lived sync connection, what the async links cannot
@@ -1108,14 +1109,14 @@ static void free_client(rrpc_async *a)
 int rrpc_async_open(rrpc_async **out, const rrpc_async_options *opts, char *errmsg,
                     size_t errmsg_len)
 {
-    rrpc_async_options defaults;
+    rrpc_async_options own; /* the caller's options, as long as this library's */
     if (out == NULL)
         return RRPC_EINVAL;
     *out = NULL;
-    if (opts == NULL) {
-        rrpc_async_options_init(&defaults);
-        opts = &defaults;
-    }
+    rrpc_async_options_init(&own);
+    if (opts && rrpc__opts_load(&own, sizeof own, opts, errmsg, errmsg_len) != RRPC_OK)
+        return RRPC_EINVAL;
+    opts = &own;
     rrpc_async *a = calloc(1, sizeof *a);
     if (a == NULL)
         return rrpc__fail(errmsg, errmsg_len, RRPC_ENOMEM, "out of memory");
@@ -1147,7 +1148,7 @@ void rrpc_async_close(rrpc_async *a)
     if ((!a->own_loop && a->cb_depth > 0) || tls_loop == a) {
         /* Freeing the client under its own callback would pull hiredis'
          * context from under it; a caller bug worth stopping loudly. */
-        log_line("rrpc_async_close called from inside a callback", NULL);
+        log_line(RRPC_LOG_ERROR, "rrpc_async_close called from inside a callback", NULL);
         abort();
     }
     if (!a->own_loop) {

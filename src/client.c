@@ -8,6 +8,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
+#include "opts.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,25 +37,24 @@ struct rrpc_client {
     char errmsg[RRPC__ERRMSG_LEN];
 };
 
-void rrpc_client_options_init(rrpc_client_options *opts)
+void rrpc_client_options_init_sized(rrpc_client_options *opts, size_t size)
 {
-    memset(opts, 0, sizeof *opts);
-    opts->timeout_s = 30;
-    opts->connect_timeout_s = 5;
-    opts->fail_fast = 1;
+    rrpc_client_options d = {
+        .size = sizeof d, .timeout_s = 30, .connect_timeout_s = 5, .fail_fast = 1};
+    rrpc__opts_init(opts, size, &d, sizeof d);
 }
 
 int rrpc_client_open(rrpc_client **out, const rrpc_client_options *opts, char *errmsg,
                      size_t errmsg_len)
 {
-    rrpc_client_options defaults;
+    rrpc_client_options own; /* the caller's options, as long as this library's */
     if (out == NULL)
         return RRPC_EINVAL;
     *out = NULL;
-    if (opts == NULL) {
-        rrpc_client_options_init(&defaults);
-        opts = &defaults;
-    }
+    rrpc_client_options_init(&own);
+    if (opts && rrpc__opts_load(&own, sizeof own, opts, errmsg, errmsg_len) != RRPC_OK)
+        return RRPC_EINVAL;
+    opts = &own;
     rrpc_client *c = calloc(1, sizeof *c);
     if (c == NULL)
         return rrpc__fail(errmsg, errmsg_len, RRPC_ENOMEM, "out of memory");

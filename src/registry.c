@@ -13,6 +13,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
+#include "log.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -328,10 +329,10 @@ static int beat(rrpc__registry *r)
     return rc;
 }
 
-static void log_registry(const rrpc__registry *r, const char *what, const char *detail)
+static void log_registry(const rrpc__registry *r, rrpc_log_level level, const char *what,
+                         const char *detail)
 {
-    fprintf(stderr, "rrpc[%s/registry]: %s%s%s\n", r->service, what, detail ? ": " : "",
-            detail ? detail : "");
+    rrpc__log(level, r->service, "registry", what, detail);
 }
 
 /* A beat that survives a broken link: reconnect once per beat, log once
@@ -343,9 +344,9 @@ static void beat_or_recover(rrpc__registry *r)
     rrpc__conn_set_timeout(r->conn, SOCKET_TIMEOUT_S);
     int rc = beat(r);
     if (rc != RRPC_OK && !r->link_down)
-        log_registry(r, "heartbeat failed", failure(r, rc));
+        log_registry(r, RRPC_LOG_WARN, "heartbeat failed", failure(r, rc));
     else if (rc == RRPC_OK && r->link_down)
-        log_registry(r, "heartbeat restored", NULL);
+        log_registry(r, RRPC_LOG_INFO, "heartbeat restored", NULL);
     r->link_down = rc != RRPC_OK;
 }
 
@@ -429,7 +430,8 @@ void rrpc__registry_stop(rrpc__registry *r)
         rc = queue(r, 3, hdel);
     int read_rc = read_queued(r, NULL);
     if (rc != RRPC_OK || read_rc != RRPC_OK)
-        log_registry(r, "cannot remove the record", failure(r, rc != RRPC_OK ? rc : read_rc));
+        log_registry(r, RRPC_LOG_WARN, "cannot remove the record",
+                     failure(r, rc != RRPC_OK ? rc : read_rc));
     rrpc__conn_close(r->conn);
     r->conn = NULL;
     free(r->record);

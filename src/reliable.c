@@ -27,6 +27,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
+#include "log.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -559,19 +560,18 @@ static void judge_reap(rrpc__rel *r, const rrpc__reply *b)
         atomic_fetch_add(r->redelivered, (uint64_t)rrpc__reply_integer(rrpc__reply_element(b, 0)));
         atomic_fetch_add(r->dead_letters, (uint64_t)rrpc__reply_integer(rrpc__reply_element(b, 1)));
         if (rrpc__reply_integer(rrpc__reply_element(b, 2)) > 0)
-            fprintf(stderr,
-                    "rrpc[%s/heartbeat]: a dead worker's in-flight key under %s has the wrong "
-                    "type: its requests cannot be put back (left for an operator)\n",
-                    r->service, r->tag);
+            rrpc__logf(RRPC_LOG_ERROR, r->service, "heartbeat",
+                       "a dead worker's in-flight key under %s has the wrong type: its "
+                       "requests cannot be put back (left for an operator)",
+                       r->tag);
         if (r->reap_failing)
-            fprintf(stderr, "rrpc[%s/heartbeat]: the reaper works again\n", r->service);
+            rrpc__log(RRPC_LOG_INFO, r->service, "heartbeat", "the reaper works again", NULL);
         r->reap_failing = 0;
         return;
     }
     if (!r->reap_failing)
-        fprintf(stderr, "rrpc[%s/heartbeat]: reaper failed (retried at every beat): %s\n",
-                r->service,
-                rrpc__reply_str(b, NULL) ? rrpc__reply_str(b, NULL) : "unexpected reply");
+        rrpc__log(RRPC_LOG_WARN, r->service, "heartbeat", "reaper failed (retried at every beat)",
+                  rrpc__reply_str(b, NULL) ? rrpc__reply_str(b, NULL) : "unexpected reply");
     r->reap_failing = 1;
 }
 
@@ -603,8 +603,8 @@ static int beat(rrpc__rel *r, rrpc__conn *c)
     if (rc == RRPC_OK)
         rc = rrpc__conn_read(c, &b);
     if (rc == RRPC_OK && rrpc__reply_type(a) == RRPC__REPLY_ERROR) /* others would reap us */
-        fprintf(stderr, "rrpc[%s/heartbeat]: cannot renew the heartbeat: %s\n", r->service,
-                rrpc__reply_str(a, NULL));
+        rrpc__log(RRPC_LOG_WARN, r->service, "heartbeat", "cannot renew the heartbeat",
+                  rrpc__reply_str(a, NULL));
     if (rc == RRPC_OK)
         judge_reap(r, b);
     rrpc__reply_free(a);

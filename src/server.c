@@ -13,6 +13,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 #include "server_worker.h"
+#include "log.h"
+#include "opts.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -170,21 +172,22 @@ typedef struct worker {
     char token[33];                  /* this thread's random part of the guard keys */
 } worker;
 
-void rrpc_server_options_init(rrpc_server_options *opts)
+void rrpc_server_options_init_sized(rrpc_server_options *opts, size_t size)
 {
-    memset(opts, 0, sizeof *opts);
-    opts->reply_ttl_s = 60;
-    opts->max_request_bytes = 1024 * 1024;
-    opts->dead_letter_max = 1000;
-    opts->batch_max = 128;
-    opts->handle_signals = 1;
-    opts->connect_timeout_s = 5;
-    opts->max_deliveries = 3;
-    opts->dedup_window_s = 600;
-    opts->heartbeat = 1;
-    opts->heartbeat_interval_s = 1;
-    opts->heartbeat_ttl_s = 5;
-    opts->batch_time_limit_s = BATCH_TIME_S;
+    rrpc_server_options d = {.size = sizeof d,
+                             .reply_ttl_s = 60,
+                             .max_request_bytes = 1024 * 1024,
+                             .dead_letter_max = 1000,
+                             .batch_max = 128,
+                             .handle_signals = 1,
+                             .connect_timeout_s = 5,
+                             .max_deliveries = 3,
+                             .dedup_window_s = 600,
+                             .heartbeat = 1,
+                             .heartbeat_interval_s = 1,
+                             .heartbeat_ttl_s = 5,
+                             .batch_time_limit_s = BATCH_TIME_S};
+    rrpc__opts_init(opts, size, &d, sizeof d);
 }
 
 static int cpu_count(void)
@@ -253,11 +256,16 @@ static int init_reliable(rrpc_server *s, const rrpc_server_options *opts)
     return rc == RRPC_EINVAL ? RRPC_OK : rc;
 }
 
-int rrpc_server_new(rrpc_server **out, const rrpc_server_options *opts)
+int rrpc_server_new(rrpc_server **out, const rrpc_server_options *caller)
 {
-    if (out == NULL || opts == NULL)
+    rrpc_server_options own; /* the caller's options, as long as this library's */
+    const rrpc_server_options *opts = &own;
+    if (out == NULL || caller == NULL)
         return RRPC_EINVAL;
     *out = NULL;
+    rrpc_server_options_init(&own);
+    if (rrpc__opts_load(&own, sizeof own, caller, NULL, 0) != RRPC_OK)
+        return RRPC_EINVAL;
     if (!rrpc__valid_name(opts->service))
         return RRPC_EINVAL; /* empty, or whitespace/control characters */
     /* Reliable mode keeps one in-flight state per request list; it is not
@@ -359,9 +367,10 @@ void rrpc_server_stop(rrpc_server *s)
         atomic_store(&s->stop, 1);
 }
 
-void rrpc_server_get_stats(const rrpc_server *s, rrpc_server_stats *st)
+void rrpc_server_get_stats_sized(const rrpc_server *s, rrpc_server_stats *out, size_t size)
 {
     rrpc_server *m = (rrpc_server *)s; /* atomics need a non-const pointer */
+    rrpc_server_stats all, *st = &all;
     st->requests = atomic_load(&m->requests);
     st->notifications = atomic_load(&m->notifications);
     st->errors = atomic_load(&m->errors);
@@ -371,14 +380,24 @@ void rrpc_server_get_stats(const rrpc_server *s, rrpc_server_stats *st)
     st->redelivered = atomic_load(&m->redelivered);
     st->given_back = atomic_load(&m->given_back);
     st->lost = atomic_load(&m->lost);
+    /* An older caller's struct is shorter: only what it has. */
+    memcpy(out, st, size < sizeof all ? size : sizeof all);
 }
 
 /* ---- one worker ---------------------------------------------------------- */
 
+static void log_worker_at(const worker *w, rrpc_log_level level, const char *what,
+                          const char *detail)
+{
+    char who[16];
+    snprintf(who, sizeof who, "%d", w->id);
+    rrpc__log(level, w->srv->service, who, what, detail);
+}
+
+/* The common case: a fault the worker rides out. */
 static void log_worker(const worker *w, const char *what, const char *detail)
 {
-    fprintf(stderr, "rrpc[%s/%d]: %s%s%s\n", w->srv->service, w->id, what, detail ? ": " : "",
-            detail ? detail : "");
+    log_worker_at(w, RRPC_LOG_WARN, what, detail);
 }
 
 static int grow(void **items, size_t *cap, size_t need, size_t size)
@@ -503,8 +522,10 @@ static void lose(worker *w, const char *what, const char *ids, const char *more,
 {
     atomic_fetch_add(&w->srv->lost, 1);
     w->lost_unsent++;
-    fprintf(stderr, "rrpc[%s/%d]: LOST %s %s%s: %s\n", w->srv->service, w->id, what, ids,
-            more ? more : "", why ? why : "");
+    char who[16];
+    snprintf(who, sizeof who, "%d", w->id);
+    rrpc__logf(RRPC_LOG_ERROR, w->srv->service, who, "LOST %s %s%s: %s", what, ids,
+               more ? more : "", why ? why : "");
 }
 
 /* The reply key of IT as escaped JSON, for a LOST line. */
@@ -864,7 +885,7 @@ static void queue_effects(worker *w, const char *msg, size_t len, const json_t *
         const char **argv = malloc(argc * sizeof *argv);
         size_t *lens = malloc(argc * sizeof *lens);
         if (argv == NULL || lens == NULL) {
-            log_worker(w, "out of memory: an effect was not applied", NULL);
+            log_worker_at(w, RRPC_LOG_ERROR, "out of memory: an effect was not applied", NULL);
         } else {
             for (size_t k = 0; k < argc; k++) {
                 argv[k] = json_string_value(json_array_get(cmd, k));
@@ -885,7 +906,7 @@ static void send_dead_letter(worker *w, const char *reason, const char *msg, siz
     char *text = rrpc__dead_letter_text(w->srv->service, reason, msg, len,
                                         w->srv->limits.max_request_bytes, response, response_text);
     if (text == NULL) {
-        log_worker(w, "cannot encode a dead letter", reason);
+        log_worker_at(w, RRPC_LOG_ERROR, "cannot encode a dead letter", reason);
         return;
     }
     queue_dead(w, text, 0);
@@ -912,7 +933,7 @@ static void queue_dead_commit(worker *w, const char *msg, size_t len, const char
     char *text = rrpc__dead_letter_text(w->srv->service, reason, msg, len,
                                         w->srv->limits.max_request_bytes, NULL, NULL);
     if (text == NULL) {
-        log_worker(w, "cannot encode a dead letter", reason);
+        log_worker_at(w, RRPC_LOG_ERROR, "cannot encode a dead letter", reason);
         return;
     }
     rrpc__rel_commit m = {.field = field, .sha1 = sha1, .dead_letter = text};
@@ -1295,8 +1316,9 @@ static void commit_refused(worker *w, const op *o, const char *reason)
 static void writes_taken(worker *w)
 {
     if (w->held_delay != 0 && w->nheld == 0) {
-        log_worker(w, w->srv->reliable ? "Redis takes commits again" : "Redis takes answers again",
-                   NULL);
+        log_worker_at(w, RRPC_LOG_INFO,
+                      w->srv->reliable ? "Redis takes commits again" : "Redis takes answers again",
+                      NULL);
         w->held_delay = 0;
     }
 }
@@ -1836,7 +1858,7 @@ static int pop_refused(worker *w, rrpc__reply *const pair[2])
             refused = 1;
         }
     if (!refused && w->pop_failing)
-        log_worker(w, "pops work again", NULL);
+        log_worker_at(w, RRPC_LOG_INFO, "pops work again", NULL);
     w->pop_failing = refused;
     return refused;
 }
@@ -1899,7 +1921,7 @@ static void recover(worker *w)
             rrpc__conn_set_timeout(w->conn, SOCKET_TIMEOUT_S) == RRPC_OK &&
             (!w->srv->reliable || rrpc__rel_load_scripts(&w->srv->rel, w->conn) == RRPC_OK) &&
             (rrpc__clock_sync(&w->clock, w->conn) == RRPC_OK || !rrpc__conn_broken(w->conn))) {
-            log_worker(w, "reconnected", NULL);
+            log_worker_at(w, RRPC_LOG_INFO, "reconnected", NULL);
             return;
         }
         /* A stopping worker still tries, once per round, to deliver the
@@ -2096,21 +2118,20 @@ static int check_eviction(rrpc_server *s, rrpc__conn *c)
                              ? rrpc__reply_str(rrpc__reply_element(r, 1), NULL)
                              : NULL;
     if (policy == NULL)
-        fprintf(stderr,
-                "rrpc[%s]: Redis's maxmemory-policy is unknown (CONFIG GET: %s): make sure it "
-                "is noeviction, or Redis may evict requests under memory pressure\n",
-                s->service,
-                rrpc__reply_str(r, NULL) ? rrpc__reply_str(r, NULL) : "unexpected reply");
+        rrpc__logf(RRPC_LOG_WARN, s->service, NULL,
+                   "Redis's maxmemory-policy is unknown (CONFIG GET: %s): make sure it is "
+                   "noeviction, or Redis may evict requests under memory pressure",
+                   rrpc__reply_str(r, NULL) ? rrpc__reply_str(r, NULL) : "unexpected reply");
     else if (strcmp(policy, "noeviction") != 0 && s->reliable)
         rc = rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_EINVAL,
                         "reliable mode needs Redis's maxmemory-policy noeviction, not %s: an "
                         "eviction policy can drop request lists and in-flight requests",
                         policy);
     else if (strcmp(policy, "noeviction") != 0)
-        fprintf(stderr,
-                "rrpc[%s]: Redis's maxmemory-policy is %s: under memory pressure it may evict "
-                "request lists and reply keys (use noeviction)\n",
-                s->service, policy);
+        rrpc__logf(RRPC_LOG_WARN, s->service, NULL,
+                   "Redis's maxmemory-policy is %s: under memory pressure it may evict request "
+                   "lists and reply keys (use noeviction)",
+                   policy);
     rrpc__reply_free(r);
     return rc;
 }
@@ -2130,10 +2151,10 @@ static int start_heartbeats(rrpc_server *s)
 
 /* ---- waiting for Redis at start ------------------------------------------ */
 
-static void log_start(const rrpc_server *s, const char *what, const char *detail)
+static void log_start(const rrpc_server *s, rrpc_log_level level, const char *what,
+                      const char *detail)
 {
-    fprintf(stderr, "rrpc[%s/start]: %s%s%s\n", s->service, what, detail ? ": " : "",
-            detail ? detail : "");
+    rrpc__log(level, s->service, "start", what, detail);
 }
 
 /* Nonzero if a failed start may work later: Redis is not listening yet,
@@ -2222,7 +2243,7 @@ static int start_waiting(rrpc_server *s, worker **ws)
                 char after[64];
                 snprintf(after, sizeof after, "Redis answered after %.1f s, serving",
                          rrpc__monotonic() - began);
-                log_start(s, after, NULL);
+                log_start(s, RRPC_LOG_INFO, after, NULL);
             }
             return RRPC_OK;
         }
@@ -2240,7 +2261,7 @@ static int start_waiting(rrpc_server *s, worker **ws)
             char what[64] = "waiting for Redis";
             if (s->start_timeout_s > 0)
                 snprintf(what, sizeof what, "waiting for Redis (up to %g s)", s->start_timeout_s);
-            log_start(s, what, s->errmsg); /* once, not every try */
+            log_start(s, RRPC_LOG_WARN, what, s->errmsg); /* once, not every try */
             waited = 1;
         }
         double jitter = (double)(rand() % 1000) / 1000.0; /* spreads a herd of servers */

@@ -10,7 +10,8 @@
  * back).  So human-readable output goes through cli_safe, which shows
  * control characters, C1 controls, bidi overrides and invalid UTF-8 as
  * escapes, and JSON output escapes the few of them JSON allows raw; its
- * values stay exactly the same.
+ * values stay exactly the same.  Both are the library's rrpc_safe_text, the
+ * rule its own log lines follow.
  */
 #include "cli.h"
 
@@ -23,111 +24,19 @@
 
 /* ---- text from Redis, made safe for a terminal ----------------------------- */
 
-/* Decodes the UTF-8 sequence at S (N bytes left): its length, with the code
- * point in *cp, or 0 if it is not valid (truncated, overlong, a surrogate,
- * beyond U+10FFFF). */
-static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
-{
-    size_t len = s[0] >= 0xF0 ? 4 : s[0] >= 0xE0 ? 3 : s[0] >= 0xC0 ? 2 : 0;
-    if (len == 0 || s[0] > 0xF4 || n < len)
-        return 0;
-    uint32_t c = s[0] & (0x7F >> len);
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        c = c << 6 | (s[i] & 0x3F);
-    }
-    static const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (c < min[len] || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
-        return 0;
-    *cp = c;
-    return len;
-}
-
-/* Code points beyond ASCII that a terminal acts on rather than shows: the
- * C1 controls (U+009B is CSI) and the bidirectional overrides and
- * isolates, which reorder what follows them ("Trojan Source"), plus the
- * line and paragraph separators. */
-static int unsafe_code_point(uint32_t c)
-{
-    return (c >= 0x80 && c <= 0x9F) || c == 0x200E || c == 0x200F || (c >= 0x2028 && c <= 0x202E) ||
-           (c >= 0x2066 && c <= 0x2069);
-}
-
-/* Appends TEXT (N bytes) to OUT if it fits whole in LEN; 0 if it did not. */
-static int put_whole(char *out, size_t len, size_t *used, const char *text, size_t n)
-{
-    if (*used + n >= len)
-        return 0;
-    memcpy(out + *used, text, n);
-    *used += n;
-    return 1;
-}
-
 const char *cli_safe(char *out, size_t len, const char *s)
 {
-    size_t used = 0, n = strlen(s);
-    const unsigned char *p = (const unsigned char *)s;
-    if (len == 0)
-        return out;
-    for (size_t i = 0; i < n;) {
-        char esc[16];
-        uint32_t cp = 0;
-        size_t step = p[i] < 0x80 ? 1 : utf8_decode(p + i, n - i, &cp);
-        const char *piece = s + i;
-        size_t piece_len = step;
-        if (step == 0) { /* not UTF-8: the byte, in hex */
-            piece_len = (size_t)snprintf(esc, sizeof esc, "\\x%02x", p[i]);
-            piece = esc;
-            step = 1;
-        } else if (p[i] < 0x20 || p[i] == 0x7F) {
-            const char *named = p[i] == '\n'   ? "\\n"
-                                : p[i] == '\t' ? "\\t"
-                                : p[i] == '\r' ? "\\r"
-                                               : NULL;
-            piece_len = named ? (size_t)snprintf(esc, sizeof esc, "%s", named)
-                              : (size_t)snprintf(esc, sizeof esc, "\\x%02x", p[i]);
-            piece = esc;
-        } else if (step > 1 && unsafe_code_point(cp)) {
-            piece_len = (size_t)snprintf(esc, sizeof esc, "\\u%04x", (unsigned)cp);
-            piece = esc;
-        }
-        if (!put_whole(out, len, &used, piece, piece_len))
-            break; /* truncated between characters, never inside one */
-        i += step;
-    }
-    out[used] = '\0';
-    return out;
+    return rrpc_safe_text(out, len, s, 0);
 }
 
-/* JSON text from jansson (valid UTF-8, C0 controls already escaped) with
- * DEL, C1 controls and bidi overrides as \uXXXX too: they can only occur
- * inside strings, so the JSON still reads back to the same values.  New
- * text (free()), or NULL when out of memory. */
+/* JSON text from jansson with DEL, C1 controls and bidi overrides as
+ * \uXXXX too: they can only occur inside strings, so the JSON still reads
+ * back to the same values.  New text (free()), or NULL when out of memory. */
 static char *json_terminal_safe(const char *text)
 {
-    size_t n = strlen(text), used = 0;
-    char *out = malloc(n * 6 + 1); /* DEL, one byte, becomes six */
-    if (out == NULL)
-        return NULL;
-    const unsigned char *p = (const unsigned char *)text;
-    for (size_t i = 0; i < n;) {
-        uint32_t cp = p[i];
-        size_t step = p[i] < 0x80 ? 1 : utf8_decode(p + i, n - i, &cp);
-        if (step == 0) { /* cannot happen with jansson: copied as is */
-            step = 1;
-            cp = 0;
-        }
-        if (cp == 0x7F || (step > 1 && unsafe_code_point(cp))) {
-            used += (size_t)sprintf(out + used, "\\u%04x", (unsigned)cp);
-        } else {
-            memcpy(out + used, text + i, step);
-            used += step;
-        }
-        i += step;
-    }
-    out[used] = '\0';
-    return out;
+    size_t len = strlen(text) * 6 + 1; /* DEL, one byte, becomes six */
+    char *out = malloc(len);
+    return out ? (char *)rrpc_safe_text(out, len, text, RRPC_SAFE_JSON) : NULL;
 }
 
 void cli_print_connection_options(FILE *out)

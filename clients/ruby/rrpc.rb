@@ -39,7 +39,7 @@ require 'set'
 require 'socket'
 
 module RRPC
-  VERSION = '0.1.0'
+  VERSION = '0.2.0'
   DEFAULT_URL = 'redis://127.0.0.1:6379'
 
   PARSE_ERROR = -32_700

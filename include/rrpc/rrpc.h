@@ -14,6 +14,11 @@
  *     must json_decref().
  *   - Handles are opaque; options structs are filled with defaults by their
  *     _init function before the caller changes the fields it cares about.
+ *     The structs may gain fields in later versions without breaking
+ *     programs built against this one (docs/DESIGN.md, "An ABI that can
+ *     grow"): each starts with a size_t size that _init sets to the
+ *     caller's sizeof and the library reads no byte beyond; fields a
+ *     caller's struct lacks take their defaults.  Leave size alone.
  *   - A JSON-RPC error object returned by a peer is data (a json_t), not a C
  *     error code: calls return RRPC_EREMOTE and hand the object over.
  */
@@ -37,9 +42,9 @@ extern "C" {
 /* The version; equal to the VERSION file at the top of the source tree, as
  * configuring checks. */
 #define RRPC_VERSION_MAJOR 0
-#define RRPC_VERSION_MINOR 1
+#define RRPC_VERSION_MINOR 2
 #define RRPC_VERSION_PATCH 0
-#define RRPC_VERSION_STRING "0.1.0"
+#define RRPC_VERSION_STRING "0.2.0"
 
 /* ------------------------------------------------------------------ */
 /* Errors                                                              */
@@ -71,6 +76,60 @@ RRPC_EXPORT const char *rrpc_strerror(int err);
 /* The library version as "MAJOR.MINOR.PATCH".  Static storage. */
 RRPC_EXPORT const char *rrpc_version(void);
 
+/* ------------------------------------------------------------------ */
+/* Logging                                                             */
+/* ------------------------------------------------------------------ */
+
+/* How much a log line matters; the smaller, the more. */
+typedef enum rrpc_log_level {
+    RRPC_LOG_ERROR = 0, /* something was lost or cannot work without an operator:
+                         * an answer or dead letter that could not be stored */
+    RRPC_LOG_WARN = 1,  /* a fault the library rides out: a lost link, a command
+                         * Redis refused, a risky Redis setting */
+    RRPC_LOG_INFO = 2,  /* back to normal: reconnected, a heartbeat restored */
+    RRPC_LOG_DEBUG = 3  /* detail for debugging (none is logged yet) */
+} rrpc_log_level;
+
+/* Receives one log line: MSG is "rrpc[ORIGIN]: text" without a newline,
+ * e.g. "rrpc[calc/2]: lost the Redis connection, reconnecting: ...",
+ * where ORIGIN names the service and thread (a worker number, "registry",
+ * "heartbeat", "start") or "async".  MSG is borrowed for the call and has
+ * been made safe for a terminal with rrpc_safe_text (it often quotes text
+ * from Redis).  LEVEL lets the callback filter: the library hands over
+ * every line. */
+typedef void (*rrpc_log_fn)(rrpc_log_level level, const char *msg, void *udata);
+
+/* Sends every line the library logs to FN (with UDATA) instead of stderr;
+ * FN NULL restores the default, each line on stderr followed by a newline.
+ * Process-wide and safe from any thread at any time.  FN runs on whichever
+ * thread logs -- a server's worker or heartbeat thread, the async client's
+ * loop thread, the caller's -- but never on two at once: the library holds
+ * a lock around it, so FN need not be thread-safe, should be quick (a
+ * thread that logs meanwhile waits), and once rrpc_set_log_fn returns the
+ * previous FN is not running and will not run again (its UDATA may be
+ * freed).  Lines logged from inside FN (FN calling into rrpc) go to
+ * stderr, and rrpc_set_log_fn called from inside FN does nothing. */
+RRPC_EXPORT void rrpc_set_log_fn(rrpc_log_fn fn, void *udata);
+
+/* Flags of rrpc_safe_text. */
+#define RRPC_SAFE_JSON 1u
+
+/* Copies TEXT (NULL reads as "") into OUT (LEN bytes, always
+ * NUL-terminated if LEN > 0; truncated between characters, never inside
+ * one) with whatever a terminal would act on rather than show written as
+ * an escape: C0 controls as \n, \t, \r or \xNN, DEL as \x7f, the C1
+ * controls, bidi overrides and isolates and the line and paragraph
+ * separators as \uXXXX, bytes that are not UTF-8 as \xNN.  For text
+ * from Redis -- anyone who can write there chose it -- before it reaches
+ * a person: the library's log lines get it, and the rrpc CLI shows
+ * everything it reads through it.  With RRPC_SAFE_JSON, TEXT is JSON as an
+ * encoder such as jansson wrote it and only DEL, the C1 controls and the
+ * bidi and separator characters become \uXXXX (C0 controls are already
+ * escaped inside its strings and are whitespace outside them), so the
+ * result reads back to the same values.  6 * strlen(TEXT) + 1 bytes never
+ * truncate.  Returns OUT. */
+RRPC_EXPORT const char *rrpc_safe_text(char *out, size_t len, const char *text, unsigned flags);
+
 /* JSON-RPC 2.0 error codes (spec section 5.1). */
 #define RRPC_JSONRPC_PARSE_ERROR -32700
 #define RRPC_JSONRPC_INVALID_REQUEST -32600
@@ -92,6 +151,9 @@ RRPC_EXPORT const char *rrpc_version(void);
 typedef struct rrpc_client rrpc_client;
 
 typedef struct rrpc_client_options {
+    /* sizeof the struct as the caller compiled it: set by _init, read by
+     * the library to know which fields the caller has.  Leave it alone. */
+    size_t size;
     /* redis://[user:password@]host[:port][/db] or unix:///path[?db=N], or
      * the master a group of Sentinels watches:
      *   redis+sentinel://[user:password@]host[:port][,host[:port]...]/NAME[/db]
@@ -134,15 +196,27 @@ typedef struct rrpc_client_options {
     int fail_fast;
 } rrpc_client_options;
 
+/* Fills the SIZE bytes at OPTS with the defaults above and sets
+ * opts->size = SIZE.  Programs call rrpc_client_options_init, which passes
+ * the sizeof they were compiled with; this is for bindings that cannot. */
+RRPC_EXPORT void rrpc_client_options_init_sized(rrpc_client_options *opts, size_t size);
+
 /* Fills *opts with the defaults above. */
-RRPC_EXPORT void rrpc_client_options_init(rrpc_client_options *opts);
+static inline void rrpc_client_options_init(rrpc_client_options *opts)
+{
+    rrpc_client_options_init_sized(opts, sizeof *opts);
+}
 
 /* Connects a client.  On RRPC_OK *out is a new handle the caller owns and
  * must rrpc_client_close().  If SIGPIPE still has its default disposition
  * it is set to ignored (as by every rrpc handle that connects), so a broken
  * link is reported as RRPC_ECONNECT instead of killing the process.
  * On failure *out is NULL; if errmsg is not NULL
- * up to errmsg_len bytes of a description are written there. */
+ * up to errmsg_len bytes of a description are written there.  OPTS (NULL:
+ * all defaults) with a size below sizeof(size_t) -- not filled by _init --
+ * or beyond this library's struct with a nonzero byte there (an option
+ * this librrpc does not know) is RRPC_EINVAL; so for every function that
+ * takes an options struct. */
 RRPC_EXPORT int rrpc_client_open(rrpc_client **out, const rrpc_client_options *opts,
                                  char *errmsg, size_t errmsg_len);
 
@@ -210,6 +284,7 @@ typedef struct rrpc_request rrpc_request;
 typedef json_t *(*rrpc_method_fn)(rrpc_request *req, void *udata);
 
 typedef struct rrpc_server_options {
+    size_t size;                /* as in rrpc_client_options: set by _init */
     const char *url;            /* as in rrpc_client_options; copied */
     const char *key_prefix;     /* as in rrpc_client_options; copied */
     const char *service;        /* the service name (request list key); required */
@@ -299,8 +374,14 @@ typedef struct rrpc_server_options {
     double batch_time_limit_s;
 } rrpc_server_options;
 
+/* As rrpc_client_options_init_sized, for bindings. */
+RRPC_EXPORT void rrpc_server_options_init_sized(rrpc_server_options *opts, size_t size);
+
 /* Fills *opts with the defaults above (service is NULL). */
-RRPC_EXPORT void rrpc_server_options_init(rrpc_server_options *opts);
+static inline void rrpc_server_options_init(rrpc_server_options *opts)
+{
+    rrpc_server_options_init_sized(opts, sizeof *opts);
+}
 
 /* Creates a server (it does not connect yet).  On RRPC_OK *out is a new
  * handle the caller owns and must rrpc_server_free(). */
@@ -357,8 +438,17 @@ typedef struct rrpc_server_stats {
                               * refused, or unconfirmed at stop); each is logged "LOST" */
 } rrpc_server_stats;
 
+/* Copies the counters into the SIZE bytes at STATS: the fields that fit
+ * whole (a program built against an older rrpc.h has fewer).  For
+ * bindings; programs call rrpc_server_get_stats. */
+RRPC_EXPORT void rrpc_server_get_stats_sized(const rrpc_server *server, rrpc_server_stats *stats,
+                                             size_t size);
+
 /* Copies the counters into *stats. */
-RRPC_EXPORT void rrpc_server_get_stats(const rrpc_server *server, rrpc_server_stats *stats);
+static inline void rrpc_server_get_stats(const rrpc_server *server, rrpc_server_stats *stats)
+{
+    rrpc_server_get_stats_sized(server, stats, sizeof *stats);
+}
 
 /* --- inside a handler ------------------------------------------------ */
 
@@ -502,6 +592,7 @@ typedef struct rrpc_async rrpc_async;
 typedef void (*rrpc_async_cb)(int status, json_t *result, json_t *error, void *udata);
 
 typedef struct rrpc_async_options {
+    size_t size;              /* as in rrpc_client_options: set by _init */
     const char *url;          /* as in rrpc_client_options; copied */
     const char *key_prefix;   /* as in rrpc_client_options; copied */
     double timeout_s;         /* default call timeout when a call passes 0; default 30 */
@@ -520,8 +611,14 @@ typedef struct rrpc_async_options {
     size_t max_in_flight;
 } rrpc_async_options;
 
+/* As rrpc_client_options_init_sized, for bindings. */
+RRPC_EXPORT void rrpc_async_options_init_sized(rrpc_async_options *opts, size_t size);
+
 /* Fills *opts with the defaults above. */
-RRPC_EXPORT void rrpc_async_options_init(rrpc_async_options *opts);
+static inline void rrpc_async_options_init(rrpc_async_options *opts)
+{
+    rrpc_async_options_init_sized(opts, sizeof *opts);
+}
 
 /* Creates an async client.  It checks synchronously (up to
  * connect_timeout_s) that Redis is reachable, accepts the credentials and

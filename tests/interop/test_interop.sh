@@ -107,7 +107,7 @@ doc = json.load(sys.stdin)
 $1" || { echo "$out"; exit 1; }' "$PY" "$code" "$@"
 }
 declare -A version=([calc_c]="$("$BUILD/rrpc" --version | awk '{print $NF}')" \
-                    [calc_py]=python-0.1.0 [calc_rb]=ruby-0.1.0)
+                    [calc_py]=python-$(cat "$root/VERSION") [calc_rb]=ruby-$(cat "$root/VERSION"))
 for s in calc_py calc_rb calc_c; do
   json_check "rrpc ls lists $s with one live worker" "
 s = [x for x in doc if x['service'] == '$s']

@@ -26,19 +26,26 @@ if ! DESTDIR=$stage cmake --install "$BUILD" --prefix /opt/rrpc >"$tmp/install.l
   cat "$tmp/install.log"; echo "FAIL cmake --install"; exit 1
 fi
 libdir=$(dirname "$(find "$prefix" -name librrpc.so -print -quit)")
-for f in "$libdir/librrpc.so" "$libdir/librrpc.so.0" "$prefix/include/rrpc/rrpc.h" \
+# The soname follows VERSION: librrpc.so.0.MINOR while MAJOR is 0, else
+# librrpc.so.MAJOR (CMakeLists.txt says why).
+IFS=. read -r major minor _ <"$root/VERSION"
+soname=librrpc.so.$major
+[ "$major" = 0 ] && soname=librrpc.so.0.$minor
+for f in "$libdir/librrpc.so" "$libdir/$soname" "$prefix/include/rrpc/rrpc.h" \
   "$prefix/bin/rrpc" "$libdir/pkgconfig/rrpc.pc" "$libdir/cmake/rrpc/rrpcConfig.cmake" \
   "$libdir/cmake/rrpc/rrpcConfigVersion.cmake" "$prefix/share/man/man1/rrpc.1"; do
   [ -e "$f" ] || fail "installed: ${f#$stage}"
 done
-[ -L "$libdir/librrpc.so" ] && [ -L "$libdir/librrpc.so.0" ] && ok "librrpc.so and soname links" ||
-  fail "librrpc.so and librrpc.so.0 should be symlinks"
+[ -L "$libdir/librrpc.so" ] && [ -L "$libdir/$soname" ] && ok "librrpc.so and soname links ($soname)" ||
+  fail "librrpc.so and $soname should be symlinks"
+[ "$(objdump -p "$libdir/librrpc.so" | awk '$1 == "SONAME" {print $2}')" = "$soname" ] &&
+  ok "SONAME $soname" || fail "librrpc.so's SONAME is not $soname"
 
 # uses_installed_lib PROGRAM: the loader takes librrpc from the staged tree.
 uses_installed_lib() {
   local got
-  got=$(ldd "$1" | sed -n 's/^[[:space:]]*librrpc\.so\.0 => \(.*\) (0x.*/\1/p')
-  [ -n "$got" ] && [ "$(readlink -f "$got")" = "$(readlink -f "$libdir/librrpc.so.0")" ]
+  got=$(ldd "$1" | awk -v so="$soname" '$1 == so && $2 == "=>" {print $3}')
+  [ -n "$got" ] && [ "$(readlink -f "$got")" = "$(readlink -f "$libdir/$soname")" ]
 }
 
 # 2. A tiny program that needs both rrpc and jansson (through rrpc.h).
@@ -71,7 +78,7 @@ if flags=$(pkg-config --cflags --libs rrpc 2>&1); then
     out=$("$tmp/hello-pc" 2>&1)
     case $out in "$want "*) ok "pkg-config build runs: $out" ;; *) fail "pkg-config build printed '$out'" ;; esac
     uses_installed_lib "$tmp/hello-pc" && ok "pkg-config build loads the installed librrpc" ||
-      fail "pkg-config build does not load $libdir/librrpc.so.0"
+      fail "pkg-config build does not load $libdir/$soname"
   else
     cat "$tmp/cc.log"; fail "compile with pkg-config flags"
   fi
@@ -101,12 +108,12 @@ cmake_consumer() { # cmake_consumer BUILD_SUBDIR VERSION
   cmake -S "$tmp/consumer" -B "$tmp/$1" -DCMAKE_PREFIX_PATH="$prefix" -DWANT_VERSION="$2" \
     -DCMAKE_C_FLAGS="$extra_cflags" -DCMAKE_BUILD_RPATH="$libdir" >"$tmp/$1.log" 2>&1
 }
-if cmake_consumer consumer-build 0.1 && cmake --build "$tmp/consumer-build" >>"$tmp/consumer-build.log" 2>&1; then
+if cmake_consumer consumer-build "${version%.*}" && cmake --build "$tmp/consumer-build" >>"$tmp/consumer-build.log" 2>&1; then
   out=$("$tmp/consumer-build/hello" 2>&1)
   case $out in "$want "*) ok "find_package(rrpc CONFIG) build runs: $out" ;;
     *) fail "find_package build printed '$out'" ;; esac
   uses_installed_lib "$tmp/consumer-build/hello" && ok "find_package build loads the installed librrpc" ||
-    fail "find_package build does not load $libdir/librrpc.so.0"
+    fail "find_package build does not load $libdir/$soname"
 else
   cat "$tmp/consumer-build.log"; fail "CMake consumer with find_package(rrpc CONFIG)"
 fi
@@ -121,7 +128,7 @@ out=$("$prefix/bin/rrpc" --version 2>&1)
 [ "$out" = "rrpc $version" ] && ok "installed rrpc --version: $out" ||
   fail "installed rrpc --version printed '$out'"
 uses_installed_lib "$prefix/bin/rrpc" && ok "installed rrpc loads the installed librrpc" ||
-  fail "installed rrpc does not load $libdir/librrpc.so.0"
+  fail "installed rrpc does not load $libdir/$soname"
 
 # 6. Man pages: all render cleanly; the family links resolve; rrpc(1)
 # covers the CLI.

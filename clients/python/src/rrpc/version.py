@@ -6,4 +6,4 @@ pyproject.toml (setuptools' dynamic version) and checked against VERSION by
 tests/unit/test_version.sh and clients/python/tests/test_package.py.
 """
 
-VERSION = '0.1.0'
+VERSION = '0.2.0'
