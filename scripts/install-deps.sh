@@ -8,6 +8,7 @@ set -eu
 packages=(
   gcc make cmake pkg-config
   libhiredis-dev libjansson-dev libevent-dev
+  ruby-minitest
   redis-server redis-tools redis-sentinel
   ruby ruby-redis python3 python3-redis
   clang libclang-rt-14-dev libfuzzer-14-dev valgrind
