@@ -25,7 +25,7 @@ def check(label, ok, detail = nil)
 end
 
 client = RRPC::Client.new(url: opts[:redis], timeout: 5)
-calc = client.service(opts[:service])
+calc = client.proxy(opts[:service])
 check('Ruby client: proxy add', calc.add(1, 2) == 3)
 check('Ruby client: named params', client.call(opts[:service], 'subtract', a: 5, b: 3) == 2)
 check('Ruby client: echo keeps a hash positional', calc.echo({ 'k' => [1] }) == [{ 'k' => [1] }])

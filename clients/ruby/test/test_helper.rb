@@ -87,15 +87,16 @@ module RRPCTest
       text && JSON.parse(text)
     end
 
-    # A redis-server of the test's own on a unix socket, started after
-    # `after` seconds (in the background) or at once.  Returns its socket
-    # path (its URL is unix://PATH).
+    # A socket path in a fresh temp dir, where no Redis listens until the
+    # test starts one there (start_redis); its URL is unix://PATH.
     def redis_socket_path
       dir = Dir.mktmpdir('rrpc-test')
       @dirs << dir
       File.join(dir, 'redis.sock')
     end
 
+    # A redis-server of the test's own on sock, without persistence,
+    # killed at teardown.
     def start_redis(sock, *args)
       pid = Process.spawn('redis-server', '--port', '0', '--unixsocket', sock, '--save', '',
                           '--appendonly', 'no', '--dir', File.dirname(sock), *args,
