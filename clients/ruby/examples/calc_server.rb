@@ -107,7 +107,7 @@ module CalcServer
     warn 'calc_server.rb: stopped'
   rescue OptionParser::ParseError => e
     abort "calc_server.rb: #{e.message}"
-  rescue RRPC::ConnectionError => e
+  rescue RRPC::RedisError => e
     abort "calc_server.rb: #{e.message}"
   end
 end

@@ -10,7 +10,7 @@ class TestClient < Minitest::Test
 
   def test_error_classes_share_one_base
     [RRPC::RpcError, RRPC::InvalidParams, RRPC::RemoteError, RRPC::Timeout, RRPC::Unavailable,
-     RRPC::Overloaded, RRPC::ProtocolError, RRPC::ConnectionError].each do |cls|
+     RRPC::Overloaded, RRPC::ProtocolError, RRPC::RedisError].each do |cls|
       assert_operator cls, :<, RRPC::Error
     end
     assert_same RRPC::Timeout, RRPC::CallTimeout
@@ -57,11 +57,15 @@ class TestClient < Minitest::Test
     assert_equal before, @redis.keys('*').sort
   end
 
-  def test_connection_error
+  def test_redis_errors
     c = RRPC::Client.new(url: "unix://#{redis_socket_path}", timeout: 1)
-    error = assert_raises(RRPC::ConnectionError) { c.call('calc', 'add', 1, 2) }
+    error = assert_raises(RRPC::RedisError) { c.call('calc', 'add', 1, 2) }
     assert_kind_of Redis::BaseConnectionError, error.cause
-    assert_raises(RRPC::ConnectionError) { c.notify('calc', 'add', 1, 2) }
+    assert_raises(RRPC::RedisError) { c.notify('calc', 'add', 1, 2) }
+    key = unique('string')
+    @redis.set(key, 'x') # a request list that is not a list
+    error = assert_raises(RRPC::RedisError) { client(fail_fast: false).notify(key, 'add', 1, 2) }
+    assert_match(/WRONGTYPE/, error.message)
   end
 
   def test_unavailable_and_overloaded

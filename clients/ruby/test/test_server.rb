@@ -142,7 +142,7 @@ class TestServer < Minitest::Test
     assert wait_until { File.exist?(sock) }
     assert_equal 3, (begin
       calc.proxy(service).add(1, 2)
-    rescue RRPC::ConnectionError
+    rescue RRPC::RedisError
       sleep 0.1
       retry
     end)
@@ -155,7 +155,7 @@ class TestServer < Minitest::Test
     _service, _server, log, thread = serve(url: "unix://#{sock}", start_timeout: 0.5)
     started = monotonic
     error = thread.value
-    assert_kind_of RRPC::ConnectionError, error
+    assert_kind_of RRPC::RedisError, error
     assert_match(/did not answer within the start timeout \(0.5 s\)/, error.message)
     assert_in_delta 0.5, monotonic - started, 0.4
     assert_equal 1, log.string.scan('waiting for Redis (up to 0.5 s)').size, log.string
@@ -164,7 +164,8 @@ class TestServer < Minitest::Test
   def test_negative_start_timeout_does_not_wait
     sock = redis_socket_path
     _service, _server, log, thread = serve(url: "unix://#{sock}", start_timeout: -1)
-    assert_kind_of Redis::CannotConnectError, thread.value
+    assert_kind_of RRPC::RedisError, thread.value
+    assert_kind_of Redis::CannotConnectError, thread.value.cause
     assert_empty log.string
   end
 
@@ -183,6 +184,7 @@ class TestServer < Minitest::Test
     assert wait_until { File.exist?(sock) }
     _service, _server, _log, thread = serve(url: "unix://#{sock}")
     assert thread.join(5), 'a refused password was waited on'
+    assert_kind_of RRPC::RedisError, thread.value
     assert_match(/NOAUTH|WRONGPASS/, thread.value.message)
   end
 end

@@ -39,7 +39,7 @@ module RRPC
 
     # Calls service.method with positional args or named kwargs and returns
     # the result.  Raises RemoteError, Timeout, Unavailable, Overloaded,
-    # ProtocolError, ConnectionError (all RRPC::Error).  timeout: (seconds;
+    # ProtocolError, RedisError (all RRPC::Error).  timeout: (seconds;
     # 0 waits forever) is this method's own, never a named param.
     def call(service, method, *args, timeout: nil, **kwargs)
       wait = timeout || @timeout
@@ -92,11 +92,12 @@ module RRPC
       raise Timeout, "#{service}.#{method}: no reply within #{wait} s"
     end
 
-    # Redis out of reach is an RRPC::Error too (the Redis error is its cause).
+    # Redis out of reach or refusing is an RRPC::Error too (the redis gem's
+    # error is its cause).
     def reaching_redis
       yield
-    rescue Redis::BaseConnectionError => e
-      raise ConnectionError, "redis: #{e.message}"
+    rescue Redis::BaseError => e
+      raise RedisError, "redis: #{e.message}"
     end
 
     # The call's deadline in ms on Redis's clock, or nil without a limit or

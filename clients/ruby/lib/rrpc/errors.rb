@@ -12,7 +12,8 @@
 #     Unavailable         the service is registered but no worker is live
 #     Overloaded          the service's queue is at its max_queue
 #     ProtocolError       the reply is not a JSON-RPC 2.0 response to the call
-#     ConnectionError     Redis cannot be reached (a call, or a server's start timeout)
+#     RedisError          Redis unreachable or refusing a command (the redis gem's
+#                         error is its cause); a server's start that cannot succeed
 module RRPC
   # Base of every error rrpc raises.
   class Error < StandardError; end
@@ -69,7 +70,8 @@ module RRPC
   # queued.
   class Overloaded < Error; end
 
-  # Redis could not be reached: a call's connection failed (the Redis error
-  # is its cause), or a server's start_timeout ran out while it waited.
-  class ConnectionError < Error; end
+  # Redis could not be reached or refused a command (an ACL, say): the
+  # redis gem's error is the cause.  Also what Server#serve_forever raises
+  # when Redis does not answer within its start_timeout, or refuses it.
+  class RedisError < Error; end
 end

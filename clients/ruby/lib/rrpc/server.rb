@@ -36,8 +36,8 @@ module RRPC
   # for, as the C server does: with backoff from 0.05 s doubling to 5 s,
   # logged once when the wait begins and once when Redis answers.
   # start_timeout: 0 or nil (the default) waits as long as it takes, > 0
-  # at most that many seconds (then ConnectionError), < 0 not at all.  A
-  # refused password or ACL raises the Redis error at once.
+  # at most that many seconds (then RedisError), < 0 not at all.  A
+  # refused password or ACL raises RedisError at once.
   class Server
     attr_reader :service, :version, :worker_id
 
@@ -156,11 +156,11 @@ module RRPC
         @log.warn(format('%<s>s: Redis answered after %<t>.1f s, serving', s: @service, t: monotonic - began)) if waited
         return true
       rescue Redis::BaseError => e
-        raise unless @start_timeout >= 0 && Outage.transient?(e)
+        raise RedisError, "#{@service}: redis: #{e.message}" unless @start_timeout >= 0 && Outage.transient?(e)
 
         left = @start_timeout.positive? ? began + @start_timeout - monotonic : Float::INFINITY
         if left <= 0
-          raise ConnectionError, "#{@service}: Redis did not answer within the start timeout " \
+          raise RedisError, "#{@service}: Redis did not answer within the start timeout " \
                                  "(#{@start_timeout} s): #{e.message}"
         end
         unless waited # once, not every try
