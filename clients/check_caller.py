@@ -67,7 +67,7 @@ rescue RRPC::Unavailable then 'unavailable'
 rescue RRPC::Overloaded then 'overloaded'
 end
 puts "#{word} #{Process.clock_gettime(Process::CLOCK_MONOTONIC) - t}"
-''', os.path.join(HERE, 'ruby', 'rrpc')],
+''', os.path.join(HERE, 'ruby', 'lib', 'rrpc')],
 }
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env ruby
 # frozen_string_literal: true
 
-# check_client.rb -- checks RRPC::Client (clients/ruby/rrpc.rb) against a
+# check_client.rb -- checks RRPC::Client (clients/ruby, the rrpc gem) against a
 # running calc worker of any language: results, error classes and codes,
 # notifications, timeouts.  The Ruby counterpart of check_protocol.py
 # --client; run by clients/test_peers.sh, exits 1 if any check fails.
@@ -9,7 +9,7 @@
 #   ruby check_client.rb --service NAME [--redis URL]
 
 require 'optparse'
-require_relative 'ruby/rrpc'
+require_relative 'ruby/lib/rrpc'
 
 opts = { redis: ENV['REDIS_URL'], service: nil }
 OptionParser.new do |o|
@@ -25,7 +25,7 @@ def check(label, ok, detail = nil)
 end
 
 client = RRPC::Client.new(url: opts[:redis], timeout: 5)
-calc = client.service(opts[:service])
+calc = client.proxy(opts[:service])
 check('Ruby client: proxy add', calc.add(1, 2) == 3)
 check('Ruby client: named params', client.call(opts[:service], 'subtract', a: 5, b: 3) == 2)
 check('Ruby client: echo keeps a hash positional', calc.echo({ 'k' => [1] }) == [{ 'k' => [1] }])

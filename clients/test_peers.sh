@@ -84,7 +84,7 @@ lower = ->(b) { 2.0**((b - 1) / 4) * (1 + ((b - 1) % 4) / 4.0) }
   b = RRPC.const_get(:Stats).bucket(t / 1e6)
   ok = b.zero? ? t < 1 : lower.(b) <= t * (1 + 1e-12) && (b == 128 || t < lower.(b + 1) * (1 + 1e-12))
   raise "t=#{t} b=#{b}" unless ok && (b == 128) == (t >= lower.(128))
-end' "$here/ruby/rrpc"
+end' "$here/ruby/lib/rrpc"
 
 # Each client against each worker.  Requests wait in the lists, so there is
 # no need to wait for the workers to be up.

@@ -8,6 +8,7 @@ set -eu
 packages=(
   gcc make cmake pkg-config
   libhiredis-dev libjansson-dev libevent-dev
+  ruby-minitest
   redis-server redis-tools redis-sentinel
   ruby ruby-redis python3 python3-redis
   python3-venv python3-pip python3-setuptools python3-wheel python3-pytest

@@ -1,88 +1,9 @@
 #!/usr/bin/env ruby
 # frozen_string_literal: true
 
-# calc_server.rb -- the calc example service, served from Ruby.
-#
-# It exists to show a Ruby rrpc worker in a dozen lines and to be the Ruby
-# side of the cross-language tests (clients/test_peers.sh) and of the
-# conformance vectors: it answers exactly like the C calc server.
-#
-#   ruby calc_server.rb [--redis URL] [--service calc] [--prefix P]
-#                       [--no-heartbeat] [--heartbeat-interval S] [--heartbeat-ttl S]
-#                       [--reply-prefix P]...
+# calc_server.rb -- runs the calc example worker (examples/calc_server.rb)
+# from a checkout, at the path the tests, scripts and docs use.  Required
+# rather than run, it only defines the Calc class (fault_worker.rb does).
+require_relative 'examples/calc_server'
 
-require 'optparse'
-require_relative 'rrpc'
-
-# Params come positional [a, b] or named {"a": .., "b": ..}.  The
-# descriptions are those of the C calc-server, for `rrpc info`.
-class Calc
-  extend RRPC::Handler
-  raw_params :echo
-
-  AB = { a: 'number', b: 'number' }.freeze
-  describe :add, 'add(a, b): a + b', params: AB
-  describe :subtract, 'subtract(a, b): a - b', params: AB
-  describe :multiply, 'multiply(a, b): a * b', params: AB
-  describe :divide, 'divide(a, b): a / b as a real; error 1 if b is 0', params: AB
-  describe :echo, 'echo(...): returns its params unchanged', params: 'any'
-  describe :sleep, 'sleep(ms): waits ms milliseconds, returns ms', params: { ms: 'integer' }
-
-  def add(a, b) = number(a, 'a') + number(b, 'b')
-
-  def subtract(a, b) = number(a, 'a') - number(b, 'b')
-
-  def multiply(a, b) = number(a, 'a') * number(b, 'b')
-
-  def divide(a, b)
-    # Both operands are checked before the zero test, like the other methods.
-    a = number(a, 'a')
-    raise RRPC::RpcError.new(1, 'division by zero') if number(b, 'b').zero?
-
-    a.to_f / b
-  end
-
-  def echo(params) = params
-
-  def sleep(ms)
-    raise RRPC::InvalidParams, 'Invalid params: ms must not be negative' if number(ms, 'ms').negative?
-
-    Kernel.sleep(ms / 1000.0)
-    ms
-  end
-
-  private
-
-  # JSON gives Integer or Float for numbers; true/false/strings are refused.
-  def number(value, name)
-    raise RRPC::InvalidParams, "Invalid params: #{name} must be a number" unless value.is_a?(Integer) || value.is_a?(Float)
-
-    value
-  end
-end
-
-if $PROGRAM_NAME == __FILE__
-  opts = { redis: nil, service: 'calc', prefix: '', heartbeat: true, interval: 1.0, ttl: 5.0, reply_prefixes: nil }
-  OptionParser.new do |o|
-    o.banner = 'usage: calc_server.rb [--redis URL] [--service NAME] [--prefix P] [--no-heartbeat] ...'
-    o.on('--redis URL', 'Redis URL (default $REDIS_URL, then redis://127.0.0.1:6379)') { |v| opts[:redis] = v }
-    o.on('--service NAME', 'service name (default calc)') { |v| opts[:service] = v }
-    o.on('--prefix P', 'key prefix (default none)') { |v| opts[:prefix] = v }
-    o.on('--no-heartbeat', 'do not register in the registry (no heartbeat, no stats)') { opts[:heartbeat] = false }
-    o.on('--heartbeat-interval S', Float, 'seconds between heartbeats (default: 1)') { |v| opts[:interval] = v }
-    o.on('--heartbeat-ttl S', Float, 'seconds a heartbeat stays valid (default: 5)') { |v| opts[:ttl] = v }
-    o.on('--reply-prefix P', 'answer only onto reply keys that start with P (repeatable; ' \
-                             'default: any reply key PROTOCOL.md section 6 allows)') do |v|
-      (opts[:reply_prefixes] ||= []) << v
-    end
-  end.parse!
-  $stderr.sync = true
-  server = RRPC::Server.new(opts[:service], Calc.new, url: opts[:redis], prefix: opts[:prefix],
-                                                     heartbeat: opts[:heartbeat],
-                                                     heartbeat_interval: opts[:interval],
-                                                     heartbeat_ttl: opts[:ttl],
-                                                     reply_prefixes: opts[:reply_prefixes])
-  warn "calc_server.rb: serving #{opts[:prefix]}#{opts[:service]}"
-  server.serve_forever
-  warn 'calc_server.rb: stopped'
-end
+CalcServer.main(ARGV) if $PROGRAM_NAME == __FILE__

@@ -1,0 +1,207 @@
+# frozen_string_literal: true
+
+require 'securerandom'
+
+# client.rb -- calling rrpc services: RRPC::Client and its proxy.
+module RRPC
+  # Calls rrpc services.  Each call uses its own reply key.
+  #
+  # Like the C client, every call carries a deadline on Redis's clock
+  # (PROTOCOL.md 7), and with fail_fast: true (the default) the client reads
+  # the registry (PROTOCOL.md 9): a registered service with no live worker
+  # fails at once with Unavailable, a wait on a registered service gives up
+  # with Unavailable when its last worker goes, and a service at its
+  # max_queue refuses the call with Overloaded.  Services that never
+  # registered are simply waited on.
+  class Client
+    FRESH_S = 1.0 # how long a service's registry view is trusted
+    SLICE_S = 1.0 # wait slice while a registered service is awaited
+
+    # Checks the queue length and pushes in one step, so that concurrent
+    # callers cannot overshoot max_queue.  The new length, or -1 if full.
+    PUSH_SCRIPT = "if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return -1 end " \
+                  "return redis.call('RPUSH', KEYS[1], ARGV[1])"
+
+    # A caller's view of one service in the registry.
+    View = Struct.new(:registered, :live, :max_queue)
+    NO_VIEW = View.new(false, 0, 0) # fail fast off, or the registry is out of reach
+
+    attr_reader :redis
+
+    def initialize(url: nil, prefix: '', timeout: 30, fail_fast: true)
+      @redis = Wire.connect(url)
+      @prefix = prefix
+      @timeout = timeout
+      @fail_fast = fail_fast
+      @clock = RedisClock.new
+      @views = {} # list key -> [monotonic time read, View]
+    end
+
+    # Calls service.method with positional args or named kwargs and returns
+    # the result.  Raises RemoteError, Timeout, Unavailable, Overloaded,
+    # ProtocolError, RedisError (all RRPC::Error).  timeout: (seconds;
+    # 0 waits forever) is this method's own, never a named param.
+    def call(service, method, *args, timeout: nil, **kwargs)
+      wait = timeout || @timeout
+      # id, reply key and reply_to are one key, so seed-style workers that
+      # only know "reply to the id" reach us as well.
+      key = "#{@prefix}rrpc:reply:#{SecureRandom.hex(16)}"
+      members = { id: key, reply_to: key }
+      reaching_redis do
+        deadline = deadline_for(wait)
+        members[:deadline] = deadline if deadline
+        text = Wire.generate(Wire.request(method, args, kwargs, **members))
+        send_and_wait(service, method, text, key, wait)
+      end
+    end
+
+    # Sends a notification: run by a worker, never answered.
+    def notify(service, method, *args, **kwargs)
+      text = Wire.generate(Wire.request(method, args, kwargs))
+      reaching_redis { @redis.rpush("#{@prefix}#{service}", text) }
+      nil
+    end
+
+    # An object whose method calls are calls: proxy('calc').add(1, 2).
+    def proxy(service)
+      Proxy.new(self, service)
+    end
+    alias service proxy
+
+    def close
+      @redis.close
+    end
+
+    private
+
+    def send_and_wait(service, method, text, key, wait)
+      queue = "#{@prefix}#{service}"
+      view = view_of(queue, FRESH_S)
+      if view.registered && view.live.zero?
+        raise Unavailable, "#{service}: registered, but none of its workers is live " \
+                           '(stopped, or their heartbeat expired)'
+      end
+      push(queue, text, view.live.positive? ? view.max_queue : 0)
+      reply = wait_for(queue, key, wait, view.registered)
+      return result_of(reply, key) if reply.is_a?(String)
+
+      # Withdraw the request so no worker runs a call nobody awaits.
+      @redis.lrem(queue, 1, text)
+      raise Unavailable, "#{service}.#{method}: the last worker went while we waited" if reply == :gone
+
+      raise Timeout, "#{service}.#{method}: no reply within #{wait} s"
+    end
+
+    # Redis out of reach or refusing is an RRPC::Error too (the redis gem's
+    # error is its cause).
+    def reaching_redis
+      yield
+    rescue Redis::BaseError => e
+      raise RedisError, "redis: #{e.message}"
+    end
+
+    # The call's deadline in ms on Redis's clock, or nil without a limit or
+    # a measured clock (TIME refused, say).
+    def deadline_for(wait)
+      @clock.sync(@redis) if @clock.due?
+      now = @clock.now_ms
+      now && wait.positive? && wait <= 1e8 ? now + (wait * 1000).ceil : nil
+    end
+
+    # What the registry says of the service whose list is QUEUE, read again
+    # when older than max_age seconds: one round trip per service per
+    # second, not one per call.
+    def view_of(queue, max_age)
+      return NO_VIEW unless @fail_fast
+
+      read_at, view = @views[queue]
+      return view if read_at && monotonic - read_at <= max_age
+
+      @views[queue] = [monotonic, read_view(queue)]
+      @views[queue][1]
+    end
+
+    def read_view(queue)
+      config = "{#{queue}}:config"
+      time, workers, max_queue, registered = @redis.pipelined do |p|
+        p.time
+        p.zrange("{#{queue}}:workers", 0, -1, with_scores: true)
+        p.hget(config, 'max_queue')
+        p.exists(config)
+      end
+      now_ms = time[0] * 1000 + time[1] / 1000
+      View.new(registered.positive?, workers.count { |_id, score| score > now_ms }, max_queue.to_i)
+    rescue Redis::CommandError
+      NO_VIEW # keys refused (an ACL): no registry for us, wait as usual
+    end
+
+    def push(queue, text, max_queue)
+      return @redis.rpush(queue, text) unless max_queue.positive?
+      return unless @redis.eval(PUSH_SCRIPT, keys: [queue], argv: [text, max_queue]).negative?
+
+      raise Overloaded, "#{queue}: its queue holds #{max_queue} requests (max_queue)"
+    end
+
+    # BLPOPs the reply: in one piece, or for a registered service in slices,
+    # checking between them that a worker is still live.  Returns the reply
+    # text, nil on timeout, or :gone.
+    def wait_for(queue, key, wait, sliced)
+      finish = wait.positive? ? monotonic + wait : nil
+      loop do
+        left = finish && finish - monotonic
+        return nil if left && left <= 0
+
+        step = left || 0 # 0: forever
+        step = step.positive? ? [step, SLICE_S].min : SLICE_S if sliced
+        # Redis reads a timeout under 1 ms as 0, "forever".
+        _list, reply = @redis.blpop(key, timeout: step.positive? ? [step, 0.001].max : 0)
+        return reply if reply || !sliced
+
+        view = view_of(queue, FRESH_S / 2)
+        return :gone if view.registered && view.live.zero?
+      end
+    end
+
+    def monotonic
+      Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    end
+
+    def result_of(reply, key)
+      begin
+        resp = Wire.parse(reply.dup.force_encoding(Encoding::UTF_8))
+      rescue JSON::ParserError => e
+        raise ProtocolError, "reply is not JSON: #{e.message}"
+      end
+      raise ProtocolError, "not a response to this call: #{reply[0, 200]}" unless resp.is_a?(Hash) && resp['id'] == key
+
+      if (err = resp['error']).is_a?(Hash)
+        raise RemoteError.new(err['code'], err['message'], err['data'])
+      end
+      raise ProtocolError, "response has neither result nor error: #{reply[0, 200]}" unless resp.key?('result')
+
+      resp['result']
+    end
+  end
+
+  # A BasicObject, so that nearly every name (even sleep or display) reaches
+  # method_missing and becomes a call.
+  class Proxy < BasicObject
+    def initialize(client, service)
+      @client = client
+      @service = service
+    end
+
+    def method_missing(name, *args, **kwargs)
+      @client.call(@service, name.to_s, *args, **kwargs)
+    end
+
+    def respond_to_missing?(_name, _include_private = false)
+      true
+    end
+
+    # irb and error messages inspect objects; that must not become a call.
+    def inspect
+      "#<RRPC::Proxy #{@service}>"
+    end
+  end
+end
