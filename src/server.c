@@ -6,9 +6,19 @@
  * share src/worker.h; only those and this file see struct rrpc_server.
  */
 #define _POSIX_C_SOURCE 200809L
-#include "worker.h"
+#include "deadletter.h"
+#include "dispatch.h"
+#include "internal.h"
 #include "opts.h"
+#include "protocol.h"
+#include "random.h"
+#include "registry.h"
+#include "reliable.h"
 #include "server_worker.h"
+#include "shard.h"
+#include "transport.h"
+#include "url.h"
+#include "worker.h"
 
 #include <signal.h>
 #include <unistd.h>

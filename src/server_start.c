@@ -7,6 +7,13 @@
  * and the heartbeats that must run before any request is taken.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "clock.h"
+#include "internal.h"
+#include "log.h"
+#include "registry.h"
+#include "reliable.h"
+#include "shard.h"
+#include "transport.h"
 #include "worker.h"
 
 #include <stdio.h>

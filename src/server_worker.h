@@ -10,7 +10,7 @@
 #ifndef RRPC_SERVER_WORKER_H
 #define RRPC_SERVER_WORKER_H
 
-#include "internal.h"
+#include <rrpc/rrpc.h>
 
 /* Opens a link to S's URL and runs worker ID of S until rrpc_server_stop(S)
  * and it has nothing left to send (the stop flag is cleared again).  In

@@ -13,7 +13,12 @@
  * the replies' bookkeeping worker_collect.c's.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "clock.h"
+#include "reliable.h"
+#include "transport.h"
 #include "worker.h"
+
+#include <rrpc/rrpc.h>
 
 #include <stdio.h>
 #include <stdlib.h>

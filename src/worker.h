@@ -6,8 +6,15 @@
 #ifndef RRPC_WORKER_H
 #define RRPC_WORKER_H
 
+#include "clock.h"
+#include "dispatch.h"
 #include "internal.h"
 #include "log.h"
+#include "protocol.h"
+#include "registry.h"
+#include "reliable.h"
+#include "transport.h"
+#include "url.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

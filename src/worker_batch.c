@@ -6,7 +6,13 @@
  * once, and the next pops take fewer requests (adapt_batch).
  */
 #define _POSIX_C_SOURCE 200809L
+#include "clock.h"
+#include "dispatch.h"
+#include "protocol.h"
+#include "transport.h"
 #include "worker.h"
+
+#include <rrpc/rrpc.h>
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -7,6 +7,9 @@
  * everything unconfirmed for the new link.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "clock.h"
+#include "internal.h"
+#include "transport.h"
 #include "worker.h"
 
 #include <stdio.h>

@@ -5,8 +5,14 @@
  * and a copy sent again after a broken link is not applied twice.
  */
 #define _POSIX_C_SOURCE 200809L
-#include "worker.h"
+#include "internal.h"
+#include "random.h"
+#include "registry.h"
+#include "reliable.h"
 #include "server_worker.h"
+#include "transport.h"
+#include "url.h"
+#include "worker.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -7,7 +7,12 @@
  * loss, which operators and tests match.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "log.h"
+#include "reliable.h"
+#include "transport.h"
 #include "worker.h"
+
+#include <rrpc/rrpc.h>
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -7,6 +7,12 @@
  * to a commit.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "deadletter.h"
+#include "dispatch.h"
+#include "internal.h"
+#include "protocol.h"
+#include "reliable.h"
+#include "transport.h"
 #include "worker.h"
 
 #include <stdio.h>

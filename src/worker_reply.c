@@ -7,6 +7,12 @@
  * of the reply keys needs.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "deadletter.h"
+#include "internal.h"
+#include "protocol.h"
+#include "slot.h"
+#include "transport.h"
+#include "url.h"
 #include "worker.h"
 
 #include <stdio.h>

@@ -37,7 +37,9 @@
  * (tests/fuzz/regressions, the seeds) for ctest.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "deadletter.h"
 #include "internal.h"
+#include "protocol.h"
 #include "server_worker.h"
 
 #include <errno.h>
