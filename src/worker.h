@@ -9,7 +9,6 @@
 #include "clock.h"
 #include "dispatch.h"
 #include "internal.h"
-#include "log.h"
 #include "protocol.h"
 #include "registry.h"
 #include "reliable.h"
