@@ -10,6 +10,13 @@
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 #include "opts.h"
+#include "protocol.h"
+#include "random.h"
+#include "registry.h"
+#include "shard.h"
+#include "stats.h"
+#include "transport.h"
+#include "url.h"
 
 #include <stdio.h>
 #include <stdlib.h>

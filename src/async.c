@@ -28,8 +28,14 @@
 #include "internal.h"
 
 #include "async_cluster.h"
+#include "clock.h"
+#include "dispatch.h"
 #include "log.h"
 #include "opts.h"
+#include "protocol.h"
+#include "random.h"
+#include "transport.h"
+#include "url.h"
 
 #include <event2/event.h>
 

@@ -36,8 +36,11 @@
  */
 #include "async_cluster.h"
 
+#include "async_transport.h"
 #include "cluster_map.h"
 #include "internal.h"
+#include "transport.h"
+#include "url.h"
 
 #include <event2/event.h>
 

@@ -11,6 +11,7 @@
 #define RRPC_ASYNC_CLUSTER_H
 
 #include "async_transport.h"
+#include "url.h"
 
 typedef struct rrpc__aconn rrpc__aconn;
 

@@ -30,6 +30,8 @@
 #include "async_transport.h"
 
 #include "internal.h"
+#include "transport.h"
+#include "url.h"
 
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>

@@ -7,8 +7,16 @@
  * keeps seed-style workers that only know "reply to the id" working.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "clock.h"
+#include "dispatch.h"
+#include "failfast.h"
 #include "internal.h"
 #include "opts.h"
+#include "protocol.h"
+#include "random.h"
+#include "shard.h"
+#include "transport.h"
+#include "url.h"
 
 #include <stdio.h>
 #include <stdlib.h>

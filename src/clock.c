@@ -5,7 +5,10 @@
  * little.
  */
 #define _POSIX_C_SOURCE 200809L
-#include "internal.h"
+#include "clock.h"
+#include "transport.h"
+
+#include <rrpc/rrpc.h>
 
 #include <errno.h>
 #include <stdlib.h>

@@ -11,6 +11,8 @@
 #include "cluster_map.h"
 
 #include "internal.h" /* rrpc__reply_*, rrpc__fail: until they have headers of their own */
+#include "slot.h"
+#include "transport.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -9,7 +9,11 @@
  * whole: its first bytes, its length and its SHA-1 are, so that a hostile
  * sender cannot make a worker build -- or Redis refuse -- a huge record.
  */
-#include "internal.h"
+#include "clock.h"
+#include "deadletter.h"
+#include "protocol.h"
+
+#include <rrpc/rrpc.h>
 
 #include <stdint.h>
 #include <stdio.h>

@@ -7,7 +7,12 @@
  * lets the server pipeline all Redis traffic of a batch.
  */
 #define _POSIX_C_SOURCE 200809L
-#include "internal.h"
+#include "clock.h"
+#include "dispatch.h"
+#include "protocol.h"
+#include "stats.h"
+
+#include <rrpc/rrpc.h>
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -16,7 +16,13 @@
  * turn at no extra cost.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "clock.h"
+#include "failfast.h"
 #include "internal.h"
+#include "random.h"
+#include "registry.h"
+#include "shard.h"
+#include "transport.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -5,6 +5,8 @@
  * a Redis server.
  */
 #include "internal.h"
+#include "protocol.h"
+#include "shard.h"
 
 #include <math.h>
 #include <stdio.h>

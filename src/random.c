@@ -5,7 +5,9 @@
  * rand() or a counter.
  */
 #define _GNU_SOURCE
-#include "internal.h"
+#include "random.h"
+
+#include <rrpc/rrpc.h>
 
 #include <errno.h>
 #include <stdio.h>

@@ -12,8 +12,17 @@
  * identity.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "clock.h"
+#include "dispatch.h"
 #include "internal.h"
 #include "log.h"
+#include "protocol.h"
+#include "random.h"
+#include "registry.h"
+#include "shard.h"
+#include "stats.h"
+#include "transport.h"
+#include "url.h"
 
 #include <pthread.h>
 #include <stdio.h>

@@ -26,8 +26,13 @@
  * dead.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "clock.h"
 #include "internal.h"
 #include "log.h"
+#include "random.h"
+#include "reliable.h"
+#include "transport.h"
+#include "url.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

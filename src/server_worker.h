@@ -1,7 +1,7 @@
 /* server_worker.h -- one worker of a server, run on the calling thread.
  *
  * For tests/fuzz/fuzz_worker.c only: it runs the real worker loop of
- * server.c (pop, dispatch, reply-key rules, reply script calls, dead
+ * worker*.c (pop, dispatch, reply-key rules, reply script calls, dead
  * letters, give-back, reliable commits) on one link of its own to S's URL,
  * so that a harness that plays Redis on a unix socket sees every byte the
  * worker sends.  No registry, heartbeat or reaper: those have links of
@@ -10,7 +10,7 @@
 #ifndef RRPC_SERVER_WORKER_H
 #define RRPC_SERVER_WORKER_H
 
-#include "internal.h"
+#include <rrpc/rrpc.h>
 
 /* Opens a link to S's URL and runs worker ID of S until rrpc_server_stop(S)
  * and it has nothing left to send (the stop flag is cleared again).  In
@@ -18,7 +18,7 @@
  * LOAD, learning their SHA-1s).  RRPC_OK, or the error of the link. */
 int rrpc__server_run_worker(rrpc_server *s, int id);
 
-/* The at-most-once effects script (server.c): KEYS[1] is a guard key
+/* The at-most-once effects script (worker_effects.c): KEYS[1] is a guard key
  * {L}:applied:..., ARGV the guard's lifetime, the number of effects and
  * each effect as its argc and arguments. */
 extern const char rrpc__effects_script[];

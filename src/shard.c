@@ -9,7 +9,9 @@
  * enough shards they spread over the cluster's masters (PROTOCOL.md
  * section 1).  Kept pure so the naming rules are unit-tested.
  */
-#include "internal.h"
+#include "shard.h"
+
+#include <rrpc/rrpc.h>
 
 #include <stdio.h>
 #include <string.h>

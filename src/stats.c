@@ -9,7 +9,12 @@
  * kilobyte.  The bucket rule is part of the protocol (PROTOCOL.md 9).
  */
 #define _POSIX_C_SOURCE 200809L
+#include "clock.h"
+#include "dispatch.h"
 #include "internal.h"
+#include "random.h"
+#include "stats.h"
+#include "transport.h"
 
 #include <math.h>
 #include <stdio.h>

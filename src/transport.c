@@ -21,6 +21,8 @@
 #include "internal.h"
 
 #include "cluster_map.h"
+#include "transport.h"
+#include "url.h"
 
 #include <hiredis/hiredis.h>
 

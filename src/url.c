@@ -24,6 +24,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
+#include "url.h"
 
 #include <ctype.h>
 #include <stdlib.h>

@@ -7,7 +7,11 @@
  * be one the worker can act on (a response with a key, a dead letter, or
  * nothing for notifications).  Seeds: the conformance vectors.
  */
-#include "internal.h"
+#include "clock.h"
+#include "deadletter.h"
+#include "dispatch.h"
+
+#include <rrpc/rrpc.h>
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -2,7 +2,7 @@
  * bytes to the Redis commands it sends.
  *
  * fuzz_dispatch covers decoding alone.  This target runs the real worker
- * loop of src/server.c (rrpc__server_run_worker, server_worker.h) on a real
+ * loop of src/worker*.c (rrpc__server_run_worker, server_worker.h) on a real
  * rrpc__conn (hiredis) to a unix socket, where a thread of this harness
  * plays Redis: it parses every command byte for byte, answers it as Redis
  * would (the popped messages, the reply script's per-key answers, commits,
@@ -25,7 +25,7 @@
  * - the worker stops when told to, and frees everything (LSan).
  *
  * Why this seam: it keeps every production code path, the transport's own
- * RESP encoder included, and needs the least change to server.c -- one
+ * RESP encoder included, and needs the least change to the server -- one
  * entry that runs a worker on the calling thread (plus rrpc__rel_learn_scripts
  * so that reliable mode's worker knows its scripts' SHA-1s without the
  * heartbeat thread).  A fake connection object would have bypassed the
@@ -37,7 +37,9 @@
  * (tests/fuzz/regressions, the seeds) for ctest.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "deadletter.h"
 #include "internal.h"
+#include "protocol.h"
 #include "server_worker.h"
 
 #include <errno.h>

@@ -11,9 +11,13 @@
 #ifndef RRPC_TEST_HARNESS_H
 #define RRPC_TEST_HARNESS_H
 
-#include "internal.h"
+#include "clock.h"
+#include "transport.h"
+#include "url.h"
 
 #include "check.h"
+
+#include <rrpc/rrpc.h>
 
 #include <pthread.h>
 #include <stdarg.h>

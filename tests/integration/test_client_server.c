@@ -6,7 +6,9 @@
  * notifications that leave no key, expiring replies, dead letters, batches,
  * Redis errors that do not crash, concurrency and graceful stop.
  */
+#include "clock.h"
 #include "harness.h"
+#include "transport.h"
 
 #include <math.h>
 

@@ -14,6 +14,7 @@
 #include "internal.h"
 
 #include "check.h"
+#include "transport.h"
 
 #include <hiredis/hiredis.h>
 

@@ -10,9 +10,14 @@
  * inside strings) must produce a dead letter, never a crash.  The
  * dead-letter record itself (section 6) is checked at the end.
  */
-#include "internal.h"
+#include "clock.h"
+#include "deadletter.h"
+#include "dispatch.h"
+#include "protocol.h"
 
 #include "check.h"
+
+#include <rrpc/rrpc.h>
 
 #include <stdlib.h>
 #include <string.h>

@@ -11,6 +11,9 @@
 #include "internal.h"
 
 #include "check.h"
+#include "deadletter.h"
+#include "protocol.h"
+#include "random.h"
 
 #include <ctype.h>
 #include <stdlib.h>

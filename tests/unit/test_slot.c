@@ -11,6 +11,8 @@
 #include "internal.h"
 
 #include "check.h"
+#include "shard.h"
+#include "slot.h"
 
 #include <string.h>
 

@@ -11,6 +11,7 @@
 #include "internal.h"
 
 #include "check.h"
+#include "url.h"
 
 #include <stdlib.h>
 #include <string.h>

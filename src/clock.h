@@ -1,0 +1,44 @@
+/* clock.h -- local time, and the Redis server's clock that request
+ * deadlines are expressed on (clock.c). */
+#ifndef RRPC_CLOCK_H
+#define RRPC_CLOCK_H
+
+#include <rrpc/rrpc.h>
+
+typedef struct rrpc__conn rrpc__conn;
+typedef struct rrpc__reply rrpc__reply;
+
+/* The Redis server's clock as seen from this process: deadlines are
+ * expressed on it (PROTOCOL.md section 7) so that callers' and workers'
+ * clocks need not agree.  offset_ms is Redis time minus local wall time,
+ * measured with TIME; measured_at is when (monotonic), 0 = never. */
+typedef struct rrpc__clock {
+    double offset_ms;
+    double measured_at;
+} rrpc__clock;
+
+/* Records a TIME reply (seconds, microseconds) read at local time
+ * LOCAL_MS, with the round trip RTT_MS it took. */
+void rrpc__clock_set(rrpc__clock *c, long long sec, long long usec, double local_ms, double rtt_ms);
+/* The current time on the Redis clock, in milliseconds since the epoch. */
+long long rrpc__clock_redis_ms(const rrpc__clock *c);
+/* Seconds since the clock was last measured (a large number if never). */
+double rrpc__clock_age(const rrpc__clock *c);
+
+/* Sets REQ's deadline member (PROTOCOL.md section 7): TIMEOUT_S from now on
+ * the Redis clock C.  Nothing is set if C was never measured. */
+void rrpc__request_set_deadline(json_t *req, const rrpc__clock *c, double timeout_s);
+
+double rrpc__now(void);       /* wall clock, seconds since the epoch */
+double rrpc__monotonic(void); /* monotonic seconds */
+void rrpc__sleep(double seconds);
+
+/* Reads the Redis clock from a TIME reply R to a command sent at local
+ * wall time SENT_MS. */
+int rrpc__clock_parse_time(rrpc__clock *c, const rrpc__reply *r, double sent_ms);
+/* Measures the Redis clock with one TIME round trip on CONN, which must
+ * have no replies outstanding.  If Redis refuses TIME (an ACL, say) the
+ * clock stays unmeasured and deadlines are not enforced. */
+int rrpc__clock_sync(rrpc__clock *c, rrpc__conn *conn);
+
+#endif

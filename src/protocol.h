@@ -1,0 +1,80 @@
+/* protocol.h -- JSON-RPC envelopes and reply-key rules (protocol.c), no I/O. */
+#ifndef RRPC_PROTOCOL_H
+#define RRPC_PROTOCOL_H
+
+#include <rrpc/rrpc.h>
+
+#include <stddef.h>
+
+/* A new request object.  params may be NULL (omitted), id NULL makes a
+ * notification, reply_to NULL omits the member.  Arguments borrowed. */
+json_t *rrpc__request_build(const char *method, const json_t *params, const char *id,
+                            const char *reply_to);
+
+/* New response objects.  id borrowed (NULL means JSON null); data stolen. */
+json_t *rrpc__response_result(const json_t *id, json_t *result_stolen);
+json_t *rrpc__response_error(const json_t *id, int code, const char *message, json_t *data_stolen);
+/* A response carrying ERROR (stolen), and a new error object. */
+json_t *rrpc__response_error_object(const json_t *id, json_t *error_stolen);
+json_t *rrpc__error_object(int code, const char *message, json_t *data_stolen);
+
+/* The text of a response envelope built by the functions above (new,
+ * free()): the same bytes as json_dumps with RRPC__JSON_ENCODE_FLAGS,
+ * written directly because encoding the envelope object was a fifth of
+ * a worker's instructions per call.  NULL if out of memory. */
+char *rrpc__response_text(const json_t *response);
+
+/* Checks a decoded request object against JSON-RPC 2.0.  Returns 0 when
+ * valid, else RRPC_JSONRPC_INVALID_REQUEST with *why set to a static text. */
+int rrpc__request_validate(const json_t *req, const char **why);
+
+/* The key a response to REQ goes to (PROTOCOL.md section 3): reply_to, else
+ * a string id, else a number id's text.  Fills buf (NUL-terminated, but the
+ * key itself may hold NUL bytes: Redis keys are binary) and returns the
+ * key's length, or 0 if the request names no usable key. */
+size_t rrpc__reply_key(const json_t *req, char *buf, size_t len);
+
+/* The largest magnitude of an integer every peer reads exactly: 2^53. */
+#define RRPC__MAX_EXACT_INT 9007199254740992LL
+
+/* A byte string that is not NUL-terminated (a service name read from
+ * <prefix>rrpc:services). */
+typedef struct rrpc__name {
+    const char *s;
+    size_t len;
+} rrpc__name;
+
+/* What a worker knows to judge a reply key by (PROTOCOL.md section 3,
+ * "Which reply keys a worker accepts", rules 1 to 4).  Strings borrowed. */
+typedef struct rrpc__key_rules {
+    const char *prefix;
+    const char *list_key, *dead_key, *stats_key; /* the service's own keys */
+    int shards;
+    const char *const *allowed_prefixes; /* NULL-terminated; NULL = any key */
+    const rrpc__name *services;          /* registered names, rrpc__names_sort-ed */
+    size_t nservices;
+} rrpc__key_rules;
+
+/* Sorts NAMES for rrpc__key_rules.services. */
+void rrpc__names_sort(rrpc__name *names, size_t n);
+/* NULL if a worker may reply on KEY[0..len), else the dead letter's reason
+ * ("reply key refused: ...", a static text).  Rule 5 (the key's type, in
+ * Redis) is the reply script's. */
+const char *rrpc__reply_key_refusal(const rrpc__key_rules *r, const char *key, size_t len);
+
+/* The reply script of PROTOCOL.md section 3, byte for byte as published. */
+extern const char rrpc__reply_script[];
+
+/* Decodes a response text for the call with id EXPECTED_ID.  On RRPC_OK
+ * *result is new; on RRPC_EREMOTE *error is new; else both stay NULL and
+ * err describes the problem. */
+int rrpc__response_parse(const char *text, size_t len, const char *expected_id, json_t **result,
+                         json_t **error, char *err, size_t errlen);
+
+/* Parse flags shared by every decoder: top-level scalars are decoded (and
+ * rejected as invalid requests later), NUL inside strings is allowed. */
+#define RRPC__JSON_DECODE_FLAGS (JSON_DECODE_ANY | JSON_ALLOW_NUL)
+/* Compact output that keeps NUL-bearing strings intact. */
+#define RRPC__JSON_ENCODE_FLAGS (JSON_COMPACT | JSON_ENCODE_ANY)
+
+#endif
