@@ -6,7 +6,7 @@
 #               pkg-config and CMake package files and man pages under
 #               PREFIX (default /usr/local), staged under DESTDIR if set
 #   make chaos  the long chaos test of both delivery modes (CHAOS_SECONDS each)
-#   make test   the whole suite: -Werror build, ctest, then ctest again
+#   make test   the whole suite: formatting checked, -Werror build, ctest, then ctest again
 #               under ASan+UBSan, the C test programs under valgrind and
 #               under TSan, and a short libFuzzer run on request decoding
 #               and on a worker's whole path (15 s each)
@@ -30,7 +30,7 @@ RRPC_PYTHON := $(shell scripts/find-python.sh)
 endif
 export RRPC_PYTHON
 
-.PHONY: all deps build install demo test test-fast test-asan test-valgrind test-tsan test-fuzz fuzz-build bench chaos fuzz clean
+.PHONY: format format-check all deps build install demo test test-fast test-asan test-valgrind test-tsan test-fuzz fuzz-build bench chaos fuzz clean
 
 all: build
 
@@ -106,7 +106,16 @@ fuzz: fuzz-build
 	@$(call fuzz_run,fuzz_dispatch,$(FUZZ_SECONDS),corpus seeds)
 	@$(call fuzz_run,fuzz_worker,$(FUZZ_SECONDS),worker-corpus worker-seeds)
 
-test: test-fast test-asan test-valgrind test-tsan test-fuzz
+# Formatting is part of the suite: every C file tracked by git must be as
+# clang-format (.clang-format) writes it; `make format` rewrites them.
+format-check: deps
+	@files=$$(git ls-files '*.c' '*.h' 2>/dev/null || find src include tools examples tests bench -name '*.[ch]'); \
+	  clang-format --dry-run --Werror $$files && echo "format-check: $$(echo $$files | wc -w) files formatted"
+
+format:
+	@git ls-files '*.c' '*.h' | xargs clang-format -i
+
+test: format-check test-fast test-asan test-valgrind test-tsan test-fuzz
 
 bench: build
 	@scripts/bench.sh $(BUILD)

@@ -19,8 +19,8 @@ static int close_enough(double got, double want)
 
 /* Calls METHOD and checks that it answers WANT.  PARAMS is stolen so that
  * each call below fits on one line; rrpc_call itself only borrows it. */
-static void check(rrpc_client *client, const char *service, const char *label,
-                  const char *method, json_t *params, double want)
+static void check(rrpc_client *client, const char *service, const char *label, const char *method,
+                  json_t *params, double want)
 {
     json_t *result = NULL, *error = NULL;
     int err = rrpc_call(client, service, method, params, 0, &result, &error);

@@ -13,7 +13,7 @@ packages=(
   ruby ruby-redis python3 python3-redis
   python3-venv python3-pip python3-setuptools python3-wheel python3-pytest
   clang libclang-rt-14-dev libfuzzer-14-dev valgrind
-  man-db openssl stunnel4
+  man-db openssl stunnel4 clang-format
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -138,8 +138,19 @@ static int make_keys(rrpc_admin *a, const char *service, keys *k)
 
 /* ---- one service, in one round trip ---------------------------------------- */
 
-enum { R_TIME, R_WORKERS, R_INFO, R_CONFIG, R_EXISTS, R_QUEUE, R_DEAD, R_DEAD_TOTAL, R_MSTATS,
-       R_SHARDS, R_COUNT };
+enum {
+    R_TIME,
+    R_WORKERS,
+    R_INFO,
+    R_CONFIG,
+    R_EXISTS,
+    R_QUEUE,
+    R_DEAD,
+    R_DEAD_TOTAL,
+    R_MSTATS,
+    R_SHARDS,
+    R_COUNT
+};
 
 /* The requests queued on shards 1..SHARDS-1 of the service whose shard 0
  * is LIST (shard.c): one more round trip, taken only for sharded services. */
@@ -221,9 +232,8 @@ static int gather(rrpc_admin *a, const char *service, json_t **out)
         json_object_set_new(mstats, rrpc__reply_str(rrpc__reply_element(r[R_MSTATS], i), NULL),
                             json_integer(str_ll(rrpc__reply_element(r[R_MSTATS], i + 1))));
     *out = json_pack("{s:s, s:b, s:I, s:i, s:I, s:I, s:I, s:o, s:o}", "service", service,
-                     "registered", rrpc__reply_integer(r[R_EXISTS]) > 0, "queue",
-                     (json_int_t)queue, "shards", shards, "max_queue",
-                     (json_int_t)str_ll(r[R_CONFIG]), "dead",
+                     "registered", rrpc__reply_integer(r[R_EXISTS]) > 0, "queue", (json_int_t)queue,
+                     "shards", shards, "max_queue", (json_int_t)str_ll(r[R_CONFIG]), "dead",
                      (json_int_t)rrpc__reply_integer(r[R_DEAD]), "dead_total",
                      (json_int_t)str_ll(r[R_DEAD_TOTAL]), "workers", workers, "mstats", mstats);
     for (int i = 0; i < R_COUNT; i++)
@@ -292,7 +302,8 @@ static json_t *method_stats(const json_t *mstats, json_int_t *calls, json_int_t 
         json_decref(out);
         return NULL;
     }
-    json_object_foreach((json_t *)mstats, field, value) {
+    json_object_foreach((json_t *)mstats, field, value)
+    {
         const char *name;
         int what = parse_field(field, &name);
         if (what == -3)
@@ -373,9 +384,9 @@ int rrpc_admin_services(rrpc_admin *a, json_t **out)
         json_array_append_new(
             list, json_pack("{s:s, s:I, s:I, s:O, s:O, s:O, s:I, s:I}", "service", sorted[i],
                             "workers", (json_int_t)json_array_size(workers), "threads",
-                            sum_threads(workers), "queue", json_object_get(g, "queue"),
-                            "max_queue", json_object_get(g, "max_queue"), "dead",
-                            json_object_get(g, "dead"), "calls", calls, "errors", errors));
+                            sum_threads(workers), "queue", json_object_get(g, "queue"), "max_queue",
+                            json_object_get(g, "max_queue"), "dead", json_object_get(g, "dead"),
+                            "calls", calls, "errors", errors));
         json_decref(g);
     }
     free(sorted);
@@ -394,8 +405,10 @@ static json_t *union_methods(const json_t *workers)
     json_t *seen = json_object(), *methods = json_array();
     size_t i, j;
     json_t *w, *m;
-    json_array_foreach(workers, i, w) {
-        json_array_foreach(json_object_get(w, "methods"), j, m) {
+    json_array_foreach(workers, i, w)
+    {
+        json_array_foreach(json_object_get(w, "methods"), j, m)
+        {
             const char *name = json_string_value(json_object_get(m, "name"));
             if (name != NULL && json_object_get(seen, name) == NULL) {
                 json_object_set_new(seen, name, json_true());
@@ -419,17 +432,17 @@ int rrpc_admin_info(rrpc_admin *a, const char *service, json_t **out)
     size_t i;
     json_t *w;
     json_t *slim = json_array(); /* methods are listed once, below */
-    json_array_foreach(workers, i, w) {
+    json_array_foreach(workers, i, w)
+    {
         json_t *copy = json_copy(w);
         json_object_del(copy, "methods");
         json_array_append_new(slim, copy);
     }
-    *out = json_pack("{s:s, s:O, s:O, s:O, s:O, s:O, s:o, s:o}", "service", service,
-                     "registered", json_object_get(g, "registered"), "queue",
-                     json_object_get(g, "queue"), "shards", json_object_get(g, "shards"),
-                     "max_queue", json_object_get(g, "max_queue"), "dead",
-                     json_object_get(g, "dead"), "workers", slim, "methods",
-                     union_methods(workers));
+    *out = json_pack("{s:s, s:O, s:O, s:O, s:O, s:O, s:o, s:o}", "service", service, "registered",
+                     json_object_get(g, "registered"), "queue", json_object_get(g, "queue"),
+                     "shards", json_object_get(g, "shards"), "max_queue",
+                     json_object_get(g, "max_queue"), "dead", json_object_get(g, "dead"), "workers",
+                     slim, "methods", union_methods(workers));
     json_decref(g);
     return *out ? RRPC_OK : RRPC_ENOMEM;
 }
@@ -444,13 +457,13 @@ int rrpc_admin_stats(rrpc_admin *a, const char *service, json_t **out)
         return rc;
     json_int_t calls, errors;
     json_t *methods = method_stats(json_object_get(g, "mstats"), &calls, &errors);
-    *out = methods ? json_pack("{s:s, s:O, s:O, s:O, s:I, s:I, s:I, s:o}", "service", service,
-                               "queue", json_object_get(g, "queue"), "dead",
-                               json_object_get(g, "dead"), "dead_total",
-                               json_object_get(g, "dead_total"), "workers",
-                               (json_int_t)json_array_size(json_object_get(g, "workers")),
-                               "calls", calls, "errors", errors, "methods", methods)
-                   : NULL;
+    *out = methods
+               ? json_pack("{s:s, s:O, s:O, s:O, s:I, s:I, s:I, s:o}", "service", service, "queue",
+                           json_object_get(g, "queue"), "dead", json_object_get(g, "dead"),
+                           "dead_total", json_object_get(g, "dead_total"), "workers",
+                           (json_int_t)json_array_size(json_object_get(g, "workers")), "calls",
+                           calls, "errors", errors, "methods", methods)
+               : NULL;
     json_decref(g);
     return *out ? RRPC_OK : RRPC_ENOMEM;
 }
@@ -499,8 +512,7 @@ int rrpc_admin_dead_list(rrpc_admin *a, const char *service, long limit, json_t 
 }
 
 /* Runs one command and returns its reply (new) in *r. */
-static int command(rrpc_admin *a, rrpc__reply **r, int argc, const char **argv,
-                   const size_t *lens)
+static int command(rrpc_admin *a, rrpc__reply **r, int argc, const char **argv, const size_t *lens)
 {
     int rc = rrpc__conn_append(a->conn, argc, argv, lens);
     if (rc != RRPC_OK)

@@ -49,18 +49,18 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#define SLOT_BITS 22                     /* up to 4 Mi calls in flight */
-#define SLOT_MASK ((1u << SLOT_BITS) - 1)
-#define GEN_MASK 0x7fffffffu             /* ids stay below 2^53: exact in any JSON peer */
-#define NO_SLOT UINT32_MAX
-#define INLINE_BUF 384                   /* list key + request text of a typical call */
-#define KEEP_BUF_MAX 65536               /* larger buffers are not kept in the pool */
-#define ID_ROOM 24                       /* the id's digits and the closing brace */
-#define PUSH_GROUP_MAX 1024              /* values per RPUSH */
-#define POP_COUNT "512"
-#define POP_BLOCK_S "30"                 /* re-issued when idle; also keeps NATs awake */
-#define BACKOFF_MIN_S 0.05
-#define BACKOFF_MAX_S 5.0
+#define SLOT_BITS           22 /* up to 4 Mi calls in flight */
+#define SLOT_MASK           ((1u << SLOT_BITS) - 1)
+#define GEN_MASK            0x7fffffffu /* ids stay below 2^53: exact in any JSON peer */
+#define NO_SLOT             UINT32_MAX
+#define INLINE_BUF          384   /* list key + request text of a typical call */
+#define KEEP_BUF_MAX        65536 /* larger buffers are not kept in the pool */
+#define ID_ROOM             24    /* the id's digits and the closing brace */
+#define PUSH_GROUP_MAX      1024  /* values per RPUSH */
+#define POP_COUNT           "512"
+#define POP_BLOCK_S         "30" /* re-issued when idle; also keeps NATs awake */
+#define BACKOFF_MIN_S       0.05
+#define BACKOFF_MAX_S       5.0
 #define COMMON_TIMEOUTS_MAX 8
 
 typedef struct acall acall;
@@ -73,11 +73,11 @@ struct acall {
     rrpc_async_cb cb;
     void *udata;
     double timeout_s;
-    uint64_t id;     /* 0 while it holds no slot */
-    char *buf;       /* the list key, a NUL, then the request text */
-    size_t cap;      /* of buf */
-    size_t list_len; /* the list key's length */
-    size_t text_len; /* the request text's length (from buf + list_len + 1) */
+    uint64_t id;            /* 0 while it holds no slot */
+    char *buf;              /* the list key, a NUL, then the request text */
+    size_t cap;             /* of buf */
+    size_t list_len;        /* the list key's length */
+    size_t text_len;        /* the request text's length (from buf + list_len + 1) */
     unsigned notify : 1;    /* a notification: no id, no callback */
     unsigned in_outbox : 1; /* waiting for flush() to RPUSH it */
     unsigned done : 1;      /* finished while in the outbox: flush() recycles it */
@@ -318,8 +318,7 @@ static int append_method(rrpc_async *a, acall *c, size_t *used, const char *meth
         plain = ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\';
     }
     if (plain)
-        return append(c, used, "\"", 1) || append(c, used, method, n) ||
-                       append(c, used, "\"", 1)
+        return append(c, used, "\"", 1) || append(c, used, method, n) || append(c, used, "\"", 1)
                    ? RRPC_ENOMEM
                    : RRPC_OK;
     json_t *s = json_string(method);
@@ -377,9 +376,9 @@ static int build_request(rrpc_async *a, acall *c, const char *service, const cha
     }
     if (rc == RRPC_OK && !c->notify && a->clock.measured_at > 0) {
         char deadline[48];
-        int n = snprintf(deadline, sizeof deadline, ",\"deadline\":%lld",
-                         rrpc__clock_redis_ms(&a->clock) +
-                             (long long)(c->timeout_s * 1000.0 + 0.999));
+        int n =
+            snprintf(deadline, sizeof deadline, ",\"deadline\":%lld",
+                     rrpc__clock_redis_ms(&a->clock) + (long long)(c->timeout_s * 1000.0 + 0.999));
         rc = append(c, &used, deadline, (size_t)n);
     }
     if (rc == RRPC_OK)
@@ -435,8 +434,8 @@ static int take_slot(rrpc_async *a, acall *c)
     if (a->free_slot == NO_SLOT) {
         int rc = grow_slots(a);
         if (rc != RRPC_OK)
-            return set_error(a, rc, rc == RRPC_ESTATE ? "too many calls in flight"
-                                                      : "out of memory");
+            return set_error(a, rc,
+                             rc == RRPC_ESTATE ? "too many calls in flight" : "out of memory");
     }
     uint32_t i = a->free_slot;
     slot *s = &a->slots[i];
@@ -942,7 +941,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
         acall *c = q;
         q = q->next;
         int rc = atomic_load(&a->link_up) ? submit(a, c)
-                                           : set_error(a, RRPC_ECONNECT, "not connected to Redis");
+                                          : set_error(a, RRPC_ECONNECT, "not connected to Redis");
         if (rc != RRPC_OK)
             fail_unsubmitted(a, c, rc);
     }
@@ -1185,8 +1184,7 @@ size_t rrpc_async_in_flight(const rrpc_async *a)
 
 /* ---- calls ------------------------------------------------------------- */
 
-static int check_args(rrpc_async *a, const char *service, const char *method,
-                      const json_t *params)
+static int check_args(rrpc_async *a, const char *service, const char *method, const json_t *params)
 {
     if (service == NULL || service[0] == '\0')
         return set_error(a, RRPC_EINVAL, "service must be a non-empty string");
@@ -1280,8 +1278,7 @@ int rrpc_async_call(rrpc_async *a, const char *service, const char *method, cons
     return start(a, service, method, params, timeout_s, cb, udata);
 }
 
-int rrpc_async_notify(rrpc_async *a, const char *service, const char *method,
-                      const json_t *params)
+int rrpc_async_notify(rrpc_async *a, const char *service, const char *method, const json_t *params)
 {
     if (a == NULL)
         return RRPC_EINVAL;

@@ -174,8 +174,8 @@ static struct timeval to_timeval(double s)
 
 /* Creates the hiredis context and hooks it to the loop.  A failure that
  * hiredis detects at once (no such unix socket, bad address) ends here. */
-static int start_context(rrpc__alink *l, struct event_base *base, const rrpc__url *url,
-                         char *err, size_t errlen)
+static int start_context(rrpc__alink *l, struct event_base *base, const rrpc__url *url, char *err,
+                         size_t errlen)
 {
     l->ctx = url->path ? redisAsyncConnectUnix(url->path) : redisAsyncConnect(url->host, url->port);
     if (l->ctx == NULL)

@@ -262,8 +262,7 @@ static int push_and_wait_once(rrpc_client *c, const char *list, const char *text
     /* A registered service is awaited in slices, checking between them
      * that a worker is still alive (failfast.c). */
     while (pop_rc == RRPC_OK && rrpc__reply_type(popped) == RRPC__REPLY_NIL &&
-           limit_socket_to(c, ends) == RRPC_OK &&
-           rrpc__failfast_again(c->ff, c->conn, list, &st) &&
+           limit_socket_to(c, ends) == RRPC_OK && rrpc__failfast_again(c->ff, c->conn, list, &st) &&
            rrpc__failfast_next_wait(&st, timeout_text, sizeof timeout_text)) {
         rrpc__reply_free(popped);
         popped = NULL;

@@ -28,10 +28,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FRESH_S 1.0      /* how long a service's state is trusted */
-#define SLICE_S 1.0      /* wait slice while a registered service is awaited */
-#define CACHE_SIZE 16    /* services remembered per client */
-#define MAX_WAIT_S 1e8   /* the longest BLPOP timeout sent (about three years) */
+#define FRESH_S    1.0 /* how long a service's state is trusted */
+#define SLICE_S    1.0 /* wait slice while a registered service is awaited */
+#define CACHE_SIZE 16  /* services remembered per client */
+#define MAX_WAIT_S 1e8 /* the longest BLPOP timeout sent (about three years) */
 
 /* Checks the queue length and pushes in one step, so concurrent callers
  * cannot overshoot the limit.  Returns the new length, or -1 if full. */
@@ -219,8 +219,7 @@ int rrpc__failfast_append_push(rrpc__conn *c, const char *list, const char *text
     return rrpc__conn_appendv(c, 6, "EVAL", push_script, "1", list, text, max);
 }
 
-int rrpc__failfast_pushed(const rrpc__reply *r, const rrpc__svc_state *st, char *err,
-                          size_t errlen)
+int rrpc__failfast_pushed(const rrpc__reply *r, const rrpc__svc_state *st, char *err, size_t errlen)
 {
     if (st->max_queue > 0 && rrpc__reply_type(r) == RRPC__REPLY_INTEGER &&
         rrpc__reply_integer(r) < 0)
@@ -246,14 +245,13 @@ int rrpc__failfast_next_wait(rrpc__svc_state *st, char *text, size_t len)
     return n > 0 && (size_t)n < len;
 }
 
-int rrpc__failfast_again(rrpc__failfast *ff, rrpc__conn *c, const char *list,
-                         rrpc__svc_state *st)
+int rrpc__failfast_again(rrpc__failfast *ff, rrpc__conn *c, const char *list, rrpc__svc_state *st)
 {
     if (st->slice_s <= 0 || rrpc__monotonic() >= st->deadline)
         return 0;
     entry *e = lookup(ff, list);
-    if (e == NULL || (rrpc__monotonic() - e->fetched > FRESH_S * 0.5 &&
-                      refresh(c, list, e) != RRPC_OK))
+    if (e == NULL ||
+        (rrpc__monotonic() - e->fetched > FRESH_S * 0.5 && refresh(c, list, e) != RRPC_OK))
         return 1; /* cannot tell: keep waiting, the timeout still bounds it */
     if (e->registered && e->live == 0) {
         st->unavailable = 1;

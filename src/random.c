@@ -55,8 +55,7 @@ int rrpc__valid_name(const char *name)
     return 1;
 }
 
-int rrpc__key_join(char *buf, size_t len, const char *prefix, const char *name,
-                   const char *suffix)
+int rrpc__key_join(char *buf, size_t len, const char *prefix, const char *name, const char *suffix)
 {
     int n = snprintf(buf, len, "%s%s%s", prefix ? prefix : "", name, suffix ? suffix : "");
     if (n < 0 || (size_t)n >= len)

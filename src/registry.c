@@ -32,8 +32,8 @@
 #include <unistd.h>
 
 #define DEFAULT_INTERVAL_S 1.0
-#define DEFAULT_TTL_S 5.0
-#define SOCKET_TIMEOUT_S 5.0
+#define DEFAULT_TTL_S      5.0
+#define SOCKET_TIMEOUT_S   5.0
 /* How long a service stays "registered" (callers fail fast) after its last
  * heartbeat; then it is waited on like an unregistered one again. */
 #define REGISTERED_FOR_MS "3600000"
@@ -85,8 +85,8 @@ static json_t *rpc_ping(rrpc_request *req, void *udata)
     (void)req;
     const rrpc__registry *r = udata;
     return json_pack("{s:s, s:s, s:s, s:I, s:s, s:f}", "service", r->service, "worker", r->id,
-                     "host", r->host, "pid", (json_int_t)r->pid, "version", rrpc_version(),
-                     "time", rrpc__now());
+                     "host", r->host, "pid", (json_int_t)r->pid, "version", rrpc_version(), "time",
+                     rrpc__now());
 }
 
 /* ---- set-up -------------------------------------------------------------- */
@@ -133,8 +133,8 @@ rrpc__registry *rrpc__registry_new(const rrpc_server_options *opts, const char *
     make_id(r);
     r->methods = methods;
     r->enabled = opts->heartbeat;
-    r->interval_s = opts->heartbeat_interval_s > 0 ? opts->heartbeat_interval_s
-                                                   : DEFAULT_INTERVAL_S;
+    r->interval_s =
+        opts->heartbeat_interval_s > 0 ? opts->heartbeat_interval_s : DEFAULT_INTERVAL_S;
     r->ttl_s = opts->heartbeat_ttl_s > 0 ? opts->heartbeat_ttl_s : DEFAULT_TTL_S;
     if (r->ttl_s < 2 * r->interval_s)
         r->ttl_s = 2 * r->interval_s; /* one late beat must not look like a death */
@@ -171,16 +171,14 @@ static char *build_record(const rrpc__registry *r, int threads)
     for (size_t i = 0; i < r->methods->count; i++) {
         const rrpc__method *m = &r->methods->items[i];
         json_t *shape = json_object_get(r->params, m->name);
-        json_array_append_new(methods,
-                              json_pack("{s:s, s:s?, s:O?}", "name", m->name, "description",
-                                        m->description, "params", shape));
+        json_array_append_new(methods, json_pack("{s:s, s:s?, s:O?}", "name", m->name,
+                                                 "description", m->description, "params", shape));
     }
-    json_t *rec = json_pack("{s:s, s:s, s:s, s:I, s:s, s:i, s:f, s:f, s:f, s:I, s:i, s:o}",
-                            "id", r->id, "service", r->service, "host", r->host, "pid",
-                            (json_int_t)r->pid, "version", rrpc_version(), "threads", threads,
-                            "started", r->started, "heartbeat_s", r->interval_s, "ttl_s",
-                            r->ttl_s, "max_queue", (json_int_t)r->max_queue, "shards",
-                            r->shards, "methods", methods);
+    json_t *rec = json_pack(
+        "{s:s, s:s, s:s, s:I, s:s, s:i, s:f, s:f, s:f, s:I, s:i, s:o}", "id", r->id, "service",
+        r->service, "host", r->host, "pid", (json_int_t)r->pid, "version", rrpc_version(),
+        "threads", threads, "started", r->started, "heartbeat_s", r->interval_s, "ttl_s", r->ttl_s,
+        "max_queue", (json_int_t)r->max_queue, "shards", r->shards, "methods", methods);
     char *text = rec ? json_dumps(rec, RRPC__JSON_ENCODE_FLAGS) : NULL;
     json_decref(rec);
     return text;

@@ -18,11 +18,11 @@
  * them, so a value never changes meaning once released. */
 enum cli_exit {
     CLI_EXIT_OK = 0,
-    CLI_EXIT_REMOTE = 1,   /* the service answered with a JSON-RPC error */
-    CLI_EXIT_USAGE = 2,    /* bad command line */
-    CLI_EXIT_TIMEOUT = 3,  /* no reply in time */
-    CLI_EXIT_CONNECT = 4,  /* Redis unreachable, refused us, or errored */
-    CLI_EXIT_INTERNAL = 5, /* anything else, e.g. a malformed reply */
+    CLI_EXIT_REMOTE = 1,      /* the service answered with a JSON-RPC error */
+    CLI_EXIT_USAGE = 2,       /* bad command line */
+    CLI_EXIT_TIMEOUT = 3,     /* no reply in time */
+    CLI_EXIT_CONNECT = 4,     /* Redis unreachable, refused us, or errored */
+    CLI_EXIT_INTERNAL = 5,    /* anything else, e.g. a malformed reply */
     CLI_EXIT_UNAVAILABLE = 6, /* the service registered workers but none is alive */
     CLI_EXIT_OVERLOADED = 7   /* the service's queue is full (max_queue) */
 };

@@ -21,7 +21,7 @@ enum { OPT_IDEMPOTENCY_KEY = CLI_OPT_FIRST_FREE };
 
 struct call_args {
     struct cli_connection conn;
-    double timeout_s; /* 0: the client's default */
+    double timeout_s;            /* 0: the client's default */
     const char *idempotency_key; /* notify: NULL, or the notification's key */
     int pretty;
     int help;
@@ -107,23 +107,15 @@ static void usage_notify(FILE *out)
 static int apply_option(const char *prog, int opt, struct call_args *args)
 {
     switch (opt) {
-    case 'h':
-        args->help = 1;
-        return CLI_EXIT_OK;
-    case CLI_OPT_REDIS:
-        args->conn.url = optarg;
-        return CLI_EXIT_OK;
-    case CLI_OPT_PREFIX:
-        args->conn.prefix = optarg;
-        return CLI_EXIT_OK;
+    case 'h': args->help = 1; return CLI_EXIT_OK;
+    case CLI_OPT_REDIS: args->conn.url = optarg; return CLI_EXIT_OK;
+    case CLI_OPT_PREFIX: args->conn.prefix = optarg; return CLI_EXIT_OK;
     case CLI_OPT_TIMEOUT:
         if (cli_parse_seconds(optarg, &args->timeout_s) != 0)
             return cli_usage_error(prog, "--timeout wants a positive number of seconds, not '%s'",
                                    optarg);
         return CLI_EXIT_OK;
-    case CLI_OPT_PRETTY:
-        args->pretty = 1;
-        return CLI_EXIT_OK;
+    case CLI_OPT_PRETTY: args->pretty = 1; return CLI_EXIT_OK;
     case OPT_IDEMPOTENCY_KEY:
         if (*optarg == '\0')
             return cli_usage_error(prog, "--idempotency-key wants a non-empty key");
@@ -149,8 +141,7 @@ static int apply_operands(const char *prog, int count, char **operands, struct c
 
 /* Fills ARGS from the command line.  Stops early, with args->help set,
  * when help was asked for. */
-static int parse_args(int argc, char **argv, const struct option *options,
-                      struct call_args *args)
+static int parse_args(int argc, char **argv, const struct option *options, struct call_args *args)
 {
     const char *prog = argv[0];
     int opt;
@@ -191,8 +182,8 @@ static int perform_call(const char *prog, rrpc_client *client, const struct call
 {
     json_t *result = NULL;
     json_t *error = NULL;
-    int err = rrpc_call(client, args->service, args->method, args->params, args->timeout_s,
-                        &result, &error);
+    int err = rrpc_call(client, args->service, args->method, args->params, args->timeout_s, &result,
+                        &error);
     int status;
     if (err == RRPC_OK)
         status = print_result(prog, result, args->pretty);

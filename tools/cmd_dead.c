@@ -32,7 +32,8 @@ static void list_table(const json_t *letters)
     json_t *d;
     char reason_text[37], message_text[81];
     printf("%-19s %-36s %s\n", "TIME", "REASON", "MESSAGE");
-    json_array_foreach(letters, i, d) {
+    json_array_foreach(letters, i, d)
+    {
         if (!json_is_object(d)) {
             printf("%-19s %-36s %s\n", "?", "(not a dead-letter record)",
                    cli_safe(message_text, sizeof message_text,

@@ -35,20 +35,18 @@ static void usage(FILE *out)
 }
 
 /* One ping; on a round trip fills *entry (new) and returns RRPC_OK. */
-static int ping_once(rrpc_client *client, const char *service, double timeout_s,
-                     json_t **entry)
+static int ping_once(rrpc_client *client, const char *service, double timeout_s, json_t **entry)
 {
     json_t *result = NULL, *error = NULL;
     double start = now_s();
     int err = rrpc_call(client, service, "rpc.ping", NULL, timeout_s, &result, &error);
     double ms = (now_s() - start) * 1000.0;
-    int not_found = err == RRPC_EREMOTE &&
-                    json_integer_value(json_object_get(error, "code")) ==
-                        RRPC_JSONRPC_METHOD_NOT_FOUND;
+    int not_found = err == RRPC_EREMOTE && json_integer_value(json_object_get(error, "code")) ==
+                                               RRPC_JSONRPC_METHOD_NOT_FOUND;
     if (err == RRPC_OK || not_found) {
         *entry = json_pack("{s:f, s:s?, s:b}", "latency_ms", ms, "worker",
-                           json_string_value(json_object_get(result, "worker")),
-                           "method_not_found", not_found);
+                           json_string_value(json_object_get(result, "worker")), "method_not_found",
+                           not_found);
         err = RRPC_OK;
     }
     json_decref(result);
@@ -74,15 +72,16 @@ static json_t *summary(const char *service, json_t *pings)
     double min = 0, max = 0, sum = 0;
     size_t i;
     json_t *p;
-    json_array_foreach(pings, i, p) {
+    json_array_foreach(pings, i, p)
+    {
         double ms = json_number_value(json_object_get(p, "latency_ms"));
         min = i == 0 || ms < min ? ms : min;
         max = ms > max ? ms : max;
         sum += ms;
     }
     size_t n = json_array_size(pings);
-    return json_pack("{s:s, s:o, s:f, s:f, s:f}", "service", service, "pings", pings, "min_ms",
-                     min, "avg_ms", n ? sum / (double)n : 0.0, "max_ms", max);
+    return json_pack("{s:s, s:o, s:f, s:f, s:f}", "service", service, "pings", pings, "min_ms", min,
+                     "avg_ms", n ? sum / (double)n : 0.0, "max_ms", max);
 }
 
 int cmd_ping(int argc, char **argv)

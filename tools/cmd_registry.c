@@ -46,7 +46,8 @@ static void ls_table(const json_t *doc)
     char name[256];
     printf("%-24s %7s %7s %7s %9s %7s %10s %8s\n", "SERVICE", "WORKERS", "THREADS", "QUEUE",
            "MAX_QUEUE", "DEAD", "CALLS", "ERRORS");
-    json_array_foreach(doc, i, s) {
+    json_array_foreach(doc, i, s)
+    {
         char limit[32];
         limit_text(limit, sizeof limit, ops_int(s, "max_queue"));
         printf("%-24s %7lld %7lld %7lld %9s %7lld %10lld %8lld\n",
@@ -75,7 +76,8 @@ static void info_table(const json_t *doc)
            "EXPIRES_IN");
     size_t i;
     json_t *w;
-    json_array_foreach(workers, i, w) {
+    json_array_foreach(workers, i, w)
+    {
         printf("%-36s %-16s %8lld %7lld %-12s %9.1fs\n", SAFE(a, str_or(w, "id", "?")),
                SAFE(b, str_or(w, "host", "?")), ops_int(w, "pid"), ops_int(w, "threads"),
                SAFE(c, str_or(w, "version", "?")),
@@ -84,7 +86,8 @@ static void info_table(const json_t *doc)
     if (json_array_size(workers) == 0)
         puts("(no live workers)");
     printf("\n%-20s %-28s %s\n", "METHOD", "PARAMS", "DESCRIPTION");
-    json_array_foreach(json_object_get(doc, "methods"), i, w) {
+    json_array_foreach(json_object_get(doc, "methods"), i, w)
+    {
         json_t *params = json_object_get(w, "params");
         char *shape = params ? json_dumps(params, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
         printf("%-20s %-28s %s\n", SAFE(a, str_or(w, "name", "?")), SAFE(b, shape ? shape : "-"),
@@ -102,7 +105,8 @@ static void stats_table(const json_t *doc)
     printf("%-24s %10s %8s %10s %10s\n", "METHOD", "CALLS", "ERRORS", "P50_MS", "P99_MS");
     const char *name;
     json_t *m;
-    json_object_foreach(json_object_get(doc, "methods"), name, m) {
+    json_object_foreach(json_object_get(doc, "methods"), name, m)
+    {
         printf("%-24s %10lld %8lld %10.3f %10.3f\n", SAFE(a, name), ops_int(m, "calls"),
                ops_int(m, "errors"), json_number_value(json_object_get(m, "p50_ms")),
                json_number_value(json_object_get(m, "p99_ms")));

@@ -49,7 +49,8 @@ static void add_rates(json_t *services, json_t *prev, double elapsed)
 {
     size_t i;
     json_t *s;
-    json_array_foreach(services, i, s) {
+    json_array_foreach(services, i, s)
+    {
         const char *name = json_string_value(json_object_get(s, "service"));
         json_t *before = json_object_get(prev, name);
         long long calls = ops_int(s, "calls"), errors = ops_int(s, "errors");
@@ -60,8 +61,7 @@ static void add_rates(json_t *services, json_t *prev, double elapsed)
         }
         json_object_set_new(s, "calls_per_s", json_real(cps < 0 ? 0 : cps));
         json_object_set_new(s, "errors_per_s", json_real(eps < 0 ? 0 : eps));
-        json_object_set_new(prev, name, json_pack("[I,I]", (json_int_t)calls,
-                                                  (json_int_t)errors));
+        json_object_set_new(prev, name, json_pack("[I,I]", (json_int_t)calls, (json_int_t)errors));
     }
 }
 
@@ -78,7 +78,8 @@ static void draw(const json_t *services, int tty, double interval)
            "DEAD", "CALLS/S", "ERRORS/S", "CALLS");
     size_t i;
     json_t *s;
-    json_array_foreach(services, i, s) {
+    json_array_foreach(services, i, s)
+    {
         char limit[32], name[256]; /* a service name is anyone's text: escaped */
         const char *service = json_string_value(json_object_get(s, "service"));
         if (ops_int(s, "max_queue") > 0)
@@ -126,8 +127,7 @@ int cmd_top(int argc, char **argv)
         add_rates(services, prev, last > 0 ? t - last : 0);
         last = t;
         if (args.json) {
-            json_t *doc = json_pack("{s:f, s:O}", "time", (double)time(NULL), "services",
-                                    services);
+            json_t *doc = json_pack("{s:f, s:O}", "time", (double)time(NULL), "services", services);
             status = ops_print_json(prog, doc);
             json_decref(doc);
         } else {

@@ -9,12 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum {
-    OPT_INTERVAL = CLI_OPT_FIRST_FREE,
-    OPT_COUNT,
-    OPT_LIMIT,
-    OPT_ITERATIONS
-};
+enum { OPT_INTERVAL = CLI_OPT_FIRST_FREE, OPT_COUNT, OPT_LIMIT, OPT_ITERATIONS };
 
 static const struct option options[] = {
     {"redis", required_argument, NULL, CLI_OPT_REDIS},
@@ -69,9 +64,7 @@ static int apply(const char *prog, int opt, unsigned flags, struct ops_args *a)
     case OPT_COUNT: return parse_count(prog, "count", optarg, &a->count);
     case OPT_LIMIT: return parse_count(prog, "limit", optarg, &a->limit);
     case OPT_ITERATIONS: return parse_count(prog, "iterations", optarg, &a->iterations);
-    default:
-        fprintf(stderr, "Try '%s --help'.\n", prog);
-        return CLI_EXIT_USAGE;
+    default: fprintf(stderr, "Try '%s --help'.\n", prog); return CLI_EXIT_USAGE;
     }
 }
 

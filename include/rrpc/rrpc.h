@@ -41,9 +41,9 @@ extern "C" {
 
 /* The version; equal to the VERSION file at the top of the source tree, as
  * configuring checks. */
-#define RRPC_VERSION_MAJOR 0
-#define RRPC_VERSION_MINOR 2
-#define RRPC_VERSION_PATCH 0
+#define RRPC_VERSION_MAJOR  0
+#define RRPC_VERSION_MINOR  2
+#define RRPC_VERSION_PATCH  0
 #define RRPC_VERSION_STRING "0.2.0"
 
 /* ------------------------------------------------------------------ */
@@ -52,20 +52,20 @@ extern "C" {
 
 typedef enum rrpc_err {
     RRPC_OK = 0,
-    RRPC_EINVAL = -1,      /* an argument was invalid (NULL, bad name, bad JSON) */
-    RRPC_ENOMEM = -2,      /* out of memory */
-    RRPC_EURL = -3,        /* the Redis URL could not be parsed */
-    RRPC_ECONNECT = -4,    /* Redis could not be reached or the link broke */
-    RRPC_EAUTH = -5,       /* AUTH or SELECT was refused */
-    RRPC_EREDIS = -6,      /* Redis answered a command with an error */
-    RRPC_ETIMEDOUT = -7,   /* no reply arrived before the timeout */
-    RRPC_EPROTO = -8,      /* a peer sent something that is not valid JSON-RPC */
-    RRPC_EREMOTE = -9,     /* the peer answered with a JSON-RPC error object */
-    RRPC_ECANCELED = -10,  /* the call was cancelled (client closed or shut down) */
-    RRPC_ETOOBIG = -11,    /* the message is larger than the configured limit */
-    RRPC_EEXIST = -12,     /* a method of that name is already registered */
-    RRPC_ESTATE = -13,     /* the handle is in the wrong state for this call */
-    RRPC_ESYS = -14,       /* an operating-system call failed (threads, signals) */
+    RRPC_EINVAL = -1,        /* an argument was invalid (NULL, bad name, bad JSON) */
+    RRPC_ENOMEM = -2,        /* out of memory */
+    RRPC_EURL = -3,          /* the Redis URL could not be parsed */
+    RRPC_ECONNECT = -4,      /* Redis could not be reached or the link broke */
+    RRPC_EAUTH = -5,         /* AUTH or SELECT was refused */
+    RRPC_EREDIS = -6,        /* Redis answered a command with an error */
+    RRPC_ETIMEDOUT = -7,     /* no reply arrived before the timeout */
+    RRPC_EPROTO = -8,        /* a peer sent something that is not valid JSON-RPC */
+    RRPC_EREMOTE = -9,       /* the peer answered with a JSON-RPC error object */
+    RRPC_ECANCELED = -10,    /* the call was cancelled (client closed or shut down) */
+    RRPC_ETOOBIG = -11,      /* the message is larger than the configured limit */
+    RRPC_EEXIST = -12,       /* a method of that name is already registered */
+    RRPC_ESTATE = -13,       /* the handle is in the wrong state for this call */
+    RRPC_ESYS = -14,         /* an operating-system call failed (threads, signals) */
     RRPC_EUNAVAILABLE = -15, /* the service registered workers, but none is alive */
     RRPC_EOVERLOADED = -16   /* the service's queue is at its max_queue: call refused */
 } rrpc_err;
@@ -131,11 +131,11 @@ RRPC_EXPORT void rrpc_set_log_fn(rrpc_log_fn fn, void *udata);
 RRPC_EXPORT const char *rrpc_safe_text(char *out, size_t len, const char *text, unsigned flags);
 
 /* JSON-RPC 2.0 error codes (spec section 5.1). */
-#define RRPC_JSONRPC_PARSE_ERROR -32700
-#define RRPC_JSONRPC_INVALID_REQUEST -32600
+#define RRPC_JSONRPC_PARSE_ERROR      -32700
+#define RRPC_JSONRPC_INVALID_REQUEST  -32600
 #define RRPC_JSONRPC_METHOD_NOT_FOUND -32601
-#define RRPC_JSONRPC_INVALID_PARAMS -32602
-#define RRPC_JSONRPC_INTERNAL_ERROR -32603
+#define RRPC_JSONRPC_INVALID_PARAMS   -32602
+#define RRPC_JSONRPC_INTERNAL_ERROR   -32603
 /* Implementation-defined server error (spec range -32000..-32099): the
  * request's deadline passed before a worker could run it. */
 #define RRPC_JSONRPC_DEADLINE_EXCEEDED -32000
@@ -217,8 +217,8 @@ static inline void rrpc_client_options_init(rrpc_client_options *opts)
  * or beyond this library's struct with a nonzero byte there (an option
  * this librrpc does not know) is RRPC_EINVAL; so for every function that
  * takes an options struct. */
-RRPC_EXPORT int rrpc_client_open(rrpc_client **out, const rrpc_client_options *opts,
-                                 char *errmsg, size_t errmsg_len);
+RRPC_EXPORT int rrpc_client_open(rrpc_client **out, const rrpc_client_options *opts, char *errmsg,
+                                 size_t errmsg_len);
 
 /* Closes the connection and frees the handle.  NULL is allowed. */
 RRPC_EXPORT void rrpc_client_close(rrpc_client *client);
@@ -242,8 +242,7 @@ RRPC_EXPORT const char *rrpc_client_errmsg(const rrpc_client *client);
  * On any failure *result is NULL; *error is NULL unless RRPC_EREMOTE.
  * error may be NULL if the caller does not want the object. */
 RRPC_EXPORT int rrpc_call(rrpc_client *client, const char *service, const char *method,
-                          const json_t *params, double timeout_s, json_t **result,
-                          json_t **error);
+                          const json_t *params, double timeout_s, json_t **result, json_t **error);
 
 /* Sends a notification: no id, no reply, no reply key.  Returns once
  * Redis has accepted it. */
@@ -284,21 +283,21 @@ typedef struct rrpc_request rrpc_request;
 typedef json_t *(*rrpc_method_fn)(rrpc_request *req, void *udata);
 
 typedef struct rrpc_server_options {
-    size_t size;                /* as in rrpc_client_options: set by _init */
-    const char *url;            /* as in rrpc_client_options; copied */
-    const char *key_prefix;     /* as in rrpc_client_options; copied */
-    const char *service;        /* the service name (request list key); required */
-    int workers;                /* worker threads; 0 = number of CPU cores */
-    int reply_ttl_s;            /* expiry of reply keys; default 60 */
-    size_t max_request_bytes;   /* larger requests go to the dead letters; default 1 MiB */
-    long dead_letter_max;       /* length bound of <service>:dead; default 1000 */
-    int batch_max;              /* requests popped at once per worker; default 128.
-                                 * After a handler slower than 20 ms the workers take
-                                 * one at a time, and double back up while handlers
-                                 * are quick; the rest of a batch held up by a slow
-                                 * handler goes back to the list (at-most-once) */
-    int handle_signals;         /* stop on SIGINT/SIGTERM in rrpc_server_run; default 1 */
-    double connect_timeout_s;   /* default 5 */
+    size_t size;              /* as in rrpc_client_options: set by _init */
+    const char *url;          /* as in rrpc_client_options; copied */
+    const char *key_prefix;   /* as in rrpc_client_options; copied */
+    const char *service;      /* the service name (request list key); required */
+    int workers;              /* worker threads; 0 = number of CPU cores */
+    int reply_ttl_s;          /* expiry of reply keys; default 60 */
+    size_t max_request_bytes; /* larger requests go to the dead letters; default 1 MiB */
+    long dead_letter_max;     /* length bound of <service>:dead; default 1000 */
+    int batch_max;            /* requests popped at once per worker; default 128.
+                               * After a handler slower than 20 ms the workers take
+                               * one at a time, and double back up while handlers
+                               * are quick; the rest of a batch held up by a slow
+                               * handler goes back to the list (at-most-once) */
+    int handle_signals;       /* stop on SIGINT/SIGTERM in rrpc_server_run; default 1 */
+    double connect_timeout_s; /* default 5 */
     /* Delivery mode (docs/RELIABILITY.md).  0 (default): at-most-once, as
      * in the seed: a request popped by a worker that dies is lost.  1:
      * at-least-once: requests move to a per-worker in-flight hash until
@@ -312,9 +311,9 @@ typedef struct rrpc_server_options {
      * not noeviction, and when key_prefix + service is longer than 361
      * bytes (its keys would not fit). */
     int reliable;
-    int max_deliveries;         /* reliable: a request that was taken by this many
-                                 * workers that died becomes a dead letter; default 3 */
-    double dedup_window_s;      /* reliable: how long answers are remembered; default 600 */
+    int max_deliveries;    /* reliable: a request that was taken by this many
+                            * workers that died becomes a dead letter; default 3 */
+    double dedup_window_s; /* reliable: how long answers are remembered; default 600 */
     /* Registry (docs/PROTOCOL.md section 9).  With heartbeat on (default 1)
      * the server registers one record for itself (all its threads) with
      * its methods, refreshes it every heartbeat_interval_s seconds (default
@@ -424,18 +423,18 @@ RRPC_EXPORT void rrpc_server_stop(rrpc_server *server);
 
 /* Counters since the server started.  All fields are totals. */
 typedef struct rrpc_server_stats {
-    uint64_t requests;       /* request objects handled (batch elements count singly) */
-    uint64_t notifications;  /* of which notifications */
-    uint64_t errors;         /* responses that carried an error */
-    uint64_t dead_letters;   /* messages sent to the dead-letter list */
-    uint64_t expired;        /* requests not run because their deadline had passed */
-    uint64_t duplicates;     /* reliable: repeated requests answered from memory */
-    uint64_t redelivered;    /* reliable: requests of dead workers put back */
-    uint64_t given_back;     /* requests handed back to the list unstarted because a
-                              * slow handler held up their batch */
-    uint64_t lost;           /* at-most-once: answers, dead letters, effects and handed-back
-                              * requests Redis never took (out of memory past the reply TTL,
-                              * refused, or unconfirmed at stop); each is logged "LOST" */
+    uint64_t requests;      /* request objects handled (batch elements count singly) */
+    uint64_t notifications; /* of which notifications */
+    uint64_t errors;        /* responses that carried an error */
+    uint64_t dead_letters;  /* messages sent to the dead-letter list */
+    uint64_t expired;       /* requests not run because their deadline had passed */
+    uint64_t duplicates;    /* reliable: repeated requests answered from memory */
+    uint64_t redelivered;   /* reliable: requests of dead workers put back */
+    uint64_t given_back;    /* requests handed back to the list unstarted because a
+                             * slow handler held up their batch */
+    uint64_t lost;          /* at-most-once: answers, dead letters, effects and handed-back
+                             * requests Redis never took (out of memory past the reply TTL,
+                             * refused, or unconfirmed at stop); each is logged "LOST" */
 } rrpc_server_stats;
 
 /* Copies the counters into the SIZE bytes at STATS: the fields that fit
@@ -489,8 +488,7 @@ RRPC_EXPORT int rrpc_request_add_effect(rrpc_request *req, int argc, const char 
  * and returns RRPC_OK.  If the parameter is missing or has the wrong type it
  * sets an invalid-params (-32602) error on REQ naming the parameter and
  * returns RRPC_EINVAL, so a handler can simply `return NULL;`. */
-RRPC_EXPORT int rrpc_param_int(rrpc_request *req, size_t pos, const char *name,
-                               json_int_t *out);
+RRPC_EXPORT int rrpc_param_int(rrpc_request *req, size_t pos, const char *name, json_int_t *out);
 RRPC_EXPORT int rrpc_param_number(rrpc_request *req, size_t pos, const char *name, double *out);
 /* *out is borrowed from the params: valid during the handler. */
 RRPC_EXPORT int rrpc_param_string(rrpc_request *req, size_t pos, const char *name,
@@ -514,16 +512,16 @@ typedef struct rrpc_admin rrpc_admin;
 
 /* Connects with the url, key_prefix and connect_timeout_s of OPTS (NULL:
  * defaults).  On RRPC_OK *out is a new handle to rrpc_admin_close(). */
-RRPC_EXPORT int rrpc_admin_open(rrpc_admin **out, const rrpc_client_options *opts,
-                                char *errmsg, size_t errmsg_len);
+RRPC_EXPORT int rrpc_admin_open(rrpc_admin **out, const rrpc_client_options *opts, char *errmsg,
+                                size_t errmsg_len);
 RRPC_EXPORT void rrpc_admin_close(rrpc_admin *admin);
 /* The message of the last failure.  Borrowed. */
 RRPC_EXPORT const char *rrpc_admin_errmsg(const rrpc_admin *admin);
 
 /* Every registered service, sorted by name.  *out (new) is an array of
  * {"service", "workers" (live), "threads" (of live workers), "queue"
- * (list length, summed over the lists of a sharded service), "max_queue", "dead" (dead letters held), "calls",
- * "errors" (totals over all methods and workers)}. */
+ * (list length, summed over the lists of a sharded service), "max_queue", "dead" (dead letters
+ * held), "calls", "errors" (totals over all methods and workers)}. */
 RRPC_EXPORT int rrpc_admin_services(rrpc_admin *admin, json_t **out);
 
 /* One service.  *out (new): {"service", "registered" (bool), "queue"

@@ -72,10 +72,8 @@ static _Thread_local int inside_call;
 static int outcome_ok(const expect *e, int status, json_t *result, json_t *error)
 {
     switch (e->kind) {
-    case K_ADD:
-        return status == RRPC_OK && !error && json_integer_value(result) == e->i + 1;
-    case K_NAMED:
-        return status == RRPC_OK && !error && json_integer_value(result) == e->i + 2;
+    case K_ADD: return status == RRPC_OK && !error && json_integer_value(result) == e->i + 1;
+    case K_NAMED: return status == RRPC_OK && !error && json_integer_value(result) == e->i + 2;
     case K_FAIL:
         return status == RRPC_EREMOTE && !result &&
                json_integer_value(json_object_get(error, "code")) == 42 &&

@@ -195,8 +195,8 @@ static void test_batch(rrpc_client *c)
     CHECK(json_array_size(responses) == 4);
     CHECK(json_integer_value(json_object_get(json_array_get(responses, 0), "result")) == 3);
     CHECK(json_is_null(json_array_get(responses, 1)));
-    CHECK(json_integer_value(json_object_get(
-              json_object_get(json_array_get(responses, 2), "error"), "code")) == -32601);
+    CHECK(json_integer_value(json_object_get(json_object_get(json_array_get(responses, 2), "error"),
+                                             "code")) == -32601);
     CHECK(json_integer_value(json_object_get(json_array_get(responses, 3), "result")) == 10);
     json_decref(responses);
     json_decref(calls);
@@ -310,7 +310,7 @@ static char *reply_on(const char *key, const char *seconds)
     return text;
 }
 
-#define SLEEP_REQ(ms, id)                                                                    \
+#define SLEEP_REQ(ms, id)                                                                          \
     "{\"jsonrpc\":\"2.0\",\"method\":\"sleep\",\"params\":[" #ms "],\"id\":\"" id "\"}"
 #define ADD_REQ(id) "{\"jsonrpc\":\"2.0\",\"method\":\"add\",\"params\":[1,2],\"id\":\"" id "\"}"
 
@@ -323,8 +323,8 @@ static void test_slow_handler_does_not_hold_its_batch(void)
     start_server(&r, "slow1", 1);
     WAIT_UNTIL(cmd_int(2, "ZCARD", "{slow1}:workers", NULL) == 1, 5);
     /* One worker takes all three in one pop (BLPOP + LPOP). */
-    rrpc__reply_free(cmd(5, "RPUSH", "slow1", SLEEP_REQ(100, "it:s1"), ADD_REQ("it:a1"),
-                         ADD_REQ("it:a2")));
+    rrpc__reply_free(
+        cmd(5, "RPUSH", "slow1", SLEEP_REQ(100, "it:s1"), ADD_REQ("it:a1"), ADD_REQ("it:a2")));
     char *a1 = reply_on("it:a1", "5"), *a2 = reply_on("it:a2", "5"), *s1 = reply_on("it:s1", "5");
     CHECK(a1 && strstr(a1, "\"result\":3") && a2 && strstr(a2, "\"result\":3") && s1);
     rrpc_server_stats st;
@@ -339,7 +339,7 @@ static void test_slow_handler_does_not_hold_its_batch(void)
     WAIT_UNTIL(cmd_int(2, "ZCARD", "{slow2}:workers", NULL) == 1, 5);
     rrpc__reply_free(cmd(3, "RPUSH", "slow2", SLEEP_REQ(50, "it:s2")));
     free(reply_on("it:s2", "5")); /* the workers have seen a slow handler */
-    rrpc__sleep(0.1);              /* both are back in BLPOP */
+    rrpc__sleep(0.1);             /* both are back in BLPOP */
     /* One worker busy for 200 ms; the other takes the 600 ms sleep and,
      * without the adaptation, the add behind it in the same pop. */
     rrpc__reply_free(cmd(3, "RPUSH", "slow2", SLEEP_REQ(200, "it:s4")));

@@ -166,7 +166,8 @@ static void test_registration_fields(void)
     int saw_add = 0, saw_ping = 0;
     size_t i;
     json_t *m;
-    json_array_foreach(json_object_get(info, "methods"), i, m) {
+    json_array_foreach(json_object_get(info, "methods"), i, m)
+    {
         const char *name = json_string_value(json_object_get(m, "name"));
         if (strcmp(name, "add") == 0) {
             saw_add = 1;

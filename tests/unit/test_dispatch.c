@@ -911,8 +911,7 @@ static void test_dead_letter_of_dispatch_outcome(void)
 /* A request text with a deadline DELTA_MS from now on the test clock. */
 static void with_deadline(char *buf, size_t len, const char *method, long long delta_ms)
 {
-    snprintf(buf, len,
-             "{\"jsonrpc\":\"2.0\",\"method\":\"%s\",\"id\":\"d\",\"deadline\":%lld}",
+    snprintf(buf, len, "{\"jsonrpc\":\"2.0\",\"method\":\"%s\",\"id\":\"d\",\"deadline\":%lld}",
              method, rrpc__clock_redis_ms(&test_clock) + delta_ms);
 }
 
@@ -946,8 +945,7 @@ static void test_handler_sees_and_passes_on_time_left(void)
     run(text, &out);
     json_t *r = out.response ? json_loads(out.response, 0, NULL) : NULL;
     double left = json_real_value(json_object_get(json_object_get(r, "result"), "left"));
-    double inherited =
-        json_real_value(json_object_get(json_object_get(r, "result"), "inherited"));
+    double inherited = json_real_value(json_object_get(json_object_get(r, "result"), "inherited"));
     CHECK(left > 1.5 && left <= 2.0);
     CHECK(inherited > 1.5 && inherited <= left);
     json_decref(r);
@@ -959,8 +957,7 @@ static void test_handler_sees_and_passes_on_time_left(void)
     rrpc__outcome_clear(&out);
     CHECK(rrpc__inherited_timeout(7) == 7); /* outside any handler */
     /* A deadline that is not a positive integer is ignored. */
-    run("{\"jsonrpc\":\"2.0\",\"method\":\"left\",\"id\":\"d\",\"deadline\":\"soon\"}",
-        &out);
+    run("{\"jsonrpc\":\"2.0\",\"method\":\"left\",\"id\":\"d\",\"deadline\":\"soon\"}", &out);
     CHECK(out.response && strstr(out.response, "\"left\":null"));
     rrpc__outcome_clear(&out);
 }
@@ -981,8 +978,10 @@ static void test_long_reply_key(void)
           memcmp(out.reply_key, key, sizeof key - 1) == 0 && out.dead_reason == NULL);
     rrpc__outcome_clear(&out);
     /* The same key as the id, escaped in JSON: decoded, it is shorter. */
-    snprintf(text, sizeof text, "{\"jsonrpc\":\"2.0\",\"method\":\"add\",\"params\":[1,2],"
-                                "\"id\":\"\\u006b%s\"}", key + 1);
+    snprintf(text, sizeof text,
+             "{\"jsonrpc\":\"2.0\",\"method\":\"add\",\"params\":[1,2],"
+             "\"id\":\"\\u006b%s\"}",
+             key + 1);
     run(text, &out);
     CHECK(out.reply_key != NULL && out.reply_key_len == sizeof key - 1 &&
           memcmp(out.reply_key, key, sizeof key - 1) == 0);

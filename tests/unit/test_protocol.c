@@ -284,7 +284,8 @@ static void test_reply_key_non_string_reply_to_is_ignored(void)
 /* Regression: "2.0" followed by a NUL and more is not "2.0". */
 static void test_validate_rejects_jsonrpc_with_nul(void)
 {
-    json_t *req = json_loads("{\"jsonrpc\":\"2.0\\u0000x\",\"method\":\"m\"}", JSON_ALLOW_NUL, NULL);
+    json_t *req =
+        json_loads("{\"jsonrpc\":\"2.0\\u0000x\",\"method\":\"m\"}", JSON_ALLOW_NUL, NULL);
     const char *why = NULL;
     CHECK_EQ_INT(rrpc__request_validate(req, &why), RRPC_JSONRPC_INVALID_REQUEST);
     json_decref(req);
@@ -295,8 +296,8 @@ static void test_validate_rejects_jsonrpc_with_nul(void)
 static void test_reply_key_with_nul_is_kept_whole(void)
 {
     char buf[64];
-    json_t *req = json_loads("{\"reply_to\":\"k\\u0000tail\",\"id\":\"fallback\"}",
-                             JSON_ALLOW_NUL, NULL);
+    json_t *req =
+        json_loads("{\"reply_to\":\"k\\u0000tail\",\"id\":\"fallback\"}", JSON_ALLOW_NUL, NULL);
     CHECK_EQ_INT(rrpc__reply_key(req, buf, sizeof buf), 6);
     CHECK(memcmp(buf, "k\0tail", 6) == 0);
     json_decref(req);

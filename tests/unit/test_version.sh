@@ -33,7 +33,7 @@ same() {
 
 # 1. The C header's macros (CMake checks them too; this says which one).
 h=$root/include/rrpc/rrpc.h
-macro() { sed -n "s/^#define RRPC_VERSION_$1 \"\{0,1\}\([^\"]*\)\"\{0,1\}\$/\1/p" "$h"; }
+macro() { sed -n "s/^#define RRPC_VERSION_$1  *\"\{0,1\}\([^\"]*\)\"\{0,1\}\$/\1/p" "$h"; }
 same "rrpc.h RRPC_VERSION_STRING" "$(macro STRING)"
 same "rrpc.h RRPC_VERSION_MAJOR.MINOR.PATCH" "$(macro MAJOR).$(macro MINOR).$(macro PATCH)"
 
