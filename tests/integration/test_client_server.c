@@ -453,6 +453,9 @@ int main(void)
         return 1;
     running r;
     start_server(&r, "t", 3);
+    /* The server starts on its own thread: wait until it is registered
+     * and live, so that fail fast does not see a service half-way up. */
+    WAIT_UNTIL(cmd_int(2, "ZCARD", "{t}:workers", NULL) == 1, 20);
     rrpc_client *c = open_client_with(NULL);
     test_call_result(c);
     test_remote_errors(c);
