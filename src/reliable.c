@@ -397,7 +397,7 @@ static int grow(rrpc__cmd *c, size_t need)
     return RRPC_OK;
 }
 
-static int add_arg(rrpc__cmd *c, const char *s, size_t len)
+int rrpc__cmd_add(rrpc__cmd *c, const char *s, size_t len)
 {
     if (grow(c, c->argc + 1) != RRPC_OK)
         return RRPC_ENOMEM;
@@ -413,7 +413,7 @@ static int add_arg(rrpc__cmd *c, const char *s, size_t len)
 
 static int add_str(rrpc__cmd *c, const char *s)
 {
-    return add_arg(c, s, strlen(s));
+    return rrpc__cmd_add(c, s, strlen(s));
 }
 
 static int add_num(rrpc__cmd *c, long long v)
@@ -448,7 +448,7 @@ static int add_answer(rrpc__cmd *c, const char *key, size_t key_len, const char 
     memcpy(answer, head, (size_t)n);
     memcpy(answer + n, key, key_len);
     memcpy(answer + (size_t)n + key_len, response, resp_len);
-    int rc = add_arg(c, answer, (size_t)n + key_len + resp_len);
+    int rc = rrpc__cmd_add(c, answer, (size_t)n + key_len + resp_len);
     free(answer);
     return rc;
 }
@@ -462,8 +462,8 @@ static int add_effects(rrpc__cmd *c, const json_t *effects)
     {
         rc = rc ? rc : add_num(c, (long long)json_array_size(cmd));
         for (size_t k = 0; rc == RRPC_OK && k < json_array_size(cmd); k++)
-            rc = add_arg(c, json_string_value(json_array_get(cmd, k)),
-                         json_string_length(json_array_get(cmd, k)));
+            rc = rrpc__cmd_add(c, json_string_value(json_array_get(cmd, k)),
+                               json_string_length(json_array_get(cmd, k)));
     }
     return rc;
 }
@@ -481,14 +481,14 @@ int rrpc__rel_commit_cmd(const rrpc__rel *r, rrpc__cmd *c, const rrpc__rel_commi
     rc = rc ? rc : add_str(c, done);
     rc = rc ? rc : add_str(c, r->opts.dead_key);
     rc = rc ? rc : add_str(c, r->opts.stats_key);
-    rc = rc ? rc : (with_reply ? add_arg(c, m->key, m->key_len) : RRPC_OK);
+    rc = rc ? rc : (with_reply ? rrpc__cmd_add(c, m->key, m->key_len) : RRPC_OK);
     rc = rc ? rc : add_str(c, m->field);
     if (m->again) /* the answer is remembered already: send it, remember nothing */
         rc = rc ? rc : add_str(c, "");
     else
         rc = rc ? rc : add_answer(c, m->key, m->key_len, m->response, m->response_len);
     rc = rc ? rc : add_str(c, r->window_text);
-    rc = rc ? rc : (with_reply ? add_arg(c, m->response, m->response_len) : add_str(c, ""));
+    rc = rc ? rc : (with_reply ? rrpc__cmd_add(c, m->response, m->response_len) : add_str(c, ""));
     rc = rc ? rc : add_str(c, m->reply_ttl);
     rc = rc ? rc : add_str(c, m->dead_letter ? m->dead_letter : "");
     rc = rc ? rc : add_str(c, r->trim_text);
@@ -532,7 +532,7 @@ int rrpc__rel_commit_dead(const rrpc__cmd *orig, rrpc__cmd *c, const char *dead_
         else if (i == letter)
             rc = add_str(c, dead_letter);
         else
-            rc = add_arg(c, orig->argv[i], orig->lens[i]);
+            rc = rrpc__cmd_add(c, orig->argv[i], orig->lens[i]);
     }
     if (rc != RRPC_OK)
         rrpc__cmd_free(c);

@@ -60,6 +60,8 @@ typedef struct rrpc__cmd {
     size_t argc, cap;
 } rrpc__cmd;
 void rrpc__cmd_free(rrpc__cmd *c);
+/* Appends a copy of the LEN bytes at S as the next argument of *C. */
+int rrpc__cmd_add(rrpc__cmd *c, const char *s, size_t len);
 
 /* The longest list key (prefix + service) whose reliable keys fit. */
 size_t rrpc__rel_max_list_key(void);

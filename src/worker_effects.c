@@ -40,35 +40,11 @@ const char rrpc__effects_script[] =
     "end\n"
     "return refused\n";
 
-static int cmd_add(rrpc__cmd *c, const char *s, size_t len)
-{
-    if (c->argc == c->cap) {
-        size_t cap = c->cap ? c->cap * 2 : 16;
-        char **argv = realloc(c->argv, cap * sizeof *argv);
-        if (argv == NULL)
-            return RRPC_ENOMEM;
-        c->argv = argv;
-        size_t *lens = realloc(c->lens, cap * sizeof *lens);
-        if (lens == NULL)
-            return RRPC_ENOMEM;
-        c->lens = lens;
-        c->cap = cap;
-    }
-    char *copy = malloc(len + 1);
-    if (copy == NULL)
-        return RRPC_ENOMEM;
-    memcpy(copy, s, len);
-    copy[len] = '\0';
-    c->argv[c->argc] = copy;
-    c->lens[c->argc++] = len;
-    return RRPC_OK;
-}
-
 static int cmd_add_num(rrpc__cmd *c, size_t n)
 {
     char text[24];
     snprintf(text, sizeof text, "%zu", n);
-    return cmd_add(c, text, strlen(text));
+    return rrpc__cmd_add(c, text, strlen(text));
 }
 
 /* The effects script call for EFFECTS into *C (owned); its guard key is
@@ -81,11 +57,11 @@ static int effects_cmd(worker *w, const json_t *effects, rrpc__cmd *c)
     snprintf(suffix, sizeof suffix, ":applied:%s:%llx", w->token, w->effects_sent++);
     if (rrpc__tagged_key(guard, sizeof guard, w->srv->list_key, suffix) != RRPC_OK)
         return RRPC_EINVAL;
-    int rc = cmd_add(c, "EVAL", 4);
-    rc = rc ? rc : cmd_add(c, rrpc__effects_script, strlen(rrpc__effects_script));
-    rc = rc ? rc : cmd_add(c, "1", 1);
-    rc = rc ? rc : cmd_add(c, guard, strlen(guard));
-    rc = rc ? rc : cmd_add(c, EFFECTS_GUARD_MS, strlen(EFFECTS_GUARD_MS));
+    int rc = rrpc__cmd_add(c, "EVAL", 4);
+    rc = rc ? rc : rrpc__cmd_add(c, rrpc__effects_script, strlen(rrpc__effects_script));
+    rc = rc ? rc : rrpc__cmd_add(c, "1", 1);
+    rc = rc ? rc : rrpc__cmd_add(c, guard, strlen(guard));
+    rc = rc ? rc : rrpc__cmd_add(c, EFFECTS_GUARD_MS, strlen(EFFECTS_GUARD_MS));
     rc = rc ? rc : cmd_add_num(c, json_array_size(effects));
     size_t i;
     const json_t *one;
@@ -93,8 +69,8 @@ static int effects_cmd(worker *w, const json_t *effects, rrpc__cmd *c)
     {
         rc = rc ? rc : cmd_add_num(c, json_array_size(one));
         for (size_t k = 0; rc == RRPC_OK && k < json_array_size(one); k++)
-            rc = cmd_add(c, json_string_value(json_array_get(one, k)),
-                         json_string_length(json_array_get(one, k)));
+            rc = rrpc__cmd_add(c, json_string_value(json_array_get(one, k)),
+                               json_string_length(json_array_get(one, k)));
     }
     return rc;
 }
