@@ -457,6 +457,21 @@ int main(void)
      * and live, so that fail fast does not see a service half-way up. */
     WAIT_UNTIL(cmd_int(2, "ZCARD", "{t}:workers", NULL) == 1, 20);
     rrpc_client *c = open_client_with(NULL);
+    /* Under valgrind, with other tests loading both cores, fail fast has
+     * been seen to judge the just-started service unavailable for its first
+     * calls (not understood yet; see the session notes): give it up to 20 s
+     * to be served before the checks. */
+    json_t *warm = json_pack("[i,i]", 0, 0), *ignored = NULL;
+    for (double until = rrpc__monotonic() + 20; rrpc__monotonic() < until; rrpc__sleep(0.2)) {
+        int rc = rrpc_call(c, "t", "add", warm, 5, &ignored, NULL);
+        json_decref(ignored);
+        ignored = NULL;
+        if (rc != RRPC_EUNAVAILABLE)
+            break;
+        fprintf(stderr, "test_client_server: service 't' judged unavailable at start: %s\n",
+                rrpc_client_errmsg(c));
+    }
+    json_decref(warm);
     test_call_result(c);
     test_remote_errors(c);
     test_timeout_withdraws_request(c);
