@@ -8,6 +8,7 @@
  * own clock, like everywhere else.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "keys.h"
 #include "internal.h"
 #include "opts.h"
 #include "protocol.h"
@@ -116,22 +117,12 @@ static long long str_ll(const rrpc__reply *r)
     return r && rrpc__reply_type(r) == RRPC__REPLY_STRING ? atoll(rrpc__reply_str(r, NULL)) : 0;
 }
 
-/* The keys of one service (PROTOCOL.md sections 1 and 9). */
-typedef struct keys {
-    char list[RRPC__KEY_MAX], dead[RRPC__KEY_MAX], stats[RRPC__KEY_MAX];
-    char workers[RRPC__KEY_MAX], info[RRPC__KEY_MAX], config[RRPC__KEY_MAX];
-    char mstats[RRPC__KEY_MAX];
-} keys;
+/* The keys of one service (PROTOCOL.md sections 1 and 9): keys.h. */
+typedef rrpc__service_keys keys;
 
 static int make_keys(rrpc_admin *a, const char *service, keys *k)
 {
-    if (rrpc__key_join(k->list, sizeof k->list, a->prefix, service, NULL) ||
-        rrpc__key_join(k->dead, sizeof k->dead, a->prefix, service, ":dead") ||
-        rrpc__key_join(k->stats, sizeof k->stats, a->prefix, service, ":stats") ||
-        rrpc__tagged_key(k->workers, sizeof k->workers, k->list, ":workers") ||
-        rrpc__tagged_key(k->info, sizeof k->info, k->list, ":info") ||
-        rrpc__tagged_key(k->config, sizeof k->config, k->list, ":config") ||
-        rrpc__tagged_key(k->mstats, sizeof k->mstats, k->list, ":mstats"))
+    if (rrpc__service_keys_init(k, a->prefix, service) != RRPC_OK)
         return rrpc__fail(a->errmsg, sizeof a->errmsg, RRPC_EINVAL, "service name too long");
     return RRPC_OK;
 }
@@ -359,7 +350,7 @@ int rrpc_admin_services(rrpc_admin *a, json_t **out)
         return rc != RRPC_OK ? rc : RRPC_EINVAL;
     *out = NULL;
     char index[RRPC__KEY_MAX];
-    rrpc__key_join(index, sizeof index, a->prefix, "rrpc:services", NULL);
+    rrpc__services_key(index, sizeof index, a->prefix);
     rrpc__reply *names = NULL;
     if ((rc = rrpc__conn_appendv(a->conn, 2, "SMEMBERS", index)) != RRPC_OK)
         return rrpc__fail(a->errmsg, sizeof a->errmsg, rc, "%s", rrpc__conn_errmsg(a->conn));
@@ -620,7 +611,7 @@ int rrpc_admin_forget(rrpc_admin *a, const char *service)
     if ((rc = make_keys(a, service, &k)) != RRPC_OK)
         return rc;
     char index[RRPC__KEY_MAX];
-    rrpc__key_join(index, sizeof index, a->prefix, "rrpc:services", NULL);
+    rrpc__services_key(index, sizeof index, a->prefix);
     rrpc__reply *r[2];
     if ((rc = rrpc__conn_appendv(a->conn, 4, "DEL", k.workers, k.info, k.config)) ||
         (rc = rrpc__conn_appendv(a->conn, 3, "SREM", index, service)))

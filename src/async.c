@@ -25,6 +25,8 @@
  * costs no allocation of ours in the steady state beyond the JSON values.
  */
 #define _GNU_SOURCE /* eventfd */
+#include "defaults.h"
+#include "keys.h"
 #include "internal.h"
 
 #include "async_cluster.h"
@@ -988,7 +990,9 @@ static void wake(rrpc_async *a)
 
 void rrpc_async_options_init_sized(rrpc_async_options *opts, size_t size)
 {
-    rrpc_async_options d = {.size = sizeof d, .timeout_s = 30, .connect_timeout_s = 5};
+    rrpc_async_options d = {.size = sizeof d,
+                            .timeout_s = RRPC__DEFAULT_CALL_TIMEOUT_S,
+                            .connect_timeout_s = RRPC__DEFAULT_CONNECT_TIMEOUT_S};
     rrpc__opts_init(opts, size, &d, sizeof d);
 }
 
@@ -1041,7 +1045,8 @@ static int init_config(rrpc_async *a, const rrpc_async_options *opts, char *errm
                        size_t errmsg_len)
 {
     a->timeout_s = rrpc__timeout_or(opts->timeout_s, 30);
-    a->connect_timeout_s = rrpc__timeout_or(opts->connect_timeout_s, 5);
+    a->connect_timeout_s =
+        rrpc__timeout_or(opts->connect_timeout_s, RRPC__DEFAULT_CONNECT_TIMEOUT_S);
     a->max_in_flight = opts->max_in_flight;
     a->own_loop = opts->event_base == NULL;
     a->free_slot = NO_SLOT;

@@ -27,6 +27,7 @@
  * a fresh event-loop callback.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "defaults.h"
 #include "async_transport.h"
 
 #include "internal.h"
@@ -221,7 +222,8 @@ static int open_resolved(rrpc__alink **out, struct event_base *base, const rrpc_
         rrpc__alink_close(l);
         return rc;
     }
-    struct timeval tv = to_timeval(connect_timeout_s > 0 ? connect_timeout_s : 5);
+    struct timeval tv =
+        to_timeval(connect_timeout_s > 0 ? connect_timeout_s : RRPC__DEFAULT_CONNECT_TIMEOUT_S);
     evtimer_add(l->connect_timer, &tv);
     *out = l;
     return RRPC_OK;

@@ -7,6 +7,8 @@
  * keeps seed-style workers that only know "reply to the id" working.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "defaults.h"
+#include "keys.h"
 #include "clock.h"
 #include "dispatch.h"
 #include "failfast.h"
@@ -47,8 +49,10 @@ struct rrpc_client {
 
 void rrpc_client_options_init_sized(rrpc_client_options *opts, size_t size)
 {
-    rrpc_client_options d = {
-        .size = sizeof d, .timeout_s = 30, .connect_timeout_s = 5, .fail_fast = 1};
+    rrpc_client_options d = {.size = sizeof d,
+                             .timeout_s = RRPC__DEFAULT_CALL_TIMEOUT_S,
+                             .connect_timeout_s = RRPC__DEFAULT_CONNECT_TIMEOUT_S,
+                             .fail_fast = 1};
     rrpc__opts_init(opts, size, &d, sizeof d);
 }
 

@@ -16,6 +16,7 @@
  * turn at no extra cost.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "keys.h"
 #include "clock.h"
 #include "failfast.h"
 #include "internal.h"
@@ -115,8 +116,8 @@ static int count_live(const rrpc__reply *zrange, long long now_ms)
 static int refresh(rrpc__conn *c, const char *list, entry *e)
 {
     char workers[RRPC__KEY_MAX], config[RRPC__KEY_MAX];
-    if (rrpc__tagged_key(workers, sizeof workers, list, ":workers") ||
-        rrpc__tagged_key(config, sizeof config, list, ":config"))
+    if (rrpc__tagged_key(workers, sizeof workers, list, RRPC__TAG_WORKERS) ||
+        rrpc__tagged_key(config, sizeof config, list, RRPC__TAG_CONFIG))
         return RRPC_EINVAL;
     rrpc__reply *r[5] = {NULL, NULL, NULL, NULL, NULL};
     int rc = rrpc__conn_appendv(c, 1, "TIME");

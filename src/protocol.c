@@ -6,6 +6,8 @@
  */
 #include "internal.h"
 #include "protocol.h"
+
+#include "keys.h"
 #include "shard.h"
 
 #include <math.h>
@@ -208,14 +210,15 @@ static int rrpc_key(const rrpc__key_rules *r, const char *key, size_t len)
     if (has_prefix(key, len, r->prefix, plen)) {
         const char *rest = key + plen;
         size_t rlen = len - plen;
-        if (has_prefix(rest, rlen, "rrpc:", 5) && !has_prefix(rest, rlen, "rrpc:reply:", 11))
+        if (has_prefix(rest, rlen, RRPC__KEY_NAMESPACE, sizeof RRPC__KEY_NAMESPACE - 1) &&
+            !has_prefix(rest, rlen, RRPC__KEY_REPLY, sizeof RRPC__KEY_REPLY - 1))
             return 1; /* rrpc:services, and whatever rrpc may add under rrpc: */
     }
     if (len > 0 && key[0] == '{')
         for (size_t i = 1; i + 1 < len; i++)
             if (key[i] == '}' && key[i + 1] == ':')
                 return 1; /* {L}:workers, {L}:inflight, {L}:done:... of any service */
-    return has_suffix(key, len, ":dead") || has_suffix(key, len, ":stats");
+    return has_suffix(key, len, RRPC__SUFFIX_DEAD) || has_suffix(key, len, RRPC__SUFFIX_STATS);
 }
 
 static int cmp_name(const void *a, const void *b)

@@ -36,15 +36,6 @@ int rrpc__random_hex128(char hex[33])
     return RRPC_OK;
 }
 
-int rrpc__new_reply_key(char *buf, size_t len, const char *prefix)
-{
-    char hex[33];
-    int rc = rrpc__random_hex128(hex);
-    if (rc != RRPC_OK)
-        return rc;
-    return rrpc__key_join(buf, len, prefix, "rrpc:reply:", hex);
-}
-
 int rrpc__valid_name(const char *name)
 {
     if (name == NULL || name[0] == '\0')
@@ -53,12 +44,4 @@ int rrpc__valid_name(const char *name)
         if (*p <= ' ' || *p == 0x7f)
             return 0; /* whitespace and control characters (PROTOCOL.md 1) */
     return 1;
-}
-
-int rrpc__key_join(char *buf, size_t len, const char *prefix, const char *name, const char *suffix)
-{
-    int n = snprintf(buf, len, "%s%s%s", prefix ? prefix : "", name, suffix ? suffix : "");
-    if (n < 0 || (size_t)n >= len)
-        return RRPC_EINVAL;
-    return RRPC_OK;
 }

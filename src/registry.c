@@ -12,6 +12,8 @@
  * identity.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "defaults.h"
+#include "keys.h"
 #include "clock.h"
 #include "dispatch.h"
 #include "internal.h"
@@ -31,8 +33,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define DEFAULT_INTERVAL_S 1.0
-#define DEFAULT_TTL_S      5.0
 #define SOCKET_TIMEOUT_S   5.0
 /* How long a service stays "registered" (callers fail fast) after its last
  * heartbeat; then it is waited on like an unregistered one again. */
@@ -72,12 +72,6 @@ struct rrpc__registry {
     char why[RRPC__ERRMSG_LEN]; /* the first refusal of the current beat */
 };
 
-int rrpc__tagged_key(char *buf, size_t len, const char *list_key, const char *suffix)
-{
-    int n = snprintf(buf, len, "{%s}%s", list_key, suffix);
-    return n < 0 || (size_t)n >= len ? RRPC_EINVAL : RRPC_OK;
-}
-
 /* ---- rpc.ping ------------------------------------------------------------ */
 
 static json_t *rpc_ping(rrpc_request *req, void *udata)
@@ -105,11 +99,11 @@ static void make_id(rrpc__registry *r)
 
 static int set_keys(rrpc__registry *r, const char *prefix, const char *list_key)
 {
-    if (rrpc__key_join(r->services_key, sizeof r->services_key, prefix, "rrpc:services", NULL) ||
-        rrpc__tagged_key(r->workers_key, sizeof r->workers_key, list_key, ":workers") ||
-        rrpc__tagged_key(r->info_key, sizeof r->info_key, list_key, ":info") ||
-        rrpc__tagged_key(r->config_key, sizeof r->config_key, list_key, ":config") ||
-        rrpc__tagged_key(r->mstats_key, sizeof r->mstats_key, list_key, ":mstats"))
+    if (rrpc__key_join(r->services_key, sizeof r->services_key, prefix, RRPC__KEY_SERVICES, NULL) ||
+        rrpc__tagged_key(r->workers_key, sizeof r->workers_key, list_key, RRPC__TAG_WORKERS) ||
+        rrpc__tagged_key(r->info_key, sizeof r->info_key, list_key, RRPC__TAG_INFO) ||
+        rrpc__tagged_key(r->config_key, sizeof r->config_key, list_key, RRPC__TAG_CONFIG) ||
+        rrpc__tagged_key(r->mstats_key, sizeof r->mstats_key, list_key, RRPC__TAG_MSTATS))
         return RRPC_EINVAL;
     return RRPC_OK;
 }
@@ -133,9 +127,9 @@ rrpc__registry *rrpc__registry_new(const rrpc_server_options *opts, const char *
     make_id(r);
     r->methods = methods;
     r->enabled = opts->heartbeat;
-    r->interval_s =
-        opts->heartbeat_interval_s > 0 ? opts->heartbeat_interval_s : DEFAULT_INTERVAL_S;
-    r->ttl_s = opts->heartbeat_ttl_s > 0 ? opts->heartbeat_ttl_s : DEFAULT_TTL_S;
+    r->interval_s = opts->heartbeat_interval_s > 0 ? opts->heartbeat_interval_s
+                                                   : RRPC__DEFAULT_HEARTBEAT_INTERVAL_S;
+    r->ttl_s = opts->heartbeat_ttl_s > 0 ? opts->heartbeat_ttl_s : RRPC__DEFAULT_HEARTBEAT_TTL_S;
     if (r->ttl_s < 2 * r->interval_s)
         r->ttl_s = 2 * r->interval_s; /* one late beat must not look like a death */
     r->max_queue = opts->max_queue > 0 ? opts->max_queue : 0;

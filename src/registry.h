@@ -9,9 +9,6 @@
 
 typedef struct rrpc__registry rrpc__registry;
 
-/* Builds "{LIST_KEY}SUFFIX": a per-service key in the list's cluster slot. */
-int rrpc__tagged_key(char *buf, size_t len, const char *list_key, const char *suffix);
-
 /* A registry for a server of SERVICE whose request list is LIST_KEY.
  * Registers the built-in rpc.ping into METHODS.  NULL when out of memory. */
 rrpc__registry *rrpc__registry_new(const rrpc_server_options *opts, const char *prefix,

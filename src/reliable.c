@@ -26,6 +26,7 @@
  * dead.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "keys.h"
 #include "clock.h"
 #include "internal.h"
 #include "log.h"
@@ -342,9 +343,10 @@ int rrpc__rel_init(rrpc__rel *r, const char *list_key, const char *service,
     r->list_key = list_key;
     int n1 = snprintf(r->tag, sizeof r->tag, "{%s}:", list_key);
     int n2 = snprintf(r->pid_id, sizeof r->pid_id, "%s:%ld:%s", host, (long)getpid(), hex);
-    int n3 = snprintf(r->set_key, sizeof r->set_key, "%sinflight", r->tag);
-    int n4 = snprintf(r->alive_key, sizeof r->alive_key, "%salive:%s", r->tag, r->pid_id);
-    int n5 = snprintf(r->done_prefix, sizeof r->done_prefix, "%sdone:", r->tag);
+    int n3 = snprintf(r->set_key, sizeof r->set_key, "%s" RRPC__TAG_INFLIGHT, r->tag);
+    int n4 =
+        snprintf(r->alive_key, sizeof r->alive_key, "%s" RRPC__TAG_ALIVE "%s", r->tag, r->pid_id);
+    int n5 = snprintf(r->done_prefix, sizeof r->done_prefix, "%s" RRPC__TAG_DONE, r->tag);
     if (n1 < 0 || n2 < 0 || n3 < 0 || n4 < 0 || n5 < 0 || (size_t)n1 >= sizeof r->tag ||
         (size_t)n3 >= sizeof r->set_key || (size_t)n4 >= sizeof r->alive_key ||
         (size_t)n5 >= sizeof r->done_prefix)
@@ -359,8 +361,9 @@ int rrpc__rel_init(rrpc__rel *r, const char *list_key, const char *service,
 int rrpc__rel_worker_keys(const rrpc__rel *r, int thread, rrpc__rel_worker *k)
 {
     int n = snprintf(k->wid, sizeof k->wid, "%s/%d", r->pid_id, thread);
-    int m = snprintf(k->inflight, sizeof k->inflight, "%sinflight:%s", r->tag, k->wid);
-    int l = snprintf(k->landing, sizeof k->landing, "%slanding:%s", r->tag, k->wid);
+    int m =
+        snprintf(k->inflight, sizeof k->inflight, "%s" RRPC__TAG_INFLIGHT ":%s", r->tag, k->wid);
+    int l = snprintf(k->landing, sizeof k->landing, "%s" RRPC__TAG_LANDING "%s", r->tag, k->wid);
     return n < 0 || m < 0 || l < 0 || (size_t)n >= sizeof k->wid ||
                    (size_t)m >= sizeof k->inflight || (size_t)l >= sizeof k->landing
                ? RRPC_EINVAL

@@ -6,6 +6,8 @@
  * share src/worker.h; only those and this file see struct rrpc_server.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "defaults.h"
+#include "keys.h"
 #include "deadletter.h"
 #include "dispatch.h"
 #include "internal.h"
@@ -30,18 +32,18 @@
 void rrpc_server_options_init_sized(rrpc_server_options *opts, size_t size)
 {
     rrpc_server_options d = {.size = sizeof d,
-                             .reply_ttl_s = 60,
-                             .max_request_bytes = 1024 * 1024,
-                             .dead_letter_max = 1000,
-                             .batch_max = 128,
+                             .reply_ttl_s = RRPC__DEFAULT_REPLY_TTL_S,
+                             .max_request_bytes = RRPC__DEFAULT_MAX_REQUEST_BYTES,
+                             .dead_letter_max = RRPC__DEFAULT_DEAD_LETTER_MAX,
+                             .batch_max = RRPC__DEFAULT_BATCH_MAX,
                              .handle_signals = 1,
-                             .connect_timeout_s = 5,
-                             .max_deliveries = 3,
-                             .dedup_window_s = 600,
+                             .connect_timeout_s = RRPC__DEFAULT_CONNECT_TIMEOUT_S,
+                             .max_deliveries = RRPC__DEFAULT_MAX_DELIVERIES,
+                             .dedup_window_s = RRPC__DEFAULT_DEDUP_WINDOW_S,
                              .heartbeat = 1,
-                             .heartbeat_interval_s = 1,
-                             .heartbeat_ttl_s = 5,
-                             .batch_time_limit_s = BATCH_TIME_S};
+                             .heartbeat_interval_s = RRPC__DEFAULT_HEARTBEAT_INTERVAL_S,
+                             .heartbeat_ttl_s = RRPC__DEFAULT_HEARTBEAT_TTL_S,
+                             .batch_time_limit_s = RRPC__DEFAULT_BATCH_TIME_LIMIT_S};
     rrpc__opts_init(opts, size, &d, sizeof d);
 }
 
@@ -54,12 +56,14 @@ static int cpu_count(void)
 static int set_keys(rrpc_server *s)
 {
     if (rrpc__key_join(s->list_key, sizeof s->list_key, s->prefix, s->service, NULL) ||
-        rrpc__key_join(s->dead_key, sizeof s->dead_key, s->prefix, s->service, ":dead") ||
-        rrpc__key_join(s->stats_key, sizeof s->stats_key, s->prefix, s->service, ":stats"))
+        rrpc__key_join(s->dead_key, sizeof s->dead_key, s->prefix, s->service, RRPC__SUFFIX_DEAD) ||
+        rrpc__key_join(s->stats_key, sizeof s->stats_key, s->prefix, s->service,
+                       RRPC__SUFFIX_STATS))
         return rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_EINVAL, "service name too long");
     char last[RRPC__KEY_MAX];
     if (rrpc__shard_key(last, sizeof last, s->list_key, s->shards - 1) != RRPC_OK ||
-        rrpc__key_join(s->services_key, sizeof s->services_key, s->prefix, "rrpc:services", NULL))
+        rrpc__key_join(s->services_key, sizeof s->services_key, s->prefix, RRPC__KEY_SERVICES,
+                       NULL))
         return rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_EINVAL, "service name too long");
     s->rules = (rrpc__key_rules){.prefix = s->prefix,
                                  .list_key = s->list_key,
@@ -147,7 +151,7 @@ int rrpc_server_new(rrpc_server **out, const rrpc_server_options *caller)
     s->limits.max_batch = MAX_BATCH_ELEMENTS;
     s->limits.batch_time_s = opts->batch_time_limit_s > 0   ? opts->batch_time_limit_s
                              : opts->batch_time_limit_s < 0 ? 0 /* no limit */
-                                                            : BATCH_TIME_S;
+                                                            : RRPC__DEFAULT_BATCH_TIME_LIMIT_S;
     s->reliable = opts->reliable;
     rrpc__sha1_hex(rrpc__reply_script, strlen(rrpc__reply_script), s->reply_sha);
     int rc = s->service && s->prefix ? RRPC_OK : RRPC_ENOMEM;

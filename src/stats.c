@@ -9,6 +9,7 @@
  * kilobyte.  The bucket rule is part of the protocol (PROTOCOL.md 9).
  */
 #define _POSIX_C_SOURCE 200809L
+#include "keys.h"
 #include "clock.h"
 #include "dispatch.h"
 #include "internal.h"

@@ -18,6 +18,7 @@
  *   hash slot, described where that code starts below.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "defaults.h"
 #include "internal.h"
 
 #include "cluster_map.h"
@@ -629,7 +630,7 @@ int rrpc__conn_open(rrpc__conn **out, const rrpc__url *url, double connect_timeo
     rrpc__conn *c = calloc(1, sizeof *c);
     if (c == NULL)
         return rrpc__fail(err, errlen, RRPC_ENOMEM, "out of memory");
-    c->connect_timeout_s = rrpc__timeout_or(connect_timeout_s, 5);
+    c->connect_timeout_s = rrpc__timeout_or(connect_timeout_s, RRPC__DEFAULT_CONNECT_TIMEOUT_S);
     int rc = rrpc__url_copy(&c->url, url);
     if (rc == RRPC_OK)
         rc = dial(c);

@@ -32,7 +32,6 @@
 #define RETRY_PAUSE_MAX_S  1.0   /* longest pause before resending after "not now" */
 #define STOP_RETRY_S       5.0   /* a stopping worker tries this long to deliver */
 #define BATCH_BYTES_LIMITS 4     /* pop one at a time after a batch of 4 size limits */
-#define BATCH_TIME_S       5.0   /* default rrpc_server_options.batch_time_limit_s */
 
 struct rrpc_server {
     rrpc__url url;

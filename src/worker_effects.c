@@ -5,6 +5,7 @@
  * and a copy sent again after a broken link is not applied twice.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "keys.h"
 #include "internal.h"
 #include "random.h"
 #include "registry.h"
@@ -54,7 +55,7 @@ static int effects_cmd(worker *w, const json_t *effects, rrpc__cmd *c)
     char suffix[80], guard[RRPC__KEY_MAX];
     if (w->token[0] == '\0' && rrpc__random_hex128(w->token) != RRPC_OK)
         return RRPC_ENOMEM;
-    snprintf(suffix, sizeof suffix, ":applied:%s:%llx", w->token, w->effects_sent++);
+    snprintf(suffix, sizeof suffix, RRPC__TAG_APPLIED "%s:%llx", w->token, w->effects_sent++);
     if (rrpc__tagged_key(guard, sizeof guard, w->srv->list_key, suffix) != RRPC_OK)
         return RRPC_EINVAL;
     int rc = rrpc__cmd_add(c, "EVAL", 4);

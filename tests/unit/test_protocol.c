@@ -13,6 +13,7 @@
 #include "check.h"
 #include "deadletter.h"
 #include "protocol.h"
+#include "keys.h"
 #include "random.h"
 
 #include <ctype.h>
@@ -685,7 +686,7 @@ static void test_new_reply_key_too_small_buffer(void)
 static void test_key_join(void)
 {
     char buf[32];
-    CHECK_EQ_INT(rrpc__key_join(buf, sizeof buf, "app1:", "calc", ":dead"), RRPC_OK);
+    CHECK_EQ_INT(rrpc__key_join(buf, sizeof buf, "app1:", "calc", RRPC__SUFFIX_DEAD), RRPC_OK);
     CHECK_EQ_STR(buf, "app1:calc:dead");
     CHECK_EQ_INT(rrpc__key_join(buf, sizeof buf, NULL, "calc", NULL), RRPC_OK);
     CHECK_EQ_STR(buf, "calc");
