@@ -7,9 +7,9 @@
  * be one the worker can act on (a response with a key, a dead letter, or
  * nothing for notifications).  Seeds: the conformance vectors.
  */
-#include "clock.h"
-#include "deadletter.h"
-#include "dispatch.h"
+#include "core/clock.h"
+#include "core/deadletter.h"
+#include "core/dispatch.h"
 
 #include <rrpc/rrpc.h>
 

@@ -2,7 +2,7 @@
  * bytes to the Redis commands it sends.
  *
  * fuzz_dispatch covers decoding alone.  This target runs the real worker
- * loop of src/worker*.c (rrpc__server_run_worker, server_worker.h) on a real
+ * loop of src/redis/worker*.c (rrpc__server_run_worker, server_worker.h) on a real
  * rrpc__conn (hiredis) to a unix socket, where a thread of this harness
  * plays Redis: it parses every command byte for byte, answers it as Redis
  * would (the popped messages, the reply script's per-key answers, commits,
@@ -37,10 +37,10 @@
  * (tests/fuzz/regressions, the seeds) for ctest.
  */
 #define _POSIX_C_SOURCE 200809L
-#include "deadletter.h"
-#include "internal.h"
-#include "protocol.h"
-#include "server_worker.h"
+#include "core/deadletter.h"
+#include "core/internal.h"
+#include "core/protocol.h"
+#include "redis/server_worker.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -11,9 +11,9 @@
 #ifndef RRPC_TEST_HARNESS_H
 #define RRPC_TEST_HARNESS_H
 
-#include "clock.h"
-#include "transport.h"
-#include "url.h"
+#include "core/clock.h"
+#include "redis/conn.h"
+#include "core/url.h"
 
 #include "check.h"
 

@@ -12,9 +12,9 @@
  * measures throughput of `add` against a running SERVICE (e.g. calc-server)
  * with THREADS application threads keeping WINDOW calls in flight each.
  */
-#include "clock.h"
+#include "core/clock.h"
 #include "harness.h"
-#include "transport.h"
+#include "redis/conn.h"
 
 #include <event2/event.h>
 

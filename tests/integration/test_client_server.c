@@ -6,9 +6,9 @@
  * notifications that leave no key, expiring replies, dead letters, batches,
  * Redis errors that do not crash, concurrency and graceful stop.
  */
-#include "clock.h"
+#include "core/clock.h"
 #include "harness.h"
-#include "transport.h"
+#include "redis/conn.h"
 
 #include <math.h>
 

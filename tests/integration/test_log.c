@@ -8,9 +8,9 @@
  * format the shell tests grep.  stderr is a file for the whole run, so the
  * test can see what did and did not reach it; it is replayed at the end.
  */
-#include "clock.h"
+#include "core/clock.h"
 #include "harness.h"
-#include "transport.h"
+#include "redis/conn.h"
 
 #include <fcntl.h>
 #include <unistd.h>

@@ -6,10 +6,10 @@
  * and is killed with SIGKILL, so nothing removes its record and only the
  * heartbeat's expiry can tell callers it is gone.
  */
-#include "clock.h"
+#include "core/clock.h"
 #include "harness.h"
-#include "transport.h"
-#include "url.h"
+#include "redis/conn.h"
+#include "core/url.h"
 
 #include <signal.h>
 #include <sys/wait.h>

@@ -8,10 +8,10 @@
  * effects happen once; a caller whose link breaks can resend safely.
  * Workers that die are forked processes killed for real.
  */
-#include "clock.h"
+#include "core/clock.h"
 #include "harness.h"
-#include "reliable.h"
-#include "transport.h"
+#include "redis/reliable.h"
+#include "redis/conn.h"
 
 #include <signal.h>
 #include <sys/wait.h>

@@ -12,13 +12,13 @@
  * - Dead letters of oversized messages and responses stay small.
  * - A JSON-RPC batch of slow calls holds a worker for a bounded time.
  */
-#include "clock.h"
-#include "deadletter.h"
+#include "core/clock.h"
+#include "core/deadletter.h"
 #include "harness.h"
-#include "internal.h"
-#include "protocol.h"
-#include "transport.h"
-#include "url.h"
+#include "core/internal.h"
+#include "core/protocol.h"
+#include "redis/conn.h"
+#include "core/url.h"
 
 #ifdef RRPC_TEST_BEFORE /* to see these checks fail on the code before issue 9 */
 #define RRPC__DEAD_PREFIX_BYTES          4096

@@ -11,8 +11,8 @@
  * the set of worker threads that ran a client's calls tells its shards.
  */
 #include "harness.h"
-#include "shard.h"
-#include "transport.h"
+#include "core/shard.h"
+#include "redis/conn.h"
 
 #include <stdatomic.h>
 

@@ -9,12 +9,12 @@
  * text with hiredis's reader, the same code that reads them off a socket
  * (rrpc__reply is hiredis's redisReply, transport.c says so).
  */
-#include "cluster_map.h"
+#include "redis/cluster_map.h"
 
-#include "internal.h"
+#include "core/internal.h"
 
 #include "check.h"
-#include "transport.h"
+#include "redis/conn.h"
 
 #include <hiredis/hiredis.h>
 

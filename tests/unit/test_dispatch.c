@@ -10,10 +10,10 @@
  * inside strings) must produce a dead letter, never a crash.  The
  * dead-letter record itself (section 6) is checked at the end.
  */
-#include "clock.h"
-#include "deadletter.h"
-#include "dispatch.h"
-#include "protocol.h"
+#include "core/clock.h"
+#include "core/deadletter.h"
+#include "core/dispatch.h"
+#include "core/protocol.h"
 
 #include "check.h"
 

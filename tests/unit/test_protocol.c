@@ -8,13 +8,13 @@
  * each rule gets a test of its own.  random.c's reply keys are capabilities
  * (section 3, "reply keys must be unguessable"), so their form is pinned too.
  */
-#include "internal.h"
+#include "core/internal.h"
 
 #include "check.h"
-#include "deadletter.h"
-#include "protocol.h"
-#include "keys.h"
-#include "random.h"
+#include "core/deadletter.h"
+#include "core/protocol.h"
+#include "core/keys.h"
+#include "core/random.h"
 
 #include <ctype.h>
 #include <stdlib.h>

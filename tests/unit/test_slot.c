@@ -8,11 +8,11 @@
  * rrpc sends, and the names of a sharded service's lists (src/shard.c),
  * which must land in different slots.
  */
-#include "internal.h"
+#include "core/internal.h"
 
 #include "check.h"
-#include "shard.h"
-#include "slot.h"
+#include "core/shard.h"
+#include "core/slot.h"
 
 #include <string.h>
 

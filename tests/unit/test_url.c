@@ -8,10 +8,10 @@
  * never a crash or a half-filled struct) and the password masking of
  * rrpc__url_describe, which is what ends up in log lines.
  */
-#include "internal.h"
+#include "core/internal.h"
 
 #include "check.h"
-#include "url.h"
+#include "core/url.h"
 
 #include <stdlib.h>
 #include <string.h>

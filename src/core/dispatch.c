@@ -1,0 +1,443 @@
+/* dispatch.c -- from one popped message to the response a worker sends.
+ *
+ * A worker hands the raw text of a list element to rrpc__dispatch and gets
+ * back an outcome: the reply key and response text, or the reason the
+ * message must go to the dead letters.  Doing this without I/O keeps the
+ * JSON-RPC rules (docs/PROTOCOL.md sections 2-6) testable in isolation and
+ * lets the server pipeline all Redis traffic of a batch.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "core/clock.h"
+#include "core/dispatch.h"
+#include "core/protocol.h"
+#include "core/stats.h"
+
+#include <rrpc/rrpc.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct rrpc_request {
+    const char *method;
+    json_t *params;       /* borrowed from the decoded message */
+    json_t *id;           /* borrowed; NULL for notifications */
+    json_t *error;        /* owned error object set by the handler, or NULL */
+    double deadline_mono; /* local monotonic deadline, 0 if none */
+    json_t **effects;     /* the outcome's effect list (created on demand) */
+};
+
+/* The deadline of the request the calling thread is handling (local
+ * monotonic seconds, 0 if none): calls made from inside a handler inherit
+ * it without any change to their signature. */
+static _Thread_local double handler_deadline;
+
+double rrpc__inherited_timeout(double timeout_s)
+{
+    if (handler_deadline <= 0)
+        return timeout_s;
+    double left = handler_deadline - rrpc__monotonic();
+    if (left < 0.001)
+        left = 0.001; /* already late: fail at once, but never mean "default" */
+    return timeout_s > 0 && timeout_s < left ? timeout_s : left;
+}
+
+/* ---- the method table ---------------------------------------------- */
+
+int rrpc__methods_add(rrpc__methods *m, const char *name, rrpc_method_fn fn, void *udata,
+                      const char *description)
+{
+    if (rrpc__methods_find(m, name) != NULL)
+        return RRPC_EEXIST;
+    if (m->count == m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 16;
+        rrpc__method *items = realloc(m->items, cap * sizeof *items);
+        if (items == NULL)
+            return RRPC_ENOMEM;
+        m->items = items;
+        m->cap = cap;
+    }
+    rrpc__method *slot = &m->items[m->count];
+    slot->name = strdup(name);
+    slot->description = description ? strdup(description) : NULL;
+    slot->fn = fn;
+    slot->udata = udata;
+    if (slot->name == NULL || (description && slot->description == NULL)) {
+        free(slot->name);
+        free(slot->description);
+        return RRPC_ENOMEM;
+    }
+    m->count++;
+    return RRPC_OK;
+}
+
+const rrpc__method *rrpc__methods_find(const rrpc__methods *m, const char *name)
+{
+    for (size_t i = 0; i < m->count; i++)
+        if (strcmp(m->items[i].name, name) == 0)
+            return &m->items[i];
+    return NULL;
+}
+
+void rrpc__methods_free(rrpc__methods *m)
+{
+    for (size_t i = 0; i < m->count; i++) {
+        free(m->items[i].name);
+        free(m->items[i].description);
+    }
+    free(m->items);
+    memset(m, 0, sizeof *m);
+}
+
+/* ---- inside a handler ----------------------------------------------- */
+
+const char *rrpc_request_method(const rrpc_request *req)
+{
+    return req->method;
+}
+
+json_t *rrpc_request_params(const rrpc_request *req)
+{
+    return req->params;
+}
+
+json_t *rrpc_request_id(const rrpc_request *req)
+{
+    return req->id;
+}
+
+json_t *rrpc_request_error(rrpc_request *req, int code, const char *message, json_t *data)
+{
+    json_decref(req->error);
+    req->error = rrpc__error_object(code, message, data);
+    return NULL;
+}
+
+int rrpc_request_time_left(const rrpc_request *req, double *seconds_left)
+{
+    if (req == NULL || req->deadline_mono <= 0)
+        return 0;
+    double left = req->deadline_mono - rrpc__monotonic();
+    *seconds_left = left > 0 ? left : 0;
+    return 1;
+}
+
+int rrpc_request_add_effect(rrpc_request *req, int argc, const char **argv)
+{
+    if (req == NULL || argc < 1 || argv == NULL)
+        return RRPC_EINVAL;
+    json_t *cmd = json_array();
+    for (int i = 0; cmd && i < argc; i++)
+        if (argv[i] == NULL || json_array_append_new(cmd, json_string_nocheck(argv[i])) != 0) {
+            json_decref(cmd);
+            return argv[i] == NULL ? RRPC_EINVAL : RRPC_ENOMEM;
+        }
+    if (cmd && *req->effects == NULL)
+        *req->effects = json_array();
+    if (cmd == NULL || *req->effects == NULL || json_array_append_new(*req->effects, cmd) != 0)
+        return RRPC_ENOMEM;
+    return RRPC_OK;
+}
+
+static int invalid_params(rrpc_request *req, const char *fmt, size_t pos, const char *name)
+{
+    char msg[200];
+    char label[96];
+    if (name != NULL && json_is_object(req->params))
+        snprintf(label, sizeof label, "'%s'", name);
+    else
+        snprintf(label, sizeof label, "%zu", pos);
+    snprintf(msg, sizeof msg, fmt, label);
+    rrpc_request_error(req, RRPC_JSONRPC_INVALID_PARAMS, msg, NULL);
+    return RRPC_EINVAL;
+}
+
+/* Finds parameter POS / NAME; sets an invalid-params error if absent. */
+static json_t *lookup_param(rrpc_request *req, size_t pos, const char *name)
+{
+    json_t *v = NULL;
+    if (json_is_array(req->params))
+        v = json_array_get(req->params, pos);
+    else if (json_is_object(req->params) && name != NULL)
+        v = json_object_get(req->params, name);
+    if (v == NULL)
+        invalid_params(req, "missing parameter %s", pos, name);
+    return v;
+}
+
+int rrpc_param_json(rrpc_request *req, size_t pos, const char *name, json_t **out)
+{
+    json_t *v = lookup_param(req, pos, name);
+    if (v == NULL)
+        return RRPC_EINVAL;
+    *out = v;
+    return RRPC_OK;
+}
+
+int rrpc_param_int(rrpc_request *req, size_t pos, const char *name, json_int_t *out)
+{
+    json_t *v = lookup_param(req, pos, name);
+    if (v == NULL)
+        return RRPC_EINVAL;
+    if (!json_is_integer(v))
+        return invalid_params(req, "parameter %s must be an integer", pos, name);
+    *out = json_integer_value(v);
+    return RRPC_OK;
+}
+
+int rrpc_param_number(rrpc_request *req, size_t pos, const char *name, double *out)
+{
+    json_t *v = lookup_param(req, pos, name);
+    if (v == NULL)
+        return RRPC_EINVAL;
+    if (!json_is_number(v))
+        return invalid_params(req, "parameter %s must be a number", pos, name);
+    *out = json_number_value(v);
+    return RRPC_OK;
+}
+
+int rrpc_param_string(rrpc_request *req, size_t pos, const char *name, const char **out)
+{
+    json_t *v = lookup_param(req, pos, name);
+    if (v == NULL)
+        return RRPC_EINVAL;
+    if (!json_is_string(v))
+        return invalid_params(req, "parameter %s must be a string", pos, name);
+    *out = json_string_value(v);
+    return RRPC_OK;
+}
+
+int rrpc_param_bool(rrpc_request *req, size_t pos, const char *name, int *out)
+{
+    json_t *v = lookup_param(req, pos, name);
+    if (v == NULL)
+        return RRPC_EINVAL;
+    if (!json_is_boolean(v))
+        return invalid_params(req, "parameter %s must be true or false", pos, name);
+    *out = json_is_true(v);
+    return RRPC_OK;
+}
+
+int rrpc_param_count_max(rrpc_request *req, size_t max)
+{
+    size_t n = json_is_array(req->params)    ? json_array_size(req->params)
+               : json_is_object(req->params) ? json_object_size(req->params)
+                                             : 0;
+    if (n <= max)
+        return RRPC_OK;
+    char msg[96];
+    snprintf(msg, sizeof msg, "too many parameters: %zu given, at most %zu accepted", n, max);
+    rrpc_request_error(req, RRPC_JSONRPC_INVALID_PARAMS, msg, NULL);
+    return RRPC_EINVAL;
+}
+
+/* ---- dispatching ------------------------------------------------------ */
+
+/* The request's deadline member (PROTOCOL.md section 7) as milliseconds on
+ * the Redis clock, or 0 if it has none (or one that is not an integer). */
+static long long request_deadline(const json_t *req)
+{
+    const json_t *d = json_object_get(req, "deadline");
+    return json_is_integer(d) && json_integer_value(d) > 0 ? json_integer_value(d) : 0;
+}
+
+/* Runs the handler of a valid request, or refuses it if its deadline has
+ * passed; returns the result (new) or NULL with call->error set. */
+static json_t *run_handler(const rrpc__methods *methods, rrpc_request *call, size_t name_len,
+                           long long deadline, const rrpc__clock *clock, rrpc__outcome *out)
+{
+    /* Without a measured Redis clock (TIME refused, say) deadlines cannot
+     * be judged fairly, so requests run as if they had none. */
+    if (deadline > 0 && clock != NULL && clock->measured_at > 0) {
+        long long now = rrpc__clock_redis_ms(clock);
+        if (now >= deadline) {
+            out->expired++;
+            return rrpc_request_error(
+                call, RRPC_JSONRPC_DEADLINE_EXCEEDED, "Deadline exceeded",
+                json_pack("{sIsI}", "deadline", (json_int_t)deadline, "now", (json_int_t)now));
+        }
+        call->deadline_mono = rrpc__monotonic() + (double)(deadline - now) / 1000.0;
+    }
+    /* A name with an embedded NUL must not match the method before it. */
+    const rrpc__method *m =
+        strlen(call->method) == name_len ? rrpc__methods_find(methods, call->method) : NULL;
+    if (m == NULL)
+        return rrpc_request_error(call, RRPC_JSONRPC_METHOD_NOT_FOUND, "Method not found",
+                                  json_stringn(call->method, name_len));
+    handler_deadline = call->deadline_mono;
+    double started = rrpc__stats_start(methods->stats);
+    json_t *result = m->fn(call, m->udata);
+    rrpc__stats_record(methods->stats, (size_t)(m - methods->items), started, !result);
+    handler_deadline = 0;
+    return result;
+}
+
+/* Runs one request object and returns its response (new), or NULL for a
+ * notification.  OVER_TIME: its batch has run out of time (PROTOCOL.md
+ * section 5): a valid request is answered -32001 without running. */
+static json_t *handle_one(const rrpc__methods *methods, json_t *req, const rrpc__clock *clock,
+                          double over_time_limit, rrpc__outcome *out)
+{
+    out->requests++;
+    const char *why = NULL;
+    json_t *id = json_object_get(req, "id");
+    int is_notification = json_is_object(req) && id == NULL;
+    if (rrpc__request_validate(req, &why) != 0) {
+        /* The id is echoed only if it is itself valid (JSON-RPC 2.0, 5). */
+        int id_ok = json_is_string(id) || json_is_number(id);
+        out->errors++;
+        return rrpc__response_error(id_ok ? id : NULL, RRPC_JSONRPC_INVALID_REQUEST,
+                                    "Invalid Request", json_string(why));
+    }
+    if (is_notification)
+        out->notifications++;
+    rrpc_request call = {json_string_value(json_object_get(req, "method")),
+                         json_object_get(req, "params"),
+                         id,
+                         NULL,
+                         0,
+                         &out->effects};
+    size_t name_len = json_string_length(json_object_get(req, "method"));
+    json_t *result = NULL;
+    if (over_time_limit > 0) {
+        out->expired++;
+        rrpc_request_error(&call, RRPC_JSONRPC_BATCH_TIME_EXCEEDED, "Batch time limit exceeded",
+                           json_pack("{sI}", "limit_ms", (json_int_t)(over_time_limit * 1000)));
+    } else {
+        result = run_handler(methods, &call, name_len, request_deadline(req), clock, out);
+    }
+    if (result == NULL && call.error == NULL)
+        rrpc_request_error(&call, RRPC_JSONRPC_INTERNAL_ERROR, "Internal error", NULL);
+    if (is_notification) {
+        json_decref(result);
+        json_decref(call.error);
+        return NULL;
+    }
+    if (result != NULL) {
+        json_decref(call.error); /* a result wins over a stray error */
+        return rrpc__response_result(id, result);
+    }
+    out->errors++;
+    return rrpc__response_error_object(id, call.error);
+}
+
+static void set_dead(rrpc__outcome *out, const char *reason)
+{
+    free(out->dead_reason);
+    out->dead_reason = strdup(reason);
+}
+
+/* Answers a batch (PROTOCOL.md section 5).  Returns the response (new) or
+ * NULL if the batch held only notifications; fills key from the first
+ * element that names one. */
+static json_t *handle_batch(const rrpc__methods *methods, const rrpc__limits *limits,
+                            const rrpc__clock *clock, json_t *batch, char *key, size_t keylen,
+                            size_t *have_key, rrpc__outcome *out)
+{
+    size_t n = json_array_size(batch);
+    for (size_t i = 0; i < n && !*have_key; i++) {
+        const json_t *element = json_array_get(batch, i);
+        const char *why;
+        int notification =
+            json_object_get(element, "id") == NULL && rrpc__request_validate(element, &why) == 0;
+        if (!notification) /* only elements that are answered name the key */
+            *have_key = rrpc__reply_key(element, key, keylen);
+    }
+    if (n == 0 || n > limits->max_batch) {
+        char why[96];
+        if (n == 0)
+            snprintf(why, sizeof why, "empty batch");
+        else
+            snprintf(why, sizeof why, "batch of %zu requests exceeds the limit of %zu", n,
+                     limits->max_batch);
+        out->errors++;
+        return rrpc__response_error(NULL, RRPC_JSONRPC_INVALID_REQUEST, "Invalid Request",
+                                    json_string(why));
+    }
+    json_t *responses = json_array();
+    /* A batch may not hold a worker without limit: once it has run for
+     * batch_time_s, the elements not started are answered -32001 at once. */
+    double started = rrpc__monotonic();
+    for (size_t i = 0; i < n; i++) {
+        double over =
+            limits->batch_time_s > 0 && rrpc__monotonic() - started >= limits->batch_time_s
+                ? limits->batch_time_s
+                : 0;
+        json_t *r = handle_one(methods, json_array_get(batch, i), clock, over, out);
+        if (r != NULL)
+            json_array_append_new(responses, r);
+    }
+    if (json_array_size(responses) == 0) {
+        json_decref(responses);
+        return NULL;
+    }
+    return responses;
+}
+
+static void parse_failed(rrpc__outcome *out, const json_error_t *jerr)
+{
+    char reason[300];
+    if (json_error_code(jerr) == json_error_invalid_utf8)
+        snprintf(reason, sizeof reason, "invalid UTF-8: %s", jerr->text);
+    else
+        snprintf(reason, sizeof reason, "parse error: %s", jerr->text);
+    set_dead(out, reason);
+    out->errors++;
+}
+
+void rrpc__dispatch(const rrpc__methods *methods, const rrpc__limits *limits,
+                    const rrpc__clock *clock, const char *text, size_t len, rrpc__outcome *out)
+{
+    memset(out, 0, sizeof *out);
+    if (len > limits->max_request_bytes) {
+        char reason[96];
+        snprintf(reason, sizeof reason, "too large: %zu bytes (limit %zu)", len,
+                 limits->max_request_bytes);
+        set_dead(out, reason);
+        return;
+    }
+    json_error_t jerr;
+    json_t *msg = json_loadb(text, len, RRPC__JSON_DECODE_FLAGS, &jerr);
+    if (msg == NULL) {
+        parse_failed(out, &jerr);
+        return;
+    }
+    /* A key read from the message is at most as long as the message (a
+     * number's text at most 32 bytes), so this buffer always fits it. */
+    size_t key_room = len + 32;
+    char *key = malloc(key_room);
+    size_t have_key = 0; /* the key's length */
+    json_t *response;
+    if (key == NULL) {
+        response = NULL;
+        set_dead(out, "out of memory");
+    } else if (json_is_array(msg)) {
+        response = handle_batch(methods, limits, clock, msg, key, key_room, &have_key, out);
+    } else {
+        have_key = rrpc__reply_key(msg, key, key_room);
+        response = handle_one(methods, msg, clock, 0, out);
+    }
+    if (response != NULL && have_key) {
+        out->reply_key = key; /* the outcome owns it now */
+        key = NULL;
+        out->reply_key_len = have_key;
+        out->response = json_is_array(response) ? json_dumps(response, RRPC__JSON_ENCODE_FLAGS)
+                                                : rrpc__response_text(response);
+        json_decref(response);
+    } else if (response != NULL) {
+        set_dead(out, "no reply key");
+        out->dead_response = response;
+    }
+    free(key);
+    json_decref(msg);
+}
+
+void rrpc__outcome_clear(rrpc__outcome *out)
+{
+    free(out->reply_key);
+    free(out->response);
+    free(out->dead_reason);
+    json_decref(out->dead_response);
+    json_decref(out->effects);
+    memset(out, 0, sizeof *out);
+}

@@ -1,0 +1,64 @@
+/* dispatch.h -- one popped message in, one outcome out (dispatch.c), no I/O:
+ * the method table, limits and what a worker must do after a message. */
+#ifndef RRPC_DISPATCH_H
+#define RRPC_DISPATCH_H
+
+#include "core/clock.h"
+
+#include <rrpc/rrpc.h>
+
+#include <stddef.h>
+
+typedef struct rrpc__method {
+    char *name;
+    char *description;
+    rrpc_method_fn fn;
+    void *udata;
+} rrpc__method;
+
+typedef struct rrpc__stats rrpc__stats;
+
+typedef struct rrpc__methods {
+    rrpc__method *items;
+    size_t count;
+    size_t cap;
+    rrpc__stats *stats; /* per-method counters while a server runs, else NULL */
+} rrpc__methods;
+
+int rrpc__methods_add(rrpc__methods *m, const char *name, rrpc_method_fn fn, void *udata,
+                      const char *description);
+const rrpc__method *rrpc__methods_find(const rrpc__methods *m, const char *name);
+void rrpc__methods_free(rrpc__methods *m);
+
+/* A call's timeout cut to the deadline of the request the calling thread
+ * is handling, if it is inside a handler (rrpc_request_time_left). */
+double rrpc__inherited_timeout(double timeout_s);
+
+typedef struct rrpc__limits {
+    size_t max_request_bytes;
+    size_t max_batch;
+    double batch_time_s; /* a JSON-RPC batch runs this long at most; 0: no limit */
+} rrpc__limits;
+
+/* What a worker must do after handling one popped message.  Every pointer
+ * is owned by the outcome and released by rrpc__outcome_clear(). */
+typedef struct rrpc__outcome {
+    char *reply_key;       /* where to RPUSH response, or NULL */
+    size_t reply_key_len;  /* binary length of reply_key */
+    char *response;        /* the response text, or NULL (nothing to send) */
+    char *dead_reason;     /* non-NULL: record a dead letter with this reason */
+    json_t *dead_response; /* the undeliverable response, if any */
+    unsigned requests;     /* request objects seen (batch elements singly) */
+    unsigned notifications;
+    unsigned errors;  /* error responses produced */
+    unsigned expired; /* requests refused because their deadline had passed */
+    json_t *effects;  /* rrpc_request_add_effect commands: [[arg, ...], ...] or NULL */
+} rrpc__outcome;
+
+/* CLOCK (may be NULL: deadlines are then not checked) tells the Redis
+ * server's time, against which request deadlines are judged. */
+void rrpc__dispatch(const rrpc__methods *methods, const rrpc__limits *limits,
+                    const rrpc__clock *clock, const char *text, size_t len, rrpc__outcome *out);
+void rrpc__outcome_clear(rrpc__outcome *out);
+
+#endif

@@ -1,0 +1,438 @@
+/* protocol.c -- JSON-RPC 2.0 envelopes: build, validate, route.  No I/O.
+ *
+ * Everything that decides what a message means lives here, so that the
+ * rules of docs/PROTOCOL.md are in one place and can be unit-tested without
+ * a Redis server.
+ */
+#include "core/internal.h"
+#include "core/protocol.h"
+
+#include "core/keys.h"
+#include "core/shard.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+json_t *rrpc__request_build(const char *method, const json_t *params, const char *id,
+                            const char *reply_to)
+{
+    json_t *req = json_object();
+    if (req == NULL)
+        return NULL;
+    int bad = json_object_set_new(req, "jsonrpc", json_string("2.0"));
+    bad |= json_object_set_new(req, "method", json_string(method));
+    if (params != NULL)
+        bad |= json_object_set(req, "params", (json_t *)params);
+    if (id != NULL)
+        bad |= json_object_set_new(req, "id", json_string(id));
+    if (reply_to != NULL)
+        bad |= json_object_set_new(req, "reply_to", json_string(reply_to));
+    if (bad) {
+        json_decref(req);
+        return NULL;
+    }
+    return req;
+}
+
+static json_t *response_envelope(const json_t *id)
+{
+    json_t *resp = json_object();
+    if (resp == NULL)
+        return NULL;
+    json_object_set_new(resp, "jsonrpc", json_string("2.0"));
+    json_object_set(resp, "id", id ? (json_t *)id : json_null());
+    return resp;
+}
+
+json_t *rrpc__response_result(const json_t *id, json_t *result_stolen)
+{
+    json_t *resp = response_envelope(id);
+    if (resp == NULL) {
+        json_decref(result_stolen);
+        return NULL;
+    }
+    if (json_object_set_new(resp, "result", result_stolen) != 0) {
+        json_decref(resp);
+        return NULL;
+    }
+    return resp;
+}
+
+json_t *rrpc__response_error_object(const json_t *id, json_t *error_stolen)
+{
+    json_t *resp = response_envelope(id);
+    if (resp == NULL) {
+        json_decref(error_stolen);
+        return NULL;
+    }
+    if (json_object_set_new(resp, "error", error_stolen) != 0) {
+        json_decref(resp);
+        return NULL;
+    }
+    return resp;
+}
+
+json_t *rrpc__error_object(int code, const char *message, json_t *data_stolen)
+{
+    json_t *err = json_object();
+    if (err == NULL) {
+        json_decref(data_stolen);
+        return NULL;
+    }
+    json_object_set_new(err, "code", json_integer(code));
+    json_object_set_new(err, "message", json_string(message ? message : ""));
+    if (data_stolen != NULL)
+        json_object_set_new(err, "data", data_stolen);
+    return err;
+}
+
+json_t *rrpc__response_error(const json_t *id, int code, const char *message, json_t *data_stolen)
+{
+    return rrpc__response_error_object(id, rrpc__error_object(code, message, data_stolen));
+}
+
+int rrpc__request_validate(const json_t *req, const char **why)
+{
+    if (!json_is_object(req)) {
+        *why = "request must be a JSON object";
+        return RRPC_JSONRPC_INVALID_REQUEST;
+    }
+    const json_t *version = json_object_get(req, "jsonrpc");
+    if (!json_is_string(version) || json_string_length(version) != 3 ||
+        memcmp(json_string_value(version), "2.0", 3) != 0) {
+        *why = "member 'jsonrpc' must be exactly \"2.0\"";
+        return RRPC_JSONRPC_INVALID_REQUEST;
+    }
+    if (!json_is_string(json_object_get(req, "method"))) {
+        *why = "member 'method' must be a string";
+        return RRPC_JSONRPC_INVALID_REQUEST;
+    }
+    const json_t *params = json_object_get(req, "params");
+    if (params != NULL && !json_is_array(params) && !json_is_object(params)) {
+        *why = "member 'params' must be an array or an object";
+        return RRPC_JSONRPC_INVALID_REQUEST;
+    }
+    const json_t *id = json_object_get(req, "id");
+    if (id != NULL && !json_is_string(id) && !json_is_number(id) && !json_is_null(id)) {
+        *why = "member 'id' must be a string, a number or null";
+        return RRPC_JSONRPC_INVALID_REQUEST;
+    }
+    /* A reply_to that is not a string is ignored (PROTOCOL.md section 3),
+     * as a peer that does not know the extension would ignore it. */
+    return 0;
+}
+
+/* Copies a string member into buf with its length: keys are binary. */
+static size_t copy_key(const json_t *s, char *buf, size_t len)
+{
+    size_t n = json_string_length(s);
+    if (n + 1 > len)
+        return 0;
+    memcpy(buf, json_string_value(s), n);
+    buf[n] = '\0';
+    return n;
+}
+
+/* Rule 3 of PROTOCOL.md section 3: a number id names a key only when its
+ * value is an integer no larger than 2^53 in magnitude, whatever its
+ * spelling (100, 100.0, 1e2), so that every peer -- whose JSON libraries
+ * read numbers as doubles or as integers -- derives the same text. */
+static size_t number_key(const json_t *id, char *buf, size_t len)
+{
+    long long v;
+    if (json_is_integer(id)) {
+        json_int_t i = json_integer_value(id);
+        if (i > RRPC__MAX_EXACT_INT || i < -RRPC__MAX_EXACT_INT)
+            return 0;
+        v = (long long)i;
+    } else {
+        double d = json_real_value(id);
+        if (!isfinite(d) || d != floor(d) || fabs(d) > (double)RRPC__MAX_EXACT_INT)
+            return 0;
+        v = (long long)d; /* -0.0 becomes 0 */
+    }
+    int n = snprintf(buf, len, "%lld", v);
+    return n > 0 && (size_t)n < len ? (size_t)n : 0;
+}
+
+size_t rrpc__reply_key(const json_t *req, char *buf, size_t len)
+{
+    if (!json_is_object(req))
+        return 0;
+    const json_t *reply_to = json_object_get(req, "reply_to");
+    const json_t *id = json_object_get(req, "id");
+    if (json_is_string(reply_to) && json_string_length(reply_to) > 0)
+        return copy_key(reply_to, buf, len);
+    if (json_is_string(id) && json_string_length(id) > 0)
+        return copy_key(id, buf, len);
+    if (json_is_number(id))
+        return number_key(id, buf, len);
+    return 0;
+}
+
+/* ---- which reply keys a worker accepts (PROTOCOL.md section 3) -------- */
+
+static int has_prefix(const char *key, size_t len, const char *prefix, size_t plen)
+{
+    return len >= plen && memcmp(key, prefix, plen) == 0;
+}
+
+static int has_suffix(const char *key, size_t len, const char *suffix)
+{
+    size_t slen = strlen(suffix);
+    return len >= slen && memcmp(key + len - slen, suffix, slen) == 0;
+}
+
+static int equals(const char *key, size_t len, const char *s)
+{
+    return len == strlen(s) && memcmp(key, s, len) == 0;
+}
+
+/* Rule 1: the service's own keys -- its request lists (every shard's),
+ * dead letters, stats and anything under its hash tag {L}.  A reply
+ * pushed onto the request list would be popped and answered forever. */
+static int own_key(const rrpc__key_rules *r, const char *key, size_t len)
+{
+    size_t list_len = strlen(r->list_key);
+    if (equals(key, len, r->list_key) || equals(key, len, r->dead_key) ||
+        equals(key, len, r->stats_key) || rrpc__shard_is_key(r->list_key, r->shards, key, len))
+        return 1;
+    return len > list_len + 2 && key[0] == '{' && memcmp(key + 1, r->list_key, list_len) == 0 &&
+           key[list_len + 1] == '}';
+}
+
+/* Rule 2: rrpc's keys of any service, recognised by their names. */
+static int rrpc_key(const rrpc__key_rules *r, const char *key, size_t len)
+{
+    size_t plen = strlen(r->prefix);
+    if (has_prefix(key, len, r->prefix, plen)) {
+        const char *rest = key + plen;
+        size_t rlen = len - plen;
+        if (has_prefix(rest, rlen, RRPC__KEY_NAMESPACE, sizeof RRPC__KEY_NAMESPACE - 1) &&
+            !has_prefix(rest, rlen, RRPC__KEY_REPLY, sizeof RRPC__KEY_REPLY - 1))
+            return 1; /* rrpc:services, and whatever rrpc may add under rrpc: */
+    }
+    if (len > 0 && key[0] == '{')
+        for (size_t i = 1; i + 1 < len; i++)
+            if (key[i] == '}' && key[i + 1] == ':')
+                return 1; /* {L}:workers, {L}:inflight, {L}:done:... of any service */
+    return has_suffix(key, len, RRPC__SUFFIX_DEAD) || has_suffix(key, len, RRPC__SUFFIX_STATS);
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+    const rrpc__name *x = a, *y = b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = n ? memcmp(x->s, y->s, n) : 0;
+    return c != 0 ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+void rrpc__names_sort(rrpc__name *names, size_t n)
+{
+    if (n > 1)
+        qsort(names, n, sizeof *names, cmp_name);
+}
+
+static int known_service(const rrpc__key_rules *r, const char *name, size_t len)
+{
+    rrpc__name k = {name, len};
+    return r->nservices > 0 && bsearch(&k, r->services, r->nservices, sizeof k, cmp_name) != NULL;
+}
+
+/* Rule 3: <prefix><name> or <prefix><name>#<k> of a registered service. */
+static int service_list(const rrpc__key_rules *r, const char *key, size_t len)
+{
+    size_t plen = strlen(r->prefix);
+    if (r->nservices == 0 || !has_prefix(key, len, r->prefix, plen))
+        return 0;
+    const char *name = key + plen;
+    size_t n = len - plen;
+    if (known_service(r, name, n))
+        return 1;
+    size_t digits = 0;
+    while (digits < n && name[n - 1 - digits] >= '0' && name[n - 1 - digits] <= '9')
+        digits++;
+    return digits > 0 && digits < n && name[n - 1 - digits] == '#' &&
+           known_service(r, name, n - 1 - digits);
+}
+
+/* Rule 4: the optional allow-list of reply-key prefixes. */
+static int allowed(const rrpc__key_rules *r, const char *key, size_t len)
+{
+    if (r->allowed_prefixes == NULL)
+        return 1;
+    for (const char *const *p = r->allowed_prefixes; *p != NULL; p++)
+        if (has_prefix(key, len, *p, strlen(*p)))
+            return 1;
+    return 0;
+}
+
+const char *rrpc__reply_key_refusal(const rrpc__key_rules *r, const char *key, size_t len)
+{
+    if (own_key(r, key, len))
+        return "reply key refused: one of the service's own keys";
+    if (rrpc_key(r, key, len))
+        return "reply key refused: one of rrpc's keys";
+    if (service_list(r, key, len))
+        return "reply key refused: a service's request list";
+    if (!allowed(r, key, len))
+        return "reply key refused: not under an allowed prefix";
+    return NULL;
+}
+
+static int id_matches(const json_t *id, const char *expected)
+{
+    if (expected == NULL)
+        return 1;
+    return json_is_string(id) && strcmp(json_string_value(id), expected) == 0;
+}
+
+int rrpc__response_parse(const char *text, size_t len, const char *expected_id, json_t **result,
+                         json_t **error, char *err, size_t errlen)
+{
+    *result = NULL;
+    *error = NULL;
+    json_error_t jerr;
+    json_t *resp = json_loadb(text, len, RRPC__JSON_DECODE_FLAGS, &jerr);
+    if (resp == NULL)
+        return rrpc__fail(err, errlen, RRPC_EPROTO, "response is not JSON: %s", jerr.text);
+    int rc = RRPC_OK;
+    json_t *res = json_object_get(resp, "result");
+    json_t *e = json_object_get(resp, "error");
+    if (!json_is_object(resp)) {
+        rc = rrpc__fail(err, errlen, RRPC_EPROTO, "response is not a JSON object");
+    } else if (!id_matches(json_object_get(resp, "id"), expected_id) && !json_is_object(e)) {
+        rc = rrpc__fail(err, errlen, RRPC_EPROTO, "response id does not match the call");
+    } else if (json_is_object(e)) {
+        *error = json_incref(e);
+        rc = rrpc__fail(err, errlen, RRPC_EREMOTE, "remote error %" JSON_INTEGER_FORMAT ": %s",
+                        json_integer_value(json_object_get(e, "code")),
+                        json_string_value(json_object_get(e, "message"))
+                            ? json_string_value(json_object_get(e, "message"))
+                            : "(no message)");
+    } else if (res != NULL) {
+        *result = json_incref(res);
+    } else {
+        rc = rrpc__fail(err, errlen, RRPC_EPROTO, "response has neither result nor error");
+    }
+    json_decref(resp);
+    return rc;
+}
+
+/* ---- response text, fast ---------------------------------------------- */
+
+/* A growing byte buffer for response_text. */
+typedef struct textbuf {
+    char *p;
+    size_t len, cap;
+    int failed;
+} textbuf;
+
+static void put(textbuf *b, const char *s, size_t n)
+{
+    if (b->failed)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 128;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->failed = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+/* Nonzero if S (LEN bytes) needs no escaping in JSON: printable ASCII
+ * without '"' and '\\'.  Anything else goes through jansson. */
+static int plain_ascii(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c > 0x7e || c == '"' || c == '\\')
+            return 0;
+    }
+    return 1;
+}
+
+/* Appends VALUE as jansson would encode it with RRPC__JSON_ENCODE_FLAGS,
+ * taking the short way for integers and plain strings. */
+static void put_value(textbuf *b, const json_t *value)
+{
+    if (json_is_integer(value)) {
+        char num[32];
+        int n = snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(value));
+        put(b, num, (size_t)n);
+        return;
+    }
+    if (json_is_string(value) && plain_ascii(json_string_value(value), json_string_length(value))) {
+        put(b, "\"", 1);
+        put(b, json_string_value(value), json_string_length(value));
+        put(b, "\"", 1);
+        return;
+    }
+    char *text = json_dumps(value, RRPC__JSON_ENCODE_FLAGS);
+    if (text == NULL) {
+        b->failed = 1;
+        return;
+    }
+    put(b, text, strlen(text));
+    free(text);
+}
+
+char *rrpc__response_text(const json_t *response)
+{
+    const json_t *result = json_object_get(response, "result");
+    const json_t *error = json_object_get(response, "error");
+    const json_t *id = json_object_get(response, "id");
+    if (!json_is_object(response) || json_object_size(response) != 3 || id == NULL ||
+        (result == NULL) == (error == NULL))
+        return json_dumps(response, RRPC__JSON_ENCODE_FLAGS); /* not an envelope of ours */
+    textbuf b = {NULL, 0, 0, 0};
+    static const char head_result[] = "{\"jsonrpc\":\"2.0\",\"result\":";
+    static const char head_error[] = "{\"jsonrpc\":\"2.0\",\"error\":";
+    if (result != NULL)
+        put(&b, head_result, sizeof head_result - 1);
+    else
+        put(&b, head_error, sizeof head_error - 1);
+    put_value(&b, result != NULL ? result : error);
+    put(&b, ",\"id\":", 6);
+    put_value(&b, id);
+    put(&b, "}", 1);
+    if (b.failed) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
+}
+
+/* ---- the reply script (PROTOCOL.md section 3) ------------------------- */
+
+/* Every rrpc worker (C, Ruby, Python) sends exactly this text, so that its
+ * SHA-1 is the same for all of them and a script one loaded serves all. */
+const char rrpc__reply_script[] =
+    "-- rrpc reply v1: KEYS = reply keys, ARGV[1] = ttl in seconds, ARGV[1+i] = response for "
+    "KEYS[i].\n"
+    "-- Pushes only onto a reply list: a key that does not exist, or a list that has an expiry.\n"
+    "local out = {}\n"
+    "for i, k in ipairs(KEYS) do\n"
+    "  local t = redis.call('TYPE', k).ok\n"
+    "  if t == 'none' or (t == 'list' and redis.call('PTTL', k) >= 0) then\n"
+    "    redis.call('RPUSH', k, ARGV[i + 1])\n"
+    "    redis.call('EXPIRE', k, ARGV[1])\n"
+    "    out[i] = 1\n"
+    "  elseif t == 'list' then\n"
+    "    out[i] = 'list without expiry'\n"
+    "  else\n"
+    "    out[i] = t\n"
+    "  end\n"
+    "end\n"
+    "return out\n";

@@ -1,0 +1,262 @@
+/* failfast.c -- the sync client's view of the registry: fail fast, shed load.
+ *
+ * A call to a service whose registered workers are all gone should fail at
+ * once rather than sit out its timeout, and a call to a service whose queue
+ * is at its max_queue should be refused.  Asking Redis before every call
+ * would double the cost of a call, so the client keeps what it learnt about
+ * each service for a second and asks again only when that is stale.  While
+ * a call waits for a registered service it waits in one-second BLPOP
+ * slices and looks again between them, so a caller already waiting also
+ * learns that the last worker went.  Services that never registered (a
+ * seed-style worker, say) are waited on in one piece, as before.  The keys
+ * are those of docs/PROTOCOL.md section 9.
+ *
+ * The same cached view says over how many request lists a sharded service
+ * is spread (shard.c), so the client can hand its calls to the shards in
+ * turn at no extra cost.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "core/keys.h"
+#include "core/clock.h"
+#include "redis/failfast.h"
+#include "core/internal.h"
+#include "core/random.h"
+#include "redis/registry.h"
+#include "core/shard.h"
+#include "redis/conn.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FRESH_S    1.0 /* how long a service's state is trusted */
+#define SLICE_S    1.0 /* wait slice while a registered service is awaited */
+#define CACHE_SIZE 16  /* services remembered per client */
+#define MAX_WAIT_S 1e8 /* the longest BLPOP timeout sent (about three years) */
+
+/* Checks the queue length and pushes in one step, so concurrent callers
+ * cannot overshoot the limit.  Returns the new length, or -1 if full. */
+static const char push_script[] =
+    "if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return -1 end "
+    "return redis.call('RPUSH', KEYS[1], ARGV[1])";
+
+typedef struct entry {
+    char *list;
+    int registered, live;
+    long max_queue;
+    int shards;     /* request lists of the service; 1 if not registered */
+    double fetched; /* monotonic; 0 = never */
+} entry;
+
+struct rrpc__failfast {
+    int enabled;
+    unsigned next_shard; /* round-robin over shards, from a random start */
+    entry cache[CACHE_SIZE];
+};
+
+rrpc__failfast *rrpc__failfast_new(int enabled)
+{
+    rrpc__failfast *ff = calloc(1, sizeof *ff);
+    char hex[33];
+    if (ff == NULL)
+        return NULL;
+    ff->enabled = enabled;
+    /* A random start, so that many short-lived clients do not all begin
+     * on shard 0. */
+    if (rrpc__random_hex128(hex) == RRPC_OK) {
+        hex[8] = '\0';
+        ff->next_shard = (unsigned)strtoul(hex, NULL, 16);
+    }
+    return ff;
+}
+
+void rrpc__failfast_free(rrpc__failfast *ff)
+{
+    if (ff == NULL)
+        return;
+    for (size_t i = 0; i < CACHE_SIZE; i++)
+        free(ff->cache[i].list);
+    free(ff);
+}
+
+/* The cache entry of LIST, or the stalest one recycled for it. */
+static entry *lookup(rrpc__failfast *ff, const char *list)
+{
+    entry *oldest = &ff->cache[0];
+    for (size_t i = 0; i < CACHE_SIZE; i++) {
+        entry *e = &ff->cache[i];
+        if (e->list != NULL && strcmp(e->list, list) == 0)
+            return e;
+        if (e->list == NULL || e->fetched < oldest->fetched)
+            oldest = e;
+        if (e->list == NULL)
+            break;
+    }
+    free(oldest->list);
+    memset(oldest, 0, sizeof *oldest);
+    oldest->list = strdup(list);
+    return oldest->list ? oldest : NULL;
+}
+
+static long long str_ll(const rrpc__reply *r)
+{
+    return r && rrpc__reply_type(r) == RRPC__REPLY_STRING ? atoll(rrpc__reply_str(r, NULL)) : 0;
+}
+
+/* Counts the workers whose deadline (a score, Redis ms) is after NOW. */
+static int count_live(const rrpc__reply *zrange, long long now_ms)
+{
+    int live = 0;
+    for (size_t i = 1; i < rrpc__reply_count(zrange); i += 2)
+        live += str_ll(rrpc__reply_element(zrange, i)) > now_ms;
+    return live;
+}
+
+/* One round trip: Redis's clock, the heartbeat deadlines and the config. */
+static int refresh(rrpc__conn *c, const char *list, entry *e)
+{
+    char workers[RRPC__KEY_MAX], config[RRPC__KEY_MAX];
+    if (rrpc__tagged_key(workers, sizeof workers, list, RRPC__TAG_WORKERS) ||
+        rrpc__tagged_key(config, sizeof config, list, RRPC__TAG_CONFIG))
+        return RRPC_EINVAL;
+    rrpc__reply *r[5] = {NULL, NULL, NULL, NULL, NULL};
+    int rc = rrpc__conn_appendv(c, 1, "TIME");
+    if (rc == RRPC_OK)
+        rc = rrpc__conn_appendv(c, 5, "ZRANGE", workers, "0", "-1", "WITHSCORES");
+    if (rc == RRPC_OK)
+        rc = rrpc__conn_appendv(c, 3, "HGET", config, "max_queue");
+    if (rc == RRPC_OK)
+        rc = rrpc__conn_appendv(c, 2, "EXISTS", config);
+    if (rc == RRPC_OK)
+        rc = rrpc__conn_appendv(c, 3, "HGET", config, "shards");
+    for (int i = 0; i < 5 && rc == RRPC_OK; i++)
+        rc = rrpc__conn_read(c, &r[i]);
+    int refused = 0;
+    for (int i = 0; i < 5 && rc == RRPC_OK; i++)
+        refused |= rrpc__reply_type(r[i]) == RRPC__REPLY_ERROR;
+    if (rc == RRPC_OK) {
+        /* A Redis that refuses these keys (an ACL, say) means no registry
+         * for this caller: wait as usual rather than fail. */
+        long long now_ms = rrpc__reply_count(r[0]) == 2
+                               ? str_ll(rrpc__reply_element(r[0], 0)) * 1000 +
+                                     str_ll(rrpc__reply_element(r[0], 1)) / 1000
+                               : 0;
+        e->registered = !refused && rrpc__reply_integer(r[3]) > 0;
+        e->live = refused ? 0 : count_live(r[1], now_ms);
+        e->max_queue = refused ? 0 : (long)str_ll(r[2]);
+        /* No field (an older server): the one list of before. */
+        e->shards = e->registered ? rrpc__shard_count((long)str_ll(r[4])) : 1;
+        e->fetched = rrpc__monotonic();
+    }
+    for (int i = 0; i < 5; i++)
+        rrpc__reply_free(r[i]);
+    return rc;
+}
+
+static int unavailable(const char *list, char *err, size_t errlen)
+{
+    return rrpc__fail(err, errlen, RRPC_EUNAVAILABLE,
+                      "service '%s' is unavailable: its registered workers are all gone "
+                      "(stopped, or their heartbeat expired)",
+                      list);
+}
+
+/* The cache entry of LIST, read again if stale.  NULL with *rc = RRPC_OK
+ * when there is no memory for it (then behave as without a registry). */
+static entry *fresh_entry(rrpc__failfast *ff, rrpc__conn *c, const char *list, int *rc)
+{
+    *rc = RRPC_OK;
+    entry *e = lookup(ff, list);
+    if (e != NULL && (e->fetched == 0 || rrpc__monotonic() - e->fetched > FRESH_S))
+        *rc = refresh(c, list, e);
+    return *rc == RRPC_OK ? e : NULL;
+}
+
+/* The shard the next push of a service with SHARDS lists goes to. */
+static int next_shard(rrpc__failfast *ff, int shards)
+{
+    return shards > 1 ? (int)(ff->next_shard++ % (unsigned)shards) : 0;
+}
+
+int rrpc__failfast_check(rrpc__failfast *ff, rrpc__conn *c, const char *list, double timeout_s,
+                         rrpc__svc_state *st, char *err, size_t errlen)
+{
+    memset(st, 0, sizeof *st);
+    st->deadline = rrpc__monotonic() + timeout_s;
+    if (ff == NULL || !ff->enabled)
+        return RRPC_OK;
+    int rc;
+    entry *e = fresh_entry(ff, c, list, &rc);
+    if (rc != RRPC_OK)
+        return rrpc__fail(err, errlen, rc, "%s", rrpc__conn_errmsg(c));
+    if (e == NULL)
+        return RRPC_OK;
+    st->registered = e->registered;
+    st->live = e->live;
+    st->max_queue = e->registered && e->live > 0 ? e->max_queue : 0;
+    if (st->registered && st->live == 0)
+        return unavailable(list, err, errlen);
+    st->slice_s = st->registered ? SLICE_S : 0;
+    st->shard = next_shard(ff, e->shards);
+    return RRPC_OK;
+}
+
+int rrpc__failfast_shard(rrpc__failfast *ff, rrpc__conn *c, const char *list)
+{
+    if (ff == NULL || !ff->enabled)
+        return 0;
+    int rc;
+    entry *e = fresh_entry(ff, c, list, &rc);
+    return e != NULL ? next_shard(ff, e->shards) : 0; /* a broken link: the push says so */
+}
+
+int rrpc__failfast_append_push(rrpc__conn *c, const char *list, const char *text,
+                               const rrpc__svc_state *st)
+{
+    if (st->max_queue <= 0)
+        return rrpc__conn_appendv(c, 3, "RPUSH", list, text);
+    char max[32];
+    snprintf(max, sizeof max, "%ld", st->max_queue);
+    return rrpc__conn_appendv(c, 6, "EVAL", push_script, "1", list, text, max);
+}
+
+int rrpc__failfast_pushed(const rrpc__reply *r, const rrpc__svc_state *st, char *err, size_t errlen)
+{
+    if (st->max_queue > 0 && rrpc__reply_type(r) == RRPC__REPLY_INTEGER &&
+        rrpc__reply_integer(r) < 0)
+        return rrpc__fail(err, errlen, RRPC_EOVERLOADED,
+                          "service overloaded: its queue holds %ld requests (max_queue)",
+                          st->max_queue);
+    return RRPC_OK;
+}
+
+int rrpc__failfast_next_wait(rrpc__svc_state *st, char *text, size_t len)
+{
+    double left = st->deadline - rrpc__monotonic();
+    /* "!(left > 0)" also catches NaN.  Redis reads a BLPOP timeout of 0 as
+     * "forever", so a wait is at least 1 ms, and at most MAX_WAIT_S, whose
+     * text always fits (a huge one would be cut by snprintf into another
+     * number). */
+    if (!(left > 0))
+        return 0;
+    double wait = st->slice_s > 0 && st->slice_s < left ? st->slice_s : left;
+    if (wait > MAX_WAIT_S)
+        wait = MAX_WAIT_S;
+    int n = snprintf(text, len, "%.3f", wait < 0.001 ? 0.001 : wait);
+    return n > 0 && (size_t)n < len;
+}
+
+int rrpc__failfast_again(rrpc__failfast *ff, rrpc__conn *c, const char *list, rrpc__svc_state *st)
+{
+    if (st->slice_s <= 0 || rrpc__monotonic() >= st->deadline)
+        return 0;
+    entry *e = lookup(ff, list);
+    if (e == NULL ||
+        (rrpc__monotonic() - e->fetched > FRESH_S * 0.5 && refresh(c, list, e) != RRPC_OK))
+        return 1; /* cannot tell: keep waiting, the timeout still bounds it */
+    if (e->registered && e->live == 0) {
+        st->unavailable = 1;
+        return 0;
+    }
+    return 1;
+}

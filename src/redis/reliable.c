@@ -1,0 +1,750 @@
+/* reliable.c -- the at-least-once delivery mode of the server (RELIABILITY.md).
+ *
+ * In reliable mode a worker never holds a request that Redis has forgotten:
+ * requests move from the service's list into the worker's own in-flight
+ * hash and leave it only in the same atomic step that stores their answer.
+ * Three Lua scripts keep each step atomic inside Redis:
+ *
+ *   take    moves what BLMOVE landed and up to N more requests into the
+ *           in-flight hash, each under a field of its own with its identity,
+ *           and returns every request held there with the answer already
+ *           remembered for it (dedup), if any;
+ *   commit  completes one request: remembers its answer, pushes the
+ *           response (only onto a reply list), applies the handler's
+ *           effects, files its dead letter and removes it from the hash --
+ *           all or nothing, at most once per request;
+ *   reap    puts the requests of workers whose heartbeat expired back at the
+ *           head of the service's list, counting deliveries, and turns a
+ *           request delivered max_deliveries times into a dead letter.
+ *
+ * Each script checks every key it could fail on before its first write:
+ * Redis does not undo a script's writes, so a script that failed halfway
+ * would leave requests half-moved.  A message larger than the size limit is
+ * never decoded in Lua.  Every key but the dead-letter list and the stats
+ * hash carries the list key as a Redis Cluster hash tag.  The heartbeat runs
+ * on a thread of its own so that a slow handler never makes its worker look
+ * dead.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "core/keys.h"
+#include "core/clock.h"
+#include "core/internal.h"
+#include "core/log.h"
+#include "core/random.h"
+#include "redis/reliable.h"
+#include "redis/conn.h"
+#include "core/url.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The in-flight record of a taken request: its identity (40 hex digits),
+ * the key its deliveries are counted under (40 hex digits) and the request
+ * text.  The two are equal for a stable identity.
+ *
+ * A request's identity, computed once, when the take script moves it in:
+ *   - a call (a request object with a string id, or an integer id that a
+ *     double holds exactly): its reply_to and id, so that a caller's retry
+ *     is recognised even if its text changed (a new deadline, say);
+ *   - a notification with an "idempotency_key" (a non-empty string): that
+ *     key, so that its sender can make repeated sends run once;
+ *   - a batch whose every element is such a call: its exact text;
+ *   - anything else (a notification without a key, a batch holding one,
+ *     text that is not JSON, a message above the size limit): this take of
+ *     it (worker id and token), so that every send runs once -- and a
+ *     redelivery, which goes back to the list and is taken anew, is never
+ *     confused with an earlier send.  Its deliveries are counted by its
+ *     exact text (by its length and first bytes above the size limit).
+ * A message larger than the worker's size limit is never decoded here:
+ * the worker refuses it without parsing it either. */
+#define IDENTITY_LUA                                                                               \
+    "local function call_id(req)\n"                                                                \
+    "  if type(req) ~= 'table' or req.jsonrpc ~= '2.0' then return nil end\n"                      \
+    "  local id, to = req.id, req.reply_to\n"                                                      \
+    "  if type(to) ~= 'string' then to = '' end\n"                                                 \
+    "  if type(id) == 'string' then return redis.sha1hex('s\\n' .. to .. '\\n' .. id) end\n"       \
+    "  if type(id) == 'number' and id == math.floor(id) and math.abs(id) < 2^53 then\n"            \
+    "    return redis.sha1hex('n\\n' .. to .. '\\n' .. string.format('%.0f', id))\n"               \
+    "  end\n"                                                                                      \
+    "  return nil\n"                                                                               \
+    "end\n"                                                                                        \
+    "local function identity(item, max, token)\n"                                                  \
+    "  if #item <= max then\n"                                                                     \
+    "    local ok, req = pcall(cjson.decode, item)\n"                                              \
+    "    if ok and type(req) == 'table' then\n"                                                    \
+    "      local h = call_id(req)\n"                                                               \
+    "      if h then return h .. h end\n"                                                          \
+    "      local key, note = req.idempotency_key, req.jsonrpc == '2.0' and req.id == nil\n"        \
+    "      if note and type(key) == 'string' and #key > 0 then\n"                                  \
+    "        h = redis.sha1hex('k\\n' .. key)\n"                                                   \
+    "        return h .. h\n"                                                                      \
+    "      end\n"                                                                                  \
+    "      if #req > 0 then\n"                                                                     \
+    "        local calls = true\n"                                                                 \
+    "        for _, e in ipairs(req) do calls = calls and call_id(e) ~= nil end\n"                 \
+    "        if calls then h = redis.sha1hex(item) return h .. h end\n"                            \
+    "      end\n"                                                                                  \
+    "    end\n"                                                                                    \
+    "    return redis.sha1hex('t\\n' .. token) .. redis.sha1hex(item)\n"                           \
+    "  end\n"                                                                                      \
+    "  return redis.sha1hex('t\\n' .. token) ..\n"                                                 \
+    "    redis.sha1hex(#item .. '\\n' .. string.sub(item, 1, 4096))\n"                             \
+    "end\n"
+
+/* Refuses, before anything is written, to work on keys of the wrong type:
+ * a script that failed after it had moved requests would leave them
+ * half-moved (Redis does not undo a script's writes). */
+#define CHECK_TYPES_LUA                                                                            \
+    "local function check_types(want)\n"                                                           \
+    "  for i, w in ipairs(want) do\n"                                                              \
+    "    local t = redis.call('TYPE', KEYS[i]).ok\n"                                               \
+    "    if t ~= 'none' and t ~= w then\n"                                                         \
+    "      return redis.error_reply('WRONGTYPE rrpc: ' .. KEYS[i] .. ' is a ' .. t ..\n"           \
+    "        ', not a ' .. w)\n"                                                                   \
+    "    end\n"                                                                                    \
+    "  end\n"                                                                                      \
+    "end\n"
+
+/* KEYS: list, landing list, in-flight hash, worker set.  ARGV: count (0:
+ * none more), done-key prefix, worker id, size limit, token base.  Moves
+ * what BLMOVE landed and up to COUNT more requests into the in-flight
+ * hash, and returns [field, record, answer, ...] for everything held there,
+ * oldest first: answer is the remembered answer (or nil), or an error
+ * "dedup key refused: <type>" when the request's dedup key is not a
+ * string. */
+static const char take_script[] = IDENTITY_LUA CHECK_TYPES_LUA
+    "local bad = check_types({'list', 'list', 'hash', 'set'})\n"
+    "if bad then return bad end\n"
+    "local n, max = tonumber(ARGV[1]), tonumber(ARGV[4])\n"
+    "local landed = redis.call('LRANGE', KEYS[2], 0, -1)\n"
+    "local more = n > 0 and redis.call('LRANGE', KEYS[1], 0, n - 1) or {}\n"
+    "redis.call('SADD', KEYS[4], ARGV[3])\n" /* first write: under OOM nothing moved */
+    "local k = 0\n"
+    "local function hold(item)\n"
+    "  k = k + 1\n"
+    "  local field = string.format('%s.%06d', ARGV[5], k)\n"
+    "  local rec = identity(item, max, ARGV[3] .. '\\n' .. field)\n"
+    "  redis.call('HSET', KEYS[3], field, rec .. item)\n"
+    "end\n"
+    "for _, item in ipairs(landed) do hold(item) end\n"
+    "for _, item in ipairs(more) do hold(item) end\n"
+    "if #landed > 0 then redis.call('DEL', KEYS[2]) end\n"
+    "if #more > 0 then redis.call('LTRIM', KEYS[1], #more, -1) end\n"
+    "local all = redis.call('HGETALL', KEYS[3])\n"
+    "local fields, recs = {}, {}\n"
+    "for i = 1, #all, 2 do fields[#fields + 1] = all[i]; recs[all[i]] = all[i + 1] end\n"
+    "table.sort(fields)\n"
+    "local out = {}\n"
+    "for _, f in ipairs(fields) do\n"
+    "  local rec = recs[f]\n"
+    "  local h, answer = string.sub(rec, 1, 40), false\n"
+    "  if h == string.sub(rec, 41, 80) then\n"
+    "    local t = redis.call('TYPE', ARGV[2] .. h).ok\n"
+    "    if t == 'string' then answer = redis.call('GET', ARGV[2] .. h)\n"
+    "    elseif t ~= 'none' then answer = {err = 'dedup key refused: ' .. t} end\n"
+    "  end\n"
+    "  out[#out + 1] = f\n"
+    "  out[#out + 1] = rec\n"
+    "  out[#out + 1] = answer\n"
+    "end\n"
+    "return out\n";
+
+/* KEYS: in-flight hash, done key, dead list, stats hash[, reply key].
+ * ARGV: field, answer to remember ('': none, the request's answer is being
+ * sent again), window, response, reply ttl, dead letter (''  none),
+ * dead-letter bound, effect count, then per effect its argc and arguments.
+ *
+ * Completes one request held in the in-flight hash, all or nothing:
+ * remembers its answer, pushes its response, applies its effects, files its
+ * dead letter and releases it.  Returns 1; [1, error] if an effect was
+ * refused (the rest stands); 0 if the request is no longer held (this was
+ * done already, or the reaper took it back) or another worker answered it
+ * first; or ['refused', reason] having changed nothing, when the reply key
+ * is refused or the dedup key is not a string: the worker then commits
+ * again with the dead letter it builds for that reason.  Everything that
+ * can refuse is checked before the first write, so a script error (out of
+ * memory, at the first write) leaves the request held, to be retried. */
+static const char commit_script[] =
+    "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end\n"
+    "local remember, dead = ARGV[2] ~= '', ARGV[6] ~= ''\n"
+    "if remember then\n"
+    "  local t = redis.call('TYPE', KEYS[2]).ok\n"
+    "  if t == 'string' then\n"
+    "    redis.call('HDEL', KEYS[1], ARGV[1])\n"
+    "    return 0\n"
+    "  elseif t ~= 'none' then\n"
+    "    if not dead then return {'refused', 'dedup key refused: ' .. t} end\n"
+    "    remember = false\n"
+    "  end\n"
+    "end\n"
+    "if dead then\n"
+    "  for i, w in ipairs({'list', 'hash'}) do\n"
+    "    local t = redis.call('TYPE', KEYS[2 + i]).ok\n"
+    "    if t ~= 'none' and t ~= w then\n"
+    "      return redis.error_reply('WRONGTYPE rrpc: ' .. KEYS[2 + i] .. ' is a ' .. t)\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "if #KEYS > 4 then\n"
+    "  local t = redis.pcall('TYPE', KEYS[5])\n"
+    "  if t.err then return {'refused', 'reply failed: ' .. t.err} end\n"
+    "  t = t.ok\n"
+    "  if t == 'list' then\n"
+    "    local ttl = redis.pcall('PTTL', KEYS[5])\n"
+    "    if type(ttl) == 'table' then return {'refused', 'reply failed: ' .. ttl.err} end\n"
+    "    if ttl < 0 then return {'refused', 'reply key refused: list without expiry'} end\n"
+    "  elseif t ~= 'none' then\n"
+    "    return {'refused', 'reply key refused: ' .. t}\n"
+    "  end\n"
+    "  local r = redis.pcall('RPUSH', KEYS[5], ARGV[4])\n"
+    "  if type(r) == 'table' then\n"
+    "    if string.sub(r.err, 1, 3) == 'OOM' then return redis.error_reply(r.err) end\n"
+    "    return {'refused', 'reply failed: ' .. r.err}\n"
+    "  end\n"
+    "  redis.pcall('EXPIRE', KEYS[5], ARGV[5])\n"
+    "end\n"
+    "if remember then redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3]) end\n"
+    "local i, refused = 9, nil\n"
+    "for _ = 1, tonumber(ARGV[8]) do\n"
+    "  local argc = tonumber(ARGV[i])\n"
+    "  local r = redis.pcall(unpack(ARGV, i + 1, i + argc))\n"
+    "  if type(r) == 'table' and r.err and not refused then\n"
+    "    refused = ARGV[i + 1] .. ': ' .. r.err\n"
+    "  end\n"
+    "  i = i + argc + 1\n"
+    "end\n"
+    "if dead then\n"
+    "  redis.call('RPUSH', KEYS[3], ARGV[6])\n"
+    "  redis.call('LTRIM', KEYS[3], ARGV[7], -1)\n"
+    "  redis.pcall('HINCRBY', KEYS[4], 'dead', 1)\n"
+    "end\n"
+    "redis.call('HDEL', KEYS[1], ARGV[1])\n"
+    "if refused then return {1, refused} end\n"
+    "return 1\n";
+
+/* KEYS: list, worker set, dead list, stats hash.  ARGV: key prefix
+ * "{list}:", max deliveries, window, service, dead-letter bound, size
+ * limit.  Returns [requeued, dead, unreadable].  Nothing it reads can make
+ * it fail once it has written: the declared keys' types are checked first,
+ * and a dead worker's key of the wrong type, or a delivery counter that
+ * cannot count, affects only its own requests. */
+static const char reap_script[] = CHECK_TYPES_LUA
+    "local bad = check_types({'list', 'set', 'list', 'hash'})\n"
+    "if bad then return bad end\n"
+    "local requeued, dead, broken = 0, 0, 0\n"
+    "local max = tonumber(ARGV[6])\n"
+    "local function bury(item, reason)\n"
+    "  local t = redis.call('TIME')\n"
+    "  local rec = {reason = reason, time = tonumber(t[1]) + tonumber(t[2]) / 1e6,\n"
+    "    service = ARGV[4]}\n"
+    "  if #item <= max then\n"
+    "    rec.message = item\n"
+    "  else\n" /* a bounded copy: its first bytes (whole UTF-8 sequences), length, digest */
+    "    local n = math.min(4096, #item)\n"
+    "    while n > 0 and n < #item and string.byte(item, n + 1) >= 128 and\n"
+    "      string.byte(item, n + 1) < 192 do\n"
+    "      n = n - 1\n"
+    "    end\n"
+    "    rec.message_prefix = string.sub(item, 1, n)\n"
+    "    rec.message_bytes = #item\n"
+    "    rec.message_sha1 = redis.sha1hex(item)\n"
+    "  end\n"
+    "  redis.call('RPUSH', KEYS[3], cjson.encode(rec))\n"
+    "  redis.call('LTRIM', KEYS[3], -tonumber(ARGV[5]), -1)\n"
+    "  redis.call('HINCRBY', KEYS[4], 'dead', 1)\n"
+    "  dead = dead + 1\n"
+    "end\n"
+    "local function put_back(rec)\n"
+    "  local h, d, item = string.sub(rec, 1, 40), string.sub(rec, 41, 80), string.sub(rec, 81)\n"
+    "  if h == d and redis.call('TYPE', ARGV[1] .. 'done:' .. h).ok == 'string' then\n"
+    "    return\n" /* answered meanwhile (a copy another worker took) */
+    "  end\n"
+    "  local count = ARGV[1] .. 'deliveries:' .. d\n"
+    "  local t = redis.call('TYPE', count).ok\n"
+    "  local n = nil\n"
+    "  if t == 'none' or t == 'string' then\n"
+    "    local r = redis.pcall('INCR', count)\n"
+    "    if type(r) == 'number' then\n"
+    "      n = r\n"
+    "      redis.call('EXPIRE', count, ARGV[3])\n"
+    "    elseif string.sub(r.err, 1, 3) == 'OOM' then\n"
+    "      error(r.err)\n" /* only ever the first write: nothing done yet */
+    "    else\n"
+    "      t = r.err\n"
+    "    end\n"
+    "  end\n"
+    "  if n == nil then\n"
+    "    bury(item, 'delivery counter refused: ' .. t)\n"
+    "  elseif n >= tonumber(ARGV[2]) then\n"
+    "    bury(item, 'taken by ' .. n .. ' workers that died (max_deliveries ' .. ARGV[2] .. ')')\n"
+    "  else\n"
+    "    redis.call('LPUSH', KEYS[1], item)\n"
+    "    requeued = requeued + 1\n"
+    "  end\n"
+    "end\n"
+    "for _, wid in ipairs(redis.call('SMEMBERS', KEYS[2])) do\n"
+    "  local pid = string.match(wid, '^(.*)/[^/]*$') or wid\n"
+    "  if redis.call('EXISTS', ARGV[1] .. 'alive:' .. pid) == 0 then\n"
+    "    local held, landing = ARGV[1] .. 'inflight:' .. wid, ARGV[1] .. 'landing:' .. wid\n"
+    "    local ht, lt = redis.call('TYPE', held).ok, redis.call('TYPE', landing).ok\n"
+    "    if (ht ~= 'none' and ht ~= 'hash') or (lt ~= 'none' and lt ~= 'list') then\n"
+    "      broken = broken + 1\n" /* not ours any more: left for an operator */
+    "    else\n"
+    /* Landed but never handed to the worker: not a delivery.  Then the held
+     * requests in front of them, oldest first. */
+    "      local landed = redis.call('LRANGE', landing, 0, -1)\n"
+    "      for i = #landed, 1, -1 do\n"
+    "        redis.call('LPUSH', KEYS[1], landed[i])\n"
+    "        requeued = requeued + 1\n"
+    "      end\n"
+    "      local all = redis.call('HGETALL', held)\n"
+    "      local fields, recs = {}, {}\n"
+    "      for i = 1, #all, 2 do fields[#fields + 1] = all[i]; recs[all[i]] = all[i + 1] end\n"
+    "      table.sort(fields)\n"
+    "      for i = #fields, 1, -1 do put_back(recs[fields[i]]) end\n"
+    "      redis.call('DEL', held, landing)\n"
+    "    end\n"
+    "    redis.call('SREM', KEYS[2], wid)\n"
+    "  end\n"
+    "end\n"
+    "return {requeued, dead, broken}\n";
+
+#define HEARTBEAT_BACKOFF_MAX_S 2.0
+
+/* The longest key reliable mode builds is a worker's in-flight hash
+ * "{L}:inflight:<host:pid:random>/<thread>"; the process id part is at
+ * most sizeof pid_id - 1 bytes, whatever the host, so that whether a
+ * service name fits does not depend on the machine. */
+#define LONGEST_SUFFIX (sizeof "inflight:" - 1 + sizeof((rrpc__rel *)0)->pid_id - 1 + 1 + 10)
+
+size_t rrpc__rel_max_list_key(void)
+{
+    return RRPC__KEY_MAX - 1 - (sizeof "{}:" - 1) - LONGEST_SUFFIX;
+}
+
+int rrpc__rel_init(rrpc__rel *r, const char *list_key, const char *service,
+                   const rrpc__rel_options *opts)
+{
+    memset(r, 0, sizeof *r);
+    if (strlen(list_key) > rrpc__rel_max_list_key())
+        return RRPC_EINVAL; /* its keys would not fit: never cut them short */
+    char host[64] = "host", hex[33];
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = '\0';
+    if (rrpc__random_hex128(hex) != RRPC_OK)
+        return RRPC_ESYS;
+    hex[8] = '\0';
+    r->opts = *opts;
+    r->service = service;
+    r->list_key = list_key;
+    int n1 = snprintf(r->tag, sizeof r->tag, "{%s}:", list_key);
+    int n2 = snprintf(r->pid_id, sizeof r->pid_id, "%s:%ld:%s", host, (long)getpid(), hex);
+    int n3 = snprintf(r->set_key, sizeof r->set_key, "%s" RRPC__TAG_INFLIGHT, r->tag);
+    int n4 =
+        snprintf(r->alive_key, sizeof r->alive_key, "%s" RRPC__TAG_ALIVE "%s", r->tag, r->pid_id);
+    int n5 = snprintf(r->done_prefix, sizeof r->done_prefix, "%s" RRPC__TAG_DONE, r->tag);
+    if (n1 < 0 || n2 < 0 || n3 < 0 || n4 < 0 || n5 < 0 || (size_t)n1 >= sizeof r->tag ||
+        (size_t)n3 >= sizeof r->set_key || (size_t)n4 >= sizeof r->alive_key ||
+        (size_t)n5 >= sizeof r->done_prefix)
+        return RRPC_EINVAL; /* cannot happen after the length check above */
+    snprintf(r->window_text, sizeof r->window_text, "%ld", (long)(opts->dedup_window_s + 0.5));
+    snprintf(r->max_text, sizeof r->max_text, "%d", opts->max_deliveries);
+    snprintf(r->size_text, sizeof r->size_text, "%zu", opts->max_request_bytes);
+    snprintf(r->trim_text, sizeof r->trim_text, "%ld", -opts->dead_letter_max);
+    return RRPC_OK;
+}
+
+int rrpc__rel_worker_keys(const rrpc__rel *r, int thread, rrpc__rel_worker *k)
+{
+    int n = snprintf(k->wid, sizeof k->wid, "%s/%d", r->pid_id, thread);
+    int m =
+        snprintf(k->inflight, sizeof k->inflight, "%s" RRPC__TAG_INFLIGHT ":%s", r->tag, k->wid);
+    int l = snprintf(k->landing, sizeof k->landing, "%s" RRPC__TAG_LANDING "%s", r->tag, k->wid);
+    return n < 0 || m < 0 || l < 0 || (size_t)n >= sizeof k->wid ||
+                   (size_t)m >= sizeof k->inflight || (size_t)l >= sizeof k->landing
+               ? RRPC_EINVAL
+               : RRPC_OK;
+}
+
+void rrpc__rel_take_argv(const rrpc__rel *r, const rrpc__rel_worker *k, const char *count,
+                         const char *base, const char *argv[12])
+{
+    const char *a[] = {"EVALSHA",      r->take_sha, "4",          r->list_key,
+                       k->landing,     k->inflight, r->set_key,   count,
+                       r->done_prefix, k->wid,      r->size_text, base};
+    memcpy(argv, a, sizeof a);
+}
+
+/* ---- commit ---------------------------------------------------------- */
+
+static int grow(rrpc__cmd *c, size_t need)
+{
+    if (need <= c->cap)
+        return RRPC_OK;
+    size_t cap = c->cap ? c->cap * 2 : 16;
+    while (cap < need)
+        cap *= 2;
+    char **argv = realloc(c->argv, cap * sizeof *argv);
+    if (argv == NULL)
+        return RRPC_ENOMEM;
+    c->argv = argv;
+    size_t *lens = realloc(c->lens, cap * sizeof *lens);
+    if (lens == NULL)
+        return RRPC_ENOMEM;
+    c->lens = lens;
+    c->cap = cap;
+    return RRPC_OK;
+}
+
+int rrpc__cmd_add(rrpc__cmd *c, const char *s, size_t len)
+{
+    if (grow(c, c->argc + 1) != RRPC_OK)
+        return RRPC_ENOMEM;
+    char *copy = malloc(len + 1);
+    if (copy == NULL)
+        return RRPC_ENOMEM;
+    memcpy(copy, s, len);
+    copy[len] = '\0';
+    c->argv[c->argc] = copy;
+    c->lens[c->argc++] = len;
+    return RRPC_OK;
+}
+
+static int add_str(rrpc__cmd *c, const char *s)
+{
+    return rrpc__cmd_add(c, s, strlen(s));
+}
+
+static int add_num(rrpc__cmd *c, long long v)
+{
+    char text[32];
+    snprintf(text, sizeof text, "%lld", v);
+    return add_str(c, text);
+}
+
+void rrpc__cmd_free(rrpc__cmd *c)
+{
+    for (size_t i = 0; i < c->argc; i++)
+        free(c->argv[i]);
+    free(c->argv);
+    free(c->lens);
+    memset(c, 0, sizeof *c);
+}
+
+/* The answer remembered for a request: "K<len>:<reply key><response>" so
+ * that a repeated request can be answered without being parsed, or "-"
+ * when nothing was sent back. */
+static int add_answer(rrpc__cmd *c, const char *key, size_t key_len, const char *response,
+                      size_t resp_len)
+{
+    if (key == NULL || response == NULL)
+        return add_str(c, "-");
+    char head[32];
+    int n = snprintf(head, sizeof head, "K%zu:", key_len);
+    char *answer = malloc((size_t)n + key_len + resp_len);
+    if (answer == NULL)
+        return RRPC_ENOMEM;
+    memcpy(answer, head, (size_t)n);
+    memcpy(answer + n, key, key_len);
+    memcpy(answer + (size_t)n + key_len, response, resp_len);
+    int rc = rrpc__cmd_add(c, answer, (size_t)n + key_len + resp_len);
+    free(answer);
+    return rc;
+}
+
+static int add_effects(rrpc__cmd *c, const json_t *effects)
+{
+    int rc = add_num(c, (long long)json_array_size(effects));
+    size_t i;
+    const json_t *cmd;
+    json_array_foreach(effects, i, cmd)
+    {
+        rc = rc ? rc : add_num(c, (long long)json_array_size(cmd));
+        for (size_t k = 0; rc == RRPC_OK && k < json_array_size(cmd); k++)
+            rc = rrpc__cmd_add(c, json_string_value(json_array_get(cmd, k)),
+                               json_string_length(json_array_get(cmd, k)));
+    }
+    return rc;
+}
+
+int rrpc__rel_commit_cmd(const rrpc__rel *r, rrpc__cmd *c, const rrpc__rel_commit *m)
+{
+    memset(c, 0, sizeof *c);
+    char done[RRPC__KEY_MAX]; /* fits: rrpc__rel_init checked the longest key */
+    snprintf(done, sizeof done, "%s%s", r->done_prefix, m->sha1);
+    int with_reply = m->key != NULL && m->response != NULL;
+    int rc = add_str(c, "EVALSHA");
+    rc = rc ? rc : add_str(c, r->commit_sha);
+    rc = rc ? rc : add_str(c, with_reply ? "5" : "4");
+    rc = rc ? rc : add_str(c, m->inflight);
+    rc = rc ? rc : add_str(c, done);
+    rc = rc ? rc : add_str(c, r->opts.dead_key);
+    rc = rc ? rc : add_str(c, r->opts.stats_key);
+    rc = rc ? rc : (with_reply ? rrpc__cmd_add(c, m->key, m->key_len) : RRPC_OK);
+    rc = rc ? rc : add_str(c, m->field);
+    if (m->again) /* the answer is remembered already: send it, remember nothing */
+        rc = rc ? rc : add_str(c, "");
+    else
+        rc = rc ? rc : add_answer(c, m->key, m->key_len, m->response, m->response_len);
+    rc = rc ? rc : add_str(c, r->window_text);
+    rc = rc ? rc : (with_reply ? rrpc__cmd_add(c, m->response, m->response_len) : add_str(c, ""));
+    rc = rc ? rc : add_str(c, m->reply_ttl);
+    rc = rc ? rc : add_str(c, m->dead_letter ? m->dead_letter : "");
+    rc = rc ? rc : add_str(c, r->trim_text);
+    rc = rc ? rc : (m->effects ? add_effects(c, m->effects) : add_str(c, "0"));
+    if (rc != RRPC_OK)
+        rrpc__cmd_free(c);
+    return rc;
+}
+
+/* Where a commit command's arguments are: ARGV[i] is argv[commit_argv(c, i)]. */
+static size_t commit_argv(const rrpc__cmd *c, size_t i)
+{
+    return 3 + (size_t)atoi(c->argv[2]) + i - 1;
+}
+
+const char *rrpc__rel_commit_arg(const rrpc__cmd *c, int which, size_t *len)
+{
+    size_t i = commit_argv(c, which == RRPC__COMMIT_FIELD      ? 1
+                              : which == RRPC__COMMIT_RESPONSE ? 4
+                                                               : 6);
+    if (c->argc <= i)
+        return NULL;
+    if (len)
+        *len = c->lens[i];
+    return c->argv[i];
+}
+
+int rrpc__rel_commit_dead(const rrpc__cmd *orig, rrpc__cmd *c, const char *dead_letter)
+{
+    memset(c, 0, sizeof *c);
+    size_t keys = (size_t)atoi(orig->argv[2]);
+    size_t response = commit_argv(orig, 4), letter = commit_argv(orig, 6);
+    int rc = RRPC_OK;
+    for (size_t i = 0; rc == RRPC_OK && i < orig->argc; i++) {
+        if (i == 2)
+            rc = add_str(c, "4");
+        else if (i == 7 && keys == 5)
+            continue; /* the refused reply key: not touched */
+        else if (i == response)
+            rc = add_str(c, "");
+        else if (i == letter)
+            rc = add_str(c, dead_letter);
+        else
+            rc = rrpc__cmd_add(c, orig->argv[i], orig->lens[i]);
+    }
+    if (rc != RRPC_OK)
+        rrpc__cmd_free(c);
+    return rc;
+}
+
+int rrpc__rel_parse_answer(const char *answer, size_t len, const char **key, size_t *key_len,
+                           const char **response, size_t *response_len)
+{
+    if (len < 3 || answer[0] != 'K')
+        return 0;
+    char *end = NULL;
+    unsigned long long n = strtoull(answer + 1, &end, 10);
+    if (end == NULL || *end != ':' || n == 0 || n > len - (size_t)(end + 1 - answer))
+        return 0;
+    *key = end + 1;
+    *key_len = (size_t)n;
+    *response = *key + n;
+    *response_len = len - (size_t)(*response - answer);
+    return 1;
+}
+
+/* ---- heartbeat and reaper --------------------------------------------- */
+
+/* Judges the reaper's answer; a failure is logged once until it works
+ * again (a Redis out of memory refuses it at every beat). */
+static void judge_reap(rrpc__rel *r, const rrpc__reply *b)
+{
+    if (rrpc__reply_type(b) == RRPC__REPLY_ARRAY && rrpc__reply_count(b) == 3) {
+        atomic_fetch_add(r->redelivered, (uint64_t)rrpc__reply_integer(rrpc__reply_element(b, 0)));
+        atomic_fetch_add(r->dead_letters, (uint64_t)rrpc__reply_integer(rrpc__reply_element(b, 1)));
+        if (rrpc__reply_integer(rrpc__reply_element(b, 2)) > 0)
+            rrpc__logf(RRPC_LOG_ERROR, r->service, "heartbeat",
+                       "a dead worker's in-flight key under %s has the wrong type: its "
+                       "requests cannot be put back (left for an operator)",
+                       r->tag);
+        if (r->reap_failing)
+            rrpc__log(RRPC_LOG_INFO, r->service, "heartbeat", "the reaper works again", NULL);
+        r->reap_failing = 0;
+        return;
+    }
+    if (!r->reap_failing)
+        rrpc__log(RRPC_LOG_WARN, r->service, "heartbeat", "reaper failed (retried at every beat)",
+                  rrpc__reply_str(b, NULL) ? rrpc__reply_str(b, NULL) : "unexpected reply");
+    r->reap_failing = 1;
+}
+
+static int beat(rrpc__rel *r, rrpc__conn *c)
+{
+    char ttl_ms[32], bound[32];
+    snprintf(ttl_ms, sizeof ttl_ms, "%ld", (long)(r->opts.heartbeat_ttl_s * 1000));
+    snprintf(bound, sizeof bound, "%ld", r->opts.dead_letter_max);
+    const char *set[] = {"SET", r->alive_key, "1", "PX", ttl_ms};
+    const char *reap[] = {"EVAL",
+                          reap_script,
+                          "4",
+                          r->list_key,
+                          r->set_key,
+                          r->opts.dead_key,
+                          r->opts.stats_key,
+                          r->tag,
+                          r->max_text,
+                          r->window_text,
+                          r->service,
+                          bound,
+                          r->size_text};
+    int rc = rrpc__conn_append(c, 5, set, NULL);
+    if (rc == RRPC_OK)
+        rc = rrpc__conn_append(c, 13, reap, NULL);
+    rrpc__reply *a = NULL, *b = NULL;
+    if (rc == RRPC_OK)
+        rc = rrpc__conn_read(c, &a);
+    if (rc == RRPC_OK)
+        rc = rrpc__conn_read(c, &b);
+    if (rc == RRPC_OK && rrpc__reply_type(a) == RRPC__REPLY_ERROR) /* others would reap us */
+        rrpc__log(RRPC_LOG_WARN, r->service, "heartbeat", "cannot renew the heartbeat",
+                  rrpc__reply_str(a, NULL));
+    if (rc == RRPC_OK)
+        judge_reap(r, b);
+    rrpc__reply_free(a);
+    rrpc__reply_free(b);
+    return rc;
+}
+
+/* Sleeps up to SECONDS, waking early when the server stops. */
+static void nap(rrpc__rel *r, double seconds)
+{
+    double until = rrpc__monotonic() + seconds;
+    while (!atomic_load(&r->stop) && rrpc__monotonic() < until)
+        rrpc__sleep(0.02);
+}
+
+static void *heartbeat_main(void *arg)
+{
+    rrpc__rel *r = arg;
+    double interval = r->opts.heartbeat_ttl_s / 3;
+    double backoff = 0.05;
+    while (!atomic_load(&r->stop)) {
+        if (rrpc__conn_broken(r->conn) && rrpc__conn_reconnect(r->conn) != RRPC_OK) {
+            nap(r, backoff);
+            backoff = backoff * 2 > HEARTBEAT_BACKOFF_MAX_S ? HEARTBEAT_BACKOFF_MAX_S : backoff * 2;
+            continue;
+        }
+        backoff = 0.05;
+        beat(r, r->conn);
+        nap(r, interval);
+    }
+    return NULL;
+}
+
+/* Loads one script; its SHA-1 (40 hex digits) goes to SHA. */
+static int load_script(rrpc__conn *c, const char *script, char sha[41])
+{
+    const char *argv[] = {"SCRIPT", "LOAD", script};
+    rrpc__reply *r = NULL;
+    int rc = rrpc__conn_append(c, 3, argv, NULL);
+    if (rc == RRPC_OK)
+        rc = rrpc__conn_read(c, &r);
+    size_t len = 0;
+    const char *text = rc == RRPC_OK ? rrpc__reply_str(r, &len) : NULL;
+    if (rc == RRPC_OK && (rrpc__reply_type(r) != RRPC__REPLY_STRING || len != 40))
+        rc = RRPC_EREDIS;
+    if (rc == RRPC_OK)
+        memcpy(sha, text, 41);
+    rrpc__reply_free(r);
+    return rc;
+}
+
+int rrpc__rel_load_scripts(const rrpc__rel *r, rrpc__conn *c)
+{
+    char take[41], commit[41];
+    int rc = load_script(c, take_script, take);
+    if (rc == RRPC_OK)
+        rc = load_script(c, commit_script, commit);
+    /* The digests depend on the texts only: they are the same each time. */
+    if (rc == RRPC_OK && (strcmp(take, r->take_sha) != 0 || strcmp(commit, r->commit_sha) != 0))
+        rc = RRPC_EPROTO;
+    return rc;
+}
+
+int rrpc__rel_learn_scripts(rrpc__rel *r, rrpc__conn *c)
+{
+    int rc = load_script(c, take_script, r->take_sha);
+    return rc == RRPC_OK ? load_script(c, commit_script, r->commit_sha) : rc;
+}
+
+int rrpc__rel_start(rrpc__rel *r, const rrpc__url *url, double connect_timeout_s, char *err,
+                    size_t errlen)
+{
+    int rc = rrpc__conn_open(&r->conn, url, connect_timeout_s, err, errlen);
+    if (rc == RRPC_OK)
+        rc = rrpc__conn_set_timeout(r->conn, 10);
+    /* Workers send EVALSHA: the script texts would be most of each commit. */
+    if (rc == RRPC_OK && (rc = load_script(r->conn, take_script, r->take_sha)) == RRPC_OK)
+        rc = load_script(r->conn, commit_script, r->commit_sha);
+    if (rc == RRPC_OK)
+        rc = beat(r, r->conn); /* alive before any worker takes a request */
+    if (rc == RRPC_OK && pthread_create(&r->thread, NULL, heartbeat_main, r) != 0)
+        rc = rrpc__fail(err, errlen, RRPC_ESYS, "cannot start the heartbeat thread");
+    if (rc != RRPC_OK) {
+        if (err[0] == '\0')
+            rrpc__fail(err, errlen, rc, "%s", rrpc__conn_errmsg(r->conn));
+        rrpc__conn_close(r->conn);
+        r->conn = NULL;
+        return rc;
+    }
+    r->started = 1;
+    return RRPC_OK;
+}
+
+/* Leaves the registry of in-flight lists cleanly: workers that hold
+ * nothing are removed and the heartbeat is dropped.  A worker that still
+ * holds requests (a link broke at the wrong moment, or Redis refused its
+ * commits) is left for the reaper of another process, which takes them at
+ * once. */
+static void say_goodbye(rrpc__rel *r, const rrpc__rel_worker *ws, int n)
+{
+    for (int i = 0; i < n; i++) {
+        rrpc__reply *held = NULL, *gone = NULL;
+        const char *exists[] = {"EXISTS", ws[i].inflight, ws[i].landing};
+        if (rrpc__conn_append(r->conn, 3, exists, NULL) != RRPC_OK ||
+            rrpc__conn_read(r->conn, &held) != RRPC_OK)
+            return;
+        if (rrpc__reply_type(held) == RRPC__REPLY_INTEGER && rrpc__reply_integer(held) == 0) {
+            const char *srem[] = {"SREM", r->set_key, ws[i].wid};
+            if (rrpc__conn_append(r->conn, 3, srem, NULL) == RRPC_OK &&
+                rrpc__conn_read(r->conn, &gone) == RRPC_OK)
+                rrpc__reply_free(gone);
+        }
+        rrpc__reply_free(held);
+    }
+    /* Without the heartbeat, any list left behind is reaped at once. */
+    const char *del[] = {"DEL", r->alive_key};
+    rrpc__reply *gone = NULL;
+    if (rrpc__conn_append(r->conn, 2, del, NULL) == RRPC_OK &&
+        rrpc__conn_read(r->conn, &gone) == RRPC_OK)
+        rrpc__reply_free(gone);
+}
+
+void rrpc__rel_stop(rrpc__rel *r, const rrpc__rel_worker *ws, int n)
+{
+    if (!r->started)
+        return;
+    atomic_store(&r->stop, 1);
+    pthread_join(r->thread, NULL);
+    if (!rrpc__conn_broken(r->conn))
+        say_goodbye(r, ws, n);
+    rrpc__conn_close(r->conn);
+    r->conn = NULL;
+    r->started = 0;
+    atomic_store(&r->stop, 0);
+}

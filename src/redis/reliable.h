@@ -1,0 +1,117 @@
+/* reliable.h -- at-least-once delivery (reliable.c, RELIABILITY.md): the
+ * keys, scripts and heartbeat/reaper thread of reliable mode. */
+#ifndef RRPC_RELIABLE_H
+#define RRPC_RELIABLE_H
+
+#include "core/internal.h"
+#include "core/url.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+typedef struct rrpc__conn rrpc__conn;
+
+typedef struct rrpc__rel_options {
+    int max_deliveries;
+    double dedup_window_s;
+    double heartbeat_ttl_s;
+    long dead_letter_max;
+    size_t max_request_bytes; /* larger requests are never decoded by a script */
+    const char *dead_key;     /* borrowed from the server */
+    const char *stats_key;    /* borrowed from the server */
+} rrpc__rel_options;
+
+/* The reliable-mode state of one server: its keys and heartbeat thread. */
+typedef struct rrpc__rel {
+    rrpc__rel_options opts;
+    const char *service;             /* borrowed */
+    const char *list_key;            /* borrowed */
+    char tag[RRPC__KEY_MAX];         /* "{<list key>}:" */
+    char pid_id[128];                /* host:pid:random, this process */
+    char set_key[RRPC__KEY_MAX];     /* {L}:inflight, the set of worker ids */
+    char alive_key[RRPC__KEY_MAX];   /* {L}:alive:<pid_id>, the heartbeat */
+    char done_prefix[RRPC__KEY_MAX]; /* {L}:done:, + SHA-1 of a request */
+    char window_text[24];
+    char max_text[16];
+    char size_text[24];                /* max_request_bytes */
+    char trim_text[24];                /* -dead_letter_max, for LTRIM */
+    char take_sha[41], commit_sha[41]; /* SHA-1s of the scripts workers send by EVALSHA */
+    rrpc__conn *conn;
+    pthread_t thread;
+    int started;
+    int reap_failing; /* the last reap failed (logged once) */
+    _Atomic int stop;
+    _Atomic uint_fast64_t *redelivered, *dead_letters; /* the server's counters */
+} rrpc__rel;
+
+/* One worker thread's keys: its id W, its in-flight hash {L}:inflight:W
+ * and the list {L}:landing:W that BLMOVE moves a request into. */
+typedef struct rrpc__rel_worker {
+    char wid[RRPC__KEY_MAX];
+    char inflight[RRPC__KEY_MAX];
+    char landing[RRPC__KEY_MAX];
+} rrpc__rel_worker;
+
+/* An owned command: every argument is a copy (binary, with length). */
+typedef struct rrpc__cmd {
+    char **argv;
+    size_t *lens;
+    size_t argc, cap;
+} rrpc__cmd;
+void rrpc__cmd_free(rrpc__cmd *c);
+/* Appends a copy of the LEN bytes at S as the next argument of *C. */
+int rrpc__cmd_add(rrpc__cmd *c, const char *s, size_t len);
+
+/* The longest list key (prefix + service) whose reliable keys fit. */
+size_t rrpc__rel_max_list_key(void);
+/* RRPC_EINVAL if LIST_KEY is longer than rrpc__rel_max_list_key(). */
+int rrpc__rel_init(rrpc__rel *r, const char *list_key, const char *service,
+                   const rrpc__rel_options *opts);
+/* Worker THREAD's keys. */
+int rrpc__rel_worker_keys(const rrpc__rel *r, int thread, rrpc__rel_worker *k);
+/* The take command (12 borrowed arguments) for COUNT more requests; BASE
+ * (text) is unique to this take among the worker's takes. */
+void rrpc__rel_take_argv(const rrpc__rel *r, const rrpc__rel_worker *k, const char *count,
+                         const char *base, const char *argv[12]);
+
+/* What one commit does (see the commit script). */
+typedef struct rrpc__rel_commit {
+    const char *inflight, *field; /* the worker's in-flight hash and the request's field */
+    const char *sha1;             /* the request's identity */
+    const char *key;              /* reply key (binary, key_len) or NULL: nothing to send */
+    size_t key_len;
+    const char *response; /* response (response_len bytes) or NULL */
+    size_t response_len;
+    int again;               /* the answer remembered before is sent again: no new memory */
+    const json_t *effects;   /* rrpc_request_add_effect commands, or NULL */
+    const char *dead_letter; /* a dead-letter record to file, or NULL */
+    const char *reply_ttl;
+} rrpc__rel_commit;
+/* Builds into *c (owned, rrpc__cmd_free) the commit described by M. */
+int rrpc__rel_commit_cmd(const rrpc__rel *r, rrpc__cmd *c, const rrpc__rel_commit *m);
+/* The commit ORIG again, with DEAD_LETTER and without its reply key (which
+ * was refused): into *c. */
+int rrpc__rel_commit_dead(const rrpc__cmd *orig, rrpc__cmd *c, const char *dead_letter);
+enum { RRPC__COMMIT_FIELD, RRPC__COMMIT_RESPONSE, RRPC__COMMIT_DEAD_LETTER };
+/* A commit command's field, response or dead letter ("" if none),
+ * borrowed; NULL if the command has no such argument. */
+const char *rrpc__rel_commit_arg(const rrpc__cmd *c, int which, size_t *len);
+/* Splits a remembered answer "K<len>:<key><response>"; 0 if it holds no
+ * response.  Pointers are borrowed from ANSWER. */
+int rrpc__rel_parse_answer(const char *answer, size_t len, const char **key, size_t *key_len,
+                           const char **response, size_t *response_len);
+/* Loads the worker scripts on C (after a reconnect: Redis may have
+ * restarted and forgotten them). */
+int rrpc__rel_load_scripts(const rrpc__rel *r, rrpc__conn *c);
+/* Loads the worker scripts on C and keeps their SHA-1s in R, as
+ * rrpc__rel_start does on its own link (server_worker.h). */
+int rrpc__rel_learn_scripts(rrpc__rel *r, rrpc__conn *c);
+/* Starts the heartbeat (and reaper) thread on a connection of its own, and
+ * loads the worker scripts. */
+int rrpc__rel_start(rrpc__rel *r, const rrpc__url *url, double connect_timeout_s, char *err,
+                    size_t errlen);
+/* Stops it and unregisters the N workers WS that hold nothing. */
+void rrpc__rel_stop(rrpc__rel *r, const rrpc__rel_worker *ws, int n);
+
+#endif

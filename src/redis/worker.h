@@ -1,0 +1,231 @@
+/* worker.h -- what the server's files share: struct rrpc_server, the worker
+ * and its ops, the worker's tunables, and the functions one file of the
+ * worker calls in another.  Included only by server.c, server_start.c and
+ * worker*.c: the rest of the library sees a server through rrpc.h.
+ */
+#ifndef RRPC_WORKER_H
+#define RRPC_WORKER_H
+
+#include "core/clock.h"
+#include "core/dispatch.h"
+#include "core/internal.h"
+#include "core/protocol.h"
+#include "redis/registry.h"
+#include "redis/reliable.h"
+#include "redis/conn.h"
+#include "core/url.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+/* The worker's tunables, in one place. */
+#define BLOCK_TIMEOUT      "0.5"
+#define QUICK_TIMEOUT      "0.01" /* the pop's wait while something awaits confirmation */
+#define SOCKET_TIMEOUT_S   10.0
+#define BACKOFF_MIN_S      0.05
+#define BACKOFF_MAX_S      5.0
+#define MAX_BATCH_ELEMENTS 1000
+#define FLUSH_AFTER_S      0.005 /* send a batch's finished replies after this long */
+#define GIVE_BACK_AFTER_S  0.02  /* a batch still busy after this hands back its rest */
+#define CLOCK_REFRESH_S    10.0  /* re-read the Redis clock this often */
+#define SERVICES_REFRESH_S 5.0   /* re-read <prefix>rrpc:services this often */
+#define RETRY_PAUSE_MAX_S  1.0   /* longest pause before resending after "not now" */
+#define STOP_RETRY_S       5.0   /* a stopping worker tries this long to deliver */
+#define BATCH_BYTES_LIMITS 4     /* pop one at a time after a batch of 4 size limits */
+
+struct rrpc_server {
+    rrpc__url url;
+    char *prefix;
+    char *service;
+    char list_key[RRPC__KEY_MAX];
+    char dead_key[RRPC__KEY_MAX];
+    char stats_key[RRPC__KEY_MAX];
+    char services_key[RRPC__KEY_MAX]; /* <prefix>rrpc:services */
+    char reply_sha[41];               /* SHA-1 of rrpc__reply_script */
+    char **reply_prefixes;            /* the allow-list (NULL-terminated), or NULL */
+    rrpc__key_rules rules;            /* the reply-key rules, without the services */
+    int workers;
+    int shards; /* request lists (shard.c); worker i pops shard i % shards */
+    int reply_ttl_s;
+    long dead_letter_max;
+    int batch_max;
+    int handle_signals;
+    double connect_timeout_s;
+    double start_timeout_s; /* waiting for Redis at start; 0 = forever, < 0 = not */
+    int reliable;
+    rrpc__rel rel; /* reliable mode's keys and heartbeat */
+    int refusal;   /* not 0: rrpc_server_run refuses to start, errmsg says why */
+    rrpc__methods methods;
+    rrpc__limits limits;
+    rrpc__registry *registry; /* record, heartbeat, stats, rpc.ping (registry.c) */
+    atomic_int stop;
+    atomic_int running;
+    atomic_uint_fast64_t requests, notifications, errors, dead_letters, expired;
+    atomic_uint_fast64_t duplicates, redelivered, given_back, lost;
+    atomic_int batch_now; /* requests a pop takes beyond the first (adapt_batch) */
+    char errmsg[RRPC__ERRMSG_LEN];
+};
+
+/* One pipelined command whose reply the worker must check. */
+/* A reply and a dead letter own their texts until Redis has confirmed
+ * them, so that after a broken link, or while Redis says "not now", they
+ * can be sent again instead of being lost with hiredis's output buffer. */
+enum op_kind {
+    OP_PLAIN, /* follows an OP_DEAD (LTRIM, HINCRBY), effects, acks */
+    OP_REPLY, /* the reply script for a batch's responses: items owned */
+    OP_DEAD,  /* RPUSH of a dead letter: text owned */
+    OP_POP,
+    OP_TIME,     /* TIME, to keep the Redis clock estimate fresh */
+    OP_SERVICES, /* SMEMBERS <prefix>rrpc:services, for the reply-key rules */
+    OP_COMMIT,   /* reliable mode: the commit script of one request; cmd owned */
+    OP_GIVEBACK, /* LPUSH of requests handed back unstarted; cmd owned */
+    OP_EFFECTS,  /* the effects script of one request (effects_script); cmd owned */
+    OP_LOST      /* HINCRBY <service>:stats lost <count> */
+};
+
+/* Reliable mode: how long a commit Redis refused waits before it is sent
+ * again (doubling up to the maximum), while its request stays held. */
+#define HOLD_MIN_S 0.05
+#define HOLD_MAX_S 2.0
+
+/* At-most-once: how long a refused answer's guard against applying its
+ * effects twice lives if the worker never learns that they were applied
+ * (it deletes the guard once Redis confirms them). */
+#define EFFECTS_GUARD_MS "3600000"
+/* How much of an id (as escaped JSON) a LOST line shows at most. */
+#define LOG_ID_MAX 1024
+
+/* One response on its way to its reply key. */
+typedef struct reply_item {
+    const char *msg; /* the request text, for a dead letter: borrowed, or msg_owned */
+    size_t msg_len;
+    char *msg_owned;
+    char *key; /* owned reply key (binary, key_len bytes) */
+    size_t key_len;
+    char *text;        /* owned response text */
+    int alone;         /* refused as part of a call: sent in a call of its own */
+    double give_up_at; /* refused for memory: lost if still refused then (0: not yet) */
+} reply_item;
+
+typedef struct op {
+    enum op_kind kind;
+    const char *msg; /* OP_COMMIT: the request text, for a dead letter */
+    size_t msg_len;
+    char *msg_owned; /* msg's copy once the op outlives the popped reply */
+    char *key;
+    char *text;        /* OP_DEAD: owned text to push */
+    double sent_ms;    /* OP_TIME: local wall time it was queued */
+    rrpc__cmd cmd;     /* OP_COMMIT: the whole command, resent as it is */
+    reply_item *items; /* OP_REPLY: the responses of the call, owned */
+    size_t nitems;
+    int eval;                 /* OP_REPLY: sent as EVAL, so the script is cached now */
+    double give_up_at;        /* at-most-once, refused for memory: lost if still refused then */
+    unsigned long long count; /* OP_LOST: the count added */
+} op;
+
+typedef struct worker {
+    rrpc_server *srv;
+    rrpc__conn *conn;
+    pthread_t thread;
+    int id;
+    op *ops; /* commands sent, replies not yet read */
+    size_t nops, capops;
+    reply_item *pend; /* responses held for the next reply script call */
+    size_t npend, cappend;
+    op *retry; /* ops to send again: the link broke, or Redis said "not now" */
+    size_t nretry, capretry;
+    int retry_wait;     /* Redis said "not now": pause before resending */
+    double retry_pause; /* that pause, growing while it keeps saying so */
+    int reload_scripts; /* reliable mode's scripts are gone from Redis */
+    int script_known;   /* the reply script is cached on this link: EVALSHA */
+    int split_pending;  /* answers of a refused call wait to go one by one */
+    rrpc__key_rules rules;
+    rrpc__name *services; /* registered names, sorted, for rules.services */
+    char *services_buf;
+    double services_at; /* when SMEMBERS was last sent (monotonic), 0 never */
+    int services_refused;
+    rrpc__reply *in_hand[2];          /* the popped pair the pending replies refer to */
+    rrpc__clock clock;                /* the Redis server's time, for request deadlines */
+    char transient[RRPC__ERRMSG_LEN]; /* why collect gave up on a working link */
+    char ttl_text[16];
+    char trim_text[24];
+    char batch_text[16];      /* how many more requests the next pop takes */
+    char list[RRPC__KEY_MAX]; /* the request list it pops: its shard's */
+    /* Reliable mode. */
+    rrpc__rel_worker rk;      /* its id and keys */
+    unsigned long long takes; /* takes sent: makes every in-flight field unique */
+    char base_text[24];       /* the take's token base: takes as 16 hex digits */
+    int registered;           /* its id is in {L}:inflight (else SADD before BLMOVE) */
+    int pop_failing;          /* the last pop was refused (logged once) */
+    op *held; /* commits Redis refused (not transiently), at-most-once answers, dead letters,
+               * effects and give-backs refused for memory: sent again later */
+    size_t nheld, capheld;
+    double held_at, held_delay;      /* when, and the current backoff */
+    unsigned long long lost_unsent;  /* losses not yet added to <service>:stats */
+    unsigned long long effects_sent; /* makes every effects guard key unique */
+    char token[33];                  /* this thread's random part of the guard keys */
+} worker;
+
+/* worker_ops.c */
+void rrpc__log_worker_at(const worker *w, rrpc_log_level level, const char *what,
+                         const char *detail);
+void rrpc__log_worker(const worker *w, const char *what, const char *detail);
+int rrpc__grow(void **items, size_t *cap, size_t need, size_t size);
+void rrpc__free_item(reply_item *it);
+void rrpc__free_op(op *o);
+int rrpc__kept_for_resend(const op *o);
+void rrpc__own_msg(const char **msg, size_t len, char **owned);
+void rrpc__lose_item(worker *w, const reply_item *it, const char *why);
+void rrpc__lose_op(worker *w, const op *o, const char *why);
+void rrpc__keep_for_retry(worker *w, op *o);
+int rrpc__send_cmd(worker *w, op o, int argc, const char **argv, const size_t *lens);
+extern const op rrpc__plain_op;
+
+/* worker_reply.c */
+void rrpc__hold_reply(worker *w, reply_item it);
+void rrpc__queue_reply(worker *w, const char *msg, size_t len, char *key, size_t key_len,
+                       char *text);
+void rrpc__flush_replies(worker *w);
+void rrpc__queue_dead(worker *w, char *text, double give_up_at);
+void rrpc__send_dead_letter(worker *w, const char *reason, const char *msg, size_t len,
+                            const json_t *response, const char *response_text);
+void rrpc__judge_replies(worker *w, op *o, const rrpc__reply *r);
+void rrpc__take_services(worker *w, const rrpc__reply *r);
+
+/* worker_effects.c */
+void rrpc__queue_effects(worker *w, const char *msg, size_t len, const json_t *effects);
+void rrpc__judge_effects(worker *w, const op *o, const rrpc__reply *r);
+
+/* worker_reliable.c */
+void rrpc__queue_dead_commit(worker *w, const char *msg, size_t len, const char *field,
+                             const char *sha1, const char *reason);
+void rrpc__commit_outcome(worker *w, const char *msg, size_t len, const char *field,
+                          const char *sha1, const rrpc__outcome *out, const char *refused);
+void rrpc__answer_again(worker *w, const char *msg, size_t len, const char *field, const char *sha1,
+                        const rrpc__reply *answer);
+int rrpc__commit_pending(const worker *w, const char *field);
+void rrpc__judge_commit(worker *w, const op *o, const rrpc__reply *r);
+int rrpc__refused_reply_key(worker *w, const op *o, const rrpc__reply *r);
+
+/* worker_batch.c */
+size_t rrpc__pop_count(const rrpc__reply *r);
+void rrpc__handle_popped(worker *w, rrpc__reply *const popped[2]);
+
+/* worker_collect.c */
+int rrpc__holds_answers(const worker *w);
+void rrpc__send_held(worker *w);
+void rrpc__keep_unconfirmed(worker *w, op *ops, size_t nops);
+void rrpc__requeue_retries(worker *w);
+int rrpc__collect(worker *w, rrpc__reply *popped[2]);
+
+/* worker.c */
+void rrpc__recover(worker *w);
+void *rrpc__worker_main(void *arg);
+
+/* server_start.c */
+void rrpc__close_workers(worker *ws, int n);
+void rrpc__init_worker(rrpc_server *s, worker *w, int i);
+void rrpc__stop_reliable(rrpc_server *s, const worker *ws);
+int rrpc__start_waiting(rrpc_server *s, worker **ws);
+
+#endif
