@@ -337,10 +337,15 @@ static void log_registry(const rrpc__registry *r, rrpc_log_level level, const ch
 }
 
 /* A beat that survives a broken link: reconnect once per beat, log once
- * per outage. */
+ * per outage.  A link Redis closed while it was idle between beats (its
+ * `timeout`, CLIENT KILL, a proxy) is seen before the beat and mended at
+ * once: else that beat fails and the deadline goes unrenewed for two
+ * intervals, which with a slow beat before can let it expire and callers
+ * fail fast on a live service. */
 static void beat_or_recover(rrpc__registry *r)
 {
-    if (rrpc__conn_broken(r->conn) && rrpc__conn_reconnect(r->conn) != RRPC_OK)
+    if ((rrpc__conn_broken(r->conn) || rrpc__conn_peer_closed(r->conn)) &&
+        rrpc__conn_reconnect(r->conn) != RRPC_OK)
         return;
     rrpc__conn_set_timeout(r->conn, SOCKET_TIMEOUT_S);
     int rc = beat(r);

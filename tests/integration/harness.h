@@ -25,6 +25,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* How much longer than natively a timing may take here: $RRPC_TEST_TIME_SCALE
+ * (set for the valgrind pass, which runs code some 20 times slower), else 1.
+ * For bounds like "at once"; a bound that says what the library promises
+ * (a timeout is kept) is not scaled. */
+static inline double time_scale(void)
+{
+    const char *s = getenv("RRPC_TEST_TIME_SCALE");
+    double v = s ? atof(s) : 1.0;
+    return v >= 1.0 ? v : 1.0;
+}
+
 /* ---- test handlers more than one test registers --------------------------- */
 
 /* add(a, b): a + b. */

@@ -12,6 +12,8 @@
 #include "core/url.h"
 
 #include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -102,6 +104,34 @@ static int call_add(rrpc_client *c, const char *service, double timeout_s, doubl
 }
 
 /* ---- tests ------------------------------------------------------------------ */
+
+/* Log lines of the library that say a heartbeat failed, counted. */
+static atomic_int beats_failed;
+
+static void count_failed_beats(rrpc_log_level level, const char *msg, void *udata)
+{
+    (void)level;
+    (void)udata;
+    if (strstr(msg, "heartbeat failed") != NULL)
+        atomic_fetch_add(&beats_failed, 1);
+}
+
+/* A link Redis closes while the heartbeat is idle (its `timeout`, CLIENT
+ * KILL, a proxy) is mended before the next beat, which then succeeds: a
+ * failed beat would leave the deadline unrenewed for two intervals. */
+static void test_heartbeat_after_killed_link(void)
+{
+    running r;
+    start_server(&r, "kl", 1, 0);
+    CHECK(wait_workers("kl", 1, 10));
+    rrpc_set_log_fn(count_failed_beats, NULL);
+    rrpc__reply_free(cmd(4, "CLIENT", "KILL", "TYPE", "normal")); /* SKIPME yes: not us */
+    rrpc__sleep(0.7);                                             /* three beats of 0.2 s */
+    CHECK(atomic_load(&beats_failed) == 0);
+    rrpc_set_log_fn(NULL, NULL);
+    CHECK(live_workers("kl", NULL) == 1);
+    stop_server(&r);
+}
 
 /* A server killed with SIGKILL cannot remove its record: its heartbeat must
  * expire, a caller already waiting must fail fast, and its request must be
@@ -350,6 +380,7 @@ int main(void)
     CHECK(strcmp(json_string_value(json_object_get(json_array_get(services, 0), "service")),
                  "busy") == 0);
     json_decref(services);
+    test_heartbeat_after_killed_link();
     rrpc_admin_close(admin);
     raw_close();
     return check_report();
