@@ -55,8 +55,7 @@ static int queue_deltas(const rrpc__stats *st, const rrpc__methods *names, rrpc_
     return rc == RRPC_OK ? queued : rc;
 }
 
-int rrpc__mstats_flush(rrpc__stats *st, const rrpc__methods *names, rrpc__conn *c,
-                       const char *key)
+int rrpc__mstats_flush(rrpc__stats *st, const rrpc__methods *names, rrpc__conn *c, const char *key)
 {
     if (st->count == 0)
         return RRPC_OK;

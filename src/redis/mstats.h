@@ -13,7 +13,6 @@ typedef struct rrpc__conn rrpc__conn;
  * them.  NAMES gives the method names in table order.  RRPC_OK, or the
  * first error (RRPC_EREDIS: a command was refused); then the same deltas
  * are sent again next time. */
-int rrpc__mstats_flush(rrpc__stats *st, const rrpc__methods *names, rrpc__conn *c,
-                       const char *key);
+int rrpc__mstats_flush(rrpc__stats *st, const rrpc__methods *names, rrpc__conn *c, const char *key);
 
 #endif

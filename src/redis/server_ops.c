@@ -61,7 +61,8 @@ static void broker_destroy(rrpc__server_broker *b)
     free(b);
 }
 
-static int broker_create(rrpc__serving *s, const rrpc_server_options *opts, rrpc__server_broker **out)
+static int broker_create(rrpc__serving *s, const rrpc_server_options *opts,
+                         rrpc__server_broker **out)
 {
     rrpc__server_broker *b = calloc(1, sizeof *b);
     *out = NULL;
@@ -109,7 +110,8 @@ void rrpc__init_worker(rrpc__server_broker *b, worker *w, int i)
     snprintf(w->batch_text, sizeof w->batch_text, "%d", s->batch_max);
     w->rules = s->rules; /* the services are the worker's own copy */
     w->retry_pause = BACKOFF_MIN_S;
-    rrpc__shard_key(w->list, sizeof w->list, s->list_key, i % s->shards); /* fits: server/ checked */
+    /* Fits: server/ checked the last shard's name. */
+    rrpc__shard_key(w->list, sizeof w->list, s->list_key, i % s->shards);
     if (w->mode->init_worker != NULL)
         w->mode->init_worker(w);
 }

@@ -37,14 +37,14 @@
 /* The Redis transport's part of one server (server_ops.h): what server/
  * never sees.  Set up by create, the workers by connect. */
 struct rrpc__server_broker {
-    rrpc__serving *s;                     /* the server's neutral part (borrowed) */
-    const struct rrpc__delivery *mode;    /* chosen once by create */
-    char services_key[RRPC__KEY_MAX];     /* <prefix>rrpc:services */
-    char reply_sha[41];                   /* SHA-1 of rrpc__reply_script */
-    rrpc__rel rel;                        /* reliable mode's keys and heartbeat */
-    rrpc__registry *registry;             /* record, heartbeat, stats (registry.c) */
-    int announced;                        /* announce succeeded: withdraw has work */
-    struct worker *ws;                    /* s->workers, from connect to disconnect */
+    rrpc__serving *s;                  /* the server's neutral part (borrowed) */
+    const struct rrpc__delivery *mode; /* chosen once by create */
+    char services_key[RRPC__KEY_MAX];  /* <prefix>rrpc:services */
+    char reply_sha[41];                /* SHA-1 of rrpc__reply_script */
+    rrpc__rel rel;                     /* reliable mode's keys and heartbeat */
+    rrpc__registry *registry;          /* record, heartbeat, stats (registry.c) */
+    int announced;                     /* announce succeeded: withdraw has work */
+    struct worker *ws;                 /* s->workers, from connect to disconnect */
 };
 
 /* One pipelined command whose reply the worker must check. */
@@ -105,8 +105,8 @@ typedef struct op {
 } op;
 
 typedef struct worker {
-    rrpc__serving *srv;              /* the server: settings, decide, counters */
-    rrpc__server_broker *b;          /* its Redis side */
+    rrpc__serving *srv;                /* the server: settings, decide, counters */
+    rrpc__server_broker *b;            /* its Redis side */
     const struct rrpc__delivery *mode; /* b->mode */
     rrpc__conn *conn;
     pthread_t thread;
@@ -174,7 +174,7 @@ typedef struct entry {
  * worker's loop never asks which one it runs. */
 typedef struct rrpc__delivery {
     const char *name;
-    int needs_noeviction; /* an evicting Redis is refused, not just warned about */
+    int needs_noeviction;    /* an evicting Redis is refused, not just warned about */
     const char *taken_again; /* logged when Redis takes held writes again */
     /* The server's side: after the record is written (heartbeats that
      * must run before any take), after the workers stopped, and a lone
@@ -204,7 +204,7 @@ typedef struct rrpc__delivery {
     void (*log_held)(worker *w, const char *error);
 } rrpc__delivery;
 
-extern const rrpc__delivery rrpc__at_most_once; /* worker_once.c */
+extern const rrpc__delivery rrpc__at_most_once;  /* worker_once.c */
 extern const rrpc__delivery rrpc__at_least_once; /* worker_reliable.c */
 
 /* worker_ops.c */

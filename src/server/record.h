@@ -21,8 +21,8 @@ typedef struct rrpc__record {
     rrpc__methods *methods; /* the server's table; frozen while running */
     json_t *params;         /* method name -> params shape */
     double started;
-    char *text;         /* the JSON record, built at start */
-    rrpc__stats stats;  /* per-method counters while it runs */
+    char *text;        /* the JSON record, built at start */
+    rrpc__stats stats; /* per-method counters while it runs */
 } rrpc__record;
 
 /* Fills R for a server with OPTS (borrowed, read now) and registers the

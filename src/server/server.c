@@ -259,4 +259,3 @@ void rrpc_server_get_stats_sized(const rrpc_server *s, rrpc_server_stats *out, s
     /* An older caller's struct is shorter: only what it has. */
     memcpy(out, st, size < sizeof all ? size : sizeof all);
 }
-

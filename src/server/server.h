@@ -14,7 +14,7 @@
 #include <stdatomic.h>
 
 struct rrpc_server {
-    rrpc__serving base;         /* what the transport reads: settings, decide, counters */
+    rrpc__serving base;          /* what the transport reads: settings, decide, counters */
     const rrpc__server_ops *ops; /* the transport's, chosen by the URL */
     rrpc__server_broker *broker; /* the transport's part (opaque) */
     char *prefix;

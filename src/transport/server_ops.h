@@ -110,13 +110,13 @@ struct rrpc__serving {
 /* The service's presence, as announce gives it to the broker.  Borrowed:
  * server/ keeps it alive until withdraw returns. */
 typedef struct rrpc__announcement {
-    const char *id;         /* this process's identity among the service's servers */
-    const char *record;     /* its JSON record (PROTOCOL.md section 9) */
-    double interval_s;      /* heartbeat period */
-    double ttl_s;           /* a record not renewed this long is dead */
-    long max_queue;         /* published for callers' load shedding; 0 none */
-    int shards;             /* published: request lists callers spread over */
-    rrpc__stats *stats;     /* per-method counters to send with each beat */
+    const char *id;               /* this process's identity among the service's servers */
+    const char *record;           /* its JSON record (PROTOCOL.md section 9) */
+    double interval_s;            /* heartbeat period */
+    double ttl_s;                 /* a record not renewed this long is dead */
+    long max_queue;               /* published for callers' load shedding; 0 none */
+    int shards;                   /* published: request lists callers spread over */
+    rrpc__stats *stats;           /* per-method counters to send with each beat */
     const rrpc__methods *methods; /* their names, in table order */
 } rrpc__announcement;
 
