@@ -296,6 +296,7 @@ static int broker_run_alone(rrpc__server_broker *b, int id)
 }
 
 const rrpc__server_ops rrpc__redis_server_ops = {
+    .broker = "Redis",
     .create = broker_create,
     .destroy = broker_destroy,
     .connect = broker_connect,

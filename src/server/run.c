@@ -112,9 +112,12 @@ static int sleep_unless_stopped(rrpc_server *s, double seconds)
 /* Says once that the server waits, and why. */
 static void log_waiting(const rrpc_server *s)
 {
-    char what[64] = "waiting for Redis";
+    char what[96];
     if (s->start_timeout_s > 0)
-        snprintf(what, sizeof what, "waiting for Redis (up to %g s)", s->start_timeout_s);
+        snprintf(what, sizeof what, "waiting for %s (up to %g s)", s->ops->broker,
+                 s->start_timeout_s);
+    else
+        snprintf(what, sizeof what, "waiting for %s", s->ops->broker);
     log_start(s, RRPC_LOG_WARN, what, s->base.errmsg);
 }
 
@@ -129,8 +132,8 @@ static int start_waiting(rrpc_server *s, rrpc__announcement *a, int *started)
         int rc = start_once(s, a);
         if (rc == RRPC_OK) {
             if (waited) {
-                char after[64];
-                snprintf(after, sizeof after, "Redis answered after %.1f s, serving",
+                char after[96];
+                snprintf(after, sizeof after, "%s answered after %.1f s, serving", s->ops->broker,
                          rrpc__monotonic() - began);
                 log_start(s, RRPC_LOG_INFO, after, NULL);
             }
@@ -144,8 +147,8 @@ static int start_waiting(rrpc_server *s, rrpc__announcement *a, int *started)
             char why[RRPC__ERRMSG_LEN];
             snprintf(why, sizeof why, "%s", s->base.errmsg);
             return rrpc__fail(s->base.errmsg, sizeof s->base.errmsg, RRPC_ECONNECT,
-                              "Redis did not answer within the start timeout (%g s): %s",
-                              s->start_timeout_s, why);
+                              "%s did not answer within the start timeout (%g s): %s",
+                              s->ops->broker, s->start_timeout_s, why);
         }
         if (!waited)
             log_waiting(s); /* once, not every try */
@@ -205,7 +208,7 @@ int rrpc_server_run(rrpc_server *s)
     if (!atomic_compare_exchange_strong(&s->running, &expected, 1))
         return rrpc__fail(s->base.errmsg, sizeof s->base.errmsg, RRPC_ESTATE,
                           "server already running");
-    if (s->base.refusal) { /* errmsg says why; no wait for the broker can change it */
+    if (s->base.refusal) { /* errmsg says why; no wait for the broker changes it */
         atomic_store(&s->running, 0);
         return s->base.refusal;
     }

@@ -121,6 +121,9 @@ typedef struct rrpc__announcement {
 } rrpc__announcement;
 
 typedef struct rrpc__server_ops {
+    /* The broker as messages name it ("Redis": "waiting for Redis"). */
+    const char *broker;
+
     /* Creates into *OUT the transport's part of S (borrowed: S outlives
      * it), for OPTS (borrowed, read now: reliable mode's settings).  The
      * delivery mode is chosen here, once.  A server the broker cannot run
