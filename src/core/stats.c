@@ -1,21 +1,17 @@
 /* stats.c -- per-method call counters and latency histograms of a server.
  *
  * Worker threads record every handler call here (a few relaxed atomic
- * increments, no lock), and the registry's heartbeat thread sends what
- * changed since its last flush to Redis with HINCRBY, so `rrpc stats` can
- * add up histograms of every worker and every restart.  Latencies go into
+ * increments, no lock); the transport's heartbeat sends what changed since
+ * its last flush to the broker (Redis: redis/mstats.c, HINCRBY), so `rrpc
+ * stats` can add up histograms of every worker and every restart.  Latencies go into
  * log buckets: four per power of two of microseconds, which bounds the
  * error of a percentile to 25% while keeping a method's histogram at one
  * kilobyte.  The bucket rule is part of the protocol (PROTOCOL.md 9).
  */
 #define _POSIX_C_SOURCE 200809L
-#include "core/keys.h"
 #include "core/clock.h"
-#include "core/dispatch.h"
 #include "core/internal.h"
-#include "core/random.h"
 #include "core/stats.h"
-#include "redis/conn.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -87,82 +83,35 @@ void rrpc__stats_record(rrpc__stats *st, size_t method, double started, int erro
     atomic_fetch_add_explicit(&m->hist[b], 1, memory_order_relaxed);
 }
 
-/* Appends one HINCRBY of FIELD-PREFIX + NAME by DELTA; counts the commands. */
-static int incr(rrpc__conn *c, const char *key, const char *field_prefix, const char *name,
-                uint64_t delta, int *queued)
+void rrpc__stats_snapshot(const rrpc__stats *st, uint64_t *snap)
 {
-    char field[RRPC__KEY_MAX], by[32];
-    if (rrpc__key_join(field, sizeof field, field_prefix, name, NULL) != RRPC_OK)
-        return RRPC_OK; /* a method name too long to count: skipped, not fatal */
-    snprintf(by, sizeof by, "%llu", (unsigned long long)delta);
-    const char *argv[] = {"HINCRBY", key, field, by};
-    int rc = rrpc__conn_append(c, 4, argv, NULL);
-    if (rc == RRPC_OK)
-        (*queued)++;
-    return rc;
-}
-
-/* Takes a snapshot of everything not yet sent into SNAP, queues HINCRBYs for
- * it and returns how many commands were queued (or a negative error). */
-static int queue_deltas(const rrpc__stats *st, const rrpc__methods *names, rrpc__conn *c,
-                        const char *key, uint64_t *snap)
-{
-    int queued = 0, rc = RRPC_OK;
-    const size_t per = 2 + RRPC__HIST_BUCKETS;
-    for (size_t i = 0; i < st->count && rc == RRPC_OK; i++) {
+    for (size_t i = 0; i < st->count; i++) {
         rrpc__method_stats *m = &st->methods[i];
-        uint64_t *s = snap + i * per;
-        const char *name = names->items[i].name;
-        s[0] = atomic_load_explicit(&m->calls, memory_order_relaxed);
-        s[1] = atomic_load_explicit(&m->errors, memory_order_relaxed);
-        if (s[0] != m->sent_calls)
-            rc = incr(c, key, "calls:", name, s[0] - m->sent_calls, &queued);
-        if (rc == RRPC_OK && s[1] != m->sent_errors)
-            rc = incr(c, key, "errors:", name, s[1] - m->sent_errors, &queued);
-        for (int b = 0; b < RRPC__HIST_BUCKETS && rc == RRPC_OK; b++) {
-            s[2 + b] = atomic_load_explicit(&m->hist[b], memory_order_relaxed);
-            if (s[2 + b] != m->sent_hist[b]) {
-                char prefix[16];
-                snprintf(prefix, sizeof prefix, "h%d:", b);
-                rc = incr(c, key, prefix, name, s[2 + b] - m->sent_hist[b], &queued);
-            }
-        }
+        uint64_t *s = snap + i * RRPC__STATS_PER_METHOD;
+        s[RRPC__STATS_CALLS] = atomic_load_explicit(&m->calls, memory_order_relaxed);
+        s[RRPC__STATS_ERRORS] = atomic_load_explicit(&m->errors, memory_order_relaxed);
+        for (int b = 0; b < RRPC__HIST_BUCKETS; b++)
+            s[RRPC__STATS_HIST + b] = atomic_load_explicit(&m->hist[b], memory_order_relaxed);
     }
-    return rc == RRPC_OK ? queued : rc;
 }
 
-int rrpc__stats_flush(rrpc__stats *st, const rrpc__methods *names, rrpc__conn *c, const char *key)
+uint64_t rrpc__stats_delta(const rrpc__stats *st, const uint64_t *snap, size_t i, int k)
 {
-    if (st->count == 0)
-        return RRPC_OK;
-    const size_t per = 2 + RRPC__HIST_BUCKETS;
-    uint64_t *snap = malloc(st->count * per * sizeof *snap);
-    if (snap == NULL)
-        return RRPC_ENOMEM;
-    int queued = queue_deltas(st, names, c, key, snap);
-    int rc = queued < 0 ? queued : RRPC_OK;
-    for (int i = 0; i < queued; i++) {
-        rrpc__reply *r = NULL;
-        int read_rc = rrpc__conn_read(c, &r);
-        if (read_rc == RRPC_OK && rrpc__reply_type(r) == RRPC__REPLY_ERROR)
-            read_rc = RRPC_EREDIS;
-        rrpc__reply_free(r);
-        if (read_rc != RRPC_OK && rc == RRPC_OK)
-            rc = read_rc;
-        if (read_rc == RRPC_ECONNECT || read_rc == RRPC_ETIMEDOUT)
-            break;
+    const rrpc__method_stats *m = &st->methods[i];
+    uint64_t now = snap[i * RRPC__STATS_PER_METHOD + (size_t)k];
+    uint64_t sent = k == RRPC__STATS_CALLS    ? m->sent_calls
+                    : k == RRPC__STATS_ERRORS ? m->sent_errors
+                                              : m->sent_hist[k - RRPC__STATS_HIST];
+    return now - sent;
+}
+
+void rrpc__stats_confirm(rrpc__stats *st, const uint64_t *snap)
+{
+    for (size_t i = 0; i < st->count; i++) {
+        rrpc__method_stats *m = &st->methods[i];
+        const uint64_t *s = snap + i * RRPC__STATS_PER_METHOD;
+        m->sent_calls = s[RRPC__STATS_CALLS];
+        m->sent_errors = s[RRPC__STATS_ERRORS];
+        memcpy(m->sent_hist, s + RRPC__STATS_HIST, sizeof m->sent_hist);
     }
-    /* Only a fully confirmed flush moves the mark; otherwise the same
-     * deltas are sent again next time (at worst counted twice, never lost
-     * silently). */
-    if (rc == RRPC_OK)
-        for (size_t i = 0; i < st->count; i++) {
-            rrpc__method_stats *m = &st->methods[i];
-            const uint64_t *s = snap + i * per;
-            m->sent_calls = s[0];
-            m->sent_errors = s[1];
-            memcpy(m->sent_hist, s + 2, sizeof m->sent_hist);
-        }
-    free(snap);
-    return rc;
 }

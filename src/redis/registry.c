@@ -1,30 +1,22 @@
-/* registry.c -- how a server tells operators and callers that it is alive.
+/* registry.c -- a server's announcement in Redis: record and heartbeat.
  *
  * A running server keeps one record for itself (all its worker threads) in
- * the registry of docs/PROTOCOL.md section 9: who it is, which methods it
- * serves, and a heartbeat deadline in a sorted set that expires unless it
- * is renewed.  One thread with a connection of its own renews it every
- * second or so and, in the same breath, sends the per-method stats the
- * workers counted (stats.c) and clears the records of workers whose
- * heartbeat ran out.  On a graceful stop the record is removed at once, so
- * callers fail fast instead of waiting for the deadline to pass.  The
- * built-in method rpc.ping lives here too, as it answers with the record's
- * identity.
+ * the registry of docs/PROTOCOL.md section 9 -- the record's content is
+ * server/record.c's -- with a heartbeat deadline in a sorted set that
+ * expires unless it is renewed.  One thread with a connection of its own
+ * renews it every second or so and, in the same breath, sends the
+ * per-method stats the workers counted (mstats.c) and clears the records
+ * of workers whose heartbeat ran out.  On a graceful stop the record is
+ * removed at once, so callers fail fast instead of waiting for the
+ * deadline to pass.
  */
 #define _POSIX_C_SOURCE 200809L
-#include "core/defaults.h"
-#include "core/keys.h"
-#include "core/clock.h"
-#include "core/dispatch.h"
 #include "core/internal.h"
+#include "core/keys.h"
 #include "core/log.h"
-#include "core/protocol.h"
-#include "core/random.h"
-#include "redis/registry.h"
-#include "core/shard.h"
-#include "core/stats.h"
 #include "redis/conn.h"
-#include "core/url.h"
+#include "redis/mstats.h"
+#include "redis/registry.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -48,18 +40,7 @@ struct rrpc__registry {
     char info_key[RRPC__KEY_MAX];     /* {L}:info */
     char config_key[RRPC__KEY_MAX];   /* {L}:config */
     char mstats_key[RRPC__KEY_MAX];   /* {L}:mstats */
-    char id[128];
-    char host[64];
-    long pid;
-    int enabled;
-    double interval_s, ttl_s;
-    long max_queue;
-    int shards;             /* request lists of the service (shard.c) */
-    rrpc__methods *methods; /* the server's table; frozen while running */
-    json_t *params;         /* method name -> params shape */
-    rrpc__stats stats;
-    char *record; /* the JSON record, built at start */
-    double started;
+    const rrpc__announcement *a;      /* while running: what to write (borrowed) */
     rrpc__conn *conn;
     pthread_t thread;
     pthread_mutex_t mu;
@@ -72,30 +53,7 @@ struct rrpc__registry {
     char why[RRPC__ERRMSG_LEN]; /* the first refusal of the current beat */
 };
 
-/* ---- rpc.ping ------------------------------------------------------------ */
-
-static json_t *rpc_ping(rrpc_request *req, void *udata)
-{
-    (void)req;
-    const rrpc__registry *r = udata;
-    return json_pack("{s:s, s:s, s:s, s:I, s:s, s:f}", "service", r->service, "worker", r->id,
-                     "host", r->host, "pid", (json_int_t)r->pid, "version", rrpc_version(), "time",
-                     rrpc__now());
-}
-
 /* ---- set-up -------------------------------------------------------------- */
-
-static void make_id(rrpc__registry *r)
-{
-    char hex[33] = "00000000";
-    if (gethostname(r->host, sizeof r->host) != 0)
-        snprintf(r->host, sizeof r->host, "unknown");
-    r->host[sizeof r->host - 1] = '\0';
-    r->pid = (long)getpid();
-    rrpc__random_hex128(hex);
-    /* host and pid for people, random digits so a reused pid is new. */
-    snprintf(r->id, sizeof r->id, "%s:%ld:%.8s", r->host, r->pid, hex);
-}
 
 static int set_keys(rrpc__registry *r, const char *prefix, const char *list_key)
 {
@@ -108,32 +66,17 @@ static int set_keys(rrpc__registry *r, const char *prefix, const char *list_key)
     return RRPC_OK;
 }
 
-rrpc__registry *rrpc__registry_new(const rrpc_server_options *opts, const char *prefix,
-                                   const char *list_key, rrpc__methods *methods)
+rrpc__registry *rrpc__registry_new(const char *service, const char *prefix, const char *list_key)
 {
     rrpc__registry *r = calloc(1, sizeof *r);
     if (r == NULL)
         return NULL;
-    r->service = strdup(opts->service);
-    r->params = json_object();
-    if (r->service == NULL || r->params == NULL || set_keys(r, prefix, list_key) != RRPC_OK ||
-        rrpc__methods_add(methods, "rpc.ping", rpc_ping, r,
-                          "built-in: answers with the worker's identity and time") != RRPC_OK) {
-        json_decref(r->params);
+    r->service = strdup(service);
+    if (r->service == NULL || set_keys(r, prefix, list_key) != RRPC_OK) {
         free(r->service);
         free(r);
         return NULL;
     }
-    make_id(r);
-    r->methods = methods;
-    r->enabled = opts->heartbeat;
-    r->interval_s = opts->heartbeat_interval_s > 0 ? opts->heartbeat_interval_s
-                                                   : RRPC__DEFAULT_HEARTBEAT_INTERVAL_S;
-    r->ttl_s = opts->heartbeat_ttl_s > 0 ? opts->heartbeat_ttl_s : RRPC__DEFAULT_HEARTBEAT_TTL_S;
-    if (r->ttl_s < 2 * r->interval_s)
-        r->ttl_s = 2 * r->interval_s; /* one late beat must not look like a death */
-    r->max_queue = opts->max_queue > 0 ? opts->max_queue : 0;
-    r->shards = rrpc__shard_count(opts->shards);
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
     return r;
@@ -145,37 +88,8 @@ void rrpc__registry_free(rrpc__registry *r)
         return;
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
-    json_decref(r->params);
     free(r->service);
     free(r);
-}
-
-int rrpc__registry_set_params(rrpc__registry *r, const char *method, const json_t *shape)
-{
-    if (rrpc__methods_find(r->methods, method) == NULL || shape == NULL)
-        return RRPC_EINVAL;
-    json_t *copy = json_deep_copy(shape);
-    return copy && json_object_set_new(r->params, method, copy) == 0 ? RRPC_OK : RRPC_ENOMEM;
-}
-
-/* The record of PROTOCOL.md section 9, as text. */
-static char *build_record(const rrpc__registry *r, int threads)
-{
-    json_t *methods = json_array();
-    for (size_t i = 0; i < r->methods->count; i++) {
-        const rrpc__method *m = &r->methods->items[i];
-        json_t *shape = json_object_get(r->params, m->name);
-        json_array_append_new(methods, json_pack("{s:s, s:s?, s:O?}", "name", m->name,
-                                                 "description", m->description, "params", shape));
-    }
-    json_t *rec = json_pack(
-        "{s:s, s:s, s:s, s:I, s:s, s:i, s:f, s:f, s:f, s:I, s:i, s:o}", "id", r->id, "service",
-        r->service, "host", r->host, "pid", (json_int_t)r->pid, "version", rrpc_version(),
-        "threads", threads, "started", r->started, "heartbeat_s", r->interval_s, "ttl_s", r->ttl_s,
-        "max_queue", (json_int_t)r->max_queue, "shards", r->shards, "methods", methods);
-    char *text = rec ? json_dumps(rec, RRPC__JSON_ENCODE_FLAGS) : NULL;
-    json_decref(rec);
-    return text;
 }
 
 /* ---- talking to Redis ---------------------------------------------------- */
@@ -298,12 +212,13 @@ static int beat(rrpc__registry *r)
     if (rc != RRPC_OK)
         return rc;
     char deadline[32], max_queue[32], ttl_ms[32], shards[16];
-    snprintf(deadline, sizeof deadline, "%lld", now_ms + (long long)(r->ttl_s * 1000));
-    snprintf(max_queue, sizeof max_queue, "%ld", r->max_queue);
-    snprintf(ttl_ms, sizeof ttl_ms, "%lld", (long long)(r->ttl_s * 1000));
-    snprintf(shards, sizeof shards, "%d", r->shards);
-    const char *zadd[] = {"ZADD", r->workers_key, deadline, r->id};
-    const char *hset[] = {"HSET", r->info_key, r->id, r->record};
+    const rrpc__announcement *a = r->a;
+    snprintf(deadline, sizeof deadline, "%lld", now_ms + (long long)(a->ttl_s * 1000));
+    snprintf(max_queue, sizeof max_queue, "%ld", a->max_queue);
+    snprintf(ttl_ms, sizeof ttl_ms, "%lld", (long long)(a->ttl_s * 1000));
+    snprintf(shards, sizeof shards, "%d", a->shards);
+    const char *zadd[] = {"ZADD", r->workers_key, deadline, a->id};
+    const char *hset[] = {"HSET", r->info_key, a->id, a->record};
     /* shards: how many request lists callers may spread calls over. */
     const char *config[] = {"HSET",   r->config_key, "max_queue", max_queue,
                             "ttl_ms", ttl_ms,        "shards",    shards};
@@ -323,7 +238,7 @@ static int beat(rrpc__registry *r)
     if (rc == RRPC_OK)
         rc = prune(r, now_ms);
     if (rc == RRPC_OK) {
-        rc = rrpc__stats_flush(&r->stats, r->methods, r->conn, r->mstats_key);
+        rc = rrpc__mstats_flush(a->stats, a->methods, r->conn, r->mstats_key);
         if (rc == RRPC_EREDIS && r->why[0] == '\0')
             snprintf(r->why, sizeof r->why, "HINCRBY %.200s: refused", r->mstats_key);
     }
@@ -363,7 +278,7 @@ static void *heartbeat_main(void *arg)
     while (!r->stop) {
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
-        double t = (double)until.tv_sec + until.tv_nsec / 1e9 + r->interval_s;
+        double t = (double)until.tv_sec + until.tv_nsec / 1e9 + r->a->interval_s;
         until.tv_sec = (time_t)t;
         until.tv_nsec = (long)((t - (double)until.tv_sec) * 1e9);
         pthread_cond_timedwait(&r->cv, &r->mu, &until);
@@ -379,21 +294,13 @@ static void *heartbeat_main(void *arg)
 
 /* ---- start and stop ------------------------------------------------------ */
 
-int rrpc__registry_start(rrpc__registry *r, const rrpc__url *url, double connect_timeout_s,
-                         int threads, char *err, size_t errlen)
+int rrpc__registry_start(rrpc__registry *r, const rrpc__announcement *a, const rrpc__url *url,
+                         double connect_timeout_s, char *err, size_t errlen)
 {
-    if (!r->enabled)
-        return RRPC_OK;
-    r->started = rrpc__now();
+    r->a = a;
     r->stop = 0;
     r->link_down = 0;
-    int rc = rrpc__stats_init(&r->stats, r->methods->count);
-    if (rc == RRPC_OK) {
-        r->record = build_record(r, threads);
-        rc = r->record ? RRPC_OK : RRPC_ENOMEM;
-    }
-    if (rc == RRPC_OK)
-        rc = rrpc__conn_open(&r->conn, url, connect_timeout_s, err, errlen);
+    int rc = rrpc__conn_open(&r->conn, url, connect_timeout_s, err, errlen);
     if (rc == RRPC_OK)
         rc = rrpc__conn_set_timeout(r->conn, SOCKET_TIMEOUT_S);
     if (rc == RRPC_OK && (rc = beat(r)) != RRPC_OK)
@@ -403,12 +310,9 @@ int rrpc__registry_start(rrpc__registry *r, const rrpc__url *url, double connect
     if (rc != RRPC_OK) {
         rrpc__conn_close(r->conn);
         r->conn = NULL;
-        free(r->record);
-        r->record = NULL;
-        rrpc__stats_free(&r->stats);
+        r->a = NULL;
         return rc;
     }
-    r->methods->stats = &r->stats; /* the workers start counting */
     r->running = 1;
     return RRPC_OK;
 }
@@ -422,13 +326,12 @@ void rrpc__registry_stop(rrpc__registry *r)
     pthread_cond_signal(&r->cv);
     pthread_mutex_unlock(&r->mu);
     pthread_join(r->thread, NULL);
-    r->methods->stats = NULL;
     if (rrpc__conn_broken(r->conn))
         rrpc__conn_reconnect(r->conn);
     /* The last counts, then the record goes: callers fail fast from now. */
-    rrpc__stats_flush(&r->stats, r->methods, r->conn, r->mstats_key);
-    const char *zrem[] = {"ZREM", r->workers_key, r->id};
-    const char *hdel[] = {"HDEL", r->info_key, r->id};
+    rrpc__mstats_flush(r->a->stats, r->a->methods, r->conn, r->mstats_key);
+    const char *zrem[] = {"ZREM", r->workers_key, r->a->id};
+    const char *hdel[] = {"HDEL", r->info_key, r->a->id};
     r->why[0] = '\0';
     r->nqueued = 0;
     int rc = queue(r, 3, zrem);
@@ -440,8 +343,6 @@ void rrpc__registry_stop(rrpc__registry *r)
                      failure(r, rc != RRPC_OK ? rc : read_rc));
     rrpc__conn_close(r->conn);
     r->conn = NULL;
-    free(r->record);
-    r->record = NULL;
-    rrpc__stats_free(&r->stats);
+    r->a = NULL;
     r->running = 0;
 }

@@ -10,11 +10,13 @@ static int accepts(const rrpc__url *url)
            url->kind == RRPC__URL_CLUSTER;
 }
 
+extern const struct rrpc__server_ops rrpc__redis_server_ops; /* server_ops.c */
+
 const rrpc__transport rrpc__redis_transport = {
     .name = "redis",
     .accepts = accepts,
     .client = NULL, /* filled as each group moves behind the interface */
     .async = NULL,
-    .server = NULL,
+    .server = &rrpc__redis_server_ops,
     .admin = NULL,
 };

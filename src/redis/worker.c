@@ -14,7 +14,6 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "core/clock.h"
-#include "redis/reliable.h"
 #include "redis/conn.h"
 #include "redis/worker.h"
 
@@ -41,41 +40,21 @@ static void send_services_refresh(worker *w)
     if (w->services_at > 0 && now - w->services_at < SERVICES_REFRESH_S)
         return;
     w->services_at = now;
-    const char *members[] = {"SMEMBERS", w->srv->services_key};
+    const char *members[] = {"SMEMBERS", w->b->services_key};
     rrpc__send_cmd(w, (op){.kind = OP_SERVICES}, 2, members, NULL);
 }
 
-/* Queues the pop pair: block for one request, then take what else waits.
- * In reliable mode the pair moves requests into the in-flight list.
- * QUICK: commands queued since the last round (dead letters, answers sent
- * one by one) would otherwise wait behind the pop's block: it is short. */
+/* Queues the pop pair, as the delivery mode takes requests (in reliable
+ * mode the pair moves them into the in-flight list).  QUICK: commands
+ * queued since the last round (dead letters, answers sent one by one)
+ * would otherwise wait behind the pop's block: it is short. */
 static void send_pop(worker *w, int quick)
 {
-    const char *timeout = quick ? QUICK_TIMEOUT : BLOCK_TIMEOUT;
-    rrpc_server *s = w->srv;
-    const op pop = {.kind = OP_POP};
     send_clock_refresh(w);
     send_services_refresh(w);
-    int extra = atomic_load(&s->batch_now);
-    snprintf(w->batch_text, sizeof w->batch_text, "%d", extra);
-    if (s->reliable) {
-        /* Registered before the first BLMOVE, so that a request it lands is
-         * found by the reaper even if this worker dies before its take. */
-        const char *sadd[] = {"SADD", s->rel.set_key, w->rk.wid};
-        const char *block[] = {"BLMOVE", s->list_key, w->rk.landing, "LEFT", "RIGHT", timeout};
-        const char *take[12];
-        snprintf(w->base_text, sizeof w->base_text, "%016llx", w->takes++);
-        rrpc__rel_take_argv(&s->rel, &w->rk, w->batch_text, w->base_text, take);
-        if (!w->registered && rrpc__send_cmd(w, rrpc__plain_op, 3, sadd, NULL) == RRPC_OK)
-            w->registered = 1;
-        if (rrpc__send_cmd(w, pop, 6, block, NULL) == RRPC_OK)
-            rrpc__send_cmd(w, pop, 12, take, NULL);
-        return;
-    }
-    const char *block[] = {"BLPOP", w->list, timeout};
-    const char *more[] = {"LPOP", w->list, w->batch_text};
-    if (rrpc__send_cmd(w, pop, 3, block, NULL) == RRPC_OK && extra > 0)
-        rrpc__send_cmd(w, pop, 3, more, NULL);
+    w->extra = atomic_load(&w->srv->batch_now);
+    snprintf(w->batch_text, sizeof w->batch_text, "%d", w->extra);
+    w->mode->send_take(w, quick ? QUICK_TIMEOUT : BLOCK_TIMEOUT);
 }
 
 /* Adds the losses counted since the last round to <service>:stats "lost"
@@ -173,7 +152,7 @@ void rrpc__recover(worker *w)
         rrpc__sleep(delay * (0.5 + jitter));
         if (rrpc__conn_reconnect(w->conn) == RRPC_OK &&
             rrpc__conn_set_timeout(w->conn, SOCKET_TIMEOUT_S) == RRPC_OK &&
-            (!w->srv->reliable || rrpc__rel_load_scripts(&w->srv->rel, w->conn) == RRPC_OK) &&
+            (w->mode->relink == NULL || w->mode->relink(w) == RRPC_OK) &&
             (rrpc__clock_sync(&w->clock, w->conn) == RRPC_OK || !rrpc__conn_broken(w->conn))) {
             rrpc__log_worker_at(w, RRPC_LOG_INFO, "reconnected", NULL);
             return;
@@ -213,7 +192,7 @@ static void prepare_retries(worker *w)
 void *rrpc__worker_main(void *arg)
 {
     worker *w = arg;
-    rrpc_server *s = w->srv;
+    rrpc__serving *s = w->srv;
     double give_up_at = 0;
     for (;;) {
         int stopping = atomic_load(&s->stop);

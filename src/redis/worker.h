@@ -1,7 +1,8 @@
-/* worker.h -- what the server's files share: struct rrpc_server, the worker
- * and its ops, the worker's tunables, and the functions one file of the
- * worker calls in another.  Included only by server.c, server_start.c and
- * worker*.c: the rest of the library sees a server through rrpc.h.
+/* worker.h -- what the Redis side of a server shares: the transport's
+ * part of a server (struct rrpc__server_broker), the worker and its ops,
+ * the delivery modes, the worker's tunables, and the functions one file
+ * of the worker calls in another.  Included only by server_ops.c and
+ * worker*.c: server/ sees the transport through transport/server_ops.h.
  */
 #ifndef RRPC_WORKER_H
 #define RRPC_WORKER_H
@@ -14,6 +15,7 @@
 #include "redis/reliable.h"
 #include "redis/conn.h"
 #include "core/url.h"
+#include "transport/server_ops.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -24,7 +26,6 @@
 #define SOCKET_TIMEOUT_S   10.0
 #define BACKOFF_MIN_S      0.05
 #define BACKOFF_MAX_S      5.0
-#define MAX_BATCH_ELEMENTS 1000
 #define FLUSH_AFTER_S      0.005 /* send a batch's finished replies after this long */
 #define GIVE_BACK_AFTER_S  0.02  /* a batch still busy after this hands back its rest */
 #define CLOCK_REFRESH_S    10.0  /* re-read the Redis clock this often */
@@ -33,37 +34,17 @@
 #define STOP_RETRY_S       5.0   /* a stopping worker tries this long to deliver */
 #define BATCH_BYTES_LIMITS 4     /* pop one at a time after a batch of 4 size limits */
 
-struct rrpc_server {
-    rrpc__url url;
-    char *prefix;
-    char *service;
-    char list_key[RRPC__KEY_MAX];
-    char dead_key[RRPC__KEY_MAX];
-    char stats_key[RRPC__KEY_MAX];
-    char services_key[RRPC__KEY_MAX]; /* <prefix>rrpc:services */
-    char reply_sha[41];               /* SHA-1 of rrpc__reply_script */
-    char **reply_prefixes;            /* the allow-list (NULL-terminated), or NULL */
-    rrpc__key_rules rules;            /* the reply-key rules, without the services */
-    int workers;
-    int shards; /* request lists (shard.c); worker i pops shard i % shards */
-    int reply_ttl_s;
-    long dead_letter_max;
-    int batch_max;
-    int handle_signals;
-    double connect_timeout_s;
-    double start_timeout_s; /* waiting for Redis at start; 0 = forever, < 0 = not */
-    int reliable;
-    rrpc__rel rel; /* reliable mode's keys and heartbeat */
-    int refusal;   /* not 0: rrpc_server_run refuses to start, errmsg says why */
-    rrpc__methods methods;
-    rrpc__limits limits;
-    rrpc__registry *registry; /* record, heartbeat, stats, rpc.ping (registry.c) */
-    atomic_int stop;
-    atomic_int running;
-    atomic_uint_fast64_t requests, notifications, errors, dead_letters, expired;
-    atomic_uint_fast64_t duplicates, redelivered, given_back, lost;
-    atomic_int batch_now; /* requests a pop takes beyond the first (adapt_batch) */
-    char errmsg[RRPC__ERRMSG_LEN];
+/* The Redis transport's part of one server (server_ops.h): what server/
+ * never sees.  Set up by create, the workers by connect. */
+struct rrpc__server_broker {
+    rrpc__serving *s;                  /* the server's neutral part (borrowed) */
+    const struct rrpc__delivery *mode; /* chosen once by create */
+    char services_key[RRPC__KEY_MAX];  /* <prefix>rrpc:services */
+    char reply_sha[41];                /* SHA-1 of rrpc__reply_script */
+    rrpc__rel rel;                     /* reliable mode's keys and heartbeat */
+    rrpc__registry *registry;          /* record, heartbeat, stats (registry.c) */
+    int announced;                     /* announce succeeded: withdraw has work */
+    struct worker *ws;                 /* s->workers, from connect to disconnect */
 };
 
 /* One pipelined command whose reply the worker must check. */
@@ -124,7 +105,9 @@ typedef struct op {
 } op;
 
 typedef struct worker {
-    rrpc_server *srv;
+    rrpc__serving *srv;                /* the server: settings, decide, counters */
+    rrpc__server_broker *b;            /* its Redis side */
+    const struct rrpc__delivery *mode; /* b->mode */
     rrpc__conn *conn;
     pthread_t thread;
     int id;
@@ -149,7 +132,8 @@ typedef struct worker {
     char transient[RRPC__ERRMSG_LEN]; /* why collect gave up on a working link */
     char ttl_text[16];
     char trim_text[24];
-    char batch_text[16];      /* how many more requests the next pop takes */
+    int extra;                /* how many more requests the next pop takes */
+    char batch_text[16];      /* the same as text */
     char list[RRPC__KEY_MAX]; /* the request list it pops: its shard's */
     /* Reliable mode. */
     rrpc__rel_worker rk;      /* its id and keys */
@@ -165,6 +149,63 @@ typedef struct worker {
     unsigned long long effects_sent; /* makes every effects guard key unique */
     char token[33];                  /* this thread's random part of the guard keys */
 } worker;
+
+/* The requests of a pop pair, read by the delivery mode. */
+typedef struct batch {
+    const rrpc__reply *blocked; /* at-most-once: BLPOP's request, or NULL */
+    const rrpc__reply *rest;    /* LPOP's or the take script's array, or NULL */
+    size_t count;
+} batch;
+
+/* One request of a batch.  Reliable mode adds where it is held (its field
+ * in the in-flight hash), its identity, and the answer remembered for it:
+ * NULL, a string, or an error (its dedup key is not a string). */
+typedef struct entry {
+    const char *msg;
+    size_t len;
+    const char *field;
+    char sha1[41];
+    const rrpc__reply *answer;
+} entry;
+
+/* A delivery mode: how requests are taken, how a batch's entries read and
+ * how an outcome is settled -- at most once (worker_once.c) or at least
+ * once (worker_reliable.c, RELIABILITY.md).  Chosen once by create; the
+ * worker's loop never asks which one it runs. */
+typedef struct rrpc__delivery {
+    const char *name;
+    int needs_noeviction;    /* an evicting Redis is refused, not just warned about */
+    const char *taken_again; /* logged when Redis takes held writes again */
+    /* The server's side: after the record is written (heartbeats that
+     * must run before any take), after the workers stopped, and a lone
+     * worker's link (run_alone).  NULL: nothing to do. */
+    int (*announce)(rrpc__server_broker *b);
+    void (*withdraw)(rrpc__server_broker *b);
+    int (*learn)(rrpc__server_broker *b, rrpc__conn *c);
+    /* A worker's: its settings, and a new link (RRPC_OK if usable). */
+    void (*init_worker)(worker *w);
+    int (*relink)(worker *w);
+    /* Queues the pop pair: one request waited for up to TIMEOUT, then up
+     * to w->extra (w->batch_text) more. */
+    void (*send_take)(worker *w, const char *timeout);
+    batch (*batch_of)(rrpc__reply *const popped[2]);
+    /* Entry K of B; 0 if the take's answer is malformed there. */
+    int (*entry)(const batch *b, size_t k, entry *e);
+    /* One entry: decided (rrpc__handle_message) or settled from what Redis
+     * remembers of it. */
+    void (*handle)(worker *w, const entry *e);
+    /* The outcome of E (owned by the caller); REFUSED is the response
+     * withheld from a reply key rules 1 to 4 refused, or NULL. */
+    void (*settle)(worker *w, const entry *e, rrpc__outcome *out, const char *refused);
+    /* A batch held up by a slow handler: what to do with entries FIRST..
+     * (at most once: hand them back); NULL keeps them. */
+    void (*hand_back)(worker *w, const batch *b, size_t first);
+    /* Logs the start of a streak of writes refused for memory. */
+    void (*log_held)(worker *w, const char *error);
+} rrpc__delivery;
+
+extern const rrpc__delivery rrpc__at_most_once;  /* worker_once.c */
+extern const rrpc__delivery rrpc__at_least_once; /* worker_reliable.c */
 
 /* worker_ops.c */
 void rrpc__log_worker_at(const worker *w, rrpc_log_level level, const char *what,
@@ -197,18 +238,12 @@ void rrpc__queue_effects(worker *w, const char *msg, size_t len, const json_t *e
 void rrpc__judge_effects(worker *w, const op *o, const rrpc__reply *r);
 
 /* worker_reliable.c */
-void rrpc__queue_dead_commit(worker *w, const char *msg, size_t len, const char *field,
-                             const char *sha1, const char *reason);
-void rrpc__commit_outcome(worker *w, const char *msg, size_t len, const char *field,
-                          const char *sha1, const rrpc__outcome *out, const char *refused);
-void rrpc__answer_again(worker *w, const char *msg, size_t len, const char *field, const char *sha1,
-                        const rrpc__reply *answer);
-int rrpc__commit_pending(const worker *w, const char *field);
 void rrpc__judge_commit(worker *w, const op *o, const rrpc__reply *r);
 int rrpc__refused_reply_key(worker *w, const op *o, const rrpc__reply *r);
 
 /* worker_batch.c */
 size_t rrpc__pop_count(const rrpc__reply *r);
+void rrpc__handle_message(worker *w, const entry *e);
 void rrpc__handle_popped(worker *w, rrpc__reply *const popped[2]);
 
 /* worker_collect.c */
@@ -222,10 +257,8 @@ int rrpc__collect(worker *w, rrpc__reply *popped[2]);
 void rrpc__recover(worker *w);
 void *rrpc__worker_main(void *arg);
 
-/* server_start.c */
-void rrpc__close_workers(worker *ws, int n);
-void rrpc__init_worker(rrpc_server *s, worker *w, int i);
-void rrpc__stop_reliable(rrpc_server *s, const worker *ws);
-int rrpc__start_waiting(rrpc_server *s, worker **ws);
+/* server_ops.c */
+void rrpc__init_worker(rrpc__server_broker *b, worker *w, int i);
+extern const rrpc__server_ops rrpc__redis_server_ops;
 
 #endif

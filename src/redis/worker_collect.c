@@ -21,9 +21,7 @@
 static void writes_taken(worker *w)
 {
     if (w->held_delay != 0 && w->nheld == 0) {
-        rrpc__log_worker_at(
-            w, RRPC_LOG_INFO,
-            w->srv->reliable ? "Redis takes commits again" : "Redis takes answers again", NULL);
+        rrpc__log_worker_at(w, RRPC_LOG_INFO, w->mode->taken_again, NULL);
         w->held_delay = 0;
     }
 }
@@ -57,7 +55,7 @@ static void judge(worker *w, op *o, const rrpc__reply *r)
     }
     if (rrpc__reply_type(r) != RRPC__REPLY_ERROR) {
         if (o->kind == OP_DEAD)
-            atomic_fetch_add(&w->srv->dead_letters, 1);
+            atomic_fetch_add(&w->srv->n.dead_letters, 1);
         return;
     }
     const char *e = rrpc__reply_str(r, NULL);
@@ -131,16 +129,7 @@ static void hold(worker *w, op *o, const char *error)
         return;
     }
     if (w->held_delay == 0) {
-        if (w->srv->reliable)
-            rrpc__log_worker(
-                w, "Redis refused a commit; its request stays held and the commit is retried",
-                error);
-        else {
-            char what[RRPC__ERRMSG_LEN + 80];
-            snprintf(what, sizeof what, "%s; kept and retried for up to %d s", error ? error : "",
-                     w->srv->reply_ttl_s);
-            rrpc__log_worker(w, "Redis refused answers for memory", what);
-        }
+        w->mode->log_held(w, error);
         w->held_delay = HOLD_MIN_S;
     }
     w->held[w->nheld++] = *o;

@@ -8,7 +8,6 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "core/log.h"
-#include "redis/reliable.h"
 #include "redis/conn.h"
 #include "redis/worker.h"
 
@@ -152,7 +151,7 @@ static void describe_ids(const char *text, size_t len, char *out, size_t cap)
  * loss, with the whole id: operators and tests match them. */
 static void lose(worker *w, const char *what, const char *ids, const char *more, const char *why)
 {
-    atomic_fetch_add(&w->srv->lost, 1);
+    atomic_fetch_add(&w->srv->n.lost, 1);
     w->lost_unsent++;
     char who[16];
     snprintf(who, sizeof who, "%d", w->id);

@@ -25,7 +25,7 @@ static void queue_commit(worker *w, const char *msg, size_t len, rrpc__rel_commi
     op o = {.kind = OP_COMMIT, .msg = msg, .msg_len = len};
     m->inflight = w->rk.inflight;
     m->reply_ttl = w->ttl_text;
-    if (rrpc__rel_commit_cmd(&w->srv->rel, &o.cmd, m) != RRPC_OK) {
+    if (rrpc__rel_commit_cmd(&w->b->rel, &o.cmd, m) != RRPC_OK) {
         rrpc__log_worker(w, "out of memory: a request stays in flight until taken again", NULL);
         return;
     }
@@ -34,8 +34,8 @@ static void queue_commit(worker *w, const char *msg, size_t len, rrpc__rel_commi
 
 /* Reliable mode: a request that will not run (its dedup key is not a
  * string) is released with a dead letter saying why. */
-void rrpc__queue_dead_commit(worker *w, const char *msg, size_t len, const char *field,
-                             const char *sha1, const char *reason)
+static void queue_dead_commit(worker *w, const char *msg, size_t len, const char *field,
+                              const char *sha1, const char *reason)
 {
     char *text = rrpc__dead_letter_text(w->srv->service, reason, msg, len,
                                         w->srv->limits.max_request_bytes, NULL, NULL);
@@ -52,9 +52,10 @@ void rrpc__queue_dead_commit(worker *w, const char *msg, size_t len, const char 
  * effects and dead letter (if any) together, so that none of them can be
  * lost or repeated without the others.  REFUSED is the response withheld
  * from a reply key that rules 1 to 4 refused, or NULL. */
-void rrpc__commit_outcome(worker *w, const char *msg, size_t len, const char *field,
-                          const char *sha1, const rrpc__outcome *out, const char *refused)
+static void commit_outcome(worker *w, const entry *e, rrpc__outcome *out, const char *refused)
 {
+    const char *msg = e->msg, *field = e->field, *sha1 = e->sha1;
+    size_t len = e->len;
     char *dead = NULL;
     if (out->dead_reason != NULL &&
         (dead = rrpc__dead_letter_text(w->srv->service, out->dead_reason, msg, len,
@@ -85,14 +86,14 @@ void rrpc__commit_outcome(worker *w, const char *msg, size_t len, const char *fi
  * if it is a reply list), and nothing runs.  Its key meets rules 1 to 4
  * again: they may have changed since (an allow-list set, a service
  * registered); refused, the response becomes a dead letter instead. */
-void rrpc__answer_again(worker *w, const char *msg, size_t len, const char *field, const char *sha1,
-                        const rrpc__reply *answer)
+static void answer_again(worker *w, const char *msg, size_t len, const char *field,
+                         const char *sha1, const rrpc__reply *answer)
 {
     size_t text_len = 0;
     const char *text = rrpc__reply_str(answer, &text_len);
     rrpc__rel_commit m = {.field = field, .sha1 = sha1, .again = 1};
     char *dead = NULL;
-    atomic_fetch_add(&w->srv->duplicates, 1);
+    atomic_fetch_add(&w->srv->n.duplicates, 1);
     if (!rrpc__rel_parse_answer(text, text_len, &m.key, &m.key_len, &m.response, &m.response_len))
         m.key = m.response = NULL; /* a notification or a dead letter: nothing to send */
     const char *why = m.key ? rrpc__reply_key_refusal(&w->rules, m.key, m.key_len) : NULL;
@@ -115,7 +116,7 @@ void rrpc__answer_again(worker *w, const char *msg, size_t len, const char *fiel
  * yet confirmed (in this round, waiting to be sent again, or refused and
  * held for a retry): the take script returns it again, but it must not
  * run again. */
-int rrpc__commit_pending(const worker *w, const char *field)
+static int commit_pending(const worker *w, const char *field)
 {
     const op *lists[] = {w->ops, w->retry, w->held};
     size_t counts[] = {w->nops, w->nretry, w->nheld};
@@ -164,9 +165,9 @@ void rrpc__judge_commit(worker *w, const op *o, const rrpc__reply *r)
     if (rrpc__reply_type(r) == RRPC__REPLY_INTEGER) {
         const char *dead = rrpc__rel_commit_arg(&o->cmd, RRPC__COMMIT_DEAD_LETTER, NULL);
         if (rrpc__reply_integer(r) == 0)
-            atomic_fetch_add(&w->srv->duplicates, 1); /* answered already */
+            atomic_fetch_add(&w->srv->n.duplicates, 1); /* answered already */
         else if (dead && *dead)
-            atomic_fetch_add(&w->srv->dead_letters, 1);
+            atomic_fetch_add(&w->srv->n.dead_letters, 1);
         return;
     }
     const rrpc__reply *first = rrpc__reply_element(r, 0);
@@ -193,3 +194,134 @@ int rrpc__refused_reply_key(worker *w, const op *o, const rrpc__reply *r)
     commit_refused(w, o, reason);
     return 1;
 }
+
+/* ---- the delivery mode -------------------------------------------------- */
+
+/* Registered before the first BLMOVE, so that a request it lands is found
+ * by the reaper even if this worker dies before its take. */
+static void reliable_take(worker *w, const char *timeout)
+{
+    const rrpc__rel *rel = &w->b->rel;
+    const op pop = {.kind = OP_POP};
+    const char *sadd[] = {"SADD", rel->set_key, w->rk.wid};
+    const char *block[] = {"BLMOVE", w->srv->list_key, w->rk.landing, "LEFT", "RIGHT", timeout};
+    const char *take[12];
+    snprintf(w->base_text, sizeof w->base_text, "%016llx", w->takes++);
+    rrpc__rel_take_argv(rel, &w->rk, w->batch_text, w->base_text, take);
+    if (!w->registered && rrpc__send_cmd(w, rrpc__plain_op, 3, sadd, NULL) == RRPC_OK)
+        w->registered = 1;
+    if (rrpc__send_cmd(w, pop, 6, block, NULL) == RRPC_OK)
+        rrpc__send_cmd(w, pop, 12, take, NULL);
+}
+
+/* The in-flight record: identity (40 hex digits), delivery counter key
+ * (40), then the request (reliable.c). */
+#define RECORD_HEAD 80
+
+/* The take script gives [field, record, answer-or-nil, ...] for
+ * everything in the worker's in-flight list (BLMOVE's element included):
+ * BLMOVE's own reply holds nothing to read. */
+static batch reliable_batch(rrpc__reply *const popped[2])
+{
+    batch b = {NULL, NULL, 0};
+    if (rrpc__pop_count(popped[1]) > 0) {
+        b.rest = popped[1];
+        b.count = rrpc__pop_count(popped[1]) / 3;
+    }
+    return b;
+}
+
+/* Entry K of B; 0 if the take script's answer is malformed there. */
+static int reliable_entry(const batch *b, size_t k, entry *e)
+{
+    memset(e, 0, sizeof *e);
+    const rrpc__reply *field = rrpc__reply_element(b->rest, 3 * k);
+    const rrpc__reply *rec = rrpc__reply_element(b->rest, 3 * k + 1);
+    const rrpc__reply *a = rrpc__reply_element(b->rest, 3 * k + 2);
+    size_t len = 0;
+    const char *text = rrpc__reply_str(rec, &len);
+    if (rrpc__reply_type(field) != RRPC__REPLY_STRING ||
+        rrpc__reply_type(rec) != RRPC__REPLY_STRING || len < RECORD_HEAD)
+        return 0;
+    e->field = rrpc__reply_str(field, NULL);
+    memcpy(e->sha1, text, 40);
+    e->sha1[40] = '\0';
+    e->msg = text + RECORD_HEAD;
+    e->len = len - RECORD_HEAD;
+    int t = rrpc__reply_type(a);
+    e->answer = t == RRPC__REPLY_STRING || t == RRPC__REPLY_ERROR ? a : NULL;
+    return 1;
+}
+
+/* One request of a take: run unless Redis remembers its answer. */
+static void reliable_handle(worker *w, const entry *e)
+{
+    if (commit_pending(w, e->field))
+        return;
+    if (e->answer == NULL)
+        rrpc__handle_message(w, e);
+    else if (rrpc__reply_type(e->answer) == RRPC__REPLY_STRING)
+        answer_again(w, e->msg, e->len, e->field, e->sha1, e->answer);
+    else /* its dedup key is poisoned: it cannot be run at most once */
+        queue_dead_commit(w, e->msg, e->len, e->field, e->sha1, rrpc__reply_str(e->answer, NULL));
+}
+
+static void reliable_init_worker(worker *w)
+{
+    rrpc__rel_worker_keys(&w->b->rel, w->id, &w->rk); /* fits: rrpc__rel_init checked */
+}
+
+/* A new link may be to a restarted Redis, without the scripts. */
+static int reliable_relink(worker *w)
+{
+    return rrpc__rel_load_scripts(&w->b->rel, w->conn);
+}
+
+/* The in-flight lists' heartbeat and reaper, before any worker takes. */
+static int reliable_announce(rrpc__server_broker *b)
+{
+    rrpc__serving *s = b->s;
+    return rrpc__rel_start(&b->rel, &s->url, s->connect_timeout_s, s->errmsg, sizeof s->errmsg);
+}
+
+/* Stops the heartbeat and unregisters the workers that hold nothing. */
+static void reliable_withdraw(rrpc__server_broker *b)
+{
+    int n = b->ws ? b->s->workers : 0;
+    rrpc__rel_worker *keys = malloc((size_t)(n ? n : 1) * sizeof *keys);
+    if (keys == NULL)
+        n = 0; /* without memory: the reaper cleans up */
+    for (int i = 0; i < n; i++)
+        keys[i] = b->ws[i].rk;
+    rrpc__rel_stop(&b->rel, keys, n);
+    free(keys);
+}
+
+static int reliable_learn(rrpc__server_broker *b, rrpc__conn *c)
+{
+    return rrpc__rel_learn_scripts(&b->rel, c);
+}
+
+static void reliable_log_held(worker *w, const char *error)
+{
+    rrpc__log_worker(w, "Redis refused a commit; its request stays held and the commit is retried",
+                     error);
+}
+
+const rrpc__delivery rrpc__at_least_once = {
+    .name = "reliable",
+    .needs_noeviction = 1,
+    .taken_again = "Redis takes commits again",
+    .announce = reliable_announce,
+    .withdraw = reliable_withdraw,
+    .learn = reliable_learn,
+    .init_worker = reliable_init_worker,
+    .relink = reliable_relink,
+    .send_take = reliable_take,
+    .batch_of = reliable_batch,
+    .entry = reliable_entry,
+    .handle = reliable_handle,
+    .settle = commit_outcome,
+    .hand_back = NULL, /* unstarted requests stay in this worker's in-flight hash */
+    .log_held = reliable_log_held,
+};

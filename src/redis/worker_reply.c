@@ -56,7 +56,7 @@ static void send_reply_call(worker *w, reply_item *items, size_t n)
     }
     int eval = !w->script_known;
     argv[0] = eval ? "EVAL" : "EVALSHA";
-    argv[1] = eval ? rrpc__reply_script : w->srv->reply_sha;
+    argv[1] = eval ? rrpc__reply_script : w->b->reply_sha;
     snprintf(numkeys, sizeof numkeys, "%zu", n);
     argv[2] = numkeys;
     for (size_t i = 0; i < n; i++) {
@@ -170,7 +170,7 @@ void rrpc__flush_replies(worker *w)
  * GIVE_UP_AT: see op.give_up_at (0 for a new one). */
 void rrpc__queue_dead(worker *w, char *text, double give_up_at)
 {
-    rrpc_server *s = w->srv;
+    rrpc__serving *s = w->srv;
     const char *push[] = {"RPUSH", s->dead_key, text};
     const char *trim[] = {"LTRIM", s->dead_key, w->trim_text, "-1"};
     const char *count[] = {"HINCRBY", s->stats_key, "dead", "1"};

@@ -2,8 +2,8 @@
  * bytes to the Redis commands it sends.
  *
  * fuzz_dispatch covers decoding alone.  This target runs the real worker
- * loop of src/redis/worker*.c (rrpc__server_run_worker, server_worker.h) on a real
- * rrpc__conn (hiredis) to a unix socket, where a thread of this harness
+ * loop of src/redis/worker*.c (rrpc__server_run_worker, server/server_worker.h)
+ * on a real rrpc__conn (hiredis) to a unix socket, where a thread of this harness
  * plays Redis: it parses every command byte for byte, answers it as Redis
  * would (the popped messages, the reply script's per-key answers, commits,
  * canned refusals the input chooses), and checks invariants on the way:
@@ -40,7 +40,8 @@
 #include "core/deadletter.h"
 #include "core/internal.h"
 #include "core/protocol.h"
-#include "redis/server_worker.h"
+#include "redis/worker_effects.h"
+#include "server/server_worker.h"
 
 #include <errno.h>
 #include <fcntl.h>
