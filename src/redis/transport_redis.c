@@ -4,6 +4,8 @@
  * group's header. */
 #include "transport/transport.h"
 
+#include "redis/client_redis.h"
+
 static int accepts(const rrpc__url *url)
 {
     return url->kind == RRPC__URL_DIRECT || url->kind == RRPC__URL_SENTINEL ||
@@ -13,7 +15,7 @@ static int accepts(const rrpc__url *url)
 const rrpc__transport rrpc__redis_transport = {
     .name = "redis",
     .accepts = accepts,
-    .client = NULL, /* filled as each group moves behind the interface */
+    .client = &rrpc__redis_client_ops,
     .async = NULL,
     .server = NULL,
     .admin = NULL,
