@@ -4,6 +4,7 @@
  * group's header. */
 #include "transport/transport.h"
 
+#include "redis/admin_redis.h"
 #include "redis/client_redis.h"
 
 static int accepts(const rrpc__url *url)
@@ -18,5 +19,5 @@ const rrpc__transport rrpc__redis_transport = {
     .client = &rrpc__redis_client_ops,
     .async = NULL,
     .server = NULL,
-    .admin = NULL,
+    .admin = &rrpc__redis_admin_ops,
 };
