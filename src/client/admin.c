@@ -84,15 +84,14 @@ static int ready(rrpc_admin *a, const char *service)
 static int gather(rrpc_admin *a, const char *service, json_t **out)
 {
     rrpc__service_view v;
-    int rc = a->ops->service(a->base.link, a->base.prefix, service, &v, a->errmsg,
-                             sizeof a->errmsg);
+    int rc =
+        a->ops->service(a->base.link, a->base.prefix, service, &v, a->errmsg, sizeof a->errmsg);
     if (rc != RRPC_OK)
         return rc;
     *out = json_pack("{s:s, s:b, s:I, s:i, s:I, s:I, s:I, s:o, s:o}", "service", service,
                      "registered", v.registered, "queue", (json_int_t)v.queue, "shards", v.shards,
-                     "max_queue", (json_int_t)v.max_queue, "dead", (json_int_t)v.dead,
-                     "dead_total", (json_int_t)v.dead_total, "workers", v.workers, "mstats",
-                     v.mstats);
+                     "max_queue", (json_int_t)v.max_queue, "dead", (json_int_t)v.dead, "dead_total",
+                     (json_int_t)v.dead_total, "workers", v.workers, "mstats", v.mstats);
     return *out ? RRPC_OK : RRPC_ENOMEM;
 }
 
