@@ -1,32 +1,26 @@
 /* admin.c -- the operator's side of the registry: rrpc_admin_*.
  *
  * Everything `rrpc ls`, `info`, `stats`, `top` and `dead` show is read
- * here, so that the CLI needs the public API only and the key layout of
- * docs/PROTOCOL.md section 9 is known to the library alone (registry.c
- * writes it, failfast.c and this file read it).  Each question about a
- * service is one pipelined round trip; liveness is judged against Redis's
- * own clock, like everywhere else.
+ * here, so that the CLI needs the public API only.  This file checks the
+ * arguments and shapes the JSON (sorting, totals, the union of the workers'
+ * methods, quantiles from the latency histograms); the transport's admin
+ * operations (transport/admin_ops.h) read and change what the broker
+ * keeps, on a link opened like a client's (caller.c).
  */
 #define _POSIX_C_SOURCE 200809L
-#include "core/keys.h"
+#include "client/caller.h"
 #include "core/internal.h"
-#include "core/opts.h"
-#include "core/protocol.h"
 #include "core/random.h"
-#include "redis/registry.h"
-#include "core/shard.h"
 #include "core/stats.h"
-#include "redis/conn.h"
-#include "core/url.h"
+#include "transport/admin_ops.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct rrpc_admin {
-    rrpc__conn *conn;
-    rrpc__url url;
-    char *prefix;
+    rrpc__caller base; /* the link, its operations, URL and key prefix */
+    const rrpc__admin_ops *ops;
     char errmsg[RRPC__ERRMSG_LEN];
 };
 
@@ -37,19 +31,15 @@ int rrpc_admin_open(rrpc_admin **out, const rrpc_client_options *opts, char *err
     if (out == NULL)
         return RRPC_EINVAL;
     *out = NULL;
-    rrpc_client_options_init(&own);
-    if (opts && rrpc__opts_load(&own, sizeof own, opts, errmsg, errmsg_len) != RRPC_OK)
+    if (rrpc__caller_options(&own, opts, errmsg, errmsg_len) != RRPC_OK)
         return RRPC_EINVAL;
-    opts = &own;
     rrpc_admin *a = calloc(1, sizeof *a);
     if (a == NULL)
         return rrpc__fail(errmsg, errmsg_len, RRPC_ENOMEM, "out of memory");
-    a->prefix = strdup(opts->key_prefix ? opts->key_prefix : "");
-    int rc = a->prefix ? rrpc__url_parse(&a->url, opts->url, errmsg, errmsg_len) : RRPC_ENOMEM;
-    if (rc == RRPC_OK)
-        rc = rrpc__conn_open(&a->conn, &a->url, opts->connect_timeout_s, errmsg, errmsg_len);
-    if (rc == RRPC_OK)
-        rc = rrpc__conn_set_timeout(a->conn, 10);
+    int rc = rrpc__caller_open(&a->base, &own, NULL, errmsg, errmsg_len);
+    if (rc == RRPC_OK && (a->ops = a->base.transport->admin) == NULL)
+        rc = rrpc__fail(errmsg, errmsg_len, RRPC_EINVAL, "the %s transport has no admin operations",
+                        a->base.transport->name);
     if (rc != RRPC_OK) {
         rrpc_admin_close(a);
         return rc;
@@ -62,9 +52,7 @@ void rrpc_admin_close(rrpc_admin *a)
 {
     if (a == NULL)
         return;
-    rrpc__conn_close(a->conn);
-    rrpc__url_free(&a->url);
-    free(a->prefix);
+    rrpc__caller_close(&a->base);
     free(a);
 }
 
@@ -73,162 +61,37 @@ const char *rrpc_admin_errmsg(const rrpc_admin *a)
     return a ? a->errmsg : "no admin handle";
 }
 
-/* ---- plumbing ------------------------------------------------------------ */
-
-/* Reads N replies into R (all new).  A Redis error reply fails the lot. */
-static int read_all(rrpc_admin *a, int n, rrpc__reply **r)
-{
-    int rc = RRPC_OK;
-    for (int i = 0; i < n; i++)
-        r[i] = NULL;
-    for (int i = 0; i < n && rc == RRPC_OK; i++) {
-        rc = rrpc__conn_read(a->conn, &r[i]);
-        if (rc != RRPC_OK)
-            rrpc__fail(a->errmsg, sizeof a->errmsg, rc, "%s", rrpc__conn_errmsg(a->conn));
-    }
-    for (int i = 0; i < n && rc == RRPC_OK; i++)
-        if (rrpc__reply_type(r[i]) == RRPC__REPLY_ERROR)
-            rc = rrpc__fail(a->errmsg, sizeof a->errmsg, RRPC_EREDIS, "Redis error: %s",
-                            rrpc__reply_str(r[i], NULL));
-    if (rc != RRPC_OK)
-        for (int i = 0; i < n; i++) {
-            rrpc__reply_free(r[i]);
-            r[i] = NULL;
-        }
-    return rc;
-}
-
+/* The start of every question: the handle and SERVICE (if not NULL)
+ * checked, a broken link mended. */
 static int ready(rrpc_admin *a, const char *service)
 {
     if (a == NULL)
         return RRPC_EINVAL;
     if (service != NULL && !rrpc__valid_name(service))
         return rrpc__fail(a->errmsg, sizeof a->errmsg, RRPC_EINVAL, "invalid service name");
-    if (rrpc__conn_broken(a->conn) || rrpc__conn_peer_closed(a->conn)) {
-        int rc = rrpc__conn_reconnect(a->conn);
+    const rrpc__client_ops *link = a->base.ops;
+    if (link->needs_mend(a->base.link)) {
+        int rc = link->mend(a->base.link, 0);
         if (rc != RRPC_OK)
-            return rrpc__fail(a->errmsg, sizeof a->errmsg, rc, "%s", rrpc__conn_errmsg(a->conn));
-    }
-    return RRPC_OK;
-}
-
-static long long str_ll(const rrpc__reply *r)
-{
-    return r && rrpc__reply_type(r) == RRPC__REPLY_STRING ? atoll(rrpc__reply_str(r, NULL)) : 0;
-}
-
-/* The keys of one service (PROTOCOL.md sections 1 and 9): keys.h. */
-typedef rrpc__service_keys keys;
-
-static int make_keys(rrpc_admin *a, const char *service, keys *k)
-{
-    if (rrpc__service_keys_init(k, a->prefix, service) != RRPC_OK)
-        return rrpc__fail(a->errmsg, sizeof a->errmsg, RRPC_EINVAL, "service name too long");
-    return RRPC_OK;
-}
-
-/* ---- one service, in one round trip ---------------------------------------- */
-
-enum {
-    R_TIME,
-    R_WORKERS,
-    R_INFO,
-    R_CONFIG,
-    R_EXISTS,
-    R_QUEUE,
-    R_DEAD,
-    R_DEAD_TOTAL,
-    R_MSTATS,
-    R_SHARDS,
-    R_COUNT
-};
-
-/* The requests queued on shards 1..SHARDS-1 of the service whose shard 0
- * is LIST (shard.c): one more round trip, taken only for sharded services. */
-static int other_shards_queue(rrpc_admin *a, const char *list, int shards, long long *sum)
-{
-    char key[RRPC__KEY_MAX];
-    int rc = RRPC_OK;
-    for (int k = 1; k < shards && rc == RRPC_OK; k++)
-        if ((rc = rrpc__shard_key(key, sizeof key, list, k)) == RRPC_OK)
-            rc = rrpc__conn_appendv(a->conn, 2, "LLEN", key);
-    if (rc != RRPC_OK)
-        return rrpc__fail(a->errmsg, sizeof a->errmsg, rc, "%s", rrpc__conn_errmsg(a->conn));
-    rrpc__reply *r[RRPC__MAX_SHARDS];
-    if ((rc = read_all(a, shards - 1, r)) != RRPC_OK)
-        return rc;
-    for (int k = 0; k < shards - 1; k++) {
-        *sum += rrpc__reply_integer(r[k]);
-        rrpc__reply_free(r[k]);
+            return rrpc__fail(a->errmsg, sizeof a->errmsg, rc, "%s", link->errmsg(a->base.link));
     }
     return RRPC_OK;
 }
 
 /* Everything known about SERVICE: {"service", "registered", "queue" (all
- * shards), "shards", "max_queue", "dead", "dead_total", "workers": [...], "mstats": {...}}. */
+ * shards), "shards", "max_queue", "dead", "dead_total", "workers": [...],
+ * "mstats": {...}}. */
 static int gather(rrpc_admin *a, const char *service, json_t **out)
 {
-    keys k;
-    int rc = make_keys(a, service, &k);
+    rrpc__service_view v;
+    int rc =
+        a->ops->service(a->base.link, a->base.prefix, service, &v, a->errmsg, sizeof a->errmsg);
     if (rc != RRPC_OK)
         return rc;
-    rrpc__conn *c = a->conn;
-    if ((rc = rrpc__conn_appendv(c, 1, "TIME")) ||
-        (rc = rrpc__conn_appendv(c, 5, "ZRANGE", k.workers, "0", "-1", "WITHSCORES")) ||
-        (rc = rrpc__conn_appendv(c, 2, "HGETALL", k.info)) ||
-        (rc = rrpc__conn_appendv(c, 3, "HGET", k.config, "max_queue")) ||
-        (rc = rrpc__conn_appendv(c, 2, "EXISTS", k.config)) ||
-        (rc = rrpc__conn_appendv(c, 2, "LLEN", k.list)) ||
-        (rc = rrpc__conn_appendv(c, 2, "LLEN", k.dead)) ||
-        (rc = rrpc__conn_appendv(c, 3, "HGET", k.stats, "dead")) ||
-        (rc = rrpc__conn_appendv(c, 2, "HGETALL", k.mstats)) ||
-        (rc = rrpc__conn_appendv(c, 3, "HGET", k.config, "shards")))
-        return rrpc__fail(a->errmsg, sizeof a->errmsg, rc, "%s", rrpc__conn_errmsg(c));
-    rrpc__reply *r[R_COUNT];
-    if ((rc = read_all(a, R_COUNT, r)) != RRPC_OK)
-        return rc;
-    /* A sharded service's queue is the sum over its lists. */
-    int shards = rrpc__shard_count((long)str_ll(r[R_SHARDS]));
-    long long queue = rrpc__reply_integer(r[R_QUEUE]);
-    if (shards > 1 && (rc = other_shards_queue(a, k.list, shards, &queue)) != RRPC_OK) {
-        for (int i = 0; i < R_COUNT; i++)
-            rrpc__reply_free(r[i]);
-        return rc;
-    }
-    long long now_ms = rrpc__reply_count(r[R_TIME]) == 2
-                           ? str_ll(rrpc__reply_element(r[R_TIME], 0)) * 1000 +
-                                 str_ll(rrpc__reply_element(r[R_TIME], 1)) / 1000
-                           : 0;
-    json_t *workers = json_array(), *mstats = json_object();
-    for (size_t i = 0; i + 1 < rrpc__reply_count(r[R_WORKERS]); i += 2) {
-        const char *id = rrpc__reply_str(rrpc__reply_element(r[R_WORKERS], i), NULL);
-        long long deadline = str_ll(rrpc__reply_element(r[R_WORKERS], i + 1));
-        if (deadline <= now_ms)
-            continue; /* expired: dead, whatever its record says */
-        json_t *rec = NULL;
-        for (size_t j = 0; j + 1 < rrpc__reply_count(r[R_INFO]) && rec == NULL; j += 2)
-            if (strcmp(rrpc__reply_str(rrpc__reply_element(r[R_INFO], j), NULL), id) == 0) {
-                size_t len;
-                const char *text = rrpc__reply_str(rrpc__reply_element(r[R_INFO], j + 1), &len);
-                rec = json_loadb(text, len, 0, NULL);
-            }
-        if (!json_is_object(rec)) {
-            json_decref(rec);
-            rec = json_pack("{s:s}", "id", id); /* alive, record missing */
-        }
-        json_object_set_new(rec, "expires_in", json_real((double)(deadline - now_ms) / 1000.0));
-        json_array_append_new(workers, rec);
-    }
-    for (size_t i = 0; i + 1 < rrpc__reply_count(r[R_MSTATS]); i += 2)
-        json_object_set_new(mstats, rrpc__reply_str(rrpc__reply_element(r[R_MSTATS], i), NULL),
-                            json_integer(str_ll(rrpc__reply_element(r[R_MSTATS], i + 1))));
     *out = json_pack("{s:s, s:b, s:I, s:i, s:I, s:I, s:I, s:o, s:o}", "service", service,
-                     "registered", rrpc__reply_integer(r[R_EXISTS]) > 0, "queue", (json_int_t)queue,
-                     "shards", shards, "max_queue", (json_int_t)str_ll(r[R_CONFIG]), "dead",
-                     (json_int_t)rrpc__reply_integer(r[R_DEAD]), "dead_total",
-                     (json_int_t)str_ll(r[R_DEAD_TOTAL]), "workers", workers, "mstats", mstats);
-    for (int i = 0; i < R_COUNT; i++)
-        rrpc__reply_free(r[i]);
+                     "registered", v.registered, "queue", (json_int_t)v.queue, "shards", v.shards,
+                     "max_queue", (json_int_t)v.max_queue, "dead", (json_int_t)v.dead, "dead_total",
+                     (json_int_t)v.dead_total, "workers", v.workers, "mstats", v.mstats);
     return *out ? RRPC_OK : RRPC_ENOMEM;
 }
 
@@ -349,18 +212,15 @@ int rrpc_admin_services(rrpc_admin *a, json_t **out)
     if (rc != RRPC_OK || out == NULL)
         return rc != RRPC_OK ? rc : RRPC_EINVAL;
     *out = NULL;
-    char index[RRPC__KEY_MAX];
-    rrpc__services_key(index, sizeof index, a->prefix);
-    rrpc__reply *names = NULL;
-    if ((rc = rrpc__conn_appendv(a->conn, 2, "SMEMBERS", index)) != RRPC_OK)
-        return rrpc__fail(a->errmsg, sizeof a->errmsg, rc, "%s", rrpc__conn_errmsg(a->conn));
-    if ((rc = read_all(a, 1, &names)) != RRPC_OK)
+    json_t *names = NULL;
+    rc = a->ops->services(a->base.link, a->base.prefix, &names, a->errmsg, sizeof a->errmsg);
+    if (rc != RRPC_OK)
         return rc;
-    size_t n = rrpc__reply_count(names);
+    size_t n = json_array_size(names);
     const char **sorted = calloc(n ? n : 1, sizeof *sorted);
     json_t *list = json_array();
     for (size_t i = 0; sorted && i < n; i++)
-        sorted[i] = rrpc__reply_str(rrpc__reply_element(names, i), NULL);
+        sorted[i] = json_string_value(json_array_get(names, i));
     if (sorted)
         qsort(sorted, n, sizeof *sorted, cmp_str);
     for (size_t i = 0; sorted && i < n && rc == RRPC_OK; i++) {
@@ -381,7 +241,7 @@ int rrpc_admin_services(rrpc_admin *a, json_t **out)
         json_decref(g);
     }
     free(sorted);
-    rrpc__reply_free(names);
+    json_decref(names);
     if (rc != RRPC_OK || sorted == NULL) {
         json_decref(list);
         return rc != RRPC_OK ? rc : RRPC_ENOMEM;
@@ -459,166 +319,51 @@ int rrpc_admin_stats(rrpc_admin *a, const char *service, json_t **out)
     return *out ? RRPC_OK : RRPC_ENOMEM;
 }
 
-/* ---- dead letters ---------------------------------------------------------------- */
-
-static json_t *decode_record(const rrpc__reply *r)
-{
-    size_t len;
-    const char *text = rrpc__reply_str(r, &len);
-    json_t *v = json_loadb(text, len, RRPC__JSON_DECODE_FLAGS, NULL);
-    return v ? v : json_stringn(text, len); /* not ours: shown as it is */
-}
+/* ---- dead letters and forgetting ------------------------------------------------ */
 
 /* The start of every dead-letter operation: *COUNT (if given) zeroed,
- * the handle checked, the service's keys made. */
-static int begin_dead(rrpc_admin *a, const char *service, keys *k, long *count)
+ * the handle and SERVICE checked. */
+static int begin_dead(rrpc_admin *a, const char *service, long *count)
 {
     if (count)
         *count = 0;
     int rc = ready(a, service);
     if (rc != RRPC_OK || service == NULL)
         return rc != RRPC_OK ? rc : RRPC_EINVAL;
-    return make_keys(a, service, k);
+    return RRPC_OK;
 }
 
 int rrpc_admin_dead_list(rrpc_admin *a, const char *service, long limit, json_t **out)
 {
-    keys k;
-    int rc = out != NULL ? begin_dead(a, service, &k, NULL) : RRPC_EINVAL;
+    int rc = out != NULL ? begin_dead(a, service, NULL) : RRPC_EINVAL;
     if (rc != RRPC_OK)
         return rc;
-    char stop[32];
-    snprintf(stop, sizeof stop, "%ld", limit > 0 ? limit - 1 : -1);
-    rrpc__reply *r = NULL;
-    if ((rc = rrpc__conn_appendv(a->conn, 4, "LRANGE", k.dead, "0", stop)) != RRPC_OK)
-        return rrpc__fail(a->errmsg, sizeof a->errmsg, rc, "%s", rrpc__conn_errmsg(a->conn));
-    if ((rc = read_all(a, 1, &r)) != RRPC_OK)
-        return rc;
-    json_t *list = json_array();
-    for (size_t i = 0; i < rrpc__reply_count(r); i++)
-        json_array_append_new(list, decode_record(rrpc__reply_element(r, i)));
-    rrpc__reply_free(r);
-    *out = list;
-    return RRPC_OK;
-}
-
-/* Runs one command and returns its reply (new) in *r. */
-static int command(rrpc_admin *a, rrpc__reply **r, int argc, const char **argv, const size_t *lens)
-{
-    int rc = rrpc__conn_append(a->conn, argc, argv, lens);
-    if (rc != RRPC_OK)
-        return rrpc__fail(a->errmsg, sizeof a->errmsg, rc, "%s", rrpc__conn_errmsg(a->conn));
-    return read_all(a, 1, r);
-}
-
-/* Moves one dead letter: pops it, pushes its message onto the list, or
- * back onto the dead letters when it has none.  *moved is set to 1 when it
- * was requeued. */
-static int requeue_one(rrpc_admin *a, const keys *k, int *moved, int *empty)
-{
-    rrpc__reply *popped = NULL, *pushed = NULL;
-    const char *pop[] = {"LPOP", k->dead};
-    int rc = command(a, &popped, 2, pop, NULL);
-    *moved = 0;
-    *empty = rc == RRPC_OK && rrpc__reply_type(popped) != RRPC__REPLY_STRING;
-    if (rc != RRPC_OK || *empty) {
-        rrpc__reply_free(popped);
-        return rc;
-    }
-    size_t len;
-    const char *text = rrpc__reply_str(popped, &len);
-    json_t *rec = json_loadb(text, len, RRPC__JSON_DECODE_FLAGS, NULL);
-    json_t *message = json_object_get(rec, "message");
-    if (json_is_string(message)) {
-        const char *push[] = {"RPUSH", k->list, json_string_value(message)};
-        size_t lens[] = {5, strlen(k->list), json_string_length(message)};
-        rc = command(a, &pushed, 3, push, lens);
-        *moved = rc == RRPC_OK;
-    }
-    if (!*moved) { /* nothing to requeue, or the push failed: keep the record */
-        rrpc__reply_free(pushed);
-        pushed = NULL;
-        const char *back[] = {"RPUSH", k->dead, text};
-        size_t lens[] = {5, strlen(k->dead), len};
-        int back_rc = command(a, &pushed, 3, back, lens);
-        rc = rc != RRPC_OK ? rc : back_rc;
-    }
-    json_decref(rec);
-    rrpc__reply_free(pushed);
-    rrpc__reply_free(popped);
-    return rc;
+    return a->ops->dead_list(a->base.link, a->base.prefix, service, limit, out, a->errmsg,
+                             sizeof a->errmsg);
 }
 
 int rrpc_admin_dead_requeue(rrpc_admin *a, const char *service, long *moved)
 {
-    keys k;
-    int rc = begin_dead(a, service, &k, moved);
+    int rc = begin_dead(a, service, moved);
     if (rc != RRPC_OK)
         return rc;
-    rrpc__reply *len = NULL;
-    const char *llen[] = {"LLEN", k.dead};
-    if ((rc = command(a, &len, 2, llen, NULL)) != RRPC_OK)
-        return rc;
-    long long n = rrpc__reply_integer(len);
-    rrpc__reply_free(len);
-    /* Each record is looked at once: those kept go to the back. */
-    for (long long i = 0; i < n && rc == RRPC_OK; i++) {
-        int one = 0, empty = 0;
-        rc = requeue_one(a, &k, &one, &empty);
-        if (moved)
-            *moved += one;
-        if (empty)
-            break;
-    }
-    return rc;
+    return a->ops->dead_requeue(a->base.link, a->base.prefix, service, moved, a->errmsg,
+                                sizeof a->errmsg);
 }
-
-/* Dead letters taken per round trip by purge: bounds the memory a purge
- * holds at once. */
-#define PURGE_BATCH      1000
-#define PURGE_BATCH_TEXT "1000"
 
 int rrpc_admin_dead_purge(rrpc_admin *a, const char *service, long *removed)
 {
-    keys k;
-    int rc = begin_dead(a, service, &k, removed);
+    int rc = begin_dead(a, service, removed);
     if (rc != RRPC_OK)
         return rc;
-    /* LPOP with a count, until the list is empty: each pop is one command
-     * on the key's own node (MULTI/EXEC has no key, so on a Redis Cluster
-     * it went to another node than LLEN and DEL), and the count is exactly
-     * what was removed, dead letters that arrive meanwhile included. */
-    const char *pop[] = {"LPOP", k.dead, PURGE_BATCH_TEXT};
-    for (;;) {
-        rrpc__reply *r = NULL;
-        if ((rc = command(a, &r, 3, pop, NULL)) != RRPC_OK)
-            return rc;
-        size_t n = rrpc__reply_type(r) == RRPC__REPLY_ARRAY ? rrpc__reply_count(r) : 0;
-        rrpc__reply_free(r);
-        if (removed)
-            *removed += (long)n;
-        if (n < PURGE_BATCH)
-            return RRPC_OK;
-    }
+    return a->ops->dead_purge(a->base.link, a->base.prefix, service, removed, a->errmsg,
+                              sizeof a->errmsg);
 }
 
 int rrpc_admin_forget(rrpc_admin *a, const char *service)
 {
-    keys k;
     int rc = ready(a, service);
     if (rc != RRPC_OK || service == NULL)
         return rc != RRPC_OK ? rc : RRPC_EINVAL;
-    if ((rc = make_keys(a, service, &k)) != RRPC_OK)
-        return rc;
-    char index[RRPC__KEY_MAX];
-    rrpc__services_key(index, sizeof index, a->prefix);
-    rrpc__reply *r[2];
-    if ((rc = rrpc__conn_appendv(a->conn, 4, "DEL", k.workers, k.info, k.config)) ||
-        (rc = rrpc__conn_appendv(a->conn, 3, "SREM", index, service)))
-        return rrpc__fail(a->errmsg, sizeof a->errmsg, rc, "%s", rrpc__conn_errmsg(a->conn));
-    if ((rc = read_all(a, 2, r)) != RRPC_OK)
-        return rc;
-    rrpc__reply_free(r[0]);
-    rrpc__reply_free(r[1]);
-    return RRPC_OK;
+    return a->ops->forget(a->base.link, a->base.prefix, service, a->errmsg, sizeof a->errmsg);
 }

@@ -1,49 +1,42 @@
 /* client.c -- the synchronous client: one call, one round trip.
  *
- * A call pipelines RPUSH of the request with BLPOP on its own reply key, so
- * it costs one network round trip like the post's client but never leaves
- * the request behind: if the wait times out, the request is withdrawn with
- * LREM when no worker has taken it yet.  The id is the reply key, which
- * keeps seed-style workers that only know "reply to the id" working.
+ * This is the caller's logic: arguments checked, requests encoded with the
+ * reply address as their id, the call's timeout settled (its own, the
+ * client's, or what is left of the request being handled) and written as
+ * a deadline on the broker's clock, a broken link mended -- and, with
+ * resend_on_reconnect, the request delivered again -- while the timeout
+ * allows, batches sorted back by id, and answers turned into results.  The
+ * broker is reached through the transport's client operations
+ * (transport/client_ops.h): deliver a request and await its answer, send a
+ * notification.  Over Redis (redis/client_redis.c) a call is one round
+ * trip that never leaves its request behind.
  */
 #define _POSIX_C_SOURCE 200809L
-#include "core/defaults.h"
-#include "core/keys.h"
+#include "client/caller.h"
 #include "core/clock.h"
+#include "core/defaults.h"
 #include "core/dispatch.h"
-#include "redis/failfast.h"
 #include "core/internal.h"
+#include "core/keys.h"
 #include "core/opts.h"
 #include "core/protocol.h"
 #include "core/random.h"
-#include "core/shard.h"
-#include "redis/conn.h"
-#include "core/url.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* How much longer than the BLPOP the socket may stay silent before the
- * link is considered dead.  Short: it is all a call may overrun its
- * deadline when Redis stalls (SIGSTOP, a long script, a swapping host),
- * and Redis answers a BLPOP that timed out within its hz tick (100 ms). */
-#define SOCKET_GRACE_S 0.5
-/* The Redis clock is re-read this often (one TIME round trip). */
+/* The broker's clock is re-read this often (one round trip). */
 #define CLOCK_REFRESH_S 10.0
 /* Backoff between reconnection attempts of a call that resends. */
 #define RESEND_BACKOFF_MIN_S 0.05
 #define RESEND_BACKOFF_MAX_S 1.0
 
 struct rrpc_client {
-    rrpc__conn *conn;
-    rrpc__url url;
-    char *prefix;
+    rrpc__caller base; /* the link, its operations, URL and key prefix */
     double timeout_s;
-    double socket_timeout_s;
     int resend_on_reconnect;
-    rrpc__clock clock;  /* the Redis server's time, for request deadlines */
-    rrpc__failfast *ff; /* registry view: fail fast, max_queue (failfast.c) */
+    rrpc__clock clock; /* the broker's time, for request deadlines */
     char errmsg[RRPC__ERRMSG_LEN];
 };
 
@@ -63,22 +56,14 @@ int rrpc_client_open(rrpc_client **out, const rrpc_client_options *opts, char *e
     if (out == NULL)
         return RRPC_EINVAL;
     *out = NULL;
-    rrpc_client_options_init(&own);
-    if (opts && rrpc__opts_load(&own, sizeof own, opts, errmsg, errmsg_len) != RRPC_OK)
+    if (rrpc__caller_options(&own, opts, errmsg, errmsg_len) != RRPC_OK)
         return RRPC_EINVAL;
-    opts = &own;
     rrpc_client *c = calloc(1, sizeof *c);
     if (c == NULL)
         return rrpc__fail(errmsg, errmsg_len, RRPC_ENOMEM, "out of memory");
-    c->timeout_s = rrpc__timeout_or(opts->timeout_s, 30);
-    c->resend_on_reconnect = opts->resend_on_reconnect;
-    c->ff = rrpc__failfast_new(opts->fail_fast); /* NULL (no memory): fail fast off */
-    c->prefix = strdup(opts->key_prefix ? opts->key_prefix : "");
-    int rc = c->prefix ? rrpc__url_parse(&c->url, opts->url, errmsg, errmsg_len) : RRPC_ENOMEM;
-    if (rc == RRPC_OK)
-        rc = rrpc__conn_open(&c->conn, &c->url, opts->connect_timeout_s, errmsg, errmsg_len);
-    if (rc == RRPC_OK)
-        rrpc__clock_sync(&c->clock, c->conn); /* refused TIME: calls carry no deadline */
+    c->timeout_s = rrpc__timeout_or(own.timeout_s, 30);
+    c->resend_on_reconnect = own.resend_on_reconnect;
+    int rc = rrpc__caller_open(&c->base, &own, &c->clock, errmsg, errmsg_len);
     if (rc != RRPC_OK) {
         rrpc_client_close(c);
         return rc;
@@ -91,10 +76,7 @@ void rrpc_client_close(rrpc_client *c)
 {
     if (c == NULL)
         return;
-    rrpc__conn_close(c->conn);
-    rrpc__url_free(&c->url);
-    rrpc__failfast_free(c->ff);
-    free(c->prefix);
+    rrpc__caller_close(&c->base);
     free(c);
 }
 
@@ -102,8 +84,6 @@ const char *rrpc_client_errmsg(const rrpc_client *c)
 {
     return c ? c->errmsg : "no client";
 }
-
-static int set_socket_timeout(rrpc_client *c, double timeout_s);
 
 static int client_fail(rrpc_client *c, int err, const char *msg)
 {
@@ -113,25 +93,25 @@ static int client_fail(rrpc_client *c, int err, const char *msg)
 
 static int reconnect_until(rrpc_client *c, double deadline);
 
-/* Brings a broken link back before a call.  A dead Redis fails fast here,
- * unless the client resends: then it keeps trying for up to TIMEOUT_S.
- * Also keeps the Redis clock fresh, while no reply is outstanding. */
+/* Brings a broken link back before a call.  A dead broker fails fast
+ * here, unless the client resends: then it keeps trying for up to
+ * TIMEOUT_S.  Also keeps the broker's clock fresh. */
 static int ensure_connected(rrpc_client *c, double timeout_s)
 {
-    if (rrpc__conn_broken(c->conn) || rrpc__conn_peer_closed(c->conn)) {
+    const rrpc__client_ops *ops = c->base.ops;
+    if (ops->needs_mend(c->base.link)) {
         /* A stalled Redis (SIGSTOP) accepts the connection but not the
          * handshake: the call's timeout bounds that too. */
         double deadline = rrpc__monotonic() + timeout_s;
-        int rc = rrpc__conn_reconnect_within(c->conn, timeout_s);
+        int rc = ops->mend(c->base.link, timeout_s);
         if (rc != RRPC_OK && c->resend_on_reconnect && timeout_s > 0)
             rc = reconnect_until(c, deadline);
         if (rc != RRPC_OK)
-            return client_fail(c, rc, rrpc__conn_errmsg(c->conn));
-        c->socket_timeout_s = 0;
-        c->clock.measured_at = 0; /* Redis may have restarted on another host */
+            return client_fail(c, rc, ops->errmsg(c->base.link));
+        c->clock.measured_at = 0; /* the broker may have restarted on another host */
     }
-    if (rrpc__clock_age(&c->clock) > CLOCK_REFRESH_S && set_socket_timeout(c, 0) == RRPC_OK)
-        rrpc__clock_sync(&c->clock, c->conn);
+    if (rrpc__clock_age(&c->clock) > CLOCK_REFRESH_S)
+        ops->read_clock(c->base.link, &c->clock); /* refused: calls carry no deadline */
     return RRPC_OK;
 }
 
@@ -164,135 +144,6 @@ static int check_params(rrpc_client *c, const json_t *params)
     return RRPC_OK;
 }
 
-/* Reads one reply, converting Redis-level errors into rrpc codes. */
-static int read_reply(rrpc_client *c, rrpc__reply **r)
-{
-    int rc = rrpc__conn_read(c->conn, r);
-    if (rc != RRPC_OK)
-        return client_fail(c, rc == RRPC_ETIMEDOUT ? RRPC_ECONNECT : rc,
-                           rrpc__conn_errmsg(c->conn));
-    if (rrpc__reply_type(*r) == RRPC__REPLY_ERROR) {
-        char msg[RRPC__ERRMSG_LEN];
-        const char *text = rrpc__reply_str(*r, NULL);
-        /* A client that resends treats "serving again shortly" like a
-         * broken link. */
-        int err = rrpc__reply_transient(*r) ? RRPC_ECONNECT : RRPC_EREDIS;
-        snprintf(msg, sizeof msg, "Redis error: %s", text);
-        rrpc__reply_free(*r);
-        *r = NULL;
-        return client_fail(c, err, msg);
-    }
-    return RRPC_OK;
-}
-
-static int set_socket_timeout(rrpc_client *c, double timeout_s)
-{
-    double want = timeout_s + SOCKET_GRACE_S;
-    if (want == c->socket_timeout_s)
-        return RRPC_OK;
-    int rc = rrpc__conn_set_timeout(c->conn, want);
-    if (rc == RRPC_OK)
-        c->socket_timeout_s = want;
-    return rc;
-}
-
-/* Every read after the first slice of a wait (failfast.c) must end by
- * the call's deadline ENDS (monotonic) plus the grace, not a whole
- * timeout after it starts: a Redis that stalls between slices would
- * otherwise hold the call for up to twice its timeout. */
-static int limit_socket_to(rrpc_client *c, double ends)
-{
-    double left = ends - rrpc__monotonic();
-    return set_socket_timeout(c, left > 0 ? left : 0);
-}
-
-/* Removes our own request if it is still queued: the caller gave up. */
-static void withdraw(rrpc_client *c, const char *list, const char *text)
-{
-    rrpc__reply *r = NULL;
-    if (rrpc__conn_appendv(c->conn, 4, "LREM", list, "1", text) == RRPC_OK &&
-        rrpc__conn_read(c->conn, &r) == RRPC_OK)
-        rrpc__reply_free(r);
-}
-
-static int timed_out(rrpc_client *c, const char *list, double timeout_s)
-{
-    return rrpc__fail(c->errmsg, sizeof c->errmsg, RRPC_ETIMEDOUT,
-                      "no reply from service '%s' within %.3f s", list, timeout_s);
-}
-
-/* One attempt of push_and_wait. */
-static int push_and_wait_once(rrpc_client *c, const char *list, const char *text, const char *key,
-                              double timeout_s, rrpc__reply **holder, const char **value,
-                              size_t *value_len)
-{
-    char timeout_text[32];
-    double ends = rrpc__monotonic() + timeout_s;
-    rrpc__svc_state st; /* fail fast: a dead registered service is refused here */
-    /* Every read of the call, the registry's too, ends by its deadline
-     * (plus the grace) even if Redis stalls. */
-    int rc = set_socket_timeout(c, timeout_s);
-    if (rc == RRPC_OK)
-        rc =
-            rrpc__failfast_check(c->ff, c->conn, list, timeout_s, &st, c->errmsg, sizeof c->errmsg);
-    if (rc != RRPC_OK)
-        return rc;
-    char target[RRPC__KEY_MAX]; /* the shard's list (shard.c): LIST unless sharded */
-    if (rrpc__shard_key(target, sizeof target, list, st.shard) != RRPC_OK)
-        return client_fail(c, RRPC_EINVAL, "service name too long");
-    /* The registry's round trip may have used up a tiny timeout: then
-     * nothing is pushed, and the call times out now. */
-    if (!rrpc__failfast_next_wait(&st, timeout_text, sizeof timeout_text))
-        return timed_out(c, list, timeout_s);
-    rc = rrpc__failfast_append_push(c->conn, target, text, &st);
-    if (rc == RRPC_OK)
-        rc = rrpc__conn_appendv(c->conn, 3, "BLPOP", key, timeout_text);
-    if (rc != RRPC_OK)
-        return client_fail(c, rc, rrpc__conn_errmsg(c->conn));
-    rrpc__reply *pushed = NULL, *popped = NULL;
-    int push_rc = read_reply(c, &pushed);
-    if (push_rc == RRPC_OK)
-        push_rc = rrpc__failfast_pushed(pushed, &st, c->errmsg, sizeof c->errmsg);
-    rrpc__reply_free(pushed);
-    if (push_rc != RRPC_OK) {
-        /* Refused (OOM, WRONGTYPE, NOPERM, LOADING...): do not sit out
-         * the queued BLPOP; a fresh link drops it.  A failed reconnect
-         * leaves the link broken, and the next call retries. */
-        if (!rrpc__conn_broken(c->conn))
-            rrpc__conn_reconnect(c->conn);
-        return push_rc;
-    }
-    int pop_rc = read_reply(c, &popped);
-    /* A registered service is awaited in slices, checking between them
-     * that a worker is still alive (failfast.c). */
-    while (pop_rc == RRPC_OK && rrpc__reply_type(popped) == RRPC__REPLY_NIL &&
-           limit_socket_to(c, ends) == RRPC_OK && rrpc__failfast_again(c->ff, c->conn, list, &st) &&
-           rrpc__failfast_next_wait(&st, timeout_text, sizeof timeout_text)) {
-        rrpc__reply_free(popped);
-        popped = NULL;
-        pop_rc = rrpc__conn_appendv(c->conn, 3, "BLPOP", key, timeout_text);
-        pop_rc = pop_rc == RRPC_OK ? read_reply(c, &popped)
-                                   : client_fail(c, pop_rc, rrpc__conn_errmsg(c->conn));
-    }
-    if (pop_rc == RRPC_EREDIS)
-        withdraw(c, target, text); /* the wait was refused: nobody will collect */
-    if (pop_rc != RRPC_OK)
-        return pop_rc;
-    if (rrpc__reply_type(popped) != RRPC__REPLY_ARRAY || rrpc__reply_count(popped) != 2) {
-        rrpc__reply_free(popped);
-        withdraw(c, target, text);
-        if (st.unavailable)
-            return rrpc__fail(c->errmsg, sizeof c->errmsg, RRPC_EUNAVAILABLE,
-                              "service '%s' became unavailable while waiting: its last "
-                              "worker is gone",
-                              list);
-        return timed_out(c, list, timeout_s);
-    }
-    *holder = popped;
-    *value = rrpc__reply_str(rrpc__reply_element(popped, 1), value_len);
-    return RRPC_OK;
-}
-
 /* Reconnects, with backoff, until it works or DEADLINE (monotonic) comes. */
 static int reconnect_until(rrpc_client *c, double deadline)
 {
@@ -300,29 +151,28 @@ static int reconnect_until(rrpc_client *c, double deadline)
     for (;;) {
         double left = deadline - rrpc__monotonic();
         if (left <= 0)
-            return client_fail(c, RRPC_ECONNECT, rrpc__conn_errmsg(c->conn));
-        if (rrpc__conn_reconnect_within(c->conn, left) == RRPC_OK) {
-            c->socket_timeout_s = 0;
+            return client_fail(c, RRPC_ECONNECT, c->base.ops->errmsg(c->base.link));
+        if (c->base.ops->mend(c->base.link, left) == RRPC_OK)
             return RRPC_OK;
-        }
         if (rrpc__monotonic() + delay >= deadline)
-            return client_fail(c, RRPC_ECONNECT, rrpc__conn_errmsg(c->conn));
+            return client_fail(c, RRPC_ECONNECT, c->base.ops->errmsg(c->base.link));
         rrpc__sleep(delay);
         delay = delay * 2 > RESEND_BACKOFF_MAX_S ? RESEND_BACKOFF_MAX_S : delay * 2;
     }
 }
 
-/* Pushes TEXT onto LIST and waits on KEY.  On RRPC_OK *value is the reply
- * element (new, free with rrpc__reply_free) and *holder owns it.  With
+/* Delivers TEXT to LIST and awaits its answer on KEY.  On RRPC_OK *value
+ * is the answer's text, borrowed from *holder (new, answer_free).  With
  * resend_on_reconnect a broken link is mended and the same request sent
  * again, as long as the timeout allows. */
 static int push_and_wait(rrpc_client *c, const char *list, const char *text, const char *key,
-                         double timeout_s, rrpc__reply **holder, const char **value,
+                         double timeout_s, rrpc__answer **holder, const char **value,
                          size_t *value_len)
 {
     double deadline = rrpc__monotonic() + timeout_s;
     for (;;) {
-        int rc = push_and_wait_once(c, list, text, key, timeout_s, holder, value, value_len);
+        int rc = c->base.ops->deliver(c->base.link, list, text, key, timeout_s, holder, value,
+                                      value_len, c->errmsg, sizeof c->errmsg);
         if (rc != RRPC_ECONNECT || !c->resend_on_reconnect)
             return rc;
         if (reconnect_until(c, deadline) != RRPC_OK)
@@ -345,9 +195,10 @@ static int prepare(rrpc_client *c, const char *service, char *list, size_t list_
         rc = client_fail(c, RRPC_EINVAL,
                          "service names may not contain whitespace or control "
                          "characters");
-    if (rc == RRPC_OK && rrpc__key_join(list, list_len, c->prefix, service, NULL) != RRPC_OK)
+    if (rc == RRPC_OK && rrpc__key_join(list, list_len, c->base.prefix, service, NULL) != RRPC_OK)
         rc = client_fail(c, RRPC_EINVAL, "service name too long");
-    if (rc == RRPC_OK && key != NULL && rrpc__new_reply_key(key, key_len, c->prefix) != RRPC_OK)
+    if (rc == RRPC_OK && key != NULL &&
+        c->base.ops->reply_address(c->base.link, c->base.prefix, key, key_len) != RRPC_OK)
         rc = client_fail(c, RRPC_ESYS, "cannot read random bytes for a reply key");
     if (rc == RRPC_OK)
         rc = ensure_connected(c, timeout_s);
@@ -382,23 +233,11 @@ static char *encode_request(rrpc_client *c, const char *service, const char *met
     return text;
 }
 
-/* RPUSHes TEXT onto LIST (or the next of its shards) without waiting for
- * any reply. */
+/* Sends TEXT to LIST (or the next of its shards) without waiting for any
+ * answer. */
 static int push_only(rrpc_client *c, const char *list, const char *text)
 {
-    rrpc__reply *r = NULL;
-    char target[RRPC__KEY_MAX];
-    int rc = set_socket_timeout(c, 0); /* a stalled Redis must not hang us */
-    if (rc == RRPC_OK && rrpc__shard_key(target, sizeof target, list,
-                                         rrpc__failfast_shard(c->ff, c->conn, list)) != RRPC_OK)
-        return client_fail(c, RRPC_EINVAL, "service name too long");
-    if (rc == RRPC_OK)
-        rc = rrpc__conn_appendv(c->conn, 3, "RPUSH", target, text);
-    if (rc != RRPC_OK)
-        return client_fail(c, rc, rrpc__conn_errmsg(c->conn));
-    rc = read_reply(c, &r);
-    rrpc__reply_free(r);
-    return rc;
+    return c->base.ops->send(c->base.link, list, text, c->errmsg, sizeof c->errmsg);
 }
 
 int rrpc_call(rrpc_client *c, const char *service, const char *method, const json_t *params,
@@ -418,7 +257,7 @@ int rrpc_call(rrpc_client *c, const char *service, const char *method, const jso
     char *text = encode_request(c, service, method, params, list, key, &timeout_s, &rc);
     if (text == NULL)
         return rc;
-    rrpc__reply *holder = NULL;
+    rrpc__answer *holder = NULL;
     const char *value = NULL;
     size_t value_len = 0;
     rc = push_and_wait(c, list, text, key, timeout_s, &holder, &value, &value_len);
@@ -426,7 +265,7 @@ int rrpc_call(rrpc_client *c, const char *service, const char *method, const jso
     if (rc == RRPC_OK)
         rc =
             rrpc__response_parse(value, value_len, key, result, error, c->errmsg, sizeof c->errmsg);
-    rrpc__reply_free(holder);
+    c->base.ops->answer_free(holder);
     json_decref(ignored_error);
     return rc;
 }
@@ -564,7 +403,7 @@ int rrpc_call_batch(rrpc_client *c, const char *service, const json_t *calls, do
         }
         return rc;
     }
-    rrpc__reply *holder = NULL;
+    rrpc__answer *holder = NULL;
     const char *value = NULL;
     size_t value_len = 0;
     rc = push_and_wait(c, list, text, key, timeout_s, &holder, &value, &value_len);
@@ -573,7 +412,7 @@ int rrpc_call_batch(rrpc_client *c, const char *service, const json_t *calls, do
         return rc;
     json_error_t jerr;
     json_t *reply = json_loadb(value, value_len, RRPC__JSON_DECODE_FLAGS, &jerr);
-    rrpc__reply_free(holder);
+    c->base.ops->answer_free(holder);
     if (reply == NULL)
         return client_fail(c, RRPC_EPROTO, "batch response is not JSON");
     rc = sort_batch_responses(c, reply, json_array_size(calls), responses);

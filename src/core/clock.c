@@ -6,12 +6,10 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "core/clock.h"
-#include "redis/conn.h"
 
 #include <rrpc/rrpc.h>
 
 #include <errno.h>
-#include <stdlib.h>
 #include <time.h>
 
 static double to_seconds(const struct timespec *ts)
@@ -62,35 +60,6 @@ long long rrpc__clock_redis_ms(const rrpc__clock *c)
 double rrpc__clock_age(const rrpc__clock *c)
 {
     return c->measured_at > 0 ? rrpc__monotonic() - c->measured_at : 1e9;
-}
-
-int rrpc__clock_parse_time(rrpc__clock *c, const rrpc__reply *r, double sent_ms)
-{
-    if (rrpc__reply_type(r) != RRPC__REPLY_ARRAY || rrpc__reply_count(r) != 2)
-        return RRPC_EPROTO;
-    long long parts[2];
-    for (int i = 0; i < 2; i++) {
-        const char *s = rrpc__reply_str(rrpc__reply_element(r, (size_t)i), NULL);
-        if (s == NULL)
-            return RRPC_EPROTO;
-        parts[i] = strtoll(s, NULL, 10);
-    }
-    double now_ms = rrpc__now() * 1000.0;
-    rrpc__clock_set(c, parts[0], parts[1], now_ms, now_ms - sent_ms);
-    return RRPC_OK;
-}
-
-int rrpc__clock_sync(rrpc__clock *c, rrpc__conn *conn)
-{
-    double sent_ms = rrpc__now() * 1000.0;
-    rrpc__reply *r = NULL;
-    int rc = rrpc__conn_appendv(conn, 1, "TIME");
-    if (rc == RRPC_OK)
-        rc = rrpc__conn_read(conn, &r);
-    if (rc == RRPC_OK)
-        rc = rrpc__clock_parse_time(c, r, sent_ms);
-    rrpc__reply_free(r);
-    return rc;
 }
 
 void rrpc__request_set_deadline(json_t *req, const rrpc__clock *c, double timeout_s)

@@ -1,12 +1,10 @@
-/* clock.h -- local time, and the Redis server's clock that request
- * deadlines are expressed on (clock.c). */
+/* clock.h -- local time, and the broker's clock that request deadlines
+ * are expressed on (clock.c).  Reading the broker's clock is the
+ * transport's (Redis: TIME, redis/conn.h); the arithmetic is here. */
 #ifndef RRPC_CLOCK_H
 #define RRPC_CLOCK_H
 
 #include <rrpc/rrpc.h>
-
-typedef struct rrpc__conn rrpc__conn;
-typedef struct rrpc__reply rrpc__reply;
 
 /* The Redis server's clock as seen from this process: deadlines are
  * expressed on it (PROTOCOL.md section 7) so that callers' and workers'
@@ -32,13 +30,5 @@ void rrpc__request_set_deadline(json_t *req, const rrpc__clock *c, double timeou
 double rrpc__now(void);       /* wall clock, seconds since the epoch */
 double rrpc__monotonic(void); /* monotonic seconds */
 void rrpc__sleep(double seconds);
-
-/* Reads the Redis clock from a TIME reply R to a command sent at local
- * wall time SENT_MS. */
-int rrpc__clock_parse_time(rrpc__clock *c, const rrpc__reply *r, double sent_ms);
-/* Measures the Redis clock with one TIME round trip on CONN, which must
- * have no replies outstanding.  If Redis refuses TIME (an ACL, say) the
- * clock stays unmeasured and deadlines are not enforced. */
-int rrpc__clock_sync(rrpc__clock *c, rrpc__conn *conn);
 
 #endif

@@ -1,6 +1,6 @@
 /* cluster_map.c -- a Redis Cluster's nodes and slot owners, no I/O.
  *
- * Both cluster links (transport.c's, async_cluster.c's) keep one of these
+ * Both cluster links (cluster_link.c's, async_cluster.c's) keep one of these
  * and do their own talking; see cluster_map.h.  The replies parsed here
  * come from the network, so nothing in them is trusted: a CLUSTER SLOTS
  * entry of the wrong shape is skipped, a reply with no usable entry is an
@@ -10,9 +10,9 @@
 #define _POSIX_C_SOURCE 200809L /* strdup */
 #include "redis/cluster_map.h"
 
-#include "core/internal.h" /* rrpc__reply_*, rrpc__fail: until they have headers of their own */
+#include "core/internal.h"
 #include "core/slot.h"
-#include "redis/conn.h"
+#include "redis/reply.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,6 +1,6 @@
 /* cluster_map.h -- what rrpc knows of a Redis Cluster, without any I/O.
  *
- * The sync transport (transport.c) and the async cluster link
+ * The sync cluster link (cluster_link.c) and the async cluster link
  * (async_cluster.c) both route commands over a Redis Cluster; this is the
  * part they share: the table of nodes, the owner of each slot, the
  * CLUSTER SLOTS reply that fills it and the MOVED/ASK errors that correct
@@ -12,11 +12,9 @@
 #define RRPC_CLUSTER_MAP_H
 
 #include "core/slot.h"
+#include "redis/reply.h"
 
 #include <stddef.h>
-
-/* A reply (transport.c reads it, rrpc__reply_* inspect it). */
-typedef struct rrpc__reply rrpc__reply;
 
 /* How many times one command follows MOVED or ASK before its last
  * redirection is handed to the caller as an error. */

@@ -1,25 +1,17 @@
-/* transport.h -- the sync link to Redis (transport.c), the only module of
- * the sync side that knows hiredis: connections, pipelined commands and
- * their replies, Sentinel and Cluster discovery. */
-#ifndef RRPC_TRANSPORT_H
-#define RRPC_TRANSPORT_H
+/* conn.h -- the sync link to Redis (conn.c), the only module of the sync
+ * side that talks to Redis: one connection (or, for a Redis Cluster, one
+ * per node), pipelined commands and their replies, reconnects, Sentinel
+ * and Cluster discovery.  Above it nothing sees hiredis: replies are read
+ * through reply.h, which this header includes. */
+#ifndef RRPC_CONN_H
+#define RRPC_CONN_H
 
 #include "core/url.h"
+#include "redis/reply.h"
 
 #include <stddef.h>
 
 typedef struct rrpc__conn rrpc__conn;
-
-typedef struct rrpc__reply rrpc__reply;
-
-enum rrpc__reply_type {
-    RRPC__REPLY_STRING,
-    RRPC__REPLY_ARRAY,
-    RRPC__REPLY_INTEGER,
-    RRPC__REPLY_NIL,
-    RRPC__REPLY_STATUS,
-    RRPC__REPLY_ERROR
-};
 
 /* Sets SIGPIPE to ignored if it still has its default disposition: a
  * broken link must be an error code, not the death of the process. */
@@ -66,15 +58,9 @@ int rrpc__conn_broken(const rrpc__conn *c);
 /* Nonzero if the peer closed an idle link (no reply outstanding). */
 int rrpc__conn_peer_closed(const rrpc__conn *c);
 
-void rrpc__reply_free(rrpc__reply *r);
-/* Nonzero for the error replies of a Redis that will serve again shortly:
- * still loading its data after a restart, busy in a script, a replica cut
- * off from its master.  Retrying after a pause is the right answer. */
-int rrpc__reply_transient(const rrpc__reply *r);
-enum rrpc__reply_type rrpc__reply_type(const rrpc__reply *r);
-const char *rrpc__reply_str(const rrpc__reply *r, size_t *len);
-long long rrpc__reply_integer(const rrpc__reply *r);
-size_t rrpc__reply_count(const rrpc__reply *r);
-const rrpc__reply *rrpc__reply_element(const rrpc__reply *r, size_t i);
+/* Measures the Redis clock (core/clock.h) with one TIME round trip on
+ * CONN, which must have no replies outstanding.  If Redis refuses TIME (an
+ * ACL, say) the clock stays unmeasured and deadlines are not enforced. */
+int rrpc__clock_sync(rrpc__clock *c, rrpc__conn *conn);
 
-#endif
+#endif /* RRPC_CONN_H */

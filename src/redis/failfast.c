@@ -16,12 +16,12 @@
  * turn at no extra cost.
  */
 #define _POSIX_C_SOURCE 200809L
-#include "core/keys.h"
-#include "core/clock.h"
 #include "redis/failfast.h"
+
+#include "core/clock.h"
 #include "core/internal.h"
+#include "core/keys.h"
 #include "core/random.h"
-#include "redis/registry.h"
 #include "core/shard.h"
 #include "redis/conn.h"
 
@@ -98,17 +98,12 @@ static entry *lookup(rrpc__failfast *ff, const char *list)
     return oldest->list ? oldest : NULL;
 }
 
-static long long str_ll(const rrpc__reply *r)
-{
-    return r && rrpc__reply_type(r) == RRPC__REPLY_STRING ? atoll(rrpc__reply_str(r, NULL)) : 0;
-}
-
 /* Counts the workers whose deadline (a score, Redis ms) is after NOW. */
 static int count_live(const rrpc__reply *zrange, long long now_ms)
 {
     int live = 0;
     for (size_t i = 1; i < rrpc__reply_count(zrange); i += 2)
-        live += str_ll(rrpc__reply_element(zrange, i)) > now_ms;
+        live += rrpc__reply_ll(rrpc__reply_element(zrange, i)) > now_ms;
     return live;
 }
 
@@ -137,15 +132,12 @@ static int refresh(rrpc__conn *c, const char *list, entry *e)
     if (rc == RRPC_OK) {
         /* A Redis that refuses these keys (an ACL, say) means no registry
          * for this caller: wait as usual rather than fail. */
-        long long now_ms = rrpc__reply_count(r[0]) == 2
-                               ? str_ll(rrpc__reply_element(r[0], 0)) * 1000 +
-                                     str_ll(rrpc__reply_element(r[0], 1)) / 1000
-                               : 0;
+        long long now_ms = rrpc__reply_time_ms(r[0]);
         e->registered = !refused && rrpc__reply_integer(r[3]) > 0;
         e->live = refused ? 0 : count_live(r[1], now_ms);
-        e->max_queue = refused ? 0 : (long)str_ll(r[2]);
+        e->max_queue = refused ? 0 : (long)rrpc__reply_ll(r[2]);
         /* No field (an older server): the one list of before. */
-        e->shards = e->registered ? rrpc__shard_count((long)str_ll(r[4])) : 1;
+        e->shards = e->registered ? rrpc__shard_count((long)rrpc__reply_ll(r[4])) : 1;
         e->fetched = rrpc__monotonic();
     }
     for (int i = 0; i < 5; i++)

@@ -4,6 +4,9 @@
  * group's header. */
 #include "transport/transport.h"
 
+#include "redis/admin_redis.h"
+#include "redis/client_redis.h"
+
 static int accepts(const rrpc__url *url)
 {
     return url->kind == RRPC__URL_DIRECT || url->kind == RRPC__URL_SENTINEL ||
@@ -15,8 +18,8 @@ extern const struct rrpc__server_ops rrpc__redis_server_ops; /* server_ops.c */
 const rrpc__transport rrpc__redis_transport = {
     .name = "redis",
     .accepts = accepts,
-    .client = NULL, /* filled as each group moves behind the interface */
+    .client = &rrpc__redis_client_ops,
     .async = NULL,
     .server = &rrpc__redis_server_ops,
-    .admin = NULL,
+    .admin = &rrpc__redis_admin_ops,
 };

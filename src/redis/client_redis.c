@@ -1,0 +1,282 @@
+/* client_redis.c -- the sync caller's operations over Redis
+ * (transport/client_ops.h).
+ *
+ * A call pipelines RPUSH of the request with BLPOP on its own reply key, so
+ * it costs one network round trip like the post's client but never leaves
+ * the request behind: if the wait times out, the request is withdrawn with
+ * LREM when no worker has taken it yet.  Fail fast, max_queue and the
+ * choice of shard come from the registry's view in failfast.c; the reply
+ * key is the call's id, which keeps seed-style workers that only know
+ * "reply to the id" working.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "redis/client_redis.h"
+
+#include "core/internal.h"
+#include "core/keys.h"
+#include "core/shard.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+/* How much longer than the BLPOP the socket may stay silent before the
+ * link is considered dead.  Short: it is all a call may overrun its
+ * deadline when Redis stalls (SIGSTOP, a long script, a swapping host),
+ * and Redis answers a BLPOP that timed out within its hz tick (100 ms). */
+#define SOCKET_GRACE_S 0.5
+
+static int link_fail(int rc, const char *msg, char *err, size_t errlen)
+{
+    return rrpc__fail(err, errlen, rc, "%s", msg);
+}
+
+static int open_link(rrpc__client_link **out, const rrpc__url *url, double connect_timeout_s,
+                     int fail_fast, rrpc__clock *clock, char *err, size_t errlen)
+{
+    *out = NULL;
+    rrpc__client_link *l = calloc(1, sizeof *l);
+    if (l == NULL)
+        return rrpc__fail(err, errlen, RRPC_ENOMEM, "out of memory");
+    l->ff = rrpc__failfast_new(fail_fast); /* NULL (no memory): fail fast off */
+    int rc = rrpc__conn_open(&l->conn, url, connect_timeout_s, err, errlen);
+    if (rc != RRPC_OK) {
+        rrpc__failfast_free(l->ff);
+        free(l);
+        return rc;
+    }
+    if (clock != NULL)
+        rrpc__clock_sync(clock, l->conn); /* refused TIME: calls carry no deadline */
+    *out = l;
+    return RRPC_OK;
+}
+
+static void close_link(rrpc__client_link *l)
+{
+    if (l == NULL)
+        return;
+    rrpc__conn_close(l->conn);
+    rrpc__failfast_free(l->ff);
+    free(l);
+}
+
+static const char *link_errmsg(const rrpc__client_link *l)
+{
+    return rrpc__conn_errmsg(l->conn);
+}
+
+static int needs_mend(rrpc__client_link *l)
+{
+    return rrpc__conn_broken(l->conn) || rrpc__conn_peer_closed(l->conn);
+}
+
+static int mend(rrpc__client_link *l, double limit_s)
+{
+    int rc = rrpc__conn_reconnect_within(l->conn, limit_s);
+    if (rc == RRPC_OK)
+        l->socket_timeout_s = 0;
+    return rc;
+}
+
+int rrpc__client_link_timeout(rrpc__client_link *l, double seconds)
+{
+    if (seconds == l->socket_timeout_s)
+        return RRPC_OK;
+    int rc = rrpc__conn_set_timeout(l->conn, seconds);
+    if (rc == RRPC_OK)
+        l->socket_timeout_s = seconds;
+    return rc;
+}
+
+/* The socket timeout of a wait of TIMEOUT_S: the wait and the grace. */
+static int set_socket_timeout(rrpc__client_link *l, double timeout_s)
+{
+    return rrpc__client_link_timeout(l, timeout_s + SOCKET_GRACE_S);
+}
+
+static int read_clock(rrpc__client_link *l, rrpc__clock *clock)
+{
+    int rc = set_socket_timeout(l, 0);
+    return rc == RRPC_OK ? rrpc__clock_sync(clock, l->conn) : rc;
+}
+
+static int reply_address(rrpc__client_link *l, const char *prefix, char *out, size_t len)
+{
+    (void)l;
+    return rrpc__new_reply_key(out, len, prefix);
+}
+
+/* Reads one reply, converting Redis-level errors into rrpc codes. */
+static int read_reply(rrpc__client_link *l, rrpc__reply **r, char *err, size_t errlen)
+{
+    int rc = rrpc__conn_read(l->conn, r);
+    if (rc != RRPC_OK)
+        return link_fail(rc == RRPC_ETIMEDOUT ? RRPC_ECONNECT : rc, rrpc__conn_errmsg(l->conn), err,
+                         errlen);
+    if (rrpc__reply_type(*r) == RRPC__REPLY_ERROR) {
+        /* A client that resends treats "serving again shortly" like a
+         * broken link. */
+        int code = rrpc__reply_transient(*r) ? RRPC_ECONNECT : RRPC_EREDIS;
+        rrpc__fail(err, errlen, code, "Redis error: %s", rrpc__reply_str(*r, NULL));
+        rrpc__reply_free(*r);
+        *r = NULL;
+        return code;
+    }
+    return RRPC_OK;
+}
+
+/* Every read after the first slice of a wait (failfast.c) must end by
+ * the call's deadline ENDS (monotonic) plus the grace, not a whole
+ * timeout after it starts: a Redis that stalls between slices would
+ * otherwise hold the call for up to twice its timeout. */
+static int limit_socket_to(rrpc__client_link *l, double ends)
+{
+    double left = ends - rrpc__monotonic();
+    return set_socket_timeout(l, left > 0 ? left : 0);
+}
+
+/* Removes our own request if it is still queued: the caller gave up. */
+static void withdraw(rrpc__client_link *l, const char *list, const char *text)
+{
+    rrpc__reply *r = NULL;
+    if (rrpc__conn_appendv(l->conn, 4, "LREM", list, "1", text) == RRPC_OK &&
+        rrpc__conn_read(l->conn, &r) == RRPC_OK)
+        rrpc__reply_free(r);
+}
+
+static int timed_out(const char *queue, double timeout_s, char *err, size_t errlen)
+{
+    return rrpc__fail(err, errlen, RRPC_ETIMEDOUT, "no reply from service '%s' within %.3f s",
+                      queue, timeout_s);
+}
+
+/* One call on its way: where it goes and how it waits. */
+typedef struct call {
+    const char *queue, *text, *reply_to;
+    double timeout_s, ends;
+    rrpc__svc_state st;         /* fail fast: the registry's view (failfast.c) */
+    char target[RRPC__KEY_MAX]; /* the shard's list (shard.c): QUEUE unless sharded */
+    char timeout_text[32];      /* of the next BLPOP */
+} call;
+
+/* Checks the registry, then pipelines the push with the first BLPOP and
+ * reads the push's reply. */
+static int push(rrpc__client_link *l, call *k, char *err, size_t errlen)
+{
+    /* Every read of the call, the registry's too, ends by its deadline
+     * (plus the grace) even if Redis stalls. */
+    int rc = set_socket_timeout(l, k->timeout_s);
+    if (rc == RRPC_OK)
+        rc = rrpc__failfast_check(l->ff, l->conn, k->queue, k->timeout_s, &k->st, err, errlen);
+    if (rc != RRPC_OK)
+        return rc;
+    if (rrpc__shard_key(k->target, sizeof k->target, k->queue, k->st.shard) != RRPC_OK)
+        return rrpc__fail(err, errlen, RRPC_EINVAL, "service name too long");
+    /* The registry's round trip may have used up a tiny timeout: then
+     * nothing is pushed, and the call times out now. */
+    if (!rrpc__failfast_next_wait(&k->st, k->timeout_text, sizeof k->timeout_text))
+        return timed_out(k->queue, k->timeout_s, err, errlen);
+    rc = rrpc__failfast_append_push(l->conn, k->target, k->text, &k->st);
+    if (rc == RRPC_OK)
+        rc = rrpc__conn_appendv(l->conn, 3, "BLPOP", k->reply_to, k->timeout_text);
+    if (rc != RRPC_OK)
+        return link_fail(rc, rrpc__conn_errmsg(l->conn), err, errlen);
+    rrpc__reply *pushed = NULL;
+    rc = read_reply(l, &pushed, err, errlen);
+    if (rc == RRPC_OK)
+        rc = rrpc__failfast_pushed(pushed, &k->st, err, errlen);
+    rrpc__reply_free(pushed);
+    if (rc != RRPC_OK) {
+        /* Refused (OOM, WRONGTYPE, NOPERM, LOADING...): do not sit out
+         * the queued BLPOP; a fresh link drops it.  A failed reconnect
+         * leaves the link broken, and the next call retries. */
+        if (!rrpc__conn_broken(l->conn))
+            rrpc__conn_reconnect(l->conn);
+    }
+    return rc;
+}
+
+/* Reads the BLPOP's reply into *popped; a registered service is awaited
+ * in slices, checking between them that a worker is still alive
+ * (failfast.c). */
+static int await(rrpc__client_link *l, call *k, rrpc__reply **popped, char *err, size_t errlen)
+{
+    int rc = read_reply(l, popped, err, errlen);
+    while (rc == RRPC_OK && rrpc__reply_type(*popped) == RRPC__REPLY_NIL &&
+           limit_socket_to(l, k->ends) == RRPC_OK &&
+           rrpc__failfast_again(l->ff, l->conn, k->queue, &k->st) &&
+           rrpc__failfast_next_wait(&k->st, k->timeout_text, sizeof k->timeout_text)) {
+        rrpc__reply_free(*popped);
+        *popped = NULL;
+        rc = rrpc__conn_appendv(l->conn, 3, "BLPOP", k->reply_to, k->timeout_text);
+        rc = rc == RRPC_OK ? read_reply(l, popped, err, errlen)
+                           : link_fail(rc, rrpc__conn_errmsg(l->conn), err, errlen);
+    }
+    if (rc == RRPC_EREDIS)
+        withdraw(l, k->target, k->text); /* the wait was refused: nobody will collect */
+    return rc;
+}
+
+static int deliver(rrpc__client_link *l, const char *queue, const char *text, const char *reply_to,
+                   double timeout_s, rrpc__answer **answer, const char **text_out, size_t *text_len,
+                   char *err, size_t errlen)
+{
+    call k = {.queue = queue, .text = text, .reply_to = reply_to, .timeout_s = timeout_s};
+    k.ends = rrpc__monotonic() + timeout_s;
+    rrpc__reply *popped = NULL;
+    int rc = push(l, &k, err, errlen);
+    if (rc == RRPC_OK)
+        rc = await(l, &k, &popped, err, errlen);
+    if (rc != RRPC_OK)
+        return rc;
+    if (rrpc__reply_type(popped) != RRPC__REPLY_ARRAY || rrpc__reply_count(popped) != 2) {
+        rrpc__reply_free(popped);
+        withdraw(l, k.target, text);
+        if (k.st.unavailable)
+            return rrpc__fail(err, errlen, RRPC_EUNAVAILABLE,
+                              "service '%s' became unavailable while waiting: its last "
+                              "worker is gone",
+                              queue);
+        return timed_out(queue, timeout_s, err, errlen);
+    }
+    *answer = (rrpc__answer *)popped; /* no copy: the text stays in the reply */
+    *text_out = rrpc__reply_str(rrpc__reply_element(popped, 1), text_len);
+    return RRPC_OK;
+}
+
+static void answer_free(rrpc__answer *a)
+{
+    rrpc__reply_free((rrpc__reply *)a);
+}
+
+/* RPUSHes TEXT onto QUEUE (or the next of its shards) without waiting for
+ * any worker. */
+static int send_text(rrpc__client_link *l, const char *queue, const char *text, char *err,
+                     size_t errlen)
+{
+    rrpc__reply *r = NULL;
+    char target[RRPC__KEY_MAX];
+    int rc = set_socket_timeout(l, 0); /* a stalled Redis must not hang us */
+    if (rc == RRPC_OK && rrpc__shard_key(target, sizeof target, queue,
+                                         rrpc__failfast_shard(l->ff, l->conn, queue)) != RRPC_OK)
+        return rrpc__fail(err, errlen, RRPC_EINVAL, "service name too long");
+    if (rc == RRPC_OK)
+        rc = rrpc__conn_appendv(l->conn, 3, "RPUSH", target, text);
+    if (rc != RRPC_OK)
+        return link_fail(rc, rrpc__conn_errmsg(l->conn), err, errlen);
+    rc = read_reply(l, &r, err, errlen);
+    rrpc__reply_free(r);
+    return rc;
+}
+
+const rrpc__client_ops rrpc__redis_client_ops = {
+    .open = open_link,
+    .close = close_link,
+    .errmsg = link_errmsg,
+    .needs_mend = needs_mend,
+    .mend = mend,
+    .read_clock = read_clock,
+    .reply_address = reply_address,
+    .deliver = deliver,
+    .answer_free = answer_free,
+    .send = send_text,
+};

@@ -1,0 +1,89 @@
+/* admin_ops.h -- the transport interface's admin group: what operators
+ * read and mend (client/admin.c, rrpc_admin_*; the CLI's ls, info, stats,
+ * top and dead).
+ *
+ * The operations run on a sync caller's link (client_ops.h: opened,
+ * mended and closed with the client group's open, mend and close), so an
+ * admin handle is a client link that asks other questions.  What stays
+ * with the caller, above this table: checking arguments and service names,
+ * mending a broken link before an operation, and every shape of JSON the
+ * public API returns -- sorting services, totals, the union of the
+ * workers' methods, quantiles from the per-method histograms.  What is
+ * the broker's, below it: where the registry, the statistics and the dead
+ * letters live and how they are read, all in as few round trips as it can
+ * (Redis: the keys of PROTOCOL.md sections 1 and 9, one pipeline per
+ * service), and liveness judged on the broker's own clock.
+ *
+ * PREFIX is the key prefix ("" if none), SERVICE a valid service name
+ * (core/random.h: rrpc__valid_name), both borrowed.  Errors are negative
+ * rrpc_err codes with a message in ERR (ERRLEN bytes): RRPC_ECONNECT or
+ * RRPC_ETIMEDOUT when the link broke (mend it before the next operation),
+ * RRPC_EREDIS when the broker refused a question, RRPC_EINVAL when a name
+ * built from SERVICE is too long, RRPC_ENOMEM.  On an error no output is
+ * set, except for the counts said below.
+ *
+ * The Redis implementation: redis/admin_redis.c.
+ */
+#ifndef RRPC_ADMIN_OPS_H
+#define RRPC_ADMIN_OPS_H
+
+#include "transport/client_ops.h"
+
+#include <rrpc/rrpc.h>
+
+#include <stddef.h>
+
+/* Everything the broker knows about one service. */
+typedef struct rrpc__service_view {
+    int registered;       /* a server of the service has registered (and not been forgotten) */
+    int shards;           /* request queues the service is spread over; 1 if not sharded */
+    long long queue;      /* requests waiting, over all its queues */
+    long long max_queue;  /* 0: no limit */
+    long long dead;       /* dead letters kept */
+    long long dead_total; /* dead letters ever recorded */
+    /* New (json_decref): the live workers' records as their servers wrote
+     * them (objects; a record missing or unreadable is {"id": ID}), each
+     * with "expires_in": the seconds its heartbeat has left. */
+    json_t *workers;
+    /* New (json_decref): the per-method counters summed over the workers,
+     * an object of integers named "calls:<method>", "errors:<method>" and
+     * "h<bucket>:<method>" (core/stats.h's latency buckets). */
+    json_t *mstats;
+} rrpc__service_view;
+
+typedef struct rrpc__admin_ops {
+    /* The names of the services that ever registered under PREFIX and
+     * were not forgotten, in no order, unchecked (a name need not be
+     * valid).  On RRPC_OK *names is a new array of strings. */
+    int (*services)(rrpc__client_link *l, const char *prefix, json_t **names, char *err,
+                    size_t errlen);
+    /* Fills *view for SERVICE (in one round trip over Redis, two for a
+     * sharded service).  A service nobody knows is all zeros and empty
+     * arrays, not an error. */
+    int (*service)(rrpc__client_link *l, const char *prefix, const char *service,
+                   rrpc__service_view *view, char *err, size_t errlen);
+    /* The first LIMIT dead letters of SERVICE (LIMIT <= 0: all), oldest
+     * first.  On RRPC_OK *records is a new array: each record decoded from
+     * its JSON (docs/RELIABILITY.md), or as a string if it is not JSON. */
+    int (*dead_list)(rrpc__client_link *l, const char *prefix, const char *service, long limit,
+                     json_t **records, char *err, size_t errlen);
+    /* Puts each dead letter of SERVICE present when it starts back on the
+     * service's queue once (its "message"), and keeps, at the back, those
+     * that have no message or could not be pushed.  Adds to *moved (if not
+     * NULL) each one requeued, also when it then fails. */
+    int (*dead_requeue)(rrpc__client_link *l, const char *prefix, const char *service, long *moved,
+                        char *err, size_t errlen);
+    /* Removes every dead letter of SERVICE, those arriving meanwhile too.
+     * Adds to *removed (if not NULL) each one removed, also when it then
+     * fails. */
+    int (*dead_purge)(rrpc__client_link *l, const char *prefix, const char *service, long *removed,
+                      char *err, size_t errlen);
+    /* Forgets SERVICE's registration: its workers, their records and its
+     * configuration, and its name in the list of services.  Its queue, dead
+     * letters and statistics stay.  A running server registers again with
+     * its next heartbeat. */
+    int (*forget)(rrpc__client_link *l, const char *prefix, const char *service, char *err,
+                  size_t errlen);
+} rrpc__admin_ops;
+
+#endif /* RRPC_ADMIN_OPS_H */
