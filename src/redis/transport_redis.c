@@ -4,6 +4,8 @@
  * group's header. */
 #include "transport/transport.h"
 
+#include "redis/async_redis.h"
+
 static int accepts(const rrpc__url *url)
 {
     return url->kind == RRPC__URL_DIRECT || url->kind == RRPC__URL_SENTINEL ||
@@ -14,7 +16,7 @@ const rrpc__transport rrpc__redis_transport = {
     .name = "redis",
     .accepts = accepts,
     .client = NULL, /* filled as each group moves behind the interface */
-    .async = NULL,
+    .async = &rrpc__redis_async_ops,
     .server = NULL,
     .admin = NULL,
 };
