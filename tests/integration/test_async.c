@@ -477,8 +477,7 @@ static void test_refused_group(void)
         return;
     json_t *params = json_pack("[i,i]", 1, 2);
     for (int i = 0; i < 2; i++)
-        CHECK(rrpc_async_call(a, "at-not-a-list", "add", params, 5, on_refused, &es[i]) ==
-              RRPC_OK);
+        CHECK(rrpc_async_call(a, "at-not-a-list", "add", params, 5, on_refused, &es[i]) == RRPC_OK);
     json_decref(params);
     CHECK(start_call(a, &es[2], 5) == RRPC_OK);
     CHECK(run_until(app_base, 3, 10));
