@@ -3,8 +3,8 @@
  * A submitted call gets its id (the slot table), its timer, and a place in
  * the outbox.  The outbox is flushed once per loop iteration: requests for
  * the same service queued in one iteration go to the transport as one
- * group, which is most of the speed -- Redis then pays one command per
- * group, not per call.  A call whose timer fires is withdrawn from its
+ * group, which is most of the speed: the broker then does one operation
+ * per group (one RPUSH on Redis), not one per call.  A call whose timer fires is withdrawn from its
  * service's queue, so that it does not run after its caller gave up.
  */
 #include "client/async_send.h"
