@@ -4,8 +4,8 @@
  * With a redis+cluster:// URL the async client's two links (push and pop)
  * must each reach several masters: a service list lives on the master that
  * owns its slot, the client's reply list on another.  This file makes one
- * rrpc__aconn out of several plain async links (async_transport.c), one per
- * master, so async.c keeps seeing "a push link" and "a pop link" and needs
+ * rrpc__aconn out of several plain async links (async_link.c), one per
+ * master, so async_redis.c keeps seeing "a push link" and "a pop link" and needs
  * no cluster code at all.  Any other URL makes an rrpc__aconn of one plain
  * link that reports straight to the owner: a direct link pays one branch
  * per command for the cluster case.
@@ -78,7 +78,7 @@ static void report(rrpc__aconn *c, int status, const char *msg)
 }
 
 /* A node link that cannot even be opened is found while a command is being
- * sent, inside the owner's own code (async.c's flush): the loss is reported
+ * sent, inside the owner's own code (a delivery from the client's flush): the loss is reported
  * from a fresh loop callback instead, as a broken hiredis link would be. */
 static void report_later(rrpc__aconn *c, const char *msg)
 {

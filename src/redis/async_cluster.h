@@ -1,11 +1,12 @@
 /* async_cluster.h -- the async client's link to whatever a URL names.
  *
- * async.c holds two of these (push and pop) and needs no cluster code: for
- * a redis:// or redis+sentinel:// URL an rrpc__aconn is one rrpc__alink,
+ * async_redis.c's session holds two of these (push and pop) and needs no
+ * cluster code: for a redis:// or redis+sentinel:// URL an rrpc__aconn is
+ * one rrpc__alink,
  * whose callbacks are the owner's own; for a redis+cluster:// URL it is one
  * rrpc__alink per master, each command routed by its key's hash slot and
  * MOVED and ASK followed, reporting to the owner as one link would.  Sits
- * on top of async_transport.h, which never calls back into it.
+ * on top of async_link.h, which never calls back into it.
  */
 #ifndef RRPC_ASYNC_CLUSTER_H
 #define RRPC_ASYNC_CLUSTER_H

@@ -1,14 +1,14 @@
-/* async_transport.c -- hiredis async connections on a libevent base.
+/* async_link.c -- hiredis async connections on a libevent base.
  *
- * The async client (async.c) needs non-blocking Redis links that share one
- * event loop with its timers.  hiredis 0.14.1 provides the async protocol
+ * The async client's session (async_redis.c) needs non-blocking Redis links
+ * that share one event loop with the client's timers.  hiredis 0.14.1 provides the async protocol
  * engine and a libevent adapter but no connect timeout and no handshake, so
  * this file adds both: AUTH and SELECT are queued ahead of everything else
  * (hiredis sends queued commands in order once connected), and a libevent
- * timer gives up on a link that is not ready in time.  Like transport.c it
+ * timer gives up on a link that is not ready in time.  Like conn.c it
  * keeps hiredis out of every other module: callers see rrpc__alink,
  * commands as argv arrays, and replies as rrpc__reply (which is redisReply,
- * so the accessors of transport.c work on them).
+ * so the accessors of conn.c work on them).
  *
  * Sentinel URLs are resolved when a link opens, synchronously, with the
  * sync transport (rrpc__sentinel_resolve: each Sentinel gets at most a

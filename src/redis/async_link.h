@@ -1,19 +1,19 @@
-/* async_transport.h -- one hiredis async link on a libevent base.
+/* async_link.h -- one hiredis async link on a libevent base.
  *
  * One async connection to one Redis (named directly or by Sentinels), with
  * the handshake (AUTH, SELECT) and a connect timeout that hiredis 0.14.1
- * lacks.  It is the only place besides transport.c that knows hiredis;
- * callers see commands and rrpc__reply only.  It knows nothing of Redis
- * Cluster: async_cluster.h builds a routed link out of several of these.
+ * lacks.  With conn.c it is the only place that knows hiredis; callers see
+ * commands and rrpc__reply only.  It knows nothing of Redis Cluster:
+ * async_cluster.h builds a routed link out of several of these.
  * Everything runs on the base's loop thread.
  */
-#ifndef RRPC_ASYNC_TRANSPORT_H
-#define RRPC_ASYNC_TRANSPORT_H
+#ifndef RRPC_ASYNC_LINK_H
+#define RRPC_ASYNC_LINK_H
 
 #include <stddef.h>
 
 typedef struct rrpc__alink rrpc__alink;
-typedef struct rrpc__reply rrpc__reply; /* transport.c's accessors read it */
+typedef struct rrpc__reply rrpc__reply; /* conn.c's accessors read it */
 typedef struct rrpc__url rrpc__url;     /* url.c */
 struct event_base;
 
@@ -45,4 +45,4 @@ int rrpc__alink_command(rrpc__alink *l, int argc, const char **argv, const size_
  * is reported.  NULL is allowed. */
 void rrpc__alink_close(rrpc__alink *l);
 
-#endif /* RRPC_ASYNC_TRANSPORT_H */
+#endif /* RRPC_ASYNC_LINK_H */

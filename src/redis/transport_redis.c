@@ -5,6 +5,7 @@
 #include "transport/transport.h"
 
 #include "redis/admin_redis.h"
+#include "redis/async_redis.h"
 #include "redis/client_redis.h"
 
 static int accepts(const rrpc__url *url)
@@ -19,7 +20,7 @@ const rrpc__transport rrpc__redis_transport = {
     .name = "redis",
     .accepts = accepts,
     .client = &rrpc__redis_client_ops,
-    .async = NULL,
+    .async = &rrpc__redis_async_ops,
     .server = &rrpc__redis_server_ops,
     .admin = &rrpc__redis_admin_ops,
 };

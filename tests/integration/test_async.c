@@ -452,6 +452,44 @@ static void test_app_base(void)
     rrpc__reply_free(cmd(2, "DEL", "nobody-serves-this"));
 }
 
+/* A group the broker refuses (RPUSH onto a key that holds a string) fails
+ * exactly its calls, once each, with RRPC_EREDIS and Redis's reason; the
+ * client keeps working for other services. */
+static char refused_msg[256];
+
+static void on_refused(int status, json_t *result, json_t *error, void *udata)
+{
+    if (status == RRPC_EREDIS && !result && !error)
+        snprintf(refused_msg, sizeof refused_msg, "%s", rrpc_async_errmsg(app_client));
+    on_expect(status, result, error, udata);
+}
+
+static void test_refused_group(void)
+{
+    static expect es[3];
+    init_expects(es, 3, 0);
+    es[2].kind = K_ADD;
+    atomic_store(&done_count, 0);
+    rrpc__reply_free(cmd(3, "SET", "at-not-a-list", "x"));
+    app_base = event_base_new();
+    rrpc_async *a = app_client = open_async(app_base, 0);
+    if (a == NULL)
+        return;
+    json_t *params = json_pack("[i,i]", 1, 2);
+    for (int i = 0; i < 2; i++)
+        CHECK(rrpc_async_call(a, "at-not-a-list", "add", params, 5, on_refused, &es[i]) == RRPC_OK);
+    json_decref(params);
+    CHECK(start_call(a, &es[2], 5) == RRPC_OK);
+    CHECK(run_until(app_base, 3, 10));
+    for (int i = 0; i < 2; i++)
+        CHECK(atomic_load(&es[i].calls) == 1 && atomic_load(&es[i].status) == RRPC_EREDIS);
+    check_expects("refused group, other service", &es[2], 1);
+    CHECK(strstr(refused_msg, "Redis refused the request: WRONGTYPE") != NULL);
+    rrpc_async_close(a);
+    event_base_free(app_base);
+    rrpc__reply_free(cmd(2, "DEL", "at-not-a-list"));
+}
+
 static void test_open_errors(void)
 {
     rrpc_async_options o;
@@ -610,6 +648,7 @@ int main(int argc, char **argv)
     test_threads_close_cancels();
     test_max_in_flight_and_args();
     test_app_base();
+    test_refused_group();
     test_connection_loss();
     test_huge_timeouts();
     stop_server(&srv);

@@ -1,0 +1,86 @@
+/* async_receive.c -- the async client's side of its session's reports
+ * (async_receive.h): responses are decoded and matched to their calls by
+ * id; a group the broker refused fails its calls; a lost session fails
+ * every call in flight and refuses new ones until it is back. */
+#include "client/async_receive.h"
+
+#include "client/async_calls.h"
+#include "core/protocol.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+/* Matches one response text to its call and finishes it.  A response
+ * nobody waits for (timed out, or from before a reconnect) is dropped. */
+static void on_reply(const char *text, size_t len, void *udata)
+{
+    rrpc_async *a = udata;
+    json_error_t jerr;
+    json_t *resp = json_loadb(text, len, RRPC__JSON_DECODE_FLAGS, &jerr);
+    json_t *id = json_object_get(resp, "id");
+    rrpc__acall *c = json_is_integer(id) ? rrpc__acall_lookup(a, json_integer_value(id)) : NULL;
+    if (c == NULL) {
+        json_decref(resp);
+        return;
+    }
+    json_t *error = json_object_get(resp, "error");
+    json_t *result = json_object_get(resp, "result");
+    if (json_is_object(error)) {
+        const char *m = json_string_value(json_object_get(error, "message"));
+        rrpc__async_error(a, RRPC_EREMOTE, "remote error %" JSON_INTEGER_FORMAT ": %s",
+                          json_integer_value(json_object_get(error, "code")),
+                          m ? m : "(no message)");
+        rrpc__acall_finish(a, c, RRPC_EREMOTE, NULL, error);
+    } else if (result != NULL) {
+        rrpc__acall_finish(a, c, RRPC_OK, result, NULL);
+    } else {
+        rrpc__async_error(a, RRPC_EPROTO, "response has neither result nor error");
+        rrpc__acall_finish(a, c, RRPC_EPROTO, NULL, NULL);
+    }
+    json_decref(resp);
+}
+
+static void on_replies_end(void *udata)
+{
+    rrpc__acall_give_back(udata);
+}
+
+/* A group's end.  Only a refusal ends calls here: a lost session fails
+ * them all through on_link, and a closing client through close. */
+static void on_delivered(void *group, int status, const char *msg, void *udata)
+{
+    rrpc_async *a = udata;
+    rrpc__agroup *b = group;
+    if (status == RRPC_EREDIS && !a->shutting_down) {
+        for (size_t i = 0; i < b->n; i++) {
+            rrpc__acall *c = rrpc__acall_lookup(a, (json_int_t)b->ids[i]);
+            if (c != NULL) {
+                rrpc__async_error(a, RRPC_EREDIS, "%s", msg);
+                rrpc__acall_finish(a, c, RRPC_EREDIS, NULL, NULL);
+            }
+        }
+    }
+    free(b);
+}
+
+/* The session is back (new calls are taken again), or lost: what is in
+ * flight fails now rather than at its timeout. */
+static void on_link(int status, const char *msg, void *udata)
+{
+    rrpc_async *a = udata;
+    if (status == RRPC_OK) {
+        atomic_store(&a->link_up, 1);
+        return;
+    }
+    atomic_store(&a->link_up, 0);
+    rrpc__async_error(a, RRPC_ECONNECT, "%s link lost: %s", a->ops->broker, msg);
+    rrpc__acall_fail_all(a, RRPC_ECONNECT);
+    rrpc__acall_give_back(a);
+}
+
+const rrpc__async_handlers rrpc__areceive_handlers = {
+    .reply = on_reply,
+    .replies_end = on_replies_end,
+    .delivered = on_delivered,
+    .link = on_link,
+};

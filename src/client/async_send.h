@@ -1,0 +1,26 @@
+/* async_send.h -- the async client's submission path (async_send.c):
+ * ids, per-call timers, the outbox, and batched delivery to the broker.
+ * Loop thread only. */
+#ifndef RRPC_ASYNC_SEND_H
+#define RRPC_ASYNC_SEND_H
+
+#include "client/async_state.h"
+
+#include <event2/util.h>
+
+/* Gives C its id and timer and queues it for the next flush.  Never runs
+ * a callback: rrpc_async_call relies on that.  On failure (message set) C
+ * is untouched and still the caller's. */
+int rrpc__asend_submit(rrpc_async *a, rrpc__acall *c);
+/* Delivers everything queued in this loop iteration, one group per run of
+ * requests for the same service.  Calls whose group cannot be delivered
+ * end here, with their callbacks. */
+void rrpc__asend_flush(rrpc_async *a);
+/* The flush event's callback (ARG is the client), made active by the
+ * first submission of a loop iteration. */
+void rrpc__asend_on_flush(evutil_socket_t fd, short what, void *arg);
+/* Puts back the outbox of a closing client: notifications and calls
+ * already finished are recycled. */
+void rrpc__asend_drop_outbox(rrpc_async *a);
+
+#endif /* RRPC_ASYNC_SEND_H */

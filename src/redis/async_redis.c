@@ -1,0 +1,340 @@
+/* async_redis.c -- the async client's session on Redis (async_ops.h).
+ *
+ * A session is two links made by async_cluster.c (so a Sentinel or Cluster
+ * URL needs nothing here): one pipelines RPUSHes of request groups and the
+ * occasional LREM, the other blocks in BLMPOP on the client's reply list
+ * and takes up to 512 responses per round trip.  Two, because a link that
+ * waits in BLMPOP can send nothing else.
+ *
+ * The session keeps itself connected.  When either link breaks (or BLMPOP
+ * fails), the client is told once (`link`), the remains are closed from a
+ * fresh loop callback -- never from inside hiredis -- and both links are
+ * made again after a backoff (50 ms doubling to 5 s, with jitter so that a
+ * herd of clients does not reconnect in step).  The session is usable
+ * again when both links have finished their handshake.
+ *
+ * open() first checks, with a short-lived sync connection, what the async
+ * links cannot report to it: Redis is there, takes the credentials, has
+ * LMPOP (Redis 7).  It reads the Redis clock on the same connection.
+ */
+#include "redis/async_redis.h"
+
+#include "core/internal.h"
+#include "core/log.h"
+#include "redis/async_cluster.h"
+#include "redis/conn.h"
+
+#include <event2/event.h>
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define POP_COUNT     "512"
+#define POP_BLOCK_S   "30" /* re-issued when idle; also keeps NATs awake */
+#define BACKOFF_MIN_S 0.05
+#define BACKOFF_MAX_S 5.0
+#define HEADROOM      2 /* RPUSH and the list key, in front of the values */
+
+enum link_state { LINK_UP, LINK_CONNECTING, LINK_DOWN };
+
+struct rrpc__async_session {
+    struct event_base *base;
+    rrpc__url url;
+    char *reply_key;
+    double connect_timeout_s;
+    const rrpc__async_handlers *h;
+    void *udata;
+    rrpc__aconn *push, *pop;
+    int ready_links;
+    enum link_state state;
+    int closing;
+    int outage_logged;
+    double backoff_s;
+    uint64_t rng;
+    struct event *teardown_ev, *reconnect_ev;
+};
+
+static void log_line(rrpc_log_level level, const char *what, const char *detail)
+{
+    rrpc__log(level, NULL, "async", what, detail);
+}
+
+static struct timeval to_timeval(double s)
+{
+    struct timeval tv;
+    s = rrpc__timeout_or(s, 0); /* NaN or huge: no undefined conversion */
+    tv.tv_sec = (time_t)s;
+    tv.tv_usec = (suseconds_t)((s - (double)tv.tv_sec) * 1e6);
+    return tv;
+}
+
+/* ---- the startup check ------------------------------------------------- */
+
+static int probe(rrpc__async_session *s, rrpc__clock *clock, char *errmsg, size_t errmsg_len)
+{
+    rrpc__conn *conn = NULL;
+    int rc = rrpc__conn_open(&conn, &s->url, s->connect_timeout_s, errmsg, errmsg_len);
+    if (rc != RRPC_OK)
+        return rc;
+    rrpc__reply *r = NULL;
+    rc = rrpc__conn_appendv(conn, 6, "LMPOP", "1", s->reply_key, "LEFT", "COUNT", "1");
+    if (rc == RRPC_OK)
+        rc = rrpc__conn_read(conn, &r);
+    if (rc != RRPC_OK)
+        rrpc__fail(errmsg, errmsg_len, rc, "%s", rrpc__conn_errmsg(conn));
+    else if (rrpc__reply_type(r) == RRPC__REPLY_ERROR)
+        rc = rrpc__fail(errmsg, errmsg_len, RRPC_EREDIS,
+                        "the async client needs Redis 7 or later (LMPOP/BLMPOP): %s",
+                        rrpc__reply_str(r, NULL));
+    rrpc__reply_free(r);
+    if (rc == RRPC_OK)
+        rrpc__clock_sync(clock, conn); /* refused TIME: calls carry no deadline */
+    rrpc__conn_close(conn);
+    return rc;
+}
+
+/* ---- replies ----------------------------------------------------------- */
+
+static void link_lost(rrpc__async_session *s, const char *msg);
+
+static int issue_pop(rrpc__async_session *s)
+{
+    const char *argv[] = {"BLMPOP", POP_BLOCK_S, "1", s->reply_key, "LEFT", "COUNT", POP_COUNT};
+    return rrpc__aconn_command(s->pop, 7, argv, NULL, NULL);
+}
+
+/* BLMPOP answers nil (nothing within the block time) or
+ * [key, [response, ...]].  The next BLMPOP goes out first so that Redis
+ * collects responses while these are handled. */
+static void on_pop_reply(const rrpc__reply *r, void *privdata, void *udata)
+{
+    (void)privdata;
+    rrpc__async_session *s = udata;
+    if (r == NULL || s->closing)
+        return; /* the link is going away; link_lost tells the client */
+    if (rrpc__reply_type(r) == RRPC__REPLY_ERROR) {
+        char msg[RRPC__ERRMSG_LEN];
+        snprintf(msg, sizeof msg, "BLMPOP failed: %s", rrpc__reply_str(r, NULL));
+        link_lost(s, msg);
+        return;
+    }
+    issue_pop(s);
+    if (rrpc__reply_type(r) != RRPC__REPLY_ARRAY || rrpc__reply_count(r) != 2)
+        return;
+    const rrpc__reply *values = rrpc__reply_element(r, 1);
+    size_t n = rrpc__reply_count(values);
+    for (size_t i = 0; i < n; i++) {
+        size_t len = 0;
+        const char *text = rrpc__reply_str(rrpc__reply_element(values, i), &len);
+        if (text != NULL)
+            s->h->reply(text, len, s->udata);
+    }
+    s->h->replies_end(s->udata);
+}
+
+/* Answers to RPUSH (privdata: the client's group) and LREM (none). */
+static void on_push_reply(const rrpc__reply *r, void *privdata, void *udata)
+{
+    rrpc__async_session *s = udata;
+    if (privdata == NULL)
+        return;
+    if (r == NULL)
+        s->h->delivered(privdata, RRPC_ECONNECT, NULL, s->udata);
+    else if (rrpc__reply_type(r) == RRPC__REPLY_ERROR) {
+        char msg[RRPC__ERRMSG_LEN];
+        snprintf(msg, sizeof msg, "Redis refused the request: %s", rrpc__reply_str(r, NULL));
+        s->h->delivered(privdata, RRPC_EREDIS, msg, s->udata);
+    } else
+        s->h->delivered(privdata, RRPC_OK, NULL, s->udata);
+}
+
+/* ---- the links --------------------------------------------------------- */
+
+static void close_links(rrpc__async_session *s)
+{
+    rrpc__aconn *push = s->push, *pop = s->pop;
+    s->push = s->pop = NULL;
+    rrpc__aconn_close(push);
+    rrpc__aconn_close(pop);
+}
+
+static void on_link_event(int status, const char *msg, void *udata);
+
+static int open_links(rrpc__async_session *s, char *err, size_t errlen)
+{
+    s->ready_links = 0;
+    int rc = rrpc__aconn_open(&s->push, s->base, &s->url, s->connect_timeout_s, on_push_reply,
+                              on_link_event, s, err, errlen);
+    if (rc == RRPC_OK)
+        rc = rrpc__aconn_open(&s->pop, s->base, &s->url, s->connect_timeout_s, on_pop_reply,
+                              on_link_event, s, err, errlen);
+    if (rc == RRPC_OK && issue_pop(s) != RRPC_OK)
+        rc = rrpc__fail(err, errlen, RRPC_ECONNECT, "cannot queue BLMPOP");
+    if (rc != RRPC_OK)
+        close_links(s);
+    return rc;
+}
+
+static double jitter(rrpc__async_session *s)
+{
+    s->rng ^= s->rng << 13; /* xorshift64: spreads a herd of reconnecting clients */
+    s->rng ^= s->rng >> 7;
+    s->rng ^= s->rng << 17;
+    return 0.5 + (double)(s->rng % 1000) / 1000.0;
+}
+
+/* A link broke: refuse requests until both are back, close the remains
+ * from a fresh loop callback (not from inside hiredis), try again after a
+ * backoff, and tell the client, which fails what is in flight. */
+static void link_lost(rrpc__async_session *s, const char *msg)
+{
+    if (s->state == LINK_DOWN || s->closing)
+        return;
+    s->state = LINK_DOWN;
+    if (!s->outage_logged) {
+        log_line(RRPC_LOG_WARN, "lost the Redis connection, reconnecting", msg);
+        s->outage_logged = 1;
+    }
+    event_active(s->teardown_ev, EV_TIMEOUT, 0);
+    struct timeval tv = to_timeval(s->backoff_s * jitter(s));
+    evtimer_add(s->reconnect_ev, &tv);
+    s->backoff_s = s->backoff_s * 2 > BACKOFF_MAX_S ? BACKOFF_MAX_S : s->backoff_s * 2;
+    s->h->link(RRPC_ECONNECT, msg, s->udata);
+}
+
+static void on_link_event(int status, const char *msg, void *udata)
+{
+    rrpc__async_session *s = udata;
+    if (status != RRPC_OK) {
+        link_lost(s, msg);
+        return;
+    }
+    if (++s->ready_links < 2 || s->state == LINK_DOWN)
+        return;
+    s->backoff_s = BACKOFF_MIN_S;
+    s->state = LINK_UP;
+    if (s->outage_logged) {
+        log_line(RRPC_LOG_INFO, "reconnected", NULL);
+        s->outage_logged = 0;
+    }
+    s->h->link(RRPC_OK, NULL, s->udata);
+}
+
+static void on_teardown(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    close_links(arg);
+}
+
+static void on_reconnect(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    rrpc__async_session *s = arg;
+    char err[RRPC__ERRMSG_LEN];
+    close_links(s);
+    s->state = LINK_CONNECTING;
+    if (open_links(s, err, sizeof err) != RRPC_OK)
+        link_lost(s, err);
+}
+
+/* ---- the operations ---------------------------------------------------- */
+
+static void session_close(rrpc__async_session *s)
+{
+    if (s == NULL)
+        return;
+    s->closing = 1; /* pending RPUSHes still reach the client as lost */
+    close_links(s);
+    if (s->teardown_ev)
+        event_free(s->teardown_ev);
+    if (s->reconnect_ev)
+        event_free(s->reconnect_ev);
+    rrpc__url_free(&s->url);
+    free(s->reply_key);
+    free(s);
+}
+
+static int session_init(rrpc__async_session *s, struct event_base *base, const rrpc__url *url,
+                        const char *reply_to, char *err, size_t errlen)
+{
+    s->base = base;
+    s->backoff_s = BACKOFF_MIN_S;
+    s->reply_key = strdup(reply_to);
+    if (s->reply_key == NULL || rrpc__url_copy(&s->url, url) != RRPC_OK)
+        return rrpc__fail(err, errlen, RRPC_ENOMEM, "out of memory");
+    size_t n = strlen(reply_to); /* its random tail seeds the backoff's jitter */
+    if (n >= sizeof s->rng)
+        memcpy(&s->rng, reply_to + n - sizeof s->rng, sizeof s->rng);
+    s->rng |= 1;
+    s->teardown_ev = event_new(base, -1, 0, on_teardown, s);
+    s->reconnect_ev = evtimer_new(base, on_reconnect, s);
+    if (s->teardown_ev == NULL || s->reconnect_ev == NULL)
+        return rrpc__fail(err, errlen, RRPC_ENOMEM, "cannot create events");
+    return RRPC_OK;
+}
+
+static int session_open(rrpc__async_session **out, struct event_base *base, const rrpc__url *url,
+                        const char *reply_to, double connect_timeout_s,
+                        const rrpc__async_handlers *h, void *udata, rrpc__clock *clock, char *err,
+                        size_t errlen)
+{
+    *out = NULL;
+    rrpc__async_session *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return rrpc__fail(err, errlen, RRPC_ENOMEM, "out of memory");
+    s->connect_timeout_s = connect_timeout_s;
+    s->h = h;
+    s->udata = udata;
+    int rc = session_init(s, base, url, reply_to, err, errlen);
+    if (rc == RRPC_OK)
+        rc = probe(s, clock, err, errlen);
+    if (rc == RRPC_OK) {
+        /* Requests delivered before the handshake finishes queue behind it. */
+        s->state = LINK_UP;
+        rc = open_links(s, err, errlen);
+    }
+    if (rc != RRPC_OK) {
+        session_close(s);
+        return rc;
+    }
+    *out = s;
+    return RRPC_OK;
+}
+
+/* One multi-value RPUSH: Redis pays one command per group, not per call. */
+static int session_deliver(rrpc__async_session *s, const char *queue, size_t qlen,
+                           const char **texts, size_t *lens, size_t n, void *group)
+{
+    if (s->state != LINK_UP)
+        return RRPC_ECONNECT;
+    const char **argv = texts - HEADROOM;
+    size_t *argl = lens - HEADROOM;
+    argv[0] = "RPUSH";
+    argl[0] = 5;
+    argv[1] = queue;
+    argl[1] = qlen;
+    return rrpc__aconn_command(s->push, (int)n + HEADROOM, argv, argl, group);
+}
+
+static void session_withdraw(rrpc__async_session *s, const char *queue, size_t qlen,
+                             const char *text, size_t tlen)
+{
+    const char *argv[] = {"LREM", queue, "1", text};
+    size_t lens[] = {4, qlen, 1, tlen};
+    if (s->state == LINK_UP)
+        rrpc__aconn_command(s->push, 4, argv, lens, NULL);
+}
+
+const rrpc__async_ops rrpc__redis_async_ops = {
+    .broker = "Redis",
+    .deliver_max = 1024,
+    .deliver_headroom = HEADROOM,
+    .open = session_open,
+    .deliver = session_deliver,
+    .withdraw = session_withdraw,
+    .close = session_close,
+};

@@ -1,0 +1,113 @@
+/* async_ops.h -- the async client's operations on a broker (transport.h).
+ *
+ * The multiplexed async client (src/client/async*.c) owns every call: its
+ * id, its timer, its record and its callback.  From the broker it needs a
+ * session on the client's event loop that can
+ *   - deliver a group of requests to one service's queue in one go (the
+ *     batching that makes the client fast: one broker operation per group,
+ *     not per call),
+ *   - hand it every response that arrives on its reply address,
+ *   - withdraw a request that no worker has taken yet, when its caller gave
+ *     up on it,
+ *   - and keep itself connected: report when it is lost and when it is back.
+ * Redis does this with two links per session (RPUSH on one, BLMPOP on the
+ * client's reply list on the other), LREM, Sentinel and Cluster routing and
+ * a backoff-and-reconnect of its own (src/redis/async_redis.c); a broker
+ * with queues (RabbitMQ: a queue per service, a reply queue per client,
+ * basic.get/cancel to withdraw) fits the same calls.
+ *
+ * Threads: a session lives on one libevent loop (BASE, the client's own or
+ * the application's).  Every operation is called, and every handler runs,
+ * on that loop's thread.  No operation runs a handler before it returns,
+ * except close() (which runs the pending `delivered` ones).
+ *
+ * Names the client gives: the queue of a service and the reply address are
+ * core/keys.c's (<prefix><service>, rrpc__new_reply_key) and travel in the
+ * requests (reply_to, PROTOCOL.md); the transport uses them as they are.
+ */
+#ifndef RRPC_ASYNC_OPS_H
+#define RRPC_ASYNC_OPS_H
+
+#include "core/clock.h"
+#include "core/url.h"
+
+#include <stddef.h>
+
+struct event_base; /* libevent's; the client's loop, never the transport's */
+
+/* A session: the transport's connection(s) for one async client.  Opaque;
+ * defined by the transport (redis/async_redis.c). */
+typedef struct rrpc__async_session rrpc__async_session;
+
+/* What a session reports to its client, each with the UDATA given to
+ * open().  All run on the loop thread, never from inside an operation
+ * (close() aside).  A handler may start new operations on the session but
+ * must not close it. */
+typedef struct rrpc__async_handlers {
+    /* One response TEXT (LEN bytes, not NUL-terminated, borrowed for the
+     * call) arrived on the reply address.  It may be one nobody waits for
+     * any more (a call that timed out, or from before a reconnect). */
+    void (*reply)(const char *text, size_t len, void *udata);
+    /* The responses that arrived together have all been passed to reply():
+     * a moment to hand recycled records back in bulk. */
+    void (*replies_end)(void *udata);
+    /* The end of a group that deliver() accepted, exactly once per group:
+     * RRPC_OK, the broker has the requests; RRPC_EREDIS, the broker refused
+     * the whole group (MSG says why; the calls should fail); RRPC_ECONNECT,
+     * the session was lost or closed before the broker answered (MSG may be
+     * NULL; `link` reports the loss, once, for every call). */
+    void (*delivered)(void *group, int status, const char *msg, void *udata);
+    /* The session's state: RRPC_OK when it is connected (after open, and
+     * again after every reconnect); a negative code when it is lost, MSG
+     * saying why.  After a loss every request delivered and not yet
+     * answered may be lost with it, deliver() and withdraw() refuse or
+     * ignore until RRPC_OK comes again, and the session reconnects by
+     * itself, with backoff.  Never reported after close(). */
+    void (*link)(int status, const char *msg, void *udata);
+} rrpc__async_handlers;
+
+typedef struct rrpc__async_ops {
+    /* The broker's name as the client's messages say it ("Redis"). */
+    const char *broker;
+    /* deliver() takes at most this many requests per group. */
+    size_t deliver_max;
+    /* Slots in front of deliver()'s TEXTS and LENS that the transport may
+     * write (Redis puts the command and the queue there, so a group goes
+     * out without copying the array).  The client allocates them. */
+    size_t deliver_headroom;
+
+    /* Checks that the broker behind URL is reachable, takes the URL's
+     * credentials and can serve an async client, then starts the session
+     * on BASE: responses to REPLY_TO (copied) will reach H->reply.  Blocks
+     * for at most about CONNECT_TIMEOUT_S per step; the connection itself
+     * may finish later (requests delivered meanwhile wait for it; a failure
+     * then is a `link` loss).  CLOCK is set to the broker's clock, which
+     * request deadlines are written on (left unmeasured if the broker has
+     * none: calls then carry no deadline).  H is borrowed for the session's
+     * life.  On RRPC_OK *out is new (free with close); on failure (
+     * RRPC_ECONNECT, RRPC_EAUTH, RRPC_EREDIS for a broker too old,
+     * RRPC_ENOMEM, ...) ERR says why, *out is NULL and no handler runs. */
+    int (*open)(rrpc__async_session **out, struct event_base *base, const rrpc__url *url,
+                const char *reply_to, double connect_timeout_s, const rrpc__async_handlers *h,
+                void *udata, rrpc__clock *clock, char *err, size_t errlen);
+    /* Sends N (1..deliver_max) request TEXTS of LENS bytes, in order, to
+     * the queue QUEUE (QLEN bytes), as one group.  Everything is borrowed
+     * for the call only: the texts are copied out before it returns.
+     * TEXTS[-deliver_headroom..-1] and LENS[...] are scratch for the
+     * transport.  RRPC_OK: `delivered` will run once with GROUP.
+     * RRPC_ECONNECT (the session is down), RRPC_ENOMEM: nothing was sent
+     * and `delivered` does not run. */
+    int (*deliver)(rrpc__async_session *s, const char *queue, size_t qlen, const char **texts,
+                   size_t *lens, size_t n, void *group);
+    /* Takes the request TEXT (TLEN bytes) out of QUEUE if no worker has it
+     * yet, so that it does not run after its caller gave up.  Fire and
+     * forget: no answer, nothing if the session is down. */
+    void (*withdraw)(rrpc__async_session *s, const char *queue, size_t qlen, const char *text,
+                     size_t tlen);
+    /* Ends the session: pending `delivered` handlers run with RRPC_ECONNECT
+     * and no other handler runs again.  Not from inside a handler.  NULL
+     * is allowed. */
+    void (*close)(rrpc__async_session *s);
+} rrpc__async_ops;
+
+#endif /* RRPC_ASYNC_OPS_H */
