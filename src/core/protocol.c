@@ -36,6 +36,15 @@ json_t *rrpc__request_build(const char *method, const json_t *params, const char
     return req;
 }
 
+void rrpc__request_set_trace(json_t *req, const char *traceparent, const char *tracestate)
+{
+    if (req == NULL)
+        return;
+    json_object_set_new_nocheck(req, "traceparent", json_string_nocheck(traceparent));
+    if (tracestate != NULL)
+        json_object_set_new_nocheck(req, "tracestate", json_string_nocheck(tracestate));
+}
+
 static json_t *response_envelope(const json_t *id)
 {
     json_t *resp = json_object();
