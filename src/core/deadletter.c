@@ -228,7 +228,7 @@ static int object_trace(const json_t *req, char out[RRPC__TRACEPARENT_LEN + 1])
 /* The trace context of MESSAGE, kept at the record's top so that a dead
  * letter can be found by its trace (PROTOCOL.md section 6): the request's,
  * or a batch's first element's.  A message too large to parse is searched
- * for the member as text. */
+ * for the member as text, in the prefix the record keeps. */
 static void set_trace(json_t *rec, const char *message, size_t len, size_t keep)
 {
     char tp[RRPC__TRACEPARENT_LEN + 1];
@@ -244,7 +244,9 @@ static void set_trace(json_t *rec, const char *message, size_t len, size_t keep)
         json_decref(msg);
     } else {
         static const char member[] = "\"traceparent\":\"";
-        const char *end = message + len, *p = message;
+        /* Only its prefix, as for the rest of the record (PROTOCOL.md 6). */
+        size_t scan = len < RRPC__DEAD_PREFIX_BYTES ? len : RRPC__DEAD_PREFIX_BYTES;
+        const char *end = message + scan, *p = message;
         while (!found && (p = memmem(p, (size_t)(end - p), member, sizeof member - 1)) != NULL) {
             p += sizeof member - 1;
             const char *q = memchr(p, '"', (size_t)(end - p));
