@@ -126,4 +126,10 @@ check('invalid traceparent: the nested calls start one new trace',
       len(nested) == 2 and len({tp[3:35] for tp in nested}) == 1
       and nested[0][3:35] != bad[3:35].lower(), seen)
 
+# The caller's own traceparent is checked: the CLI refuses an invalid one.
+out = subprocess.run([CLI, 'call', '--traceparent', TP.upper(), C, 'add', '[1, 1]'],
+                     capture_output=True, text=True)
+check('rrpc call --traceparent refuses an invalid value',
+      out.returncode != 0 and 'traceparent' in out.stderr, out.stderr)
+
 sys.exit(1 if failures else 0)
