@@ -227,9 +227,9 @@ static char *encode_request(rrpc_client *c, const char *service, const char *met
     json_t *req = rrpc__request_build(method, params, key, NULL); /* the id is the reply key */
     if (key != NULL)
         rrpc__request_set_deadline(req, &c->clock, *timeout_s);
-    rrpc__request_set_trace(req, trace->traceparent, trace->tracestate);
     char *text = req ? json_dumps(req, RRPC__JSON_ENCODE_FLAGS) : NULL;
     json_decref(req);
+    text = rrpc__request_text_add_trace(text, trace->traceparent, trace->tracestate);
     if (text == NULL)
         *rc = client_fail(c, RRPC_ENOMEM, "cannot encode the request");
     return text;

@@ -258,6 +258,22 @@ static void test_request_member(void)
     const char *why = NULL;
     CHECK(rrpc__request_validate(req, &why) == 0); /* still a valid request */
     json_decref(req);
+
+    /* Spliced into the text: the same members, a state's quotes escaped. */
+    req = rrpc__request_build("m", NULL, "id", NULL);
+    char *text = rrpc__request_text_add_trace(json_dumps(req, JSON_COMPACT), GOOD, "a=\"\\b");
+    json_t *back = text ? json_loads(text, 0, NULL) : NULL;
+    CHECK_JSON_EQ(back, "{\"jsonrpc\":\"2.0\",\"method\":\"m\",\"id\":\"id\","
+                        "\"traceparent\":\"" GOOD "\",\"tracestate\":\"a=\\\"\\\\b\"}");
+    json_decref(back);
+    free(text);
+    text = rrpc__request_text_add_trace(json_dumps(req, JSON_COMPACT), GOOD, NULL);
+    back = text ? json_loads(text, 0, NULL) : NULL;
+    CHECK_JSON_EQ(back, "{\"jsonrpc\":\"2.0\",\"method\":\"m\",\"id\":\"id\","
+                        "\"traceparent\":\"" GOOD "\"}");
+    json_decref(back);
+    free(text);
+    json_decref(req);
 }
 
 int main(void)
