@@ -190,7 +190,7 @@ static void describe_key(const reply_item *it, char *out, size_t cap)
 
 void rrpc__lose_item(worker *w, const reply_item *it, const char *why)
 {
-    char ids[LOG_ID_MAX + 112], key[LOG_ID_MAX + 112], more[LOG_ID_MAX + 96];
+    char ids[LOG_ID_MAX + 112], key[LOG_ID_MAX + 64], more[LOG_ID_MAX + 96];
     describe_ids(it->text, it->text ? strlen(it->text) : 0, ids, sizeof ids);
     append_trace(it->msg, it->msg_len, ids, sizeof ids);
     describe_key(it, key, sizeof key);
