@@ -88,7 +88,6 @@ static int by_slot(const void *a, const void *b)
     return x->index < y->index ? -1 : x->index > y->index;
 }
 
-
 /* Sends IT (moved from the caller's array) in a reply script call of its
  * own; without memory for that it is lost, and said so. */
 static void send_alone(worker *w, reply_item *it)
