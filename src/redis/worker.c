@@ -122,6 +122,11 @@ static void drop_pending(worker *w)
     free(w->held);
     w->held = NULL;
     w->nheld = w->capheld = 0;
+    for (size_t i = 0; i < w->npcommit; i++) /* as held: reaped once we are gone */
+        rrpc__free_op(&w->pcommit[i]);
+    free(w->pcommit);
+    w->pcommit = NULL;
+    w->npcommit = w->cappcommit = 0;
     for (size_t i = 0; i < w->npend; i++)
         rrpc__free_item(&w->pend[i]);
     free(w->pend);
@@ -203,11 +208,13 @@ void *rrpc__worker_main(void *arg)
         /* Answers, dead letters and retries are judged by their replies,
          * which come after the pop's: a short block keeps their dead
          * letters (a refused key, say) from waiting for a long one. */
-        int quick = w->nops > 0 || w->npend > 0 || w->nretry > 0 || w->split_pending;
+        int quick =
+            w->nops > 0 || w->npend > 0 || w->npcommit > 0 || w->nretry > 0 || w->split_pending;
         w->split_pending = 0;
         prepare_retries(w);
         rrpc__send_held(w); /* what Redis refused for memory, once its backoff is over */
         rrpc__flush_replies(w);
+        rrpc__flush_commits(w);
         send_lost(w);
         if (!stopping)
             send_pop(w, quick);

@@ -58,7 +58,8 @@ enum op_kind {
     OP_POP,
     OP_TIME,     /* TIME, to keep the Redis clock estimate fresh */
     OP_SERVICES, /* SMEMBERS <prefix>rrpc:services, for the reply-key rules */
-    OP_COMMIT,   /* reliable mode: the commit script of one request; cmd owned */
+    OP_COMMIT,   /* reliable mode: one request's part of a commit call; cmd owned */
+    OP_COMMITS,  /* reliable mode: the commit script call of a batch; subs owned */
     OP_GIVEBACK, /* LPUSH of requests handed back unstarted; cmd owned */
     OP_EFFECTS,  /* the effects script of one request (effects_script); cmd owned */
     OP_LOST      /* HINCRBY <service>:stats lost <count> */
@@ -96,7 +97,10 @@ typedef struct op {
     char *key;
     char *text;        /* OP_DEAD: owned text to push */
     double sent_ms;    /* OP_TIME: local wall time it was queued */
-    rrpc__cmd cmd;     /* OP_COMMIT: the whole command, resent as it is */
+    rrpc__cmd cmd;     /* OP_COMMIT: its part of a commit call; others: the whole command */
+    struct op *subs;   /* OP_COMMITS: the OP_COMMITs of the call, owned */
+    size_t nsubs;
+    int alone;         /* OP_COMMIT: in a call of its own (a batch was refused whole) */
     reply_item *items; /* OP_REPLY: the responses of the call, owned */
     size_t nitems;
     int eval;                 /* OP_REPLY: sent as EVAL, so the script is cached now */
@@ -141,6 +145,8 @@ typedef struct worker {
     char base_text[24];       /* the take's token base: takes as 16 hex digits */
     int registered;           /* its id is in {L}:inflight (else SADD before BLMOVE) */
     int pop_failing;          /* the last pop was refused (logged once) */
+    op *pcommit; /* reliable mode: commits for the next commit call (rrpc__flush_commits) */
+    size_t npcommit, cappcommit;
     op *held; /* commits Redis refused (not transiently), at-most-once answers, dead letters,
                * effects and give-backs refused for memory: sent again later */
     size_t nheld, capheld;
@@ -238,8 +244,10 @@ void rrpc__queue_effects(worker *w, const char *msg, size_t len, const json_t *e
 void rrpc__judge_effects(worker *w, const op *o, const rrpc__reply *r);
 
 /* worker_reliable.c */
-void rrpc__judge_commit(worker *w, const op *o, const rrpc__reply *r);
-int rrpc__refused_reply_key(worker *w, const op *o, const rrpc__reply *r);
+void rrpc__pend_commit(worker *w, op *o);
+void rrpc__flush_commits(worker *w);
+void rrpc__judge_commits(worker *w, op *o, const rrpc__reply *r);
+void rrpc__commits_refused(worker *w, op *o, const rrpc__reply *r);
 
 /* worker_batch.c */
 size_t rrpc__pop_count(const rrpc__reply *r);
@@ -247,6 +255,7 @@ void rrpc__handle_message(worker *w, const entry *e);
 void rrpc__handle_popped(worker *w, rrpc__reply *const popped[2]);
 
 /* worker_collect.c */
+void rrpc__hold(worker *w, op *o, const char *error);
 int rrpc__holds_answers(const worker *w);
 void rrpc__send_held(worker *w);
 void rrpc__keep_unconfirmed(worker *w, op *ops, size_t nops);
