@@ -825,7 +825,7 @@ static void *heartbeat_main(void *arg)
     double interval = r->opts.heartbeat_ttl_s / 3;
     double backoff = 0.05;
     while (!atomic_load(&r->stop)) {
-        if (rrpc__conn_broken(r->conn) && rrpc__conn_reconnect(r->conn) != RRPC_OK) {
+        if (rrpc__conn_mend_if_closed(r->conn) != RRPC_OK) {
             nap(r, backoff);
             backoff = backoff * 2 > HEARTBEAT_BACKOFF_MAX_S ? HEARTBEAT_BACKOFF_MAX_S : backoff * 2;
             continue;
@@ -935,7 +935,7 @@ void rrpc__rel_stop(rrpc__rel *r, const rrpc__rel_worker *ws, int n)
         return;
     atomic_store(&r->stop, 1);
     pthread_join(r->thread, NULL);
-    if (!rrpc__conn_broken(r->conn))
+    if (rrpc__conn_mend_if_closed(r->conn) == RRPC_OK)
         say_goodbye(r, ws, n);
     rrpc__conn_close(r->conn);
     r->conn = NULL;

@@ -95,10 +95,10 @@ typedef struct op {
     size_t msg_len;
     char *msg_owned; /* msg's copy once the op outlives the popped reply */
     char *key;
-    char *text;        /* OP_DEAD: owned text to push */
-    double sent_ms;    /* OP_TIME: local wall time it was queued */
-    rrpc__cmd cmd;     /* OP_COMMIT: its part of a commit call; others: the whole command */
-    struct op *subs;   /* OP_COMMITS: the OP_COMMITs of the call, owned */
+    char *text;      /* OP_DEAD: owned text to push */
+    double sent_ms;  /* OP_TIME: local wall time it was queued */
+    rrpc__cmd cmd;   /* OP_COMMIT: its part of a commit call; others: the whole command */
+    struct op *subs; /* OP_COMMITS: the OP_COMMITs of the call, owned */
     size_t nsubs;
     int alone;         /* OP_COMMIT: in a call of its own (a batch was refused whole) */
     reply_item *items; /* OP_REPLY: the responses of the call, owned */
