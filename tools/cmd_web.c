@@ -153,8 +153,8 @@ static int authorized(struct web *w, struct evhttp_request *req, const char *pat
         evhttp_clear_headers(&q);
         if (ok && evhttp_request_get_command(req) == EVHTTP_REQ_GET) {
             char cookie[1024];
-            snprintf(cookie, sizeof cookie,
-                     "rrpc_token=%s; Path=/; HttpOnly; SameSite=Strict", w->token);
+            snprintf(cookie, sizeof cookie, "rrpc_token=%s; Path=/; HttpOnly; SameSite=Strict",
+                     w->token);
             struct evkeyvalq *h = evhttp_request_get_output_headers(req);
             evhttp_add_header(h, "Set-Cookie", cookie);
             evhttp_add_header(h, "Location", path);
@@ -298,8 +298,9 @@ static char *read_token(const char *prog, const char *file)
     if (got != NULL)
         line[strcspn(line, "\r\n")] = '\0';
     if (got == NULL || strlen(line) < 16 || strspn(line, "\t ") > 0 || strchr(line, ';')) {
-        fprintf(stderr, "%s: %s must hold a token of at least 16 characters on its first line "
-                        "(no leading blank, no ';')\n",
+        fprintf(stderr,
+                "%s: %s must hold a token of at least 16 characters on its first line "
+                "(no leading blank, no ';')\n",
                 prog, file);
         return NULL;
     }
@@ -329,8 +330,7 @@ static int split_listen(const char *prog, const char *listen, char *host, size_t
     char *end = NULL;
     long p = colon ? strtol(colon + 1, &end, 10) : -1;
     size_t n = colon ? (size_t)(colon - listen) : 0;
-    if (colon == NULL || end == NULL || *end != '\0' || p < 0 || p > 65535 || n == 0 ||
-        n >= hlen) {
+    if (colon == NULL || end == NULL || *end != '\0' || p < 0 || p > 65535 || n == 0 || n >= hlen) {
         cli_usage_error(prog, "--listen wants HOST:PORT, not '%s'", listen);
         return -1;
     }

@@ -37,17 +37,16 @@ struct web {
     rrpc_client *client; /* the call console's; opened on first use */
     rrpc_client_options copts;
     int read_only;
-    char *token;    /* NULL: no token needed */
-    char csrf[65];  /* what a POST must carry in X-RRPC-CSRF */
-    int keep_min;   /* minutes of chart history kept in Redis */
+    char *token;   /* NULL: no token needed */
+    char csrf[65]; /* what a POST must carry in X-RRPC-CSRF */
+    int keep_min;  /* minutes of chart history kept in Redis */
     struct web_rate *rates;
     size_t nrates;
     long long samples_failed;
 };
 
 /* Sends BODY with CODE and the security headers every answer carries. */
-void web_send(struct evhttp_request *req, int code, const char *type, const void *body,
-              size_t len);
+void web_send(struct evhttp_request *req, int code, const char *type, const void *body, size_t len);
 /* Sends VALUE (stolen) as JSON. */
 void web_send_json(struct evhttp_request *req, int code, json_t *value);
 /* Sends {"error": MESSAGE} with CODE. */

@@ -19,10 +19,10 @@
 #include <string.h>
 #include <time.h>
 
-#define DEAD_SHOWN      100  /* dead letters a page lists */
-#define CALL_TIMEOUT_S  5.0  /* the console's default... */
-#define CALL_MAX_S      10.0 /* ...and longest wait: the loop serves nobody meanwhile */
-#define STALE_AGE_S     30.0 /* an oldest request older than this is a backlog */
+#define DEAD_SHOWN     100  /* dead letters a page lists */
+#define CALL_TIMEOUT_S 5.0  /* the console's default... */
+#define CALL_MAX_S     10.0 /* ...and longest wait: the loop serves nobody meanwhile */
+#define STALE_AGE_S    30.0 /* an oldest request older than this is a backlog */
 
 static double now_s(void)
 {
@@ -106,7 +106,8 @@ void web_sample(struct web *w)
         }
         long long calls, errors;
         json_t *sample = make_sample(m, &calls, &errors);
-        if (sample == NULL || rrpc_admin_history_put(w->admin, name, sample, w->keep_min) != RRPC_OK)
+        if (sample == NULL ||
+            rrpc_admin_history_put(w->admin, name, sample, w->keep_min) != RRPC_OK)
             w->samples_failed++;
         json_decref(sample);
         json_decref(m);
@@ -172,10 +173,10 @@ static json_t *short_history(struct web *w, const char *service)
     json_array_foreach(h, i, e)
     {
         json_t *s = json_object_get(e, "sample");
-        json_array_append_new(out, json_pack("[O, O, O, O]", json_object_get(e, "minute"),
-                                             json_object_get(s, "calls"),
-                                             json_object_get(s, "errors"),
-                                             json_object_get(s, "queue")));
+        json_array_append_new(out,
+                              json_pack("[O, O, O, O]", json_object_get(e, "minute"),
+                                        json_object_get(s, "calls"), json_object_get(s, "errors"),
+                                        json_object_get(s, "queue")));
     }
     json_decref(h);
     return out;
@@ -290,8 +291,8 @@ static void console_call(struct web *w, struct evhttp_request *req, const char *
     json_t *params = json_object_get(in, "params");
     json_t *t = json_object_get(in, "timeout");
     double timeout = json_is_number(t) ? json_number_value(t) : CALL_TIMEOUT_S;
-    if (service == NULL || method == NULL || (params && !json_is_array(params) &&
-                                              !json_is_object(params) && !json_is_null(params)) ||
+    if (service == NULL || method == NULL ||
+        (params && !json_is_array(params) && !json_is_object(params) && !json_is_null(params)) ||
         !(timeout > 0)) {
         json_decref(in);
         web_send_error(req, 400,
@@ -316,9 +317,9 @@ static void console_call(struct web *w, struct evhttp_request *req, const char *
     else if (rc == RRPC_EREMOTE)
         web_send_json(req, 200, json_pack("{s:o}", "error", error));
     else
-        web_send_json(req, 200, json_pack("{s:{s:s, s:s}}", "failure", "code",
-                                          rrpc_strerror(rc), "message",
-                                          rrpc_client_errmsg(w->client)));
+        web_send_json(req, 200,
+                      json_pack("{s:{s:s, s:s}}", "failure", "code", rrpc_strerror(rc), "message",
+                                rrpc_client_errmsg(w->client)));
 }
 
 void web_api_post(struct web *w, struct evhttp_request *req, const char *path, const char *body,

@@ -223,8 +223,9 @@ void web_readyz(struct web *w, struct evhttp_request *req, const char *service)
     int rc = rrpc_admin_services(w->admin, &list);
     json_decref(list);
     if (rc != RRPC_OK) {
-        web_send_json(req, 503, json_pack("{s:s, s:s}", "status", "unavailable", "redis",
-                                          rrpc_admin_errmsg(w->admin)));
+        web_send_json(
+            req, 503,
+            json_pack("{s:s, s:s}", "status", "unavailable", "redis", rrpc_admin_errmsg(w->admin)));
         return;
     }
     if (service == NULL) {
@@ -233,9 +234,9 @@ void web_readyz(struct web *w, struct evhttp_request *req, const char *service)
     }
     rc = rrpc_admin_metrics(w->admin, service, &m);
     if (rc != RRPC_OK) {
-        web_send_json(req, rc == RRPC_EINVAL ? 400 : 503,
-                      json_pack("{s:s, s:s}", "status", "unavailable", "error",
-                                rrpc_admin_errmsg(w->admin)));
+        web_send_json(
+            req, rc == RRPC_EINVAL ? 400 : 503,
+            json_pack("{s:s, s:s}", "status", "unavailable", "error", rrpc_admin_errmsg(w->admin)));
         return;
     }
     long long workers = member(m, "workers");

@@ -134,8 +134,8 @@ enum {
 static void judge_head(const rrpc__reply *head, long long *sent_ms, int *unknown)
 {
     size_t len = 0;
-    const char *text = rrpc__reply_type(head) == RRPC__REPLY_STRING ? rrpc__reply_str(head, &len)
-                                                                    : NULL;
+    const char *text =
+        rrpc__reply_type(head) == RRPC__REPLY_STRING ? rrpc__reply_str(head, &len) : NULL;
     if (text == NULL)
         return; /* an empty queue */
     json_t *req = json_loadb(text, len, RRPC__JSON_DECODE_FLAGS, NULL);
@@ -513,8 +513,8 @@ static int history_get(rrpc__client_link *l, const char *prefix, const char *ser
             json_loadb(space + 1, len - (size_t)(space + 1 - text), RRPC__JSON_DECODE_FLAGS, NULL);
         if (sample == NULL)
             continue; /* not ours */
-        json_array_append_new(out, json_pack("{s:I, s:o}", "minute",
-                                             (json_int_t)(atoll(text) * 60), "sample", sample));
+        json_array_append_new(out, json_pack("{s:I, s:o}", "minute", (json_int_t)(atoll(text) * 60),
+                                             "sample", sample));
     }
     rrpc__reply_free(r);
     if (out == NULL)
