@@ -53,14 +53,18 @@ cli RPUSH calc_py:dead "$hostile" >/dev/null
 token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 printf '%s\n' "$token" >"$test_dir/token"
 chmod 600 "$test_dir/token"
-start_web() { # start_web NAME ARGS...: spawns rrpc web on a free port, prints its URL
+start_web() { # start_web NAME ARGS...: spawns rrpc web on a free port; $url, $web_pid
   local name=$1; shift
+  # Spawned here, not in a $(...) subshell, so that the exit trap kills it.
   spawn "$name" "$BUILD/rrpc" web --redis "$REDIS_URL" --listen 127.0.0.1:0 "$@"
+  web_pid=$spawned
   wait_until 10 grep -q "listening on" "$test_dir/$name.log" || die "$name did not start"
-  sed -n 's|.*listening on \(http://127.0.0.1:[0-9]*\)/.*|\1|p' "$test_dir/$name.log"
+  url=$(sed -n 's|.*listening on \(http://127.0.0.1:[0-9]*\)/.*|\1|p' "$test_dir/$name.log")
 }
-rw=$(start_web web-rw)
-ro=$(start_web web-ro --read-only --token-file "$test_dir/token")
+start_web web-rw
+rw=$url
+start_web web-ro --read-only --token-file "$test_dir/token"
+ro=$url
 
 if WEB_RW=$rw WEB_RO=$ro TOKEN=$token SERVICES=$services CHROMIUM=$CHROMIUM \
   USER_DATA_DIR="$test_dir/chromium-profile" SCREENSHOT=${2:-} \

@@ -36,14 +36,17 @@ for s in calc calc_py calc_rb; do
 done
 rrpc call calc divide '[1, 0]' >/dev/null 2>&1 # an error
 
-start_web() { # start_web NAME ARGS...: spawns rrpc web on a free port, prints its URL
+start_web() { # start_web NAME ARGS...: spawns rrpc web on a free port; $url, $web_pid
   local name=$1; shift
+  # Spawned here, not in a $(...) subshell, so that the exit trap kills it.
   spawn "$name" "$BUILD/rrpc" web --redis "$REDIS_URL" --listen 127.0.0.1:0 "$@"
+  web_pid=$spawned
   wait_until 10 grep -q "listening on" "$test_dir/$name.log" || die "$name did not start"
-  sed -n 's|.*listening on \(http://127.0.0.1:[0-9]*\)/.*|\1|p' "$test_dir/$name.log"
+  url=$(sed -n 's|.*listening on \(http://127.0.0.1:[0-9]*\)/.*|\1|p' "$test_dir/$name.log")
 }
-web=$(start_web web)
-web_pid=$spawned
+start_web web
+web=$url
+first_web=$web_pid
 metric() { # metric 'NAME{LABELS}': its value in a fresh scrape, or nothing
   curl -s "$web/metrics" | awk -v k="$1" '$1 == k { print $2 }'
 }
@@ -123,7 +126,8 @@ done
 # ---- a real Prometheus scrapes a token-protected rrpc web -----------------------------
 token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 printf '%s\n' "$token" >"$test_dir/token"
-secured=$(start_web web-token --token-file "$test_dir/token" --read-only)
+start_web web-token --token-file "$test_dir/token" --read-only
+secured=$url
 [ "$(status_of "$secured/metrics")" = 401 ] && ok "/metrics without the token: 401" ||
   fail "/metrics without the token"
 [ "$(status_of -H "Authorization: Bearer $token" "$secured/metrics")" = 200 ] &&
@@ -164,8 +168,9 @@ hkey="rrpc:web:history:calc"
 minute=$(($(cli TIME | head -1) / 60))
 cli ZADD "$hkey" $((minute - 5)) "$((minute - 5)) {\"calls\":1,\"errors\":0,\"queue\":0}" >/dev/null
 cli ZADD "$hkey" $((minute - 100)) "$((minute - 100)) {\"calls\":0,\"errors\":0,\"queue\":0}" >/dev/null
-kill "$web_pid"
-web=$(start_web web-again)
+kill "$first_web"
+start_web web-again
+web=$url
 history=$(curl -s "$web/api/services/calc")
 "$PY" -c 'import json, sys
 h = json.loads(sys.argv[1])["history"]
