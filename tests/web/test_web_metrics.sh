@@ -3,7 +3,7 @@
 # promtool and scraped by a real Prometheus server.
 #
 # The C, Python and Ruby calc servers answer calls; the test makes a call
-# wait in a stopped worker's queue (oldest request age), one refused by
+# wait behind a busy worker (oldest request age), one refused by
 # max_queue (shed), one whose deadline passed (expired) and an error, then
 # reads them back from /metrics, runs `promtool check metrics` on it, and
 # lets a private Prometheus (port of its own, no other target) scrape a
@@ -24,11 +24,8 @@ done
 cli() { redis-cli -s "$RRPC_TEST_REDIS_SOCK" "$@"; }
 rrpc() { "$BUILD/rrpc" "$@"; }
 
-# One worker taking one request at a time, its heartbeat valid long enough
-# to be stopped for a while without being judged gone.
-spawn c-server "$BUILD/calc-server" --service calc --workers 1 --batch-max 1 --max-queue 1 \
-  --heartbeat-ttl 30
-c_pid=$spawned
+# One worker taking one request at a time; a queue of one is full.
+spawn c-server "$BUILD/calc-server" --service calc --workers 1 --batch-max 1 --max-queue 1
 spawn py-server "$PY" "$rrpc_root/clients/python/calc_server.py" --service calc_py
 spawn rb-server ruby "$rrpc_root/clients/ruby/calc_server.rb" --service calc_rb
 for s in calc calc_py calc_rb; do
@@ -61,17 +58,17 @@ body=$(curl -s "$web/readyz?service=nobody")
 [ "$(status_of "$web/readyz?service=nobody")" = 503 ] && echo "$body" | grep -q '"workers":0' &&
   ok "/readyz?service=nobody 503 with a JSON body" || fail "/readyz?service=nobody: $body"
 
-# ---- the oldest request's age and shed calls: a stopped worker --------------------
-# The stopped worker's pop, already waiting in Redis, takes the first call;
-# the second stays queued.
-kill -STOP "$c_pid"
-spawn taken "$BUILD/rrpc" call --timeout 20 calc add '[40, 1]'
-taken_pid=$spawned
-wait_until 5 test "$(cli LLEN calc)" = 0 || true
-sleep 0.3
+# ---- the oldest request's age and shed calls: a busy worker -----------------------
+# Its one worker takes a slow call (pushed here, so it is surely queued
+# before it is taken); the next call waits in the queue meanwhile.
+metric_is() { test "$(metric "$1")" = "$2"; } # evaluated at every try of wait_until
+slow_key="rrpc:reply:$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+cli RPUSH calc "{\"jsonrpc\":\"2.0\",\"method\":\"sleep\",\"params\":[4000],\"id\":9,\"reply_to\":\"$slow_key\"}" >/dev/null
+llen_is() { test "$(cli LLEN calc)" = "$1"; }
+wait_until 5 llen_is 0 || fail "the worker never took the slow call"
 spawn waiting "$BUILD/rrpc" call --timeout 20 calc add '[40, 2]'
 waiting_pid=$spawned
-wait_until 5 test "$(metric 'rrpc_queue_depth{service="calc"}')" = 1 && ok "a call waits in the queue" ||
+wait_until 5 metric_is 'rrpc_queue_depth{service="calc"}' 1 && ok "a call waits in the queue" ||
   fail "the call never queued"
 sleep 1.2
 age=$(metric 'rrpc_oldest_request_age_seconds{service="calc"}')
@@ -79,11 +76,11 @@ awk -v a="$age" 'BEGIN { exit !(a >= 1 && a < 20) }' && ok "oldest request age $
   fail "oldest request age: '$age'"
 rrpc call --timeout 2 calc add '[1, 1]' >/dev/null 2>&1
 [ $? = 7 ] && ok "a call past max_queue is refused (exit 7)" || fail "max_queue refusal"
-kill -CONT "$c_pid"
-wait "$taken_pid" && grep -qx 41 "$test_dir/taken.log" && wait "$waiting_pid" &&
-  grep -qx 42 "$test_dir/waiting.log" && ok "both calls were answered" ||
-  fail "the waiting calls: $(cat "$test_dir/taken.log" "$test_dir/waiting.log")"
-wait_until 5 test "$(metric 'rrpc_shed_requests_total{service="calc"}')" = 1 &&
+wait "$waiting_pid" && grep -qx 42 "$test_dir/waiting.log" && ok "the queued call was answered" ||
+  fail "the queued call: $(cat "$test_dir/waiting.log")"
+cli BLPOP "$slow_key" 10 | grep -q '"result":4000' && ok "the slow call was answered" ||
+  fail "the slow call"
+wait_until 5 metric_is 'rrpc_shed_requests_total{service="calc"}' 1 &&
   ok "rrpc_shed_requests_total 1" || fail "shed: '$(metric 'rrpc_shed_requests_total{service="calc"}')'"
 [ "$(metric 'rrpc_oldest_request_age_seconds{service="calc"}')" = 0.000 ] &&
   ok "oldest request age 0 once the queue is empty" || fail "age after the queue emptied"
@@ -93,7 +90,7 @@ key="rrpc:reply:$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 cli RPUSH calc "{\"jsonrpc\":\"2.0\",\"method\":\"add\",\"params\":[1,2],\"id\":1,\"deadline\":1,\"reply_to\":\"$key\"}" >/dev/null
 cli BLPOP "$key" 5 | grep -q -- '-32000' && ok "a request past its deadline is answered -32000" ||
   fail "expired request answer"
-wait_until 5 test "$(metric 'rrpc_expired_requests_total{service="calc"}')" = 1 &&
+wait_until 5 metric_is 'rrpc_expired_requests_total{service="calc"}' 1 &&
   ok "rrpc_expired_requests_total 1" || fail "expired: '$(metric 'rrpc_expired_requests_total{service="calc"}')'"
 
 # ---- the whole scrape ---------------------------------------------------------------
