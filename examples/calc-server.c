@@ -13,6 +13,12 @@
  *   divide                   a / b as a real; error 1 "division by zero"
  *   echo                     its params, unchanged (null if none)
  *   sleep [ms] / {"ms": ..}  sleeps ms milliseconds (0..60000), returns ms
+ *   forward [service, method, params] / {"service", "method", "params"}
+ *                            calls service.method(params) from inside the
+ *                            handler and answers what it answered (an error
+ *                            as it came; error 3 if the call failed): a
+ *                            nested call, which inherits the deadline and
+ *                            continues the trace of the request it serves
  * A result too large for a double answers error 2 "result out of range".
  */
 #ifndef _POSIX_C_SOURCE
@@ -27,6 +33,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +41,7 @@
 #include <unistd.h>
 
 /* Application error codes: outside JSON-RPC's reserved -32768..-32000. */
-enum { CALC_DIVISION_BY_ZERO = 1, CALC_OUT_OF_RANGE = 2 };
+enum { CALC_DIVISION_BY_ZERO = 1, CALC_OUT_OF_RANGE = 2, CALC_FORWARD_FAILED = 3 };
 
 enum { MAX_SLEEP_MS = 60000 };
 
@@ -161,6 +168,78 @@ static json_t *calc_sleep(rrpc_request *req, void *udata)
     return json_integer(ms);
 }
 
+/* --- forward: a call made from inside a handler ----------------------- */
+
+/* A sync client is one thread's: each worker opens its own on its first
+ * forward, and the key's destructor closes it when the worker ends. */
+static pthread_key_t forward_client_key;
+static pthread_once_t forward_key_once = PTHREAD_ONCE_INIT;
+
+static void close_forward_client(void *client)
+{
+    rrpc_client_close(client);
+}
+
+static void make_forward_key(void)
+{
+    pthread_key_create(&forward_client_key, close_forward_client);
+}
+
+/* This worker's client, on the server's Redis and key prefix. */
+static rrpc_client *forward_client(const rrpc_server_options *opts, char *err, size_t errlen)
+{
+    pthread_once(&forward_key_once, make_forward_key);
+    rrpc_client *client = pthread_getspecific(forward_client_key);
+    if (client != NULL)
+        return client;
+    rrpc_client_options copts;
+    rrpc_client_options_init(&copts);
+    copts.url = opts->url;
+    copts.key_prefix = opts->key_prefix;
+    if (rrpc_client_open(&client, &copts, err, errlen) != RRPC_OK)
+        return NULL;
+    pthread_setspecific(forward_client_key, client);
+    return client;
+}
+
+static json_t *calc_forward(rrpc_request *req, void *udata)
+{
+    const char *service, *method;
+    json_t *params = NULL, *result = NULL, *error = NULL;
+    if (rrpc_param_count_max(req, 3) != RRPC_OK ||
+        rrpc_param_string(req, 0, "service", &service) != RRPC_OK ||
+        rrpc_param_string(req, 1, "method", &method) != RRPC_OK)
+        return NULL;
+    json_t *all = rrpc_request_params(req);
+    params = json_is_array(all) ? json_array_get(all, 2) : json_object_get(all, "params");
+    if (params != NULL && !json_is_array(params) && !json_is_object(params) &&
+        !json_is_null(params))
+        return rrpc_request_error(req, RRPC_JSONRPC_INVALID_PARAMS,
+                                  "params must be an array, an object or null", NULL);
+    char why[256] = "";
+    rrpc_client *client = forward_client(udata, why, sizeof why);
+    if (client == NULL)
+        return rrpc_request_error(req, CALC_FORWARD_FAILED, "forward failed",
+                                  json_string(why[0] ? why : "cannot connect"));
+    /* No timeout and no trace given: the call gets what is left of this
+     * request's deadline, and continues its trace with a new parent id. */
+    int err = rrpc_call(client, service, method, json_is_null(params) ? NULL : params, 0, &result,
+                        &error);
+    if (err == RRPC_OK)
+        return result;
+    if (err == RRPC_EREMOTE) {
+        json_int_t code = json_integer_value(json_object_get(error, "code"));
+        const char *message = json_string_value(json_object_get(error, "message"));
+        json_t *data = json_incref(json_object_get(error, "data"));
+        rrpc_request_error(req, (int)code, message ? message : "", data);
+        json_decref(error);
+        return NULL;
+    }
+    return rrpc_request_error(
+        req, CALC_FORWARD_FAILED, "forward failed",
+        json_pack("{ssss}", "error", rrpc_strerror(err), "detail", rrpc_client_errmsg(client)));
+}
+
 /* Each method's params shape (JSON) is published in the registry for
  * `rrpc info`; it documents, the handlers check. */
 #define AB_SHAPE "{\"a\": \"number\", \"b\": \"number\"}"
@@ -179,12 +258,17 @@ static const struct method {
     {"echo", calc_echo, "echo(...): returns its params unchanged", "\"any\""},
     {"sleep", calc_sleep, "sleep(ms): waits ms milliseconds (0..60000), returns ms",
      "{\"ms\": \"integer\"}"},
+    {"forward", calc_forward,
+     "forward(service, method, params): calls service.method(params) and returns its answer, "
+     "within this call's deadline and trace",
+     "{\"service\": \"string\", \"method\": \"string\", \"params\": \"array|object\"}"},
 };
 
-static int register_methods(rrpc_server *server)
+/* OPTS (the server's) is every handler's udata: forward connects with it. */
+static int register_methods(rrpc_server *server, const rrpc_server_options *opts)
 {
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
-        int err = rrpc_server_register(server, methods[i].name, methods[i].fn, NULL,
+        int err = rrpc_server_register(server, methods[i].name, methods[i].fn, (void *)opts,
                                        methods[i].description);
         json_t *shape = json_loads(methods[i].params, JSON_DECODE_ANY, NULL);
         if (err == RRPC_OK)
@@ -244,7 +328,7 @@ static void usage(FILE *out)
 {
     fputs("Usage: calc-server [OPTIONS]\n"
           "\n"
-          "Serves add, subtract, multiply, divide, echo and sleep over rrpc until\n"
+          "Serves add, subtract, multiply, divide, echo, sleep and forward over rrpc until\n"
           "SIGINT or SIGTERM, then finishes the calls in hand and exits.\n"
           "\n"
           "Options:\n"
@@ -462,7 +546,7 @@ static int serve(const rrpc_server_options *opts)
     int err = rrpc_server_new(&server, opts);
     if (err != RRPC_OK)
         return fail(NULL, err);
-    err = register_methods(server);
+    err = register_methods(server, opts);
     if (err == RRPC_OK) {
         announce(opts);
         err = rrpc_server_run(server); /* returns after SIGINT/SIGTERM */

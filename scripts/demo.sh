@@ -53,6 +53,10 @@ run ruby clients/ruby/calc_client.rb --redis "$REDIS_URL" --service "$service"
 step "Python: clients/python/calc_client.py"
 run "$PY" clients/python/calc_client.py --redis "$REDIS_URL" --service "$service"
 
+step "A nested call: forward asks another service from inside its handler, within the caller's deadline and W3C trace"
+run "$BUILD/rrpc" call --traceparent 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 \
+  "$service" forward "[\"$service\", \"add\", [20, 22]]"
+
 step "Garbage on the request list goes to $service:dead, and the server carries on"
 rcli rpush "$service" 'this is not JSON' >/dev/null
 sleep 0.3

@@ -17,12 +17,14 @@
 #include <stdio.h>
 #include <string.h>
 
-enum { OPT_IDEMPOTENCY_KEY = CLI_OPT_FIRST_FREE };
+enum { OPT_IDEMPOTENCY_KEY = CLI_OPT_FIRST_FREE, OPT_TRACEPARENT, OPT_TRACESTATE };
 
 struct call_args {
     struct cli_connection conn;
     double timeout_s;            /* 0: the client's default */
     const char *idempotency_key; /* notify: NULL, or the notification's key */
+    const char *traceparent;     /* call: NULL (a new trace), or the caller's */
+    const char *tracestate;
     int pretty;
     int help;
     const char *service;
@@ -35,6 +37,8 @@ static const struct option call_options[] = {
     {"prefix", required_argument, NULL, CLI_OPT_PREFIX},
     {"timeout", required_argument, NULL, CLI_OPT_TIMEOUT},
     {"pretty", no_argument, NULL, CLI_OPT_PRETTY},
+    {"traceparent", required_argument, NULL, OPT_TRACEPARENT},
+    {"tracestate", required_argument, NULL, OPT_TRACESTATE},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -66,6 +70,11 @@ static void usage_call(FILE *out)
     cli_print_connection_options(out);
     fputs("  --timeout SECONDS  how long to wait for the reply (default: 30)\n"
           "  --pretty           indent the result instead of printing one line\n"
+          "  --traceparent VALUE\n"
+          "                     send the call as part of this W3C trace\n"
+          "                     (00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>);\n"
+          "                     without it the call starts a new trace\n"
+          "  --tracestate VALUE the W3C tracestate sent with it\n"
           "  -h, --help         show this help\n"
           "\n"
           "A JSON-RPC error is printed on stderr as 'error CODE: MESSAGE', followed\n"
@@ -74,6 +83,8 @@ static void usage_call(FILE *out)
           "Examples:\n"
           "  rrpc call calc add '[1, 5.1]'\n"
           "  rrpc call --timeout 2 calc divide '{\"a\": 1, \"b\": 4}'\n"
+          "  rrpc call --traceparent 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 \\\n"
+          "      calc add '[1, 2]'\n"
           "\n",
           out);
     cli_print_exit_statuses(out);
@@ -116,6 +127,8 @@ static int apply_option(const char *prog, int opt, struct call_args *args)
                                    optarg);
         return CLI_EXIT_OK;
     case CLI_OPT_PRETTY: args->pretty = 1; return CLI_EXIT_OK;
+    case OPT_TRACEPARENT: args->traceparent = optarg; return CLI_EXIT_OK;
+    case OPT_TRACESTATE: args->tracestate = optarg; return CLI_EXIT_OK;
     case OPT_IDEMPOTENCY_KEY:
         if (*optarg == '\0')
             return cli_usage_error(prog, "--idempotency-key wants a non-empty key");
@@ -182,8 +195,13 @@ static int perform_call(const char *prog, rrpc_client *client, const struct call
 {
     json_t *result = NULL;
     json_t *error = NULL;
-    int err = rrpc_call(client, args->service, args->method, args->params, args->timeout_s, &result,
-                        &error);
+    rrpc_call_options opts;
+    rrpc_call_options_init(&opts);
+    opts.timeout_s = args->timeout_s;
+    opts.traceparent = args->traceparent;
+    opts.tracestate = args->tracestate;
+    int err =
+        rrpc_call_with(client, args->service, args->method, args->params, &opts, &result, &error);
     int status;
     if (err == RRPC_OK)
         status = print_result(prog, result, args->pretty);

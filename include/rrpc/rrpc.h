@@ -244,6 +244,42 @@ RRPC_EXPORT const char *rrpc_client_errmsg(const rrpc_client *client);
 RRPC_EXPORT int rrpc_call(rrpc_client *client, const char *service, const char *method,
                           const json_t *params, double timeout_s, json_t **result, json_t **error);
 
+/* Per-call options, for rrpc_call_with and rrpc_async_call_with.  Like
+ * the other options structs it may grow (later: priority, progress,
+ * cancellation): fill it with rrpc_call_options_init first. */
+typedef struct rrpc_call_options {
+    size_t size; /* as in rrpc_client_options: set by _init */
+    /* As rrpc_call's timeout_s: 0 (default) is the client's default. */
+    double timeout_s;
+    /* W3C Trace Context (PROTOCOL.md section 7).  TRACEPARENT is sent as
+     * the request's parent: "00-<32 hex trace id>-<16 hex parent id>-<2 hex
+     * flags>" (a later version is sent as 00); a value the recommendation
+     * calls invalid (uppercase, an all-zero id, version ff, a wrong length)
+     * is RRPC_EINVAL.  NULL (default): inside a handler, the handled
+     * request's trace continues (same trace id and flags, a new random
+     * parent id, its tracestate); elsewhere a new trace starts (random
+     * ids, flags 00: rrpc records no spans, so it claims none sampled).
+     * TRACESTATE (NULL: none, or the handled request's) is sent with it;
+     * more than 512 characters or any outside printable ASCII is
+     * RRPC_EINVAL.  Both copied before the call returns. */
+    const char *traceparent;
+    const char *tracestate;
+} rrpc_call_options;
+
+/* As rrpc_client_options_init_sized, for bindings. */
+RRPC_EXPORT void rrpc_call_options_init_sized(rrpc_call_options *opts, size_t size);
+
+/* Fills *opts with the defaults above. */
+static inline void rrpc_call_options_init(rrpc_call_options *opts)
+{
+    rrpc_call_options_init_sized(opts, sizeof *opts);
+}
+
+/* rrpc_call with per-call options OPTS (NULL: all defaults). */
+RRPC_EXPORT int rrpc_call_with(rrpc_client *client, const char *service, const char *method,
+                               const json_t *params, const rrpc_call_options *opts, json_t **result,
+                               json_t **error);
+
 /* Sends a notification: no id, no reply, no reply key.  Returns once
  * Redis has accepted it. */
 RRPC_EXPORT int rrpc_notify(rrpc_client *client, const char *service, const char *method,
@@ -474,6 +510,18 @@ RRPC_EXPORT json_t *rrpc_request_error(rrpc_request *req, int code, const char *
  * rrpc_async_call from inside a handler, on the handler's thread, inherit
  * this deadline: their timeout is cut to the time left. */
 RRPC_EXPORT int rrpc_request_time_left(const rrpc_request *req, double *seconds_left);
+
+/* The request's W3C traceparent (PROTOCOL.md section 7), as version 00
+ * ("00-<trace id>-<parent id>-<flags>"), or NULL if it carried none or an
+ * invalid one (ignored, as the recommendation says).  Calls made from
+ * inside the handler, on its thread, continue this trace: the same trace
+ * id and flags with a new parent id.  Borrowed: valid during the handler. */
+RRPC_EXPORT const char *rrpc_request_traceparent(const rrpc_request *req);
+
+/* The request's tracestate, or NULL (none, not printable ASCII, longer
+ * than 512 characters, or without a valid traceparent).  Borrowed. */
+RRPC_EXPORT const char *rrpc_request_tracestate(const rrpc_request *req);
+
 /* Adds a Redis command (ARGC strings in ARGV, copied) that is applied
  * together with this request's answer.  In reliable mode the answer, the
  * memory of it and these commands form one atomic step that happens
@@ -665,6 +713,13 @@ RRPC_EXPORT int rrpc_async_open(rrpc_async **out, const rrpc_async_options *opts
 RRPC_EXPORT int rrpc_async_call(rrpc_async *client, const char *service, const char *method,
                                 const json_t *params, double timeout_s, rrpc_async_cb cb,
                                 void *udata);
+
+/* rrpc_async_call with per-call options OPTS (NULL: all defaults; read
+ * before this returns).  The trace context of a call started from inside
+ * a handler, on the handler's thread, continues the handled request's. */
+RRPC_EXPORT int rrpc_async_call_with(rrpc_async *client, const char *service, const char *method,
+                                     const json_t *params, const rrpc_call_options *opts,
+                                     rrpc_async_cb cb, void *udata);
 
 /* Queues a notification (no id, no reply).  RRPC_OK means queued; a
  * notification queued just before the link breaks may be lost. */

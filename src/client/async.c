@@ -12,6 +12,7 @@
 #include "client/async_calls.h"
 #include "client/async_receive.h"
 #include "client/async_request.h"
+#include "client/call_options.h"
 #include "client/async_send.h"
 #include "core/defaults.h"
 #include "core/dispatch.h"
@@ -342,10 +343,16 @@ static int enqueue(rrpc_async *a, rrpc__acall *c)
 }
 
 static int start(rrpc_async *a, const char *service, const char *method, const json_t *params,
-                 double timeout_s, rrpc_async_cb cb, void *udata)
+                 const rrpc_call_options *o, rrpc_async_cb cb, void *udata)
 {
     int notify = cb == NULL;
+    double timeout_s = o->timeout_s;
     int rc = check_args(a, service, method, params);
+    rrpc__call_trace_ctx trace;
+    char err[RRPC__ERRMSG_LEN];
+    if (rc == RRPC_OK &&
+        rrpc__call_trace(o->traceparent, o->tracestate, &trace, err, sizeof err) != RRPC_OK)
+        rc = rrpc__async_error(a, RRPC_EINVAL, "%s", err);
     if (rc != RRPC_OK)
         return rc;
     if (!notify) {
@@ -364,7 +371,7 @@ static int start(rrpc_async *a, const char *service, const char *method, const j
         c->udata = udata;
         c->notify = (unsigned)notify;
         c->timeout_s = rrpc__inherited_timeout(rrpc__timeout_or(timeout_s, a->timeout_s));
-        rc = rrpc__areq_build(a, c, service, method, params);
+        rc = rrpc__areq_build(a, c, service, method, params, &trace);
         if (rc == RRPC_OK)
             rc = enqueue(a, c); /* recycles C itself on failure */
         else
@@ -375,23 +382,44 @@ static int start(rrpc_async *a, const char *service, const char *method, const j
     return rc;
 }
 
+static int call_with(rrpc_async *a, const char *service, const char *method, const json_t *params,
+                     const rrpc_call_options *o, rrpc_async_cb cb, void *udata)
+{
+    if (cb == NULL)
+        return rrpc__async_error(a, RRPC_EINVAL, "a callback is required");
+    /* Longer than RRPC__TIMEOUT_MAX_S (infinity too) is cut to it in
+     * start(): a timer further out would overflow libevent's clock. */
+    if (!(o->timeout_s >= 0))
+        return rrpc__async_error(a, RRPC_EINVAL, "timeout_s must be a number >= 0");
+    return start(a, service, method, params, o, cb, udata);
+}
+
 int rrpc_async_call(rrpc_async *a, const char *service, const char *method, const json_t *params,
                     double timeout_s, rrpc_async_cb cb, void *udata)
 {
     if (a == NULL)
         return RRPC_EINVAL;
-    if (cb == NULL)
-        return rrpc__async_error(a, RRPC_EINVAL, "a callback is required");
-    /* Longer than RRPC__TIMEOUT_MAX_S (infinity too) is cut to it in
-     * start(): a timer further out would overflow libevent's clock. */
-    if (!(timeout_s >= 0))
-        return rrpc__async_error(a, RRPC_EINVAL, "timeout_s must be a number >= 0");
-    return start(a, service, method, params, timeout_s, cb, udata);
+    rrpc_call_options o = {.size = sizeof o, .timeout_s = timeout_s};
+    return call_with(a, service, method, params, &o, cb, udata);
+}
+
+int rrpc_async_call_with(rrpc_async *a, const char *service, const char *method,
+                         const json_t *params, const rrpc_call_options *opts, rrpc_async_cb cb,
+                         void *udata)
+{
+    if (a == NULL)
+        return RRPC_EINVAL;
+    rrpc_call_options o;
+    char err[RRPC__ERRMSG_LEN];
+    if (rrpc__call_options(&o, opts, err, sizeof err) != RRPC_OK)
+        return rrpc__async_error(a, RRPC_EINVAL, "%s", err);
+    return call_with(a, service, method, params, &o, cb, udata);
 }
 
 int rrpc_async_notify(rrpc_async *a, const char *service, const char *method, const json_t *params)
 {
     if (a == NULL)
         return RRPC_EINVAL;
-    return start(a, service, method, params, 0, NULL, NULL);
+    rrpc_call_options o = {.size = sizeof o};
+    return start(a, service, method, params, &o, NULL, NULL);
 }

@@ -74,8 +74,31 @@ static int append_params(rrpc__acall *c, size_t *used, const json_t *params)
     return RRPC_OK;
 }
 
+/* The members "traceparent" and "tracestate" (PROTOCOL.md section 7). */
+static int append_trace(rrpc__acall *c, size_t *used, const rrpc__call_trace_ctx *t)
+{
+    static const char tp[] = ",\"traceparent\":\"";
+    static const char ts[] = ",\"tracestate\":";
+    int rc = append(c, used, tp, sizeof tp - 1);
+    if (rc == RRPC_OK)
+        rc = append(c, used, t->traceparent, RRPC__TRACEPARENT_LEN);
+    if (rc == RRPC_OK)
+        rc = append(c, used, "\"", 1);
+    if (rc == RRPC_OK && t->tracestate != NULL) {
+        /* Printable ASCII, but it may hold quotes and backslashes. */
+        json_t *s = json_string(t->tracestate);
+        char *text = s ? json_dumps(s, RRPC__JSON_ENCODE_FLAGS) : NULL;
+        json_decref(s);
+        rc = text ? append(c, used, ts, sizeof ts - 1) : RRPC_ENOMEM;
+        if (rc == RRPC_OK)
+            rc = append(c, used, text, strlen(text));
+        free(text);
+    }
+    return rc;
+}
+
 int rrpc__areq_build(rrpc_async *a, rrpc__acall *c, const char *service, const char *method,
-                     const json_t *params)
+                     const json_t *params, const rrpc__call_trace_ctx *trace)
 {
     size_t used = 0;
     static const char head[] = "{\"jsonrpc\":\"2.0\",\"method\":";
@@ -98,6 +121,8 @@ int rrpc__areq_build(rrpc_async *a, rrpc__acall *c, const char *service, const c
         if (rc == RRPC_EINVAL)
             return rrpc__async_error(a, rc, "params cannot be encoded as JSON");
     }
+    if (rc == RRPC_OK)
+        rc = append_trace(c, &used, trace);
     if (rc == RRPC_OK && !c->notify && a->clock.measured_at > 0) {
         char deadline[80];
         long long now = rrpc__clock_redis_ms(&a->clock); /* `sent`: PROTOCOL.md section 7 */

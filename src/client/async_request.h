@@ -9,6 +9,7 @@
 #define RRPC_ASYNC_REQUEST_H
 
 #include "client/async_state.h"
+#include "client/call_options.h"
 
 #include <jansson.h>
 
@@ -20,10 +21,11 @@
 int rrpc__areq_make_tail(rrpc_async *a);
 /* Fills C's buffer for SERVICE, METHOD and PARAMS (borrowed; NULL for
  * none): the queue name, then the request text, whole for a notification,
- * up to "id": for a call (with its deadline if a->clock is measured).
- * RRPC_EINVAL or RRPC_ENOMEM with the message set.  Any thread. */
+ * up to "id": for a call (with its deadline if a->clock is measured, and
+ * the trace context TRACE).  RRPC_EINVAL or RRPC_ENOMEM with the message
+ * set.  Any thread. */
 int rrpc__areq_build(rrpc_async *a, rrpc__acall *c, const char *service, const char *method,
-                     const json_t *params);
+                     const json_t *params, const rrpc__call_trace_ctx *trace);
 /* Appends C's id and the closing brace (room was kept).  Loop thread. */
 void rrpc__areq_put_id(rrpc__acall *c);
 

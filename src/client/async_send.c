@@ -7,6 +7,7 @@
  * per group (one RPUSH on Redis), not one per call.  A call whose timer fires is withdrawn from its
  * service's queue, so that it does not run after its caller gave up.
  */
+#include "core/clock.h"
 #include "client/async_send.h"
 
 #include "client/async_calls.h"
@@ -20,15 +21,6 @@
 
 /* ---- timers ------------------------------------------------------------ */
 
-static struct timeval to_timeval(double s)
-{
-    struct timeval tv;
-    s = rrpc__timeout_or(s, 0); /* NaN or huge: no undefined conversion */
-    tv.tv_sec = (time_t)s;
-    tv.tv_usec = (suseconds_t)((s - (double)tv.tv_sec) * 1e6);
-    return tv;
-}
-
 /* Calls with equal timeouts (the usual case) share a libevent "common
  * timeout": a FIFO instead of the heap, so adding and removing is O(1). */
 static const struct timeval *timeout_tv(rrpc_async *a, double s, struct timeval *tmp)
@@ -36,7 +28,7 @@ static const struct timeval *timeout_tv(rrpc_async *a, double s, struct timeval 
     for (int i = 0; i < a->ncommon; i++)
         if (a->common[i].s == s)
             return a->common[i].tv;
-    *tmp = to_timeval(s);
+    *tmp = rrpc__timeval(s);
     if (a->ncommon < RRPC__ASYNC_COMMON_MAX) {
         const struct timeval *tv = event_base_init_common_timeout(a->base, tmp);
         if (tv != NULL) {

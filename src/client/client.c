@@ -12,6 +12,7 @@
  * trip that never leaves its request behind.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "client/call_options.h"
 #include "client/caller.h"
 #include "core/clock.h"
 #include "core/defaults.h"
@@ -210,7 +211,7 @@ static int prepare(rrpc_client *c, const char *service, char *list, size_t list_
  * the text (new, free()) or NULL with *rc set. */
 static char *encode_request(rrpc_client *c, const char *service, const char *method,
                             const json_t *params, char list[RRPC__KEY_MAX], char *key,
-                            double *timeout_s, int *rc)
+                            double *timeout_s, const rrpc__call_trace_ctx *trace, int *rc)
 {
     double started = rrpc__monotonic();
     *rc = check_name(c, "method", method);
@@ -228,6 +229,7 @@ static char *encode_request(rrpc_client *c, const char *service, const char *met
         rrpc__request_set_deadline(req, &c->clock, *timeout_s);
     char *text = req ? json_dumps(req, RRPC__JSON_ENCODE_FLAGS) : NULL;
     json_decref(req);
+    text = rrpc__request_text_add_trace(text, trace->traceparent, trace->tracestate);
     if (text == NULL)
         *rc = client_fail(c, RRPC_ENOMEM, "cannot encode the request");
     return text;
@@ -240,8 +242,9 @@ static int push_only(rrpc_client *c, const char *list, const char *text)
     return c->base.ops->send(c->base.link, list, text, c->errmsg, sizeof c->errmsg);
 }
 
-int rrpc_call(rrpc_client *c, const char *service, const char *method, const json_t *params,
-              double timeout_s, json_t **result, json_t **error)
+/* One call with the settled options O. */
+static int call(rrpc_client *c, const char *service, const char *method, const json_t *params,
+                const rrpc_call_options *o, json_t **result, json_t **error)
 {
     json_t *ignored_error = NULL;
     if (c == NULL || result == NULL)
@@ -251,10 +254,14 @@ int rrpc_call(rrpc_client *c, const char *service, const char *method, const jso
         error = &ignored_error;
     *error = NULL;
     char list[RRPC__KEY_MAX], key[RRPC__KEY_MAX];
+    double timeout_s = o->timeout_s;
     int rc = call_timeout(c, &timeout_s);
+    rrpc__call_trace_ctx trace;
+    if (rc == RRPC_OK)
+        rc = rrpc__call_trace(o->traceparent, o->tracestate, &trace, c->errmsg, sizeof c->errmsg);
     if (rc != RRPC_OK)
         return rc;
-    char *text = encode_request(c, service, method, params, list, key, &timeout_s, &rc);
+    char *text = encode_request(c, service, method, params, list, key, &timeout_s, &trace, &rc);
     if (text == NULL)
         return rc;
     rrpc__answer *holder = NULL;
@@ -270,6 +277,27 @@ int rrpc_call(rrpc_client *c, const char *service, const char *method, const jso
     return rc;
 }
 
+int rrpc_call(rrpc_client *c, const char *service, const char *method, const json_t *params,
+              double timeout_s, json_t **result, json_t **error)
+{
+    rrpc_call_options o = {.size = sizeof o, .timeout_s = timeout_s};
+    return call(c, service, method, params, &o, result, error);
+}
+
+int rrpc_call_with(rrpc_client *c, const char *service, const char *method, const json_t *params,
+                   const rrpc_call_options *opts, json_t **result, json_t **error)
+{
+    rrpc_call_options o;
+    if (c != NULL && rrpc__call_options(&o, opts, c->errmsg, sizeof c->errmsg) != RRPC_OK) {
+        if (result != NULL)
+            *result = NULL;
+        if (error != NULL)
+            *error = NULL;
+        return RRPC_EINVAL;
+    }
+    return call(c, service, method, params, &o, result, error);
+}
+
 /* A notification, with the member "idempotency_key": KEY if not NULL. */
 static int notify(rrpc_client *c, const char *service, const char *method, const json_t *params,
                   const char *key)
@@ -281,7 +309,9 @@ static int notify(rrpc_client *c, const char *service, const char *method, const
     char list[RRPC__KEY_MAX];
     int rc;
     double no_timeout = 0;
-    char *text = encode_request(c, service, method, params, list, NULL, &no_timeout, &rc);
+    rrpc__call_trace_ctx trace;
+    rrpc__call_trace(NULL, NULL, &trace, NULL, 0); /* continued or new: cannot fail */
+    char *text = encode_request(c, service, method, params, list, NULL, &no_timeout, &trace, &rc);
     if (text != NULL && key != NULL) {
         /* Added to the encoded object, so that the request is built once. */
         json_t *req = json_loads(text, 0, NULL), *k = json_string(key);
@@ -338,6 +368,9 @@ static char *batch_text(rrpc_client *c, const json_t *calls, const char *key, do
             rrpc__request_set_deadline(req, &c->clock, timeout_s);
             *expect_reply = 1;
         }
+        rrpc__call_trace_ctx trace; /* each element is a request of its own */
+        rrpc__call_trace(NULL, NULL, &trace, NULL, 0);
+        rrpc__request_set_trace(req, trace.traceparent, trace.tracestate);
         json_array_append_new(batch, req);
     }
     char *text = json_dumps(batch, RRPC__JSON_ENCODE_FLAGS);

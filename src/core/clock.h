@@ -4,7 +4,11 @@
 #ifndef RRPC_CLOCK_H
 #define RRPC_CLOCK_H
 
+#include "core/internal.h"
+
 #include <rrpc/rrpc.h>
+
+#include <sys/time.h>
 
 /* The Redis server's clock as seen from this process: deadlines are
  * expressed on it (PROTOCOL.md section 7) so that callers' and workers'
@@ -27,6 +31,18 @@ double rrpc__clock_age(const rrpc__clock *c);
  * positive) on the Redis clock C (PROTOCOL.md section 7).  Nothing is set
  * if C was never measured. */
 void rrpc__request_set_deadline(json_t *req, const rrpc__clock *c, double timeout_s);
+
+/* S seconds as a struct timeval (libevent timers, socket timeouts): NaN,
+ * negative or 0 give 0; huge values are clamped, so the conversion is
+ * never undefined. */
+static inline struct timeval rrpc__timeval(double s)
+{
+    struct timeval tv;
+    s = rrpc__timeout_or(s, 0);
+    tv.tv_sec = (time_t)s;
+    tv.tv_usec = (suseconds_t)((s - (double)tv.tv_sec) * 1e6);
+    return tv;
+}
 
 double rrpc__now(void);       /* wall clock, seconds since the epoch */
 double rrpc__monotonic(void); /* monotonic seconds */

@@ -9,9 +9,11 @@
  * whole: its first bytes, its length and its SHA-1 are, so that a hostile
  * sender cannot make a worker build -- or Redis refuse -- a huge record.
  */
+#define _GNU_SOURCE /* memmem */
 #include "core/clock.h"
 #include "core/deadletter.h"
 #include "core/protocol.h"
+#include "core/trace.h"
 
 #include <rrpc/rrpc.h>
 
@@ -215,6 +217,46 @@ static json_t *reason_string(const char *reason)
     return s;
 }
 
+/* The valid traceparent of a request object REQ into OUT; 0 if none. */
+static int object_trace(const json_t *req, char out[RRPC__TRACEPARENT_LEN + 1])
+{
+    const json_t *tp = json_object_get(req, "traceparent");
+    return json_is_string(tp) &&
+           rrpc__traceparent_parse(json_string_value(tp), json_string_length(tp), out);
+}
+
+/* The trace context of MESSAGE, kept at the record's top so that a dead
+ * letter can be found by its trace (PROTOCOL.md section 6): the request's,
+ * or a batch's first element's.  A message too large to parse is searched
+ * for the member as text, in the prefix the record keeps. */
+static void set_trace(json_t *rec, const char *message, size_t len, size_t keep)
+{
+    char tp[RRPC__TRACEPARENT_LEN + 1];
+    int found = 0;
+    if (message == NULL)
+        return;
+    if (len <= keep) {
+        json_t *msg = json_loadb(message, len, RRPC__JSON_DECODE_FLAGS, NULL);
+        if (json_is_object(msg))
+            found = object_trace(msg, tp);
+        for (size_t i = 0; json_is_array(msg) && !found && i < json_array_size(msg); i++)
+            found = object_trace(json_array_get(msg, i), tp);
+        json_decref(msg);
+    } else {
+        static const char member[] = "\"traceparent\":\"";
+        /* Only its prefix, as for the rest of the record (PROTOCOL.md 6). */
+        size_t scan = len < RRPC__DEAD_PREFIX_BYTES ? len : RRPC__DEAD_PREFIX_BYTES;
+        const char *end = message + scan, *p = message;
+        while (!found && (p = memmem(p, (size_t)(end - p), member, sizeof member - 1)) != NULL) {
+            p += sizeof member - 1;
+            const char *q = memchr(p, '"', (size_t)(end - p));
+            found = q != NULL && rrpc__traceparent_parse(p, (size_t)(q - p), tp);
+        }
+    }
+    if (found)
+        json_object_set_new(rec, "traceparent", json_string(tp));
+}
+
 char *rrpc__dead_letter_text(const char *service, const char *reason, const char *message,
                              size_t message_len, size_t keep, const json_t *response,
                              const char *response_text)
@@ -226,6 +268,7 @@ char *rrpc__dead_letter_text(const char *service, const char *reason, const char
     json_object_set_new(rec, "time", json_real(rrpc__now()));
     json_object_set_new(rec, "service", json_string(service));
     set_message(rec, message, message_len, keep);
+    set_trace(rec, message, message_len, keep);
     set_response(rec, response, response_text, keep);
     char *text = json_dumps(rec, RRPC__JSON_ENCODE_FLAGS);
     json_decref(rec);

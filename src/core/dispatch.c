@@ -11,6 +11,7 @@
 #include "core/dispatch.h"
 #include "core/protocol.h"
 #include "core/stats.h"
+#include "core/trace.h"
 
 #include <rrpc/rrpc.h>
 
@@ -25,6 +26,11 @@ struct rrpc_request {
     json_t *error;        /* owned error object set by the handler, or NULL */
     double deadline_mono; /* local monotonic deadline, 0 if none */
     json_t **effects;     /* the outcome's effect list (created on demand) */
+    /* Its W3C trace context (PROTOCOL.md section 7): the traceparent as
+     * version 00, "" if absent or invalid; the tracestate (borrowed from
+     * the message), NULL without a valid traceparent. */
+    char traceparent[RRPC__TRACEPARENT_LEN + 1];
+    const char *tracestate;
 };
 
 /* The deadline of the request the calling thread is handling (local
@@ -120,6 +126,16 @@ int rrpc_request_time_left(const rrpc_request *req, double *seconds_left)
     double left = req->deadline_mono - rrpc__monotonic();
     *seconds_left = left > 0 ? left : 0;
     return 1;
+}
+
+const char *rrpc_request_traceparent(const rrpc_request *req)
+{
+    return req != NULL && req->traceparent[0] ? req->traceparent : NULL;
+}
+
+const char *rrpc_request_tracestate(const rrpc_request *req)
+{
+    return req != NULL ? req->tracestate : NULL;
 }
 
 int rrpc_request_add_effect(rrpc_request *req, int argc, const char **argv)
@@ -265,11 +281,29 @@ static json_t *run_handler(const rrpc__methods *methods, rrpc_request *call, siz
         return rrpc_request_error(call, RRPC_JSONRPC_METHOD_NOT_FOUND, "Method not found",
                                   json_stringn(call->method, name_len));
     handler_deadline = call->deadline_mono;
+    rrpc__trace_enter(rrpc_request_traceparent(call), call->tracestate);
     double started = rrpc__stats_start(methods->stats);
     json_t *result = m->fn(call, m->udata);
     rrpc__stats_record(methods->stats, (size_t)(m - methods->items), started, !result);
+    rrpc__trace_leave();
     handler_deadline = 0;
     return result;
+}
+
+/* Reads the trace context of REQ into CALL.  An invalid traceparent is
+ * ignored, and its tracestate with it, as the recommendation says: the
+ * handler sees none, and calls it makes start a new trace. */
+static void read_trace(const json_t *req, rrpc_request *call)
+{
+    const json_t *tp = json_object_get(req, "traceparent");
+    call->traceparent[0] = '\0';
+    call->tracestate = NULL;
+    if (!json_is_string(tp) ||
+        !rrpc__traceparent_parse(json_string_value(tp), json_string_length(tp), call->traceparent))
+        return;
+    const json_t *ts = json_object_get(req, "tracestate");
+    if (json_is_string(ts) && rrpc__tracestate_ok(json_string_value(ts), json_string_length(ts)))
+        call->tracestate = json_string_value(ts);
 }
 
 /* Runs one request object and returns its response (new), or NULL for a
@@ -296,7 +330,10 @@ static json_t *handle_one(const rrpc__methods *methods, json_t *req, const rrpc_
                          id,
                          NULL,
                          0,
-                         &out->effects};
+                         &out->effects,
+                         "",
+                         NULL};
+    read_trace(req, &call);
     size_t name_len = json_string_length(json_object_get(req, "method"));
     json_t *result = NULL;
     if (over_time_limit > 0) {

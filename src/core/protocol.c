@@ -36,6 +36,48 @@ json_t *rrpc__request_build(const char *method, const json_t *params, const char
     return req;
 }
 
+void rrpc__request_set_trace(json_t *req, const char *traceparent, const char *tracestate)
+{
+    if (req == NULL)
+        return;
+    json_object_set_new_nocheck(req, "traceparent", json_string_nocheck(traceparent));
+    if (tracestate != NULL)
+        json_object_set_new_nocheck(req, "tracestate", json_string_nocheck(tracestate));
+}
+
+char *rrpc__request_text_add_trace(char *text, const char *traceparent, const char *tracestate)
+{
+    size_t len = text ? strlen(text) : 0;
+    size_t tp_len = strlen(traceparent), ts_len = tracestate ? strlen(tracestate) : 0;
+    /* ,"traceparent":"..." and ,"tracestate":"..." with every byte of the
+     * state escaped at worst (a quote or backslash, printable ASCII only). */
+    size_t need = len + tp_len + 2 * ts_len + 48;
+    char *out = len && text[len - 1] == '}' ? realloc(text, need) : NULL;
+    if (out == NULL) {
+        free(text);
+        return NULL;
+    }
+    char *p = out + len - 1; /* over the closing brace */
+    memcpy(p, ",\"traceparent\":\"", 16);
+    p += 16;
+    memcpy(p, traceparent, tp_len);
+    p += tp_len;
+    *p++ = '"';
+    if (tracestate != NULL) {
+        memcpy(p, ",\"tracestate\":\"", 15);
+        p += 15;
+        for (const char *c = tracestate; *c; c++) {
+            if (*c == '"' || *c == '\\')
+                *p++ = '\\';
+            *p++ = *c;
+        }
+        *p++ = '"';
+    }
+    *p++ = '}';
+    *p = '\0';
+    return out;
+}
+
 static json_t *response_envelope(const json_t *id)
 {
     json_t *resp = json_object();

@@ -11,6 +11,16 @@
 json_t *rrpc__request_build(const char *method, const json_t *params, const char *id,
                             const char *reply_to);
 
+/* Sets REQ's "traceparent" (and "tracestate" unless TRACESTATE is NULL),
+ * PROTOCOL.md section 7.  Arguments borrowed, already valid. */
+void rrpc__request_set_trace(json_t *req, const char *traceparent, const char *tracestate);
+
+/* Appends the same members to TEXT, an encoded request object (owned,
+ * realloc'ed; NULL if out of memory, TEXT then freed): spliced in before
+ * its closing brace, since encoding them with jansson was a seventh of a
+ * sync call's instructions. */
+char *rrpc__request_text_add_trace(char *text, const char *traceparent, const char *tracestate);
+
 /* New response objects.  id borrowed (NULL means JSON null); data stolen. */
 json_t *rrpc__response_result(const json_t *id, json_t *result_stolen);
 json_t *rrpc__response_error(const json_t *id, int code, const char *message, json_t *data_stolen);

@@ -27,6 +27,7 @@
  * a fresh event-loop callback.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "core/clock.h"
 #include "core/defaults.h"
 #include "redis/async_link.h"
 
@@ -164,15 +165,6 @@ static int queue_handshake(rrpc__alink *l, const rrpc__url *url)
     return rc;
 }
 
-static struct timeval to_timeval(double s)
-{
-    struct timeval tv;
-    s = rrpc__timeout_or(s, 0); /* NaN or huge: no undefined conversion */
-    tv.tv_sec = (time_t)s;
-    tv.tv_usec = (suseconds_t)((s - (double)tv.tv_sec) * 1e6);
-    return tv;
-}
-
 /* Creates the hiredis context and hooks it to the loop.  A failure that
  * hiredis detects at once (no such unix socket, bad address) ends here. */
 static int start_context(rrpc__alink *l, struct event_base *base, const rrpc__url *url, char *err,
@@ -223,7 +215,7 @@ static int open_resolved(rrpc__alink **out, struct event_base *base, const rrpc_
         return rc;
     }
     struct timeval tv =
-        to_timeval(connect_timeout_s > 0 ? connect_timeout_s : RRPC__DEFAULT_CONNECT_TIMEOUT_S);
+        rrpc__timeval(connect_timeout_s > 0 ? connect_timeout_s : RRPC__DEFAULT_CONNECT_TIMEOUT_S);
     evtimer_add(l->connect_timer, &tv);
     *out = l;
     return RRPC_OK;

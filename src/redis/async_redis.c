@@ -17,6 +17,7 @@
  * links cannot report to it: Redis is there, takes the credentials, has
  * LMPOP (Redis 7).  It reads the Redis clock on the same connection.
  */
+#include "core/clock.h"
 #include "redis/async_redis.h"
 
 #include "core/internal.h"
@@ -59,15 +60,6 @@ struct rrpc__async_session {
 static void log_line(rrpc_log_level level, const char *what, const char *detail)
 {
     rrpc__log(level, NULL, "async", what, detail);
-}
-
-static struct timeval to_timeval(double s)
-{
-    struct timeval tv;
-    s = rrpc__timeout_or(s, 0); /* NaN or huge: no undefined conversion */
-    tv.tv_sec = (time_t)s;
-    tv.tv_usec = (suseconds_t)((s - (double)tv.tv_sec) * 1e6);
-    return tv;
 }
 
 /* ---- the startup check ------------------------------------------------- */
@@ -198,7 +190,7 @@ static void link_lost(rrpc__async_session *s, const char *msg)
         s->outage_logged = 1;
     }
     event_active(s->teardown_ev, EV_TIMEOUT, 0);
-    struct timeval tv = to_timeval(s->backoff_s * jitter(s));
+    struct timeval tv = rrpc__timeval(s->backoff_s * jitter(s));
     evtimer_add(s->reconnect_ev, &tv);
     s->backoff_s = s->backoff_s * 2 > BACKOFF_MAX_S ? BACKOFF_MAX_S : s->backoff_s * 2;
     s->h->link(RRPC_ECONNECT, msg, s->udata);

@@ -8,6 +8,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "core/log.h"
+#include "core/trace.h"
 #include "redis/conn.h"
 #include "redis/worker.h"
 
@@ -145,6 +146,22 @@ static void describe_ids(const char *text, size_t len, char *out, size_t cap)
     json_decref(doc);
 }
 
+/* Appends " (trace ID)" to OUT if the request (or a batch's first) of
+ * TEXT carries a valid traceparent: the id by which operators follow a
+ * request across services (PROTOCOL.md section 7). */
+static void append_trace(const char *text, size_t len, char *out, size_t cap)
+{
+    json_t *doc = text ? json_loadb(text, len, 0, NULL) : NULL;
+    const json_t *tp =
+        json_object_get(json_is_array(doc) ? json_array_get(doc, 0) : doc, "traceparent");
+    char parsed[RRPC__TRACEPARENT_LEN + 1];
+    size_t at = strlen(out);
+    if (json_is_string(tp) &&
+        rrpc__traceparent_parse(json_string_value(tp), json_string_length(tp), parsed))
+        snprintf(out + at, cap - at, " (trace %.32s)", parsed + 3);
+    json_decref(doc);
+}
+
 /* Logs the loss of an answer, dead letter, effects or request (WHAT, of
  * IDS, with MORE) and counts it: rrpc_server_stats.lost, and
  * <service>:stats "lost" with the next round (send_lost).  One line per
@@ -173,8 +190,9 @@ static void describe_key(const reply_item *it, char *out, size_t cap)
 
 void rrpc__lose_item(worker *w, const reply_item *it, const char *why)
 {
-    char ids[LOG_ID_MAX + 64], key[LOG_ID_MAX + 64], more[LOG_ID_MAX + 96];
+    char ids[LOG_ID_MAX + 112], key[LOG_ID_MAX + 64], more[LOG_ID_MAX + 96];
     describe_ids(it->text, it->text ? strlen(it->text) : 0, ids, sizeof ids);
+    append_trace(it->msg, it->msg_len, ids, sizeof ids);
     describe_key(it, key, sizeof key);
     snprintf(more, sizeof more, " (reply key %s)", key);
     lose(w, "answer to", ids, more, why);
@@ -184,7 +202,7 @@ void rrpc__lose_item(worker *w, const reply_item *it, const char *why)
  * frees nothing. */
 void rrpc__lose_op(worker *w, const op *o, const char *why)
 {
-    char ids[LOG_ID_MAX + 64];
+    char ids[LOG_ID_MAX + 112];
     if (o->kind == OP_REPLY) {
         for (size_t i = 0; i < o->nitems; i++)
             rrpc__lose_item(w, &o->items[i], why);
@@ -199,14 +217,21 @@ void rrpc__lose_op(worker *w, const op *o, const char *why)
                      json_string_value(json_object_get(rec, "message_sha1"))
                          ? json_string_value(json_object_get(rec, "message_sha1"))
                          : "unknown");
+        /* The record names the message's trace (deadletter.c). */
+        const char *tp = json_string_value(json_object_get(rec, "traceparent"));
+        size_t at = strlen(ids);
+        if (tp != NULL && strlen(tp) == RRPC__TRACEPARENT_LEN)
+            snprintf(ids + at, sizeof ids - at, " (trace %.32s)", tp + 3);
         json_decref(rec);
         lose(w, "dead letter of", ids, NULL, why);
     } else if (o->kind == OP_EFFECTS) {
         describe_ids(o->msg, o->msg_len, ids, sizeof ids);
+        append_trace(o->msg, o->msg_len, ids, sizeof ids);
         lose(w, "effects of", ids, NULL, why);
     } else if (o->kind == OP_GIVEBACK) {
         for (size_t i = 2; i < o->cmd.argc; i++) {
             describe_ids(o->cmd.argv[i], o->cmd.lens[i], ids, sizeof ids);
+            append_trace(o->cmd.argv[i], o->cmd.lens[i], ids, sizeof ids);
             lose(w, "unstarted request, handed back:", ids, NULL, why);
         }
     }

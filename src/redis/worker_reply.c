@@ -88,22 +88,28 @@ static int by_slot(const void *a, const void *b)
     return x->index < y->index ? -1 : x->index > y->index;
 }
 
+/* Sends IT (moved from the caller's array) in a reply script call of its
+ * own; without memory for that it is lost, and said so. */
+static void send_alone(worker *w, reply_item *it)
+{
+    reply_item *one = malloc(sizeof *one);
+    if (one == NULL) {
+        rrpc__lose_item(w, it, "out of memory");
+        rrpc__free_item(it);
+        return;
+    }
+    *one = *it;
+    send_reply_call(w, one, 1);
+}
+
 /* On a Cluster the keys of one script call must share a hash slot: one
  * call per slot, each with the replies of that slot in their order. */
 static void send_by_slot(worker *w, reply_item *items, size_t n)
 {
     slotted *order = malloc(n * sizeof *order);
     if (order == NULL) {
-        for (size_t i = 0; i < n; i++) { /* one call per key needs no sorting */
-            reply_item *one = malloc(sizeof *one);
-            if (one == NULL) {
-                rrpc__lose_item(w, &items[i], "out of memory");
-                rrpc__free_item(&items[i]);
-                continue;
-            }
-            *one = items[i];
-            send_reply_call(w, one, 1);
-        }
+        for (size_t i = 0; i < n; i++) /* one call per key needs no sorting */
+            send_alone(w, &items[i]);
         free(items);
         return;
     }
@@ -148,14 +154,7 @@ void rrpc__flush_replies(worker *w)
             items[together++] = items[i];
             continue;
         }
-        reply_item *one = malloc(sizeof *one);
-        if (one == NULL) {
-            rrpc__lose_item(w, &items[i], "out of memory");
-            rrpc__free_item(&items[i]);
-            continue;
-        }
-        *one = items[i];
-        send_reply_call(w, one, 1);
+        send_alone(w, &items[i]);
     }
     n = together;
     if (n == 0)

@@ -13,6 +13,7 @@
  * with THREADS application threads keeping WINDOW calls in flight each.
  */
 #include "core/clock.h"
+#include "core/trace.h"
 #include "harness.h"
 #include "redis/conn.h"
 
@@ -310,7 +311,8 @@ static void test_max_in_flight_and_args(void)
     CHECK(strstr(rrpc_async_errmsg(a), "callback") != NULL);
     json_decref(scalar);
 
-    /* A notification is a request without id or reply_to. */
+    /* A notification is a request without id or reply_to (with a trace
+     * context of its own, PROTOCOL.md section 7). */
     json_t *params = json_pack("[i,i]", 1, 2);
     CHECK(rrpc_async_notify(a, "nobody-notified", "add", params) == RRPC_OK);
     json_decref(params);
@@ -318,9 +320,15 @@ static void test_max_in_flight_and_args(void)
     rrpc__reply *r = cmd(2, "LPOP", "nobody-notified");
     if (r) {
         CHECK(rrpc__reply_type(r) == RRPC__REPLY_STRING);
-        if (rrpc__reply_type(r) == RRPC__REPLY_STRING)
-            CHECK(strcmp(rrpc__reply_str(r, NULL),
-                         "{\"jsonrpc\":\"2.0\",\"method\":\"add\",\"params\":[1,2]}") == 0);
+        json_t *sent = rrpc__reply_type(r) == RRPC__REPLY_STRING
+                           ? json_loads(rrpc__reply_str(r, NULL), 0, NULL)
+                           : NULL;
+        const char *tp = json_string_value(json_object_get(sent, "traceparent"));
+        char parsed[RRPC__TRACEPARENT_LEN + 1];
+        CHECK(tp != NULL && rrpc__traceparent_parse(tp, strlen(tp), parsed));
+        json_object_del(sent, "traceparent");
+        CHECK_JSON_EQ(sent, "{\"jsonrpc\":\"2.0\",\"method\":\"add\",\"params\":[1,2]}");
+        json_decref(sent);
     }
     rrpc__reply_free(r);
     rrpc_async_close(a);

@@ -103,7 +103,9 @@ def test_redis_error_when_redis_is_away():
 def test_notify_sends_no_id(r, redis_url, service):
     rrpc.Client(redis_url).notify(service, 'log', 'x')
     assert wait_for(lambda: r.llen(service) == 1)
-    assert json.loads(r.lpop(service)) == {'jsonrpc': '2.0', 'method': 'log', 'params': ['x']}
+    sent = json.loads(r.lpop(service))
+    assert rrpc.trace.parse(sent.pop('traceparent'))  # a trace of its own (PROTOCOL.md 7)
+    assert sent == {'jsonrpc': '2.0', 'method': 'log', 'params': ['x']}
 
 
 def test_proxy_refuses_private_names(redis_url):

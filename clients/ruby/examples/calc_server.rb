@@ -29,6 +29,17 @@ class Calc
   describe :divide, 'divide(a, b): a / b as a real; error 1 if b is 0', params: AB
   describe :echo, 'echo(...): returns its params unchanged', params: 'any'
   describe :sleep, 'sleep(ms): waits ms milliseconds, returns ms', params: { ms: 'integer' }
+  describe :forward, 'forward(service, method, params): calls service.method(params) and returns its answer, ' \
+                     "within this call's deadline and trace",
+           params: { service: 'string', method: 'string', params: 'array|object' }
+
+  # url, prefix: where forward's calls go (the server's Redis and prefix).
+  def initialize(url: nil, prefix: '')
+    @url = url
+    @prefix = prefix
+    @clients = {}
+    @lock = Mutex.new
+  end
 
   def add(a, b) = number(a, 'a') + number(b, 'b')
 
@@ -53,7 +64,31 @@ class Calc
     ms
   end
 
+  # A call made from inside this handler: it continues the request's trace
+  # and gets no more time than its deadline leaves.  A remote error is
+  # answered as it came; a failed call is error 3.
+  def forward(service, method, params = nil)
+    raise RRPC::InvalidParams, 'Invalid params: service and method must be strings' unless service.is_a?(String) && method.is_a?(String)
+
+    client = forward_client
+    case params
+    when Array then client.call(service, method, *params)
+    when Hash then client.call(service, method, **params.transform_keys(&:to_sym))
+    when nil then client.call(service, method)
+    else raise RRPC::InvalidParams, 'Invalid params: params must be an array, an object or null'
+    end
+  rescue RRPC::RemoteError => e
+    raise RRPC::RpcError.new(e.code, e.message, e.data)
+  rescue RRPC::Timeout, RRPC::Unavailable, RRPC::Overloaded, RRPC::ProtocolError, RRPC::RedisError => e
+    raise RRPC::RpcError.new(3, 'forward failed', { 'error' => e.class.name, 'detail' => e.message })
+  end
+
   private
+
+  # A client per thread: a client is one connection, used by one thread.
+  def forward_client
+    @lock.synchronize { @clients[Thread.current] ||= RRPC::Client.new(url: @url, prefix: @prefix) }
+  end
 
   # JSON gives Integer or Float for numbers; true/false/strings are refused.
   def number(value, name)
@@ -95,7 +130,8 @@ module CalcServer
   def main(argv)
     opts = options(argv)
     $stderr.sync = true
-    server = RRPC::Server.new(opts[:service], Calc.new, url: opts[:redis], prefix: opts[:prefix],
+    server = RRPC::Server.new(opts[:service], Calc.new(url: opts[:redis], prefix: opts[:prefix]),
+                              url: opts[:redis], prefix: opts[:prefix],
                                                        heartbeat: opts[:heartbeat],
                                                        heartbeat_interval: opts[:interval],
                                                        heartbeat_ttl: opts[:ttl],

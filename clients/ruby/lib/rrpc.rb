@@ -30,7 +30,8 @@
 # errors under RRPC::Error (errors.rb), RRPC::VERSION.  Layers, each file
 # using only those above it:
 #
-#   version, errors, protocol (wire rules), handler   -- no I/O
+#   version, errors, protocol (wire rules), handler,
+#   trace (W3C Trace Context)                          -- no I/O
 #   clock, dead_letter, params                         -- helpers
 #   client                                             -- callers
 #   registry, outage, dispatcher, replies, server      -- workers
@@ -39,6 +40,7 @@ require_relative 'rrpc/version'
 require_relative 'rrpc/protocol'
 require_relative 'rrpc/errors'
 require_relative 'rrpc/handler'
+require_relative 'rrpc/trace'
 require_relative 'rrpc/clock'
 require_relative 'rrpc/dead_letter'
 require_relative 'rrpc/params'

@@ -17,7 +17,8 @@ deadletter (the record of what cannot be answered), transport (Redis: the
 clock, the reply script, transient errors), replies (which reply keys a
 worker accepts), handlers, registry (heartbeat and stats), client, server,
 errors.  Public API: Client, Proxy, Server, the errors under rrpc.Error,
-raw_params, describe, VERSION.
+raw_params, describe, current_traceparent, current_tracestate (W3C
+Trace Context, trace), VERSION.
 """
 
 from .client import Client, Proxy
@@ -25,9 +26,11 @@ from .errors import (CallTimeout, Error, InvalidParams, Overloaded, ProtocolErro
                      RemoteError, RpcError, Timeout, Unavailable)
 from .handlers import describe, raw_params
 from .server import Server
+from .trace import current_traceparent, current_tracestate
 from .version import VERSION
 
 __version__ = VERSION
 __all__ = ['Client', 'Proxy', 'Server', 'Error', 'RemoteError', 'Timeout', 'CallTimeout',
            'Unavailable', 'Overloaded', 'ProtocolError', 'RedisError', 'RpcError',
-           'InvalidParams', 'raw_params', 'describe', 'VERSION']
+           'InvalidParams', 'raw_params', 'describe', 'current_traceparent',
+           'current_tracestate', 'VERSION']

@@ -13,6 +13,7 @@ import time
 import redis
 
 from .errors import Overloaded, ProtocolError, RedisError, RemoteError, Timeout, Unavailable
+from . import trace
 from .protocol import dumps, loads, request
 from .transport import RedisClock, connect, error_text
 
@@ -67,19 +68,26 @@ class Client:
         """Closes the client's connections."""
         self.redis.close()
 
-    def call(self, service, method, *args, timeout=None, **kwargs):
+    def call(self, service, method, *args, timeout=None, traceparent=None, tracestate=None,
+             **kwargs):
         """Calls service.method with positional *args or named **kwargs and
         returns the result.  Raises RemoteError, Timeout, Unavailable,
         Overloaded, ProtocolError, RedisError.  timeout (seconds; 0 waits
-        forever) is this method's own, never a named param."""
+        forever), traceparent and tracestate (W3C Trace Context, PROTOCOL.md
+        7; ValueError if invalid) are this method's own, never named params.
+        Without a traceparent a call made inside a handler continues the
+        handled request's trace (and gets no more time than its deadline
+        leaves); any other starts a new trace."""
+        members = self._trace(traceparent, tracestate)
         try:
-            return self._call(service, method, args, kwargs, timeout)
+            return self._call(service, method, args, kwargs, timeout, members)
         except redis.RedisError as exc:
             raise RedisError(f'{service}.{method}: redis: {error_text(exc)}') from exc
 
-    def notify(self, service, method, *args, **kwargs):
-        """Sends a notification: run by a worker, never answered."""
-        text = dumps(request(method, args, kwargs))
+    def notify(self, service, method, *args, traceparent=None, tracestate=None, **kwargs):
+        """Sends a notification: run by a worker, never answered.  It
+        carries a trace context as calls do."""
+        text = dumps(request(method, args, kwargs, **self._trace(traceparent, tracestate)))
         try:
             self.redis.rpush(self.prefix + service, text)
         except redis.RedisError as exc:
@@ -89,12 +97,31 @@ class Client:
         """An object whose attribute calls are calls: proxy('calc').add(1, 2)."""
         return Proxy(self, service)
 
-    def _call(self, service, method, args, kwargs, timeout):
-        wait = self.timeout if timeout is None else timeout
+    @staticmethod
+    def _trace(traceparent, tracestate):
+        parent, state = trace.outgoing(traceparent, tracestate)
+        return {'traceparent': parent, 'tracestate': state} if state else {'traceparent': parent}
+
+    def _inherited(self, wait):
+        """WAIT cut to what the handled request's deadline leaves (as the C
+        client does), at least 1 ms so that it never means "forever"."""
+        handled = trace.current()
+        if handled is None or handled[2] is None:
+            return wait
+        if self._clock.due():
+            self._clock.sync(self.redis)
+        now = self._clock.now_ms()
+        if now is None:
+            return wait
+        left = max((handled[2] - now) / 1000.0, 0.001)
+        return wait if 0 < wait < left else left
+
+    def _call(self, service, method, args, kwargs, timeout, members):
+        wait = self._inherited(self.timeout if timeout is None else timeout)
         # id, reply key and reply_to are one key, so seed-style workers that
         # only know "reply to the id" reach us as well.
         key = f'{self.prefix}rrpc:reply:{secrets.token_hex(16)}'
-        members = {'id': key, 'reply_to': key}
+        members = dict(members, id=key, reply_to=key)
         deadline = self._deadline(wait)
         if deadline is not None:
             members['deadline'] = deadline

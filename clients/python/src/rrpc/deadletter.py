@@ -12,7 +12,10 @@ refuse -- a huge record.  No I/O here: the server pushes what this builds.
 import base64
 import hashlib
 import json
+import re
 import time
+
+from . import trace
 
 PREFIX_BYTES = 4096  # the most of an oversized text a dead letter keeps
 
@@ -51,6 +54,30 @@ def _as_bytes(text):
     return text if isinstance(text, bytes) else text.encode('utf-8', 'surrogatepass')
 
 
+_TRACE_MEMBER = re.compile(rb'"traceparent":"([^"]*)"')
+
+
+def _trace_of(data, keep):
+    """The valid traceparent of the message (a batch's first that has one),
+    so that a dead letter can be found by its trace; a message too large to
+    parse is searched as text, in the prefix the record keeps."""
+    if len(data) > keep:
+        for m in _TRACE_MEMBER.finditer(data[:PREFIX_BYTES]):
+            found = trace.parse(m.group(1).decode('ascii', 'replace'))
+            if found:
+                return found
+        return None
+    try:
+        msg = json.loads(data.decode('utf-8'))
+    except (ValueError, RecursionError):
+        return None
+    for req in msg if isinstance(msg, list) else [msg]:
+        found = isinstance(req, dict) and trace.parse(req.get('traceparent'))
+        if found:
+            return found
+    return None
+
+
 def record(service, reason, message, response=None, keep=1048576, now=None):
     """The dead letter (a dict) for MESSAGE (bytes or str), with the encoded
     RESPONSE (bytes) that could not be delivered, if any.  Texts longer
@@ -62,6 +89,9 @@ def record(service, reason, message, response=None, keep=1048576, now=None):
         _set_bytes(letter, 'message', data)
     else:
         _set_bounded(letter, 'message', data)
+    traceparent = _trace_of(data, keep)
+    if traceparent:
+        letter['traceparent'] = traceparent
     if response is not None:
         if len(response) <= keep:
             letter['response'] = json.loads(response)

@@ -11,6 +11,7 @@ params do not fit its signature, else -32603).
 import inspect
 import logging
 
+from . import trace
 from .errors import RpcError
 from .protocol import INTERNAL_ERROR, INVALID_PARAMS
 
@@ -104,5 +105,5 @@ def invoke(fn, params, name):
         raise
     except BaseException:  # GeneratorExit, RecursionError, MemoryError, anything
         # The details go to the log, not to the caller: they may expose internals.
-        log.exception('%s failed', name)
+        log.exception('%s failed%s', name, trace.log_suffix(trace.current_traceparent()))
         return {'error': {'code': INTERNAL_ERROR, 'message': 'Internal error'}}

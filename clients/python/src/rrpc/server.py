@@ -19,7 +19,7 @@ import time
 
 import redis
 
-from . import deadletter, protocol
+from . import deadletter, protocol, trace
 from .errors import RedisError
 from .handlers import STOPS, describe, entry, invoke, public_methods, raw_params
 from .protocol import (BATCH_TIME_EXCEEDED, DEADLINE_EXCEEDED, INTERNAL_ERROR, INVALID_REQUEST,
@@ -288,7 +288,10 @@ class Server:
                                  'message': 'Batch time limit exceeded',
                                  'data': {'limit_ms': int(self.batch_time_limit * 1000)}}}
         else:
-            outcome = self._expired(req) or self._run(req['method'], req.get('params'))
+            outcome = self._expired(req)
+            if not outcome:
+                with trace.handling(req):
+                    outcome = self._run(req['method'], req.get('params'))
         if 'id' not in req:
             return None
         return self._encode(dict(jsonrpc='2.0', **outcome, id=req['id']))
@@ -349,9 +352,11 @@ class Server:
 
     def _dead(self, raw, reason, response=None):
         """Records a message that cannot be answered; never drops it silently."""
-        log.warning('%s: dead letter: %s', self.service, reason)
-        body = deadletter.encode(deadletter.record(self.service, reason, raw, response,
-                                                   keep=self.max_request_bytes))
+        letter = deadletter.record(self.service, reason, raw, response,
+                                   keep=self.max_request_bytes)
+        log.warning('%s: dead letter%s: %s', self.service,
+                    trace.log_suffix(letter.get('traceparent')), reason)
+        body = deadletter.encode(letter)
         try:
             self._persist(lambda: self.redis.pipeline(transaction=False)
                           .rpush(self.dead_key, body)

@@ -40,14 +40,20 @@ module RRPC
     # Calls service.method with positional args or named kwargs and returns
     # the result.  Raises RemoteError, Timeout, Unavailable, Overloaded,
     # ProtocolError, RedisError (all RRPC::Error).  timeout: (seconds;
-    # 0 waits forever) is this method's own, never a named param.
-    def call(service, method, *args, timeout: nil, **kwargs)
+    # 0 waits forever), traceparent: and tracestate: (W3C Trace Context,
+    # PROTOCOL.md 7; ArgumentError if invalid) are this method's own, never
+    # named params.  Without a traceparent a call made inside a handler
+    # continues the handled request's trace (and gets no more time than its
+    # deadline leaves); any other starts a new trace.
+    def call(service, method, *args, timeout: nil, traceparent: nil, tracestate: nil, **kwargs)
       wait = timeout || @timeout
       # id, reply key and reply_to are one key, so seed-style workers that
       # only know "reply to the id" reach us as well.
       key = "#{@prefix}rrpc:reply:#{SecureRandom.hex(16)}"
       members = { id: key, reply_to: key }
+      add_trace(members, traceparent, tracestate)
       reaching_redis do
+        wait = inherited(wait)
         deadline = deadline_for(wait)
         members[:deadline] = deadline if deadline
         text = Wire.generate(Wire.request(method, args, kwargs, **members))
@@ -55,9 +61,12 @@ module RRPC
       end
     end
 
-    # Sends a notification: run by a worker, never answered.
-    def notify(service, method, *args, **kwargs)
-      text = Wire.generate(Wire.request(method, args, kwargs))
+    # Sends a notification: run by a worker, never answered.  It carries a
+    # trace context as calls do.
+    def notify(service, method, *args, traceparent: nil, tracestate: nil, **kwargs)
+      members = {}
+      add_trace(members, traceparent, tracestate)
+      text = Wire.generate(Wire.request(method, args, kwargs, **members))
       reaching_redis { @redis.rpush("#{@prefix}#{service}", text) }
       nil
     end
@@ -73,6 +82,26 @@ module RRPC
     end
 
     private
+
+    def add_trace(members, traceparent, tracestate)
+      parent, state = Trace.outgoing(traceparent, tracestate)
+      members[:traceparent] = parent
+      members[:tracestate] = state if state
+    end
+
+    # WAIT cut to what the handled request's deadline leaves (as the C
+    # client does), at least 1 ms so that it never means "forever".
+    def inherited(wait)
+      deadline = Trace.current&.fetch(:deadline)
+      return wait unless deadline
+
+      @clock.sync(@redis) if @clock.due?
+      now = @clock.now_ms
+      return wait unless now
+
+      left = [(deadline - now) / 1000.0, 0.001].max
+      wait.positive? && wait < left ? wait : left
+    end
 
     def send_and_wait(service, method, text, key, wait)
       queue = "#{@prefix}#{service}"

@@ -19,7 +19,8 @@ module RRPC
     # The record as JSON text (binary): reason, time, service, the message
     # (whole if at most keep bytes, else bounded) and the response text
     # that could not be delivered, if any (the same way).
-    def build(service:, reason:, message:, keep:, response: nil)
+    # trace: the message's traceparent if the caller found it already.
+    def build(service:, reason:, message:, keep:, response: nil, trace: :find)
       letter = { 'reason' => reason, 'time' => Time.now.to_f, 'service' => service }
       message = message.b
       if message.bytesize <= keep
@@ -27,6 +28,8 @@ module RRPC
       else
         set_bounded(letter, 'message', message)
       end
+      trace = trace_of(message, keep) if trace == :find
+      letter['traceparent'] = trace if trace
       return Wire.generate(letter).b if response.nil?
 
       response = response.b
@@ -38,6 +41,30 @@ module RRPC
       # than parsed and written again.
       text = Wire.generate(letter).b
       text[0..-2] << ',"response":'.b << response << '}'.b
+    end
+
+    # The valid traceparent of the message (a batch's first that has one),
+    # so that a dead letter can be found by its trace; a message too large
+    # to parse is searched as text, in the prefix the record keeps.
+    def trace_of(message, keep)
+      if message.bytesize > keep
+        message.byteslice(0, PREFIX_BYTES).scan(/"traceparent":"([^"]*)"/n) do |(value)|
+          found = Trace.parse(value)
+          return found if found
+        end
+        return nil
+      end
+      text = message.dup.force_encoding(Encoding::UTF_8)
+      return nil unless text.valid_encoding?
+
+      msg = Wire.parse(text)
+      (msg.is_a?(Array) ? msg : [msg]).each do |req|
+        found = req.is_a?(Hash) && Trace.parse(req['traceparent'])
+        return found if found
+      end
+      nil
+    rescue JSON::ParserError
+      nil
     end
 
     # name: the bytes as a JSON string, or name_base64 if they are not UTF-8.

@@ -104,7 +104,7 @@ module RRPC
       end
       return nil if limit_ms && !req.key?('id')
 
-      outcome = over_limit(limit_ms) || expired(req) || run(req['method'], req['params'])
+      outcome = over_limit(limit_ms) || expired(req) || Trace.handling(req) { run(req['method'], req['params']) }
       return nil unless req.key?('id')
 
       encode({ 'jsonrpc' => '2.0' }.merge(outcome, 'id' => req['id']))
@@ -150,7 +150,9 @@ module RRPC
       raise
     rescue Exception => e # rubocop:disable Lint/RescueException -- NotImplementedError, SystemStackError...
       # The details go to the log, not to the caller: they may expose internals.
-      @log.error("#{@service}.#{name} failed: #{e.class}: #{e.message}\n#{Dispatcher.trace(e)}")
+      trace = RRPC.current_traceparent
+      @log.error("#{@service}.#{name} failed#{trace ? " (trace #{trace[3, 32]})" : ''}: " \
+                 "#{e.class}: #{e.message}\n#{Dispatcher.trace(e)}")
       { 'error' => { 'code' => INTERNAL_ERROR, 'message' => 'Internal error' } }
     end
 

@@ -79,8 +79,10 @@ module RRPC
 
     # Records a message that cannot be answered; never drops it silently.
     def dead(message, reason, response = nil)
-      @log.warn("#{@service}: dead letter: #{reason}")
-      body = DeadLetter.build(service: @service, reason: reason, message: message, keep: @keep, response: response)
+      trace = DeadLetter.trace_of(message.b, @keep)
+      body = DeadLetter.build(service: @service, reason: reason, message: message, keep: @keep, response: response,
+                              trace: trace)
+      @log.warn("#{@service}: dead letter#{trace ? " (trace #{trace[3, 32]})" : ''}: #{reason}")
       @outage.persist('cannot record a dead letter') do
         @redis.pipelined do |pipe|
           pipe.rpush(@dead_key, body)

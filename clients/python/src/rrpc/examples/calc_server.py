@@ -14,6 +14,7 @@ conformance vectors: it answers exactly like the C calc server.
 import argparse
 import logging
 import sys
+import threading
 import time
 
 import rrpc
@@ -31,7 +32,13 @@ _AB = {'a': 'number', 'b': 'number'}
 
 class Calc:
     """Params come positional [a, b] or named {"a": .., "b": ..}.  The
-    descriptions are those of the C calc-server, for `rrpc info`."""
+    descriptions are those of the C calc-server, for `rrpc info`.  URL and
+    PREFIX: where forward's calls go (the server's Redis and prefix)."""
+
+    def __init__(self, url=None, prefix=''):
+        self._url, self._prefix = url, prefix
+        self._client = None
+        self._lock = threading.Lock()
 
     @rrpc.describe('add(a, b): a + b', _AB)
     def add(self, a, b):
@@ -66,6 +73,33 @@ class Calc:
         return ms
 
 
+    @rrpc.describe("forward(service, method, params): calls service.method(params) and returns "
+                   "its answer, within this call's deadline and trace",
+                   {'service': 'string', 'method': 'string', 'params': 'array|object'})
+    def forward(self, service, method, params=None):
+        """A call made from inside this handler: it continues the request's
+        trace and gets no more time than its deadline leaves.  A remote
+        error is answered as it came; a failed call is error 3."""
+        if not isinstance(service, str) or not isinstance(method, str):
+            raise rrpc.InvalidParams('Invalid params: service and method must be strings')
+        with self._lock:  # one client, safe to share between threads
+            if self._client is None:
+                self._client = rrpc.Client(url=self._url, prefix=self._prefix)
+        try:
+            if isinstance(params, list):
+                return self._client.call(service, method, *params)
+            if isinstance(params, dict):
+                return self._client.call(service, method, **params)
+            if params is None:
+                return self._client.call(service, method)
+        except rrpc.RemoteError as exc:
+            raise rrpc.RpcError(exc.code, exc.message, exc.data) from exc
+        except rrpc.Error as exc:
+            raise rrpc.RpcError(3, 'forward failed',
+                                {'error': type(exc).__name__, 'detail': str(exc)}) from exc
+        raise rrpc.InvalidParams('Invalid params: params must be an array, an object or null')
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description='Serve the calc service.')
     parser.add_argument('--redis', help='Redis URL (default $REDIS_URL, then redis://127.0.0.1:6379)')
@@ -89,7 +123,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format='%(asctime)s calc_server.py: %(message)s')
-    server = rrpc.Server(args.service, Calc(), url=args.redis, prefix=args.prefix,
+    server = rrpc.Server(args.service, Calc(url=args.redis, prefix=args.prefix),
+                         url=args.redis, prefix=args.prefix,
                          heartbeat=not args.no_heartbeat,
                          heartbeat_interval=args.heartbeat_interval,
                          heartbeat_ttl=args.heartbeat_ttl, reply_prefixes=args.reply_prefix,

@@ -1,0 +1,47 @@
+/* call_options.c -- per-call options (rrpc_call_options) and the trace
+ * context a call sends, shared by the sync and the async client. */
+#include "client/call_options.h"
+
+#include "core/internal.h"
+#include "core/opts.h"
+
+#include <stdio.h>
+#include <string.h>
+
+void rrpc_call_options_init_sized(rrpc_call_options *opts, size_t size)
+{
+    rrpc_call_options d = {.size = sizeof d};
+    rrpc__opts_init(opts, size, &d, sizeof d);
+}
+
+int rrpc__call_options(rrpc_call_options *own, const rrpc_call_options *opts, char *err,
+                       size_t errlen)
+{
+    rrpc_call_options_init(own);
+    if (opts && rrpc__opts_load(own, sizeof *own, opts, err, errlen) != RRPC_OK)
+        return RRPC_EINVAL;
+    return RRPC_OK;
+}
+
+int rrpc__call_trace(const char *traceparent, const char *tracestate, rrpc__call_trace_ctx *t,
+                     char *err, size_t errlen)
+{
+    if (traceparent == NULL) {
+        rrpc__trace_outgoing(t->traceparent, &t->tracestate);
+        if (tracestate != NULL && !rrpc__tracestate_ok(tracestate, strlen(tracestate)))
+            return rrpc__fail(err, errlen, RRPC_EINVAL,
+                              "tracestate: at most 512 printable ASCII characters");
+        if (tracestate != NULL)
+            t->tracestate = tracestate;
+        return RRPC_OK;
+    }
+    if (!rrpc__traceparent_parse(traceparent, strlen(traceparent), t->traceparent))
+        return rrpc__fail(err, errlen, RRPC_EINVAL,
+                          "traceparent is not a valid W3C traceparent "
+                          "(00-<32 lowercase hex>-<16 lowercase hex>-<2 hex>, ids not all zero)");
+    if (tracestate != NULL && !rrpc__tracestate_ok(tracestate, strlen(tracestate)))
+        return rrpc__fail(err, errlen, RRPC_EINVAL,
+                          "tracestate: at most 512 printable ASCII characters");
+    t->tracestate = tracestate;
+    return RRPC_OK;
+}
