@@ -604,6 +604,31 @@ RRPC_EXPORT int rrpc_admin_forget(rrpc_admin *admin, const char *service);
 /* Deletes the dead letters of SERVICE; *removed (may be NULL) counts them. */
 RRPC_EXPORT int rrpc_admin_dead_purge(rrpc_admin *admin, const char *service, long *removed);
 
+/* What a metrics exporter needs about SERVICE (`rrpc web`'s /metrics), in
+ * one round trip.  *out (new): {"service", "registered", "workers" (live),
+ * "threads", "queue", "max_queue", "dead", "dead_total", "expired",
+ * "shed", "redelivered", "lost" (the counters of PROTOCOL.md section 9,
+ * "Service counters"), "oldest_age_s" (how long the oldest queued request
+ * has waited, from its `sent` member on the broker's clock; 0 when the
+ * queue is empty, null when the oldest carries no `sent`), "methods":
+ * {NAME: {"calls", "errors", "le": [upper bounds in seconds],
+ * "buckets": [cumulative counts, one per bound], "sum_s" (an estimate:
+ * each call counted at the middle of its histogram bucket)}}}.  The
+ * bounds are powers of 4 from 64 us to 67 s, each the exact edge of
+ * histogram buckets; calls above the last are in "calls" only. */
+RRPC_EXPORT int rrpc_admin_metrics(rrpc_admin *admin, const char *service, json_t **out);
+
+/* Keeps SAMPLE (a JSON object, borrowed) in the broker as SERVICE's sample
+ * for its current minute -- a second one in the same minute replaces the
+ * first -- keeping at most KEEP_MINUTES minutes of them (<= 0: 60); the
+ * lot expires KEEP_MINUTES after the last.  For charts that outlive the
+ * program drawing them. */
+RRPC_EXPORT int rrpc_admin_history_put(rrpc_admin *admin, const char *service, const json_t *sample,
+                                       int keep_minutes);
+/* SERVICE's samples, oldest first: *out (new) is an array of {"minute":
+ * <Unix seconds at its start>, "sample": <as stored>}. */
+RRPC_EXPORT int rrpc_admin_history(rrpc_admin *admin, const char *service, json_t **out);
+
 /* ------------------------------------------------------------------ */
 /* Async client                                                        */
 /* ------------------------------------------------------------------ */

@@ -158,6 +158,22 @@ typedef struct call {
     char timeout_text[32];      /* of the next BLPOP */
 } call;
 
+/* Counts a call refused by max_queue in <service>:stats "shed", where
+ * operators read it (PROTOCOL.md section 9).  Best effort: a refusal is
+ * rare, the count is a separate command on the mended link, and the call
+ * fails with RRPC_EOVERLOADED whatever becomes of it. */
+static void count_shed(rrpc__client_link *l, const char *queue)
+{
+    char stats[RRPC__KEY_MAX];
+    rrpc__reply *r = NULL;
+    if (rrpc__conn_broken(l->conn) ||
+        rrpc__key_join(stats, sizeof stats, NULL, queue, RRPC__SUFFIX_STATS) != RRPC_OK)
+        return;
+    if (rrpc__conn_appendv(l->conn, 4, "HINCRBY", stats, RRPC__STAT_SHED, "1") == RRPC_OK &&
+        rrpc__conn_read(l->conn, &r) == RRPC_OK)
+        rrpc__reply_free(r);
+}
+
 /* Checks the registry, then pipelines the push with the first BLPOP and
  * reads the push's reply. */
 static int push(rrpc__client_link *l, call *k, char *err, size_t errlen)
@@ -191,6 +207,8 @@ static int push(rrpc__client_link *l, call *k, char *err, size_t errlen)
          * leaves the link broken, and the next call retries. */
         if (!rrpc__conn_broken(l->conn))
             rrpc__conn_reconnect(l->conn);
+        if (rc == RRPC_EOVERLOADED)
+            count_shed(l, k->queue);
     }
     return rc;
 }

@@ -452,6 +452,7 @@ static const char reap_script[] = CHECK_TYPES_LUA
     "    redis.call('SREM', KEYS[2], wid)\n"
     "  end\n"
     "end\n"
+    "if requeued > 0 then redis.call('HINCRBY', KEYS[4], 'redelivered', requeued) end\n"
     "return {requeued, dead, broken}\n";
 
 #define HEARTBEAT_BACKOFF_MAX_S 2.0

@@ -14,6 +14,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "core/clock.h"
+#include "core/keys.h"
 #include "redis/conn.h"
 #include "redis/worker.h"
 
@@ -57,17 +58,24 @@ static void send_pop(worker *w, int quick)
     w->mode->send_take(w, quick ? QUICK_TIMEOUT : BLOCK_TIMEOUT);
 }
 
-/* Adds the losses counted since the last round to <service>:stats "lost"
- * (a refused or unconfirmed count is added again later). */
-static void send_lost(worker *w)
+/* Adds *UNSENT to <service>:stats FIELD (a refused or unconfirmed count
+ * is added again later, judge() in worker_collect.c). */
+static void send_count(worker *w, int kind, const char *field, unsigned long long *unsent)
 {
-    if (w->lost_unsent == 0)
+    if (*unsent == 0)
         return;
     char n[24];
-    snprintf(n, sizeof n, "%llu", w->lost_unsent);
-    const char *incr[] = {"HINCRBY", w->srv->stats_key, "lost", n};
-    if (rrpc__send_cmd(w, (op){.kind = OP_LOST, .count = w->lost_unsent}, 4, incr, NULL) == RRPC_OK)
-        w->lost_unsent = 0;
+    snprintf(n, sizeof n, "%llu", *unsent);
+    const char *incr[] = {"HINCRBY", w->srv->stats_key, field, n};
+    if (rrpc__send_cmd(w, (op){.kind = kind, .count = *unsent}, 4, incr, NULL) == RRPC_OK)
+        *unsent = 0;
+}
+
+/* The losses and expired requests counted since the last round. */
+static void send_lost(worker *w)
+{
+    send_count(w, OP_LOST, RRPC__STAT_LOST, &w->lost_unsent);
+    send_count(w, OP_EXPIRED, RRPC__STAT_EXPIRED, &w->expired_unsent);
 }
 
 static void free_pair(rrpc__reply *pair[2])

@@ -62,7 +62,8 @@ enum op_kind {
     OP_COMMITS,  /* reliable mode: the commit script call of a batch; subs owned */
     OP_GIVEBACK, /* LPUSH of requests handed back unstarted; cmd owned */
     OP_EFFECTS,  /* the effects script of one request (effects_script); cmd owned */
-    OP_LOST      /* HINCRBY <service>:stats lost <count> */
+    OP_LOST,     /* HINCRBY <service>:stats lost <count> */
+    OP_EXPIRED   /* HINCRBY <service>:stats expired <count> */
 };
 
 /* Reliable mode: how long a commit Redis refused waits before it is sent
@@ -105,7 +106,7 @@ typedef struct op {
     size_t nitems;
     int eval;                 /* OP_REPLY: sent as EVAL, so the script is cached now */
     double give_up_at;        /* at-most-once, refused for memory: lost if still refused then */
-    unsigned long long count; /* OP_LOST: the count added */
+    unsigned long long count; /* OP_LOST, OP_EXPIRED: the count added */
 } op;
 
 typedef struct worker {
@@ -152,6 +153,7 @@ typedef struct worker {
     size_t nheld, capheld;
     double held_at, held_delay;      /* when, and the current backoff */
     unsigned long long lost_unsent;  /* losses not yet added to <service>:stats */
+    unsigned long long expired_unsent; /* expired requests not yet added there */
     unsigned long long effects_sent; /* makes every effects guard key unique */
     char token[33];                  /* this thread's random part of the guard keys */
 } worker;

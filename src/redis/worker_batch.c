@@ -26,6 +26,7 @@ void rrpc__handle_message(worker *w, const entry *e)
     rrpc__outcome out;
     char *refused = NULL; /* the response withheld from a refused reply key */
     w->srv->decide(w->srv, &w->rules, &w->clock, e->msg, e->len, &out, &refused);
+    w->expired_unsent += out.expired; /* for <service>:stats, with the next round */
     w->mode->settle(w, e, &out, refused);
     free(refused);
     rrpc__outcome_clear(&out);

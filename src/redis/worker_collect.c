@@ -36,9 +36,9 @@ static void judge(worker *w, op *o, const rrpc__reply *r)
         rrpc__judge_replies(w, o, r);
         return;
     }
-    if (o->kind == OP_LOST) {
+    if (o->kind == OP_LOST || o->kind == OP_EXPIRED) {
         if (error) /* counted again with the next round */
-            w->lost_unsent += o->count;
+            *(o->kind == OP_LOST ? &w->lost_unsent : &w->expired_unsent) += o->count;
         return;
     }
     if (o->kind == OP_EFFECTS) {
@@ -207,6 +207,8 @@ static void keep_or_drop(worker *w, op *o)
     }
     if (o->kind == OP_LOST)
         w->lost_unsent += o->count;
+    else if (o->kind == OP_EXPIRED)
+        w->expired_unsent += o->count;
     rrpc__free_op(o);
 }
 

@@ -250,6 +250,11 @@ static void test_killed_worker_request_is_redelivered(void)
     rrpc_server_stats st;
     rrpc_server_get_stats(r.srv, &st);
     CHECK(st.redelivered >= 1);
+    /* The reaper counted it where operators read it (rrpc web's
+     * rrpc_redelivered_requests_total). */
+    rrpc__reply *counted = cmd(3, "HGET", "rk:stats", "redelivered");
+    CHECK(counted != NULL && rrpc__reply_ll(counted) >= 1);
+    rrpc__reply_free(counted);
     stop_server(&r);
     /* A clean stop leaves nothing behind. */
     CHECK(cmd_int(2, "SCARD", "{rk}:inflight", NULL) == 0);
