@@ -151,11 +151,11 @@ typedef struct worker {
     op *held; /* commits Redis refused (not transiently), at-most-once answers, dead letters,
                * effects and give-backs refused for memory: sent again later */
     size_t nheld, capheld;
-    double held_at, held_delay;      /* when, and the current backoff */
-    unsigned long long lost_unsent;  /* losses not yet added to <service>:stats */
+    double held_at, held_delay;        /* when, and the current backoff */
+    unsigned long long lost_unsent;    /* losses not yet added to <service>:stats */
     unsigned long long expired_unsent; /* expired requests not yet added there */
-    unsigned long long effects_sent; /* makes every effects guard key unique */
-    char token[33];                  /* this thread's random part of the guard keys */
+    unsigned long long effects_sent;   /* makes every effects guard key unique */
+    char token[33];                    /* this thread's random part of the guard keys */
 } worker;
 
 /* The requests of a pop pair, read by the delivery mode. */
