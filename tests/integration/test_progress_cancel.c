@@ -65,10 +65,13 @@ static json_t *m_nest(rrpc_request *req, void *udata)
     rrpc_client *c = open_client_with(NULL);
     json_t *params = json_pack("[Ii]", (json_int_t)(ms / 10), 10), *result = NULL, *error = NULL;
     int rc = rrpc_call(c, SERVICE, "count", params, 0, &result, &error);
+    json_int_t code = json_integer_value(json_object_get(error, "code"));
     json_decref(params);
     json_decref(error);
     rrpc_client_close(c);
-    if (rc == RRPC_ECANCELED)
+    /* Either the call saw the cancel itself, or the nested handler saw it
+     * first and answered -32002: both mean the nested call was cancelled. */
+    if (rc == RRPC_ECANCELED || (rc == RRPC_EREMOTE && code == RRPC_JSONRPC_CANCELLED))
         atomic_fetch_add(&stopped_by_cancel, 1);
     if (rc != RRPC_OK)
         return rrpc_request_error(req, RRPC_JSONRPC_CANCELLED, rrpc_strerror(rc), NULL);
