@@ -517,7 +517,8 @@ int rrpc_async_cancel(rrpc_async *a, uint64_t handle)
         pthread_cond_wait(&a->cancel_done, &a->lock);
     pthread_mutex_unlock(&a->lock);
     if (k.rc == RRPC_EINVAL)
-        rrpc__async_error(a, RRPC_EINVAL, "no call in flight with handle %llu (unknown, or finished)",
+        rrpc__async_error(a, RRPC_EINVAL,
+                          "no call in flight with handle %llu (unknown, or finished)",
                           (unsigned long long)handle);
     else if (k.rc == RRPC_ESTATE)
         rrpc__async_error(a, RRPC_ESTATE, "the client is closing");

@@ -99,8 +99,7 @@ static int append_trace(rrpc__acall *c, size_t *used, const rrpc__call_trace_ctx
 }
 
 /* A string as a JSON string member NAME (",\"name\":\"...\""). */
-static int append_string_member(rrpc__acall *c, size_t *used, const char *member,
-                                const char *value)
+static int append_string_member(rrpc__acall *c, size_t *used, const char *member, const char *value)
 {
     json_t *v = json_string(value);
     char *text = v ? json_dumps(v, RRPC__JSON_ENCODE_FLAGS) : NULL;
@@ -163,7 +162,8 @@ int rrpc__areq_build(rrpc_async *a, rrpc__acall *c, const char *service, const c
     }
     if (rc == RRPC_OK)
         rc = append_trace(c, &used, trace);
-    if (rc == RRPC_OK && !c->notify && (c->progress || c->cancellable || rrpc__inherited_cancel_key()))
+    if (rc == RRPC_OK && !c->notify &&
+        (c->progress || c->cancellable || rrpc__inherited_cancel_key()))
         rc = append_progress_cancel(a, c, &used);
     if (rc == RRPC_OK && !c->notify && a->clock.measured_at > 0) {
         char deadline[48];

@@ -249,8 +249,8 @@ static int wait_again(rrpc__client_link *l, call *k, rrpc__reply **popped, int *
     const rrpc__call_watch *wt = l->watch;
     size_t len = 0;
     const char *text = popped_text(*popped, &len);
-    int progress = text != NULL && wt != NULL && wt->progress != NULL &&
-                   wt->progress(text, len, wt->udata);
+    int progress =
+        text != NULL && wt != NULL && wt->progress != NULL && wt->progress(text, len, wt->udata);
     if (text != NULL && !progress)
         return 0; /* the answer */
     if (wt != NULL && wt->cancelled != NULL && wt->cancelled(wt->udata)) {

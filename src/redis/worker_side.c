@@ -24,9 +24,8 @@ static rrpc__conn *side_link(worker *w)
     char err[RRPC__ERRMSG_LEN];
     if (w->side != NULL && rrpc__conn_broken(w->side) && rrpc__conn_reconnect(w->side) != RRPC_OK)
         return NULL;
-    if (w->side == NULL &&
-        rrpc__conn_open(&w->side, &w->srv->url, w->srv->connect_timeout_s, err, sizeof err) !=
-            RRPC_OK) {
+    if (w->side == NULL && rrpc__conn_open(&w->side, &w->srv->url, w->srv->connect_timeout_s, err,
+                                           sizeof err) != RRPC_OK) {
         rrpc__log_worker(w, "cannot open a link for progress and cancellation", err);
         w->side = NULL;
         return NULL;
@@ -76,9 +75,9 @@ static int look_cancelled(void *ctx, const char *key, size_t key_len)
     const char *argv[] = {"EXISTS", key};
     size_t lens[] = {6, key_len};
     rrpc__reply *r = side_command(ctx, 2, argv, lens);
-    int rc = r == NULL                                        ? RRPC_ECONNECT
+    int rc = r == NULL                                    ? RRPC_ECONNECT
              : rrpc__reply_type(r) == RRPC__REPLY_INTEGER ? rrpc__reply_integer(r) > 0
-                                                              : RRPC_EREDIS;
+                                                          : RRPC_EREDIS;
     rrpc__reply_free(r);
     return rc;
 }

@@ -137,7 +137,8 @@ static void test_sync_progress(void)
 /* A seed-style caller (PROTOCOL.md section 8) never sees a progress message. */
 static void test_seed_caller_sees_none(void)
 {
-    const char *req = "{\"jsonrpc\":\"2.0\",\"method\":\"count\",\"params\":[3,1],\"id\":\"seed-1\"}";
+    const char *req =
+        "{\"jsonrpc\":\"2.0\",\"method\":\"count\",\"params\":[3,1],\"id\":\"seed-1\"}";
     rrpc__reply_free(cmd(3, "RPUSH", SERVICE, req));
     rrpc__reply *r = cmd(3, "BLPOP", "seed-1", "5");
     CHECK(r != NULL && rrpc__reply_type(r) == RRPC__REPLY_ARRAY);
@@ -147,13 +148,15 @@ static void test_seed_caller_sees_none(void)
     rrpc__reply_free(r);
     CHECK(cmd_int(2, "LLEN", "seed-1", NULL) == 0);
     /* Asked for, by hand: three progress messages, then the answer. */
-    req = "{\"jsonrpc\":\"2.0\",\"method\":\"count\",\"params\":[3,1],\"id\":\"seed-2\",\"progress\":"
-          "true}";
+    req =
+        "{\"jsonrpc\":\"2.0\",\"method\":\"count\",\"params\":[3,1],\"id\":\"seed-2\",\"progress\":"
+        "true}";
     rrpc__reply_free(cmd(3, "RPUSH", SERVICE, req));
     for (int i = 1; i <= 4; i++) {
         r = cmd(3, "BLPOP", "seed-2", "5");
         CHECK(r != NULL && rrpc__reply_type(r) == RRPC__REPLY_ARRAY);
-        json_t *m = r ? json_loads(rrpc__reply_str(rrpc__reply_element(r, 1), NULL), 0, NULL) : NULL;
+        json_t *m =
+            r ? json_loads(rrpc__reply_str(rrpc__reply_element(r, 1), NULL), 0, NULL) : NULL;
         if (i <= 3) {
             CHECK(json_object_get(m, "id") == NULL);
             CHECK(strcmp(json_string_value(json_object_get(m, "method")), "rpc.progress") == 0);
