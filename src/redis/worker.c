@@ -207,6 +207,7 @@ void *rrpc__worker_main(void *arg)
     worker *w = arg;
     rrpc__serving *s = w->srv;
     double give_up_at = 0;
+    rrpc__side_start(w);
     for (;;) {
         int stopping = atomic_load(&s->stop);
         if (stopping && give_up_at == 0)
@@ -258,5 +259,6 @@ void *rrpc__worker_main(void *arg)
             rrpc__sleep(BACKOFF_MIN_S * 10); /* e.g. WRONGTYPE: do not spin */
     }
     drop_pending(w);
+    rrpc__side_stop(w);
     return NULL;
 }

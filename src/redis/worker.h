@@ -156,6 +156,10 @@ typedef struct worker {
     unsigned long long expired_unsent; /* expired requests not yet added there */
     unsigned long long effects_sent;   /* makes every effects guard key unique */
     char token[33];                    /* this thread's random part of the guard keys */
+    /* Progress and cancellation (worker_side.c): a second link, opened
+     * the first time a handler needs it, and the hooks handlers reach. */
+    rrpc__conn *side;
+    rrpc__handler_io io;
 } worker;
 
 /* The requests of a pop pair, read by the delivery mode. */
@@ -263,6 +267,10 @@ void rrpc__send_held(worker *w);
 void rrpc__keep_unconfirmed(worker *w, op *ops, size_t nops);
 void rrpc__requeue_retries(worker *w);
 int rrpc__collect(worker *w, rrpc__reply *popped[2]);
+
+/* worker_side.c */
+void rrpc__side_start(worker *w);
+void rrpc__side_stop(worker *w);
 
 /* worker.c */
 void rrpc__recover(worker *w);
