@@ -174,6 +174,8 @@ class Registry {
       ]);
     } catch (e) {
       this.server.logger.warn(`${this.server.service}: cannot remove the record: ${errorText(e, this.conn)}`);
+    } finally {
+      close(this.conn);
     }
   }
 }

@@ -178,7 +178,7 @@ class Server {
     const bailed = new Promise((resolve) => {
       bail = resolve;
     });
-    conn.on('error', (e) => {
+    const onError = (e) => {
       if (!healsAtStart(e) || this.startTimeout < 0) bail();
       if (first) return;
       first = e;
@@ -186,7 +186,8 @@ class Server {
         this.logger.warn(`${this.service}: waiting for Redis${
           this.startTimeout > 0 ? ` (up to ${this.startTimeout} s)` : ''}: ${errorText(e, conn)}`);
       }
-    });
+    };
+    conn.on('error', onError);
     const timer = this.startTimeout > 0 ? setTimeout(bail, this.startTimeout * 1000) : null;
     let ok;
     try {
@@ -195,6 +196,7 @@ class Server {
       throw new RedisError(`${this.service}: cannot start: ${errorText(e, conn)}`, { cause: e });
     } finally {
       clearTimeout(timer);
+      conn.removeListener('error', onError); // once serving, outages are the loop's to log
     }
     if (ok) {
       if (first) this.logger.warn(`${this.service}: Redis answered, serving`);
