@@ -1,9 +1,10 @@
 #!/usr/bin/python3
-"""check_caller.py -- checks that the Ruby and Python *clients* behave like
+"""check_caller.py -- checks that the Ruby, Python and Node *clients* behave like
 the C sync client on what docs/PROTOCOL.md adds for callers (sections 7, 9).
 
-Each check runs one call, add(1, 2), from a fresh `ruby` or `python` process
-(LANG) and looks at the wire and at Redis from here:
+Each check runs one call, add(1, 2), from a fresh `ruby`, `python` or `node`
+process (LANG) and looks at the wire and at Redis from here (the Python one
+is this script's own interpreter, which has redis-py):
 
   deadline LANG         section 7: the queued request carries `deadline`, an
                         integer within [now, now + timeout] on Redis's clock;
@@ -40,7 +41,7 @@ r = redis.Redis.from_url(os.environ['REDIS_URL'])
 
 # One call, its outcome printed as "<word> <seconds the call took>".
 CALLERS = {
-    'python': ['/usr/bin/python3', '-c', '''
+    'python': [sys.executable, '-c', '''
 import sys, time
 sys.path.insert(0, sys.argv[1])
 import rrpc
@@ -68,6 +69,19 @@ rescue RRPC::Overloaded then 'overloaded'
 end
 puts "#{word} #{Process.clock_gettime(Process::CLOCK_MONOTONIC) - t}"
 ''', os.path.join(HERE, 'ruby', 'lib', 'rrpc')],
+    'node': [os.environ.get('RRPC_NODE', 'node'), '-e', '''
+const rrpc = require(process.argv[1]);
+const c = new rrpc.Client({ timeout: Number(process.argv[3]), failFast: process.argv[4] === '1' });
+const t = performance.now();
+c.call(process.argv[2], 'add', [1, 2]).then((r) => `result ${r}`, (e) => {
+  for (const [word, cls] of [['timeout', rrpc.Timeout], ['unavailable', rrpc.Unavailable],
+                             ['overloaded', rrpc.Overloaded]]) if (e instanceof cls) return word;
+  throw e;
+}).then((word) => {
+  console.log(`${word} ${(performance.now() - t) / 1000}`);
+  return c.close();
+});
+''', os.path.join(HERE, 'node')],
 }
 
 
@@ -131,7 +145,7 @@ def check_late_worker(lang):
     proc = start(lang, service, 10)
     queued(service)
     time.sleep(1.0)
-    worker = subprocess.Popen(['/usr/bin/python3', os.path.join(HERE, 'python', 'seed_server.py'),
+    worker = subprocess.Popen([sys.executable, os.path.join(HERE, 'python', 'seed_server.py'),
                                '--service', service])
     try:
         word, seconds = outcome(proc)
