@@ -65,11 +65,13 @@ class Parser {
     this.i = i;
   }
 
-  value(depth) {
+  // TOP: a value where a request object may stand (the text, or an element
+  // of the top-level array), whose deadline member is read as written.
+  value(depth, top = false) {
     this.ws();
     const c = this.s[this.i];
-    if (c === '{') return this.object(depth + 1);
-    if (c === '[') return this.array(depth + 1);
+    if (c === '{') return this.object(depth + 1, top);
+    if (c === '[') return this.array(depth + 1, top);
     if (c === '"') return this.string();
     if (c === '-' || (c >= '0' && c <= '9')) return this.number();
     for (const [word, v] of [['true', true], ['false', false], ['null', null]]) {
@@ -85,7 +87,7 @@ class Parser {
     if (depth > MAX_DEPTH) this.fail(`nesting deeper than ${MAX_DEPTH}`);
   }
 
-  array(depth) {
+  array(depth, top) {
     this.nested(depth);
     this.i++;
     const out = [];
@@ -95,7 +97,7 @@ class Parser {
       return out;
     }
     for (;;) {
-      out.push(this.value(depth));
+      out.push(this.value(depth, top && depth === 1));
       this.ws();
       const c = this.s[this.i++];
       if (c === ']') return out;
@@ -106,7 +108,7 @@ class Parser {
     }
   }
 
-  object(depth) {
+  object(depth, top) {
     this.nested(depth);
     this.i++;
     const out = {};
@@ -124,7 +126,10 @@ class Parser {
         this.i--;
         this.fail("':' expected");
       }
-      const v = this.value(depth);
+      let v = this.value(depth);
+      // PROTOCOL.md 7: a deadline written with a fraction or an exponent is
+      // ignored, even when its value is whole (1764057600123.0).
+      if (top && key === 'deadline' && this.real) v = new Real(v);
       // An own property even for "__proto__", as JSON.parse makes it.
       Object.defineProperty(out, key, { value: v, writable: true, enumerable: true, configurable: true });
       this.ws();
@@ -218,6 +223,7 @@ class Parser {
     const c = this.s[this.i];
     if (c !== undefined && /[0-9.eE+-]/.test(c)) this.fail('invalid number');
     const n = Number(text);
+    this.real = m[1] !== undefined || m[2] !== undefined;
     if (!Number.isFinite(n)) this.fail(`number out of range: ${text.slice(0, 40)}`);
     // An integer beyond a double's exact range stays exact, and is written
     // back with all its digits, as a BigInt.
@@ -229,7 +235,7 @@ class Parser {
 /** Strict JSON text -> value; throws SyntaxError. */
 function loads(text) {
   const p = new Parser(text);
-  const v = p.value(0);
+  const v = p.value(0, true);
   p.ws();
   if (p.i !== text.length) p.fail('end of text expected');
   return v;

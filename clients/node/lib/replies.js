@@ -71,6 +71,12 @@ class ReplyRules {
     return hash >= 0 && /^[0-9]+$/.test(name.slice(hash + 1)) && this.services.has(name.slice(0, hash));
   }
 
+  /** Seconds until the set is due to be read again (0: now), at most MAX. */
+  dueIn(max) {
+    if (this.readAt === null) return 0;
+    return Math.min(Math.max((this.readAt + SERVICES_EVERY_MS - performance.now()) / 1000, 0), max);
+  }
+
   /**
    * Reads the set of registered services at start and then at most every
    * 5 s; while it cannot be read, rule 3 is off.

@@ -266,8 +266,11 @@ class Server {
       try {
         if (this.clock.due()) await this.clock.sync(conn);
         await this.rules.refresh(conn);
-        // A short timeout, so that a stop is noticed within a second.
-        popped = await command(conn, ['BLPOP', this.queue, '1'], AS_BUFFERS);
+        // A short timeout, so that a stop is noticed within a second, and one
+        // that ends when the registered services are due: a request popped
+        // later is judged by a set read at most 5 s before (PROTOCOL.md 3).
+        const wait = Math.max(this.rules.dueIn(1), 0.01);
+        popped = await command(conn, ['BLPOP', this.queue, wait.toFixed(3)], AS_BUFFERS);
         backoff = 100;
         this.outage.ended();
       } catch (e) { // READONLY, NOPERM, WRONGTYPE, a broken link...
