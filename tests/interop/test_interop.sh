@@ -200,7 +200,7 @@ done
 # with Unavailable long before their 10 s timeout, their requests withdrawn.
 redis_py() { "$PY" -c "import os, sys, time, redis; r = redis.Redis.from_url(os.environ['REDIS_URL']); $1"; }
 gone() {
-  redis_py 'r.rpush("calc_gone", "{\"jsonrpc\": \"2.0\", \"method\": \"sleep\", \"params\": [5000]}")
+  redis_py 'r.rpush("calc_gone", "{\"jsonrpc\": \"2.0\", \"method\": \"sleep\", \"params\": [20000]}")
 end = time.monotonic() + 5
 while r.llen("calc_gone") and time.monotonic() < end: time.sleep(0.01)' || return 1
   "$PY" "$root/clients/check_caller.py" gone python calc_gone & local p1=$!

@@ -47,6 +47,9 @@ class Client {
     this.idle = []; // blocking connections ready for a wait
     this.waiting = new Set(); // blocking connections in a wait
     this.closed = false;
+    // Made now, connected on first use: the redis package's first client
+    // costs tens of ms of setup, which should not count against a call.
+    this.unopened = connection(this.url);
   }
 
   /** The connection for commands that do not block, connected on first use. */
@@ -55,7 +58,8 @@ class Client {
     if (this.conn) return this.conn;
     if (!this.connecting) {
       this.connecting = (async () => {
-        const conn = connection(this.url);
+        const conn = this.unopened || connection(this.url);
+        this.unopened = null;
         await this.connectOrFail(conn);
         this.conn = conn;
         return conn;
@@ -150,11 +154,11 @@ class Client {
     // "reply to the id" reach us as well.
     const key = `${this.prefix}rrpc:reply:${crypto.randomBytes(16).toString('hex')}`;
     const members = { id: key, reply_to: key };
-    const deadline = await this.deadline(conn, wait);
+    const queue = this.prefix + service;
+    // Redis's clock and the registry in one round trip, not two.
+    const [deadline, view] = await Promise.all([this.deadline(conn, wait), this.view(conn, queue, FRESH_MS)]);
     if (deadline !== null) members.deadline = deadline;
     const text = dumps(request(method, params, members));
-    const queue = this.prefix + service;
-    const view = await this.view(conn, queue, FRESH_MS);
     if (view.registered && !view.live) {
       throw new Unavailable(`${service}: registered, but none of its workers is live ` +
         '(stopped, or their heartbeat expired)');

@@ -86,6 +86,10 @@ function connection(url) {
     ...options,
     RESP: 2,
     disableOfflineQueue: true,
+    // No CLIENT SETINFO round trip, no maintenance-notification handshake:
+    // a caller's first call should cost little more than its commands.
+    disableClientInfo: true,
+    maintNotifications: 'disabled',
     socket: {
       ...options.socket,
       reconnectStrategy: (retries, cause) => {

@@ -72,7 +72,7 @@ test('deadlines on Redis\'s clock, dead letters, refused reply keys', async () =
   try {
     const [sec, usec] = await r.sendCommand(['TIME']);
     const now = Number(sec) * 1000 + Math.floor(Number(usec) / 1000);
-    const late = await ask(r, service, { method: 'slow', params: [2000], deadline: now - 1 });
+    const late = await ask(r, service, { method: 'slow', params: [2000], deadline: now - 1000 });
     assert.equal(late.error.code, -32000);
     assert.deepEqual(Object.keys(late.error.data).sort(), ['deadline', 'now']);
     assert.equal((await ask(r, service, { method: 'add', params: [1, 2], deadline: now + 60000 })).result, 3);
