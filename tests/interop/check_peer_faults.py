@@ -139,8 +139,15 @@ def call(r, service, method, params=(), timeout=10):
 
 
 def snapshot(r, key):
-    """What a refused reply must leave unchanged: the value and the expiry."""
-    return r.dump(key), r.pttl(key) // 1000
+    """What a refused reply must leave unchanged: the type, the value and the
+    expiry.  Not DUMP's bytes: a set's order in them changes when Redis
+    rehashes it, which the workers' registration may make it do."""
+    kind = r.type(key)
+    value = {b'string': lambda: r.get(key), b'hash': lambda: sorted(r.hgetall(key).items()),
+             b'set': lambda: sorted(r.smembers(key)),
+             b'zset': lambda: r.zrange(key, 0, -1, withscores=True),
+             b'list': lambda: r.lrange(key, 0, -1)}.get(kind, lambda: r.dump(key))()
+    return kind, value, r.pttl(key) // 1000
 
 
 def dead_letter(r, service, text, before, timeout=10):
