@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# demo.sh -- the main job: calc-server answering C, Ruby and Python callers.
+# demo.sh -- the main job: calc-server answering C, Ruby, Python and Node callers.
 #
 # Starts a private redis-server on a unix socket (unless REDIS_URL is set),
-# starts build/calc-server, calls it from the C example, the rrpc CLI, Ruby
-# and Python, shows what happens to garbage and notifications, what the
+# starts build/calc-server, calls it from the C example, the rrpc CLI, Ruby,
+# Python and Node, shows what happens to garbage and notifications, what the
 # operator commands see, how a reliable service survives a kill -9, and
 # stops every process it started, whatever happens.
 set -u
@@ -52,6 +52,13 @@ run ruby clients/ruby/calc_client.rb --redis "$REDIS_URL" --service "$service"
 
 step "Python: clients/python/calc_client.py"
 run "$PY" clients/python/calc_client.py --redis "$REDIS_URL" --service "$service"
+
+step "Node: clients/node/calc_client.js"
+if "$here/scripts/node-deps.sh" >/dev/null; then
+  run node clients/node/calc_client.js --redis "$REDIS_URL" --service "$service"
+else
+  echo "  -> FAILED: the Node peer's dependencies could not be installed"; failures=$((failures + 1))
+fi
 
 step "A nested call: forward asks another service from inside its handler, within the caller's deadline and W3C trace"
 run "$BUILD/rrpc" call --traceparent 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 \

@@ -2,7 +2,8 @@
 # install-deps.sh -- installs the Debian packages rrpc needs, only if missing.
 #
 # `make demo` and `make test` call this first so that a fresh Debian 12
-# machine needs nothing installed by hand.  Installing needs root; as
+# machine needs nothing installed by hand (the Node peer's own npm
+# dependencies come from its lockfile: scripts/node-deps.sh).  Installing needs root; as
 # another user it names the missing packages and stops.
 set -eu
 packages=(
@@ -16,6 +17,11 @@ packages=(
   man-db openssl stunnel4 clang-format
   chromium prometheus curl # rrpc web's tests: headless browser, promtool, a real scraper
 )
+# The Node peer needs node (20 or later) and npm.  A machine that has them
+# already (a node of its own on PATH, as from NodeSource) keeps them:
+# Debian's nodejs and npm are asked for only when either is missing.
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
 missing=()
 for p in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)

@@ -1,9 +1,10 @@
 #!/usr/bin/python3
-"""check_peer_faults.py -- the Ruby and Python workers against hostile reply
-keys, handlers that raise anything and a Redis having a bad day.
+"""check_peer_faults.py -- the Ruby, Python and Node workers against hostile
+reply keys, handlers that raise anything and a Redis having a bad day.
 
-For the Python and the Ruby worker alike, against real redis-servers that
-this script starts itself (it must stop, restart and demote them):
+For the Python, the Ruby and the Node worker alike (PEERS below), against
+real redis-servers that this script starts itself (it must stop, restart
+and demote them):
 
   reply keys   PROTOCOL.md section 3: id 100.0 and 1e2 answer on "100",
                -0.0 on "0", 2^53 on its digits; an empty string id, 1.5,
@@ -22,8 +23,12 @@ this script starts itself (it must stop, restart and demote them):
   handlers     Python: GeneratorExit, an own BaseException subclass,
                RecursionError, MemoryError; Ruby: NotImplementedError,
                SystemStackError, ScriptError, LoadError, NoMemoryError, an
-               own Exception subclass: each answers -32603 and the worker
-               goes on.  SystemExit from a handler ends the worker, gracefully.
+               own Exception subclass; Node: a thrown string, undefined, a
+               Proxy whose traps throw, a stack overflow, a rejection with a
+               number, a stray rejection and timer exception: each answers
+               -32603 and the worker goes on.  SystemExit from a handler (Node:
+               a handler that stops the server with exit code 3) ends the
+               worker, gracefully.
   Redis        WRONGTYPE (the list made a hash or a string), BUSY (a long script),
                a restart (connection refused for 3 s, a reply in hand), NOPERM
                (ACL: BLPOP, then EVALSHA taken away), READONLY (the Redis made
@@ -32,9 +37,11 @@ this script starts itself (it must stop, restart and demote them):
                EVALSHA is a dead letter "reply failed: NOPERM ...".
   stop         SIGTERM after all that: exit status 0.
 
-Usage: check_peer_faults.py  (prints ok/FAIL lines; exit status 1 on failure)
+Usage: check_peer_faults.py [--peers python,ruby,node]
+(prints ok/FAIL lines; exit status 1 on failure)
 """
 
+import argparse
 import json
 import os
 import re
@@ -52,7 +59,8 @@ import redis
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, '..', '..'))
-PY = '/usr/bin/python3'
+PY = sys.executable  # the Python running this one has redis-py
+NODE = os.environ.get('RRPC_NODE', 'node')
 failures = []
 
 
@@ -131,8 +139,15 @@ def call(r, service, method, params=(), timeout=10):
 
 
 def snapshot(r, key):
-    """What a refused reply must leave unchanged: the value and the expiry."""
-    return r.dump(key), r.pttl(key) // 1000
+    """What a refused reply must leave unchanged: the type, the value and the
+    expiry.  Not DUMP's bytes: a set's order in them changes when Redis
+    rehashes it, which the workers' registration may make it do."""
+    kind = r.type(key)
+    value = {b'string': lambda: r.get(key), b'hash': lambda: sorted(r.hgetall(key).items()),
+             b'set': lambda: sorted(r.smembers(key)),
+             b'zset': lambda: r.zrange(key, 0, -1, withscores=True),
+             b'list': lambda: r.lrange(key, 0, -1)}.get(kind, lambda: r.dump(key))()
+    return kind, value, r.pttl(key) // 1000
 
 
 def dead_letter(r, service, text, before, timeout=10):
@@ -223,7 +238,7 @@ def check_refusals(r, service):
 
 def check_late_registration(r, service, other):
     """OTHER (the other worker) registered after SERVICE read the set, maybe."""
-    for key in ('lateq#1', other):
+    for key in ('lateq#1', other) if other != service else ('lateq#1',):
         before = r.llen(service + ':dead')
         letter = dead_letter(r, service, request('add', [1, 2], 'k', reply_to=key), before)
         check(f'{service}: {key}, registered after the worker started, refused within 5 s',
@@ -310,10 +325,14 @@ def check_replies_arrived(r, workers, keys, ms, label):
 def faults(main, workers, tmp):
     r = redis.Redis(port=main.port)
 
-    # WRONGTYPE: someone made the request list a hash (Python's) or a string (Ruby's).
+    # WRONGTYPE: someone made the request list a hash (Python's, Node's) or a
+    # string (Ruby's).
     marks = marks_of(workers)
-    r.hset(workers[0].name, 'not', 'a list')
-    r.set(workers[1].name, 'not a list')
+    for i, w in enumerate(workers):
+        if i % 2:
+            r.set(w.name, 'not a list')
+        else:
+            r.hset(w.name, 'not', 'a list')
     time.sleep(3)
     for w in workers:
         r.delete(w.name)
@@ -379,7 +398,33 @@ def faults(main, workers, tmp):
     return r
 
 
+# Each peer: its fault worker and calc server (the command, without --redis
+# and --service), its fault methods and the one that ends the worker (status 3).
+PEERS = {
+    'python': {'tag': 'py', 'fault': [PY, os.path.join(HERE, 'fault_worker.py')],
+               'calc': [PY, os.path.join(ROOT, 'clients/python/calc_server.py')],
+               'faults': ['generator_exit', 'custom_base_exception', 'recurse', 'memory_error'],
+               'exit': 'system_exit'},
+    'ruby': {'tag': 'rb', 'fault': ['ruby', os.path.join(HERE, 'fault_worker.rb')],
+             'calc': ['ruby', os.path.join(ROOT, 'clients/ruby/calc_server.rb')],
+             'faults': ['not_implemented', 'recurse', 'script_error', 'load_error', 'no_memory',
+                        'custom_exception'],
+             'exit': 'system_exit'},
+    'node': {'tag': 'js', 'fault': [NODE, os.path.join(HERE, 'fault_worker.js')],
+             'calc': [NODE, os.path.join(ROOT, 'clients/node/calc_server.js')],
+             'faults': ['throw_string', 'throw_undefined', 'throw_proxy', 'recurse',
+                        'reject_number', 'stray'],
+             'exit': 'exit'},
+}
+
+
 def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--peers', default=','.join(PEERS),
+                        help='comma-separated peers to check (default: all of %(default)s)')
+    peers = parser.parse_args().peers.split(',')
+    if not peers or any(p not in PEERS for p in peers):
+        sys.exit(f'check_peer_faults.py: --peers takes some of {",".join(PEERS)}')
     # ctest's timeout and ^C must not leave redis-servers and workers behind.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tmp = tempfile.mkdtemp(prefix='rrpc-peer-faults.')
@@ -396,19 +441,13 @@ def main():
     r.zadd('app:zset', {'m': 1})
     r.rpush('app:list', 'persistent')
     r.rpush('x:dead', 'a letter')
-    workers = [
-        Worker(tmp, 'fpy', 'python', [PY, os.path.join(HERE, 'fault_worker.py'),
-                                      '--redis', url, '--service', 'fpy']),
-        Worker(tmp, 'frb', 'ruby', ['ruby', os.path.join(HERE, 'fault_worker.rb'),
-                                    '--redis', url, '--service', 'frb']),
-    ]
     allow = ['--reply-prefix', 'rrpc:reply:', '--reply-prefix', 'ok:', '--redis', url]
-    limited = [
-        Worker(tmp, 'ppy', 'python', [PY, os.path.join(ROOT, 'clients/python/calc_server.py'),
-                                      '--service', 'ppy'] + allow),
-        Worker(tmp, 'prb', 'ruby', ['ruby', os.path.join(ROOT, 'clients/ruby/calc_server.rb'),
-                                    '--service', 'prb'] + allow),
-    ]
+    workers = [Worker(tmp, 'f' + PEERS[p]['tag'], p, PEERS[p]['fault'] + ['--redis', url, '--service',
+                                                                           'f' + PEERS[p]['tag']])
+               for p in peers]
+    limited = [Worker(tmp, 'p' + PEERS[p]['tag'], p, PEERS[p]['calc'] + ['--service',
+                                                                         'p' + PEERS[p]['tag']] + allow)
+               for p in peers]
     try:
         for w in workers + limited:
             resp = call(r, w.name, 'add', [0, 0], timeout=30)
@@ -422,12 +461,10 @@ def main():
         for w in limited:
             check_allow_list(r, w.name)
         time.sleep(max(0.0, late_from + 6.5 - time.monotonic()))
-        for w, other in zip(workers, reversed(workers)):
-            check_late_registration(r, w.name, other.name)
-        check_handlers(r, workers[0], ['generator_exit', 'custom_base_exception', 'recurse',
-                                       'memory_error'])
-        check_handlers(r, workers[1], ['not_implemented', 'recurse', 'script_error',
-                                       'load_error', 'no_memory', 'custom_exception'])
+        for i, w in enumerate(workers):  # each worker against the next one's list
+            check_late_registration(r, w.name, workers[(i + 1) % len(workers)].name)
+        for w in workers:
+            check_handlers(r, w, PEERS[w.lang]['faults'])
         r = faults(main_redis, workers, tmp)
         for w in limited:  # they lived through the faults too
             resp = call(r, w.name, 'add', [1, 2], timeout=15)
@@ -437,7 +474,7 @@ def main():
         # SIGTERM ends the others; both gracefully.
         for w in workers:
             key = fresh()
-            r.rpush(w.name, request('system_exit', [], key))
+            r.rpush(w.name, request(PEERS[w.lang]['exit'], [], key))
             check(f'{w.name}: SystemExit from a handler ends the worker with its status',
                   w.proc.wait(timeout=15) == 3, w.log()[-2000:])
             check(f'{w.name}: ... and removes its registry record',

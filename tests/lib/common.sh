@@ -17,6 +17,10 @@
 #   redis_up CLI-ARGS..             redis-cli CLI-ARGS ping answers PONG
 #   wait_until SECONDS CMD..        retries CMD until it succeeds
 #   now_ms                          milliseconds since the epoch
+#   node_ready                      the Node peer's dependencies are there
+#                                   (ctest's node_deps fixture in $NODE_PATH,
+#                                   else clients/node/node_modules, installed
+#                                   from the lockfile if missing)
 #   ok MSG, fail MSG                 a passed / failed check ("ok   MSG",
 #                                    "FAIL MSG" on stdout); fail goes on
 #   die MSG                          a failure the test cannot go on from:
@@ -169,3 +173,9 @@ wait_until() {
 }
 
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# ---- the Node peer ---------------------------------------------------------
+node_ready() {
+  [ -n "${NODE_PATH:-}" ] && [ -f "${NODE_PATH%%:*}/redis/package.json" ] && return 0
+  "$rrpc_root/scripts/node-deps.sh" >/dev/null
+}

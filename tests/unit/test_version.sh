@@ -69,6 +69,15 @@ else
   fail "no python3 with the redis module (scripts/find-python.sh; set RRPC_PYTHON)"
 fi
 
+# The Node peer's package.json and lockfile (its rrpc.VERSION is read from
+# package.json; the package's own test checks that too).
+same "clients/node/package.json" \
+  "$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["version"], end="")' \
+    "$root/clients/node/package.json" 2>&1)"
+same "clients/node/package-lock.json" \
+  "$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["packages"][""]["version"], end="")' \
+    "$root/clients/node/package-lock.json" 2>&1)"
+
 # 5. Man pages: the .TH line's source field, "rrpc VERSION".
 pages=0 wrong=0
 for page in "$root"/docs/man/*.[1-8]; do

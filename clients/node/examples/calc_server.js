@@ -1,0 +1,110 @@
+#!/usr/bin/env node
+'use strict';
+// calc_server.js -- the calc example service, served from Node.
+//
+// It exists to show a Node rrpc worker in a dozen lines and to be the Node
+// side of the cross-language tests (clients/test_peers.sh,
+// tests/interop/test_interop.sh) and of the conformance vectors: it
+// answers exactly like the C calc server.
+//
+//   node examples/calc_server.js [--redis URL] [--service calc] [--prefix P]
+//       [--no-heartbeat] [--heartbeat-interval S] [--heartbeat-ttl S]
+//       [--reply-prefix P]... [--batch-time S] [--start-timeout S] [--max-queue N]
+
+const rrpc = require('..');
+const { parse } = require('./args');
+
+// JSON true/false/null would pass as numbers in JS arithmetic: refuse them.
+// An integer beyond 2^53 arrives as a BigInt, exact.
+function number(value, name) {
+  if (typeof value !== 'number' && typeof value !== 'bigint') {
+    throw new rrpc.InvalidParams(`Invalid params: ${name} must be a number`);
+  }
+  return value;
+}
+
+const whole = (v) => typeof v === 'bigint' || Number.isInteger(v);
+
+// Integers give an exact integer (as the C server's int64 arithmetic does),
+// past 2^53 too; otherwise a real: a JS number does not say whether JSON
+// wrote it 4 or 4.0, so a result is written as a real (10.0) when an operand
+// was not a whole number, as the C server's would be for 4 * 2.5.
+function arith(op) {
+  return (a, b) => {
+    const x = number(a, 'a');
+    const y = number(b, 'b');
+    if (whole(x) && whole(y)) {
+      const r = op(BigInt(x), BigInt(y));
+      return r >= BigInt(Number.MIN_SAFE_INTEGER) && r <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(r) : r;
+    }
+    return rrpc.real(op(Number(x), Number(y)));
+  };
+}
+
+const AB = { a: 'number', b: 'number' };
+
+/** The calc service's methods; params come positional [a, b] or named {"a": .., "b": ..}. */
+const calc = {
+  add: rrpc.describe('add(a, b): a + b', AB, arith((a, b) => a + b)),
+  subtract: rrpc.describe('subtract(a, b): a - b', AB, arith((a, b) => a - b)),
+  multiply: rrpc.describe('multiply(a, b): a * b', AB, arith((a, b) => a * b)),
+  divide: rrpc.describe('divide(a, b): a / b as a real; error 1 if b is 0', AB, (a, b) => {
+    // Both operands are checked before the zero test, like the other methods.
+    const x = Number(number(a, 'a'));
+    const y = Number(number(b, 'b'));
+    if (y === 0) throw new rrpc.RpcError(1, 'division by zero');
+    return rrpc.real(x / y);
+  }),
+  echo: rrpc.describe('echo(...): returns its params unchanged', 'any', rrpc.rawParams((params) => params)),
+  sleep: rrpc.describe('sleep(ms): waits ms milliseconds, returns ms', { ms: 'integer' }, async (ms) => {
+    if (Number(number(ms, 'ms')) < 0) throw new rrpc.InvalidParams('Invalid params: ms must not be negative');
+    await new Promise((resolve) => setTimeout(resolve, Math.min(Number(ms), 2 ** 31 - 1)));
+    return ms;
+  }),
+};
+
+const USAGE = `usage: calc_server.js [--redis URL] [--service calc] [--prefix P] [--no-heartbeat]
+    [--heartbeat-interval S] [--heartbeat-ttl S] [--reply-prefix P]... [--batch-time S]
+    [--start-timeout S] [--max-queue N]
+  --redis URL             Redis URL (default $REDIS_URL, then redis://127.0.0.1:6379)
+  --no-heartbeat          do not register in the registry (no heartbeat, no stats)
+  --reply-prefix P        answer only onto reply keys that start with P (repeatable)
+  --batch-time S          a batch runs at most S seconds (default 5; 0: no limit)
+  --start-timeout S       wait at most S seconds for Redis at start (default 0: as long
+                          as it takes; negative: do not wait)
+`;
+
+
+/** Serves calc (or HANDLERS) as the command line says; resolves to the exit status. */
+async function main(argv = process.argv.slice(2), handlers = calc, name = 'calc_server.js') {
+  const args = parse(argv, {
+    redis: 'string', service: 'string', prefix: 'string', noHeartbeat: 'flag', heartbeatInterval: 'number',
+    heartbeatTtl: 'number', replyPrefix: 'list', batchTime: 'number', startTimeout: 'number', maxQueue: 'number',
+  }, USAGE);
+  const line = (level) => (m) => process.stderr.write(`${new Date().toISOString()} ${name}: ${level}${m}\n`);
+  const server = new rrpc.Server(args.service || 'calc', handlers, {
+    url: args.redis, prefix: args.prefix || '', heartbeat: !args.noHeartbeat,
+    heartbeatInterval: args.heartbeatInterval ?? 1.0, heartbeatTtl: args.heartbeatTtl ?? 5.0,
+    replyPrefixes: args.replyPrefix || null, batchTimeLimit: args.batchTime ?? 5.0,
+    startTimeout: args.startTimeout ?? 0, maxQueue: args.maxQueue ?? 0,
+    logger: { info: line(''), warn: line('warning: '), error: line('error: ') },
+  });
+  line('')(`serving ${args.prefix || ''}${args.service || 'calc'}`);
+  try {
+    await server.serveForever();
+  } catch (e) {
+    if (!(e instanceof rrpc.RedisError)) throw e;
+    line('error: ')(e.message);
+    return 1;
+  }
+  line('')('stopped');
+  return 0;
+}
+
+module.exports = { calc, main };
+
+if (require.main === module) {
+  main().then((status) => {
+    process.exitCode = status;
+  });
+}

@@ -1,0 +1,320 @@
+'use strict';
+// client.js -- calls rrpc services: rrpc.Client and its proxies.
+//
+// Like the C client, every call carries a deadline on Redis's clock
+// (PROTOCOL.md 7) and a reply key of 128 random bits (section 3), and reads
+// the registry (section 9) to fail fast when a registered service has no
+// live worker and to respect its max_queue.  Calls are promises and may
+// run concurrently: each waits for its reply on a connection of its own
+// (BLPOP blocks the connection it is sent on), taken from a small pool, so
+// that an AbortSignal can end a wait by closing that connection.
+
+const crypto = require('node:crypto');
+const { Aborted, Error: RrpcError, Overloaded, ProtocolError, RedisError, RemoteError, Timeout, Unavailable } = require('./errors');
+const { dumps, isObject, loads, request } = require('./protocol');
+const { RedisClock, close, command, connection, errorText, isReply, open } = require('./transport');
+
+const FRESH_MS = 1000; // how long a service's registry view is trusted
+const SLICE_S = 1.0; // wait slice while a registered service is awaited
+const IDLE_WAITERS = 4; // blocking connections kept for the next calls
+
+// Checks the queue length and pushes in one step, so that concurrent callers
+// cannot overshoot max_queue.  The new length, or -1 if full.
+const PUSH_SCRIPT = "if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return -1 end " +
+  "return redis.call('RPUSH', KEYS[1], ARGV[1])";
+
+const NO_VIEW = Object.freeze({ registered: false, live: 0, maxQueue: 0 }); // fail fast off, or unreadable
+const GONE = Symbol('gone'); // wait's answer when the last worker went
+
+class CallAborted extends Error {}
+
+/**
+ * Calls rrpc services over one Redis connection (plus one per reply being
+ * awaited).  Options: url ($REDIS_URL, then redis://127.0.0.1:6379), prefix
+ * (''), timeout (30 s; 0 waits forever), failFast (true).  Every error is an
+ * rrpc.Error; Redis's own come as RedisError.  close() when done.
+ */
+class Client {
+  constructor(options = {}) {
+    this.url = options.url;
+    this.prefix = options.prefix || '';
+    this.timeout = options.timeout === undefined ? 30 : options.timeout;
+    this.failFast = options.failFast === undefined ? true : options.failFast;
+    this.clock = new RedisClock();
+    this.views = new Map(); // list key -> {at, view}
+    this.conn = null;
+    this.connecting = null;
+    this.idle = []; // blocking connections ready for a wait
+    this.waiting = new Set(); // blocking connections in a wait
+    this.closed = false;
+    // Made now, connected on first use: the redis package's first client
+    // costs tens of ms of setup, which should not count against a call.
+    this.unopened = connection(this.url);
+  }
+
+  /** The connection for commands that do not block, connected on first use. */
+  async redis() {
+    if (this.closed) throw new RedisError('the client is closed');
+    if (this.conn) return this.conn;
+    if (!this.connecting) {
+      this.connecting = (async () => {
+        const conn = this.unopened || connection(this.url);
+        this.unopened = null;
+        await this.connectOrFail(conn);
+        this.conn = conn;
+        return conn;
+      })().finally(() => {
+        this.connecting = null;
+      });
+    }
+    return this.connecting;
+  }
+
+  async connectOrFail(conn) {
+    // A first connect that fails is the caller's error, not a wait forever.
+    let first = null;
+    const failed = new Promise((resolve) => {
+      conn.on('error', (e) => {
+        first = first || e;
+        resolve();
+      });
+    });
+    let ok;
+    try {
+      ok = await open(conn, failed);
+    } catch (e) {
+      throw new RedisError(`redis: ${errorText(e)}`, { cause: e });
+    }
+    if (!ok) throw new RedisError(`redis: ${errorText(first)}`, { cause: first });
+  }
+
+  /** Closes the client's connections; calls still waiting end with RedisError. */
+  async close() {
+    this.closed = true;
+    if (this.connecting) await this.connecting.catch(() => {});
+    for (const c of this.idle.splice(0)) close(c);
+    for (const c of this.waiting) close(c);
+    if (this.conn) close(this.conn);
+    this.conn = null;
+  }
+
+  /**
+   * Calls SERVICE.METHOD and resolves to its result.  PARAMS: an array
+   * (positional), an object (named), or absent.  OPTIONS: timeout (seconds,
+   * this call's own; 0 waits forever), signal (an AbortSignal: the call ends
+   * with Aborted and its request is withdrawn if still queued).  Rejects with
+   * RemoteError, Timeout, Unavailable, Overloaded, ProtocolError, RedisError,
+   * Aborted.
+   */
+  async call(service, method, params, options = {}) {
+    request(method, params); // a TypeError for params that are neither an array nor an object
+    try {
+      return await this.doCall(service, method, params, options);
+    } catch (e) {
+      if (e instanceof RrpcError) throw e;
+      throw this.redisError(service, method, e);
+    }
+  }
+
+  redisError(service, method, e) {
+    return new RedisError(`${service}.${method}: redis: ${errorText(e)}`, { cause: e });
+  }
+
+  /** Sends a notification: run by a worker, never answered. */
+  async notify(service, method, params) {
+    const text = dumps(request(method, params));
+    const conn = await this.redis();
+    try {
+      await command(conn, ['RPUSH', this.prefix + service, text]);
+    } catch (e) {
+      throw this.redisError(service, method, e);
+    }
+  }
+
+  /**
+   * An object whose methods are calls: proxy('calc').add(1, 2) is
+   * call('calc', 'add', [1, 2], options).  Positional params only; named
+   * params go through call().
+   */
+  proxy(service, options = {}) {
+    return new Proxy({}, {
+      get: (_target, method) => {
+        if (typeof method !== 'string' || method === 'then') return undefined; // not a thenable
+        return (...args) => this.call(service, method, args, options);
+      },
+    });
+  }
+
+  async doCall(service, method, params, options) {
+    const signal = options.signal;
+    if (signal && signal.aborted) throw aborted(service, method, signal);
+    const wait = options.timeout === undefined ? this.timeout : options.timeout;
+    const conn = await this.redis();
+    // id and reply key are one key, so seed-style workers that only know
+    // "reply to the id" reach us as well.
+    const key = `${this.prefix}rrpc:reply:${crypto.randomBytes(16).toString('hex')}`;
+    const members = { id: key, reply_to: key };
+    const queue = this.prefix + service;
+    // Redis's clock and the registry in one round trip, not two.
+    const [deadline, view] = await Promise.all([this.deadline(conn, wait), this.view(conn, queue, FRESH_MS)]);
+    if (deadline !== null) members.deadline = deadline;
+    const text = dumps(request(method, params, members));
+    if (view.registered && !view.live) {
+      throw new Unavailable(`${service}: registered, but none of its workers is live ` +
+        '(stopped, or their heartbeat expired)');
+    }
+    await this.push(conn, queue, text, view.live ? view.maxQueue : 0);
+    let popped;
+    try {
+      popped = await this.wait(conn, queue, key, wait, view.registered, signal);
+    } catch (e) {
+      if (e instanceof CallAborted) {
+        await command(conn, ['LREM', queue, 1, text]).catch(() => {});
+        throw aborted(service, method, signal);
+      }
+      throw e;
+    }
+    if (popped === null || popped === GONE) {
+      // Withdraw the request so that no worker runs a call nobody awaits.
+      await command(conn, ['LREM', queue, 1, text]);
+      if (popped === GONE) throw new Unavailable(`${service}.${method}: the last worker went while we waited`);
+      throw new Timeout(`${service}.${method}: no reply within ${wait} s`);
+    }
+    return result(popped, key);
+  }
+
+  /** The call's deadline in ms on Redis's clock, or null without a limit or a measured clock. */
+  async deadline(conn, wait) {
+    if (this.clock.due()) await this.clock.sync(conn);
+    const now = this.clock.nowMs();
+    if (now === null || !(wait > 0 && wait <= 1e8)) return null;
+    return now + Math.ceil(wait * 1000);
+  }
+
+  /**
+   * What the registry says of the service whose list is QUEUE, read again
+   * when older than MAX_AGE ms: one round trip per service per second.
+   */
+  async view(conn, queue, maxAge) {
+    if (!this.failFast) return NO_VIEW;
+    const seen = this.views.get(queue);
+    if (seen && performance.now() - seen.at <= maxAge) return seen.view;
+    const config = `{${queue}}:config`;
+    // Issued together: the client sends them as one pipeline.
+    const replies = await Promise.allSettled([
+      command(conn, ['TIME']),
+      command(conn, ['ZRANGE', `{${queue}}:workers`, 0, -1, 'WITHSCORES']),
+      command(conn, ['HGET', config, 'max_queue']),
+      command(conn, ['EXISTS', config]),
+    ]);
+    let view;
+    const broken = replies.find((r) => r.status === 'rejected' && !isReply(r.reason));
+    if (broken) throw broken.reason;
+    if (replies.some((r) => r.status === 'rejected')) {
+      view = NO_VIEW; // keys refused (an ACL): no registry for us, wait as usual
+    } else {
+      const [[sec, usec], workers, maxQueue, registered] = replies.map((r) => r.value);
+      const nowMs = Number(sec) * 1000 + Math.floor(Number(usec) / 1000);
+      let live = 0;
+      for (let i = 1; i < workers.length; i += 2) if (Number(workers[i]) > nowMs) live++;
+      view = { registered: Number(registered) > 0, live, maxQueue: Number(maxQueue || 0) };
+    }
+    this.views.set(queue, { at: performance.now(), view });
+    return view;
+  }
+
+  async push(conn, queue, text, maxQueue) {
+    if (maxQueue <= 0) {
+      await command(conn, ['RPUSH', queue, text]);
+    } else if (Number(await command(conn, ['EVAL', PUSH_SCRIPT, 1, queue, text, maxQueue])) < 0) {
+      throw new Overloaded(`${queue}: its queue holds ${maxQueue} requests (max_queue)`);
+    }
+  }
+
+  /**
+   * BLPOPs the reply: in one piece, or for a registered service in slices,
+   * checking between them that a worker is still live.  Resolves to the
+   * reply text, null on timeout, or GONE; rejects with CallAborted.
+   */
+  async wait(conn, queue, key, wait, sliced, signal) {
+    const end = wait > 0 ? performance.now() + wait * 1000 : null;
+    for (;;) {
+      const left = end === null ? null : (end - performance.now()) / 1000;
+      if (left !== null && left <= 0) return null;
+      let step = left || 0; // 0: forever
+      if (sliced) step = step ? Math.min(step, SLICE_S) : SLICE_S;
+      // Redis reads a timeout under 1 ms as 0, "forever".
+      const popped = await this.blpop(key, step ? Math.max(step, 0.001) : 0, signal);
+      if (popped !== null || !sliced) return popped;
+      const view = await this.view(conn, queue, FRESH_MS / 2);
+      if (view.registered && !view.live) return GONE;
+    }
+  }
+
+  // One BLPOP on a blocking connection of the pool; an abort closes it.
+  async blpop(key, seconds, signal) {
+    if (signal && signal.aborted) throw new CallAborted();
+    const waiter = await this.waiter();
+    let onAbort = null;
+    let abortedNow = false;
+    if (signal) {
+      onAbort = () => {
+        abortedNow = true;
+        close(waiter);
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+    }
+    try {
+      const popped = await command(waiter, ['BLPOP', key, seconds.toFixed(3)]);
+      this.release(waiter);
+      return popped === null ? null : popped[1];
+    } catch (e) {
+      this.waiting.delete(waiter);
+      close(waiter);
+      if (abortedNow) throw new CallAborted();
+      throw e;
+    } finally {
+      if (onAbort) signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  async waiter() {
+    let w = this.idle.pop();
+    if (!w || !w.isReady) {
+      if (w) close(w);
+      w = connection(this.url);
+      await this.connectOrFail(w);
+    }
+    this.waiting.add(w);
+    return w;
+  }
+
+  release(w) {
+    this.waiting.delete(w);
+    if (!this.closed && this.idle.length < IDLE_WAITERS) this.idle.push(w);
+    else close(w);
+  }
+}
+
+function aborted(service, method, signal) {
+  return new Aborted(`${service}.${method}: aborted`, { cause: signal.reason });
+}
+
+function result(raw, key) {
+  let resp;
+  try {
+    resp = loads(raw);
+  } catch (e) {
+    throw new ProtocolError(`reply is not JSON: ${e.message}`);
+  }
+  if (!isObject(resp) || resp.id !== key) {
+    throw new ProtocolError(`not a response to this call: ${String(raw).slice(0, 200)}`);
+  }
+  if (isObject(resp.error)) throw new RemoteError(resp.error.code, resp.error.message, resp.error.data);
+  if (!Object.prototype.hasOwnProperty.call(resp, 'result')) {
+    throw new ProtocolError(`response has neither result nor error: ${String(raw).slice(0, 200)}`);
+  }
+  return resp.result;
+}
+
+module.exports = { Client };
