@@ -16,6 +16,7 @@
 #include "core/random.h"
 #include "core/shard.h"
 #include "core/url.h"
+#include "server/discover.h"
 #include "server/record.h"
 #include "server/server.h"
 
@@ -155,6 +156,8 @@ static int init_server(rrpc_server *s, const rrpc_server_options *opts)
         rc = set_keys(s);
     if (rc == RRPC_OK)
         rc = rrpc__record_init(&s->record, opts, &s->methods);
+    if (rc == RRPC_OK)
+        rc = rrpc__discover_init(s);
     if (rc == RRPC_OK)
         rc = rrpc__url_parse(&s->base.url, opts->url, s->base.errmsg, sizeof s->base.errmsg);
     const rrpc__transport *t = NULL;
