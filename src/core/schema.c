@@ -51,6 +51,18 @@ static size_t path_push_index(path *p, size_t i)
     return was;
 }
 
+/* Writes "PATH: WHY" into ERR; a long path loses its middle, so that
+ * the reason always fits. */
+static void path_message(const path *p, const char *why, char *err, size_t errlen)
+{
+    if (err == NULL || errlen == 0)
+        return;
+    if (p->len <= 120)
+        snprintf(err, errlen, "%s: %s", p->text, why);
+    else
+        snprintf(err, errlen, "%.50s...%s: %s", p->text, p->text + p->len - 60, why);
+}
+
 static void path_pop(path *p, size_t was)
 {
     p->len = was;
@@ -88,8 +100,7 @@ static int refuse(checker *c, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
-    if (c->err != NULL && c->errlen > 0)
-        snprintf(c->err, c->errlen, "%s: %s", c->at.text, why);
+    path_message(&c->at, why, c->err, c->errlen);
     return RRPC_EINVAL;
 }
 
@@ -235,8 +246,7 @@ static int invalid(validator *v, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
-    if (v->err != NULL && v->errlen > 0)
-        snprintf(v->err, v->errlen, "%s: %s", v->at.text, why);
+    path_message(&v->at, why, v->err, v->errlen);
     return -1;
 }
 
