@@ -302,6 +302,37 @@ RRPC_EXPORT int rrpc_notify_idempotent(rrpc_client *client, const char *service,
 RRPC_EXPORT int rrpc_call_batch(rrpc_client *client, const char *service, const json_t *calls,
                                 double timeout_s, json_t **responses);
 
+/* --- client interceptors ----------------------------------------------- */
+
+/* Runs before a call (rrpc_call, rrpc_call_with, rrpc_async_call,
+ * rrpc_async_call_with; not notifications or batches) is encoded, on the
+ * calling thread.  MEMBERS is an empty object the hook may fill with
+ * request members of its own, sent with the request (e.g. {"auth":
+ * "token"}, which a server reads with rrpc_request_member); a member rrpc
+ * sets itself (jsonrpc, method, params, id, reply_to, deadline,
+ * traceparent, tracestate, idempotency_key) makes the call fail with
+ * RRPC_EINVAL.  Returns RRPC_OK to go on, or a negative rrpc_err to
+ * refuse: nothing is sent, the call returns that code (an async call's
+ * callback never runs) and the client's errmsg says "refused by client
+ * interceptor N" (a positive return reads as RRPC_EINVAL).  PARAMS is
+ * borrowed, read-only. */
+typedef int (*rrpc_call_before_fn)(const char *service, const char *method, const json_t *params,
+                                   json_t *members, void *udata);
+/* Runs once the call's outcome is known, before the caller sees it (sync:
+ * before rrpc_call returns; async: on the loop thread, just before the
+ * callback): STATUS as the call returns it, RESULT and ERROR borrowed
+ * (NULL unless RRPC_OK / RRPC_EREMOTE).  Observes only. */
+typedef void (*rrpc_call_after_fn)(const char *service, const char *method, int status,
+                                   const json_t *result, const json_t *error, void *udata);
+
+/* Adds an interceptor to CLIENT: BEFORE and/or AFTER (not both NULL) with
+ * UDATA.  Befores run in the order added, afters in reverse, each after
+ * only if its before let the call through.  Not thread-safe against calls
+ * on the same handle: add them right after opening.  A client without
+ * interceptors pays nothing for them. */
+RRPC_EXPORT int rrpc_client_add_interceptor(rrpc_client *client, rrpc_call_before_fn before,
+                                            rrpc_call_after_fn after, void *udata);
+
 /* ------------------------------------------------------------------ */
 /* Server                                                              */
 /* ------------------------------------------------------------------ */
@@ -774,6 +805,12 @@ RRPC_EXPORT int rrpc_async_call_with(rrpc_async *client, const char *service, co
  * notification queued just before the link breaks may be lost. */
 RRPC_EXPORT int rrpc_async_notify(rrpc_async *client, const char *service, const char *method,
                                   const json_t *params);
+
+/* As rrpc_client_add_interceptor, for the async client: befores run on
+ * the thread that calls rrpc_async_call, afters on the loop thread.  Add
+ * them before the first call (RRPC_ESTATE once a call was made). */
+RRPC_EXPORT int rrpc_async_add_interceptor(rrpc_async *client, rrpc_call_before_fn before,
+                                           rrpc_call_after_fn after, void *udata);
 
 /* Calls accepted whose callback has not started yet. */
 RRPC_EXPORT size_t rrpc_async_in_flight(const rrpc_async *client);

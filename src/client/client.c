@@ -12,6 +12,7 @@
  * trip that never leaves its request behind.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "client/call_hooks.h"
 #include "client/call_options.h"
 #include "client/caller.h"
 #include "core/clock.h"
@@ -38,6 +39,7 @@ struct rrpc_client {
     double timeout_s;
     int resend_on_reconnect;
     rrpc__clock clock; /* the broker's time, for request deadlines */
+    rrpc__call_hooks hooks; /* rrpc_client_add_interceptor */
     char errmsg[RRPC__ERRMSG_LEN];
 };
 
@@ -78,7 +80,14 @@ void rrpc_client_close(rrpc_client *c)
     if (c == NULL)
         return;
     rrpc__caller_close(&c->base);
+    rrpc__call_hooks_free(&c->hooks);
     free(c);
+}
+
+int rrpc_client_add_interceptor(rrpc_client *c, rrpc_call_before_fn before,
+                                rrpc_call_after_fn after, void *udata)
+{
+    return c == NULL ? RRPC_EINVAL : rrpc__call_hooks_add(&c->hooks, before, after, udata);
 }
 
 const char *rrpc_client_errmsg(const rrpc_client *c)
@@ -211,7 +220,8 @@ static int prepare(rrpc_client *c, const char *service, char *list, size_t list_
  * the text (new, free()) or NULL with *rc set. */
 static char *encode_request(rrpc_client *c, const char *service, const char *method,
                             const json_t *params, char list[RRPC__KEY_MAX], char *key,
-                            double *timeout_s, const rrpc__call_trace_ctx *trace, int *rc)
+                            double *timeout_s, const rrpc__call_trace_ctx *trace,
+                            const json_t *members, int *rc)
 {
     double started = rrpc__monotonic();
     *rc = check_name(c, "method", method);
@@ -225,6 +235,8 @@ static char *encode_request(rrpc_client *c, const char *service, const char *met
     if (*rc != RRPC_OK)
         return NULL;
     json_t *req = rrpc__request_build(method, params, key, NULL); /* the id is the reply key */
+    if (req != NULL && members != NULL)
+        json_object_update_missing(req, (json_t *)members); /* checked: none of rrpc's */
     if (key != NULL)
         rrpc__request_set_deadline(req, &c->clock, *timeout_s);
     char *text = req ? json_dumps(req, RRPC__JSON_ENCODE_FLAGS) : NULL;
@@ -261,9 +273,21 @@ static int call(rrpc_client *c, const char *service, const char *method, const j
         rc = rrpc__call_trace(o->traceparent, o->tracestate, &trace, c->errmsg, sizeof c->errmsg);
     if (rc != RRPC_OK)
         return rc;
-    char *text = encode_request(c, service, method, params, list, key, &timeout_s, &trace, &rc);
-    if (text == NULL)
+    json_t *members = NULL;
+    size_t passed = 0;
+    if (c->hooks.count > 0 &&
+        (rc = rrpc__call_hooks_before(&c->hooks, service, method, params, &members, &passed,
+                                      c->errmsg, sizeof c->errmsg)) != RRPC_OK) {
+        rrpc__call_hooks_after(&c->hooks, passed, service, method, rc, NULL, NULL);
         return rc;
+    }
+    char *text =
+        encode_request(c, service, method, params, list, key, &timeout_s, &trace, members, &rc);
+    json_decref(members);
+    if (text == NULL) {
+        rrpc__call_hooks_after(&c->hooks, passed, service, method, rc, NULL, NULL);
+        return rc;
+    }
     rrpc__answer *holder = NULL;
     const char *value = NULL;
     size_t value_len = 0;
@@ -273,6 +297,8 @@ static int call(rrpc_client *c, const char *service, const char *method, const j
         rc =
             rrpc__response_parse(value, value_len, key, result, error, c->errmsg, sizeof c->errmsg);
     c->base.ops->answer_free(holder);
+    if (passed > 0)
+        rrpc__call_hooks_after(&c->hooks, passed, service, method, rc, *result, *error);
     json_decref(ignored_error);
     return rc;
 }
@@ -311,7 +337,8 @@ static int notify(rrpc_client *c, const char *service, const char *method, const
     double no_timeout = 0;
     rrpc__call_trace_ctx trace;
     rrpc__call_trace(NULL, NULL, &trace, NULL, 0); /* continued or new: cannot fail */
-    char *text = encode_request(c, service, method, params, list, NULL, &no_timeout, &trace, &rc);
+    char *text =
+        encode_request(c, service, method, params, list, NULL, &no_timeout, &trace, NULL, &rc);
     if (text != NULL && key != NULL) {
         /* Added to the encoded object, so that the request is built once. */
         json_t *req = json_loads(text, 0, NULL), *k = json_string(key);
