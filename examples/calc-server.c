@@ -247,9 +247,9 @@ static json_t *calc_forward(rrpc_request *req, void *udata)
  * still check what a schema cannot say (a result out of range). */
 #define AB_SHAPE "{\"a\": \"number\", \"b\": \"number\"}"
 #define AB_SCHEMA                                                                                  \
-    "{\"type\": \"object\", \"properties\": {"                                                  \
-    "\"a\": {\"type\": \"number\", \"description\": \"left operand\"}, "                        \
-    "\"b\": {\"type\": \"number\", \"description\": \"right operand\"}}, "                      \
+    "{\"type\": \"object\", \"properties\": {"                                                     \
+    "\"a\": {\"type\": \"number\", \"description\": \"left operand\"}, "                           \
+    "\"b\": {\"type\": \"number\", \"description\": \"right operand\"}}, "                         \
     "\"required\": [\"a\", \"b\"], \"additionalProperties\": false}"
 #define NUMBER_SCHEMA "{\"type\": \"number\"}"
 static const struct method {
@@ -266,8 +266,8 @@ static const struct method {
      AB_SHAPE, AB_SCHEMA, NUMBER_SCHEMA},
     {"multiply", calc_multiply, "multiply(a, b): a * b, an integer if both are and it fits",
      AB_SHAPE, AB_SCHEMA, NUMBER_SCHEMA},
-    {"divide", calc_divide, "divide(a, b): a / b as a real; error 1 if b is 0", AB_SHAPE,
-     AB_SCHEMA, NUMBER_SCHEMA},
+    {"divide", calc_divide, "divide(a, b): a / b as a real; error 1 if b is 0", AB_SHAPE, AB_SCHEMA,
+     NUMBER_SCHEMA},
     {"echo", calc_echo, "echo(...): returns its params unchanged", "\"any\"",
      "{\"type\": \"object\", \"description\": \"any params, by name or by position\"}", "true"},
     {"sleep", calc_sleep, "sleep(ms): waits ms milliseconds (0..60000), returns ms",

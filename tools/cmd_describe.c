@@ -51,7 +51,7 @@ static void schema_words(char *out, size_t len, const json_t *schema)
     }
     const json_t *lo = json_object_get(schema, "minimum"), *hi = json_object_get(schema, "maximum");
     if ((lo || hi) && used < len)
-        used += (size_t)snprintf(out + used, len - used, " %s%g..%s%g", lo ? "" : "(", 
+        used += (size_t)snprintf(out + used, len - used, " %s%g..%s%g", lo ? "" : "(",
                                  lo ? json_number_value(lo) : 0, hi ? "" : "(",
                                  hi ? json_number_value(hi) : 0);
     const json_t *choices = json_object_get(schema, "enum");
@@ -74,10 +74,10 @@ static void print_signature(const json_t *m)
     {
         schema_words(words, sizeof words, json_object_get(p, "schema"));
         if (used < sizeof line)
-            used += (size_t)snprintf(line + used, sizeof line - used, "%s%s%s: %s", i ? ", " : "",
-                                     SAFE(name, json_string_value(json_object_get(p, "name"))),
-                                     json_is_true(json_object_get(p, "required")) ? "" : "?",
-                                     words);
+            used +=
+                (size_t)snprintf(line + used, sizeof line - used, "%s%s%s: %s", i ? ", " : "",
+                                 SAFE(name, json_string_value(json_object_get(p, "name"))),
+                                 json_is_true(json_object_get(p, "required")) ? "" : "?", words);
     }
     schema_words(words, sizeof words, json_object_get(json_object_get(m, "result"), "schema"));
     printf("%s) -> %s\n", line, words);

@@ -395,7 +395,8 @@ static int start(rrpc_async *a, const char *service, const char *method, const j
     json_t *members = NULL;
     size_t passed = 0;
     atomic_store(&a->called, 1);
-    if (!notify && a->hooks.count > 0 && (rc = intercept(a, service, method, params, &members, &passed)) != RRPC_OK)
+    if (!notify && a->hooks.count > 0 &&
+        (rc = intercept(a, service, method, params, &members, &passed)) != RRPC_OK)
         return rc;
     if (!notify) {
         size_t before = atomic_fetch_add(&a->in_flight, 1);

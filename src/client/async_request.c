@@ -113,8 +113,7 @@ static int append_members(rrpc__acall *c, size_t *used, const json_t *members)
 }
 
 int rrpc__areq_build(rrpc_async *a, rrpc__acall *c, const char *service, const char *method,
-                     const json_t *params, const rrpc__call_trace_ctx *trace,
-                     const json_t *members)
+                     const json_t *params, const rrpc__call_trace_ctx *trace, const json_t *members)
 {
     size_t used = 0;
     static const char head[] = "{\"jsonrpc\":\"2.0\",\"method\":";

@@ -31,8 +31,8 @@ struct rrpc_request {
      * the message), NULL without a valid traceparent. */
     char traceparent[RRPC__TRACEPARENT_LEN + 1];
     const char *tracestate;
-    const json_t *message;      /* the request object, for rrpc_request_member */
-    const rrpc__method *entry;  /* the method called, once found */
+    const json_t *message;     /* the request object, for rrpc_request_member */
+    const rrpc__method *entry; /* the method called, once found */
 };
 
 /* The deadline of the request the calling thread is handling (local
@@ -346,8 +346,8 @@ static json_t *run_handler(const rrpc__methods *methods, rrpc_request *call, siz
     rrpc__trace_enter(rrpc_request_traceparent(call), call->tracestate);
     double started = rrpc__stats_start(methods->stats);
     call->entry = m;
-    json_t *result = methods->n_hooks == 0 ? m->fn(call, m->udata)
-                                           : run_intercepted(methods, m, call);
+    json_t *result =
+        methods->n_hooks == 0 ? m->fn(call, m->udata) : run_intercepted(methods, m, call);
     rrpc__stats_record(methods->stats, (size_t)(m - methods->items), started, !result);
     rrpc__trace_leave();
     handler_deadline = 0;

@@ -109,9 +109,9 @@ static int check_schema(checker *c, const json_t *schema, int depth);
 static int check_type(checker *c, const json_t *type)
 {
     if (json_is_string(type))
-        return IN(json_string_value(type), TYPES) ? RRPC_OK
-                                                  : refuse(c, "unknown type '%s'",
-                                                           json_string_value(type));
+        return IN(json_string_value(type), TYPES)
+                   ? RRPC_OK
+                   : refuse(c, "unknown type '%s'", json_string_value(type));
     if (!json_is_array(type) || json_array_size(type) == 0)
         return refuse(c, "type must be a type name or a non-empty array of them");
     size_t i;
@@ -256,8 +256,7 @@ static int validate(validator *v, const json_t *schema, const json_t *value, int
 static int is_type(const char *type, const json_t *value)
 {
     switch (type[0]) {
-    case 'n':
-        return type[1] == 'u' && type[2] == 'l' ? json_is_null(value) : json_is_number(value);
+    case 'n': return type[1] == 'u' && type[2] == 'l' ? json_is_null(value) : json_is_number(value);
     case 'b': return json_is_boolean(value);
     case 'i':
         return json_is_integer(value) ||
@@ -480,8 +479,8 @@ static int validate_positions(validator *v, const json_t *schema, const json_t *
         size_t was = path_push_index(&v->at, i);
         int rc = json_is_false(extra)
                      ? invalid(v, "not allowed (at most %zu parameters)", json_object_size(props))
-                     : extra ? validate(v, extra, json_array_get(params, i), 1)
-                             : 0;
+                 : extra ? validate(v, extra, json_array_get(params, i), 1)
+                         : 0;
         path_pop(&v->at, was);
         if (rc != 0)
             return rc;

@@ -13,7 +13,7 @@
 
 #include "core/internal.h"
 #include "core/schema.h"
-#include "server/server.h"
+#include "server/record.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,8 +32,8 @@ static int check_params(rrpc_request *req, void *udata)
     const rrpc__method *m = rrpc__request_entry(req);
     char why[300];
     if (m == NULL || m->params_schema == NULL ||
-        rrpc__schema_validate_params(m->params_schema, rrpc_request_params(req), why,
-                                     sizeof why) == 0)
+        rrpc__schema_validate_params(m->params_schema, rrpc_request_params(req), why, sizeof why) ==
+            0)
         return 0;
     const char *colon = strstr(why, ": ");
     json_t *data = json_pack("{s:s%}", "path", why, (size_t)(colon ? colon - why : 0));
@@ -51,52 +51,44 @@ static int has_params_check(const rrpc__methods *methods)
 
 /* ---- registration -------------------------------------------------------- */
 
-static rrpc__method *find_method(rrpc_server *s, const char *method)
-{
-    return (rrpc__method *)rrpc__methods_find(&s->methods, method);
-}
-
-static int settable(rrpc_server *s, const char *method, rrpc__method **m)
-{
-    if (s == NULL || method == NULL)
-        return RRPC_EINVAL;
-    if (atomic_load(&s->running))
-        return rrpc__fail(s->base.errmsg, sizeof s->base.errmsg, RRPC_ESTATE,
-                          "the server is running: describe methods before rrpc_server_run");
-    if ((*m = find_method(s, method)) == NULL)
-        return rrpc__fail(s->base.errmsg, sizeof s->base.errmsg, RRPC_EINVAL,
-                          "no method '%.100s' is registered", method);
-    return RRPC_OK;
-}
-
-static int check_one(rrpc_server *s, const char *which, const char *method, const json_t *schema)
+static int check_one(const char *which, const char *method, const json_t *schema, char *err,
+                     size_t errlen)
 {
     char why[220];
     if (schema == NULL || rrpc__schema_check(schema, "schema", why, sizeof why) == RRPC_OK)
         return RRPC_OK;
-    return rrpc__fail(s->base.errmsg, sizeof s->base.errmsg, RRPC_EINVAL, "%s schema of %.60s: %s",
-                      which, method, why);
+    return rrpc__fail(err, errlen, RRPC_EINVAL, "%s schema of %.60s: %s", which, method, why);
 }
 
-int rrpc_server_set_schema(rrpc_server *s, const char *method, const json_t *params_schema,
-                           const json_t *result_schema)
+static rrpc__method *find_method(rrpc__methods *methods, const char *method, char *err,
+                                 size_t errlen)
 {
-    rrpc__method *m;
-    int rc = settable(s, method, &m);
+    rrpc__method *m = (rrpc__method *)rrpc__methods_find(methods, method);
+    if (m == NULL)
+        rrpc__fail(err, errlen, RRPC_EINVAL, "no method '%.100s' is registered", method);
+    return m;
+}
+
+int rrpc__discover_set_schema(rrpc__methods *methods, const char *method,
+                              const json_t *params_schema, const json_t *result_schema, char *err,
+                              size_t errlen)
+{
+    rrpc__method *m = find_method(methods, method, err, errlen);
+    if (m == NULL)
+        return RRPC_EINVAL;
+    int rc = check_one("params", method, params_schema, err, errlen);
     if (rc == RRPC_OK)
-        rc = check_one(s, "params", method, params_schema);
-    if (rc == RRPC_OK)
-        rc = check_one(s, "result", method, result_schema);
+        rc = check_one("result", method, result_schema, err, errlen);
     if (rc != RRPC_OK)
         return rc;
     json_t *p = params_schema ? json_deep_copy(params_schema) : NULL;
     json_t *r = result_schema ? json_deep_copy(result_schema) : NULL;
     if ((params_schema && p == NULL) || (result_schema && r == NULL) ||
-        (p != NULL && !has_params_check(&s->methods) &&
-         rrpc__methods_add_hook(&s->methods, check_params, NULL, NULL, 1) != RRPC_OK)) {
+        (p != NULL && !has_params_check(methods) &&
+         rrpc__methods_add_hook(methods, check_params, NULL, NULL, 1) != RRPC_OK)) {
         json_decref(p);
         json_decref(r);
-        return rrpc__fail(s->base.errmsg, sizeof s->base.errmsg, RRPC_ENOMEM, "out of memory");
+        return rrpc__fail(err, errlen, RRPC_ENOMEM, "out of memory");
     }
     json_decref(m->params_schema);
     json_decref(m->result_schema);
@@ -105,33 +97,22 @@ int rrpc_server_set_schema(rrpc_server *s, const char *method, const json_t *par
     return RRPC_OK;
 }
 
-int rrpc_server_add_error(rrpc_server *s, const char *method, int code, const char *message)
+int rrpc__discover_add_error(rrpc__methods *methods, const char *method, int code,
+                             const char *message, char *err, size_t errlen)
 {
-    rrpc__method *m;
-    int rc = settable(s, method, &m);
-    if (rc != RRPC_OK)
-        return rc;
+    rrpc__method *m = find_method(methods, method, err, errlen);
+    if (m == NULL)
+        return RRPC_EINVAL;
     if (message == NULL)
-        return rrpc__fail(s->base.errmsg, sizeof s->base.errmsg, RRPC_EINVAL, "no message");
+        return rrpc__fail(err, errlen, RRPC_EINVAL, "no message");
     json_t *e = json_pack("{s:i, s:s}", "code", code, "message", message);
     if (e == NULL)
-        return rrpc__fail(s->base.errmsg, sizeof s->base.errmsg, RRPC_EINVAL,
-                          "the message is not UTF-8");
+        return rrpc__fail(err, errlen, RRPC_EINVAL, "the message is not UTF-8");
     if (m->errors == NULL)
         m->errors = json_array();
     if (m->errors == NULL || json_array_append_new(m->errors, e) != 0)
-        return RRPC_ENOMEM;
+        return rrpc__fail(err, errlen, RRPC_ENOMEM, "out of memory");
     return RRPC_OK;
-}
-
-int rrpc_server_add_interceptor(rrpc_server *s, rrpc_before_fn before, rrpc_after_fn after,
-                                void *udata)
-{
-    if (s == NULL || (before == NULL && after == NULL))
-        return RRPC_EINVAL;
-    if (atomic_load(&s->running))
-        return RRPC_ESTATE;
-    return rrpc__methods_add_hook(&s->methods, before, after, udata, 0);
 }
 
 /* ---- the OpenRPC document ------------------------------------------------ */
@@ -248,13 +229,13 @@ json_t *rrpc__discover_document(const rrpc__methods *methods, const char *servic
 
 static json_t *rpc_discover(rrpc_request *req, void *udata)
 {
-    const rrpc_server *s = udata;
-    json_t *doc = rrpc__discover_document(&s->methods, s->service, s->record.params);
+    const rrpc__record *r = udata;
+    json_t *doc = rrpc__discover_document(r->methods, r->service, r->params);
     return doc ? doc : rrpc_request_error(req, RRPC_JSONRPC_INTERNAL_ERROR, "out of memory", NULL);
 }
 
-int rrpc__discover_init(rrpc_server *s)
+int rrpc__discover_init(rrpc__record *r)
 {
-    return rrpc__methods_add(&s->methods, "rpc.discover", rpc_discover, s,
+    return rrpc__methods_add(r->methods, "rpc.discover", rpc_discover, r,
                              "built-in: describes the service as an OpenRPC document");
 }

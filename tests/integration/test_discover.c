@@ -23,7 +23,7 @@ static json_t *m_counted_add(rrpc_request *req, void *udata)
 
 #define AB_SCHEMA                                                                                  \
     "{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"integer\", \"description\": "     \
-    "\"first\"}, \"b\": {\"type\": \"integer\"}}, \"required\": [\"a\", \"b\"], "                \
+    "\"first\"}, \"b\": {\"type\": \"integer\"}}, \"required\": [\"a\", \"b\"], "                  \
     "\"additionalProperties\": false}"
 
 static rrpc_server *new_server(const char *service)
@@ -99,8 +99,10 @@ static void test_schema_that_does_not_compile(void)
     rrpc_server *s = new_server("disc");
     expect_refused(s, "{\"type\": \"object\", \"properties\": {\"a\": {\"pattern\": \"x\"}}}",
                    "params schema of add: schema.properties.a: unsupported keyword 'pattern'");
-    expect_refused(s, "{\"type\": \"integr\"}", "params schema of add: schema: unknown type 'integr'");
-    expect_refused(s, "[1]", "params schema of add: schema: a schema must be an object or a boolean");
+    expect_refused(s, "{\"type\": \"integr\"}",
+                   "params schema of add: schema: unknown type 'integr'");
+    expect_refused(s, "[1]",
+                   "params schema of add: schema: a schema must be an object or a boolean");
     expect_refused(s, "{\"required\": \"a\"}",
                    "params schema of add: schema: required must be an array of member names");
     json_t *ok = json_object(), *bad = json_pack("{s:i}", "minLength", -1);
@@ -189,10 +191,11 @@ static void test_discover(void)
     if (CHECK(add != NULL)) {
         CHECK_EQ_STR(json_string_value(json_object_get(add, "description")), "a + b");
         CHECK_EQ_STR(json_string_value(json_object_get(add, "paramStructure")), "either");
-        CHECK_JSON_EQ(json_object_get(add, "params"),
-                      "[{\"name\": \"a\", \"required\": true, \"description\": \"first\", "
-                      "\"schema\": {\"type\": \"integer\", \"description\": \"first\"}}, "
-                      "{\"name\": \"b\", \"required\": true, \"schema\": {\"type\": \"integer\"}}]");
+        CHECK_JSON_EQ(
+            json_object_get(add, "params"),
+            "[{\"name\": \"a\", \"required\": true, \"description\": \"first\", "
+            "\"schema\": {\"type\": \"integer\", \"description\": \"first\"}}, "
+            "{\"name\": \"b\", \"required\": true, \"schema\": {\"type\": \"integer\"}}]");
         CHECK_JSON_EQ(json_object_get(add, "result"),
                       "{\"name\": \"result\", \"schema\": {\"type\": \"integer\"}}");
         CHECK_JSON_EQ(json_object_get(add, "errors"), "[{\"code\": 5, \"message\": \"too big\"}]");
@@ -257,8 +260,8 @@ static int mute_refusal(rrpc_request *req, void *udata)
     return strcmp(rrpc_request_method(req), "sleep") == 0;
 }
 
-static int add_auth(const char *service, const char *method, const json_t *params,
-                    json_t *members, void *udata)
+static int add_auth(const char *service, const char *method, const json_t *params, json_t *members,
+                    void *udata)
 {
     (void)service, (void)method, (void)params;
     json_object_set_new(members, "auth", json_string(udata));
