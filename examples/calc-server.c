@@ -12,7 +12,11 @@
  *                            the result fits, else a real
  *   divide                   a / b as a real; error 1 "division by zero"
  *   echo                     its params, unchanged (null if none)
- *   sleep [ms] / {"ms": ..}  sleeps ms milliseconds (0..60000), returns ms
+ *   sleep [ms] / {"ms": ..}  sleeps ms milliseconds (0..60000), returns ms;
+ *                            stops early with error -32002 if cancelled
+ *   count [n, ms] / {"n", "ms"}  sends 1..n as progress, one every ms
+ *                            milliseconds (n 0..100000, ms 0..60000), and
+ *                            returns n; stops with -32002 if cancelled
  *   forward [service, method, params] / {"service", "method", "params"}
  *                            calls service.method(params) from inside the
  *                            handler and answers what it answered (an error
@@ -155,6 +159,28 @@ static void sleep_ms(json_int_t ms)
     }
 }
 
+/* Sleeps MS milliseconds in short steps, looking for a cancel between
+ * them (rrpc_request_cancelled: a flag read for requests that cannot be
+ * cancelled).  Returns nonzero if the caller cancelled. */
+#define CANCEL_STEP_MS 20
+static int sleep_unless_cancelled(rrpc_request *req, json_int_t ms)
+{
+    for (;;) {
+        if (rrpc_request_cancelled(req))
+            return 1;
+        if (ms <= 0)
+            return 0;
+        json_int_t step = ms < CANCEL_STEP_MS ? ms : CANCEL_STEP_MS;
+        sleep_ms(step);
+        ms -= step;
+    }
+}
+
+static json_t *cancelled(rrpc_request *req)
+{
+    return rrpc_request_error(req, RRPC_JSONRPC_CANCELLED, "Cancelled", NULL);
+}
+
 static json_t *calc_sleep(rrpc_request *req, void *udata)
 {
     json_int_t ms;
@@ -164,8 +190,33 @@ static json_t *calc_sleep(rrpc_request *req, void *udata)
     if (ms < 0 || ms > MAX_SLEEP_MS)
         return rrpc_request_error(req, RRPC_JSONRPC_INVALID_PARAMS,
                                   "ms must be between 0 and 60000", NULL);
-    sleep_ms(ms);
+    if (sleep_unless_cancelled(req, ms))
+        return cancelled(req);
     return json_integer(ms);
+}
+
+#define MAX_COUNT 100000
+static json_t *calc_count(rrpc_request *req, void *udata)
+{
+    json_int_t n, ms;
+    (void)udata;
+    if (rrpc_param_count_max(req, 2) != RRPC_OK || rrpc_param_int(req, 0, "n", &n) != RRPC_OK ||
+        rrpc_param_int(req, 1, "ms", &ms) != RRPC_OK)
+        return NULL;
+    if (n < 0 || n > MAX_COUNT || ms < 0 || ms > MAX_SLEEP_MS)
+        return rrpc_request_error(req, RRPC_JSONRPC_INVALID_PARAMS,
+                                  "n must be between 0 and 100000, ms between 0 and 60000", NULL);
+    for (json_int_t i = 1; i <= n; i++) {
+        if (sleep_unless_cancelled(req, ms))
+            return cancelled(req);
+        json_t *v = json_integer(i);
+        int err = rrpc_request_progress(req, v); /* sends nothing unless the caller asked */
+        json_decref(v);
+        if (err != RRPC_OK)
+            return rrpc_request_error(req, RRPC_JSONRPC_INTERNAL_ERROR, "progress not sent",
+                                      json_string(rrpc_strerror(err)));
+    }
+    return json_integer(n);
 }
 
 /* --- forward: a call made from inside a handler ----------------------- */
@@ -276,6 +327,14 @@ static const struct method {
      "\"maximum\": 60000, \"description\": \"milliseconds\"}}, \"required\": [\"ms\"], "
      "\"additionalProperties\": false}",
      "{\"type\": \"integer\"}"},
+    {"count", calc_count,
+     "count(n, ms): sends 1..n as progress, one every ms milliseconds, returns n",
+     "{\"n\": \"integer\", \"ms\": \"integer\"}",
+     "{\"type\": \"object\", \"properties\": {"
+     "\"n\": {\"type\": \"integer\", \"minimum\": 0, \"maximum\": 100000}, "
+     "\"ms\": {\"type\": \"integer\", \"minimum\": 0, \"maximum\": 60000}}, "
+     "\"required\": [\"n\", \"ms\"], \"additionalProperties\": false}",
+     "{\"type\": \"integer\"}"},
     {"forward", calc_forward,
      "forward(service, method, params): calls service.method(params) and returns its answer, "
      "within this call's deadline and trace",
@@ -384,7 +443,7 @@ static void usage(FILE *out)
 {
     fputs("Usage: calc-server [OPTIONS]\n"
           "\n"
-          "Serves add, subtract, multiply, divide, echo, sleep and forward over rrpc until\n"
+          "Serves add, subtract, multiply, divide, echo, sleep, count and forward over rrpc until\n"
           "SIGINT or SIGTERM, then finishes the calls in hand and exits.\n"
           "\n"
           "Options:\n"

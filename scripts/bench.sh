@@ -15,6 +15,9 @@
 #     calls in flight.  Pairing each run with its floors' and taking the
 #     median of the rounds keeps the ratios steady on a shared machine whose
 #     speed drifts;
+#     Each round also runs calc-server --reliable (service relcalc) with 32
+#     sync callers and 4 x 256 async right after at-most-once's: the
+#     reliable-mode table gives their paired ratios;
 #   - the three 1 x 256 pipelines once, then a longer async run
 #     (RRPC_BENCH_LONG_SECONDS, default 60) sampling calc-server's RSS.
 # For every run it also accounts the CPU time of the caller, the worker and
@@ -121,7 +124,9 @@ start_server safe "$BUILD/floor/floor_server" --reply-script 127.0.0.1 "$port" s
 safe_pid=$server
 start_server calc "$BUILD/calc-server" --redis "$REDIS_URL" --service calc
 calc_pid=$server
-for service in seed floor safe calc; do await_service "$service"; done
+start_server relcalc "$BUILD/calc-server" --redis "$REDIS_URL" --service relcalc --reliable
+rel_pid=$server
+for service in seed floor safe calc relcalc; do await_service "$service"; done
 kib VmRSS "$calc_pid" >"$out/rss_idle.txt"
 
 bench seed_sync1 "$seed_pid" seed
@@ -133,9 +138,11 @@ for r in $(seq 1 "$ROUNDS"); do
   bench "floor_sync32.r$r" "$floor_pid" --connections 32 floor
   bench "safe_sync32.r$r" "$safe_pid" --connections 32 safe
   bench "calc_sync32.r$r" "$calc_pid" --connections 32 calc
+  bench "rel_sync32.r$r" "$rel_pid" --connections 32 relcalc
   pipeclient "floor_pipe4.r$r" "$floor_pid" floor 4 256
   pipeclient "safe_pipe4.r$r" "$safe_pid" safe 4 256
   bench "calc_async4.r$r" "$calc_pid" --async --connections 4 --window 256 calc
+  bench "rel_async4.r$r" "$rel_pid" --async --connections 4 --window 256 relcalc
 done
 pipeclient floor_pipe1 "$floor_pid" floor 1 256
 pipeclient safe_pipe1 "$safe_pid" safe 1 256
@@ -317,6 +324,27 @@ print(f"Rows in bold are medians of {rounds} rounds, each run paired with its tw
       f"(3) {listed(s_a4_all)}. The safe floor to the floor (what the reply script costs): "
       f"1 caller p50 {listed(k_p50_all)}; 32 callers {listed(k_32_all)}; "
       f"4 x 256 {listed(k_a4_all)}.")
+print()
+# Reliable mode against at-most-once, each pair measured one after the
+# other in the same round.
+l32, la4 = (combine(rounds_of(n)) for n in ("rel_sync32", "rel_async4"))
+l_32, l_32_all = paired("rel_sync32", "calc_sync32", "rate")
+l_a4, l_a4_all = paired("rel_async4", "calc_async4", "rate")
+print("Reliable mode (calc-server --reliable) against at-most-once (calc-server), same run:")
+print()
+print("| setup | calls/s | p50 | p99 | vs at-most-once | target "
+      "| CPU us/call: caller / worker / Redis |")
+print("| --- | ---: | ---: | ---: | ---: | --- | --- |")
+for name, r, v, limit in (("32 sync callers", l32, l_32, 0.9),
+                          ("rrpc bench --async, 4 x 256", la4, l_a4, 0.8)):
+    if r is None:
+        print(f"| reliable, {name} | (failed) | | | | | |")
+        continue
+    errors = f" ({r['errors']} errors)" if r["errors"] else ""
+    print(f"| **reliable, {name}**{errors} | {rate(r['rate'])} | {lat(r['p50'])} | "
+          f"{lat(r['p99'])} | {x(v, 3)} | >= {limit}x: {verdict(v, limit, True)} | {cpu(r)} |")
+print()
+print(f"Per-round ratios: 32 sync callers {listed(l_32_all)}; 4 x 256 {listed(l_a4_all)}.")
 print()
 mib = lambda k: "-" if k is None else f"{k / 1024:.1f} MiB"
 kib = lambda name: int(read(name).split()[0]) if (read(name) or "").strip() else None

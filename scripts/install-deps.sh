@@ -14,6 +14,7 @@ packages=(
   python3-venv python3-pip python3-setuptools python3-wheel python3-pytest
   clang libclang-rt-14-dev libfuzzer-14-dev valgrind
   man-db openssl stunnel4 clang-format
+  chromium prometheus curl # rrpc web's tests: headless browser, promtool, a real scraper
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -14,10 +14,14 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
-enum { OPT_IDEMPOTENCY_KEY = CLI_OPT_FIRST_FREE, OPT_TRACEPARENT, OPT_TRACESTATE };
+enum { OPT_IDEMPOTENCY_KEY = CLI_OPT_FIRST_FREE, OPT_TRACEPARENT, OPT_TRACESTATE, OPT_STREAM };
+
+/* Exit status of a call cancelled with Ctrl-C: 128 + SIGINT, as shells say. */
+#define EXIT_CANCELLED 130
 
 struct call_args {
     struct cli_connection conn;
@@ -26,6 +30,7 @@ struct call_args {
     const char *traceparent;     /* call: NULL (a new trace), or the caller's */
     const char *tracestate;
     int pretty;
+    int stream; /* --stream: ask for progress, print each value as it comes */
     int help;
     const char *service;
     const char *method;
@@ -39,6 +44,7 @@ static const struct option call_options[] = {
     {"pretty", no_argument, NULL, CLI_OPT_PRETTY},
     {"traceparent", required_argument, NULL, OPT_TRACEPARENT},
     {"tracestate", required_argument, NULL, OPT_TRACESTATE},
+    {"stream", no_argument, NULL, OPT_STREAM},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -75,7 +81,12 @@ static void usage_call(FILE *out)
           "                     (00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>);\n"
           "                     without it the call starts a new trace\n"
           "  --tracestate VALUE the W3C tracestate sent with it\n"
+          "  --stream           ask for the handler's progress and print each value as\n"
+          "                     one JSON line as it comes, then the result\n"
           "  -h, --help         show this help\n"
+          "\n"
+          "Ctrl-C cancels the call: its request is taken back if no worker has it,\n"
+          "a handler running it sees the cancel, and rrpc exits with status 130.\n"
           "\n"
           "A JSON-RPC error is printed on stderr as 'error CODE: MESSAGE', followed\n"
           "by 'data: JSON' when the error carries data.\n"
@@ -83,6 +94,7 @@ static void usage_call(FILE *out)
           "Examples:\n"
           "  rrpc call calc add '[1, 5.1]'\n"
           "  rrpc call --timeout 2 calc divide '{\"a\": 1, \"b\": 4}'\n"
+          "  rrpc call --stream calc count '[3, 100]'\n"
           "  rrpc call --traceparent 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 \\\n"
           "      calc add '[1, 2]'\n"
           "\n",
@@ -129,6 +141,7 @@ static int apply_option(const char *prog, int opt, struct call_args *args)
     case CLI_OPT_PRETTY: args->pretty = 1; return CLI_EXIT_OK;
     case OPT_TRACEPARENT: args->traceparent = optarg; return CLI_EXIT_OK;
     case OPT_TRACESTATE: args->tracestate = optarg; return CLI_EXIT_OK;
+    case OPT_STREAM: args->stream = 1; return CLI_EXIT_OK;
     case OPT_IDEMPOTENCY_KEY:
         if (*optarg == '\0')
             return cli_usage_error(prog, "--idempotency-key wants a non-empty key");
@@ -191,6 +204,23 @@ static int print_remote_error(const json_t *error)
     return CLI_EXIT_REMOTE;
 }
 
+/* Set by Ctrl-C while a call waits: the call stops (rrpc_call_options.cancel). */
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+/* --stream: one progress value, one compact JSON line, at once. */
+static void print_progress(const json_t *value, void *udata)
+{
+    (void)udata;
+    cli_print_json(stdout, value, 0);
+    fflush(stdout);
+}
+
 static int perform_call(const char *prog, rrpc_client *client, const struct call_args *args)
 {
     json_t *result = NULL;
@@ -200,10 +230,22 @@ static int perform_call(const char *prog, rrpc_client *client, const struct call
     opts.timeout_s = args->timeout_s;
     opts.traceparent = args->traceparent;
     opts.tracestate = args->tracestate;
+    opts.cancel = &interrupted;
+    if (args->stream)
+        opts.progress = print_progress;
+    struct sigaction sa, old_int;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_interrupt;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
     int err =
         rrpc_call_with(client, args->service, args->method, args->params, &opts, &result, &error);
+    sigaction(SIGINT, &old_int, NULL);
     int status;
-    if (err == RRPC_OK)
+    if (err == RRPC_ECANCELED) {
+        fprintf(stderr, "%s: cancelled\n", prog);
+        status = EXIT_CANCELLED;
+    } else if (err == RRPC_OK)
         status = print_result(prog, result, args->pretty);
     else if (err == RRPC_EREMOTE && error)
         status = print_remote_error(error);

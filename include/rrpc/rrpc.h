@@ -26,6 +26,7 @@
 #define RRPC_RRPC_H
 
 #include <jansson.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -61,7 +62,8 @@ typedef enum rrpc_err {
     RRPC_ETIMEDOUT = -7,     /* no reply arrived before the timeout */
     RRPC_EPROTO = -8,        /* a peer sent something that is not valid JSON-RPC */
     RRPC_EREMOTE = -9,       /* the peer answered with a JSON-RPC error object */
-    RRPC_ECANCELED = -10,    /* the call was cancelled (client closed or shut down) */
+    RRPC_ECANCELED = -10,    /* the call was cancelled: by its caller (rrpc_async_cancel,
+                              * rrpc_call_options.cancel) or the client closed */
     RRPC_ETOOBIG = -11,      /* the message is larger than the configured limit */
     RRPC_EEXIST = -12,       /* a method of that name is already registered */
     RRPC_ESTATE = -13,       /* the handle is in the wrong state for this call */
@@ -143,6 +145,9 @@ RRPC_EXPORT const char *rrpc_safe_text(char *out, size_t len, const char *text, 
  * worker's batch time limit (rrpc_server_options.batch_time_limit_s), so
  * it was not run; sending it again on its own is safe. */
 #define RRPC_JSONRPC_BATCH_TIME_EXCEEDED -32001
+/* Server error: the caller cancelled the request (PROTOCOL.md section 7,
+ * "cancel_key") before it ran, or its handler stopped because of that. */
+#define RRPC_JSONRPC_CANCELLED -32002
 
 /* ------------------------------------------------------------------ */
 /* Sync client                                                         */
@@ -264,6 +269,31 @@ typedef struct rrpc_call_options {
      * RRPC_EINVAL.  Both copied before the call returns. */
     const char *traceparent;
     const char *tracestate;
+    /* Progress (PROTOCOL.md section 7, "progress").  PROGRESS not NULL
+     * asks the worker for the progress its handler sends
+     * (rrpc_request_progress): each value runs PROGRESS(value, udata) --
+     * VALUE borrowed for the call -- in the order sent, before the call
+     * returns (sync: on the calling thread; async: on the loop thread,
+     * before the call's callback).  UDATA is PROGRESS_UDATA.  NULL
+     * (default): none is asked for, and none is ever sent. */
+    void (*progress)(const json_t *value, void *udata);
+    void *progress_udata;
+    /* Cancellation (PROTOCOL.md section 7, "cancel_key").  Sync: when
+     * *CANCEL becomes nonzero (e.g. set by a signal handler: writing a
+     * volatile sig_atomic_t is async-signal-safe) the call stops waiting
+     * within about 0.1 s and returns RRPC_ECANCELED; its request is taken
+     * back if no worker has it yet, and a handler running it sees
+     * rrpc_request_cancelled.  The call waits in slices of 0.1 s to look.
+     * NULL (default): not cancellable. */
+    volatile sig_atomic_t *cancel;
+    /* Async: nonzero makes the call cancellable by rrpc_async_cancel (its
+     * request carries a cancel key; without it, cancelling still takes
+     * a queued request back and ends the call, but a running handler does
+     * not see it).  HANDLE, if not NULL, receives the call's handle for
+     * rrpc_async_cancel (whether or not it is cancellable), before
+     * rrpc_async_call_with returns. */
+    int cancellable;
+    uint64_t *handle;
 } rrpc_call_options;
 
 /* As rrpc_client_options_init_sized, for bindings. */
@@ -309,8 +339,9 @@ RRPC_EXPORT int rrpc_call_batch(rrpc_client *client, const char *service, const 
  * calling thread.  MEMBERS is an empty object the hook may fill with
  * request members of its own, sent with the request (e.g. {"auth":
  * "token"}, which a server reads with rrpc_request_member); a member rrpc
- * sets itself (jsonrpc, method, params, id, reply_to, deadline,
- * traceparent, tracestate, idempotency_key) makes the call fail with
+ * sets itself (jsonrpc, method, params, id, reply_to, deadline, sent,
+ * traceparent, tracestate, idempotency_key, progress, cancel_key) makes
+ * the call fail with
  * RRPC_EINVAL.  Returns RRPC_OK to go on, or a negative rrpc_err to
  * refuse: nothing is sent, the call returns that code (an async call's
  * callback never runs) and the client's errmsg says "refused by client
@@ -622,6 +653,26 @@ RRPC_EXPORT const char *rrpc_request_traceparent(const rrpc_request *req);
  * than 512 characters, or without a valid traceparent).  Borrowed. */
 RRPC_EXPORT const char *rrpc_request_tracestate(const rrpc_request *req);
 
+/* Nonzero if the caller cancelled this request (PROTOCOL.md section 7,
+ * "cancel_key"): the handler should stop and may answer
+ * RRPC_JSONRPC_CANCELLED.  Cheap enough for a loop: for a request its
+ * caller cannot cancel it reads a flag; otherwise it asks the broker at
+ * most every 50 ms and remembers a yes.  Calls made from inside the
+ * handler, on its thread, are cancelled with it: their requests carry the
+ * same cancel key, and a sync call waiting for its answer stops with
+ * RRPC_ECANCELED.  0 outside a handler. */
+RRPC_EXPORT int rrpc_request_cancelled(rrpc_request *req);
+
+/* Sends VALUE (borrowed) as progress of this request, before its answer
+ * (PROTOCOL.md section 7, "progress"), if its caller asked for progress;
+ * else sends nothing.  Only during the handler, on its thread: anywhere
+ * else -- after the handler returned its answer, say -- it is refused
+ * with RRPC_ESTATE.  RRPC_OK (sent, or not asked for; also for an element
+ * of a batch, which gets none), RRPC_EINVAL (REQ or VALUE NULL),
+ * RRPC_EREDIS (its reply key was refused: no progress is sent), or the
+ * broker's error. */
+RRPC_EXPORT int rrpc_request_progress(rrpc_request *req, const json_t *value);
+
 /* Adds a Redis command (ARGC strings in ARGV, copied) that is applied
  * together with this request's answer.  In reliable mode the answer, the
  * memory of it and these commands form one atomic step that happens
@@ -708,6 +759,31 @@ RRPC_EXPORT int rrpc_admin_forget(rrpc_admin *admin, const char *service);
 
 /* Deletes the dead letters of SERVICE; *removed (may be NULL) counts them. */
 RRPC_EXPORT int rrpc_admin_dead_purge(rrpc_admin *admin, const char *service, long *removed);
+
+/* What a metrics exporter needs about SERVICE (`rrpc web`'s /metrics), in
+ * one round trip.  *out (new): {"service", "registered", "workers" (live),
+ * "threads", "queue", "max_queue", "dead", "dead_total", "expired",
+ * "shed", "redelivered", "lost" (the counters of PROTOCOL.md section 9,
+ * "Service counters"), "oldest_age_s" (how long the oldest queued request
+ * has waited, from its `sent` member on the broker's clock; 0 when the
+ * queue is empty, null when the oldest carries no `sent`), "methods":
+ * {NAME: {"calls", "errors", "le": [upper bounds in seconds],
+ * "buckets": [cumulative counts, one per bound], "sum_s" (an estimate:
+ * each call counted at the middle of its histogram bucket)}}}.  The
+ * bounds are powers of 4 from 64 us to 67 s, each the exact edge of
+ * histogram buckets; calls above the last are in "calls" only. */
+RRPC_EXPORT int rrpc_admin_metrics(rrpc_admin *admin, const char *service, json_t **out);
+
+/* Keeps SAMPLE (a JSON object, borrowed) in the broker as SERVICE's sample
+ * for its current minute -- a second one in the same minute replaces the
+ * first -- keeping at most KEEP_MINUTES minutes of them (<= 0: 60); the
+ * lot expires KEEP_MINUTES after the last.  For charts that outlive the
+ * program drawing them. */
+RRPC_EXPORT int rrpc_admin_history_put(rrpc_admin *admin, const char *service, const json_t *sample,
+                                       int keep_minutes);
+/* SERVICE's samples, oldest first: *out (new) is an array of {"minute":
+ * <Unix seconds at its start>, "sample": <as stored>}. */
+RRPC_EXPORT int rrpc_admin_history(rrpc_admin *admin, const char *service, json_t **out);
 
 /* ------------------------------------------------------------------ */
 /* Async client                                                        */
@@ -800,6 +876,15 @@ RRPC_EXPORT int rrpc_async_call(rrpc_async *client, const char *service, const c
 RRPC_EXPORT int rrpc_async_call_with(rrpc_async *client, const char *service, const char *method,
                                      const json_t *params, const rrpc_call_options *opts,
                                      rrpc_async_cb cb, void *udata);
+
+/* Cancels the call HANDLE (rrpc_call_options.handle) in flight: its
+ * request is taken back if no worker has it yet, a handler running it
+ * sees rrpc_request_cancelled if the call was started cancellable, and
+ * its callback runs once, with RRPC_ECANCELED, before this returns (on
+ * the loop thread: an own-loop client hands the cancel to it and waits).
+ * RRPC_EINVAL: no such call in flight -- unknown, or already finished
+ * (its callback ran or is running); RRPC_ESTATE: the client is closing. */
+RRPC_EXPORT int rrpc_async_cancel(rrpc_async *client, uint64_t handle);
 
 /* Queues a notification (no id, no reply).  RRPC_OK means queued; a
  * notification queued just before the link breaks may be lost. */

@@ -367,3 +367,131 @@ int rrpc_admin_forget(rrpc_admin *a, const char *service)
         return rc != RRPC_OK ? rc : RRPC_EINVAL;
     return a->ops->forget(a->base.link, a->base.prefix, service, a->errmsg, sizeof a->errmsg);
 }
+
+/* ---- metrics and chart history ------------------------------------------------ */
+
+/* The exported histogram's bounds: 4^k * 64 us, k = 0..10.  2^E us is the
+ * lower edge of bucket 4E + 1 (core/stats.h), so buckets 0..4E lie wholly
+ * below it. */
+#define METRIC_BOUNDS 11
+
+static int bound_exp(int k)
+{
+    return 6 + 2 * k;
+}
+
+/* {"calls", "errors", "le", "buckets", "sum_s"} for one method. */
+static json_t *method_metric(const method_hist *h)
+{
+    json_t *le = json_array(), *buckets = json_array();
+    json_int_t cum = 0;
+    int b = 0;
+    double sum_us = 0;
+    for (int k = 0; k < METRIC_BOUNDS; k++) {
+        int last = 4 * bound_exp(k);
+        for (; b <= last && b < RRPC__HIST_BUCKETS; b++)
+            cum += h->hist[b];
+        json_array_append_new(le, json_real((double)(1LL << bound_exp(k)) / 1e6));
+        json_array_append_new(buckets, json_integer(cum));
+    }
+    for (b = 0; b < RRPC__HIST_BUCKETS; b++) {
+        double lo = b == 0 ? 0 : rrpc__bucket_lower_us(b);
+        double hi = b == 0 ? 1 : rrpc__bucket_lower_us(b + 1);
+        sum_us += (double)h->hist[b] * (lo + hi) / 2;
+    }
+    return json_pack("{s:I, s:I, s:o, s:o, s:f}", "calls", h->calls, "errors", h->errors, "le", le,
+                     "buckets", buckets, "sum_s", sum_us / 1e6);
+}
+
+/* {NAME: method_metric} from the raw per-method fields. */
+static json_t *method_metrics(const json_t *mstats)
+{
+    json_t *out = json_object();
+    const char *field;
+    json_t *value;
+    method_hist h;
+    json_t *names = json_object(); /* the methods seen, once each */
+    json_object_foreach((json_t *)mstats, field, value)
+    {
+        const char *name;
+        if (parse_field(field, &name) != -3)
+            json_object_set_new(names, name, json_true());
+    }
+    json_object_foreach(names, field, value)
+    {
+        memset(&h, 0, sizeof h);
+        json_t *v;
+        const char *f;
+        json_object_foreach((json_t *)mstats, f, v)
+        {
+            const char *name;
+            int what = parse_field(f, &name);
+            if (what == -3 || strcmp(name, field) != 0)
+                continue;
+            if (what == -1)
+                h.calls += json_integer_value(v);
+            else if (what == -2)
+                h.errors += json_integer_value(v);
+            else
+                h.hist[what] += json_integer_value(v);
+        }
+        json_object_set_new(out, field, method_metric(&h));
+    }
+    json_decref(names);
+    return out;
+}
+
+int rrpc_admin_metrics(rrpc_admin *a, const char *service, json_t **out)
+{
+    int rc = ready(a, service);
+    if (rc != RRPC_OK || out == NULL || service == NULL)
+        return rc != RRPC_OK ? rc : RRPC_EINVAL;
+    *out = NULL;
+    rrpc__service_view v;
+    rc = a->ops->service(a->base.link, a->base.prefix, service, &v, a->errmsg, sizeof a->errmsg);
+    if (rc != RRPC_OK)
+        return rc;
+    json_t *age;
+    if (v.oldest_unknown)
+        age = json_null();
+    else if (v.oldest_sent_ms <= 0 || v.now_ms <= v.oldest_sent_ms)
+        age = json_real(0);
+    else
+        age = json_real((double)(v.now_ms - v.oldest_sent_ms) / 1000.0);
+    *out = json_pack("{s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o}",
+                     "service", service, "registered", v.registered, "workers",
+                     (json_int_t)json_array_size(v.workers), "threads", sum_threads(v.workers),
+                     "queue", (json_int_t)v.queue, "max_queue", (json_int_t)v.max_queue, "dead",
+                     (json_int_t)v.dead, "dead_total", (json_int_t)v.dead_total, "expired",
+                     (json_int_t)v.expired, "shed", (json_int_t)v.shed, "redelivered",
+                     (json_int_t)v.redelivered, "lost", (json_int_t)v.lost, "oldest_age_s", age,
+                     "methods", method_metrics(v.mstats));
+    json_decref(v.workers);
+    json_decref(v.mstats);
+    return *out ? RRPC_OK : RRPC_ENOMEM;
+}
+
+int rrpc_admin_history_put(rrpc_admin *a, const char *service, const json_t *sample,
+                           int keep_minutes)
+{
+    int rc = ready(a, service);
+    if (rc != RRPC_OK || service == NULL || !json_is_object(sample))
+        return rc != RRPC_OK ? rc : RRPC_EINVAL;
+    char *text = json_dumps(sample, JSON_COMPACT);
+    if (text == NULL)
+        return rrpc__fail(a->errmsg, sizeof a->errmsg, RRPC_ENOMEM, "out of memory");
+    rc = a->ops->history_put(a->base.link, a->base.prefix, service, text,
+                             keep_minutes > 0 ? keep_minutes : 60, a->errmsg, sizeof a->errmsg);
+    free(text);
+    return rc;
+}
+
+int rrpc_admin_history(rrpc_admin *a, const char *service, json_t **out)
+{
+    int rc = ready(a, service);
+    if (rc != RRPC_OK || service == NULL || out == NULL)
+        return rc != RRPC_OK ? rc : RRPC_EINVAL;
+    *out = NULL;
+    return a->ops->history_get(a->base.link, a->base.prefix, service, out, a->errmsg,
+                               sizeof a->errmsg);
+}

@@ -46,6 +46,64 @@ static void close_session(rrpc_async *a)
         a->ops->close(s);
 }
 
+/* ---- cancelling one call ------------------------------------------------ */
+
+/* The call with HANDLE in flight, or NULL.  A scan of the slot table:
+ * cancelling is rare, and calls need no index of handles for it. */
+static rrpc__acall *find_handle(rrpc_async *a, uint64_t handle)
+{
+    for (uint32_t i = 0; handle != 0 && i < a->nslots; i++)
+        if (a->slots[i].call != NULL && a->slots[i].call->handle == handle)
+            return a->slots[i].call;
+    return NULL;
+}
+
+/* Cancels the call HANDLE on the loop thread: its cancel key marked (a
+ * cancellable call), its request taken back, its callback run. */
+static int cancel_on_loop(rrpc_async *a, uint64_t handle)
+{
+    if (a->shutting_down || a->session == NULL)
+        return rrpc__async_error(a, RRPC_ESTATE, "the client is closing");
+    rrpc__acall *c = find_handle(a, handle);
+    if (c == NULL)
+        return rrpc__async_error(a, RRPC_EINVAL,
+                                 "no call in flight with handle %llu (unknown, or finished)",
+                                 (unsigned long long)handle);
+    if (!c->in_outbox) { /* else it was never sent, and flush drops it */
+        char key[RRPC__KEY_MAX + 32];
+        if (c->cancellable && rrpc__areq_cancel_key(a, handle, key, sizeof key) == RRPC_OK)
+            a->ops->mark_cancelled(a->session, key, strlen(key),
+                                   (long long)((c->timeout_s + 60.0) * 1000.0));
+        a->ops->withdraw(a->session, c->buf, c->list_len, rrpc__areq_text(c), c->text_len);
+    }
+    rrpc__async_error(a, RRPC_ECANCELED, "the call was cancelled");
+    rrpc__acall_finish(a, c, RRPC_ECANCELED, NULL, NULL);
+    rrpc__async_error(a, RRPC_OK, "%s", "");
+    return RRPC_OK;
+}
+
+/* Answers the cancels other threads handed over: with the cancel's own
+ * result, or RC (not RRPC_OK) when the client is closing. */
+static void answer_cancels(rrpc_async *a, int rc)
+{
+    if (!a->own_loop)
+        return;
+    pthread_mutex_lock(&a->lock);
+    rrpc__acancel *q = a->cancels;
+    a->cancels = NULL;
+    pthread_mutex_unlock(&a->lock);
+    for (rrpc__acancel *k = q; k != NULL;) {
+        rrpc__acancel *next = k->next; /* K is the waiting thread's: gone once done is seen */
+        int r = rc != RRPC_OK ? rc : cancel_on_loop(a, k->handle);
+        pthread_mutex_lock(&a->lock);
+        k->rc = r;
+        k->done = 1;
+        pthread_cond_broadcast(&a->cancel_done);
+        pthread_mutex_unlock(&a->lock);
+        k = next;
+    }
+}
+
 /* Cancels everything on the loop thread: pending callbacks run with
  * RRPC_ECANCELED, the session closes, the client's events leave the loop. */
 static void shutdown_on_loop(rrpc_async *a, rrpc__acall *queued)
@@ -62,6 +120,7 @@ static void shutdown_on_loop(rrpc_async *a, rrpc__acall *queued)
         queued = next;
     }
     rrpc__asend_drop_outbox(a);
+    answer_cancels(a, RRPC_ESTATE);
     event_del(a->flush_ev);
     if (a->wake_ev)
         event_del(a->wake_ev);
@@ -97,6 +156,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
         if (rc != RRPC_OK)
             rrpc__acall_fail_unsubmitted(a, c, rc);
     }
+    answer_cancels(a, RRPC_OK); /* after the calls queued before them */
     rrpc__asend_flush(a);
 }
 
@@ -179,6 +239,13 @@ static int init_config(rrpc_async *a, const rrpc_async_options *opts, char *errm
     a->lens_mem = malloc(room * sizeof *a->lens);
     if (a->argv_mem == NULL || a->lens_mem == NULL || pthread_mutex_init(&a->lock, NULL) != 0)
         return rrpc__fail(errmsg, errmsg_len, RRPC_ENOMEM, "out of memory");
+    if (pthread_cond_init(&a->cancel_done, NULL) != 0) {
+        pthread_mutex_destroy(&a->lock);
+        free(a->argv_mem);
+        a->argv_mem = NULL;
+        return rrpc__fail(errmsg, errmsg_len, RRPC_ENOMEM, "out of memory");
+    }
+    atomic_store(&a->next_handle, 1);
     a->argv = a->argv_mem + a->ops->deliver_headroom;
     a->lens = a->lens_mem + a->ops->deliver_headroom;
     return RRPC_OK;
@@ -219,8 +286,10 @@ static void free_client(rrpc_async *a)
     rrpc__call_hooks_free(&a->hooks);
     free(a->prefix);
     rrpc__url_free(&a->url);
-    if (a->argv_mem)
+    if (a->argv_mem) {
         pthread_mutex_destroy(&a->lock);
+        pthread_cond_destroy(&a->cancel_done);
+    }
     free(a);
 }
 
@@ -417,6 +486,12 @@ static int start(rrpc_async *a, const char *service, const char *method, const j
         if (passed > 0 && (c->hook_names = names(service, method)) == NULL)
             rc = rrpc__async_error(a, RRPC_ENOMEM, "out of memory");
         c->timeout_s = rrpc__inherited_timeout(rrpc__timeout_or(timeout_s, a->timeout_s));
+        c->handle = notify ? 0 : atomic_fetch_add(&a->next_handle, 1);
+        c->progress = notify ? NULL : o->progress;
+        c->progress_udata = o->progress_udata;
+        c->cancellable = !notify && o->cancellable;
+        if (o->handle != NULL)
+            *o->handle = c->handle;
         if (rc == RRPC_OK)
             rc = rrpc__areq_build(a, c, service, method, params, &trace, members);
         if (rc == RRPC_OK)
@@ -462,6 +537,40 @@ int rrpc_async_call_with(rrpc_async *a, const char *service, const char *method,
     if (rrpc__call_options(&o, opts, err, sizeof err) != RRPC_OK)
         return rrpc__async_error(a, RRPC_EINVAL, "%s", err);
     return call_with(a, service, method, params, &o, cb, udata);
+}
+
+int rrpc_async_cancel(rrpc_async *a, uint64_t handle)
+{
+    if (a == NULL)
+        return RRPC_EINVAL;
+    if (rrpc__async_on_loop(a))
+        return cancel_on_loop(a, handle);
+    /* Handed to the loop behind the calls queued before it, and waited
+     * for: the callback has run when this returns. */
+    rrpc__acancel k = {.handle = handle};
+    pthread_mutex_lock(&a->lock);
+    if (atomic_load(&a->closing)) {
+        pthread_mutex_unlock(&a->lock);
+        return rrpc__async_error(a, RRPC_ESTATE, "the client is closing");
+    }
+    k.next = a->cancels;
+    a->cancels = &k;
+    int need_wake = !a->wake_pending;
+    a->wake_pending = 1;
+    pthread_mutex_unlock(&a->lock);
+    if (need_wake)
+        wake(a);
+    pthread_mutex_lock(&a->lock);
+    while (!k.done)
+        pthread_cond_wait(&a->cancel_done, &a->lock);
+    pthread_mutex_unlock(&a->lock);
+    if (k.rc == RRPC_EINVAL)
+        rrpc__async_error(a, RRPC_EINVAL,
+                          "no call in flight with handle %llu (unknown, or finished)",
+                          (unsigned long long)handle);
+    else if (k.rc == RRPC_ESTATE)
+        rrpc__async_error(a, RRPC_ESTATE, "the client is closing");
+    return k.rc;
 }
 
 int rrpc_async_notify(rrpc_async *a, const char *service, const char *method, const json_t *params)

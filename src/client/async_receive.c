@@ -9,6 +9,28 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+/* A progress message ({"method": "rpc.progress", "params": {"id", "progress"}},
+ * PROTOCOL.md section 7) goes to its call's progress callback; one for a
+ * call no longer in flight (finished, cancelled, timed out) is dropped:
+ * nothing comes after a call's answer. */
+static void on_progress(rrpc_async *a, const json_t *msg)
+{
+    const json_t *params = json_object_get(msg, "params");
+    const json_t *id = json_object_get(params, "id");
+    const json_t *value = json_object_get(params, "progress");
+    const char *method = json_string_value(json_object_get(msg, "method"));
+    if (method == NULL || strcmp(method, "rpc.progress") != 0 || !json_is_integer(id) ||
+        value == NULL)
+        return;
+    rrpc__acall *c = rrpc__acall_lookup(a, json_integer_value(id));
+    if (c == NULL || c->progress == NULL)
+        return;
+    a->cb_depth++;
+    c->progress(value, c->progress_udata);
+    a->cb_depth--;
+}
 
 /* Matches one response text to its call and finishes it.  A response
  * nobody waits for (timed out, or from before a reconnect) is dropped. */
@@ -18,6 +40,11 @@ static void on_reply(const char *text, size_t len, void *udata)
     json_error_t jerr;
     json_t *resp = json_loadb(text, len, RRPC__JSON_DECODE_FLAGS, &jerr);
     json_t *id = json_object_get(resp, "id");
+    if (id == NULL && json_object_get(resp, "method") != NULL) {
+        on_progress(a, resp);
+        json_decref(resp);
+        return;
+    }
     rrpc__acall *c = json_is_integer(id) ? rrpc__acall_lookup(a, json_integer_value(id)) : NULL;
     if (c == NULL) {
         json_decref(resp);

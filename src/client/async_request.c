@@ -3,6 +3,7 @@
  * JSON object, on the caller's thread. */
 #include "client/async_request.h"
 
+#include "core/dispatch.h"
 #include "core/protocol.h"
 
 #include <stdio.h>
@@ -112,6 +113,44 @@ static int append_members(rrpc__acall *c, size_t *used, const json_t *members)
     return rc;
 }
 
+/* A string as a JSON string member NAME (",\"name\":\"...\""). */
+static int append_string_member(rrpc__acall *c, size_t *used, const char *member, const char *value)
+{
+    json_t *v = json_string(value);
+    char *text = v ? json_dumps(v, RRPC__JSON_ENCODE_FLAGS) : NULL;
+    json_decref(v);
+    int rc = text ? append(c, used, member, strlen(member)) : RRPC_ENOMEM;
+    if (rc == RRPC_OK)
+        rc = append(c, used, text, strlen(text));
+    free(text);
+    return rc;
+}
+
+int rrpc__areq_cancel_key(const rrpc_async *a, uint64_t handle, char *out, size_t len)
+{
+    int n = snprintf(out, len, "%s:cancel:%llu", a->reply_key, (unsigned long long)handle);
+    return n > 0 && (size_t)n < len ? RRPC_OK : RRPC_EINVAL;
+}
+
+/* The members "progress" and "cancel_key" (PROTOCOL.md section 7), only
+ * for a call that asked, or one made inside a cancellable handler. */
+static int append_progress_cancel(rrpc_async *a, rrpc__acall *c, size_t *used)
+{
+    static const char progress[] = ",\"progress\":true";
+    int rc = RRPC_OK;
+    if (c->progress != NULL)
+        rc = append(c, used, progress, sizeof progress - 1);
+    char own[RRPC__KEY_MAX + 32];
+    const char *key = rrpc__inherited_cancel_key();
+    if (rc == RRPC_OK && c->cancellable) {
+        rc = rrpc__areq_cancel_key(a, c->handle, own, sizeof own);
+        key = own;
+    }
+    if (rc == RRPC_OK && key != NULL)
+        rc = append_string_member(c, used, ",\"cancel_key\":", key);
+    return rc;
+}
+
 int rrpc__areq_build(rrpc_async *a, rrpc__acall *c, const char *service, const char *method,
                      const json_t *params, const rrpc__call_trace_ctx *trace, const json_t *members)
 {
@@ -140,11 +179,14 @@ int rrpc__areq_build(rrpc_async *a, rrpc__acall *c, const char *service, const c
         rc = append_trace(c, &used, trace);
     if (rc == RRPC_OK && members != NULL)
         rc = append_members(c, &used, members);
+    if (rc == RRPC_OK && !c->notify &&
+        (c->progress || c->cancellable || rrpc__inherited_cancel_key()))
+        rc = append_progress_cancel(a, c, &used);
     if (rc == RRPC_OK && !c->notify && a->clock.measured_at > 0) {
-        char deadline[48];
-        int n =
-            snprintf(deadline, sizeof deadline, ",\"deadline\":%lld",
-                     rrpc__clock_redis_ms(&a->clock) + (long long)(c->timeout_s * 1000.0 + 0.999));
+        char deadline[80];
+        long long now = rrpc__clock_redis_ms(&a->clock); /* `sent`: PROTOCOL.md section 7 */
+        int n = snprintf(deadline, sizeof deadline, ",\"sent\":%lld,\"deadline\":%lld", now,
+                         now + (long long)(c->timeout_s * 1000.0 + 0.999));
         rc = append(c, &used, deadline, (size_t)n);
     }
     if (rc == RRPC_OK)

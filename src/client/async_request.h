@@ -24,6 +24,9 @@ int rrpc__areq_make_tail(rrpc_async *a);
  * up to "id": for a call (with its deadline if a->clock is measured, and
  * the trace context TRACE).  RRPC_EINVAL or RRPC_ENOMEM with the message
  * set.  Any thread. */
+/* The cancel key of A's call HANDLE: "<reply key>:cancel:<handle>". */
+int rrpc__areq_cancel_key(const rrpc_async *a, uint64_t handle, char *out, size_t len);
+
 int rrpc__areq_build(rrpc_async *a, rrpc__acall *c, const char *service, const char *method,
                      const json_t *params, const rrpc__call_trace_ctx *trace,
                      const json_t *members);

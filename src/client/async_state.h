@@ -47,16 +47,20 @@ struct rrpc__acall {
     rrpc_async_cb cb;
     void *udata;
     double timeout_s;
-    uint64_t id;            /* 0 while it holds no slot */
-    char *buf;              /* the service's queue name, a NUL, then the request text */
-    size_t cap;             /* of buf */
-    size_t list_len;        /* the queue name's length */
-    size_t text_len;        /* the request text's length (from buf + list_len + 1) */
-    unsigned notify : 1;    /* a notification: no id, no callback */
-    unsigned in_outbox : 1; /* waiting for flush() to deliver it */
-    unsigned done : 1;      /* finished while in the outbox: flush() recycles it */
-    size_t hooks_passed;    /* interceptors whose before let it through */
-    char *hook_names;       /* with interceptors: "service\0method", for their afters */
+    uint64_t id;     /* 0 while it holds no slot */
+    char *buf;       /* the service's queue name, a NUL, then the request text */
+    size_t cap;      /* of buf */
+    size_t list_len; /* the queue name's length */
+    size_t text_len; /* the request text's length (from buf + list_len + 1) */
+    uint64_t handle; /* rrpc_async_cancel's name for it (rrpc_call_options.handle) */
+    void (*progress)(const json_t *value, void *udata); /* or NULL: none asked for */
+    void *progress_udata;
+    unsigned cancellable : 1; /* its request carries its cancel key (async_request.c) */
+    unsigned notify : 1;      /* a notification: no id, no callback */
+    unsigned in_outbox : 1;   /* waiting for flush() to deliver it */
+    unsigned done : 1;        /* finished while in the outbox: flush() recycles it */
+    size_t hooks_passed;      /* interceptors whose before let it through */
+    char *hook_names;         /* with interceptors: "service\0method", for their afters */
     char inline_buf[RRPC__ASYNC_INLINE_BUF];
 };
 
@@ -90,6 +94,9 @@ struct rrpc_async {
     atomic_int closing;
     atomic_int link_up;
     atomic_size_t in_flight;
+    atomic_uint_fast64_t next_handle; /* handles of calls, from 1 */
+    struct rrpc__acancel *cancels;    /* rrpc_async_cancel from other threads, for the loop */
+    pthread_cond_t cancel_done;       /* signalled when the loop answered one */
     int wake_fd;
     pthread_t thread;
 
@@ -115,6 +122,13 @@ struct rrpc_async {
     int shutting_down;
     int cb_depth; /* > 0 while a user callback runs */
 };
+
+/* A cancel handed to the loop by another thread (rrpc_async_cancel). */
+typedef struct rrpc__acancel {
+    struct rrpc__acancel *next;
+    uint64_t handle;
+    int rc, done;
+} rrpc__acancel;
 
 /* The loop thread of an own-loop client marks itself, so that calls made
  * from its callbacks skip the queue (async_state.c). */

@@ -33,6 +33,11 @@
 /* Backoff between reconnection attempts of a call that resends. */
 #define RESEND_BACKOFF_MIN_S 0.05
 #define RESEND_BACKOFF_MAX_S 1.0
+/* A cancellable call looks at its flag this often while it waits. */
+#define CANCEL_SLICE_S 0.1
+/* A cancel mark outlives the call's timeout by this much: a worker that
+ * took the request late still sees it. */
+#define CANCEL_MARK_EXTRA_S 60.0
 
 struct rrpc_client {
     rrpc__caller base; /* the link, its operations, URL and key prefix */
@@ -215,12 +220,23 @@ static int prepare(rrpc_client *c, const char *service, char *list, size_t list_
     return rc;
 }
 
+/* Progress and cancellation of one call (PROTOCOL.md section 7). */
+typedef struct watched {
+    rrpc__call_watch w;
+    const rrpc_call_options *o;
+    const char *id;                 /* the call's id: progress must name it */
+    char cancel_key[RRPC__KEY_MAX]; /* its own, or "" */
+} watched;
+
+static int watch_members(rrpc_client *c, json_t *req, const char *key, watched *w);
+
 /* Validates a call or notification and encodes its request.  KEY (the id
- * and reply key) is generated unless it is NULL (a notification).  Returns
- * the text (new, free()) or NULL with *rc set. */
+ * and reply key) is generated unless it is NULL (a notification).  W (or
+ * NULL) adds the members "progress" and "cancel_key".  Returns the text
+ * (new, free()) or NULL with *rc set. */
 static char *encode_request(rrpc_client *c, const char *service, const char *method,
                             const json_t *params, char list[RRPC__KEY_MAX], char *key,
-                            double *timeout_s, const rrpc__call_trace_ctx *trace,
+                            double *timeout_s, const rrpc__call_trace_ctx *trace, watched *w,
                             const json_t *members, int *rc)
 {
     double started = rrpc__monotonic();
@@ -239,6 +255,10 @@ static char *encode_request(rrpc_client *c, const char *service, const char *met
         json_object_update_missing(req, (json_t *)members); /* checked: none of rrpc's */
     if (key != NULL)
         rrpc__request_set_deadline(req, &c->clock, *timeout_s);
+    if (w != NULL && key != NULL && watch_members(c, req, key, w) != RRPC_OK) {
+        json_decref(req);
+        req = NULL;
+    }
     char *text = req ? json_dumps(req, RRPC__JSON_ENCODE_FLAGS) : NULL;
     json_decref(req);
     text = rrpc__request_text_add_trace(text, trace->traceparent, trace->tracestate);
@@ -252,6 +272,74 @@ static char *encode_request(rrpc_client *c, const char *service, const char *met
 static int push_only(rrpc_client *c, const char *list, const char *text)
 {
     return c->base.ops->send(c->base.link, list, text, c->errmsg, sizeof c->errmsg);
+}
+
+/* deliver's progress hook: a progress message of this call ({"method":
+ * "rpc.progress", "params": {"id": <ours>, "progress": ...}}) goes to the
+ * caller's callback; anything else is the answer. */
+static int on_progress(const char *text, size_t len, void *udata)
+{
+    watched *w = udata;
+    if (w->o->progress == NULL)
+        return 0;
+    json_t *msg = json_loadb(text, len, RRPC__JSON_DECODE_FLAGS, NULL);
+    json_t *params = json_object_get(msg, "params");
+    const char *id = json_string_value(json_object_get(params, "id"));
+    int mine = json_object_get(msg, "id") == NULL &&
+               json_is_string(json_object_get(msg, "method")) &&
+               strcmp(json_string_value(json_object_get(msg, "method")), "rpc.progress") == 0 &&
+               id != NULL && strcmp(id, w->id) == 0 && json_object_get(params, "progress");
+    if (mine)
+        w->o->progress(json_object_get(params, "progress"), w->o->progress_udata);
+    json_decref(msg);
+    return mine;
+}
+
+/* deliver's cancel hook: the caller's flag, or the handled request's
+ * cancellation for a call made inside a handler. */
+static int on_cancelled(void *udata)
+{
+    watched *w = udata;
+    return (w->o->cancel != NULL && *w->o->cancel) || rrpc__inherited_cancelled();
+}
+
+/* Sets up W for a call with options O; 0 if the call needs no watching
+ * (nothing asked, and not inside a cancellable handler). */
+static int watch_setup(watched *w, const rrpc_call_options *o, double timeout_s)
+{
+    const char *inherited = rrpc__inherited_cancel_key();
+    if (o->progress == NULL && o->cancel == NULL && inherited == NULL)
+        return 0;
+    memset(w, 0, sizeof *w);
+    w->o = o;
+    w->w.udata = w;
+    w->w.progress = o->progress ? on_progress : NULL;
+    if (o->cancel != NULL || inherited != NULL) {
+        w->w.cancelled = on_cancelled;
+        w->w.slice_s = CANCEL_SLICE_S;
+        w->w.cancel_ttl_s = timeout_s + CANCEL_MARK_EXTRA_S;
+    }
+    return 1;
+}
+
+/* Adds "progress" and "cancel_key" to REQ (the call KEY) as W says: the
+ * call's own cancel key if it has a flag, else the handled request's. */
+static int watch_members(rrpc_client *c, json_t *req, const char *key, watched *w)
+{
+    w->id = key;
+    int rc = 0;
+    if (w->o->progress != NULL)
+        rc |= json_object_set_new(req, "progress", json_true());
+    const char *ck = rrpc__inherited_cancel_key();
+    if (w->o->cancel != NULL) {
+        if (rrpc__key_join(w->cancel_key, sizeof w->cancel_key, NULL, key, ":cancel") != RRPC_OK)
+            return client_fail(c, RRPC_EINVAL, "reply key too long for a cancel key");
+        ck = w->cancel_key;
+    }
+    w->w.cancel_key = ck;
+    if (ck != NULL)
+        rc |= json_object_set_new(req, "cancel_key", json_string(ck));
+    return rc == 0 ? RRPC_OK : client_fail(c, RRPC_ENOMEM, "cannot encode the request");
 }
 
 /* One call with the settled options O. */
@@ -271,6 +359,8 @@ static int call(rrpc_client *c, const char *service, const char *method, const j
     rrpc__call_trace_ctx trace;
     if (rc == RRPC_OK)
         rc = rrpc__call_trace(o->traceparent, o->tracestate, &trace, c->errmsg, sizeof c->errmsg);
+    if (rc == RRPC_OK && o->cancel != NULL && *o->cancel)
+        rc = client_fail(c, RRPC_ECANCELED, "the call was cancelled before it was sent");
     if (rc != RRPC_OK)
         return rc;
     json_t *members = NULL;
@@ -281,8 +371,10 @@ static int call(rrpc_client *c, const char *service, const char *method, const j
         rrpc__call_hooks_after(&c->hooks, passed, service, method, rc, NULL, NULL);
         return rc;
     }
-    char *text =
-        encode_request(c, service, method, params, list, key, &timeout_s, &trace, members, &rc);
+    watched w;
+    int watching = watch_setup(&w, o, timeout_s);
+    char *text = encode_request(c, service, method, params, list, key, &timeout_s, &trace,
+                                watching ? &w : NULL, members, &rc);
     json_decref(members);
     if (text == NULL) {
         rrpc__call_hooks_after(&c->hooks, passed, service, method, rc, NULL, NULL);
@@ -291,7 +383,11 @@ static int call(rrpc_client *c, const char *service, const char *method, const j
     rrpc__answer *holder = NULL;
     const char *value = NULL;
     size_t value_len = 0;
+    if (watching)
+        c->base.ops->watch(c->base.link, &w.w);
     rc = push_and_wait(c, list, text, key, timeout_s, &holder, &value, &value_len);
+    if (watching)
+        c->base.ops->watch(c->base.link, NULL);
     free(text);
     if (rc == RRPC_OK)
         rc =
@@ -337,8 +433,8 @@ static int notify(rrpc_client *c, const char *service, const char *method, const
     double no_timeout = 0;
     rrpc__call_trace_ctx trace;
     rrpc__call_trace(NULL, NULL, &trace, NULL, 0); /* continued or new: cannot fail */
-    char *text =
-        encode_request(c, service, method, params, list, NULL, &no_timeout, &trace, NULL, &rc);
+    char *text = encode_request(c, service, method, params, list, NULL, &no_timeout, &trace, NULL,
+                                NULL, &rc);
     if (text != NULL && key != NULL) {
         /* Added to the encoded object, so that the request is built once. */
         json_t *req = json_loads(text, 0, NULL), *k = json_string(key);

@@ -64,8 +64,14 @@ double rrpc__clock_age(const rrpc__clock *c)
 
 void rrpc__request_set_deadline(json_t *req, const rrpc__clock *c, double timeout_s)
 {
-    if (req == NULL || c->measured_at <= 0 || timeout_s <= 0 || timeout_s > 1e8)
-        return; /* unmeasured clock or no real limit: no deadline */
-    long long deadline = rrpc__clock_redis_ms(c) + (long long)(timeout_s * 1000.0 + 0.999);
+    if (req == NULL || c->measured_at <= 0)
+        return; /* unmeasured clock: neither time */
+    long long now = rrpc__clock_redis_ms(c);
+    /* When it was sent, for the age of the oldest queued request
+     * (PROTOCOL.md section 7, `sent`). */
+    json_object_set_new(req, "sent", json_integer((json_int_t)now));
+    if (timeout_s <= 0 || timeout_s > 1e8)
+        return; /* no real limit: no deadline */
+    long long deadline = now + (long long)(timeout_s * 1000.0 + 0.999);
     json_object_set_new(req, "deadline", json_integer((json_int_t)deadline));
 }

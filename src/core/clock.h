@@ -27,8 +27,9 @@ long long rrpc__clock_redis_ms(const rrpc__clock *c);
 /* Seconds since the clock was last measured (a large number if never). */
 double rrpc__clock_age(const rrpc__clock *c);
 
-/* Sets REQ's deadline member (PROTOCOL.md section 7): TIMEOUT_S from now on
- * the Redis clock C.  Nothing is set if C was never measured. */
+/* Sets REQ's sent member (now) and deadline member (TIMEOUT_S from now, if
+ * positive) on the Redis clock C (PROTOCOL.md section 7).  Nothing is set
+ * if C was never measured. */
 void rrpc__request_set_deadline(json_t *req, const rrpc__clock *c, double timeout_s);
 
 /* S seconds as a struct timeval (libevent timers, socket timeouts): NaN,

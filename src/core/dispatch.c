@@ -31,7 +31,16 @@ struct rrpc_request {
      * the message), NULL without a valid traceparent. */
     char traceparent[RRPC__TRACEPARENT_LEN + 1];
     const char *tracestate;
-    const json_t *message;     /* the request object, for rrpc_request_member */
+    /* Progress and cancellation (PROTOCOL.md section 7): the reply key
+     * progress goes to (NULL: the caller did not ask, or a batch element),
+     * and the cancel key (NULL: not cancellable), both borrowed. */
+    const char *progress_key;
+    size_t progress_key_len;
+    const char *cancel_key;
+    size_t cancel_key_len;
+    int cancelled;           /* the caller cancelled it: seen once, kept */
+    double cancel_looked_at; /* monotonic, when the broker was last asked */
+    const json_t *message;   /* the request object, for rrpc_request_member */
     const rrpc__method *entry; /* the method called, once found */
 };
 
@@ -39,6 +48,16 @@ struct rrpc_request {
  * monotonic seconds, 0 if none): calls made from inside a handler inherit
  * it without any change to their signature. */
 static _Thread_local double handler_deadline;
+
+/* The request the calling thread's handler runs (NULL outside one), and
+ * what its transport offers handlers (rrpc__handler_io_set). */
+static _Thread_local rrpc_request *handler_request;
+static _Thread_local const rrpc__handler_io *handler_io;
+
+void rrpc__handler_io_set(const rrpc__handler_io *io)
+{
+    handler_io = io;
+}
 
 double rrpc__inherited_timeout(double timeout_s)
 {
@@ -164,6 +183,55 @@ const char *rrpc_request_traceparent(const rrpc_request *req)
 const char *rrpc_request_tracestate(const rrpc_request *req)
 {
     return req != NULL ? req->tracestate : NULL;
+}
+
+/* How often rrpc_request_cancelled asks the broker, at most. */
+#define CANCEL_LOOK_EVERY_S 0.05
+
+int rrpc_request_cancelled(rrpc_request *req)
+{
+    if (req == NULL || req->cancel_key == NULL || req != handler_request)
+        return 0;
+    if (req->cancelled || handler_io == NULL || handler_io->cancelled == NULL)
+        return req->cancelled;
+    double now = rrpc__monotonic();
+    if (now - req->cancel_looked_at < CANCEL_LOOK_EVERY_S)
+        return 0;
+    req->cancel_looked_at = now;
+    req->cancelled =
+        handler_io->cancelled(handler_io->ctx, req->cancel_key, req->cancel_key_len) == 1;
+    return req->cancelled;
+}
+
+const char *rrpc__inherited_cancel_key(void)
+{
+    return handler_request != NULL ? handler_request->cancel_key : NULL;
+}
+
+int rrpc__inherited_cancelled(void)
+{
+    return rrpc_request_cancelled(handler_request);
+}
+
+int rrpc_request_progress(rrpc_request *req, const json_t *value)
+{
+    if (req == NULL || value == NULL)
+        return RRPC_EINVAL;
+    /* Compared, never read: REQ may be a pointer kept past its handler. */
+    if (req != handler_request || handler_io == NULL || handler_io->progress == NULL)
+        return RRPC_ESTATE;
+    if (req->progress_key == NULL)
+        return RRPC_OK; /* not asked for: a seed-style caller never sees one */
+    json_t *msg = json_pack("{s:s,s:s,s:{s:O,s:O}}", "jsonrpc", "2.0", "method", "rpc.progress",
+                            "params", "id", req->id, "progress", value);
+    char *text = msg ? json_dumps(msg, RRPC__JSON_ENCODE_FLAGS) : NULL;
+    json_decref(msg);
+    if (text == NULL)
+        return RRPC_ENOMEM;
+    int rc = handler_io->progress(handler_io->ctx, req->progress_key, req->progress_key_len, text,
+                                  strlen(text));
+    free(text);
+    return rc;
 }
 
 int rrpc_request_add_effect(rrpc_request *req, int argc, const char **argv)
@@ -343,6 +411,13 @@ static json_t *run_handler(const rrpc__methods *methods, rrpc_request *call, siz
         return rrpc_request_error(call, RRPC_JSONRPC_METHOD_NOT_FOUND, "Method not found",
                                   json_stringn(call->method, name_len));
     handler_deadline = call->deadline_mono;
+    handler_request = call;
+    /* A request its caller cancelled while it waited is not run. */
+    if (call->cancel_key != NULL && rrpc_request_cancelled(call)) {
+        handler_request = NULL;
+        handler_deadline = 0;
+        return rrpc_request_error(call, RRPC_JSONRPC_CANCELLED, "Cancelled", NULL);
+    }
     rrpc__trace_enter(rrpc_request_traceparent(call), call->tracestate);
     double started = rrpc__stats_start(methods->stats);
     call->entry = m;
@@ -350,6 +425,7 @@ static json_t *run_handler(const rrpc__methods *methods, rrpc_request *call, siz
         methods->n_hooks == 0 ? m->fn(call, m->udata) : run_intercepted(methods, m, call);
     rrpc__stats_record(methods->stats, (size_t)(m - methods->items), started, !result);
     rrpc__trace_leave();
+    handler_request = NULL; /* progress from now on is refused: the answer is final */
     handler_deadline = 0;
     return result;
 }
@@ -370,11 +446,30 @@ static void read_trace(const json_t *req, rrpc_request *call)
         call->tracestate = json_string_value(ts);
 }
 
+/* Reads the members "progress" and "cancel_key" (PROTOCOL.md section 7)
+ * into CALL.  Progress goes to KEY (KEY_LEN bytes; NULL: nowhere, as for
+ * a batch element) and only when the member is true. */
+static void read_progress_cancel(const json_t *req, rrpc_request *call, const char *key,
+                                 size_t key_len)
+{
+    if (key != NULL && call->id != NULL && json_is_true(json_object_get(req, "progress"))) {
+        call->progress_key = key;
+        call->progress_key_len = key_len;
+    }
+    const json_t *ck = json_object_get(req, "cancel_key");
+    if (json_is_string(ck) && json_string_length(ck) > 0) {
+        call->cancel_key = json_string_value(ck);
+        call->cancel_key_len = json_string_length(ck);
+    }
+}
+
 /* Runs one request object and returns its response (new), or NULL for a
  * notification.  OVER_TIME: its batch has run out of time (PROTOCOL.md
- * section 5): a valid request is answered -32001 without running. */
+ * section 5): a valid request is answered -32001 without running.  KEY
+ * (KEY_LEN bytes, or NULL) is its reply key, where progress goes. */
 static json_t *handle_one(const rrpc__methods *methods, json_t *req, const rrpc__clock *clock,
-                          double over_time_limit, rrpc__outcome *out)
+                          double over_time_limit, const char *key, size_t key_len,
+                          rrpc__outcome *out)
 {
     out->requests++;
     const char *why = NULL;
@@ -397,9 +492,16 @@ static json_t *handle_one(const rrpc__methods *methods, json_t *req, const rrpc_
                          &out->effects,
                          "",
                          NULL,
+                         NULL,
+                         0,
+                         NULL,
+                         0,
+                         0,
+                         0,
                          req,
                          NULL};
     read_trace(req, &call);
+    read_progress_cancel(req, &call, key, key_len);
     size_t name_len = json_string_length(json_object_get(req, "method"));
     json_t *result = NULL;
     if (over_time_limit > 0) {
@@ -466,7 +568,7 @@ static json_t *handle_batch(const rrpc__methods *methods, const rrpc__limits *li
             limits->batch_time_s > 0 && rrpc__monotonic() - started >= limits->batch_time_s
                 ? limits->batch_time_s
                 : 0;
-        json_t *r = handle_one(methods, json_array_get(batch, i), clock, over, out);
+        json_t *r = handle_one(methods, json_array_get(batch, i), clock, over, NULL, 0, out);
         if (r != NULL)
             json_array_append_new(responses, r);
     }
@@ -518,7 +620,7 @@ void rrpc__dispatch(const rrpc__methods *methods, const rrpc__limits *limits,
         response = handle_batch(methods, limits, clock, msg, key, key_room, &have_key, out);
     } else {
         have_key = rrpc__reply_key(msg, key, key_room);
-        response = handle_one(methods, msg, clock, 0, out);
+        response = handle_one(methods, msg, clock, 0, have_key ? key : NULL, have_key, out);
     }
     if (response != NULL && have_key) {
         out->reply_key = key; /* the outcome owns it now */

@@ -56,6 +56,30 @@ const rrpc__method *rrpc__request_entry(const rrpc_request *req);
  * is handling, if it is inside a handler (rrpc_request_time_left). */
 double rrpc__inherited_timeout(double timeout_s);
 
+/* What a handler may ask of the broker while it runs: progress pushed to
+ * its reply key, and whether its caller cancelled it (PROTOCOL.md section
+ * 7).  A transport's worker sets it for its thread (rrpc__handler_io_set)
+ * before it decides requests; without one, progress is refused
+ * (RRPC_ESTATE) and nothing is ever cancelled. */
+typedef struct rrpc__handler_io {
+    /* Pushes TEXT (LEN bytes) onto the reply key KEY (KEY_LEN bytes, a
+     * key the request named) now, as an answer would be pushed. */
+    int (*progress)(void *ctx, const char *key, size_t key_len, const char *text, size_t len);
+    /* 1 if the cancel key KEY exists, 0 if not, negative if it cannot tell. */
+    int (*cancelled)(void *ctx, const char *key, size_t key_len);
+    void *ctx;
+} rrpc__handler_io;
+
+/* Sets the calling thread's handler I/O (borrowed; NULL: none). */
+void rrpc__handler_io_set(const rrpc__handler_io *io);
+
+/* The cancel key of the request the calling thread is handling, or NULL:
+ * calls made from inside a handler carry it. */
+const char *rrpc__inherited_cancel_key(void);
+/* Nonzero if the request the calling thread is handling was cancelled
+ * (rrpc_request_cancelled); 0 outside a handler. */
+int rrpc__inherited_cancelled(void);
+
 typedef struct rrpc__limits {
     size_t max_request_bytes;
     size_t max_batch;

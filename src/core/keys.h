@@ -19,6 +19,16 @@
 #define RRPC__KEY_NAMESPACE "rrpc:"         /* everything rrpc keeps under <prefix>rrpc: */
 #define RRPC__SUFFIX_DEAD   ":dead"         /* <prefix><service>:dead, dead letters */
 #define RRPC__SUFFIX_STATS  ":stats"        /* <prefix><service>:stats, counters */
+/* Fields of <prefix><service>:stats, each counted by whoever refuses or
+ * moves the request (PROTOCOL.md section 9, "Service counters"). */
+#define RRPC__STAT_DEAD        "dead"        /* dead letters recorded (workers, reaper) */
+#define RRPC__STAT_LOST        "lost"        /* answers Redis never took (workers) */
+#define RRPC__STAT_EXPIRED     "expired"     /* not run: deadline passed (C workers) */
+#define RRPC__STAT_SHED        "shed"        /* refused by max_queue (the sync C client) */
+#define RRPC__STAT_REDELIVERED "redelivered" /* put back by the reaper (reliable mode) */
+/* rrpc web's chart history: <prefix>rrpc:web:history:<service>, a sorted
+ * set of per-minute samples scored by the minute (Unix seconds / 60). */
+#define RRPC__KEY_HISTORY "rrpc:web:history:"
 /* Tagged per-service keys: "{<list>}" followed by one of these. */
 #define RRPC__TAG_WORKERS  ":workers"  /* zset of live workers, scored by deadline */
 #define RRPC__TAG_INFO     ":info"     /* hash worker id -> record */

@@ -123,27 +123,61 @@ enum {
     R_DEAD_TOTAL,
     R_MSTATS,
     R_SHARDS,
+    R_COUNTERS,
+    R_HEAD,
     R_COUNT
 };
 
+/* The oldest of the queue heads so far: *SENT_MS the smallest "sent" seen
+ * (0: none yet), *UNKNOWN set when a head has none (PROTOCOL.md section 7,
+ * `sent`).  A batch is as old as its first element. */
+static void judge_head(const rrpc__reply *head, long long *sent_ms, int *unknown)
+{
+    size_t len = 0;
+    const char *text =
+        rrpc__reply_type(head) == RRPC__REPLY_STRING ? rrpc__reply_str(head, &len) : NULL;
+    if (text == NULL)
+        return; /* an empty queue */
+    json_t *req = json_loadb(text, len, RRPC__JSON_DECODE_FLAGS, NULL);
+    json_t *first = json_is_array(req) ? json_array_get(req, 0) : req;
+    json_t *sent = json_object_get(first, "sent");
+    if (json_is_integer(sent) && json_integer_value(sent) > 0) {
+        long long ms = (long long)json_integer_value(sent);
+        if (*sent_ms == 0 || ms < *sent_ms)
+            *sent_ms = ms;
+    } else
+        *unknown = 1;
+    json_decref(req);
+}
+
+/* The I-th value of the HMGET reply R (fields in the order queue_service
+ * asks for them), 0 when absent. */
+static long long field_ll(const rrpc__reply *r, size_t i)
+{
+    return i < rrpc__reply_count(r) ? rrpc__reply_ll(rrpc__reply_element(r, i)) : 0;
+}
+
 /* The requests queued on shards 1..SHARDS-1 of the service whose shard 0
  * is LIST (shard.c): one more round trip, taken only for sharded services. */
-static int other_shards_queue(rrpc__client_link *l, const char *list, int shards, long long *sum,
-                              char *err, size_t errlen)
+static int other_shards_queue(rrpc__client_link *l, const char *list, int shards,
+                              rrpc__service_view *v, char *err, size_t errlen)
 {
     char key[RRPC__KEY_MAX];
     int rc = RRPC_OK;
     for (int k = 1; k < shards && rc == RRPC_OK; k++)
-        if ((rc = rrpc__shard_key(key, sizeof key, list, k)) == RRPC_OK)
-            rc = rrpc__conn_appendv(l->conn, 2, "LLEN", key);
+        if ((rc = rrpc__shard_key(key, sizeof key, list, k)) == RRPC_OK &&
+            (rc = rrpc__conn_appendv(l->conn, 2, "LLEN", key)) == RRPC_OK)
+            rc = rrpc__conn_appendv(l->conn, 3, "LINDEX", key, "0");
     if (rc != RRPC_OK)
         return link_fail(l, rc, err, errlen);
-    rrpc__reply *r[RRPC__MAX_SHARDS];
-    if ((rc = read_all(l, shards - 1, r, err, errlen)) != RRPC_OK)
+    rrpc__reply *r[2 * RRPC__MAX_SHARDS];
+    if ((rc = read_all(l, 2 * (shards - 1), r, err, errlen)) != RRPC_OK)
         return rc;
     for (int k = 0; k < shards - 1; k++) {
-        *sum += rrpc__reply_integer(r[k]);
-        rrpc__reply_free(r[k]);
+        v->queue += rrpc__reply_integer(r[2 * k]);
+        judge_head(r[2 * k + 1], &v->oldest_sent_ms, &v->oldest_unknown);
+        rrpc__reply_free(r[2 * k]);
+        rrpc__reply_free(r[2 * k + 1]);
     }
     return RRPC_OK;
 }
@@ -202,9 +236,12 @@ static int queue_service(rrpc__conn *c, const keys *k)
         (rc = rrpc__conn_appendv(c, 2, "EXISTS", k->config)) ||
         (rc = rrpc__conn_appendv(c, 2, "LLEN", k->list)) ||
         (rc = rrpc__conn_appendv(c, 2, "LLEN", k->dead)) ||
-        (rc = rrpc__conn_appendv(c, 3, "HGET", k->stats, "dead")) ||
+        (rc = rrpc__conn_appendv(c, 3, "HGET", k->stats, RRPC__STAT_DEAD)) ||
         (rc = rrpc__conn_appendv(c, 2, "HGETALL", k->mstats)) ||
-        (rc = rrpc__conn_appendv(c, 3, "HGET", k->config, "shards")))
+        (rc = rrpc__conn_appendv(c, 3, "HGET", k->config, "shards")) ||
+        (rc = rrpc__conn_appendv(c, 6, "HMGET", k->stats, RRPC__STAT_EXPIRED, RRPC__STAT_SHED,
+                                 RRPC__STAT_REDELIVERED, RRPC__STAT_LOST)) ||
+        (rc = rrpc__conn_appendv(c, 3, "LINDEX", k->list, "0")))
         return rc;
     return RRPC_OK;
 }
@@ -223,21 +260,27 @@ static int service(rrpc__client_link *l, const char *prefix, const char *name,
         return rc;
     /* A sharded service's queue is the sum over its lists. */
     int shards = rrpc__shard_count((long)rrpc__reply_ll(r[R_SHARDS]));
-    long long queue = rrpc__reply_integer(r[R_QUEUE]);
+    long long now_ms = rrpc__reply_time_ms(r[R_TIME]);
+    rrpc__service_view v = {
+        .registered = rrpc__reply_integer(r[R_EXISTS]) > 0,
+        .shards = shards,
+        .queue = rrpc__reply_integer(r[R_QUEUE]),
+        .max_queue = rrpc__reply_ll(r[R_CONFIG]),
+        .dead = rrpc__reply_integer(r[R_DEAD]),
+        .dead_total = rrpc__reply_ll(r[R_DEAD_TOTAL]),
+        .expired = field_ll(r[R_COUNTERS], 0),
+        .shed = field_ll(r[R_COUNTERS], 1),
+        .redelivered = field_ll(r[R_COUNTERS], 2),
+        .lost = field_ll(r[R_COUNTERS], 3),
+        .now_ms = now_ms,
+    };
+    judge_head(r[R_HEAD], &v.oldest_sent_ms, &v.oldest_unknown);
     if (shards > 1)
-        rc = other_shards_queue(l, k.list, shards, &queue, err, errlen);
+        rc = other_shards_queue(l, k.list, shards, &v, err, errlen);
     if (rc == RRPC_OK) {
-        long long now_ms = rrpc__reply_time_ms(r[R_TIME]);
-        *view = (rrpc__service_view){
-            .registered = rrpc__reply_integer(r[R_EXISTS]) > 0,
-            .shards = shards,
-            .queue = queue,
-            .max_queue = rrpc__reply_ll(r[R_CONFIG]),
-            .dead = rrpc__reply_integer(r[R_DEAD]),
-            .dead_total = rrpc__reply_ll(r[R_DEAD_TOTAL]),
-            .workers = live_workers(r[R_WORKERS], r[R_INFO], now_ms),
-            .mstats = counters(r[R_MSTATS]),
-        };
+        v.workers = live_workers(r[R_WORKERS], r[R_INFO], now_ms);
+        v.mstats = counters(r[R_MSTATS]);
+        *view = v;
         if (view->workers == NULL || view->mstats == NULL) {
             json_decref(view->workers);
             json_decref(view->mstats);
@@ -389,7 +432,100 @@ static int forget(rrpc__client_link *l, const char *prefix, const char *service,
     return RRPC_OK;
 }
 
+/* ---- rrpc web's chart history ------------------------------------------------ */
+
+static int history_key(char *buf, size_t len, const char *prefix, const char *service)
+{
+    char base[RRPC__KEY_MAX];
+    if (rrpc__key_join(base, sizeof base, prefix, RRPC__KEY_HISTORY, NULL) != RRPC_OK)
+        return RRPC_EINVAL;
+    return rrpc__key_join(buf, len, base, service, NULL);
+}
+
+static int history_put(rrpc__client_link *l, const char *prefix, const char *service,
+                       const char *text, int keep, char *err, size_t errlen)
+{
+    char key[RRPC__KEY_MAX];
+    int rc = begin(l, prefix, NULL, NULL, err, errlen);
+    if (rc != RRPC_OK)
+        return rc;
+    if (history_key(key, sizeof key, prefix, service) != RRPC_OK)
+        return rrpc__fail(err, errlen, RRPC_EINVAL, "service name too long");
+    rrpc__reply *t = NULL;
+    const char *time_cmd[] = {"TIME"};
+    if ((rc = command(l, &t, 1, time_cmd, NULL, err, errlen)) != RRPC_OK)
+        return rc;
+    long long minute = rrpc__reply_time_ms(t) / 60000;
+    rrpc__reply_free(t);
+    /* The member starts with its minute, so that equal samples of two
+     * minutes stay two members. */
+    size_t tlen = strlen(text);
+    char *member = malloc(tlen + 32);
+    if (member == NULL)
+        return rrpc__fail(err, errlen, RRPC_ENOMEM, "out of memory");
+    snprintf(member, tlen + 32, "%lld %s", minute, text);
+    char score[32], oldest[32], ttl[32];
+    snprintf(score, sizeof score, "%lld", minute);
+    snprintf(oldest, sizeof oldest, "(%lld", minute - keep);
+    snprintf(ttl, sizeof ttl, "%d", keep * 60);
+    /* One key, so MULTI is fine on a Cluster too. */
+    if ((rc = rrpc__conn_appendv(l->conn, 1, "MULTI")) ||
+        (rc = rrpc__conn_appendv(l->conn, 4, "ZREMRANGEBYSCORE", key, score, score)) ||
+        (rc = rrpc__conn_appendv(l->conn, 4, "ZADD", key, score, member)) ||
+        (rc = rrpc__conn_appendv(l->conn, 4, "ZREMRANGEBYSCORE", key, "-inf", oldest)) ||
+        (rc = rrpc__conn_appendv(l->conn, 3, "EXPIRE", key, ttl)) ||
+        (rc = rrpc__conn_appendv(l->conn, 1, "EXEC"))) {
+        free(member);
+        return link_fail(l, rc, err, errlen);
+    }
+    free(member);
+    rrpc__reply *r[6];
+    if ((rc = read_all(l, 6, r, err, errlen)) != RRPC_OK)
+        return rc;
+    if (rrpc__reply_type(r[5]) != RRPC__REPLY_ARRAY)
+        rc = rrpc__fail(err, errlen, RRPC_EREDIS, "Redis did not store the sample");
+    for (int i = 0; i < 6; i++)
+        rrpc__reply_free(r[i]);
+    return rc;
+}
+
+static int history_get(rrpc__client_link *l, const char *prefix, const char *service,
+                       json_t **records, char *err, size_t errlen)
+{
+    char key[RRPC__KEY_MAX];
+    int rc = begin(l, prefix, NULL, NULL, err, errlen);
+    if (rc != RRPC_OK)
+        return rc;
+    if (history_key(key, sizeof key, prefix, service) != RRPC_OK)
+        return rrpc__fail(err, errlen, RRPC_EINVAL, "service name too long");
+    rrpc__reply *r = NULL;
+    const char *zrange[] = {"ZRANGE", key, "0", "-1"};
+    if ((rc = command(l, &r, 4, zrange, NULL, err, errlen)) != RRPC_OK)
+        return rc;
+    json_t *out = json_array();
+    for (size_t i = 0; out && i < rrpc__reply_count(r); i++) {
+        size_t len;
+        const char *text = rrpc__reply_str(rrpc__reply_element(r, i), &len);
+        const char *space = text ? memchr(text, ' ', len) : NULL;
+        if (space == NULL)
+            continue;
+        json_t *sample =
+            json_loadb(space + 1, len - (size_t)(space + 1 - text), RRPC__JSON_DECODE_FLAGS, NULL);
+        if (sample == NULL)
+            continue; /* not ours */
+        json_array_append_new(out, json_pack("{s:I, s:o}", "minute", (json_int_t)(atoll(text) * 60),
+                                             "sample", sample));
+    }
+    rrpc__reply_free(r);
+    if (out == NULL)
+        return rrpc__fail(err, errlen, RRPC_ENOMEM, "out of memory");
+    *records = out;
+    return RRPC_OK;
+}
+
 const rrpc__admin_ops rrpc__redis_admin_ops = {
+    .history_put = history_put,
+    .history_get = history_get,
     .services = services,
     .service = service,
     .dead_list = dead_list,

@@ -321,6 +321,17 @@ static void session_withdraw(rrpc__async_session *s, const char *queue, size_t q
         rrpc__aconn_command(s->push, 4, argv, lens, NULL);
 }
 
+static void session_mark_cancelled(rrpc__async_session *s, const char *key, size_t klen,
+                                   long long ttl_ms)
+{
+    char ms[32];
+    int n = snprintf(ms, sizeof ms, "%lld", ttl_ms > 0 ? ttl_ms : 1);
+    const char *argv[] = {"SET", key, "1", "PX", ms};
+    size_t lens[] = {3, klen, 1, 2, (size_t)n};
+    if (s->state == LINK_UP)
+        rrpc__aconn_command(s->push, 5, argv, lens, NULL);
+}
+
 const rrpc__async_ops rrpc__redis_async_ops = {
     .broker = "Redis",
     .deliver_max = 1024,
@@ -328,5 +339,6 @@ const rrpc__async_ops rrpc__redis_async_ops = {
     .open = session_open,
     .deliver = session_deliver,
     .withdraw = session_withdraw,
+    .mark_cancelled = session_mark_cancelled,
     .close = session_close,
 };

@@ -158,6 +158,24 @@ typedef struct call {
     char timeout_text[32];      /* of the next BLPOP */
 } call;
 
+/* Counts a call refused by max_queue in <service>:stats "shed", where
+ * operators read it (PROTOCOL.md section 9).  Best effort: a refusal is
+ * rare, the count is a separate command on the mended link, and the call
+ * fails with RRPC_EOVERLOADED whatever becomes of it. */
+static void count_shed(rrpc__client_link *l, const char *queue)
+{
+    char stats[RRPC__KEY_MAX];
+    rrpc__reply *r = NULL;
+    if (rrpc__conn_broken(l->conn) ||
+        rrpc__key_join(stats, sizeof stats, NULL, queue, RRPC__SUFFIX_STATS) != RRPC_OK)
+        return;
+    if (rrpc__conn_appendv(l->conn, 4, "HINCRBY", stats, RRPC__STAT_SHED, "1") == RRPC_OK &&
+        rrpc__conn_read(l->conn, &r) == RRPC_OK)
+        rrpc__reply_free(r);
+}
+
+static int next_wait(rrpc__client_link *l, call *k);
+
 /* Checks the registry, then pipelines the push with the first BLPOP and
  * reads the push's reply. */
 static int push(rrpc__client_link *l, call *k, char *err, size_t errlen)
@@ -173,7 +191,7 @@ static int push(rrpc__client_link *l, call *k, char *err, size_t errlen)
         return rrpc__fail(err, errlen, RRPC_EINVAL, "service name too long");
     /* The registry's round trip may have used up a tiny timeout: then
      * nothing is pushed, and the call times out now. */
-    if (!rrpc__failfast_next_wait(&k->st, k->timeout_text, sizeof k->timeout_text))
+    if (!next_wait(l, k))
         return timed_out(k->queue, k->timeout_s, err, errlen);
     rc = rrpc__failfast_append_push(l->conn, k->target, k->text, &k->st);
     if (rc == RRPC_OK)
@@ -191,25 +209,113 @@ static int push(rrpc__client_link *l, call *k, char *err, size_t errlen)
          * leaves the link broken, and the next call retries. */
         if (!rrpc__conn_broken(l->conn))
             rrpc__conn_reconnect(l->conn);
+        if (rc == RRPC_EOVERLOADED)
+            count_shed(l, k->queue);
     }
     return rc;
 }
 
+/* The text of a BLPOP reply R, or NULL if it popped nothing. */
+static const char *popped_text(const rrpc__reply *r, size_t *len)
+{
+    if (rrpc__reply_type(r) != RRPC__REPLY_ARRAY || rrpc__reply_count(r) != 2)
+        return NULL;
+    return rrpc__reply_str(rrpc__reply_element(r, 1), len);
+}
+
+/* The next BLPOP's timeout text: the registry's slice (failfast.c), cut
+ * to the watch's slice.  0 if the call's time is up. */
+static int next_wait(rrpc__client_link *l, call *k)
+{
+    if (!rrpc__failfast_next_wait(&k->st, k->timeout_text, sizeof k->timeout_text))
+        return 0;
+    if (l->watch != NULL && l->watch->slice_s > 0 && atof(k->timeout_text) > l->watch->slice_s)
+        snprintf(k->timeout_text, sizeof k->timeout_text, "%.3f", l->watch->slice_s);
+    return 1;
+}
+
+/* The caller cancelled: marks the request's cancel key and takes the
+ * request back, in one pipeline (the mark first, so that a worker that
+ * takes it meanwhile sees it before running it). */
+static int cancel(rrpc__client_link *l, call *k, char *err, size_t errlen)
+{
+    const rrpc__call_watch *wt = l->watch;
+    int n = 0, rc = set_socket_timeout(l, 0);
+    if (rc == RRPC_OK && wt->cancel_key != NULL) {
+        char ms[32];
+        snprintf(ms, sizeof ms, "%lld", (long long)(wt->cancel_ttl_s * 1000.0) + 1);
+        rc = rrpc__conn_appendv(l->conn, 5, "SET", wt->cancel_key, "1", "PX", ms);
+        n++;
+    }
+    if (rc == RRPC_OK)
+        rc = rrpc__conn_appendv(l->conn, 4, "LREM", k->target, "1", k->text);
+    n++;
+    for (int i = 0; rc == RRPC_OK && i < n; i++) {
+        rrpc__reply *r = NULL;
+        rc = rrpc__conn_read(l->conn, &r);
+        rrpc__reply_free(r);
+    }
+    return rrpc__fail(err, errlen, RRPC_ECANCELED, "the call to '%s' was cancelled", k->queue);
+}
+
+static int keep_waiting(rrpc__client_link *l, call *k, int progress);
+
+/* Whether the wait goes on after POPPED (taken over, freed here unless it
+ * is the answer): 1 to wait again, 0 with *popped the answer or nil. */
+static int wait_again(rrpc__client_link *l, call *k, rrpc__reply **popped, int *cancelled)
+{
+    const rrpc__call_watch *wt = l->watch;
+    size_t len = 0;
+    const char *text = popped_text(*popped, &len);
+    int progress =
+        text != NULL && wt != NULL && wt->progress != NULL && wt->progress(text, len, wt->udata);
+    if (text != NULL && !progress)
+        return 0; /* the answer */
+    if (wt != NULL && wt->cancelled != NULL && wt->cancelled(wt->udata)) {
+        *cancelled = 1;
+        return 0;
+    }
+    int again = limit_socket_to(l, k->ends) == RRPC_OK && keep_waiting(l, k, progress);
+    if (!again && progress) { /* the time is up: no answer, only progress */
+        rrpc__reply_free(*popped);
+        *popped = NULL;
+    }
+    return again;
+}
+
+/* After progress, or a slice, whether the call waits again (and the
+ * timeout text of the wait). */
+static int keep_waiting(rrpc__client_link *l, call *k, int progress)
+{
+    const rrpc__call_watch *wt = l->watch;
+    /* After progress, or a slice of the watch's, the registry is asked
+     * only when its own slice is due (failfast_again). */
+    int sliced = k->st.slice_s > 0;
+    if (!progress && sliced && !rrpc__failfast_again(l->ff, l->conn, k->queue, &k->st))
+        return 0;
+    if (!progress && !sliced && (wt == NULL || wt->slice_s <= 0))
+        return 0;
+    return next_wait(l, k);
+}
+
 /* Reads the BLPOP's reply into *popped; a registered service is awaited
  * in slices, checking between them that a worker is still alive
- * (failfast.c). */
+ * (failfast.c), and a watched call in slices of its own (progress,
+ * cancellation). */
 static int await(rrpc__client_link *l, call *k, rrpc__reply **popped, char *err, size_t errlen)
 {
-    int rc = read_reply(l, popped, err, errlen);
-    while (rc == RRPC_OK && rrpc__reply_type(*popped) == RRPC__REPLY_NIL &&
-           limit_socket_to(l, k->ends) == RRPC_OK &&
-           rrpc__failfast_again(l->ff, l->conn, k->queue, &k->st) &&
-           rrpc__failfast_next_wait(&k->st, k->timeout_text, sizeof k->timeout_text)) {
+    int rc = read_reply(l, popped, err, errlen), cancelled = 0;
+    while (rc == RRPC_OK && wait_again(l, k, popped, &cancelled)) {
         rrpc__reply_free(*popped);
         *popped = NULL;
         rc = rrpc__conn_appendv(l->conn, 3, "BLPOP", k->reply_to, k->timeout_text);
         rc = rc == RRPC_OK ? read_reply(l, popped, err, errlen)
                            : link_fail(rc, rrpc__conn_errmsg(l->conn), err, errlen);
+    }
+    if (cancelled) {
+        rrpc__reply_free(*popped);
+        *popped = NULL;
+        return cancel(l, k, err, errlen);
     }
     if (rc == RRPC_EREDIS)
         withdraw(l, k->target, k->text); /* the wait was refused: nobody will collect */
@@ -228,7 +334,8 @@ static int deliver(rrpc__client_link *l, const char *queue, const char *text, co
         rc = await(l, &k, &popped, err, errlen);
     if (rc != RRPC_OK)
         return rc;
-    if (rrpc__reply_type(popped) != RRPC__REPLY_ARRAY || rrpc__reply_count(popped) != 2) {
+    if (popped == NULL || rrpc__reply_type(popped) != RRPC__REPLY_ARRAY ||
+        rrpc__reply_count(popped) != 2) {
         rrpc__reply_free(popped);
         withdraw(l, k.target, text);
         if (k.st.unavailable)
@@ -268,6 +375,11 @@ static int send_text(rrpc__client_link *l, const char *queue, const char *text, 
     return rc;
 }
 
+static void watch(rrpc__client_link *l, const rrpc__call_watch *w)
+{
+    l->watch = w;
+}
+
 const rrpc__client_ops rrpc__redis_client_ops = {
     .open = open_link,
     .close = close_link,
@@ -279,4 +391,5 @@ const rrpc__client_ops rrpc__redis_client_ops = {
     .deliver = deliver,
     .answer_free = answer_free,
     .send = send_text,
+    .watch = watch,
 };

@@ -12,6 +12,7 @@ struct rrpc__client_link {
     rrpc__conn *conn;
     rrpc__failfast *ff;      /* registry view: fail fast, max_queue, shards (failfast.c) */
     double socket_timeout_s; /* the read timeout last set on conn; 0: none set since dialling */
+    const rrpc__call_watch *watch; /* progress and cancellation of the next calls, or NULL */
 };
 
 extern const rrpc__client_ops rrpc__redis_client_ops;

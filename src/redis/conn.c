@@ -250,6 +250,13 @@ int rrpc__conn_broken(const rrpc__conn *c)
     return c->d.broken;
 }
 
+int rrpc__conn_mend_if_closed(rrpc__conn *c)
+{
+    if (!rrpc__conn_broken(c) && !rrpc__conn_peer_closed(c))
+        return RRPC_OK;
+    return rrpc__conn_reconnect(c);
+}
+
 int rrpc__conn_peer_closed(const rrpc__conn *c)
 {
     /* Only meaningful with no reply outstanding: then anything readable

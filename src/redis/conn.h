@@ -57,6 +57,11 @@ const char *rrpc__conn_errmsg(const rrpc__conn *c);
 int rrpc__conn_broken(const rrpc__conn *c);
 /* Nonzero if the peer closed an idle link (no reply outstanding). */
 int rrpc__conn_peer_closed(const rrpc__conn *c);
+/* For links idle between uses (heartbeats, a stop's last writes): if the
+ * link is broken, or Redis closed it while idle (its `timeout`, CLIENT
+ * KILL, a proxy), reconnects now, so that the next use does not fail on
+ * it.  RRPC_OK if the link is usable. */
+int rrpc__conn_mend_if_closed(rrpc__conn *c);
 
 /* Measures the Redis clock (core/clock.h) with one TIME round trip on
  * CONN, which must have no replies outstanding.  If Redis refuses TIME (an

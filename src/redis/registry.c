@@ -259,8 +259,7 @@ static void log_registry(const rrpc__registry *r, rrpc_log_level level, const ch
  * fail fast on a live service. */
 static void beat_or_recover(rrpc__registry *r)
 {
-    if ((rrpc__conn_broken(r->conn) || rrpc__conn_peer_closed(r->conn)) &&
-        rrpc__conn_reconnect(r->conn) != RRPC_OK)
+    if (rrpc__conn_mend_if_closed(r->conn) != RRPC_OK)
         return;
     rrpc__conn_set_timeout(r->conn, SOCKET_TIMEOUT_S);
     int rc = beat(r);
@@ -326,8 +325,7 @@ void rrpc__registry_stop(rrpc__registry *r)
     pthread_cond_signal(&r->cv);
     pthread_mutex_unlock(&r->mu);
     pthread_join(r->thread, NULL);
-    if (rrpc__conn_broken(r->conn))
-        rrpc__conn_reconnect(r->conn);
+    rrpc__conn_mend_if_closed(r->conn);
     /* The last counts, then the record goes: callers fail fast from now. */
     rrpc__mstats_flush(r->a->stats, r->a->methods, r->conn, r->mstats_key);
     const char *zrem[] = {"ZREM", r->workers_key, r->a->id};

@@ -109,122 +109,263 @@
     "  end\n"                                                                                      \
     "end\n"
 
+/* Runs CMD [KEY] over LIST in slices (Lua's unpack is bounded): the
+ * replies of the slices joined (an array), or summed (an integer). */
+#define BATCHED_LUA                                                                                \
+    "local function batched(cmd, key, list)\n"                                                     \
+    "  local out, sum = {}, 0\n"                                                                   \
+    "  for i = 1, #list, 1000 do\n"                                                                \
+    "    local j = math.min(i + 999, #list)\n"                                                     \
+    "    local r = key and redis.call(cmd, key, unpack(list, i, j)) or\n"                          \
+    "      redis.call(cmd, unpack(list, i, j))\n"                                                  \
+    "    if type(r) == 'table' then\n"                                                             \
+    "      for x = 1, #r do out[#out + 1] = r[x] end\n"                                            \
+    "    elseif type(r) == 'number' then\n"                                                        \
+    "      sum = sum + r\n"                                                                        \
+    "    end\n"                                                                                    \
+    "  end\n"                                                                                      \
+    "  return out, sum\n"                                                                          \
+    "end\n"
+
 /* KEYS: list, landing list, in-flight hash, worker set.  ARGV: count (0:
  * none more), done-key prefix, worker id, size limit, token base.  Moves
  * what BLMOVE landed and up to COUNT more requests into the in-flight
  * hash, and returns [field, record, answer, ...] for everything held there,
  * oldest first: answer is the remembered answer (or nil), or an error
  * "dedup key refused: <type>" when the request's dedup key is not a
- * string. */
-static const char take_script[] = IDENTITY_LUA CHECK_TYPES_LUA
+ * string.  Per batch, not per request: one HSET, one MGET of the dedup
+ * keys (and a TYPE only for a dedup key that is there but not a string);
+ * everything held is read back only if something was held before. */
+static const char take_script[] = IDENTITY_LUA CHECK_TYPES_LUA BATCHED_LUA
     "local bad = check_types({'list', 'list', 'hash', 'set'})\n"
     "if bad then return bad end\n"
     "local n, max = tonumber(ARGV[1]), tonumber(ARGV[4])\n"
+    "local before = redis.call('HLEN', KEYS[3])\n"
     "local landed = redis.call('LRANGE', KEYS[2], 0, -1)\n"
     "local more = n > 0 and redis.call('LRANGE', KEYS[1], 0, n - 1) or {}\n"
     "redis.call('SADD', KEYS[4], ARGV[3])\n" /* first write: under OOM nothing moved */
-    "local k = 0\n"
+    "local fields, recs, pairs_ = {}, {}, {}\n"
     "local function hold(item)\n"
-    "  k = k + 1\n"
-    "  local field = string.format('%s.%06d', ARGV[5], k)\n"
-    "  local rec = identity(item, max, ARGV[3] .. '\\n' .. field)\n"
-    "  redis.call('HSET', KEYS[3], field, rec .. item)\n"
+    "  local field = string.format('%s.%06d', ARGV[5], #fields + 1)\n"
+    "  local rec = identity(item, max, ARGV[3] .. '\\n' .. field) .. item\n"
+    "  fields[#fields + 1] = field\n"
+    "  recs[field] = rec\n"
+    "  pairs_[#pairs_ + 1] = field\n"
+    "  pairs_[#pairs_ + 1] = rec\n"
     "end\n"
     "for _, item in ipairs(landed) do hold(item) end\n"
     "for _, item in ipairs(more) do hold(item) end\n"
+    "if #pairs_ > 0 then batched('HSET', KEYS[3], pairs_) end\n"
     "if #landed > 0 then redis.call('DEL', KEYS[2]) end\n"
     "if #more > 0 then redis.call('LTRIM', KEYS[1], #more, -1) end\n"
-    "local all = redis.call('HGETALL', KEYS[3])\n"
-    "local fields, recs = {}, {}\n"
-    "for i = 1, #all, 2 do fields[#fields + 1] = all[i]; recs[all[i]] = all[i + 1] end\n"
-    "table.sort(fields)\n"
-    "local out = {}\n"
-    "for _, f in ipairs(fields) do\n"
+    "if before > 0 then\n" /* held before (a commit refused, or a take lost): all of it */
+    "  local all = redis.call('HGETALL', KEYS[3])\n"
+    "  fields, recs = {}, {}\n"
+    "  for i = 1, #all, 2 do fields[#fields + 1] = all[i]; recs[all[i]] = all[i + 1] end\n"
+    "  table.sort(fields)\n"
+    "end\n"
+    "local dones, which = {}, {}\n"
+    "for i, f in ipairs(fields) do\n"
     "  local rec = recs[f]\n"
-    "  local h, answer = string.sub(rec, 1, 40), false\n"
+    "  local h = string.sub(rec, 1, 40)\n"
     "  if h == string.sub(rec, 41, 80) then\n"
-    "    local t = redis.call('TYPE', ARGV[2] .. h).ok\n"
-    "    if t == 'string' then answer = redis.call('GET', ARGV[2] .. h)\n"
-    "    elseif t ~= 'none' then answer = {err = 'dedup key refused: ' .. t} end\n"
-    "  end\n"
-    "  out[#out + 1] = f\n"
-    "  out[#out + 1] = rec\n"
-    "  out[#out + 1] = answer\n"
-    "end\n"
-    "return out\n";
-
-/* KEYS: in-flight hash, done key, dead list, stats hash[, reply key].
- * ARGV: field, answer to remember ('': none, the request's answer is being
- * sent again), window, response, reply ttl, dead letter (''  none),
- * dead-letter bound, effect count, then per effect its argc and arguments.
- *
- * Completes one request held in the in-flight hash, all or nothing:
- * remembers its answer, pushes its response, applies its effects, files its
- * dead letter and releases it.  Returns 1; [1, error] if an effect was
- * refused (the rest stands); 0 if the request is no longer held (this was
- * done already, or the reaper took it back) or another worker answered it
- * first; or ['refused', reason] having changed nothing, when the reply key
- * is refused or the dedup key is not a string: the worker then commits
- * again with the dead letter it builds for that reason.  Everything that
- * can refuse is checked before the first write, so a script error (out of
- * memory, at the first write) leaves the request held, to be retried. */
-static const char commit_script[] =
-    "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end\n"
-    "local remember, dead = ARGV[2] ~= '', ARGV[6] ~= ''\n"
-    "if remember then\n"
-    "  local t = redis.call('TYPE', KEYS[2]).ok\n"
-    "  if t == 'string' then\n"
-    "    redis.call('HDEL', KEYS[1], ARGV[1])\n"
-    "    return 0\n"
-    "  elseif t ~= 'none' then\n"
-    "    if not dead then return {'refused', 'dedup key refused: ' .. t} end\n"
-    "    remember = false\n"
+    "    dones[#dones + 1] = ARGV[2] .. h\n"
+    "    which[#dones] = i\n"
     "  end\n"
     "end\n"
-    "if dead then\n"
-    "  for i, w in ipairs({'list', 'hash'}) do\n"
-    "    local t = redis.call('TYPE', KEYS[2 + i]).ok\n"
-    "    if t ~= 'none' and t ~= w then\n"
-    "      return redis.error_reply('WRONGTYPE rrpc: ' .. KEYS[2 + i] .. ' is a ' .. t)\n"
+    "local answers = {}\n"
+    "if #dones > 0 then\n"
+    "  local got = batched('MGET', nil, dones)\n"
+    "  local absent = {}\n"
+    "  for d = 1, #dones do\n"
+    "    if got[d] then answers[which[d]] = got[d] else absent[#absent + 1] = d end\n"
+    "  end\n"
+    "  local absent_keys = {}\n"
+    "  for _, d in ipairs(absent) do absent_keys[#absent_keys + 1] = dones[d] end\n"
+    "  local _, there = batched('EXISTS', nil, absent_keys)\n"
+    "  if there > 0 then\n" /* MGET says nil for a key of another type too */
+    "    for _, d in ipairs(absent) do\n"
+    "      local t = redis.call('TYPE', dones[d]).ok\n"
+    "      if t ~= 'none' then answers[which[d]] = {err = 'dedup key refused: ' .. t} end\n"
     "    end\n"
     "  end\n"
     "end\n"
-    "if #KEYS > 4 then\n"
-    "  local t = redis.pcall('TYPE', KEYS[5])\n"
-    "  if t.err then return {'refused', 'reply failed: ' .. t.err} end\n"
-    "  t = t.ok\n"
-    "  if t == 'list' then\n"
-    "    local ttl = redis.pcall('PTTL', KEYS[5])\n"
-    "    if type(ttl) == 'table' then return {'refused', 'reply failed: ' .. ttl.err} end\n"
-    "    if ttl < 0 then return {'refused', 'reply key refused: list without expiry'} end\n"
-    "  elseif t ~= 'none' then\n"
-    "    return {'refused', 'reply key refused: ' .. t}\n"
-    "  end\n"
-    "  local r = redis.pcall('RPUSH', KEYS[5], ARGV[4])\n"
-    "  if type(r) == 'table' then\n"
-    "    if string.sub(r.err, 1, 3) == 'OOM' then return redis.error_reply(r.err) end\n"
-    "    return {'refused', 'reply failed: ' .. r.err}\n"
-    "  end\n"
-    "  redis.pcall('EXPIRE', KEYS[5], ARGV[5])\n"
+    "local out = {}\n"
+    "for i, f in ipairs(fields) do\n"
+    "  out[#out + 1] = f\n"
+    "  out[#out + 1] = recs[f]\n"
+    "  out[#out + 1] = answers[i] or false\n"
     "end\n"
-    "if remember then redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3]) end\n"
-    "local i, refused = 9, nil\n"
-    "for _ = 1, tonumber(ARGV[8]) do\n"
-    "  local argc = tonumber(ARGV[i])\n"
-    "  local r = redis.pcall(unpack(ARGV, i + 1, i + argc))\n"
-    "  if type(r) == 'table' and r.err and not refused then\n"
-    "    refused = ARGV[i + 1] .. ': ' .. r.err\n"
+    "return out\n";
+
+/* KEYS: in-flight hash, dead list, stats hash, then per request its done
+ * key[, its reply key].  ARGV: window, reply ttl, dead-letter bound, the
+ * count N of requests, then per request: its key count (1, or 2 with a
+ * reply key), field, answer to remember ('': none, the request's answer is
+ * being sent again), response, dead letter ('': none), effect count, then
+ * per effect its argc and arguments.
+ *
+ * Completes N requests held in the in-flight hash, each all or nothing:
+ * remembers its answer, pushes its response, applies its effects, files
+ * its dead letter and releases it.  Returns one outcome per request, in
+ * order: 1; [1, error] if an effect was refused (the rest stands); 0 if
+ * the request is no longer held (this was done already, or the reaper took
+ * it back) or another worker answered it first; ['refused', reason] having
+ * changed nothing of it, when the reply key is refused or the dedup key is
+ * not a string (the worker then commits it again with the dead letter it
+ * builds for that reason); or an error having changed nothing of it (the
+ * dead-letter list or stats hash of the wrong type: held, retried).  Each
+ * request's checks come before its writes, so one bad request costs only
+ * itself.  Redis refuses a write for memory only before a script's first
+ * write: then the whole script fails having changed nothing, and every
+ * request stays held, to be retried.
+ *
+ * What can be done once per batch is: whether the requests are held (one
+ * HMGET), whether any dedup key exists (one EXISTS), a reply key's checks
+ * (once per key: after a push it is a list that gets its expiry), the
+ * pushes (one RPUSH per key, sent before any effect or dead letter, in the
+ * order of the requests), the expiries (one per key) and the release (one
+ * HDEL).  Per request there remains the SET of its answer. */
+static const char commit_head[] = BATCHED_LUA
+    "local held, window, ttl, trim = KEYS[1], ARGV[1], ARGV[2], ARGV[3]\n"
+    "local ents, fields, dones = {}, {}, {}\n"
+    "local k, a = 4, 5\n"
+    "for j = 1, tonumber(ARGV[4]) do\n"
+    "  local nk = tonumber(ARGV[a])\n"
+    "  local e = {done = KEYS[k], reply = nk > 1 and KEYS[k + 1] or nil, a = a + 1}\n"
+    "  local after = a + 6\n"
+    "  for _ = 1, tonumber(ARGV[a + 5]) do after = after + tonumber(ARGV[after]) + 1 end\n"
+    "  ents[j], fields[j], dones[j] = e, ARGV[a + 1], KEYS[k]\n"
+    "  k, a = k + nk, after\n"
+    "end\n"
+    "if #ents == 0 then return {} end\n"
+    "local isheld = batched('HMGET', held, fields)\n"
+    "local _, anydone = batched('EXISTS', nil, dones)\n"
+    "local released, remembered, release = {}, {}, {}\n"
+    "local keys, pushes, order, pushed = {}, {}, {}, {}\n"
+    "local dead_checked, dead_bad = false, nil\n"
+    "local function bad_dead()\n"
+    "  if dead_checked then return dead_bad end\n"
+    "  dead_checked = true\n"
+    "  for i, w in ipairs({'list', 'hash'}) do\n"
+    "    local t = redis.call('TYPE', KEYS[1 + i]).ok\n"
+    "    if t ~= 'none' and t ~= w then\n"
+    "      dead_bad = {err = 'WRONGTYPE rrpc: ' .. KEYS[1 + i] .. ' is a ' .. t}\n"
+    "    end\n"
     "  end\n"
-    "  i = i + argc + 1\n"
+    "  return dead_bad\n"
     "end\n"
-    "if dead then\n"
-    "  redis.call('RPUSH', KEYS[3], ARGV[6])\n"
-    "  redis.call('LTRIM', KEYS[3], ARGV[7], -1)\n"
-    "  redis.pcall('HINCRBY', KEYS[4], 'dead', 1)\n"
+    "local function done_type(done)\n"
+    "  if remembered[done] then return 'string' end\n"
+    "  if anydone == 0 then return 'none' end\n"
+    "  return redis.call('TYPE', done).ok\n"
     "end\n"
-    "redis.call('HDEL', KEYS[1], ARGV[1])\n"
-    "if refused then return {1, refused} end\n"
-    "return 1\n";
+    /* Whether REPLY takes a push: nil, or why not (once per key). */
+    "local function refusal(reply)\n"
+    "  local v = keys[reply]\n"
+    "  if v ~= nil then return v or nil end\n"
+    "  local t, why = redis.pcall('TYPE', reply), false\n"
+    "  if t.err then why = 'reply failed: ' .. t.err\n"
+    "  elseif t.ok == 'list' then\n"
+    "    local pttl = redis.pcall('PTTL', reply)\n"
+    "    if type(pttl) == 'table' then why = 'reply failed: ' .. pttl.err\n"
+    "    elseif pttl < 0 then why = 'reply key refused: list without expiry' end\n"
+    "  elseif t.ok ~= 'none' then why = 'reply key refused: ' .. t.ok end\n"
+    "  keys[reply] = why\n"
+    "  return why or nil\n"
+    "end\n"
+    /* Sends the pushes held so far.  Out of memory can only be the first
+     * write: it fails the script having changed nothing.  Nothing else can
+     * fail on a key checked (unless an effect changed it meanwhile). */
+    "local function push()\n"
+    "  for _, reply in ipairs(order) do\n"
+    "    local list = pushes[reply]\n"
+    "    for i = 1, #list, 1000 do\n"
+    "      local r = redis.pcall('RPUSH', reply, unpack(list, i, math.min(i + 999, #list)))\n"
+    "      if type(r) == 'table' and string.sub(r.err or '', 1, 3) == 'OOM' then return r.err end\n"
+    "    end\n"
+    "    pushed[reply] = true\n"
+    "  end\n"
+    "  order, pushes = {}, {}\n"
+    "end\n";
+static const char commit_tail[] =
+    "local function commit(j)\n"
+    "  local e = ents[j]\n"
+    "  local field, answer, response, letter = ARGV[e.a], ARGV[e.a + 1], ARGV[e.a + 2],\n"
+    "    ARGV[e.a + 3]\n"
+    "  if not isheld[j] or released[field] then return 0 end\n"
+    "  local remember, dead = answer ~= '', letter ~= ''\n"
+    "  if remember then\n"
+    "    local t = done_type(e.done)\n"
+    "    if t == 'string' then\n"
+    "      released[field] = true\n"
+    "      release[#release + 1] = field\n"
+    "      return 0\n"
+    "    elseif t ~= 'none' then\n"
+    "      if not dead then return {'refused', 'dedup key refused: ' .. t} end\n"
+    "      remember = false\n"
+    "    end\n"
+    "  end\n"
+    "  if dead and bad_dead() then return bad_dead() end\n"
+    "  if e.reply then\n"
+    "    local why = refusal(e.reply)\n"
+    "    if why then return {'refused', why} end\n"
+    "    if not pushes[e.reply] then\n"
+    "      pushes[e.reply] = {}\n"
+    "      order[#order + 1] = e.reply\n"
+    "    end\n"
+    "    local list = pushes[e.reply]\n"
+    "    list[#list + 1] = response\n"
+    "  end\n"
+    "  local effects = tonumber(ARGV[e.a + 4])\n"
+    "  if effects > 0 or dead then\n" /* they come after the pushes before them */
+    "    local oom = push()\n"
+    "    if oom then return {oom = oom} end\n"
+    "  end\n"
+    "  if remember then\n"
+    "    redis.call('SET', e.done, answer, 'EX', window)\n"
+    "    remembered[e.done] = true\n"
+    "  end\n"
+    "  local i, refused = e.a + 5, nil\n"
+    "  for _ = 1, effects do\n"
+    "    local argc = tonumber(ARGV[i])\n"
+    "    local r = redis.pcall(unpack(ARGV, i + 1, i + argc))\n"
+    "    if type(r) == 'table' and r.err and not refused then\n"
+    "      refused = ARGV[i + 1] .. ': ' .. r.err\n"
+    "    end\n"
+    "    i = i + argc + 1\n"
+    "  end\n"
+    "  if dead then\n"
+    "    redis.call('RPUSH', KEYS[2], letter)\n"
+    "    redis.call('LTRIM', KEYS[2], trim, -1)\n"
+    "    redis.pcall('HINCRBY', KEYS[3], 'dead', 1)\n"
+    "  end\n"
+    "  released[field] = true\n"
+    "  release[#release + 1] = field\n"
+    "  if refused then return {1, refused} end\n"
+    "  return 1\n"
+    "end\n"
+    "local out = {}\n"
+    "for j = 1, #ents do\n"
+    "  local r = commit(j)\n"
+    "  if type(r) == 'table' and r.oom then return redis.error_reply(r.oom) end\n"
+    "  out[j] = r\n"
+    "end\n"
+    "local oom = push()\n"
+    "if oom then return redis.error_reply(oom) end\n"
+    "for reply in pairs(pushed) do redis.pcall('EXPIRE', reply, ttl) end\n"
+    "if #release > 0 then batched('HDEL', held, release) end\n"
+    "return out\n";
+
+/* The commit script is longer than a C string literal may portably be. */
+static char commit_script[sizeof commit_head + sizeof commit_tail];
+static pthread_once_t commit_once = PTHREAD_ONCE_INIT;
+
+static void join_commit_script(void)
+{
+    memcpy(commit_script, commit_head, sizeof commit_head - 1);
+    memcpy(commit_script + sizeof commit_head - 1, commit_tail, sizeof commit_tail);
+}
 
 /* KEYS: list, worker set, dead list, stats hash.  ARGV: key prefix
  * "{list}:", max deliveries, window, service, dead-letter bound, size
@@ -311,6 +452,7 @@ static const char reap_script[] = CHECK_TYPES_LUA
     "    redis.call('SREM', KEYS[2], wid)\n"
     "  end\n"
     "end\n"
+    "if requeued > 0 then redis.call('HINCRBY', KEYS[4], 'redelivered', requeued) end\n"
     "return {requeued, dead, broken}\n";
 
 #define HEARTBEAT_BACKOFF_MAX_S 2.0
@@ -477,41 +619,92 @@ int rrpc__rel_commit_cmd(const rrpc__rel *r, rrpc__cmd *c, const rrpc__rel_commi
     char done[RRPC__KEY_MAX]; /* fits: rrpc__rel_init checked the longest key */
     snprintf(done, sizeof done, "%s%s", r->done_prefix, m->sha1);
     int with_reply = m->key != NULL && m->response != NULL;
-    int rc = add_str(c, "EVALSHA");
-    rc = rc ? rc : add_str(c, r->commit_sha);
-    rc = rc ? rc : add_str(c, with_reply ? "5" : "4");
-    rc = rc ? rc : add_str(c, m->inflight);
+    int rc = add_str(c, with_reply ? "2" : "1");
     rc = rc ? rc : add_str(c, done);
-    rc = rc ? rc : add_str(c, r->opts.dead_key);
-    rc = rc ? rc : add_str(c, r->opts.stats_key);
     rc = rc ? rc : (with_reply ? rrpc__cmd_add(c, m->key, m->key_len) : RRPC_OK);
     rc = rc ? rc : add_str(c, m->field);
     if (m->again) /* the answer is remembered already: send it, remember nothing */
         rc = rc ? rc : add_str(c, "");
     else
         rc = rc ? rc : add_answer(c, m->key, m->key_len, m->response, m->response_len);
-    rc = rc ? rc : add_str(c, r->window_text);
     rc = rc ? rc : (with_reply ? rrpc__cmd_add(c, m->response, m->response_len) : add_str(c, ""));
-    rc = rc ? rc : add_str(c, m->reply_ttl);
     rc = rc ? rc : add_str(c, m->dead_letter ? m->dead_letter : "");
-    rc = rc ? rc : add_str(c, r->trim_text);
     rc = rc ? rc : (m->effects ? add_effects(c, m->effects) : add_str(c, "0"));
     if (rc != RRPC_OK)
         rrpc__cmd_free(c);
     return rc;
 }
 
-/* Where a commit command's arguments are: ARGV[i] is argv[commit_argv(c, i)]. */
+/* How many keys a commit's part names (its done key, and its reply key). */
+static size_t commit_keys(const rrpc__cmd *c)
+{
+    return c->argv[0][0] == '2' ? 2 : 1;
+}
+
+int rrpc__rel_commit_batch(const rrpc__rel *r, const char *inflight, const char *reply_ttl,
+                           const rrpc__cmd *const *parts, size_t n, rrpc__argv *out)
+{
+    size_t keys = 3, args = 4;
+    for (size_t i = 0; i < n; i++) {
+        keys += commit_keys(parts[i]);
+        args += parts[i]->argc - commit_keys(parts[i]);
+    }
+    size_t argc = 3 + keys + args;
+    out->argv = malloc(argc * sizeof *out->argv);
+    out->lens = malloc(argc * sizeof *out->lens);
+    if (out->argv == NULL || out->lens == NULL) {
+        rrpc__argv_free(out);
+        return RRPC_ENOMEM;
+    }
+    snprintf(out->numkeys, sizeof out->numkeys, "%zu", keys);
+    snprintf(out->count, sizeof out->count, "%zu", n);
+    const char *head[] = {"EVALSHA", r->commit_sha,    out->numkeys,
+                          inflight,  r->opts.dead_key, r->opts.stats_key};
+    size_t k = 0, a = 3 + keys;
+    for (; k < 6; k++) {
+        out->argv[k] = head[k];
+        out->lens[k] = strlen(head[k]);
+    }
+    const char *globals[] = {r->window_text, reply_ttl, r->trim_text, out->count};
+    for (size_t i = 0; i < 4; i++, a++) {
+        out->argv[a] = globals[i];
+        out->lens[a] = strlen(globals[i]);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const rrpc__cmd *p = parts[i];
+        size_t nk = commit_keys(p);
+        for (size_t j = 0; j < p->argc; j++) {
+            /* The part's keys go with the KEYS, its count and the rest
+             * with the ARGV. */
+            size_t at = j >= 1 && j <= nk ? k++ : a++;
+            out->argv[at] = p->argv[j];
+            out->lens[at] = p->lens[j];
+        }
+    }
+    out->argc = argc;
+    return RRPC_OK;
+}
+
+void rrpc__argv_free(rrpc__argv *a)
+{
+    free(a->argv);
+    free(a->lens);
+    a->argv = NULL;
+    a->lens = NULL;
+    a->argc = 0;
+}
+
+/* Where a commit part's arguments after its keys are: FIELD is the first. */
 static size_t commit_argv(const rrpc__cmd *c, size_t i)
 {
-    return 3 + (size_t)atoi(c->argv[2]) + i - 1;
+    return 1 + commit_keys(c) + i;
 }
 
 const char *rrpc__rel_commit_arg(const rrpc__cmd *c, int which, size_t *len)
 {
-    size_t i = commit_argv(c, which == RRPC__COMMIT_FIELD      ? 1
-                              : which == RRPC__COMMIT_RESPONSE ? 4
-                                                               : 6);
+    size_t i = commit_argv(c, which == RRPC__COMMIT_FIELD      ? 0
+                              : which == RRPC__COMMIT_RESPONSE ? 2
+                                                               : 3);
     if (c->argc <= i)
         return NULL;
     if (len)
@@ -522,13 +715,12 @@ const char *rrpc__rel_commit_arg(const rrpc__cmd *c, int which, size_t *len)
 int rrpc__rel_commit_dead(const rrpc__cmd *orig, rrpc__cmd *c, const char *dead_letter)
 {
     memset(c, 0, sizeof *c);
-    size_t keys = (size_t)atoi(orig->argv[2]);
-    size_t response = commit_argv(orig, 4), letter = commit_argv(orig, 6);
+    size_t response = commit_argv(orig, 2), letter = commit_argv(orig, 3);
     int rc = RRPC_OK;
     for (size_t i = 0; rc == RRPC_OK && i < orig->argc; i++) {
-        if (i == 2)
-            rc = add_str(c, "4");
-        else if (i == 7 && keys == 5)
+        if (i == 0)
+            rc = add_str(c, "1");
+        else if (i == 2 && commit_keys(orig) == 2)
             continue; /* the refused reply key: not touched */
         else if (i == response)
             rc = add_str(c, "");
@@ -634,7 +826,7 @@ static void *heartbeat_main(void *arg)
     double interval = r->opts.heartbeat_ttl_s / 3;
     double backoff = 0.05;
     while (!atomic_load(&r->stop)) {
-        if (rrpc__conn_broken(r->conn) && rrpc__conn_reconnect(r->conn) != RRPC_OK) {
+        if (rrpc__conn_mend_if_closed(r->conn) != RRPC_OK) {
             nap(r, backoff);
             backoff = backoff * 2 > HEARTBEAT_BACKOFF_MAX_S ? HEARTBEAT_BACKOFF_MAX_S : backoff * 2;
             continue;
@@ -666,6 +858,7 @@ static int load_script(rrpc__conn *c, const char *script, char sha[41])
 
 int rrpc__rel_load_scripts(const rrpc__rel *r, rrpc__conn *c)
 {
+    pthread_once(&commit_once, join_commit_script);
     char take[41], commit[41];
     int rc = load_script(c, take_script, take);
     if (rc == RRPC_OK)
@@ -678,6 +871,7 @@ int rrpc__rel_load_scripts(const rrpc__rel *r, rrpc__conn *c)
 
 int rrpc__rel_learn_scripts(rrpc__rel *r, rrpc__conn *c)
 {
+    pthread_once(&commit_once, join_commit_script);
     int rc = load_script(c, take_script, r->take_sha);
     return rc == RRPC_OK ? load_script(c, commit_script, r->commit_sha) : rc;
 }
@@ -688,6 +882,7 @@ int rrpc__rel_start(rrpc__rel *r, const rrpc__url *url, double connect_timeout_s
     int rc = rrpc__conn_open(&r->conn, url, connect_timeout_s, err, errlen);
     if (rc == RRPC_OK)
         rc = rrpc__conn_set_timeout(r->conn, 10);
+    pthread_once(&commit_once, join_commit_script);
     /* Workers send EVALSHA: the script texts would be most of each commit. */
     if (rc == RRPC_OK && (rc = load_script(r->conn, take_script, r->take_sha)) == RRPC_OK)
         rc = load_script(r->conn, commit_script, r->commit_sha);
@@ -741,7 +936,7 @@ void rrpc__rel_stop(rrpc__rel *r, const rrpc__rel_worker *ws, int n)
         return;
     atomic_store(&r->stop, 1);
     pthread_join(r->thread, NULL);
-    if (!rrpc__conn_broken(r->conn))
+    if (rrpc__conn_mend_if_closed(r->conn) == RRPC_OK)
         say_goodbye(r, ws, n);
     rrpc__conn_close(r->conn);
     r->conn = NULL;

@@ -77,25 +77,38 @@ void rrpc__rel_take_argv(const rrpc__rel *r, const rrpc__rel_worker *k, const ch
 
 /* What one commit does (see the commit script). */
 typedef struct rrpc__rel_commit {
-    const char *inflight, *field; /* the worker's in-flight hash and the request's field */
-    const char *sha1;             /* the request's identity */
-    const char *key;              /* reply key (binary, key_len) or NULL: nothing to send */
+    const char *field; /* the request's field in the worker's in-flight hash */
+    const char *sha1;  /* the request's identity */
+    const char *key;   /* reply key (binary, key_len) or NULL: nothing to send */
     size_t key_len;
     const char *response; /* response (response_len bytes) or NULL */
     size_t response_len;
     int again;               /* the answer remembered before is sent again: no new memory */
     const json_t *effects;   /* rrpc_request_add_effect commands, or NULL */
     const char *dead_letter; /* a dead-letter record to file, or NULL */
-    const char *reply_ttl;
 } rrpc__rel_commit;
-/* Builds into *c (owned, rrpc__cmd_free) the commit described by M. */
+/* Builds into *c (owned, rrpc__cmd_free) the part of a commit script call
+ * that completes the request M describes: its key count, keys and
+ * arguments (a call completes a batch of such parts). */
 int rrpc__rel_commit_cmd(const rrpc__rel *r, rrpc__cmd *c, const rrpc__rel_commit *m);
-/* The commit ORIG again, with DEAD_LETTER and without its reply key (which
- * was refused): into *c. */
+/* A command whose arguments are borrowed (the strings of its parts). */
+typedef struct rrpc__argv {
+    const char **argv;
+    size_t *lens;
+    size_t argc;
+    char numkeys[24], count[24];
+} rrpc__argv;
+void rrpc__argv_free(rrpc__argv *a);
+/* Into *out: one commit script call for the N parts PARTS of requests held
+ * in the in-flight hash INFLIGHT (one round trip for the batch). */
+int rrpc__rel_commit_batch(const rrpc__rel *r, const char *inflight, const char *reply_ttl,
+                           const rrpc__cmd *const *parts, size_t n, rrpc__argv *out);
+/* The commit part ORIG again, with DEAD_LETTER and without its reply key
+ * (which was refused): into *c. */
 int rrpc__rel_commit_dead(const rrpc__cmd *orig, rrpc__cmd *c, const char *dead_letter);
 enum { RRPC__COMMIT_FIELD, RRPC__COMMIT_RESPONSE, RRPC__COMMIT_DEAD_LETTER };
-/* A commit command's field, response or dead letter ("" if none),
- * borrowed; NULL if the command has no such argument. */
+/* A commit part's field, response or dead letter ("" if none), borrowed;
+ * NULL if the part has no such argument. */
 const char *rrpc__rel_commit_arg(const rrpc__cmd *c, int which, size_t *len);
 /* Splits a remembered answer "K<len>:<key><response>"; 0 if it holds no
  * response.  Pointers are borrowed from ANSWER. */

@@ -14,6 +14,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "core/clock.h"
+#include "core/keys.h"
 #include "redis/conn.h"
 #include "redis/worker.h"
 
@@ -57,17 +58,24 @@ static void send_pop(worker *w, int quick)
     w->mode->send_take(w, quick ? QUICK_TIMEOUT : BLOCK_TIMEOUT);
 }
 
-/* Adds the losses counted since the last round to <service>:stats "lost"
- * (a refused or unconfirmed count is added again later). */
-static void send_lost(worker *w)
+/* Adds *UNSENT to <service>:stats FIELD (a refused or unconfirmed count
+ * is added again later, judge() in worker_collect.c). */
+static void send_count(worker *w, int kind, const char *field, unsigned long long *unsent)
 {
-    if (w->lost_unsent == 0)
+    if (*unsent == 0)
         return;
     char n[24];
-    snprintf(n, sizeof n, "%llu", w->lost_unsent);
-    const char *incr[] = {"HINCRBY", w->srv->stats_key, "lost", n};
-    if (rrpc__send_cmd(w, (op){.kind = OP_LOST, .count = w->lost_unsent}, 4, incr, NULL) == RRPC_OK)
-        w->lost_unsent = 0;
+    snprintf(n, sizeof n, "%llu", *unsent);
+    const char *incr[] = {"HINCRBY", w->srv->stats_key, field, n};
+    if (rrpc__send_cmd(w, (op){.kind = kind, .count = *unsent}, 4, incr, NULL) == RRPC_OK)
+        *unsent = 0;
+}
+
+/* The losses and expired requests counted since the last round. */
+static void send_lost(worker *w)
+{
+    send_count(w, OP_LOST, RRPC__STAT_LOST, &w->lost_unsent);
+    send_count(w, OP_EXPIRED, RRPC__STAT_EXPIRED, &w->expired_unsent);
 }
 
 static void free_pair(rrpc__reply *pair[2])
@@ -122,6 +130,11 @@ static void drop_pending(worker *w)
     free(w->held);
     w->held = NULL;
     w->nheld = w->capheld = 0;
+    for (size_t i = 0; i < w->npcommit; i++) /* as held: reaped once we are gone */
+        rrpc__free_op(&w->pcommit[i]);
+    free(w->pcommit);
+    w->pcommit = NULL;
+    w->npcommit = w->cappcommit = 0;
     for (size_t i = 0; i < w->npend; i++)
         rrpc__free_item(&w->pend[i]);
     free(w->pend);
@@ -194,6 +207,7 @@ void *rrpc__worker_main(void *arg)
     worker *w = arg;
     rrpc__serving *s = w->srv;
     double give_up_at = 0;
+    rrpc__side_start(w);
     for (;;) {
         int stopping = atomic_load(&s->stop);
         if (stopping && give_up_at == 0)
@@ -203,11 +217,13 @@ void *rrpc__worker_main(void *arg)
         /* Answers, dead letters and retries are judged by their replies,
          * which come after the pop's: a short block keeps their dead
          * letters (a refused key, say) from waiting for a long one. */
-        int quick = w->nops > 0 || w->npend > 0 || w->nretry > 0 || w->split_pending;
+        int quick =
+            w->nops > 0 || w->npend > 0 || w->npcommit > 0 || w->nretry > 0 || w->split_pending;
         w->split_pending = 0;
         prepare_retries(w);
         rrpc__send_held(w); /* what Redis refused for memory, once its backoff is over */
         rrpc__flush_replies(w);
+        rrpc__flush_commits(w);
         send_lost(w);
         if (!stopping)
             send_pop(w, quick);
@@ -243,5 +259,6 @@ void *rrpc__worker_main(void *arg)
             rrpc__sleep(BACKOFF_MIN_S * 10); /* e.g. WRONGTYPE: do not spin */
     }
     drop_pending(w);
+    rrpc__side_stop(w);
     return NULL;
 }

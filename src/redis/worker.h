@@ -58,10 +58,12 @@ enum op_kind {
     OP_POP,
     OP_TIME,     /* TIME, to keep the Redis clock estimate fresh */
     OP_SERVICES, /* SMEMBERS <prefix>rrpc:services, for the reply-key rules */
-    OP_COMMIT,   /* reliable mode: the commit script of one request; cmd owned */
+    OP_COMMIT,   /* reliable mode: one request's part of a commit call; cmd owned */
+    OP_COMMITS,  /* reliable mode: the commit script call of a batch; subs owned */
     OP_GIVEBACK, /* LPUSH of requests handed back unstarted; cmd owned */
     OP_EFFECTS,  /* the effects script of one request (effects_script); cmd owned */
-    OP_LOST      /* HINCRBY <service>:stats lost <count> */
+    OP_LOST,     /* HINCRBY <service>:stats lost <count> */
+    OP_EXPIRED   /* HINCRBY <service>:stats expired <count> */
 };
 
 /* Reliable mode: how long a commit Redis refused waits before it is sent
@@ -94,14 +96,17 @@ typedef struct op {
     size_t msg_len;
     char *msg_owned; /* msg's copy once the op outlives the popped reply */
     char *key;
-    char *text;        /* OP_DEAD: owned text to push */
-    double sent_ms;    /* OP_TIME: local wall time it was queued */
-    rrpc__cmd cmd;     /* OP_COMMIT: the whole command, resent as it is */
+    char *text;      /* OP_DEAD: owned text to push */
+    double sent_ms;  /* OP_TIME: local wall time it was queued */
+    rrpc__cmd cmd;   /* OP_COMMIT: its part of a commit call; others: the whole command */
+    struct op *subs; /* OP_COMMITS: the OP_COMMITs of the call, owned */
+    size_t nsubs;
+    int alone;         /* OP_COMMIT: in a call of its own (a batch was refused whole) */
     reply_item *items; /* OP_REPLY: the responses of the call, owned */
     size_t nitems;
     int eval;                 /* OP_REPLY: sent as EVAL, so the script is cached now */
     double give_up_at;        /* at-most-once, refused for memory: lost if still refused then */
-    unsigned long long count; /* OP_LOST: the count added */
+    unsigned long long count; /* OP_LOST, OP_EXPIRED: the count added */
 } op;
 
 typedef struct worker {
@@ -141,13 +146,20 @@ typedef struct worker {
     char base_text[24];       /* the take's token base: takes as 16 hex digits */
     int registered;           /* its id is in {L}:inflight (else SADD before BLMOVE) */
     int pop_failing;          /* the last pop was refused (logged once) */
+    op *pcommit; /* reliable mode: commits for the next commit call (rrpc__flush_commits) */
+    size_t npcommit, cappcommit;
     op *held; /* commits Redis refused (not transiently), at-most-once answers, dead letters,
                * effects and give-backs refused for memory: sent again later */
     size_t nheld, capheld;
-    double held_at, held_delay;      /* when, and the current backoff */
-    unsigned long long lost_unsent;  /* losses not yet added to <service>:stats */
-    unsigned long long effects_sent; /* makes every effects guard key unique */
-    char token[33];                  /* this thread's random part of the guard keys */
+    double held_at, held_delay;        /* when, and the current backoff */
+    unsigned long long lost_unsent;    /* losses not yet added to <service>:stats */
+    unsigned long long expired_unsent; /* expired requests not yet added there */
+    unsigned long long effects_sent;   /* makes every effects guard key unique */
+    char token[33];                    /* this thread's random part of the guard keys */
+    /* Progress and cancellation (worker_side.c): a second link, opened
+     * the first time a handler needs it, and the hooks handlers reach. */
+    rrpc__conn *side;
+    rrpc__handler_io io;
 } worker;
 
 /* The requests of a pop pair, read by the delivery mode. */
@@ -238,8 +250,10 @@ void rrpc__queue_effects(worker *w, const char *msg, size_t len, const json_t *e
 void rrpc__judge_effects(worker *w, const op *o, const rrpc__reply *r);
 
 /* worker_reliable.c */
-void rrpc__judge_commit(worker *w, const op *o, const rrpc__reply *r);
-int rrpc__refused_reply_key(worker *w, const op *o, const rrpc__reply *r);
+void rrpc__pend_commit(worker *w, op *o);
+void rrpc__flush_commits(worker *w);
+void rrpc__judge_commits(worker *w, op *o, const rrpc__reply *r);
+void rrpc__commits_refused(worker *w, op *o, const rrpc__reply *r);
 
 /* worker_batch.c */
 size_t rrpc__pop_count(const rrpc__reply *r);
@@ -247,11 +261,16 @@ void rrpc__handle_message(worker *w, const entry *e);
 void rrpc__handle_popped(worker *w, rrpc__reply *const popped[2]);
 
 /* worker_collect.c */
+void rrpc__hold(worker *w, op *o, const char *error);
 int rrpc__holds_answers(const worker *w);
 void rrpc__send_held(worker *w);
 void rrpc__keep_unconfirmed(worker *w, op *ops, size_t nops);
 void rrpc__requeue_retries(worker *w);
 int rrpc__collect(worker *w, rrpc__reply *popped[2]);
+
+/* worker_side.c */
+void rrpc__side_start(worker *w);
+void rrpc__side_stop(worker *w);
 
 /* worker.c */
 void rrpc__recover(worker *w);

@@ -26,6 +26,7 @@ void rrpc__handle_message(worker *w, const entry *e)
     rrpc__outcome out;
     char *refused = NULL; /* the response withheld from a refused reply key */
     w->srv->decide(w->srv, &w->rules, &w->clock, e->msg, e->len, &out, &refused);
+    w->expired_unsent += out.expired; /* for <service>:stats, with the next round */
     w->mode->settle(w, e, &out, refused);
     free(refused);
     rrpc__outcome_clear(&out);
@@ -59,6 +60,7 @@ static void adapt_batch(worker *w, double slowest, size_t bytes)
 static void flush_finished(worker *w)
 {
     rrpc__flush_replies(w);
+    rrpc__flush_commits(w);
     if (w->nops == 0)
         return;
     rrpc__reply *none[2] = {NULL, NULL};
@@ -105,7 +107,7 @@ void rrpc__handle_popped(worker *w, rrpc__reply *const popped[2])
             w->mode->hand_back(w, &b, k + 1);
             break;
         }
-        if ((w->nops > 0 || w->npend > 0) && now - flushed_at > FLUSH_AFTER_S) {
+        if ((w->nops > 0 || w->npend > 0 || w->npcommit > 0) && now - flushed_at > FLUSH_AFTER_S) {
             flush_finished(w);
             flushed_at = rrpc__monotonic();
         }

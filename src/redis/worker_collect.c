@@ -36,9 +36,9 @@ static void judge(worker *w, op *o, const rrpc__reply *r)
         rrpc__judge_replies(w, o, r);
         return;
     }
-    if (o->kind == OP_LOST) {
+    if (o->kind == OP_LOST || o->kind == OP_EXPIRED) {
         if (error) /* counted again with the next round */
-            w->lost_unsent += o->count;
+            *(o->kind == OP_LOST ? &w->lost_unsent : &w->expired_unsent) += o->count;
         return;
     }
     if (o->kind == OP_EFFECTS) {
@@ -49,8 +49,8 @@ static void judge(worker *w, op *o, const rrpc__reply *r)
         rrpc__take_services(w, r);
         return;
     }
-    if (o->kind == OP_COMMIT && rrpc__reply_type(r) != RRPC__REPLY_ERROR) {
-        rrpc__judge_commit(w, o, r); /* an error is collect's: rrpc__refused_reply_key, hold */
+    if (o->kind == OP_COMMITS && rrpc__reply_type(r) != RRPC__REPLY_ERROR) {
+        rrpc__judge_commits(w, o, r); /* an error is collect's: rrpc__commits_refused */
         return;
     }
     if (rrpc__reply_type(r) != RRPC__REPLY_ERROR) {
@@ -113,7 +113,7 @@ static int give_up_late(worker *w, op *o, const char *error)
  * which would be refused too, and the request lost.  At-most-once: an
  * answer, dead letter, effects or give-back, given up after the reply TTL
  * (give_up_late) -- never a dead letter either. */
-static void hold(worker *w, op *o, const char *error)
+void rrpc__hold(worker *w, op *o, const char *error)
 {
     if (o->kind != OP_COMMIT && give_up_late(w, o, error))
         return;
@@ -167,7 +167,13 @@ static void resend(worker *w, op *o)
     } else if (o->kind == OP_DEAD) {
         rrpc__queue_dead(w, o->text, o->give_up_at);
         free(o->msg_owned);
-    } else if (o->kind == OP_COMMIT || o->kind == OP_GIVEBACK || o->kind == OP_EFFECTS) {
+    } else if (o->kind == OP_COMMIT) {
+        rrpc__pend_commit(w, o); /* with the round's commit call */
+    } else if (o->kind == OP_COMMITS) {
+        for (size_t k = 0; k < o->nsubs; k++)
+            rrpc__pend_commit(w, &o->subs[k]);
+        free(o->subs);
+    } else if (o->kind == OP_GIVEBACK || o->kind == OP_EFFECTS) {
         rrpc__send_cmd(w, *o, (int)o->cmd.argc, (const char **)o->cmd.argv, o->cmd.lens);
     } else {
         rrpc__free_op(o);
@@ -201,6 +207,8 @@ static void keep_or_drop(worker *w, op *o)
     }
     if (o->kind == OP_LOST)
         w->lost_unsent += o->count;
+    else if (o->kind == OP_EXPIRED)
+        w->expired_unsent += o->count;
     rrpc__free_op(o);
 }
 
@@ -247,7 +255,7 @@ static int retry_kind(const op *o, const rrpc__reply *r)
     int noscript = e && strncmp(e, "NOSCRIPT", 8) == 0;
     if (o->kind == OP_REPLY && noscript)
         return RETRY_NOW;
-    if ((o->kind == OP_COMMIT || o->kind == OP_POP) && noscript)
+    if ((o->kind == OP_COMMITS || o->kind == OP_POP) && noscript)
         return RETRY_RELOAD;
     if (rrpc__reply_transient(r))
         return RETRY_LATER; /* for ops that are not kept, only the pause */
@@ -293,15 +301,14 @@ int rrpc__collect(worker *w, rrpc__reply *popped[2])
         }
         if (again != RETRY_NO && rrpc__kept_for_resend(&ops[i])) {
             rrpc__keep_for_retry(w, &ops[i]);
-        } else if (ops[i].kind == OP_COMMIT && rrpc__reply_type(r) == RRPC__REPLY_ERROR) {
-            /* Refused for good: the ACL refused its reply key (committed
-             * again with a dead letter), or out of memory (held, retried). */
-            if (rrpc__refused_reply_key(w, &ops[i], r))
-                rrpc__free_op(&ops[i]);
-            else
-                hold(w, &ops[i], rrpc__reply_str(r, NULL)); /* takes it over */
+        } else if (ops[i].kind == OP_COMMITS && rrpc__reply_type(r) == RRPC__REPLY_ERROR) {
+            /* Refused for good: out of memory (held, retried), or a call
+             * split so that a reply key the ACL refused costs only its
+             * own request (a dead letter). */
+            rrpc__commits_refused(w, &ops[i], r);
+            rrpc__free_op(&ops[i]);
         } else if (rrpc__kept_for_resend(&ops[i]) && refused_for_memory(r)) {
-            hold(w, &ops[i], rrpc__reply_str(r, NULL)); /* at-most-once: until the TTL */
+            rrpc__hold(w, &ops[i], rrpc__reply_str(r, NULL)); /* at-most-once: until the TTL */
         } else {
             if (ops[i].kind == OP_TIME && again == RETRY_NO)
                 rrpc__clock_parse_time(&w->clock, r, ops[i].sent_ms);

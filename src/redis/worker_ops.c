@@ -70,6 +70,9 @@ void rrpc__free_op(op *o)
     for (size_t i = 0; i < o->nitems; i++)
         rrpc__free_item(&o->items[i]);
     free(o->items);
+    for (size_t i = 0; i < o->nsubs; i++)
+        rrpc__free_op(&o->subs[i]);
+    free(o->subs);
     rrpc__cmd_free(&o->cmd);
     memset(o, 0, sizeof *o);
 }
@@ -79,7 +82,7 @@ void rrpc__free_op(op *o)
 int rrpc__kept_for_resend(const op *o)
 {
     return o->kind == OP_REPLY || o->kind == OP_DEAD || o->kind == OP_COMMIT ||
-           o->kind == OP_GIVEBACK || o->kind == OP_EFFECTS;
+           o->kind == OP_COMMITS || o->kind == OP_GIVEBACK || o->kind == OP_EFFECTS;
 }
 
 /* The request text a kept op refers to lives in the popped reply, which
@@ -243,8 +246,10 @@ void rrpc__keep_for_retry(worker *w, op *o)
     rrpc__own_msg(&o->msg, o->msg_len, &o->msg_owned);
     for (size_t i = 0; i < o->nitems; i++)
         rrpc__own_msg(&o->items[i].msg, o->items[i].msg_len, &o->items[i].msg_owned);
+    for (size_t i = 0; i < o->nsubs; i++)
+        rrpc__own_msg(&o->subs[i].msg, o->subs[i].msg_len, &o->subs[i].msg_owned);
     if (rrpc__grow((void **)&w->retry, &w->capretry, w->nretry + 1, sizeof *o) != RRPC_OK) {
-        if (o->kind == OP_COMMIT) /* its request stays held in Redis */
+        if (o->kind == OP_COMMIT || o->kind == OP_COMMITS) /* its requests stay held in Redis */
             rrpc__log_worker(w, "out of memory: a request stays in flight until taken again", NULL);
         else
             rrpc__lose_op(w, o, "out of memory");

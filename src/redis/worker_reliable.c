@@ -1,10 +1,12 @@
 /* worker_reliable.c -- a worker's side of reliable mode: commits.
  *
  * In reliable mode the outcome of a request (answer, effects, dead letter)
- * is one commit script call that also releases it from the worker's
- * in-flight hash (reliable.c builds the commands).  Here: queueing commits,
- * answering again what was answered before, and acting on what Redis says
- * to a commit.
+ * is committed together with its release from the worker's in-flight hash
+ * (reliable.c builds the commands).  A batch's commits go in one commit
+ * script call, as at-most-once answers go in one reply script call; the
+ * script answers per request, so one bad request costs only itself.
+ * Here: queueing and sending commits, answering again what was answered
+ * before, and acting on what Redis says to a commit.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "core/deadletter.h"
@@ -19,17 +21,80 @@
 #include <stdlib.h>
 #include <string.h>
 
+static const char no_memory[] = "out of memory: a request stays in flight until taken again";
+
+/* Holds the commit O (taken over) for the next commit call. */
+void rrpc__pend_commit(worker *w, op *o)
+{
+    if (rrpc__grow((void **)&w->pcommit, &w->cappcommit, w->npcommit + 1, sizeof *o) != RRPC_OK) {
+        rrpc__log_worker(w, no_memory, NULL); /* its request stays held in Redis */
+        rrpc__free_op(o);
+        return;
+    }
+    w->pcommit[w->npcommit++] = *o;
+    memset(o, 0, sizeof *o);
+}
+
 /* Reliable mode: queues the commit M of the request MSG (reliable.c). */
 static void queue_commit(worker *w, const char *msg, size_t len, rrpc__rel_commit *m)
 {
     op o = {.kind = OP_COMMIT, .msg = msg, .msg_len = len};
-    m->inflight = w->rk.inflight;
-    m->reply_ttl = w->ttl_text;
     if (rrpc__rel_commit_cmd(&w->b->rel, &o.cmd, m) != RRPC_OK) {
-        rrpc__log_worker(w, "out of memory: a request stays in flight until taken again", NULL);
+        rrpc__log_worker(w, no_memory, NULL);
         return;
     }
-    rrpc__send_cmd(w, o, (int)o.cmd.argc, (const char **)o.cmd.argv, o.cmd.lens);
+    rrpc__pend_commit(w, &o);
+}
+
+/* Sends one commit script call for the N commits SUBS (owned). */
+static void send_commits(worker *w, op *subs, size_t n)
+{
+    op o = {.kind = OP_COMMITS, .subs = subs, .nsubs = n};
+    const rrpc__cmd **parts = malloc(n * sizeof *parts);
+    rrpc__argv call = {0};
+    for (size_t i = 0; parts != NULL && i < n; i++)
+        parts[i] = &subs[i].cmd;
+    if (parts == NULL || rrpc__rel_commit_batch(&w->b->rel, w->rk.inflight, w->ttl_text, parts, n,
+                                                &call) != RRPC_OK) {
+        free(parts);
+        rrpc__keep_for_retry(w, &o); /* sent again with the next round */
+        return;
+    }
+    rrpc__send_cmd(w, o, (int)call.argc, call.argv, call.lens);
+    rrpc__argv_free(&call);
+    free(parts);
+}
+
+/* Sends the commits held since the last call: together in one call, but
+ * those of a call Redis refused whole (an ACL that does not cover one of
+ * its reply keys) one by one, so that one caller's key cannot hold back
+ * the others. */
+void rrpc__flush_commits(worker *w)
+{
+    if (w->npcommit == 0)
+        return;
+    op *subs = w->pcommit;
+    size_t n = w->npcommit, together = 0;
+    w->pcommit = NULL;
+    w->npcommit = w->cappcommit = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!subs[i].alone) {
+            subs[together++] = subs[i];
+            continue;
+        }
+        op *one = malloc(sizeof *one);
+        if (one == NULL) {
+            rrpc__log_worker(w, no_memory, NULL);
+            rrpc__free_op(&subs[i]);
+            continue;
+        }
+        *one = subs[i];
+        send_commits(w, one, 1);
+    }
+    if (together == 0)
+        free(subs);
+    else
+        send_commits(w, subs, together);
 }
 
 /* Reliable mode: a request that will not run (its dedup key is not a
@@ -112,23 +177,32 @@ static void answer_again(worker *w, const char *msg, size_t len, const char *fie
     free(dead);
 }
 
+/* Nonzero if O is, or holds, the commit of the request under FIELD. */
+static int commits(const op *o, const char *field)
+{
+    if (o->kind == OP_COMMITS) {
+        for (size_t i = 0; i < o->nsubs; i++)
+            if (commits(&o->subs[i], field))
+                return 1;
+        return 0;
+    }
+    const char *f =
+        o->kind == OP_COMMIT ? rrpc__rel_commit_arg(&o->cmd, RRPC__COMMIT_FIELD, NULL) : NULL;
+    return f != NULL && strcmp(f, field) == 0;
+}
+
 /* Reliable mode: nonzero if the request held under FIELD has a commit not
- * yet confirmed (in this round, waiting to be sent again, or refused and
- * held for a retry): the take script returns it again, but it must not
- * run again. */
+ * yet confirmed (in this round, waiting for the next call or to be sent
+ * again, or refused and held for a retry): the take script returns it
+ * again, but it must not run again. */
 static int commit_pending(const worker *w, const char *field)
 {
-    const op *lists[] = {w->ops, w->retry, w->held};
-    size_t counts[] = {w->nops, w->nretry, w->nheld};
-    for (int l = 0; l < 3; l++)
-        for (size_t i = 0; i < counts[l]; i++) {
-            const op *o = &lists[l][i];
-            const char *f = o->kind == OP_COMMIT
-                                ? rrpc__rel_commit_arg(&o->cmd, RRPC__COMMIT_FIELD, NULL)
-                                : NULL;
-            if (f && strcmp(f, field) == 0)
+    const op *lists[] = {w->ops, w->retry, w->held, w->pcommit};
+    size_t counts[] = {w->nops, w->nretry, w->nheld, w->npcommit};
+    for (int l = 0; l < 4; l++)
+        for (size_t i = 0; i < counts[l]; i++)
+            if (commits(&lists[l][i], field))
                 return 1;
-        }
     return 0;
 }
 
@@ -147,20 +221,20 @@ static void commit_refused(worker *w, const op *o, const char *reason)
     op again = {.kind = OP_COMMIT, .msg_owned = malloc(o->msg_len ? o->msg_len : 1)};
     if (dead == NULL || again.msg_owned == NULL ||
         rrpc__rel_commit_dead(&o->cmd, &again.cmd, dead) != RRPC_OK) {
-        rrpc__log_worker(w, "out of memory: a request stays in flight until taken again", reason);
+        rrpc__log_worker(w, no_memory, reason);
         rrpc__free_op(&again);
     } else {
         memcpy(again.msg_owned, o->msg, o->msg_len);
         again.msg = again.msg_owned;
         again.msg_len = o->msg_len;
-        rrpc__send_cmd(w, again, (int)again.cmd.argc, (const char **)again.cmd.argv,
-                       again.cmd.lens);
+        again.alone = o->alone;
+        rrpc__pend_commit(w, &again);
     }
     free(dead);
 }
 
-/* Reliable mode: acts on the answer of a commit script (see reliable.c). */
-void rrpc__judge_commit(worker *w, const op *o, const rrpc__reply *r)
+/* Reliable mode: acts on the outcome R of one commit O (see reliable.c). */
+static void judge_commit(worker *w, const op *o, const rrpc__reply *r)
 {
     if (rrpc__reply_type(r) == RRPC__REPLY_INTEGER) {
         const char *dead = rrpc__rel_commit_arg(&o->cmd, RRPC__COMMIT_DEAD_LETTER, NULL);
@@ -182,7 +256,7 @@ void rrpc__judge_commit(worker *w, const op *o, const rrpc__reply *r)
  * refusal of its reply key (EVALSHA declares it): then, as for a refusal
  * by the script, the request is committed again with a dead letter and
  * without the key.  Any other error is held for a retry. */
-int rrpc__refused_reply_key(worker *w, const op *o, const rrpc__reply *r)
+static int refused_reply_key(worker *w, const op *o, const rrpc__reply *r)
 {
     const char *e = rrpc__reply_str(r, NULL);
     size_t len = 0;
@@ -193,6 +267,52 @@ int rrpc__refused_reply_key(worker *w, const op *o, const rrpc__reply *r)
     snprintf(reason, sizeof reason, "reply failed: %s", e);
     commit_refused(w, o, reason);
     return 1;
+}
+
+/* Reliable mode: acts on the answer of a commit call O: one outcome per
+ * commit, in order.  An outcome that is an error (the dead-letter list of
+ * the wrong type) changed nothing of its request: that commit is held and
+ * retried, as a call refused whole would be. */
+void rrpc__judge_commits(worker *w, op *o, const rrpc__reply *r)
+{
+    size_t n = rrpc__pop_count(r);
+    for (size_t i = 0; i < o->nsubs; i++) {
+        const rrpc__reply *e = i < n ? rrpc__reply_element(r, i) : NULL;
+        if (e != NULL && rrpc__reply_type(e) != RRPC__REPLY_ERROR) {
+            judge_commit(w, &o->subs[i], e);
+            continue;
+        }
+        rrpc__hold(w, &o->subs[i], e ? rrpc__reply_str(e, NULL) : "unexpected answer");
+    }
+}
+
+/* Reliable mode: Redis refused the commit call O whole with R, for good
+ * (not "not now"), having changed nothing.  Out of memory: every commit is
+ * held and retried with a backoff.  Otherwise a call of several commits is
+ * split, each sent on its own, so that one request's reply key (an ACL
+ * refusal, NOPERM) costs only itself; a commit on its own whose reply key
+ * the ACL refused is committed again with a dead letter, one refused
+ * otherwise is held. */
+void rrpc__commits_refused(worker *w, op *o, const rrpc__reply *r)
+{
+    const char *e = rrpc__reply_str(r, NULL);
+    int oom = e != NULL && strncmp(e, "OOM", 3) == 0;
+    for (size_t i = 0; i < o->nsubs; i++) {
+        op *sub = &o->subs[i];
+        if (o->nsubs > 1 && !oom) {
+            rrpc__own_msg(&sub->msg, sub->msg_len, &sub->msg_owned); /* the pop goes away */
+            sub->alone = 1;
+            rrpc__pend_commit(w, sub);
+            w->split_pending = 1;
+        } else if (!oom && refused_reply_key(w, sub, r)) {
+            rrpc__free_op(sub);
+        } else {
+            rrpc__hold(w, sub, e); /* takes it over */
+        }
+    }
+    free(o->subs);
+    o->subs = NULL;
+    o->nsubs = 0;
 }
 
 /* ---- the delivery mode -------------------------------------------------- */

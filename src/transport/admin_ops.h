@@ -45,6 +45,16 @@ typedef struct rrpc__service_view {
      * them (objects; a record missing or unreadable is {"id": ID}), each
      * with "expires_in": the seconds its heartbeat has left. */
     json_t *workers;
+    /* The service's counters (PROTOCOL.md section 9, "Service counters"):
+     * calls not run because their deadline passed, refused by max_queue,
+     * put back by the reaper, answers lost. */
+    long long expired, shed, redelivered, lost;
+    /* The oldest queued request (the head of each queue): its "sent" time
+     * in ms on the broker's clock, 0 if no queue holds one; OLDEST_UNKNOWN
+     * is set when a head carries no "sent" (a peer that does not stamp
+     * it).  NOW_MS is the broker's clock when it was read. */
+    long long oldest_sent_ms, now_ms;
+    int oldest_unknown;
     /* New (json_decref): the per-method counters summed over the workers,
      * an object of integers named "calls:<method>", "errors:<method>" and
      * "h<bucket>:<method>" (core/stats.h's latency buckets). */
@@ -84,6 +94,16 @@ typedef struct rrpc__admin_ops {
      * its next heartbeat. */
     int (*forget)(rrpc__client_link *l, const char *prefix, const char *service, char *err,
                   size_t errlen);
+    /* Stores TEXT as SERVICE's sample for the broker's current minute (one
+     * per minute: a second one replaces the first), drops samples older
+     * than KEEP minutes, and lets the lot expire KEEP minutes after the
+     * last write (rrpc web's chart history). */
+    int (*history_put)(rrpc__client_link *l, const char *prefix, const char *service,
+                       const char *text, int keep, char *err, size_t errlen);
+    /* SERVICE's samples, oldest first: on RRPC_OK *records is a new array
+     * of {"minute": <Unix seconds of its start>, "sample": <decoded>}. */
+    int (*history_get)(rrpc__client_link *l, const char *prefix, const char *service,
+                       json_t **records, char *err, size_t errlen);
 } rrpc__admin_ops;
 
 #endif /* RRPC_ADMIN_OPS_H */

@@ -104,6 +104,11 @@ typedef struct rrpc__async_ops {
      * forget: no answer, nothing if the session is down. */
     void (*withdraw)(rrpc__async_session *s, const char *queue, size_t qlen, const char *text,
                      size_t tlen);
+    /* Marks the cancel key KEY (KLEN bytes) of a cancelled call for TTL_MS
+     * milliseconds, so that a worker sees the cancel (PROTOCOL.md section
+     * 7, "cancel_key"); before the withdraw() of its request.  Fire and
+     * forget, as withdraw. */
+    void (*mark_cancelled)(rrpc__async_session *s, const char *key, size_t klen, long long ttl_ms);
     /* Ends the session: pending `delivered` handlers run with RRPC_ECONNECT
      * and no other handler runs again.  Not from inside a handler.  NULL
      * is allowed. */

@@ -34,6 +34,23 @@
 
 #include <stddef.h>
 
+/* What a call that streams progress or can be cancelled asks of deliver
+ * (PROTOCOL.md section 7), set with watch().  While it waits, deliver hands
+ * every text that arrives on the reply address to PROGRESS first: nonzero
+ * means it was progress, taken, and the wait goes on (for the rest of the
+ * timeout).  It waits at most SLICE_S (> 0) at a time and asks CANCELLED
+ * between slices and after each progress: nonzero ends the call with
+ * RRPC_ECANCELED, after marking CANCEL_KEY (if not NULL) cancelled for
+ * CANCEL_TTL_S seconds and taking the request back if no worker has it. */
+typedef struct rrpc__call_watch {
+    int (*progress)(const char *text, size_t len, void *udata); /* NULL: none */
+    int (*cancelled)(void *udata);                              /* NULL: never */
+    double slice_s;
+    const char *cancel_key;
+    double cancel_ttl_s;
+    void *udata;
+} rrpc__call_watch;
+
 /* A sync caller's link to the broker; each transport defines it. */
 typedef struct rrpc__client_link rrpc__client_link;
 /* An answer as it came from the broker, holding its text (no copy). */
@@ -105,6 +122,9 @@ typedef struct rrpc__client_ops {
      * max_queue.  Errors as deliver's. */
     int (*send)(rrpc__client_link *l, const char *queue, const char *text, char *err,
                 size_t errlen);
+    /* Makes the next delivers on L follow W (borrowed until the next
+     * watch; NULL: plain calls again). */
+    void (*watch)(rrpc__client_link *l, const rrpc__call_watch *w);
 } rrpc__client_ops;
 
 #endif /* RRPC_CLIENT_OPS_H */

@@ -732,62 +732,54 @@ static void on_take(world *w, bytes *a, size_t n, out_buf *o)
     }
 }
 
-/* The commit script: KEYS in-flight, done, dead, stats[, reply key]; ARGV
- * field, answer, window, response, ttl, dead letter, trim, effects. */
-static void on_commit(world *w, bytes *a, size_t n, out_buf *o)
+/* One request's part of a commit call: DONE and REPLY (NULL: none) its
+ * keys, ARGV its field, answer, response, dead letter, effect count and
+ * effects (NARGS in all); its outcome goes to O. */
+static void commit_one(world *w, const bytes *done_key, const bytes *reply, bytes *argv,
+                       size_t nargs, out_buf *o)
 {
-    long nk = strtol(a[2].p, NULL, 10);
-    CHECK((nk == 4 || nk == 5) && n >= (size_t)(3 + nk + 8), "commit of %ld keys", nk);
-    CHECK(eqs(&a[3], w->inflight_key) && eqs(&a[5], w->dead_key) && eqs(&a[6], w->stats_key),
-          "commit on other keys");
-    bytes *argv = &a[3 + nk];
+    CHECK(nargs >= 5, "a commit part without its arguments");
     held *h = find_held(w, argv[0].p);
     CHECK(h != NULL, "commit of a field never taken: %s", argv[0].p);
     const message *m = &w->msgs[h->msg];
     char done[RRPC__KEY_MAX], sha[41];
     rrpc__sha1_hex(m->text.p, m->text.len, sha);
     snprintf(done, sizeof done, "{%s}:done:%s", w->list_key, sha);
-    CHECK(eqs(&a[4], done), "commit's done key is not the request's");
-    if (nk == 5) {
-        CHECK(key_allowed(w, a[7].p, a[7].len), "commit to a reply key the rules refuse: %.200s",
-              a[7].p);
-        CHECK(key_of_message(m, a[7].p, a[7].len), "commit to a key its request did not name");
-        check_response(argv[3].p, argv[3].len);
+    CHECK(eqs(done_key, done), "commit's done key is not the request's");
+    if (reply != NULL) {
+        CHECK(key_allowed(w, reply->p, reply->len),
+              "commit to a reply key the rules refuse: %.200s", reply->p);
+        CHECK(key_of_message(m, reply->p, reply->len), "commit to a key its request did not name");
+        check_response(argv[2].p, argv[2].len);
     } else {
-        CHECK(argv[3].len == 0, "a response without a reply key");
+        CHECK(argv[2].len == 0, "a response without a reply key");
     }
-    if (argv[5].len > 0) {
-        size_t d = check_dead_letter(w, argv[5].p, argv[5].len);
+    if (argv[3].len > 0) {
+        size_t d = check_dead_letter(w, argv[3].p, argv[3].len);
         CHECK(eq(&w->msgs[d].text, m->text.p, m->text.len),
               "commit's dead letter describes another message");
     }
     /* effects: only the handler's own */
-    long ne = strtol(argv[7].p, NULL, 10);
-    size_t at = 8;
+    long ne = strtol(argv[4].p, NULL, 10);
+    size_t at = 5;
     for (long e = 0; e < ne; e++) {
-        CHECK(at < n - 3 - (size_t)nk, "effects run past the command");
+        CHECK(at < nargs, "effects run past the command");
         long argc = strtol(argv[at].p, NULL, 10);
         CHECK(argc == 2 && eqs(&argv[at + 1], "INCR") && eqs(&argv[at + 2], "fx:n"),
               "an effect the handler did not add");
         at += 1 + (size_t)argc;
     }
-    CHECK(3 + (size_t)nk + at == n, "commit with extra arguments");
+    CHECK(at == nargs, "commit part with extra arguments");
     if (!h->live) {
         put(o, ":0\r\n", 4);
         return;
     }
-    if ((w->events & E_OOM) && !w->oom_used) {
-        w->oom_used = 1;
-        h->erred = 1;
-        putf(o, "-OOM command not allowed when used memory > 'maxmemory'.\r\n");
-        return;
-    }
-    if (h->answer == 2 && argv[1].len > 0 && argv[5].len == 0) {
+    if (h->answer == 2 && argv[1].len > 0 && argv[3].len == 0) {
         putf(o, "*2\r\n$7\r\nrefused\r\n");
         put_str(o, "dedup key refused: hash");
         return;
     }
-    if (nk == 5 && (w->events & E_REFUSE) && !w->refuse_used) {
+    if (reply != NULL && (w->events & E_REFUSE) && !w->refuse_used) {
         w->refuse_used = 1;
         putf(o, "*2\r\n$7\r\nrefused\r\n");
         put_str(o, "reply key refused: hash");
@@ -796,9 +788,78 @@ static void on_commit(world *w, bytes *a, size_t n, out_buf *o)
     h->erred = 0;
     h->done = 1;
     h->live = 0;
-    CHECK(!m->needs_answer || nk == 5 || argv[5].len > 0 || argv[1].len == 0,
+    CHECK(!m->needs_answer || reply != NULL || argv[3].len > 0 || argv[1].len == 0,
           "a request committed with neither an answer nor a dead letter: %.200s", m->text.p);
     put(o, ":1\r\n", 4);
+}
+
+/* Where the parts of a commit call are: part J's keys at KEYS[J] (its
+ * first key's index into A) and arguments at ARGS[J], NARGS[J] of them. */
+typedef struct commit_parts {
+    size_t keys[4 * MAX_MESSAGES], args[4 * MAX_MESSAGES], nargs[4 * MAX_MESSAGES],
+        nk[4 * MAX_MESSAGES];
+    long n;
+} commit_parts;
+
+/* Splits a commit call (KEYS in-flight, dead, stats, then per request its
+ * done key[, reply key]; ARGV window, ttl, trim, N, then per request its
+ * key count, field, answer, response, dead letter, effects) into parts. */
+static void split_commit(const world *w, bytes *a, size_t n, commit_parts *p)
+{
+    long nk = strtol(a[2].p, NULL, 10);
+    CHECK(nk >= 4 && n >= (size_t)(3 + nk + 4), "commit of %ld keys", nk);
+    CHECK(eqs(&a[3], w->inflight_key) && eqs(&a[4], w->dead_key) && eqs(&a[5], w->stats_key),
+          "commit on other keys");
+    size_t argv0 = 3 + (size_t)nk, key = 6, at = argv0 + 4;
+    CHECK(eqs(&a[argv0 + 2], "-1000"), "commit's dead-letter bound: %s", a[argv0 + 2].p);
+    p->n = strtol(a[argv0 + 3].p, NULL, 10);
+    CHECK(p->n >= 1 && p->n <= 4 * MAX_MESSAGES, "commit of %ld requests", p->n);
+    for (long j = 0; j < p->n; j++) {
+        CHECK(at + 6 <= n, "commit part %ld runs past the command", j);
+        long k = strtol(a[at].p, NULL, 10);
+        CHECK(k == 1 || k == 2, "commit part of %ld keys", k);
+        p->keys[j] = key;
+        p->nk[j] = (size_t)k;
+        key += (size_t)k;
+        p->args[j] = at + 1;
+        size_t end = at + 6;
+        long ne = strtol(a[at + 5].p, NULL, 10);
+        for (long e = 0; e < ne && end < n; e++)
+            end += 1 + (size_t)strtol(a[end].p, NULL, 10);
+        CHECK(end <= n, "commit part %ld's effects run past the command", j);
+        p->nargs[j] = end - (at + 1);
+        at = end;
+    }
+    CHECK(key == argv0, "commit's keys and parts disagree");
+    CHECK(at == n, "commit with extra arguments");
+}
+
+/* The commit script: one outcome per request of the call. */
+static void on_commit(world *w, bytes *a, size_t n, out_buf *o)
+{
+    static commit_parts p;
+    split_commit(w, a, n, &p);
+    if ((w->events & E_OOM) && !w->oom_used) {
+        /* Out of memory fails the whole call: every request stays held. */
+        int any = 0;
+        for (long j = 0; j < p.n; j++) {
+            held *h = find_held(w, a[p.args[j]].p);
+            CHECK(h != NULL, "commit of a field never taken: %s", a[p.args[j]].p);
+            if (h->live) {
+                h->erred = 1;
+                any = 1;
+            }
+        }
+        if (any) {
+            w->oom_used = 1;
+            putf(o, "-OOM command not allowed when used memory > 'maxmemory'.\r\n");
+            return;
+        }
+    }
+    putf(o, "*%ld\r\n", p.n);
+    for (long j = 0; j < p.n; j++)
+        commit_one(w, &a[p.keys[j]], p.nk[j] == 2 ? &a[p.keys[j] + 1] : NULL, &a[p.args[j]],
+                   p.nargs[j], o);
 }
 
 /* ---- the command loop ---------------------------------------------------------- */

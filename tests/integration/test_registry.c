@@ -128,9 +128,12 @@ static void test_heartbeat_after_killed_link(void)
     rrpc__reply_free(cmd(4, "CLIENT", "KILL", "TYPE", "normal")); /* SKIPME yes: not us */
     rrpc__sleep(0.7);                                             /* three beats of 0.2 s */
     CHECK(atomic_load(&beats_failed) == 0);
-    rrpc_set_log_fn(NULL, NULL);
     CHECK(live_workers("kl", NULL) == 1);
+    /* And a stop right after such a kill still removes the record. */
+    rrpc__reply_free(cmd(4, "CLIENT", "KILL", "TYPE", "normal"));
     stop_server(&r);
+    CHECK(cmd_int(2, "ZCARD", "{kl}:workers", NULL) == 0);
+    rrpc_set_log_fn(NULL, NULL);
 }
 
 /* A server killed with SIGKILL cannot remove its record: its heartbeat must

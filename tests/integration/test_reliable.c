@@ -250,6 +250,11 @@ static void test_killed_worker_request_is_redelivered(void)
     rrpc_server_stats st;
     rrpc_server_get_stats(r.srv, &st);
     CHECK(st.redelivered >= 1);
+    /* The reaper counted it where operators read it (rrpc web's
+     * rrpc_redelivered_requests_total). */
+    rrpc__reply *counted = cmd(3, "HGET", "rk:stats", "redelivered");
+    CHECK(counted != NULL && rrpc__reply_ll(counted) >= 1);
+    rrpc__reply_free(counted);
     stop_server(&r);
     /* A clean stop leaves nothing behind. */
     CHECK(cmd_int(2, "SCARD", "{rk}:inflight", NULL) == 0);
@@ -872,6 +877,78 @@ static void test_refused_at_start(void)
     stop_server(&r);
 }
 
+/* The calls of COMMAND Redis counted since CONFIG RESETSTAT. */
+static long long command_calls(const char *command)
+{
+    rrpc__reply *r = cmd(2, "INFO", "commandstats");
+    const char *text = r ? rrpc__reply_str(r, NULL) : NULL;
+    char field[64];
+    snprintf(field, sizeof field, "cmdstat_%s:calls=", command);
+    const char *at = text ? strstr(text, field) : NULL;
+    long long n = at ? atoll(at + strlen(field)) : 0;
+    rrpc__reply_free(r);
+    return n;
+}
+
+/* A batch of requests is committed in one commit script call, not one per
+ * request, and a bad request in it costs only itself: of 40 requests taken
+ * together, one to a hash and one to a list without expiry become dead
+ * letters (those keys untouched), the 38 others are answered once each,
+ * with their effects once.  The count of releases (HDEL) shows the calls:
+ * one per commit call (before the batching, one per request: 40). */
+static void test_batch_committed_together(void)
+{
+    const char *service = "rbatch";
+    rrpc__reply_free(cmd(4, "HSET", "rel:b-hash", "f", "v"));
+    rrpc__reply_free(cmd(3, "RPUSH", "rel:b-list", "x"));
+    for (int i = 0; i < 40; i++) {
+        char params[32], key[32];
+        snprintf(params, sizeof params, "[\"b%d\"]", i);
+        snprintf(key, sizeof key, "rel:b%d", i);
+        push_request(service, "count", params,
+                     i == 13   ? "rel:b-hash"
+                     : i == 27 ? "rel:b-list"
+                               : key,
+                     0);
+    }
+    rrpc__reply_free(cmd(2, "CONFIG", "RESETSTAT"));
+    rrpc_server *s = new_server_n(service, 1, 1, 0, 0);
+    running r;
+    run_server(&r, s);
+    for (int i = 0; i < 40; i++) {
+        if (i == 13 || i == 27)
+            continue;
+        char key[32], want[32];
+        snprintf(key, sizeof key, "rel:b%d", i);
+        snprintf(want, sizeof want, "\"result\":\"b%d\"", i);
+        char *answer = reply_on(key, 5);
+        CHECK(answer && strstr(answer, want));
+        free(answer);
+        CHECK(cmd_int(2, "LLEN", key, NULL) == 0); /* once */
+    }
+    WAIT_UNTIL(cmd_int(2, "LLEN", "rbatch:dead", NULL) == 2, 5);
+    CHECK(cmd_int(2, "LLEN", "rbatch:dead", NULL) == 2);
+    char *first = dead_letter(service, "0"), *second = dead_letter(service, "1");
+    CHECK(first && strstr(first, "reply key refused: hash") && strstr(first, "b13"));
+    CHECK(second && strstr(second, "reply key refused: list without expiry") &&
+          strstr(second, "b27"));
+    free(first);
+    free(second);
+    CHECK(cmd_int(2, "HLEN", "rel:b-hash", NULL) == 1 &&
+          cmd_int(2, "LLEN", "rel:b-list", NULL) == 1);
+    for (int i = 0; i < 40; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "b%d", i);
+        CHECK(effects_of(id) == 1);
+    }
+    long long releases = command_calls("hdel");
+    CHECK(releases >= 1 && releases <= 6);
+    if (releases > 6)
+        fprintf(stderr, "  %lld releases (HDEL) for 40 requests\n", releases);
+    CHECK(in_flight(service) == 0);
+    stop_server(&r);
+}
+
 int main(void)
 {
     if (raw_open() != 0)
@@ -887,6 +964,7 @@ int main(void)
     test_refused_at_start();
     test_expired_requests_are_refused();
     test_repeated_request_runs_once();
+    test_batch_committed_together();
     test_reply_keys_refused_by_name();
     test_remembered_answer_meets_todays_rules();
     test_at_most_once_applies_effects();

@@ -18,7 +18,8 @@ clock, the reply script, transient errors), replies (which reply keys a
 worker accepts), handlers, registry (heartbeat and stats), client, server,
 errors.  Public API: Client, Proxy, Server, the errors under rrpc.Error,
 raw_params, describe, current_traceparent, current_tracestate (W3C
-Trace Context, trace), VERSION.
+Trace Context, trace), progress and cancelled (inside a handler, stream),
+VERSION.
 """
 
 from .client import Client, Proxy
@@ -26,6 +27,7 @@ from .errors import (CallTimeout, Error, InvalidParams, Overloaded, ProtocolErro
                      RemoteError, RpcError, Timeout, Unavailable)
 from .handlers import describe, raw_params
 from .server import Server
+from .stream import cancelled, progress
 from .trace import current_traceparent, current_tracestate
 from .version import VERSION
 
@@ -33,4 +35,4 @@ __version__ = VERSION
 __all__ = ['Client', 'Proxy', 'Server', 'Error', 'RemoteError', 'Timeout', 'CallTimeout',
            'Unavailable', 'Overloaded', 'ProtocolError', 'RedisError', 'RpcError',
            'InvalidParams', 'raw_params', 'describe', 'current_traceparent',
-           'current_tracestate', 'VERSION']
+           'current_tracestate', 'progress', 'cancelled', 'VERSION']

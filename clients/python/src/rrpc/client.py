@@ -13,7 +13,7 @@ import time
 import redis
 
 from .errors import Overloaded, ProtocolError, RedisError, RemoteError, Timeout, Unavailable
-from . import trace
+from . import stream, trace
 from .protocol import dumps, loads, request
 from .transport import RedisClock, connect, error_text
 
@@ -69,7 +69,7 @@ class Client:
         self.redis.close()
 
     def call(self, service, method, *args, timeout=None, traceparent=None, tracestate=None,
-             **kwargs):
+             progress=None, **kwargs):
         """Calls service.method with positional *args or named **kwargs and
         returns the result.  Raises RemoteError, Timeout, Unavailable,
         Overloaded, ProtocolError, RedisError.  timeout (seconds; 0 waits
@@ -77,10 +77,18 @@ class Client:
         7; ValueError if invalid) are this method's own, never named params.
         Without a traceparent a call made inside a handler continues the
         handled request's trace (and gets no more time than its deadline
-        leaves); any other starts a new trace."""
+        leaves); any other starts a new trace.  progress, a callable, asks
+        for the handler's progress (PROTOCOL.md 7): it gets each value, in
+        order, before the call returns.  A call made inside a handler is
+        cancelled with the handled request (it carries its cancel_key)."""
         members = self._trace(traceparent, tracestate)
+        if progress is not None:
+            members['progress'] = True
+        cancel_key = stream.inherited_cancel_key()
+        if cancel_key is not None:
+            members['cancel_key'] = cancel_key
         try:
-            return self._call(service, method, args, kwargs, timeout, members)
+            return self._call(service, method, args, kwargs, timeout, members, progress)
         except redis.RedisError as exc:
             raise RedisError(f'{service}.{method}: redis: {error_text(exc)}') from exc
 
@@ -116,7 +124,7 @@ class Client:
         left = max((handled[2] - now) / 1000.0, 0.001)
         return wait if 0 < wait < left else left
 
-    def _call(self, service, method, args, kwargs, timeout, members):
+    def _call(self, service, method, args, kwargs, timeout, members, progress=None):
         wait = self._inherited(self.timeout if timeout is None else timeout)
         # id, reply key and reply_to are one key, so seed-style workers that
         # only know "reply to the id" reach us as well.
@@ -132,7 +140,7 @@ class Client:
             raise Unavailable(f'{service}: registered, but none of its workers is live '
                               '(stopped, or their heartbeat expired)')
         self._push(queue, text, view.max_queue if view.live else 0)
-        popped = self._wait(queue, key, wait, view.registered)
+        popped = self._wait(queue, key, wait, view.registered, progress)
         if popped is None or popped is _GONE:
             # Withdraw the request so no worker runs a call nobody awaits.
             self.redis.lrem(queue, 1, text)
@@ -181,7 +189,7 @@ class Client:
         elif self.redis.eval(_PUSH_SCRIPT, 1, queue, text, max_queue) < 0:
             raise Overloaded(f'{queue}: its queue holds {max_queue} requests (max_queue)')
 
-    def _wait(self, queue, key, wait, sliced):
+    def _wait(self, queue, key, wait, sliced, progress=None):
         """BLPOPs the reply: in one piece, or for a registered service in
         slices, checking between them that a worker is still live.  Returns
         the popped pair, None on timeout, or _GONE."""
@@ -195,6 +203,8 @@ class Client:
                 step = min(step, self.SLICE_S) if step else self.SLICE_S
             # Redis reads a timeout under 1 ms as 0, "forever".
             popped = self.redis.blpop([key], timeout=max(step, 0.001) if step else 0)
+            if popped is not None and progress is not None and _progress(popped[1], key, progress):
+                continue  # progress before the answer: wait on
             if popped is not None or not sliced:
                 return popped
             view = self._view(queue, self.FRESH_S / 2)
@@ -215,6 +225,21 @@ class Client:
         if 'result' not in resp:
             raise ProtocolError(f'response has neither result nor error: {raw[:200]!r}')
         return resp['result']
+
+
+def _progress(raw, key, callback):
+    """True if RAW is a progress message of the call KEY (PROTOCOL.md 7),
+    handed to CALLBACK; False for anything else (the answer)."""
+    try:
+        msg = loads(raw.decode('utf-8'))
+    except (ValueError, RecursionError, UnicodeDecodeError):
+        return False
+    params = msg.get('params') if isinstance(msg, dict) else None
+    if (msg.get('method') != 'rpc.progress' or 'id' in msg or not isinstance(params, dict)
+            or params.get('id') != key or 'progress' not in params):
+        return False
+    callback(params['progress'])
+    return True
 
 
 class Proxy:

@@ -17,6 +17,7 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 DEADLINE_EXCEEDED = -32000
 BATCH_TIME_EXCEEDED = -32001
+CANCELLED = -32002  # the caller cancelled it (PROTOCOL.md 7, cancel_key)
 
 # The largest integer every peer reads exactly (a double's 53-bit mantissa).
 MAX_EXACT_ID = 2 ** 53

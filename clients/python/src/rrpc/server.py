@@ -19,11 +19,11 @@ import time
 
 import redis
 
-from . import deadletter, protocol, trace
+from . import deadletter, protocol, stream, trace
 from .errors import RedisError
 from .handlers import (STOPS, describe, discover_document, entry, invoke, public_methods,
                        raw_params)
-from .protocol import (BATCH_TIME_EXCEEDED, DEADLINE_EXCEEDED, INTERNAL_ERROR, INVALID_REQUEST,
+from .protocol import (BATCH_TIME_EXCEEDED, CANCELLED, DEADLINE_EXCEEDED, INTERNAL_ERROR, INVALID_REQUEST,
                        METHOD_NOT_FOUND, dumps, error)
 from .registry import Registry
 from .replies import ReplyRules, key_bytes
@@ -256,7 +256,7 @@ class Server:
         except (ValueError, RecursionError) as exc:
             return self._dead(raw, f'parse error: {exc}')
         if not isinstance(msg, list):
-            resp = self._answer(msg)
+            resp = self._answer(msg, key=protocol.reply_key(msg))
             if resp is not None:
                 self._deliver(raw, protocol.reply_key(msg), resp)
         elif not msg:
@@ -283,9 +283,10 @@ class Server:
         if parts:  # a batch of notifications only is answered by nothing
             self._deliver(raw, protocol.batch_reply_key(batch), b'[' + b','.join(parts) + b']')
 
-    def _answer(self, req, over_time=False):
+    def _answer(self, req, over_time=False, key=None):
         """The encoded response to one request object, or None for a
-        notification.  OVER_TIME: its batch has run out of time."""
+        notification.  OVER_TIME: its batch has run out of time.  KEY: its
+        reply key, where progress goes (None in a batch: none)."""
         reason = protocol.invalid_reason(req)
         if reason:
             rid = req.get('id') if isinstance(req, dict) and protocol.valid_id(req.get('id')) \
@@ -298,8 +299,11 @@ class Server:
         else:
             outcome = self._expired(req)
             if not outcome:
-                with trace.handling(req):
-                    outcome = self._run(req['method'], req.get('params'))
+                with trace.handling(req), stream.handling(self, req, key):
+                    if stream.cancelled():  # cancelled while it waited: not run
+                        outcome = {'error': {'code': CANCELLED, 'message': 'Cancelled'}}
+                    else:
+                        outcome = self._run(req['method'], req.get('params'))
         if 'id' not in req:
             return None
         return self._encode(dict(jsonrpc='2.0', **outcome, id=req['id']))

@@ -30,6 +30,18 @@ def _number(value, name):
 _AB = {'a': 'number', 'b': 'number'}
 
 
+def _sleep_unless_cancelled(ms):
+    """Sleeps MS milliseconds in 20 ms steps; True if the caller cancelled."""
+    end = time.monotonic() + ms / 1000
+    while True:
+        if rrpc.cancelled():
+            return True
+        left = end - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(left, 0.02))
+
+
 class Calc:
     """Params come positional [a, b] or named {"a": .., "b": ..}.  The
     descriptions are those of the C calc-server, for `rrpc info`.  URL and
@@ -69,8 +81,20 @@ class Calc:
     def sleep(self, ms):
         if _number(ms, 'ms') < 0:
             raise rrpc.InvalidParams('Invalid params: ms must not be negative')
-        time.sleep(ms / 1000)
+        if _sleep_unless_cancelled(ms):
+            raise rrpc.RpcError(-32002, 'Cancelled')
         return ms
+
+    @rrpc.describe('count(n, ms): sends 1..n as progress, one every ms milliseconds, returns n',
+                   {'n': 'integer', 'ms': 'integer'})
+    def count(self, n, ms):
+        if not isinstance(n, int) or not isinstance(ms, int) or n < 0 or ms < 0:
+            raise rrpc.InvalidParams('Invalid params: n and ms must be integers >= 0')
+        for i in range(1, n + 1):
+            if _sleep_unless_cancelled(ms):
+                raise rrpc.RpcError(-32002, 'Cancelled')
+            rrpc.progress(i)  # sent only if the caller asked
+        return n
 
 
     @rrpc.describe("forward(service, method, params): calls service.method(params) and returns "
