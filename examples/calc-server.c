@@ -292,31 +292,88 @@ static json_t *calc_forward(rrpc_request *req, void *udata)
 }
 
 /* Each method's params shape (JSON) is published in the registry for
- * `rrpc info`; it documents, the handlers check. */
+ * `rrpc info`; its JSON Schemas are checked by the library before the
+ * handler runs (-32602 naming the path) and, with the errors it may
+ * answer, described by rpc.discover (`rrpc describe calc`).  The handlers
+ * still check what a schema cannot say (a result out of range). */
 #define AB_SHAPE "{\"a\": \"number\", \"b\": \"number\"}"
+#define AB_SCHEMA                                                                                  \
+    "{\"type\": \"object\", \"properties\": {"                                                     \
+    "\"a\": {\"type\": \"number\", \"description\": \"left operand\"}, "                           \
+    "\"b\": {\"type\": \"number\", \"description\": \"right operand\"}}, "                         \
+    "\"required\": [\"a\", \"b\"], \"additionalProperties\": false}"
+#define NUMBER_SCHEMA "{\"type\": \"number\"}"
 static const struct method {
     const char *name;
     rrpc_method_fn fn;
     const char *description;
     const char *params;
+    const char *params_schema;
+    const char *result_schema;
 } methods[] = {
-    {"add", calc_add, "add(a, b): a + b, an integer if both are and it fits", AB_SHAPE},
+    {"add", calc_add, "add(a, b): a + b, an integer if both are and it fits", AB_SHAPE, AB_SCHEMA,
+     NUMBER_SCHEMA},
     {"subtract", calc_subtract, "subtract(a, b): a - b, an integer if both are and it fits",
-     AB_SHAPE},
+     AB_SHAPE, AB_SCHEMA, NUMBER_SCHEMA},
     {"multiply", calc_multiply, "multiply(a, b): a * b, an integer if both are and it fits",
-     AB_SHAPE},
-    {"divide", calc_divide, "divide(a, b): a / b as a real; error 1 if b is 0", AB_SHAPE},
-    {"echo", calc_echo, "echo(...): returns its params unchanged", "\"any\""},
+     AB_SHAPE, AB_SCHEMA, NUMBER_SCHEMA},
+    {"divide", calc_divide, "divide(a, b): a / b as a real; error 1 if b is 0", AB_SHAPE, AB_SCHEMA,
+     NUMBER_SCHEMA},
+    {"echo", calc_echo, "echo(...): returns its params unchanged", "\"any\"",
+     "{\"type\": \"object\", \"description\": \"any params, by name or by position\"}", "true"},
     {"sleep", calc_sleep, "sleep(ms): waits ms milliseconds (0..60000), returns ms",
-     "{\"ms\": \"integer\"}"},
+     "{\"ms\": \"integer\"}",
+     "{\"type\": \"object\", \"properties\": {\"ms\": {\"type\": \"integer\", \"minimum\": 0, "
+     "\"maximum\": 60000, \"description\": \"milliseconds\"}}, \"required\": [\"ms\"], "
+     "\"additionalProperties\": false}",
+     "{\"type\": \"integer\"}"},
     {"count", calc_count,
      "count(n, ms): sends 1..n as progress, one every ms milliseconds, returns n",
-     "{\"n\": \"integer\", \"ms\": \"integer\"}"},
+     "{\"n\": \"integer\", \"ms\": \"integer\"}",
+     "{\"type\": \"object\", \"properties\": {"
+     "\"n\": {\"type\": \"integer\", \"minimum\": 0, \"maximum\": 100000}, "
+     "\"ms\": {\"type\": \"integer\", \"minimum\": 0, \"maximum\": 60000}}, "
+     "\"required\": [\"n\", \"ms\"], \"additionalProperties\": false}",
+     "{\"type\": \"integer\"}"},
     {"forward", calc_forward,
      "forward(service, method, params): calls service.method(params) and returns its answer, "
      "within this call's deadline and trace",
-     "{\"service\": \"string\", \"method\": \"string\", \"params\": \"array|object\"}"},
+     "{\"service\": \"string\", \"method\": \"string\", \"params\": \"array|object\"}",
+     "{\"type\": \"object\", \"properties\": {"
+     "\"service\": {\"type\": \"string\", \"minLength\": 1}, "
+     "\"method\": {\"type\": \"string\", \"minLength\": 1}, "
+     "\"params\": {\"type\": [\"array\", \"object\", \"null\"]}}, "
+     "\"required\": [\"service\", \"method\"], \"additionalProperties\": false}",
+     "true"},
 };
+
+/* The application errors each method may answer, for rpc.discover. */
+static const struct method_error {
+    const char *method;
+    int code;
+    const char *message;
+} method_errors[] = {
+    {"add", CALC_OUT_OF_RANGE, "result out of range"},
+    {"subtract", CALC_OUT_OF_RANGE, "result out of range"},
+    {"multiply", CALC_OUT_OF_RANGE, "result out of range"},
+    {"divide", CALC_DIVISION_BY_ZERO, "division by zero"},
+    {"divide", CALC_OUT_OF_RANGE, "result out of range"},
+    {"forward", CALC_FORWARD_FAILED, "forward failed"},
+};
+
+static int describe_method(rrpc_server *server, const struct method *m)
+{
+    json_t *shape = json_loads(m->params, JSON_DECODE_ANY, NULL);
+    json_t *params = json_loads(m->params_schema, JSON_DECODE_ANY, NULL);
+    json_t *result = json_loads(m->result_schema, JSON_DECODE_ANY, NULL);
+    int err = rrpc_server_set_params(server, m->name, shape);
+    if (err == RRPC_OK)
+        err = rrpc_server_set_schema(server, m->name, params, result);
+    json_decref(shape);
+    json_decref(params);
+    json_decref(result);
+    return err;
+}
 
 /* OPTS (the server's) is every handler's udata: forward connects with it. */
 static int register_methods(rrpc_server *server, const rrpc_server_options *opts)
@@ -324,10 +381,14 @@ static int register_methods(rrpc_server *server, const rrpc_server_options *opts
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
         int err = rrpc_server_register(server, methods[i].name, methods[i].fn, (void *)opts,
                                        methods[i].description);
-        json_t *shape = json_loads(methods[i].params, JSON_DECODE_ANY, NULL);
         if (err == RRPC_OK)
-            err = rrpc_server_set_params(server, methods[i].name, shape);
-        json_decref(shape);
+            err = describe_method(server, &methods[i]);
+        if (err != RRPC_OK)
+            return err;
+    }
+    for (size_t i = 0; i < sizeof method_errors / sizeof method_errors[0]; i++) {
+        int err = rrpc_server_add_error(server, method_errors[i].method, method_errors[i].code,
+                                        method_errors[i].message);
         if (err != RRPC_OK)
             return err;
     }

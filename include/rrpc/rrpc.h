@@ -332,6 +332,38 @@ RRPC_EXPORT int rrpc_notify_idempotent(rrpc_client *client, const char *service,
 RRPC_EXPORT int rrpc_call_batch(rrpc_client *client, const char *service, const json_t *calls,
                                 double timeout_s, json_t **responses);
 
+/* --- client interceptors ----------------------------------------------- */
+
+/* Runs before a call (rrpc_call, rrpc_call_with, rrpc_async_call,
+ * rrpc_async_call_with; not notifications or batches) is encoded, on the
+ * calling thread.  MEMBERS is an empty object the hook may fill with
+ * request members of its own, sent with the request (e.g. {"auth":
+ * "token"}, which a server reads with rrpc_request_member); a member rrpc
+ * sets itself (jsonrpc, method, params, id, reply_to, deadline, sent,
+ * traceparent, tracestate, idempotency_key, progress, cancel_key) makes
+ * the call fail with
+ * RRPC_EINVAL.  Returns RRPC_OK to go on, or a negative rrpc_err to
+ * refuse: nothing is sent, the call returns that code (an async call's
+ * callback never runs) and the client's errmsg says "refused by client
+ * interceptor N" (a positive return reads as RRPC_EINVAL).  PARAMS is
+ * borrowed, read-only. */
+typedef int (*rrpc_call_before_fn)(const char *service, const char *method, const json_t *params,
+                                   json_t *members, void *udata);
+/* Runs once the call's outcome is known, before the caller sees it (sync:
+ * before rrpc_call returns; async: on the loop thread, just before the
+ * callback): STATUS as the call returns it, RESULT and ERROR borrowed
+ * (NULL unless RRPC_OK / RRPC_EREMOTE).  Observes only. */
+typedef void (*rrpc_call_after_fn)(const char *service, const char *method, int status,
+                                   const json_t *result, const json_t *error, void *udata);
+
+/* Adds an interceptor to CLIENT: BEFORE and/or AFTER (not both NULL) with
+ * UDATA.  Befores run in the order added, afters in reverse, each after
+ * only if its before let the call through.  Not thread-safe against calls
+ * on the same handle: add them right after opening.  A client without
+ * interceptors pays nothing for them. */
+RRPC_EXPORT int rrpc_client_add_interceptor(rrpc_client *client, rrpc_call_before_fn before,
+                                            rrpc_call_after_fn after, void *udata);
+
 /* ------------------------------------------------------------------ */
 /* Server                                                              */
 /* ------------------------------------------------------------------ */
@@ -471,6 +503,75 @@ RRPC_EXPORT int rrpc_server_register(rrpc_server *server, const char *method, rr
 RRPC_EXPORT int rrpc_server_set_params(rrpc_server *server, const char *method,
                                        const json_t *shape);
 
+/* --- schemas and discovery (docs/PROTOCOL.md section 11) ------------- */
+
+/* Gives METHOD JSON Schemas (both borrowed and copied; either may be
+ * NULL: none).  PARAMS_SCHEMA is checked before the handler runs: params
+ * that do not match are answered -32602 with a message naming the first
+ * failing path ("params.b: expected integer"), data {"path": "params.b"},
+ * and the handler never sees them.  A schema of type "object" describes
+ * the params by name, and params sent by position are matched to its
+ * properties in the order it lists them, so [1, 2] and {"a": 1, "b": 2}
+ * are checked alike; absent params read as {}.  RESULT_SCHEMA documents
+ * the result in rpc.discover and is not checked.  The validator knows a
+ * subset of JSON Schema (draft 2020-12 meanings): type, properties,
+ * required, items (one schema), enum, minimum, maximum, minLength,
+ * maxLength (in characters), minItems, maxItems, additionalProperties,
+ * and the annotations title, description, default, examples, $comment;
+ * true and false are schemas.  A schema with any other keyword, or that
+ * is malformed, is refused: RRPC_EINVAL, and rrpc_server_errmsg says
+ * where and why ("params schema of add: schema.properties.a: unsupported
+ * keyword 'pattern'").  Calling it again replaces both schemas.  Must be
+ * called before rrpc_server_run(): RRPC_ESTATE while running; RRPC_EINVAL
+ * if METHOD is not registered.  Costs nothing for methods without one. */
+RRPC_EXPORT int rrpc_server_set_schema(rrpc_server *server, const char *method,
+                                       const json_t *params_schema, const json_t *result_schema);
+
+/* Documents an application error METHOD may answer with (CODE, MESSAGE
+ * copied), listed under the method's "errors" in rpc.discover.  Only
+ * documentation: handlers answer errors with rrpc_request_error.  Before
+ * rrpc_server_run(); RRPC_EINVAL if METHOD is not registered. */
+RRPC_EXPORT int rrpc_server_add_error(rrpc_server *server, const char *method, int code,
+                                      const char *message);
+
+/* Every server answers the built-in method "rpc.discover" (no params)
+ * with an OpenRPC 1.3 document of the service: {"openrpc": "1.3.2",
+ * "info": {"title": SERVICE, "version": rrpc's}, "methods": [...]} with,
+ * for each registered method but rpc.discover itself, its name,
+ * description, params (content descriptors from the params schema's
+ * properties, or from the rrpc_server_set_params shape), result and
+ * errors.  PROTOCOL.md section 11 has the details; `rrpc describe` shows
+ * it. */
+
+/* --- interceptors ------------------------------------------------------ */
+
+/* Runs before a request's handler, on its worker thread.  Returns 0 to let
+ * the call go on, nonzero to refuse it: the request is then answered with
+ * the error the hook set with rrpc_request_error (-32603 "Internal error"
+ * if it set none) and neither the handler nor later hooks run.  It may
+ * read everything a handler may (rrpc_request_member for members beyond
+ * JSON-RPC's, e.g. an "auth" token). */
+typedef int (*rrpc_before_fn)(rrpc_request *req, void *udata);
+/* Runs after the handler (or after a refusal by a later hook), with the
+ * outcome: RESULT (borrowed) or ERROR (borrowed, the error object), one of
+ * them NULL.  It observes only: it cannot change the answer. */
+typedef void (*rrpc_after_fn)(rrpc_request *req, const json_t *result, const json_t *error,
+                              void *udata);
+
+/* Adds an interceptor: BEFORE and/or AFTER (either may be NULL, not both)
+ * with UDATA.  Interceptors wrap each call to a registered method
+ * (rpc.ping and rpc.discover included; not a request refused earlier: an
+ * unknown method, an invalid request, a passed deadline) in the order
+ * they were added: the befores first to last, then the handler, then the
+ * afters last to first, each only for the interceptors whose before let
+ * the call through (or that have none).  The library's own checks run
+ * innermost, after every interceptor added here: the params schema of
+ * rrpc_server_set_schema is one, so an authorisation hook refuses a call
+ * before its params are judged.  Before rrpc_server_run() (RRPC_ESTATE
+ * while running).  A server without interceptors pays nothing for them. */
+RRPC_EXPORT int rrpc_server_add_interceptor(rrpc_server *server, rrpc_before_fn before,
+                                            rrpc_after_fn after, void *udata);
+
 /* Every server also answers the built-in method "rpc.ping" (JSON-RPC
  * reserves the rpc. prefix for such extensions) with
  * {"service":..., "worker":..., "host":..., "pid":..., "version":...,
@@ -581,6 +682,11 @@ RRPC_EXPORT int rrpc_request_progress(rrpc_request *req, const json_t *value);
  * error reply to one of them is logged by the worker.  Returns RRPC_OK,
  * RRPC_EINVAL or RRPC_ENOMEM. */
 RRPC_EXPORT int rrpc_request_add_effect(rrpc_request *req, int argc, const char **argv);
+
+/* The member NAME of the request object as it arrived (e.g. "auth", a
+ * member rrpc itself does not define), or NULL if it has none.  For
+ * interceptors and handlers.  Borrowed: valid during the handler. */
+RRPC_EXPORT json_t *rrpc_request_member(const rrpc_request *req, const char *name);
 /* Typed parameter access.  Each looks the parameter up by position POS in
  * array params or by NAME in object params.  On success it stores the value
  * and returns RRPC_OK.  If the parameter is missing or has the wrong type it
@@ -784,6 +890,12 @@ RRPC_EXPORT int rrpc_async_cancel(rrpc_async *client, uint64_t handle);
  * notification queued just before the link breaks may be lost. */
 RRPC_EXPORT int rrpc_async_notify(rrpc_async *client, const char *service, const char *method,
                                   const json_t *params);
+
+/* As rrpc_client_add_interceptor, for the async client: befores run on
+ * the thread that calls rrpc_async_call, afters on the loop thread.  Add
+ * them before the first call (RRPC_ESTATE once a call was made). */
+RRPC_EXPORT int rrpc_async_add_interceptor(rrpc_async *client, rrpc_call_before_fn before,
+                                           rrpc_call_after_fn after, void *udata);
 
 /* Calls accepted whose callback has not started yet. */
 RRPC_EXPORT size_t rrpc_async_in_flight(const rrpc_async *client);

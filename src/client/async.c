@@ -283,6 +283,7 @@ static void free_client(rrpc_async *a)
     free(a->argv_mem);
     free(a->lens_mem);
     free(a->request_tail);
+    rrpc__call_hooks_free(&a->hooks);
     free(a->prefix);
     rrpc__url_free(&a->url);
     if (a->argv_mem) {
@@ -411,6 +412,42 @@ static int enqueue(rrpc_async *a, rrpc__acall *c)
     return rc;
 }
 
+/* Runs the interceptors' befores of a call (rrpc_async_add_interceptor). */
+static int intercept(rrpc_async *a, const char *service, const char *method, const json_t *params,
+                     json_t **members, size_t *passed)
+{
+    char err[RRPC__ERRMSG_LEN];
+    int rc = rrpc__call_hooks_before(&a->hooks, service, method, params, members, passed, err,
+                                     sizeof err);
+    if (rc != RRPC_OK) {
+        rrpc__call_hooks_after(&a->hooks, *passed, service, method, rc, NULL, NULL);
+        return rrpc__async_error(a, rc, "%s", err);
+    }
+    return RRPC_OK;
+}
+
+/* "service\0method", kept with a call for its interceptors' afters. */
+static char *names(const char *service, const char *method)
+{
+    size_t s = strlen(service) + 1, m = strlen(method) + 1;
+    char *both = malloc(s + m);
+    if (both != NULL) {
+        memcpy(both, service, s);
+        memcpy(both + s, method, m);
+    }
+    return both;
+}
+
+int rrpc_async_add_interceptor(rrpc_async *a, rrpc_call_before_fn before, rrpc_call_after_fn after,
+                               void *udata)
+{
+    if (a == NULL)
+        return RRPC_EINVAL;
+    if (atomic_load(&a->called))
+        return rrpc__async_error(a, RRPC_ESTATE, "interceptors are added before the first call");
+    return rrpc__call_hooks_add(&a->hooks, before, after, udata);
+}
+
 static int start(rrpc_async *a, const char *service, const char *method, const json_t *params,
                  const rrpc_call_options *o, rrpc_async_cb cb, void *udata)
 {
@@ -423,6 +460,12 @@ static int start(rrpc_async *a, const char *service, const char *method, const j
         rrpc__call_trace(o->traceparent, o->tracestate, &trace, err, sizeof err) != RRPC_OK)
         rc = rrpc__async_error(a, RRPC_EINVAL, "%s", err);
     if (rc != RRPC_OK)
+        return rc;
+    json_t *members = NULL;
+    size_t passed = 0;
+    atomic_store(&a->called, 1);
+    if (!notify && a->hooks.count > 0 &&
+        (rc = intercept(a, service, method, params, &members, &passed)) != RRPC_OK)
         return rc;
     if (!notify) {
         size_t before = atomic_fetch_add(&a->in_flight, 1);
@@ -439,6 +482,9 @@ static int start(rrpc_async *a, const char *service, const char *method, const j
         c->cb = cb;
         c->udata = udata;
         c->notify = (unsigned)notify;
+        c->hooks_passed = passed;
+        if (passed > 0 && (c->hook_names = names(service, method)) == NULL)
+            rc = rrpc__async_error(a, RRPC_ENOMEM, "out of memory");
         c->timeout_s = rrpc__inherited_timeout(rrpc__timeout_or(timeout_s, a->timeout_s));
         c->handle = notify ? 0 : atomic_fetch_add(&a->next_handle, 1);
         c->progress = notify ? NULL : o->progress;
@@ -446,12 +492,14 @@ static int start(rrpc_async *a, const char *service, const char *method, const j
         c->cancellable = !notify && o->cancellable;
         if (o->handle != NULL)
             *o->handle = c->handle;
-        rc = rrpc__areq_build(a, c, service, method, params, &trace);
+        if (rc == RRPC_OK)
+            rc = rrpc__areq_build(a, c, service, method, params, &trace, members);
         if (rc == RRPC_OK)
             rc = enqueue(a, c); /* recycles C itself on failure */
         else
             rrpc__acall_put(a, c);
     }
+    json_decref(members);
     if (rc != RRPC_OK && !notify)
         atomic_fetch_sub(&a->in_flight, 1);
     return rc;

@@ -10,6 +10,7 @@
 #include <event2/event.h>
 
 #include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 
 #define SLOT_BITS    22 /* up to 4 Mi calls in flight */
@@ -47,6 +48,8 @@ static rrpc__acall *new_call(rrpc_async *a)
     c->timer = NULL;
     c->buf = c->inline_buf;
     c->cap = sizeof c->inline_buf;
+    c->hook_names = NULL;
+    c->hooks_passed = 0;
     return c;
 }
 
@@ -75,6 +78,9 @@ rrpc__acall *rrpc__acall_get(rrpc_async *a)
 
 void rrpc__acall_put(rrpc_async *a, rrpc__acall *c)
 {
+    free(c->hook_names);
+    c->hook_names = NULL;
+    c->hooks_passed = 0;
     if (c->cap > KEEP_BUF_MAX) {
         free(c->buf);
         c->buf = c->inline_buf;
@@ -179,6 +185,9 @@ void rrpc__acall_finish(rrpc_async *a, rrpc__acall *c, int status, json_t *resul
 {
     rrpc_async_cb cb = c->cb;
     void *udata = c->udata;
+    if (c->hook_names != NULL) /* before the record is reused, and before the callback */
+        rrpc__call_hooks_after(&a->hooks, c->hooks_passed, c->hook_names,
+                               c->hook_names + strlen(c->hook_names) + 1, status, result, error);
     if (c->id != 0)
         rrpc__acall_release_slot(a, c);
     if (c->timer)

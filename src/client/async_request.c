@@ -98,6 +98,21 @@ static int append_trace(rrpc__acall *c, size_t *used, const rrpc__call_trace_ctx
     return rc;
 }
 
+/* An interceptor's members (rrpc_call_before_fn), as ",k:v,...": the
+ * object's text without its braces. */
+static int append_members(rrpc__acall *c, size_t *used, const json_t *members)
+{
+    char *text = json_dumps(members, RRPC__JSON_ENCODE_FLAGS);
+    size_t n = text ? strlen(text) : 0;
+    int rc = n > 2 ? append(c, used, ",", 1) : RRPC_OK;
+    if (text == NULL)
+        rc = RRPC_EINVAL;
+    if (rc == RRPC_OK && n > 2)
+        rc = append(c, used, text + 1, n - 2);
+    free(text);
+    return rc;
+}
+
 /* A string as a JSON string member NAME (",\"name\":\"...\""). */
 static int append_string_member(rrpc__acall *c, size_t *used, const char *member, const char *value)
 {
@@ -137,7 +152,7 @@ static int append_progress_cancel(rrpc_async *a, rrpc__acall *c, size_t *used)
 }
 
 int rrpc__areq_build(rrpc_async *a, rrpc__acall *c, const char *service, const char *method,
-                     const json_t *params, const rrpc__call_trace_ctx *trace)
+                     const json_t *params, const rrpc__call_trace_ctx *trace, const json_t *members)
 {
     size_t used = 0;
     static const char head[] = "{\"jsonrpc\":\"2.0\",\"method\":";
@@ -162,6 +177,8 @@ int rrpc__areq_build(rrpc_async *a, rrpc__acall *c, const char *service, const c
     }
     if (rc == RRPC_OK)
         rc = append_trace(c, &used, trace);
+    if (rc == RRPC_OK && members != NULL)
+        rc = append_members(c, &used, members);
     if (rc == RRPC_OK && !c->notify &&
         (c->progress || c->cancellable || rrpc__inherited_cancel_key()))
         rc = append_progress_cancel(a, c, &used);

@@ -28,7 +28,8 @@ int rrpc__areq_make_tail(rrpc_async *a);
 int rrpc__areq_cancel_key(const rrpc_async *a, uint64_t handle, char *out, size_t len);
 
 int rrpc__areq_build(rrpc_async *a, rrpc__acall *c, const char *service, const char *method,
-                     const json_t *params, const rrpc__call_trace_ctx *trace);
+                     const json_t *params, const rrpc__call_trace_ctx *trace,
+                     const json_t *members);
 /* Appends C's id and the closing brace (room was kept).  Loop thread. */
 void rrpc__areq_put_id(rrpc__acall *c);
 

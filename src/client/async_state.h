@@ -24,6 +24,7 @@
 #ifndef RRPC_ASYNC_STATE_H
 #define RRPC_ASYNC_STATE_H
 
+#include "client/call_hooks.h"
 #include "core/clock.h"
 #include "core/internal.h"
 #include "core/url.h"
@@ -58,6 +59,8 @@ struct rrpc__acall {
     unsigned notify : 1;      /* a notification: no id, no callback */
     unsigned in_outbox : 1;   /* waiting for flush() to deliver it */
     unsigned done : 1;        /* finished while in the outbox: flush() recycles it */
+    size_t hooks_passed;      /* interceptors whose before let it through */
+    char *hook_names;         /* with interceptors: "service\0method", for their afters */
     char inline_buf[RRPC__ASYNC_INLINE_BUF];
 };
 
@@ -80,6 +83,8 @@ struct rrpc_async {
     int own_loop;
     struct event_base *base;
     const rrpc__async_ops *ops;
+    rrpc__call_hooks hooks; /* rrpc_async_add_interceptor; frozen at the first call */
+    atomic_int called;      /* a call was made: no more interceptors */
 
     /* Shared with the application's threads (own_loop mode). */
     pthread_mutex_t lock; /* queue, free_calls, wake_pending */

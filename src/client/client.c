@@ -12,6 +12,7 @@
  * trip that never leaves its request behind.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "client/call_hooks.h"
 #include "client/call_options.h"
 #include "client/caller.h"
 #include "core/clock.h"
@@ -43,6 +44,7 @@ struct rrpc_client {
     double timeout_s;
     int resend_on_reconnect;
     rrpc__clock clock; /* the broker's time, for request deadlines */
+    rrpc__call_hooks hooks; /* rrpc_client_add_interceptor */
     char errmsg[RRPC__ERRMSG_LEN];
 };
 
@@ -83,7 +85,14 @@ void rrpc_client_close(rrpc_client *c)
     if (c == NULL)
         return;
     rrpc__caller_close(&c->base);
+    rrpc__call_hooks_free(&c->hooks);
     free(c);
+}
+
+int rrpc_client_add_interceptor(rrpc_client *c, rrpc_call_before_fn before,
+                                rrpc_call_after_fn after, void *udata)
+{
+    return c == NULL ? RRPC_EINVAL : rrpc__call_hooks_add(&c->hooks, before, after, udata);
 }
 
 const char *rrpc_client_errmsg(const rrpc_client *c)
@@ -228,7 +237,7 @@ static int watch_members(rrpc_client *c, json_t *req, const char *key, watched *
 static char *encode_request(rrpc_client *c, const char *service, const char *method,
                             const json_t *params, char list[RRPC__KEY_MAX], char *key,
                             double *timeout_s, const rrpc__call_trace_ctx *trace, watched *w,
-                            int *rc)
+                            const json_t *members, int *rc)
 {
     double started = rrpc__monotonic();
     *rc = check_name(c, "method", method);
@@ -242,6 +251,8 @@ static char *encode_request(rrpc_client *c, const char *service, const char *met
     if (*rc != RRPC_OK)
         return NULL;
     json_t *req = rrpc__request_build(method, params, key, NULL); /* the id is the reply key */
+    if (req != NULL && members != NULL)
+        json_object_update_missing(req, (json_t *)members); /* checked: none of rrpc's */
     if (key != NULL)
         rrpc__request_set_deadline(req, &c->clock, *timeout_s);
     if (w != NULL && key != NULL && watch_members(c, req, key, w) != RRPC_OK) {
@@ -352,12 +363,23 @@ static int call(rrpc_client *c, const char *service, const char *method, const j
         rc = client_fail(c, RRPC_ECANCELED, "the call was cancelled before it was sent");
     if (rc != RRPC_OK)
         return rc;
+    json_t *members = NULL;
+    size_t passed = 0;
+    if (c->hooks.count > 0 &&
+        (rc = rrpc__call_hooks_before(&c->hooks, service, method, params, &members, &passed,
+                                      c->errmsg, sizeof c->errmsg)) != RRPC_OK) {
+        rrpc__call_hooks_after(&c->hooks, passed, service, method, rc, NULL, NULL);
+        return rc;
+    }
     watched w;
     int watching = watch_setup(&w, o, timeout_s);
     char *text = encode_request(c, service, method, params, list, key, &timeout_s, &trace,
-                                watching ? &w : NULL, &rc);
-    if (text == NULL)
+                                watching ? &w : NULL, members, &rc);
+    json_decref(members);
+    if (text == NULL) {
+        rrpc__call_hooks_after(&c->hooks, passed, service, method, rc, NULL, NULL);
         return rc;
+    }
     rrpc__answer *holder = NULL;
     const char *value = NULL;
     size_t value_len = 0;
@@ -371,6 +393,8 @@ static int call(rrpc_client *c, const char *service, const char *method, const j
         rc =
             rrpc__response_parse(value, value_len, key, result, error, c->errmsg, sizeof c->errmsg);
     c->base.ops->answer_free(holder);
+    if (passed > 0)
+        rrpc__call_hooks_after(&c->hooks, passed, service, method, rc, *result, *error);
     json_decref(ignored_error);
     return rc;
 }
@@ -409,8 +433,8 @@ static int notify(rrpc_client *c, const char *service, const char *method, const
     double no_timeout = 0;
     rrpc__call_trace_ctx trace;
     rrpc__call_trace(NULL, NULL, &trace, NULL, 0); /* continued or new: cannot fail */
-    char *text =
-        encode_request(c, service, method, params, list, NULL, &no_timeout, &trace, NULL, &rc);
+    char *text = encode_request(c, service, method, params, list, NULL, &no_timeout, &trace, NULL,
+                                NULL, &rc);
     if (text != NULL && key != NULL) {
         /* Added to the encoded object, so that the request is built once. */
         json_t *req = json_loads(text, 0, NULL), *k = json_string(key);

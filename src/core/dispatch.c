@@ -40,6 +40,8 @@ struct rrpc_request {
     size_t cancel_key_len;
     int cancelled;           /* the caller cancelled it: seen once, kept */
     double cancel_looked_at; /* monotonic, when the broker was last asked */
+    const json_t *message;   /* the request object, for rrpc_request_member */
+    const rrpc__method *entry; /* the method called, once found */
 };
 
 /* The deadline of the request the calling thread is handling (local
@@ -87,6 +89,7 @@ int rrpc__methods_add(rrpc__methods *m, const char *name, rrpc_method_fn fn, voi
     slot->description = description ? strdup(description) : NULL;
     slot->fn = fn;
     slot->udata = udata;
+    slot->params_schema = slot->result_schema = slot->errors = NULL;
     if (slot->name == NULL || (description && slot->description == NULL)) {
         free(slot->name);
         free(slot->description);
@@ -109,9 +112,34 @@ void rrpc__methods_free(rrpc__methods *m)
     for (size_t i = 0; i < m->count; i++) {
         free(m->items[i].name);
         free(m->items[i].description);
+        json_decref(m->items[i].params_schema);
+        json_decref(m->items[i].result_schema);
+        json_decref(m->items[i].errors);
     }
     free(m->items);
+    free(m->hooks);
     memset(m, 0, sizeof *m);
+}
+
+int rrpc__methods_add_hook(rrpc__methods *m, rrpc_before_fn before, rrpc_after_fn after,
+                           void *udata, int inner)
+{
+    rrpc__interceptor *hooks = realloc(m->hooks, (m->n_hooks + 1) * sizeof *hooks);
+    if (hooks == NULL)
+        return RRPC_ENOMEM;
+    m->hooks = hooks;
+    /* The caller's go before the library's own, which stay innermost. */
+    size_t at = inner ? m->n_hooks : m->n_hooks - m->n_inner;
+    memmove(&hooks[at + 1], &hooks[at], (m->n_hooks - at) * sizeof *hooks);
+    hooks[at] = (rrpc__interceptor){before, after, udata};
+    m->n_hooks++;
+    m->n_inner += inner != 0;
+    return RRPC_OK;
+}
+
+const rrpc__method *rrpc__request_entry(const rrpc_request *req)
+{
+    return req->entry;
 }
 
 /* ---- inside a handler ----------------------------------------------- */
@@ -223,6 +251,11 @@ int rrpc_request_add_effect(rrpc_request *req, int argc, const char **argv)
     return RRPC_OK;
 }
 
+json_t *rrpc_request_member(const rrpc_request *req, const char *name)
+{
+    return req != NULL && name != NULL ? json_object_get(req->message, name) : NULL;
+}
+
 static int invalid_params(rrpc_request *req, const char *fmt, size_t pos, const char *name)
 {
     char msg[200];
@@ -325,6 +358,35 @@ static long long request_deadline(const json_t *req)
     return json_is_integer(d) && json_integer_value(d) > 0 ? json_integer_value(d) : 0;
 }
 
+/* Runs M's handler inside the interceptors (rrpc_server_add_interceptor):
+ * befores in order until one refuses, the handler if none did, then the
+ * afters of those passed, in reverse, with the outcome. */
+static json_t *run_intercepted(const rrpc__methods *methods, const rrpc__method *m,
+                               rrpc_request *call)
+{
+    size_t passed = 0;
+    int refused = 0;
+    for (; passed < methods->n_hooks && !refused; passed++) {
+        const rrpc__interceptor *h = &methods->hooks[passed];
+        refused = h->before != NULL && h->before(call, h->udata) != 0;
+    }
+    passed -= refused; /* the refusing one is not wrapped around the call */
+    json_t *result = refused ? NULL : m->fn(call, m->udata);
+    if (result == NULL && call->error == NULL)
+        rrpc_request_error(call, RRPC_JSONRPC_INTERNAL_ERROR, "Internal error",
+                           refused ? json_string("refused by an interceptor") : NULL);
+    if (result != NULL) {
+        json_decref(call->error); /* a result wins over a stray error */
+        call->error = NULL;
+    }
+    while (passed-- > 0) {
+        const rrpc__interceptor *h = &methods->hooks[passed];
+        if (h->after != NULL)
+            h->after(call, result, call->error, h->udata);
+    }
+    return result;
+}
+
 /* Runs the handler of a valid request, or refuses it if its deadline has
  * passed; returns the result (new) or NULL with call->error set. */
 static json_t *run_handler(const rrpc__methods *methods, rrpc_request *call, size_t name_len,
@@ -358,7 +420,9 @@ static json_t *run_handler(const rrpc__methods *methods, rrpc_request *call, siz
     }
     rrpc__trace_enter(rrpc_request_traceparent(call), call->tracestate);
     double started = rrpc__stats_start(methods->stats);
-    json_t *result = m->fn(call, m->udata);
+    call->entry = m;
+    json_t *result =
+        methods->n_hooks == 0 ? m->fn(call, m->udata) : run_intercepted(methods, m, call);
     rrpc__stats_record(methods->stats, (size_t)(m - methods->items), started, !result);
     rrpc__trace_leave();
     handler_request = NULL; /* progress from now on is refused: the answer is final */
@@ -433,7 +497,9 @@ static json_t *handle_one(const rrpc__methods *methods, json_t *req, const rrpc_
                          NULL,
                          0,
                          0,
-                         0};
+                         0,
+                         req,
+                         NULL};
     read_trace(req, &call);
     read_progress_cancel(req, &call, key, key_len);
     size_t name_len = json_string_length(json_object_get(req, "method"));

@@ -14,7 +14,19 @@ typedef struct rrpc__method {
     char *description;
     rrpc_method_fn fn;
     void *udata;
+    /* Discovery and checks (server/discover.c): JSON Schemas or NULL, and
+     * the documented errors, an array or NULL. */
+    json_t *params_schema;
+    json_t *result_schema;
+    json_t *errors;
 } rrpc__method;
+
+/* One interceptor of rrpc_server_add_interceptor. */
+typedef struct rrpc__interceptor {
+    rrpc_before_fn before;
+    rrpc_after_fn after;
+    void *udata;
+} rrpc__interceptor;
 
 typedef struct rrpc__stats rrpc__stats;
 
@@ -23,12 +35,22 @@ typedef struct rrpc__methods {
     size_t count;
     size_t cap;
     rrpc__stats *stats; /* per-method counters while a server runs, else NULL */
+    /* Interceptors in calling order; the last n_inner are the library's
+     * own, which stay innermost.  None: dispatch pays one test. */
+    rrpc__interceptor *hooks;
+    size_t n_hooks;
+    size_t n_inner;
 } rrpc__methods;
 
 int rrpc__methods_add(rrpc__methods *m, const char *name, rrpc_method_fn fn, void *udata,
                       const char *description);
 const rrpc__method *rrpc__methods_find(const rrpc__methods *m, const char *name);
 void rrpc__methods_free(rrpc__methods *m);
+/* Adds an interceptor: after the caller's so far, or (INNER) innermost. */
+int rrpc__methods_add_hook(rrpc__methods *m, rrpc_before_fn before, rrpc_after_fn after,
+                           void *udata, int inner);
+/* The table entry of the method REQ called (for the library's own hooks). */
+const rrpc__method *rrpc__request_entry(const rrpc_request *req);
 
 /* A call's timeout cut to the deadline of the request the calling thread
  * is handling, if it is inside a handler (rrpc_request_time_left). */

@@ -16,6 +16,7 @@
 #include "core/random.h"
 #include "core/shard.h"
 #include "core/url.h"
+#include "server/discover.h"
 #include "server/record.h"
 #include "server/server.h"
 
@@ -156,6 +157,8 @@ static int init_server(rrpc_server *s, const rrpc_server_options *opts)
     if (rc == RRPC_OK)
         rc = rrpc__record_init(&s->record, opts, &s->methods);
     if (rc == RRPC_OK)
+        rc = rrpc__discover_init(&s->record);
+    if (rc == RRPC_OK)
         rc = rrpc__url_parse(&s->base.url, opts->url, s->base.errmsg, sizeof s->base.errmsg);
     const rrpc__transport *t = NULL;
     if (rc == RRPC_OK &&
@@ -235,6 +238,45 @@ int rrpc_server_set_params(rrpc_server *s, const char *method, const json_t *sha
     if (atomic_load(&s->running))
         return RRPC_ESTATE;
     return rrpc__record_set_params(&s->record, method, shape);
+}
+
+/* The description of methods is frozen while the server runs. */
+static int describable(rrpc_server *s, const char *method)
+{
+    if (s == NULL || method == NULL)
+        return RRPC_EINVAL;
+    if (atomic_load(&s->running))
+        return rrpc__fail(s->base.errmsg, sizeof s->base.errmsg, RRPC_ESTATE,
+                          "the server is running: describe methods before rrpc_server_run");
+    return RRPC_OK;
+}
+
+int rrpc_server_set_schema(rrpc_server *s, const char *method, const json_t *params_schema,
+                           const json_t *result_schema)
+{
+    int rc = describable(s, method);
+    return rc != RRPC_OK
+               ? rc
+               : rrpc__discover_set_schema(&s->methods, method, params_schema, result_schema,
+                                           s->base.errmsg, sizeof s->base.errmsg);
+}
+
+int rrpc_server_add_error(rrpc_server *s, const char *method, int code, const char *message)
+{
+    int rc = describable(s, method);
+    return rc != RRPC_OK ? rc
+                         : rrpc__discover_add_error(&s->methods, method, code, message,
+                                                    s->base.errmsg, sizeof s->base.errmsg);
+}
+
+int rrpc_server_add_interceptor(rrpc_server *s, rrpc_before_fn before, rrpc_after_fn after,
+                                void *udata)
+{
+    if (s == NULL || (before == NULL && after == NULL))
+        return RRPC_EINVAL;
+    if (atomic_load(&s->running))
+        return RRPC_ESTATE;
+    return rrpc__methods_add_hook(&s->methods, before, after, udata, 0);
 }
 
 void rrpc_server_stop(rrpc_server *s)

@@ -94,8 +94,18 @@ def test_register_and_describe(serve, redis_url, service, r):
         methods = {m['name']: m for m in record['methods']}
         assert methods['twice']['description'] == 'twice(x): 2x'
         assert methods['twice']['params'] == {'x': 'number'}
-        assert set(methods) == {'twice', 'hello', 'rpc.ping'}
+        assert set(methods) == {'twice', 'hello', 'rpc.ping', 'rpc.discover'}
         assert record['version'] == 'python-' + rrpc.VERSION
+        # rpc.discover: an OpenRPC document of the same (PROTOCOL.md 11).
+        doc = client.call(service, 'rpc.discover')
+        assert doc['openrpc'] == '1.3.2' and doc['info']['title'] == service
+        described = {m['name']: m for m in doc['methods']}
+        assert set(described) == {'twice', 'hello', 'rpc.ping'}  # rpc.discover is implied
+        assert described['twice']['description'] == 'twice(x): 2x'
+        assert described['twice']['params'] == [{'name': 'x', 'schema': {'type': 'number'}}]
+        assert described['hello']['params'] == [{'name': 'name', 'schema': {},
+                                                 'required': True}]
+        assert all(m['result'] == {'name': 'result', 'schema': {}} for m in doc['methods'])
     finally:
         running.stop()
     # A graceful stop removes the record; the service stays registered.

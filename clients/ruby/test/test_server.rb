@@ -50,6 +50,19 @@ class TestServer < Minitest::Test
     assert_equal [service, server.worker_id, "ruby-#{RRPC::VERSION}"], ping.values_at('service', 'worker', 'version')
   end
 
+  # rpc.discover (PROTOCOL.md section 11): an OpenRPC document of the
+  # methods, their descriptions and params.
+  def test_discover
+    service, = serve
+    doc = client.call(service, 'rpc.discover')
+    assert_equal ['1.3.2', service], [doc['openrpc'], doc['info']['title']]
+    methods = doc['methods'].to_h { |m| [m['name'], m] }
+    refute methods.key?('rpc.discover') # implied
+    assert methods.key?('rpc.ping')
+    assert_equal({ 'name' => 'result', 'schema' => {} }, methods['add']['result'])
+    assert_equal %w[a b], methods['add']['params'].map { |p| p['name'] }
+  end
+
   def test_oversized_message_dead_letter_is_bounded
     service, = serve
     key = unique('reply')

@@ -75,6 +75,58 @@ def entry(name, fn, description=None, shape=None):
     return item
 
 
+OPENRPC_VERSION = '1.3.2'
+_TYPES = ('null', 'boolean', 'integer', 'number', 'string', 'array', 'object')
+
+
+def _descriptor(name, kind=None, required=False):
+    """An OpenRPC content descriptor; KIND a JSON type name or free text."""
+    schema = {'type': kind} if kind in _TYPES else {}
+    d = {'name': name, 'schema': schema}
+    if isinstance(kind, str) and kind not in _TYPES:
+        d['description'] = kind
+    if required:
+        d['required'] = True
+    return d
+
+
+def _params(fn, shape):
+    """Content descriptors of FN's params: from the informal shape if it
+    names them, else from its signature (required: no default)."""
+    if isinstance(shape, dict):
+        return [_descriptor(n, k) for n, k in shape.items()]
+    if isinstance(shape, list):
+        return [_descriptor(n) for n in shape if isinstance(n, str)]
+    if getattr(fn, '_rrpc_raw_params', False):
+        return []
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return []
+    return [_descriptor(p.name, required=p.default is inspect.Parameter.empty)
+            for p in signature.parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def discover_document(service, version, methods, about):
+    """The OpenRPC document rpc.discover answers (PROTOCOL.md section 11):
+    METHODS {name: fn}, ABOUT {name: (description, shape)} from register().
+    The Python peer carries no JSON Schemas: types come from informal
+    shapes ({'a': 'number'}) when given."""
+    described = []
+    for name, fn in methods.items():
+        if name == 'rpc.discover':
+            continue  # implied, as the OpenRPC spec says
+        item = entry(name, fn, *about.get(name, (None, None)))
+        method = {'name': name, 'params': _params(fn, item.get('params')),
+                  'result': {'name': 'result', 'schema': {}}}
+        if 'description' in item:
+            method['description'] = item['description']
+        described.append(method)
+    return {'openrpc': OPENRPC_VERSION, 'info': {'title': service, 'version': version},
+            'methods': described}
+
+
 def _arguments(fn, params):
     if getattr(fn, '_rrpc_raw_params', False):
         return (params,), {}

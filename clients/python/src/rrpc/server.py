@@ -21,7 +21,8 @@ import redis
 
 from . import deadletter, protocol, stream, trace
 from .errors import RedisError
-from .handlers import STOPS, describe, entry, invoke, public_methods, raw_params
+from .handlers import (STOPS, describe, discover_document, entry, invoke, public_methods,
+                       raw_params)
 from .protocol import (BATCH_TIME_EXCEEDED, CANCELLED, DEADLINE_EXCEEDED, INTERNAL_ERROR, INVALID_REQUEST,
                        METHOD_NOT_FOUND, dumps, error)
 from .registry import Registry
@@ -48,7 +49,8 @@ class Server:
     in the registry (PROTOCOL.md section 9) every heartbeat_interval
     seconds, valid for heartbeat_ttl seconds, publishing max_queue for
     callers; heartbeat=False serves without it (no record, no stats).  The
-    built-in method rpc.ping is answered either way.
+    built-in methods rpc.ping and rpc.discover (an OpenRPC document of the
+    methods, PROTOCOL.md section 11) are answered either way.
 
     Replies go only where PROTOCOL.md section 3 allows (never onto rrpc's
     keys, a registered service's list or a key that is not a reply list);
@@ -92,6 +94,7 @@ class Server:
         self.methods = public_methods(obj)
         self._about = {}  # name -> (description, params) given to register()
         self.methods.setdefault('rpc.ping', self._rpc_ping)
+        self.methods.setdefault('rpc.discover', self._rpc_discover)
         self._clock = RedisClock()
         self._registry = (Registry(self, url, prefix, heartbeat_interval, heartbeat_ttl,
                                    max_queue) if heartbeat else None)
@@ -127,6 +130,11 @@ class Server:
         return {'service': self.service, 'worker': self.worker_id,
                 'host': socket.gethostname(), 'pid': os.getpid(), 'version': self.version,
                 'time': time.time()}
+
+    @describe('built-in: describes the service as an OpenRPC document')
+    @raw_params
+    def _rpc_discover(self, _params):
+        return discover_document(self.service, self.version, self.methods, self._about)
 
     # -- the loop ---------------------------------------------------------
 

@@ -139,6 +139,11 @@ module RRPC
       methods['rpc.ping'] = method(:rpc_ping)
       raw << 'rpc.ping'
       @descriptions['rpc.ping'] = { 'description' => "built-in: answers with the worker's identity and time" }
+      methods['rpc.discover'] = method(:rpc_discover)
+      raw << 'rpc.discover'
+      @descriptions['rpc.discover'] = { 'description' => 'built-in: describes the service as an OpenRPC document' }
+      @methods = methods
+      @raw = raw
       @method_names = methods.keys
       Dispatcher.new(service: @service, methods: methods, raw: raw, clock: @clock, stats: @registry&.stats,
                      logger: @log, **limits)
@@ -198,6 +203,48 @@ module RRPC
     def rpc_ping(_params)
       { 'service' => @service, 'worker' => @worker_id, 'host' => Socket.gethostname, 'pid' => Process.pid,
         'version' => @version, 'time' => Time.now.to_f }
+    end
+
+    OPENRPC_VERSION = '1.3.2'
+    JSON_TYPES = %w[null boolean integer number string array object].freeze
+
+    # The OpenRPC document of the service (PROTOCOL.md section 11).  The
+    # Ruby peer carries no JSON Schemas: types come from the informal
+    # params shapes of `describe` ({'a' => 'number'}), names from them or
+    # from the handler's parameters (required: no default).
+    def rpc_discover(_params)
+      described = @methods.filter_map do |name, handler|
+        next if name == 'rpc.discover' # implied, as the OpenRPC spec says
+
+        about = @descriptions[name] || {}
+        method = { 'name' => name, 'params' => discover_params(name, handler, about['params']),
+                   'result' => { 'name' => 'result', 'schema' => {} } }
+        method['description'] = about['description'] if about['description']
+        method
+      end
+      { 'openrpc' => OPENRPC_VERSION, 'info' => { 'title' => @service, 'version' => @version },
+        'methods' => described }
+    end
+
+    def discover_params(name, handler, shape)
+      case shape
+      when Hash then shape.map { |n, kind| descriptor(n.to_s, kind) }
+      when Array then shape.grep(String).map { |n| descriptor(n) }
+      else
+        return [] if @raw.include?(name)
+
+        handler.parameters.filter_map do |kind, n|
+          descriptor(n.to_s, nil, required: %i[req keyreq].include?(kind)) if %i[req opt key keyreq].include?(kind)
+        end
+      end
+    end
+
+    def descriptor(name, kind = nil, required: false)
+      typed = JSON_TYPES.include?(kind)
+      d = { 'name' => name, 'schema' => typed ? { 'type' => kind } : {} }
+      d['description'] = kind if kind.is_a?(String) && !typed
+      d['required'] = true if required
+      d
     end
 
     def pause(seconds)
