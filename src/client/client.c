@@ -43,7 +43,7 @@ struct rrpc_client {
     rrpc__caller base; /* the link, its operations, URL and key prefix */
     double timeout_s;
     int resend_on_reconnect;
-    rrpc__clock clock; /* the broker's time, for request deadlines */
+    rrpc__clock clock;      /* the broker's time, for request deadlines */
     rrpc__call_hooks hooks; /* rrpc_client_add_interceptor */
     char errmsg[RRPC__ERRMSG_LEN];
 };

@@ -38,9 +38,9 @@ struct rrpc_request {
     size_t progress_key_len;
     const char *cancel_key;
     size_t cancel_key_len;
-    int cancelled;           /* the caller cancelled it: seen once, kept */
-    double cancel_looked_at; /* monotonic, when the broker was last asked */
-    const json_t *message;   /* the request object, for rrpc_request_member */
+    int cancelled;             /* the caller cancelled it: seen once, kept */
+    double cancel_looked_at;   /* monotonic, when the broker was last asked */
+    const json_t *message;     /* the request object, for rrpc_request_member */
     const rrpc__method *entry; /* the method called, once found */
 };
 
