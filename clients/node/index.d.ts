@@ -20,6 +20,19 @@ export interface CallOptions {
   timeout?: number;
   /** Gives the call up: it rejects with Aborted and its request is withdrawn if still queued. */
   signal?: AbortSignal;
+  /**
+   * W3C traceparent to send (a TypeError if invalid); without one a call made
+   * inside a handler continues the handled request's trace, any other starts one.
+   */
+  traceparent?: string;
+  /** W3C tracestate to send with it (at most 512 printable ASCII characters). */
+  tracestate?: string;
+}
+
+/** The trace context of a notification. */
+export interface NotifyOptions {
+  traceparent?: string;
+  tracestate?: string;
 }
 
 /** Calls rrpc services; every call returns a promise. */
@@ -31,7 +44,7 @@ export class Client {
   /** Calls service.method and resolves to its result. */
   call<T = any>(service: string, method: string, params?: Params | null, options?: CallOptions): Promise<T>;
   /** Sends a notification: run by a worker, never answered. */
-  notify(service: string, method: string, params?: Params | null): Promise<void>;
+  notify(service: string, method: string, params?: Params | null, options?: NotifyOptions): Promise<void>;
   /** An object whose methods are calls with positional params: proxy('calc').add(1, 2). */
   proxy(service: string, options?: CallOptions): Record<string, (...args: any[]) => Promise<any>>;
   /** Closes the client's connections. */
@@ -134,3 +147,8 @@ export class RedisError extends RrpcError {}
 export class Aborted extends RrpcError {}
 
 export const VERSION: string;
+
+/** The handled request's traceparent, or null outside a handler or when it carried none (or an invalid one). */
+export function currentTraceparent(): string | null;
+/** The handled request's tracestate, or null. */
+export function currentTracestate(): string | null;

@@ -14,7 +14,8 @@
 // Its modules, one concern each: protocol (JSON-RPC rules and strict JSON,
 // no I/O), deadletter (the record of what cannot be answered), transport
 // (Redis: connections, the clock, the reply script, transient errors),
-// replies (which reply keys a worker accepts), handlers (finding, binding
+// replies (which reply keys a worker accepts), trace (W3C Trace Context
+// and the handled request, in an AsyncLocalStorage), handlers (finding, binding
 // and calling methods), registry (heartbeat and stats), client, server,
 // errors.  Types: index.d.ts.
 
@@ -24,6 +25,7 @@ const { Server } = require('./lib/server');
 const { describe, rawParams, signature } = require('./lib/handlers');
 const { Real } = require('./lib/protocol');
 const { VERSION } = require('./lib/version');
+const { currentTraceparent, currentTracestate } = require('./lib/trace');
 
 module.exports = {
   Client,
@@ -35,4 +37,6 @@ module.exports = {
   Real,
   real: (value) => new Real(value),
   VERSION,
+  currentTraceparent,
+  currentTracestate,
 };

@@ -23,7 +23,7 @@
  * moves the request (PROTOCOL.md section 9, "Service counters"). */
 #define RRPC__STAT_DEAD        "dead"        /* dead letters recorded (workers, reaper) */
 #define RRPC__STAT_LOST        "lost"        /* answers Redis never took (workers) */
-#define RRPC__STAT_EXPIRED     "expired"     /* not run: deadline passed (C workers) */
+#define RRPC__STAT_EXPIRED     "expired"     /* not run: deadline passed (every rrpc worker) */
 #define RRPC__STAT_SHED        "shed"        /* refused by max_queue (the sync C client) */
 #define RRPC__STAT_REDELIVERED "redelivered" /* put back by the reaper (reliable mode) */
 /* rrpc web's chart history: <prefix>rrpc:web:history:<service>, a sorted

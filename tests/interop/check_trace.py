@@ -1,16 +1,16 @@
-"""check_trace.py -- W3C Trace Context across C, Ruby and Python hops.
+"""check_trace.py -- W3C Trace Context across C, Ruby, Python and Node hops.
 
 One call enters the C calc-server's forward, which calls the Ruby
-calc_server's forward, which calls the Python one's, which calls the C
-calc-server's add (PROTOCOL.md section 7).  Redis's MONITOR shows every
+calc_server's forward, which calls the Python one's, which calls the Node
+one's, which calls the C calc-server's add (PROTOCOL.md section 7).  Redis's MONITOR shows every
 request as it is pushed: each hop's request must carry the trace id the
 call started with (or, without one, the trace the C client started), its
 flags, and a parent id of its own.  A request whose traceparent is invalid
 is answered all the same, and the calls its handler makes start a trace of
 their own.
 
-Usage: check_trace.py RRPC_CLI SERVICE_C SERVICE_RB SERVICE_PY
-(REDIS_URL names the Redis; the three services are running.)
+Usage: check_trace.py RRPC_CLI SERVICE_C SERVICE_RB SERVICE_PY SERVICE_JS
+(REDIS_URL names the Redis; the four services are running.)
 """
 
 import json
@@ -24,7 +24,7 @@ import time
 
 import redis
 
-CLI, C, RB, PY = sys.argv[1:5]
+CLI, C, RB, PY, JS = sys.argv[1:6]
 TP = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'
 REQUEST = re.compile(r'"method":"([^"]+)".*?"traceparent":"([^"]*)"|'
                      r'"traceparent":"([^"]*)".*?"method":"([^"]+)"')
@@ -74,7 +74,7 @@ class Watch:
 def chain(traceparent):
     """The forwarded call's answer and the requests it caused."""
     watch = Watch()
-    params = json.dumps([RB, 'forward', [PY, 'forward', [C, 'add', [2, 3]]]])
+    params = json.dumps([RB, 'forward', [PY, 'forward', [JS, 'forward', [C, 'add', [2, 3]]]]])
     args = [CLI, 'call', '--timeout', '20']
     if traceparent:
         args += ['--traceparent', traceparent]
@@ -86,7 +86,7 @@ def check_hops(name, out, seen, trace_id, flags):
     check(f'{name}: the answer came back through every hop',
           out.returncode == 0 and out.stdout.strip() == '5', out.stdout + out.stderr)
     methods = [m for m, _ in seen]
-    check(f'{name}: four requests, forward x3 then add', methods == ['forward'] * 3 + ['add'],
+    check(f'{name}: five requests, forward x4 then add', methods == ['forward'] * 4 + ['add'],
           methods)
     ids = {tp[3:35] for _, tp in seen}
     check(f'{name}: every hop carries the trace id', ids == {trace_id}, seen)
@@ -108,14 +108,15 @@ check('a new trace: valid, not all zeros, not sampled',
       and first[3:35].strip('0') != '', first)
 check_hops('a new trace', out, seen, first[3:35], '00')
 
-# An invalid traceparent is ignored: answered, and the nested call (C ->
-# Ruby -> C add) starts a trace of its own.
+# An invalid traceparent is ignored: answered, and the nested calls (C ->
+# Ruby -> Node -> C add) start one trace of their own.
 r = redis.Redis.from_url(os.environ['REDIS_URL'])
 watch = Watch()
 key = f'rrpc:reply:{secrets.token_hex(16)}'
 bad = TP.upper()
 r.rpush(C, json.dumps({'jsonrpc': '2.0', 'method': 'forward', 'id': key,
-                       'params': [RB, 'forward', [C, 'add', [1, 1]]], 'traceparent': bad},
+                       'params': [RB, 'forward', [JS, 'forward', [C, 'add', [1, 1]]]],
+                       'traceparent': bad},
                       separators=(',', ':')))
 reply = r.blpop(key, timeout=20)
 seen = watch.finish()
@@ -123,7 +124,8 @@ check('invalid traceparent: still answered',
       reply is not None and json.loads(reply[1]).get('result') == 2, reply)
 nested = [tp for m, tp in seen if tp != bad]
 check('invalid traceparent: the nested calls start one new trace',
-      len(nested) == 2 and len({tp[3:35] for tp in nested}) == 1
+      len(nested) == 3 and len({tp[3:35] for tp in nested}) == 1
+      and len({tp[36:52] for tp in nested}) == 3
       and nested[0][3:35] != bad[3:35].lower(), seen)
 
 # The caller's own traceparent is checked: the CLI refuses an invalid one.

@@ -69,6 +69,15 @@ async function main() {
   const workers = await page.$$eval('#workers tbody tr', (r) => r.length);
   check('service page lists the worker', workers >= 1, workers);
 
+  // 2b. Every language's worker on its service page, with its version.
+  for (const [service, version] of [['calc_py', 'python-'], ['calc_rb', 'ruby-'], ['calc_js', 'node-']]) {
+    if (!env('SERVICES').split(' ').includes(service)) continue;
+    await page.goto(rw + '/services/' + service);
+    await ready(page);
+    const rows = await page.$$eval('#workers tbody tr', (r) => r.map((x) => x.textContent));
+    check(service + ': its page lists its ' + version + ' worker', rows.length === 1 && rows[0].includes(version), rows);
+  }
+
   // 3. A hostile message renders as text.
   await page.goto(rw + '/services/calc_py');
   await ready(page);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test_web_browser.sh -- rrpc web's dashboard in a real browser.
 #
-# Starts the C, Python and Ruby calc servers on the private Redis, seeds
+# Starts the C, Python, Ruby and Node calc servers on the private Redis, seeds
 # two dead letters (a requeueable call on calc, a hostile message on
 # calc_py), runs two rrpc web instances (read-write; read-only behind a
 # token) and drives Debian's headless Chromium through browser_test.js
@@ -31,7 +31,9 @@ cp "$here/package.json" "$here/package-lock.json" "$test_dir/npm/"
 spawn c-server "$BUILD/calc-server" --service calc --workers 2
 spawn py-server "$PY" "$rrpc_root/clients/python/calc_server.py" --service calc_py
 spawn rb-server ruby "$rrpc_root/clients/ruby/calc_server.rb" --service calc_rb
-services="calc calc_py calc_rb"
+node_ready || die "the Node peer's dependencies are missing (scripts/node-deps.sh)"
+spawn js-server node "$rrpc_root/clients/node/calc_server.js" --service calc_js
+services="calc calc_py calc_rb calc_js"
 for s in $services; do
   wait_until 20 "$BUILD/rrpc" call --timeout 0.5 "$s" add '[1, 2]' >/dev/null ||
     die "service $s never answered"

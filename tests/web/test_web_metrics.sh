@@ -2,9 +2,11 @@
 # test_web_metrics.sh -- rrpc web's /metrics, /livez and /readyz, checked by
 # promtool and scraped by a real Prometheus server.
 #
-# The C, Python and Ruby calc servers answer calls; the test makes a call
-# wait behind a busy worker (oldest request age), one refused by
-# max_queue (shed), one whose deadline passed (expired) and an error, then
+# The C, Python, Ruby and Node calc servers answer calls; the test makes a
+# call wait behind a busy worker (oldest request age; for the peers, each
+# language's own client's call behind its own worker), one refused by
+# max_queue (shed), one whose deadline passed (expired; on every worker) and
+# an error, then
 # reads them back from /metrics, runs `promtool check metrics` on it, and
 # lets a private Prometheus (port of its own, no other target) scrape a
 # token-protected rrpc web and answers a query for rrpc_requests_total.
@@ -28,7 +30,10 @@ rrpc() { "$BUILD/rrpc" "$@"; }
 spawn c-server "$BUILD/calc-server" --service calc --workers 1 --batch-max 1 --max-queue 1
 spawn py-server "$PY" "$rrpc_root/clients/python/calc_server.py" --service calc_py
 spawn rb-server ruby "$rrpc_root/clients/ruby/calc_server.rb" --service calc_rb
-for s in calc calc_py calc_rb; do
+node_ready || die "the Node peer's dependencies are missing (scripts/node-deps.sh)"
+spawn js-server node "$rrpc_root/clients/node/calc_server.js" --service calc_js
+peers="calc_py calc_rb calc_js"
+for s in calc $peers; do
   wait_until 20 rrpc call --timeout 0.5 "$s" add '[1, 2]' >/dev/null || die "service $s never answered"
 done
 rrpc call calc divide '[1, 0]' >/dev/null 2>&1 # an error
@@ -93,6 +98,48 @@ cli BLPOP "$key" 5 | grep -q -- '-32000' && ok "a request past its deadline is a
 wait_until 5 metric_is 'rrpc_expired_requests_total{service="calc"}' 1 &&
   ok "rrpc_expired_requests_total 1" || fail "expired: '$(metric 'rrpc_expired_requests_total{service="calc"}')'"
 
+# ---- the peers: their clients' `sent` and their workers' `expired` ------------------
+# Each peer worker is kept busy by a slow call (long enough for a slow
+# start of the clients); meanwhile its own language's calc_client queues a
+# call: the queue's head carries `sent`.  The expired counts are compared
+# with those before: a call of the start-up loop above may have been
+# taken after its deadline, before its caller withdrew it.
+declare -A client_of=([calc_py]="$PY $rrpc_root/clients/python/calc_client.py"
+  [calc_rb]="ruby $rrpc_root/clients/ruby/calc_client.rb" [calc_js]="node $rrpc_root/clients/node/calc_client.js")
+peer_clients=()
+for s in $peers; do
+  cli RPUSH "$s" "{\"jsonrpc\":\"2.0\",\"method\":\"sleep\",\"params\":[8000],\"id\":9,\"reply_to\":\"$slow_key:$s\"}" >/dev/null
+done
+llen_of_is() { test "$(cli LLEN "$1")" = 0; }
+for s in $peers; do
+  wait_until 5 llen_of_is "$s" || fail "$s never took the slow call"
+  # shellcheck disable=SC2086 # the command and its script
+  spawn "client-$s" ${client_of[$s]} --service "$s" --timeout 20
+  peer_clients+=("$spawned")
+done
+for s in $peers; do
+  wait_until 5 metric_is "rrpc_queue_depth{service=\"$s\"}" 1 || fail "$s: the client's call never queued"
+done
+sleep 1.2
+for s in $peers; do
+  age=$(metric "rrpc_oldest_request_age_seconds{service=\"$s\"}")
+  awk -v a="$age" 'BEGIN { exit !(a >= 1 && a < 20) }' &&
+    ok "$s: oldest request age $age s (>= 1), from its client's sent" || fail "$s: oldest request age: '$age'"
+done
+for i in "${!peer_clients[@]}"; do
+  wait "${peer_clients[$i]}" || fail "a peer calc_client failed: $(cat "$test_dir"/client-*.log)"
+done
+for s in $peers; do
+  cli BLPOP "$slow_key:$s" 10 | grep -q '"result":8000' || fail "$s: the slow call"
+  k="$key:$s"
+  was=$(metric "rrpc_expired_requests_total{service=\"$s\"}")
+  cli RPUSH "$s" "{\"jsonrpc\":\"2.0\",\"method\":\"add\",\"params\":[1,2],\"id\":1,\"deadline\":1,\"reply_to\":\"$k\"}" >/dev/null
+  cli BLPOP "$k" 5 | grep -q -- '-32000' || fail "$s: expired request answer"
+  wait_until 5 metric_is "rrpc_expired_requests_total{service=\"$s\"}" $((${was:-0} + 1)) &&
+    ok "$s: rrpc_expired_requests_total one more (counted by its worker)" ||
+    fail "$s: expired: '$(metric "rrpc_expired_requests_total{service=\"$s\"}")'"
+done
+
 # ---- the whole scrape ---------------------------------------------------------------
 sleep 1.5 # every worker's stats flushed (heartbeat: 1 s)
 curl -s "$web/metrics" >"$test_dir/metrics.txt"
@@ -108,14 +155,14 @@ m=$(cat "$test_dir/metrics.txt")
 adds=$(rrpc stats calc --json | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["methods"]["add"]["calls"])')
 for want in "rrpc_requests_total{service=\"calc\",method=\"add\",outcome=\"ok\"} $adds" \
   'rrpc_requests_total{service="calc",method="divide",outcome="error"} 1' \
-  'rrpc_workers{service="calc_py"} 1' 'rrpc_workers{service="calc_rb"} 1' \
+  'rrpc_workers{service="calc_py"} 1' 'rrpc_workers{service="calc_rb"} 1' 'rrpc_workers{service="calc_js"} 1' \
   'rrpc_dead_letters{service="calc"} 0' 'rrpc_redelivered_requests_total{service="calc"} 0' \
   "rrpc_request_duration_seconds_count{service=\"calc\",method=\"add\"} $adds" \
   "rrpc_request_duration_seconds_bucket{service=\"calc\",method=\"add\",le=\"+Inf\"} $adds" \
   'rrpc_redis_up 1'; do
   grep -qxF "$want" <<<"$m" && ok "/metrics has: $want" || fail "/metrics lacks: $want"
 done
-for s in calc_py calc_rb; do
+for s in $peers; do
   grep -q "^rrpc_requests_total{service=\"$s\",method=\"add\",outcome=\"ok\"} [1-9]" <<<"$m" &&
     ok "/metrics counts $s's calls (stats written by its own workers)" || fail "$s's calls"
 done

@@ -43,6 +43,43 @@ function arith(op) {
 
 const AB = { a: 'number', b: 'number' };
 
+// Where forward's calls go: the server's Redis and prefix (main sets them).
+// One client for all: its calls may run concurrently.
+const forwarding = { url: undefined, prefix: '', client: null };
+
+function forwardClient() {
+  if (!forwarding.client) forwarding.client = new rrpc.Client({ url: forwarding.url, prefix: forwarding.prefix });
+  return forwarding.client;
+}
+
+/** Closes forward's client, if it was made (so that the process can exit). */
+async function closeForward() {
+  const client = forwarding.client;
+  forwarding.client = null;
+  if (client) await client.close();
+}
+
+/**
+ * A call made from inside the handler: it continues the request's trace and
+ * gets no more time than its deadline leaves.  A remote error is answered as
+ * it came; a failed call is error 3.
+ */
+async function forward(service, method, params = null) {
+  if (typeof service !== 'string' || typeof method !== 'string') {
+    throw new rrpc.InvalidParams('Invalid params: service and method must be strings');
+  }
+  if (params !== null && typeof params !== 'object') {
+    throw new rrpc.InvalidParams('Invalid params: params must be an array, an object or null');
+  }
+  try {
+    return await forwardClient().call(service, method, params);
+  } catch (e) {
+    if (e instanceof rrpc.RemoteError) throw new rrpc.RpcError(e.code, e.message, e.data);
+    if (e instanceof rrpc.Error) throw new rrpc.RpcError(3, 'forward failed', { error: e.name, detail: e.message });
+    throw e;
+  }
+}
+
 /** The calc service's methods; params come positional [a, b] or named {"a": .., "b": ..}. */
 const calc = {
   add: rrpc.describe('add(a, b): a + b', AB, arith((a, b) => a + b)),
@@ -61,6 +98,8 @@ const calc = {
     await new Promise((resolve) => setTimeout(resolve, Math.min(Number(ms), 2 ** 31 - 1)));
     return ms;
   }),
+  forward: rrpc.describe("forward(service, method, params): calls service.method(params) and returns its answer, " +
+    "within this call's deadline and trace", { service: 'string', method: 'string', params: 'array|object' }, forward),
 };
 
 const USAGE = `usage: calc_server.js [--redis URL] [--service calc] [--prefix P] [--no-heartbeat]
@@ -89,6 +128,8 @@ async function main(argv = process.argv.slice(2), handlers = calc, name = 'calc_
     startTimeout: args.startTimeout ?? 0, maxQueue: args.maxQueue ?? 0,
     logger: { info: line(''), warn: line('warning: '), error: line('error: ') },
   });
+  forwarding.url = args.redis;
+  forwarding.prefix = args.prefix || '';
   line('')(`serving ${args.prefix || ''}${args.service || 'calc'}`);
   try {
     await server.serveForever();
@@ -96,12 +137,14 @@ async function main(argv = process.argv.slice(2), handlers = calc, name = 'calc_
     if (!(e instanceof rrpc.RedisError)) throw e;
     line('error: ')(e.message);
     return 1;
+  } finally {
+    await closeForward();
   }
   line('')('stopped');
   return 0;
 }
 
-module.exports = { calc, main };
+module.exports = { calc, closeForward, main };
 
 if (require.main === module) {
   main().then((status) => {

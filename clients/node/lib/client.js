@@ -12,6 +12,7 @@
 const crypto = require('node:crypto');
 const { Aborted, Error: RrpcError, Overloaded, ProtocolError, RedisError, RemoteError, Timeout, Unavailable } = require('./errors');
 const { dumps, isObject, loads, request } = require('./protocol');
+const trace = require('./trace');
 const { RedisClock, close, command, connection, errorText, isReply, open } = require('./transport');
 
 const FRESH_MS = 1000; // how long a service's registry view is trusted
@@ -102,14 +103,18 @@ class Client {
    * Calls SERVICE.METHOD and resolves to its result.  PARAMS: an array
    * (positional), an object (named), or absent.  OPTIONS: timeout (seconds,
    * this call's own; 0 waits forever), signal (an AbortSignal: the call ends
-   * with Aborted and its request is withdrawn if still queued).  Rejects with
-   * RemoteError, Timeout, Unavailable, Overloaded, ProtocolError, RedisError,
-   * Aborted.
+   * with Aborted and its request is withdrawn if still queued), traceparent
+   * and tracestate (W3C Trace Context, PROTOCOL.md 7; a TypeError if
+   * invalid).  Without a traceparent a call made inside a handler continues
+   * the handled request's trace (and gets no more time than its deadline
+   * leaves); any other starts a new trace.  Rejects with RemoteError,
+   * Timeout, Unavailable, Overloaded, ProtocolError, RedisError, Aborted.
    */
   async call(service, method, params, options = {}) {
     request(method, params); // a TypeError for params that are neither an array nor an object
+    const traced = trace.outgoing(options.traceparent, options.tracestate); // a TypeError if invalid
     try {
-      return await this.doCall(service, method, params, options);
+      return await this.doCall(service, method, params, options, traced);
     } catch (e) {
       if (e instanceof RrpcError) throw e;
       throw this.redisError(service, method, e);
@@ -120,9 +125,12 @@ class Client {
     return new RedisError(`${service}.${method}: redis: ${errorText(e)}`, { cause: e });
   }
 
-  /** Sends a notification: run by a worker, never answered. */
-  async notify(service, method, params) {
-    const text = dumps(request(method, params));
+  /**
+   * Sends a notification: run by a worker, never answered.  It carries a
+   * trace context as calls do (OPTIONS: traceparent, tracestate).
+   */
+  async notify(service, method, params, options = {}) {
+    const text = dumps(request(method, params, trace.outgoing(options.traceparent, options.tracestate)));
     const conn = await this.redis();
     try {
       await command(conn, ['RPUSH', this.prefix + service, text]);
@@ -145,19 +153,22 @@ class Client {
     });
   }
 
-  async doCall(service, method, params, options) {
+  async doCall(service, method, params, options, traced) {
     const signal = options.signal;
     if (signal && signal.aborted) throw aborted(service, method, signal);
-    const wait = options.timeout === undefined ? this.timeout : options.timeout;
     const conn = await this.redis();
     // id and reply key are one key, so seed-style workers that only know
     // "reply to the id" reach us as well.
     const key = `${this.prefix}rrpc:reply:${crypto.randomBytes(16).toString('hex')}`;
-    const members = { id: key, reply_to: key };
+    const members = { id: key, reply_to: key, ...traced };
     const queue = this.prefix + service;
     // Redis's clock and the registry in one round trip, not two.
-    const [deadline, view] = await Promise.all([this.deadline(conn, wait), this.view(conn, queue, FRESH_MS)]);
-    if (deadline !== null) members.deadline = deadline;
+    const [now, view] = await Promise.all([this.redisNow(conn), this.view(conn, queue, FRESH_MS)]);
+    const wait = inherited(options.timeout === undefined ? this.timeout : options.timeout, now);
+    if (now !== null) {
+      members.sent = now; // for the age of the oldest queued request (PROTOCOL.md 7)
+      if (wait > 0 && wait <= 1e8) members.deadline = now + Math.ceil(wait * 1000);
+    }
     const text = dumps(request(method, params, members));
     if (view.registered && !view.live) {
       throw new Unavailable(`${service}: registered, but none of its workers is live ` +
@@ -183,12 +194,10 @@ class Client {
     return result(popped, key);
   }
 
-  /** The call's deadline in ms on Redis's clock, or null without a limit or a measured clock. */
-  async deadline(conn, wait) {
+  /** Redis's time now in ms, or null while the clock is unmeasured (TIME refused, say). */
+  async redisNow(conn) {
     if (this.clock.due()) await this.clock.sync(conn);
-    const now = this.clock.nowMs();
-    if (now === null || !(wait > 0 && wait <= 1e8)) return null;
-    return now + Math.ceil(wait * 1000);
+    return this.clock.nowMs();
   }
 
   /**
@@ -294,6 +303,18 @@ class Client {
     if (!this.closed && this.idle.length < IDLE_WAITERS) this.idle.push(w);
     else close(w);
   }
+}
+
+/**
+ * WAIT (s) cut to what the handled request's deadline leaves at NOW (ms on
+ * Redis's clock), as the C client does; at least 1 ms, so that it never
+ * means "forever".
+ */
+function inherited(wait, now) {
+  const handled = trace.current();
+  if (!handled || handled.deadline === null || now === null) return wait;
+  const left = Math.max((handled.deadline - now) / 1000, 0.001);
+  return wait > 0 && wait < left ? wait : left;
 }
 
 function aborted(service, method, signal) {

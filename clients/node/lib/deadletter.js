@@ -10,7 +10,8 @@
 // refuse -- a huge record.  No I/O here: the server pushes what this builds.
 
 const crypto = require('node:crypto');
-const { Real, RawJson, dumps } = require('./protocol');
+const { Real, RawJson, dumps, isObject, loads } = require('./protocol');
+const trace = require('./trace');
 
 const PREFIX_BYTES = 4096; // the most of an oversized text a dead letter keeps
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
@@ -52,16 +53,49 @@ function setBounded(letter, name, data) {
   letter[`${name}_sha1`] = crypto.createHash('sha1').update(data).digest('hex');
 }
 
+const TRACE_MEMBER = /"traceparent":"([^"]*)"/g;
+
+/**
+ * The valid traceparent of the message DATA (a Buffer; a batch's first that
+ * has one), or null, so that a dead letter can be found by its trace; a
+ * message larger than KEEP bytes is searched as text, in the prefix the
+ * record keeps, not parsed.
+ */
+function traceOf(data, keep = 1048576) {
+  if (data.length > keep) {
+    for (const m of data.subarray(0, PREFIX_BYTES).toString('latin1').matchAll(TRACE_MEMBER)) {
+      const found = trace.parse(m[1]);
+      if (found) return found;
+    }
+    return null;
+  }
+  let msg;
+  try {
+    msg = loads(utf8(data));
+  } catch {
+    return null; // not UTF-8 (null) or not JSON
+  }
+  for (const req of Array.isArray(msg) ? msg : [msg]) {
+    const found = isObject(req) ? trace.parse(req.traceparent) : null;
+    if (found) return found;
+  }
+  return null;
+}
+
 /**
  * The dead letter for MESSAGE (a Buffer or a string), with the encoded
  * RESPONSE (JSON text) that could not be delivered, if any, as the JSON text
  * pushed onto <service>:dead.  Texts longer than KEEP bytes are kept bounded.
+ * It keeps the message's traceparent: TRACEPARENT if given (null: none),
+ * else traceOf(MESSAGE).
  */
-function record(service, reason, message, response, keep = 1048576, now = Date.now() / 1000) {
+function record(service, reason, message, response, keep = 1048576, now = Date.now() / 1000, traceparent) {
   const letter = { reason, time: new Real(now), service };
   const data = Buffer.isBuffer(message) ? message : Buffer.from(String(message), 'utf8');
   if (data.length <= keep) setBytes(letter, 'message', data);
   else setBounded(letter, 'message', data);
+  const found = traceparent === undefined ? traceOf(data, keep) : traceparent;
+  if (found) letter.traceparent = found;
   if (response !== undefined && response !== null) {
     const bytes = Buffer.byteLength(response, 'utf8');
     if (bytes <= keep) letter.response = new RawJson(response);
@@ -70,4 +104,4 @@ function record(service, reason, message, response, keep = 1048576, now = Date.n
   return dumps(letter);
 }
 
-module.exports = { PREFIX_BYTES, utf8, utf8Cut, record };
+module.exports = { PREFIX_BYTES, utf8, utf8Cut, traceOf, record };

@@ -12,6 +12,7 @@
 
 const { RpcError } = require('./errors');
 const { INTERNAL_ERROR, INVALID_PARAMS, isObject, has } = require('./protocol');
+const { currentTraceparent, logSuffix } = require('./trace');
 
 const RAW = Symbol.for('rrpc.rawParams');
 const ABOUT = Symbol.for('rrpc.describe');
@@ -225,7 +226,7 @@ async function invoke(fn, params, name, logger) {
     } catch {
       text = 'thrown: an unprintable value';
     }
-    logger.error(`${name} failed: ${text}`);
+    logger.error(`${name} failed${logSuffix(currentTraceparent())}: ${text}`);
     return { error: { code: INTERNAL_ERROR, message: 'Internal error' } };
   }
 }

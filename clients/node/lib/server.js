@@ -14,6 +14,7 @@ const crypto = require('node:crypto');
 const os = require('node:os');
 const deadletter = require('./deadletter');
 const protocol = require('./protocol');
+const trace = require('./trace');
 const { RedisError } = require('./errors');
 const { describe, entry, invoke, publicMethods, rawParams } = require('./handlers');
 const { Registry } = require('./registry');
@@ -86,6 +87,7 @@ class Server {
     this.stopping = false;
     this.wake = null;
     this.conn = null;
+    this.expiredUnsent = 0; // refused for their deadline, not yet added to <service>:stats
   }
 
   // -- methods ----------------------------------------------------------------
@@ -138,6 +140,7 @@ class Server {
         try {
           await this.serve(stopped);
         } finally {
+          await this.sendExpired(this.conn).catch(() => {}); // best effort: Redis may be gone
           if (this.registry) await this.registry.stop();
         }
       }
@@ -266,6 +269,8 @@ class Server {
       try {
         if (this.clock.due()) await this.clock.sync(conn);
         await this.rules.refresh(conn);
+        // Never in the way of the pop: a count Redis refuses waits for the next round.
+        await this.sendExpired(conn).catch(() => {});
         // A short timeout, so that a stop is noticed within a second, and one
         // that ends when the registered services are due: a request popped
         // later is judged by a set read at most 5 s before (PROTOCOL.md 3).
@@ -362,7 +367,7 @@ class Server {
       outcome = { error: { code: BATCH_TIME_EXCEEDED, message: 'Batch time limit exceeded',
         data: { limit_ms: Math.floor(this.batchTimeLimit * 1000) } } };
     } else {
-      outcome = this.expired(req) || (await this.run(req.method, req.params));
+      outcome = this.expired(req) || (await trace.handling(req, () => this.run(req.method, req.params)));
     }
     if (!protocol.has(req, 'id')) return null;
     return this.encode({ jsonrpc: '2.0', ...outcome, id: req.id });
@@ -377,7 +382,25 @@ class Server {
     const deadline = protocol.deadlineOf(req);
     const now = deadline === null ? null : this.clock.nowMs();
     if (now === null || now < deadline) return null;
+    this.expiredUnsent++;
     return { error: { code: DEADLINE_EXCEEDED, message: 'Deadline exceeded', data: { deadline, now } } };
+  }
+
+  /**
+   * Adds the requests refused for their deadline since the last time to
+   * <service>:stats field expired (PROTOCOL.md 9), before the next pop; a
+   * count Redis did not take is added again next time.
+   */
+  async sendExpired(conn) {
+    const n = this.expiredUnsent;
+    if (n === 0 || !conn) return;
+    this.expiredUnsent = 0;
+    try {
+      await command(conn, ['HINCRBY', this.statsKey, 'expired', n]);
+    } catch (e) {
+      this.expiredUnsent += n;
+      throw e;
+    }
   }
 
   /** Runs a handler; {result} or {error}.  Counts calls of known methods. */
@@ -423,8 +446,10 @@ class Server {
 
   /** Records a message that cannot be answered; never drops it silently. */
   async dead(raw, reason, response) {
-    this.logger.warn(`${this.service}: dead letter: ${reason}`);
-    const body = deadletter.record(this.service, reason, raw, response, this.maxRequestBytes);
+    const data = Buffer.isBuffer(raw) ? raw : Buffer.from(String(raw), 'utf8');
+    const traceparent = deadletter.traceOf(data, this.maxRequestBytes);
+    this.logger.warn(`${this.service}: dead letter${trace.logSuffix(traceparent)}: ${reason}`);
+    const body = deadletter.record(this.service, reason, data, response, this.maxRequestBytes, undefined, traceparent);
     try {
       await this.persist(() => Promise.all([
         command(this.conn, ['RPUSH', this.deadKey, body]),

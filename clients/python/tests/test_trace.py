@@ -1,16 +1,19 @@
 """test_trace.py -- W3C Trace Context (PROTOCOL.md 7) in the Python peer:
 the traceparent rules, what a handler sees, a call from inside a handler
-continuing the trace, calls starting one, dead letters keeping it."""
+continuing the trace, calls starting one, dead letters keeping it; and
+the sent member of requests and the expired counter (PROTOCOL.md 9)."""
 
 import json
 import logging
 import secrets
+import threading
 
 import pytest
 
 import rrpc
 from rrpc import trace
 from rrpc.examples.calc_server import Calc
+from conftest import wait_for
 
 GOOD = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'
 
@@ -103,3 +106,55 @@ def test_calc_forward(serve, service, redis_url):
     with pytest.raises(rrpc.RemoteError) as err:
         c.call(service, 'forward', calc, 'divide', [1, 0])
     assert (err.value.code, err.value.message) == (1, 'division by zero')
+
+
+def _redis_ms(r):
+    sec, usec = r.time()
+    return sec * 1000 + usec // 1000
+
+
+def test_requests_carry_sent(redis_url, service, r):
+    """sent (PROTOCOL.md 7): Redis's time when pushed, on calls (with or
+    without a deadline), not on notifications."""
+    c = rrpc.Client(url=redis_url, timeout=0.3, fail_fast=False)
+    before = _redis_ms(r)
+    key = service + '-probe'
+    # A worker of the test's own: it keeps the request and answers.
+
+    def answer():
+        _, text = r.blpop(service, timeout=10)
+        req = json.loads(text)
+        r.rpush(key, text)
+        r.rpush(req['reply_to'], json.dumps({'jsonrpc': '2.0', 'result': 1, 'id': req['id']}))
+    for timeout in (5, 0):
+        t = threading.Thread(target=answer)
+        t.start()
+        assert c.call(service, 'm', timeout=timeout) == 1
+        t.join()
+        req = json.loads(r.lpop(key))
+        assert type(req['sent']) is int and before - 5 <= req['sent'] <= _redis_ms(r) + 5
+        if timeout:
+            assert req['deadline'] - req['sent'] == 5000
+        else:
+            assert 'deadline' not in req
+    c.notify(service, 'n')
+    assert 'sent' not in json.loads(r.lpop(service))
+
+
+def test_expired_requests_are_counted(serve, service, redis_url, r):
+    """<service>:stats field expired (PROTOCOL.md 9): requests, notifications
+    and batch elements refused for their deadline, not the others."""
+    serve(service, Tracer(redis_url))
+    late = _redis_ms(r) - 1000
+    key = f'rrpc:reply:{secrets.token_hex(8)}'
+    r.rpush(service, json.dumps({'jsonrpc': '2.0', 'method': 'seen', 'id': key,
+                                 'deadline': late}))
+    assert json.loads(r.blpop(key, timeout=10)[1])['error']['code'] == -32000
+    r.rpush(service, json.dumps({'jsonrpc': '2.0', 'method': 'seen', 'deadline': late}))
+    r.rpush(service, json.dumps([
+        {'jsonrpc': '2.0', 'method': 'seen', 'id': 1, 'reply_to': key, 'deadline': late},
+        {'jsonrpc': '2.0', 'method': 'seen', 'id': 2, 'deadline': late},
+        {'jsonrpc': '2.0', 'method': 'seen', 'id': 3, 'deadline': late + 120000}]))
+    codes = [x.get('error', {}).get('code', 'ok') for x in json.loads(r.blpop(key, timeout=10)[1])]
+    assert codes == [-32000, -32000, 'ok']
+    assert wait_for(lambda: r.hget(service + ':stats', 'expired') == b'4')

@@ -2,7 +2,8 @@
 
 # test_trace.rb -- W3C Trace Context (PROTOCOL.md 7) in the Ruby peer: the
 # traceparent rules, what a handler sees, a call from inside a handler
-# continuing the trace, calls starting one, dead letters keeping it.
+# continuing the trace, calls starting one, dead letters keeping it; and the
+# sent member of requests and the expired counter (PROTOCOL.md 9).
 require_relative 'test_helper'
 
 # Handlers that report the trace context they see.
@@ -89,5 +90,58 @@ class TestTrace < Minitest::Test
     assert_equal 5, client.call(service, 'forward', calc, 'add', { a: 2, b: 3 })
     error = assert_raises(RRPC::RemoteError) { client.call(service, 'forward', calc, 'divide', [1, 0]) }
     assert_equal [1, 'division by zero'], [error.code, error.message] # passed on as it came
+  end
+
+  def redis_ms
+    sec, usec = @redis.time
+    (sec * 1000) + (usec / 1000)
+  end
+
+  # sent (PROTOCOL.md 7): Redis's time when pushed, on calls with or without
+  # a deadline, not on notifications.
+  def test_requests_carry_sent
+    service = unique('sent')
+    kept = "#{service}-kept"
+    before = redis_ms
+    [5, 0].each do |timeout|
+      worker = Thread.new do # a worker of the test's own: it keeps the request and answers
+        r = Redis.new(url: RRPCTest::REDIS_URL)
+        _key, text = r.blpop(service, timeout: 10)
+        req = JSON.parse(text)
+        r.rpush(kept, text)
+        r.rpush(req['reply_to'], JSON.generate({ jsonrpc: '2.0', result: 1, id: req['id'] }))
+        r.close
+      end
+      assert_equal 1, client(fail_fast: false).call(service, 'm', timeout: timeout)
+      worker.join
+      req = JSON.parse(@redis.lpop(kept))
+      assert_kind_of Integer, req['sent']
+      assert_operator req['sent'], :>=, before - 5
+      assert_operator req['sent'], :<=, redis_ms + 5
+      if timeout.positive?
+        assert_equal 5000, req['deadline'] - req['sent']
+      else
+        refute req.key?('deadline')
+      end
+    end
+    client.notify(service, 'n')
+    refute JSON.parse(@redis.lpop(service)).key?('sent')
+  end
+
+  # <service>:stats field expired (PROTOCOL.md 9): requests, notifications
+  # and batch elements refused for their deadline, not the others.
+  def test_expired_requests_are_counted
+    service, = serve(Tracer.new(RRPCTest::REDIS_URL))
+    late = redis_ms - 1000
+    key = unique('reply')
+    push(service, JSON.generate({ jsonrpc: '2.0', method: 'seen', id: key, deadline: late }))
+    assert_equal(-32_000, reply(key)['error']['code'])
+    push(service, JSON.generate({ jsonrpc: '2.0', method: 'seen', deadline: late }))
+    push(service, JSON.generate([{ jsonrpc: '2.0', method: 'seen', id: 1, reply_to: key, deadline: late },
+                                 { jsonrpc: '2.0', method: 'seen', id: 2, deadline: late },
+                                 { jsonrpc: '2.0', method: 'seen', id: 3, deadline: late + 120_000 }]))
+    codes = reply(key).map { |x| x.dig('error', 'code') || 'ok' }
+    assert_equal [-32_000, -32_000, 'ok'], codes
+    assert wait_until { @redis.hget("#{service}:stats", 'expired') == '4' }, @redis.hgetall("#{service}:stats").inspect
   end
 end

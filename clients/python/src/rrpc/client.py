@@ -130,9 +130,7 @@ class Client:
         # only know "reply to the id" reach us as well.
         key = f'{self.prefix}rrpc:reply:{secrets.token_hex(16)}'
         members = dict(members, id=key, reply_to=key)
-        deadline = self._deadline(wait)
-        if deadline is not None:
-            members['deadline'] = deadline
+        members.update(self._times(wait))
         text = dumps(request(method, args, kwargs, **members))
         queue = self.prefix + service
         view = self._view(queue, self.FRESH_S)
@@ -149,15 +147,18 @@ class Client:
             raise Timeout(f'{service}.{method}: no reply within {wait} s')
         return self._result(popped[1], key)
 
-    def _deadline(self, wait):
-        """The call's deadline in ms on Redis's clock, or None without a
-        limit or a measured clock (TIME refused, say)."""
+    def _times(self, wait):
+        """The call's sent and deadline members, in ms on Redis's clock
+        (PROTOCOL.md 7): none without a measured clock (TIME refused, say),
+        no deadline without a limit."""
         if self._clock.due():
             self._clock.sync(self.redis)
         now = self._clock.now_ms()
-        if now is None or not 0 < wait <= 1e8:
-            return None
-        return now + math.ceil(wait * 1000)
+        if now is None:
+            return {}
+        if not 0 < wait <= 1e8:
+            return {'sent': now}
+        return {'sent': now, 'deadline': now + math.ceil(wait * 1000)}
 
     def _view(self, queue, max_age):
         """What the registry says of the service whose list is QUEUE, read

@@ -102,6 +102,7 @@ class Server:
         self.worker_id = (self._registry.id if self._registry else
                           f'{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}')
         self._stopping = False
+        self._expired_unsent = 0  # refused for their deadline, not yet in <service>:stats
 
     # -- methods ----------------------------------------------------------
 
@@ -155,6 +156,7 @@ class Server:
                 try:
                     self._serve()
                 finally:
+                    self._send_expired()  # best effort: Redis may be gone
                     if self._registry:
                         self._registry.stop()
         finally:
@@ -203,6 +205,7 @@ class Server:
                 if self._clock.due():
                     self._clock.sync(self.redis)
                 self.rules.refresh(self.redis)
+                self._send_expired()  # never in the way of the pop
                 # A short timeout, so a stop request is noticed within 1 s.
                 popped = self.redis.blpop([self.queue], timeout=1)
                 backoff = 0.1
@@ -316,8 +319,22 @@ class Server:
         now = None if deadline is None else self._clock.now_ms()
         if now is None or now < deadline:
             return None
+        self._expired_unsent += 1
         return {'error': {'code': DEADLINE_EXCEEDED, 'message': 'Deadline exceeded',
                           'data': {'deadline': deadline, 'now': now}}}
+
+    def _send_expired(self):
+        """Adds the requests refused for their deadline since the last time
+        to <service>:stats field expired (PROTOCOL.md 9), before the next
+        pop; a count Redis did not take (gone, an ACL) is kept, silently,
+        and added again next time."""
+        n, self._expired_unsent = self._expired_unsent, 0
+        if not n:
+            return
+        try:
+            self.redis.hincrby(self.stats_key, 'expired', n)
+        except redis.RedisError:
+            self._expired_unsent += n
 
     def _run(self, method, params):
         """Runs a handler; returns {'result': ...} or {'error': {...}}.

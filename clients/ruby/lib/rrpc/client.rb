@@ -54,8 +54,7 @@ module RRPC
       add_trace(members, traceparent, tracestate)
       reaching_redis do
         wait = inherited(wait)
-        deadline = deadline_for(wait)
-        members[:deadline] = deadline if deadline
+        add_times(members, wait)
         text = Wire.generate(Wire.request(method, args, kwargs, **members))
         send_and_wait(service, method, text, key, wait)
       end
@@ -129,12 +128,16 @@ module RRPC
       raise RedisError, "redis: #{e.message}"
     end
 
-    # The call's deadline in ms on Redis's clock, or nil without a limit or
-    # a measured clock (TIME refused, say).
-    def deadline_for(wait)
+    # The call's sent and deadline members, in ms on Redis's clock
+    # (PROTOCOL.md 7): none without a measured clock (TIME refused, say), no
+    # deadline without a limit.
+    def add_times(members, wait)
       @clock.sync(@redis) if @clock.due?
       now = @clock.now_ms
-      now && wait.positive? && wait <= 1e8 ? now + (wait * 1000).ceil : nil
+      return unless now
+
+      members[:sent] = now
+      members[:deadline] = now + (wait * 1000).ceil if wait.positive? && wait <= 1e8
     end
 
     # What the registry says of the service whose list is QUEUE, read again

@@ -17,6 +17,10 @@ module RRPC
     # being told to stop.
     STOPS = [SignalException, SystemExit].freeze
 
+    # Requests refused for their deadline that the server has not yet
+    # added to <service>:stats (PROTOCOL.md 9).
+    attr_accessor :expired_unsent
+
     # methods: name -> callable; raw: names that take params whole; stats:
     # where calls are counted (nil: nowhere); batch_time_limit: seconds
     # (nil or 0: none).
@@ -31,6 +35,7 @@ module RRPC
       @max_request_bytes = max_request_bytes
       @batch_max = batch_max
       @batch_time_limit = batch_time_limit&.positive? ? batch_time_limit.to_f : nil
+      @expired_unsent = 0
     end
 
     # The Outcome of one message (binary String).
@@ -125,6 +130,7 @@ module RRPC
       now = @clock.now_ms
       return nil if now.nil? || now < deadline
 
+      @expired_unsent += 1
       { 'error' => { 'code' => DEADLINE_EXCEEDED, 'message' => 'Deadline exceeded',
                      'data' => { 'deadline' => deadline, 'now' => now } } }
     end

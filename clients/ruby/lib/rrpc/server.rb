@@ -51,6 +51,7 @@ module RRPC
       @redis = Wire.connect(url)
       @service = service
       @queue = "#{prefix}#{service}"
+      @stats_key = "#{@queue}:stats"
       @log = logger
       @start_timeout = start_timeout.to_f
       @version = "ruby-#{VERSION}"
@@ -91,6 +92,7 @@ module RRPC
         begin
           @clock.sync(@redis) if @clock.due?
           @replies.refresh_services
+          send_expired
           # A short timeout, so a stop request is noticed within 1 s.
           popped = @redis.blpop(@queue, timeout: 1)
           backoff = 0.1
@@ -105,6 +107,7 @@ module RRPC
       end
     ensure
       previous&.each { |sig, handler| trap(sig, handler) }
+      send_expired # best effort: Redis may be gone
       registered&.stop
     end
 
@@ -130,6 +133,20 @@ module RRPC
     end
 
     private
+
+    # Adds the requests refused for their deadline since the last time to
+    # <service>:stats field expired (PROTOCOL.md 9), before the next pop.  A
+    # count Redis does not take (gone, an ACL) is kept, silently, for the
+    # next time: never in the way of the pop.
+    def send_expired
+      n = @dispatcher.expired_unsent
+      return if n.zero?
+
+      @redis.hincrby(@stats_key, 'expired', n)
+      @dispatcher.expired_unsent -= n
+    rescue Redis::BaseError
+      nil
+    end
 
     def dispatcher_for(obj, **limits)
       methods = public_methods_of(obj)
