@@ -190,7 +190,9 @@ const char *rrpc_request_tracestate(const rrpc_request *req)
 
 int rrpc_request_cancelled(rrpc_request *req)
 {
-    if (req == NULL || req->cancel_key == NULL || req != handler_request)
+    /* The pointer first: a request whose handler returned may be gone, so
+     * nothing of it is read unless it is the one being handled here. */
+    if (req == NULL || req != handler_request || req->cancel_key == NULL)
         return 0;
     if (req->cancelled || handler_io == NULL || handler_io->cancelled == NULL)
         return req->cancelled;
