@@ -15,7 +15,9 @@
 #include "harness.h"
 #include "redis/conn.h"
 
+#include <signal.h>
 #include <stdatomic.h>
+#include <string.h>
 
 #define SERVICE "pc"
 
@@ -184,38 +186,54 @@ static void test_progress_after_answer(void)
 
 /* ---- sync cancellation --------------------------------------------------- */
 
+/* The documented way to cancel a sync call: a signal handler sets the
+ * flag, on the thread making the call.  A helper thread only sends the
+ * signal (setting the flag from another thread would be a data race). */
+static volatile sig_atomic_t cancel_flag;
+
+static void on_sigusr1(int sig)
+{
+    (void)sig;
+    cancel_flag = 1;
+}
+
 typedef struct later {
-    volatile sig_atomic_t *flag;
+    pthread_t caller;
     double after_s;
 } later;
 
-static void *set_later(void *arg)
+static void *signal_later(void *arg)
 {
     later *l = arg;
     rrpc__sleep(l->after_s);
-    *l->flag = 1;
+    pthread_kill(l->caller, SIGUSR1);
     return NULL;
 }
 
-/* Calls METHOD(PARAMS) with a cancel flag set after AFTER_S; returns the
- * status and how long the call took in *took. */
+/* Calls METHOD(PARAMS) with a cancel flag set by a signal after AFTER_S;
+ * returns the status and how long the call took in *took. */
 static int call_cancelled(const char *method, json_t *params, double after_s, double *took)
 {
-    static volatile sig_atomic_t flag;
-    flag = 0;
-    later l = {&flag, after_s};
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigusr1;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, &old);
+    cancel_flag = 0;
+    later l = {pthread_self(), after_s};
     pthread_t t;
-    pthread_create(&t, NULL, set_later, &l);
+    pthread_create(&t, NULL, signal_later, &l);
     rrpc_client *c = open_client_with(NULL);
     rrpc_call_options o;
     rrpc_call_options_init(&o);
-    o.cancel = &flag;
+    o.cancel = &cancel_flag;
     o.timeout_s = 20;
     json_t *result = NULL;
     double t0 = rrpc__monotonic();
     int rc = rrpc_call_with(c, SERVICE, method, params, &o, &result, NULL);
     *took = rrpc__monotonic() - t0;
     pthread_join(t, NULL);
+    sigaction(SIGUSR1, &old, NULL);
     json_decref(result);
     rrpc_client_close(c);
     return rc;
