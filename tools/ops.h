@@ -10,10 +10,10 @@
 #include "cli.h"
 
 enum ops_option_flags {
-    OPS_TIMEOUT = 1,    /* --timeout SECONDS */
-    OPS_INTERVAL = 2,   /* --interval SECONDS */
-    OPS_COUNT = 4,      /* --count N */
-    OPS_LIMIT = 8,      /* --limit N */
+    OPS_TIMEOUT = 1,     /* --timeout SECONDS */
+    OPS_INTERVAL = 2,    /* --interval SECONDS */
+    OPS_COUNT = 4,       /* --count N */
+    OPS_LIMIT = 8,       /* --limit N */
     OPS_ITERATIONS = 16, /* --iterations N */
     OPS_REF = 32         /* --ref REF */
 };

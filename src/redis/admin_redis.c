@@ -500,8 +500,8 @@ static int dead_requeue_one(rrpc__client_link *l, const char *prefix, const char
     json_t *rec = json_loadb(text, len, RRPC__JSON_DECODE_FLAGS, NULL);
     const char *why = json_is_object(rec) ? not_requeueable(rec) : "it is not a dead-letter record";
     if (why != NULL)
-        rc = rrpc__fail(err, errlen, RRPC_EINVAL, "dead letter %s cannot be requeued: %s", ref,
-                        why);
+        rc =
+            rrpc__fail(err, errlen, RRPC_EINVAL, "dead letter %s cannot be requeued: %s", ref, why);
     else
         rc = move_record(l, &k, text, len, json_object_get(rec, "message"), ref, err, errlen);
     json_decref(rec);
