@@ -3,7 +3,7 @@
  *
  * list shows them, oldest first; requeue pushes every one that carries its
  * original message back onto the service's list (after fixing whatever
- * made it fail); purge deletes them.
+ * made it fail), or with --ref only the one of that ref; purge deletes them.
  */
 #include "ops.h"
 
@@ -18,10 +18,11 @@ static void usage(FILE *out)
           "  list     show SERVICE's dead letters, oldest first (the default)\n"
           "  requeue  push each dead letter's original message back onto SERVICE's\n"
           "           list and remove it; records without a message (e.g. bytes that\n"
-          "           were not UTF-8, kept as message_base64) stay\n"
+          "           were not UTF-8, kept as message_base64) stay; with --ref REF\n"
+          "           only the dead letter whose ref (`list --json`) is REF\n"
           "  purge    delete all of SERVICE's dead letters\n",
           out);
-    ops_print_options(out, OPS_LIMIT);
+    ops_print_options(out, OPS_LIMIT | OPS_REF);
 }
 
 /* The reason and message are a caller's and a parser's text: escaped
@@ -62,6 +63,11 @@ static int act(const char *prog, rrpc_admin *admin, const char *service, const c
     int err;
     if (strcmp(action, "list") == 0) {
         err = rrpc_admin_dead_list(admin, service, args->limit, &doc);
+    } else if (strcmp(action, "requeue") == 0 && args->ref != NULL) {
+        err = rrpc_admin_dead_requeue_one(admin, service, args->ref);
+        n = err == RRPC_OK;
+        doc = json_pack("{s:s, s:s, s:I}", "service", service, "ref", args->ref, "requeued",
+                        (json_int_t)n);
     } else if (strcmp(action, "requeue") == 0) {
         err = rrpc_admin_dead_requeue(admin, service, &n);
         doc = json_pack("{s:s, s:I}", "service", service, "requeued", (json_int_t)n);
@@ -90,7 +96,7 @@ int cmd_dead(int argc, char **argv)
 {
     const char *prog = argv[0];
     struct ops_args args;
-    int status = ops_parse(argc, argv, OPS_LIMIT, 1, 2, &args);
+    int status = ops_parse(argc, argv, OPS_LIMIT | OPS_REF, 1, 2, &args);
     if (status != CLI_EXIT_OK || args.help) {
         if (args.help)
             usage(stdout);
@@ -100,6 +106,8 @@ int cmd_dead(int argc, char **argv)
     if (strcmp(action, "list") != 0 && strcmp(action, "requeue") != 0 &&
         strcmp(action, "purge") != 0)
         return cli_usage_error(prog, "unknown action '%s' (list, requeue or purge)", action);
+    if (args.ref != NULL && strcmp(action, "requeue") != 0)
+        return cli_usage_error(prog, "--ref goes with requeue");
     rrpc_admin *admin = NULL;
     if ((status = cli_open_admin(prog, &args.conn, &admin)) != CLI_EXIT_OK)
         return status;

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { OPT_INTERVAL = CLI_OPT_FIRST_FREE, OPT_COUNT, OPT_LIMIT, OPT_ITERATIONS };
+enum { OPT_INTERVAL = CLI_OPT_FIRST_FREE, OPT_COUNT, OPT_LIMIT, OPT_ITERATIONS, OPT_REF };
 
 static const struct option options[] = {
     {"redis", required_argument, NULL, CLI_OPT_REDIS},
@@ -20,6 +20,7 @@ static const struct option options[] = {
     {"count", required_argument, NULL, OPT_COUNT},
     {"limit", required_argument, NULL, OPT_LIMIT},
     {"iterations", required_argument, NULL, OPT_ITERATIONS},
+    {"ref", required_argument, NULL, OPT_REF},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -41,6 +42,7 @@ static unsigned flag_of(int opt)
     case OPT_COUNT: return OPS_COUNT;
     case OPT_LIMIT: return OPS_LIMIT;
     case OPT_ITERATIONS: return OPS_ITERATIONS;
+    case OPT_REF: return OPS_REF;
     default: return 0;
     }
 }
@@ -64,6 +66,7 @@ static int apply(const char *prog, int opt, unsigned flags, struct ops_args *a)
     case OPT_COUNT: return parse_count(prog, "count", optarg, &a->count);
     case OPT_LIMIT: return parse_count(prog, "limit", optarg, &a->limit);
     case OPT_ITERATIONS: return parse_count(prog, "iterations", optarg, &a->iterations);
+    case OPT_REF: a->ref = optarg; return CLI_EXIT_OK;
     default: fprintf(stderr, "Try '%s --help'.\n", prog); return CLI_EXIT_USAGE;
     }
 }
@@ -102,6 +105,10 @@ void ops_print_options(FILE *out, unsigned flags)
         fputs("  --iterations N     stop after N refreshes (default: until interrupted)\n", out);
     if (flags & OPS_LIMIT)
         fputs("  --limit N          list at most N dead letters (default: all)\n", out);
+    if (flags & OPS_REF)
+        fputs("  --ref REF          requeue only the dead letter with this ref (its \"ref\"\n"
+              "                     in `list --json`)\n",
+              out);
     fputs("  -h, --help         show this help\n\n", out);
     cli_print_exit_statuses(out);
 }

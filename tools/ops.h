@@ -10,11 +10,12 @@
 #include "cli.h"
 
 enum ops_option_flags {
-    OPS_TIMEOUT = 1,    /* --timeout SECONDS */
-    OPS_INTERVAL = 2,   /* --interval SECONDS */
-    OPS_COUNT = 4,      /* --count N */
-    OPS_LIMIT = 8,      /* --limit N */
-    OPS_ITERATIONS = 16 /* --iterations N */
+    OPS_TIMEOUT = 1,     /* --timeout SECONDS */
+    OPS_INTERVAL = 2,    /* --interval SECONDS */
+    OPS_COUNT = 4,       /* --count N */
+    OPS_LIMIT = 8,       /* --limit N */
+    OPS_ITERATIONS = 16, /* --iterations N */
+    OPS_REF = 32         /* --ref REF */
 };
 
 struct ops_args {
@@ -23,6 +24,7 @@ struct ops_args {
     double timeout_s;  /* 0: default */
     double interval_s; /* 0: default */
     long count, limit, iterations;
+    const char *ref; /* NULL: not given */
     int noperands;
     char **operands;
 };

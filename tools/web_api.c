@@ -4,6 +4,7 @@
  * GET  /api/services/NAME             one service: workers, methods, stats,
  *                                     dead letters, chart history
  * POST /api/services/NAME/requeue     requeue its dead letters
+ * POST /api/services/NAME/requeue-one {"ref": REF}: requeue that one
  * POST /api/services/NAME/purge       delete its dead letters
  * POST /api/call                      {"service","method","params","timeout"}
  *
@@ -322,6 +323,26 @@ static void console_call(struct web *w, struct evhttp_request *req, const char *
                                 rrpc_client_errmsg(w->client)));
 }
 
+/* A separate action rather than an optional body of requeue: a request
+ * that lost its ref must not requeue everything. */
+static void requeue_one(struct web *w, struct evhttp_request *req, const char *name,
+                        const char *body, size_t len)
+{
+    json_t *in = json_loadb(body, len, 0, NULL);
+    const char *ref = json_string_value(json_object_get(in, "ref"));
+    if (ref == NULL) {
+        json_decref(in);
+        web_send_error(req, 400, "want {\"ref\": the dead letter's ref}");
+        return;
+    }
+    int rc = rrpc_admin_dead_requeue_one(w->admin, name, ref);
+    json_decref(in);
+    if (rc != RRPC_OK)
+        web_send_error(req, rc == RRPC_EINVAL ? 400 : 503, rrpc_admin_errmsg(w->admin));
+    else
+        web_send_json(req, 200, json_pack("{s:i}", "requeued", 1));
+}
+
 void web_api_post(struct web *w, struct evhttp_request *req, const char *path, const char *body,
                   size_t len)
 {
@@ -334,6 +355,10 @@ void web_api_post(struct web *w, struct evhttp_request *req, const char *path, c
     }
     if (split_service(path, name, sizeof name, &action) != 0 || action == NULL) {
         web_send_error(req, 404, "no such API");
+        return;
+    }
+    if (strcmp(action, "requeue-one") == 0) {
+        requeue_one(w, req, name, body, len);
         return;
     }
     int rc;

@@ -743,13 +743,24 @@ RRPC_EXPORT int rrpc_admin_info(rrpc_admin *admin, const char *service, json_t *
 RRPC_EXPORT int rrpc_admin_stats(rrpc_admin *admin, const char *service, json_t **out);
 
 /* The oldest LIMIT dead letters of SERVICE (LIMIT <= 0: all), as an array
- * (new) of the records of PROTOCOL.md section 6. */
+ * (new) of the records of PROTOCOL.md section 6, each with a "ref" added:
+ * the SHA-1 (40 lowercase hex digits) of its stored text, which names it
+ * for rrpc_admin_dead_requeue_one().  An entry that is not a JSON object
+ * is a string and has no ref. */
 RRPC_EXPORT int rrpc_admin_dead_list(rrpc_admin *admin, const char *service, long limit,
                                      json_t **out);
 /* Pushes every dead letter that carries its original message back onto the
  * service's list, oldest first, and removes it from the dead letters;
  * records without one stay.  *moved (may be NULL) counts the requeued. */
 RRPC_EXPORT int rrpc_admin_dead_requeue(rrpc_admin *admin, const char *service, long *moved);
+/* Requeues one dead letter: the one whose "ref" (rrpc_admin_dead_list) is
+ * REF is removed -- exactly that record, whatever else changed meanwhile --
+ * and its original message pushed back onto the service's list.  No dead
+ * letter has that ref (e.g. it was requeued or purged meanwhile), or its
+ * message was not kept whole (truncated, not UTF-8): RRPC_EINVAL with a
+ * message, and nothing changes. */
+RRPC_EXPORT int rrpc_admin_dead_requeue_one(rrpc_admin *admin, const char *service,
+                                            const char *ref);
 /* Removes SERVICE from the registry (its workers' records, its config and
  * its index entry), so callers wait on it as on an unregistered service
  * instead of failing fast -- e.g. after it moved to peers that do not

@@ -333,6 +333,13 @@ static int begin_dead(rrpc_admin *a, const char *service, long *count)
     return RRPC_OK;
 }
 
+/* A ref as dead_list gives it: the SHA-1 of a record, in lowercase hex. */
+static int valid_ref(const char *ref)
+{
+    size_t n = strspn(ref, "0123456789abcdef");
+    return n == 40 && ref[n] == '\0';
+}
+
 int rrpc_admin_dead_list(rrpc_admin *a, const char *service, long limit, json_t **out)
 {
     int rc = out != NULL ? begin_dead(a, service, NULL) : RRPC_EINVAL;
@@ -349,6 +356,18 @@ int rrpc_admin_dead_requeue(rrpc_admin *a, const char *service, long *moved)
         return rc;
     return a->ops->dead_requeue(a->base.link, a->base.prefix, service, moved, a->errmsg,
                                 sizeof a->errmsg);
+}
+
+int rrpc_admin_dead_requeue_one(rrpc_admin *a, const char *service, const char *ref)
+{
+    int rc = ref != NULL ? begin_dead(a, service, NULL) : RRPC_EINVAL;
+    if (rc != RRPC_OK)
+        return rc;
+    if (!valid_ref(ref))
+        return rrpc__fail(a->errmsg, sizeof a->errmsg, RRPC_EINVAL,
+                          "a dead letter's ref is 40 lowercase hex digits");
+    return a->ops->dead_requeue_one(a->base.link, a->base.prefix, service, ref, a->errmsg,
+                                    sizeof a->errmsg);
 }
 
 int rrpc_admin_dead_purge(rrpc_admin *a, const char *service, long *removed)

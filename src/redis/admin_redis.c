@@ -10,6 +10,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "redis/admin_redis.h"
 
+#include "core/deadletter.h"
 #include "core/internal.h"
 #include "core/keys.h"
 #include "core/protocol.h"
@@ -28,6 +29,9 @@
  * holds at once. */
 #define PURGE_BATCH      1000
 #define PURGE_BATCH_TEXT "1000"
+
+/* Dead letters read per round trip while requeue-one looks for a ref. */
+#define FIND_BATCH 200
 
 typedef rrpc__service_keys keys;
 
@@ -294,12 +298,22 @@ static int service(rrpc__client_link *l, const char *prefix, const char *name,
 
 /* ---- dead letters ------------------------------------------------------------ */
 
+/* A record as JSON, with its ref: the SHA-1 of the exact stored text, so
+ * that requeue-one names one record whatever happens to the list's order
+ * meanwhile (a stored "ref" member is overwritten: the text is hostile). */
 static json_t *decode_record(const rrpc__reply *r)
 {
     size_t len;
     const char *text = rrpc__reply_str(r, &len);
     json_t *v = json_loadb(text, len, RRPC__JSON_DECODE_FLAGS, NULL);
-    return v ? v : json_stringn(text, len); /* not ours: shown as it is */
+    if (!json_is_object(v)) {
+        json_decref(v);
+        return json_stringn(text, len); /* not ours: shown as it is */
+    }
+    char ref[41];
+    rrpc__sha1_hex(text, len, ref);
+    json_object_set_new(v, "ref", json_string(ref));
+    return v;
 }
 
 static int dead_list(rrpc__client_link *l, const char *prefix, const char *service, long limit,
@@ -384,6 +398,114 @@ static int dead_requeue(rrpc__client_link *l, const char *prefix, const char *se
         if (empty)
             break;
     }
+    return rc;
+}
+
+/* Finds the stored text of the dead letter whose ref is REF: on RRPC_OK
+ * *found is the LRANGE reply holding it (new) and *at its index there, or
+ * *found is NULL when no record has that ref.  Reads in batches, so a
+ * long list is never held at once. */
+static int find_ref(rrpc__client_link *l, const keys *k, const char *ref, rrpc__reply **found,
+                    size_t *at, char *err, size_t errlen)
+{
+    *found = NULL;
+    for (long start = 0;; start += FIND_BATCH) {
+        char from[32], to[32];
+        snprintf(from, sizeof from, "%ld", start);
+        snprintf(to, sizeof to, "%ld", start + FIND_BATCH - 1);
+        rrpc__reply *r = NULL;
+        const char *lrange[] = {"LRANGE", k->dead, from, to};
+        int rc = command(l, &r, 4, lrange, NULL, err, errlen);
+        if (rc != RRPC_OK)
+            return rc;
+        size_t n = rrpc__reply_count(r);
+        for (size_t i = 0; i < n; i++) {
+            size_t len;
+            const char *text = rrpc__reply_str(rrpc__reply_element(r, i), &len);
+            char hex[41];
+            rrpc__sha1_hex(text, len, hex);
+            if (strcmp(hex, ref) == 0) {
+                *found = r;
+                *at = i;
+                return RRPC_OK;
+            }
+        }
+        rrpc__reply_free(r);
+        if (n < FIND_BATCH)
+            return RRPC_OK;
+    }
+}
+
+/* Why the record REC cannot be requeued, or NULL if its message is whole. */
+static const char *not_requeueable(const json_t *rec)
+{
+    if (json_is_string(json_object_get(rec, "message")))
+        return NULL;
+    if (json_object_get(rec, "message_prefix") || json_object_get(rec, "message_prefix_base64"))
+        return "its message was too large and was kept truncated";
+    if (json_object_get(rec, "message_base64"))
+        return "its message is not UTF-8 (message_base64)";
+    return "it carries no message";
+}
+
+/* Removes exactly TEXT (one copy) from the dead letters and pushes MESSAGE
+ * onto the list; the record goes back if the push fails.  Removing first
+ * means two operators requeueing the same record push it once. */
+static int move_record(rrpc__client_link *l, const keys *k, const char *text, size_t len,
+                       const json_t *message, const char *ref, char *err, size_t errlen)
+{
+    rrpc__reply *r = NULL;
+    const char *lrem[] = {"LREM", k->dead, "1", text};
+    size_t rem_lens[] = {4, strlen(k->dead), 1, len};
+    int rc = command(l, &r, 4, lrem, rem_lens, err, errlen);
+    long long removed = rc == RRPC_OK ? rrpc__reply_integer(r) : 0;
+    rrpc__reply_free(r);
+    if (rc != RRPC_OK)
+        return rc;
+    if (removed != 1)
+        return rrpc__fail(err, errlen, RRPC_EINVAL,
+                          "no dead letter with ref %s (already requeued or purged)", ref);
+    r = NULL;
+    const char *push[] = {"RPUSH", k->list, json_string_value(message)};
+    size_t push_lens[] = {5, strlen(k->list), json_string_length(message)};
+    rc = command(l, &r, 3, push, push_lens, err, errlen);
+    rrpc__reply_free(r);
+    if (rc != RRPC_OK) { /* keep the record: the operator can try again */
+        r = NULL;
+        const char *back[] = {"RPUSH", k->dead, text};
+        size_t back_lens[] = {5, strlen(k->dead), len};
+        char ignored[64];
+        (void)command(l, &r, 3, back, back_lens, ignored, sizeof ignored);
+        rrpc__reply_free(r);
+    }
+    return rc;
+}
+
+static int dead_requeue_one(rrpc__client_link *l, const char *prefix, const char *service,
+                            const char *ref, char *err, size_t errlen)
+{
+    keys k;
+    int rc = begin(l, prefix, service, &k, err, errlen);
+    if (rc != RRPC_OK)
+        return rc;
+    rrpc__reply *r = NULL;
+    size_t at = 0;
+    if ((rc = find_ref(l, &k, ref, &r, &at, err, errlen)) != RRPC_OK)
+        return rc;
+    if (r == NULL)
+        return rrpc__fail(err, errlen, RRPC_EINVAL,
+                          "no dead letter with ref %s (already requeued or purged?)", ref);
+    size_t len;
+    const char *text = rrpc__reply_str(rrpc__reply_element(r, at), &len);
+    json_t *rec = json_loadb(text, len, RRPC__JSON_DECODE_FLAGS, NULL);
+    const char *why = json_is_object(rec) ? not_requeueable(rec) : "it is not a dead-letter record";
+    if (why != NULL)
+        rc =
+            rrpc__fail(err, errlen, RRPC_EINVAL, "dead letter %s cannot be requeued: %s", ref, why);
+    else
+        rc = move_record(l, &k, text, len, json_object_get(rec, "message"), ref, err, errlen);
+    json_decref(rec);
+    rrpc__reply_free(r);
     return rc;
 }
 
@@ -530,6 +652,7 @@ const rrpc__admin_ops rrpc__redis_admin_ops = {
     .service = service,
     .dead_list = dead_list,
     .dead_requeue = dead_requeue,
+    .dead_requeue_one = dead_requeue_one,
     .dead_purge = dead_purge,
     .forget = forget,
 };

@@ -74,7 +74,9 @@ typedef struct rrpc__admin_ops {
                    rrpc__service_view *view, char *err, size_t errlen);
     /* The first LIMIT dead letters of SERVICE (LIMIT <= 0: all), oldest
      * first.  On RRPC_OK *records is a new array: each record decoded from
-     * its JSON (docs/RELIABILITY.md), or as a string if it is not JSON. */
+     * its JSON (docs/RELIABILITY.md) with a "ref" member added (the SHA-1
+     * hex of its stored text: what dead_requeue_one takes), or as a string
+     * if it is not a JSON object. */
     int (*dead_list)(rrpc__client_link *l, const char *prefix, const char *service, long limit,
                      json_t **records, char *err, size_t errlen);
     /* Puts each dead letter of SERVICE present when it starts back on the
@@ -83,6 +85,15 @@ typedef struct rrpc__admin_ops {
      * NULL) each one requeued, also when it then fails. */
     int (*dead_requeue)(rrpc__client_link *l, const char *prefix, const char *service, long *moved,
                         char *err, size_t errlen);
+    /* Requeues the one dead letter of SERVICE whose ref (the SHA-1 hex of
+     * its stored text, as dead_list gives it) is REF: removes exactly that
+     * text from the dead letters, then pushes its "message" onto the
+     * service's queue (the record goes back if the push fails).  No such
+     * record (e.g. already requeued or purged): RRPC_EINVAL and nothing
+     * changes; a record without a whole message (truncated, not UTF-8):
+     * RRPC_EINVAL and it stays. */
+    int (*dead_requeue_one)(rrpc__client_link *l, const char *prefix, const char *service,
+                            const char *ref, char *err, size_t errlen);
     /* Removes every dead letter of SERVICE, those arriving meanwhile too.
      * Adds to *removed (if not NULL) each one removed, also when it then
      * fails. */

@@ -82,6 +82,25 @@ sleep 0.2 # the requeued garbage is a dead letter again
 "$RRPC" dead --json ops purge | check "dead purge" 'j["purged"]==1'
 "$RRPC" dead --json ops | check "dead list empty after purge" 'j==[]'
 expect_status "dead: unknown action is a usage error" 2 "$RRPC" dead ops frobnicate
+# requeue --ref: only the dead letter of that ref (the second) is requeued.
+for id in one-a one-b; do
+  redis-cli -s "$RRPC_TEST_REDIS_SOCK" rpush ops:dead \
+    "{\"reason\":\"test\",\"time\":1,\"service\":\"ops\",\"message\":\"{\\\"jsonrpc\\\":\\\"2.0\\\",\\\"method\\\":\\\"add\\\",\\\"params\\\":[1,1],\\\"id\\\":\\\"$id\\\"}\"}" >/dev/null
+done
+ref=$("$RRPC" dead --json ops list | "$PY" -c 'import json, sys; print(json.load(sys.stdin)[1]["ref"])')
+"$RRPC" dead --json ops requeue --ref "$ref" | check "dead requeue --ref" 'j["requeued"]==1'
+for _ in $(seq 50); do
+  [ "$(redis-cli -s "$RRPC_TEST_REDIS_SOCK" llen one-b)" = 1 ] && break; sleep 0.05
+done
+[ "$(redis-cli -s "$RRPC_TEST_REDIS_SOCK" llen one-b)" = 1 ] &&
+  [ "$(redis-cli -s "$RRPC_TEST_REDIS_SOCK" llen one-a)" = 0 ] &&
+  "$RRPC" dead --json ops | "$PY" -c 'import json, sys; j = json.load(sys.stdin); assert len(j) == 1 and "one-a" in j[0]["message"]' &&
+  ok "requeue --ref: that one answered, the other still dead" || fail "requeue --ref: that one answered, the other still dead"
+"$RRPC" dead ops requeue --ref "$ref" >"$logs/ref.txt" 2>&1 && fail "requeue --ref of a gone record fails" ||
+  { grep -q "no dead letter with ref" "$logs/ref.txt" && ok "requeue --ref of a gone record fails" ||
+    fail "requeue --ref of a gone record says why: $(cat "$logs/ref.txt")"; }
+expect_status "dead: --ref with list is a usage error" 2 "$RRPC" dead ops list --ref "$ref"
+redis-cli -s "$RRPC_TEST_REDIS_SOCK" del ops:dead >/dev/null
 # strtoull reads " -5" as 2^64 - 5: a count must be digits only.
 expect_status "bench: a signed --calls is a usage error" 2 timeout 5 "$RRPC" bench --calls ' -5' ops
 expect_status "ping: a --count with a blank is a usage error" 2 "$RRPC" ping --count ' 2' ops

@@ -69,6 +69,21 @@ async function main() {
   const workers = await page.$$eval('#workers tbody tr', (r) => r.length);
   check('service page lists the worker', workers >= 1, workers);
 
+  // 2a. One of calc_rb's two dead letters requeued by its row's button
+  // (the shell then checks that it, and only it, was answered).
+  await page.goto(rw + '/services/calc_rb');
+  await ready(page);
+  const two = await page.$$eval('#dead tr.dead td.msg', (c) => c.map((x) => x.textContent));
+  check('calc_rb has its two seeded dead letters', two.length === 2, two);
+  const buttonsPerRow = await page.$$eval('#dead tr.dead button.requeue-one', (b) => b.length);
+  check('each dead letter row has a Requeue button', buttonsPerRow === 2, buttonsPerRow);
+  await page.click('#dead tr.dead:nth-child(2) button.requeue-one');
+  // Polled with $$eval: waitForFunction's polling evaluates a string, which the CSP refuses.
+  for (let t = 0; t < 100 && (await page.$$eval('#dead tr.dead', (r) => r.length)) !== 1; t++)
+    await page.waitForTimeout(100);
+  const one = await page.$$eval('#dead tr.dead td.msg', (c) => c.map((x) => x.textContent));
+  check('requeue one by a click leaves the other dead letter', one.length === 1 && one[0].includes('[1,100]'), one);
+
   // 2b. Every language's worker on its service page, with its version.
   for (const [service, version] of [['calc_py', 'python-'], ['calc_rb', 'ruby-'], ['calc_js', 'node-']]) {
     if (!env('SERVICES').split(' ').includes(service)) continue;
@@ -112,6 +127,11 @@ async function main() {
   check('token cookie lets the page in (token gone from the URL)', !page.url().includes('token='), page.url());
   const buttons = await page.$$eval('button', (b) => b.length);
   check('read-only: no buttons', buttons === 0, buttons);
+  await page.goto(ro + '/services/calc_rb');
+  await ready(page);
+  const roRows = await page.$$eval('#dead tr.dead', (r) => r.length);
+  const roButtons = await page.$$eval('button.requeue-one, #requeue, #purge', (b) => b.length);
+  check('read-only: a dead letter row has no Requeue button', roRows === 1 && roButtons === 0, [roRows, roButtons]);
   const refused = await page.evaluate(async () => {
     const r = await fetch('/api/services/calc/purge', { method: 'POST', headers: { 'X-RRPC-CSRF': 'x' } });
     return r.status;

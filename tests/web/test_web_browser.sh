@@ -2,11 +2,12 @@
 # test_web_browser.sh -- rrpc web's dashboard in a real browser.
 #
 # Starts the C, Python, Ruby and Node calc servers on the private Redis, seeds
-# two dead letters (a requeueable call on calc, a hostile message on
-# calc_py), runs two rrpc web instances (read-write; read-only behind a
+# dead letters (a requeueable call on calc, two on calc_rb, a hostile
+# message on calc_py), runs two rrpc web instances (read-write; read-only behind a
 # token) and drives Debian's headless Chromium through browser_test.js
 # (playwright-core, installed here with `npm ci` from package-lock.json).
-# Then it checks that the dead letter the browser requeued was answered.
+# Then it checks that the dead letters the browser requeued were answered
+# (all of calc's; one of calc_rb's two, by its row's button).
 # A missing chromium, node or npm is a failure, not a skip.
 #
 # Usage (under tests/harness/with-redis.sh): test_web_browser.sh BUILD_DIR [SCREENSHOT.png]
@@ -46,6 +47,19 @@ record=$("$PY" -c 'import json, sys, time
 print(json.dumps({"reason": "seeded by the test", "time": time.time(), "service": "calc",
                   "message": sys.argv[1]}))' "$call")
 cli RPUSH calc:dead "$record" >/dev/null
+# ...two on calc_rb, of which the browser requeues only the second (by its
+# row's Requeue button): it is answered, the first is neither answered nor
+# removed...
+one_keys=()
+for i in 1 2; do
+  k="rrpc:reply:$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  one_keys+=("$k")
+  c="{\"jsonrpc\":\"2.0\",\"method\":\"add\",\"params\":[$i,100],\"id\":$i,\"reply_to\":\"$k\"}"
+  rec=$("$PY" -c 'import json, sys, time
+print(json.dumps({"reason": "seeded " + sys.argv[2], "time": time.time(), "service": "calc_rb",
+                  "message": sys.argv[1]}))' "$c" "$i")
+  cli RPUSH calc_rb:dead "$rec" >/dev/null
+done
 # ...and a hostile one: markup in the message and the reason.
 hostile=$("$PY" -c 'import json, time
 print(json.dumps({"reason": "<script>window.__pwned=2</script>", "time": time.time(),
@@ -85,4 +99,16 @@ if "$PY" -c 'import json, sys; r = json.loads(sys.argv[1]); assert r["result"] =
 else
   fail "the requeued dead letter was answered (got '$answer')"
 fi
+# Requeue one: the second call was answered (2 + 100), the first stays dead.
+answer=$(cli BLPOP "${one_keys[1]}" 10 | tail -1)
+if "$PY" -c 'import json, sys; r = json.loads(sys.argv[1]); assert r["result"] == 102 and r["id"] == 2' \
+  "$answer" 2>/dev/null; then
+  ok "the dead letter requeued by its row's button was answered: $answer"
+else
+  fail "the dead letter requeued by its row's button was answered (got '$answer')"
+fi
+left=$(cli LRANGE calc_rb:dead 0 -1)
+[ "$(cli LLEN calc_rb:dead)" = 1 ] && [[ $left == *'[1,100]'* ]] && [ "$(cli EXISTS "${one_keys[0]}")" = 0 ] &&
+  ok "the other dead letter stayed, unanswered" ||
+  fail "the other dead letter stayed, unanswered (dead: $left)"
 finish

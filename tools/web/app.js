@@ -152,7 +152,20 @@ function methodCharts(history) {
   return boxes;
 }
 
-function deadTable(name, dead) {
+// Requeues the one dead letter REC (by its ref: the server removes exactly
+// that record, whatever else changed since the page was drawn).
+async function requeueOne(name, rec, refresh) {
+  if (!window.confirm('Requeue this dead letter of ' + name + ' (' + String(rec.reason) + ')?')) return;
+  try {
+    const r = await post('/services/' + encodeURIComponent(name) + '/requeue-one', { ref: rec.ref });
+    status('requeue one: ' + JSON.stringify(r));
+  } catch (e) {
+    status('requeue one failed: ' + e.message);
+  }
+  refresh();
+}
+
+function deadTable(name, dead, refresh) {
   if (!dead.length) return el('p', { class: 'muted', id: 'no-dead' }, 'No dead letters.');
   const inspect = el('pre', { id: 'inspect', hidden: '' });
   const rows = dead.map((d, i) => {
@@ -166,7 +179,10 @@ function deadTable(name, dead) {
       el('td', {}, el('button', {
         class: 'inspect', 'data-index': i,
         onclick: () => { inspect.hidden = false; inspect.textContent = JSON.stringify(d, null, 2); },
-      }, 'Inspect')));
+      }, 'Inspect'),
+      // Only a record that kept its whole message can be requeued.
+      flags.read_only || typeof rec.ref !== 'string' || typeof rec.message !== 'string' ? null
+        : el('button', { class: 'requeue-one', 'data-index': i, onclick: () => requeueOne(name, rec, refresh) }, 'Requeue')));
   });
   return el('div', {},
     el('table', { id: 'dead' },
@@ -265,7 +281,7 @@ async function renderService(main, name) {
           el('td', { class: 'num' }, fmt.n(s.calls || 0)), el('td', { class: 'num' }, fmt.n(s.errors || 0)),
           el('td', { class: 'num' }, fmt.ms(s.p50_ms)), el('td', { class: 'num' }, fmt.ms(s.p99_ms)));
       }))));
-    sections.dead.replaceChildren(deadActions(name, refresh) || el('span'), deadTable(name, d.dead));
+    sections.dead.replaceChildren(deadActions(name, refresh) || el('span'), deadTable(name, d.dead, refresh));
     if (!consoleBuilt) { consoleBox.replaceChildren(consoleForm(name)); consoleBuilt = true; }
   };
   await refresh();
