@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #define DEFAULT_LISTEN "127.0.0.1:9464"
@@ -168,6 +169,37 @@ static int authorized(struct web *w, struct evhttp_request *req, const char *pat
     return 0;
 }
 
+/* Nonzero if NAME (a Host header's host, without the port) names this
+ * machine's loopback: localhost, 127.x.x.x or [::1]. */
+static int loopback_name(const char *name, size_t n)
+{
+    if ((n == 9 && strncasecmp(name, "localhost", 9) == 0) ||
+        (n == 5 && memcmp(name, "[::1]", 5) == 0))
+        return 1;
+    if (n < 4 || n > 15 || strncmp(name, "127.", 4) != 0)
+        return 0;
+    for (size_t i = 4; i < n; i++)
+        if (name[i] != '.' && (name[i] < '0' || name[i] > '9'))
+            return 0;
+    return 1;
+}
+
+/* On a loopback address, a request must name a loopback host: a web page
+ * elsewhere that rebinds its own DNS name to 127.0.0.1 (DNS rebinding)
+ * would otherwise be same-origin with this server, read its CSRF token
+ * and make changes and calls.  Other listen addresses rely on the token. */
+static int host_ok(const struct web *w, struct evhttp_request *req)
+{
+    if (!w->loopback)
+        return 1;
+    const char *host = evhttp_find_header(evhttp_request_get_input_headers(req), "Host");
+    if (host == NULL)
+        return 1; /* HTTP/1.0 clients (curl -0, probes): no browser sends none */
+    const char *end = host[0] == '[' ? strchr(host, ']') : strrchr(host, ':');
+    size_t n = end == NULL ? strlen(host) : (size_t)(end - host) + (host[0] == '[');
+    return loopback_name(host, n);
+}
+
 /* A change must come from our own page: it carries the CSRF token the
  * page read from /api/overview (a cross-site page cannot read it), and a
  * browser's Origin, if sent, names this server. */
@@ -234,6 +266,10 @@ static void handle(struct evhttp_request *req, void *arg)
         return;
     }
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    if (!host_ok(w, req)) {
+        web_send_error(req, 421, "this server answers to localhost, 127.0.0.1 and [::1] only");
+        goto done;
+    }
     if (!authorized(w, req, path, query))
         goto done;
     if (cmd == EVHTTP_REQ_POST) {
@@ -408,6 +444,8 @@ static int serve(const char *prog, struct web *w, const char *listen)
     unsigned short port;
     if (split_listen(prog, listen, host, sizeof host, &port) != 0)
         return CLI_EXIT_USAGE;
+    w->loopback = strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0 ||
+                  strcasecmp(host, "localhost") == 0;
     struct event_base *base = event_base_new();
     struct evhttp *http = base ? evhttp_new(base) : NULL;
     if (http == NULL) {

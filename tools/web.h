@@ -40,6 +40,7 @@ struct web {
     char *token;   /* NULL: no token needed */
     char csrf[65]; /* what a POST must carry in X-RRPC-CSRF */
     int keep_min;  /* minutes of chart history kept in Redis */
+    int loopback;  /* listening on a loopback address: only loopback Host names */
     struct web_rate *rates;
     size_t nrates;
     long long samples_failed;

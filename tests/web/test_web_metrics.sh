@@ -56,6 +56,13 @@ status_of() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
 
 # ---- health -------------------------------------------------------------------
 [ "$(status_of "$web/livez")" = 200 ] && ok "/livez 200" || fail "/livez 200"
+# DNS rebinding: on a loopback address only loopback Host names are answered.
+port=${web##*:}
+[ "$(status_of -H "Host: rebound.example:$port" "$web/api/overview")" = 421 ] &&
+  ok "a foreign Host name gets 421 (DNS rebinding)" || fail "a foreign Host name is answered"
+[ "$(status_of -H "Host: localhost:$port" "$web/livez")" = 200 ] &&
+  [ "$(status_of -H "Host: [::1]:$port" "$web/livez")" = 200 ] &&
+  ok "localhost and [::1] Host names are answered" || fail "a loopback Host name is refused"
 [ "$(status_of "$web/readyz")" = 200 ] && ok "/readyz 200 (Redis reachable)" || fail "/readyz 200"
 [ "$(status_of "$web/readyz?service=calc_rb")" = 200 ] && ok "/readyz?service=calc_rb 200" ||
   fail "/readyz?service=calc_rb 200"
