@@ -585,7 +585,7 @@ static void test_effects_resent(void)
     rrpc__sleep(0.3); /* nothing is applied twice later */
     CHECK(effect_count("k:0") == 1 && effect_count("k:1") == 1 && effect_count("k:2") == 1);
     CHECK(effect_count("eb:1") == 1 && effect_count("em:1") == 1);
-    WAIT_UNTIL(guards() == 0, 2);
+    WAIT_UNTIL(guards() == 0, 10 * time_scale()); /* the DEL waits behind a BLPOP */
     CHECK(guards() == 0); /* each guard deleted once its effects were confirmed */
     CHECK(cmd_int(2, "LLEN", "effects:dead", NULL) == 0);
     stop_server(&r);
