@@ -121,6 +121,7 @@ test: format-check test-fast test-asan test-valgrind test-tsan test-fuzz
 
 bench: build
 	@scripts/bench.sh $(BUILD)
+	@scripts/bench-baseline.sh $(BUILD)
 
 # The chaos test (docs/RELIABILITY.md): workers SIGKILLed, Redis restarted,
 # workers cut off from Redis (blackhole, reset) and Redis stalled (SIGSTOP)
