@@ -205,7 +205,9 @@ static void assign_shards(rrpc_async *a, rrpc__acall **box, size_t n, int shards
  * shard, in the order of their first call (stable within a shard). */
 static void push_run(rrpc_async *a, rrpc__acall **box, size_t n)
 {
-    int shards = a->session != NULL ? a->ops->shards(a->session, box[0]->buf, box[0]->list_len) : 1;
+    int shards = a->session != NULL && a->ops->shards != NULL
+                     ? a->ops->shards(a->session, box[0]->buf, box[0]->list_len)
+                     : 1; /* a transport without shards */
     assign_shards(a, box, n, shards);
     size_t i = 0;
     while (i < n) {
