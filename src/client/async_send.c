@@ -208,6 +208,18 @@ static void push_run(rrpc_async *a, rrpc__acall **box, size_t n)
     int shards = a->session != NULL && a->ops->shards != NULL
                      ? a->ops->shards(a->session, box[0]->buf, box[0]->list_len)
                      : 1; /* a transport without shards */
+    if (shards == 1) { /* the usual case: one list, unless resends name others */
+        int mixed = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (box[i]->shard < 0)
+                box[i]->shard = 0;
+            mixed |= box[i]->shard;
+        }
+        if (!mixed) {
+            push_group(a, box, n);
+            return;
+        }
+    }
     assign_shards(a, box, n, shards);
     size_t i = 0;
     while (i < n) {
