@@ -208,7 +208,7 @@ static void push_run(rrpc_async *a, rrpc__acall **box, size_t n)
     int shards = a->session != NULL && a->ops->shards != NULL
                      ? a->ops->shards(a->session, box[0]->buf, box[0]->list_len)
                      : 1; /* a transport without shards */
-    if (shards == 1) { /* the usual case: one list, unless resends name others */
+    if (shards == 1) {    /* the usual case: one list, unless resends name others */
         int mixed = 0;
         for (size_t i = 0; i < n; i++) {
             if (box[i]->shard < 0)
