@@ -14,8 +14,8 @@
  * server each call's effect (an INCR applied with its answer) lands once;
  * against an at-most-once one the handler may have run a call twice.
  * A call whose deadline passes while the link is down is not sent again
- * (its text is on the list once, the other call's twice) and fails with
- * RRPC_ETIMEDOUT.  The default (no resend) is test_async.c's
+ * (its text is queued once, the other call's twice, on the shard it went to
+ * first) and fails with RRPC_ETIMEDOUT.  The default (no resend) is test_async.c's
  * test_connection_loss.
  */
 #include "core/clock.h"
@@ -344,12 +344,31 @@ static int count_texts(const char *list, const char *needle, const char **first)
     return n;
 }
 
+/* Copies of the call NEEDLE names on each of the 3 shards of "nobody";
+ * returns the total, with *on the last shard that holds one. */
+static int copies(const char *needle, int *on)
+{
+    int total = 0;
+    for (int k = 0; k < SHARDS; k++) {
+        char key[64];
+        rrpc__shard_key(key, sizeof key, "nobody", k);
+        int n = count_texts(key, needle, NULL);
+        if (n > 0 && on)
+            *on = k;
+        total += n;
+    }
+    return total;
+}
+
 /* With a user whose logins are refused for a while, the link stays down
  * longer than the short call's timeout: that call fails with
- * RRPC_ETIMEDOUT and is not sent again; the long one is, identically. */
+ * RRPC_ETIMEDOUT and is not sent again; the long one is, identically and
+ * to the shard it went to first (the service has 3). */
 static void test_deadline_not_resent(void)
 {
     rrpc__reply_free(cmd(7, "ACL", "SETUSER", "ashu", "on", ">ashpw", "~*", "+@all"));
+    rrpc__reply_free(
+        cmd(8, "HSET", "{nobody}:config", "max_queue", "0", "ttl_ms", "5000", "shards", "3"));
     const char *base = getenv("REDIS_URL");
     char url[512];
     if (strncmp(base, "unix://", 7) == 0)
@@ -362,32 +381,34 @@ static void test_deadline_not_resent(void)
     rrpc_async *a = open_async(url, 1);
     if (a == NULL)
         return;
+    CHECK(rrpc_async_notify(a, "nobody", "warm", NULL) == RRPC_OK); /* learns the shards */
+    WAIT_UNTIL(copies("\"warm\"", NULL) == 1, 5 * time_scale());
+    rrpc__sleep(0.2);
     CHECK(rrpc_async_call(a, "nobody", "short", NULL, 0.5, on_done, &shorter) == RRPC_OK);
     CHECK(rrpc_async_call(a, "nobody", "long", NULL, 20, on_done, &longer) == RRPC_OK);
-    WAIT_UNTIL(llen("nobody") == 2, 5 * time_scale());
-    if (llen("nobody") != 2) {
-        rrpc__reply *r = cmd(4, "LRANGE", "nobody", "0", "-1");
-        for (size_t i = 0; r && i < rrpc__reply_count(r); i++)
-            fprintf(stderr, "nobody: %s\n", rrpc__reply_str(rrpc__reply_element(r, i), NULL));
-        rrpc__reply_free(r);
-    }
-    CHECK(llen("nobody") == 2);
+    WAIT_UNTIL(copies("\"short\"", NULL) + copies("\"long\"", NULL) == 2, 5 * time_scale());
+    int first = -1, again = -1;
+    CHECK(copies("\"short\"", NULL) == 1 && copies("\"long\"", &first) == 1);
     rrpc__reply_free(cmd(4, "ACL", "SETUSER", "ashu", "off"));
     rrpc__reply_free(cmd(4, "CLIENT", "KILL", "USER", "ashu"));
     WAIT_UNTIL(atomic_load(&shorter.calls) == 1, 5 * time_scale());
     rrpc__sleep(0.3);
     rrpc__reply_free(cmd(4, "ACL", "SETUSER", "ashu", "on"));
+    WAIT_UNTIL(copies("\"long\"", NULL) == 2, 10 * time_scale());
+    CHECK(copies("\"long\"", &again) == 2);
+    CHECK(again == first); /* the same shard */
+    char key[64];
     const char *same = NULL;
-    WAIT_UNTIL(count_texts("nobody", "\"long\"", NULL) == 2, 10 * time_scale());
-    CHECK(count_texts("nobody", "\"long\"", &same) == 2);
+    rrpc__shard_key(key, sizeof key, "nobody", first);
+    CHECK(count_texts(key, "\"long\"", &same) == 2);
     CHECK(same != NULL); /* the very same text: same id, reply key, deadline */
-    CHECK(count_texts("nobody", "\"short\"", NULL) == 1);
+    CHECK(copies("\"short\"", NULL) == 1);
     CHECK(atomic_load(&shorter.calls) == 1 && atomic_load(&shorter.status) == RRPC_ETIMEDOUT);
     CHECK(atomic_load(&longer.calls) == 0);
     rrpc_async_close(a);
     CHECK(atomic_load(&longer.calls) == 1 && atomic_load(&longer.status) == RRPC_ECANCELED);
     rrpc__reply_free(cmd(3, "ACL", "DELUSER", "ashu"));
-    rrpc__reply_free(cmd(2, "DEL", "nobody"));
+    rrpc__reply_free(cmd(5, "DEL", "nobody", "nobody#1", "nobody#2", "{nobody}:config"));
 }
 
 int main(void)
