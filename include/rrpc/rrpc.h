@@ -436,9 +436,9 @@ typedef struct rrpc_server_options {
      * <prefix><service>#<k>, each in its own hash slot; with M masters use
      * M or more shards.  Worker thread i pops only shard i % N, and workers
      * is raised to N if it is smaller.  The count is published in the
-     * registry (it needs heartbeat), where rrpc's sync clients read it and
+     * registry (it needs heartbeat), where rrpc's sync and async clients read it and
      * spread their calls over the shards round-robin; callers that know
-     * nothing of shards (other peers, the async client, fail_fast = 0)
+     * nothing of shards (other peers, a sync client with fail_fast = 0)
      * push onto shard 0, which is always served.  All servers of a service
      * must agree on it.  Not with reliable: rrpc_server_new then fails
      * with RRPC_EINVAL. */
@@ -805,7 +805,11 @@ RRPC_EXPORT int rrpc_admin_history(rrpc_admin *admin, const char *service, json_
  * go to the master of their service list's slot, responses come from the
  * master of the reply list's), every response collected from one reply
  * list of its own (PROTOCOL.md section 3, reply_to) and matched to its call
- * by id.  It runs on a libevent 2.1 loop: either one it owns on a
+ * by id.  Calls and notifications to a sharded service
+ * (rrpc_server_options.shards) are spread over its lists, as the sync
+ * client does: the shard count comes from the registry, read in the
+ * background and trusted for a second (until its first answer, calls go
+ * to shard 0).  It runs on a libevent 2.1 loop: either one it owns on a
  * background thread, or the application's (see
  * rrpc_async_options.event_base).  Needs Redis >= 7 (BLMPOP) and workers
  * that honour reply_to (all rrpc workers do). */
@@ -820,7 +824,8 @@ typedef struct rrpc_async rrpc_async;
  *   RRPC_ETIMEDOUT  no response in time; the request was withdrawn from the
  *                   service list if no worker had taken it yet.
  *   RRPC_ECONNECT   the Redis link broke while the call was in flight (on
- *                   a Cluster: the link to any master, e.g. a failover).
+ *                   a Cluster: the link to any master, e.g. a failover);
+ *                   not with resend_on_reconnect, which sends it again.
  *   RRPC_ECANCELED  rrpc_async_close() was called.
  *   RRPC_EREDIS, RRPC_EPROTO  Redis refused the request / the response
  *                   was malformed.
@@ -847,6 +852,19 @@ typedef struct rrpc_async_options {
     /* Calls in flight at most (accepted, callback not yet run); a call
      * beyond the limit fails with RRPC_ESTATE.  0 (default) = unlimited. */
     size_t max_in_flight;
+    /* What the calls in flight do when the Redis link breaks.  0 (the
+     * default, as rrpc_client_options.resend_on_reconnect): they fail at
+     * once with RRPC_ECONNECT.  1: they stay in flight, and when the link
+     * is back (the client reconnects by itself) every call not yet
+     * answered whose deadline has not passed is sent again -- the same
+     * request text, so the same id and reply key, to the same shard --
+     * and goes on waiting; again after each later reconnect, until it is
+     * answered or its timeout fails it with RRPC_ETIMEDOUT.  A service in
+     * reliable mode answers such a call once (its dedup knows the resend
+     * by reply_to and id); an at-most-once service may run it twice, and
+     * the caller still gets one callback.  Notifications are never
+     * resent.  docs/RELIABILITY.md section 3. */
+    int resend_on_reconnect;
 } rrpc_async_options;
 
 /* As rrpc_client_options_init_sized, for bindings. */

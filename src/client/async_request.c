@@ -185,8 +185,9 @@ int rrpc__areq_build(rrpc_async *a, rrpc__acall *c, const char *service, const c
     if (rc == RRPC_OK && !c->notify && a->clock.measured_at > 0) {
         char deadline[80];
         long long now = rrpc__clock_redis_ms(&a->clock); /* `sent`: PROTOCOL.md section 7 */
+        c->deadline_ms = now + (long long)(c->timeout_s * 1000.0 + 0.999);
         int n = snprintf(deadline, sizeof deadline, ",\"sent\":%lld,\"deadline\":%lld", now,
-                         now + (long long)(c->timeout_s * 1000.0 + 0.999));
+                         c->deadline_ms);
         rc = append(c, &used, deadline, (size_t)n);
     }
     if (rc == RRPC_OK)

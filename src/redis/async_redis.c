@@ -13,6 +13,12 @@
  * herd of clients does not reconnect in step).  The session is usable
  * again when both links have finished their handshake.
  *
+ * The session also keeps, per service, how many request lists (shards) its
+ * registry says it has (`HGET {L}:config shards`, asked on the push link
+ * when the view is older than a second, like the sync client's fail-fast
+ * view in failfast.c), so the client can spread a sharded service's calls
+ * without a round trip of its own.
+ *
  * open() first checks, with a short-lived sync connection, what the async
  * links cannot report to it: Redis is there, takes the credentials, has
  * LMPOP (Redis 7).  It reads the Redis clock on the same connection.
@@ -21,7 +27,9 @@
 #include "redis/async_redis.h"
 
 #include "core/internal.h"
+#include "core/keys.h"
 #include "core/log.h"
+#include "core/shard.h"
 #include "redis/async_cluster.h"
 #include "redis/conn.h"
 
@@ -37,8 +45,19 @@
 #define BACKOFF_MIN_S 0.05
 #define BACKOFF_MAX_S 5.0
 #define HEADROOM      2 /* RPUSH and the list key, in front of the values */
+#define SHARD_VIEWS    16  /* services whose shard count a session remembers */
+#define SHARDS_FRESH_S 1.0 /* how long a shard count is trusted */
 
 enum link_state { LINK_UP, LINK_CONNECTING, LINK_DOWN };
+
+/* What the registry said of one service's shards. */
+typedef struct shard_view {
+    char *list; /* shard 0's list; NULL: unused */
+    size_t len;
+    int shards;     /* 1 until the registry answered */
+    int asking;     /* an HGET is out: the entry is not recycled */
+    double fetched; /* monotonic; 0 = never */
+} shard_view;
 
 struct rrpc__async_session {
     struct event_base *base;
@@ -55,6 +74,7 @@ struct rrpc__async_session {
     double backoff_s;
     uint64_t rng;
     struct event *teardown_ev, *reconnect_ev;
+    shard_view views[SHARD_VIEWS];
 };
 
 static void log_line(rrpc_log_level level, const char *what, const char *detail)
@@ -126,12 +146,82 @@ static void on_pop_reply(const rrpc__reply *r, void *privdata, void *udata)
     s->h->replies_end(s->udata);
 }
 
-/* Answers to RPUSH (privdata: the client's group) and LREM (none). */
+/* ---- shard counts ------------------------------------------------------ */
+
+static int is_view(const rrpc__async_session *s, const void *p)
+{
+    uintptr_t v = (uintptr_t)p, first = (uintptr_t)s->views;
+    return v >= first && v < (uintptr_t)(s->views + SHARD_VIEWS);
+}
+
+/* The answer to `HGET {L}:config shards`: nil (not registered, or an older
+ * server) and a refusal (an ACL) both mean the one list of before. */
+static void on_shards_reply(shard_view *v, const rrpc__reply *r)
+{
+    v->asking = 0;
+    if (r == NULL)
+        return; /* the link went: asked again once it is back */
+    v->shards = rrpc__reply_type(r) == RRPC__REPLY_ERROR ? 1 : rrpc__shard_count(rrpc__reply_ll(r));
+    v->fetched = rrpc__monotonic();
+}
+
+/* The view of LIST, or the stalest idle one recycled for it; NULL when
+ * every view has a question out. */
+static shard_view *find_view(rrpc__async_session *s, const char *list, size_t len)
+{
+    shard_view *spare = NULL;
+    for (size_t i = 0; i < SHARD_VIEWS; i++) {
+        shard_view *v = &s->views[i];
+        if (v->list != NULL && v->len == len && memcmp(v->list, list, len) == 0)
+            return v;
+        if (!v->asking && (spare == NULL || v->list == NULL ||
+                           (spare->list != NULL && v->fetched < spare->fetched)))
+            spare = v;
+    }
+    if (spare == NULL)
+        return NULL;
+    free(spare->list);
+    *spare = (shard_view){.list = malloc(len + 1), .len = len, .shards = 1};
+    if (spare->list == NULL)
+        return NULL;
+    memcpy(spare->list, list, len);
+    spare->list[len] = '\0';
+    return spare;
+}
+
+static int session_shards(rrpc__async_session *s, const char *queue, size_t qlen)
+{
+    shard_view *v = find_view(s, queue, qlen);
+    if (v == NULL)
+        return 1;
+    if (!v->asking && s->state == LINK_UP &&
+        (v->fetched == 0 || rrpc__monotonic() - v->fetched > SHARDS_FRESH_S)) {
+        char config[RRPC__KEY_MAX];
+        const char *argv[] = {"HGET", config, "shards"};
+        if (rrpc__tagged_key(config, sizeof config, v->list, RRPC__TAG_CONFIG) == RRPC_OK &&
+            rrpc__aconn_command(s->push, 3, argv, NULL, v) == RRPC_OK)
+            v->asking = 1;
+    }
+    return v->shards;
+}
+
+static void free_views(rrpc__async_session *s)
+{
+    for (size_t i = 0; i < SHARD_VIEWS; i++)
+        free(s->views[i].list);
+}
+
+/* Answers to RPUSH (privdata: the client's group), HGET (a shard view) and
+ * LREM (none). */
 static void on_push_reply(const rrpc__reply *r, void *privdata, void *udata)
 {
     rrpc__async_session *s = udata;
     if (privdata == NULL)
         return;
+    if (is_view(s, privdata)) {
+        on_shards_reply(privdata, r);
+        return;
+    }
     if (r == NULL)
         s->h->delivered(privdata, RRPC_ECONNECT, NULL, s->udata);
     else if (rrpc__reply_type(r) == RRPC__REPLY_ERROR) {
@@ -245,6 +335,7 @@ static void session_close(rrpc__async_session *s)
         event_free(s->teardown_ev);
     if (s->reconnect_ev)
         event_free(s->reconnect_ev);
+    free_views(s); /* after close_links: their pending HGETs have ended */
     rrpc__url_free(&s->url);
     free(s->reply_key);
     free(s);
@@ -340,5 +431,6 @@ const rrpc__async_ops rrpc__redis_async_ops = {
     .deliver = session_deliver,
     .withdraw = session_withdraw,
     .mark_cancelled = session_mark_cancelled,
+    .shards = session_shards,
     .close = session_close,
 };

@@ -104,6 +104,14 @@ typedef struct rrpc__async_ops {
      * forget: no answer, nothing if the session is down. */
     void (*withdraw)(rrpc__async_session *s, const char *queue, size_t qlen, const char *text,
                      size_t tlen);
+    /* How many request lists (shards, core/shard.h) the service whose
+     * queue -- shard 0's list -- is QUEUE (QLEN bytes) is spread over, as
+     * the broker last said (Redis: its registry, PROTOCOL.md section 9);
+     * 1 while nothing is known.  Never blocks: a view older than about a
+     * second is asked for again in the background (not while the session
+     * is down), and later calls get the answer.  The client picks the
+     * shard of each request and hands deliver() that shard's queue. */
+    int (*shards)(rrpc__async_session *s, const char *queue, size_t qlen);
     /* Marks the cancel key KEY (KLEN bytes) of a cancelled call for TTL_MS
      * milliseconds, so that a worker sees the cancel (PROTOCOL.md section
      * 7, "cancel_key"); before the withdraw() of its request.  Fire and
