@@ -47,14 +47,14 @@ struct rrpc__acall {
     rrpc_async_cb cb;
     void *udata;
     double timeout_s;
-    uint64_t id;     /* 0 while it holds no slot */
-    char *buf;       /* the service's queue name, a NUL, then the request text */
-    size_t cap;      /* of buf */
-    size_t list_len; /* the queue name's length */
-    size_t text_len; /* the request text's length (from buf + list_len + 1) */
-    int shard;       /* the shard it was sent to (core/shard.h); -1 until sent */
+    uint64_t id;           /* 0 while it holds no slot */
+    char *buf;             /* the service's queue name, a NUL, then the request text */
+    size_t cap;            /* of buf */
+    size_t list_len;       /* the queue name's length */
+    size_t text_len;       /* the request text's length (from buf + list_len + 1) */
+    int shard;             /* the shard it was sent to (core/shard.h); -1 until sent */
     long long deadline_ms; /* its deadline on the broker's clock; 0: none known */
-    uint64_t handle; /* rrpc_async_cancel's name for it (rrpc_call_options.handle) */
+    uint64_t handle;       /* rrpc_async_cancel's name for it (rrpc_call_options.handle) */
     void (*progress)(const json_t *value, void *udata); /* or NULL: none asked for */
     void *progress_udata;
     unsigned cancellable : 1; /* its request carries its cancel key (async_request.c) */

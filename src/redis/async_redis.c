@@ -40,11 +40,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define POP_COUNT     "512"
-#define POP_BLOCK_S   "30" /* re-issued when idle; also keeps NATs awake */
-#define BACKOFF_MIN_S 0.05
-#define BACKOFF_MAX_S 5.0
-#define HEADROOM      2 /* RPUSH and the list key, in front of the values */
+#define POP_COUNT      "512"
+#define POP_BLOCK_S    "30" /* re-issued when idle; also keeps NATs awake */
+#define BACKOFF_MIN_S  0.05
+#define BACKOFF_MAX_S  5.0
+#define HEADROOM       2   /* RPUSH and the list key, in front of the values */
 #define SHARD_VIEWS    16  /* services whose shard count a session remembers */
 #define SHARDS_FRESH_S 1.0 /* how long a shard count is trusted */
 
