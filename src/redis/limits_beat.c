@@ -24,7 +24,7 @@ static const char renew_script[] =
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "local lease = tonumber(ARGV[1])\n"
     "for i = 1, #KEYS do\n"
-    "  redis.call('ZADD', KEYS[i], 'XX', now + lease, ARGV[i + 1])\n"
+    "  redis.call('ZADD', KEYS[i], 'XX', string.format('%d', now + lease), ARGV[i + 1])\n"
     "  redis.call('PEXPIRE', KEYS[i], lease * 2)\n"
     "end\n"
     "return #KEYS\n";

@@ -26,9 +26,11 @@
 /* A worker moves due requests back at most this often (with its pop). */
 #define PROMOTE_EVERY_S 0.1
 
+/* Redis's clock in ms, with its microseconds: a rate above 1000/s needs
+ * them (in whole ms, every call after the first in a ms would be late). */
 #define NOW_LUA                                                                                    \
     "local t = redis.call('TIME')\n"                                                               \
-    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000\n"
 
 /* Back onto the head of list L: the waiting member is "<token>\n<text>". */
 #define BACK_LUA                                                                                   \
@@ -59,7 +61,7 @@ const char rrpc__admit_script[] =
     "    if late > 0 then bad, after = true, late else tats[i] = tat + step end\n"
     "  end\n"
     "  if not bad and cap > 0 then\n"
-    "    redis.call('ZREMRANGEBYSCORE', KEYS[2 + 2 * i], '-inf', now)\n"
+    "    redis.call('ZREMRANGEBYSCORE', KEYS[2 + 2 * i], '-inf', string.format('%.3f', now))\n"
     "    if redis.call('ZCARD', KEYS[2 + 2 * i]) >= cap then bad, after, byc = true, 100, 1 end\n"
     "  end\n"
     "  if bad then\n"
@@ -74,7 +76,7 @@ const char rrpc__admit_script[] =
     "        math.ceil(tats[i] - now) + 1000)\n"
     "    end\n"
     "    if tonumber(ARGV[6 + (i - 1) * 4 + 3]) > 0 then\n"
-    "      redis.call('ZADD', KEYS[2 + 2 * i], now + lease, ARGV[3])\n"
+    "      redis.call('ZADD', KEYS[2 + 2 * i], string.format('%.3f', now + lease), ARGV[3])\n"
     "      redis.call('PEXPIRE', KEYS[2 + 2 * i], lease * 2)\n"
     "    end\n"
     "  end\n"
@@ -84,7 +86,7 @@ const char rrpc__admit_script[] =
     "if wait and ARGV[4] ~= '' then\n"
     /* A concurrency waiter is woken by a release; this is the fallback. */
     "  local due = now + (conc == 1 and 1000 or retry)\n"
-    "  redis.call('ZADD', KEYS[1], due, ARGV[6] .. '\\n' .. ARGV[4])\n"
+    "  redis.call('ZADD', KEYS[1], string.format('%.3f', due), ARGV[6] .. '\\n' .. ARGV[4])\n"
     "  if ARGV[5] ~= '' then redis.call('HDEL', KEYS[2], ARGV[5]) end\n"
     "  return {2, retry, over, conc}\n"
     "end\n"
@@ -95,7 +97,8 @@ const char rrpc__admit_script[] =
  * second (a concurrency waiter's fallback). */
 const char rrpc__release_script[] = NOW_LUA BACK_LUA
     "for i = 3, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end\n"
-    "local first = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now + 1000, 'LIMIT', 0, 1)\n"
+    "local first = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%.3f', now + 1000),\n"
+    "  'LIMIT', 0, 1)\n"
     "if first[1] then\n"
     "  redis.call('ZREM', KEYS[1], first[1])\n"
     "  back(KEYS[2], first[1])\n"
@@ -105,7 +108,8 @@ const char rrpc__release_script[] = NOW_LUA BACK_LUA
 /* KEYS: waiting, the list.  ARGV: how many at most.  Moves the requests
  * due back to the head of the list, the earliest first. */
 const char rrpc__promote_script[] = NOW_LUA BACK_LUA
-    "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))\n"
+    "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%.3f', now), 'LIMIT', 0,\n"
+    "  tonumber(ARGV[1]))\n"
     "for i = #due, 1, -1 do\n"
     "  redis.call('ZREM', KEYS[1], due[i])\n"
     "  back(KEYS[2], due[i])\n"
