@@ -67,7 +67,8 @@ static void print_limits(const json_t *info)
         char a[512], b[512];
         printf("limits field does not parse (the workers keep their last good limits): %s\n"
                "field: %s\n",
-               SAFE(a, error), SAFE(b, json_string_value(limits) ? json_string_value(limits) : "?"));
+               SAFE(a, error),
+               SAFE(b, json_string_value(limits) ? json_string_value(limits) : "?"));
         return;
     }
     if (!json_is_object(limits)) {

@@ -795,8 +795,7 @@ RRPC_EXPORT int rrpc_admin_forget(rrpc_admin *admin, const char *service);
  * or a service that is not registered: RRPC_EINVAL with a message, and
  * nothing changes.  Method names are not checked against what the
  * workers serve (rrpc limits warns). */
-RRPC_EXPORT int rrpc_admin_set_limits(rrpc_admin *admin, const char *service,
-                                      const char *limits);
+RRPC_EXPORT int rrpc_admin_set_limits(rrpc_admin *admin, const char *service, const char *limits);
 
 /* Deletes the dead letters of SERVICE; *removed (may be NULL) counts them. */
 RRPC_EXPORT int rrpc_admin_dead_purge(rrpc_admin *admin, const char *service, long *removed);

@@ -285,8 +285,8 @@ static void add_limits(json_t *doc, const json_t *field)
     }
     rrpc__rl_table *t = NULL;
     char err[RRPC__ERRMSG_LEN];
-    if (rrpc__rl_parse(json_string_value(field), json_string_length(field), &t, err,
-                       sizeof err) == RRPC_OK) {
+    if (rrpc__rl_parse(json_string_value(field), json_string_length(field), &t, err, sizeof err) ==
+        RRPC_OK) {
         json_object_set_new(doc, "limits", json_loads(json_string_value(field), 0, NULL));
     } else {
         json_object_set(doc, "limits", (json_t *)field);

@@ -52,8 +52,8 @@ int rrpc__call_tenant(const char *tenant, json_t **members, char *err, size_t er
     if (tenant == NULL)
         return RRPC_OK;
     if (!rrpc__tenant_ok(tenant, strlen(tenant)))
-        return rrpc__fail(err, errlen, RRPC_EINVAL,
-                          "tenant: 1 to %d bytes, no control characters", RRPC__TENANT_MAX);
+        return rrpc__fail(err, errlen, RRPC_EINVAL, "tenant: 1 to %d bytes, no control characters",
+                          RRPC__TENANT_MAX);
     if (*members == NULL && (*members = json_object()) == NULL)
         return rrpc__fail(err, errlen, RRPC_ENOMEM, "out of memory");
     if (json_object_set_new(*members, "tenant", json_string(tenant)) != 0)

@@ -494,8 +494,8 @@ static void read_progress_cancel(const json_t *req, rrpc_request *call, const ch
  * section 5): a valid request is answered -32001 without running.  KEY
  * (KEY_LEN bytes, or NULL) is its reply key, where progress goes. */
 static json_t *handle_one(const rrpc__methods *methods, json_t *req, const rrpc__clock *clock,
-                          double over_time_limit, const char *key, size_t key_len,
-                          const char *text, size_t text_len, rrpc__outcome *out)
+                          double over_time_limit, const char *key, size_t key_len, const char *text,
+                          size_t text_len, rrpc__outcome *out)
 {
     out->requests++;
     const char *why = NULL;
@@ -669,8 +669,8 @@ void rrpc__dispatch(const rrpc__methods *methods, const rrpc__limits *limits,
         response = handle_batch(methods, limits, clock, msg, key, key_room, &have_key, out);
     } else {
         have_key = rrpc__reply_key(msg, key, key_room);
-        response = handle_one(methods, msg, clock, 0, have_key ? key : NULL, have_key, text, len,
-                              out);
+        response =
+            handle_one(methods, msg, clock, 0, have_key ? key : NULL, have_key, text, len, out);
     }
     if (response != NULL && have_key) {
         out->reply_key = key; /* the outcome owns it now */

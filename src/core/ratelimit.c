@@ -52,8 +52,8 @@ static int read_rule(const char *name, const json_t *obj, rrpc__rl_rule *r, char
     {
         if (strcmp(member, "rate") == 0 && positive(v, 0, &d))
             r->rate = d;
-        else if (strcmp(member, "burst") == 0 && json_is_number(v) &&
-                 json_number_value(v) >= 1 && isfinite(json_number_value(v)))
+        else if (strcmp(member, "burst") == 0 && json_is_number(v) && json_number_value(v) >= 1 &&
+                 isfinite(json_number_value(v)))
             r->burst = json_number_value(v);
         else if (strcmp(member, "concurrency") == 0 && positive(v, 1, &d))
             r->concurrency = (long)d;
@@ -170,9 +170,9 @@ static void install(rrpc__rl_state *s, rrpc__rl_table *t)
 void rrpc__rl_update(rrpc__rl_state *s, const char *text, size_t len)
 {
     pthread_mutex_lock(&s->mu);
-    int same = text == NULL ? s->text == NULL
-                            : s->text != NULL && strlen(s->text) == len &&
-                                  memcmp(s->text, text, len) == 0;
+    int same = text == NULL
+                   ? s->text == NULL
+                   : s->text != NULL && strlen(s->text) == len && memcmp(s->text, text, len) == 0;
     if (same) {
         pthread_mutex_unlock(&s->mu);
         return;

@@ -31,7 +31,7 @@ typedef struct rrpc__rl_rule {
 typedef struct rrpc__rl_table {
     rrpc__rl_rule *rules;
     size_t count;
-    const rrpc__rl_rule *star; /* the "*" rule, or NULL */
+    const rrpc__rl_rule *star;    /* the "*" rule, or NULL */
     struct rrpc__rl_table *older; /* retired tables, freed with the state */
 } rrpc__rl_table;
 
@@ -69,11 +69,11 @@ enum { RRPC__RL_RUN, RRPC__RL_REFUSED, RRPC__RL_DEFERRED };
 
 /* The transport's answer. */
 typedef struct rrpc__rl_verdict {
-    int outcome;                /* RRPC__RL_RUN, _REFUSED, _DEFERRED (back in Redis) */
-    long long retry_after_ms;   /* over: when to try again, at the soonest */
-    int by_concurrency;         /* over: 1 the concurrency cap, 0 the rate */
-    const rrpc__rl_rule *rule;  /* over: the rule */
-    rrpc__rl_lease leases[2];   /* run: the slots taken (release them after) */
+    int outcome;               /* RRPC__RL_RUN, _REFUSED, _DEFERRED (back in Redis) */
+    long long retry_after_ms;  /* over: when to try again, at the soonest */
+    int by_concurrency;        /* over: 1 the concurrency cap, 0 the rate */
+    const rrpc__rl_rule *rule; /* over: the rule */
+    rrpc__rl_lease leases[2];  /* run: the slots taken (release them after) */
     size_t nleases;
 } rrpc__rl_verdict;
 
@@ -89,9 +89,9 @@ typedef struct rrpc__rl_state {
     const char *service;               /* for log lines (borrowed) */
     pthread_mutex_t mu;                /* guards what follows */
     rrpc__rl_table *retired;
-    char *text;                        /* the field as last read, NULL: absent */
-    char error[RRPC__ERRMSG_LEN];      /* why TEXT was refused, "" if it was not */
-    rrpc__rl_lease *leases;            /* the slots this process holds */
+    char *text;                   /* the field as last read, NULL: absent */
+    char error[RRPC__ERRMSG_LEN]; /* why TEXT was refused, "" if it was not */
+    rrpc__rl_lease *leases;       /* the slots this process holds */
     size_t nleases, capleases;
 } rrpc__rl_state;
 

@@ -565,11 +565,10 @@ static int forget(rrpc__client_link *l, const char *prefix, const char *service,
 static int limits_set(rrpc__client_link *l, const char *prefix, const char *service,
                       const char *text, char *err, size_t errlen)
 {
-    static const char script[] =
-        "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
-        "if ARGV[1] == '' then redis.call('HDEL', KEYS[1], 'limits')\n"
-        "else redis.call('HSET', KEYS[1], 'limits', ARGV[1]) end\n"
-        "return 1\n";
+    static const char script[] = "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
+                                 "if ARGV[1] == '' then redis.call('HDEL', KEYS[1], 'limits')\n"
+                                 "else redis.call('HSET', KEYS[1], 'limits', ARGV[1]) end\n"
+                                 "return 1\n";
     keys k;
     int rc = begin(l, prefix, service, &k, err, errlen);
     if (rc != RRPC_OK)

@@ -89,9 +89,8 @@ int rrpc__limits_beat(rrpc__conn *c, rrpc__rl_state *st, const char *config_key,
             rc = RRPC_EREDIS;
         } else if (i == read_at) {
             size_t len = 0;
-            const char *text = rrpc__reply_type(r) == RRPC__REPLY_STRING
-                                   ? rrpc__reply_str(r, &len)
-                                   : NULL;
+            const char *text =
+                rrpc__reply_type(r) == RRPC__REPLY_STRING ? rrpc__reply_str(r, &len) : NULL;
             rrpc__rl_update(st, text, len);
         }
         rrpc__reply_free(r);

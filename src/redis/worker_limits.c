@@ -39,6 +39,8 @@
     "  redis.call('LPUSH', list, string.sub(m, nl + 1))\n"                                         \
     "end\n"
 
+/* The scripts are kept one Lua line per C line. */
+/* clang-format off */
 /* KEYS: waiting, in-flight hash (or waiting again), then per rule its rate
  * key and its running key.  ARGV: rule count, lease ms, lease member,
  * request text ('': cannot wait), in-flight field ('': none), waiting
@@ -51,7 +53,8 @@ const char rrpc__admit_script[] =
     "local tats, over, retry, conc, wait = {}, 0, 0, 0, true\n"
     "for i = 1, n do\n"
     "  local a = 6 + (i - 1) * 4\n"
-    "  local rate, burst, cap = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])\n"
+    "  local rate, burst = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])\n"
+    "  local cap = tonumber(ARGV[a + 3])\n"
     "  local bad, after, byc = false, 0, 0\n"
     "  if rate > 0 then\n"
     "    local step = 1000 / rate\n"
@@ -97,8 +100,8 @@ const char rrpc__admit_script[] =
  * second (a concurrency waiter's fallback). */
 const char rrpc__release_script[] = NOW_LUA BACK_LUA
     "for i = 3, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end\n"
-    "local first = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%.3f', now + 1000),\n"
-    "  'LIMIT', 0, 1)\n"
+    "local soon = string.format('%.3f', now + 1000)\n"
+    "local first = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', soon, 'LIMIT', 0, 1)\n"
     "if first[1] then\n"
     "  redis.call('ZREM', KEYS[1], first[1])\n"
     "  back(KEYS[2], first[1])\n"
@@ -108,13 +111,15 @@ const char rrpc__release_script[] = NOW_LUA BACK_LUA
 /* KEYS: waiting, the list.  ARGV: how many at most.  Moves the requests
  * due back to the head of the list, the earliest first. */
 const char rrpc__promote_script[] = NOW_LUA BACK_LUA
-    "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%.3f', now), 'LIMIT', 0,\n"
-    "  tonumber(ARGV[1]))\n"
+    "local upto = string.format('%.3f', now)\n"
+    "local most = tonumber(ARGV[1])\n"
+    "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', upto, 'LIMIT', 0, most)\n"
     "for i = #due, 1, -1 do\n"
     "  redis.call('ZREM', KEYS[1], due[i])\n"
     "  back(KEYS[2], due[i])\n"
     "end\n"
     "return #due\n";
+/* clang-format on */
 
 /* "{L}<tag><len>:<scope>[:<tenant>]": a rule's counter, per tenant if the
  * rule says so (the scope's length keeps "a:b" + "c" apart from "a" + "b:c"). */
@@ -122,9 +127,9 @@ static int rule_key(char *buf, size_t len, const char *list, const char *tag,
                     const rrpc__rl_rule *r, const rrpc__rl_ask *ask)
 {
     int tenant = r->per_tenant && ask->tenant != NULL;
-    int n = snprintf(buf, len, "{%s}%s%zu:%s%s%.*s", list, tag, strlen(r->scope), r->scope,
-                     tenant ? ":" : "", tenant ? (int)ask->tenant_len : 0,
-                     tenant ? ask->tenant : "");
+    int n =
+        snprintf(buf, len, "{%s}%s%zu:%s%s%.*s", list, tag, strlen(r->scope), r->scope,
+                 tenant ? ":" : "", tenant ? (int)ask->tenant_len : 0, tenant ? ask->tenant : "");
     return n > 0 && (size_t)n < len ? RRPC_OK : RRPC_EINVAL;
 }
 
@@ -153,8 +158,8 @@ static rrpc__reply *side_script(worker *w, int which, const char *script, int ar
             lens[1] = 40;
         }
         rrpc__reply *r = rrpc__side_command(w, argc, argv, lens);
-        const char *e = r && rrpc__reply_type(r) == RRPC__REPLY_ERROR ? rrpc__reply_str(r, NULL)
-                                                                      : NULL;
+        const char *e =
+            r && rrpc__reply_type(r) == RRPC__REPLY_ERROR ? rrpc__reply_str(r, NULL) : NULL;
         if (e == NULL || strncmp(e, "NOSCRIPT", 8) != 0)
             return r;
         rrpc__reply_free(r);
@@ -167,7 +172,7 @@ static rrpc__reply *side_script(worker *w, int which, const char *script, int ar
 static long long num(const rrpc__reply *r)
 {
     return r && rrpc__reply_type(r) == RRPC__REPLY_INTEGER ? rrpc__reply_integer(r)
-                                                            : rrpc__reply_ll(r);
+                                                           : rrpc__reply_ll(r);
 }
 
 static int admit(void *ctx, const rrpc__rl_ask *ask, rrpc__rl_verdict *v)
@@ -293,7 +298,7 @@ void rrpc__send_promote(worker *w)
     char waiting[RRPC__KEY_MAX];
     if (rrpc__tagged_key(waiting, sizeof waiting, w->srv->list_key, RRPC__TAG_WAITING) != RRPC_OK)
         return;
-    const char *argv[] = {"EVAL", rrpc__promote_script, "2", waiting, w->srv->list_key,
-                          PROMOTE_MAX};
+    const char *argv[] = {"EVAL",  rrpc__promote_script, "2",
+                          waiting, w->srv->list_key,     PROMOTE_MAX};
     rrpc__send_cmd(w, rrpc__plain_op, 6, argv, NULL);
 }
