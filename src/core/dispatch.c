@@ -449,7 +449,8 @@ static json_t *run_handler(const rrpc__methods *methods, rrpc_request *call, siz
     call->entry = m;
     json_t *result =
         methods->n_hooks == 0 ? m->fn(call, m->udata) : run_intercepted(methods, m, call);
-    rrpc__stats_record(methods->stats, (size_t)(m - methods->items), started, !result);
+    if (!call->deferred) /* a request put back by a "wait" limit runs later: counted then */
+        rrpc__stats_record(methods->stats, (size_t)(m - methods->items), started, !result);
     rrpc__trace_leave();
     handler_request = NULL; /* progress from now on is refused: the answer is final */
     handler_deadline = 0;

@@ -26,7 +26,7 @@ static rrpc__conn *side_link(worker *w)
         return NULL;
     if (w->side == NULL && rrpc__conn_open(&w->side, &w->srv->url, w->srv->connect_timeout_s, err,
                                            sizeof err) != RRPC_OK) {
-        rrpc__log_worker(w, "cannot open a link for progress and cancellation", err);
+        rrpc__log_worker(w, "cannot open a link for progress, cancellation and limits", err);
         w->side = NULL;
         return NULL;
     }

@@ -136,6 +136,9 @@ def case_concurrency_wait():
     check(took >= 4 * 0.3 - 0.05, f"concurrency: 8 x 300 ms by 2 took {took:.2f} s (>= 1.2 s)")
     check(r.zcard("{lc}:waiting") == 0 and r.llen("lc") == 0, "concurrency: nothing left waiting")
     stop(a), stop(b)
+    calls, errors = (int(r.hget("{lc}:mstats", f) or 0) for f in ("calls:sleep", "errors:sleep"))
+    check(calls == 8 and errors == 0,
+          f"concurrency: stats count each call once, when it runs ({calls} calls, {errors} errors)")
 
 
 # ---- refuse, with retry_after ------------------------------------------------
