@@ -45,7 +45,10 @@ static int before(rrpc_request *call, void *udata)
     const rrpc__rl_rule *own = rrpc__rl_find(t, rrpc__request_method(call));
     if (own != NULL)
         ask.rules[ask.count++] = own;
-    if (t->star != NULL)
+    /* The built-ins (rpc.ping, rpc.discover) answer health probes and
+     * tools: "*" does not count them, only a rule of their own. */
+    const char *method = rrpc__request_method(call);
+    if (t->star != NULL && strncmp(method, "rpc.", 4) != 0)
         ask.rules[ask.count++] = t->star;
     const rrpc__handler_io *io = rrpc__handler_io_get();
     if (ask.count == 0 || io == NULL || io->admit == NULL)

@@ -25,7 +25,7 @@ static void start_server(running *r, const char *limits)
     rrpc_server_register(srv, "add", m_add, NULL, NULL);
     rrpc_server_register(srv, "sleep", m_sleep, NULL, NULL);
     run_server(r, srv);
-    WAIT_UNTIL(cmd_int(2, "ZCARD", "{" SERVICE "}:workers", NULL) == 1, 5);
+    WAIT_UNTIL(cmd_int(2, "ZCARD", "{" SERVICE "}:workers", NULL) == 1, 5 * time_scale());
 }
 
 /* One sync call of add(1, 2) as TENANT: 0 ran, else the error code. */
@@ -91,9 +91,9 @@ static void test_async_tenant(void)
     json_t *params = json_pack("[ii]", 1, 2);
     done d1 = {0}, d2 = {0};
     CHECK(rrpc_async_call_with(a, SERVICE, "add", params, &o, on_done, &d1) == RRPC_OK);
-    WAIT_UNTIL(atomic_load(&d1.calls) == 1, 5);
+    WAIT_UNTIL(atomic_load(&d1.calls) == 1, 5 * time_scale());
     CHECK(rrpc_async_call_with(a, SERVICE, "add", params, &o, on_done, &d2) == RRPC_OK);
-    WAIT_UNTIL(atomic_load(&d2.calls) == 1, 5);
+    WAIT_UNTIL(atomic_load(&d2.calls) == 1, 5 * time_scale());
     CHECK(atomic_load(&d1.status) == RRPC_OK);
     CHECK(atomic_load(&d2.code) == RRPC_JSONRPC_LIMITED); /* the same tenant's bucket */
     o.tenant = "";
@@ -106,16 +106,20 @@ static void test_async_tenant(void)
  * can be put back. */
 static void test_batch_element_refused(void)
 {
-    /* One sleep holds the only slot while the batch comes. */
-    rrpc__reply_free(cmd(3, "RPUSH", SERVICE,
-                         "{\"jsonrpc\":\"2.0\",\"method\":\"sleep\",\"params\":[600],"
-                         "\"id\":\"rrpc:reply:limits-s\"}"));
-    WAIT_UNTIL(cmd_int(2, "ZCARD", "{" SERVICE "}:running:5:sleep", NULL) == 1, 5);
+    /* One sleep holds the only slot while the batch comes (longer under
+     * valgrind: the other worker must get to the batch meanwhile). */
+    char slow[160];
+    snprintf(slow, sizeof slow,
+             "{\"jsonrpc\":\"2.0\",\"method\":\"sleep\",\"params\":[%d],"
+             "\"id\":\"rrpc:reply:limits-s\"}",
+             (int)(600 * time_scale()));
+    rrpc__reply_free(cmd(3, "RPUSH", SERVICE, slow));
+    WAIT_UNTIL(cmd_int(2, "ZCARD", "{" SERVICE "}:running:5:sleep", NULL) == 1, 5 * time_scale());
     rrpc__reply_free(cmd(3, "RPUSH", SERVICE,
                          "[{\"jsonrpc\":\"2.0\",\"method\":\"add\",\"params\":[1,2],"
                          "\"id\":\"rrpc:reply:limits-b1\",\"tenant\":\"b\"},"
                          "{\"jsonrpc\":\"2.0\",\"method\":\"sleep\",\"params\":[1],\"id\":2}]"));
-    rrpc__reply *r = cmd(3, "BLPOP", "rrpc:reply:limits-b1", "5");
+    rrpc__reply *r = cmd(3, "BLPOP", "rrpc:reply:limits-b1", "30");
     const char *text = r ? rrpc__reply_str(rrpc__reply_element(r, 1), NULL) : NULL;
     CHECK(text != NULL);
     json_t *doc = text ? json_loads(text, 0, NULL) : NULL;
@@ -125,7 +129,7 @@ static void test_batch_element_refused(void)
     CHECK(json_integer_value(json_object_get(e, "code")) == RRPC_JSONRPC_LIMITED);
     json_decref(doc);
     rrpc__reply_free(r);
-    r = cmd(3, "BLPOP", "rrpc:reply:limits-s", "5");
+    r = cmd(3, "BLPOP", "rrpc:reply:limits-s", "30");
     CHECK(r != NULL && rrpc__reply_count(r) == 2);
     rrpc__reply_free(r);
 }

@@ -143,7 +143,7 @@ def case_concurrency_wait():
 
 # ---- refuse, with retry_after ------------------------------------------------
 def case_refuse():
-    a = start("lf", "--rate", "add=1/s", "--concurrency", "sleep=1")
+    a = start("lf", "--rate", "add=1/s", "--concurrency", "sleep=1", "--rate", "*=1000/s")
     first, second = call("lf", "add", [1, 1]), call("lf", "add", [1, 1])
     check(first.get("result") == 2, "refuse: the first call runs")
     check(limited(second, "rate") and second["error"]["message"] == "Rate limited"
@@ -157,7 +157,12 @@ def case_refuse():
           f"refuse: a second sleep while one runs is 'Too many running' ({json.dumps(other)})")
     check(answer(slow).get("result") == 600, "refuse: the running one finishes")
     check(call("lf", "sleep", [1]).get("result") == 1, "refuse: its slot is free again")
-    # A notification over the limit is dropped, never answered.
+    # "*" does not count the built-ins: health probes are never limited.
+    subprocess.run([RRPC, "limits", "lf", "set", '{"*": {"rate": 0.1}}'], capture_output=True,
+                   env=dict(os.environ, REDIS_URL=URL))
+    time.sleep(0.6)
+    pings = [call("lf", "rpc.ping", []) for _ in range(3)]
+    check(all("result" in p for p in pings), "refuse: '*' does not limit rpc.ping")
     stop(a)
 
 
