@@ -41,6 +41,7 @@ int cmd_dead(int argc, char **argv);
 int cmd_ping(int argc, char **argv);
 int cmd_top(int argc, char **argv);
 int cmd_forget(int argc, char **argv);
+int cmd_limits(int argc, char **argv);
 int cmd_describe(int argc, char **argv);
 int cmd_web(int argc, char **argv);
 

@@ -18,7 +18,13 @@
 #include <stdio.h>
 #include <string.h>
 
-enum { OPT_IDEMPOTENCY_KEY = CLI_OPT_FIRST_FREE, OPT_TRACEPARENT, OPT_TRACESTATE, OPT_STREAM };
+enum {
+    OPT_IDEMPOTENCY_KEY = CLI_OPT_FIRST_FREE,
+    OPT_TRACEPARENT,
+    OPT_TRACESTATE,
+    OPT_STREAM,
+    OPT_TENANT
+};
 
 /* Exit status of a call cancelled with Ctrl-C: 128 + SIGINT, as shells say. */
 #define EXIT_CANCELLED 130
@@ -31,6 +37,7 @@ struct call_args {
     const char *tracestate;
     int pretty;
     int stream; /* --stream: ask for progress, print each value as it comes */
+    const char *tenant; /* --tenant: the request's tenant member, or NULL */
     int help;
     const char *service;
     const char *method;
@@ -45,6 +52,7 @@ static const struct option call_options[] = {
     {"traceparent", required_argument, NULL, OPT_TRACEPARENT},
     {"tracestate", required_argument, NULL, OPT_TRACESTATE},
     {"stream", no_argument, NULL, OPT_STREAM},
+    {"tenant", required_argument, NULL, OPT_TENANT},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -83,6 +91,8 @@ static void usage_call(FILE *out)
           "  --tracestate VALUE the W3C tracestate sent with it\n"
           "  --stream           ask for the handler's progress and print each value as\n"
           "                     one JSON line as it comes, then the result\n"
+          "  --tenant T         send the call as tenant T (1 to 128 bytes): the\n"
+          "                     service's per-tenant limits count it apart\n"
           "  -h, --help         show this help\n"
           "\n"
           "Ctrl-C cancels the call: its request is taken back if no worker has it,\n"
@@ -142,6 +152,7 @@ static int apply_option(const char *prog, int opt, struct call_args *args)
     case OPT_TRACEPARENT: args->traceparent = optarg; return CLI_EXIT_OK;
     case OPT_TRACESTATE: args->tracestate = optarg; return CLI_EXIT_OK;
     case OPT_STREAM: args->stream = 1; return CLI_EXIT_OK;
+    case OPT_TENANT: args->tenant = optarg; return CLI_EXIT_OK;
     case OPT_IDEMPOTENCY_KEY:
         if (*optarg == '\0')
             return cli_usage_error(prog, "--idempotency-key wants a non-empty key");
@@ -231,6 +242,7 @@ static int perform_call(const char *prog, rrpc_client *client, const struct call
     opts.traceparent = args->traceparent;
     opts.tracestate = args->tracestate;
     opts.cancel = &interrupted;
+    opts.tenant = args->tenant;
     if (args->stream)
         opts.progress = print_progress;
     struct sigaction sa, old_int;

@@ -85,6 +85,15 @@ static void info_table(const json_t *doc)
     }
     if (json_array_size(workers) == 0)
         puts("(no live workers)");
+    const json_t *limits = json_object_get(doc, "limits");
+    if (json_object_get(doc, "limits_error") != NULL) {
+        printf("\nlimits: the field does not parse (workers keep their last good ones): %s\n",
+               SAFE(a, json_string_value(json_object_get(doc, "limits_error"))));
+    } else if (json_is_object(limits)) {
+        char *text = json_dumps(limits, JSON_COMPACT | JSON_SORT_KEYS);
+        printf("\nlimits: %s\n", text ? SAFE(d, text) : "?");
+        free(text);
+    }
     printf("\n%-20s %-28s %s\n", "METHOD", "PARAMS", "DESCRIPTION");
     json_array_foreach(json_object_get(doc, "methods"), i, w)
     {

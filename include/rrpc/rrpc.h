@@ -148,6 +148,11 @@ RRPC_EXPORT const char *rrpc_safe_text(char *out, size_t len, const char *text, 
 /* Server error: the caller cancelled the request (PROTOCOL.md section 7,
  * "cancel_key") before it ran, or its handler stopped because of that. */
 #define RRPC_JSONRPC_CANCELLED -32002
+/* Server error: the call is over a limit of the service (PROTOCOL.md
+ * section 9, "Limits") that refuses rather than waits: message "Rate
+ * limited" or "Too many running", data {"limit": "rate"|"concurrency",
+ * "retry_after_ms": <ms>, "scope": <method or "*">}.  Not run. */
+#define RRPC_JSONRPC_LIMITED -32003
 
 /* ------------------------------------------------------------------ */
 /* Sync client                                                         */
@@ -294,6 +299,11 @@ typedef struct rrpc_call_options {
      * rrpc_async_call_with returns. */
     int cancellable;
     uint64_t *handle;
+    /* The request's "tenant" member (PROTOCOL.md section 7): whose call it
+     * is, for the per-tenant limits of the service.  1 to 128 bytes, no
+     * control characters (else RRPC_EINVAL); copied.  NULL (default):
+     * none -- the call shares the bucket of calls without a tenant. */
+    const char *tenant;
 } rrpc_call_options;
 
 /* As rrpc_client_options_init_sized, for bindings. */
@@ -469,6 +479,16 @@ typedef struct rrpc_server_options {
      * exceeded) without running, and its notifications are not run.
      * Default 5 s (0 means the default); a negative value: no limit. */
     double batch_time_limit_s;
+    /* Rate limits and concurrency caps (PROTOCOL.md section 9, "Limits"):
+     * a JSON object such as {"add": {"rate": 10}, "*": {"concurrency": 4,
+     * "over": "wait"}}, written to the service's `limits` field of
+     * {L}:config when the server starts (copied).  NULL (default): the
+     * field is left as it is -- limits set by an operator (rrpc limits)
+     * stay.  Whatever the field says is enforced by every rrpc C worker of
+     * the service and followed within a heartbeat (it needs the heartbeat
+     * on).  A value that does not parse, or names a method the server
+     * does not serve, makes rrpc_server_run fail with RRPC_EINVAL. */
+    const char *limits;
 } rrpc_server_options;
 
 /* As rrpc_client_options_init_sized, for bindings. */
@@ -732,8 +752,10 @@ RRPC_EXPORT int rrpc_admin_services(rrpc_admin *admin, json_t **out);
  * (summed over its lists), "shards" (request lists, from the registry; 1
  * if not sharded), "max_queue", "dead", "workers": [the live workers'
  * records, each with "expires_in" seconds], "methods": [{"name",
- * "description", "params"}, ...] (the union over live workers)}.  An unregistered service is not an
- * error: it has "registered": false and no workers. */
+ * "description", "params"}, ...] (the union over live workers), "limits":
+ * the limits object (null: none), and "limits_error" (a string) when the
+ * field does not parse -- "limits" is then its text}.  An unregistered
+ * service is not an error: it has "registered": false and no workers. */
 RRPC_EXPORT int rrpc_admin_info(rrpc_admin *admin, const char *service, json_t **out);
 
 /* Per-method stats summed over every worker and restart.  *out (new):
@@ -767,6 +789,13 @@ RRPC_EXPORT int rrpc_admin_dead_requeue_one(rrpc_admin *admin, const char *servi
  * register.  Live workers register again with their next heartbeat.  Its
  * stats and dead letters stay. */
 RRPC_EXPORT int rrpc_admin_forget(rrpc_admin *admin, const char *service);
+/* Sets SERVICE's rate limits and concurrency caps (PROTOCOL.md section 9,
+ * "Limits") to the JSON object LIMITS, or clears them (LIMITS NULL): its
+ * running C workers follow within a heartbeat.  LIMITS that do not parse,
+ * or a service that is not registered: RRPC_EINVAL with a message, and
+ * nothing changes.  Method names are not checked against what the
+ * workers serve (rrpc limits warns). */
+RRPC_EXPORT int rrpc_admin_set_limits(rrpc_admin *admin, const char *service, const char *limits);
 
 /* Deletes the dead letters of SERVICE; *removed (may be NULL) counts them. */
 RRPC_EXPORT int rrpc_admin_dead_purge(rrpc_admin *admin, const char *service, long *removed);

@@ -13,6 +13,7 @@
 #include "client/async_receive.h"
 #include "client/async_request.h"
 #include "client/call_options.h"
+#include "core/ratelimit.h"
 #include "client/async_send.h"
 #include "core/defaults.h"
 #include "core/dispatch.h"
@@ -471,6 +472,9 @@ static int start(rrpc_async *a, const char *service, const char *method, const j
     if (rc == RRPC_OK &&
         rrpc__call_trace(o->traceparent, o->tracestate, &trace, err, sizeof err) != RRPC_OK)
         rc = rrpc__async_error(a, RRPC_EINVAL, "%s", err);
+    if (rc == RRPC_OK && o->tenant != NULL && !rrpc__tenant_ok(o->tenant, strlen(o->tenant)))
+        rc = rrpc__async_error(a, RRPC_EINVAL, "tenant: 1 to %d bytes, no control characters",
+                               RRPC__TENANT_MAX);
     if (rc != RRPC_OK)
         return rc;
     json_t *members = NULL;
@@ -479,6 +483,10 @@ static int start(rrpc_async *a, const char *service, const char *method, const j
     if (!notify && a->hooks.count > 0 &&
         (rc = intercept(a, service, method, params, &members, &passed)) != RRPC_OK)
         return rc;
+    if (rrpc__call_tenant(o->tenant, &members, err, sizeof err) != RRPC_OK) {
+        json_decref(members); /* out of memory: the tenant was checked above */
+        return rrpc__async_error(a, RRPC_ENOMEM, "%s", err);
+    }
     if (!notify) {
         size_t before = atomic_fetch_add(&a->in_flight, 1);
         if (a->max_in_flight && before >= a->max_in_flight) {

@@ -371,6 +371,11 @@ static int call(rrpc_client *c, const char *service, const char *method, const j
         rrpc__call_hooks_after(&c->hooks, passed, service, method, rc, NULL, NULL);
         return rc;
     }
+    if ((rc = rrpc__call_tenant(o->tenant, &members, c->errmsg, sizeof c->errmsg)) != RRPC_OK) {
+        json_decref(members);
+        rrpc__call_hooks_after(&c->hooks, passed, service, method, rc, NULL, NULL);
+        return rc;
+    }
     watched w;
     int watching = watch_setup(&w, o, timeout_s);
     char *text = encode_request(c, service, method, params, list, key, &timeout_s, &trace,

@@ -42,6 +42,9 @@ struct rrpc_request {
     double cancel_looked_at;   /* monotonic, when the broker was last asked */
     const json_t *message;     /* the request object, for rrpc_request_member */
     const rrpc__method *entry; /* the method called, once found */
+    const char *text;          /* the popped text of a lone request, else NULL */
+    size_t text_len;
+    int deferred; /* put back by a "wait" limit: no answer, not counted */
 };
 
 /* The deadline of the request the calling thread is handling (local
@@ -57,6 +60,27 @@ static _Thread_local const rrpc__handler_io *handler_io;
 void rrpc__handler_io_set(const rrpc__handler_io *io)
 {
     handler_io = io;
+}
+
+const rrpc__handler_io *rrpc__handler_io_get(void)
+{
+    return handler_io;
+}
+
+const char *rrpc__request_method(const rrpc_request *req)
+{
+    return req->method;
+}
+
+const char *rrpc__request_text(const rrpc_request *req, size_t *len)
+{
+    *len = req->text_len;
+    return req->text;
+}
+
+void rrpc__request_defer(rrpc_request *req)
+{
+    req->deferred = 1;
 }
 
 double rrpc__inherited_timeout(double timeout_s)
@@ -425,7 +449,8 @@ static json_t *run_handler(const rrpc__methods *methods, rrpc_request *call, siz
     call->entry = m;
     json_t *result =
         methods->n_hooks == 0 ? m->fn(call, m->udata) : run_intercepted(methods, m, call);
-    rrpc__stats_record(methods->stats, (size_t)(m - methods->items), started, !result);
+    if (!call->deferred) /* a request put back by a "wait" limit runs later: counted then */
+        rrpc__stats_record(methods->stats, (size_t)(m - methods->items), started, !result);
     rrpc__trace_leave();
     handler_request = NULL; /* progress from now on is refused: the answer is final */
     handler_deadline = 0;
@@ -470,8 +495,8 @@ static void read_progress_cancel(const json_t *req, rrpc_request *call, const ch
  * section 5): a valid request is answered -32001 without running.  KEY
  * (KEY_LEN bytes, or NULL) is its reply key, where progress goes. */
 static json_t *handle_one(const rrpc__methods *methods, json_t *req, const rrpc__clock *clock,
-                          double over_time_limit, const char *key, size_t key_len,
-                          rrpc__outcome *out)
+                          double over_time_limit, const char *key, size_t key_len, const char *text,
+                          size_t text_len, rrpc__outcome *out)
 {
     out->requests++;
     const char *why = NULL;
@@ -483,6 +508,17 @@ static json_t *handle_one(const rrpc__methods *methods, json_t *req, const rrpc_
         out->errors++;
         return rrpc__response_error(id_ok ? id : NULL, RRPC_JSONRPC_INVALID_REQUEST,
                                     "Invalid Request", json_string(why));
+    }
+    /* The tenant member keys the limits (PROTOCOL.md section 7). */
+    const json_t *tenant = json_object_get(req, "tenant");
+    if (tenant != NULL &&
+        (!json_is_string(tenant) ||
+         !rrpc__tenant_ok(json_string_value(tenant), json_string_length(tenant)))) {
+        out->errors++;
+        return rrpc__response_error(id, RRPC_JSONRPC_INVALID_REQUEST, "Invalid Request",
+                                    json_pack("{s:s,s:s}", "member", "tenant", "why",
+                                              "a string of 1 to 128 bytes, no control "
+                                              "characters"));
     }
     if (is_notification)
         out->notifications++;
@@ -501,7 +537,10 @@ static json_t *handle_one(const rrpc__methods *methods, json_t *req, const rrpc_
                          0,
                          0,
                          req,
-                         NULL};
+                         NULL,
+                         text,
+                         text_len,
+                         0};
     read_trace(req, &call);
     read_progress_cancel(req, &call, key, key_len);
     size_t name_len = json_string_length(json_object_get(req, "method"));
@@ -512,6 +551,14 @@ static json_t *handle_one(const rrpc__methods *methods, json_t *req, const rrpc_
                            json_pack("{sI}", "limit_ms", (json_int_t)(over_time_limit * 1000)));
     } else {
         result = run_handler(methods, &call, name_len, request_deadline(req), clock, out);
+    }
+    if (call.deferred) { /* back in the broker: it will be popped again */
+        json_decref(result);
+        json_decref(call.error);
+        out->deferred++;
+        out->requests--;
+        out->notifications -= is_notification;
+        return NULL;
     }
     if (result == NULL && call.error == NULL)
         rrpc_request_error(&call, RRPC_JSONRPC_INTERNAL_ERROR, "Internal error", NULL);
@@ -570,7 +617,8 @@ static json_t *handle_batch(const rrpc__methods *methods, const rrpc__limits *li
             limits->batch_time_s > 0 && rrpc__monotonic() - started >= limits->batch_time_s
                 ? limits->batch_time_s
                 : 0;
-        json_t *r = handle_one(methods, json_array_get(batch, i), clock, over, NULL, 0, out);
+        json_t *r =
+            handle_one(methods, json_array_get(batch, i), clock, over, NULL, 0, NULL, 0, out);
         if (r != NULL)
             json_array_append_new(responses, r);
     }
@@ -622,7 +670,8 @@ void rrpc__dispatch(const rrpc__methods *methods, const rrpc__limits *limits,
         response = handle_batch(methods, limits, clock, msg, key, key_room, &have_key, out);
     } else {
         have_key = rrpc__reply_key(msg, key, key_room);
-        response = handle_one(methods, msg, clock, 0, have_key ? key : NULL, have_key, out);
+        response =
+            handle_one(methods, msg, clock, 0, have_key ? key : NULL, have_key, text, len, out);
     }
     if (response != NULL && have_key) {
         out->reply_key = key; /* the outcome owns it now */

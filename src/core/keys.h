@@ -39,6 +39,10 @@
 #define RRPC__TAG_ALIVE    "alive:"    /* reliable: + <process id>, its heartbeat */
 #define RRPC__TAG_DONE     "done:"     /* reliable: + <request id>, remembered answers */
 #define RRPC__TAG_APPLIED  ":applied:" /* at-most-once effects guards */
+/* Limits (PROTOCOL.md section 9, "Limits"): + "<len>:<scope>[:<tenant>]". */
+#define RRPC__TAG_RATE    ":rate:"    /* a rate's GCRA arrival time (ms, string) */
+#define RRPC__TAG_RUNNING ":running:" /* zset of concurrency leases, by expiry */
+#define RRPC__TAG_WAITING ":waiting"  /* zset of requests waiting, by when due */
 
 /* The names of one service's keys. */
 typedef struct rrpc__service_keys {

@@ -129,6 +129,7 @@ enum {
     R_SHARDS,
     R_COUNTERS,
     R_HEAD,
+    R_LIMITS,
     R_COUNT
 };
 
@@ -245,7 +246,8 @@ static int queue_service(rrpc__conn *c, const keys *k)
         (rc = rrpc__conn_appendv(c, 3, "HGET", k->config, "shards")) ||
         (rc = rrpc__conn_appendv(c, 6, "HMGET", k->stats, RRPC__STAT_EXPIRED, RRPC__STAT_SHED,
                                  RRPC__STAT_REDELIVERED, RRPC__STAT_LOST)) ||
-        (rc = rrpc__conn_appendv(c, 3, "LINDEX", k->list, "0")))
+        (rc = rrpc__conn_appendv(c, 3, "LINDEX", k->list, "0")) ||
+        (rc = rrpc__conn_appendv(c, 3, "HGET", k->config, "limits")))
         return rc;
     return RRPC_OK;
 }
@@ -284,6 +286,11 @@ static int service(rrpc__client_link *l, const char *prefix, const char *name,
     if (rc == RRPC_OK) {
         v.workers = live_workers(r[R_WORKERS], r[R_INFO], now_ms);
         v.mstats = counters(r[R_MSTATS]);
+        size_t n = 0;
+        const char *limits = rrpc__reply_type(r[R_LIMITS]) == RRPC__REPLY_STRING
+                                 ? rrpc__reply_str(r[R_LIMITS], &n)
+                                 : NULL;
+        v.limits = limits ? json_stringn(limits, n) : NULL;
         *view = v;
         if (view->workers == NULL || view->mstats == NULL) {
             json_decref(view->workers);
@@ -554,6 +561,32 @@ static int forget(rrpc__client_link *l, const char *prefix, const char *service,
     return RRPC_OK;
 }
 
+/* Sets (TEXT) or clears (TEXT NULL) the limits of a registered service. */
+static int limits_set(rrpc__client_link *l, const char *prefix, const char *service,
+                      const char *text, char *err, size_t errlen)
+{
+    static const char script[] = "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
+                                 "if ARGV[1] == '' then redis.call('HDEL', KEYS[1], 'limits')\n"
+                                 "else redis.call('HSET', KEYS[1], 'limits', ARGV[1]) end\n"
+                                 "return 1\n";
+    keys k;
+    int rc = begin(l, prefix, service, &k, err, errlen);
+    if (rc != RRPC_OK)
+        return rc;
+    rrpc__reply *r[1];
+    if ((rc = rrpc__conn_appendv(l->conn, 5, "EVAL", script, "1", k.config, text ? text : "")))
+        return link_fail(l, rc, err, errlen);
+    if ((rc = read_all(l, 1, r, err, errlen)) != RRPC_OK)
+        return rc;
+    long long done = rrpc__reply_integer(r[0]);
+    rrpc__reply_free(r[0]);
+    return done == 1 ? RRPC_OK
+                     : rrpc__fail(err, errlen, RRPC_EINVAL,
+                                  "%s is not registered: its limits live in its configuration, "
+                                  "which its first server creates",
+                                  service);
+}
+
 /* ---- rrpc web's chart history ------------------------------------------------ */
 
 static int history_key(char *buf, size_t len, const char *prefix, const char *service)
@@ -655,4 +688,5 @@ const rrpc__admin_ops rrpc__redis_admin_ops = {
     .dead_requeue_one = dead_requeue_one,
     .dead_purge = dead_purge,
     .forget = forget,
+    .limits_set = limits_set,
 };

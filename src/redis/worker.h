@@ -160,6 +160,15 @@ typedef struct worker {
      * the first time a handler needs it, and the hooks handlers reach. */
     rrpc__conn *side;
     rrpc__handler_io io;
+    /* Limits (worker_limits.c): the entry being decided (for a "wait" in
+     * reliable mode), the scripts' SHA-1s on the side link, the lease
+     * counter, a failing check logged once, the last move of waiting
+     * requests. */
+    const struct entry *current;
+    char rl_sha[2][41];
+    unsigned long long rl_seq;
+    int rl_failing;
+    double promoted_at;
 } worker;
 
 /* The requests of a pop pair, read by the delivery mode. */
@@ -271,6 +280,11 @@ int rrpc__collect(worker *w, rrpc__reply *popped[2]);
 /* worker_side.c */
 void rrpc__side_start(worker *w);
 void rrpc__side_stop(worker *w);
+rrpc__reply *rrpc__side_command(worker *w, int argc, const char **argv, const size_t *lens);
+
+/* worker_limits.c */
+void rrpc__limits_io(worker *w, rrpc__handler_io *io);
+void rrpc__send_promote(worker *w);
 
 /* worker.c */
 void rrpc__recover(worker *w);

@@ -17,6 +17,7 @@
 #include "core/shard.h"
 #include "core/url.h"
 #include "server/discover.h"
+#include "server/limits.h"
 #include "server/record.h"
 #include "server/server.h"
 
@@ -149,6 +150,9 @@ static int init_server(rrpc_server *s, const rrpc_server_options *opts)
     if (s->service == NULL || s->prefix == NULL)
         return RRPC_ENOMEM;
     set_base(s, opts);
+    rrpc__rl_state_init(&s->base.rl, s->service);
+    if (opts->limits != NULL && (s->limits_text = strdup(opts->limits)) == NULL)
+        return RRPC_ENOMEM;
     s->handle_signals = opts->handle_signals;
     s->start_timeout_s = opts->start_timeout_s;
     int rc = copy_prefixes(s, opts->reply_prefixes);
@@ -158,6 +162,8 @@ static int init_server(rrpc_server *s, const rrpc_server_options *opts)
         rc = rrpc__record_init(&s->record, opts, &s->methods);
     if (rc == RRPC_OK)
         rc = rrpc__discover_init(&s->record);
+    if (rc == RRPC_OK)
+        rc = rrpc__limits_install(&s->methods, &s->base.rl);
     if (rc == RRPC_OK)
         rc = rrpc__url_parse(&s->base.url, opts->url, s->base.errmsg, sizeof s->base.errmsg);
     const rrpc__transport *t = NULL;
@@ -208,6 +214,9 @@ void rrpc_server_free(rrpc_server *s)
     rrpc__record_clear(&s->record);
     rrpc__methods_free(&s->methods);
     rrpc__url_free(&s->base.url);
+    if (s->base.rl.service != NULL) /* initialised */
+        rrpc__rl_state_clear(&s->base.rl);
+    free(s->limits_text);
     for (size_t i = 0; s->reply_prefixes && s->reply_prefixes[i]; i++)
         free(s->reply_prefixes[i]);
     free(s->reply_prefixes);
