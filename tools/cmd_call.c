@@ -36,7 +36,7 @@ struct call_args {
     const char *traceparent;     /* call: NULL (a new trace), or the caller's */
     const char *tracestate;
     int pretty;
-    int stream; /* --stream: ask for progress, print each value as it comes */
+    int stream;         /* --stream: ask for progress, print each value as it comes */
     const char *tenant; /* --tenant: the request's tenant member, or NULL */
     int help;
     const char *service;

@@ -114,10 +114,10 @@ typedef struct rrpc__outcome {
     json_t *dead_response; /* the undeliverable response, if any */
     unsigned requests;     /* request objects seen (batch elements singly) */
     unsigned notifications;
-    unsigned errors;  /* error responses produced */
-    unsigned expired; /* requests refused because their deadline had passed */
+    unsigned errors;   /* error responses produced */
+    unsigned expired;  /* requests refused because their deadline had passed */
     unsigned deferred; /* put back in the broker by a "wait" limit: nothing to settle */
-    json_t *effects;  /* rrpc_request_add_effect commands: [[arg, ...], ...] or NULL */
+    json_t *effects;   /* rrpc_request_add_effect commands: [[arg, ...], ...] or NULL */
 } rrpc__outcome;
 
 /* CLOCK (may be NULL: deadlines are then not checked) tells the Redis
