@@ -6,7 +6,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { raw, fresh, serve, memoryLogger, url, rrpc } = require('./helper');
-const { calc } = require('../examples/calc_server');
+const { calc, closeForward } = require('../examples/calc_server');
 
 const client = (options = {}) => new rrpc.Client({ url, timeout: 10, ...options });
 
@@ -167,6 +167,25 @@ test('an aborted call stops the handler running it, and one still queued is take
   } finally {
     await c2.close();
     await r2.quit();
+  }
+});
+
+test('an aborted call reaches the calls its handler made', async () => {
+  const inner = fresh('inner');
+  const outer = fresh('outer');
+  const a = await serve(inner, calc);
+  const b = await serve(outer, calc);
+  const c = client();
+  try {
+    await assert.rejects(c.call(outer, 'forward', [inner, 'sleep', [5000]], { signal: AbortSignal.timeout(400) }),
+      rrpc.Aborted);
+    // The nested call carried the cancel key: the inner handler stopped, its worker is free.
+    assert.equal(await c.call(inner, 'add', [1, 2], { timeout: 2 }), 3);
+  } finally {
+    await c.close();
+    await b.stop();
+    await a.stop();
+    await closeForward(); // forward's client, or the test process would not end
   }
 });
 

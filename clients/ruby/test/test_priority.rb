@@ -132,6 +132,19 @@ class TestPriority < Minitest::Test
     assert_equal 3, client.call(service, 'add', 1, 2, timeout: 1)
   end
 
+  def test_cancel_reaches_nested_calls
+    inner, = serve(Calc.new(url: RRPCTest::REDIS_URL))
+    outer, = serve(Calc.new(url: RRPCTest::REDIS_URL))
+    token = RRPC::CancelToken.new
+    Thread.new do
+      sleep 0.4
+      token.cancel
+    end
+    assert_raises(RRPC::Cancelled) { client.call(outer, 'forward', inner, 'sleep', [5000], cancel: token) }
+    # The nested call carried the cancel key: the inner handler stopped, its worker is free.
+    assert_equal 3, client.call(inner, 'add', 1, 2, timeout: 2)
+  end
+
   def test_cancel_a_queued_call_takes_it_back
     service = unique('queued')
     token = RRPC::CancelToken.new
