@@ -11,8 +11,10 @@
 # set up, which also shows every server stopping a cancelled handler), then
 # a normal, a low and a high call queued in that order by three different
 # languages' clients (the normal one makes the backlog the priority lists
-# need); the worker serves them high, normal, low, which each client's
-# finishing time shows (each call sleeps 200 ms).  The C client and server
+# need); the worker serves them high, normal, low, which the order of its
+# replies shows (seen with MONITOR: each level's call sleeps a different
+# number of ms, 201 for high, 202 for normal, 203 for low, which its
+# response carries as its result).  The C client and server
 # take part only if `rrpc call --help` mentions --priority (the C side of
 # priorities comes from another branch); without it the three peers are
 # covered among themselves.
@@ -78,10 +80,8 @@ else
 fi
 n=${#langs[@]}
 
-done_at() { # done_at FILE: the ms at which the call logged in FILE ended
-  sed -n 's/^done //p' "$1"
-}
-ended() { [ -n "$(done_at "$1")" ]; }
+ms_of() { case $1 in high) echo 201 ;; normal) echo 202 ;; low) echo 203 ;; esac; }
+ended() { grep -q '^20[123]$' "$1"; } # ended LOG: the call logged there has its answer
 
 for i in "${!servers[@]}"; do
   s=${servers[$i]}
@@ -90,10 +90,12 @@ for i in "${!servers[@]}"; do
   busy=$spawned
   sleep 0.3
   wait_until 10 llen_is "$s" 0 || die "$s: the busy call was not taken"
+  spawn "monitor-$s" cli monitor
+  monitor=$spawned
   queue() { # queue LEVEL LANG LIST: queues a call, waits until it is on LIST
     local level=$1 lang=$2 list=$3
     spawn "$level-$s" bash -c "$(declare -f client); BUILD='$BUILD' PY='$PY' here='$here'; \
-      client $lang --priority $level --timeout 30 $s sleep '[200]' && echo done \$((\$(date +%s%N) / 1000000))"
+      client $lang --priority $level --timeout 30 $s sleep '[$(ms_of "$level")]'"
     wait_until 15 llen_is "$list" 1 || die "$s: the $level call from $lang never queued on $list"
   }
   queue normal "$by_normal" "$s"
@@ -106,11 +108,14 @@ for i in "${!servers[@]}"; do
   for level in high normal low; do
     wait_until 15 ended "$test_dir/$level-$s.log" || die "$s: the $level call never ended"
   done
-  h=$(done_at "$test_dir/high-$s.log") m=$(done_at "$test_dir/normal-$s.log") l=$(done_at "$test_dir/low-$s.log")
-  if [ "$h" -lt "$m" ] && [ "$m" -lt "$l" ]; then
+  kill "$monitor"
+  # The replies in the order the worker pushed them: their results (each
+  # twice in a row: the script's call, then its RPUSH inside).
+  order=$(grep -o 'result\\": *20[123]' "$test_dir/monitor-$s.log" | grep -o '20[123]$' | uniq | tr '\n' ' ')
+  if [ "$order" = "201 202 203 " ]; then
     ok "$s serves high ($by_high), normal ($by_normal), low ($by_low) in that order"
   else
-    fail "$s served out of order: high ($by_high) at $h, normal ($by_normal) at $m, low ($by_low) at $l"
+    fail "$s served out of order: '$order' (201 high by $by_high, 202 normal by $by_normal, 203 low by $by_low)"
   fi
 done
 finish
