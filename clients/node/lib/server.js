@@ -52,6 +52,10 @@ const DEFAULTS = {
  * startTimeout (s; 0: as long as it takes, < 0: no wait), logger ({info,
  * warn, error}), handleSignals (SIGINT/SIGTERM stop the server), catchStray
  * (a handler's stray rejection or exception is logged, not fatal).
+ * Requests are popped from {L}:high, L, {L}:low in that order (priorities,
+ * PROTOCOL.md 7); rpc.ping and rpc.discover are built in.  A service whose
+ * {L}:config holds limits (rate limits and concurrency caps, enforced by
+ * the C server only) is not served: serveForever rejects with Unsupported.
  */
 class Server {
   constructor(service, handlers, options = {}) {

@@ -50,7 +50,11 @@ class Server:
     seconds, valid for heartbeat_ttl seconds, publishing max_queue for
     callers; heartbeat=False serves without it (no record, no stats).  The
     built-in methods rpc.ping and rpc.discover (an OpenRPC document of the
-    methods, PROTOCOL.md section 11) are answered either way.
+    methods, PROTOCOL.md section 11) are answered either way.  Requests are
+    popped from {L}:high, L, {L}:low in that order (priorities, PROTOCOL.md
+    7).  A service whose {L}:config holds limits (rate limits and
+    concurrency caps, enforced by the C server only) is not served:
+    serve_forever raises Unsupported.
 
     Replies go only where PROTOCOL.md section 3 allows (never onto rrpc's
     keys, a registered service's list or a key that is not a reply list);

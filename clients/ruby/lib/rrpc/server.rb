@@ -16,7 +16,11 @@ module RRPC
   # in the registry (PROTOCOL.md section 9) every heartbeat_interval seconds,
   # valid for heartbeat_ttl seconds, publishing max_queue for callers;
   # heartbeat: false serves without it (no record, no stats).  The built-in
-  # method rpc.ping is answered either way.
+  # methods rpc.ping and rpc.discover are answered either way.  Requests are
+  # popped from {L}:high, L, {L}:low in that order (priorities, PROTOCOL.md
+  # 7).  A service whose {L}:config holds limits (rate limits and
+  # concurrency caps, enforced by the C server only) is not served:
+  # serve_forever raises Unsupported.
   #
   # Replies go only where PROTOCOL.md section 6 allows (never onto rrpc's
   # keys, a registered service's list or a key that is not a reply list);
