@@ -59,6 +59,7 @@ void rrpc__free_item(reply_item *it)
 {
     free(it->key);
     free(it->text);
+    free(it->release);
     free(it->msg_owned);
 }
 
