@@ -195,8 +195,7 @@ static int remember(rrpc__cluster *cl, int node, int argc, const char **argv, co
     return RRPC_OK;
 }
 
-static int append_at(rrpc__cluster *cl, int node, int argc, const char **argv,
-                     const size_t *lens);
+static int append_at(rrpc__cluster *cl, int node, int argc, const char **argv, const size_t *lens);
 
 int rrpc__cluster_append(rrpc__cluster *cl, int argc, const char **argv, const size_t *lens)
 {
@@ -210,8 +209,7 @@ int rrpc__cluster_append_routed(rrpc__cluster *cl, const char *route, int argc, 
     return append_at(cl, rrpc__cmap_route(&cl->map, 2, probe, NULL), argc, argv, lens);
 }
 
-static int append_at(rrpc__cluster *cl, int node, int argc, const char **argv,
-                     const size_t *lens)
+static int append_at(rrpc__cluster *cl, int node, int argc, const char **argv, const size_t *lens)
 {
     redisContext *ctx = connected_node(cl, node);
     if (ctx == NULL) {

@@ -201,10 +201,10 @@ static const char take_script[] = IDENTITY_LUA CHECK_TYPES_LUA BATCHED_LUA
 
 /* KEYS: in-flight hash, dead list, stats hash, then per request its done
  * key[, its reply key].  ARGV: window, reply ttl, dead-letter bound, the
- * count N of requests, 'hold' or 'release', then per request: its key count (1, or 2 with a
- * reply key), field, answer to remember ('': none, the request's answer is
- * being sent again), response, dead letter ('': none), effect count, then
- * per effect its argc and arguments.
+ * count N of requests, 'hold' or 'release', then per request: its key
+ * count (1, or 2 with a reply key), field, answer to remember ('': none,
+ * the request's answer is being sent again), response, dead letter ('':
+ * none), effect count, then per effect its argc and arguments.
  *
  * Completes N requests held in the in-flight hash, each all or nothing:
  * remembers its answer, pushes its response, applies its effects, files
@@ -374,10 +374,11 @@ static void join_commit_script(void)
 
 /* KEYS: list, worker set, dead list, stats hash.  ARGV: key prefix
  * "{list}:", max deliveries, window, service, dead-letter bound, size
- * limit, 'redrive' (Cluster: answered requests go back too) or ''.  Returns [requeued, dead, unreadable].  Nothing it reads can make
- * it fail once it has written: the declared keys' types are checked first,
- * and a dead worker's key of the wrong type, or a delivery counter that
- * cannot count, affects only its own requests. */
+ * limit, 'redrive' (Cluster: answered requests go back too) or ''.
+ * Returns [requeued, dead, unreadable].  Nothing it reads can make it fail
+ * once it has written: the declared keys' types are checked first, and a
+ * dead worker's key of the wrong type, or a delivery counter that cannot
+ * count, affects only its own requests. */
 static const char reap_script[] = CHECK_TYPES_LUA
     "local bad = check_types({'list', 'set', 'list', 'hash'})\n"
     "if bad then return bad end\n"
@@ -406,11 +407,13 @@ static const char reap_script[] = CHECK_TYPES_LUA
     "end\n"
     "local function put_back(rec)\n"
     "  local h, d, item = string.sub(rec, 1, 40), string.sub(rec, 41, 80), string.sub(rec, 81)\n"
-    "  if h == d and redis.call('TYPE', ARGV[1] .. 'done:' .. h).ok == 'string' then\n"
+    "  if redis.call('TYPE', ARGV[1] .. 'done:' .. h).ok == 'string' then\n"
     /* Answered (or a copy another worker took).  On a Cluster its
      * response may not have been pushed yet: back it goes, to be answered
-     * again from its memory, without counting a delivery. */
-    "    if ARGV[7] == 'redrive' then\n"
+     * again from its memory, without counting a delivery -- if it has a
+     * stable identity (a take's own identity would be new at the next
+     * take, and the request would run again). */
+    "    if ARGV[7] == 'redrive' and h == d then\n"
     "      redis.call('LPUSH', KEYS[1], item)\n"
     "      requeued = requeued + 1\n"
     "    end\n"
@@ -505,8 +508,8 @@ static int shard_keys(const rrpc__rel *r, const char *list_key, int k, rrpc__rel
     return RRPC_OK;
 }
 
-int rrpc__rel_init(rrpc__rel *r, const char *list_key, int shards, int cluster,
-                   const char *service, const rrpc__rel_options *opts)
+int rrpc__rel_init(rrpc__rel *r, const char *list_key, int shards, int cluster, const char *service,
+                   const rrpc__rel_options *opts)
 {
     memset(r, 0, sizeof *r);
     char host[64] = "host", hex[33];
@@ -561,9 +564,9 @@ void rrpc__rel_take_argv(const rrpc__rel *r, const rrpc__rel_worker *k, const ch
                          const char *base, const char *argv[12])
 {
     const rrpc__rel_shard *sh = k->shard;
-    const char *a[] = {"EVALSHA",        r->take_sha, "4",          sh->list_key,
-                       k->landing,       k->inflight, sh->set_key,  count,
-                       sh->done_prefix,  k->wid,      r->size_text, base};
+    const char *a[] = {"EVALSHA",       r->take_sha, "4",          sh->list_key,
+                       k->landing,      k->inflight, sh->set_key,  count,
+                       sh->done_prefix, k->wid,      r->size_text, base};
     memcpy(argv, a, sizeof a);
 }
 
@@ -716,7 +719,7 @@ int rrpc__rel_commit_batch(const rrpc__rel *r, const rrpc__rel_worker *wk, const
     }
     snprintf(out->numkeys, sizeof out->numkeys, "%zu", keys);
     snprintf(out->count, sizeof out->count, "%zu", n);
-    const char *head[] = {"EVALSHA",    r->commit_sha,          out->numkeys,
+    const char *head[] = {"EVALSHA",    r->commit_sha,       out->numkeys,
                           wk->inflight, wk->shard->dead_key, wk->shard->stats_key};
     size_t k = 0, a = 3 + keys;
     for (; k < 6; k++) {
@@ -911,11 +914,13 @@ static int beat(rrpc__rel *r, rrpc__conn *c)
     for (int k = 0; rc == RRPC_OK && k < r->nshards; k++) {
         const rrpc__rel_shard *sh = &r->shards[k];
         const char *set[] = {"SET", sh->alive_key, "1", "PX", ttl_ms};
-        const char *reap[] = {"EVAL",       reap_script,   "4",
-                              sh->list_key, sh->set_key,   sh->dead_key,
-                              sh->stats_key, sh->tag,      r->max_text,
-                              r->window_text, r->service,  bound,
-                              r->size_text, r->cluster ? "redrive" : ""};
+        const char *reap[] = {"EVAL",        reap_script,
+                              "4",           sh->list_key,
+                              sh->set_key,   sh->dead_key,
+                              sh->stats_key, sh->tag,
+                              r->max_text,   r->window_text,
+                              r->service,    bound,
+                              r->size_text,  r->cluster ? "redrive" : ""};
         rc = rrpc__conn_append(c, 5, set, NULL);
         if (rc == RRPC_OK)
             rc = rrpc__conn_append(c, 14, reap, NULL);

@@ -86,8 +86,8 @@ size_t rrpc__rel_max_list_key(void);
 /* Keys for SHARDS request lists (shard k's list from LIST_KEY as
  * rrpc__shard_key makes it); CLUSTER: on a Redis Cluster.  RRPC_EINVAL if
  * the last shard's list key is longer than rrpc__rel_max_list_key(). */
-int rrpc__rel_init(rrpc__rel *r, const char *list_key, int shards, int cluster,
-                   const char *service, const rrpc__rel_options *opts);
+int rrpc__rel_init(rrpc__rel *r, const char *list_key, int shards, int cluster, const char *service,
+                   const rrpc__rel_options *opts);
 void rrpc__rel_free(rrpc__rel *r);
 /* Worker THREAD's keys, on shard SHARD. */
 int rrpc__rel_worker_keys(const rrpc__rel *r, int shard, int thread, rrpc__rel_worker *k);

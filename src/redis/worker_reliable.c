@@ -58,9 +58,9 @@ static void queue_commit(worker *w, const char *msg, size_t len, rrpc__rel_commi
 }
 
 /* Reliable mode on a Cluster: releases the request held under FIELD (its
- * response was pushed, or it had none).  Not kept after a broken link:
- * the request then stays held, and the next take answers it again from
- * its memory, which pushes the response once more and releases it. */
+ * response was pushed, or it had none).  Kept after a broken link and
+ * sent again (HDEL is idempotent): until then the take returns the
+ * request, and commit_pending keeps it from running again. */
 void rrpc__release_held(worker *w, const char *field)
 {
     const char *argv[3];
