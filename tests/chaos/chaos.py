@@ -55,7 +55,18 @@ caller hung.  Besides the figures, the JSON has errors by status, latencies,
 handler reruns (starts of `effect` beyond the first per call, from the
 workers' --trace logs) and dead letters by reason.
 
-Usage: chaos.py --bin-dir DIR [--mode reliable|at-most-once|both]
+Two more modes run reliable mode differently: reliable-sharded (2 shards
+on one Redis, everything else as above) and reliable-cluster (ClusterRun: a
+Redis Cluster of 3 masters with a replica each; worker kills, and instead of
+Redis restarts, cuts and stalls a failover of the service's master every
+6-9 s, alternately CLUSTER FAILOVER and SIGKILL of the master.  What a
+killed master had acknowledged but not yet replicated may be lost: calls
+that lived through such a crash count their losses and duplicates apart, as
+window_lost and window_duplicated, the measured asynchronous-replication
+window).  --mode all runs all four.
+
+Usage: chaos.py --bin-dir DIR [--mode reliable|at-most-once|both|reliable-sharded|
+                               reliable-cluster|all]
                 [--seconds S] [--callers N] [--timeout T] [--seed N]
                 [--filler-keys N] [--keep] [--verbose]   (--help for all)
 Every process it starts dies with it (PR_SET_PDEATHSIG, signals, atexit) and
