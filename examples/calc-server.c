@@ -482,8 +482,7 @@ static void usage(FILE *out)
           "                  (default: 0 = no limit; with --shards, per shard)\n"
           "  --shards N      spread the service over N request lists, so that it\n"
           "                  uses several Redis Cluster masters; rrpc sync clients\n"
-          "                  pick them in turn (default: 1; raises --workers to N;\n"
-          "                  not with --reliable)\n"
+          "                  pick them in turn (default: 1; raises --workers to N)\n"
           "  --start-timeout S\n"
           "                  while Redis is not there at start (refusing, loading,\n"
           "                  a Cluster forming), wait for it at most S seconds, then\n"
@@ -680,12 +679,6 @@ static int parse_options(int argc, char **argv, rrpc_server_options *opts)
         case 'h': usage(stdout); exit(0);
         default: fputs("Try 'calc-server --help'.\n", stderr); return 2;
         }
-    }
-    if (opts->reliable && opts->shards > 1) {
-        fputs("calc-server: --reliable does not work with --shards above 1 (yet)\n"
-              "Try 'calc-server --help'.\n",
-              stderr);
-        return 2;
     }
     opts->limits = limits_text(); /* the library checks the rules */
     if (optind < argc) {

@@ -415,9 +415,11 @@ typedef struct rrpc_server_options {
      * or repeated request is answered once, not run twice (a notification
      * runs once per send, unless it carries an "idempotency_key").
      * rrpc_server_run refuses it (RRPC_EINVAL, rrpc_server_errmsg says
-     * why) on a redis+cluster:// URL, on a Redis whose maxmemory-policy is
-     * not noeviction, and when key_prefix + service is longer than 361
-     * bytes (its keys would not fit). */
+     * why) on a Redis whose maxmemory-policy is not noeviction, and when
+     * key_prefix + service is longer than 361 bytes (its keys would not
+     * fit).  On a Redis Cluster the response is pushed after the commit,
+     * at least once, and effects must name keys of the service's slot
+     * (hash tag "{<prefix><service>}"): docs/RELIABILITY.md. */
     int reliable;
     int max_deliveries;    /* reliable: a request that was taken by this many
                             * workers that died becomes a dead letter; default 3 */
@@ -450,8 +452,9 @@ typedef struct rrpc_server_options {
      * spread their calls over the shards round-robin; callers that know
      * nothing of shards (other peers, a sync client with fail_fast = 0)
      * push onto shard 0, which is always served.  All servers of a service
-     * must agree on it.  Not with reliable: rrpc_server_new then fails
-     * with RRPC_EINVAL. */
+     * must agree on it.  With reliable, each shard has its own in-flight
+     * and dedup keys (in its list's hash slot), and a dead worker's
+     * requests go back to their own shard (docs/RELIABILITY.md). */
     int shards;
     /* How long rrpc_server_run waits for Redis at start, in seconds.  A
      * server is often started together with its Redis (supervisors, compose

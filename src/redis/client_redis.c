@@ -18,6 +18,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* How much longer than the BLPOP the socket may stay silent before the
  * link is considered dead.  Short: it is all a call may overrun its
@@ -187,6 +188,15 @@ static int push(rrpc__client_link *l, call *k, char *err, size_t errlen)
         rc = rrpc__failfast_check(l->ff, l->conn, k->queue, k->timeout_s, &k->st, err, errlen);
     if (rc != RRPC_OK)
         return rc;
+    /* A resend of the same request (resend_on_reconnect: the same reply
+     * key, which is one per call) goes to the shard of its first send,
+     * whose dedup memory knows it: a reliable service remembers answers
+     * per shard, and on another shard it could run again. */
+    if (strcmp(l->last_reply_to, k->reply_to) == 0)
+        k->st.shard = l->last_shard;
+    else if (strlen(k->reply_to) < sizeof l->last_reply_to)
+        snprintf(l->last_reply_to, sizeof l->last_reply_to, "%s", k->reply_to);
+    l->last_shard = k->st.shard;
     if (rrpc__shard_key(k->target, sizeof k->target, k->queue, k->st.shard) != RRPC_OK)
         return rrpc__fail(err, errlen, RRPC_EINVAL, "service name too long");
     /* The registry's round trip may have used up a tiny timeout: then

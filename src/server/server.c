@@ -189,9 +189,8 @@ int rrpc_server_new(rrpc_server **out, const rrpc_server_options *caller)
         return RRPC_EINVAL;
     if (!rrpc__valid_name(own.service))
         return RRPC_EINVAL; /* empty, or whitespace/control characters */
-    /* Reliable mode keeps one in-flight state per request list; it is not
-     * sharded (yet), so the two do not mix. */
-    if (own.shards < 0 || own.shards > RRPC__MAX_SHARDS || (own.reliable && own.shards > 1))
+    /* Reliable and sharded: each shard has its own in-flight keys. */
+    if (own.shards < 0 || own.shards > RRPC__MAX_SHARDS)
         return RRPC_EINVAL;
     rrpc_server *s = calloc(1, sizeof *s);
     if (s == NULL)

@@ -802,16 +802,18 @@ typedef struct commit_parts {
 } commit_parts;
 
 /* Splits a commit call (KEYS in-flight, dead, stats, then per request its
- * done key[, reply key]; ARGV window, ttl, trim, N, then per request its
- * key count, field, answer, response, dead letter, effects) into parts. */
+ * done key[, reply key]; ARGV window, ttl, trim, N, 'release' (one Redis:
+ * the script releases what it commits), then per request its key count,
+ * field, answer, response, dead letter, effects) into parts. */
 static void split_commit(const world *w, bytes *a, size_t n, commit_parts *p)
 {
     long nk = strtol(a[2].p, NULL, 10);
-    CHECK(nk >= 4 && n >= (size_t)(3 + nk + 4), "commit of %ld keys", nk);
+    CHECK(nk >= 4 && n >= (size_t)(3 + nk + 5), "commit of %ld keys", nk);
     CHECK(eqs(&a[3], w->inflight_key) && eqs(&a[4], w->dead_key) && eqs(&a[5], w->stats_key),
           "commit on other keys");
-    size_t argv0 = 3 + (size_t)nk, key = 6, at = argv0 + 4;
+    size_t argv0 = 3 + (size_t)nk, key = 6, at = argv0 + 5;
     CHECK(eqs(&a[argv0 + 2], "-1000"), "commit's dead-letter bound: %s", a[argv0 + 2].p);
+    CHECK(eqs(&a[argv0 + 4], "release"), "commit that holds on one Redis: %s", a[argv0 + 4].p);
     p->n = strtol(a[argv0 + 3].p, NULL, 10);
     CHECK(p->n >= 1 && p->n <= 4 * MAX_MESSAGES, "commit of %ld requests", p->n);
     for (long j = 0; j < p->n; j++) {
