@@ -74,7 +74,8 @@ static int cancel_on_loop(rrpc_async *a, uint64_t handle)
         if (c->cancellable && rrpc__areq_cancel_key(a, handle, key, sizeof key) == RRPC_OK)
             a->ops->mark_cancelled(a->session, key, strlen(key),
                                    (long long)((c->timeout_s + 60.0) * 1000.0));
-        a->ops->withdraw(a->session, c->buf, c->list_len, rrpc__areq_text(c), c->text_len);
+        a->ops->withdraw(a->session, c->buf, c->list_len, c->priority, rrpc__areq_text(c),
+                         c->text_len);
     }
     rrpc__async_error(a, RRPC_ECANCELED, "the call was cancelled");
     rrpc__acall_finish(a, c, RRPC_ECANCELED, NULL, NULL);
@@ -490,6 +491,7 @@ static int start(rrpc_async *a, const char *service, const char *method, const j
         c->progress = notify ? NULL : o->progress;
         c->progress_udata = o->progress_udata;
         c->cancellable = !notify && o->cancellable;
+        c->priority = notify ? RRPC_PRIORITY_NORMAL : o->priority;
         if (o->handle != NULL)
             *o->handle = c->handle;
         if (rc == RRPC_OK)

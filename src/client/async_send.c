@@ -47,7 +47,8 @@ static void on_call_timeout(evutil_socket_t fd, short what, void *arg)
     rrpc__acall *c = arg;
     rrpc_async *a = c->owner;
     if (!c->in_outbox && a->session != NULL)
-        a->ops->withdraw(a->session, c->buf, c->list_len, rrpc__areq_text(c), c->text_len);
+        a->ops->withdraw(a->session, c->buf, c->list_len, c->priority, rrpc__areq_text(c),
+                         c->text_len);
     rrpc__async_error(a, RRPC_ETIMEDOUT, "no reply from '%s' within %.3f s", c->buf, c->timeout_s);
     rrpc__acall_finish(a, c, RRPC_ETIMEDOUT, NULL, NULL);
 }
@@ -107,12 +108,14 @@ void rrpc__asend_drop_outbox(rrpc_async *a)
 
 /* ---- delivery ---------------------------------------------------------- */
 
+/* Nonzero if X and Y go in one group: the same service and priority. */
 static int same_list(const rrpc__acall *x, const rrpc__acall *y)
 {
-    return x->list_len == y->list_len && memcmp(x->buf, y->buf, x->list_len) == 0;
+    return x->list_len == y->list_len && x->priority == y->priority &&
+           memcmp(x->buf, y->buf, x->list_len) == 0;
 }
 
-/* Hands BOX[0..n) -- all live, all for one service -- to the transport as
+/* Hands BOX[0..n) -- all live, all for one service and priority -- to the transport as
  * one group (the texts go into a->argv after the transport's headroom). */
 static void push_group(rrpc_async *a, rrpc__acall **box, size_t n)
 {
@@ -129,9 +132,12 @@ static void push_group(rrpc_async *a, rrpc__acall **box, size_t n)
     if (b == NULL)
         rc = rrpc__async_error(a, RRPC_ENOMEM, "out of memory");
     else if (a->session != NULL)
-        rc = a->ops->deliver(a->session, box[0]->buf, box[0]->list_len, a->argv, a->lens, n, b);
+        rc = a->ops->deliver(a->session, box[0]->buf, box[0]->list_len, box[0]->priority, a->argv,
+                             a->lens, n, b);
     if (rc == RRPC_ECONNECT)
         rrpc__async_error(a, rc, "not connected to %s", a->ops->broker);
+    else if (rc == RRPC_EINVAL)
+        rrpc__async_error(a, rc, "service name too long for its priority lists");
     if (rc != RRPC_OK)
         free(b);
     char msg[RRPC__ERRMSG_LEN];
