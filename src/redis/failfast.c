@@ -214,11 +214,9 @@ int rrpc__failfast_append_push(rrpc__conn *c, const char *list, const char *text
         return rrpc__conn_appendv(c, 8, "EVAL", rrpc__priority_push_script, "3", list, high, low,
                                   text, name);
     snprintf(max, sizeof max, "%ld", st->max_queue);
-    if (priority == RRPC_PRIORITY_NORMAL)
-        return rrpc__conn_appendv(c, 8, "EVAL", rrpc__max_queue_push_script, "3", list, high, low,
-                                  text, max);
-    return rrpc__conn_appendv(c, 9, "EVAL", rrpc__max_queue_push_script, "3", list, high, low, text,
-                              max, name);
+    const char *argv[] = {"EVAL", rrpc__max_queue_push_script, "3", list, high, low, text, max,
+                          name};
+    return rrpc__conn_append(c, priority == RRPC_PRIORITY_NORMAL ? 8 : 9, argv, NULL);
 }
 
 int rrpc__failfast_pushed(const rrpc__reply *r, const rrpc__svc_state *st, char *err, size_t errlen)

@@ -292,6 +292,55 @@ static void test_order_sharded(int reliable)
     rrpc__reply_free(cmd(2, "DEL", "prio:shard:reply"));
 }
 
+/* max_queue counts the three lists of the shard: with a normal call on L
+ * and a low one on {L}:low behind a busy worker, a queue of 2 is full for
+ * a high call too. */
+static void test_max_queue_counts_all(void)
+{
+    const char *service = "prio_maxq";
+    clear_lists(service);
+    tags_reset();
+    atomic_store(&holding, 0);
+    atomic_store(&release, 0);
+    rrpc_server_options o;
+    rrpc_server_options_init(&o);
+    o.service = service;
+    o.workers = 1;
+    o.max_queue = 2;
+    o.handle_signals = 0;
+    rrpc_server *srv = NULL;
+    CHECK(rrpc_server_new(&srv, &o) == RRPC_OK);
+    if (srv == NULL)
+        return;
+    CHECK(rrpc_server_register(srv, "mark", m_mark, NULL, NULL) == RRPC_OK);
+    CHECK(rrpc_server_register(srv, "hold", m_hold, NULL, NULL) == RRPC_OK);
+    running r;
+    run_server(&r, srv);
+    caller hold, n0, low;
+    start_call(&hold, service, "hold", NULL, RRPC_PRIORITY_NORMAL);
+    WAIT_UNTIL(atomic_load(&holding), 10 * time_scale());
+    start_call(&n0, service, "mark", "n0", RRPC_PRIORITY_NORMAL);
+    WAIT_UNTIL(queued(service) == 1, 5 * time_scale());
+    start_call(&low, service, "mark", "low", RRPC_PRIORITY_LOW);
+    WAIT_UNTIL(queued(service) == 2, 5 * time_scale());
+    CHECK_EQ_INT(llen(service, RRPC_PRIORITY_LOW), 1);
+    rrpc_client *c = open_client_with(NULL);
+    rrpc_call_options co;
+    rrpc_call_options_init(&co);
+    co.priority = RRPC_PRIORITY_HIGH;
+    json_t *result = NULL, *params = json_pack("[s]", "refused");
+    CHECK_EQ_INT(rrpc_call_with(c, service, "mark", params, &co, &result, NULL), RRPC_EOVERLOADED);
+    json_decref(params);
+    CHECK_EQ_INT(queued(service), 2);
+    rrpc_client_close(c);
+    atomic_store(&release, 1);
+    join_call(&hold);
+    join_call(&n0);
+    join_call(&low);
+    check_order("max_queue", "n0 low");
+    stop_server(&r);
+}
+
 /* ---- no latency floor ---------------------------------------------------------- */
 
 /* An idle reliable worker blocks in BLMOVE on L alone: a high or low call
@@ -494,6 +543,7 @@ int main(void)
         test_order_sharded(reliable);
     }
     test_idle_answers_at_once();
+    test_max_queue_counts_all();
     raw_close();
     return check_report();
 }
