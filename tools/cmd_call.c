@@ -155,13 +155,7 @@ static int apply_option(const char *prog, int opt, struct call_args *args)
     case OPT_TRACESTATE: args->tracestate = optarg; return CLI_EXIT_OK;
     case OPT_STREAM: args->stream = 1; return CLI_EXIT_OK;
     case OPT_PRIORITY:
-        if (strcmp(optarg, "high") == 0)
-            args->priority = RRPC_PRIORITY_HIGH;
-        else if (strcmp(optarg, "normal") == 0)
-            args->priority = RRPC_PRIORITY_NORMAL;
-        else if (strcmp(optarg, "low") == 0)
-            args->priority = RRPC_PRIORITY_LOW;
-        else
+        if (cli_parse_priority(optarg, &args->priority) != 0)
             return cli_usage_error(prog, "--priority wants high, normal or low, not '%s'", optarg);
         return CLI_EXIT_OK;
     case OPT_IDEMPOTENCY_KEY:
