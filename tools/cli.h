@@ -78,6 +78,10 @@ int cli_usage_error(const char *prog, const char *fmt, ...)
  * is not one. */
 int cli_parse_seconds(const char *text, double *seconds);
 
+/* Parses "high", "normal" or "low" (--priority) into RRPC_PRIORITY_*.  0
+ * on success, -1 if TEXT is none of them. */
+int cli_parse_priority(const char *text, int *priority);
+
 /* Parses a count in [MIN, MAX]: decimal digits only, so no sign (strtoull
  * would turn "-5" into 2^64 - 5), no blanks, nothing after.  0 on success,
  * -1 if TEXT is not one. */

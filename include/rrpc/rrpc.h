@@ -255,8 +255,8 @@ RRPC_EXPORT int rrpc_call(rrpc_client *client, const char *service, const char *
                           const json_t *params, double timeout_s, json_t **result, json_t **error);
 
 /* Per-call options, for rrpc_call_with and rrpc_async_call_with.  Like
- * the other options structs it may grow (later: priority, progress,
- * cancellation): fill it with rrpc_call_options_init first. */
+ * the other options structs it grows: fill it with rrpc_call_options_init
+ * first. */
 typedef struct rrpc_call_options {
     size_t size; /* as in rrpc_client_options: set by _init */
     /* As rrpc_call's timeout_s: 0 (default) is the client's default. */
@@ -304,7 +304,19 @@ typedef struct rrpc_call_options {
      * control characters (else RRPC_EINVAL); copied.  NULL (default):
      * none -- the call shares the bucket of calls without a tenant. */
     const char *tenant;
+    /* Priority (PROTOCOL.md section 7, "Priorities"): RRPC_PRIORITY_HIGH,
+     * RRPC_PRIORITY_NORMAL (0, the default) or RRPC_PRIORITY_LOW.  When the
+     * service has a backlog, its workers take high before normal before
+     * low (strict: low waits while high keeps coming); with no backlog
+     * every call goes straight to a worker.  Any other value is
+     * RRPC_EINVAL.  Notifications are always normal. */
+    int priority;
 } rrpc_call_options;
+
+/* rrpc_call_options.priority. */
+#define RRPC_PRIORITY_HIGH   1
+#define RRPC_PRIORITY_NORMAL 0
+#define RRPC_PRIORITY_LOW    (-1)
 
 /* As rrpc_client_options_init_sized, for bindings. */
 RRPC_EXPORT void rrpc_call_options_init_sized(rrpc_call_options *opts, size_t size);
@@ -350,7 +362,8 @@ RRPC_EXPORT int rrpc_call_batch(rrpc_client *client, const char *service, const 
  * request members of its own, sent with the request (e.g. {"auth":
  * "token"}, which a server reads with rrpc_request_member); a member rrpc
  * sets itself (jsonrpc, method, params, id, reply_to, deadline, sent,
- * traceparent, tracestate, idempotency_key, progress, cancel_key) makes
+ * traceparent, tracestate, idempotency_key, progress, cancel_key,
+ * priority) makes
  * the call fail with
  * RRPC_EINVAL.  Returns RRPC_OK to go on, or a negative rrpc_err to
  * refuse: nothing is sent, the call returns that code (an async call's
@@ -747,12 +760,14 @@ RRPC_EXPORT const char *rrpc_admin_errmsg(const rrpc_admin *admin);
 
 /* Every registered service, sorted by name.  *out (new) is an array of
  * {"service", "workers" (live), "threads" (of live workers), "queue"
- * (list length, summed over the lists of a sharded service), "max_queue", "dead" (dead letters
+ * (list length, summed over the lists of a sharded service and over the
+ * priority lists), "max_queue", "dead" (dead letters
  * held), "calls", "errors" (totals over all methods and workers)}. */
 RRPC_EXPORT int rrpc_admin_services(rrpc_admin *admin, json_t **out);
 
 /* One service.  *out (new): {"service", "registered" (bool), "queue"
- * (summed over its lists), "shards" (request lists, from the registry; 1
+ * (summed over its lists and priorities), "queue_high", "queue_low" (of
+ * which in the high and low lists), "shards" (request lists, from the registry; 1
  * if not sharded), "max_queue", "dead", "workers": [the live workers'
  * records, each with "expires_in" seconds], "methods": [{"name",
  * "description", "params"}, ...] (the union over live workers), "limits":

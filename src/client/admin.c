@@ -80,8 +80,9 @@ static int ready(rrpc_admin *a, const char *service)
 }
 
 /* Everything known about SERVICE: {"service", "registered", "queue" (all
- * shards), "shards", "max_queue", "dead", "dead_total", "workers": [...],
- * "mstats": {...}}. */
+ * shards and priorities), "queue_high", "queue_low" (of which in the
+ * priority lists), "shards", "max_queue", "dead", "dead_total",
+ * "workers": [...], "mstats": {...}}. */
 static int gather(rrpc_admin *a, const char *service, json_t **out)
 {
     rrpc__service_view v;
@@ -89,11 +90,13 @@ static int gather(rrpc_admin *a, const char *service, json_t **out)
         a->ops->service(a->base.link, a->base.prefix, service, &v, a->errmsg, sizeof a->errmsg);
     if (rc != RRPC_OK)
         return rc;
-    *out = json_pack("{s:s, s:b, s:I, s:i, s:I, s:I, s:I, s:o, s:o, s:o}", "service", service,
-                     "registered", v.registered, "queue", (json_int_t)v.queue, "shards", v.shards,
-                     "max_queue", (json_int_t)v.max_queue, "dead", (json_int_t)v.dead, "dead_total",
-                     (json_int_t)v.dead_total, "workers", v.workers, "mstats", v.mstats,
-                     "limits_field", v.limits ? v.limits : json_null());
+    *out =
+        json_pack("{s:s, s:b, s:I, s:I, s:I, s:i, s:I, s:I, s:I, s:o, s:o, s:o}", "service",
+                  service, "registered", v.registered, "queue", (json_int_t)v.queue, "queue_high",
+                  (json_int_t)v.queue_high, "queue_low", (json_int_t)v.queue_low, "shards",
+                  v.shards, "max_queue", (json_int_t)v.max_queue, "dead", (json_int_t)v.dead,
+                  "dead_total", (json_int_t)v.dead_total, "workers", v.workers, "mstats", v.mstats,
+                  "limits_field", v.limits ? v.limits : json_null());
     return *out ? RRPC_OK : RRPC_ENOMEM;
 }
 
@@ -329,11 +332,12 @@ int rrpc_admin_info(rrpc_admin *a, const char *service, json_t **out)
         json_object_del(copy, "methods");
         json_array_append_new(slim, copy);
     }
-    *out = json_pack("{s:s, s:O, s:O, s:O, s:O, s:O, s:o, s:o}", "service", service, "registered",
-                     json_object_get(g, "registered"), "queue", json_object_get(g, "queue"),
-                     "shards", json_object_get(g, "shards"), "max_queue",
-                     json_object_get(g, "max_queue"), "dead", json_object_get(g, "dead"), "workers",
-                     slim, "methods", union_methods(workers));
+    *out = json_pack(
+        "{s:s, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:o, s:o}", "service", service, "registered",
+        json_object_get(g, "registered"), "queue", json_object_get(g, "queue"), "queue_high",
+        json_object_get(g, "queue_high"), "queue_low", json_object_get(g, "queue_low"), "shards",
+        json_object_get(g, "shards"), "max_queue", json_object_get(g, "max_queue"), "dead",
+        json_object_get(g, "dead"), "workers", slim, "methods", union_methods(workers));
     add_limits(*out, json_object_get(g, "limits_field"));
     json_decref(g);
     return *out ? RRPC_OK : RRPC_ENOMEM;

@@ -510,6 +510,7 @@ static int start(rrpc_async *a, const char *service, const char *method, const j
         c->progress = notify ? NULL : o->progress;
         c->progress_udata = o->progress_udata;
         c->cancellable = !notify && o->cancellable;
+        c->priority = notify ? RRPC_PRIORITY_NORMAL : o->priority;
         if (o->handle != NULL)
             *o->handle = c->handle;
         if (rc == RRPC_OK)

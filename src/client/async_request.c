@@ -182,6 +182,12 @@ int rrpc__areq_build(rrpc_async *a, rrpc__acall *c, const char *service, const c
     if (rc == RRPC_OK && !c->notify &&
         (c->progress || c->cancellable || rrpc__inherited_cancel_key()))
         rc = append_progress_cancel(a, c, &used);
+    if (rc == RRPC_OK && c->priority != RRPC_PRIORITY_NORMAL) {
+        /* PROTOCOL.md section 7: absent means normal. */
+        static const char high[] = ",\"priority\":\"high\"", low[] = ",\"priority\":\"low\"";
+        rc = c->priority == RRPC_PRIORITY_HIGH ? append(c, &used, high, sizeof high - 1)
+                                               : append(c, &used, low, sizeof low - 1);
+    }
     if (rc == RRPC_OK && !c->notify && a->clock.measured_at > 0) {
         char deadline[80];
         long long now = rrpc__clock_redis_ms(&a->clock); /* `sent`: PROTOCOL.md section 7 */

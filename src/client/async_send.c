@@ -64,8 +64,8 @@ void rrpc__asend_withdraw(rrpc_async *a, rrpc__acall *c)
     if (c->in_outbox || c->shard < 0 || a->session == NULL)
         return; /* never sent: nothing to take back */
     size_t n = shard_queue(c, c->shard, key, sizeof key);
-    a->ops->withdraw(a->session, n ? key : c->buf, n ? n : c->list_len, rrpc__areq_text(c),
-                     c->text_len);
+    a->ops->withdraw(a->session, n ? key : c->buf, n ? n : c->list_len, c->priority,
+                     rrpc__areq_text(c), c->text_len);
 }
 
 static void on_call_timeout(evutil_socket_t fd, short what, void *arg)
@@ -134,13 +134,15 @@ void rrpc__asend_drop_outbox(rrpc_async *a)
 
 /* ---- delivery ---------------------------------------------------------- */
 
+/* Nonzero if X and Y go in one group: the same service and priority. */
 static int same_list(const rrpc__acall *x, const rrpc__acall *y)
 {
-    return x->list_len == y->list_len && memcmp(x->buf, y->buf, x->list_len) == 0;
+    return x->list_len == y->list_len && x->priority == y->priority &&
+           memcmp(x->buf, y->buf, x->list_len) == 0;
 }
 
-/* Hands BOX[0..n) -- all live, all for one service and shard -- to the
- * transport as one group (the texts go into a->argv after the transport's
+/* Hands BOX[0..n) -- all live, all for one service, shard and priority -- to
+ * the transport as one group (the texts go into a->argv after the transport's
  * headroom).  Calls whose group cannot be delivered end here, unless the
  * link is down and they are to be resent when it is back. */
 static void push_group(rrpc_async *a, rrpc__acall **box, size_t n)
@@ -161,9 +163,11 @@ static void push_group(rrpc_async *a, rrpc__acall **box, size_t n)
         rc = rrpc__async_error(a, RRPC_ENOMEM, "out of memory");
     else if (a->session != NULL)
         rc = a->ops->deliver(a->session, klen ? key : box[0]->buf, klen ? klen : box[0]->list_len,
-                             a->argv, a->lens, n, b);
+                             box[0]->priority, a->argv, a->lens, n, b);
     if (rc == RRPC_ECONNECT)
         rrpc__async_error(a, rc, "not connected to %s", a->ops->broker);
+    else if (rc == RRPC_EINVAL)
+        rrpc__async_error(a, rc, "service name too long for its priority lists");
     if (rc != RRPC_OK)
         free(b);
     char msg[RRPC__ERRMSG_LEN];

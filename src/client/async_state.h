@@ -57,6 +57,7 @@ struct rrpc__acall {
     uint64_t handle;       /* rrpc_async_cancel's name for it (rrpc_call_options.handle) */
     void (*progress)(const json_t *value, void *udata); /* or NULL: none asked for */
     void *progress_udata;
+    int priority;             /* RRPC_PRIORITY_*: its group's (async_send.c) */
     unsigned cancellable : 1; /* its request carries its cancel key (async_request.c) */
     unsigned notify : 1;      /* a notification: no id, no callback */
     unsigned in_outbox : 1;   /* waiting for flush() to deliver it */

@@ -5,6 +5,7 @@
 #include "core/internal.h"
 #include "core/opts.h"
 #include "core/ratelimit.h"
+#include "core/priority.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -21,6 +22,11 @@ int rrpc__call_options(rrpc_call_options *own, const rrpc_call_options *opts, ch
     rrpc_call_options_init(own);
     if (opts && rrpc__opts_load(own, sizeof *own, opts, err, errlen) != RRPC_OK)
         return RRPC_EINVAL;
+    if (rrpc__priority_name(own->priority) == NULL)
+        return rrpc__fail(err, errlen, RRPC_EINVAL,
+                          "priority %d is none of RRPC_PRIORITY_HIGH (1), RRPC_PRIORITY_NORMAL "
+                          "(0) and RRPC_PRIORITY_LOW (-1)",
+                          own->priority);
     return RRPC_OK;
 }
 

@@ -506,8 +506,11 @@ static json_t *handle_one(const rrpc__methods *methods, json_t *req, const rrpc_
         /* The id is echoed only if it is itself valid (JSON-RPC 2.0, 5). */
         int id_ok = json_is_string(id) || json_is_number(id);
         out->errors++;
+        /* A bad priority names the member (PROTOCOL.md section 7). */
+        json_t *data =
+            why == rrpc__why_priority ? json_pack("{ss}", "member", "priority") : json_string(why);
         return rrpc__response_error(id_ok ? id : NULL, RRPC_JSONRPC_INVALID_REQUEST,
-                                    "Invalid Request", json_string(why));
+                                    "Invalid Request", data);
     }
     /* The tenant member keys the limits (PROTOCOL.md section 7). */
     const json_t *tenant = json_object_get(req, "tenant");

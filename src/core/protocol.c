@@ -8,6 +8,7 @@
 #include "core/protocol.h"
 
 #include "core/keys.h"
+#include "core/priority.h"
 #include "core/shard.h"
 
 #include <math.h>
@@ -135,6 +136,8 @@ json_t *rrpc__response_error(const json_t *id, int code, const char *message, js
     return rrpc__response_error_object(id, rrpc__error_object(code, message, data_stolen));
 }
 
+const char rrpc__why_priority[] = "member 'priority' must be \"high\", \"normal\" or \"low\"";
+
 int rrpc__request_validate(const json_t *req, const char **why)
 {
     if (!json_is_object(req)) {
@@ -159,6 +162,13 @@ int rrpc__request_validate(const json_t *req, const char **why)
     const json_t *id = json_object_get(req, "id");
     if (id != NULL && !json_is_string(id) && !json_is_number(id) && !json_is_null(id)) {
         *why = "member 'id' must be a string, a number or null";
+        return RRPC_JSONRPC_INVALID_REQUEST;
+    }
+    const json_t *priority = json_object_get(req, "priority");
+    if (priority != NULL &&
+        (!json_is_string(priority) ||
+         !rrpc__priority_known(json_string_value(priority), json_string_length(priority)))) {
+        *why = rrpc__why_priority;
         return RRPC_JSONRPC_INVALID_REQUEST;
     }
     /* A reply_to that is not a string is ignored (PROTOCOL.md section 3),

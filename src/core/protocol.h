@@ -37,6 +37,9 @@ char *rrpc__response_text(const json_t *response);
 /* Checks a decoded request object against JSON-RPC 2.0.  Returns 0 when
  * valid, else RRPC_JSONRPC_INVALID_REQUEST with *why set to a static text. */
 int rrpc__request_validate(const json_t *req, const char **why);
+/* The WHY of a request whose member "priority" is not one of the three
+ * names: answered with data {"member": "priority"} (PROTOCOL.md section 7). */
+extern const char rrpc__why_priority[];
 
 /* The key a response to REQ goes to (PROTOCOL.md section 3): reply_to, else
  * a string id, else a number id's text.  Fills buf (NUL-terminated, but the

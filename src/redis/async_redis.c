@@ -30,6 +30,7 @@
 #include "core/keys.h"
 #include "core/log.h"
 #include "core/shard.h"
+#include "core/priority.h"
 #include "redis/async_cluster.h"
 #include "redis/conn.h"
 
@@ -388,12 +389,50 @@ static int session_open(rrpc__async_session **out, struct event_base *base, cons
     return RRPC_OK;
 }
 
+/* A group of high or low calls: one call of the push script
+ * (core/priority.h), which places the whole group behind a backlog or
+ * straight on the list.  Its own argv: the texts have no room behind them
+ * for the priority. */
+static int deliver_priority(rrpc__async_session *s, const char *queue, size_t qlen, int priority,
+                            const char **texts, size_t *lens, size_t n, void *group)
+{
+    char high[RRPC__KEY_MAX], low[RRPC__KEY_MAX], list[RRPC__KEY_MAX];
+    if (qlen >= sizeof list)
+        return RRPC_EINVAL;
+    memcpy(list, queue, qlen);
+    list[qlen] = '\0';
+    if (rrpc__priority_key(high, sizeof high, list, RRPC_PRIORITY_HIGH) != RRPC_OK ||
+        rrpc__priority_key(low, sizeof low, list, RRPC_PRIORITY_LOW) != RRPC_OK)
+        return RRPC_EINVAL;
+    const char *head[] = {"EVAL", rrpc__priority_push_script, "3", list, high, low};
+    size_t nhead = sizeof head / sizeof head[0], argc = nhead + n + 1;
+    const char **argv = malloc(argc * sizeof *argv);
+    size_t *argl = malloc(argc * sizeof *argl);
+    int rc = RRPC_ENOMEM;
+    if (argv != NULL && argl != NULL) {
+        for (size_t i = 0; i < nhead; i++) {
+            argv[i] = head[i];
+            argl[i] = strlen(head[i]);
+        }
+        memcpy(argv + nhead, texts, n * sizeof *argv);
+        memcpy(argl + nhead, lens, n * sizeof *argl);
+        argv[argc - 1] = rrpc__priority_name(priority);
+        argl[argc - 1] = strlen(argv[argc - 1]);
+        rc = rrpc__aconn_command(s->push, (int)argc, argv, argl, group);
+    }
+    free(argv);
+    free(argl);
+    return rc;
+}
+
 /* One multi-value RPUSH: Redis pays one command per group, not per call. */
-static int session_deliver(rrpc__async_session *s, const char *queue, size_t qlen,
+static int session_deliver(rrpc__async_session *s, const char *queue, size_t qlen, int priority,
                            const char **texts, size_t *lens, size_t n, void *group)
 {
     if (s->state != LINK_UP)
         return RRPC_ECONNECT;
+    if (priority != RRPC_PRIORITY_NORMAL)
+        return deliver_priority(s, queue, qlen, priority, texts, lens, n, group);
     const char **argv = texts - HEADROOM;
     size_t *argl = lens - HEADROOM;
     argv[0] = "RPUSH";
@@ -403,13 +442,25 @@ static int session_deliver(rrpc__async_session *s, const char *queue, size_t qle
     return rrpc__aconn_command(s->push, (int)n + HEADROOM, argv, argl, group);
 }
 
-static void session_withdraw(rrpc__async_session *s, const char *queue, size_t qlen,
+static void session_withdraw(rrpc__async_session *s, const char *queue, size_t qlen, int priority,
                              const char *text, size_t tlen)
 {
     const char *argv[] = {"LREM", queue, "1", text};
     size_t lens[] = {4, qlen, 1, tlen};
-    if (s->state == LINK_UP)
-        rrpc__aconn_command(s->push, 4, argv, lens, NULL);
+    if (s->state != LINK_UP)
+        return;
+    rrpc__aconn_command(s->push, 4, argv, lens, NULL);
+    /* The push script may have put it on the priority's own list. */
+    char list[RRPC__KEY_MAX], other[RRPC__KEY_MAX];
+    if (priority == RRPC_PRIORITY_NORMAL || qlen >= sizeof list)
+        return;
+    memcpy(list, queue, qlen);
+    list[qlen] = '\0';
+    if (rrpc__priority_key(other, sizeof other, list, priority) != RRPC_OK)
+        return;
+    argv[1] = other;
+    lens[1] = strlen(other);
+    rrpc__aconn_command(s->push, 4, argv, lens, NULL);
 }
 
 static void session_mark_cancelled(rrpc__async_session *s, const char *key, size_t klen,

@@ -128,22 +128,68 @@
     "  return out, sum\n"                                                                          \
     "end\n"
 
-/* KEYS: list, landing list, in-flight hash, worker set.  ARGV: count (0:
- * none more), done-key prefix, worker id, size limit, token base.  Moves
- * what BLMOVE landed and up to COUNT more requests into the in-flight
- * hash, and returns [field, record, answer, ...] for everything held there,
+/* Priorities (PROTOCOL.md section 7), only while {L}:high or {L}:low
+ * holds something (one EXISTS otherwise): the take holds what BLMOVE
+ * landed (at least one) plus COUNT, from {L}:high first, then the landed
+ * requests (they were L's head), L, {L}:low; landed requests it has no
+ * room for go back to L's head.  BLMOVE blocks on L alone, so when L and
+ * {L}:high are left empty while {L}:low is not, the head of {L}:low moves
+ * to L: the next BLMOVE takes it at once instead of sitting out its
+ * timeout.  Sets more, high, low and back; writes nothing. */
+#define PRIORITY_TAKE_LUA                                                                          \
+    "local function priority_take(landed, n)\n"                                                    \
+    "  local want = math.max(#landed, 1) + n\n"                                                    \
+    "  high = redis.call('LRANGE', KEYS[5], 0, want - 1)\n"                                        \
+    "  local room = want - #high\n"                                                                \
+    "  local kept = {}\n"                                                                          \
+    "  for i, item in ipairs(landed) do\n"                                                         \
+    "    if i <= room then kept[#kept + 1] = item end\n"                                           \
+    "  end\n"                                                                                      \
+    "  for i = #landed, room + 1, -1 do back[#back + 1] = landed[i] end\n"                         \
+    "  room = room - #kept\n"                                                                      \
+    "  more = room > 0 and redis.call('LRANGE', KEYS[1], 0, room - 1) or {}\n"                     \
+    "  room = room - #more\n"                                                                      \
+    "  low = room > 0 and redis.call('LRANGE', KEYS[6], 0, room - 1) or {}\n"                      \
+    "  return kept\n"                                                                              \
+    "end\n"                                                                                        \
+    "local function priority_settle()\n"                                                           \
+    "  for _, item in ipairs(back) do redis.call('LPUSH', KEYS[1], item) end\n"                    \
+    "  if #high > 0 then redis.call('LTRIM', KEYS[5], #high, -1) end\n"                            \
+    "  if #low > 0 then redis.call('LTRIM', KEYS[6], #low, -1) end\n"                              \
+    "  if redis.call('LLEN', KEYS[1]) == 0 and redis.call('LLEN', KEYS[5]) == 0 and\n"             \
+    "     redis.call('LLEN', KEYS[6]) > 0 then\n"                                                  \
+    "    redis.call('LMOVE', KEYS[6], KEYS[1], 'LEFT', 'LEFT')\n"                                  \
+    "  end\n"                                                                                      \
+    "end\n"
+
+/* KEYS: list, landing list, in-flight hash, worker set, the list's high
+ * and low lists.  ARGV: count (0: none more), done-key prefix, worker id,
+ * size limit, token base.  Moves what BLMOVE landed and up to COUNT more
+ * requests into the in-flight hash (in priority order, above), and
+ * returns [field, record, answer, ...] for everything held there,
  * oldest first: answer is the remembered answer (or nil), or an error
  * "dedup key refused: <type>" when the request's dedup key is not a
  * string.  Per batch, not per request: one HSET, one MGET of the dedup
  * keys (and a TYPE only for a dedup key that is there but not a string);
  * everything held is read back only if something was held before. */
-static const char take_script[] = IDENTITY_LUA CHECK_TYPES_LUA BATCHED_LUA
+static const char take_head[] = IDENTITY_LUA CHECK_TYPES_LUA BATCHED_LUA;
+/* The take script is longer than a C string literal may portably be. */
+static const char take_tail[] =
+    "local more, high, low, back = {}, {}, {}, {}\n" PRIORITY_TAKE_LUA
     "local bad = check_types({'list', 'list', 'hash', 'set'})\n"
     "if bad then return bad end\n"
     "local n, max = tonumber(ARGV[1]), tonumber(ARGV[4])\n"
     "local before = redis.call('HLEN', KEYS[3])\n"
     "local landed = redis.call('LRANGE', KEYS[2], 0, -1)\n"
-    "local more = n > 0 and redis.call('LRANGE', KEYS[1], 0, n - 1) or {}\n"
+    "local landed_n, kept = #landed, landed\n"
+    "local prio = redis.call('EXISTS', KEYS[5], KEYS[6]) > 0\n"
+    "if prio then\n"
+    "  bad = check_types({'list', 'list', 'hash', 'set', 'list', 'list'})\n"
+    "  if bad then return bad end\n"
+    "  kept = priority_take(landed, n)\n"
+    "else\n"
+    "  more = n > 0 and redis.call('LRANGE', KEYS[1], 0, n - 1) or {}\n"
+    "end\n"
     "redis.call('SADD', KEYS[4], ARGV[3])\n" /* first write: under OOM nothing moved */
     "local fields, recs, pairs_ = {}, {}, {}\n"
     "local function hold(item)\n"
@@ -154,11 +200,14 @@ static const char take_script[] = IDENTITY_LUA CHECK_TYPES_LUA BATCHED_LUA
     "  pairs_[#pairs_ + 1] = field\n"
     "  pairs_[#pairs_ + 1] = rec\n"
     "end\n"
-    "for _, item in ipairs(landed) do hold(item) end\n"
+    "for _, item in ipairs(high) do hold(item) end\n"
+    "for _, item in ipairs(kept) do hold(item) end\n"
     "for _, item in ipairs(more) do hold(item) end\n"
+    "for _, item in ipairs(low) do hold(item) end\n"
     "if #pairs_ > 0 then batched('HSET', KEYS[3], pairs_) end\n"
-    "if #landed > 0 then redis.call('DEL', KEYS[2]) end\n"
+    "if landed_n > 0 then redis.call('DEL', KEYS[2]) end\n"
     "if #more > 0 then redis.call('LTRIM', KEYS[1], #more, -1) end\n"
+    "if prio then priority_settle() end\n"
     "if before > 0 then\n" /* held before (a commit refused, or a take lost): all of it */
     "  local all = redis.call('HGETALL', KEYS[3])\n"
     "  fields, recs = {}, {}\n"
@@ -364,10 +413,13 @@ static const char commit_tail[] =
 
 /* The commit script is longer than a C string literal may portably be. */
 static char commit_script[sizeof commit_head + sizeof commit_tail];
+static char take_script[sizeof take_head + sizeof take_tail];
 static pthread_once_t commit_once = PTHREAD_ONCE_INIT;
 
 static void join_commit_script(void)
 {
+    memcpy(take_script, take_head, sizeof take_head - 1);
+    memcpy(take_script + sizeof take_head - 1, take_tail, sizeof take_tail);
     memcpy(commit_script, commit_head, sizeof commit_head - 1);
     memcpy(commit_script + sizeof commit_head - 1, commit_tail, sizeof commit_tail);
 }
@@ -560,12 +612,12 @@ int rrpc__rel_worker_keys(const rrpc__rel *r, int shard, int thread, rrpc__rel_w
                : RRPC_OK;
 }
 
-void rrpc__rel_take_argv(const rrpc__rel *r, const rrpc__rel_worker *k, const char *count,
-                         const char *base, const char *argv[12])
+void rrpc__rel_take_argv(const rrpc__rel *r, const rrpc__rel_worker *k, const char *high,
+                         const char *low, const char *count, const char *base, const char *argv[14])
 {
     const rrpc__rel_shard *sh = k->shard;
-    const char *a[] = {"EVALSHA",       r->take_sha, "4",          sh->list_key,
-                       k->landing,      k->inflight, sh->set_key,  count,
+    const char *a[] = {"EVALSHA",       r->take_sha, "6",          sh->list_key, k->landing,
+                       k->inflight,     sh->set_key, high,         low,          count,
                        sh->done_prefix, k->wid,      r->size_text, base};
     memcpy(argv, a, sizeof a);
 }

@@ -91,10 +91,12 @@ int rrpc__rel_init(rrpc__rel *r, const char *list_key, int shards, int cluster, 
 void rrpc__rel_free(rrpc__rel *r);
 /* Worker THREAD's keys, on shard SHARD. */
 int rrpc__rel_worker_keys(const rrpc__rel *r, int shard, int thread, rrpc__rel_worker *k);
-/* The take command (12 borrowed arguments) for COUNT more requests; BASE
- * (text) is unique to this take among the worker's takes. */
-void rrpc__rel_take_argv(const rrpc__rel *r, const rrpc__rel_worker *k, const char *count,
-                         const char *base, const char *argv[12]);
+/* The take command (14 borrowed arguments) for COUNT more requests; BASE
+ * (text) is unique to this take among the worker's takes.  HIGH and LOW:
+ * the shard's priority lists (PROTOCOL.md section 7). */
+void rrpc__rel_take_argv(const rrpc__rel *r, const rrpc__rel_worker *k, const char *high,
+                         const char *low, const char *count, const char *base,
+                         const char *argv[14]);
 
 /* What one commit does (see the commit script). */
 typedef struct rrpc__rel_commit {

@@ -111,8 +111,10 @@ void rrpc__init_worker(rrpc__server_broker *b, worker *w, int i)
     snprintf(w->batch_text, sizeof w->batch_text, "%d", s->batch_max);
     w->rules = s->rules; /* the services are the worker's own copy */
     w->retry_pause = BACKOFF_MIN_S;
-    /* Fits: server/ checked the last shard's name. */
+    /* Fits: server/ checked the last shard's name and its priority lists'. */
     rrpc__shard_key(w->list, sizeof w->list, s->list_key, i % s->shards);
+    rrpc__priority_key(w->high, sizeof w->high, w->list, RRPC_PRIORITY_HIGH);
+    rrpc__priority_key(w->low, sizeof w->low, w->list, RRPC_PRIORITY_LOW);
     if (w->mode->init_worker != NULL)
         w->mode->init_worker(w);
 }

@@ -143,6 +143,8 @@ typedef struct worker {
     int extra;                /* how many more requests the next pop takes */
     char batch_text[16];      /* the same as text */
     char list[RRPC__KEY_MAX]; /* the request list it pops: its shard's */
+    char high[RRPC__KEY_MAX]; /* and that list's priority lists (PROTOCOL.md section 7) */
+    char low[RRPC__KEY_MAX];
     /* Reliable mode. */
     rrpc__rel_worker rk;      /* its id and keys */
     unsigned long long takes; /* takes sent: makes every in-flight field unique */

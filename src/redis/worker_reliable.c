@@ -406,13 +406,13 @@ static void reliable_take(worker *w, const char *timeout)
     const char *sadd[] = {"SADD", w->rk.shard->set_key, w->rk.wid};
     const char *block[] = {"BLMOVE", w->rk.shard->list_key, w->rk.landing, "LEFT", "RIGHT",
                            timeout};
-    const char *take[12];
+    const char *take[14];
     snprintf(w->base_text, sizeof w->base_text, "%016llx", w->takes++);
-    rrpc__rel_take_argv(rel, &w->rk, w->batch_text, w->base_text, take);
+    rrpc__rel_take_argv(rel, &w->rk, w->high, w->low, w->batch_text, w->base_text, take);
     if (!w->registered && rrpc__send_cmd(w, rrpc__plain_op, 3, sadd, NULL) == RRPC_OK)
         w->registered = 1;
     if (rrpc__send_cmd(w, pop, 6, block, NULL) == RRPC_OK)
-        rrpc__send_cmd(w, pop, 12, take, NULL);
+        rrpc__send_cmd(w, pop, 14, take, NULL);
 }
 
 /* The in-flight record: identity (40 hex digits), delivery counter key

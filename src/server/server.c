@@ -59,12 +59,13 @@ static int cpu_count(void)
 static int set_keys(rrpc_server *s)
 {
     rrpc__serving *b = &s->base;
-    char last[RRPC__KEY_MAX], services[RRPC__KEY_MAX];
+    char last[RRPC__KEY_MAX], services[RRPC__KEY_MAX], high[RRPC__KEY_MAX];
     if (rrpc__key_join(b->list_key, sizeof b->list_key, s->prefix, s->service, NULL) ||
         rrpc__key_join(b->dead_key, sizeof b->dead_key, s->prefix, s->service, RRPC__SUFFIX_DEAD) ||
         rrpc__key_join(b->stats_key, sizeof b->stats_key, s->prefix, s->service,
                        RRPC__SUFFIX_STATS) ||
         rrpc__shard_key(last, sizeof last, b->list_key, b->shards - 1) != RRPC_OK ||
+        rrpc__priority_key(high, sizeof high, last, RRPC_PRIORITY_HIGH) != RRPC_OK ||
         rrpc__key_join(services, sizeof services, s->prefix, RRPC__KEY_SERVICES, NULL))
         return rrpc__fail(b->errmsg, sizeof b->errmsg, RRPC_EINVAL, "service name too long");
     b->rules = (rrpc__key_rules){.prefix = s->prefix,

@@ -37,7 +37,9 @@
 typedef struct rrpc__service_view {
     int registered;       /* a server of the service has registered (and not been forgotten) */
     int shards;           /* request queues the service is spread over; 1 if not sharded */
-    long long queue;      /* requests waiting, over all its queues */
+    long long queue;      /* requests waiting, over all its queues and priorities */
+    long long queue_high; /* of which in the high lists (PROTOCOL.md section 7) */
+    long long queue_low;  /* of which in the low lists */
     long long max_queue;  /* 0: no limit */
     long long dead;       /* dead letters kept */
     long long dead_total; /* dead letters ever recorded */

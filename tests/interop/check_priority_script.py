@@ -20,7 +20,7 @@ import pathlib
 import re
 import sys
 
-MARK = 'local q = KEYS[1]'
+MARK = 'local p = ARGV[#ARGV]'
 
 
 def ruby(text):

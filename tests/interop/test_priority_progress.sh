@@ -37,9 +37,6 @@ cli() { # redis-cli on $REDIS_URL: a unix socket (with-redis.sh's) or a TCP URL
 
 llen_is() { [ "$(cli llen "$1")" = "$2" ]; } # llen_is LIST N
 
-c_priority=0
-"$BUILD/rrpc" call --help 2>&1 | grep -q -- '--priority' && c_priority=1
-
 client() { # client LANG ARGS...: one call from LANG's client
   local lang=$1
   shift
@@ -70,14 +67,8 @@ for lang in c rb py js; do
 done
 
 # ---- priorities ------------------------------------------------------------
-langs=(rb py js)
-servers=(pp_rb pp_py pp_js)
-if [ "$c_priority" = 1 ]; then
-  langs+=(c)
-  servers+=(pp_c)
-else
-  echo "note: rrpc call has no --priority (yet): priorities checked among the Ruby, Python and Node peers only"
-fi
+langs=(rb py js c)
+servers=(pp_rb pp_py pp_js pp_c)
 n=${#langs[@]}
 
 ms_of() { case $1 in high) echo 201 ;; normal) echo 202 ;; low) echo 203 ;; esac; }

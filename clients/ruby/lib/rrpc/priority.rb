@@ -19,14 +19,15 @@ module RRPC
     # every peer; tests/unit/check_priority_script.py compares the copies).
     # KEYS = [L, {L}:high, {L}:low], ARGV = [request text, 'high' | 'low'].
     PRIORITY_SCRIPT = <<~LUA
+      local p = ARGV[#ARGV]
       local q = KEYS[1]
-      if ARGV[2] == 'high' then
+      if p == 'high' then
         if redis.call('LLEN', KEYS[1]) > 0 then q = KEYS[2] end
       else
         if redis.call('LLEN', KEYS[1]) > 0 or redis.call('LLEN', KEYS[2]) > 0
            or redis.call('LLEN', KEYS[3]) > 0 then q = KEYS[3] end
       end
-      return redis.call('RPUSH', q, ARGV[1])
+      return redis.call('RPUSH', q, unpack(ARGV, 1, #ARGV - 1))
     LUA
     SCRIPT_SHA = Digest::SHA1.hexdigest(PRIORITY_SCRIPT)
 
