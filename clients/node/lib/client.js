@@ -314,6 +314,9 @@ class Client {
     }
     try {
       const popped = await command(waiter, ['BLPOP', key, seconds.toFixed(3)]);
+      // Closing the link on abort may end the BLPOP with nil rather than an
+      // error: an aborted call is aborted either way, never a timeout.
+      if (abortedNow) throw new CallAborted();
       this.release(waiter);
       return popped === null ? null : popped[1];
     } catch (e) {
