@@ -174,6 +174,10 @@ typedef struct worker {
     unsigned long long rl_seq;
     int rl_failing;
     double promoted_at;
+    /* A slot migrating (Redis Cluster): a pop naming the three priority
+     * lists got TRYAGAIN, as a multi-key command there does while some of
+     * its keys are missing; pops name L alone until then (monotonic). */
+    double plain_pops_until;
 } worker;
 
 /* The requests of a pop pair, read by the delivery mode. */

@@ -249,6 +249,9 @@ void rrpc__requeue_retries(worker *w)
  * the reply script is not cached on that node (sent again at once, as
  * EVAL); RETRY_RELOAD reliable mode's scripts are gone (reloaded first). */
 enum { RETRY_NO, RETRY_LATER, RETRY_NOW, RETRY_RELOAD };
+/* How long pops name the normal list alone after a TRYAGAIN (a slot
+ * migrating: the priority lists wait until it has moved). */
+#define PLAIN_POPS_S 2.0
 
 static int retry_kind(const op *o, const rrpc__reply *r)
 {
@@ -296,6 +299,8 @@ int rrpc__collect(worker *w, rrpc__reply *popped[2])
             w->reload_scripts = 1;
         }
         if (ops[i].kind == OP_POP) {
+            if (again == RETRY_LATER && strncmp(w->transient, "TRYAGAIN", 8) == 0)
+                w->plain_pops_until = rrpc__monotonic() + PLAIN_POPS_S;
             if (npopped < 2)
                 popped[npopped++] = r; /* an error reply there holds no request */
             else

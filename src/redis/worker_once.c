@@ -19,14 +19,20 @@
 
 /* The rest of a batch comes from the first of the three lists that is
  * not empty: strict priority, at the cost of a smaller batch while a
- * higher list holds fewer than the count. */
+ * higher list holds fewer than the count.  While a slot migrates, Redis
+ * answers a command naming keys of which some are missing TRYAGAIN: the
+ * pops name L alone for a while (worker_collect.c), as before priorities. */
 static void once_take(worker *w, const char *timeout)
 {
     const op pop = {.kind = OP_POP};
+    int plain = w->plain_pops_until > 0 && rrpc__monotonic() < w->plain_pops_until;
     const char *block[] = {"BLPOP", w->high, w->list, w->low, timeout};
     const char *more[] = {"LMPOP", "3", w->high, w->list, w->low, "LEFT", "COUNT", w->batch_text};
-    if (rrpc__send_cmd(w, pop, 5, block, NULL) == RRPC_OK && w->extra > 0)
-        rrpc__send_cmd(w, pop, 8, more, NULL);
+    const char *block1[] = {"BLPOP", w->list, timeout};
+    const char *more1[] = {"LMPOP", "1", w->list, "LEFT", "COUNT", w->batch_text};
+    if (rrpc__send_cmd(w, pop, plain ? 3 : 5, plain ? block1 : block, NULL) == RRPC_OK &&
+        w->extra > 0)
+        rrpc__send_cmd(w, pop, plain ? 6 : 8, plain ? more1 : more, NULL);
 }
 
 /* BLPOP gives [list name, request] or nil, LMPOP [list name, [request,
