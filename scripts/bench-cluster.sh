@@ -13,7 +13,8 @@
 # each in at-most-once and in --reliable mode.  Then RRPC_BENCH_ROUNDS
 # (default 3) rounds of, for each mode and for 32 sync callers and
 # `rrpc bench --async` 4 x 256: the single Redis, the single Redis sharded,
-# then the cluster, RRPC_BENCH_SECONDS (default 4) each.  Each cluster run is
+# and the cluster (last in odd rounds, first in even ones),
+# RRPC_BENCH_SECONDS (default 4) each.  Each cluster run is
 # paired with the two single-Redis runs of its round and the ratios are the
 # medians of the per-round ratios (the machines are shared and their speed
 # drifts).  It accounts the CPU time of the caller, of calc-server and of
@@ -172,9 +173,14 @@ for r in $(seq 1 "$ROUNDS"); do
       if [ "$load" = sync32 ]; then args=(--connections 32); else
         args=(--async --connections 4 --window 256)
       fi
+      # Odd rounds run the cluster last, even rounds first: a machine
+      # that speeds up or slows down during a round favours neither side.
+      [ $((r % 2)) = 0 ] &&
+        bench "$mode.$load.cluster.r$r" "$three" "$cluster_url" "${cluster_pids[*]}" "${args[@]}"
       bench "$mode.$load.single.r$r" "$one" "$single_url" "${redis_pids[*]}" "${args[@]}"
       bench "$mode.$load.sharded.r$r" "$two" "$single_url" "${redis_pids[*]}" "${args[@]}"
-      bench "$mode.$load.cluster.r$r" "$three" "$cluster_url" "${cluster_pids[*]}" "${args[@]}"
+      [ $((r % 2)) = 1 ] &&
+        bench "$mode.$load.cluster.r$r" "$three" "$cluster_url" "${cluster_pids[*]}" "${args[@]}"
     done
   done
 done
@@ -276,7 +282,8 @@ for mode, mname in (("amo", "at-most-once"), ("rel", "reliable")):
 print()
 print(f"Medians of {rounds} rounds on {cores} cores. The ratios are calls/s on the 3-master "
       "cluster over calls/s on the single Redis, each the median of the per-round ratios (every "
-      f"cluster run paired with the two single-Redis runs just before it). calc-server runs one "
+      f"cluster run paired with the two single-Redis runs just before it in odd rounds, just "
+      "after it in even ones). calc-server runs one "
       f"worker per core on 1 list, and {workers} workers on {shards} shards (one list per master "
       "on the cluster); Redis CPU is summed over the three masters. Per round: " +
       "; ".join(notes) + ".")
