@@ -188,10 +188,10 @@ for name in "$cl_amo" "$cl_rel"; do
   grep -h -i 'error\|warn' "$out/$name.log" | head -5 | sed "s/^/bench-cluster: $name: /" >&2
 done
 
-"$PY" - "$out" "$ROUNDS" "$SHARDS" "$WORKERS" "$(nproc)" <<'PYEOF'
+"$PY" - "$out" "$ROUNDS" "$SHARDS" "$WORKERS" "$(nproc)" "$cl_amo_spread" <<'PYEOF'
 import json, os, statistics, sys
 
-out, rounds, shards, workers, cores = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]
+out, rounds, shards, workers, cores, spread = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]
 
 
 def run(name):
@@ -284,7 +284,7 @@ print(f"Medians of {rounds} rounds on {cores} cores. The ratios are calls/s on t
       "cluster over calls/s on the single Redis, each the median of the per-round ratios (every "
       f"cluster run paired with the two single-Redis runs just before it in odd rounds, just "
       "after it in even ones). calc-server runs one "
-      f"worker per core on 1 list, and {workers} workers on {shards} shards (one list per master "
-      "on the cluster); Redis CPU is summed over the three masters. Per round: " +
+      f"worker per core on 1 list, and {workers} workers on {shards} shards ({spread} lists "
+      "per master on the cluster); Redis CPU is summed over the three masters. Per round: " +
       "; ".join(notes) + ".")
 PYEOF
