@@ -105,7 +105,9 @@ PYEOF
 }
 read -r cl_amo cl_amo_spread < <(spread cl)
 read -r cl_rel cl_rel_spread < <(spread rcl)
-[ -n "${cl_rel_spread:-}" ] || die "no service name spreads $SHARDS shards over the masters"
+if [ -z "${cl_amo_spread:-}" ] || [ -z "${cl_rel_spread:-}" ]; then
+  die "no service name spreads $SHARDS shards over the masters"
+fi
 
 # ---- the services ---------------------------------------------------------
 # serve NAME URL ARGS...: calc-server as service NAME in the background, its
