@@ -121,9 +121,16 @@ format:
 
 test: format-check test-fast test-asan test-valgrind test-tsan test-fuzz
 
+# The benchmarks of docs/PERFORMANCE.md, each on private Redis servers of its
+# own, printing markdown tables: scripts/bench.sh (rrpc against the floor, and
+# reliable mode), scripts/bench-baseline.sh (what newer features cost the
+# calls that do not use them) and scripts/bench-cluster.sh (calc-server on a
+# 3-master Redis Cluster, sharded, against one Redis).  About 10 minutes;
+# RRPC_BENCH_SECONDS and RRPC_BENCH_ROUNDS shorten it.
 bench: build
 	@scripts/bench.sh $(BUILD)
 	@scripts/bench-baseline.sh $(BUILD)
+	@scripts/bench-cluster.sh $(BUILD)
 
 # The chaos test (docs/RELIABILITY.md): workers SIGKILLed, Redis restarted,
 # workers cut off from Redis (blackhole, reset) and Redis stalled (SIGSTOP)

@@ -44,7 +44,7 @@ void cli_print_connection_options(FILE *out)
     fputs("  --redis URL        Redis to use: redis://[user:password@]host[:port][/db]\n"
           "                     or unix:///path[?db=N] or\n"
           "                     redis+sentinel://host[:port][,...]/MASTER[/db] or\n"
-          "                     redis+cluster://host[:port][,...] (not --async)\n"
+          "                     redis+cluster://host[:port][,...]\n"
           "                     (default: $REDIS_URL, else redis://127.0.0.1:6379)\n"
           "  --prefix P         key prefix of the deployment (default: none)\n",
           out);
