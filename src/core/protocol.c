@@ -137,27 +137,34 @@ json_t *rrpc__response_error(const json_t *id, int code, const char *message, js
 
 int rrpc__request_validate(const json_t *req, const char **why)
 {
-    if (!json_is_object(req)) {
+    rrpc__envelope env;
+    rrpc__envelope_from_json(req, &env);
+    return rrpc__envelope_validate(&env, why);
+}
+
+int rrpc__envelope_validate(const rrpc__envelope *env, const char **why)
+{
+    if (!env->object) {
         *why = "request must be a JSON object";
         return RRPC_JSONRPC_INVALID_REQUEST;
     }
-    const json_t *version = json_object_get(req, "jsonrpc");
-    if (!json_is_string(version) || json_string_length(version) != 3 ||
-        memcmp(json_string_value(version), "2.0", 3) != 0) {
+    const rrpc__member *version = &env->m[RRPC__M_JSONRPC];
+    if (version->kind != RRPC__K_STRING || version->len != 3 || memcmp(version->s, "2.0", 3) != 0) {
         *why = "member 'jsonrpc' must be exactly \"2.0\"";
         return RRPC_JSONRPC_INVALID_REQUEST;
     }
-    if (!json_is_string(json_object_get(req, "method"))) {
+    if (env->m[RRPC__M_METHOD].kind != RRPC__K_STRING) {
         *why = "member 'method' must be a string";
         return RRPC_JSONRPC_INVALID_REQUEST;
     }
-    const json_t *params = json_object_get(req, "params");
-    if (params != NULL && !json_is_array(params) && !json_is_object(params)) {
+    rrpc__kind params = env->m[RRPC__M_PARAMS].kind;
+    if (params != RRPC__K_ABSENT && params != RRPC__K_ARRAY && params != RRPC__K_OBJECT) {
         *why = "member 'params' must be an array or an object";
         return RRPC_JSONRPC_INVALID_REQUEST;
     }
-    const json_t *id = json_object_get(req, "id");
-    if (id != NULL && !json_is_string(id) && !json_is_number(id) && !json_is_null(id)) {
+    rrpc__kind id = env->m[RRPC__M_ID].kind;
+    if (id != RRPC__K_ABSENT && id != RRPC__K_STRING && id != RRPC__K_INTEGER &&
+        id != RRPC__K_REAL && id != RRPC__K_NULL) {
         *why = "member 'id' must be a string, a number or null";
         return RRPC_JSONRPC_INVALID_REQUEST;
     }
@@ -167,30 +174,29 @@ int rrpc__request_validate(const json_t *req, const char **why)
 }
 
 /* Copies a string member into buf with its length: keys are binary. */
-static size_t copy_key(const json_t *s, char *buf, size_t len)
+static size_t copy_key(const rrpc__member *s, char *buf, size_t len)
 {
-    size_t n = json_string_length(s);
-    if (n + 1 > len)
+    if (s->len + 1 > len)
         return 0;
-    memcpy(buf, json_string_value(s), n);
-    buf[n] = '\0';
-    return n;
+    memcpy(buf, s->s, s->len);
+    buf[s->len] = '\0';
+    return s->len;
 }
 
 /* Rule 3 of PROTOCOL.md section 3: a number id names a key only when its
  * value is an integer no larger than 2^53 in magnitude, whatever its
  * spelling (100, 100.0, 1e2), so that every peer -- whose JSON libraries
  * read numbers as doubles or as integers -- derives the same text. */
-static size_t number_key(const json_t *id, char *buf, size_t len)
+static size_t number_key(const rrpc__member *id, char *buf, size_t len)
 {
     long long v;
-    if (json_is_integer(id)) {
-        json_int_t i = json_integer_value(id);
+    if (id->kind == RRPC__K_INTEGER) {
+        json_int_t i = id->i;
         if (i > RRPC__MAX_EXACT_INT || i < -RRPC__MAX_EXACT_INT)
             return 0;
         v = (long long)i;
     } else {
-        double d = json_real_value(id);
+        double d = json_real_value(id->json);
         if (!isfinite(d) || d != floor(d) || fabs(d) > (double)RRPC__MAX_EXACT_INT)
             return 0;
         v = (long long)d; /* -0.0 becomes 0 */
@@ -201,15 +207,20 @@ static size_t number_key(const json_t *id, char *buf, size_t len)
 
 size_t rrpc__reply_key(const json_t *req, char *buf, size_t len)
 {
-    if (!json_is_object(req))
-        return 0;
-    const json_t *reply_to = json_object_get(req, "reply_to");
-    const json_t *id = json_object_get(req, "id");
-    if (json_is_string(reply_to) && json_string_length(reply_to) > 0)
+    rrpc__envelope env;
+    rrpc__envelope_from_json(req, &env);
+    return rrpc__envelope_reply_key(&env, buf, len);
+}
+
+size_t rrpc__envelope_reply_key(const rrpc__envelope *env, char *buf, size_t len)
+{
+    const rrpc__member *reply_to = &env->m[RRPC__M_REPLY_TO];
+    const rrpc__member *id = &env->m[RRPC__M_ID];
+    if (reply_to->kind == RRPC__K_STRING && reply_to->len > 0)
         return copy_key(reply_to, buf, len);
-    if (json_is_string(id) && json_string_length(id) > 0)
+    if (id->kind == RRPC__K_STRING && id->len > 0)
         return copy_key(id, buf, len);
-    if (json_is_number(id))
+    if (id->kind == RRPC__K_INTEGER || id->kind == RRPC__K_REAL)
         return number_key(id, buf, len);
     return 0;
 }

@@ -2,6 +2,8 @@
 #ifndef RRPC_PROTOCOL_H
 #define RRPC_PROTOCOL_H
 
+#include "core/envelope.h"
+
 #include <rrpc/rrpc.h>
 
 #include <stddef.h>
@@ -37,12 +39,16 @@ char *rrpc__response_text(const json_t *response);
 /* Checks a decoded request object against JSON-RPC 2.0.  Returns 0 when
  * valid, else RRPC_JSONRPC_INVALID_REQUEST with *why set to a static text. */
 int rrpc__request_validate(const json_t *req, const char **why);
+/* The same for a request already read into ENV (an object's members). */
+int rrpc__envelope_validate(const rrpc__envelope *env, const char **why);
 
 /* The key a response to REQ goes to (PROTOCOL.md section 3): reply_to, else
  * a string id, else a number id's text.  Fills buf (NUL-terminated, but the
  * key itself may hold NUL bytes: Redis keys are binary) and returns the
  * key's length, or 0 if the request names no usable key. */
 size_t rrpc__reply_key(const json_t *req, char *buf, size_t len);
+/* The same for a request object read into ENV. */
+size_t rrpc__envelope_reply_key(const rrpc__envelope *env, char *buf, size_t len);
 
 /* The largest magnitude of an integer every peer reads exactly: 2^53. */
 #define RRPC__MAX_EXACT_INT 9007199254740992LL
@@ -81,9 +87,7 @@ extern const char rrpc__reply_script[];
 int rrpc__response_parse(const char *text, size_t len, const char *expected_id, json_t **result,
                          json_t **error, char *err, size_t errlen);
 
-/* Parse flags shared by every decoder: top-level scalars are decoded (and
- * rejected as invalid requests later), NUL inside strings is allowed. */
-#define RRPC__JSON_DECODE_FLAGS (JSON_DECODE_ANY | JSON_ALLOW_NUL)
+/* RRPC__JSON_DECODE_FLAGS, the parse flags of every decoder: envelope.h. */
 /* Compact output that keeps NUL-bearing strings intact. */
 #define RRPC__JSON_ENCODE_FLAGS (JSON_COMPACT | JSON_ENCODE_ANY)
 
