@@ -410,7 +410,7 @@ static void test_reply_script_digest(void)
     const char *two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
     rrpc__sha1_hex(two, strlen(two), hex);
     CHECK_EQ_STR(hex, "84983e441c3bd26ebaae4aa1f95129e5e54670f1");
-    CHECK(strncmp(rrpc__reply_script, "-- rrpc reply v1: KEYS = reply keys", 35) == 0);
+    CHECK(strncmp(rrpc__reply_script, "-- rrpc reply v2: KEYS = reply keys", 35) == 0);
 }
 
 /* ---- responses -------------------------------------------------------- */
