@@ -488,14 +488,32 @@ typedef struct one_request {
     size_t text_len;
 } one_request;
 
-/* Runs one request and returns its response (new), or NULL for a
- * notification.  OVER_TIME: its batch has run out of time (PROTOCOL.md
- * section 5): a valid request is answered -32001 without running.  KEY
- * (KEY_LEN bytes, or NULL) is its reply key, where progress goes. */
-static json_t *handle_one(const rrpc__methods *methods, const one_request *req,
-                          const rrpc__clock *clock, double over_time_limit, const char *key,
-                          size_t key_len, rrpc__outcome *out)
+/* The response to one request, before it is an object or a text: the
+ * RESULT or the ERROR (new) for ID (borrowed; NULL: null). */
+typedef struct answer {
+    const json_t *id;
+    json_t *result, *error;
+} answer;
+
+/* The response object of A (new), whose values it takes. */
+static json_t *answer_object(answer *a)
 {
+    json_t *r = a->result ? rrpc__response_result(a->id, a->result)
+                          : rrpc__response_error_object(a->id, a->error);
+    a->result = a->error = NULL;
+    return r;
+}
+
+/* Runs one request and fills ANS with its response; returns 0 (ANS
+ * empty) for a notification.  OVER_TIME: its batch has run out of time
+ * (PROTOCOL.md section 5): a valid request is answered -32001 without
+ * running.  KEY (KEY_LEN bytes, or NULL) is its reply key, where progress
+ * goes. */
+static int handle_one(const rrpc__methods *methods, const one_request *req,
+                      const rrpc__clock *clock, double over_time_limit, const char *key,
+                      size_t key_len, rrpc__outcome *out, answer *ans)
+{
+    *ans = (answer){NULL, NULL, NULL};
     out->requests++;
     const char *why = NULL;
     const rrpc__envelope *env = req->env;
@@ -507,8 +525,10 @@ static json_t *handle_one(const rrpc__methods *methods, const one_request *req,
         int id_ok = idm->kind == RRPC__K_STRING || idm->kind == RRPC__K_INTEGER ||
                     idm->kind == RRPC__K_REAL;
         out->errors++;
-        return rrpc__response_error(id_ok ? id : NULL, RRPC_JSONRPC_INVALID_REQUEST,
-                                    "Invalid Request", json_string(why));
+        ans->id = id_ok ? id : NULL;
+        ans->error =
+            rrpc__error_object(RRPC_JSONRPC_INVALID_REQUEST, "Invalid Request", json_string(why));
+        return 1;
     }
     if (is_notification)
         out->notifications++;
@@ -538,14 +558,17 @@ static json_t *handle_one(const rrpc__methods *methods, const one_request *req,
     if (is_notification) {
         json_decref(result);
         json_decref(call.error);
-        return NULL;
+        return 0;
     }
+    ans->id = id;
     if (result != NULL) {
         json_decref(call.error); /* a result wins over a stray error */
-        return rrpc__response_result(id, result);
+        ans->result = result;
+        return 1;
     }
     out->errors++;
-    return rrpc__response_error_object(id, call.error);
+    ans->error = call.error;
+    return 1;
 }
 
 static void set_dead(rrpc__outcome *out, const char *reason)
@@ -594,9 +617,9 @@ static json_t *handle_batch(const rrpc__methods *methods, const rrpc__limits *li
         const json_t *element = json_array_get(batch, i);
         rrpc__envelope_from_json(element, &env);
         one_request one = {&env, element, NULL, 0};
-        json_t *r = handle_one(methods, &one, clock, over, NULL, 0, out);
-        if (r != NULL)
-            json_array_append_new(responses, r);
+        answer ans;
+        if (handle_one(methods, &one, clock, over, NULL, 0, out, &ans))
+            json_array_append_new(responses, answer_object(&ans));
     }
     if (json_array_size(responses) == 0) {
         json_decref(responses);
@@ -646,27 +669,41 @@ void rrpc__dispatch(const rrpc__methods *methods, const rrpc__limits *limits,
     size_t key_room = len + 32;
     char *key = malloc(key_room);
     size_t have_key = 0; /* the key's length */
-    json_t *response;
+    int answered = 0;    /* a response was written (out->response, NULL without memory) */
     if (key == NULL) {
-        response = NULL;
         set_dead(out, "out of memory");
     } else if (json_is_array(msg)) {
-        response = handle_batch(methods, limits, clock, msg, key, key_room, &have_key, out);
+        json_t *response = handle_batch(methods, limits, clock, msg, key, key_room, &have_key, out);
+        if (response != NULL && have_key) {
+            out->response = json_dumps(response, RRPC__JSON_ENCODE_FLAGS);
+            answered = 1;
+            json_decref(response);
+        } else if (response != NULL) {
+            out->dead_response = response;
+        }
     } else {
         have_key = rrpc__envelope_reply_key(&env, key, key_room);
         one_request one = {&env, msg, msg ? NULL : text, len};
-        response = handle_one(methods, &one, clock, 0, have_key ? key : NULL, have_key, out);
+        answer ans;
+        if (!handle_one(methods, &one, clock, 0, have_key ? key : NULL, have_key, out, &ans)) {
+            /* a notification: nothing to send */
+        } else if (have_key) {
+            answered = 1;
+            /* Written directly: building the envelope object and encoding
+             * it was a tenth of a worker's instructions. */
+            out->response = rrpc__response_text_of(ans.id, ans.result, ans.error);
+            json_decref(ans.result);
+            json_decref(ans.error);
+        } else {
+            out->dead_response = answer_object(&ans);
+        }
     }
-    if (response != NULL && have_key) {
+    if (answered) {
         out->reply_key = key; /* the outcome owns it now */
         key = NULL;
         out->reply_key_len = have_key;
-        out->response = json_is_array(response) ? json_dumps(response, RRPC__JSON_ENCODE_FLAGS)
-                                                : rrpc__response_text(response);
-        json_decref(response);
-    } else if (response != NULL) {
+    } else if (out->dead_response != NULL) {
         set_dead(out, "no reply key");
-        out->dead_response = response;
     }
     free(key);
     rrpc__envelope_clear(&env);

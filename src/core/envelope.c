@@ -154,8 +154,9 @@ static rrpc__kind literal(const char *p, const char *end, size_t *n)
 
 /* Reads the value at P directly if it is a plain string, a short integer
  * or a literal.  Returns the byte after it, or NULL if it is none of those
- * (M untouched). */
-static char *direct_value(char *p, const char *end, rrpc__member *m)
+ * (M untouched).  TERMINATE: a string's closing quote becomes a NUL (only
+ * for a member's own value: an array's elements may yet go to jansson). */
+static char *direct_value(char *p, const char *end, rrpc__member *m, int terminate)
 {
     if (*p == '"') {
         char *q = p + 1;
@@ -166,7 +167,8 @@ static char *direct_value(char *p, const char *end, rrpc__member *m)
         m->kind = RRPC__K_STRING;
         m->s = p + 1;
         m->len = (size_t)(q - p - 1);
-        *q = '\0'; /* the copy's closing quote: the string is a C string too */
+        if (terminate)
+            *q = '\0'; /* the copy's closing quote: the string is a C string too */
         return q + 1;
     }
     if (*p == '-' || is_digit(*p)) {
@@ -204,14 +206,84 @@ static json_t *direct_json(const rrpc__member *m)
     }
 }
 
+/* P at a member name's opening quote: the byte after its closing one, with
+ * the name in *NAME and *LEN; NULL unless it is plain ASCII without escapes. */
+static char *read_name(char *p, const char *end, const char **name, size_t *len)
+{
+    if (p == end || *p != '"')
+        return NULL;
+    char *q = p + 1;
+    while (q < end && plain(*q))
+        q++;
+    if (q == end || *q != '"')
+        return NULL;
+    *name = p + 1;
+    *len = (size_t)(q - p - 1);
+    return q + 1;
+}
+
+/* Reads the array or object at P directly if all its values are plain
+ * strings, short integers or literals (and an object's names plain):
+ * params as most calls send them.  Members given twice are set twice, the
+ * last one winning, as jansson's decoder does.  Returns the byte after it
+ * with *OUT new, or NULL (nothing changed: jansson will read it). */
+static char *direct_flat(char *p, const char *end, json_t **out)
+{
+    int is_object = *p == '{';
+    char close = is_object ? '}' : ']';
+    json_t *v = is_object ? json_object() : json_array();
+    p = skip_ws(p + 1, end);
+    if (v != NULL && p < end && *p == close) {
+        *out = v;
+        return p + 1;
+    }
+    while (v != NULL && p < end) {
+        const char *name = NULL;
+        size_t name_len = 0;
+        if (is_object) {
+            p = read_name(p, end, &name, &name_len);
+            p = p ? skip_ws(p, end) : NULL;
+            if (p == NULL || p == end || *p != ':')
+                break;
+            p = skip_ws(p + 1, end);
+            if (p == end)
+                break;
+        }
+        rrpc__member e = {RRPC__K_ABSENT, NULL, 0, 0, NULL};
+        char *after = direct_value(p, end, &e, 0);
+        json_t *item = after ? direct_json(&e) : NULL;
+        if (item == NULL)
+            break;
+        if (is_object ? json_object_setn_new_nocheck(v, name, name_len, item)
+                      : json_array_append_new(v, item))
+            break;
+        p = skip_ws(after, end);
+        if (p < end && *p == ',') {
+            p = skip_ws(p + 1, end);
+        } else if (p < end && *p == close) {
+            *out = v;
+            return p + 1;
+        } else {
+            break;
+        }
+    }
+    json_decref(v);
+    return NULL;
+}
+
 /* Reads the value at P into M: directly, or by jansson from a slice.
  * WANT_JSON: M->json must be set.  Returns the byte after it, or NULL. */
 static char *read_value(char *p, const char *end, rrpc__member *m, int want_json)
 {
-    char *after = direct_value(p, end, m);
+    char *after = direct_value(p, end, m, 1);
     if (after != NULL) {
         if (want_json && (m->json = direct_json(m)) == NULL)
             return NULL;
+        return after;
+    }
+    json_t *flat = NULL;
+    if (want_json && (*p == '[' || *p == '{') && (after = direct_flat(p, end, &flat)) != NULL) {
+        member_from(m, flat);
         return after;
     }
     after = value_end(p, end);
@@ -229,22 +301,6 @@ static int member_index(const char *name, size_t len)
         if (members[i].len == len && memcmp(members[i].name, name, len) == 0)
             return i;
     return -1;
-}
-
-/* P at a member name's opening quote: the byte after its closing one, with
- * the name in *NAME and *LEN; NULL unless it is plain ASCII without escapes. */
-static char *read_name(char *p, const char *end, const char **name, size_t *len)
-{
-    if (p == end || *p != '"')
-        return NULL;
-    char *q = p + 1;
-    while (q < end && plain(*q))
-        q++;
-    if (q == end || *q != '"')
-        return NULL;
-    *name = p + 1;
-    *len = (size_t)(q - p - 1);
-    return q + 1;
 }
 
 /* Reads one "name": value into ENV; returns the byte after it, or NULL. */

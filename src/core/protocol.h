@@ -35,6 +35,9 @@ json_t *rrpc__error_object(int code, const char *message, json_t *data_stolen);
  * written directly because encoding the envelope object was a fifth of
  * a worker's instructions per call.  NULL if out of memory. */
 char *rrpc__response_text(const json_t *response);
+/* The same text for the response to ID (NULL: null) carrying RESULT or,
+ * if RESULT is NULL, ERROR, without building the envelope object. */
+char *rrpc__response_text_of(const json_t *id, const json_t *result, const json_t *error);
 
 /* Checks a decoded request object against JSON-RPC 2.0.  Returns 0 when
  * valid, else RRPC_JSONRPC_INVALID_REQUEST with *why set to a static text. */

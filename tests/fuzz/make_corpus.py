@@ -74,6 +74,10 @@ envelope_texts = [
     b'{"jsonrpc":"2.0","method":"add","params":[1,2],"id":null,"progress":false}',
     b'{"jsonrpc":"2.0","method":"add","params":"[1,2]","id":{"a":"}"}}',
     b'{"jsonrpc":"2.0","method":"add","params":[1,2],"extra":{"nested":["]",{}]},"id":1}',
+    b'{"jsonrpc":"2.0","method":"echo","params":{"b":1,"a":"x","b":[2],"c":null},"id":1}',
+    b'{"jsonrpc":"2.0","method":"echo","params":{"b":1,"a":"x","b":true , "":-5},"id":1}',
+    b'{"jsonrpc":"2.0","method":"echo","params":[ "a\\"b", 1, [2] ],"id":1}',
+    b'{"jsonrpc":"2.0","method":"echo","params":[ ],"id":1}',
     b'{}', b'{ }', b'[]', b'"{}"', b'{"jsonrpc":"2.0"', b'{"\x7f":"\x7f"}',
 ]
 
