@@ -21,15 +21,24 @@
 /* An integer of at most this many digits cannot overflow json_int_t. */
 #define DIRECT_MAX_DIGITS 18
 
-static const struct {
+/* The members one kind of object is read for, in the order of its enum. */
+typedef struct spec {
     const char *name;
     size_t len;
     int flags;
-} members[RRPC__M_COUNT] = {
+} spec;
+
 #define RRPC__M_ROW(name, text, flags) {text, sizeof text - 1, flags},
-    RRPC__ENVELOPE_MEMBERS(RRPC__M_ROW)
+static const spec request_members[RRPC__M_COUNT] = {RRPC__ENVELOPE_MEMBERS(RRPC__M_ROW)};
+static const spec response_members[RRPC__R_COUNT] = {RRPC__RESPONSE_MEMBERS(RRPC__M_ROW)};
 #undef RRPC__M_ROW
-};
+
+/* Which members are read, into which array. */
+typedef struct target {
+    const spec *specs;
+    int count;
+    rrpc__member *m;
+} target;
 
 static int is_ws(char c)
 {
@@ -295,16 +304,16 @@ static char *read_value(char *p, const char *end, rrpc__member *m, int want_json
 }
 
 /* Which listed member NAME (LEN bytes) is, or -1. */
-static int member_index(const char *name, size_t len)
+static int member_index(const target *t, const char *name, size_t len)
 {
-    for (int i = 0; i < RRPC__M_COUNT; i++)
-        if (members[i].len == len && memcmp(members[i].name, name, len) == 0)
+    for (int i = 0; i < t->count; i++)
+        if (t->specs[i].len == len && memcmp(t->specs[i].name, name, len) == 0)
             return i;
     return -1;
 }
 
-/* Reads one "name": value into ENV; returns the byte after it, or NULL. */
-static char *read_member(char *p, const char *end, rrpc__envelope *env)
+/* Reads one "name": value into T; returns the byte after it, or NULL. */
+static char *read_member(char *p, const char *end, const target *t)
 {
     const char *name;
     size_t name_len;
@@ -317,29 +326,37 @@ static char *read_member(char *p, const char *end, rrpc__envelope *env)
     p = skip_ws(p + 1, end);
     if (p == end)
         return NULL;
-    int which = member_index(name, name_len);
+    int which = member_index(t, name, name_len);
     if (which < 0) { /* not read, but it must be valid JSON */
         rrpc__member unused = {RRPC__K_ABSENT, NULL, 0, 0, NULL};
         p = read_value(p, end, &unused, 0);
         json_decref(unused.json);
         return p;
     }
-    if (env->m[which].kind != RRPC__K_ABSENT)
+    if (t->m[which].kind != RRPC__K_ABSENT)
         return NULL; /* given twice: jansson keeps the last, let it say which */
-    return read_value(p, end, &env->m[which], members[which].flags & RRPC__M_JSON);
+    return read_value(p, end, &t->m[which], t->specs[which].flags & RRPC__M_JSON);
 }
 
-int rrpc__envelope_scan(const char *text, size_t len, rrpc__envelope *env)
+static void clear_members(const target *t, int owns)
 {
-    memset(env, 0, sizeof *env);
-    env->owns = 1;
-    env->buf = malloc(len + 1);
-    if (env->buf == NULL)
+    for (int i = 0; owns && i < t->count; i++)
+        json_decref(t->m[i].json);
+    memset(t->m, 0, (size_t)t->count * sizeof *t->m);
+}
+
+/* Scans TEXT for T's members into a copy (*BUF, new); 0 or -1 (nothing
+ * left to release). */
+static int scan(const char *text, size_t len, const target *t, char **buf)
+{
+    memset(t->m, 0, (size_t)t->count * sizeof *t->m);
+    *buf = malloc(len + 1);
+    if (*buf == NULL)
         return -1;
-    memcpy(env->buf, text, len);
-    env->buf[len] = '\0';
-    char *p = env->buf;
-    const char *end = env->buf + len;
+    memcpy(*buf, text, len);
+    (*buf)[len] = '\0';
+    char *p = *buf;
+    const char *end = *buf + len;
     p = skip_ws(p, end);
     if (p == end || *p != '{')
         goto fail;
@@ -348,7 +365,7 @@ int rrpc__envelope_scan(const char *text, size_t len, rrpc__envelope *env)
         p++;
     } else {
         for (;;) {
-            p = read_member(p, end, env);
+            p = read_member(p, end, t);
             if (p == NULL)
                 goto fail;
             p = skip_ws(p, end);
@@ -362,13 +379,23 @@ int rrpc__envelope_scan(const char *text, size_t len, rrpc__envelope *env)
             }
         }
     }
-    if (skip_ws(p, end) == end) {
-        env->object = 1;
+    if (skip_ws(p, end) == end)
         return 0;
-    }
 fail:
-    rrpc__envelope_clear(env);
+    clear_members(t, 1);
+    free(*buf);
+    *buf = NULL;
     return -1;
+}
+
+int rrpc__envelope_scan(const char *text, size_t len, rrpc__envelope *env)
+{
+    memset(env, 0, sizeof *env);
+    target t = {request_members, RRPC__M_COUNT, env->m};
+    if (scan(text, len, &t, &env->buf) != 0)
+        return -1;
+    env->object = env->owns = 1;
+    return 0;
 }
 
 void rrpc__envelope_from_json(const json_t *obj, rrpc__envelope *env)
@@ -378,14 +405,28 @@ void rrpc__envelope_from_json(const json_t *obj, rrpc__envelope *env)
         return;
     env->object = 1;
     for (int i = 0; i < RRPC__M_COUNT; i++)
-        member_from(&env->m[i], json_object_get(obj, members[i].name));
+        member_from(&env->m[i], json_object_get(obj, request_members[i].name));
 }
 
 void rrpc__envelope_clear(rrpc__envelope *env)
 {
-    if (env->owns)
-        for (int i = 0; i < RRPC__M_COUNT; i++)
-            json_decref(env->m[i].json);
+    target t = {request_members, RRPC__M_COUNT, env->m};
+    clear_members(&t, env->owns);
     free(env->buf);
     memset(env, 0, sizeof *env);
+}
+
+int rrpc__response_scan(const char *text, size_t len, rrpc__response_view *r)
+{
+    memset(r, 0, sizeof *r);
+    target t = {response_members, RRPC__R_COUNT, r->m};
+    return scan(text, len, &t, &r->buf);
+}
+
+void rrpc__response_view_clear(rrpc__response_view *r)
+{
+    target t = {response_members, RRPC__R_COUNT, r->m};
+    clear_members(&t, 1);
+    free(r->buf);
+    r->buf = NULL;
 }

@@ -99,6 +99,35 @@ void rrpc__envelope_from_json(const json_t *obj, rrpc__envelope *env);
 /* Releases what rrpc__envelope_scan allocated; harmless on either kind. */
 void rrpc__envelope_clear(rrpc__envelope *env);
 
+/* ---- responses, as clients read them --------------------------------- */
+
+/* The members of a response (and of a progress message, which has a
+ * method) that clients read; X(NAME, "name", FLAGS) as above. */
+#define RRPC__RESPONSE_MEMBERS(X)                                                                  \
+    X(JSONRPC, "jsonrpc", 0)                                                                       \
+    X(RESULT, "result", RRPC__M_JSON)                                                              \
+    X(ERROR, "error", RRPC__M_JSON)                                                                \
+    X(ID, "id", RRPC__M_JSON)                                                                      \
+    X(METHOD, "method", 0)
+
+enum {
+#define RRPC__R_ENUM(name, text, flags) RRPC__R_##name,
+    RRPC__RESPONSE_MEMBERS(RRPC__R_ENUM)
+#undef RRPC__R_ENUM
+        RRPC__R_COUNT
+};
+
+typedef struct rrpc__response_view {
+    rrpc__member m[RRPC__R_COUNT];
+    char *buf;
+} rrpc__response_view;
+
+/* rrpc__envelope_scan for a response: 0 with R's members (owned: release
+ * with rrpc__response_view_clear), or -1 (nothing to release) for anything
+ * it does not read itself -- decode that with jansson. */
+int rrpc__response_scan(const char *text, size_t len, rrpc__response_view *r);
+void rrpc__response_view_clear(rrpc__response_view *r);
+
 /* The kind of a decoded value (NULL: ABSENT). */
 rrpc__kind rrpc__kind_of(const json_t *v);
 

@@ -342,34 +342,47 @@ static int id_matches(const json_t *id, const char *expected)
     return json_is_string(id) && strcmp(json_string_value(id), expected) == 0;
 }
 
+/* rrpc__response_parse on the members of a response object. */
+static int judge_response(const json_t *id, json_t *res, json_t *e, const char *expected_id,
+                          json_t **result, json_t **error, char *err, size_t errlen)
+{
+    if (!id_matches(id, expected_id) && !json_is_object(e))
+        return rrpc__fail(err, errlen, RRPC_EPROTO, "response id does not match the call");
+    if (json_is_object(e)) {
+        *error = json_incref(e);
+        const char *m = json_string_value(json_object_get(e, "message"));
+        return rrpc__fail(err, errlen, RRPC_EREMOTE, "remote error %" JSON_INTEGER_FORMAT ": %s",
+                          json_integer_value(json_object_get(e, "code")), m ? m : "(no message)");
+    }
+    if (res != NULL) {
+        *result = json_incref(res);
+        return RRPC_OK;
+    }
+    return rrpc__fail(err, errlen, RRPC_EPROTO, "response has neither result nor error");
+}
+
 int rrpc__response_parse(const char *text, size_t len, const char *expected_id, json_t **result,
                          json_t **error, char *err, size_t errlen)
 {
     *result = NULL;
     *error = NULL;
+    /* The scanner reads nearly every response without decoding it all. */
+    rrpc__response_view v;
+    if (rrpc__response_scan(text, len, &v) == 0) {
+        int rc = judge_response(v.m[RRPC__R_ID].json, v.m[RRPC__R_RESULT].json,
+                                v.m[RRPC__R_ERROR].json, expected_id, result, error, err, errlen);
+        rrpc__response_view_clear(&v);
+        return rc;
+    }
     json_error_t jerr;
     json_t *resp = json_loadb(text, len, RRPC__JSON_DECODE_FLAGS, &jerr);
     if (resp == NULL)
         return rrpc__fail(err, errlen, RRPC_EPROTO, "response is not JSON: %s", jerr.text);
-    int rc = RRPC_OK;
-    json_t *res = json_object_get(resp, "result");
-    json_t *e = json_object_get(resp, "error");
-    if (!json_is_object(resp)) {
-        rc = rrpc__fail(err, errlen, RRPC_EPROTO, "response is not a JSON object");
-    } else if (!id_matches(json_object_get(resp, "id"), expected_id) && !json_is_object(e)) {
-        rc = rrpc__fail(err, errlen, RRPC_EPROTO, "response id does not match the call");
-    } else if (json_is_object(e)) {
-        *error = json_incref(e);
-        rc = rrpc__fail(err, errlen, RRPC_EREMOTE, "remote error %" JSON_INTEGER_FORMAT ": %s",
-                        json_integer_value(json_object_get(e, "code")),
-                        json_string_value(json_object_get(e, "message"))
-                            ? json_string_value(json_object_get(e, "message"))
-                            : "(no message)");
-    } else if (res != NULL) {
-        *result = json_incref(res);
-    } else {
-        rc = rrpc__fail(err, errlen, RRPC_EPROTO, "response has neither result nor error");
-    }
+    int rc = json_is_object(resp)
+                 ? judge_response(json_object_get(resp, "id"), json_object_get(resp, "result"),
+                                  json_object_get(resp, "error"), expected_id, result, error, err,
+                                  errlen)
+                 : rrpc__fail(err, errlen, RRPC_EPROTO, "response is not a JSON object");
     json_decref(resp);
     return rc;
 }

@@ -75,6 +75,38 @@ static void same_member(const rrpc__member *a, const rrpc__member *b)
     }
 }
 
+/* The same check for the response scanner (the clients' fast path). */
+static void check_response(const char *text, size_t len)
+{
+    static const char *names[RRPC__R_COUNT] = {
+#define NAME(name, text, flags) text,
+        RRPC__RESPONSE_MEMBERS(NAME)
+#undef NAME
+    };
+    rrpc__response_view v;
+    int read = rrpc__response_scan(text, len, &v) == 0;
+    json_t *msg = json_loadb(text, len, RRPC__JSON_DECODE_FLAGS, NULL);
+    if (read && !json_is_object(msg))
+        abort();
+    if (read) {
+        for (int i = 0; i < RRPC__R_COUNT; i++) {
+            rrpc__member m = {RRPC__K_ABSENT, NULL, 0, 0, NULL};
+            json_t *d = json_object_get(msg, names[i]);
+            m.kind = rrpc__kind_of(d);
+            m.json = d;
+            if (m.kind == RRPC__K_STRING) {
+                m.s = json_string_value(d);
+                m.len = json_string_length(d);
+            } else if (m.kind == RRPC__K_INTEGER) {
+                m.i = json_integer_value(d);
+            }
+            same_member(&v.m[i], &m);
+        }
+        rrpc__response_view_clear(&v);
+    }
+    json_decref(msg);
+}
+
 /* The differential check of the envelope scanner against jansson. */
 static void check_envelope(const char *text, size_t len)
 {
@@ -110,12 +142,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         rrpc__methods_add(&methods, "add", add, NULL, NULL);
     }
     check_envelope((const char *)data, size);
+    check_response((const char *)data, size);
     rrpc__limits limits = {64 * 1024, 100, 0};
     rrpc__outcome out;
     rrpc__dispatch(&methods, &limits, &redis_clock, (const char *)data, size, &out);
     /* A response always has somewhere to go; otherwise it is a dead letter. */
     if (out.response != NULL && out.reply_key == NULL)
         abort();
+    if (out.response != NULL)
+        check_response(out.response, strlen(out.response));
     if (out.dead_reason != NULL) {
         char *letter = rrpc__dead_letter_text("fuzz", out.dead_reason, (const char *)data, size,
                                               limits.max_request_bytes, out.dead_response, NULL);

@@ -78,6 +78,9 @@ envelope_texts = [
     b'{"jsonrpc":"2.0","method":"echo","params":{"b":1,"a":"x","b":true , "":-5},"id":1}',
     b'{"jsonrpc":"2.0","method":"echo","params":[ "a\\"b", 1, [2] ],"id":1}',
     b'{"jsonrpc":"2.0","method":"echo","params":[ ],"id":1}',
+    b'{"jsonrpc":"2.0","result":3,"id":4194304}',
+    b'{"jsonrpc":"2.0","error":{"code":-32601,"message":"Method not found","data":"x"},"id":"k"}',
+    b'{"jsonrpc":"2.0","method":"rpc.progress","params":{"id":7,"progress":{"done":1}}}',
     b'{}', b'{ }', b'[]', b'"{}"', b'{"jsonrpc":"2.0"', b'{"\x7f":"\x7f"}',
 ]
 
