@@ -468,6 +468,58 @@ static void put_value(textbuf *b, const json_t *value)
     free(text);
 }
 
+/* Writes the scalar V into OUT (ROOM bytes) as jansson would, if it is an
+ * integer, a plain string or a literal; returns its length, or 0 (not
+ * such a scalar, or no room). */
+static size_t plain_scalar(const json_t *v, char *out, size_t room)
+{
+    const char *s = NULL;
+    size_t n = 0;
+    char num[32];
+    if (json_is_integer(v)) {
+        s = decimal(json_integer_value(v), num);
+        n = (size_t)(num + 32 - s);
+    } else if (json_is_true(v) || json_is_false(v) || json_is_null(v)) {
+        s = json_is_true(v) ? "true" : json_is_false(v) ? "false" : "null";
+        n = strlen(s);
+    } else if (json_is_string(v) && plain_ascii(json_string_value(v), json_string_length(v))) {
+        n = json_string_length(v);
+        if (n + 2 > room)
+            return 0;
+        out[0] = '"';
+        memcpy(out + 1, json_string_value(v), n);
+        out[n + 1] = '"';
+        return n + 2;
+    }
+    if (s == NULL || n > room)
+        return 0;
+    memcpy(out, s, n);
+    return n;
+}
+
+size_t rrpc__flat_array_text(const json_t *v, char *out, size_t room)
+{
+    if (!json_is_array(v) || room < 2)
+        return 0;
+    size_t used = 0, count = json_array_size(v);
+    out[used++] = '[';
+    for (size_t i = 0; i < count; i++) {
+        if (i > 0) {
+            if (used == room)
+                return 0;
+            out[used++] = ',';
+        }
+        size_t n = plain_scalar(json_array_get(v, i), out + used, room - used);
+        if (n == 0)
+            return 0;
+        used += n;
+    }
+    if (used == room)
+        return 0;
+    out[used++] = ']';
+    return used;
+}
+
 char *rrpc__response_text(const json_t *response)
 {
     const json_t *result = json_object_get(response, "result");

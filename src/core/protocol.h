@@ -38,6 +38,11 @@ char *rrpc__response_text(const json_t *response);
 /* The same text for the response to ID (NULL: null) carrying RESULT or,
  * if RESULT is NULL, ERROR, without building the envelope object. */
 char *rrpc__response_text_of(const json_t *id, const json_t *result, const json_t *error);
+/* Writes V into OUT (ROOM bytes, not NUL-terminated) as json_dumpb with
+ * RRPC__JSON_ENCODE_FLAGS would, if it is an array of integers, plain
+ * ASCII strings and literals (params as most calls send them): returns
+ * the length, or 0 for anything else or too little room (use jansson). */
+size_t rrpc__flat_array_text(const json_t *v, char *out, size_t room);
 
 /* Checks a decoded request object against JSON-RPC 2.0.  Returns 0 when
  * valid, else RRPC_JSONRPC_INVALID_REQUEST with *why set to a static text. */
