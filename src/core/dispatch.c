@@ -39,8 +39,8 @@ struct rrpc_request {
     size_t progress_key_len;
     const char *cancel_key;
     size_t cancel_key_len;
-    int cancelled;             /* the caller cancelled it: seen once, kept */
-    double cancel_looked_at;   /* monotonic, when the broker was last asked */
+    int cancelled;           /* the caller cancelled it: seen once, kept */
+    double cancel_looked_at; /* monotonic, when the broker was last asked */
     /* The request object, for rrpc_request_member: a batch element, or
      * decoded from TEXT on first use into *LAZY (freed after the handler):
      * the worker reads a single request without decoding all of it. */
