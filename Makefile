@@ -5,7 +5,9 @@
 #   make install  build, then install library, header, CLI, examples,
 #               pkg-config and CMake package files and man pages under
 #               PREFIX (default /usr/local), staged under DESTDIR if set
-#   make chaos  the long chaos test of both delivery modes (CHAOS_SECONDS each)
+#   make chaos  the long chaos test of both delivery modes, of reliable mode
+#               sharded, and of reliable mode on a 3-master Redis Cluster with
+#               failovers (CHAOS_SECONDS each)
 #   make test   the whole suite: formatting checked, -Werror build, ctest, then ctest again
 #               under ASan+UBSan, the C test programs under valgrind and
 #               under TSan, and a short libFuzzer run on request decoding
@@ -121,12 +123,15 @@ test: format-check test-fast test-asan test-valgrind test-tsan test-fuzz
 
 bench: build
 	@scripts/bench.sh $(BUILD)
+	@scripts/bench-baseline.sh $(BUILD)
 
 # The chaos test (docs/RELIABILITY.md): workers SIGKILLed, Redis restarted,
 # workers cut off from Redis (blackhole, reset) and Redis stalled (SIGSTOP)
-# under load, CHAOS_SECONDS in each delivery mode; prints the figures.
+# under load, CHAOS_SECONDS in each delivery mode, reliable mode sharded, and
+# reliable mode on a 3-master Cluster (worker kills, master failovers:
+# CLUSTER FAILOVER and SIGKILL of a master); prints the figures.
 chaos: build
-	@"$(RRPC_PYTHON)" tests/chaos/chaos.py --bin-dir $(BUILD)/tests --mode both \
+	@"$(RRPC_PYTHON)" tests/chaos/chaos.py --bin-dir $(BUILD)/tests --mode all \
 	  --seconds $(CHAOS_SECONDS)
 
 clean:

@@ -414,7 +414,12 @@ enum {
     OPT_SHARDS,
     OPT_START_TIMEOUT,
     OPT_REPLY_PREFIX,
-    OPT_BATCH_TIME
+    OPT_BATCH_TIME,
+    OPT_RATE,
+    OPT_BURST,
+    OPT_CONCURRENCY,
+    OPT_OVER,
+    OPT_PER_TENANT
 };
 
 static const struct option long_options[] = {
@@ -435,6 +440,11 @@ static const struct option long_options[] = {
     {"start-timeout", required_argument, NULL, OPT_START_TIMEOUT},
     {"reply-prefix", required_argument, NULL, OPT_REPLY_PREFIX},
     {"batch-time", required_argument, NULL, OPT_BATCH_TIME},
+    {"rate", required_argument, NULL, OPT_RATE},
+    {"burst", required_argument, NULL, OPT_BURST},
+    {"concurrency", required_argument, NULL, OPT_CONCURRENCY},
+    {"over", required_argument, NULL, OPT_OVER},
+    {"per-tenant", required_argument, NULL, OPT_PER_TENANT},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -472,8 +482,7 @@ static void usage(FILE *out)
           "                  (default: 0 = no limit; with --shards, per shard)\n"
           "  --shards N      spread the service over N request lists, so that it\n"
           "                  uses several Redis Cluster masters; rrpc sync clients\n"
-          "                  pick them in turn (default: 1; raises --workers to N;\n"
-          "                  not with --reliable)\n"
+          "                  pick them in turn (default: 1; raises --workers to N)\n"
           "  --start-timeout S\n"
           "                  while Redis is not there at start (refusing, loading,\n"
           "                  a Cluster forming), wait for it at most S seconds, then\n"
@@ -484,6 +493,17 @@ static void usage(FILE *out)
           "  --batch-time S  a JSON-RPC batch runs at most S seconds; its calls not\n"
           "                  started by then are answered -32001 (default: 5;\n"
           "                  0 = no limit)\n"
+          "\n"
+          "Limits (written to the service's configuration in Redis at start, for every\n"
+          "worker of the service; METHOD is a method name, or * for the whole service;\n"
+          "a METHOD the server does not serve is refused):\n"
+          "  --rate METHOD=N[/s]     at most N calls per second (N > 0)\n"
+          "  --burst METHOD=B        with --rate: B calls at once above it (default: 1)\n"
+          "  --concurrency METHOD=M  at most M calls running at once, over all workers\n"
+          "  --over METHOD=wait|refuse\n"
+          "                  over a limit: the call waits in Redis, or is answered\n"
+          "                  -32003 with retry_after_ms (default: refuse)\n"
+          "  --per-tenant METHOD     count METHOD's limits per 'tenant' member\n"
           "  -h, --help      show this help\n",
           out);
 }
@@ -493,6 +513,82 @@ static int usage_error(const char *option, const char *wanted, const char *got)
     fprintf(stderr, "calc-server: --%s wants %s, not '%s'\nTry 'calc-server --help'.\n", option,
             wanted, got);
     return 2;
+}
+
+/* The limits the flags build (--rate, --concurrency...), or NULL. */
+static json_t *limits;
+
+/* The rule of the method named in SPEC ("METHOD=VALUE", or just "METHOD"
+ * when VALUE is NULL); *VALUE gets what follows '='.  NULL if malformed. */
+static json_t *limit_rule(const char *spec, const char **value)
+{
+    const char *eq = strchr(spec, '=');
+    if ((value != NULL) != (eq != NULL) || eq == spec || (eq == NULL && *spec == '\0'))
+        return NULL;
+    size_t n = eq ? (size_t)(eq - spec) : strlen(spec);
+    char name[256];
+    if (n >= sizeof name)
+        return NULL;
+    memcpy(name, spec, n);
+    name[n] = '\0';
+    if (value != NULL)
+        *value = eq + 1;
+    if (limits == NULL)
+        limits = json_object();
+    json_t *rule = json_object_get(limits, name);
+    if (rule == NULL)
+        json_object_set_new(limits, name, rule = json_object());
+    return rule;
+}
+
+/* One limits flag OPT with its argument; 0, or the usage error's status. */
+static int limit_option(int opt, const char *arg)
+{
+    const char *v = NULL;
+    json_t *rule = limit_rule(arg, opt == OPT_PER_TENANT ? NULL : &v);
+    double d;
+    int m;
+    char number[64];
+    switch (opt) {
+    case OPT_RATE:
+        /* "N" or "N/s": calls per second. */
+        snprintf(number, sizeof number, "%s", v ? v : "");
+        if (strlen(number) > 2 && strcmp(number + strlen(number) - 2, "/s") == 0)
+            number[strlen(number) - 2] = '\0';
+        if (rule == NULL || parse_number(number, 1e-9, 1e9, &d) != 0)
+            return usage_error("rate", "METHOD=N/s with N > 0", arg);
+        json_object_set_new(rule, "rate", json_real(d));
+        return 0;
+    case OPT_BURST:
+        if (rule == NULL || parse_number(v, 1, 1e9, &d) != 0)
+            return usage_error("burst", "METHOD=B with B >= 1", arg);
+        json_object_set_new(rule, "burst", json_real(d));
+        return 0;
+    case OPT_CONCURRENCY:
+        if (rule == NULL || parse_int(v, 1, 1000000, &m) != 0)
+            return usage_error("concurrency", "METHOD=M with M a count >= 1", arg);
+        json_object_set_new(rule, "concurrency", json_integer(m));
+        return 0;
+    case OPT_OVER:
+        if (rule == NULL || (strcmp(v, "wait") != 0 && strcmp(v, "refuse") != 0))
+            return usage_error("over", "METHOD=wait or METHOD=refuse", arg);
+        json_object_set_new(rule, "over", json_string(v));
+        return 0;
+    default:
+        if (rule == NULL)
+            return usage_error("per-tenant", "a METHOD (or *)", arg);
+        json_object_set_new(rule, "per_tenant", json_true());
+        return 0;
+    }
+}
+
+/* The limits as the server option wants them (JSON text), or NULL. */
+static const char *limits_text(void)
+{
+    static char *text;
+    if (limits != NULL && text == NULL)
+        text = json_dumps(limits, JSON_COMPACT | JSON_SORT_KEYS);
+    return text;
 }
 
 /* Returns 0 to serve, or the exit status of a usage error.  --help prints
@@ -570,16 +666,21 @@ static int parse_options(int argc, char **argv, rrpc_server_options *opts)
             else if (parse_seconds(optarg, &opts->batch_time_limit_s) != 0)
                 return usage_error("batch-time", "a number of seconds (0 = no limit)", optarg);
             break;
+        case OPT_RATE:
+        case OPT_BURST:
+        case OPT_CONCURRENCY:
+        case OPT_OVER:
+        case OPT_PER_TENANT: {
+            int status = limit_option(opt, optarg);
+            if (status != 0)
+                return status;
+            break;
+        }
         case 'h': usage(stdout); exit(0);
         default: fputs("Try 'calc-server --help'.\n", stderr); return 2;
         }
     }
-    if (opts->reliable && opts->shards > 1) {
-        fputs("calc-server: --reliable does not work with --shards above 1 (yet)\n"
-              "Try 'calc-server --help'.\n",
-              stderr);
-        return 2;
-    }
+    opts->limits = limits_text(); /* the library checks the rules */
     if (optind < argc) {
         fprintf(stderr, "calc-server: unexpected argument '%s'\nTry 'calc-server --help'.\n",
                 argv[optind]);

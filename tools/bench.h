@@ -39,6 +39,7 @@ struct bench_args {
     long connections;
     long window; /* 0 until given */
     int sync, async;
+    int priority; /* --priority: RRPC_PRIORITY_* */
     int json;
     int help;
 };
@@ -87,6 +88,7 @@ struct bench_worker {
      * encodes a call, and a json_t's reference count is not read
      * atomically, so threads must not share one. */
     json_t *params;
+    rrpc_call_options call_opts; /* --priority other than normal: timeout and priority */
     /* --sync */
     rrpc_client *client;
     /* --async */

@@ -37,8 +37,11 @@ static int async_start(struct bench_worker *w, struct pending *p)
         return 0;
     }
     p->start_ns = bench_now_ns();
-    int rc = rrpc_async_call(w->async, args->service, args->method, w->params, args->timeout_s,
-                             on_reply, p);
+    int rc = args->priority == RRPC_PRIORITY_NORMAL
+                 ? rrpc_async_call(w->async, args->service, args->method, w->params,
+                                   args->timeout_s, on_reply, p)
+                 : rrpc_async_call_with(w->async, args->service, args->method, w->params,
+                                        &w->call_opts, on_reply, p);
     w->started++;
     if (rc != RRPC_OK) {
         w->last_done_ns = bench_now_ns();

@@ -222,6 +222,9 @@ static int prepare_workers(struct bench *b)
             w->quota = args->calls / (uint64_t)b->nworkers +
                        ((uint64_t)i < args->calls % (uint64_t)b->nworkers);
         w->params = json_deep_copy(args->params);
+        rrpc_call_options_init(&w->call_opts);
+        w->call_opts.timeout_s = args->timeout_s;
+        w->call_opts.priority = args->priority;
         if (w->params == NULL)
             return -1;
     }

@@ -21,8 +21,11 @@ static void sync_run(struct bench_worker *w)
     for (uint64_t n = 0; (w->quota == 0 || n < w->quota) && !bench_stopping(w->bench); n++) {
         json_t *result = NULL, *error = NULL;
         uint64_t t0 = bench_now_ns();
-        int rc = rrpc_call(w->client, args->service, args->method, w->params, args->timeout_s,
-                           &result, &error);
+        int rc = args->priority == RRPC_PRIORITY_NORMAL
+                     ? rrpc_call(w->client, args->service, args->method, w->params, args->timeout_s,
+                                 &result, &error)
+                     : rrpc_call_with(w->client, args->service, args->method, w->params,
+                                      &w->call_opts, &result, &error);
         w->last_done_ns = bench_now_ns();
         bench_record(w, rc, result, error, w->last_done_ns - t0, rrpc_client_errmsg(w->client));
         json_decref(result);

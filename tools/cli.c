@@ -75,6 +75,21 @@ int cli_usage_error(const char *prog, const char *fmt, ...)
     return CLI_EXIT_USAGE;
 }
 
+int cli_parse_priority(const char *text, int *priority)
+{
+    static const struct {
+        const char *name;
+        int value;
+    } names[] = {
+        {"high", RRPC_PRIORITY_HIGH}, {"normal", RRPC_PRIORITY_NORMAL}, {"low", RRPC_PRIORITY_LOW}};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(text, names[i].name) == 0) {
+            *priority = names[i].value;
+            return 0;
+        }
+    return -1;
+}
+
 int cli_parse_seconds(const char *text, double *seconds)
 {
     char *end;

@@ -41,6 +41,7 @@ int cmd_dead(int argc, char **argv);
 int cmd_ping(int argc, char **argv);
 int cmd_top(int argc, char **argv);
 int cmd_forget(int argc, char **argv);
+int cmd_limits(int argc, char **argv);
 int cmd_describe(int argc, char **argv);
 int cmd_web(int argc, char **argv);
 
@@ -76,6 +77,10 @@ int cli_usage_error(const char *prog, const char *fmt, ...)
 /* Parses a positive, finite number of seconds.  0 on success, -1 if TEXT
  * is not one. */
 int cli_parse_seconds(const char *text, double *seconds);
+
+/* Parses "high", "normal" or "low" (--priority) into RRPC_PRIORITY_*.  0
+ * on success, -1 if TEXT is none of them. */
+int cli_parse_priority(const char *text, int *priority);
 
 /* Parses a count in [MIN, MAX]: decimal digits only, so no sign (strtoull
  * would turn "-5" into 2^64 - 5), no blanks, nothing after.  0 on success,

@@ -38,7 +38,8 @@ enum bench_option {
     OPT_JSON,
     OPT_METHOD,
     OPT_PARAMS,
-    OPT_EXPECT
+    OPT_EXPECT,
+    OPT_PRIORITY
 };
 
 static const struct option bench_options[] = {
@@ -55,6 +56,7 @@ static const struct option bench_options[] = {
     {"method", required_argument, NULL, OPT_METHOD},
     {"params", required_argument, NULL, OPT_PARAMS},
     {"expect", required_argument, NULL, OPT_EXPECT},
+    {"priority", required_argument, NULL, OPT_PRIORITY},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -85,6 +87,8 @@ static void usage(FILE *out)
           "  --expect JSON      the result every call must return (default: 3 for the\n"
           "                     default call, else any result is accepted)\n"
           "  --timeout SECONDS  per-call timeout (default: 10)\n"
+          "  --priority high|normal|low\n"
+          "                     the calls' priority (default: normal)\n"
           "  --json             print the report as one JSON object\n"
           "  -h, --help         show this help\n"
           "\n"
@@ -157,6 +161,10 @@ static int apply_option(const char *prog, int opt, struct bench_args *args)
     case OPT_SYNC: args->sync = 1; return CLI_EXIT_OK;
     case OPT_ASYNC: args->async = 1; return CLI_EXIT_OK;
     case OPT_JSON: args->json = 1; return CLI_EXIT_OK;
+    case OPT_PRIORITY:
+        if (cli_parse_priority(optarg, &args->priority) != 0)
+            return cli_usage_error(prog, "--priority wants high, normal or low, not '%s'", optarg);
+        return CLI_EXIT_OK;
     case OPT_METHOD:
         if (optarg[0] == '\0')
             return cli_usage_error(prog, "--method wants a non-empty name");

@@ -18,7 +18,14 @@
 #include <stdio.h>
 #include <string.h>
 
-enum { OPT_IDEMPOTENCY_KEY = CLI_OPT_FIRST_FREE, OPT_TRACEPARENT, OPT_TRACESTATE, OPT_STREAM };
+enum {
+    OPT_IDEMPOTENCY_KEY = CLI_OPT_FIRST_FREE,
+    OPT_TRACEPARENT,
+    OPT_TRACESTATE,
+    OPT_STREAM,
+    OPT_TENANT,
+    OPT_PRIORITY
+};
 
 /* Exit status of a call cancelled with Ctrl-C: 128 + SIGINT, as shells say. */
 #define EXIT_CANCELLED 130
@@ -30,7 +37,9 @@ struct call_args {
     const char *traceparent;     /* call: NULL (a new trace), or the caller's */
     const char *tracestate;
     int pretty;
-    int stream; /* --stream: ask for progress, print each value as it comes */
+    int stream;         /* --stream: ask for progress, print each value as it comes */
+    const char *tenant; /* --tenant: the request's tenant member, or NULL */
+    int priority;       /* --priority: RRPC_PRIORITY_* */
     int help;
     const char *service;
     const char *method;
@@ -45,6 +54,8 @@ static const struct option call_options[] = {
     {"traceparent", required_argument, NULL, OPT_TRACEPARENT},
     {"tracestate", required_argument, NULL, OPT_TRACESTATE},
     {"stream", no_argument, NULL, OPT_STREAM},
+    {"tenant", required_argument, NULL, OPT_TENANT},
+    {"priority", required_argument, NULL, OPT_PRIORITY},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -83,6 +94,11 @@ static void usage_call(FILE *out)
           "  --tracestate VALUE the W3C tracestate sent with it\n"
           "  --stream           ask for the handler's progress and print each value as\n"
           "                     one JSON line as it comes, then the result\n"
+          "  --tenant T         send the call as tenant T (1 to 128 bytes): the\n"
+          "                     service's per-tenant limits count it apart\n"
+          "  --priority high|normal|low\n"
+          "                     the call's priority (default: normal): when the service\n"
+          "                     has a backlog its workers take high calls first, low last\n"
           "  -h, --help         show this help\n"
           "\n"
           "Ctrl-C cancels the call: its request is taken back if no worker has it,\n"
@@ -95,6 +111,7 @@ static void usage_call(FILE *out)
           "  rrpc call calc add '[1, 5.1]'\n"
           "  rrpc call --timeout 2 calc divide '{\"a\": 1, \"b\": 4}'\n"
           "  rrpc call --stream calc count '[3, 100]'\n"
+          "  rrpc call --priority high calc add '[1, 2]'\n"
           "  rrpc call --traceparent 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 \\\n"
           "      calc add '[1, 2]'\n"
           "\n",
@@ -142,6 +159,11 @@ static int apply_option(const char *prog, int opt, struct call_args *args)
     case OPT_TRACEPARENT: args->traceparent = optarg; return CLI_EXIT_OK;
     case OPT_TRACESTATE: args->tracestate = optarg; return CLI_EXIT_OK;
     case OPT_STREAM: args->stream = 1; return CLI_EXIT_OK;
+    case OPT_TENANT: args->tenant = optarg; return CLI_EXIT_OK;
+    case OPT_PRIORITY:
+        if (cli_parse_priority(optarg, &args->priority) != 0)
+            return cli_usage_error(prog, "--priority wants high, normal or low, not '%s'", optarg);
+        return CLI_EXIT_OK;
     case OPT_IDEMPOTENCY_KEY:
         if (*optarg == '\0')
             return cli_usage_error(prog, "--idempotency-key wants a non-empty key");
@@ -231,6 +253,8 @@ static int perform_call(const char *prog, rrpc_client *client, const struct call
     opts.traceparent = args->traceparent;
     opts.tracestate = args->tracestate;
     opts.cancel = &interrupted;
+    opts.tenant = args->tenant;
+    opts.priority = args->priority;
     if (args->stream)
         opts.progress = print_progress;
     struct sigaction sa, old_int;

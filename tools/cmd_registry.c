@@ -67,10 +67,15 @@ static void info_table(const json_t *doc)
     if (ops_int(doc, "shards") > 1)
         snprintf(shards, sizeof shards, " over %lld shards", ops_int(doc, "shards"));
     char a[256], b[256], c[256], d[512];
-    printf("service %s: %s, queue %lld%s, max_queue %s, dead letters %lld\n",
+    char prio[96] = ""; /* only when priorities are in use: PROTOCOL.md section 7 */
+    long long high = ops_int(doc, "queue_high"), low = ops_int(doc, "queue_low");
+    if (high > 0 || low > 0)
+        snprintf(prio, sizeof prio, " (high %lld, normal %lld, low %lld)", high,
+                 ops_int(doc, "queue") - high - low, low);
+    printf("service %s: %s, queue %lld%s%s, max_queue %s, dead letters %lld\n",
            SAFE(a, str_or(doc, "service", "?")),
            json_is_true(json_object_get(doc, "registered")) ? "registered" : "not registered",
-           ops_int(doc, "queue"), shards, limit, ops_int(doc, "dead"));
+           ops_int(doc, "queue"), prio, shards, limit, ops_int(doc, "dead"));
     const json_t *workers = json_object_get(doc, "workers");
     printf("\n%-36s %-16s %8s %7s %-12s %10s\n", "WORKER", "HOST", "PID", "THREADS", "VERSION",
            "EXPIRES_IN");
@@ -85,6 +90,15 @@ static void info_table(const json_t *doc)
     }
     if (json_array_size(workers) == 0)
         puts("(no live workers)");
+    const json_t *limits = json_object_get(doc, "limits");
+    if (json_object_get(doc, "limits_error") != NULL) {
+        printf("\nlimits: the field does not parse (workers keep their last good ones): %s\n",
+               SAFE(a, json_string_value(json_object_get(doc, "limits_error"))));
+    } else if (json_is_object(limits)) {
+        char *text = json_dumps(limits, JSON_COMPACT | JSON_SORT_KEYS);
+        printf("\nlimits: %s\n", text ? SAFE(d, text) : "?");
+        free(text);
+    }
     printf("\n%-20s %-28s %s\n", "METHOD", "PARAMS", "DESCRIPTION");
     json_array_foreach(json_object_get(doc, "methods"), i, w)
     {

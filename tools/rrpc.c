@@ -26,6 +26,7 @@ static const struct subcommand subcommands[] = {
     {"top", "a live, refreshing view of all services", cmd_top},
     {"dead", "list, requeue or purge a service's dead letters", cmd_dead},
     {"forget", "drop a service from the registry (no more fail fast)", cmd_forget},
+    {"limits", "show, set or clear a service's rate limits and caps", cmd_limits},
     {"describe", "show a service's methods, params and errors (rpc.discover)", cmd_describe},
     {"web", "serve /metrics, health probes and a dashboard over HTTP", cmd_web},
 };

@@ -18,8 +18,17 @@ export interface ClientOptions {
 export interface CallOptions {
   /** This call's own timeout in seconds (0 waits forever). */
   timeout?: number;
-  /** Gives the call up: it rejects with Aborted and its request is withdrawn if still queued. */
+  /**
+   * Gives the call up: it rejects with Aborted, its request is withdrawn if
+   * still queued, and a worker running it is told to stop (its cancel_key).
+   */
   signal?: AbortSignal;
+  /** Asks for the handler's progress: each value, in order, before the call resolves. */
+  progress?: (value: unknown) => void;
+  /** Under a backlog, higher priorities are served first (default 'normal'; anything else: TypeError/RangeError). */
+  priority?: Priority;
+  /** Sent as the request's "tenant" member (a non-empty string). */
+  tenant?: string;
   /**
    * W3C traceparent to send (a TypeError if invalid); without one a call made
    * inside a handler continues the handled request's trace, any other starts one.
@@ -29,10 +38,15 @@ export interface CallOptions {
   tracestate?: string;
 }
 
-/** The trace context of a notification. */
+export type Priority = 'high' | 'normal' | 'low';
+export const PRIORITIES: readonly Priority[];
+
+/** The trace context, priority and tenant of a notification. */
 export interface NotifyOptions {
   traceparent?: string;
   tracestate?: string;
+  priority?: Priority;
+  tenant?: string;
 }
 
 /** Calls rrpc services; every call returns a promise. */
@@ -145,6 +159,8 @@ export class ProtocolError extends RrpcError {}
 export class RedisError extends RrpcError {}
 /** The call's AbortSignal fired (name 'AbortError'); the signal's reason is the cause. */
 export class Aborted extends RrpcError {}
+/** The service's {L}:config holds limits, which only the C server enforces: Server.serveForever refuses to serve. */
+export class Unsupported extends RrpcError {}
 
 export const VERSION: string;
 
@@ -152,3 +168,10 @@ export const VERSION: string;
 export function currentTraceparent(): string | null;
 /** The handled request's tracestate, or null. */
 export function currentTracestate(): string | null;
+/**
+ * Sends VALUE as progress of the request being handled, if its caller asked;
+ * resolves to true if sent.  Throws outside a handler (after its answer, say).
+ */
+export function progress(value: unknown): Promise<boolean>;
+/** Resolves to true if the caller of the request being handled cancelled it (looked up at most every 50 ms). */
+export function cancelled(): Promise<boolean>;

@@ -26,6 +26,8 @@ const { describe, rawParams, signature } = require('./lib/handlers');
 const { Real } = require('./lib/protocol');
 const { VERSION } = require('./lib/version');
 const { currentTraceparent, currentTracestate } = require('./lib/trace');
+const { cancelled, progress } = require('./lib/stream');
+const { PRIORITIES } = require('./lib/priority');
 
 module.exports = {
   Client,
@@ -39,4 +41,7 @@ module.exports = {
   VERSION,
   currentTraceparent,
   currentTracestate,
+  progress,
+  cancelled,
+  PRIORITIES,
 };

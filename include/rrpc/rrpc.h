@@ -148,6 +148,11 @@ RRPC_EXPORT const char *rrpc_safe_text(char *out, size_t len, const char *text, 
 /* Server error: the caller cancelled the request (PROTOCOL.md section 7,
  * "cancel_key") before it ran, or its handler stopped because of that. */
 #define RRPC_JSONRPC_CANCELLED -32002
+/* Server error: the call is over a limit of the service (PROTOCOL.md
+ * section 9, "Limits") that refuses rather than waits: message "Rate
+ * limited" or "Too many running", data {"limit": "rate"|"concurrency",
+ * "retry_after_ms": <ms>, "scope": <method or "*">}.  Not run. */
+#define RRPC_JSONRPC_LIMITED -32003
 
 /* ------------------------------------------------------------------ */
 /* Sync client                                                         */
@@ -250,8 +255,8 @@ RRPC_EXPORT int rrpc_call(rrpc_client *client, const char *service, const char *
                           const json_t *params, double timeout_s, json_t **result, json_t **error);
 
 /* Per-call options, for rrpc_call_with and rrpc_async_call_with.  Like
- * the other options structs it may grow (later: priority, progress,
- * cancellation): fill it with rrpc_call_options_init first. */
+ * the other options structs it grows: fill it with rrpc_call_options_init
+ * first. */
 typedef struct rrpc_call_options {
     size_t size; /* as in rrpc_client_options: set by _init */
     /* As rrpc_call's timeout_s: 0 (default) is the client's default. */
@@ -294,7 +299,24 @@ typedef struct rrpc_call_options {
      * rrpc_async_call_with returns. */
     int cancellable;
     uint64_t *handle;
+    /* The request's "tenant" member (PROTOCOL.md section 7): whose call it
+     * is, for the per-tenant limits of the service.  1 to 128 bytes, no
+     * control characters (else RRPC_EINVAL); copied.  NULL (default):
+     * none -- the call shares the bucket of calls without a tenant. */
+    const char *tenant;
+    /* Priority (PROTOCOL.md section 7, "Priorities"): RRPC_PRIORITY_HIGH,
+     * RRPC_PRIORITY_NORMAL (0, the default) or RRPC_PRIORITY_LOW.  When the
+     * service has a backlog, its workers take high before normal before
+     * low (strict: low waits while high keeps coming); with no backlog
+     * every call goes straight to a worker.  Any other value is
+     * RRPC_EINVAL.  Notifications are always normal. */
+    int priority;
 } rrpc_call_options;
+
+/* rrpc_call_options.priority. */
+#define RRPC_PRIORITY_HIGH   1
+#define RRPC_PRIORITY_NORMAL 0
+#define RRPC_PRIORITY_LOW    (-1)
 
 /* As rrpc_client_options_init_sized, for bindings. */
 RRPC_EXPORT void rrpc_call_options_init_sized(rrpc_call_options *opts, size_t size);
@@ -340,7 +362,8 @@ RRPC_EXPORT int rrpc_call_batch(rrpc_client *client, const char *service, const 
  * request members of its own, sent with the request (e.g. {"auth":
  * "token"}, which a server reads with rrpc_request_member); a member rrpc
  * sets itself (jsonrpc, method, params, id, reply_to, deadline, sent,
- * traceparent, tracestate, idempotency_key, progress, cancel_key) makes
+ * traceparent, tracestate, idempotency_key, progress, cancel_key,
+ * priority) makes
  * the call fail with
  * RRPC_EINVAL.  Returns RRPC_OK to go on, or a negative rrpc_err to
  * refuse: nothing is sent, the call returns that code (an async call's
@@ -405,9 +428,11 @@ typedef struct rrpc_server_options {
      * or repeated request is answered once, not run twice (a notification
      * runs once per send, unless it carries an "idempotency_key").
      * rrpc_server_run refuses it (RRPC_EINVAL, rrpc_server_errmsg says
-     * why) on a redis+cluster:// URL, on a Redis whose maxmemory-policy is
-     * not noeviction, and when key_prefix + service is longer than 361
-     * bytes (its keys would not fit). */
+     * why) on a Redis whose maxmemory-policy is not noeviction, and when
+     * key_prefix + service is longer than 361 bytes (its keys would not
+     * fit).  On a Redis Cluster the response is pushed after the commit,
+     * at least once, and effects must name keys of the service's slot
+     * (hash tag "{<prefix><service>}"): docs/RELIABILITY.md. */
     int reliable;
     int max_deliveries;    /* reliable: a request that was taken by this many
                             * workers that died becomes a dead letter; default 3 */
@@ -436,12 +461,13 @@ typedef struct rrpc_server_options {
      * <prefix><service>#<k>, each in its own hash slot; with M masters use
      * M or more shards.  Worker thread i pops only shard i % N, and workers
      * is raised to N if it is smaller.  The count is published in the
-     * registry (it needs heartbeat), where rrpc's sync clients read it and
+     * registry (it needs heartbeat), where rrpc's sync and async clients read it and
      * spread their calls over the shards round-robin; callers that know
-     * nothing of shards (other peers, the async client, fail_fast = 0)
+     * nothing of shards (other peers, a sync client with fail_fast = 0)
      * push onto shard 0, which is always served.  All servers of a service
-     * must agree on it.  Not with reliable: rrpc_server_new then fails
-     * with RRPC_EINVAL. */
+     * must agree on it.  With reliable, each shard has its own in-flight
+     * and dedup keys (in its list's hash slot), and a dead worker's
+     * requests go back to their own shard (docs/RELIABILITY.md). */
     int shards;
     /* How long rrpc_server_run waits for Redis at start, in seconds.  A
      * server is often started together with its Redis (supervisors, compose
@@ -469,6 +495,16 @@ typedef struct rrpc_server_options {
      * exceeded) without running, and its notifications are not run.
      * Default 5 s (0 means the default); a negative value: no limit. */
     double batch_time_limit_s;
+    /* Rate limits and concurrency caps (PROTOCOL.md section 9, "Limits"):
+     * a JSON object such as {"add": {"rate": 10}, "*": {"concurrency": 4,
+     * "over": "wait"}}, written to the service's `limits` field of
+     * {L}:config when the server starts (copied).  NULL (default): the
+     * field is left as it is -- limits set by an operator (rrpc limits)
+     * stay.  Whatever the field says is enforced by every rrpc C worker of
+     * the service and followed within a heartbeat (it needs the heartbeat
+     * on).  A value that does not parse, or names a method the server
+     * does not serve, makes rrpc_server_run fail with RRPC_EINVAL. */
+    const char *limits;
 } rrpc_server_options;
 
 /* As rrpc_client_options_init_sized, for bindings. */
@@ -724,16 +760,20 @@ RRPC_EXPORT const char *rrpc_admin_errmsg(const rrpc_admin *admin);
 
 /* Every registered service, sorted by name.  *out (new) is an array of
  * {"service", "workers" (live), "threads" (of live workers), "queue"
- * (list length, summed over the lists of a sharded service), "max_queue", "dead" (dead letters
+ * (list length, summed over the lists of a sharded service and over the
+ * priority lists), "max_queue", "dead" (dead letters
  * held), "calls", "errors" (totals over all methods and workers)}. */
 RRPC_EXPORT int rrpc_admin_services(rrpc_admin *admin, json_t **out);
 
 /* One service.  *out (new): {"service", "registered" (bool), "queue"
- * (summed over its lists), "shards" (request lists, from the registry; 1
+ * (summed over its lists and priorities), "queue_high", "queue_low" (of
+ * which in the high and low lists), "shards" (request lists, from the registry; 1
  * if not sharded), "max_queue", "dead", "workers": [the live workers'
  * records, each with "expires_in" seconds], "methods": [{"name",
- * "description", "params"}, ...] (the union over live workers)}.  An unregistered service is not an
- * error: it has "registered": false and no workers. */
+ * "description", "params"}, ...] (the union over live workers), "limits":
+ * the limits object (null: none), and "limits_error" (a string) when the
+ * field does not parse -- "limits" is then its text}.  An unregistered
+ * service is not an error: it has "registered": false and no workers. */
 RRPC_EXPORT int rrpc_admin_info(rrpc_admin *admin, const char *service, json_t **out);
 
 /* Per-method stats summed over every worker and restart.  *out (new):
@@ -767,6 +807,13 @@ RRPC_EXPORT int rrpc_admin_dead_requeue_one(rrpc_admin *admin, const char *servi
  * register.  Live workers register again with their next heartbeat.  Its
  * stats and dead letters stay. */
 RRPC_EXPORT int rrpc_admin_forget(rrpc_admin *admin, const char *service);
+/* Sets SERVICE's rate limits and concurrency caps (PROTOCOL.md section 9,
+ * "Limits") to the JSON object LIMITS, or clears them (LIMITS NULL): its
+ * running C workers follow within a heartbeat.  LIMITS that do not parse,
+ * or a service that is not registered: RRPC_EINVAL with a message, and
+ * nothing changes.  Method names are not checked against what the
+ * workers serve (rrpc limits warns). */
+RRPC_EXPORT int rrpc_admin_set_limits(rrpc_admin *admin, const char *service, const char *limits);
 
 /* Deletes the dead letters of SERVICE; *removed (may be NULL) counts them. */
 RRPC_EXPORT int rrpc_admin_dead_purge(rrpc_admin *admin, const char *service, long *removed);
@@ -805,7 +852,11 @@ RRPC_EXPORT int rrpc_admin_history(rrpc_admin *admin, const char *service, json_
  * go to the master of their service list's slot, responses come from the
  * master of the reply list's), every response collected from one reply
  * list of its own (PROTOCOL.md section 3, reply_to) and matched to its call
- * by id.  It runs on a libevent 2.1 loop: either one it owns on a
+ * by id.  Calls and notifications to a sharded service
+ * (rrpc_server_options.shards) are spread over its lists, as the sync
+ * client does: the shard count comes from the registry, read in the
+ * background and trusted for a second (until its first answer, calls go
+ * to shard 0).  It runs on a libevent 2.1 loop: either one it owns on a
  * background thread, or the application's (see
  * rrpc_async_options.event_base).  Needs Redis >= 7 (BLMPOP) and workers
  * that honour reply_to (all rrpc workers do). */
@@ -820,7 +871,8 @@ typedef struct rrpc_async rrpc_async;
  *   RRPC_ETIMEDOUT  no response in time; the request was withdrawn from the
  *                   service list if no worker had taken it yet.
  *   RRPC_ECONNECT   the Redis link broke while the call was in flight (on
- *                   a Cluster: the link to any master, e.g. a failover).
+ *                   a Cluster: the link to any master, e.g. a failover);
+ *                   not with resend_on_reconnect, which sends it again.
  *   RRPC_ECANCELED  rrpc_async_close() was called.
  *   RRPC_EREDIS, RRPC_EPROTO  Redis refused the request / the response
  *                   was malformed.
@@ -847,6 +899,19 @@ typedef struct rrpc_async_options {
     /* Calls in flight at most (accepted, callback not yet run); a call
      * beyond the limit fails with RRPC_ESTATE.  0 (default) = unlimited. */
     size_t max_in_flight;
+    /* What the calls in flight do when the Redis link breaks.  0 (the
+     * default, as rrpc_client_options.resend_on_reconnect): they fail at
+     * once with RRPC_ECONNECT.  1: they stay in flight, and when the link
+     * is back (the client reconnects by itself) every call not yet
+     * answered whose deadline has not passed is sent again -- the same
+     * request text, so the same id and reply key, to the same shard --
+     * and goes on waiting; again after each later reconnect, until it is
+     * answered or its timeout fails it with RRPC_ETIMEDOUT.  A service in
+     * reliable mode answers such a call once (its dedup knows the resend
+     * by reply_to and id); an at-most-once service may run it twice, and
+     * the caller still gets one callback.  Notifications are never
+     * resent.  docs/RELIABILITY.md section 3. */
+    int resend_on_reconnect;
 } rrpc_async_options;
 
 /* As rrpc_client_options_init_sized, for bindings. */

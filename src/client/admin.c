@@ -11,6 +11,7 @@
 #include "client/caller.h"
 #include "core/internal.h"
 #include "core/random.h"
+#include "core/ratelimit.h"
 #include "core/stats.h"
 #include "transport/admin_ops.h"
 
@@ -79,8 +80,9 @@ static int ready(rrpc_admin *a, const char *service)
 }
 
 /* Everything known about SERVICE: {"service", "registered", "queue" (all
- * shards), "shards", "max_queue", "dead", "dead_total", "workers": [...],
- * "mstats": {...}}. */
+ * shards and priorities), "queue_high", "queue_low" (of which in the
+ * priority lists), "shards", "max_queue", "dead", "dead_total",
+ * "workers": [...], "mstats": {...}}. */
 static int gather(rrpc_admin *a, const char *service, json_t **out)
 {
     rrpc__service_view v;
@@ -88,10 +90,13 @@ static int gather(rrpc_admin *a, const char *service, json_t **out)
         a->ops->service(a->base.link, a->base.prefix, service, &v, a->errmsg, sizeof a->errmsg);
     if (rc != RRPC_OK)
         return rc;
-    *out = json_pack("{s:s, s:b, s:I, s:i, s:I, s:I, s:I, s:o, s:o}", "service", service,
-                     "registered", v.registered, "queue", (json_int_t)v.queue, "shards", v.shards,
-                     "max_queue", (json_int_t)v.max_queue, "dead", (json_int_t)v.dead, "dead_total",
-                     (json_int_t)v.dead_total, "workers", v.workers, "mstats", v.mstats);
+    *out =
+        json_pack("{s:s, s:b, s:I, s:I, s:I, s:i, s:I, s:I, s:I, s:o, s:o, s:o}", "service",
+                  service, "registered", v.registered, "queue", (json_int_t)v.queue, "queue_high",
+                  (json_int_t)v.queue_high, "queue_low", (json_int_t)v.queue_low, "shards",
+                  v.shards, "max_queue", (json_int_t)v.max_queue, "dead", (json_int_t)v.dead,
+                  "dead_total", (json_int_t)v.dead_total, "workers", v.workers, "mstats", v.mstats,
+                  "limits_field", v.limits ? v.limits : json_null());
     return *out ? RRPC_OK : RRPC_ENOMEM;
 }
 
@@ -271,6 +276,44 @@ static json_t *union_methods(const json_t *workers)
     return methods;
 }
 
+/* "limits": the service's limits object (null: none), and "limits_error"
+ * when the field does not parse -- the workers keep their last good ones. */
+static void add_limits(json_t *doc, const json_t *field)
+{
+    if (doc == NULL)
+        return;
+    if (!json_is_string(field)) {
+        json_object_set_new(doc, "limits", json_null());
+        return;
+    }
+    rrpc__rl_table *t = NULL;
+    char err[RRPC__ERRMSG_LEN];
+    if (rrpc__rl_parse(json_string_value(field), json_string_length(field), &t, err, sizeof err) ==
+        RRPC_OK) {
+        json_object_set_new(doc, "limits", json_loads(json_string_value(field), 0, NULL));
+    } else {
+        json_object_set(doc, "limits", (json_t *)field);
+        json_object_set_new(doc, "limits_error", json_string(err));
+    }
+    rrpc__rl_free(t);
+}
+
+int rrpc_admin_set_limits(rrpc_admin *a, const char *service, const char *limits)
+{
+    int rc = ready(a, service);
+    if (rc != RRPC_OK || service == NULL)
+        return rc != RRPC_OK ? rc : RRPC_EINVAL;
+    if (limits != NULL) {
+        rrpc__rl_table *t = NULL;
+        if ((rc = rrpc__rl_parse(limits, strlen(limits), &t, a->errmsg, sizeof a->errmsg)) !=
+            RRPC_OK)
+            return rc;
+        rrpc__rl_free(t);
+    }
+    return a->ops->limits_set(a->base.link, a->base.prefix, service, limits, a->errmsg,
+                              sizeof a->errmsg);
+}
+
 int rrpc_admin_info(rrpc_admin *a, const char *service, json_t **out)
 {
     int rc = ready(a, service);
@@ -289,11 +332,13 @@ int rrpc_admin_info(rrpc_admin *a, const char *service, json_t **out)
         json_object_del(copy, "methods");
         json_array_append_new(slim, copy);
     }
-    *out = json_pack("{s:s, s:O, s:O, s:O, s:O, s:O, s:o, s:o}", "service", service, "registered",
-                     json_object_get(g, "registered"), "queue", json_object_get(g, "queue"),
-                     "shards", json_object_get(g, "shards"), "max_queue",
-                     json_object_get(g, "max_queue"), "dead", json_object_get(g, "dead"), "workers",
-                     slim, "methods", union_methods(workers));
+    *out = json_pack(
+        "{s:s, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:o, s:o}", "service", service, "registered",
+        json_object_get(g, "registered"), "queue", json_object_get(g, "queue"), "queue_high",
+        json_object_get(g, "queue_high"), "queue_low", json_object_get(g, "queue_low"), "shards",
+        json_object_get(g, "shards"), "max_queue", json_object_get(g, "max_queue"), "dead",
+        json_object_get(g, "dead"), "workers", slim, "methods", union_methods(workers));
+    add_limits(*out, json_object_get(g, "limits_field"));
     json_decref(g);
     return *out ? RRPC_OK : RRPC_ENOMEM;
 }
@@ -487,6 +532,7 @@ int rrpc_admin_metrics(rrpc_admin *a, const char *service, json_t **out)
                      "methods", method_metrics(v.mstats));
     json_decref(v.workers);
     json_decref(v.mstats);
+    json_decref(v.limits);
     return *out ? RRPC_OK : RRPC_ENOMEM;
 }
 

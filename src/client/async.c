@@ -13,12 +13,14 @@
 #include "client/async_receive.h"
 #include "client/async_request.h"
 #include "client/call_options.h"
+#include "core/ratelimit.h"
 #include "client/async_send.h"
 #include "core/defaults.h"
 #include "core/dispatch.h"
 #include "core/keys.h"
 #include "core/log.h"
 #include "core/opts.h"
+#include "core/random.h"
 #include "transport/transport.h"
 
 #include <event2/event.h>
@@ -74,7 +76,7 @@ static int cancel_on_loop(rrpc_async *a, uint64_t handle)
         if (c->cancellable && rrpc__areq_cancel_key(a, handle, key, sizeof key) == RRPC_OK)
             a->ops->mark_cancelled(a->session, key, strlen(key),
                                    (long long)((c->timeout_s + 60.0) * 1000.0));
-        a->ops->withdraw(a->session, c->buf, c->list_len, rrpc__areq_text(c), c->text_len);
+        rrpc__asend_withdraw(a, c);
     }
     rrpc__async_error(a, RRPC_ECANCELED, "the call was cancelled");
     rrpc__acall_finish(a, c, RRPC_ECANCELED, NULL, NULL);
@@ -150,7 +152,9 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     while (q) {
         rrpc__acall *c = q;
         q = q->next;
-        int rc = atomic_load(&a->link_up)
+        /* Accepted before the link broke: with resend it waits for the
+         * link in flight, as the calls already sent do. */
+        int rc = atomic_load(&a->link_up) || (a->resend && !c->notify)
                      ? rrpc__asend_submit(a, c)
                      : rrpc__async_error(a, RRPC_ECONNECT, "not connected to %s", a->ops->broker);
         if (rc != RRPC_OK)
@@ -213,6 +217,12 @@ static int init_config(rrpc_async *a, const rrpc_async_options *opts, char *errm
     a->connect_timeout_s =
         rrpc__timeout_or(opts->connect_timeout_s, RRPC__DEFAULT_CONNECT_TIMEOUT_S);
     a->max_in_flight = opts->max_in_flight;
+    a->resend = opts->resend_on_reconnect != 0;
+    char hex[33]; /* a random first shard, so that short-lived clients do not all start on 0 */
+    if (rrpc__random_hex128(hex) == RRPC_OK) {
+        hex[8] = '\0';
+        a->next_shard = (unsigned)strtoul(hex, NULL, 16);
+    }
     a->own_loop = opts->event_base == NULL;
     a->free_slot = RRPC__ASYNC_NO_SLOT;
     a->wake_fd = -1;
@@ -237,7 +247,9 @@ static int init_config(rrpc_async *a, const rrpc_async_options *opts, char *errm
     size_t room = a->ops->deliver_max + a->ops->deliver_headroom;
     a->argv_mem = malloc(room * sizeof *a->argv);
     a->lens_mem = malloc(room * sizeof *a->lens);
-    if (a->argv_mem == NULL || a->lens_mem == NULL || pthread_mutex_init(&a->lock, NULL) != 0)
+    a->by_shard = malloc(a->ops->deliver_max * sizeof *a->by_shard);
+    if (a->argv_mem == NULL || a->lens_mem == NULL || a->by_shard == NULL ||
+        pthread_mutex_init(&a->lock, NULL) != 0)
         return rrpc__fail(errmsg, errmsg_len, RRPC_ENOMEM, "out of memory");
     if (pthread_cond_init(&a->cancel_done, NULL) != 0) {
         pthread_mutex_destroy(&a->lock);
@@ -282,6 +294,7 @@ static void free_client(rrpc_async *a)
     free(a->outbox_spare);
     free(a->argv_mem);
     free(a->lens_mem);
+    free(a->by_shard);
     free(a->request_tail);
     rrpc__call_hooks_free(&a->hooks);
     free(a->prefix);
@@ -459,6 +472,9 @@ static int start(rrpc_async *a, const char *service, const char *method, const j
     if (rc == RRPC_OK &&
         rrpc__call_trace(o->traceparent, o->tracestate, &trace, err, sizeof err) != RRPC_OK)
         rc = rrpc__async_error(a, RRPC_EINVAL, "%s", err);
+    if (rc == RRPC_OK && o->tenant != NULL && !rrpc__tenant_ok(o->tenant, strlen(o->tenant)))
+        rc = rrpc__async_error(a, RRPC_EINVAL, "tenant: 1 to %d bytes, no control characters",
+                               RRPC__TENANT_MAX);
     if (rc != RRPC_OK)
         return rc;
     json_t *members = NULL;
@@ -467,6 +483,10 @@ static int start(rrpc_async *a, const char *service, const char *method, const j
     if (!notify && a->hooks.count > 0 &&
         (rc = intercept(a, service, method, params, &members, &passed)) != RRPC_OK)
         return rc;
+    if (rrpc__call_tenant(o->tenant, &members, err, sizeof err) != RRPC_OK) {
+        json_decref(members); /* out of memory: the tenant was checked above */
+        return rrpc__async_error(a, RRPC_ENOMEM, "%s", err);
+    }
     if (!notify) {
         size_t before = atomic_fetch_add(&a->in_flight, 1);
         if (a->max_in_flight && before >= a->max_in_flight) {
@@ -490,6 +510,7 @@ static int start(rrpc_async *a, const char *service, const char *method, const j
         c->progress = notify ? NULL : o->progress;
         c->progress_udata = o->progress_udata;
         c->cancellable = !notify && o->cancellable;
+        c->priority = notify ? RRPC_PRIORITY_NORMAL : o->priority;
         if (o->handle != NULL)
             *o->handle = c->handle;
         if (rc == RRPC_OK)

@@ -71,6 +71,8 @@ rrpc__acall *rrpc__acall_get(rrpc_async *a)
     if (c) {
         c->next = NULL;
         c->id = 0;
+        c->shard = -1;
+        c->deadline_ms = 0;
         c->notify = c->in_outbox = c->done = 0;
     }
     return c;

@@ -1,10 +1,14 @@
 /* async_receive.c -- the async client's side of its session's reports
  * (async_receive.h): responses are decoded and matched to their calls by
- * id; a group the broker refused fails its calls; a lost session fails
- * every call in flight and refuses new ones until it is back. */
+ * id; a group the broker refused fails its calls; a lost session refuses
+ * new calls until it is back, and fails every call in flight -- or, with
+ * resend_on_reconnect, keeps them (their timers still run) and sends them
+ * again, same text to the same shard, once it is back. */
 #include "client/async_receive.h"
 
 #include "client/async_calls.h"
+#include "client/async_send.h"
+#include "core/log.h"
 #include "core/protocol.h"
 
 #include <stdio.h>
@@ -103,16 +107,29 @@ static void on_delivered(void *group, int status, const char *msg, void *udata)
     free(b);
 }
 
-/* The session is back (new calls are taken again), or lost: what is in
- * flight fails now rather than at its timeout. */
+/* The session is back (new calls are taken again, and with resend the
+ * calls in flight are sent again), or lost: what is in flight fails now
+ * rather than at its timeout, unless it is to be resent. */
 static void on_link(int status, const char *msg, void *udata)
 {
     rrpc_async *a = udata;
     if (status == RRPC_OK) {
         atomic_store(&a->link_up, 1);
+        /* The first report after open is no reconnect: what was delivered
+         * while the links were connecting waited for them. */
+        size_t n = a->resend && a->was_lost ? rrpc__asend_resend(a) : 0;
+        a->was_lost = 0;
+        if (n > 0) {
+            char detail[64];
+            snprintf(detail, sizeof detail, "%zu calls", n);
+            rrpc__log(RRPC_LOG_INFO, NULL, "async", "resent the calls in flight", detail);
+        }
         return;
     }
     atomic_store(&a->link_up, 0);
+    a->was_lost = 1;
+    if (a->resend)
+        return; /* kept in flight; their timers still run */
     rrpc__async_error(a, RRPC_ECONNECT, "%s link lost: %s", a->ops->broker, msg);
     rrpc__acall_fail_all(a, RRPC_ECONNECT);
     rrpc__acall_give_back(a);

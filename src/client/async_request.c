@@ -205,16 +205,23 @@ int rrpc__areq_build(rrpc_async *a, rrpc__acall *c, const char *service, const c
     if (rc == RRPC_OK && !c->notify &&
         (c->progress || c->cancellable || rrpc__inherited_cancel_key()))
         rc = append_progress_cancel(a, c, &used);
+    if (rc == RRPC_OK && c->priority != RRPC_PRIORITY_NORMAL) {
+        /* PROTOCOL.md section 7: absent means normal. */
+        static const char high[] = ",\"priority\":\"high\"", low[] = ",\"priority\":\"low\"";
+        rc = c->priority == RRPC_PRIORITY_HIGH ? append(c, &used, high, sizeof high - 1)
+                                               : append(c, &used, low, sizeof low - 1);
+    }
     if (rc == RRPC_OK && !c->notify && a->clock.measured_at > 0) {
         char deadline[80];
         long long now = rrpc__clock_redis_ms(&a->clock); /* `sent`: PROTOCOL.md section 7 */
         /* By hand: snprintf was a tenth of a call's instructions. */
+        c->deadline_ms = now + (long long)(c->timeout_s * 1000.0 + 0.999);
         size_t n = sizeof ",\"sent\":" - 1;
         memcpy(deadline, ",\"sent\":", n);
         n += ms_text(deadline + n, now);
         memcpy(deadline + n, ",\"deadline\":", sizeof ",\"deadline\":" - 1);
         n += sizeof ",\"deadline\":" - 1;
-        n += ms_text(deadline + n, now + (long long)(c->timeout_s * 1000.0 + 0.999));
+        n += ms_text(deadline + n, c->deadline_ms);
         rc = append(c, &used, deadline, n);
     }
     if (rc == RRPC_OK)

@@ -6,12 +6,21 @@
  * group, which is most of the speed: the broker then does one operation
  * per group (one RPUSH on Redis), not one per call.  A call whose timer fires is withdrawn from its
  * service's queue, so that it does not run after its caller gave up.
+ *
+ * A sharded service (core/shard.h) has several queues; the transport says
+ * how many (ops->shards, from the registry), and each flush cuts a run of
+ * calls for the service into one block per shard, the blocks going to the
+ * shards in turn: still one group per queue, and over a few flushes every
+ * shard gets its share.  A call keeps the shard it was first sent to, so
+ * that a resend (rrpc_async_options.resend_on_reconnect) reaches the same
+ * queue, where a reliable service's dedup looks for it.
  */
 #include "core/clock.h"
 #include "client/async_send.h"
 
 #include "client/async_calls.h"
 #include "client/async_request.h"
+#include "core/shard.h"
 
 #include <event2/event.h>
 
@@ -40,14 +49,32 @@ static const struct timeval *timeout_tv(rrpc_async *a, double s, struct timeval 
     return tmp;
 }
 
+/* The queue of C's shard in KEY (LEN bytes at least RRPC__KEY_MAX + 8);
+ * its length. */
+static size_t shard_queue(const rrpc__acall *c, int shard, char *key, size_t len)
+{
+    if (shard <= 0 || rrpc__shard_key(key, len, c->buf, shard) != RRPC_OK)
+        return 0;
+    return strlen(key);
+}
+
+void rrpc__asend_withdraw(rrpc_async *a, rrpc__acall *c)
+{
+    char key[RRPC__KEY_MAX + 8];
+    if (c->in_outbox || c->shard < 0 || a->session == NULL)
+        return; /* never sent: nothing to take back */
+    size_t n = shard_queue(c, c->shard, key, sizeof key);
+    a->ops->withdraw(a->session, n ? key : c->buf, n ? n : c->list_len, c->priority,
+                     rrpc__areq_text(c), c->text_len);
+}
+
 static void on_call_timeout(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     rrpc__acall *c = arg;
     rrpc_async *a = c->owner;
-    if (!c->in_outbox && a->session != NULL)
-        a->ops->withdraw(a->session, c->buf, c->list_len, rrpc__areq_text(c), c->text_len);
+    rrpc__asend_withdraw(a, c);
     rrpc__async_error(a, RRPC_ETIMEDOUT, "no reply from '%s' within %.3f s", c->buf, c->timeout_s);
     rrpc__acall_finish(a, c, RRPC_ETIMEDOUT, NULL, NULL);
 }
@@ -107,15 +134,21 @@ void rrpc__asend_drop_outbox(rrpc_async *a)
 
 /* ---- delivery ---------------------------------------------------------- */
 
+/* Nonzero if X and Y go in one group: the same service and priority. */
 static int same_list(const rrpc__acall *x, const rrpc__acall *y)
 {
-    return x->list_len == y->list_len && memcmp(x->buf, y->buf, x->list_len) == 0;
+    return x->list_len == y->list_len && x->priority == y->priority &&
+           memcmp(x->buf, y->buf, x->list_len) == 0;
 }
 
-/* Hands BOX[0..n) -- all live, all for one service -- to the transport as
- * one group (the texts go into a->argv after the transport's headroom). */
+/* Hands BOX[0..n) -- all live, all for one service, shard and priority -- to
+ * the transport as one group (the texts go into a->argv after the transport's
+ * headroom).  Calls whose group cannot be delivered end here, unless the
+ * link is down and they are to be resent when it is back. */
 static void push_group(rrpc_async *a, rrpc__acall **box, size_t n)
 {
+    char key[RRPC__KEY_MAX + 8];
+    size_t klen = shard_queue(box[0], box[0]->shard, key, sizeof key);
     rrpc__agroup *b = malloc(sizeof *b + n * sizeof b->ids[0]);
     for (size_t i = 0; i < n; i++) {
         a->argv[i] = rrpc__areq_text(box[i]);
@@ -129,9 +162,12 @@ static void push_group(rrpc_async *a, rrpc__acall **box, size_t n)
     if (b == NULL)
         rc = rrpc__async_error(a, RRPC_ENOMEM, "out of memory");
     else if (a->session != NULL)
-        rc = a->ops->deliver(a->session, box[0]->buf, box[0]->list_len, a->argv, a->lens, n, b);
+        rc = a->ops->deliver(a->session, klen ? key : box[0]->buf, klen ? klen : box[0]->list_len,
+                             box[0]->priority, a->argv, a->lens, n, b);
     if (rc == RRPC_ECONNECT)
         rrpc__async_error(a, rc, "not connected to %s", a->ops->broker);
+    else if (rc == RRPC_EINVAL)
+        rrpc__async_error(a, rc, "service name too long for its priority lists");
     if (rc != RRPC_OK)
         free(b);
     char msg[RRPC__ERRMSG_LEN];
@@ -141,10 +177,81 @@ static void push_group(rrpc_async *a, rrpc__acall **box, size_t n)
         c->in_outbox = 0;
         if (c->notify)
             rrpc__acall_put(a, c); /* the transport copied the text */
+        else if (rc == RRPC_ECONNECT && a->resend && !a->shutting_down && a->session != NULL)
+            continue; /* in flight still: resent when the link is back */
         else if (rc != RRPC_OK && !c->done) {
             rrpc__async_error(a, rc, "%s", msg);
             rrpc__acall_finish(a, c, rc, NULL, NULL);
         }
+    }
+}
+
+/* Gives the calls of BOX[0..n) (one service) that have no shard yet one
+ * of SHARDS: one block per shard, the blocks going to the next shards in
+ * turn, so a run stays a few big groups and successive flushes rotate. */
+static void assign_shards(rrpc_async *a, rrpc__acall **box, size_t n, int shards)
+{
+    size_t fresh = 0;
+    for (size_t i = 0; i < n; i++)
+        fresh += box[i]->shard < 0;
+    if (fresh == 0)
+        return;
+    size_t blocks = fresh < (size_t)shards ? fresh : (size_t)shards;
+    size_t per = (fresh + blocks - 1) / blocks, k = 0;
+    unsigned first = a->next_shard;
+    for (size_t i = 0; i < n; i++)
+        if (box[i]->shard < 0)
+            box[i]->shard = shards > 1 ? (int)((first + k++ / per) % (unsigned)shards) : 0;
+    a->next_shard = first + (unsigned)blocks;
+}
+
+/* Delivers a run BOX[0..n) of live calls for one service: one group per
+ * shard, in the order of their first call (stable within a shard). */
+static void push_run(rrpc_async *a, rrpc__acall **box, size_t n)
+{
+    int shards = a->session != NULL && a->ops->shards != NULL
+                     ? a->ops->shards(a->session, box[0]->buf, box[0]->list_len)
+                     : 1; /* a transport without shards */
+    if (shards == 1) {    /* the usual case: one list, unless resends name others */
+        int mixed = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (box[i]->shard < 0)
+                box[i]->shard = 0;
+            mixed |= box[i]->shard;
+        }
+        if (!mixed) {
+            push_group(a, box, n);
+            return;
+        }
+    }
+    assign_shards(a, box, n, shards);
+    size_t i = 0;
+    while (i < n) {
+        /* The common case: a block of one shard, taken as it is. */
+        size_t j = i + 1;
+        while (j < n && box[j]->shard == box[i]->shard)
+            j++;
+        int rest_same = 1;
+        for (size_t k = j; k < n && rest_same; k++)
+            rest_same = box[k]->shard != box[i]->shard;
+        if (rest_same || a->by_shard == NULL) {
+            push_group(a, box + i, j - i);
+            i = j;
+            continue;
+        }
+        /* Calls of this shard further on (resends mixed with new calls):
+         * gather them, and keep the others in order behind. */
+        size_t m = 0, keep = i;
+        int shard = box[i]->shard;
+        for (size_t k = i; k < n; k++) {
+            if (box[k]->shard == shard)
+                a->by_shard[m++] = box[k];
+            else
+                box[keep++] = box[k];
+        }
+        memcpy(box + keep, a->by_shard, m * sizeof *box);
+        push_group(a, box + keep, m);
+        n = keep;
     }
 }
 
@@ -173,11 +280,30 @@ void rrpc__asend_flush(rrpc_async *a)
             }
         }
         if (live > 0)
-            push_group(a, box + start, live);
+            push_run(a, box + start, live);
     }
     a->outbox_spare = box;
     a->spare_cap = cap;
     rrpc__acall_give_back(a);
+}
+
+size_t rrpc__asend_resend(rrpc_async *a)
+{
+    long long now = a->clock.measured_at > 0 ? rrpc__clock_redis_ms(&a->clock) : 0;
+    size_t again = 0;
+    for (uint32_t i = 0; i < a->nslots; i++) {
+        rrpc__acall *c = a->slots[i].call;
+        /* Past its deadline: not sent again; its timer fails it with
+         * RRPC_ETIMEDOUT (now, if it is due). */
+        if (c == NULL || c->in_outbox || (c->deadline_ms > 0 && now >= c->deadline_ms))
+            continue;
+        if (outbox_add(a, c) != RRPC_OK) {
+            rrpc__acall_finish(a, c, RRPC_ENOMEM, NULL, NULL);
+            continue;
+        }
+        again++;
+    }
+    return again;
 }
 
 void rrpc__asend_on_flush(evutil_socket_t fd, short what, void *arg)

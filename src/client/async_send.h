@@ -19,6 +19,13 @@ void rrpc__asend_flush(rrpc_async *a);
 /* The flush event's callback (ARG is the client), made active by the
  * first submission of a loop iteration. */
 void rrpc__asend_on_flush(evutil_socket_t fd, short what, void *arg);
+/* Takes back from QUEUE the request of C (sent, to its shard's queue), if
+ * no worker has it yet: a call that timed out or was cancelled. */
+void rrpc__asend_withdraw(rrpc_async *a, rrpc__acall *c);
+/* The link is back: queues every call in flight for sending again (same
+ * text, same shard), except those past their deadline, which their timers
+ * fail.  Returns how many. */
+size_t rrpc__asend_resend(rrpc_async *a);
 /* Puts back the outbox of a closing client: notifications and calls
  * already finished are recycled. */
 void rrpc__asend_drop_outbox(rrpc_async *a);

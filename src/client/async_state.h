@@ -47,14 +47,17 @@ struct rrpc__acall {
     rrpc_async_cb cb;
     void *udata;
     double timeout_s;
-    uint64_t id;     /* 0 while it holds no slot */
-    char *buf;       /* the service's queue name, a NUL, then the request text */
-    size_t cap;      /* of buf */
-    size_t list_len; /* the queue name's length */
-    size_t text_len; /* the request text's length (from buf + list_len + 1) */
-    uint64_t handle; /* rrpc_async_cancel's name for it (rrpc_call_options.handle) */
+    uint64_t id;           /* 0 while it holds no slot */
+    char *buf;             /* the service's queue name, a NUL, then the request text */
+    size_t cap;            /* of buf */
+    size_t list_len;       /* the queue name's length */
+    size_t text_len;       /* the request text's length (from buf + list_len + 1) */
+    int shard;             /* the shard it was sent to (core/shard.h); -1 until sent */
+    long long deadline_ms; /* its deadline on the broker's clock; 0: none known */
+    uint64_t handle;       /* rrpc_async_cancel's name for it (rrpc_call_options.handle) */
     void (*progress)(const json_t *value, void *udata); /* or NULL: none asked for */
     void *progress_udata;
+    int priority;             /* RRPC_PRIORITY_*: its group's (async_send.c) */
     unsigned cancellable : 1; /* its request carries its cancel key (async_request.c) */
     unsigned notify : 1;      /* a notification: no id, no callback */
     unsigned in_outbox : 1;   /* waiting for flush() to deliver it */
@@ -80,6 +83,7 @@ struct rrpc_async {
     double timeout_s, connect_timeout_s;
     rrpc__clock clock; /* the broker's clock, read at open, for call deadlines */
     size_t max_in_flight;
+    int resend; /* rrpc_async_options.resend_on_reconnect */
     int own_loop;
     struct event_base *base;
     const rrpc__async_ops *ops;
@@ -119,6 +123,9 @@ struct rrpc_async {
     size_t *lens;
     const char **argv_mem; /* the allocations, headroom included */
     size_t *lens_mem;
+    rrpc__acall **by_shard; /* scratch of deliver_max: a run sorted by shard */
+    unsigned next_shard;    /* round-robin over a sharded service's lists */
+    int was_lost;           /* the session was lost since it was last connected */
     int shutting_down;
     int cb_depth; /* > 0 while a user callback runs */
 };

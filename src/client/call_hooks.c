@@ -17,9 +17,9 @@
 #include <string.h>
 
 /* Members rrpc writes itself (docs/PROTOCOL.md): not an interceptor's. */
-static const char *const RESERVED[] = {"jsonrpc",     "method",     "params",
-                                       "id",          "reply_to",   "deadline",
-                                       "traceparent", "tracestate", "idempotency_key"};
+static const char *const RESERVED[] = {"jsonrpc",         "method",   "params",      "id",
+                                       "reply_to",        "deadline", "traceparent", "tracestate",
+                                       "idempotency_key", "priority"};
 
 int rrpc__call_hooks_add(rrpc__call_hooks *h, rrpc_call_before_fn before, rrpc_call_after_fn after,
                          void *udata)

@@ -26,4 +26,9 @@ typedef struct rrpc__call_trace_ctx {
 int rrpc__call_trace(const char *traceparent, const char *tracestate, rrpc__call_trace_ctx *t,
                      char *err, size_t errlen);
 
+/* Adds the call's "tenant" member (rrpc_call_options.tenant, NULL: none)
+ * to *MEMBERS (created if NULL).  RRPC_EINVAL with ERR saying why if the
+ * tenant is not 1 to 128 bytes without control characters. */
+int rrpc__call_tenant(const char *tenant, json_t **members, char *err, size_t errlen);
+
 #endif /* RRPC_CALL_OPTIONS_H */

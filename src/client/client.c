@@ -21,6 +21,7 @@
 #include "core/internal.h"
 #include "core/keys.h"
 #include "core/opts.h"
+#include "core/priority.h"
 #include "core/protocol.h"
 #include "core/random.h"
 
@@ -181,13 +182,13 @@ static int reconnect_until(rrpc_client *c, double deadline)
  * resend_on_reconnect a broken link is mended and the same request sent
  * again, as long as the timeout allows. */
 static int push_and_wait(rrpc_client *c, const char *list, const char *text, const char *key,
-                         double timeout_s, rrpc__answer **holder, const char **value,
+                         int priority, double timeout_s, rrpc__answer **holder, const char **value,
                          size_t *value_len)
 {
     double deadline = rrpc__monotonic() + timeout_s;
     for (;;) {
-        int rc = c->base.ops->deliver(c->base.link, list, text, key, timeout_s, holder, value,
-                                      value_len, c->errmsg, sizeof c->errmsg);
+        int rc = c->base.ops->deliver(c->base.link, list, text, key, priority, timeout_s, holder,
+                                      value, value_len, c->errmsg, sizeof c->errmsg);
         if (rc != RRPC_ECONNECT || !c->resend_on_reconnect)
             return rc;
         if (reconnect_until(c, deadline) != RRPC_OK)
@@ -232,12 +233,13 @@ static int watch_members(rrpc_client *c, json_t *req, const char *key, watched *
 
 /* Validates a call or notification and encodes its request.  KEY (the id
  * and reply key) is generated unless it is NULL (a notification).  W (or
- * NULL) adds the members "progress" and "cancel_key".  Returns the text
- * (new, free()) or NULL with *rc set. */
+ * NULL) adds the members "progress" and "cancel_key", PRIORITY (or NULL:
+ * normal) the member "priority".  Returns the text (new, free()) or NULL
+ * with *rc set. */
 static char *encode_request(rrpc_client *c, const char *service, const char *method,
                             const json_t *params, char list[RRPC__KEY_MAX], char *key,
                             double *timeout_s, const rrpc__call_trace_ctx *trace, watched *w,
-                            const json_t *members, int *rc)
+                            const json_t *members, const char *priority, int *rc)
 {
     double started = rrpc__monotonic();
     *rc = check_name(c, "method", method);
@@ -253,6 +255,8 @@ static char *encode_request(rrpc_client *c, const char *service, const char *met
     json_t *req = rrpc__request_build(method, params, key, NULL); /* the id is the reply key */
     if (req != NULL && members != NULL)
         json_object_update_missing(req, (json_t *)members); /* checked: none of rrpc's */
+    if (req != NULL && priority != NULL)
+        json_object_set_new(req, "priority", json_string(priority));
     if (key != NULL)
         rrpc__request_set_deadline(req, &c->clock, *timeout_s);
     if (w != NULL && key != NULL && watch_members(c, req, key, w) != RRPC_OK) {
@@ -371,10 +375,17 @@ static int call(rrpc_client *c, const char *service, const char *method, const j
         rrpc__call_hooks_after(&c->hooks, passed, service, method, rc, NULL, NULL);
         return rc;
     }
+    if ((rc = rrpc__call_tenant(o->tenant, &members, c->errmsg, sizeof c->errmsg)) != RRPC_OK) {
+        json_decref(members);
+        rrpc__call_hooks_after(&c->hooks, passed, service, method, rc, NULL, NULL);
+        return rc;
+    }
     watched w;
     int watching = watch_setup(&w, o, timeout_s);
+    const char *priority =
+        o->priority != RRPC_PRIORITY_NORMAL ? rrpc__priority_name(o->priority) : NULL;
     char *text = encode_request(c, service, method, params, list, key, &timeout_s, &trace,
-                                watching ? &w : NULL, members, &rc);
+                                watching ? &w : NULL, members, priority, &rc);
     json_decref(members);
     if (text == NULL) {
         rrpc__call_hooks_after(&c->hooks, passed, service, method, rc, NULL, NULL);
@@ -385,7 +396,7 @@ static int call(rrpc_client *c, const char *service, const char *method, const j
     size_t value_len = 0;
     if (watching)
         c->base.ops->watch(c->base.link, &w.w);
-    rc = push_and_wait(c, list, text, key, timeout_s, &holder, &value, &value_len);
+    rc = push_and_wait(c, list, text, key, o->priority, timeout_s, &holder, &value, &value_len);
     if (watching)
         c->base.ops->watch(c->base.link, NULL);
     free(text);
@@ -434,7 +445,7 @@ static int notify(rrpc_client *c, const char *service, const char *method, const
     rrpc__call_trace_ctx trace;
     rrpc__call_trace(NULL, NULL, &trace, NULL, 0); /* continued or new: cannot fail */
     char *text = encode_request(c, service, method, params, list, NULL, &no_timeout, &trace, NULL,
-                                NULL, &rc);
+                                NULL, NULL, &rc);
     if (text != NULL && key != NULL) {
         /* Added to the encoded object, so that the request is built once. */
         json_t *req = json_loads(text, 0, NULL), *k = json_string(key);
@@ -562,7 +573,8 @@ int rrpc_call_batch(rrpc_client *c, const char *service, const json_t *calls, do
     rrpc__answer *holder = NULL;
     const char *value = NULL;
     size_t value_len = 0;
-    rc = push_and_wait(c, list, text, key, timeout_s, &holder, &value, &value_len);
+    rc = push_and_wait(c, list, text, key, RRPC_PRIORITY_NORMAL, timeout_s, &holder, &value,
+                       &value_len);
     free(text);
     if (rc != RRPC_OK)
         return rc;

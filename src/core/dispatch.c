@@ -45,10 +45,11 @@ struct rrpc_request {
      * decoded from TEXT on first use into *LAZY (freed after the handler):
      * the worker reads a single request without decoding all of it. */
     const json_t *message;
-    const char *text;
+    const char *text; /* the popped text of a lone request, else NULL */
     size_t text_len;
     json_t **lazy;
     const rrpc__method *entry; /* the method called, once found */
+    int deferred;              /* put back by a "wait" limit: no answer, not counted */
 };
 
 /* The deadline of the request the calling thread is handling (local
@@ -64,6 +65,27 @@ static _Thread_local const rrpc__handler_io *handler_io;
 void rrpc__handler_io_set(const rrpc__handler_io *io)
 {
     handler_io = io;
+}
+
+const rrpc__handler_io *rrpc__handler_io_get(void)
+{
+    return handler_io;
+}
+
+const char *rrpc__request_method(const rrpc_request *req)
+{
+    return req->method;
+}
+
+const char *rrpc__request_text(const rrpc_request *req, size_t *len)
+{
+    *len = req->text_len;
+    return req->text;
+}
+
+void rrpc__request_defer(rrpc_request *req)
+{
+    req->deferred = 1;
 }
 
 double rrpc__inherited_timeout(double timeout_s)
@@ -439,7 +461,8 @@ static json_t *run_handler(const rrpc__methods *methods, rrpc_request *call, siz
     call->entry = m;
     json_t *result =
         methods->n_hooks == 0 ? m->fn(call, m->udata) : run_intercepted(methods, m, call);
-    rrpc__stats_record(methods->stats, (size_t)(m - methods->items), started, !result);
+    if (!call->deferred) /* a request put back by a "wait" limit runs later: counted then */
+        rrpc__stats_record(methods->stats, (size_t)(m - methods->items), started, !result);
     rrpc__trace_leave();
     handler_request = NULL; /* progress from now on is refused: the answer is final */
     handler_deadline = 0;
@@ -525,9 +548,23 @@ static int handle_one(const rrpc__methods *methods, const one_request *req,
         int id_ok = idm->kind == RRPC__K_STRING || idm->kind == RRPC__K_INTEGER ||
                     idm->kind == RRPC__K_REAL;
         out->errors++;
+        /* A bad priority names the member (PROTOCOL.md section 7). */
+        json_t *data =
+            why == rrpc__why_priority ? json_pack("{ss}", "member", "priority") : json_string(why);
         ans->id = id_ok ? id : NULL;
+        ans->error = rrpc__error_object(RRPC_JSONRPC_INVALID_REQUEST, "Invalid Request", data);
+        return 1;
+    }
+    /* The tenant member keys the limits (PROTOCOL.md section 7). */
+    const rrpc__member *tenant = &env->m[RRPC__M_TENANT];
+    if (tenant->kind != RRPC__K_ABSENT &&
+        (tenant->kind != RRPC__K_STRING || !rrpc__tenant_ok(tenant->s, tenant->len))) {
+        out->errors++;
+        ans->id = id;
         ans->error =
-            rrpc__error_object(RRPC_JSONRPC_INVALID_REQUEST, "Invalid Request", json_string(why));
+            rrpc__error_object(RRPC_JSONRPC_INVALID_REQUEST, "Invalid Request",
+                               json_pack("{s:s,s:s}", "member", "tenant", "why",
+                                         "a string of 1 to 128 bytes, no control characters"));
         return 1;
     }
     if (is_notification)
@@ -552,7 +589,15 @@ static int handle_one(const rrpc__methods *methods, const one_request *req,
     } else {
         result = run_handler(methods, &call, name_len, request_deadline(env), clock, out);
     }
-    json_decref(lazy); /* rrpc_request_member's values live as long as the handler */
+    json_decref(lazy);   /* rrpc_request_member's values live as long as the handler */
+    if (call.deferred) { /* back in the broker: it will be popped again */
+        json_decref(result);
+        json_decref(call.error);
+        out->deferred++;
+        out->requests--;
+        out->notifications -= is_notification;
+        return 0;
+    }
     if (result == NULL && call.error == NULL)
         rrpc_request_error(&call, RRPC_JSONRPC_INTERNAL_ERROR, "Internal error", NULL);
     if (is_notification) {
@@ -683,7 +728,7 @@ void rrpc__dispatch(const rrpc__methods *methods, const rrpc__limits *limits,
         }
     } else {
         have_key = rrpc__envelope_reply_key(&env, key, key_room);
-        one_request one = {&env, msg, msg ? NULL : text, len};
+        one_request one = {&env, msg, text, len};
         answer ans;
         if (!handle_one(methods, &one, clock, 0, have_key ? key : NULL, have_key, out, &ans)) {
             /* a notification: nothing to send */

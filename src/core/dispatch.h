@@ -4,6 +4,7 @@
 #define RRPC_DISPATCH_H
 
 #include "core/clock.h"
+#include "core/ratelimit.h"
 
 #include <rrpc/rrpc.h>
 
@@ -67,11 +68,28 @@ typedef struct rrpc__handler_io {
     int (*progress)(void *ctx, const char *key, size_t key_len, const char *text, size_t len);
     /* 1 if the cancel key KEY exists, 0 if not, negative if it cannot tell. */
     int (*cancelled)(void *ctx, const char *key, size_t key_len);
+    /* Limits (PROTOCOL.md section 9, "Limits"): takes the request's place
+     * under ASK's rules in one script, or refuses it, or (a "wait") puts
+     * it back in the broker.  RRPC_OK with V filled, or an error (the
+     * broker cannot tell: the request runs).  NULL: no limits here. */
+    int (*admit)(void *ctx, const rrpc__rl_ask *ask, rrpc__rl_verdict *v);
+    /* Gives back the concurrency slots V took. */
+    void (*release)(void *ctx, const rrpc__rl_verdict *v);
     void *ctx;
 } rrpc__handler_io;
 
 /* Sets the calling thread's handler I/O (borrowed; NULL: none). */
 void rrpc__handler_io_set(const rrpc__handler_io *io);
+/* The calling thread's handler I/O, or NULL. */
+const rrpc__handler_io *rrpc__handler_io_get(void);
+
+/* For the library's limits (server/limits.c): the method REQ calls, the
+ * request's text as popped (NULL for a batch element: it cannot be put
+ * back alone), and marking it put back (a "wait"): it is then neither
+ * answered nor counted, its text being in the broker again. */
+const char *rrpc__request_method(const rrpc_request *req);
+const char *rrpc__request_text(const rrpc_request *req, size_t *len);
+void rrpc__request_defer(rrpc_request *req);
 
 /* The cancel key of the request the calling thread is handling, or NULL:
  * calls made from inside a handler carry it. */
@@ -96,9 +114,10 @@ typedef struct rrpc__outcome {
     json_t *dead_response; /* the undeliverable response, if any */
     unsigned requests;     /* request objects seen (batch elements singly) */
     unsigned notifications;
-    unsigned errors;  /* error responses produced */
-    unsigned expired; /* requests refused because their deadline had passed */
-    json_t *effects;  /* rrpc_request_add_effect commands: [[arg, ...], ...] or NULL */
+    unsigned errors;   /* error responses produced */
+    unsigned expired;  /* requests refused because their deadline had passed */
+    unsigned deferred; /* put back in the broker by a "wait" limit: nothing to settle */
+    json_t *effects;   /* rrpc_request_add_effect commands: [[arg, ...], ...] or NULL */
 } rrpc__outcome;
 
 /* CLOCK (may be NULL: deadlines are then not checked) tells the Redis

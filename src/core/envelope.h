@@ -44,7 +44,9 @@
     X(TRACEPARENT, "traceparent", 0)                                                               \
     X(TRACESTATE, "tracestate", 0)                                                                 \
     X(PROGRESS, "progress", 0)                                                                     \
-    X(CANCEL_KEY, "cancel_key", 0)
+    X(CANCEL_KEY, "cancel_key", 0)                                                                 \
+    X(PRIORITY, "priority", 0)                                                                     \
+    X(TENANT, "tenant", 0)
 
 enum {
 #define RRPC__M_ENUM(name, text, flags) RRPC__M_##name,

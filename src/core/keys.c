@@ -20,6 +20,14 @@ int rrpc__tagged_key(char *buf, size_t len, const char *list_key, const char *su
     return n < 0 || (size_t)n >= len ? RRPC_EINVAL : RRPC_OK;
 }
 
+int rrpc__priority_key(char *buf, size_t len, const char *list_key, int priority)
+{
+    if (priority == RRPC_PRIORITY_NORMAL)
+        return rrpc__key_join(buf, len, NULL, list_key, NULL);
+    return rrpc__tagged_key(buf, len, list_key,
+                            priority == RRPC_PRIORITY_HIGH ? RRPC__TAG_HIGH : RRPC__TAG_LOW);
+}
+
 int rrpc__services_key(char *buf, size_t len, const char *prefix)
 {
     return rrpc__key_join(buf, len, prefix, RRPC__KEY_SERVICES, NULL);

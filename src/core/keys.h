@@ -39,6 +39,15 @@
 #define RRPC__TAG_ALIVE    "alive:"    /* reliable: + <process id>, its heartbeat */
 #define RRPC__TAG_DONE     "done:"     /* reliable: + <request id>, remembered answers */
 #define RRPC__TAG_APPLIED  ":applied:" /* at-most-once effects guards */
+/* Limits (PROTOCOL.md section 9, "Limits"): + "<len>:<scope>[:<tenant>]". */
+#define RRPC__TAG_RATE    ":rate:"    /* a rate's GCRA arrival time (ms, string) */
+#define RRPC__TAG_RUNNING ":running:" /* zset of concurrency leases, by expiry */
+#define RRPC__TAG_WAITING ":waiting"  /* zset of requests waiting, by when due */
+/* A request list's priority lists (PROTOCOL.md section 7, "Priorities"):
+ * "{<list>}" followed by one of these, for the list of the service or of
+ * each of its shards; normal priority is the list itself. */
+#define RRPC__TAG_HIGH ":high"
+#define RRPC__TAG_LOW  ":low"
 
 /* The names of one service's keys. */
 typedef struct rrpc__service_keys {
@@ -64,6 +73,10 @@ int rrpc__new_reply_key(char *buf, size_t len, const char *prefix);
 
 /* Builds "{LIST_KEY}SUFFIX": a per-service key in the list's cluster slot. */
 int rrpc__tagged_key(char *buf, size_t len, const char *list_key, const char *suffix);
+
+/* Builds the list of priority PRIORITY (RRPC_PRIORITY_*) of the request
+ * list LIST_KEY: "{LIST_KEY}:high", LIST_KEY itself, "{LIST_KEY}:low". */
+int rrpc__priority_key(char *buf, size_t len, const char *list_key, int priority);
 
 /* Joins prefix, name and suffix (either may be NULL) into buf; RRPC_EINVAL
  * if it does not fit. */

@@ -8,6 +8,7 @@
 #include "core/protocol.h"
 
 #include "core/keys.h"
+#include "core/priority.h"
 #include "core/shard.h"
 
 #include <math.h>
@@ -135,6 +136,8 @@ json_t *rrpc__response_error(const json_t *id, int code, const char *message, js
     return rrpc__response_error_object(id, rrpc__error_object(code, message, data_stolen));
 }
 
+const char rrpc__why_priority[] = "member 'priority' must be \"high\", \"normal\" or \"low\"";
+
 int rrpc__request_validate(const json_t *req, const char **why)
 {
     rrpc__envelope env;
@@ -166,6 +169,12 @@ int rrpc__envelope_validate(const rrpc__envelope *env, const char **why)
     if (id != RRPC__K_ABSENT && id != RRPC__K_STRING && id != RRPC__K_INTEGER &&
         id != RRPC__K_REAL && id != RRPC__K_NULL) {
         *why = "member 'id' must be a string, a number or null";
+        return RRPC_JSONRPC_INVALID_REQUEST;
+    }
+    const rrpc__member *priority = &env->m[RRPC__M_PRIORITY];
+    if (priority->kind != RRPC__K_ABSENT &&
+        (priority->kind != RRPC__K_STRING || !rrpc__priority_known(priority->s, priority->len))) {
+        *why = rrpc__why_priority;
         return RRPC_JSONRPC_INVALID_REQUEST;
     }
     /* A reply_to that is not a string is ignored (PROTOCOL.md section 3),

@@ -49,6 +49,9 @@ size_t rrpc__flat_array_text(const json_t *v, char *out, size_t room);
 int rrpc__request_validate(const json_t *req, const char **why);
 /* The same for a request already read into ENV (an object's members). */
 int rrpc__envelope_validate(const rrpc__envelope *env, const char **why);
+/* The WHY of a request whose member "priority" is not one of the three
+ * names: answered with data {"member": "priority"} (PROTOCOL.md section 7). */
+extern const char rrpc__why_priority[];
 
 /* The key a response to REQ goes to (PROTOCOL.md section 3): reply_to, else
  * a string id, else a number id's text.  Fills buf (NUL-terminated, but the

@@ -129,6 +129,11 @@ enum {
     R_SHARDS,
     R_COUNTERS,
     R_HEAD,
+    R_LIMITS,
+    R_HIGH,      /* LLEN {L}:high */
+    R_HIGH_HEAD, /* LINDEX {L}:high 0 */
+    R_LOW,
+    R_LOW_HEAD,
     R_COUNT
 };
 
@@ -154,6 +159,31 @@ static void judge_head(const rrpc__reply *head, long long *sent_ms, int *unknown
     json_decref(req);
 }
 
+/* Queues LLEN and LINDEX 0 of LIST's priority lists (PROTOCOL.md section
+ * 7, "Priorities"): four replies. */
+static int append_priority_lists(rrpc__conn *c, const char *list)
+{
+    int rc = RRPC_OK;
+    const int which[] = {RRPC_PRIORITY_HIGH, RRPC_PRIORITY_LOW};
+    for (int i = 0; i < 2 && rc == RRPC_OK; i++) {
+        char key[RRPC__KEY_MAX];
+        if ((rc = rrpc__priority_key(key, sizeof key, list, which[i])) == RRPC_OK &&
+            (rc = rrpc__conn_appendv(c, 2, "LLEN", key)) == RRPC_OK)
+            rc = rrpc__conn_appendv(c, 3, "LINDEX", key, "0");
+    }
+    return rc;
+}
+
+/* Adds the four replies R of append_priority_lists to V. */
+static void count_priority_lists(rrpc__reply *const r[4], rrpc__service_view *v)
+{
+    v->queue_high += rrpc__reply_integer(r[0]);
+    v->queue_low += rrpc__reply_integer(r[2]);
+    v->queue += rrpc__reply_integer(r[0]) + rrpc__reply_integer(r[2]);
+    judge_head(r[1], &v->oldest_sent_ms, &v->oldest_unknown);
+    judge_head(r[3], &v->oldest_sent_ms, &v->oldest_unknown);
+}
+
 /* The I-th value of the HMGET reply R (fields in the order queue_service
  * asks for them), 0 when absent. */
 static long long field_ll(const rrpc__reply *r, size_t i)
@@ -166,24 +196,33 @@ static long long field_ll(const rrpc__reply *r, size_t i)
 static int other_shards_queue(rrpc__client_link *l, const char *list, int shards,
                               rrpc__service_view *v, char *err, size_t errlen)
 {
+    enum { PER_SHARD = 6 }; /* LLEN, LINDEX of L, then of {L}:high and {L}:low */
     char key[RRPC__KEY_MAX];
+    int n = PER_SHARD * (shards - 1);
+    rrpc__reply **r = malloc((size_t)n * sizeof *r);
+    if (r == NULL)
+        return rrpc__fail(err, errlen, RRPC_ENOMEM, "out of memory");
     int rc = RRPC_OK;
     for (int k = 1; k < shards && rc == RRPC_OK; k++)
         if ((rc = rrpc__shard_key(key, sizeof key, list, k)) == RRPC_OK &&
-            (rc = rrpc__conn_appendv(l->conn, 2, "LLEN", key)) == RRPC_OK)
-            rc = rrpc__conn_appendv(l->conn, 3, "LINDEX", key, "0");
-    if (rc != RRPC_OK)
+            (rc = rrpc__conn_appendv(l->conn, 2, "LLEN", key)) == RRPC_OK &&
+            (rc = rrpc__conn_appendv(l->conn, 3, "LINDEX", key, "0")) == RRPC_OK)
+            rc = append_priority_lists(l->conn, key);
+    if (rc != RRPC_OK) {
+        free(r);
         return link_fail(l, rc, err, errlen);
-    rrpc__reply *r[2 * RRPC__MAX_SHARDS];
-    if ((rc = read_all(l, 2 * (shards - 1), r, err, errlen)) != RRPC_OK)
-        return rc;
-    for (int k = 0; k < shards - 1; k++) {
-        v->queue += rrpc__reply_integer(r[2 * k]);
-        judge_head(r[2 * k + 1], &v->oldest_sent_ms, &v->oldest_unknown);
-        rrpc__reply_free(r[2 * k]);
-        rrpc__reply_free(r[2 * k + 1]);
     }
-    return RRPC_OK;
+    if ((rc = read_all(l, n, r, err, errlen)) == RRPC_OK)
+        for (int k = 0; k < shards - 1; k++) {
+            rrpc__reply **s = r + PER_SHARD * k;
+            v->queue += rrpc__reply_integer(s[0]);
+            judge_head(s[1], &v->oldest_sent_ms, &v->oldest_unknown);
+            count_priority_lists(s + 2, v);
+            for (int i = 0; i < PER_SHARD; i++)
+                rrpc__reply_free(s[i]);
+        }
+    free(r);
+    return rc;
 }
 
 /* The record of worker ID in the HGETALL reply INFO, decoded; {"id": ID}
@@ -245,7 +284,9 @@ static int queue_service(rrpc__conn *c, const keys *k)
         (rc = rrpc__conn_appendv(c, 3, "HGET", k->config, "shards")) ||
         (rc = rrpc__conn_appendv(c, 6, "HMGET", k->stats, RRPC__STAT_EXPIRED, RRPC__STAT_SHED,
                                  RRPC__STAT_REDELIVERED, RRPC__STAT_LOST)) ||
-        (rc = rrpc__conn_appendv(c, 3, "LINDEX", k->list, "0")))
+        (rc = rrpc__conn_appendv(c, 3, "LINDEX", k->list, "0")) ||
+        (rc = rrpc__conn_appendv(c, 3, "HGET", k->config, "limits")) ||
+        (rc = append_priority_lists(c, k->list)))
         return rc;
     return RRPC_OK;
 }
@@ -279,11 +320,17 @@ static int service(rrpc__client_link *l, const char *prefix, const char *name,
         .now_ms = now_ms,
     };
     judge_head(r[R_HEAD], &v.oldest_sent_ms, &v.oldest_unknown);
+    count_priority_lists(r + R_HIGH, &v);
     if (shards > 1)
         rc = other_shards_queue(l, k.list, shards, &v, err, errlen);
     if (rc == RRPC_OK) {
         v.workers = live_workers(r[R_WORKERS], r[R_INFO], now_ms);
         v.mstats = counters(r[R_MSTATS]);
+        size_t n = 0;
+        const char *limits = rrpc__reply_type(r[R_LIMITS]) == RRPC__REPLY_STRING
+                                 ? rrpc__reply_str(r[R_LIMITS], &n)
+                                 : NULL;
+        v.limits = limits ? json_stringn(limits, n) : NULL;
         *view = v;
         if (view->workers == NULL || view->mstats == NULL) {
             json_decref(view->workers);
@@ -554,6 +601,32 @@ static int forget(rrpc__client_link *l, const char *prefix, const char *service,
     return RRPC_OK;
 }
 
+/* Sets (TEXT) or clears (TEXT NULL) the limits of a registered service. */
+static int limits_set(rrpc__client_link *l, const char *prefix, const char *service,
+                      const char *text, char *err, size_t errlen)
+{
+    static const char script[] = "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
+                                 "if ARGV[1] == '' then redis.call('HDEL', KEYS[1], 'limits')\n"
+                                 "else redis.call('HSET', KEYS[1], 'limits', ARGV[1]) end\n"
+                                 "return 1\n";
+    keys k;
+    int rc = begin(l, prefix, service, &k, err, errlen);
+    if (rc != RRPC_OK)
+        return rc;
+    rrpc__reply *r[1];
+    if ((rc = rrpc__conn_appendv(l->conn, 5, "EVAL", script, "1", k.config, text ? text : "")))
+        return link_fail(l, rc, err, errlen);
+    if ((rc = read_all(l, 1, r, err, errlen)) != RRPC_OK)
+        return rc;
+    long long done = rrpc__reply_integer(r[0]);
+    rrpc__reply_free(r[0]);
+    return done == 1 ? RRPC_OK
+                     : rrpc__fail(err, errlen, RRPC_EINVAL,
+                                  "%s is not registered: its limits live in its configuration, "
+                                  "which its first server creates",
+                                  service);
+}
+
 /* ---- rrpc web's chart history ------------------------------------------------ */
 
 static int history_key(char *buf, size_t len, const char *prefix, const char *service)
@@ -655,4 +728,5 @@ const rrpc__admin_ops rrpc__redis_admin_ops = {
     .dead_requeue_one = dead_requeue_one,
     .dead_purge = dead_purge,
     .forget = forget,
+    .limits_set = limits_set,
 };

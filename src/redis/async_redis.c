@@ -13,6 +13,12 @@
  * herd of clients does not reconnect in step).  The session is usable
  * again when both links have finished their handshake.
  *
+ * The session also keeps, per service, how many request lists (shards) its
+ * registry says it has (`HGET {L}:config shards`, asked on the push link
+ * when the view is older than a second, like the sync client's fail-fast
+ * view in failfast.c), so the client can spread a sharded service's calls
+ * without a round trip of its own.
+ *
  * open() first checks, with a short-lived sync connection, what the async
  * links cannot report to it: Redis is there, takes the credentials, has
  * LMPOP (Redis 7).  It reads the Redis clock on the same connection.
@@ -21,7 +27,10 @@
 #include "redis/async_redis.h"
 
 #include "core/internal.h"
+#include "core/keys.h"
 #include "core/log.h"
+#include "core/shard.h"
+#include "core/priority.h"
 #include "redis/async_cluster.h"
 #include "redis/conn.h"
 
@@ -32,13 +41,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define POP_COUNT     "512"
-#define POP_BLOCK_S   "30" /* re-issued when idle; also keeps NATs awake */
-#define BACKOFF_MIN_S 0.05
-#define BACKOFF_MAX_S 5.0
-#define HEADROOM      2 /* RPUSH and the list key, in front of the values */
+#define POP_COUNT      "512"
+#define POP_BLOCK_S    "30" /* re-issued when idle; also keeps NATs awake */
+#define BACKOFF_MIN_S  0.05
+#define BACKOFF_MAX_S  5.0
+#define HEADROOM       2   /* RPUSH and the list key, in front of the values */
+#define SHARD_VIEWS    16  /* services whose shard count a session remembers */
+#define SHARDS_FRESH_S 1.0 /* how long a shard count is trusted */
 
 enum link_state { LINK_UP, LINK_CONNECTING, LINK_DOWN };
+
+/* What the registry said of one service's shards. */
+typedef struct shard_view {
+    char *list; /* shard 0's list; NULL: unused */
+    size_t len;
+    int shards;     /* 1 until the registry answered */
+    int asking;     /* an HGET is out: the entry is not recycled */
+    double fetched; /* monotonic; 0 = never */
+} shard_view;
 
 struct rrpc__async_session {
     struct event_base *base;
@@ -55,6 +75,7 @@ struct rrpc__async_session {
     double backoff_s;
     uint64_t rng;
     struct event *teardown_ev, *reconnect_ev;
+    shard_view views[SHARD_VIEWS];
 };
 
 static void log_line(rrpc_log_level level, const char *what, const char *detail)
@@ -126,12 +147,82 @@ static void on_pop_reply(const rrpc__reply *r, void *privdata, void *udata)
     s->h->replies_end(s->udata);
 }
 
-/* Answers to RPUSH (privdata: the client's group) and LREM (none). */
+/* ---- shard counts ------------------------------------------------------ */
+
+static int is_view(const rrpc__async_session *s, const void *p)
+{
+    uintptr_t v = (uintptr_t)p, first = (uintptr_t)s->views;
+    return v >= first && v < (uintptr_t)(s->views + SHARD_VIEWS);
+}
+
+/* The answer to `HGET {L}:config shards`: nil (not registered, or an older
+ * server) and a refusal (an ACL) both mean the one list of before. */
+static void on_shards_reply(shard_view *v, const rrpc__reply *r)
+{
+    v->asking = 0;
+    if (r == NULL)
+        return; /* the link went: asked again once it is back */
+    v->shards = rrpc__reply_type(r) == RRPC__REPLY_ERROR ? 1 : rrpc__shard_count(rrpc__reply_ll(r));
+    v->fetched = rrpc__monotonic();
+}
+
+/* The view of LIST, or the stalest idle one recycled for it; NULL when
+ * every view has a question out. */
+static shard_view *find_view(rrpc__async_session *s, const char *list, size_t len)
+{
+    shard_view *spare = NULL;
+    for (size_t i = 0; i < SHARD_VIEWS; i++) {
+        shard_view *v = &s->views[i];
+        if (v->list != NULL && v->len == len && memcmp(v->list, list, len) == 0)
+            return v;
+        if (!v->asking && (spare == NULL || v->list == NULL ||
+                           (spare->list != NULL && v->fetched < spare->fetched)))
+            spare = v;
+    }
+    if (spare == NULL)
+        return NULL;
+    free(spare->list);
+    *spare = (shard_view){.list = malloc(len + 1), .len = len, .shards = 1};
+    if (spare->list == NULL)
+        return NULL;
+    memcpy(spare->list, list, len);
+    spare->list[len] = '\0';
+    return spare;
+}
+
+static int session_shards(rrpc__async_session *s, const char *queue, size_t qlen)
+{
+    shard_view *v = find_view(s, queue, qlen);
+    if (v == NULL)
+        return 1;
+    if (!v->asking && s->state == LINK_UP &&
+        (v->fetched == 0 || rrpc__monotonic() - v->fetched > SHARDS_FRESH_S)) {
+        char config[RRPC__KEY_MAX];
+        const char *argv[] = {"HGET", config, "shards"};
+        if (rrpc__tagged_key(config, sizeof config, v->list, RRPC__TAG_CONFIG) == RRPC_OK &&
+            rrpc__aconn_command(s->push, 3, argv, NULL, v) == RRPC_OK)
+            v->asking = 1;
+    }
+    return v->shards;
+}
+
+static void free_views(rrpc__async_session *s)
+{
+    for (size_t i = 0; i < SHARD_VIEWS; i++)
+        free(s->views[i].list);
+}
+
+/* Answers to RPUSH (privdata: the client's group), HGET (a shard view) and
+ * LREM (none). */
 static void on_push_reply(const rrpc__reply *r, void *privdata, void *udata)
 {
     rrpc__async_session *s = udata;
     if (privdata == NULL)
         return;
+    if (is_view(s, privdata)) {
+        on_shards_reply(privdata, r);
+        return;
+    }
     if (r == NULL)
         s->h->delivered(privdata, RRPC_ECONNECT, NULL, s->udata);
     else if (rrpc__reply_type(r) == RRPC__REPLY_ERROR) {
@@ -245,6 +336,7 @@ static void session_close(rrpc__async_session *s)
         event_free(s->teardown_ev);
     if (s->reconnect_ev)
         event_free(s->reconnect_ev);
+    free_views(s); /* after close_links: their pending HGETs have ended */
     rrpc__url_free(&s->url);
     free(s->reply_key);
     free(s);
@@ -297,12 +389,50 @@ static int session_open(rrpc__async_session **out, struct event_base *base, cons
     return RRPC_OK;
 }
 
+/* A group of high or low calls: one call of the push script
+ * (core/priority.h), which places the whole group behind a backlog or
+ * straight on the list.  Its own argv: the texts have no room behind them
+ * for the priority. */
+static int deliver_priority(rrpc__async_session *s, const char *queue, size_t qlen, int priority,
+                            const char **texts, size_t *lens, size_t n, void *group)
+{
+    char high[RRPC__KEY_MAX], low[RRPC__KEY_MAX], list[RRPC__KEY_MAX];
+    if (qlen >= sizeof list)
+        return RRPC_EINVAL;
+    memcpy(list, queue, qlen);
+    list[qlen] = '\0';
+    if (rrpc__priority_key(high, sizeof high, list, RRPC_PRIORITY_HIGH) != RRPC_OK ||
+        rrpc__priority_key(low, sizeof low, list, RRPC_PRIORITY_LOW) != RRPC_OK)
+        return RRPC_EINVAL;
+    const char *head[] = {"EVAL", rrpc__priority_push_script, "3", list, high, low};
+    size_t nhead = sizeof head / sizeof head[0], argc = nhead + n + 1;
+    const char **argv = malloc(argc * sizeof *argv);
+    size_t *argl = malloc(argc * sizeof *argl);
+    int rc = RRPC_ENOMEM;
+    if (argv != NULL && argl != NULL) {
+        for (size_t i = 0; i < nhead; i++) {
+            argv[i] = head[i];
+            argl[i] = strlen(head[i]);
+        }
+        memcpy(argv + nhead, texts, n * sizeof *argv);
+        memcpy(argl + nhead, lens, n * sizeof *argl);
+        argv[argc - 1] = rrpc__priority_name(priority);
+        argl[argc - 1] = strlen(argv[argc - 1]);
+        rc = rrpc__aconn_command(s->push, (int)argc, argv, argl, group);
+    }
+    free(argv);
+    free(argl);
+    return rc;
+}
+
 /* One multi-value RPUSH: Redis pays one command per group, not per call. */
-static int session_deliver(rrpc__async_session *s, const char *queue, size_t qlen,
+static int session_deliver(rrpc__async_session *s, const char *queue, size_t qlen, int priority,
                            const char **texts, size_t *lens, size_t n, void *group)
 {
     if (s->state != LINK_UP)
         return RRPC_ECONNECT;
+    if (priority != RRPC_PRIORITY_NORMAL)
+        return deliver_priority(s, queue, qlen, priority, texts, lens, n, group);
     const char **argv = texts - HEADROOM;
     size_t *argl = lens - HEADROOM;
     argv[0] = "RPUSH";
@@ -312,13 +442,25 @@ static int session_deliver(rrpc__async_session *s, const char *queue, size_t qle
     return rrpc__aconn_command(s->push, (int)n + HEADROOM, argv, argl, group);
 }
 
-static void session_withdraw(rrpc__async_session *s, const char *queue, size_t qlen,
+static void session_withdraw(rrpc__async_session *s, const char *queue, size_t qlen, int priority,
                              const char *text, size_t tlen)
 {
     const char *argv[] = {"LREM", queue, "1", text};
     size_t lens[] = {4, qlen, 1, tlen};
-    if (s->state == LINK_UP)
-        rrpc__aconn_command(s->push, 4, argv, lens, NULL);
+    if (s->state != LINK_UP)
+        return;
+    rrpc__aconn_command(s->push, 4, argv, lens, NULL);
+    /* The push script may have put it on the priority's own list. */
+    char list[RRPC__KEY_MAX], other[RRPC__KEY_MAX];
+    if (priority == RRPC_PRIORITY_NORMAL || qlen >= sizeof list)
+        return;
+    memcpy(list, queue, qlen);
+    list[qlen] = '\0';
+    if (rrpc__priority_key(other, sizeof other, list, priority) != RRPC_OK)
+        return;
+    argv[1] = other;
+    lens[1] = strlen(other);
+    rrpc__aconn_command(s->push, 4, argv, lens, NULL);
 }
 
 static void session_mark_cancelled(rrpc__async_session *s, const char *key, size_t klen,
@@ -340,5 +482,6 @@ const rrpc__async_ops rrpc__redis_async_ops = {
     .deliver = session_deliver,
     .withdraw = session_withdraw,
     .mark_cancelled = session_mark_cancelled,
+    .shards = session_shards,
     .close = session_close,
 };

@@ -18,6 +18,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* How much longer than the BLPOP the socket may stay silent before the
  * link is considered dead.  Short: it is all a call may overrun its
@@ -134,13 +135,31 @@ static int limit_socket_to(rrpc__client_link *l, double ends)
     return set_socket_timeout(l, left > 0 ? left : 0);
 }
 
-/* Removes our own request if it is still queued: the caller gave up. */
-static void withdraw(rrpc__client_link *l, const char *list, const char *text)
+/* Queues the LREMs that take TEXT back from LIST and, for a call of
+ * PRIORITY other than normal, from LIST's list of that priority, where
+ * the push script may have put it; returns how many replies to read (0:
+ * the link broke). */
+static int append_lrem(rrpc__client_link *l, const char *list, int priority, const char *text)
 {
-    rrpc__reply *r = NULL;
-    if (rrpc__conn_appendv(l->conn, 4, "LREM", list, "1", text) == RRPC_OK &&
-        rrpc__conn_read(l->conn, &r) == RRPC_OK)
+    char other[RRPC__KEY_MAX];
+    if (rrpc__conn_appendv(l->conn, 4, "LREM", list, "1", text) != RRPC_OK)
+        return 0;
+    if (priority == RRPC_PRIORITY_NORMAL ||
+        rrpc__priority_key(other, sizeof other, list, priority) != RRPC_OK)
+        return 1; /* too long a name: the push failed, nothing is there */
+    return rrpc__conn_appendv(l->conn, 4, "LREM", other, "1", text) == RRPC_OK ? 2 : 1;
+}
+
+/* Removes our own request if it is still queued: the caller gave up. */
+static void withdraw(rrpc__client_link *l, const char *list, int priority, const char *text)
+{
+    int n = append_lrem(l, list, priority, text);
+    for (int i = 0; i < n; i++) {
+        rrpc__reply *r = NULL;
+        if (rrpc__conn_read(l->conn, &r) != RRPC_OK)
+            return;
         rrpc__reply_free(r);
+    }
 }
 
 static int timed_out(const char *queue, double timeout_s, char *err, size_t errlen)
@@ -152,6 +171,7 @@ static int timed_out(const char *queue, double timeout_s, char *err, size_t errl
 /* One call on its way: where it goes and how it waits. */
 typedef struct call {
     const char *queue, *text, *reply_to;
+    int priority; /* RRPC_PRIORITY_* */
     double timeout_s, ends;
     rrpc__svc_state st;         /* fail fast: the registry's view (failfast.c) */
     char target[RRPC__KEY_MAX]; /* the shard's list (shard.c): QUEUE unless sharded */
@@ -187,13 +207,24 @@ static int push(rrpc__client_link *l, call *k, char *err, size_t errlen)
         rc = rrpc__failfast_check(l->ff, l->conn, k->queue, k->timeout_s, &k->st, err, errlen);
     if (rc != RRPC_OK)
         return rc;
+    /* A resend of the same request (resend_on_reconnect: the same reply
+     * key, which is one per call) goes to the shard of its first send,
+     * whose dedup memory knows it: a reliable service remembers answers
+     * per shard, and on another shard it could run again. */
+    if (strcmp(l->last_reply_to, k->reply_to) == 0)
+        k->st.shard = l->last_shard;
+    else if (strlen(k->reply_to) < sizeof l->last_reply_to)
+        snprintf(l->last_reply_to, sizeof l->last_reply_to, "%s", k->reply_to);
+    l->last_shard = k->st.shard;
     if (rrpc__shard_key(k->target, sizeof k->target, k->queue, k->st.shard) != RRPC_OK)
         return rrpc__fail(err, errlen, RRPC_EINVAL, "service name too long");
     /* The registry's round trip may have used up a tiny timeout: then
      * nothing is pushed, and the call times out now. */
     if (!next_wait(l, k))
         return timed_out(k->queue, k->timeout_s, err, errlen);
-    rc = rrpc__failfast_append_push(l->conn, k->target, k->text, &k->st);
+    rc = rrpc__failfast_append_push(l->conn, k->target, k->text, k->priority, &k->st);
+    if (rc == RRPC_EINVAL)
+        return rrpc__fail(err, errlen, rc, "service name too long for its priority lists");
     if (rc == RRPC_OK)
         rc = rrpc__conn_appendv(l->conn, 3, "BLPOP", k->reply_to, k->timeout_text);
     if (rc != RRPC_OK)
@@ -247,9 +278,11 @@ static int cancel(rrpc__client_link *l, call *k, char *err, size_t errlen)
         rc = rrpc__conn_appendv(l->conn, 5, "SET", wt->cancel_key, "1", "PX", ms);
         n++;
     }
-    if (rc == RRPC_OK)
-        rc = rrpc__conn_appendv(l->conn, 4, "LREM", k->target, "1", k->text);
-    n++;
+    if (rc == RRPC_OK) {
+        int lrems = append_lrem(l, k->target, k->priority, k->text);
+        rc = lrems > 0 ? RRPC_OK : RRPC_ECONNECT;
+        n += lrems;
+    }
     for (int i = 0; rc == RRPC_OK && i < n; i++) {
         rrpc__reply *r = NULL;
         rc = rrpc__conn_read(l->conn, &r);
@@ -318,15 +351,20 @@ static int await(rrpc__client_link *l, call *k, rrpc__reply **popped, char *err,
         return cancel(l, k, err, errlen);
     }
     if (rc == RRPC_EREDIS)
-        withdraw(l, k->target, k->text); /* the wait was refused: nobody will collect */
+        withdraw(l, k->target, k->priority,
+                 k->text); /* the wait was refused: nobody will collect */
     return rc;
 }
 
 static int deliver(rrpc__client_link *l, const char *queue, const char *text, const char *reply_to,
-                   double timeout_s, rrpc__answer **answer, const char **text_out, size_t *text_len,
-                   char *err, size_t errlen)
+                   int priority, double timeout_s, rrpc__answer **answer, const char **text_out,
+                   size_t *text_len, char *err, size_t errlen)
 {
-    call k = {.queue = queue, .text = text, .reply_to = reply_to, .timeout_s = timeout_s};
+    call k = {.queue = queue,
+              .text = text,
+              .reply_to = reply_to,
+              .priority = priority,
+              .timeout_s = timeout_s};
     k.ends = rrpc__monotonic() + timeout_s;
     rrpc__reply *popped = NULL;
     int rc = push(l, &k, err, errlen);
@@ -337,7 +375,7 @@ static int deliver(rrpc__client_link *l, const char *queue, const char *text, co
     if (popped == NULL || rrpc__reply_type(popped) != RRPC__REPLY_ARRAY ||
         rrpc__reply_count(popped) != 2) {
         rrpc__reply_free(popped);
-        withdraw(l, k.target, text);
+        withdraw(l, k.target, priority, text);
         if (k.st.unavailable)
             return rrpc__fail(err, errlen, RRPC_EUNAVAILABLE,
                               "service '%s' became unavailable while waiting: its last "

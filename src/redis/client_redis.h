@@ -13,6 +13,11 @@ struct rrpc__client_link {
     rrpc__failfast *ff;      /* registry view: fail fast, max_queue, shards (failfast.c) */
     double socket_timeout_s; /* the read timeout last set on conn; 0: none set since dialling */
     const rrpc__call_watch *watch; /* progress and cancellation of the next calls, or NULL */
+    /* The last push's reply key and shard: a resend of the same request
+     * (resend_on_reconnect) goes to the same shard, whose dedup memory
+     * knows it (a reliable service remembers answers per shard). */
+    char last_reply_to[RRPC__KEY_MAX];
+    int last_shard;
 };
 
 extern const rrpc__client_ops rrpc__redis_client_ops;

@@ -195,9 +195,22 @@ static int remember(rrpc__cluster *cl, int node, int argc, const char **argv, co
     return RRPC_OK;
 }
 
+static int append_at(rrpc__cluster *cl, int node, int argc, const char **argv, const size_t *lens);
+
 int rrpc__cluster_append(rrpc__cluster *cl, int argc, const char **argv, const size_t *lens)
 {
-    int node = rrpc__cmap_route(&cl->map, argc, argv, lens);
+    return append_at(cl, rrpc__cmap_route(&cl->map, argc, argv, lens), argc, argv, lens);
+}
+
+int rrpc__cluster_append_routed(rrpc__cluster *cl, const char *route, int argc, const char **argv,
+                                const size_t *lens)
+{
+    const char *probe[] = {"GET", route}; /* routed as a command on ROUTE would be */
+    return append_at(cl, rrpc__cmap_route(&cl->map, 2, probe, NULL), argc, argv, lens);
+}
+
+static int append_at(rrpc__cluster *cl, int node, int argc, const char **argv, const size_t *lens)
+{
     redisContext *ctx = connected_node(cl, node);
     if (ctx == NULL) {
         /* Like a command queued on a link that then breaks: the link is

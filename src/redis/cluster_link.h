@@ -24,6 +24,9 @@ int rrpc__cluster_set_timeout(rrpc__cluster *cl);
  * use).  A node that cannot be reached breaks the link, reported by the
  * next read, as for a command queued on a link that then breaks. */
 int rrpc__cluster_append(rrpc__cluster *cl, int argc, const char **argv, const size_t *lens);
+/* The same, on the node that owns ROUTE's slot whatever the command. */
+int rrpc__cluster_append_routed(rrpc__cluster *cl, const char *route, int argc, const char **argv,
+                                const size_t *lens);
 /* The reply (a redisReply, new) of the oldest queued command, after
  * following its redirections. */
 int rrpc__cluster_read(rrpc__cluster *cl, void **reply);

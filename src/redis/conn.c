@@ -193,6 +193,14 @@ int rrpc__conn_append(rrpc__conn *c, int argc, const char **argv, const size_t *
     return RRPC_OK;
 }
 
+int rrpc__conn_append_routed(rrpc__conn *c, const char *route, int argc, const char **argv,
+                             const size_t *lens)
+{
+    if (c->cl == NULL || c->d.broken)
+        return rrpc__conn_append(c, argc, argv, lens);
+    return rrpc__cluster_append_routed(c->cl, route, argc, argv, lens);
+}
+
 int rrpc__conn_appendv(rrpc__conn *c, int argc, ...)
 {
     const char *argv[8];

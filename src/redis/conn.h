@@ -45,6 +45,11 @@ int rrpc__conn_set_timeout(rrpc__conn *c, double seconds);
 /* Queues a command in the output buffer; nothing is sent until a reply is
  * read.  Strings are copied. */
 int rrpc__conn_append(rrpc__conn *c, int argc, const char **argv, const size_t *lens);
+/* As rrpc__conn_append, but on a Cluster the command goes to the node that
+ * owns ROUTE's slot (a command without a key that must reach a given
+ * node: SCRIPT LOAD, whose cache is per node).  One Redis: ROUTE unused. */
+int rrpc__conn_append_routed(rrpc__conn *c, const char *route, int argc, const char **argv,
+                             const size_t *lens);
 /* Convenience for NUL-terminated arguments. */
 int rrpc__conn_appendv(rrpc__conn *c, int argc, ...);
 /* Sends what is queued and reads the next reply.  On RRPC_OK *out is new

@@ -21,6 +21,7 @@
 #include "core/clock.h"
 #include "core/internal.h"
 #include "core/keys.h"
+#include "core/priority.h"
 #include "core/random.h"
 #include "core/shard.h"
 #include "redis/conn.h"
@@ -33,12 +34,6 @@
 #define SLICE_S    1.0 /* wait slice while a registered service is awaited */
 #define CACHE_SIZE 16  /* services remembered per client */
 #define MAX_WAIT_S 1e8 /* the longest BLPOP timeout sent (about three years) */
-
-/* Checks the queue length and pushes in one step, so concurrent callers
- * cannot overshoot the limit.  Returns the new length, or -1 if full. */
-static const char push_script[] =
-    "if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return -1 end "
-    "return redis.call('RPUSH', KEYS[1], ARGV[1])";
 
 typedef struct entry {
     char *list;
@@ -202,14 +197,26 @@ int rrpc__failfast_shard(rrpc__failfast *ff, rrpc__conn *c, const char *list)
     return e != NULL ? next_shard(ff, e->shards) : 0; /* a broken link: the push says so */
 }
 
-int rrpc__failfast_append_push(rrpc__conn *c, const char *list, const char *text,
+int rrpc__failfast_append_push(rrpc__conn *c, const char *list, const char *text, int priority,
                                const rrpc__svc_state *st)
 {
-    if (st->max_queue <= 0)
+    if (st->max_queue <= 0 && priority == RRPC_PRIORITY_NORMAL)
         return rrpc__conn_appendv(c, 3, "RPUSH", list, text);
-    char max[32];
+    /* The max_queue check and the choice of list in one step, so that
+     * concurrent callers can neither overshoot the limit nor place a call
+     * behind a backlog that is gone (core/priority.h). */
+    char high[RRPC__KEY_MAX], low[RRPC__KEY_MAX], max[32];
+    if (rrpc__priority_key(high, sizeof high, list, RRPC_PRIORITY_HIGH) != RRPC_OK ||
+        rrpc__priority_key(low, sizeof low, list, RRPC_PRIORITY_LOW) != RRPC_OK)
+        return RRPC_EINVAL;
+    const char *name = rrpc__priority_name(priority);
+    if (st->max_queue <= 0)
+        return rrpc__conn_appendv(c, 8, "EVAL", rrpc__priority_push_script, "3", list, high, low,
+                                  text, name);
     snprintf(max, sizeof max, "%ld", st->max_queue);
-    return rrpc__conn_appendv(c, 6, "EVAL", push_script, "1", list, text, max);
+    const char *argv[] = {"EVAL", rrpc__max_queue_push_script, "3", list, high, low, text, max,
+                          name};
+    return rrpc__conn_append(c, priority == RRPC_PRIORITY_NORMAL ? 8 : 9, argv, NULL);
 }
 
 int rrpc__failfast_pushed(const rrpc__reply *r, const rrpc__svc_state *st, char *err, size_t errlen)

@@ -33,9 +33,12 @@ int rrpc__failfast_check(rrpc__failfast *ff, rrpc__conn *c, const char *list, do
  * service whose registry says it is sharded; else 0.  Never fails: a
  * broken link is reported by the push. */
 int rrpc__failfast_shard(rrpc__failfast *ff, rrpc__conn *c, const char *list);
-/* Queues the push of TEXT onto LIST: RPUSH, or for a service with a
- * max_queue the check-and-push script. */
-int rrpc__failfast_append_push(rrpc__conn *c, const char *list, const char *text,
+/* Queues the push of TEXT onto LIST with PRIORITY (RRPC_PRIORITY_*):
+ * RPUSH, or for a service with a max_queue (which counts LIST's three
+ * priority lists) or a call that is not normal a push script
+ * (core/priority.h).  RRPC_EINVAL if LIST's priority lists' names do not
+ * fit. */
+int rrpc__failfast_append_push(rrpc__conn *c, const char *list, const char *text, int priority,
                                const rrpc__svc_state *st);
 /* Judges the push's reply: RRPC_EOVERLOADED when the script refused. */
 int rrpc__failfast_pushed(const rrpc__reply *r, const rrpc__svc_state *st, char *err,

@@ -15,6 +15,7 @@
 #include "core/keys.h"
 #include "core/log.h"
 #include "redis/conn.h"
+#include "redis/limits_beat.h"
 #include "redis/mstats.h"
 #include "redis/registry.h"
 
@@ -40,6 +41,8 @@ struct rrpc__registry {
     char info_key[RRPC__KEY_MAX];     /* {L}:info */
     char config_key[RRPC__KEY_MAX];   /* {L}:config */
     char mstats_key[RRPC__KEY_MAX];   /* {L}:mstats */
+    char list_key[RRPC__KEY_MAX];     /* L: waiting requests go back there */
+    int limits_written;               /* the limits option is in {L}:config */
     const rrpc__announcement *a;      /* while running: what to write (borrowed) */
     rrpc__conn *conn;
     pthread_t thread;
@@ -61,7 +64,8 @@ static int set_keys(rrpc__registry *r, const char *prefix, const char *list_key)
         rrpc__tagged_key(r->workers_key, sizeof r->workers_key, list_key, RRPC__TAG_WORKERS) ||
         rrpc__tagged_key(r->info_key, sizeof r->info_key, list_key, RRPC__TAG_INFO) ||
         rrpc__tagged_key(r->config_key, sizeof r->config_key, list_key, RRPC__TAG_CONFIG) ||
-        rrpc__tagged_key(r->mstats_key, sizeof r->mstats_key, list_key, RRPC__TAG_MSTATS))
+        rrpc__tagged_key(r->mstats_key, sizeof r->mstats_key, list_key, RRPC__TAG_MSTATS) ||
+        rrpc__key_join(r->list_key, sizeof r->list_key, NULL, list_key, NULL))
         return RRPC_EINVAL;
     return RRPC_OK;
 }
@@ -237,6 +241,13 @@ static int beat(rrpc__registry *r)
     rc = rc != RRPC_OK ? rc : read_rc;
     if (rc == RRPC_OK)
         rc = prune(r, now_ms);
+    if (rc == RRPC_OK && a->limits != NULL) {
+        /* Written until Redis took it once: the first beat is at start. */
+        const char *text = r->limits_written ? NULL : a->limits_text;
+        rc = rrpc__limits_beat(r->conn, a->limits, r->config_key, r->list_key, text, r->why,
+                               sizeof r->why);
+        r->limits_written |= rc == RRPC_OK;
+    }
     if (rc == RRPC_OK) {
         rc = rrpc__mstats_flush(a->stats, a->methods, r->conn, r->mstats_key);
         if (rc == RRPC_EREDIS && r->why[0] == '\0')
@@ -299,6 +310,7 @@ int rrpc__registry_start(rrpc__registry *r, const rrpc__announcement *a, const r
     r->a = a;
     r->stop = 0;
     r->link_down = 0;
+    r->limits_written = 0;
     int rc = rrpc__conn_open(&r->conn, url, connect_timeout_s, err, errlen);
     if (rc == RRPC_OK)
         rc = rrpc__conn_set_timeout(r->conn, SOCKET_TIMEOUT_S);

@@ -31,6 +31,7 @@
 #include "core/internal.h"
 #include "core/log.h"
 #include "core/random.h"
+#include "core/shard.h"
 #include "redis/reliable.h"
 #include "redis/conn.h"
 #include "core/url.h"
@@ -127,22 +128,68 @@
     "  return out, sum\n"                                                                          \
     "end\n"
 
-/* KEYS: list, landing list, in-flight hash, worker set.  ARGV: count (0:
- * none more), done-key prefix, worker id, size limit, token base.  Moves
- * what BLMOVE landed and up to COUNT more requests into the in-flight
- * hash, and returns [field, record, answer, ...] for everything held there,
+/* Priorities (PROTOCOL.md section 7), only while {L}:high or {L}:low
+ * holds something (one EXISTS otherwise): the take holds what BLMOVE
+ * landed (at least one) plus COUNT, from {L}:high first, then the landed
+ * requests (they were L's head), L, {L}:low; landed requests it has no
+ * room for go back to L's head.  BLMOVE blocks on L alone, so when L and
+ * {L}:high are left empty while {L}:low is not, the head of {L}:low moves
+ * to L: the next BLMOVE takes it at once instead of sitting out its
+ * timeout.  Sets more, high, low and back; writes nothing. */
+#define PRIORITY_TAKE_LUA                                                                          \
+    "local function priority_take(landed, n)\n"                                                    \
+    "  local want = math.max(#landed, 1) + n\n"                                                    \
+    "  high = redis.call('LRANGE', KEYS[5], 0, want - 1)\n"                                        \
+    "  local room = want - #high\n"                                                                \
+    "  local kept = {}\n"                                                                          \
+    "  for i, item in ipairs(landed) do\n"                                                         \
+    "    if i <= room then kept[#kept + 1] = item end\n"                                           \
+    "  end\n"                                                                                      \
+    "  for i = #landed, room + 1, -1 do back[#back + 1] = landed[i] end\n"                         \
+    "  room = room - #kept\n"                                                                      \
+    "  more = room > 0 and redis.call('LRANGE', KEYS[1], 0, room - 1) or {}\n"                     \
+    "  room = room - #more\n"                                                                      \
+    "  low = room > 0 and redis.call('LRANGE', KEYS[6], 0, room - 1) or {}\n"                      \
+    "  return kept\n"                                                                              \
+    "end\n"                                                                                        \
+    "local function priority_settle()\n"                                                           \
+    "  for _, item in ipairs(back) do redis.call('LPUSH', KEYS[1], item) end\n"                    \
+    "  if #high > 0 then redis.call('LTRIM', KEYS[5], #high, -1) end\n"                            \
+    "  if #low > 0 then redis.call('LTRIM', KEYS[6], #low, -1) end\n"                              \
+    "  if redis.call('LLEN', KEYS[1]) == 0 and redis.call('LLEN', KEYS[5]) == 0 and\n"             \
+    "     redis.call('LLEN', KEYS[6]) > 0 then\n"                                                  \
+    "    redis.call('LMOVE', KEYS[6], KEYS[1], 'LEFT', 'LEFT')\n"                                  \
+    "  end\n"                                                                                      \
+    "end\n"
+
+/* KEYS: list, landing list, in-flight hash, worker set, the list's high
+ * and low lists.  ARGV: count (0: none more), done-key prefix, worker id,
+ * size limit, token base.  Moves what BLMOVE landed and up to COUNT more
+ * requests into the in-flight hash (in priority order, above), and
+ * returns [field, record, answer, ...] for everything held there,
  * oldest first: answer is the remembered answer (or nil), or an error
  * "dedup key refused: <type>" when the request's dedup key is not a
  * string.  Per batch, not per request: one HSET, one MGET of the dedup
  * keys (and a TYPE only for a dedup key that is there but not a string);
  * everything held is read back only if something was held before. */
-static const char take_script[] = IDENTITY_LUA CHECK_TYPES_LUA BATCHED_LUA
+static const char take_head[] = IDENTITY_LUA CHECK_TYPES_LUA BATCHED_LUA;
+/* The take script is longer than a C string literal may portably be. */
+static const char take_tail[] =
+    "local more, high, low, back = {}, {}, {}, {}\n" PRIORITY_TAKE_LUA
     "local bad = check_types({'list', 'list', 'hash', 'set'})\n"
     "if bad then return bad end\n"
     "local n, max = tonumber(ARGV[1]), tonumber(ARGV[4])\n"
     "local before = redis.call('HLEN', KEYS[3])\n"
     "local landed = redis.call('LRANGE', KEYS[2], 0, -1)\n"
-    "local more = n > 0 and redis.call('LRANGE', KEYS[1], 0, n - 1) or {}\n"
+    "local landed_n, kept = #landed, landed\n"
+    "local prio = redis.call('EXISTS', KEYS[5], KEYS[6]) > 0\n"
+    "if prio then\n"
+    "  bad = check_types({'list', 'list', 'hash', 'set', 'list', 'list'})\n"
+    "  if bad then return bad end\n"
+    "  kept = priority_take(landed, n)\n"
+    "else\n"
+    "  more = n > 0 and redis.call('LRANGE', KEYS[1], 0, n - 1) or {}\n"
+    "end\n"
     "redis.call('SADD', KEYS[4], ARGV[3])\n" /* first write: under OOM nothing moved */
     "local fields, recs, pairs_ = {}, {}, {}\n"
     "local function hold(item)\n"
@@ -153,11 +200,14 @@ static const char take_script[] = IDENTITY_LUA CHECK_TYPES_LUA BATCHED_LUA
     "  pairs_[#pairs_ + 1] = field\n"
     "  pairs_[#pairs_ + 1] = rec\n"
     "end\n"
-    "for _, item in ipairs(landed) do hold(item) end\n"
+    "for _, item in ipairs(high) do hold(item) end\n"
+    "for _, item in ipairs(kept) do hold(item) end\n"
     "for _, item in ipairs(more) do hold(item) end\n"
+    "for _, item in ipairs(low) do hold(item) end\n"
     "if #pairs_ > 0 then batched('HSET', KEYS[3], pairs_) end\n"
-    "if #landed > 0 then redis.call('DEL', KEYS[2]) end\n"
+    "if landed_n > 0 then redis.call('DEL', KEYS[2]) end\n"
     "if #more > 0 then redis.call('LTRIM', KEYS[1], #more, -1) end\n"
+    "if prio then priority_settle() end\n"
     "if before > 0 then\n" /* held before (a commit refused, or a take lost): all of it */
     "  local all = redis.call('HGETALL', KEYS[3])\n"
     "  fields, recs = {}, {}\n"
@@ -200,14 +250,18 @@ static const char take_script[] = IDENTITY_LUA CHECK_TYPES_LUA BATCHED_LUA
 
 /* KEYS: in-flight hash, dead list, stats hash, then per request its done
  * key[, its reply key].  ARGV: window, reply ttl, dead-letter bound, the
- * count N of requests, then per request: its key count (1, or 2 with a
- * reply key), field, answer to remember ('': none, the request's answer is
- * being sent again), response, dead letter ('': none), effect count, then
- * per effect its argc and arguments.
+ * count N of requests, 'hold' or 'release', then per request: its key
+ * count (1, or 2 with a reply key), field, answer to remember ('': none,
+ * the request's answer is being sent again), response, dead letter ('':
+ * none), effect count, then per effect its argc and arguments.
  *
  * Completes N requests held in the in-flight hash, each all or nothing:
  * remembers its answer, pushes its response, applies its effects, files
- * its dead letter and releases it.  Returns one outcome per request, in
+ * its dead letter and releases it.  With 'hold' (Redis Cluster, where the
+ * reply keys live in other slots and are not named here) the requests
+ * stay in the hash: the worker pushes each response and then releases it,
+ * and a worker that dies before that leaves them to the reaper, which
+ * puts them back to be answered again from their memory.  Returns one outcome per request, in
  * order: 1; [1, error] if an effect was refused (the rest stands); 0 if
  * the request is no longer held (this was done already, or the reaper took
  * it back) or another worker answered it first; ['refused', reason] having
@@ -229,7 +283,7 @@ static const char take_script[] = IDENTITY_LUA CHECK_TYPES_LUA BATCHED_LUA
 static const char commit_head[] = BATCHED_LUA
     "local held, window, ttl, trim = KEYS[1], ARGV[1], ARGV[2], ARGV[3]\n"
     "local ents, fields, dones = {}, {}, {}\n"
-    "local k, a = 4, 5\n"
+    "local k, a = 4, 6\n"
     "for j = 1, tonumber(ARGV[4]) do\n"
     "  local nk = tonumber(ARGV[a])\n"
     "  local e = {done = KEYS[k], reply = nk > 1 and KEYS[k + 1] or nil, a = a + 1}\n"
@@ -354,25 +408,29 @@ static const char commit_tail[] =
     "local oom = push()\n"
     "if oom then return redis.error_reply(oom) end\n"
     "for reply in pairs(pushed) do redis.pcall('EXPIRE', reply, ttl) end\n"
-    "if #release > 0 then batched('HDEL', held, release) end\n"
+    "if #release > 0 and ARGV[5] ~= 'hold' then batched('HDEL', held, release) end\n"
     "return out\n";
 
 /* The commit script is longer than a C string literal may portably be. */
 static char commit_script[sizeof commit_head + sizeof commit_tail];
+static char take_script[sizeof take_head + sizeof take_tail];
 static pthread_once_t commit_once = PTHREAD_ONCE_INIT;
 
 static void join_commit_script(void)
 {
+    memcpy(take_script, take_head, sizeof take_head - 1);
+    memcpy(take_script + sizeof take_head - 1, take_tail, sizeof take_tail);
     memcpy(commit_script, commit_head, sizeof commit_head - 1);
     memcpy(commit_script + sizeof commit_head - 1, commit_tail, sizeof commit_tail);
 }
 
 /* KEYS: list, worker set, dead list, stats hash.  ARGV: key prefix
  * "{list}:", max deliveries, window, service, dead-letter bound, size
- * limit.  Returns [requeued, dead, unreadable].  Nothing it reads can make
- * it fail once it has written: the declared keys' types are checked first,
- * and a dead worker's key of the wrong type, or a delivery counter that
- * cannot count, affects only its own requests. */
+ * limit, 'redrive' (Cluster: answered requests go back too) or ''.
+ * Returns [requeued, dead, unreadable].  Nothing it reads can make it fail
+ * once it has written: the declared keys' types are checked first, and a
+ * dead worker's key of the wrong type, or a delivery counter that cannot
+ * count, affects only its own requests. */
 static const char reap_script[] = CHECK_TYPES_LUA
     "local bad = check_types({'list', 'set', 'list', 'hash'})\n"
     "if bad then return bad end\n"
@@ -401,8 +459,17 @@ static const char reap_script[] = CHECK_TYPES_LUA
     "end\n"
     "local function put_back(rec)\n"
     "  local h, d, item = string.sub(rec, 1, 40), string.sub(rec, 41, 80), string.sub(rec, 81)\n"
-    "  if h == d and redis.call('TYPE', ARGV[1] .. 'done:' .. h).ok == 'string' then\n"
-    "    return\n" /* answered meanwhile (a copy another worker took) */
+    "  if redis.call('TYPE', ARGV[1] .. 'done:' .. h).ok == 'string' then\n"
+    /* Answered (or a copy another worker took).  On a Cluster its
+     * response may not have been pushed yet: back it goes, to be answered
+     * again from its memory, without counting a delivery -- if it has a
+     * stable identity (a take's own identity would be new at the next
+     * take, and the request would run again). */
+    "    if ARGV[7] == 'redrive' and h == d then\n"
+    "      redis.call('LPUSH', KEYS[1], item)\n"
+    "      requeued = requeued + 1\n"
+    "    end\n"
+    "    return\n"
     "  end\n"
     "  local count = ARGV[1] .. 'deliveries:' .. d\n"
     "  local t = redis.call('TYPE', count).ok\n"
@@ -468,12 +535,35 @@ size_t rrpc__rel_max_list_key(void)
     return RRPC__KEY_MAX - 1 - (sizeof "{}:" - 1) - LONGEST_SUFFIX;
 }
 
-int rrpc__rel_init(rrpc__rel *r, const char *list_key, const char *service,
+/* Shard K's keys into *SH; RRPC_EINVAL if one does not fit. */
+static int shard_keys(const rrpc__rel *r, const char *list_key, int k, rrpc__rel_shard *sh)
+{
+    if (rrpc__shard_key(sh->list_key, sizeof sh->list_key, list_key, k) != RRPC_OK ||
+        strlen(sh->list_key) > rrpc__rel_max_list_key())
+        return RRPC_EINVAL; /* its keys would not fit: never cut them short */
+    int n[6];
+    n[0] = snprintf(sh->tag, sizeof sh->tag, "{%s}:", sh->list_key);
+    n[1] = snprintf(sh->set_key, sizeof sh->set_key, "%s" RRPC__TAG_INFLIGHT, sh->tag);
+    n[2] = snprintf(sh->alive_key, sizeof sh->alive_key, "%s" RRPC__TAG_ALIVE "%s", sh->tag,
+                    r->pid_id);
+    n[3] = snprintf(sh->done_prefix, sizeof sh->done_prefix, "%s" RRPC__TAG_DONE, sh->tag);
+    /* A script may only touch keys of its slot on a Cluster: there its
+     * dead letters and counters wait in the slot (the outbox, drained by
+     * the heartbeat thread). */
+    n[4] = r->cluster ? snprintf(sh->dead_key, sizeof sh->dead_key, "%sdead", sh->tag)
+                      : snprintf(sh->dead_key, sizeof sh->dead_key, "%s", r->opts.dead_key);
+    n[5] = r->cluster ? snprintf(sh->stats_key, sizeof sh->stats_key, "%sstats", sh->tag)
+                      : snprintf(sh->stats_key, sizeof sh->stats_key, "%s", r->opts.stats_key);
+    for (int i = 0; i < 6; i++)
+        if (n[i] < 0 || (size_t)n[i] >= RRPC__KEY_MAX)
+            return RRPC_EINVAL; /* cannot happen after the length check above */
+    return RRPC_OK;
+}
+
+int rrpc__rel_init(rrpc__rel *r, const char *list_key, int shards, int cluster, const char *service,
                    const rrpc__rel_options *opts)
 {
     memset(r, 0, sizeof *r);
-    if (strlen(list_key) > rrpc__rel_max_list_key())
-        return RRPC_EINVAL; /* its keys would not fit: never cut them short */
     char host[64] = "host", hex[33];
     gethostname(host, sizeof host - 1);
     host[sizeof host - 1] = '\0';
@@ -482,17 +572,16 @@ int rrpc__rel_init(rrpc__rel *r, const char *list_key, const char *service,
     hex[8] = '\0';
     r->opts = *opts;
     r->service = service;
-    r->list_key = list_key;
-    int n1 = snprintf(r->tag, sizeof r->tag, "{%s}:", list_key);
-    int n2 = snprintf(r->pid_id, sizeof r->pid_id, "%s:%ld:%s", host, (long)getpid(), hex);
-    int n3 = snprintf(r->set_key, sizeof r->set_key, "%s" RRPC__TAG_INFLIGHT, r->tag);
-    int n4 =
-        snprintf(r->alive_key, sizeof r->alive_key, "%s" RRPC__TAG_ALIVE "%s", r->tag, r->pid_id);
-    int n5 = snprintf(r->done_prefix, sizeof r->done_prefix, "%s" RRPC__TAG_DONE, r->tag);
-    if (n1 < 0 || n2 < 0 || n3 < 0 || n4 < 0 || n5 < 0 || (size_t)n1 >= sizeof r->tag ||
-        (size_t)n3 >= sizeof r->set_key || (size_t)n4 >= sizeof r->alive_key ||
-        (size_t)n5 >= sizeof r->done_prefix)
-        return RRPC_EINVAL; /* cannot happen after the length check above */
+    r->cluster = cluster;
+    snprintf(r->pid_id, sizeof r->pid_id, "%s:%ld:%s", host, (long)getpid(), hex);
+    r->nshards = shards > 1 ? shards : 1;
+    if ((r->shards = calloc((size_t)r->nshards, sizeof *r->shards)) == NULL)
+        return RRPC_ENOMEM;
+    for (int k = 0; k < r->nshards; k++)
+        if (shard_keys(r, list_key, k, &r->shards[k]) != RRPC_OK) {
+            rrpc__rel_free(r);
+            return RRPC_EINVAL;
+        }
     snprintf(r->window_text, sizeof r->window_text, "%ld", (long)(opts->dedup_window_s + 0.5));
     snprintf(r->max_text, sizeof r->max_text, "%d", opts->max_deliveries);
     snprintf(r->size_text, sizeof r->size_text, "%zu", opts->max_request_bytes);
@@ -500,25 +589,44 @@ int rrpc__rel_init(rrpc__rel *r, const char *list_key, const char *service,
     return RRPC_OK;
 }
 
-int rrpc__rel_worker_keys(const rrpc__rel *r, int thread, rrpc__rel_worker *k)
+void rrpc__rel_free(rrpc__rel *r)
 {
+    free(r->shards);
+    r->shards = NULL;
+    r->nshards = 0;
+}
+
+int rrpc__rel_worker_keys(const rrpc__rel *r, int shard, int thread, rrpc__rel_worker *k)
+{
+    if (r->nshards < 1)
+        return RRPC_EINVAL; /* refused at init: never run */
+    const rrpc__rel_shard *sh = &r->shards[shard % r->nshards];
+    k->shard = sh;
     int n = snprintf(k->wid, sizeof k->wid, "%s/%d", r->pid_id, thread);
     int m =
-        snprintf(k->inflight, sizeof k->inflight, "%s" RRPC__TAG_INFLIGHT ":%s", r->tag, k->wid);
-    int l = snprintf(k->landing, sizeof k->landing, "%s" RRPC__TAG_LANDING "%s", r->tag, k->wid);
+        snprintf(k->inflight, sizeof k->inflight, "%s" RRPC__TAG_INFLIGHT ":%s", sh->tag, k->wid);
+    int l = snprintf(k->landing, sizeof k->landing, "%s" RRPC__TAG_LANDING "%s", sh->tag, k->wid);
     return n < 0 || m < 0 || l < 0 || (size_t)n >= sizeof k->wid ||
                    (size_t)m >= sizeof k->inflight || (size_t)l >= sizeof k->landing
                ? RRPC_EINVAL
                : RRPC_OK;
 }
 
-void rrpc__rel_take_argv(const rrpc__rel *r, const rrpc__rel_worker *k, const char *count,
-                         const char *base, const char *argv[12])
+void rrpc__rel_take_argv(const rrpc__rel *r, const rrpc__rel_worker *k, const char *high,
+                         const char *low, const char *count, const char *base, const char *argv[14])
 {
-    const char *a[] = {"EVALSHA",      r->take_sha, "4",          r->list_key,
-                       k->landing,     k->inflight, r->set_key,   count,
-                       r->done_prefix, k->wid,      r->size_text, base};
+    const rrpc__rel_shard *sh = k->shard;
+    const char *a[] = {"EVALSHA",       r->take_sha, "6",          sh->list_key, k->landing,
+                       k->inflight,     sh->set_key, high,         low,          count,
+                       sh->done_prefix, k->wid,      r->size_text, base};
     memcpy(argv, a, sizeof a);
+}
+
+void rrpc__rel_release_argv(const rrpc__rel_worker *k, const char *field, const char *argv[3])
+{
+    argv[0] = "HDEL";
+    argv[1] = k->inflight;
+    argv[2] = field;
 }
 
 /* ---- commit ---------------------------------------------------------- */
@@ -613,12 +721,17 @@ static int add_effects(rrpc__cmd *c, const json_t *effects)
     return rc;
 }
 
-int rrpc__rel_commit_cmd(const rrpc__rel *r, rrpc__cmd *c, const rrpc__rel_commit *m)
+int rrpc__rel_commit_cmd(const rrpc__rel *r, const rrpc__rel_worker *k, rrpc__cmd *c,
+                         const rrpc__rel_commit *m)
 {
     memset(c, 0, sizeof *c);
     char done[RRPC__KEY_MAX]; /* fits: rrpc__rel_init checked the longest key */
-    snprintf(done, sizeof done, "%s%s", r->done_prefix, m->sha1);
-    int with_reply = m->key != NULL && m->response != NULL;
+    snprintf(done, sizeof done, "%s%s", k->shard->done_prefix, m->sha1);
+    /* On a Cluster the reply key is in another slot: not named here (the
+     * worker pushes the response after the commit); the response stays
+     * in the part, unused by the script, for that push. */
+    int has_reply = m->key != NULL && m->response != NULL;
+    int with_reply = has_reply && !r->cluster;
     int rc = add_str(c, with_reply ? "2" : "1");
     rc = rc ? rc : add_str(c, done);
     rc = rc ? rc : (with_reply ? rrpc__cmd_add(c, m->key, m->key_len) : RRPC_OK);
@@ -627,7 +740,7 @@ int rrpc__rel_commit_cmd(const rrpc__rel *r, rrpc__cmd *c, const rrpc__rel_commi
         rc = rc ? rc : add_str(c, "");
     else
         rc = rc ? rc : add_answer(c, m->key, m->key_len, m->response, m->response_len);
-    rc = rc ? rc : (with_reply ? rrpc__cmd_add(c, m->response, m->response_len) : add_str(c, ""));
+    rc = rc ? rc : (has_reply ? rrpc__cmd_add(c, m->response, m->response_len) : add_str(c, ""));
     rc = rc ? rc : add_str(c, m->dead_letter ? m->dead_letter : "");
     rc = rc ? rc : (m->effects ? add_effects(c, m->effects) : add_str(c, "0"));
     if (rc != RRPC_OK)
@@ -641,10 +754,10 @@ static size_t commit_keys(const rrpc__cmd *c)
     return c->argv[0][0] == '2' ? 2 : 1;
 }
 
-int rrpc__rel_commit_batch(const rrpc__rel *r, const char *inflight, const char *reply_ttl,
+int rrpc__rel_commit_batch(const rrpc__rel *r, const rrpc__rel_worker *wk, const char *reply_ttl,
                            const rrpc__cmd *const *parts, size_t n, rrpc__argv *out)
 {
-    size_t keys = 3, args = 4;
+    size_t keys = 3, args = 5;
     for (size_t i = 0; i < n; i++) {
         keys += commit_keys(parts[i]);
         args += parts[i]->argc - commit_keys(parts[i]);
@@ -658,15 +771,16 @@ int rrpc__rel_commit_batch(const rrpc__rel *r, const char *inflight, const char 
     }
     snprintf(out->numkeys, sizeof out->numkeys, "%zu", keys);
     snprintf(out->count, sizeof out->count, "%zu", n);
-    const char *head[] = {"EVALSHA", r->commit_sha,    out->numkeys,
-                          inflight,  r->opts.dead_key, r->opts.stats_key};
+    const char *head[] = {"EVALSHA",    r->commit_sha,       out->numkeys,
+                          wk->inflight, wk->shard->dead_key, wk->shard->stats_key};
     size_t k = 0, a = 3 + keys;
     for (; k < 6; k++) {
         out->argv[k] = head[k];
         out->lens[k] = strlen(head[k]);
     }
-    const char *globals[] = {r->window_text, reply_ttl, r->trim_text, out->count};
-    for (size_t i = 0; i < 4; i++, a++) {
+    const char *globals[] = {r->window_text, reply_ttl, r->trim_text, out->count,
+                             r->cluster ? "hold" : "release"};
+    for (size_t i = 0; i < 5; i++, a++) {
         out->argv[a] = globals[i];
         out->lens[a] = strlen(globals[i]);
     }
@@ -754,7 +868,7 @@ int rrpc__rel_parse_answer(const char *answer, size_t len, const char **key, siz
 
 /* Judges the reaper's answer; a failure is logged once until it works
  * again (a Redis out of memory refuses it at every beat). */
-static void judge_reap(rrpc__rel *r, const rrpc__reply *b)
+static void judge_reap(rrpc__rel *r, const rrpc__rel_shard *sh, const rrpc__reply *b)
 {
     if (rrpc__reply_type(b) == RRPC__REPLY_ARRAY && rrpc__reply_count(b) == 3) {
         atomic_fetch_add(r->redelivered, (uint64_t)rrpc__reply_integer(rrpc__reply_element(b, 0)));
@@ -763,7 +877,7 @@ static void judge_reap(rrpc__rel *r, const rrpc__reply *b)
             rrpc__logf(RRPC_LOG_ERROR, r->service, "heartbeat",
                        "a dead worker's in-flight key under %s has the wrong type: its "
                        "requests cannot be put back (left for an operator)",
-                       r->tag);
+                       sh->tag);
         if (r->reap_failing)
             rrpc__log(RRPC_LOG_INFO, r->service, "heartbeat", "the reaper works again", NULL);
         r->reap_failing = 0;
@@ -775,40 +889,109 @@ static void judge_reap(rrpc__rel *r, const rrpc__reply *b)
     r->reap_failing = 1;
 }
 
+/* Sends C's queued command and returns its reply (NULL: link broken). */
+static rrpc__reply *ask(rrpc__conn *c, int argc, const char **argv, const size_t *lens)
+{
+    rrpc__reply *a = NULL;
+    if (rrpc__conn_append(c, argc, argv, lens) != RRPC_OK || rrpc__conn_read(c, &a) != RRPC_OK) {
+        rrpc__reply_free(a);
+        return NULL;
+    }
+    return a;
+}
+
+/* Cluster: moves up to 100 dead letters of shard SH's outbox {L}:dead to
+ * the service's dead-letter list, then drops them from the outbox; and
+ * adds the counters of {L}:stats to the service's stats.  Not atomic (two
+ * slots): a process that dies between the two steps leaves them to be
+ * moved again -- a dead letter may be filed twice, a count added twice,
+ * never lost. */
+static void drain_outbox(rrpc__rel *r, rrpc__conn *c, const rrpc__rel_shard *sh)
+{
+    const char *range[] = {"LRANGE", sh->dead_key, "0", "99"};
+    rrpc__reply *items = ask(c, 4, range, NULL);
+    size_t n = rrpc__reply_type(items) == RRPC__REPLY_ARRAY ? rrpc__reply_count(items) : 0;
+    if (n > 0) {
+        const char *argv[102];
+        size_t lens[102];
+        argv[0] = "RPUSH";
+        argv[1] = r->opts.dead_key;
+        lens[0] = 5;
+        lens[1] = strlen(r->opts.dead_key);
+        for (size_t i = 0; i < n; i++)
+            argv[2 + i] = rrpc__reply_str(rrpc__reply_element(items, i), &lens[2 + i]);
+        rrpc__reply *pushed = ask(c, (int)n + 2, argv, lens);
+        char bound[32], first[32];
+        snprintf(bound, sizeof bound, "%ld", -r->opts.dead_letter_max);
+        snprintf(first, sizeof first, "%zu", n);
+        const char *trim[] = {"LTRIM", r->opts.dead_key, bound, "-1"};
+        const char *drop[] = {"LTRIM", sh->dead_key, first, "-1"};
+        if (rrpc__reply_type(pushed) == RRPC__REPLY_INTEGER) {
+            rrpc__reply_free(ask(c, 4, trim, NULL));
+            rrpc__reply_free(ask(c, 4, drop, NULL));
+        }
+        rrpc__reply_free(pushed);
+    }
+    rrpc__reply_free(items);
+    const char *all[] = {"HGETALL", sh->stats_key};
+    rrpc__reply *counts = ask(c, 2, all, NULL);
+    size_t m = rrpc__reply_type(counts) == RRPC__REPLY_ARRAY ? rrpc__reply_count(counts) : 0;
+    for (size_t i = 0; i + 1 < m; i += 2) {
+        const char *field = rrpc__reply_str(rrpc__reply_element(counts, i), NULL);
+        const char *v = rrpc__reply_str(rrpc__reply_element(counts, i + 1), NULL);
+        if (field == NULL || v == NULL || strcmp(v, "0") == 0)
+            continue;
+        char neg[40];
+        snprintf(neg, sizeof neg, "-%s", v);
+        const char *add[] = {"HINCRBY", r->opts.stats_key, field, v};
+        const char *sub[] = {"HINCRBY", sh->stats_key, field, neg};
+        rrpc__reply *a = ask(c, 4, add, NULL);
+        if (rrpc__reply_type(a) == RRPC__REPLY_INTEGER)
+            rrpc__reply_free(ask(c, 4, sub, NULL));
+        rrpc__reply_free(a);
+    }
+    rrpc__reply_free(counts);
+}
+
+/* Renews this process's heartbeat on every shard and reaps each shard's
+ * dead workers, whose requests go back to the head of their own shard's
+ * list: one pipelined round trip for all shards (on a Cluster, then the
+ * outboxes). */
 static int beat(rrpc__rel *r, rrpc__conn *c)
 {
     char ttl_ms[32], bound[32];
     snprintf(ttl_ms, sizeof ttl_ms, "%ld", (long)(r->opts.heartbeat_ttl_s * 1000));
     snprintf(bound, sizeof bound, "%ld", r->opts.dead_letter_max);
-    const char *set[] = {"SET", r->alive_key, "1", "PX", ttl_ms};
-    const char *reap[] = {"EVAL",
-                          reap_script,
-                          "4",
-                          r->list_key,
-                          r->set_key,
-                          r->opts.dead_key,
-                          r->opts.stats_key,
-                          r->tag,
-                          r->max_text,
-                          r->window_text,
-                          r->service,
-                          bound,
-                          r->size_text};
-    int rc = rrpc__conn_append(c, 5, set, NULL);
-    if (rc == RRPC_OK)
-        rc = rrpc__conn_append(c, 13, reap, NULL);
-    rrpc__reply *a = NULL, *b = NULL;
-    if (rc == RRPC_OK)
+    int rc = RRPC_OK;
+    for (int k = 0; rc == RRPC_OK && k < r->nshards; k++) {
+        const rrpc__rel_shard *sh = &r->shards[k];
+        const char *set[] = {"SET", sh->alive_key, "1", "PX", ttl_ms};
+        const char *reap[] = {"EVAL",        reap_script,
+                              "4",           sh->list_key,
+                              sh->set_key,   sh->dead_key,
+                              sh->stats_key, sh->tag,
+                              r->max_text,   r->window_text,
+                              r->service,    bound,
+                              r->size_text,  r->cluster ? "redrive" : ""};
+        rc = rrpc__conn_append(c, 5, set, NULL);
+        if (rc == RRPC_OK)
+            rc = rrpc__conn_append(c, 14, reap, NULL);
+    }
+    for (int k = 0; rc == RRPC_OK && k < r->nshards; k++) {
+        rrpc__reply *a = NULL, *b = NULL;
         rc = rrpc__conn_read(c, &a);
-    if (rc == RRPC_OK)
-        rc = rrpc__conn_read(c, &b);
-    if (rc == RRPC_OK && rrpc__reply_type(a) == RRPC__REPLY_ERROR) /* others would reap us */
-        rrpc__log(RRPC_LOG_WARN, r->service, "heartbeat", "cannot renew the heartbeat",
-                  rrpc__reply_str(a, NULL));
-    if (rc == RRPC_OK)
-        judge_reap(r, b);
-    rrpc__reply_free(a);
-    rrpc__reply_free(b);
+        if (rc == RRPC_OK)
+            rc = rrpc__conn_read(c, &b);
+        if (rc == RRPC_OK && rrpc__reply_type(a) == RRPC__REPLY_ERROR) /* others would reap us */
+            rrpc__log(RRPC_LOG_WARN, r->service, "heartbeat", "cannot renew the heartbeat",
+                      rrpc__reply_str(a, NULL));
+        if (rc == RRPC_OK)
+            judge_reap(r, &r->shards[k], b);
+        rrpc__reply_free(a);
+        rrpc__reply_free(b);
+    }
+    for (int k = 0; rc == RRPC_OK && r->cluster && k < r->nshards; k++)
+        drain_outbox(r, c, &r->shards[k]);
     return rc;
 }
 
@@ -838,12 +1021,14 @@ static void *heartbeat_main(void *arg)
     return NULL;
 }
 
-/* Loads one script; its SHA-1 (40 hex digits) goes to SHA. */
-static int load_script(rrpc__conn *c, const char *script, char sha[41])
+/* Loads one script on the node of ROUTE's slot (a Cluster keeps a script
+ * cache per node; ROUTE is ignored on one Redis); its SHA-1 (40 hex
+ * digits) goes to SHA. */
+static int load_script(rrpc__conn *c, const char *route, const char *script, char sha[41])
 {
     const char *argv[] = {"SCRIPT", "LOAD", script};
     rrpc__reply *r = NULL;
-    int rc = rrpc__conn_append(c, 3, argv, NULL);
+    int rc = rrpc__conn_append_routed(c, route, 3, argv, NULL);
     if (rc == RRPC_OK)
         rc = rrpc__conn_read(c, &r);
     size_t len = 0;
@@ -856,13 +1041,25 @@ static int load_script(rrpc__conn *c, const char *script, char sha[41])
     return rc;
 }
 
-int rrpc__rel_load_scripts(const rrpc__rel *r, rrpc__conn *c)
+/* Loads the worker scripts where every shard's list lives; their SHA-1s
+ * into TAKE and COMMIT. */
+static int load_all(const rrpc__rel *r, rrpc__conn *c, char take[41], char commit[41])
 {
     pthread_once(&commit_once, join_commit_script);
+    int rc = RRPC_OK;
+    for (int k = 0; rc == RRPC_OK && k < (r->cluster ? r->nshards : 1); k++) {
+        const char *route = r->shards[k].list_key;
+        rc = load_script(c, route, take_script, take);
+        if (rc == RRPC_OK)
+            rc = load_script(c, route, commit_script, commit);
+    }
+    return rc;
+}
+
+int rrpc__rel_load_scripts(const rrpc__rel *r, rrpc__conn *c)
+{
     char take[41], commit[41];
-    int rc = load_script(c, take_script, take);
-    if (rc == RRPC_OK)
-        rc = load_script(c, commit_script, commit);
+    int rc = load_all(r, c, take, commit);
     /* The digests depend on the texts only: they are the same each time. */
     if (rc == RRPC_OK && (strcmp(take, r->take_sha) != 0 || strcmp(commit, r->commit_sha) != 0))
         rc = RRPC_EPROTO;
@@ -871,9 +1068,7 @@ int rrpc__rel_load_scripts(const rrpc__rel *r, rrpc__conn *c)
 
 int rrpc__rel_learn_scripts(rrpc__rel *r, rrpc__conn *c)
 {
-    pthread_once(&commit_once, join_commit_script);
-    int rc = load_script(c, take_script, r->take_sha);
-    return rc == RRPC_OK ? load_script(c, commit_script, r->commit_sha) : rc;
+    return load_all(r, c, r->take_sha, r->commit_sha);
 }
 
 int rrpc__rel_start(rrpc__rel *r, const rrpc__url *url, double connect_timeout_s, char *err,
@@ -882,10 +1077,9 @@ int rrpc__rel_start(rrpc__rel *r, const rrpc__url *url, double connect_timeout_s
     int rc = rrpc__conn_open(&r->conn, url, connect_timeout_s, err, errlen);
     if (rc == RRPC_OK)
         rc = rrpc__conn_set_timeout(r->conn, 10);
-    pthread_once(&commit_once, join_commit_script);
     /* Workers send EVALSHA: the script texts would be most of each commit. */
-    if (rc == RRPC_OK && (rc = load_script(r->conn, take_script, r->take_sha)) == RRPC_OK)
-        rc = load_script(r->conn, commit_script, r->commit_sha);
+    if (rc == RRPC_OK)
+        rc = load_all(r, r->conn, r->take_sha, r->commit_sha);
     if (rc == RRPC_OK)
         rc = beat(r, r->conn); /* alive before any worker takes a request */
     if (rc == RRPC_OK && pthread_create(&r->thread, NULL, heartbeat_main, r) != 0)
@@ -915,19 +1109,23 @@ static void say_goodbye(rrpc__rel *r, const rrpc__rel_worker *ws, int n)
             rrpc__conn_read(r->conn, &held) != RRPC_OK)
             return;
         if (rrpc__reply_type(held) == RRPC__REPLY_INTEGER && rrpc__reply_integer(held) == 0) {
-            const char *srem[] = {"SREM", r->set_key, ws[i].wid};
+            const char *srem[] = {"SREM", ws[i].shard->set_key, ws[i].wid};
             if (rrpc__conn_append(r->conn, 3, srem, NULL) == RRPC_OK &&
                 rrpc__conn_read(r->conn, &gone) == RRPC_OK)
                 rrpc__reply_free(gone);
         }
         rrpc__reply_free(held);
     }
+    for (int k = 0; r->cluster && k < r->nshards; k++)
+        drain_outbox(r, r->conn, &r->shards[k]); /* else left for another process */
     /* Without the heartbeat, any list left behind is reaped at once. */
-    const char *del[] = {"DEL", r->alive_key};
-    rrpc__reply *gone = NULL;
-    if (rrpc__conn_append(r->conn, 2, del, NULL) == RRPC_OK &&
-        rrpc__conn_read(r->conn, &gone) == RRPC_OK)
-        rrpc__reply_free(gone);
+    for (int k = 0; k < r->nshards; k++) {
+        const char *del[] = {"DEL", r->shards[k].alive_key};
+        rrpc__reply *gone = NULL;
+        if (rrpc__conn_append(r->conn, 2, del, NULL) == RRPC_OK &&
+            rrpc__conn_read(r->conn, &gone) == RRPC_OK)
+            rrpc__reply_free(gone);
+    }
 }
 
 void rrpc__rel_stop(rrpc__rel *r, const rrpc__rel_worker *ws, int n)

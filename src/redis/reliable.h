@@ -22,16 +22,32 @@ typedef struct rrpc__rel_options {
     const char *stats_key;    /* borrowed from the server */
 } rrpc__rel_options;
 
-/* The reliable-mode state of one server: its keys and heartbeat thread. */
-typedef struct rrpc__rel {
-    rrpc__rel_options opts;
-    const char *service;             /* borrowed */
-    const char *list_key;            /* borrowed */
+/* One request list's reliable keys: the service's list, or one shard's.
+ * All carry the list key as a hash tag, so each shard's keys are in the
+ * slot of its list (RELIABILITY.md).  On a Cluster the scripts' dead
+ * letters and counters go to keys of that slot too, moved on from there
+ * by the heartbeat thread (the dead-letter outbox, rrpc__rel_start). */
+typedef struct rrpc__rel_shard {
+    char list_key[RRPC__KEY_MAX];    /* the list workers take from */
     char tag[RRPC__KEY_MAX];         /* "{<list key>}:" */
-    char pid_id[128];                /* host:pid:random, this process */
     char set_key[RRPC__KEY_MAX];     /* {L}:inflight, the set of worker ids */
     char alive_key[RRPC__KEY_MAX];   /* {L}:alive:<pid_id>, the heartbeat */
     char done_prefix[RRPC__KEY_MAX]; /* {L}:done:, + SHA-1 of a request */
+    char dead_key[RRPC__KEY_MAX];    /* the scripts' dead letters: <service>:dead, or {L}:dead */
+    char stats_key[RRPC__KEY_MAX];   /* their counters: <service>:stats, or {L}:stats */
+} rrpc__rel_shard;
+
+/* The reliable-mode state of one server: its keys and heartbeat thread. */
+typedef struct rrpc__rel {
+    rrpc__rel_options opts;
+    const char *service;     /* borrowed */
+    rrpc__rel_shard *shards; /* one per request list (rrpc__rel_free) */
+    int nshards;
+    /* Redis Cluster: a reply key is in another slot than the service's
+     * keys, so a commit keeps its request held until the worker has
+     * pushed the response and releases it then (RELIABILITY.md). */
+    int cluster;
+    char pid_id[128]; /* host:pid:random, this process */
     char window_text[24];
     char max_text[16];
     char size_text[24];                /* max_request_bytes */
@@ -46,8 +62,10 @@ typedef struct rrpc__rel {
 } rrpc__rel;
 
 /* One worker thread's keys: its id W, its in-flight hash {L}:inflight:W
- * and the list {L}:landing:W that BLMOVE moves a request into. */
+ * and the list {L}:landing:W that BLMOVE moves a request into, where L is
+ * the list (shard) it takes from. */
 typedef struct rrpc__rel_worker {
+    const rrpc__rel_shard *shard; /* borrowed from the rrpc__rel */
     char wid[RRPC__KEY_MAX];
     char inflight[RRPC__KEY_MAX];
     char landing[RRPC__KEY_MAX];
@@ -65,15 +83,20 @@ int rrpc__cmd_add(rrpc__cmd *c, const char *s, size_t len);
 
 /* The longest list key (prefix + service) whose reliable keys fit. */
 size_t rrpc__rel_max_list_key(void);
-/* RRPC_EINVAL if LIST_KEY is longer than rrpc__rel_max_list_key(). */
-int rrpc__rel_init(rrpc__rel *r, const char *list_key, const char *service,
+/* Keys for SHARDS request lists (shard k's list from LIST_KEY as
+ * rrpc__shard_key makes it); CLUSTER: on a Redis Cluster.  RRPC_EINVAL if
+ * the last shard's list key is longer than rrpc__rel_max_list_key(). */
+int rrpc__rel_init(rrpc__rel *r, const char *list_key, int shards, int cluster, const char *service,
                    const rrpc__rel_options *opts);
-/* Worker THREAD's keys. */
-int rrpc__rel_worker_keys(const rrpc__rel *r, int thread, rrpc__rel_worker *k);
-/* The take command (12 borrowed arguments) for COUNT more requests; BASE
- * (text) is unique to this take among the worker's takes. */
-void rrpc__rel_take_argv(const rrpc__rel *r, const rrpc__rel_worker *k, const char *count,
-                         const char *base, const char *argv[12]);
+void rrpc__rel_free(rrpc__rel *r);
+/* Worker THREAD's keys, on shard SHARD. */
+int rrpc__rel_worker_keys(const rrpc__rel *r, int shard, int thread, rrpc__rel_worker *k);
+/* The take command (14 borrowed arguments) for COUNT more requests; BASE
+ * (text) is unique to this take among the worker's takes.  HIGH and LOW:
+ * the shard's priority lists (PROTOCOL.md section 7). */
+void rrpc__rel_take_argv(const rrpc__rel *r, const rrpc__rel_worker *k, const char *high,
+                         const char *low, const char *count, const char *base,
+                         const char *argv[14]);
 
 /* What one commit does (see the commit script). */
 typedef struct rrpc__rel_commit {
@@ -90,7 +113,8 @@ typedef struct rrpc__rel_commit {
 /* Builds into *c (owned, rrpc__cmd_free) the part of a commit script call
  * that completes the request M describes: its key count, keys and
  * arguments (a call completes a batch of such parts). */
-int rrpc__rel_commit_cmd(const rrpc__rel *r, rrpc__cmd *c, const rrpc__rel_commit *m);
+int rrpc__rel_commit_cmd(const rrpc__rel *r, const rrpc__rel_worker *k, rrpc__cmd *c,
+                         const rrpc__rel_commit *m);
 /* A command whose arguments are borrowed (the strings of its parts). */
 typedef struct rrpc__argv {
     const char **argv;
@@ -100,9 +124,14 @@ typedef struct rrpc__argv {
 } rrpc__argv;
 void rrpc__argv_free(rrpc__argv *a);
 /* Into *out: one commit script call for the N parts PARTS of requests held
- * in the in-flight hash INFLIGHT (one round trip for the batch). */
-int rrpc__rel_commit_batch(const rrpc__rel *r, const char *inflight, const char *reply_ttl,
+ * in worker K's in-flight hash (one round trip for the batch).  On a
+ * Cluster the call keeps them held: the worker releases each
+ * (rrpc__rel_release_argv) once its response is pushed. */
+int rrpc__rel_commit_batch(const rrpc__rel *r, const rrpc__rel_worker *k, const char *reply_ttl,
                            const rrpc__cmd *const *parts, size_t n, rrpc__argv *out);
+/* The command (3 borrowed arguments) that releases the request held under
+ * FIELD by worker K (Cluster: after its response was pushed). */
+void rrpc__rel_release_argv(const rrpc__rel_worker *k, const char *field, const char *argv[3]);
 /* The commit part ORIG again, with DEAD_LETTER and without its reply key
  * (which was refused): into *c. */
 int rrpc__rel_commit_dead(const rrpc__cmd *orig, rrpc__cmd *c, const char *dead_letter);

@@ -41,15 +41,22 @@ static int init_reliable(rrpc__server_broker *b, const rrpc_server_options *opts
         .dead_key = s->dead_key,
         .stats_key = s->stats_key,
     };
-    int rc = rrpc__rel_init(&b->rel, s->list_key, s->service, &ro);
+    int rc = rrpc__rel_init(&b->rel, s->list_key, s->shards, s->url.kind == RRPC__URL_CLUSTER,
+                            s->service, &ro);
     b->rel.redelivered = &s->n.redelivered;
     b->rel.dead_letters = &s->n.dead_letters;
-    /* A key cut short would silently mix services. */
+    /* A key cut short would silently mix services.  The longest list is
+     * the last shard's (server/ checked that it fits a key). */
+    char last[RRPC__KEY_MAX];
+    if (rc == RRPC_EINVAL &&
+        rrpc__shard_key(last, sizeof last, s->list_key, s->shards - 1) != RRPC_OK)
+        snprintf(last, sizeof last, "%s", s->list_key);
     if (rc == RRPC_EINVAL)
         s->refusal = rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_EINVAL,
-                                "reliable mode: key prefix + service name too long (%zu bytes; at "
-                                "most %zu, so that every reliable key fits in %d bytes)",
-                                strlen(s->list_key), rrpc__rel_max_list_key(), RRPC__KEY_MAX - 1);
+                                "reliable mode: key prefix + service name too long (%zu bytes%s; "
+                                "at most %zu, so that every reliable key fits in %d bytes)",
+                                strlen(last), s->shards > 1 ? " with the shard suffix" : "",
+                                rrpc__rel_max_list_key(), RRPC__KEY_MAX - 1);
     return rc == RRPC_EINVAL ? RRPC_OK : rc;
 }
 
@@ -58,6 +65,7 @@ static void broker_destroy(rrpc__server_broker *b)
     if (b == NULL)
         return;
     rrpc__registry_free(b->registry);
+    rrpc__rel_free(&b->rel);
     free(b);
 }
 
@@ -80,13 +88,6 @@ static int broker_create(rrpc__serving *s, const rrpc_server_options *opts,
         rc = RRPC_ENOMEM;
     if (rc == RRPC_OK && s->reliable)
         rc = init_reliable(b, opts);
-    /* The reaper writes the dead-letter list and stats, outside the
-     * service's slot: Cluster would refuse it, and killed workers' requests
-     * would never come back.  Say so at start rather than half-run. */
-    if (rc == RRPC_OK && s->reliable && !s->refusal && s->url.kind == RRPC__URL_CLUSTER)
-        s->refusal = rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_EINVAL,
-                                "reliable mode does not work on Redis Cluster (yet): use a "
-                                "single Redis or Sentinel, or serve without --reliable");
     if (rc != RRPC_OK) {
         broker_destroy(b);
         return rc;
@@ -110,8 +111,10 @@ void rrpc__init_worker(rrpc__server_broker *b, worker *w, int i)
     snprintf(w->batch_text, sizeof w->batch_text, "%d", s->batch_max);
     w->rules = s->rules; /* the services are the worker's own copy */
     w->retry_pause = BACKOFF_MIN_S;
-    /* Fits: server/ checked the last shard's name. */
+    /* Fits: server/ checked the last shard's name and its priority lists'. */
     rrpc__shard_key(w->list, sizeof w->list, s->list_key, i % s->shards);
+    rrpc__priority_key(w->high, sizeof w->high, w->list, RRPC_PRIORITY_HIGH);
+    rrpc__priority_key(w->low, sizeof w->low, w->list, RRPC_PRIORITY_LOW);
     if (w->mode->init_worker != NULL)
         w->mode->init_worker(w);
 }

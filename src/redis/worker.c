@@ -53,6 +53,7 @@ static void send_pop(worker *w, int quick)
 {
     send_clock_refresh(w);
     send_services_refresh(w);
+    rrpc__send_promote(w); /* only once limits were seen */
     w->extra = atomic_load(&w->srv->batch_now);
     snprintf(w->batch_text, sizeof w->batch_text, "%d", w->extra);
     w->mode->send_take(w, quick ? QUICK_TIMEOUT : BLOCK_TIMEOUT);

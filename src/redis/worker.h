@@ -62,6 +62,7 @@ enum op_kind {
     OP_COMMITS,  /* reliable mode: the commit script call of a batch; subs owned */
     OP_GIVEBACK, /* LPUSH of requests handed back unstarted; cmd owned */
     OP_EFFECTS,  /* the effects script of one request (effects_script); cmd owned */
+    OP_RELEASE,  /* reliable on a Cluster: HDEL of a request pushed; text: its field */
     OP_LOST,     /* HINCRBY <service>:stats lost <count> */
     OP_EXPIRED   /* HINCRBY <service>:stats expired <count> */
 };
@@ -86,6 +87,7 @@ typedef struct reply_item {
     char *key; /* owned reply key (binary, key_len bytes) */
     size_t key_len;
     char *text;        /* owned response text */
+    char *release;     /* reliable on a Cluster: the in-flight field to release once pushed */
     int alone;         /* refused as part of a call: sent in a call of its own */
     double give_up_at; /* refused for memory: lost if still refused then (0: not yet) */
 } reply_item;
@@ -95,8 +97,9 @@ typedef struct op {
     const char *msg; /* OP_COMMIT: the request text, for a dead letter */
     size_t msg_len;
     char *msg_owned; /* msg's copy once the op outlives the popped reply */
-    char *key;
-    char *text;      /* OP_DEAD: owned text to push */
+    char *key;       /* OP_COMMIT on a Cluster: its reply key (key_len), pushed after it */
+    size_t key_len;
+    char *text;      /* OP_DEAD: owned text to push; OP_RELEASE: the field */
     double sent_ms;  /* OP_TIME: local wall time it was queued */
     rrpc__cmd cmd;   /* OP_COMMIT: its part of a commit call; others: the whole command */
     struct op *subs; /* OP_COMMITS: the OP_COMMITs of the call, owned */
@@ -140,6 +143,8 @@ typedef struct worker {
     int extra;                /* how many more requests the next pop takes */
     char batch_text[16];      /* the same as text */
     char list[RRPC__KEY_MAX]; /* the request list it pops: its shard's */
+    char high[RRPC__KEY_MAX]; /* and that list's priority lists (PROTOCOL.md section 7) */
+    char low[RRPC__KEY_MAX];
     /* Reliable mode. */
     rrpc__rel_worker rk;      /* its id and keys */
     unsigned long long takes; /* takes sent: makes every in-flight field unique */
@@ -160,6 +165,15 @@ typedef struct worker {
      * the first time a handler needs it, and the hooks handlers reach. */
     rrpc__conn *side;
     rrpc__handler_io io;
+    /* Limits (worker_limits.c): the entry being decided (for a "wait" in
+     * reliable mode), the scripts' SHA-1s on the side link, the lease
+     * counter, a failing check logged once, the last move of waiting
+     * requests. */
+    const struct entry *current;
+    char rl_sha[2][41];
+    unsigned long long rl_seq;
+    int rl_failing;
+    double promoted_at;
 } worker;
 
 /* The requests of a pop pair, read by the delivery mode. */
@@ -254,6 +268,7 @@ void rrpc__pend_commit(worker *w, op *o);
 void rrpc__flush_commits(worker *w);
 void rrpc__judge_commits(worker *w, op *o, const rrpc__reply *r);
 void rrpc__commits_refused(worker *w, op *o, const rrpc__reply *r);
+void rrpc__release_held(worker *w, const char *field);
 
 /* worker_batch.c */
 size_t rrpc__pop_count(const rrpc__reply *r);
@@ -271,6 +286,11 @@ int rrpc__collect(worker *w, rrpc__reply *popped[2]);
 /* worker_side.c */
 void rrpc__side_start(worker *w);
 void rrpc__side_stop(worker *w);
+rrpc__reply *rrpc__side_command(worker *w, int argc, const char **argv, const size_t *lens);
+
+/* worker_limits.c */
+void rrpc__limits_io(worker *w, rrpc__handler_io *io);
+void rrpc__send_promote(worker *w);
 
 /* worker.c */
 void rrpc__recover(worker *w);

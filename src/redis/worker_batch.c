@@ -25,9 +25,12 @@ void rrpc__handle_message(worker *w, const entry *e)
 {
     rrpc__outcome out;
     char *refused = NULL; /* the response withheld from a refused reply key */
+    w->current = e;       /* a "wait" limit moves it out of reliable mode's in-flight hash */
     w->srv->decide(w->srv, &w->rules, &w->clock, e->msg, e->len, &out, &refused);
+    w->current = NULL;
     w->expired_unsent += out.expired; /* for <service>:stats, with the next round */
-    w->mode->settle(w, e, &out, refused);
+    if (out.deferred == 0)            /* else it waits in Redis: nothing to settle */
+        w->mode->settle(w, e, &out, refused);
     free(refused);
     rrpc__outcome_clear(&out);
 }

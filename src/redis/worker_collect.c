@@ -173,6 +173,9 @@ static void resend(worker *w, op *o)
         for (size_t k = 0; k < o->nsubs; k++)
             rrpc__pend_commit(w, &o->subs[k]);
         free(o->subs);
+    } else if (o->kind == OP_RELEASE) {
+        rrpc__release_held(w, o->text);
+        rrpc__free_op(o);
     } else if (o->kind == OP_GIVEBACK || o->kind == OP_EFFECTS) {
         rrpc__send_cmd(w, *o, (int)o->cmd.argc, (const char **)o->cmd.argv, o->cmd.lens);
     } else {

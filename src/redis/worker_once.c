@@ -1,6 +1,8 @@
 /* worker_once.c -- at-most-once delivery: the default delivery mode.
  *
- * A request is taken off the list (BLPOP, then LPOP with a count) and is
+ * A request is taken off the lists (BLPOP, then LMPOP with a count, each
+ * over the high, normal and low lists in that order: PROTOCOL.md section
+ * 7, "Priorities") and is
  * gone from Redis: its answer, effects and dead letter (if any) go out as
  * separate pipelined commands, each kept and sent again until Redis
  * confirms it (worker_collect.c).  A batch held up by a slow handler hands
@@ -15,17 +17,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The rest of a batch comes from the first of the three lists that is
+ * not empty: strict priority, at the cost of a smaller batch while a
+ * higher list holds fewer than the count. */
 static void once_take(worker *w, const char *timeout)
 {
     const op pop = {.kind = OP_POP};
-    const char *block[] = {"BLPOP", w->list, timeout};
-    const char *more[] = {"LPOP", w->list, w->batch_text};
-    if (rrpc__send_cmd(w, pop, 3, block, NULL) == RRPC_OK && w->extra > 0)
-        rrpc__send_cmd(w, pop, 3, more, NULL);
+    const char *block[] = {"BLPOP", w->high, w->list, w->low, timeout};
+    const char *more[] = {"LMPOP", "3", w->high, w->list, w->low, "LEFT", "COUNT", w->batch_text};
+    if (rrpc__send_cmd(w, pop, 5, block, NULL) == RRPC_OK && w->extra > 0)
+        rrpc__send_cmd(w, pop, 8, more, NULL);
 }
 
-/* BLPOP gives [list name, request] or nil, LPOP with a count [request,
- * ...] or nil. */
+/* BLPOP gives [list name, request] or nil, LMPOP [list name, [request,
+ * ...]] or nil. */
 static batch once_batch(rrpc__reply *const popped[2])
 {
     batch b = {NULL, NULL, 0};
@@ -33,9 +38,11 @@ static batch once_batch(rrpc__reply *const popped[2])
         b.blocked = rrpc__reply_element(popped[0], 1);
         b.count = 1;
     }
-    if (rrpc__pop_count(popped[1]) > 0) {
-        b.rest = popped[1];
-        b.count += rrpc__pop_count(popped[1]);
+    const rrpc__reply *rest =
+        rrpc__pop_count(popped[1]) == 2 ? rrpc__reply_element(popped[1], 1) : NULL;
+    if (rrpc__pop_count(rest) > 0) {
+        b.rest = rest;
+        b.count += rrpc__pop_count(rest);
     }
     return b;
 }

@@ -59,6 +59,7 @@ void rrpc__free_item(reply_item *it)
 {
     free(it->key);
     free(it->text);
+    free(it->release);
     free(it->msg_owned);
 }
 
@@ -82,7 +83,8 @@ void rrpc__free_op(op *o)
 int rrpc__kept_for_resend(const op *o)
 {
     return o->kind == OP_REPLY || o->kind == OP_DEAD || o->kind == OP_COMMIT ||
-           o->kind == OP_COMMITS || o->kind == OP_GIVEBACK || o->kind == OP_EFFECTS;
+           o->kind == OP_COMMITS || o->kind == OP_GIVEBACK || o->kind == OP_EFFECTS ||
+           o->kind == OP_RELEASE;
 }
 
 /* The request text a kept op refers to lives in the popped reply, which

@@ -39,11 +39,69 @@ void rrpc__pend_commit(worker *w, op *o)
 static void queue_commit(worker *w, const char *msg, size_t len, rrpc__rel_commit *m)
 {
     op o = {.kind = OP_COMMIT, .msg = msg, .msg_len = len};
-    if (rrpc__rel_commit_cmd(&w->b->rel, &o.cmd, m) != RRPC_OK) {
+    /* On a Cluster the commit cannot name the reply key (another slot):
+     * the op keeps it for the push that follows the commit. */
+    if (w->b->rel.cluster && m->key != NULL && m->response != NULL) {
+        if ((o.key = malloc(m->key_len ? m->key_len : 1)) == NULL) {
+            rrpc__log_worker(w, no_memory, NULL);
+            return;
+        }
+        memcpy(o.key, m->key, m->key_len);
+        o.key_len = m->key_len;
+    }
+    if (rrpc__rel_commit_cmd(&w->b->rel, &w->rk, &o.cmd, m) != RRPC_OK) {
         rrpc__log_worker(w, no_memory, NULL);
+        rrpc__free_op(&o);
         return;
     }
     rrpc__pend_commit(w, &o);
+}
+
+/* Reliable mode on a Cluster: releases the request held under FIELD (its
+ * response was pushed, or it had none).  Kept after a broken link and
+ * sent again (HDEL is idempotent): until then the take returns the
+ * request, and commit_pending keeps it from running again. */
+void rrpc__release_held(worker *w, const char *field)
+{
+    const char *argv[3];
+    op o = {.kind = OP_RELEASE, .text = strdup(field)};
+    if (o.text == NULL)
+        return; /* the next take answers it again */
+    rrpc__rel_release_argv(&w->rk, field, argv);
+    rrpc__send_cmd(w, o, 3, argv, NULL);
+}
+
+/* Reliable mode on a Cluster: Redis confirmed the commit O, which kept its
+ * request held.  Its response goes to the reply key now (the at-most-once
+ * reply script, in the reply key's slot), and the request is released
+ * once Redis took the push; a request without a response at once.  A
+ * worker that dies in between leaves the request held: the reaper puts it
+ * back and it is answered again from its memory (RELIABILITY.md). */
+static void push_then_release(worker *w, op *o)
+{
+    const char *field = rrpc__rel_commit_arg(&o->cmd, RRPC__COMMIT_FIELD, NULL);
+    size_t len = 0;
+    const char *response = rrpc__rel_commit_arg(&o->cmd, RRPC__COMMIT_RESPONSE, &len);
+    if (field == NULL)
+        return;
+    if (o->key == NULL || response == NULL || len == 0) {
+        rrpc__release_held(w, field);
+        return;
+    }
+    reply_item it = {.msg = o->msg, .msg_len = o->msg_len, .key = o->key, .key_len = o->key_len};
+    it.text = malloc(len + 1);
+    it.release = strdup(field);
+    if (it.text == NULL || it.release == NULL) {
+        free(it.text);
+        free(it.release);
+        rrpc__log_worker(w, no_memory, NULL); /* held: the next take answers it again */
+        return;
+    }
+    memcpy(it.text, response, len);
+    it.text[len] = '\0';
+    o->key = NULL; /* the item owns it now */
+    rrpc__own_msg(&it.msg, it.msg_len, &it.msg_owned);
+    rrpc__hold_reply(w, it);
 }
 
 /* Sends one commit script call for the N commits SUBS (owned). */
@@ -54,8 +112,8 @@ static void send_commits(worker *w, op *subs, size_t n)
     rrpc__argv call = {0};
     for (size_t i = 0; parts != NULL && i < n; i++)
         parts[i] = &subs[i].cmd;
-    if (parts == NULL || rrpc__rel_commit_batch(&w->b->rel, w->rk.inflight, w->ttl_text, parts, n,
-                                                &call) != RRPC_OK) {
+    if (parts == NULL ||
+        rrpc__rel_commit_batch(&w->b->rel, &w->rk, w->ttl_text, parts, n, &call) != RRPC_OK) {
         free(parts);
         rrpc__keep_for_retry(w, &o); /* sent again with the next round */
         return;
@@ -177,7 +235,8 @@ static void answer_again(worker *w, const char *msg, size_t len, const char *fie
     free(dead);
 }
 
-/* Nonzero if O is, or holds, the commit of the request under FIELD. */
+/* Nonzero if O is, or holds, the commit of the request under FIELD -- or
+ * (Cluster) its response's push or its release, which follow the commit. */
 static int commits(const op *o, const char *field)
 {
     if (o->kind == OP_COMMITS) {
@@ -186,6 +245,14 @@ static int commits(const op *o, const char *field)
                 return 1;
         return 0;
     }
+    if (o->kind == OP_REPLY) {
+        for (size_t i = 0; i < o->nitems; i++)
+            if (o->items[i].release != NULL && strcmp(o->items[i].release, field) == 0)
+                return 1;
+        return 0;
+    }
+    if (o->kind == OP_RELEASE)
+        return o->text != NULL && strcmp(o->text, field) == 0;
     const char *f =
         o->kind == OP_COMMIT ? rrpc__rel_commit_arg(&o->cmd, RRPC__COMMIT_FIELD, NULL) : NULL;
     return f != NULL && strcmp(f, field) == 0;
@@ -203,6 +270,9 @@ static int commit_pending(const worker *w, const char *field)
         for (size_t i = 0; i < counts[l]; i++)
             if (commits(&lists[l][i], field))
                 return 1;
+    for (size_t i = 0; i < w->npend; i++) /* a push waiting for the next reply call */
+        if (w->pend[i].release != NULL && strcmp(w->pend[i].release, field) == 0)
+            return 1;
     return 0;
 }
 
@@ -233,8 +303,13 @@ static void commit_refused(worker *w, const op *o, const char *reason)
     free(dead);
 }
 
-/* Reliable mode: acts on the outcome R of one commit O (see reliable.c). */
-static void judge_commit(worker *w, const op *o, const rrpc__reply *r)
+/* Reliable mode: acts on the outcome R of one commit O (see reliable.c).
+ * On a Cluster a commit that completed (1), or found its request answered
+ * already or no longer held (0: maybe by an earlier copy of this very
+ * commit whose confirmation was lost, before its push), pushes its
+ * response and releases its request: a reply may go out twice, never
+ * not at all. */
+static void judge_commit(worker *w, op *o, const rrpc__reply *r)
 {
     if (rrpc__reply_type(r) == RRPC__REPLY_INTEGER) {
         const char *dead = rrpc__rel_commit_arg(&o->cmd, RRPC__COMMIT_DEAD_LETTER, NULL);
@@ -242,14 +317,19 @@ static void judge_commit(worker *w, const op *o, const rrpc__reply *r)
             atomic_fetch_add(&w->srv->n.duplicates, 1); /* answered already */
         else if (dead && *dead)
             atomic_fetch_add(&w->srv->n.dead_letters, 1);
+        if (w->b->rel.cluster)
+            push_then_release(w, o);
         return;
     }
     const rrpc__reply *first = rrpc__reply_element(r, 0);
     const char *reason = rrpc__reply_str(rrpc__reply_element(r, 1), NULL);
-    if (rrpc__reply_type(first) == RRPC__REPLY_STRING && reason != NULL)
+    if (rrpc__reply_type(first) == RRPC__REPLY_STRING && reason != NULL) {
         commit_refused(w, o, reason);
-    else
-        rrpc__log_worker(w, "Redis refused an effect", reason);
+        return;
+    }
+    rrpc__log_worker(w, "Redis refused an effect", reason);
+    if (w->b->rel.cluster)
+        push_then_release(w, o); /* the rest of its commit stands */
 }
 
 /* Reliable mode: nonzero if the error R to the commit O is the ACL's
@@ -323,15 +403,16 @@ static void reliable_take(worker *w, const char *timeout)
 {
     const rrpc__rel *rel = &w->b->rel;
     const op pop = {.kind = OP_POP};
-    const char *sadd[] = {"SADD", rel->set_key, w->rk.wid};
-    const char *block[] = {"BLMOVE", w->srv->list_key, w->rk.landing, "LEFT", "RIGHT", timeout};
-    const char *take[12];
+    const char *sadd[] = {"SADD", w->rk.shard->set_key, w->rk.wid};
+    const char *block[] = {"BLMOVE", w->rk.shard->list_key, w->rk.landing, "LEFT", "RIGHT",
+                           timeout};
+    const char *take[14];
     snprintf(w->base_text, sizeof w->base_text, "%016llx", w->takes++);
-    rrpc__rel_take_argv(rel, &w->rk, w->batch_text, w->base_text, take);
+    rrpc__rel_take_argv(rel, &w->rk, w->high, w->low, w->batch_text, w->base_text, take);
     if (!w->registered && rrpc__send_cmd(w, rrpc__plain_op, 3, sadd, NULL) == RRPC_OK)
         w->registered = 1;
     if (rrpc__send_cmd(w, pop, 6, block, NULL) == RRPC_OK)
-        rrpc__send_cmd(w, pop, 12, take, NULL);
+        rrpc__send_cmd(w, pop, 14, take, NULL);
 }
 
 /* The in-flight record: identity (40 hex digits), delivery counter key
@@ -388,7 +469,9 @@ static void reliable_handle(worker *w, const entry *e)
 
 static void reliable_init_worker(worker *w)
 {
-    rrpc__rel_worker_keys(&w->b->rel, w->id, &w->rk); /* fits: rrpc__rel_init checked */
+    /* Its shard as the worker loop's (server_ops.c): thread i takes from
+     * shard i % shards.  Fits: rrpc__rel_init checked. */
+    rrpc__rel_worker_keys(&w->b->rel, w->id % w->b->rel.nshards, w->id, &w->rk);
 }
 
 /* A new link may be to a restarted Redis, without the scripts. */

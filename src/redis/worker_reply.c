@@ -202,7 +202,24 @@ static void reply_dead(worker *w, const reply_item *it, const char *reason)
 
 /* Acts on the reply script's answer: per key 1 (pushed) or what the key
  * is instead of a reply list (refused, PROTOCOL.md section 3 rule 5). */
+static void judge_pushes(worker *w, op *o, const rrpc__reply *r);
+
+/* Reliable mode on a Cluster: the requests whose responses O carried are
+ * released now that Redis answered the push (pushed, or a dead letter). */
+static void release_items(worker *w, op *o)
+{
+    for (size_t i = 0; i < o->nitems; i++)
+        if (o->items[i].release != NULL)
+            rrpc__release_held(w, o->items[i].release);
+}
+
 void rrpc__judge_replies(worker *w, op *o, const rrpc__reply *r)
+{
+    judge_pushes(w, o, r);
+    release_items(w, o);
+}
+
+static void judge_pushes(worker *w, op *o, const rrpc__reply *r)
 {
     char reason[RRPC__ERRMSG_LEN];
     if (rrpc__reply_type(r) == RRPC__REPLY_ERROR && o->nitems > 1) {

@@ -26,7 +26,7 @@ static rrpc__conn *side_link(worker *w)
         return NULL;
     if (w->side == NULL && rrpc__conn_open(&w->side, &w->srv->url, w->srv->connect_timeout_s, err,
                                            sizeof err) != RRPC_OK) {
-        rrpc__log_worker(w, "cannot open a link for progress and cancellation", err);
+        rrpc__log_worker(w, "cannot open a link for progress, cancellation and limits", err);
         w->side = NULL;
         return NULL;
     }
@@ -36,7 +36,7 @@ static rrpc__conn *side_link(worker *w)
 }
 
 /* One command on the side link, and its reply (new) or NULL. */
-static rrpc__reply *side_command(worker *w, int argc, const char **argv, const size_t *lens)
+rrpc__reply *rrpc__side_command(worker *w, int argc, const char **argv, const size_t *lens)
 {
     rrpc__conn *c = side_link(w);
     rrpc__reply *r = NULL;
@@ -56,7 +56,7 @@ static int push_progress(void *ctx, const char *key, size_t key_len, const char 
     }
     const char *argv[] = {"EVAL", rrpc__reply_script, "1", key, w->ttl_text, text};
     size_t lens[] = {4, strlen(rrpc__reply_script), 1, key_len, strlen(w->ttl_text), len};
-    rrpc__reply *r = side_command(w, 6, argv, lens);
+    rrpc__reply *r = rrpc__side_command(w, 6, argv, lens);
     if (r == NULL)
         return RRPC_ECONNECT;
     const rrpc__reply *e = rrpc__reply_type(r) == RRPC__REPLY_ARRAY && rrpc__reply_count(r) == 1
@@ -74,7 +74,7 @@ static int look_cancelled(void *ctx, const char *key, size_t key_len)
 {
     const char *argv[] = {"EXISTS", key};
     size_t lens[] = {6, key_len};
-    rrpc__reply *r = side_command(ctx, 2, argv, lens);
+    rrpc__reply *r = rrpc__side_command(ctx, 2, argv, lens);
     int rc = r == NULL                                    ? RRPC_ECONNECT
              : rrpc__reply_type(r) == RRPC__REPLY_INTEGER ? rrpc__reply_integer(r) > 0
                                                           : RRPC_EREDIS;
@@ -85,6 +85,7 @@ static int look_cancelled(void *ctx, const char *key, size_t key_len)
 void rrpc__side_start(worker *w)
 {
     w->io = (rrpc__handler_io){.progress = push_progress, .cancelled = look_cancelled, .ctx = w};
+    rrpc__limits_io(w, &w->io);
     rrpc__handler_io_set(&w->io);
 }
 

@@ -10,6 +10,7 @@
 #include "core/internal.h"
 #include "core/log.h"
 #include "server/record.h"
+#include "server/limits.h"
 #include "server/server.h"
 #include "server/server_worker.h"
 
@@ -75,7 +76,10 @@ static const rrpc__announcement *announcement(rrpc_server *s, rrpc__announcement
                               .max_queue = s->record.max_queue,
                               .shards = s->record.shards,
                               .stats = &s->record.stats,
-                              .methods = &s->methods};
+                              .methods = &s->methods,
+                              .limits_text = s->limits_text,
+                              .limits = &s->base.rl};
+    s->base.rl.lease_ms = (long)(s->record.ttl_s * 1000);
     return a;
 }
 
@@ -211,6 +215,12 @@ int rrpc_server_run(rrpc_server *s)
     if (s->base.refusal) { /* errmsg says why; no wait for the broker changes it */
         atomic_store(&s->running, 0);
         return s->base.refusal;
+    }
+    int bad = rrpc__limits_check(s->limits_text, &s->methods, s->record.enabled, s->base.errmsg,
+                                 sizeof s->base.errmsg);
+    if (bad != RRPC_OK) {
+        atomic_store(&s->running, 0);
+        return bad;
     }
     /* Before the wait for the broker, so that a supervisor can stop a
      * waiting server gracefully. */

@@ -17,6 +17,7 @@
 #include "core/shard.h"
 #include "core/url.h"
 #include "server/discover.h"
+#include "server/limits.h"
 #include "server/record.h"
 #include "server/server.h"
 
@@ -58,12 +59,13 @@ static int cpu_count(void)
 static int set_keys(rrpc_server *s)
 {
     rrpc__serving *b = &s->base;
-    char last[RRPC__KEY_MAX], services[RRPC__KEY_MAX];
+    char last[RRPC__KEY_MAX], services[RRPC__KEY_MAX], high[RRPC__KEY_MAX];
     if (rrpc__key_join(b->list_key, sizeof b->list_key, s->prefix, s->service, NULL) ||
         rrpc__key_join(b->dead_key, sizeof b->dead_key, s->prefix, s->service, RRPC__SUFFIX_DEAD) ||
         rrpc__key_join(b->stats_key, sizeof b->stats_key, s->prefix, s->service,
                        RRPC__SUFFIX_STATS) ||
         rrpc__shard_key(last, sizeof last, b->list_key, b->shards - 1) != RRPC_OK ||
+        rrpc__priority_key(high, sizeof high, last, RRPC_PRIORITY_HIGH) != RRPC_OK ||
         rrpc__key_join(services, sizeof services, s->prefix, RRPC__KEY_SERVICES, NULL))
         return rrpc__fail(b->errmsg, sizeof b->errmsg, RRPC_EINVAL, "service name too long");
     b->rules = (rrpc__key_rules){.prefix = s->prefix,
@@ -149,6 +151,9 @@ static int init_server(rrpc_server *s, const rrpc_server_options *opts)
     if (s->service == NULL || s->prefix == NULL)
         return RRPC_ENOMEM;
     set_base(s, opts);
+    rrpc__rl_state_init(&s->base.rl, s->service);
+    if (opts->limits != NULL && (s->limits_text = strdup(opts->limits)) == NULL)
+        return RRPC_ENOMEM;
     s->handle_signals = opts->handle_signals;
     s->start_timeout_s = opts->start_timeout_s;
     int rc = copy_prefixes(s, opts->reply_prefixes);
@@ -158,6 +163,8 @@ static int init_server(rrpc_server *s, const rrpc_server_options *opts)
         rc = rrpc__record_init(&s->record, opts, &s->methods);
     if (rc == RRPC_OK)
         rc = rrpc__discover_init(&s->record);
+    if (rc == RRPC_OK)
+        rc = rrpc__limits_install(&s->methods, &s->base.rl);
     if (rc == RRPC_OK)
         rc = rrpc__url_parse(&s->base.url, opts->url, s->base.errmsg, sizeof s->base.errmsg);
     const rrpc__transport *t = NULL;
@@ -183,9 +190,8 @@ int rrpc_server_new(rrpc_server **out, const rrpc_server_options *caller)
         return RRPC_EINVAL;
     if (!rrpc__valid_name(own.service))
         return RRPC_EINVAL; /* empty, or whitespace/control characters */
-    /* Reliable mode keeps one in-flight state per request list; it is not
-     * sharded (yet), so the two do not mix. */
-    if (own.shards < 0 || own.shards > RRPC__MAX_SHARDS || (own.reliable && own.shards > 1))
+    /* Reliable and sharded: each shard has its own in-flight keys. */
+    if (own.shards < 0 || own.shards > RRPC__MAX_SHARDS)
         return RRPC_EINVAL;
     rrpc_server *s = calloc(1, sizeof *s);
     if (s == NULL)
@@ -208,6 +214,9 @@ void rrpc_server_free(rrpc_server *s)
     rrpc__record_clear(&s->record);
     rrpc__methods_free(&s->methods);
     rrpc__url_free(&s->base.url);
+    if (s->base.rl.service != NULL) /* initialised */
+        rrpc__rl_state_clear(&s->base.rl);
+    free(s->limits_text);
     for (size_t i = 0; s->reply_prefixes && s->reply_prefixes[i]; i++)
         free(s->reply_prefixes[i]);
     free(s->reply_prefixes);

@@ -25,6 +25,7 @@ struct rrpc_server {
     rrpc__methods methods;
     rrpc__record record; /* identity, record, rpc.ping, per-method stats */
     atomic_int running;
+    char *limits_text; /* rrpc_server_options.limits (copied), or NULL */
 };
 
 #endif

@@ -37,7 +37,9 @@
 typedef struct rrpc__service_view {
     int registered;       /* a server of the service has registered (and not been forgotten) */
     int shards;           /* request queues the service is spread over; 1 if not sharded */
-    long long queue;      /* requests waiting, over all its queues */
+    long long queue;      /* requests waiting, over all its queues and priorities */
+    long long queue_high; /* of which in the high lists (PROTOCOL.md section 7) */
+    long long queue_low;  /* of which in the low lists */
     long long max_queue;  /* 0: no limit */
     long long dead;       /* dead letters kept */
     long long dead_total; /* dead letters ever recorded */
@@ -59,6 +61,9 @@ typedef struct rrpc__service_view {
      * an object of integers named "calls:<method>", "errors:<method>" and
      * "h<bucket>:<method>" (core/stats.h's latency buckets). */
     json_t *mstats;
+    /* New (json_decref) or NULL: the `limits` field of its configuration,
+     * as a JSON string (unparsed: it may be wrong). */
+    json_t *limits;
 } rrpc__service_view;
 
 typedef struct rrpc__admin_ops {
@@ -105,6 +110,10 @@ typedef struct rrpc__admin_ops {
      * its next heartbeat. */
     int (*forget)(rrpc__client_link *l, const char *prefix, const char *service, char *err,
                   size_t errlen);
+    /* Sets SERVICE's limits to TEXT (checked by the caller), or clears
+     * them (TEXT NULL); RRPC_EINVAL if the service is not registered. */
+    int (*limits_set)(rrpc__client_link *l, const char *prefix, const char *service,
+                      const char *text, char *err, size_t errlen);
     /* Stores TEXT as SERVICE's sample for the broker's current minute (one
      * per minute: a second one replaces the first), drops samples older
      * than KEEP minutes, and lets the lot expire KEEP minutes after the

@@ -91,19 +91,30 @@ typedef struct rrpc__async_ops {
                 const char *reply_to, double connect_timeout_s, const rrpc__async_handlers *h,
                 void *udata, rrpc__clock *clock, char *err, size_t errlen);
     /* Sends N (1..deliver_max) request TEXTS of LENS bytes, in order, to
-     * the queue QUEUE (QLEN bytes), as one group.  Everything is borrowed
+     * the queue QUEUE (QLEN bytes), all of PRIORITY (RRPC_PRIORITY_*: the
+     * queue's list of that priority behind a backlog, PROTOCOL.md section
+     * 7), as one group.  Everything is borrowed
      * for the call only: the texts are copied out before it returns.
      * TEXTS[-deliver_headroom..-1] and LENS[...] are scratch for the
      * transport.  RRPC_OK: `delivered` will run once with GROUP.
      * RRPC_ECONNECT (the session is down), RRPC_ENOMEM: nothing was sent
      * and `delivered` does not run. */
-    int (*deliver)(rrpc__async_session *s, const char *queue, size_t qlen, const char **texts,
-                   size_t *lens, size_t n, void *group);
-    /* Takes the request TEXT (TLEN bytes) out of QUEUE if no worker has it
-     * yet, so that it does not run after its caller gave up.  Fire and
-     * forget: no answer, nothing if the session is down. */
-    void (*withdraw)(rrpc__async_session *s, const char *queue, size_t qlen, const char *text,
-                     size_t tlen);
+    int (*deliver)(rrpc__async_session *s, const char *queue, size_t qlen, int priority,
+                   const char **texts, size_t *lens, size_t n, void *group);
+    /* Takes the request TEXT (TLEN bytes), delivered with PRIORITY, out of
+     * QUEUE if no worker has it yet, so that it does not run after its
+     * caller gave up.  Fire and forget: no answer, nothing if the session
+     * is down. */
+    void (*withdraw)(rrpc__async_session *s, const char *queue, size_t qlen, int priority,
+                     const char *text, size_t tlen);
+    /* How many request lists (shards, core/shard.h) the service whose
+     * queue -- shard 0's list -- is QUEUE (QLEN bytes) is spread over, as
+     * the broker last said (Redis: its registry, PROTOCOL.md section 9);
+     * 1 while nothing is known.  Never blocks: a view older than about a
+     * second is asked for again in the background (not while the session
+     * is down), and later calls get the answer.  The client picks the
+     * shard of each request and hands deliver() that shard's queue. */
+    int (*shards)(rrpc__async_session *s, const char *queue, size_t qlen);
     /* Marks the cancel key KEY (KLEN bytes) of a cancelled call for TTL_MS
      * milliseconds, so that a worker sees the cancel (PROTOCOL.md section
      * 7, "cancel_key"); before the withdraw() of its request.  Fire and

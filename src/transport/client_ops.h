@@ -95,8 +95,10 @@ typedef struct rrpc__client_ops {
      * RRPC_EINVAL if it does not fit.  No I/O; ERR untouched. */
     int (*reply_address)(rrpc__client_link *l, const char *prefix, char *out, size_t len);
     /* Delivers the request TEXT (a JSON-RPC request or batch, borrowed) to
-     * QUEUE and waits, until TIMEOUT_S from now, for its answer on
-     * REPLY_TO, in one round trip when nothing goes wrong.  Before that it
+     * QUEUE with PRIORITY (RRPC_PRIORITY_*: the queue's list of that
+     * priority behind a backlog, PROTOCOL.md section 7) and waits, until
+     * TIMEOUT_S from now, for its answer on REPLY_TO, in one round trip
+     * when nothing goes wrong.  Before that it
      * may refuse: RRPC_EUNAVAILABLE when the service is registered but has
      * no live worker (if opened with FAIL_FAST), RRPC_EOVERLOADED when the
      * service's queue is at its max_queue.  While it waits it notices the
@@ -112,8 +114,8 @@ typedef struct rrpc__client_ops {
      * broker refused the request.  The reads of a wait never outlast
      * TIMEOUT_S by more than a short grace, even if the broker stalls. */
     int (*deliver)(rrpc__client_link *l, const char *queue, const char *text, const char *reply_to,
-                   double timeout_s, rrpc__answer **answer, const char **text_out, size_t *text_len,
-                   char *err, size_t errlen);
+                   int priority, double timeout_s, rrpc__answer **answer, const char **text_out,
+                   size_t *text_len, char *err, size_t errlen);
     /* Frees an answer of deliver; NULL is a no-op. */
     void (*answer_free)(rrpc__answer *a);
     /* Sends TEXT (a notification, or a batch of them; borrowed) to QUEUE

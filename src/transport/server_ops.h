@@ -96,6 +96,9 @@ struct rrpc__serving {
     int batch_max;         /* requests one take asks for beyond the first */
     double connect_timeout_s;
     rrpc__limits limits;
+    /* Rate limits and concurrency caps (core/ratelimit.h): the table in
+     * force, refreshed by the heartbeat; the leases held. */
+    rrpc__rl_state rl;
     rrpc__decide_fn decide;
     atomic_int stop;      /* set by rrpc_server_stop or a signal: workers finish */
     atomic_int batch_now; /* requests a take asks for beyond the first, now */
@@ -118,6 +121,10 @@ typedef struct rrpc__announcement {
     int shards;                   /* published: request lists callers spread over */
     rrpc__stats *stats;           /* per-method counters to send with each beat */
     const rrpc__methods *methods; /* their names, in table order */
+    /* Limits: the `limits` field to write at start (NULL: leave it), and
+     * the state each beat refreshes from the field and renews leases of. */
+    const char *limits_text;
+    rrpc__rl_state *limits;
 } rrpc__announcement;
 
 typedef struct rrpc__server_ops {

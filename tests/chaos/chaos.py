@@ -55,7 +55,18 @@ caller hung.  Besides the figures, the JSON has errors by status, latencies,
 handler reruns (starts of `effect` beyond the first per call, from the
 workers' --trace logs) and dead letters by reason.
 
-Usage: chaos.py --bin-dir DIR [--mode reliable|at-most-once|both]
+Two more modes run reliable mode differently: reliable-sharded (2 shards
+on one Redis, everything else as above) and reliable-cluster (ClusterRun: a
+Redis Cluster of 3 masters with a replica each; worker kills, and instead of
+Redis restarts, cuts and stalls a failover of the service's master every
+6-9 s, alternately CLUSTER FAILOVER and SIGKILL of the master.  What a
+killed master had acknowledged but not yet replicated may be lost: calls
+that lived through such a crash count their losses and duplicates apart, as
+window_lost and window_duplicated, the measured asynchronous-replication
+window).  --mode all runs all four.
+
+Usage: chaos.py --bin-dir DIR [--mode reliable|at-most-once|both|reliable-sharded|
+                               reliable-cluster|all]
                 [--seconds S] [--callers N] [--timeout T] [--seed N]
                 [--filler-keys N] [--keep] [--verbose]   (--help for all)
 Every process it starts dies with it (PR_SET_PDEATHSIG, signals, atexit) and
@@ -76,6 +87,7 @@ import tempfile
 import time
 
 import redis
+import redis.cluster
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from faultproxy import FaultProxy  # noqa: E402
@@ -142,7 +154,9 @@ class Run:
 
     def __init__(self, args, mode, procs, tmp):
         self.args, self.mode, self.procs, self.tmp = args, mode, procs, tmp
-        self.reliable = mode == "reliable"
+        self.reliable = mode in ("reliable", "reliable-sharded", "reliable-cluster")
+        self.shards = 2 if mode == "reliable-sharded" else 1
+        self.effects_key = EFFECTS_KEY
         self.timeout = args.timeout or (15.0 if self.reliable else 5.0)
         self.port = free_port()
         self.url = "redis://127.0.0.1:%d" % self.port
@@ -162,6 +176,15 @@ class Run:
     def client(self):
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2,
                            socket_connect_timeout=2)
+
+    def dead_client(self):
+        """Where <service>:dead lives (on a Cluster, in its own slot)."""
+        return self.client()
+
+    def in_window(self, began, ended):
+        """Whether a call lived through what may take acknowledged writes
+        with it (a Cluster master killed before it replicated them)."""
+        return False
 
     def fill(self):
         """Gives Redis FILLER_KEYS keys of 100 bytes, so that a restart spends a
@@ -237,6 +260,8 @@ class Run:
                 "--heartbeat-ttl", str(self.args.heartbeat_ttl)]
         if self.reliable:
             argv.append("--reliable")
+        if self.shards > 1:
+            argv += ["--shards", str(self.shards)]
         self.workers.append([self.procs.start(argv, path), path, proxy])
 
     def forget_worker(self, w):
@@ -387,10 +412,11 @@ class Run:
         drained = self.drain()
         self.stop_workers()
         client = self.client()
-        effects = {k.decode(): int(v) for k, v in client.hgetall(EFFECTS_KEY).items()}
-        dead = client.llen(SERVICE + ":dead")
+        effects = {k.decode(): int(v) for k, v in client.hgetall(self.effects_key).items()}
+        dead_client = self.dead_client()
+        dead = dead_client.llen(SERVICE + ":dead")
         dead_reasons, dead_calls = {}, set()
-        for text in client.lrange(SERVICE + ":dead", 0, -1):
+        for text in dead_client.lrange(SERVICE + ":dead", 0, -1):
             letter = json.loads(text)
             reason = letter.get("reason", "?")[:80]
             dead_reasons[reason] = dead_reasons.get(reason, 0) + 1
@@ -423,6 +449,253 @@ class Run:
             show_logs(self, [c[4] for c in callers])
         return report, problems
 
+class ClusterRun(Run):
+    """Reliable mode on a Redis Cluster of 3 masters with a replica each
+    (appendonly, fsync always, cluster-node-timeout 1 s).  Worker kills as
+    in Run; instead of Redis restarts, cuts and stalls, a failover of the
+    master that owns the service's slot every 6-9 s: alternately a manual
+    one (CLUSTER FAILOVER on its replica: the replica catches up first, so
+    nothing acknowledged may be lost) and a crash (SIGKILL of the master;
+    its replica takes over after the node timeout, and whatever the master
+    had acknowledged but not yet sent to it is gone -- the asynchronous-
+    replication window, measured as window_lost and window_duplicated).
+    The killed node is restarted and rejoins as a replica.  The effects
+    hash is {chaos}:effects, in the service's slot (a reliable commit on a
+    Cluster applies effects only there)."""
+
+    def __init__(self, args, mode, procs, tmp):
+        args = argparse.Namespace(**vars(args))
+        args.cut_every = args.stall_every = (0.0, 0.0)  # faultproxy speaks to one node only
+        args.short_callers = 0
+        super().__init__(args, mode, procs, tmp)
+        self.effects_key = "{%s}:effects" % SERVICE
+        self.node_ports = []
+        while len(self.node_ports) < 6:
+            port = free_port_pair()
+            if all(abs(port - p) not in (0, 10000) for p in self.node_ports):
+                self.node_ports.append(port)
+        self.nodes = {}  # port -> Popen
+        self.port = self.node_ports[0]
+        self.url = "redis+cluster://" + ",".join("127.0.0.1:%d" % p for p in self.node_ports)
+        self.failovers = {"manual": 0, "crash": 0}
+        self.windows = []  # (start, end) of crash failovers
+        self.failover_seconds = []
+
+    # --- nodes -----------------------------------------------------------
+    def node(self, port, timeout=2):
+        return redis.Redis(host="127.0.0.1", port=port, socket_timeout=timeout,
+                           socket_connect_timeout=timeout)
+
+    def start_node(self, port):
+        d = os.path.join(self.tmp, "node-%d" % port)
+        os.makedirs(d, exist_ok=True)
+        self.nodes[port] = self.procs.start(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", d,
+             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+             "--cluster-node-timeout", "1000", "--appendonly", "yes", "--appendfsync", "always",
+             "--save", "", "--daemonize", "no", "--loglevel", "warning",
+             "--repl-diskless-sync-delay", "0", "--logfile", os.path.join(d, "redis.log")],
+            os.path.join(d, "redis.out"))
+
+    def live_ports(self):
+        return [p for p, proc in self.nodes.items() if proc is not None and proc.poll() is None]
+
+    def cluster_nodes(self):
+        """[(port, role, master port or None, link ok)] as a live node sees them."""
+        for port in self.live_ports():
+            try:
+                text = self.node(port).execute_command("CLUSTER", "NODES")
+            except redis.exceptions.RedisError:
+                continue
+            if isinstance(text, bytes):
+                text = text.decode()
+            rows, by_id = [], {}
+            for line in text.strip().splitlines():
+                f = line.split()
+                by_id[f[0]] = int(f[1].split("@")[0].rsplit(":", 1)[1])
+                rows.append(f)
+            out = []
+            for f in rows:
+                flags = f[2].split(",")
+                role = "master" if "master" in flags else "replica"
+                failed = "fail" in flags or "fail?" in flags
+                out.append((by_id[f[0]], role, by_id.get(f[3]), not failed))
+            return out
+        return []
+
+    def owner(self):
+        """The port of the master that owns the service's slot, or None."""
+        slot = None
+        for port in self.live_ports():
+            try:
+                slot = self.node(port).execute_command("CLUSTER", "KEYSLOT", SERVICE)
+                for r in self.node(port).execute_command("CLUSTER", "SLOTS"):
+                    if r[0] <= slot <= r[1]:
+                        return int(r[2][1])
+            except redis.exceptions.RedisError:
+                continue
+        return None
+
+    def replica_of(self, master):
+        for port, role, of, ok in self.cluster_nodes():
+            if role == "replica" and of == master and ok and port in self.live_ports():
+                try:
+                    info = self.node(port).info("replication")
+                except redis.exceptions.RedisError:
+                    continue
+                if info.get("master_link_status") == "up":
+                    return port
+        return None
+
+    def healthy(self):
+        try:
+            return all(self.node(p).execute_command("CLUSTER", "INFO").decode().find(
+                "cluster_state:ok") >= 0 for p in self.node_ports) and \
+                sum(1 for _, role, _, ok in self.cluster_nodes() if role == "master" and ok) == 3
+        except (redis.exceptions.RedisError, AttributeError):
+            return False
+
+    def wait_for(self, what, seconds):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if what():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def start_redis(self):
+        for port in self.node_ports:
+            self.start_node(port)
+        if not self.wait_for(lambda: all(self._pings(p) for p in self.node_ports), 20):
+            raise RuntimeError("the cluster nodes did not start; see " + self.tmp)
+        out = subprocess.run(["redis-cli", "--cluster", "create"] +
+                             ["127.0.0.1:%d" % p for p in self.node_ports] +
+                             ["--cluster-replicas", "1", "--cluster-yes"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if out.returncode != 0:
+            raise RuntimeError("redis-cli --cluster create failed: " + out.stdout.decode()[-400:])
+        if not self.wait_for(lambda: self.healthy() and self.replica_of(self.owner()), 30):
+            raise RuntimeError("the cluster never became healthy; see " + self.tmp)
+
+    def _pings(self, port):
+        try:
+            return self.node(port).ping()
+        except redis.exceptions.RedisError:
+            return False
+
+    def client(self):
+        """The master of the service's slot: its list, in-flight keys and
+        effects all live there."""
+        return self.node(self.owner() or self.node_ports[0])
+
+    def dead_client(self):
+        return redis.cluster.RedisCluster(host="127.0.0.1", port=self.owner() or self.port,
+                                          socket_timeout=5)
+
+    def in_window(self, began, ended):
+        return any(began <= t1 + self.args.heartbeat_ttl + 1.0 and ended >= t0 - 1.0
+                   for t0, t1 in self.windows)
+
+    def start_worker(self):
+        self.worker_seq += 1
+        path = os.path.join(self.tmp, "worker-%d.log" % self.worker_seq)
+        argv = [os.path.join(self.args.bin_dir, "chaos_worker"), "--redis", self.url,
+                "--service", SERVICE, "--workers", str(self.args.worker_threads), "--trace",
+                "--heartbeat-ttl", str(self.args.heartbeat_ttl), "--reliable",
+                "--effects-key", self.effects_key]
+        self.workers.append([self.procs.start(argv, path), path, _NoProxy()])
+
+    # --- failovers -------------------------------------------------------
+    def failover(self, crash):
+        """One failover of the service's master; False if it could not be
+        started (no replica in sync yet)."""
+        master = self.owner()
+        replica = self.replica_of(master) if master else None
+        if replica is None:
+            return False
+        t0 = time.monotonic()
+        if crash:
+            Processes.kill(self.nodes[master])
+            self.nodes[master] = None
+        else:
+            try:
+                self.node(replica).execute_command("CLUSTER", "FAILOVER")
+            except redis.exceptions.RedisError as e:
+                log("CLUSTER FAILOVER refused: %s" % e)
+                return False
+        took_over = self.wait_for(lambda: self.owner() == replica, 20)
+        t1 = time.monotonic()
+        if not took_over:
+            raise RuntimeError("the replica :%d never took over from :%d" % (replica, master))
+        self.failover_seconds.append(round(t1 - t0, 2))
+        if crash:
+            self.start_node(master)  # rejoins as a replica of the new master
+            self.windows.append((t0, t1))
+        self.faults.append(("failover-" + ("crash" if crash else "manual"), t0, t1))
+        self.failovers["crash" if crash else "manual"] += 1
+        self.restarts += 1
+        return True
+
+    def chaos(self, until):
+        rng = self.rng
+        now = time.monotonic()
+        next_kill = now + rng.uniform(1, 2)
+        next_failover = now + rng.uniform(2, 4)
+        crash = False
+        while time.monotonic() < until:
+            now = time.monotonic()
+            if now >= next_kill:
+                self.kill_random_worker()
+                self.start_worker()
+                next_kill = now + rng.uniform(1, 2)
+            if now >= next_failover:
+                if self.failover(crash):
+                    crash = not crash
+                    next_failover = time.monotonic() + rng.uniform(6, 9)
+                else:
+                    next_failover = now + 0.5  # the replica is still syncing
+            self.reap_workers()
+            time.sleep(0.02)
+        self.reap_workers()
+        self.fill_workers()
+
+    def execute(self):
+        report, problems = super().execute()
+        report.update(failovers_manual=self.failovers["manual"],
+                      failovers_crash=self.failovers["crash"],
+                      failover_seconds=self.failover_seconds)
+        if self.failovers["manual"] == 0 or self.failovers["crash"] == 0:
+            problems.append("no failover of each kind: %d manual, %d crash" % (
+                self.failovers["manual"], self.failovers["crash"]))
+        return report, problems
+
+
+class _NoProxy:
+    """Cluster workers connect directly: nothing to cut or close."""
+
+    def set_mode(self, mode):
+        pass
+
+    def close(self):
+        pass
+
+
+def free_port_pair():
+    """A free port whose cluster bus port (+10000) is free too, below the
+    ephemeral range (as tests/lib/common.sh's free_ports bus)."""
+    rng = random.SystemRandom()
+    while True:
+        port = rng.randrange(20000, 45000)
+        ok = True
+        for p in (port, port + 10000):
+            with socket.socket() as sk:
+                try:
+                    sk.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+        if ok:
+            return port
+
 
 def pending_requests(client):
     """Requests still queued for the service, plus those reliable workers
@@ -430,16 +703,16 @@ def pending_requests(client):
     landing lists; any list under the service's names but the dead letters
     counts, so that a renamed landing list cannot make this pass early."""
     total = client.llen(SERVICE)
-    held = "{" + SERVICE + "}:inflight:"
-    for pattern in (SERVICE + ":*", "{" + SERVICE + "}:*"):
+    held = ("{" + SERVICE + "}:inflight:", "{" + SERVICE + "#")
+    for pattern in (SERVICE + ":*", "{" + SERVICE + "}:*", SERVICE + "#*", "{" + SERVICE + "#*"):
         for key in client.scan_iter(match=pattern, count=1000):
             name = key.decode(errors="replace")
-            if name == SERVICE + ":dead":
-                continue
+            if name in (SERVICE + ":dead", "{" + SERVICE + "}:dead"):
+                continue  # dead letters, and (Cluster) their outbox in the slot
             kind = client.type(key)
             if kind == b"list":
                 total += client.llen(key)
-            elif kind == b"hash" and name.startswith(held):
+            elif kind == b"hash" and name.startswith(held) and ":inflight:" in name:
                 total += client.hlen(key)
     return total
 
@@ -518,6 +791,7 @@ def timeout_fate(cid, count, starts):
 def analyse(run, calls, effects, timeout, starts):
     errors = {}
     lost = duplicated = late = wrong = ok = lost_unanswered = lost_effects = 0
+    window_lost = window_duplicated = 0
     effect_without_answer = 0
     timeouts_explained = timeouts_unexplained = 0
     explained_kinds, fates, unexplained, late_calls = {}, {}, [], []
@@ -553,19 +827,27 @@ def analyse(run, calls, effects, timeout, starts):
             fates[fate] = fates.get(fate, 0) + 1
         if status == 0 and not right:
             wrong += 1
-        if count > 1:
+        in_window = run.in_window(began, began + latency)
+        if count > 1 and in_window:
+            window_duplicated += 1
+        elif count > 1:
             duplicated += 1
         if latency > timeout + LATE_MARGIN_S:
             late += 1
             late_calls.append({"call": cid, "status": STATUS_NAMES.get(status, status),
                                "latency": round(latency, 3), "began": round(began, 3),
                                "faults": why or explained_by(run, began, began + latency)})
-        if status == 0 and count == 0:
+        if status == 0 and count == 0 and in_window:
+            window_lost += 1
+        elif status == 0 and count == 0:
             lost_effects += 1
         # Reliable: every call is answered, except (short callers) one
         # whose deadline a fault made impossible to meet.
         if run.reliable and not right and not refused and not (timeout < run.timeout and why):
-            lost_unanswered += 1
+            if in_window:
+                window_lost += 1
+            else:
+                lost_unanswered += 1
     lost = lost_unanswered + lost_effects
     latencies = sorted(c[3] for c in calls)
     return {
@@ -580,6 +862,11 @@ def analyse(run, calls, effects, timeout, starts):
         "lost_unanswered": lost_unanswered, "lost_effects": lost_effects,
         "duplicated": duplicated, "late": late, "late_calls": late_calls[:10], "wrong": wrong,
         "effect_without_answer": effect_without_answer,
+        # Calls that lived through a Cluster master killed before it had
+        # replicated what it acknowledged (the asynchronous-replication
+        # window): their losses and duplicates are the failover's, counted
+        # here and not above.
+        "window_lost": window_lost, "window_duplicated": window_duplicated,
         "max_latency": round(latencies[-1], 3) if latencies else 0,
         "p99_latency": round(latencies[int(0.99 * (len(latencies) - 1))], 3) if latencies else 0,
     }
@@ -634,7 +921,7 @@ TABLE_HEADER = ("| mode | callers | seconds | calls | ok | timeouts | other erro
 
 def table_rows(r):
     rows = []
-    for group, g in [("main", r)] + [("short", r["short"])] * ("short" in r):
+    for group, g in [("main", r)] + ([("short", r["short"])] if "short" in r else []):
         other = sum(n for k, n in g["errors"].items() if k != "ETIMEDOUT")
         rows.append("| %s | %s, %g s | %s | %d | %d | %d | %d | %d | %d | %d | %d/%d | %d x %g s "
                     "| %d | %d | %d | %d |" % (
@@ -656,7 +943,10 @@ def span(text):
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--bin-dir", required=True, help="where chaos_worker and chaos_caller are")
-    p.add_argument("--mode", choices=["reliable", "at-most-once", "both"], default="both")
+    p.add_argument("--mode", choices=["reliable", "at-most-once", "reliable-sharded",
+                                      "reliable-cluster", "both", "all"],
+                   default="both", help="both: reliable and at-most-once; all: and reliable "
+                   "with 2 shards, and reliable on a 3-master Redis Cluster with failovers")
     p.add_argument("--seconds", type=float, default=60)
     p.add_argument("--callers", type=int, default=6, help="caller threads")
     p.add_argument("--timeout", type=float, default=0,
@@ -709,14 +999,18 @@ def main():
     atexit.register(cleanup)
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, on_signal)
-    modes = ["reliable", "at-most-once"] if args.mode == "both" else [args.mode]
+    modes = (["reliable", "at-most-once"] if args.mode == "both" else
+             ["reliable", "at-most-once", "reliable-sharded", "reliable-cluster"]
+             if args.mode == "all" else
+             [args.mode])
     reports, failed = [], False
     try:
         for mode in modes:
             tmps.append(tempfile.mkdtemp(prefix="rrpc-chaos-"))
             log("%s: %g s, %d callers, %d workers x %d threads, seed %d" % (
                 mode, args.seconds, args.callers, args.workers, args.worker_threads, args.seed))
-            report, problems = Run(args, mode, procs, tmps[-1]).execute()
+            kind = ClusterRun if mode == "reliable-cluster" else Run
+            report, problems = kind(args, mode, procs, tmps[-1]).execute()
             procs.kill_all()  # this run's Redis
             print(json.dumps(report, sort_keys=True), flush=True)
             for msg in problems:
@@ -727,6 +1021,14 @@ def main():
         for r in reports:
             for row in table_rows(r):
                 print(row)
+        for r in reports:
+            if "failovers_crash" in r:
+                print("%s: failovers %d manual + %d crash (%s s to take over); the "
+                      "asynchronous-replication window took %d lost and %d duplicated "
+                      "effects/answers with it" % (
+                          r["mode"], r["failovers_manual"], r["failovers_crash"],
+                          ", ".join("%g" % t for t in r["failover_seconds"]),
+                          r["window_lost"], r["window_duplicated"]))
     finally:
         cleanup()
     return 1 if failed else 0

@@ -106,7 +106,8 @@ enum {
     OPT_MAX_DELIVERIES,
     OPT_HEARTBEAT_TTL,
     OPT_EFFECTS_KEY,
-    OPT_TRACE
+    OPT_TRACE,
+    OPT_SHARDS
 };
 
 static const struct option long_options[] = {
@@ -118,6 +119,7 @@ static const struct option long_options[] = {
     {"heartbeat-ttl", required_argument, NULL, OPT_HEARTBEAT_TTL},
     {"effects-key", required_argument, NULL, OPT_EFFECTS_KEY},
     {"trace", no_argument, NULL, OPT_TRACE},
+    {"shards", required_argument, NULL, OPT_SHARDS},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -137,6 +139,7 @@ static void usage(FILE *out)
           "  --heartbeat-ttl S     seconds of silence that mean dead (library default: 5)\n"
           "  --effects-key KEY     hash that counts effects (default: chaos:effects)\n"
           "  --trace               log \"start <call id>\" on stderr when `effect` starts\n"
+          "  --shards N            spread the service over N request lists (default: 1)\n"
           "  -h, --help            show this help\n",
           out);
 }
@@ -171,6 +174,10 @@ static int parse_options(int argc, char **argv, rrpc_server_options *opts)
             break;
         case OPT_EFFECTS_KEY: effects_key = optarg; break;
         case OPT_TRACE: trace = 1; break;
+        case OPT_SHARDS:
+            if (parse_int(optarg, 1, 64, &opts->shards) != 0)
+                return usage_error("shards", optarg);
+            break;
         case 'h': usage(stdout); exit(0);
         default: fputs("Try 'chaos_worker --help'.\n", stderr); return 2;
         }

@@ -525,11 +525,22 @@ static void count_round(world *w)
     CHECK(++w->rounds < MAX_ROUNDS, "the worker never finishes (%d pops)", w->rounds);
 }
 
-/* BLPOP <list> <timeout>: one message, or nil and the worker is told to
- * stop (the list is empty: the input is all delivered). */
+/* Nonzero if A[0..3) name the pop list's priority lists around it, in
+ * the order workers take them: {L}:high, L, {L}:low (PROTOCOL.md 7).
+ * The harness queues only normal messages: the other two stay empty. */
+static int priority_keys(const world *w, const bytes *a)
+{
+    char high[64], low[64];
+    snprintf(high, sizeof high, "{%s}:high", w->pop_key);
+    snprintf(low, sizeof low, "{%s}:low", w->pop_key);
+    return eqs(&a[0], high) && eqs(&a[1], w->pop_key) && eqs(&a[2], low);
+}
+
+/* BLPOP {L}:high L {L}:low <timeout>: one message, or nil and the worker
+ * is told to stop (the list is empty: the input is all delivered). */
 static void on_blpop(world *w, bytes *a, size_t n, out_buf *o)
 {
-    CHECK(n == 3 && eqs(&a[1], w->pop_key), "BLPOP on another key: %s", a[1].p);
+    CHECK(n == 5 && priority_keys(w, &a[1]), "BLPOP on other keys: %s", a[1].p);
     count_round(w);
     long m = pop_queue(w);
     if (m < 0) {
@@ -543,16 +554,21 @@ static void on_blpop(world *w, bytes *a, size_t n, out_buf *o)
     put_bulk(o, w->msgs[m].text.p, w->msgs[m].text.len);
 }
 
-static void on_lpop(world *w, bytes *a, size_t n, out_buf *o)
+/* LMPOP 3 {L}:high L {L}:low LEFT COUNT <n>: [L, [messages]] or nil. */
+static void on_lmpop(world *w, bytes *a, size_t n, out_buf *o)
 {
-    CHECK(n == 3 && eqs(&a[1], w->pop_key), "LPOP on another key");
-    long count = strtol(a[2].p, NULL, 10);
-    CHECK(count > 0, "LPOP count %s", a[2].p);
+    CHECK(n == 8 && eqs(&a[1], "3") && priority_keys(w, &a[2]) && eqs(&a[5], "LEFT") &&
+              eqs(&a[6], "COUNT"),
+          "LMPOP of other keys or in another form");
+    long count = strtol(a[7].p, NULL, 10);
+    CHECK(count > 0, "LMPOP count %s", a[7].p);
     if (w->qlen == 0) {
         put(o, "*-1\r\n", 5);
         return;
     }
     size_t k = w->qlen < (size_t)count ? w->qlen : (size_t)count;
+    put(o, "*2\r\n", 4);
+    put_str(o, w->pop_key);
     putf(o, "*%zu\r\n", k);
     for (size_t i = 0; i < k; i++) {
         long m = pop_queue(w);
@@ -688,16 +704,20 @@ static int any_live(const world *w)
  * in-flight hash; returns [field, record, answer] for all held there. */
 static void on_take(world *w, bytes *a, size_t n, out_buf *o)
 {
-    CHECK(n == 12 && eqs(&a[2], "4") && eqs(&a[3], w->list_key) && eqs(&a[4], w->landing_key) &&
-              eqs(&a[5], w->inflight_key) && eqs(&a[6], w->set_key),
+    char high[64], low[64];
+    snprintf(high, sizeof high, "{%s}:high", w->list_key);
+    snprintf(low, sizeof low, "{%s}:low", w->list_key);
+    CHECK(n == 14 && eqs(&a[2], "6") && eqs(&a[3], w->list_key) && eqs(&a[4], w->landing_key) &&
+              eqs(&a[5], w->inflight_key) && eqs(&a[6], w->set_key) && eqs(&a[7], high) &&
+              eqs(&a[8], low),
           "take script on other keys");
-    long count = strtol(a[7].p, NULL, 10);
+    long count = strtol(a[9].p, NULL, 10);
     int k = 0;
     if (w->landing >= 0)
-        hold_message(w, (size_t)w->landing, a[11].p, ++k);
+        hold_message(w, (size_t)w->landing, a[13].p, ++k);
     w->landing = -1;
     for (long i = 0; i < count && w->qlen > 0; i++)
-        hold_message(w, (size_t)pop_queue(w), a[11].p, ++k);
+        hold_message(w, (size_t)pop_queue(w), a[13].p, ++k);
     size_t live = 0;
     for (size_t i = 0; i < w->nhelds; i++)
         live += w->helds[i].live;
@@ -802,16 +822,18 @@ typedef struct commit_parts {
 } commit_parts;
 
 /* Splits a commit call (KEYS in-flight, dead, stats, then per request its
- * done key[, reply key]; ARGV window, ttl, trim, N, then per request its
- * key count, field, answer, response, dead letter, effects) into parts. */
+ * done key[, reply key]; ARGV window, ttl, trim, N, 'release' (one Redis:
+ * the script releases what it commits), then per request its key count,
+ * field, answer, response, dead letter, effects) into parts. */
 static void split_commit(const world *w, bytes *a, size_t n, commit_parts *p)
 {
     long nk = strtol(a[2].p, NULL, 10);
-    CHECK(nk >= 4 && n >= (size_t)(3 + nk + 4), "commit of %ld keys", nk);
+    CHECK(nk >= 4 && n >= (size_t)(3 + nk + 5), "commit of %ld keys", nk);
     CHECK(eqs(&a[3], w->inflight_key) && eqs(&a[4], w->dead_key) && eqs(&a[5], w->stats_key),
           "commit on other keys");
-    size_t argv0 = 3 + (size_t)nk, key = 6, at = argv0 + 4;
+    size_t argv0 = 3 + (size_t)nk, key = 6, at = argv0 + 5;
     CHECK(eqs(&a[argv0 + 2], "-1000"), "commit's dead-letter bound: %s", a[argv0 + 2].p);
+    CHECK(eqs(&a[argv0 + 4], "release"), "commit that holds on one Redis: %s", a[argv0 + 4].p);
     p->n = strtol(a[argv0 + 3].p, NULL, 10);
     CHECK(p->n >= 1 && p->n <= 4 * MAX_MESSAGES, "commit of %ld requests", p->n);
     for (long j = 0; j < p->n; j++) {
@@ -901,8 +923,8 @@ static void on_command(world *w, bytes *a, size_t n, out_buf *o)
             put_str(o, services[i]);
     } else if (eqs(&a[0], "BLPOP") && !reliable) {
         on_blpop(w, a, n, o);
-    } else if (eqs(&a[0], "LPOP") && !reliable) {
-        on_lpop(w, a, n, o);
+    } else if (eqs(&a[0], "LMPOP") && !reliable) {
+        on_lmpop(w, a, n, o);
     } else if (eqs(&a[0], "LPUSH")) {
         on_lpush(w, a, n, o);
     } else if (eqs(&a[0], "EVAL") && n >= 6 && strcmp(a[1].p, rrpc__effects_script) == 0) {

@@ -45,6 +45,17 @@ typedef struct old_async_options { /* up to event_base: no max_in_flight */
     void *event_base;
 } old_async_options;
 
+typedef struct old_call_options { /* up to handle: no priority */
+    size_t size;
+    double timeout_s;
+    const char *traceparent, *tracestate;
+    void (*progress)(const json_t *value, void *udata);
+    void *progress_udata;
+    volatile sig_atomic_t *cancel;
+    int cancellable;
+    uint64_t *handle;
+} old_call_options;
+
 typedef struct old_server_stats { /* the first two counters */
     uint64_t requests, notifications;
 } old_server_stats;
@@ -56,9 +67,11 @@ SAME_OFFSET(old_client_options, rrpc_client_options, key_prefix);
 SAME_OFFSET(old_server_options, rrpc_server_options, dedup_window_s);
 SAME_OFFSET(old_async_options, rrpc_async_options, event_base);
 SAME_OFFSET(old_server_stats, rrpc_server_stats, notifications);
+SAME_OFFSET(old_call_options, rrpc_call_options, handle);
 _Static_assert(sizeof(old_client_options) < sizeof(rrpc_client_options), "shorter");
 _Static_assert(sizeof(old_server_options) < sizeof(rrpc_server_options), "shorter");
 _Static_assert(sizeof(old_async_options) < sizeof(rrpc_async_options), "shorter");
+_Static_assert(sizeof(old_call_options) < sizeof(rrpc_call_options), "shorter");
 
 /* ---- _init_sized writes only what the caller has ---------------------------- */
 
@@ -180,6 +193,35 @@ static void test_client_old(void)
     rrpc_admin_close(a);
 }
 
+/* ---- call options: an old struct gets priority normal -------------------------- */
+
+/* A call with OPTS, which must be taken as normal priority. */
+static void call_normal(rrpc_client *c, const rrpc_call_options *opts)
+{
+    json_t *ms = json_pack("[i]", 1), *res = NULL;
+    CHECK_EQ_INT(rrpc_call_with(c, SERVICE, "sleep", ms, opts, &res, NULL), RRPC_OK);
+    json_decref(ms);
+    json_decref(res);
+}
+
+static void test_call_options_old(void)
+{
+    rrpc_client *c = open_client_with(NULL);
+    if (c == NULL)
+        return;
+    old_call_options *o = malloc(sizeof *o);
+    rrpc_call_options_init_sized((rrpc_call_options *)(void *)o, sizeof *o);
+    call_normal(c, (const rrpc_call_options *)(void *)o);
+    free(o);
+
+    rrpc_call_options full;
+    rrpc_call_options_init(&full);
+    full.priority = 7; /* what a misread would see: RRPC_EINVAL */
+    full.size = sizeof(old_call_options);
+    call_normal(c, &full);
+    rrpc_client_close(c);
+}
+
 /* ---- async: an old struct gets max_in_flight (default unlimited) ------------ */
 
 static atomic_int async_done;
@@ -292,6 +334,7 @@ int main(void)
     test_server_old_exact(&r);
     test_server_old_shadowed();
     test_client_old();
+    test_call_options_old();
     test_async_old();
     if (r.srv)
         test_stats_old(&r);

@@ -550,7 +550,8 @@ static long long worker_link(void)
         char one[1024];
         snprintf(one, sizeof one, "%.*s", (int)len, line);
         const char *flags = strstr(one, " flags=");
-        if ((strstr(one, " cmd=blpop ") || strstr(one, " cmd=lpop ") || strstr(one, " cmd=del ")) &&
+        if ((strstr(one, " cmd=blpop ") || strstr(one, " cmd=lpop ") ||
+             strstr(one, " cmd=lmpop ") || strstr(one, " cmd=del ")) &&
             flags) {
             char f[32] = "";
             sscanf(flags + 7, "%31s", f);

@@ -14,7 +14,10 @@
 #include "core/shard.h"
 #include "redis/conn.h"
 
+#include <signal.h>
 #include <stdatomic.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define SERVICE "sharded"
 #define SHARDS  3
@@ -118,8 +121,10 @@ static void test_options(void)
     o.shards = RRPC__MAX_SHARDS + 1;
     CHECK(rrpc_server_new(&s, &o) == RRPC_EINVAL && s == NULL);
     o.shards = 2;
-    o.reliable = 1; /* not sharded (yet): refused, not silently unsharded */
-    CHECK(rrpc_server_new(&s, &o) == RRPC_EINVAL && s == NULL);
+    o.reliable = 1; /* each shard its own in-flight keys */
+    CHECK(rrpc_server_new(&s, &o) == RRPC_OK && s != NULL);
+    rrpc_server_free(s);
+    s = NULL;
     o.reliable = 0;
     CHECK(rrpc_server_new(&s, &o) == RRPC_OK && s != NULL);
     rrpc_server_free(s);
@@ -286,10 +291,138 @@ static void test_workers_raised(void)
     stop_server(&srv);
 }
 
+/* ---- reliable and sharded ------------------------------------------------ */
+
+#define RSERVICE "relshard"
+#define REFFECTS "relshard:effects"
+
+/* job(id): one effect for ID (applied with its answer), the worker thread
+ * that ran it (as whoami); with udata set (a doomed child) it never
+ * returns. */
+static json_t *m_job(rrpc_request *req, void *udata)
+{
+    const char *id;
+    if (rrpc_param_string(req, 0, "id", &id))
+        return NULL;
+    if (udata)
+        for (;;)
+            pause();
+    const char *effect[] = {"HINCRBY", REFFECTS, id, "1"};
+    rrpc_request_add_effect(req, 4, effect);
+    return m_whoami(req, NULL);
+}
+
+static rrpc_server *new_reliable(int doomed)
+{
+    rrpc_server_options o;
+    rrpc_server_options_init(&o);
+    o.service = RSERVICE;
+    o.workers = 2;
+    o.shards = 2;
+    o.reliable = 1;
+    o.handle_signals = doomed;
+    o.heartbeat_ttl_s = 1;
+    o.heartbeat_interval_s = 0.3;
+    rrpc_server *s = NULL;
+    CHECK(rrpc_server_new(&s, &o) == RRPC_OK);
+    if (s == NULL)
+        exit(1);
+    rrpc_server_register(s, "job", m_job, doomed ? (void *)1 : NULL, NULL);
+    return s;
+}
+
+static void push_job(const char *list, const char *id)
+{
+    char text[256];
+    snprintf(text, sizeof text,
+             "{\"jsonrpc\":\"2.0\",\"method\":\"job\",\"params\":[\"%s\"],\"id\":\"rs:%s\"}", id,
+             id);
+    rrpc__reply_free(cmd(3, "RPUSH", list, text));
+}
+
+/* The answer on rs:ID (new text), or NULL after SECONDS. */
+static char *answer_of(const char *id, const char *seconds)
+{
+    char key[64];
+    snprintf(key, sizeof key, "rs:%s", id);
+    rrpc__reply *r = cmd(3, "BLPOP", key, seconds);
+    char *text = r && rrpc__reply_count(r) == 2
+                     ? strdup(rrpc__reply_str(rrpc__reply_element(r, 1), NULL))
+                     : NULL;
+    rrpc__reply_free(r);
+    return text;
+}
+
+static long long held_by(const char *shard_tag)
+{
+    char pattern[64];
+    snprintf(pattern, sizeof pattern, "{%s}:inflight:*", shard_tag);
+    rrpc__reply *keys = cmd(2, "KEYS", pattern);
+    long long n = 0;
+    for (size_t i = 0; keys && i < rrpc__reply_count(keys); i++)
+        n += cmd_int(2, "HLEN", rrpc__reply_str(rrpc__reply_element(keys, i), NULL), NULL);
+    rrpc__reply_free(keys);
+    return n;
+}
+
+/* Reliable and sharded: each shard's in-flight keys carry its own list's
+ * hash tag, and a request held by a worker that is killed goes back to
+ * its own shard: answered once (one effect), by the worker of that shard
+ * -- the same thread that answers a fresh request pushed onto that shard,
+ * not the other shard's. */
+static void test_reliable_shard_redelivers_to_its_shard(void)
+{
+    fflush(NULL);
+    pid_t doomed = fork();
+    if (doomed == 0) {
+        rrpc_server *s = new_reliable(1);
+        _exit(rrpc_server_run(s) == RRPC_OK ? 0 : 1);
+    }
+    WAIT_UNTIL(cmd_int(2, "SCARD", "{" RSERVICE "#1}:inflight", NULL) == 1 &&
+                   cmd_int(2, "SCARD", "{" RSERVICE "}:inflight", NULL) == 1,
+               5);
+    push_job(RSERVICE "#1", "killed");
+    WAIT_UNTIL(held_by(RSERVICE "#1") == 1, 5);
+    CHECK(held_by(RSERVICE "#1") == 1 && held_by(RSERVICE) == 0);
+    kill(doomed, SIGKILL);
+    waitpid(doomed, NULL, 0);
+    forget_threads();
+    running r;
+    run_server(&r, new_reliable(0)); /* its reaper puts the request back on shard 1 */
+    char *killed = answer_of("killed", "6");
+    CHECK(killed && strstr(killed, "\"result\":0")); /* the first thread seen */
+    push_job(RSERVICE "#1", "fresh1");
+    char *fresh1 = answer_of("fresh1", "5");
+    CHECK(fresh1 && strstr(fresh1, "\"result\":0")); /* the same thread: shard 1's */
+    push_job(RSERVICE, "fresh0");
+    char *fresh0 = answer_of("fresh0", "5");
+    CHECK(fresh0 && strstr(fresh0, "\"result\":1")); /* shard 0's: another */
+    free(killed);
+    free(fresh1);
+    free(fresh0);
+    rrpc__reply *n = cmd(3, "HGET", REFFECTS, "killed");
+    CHECK(n && rrpc__reply_ll(n) == 1);
+    rrpc__reply_free(n);
+    rrpc__sleep(0.3);
+    CHECK(cmd_int(2, "LLEN", "rs:killed", NULL) == 0); /* answered once */
+    CHECK(cmd_int(2, "LLEN", RSERVICE ":dead", NULL) == 0);
+    rrpc__reply *counted = cmd(3, "HGET", RSERVICE ":stats", "redelivered");
+    CHECK(counted && rrpc__reply_ll(counted) == 1);
+    rrpc__reply_free(counted);
+    /* Dedup is per shard: the memory of shard 1's answers is in its slot. */
+    rrpc__reply *done = cmd(2, "KEYS", "{" RSERVICE "#1}:done:*");
+    CHECK(done && rrpc__reply_count(done) == 2); /* killed, fresh1 */
+    rrpc__reply_free(done);
+    stop_server(&r);
+    CHECK(held_by(RSERVICE "#1") == 0 && held_by(RSERVICE) == 0);
+    CHECK(cmd_int(2, "SCARD", "{" RSERVICE "#1}:inflight", NULL) == 0);
+}
+
 int main(void)
 {
     if (raw_open() != 0)
         return 1;
+    test_reliable_shard_redelivers_to_its_shard(); /* forks: before any thread exists */
     test_options();
     test_queued_calls_spread_and_answered();
     test_workers_raised();

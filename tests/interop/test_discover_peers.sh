@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# test_discover_peers.sh -- `rrpc describe` (C) against the C, Ruby and
-# Python calc servers: each answers rpc.discover with an OpenRPC document
+# test_discover_peers.sh -- `rrpc describe` (C) against the C, Ruby,
+# Python and Node calc servers: each answers rpc.discover with an OpenRPC document
 # of its methods (PROTOCOL.md section 11), and the C one with JSON Schemas
 # it enforces before its handlers run.
 #
@@ -25,7 +25,8 @@ start() { # start NAME COMMAND...
 start c "$BUILD/calc-server" --service disc_c --workers 1
 start rb ruby "$root/clients/ruby/calc_server.rb" --service disc_rb
 start py "$PY" "$root/clients/python/calc_server.py" --service disc_py
-for service in disc_c disc_rb disc_py; do
+start js node "$root/clients/node/calc_server.js" --service disc_js
+for service in disc_c disc_rb disc_py disc_js; do
   for _ in $(seq 100); do
     "$BUILD/rrpc" call --timeout 0.2 "$service" add '[0, 0]' >/dev/null 2>&1 && continue 2
     sleep 0.1
@@ -35,7 +36,7 @@ done
 
 # The document of every peer: OpenRPC, the calc methods with their
 # parameter names, rpc.discover itself implied.
-for service in disc_c disc_rb disc_py; do
+for service in disc_c disc_rb disc_py disc_js; do
   "$BUILD/rrpc" describe --json "$service" >"$logs/$service.json" || fail "describe --json $service"
   "$PY" - "$service" "$logs/$service.json" <<'PYEOF' || fail "the document of $service"
 import json, sys
@@ -43,10 +44,14 @@ service, path = sys.argv[1], sys.argv[2]
 doc = json.load(open(path))
 assert doc['openrpc'].startswith('1.') and doc['info']['title'] == service, doc
 m = {x['name']: x for x in doc['methods']}
-assert {'add', 'subtract', 'multiply', 'divide', 'echo', 'sleep', 'rpc.ping'} <= set(m), m
+assert {'add', 'subtract', 'multiply', 'divide', 'echo', 'sleep', 'count', 'rpc.ping'} <= set(m), m
 assert 'rpc.discover' not in m
 assert [p['name'] for p in m['add']['params']] == ['a', 'b'], m['add']
 assert [p['name'] for p in m['sleep']['params']] == ['ms'], m['sleep']
+assert [p['name'] for p in m['count']['params']] == ['n', 'ms'], m['count']
+if service == 'disc_js':
+    assert doc['info']['version'].startswith('node-'), doc['info']
+    assert m['add']['params'][0]['schema'] == {'type': 'number'}, m['add']
 assert m['add']['description'].startswith('add(a, b)'), m['add']
 if service == 'disc_c':  # schemas and errors the C server registered
     assert m['add']['params'][0]['schema']['type'] == 'number'
@@ -68,4 +73,4 @@ out=$("$BUILD/rrpc" call disc_c sleep '{"ms": 70000}' 2>&1)
 # A worker that does not know rpc.discover: method not found, exit 1.
 "$BUILD/rrpc" describe --timeout 0.5 nobody_serves_this >/dev/null 2>&1
 [ $? = 3 ] || fail "describe of a service nobody serves should time out (3)"
-echo "ok: rrpc describe against the C, Ruby and Python calc servers"
+echo "ok: rrpc describe against the C, Ruby, Python and Node calc servers"

@@ -58,6 +58,26 @@ sleep 0.8 # two heartbeats: the counts are flushed
   'j["registered"] and len(j["workers"])==2 and sorted(w["threads"] for w in j["workers"])==[1,2] and {"add","divide","sleep","rpc.ping"} <= {m["name"] for m in j["methods"]} and [m for m in j["methods"] if m["name"]=="add"][0]["params"]=={"a":"number","b":"number"}'
 "$RRPC" info ops | grep -q 'add(a, b)' && ok "info table" || fail "info table"
 
+# --priority (PROTOCOL.md section 7, "Priorities"), and the priority lists in rrpc info.
+# (sleep, not add: the stats below count the adds)
+[ "$("$RRPC" call --priority high ops sleep '[1]')" = 1 ] &&
+  [ "$("$RRPC" call --priority low ops sleep '[2]')" = 2 ] &&
+  [ "$("$RRPC" call --priority normal ops sleep '[3]')" = 3 ] &&
+  ok "call --priority high|low|normal" || fail "call --priority"
+expect_status "call --priority urgent is a usage error" 2 "$RRPC" call --priority urgent ops add '[1, 2]'
+grep -q "high, normal or low, not 'urgent'" "$logs/out" && ok "--priority names the bad value" ||
+  fail "--priority message: $(cat "$logs/out")"
+"$RRPC" call --help | grep -q -- '--priority high|normal|low' && ok "call --help has --priority" ||
+  fail "call --help lacks --priority"
+redis-cli -s "$RRPC_TEST_REDIS_SOCK" rpush opsq x >/dev/null
+redis-cli -s "$RRPC_TEST_REDIS_SOCK" rpush '{opsq}:high' y >/dev/null
+redis-cli -s "$RRPC_TEST_REDIS_SOCK" rpush '{opsq}:low' z w >/dev/null
+"$RRPC" info --json opsq | check "info: queue counts the priority lists" \
+  'j["queue"]==4 and j["queue_high"]==1 and j["queue_low"]==2'
+"$RRPC" info opsq | grep -q 'queue 4 (high 1, normal 1, low 2)' && ok "info table per priority" ||
+  fail "info table per priority: $("$RRPC" info opsq | head -1)"
+redis-cli -s "$RRPC_TEST_REDIS_SOCK" del opsq '{opsq}:high' '{opsq}:low' >/dev/null
+
 "$RRPC" ping --json --count 3 ops | check "ping: 3 round trips with latency and worker" \
   'len(j["pings"])==3 and all(p["latency_ms"]>0 and p["worker"] for p in j["pings"]) and j["max_ms"]>=j["min_ms"]>0'
 "$RRPC" ping ops | grep -q '^reply from ops (worker .*) in [0-9.]* ms$' && ok "ping line" ||

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # test_reliable_start.sh -- calc-server refuses, at start and with a clear
-# message, what reliable mode cannot keep its promises on: Redis Cluster,
-# several shards, a key prefix + service name too long for its keys, and a
-# Redis whose maxmemory-policy may evict (at-most-once only warns, once).
+# message, what reliable mode cannot keep its promises on: a key prefix +
+# service name too long for its keys (with --shards, the last shard's), and
+# a Redis whose maxmemory-policy may evict (at-most-once only warns, once).
+# Redis Cluster and --shards are served (tests/scale/test_reliable_cluster.sh).
 #
 # Usage (under tests/harness/with-redis.sh): test_reliable_start.sh BUILD_DIR
 set -u
@@ -26,11 +27,11 @@ refused() { # refused NAME MESSAGE-PATTERN ARGS...: exits non-zero at once, sayi
   fi
 }
 
-refused "--reliable on redis+cluster://" "reliable mode does not work on Redis Cluster" \
-  --reliable --redis redis+cluster://127.0.0.1:1
-refused "--reliable --shards 2" "reliable does not work with --shards" --reliable --shards 2
 long=$(printf 'n%.0s' $(seq 1 400))
 refused "--reliable with a 400-byte service name" "too long" --reliable --service "$long"
+short=$(printf 'n%.0s' $(seq 1 359)) # 361 bytes at most: fits alone, not with "#10"
+refused "--reliable --shards 11 with a 359-byte service name" "with the shard suffix" \
+  --reliable --shards 11 --service "$short"
 
 rcli CONFIG SET maxmemory-policy allkeys-lru >/dev/null
 refused "--reliable on maxmemory-policy allkeys-lru" "maxmemory-policy noeviction, not allkeys-lru" \

@@ -98,6 +98,25 @@ status=$?
   ok "a timed-out call exits 3 and is withdrawn with LREM" ||
   fail "timed-out call: exit $status, $(redis-cli LLEN calc) left on the list"
 sleep 0.7 # until both workers are free again
+# Priorities: behind a backlog a low and a high call go to {calc}:low and
+# {calc}:high (the push script), the workers pop all three lists (BLPOP,
+# LMPOP), and a high call that times out is withdrawn from {calc}:high.
+"$BUILD/rrpc" notify --redis "$caller_url" calc sleep '[1000]'; sleep 0.1
+"$BUILD/rrpc" notify --redis "$caller_url" calc sleep '[1000]'; sleep 0.1
+"$BUILD/rrpc" call --redis "$caller_url" --timeout 5 calc add '[1, 2]' >/dev/null 2>&1 &
+p0=$!; sleep 0.1
+"$BUILD/rrpc" call --redis "$caller_url" --timeout 5 --priority low calc add '[1, 2]' >/dev/null 2>&1 &
+p1=$!
+"$BUILD/rrpc" call --redis "$caller_url" --timeout 5 --priority high calc add '[1, 2]' >/dev/null 2>&1 &
+p2=$!; sleep 0.2
+"$BUILD/rrpc" call --redis "$caller_url" --timeout 0.2 --priority high calc add '[1, 2]' >/dev/null 2>&1
+withdrawn=$?
+[ "$(redis-cli LLEN '{calc}:high')" = 1 ] && [ "$(redis-cli LLEN '{calc}:low')" = 1 ] &&
+  ok "priority calls as calc-caller queue on {calc}:high and {calc}:low behind a backlog" ||
+  fail "priority lists: high $(redis-cli LLEN '{calc}:high'), low $(redis-cli LLEN '{calc}:low')"
+wait "$p0" && wait "$p1" && wait "$p2" && [ "$withdrawn" = 3 ] &&
+  ok "the C worker (calc-worker) pops the priority lists; a timed-out high call is withdrawn" ||
+  fail "priority calls were not all answered, or the timed-out one exited $withdrawn"
 
 # 3. Bad credentials: exit status 4 and rrpc's message.
 out=$("$BUILD/rrpc" call --redis "redis://calc-caller:wrong@127.0.0.1:$port" calc add '[1, 2]' 2>&1)
@@ -236,6 +255,14 @@ if start_worker "C calc-server --reliable" "${reliable[@]}"; then
     ok "a killed worker's request is redelivered by the next one's reaper" ||
     { fail "redelivery: exit $status, '$(cat "$logs/held.out")'"; cat "$logs/reliable2.log"; }
   expect "rrpc call -> second reliable worker" 3 "$BUILD/rrpc" call --redis "$caller_url" calc add '[1, 2]'
+  # A low call behind a backlog (max_queue script with a priority): the
+  # take script takes it from {calc}:low.
+  "$BUILD/rrpc" notify --redis "$caller_url" calc sleep '[500]'; sleep 0.2
+  "$BUILD/rrpc" call --redis "$caller_url" --timeout 5 calc add '[1, 2]' >/dev/null 2>&1 &
+  p0=$!; sleep 0.1
+  expect "rrpc call --priority low -> reliable worker behind a backlog" 3 \
+    "$BUILD/rrpc" call --redis "$caller_url" --timeout 5 --priority low calc add '[1, 2]'
+  wait "$p0" || fail "the normal call before it failed"
   # The confused deputy again: the commit script is refused the foreign key.
   as_user "${C[@]}" RPUSH calc \
     '{"jsonrpc":"2.0","method":"add","params":[1,2],"id":"x","reply_to":"victim"}' \

@@ -42,6 +42,18 @@ function arith(op) {
 }
 
 const AB = { a: 'number', b: 'number' };
+const CANCELLED = -32002;
+
+/** Waits MS milliseconds in 20 ms steps; resolves to true if the caller cancelled. */
+async function sleepUnlessCancelled(ms) {
+  const end = performance.now() + ms;
+  for (;;) {
+    if (await rrpc.cancelled()) return true;
+    const left = end - performance.now();
+    if (left <= 0) return false;
+    await new Promise((resolve) => setTimeout(resolve, Math.min(left, 20)));
+  }
+}
 
 // Where forward's calls go: the server's Redis and prefix (main sets them).
 // One client for all: its calls may run concurrently.
@@ -95,9 +107,20 @@ const calc = {
   echo: rrpc.describe('echo(...): returns its params unchanged', 'any', rrpc.rawParams((params) => params)),
   sleep: rrpc.describe('sleep(ms): waits ms milliseconds, returns ms', { ms: 'integer' }, async (ms) => {
     if (Number(number(ms, 'ms')) < 0) throw new rrpc.InvalidParams('Invalid params: ms must not be negative');
-    await new Promise((resolve) => setTimeout(resolve, Math.min(Number(ms), 2 ** 31 - 1)));
+    if (await sleepUnlessCancelled(Number(ms))) throw new rrpc.RpcError(CANCELLED, 'Cancelled');
     return ms;
   }),
+  count: rrpc.describe('count(n, ms): sends 1..n as progress, one every ms milliseconds, returns n',
+    { n: 'integer', ms: 'integer' }, async (n, ms) => {
+      if (!Number.isInteger(n) || !Number.isInteger(ms) || n < 0 || ms < 0) {
+        throw new rrpc.InvalidParams('Invalid params: n and ms must be integers >= 0');
+      }
+      for (let i = 1; i <= n; i++) {
+        if (await sleepUnlessCancelled(ms)) throw new rrpc.RpcError(CANCELLED, 'Cancelled');
+        await rrpc.progress(i); // sent only if the caller asked
+      }
+      return n;
+    }),
   forward: rrpc.describe("forward(service, method, params): calls service.method(params) and returns its answer, " +
     "within this call's deadline and trace", { service: 'string', method: 'string', params: 'array|object' }, forward),
 };
@@ -134,7 +157,7 @@ async function main(argv = process.argv.slice(2), handlers = calc, name = 'calc_
   try {
     await server.serveForever();
   } catch (e) {
-    if (!(e instanceof rrpc.RedisError)) throw e;
+    if (!(e instanceof rrpc.RedisError || e instanceof rrpc.Unsupported)) throw e;
     line('error: ')(e.message);
     return 1;
   } finally {

@@ -13,6 +13,8 @@ const crypto = require('node:crypto');
 const { Aborted, Error: RrpcError, Overloaded, ProtocolError, RedisError, RemoteError, Timeout, Unavailable } = require('./errors');
 const { dumps, isObject, loads, request } = require('./protocol');
 const trace = require('./trace');
+const prio = require('./priority');
+const stream = require('./stream');
 const { RedisClock, close, command, connection, errorText, isReply, open } = require('./transport');
 
 const FRESH_MS = 1000; // how long a service's registry view is trusted
@@ -107,12 +109,23 @@ class Client {
    * and tracestate (W3C Trace Context, PROTOCOL.md 7; a TypeError if
    * invalid).  Without a traceparent a call made inside a handler continues
    * the handled request's trace (and gets no more time than its deadline
-   * leaves); any other starts a new trace.  Rejects with RemoteError,
-   * Timeout, Unavailable, Overloaded, ProtocolError, RedisError, Aborted.
+   * leaves); any other starts a new trace.  An aborted signal also tells a
+   * worker already running the request to stop (its cancel_key, PROTOCOL.md
+   * 7); a call made inside a handler is cancelled with the handled request.
+   * progress (a function) asks for the handler's progress: it gets each
+   * value, in order, before the call resolves.  priority: 'high', 'normal'
+   * (the default) or 'low' (a TypeError or RangeError otherwise): under a
+   * backlog, higher ones are served first.  tenant: a non-empty string sent
+   * as the request's "tenant" member (for the C server's per-tenant
+   * limits).  Rejects with RemoteError, Timeout, Unavailable, Overloaded,
+   * ProtocolError, RedisError, Aborted.
    */
   async call(service, method, params, options = {}) {
     request(method, params); // a TypeError for params that are neither an array nor an object
-    const traced = trace.outgoing(options.traceparent, options.tracestate); // a TypeError if invalid
+    if (options.progress !== undefined && typeof options.progress !== 'function') {
+      throw new TypeError('rrpc: progress must be a function');
+    }
+    const traced = members(options); // a TypeError (RangeError) if invalid
     try {
       return await this.doCall(service, method, params, options, traced);
     } catch (e) {
@@ -130,10 +143,11 @@ class Client {
    * trace context as calls do (OPTIONS: traceparent, tracestate).
    */
   async notify(service, method, params, options = {}) {
-    const text = dumps(request(method, params, trace.outgoing(options.traceparent, options.tracestate)));
+    const own = members(options);
+    const text = dumps(request(method, params, own));
     const conn = await this.redis();
     try {
-      await command(conn, ['RPUSH', this.prefix + service, text]);
+      await this.push(conn, this.prefix + service, text, 0, own.priority);
     } catch (e) {
       throw this.redisError(service, method, e);
     }
@@ -161,6 +175,9 @@ class Client {
     // "reply to the id" reach us as well.
     const key = `${this.prefix}rrpc:reply:${crypto.randomBytes(16).toString('hex')}`;
     const members = { id: key, reply_to: key, ...traced };
+    if (options.progress) members.progress = true;
+    const cancelKey = signal ? `${key}:cancel` : stream.inheritedCancelKey();
+    if (cancelKey) members.cancel_key = cancelKey;
     const queue = this.prefix + service;
     // Redis's clock and the registry in one round trip, not two.
     const [now, view] = await Promise.all([this.redisNow(conn), this.view(conn, queue, FRESH_MS)]);
@@ -174,20 +191,25 @@ class Client {
       throw new Unavailable(`${service}: registered, but none of its workers is live ` +
         '(stopped, or their heartbeat expired)');
     }
-    await this.push(conn, queue, text, view.live ? view.maxQueue : 0);
+    const level = members.priority;
+    await this.push(conn, queue, text, view.live ? view.maxQueue : 0, level);
+    const started = performance.now();
     let popped;
     try {
-      popped = await this.wait(conn, queue, key, wait, view.registered, signal);
+      popped = await this.wait(conn, queue, key, wait, view.registered, signal, options.progress);
     } catch (e) {
       if (e instanceof CallAborted) {
-        await command(conn, ['LREM', queue, 1, text]).catch(() => {});
+        // First the key, so that a worker that has the request stops; then take it back.
+        const left = wait > 0 ? Math.max(wait * 1000 - (performance.now() - started), 0) : 0;
+        await command(conn, ['SET', cancelKey, '1', 'PX', String(Math.ceil(left) + 60000)]).catch(() => {});
+        await this.withdraw(conn, queue, text, level).catch(() => {});
         throw aborted(service, method, signal);
       }
       throw e;
     }
     if (popped === null || popped === GONE) {
       // Withdraw the request so that no worker runs a call nobody awaits.
-      await command(conn, ['LREM', queue, 1, text]);
+      await this.withdraw(conn, queue, text, level);
       if (popped === GONE) throw new Unavailable(`${service}.${method}: the last worker went while we waited`);
       throw new Timeout(`${service}.${method}: no reply within ${wait} s`);
     }
@@ -232,20 +254,36 @@ class Client {
     return view;
   }
 
-  async push(conn, queue, text, maxQueue) {
-    if (maxQueue <= 0) {
+  async push(conn, queue, text, maxQueue, level) {
+    if (level === 'high' || level === 'low') {
+      // max_queue is not checked for high and low: the script pushes as the protocol says.
+      const args = ['3', ...prio.scriptKeys(queue), text, level];
+      try {
+        await command(conn, ['EVALSHA', prio.SCRIPT_SHA, ...args]);
+      } catch (e) {
+        if (!isReply(e) || !String(e.message).startsWith('NOSCRIPT')) throw e;
+        await command(conn, ['EVAL', prio.PRIORITY_SCRIPT, ...args]);
+      }
+    } else if (maxQueue <= 0) {
       await command(conn, ['RPUSH', queue, text]);
     } else if (Number(await command(conn, ['EVAL', PUSH_SCRIPT, 1, queue, text, maxQueue])) < 0) {
       throw new Overloaded(`${queue}: its queue holds ${maxQueue} requests (max_queue)`);
     }
   }
 
+  /** Takes the request back from its list if no worker has it yet (any of the three for a priority). */
+  async withdraw(conn, queue, text, level) {
+    if (level !== 'high' && level !== 'low') return command(conn, ['LREM', queue, 1, text]);
+    return Promise.all(prio.lists(queue).map((list) => command(conn, ['LREM', list, 1, text])));
+  }
+
   /**
    * BLPOPs the reply: in one piece, or for a registered service in slices,
-   * checking between them that a worker is still live.  Resolves to the
-   * reply text, null on timeout, or GONE; rejects with CallAborted.
+   * checking between them that a worker is still live; progress before the
+   * answer goes to PROGRESS.  Resolves to the reply text, null on timeout,
+   * or GONE; rejects with CallAborted.
    */
-  async wait(conn, queue, key, wait, sliced, signal) {
+  async wait(conn, queue, key, wait, sliced, signal, progress) {
     const end = wait > 0 ? performance.now() + wait * 1000 : null;
     for (;;) {
       const left = end === null ? null : (end - performance.now()) / 1000;
@@ -254,6 +292,7 @@ class Client {
       if (sliced) step = step ? Math.min(step, SLICE_S) : SLICE_S;
       // Redis reads a timeout under 1 ms as 0, "forever".
       const popped = await this.blpop(key, step ? Math.max(step, 0.001) : 0, signal);
+      if (popped !== null && progress && progressOf(popped, key, progress)) continue; // wait on
       if (popped !== null || !sliced) return popped;
       const view = await this.view(conn, queue, FRESH_MS / 2);
       if (view.registered && !view.live) return GONE;
@@ -315,6 +354,34 @@ function inherited(wait, now) {
   if (!handled || handled.deadline === null || now === null) return wait;
   const left = Math.max((handled.deadline - now) / 1000, 0.001);
   return wait > 0 && wait < left ? wait : left;
+}
+
+/** A request's own members from call or notify OPTIONS; a TypeError (RangeError) for a bad one. */
+function members(options) {
+  const priority = prio.checked(options.priority);
+  const tenant = prio.checkedTenant(options.tenant);
+  const own = trace.outgoing(options.traceparent, options.tracestate);
+  if (priority === 'high' || priority === 'low') own.priority = priority; // absent means normal
+  if (tenant !== undefined) own.tenant = tenant;
+  return own;
+}
+
+/**
+ * True if RAW is a progress message of the call KEY (PROTOCOL.md 7), handed
+ * to CALLBACK; false for anything else (the answer).
+ */
+function progressOf(raw, key, callback) {
+  let msg;
+  try {
+    msg = loads(raw);
+  } catch {
+    return false;
+  }
+  if (!isObject(msg) || msg.method !== 'rpc.progress' || Object.prototype.hasOwnProperty.call(msg, 'id')) return false;
+  const params = msg.params;
+  if (!isObject(params) || params.id !== key || !Object.prototype.hasOwnProperty.call(params, 'progress')) return false;
+  callback(params.progress);
+  return true;
 }
 
 function aborted(service, method, signal) {

@@ -93,7 +93,15 @@ class Aborted extends RrpcError {
   }
 }
 
+/**
+ * What Server.serveForever rejects with when the service's configuration
+ * asks for what this peer does not do: rate limits or concurrency caps (the
+ * {L}:config field limits), which only the C server enforces.
+ */
+class Unsupported extends RrpcError {}
+
 module.exports = {
+  Unsupported,
   Error: RrpcError,
   RpcError,
   InvalidParams,

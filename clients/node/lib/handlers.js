@@ -156,6 +156,49 @@ function topLevelEquals(p) {
   return -1;
 }
 
+// ---- rpc.discover (PROTOCOL.md section 11) ---------------------------------------
+
+const OPENRPC_VERSION = '1.3.2';
+const JSON_TYPES = ['null', 'boolean', 'integer', 'number', 'string', 'array', 'object'];
+
+/** An OpenRPC content descriptor; KIND a JSON type name or free text. */
+function descriptor(name, kind, required = false) {
+  const typed = JSON_TYPES.includes(kind);
+  const d = { name, schema: typed ? { type: kind } : {} };
+  if (typeof kind === 'string' && !typed) d.description = kind;
+  if (required) d.required = true;
+  return d;
+}
+
+/** Content descriptors of FN's params: from the informal shape if it names them, else from its signature. */
+function discoverParams(fn, shape) {
+  if (Array.isArray(shape)) return shape.filter((n) => typeof n === 'string').map((n) => descriptor(n));
+  if (isObject(shape)) return Object.entries(shape).map(([n, kind]) => descriptor(n, kind));
+  if (target(fn)[RAW]) return [];
+  const ps = parameters(fn);
+  if (ps === null) return [];
+  return ps.filter((p) => !p.rest && !p.pattern).map((p) => descriptor(p.name, undefined, !p.optional));
+}
+
+/**
+ * The OpenRPC document rpc.discover answers: METHODS (name -> fn), ABOUT
+ * (name -> {description, params} from register()).  The Node peer carries
+ * no JSON Schemas: types come from informal shapes ({a: 'number'}) when
+ * given, names from them or from the handler's parameters (required: no
+ * default), as in the Ruby and Python peers.
+ */
+function discoverDocument(service, version, methods, about) {
+  const described = [];
+  for (const [name, fn] of methods) {
+    if (name === 'rpc.discover') continue; // implied, as the OpenRPC spec says
+    const item = entry(name, fn, about.get(name));
+    const method = { name, params: discoverParams(fn, item.params), result: { name: 'result', schema: {} } };
+    if (item.description !== undefined) method.description = item.description;
+    described.push(method);
+  }
+  return { openrpc: OPENRPC_VERSION, info: { title: service, version }, methods: described };
+}
+
 class BindError extends Error {}
 
 // The arguments to call FN with for PARAMS (an array, an object or undefined).
@@ -231,4 +274,6 @@ async function invoke(fn, params, name, logger) {
   }
 }
 
-module.exports = { rawParams, describe, signature, publicMethods, entry, parameters, bind, invoke, RAW, ABOUT };
+module.exports = {
+  rawParams, describe, signature, publicMethods, entry, parameters, bind, invoke, discoverDocument, RAW, ABOUT,
+};

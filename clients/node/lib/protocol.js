@@ -17,6 +17,7 @@ const INVALID_PARAMS = -32602;
 const INTERNAL_ERROR = -32603;
 const DEADLINE_EXCEEDED = -32000;
 const BATCH_TIME_EXCEEDED = -32001;
+const CANCELLED = -32002; // the caller cancelled it (PROTOCOL.md 7, cancel_key)
 
 // The largest integer every peer reads exactly (a double's 53-bit mantissa).
 const MAX_EXACT_ID = 2 ** 53;
@@ -378,6 +379,7 @@ function error(id, code, message, data) {
 }
 
 module.exports = {
+  CANCELLED,
   PARSE_ERROR,
   INVALID_REQUEST,
   METHOD_NOT_FOUND,

@@ -15,18 +15,20 @@ const os = require('node:os');
 const deadletter = require('./deadletter');
 const protocol = require('./protocol');
 const trace = require('./trace');
-const { RedisError } = require('./errors');
-const { describe, entry, invoke, publicMethods, rawParams } = require('./handlers');
+const prio = require('./priority');
+const stream = require('./stream');
+const { RedisError, Unsupported } = require('./errors');
+const { describe, discoverDocument, entry, invoke, publicMethods, rawParams } = require('./handlers');
 const { Registry } = require('./registry');
 const { ReplyRules } = require('./replies');
 const {
-  AS_BUFFERS, Outage, RedisClock, close, command, connection, errorText, healsAtStart, open, pushReply,
+  AS_BUFFERS, Outage, RedisClock, close, command, connection, errorText, healsAtStart, isReply, open, pushReply,
   sleep, stderrLogger, transient,
 } = require('./transport');
 const { VERSION } = require('./version');
 
 const {
-  BATCH_TIME_EXCEEDED, DEADLINE_EXCEEDED, INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, Real, RawJson,
+  BATCH_TIME_EXCEEDED, CANCELLED, DEADLINE_EXCEEDED, INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, Real, RawJson,
   dumps, error,
 } = protocol;
 
@@ -50,6 +52,10 @@ const DEFAULTS = {
  * startTimeout (s; 0: as long as it takes, < 0: no wait), logger ({info,
  * warn, error}), handleSignals (SIGINT/SIGTERM stop the server), catchStray
  * (a handler's stray rejection or exception is logged, not fatal).
+ * Requests are popped from {L}:high, L, {L}:low in that order (priorities,
+ * PROTOCOL.md 7); rpc.ping and rpc.discover are built in.  A service whose
+ * {L}:config holds limits (rate limits and concurrency caps, enforced by
+ * the C server only) is not served: serveForever rejects with Unsupported.
  */
 class Server {
   constructor(service, handlers, options = {}) {
@@ -59,6 +65,7 @@ class Server {
     this.version = `node-${VERSION}`;
     this.prefix = o.prefix;
     this.queue = o.prefix + service;
+    this.lists = prio.lists(this.queue); // popped high, normal, low (PROTOCOL.md 7)
     this.logger = o.logger || stderrLogger('rrpc');
     this.rules = new ReplyRules(service, o.prefix, o.replyPrefixes, this.logger);
     this.outage = new Outage(service, this.logger);
@@ -77,6 +84,10 @@ class Server {
     if (!this.methods.has('rpc.ping')) {
       this.methods.set('rpc.ping', describe("built-in: answers with the worker's identity and time", undefined,
         rawParams(() => this.ping())));
+    }
+    if (!this.methods.has('rpc.discover')) {
+      this.methods.set('rpc.discover', describe('built-in: describes the service as an OpenRPC document', undefined,
+        rawParams(() => discoverDocument(this.service, this.version, this.methods, this.about))));
     }
     this.clock = new RedisClock();
     this.registry = o.heartbeat
@@ -214,6 +225,28 @@ class Server {
       `(${this.startTimeout} s): ${why}`, { cause: first });
   }
 
+  /**
+   * Rejects with Unsupported if the service's configuration holds rate
+   * limits or concurrency caps: only the C server enforces them, and a
+   * worker that ignored them would break them for every worker.
+   */
+  async refuseLimits(conn) {
+    const config = `{${this.queue}}:config`;
+    let held;
+    try {
+      held = Number(await command(conn, ['HEXISTS', config, 'limits']));
+    } catch (e) {
+      if (!isReply(e) || transient(e)) throw e;
+      this.logger.warn(`${this.service}: cannot read ${config} (${errorText(e, conn)}): serving without checking ` +
+        'for limits'); // refused (an ACL): cannot tell
+      return;
+    }
+    if (held === 1) {
+      throw new Unsupported(`${this.service}: ${config} field limits is set (rate limits or concurrency caps), ` +
+        'which the Node server does not enforce: serve this service with the C server, or remove the field');
+    }
+  }
+
   /** Starts, waiting for Redis; false if stopped meanwhile. */
   async start(stopped) {
     const began = performance.now();
@@ -225,6 +258,7 @@ class Server {
     while (!this.stopping) {
       try {
         await command(conn, ['PING']);
+        await this.refuseLimits(conn);
         await this.clock.sync(conn);
         if (this.registry) {
           const beatConn = connection(this.url);
@@ -242,6 +276,7 @@ class Server {
         }
         return true;
       } catch (e) {
+        if (e instanceof Unsupported) throw e;
         if (this.startTimeout < 0 || !healsAtStart(e)) {
           throw new RedisError(`${this.service}: cannot start: ${errorText(e, conn)}`, { cause: e });
         }
@@ -275,7 +310,7 @@ class Server {
         // that ends when the registered services are due: a request popped
         // later is judged by a set read at most 5 s before (PROTOCOL.md 3).
         const wait = Math.max(this.rules.dueIn(1), 0.01);
-        popped = await command(conn, ['BLPOP', this.queue, wait.toFixed(3)], AS_BUFFERS);
+        popped = await command(conn, ['BLPOP', ...this.lists, wait.toFixed(3)], AS_BUFFERS);
         backoff = 100;
         this.outage.ended();
       } catch (e) { // READONLY, NOPERM, WRONGTYPE, a broken link...
@@ -324,7 +359,7 @@ class Server {
       return this.dead(raw, `parse error: ${e.message}`);
     }
     if (!Array.isArray(msg)) {
-      const resp = await this.answer(msg, false);
+      const resp = await this.answer(msg, false, protocol.replyKey(msg));
       if (resp !== null) await this.deliver(raw, protocol.replyKey(msg), resp);
     } else if (msg.length === 0) {
       await this.deliver(raw, null, this.encode(error(null, INVALID_REQUEST, 'Invalid Request: empty batch')));
@@ -355,19 +390,27 @@ class Server {
     }
   }
 
-  /** The encoded response to one request object, or null for a notification. */
-  async answer(req, overTime) {
+  /**
+   * The encoded response to one request object, or null for a notification.
+   * KEY: its reply key, where progress goes (undefined in a batch: none).
+   */
+  async answer(req, overTime, key) {
     const reason = protocol.invalidReason(req);
     if (reason) {
       const id = protocol.isObject(req) && protocol.validId(req.id) ? req.id : null;
       return this.encode(error(id === undefined ? null : id, INVALID_REQUEST, reason));
     }
+    const bad = prio.badMember(req);
+    if (bad) return this.encode({ jsonrpc: '2.0', error: bad, id: protocol.has(req, 'id') ? req.id : null });
     let outcome;
     if (overTime) {
       outcome = { error: { code: BATCH_TIME_EXCEEDED, message: 'Batch time limit exceeded',
         data: { limit_ms: Math.floor(this.batchTimeLimit * 1000) } } };
     } else {
-      outcome = this.expired(req) || (await trace.handling(req, () => this.run(req.method, req.params)));
+      outcome = this.expired(req) || (await trace.handling(req, () => stream.handling(this, req, key, async (h) => {
+        if (await h.cancelled()) return { error: { code: CANCELLED, message: 'Cancelled' } }; // while it waited
+        return this.run(req.method, req.params);
+      })));
     }
     if (!protocol.has(req, 'id')) return null;
     return this.encode({ jsonrpc: '2.0', ...outcome, id: req.id });
@@ -411,6 +454,27 @@ class Server {
     const outcome = await invoke(fn, params, `${this.service}.${method}`, this.logger);
     if (this.registry) this.registry.stats.record(method, (performance.now() - started) / 1000, 'error' in outcome);
     return outcome;
+  }
+
+  /** Pushes a progress message onto KEY (stream.js); resolves to true if pushed. */
+  async sendProgress(key, body) {
+    if (this.rules.refusal(key)) return false;
+    try {
+      const out = await pushReply(this.conn, key, this.replyTtl, body);
+      return Number(Array.isArray(out) && out.length ? out[0] : out) === 1;
+    } catch (e) {
+      this.logger.warn(`${this.service}: progress not sent: ${errorText(e, this.conn)}`);
+      return false;
+    }
+  }
+
+  /** Whether a request's cancel key exists (stream.js); a Redis error reads as no. */
+  async cancelKeyExists(cancelKey) {
+    try {
+      return Number(await command(this.conn, ['EXISTS', cancelKey])) > 0;
+    } catch {
+      return false;
+    }
   }
 
   encode(resp) {

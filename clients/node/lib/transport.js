@@ -203,8 +203,7 @@ class RedisClock {
 // onto a key that does not exist or onto a list with an expiry, so a reply
 // can never put a TTL on (or append to) an application's key, a persistent
 // list or another service's backlog.
-const REPLY_SCRIPT =
-    `-- rrpc reply v2: KEYS = reply keys, ARGV[1] = ttl in seconds, ARGV[1+i] = response for KEYS[i].
+const REPLY_SCRIPT = `-- rrpc reply v2: KEYS = reply keys, ARGV[1] = ttl in seconds, ARGV[1+i] = response for KEYS[i].
 -- Pushes only onto a reply list: a key that does not exist, or a list that has an expiry.
 -- Each distinct key is judged once, then pushed onto in order and expired once.
 local out, verdict, values, order = {}, {}, {}, {}

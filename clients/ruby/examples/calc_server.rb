@@ -29,6 +29,8 @@ class Calc
   describe :divide, 'divide(a, b): a / b as a real; error 1 if b is 0', params: AB
   describe :echo, 'echo(...): returns its params unchanged', params: 'any'
   describe :sleep, 'sleep(ms): waits ms milliseconds, returns ms', params: { ms: 'integer' }
+  describe :count, 'count(n, ms): sends 1..n as progress, one every ms milliseconds, returns n',
+           params: { n: 'integer', ms: 'integer' }
   describe :forward, 'forward(service, method, params): calls service.method(params) and returns its answer, ' \
                      "within this call's deadline and trace",
            params: { service: 'string', method: 'string', params: 'array|object' }
@@ -60,8 +62,20 @@ class Calc
   def sleep(ms)
     raise RRPC::InvalidParams, 'Invalid params: ms must not be negative' if number(ms, 'ms').negative?
 
-    Kernel.sleep(ms / 1000.0)
+    raise RRPC::RpcError.new(RRPC::CANCELLED, 'Cancelled') if sleep_unless_cancelled(ms)
+
     ms
+  end
+
+  def count(n, ms)
+    raise RRPC::InvalidParams, 'Invalid params: n and ms must be integers >= 0' unless [n, ms].all? { |v| v.is_a?(Integer) && v >= 0 }
+
+    (1..n).each do |i|
+      raise RRPC::RpcError.new(RRPC::CANCELLED, 'Cancelled') if sleep_unless_cancelled(ms)
+
+      RRPC.progress(i) # sent only if the caller asked
+    end
+    n
   end
 
   # A call made from inside this handler: it continues the request's trace
@@ -84,6 +98,19 @@ class Calc
   end
 
   private
+
+  # Sleeps ms milliseconds in 20 ms steps; true if the caller cancelled.
+  def sleep_unless_cancelled(ms)
+    finish = Process.clock_gettime(Process::CLOCK_MONOTONIC) + ms / 1000.0
+    loop do
+      return true if RRPC.cancelled?
+
+      left = finish - Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      return false unless left.positive?
+
+      Kernel.sleep([left, 0.02].min)
+    end
+  end
 
   # A client per thread: a client is one connection, used by one thread.
   def forward_client
@@ -143,7 +170,7 @@ module CalcServer
     warn 'calc_server.rb: stopped'
   rescue OptionParser::ParseError => e
     abort "calc_server.rb: #{e.message}"
-  rescue RRPC::RedisError => e
+  rescue RRPC::RedisError, RRPC::Unsupported => e
     abort "calc_server.rb: #{e.message}"
   end
 end

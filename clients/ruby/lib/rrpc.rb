@@ -36,11 +36,14 @@
 #   client                                             -- callers
 #   registry, outage, dispatcher, replies, server      -- workers
 
+require 'digest'
 require_relative 'rrpc/version'
 require_relative 'rrpc/protocol'
 require_relative 'rrpc/errors'
 require_relative 'rrpc/handler'
 require_relative 'rrpc/trace'
+require_relative 'rrpc/priority'
+require_relative 'rrpc/stream'
 require_relative 'rrpc/clock'
 require_relative 'rrpc/dead_letter'
 require_relative 'rrpc/params'

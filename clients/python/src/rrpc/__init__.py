@@ -23,8 +23,9 @@ VERSION.
 """
 
 from .client import Client, Proxy
-from .errors import (CallTimeout, Error, InvalidParams, Overloaded, ProtocolError, RedisError,
-                     RemoteError, RpcError, Timeout, Unavailable)
+from .errors import (CallTimeout, Cancelled, Error, InvalidParams, Overloaded, ProtocolError,
+                     RedisError, RemoteError, RpcError, Timeout, Unavailable, Unsupported)
+from .priority import PRIORITIES
 from .handlers import describe, raw_params
 from .server import Server
 from .stream import cancelled, progress
@@ -33,6 +34,6 @@ from .version import VERSION
 
 __version__ = VERSION
 __all__ = ['Client', 'Proxy', 'Server', 'Error', 'RemoteError', 'Timeout', 'CallTimeout',
-           'Unavailable', 'Overloaded', 'ProtocolError', 'RedisError', 'RpcError',
+           'Unavailable', 'Overloaded', 'Cancelled', 'Unsupported', 'PRIORITIES', 'ProtocolError', 'RedisError', 'RpcError',
            'InvalidParams', 'raw_params', 'describe', 'current_traceparent',
            'current_tracestate', 'progress', 'cancelled', 'VERSION']

@@ -12,8 +12,9 @@ import time
 
 import redis
 
-from .errors import Overloaded, ProtocolError, RedisError, RemoteError, Timeout, Unavailable
-from . import stream, trace
+from .errors import (Cancelled, Overloaded, ProtocolError, RedisError, RemoteError, Timeout,
+                     Unavailable)
+from . import priority as prio, stream, trace
 from .protocol import dumps, loads, request
 from .transport import RedisClock, connect, error_text
 
@@ -27,6 +28,7 @@ class _View:
 
 _NO_VIEW = _View(False, 0, 0)  # fail fast off, or the registry is out of reach
 _GONE = object()  # _wait's answer when the last worker went
+_CANCELLED = object()  # _wait's answer when the caller cancelled
 
 # Checks the queue length and pushes in one step, so that concurrent callers
 # cannot overshoot max_queue.  The new length, or -1 if full.
@@ -57,6 +59,7 @@ class Client:
         self.fail_fast = fail_fast
         self._clock = RedisClock()
         self._views = {}  # list key -> (monotonic time read, _View)
+        self._priority_script = self.redis.register_script(prio.PRIORITY_SCRIPT)  # EVALSHA, EVAL on NOSCRIPT
 
     def __enter__(self):
         return self
@@ -68,8 +71,10 @@ class Client:
         """Closes the client's connections."""
         self.redis.close()
 
+    CANCEL_LOOK_S = 0.05  # how often a call with a cancel flag looks at it
+
     def call(self, service, method, *args, timeout=None, traceparent=None, tracestate=None,
-             progress=None, **kwargs):
+             progress=None, priority=None, tenant=None, cancel=None, **kwargs):
         """Calls service.method with positional *args or named **kwargs and
         returns the result.  Raises RemoteError, Timeout, Unavailable,
         Overloaded, ProtocolError, RedisError.  timeout (seconds; 0 waits
@@ -80,24 +85,33 @@ class Client:
         leaves); any other starts a new trace.  progress, a callable, asks
         for the handler's progress (PROTOCOL.md 7): it gets each value, in
         order, before the call returns.  A call made inside a handler is
-        cancelled with the handled request (it carries its cancel_key)."""
-        members = self._trace(traceparent, tracestate)
+        cancelled with the handled request (it carries its cancel_key).
+        priority: 'high', 'normal' (the default) or 'low' (PROTOCOL.md 7;
+        ValueError otherwise): under a backlog, higher ones are served
+        first.  tenant: a non-empty string sent as the request's "tenant"
+        member (for the C server's per-tenant limits).  cancel: a
+        threading.Event (anything with is_set()): once set, the call takes
+        its request back if still queued, tells a worker running it to
+        stop (its cancel_key, PROTOCOL.md 7) and raises Cancelled."""
+        members = self._members(traceparent, tracestate, priority, tenant)
         if progress is not None:
             members['progress'] = True
         cancel_key = stream.inherited_cancel_key()
         if cancel_key is not None:
             members['cancel_key'] = cancel_key
         try:
-            return self._call(service, method, args, kwargs, timeout, members, progress)
+            return self._call(service, method, args, kwargs, timeout, members, progress, cancel)
         except redis.RedisError as exc:
             raise RedisError(f'{service}.{method}: redis: {error_text(exc)}') from exc
 
-    def notify(self, service, method, *args, traceparent=None, tracestate=None, **kwargs):
+    def notify(self, service, method, *args, traceparent=None, tracestate=None, priority=None,
+               tenant=None, **kwargs):
         """Sends a notification: run by a worker, never answered.  It
-        carries a trace context as calls do."""
-        text = dumps(request(method, args, kwargs, **self._trace(traceparent, tracestate)))
+        carries a trace context, a priority and a tenant as calls do."""
+        members = self._members(traceparent, tracestate, priority, tenant)
+        text = dumps(request(method, args, kwargs, **members))
         try:
-            self.redis.rpush(self.prefix + service, text)
+            self._push(self.prefix + service, text, 0, members.get('priority'))
         except redis.RedisError as exc:
             raise RedisError(f'{service}.{method}: redis: {error_text(exc)}') from exc
 
@@ -106,9 +120,18 @@ class Client:
         return Proxy(self, service)
 
     @staticmethod
-    def _trace(traceparent, tracestate):
+    def _members(traceparent, tracestate, priority, tenant):
+        """A request's own members; ValueError for a bad one, before anything is sent."""
+        priority, tenant = prio.checked(priority), prio.checked_tenant(tenant)
         parent, state = trace.outgoing(traceparent, tracestate)
-        return {'traceparent': parent, 'tracestate': state} if state else {'traceparent': parent}
+        members = {'traceparent': parent}
+        if state:
+            members['tracestate'] = state
+        if priority in ('high', 'low'):  # absent means normal
+            members['priority'] = priority
+        if tenant is not None:
+            members['tenant'] = tenant
+        return members
 
     def _inherited(self, wait):
         """WAIT cut to what the handled request's deadline leaves (as the C
@@ -124,12 +147,14 @@ class Client:
         left = max((handled[2] - now) / 1000.0, 0.001)
         return wait if 0 < wait < left else left
 
-    def _call(self, service, method, args, kwargs, timeout, members, progress=None):
+    def _call(self, service, method, args, kwargs, timeout, members, progress=None, cancel=None):
         wait = self._inherited(self.timeout if timeout is None else timeout)
         # id, reply key and reply_to are one key, so seed-style workers that
         # only know "reply to the id" reach us as well.
         key = f'{self.prefix}rrpc:reply:{secrets.token_hex(16)}'
         members = dict(members, id=key, reply_to=key)
+        if cancel is not None:
+            members['cancel_key'] = key + ':cancel'  # its own, not the handled request's
         members.update(self._times(wait))
         text = dumps(request(method, args, kwargs, **members))
         queue = self.prefix + service
@@ -137,11 +162,18 @@ class Client:
         if view.registered and not view.live:
             raise Unavailable(f'{service}: registered, but none of its workers is live '
                               '(stopped, or their heartbeat expired)')
-        self._push(queue, text, view.max_queue if view.live else 0)
-        popped = self._wait(queue, key, wait, view.registered, progress)
-        if popped is None or popped is _GONE:
+        level = members.get('priority')
+        self._push(queue, text, view.max_queue if view.live else 0, level)
+        started = time.monotonic()
+        popped = self._wait(queue, key, wait, view.registered, progress, cancel)
+        if popped is None or popped is _GONE or popped is _CANCELLED:
+            if popped is _CANCELLED:  # first the key, so a worker that has it stops
+                left = max(wait - (time.monotonic() - started), 0) if wait > 0 else 0
+                self.redis.set(members['cancel_key'], 1, px=int(left * 1000) + 60000)
             # Withdraw the request so no worker runs a call nobody awaits.
-            self.redis.lrem(queue, 1, text)
+            self._withdraw(queue, text, level)
+            if popped is _CANCELLED:
+                raise Cancelled(f'{service}.{method}: cancelled')
             if popped is _GONE:
                 raise Unavailable(f'{service}.{method}: the last worker went while we waited')
             raise Timeout(f'{service}.{method}: no reply within {wait} s')
@@ -184,30 +216,51 @@ class Client:
         self._views[queue] = (time.monotonic(), view)
         return view
 
-    def _push(self, queue, text, max_queue):
-        if max_queue <= 0:
+    def _push(self, queue, text, max_queue, level=None):
+        if level in ('high', 'low'):
+            # max_queue is not checked here: the priority script pushes as the protocol says.
+            self._priority_script(keys=prio.script_keys(queue), args=[text, level])
+        elif max_queue <= 0:
             self.redis.rpush(queue, text)
         elif self.redis.eval(_PUSH_SCRIPT, 1, queue, text, max_queue) < 0:
             raise Overloaded(f'{queue}: its queue holds {max_queue} requests (max_queue)')
 
-    def _wait(self, queue, key, wait, sliced, progress=None):
+    def _withdraw(self, queue, text, level):
+        """Takes the request back from its list if no worker has it yet
+        (any of the three for a priority: the script chose one)."""
+        if level in ('high', 'low'):
+            pipe = self.redis.pipeline(transaction=False)
+            for name in prio.lists(queue):
+                pipe.lrem(name, 1, text)
+            pipe.execute()
+        else:
+            self.redis.lrem(queue, 1, text)
+
+    def _wait(self, queue, key, wait, sliced, progress=None, cancel=None):
         """BLPOPs the reply: in one piece, or for a registered service in
-        slices, checking between them that a worker is still live.  Returns
-        the popped pair, None on timeout, or _GONE."""
+        slices, checking between them that a worker is still live (and
+        with CANCEL in short slices, looking at it between them).  Returns
+        the popped pair, None on timeout, _GONE or _CANCELLED."""
         end = time.monotonic() + wait if wait > 0 else None
         while True:
+            if cancel is not None and cancel.is_set():
+                return _CANCELLED
             left = None if end is None else end - time.monotonic()
             if left is not None and left <= 0:
                 return None
             step = left or 0  # 0: forever
             if sliced:
                 step = min(step, self.SLICE_S) if step else self.SLICE_S
+            if cancel is not None:
+                step = min(step, self.CANCEL_LOOK_S) if step else self.CANCEL_LOOK_S
             # Redis reads a timeout under 1 ms as 0, "forever".
             popped = self.redis.blpop([key], timeout=max(step, 0.001) if step else 0)
             if popped is not None and progress is not None and _progress(popped[1], key, progress):
                 continue  # progress before the answer: wait on
-            if popped is not None or not sliced:
+            if popped is not None or not (sliced or cancel is not None):
                 return popped
+            if not sliced:
+                continue
             view = self._view(queue, self.FRESH_S / 2)
             if view.registered and not view.live:
                 return _GONE

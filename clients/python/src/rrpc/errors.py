@@ -79,3 +79,15 @@ class RedisError(Error):
     """Redis could not be reached, or refused a command (an ACL, say); the
     redis-py exception is the __cause__.  Also what Server.serve_forever
     raises when Redis does not answer within its start_timeout."""
+
+
+class Cancelled(Error):
+    """The caller cancelled the call (Client.call's cancel): its request was
+    taken back if still queued, and a worker running it was told to stop
+    (PROTOCOL.md 7)."""
+
+
+class Unsupported(Error):
+    """What Server.serve_forever raises when the service's configuration
+    asks for what this peer does not do: rate limits or concurrency caps
+    ({L}:config field limits), which only the C server enforces."""

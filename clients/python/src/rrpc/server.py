@@ -19,8 +19,8 @@ import time
 
 import redis
 
-from . import deadletter, protocol, stream, trace
-from .errors import RedisError
+from . import deadletter, priority, protocol, stream, trace
+from .errors import RedisError, Unsupported
 from .handlers import (STOPS, describe, discover_document, entry, invoke, public_methods,
                        raw_params)
 from .protocol import (BATCH_TIME_EXCEEDED, CANCELLED, DEADLINE_EXCEEDED, INTERNAL_ERROR, INVALID_REQUEST,
@@ -50,7 +50,11 @@ class Server:
     seconds, valid for heartbeat_ttl seconds, publishing max_queue for
     callers; heartbeat=False serves without it (no record, no stats).  The
     built-in methods rpc.ping and rpc.discover (an OpenRPC document of the
-    methods, PROTOCOL.md section 11) are answered either way.
+    methods, PROTOCOL.md section 11) are answered either way.  Requests are
+    popped from {L}:high, L, {L}:low in that order (priorities, PROTOCOL.md
+    7).  A service whose {L}:config holds limits (rate limits and
+    concurrency caps, enforced by the C server only) is not served:
+    serve_forever raises Unsupported.
 
     Replies go only where PROTOCOL.md section 3 allows (never onto rrpc's
     keys, a registered service's list or a key that is not a reply list);
@@ -81,6 +85,7 @@ class Server:
         self.version = 'python-' + VERSION
         self.prefix = prefix
         self.queue = prefix + service
+        self._lists = priority.lists(self.queue)  # popped high, normal, low (PROTOCOL.md 7)
         self.rules = ReplyRules(service, prefix, reply_prefixes)
         self._outage = Outage(service)
         self.dead_key = self.queue + ':dead'
@@ -164,9 +169,26 @@ class Server:
 
     def _start_once(self):
         self.redis.ping()
+        self._refuse_limits()
         self._clock.sync(self.redis)
         if self._registry:
             self._registry.start()  # refused (an ACL, say): fail loudly, like the C server
+
+    def _refuse_limits(self):
+        """Raises Unsupported if the service's configuration holds rate
+        limits or concurrency caps: only the C server enforces them, and a
+        worker that ignored them would break them for every worker."""
+        config = '{%s}:config' % self.queue
+        try:
+            held = self.redis.hexists(config, 'limits')
+        except redis.ResponseError as exc:  # refused (an ACL): cannot tell, serve
+            log.warning('%s: cannot read %s (%s): serving without checking for limits',
+                        self.service, config, error_text(exc))
+            return
+        if held:
+            raise Unsupported(f'{self.service}: {config} field limits is set (rate limits or '
+                              'concurrency caps), which the Python server does not enforce: '
+                              'serve this service with the C server, or remove the field')
 
     def _start(self):
         """Starts, waiting for Redis with backoff while it cannot answer
@@ -207,7 +229,7 @@ class Server:
                 self.rules.refresh(self.redis)
                 self._send_expired()  # never in the way of the pop
                 # A short timeout, so a stop request is noticed within 1 s.
-                popped = self.redis.blpop([self.queue], timeout=1)
+                popped = self.redis.blpop(self._lists, timeout=1)
                 backoff = 0.1
                 self._outage.ended()
             except Exception as exc:  # READONLY, NOPERM, WRONGTYPE, a broken link...
@@ -295,6 +317,9 @@ class Server:
             rid = req.get('id') if isinstance(req, dict) and protocol.valid_id(req.get('id')) \
                 else None
             return self._encode(error(rid, INVALID_REQUEST, reason))
+        bad = priority.bad_member(req)
+        if bad:
+            return self._encode(dict(jsonrpc='2.0', error=bad, id=req.get('id')))
         if over_time:
             outcome = {'error': {'code': BATCH_TIME_EXCEEDED,
                                  'message': 'Batch time limit exceeded',

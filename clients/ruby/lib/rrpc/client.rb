@@ -16,6 +16,7 @@ module RRPC
   class Client
     FRESH_S = 1.0 # how long a service's registry view is trusted
     SLICE_S = 1.0 # wait slice while a registered service is awaited
+    CANCEL_LOOK_S = 0.05 # how often a call with a cancel token looks at it
 
     # Checks the queue length and pushes in one step, so that concurrent
     # callers cannot overshoot max_queue.  The new length, or -1 if full.
@@ -45,28 +46,43 @@ module RRPC
     # named params.  Without a traceparent a call made inside a handler
     # continues the handled request's trace (and gets no more time than its
     # deadline leaves); any other starts a new trace.
-    def call(service, method, *args, timeout: nil, traceparent: nil, tracestate: nil, **kwargs)
+    #
+    # progress: a callable that asks for the handler's progress
+    # (PROTOCOL.md 7): it gets each value, in order, before the call
+    # returns.  priority: 'high', 'normal' (the default) or 'low'
+    # (ArgumentError otherwise): under a backlog, higher ones are served
+    # first.  tenant: a non-empty String sent as the request's "tenant"
+    # member (for the C server's per-tenant limits).  cancel: an
+    # RRPC::CancelToken (anything that answers cancelled?): once cancelled,
+    # the call takes its request back if still queued, tells a worker
+    # running it to stop (its cancel_key) and raises Cancelled.  A call made
+    # inside a handler is cancelled with the handled request.
+    def call(service, method, *args, timeout: nil, traceparent: nil, tracestate: nil, progress: nil,
+             priority: nil, tenant: nil, cancel: nil, **kwargs)
       wait = timeout || @timeout
       # id, reply key and reply_to are one key, so seed-style workers that
       # only know "reply to the id" reach us as well.
       key = "#{@prefix}rrpc:reply:#{SecureRandom.hex(16)}"
       members = { id: key, reply_to: key }
-      add_trace(members, traceparent, tracestate)
+      add_members(members, traceparent, tracestate, priority, tenant)
+      members[:progress] = true if progress
+      cancel_key = cancel ? "#{key}:cancel" : Stream.inherited_cancel_key
+      members[:cancel_key] = cancel_key if cancel_key
       reaching_redis do
         wait = inherited(wait)
         add_times(members, wait)
         text = Wire.generate(Wire.request(method, args, kwargs, **members))
-        send_and_wait(service, method, text, key, wait)
+        send_and_wait(service, method, text, key, wait, Waiting.new(members, progress, cancel))
       end
     end
 
     # Sends a notification: run by a worker, never answered.  It carries a
-    # trace context as calls do.
-    def notify(service, method, *args, traceparent: nil, tracestate: nil, **kwargs)
+    # trace context, a priority and a tenant as calls do.
+    def notify(service, method, *args, traceparent: nil, tracestate: nil, priority: nil, tenant: nil, **kwargs)
       members = {}
-      add_trace(members, traceparent, tracestate)
+      add_members(members, traceparent, tracestate, priority, tenant)
       text = Wire.generate(Wire.request(method, args, kwargs, **members))
-      reaching_redis { @redis.rpush("#{@prefix}#{service}", text) }
+      reaching_redis { push("#{@prefix}#{service}", text, 0, members[:priority]) }
       nil
     end
 
@@ -82,10 +98,19 @@ module RRPC
 
     private
 
-    def add_trace(members, traceparent, tracestate)
+    # What a call waits with: its members, progress callable, cancel token.
+    Waiting = Struct.new(:members, :progress, :cancel)
+
+    # A request's own members; ArgumentError for a bad one, before anything
+    # is sent.
+    def add_members(members, traceparent, tracestate, priority, tenant)
+      priority = Priority.checked(priority)
+      tenant = Priority.checked_tenant(tenant)
       parent, state = Trace.outgoing(traceparent, tracestate)
       members[:traceparent] = parent
       members[:tracestate] = state if state
+      members[:priority] = priority if %w[high low].include?(priority) # absent means normal
+      members[:tenant] = tenant if tenant
     end
 
     # WAIT cut to what the handled request's deadline leaves (as the C
@@ -102,19 +127,26 @@ module RRPC
       wait.positive? && wait < left ? wait : left
     end
 
-    def send_and_wait(service, method, text, key, wait)
+    def send_and_wait(service, method, text, key, wait, waiting)
       queue = "#{@prefix}#{service}"
       view = view_of(queue, FRESH_S)
       if view.registered && view.live.zero?
         raise Unavailable, "#{service}: registered, but none of its workers is live " \
                            '(stopped, or their heartbeat expired)'
       end
-      push(queue, text, view.live.positive? ? view.max_queue : 0)
-      reply = wait_for(queue, key, wait, view.registered)
+      level = waiting.members[:priority]
+      push(queue, text, view.live.positive? ? view.max_queue : 0, level)
+      started = monotonic
+      reply = wait_for(queue, key, wait, view.registered, waiting)
       return result_of(reply, key) if reply.is_a?(String)
 
+      if reply == :cancelled # first the key, so that a worker that has the request stops
+        left = wait.positive? ? [wait - (monotonic - started), 0].max : 0
+        @redis.set(waiting.members[:cancel_key], 1, px: (left * 1000).to_i + 60_000)
+      end
       # Withdraw the request so no worker runs a call nobody awaits.
-      @redis.lrem(queue, 1, text)
+      withdraw(queue, text, level)
+      raise Cancelled, "#{service}.#{method}: cancelled" if reply == :cancelled
       raise Unavailable, "#{service}.#{method}: the last worker went while we waited" if reply == :gone
 
       raise Timeout, "#{service}.#{method}: no reply within #{wait} s"
@@ -167,27 +199,45 @@ module RRPC
       NO_VIEW # keys refused (an ACL): no registry for us, wait as usual
     end
 
-    def push(queue, text, max_queue)
+    def push(queue, text, max_queue, level = nil)
+      # max_queue is not checked for high and low: the script pushes as the protocol says.
+      return Priority.push(@redis, queue, text, level) if %w[high low].include?(level)
       return @redis.rpush(queue, text) unless max_queue.positive?
       return unless @redis.eval(PUSH_SCRIPT, keys: [queue], argv: [text, max_queue]).negative?
 
       raise Overloaded, "#{queue}: its queue holds #{max_queue} requests (max_queue)"
     end
 
+    # Takes the request back from its list if no worker has it yet (any of
+    # the three for a priority: the script chose one).
+    def withdraw(queue, text, level)
+      return @redis.lrem(queue, 1, text) unless %w[high low].include?(level)
+
+      @redis.pipelined { |p| Priority.lists(queue).each { |list| p.lrem(list, 1, text) } }
+    end
+
     # BLPOPs the reply: in one piece, or for a registered service in slices,
-    # checking between them that a worker is still live.  Returns the reply
-    # text, nil on timeout, or :gone.
-    def wait_for(queue, key, wait, sliced)
+    # checking between them that a worker is still live (with a cancel
+    # token, in short slices, looking at it between them).  Progress before
+    # the answer goes to waiting.progress.  Returns the reply text, nil on
+    # timeout, :gone or :cancelled.
+    def wait_for(queue, key, wait, sliced, waiting)
       finish = wait.positive? ? monotonic + wait : nil
+      cancel = waiting.cancel
       loop do
+        return :cancelled if cancel&.cancelled?
+
         left = finish && finish - monotonic
         return nil if left && left <= 0
 
         step = left || 0 # 0: forever
         step = step.positive? ? [step, SLICE_S].min : SLICE_S if sliced
+        step = step.positive? ? [step, CANCEL_LOOK_S].min : CANCEL_LOOK_S if cancel
         # Redis reads a timeout under 1 ms as 0, "forever".
         _list, reply = @redis.blpop(key, timeout: step.positive? ? [step, 0.001].max : 0)
-        return reply if reply || !sliced
+        next if reply && waiting.progress && progress?(reply, key, waiting.progress)
+        return reply if reply || !(sliced || cancel)
+        next unless sliced
 
         view = view_of(queue, FRESH_S / 2)
         return :gone if view.registered && view.live.zero?
@@ -196,6 +246,22 @@ module RRPC
 
     def monotonic
       Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    end
+
+    # True if REPLY is a progress message of the call KEY (PROTOCOL.md 7),
+    # handed to CALLBACK; false for anything else (the answer).
+    def progress?(reply, key, callback)
+      msg = begin
+        Wire.parse(reply.dup.force_encoding(Encoding::UTF_8))
+      rescue JSON::ParserError
+        return false
+      end
+      params = msg.is_a?(Hash) ? msg['params'] : nil
+      return false unless msg['method'] == 'rpc.progress' && !msg.key?('id') && params.is_a?(Hash) &&
+                          params['id'] == key && params.key?('progress')
+
+      callback.call(params['progress'])
+      true
     end
 
     def result_of(reply, key)

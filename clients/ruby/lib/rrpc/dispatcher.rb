@@ -24,9 +24,11 @@ module RRPC
     # methods: name -> callable; raw: names that take params whole; stats:
     # where calls are counted (nil: nowhere); batch_time_limit: seconds
     # (nil or 0: none).
-    def initialize(service:, methods:, raw:, clock:, stats:, logger:, max_request_bytes:, batch_max:,
+    # sink: what sends progress and reads cancel keys (the server's Replies).
+    def initialize(service:, methods:, raw:, clock:, stats:, logger:, sink:, max_request_bytes:, batch_max:,
                    batch_time_limit:)
       @service = service
+      @sink = sink
       @methods = methods
       @raw = raw
       @clock = clock
@@ -74,7 +76,7 @@ module RRPC
     end
 
     def single(req)
-      resp = answer(req)
+      resp = answer(req, nil, Wire.reply_key(req))
       resp ? Outcome.new(Wire.reply_key(req), resp) : NOTHING
     end
 
@@ -100,19 +102,36 @@ module RRPC
     end
 
     # The encoded response to one request object, or nil for a notification.
-    # limit_ms: the batch's time limit has passed, do not run it.
-    def answer(req, limit_ms = nil)
+    # limit_ms: the batch's time limit has passed, do not run it.  key: its
+    # reply key, where progress goes (nil in a batch: none).
+    def answer(req, limit_ms = nil, key = nil)
       reason = Wire.invalid_reason(req)
       if reason
         id = req.is_a?(Hash) && Wire.valid_id?(req['id']) ? req['id'] : nil
         return error_text(id, INVALID_REQUEST, reason)
       end
+      bad = Priority.bad_member(req)
+      return encode({ 'jsonrpc' => '2.0', 'error' => bad, 'id' => req['id'] }) if bad
       return nil if limit_ms && !req.key?('id')
 
-      outcome = over_limit(limit_ms) || expired(req) || Trace.handling(req) { run(req['method'], req['params']) }
+      outcome = over_limit(limit_ms) || expired(req) || handled(req, key)
       return nil unless req.key?('id')
 
       encode({ 'jsonrpc' => '2.0' }.merge(outcome, 'id' => req['id']))
+    end
+
+    # Runs REQ's handler with its trace and stream context; a request whose
+    # caller cancelled it while it waited is answered -32002 without running.
+    def handled(req, key)
+      Trace.handling(req) do
+        Stream.handling(@sink, req, key) do |h|
+          if h.cancelled?
+            { 'error' => { 'code' => CANCELLED, 'message' => 'Cancelled' } }
+          else
+            run(req['method'], req['params'])
+          end
+        end
+      end
     end
 
     def over_limit(limit_ms)

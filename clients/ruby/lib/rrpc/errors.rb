@@ -74,4 +74,30 @@ module RRPC
   # redis gem's error is the cause.  Also what Server#serve_forever raises
   # when Redis does not answer within its start_timeout, or refuses it.
   class RedisError < Error; end
+
+  # The caller cancelled the call (Client#call's cancel:): its request was
+  # taken back if still queued, and a worker running it was told to stop
+  # (PROTOCOL.md 7).
+  class Cancelled < Error; end
+
+  # What Server#serve_forever raises when the service's configuration asks
+  # for what this peer does not do: rate limits or concurrency caps (the
+  # {L}:config field limits), which only the C server enforces.
+  class Unsupported < Error; end
+
+  # A flag a caller sets to cancel calls made with it (Client#call's
+  # cancel:), from any thread.  Anything that answers cancelled? will do.
+  class CancelToken
+    def initialize
+      @cancelled = false
+    end
+
+    def cancel
+      @cancelled = true
+    end
+
+    def cancelled?
+      @cancelled
+    end
+  end
 end

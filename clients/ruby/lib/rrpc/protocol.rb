@@ -16,6 +16,7 @@ module RRPC
   INTERNAL_ERROR = -32_603
   DEADLINE_EXCEEDED = -32_000
   BATCH_TIME_EXCEEDED = -32_001
+  CANCELLED = -32_002 # the caller cancelled it (PROTOCOL.md 7, cancel_key)
 
   # JSON and key helpers shared by both ends; internal.
   module Wire

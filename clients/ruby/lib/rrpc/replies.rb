@@ -94,6 +94,28 @@ module RRPC
       dead(message, "reply key refused: #{status}", body) unless status == 1
     end
 
+    # Pushes a progress message (PROTOCOL.md 7) onto key, with the checks
+    # and the script of a response; true if pushed.  Not persisted through
+    # an outage: progress is worth less than the answer's wait.
+    def progress(key, body)
+      key = key.b
+      return false if refusal(key)
+
+      out = push_reply(key, body)
+      (out.is_a?(Array) ? out.first : out) == 1
+    rescue Redis::BaseError => e
+      @log.warn("#{@service}: progress not sent: #{e.message}")
+      false
+    end
+
+    # Whether a request's cancel key exists (PROTOCOL.md 7); a Redis error
+    # reads as no.
+    def cancelled?(cancel_key)
+      @redis.exists?(cancel_key)
+    rescue Redis::BaseError
+      false
+    end
+
     # Records a message that cannot be answered; never drops it silently.
     def dead(message, reason, response = nil)
       trace = DeadLetter.trace_of(message.b, @keep)

@@ -16,7 +16,11 @@ module RRPC
   # in the registry (PROTOCOL.md section 9) every heartbeat_interval seconds,
   # valid for heartbeat_ttl seconds, publishing max_queue for callers;
   # heartbeat: false serves without it (no record, no stats).  The built-in
-  # method rpc.ping is answered either way.
+  # methods rpc.ping and rpc.discover are answered either way.  Requests are
+  # popped from {L}:high, L, {L}:low in that order (priorities, PROTOCOL.md
+  # 7).  A service whose {L}:config holds limits (rate limits and
+  # concurrency caps, enforced by the C server only) is not served:
+  # serve_forever raises Unsupported.
   #
   # Replies go only where PROTOCOL.md section 6 allows (never onto rrpc's
   # keys, a registered service's list or a key that is not a reply list);
@@ -51,6 +55,7 @@ module RRPC
       @redis = Wire.connect(url)
       @service = service
       @queue = "#{prefix}#{service}"
+      @lists = Priority.lists(@queue) # popped high, normal, low (PROTOCOL.md 7)
       @stats_key = "#{@queue}:stats"
       @log = logger
       @start_timeout = start_timeout.to_f
@@ -67,7 +72,7 @@ module RRPC
       @replies = Replies.new(redis: @redis, service: service, prefix: prefix, reply_ttl: reply_ttl,
                              reply_prefixes: reply_prefixes, dead_letter_max: dead_letter_max,
                              keep: max_request_bytes, logger: logger, outage: @outage)
-      @dispatcher = dispatcher_for(obj, max_request_bytes: max_request_bytes, batch_max: batch_max,
+      @dispatcher = dispatcher_for(obj, sink: @replies, max_request_bytes: max_request_bytes, batch_max: batch_max,
                                         batch_time_limit: batch_time_limit)
     end
 
@@ -94,7 +99,7 @@ module RRPC
           @replies.refresh_services
           send_expired
           # A short timeout, so a stop request is noticed within 1 s.
-          popped = @redis.blpop(@queue, timeout: 1)
+          popped = @redis.blpop(*@lists, timeout: 1)
           backoff = 0.1
           @outage.ended
         rescue StandardError => e # READONLY, NOPERM, WRONGTYPE, a broken link...
@@ -200,9 +205,27 @@ module RRPC
 
     def start_once
       @redis.ping
+      refuse_limits
       @clock.sync(@redis)
       # Refused (an ACL, say): fail loudly, like the C server.
       @registry&.start(version: @version, methods: method_entries)
+    end
+
+    # Raises Unsupported if the service's configuration holds rate limits
+    # or concurrency caps: only the C server enforces them, and a worker
+    # that ignored them would break them for every worker.
+    def refuse_limits
+      config = "{#{@queue}}:config"
+      begin
+        held = @redis.hexists(config, 'limits')
+      rescue Redis::CommandError => e # refused (an ACL): cannot tell, serve
+        return @log.warn("#{@service}: cannot read #{config} (#{e.message}): serving without checking for limits")
+      end
+      return unless held
+
+      raise Unsupported, "#{@service}: #{config} field limits is set (rate limits or concurrency caps), " \
+                         'which the Ruby server does not enforce: serve this service with the C server, ' \
+                         'or remove the field'
     end
 
     # Exposes what the object adds, never what every Ruby object has

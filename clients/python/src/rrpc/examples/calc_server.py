@@ -156,7 +156,7 @@ def main(argv=None):
     logging.info('serving %s%s', args.prefix, args.service)
     try:
         server.serve_forever()
-    except rrpc.RedisError as err:
+    except (rrpc.RedisError, rrpc.Unsupported) as err:
         logging.error('%s', err)
         return 1
     logging.info('stopped')
