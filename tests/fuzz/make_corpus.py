@@ -81,6 +81,8 @@ envelope_texts = [
     b'{"jsonrpc":"2.0","result":3,"id":4194304}',
     b'{"jsonrpc":"2.0","error":{"code":-32601,"message":"Method not found","data":"x"},"id":"k"}',
     b'{"jsonrpc":"2.0","method":"rpc.progress","params":{"id":7,"progress":{"done":1}}}',
+    b'{"jsonrpc":"2.0","method":"add","params":[1,2],"priority":"high","tenant":"t-1","id":1}',
+    b'{"jsonrpc":"2.0","method":"add","params":[1,2],"priority":"urgent","tenant":"","id":1}',
     b'{}', b'{ }', b'[]', b'"{}"', b'{"jsonrpc":"2.0"', b'{"\x7f":"\x7f"}',
 ]
 
