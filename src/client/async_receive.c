@@ -36,26 +36,14 @@ static void on_progress(rrpc_async *a, const json_t *msg)
     a->cb_depth--;
 }
 
-/* Matches one response text to its call and finishes it.  A response
- * nobody waits for (timed out, or from before a reconnect) is dropped. */
-static void on_reply(const char *text, size_t len, void *udata)
+/* Finishes the call ID names with RESULT or ERROR (all borrowed); a
+ * response nobody waits for (timed out, or from before a reconnect) is
+ * dropped. */
+static void finish(rrpc_async *a, const json_t *id, json_t *result, json_t *error)
 {
-    rrpc_async *a = udata;
-    json_error_t jerr;
-    json_t *resp = json_loadb(text, len, RRPC__JSON_DECODE_FLAGS, &jerr);
-    json_t *id = json_object_get(resp, "id");
-    if (id == NULL && json_object_get(resp, "method") != NULL) {
-        on_progress(a, resp);
-        json_decref(resp);
-        return;
-    }
     rrpc__acall *c = json_is_integer(id) ? rrpc__acall_lookup(a, json_integer_value(id)) : NULL;
-    if (c == NULL) {
-        json_decref(resp);
+    if (c == NULL)
         return;
-    }
-    json_t *error = json_object_get(resp, "error");
-    json_t *result = json_object_get(resp, "result");
     if (json_is_object(error)) {
         const char *m = json_string_value(json_object_get(error, "message"));
         rrpc__async_error(a, RRPC_EREMOTE, "remote error %" JSON_INTEGER_FORMAT ": %s",
@@ -68,6 +56,31 @@ static void on_reply(const char *text, size_t len, void *udata)
         rrpc__async_error(a, RRPC_EPROTO, "response has neither result nor error");
         rrpc__acall_finish(a, c, RRPC_EPROTO, NULL, NULL);
     }
+}
+
+/* Matches one response text to its call and finishes it.  The envelope
+ * scanner reads nearly every response (jansson decoding the whole text
+ * was half of the client's instructions per call); what it does not
+ * read -- a progress message, escapes, invalid JSON -- jansson decodes. */
+static void on_reply(const char *text, size_t len, void *udata)
+{
+    rrpc_async *a = udata;
+    rrpc__response_view v;
+    if (rrpc__response_scan(text, len, &v) == 0) {
+        int progress =
+            v.m[RRPC__R_ID].kind == RRPC__K_ABSENT && v.m[RRPC__R_METHOD].kind != RRPC__K_ABSENT;
+        if (!progress)
+            finish(a, v.m[RRPC__R_ID].json, v.m[RRPC__R_RESULT].json, v.m[RRPC__R_ERROR].json);
+        rrpc__response_view_clear(&v);
+        if (!progress)
+            return;
+    }
+    json_t *resp = json_loadb(text, len, RRPC__JSON_DECODE_FLAGS, NULL);
+    json_t *id = json_object_get(resp, "id");
+    if (id == NULL && json_object_get(resp, "method") != NULL)
+        on_progress(a, resp);
+    else
+        finish(a, id, json_object_get(resp, "result"), json_object_get(resp, "error"));
     json_decref(resp);
 }
 

@@ -63,7 +63,13 @@ static int append_method(rrpc_async *a, rrpc__acall *c, size_t *used, const char
 static int append_params(rrpc__acall *c, size_t *used, const json_t *params)
 {
     size_t room = c->cap - *used;
-    size_t n = json_dumpb(params, c->buf + *used, room, RRPC__JSON_ENCODE_FLAGS);
+    /* Flat arrays by hand: jansson's encoder was a sixth of a call. */
+    size_t n = rrpc__flat_array_text(params, c->buf + *used, room);
+    if (n > 0) {
+        *used += n;
+        return RRPC_OK;
+    }
+    n = json_dumpb(params, c->buf + *used, room, RRPC__JSON_ENCODE_FLAGS);
     if (n == 0)
         return RRPC_EINVAL;
     if (n > room) {
@@ -96,6 +102,23 @@ static int append_trace(rrpc__acall *c, size_t *used, const rrpc__call_trace_ctx
         free(text);
     }
     return rc;
+}
+
+/* V (milliseconds on the Redis clock) in decimal at OUT; its length. */
+static size_t ms_text(char *out, long long v)
+{
+    char tmp[24];
+    size_t n = 0, neg = v < 0;
+    unsigned long long u = neg ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (neg)
+        *out++ = '-';
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n + neg;
 }
 
 /* An interceptor's members (rrpc_call_before_fn), as ",k:v,...": the
@@ -191,10 +214,15 @@ int rrpc__areq_build(rrpc_async *a, rrpc__acall *c, const char *service, const c
     if (rc == RRPC_OK && !c->notify && a->clock.measured_at > 0) {
         char deadline[80];
         long long now = rrpc__clock_redis_ms(&a->clock); /* `sent`: PROTOCOL.md section 7 */
+        /* By hand: snprintf was a tenth of a call's instructions. */
         c->deadline_ms = now + (long long)(c->timeout_s * 1000.0 + 0.999);
-        int n = snprintf(deadline, sizeof deadline, ",\"sent\":%lld,\"deadline\":%lld", now,
-                         c->deadline_ms);
-        rc = append(c, &used, deadline, (size_t)n);
+        size_t n = sizeof ",\"sent\":" - 1;
+        memcpy(deadline, ",\"sent\":", n);
+        n += ms_text(deadline + n, now);
+        memcpy(deadline + n, ",\"deadline\":", sizeof ",\"deadline\":" - 1);
+        n += sizeof ",\"deadline\":" - 1;
+        n += ms_text(deadline + n, c->deadline_ms);
+        rc = append(c, &used, deadline, n);
     }
     if (rc == RRPC_OK)
         rc = c->notify ? append(c, &used, "}", 1)

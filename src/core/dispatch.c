@@ -9,6 +9,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "core/clock.h"
 #include "core/dispatch.h"
+#include "core/envelope.h"
 #include "core/protocol.h"
 #include "core/stats.h"
 #include "core/trace.h"
@@ -38,13 +39,17 @@ struct rrpc_request {
     size_t progress_key_len;
     const char *cancel_key;
     size_t cancel_key_len;
-    int cancelled;             /* the caller cancelled it: seen once, kept */
-    double cancel_looked_at;   /* monotonic, when the broker was last asked */
-    const json_t *message;     /* the request object, for rrpc_request_member */
-    const rrpc__method *entry; /* the method called, once found */
-    const char *text;          /* the popped text of a lone request, else NULL */
+    int cancelled;           /* the caller cancelled it: seen once, kept */
+    double cancel_looked_at; /* monotonic, when the broker was last asked */
+    /* The request object, for rrpc_request_member: a batch element, or
+     * decoded from TEXT on first use into *LAZY (freed after the handler):
+     * the worker reads a single request without decoding all of it. */
+    const json_t *message;
+    const char *text; /* the popped text of a lone request, else NULL */
     size_t text_len;
-    int deferred; /* put back by a "wait" limit: no answer, not counted */
+    json_t **lazy;
+    const rrpc__method *entry; /* the method called, once found */
+    int deferred;              /* put back by a "wait" limit: no answer, not counted */
 };
 
 /* The deadline of the request the calling thread is handling (local
@@ -279,7 +284,14 @@ int rrpc_request_add_effect(rrpc_request *req, int argc, const char **argv)
 
 json_t *rrpc_request_member(const rrpc_request *req, const char *name)
 {
-    return req != NULL && name != NULL ? json_object_get(req->message, name) : NULL;
+    if (req == NULL || name == NULL)
+        return NULL;
+    if (req->message == NULL && req->lazy != NULL) {
+        if (*req->lazy == NULL)
+            *req->lazy = json_loadb(req->text, req->text_len, RRPC__JSON_DECODE_FLAGS, NULL);
+        return json_object_get(*req->lazy, name);
+    }
+    return json_object_get(req->message, name);
 }
 
 static int invalid_params(rrpc_request *req, const char *fmt, size_t pos, const char *name)
@@ -378,10 +390,10 @@ int rrpc_param_count_max(rrpc_request *req, size_t max)
 
 /* The request's deadline member (PROTOCOL.md section 7) as milliseconds on
  * the Redis clock, or 0 if it has none (or one that is not an integer). */
-static long long request_deadline(const json_t *req)
+static long long request_deadline(const rrpc__envelope *env)
 {
-    const json_t *d = json_object_get(req, "deadline");
-    return json_is_integer(d) && json_integer_value(d) > 0 ? json_integer_value(d) : 0;
+    const rrpc__member *d = &env->m[RRPC__M_DEADLINE];
+    return d->kind == RRPC__K_INTEGER && d->i > 0 ? d->i : 0;
 }
 
 /* Runs M's handler inside the interceptors (rrpc_server_add_interceptor):
@@ -457,125 +469,151 @@ static json_t *run_handler(const rrpc__methods *methods, rrpc_request *call, siz
     return result;
 }
 
-/* Reads the trace context of REQ into CALL.  An invalid traceparent is
+/* Reads the trace context of ENV into CALL.  An invalid traceparent is
  * ignored, and its tracestate with it, as the recommendation says: the
  * handler sees none, and calls it makes start a new trace. */
-static void read_trace(const json_t *req, rrpc_request *call)
+static void read_trace(const rrpc__envelope *env, rrpc_request *call)
 {
-    const json_t *tp = json_object_get(req, "traceparent");
+    const rrpc__member *tp = &env->m[RRPC__M_TRACEPARENT];
+    const rrpc__member *ts = &env->m[RRPC__M_TRACESTATE];
     call->traceparent[0] = '\0';
     call->tracestate = NULL;
-    if (!json_is_string(tp) ||
-        !rrpc__traceparent_parse(json_string_value(tp), json_string_length(tp), call->traceparent))
+    if (tp->kind != RRPC__K_STRING || !rrpc__traceparent_parse(tp->s, tp->len, call->traceparent))
         return;
-    const json_t *ts = json_object_get(req, "tracestate");
-    if (json_is_string(ts) && rrpc__tracestate_ok(json_string_value(ts), json_string_length(ts)))
-        call->tracestate = json_string_value(ts);
+    if (ts->kind == RRPC__K_STRING && rrpc__tracestate_ok(ts->s, ts->len))
+        call->tracestate = ts->s;
 }
 
 /* Reads the members "progress" and "cancel_key" (PROTOCOL.md section 7)
  * into CALL.  Progress goes to KEY (KEY_LEN bytes; NULL: nowhere, as for
  * a batch element) and only when the member is true. */
-static void read_progress_cancel(const json_t *req, rrpc_request *call, const char *key,
+static void read_progress_cancel(const rrpc__envelope *env, rrpc_request *call, const char *key,
                                  size_t key_len)
 {
-    if (key != NULL && call->id != NULL && json_is_true(json_object_get(req, "progress"))) {
+    if (key != NULL && call->id != NULL && env->m[RRPC__M_PROGRESS].kind == RRPC__K_TRUE) {
         call->progress_key = key;
         call->progress_key_len = key_len;
     }
-    const json_t *ck = json_object_get(req, "cancel_key");
-    if (json_is_string(ck) && json_string_length(ck) > 0) {
-        call->cancel_key = json_string_value(ck);
-        call->cancel_key_len = json_string_length(ck);
+    const rrpc__member *ck = &env->m[RRPC__M_CANCEL_KEY];
+    if (ck->kind == RRPC__K_STRING && ck->len > 0) {
+        call->cancel_key = ck->s;
+        call->cancel_key_len = ck->len;
     }
 }
 
-/* Runs one request object and returns its response (new), or NULL for a
- * notification.  OVER_TIME: its batch has run out of time (PROTOCOL.md
- * section 5): a valid request is answered -32001 without running.  KEY
- * (KEY_LEN bytes, or NULL) is its reply key, where progress goes. */
-static json_t *handle_one(const rrpc__methods *methods, json_t *req, const rrpc__clock *clock,
-                          double over_time_limit, const char *key, size_t key_len, const char *text,
-                          size_t text_len, rrpc__outcome *out)
+/* The source of one request: its members (ENV), and for
+ * rrpc_request_member the object (a batch element) or the text it is
+ * decoded from on demand. */
+typedef struct one_request {
+    const rrpc__envelope *env;
+    const json_t *message;
+    const char *text;
+    size_t text_len;
+} one_request;
+
+/* The response to one request, before it is an object or a text: the
+ * RESULT or the ERROR (new) for ID (borrowed; NULL: null). */
+typedef struct answer {
+    const json_t *id;
+    json_t *result, *error;
+} answer;
+
+/* The response object of A (new), whose values it takes. */
+static json_t *answer_object(answer *a)
 {
+    json_t *r = a->result ? rrpc__response_result(a->id, a->result)
+                          : rrpc__response_error_object(a->id, a->error);
+    a->result = a->error = NULL;
+    return r;
+}
+
+/* Runs one request and fills ANS with its response; returns 0 (ANS
+ * empty) for a notification.  OVER_TIME: its batch has run out of time
+ * (PROTOCOL.md section 5): a valid request is answered -32001 without
+ * running.  KEY (KEY_LEN bytes, or NULL) is its reply key, where progress
+ * goes. */
+static int handle_one(const rrpc__methods *methods, const one_request *req,
+                      const rrpc__clock *clock, double over_time_limit, const char *key,
+                      size_t key_len, rrpc__outcome *out, answer *ans)
+{
+    *ans = (answer){NULL, NULL, NULL};
     out->requests++;
     const char *why = NULL;
-    json_t *id = json_object_get(req, "id");
-    int is_notification = json_is_object(req) && id == NULL;
-    if (rrpc__request_validate(req, &why) != 0) {
+    const rrpc__envelope *env = req->env;
+    const rrpc__member *idm = &env->m[RRPC__M_ID];
+    json_t *id = idm->json;
+    int is_notification = env->object && idm->kind == RRPC__K_ABSENT;
+    if (rrpc__envelope_validate(env, &why) != 0) {
         /* The id is echoed only if it is itself valid (JSON-RPC 2.0, 5). */
-        int id_ok = json_is_string(id) || json_is_number(id);
+        int id_ok = idm->kind == RRPC__K_STRING || idm->kind == RRPC__K_INTEGER ||
+                    idm->kind == RRPC__K_REAL;
         out->errors++;
         /* A bad priority names the member (PROTOCOL.md section 7). */
         json_t *data =
             why == rrpc__why_priority ? json_pack("{ss}", "member", "priority") : json_string(why);
-        return rrpc__response_error(id_ok ? id : NULL, RRPC_JSONRPC_INVALID_REQUEST,
-                                    "Invalid Request", data);
+        ans->id = id_ok ? id : NULL;
+        ans->error = rrpc__error_object(RRPC_JSONRPC_INVALID_REQUEST, "Invalid Request", data);
+        return 1;
     }
     /* The tenant member keys the limits (PROTOCOL.md section 7). */
-    const json_t *tenant = json_object_get(req, "tenant");
-    if (tenant != NULL &&
-        (!json_is_string(tenant) ||
-         !rrpc__tenant_ok(json_string_value(tenant), json_string_length(tenant)))) {
+    const rrpc__member *tenant = &env->m[RRPC__M_TENANT];
+    if (tenant->kind != RRPC__K_ABSENT &&
+        (tenant->kind != RRPC__K_STRING || !rrpc__tenant_ok(tenant->s, tenant->len))) {
         out->errors++;
-        return rrpc__response_error(id, RRPC_JSONRPC_INVALID_REQUEST, "Invalid Request",
-                                    json_pack("{s:s,s:s}", "member", "tenant", "why",
-                                              "a string of 1 to 128 bytes, no control "
-                                              "characters"));
+        ans->id = id;
+        ans->error =
+            rrpc__error_object(RRPC_JSONRPC_INVALID_REQUEST, "Invalid Request",
+                               json_pack("{s:s,s:s}", "member", "tenant", "why",
+                                         "a string of 1 to 128 bytes, no control characters"));
+        return 1;
     }
     if (is_notification)
         out->notifications++;
-    rrpc_request call = {json_string_value(json_object_get(req, "method")),
-                         json_object_get(req, "params"),
-                         id,
-                         NULL,
-                         0,
-                         &out->effects,
-                         "",
-                         NULL,
-                         NULL,
-                         0,
-                         NULL,
-                         0,
-                         0,
-                         0,
-                         req,
-                         NULL,
-                         text,
-                         text_len,
-                         0};
-    read_trace(req, &call);
-    read_progress_cancel(req, &call, key, key_len);
-    size_t name_len = json_string_length(json_object_get(req, "method"));
+    json_t *lazy = NULL;
+    rrpc_request call = {.method = env->m[RRPC__M_METHOD].s,
+                         .params = env->m[RRPC__M_PARAMS].json,
+                         .id = id,
+                         .effects = &out->effects,
+                         .message = req->message,
+                         .text = req->text,
+                         .text_len = req->text_len,
+                         .lazy = &lazy};
+    read_trace(env, &call);
+    read_progress_cancel(env, &call, key, key_len);
+    size_t name_len = env->m[RRPC__M_METHOD].len;
     json_t *result = NULL;
     if (over_time_limit > 0) {
         out->expired++;
         rrpc_request_error(&call, RRPC_JSONRPC_BATCH_TIME_EXCEEDED, "Batch time limit exceeded",
                            json_pack("{sI}", "limit_ms", (json_int_t)(over_time_limit * 1000)));
     } else {
-        result = run_handler(methods, &call, name_len, request_deadline(req), clock, out);
+        result = run_handler(methods, &call, name_len, request_deadline(env), clock, out);
     }
+    json_decref(lazy);   /* rrpc_request_member's values live as long as the handler */
     if (call.deferred) { /* back in the broker: it will be popped again */
         json_decref(result);
         json_decref(call.error);
         out->deferred++;
         out->requests--;
         out->notifications -= is_notification;
-        return NULL;
+        return 0;
     }
     if (result == NULL && call.error == NULL)
         rrpc_request_error(&call, RRPC_JSONRPC_INTERNAL_ERROR, "Internal error", NULL);
     if (is_notification) {
         json_decref(result);
         json_decref(call.error);
-        return NULL;
+        return 0;
     }
+    ans->id = id;
     if (result != NULL) {
         json_decref(call.error); /* a result wins over a stray error */
-        return rrpc__response_result(id, result);
+        ans->result = result;
+        return 1;
     }
     out->errors++;
-    return rrpc__response_error_object(id, call.error);
+    ans->error = call.error;
+    return 1;
 }
 
 static void set_dead(rrpc__outcome *out, const char *reason)
@@ -620,10 +658,13 @@ static json_t *handle_batch(const rrpc__methods *methods, const rrpc__limits *li
             limits->batch_time_s > 0 && rrpc__monotonic() - started >= limits->batch_time_s
                 ? limits->batch_time_s
                 : 0;
-        json_t *r =
-            handle_one(methods, json_array_get(batch, i), clock, over, NULL, 0, NULL, 0, out);
-        if (r != NULL)
-            json_array_append_new(responses, r);
+        rrpc__envelope env;
+        const json_t *element = json_array_get(batch, i);
+        rrpc__envelope_from_json(element, &env);
+        one_request one = {&env, element, NULL, 0};
+        answer ans;
+        if (handle_one(methods, &one, clock, over, NULL, 0, out, &ans))
+            json_array_append_new(responses, answer_object(&ans));
     }
     if (json_array_size(responses) == 0) {
         json_decref(responses);
@@ -654,40 +695,63 @@ void rrpc__dispatch(const rrpc__methods *methods, const rrpc__limits *limits,
         set_dead(out, reason);
         return;
     }
-    json_error_t jerr;
-    json_t *msg = json_loadb(text, len, RRPC__JSON_DECODE_FLAGS, &jerr);
-    if (msg == NULL) {
-        parse_failed(out, &jerr);
-        return;
+    /* Nearly every message is one request that the envelope scanner reads
+     * without decoding all of it; jansson decodes the rest (batches,
+     * escapes, invalid JSON...), with the same outcome. */
+    rrpc__envelope env;
+    json_t *msg = NULL;
+    if (rrpc__envelope_scan(text, len, &env) != 0) {
+        json_error_t jerr;
+        msg = json_loadb(text, len, RRPC__JSON_DECODE_FLAGS, &jerr);
+        if (msg == NULL) {
+            parse_failed(out, &jerr);
+            return;
+        }
+        rrpc__envelope_from_json(msg, &env);
     }
     /* A key read from the message is at most as long as the message (a
      * number's text at most 32 bytes), so this buffer always fits it. */
     size_t key_room = len + 32;
     char *key = malloc(key_room);
     size_t have_key = 0; /* the key's length */
-    json_t *response;
+    int answered = 0;    /* a response was written (out->response, NULL without memory) */
     if (key == NULL) {
-        response = NULL;
         set_dead(out, "out of memory");
     } else if (json_is_array(msg)) {
-        response = handle_batch(methods, limits, clock, msg, key, key_room, &have_key, out);
+        json_t *response = handle_batch(methods, limits, clock, msg, key, key_room, &have_key, out);
+        if (response != NULL && have_key) {
+            out->response = json_dumps(response, RRPC__JSON_ENCODE_FLAGS);
+            answered = 1;
+            json_decref(response);
+        } else if (response != NULL) {
+            out->dead_response = response;
+        }
     } else {
-        have_key = rrpc__reply_key(msg, key, key_room);
-        response =
-            handle_one(methods, msg, clock, 0, have_key ? key : NULL, have_key, text, len, out);
+        have_key = rrpc__envelope_reply_key(&env, key, key_room);
+        one_request one = {&env, msg, text, len};
+        answer ans;
+        if (!handle_one(methods, &one, clock, 0, have_key ? key : NULL, have_key, out, &ans)) {
+            /* a notification: nothing to send */
+        } else if (have_key) {
+            answered = 1;
+            /* Written directly: building the envelope object and encoding
+             * it was a tenth of a worker's instructions. */
+            out->response = rrpc__response_text_of(ans.id, ans.result, ans.error);
+            json_decref(ans.result);
+            json_decref(ans.error);
+        } else {
+            out->dead_response = answer_object(&ans);
+        }
     }
-    if (response != NULL && have_key) {
+    if (answered) {
         out->reply_key = key; /* the outcome owns it now */
         key = NULL;
         out->reply_key_len = have_key;
-        out->response = json_is_array(response) ? json_dumps(response, RRPC__JSON_ENCODE_FLAGS)
-                                                : rrpc__response_text(response);
-        json_decref(response);
-    } else if (response != NULL) {
+    } else if (out->dead_response != NULL) {
         set_dead(out, "no reply key");
-        out->dead_response = response;
     }
     free(key);
+    rrpc__envelope_clear(&env);
     json_decref(msg);
 }
 

@@ -2,6 +2,8 @@
 #ifndef RRPC_PROTOCOL_H
 #define RRPC_PROTOCOL_H
 
+#include "core/envelope.h"
+
 #include <rrpc/rrpc.h>
 
 #include <stddef.h>
@@ -33,10 +35,20 @@ json_t *rrpc__error_object(int code, const char *message, json_t *data_stolen);
  * written directly because encoding the envelope object was a fifth of
  * a worker's instructions per call.  NULL if out of memory. */
 char *rrpc__response_text(const json_t *response);
+/* The same text for the response to ID (NULL: null) carrying RESULT or,
+ * if RESULT is NULL, ERROR, without building the envelope object. */
+char *rrpc__response_text_of(const json_t *id, const json_t *result, const json_t *error);
+/* Writes V into OUT (ROOM bytes, not NUL-terminated) as json_dumpb with
+ * RRPC__JSON_ENCODE_FLAGS would, if it is an array of integers, plain
+ * ASCII strings and literals (params as most calls send them): returns
+ * the length, or 0 for anything else or too little room (use jansson). */
+size_t rrpc__flat_array_text(const json_t *v, char *out, size_t room);
 
 /* Checks a decoded request object against JSON-RPC 2.0.  Returns 0 when
  * valid, else RRPC_JSONRPC_INVALID_REQUEST with *why set to a static text. */
 int rrpc__request_validate(const json_t *req, const char **why);
+/* The same for a request already read into ENV (an object's members). */
+int rrpc__envelope_validate(const rrpc__envelope *env, const char **why);
 /* The WHY of a request whose member "priority" is not one of the three
  * names: answered with data {"member": "priority"} (PROTOCOL.md section 7). */
 extern const char rrpc__why_priority[];
@@ -46,6 +58,8 @@ extern const char rrpc__why_priority[];
  * key itself may hold NUL bytes: Redis keys are binary) and returns the
  * key's length, or 0 if the request names no usable key. */
 size_t rrpc__reply_key(const json_t *req, char *buf, size_t len);
+/* The same for a request object read into ENV. */
+size_t rrpc__envelope_reply_key(const rrpc__envelope *env, char *buf, size_t len);
 
 /* The largest magnitude of an integer every peer reads exactly: 2^53. */
 #define RRPC__MAX_EXACT_INT 9007199254740992LL
@@ -84,9 +98,7 @@ extern const char rrpc__reply_script[];
 int rrpc__response_parse(const char *text, size_t len, const char *expected_id, json_t **result,
                          json_t **error, char *err, size_t errlen);
 
-/* Parse flags shared by every decoder: top-level scalars are decoded (and
- * rejected as invalid requests later), NUL inside strings is allowed. */
-#define RRPC__JSON_DECODE_FLAGS (JSON_DECODE_ANY | JSON_ALLOW_NUL)
+/* RRPC__JSON_DECODE_FLAGS, the parse flags of every decoder: envelope.h. */
 /* Compact output that keeps NUL-bearing strings intact. */
 #define RRPC__JSON_ENCODE_FLAGS (JSON_COMPACT | JSON_ENCODE_ANY)
 

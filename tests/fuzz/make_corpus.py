@@ -38,8 +38,56 @@ def write(data):
         f.write(data)
     n += 1
 
+# Requests as rrpc's clients write them (compact, members in their order),
+# and the corners of the worker's envelope scanner (core/envelope.c):
+# escapes in names and values, members given twice, numbers it leaves to
+# jansson, non-ASCII, NUL, nesting, whitespace, garbage after the object.
+CLIENT = (b'{"jsonrpc":"2.0","method":"add","params":[1,2],"traceparent":'
+          b'"00-55c06cc0657dc325d109afcd575ca849-6b1cb9300d53a98f-00","sent":1796155976962,'
+          b'"deadline":1796155986962,"reply_to":"rrpc:reply:af0453615412dc1857fdcdec076991b5",'
+          b'"id":4194304}')
+envelope_texts = [
+    CLIENT,
+    b'{"jsonrpc":"2.0","method":"echo","params":{"a":[1,{"b":"\\u00e9\\""}]},"id":"rrpc:reply:x",'
+    b'"progress":true,"cancel_key":"rrpc:cancel:x","tracestate":"k=v","sent":1}',
+    b' \t\r\n{ "jsonrpc" : "2.0" , "method" : "add" , "params" : [ 1 , 2 ] , "id" : 7 } \n',
+    b'{"jsonrpc":"2.0","method":"a\\u0064d","params":[1,2],"id":"k"}',
+    b'{"jsonrpc":"2.0","met\\u0068od":"add","params":[1,2],"id":"k"}',
+    b'{"jsonrpc":"2.0","method":"add","method":"echo","params":[1,2],"id":"k"}',
+    b'{"jsonrpc":"2.0","method":"add","x":1,"x":[2],"params":[1,2],"id":"k"}',
+    b'{"jsonrpc":"2.0","method":"add","params":[1,2],"id":123456789012345678901234567890}',
+    b'{"jsonrpc":"2.0","method":"add","params":[1,2],"id":999999999999999999}',
+    b'{"jsonrpc":"2.0","method":"add","params":[1,2],"id":-9223372036854775808}',
+    b'{"jsonrpc":"2.0","method":"add","params":[1,2],"id":9223372036854775808}',
+    b'{"jsonrpc":"2.0","method":"add","params":[1,2],"id":-0,"deadline":1e400}',
+    b'{"jsonrpc":"2.0","method":"add","params":[1,2],"id":1.0e2,"deadline":01}',
+    b'{"jsonrpc":"2.0","method":"\xc3\xa4dd","params":[1,2],"id":"\xc3\xa4"}',
+    b'{"jsonrpc":"2.0","method":"add\xff","params":[1,2],"id":"k"}',
+    b'{"jsonrpc":"2.0","method":"add","params":[1,2],"id":"a\\u0000b"}',
+    b'{"jsonrpc":"2.0","method":"add","params":[1,2],"id":"a\x00b"}',
+    b'{"jsonrpc":"2.0","method":"add","params":' + b'[' * 600 + b']' * 600 + b',"id":1}',
+    # one level past jansson's depth limit (2048) as a whole, not as a slice
+    b'{"jsonrpc":"2.0","method":"add","params":' + b'[' * 2048 + b']' * 2048 + b',"id":1}',
+    b'{"jsonrpc":"2.0","method":"add","params":[1,2],"id":1}x',
+    b'{"jsonrpc":"2.0","method":"add","params":[1,2],"id":1,}',
+    b'{"jsonrpc":"2.0","method":"add","params":[1,2],"id":truex}',
+    b'{"jsonrpc":"2.0","method":"add","params":[1,2],"id":null,"progress":false}',
+    b'{"jsonrpc":"2.0","method":"add","params":"[1,2]","id":{"a":"}"}}',
+    b'{"jsonrpc":"2.0","method":"add","params":[1,2],"extra":{"nested":["]",{}]},"id":1}',
+    b'{"jsonrpc":"2.0","method":"echo","params":{"b":1,"a":"x","b":[2],"c":null},"id":1}',
+    b'{"jsonrpc":"2.0","method":"echo","params":{"b":1,"a":"x","b":true , "":-5},"id":1}',
+    b'{"jsonrpc":"2.0","method":"echo","params":[ "a\\"b", 1, [2] ],"id":1}',
+    b'{"jsonrpc":"2.0","method":"echo","params":[ ],"id":1}',
+    b'{"jsonrpc":"2.0","result":3,"id":4194304}',
+    b'{"jsonrpc":"2.0","error":{"code":-32601,"message":"Method not found","data":"x"},"id":"k"}',
+    b'{"jsonrpc":"2.0","method":"rpc.progress","params":{"id":7,"progress":{"done":1}}}',
+    b'{"jsonrpc":"2.0","method":"add","params":[1,2],"priority":"high","tenant":"t-1","id":1}',
+    b'{"jsonrpc":"2.0","method":"add","params":[1,2],"priority":"urgent","tenant":"","id":1}',
+    b'{}', b'{ }', b'[]', b'"{}"', b'{"jsonrpc":"2.0"', b'{"\x7f":"\x7f"}',
+]
+
 if not worker:
-    for t in texts:
+    for t in texts + envelope_texts:
         write(t)
     print(f'{n} seeds in {out}')
     sys.exit(0)

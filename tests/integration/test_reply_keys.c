@@ -340,6 +340,115 @@ static void test_reply_script_reloaded(void)
     stop_server(&r);
 }
 
+/* ---- the reply script v2 does what v1 did ---------------------------- */
+
+/* v1 of the reply script (PROTOCOL.md section 3 until 2026-12), kept to
+ * compare: v2 judges, pushes onto and expires each distinct key once per
+ * call instead of once per reply, and must leave Redis and answer exactly
+ * as v1 did. */
+static const char reply_script_v1[] =
+    "local out = {}\n"
+    "for i, k in ipairs(KEYS) do\n"
+    "  local t = redis.call('TYPE', k).ok\n"
+    "  if t == 'none' or (t == 'list' and redis.call('PTTL', k) >= 0) then\n"
+    "    redis.call('RPUSH', k, ARGV[i + 1])\n"
+    "    redis.call('EXPIRE', k, ARGV[1])\n"
+    "    out[i] = 1\n"
+    "  elseif t == 'list' then\n"
+    "    out[i] = 'list without expiry'\n"
+    "  else\n"
+    "    out[i] = t\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
+/* Runs SCRIPT over N replies to the keys PREFIX + NAMES[i % 5] (a key
+ * named again and again, as an async client's reply list is), after
+ * giving those keys the five kinds a reply key may meet; returns the
+ * script's answer and the lists' contents as one JSON text (new). */
+static char *run_reply_script(const char *script, const char *prefix, int n)
+{
+    static const char *names[] = {"none", "ttl", "hash", "nottl", "none2"};
+    char key[5][64];
+    for (int i = 0; i < 5; i++)
+        snprintf(key[i], sizeof key[i], "%s%s", prefix, names[i]);
+    rrpc__reply_free(cmd(3, "RPUSH", key[1], "old"));
+    rrpc__reply_free(cmd(3, "EXPIRE", key[1], "100"));
+    rrpc__reply_free(cmd(4, "HSET", key[2], "f", "v"));
+    rrpc__reply_free(cmd(3, "RPUSH", key[3], "old"));
+    size_t argc = 4 + 2 * (size_t)n;
+    const char **argv = calloc(argc, sizeof *argv);
+    char **owned = calloc((size_t)n, sizeof *owned);
+    char count[16];
+    snprintf(count, sizeof count, "%d", n);
+    argv[0] = "EVAL";
+    argv[1] = script;
+    argv[2] = count;
+    argv[3 + n] = "60";
+    for (int i = 0; i < n; i++) {
+        argv[3 + i] = key[(i * 7 + i / 5) % 5];
+        owned[i] = malloc(32);
+        snprintf(owned[i], 32, "reply %d", i);
+        argv[4 + n + i] = owned[i];
+    }
+    rrpc__reply *r = NULL;
+    json_t *out = json_array(), *answer = json_array();
+    if (rrpc__conn_append(raw, (int)argc, argv, NULL) == RRPC_OK &&
+        rrpc__conn_read(raw, &r) == RRPC_OK)
+        for (size_t i = 0; i < rrpc__reply_count(r); i++) {
+            const rrpc__reply *e = rrpc__reply_element(r, i);
+            json_array_append_new(answer, rrpc__reply_type(e) == RRPC__REPLY_INTEGER
+                                              ? json_integer(rrpc__reply_integer(e))
+                                              : json_string(rrpc__reply_str(e, NULL)));
+        }
+    rrpc__reply_free(r);
+    json_array_append_new(out, answer);
+    for (int k = 0; k < 5; k++) {
+        json_t *list = json_array();
+        rrpc__reply *l = cmd(4, "LRANGE", key[k], "0", "-1");
+        for (size_t i = 0; l && i < rrpc__reply_count(l); i++)
+            json_array_append_new(list,
+                                  json_string(rrpc__reply_str(rrpc__reply_element(l, i), NULL)));
+        rrpc__reply_free(l);
+        long long ttl = cmd_int(2, "TTL", key[k], NULL);
+        json_array_append_new(list, json_string(ttl > 0     ? "expires"
+                                                : ttl == -1 ? "persists"
+                                                            : "gone"));
+        json_array_append_new(out, list);
+    }
+    for (int i = 0; i < n; i++)
+        free(owned[i]);
+    free(owned);
+    free(argv);
+    char *text = json_dumps(out, JSON_COMPACT);
+    json_decref(out);
+    return text;
+}
+
+static void test_reply_script_v2_same_as_v1(void)
+{
+    CHECK(strncmp(rrpc__reply_script, "-- rrpc reply v2:", 17) == 0);
+    /* 5,200 replies, 1,040 per key: more than v2 pushes with one RPUSH. */
+    static const int sizes[] = {1, 7, 5200};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        char *v1 = run_reply_script(reply_script_v1, "v1:", sizes[i]);
+        char *v2 = run_reply_script(rrpc__reply_script, "v2:", sizes[i]);
+        if (!CHECK(v1 && v2 && strcmp(v1, v2) == 0))
+            fprintf(stderr, "    %d replies:\n    v1 %.300s\n    v2 %.300s\n", sizes[i], v1, v2);
+        CHECK(sizes[i] < 5 ||
+              (v2 && strstr(v2, "\"hash\"") && strstr(v2, "\"list without expiry\"")));
+        free(v1);
+        free(v2);
+        static const char *names[] = {"none", "ttl", "hash", "nottl", "none2"};
+        for (int k = 0; k < 5; k++) {
+            char a[32], b[32];
+            snprintf(a, sizeof a, "v1:%s", names[k]);
+            snprintf(b, sizeof b, "v2:%s", names[k]);
+            rrpc__reply_free(cmd(3, "DEL", a, b));
+        }
+    }
+}
+
 /* ---- defect 10: BUSY while a batch's finished answers are sent --------- */
 
 /* The one reply on KEY must be the answer to the call with id KEY whose
@@ -740,6 +849,7 @@ int main(void)
     test_hostile_reply_keys();
     test_allow_list();
     test_reply_script_reloaded();
+    test_reply_script_v2_same_as_v1();
     test_busy_during_flush();
     test_effects_resent();
     test_bounded_dead_letters();

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-MARK = "-- rrpc reply v1:"
+MARK = "-- rrpc reply v2:"
 
 
 def from_markdown(text):

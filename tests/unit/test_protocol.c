@@ -410,7 +410,33 @@ static void test_reply_script_digest(void)
     const char *two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
     rrpc__sha1_hex(two, strlen(two), hex);
     CHECK_EQ_STR(hex, "84983e441c3bd26ebaae4aa1f95129e5e54670f1");
-    CHECK(strncmp(rrpc__reply_script, "-- rrpc reply v1: KEYS = reply keys", 35) == 0);
+    CHECK(strncmp(rrpc__reply_script, "-- rrpc reply v2: KEYS = reply keys", 35) == 0);
+}
+
+/* Flat params are written as jansson writes them; anything else is left
+ * to jansson (0), as is an array that does not fit. */
+static void test_flat_array_text(void)
+{
+    static const char *same[] = {"[]", "[1,2]", "[-9223372036854775808,0,true,false,null]",
+                                 "[\"abc\",\"\",\"a b~\"]"};
+    static const char *left[] = {"[1.5]",         "[[1]]",         "[{}]",      "[\"a\\\"b\"]",
+                                 "[\"\\u00e9\"]", "[\"\\u007f\"]", "{\"a\":1}", "3"};
+    char out[64];
+    for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
+        json_t *v = json_loads(same[i], JSON_DECODE_ANY, NULL);
+        char *want = json_dumps(v, RRPC__JSON_ENCODE_FLAGS);
+        size_t n = rrpc__flat_array_text(v, out, sizeof out);
+        CHECK(n == strlen(want) && memcmp(out, want, n) == 0);
+        CHECK_EQ_INT(rrpc__flat_array_text(v, out, strlen(want) - 1), 0); /* no room */
+        free(want);
+        json_decref(v);
+    }
+    for (size_t i = 0; i < sizeof left / sizeof left[0]; i++) {
+        json_t *v = json_loads(left[i], JSON_DECODE_ANY, NULL);
+        CHECK(v != NULL);
+        CHECK_EQ_INT(rrpc__flat_array_text(v, out, sizeof out), 0);
+        json_decref(v);
+    }
 }
 
 /* ---- responses -------------------------------------------------------- */
@@ -735,6 +761,7 @@ static void test_response_text(void)
 int main(void)
 {
     test_response_text();
+    test_flat_array_text();
     test_build_call_with_params();
     test_build_call_without_params_omits_member();
     test_build_notification_has_no_id();

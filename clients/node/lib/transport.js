@@ -203,20 +203,37 @@ class RedisClock {
 // onto a key that does not exist or onto a list with an expiry, so a reply
 // can never put a TTL on (or append to) an application's key, a persistent
 // list or another service's backlog.
-const REPLY_SCRIPT = `-- rrpc reply v1: KEYS = reply keys, ARGV[1] = ttl in seconds, ARGV[1+i] = response for KEYS[i].
+const REPLY_SCRIPT = `-- rrpc reply v2: KEYS = reply keys, ARGV[1] = ttl in seconds, ARGV[1+i] = response for KEYS[i].
 -- Pushes only onto a reply list: a key that does not exist, or a list that has an expiry.
-local out = {}
+-- Each distinct key is judged once, then pushed onto in order and expired once.
+local out, verdict, values, order = {}, {}, {}, {}
 for i, k in ipairs(KEYS) do
-  local t = redis.call('TYPE', k).ok
-  if t == 'none' or (t == 'list' and redis.call('PTTL', k) >= 0) then
-    redis.call('RPUSH', k, ARGV[i + 1])
-    redis.call('EXPIRE', k, ARGV[1])
-    out[i] = 1
-  elseif t == 'list' then
-    out[i] = 'list without expiry'
-  else
-    out[i] = t
+  local v = verdict[k]
+  if v == nil then
+    local t = redis.call('TYPE', k).ok
+    if t == 'none' or (t == 'list' and redis.call('PTTL', k) >= 0) then
+      v = 1
+      values[k] = {}
+      order[#order + 1] = k
+    elseif t == 'list' then
+      v = 'list without expiry'
+    else
+      v = t
+    end
+    verdict[k] = v
   end
+  if v == 1 then
+    local vs = values[k]
+    vs[#vs + 1] = ARGV[i + 1]
+  end
+  out[i] = v
+end
+for _, k in ipairs(order) do
+  local vs = values[k]
+  for j = 1, #vs, 1000 do
+    redis.call('RPUSH', k, unpack(vs, j, math.min(j + 999, #vs)))
+  end
+  redis.call('EXPIRE', k, ARGV[1])
 end
 return out
 `;
