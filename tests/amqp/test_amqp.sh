@@ -112,4 +112,37 @@ refused "amqps:// (TLS)" "$rrpc" call --url "${url/amqp:/amqps:}" calc add '[1, 
 
 kill -TERM "$calc_pid"
 wait "$calc_pid" 2>/dev/null
+
+# ---- users, vhosts and permissions (SECURITY.md's AMQP recipe) -----------------
+# tests/amqp/definitions.json (loaded at boot when ctest sets
+# RRPC_RABBITMQ_DEFINITIONS): vhost rrpc; calc-server may configure and read
+# only the queue calc and write to the default exchange; caller may only write
+# to the default exchange.
+if [ -n "${RRPC_RABBITMQ_DEFINITIONS:-}" ]; then
+  hostport=${url#amqp://*@}
+  hostport=${hostport%%/*}
+  srv_url="amqp://calc-server:calc-secret@$hostport/rrpc"
+  caller_url="amqp://caller:caller-secret@$hostport/rrpc"
+  spawn acl_calc "$calc" --url "$srv_url" --service calc --workers 1
+  wait_until 10 grep -q "serving queue 'calc'" "$test_dir/acl_calc.log" ||
+    fail "calc-server as user calc-server in vhost rrpc: $(tail -2 "$test_dir/acl_calc.log")"
+  out=$("$rrpc" call --url "$caller_url" calc add '[20, 22]' 2>&1)
+  [ "$out" = 42 ] && ok "ACL: caller (write amq.default only) calls calc in vhost rrpc" ||
+    fail "ACL call: $out"
+  # vhost / still has the queue calc of the first calc-server, unserved now:
+  # the call waits there (no consumer is no fail fast yet) and times out.
+  out=$("$rrpc" call --url "$url" --timeout 1 calc add '[1, 2]' 2>&1)
+  st=$?
+  [ "$st" = 3 ] && ok "ACL: vhost rrpc's server does not serve vhost /" || fail "vhosts: $st $out"
+  out=$(timeout 10 "$calc" --url "$srv_url" --service other --workers 1 2>&1)
+  [ $? != 0 ] && [[ $out == *ACCESS_REFUSED* && $out == *other* ]] &&
+    ok "ACL: calc-server may not serve another queue" || fail "ACL other queue: $out"
+  out=$(timeout 10 "$calc" --url "$caller_url" --service calc --workers 1 2>&1)
+  [ $? != 0 ] && [[ $out == *ACCESS_REFUSED* ]] && [[ $out != *caller-secret* ]] &&
+    ok "ACL: a caller may not serve (consume) calc" || fail "ACL caller serving: $out"
+  out=$("$rrpc" call --url "amqp://caller:caller-secret@$hostport/" calc add '[1, 2]' 2>&1)
+  st=$?
+  [ "$st" = 4 ] && [[ $out == *NOT_ALLOWED* || $out == *ACCESS_REFUSED* ]] &&
+    ok "ACL: a user without permissions on vhost / is refused (exit 4)" || fail "vhost /: $st $out"
+fi
 finish

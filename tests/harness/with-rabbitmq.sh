@@ -29,6 +29,12 @@ node="rrpc$$-$amqp_port@localhost"
 printf 'listeners.tcp.default = 127.0.0.1:%s\nloopback_users = none\n' "$amqp_port" \
   >"$node_dir/rabbitmq.conf"
 echo '[].' >"$node_dir/enabled_plugins"
+# $RRPC_RABBITMQ_DEFINITIONS: users, vhosts and permissions loaded at boot
+# (a definitions file; the tests' users and ACLs, tests/amqp/definitions.json).
+if [ -n "${RRPC_RABBITMQ_DEFINITIONS:-}" ]; then
+  cp "$RRPC_RABBITMQ_DEFINITIONS" "$node_dir/definitions.json"
+  echo "load_definitions = $node_dir/definitions.json" >>"$node_dir/rabbitmq.conf"
+fi
 runas=()
 if [ "$(id -u)" = 0 ]; then
   chown -R rabbitmq:rabbitmq "$node_dir"
