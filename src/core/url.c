@@ -310,8 +310,8 @@ static int parse_amqp(rrpc__url *u, const char *p, char *err, size_t errlen)
         u->user = strdup("guest");
     if (u->password == NULL)
         u->password = strdup("guest");
-    u->vhost = slash && slash + 1 < end ? decode_dup(slash + 1, (size_t)(end - slash - 1))
-                                        : strdup("/");
+    u->vhost =
+        slash && slash + 1 < end ? decode_dup(slash + 1, (size_t)(end - slash - 1)) : strdup("/");
     if (u->host == NULL || u->user == NULL || u->password == NULL || u->vhost == NULL)
         return RRPC_ENOMEM;
     return RRPC_OK;
@@ -454,7 +454,10 @@ const char *rrpc__url_describe(const rrpc__url *url, char *buf, size_t len)
         /* The vhost as given ("/" shown as "%2F", as the URL must say it). */
         int v6 = strchr(url->host, ':') != NULL;
         snprintf(buf, len, "amqp%s://%s%s%s%s%s:%d/%s", url->tls ? "s" : "",
-                 url->user ? url->user : "", url->password ? ":***@" : url->user ? "@" : "",
+                 url->user ? url->user : "",
+                 url->password ? ":***@"
+                 : url->user   ? "@"
+                               : "",
                  v6 ? "[" : "", url->host, v6 ? "]" : "", url->port,
                  strcmp(url->vhost, "/") == 0 ? "%2F" : url->vhost);
     } else if (url->kind != RRPC__URL_DIRECT) {

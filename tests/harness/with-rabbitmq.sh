@@ -47,12 +47,18 @@ ctl_env=(env -i PATH="$PATH" HOME="$node_dir" ERL_EPMD_PORT="$epmd_port" LANG=C.
 # Stops the node (its pid file if the CLI cannot), its epmd, and removes
 # its directory; then common.sh's cleanup, with the command's status.
 rabbit_stop() {
-  "${ctl_env[@]}" "${runas[@]}" "$ctl" -n "$node" -q stop >/dev/null 2>&1 ||
+  "${ctl_env[@]}" "${runas[@]}" "$ctl" -n "$node" -q stop "$node_dir/pid" >/dev/null 2>&1 ||
     kill -9 "$(cat "$node_dir/pid" 2>/dev/null)" 2>/dev/null
   "${ctl_env[@]}" epmd -kill >/dev/null 2>&1
   rm -rf "$node_dir"
 }
-trap 'st=$?; rabbit_stop; (exit $st); lib_cleanup' EXIT
+rabbit_exit() {
+  local status=$?
+  rabbit_stop
+  (exit "$status")
+  lib_cleanup
+}
+trap rabbit_exit EXIT
 
 spawn rabbitmq "${runas[@]}" env -i PATH="$PATH" HOME="$node_dir" LANG=C.UTF-8 \
   RABBITMQ_NODENAME="$node" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
