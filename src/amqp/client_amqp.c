@@ -91,8 +91,34 @@ static const char *client_errmsg(const rrpc__client_link *l)
     return l->a.errmsg;
 }
 
-/* Broken, never connected, or closed by the broker while idle (its end of
- * the socket reads EOF): one peek, no round trip. */
+/* Reads what arrived while L was idle, without waiting: late answers of
+ * calls that timed out (dropped), and a close of the channel or the
+ * connection by the broker (a restart, an operator's close_connection),
+ * which breaks L.  Nonzero if L is broken. */
+static int drain_idle(rrpc__client_link *l)
+{
+    for (int i = 0; i < 64 && !l->a.broken; i++) {
+        struct timeval now = {0, 0};
+        amqp_envelope_t env;
+        amqp_rpc_reply_t r = amqp_consume_message(l->a.conn, &env, &now, 0);
+        if (r.reply_type == AMQP_RESPONSE_NORMAL)
+            amqp_destroy_envelope(&env);
+        else if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+                 r.library_error == AMQP_STATUS_TIMEOUT)
+            break;
+        else if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+                 r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
+            char ignored[8];
+            rrpc__amqp_other_frame(&l->a, ignored, sizeof ignored);
+        } else
+            rrpc__amqp_judge(&l->a, r, "reading while idle");
+    }
+    return l->a.broken;
+}
+
+/* Broken, never connected, or closed by the broker while idle: one peek
+ * at the socket, no round trip; what is there (EOF, a close, late
+ * answers) is read without waiting. */
 static int client_needs_mend(rrpc__client_link *l)
 {
     if (l->a.broken || l->a.conn == NULL)
@@ -104,6 +130,8 @@ static int client_needs_mend(rrpc__client_link *l)
         snprintf(l->a.errmsg, sizeof l->a.errmsg, "the broker closed the connection");
         return 1;
     }
+    if (n > 0 || amqp_data_in_buffer(l->a.conn))
+        return drain_idle(l);
     return 0;
 }
 

@@ -10,6 +10,8 @@
 #     plainly, and so does calc-server's forward when notified (a message
 #     without reply_to runs, unanswered);
 #   * a call to a service with no queue fails fast (basic.return);
+#   * after the broker closes every connection the workers connect again
+#     and an idle client (forward's) mends its link before its next call;
 #   * $RRPC_URL is used, a refused login says so with the password masked;
 #   * rrpc bench --url amqp:// (sync) makes calls without errors;
 #   * rrpc ping and describe work (calls of rpc.ping and rpc.discover);
@@ -109,6 +111,25 @@ refused "call --priority high" "$rrpc" call --url "$url" --priority high calc ad
 refused "calc-server --reliable" timeout 10 "$calc" --url "$url" --service r --reliable
 refused "calc-server --shards 2" timeout 10 "$calc" --url "$url" --service s --shards 2
 refused "amqps:// (TLS)" "$rrpc" call --url "${url/amqp:/amqps:}" calc add '[1, 2]'
+
+# ---- links the broker closed: workers and an idle client connect again ---------
+# relay's one worker keeps a client (forward's) between calls; the broker
+# closes every connection; the workers must come back by themselves and the
+# idle client must notice before its next call (needs_mend), not fail it.
+spawn relay "$calc" --url "$url" --service relay --workers 1
+wait_until 10 grep -q "serving queue 'relay'" "$test_dir/relay.log" || die "relay did not start"
+fwd='{"service": "calc", "method": "add", "params": [20, 22]}'
+out=$("$rrpc" call --url "$url" relay forward "$fwd" 2>&1)
+[ "$out" = 42 ] && ok "forward over AMQP (a client inside a handler): 42" || fail "forward: $out"
+"$RRPC_TEST_AMQP_CTL" -q close_all_connections "test: links closed" >/dev/null 2>&1 ||
+  fail "rabbitmqctl close_all_connections failed"
+wait_until 15 "$rrpc" call --url "$url" --timeout 1 relay echo '[]' &&
+  wait_until 15 "$rrpc" call --url "$url" --timeout 1 calc echo '[]' &&
+  ok "the workers connected again after the broker closed their links" ||
+  fail "workers after close_all_connections: $(tail -3 "$test_dir/relay.log")"
+out=$("$rrpc" call --url "$url" relay forward "$fwd" 2>&1)
+[ "$out" = 42 ] && ok "the idle forward client mended its closed link before the call" ||
+  fail "forward after close: $out"
 
 kill -TERM "$calc_pid"
 wait "$calc_pid" 2>/dev/null

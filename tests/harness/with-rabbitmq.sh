@@ -8,9 +8,9 @@
 # in a fresh directory owned by the rabbitmq user -- the server drops to that
 # user when started as root, so the directory and its parents are
 # traversable (mode 755 under /tmp).  It waits until the node is up (a few
-# seconds), exports RRPC_TEST_AMQP_URL (amqp://guest:guest@127.0.0.1:PORT/),
-# runs the command, then stops the node, its epmd and removes the directory,
-# whatever happens.  Starting a node costs seconds: group AMQP checks into
+# seconds), exports RRPC_TEST_AMQP_URL (amqp://guest:guest@127.0.0.1:PORT/)
+# and RRPC_TEST_AMQP_CTL (rabbitmqctl on the node), runs the command, then
+# stops the node, its epmd and removes the directory, whatever happens.  Starting a node costs seconds: group AMQP checks into
 # few tests.
 #
 # Usage: with-rabbitmq.sh COMMAND [ARGS...]   (exit status is the command's)
@@ -73,5 +73,9 @@ spawn rabbitmq "${runas[@]}" env -i PATH="$PATH" HOME="$node_dir" LANG=C.UTF-8 \
 amqp_up() { (exec 3<>"/dev/tcp/127.0.0.1/$amqp_port") 2>/dev/null; }
 wait_until 60 amqp_up || die "with-rabbitmq.sh: rabbitmq-server did not start"
 export RRPC_TEST_AMQP_URL="amqp://guest:guest@127.0.0.1:$amqp_port/"
-export RRPC_TEST_AMQP_NODE="$node" RRPC_TEST_AMQP_HOME="$node_dir"
+# $RRPC_TEST_AMQP_CTL ARGS...: rabbitmqctl on this node (close_all_connections...).
+printf '#!/bin/sh\nexec %s %s -n %s "$@"\n' "${ctl_env[*]} ${runas[*]}" "$ctl" "$node" \
+  >"$node_dir/ctl"
+chmod 755 "$node_dir/ctl"
+export RRPC_TEST_AMQP_CTL="$node_dir/ctl"
 "$@"
