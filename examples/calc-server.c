@@ -424,6 +424,7 @@ enum {
 
 static const struct option long_options[] = {
     {"redis", required_argument, NULL, OPT_REDIS},
+    {"url", required_argument, NULL, OPT_REDIS},
     {"service", required_argument, NULL, OPT_SERVICE},
     {"prefix", required_argument, NULL, OPT_PREFIX},
     {"workers", required_argument, NULL, OPT_WORKERS},
@@ -457,8 +458,10 @@ static void usage(FILE *out)
           "SIGINT or SIGTERM, then finishes the calls in hand and exits.\n"
           "\n"
           "Options:\n"
-          "  --redis URL     Redis to use (default: $REDIS_URL, else\n"
-          "                  redis://127.0.0.1:6379)\n"
+          "  --url URL       the broker: a Redis URL, or amqp://user:password@host[:port]/vhost\n"
+          "                  (RabbitMQ: at most once, no registry) (default: $RRPC_URL,\n"
+          "                  else $REDIS_URL, else redis://127.0.0.1:6379)\n"
+          "  --redis URL     the same as --url\n"
           "  --service NAME  service name, i.e. the request list (default: calc)\n"
           "  --prefix P      key prefix of the deployment (default: none)\n"
           "  --workers N     worker threads (default: 0 = one per CPU core)\n"

@@ -4,8 +4,9 @@
 # Starts a private redis-server on a unix socket (unless REDIS_URL is set),
 # starts build/calc-server, calls it from the C example, the rrpc CLI, Ruby,
 # Python and Node, shows what happens to garbage and notifications, what the
-# operator commands see, how a reliable service survives a kill -9, and
-# stops every process it started, whatever happens.
+# operator commands see, how a reliable service survives a kill -9, one
+# call over RabbitMQ (scripts/demo-amqp.sh), and stops every process it
+# started, whatever happens.
 set -u
 BUILD=${1:-build}
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -109,6 +110,14 @@ other_pids+=("$!")
 if wait "$caller"; then echo "the call returned: $(cat "$answer")"
 else echo "  -> FAILED: $(cat "$answer")"; failures=$((failures + 1)); fi
 rm -f "$answer"
+
+step "RabbitMQ (AMQP 0-9-1): the same calc-server on a private RabbitMQ node, called over amqp://"
+if [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+  "$here/tests/harness/with-rabbitmq.sh" "$here/scripts/demo-amqp.sh" "$BUILD" ||
+    failures=$((failures + 1))
+else
+  echo "  -> skipped: rabbitmq-server is not installed (scripts/install-deps.sh)"
+fi
 
 if [ "$failures" -ne 0 ]; then echo "demo: $failures step(s) failed" >&2; exit 1; fi
 echo; echo "demo: all steps passed"

@@ -16,6 +16,7 @@ packages=(
   clang libclang-rt-14-dev libfuzzer-14-dev valgrind
   man-db openssl stunnel4 clang-format
   chromium prometheus curl # rrpc web's tests: headless browser, promtool, a real scraper
+  rabbitmq-server librabbitmq-dev python3-pika # the AMQP transport and its tests
 )
 # The Node peer needs node (20 or later) and npm.  A machine that has them
 # already (a node of its own on PATH, as from NodeSource) keeps them:

@@ -41,11 +41,15 @@ static char *json_terminal_safe(const char *text)
 
 void cli_print_connection_options(FILE *out)
 {
-    fputs("  --redis URL        Redis to use: redis://[user:password@]host[:port][/db]\n"
+    fputs("  --url URL          the broker: redis://[user:password@]host[:port][/db]\n"
           "                     or unix:///path[?db=N] or\n"
           "                     redis+sentinel://host[:port][,...]/MASTER[/db] or\n"
-          "                     redis+cluster://host[:port][,...]\n"
-          "                     (default: $REDIS_URL, else redis://127.0.0.1:6379)\n"
+          "                     redis+cluster://host[:port][,...] or\n"
+          "                     amqp://user:password@host[:port]/vhost (RabbitMQ:\n"
+          "                     call, notify, ping, describe, bench --sync)\n"
+          "                     (default: $RRPC_URL, else $REDIS_URL, else\n"
+          "                     redis://127.0.0.1:6379)\n"
+          "  --redis URL        the same as --url\n"
           "  --prefix P         key prefix of the deployment (default: none)\n",
           out);
 }

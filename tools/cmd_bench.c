@@ -44,6 +44,7 @@ enum bench_option {
 
 static const struct option bench_options[] = {
     {"redis", required_argument, NULL, CLI_OPT_REDIS},
+    {"url", required_argument, NULL, CLI_OPT_REDIS},
     {"prefix", required_argument, NULL, CLI_OPT_PREFIX},
     {"timeout", required_argument, NULL, CLI_OPT_TIMEOUT},
     {"connections", required_argument, NULL, OPT_CONNECTIONS},

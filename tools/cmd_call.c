@@ -48,6 +48,7 @@ struct call_args {
 
 static const struct option call_options[] = {
     {"redis", required_argument, NULL, CLI_OPT_REDIS},
+    {"url", required_argument, NULL, CLI_OPT_REDIS},
     {"prefix", required_argument, NULL, CLI_OPT_PREFIX},
     {"timeout", required_argument, NULL, CLI_OPT_TIMEOUT},
     {"pretty", no_argument, NULL, CLI_OPT_PRETTY},
@@ -62,6 +63,7 @@ static const struct option call_options[] = {
 
 static const struct option notify_options[] = {
     {"redis", required_argument, NULL, CLI_OPT_REDIS},
+    {"url", required_argument, NULL, CLI_OPT_REDIS},
     {"prefix", required_argument, NULL, CLI_OPT_PREFIX},
     {"idempotency-key", required_argument, NULL, OPT_IDEMPOTENCY_KEY},
     {"help", no_argument, NULL, 'h'},

@@ -395,6 +395,7 @@ enum { OPT_LISTEN = CLI_OPT_FIRST_FREE, OPT_READ_ONLY, OPT_TOKEN_FILE, OPT_HISTO
 
 static const struct option options[] = {
     {"redis", required_argument, NULL, CLI_OPT_REDIS},
+    {"url", required_argument, NULL, CLI_OPT_REDIS},
     {"prefix", required_argument, NULL, CLI_OPT_PREFIX},
     {"listen", required_argument, NULL, OPT_LISTEN},
     {"read-only", no_argument, NULL, OPT_READ_ONLY},

@@ -13,6 +13,7 @@ enum { OPT_INTERVAL = CLI_OPT_FIRST_FREE, OPT_COUNT, OPT_LIMIT, OPT_ITERATIONS, 
 
 static const struct option options[] = {
     {"redis", required_argument, NULL, CLI_OPT_REDIS},
+    {"url", required_argument, NULL, CLI_OPT_REDIS},
     {"prefix", required_argument, NULL, CLI_OPT_PREFIX},
     {"json", no_argument, NULL, CLI_OPT_JSON},
     {"timeout", required_argument, NULL, CLI_OPT_TIMEOUT},

@@ -48,7 +48,8 @@ static void usage(FILE *out)
           "Run 'rrpc help COMMAND' or 'rrpc COMMAND --help' for a command's options.\n"
           "\n"
           "Environment:\n"
-          "  REDIS_URL  the Redis to use when --redis is not given\n"
+          "  RRPC_URL   the broker to use when --url is not given (Redis or AMQP)\n"
+          "  REDIS_URL  the Redis to use when neither --url nor RRPC_URL is given\n"
           "             (else redis://127.0.0.1:6379)\n"
           "\n",
           out);

@@ -39,7 +39,9 @@ int rrpc_admin_open(rrpc_admin **out, const rrpc_client_options *opts, char *err
         return rrpc__fail(errmsg, errmsg_len, RRPC_ENOMEM, "out of memory");
     int rc = rrpc__caller_open(&a->base, &own, NULL, errmsg, errmsg_len);
     if (rc == RRPC_OK && (a->ops = a->base.transport->admin) == NULL)
-        rc = rrpc__fail(errmsg, errmsg_len, RRPC_EINVAL, "the %s transport has no admin operations",
+        rc = rrpc__fail(errmsg, errmsg_len, RRPC_EINVAL,
+                        "the registry and admin operations (rrpc ls/info/ping/stats/top/dead/web) "
+                        "are not supported over %s yet",
                         a->base.transport->name);
     if (rc != RRPC_OK) {
         rrpc_admin_close(a);

@@ -237,8 +237,8 @@ static int init_config(rrpc_async *a, const rrpc_async_options *opts, char *errm
         return RRPC_EINVAL;
     a->ops = t->async;
     if (a->ops == NULL)
-        return rrpc__fail(errmsg, errmsg_len, RRPC_EINVAL, "the %s transport has no async client",
-                          t->name);
+        return rrpc__fail(errmsg, errmsg_len, RRPC_EINVAL,
+                          "the async client is not supported over %s yet", t->name);
     if (rrpc__new_reply_key(a->reply_key, sizeof a->reply_key, a->prefix) != RRPC_OK)
         return rrpc__fail(errmsg, errmsg_len, RRPC_ESYS, "cannot make a reply key");
     if (rrpc__areq_make_tail(a) != RRPC_OK)

@@ -31,9 +31,10 @@ int rrpc__caller_open(rrpc__caller *c, const rrpc_client_options *opts, rrpc__cl
         return rc;
     c->transport = rrpc__transport_for(&c->url, err, errlen);
     if (c->transport == NULL || c->transport->client == NULL)
-        return c->transport ? rrpc__fail(err, errlen, RRPC_EINVAL, "the %s transport has no client",
-                                         c->transport->name)
-                            : RRPC_EINVAL;
+        return c->transport
+                   ? rrpc__fail(err, errlen, RRPC_EINVAL,
+                                "the sync client is not supported over %s yet", c->transport->name)
+                   : RRPC_EINVAL;
     c->ops = c->transport->client;
     return c->ops->open(&c->link, &c->url, opts->connect_timeout_s, opts->fail_fast, clock, err,
                         errlen);

@@ -1,4 +1,4 @@
-/* url.c -- Redis URLs, parsed without any I/O.
+/* url.c -- broker URLs (Redis and AMQP), parsed without any I/O.
  *
  * The accepted forms follow redis-cli and redis-rb so that the REDIS_URL a
  * team already has works unchanged:
@@ -11,8 +11,14 @@
  *       master's, the sentinel_ ones the Sentinels' own, if they need AUTH)
  *   redis+cluster://[[user]:password@]host[:port][,host[:port]...][/]
  *       (seed nodes, port 6379 by default; a Cluster has only db 0)
- * User and password may be percent-encoded.  NULL means $REDIS_URL, then
- * redis://127.0.0.1:6379.
+ * and RabbitMQ's (the AMQP transport, src/amqp/):
+ *   amqp://[user[:password]@]host[:port][/vhost]
+ *       (guest:guest@localhost:5672 by default; the vhost percent-decoded,
+ *       "/" when the path is empty, so "%2F" or nothing both name "/")
+ *   amqps://... the same with TLS (port 5671): parsed, refused by the
+ *       transport for now
+ * User and password may be percent-encoded.  NULL means $RRPC_URL, then
+ * $REDIS_URL, then redis://127.0.0.1:6379.
  *
  * A password must never reach a message (docs/SECURITY.md): the userinfo
  * ends at the LAST '@' before the path, as RFC 3986 parsers do in practice,
@@ -277,6 +283,40 @@ static int parse_multi_path(rrpc__url *u, const char *p, const char *end, char *
     return RRPC_OK;
 }
 
+/* amqp:// and amqps://: one host, then the vhost; no query. */
+static int parse_amqp(rrpc__url *u, const char *p, char *err, size_t errlen)
+{
+    u->kind = RRPC__URL_AMQP;
+    u->port = u->tls ? 5671 : 5672;
+    if (strchr(p, '?') != NULL || strchr(p, '#') != NULL) {
+        const char *at = strrchr(p, '@'), *q = strpbrk(p, "?#");
+        if (at != NULL && at > q) /* a password's unencoded '?': quote none of it */
+            return rrpc__fail(err, errlen, RRPC_EURL, "unexpected '@' in the URL's query: %s",
+                              ENCODE_HINT);
+        return rrpc__fail(err, errlen, RRPC_EURL, "amqp:// URLs take no query parameters");
+    }
+    const char *end = p + strlen(p);
+    const char *slash = strchr(p, '/');
+    const char *auth_end = slash ? slash : end;
+    parse_userinfo(u, &p, auth_end);
+    int rc = check_no_at(auth_end, end, err, errlen);
+    if (rc == RRPC_OK && p == auth_end)
+        u->host = strdup("localhost");
+    else if (rc == RRPC_OK)
+        rc = parse_host_port(&u->host, &u->port, p, auth_end, err, errlen);
+    if (rc != RRPC_OK)
+        return rc;
+    if (u->user == NULL)
+        u->user = strdup("guest");
+    if (u->password == NULL)
+        u->password = strdup("guest");
+    u->vhost =
+        slash && slash + 1 < end ? decode_dup(slash + 1, (size_t)(end - slash - 1)) : strdup("/");
+    if (u->host == NULL || u->user == NULL || u->password == NULL || u->vhost == NULL)
+        return RRPC_ENOMEM;
+    return RRPC_OK;
+}
+
 /* redis+sentinel:// and redis+cluster://: several nodes, then a path. */
 static int parse_multi(rrpc__url *u, const char *p, char *err, size_t errlen)
 {
@@ -303,6 +343,8 @@ int rrpc__url_parse(rrpc__url *out, const char *url, char *err, size_t errlen)
     memset(out, 0, sizeof *out);
     out->port = 6379;
     if (url == NULL || url[0] == '\0')
+        url = getenv("RRPC_URL");
+    if (url == NULL || url[0] == '\0')
         url = getenv("REDIS_URL");
     if (url == NULL || url[0] == '\0')
         url = DEFAULT_URL;
@@ -317,6 +359,11 @@ int rrpc__url_parse(rrpc__url *out, const char *url, char *err, size_t errlen)
     } else if (strncmp(url, "redis+cluster://", 16) == 0) {
         out->kind = RRPC__URL_CLUSTER;
         rc = parse_multi(out, url + 16, err, errlen);
+    } else if (strncmp(url, "amqp://", 7) == 0)
+        rc = parse_amqp(out, url + 7, err, errlen);
+    else if (strncmp(url, "amqps://", 8) == 0) {
+        out->tls = 1;
+        rc = parse_amqp(out, url + 8, err, errlen);
     } else if (strncmp(url, "rediss://", 9) == 0)
         rc = rrpc__fail(err, errlen, RRPC_EURL,
                         "rediss:// (TLS) needs a TLS tunnel with this hiredis; see "
@@ -324,8 +371,8 @@ int rrpc__url_parse(rrpc__url *out, const char *url, char *err, size_t errlen)
     else {
         char shown[64];
         rc = rrpc__fail(err, errlen, RRPC_EURL,
-                        "URL must start with redis://, unix://, redis+sentinel:// or "
-                        "redis+cluster:// (got '%s')",
+                        "URL must start with redis://, unix://, redis+sentinel://, "
+                        "redis+cluster:// or amqp:// (got '%s')",
                         rrpc__url_redact(url, shown, sizeof shown));
     }
     if (rc != RRPC_OK)
@@ -345,6 +392,7 @@ void rrpc__url_free(rrpc__url *url)
     free(url->master);
     free(url->sentinel_user);
     free(url->sentinel_password);
+    free(url->vhost);
     memset(url, 0, sizeof *url);
 }
 
@@ -367,6 +415,7 @@ int rrpc__url_copy(rrpc__url *dst, const rrpc__url *src)
     dup_into(&dst->master, src->master, &ok);
     dup_into(&dst->sentinel_user, src->sentinel_user, &ok);
     dup_into(&dst->sentinel_password, src->sentinel_password, &ok);
+    dup_into(&dst->vhost, src->vhost, &ok);
     dst->nodes = NULL;
     dst->nnodes = 0;
     if (src->nnodes > 0) {
@@ -401,7 +450,17 @@ static void describe_nodes(const rrpc__url *url, char *buf, size_t len)
 const char *rrpc__url_describe(const rrpc__url *url, char *buf, size_t len)
 {
     const char *auth = url->password ? "***@" : "";
-    if (url->kind != RRPC__URL_DIRECT) {
+    if (url->kind == RRPC__URL_AMQP) {
+        /* The vhost as given ("/" shown as "%2F", as the URL must say it). */
+        int v6 = strchr(url->host, ':') != NULL;
+        snprintf(buf, len, "amqp%s://%s%s%s%s%s:%d/%s", url->tls ? "s" : "",
+                 url->user ? url->user : "",
+                 url->password ? ":***@"
+                 : url->user   ? "@"
+                               : "",
+                 v6 ? "[" : "", url->host, v6 ? "]" : "", url->port,
+                 strcmp(url->vhost, "/") == 0 ? "%2F" : url->vhost);
+    } else if (url->kind != RRPC__URL_DIRECT) {
         int sentinel = url->kind == RRPC__URL_SENTINEL;
         snprintf(buf, len, "redis+%s://%s", sentinel ? "sentinel" : "cluster", auth);
         describe_nodes(url, buf, len);

@@ -1,13 +1,14 @@
-/* url.h -- Redis URLs (url.c), no I/O: parsing, copying, and describing
- * them with passwords masked. */
+/* url.h -- broker URLs (url.c: Redis and AMQP), no I/O: parsing, copying,
+ * and describing them with passwords masked. */
 #ifndef RRPC_URL_H
 #define RRPC_URL_H
 
 #include <stddef.h>
 
 /* How a URL reaches Redis: one server named directly, the master a group of
- * Sentinels names, or a Redis Cluster reached through seed nodes. */
-enum rrpc__url_kind { RRPC__URL_DIRECT, RRPC__URL_SENTINEL, RRPC__URL_CLUSTER };
+ * Sentinels names, or a Redis Cluster reached through seed nodes; or
+ * RabbitMQ (any AMQP 0-9-1 broker): host, port, user, password, vhost. */
+enum rrpc__url_kind { RRPC__URL_DIRECT, RRPC__URL_SENTINEL, RRPC__URL_CLUSTER, RRPC__URL_AMQP };
 
 typedef struct rrpc__addr {
     char *host;
@@ -27,9 +28,12 @@ typedef struct rrpc__url {
     char *master;        /* Sentinel: the monitored master's name */
     char *sentinel_user; /* Sentinel: AUTH for the Sentinels themselves */
     char *sentinel_password;
+    char *vhost; /* AMQP: the virtual host, percent-decoded ("/" by default) */
+    int tls;     /* AMQP: amqps:// */
 } rrpc__url;
 
-/* Parses URL (NULL = $REDIS_URL, then redis://127.0.0.1:6379) into *out.
+/* Parses URL (NULL = $RRPC_URL, then $REDIS_URL, then redis://127.0.0.1:6379)
+ * into *out.
  * The caller owns the strings in *out and frees them with rrpc__url_free. */
 int rrpc__url_parse(rrpc__url *out, const char *url, char *err, size_t errlen);
 void rrpc__url_free(rrpc__url *url);

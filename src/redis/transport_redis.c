@@ -17,7 +17,7 @@ static int accepts(const rrpc__url *url)
 extern const struct rrpc__server_ops rrpc__redis_server_ops; /* server_ops.c */
 
 const rrpc__transport rrpc__redis_transport = {
-    .name = "redis",
+    .name = "Redis",
     .accepts = accepts,
     .client = &rrpc__redis_client_ops,
     .async = &rrpc__redis_async_ops,

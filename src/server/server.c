@@ -173,7 +173,7 @@ static int init_server(rrpc_server *s, const rrpc_server_options *opts)
         rc = RRPC_EINVAL;
     if (rc == RRPC_OK && (s->ops = t->server) == NULL)
         rc = rrpc__fail(s->base.errmsg, sizeof s->base.errmsg, RRPC_EINVAL,
-                        "the %s transport cannot serve", t->name);
+                        "serving is not supported over %s yet", t->name);
     if (rc == RRPC_OK)
         rc = s->ops->create(&s->base, opts, &s->broker);
     return rc;

@@ -4,7 +4,7 @@
 
 #include "core/internal.h"
 
-static const rrpc__transport *const transports[] = {&rrpc__redis_transport};
+static const rrpc__transport *const transports[] = {&rrpc__redis_transport, &rrpc__amqp_transport};
 
 const rrpc__transport *rrpc__transport_for(const rrpc__url *url, char *err, size_t errlen)
 {

@@ -16,9 +16,11 @@
  *   admin_ops.h   what operators read and mend: services, workers, stats,
  *                 dead letters
  *
- * A transport is chosen by the URL (rrpc__transport_for); Redis (src/redis/)
- * is the one there is.  A second broker adds a folder of its own, a table,
- * and a line in transport.c -- nothing in client/ or server/ changes.
+ * A transport is chosen by the URL (rrpc__transport_for): Redis (src/redis/)
+ * or AMQP 0-9-1, i.e. RabbitMQ (src/amqp/).  A broker adds a folder of its
+ * own, a table, and a line in transport.c -- nothing in client/ or server/
+ * changes.  A group a transport lacks is NULL: its callers refuse with
+ * "... is not supported over <name> yet".
  * docs/DESIGN.md names each operation and says what it promises.
  */
 #ifndef RRPC_TRANSPORT_H
@@ -32,7 +34,7 @@ struct rrpc__server_ops; /* server_ops.h */
 struct rrpc__admin_ops;  /* admin_ops.h */
 
 typedef struct rrpc__transport {
-    const char *name; /* "redis": for messages */
+    const char *name; /* "Redis", "AMQP": for messages */
     /* Nonzero if this transport serves URL (parsed by core/url.c). */
     int (*accepts)(const rrpc__url *url);
     const struct rrpc__client_ops *client;
@@ -43,6 +45,7 @@ typedef struct rrpc__transport {
 
 /* The transports this build has, each defined by its folder. */
 extern const rrpc__transport rrpc__redis_transport; /* redis/transport_redis.c */
+extern const rrpc__transport rrpc__amqp_transport;  /* amqp/transport_amqp.c */
 
 /* The transport that serves URL.  Borrowed (a constant).  NULL, with a
  * message in ERR, if none does. */

@@ -4,7 +4,7 @@
 Reads the quoted #includes of every file in src/, tools/ and examples/ and
 fails if
   * a layer includes a layer it may not: core/ nothing but core/; transport/
-    core/; a broker's folder (redis/) core/ and transport/; client/ and
+    core/; a broker's folder (redis/, amqp/) core/, transport/ and itself; client/ and
     server/ core/ and transport/ only -- never a broker's folder;
   * the CLI or an example includes anything of src/ (public header only);
   * modules depend on each other in a circle (a module is a file name
@@ -19,6 +19,7 @@ ALLOWED = {
     "core": {"core"},
     "transport": {"core", "transport"},
     "redis": {"core", "transport", "redis"},
+    "amqp": {"core", "transport", "amqp"},
     "client": {"core", "transport", "client"},
     "server": {"core", "transport", "server"},
 }

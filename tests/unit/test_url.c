@@ -180,6 +180,7 @@ static void test_bad_env_url_is_reported(void)
 static void test_rejects_other_schemes(void)
 {
     EXPECT_BAD_URL("http://x", "redis://, unix://");
+    EXPECT_BAD_URL("http://x", "amqp://");
     EXPECT_BAD_URL("host:6379", NULL);
     EXPECT_BAD_URL("REDIS://host", NULL);
 }
@@ -222,6 +223,61 @@ static void test_rejects_bad_query(void)
 static void test_rejects_tls(void)
 {
     EXPECT_BAD_URL("rediss://x", "TLS");
+}
+
+static void describe(const char *url, const char *expected);
+
+/* amqp:// (the AMQP transport): user, password, host, port and the vhost,
+ * percent-decoded, with RabbitMQ's defaults. */
+static void expect_amqp(const char *url, const char *host, int port, const char *user,
+                        const char *password, const char *vhost, int tls, int line)
+{
+    rrpc__url u;
+    char err[RRPC__ERRMSG_LEN] = "";
+    if (!CHECK_EQ_INT(rrpc__url_parse(&u, url, err, sizeof err), RRPC_OK)) {
+        fprintf(stderr, "    (line %d) url %s: %s\n", line, url ? url : "NULL", err);
+        return;
+    }
+    int ok = CHECK_EQ_INT(u.kind, RRPC__URL_AMQP);
+    ok &= CHECK_EQ_STR(u.host, host);
+    ok &= CHECK_EQ_INT(u.port, port);
+    ok &= CHECK_EQ_STR(u.user, user);
+    ok &= CHECK_EQ_STR(u.password, password);
+    ok &= CHECK_EQ_STR(u.vhost, vhost);
+    ok &= CHECK_EQ_INT(u.tls, tls);
+    if (!ok)
+        fprintf(stderr, "    (line %d) url %s\n", line, url ? url : "NULL");
+    rrpc__url_free(&u);
+}
+
+static void test_amqp_urls(void)
+{
+    expect_amqp("amqp://", "localhost", 5672, "guest", "guest", "/", 0, __LINE__);
+    expect_amqp("amqp://rabbit", "rabbit", 5672, "guest", "guest", "/", 0, __LINE__);
+    expect_amqp("amqp://rabbit/", "rabbit", 5672, "guest", "guest", "/", 0, __LINE__);
+    expect_amqp("amqp://u:p%40ss@rabbit:5673/%2F", "rabbit", 5673, "u", "p@ss", "/", 0, __LINE__);
+    expect_amqp("amqp://u:p@ss@10.0.0.1:1/prod%2Feu", "10.0.0.1", 1, "u", "p@ss", "prod/eu", 0,
+                __LINE__);
+    expect_amqp("amqp://[::1]:5680/v", "::1", 5680, "guest", "guest", "v", 0, __LINE__);
+    expect_amqp("amqps://u:p@h/v", "h", 5671, "u", "p", "v", 1, __LINE__);
+    EXPECT_BAD_URL("amqp://h:99999/", "port");
+    EXPECT_BAD_URL("amqp://h/v?heartbeat=5", "no query");
+    EXPECT_BAD_URL("amqp://u:se?cret@h/", "'@'");
+    EXPECT_BAD_URL("amqp://u:se/cret@h/", "'@'");
+    describe("amqp://u:hunter2@h:5673/prod", "amqp://u:***@h:5673/prod");
+    describe("amqp://h", "amqp://guest:***@h:5672/%2F");
+}
+
+/* $RRPC_URL comes before $REDIS_URL: either broker's URL. */
+static void test_rrpc_url_env_first(void)
+{
+    setenv("REDIS_URL", "redis://envhost:7001/9", 1);
+    setenv("RRPC_URL", "amqp://rabbit:5673/", 1);
+    expect_amqp(NULL, "rabbit", 5673, "guest", "guest", "/", 0, __LINE__);
+    setenv("RRPC_URL", "", 1);
+    EXPECT_URL(NULL, "envhost", 7001, NULL, NULL, NULL, 9);
+    unsetenv("RRPC_URL");
+    unsetenv("REDIS_URL");
 }
 
 static void test_error_buffer_may_be_null(void)
@@ -487,6 +543,8 @@ int main(void)
     test_rejects_bad_query();
     test_rejects_tls();
     test_error_buffer_may_be_null();
+    test_amqp_urls();
+    test_rrpc_url_env_first();
     test_free_leaves_struct_zeroed();
     test_describe_masks_password();
     test_describe_without_password();

@@ -1,0 +1,215 @@
+/* link.c -- one AMQP 0-9-1 connection with one channel (link.h).
+ *
+ * librabbitmq (rabbitmq-c) does the framing; this file turns its results
+ * into rrpc's errors and messages.  A link that failed in any way is
+ * marked broken and mended whole (a new connection), never patched: after
+ * a channel error the broker has closed the channel, and what the client
+ * or worker had set up on it (the direct reply-to consumer, the queue's
+ * consumer) is gone with it.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "amqp/link.h"
+
+#include <amqp_framing.h>
+#include <amqp_tcp_socket.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#define CONNECT_TIMEOUT_DEFAULT_S 5.0
+/* Synchronous methods (login, declare, consume, close) wait this long at
+ * most for the broker's answer. */
+#define RPC_TIMEOUT_S 10.0
+
+struct timeval rrpc__amqp_tv(double s)
+{
+    if (!(s > 0))
+        s = 0;
+    struct timeval tv;
+    tv.tv_sec = (time_t)s;
+    tv.tv_usec = (suseconds_t)((s - (double)tv.tv_sec) * 1e6);
+    return tv;
+}
+
+int rrpc__amqp_url_check(const rrpc__url *url, char *err, size_t errlen)
+{
+    if (url->tls)
+        return rrpc__fail(err, errlen, RRPC_EINVAL,
+                          "amqps:// (TLS) is not supported over AMQP yet: use amqp:// through a "
+                          "TLS tunnel (docs/SECURITY.md)");
+    return RRPC_OK;
+}
+
+/* A broker's close (connection or channel) as "CODE TEXT". */
+static void close_reason(const amqp_method_t *m, int *code, char *buf, size_t len)
+{
+    const amqp_bytes_t *text = NULL;
+    *code = 0;
+    if (m->id == AMQP_CONNECTION_CLOSE_METHOD) {
+        const amqp_connection_close_t *c = m->decoded;
+        *code = c->reply_code;
+        text = &c->reply_text;
+    } else if (m->id == AMQP_CHANNEL_CLOSE_METHOD) {
+        const amqp_channel_close_t *c = m->decoded;
+        *code = c->reply_code;
+        text = &c->reply_text;
+    }
+    if (text != NULL)
+        snprintf(buf, len, "%d %.*s", *code, (int)text->len, (const char *)text->bytes);
+    else
+        snprintf(buf, len, "unexpected method 0x%08x", (unsigned)m->id);
+}
+
+/* Answers the broker's close of the connection or channel, as AMQP asks. */
+static void close_ok(rrpc__amqp_link *l, const amqp_method_t *m, amqp_channel_t channel)
+{
+    if (m->id == AMQP_CONNECTION_CLOSE_METHOD) {
+        amqp_connection_close_ok_t ok;
+        amqp_send_method(l->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+    } else if (m->id == AMQP_CHANNEL_CLOSE_METHOD) {
+        amqp_channel_close_ok_t ok;
+        amqp_send_method(l->conn, channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+    }
+}
+
+int rrpc__amqp_judge(rrpc__amqp_link *l, amqp_rpc_reply_t r, const char *what)
+{
+    char why[RRPC__ERRMSG_LEN / 2];
+    int code = 0, rc = RRPC_ECONNECT;
+    switch (r.reply_type) {
+    case AMQP_RESPONSE_NORMAL: return RRPC_OK;
+    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+        snprintf(why, sizeof why, "%s", amqp_error_string2(r.library_error));
+        break;
+    case AMQP_RESPONSE_SERVER_EXCEPTION:
+        close_reason(&r.reply, &code, why, sizeof why);
+        close_ok(l, &r.reply, RRPC__AMQP_CHANNEL);
+        /* ACCESS_REFUSED (login, vhost permissions) and NOT_ALLOWED (no
+         * such vhost) never heal by waiting; a refused method is the
+         * broker's answer, not a broken network. */
+        if (code == 403 || code == 530)
+            rc = RRPC_EAUTH;
+        else if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD)
+            rc = RRPC_EREDIS;
+        break;
+    default: snprintf(why, sizeof why, "no reply"); break;
+    }
+    l->broken = 1;
+    return rrpc__fail(l->errmsg, sizeof l->errmsg, rc, "%s: %s", what, why);
+}
+
+/* The socket, the handshake and the login, within TIMEOUT_S. */
+static int open_connection(rrpc__amqp_link *l, const rrpc__url *url, double timeout_s,
+                           const char *shown)
+{
+    l->conn = amqp_new_connection();
+    amqp_socket_t *sock = l->conn ? amqp_tcp_socket_new(l->conn) : NULL;
+    if (sock == NULL)
+        return rrpc__fail(l->errmsg, sizeof l->errmsg, RRPC_ENOMEM, "out of memory");
+    struct timeval tv = rrpc__amqp_tv(timeout_s), rpc = rrpc__amqp_tv(RPC_TIMEOUT_S);
+    int st = amqp_socket_open_noblock(sock, url->host, url->port, &tv);
+    if (st != AMQP_STATUS_OK)
+        return rrpc__fail(l->errmsg, sizeof l->errmsg, RRPC_ECONNECT, "cannot connect to %s: %s",
+                          shown, amqp_error_string2(st));
+    amqp_set_handshake_timeout(l->conn, &tv);
+    amqp_set_rpc_timeout(l->conn, &rpc);
+    amqp_rpc_reply_t r = amqp_login(l->conn, url->vhost, 0, AMQP_DEFAULT_FRAME_SIZE, 0,
+                                    AMQP_SASL_METHOD_PLAIN, url->user, url->password);
+    char what[RRPC__ERRMSG_LEN];
+    snprintf(what, sizeof what, "login to %s", shown);
+    int rc = rrpc__amqp_judge(l, r, what);
+    if (rc == RRPC_OK) {
+        amqp_channel_open(l->conn, RRPC__AMQP_CHANNEL);
+        rc = rrpc__amqp_judge(l, amqp_get_rpc_reply(l->conn), "channel.open");
+    }
+    return rc;
+}
+
+int rrpc__amqp_connect(rrpc__amqp_link *l, const rrpc__url *url, double timeout_s)
+{
+    char shown[RRPC__ERRMSG_LEN / 2];
+    rrpc__url_describe(url, shown, sizeof shown);
+    l->broken = 0;
+    l->errmsg[0] = '\0';
+    int rc = rrpc__amqp_url_check(url, l->errmsg, sizeof l->errmsg);
+    if (rc == RRPC_OK)
+        rc = open_connection(l, url, timeout_s > 0 ? timeout_s : CONNECT_TIMEOUT_DEFAULT_S, shown);
+    if (rc != RRPC_OK) {
+        l->broken = 1; /* nothing polite to say to a half-open connection */
+        rrpc__amqp_disconnect(l);
+    }
+    return rc;
+}
+
+void rrpc__amqp_disconnect(rrpc__amqp_link *l)
+{
+    if (l->conn == NULL)
+        return;
+    if (!l->broken) {
+        amqp_channel_close(l->conn, RRPC__AMQP_CHANNEL, AMQP_REPLY_SUCCESS);
+        amqp_connection_close(l->conn, AMQP_REPLY_SUCCESS);
+    }
+    amqp_destroy_connection(l->conn);
+    l->conn = NULL;
+}
+
+int rrpc__amqp_publish(rrpc__amqp_link *l, const char *queue, const char *body, size_t len,
+                       const amqp_basic_properties_t *props, int mandatory)
+{
+    amqp_bytes_t b = {.len = len, .bytes = (void *)body};
+    int st = amqp_basic_publish(l->conn, RRPC__AMQP_CHANNEL, amqp_empty_bytes,
+                                amqp_cstring_bytes(queue), mandatory != 0, 0, props, b);
+    if (st == AMQP_STATUS_OK)
+        return RRPC_OK;
+    l->broken = 1;
+    return rrpc__fail(l->errmsg, sizeof l->errmsg, RRPC_ECONNECT, "publish: %s",
+                      amqp_error_string2(st));
+}
+
+/* Copies the bytes B into BUF (LEN bytes) as a string, "" if too long. */
+static void copy_bytes(char *buf, size_t len, amqp_bytes_t b)
+{
+    if (b.len >= len)
+        b.len = 0;
+    if (b.len > 0)
+        memcpy(buf, b.bytes, b.len);
+    buf[b.len] = '\0';
+}
+
+int rrpc__amqp_other_frame(rrpc__amqp_link *l, char *returned, size_t len)
+{
+    amqp_frame_t f;
+    struct timeval tv = rrpc__amqp_tv(RPC_TIMEOUT_S);
+    int st = amqp_simple_wait_frame_noblock(l->conn, &f, &tv);
+    if (st != AMQP_STATUS_OK) {
+        l->broken = 1;
+        return rrpc__fail(l->errmsg, sizeof l->errmsg, RRPC_ECONNECT, "reading a frame: %s",
+                          amqp_error_string2(st));
+    }
+    if (f.frame_type != AMQP_FRAME_METHOD)
+        return 0;
+    const amqp_method_t *m = &f.payload.method;
+    if (m->id == AMQP_BASIC_RETURN_METHOD) {
+        amqp_message_t msg;
+        int rc = rrpc__amqp_judge(l, amqp_read_message(l->conn, f.channel, &msg, 0),
+                                  "reading a returned message");
+        if (rc != RRPC_OK)
+            return rc;
+        returned[0] = '\0';
+        if (msg.properties._flags & AMQP_BASIC_CORRELATION_ID_FLAG)
+            copy_bytes(returned, len, msg.properties.correlation_id);
+        amqp_destroy_message(&msg);
+        return 1;
+    }
+    if (m->id == AMQP_CHANNEL_CLOSE_METHOD || m->id == AMQP_CONNECTION_CLOSE_METHOD) {
+        char why[RRPC__ERRMSG_LEN / 2];
+        int code;
+        close_reason(m, &code, why, sizeof why);
+        close_ok(l, m, f.channel);
+        l->broken = 1;
+        return rrpc__fail(l->errmsg, sizeof l->errmsg, RRPC_ECONNECT,
+                          "the broker closed the %s: %s",
+                          m->id == AMQP_CHANNEL_CLOSE_METHOD ? "channel" : "connection", why);
+    }
+    return 0;
+}
