@@ -14,6 +14,7 @@
 #include "core/internal.h"
 #include "core/keys.h"
 #include "core/log.h"
+#include "core/ratelimit.h"
 #include "redis/conn.h"
 #include "redis/limits_beat.h"
 #include "redis/mstats.h"
@@ -43,6 +44,8 @@ struct rrpc__registry {
     char mstats_key[RRPC__KEY_MAX];   /* {L}:mstats */
     char list_key[RRPC__KEY_MAX];     /* L: waiting requests go back there */
     int limits_written;               /* the limits option is in {L}:config */
+    int cluster;                      /* Redis Cluster: limits not enforced (below) */
+    int cluster_limits_told;          /* ... and the log has said so */
     const rrpc__announcement *a;      /* while running: what to write (borrowed) */
     rrpc__conn *conn;
     pthread_t thread;
@@ -205,6 +208,34 @@ static int prune(rrpc__registry *r, long long now_ms)
     return rc != RRPC_OK ? rc : read_rc;
 }
 
+static void log_registry(const rrpc__registry *r, rrpc_log_level level, const char *what,
+                         const char *detail)
+{
+    rrpc__log(level, r->service, "registry", what, detail);
+}
+
+/* Limits are not supported on Redis Cluster yet: their counters, the
+ * waiting requests and a reliable shard's in-flight hash would span slots,
+ * which one script cannot touch.  rrpc_server_run refuses the limits
+ * option there; a `limits` field set by other means is not enforced, and
+ * the log says so once (again after it was cleared and set anew). */
+static void tell_cluster_limits(rrpc__registry *r)
+{
+    const char *hget[] = {"HGET", r->config_key, RRPC__CONFIG_LIMITS};
+    rrpc__reply *reply = NULL;
+    if (rrpc__conn_append(r->conn, 3, hget, NULL) != RRPC_OK ||
+        rrpc__conn_read(r->conn, &reply) != RRPC_OK)
+        return;
+    int set = rrpc__reply_type(reply) == RRPC__REPLY_STRING;
+    if (set && !r->cluster_limits_told)
+        log_registry(r, RRPC_LOG_ERROR,
+                     "the service's limits are NOT enforced: limits are not supported on Redis "
+                     "Cluster yet",
+                     r->config_key);
+    r->cluster_limits_told = set;
+    rrpc__reply_free(reply);
+}
+
 /* One heartbeat: renew the deadline and the record, publish the service's
  * settings, clear dead workers, send stats. */
 static int beat(rrpc__registry *r)
@@ -241,7 +272,9 @@ static int beat(rrpc__registry *r)
     rc = rc != RRPC_OK ? rc : read_rc;
     if (rc == RRPC_OK)
         rc = prune(r, now_ms);
-    if (rc == RRPC_OK && a->limits != NULL) {
+    if (rc == RRPC_OK && a->limits != NULL && r->cluster) {
+        tell_cluster_limits(r);
+    } else if (rc == RRPC_OK && a->limits != NULL) {
         /* Written until Redis took it once: the first beat is at start. */
         const char *text = r->limits_written ? NULL : a->limits_text;
         rc = rrpc__limits_beat(r->conn, a->limits, r->config_key, r->list_key, text, r->why,
@@ -254,12 +287,6 @@ static int beat(rrpc__registry *r)
             snprintf(r->why, sizeof r->why, "HINCRBY %.200s: refused", r->mstats_key);
     }
     return rc;
-}
-
-static void log_registry(const rrpc__registry *r, rrpc_log_level level, const char *what,
-                         const char *detail)
-{
-    rrpc__log(level, r->service, "registry", what, detail);
 }
 
 /* A beat that survives a broken link: reconnect once per beat, log once
@@ -311,6 +338,8 @@ int rrpc__registry_start(rrpc__registry *r, const rrpc__announcement *a, const r
     r->stop = 0;
     r->link_down = 0;
     r->limits_written = 0;
+    r->cluster = url->kind == RRPC__URL_CLUSTER;
+    r->cluster_limits_told = 0;
     int rc = rrpc__conn_open(&r->conn, url, connect_timeout_s, err, errlen);
     if (rc == RRPC_OK)
         rc = rrpc__conn_set_timeout(r->conn, SOCKET_TIMEOUT_S);

@@ -88,6 +88,11 @@ static int broker_create(rrpc__serving *s, const rrpc_server_options *opts,
         rc = RRPC_ENOMEM;
     if (rc == RRPC_OK && s->reliable)
         rc = init_reliable(b, opts);
+    if (rc == RRPC_OK && s->url.kind == RRPC__URL_CLUSTER && opts->limits != NULL)
+        s->refusal = rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_EINVAL,
+                                "limits are not supported on Redis Cluster yet (their counters "
+                                "and waiting requests would span hash slots): use one Redis, or "
+                                "serve without limits");
     if (rc != RRPC_OK) {
         broker_destroy(b);
         return rc;

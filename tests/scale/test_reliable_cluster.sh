@@ -13,7 +13,9 @@
 # - a sharded reliable service on the cluster (3 shards on 2+ masters): a
 #   request of shard 1 held by a killed worker is answered once, and its
 #   memory is in shard 1's slot; and on a single Redis, the same with an
-#   effect applied once.
+#   effect applied once;
+# - limits (not supported on a Cluster yet): calc-server --rate refuses to
+#   start there, and a limits field set by hand is logged as not enforced.
 #
 # Usage: test_reliable_cluster.sh BUILD_DIR
 set -u
@@ -178,5 +180,16 @@ case "$got" in *'"result":8'*) ok "single Redis, shard 1: answered after the kil
   fail "single Redis: effect count $(sc hget one:effects x1)"
 [ "$(sc llen one)" = 0 ] && [ "$(sc llen 'one#1')" = 0 ] && ok "redelivered to its own shard" ||
   fail "left on the lists: one=$(sc llen one) one#1=$(sc llen 'one#1')"
+
+# ---- limits are not supported on a Cluster yet: refused, or said ------------
+out=$(timeout 10 "$BUILD/calc-server" --redis "$url" --service lim --rate add=5/s 2>&1)
+[ $? != 0 ] && grep -q "not supported on Redis Cluster" <<<"$out" &&
+  ok "calc-server --rate on a cluster refuses to start, saying why" ||
+  fail "calc-server --rate on a cluster: $out"
+rc hset '{lim2}:config' limits '{"add": {"rate": 5}}' >/dev/null
+spawn lim2 "$BUILD/calc-server" --redis "$url" --service lim2 --workers 1
+wait_until 10 grep -q "NOT enforced" "$test_dir/lim2.log" &&
+  ok "a limits field found on a cluster is logged as not enforced" ||
+  fail "no word of the limits that a cluster cannot enforce"
 
 finish
