@@ -406,51 +406,137 @@ static void reliable_take(worker *w, const char *timeout)
     const char *sadd[] = {"SADD", w->rk.shard->set_key, w->rk.wid};
     const char *block[] = {"BLMOVE", w->rk.shard->list_key, w->rk.landing, "LEFT", "RIGHT",
                            timeout};
-    const char *take[14];
+    const char *take[RRPC__TAKE_ARGC];
     snprintf(w->base_text, sizeof w->base_text, "%016llx", w->takes++);
     rrpc__rel_take_argv(rel, &w->rk, w->high, w->low, w->batch_text, w->base_text, take);
     if (!w->registered && rrpc__send_cmd(w, rrpc__plain_op, 3, sadd, NULL) == RRPC_OK)
         w->registered = 1;
     if (rrpc__send_cmd(w, pop, 6, block, NULL) == RRPC_OK)
-        rrpc__send_cmd(w, pop, 14, take, NULL);
+        rrpc__send_cmd(w, pop, RRPC__TAKE_ARGC, take, NULL);
 }
 
-/* The in-flight record: identity (40 hex digits), delivery counter key
- * (40), then the request (reliable.c). */
-#define RECORD_HEAD 80
-
-/* The take script gives [field, record, answer-or-nil, ...] for
- * everything in the worker's in-flight list (BLMOVE's element included):
- * BLMOVE's own reply holds nothing to read. */
+/* The take script gives [field, request, ...] for everything in the
+ * worker's in-flight hash (BLMOVE's element included): BLMOVE's own reply
+ * holds nothing to read. */
 static batch reliable_batch(rrpc__reply *const popped[2])
 {
-    batch b = {NULL, NULL, 0};
+    batch b = {0};
     if (rrpc__pop_count(popped[1]) > 0) {
         b.rest = popped[1];
-        b.count = rrpc__pop_count(popped[1]) / 3;
+        b.count = rrpc__pop_count(popped[1]) / 2;
     }
     return b;
+}
+
+/* Request K of B's field and text; 0 if the take's answer is malformed. */
+static int taken(const batch *b, size_t k, const char **field, const char **msg, size_t *len)
+{
+    const rrpc__reply *f = rrpc__reply_element(b->rest, 2 * k);
+    const rrpc__reply *m = rrpc__reply_element(b->rest, 2 * k + 1);
+    if (rrpc__reply_type(f) != RRPC__REPLY_STRING || rrpc__reply_type(m) != RRPC__REPLY_STRING)
+        return 0;
+    *field = rrpc__reply_str(f, NULL);
+    *msg = rrpc__reply_str(m, len);
+    return 1;
+}
+
+/* Asks the check script for the answers remembered under the N stable
+ * identities of the take (their done keys, KEYS); the reply into
+ * w->check.  0 if it cannot be known now. */
+static int ask_check(worker *w, size_t n, const char **argv, size_t *lens)
+{
+    rrpc__reply *r = NULL;
+    if (rrpc__conn_append(w->conn, (int)n + 3, argv, lens) != RRPC_OK ||
+        rrpc__conn_read(w->conn, &r) != RRPC_OK) {
+        rrpc__reply_free(r); /* the link broke: the next round reconnects */
+        return 0;
+    }
+    if (rrpc__reply_type(r) == RRPC__REPLY_ARRAY && rrpc__reply_count(r) == n) {
+        w->check = r;
+        return 1;
+    }
+    const char *e = rrpc__reply_str(r, NULL);
+    if (e != NULL && strncmp(e, "NOSCRIPT", 8) == 0)
+        w->reload_scripts = 1;
+    else
+        w->retry_wait = 1; /* "not now", or refused: the take returns them again */
+    rrpc__log_worker(w, "Redis refused the dedup check; the take is tried again",
+                     e ? e : "unexpected answer");
+    rrpc__reply_free(r);
+    return 0;
+}
+
+/* Before anything of a take runs: computes each request's identity here
+ * (the take script does not decode requests) and asks Redis, in one check
+ * script call, for the answers remembered under the stable ones -- so a
+ * request answered before is answered again, never run again.  0 if the
+ * check could not be made: the requests stay held, and the next take
+ * returns them. */
+static int reliable_prepare(worker *w, batch *b)
+{
+    rrpc__reply_free(w->check);
+    w->check = NULL;
+    if (rrpc__grow((void **)&w->ids, &w->capids, b->count, sizeof *w->ids) != RRPC_OK)
+        return 0;
+    size_t prefix = strlen(w->rk.shard->done_prefix), n = 0;
+    char *keys = malloc(b->count * (prefix + 41));
+    const char **argv = malloc((b->count + 3) * sizeof *argv);
+    size_t *lens = malloc((b->count + 3) * sizeof *lens);
+    int ok = keys != NULL && argv != NULL && lens != NULL;
+    for (size_t k = 0; ok && k < b->count; k++) {
+        const char *field = NULL, *msg = NULL;
+        size_t len = 0;
+        rrpc__rel_id *id = &w->ids[k];
+        id->stable = taken(b, k, &field, &msg, &len) &&
+                     rrpc__rel_identity(msg, len, w->srv->limits.max_request_bytes, w->rk.wid,
+                                        field, id->sha1) == 1;
+        if (!id->stable)
+            continue;
+        id->copy = 0;
+        for (size_t j = 0; j < k && !id->copy; j++)
+            id->copy = w->ids[j].stable && memcmp(w->ids[j].sha1, id->sha1, 40) == 0;
+        char *key = keys + n * (prefix + 41);
+        memcpy(key, w->rk.shard->done_prefix, prefix);
+        memcpy(key + prefix, id->sha1, 41);
+        id->at = n++;
+        argv[2 + id->at + 1] = key;
+        lens[2 + id->at + 1] = prefix + 40;
+    }
+    if (ok && n > 0) {
+        char numkeys[24];
+        snprintf(numkeys, sizeof numkeys, "%zu", n);
+        argv[0] = "EVALSHA";
+        argv[1] = w->b->rel.check_sha;
+        argv[2] = numkeys;
+        lens[0] = 7;
+        lens[1] = 40;
+        lens[2] = strlen(numkeys);
+        ok = ask_check(w, n, argv, lens);
+    }
+    if (!ok && keys == NULL)
+        rrpc__log_worker(w, no_memory, NULL);
+    free(keys);
+    free(argv);
+    free(lens);
+    b->ids = w->ids;
+    b->answers = w->check;
+    return ok;
 }
 
 /* Entry K of B; 0 if the take script's answer is malformed there. */
 static int reliable_entry(const batch *b, size_t k, entry *e)
 {
     memset(e, 0, sizeof *e);
-    const rrpc__reply *field = rrpc__reply_element(b->rest, 3 * k);
-    const rrpc__reply *rec = rrpc__reply_element(b->rest, 3 * k + 1);
-    const rrpc__reply *a = rrpc__reply_element(b->rest, 3 * k + 2);
-    size_t len = 0;
-    const char *text = rrpc__reply_str(rec, &len);
-    if (rrpc__reply_type(field) != RRPC__REPLY_STRING ||
-        rrpc__reply_type(rec) != RRPC__REPLY_STRING || len < RECORD_HEAD)
+    if (!taken(b, k, &e->field, &e->msg, &e->len))
         return 0;
-    e->field = rrpc__reply_str(field, NULL);
-    memcpy(e->sha1, text, 40);
-    e->sha1[40] = '\0';
-    e->msg = text + RECORD_HEAD;
-    e->len = len - RECORD_HEAD;
-    int t = rrpc__reply_type(a);
+    if (b->ids == NULL)
+        return 1; /* only its length is asked (before the check) */
+    const rrpc__rel_id *id = &b->ids[k];
+    memcpy(e->sha1, id->sha1, 41);
+    const rrpc__reply *a = id->stable ? rrpc__reply_element(b->answers, id->at) : NULL;
+    int t = a != NULL ? rrpc__reply_type(a) : RRPC__REPLY_NIL;
     e->answer = t == RRPC__REPLY_STRING || t == RRPC__REPLY_ERROR ? a : NULL;
+    e->copy = id->stable && id->copy;
     return 1;
 }
 
@@ -459,7 +545,15 @@ static void reliable_handle(worker *w, const entry *e)
 {
     if (commit_pending(w, e->field))
         return;
-    if (e->answer == NULL)
+    if (e->answer == NULL && e->copy) {
+        /* A copy of a request this take holds already (a caller's resend
+         * that caught up with it): it does not run again.  Its commit
+         * releases it and sends nothing; it comes after the first copy's,
+         * whose answer is the caller's. */
+        atomic_fetch_add(&w->srv->n.duplicates, 1);
+        rrpc__rel_commit m = {.field = e->field, .sha1 = e->sha1, .again = 1};
+        queue_commit(w, e->msg, e->len, &m);
+    } else if (e->answer == NULL)
         rrpc__handle_message(w, e);
     else if (rrpc__reply_type(e->answer) == RRPC__REPLY_STRING)
         answer_again(w, e->msg, e->len, e->field, e->sha1, e->answer);
@@ -522,6 +616,7 @@ const rrpc__delivery rrpc__at_least_once = {
     .relink = reliable_relink,
     .send_take = reliable_take,
     .batch_of = reliable_batch,
+    .prepare = reliable_prepare,
     .entry = reliable_entry,
     .handle = reliable_handle,
     .settle = commit_outcome,
