@@ -3,14 +3,14 @@
  * In reliable mode a worker never holds a request that Redis has forgotten:
  * requests move from the service's list into the worker's own in-flight
  * hash and leave it only in the same atomic step that stores their answer.
- * Four Lua scripts keep each step atomic inside Redis:
+ * Three Lua scripts keep each step atomic inside Redis:
  *
  *   take    moves what BLMOVE landed and up to N more requests into the
  *           in-flight hash, each under a field of its own, and returns
  *           every request held there (it neither decodes nor hashes them:
- *           the worker computes their identities, rel_identity.c);
- *   check   returns the answers remembered under a take's identities
- *           (dedup), before the worker runs any of them;
+ *           the worker computes their identities, rel_identity.c, and
+ *           reads the answers remembered under them -- MGET -- before it
+ *           runs any of them);
  *   commit  completes one request: remembers its answer, pushes the
  *           response (only onto a reply list), applies the handler's
  *           effects, files its dead letter and removes it from the hash --
@@ -176,8 +176,8 @@ const char *rrpc__rel_identity_lua(void)
  * own, and returns [field, request, ...] for everything held there,
  * oldest first.  It neither decodes nor hashes a request (that was most
  * of Redis's time in reliable mode): the worker computes each request's
- * identity (rel_identity.c) and asks the check script for the answers
- * remembered under them before it runs anything.  Per batch: one HSET,
+ * identity (rel_identity.c) and reads the answers remembered under them
+ * (MGET, EXISTS) before it runs anything.  Per batch: one HSET,
  * one DEL, one LTRIM; everything held is read back only if something was
  * held before. */
 static const char take_head[] = CHECK_TYPES_LUA BATCHED_LUA;
@@ -222,29 +222,6 @@ static const char take_tail[] =
     "  for _, f in ipairs(fields) do out[#out + 1] = f; out[#out + 1] = recs[f] end\n"
     "end\n"
     "return out\n";
-
-/* KEYS: the done keys of a batch's requests with a stable identity (all
- * in one slot).  Returns per key the answer remembered there, nil, or an
- * error "dedup key refused: <type>" when the key is not a string.  One
- * MGET; EXISTS only if some are nil, TYPE only if one of those exists.
- * The worker runs nothing of a take before this answer: a request whose
- * answer is remembered is answered again, never run again. */
-static const char check_script[] =
-    BATCHED_LUA "local got = batched('MGET', nil, KEYS)\n"
-                "local absent = {}\n"
-                "for i = 1, #KEYS do if not got[i] then absent[#absent + 1] = i end end\n"
-                "if #absent == 0 then return got end\n"
-                "local out, keys = {}, {}\n"
-                "for i = 1, #KEYS do out[i] = got[i] or false end\n"
-                "for _, i in ipairs(absent) do keys[#keys + 1] = KEYS[i] end\n"
-                "local _, there = batched('EXISTS', nil, keys)\n"
-                "if there > 0 then\n" /* MGET says nil for a key of another type too */
-                "  for _, i in ipairs(absent) do\n"
-                "    local t = redis.call('TYPE', KEYS[i]).ok\n"
-                "    if t ~= 'none' then out[i] = {err = 'dedup key refused: ' .. t} end\n"
-                "  end\n"
-                "end\n"
-                "return out\n";
 
 /* KEYS: in-flight hash, dead list, stats hash, then per request its done
  * key[, its reply key].  ARGV: window, reply ttl, dead-letter bound, the
@@ -1061,8 +1038,7 @@ static int load_script(rrpc__conn *c, const char *route, const char *script, cha
 
 /* Loads the worker scripts where every shard's list lives; their SHA-1s
  * into TAKE and COMMIT. */
-static int load_all(const rrpc__rel *r, rrpc__conn *c, char take[41], char commit[41],
-                    char check[41])
+static int load_all(const rrpc__rel *r, rrpc__conn *c, char take[41], char commit[41])
 {
     pthread_once(&commit_once, join_commit_script);
     int rc = RRPC_OK;
@@ -1071,26 +1047,23 @@ static int load_all(const rrpc__rel *r, rrpc__conn *c, char take[41], char commi
         rc = load_script(c, route, take_script, take);
         if (rc == RRPC_OK)
             rc = load_script(c, route, commit_script, commit);
-        if (rc == RRPC_OK)
-            rc = load_script(c, route, check_script, check);
     }
     return rc;
 }
 
 int rrpc__rel_load_scripts(const rrpc__rel *r, rrpc__conn *c)
 {
-    char take[41], commit[41], check[41];
-    int rc = load_all(r, c, take, commit, check);
+    char take[41], commit[41];
+    int rc = load_all(r, c, take, commit);
     /* The digests depend on the texts only: they are the same each time. */
-    if (rc == RRPC_OK && (strcmp(take, r->take_sha) != 0 || strcmp(commit, r->commit_sha) != 0 ||
-                          strcmp(check, r->check_sha) != 0))
+    if (rc == RRPC_OK && (strcmp(take, r->take_sha) != 0 || strcmp(commit, r->commit_sha) != 0))
         rc = RRPC_EPROTO;
     return rc;
 }
 
 int rrpc__rel_learn_scripts(rrpc__rel *r, rrpc__conn *c)
 {
-    return load_all(r, c, r->take_sha, r->commit_sha, r->check_sha);
+    return load_all(r, c, r->take_sha, r->commit_sha);
 }
 
 int rrpc__rel_start(rrpc__rel *r, const rrpc__url *url, double connect_timeout_s, char *err,
@@ -1101,7 +1074,7 @@ int rrpc__rel_start(rrpc__rel *r, const rrpc__url *url, double connect_timeout_s
         rc = rrpc__conn_set_timeout(r->conn, 10);
     /* Workers send EVALSHA: the script texts would be most of each commit. */
     if (rc == RRPC_OK)
-        rc = load_all(r, r->conn, r->take_sha, r->commit_sha, r->check_sha);
+        rc = load_all(r, r->conn, r->take_sha, r->commit_sha);
     if (rc == RRPC_OK)
         rc = beat(r, r->conn); /* alive before any worker takes a request */
     if (rc == RRPC_OK && pthread_create(&r->thread, NULL, heartbeat_main, r) != 0)

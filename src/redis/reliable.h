@@ -53,7 +53,7 @@ typedef struct rrpc__rel {
     char size_text[24];                /* max_request_bytes */
     char trim_text[24];                /* -dead_letter_max, for LTRIM */
     /* SHA-1s of the scripts workers send by EVALSHA */
-    char take_sha[41], commit_sha[41], check_sha[41];
+    char take_sha[41], commit_sha[41];
     rrpc__conn *conn;
     pthread_t thread;
     int started;

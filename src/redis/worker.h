@@ -119,6 +119,7 @@ typedef struct rrpc__rel_id {
     int stable;
     int copy; /* an earlier request of the same take has this identity */
     size_t at;
+    char refused[64]; /* "dedup key refused: <type>" if its done key is not a string */
 } rrpc__rel_id;
 
 typedef struct worker {
@@ -160,8 +161,8 @@ typedef struct worker {
     char base_text[24];       /* the take's token base: takes as 16 hex digits */
     int registered;           /* its id is in {L}:inflight (else SADD before BLMOVE) */
     rrpc__rel_id *ids;        /* the identities of the requests of the last take */
-    size_t capids;
-    rrpc__reply *check;       /* the check script's answer for them (or NULL) */
+    size_t nids, capids;
+    rrpc__reply *check;       /* the MGET of their done keys (or NULL) */
     int pop_failing;          /* the last pop was refused (logged once) */
     op *pcommit; /* reliable mode: commits for the next commit call (rrpc__flush_commits) */
     size_t npcommit, cappcommit;
@@ -206,7 +207,8 @@ typedef struct entry {
     const char *field;
     char sha1[41];
     const rrpc__reply *answer;
-    int copy; /* reliable: a later copy of a request of the same take */
+    const char *refused; /* reliable: why its dedup key refused it, or NULL */
+    int copy;            /* reliable: a later copy of a request of the same take */
 } entry;
 
 /* A delivery mode: how requests are taken, how a batch's entries read and

@@ -205,7 +205,7 @@ typedef struct world {
     char list_key[32], pop_key[48], dead_key[48], stats_key[48], services_key[48];
     char allow[2][64];
     int nallow;
-    char reply_sha[41], take_sha[41], commit_sha[41], check_sha[41];
+    char reply_sha[41], take_sha[41], commit_sha[41];
     int reply_loaded;
     char wid[200]; /* reliable: the worker id (SADD), which its take identities name */
     int nscripts;
@@ -749,24 +749,42 @@ static int done_key_of(const world *w, const held *h, char done[RRPC__KEY_MAX])
     return stable;
 }
 
-/* The check script: per done key, the answer remembered for the live held
- * request it belongs to (every key must be one: asked before it runs). */
+/* Nonzero if KEY is one of the list's done keys. */
+static int is_done_key(const world *w, const bytes *key)
+{
+    char prefix[64];
+    int n = snprintf(prefix, sizeof prefix, "{%s}:done:", w->list_key);
+    return key->len > (size_t)n && memcmp(key->p, prefix, (size_t)n) == 0;
+}
+
+/* The live held request whose done key (stable identity) is KEY, or NULL. */
+static const held *held_of_done(const world *w, const bytes *key)
+{
+    char done[RRPC__KEY_MAX];
+    for (size_t j = 0; j < w->nhelds; j++)
+        if (w->helds[j].live && done_key_of(w, &w->helds[j], done) && eqs(key, done))
+            return &w->helds[j];
+    return NULL;
+}
+
+/* The worker's dedup check, before it runs anything of a take: MGET of the
+ * done keys (per key the answer remembered for the live held request it
+ * belongs to: every key must be one), and EXISTS of the same keys (a
+ * poisoned key -- answer 2 -- is there, but MGET says nil for it). */
 static void on_check(world *w, bytes *a, size_t n, out_buf *o)
 {
-    long nk = strtol(a[2].p, NULL, 10);
-    CHECK(nk >= 1 && (size_t)nk + 3 == n, "check script without its keys");
-    putf(o, "*%ld\r\n", nk);
-    for (long i = 0; i < nk; i++) {
-        const held *h = NULL;
-        char done[RRPC__KEY_MAX];
-        for (size_t j = 0; h == NULL && j < w->nhelds; j++)
-            if (w->helds[j].live && done_key_of(w, &w->helds[j], done) && eqs(&a[3 + i], done))
-                h = &w->helds[j];
-        CHECK(h != NULL, "check of a key no held request with a stable identity has: %s",
-              a[3 + i].p);
+    int mget = eqs(&a[0], "MGET");
+    long there = 0;
+    if (mget)
+        putf(o, "*%zu\r\n", n - 1);
+    for (size_t i = 1; i < n; i++) {
+        const held *h = held_of_done(w, &a[i]);
+        CHECK(h != NULL, "dedup check of a key no held request with a stable identity has: %s",
+              a[i].p);
         const message *m = &w->msgs[h->msg];
-        if (h->answer == 2) {
-            putf(o, "-dedup key refused: hash\r\n");
+        there += h->answer != 0;
+        if (!mget) {
+            continue;
         } else if (h->answer == 1 && m->nkeys > 0) {
             const char *resp = "{\"jsonrpc\":\"2.0\",\"result\":\"again\",\"id\":1}";
             char head[32];
@@ -780,6 +798,8 @@ static void on_check(world *w, bytes *a, size_t n, out_buf *o)
             put(o, "$-1\r\n", 5);
         }
     }
+    if (!mget)
+        putf(o, ":%ld\r\n", there);
 }
 
 /* One request's part of a commit call: DONE and REPLY (NULL: none) its
@@ -922,11 +942,10 @@ static void on_command(world *w, bytes *a, size_t n, out_buf *o)
         fprintf(stderr, "> %s %.60s (%zu args)\n", a[0].p, n > 1 ? a[1].p : "", n);
     const char *c = a[0].p;
     int reliable = w->cfg & C_RELIABLE;
-    if (eqs(&a[0], "SCRIPT") && n == 3 && eqs(&a[1], "LOAD") && reliable && w->nscripts < 3) {
+    if (eqs(&a[0], "SCRIPT") && n == 3 && eqs(&a[1], "LOAD") && reliable && w->nscripts < 2) {
         char sha[41];
         rrpc__sha1_hex(a[2].p, a[2].len, sha);
-        char *to[] = {w->take_sha, w->commit_sha, w->check_sha};
-        memcpy(to[w->nscripts++], sha, 41);
+        memcpy(w->nscripts++ == 0 ? w->take_sha : w->commit_sha, sha, 41);
         put_str(o, sha);
     } else if (eqs(&a[0], "TIME") && n == 1) {
         if (!reliable && (w->events & E_NOTIME)) {
@@ -973,8 +992,12 @@ static void on_command(world *w, bytes *a, size_t n, out_buf *o)
         on_take(w, a, n, o);
     } else if (eqs(&a[0], "EVALSHA") && n >= 4 && reliable && eqs(&a[1], w->commit_sha)) {
         on_commit(w, a, n, o);
-    } else if (eqs(&a[0], "EVALSHA") && n >= 4 && reliable && eqs(&a[1], w->check_sha)) {
+    } else if ((eqs(&a[0], "MGET") || eqs(&a[0], "EXISTS")) && n >= 2 && reliable) {
         on_check(w, a, n, o);
+    } else if (eqs(&a[0], "TYPE") && n == 2 && reliable && is_done_key(w, &a[1])) {
+        const held *h = held_of_done(w, &a[1]);
+        CHECK(h != NULL, "TYPE of a done key no held request has");
+        put_str(o, h->answer == 2 ? "hash" : h->answer == 1 ? "string" : "none");
     } else if (eqs(&a[0], "RPUSH") && n >= 2 && eqs(&a[1], w->dead_key)) {
         on_dead_push(w, a, n, o);
     } else if (eqs(&a[0], "LTRIM") && n == 4 && eqs(&a[1], w->dead_key)) {
