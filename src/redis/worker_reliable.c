@@ -596,7 +596,12 @@ static int reliable_entry(const batch *b, size_t k, entry *e)
 /* One request of a take: run unless Redis remembers its answer. */
 static void reliable_handle(worker *w, const entry *e)
 {
-    if (commit_pending(w, e->field))
+    /* A field of this very take was just written by it: nothing can be
+     * pending for it (the scan is per pending commit, so skipping it keeps
+     * a batch linear). */
+    size_t base = strlen(w->base_text);
+    int fresh = strncmp(e->field, w->base_text, base) == 0 && e->field[base] == '.';
+    if (!fresh && commit_pending(w, e->field))
         return;
     if (e->refused != NULL) /* its dedup key is poisoned: it cannot be run at most once */
         queue_dead_commit(w, e->msg, e->len, e->field, e->sha1, e->refused);
