@@ -6,9 +6,11 @@
  * Three Lua scripts keep each step atomic inside Redis:
  *
  *   take    moves what BLMOVE landed and up to N more requests into the
- *           in-flight hash, each under a field of its own with its identity,
- *           and returns every request held there with the answer already
- *           remembered for it (dedup), if any;
+ *           in-flight hash, each under a field of its own, and returns
+ *           every request held there (it neither decodes nor hashes them:
+ *           the worker computes their identities, rel_identity.c, and
+ *           reads the answers remembered under them -- MGET -- before it
+ *           runs any of them);
  *   commit  completes one request: remembers its answer, pushes the
  *           response (only onto a reply list), applies the handler's
  *           effects, files its dead letter and removes it from the hash --
@@ -43,11 +45,11 @@
 #include <string.h>
 #include <unistd.h>
 
-/* The in-flight record of a taken request: its identity (40 hex digits),
- * the key its deliveries are counted under (40 hex digits) and the request
- * text.  The two are equal for a stable identity.
- *
- * A request's identity, computed once, when the take script moves it in:
+/* A request's identity and the key its deliveries are counted under (40
+ * hex digits each; the two are equal for a stable identity), as the
+ * reaper computes them for a request it puts back.  The worker computes
+ * the same identity in C (rel_identity.c) when it takes the request; the
+ * in-flight record is the request text alone.  The rules:
  *   - a call (a request object with a string id, or an integer id that a
  *     double holds exactly): its reply_to and id, so that a caller's retry
  *     is recognised even if its text changed (a new deadline, say);
@@ -56,7 +58,7 @@
  *   - a batch whose every element is such a call: its exact text;
  *   - anything else (a notification without a key, a batch holding one,
  *     text that is not JSON, a message above the size limit): this take of
- *     it (worker id and token), so that every send runs once -- and a
+ *     it (worker id and field), so that every send runs once -- and a
  *     redelivery, which goes back to the list and is taken anew, is never
  *     confused with an earlier send.  Its deliveries are counted by its
  *     exact text (by its length and first bytes above the size limit).
@@ -95,6 +97,11 @@
     "  return redis.sha1hex('t\\n' .. token) ..\n"                                                 \
     "    redis.sha1hex(#item .. '\\n' .. string.sub(item, 1, 4096))\n"                             \
     "end\n"
+
+const char *rrpc__rel_identity_lua(void)
+{
+    return IDENTITY_LUA;
+}
 
 /* Refuses, before anything is written, to work on keys of the wrong type:
  * a script that failed after it had moved requests would leave them
@@ -163,22 +170,23 @@
     "end\n"
 
 /* KEYS: list, landing list, in-flight hash, worker set, the list's high
- * and low lists.  ARGV: count (0: none more), done-key prefix, worker id,
- * size limit, token base.  Moves what BLMOVE landed and up to COUNT more
- * requests into the in-flight hash (in priority order, above), and
- * returns [field, record, answer, ...] for everything held there,
- * oldest first: answer is the remembered answer (or nil), or an error
- * "dedup key refused: <type>" when the request's dedup key is not a
- * string.  Per batch, not per request: one HSET, one MGET of the dedup
- * keys (and a TYPE only for a dedup key that is there but not a string);
- * everything held is read back only if something was held before. */
-static const char take_head[] = IDENTITY_LUA CHECK_TYPES_LUA BATCHED_LUA;
+ * and low lists.  ARGV: count (0: none more), worker id, token base.
+ * Moves what BLMOVE landed and up to COUNT more requests into the
+ * in-flight hash (in priority order, above), each under a field of its
+ * own, and returns [field, request, ...] for everything held there,
+ * oldest first.  It neither decodes nor hashes a request (that was most
+ * of Redis's time in reliable mode): the worker computes each request's
+ * identity (rel_identity.c) and reads the answers remembered under them
+ * (MGET, EXISTS) before it runs anything.  Per batch: one HSET,
+ * one DEL, one LTRIM; everything held is read back only if something was
+ * held before. */
+static const char take_head[] = CHECK_TYPES_LUA BATCHED_LUA;
 /* The take script is longer than a C string literal may portably be. */
 static const char take_tail[] =
     "local more, high, low, back = {}, {}, {}, {}\n" PRIORITY_TAKE_LUA
     "local bad = check_types({'list', 'list', 'hash', 'set'})\n"
     "if bad then return bad end\n"
-    "local n, max = tonumber(ARGV[1]), tonumber(ARGV[4])\n"
+    "local n = tonumber(ARGV[1])\n"
     "local before = redis.call('HLEN', KEYS[3])\n"
     "local landed = redis.call('LRANGE', KEYS[2], 0, -1)\n"
     "local landed_n, kept = #landed, landed\n"
@@ -190,61 +198,28 @@ static const char take_tail[] =
     "else\n"
     "  more = n > 0 and redis.call('LRANGE', KEYS[1], 0, n - 1) or {}\n"
     "end\n"
-    "redis.call('SADD', KEYS[4], ARGV[3])\n" /* first write: under OOM nothing moved */
-    "local fields, recs, pairs_ = {}, {}, {}\n"
+    "redis.call('SADD', KEYS[4], ARGV[2])\n" /* first write: under OOM nothing moved */
+    "local out, k = {}, 0\n"
     "local function hold(item)\n"
-    "  local field = string.format('%s.%06d', ARGV[5], #fields + 1)\n"
-    "  local rec = identity(item, max, ARGV[3] .. '\\n' .. field) .. item\n"
-    "  fields[#fields + 1] = field\n"
-    "  recs[field] = rec\n"
-    "  pairs_[#pairs_ + 1] = field\n"
-    "  pairs_[#pairs_ + 1] = rec\n"
+    "  k = k + 1\n"
+    "  out[2 * k - 1] = string.format('%s.%06d', ARGV[3], k)\n"
+    "  out[2 * k] = item\n"
     "end\n"
     "for _, item in ipairs(high) do hold(item) end\n"
     "for _, item in ipairs(kept) do hold(item) end\n"
     "for _, item in ipairs(more) do hold(item) end\n"
     "for _, item in ipairs(low) do hold(item) end\n"
-    "if #pairs_ > 0 then batched('HSET', KEYS[3], pairs_) end\n"
+    "if k > 0 then batched('HSET', KEYS[3], out) end\n"
     "if landed_n > 0 then redis.call('DEL', KEYS[2]) end\n"
     "if #more > 0 then redis.call('LTRIM', KEYS[1], #more, -1) end\n"
     "if prio then priority_settle() end\n"
     "if before > 0 then\n" /* held before (a commit refused, or a take lost): all of it */
     "  local all = redis.call('HGETALL', KEYS[3])\n"
-    "  fields, recs = {}, {}\n"
+    "  local fields, recs = {}, {}\n"
     "  for i = 1, #all, 2 do fields[#fields + 1] = all[i]; recs[all[i]] = all[i + 1] end\n"
     "  table.sort(fields)\n"
-    "end\n"
-    "local dones, which = {}, {}\n"
-    "for i, f in ipairs(fields) do\n"
-    "  local rec = recs[f]\n"
-    "  local h = string.sub(rec, 1, 40)\n"
-    "  if h == string.sub(rec, 41, 80) then\n"
-    "    dones[#dones + 1] = ARGV[2] .. h\n"
-    "    which[#dones] = i\n"
-    "  end\n"
-    "end\n"
-    "local answers = {}\n"
-    "if #dones > 0 then\n"
-    "  local got = batched('MGET', nil, dones)\n"
-    "  local absent = {}\n"
-    "  for d = 1, #dones do\n"
-    "    if got[d] then answers[which[d]] = got[d] else absent[#absent + 1] = d end\n"
-    "  end\n"
-    "  local absent_keys = {}\n"
-    "  for _, d in ipairs(absent) do absent_keys[#absent_keys + 1] = dones[d] end\n"
-    "  local _, there = batched('EXISTS', nil, absent_keys)\n"
-    "  if there > 0 then\n" /* MGET says nil for a key of another type too */
-    "    for _, d in ipairs(absent) do\n"
-    "      local t = redis.call('TYPE', dones[d]).ok\n"
-    "      if t ~= 'none' then answers[which[d]] = {err = 'dedup key refused: ' .. t} end\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
-    "local out = {}\n"
-    "for i, f in ipairs(fields) do\n"
-    "  out[#out + 1] = f\n"
-    "  out[#out + 1] = recs[f]\n"
-    "  out[#out + 1] = answers[i] or false\n"
+    "  out = {}\n"
+    "  for _, f in ipairs(fields) do out[#out + 1] = f; out[#out + 1] = recs[f] end\n"
     "end\n"
     "return out\n";
 
@@ -414,10 +389,12 @@ static const char commit_tail[] =
 /* The commit script is longer than a C string literal may portably be. */
 static char commit_script[sizeof commit_head + sizeof commit_tail];
 static char take_script[sizeof take_head + sizeof take_tail];
+static void join_reap_script(void);
 static pthread_once_t commit_once = PTHREAD_ONCE_INIT;
 
 static void join_commit_script(void)
 {
+    join_reap_script();
     memcpy(take_script, take_head, sizeof take_head - 1);
     memcpy(take_script + sizeof take_head - 1, take_tail, sizeof take_tail);
     memcpy(commit_script, commit_head, sizeof commit_head - 1);
@@ -431,7 +408,9 @@ static void join_commit_script(void)
  * once it has written: the declared keys' types are checked first, and a
  * dead worker's key of the wrong type, or a delivery counter that cannot
  * count, affects only its own requests. */
-static const char reap_script[] = CHECK_TYPES_LUA
+static const char reap_head[] = IDENTITY_LUA CHECK_TYPES_LUA;
+/* The reap script is longer than a C string literal may portably be. */
+static const char reap_tail[] =
     "local bad = check_types({'list', 'set', 'list', 'hash'})\n"
     "if bad then return bad end\n"
     "local requeued, dead, broken = 0, 0, 0\n"
@@ -457,8 +436,16 @@ static const char reap_script[] = CHECK_TYPES_LUA
     "  redis.call('HINCRBY', KEYS[4], 'dead', 1)\n"
     "  dead = dead + 1\n"
     "end\n"
-    "local function put_back(rec)\n"
-    "  local h, d, item = string.sub(rec, 1, 40), string.sub(rec, 41, 80), string.sub(rec, 81)\n"
+    /* A record is the request's text; one written by an older take starts
+     * with the identity and delivery key it computed (80 hex digits). */
+    "local function put_back(wid, field, rec)\n"
+    "  local h, d, item\n"
+    "  if string.find(rec, '^' .. string.rep('%x', 80)) then\n"
+    "    h, d, item = string.sub(rec, 1, 40), string.sub(rec, 41, 80), string.sub(rec, 81)\n"
+    "  else\n"
+    "    local hd = identity(rec, max, wid .. '\\n' .. field)\n"
+    "    h, d, item = string.sub(hd, 1, 40), string.sub(hd, 41, 80), rec\n"
+    "  end\n"
     "  if redis.call('TYPE', ARGV[1] .. 'done:' .. h).ok == 'string' then\n"
     /* Answered (or a copy another worker took).  On a Cluster its
      * response may not have been pushed yet: back it goes, to be answered
@@ -513,7 +500,7 @@ static const char reap_script[] = CHECK_TYPES_LUA
     "      local fields, recs = {}, {}\n"
     "      for i = 1, #all, 2 do fields[#fields + 1] = all[i]; recs[all[i]] = all[i + 1] end\n"
     "      table.sort(fields)\n"
-    "      for i = #fields, 1, -1 do put_back(recs[fields[i]]) end\n"
+    "      for i = #fields, 1, -1 do put_back(wid, fields[i], recs[fields[i]]) end\n"
     "      redis.call('DEL', held, landing)\n"
     "    end\n"
     "    redis.call('SREM', KEYS[2], wid)\n"
@@ -521,6 +508,14 @@ static const char reap_script[] = CHECK_TYPES_LUA
     "end\n"
     "if requeued > 0 then redis.call('HINCRBY', KEYS[4], 'redelivered', requeued) end\n"
     "return {requeued, dead, broken}\n";
+
+static char reap_script[sizeof reap_head + sizeof reap_tail];
+
+static void join_reap_script(void)
+{
+    memcpy(reap_script, reap_head, sizeof reap_head - 1);
+    memcpy(reap_script + sizeof reap_head - 1, reap_tail, sizeof reap_tail);
+}
 
 #define HEARTBEAT_BACKOFF_MAX_S 2.0
 
@@ -613,12 +608,11 @@ int rrpc__rel_worker_keys(const rrpc__rel *r, int shard, int thread, rrpc__rel_w
 }
 
 void rrpc__rel_take_argv(const rrpc__rel *r, const rrpc__rel_worker *k, const char *high,
-                         const char *low, const char *count, const char *base, const char *argv[14])
+                         const char *low, const char *count, const char *base, const char *argv[12])
 {
     const rrpc__rel_shard *sh = k->shard;
-    const char *a[] = {"EVALSHA",       r->take_sha, "6",          sh->list_key, k->landing,
-                       k->inflight,     sh->set_key, high,         low,          count,
-                       sh->done_prefix, k->wid,      r->size_text, base};
+    const char *a[] = {"EVALSHA",   r->take_sha, "6", sh->list_key, k->landing, k->inflight,
+                       sh->set_key, high,        low, count,        k->wid,     base};
     memcpy(argv, a, sizeof a);
 }
 
@@ -959,6 +953,7 @@ static void drain_outbox(rrpc__rel *r, rrpc__conn *c, const rrpc__rel_shard *sh)
  * outboxes). */
 static int beat(rrpc__rel *r, rrpc__conn *c)
 {
+    pthread_once(&commit_once, join_commit_script);
     char ttl_ms[32], bound[32];
     snprintf(ttl_ms, sizeof ttl_ms, "%ld", (long)(r->opts.heartbeat_ttl_s * 1000));
     snprintf(bound, sizeof bound, "%ld", r->opts.dead_letter_max);

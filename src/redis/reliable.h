@@ -52,7 +52,8 @@ typedef struct rrpc__rel {
     char max_text[16];
     char size_text[24];                /* max_request_bytes */
     char trim_text[24];                /* -dead_letter_max, for LTRIM */
-    char take_sha[41], commit_sha[41]; /* SHA-1s of the scripts workers send by EVALSHA */
+    /* SHA-1s of the scripts workers send by EVALSHA */
+    char take_sha[41], commit_sha[41];
     rrpc__conn *conn;
     pthread_t thread;
     int started;
@@ -91,12 +92,24 @@ int rrpc__rel_init(rrpc__rel *r, const char *list_key, int shards, int cluster, 
 void rrpc__rel_free(rrpc__rel *r);
 /* Worker THREAD's keys, on shard SHARD. */
 int rrpc__rel_worker_keys(const rrpc__rel *r, int shard, int thread, rrpc__rel_worker *k);
-/* The take command (14 borrowed arguments) for COUNT more requests; BASE
+/* The take command (12 borrowed arguments) for COUNT more requests; BASE
  * (text) is unique to this take among the worker's takes.  HIGH and LOW:
  * the shard's priority lists (PROTOCOL.md section 7). */
+#define RRPC__TAKE_ARGC 12
 void rrpc__rel_take_argv(const rrpc__rel *r, const rrpc__rel_worker *k, const char *high,
                          const char *low, const char *count, const char *base,
-                         const char *argv[14]);
+                         const char *argv[RRPC__TAKE_ARGC]);
+/* The identity (40 hex digits, into HEX) of the request MSG held by worker
+ * WID under FIELD (rel_identity.c), with the rules of the reaper's Lua
+ * (reliable.c): 1 if it is stable (a call, a keyed notification, a batch
+ * of calls: its answer is remembered and looked up under it), 0 if it is
+ * this take of it.  MAX: the size limit above which a message is not read
+ * (0: none). */
+int rrpc__rel_identity(const char *msg, size_t len, size_t max, const char *wid, const char *field,
+                       char hex[41]);
+/* The reaper's Lua definition of identity(item, max, token), which returns
+ * the identity and the delivery key (for tests: C and Lua must agree). */
+const char *rrpc__rel_identity_lua(void);
 
 /* What one commit does (see the commit script). */
 typedef struct rrpc__rel_commit {

@@ -146,6 +146,11 @@ static void drop_pending(worker *w)
     w->services = NULL;
     w->services_buf = NULL;
     free_pair(w->in_hand);
+    rrpc__reply_free(w->check);
+    w->check = NULL;
+    free(w->ids);
+    w->ids = NULL;
+    w->capids = 0;
 }
 
 /* Reconnects with exponential backoff and jitter until it works or the

@@ -112,6 +112,16 @@ typedef struct op {
     unsigned long long count; /* OP_LOST, OP_EXPIRED: the count added */
 } op;
 
+/* Reliable mode: a taken request's identity (rel_identity.c), whether it
+ * is stable, and where its answer is in the check script's reply. */
+typedef struct rrpc__rel_id {
+    char sha1[41];
+    int stable;
+    int copy; /* an earlier request of the same take has this identity */
+    size_t at;
+    char refused[64]; /* "dedup key refused: <type>" if its done key is not a string */
+} rrpc__rel_id;
+
 typedef struct worker {
     rrpc__serving *srv;                /* the server: settings, decide, counters */
     rrpc__server_broker *b;            /* its Redis side */
@@ -150,6 +160,9 @@ typedef struct worker {
     unsigned long long takes; /* takes sent: makes every in-flight field unique */
     char base_text[24];       /* the take's token base: takes as 16 hex digits */
     int registered;           /* its id is in {L}:inflight (else SADD before BLMOVE) */
+    rrpc__rel_id *ids;        /* the identities of the requests of the last take */
+    size_t nids, capids;
+    rrpc__reply *check;       /* the MGET of their done keys (or NULL) */
     int pop_failing;          /* the last pop was refused (logged once) */
     op *pcommit; /* reliable mode: commits for the next commit call (rrpc__flush_commits) */
     size_t npcommit, cappcommit;
@@ -185,6 +198,8 @@ typedef struct batch {
     const rrpc__reply *blocked; /* at-most-once: BLPOP's request, or NULL */
     const rrpc__reply *rest;    /* LPOP's or the take script's array, or NULL */
     size_t count;
+    const rrpc__rel_id *ids;    /* reliable mode: per request, its identity */
+    const rrpc__reply *answers; /* and the check script's answer */
 } batch;
 
 /* One request of a batch.  Reliable mode adds where it is held (its field
@@ -196,6 +211,8 @@ typedef struct entry {
     const char *field;
     char sha1[41];
     const rrpc__reply *answer;
+    const char *refused; /* reliable: why its dedup key refused it, or NULL */
+    int copy;            /* reliable: a later copy of a request of the same take */
 } entry;
 
 /* A delivery mode: how requests are taken, how a batch's entries read and
@@ -219,6 +236,9 @@ typedef struct rrpc__delivery {
      * to w->extra (w->batch_text) more. */
     void (*send_take)(worker *w, const char *timeout);
     batch (*batch_of)(rrpc__reply *const popped[2]);
+    /* Before any entry of B is read (NULL: nothing to do): 0 if none
+     * may run now (they stay where the take put them). */
+    int (*prepare)(worker *w, batch *b);
     /* Entry K of B; 0 if the take's answer is malformed there. */
     int (*entry)(const batch *b, size_t k, entry *e);
     /* One entry: decided (rrpc__handle_message) or settled from what Redis

@@ -89,6 +89,8 @@ void rrpc__handle_popped(worker *w, rrpc__reply *const popped[2])
     batch b = w->mode->batch_of(popped);
     if (b.count == 0)
         return; /* a pop that timed out says nothing about the handlers */
+    if (w->mode->prepare != NULL && !w->mode->prepare(w, &b))
+        return;
     double started = rrpc__monotonic(), flushed_at = started, slowest = 0;
     size_t bytes = batch_bytes(w, &b);
     for (size_t k = 0; k < b.count; k++) {

@@ -39,7 +39,7 @@ static void once_take(worker *w, const char *timeout)
  * ...]] or nil. */
 static batch once_batch(rrpc__reply *const popped[2])
 {
-    batch b = {NULL, NULL, 0};
+    batch b = {0};
     if (rrpc__pop_count(popped[0]) == 2) {
         b.blocked = rrpc__reply_element(popped[0], 1);
         b.count = 1;

@@ -406,65 +406,217 @@ static void reliable_take(worker *w, const char *timeout)
     const char *sadd[] = {"SADD", w->rk.shard->set_key, w->rk.wid};
     const char *block[] = {"BLMOVE", w->rk.shard->list_key, w->rk.landing, "LEFT", "RIGHT",
                            timeout};
-    const char *take[14];
+    const char *take[RRPC__TAKE_ARGC];
     snprintf(w->base_text, sizeof w->base_text, "%016llx", w->takes++);
     rrpc__rel_take_argv(rel, &w->rk, w->high, w->low, w->batch_text, w->base_text, take);
     if (!w->registered && rrpc__send_cmd(w, rrpc__plain_op, 3, sadd, NULL) == RRPC_OK)
         w->registered = 1;
     if (rrpc__send_cmd(w, pop, 6, block, NULL) == RRPC_OK)
-        rrpc__send_cmd(w, pop, 14, take, NULL);
+        rrpc__send_cmd(w, pop, RRPC__TAKE_ARGC, take, NULL);
 }
 
-/* The in-flight record: identity (40 hex digits), delivery counter key
- * (40), then the request (reliable.c). */
-#define RECORD_HEAD 80
-
-/* The take script gives [field, record, answer-or-nil, ...] for
- * everything in the worker's in-flight list (BLMOVE's element included):
- * BLMOVE's own reply holds nothing to read. */
+/* The take script gives [field, request, ...] for everything in the
+ * worker's in-flight hash (BLMOVE's element included): BLMOVE's own reply
+ * holds nothing to read. */
 static batch reliable_batch(rrpc__reply *const popped[2])
 {
-    batch b = {NULL, NULL, 0};
+    batch b = {0};
     if (rrpc__pop_count(popped[1]) > 0) {
         b.rest = popped[1];
-        b.count = rrpc__pop_count(popped[1]) / 3;
+        b.count = rrpc__pop_count(popped[1]) / 2;
     }
     return b;
+}
+
+/* Request K of B's field and text; 0 if the take's answer is malformed. */
+static int taken(const batch *b, size_t k, const char **field, const char **msg, size_t *len)
+{
+    const rrpc__reply *f = rrpc__reply_element(b->rest, 2 * k);
+    const rrpc__reply *m = rrpc__reply_element(b->rest, 2 * k + 1);
+    if (rrpc__reply_type(f) != RRPC__REPLY_STRING || rrpc__reply_type(m) != RRPC__REPLY_STRING)
+        return 0;
+    *field = rrpc__reply_str(f, NULL);
+    *msg = rrpc__reply_str(m, len);
+    return 1;
+}
+
+/* Reads one reply; 0 if the link broke (the next round reconnects). */
+static int read_one(worker *w, rrpc__reply **r)
+{
+    *r = NULL;
+    if (rrpc__conn_read(w->conn, r) == RRPC_OK)
+        return 1;
+    rrpc__reply_free(*r);
+    *r = NULL;
+    return 0;
+}
+
+/* A dedup key that exists but is not a string (MGET says nil for it):
+ * asks the types of the keys MGET had no answer for, and marks those that
+ * are there, of another type, as refused.  Rare: one more round trip. */
+static int ask_types(worker *w, const rrpc__reply *got, const char **keys, const size_t *lens,
+                     size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *argv[] = {"TYPE", keys[i]};
+        size_t l[] = {4, lens[i]};
+        if (rrpc__reply_type(rrpc__reply_element(got, i)) != RRPC__REPLY_STRING &&
+            rrpc__conn_append(w->conn, 2, argv, l) != RRPC_OK)
+            return 0;
+    }
+    for (size_t k = 0; k < w->nids; k++) {
+        rrpc__rel_id *id = &w->ids[k];
+        rrpc__reply *t = NULL;
+        if (!id->stable || rrpc__reply_type(rrpc__reply_element(got, id->at)) == RRPC__REPLY_STRING)
+            continue;
+        if (!read_one(w, &t))
+            return 0;
+        const char *type = rrpc__reply_str(t, NULL);
+        /* "string": answered between MGET and EXISTS -- not known here; the
+         * commit finds it remembered and keeps the first answer. */
+        if (type != NULL && strcmp(type, "none") != 0 && strcmp(type, "string") != 0)
+            snprintf(id->refused, sizeof id->refused, "dedup key refused: %s", type);
+        rrpc__reply_free(t);
+    }
+    return 1;
+}
+
+/* Asks Redis for the answers remembered under the N done keys of the
+ * take's stable identities (KEYS, with the two slots before them free for
+ * the command's name): MGET, and EXISTS pipelined with it to tell a key
+ * that is not there from one of another type (nil for MGET too).  Plain
+ * commands, not a script: no Lua table of keys to build.  The MGET reply
+ * into w->check; 0 if it cannot be known now. */
+static int ask_check(worker *w, size_t n, const char **argv, size_t *lens)
+{
+    argv[1] = "MGET";
+    lens[1] = 4;
+    int ok = rrpc__conn_append(w->conn, (int)n + 1, argv + 1, lens + 1) == RRPC_OK;
+    argv[1] = "EXISTS";
+    lens[1] = 6;
+    ok = ok && rrpc__conn_append(w->conn, (int)n + 1, argv + 1, lens + 1) == RRPC_OK;
+    rrpc__reply *got = NULL, *there = NULL;
+    ok = ok && read_one(w, &got) && read_one(w, &there);
+    if (!ok) {
+        rrpc__reply_free(got);
+        return 0;
+    }
+    size_t strings = 0;
+    int fine = rrpc__reply_type(got) == RRPC__REPLY_ARRAY && rrpc__reply_count(got) == n &&
+               rrpc__reply_type(there) == RRPC__REPLY_INTEGER;
+    for (size_t i = 0; fine && i < n; i++)
+        strings += rrpc__reply_type(rrpc__reply_element(got, i)) == RRPC__REPLY_STRING;
+    if (fine && (size_t)rrpc__reply_integer(there) > strings)
+        ok = ask_types(w, got, argv + 2, lens + 2, n);
+    if (fine && ok) {
+        w->check = got;
+        rrpc__reply_free(there);
+        return 1;
+    }
+    if (!fine) {
+        const rrpc__reply *bad = rrpc__reply_type(got) == RRPC__REPLY_ERROR ? got : there;
+        const char *e = rrpc__reply_str(bad, NULL);
+        w->retry_wait = 1; /* "not now", or refused: the take returns them again */
+        rrpc__log_worker(w, "Redis refused the dedup check; the take is tried again",
+                         e ? e : "unexpected answer");
+    }
+    rrpc__reply_free(got);
+    rrpc__reply_free(there);
+    return 0;
+}
+
+/* Before anything of a take runs: computes each request's identity here
+ * (the take script does not decode requests) and asks Redis, in one round
+ * trip, for the answers remembered under the stable ones -- so a request
+ * answered before is answered again, never run again.  0 if the check
+ * could not be made: the requests stay held, and the next take returns
+ * them. */
+static int reliable_prepare(worker *w, batch *b)
+{
+    rrpc__reply_free(w->check);
+    w->check = NULL;
+    w->nids = 0;
+    if (rrpc__grow((void **)&w->ids, &w->capids, b->count, sizeof *w->ids) != RRPC_OK)
+        return 0;
+    w->nids = b->count;
+    size_t prefix = strlen(w->rk.shard->done_prefix), n = 0;
+    char *keys = malloc(b->count * (prefix + 41));
+    const char **argv = malloc((b->count + 2) * sizeof *argv);
+    size_t *lens = malloc((b->count + 2) * sizeof *lens);
+    int ok = keys != NULL && argv != NULL && lens != NULL;
+    for (size_t k = 0; ok && k < b->count; k++) {
+        const char *field = NULL, *msg = NULL;
+        size_t len = 0;
+        rrpc__rel_id *id = &w->ids[k];
+        id->refused[0] = '\0';
+        id->stable = taken(b, k, &field, &msg, &len) &&
+                     rrpc__rel_identity(msg, len, w->srv->limits.max_request_bytes, w->rk.wid,
+                                        field, id->sha1) == 1;
+        if (!id->stable)
+            continue;
+        id->copy = 0;
+        for (size_t j = 0; j < k && !id->copy; j++)
+            id->copy = w->ids[j].stable && memcmp(w->ids[j].sha1, id->sha1, 40) == 0;
+        char *key = keys + n * (prefix + 41);
+        memcpy(key, w->rk.shard->done_prefix, prefix);
+        memcpy(key + prefix, id->sha1, 41);
+        id->at = n++;
+        argv[2 + id->at] = key;
+        lens[2 + id->at] = prefix + 40;
+    }
+    if (ok && n > 0)
+        ok = ask_check(w, n, argv, lens);
+    if (!ok && keys == NULL)
+        rrpc__log_worker(w, no_memory, NULL);
+    free(keys);
+    free(argv);
+    free(lens);
+    b->ids = w->ids;
+    b->answers = w->check;
+    return ok;
 }
 
 /* Entry K of B; 0 if the take script's answer is malformed there. */
 static int reliable_entry(const batch *b, size_t k, entry *e)
 {
     memset(e, 0, sizeof *e);
-    const rrpc__reply *field = rrpc__reply_element(b->rest, 3 * k);
-    const rrpc__reply *rec = rrpc__reply_element(b->rest, 3 * k + 1);
-    const rrpc__reply *a = rrpc__reply_element(b->rest, 3 * k + 2);
-    size_t len = 0;
-    const char *text = rrpc__reply_str(rec, &len);
-    if (rrpc__reply_type(field) != RRPC__REPLY_STRING ||
-        rrpc__reply_type(rec) != RRPC__REPLY_STRING || len < RECORD_HEAD)
+    if (!taken(b, k, &e->field, &e->msg, &e->len))
         return 0;
-    e->field = rrpc__reply_str(field, NULL);
-    memcpy(e->sha1, text, 40);
-    e->sha1[40] = '\0';
-    e->msg = text + RECORD_HEAD;
-    e->len = len - RECORD_HEAD;
-    int t = rrpc__reply_type(a);
-    e->answer = t == RRPC__REPLY_STRING || t == RRPC__REPLY_ERROR ? a : NULL;
+    if (b->ids == NULL)
+        return 1; /* only its length is asked (before the check) */
+    const rrpc__rel_id *id = &b->ids[k];
+    memcpy(e->sha1, id->sha1, 41);
+    const rrpc__reply *a = id->stable ? rrpc__reply_element(b->answers, id->at) : NULL;
+    e->answer = a != NULL && rrpc__reply_type(a) == RRPC__REPLY_STRING ? a : NULL;
+    e->refused = id->stable && id->refused[0] ? id->refused : NULL;
+    e->copy = id->stable && id->copy;
     return 1;
 }
 
 /* One request of a take: run unless Redis remembers its answer. */
 static void reliable_handle(worker *w, const entry *e)
 {
-    if (commit_pending(w, e->field))
+    /* A field of this very take was just written by it: nothing can be
+     * pending for it (the scan is per pending commit, so skipping it keeps
+     * a batch linear). */
+    size_t base = strlen(w->base_text);
+    int fresh = strncmp(e->field, w->base_text, base) == 0 && e->field[base] == '.';
+    if (!fresh && commit_pending(w, e->field))
         return;
-    if (e->answer == NULL)
-        rrpc__handle_message(w, e);
-    else if (rrpc__reply_type(e->answer) == RRPC__REPLY_STRING)
+    if (e->refused != NULL) /* its dedup key is poisoned: it cannot be run at most once */
+        queue_dead_commit(w, e->msg, e->len, e->field, e->sha1, e->refused);
+    else if (e->answer != NULL)
         answer_again(w, e->msg, e->len, e->field, e->sha1, e->answer);
-    else /* its dedup key is poisoned: it cannot be run at most once */
-        queue_dead_commit(w, e->msg, e->len, e->field, e->sha1, rrpc__reply_str(e->answer, NULL));
+    else if (e->copy) {
+        /* A copy of a request this take holds already (a caller's resend
+         * that caught up with it): it does not run again.  Its commit
+         * releases it and sends nothing; it comes after the first copy's,
+         * whose answer is the caller's. */
+        atomic_fetch_add(&w->srv->n.duplicates, 1);
+        rrpc__rel_commit m = {.field = e->field, .sha1 = e->sha1, .again = 1};
+        queue_commit(w, e->msg, e->len, &m);
+    } else
+        rrpc__handle_message(w, e);
 }
 
 static void reliable_init_worker(worker *w)
@@ -522,6 +674,7 @@ const rrpc__delivery rrpc__at_least_once = {
     .relink = reliable_relink,
     .send_take = reliable_take,
     .batch_of = reliable_batch,
+    .prepare = reliable_prepare,
     .entry = reliable_entry,
     .handle = reliable_handle,
     .settle = commit_outcome,

@@ -40,6 +40,7 @@
 #include "core/deadletter.h"
 #include "core/internal.h"
 #include "core/protocol.h"
+#include "redis/reliable.h"
 #include "redis/worker_effects.h"
 #include "server/server_worker.h"
 
@@ -206,6 +207,7 @@ typedef struct world {
     int nallow;
     char reply_sha[41], take_sha[41], commit_sha[41];
     int reply_loaded;
+    char wid[200]; /* reliable: the worker id (SADD), which its take identities name */
     int nscripts;
     char inflight_key[RRPC__KEY_MAX], landing_key[RRPC__KEY_MAX], set_key[RRPC__KEY_MAX];
     /* the messages of the input, and the list (indexes) */
@@ -701,42 +703,88 @@ static int any_live(const world *w)
 }
 
 /* The take script: moves the landed message and up to COUNT more into the
- * in-flight hash; returns [field, record, answer] for all held there. */
+ * in-flight hash; returns [field, request] for all held there. */
 static void on_take(world *w, bytes *a, size_t n, out_buf *o)
 {
     char high[64], low[64];
     snprintf(high, sizeof high, "{%s}:high", w->list_key);
     snprintf(low, sizeof low, "{%s}:low", w->list_key);
-    CHECK(n == 14 && eqs(&a[2], "6") && eqs(&a[3], w->list_key) && eqs(&a[4], w->landing_key) &&
+    CHECK(n == 12 && eqs(&a[2], "6") && eqs(&a[3], w->list_key) && eqs(&a[4], w->landing_key) &&
               eqs(&a[5], w->inflight_key) && eqs(&a[6], w->set_key) && eqs(&a[7], high) &&
-              eqs(&a[8], low),
+              eqs(&a[8], low) && eqs(&a[10], w->wid),
           "take script on other keys");
     long count = strtol(a[9].p, NULL, 10);
     int k = 0;
     if (w->landing >= 0)
-        hold_message(w, (size_t)w->landing, a[13].p, ++k);
+        hold_message(w, (size_t)w->landing, a[11].p, ++k);
     w->landing = -1;
     for (long i = 0; i < count && w->qlen > 0; i++)
-        hold_message(w, (size_t)pop_queue(w), a[13].p, ++k);
+        hold_message(w, (size_t)pop_queue(w), a[11].p, ++k);
     size_t live = 0;
     for (size_t i = 0; i < w->nhelds; i++)
         live += w->helds[i].live;
     if (live == 0 && w->qlen == 0)
         stop_worker(w);
-    putf(o, "*%zu\r\n", 3 * live);
+    putf(o, "*%zu\r\n", 2 * live);
     for (size_t i = 0; i < w->nhelds; i++) {
         held *h = &w->helds[i];
         if (!h->live)
             continue;
         const message *m = &w->msgs[h->msg];
-        char sha[41];
-        rrpc__sha1_hex(m->text.p, m->text.len, sha);
         put_str(o, h->field);
-        putf(o, "$%zu\r\n%s%s", 80 + m->text.len, sha, sha);
+        putf(o, "$%zu\r\n", m->text.len);
         put(o, m->text.p, m->text.len);
         put(o, "\r\n", 2);
-        if (h->answer == 2) {
-            putf(o, "-dedup key refused: hash\r\n");
+    }
+}
+
+/* The done key of the request held as H (its identity as the reaper's Lua
+ * computes it, rel_identity.c); 1 if that identity is stable. */
+static int done_key_of(const world *w, const held *h, char done[RRPC__KEY_MAX])
+{
+    const message *m = &w->msgs[h->msg];
+    char sha[41];
+    int stable = rrpc__rel_identity(m->text.p, m->text.len, w->max_bytes, w->wid, h->field, sha);
+    snprintf(done, RRPC__KEY_MAX, "{%s}:done:%s", w->list_key, sha);
+    return stable;
+}
+
+/* Nonzero if KEY is one of the list's done keys. */
+static int is_done_key(const world *w, const bytes *key)
+{
+    char prefix[64];
+    int n = snprintf(prefix, sizeof prefix, "{%s}:done:", w->list_key);
+    return key->len > (size_t)n && memcmp(key->p, prefix, (size_t)n) == 0;
+}
+
+/* The live held request whose done key (stable identity) is KEY, or NULL. */
+static const held *held_of_done(const world *w, const bytes *key)
+{
+    char done[RRPC__KEY_MAX];
+    for (size_t j = 0; j < w->nhelds; j++)
+        if (w->helds[j].live && done_key_of(w, &w->helds[j], done) && eqs(key, done))
+            return &w->helds[j];
+    return NULL;
+}
+
+/* The worker's dedup check, before it runs anything of a take: MGET of the
+ * done keys (per key the answer remembered for the live held request it
+ * belongs to: every key must be one), and EXISTS of the same keys (a
+ * poisoned key -- answer 2 -- is there, but MGET says nil for it). */
+static void on_check(world *w, bytes *a, size_t n, out_buf *o)
+{
+    int mget = eqs(&a[0], "MGET");
+    long there = 0;
+    if (mget)
+        putf(o, "*%zu\r\n", n - 1);
+    for (size_t i = 1; i < n; i++) {
+        const held *h = held_of_done(w, &a[i]);
+        CHECK(h != NULL, "dedup check of a key no held request with a stable identity has: %s",
+              a[i].p);
+        const message *m = &w->msgs[h->msg];
+        there += h->answer != 0;
+        if (!mget) {
+            continue;
         } else if (h->answer == 1 && m->nkeys > 0) {
             const char *resp = "{\"jsonrpc\":\"2.0\",\"result\":\"again\",\"id\":1}";
             char head[32];
@@ -750,6 +798,8 @@ static void on_take(world *w, bytes *a, size_t n, out_buf *o)
             put(o, "$-1\r\n", 5);
         }
     }
+    if (!mget)
+        putf(o, ":%ld\r\n", there);
 }
 
 /* One request's part of a commit call: DONE and REPLY (NULL: none) its
@@ -762,9 +812,8 @@ static void commit_one(world *w, const bytes *done_key, const bytes *reply, byte
     held *h = find_held(w, argv[0].p);
     CHECK(h != NULL, "commit of a field never taken: %s", argv[0].p);
     const message *m = &w->msgs[h->msg];
-    char done[RRPC__KEY_MAX], sha[41];
-    rrpc__sha1_hex(m->text.p, m->text.len, sha);
-    snprintf(done, sizeof done, "{%s}:done:%s", w->list_key, sha);
+    char done[RRPC__KEY_MAX];
+    done_key_of(w, h, done);
     CHECK(eqs(done_key, done), "commit's done key is not the request's");
     if (reply != NULL) {
         CHECK(key_allowed(w, reply->p, reply->len),
@@ -943,6 +992,12 @@ static void on_command(world *w, bytes *a, size_t n, out_buf *o)
         on_take(w, a, n, o);
     } else if (eqs(&a[0], "EVALSHA") && n >= 4 && reliable && eqs(&a[1], w->commit_sha)) {
         on_commit(w, a, n, o);
+    } else if ((eqs(&a[0], "MGET") || eqs(&a[0], "EXISTS")) && n >= 2 && reliable) {
+        on_check(w, a, n, o);
+    } else if (eqs(&a[0], "TYPE") && n == 2 && reliable && is_done_key(w, &a[1])) {
+        const held *h = held_of_done(w, &a[1]);
+        CHECK(h != NULL, "TYPE of a done key no held request has");
+        put_str(o, h->answer == 2 ? "hash" : h->answer == 1 ? "string" : "none");
     } else if (eqs(&a[0], "RPUSH") && n >= 2 && eqs(&a[1], w->dead_key)) {
         on_dead_push(w, a, n, o);
     } else if (eqs(&a[0], "LTRIM") && n == 4 && eqs(&a[1], w->dead_key)) {
@@ -962,6 +1017,7 @@ static void on_command(world *w, bytes *a, size_t n, out_buf *o)
         snprintf(set, sizeof set, "{%s}:inflight", w->list_key);
         CHECK(eqs(&a[1], set) && a[2].len > 0 && a[2].len < 200, "SADD to another key");
         snprintf(w->set_key, sizeof w->set_key, "%s", set);
+        snprintf(w->wid, sizeof w->wid, "%s", a[2].p);
         snprintf(w->inflight_key, sizeof w->inflight_key, "%s:%s", set, a[2].p);
         snprintf(w->landing_key, sizeof w->landing_key, "{%s}:landing:%s", w->list_key, a[2].p);
         put(o, ":1\r\n", 4);
