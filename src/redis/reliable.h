@@ -50,8 +50,8 @@ typedef struct rrpc__rel {
     char pid_id[128]; /* host:pid:random, this process */
     char window_text[24];
     char max_text[16];
-    char size_text[24];                /* max_request_bytes */
-    char trim_text[24];                /* -dead_letter_max, for LTRIM */
+    char size_text[24]; /* max_request_bytes */
+    char trim_text[24]; /* -dead_letter_max, for LTRIM */
     /* SHA-1s of the scripts workers send by EVALSHA */
     char take_sha[41], commit_sha[41];
     rrpc__conn *conn;

@@ -162,9 +162,9 @@ typedef struct worker {
     int registered;           /* its id is in {L}:inflight (else SADD before BLMOVE) */
     rrpc__rel_id *ids;        /* the identities of the requests of the last take */
     size_t nids, capids;
-    rrpc__reply *check;       /* the MGET of their done keys (or NULL) */
-    int pop_failing;          /* the last pop was refused (logged once) */
-    op *pcommit; /* reliable mode: commits for the next commit call (rrpc__flush_commits) */
+    rrpc__reply *check; /* the MGET of their done keys (or NULL) */
+    int pop_failing;    /* the last pop was refused (logged once) */
+    op *pcommit;        /* reliable mode: commits for the next commit call (rrpc__flush_commits) */
     size_t npcommit, cappcommit;
     op *held; /* commits Redis refused (not transiently), at-most-once answers, dead letters,
                * effects and give-backs refused for memory: sent again later */
