@@ -609,6 +609,10 @@ static int limits_set(rrpc__client_link *l, const char *prefix, const char *serv
                                  "if ARGV[1] == '' then redis.call('HDEL', KEYS[1], 'limits')\n"
                                  "else redis.call('HSET', KEYS[1], 'limits', ARGV[1]) end\n"
                                  "return 1\n";
+    if (text != NULL && l->cluster)
+        return rrpc__fail(err, errlen, RRPC_EINVAL,
+                          "limits are not supported on Redis Cluster yet: its workers would not "
+                          "enforce them (PROTOCOL.md section 9, \"Limits\")");
     keys k;
     int rc = begin(l, prefix, service, &k, err, errlen);
     if (rc != RRPC_OK)

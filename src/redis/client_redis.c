@@ -47,6 +47,7 @@ static int open_link(rrpc__client_link **out, const rrpc__url *url, double conne
     }
     if (clock != NULL)
         rrpc__clock_sync(clock, l->conn); /* refused TIME: calls carry no deadline */
+    l->cluster = url->kind == RRPC__URL_CLUSTER;
     *out = l;
     return RRPC_OK;
 }

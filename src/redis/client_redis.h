@@ -18,6 +18,7 @@ struct rrpc__client_link {
      * knows it (a reliable service remembers answers per shard). */
     char last_reply_to[RRPC__KEY_MAX];
     int last_shard;
+    int cluster; /* a Redis Cluster URL: what it cannot do is refused */
 };
 
 extern const rrpc__client_ops rrpc__redis_client_ops;

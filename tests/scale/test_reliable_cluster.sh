@@ -191,5 +191,8 @@ spawn lim2 "$BUILD/calc-server" --redis "$url" --service lim2 --workers 1
 wait_until 10 grep -q "NOT enforced" "$test_dir/lim2.log" &&
   ok "a limits field found on a cluster is logged as not enforced" ||
   fail "no word of the limits that a cluster cannot enforce"
+out=$("$BUILD/rrpc" limits --redis "$url" lim2 set '{"add": {"rate": 9}}' 2>&1)
+[ $? != 0 ] && grep -q "not supported on Redis Cluster" <<<"$out" &&
+  ok "rrpc limits set on a cluster is refused, saying why" || fail "rrpc limits set on a cluster: $out"
 
 finish
