@@ -40,7 +40,7 @@ module RRPC
                                network_recovery_interval: 0.5, connection_name: "rrpc-ruby-#{Process.pid}")
       session.start
       session
-    rescue Bunny::Exception, SystemCallError, Timeout::Error => e
+    rescue Bunny::Exception, SystemCallError, ::Timeout::Error => e
       raise BrokerError, "amqp: cannot connect to #{masked(url)}: #{e.class}: #{e.message}"
     end
 
