@@ -6,7 +6,9 @@
 #     expiration, cancel, raw bodies, notifications, redelivery, refusals);
 #   * interop with the C side: rrpc call/describe and a tutorial-style pika
 #     caller against calc_server.rb; calc_client.rb against calc-server;
-#     forward hops Ruby -> C and C -> Ruby.
+#     forward hops Ruby -> C and C -> Ruby;
+#   * after the broker closes every connection, the Ruby server and an idle
+#     Ruby client work again (bunny's recovery).
 # Usage: with-rabbitmq.sh test_amqp.sh BUILD_DIR
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -59,4 +61,19 @@ out=$("$rrpc" call --url "$url" rbcalc forward '{"service": "calc", "method": "a
 [ "$out" = 9 ] && ok "C -> Ruby server -> (Ruby client) -> calc-server" || fail "Ruby forward: $out"
 out=$("$rrpc" call --url "$url" calc forward '{"service": "rbcalc", "method": "add", "params": [5, 6]}' 2>&1)
 [ "$out" = 11 ] && ok "C -> calc-server -> (C client) -> Ruby server" || fail "C forward: $out"
+
+# ---- the broker closes every connection: both mend their links ----------------------
+"$RRPC_TEST_AMQP_CTL" close_all_connections test >/dev/null 2>&1 || fail "rabbitmqctl close_all_connections"
+rb_add() { [ "$("$rrpc" call --url "$url" --timeout 1 rbcalc add '[2, 2]' 2>/dev/null)" = 4 ]; }
+wait_until 15 rb_add && grep -q reconnected "$test_dir/rbcalc.log" &&
+  ok "after the broker closed every connection the Ruby server serves again (and says so)" ||
+  fail "Ruby server after close_all_connections: $(tail -3 "$test_dir/rbcalc.log")"
+# calc-server's forward client is a C one; rbcalc's forward client (Ruby) was idle through the break.
+fwd() {
+  [ "$("$rrpc" call --url "$url" --timeout 2 rbcalc forward \
+    '{"service": "calc", "method": "add", "params": [1, 1]}' 2>/dev/null)" = 2 ]
+}
+wait_until 15 fwd && ok "an idle Ruby client (forward's) mends its link after the break" ||
+  fail "Ruby forward after the break: $("$rrpc" call --url "$url" rbcalc forward \
+    '{"service": "calc", "method": "add", "params": [1, 1]}' 2>&1)"
 finish

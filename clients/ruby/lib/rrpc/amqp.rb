@@ -270,6 +270,10 @@ module RRPC
         session = connect_waiting
         return unless session
 
+        # bunny mends a broken link (connection, channel, queue, consumer);
+        # said in the log, as the C server does.
+        session.before_recovery_attempt_starts { @log.warn("#{@service}: link lost, connecting again") }
+        session.after_recovery_completed { @log.info("#{@service}: reconnected") }
         channel = session.create_channel
         channel.prefetch(@prefetch)
         queue = channel.queue(@queue) # plain: not durable, not exclusive, no arguments
