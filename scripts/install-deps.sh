@@ -17,6 +17,7 @@ packages=(
   man-db openssl stunnel4 clang-format
   chromium prometheus curl # rrpc web's tests: headless browser, promtool, a real scraper
   rabbitmq-server librabbitmq-dev python3-pika # the AMQP transport and its tests
+  ruby-bunny # the Ruby peer's AMQP transport
 )
 # The Node peer needs node (20 or later) and npm.  A machine that has them
 # already (a node of its own on PATH, as from NodeSource) keeps them:

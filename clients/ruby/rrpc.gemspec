@@ -30,5 +30,8 @@ Gem::Specification.new do |s|
   s.required_ruby_version = '>= 3.0' # endless methods in the examples; Debian 12 has 3.1
   # Tested with 4.8 (Debian 12's ruby-redis); redis 5 changed the client underneath.
   s.add_runtime_dependency 'redis', '>= 4.6', '< 5'
+  # amqp:// URLs (RabbitMQ, PROTOCOL.md 12) load the bunny gem, only then:
+  # not a dependency, so that a Redis-only user needs nothing more.
+  s.requirements << 'bunny >= 2.19 (Debian: ruby-bunny) for amqp:// URLs only'
   s.metadata['rubygems_mfa_required'] = 'true'
 end

@@ -21,7 +21,10 @@ module CalcClient
     opts = { redis: nil, service: 'calc', prefix: '', timeout: 5 }
     OptionParser.new do |o|
       o.banner = 'usage: calc_client.rb [--redis URL] [--service NAME] [--prefix P] [--timeout S]'
-      o.on('--redis URL', 'Redis URL (default $REDIS_URL, then redis://127.0.0.1:6379)') { |v| opts[:redis] = v }
+      o.on('--redis URL', '--url URL', 'Redis URL, or amqp://user:pass@host:port/vhost for RabbitMQ ' \
+                                       '(default $RRPC_URL, then $REDIS_URL, then redis://127.0.0.1:6379)') do |v|
+        opts[:redis] = v
+      end
       o.on('--service NAME', 'service name (default calc)') { |v| opts[:service] = v }
       o.on('--prefix P', 'key prefix (default none)') { |v| opts[:prefix] = v }
       o.on('--timeout S', Float, 'seconds to wait for each reply (default 5)') { |v| opts[:timeout] = v }

@@ -9,7 +9,7 @@
 # clients/ruby/calc_server.rb runs it from a checkout; fault_worker.rb and
 # the tests reuse its Calc class.
 #
-#   ruby calc_server.rb [--redis URL] [--service calc] [--prefix P]
+#   ruby calc_server.rb [--redis|--url URL] [--service calc] [--prefix P]
 #                       [--no-heartbeat] [--heartbeat-interval S] [--heartbeat-ttl S]
 #                       [--reply-prefix P]... [--batch-time S] [--start-timeout S]
 
@@ -93,7 +93,8 @@ class Calc
     end
   rescue RRPC::RemoteError => e
     raise RRPC::RpcError.new(e.code, e.message, e.data)
-  rescue RRPC::Timeout, RRPC::Unavailable, RRPC::Overloaded, RRPC::ProtocolError, RRPC::RedisError => e
+  rescue RRPC::Timeout, RRPC::Unavailable, RRPC::Overloaded, RRPC::ProtocolError, RRPC::RedisError,
+         RRPC::BrokerError, RRPC::Unsupported => e
     raise RRPC::RpcError.new(3, 'forward failed', { 'error' => e.class.name, 'detail' => e.message })
   end
 
@@ -134,7 +135,10 @@ module CalcServer
              reply_prefixes: nil, batch_time: 5.0, start_timeout: 0 }
     OptionParser.new do |o|
       o.banner = 'usage: calc_server.rb [--redis URL] [--service NAME] [--prefix P] [--no-heartbeat] ...'
-      o.on('--redis URL', 'Redis URL (default $REDIS_URL, then redis://127.0.0.1:6379)') { |v| opts[:redis] = v }
+      o.on('--redis URL', '--url URL', 'Redis URL, or amqp://user:pass@host:port/vhost for RabbitMQ ' \
+                                       '(default $RRPC_URL, then $REDIS_URL, then redis://127.0.0.1:6379)') do |v|
+        opts[:redis] = v
+      end
       o.on('--service NAME', 'service name (default calc)') { |v| opts[:service] = v }
       o.on('--prefix P', 'key prefix (default none)') { |v| opts[:prefix] = v }
       o.on('--no-heartbeat', 'do not register in the registry (no heartbeat, no stats)') { opts[:heartbeat] = false }
@@ -170,7 +174,7 @@ module CalcServer
     warn 'calc_server.rb: stopped'
   rescue OptionParser::ParseError => e
     abort "calc_server.rb: #{e.message}"
-  rescue RRPC::RedisError, RRPC::Unsupported => e
+  rescue RRPC::RedisError, RRPC::BrokerError, RRPC::Unsupported => e
     abort "calc_server.rb: #{e.message}"
   end
 end

@@ -35,6 +35,7 @@
 #   clock, dead_letter, params                         -- helpers
 #   client                                             -- callers
 #   registry, outage, dispatcher, replies, server      -- workers
+#   amqp (the AMQP transport, PROTOCOL.md 12)         -- both, over RabbitMQ
 
 require 'digest'
 require_relative 'rrpc/version'
@@ -53,3 +54,4 @@ require_relative 'rrpc/outage'
 require_relative 'rrpc/dispatcher'
 require_relative 'rrpc/replies'
 require_relative 'rrpc/server'
+require_relative 'rrpc/amqp'

@@ -29,6 +29,15 @@ module RRPC
 
     attr_reader :redis
 
+    # An amqp:// URL (PROTOCOL.md 12) gives a client of the AMQP
+    # transport, which takes the same calls.
+    def self.new(url: nil, **opts)
+      return super unless equal?(Client)
+
+      url = Wire.url(url)
+      AMQP.url?(url) ? AMQP::Client.new(url: url, **opts) : super(url: url, **opts)
+    end
+
     def initialize(url: nil, prefix: '', timeout: 30, fail_fast: true)
       @redis = Wire.connect(url)
       @prefix = prefix

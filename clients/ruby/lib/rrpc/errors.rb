@@ -75,6 +75,10 @@ module RRPC
   # when Redis does not answer within its start_timeout, or refuses it.
   class RedisError < Error; end
 
+  # The AMQP broker (PROTOCOL.md 12) could not be reached, refused the
+  # login or a publish: the bunny gem's error is the cause.
+  class BrokerError < Error; end
+
   # The caller cancelled the call (Client#call's cancel:): its request was
   # taken back if still queued, and a worker running it was told to stop
   # (PROTOCOL.md 7).
@@ -82,7 +86,8 @@ module RRPC
 
   # What Server#serve_forever raises when the service's configuration asks
   # for what this peer does not do: rate limits or concurrency caps (the
-  # {L}:config field limits), which only the C server enforces.
+  # {L}:config field limits), which only the C server enforces; and what
+  # the AMQP transport does not do yet ("... is not supported over AMQP yet").
   class Unsupported < Error; end
 
   # A flag a caller sets to cancel calls made with it (Client#call's

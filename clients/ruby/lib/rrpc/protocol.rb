@@ -23,7 +23,13 @@ module RRPC
     module_function
 
     def connect(url)
-      Redis.new(url: url || ENV['REDIS_URL'] || DEFAULT_URL)
+      Redis.new(url: url(url))
+    end
+
+    # The URL to use: URL, else $RRPC_URL, else $REDIS_URL (as the C
+    # side), else Redis on localhost.  amqp:// selects the AMQP transport.
+    def url(url)
+      [url, ENV.fetch('RRPC_URL', nil), ENV.fetch('REDIS_URL', nil)].find { |u| u && !u.empty? } || DEFAULT_URL
     end
 
     # Strict JSON, agreeing with the C and Python peers: Ruby's parser also

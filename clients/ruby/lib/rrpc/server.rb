@@ -48,6 +48,15 @@ module RRPC
     START_BACKOFF_MIN_S = 0.05
     START_BACKOFF_MAX_S = 5.0
 
+    # An amqp:// URL (PROTOCOL.md 12) gives a server of the AMQP transport
+    # (without a registry: see AMQP::Server).
+    def self.new(service, obj, url: nil, **opts)
+      return super unless equal?(Server)
+
+      url = Wire.url(url)
+      AMQP.url?(url) ? AMQP::Server.new(service, obj, url: url, **opts) : super(service, obj, url: url, **opts)
+    end
+
     def initialize(service, obj, url: nil, prefix: '', reply_ttl: 60, max_request_bytes: 1_048_576,
                    dead_letter_max: 1000, batch_max: 1000, batch_time_limit: 5.0,
                    logger: Logger.new($stderr, progname: 'rrpc'), heartbeat: true, heartbeat_interval: 1.0,

@@ -1,0 +1,358 @@
+# frozen_string_literal: true
+
+require 'logger'
+require 'securerandom'
+require 'socket'
+
+# amqp.rb -- rrpc over an AMQP 0-9-1 broker (RabbitMQ), PROTOCOL.md section
+# 12: RRPC::Client.new and RRPC::Server.new hand out these when the URL is
+# amqp://.  A service is a queue on the default exchange; calls are
+# published mandatory with reply_to = direct reply-to, a fresh
+# correlation_id and the timeout as expiration; workers ack on receipt (at
+# most once), drop redelivered messages and answer to reply_to.  Built on
+# the bunny gem, required only when an amqp:// URL is used, so the Redis
+# peer needs nothing more than before.  What C does not do over AMQP yet
+# the Ruby peer does not either: it refuses with "... is not supported over
+# AMQP yet".
+module RRPC
+  # Internal: the AMQP transport.
+  module AMQP
+    DIRECT_REPLY_TO = 'amq.rabbitmq.reply-to'
+    JSON_TYPE = 'application/json'
+    CANCEL_LOOK_S = 0.05
+
+    module_function
+
+    # True if URL (already resolved: see Wire.url) names a broker.
+    def url?(url)
+      url.is_a?(String) && url.match?(%r{\Aamqps?://}i)
+    end
+
+    # An open Bunny session for URL; Unsupported for amqps://, RedisError's
+    # sibling BrokerError (with the password masked) if it cannot connect.
+    def connect(url, logger: nil)
+      if url.match?(%r{\Aamqps://}i)
+        raise Unsupported, 'amqps:// (TLS) is not supported over AMQP yet: use amqp:// through a TLS tunnel'
+      end
+
+      require 'bunny'
+      session = Bunny.new(settings(url), logger: logger || Logger.new(File::NULL), automatically_recover: true,
+                               network_recovery_interval: 0.5, connection_name: "rrpc-ruby-#{Process.pid}")
+      session.start
+      session
+    rescue Bunny::Exception, SystemCallError, ::Timeout::Error => e
+      raise BrokerError, "amqp: cannot connect to #{masked(url)}: #{e.class}: #{e.message}"
+    end
+
+    # Bunny's settings for amqp://user:pass@host:port/vhost: every part
+    # percent-decoded and a vhost left out (or a lone '/') meaning '/', as
+    # the C side reads it (bunny would take "" for a trailing '/').
+    def settings(url)
+      m = %r{\Aamqp://(?:([^:@/]*)(?::([^@/]*))?@)?([^:/?]*)(?::(\d+))?(?:/([^?]*))?\z}i.match(url)
+      raise ArgumentError, "rrpc: not an amqp:// URL: #{masked(url)}" unless m
+
+      user, pass, host, port, vhost = m.captures.map { |part| part && unescape(part) }
+      { user: user || 'guest', pass: pass || 'guest', host: host.nil? || host.empty? ? 'localhost' : host,
+        port: (port || 5672).to_i, vhost: vhost.nil? || vhost.empty? ? '/' : vhost }
+    end
+
+    # %XX decoded ('+' stays '+': these are not form fields).
+    def unescape(part)
+      part.b.gsub(/%(\h\h)/) { Regexp.last_match(1).hex.chr }.force_encoding(Encoding::UTF_8)
+    end
+
+    # Refusals that waiting will not mend: a bad login, a missing vhost.
+    def refused?(error)
+      cause = error.cause
+      defined?(Bunny) && cause.is_a?(Bunny::Exception) &&
+        (cause.is_a?(Bunny::PossibleAuthenticationFailureError) || cause.is_a?(Bunny::AuthenticationFailureError) ||
+         cause.is_a?(Bunny::NotAllowedError) || cause.is_a?(Bunny::AccessRefused))
+    end
+
+    # URL with its password replaced by ***, for messages and logs.
+    def masked(url)
+      url.sub(%r{\A(amqps?://[^:/@]*:)[^@/]*@}i, '\1***@')
+    end
+
+    def unsupported(what)
+      raise Unsupported, "#{what} not supported over AMQP yet"
+    end
+
+    # Where one call's answer arrives, from bunny's consumer thread: a
+    # queue with a timed pop (Thread::Queue#pop has none before Ruby 3.2).
+    class Inbox
+      def initialize
+        @lock = Mutex.new
+        @ready = ConditionVariable.new
+        @items = []
+      end
+
+      def push(item)
+        @lock.synchronize do
+          @items << item
+          @ready.signal
+        end
+      end
+
+      # The next item, or nil after timeout seconds (nil: no limit).
+      def pop(timeout)
+        finish = timeout && Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
+        @lock.synchronize do
+          while @items.empty?
+            left = finish && finish - Process.clock_gettime(Process::CLOCK_MONOTONIC)
+            return nil if left && left <= 0
+
+            @ready.wait(@lock, left)
+          end
+          @items.shift
+        end
+      end
+    end
+
+    # Calls over AMQP: the caller of PROTOCOL.md 12.  Safe to share between
+    # threads: each call waits on its own queue, keyed by correlation_id.
+    class Client < RRPC::Client
+      def initialize(url:, prefix: '', timeout: 30, fail_fast: true) # rubocop:disable Lint/MissingSuper
+        _ = fail_fast # a queue that does not exist fails fast by itself (basic.return)
+        @url = url
+        @prefix = prefix
+        @timeout = timeout
+        @pending = {} # correlation_id -> Inbox
+        @lock = Mutex.new
+        @session = AMQP.connect(url)
+        @channel = @session.create_channel
+        @exchange = @channel.default_exchange
+        # A request that found no queue comes back: fail its call at once.
+        @exchange.on_return { |_info, props, _body| hand(props.correlation_id, :returned) }
+        # Direct reply-to: consumed no-ack on the channel we publish on,
+        # before anything is published.
+        replies = @channel.queue(DIRECT_REPLY_TO, no_declare: true)
+        replies.subscribe(manual_ack: false) { |_info, props, body| hand(props.correlation_id, body) }
+      end
+
+      # As RRPC::Client#call.  Over AMQP: progress: and priority: high/low
+      # raise Unsupported; cancel: stops the wait only (the worker is not
+      # told); no deadline member is sent (the expiration does its job).
+      def call(service, method, *args, timeout: nil, traceparent: nil, tracestate: nil, progress: nil,
+               priority: nil, tenant: nil, cancel: nil, **kwargs)
+        wait = timeout || @timeout
+        AMQP.unsupported('progress is') if progress
+        members = {}
+        add_members(members, traceparent, tracestate, priority, tenant)
+        AMQP.unsupported('priorities are') if members[:priority]
+        id = "#{@prefix}rrpc:reply:#{SecureRandom.hex(16)}"
+        members[:id] = id
+        text = Wire.generate(Wire.request(method, args, kwargs, **members))
+        inbox = Inbox.new
+        @lock.synchronize { @pending[id] = inbox }
+        begin
+          publish(service, text, correlation_id: id, reply_to: DIRECT_REPLY_TO, mandatory: true,
+                                 expiration: expiration(wait))
+          answer_of(await(inbox, wait, cancel, service, method), id)
+        ensure
+          @lock.synchronize { @pending.delete(id) }
+        end
+      end
+
+      # A notification: no reply_to, not mandatory (nobody waits to hear
+      # that it found no queue).
+      def notify(service, method, *args, traceparent: nil, tracestate: nil, priority: nil, tenant: nil, **kwargs)
+        members = {}
+        add_members(members, traceparent, tracestate, priority, tenant)
+        AMQP.unsupported('priorities are') if members[:priority]
+        publish(service, Wire.generate(Wire.request(method, args, kwargs, **members)))
+        nil
+      end
+
+      def redis
+        raise Unsupported, 'this client talks to an AMQP broker, not Redis'
+      end
+
+      def close
+        @session.close
+      rescue Bunny::Exception, SystemCallError
+        nil
+      end
+
+      private
+
+      def hand(correlation_id, what)
+        inbox = @lock.synchronize { @pending[correlation_id] }
+        inbox&.push(what) # else a late answer to a call that gave up: dropped
+      end
+
+      def publish(service, text, **props)
+        @exchange.publish(text, routing_key: "#{@prefix}#{service}", content_type: JSON_TYPE, **props)
+      rescue Bunny::Exception, SystemCallError, IOError => e
+        raise BrokerError, "amqp: cannot publish to #{@prefix}#{service}: #{e.class}: #{e.message}"
+      end
+
+      # The timeout in whole ms, or nil: no limit.
+      def expiration(wait)
+        wait.positive? && wait < 1e9 ? (wait * 1000).ceil.to_s : nil
+      end
+
+      # The answer's body, or raises Timeout, Unavailable (returned),
+      # Cancelled.
+      def await(inbox, wait, cancel, service, method)
+        finish = wait.positive? ? monotonic + wait : nil
+        loop do
+          raise Cancelled, "#{service}.#{method}: cancelled (over AMQP the worker is not told)" if cancel&.cancelled?
+
+          left = finish && finish - monotonic
+          raise Timeout, "#{service}.#{method}: no reply within #{wait} s" if left && left <= 0
+
+          step = cancel ? [left || CANCEL_LOOK_S, CANCEL_LOOK_S].min : left
+          got = inbox.pop(step)
+          next if got.nil?
+          if got == :returned
+            raise Unavailable, "service '#{@prefix}#{service}' has no queue on the broker (the request came " \
+                               'back unrouted): is its server running?'
+          end
+          return got
+        end
+      end
+
+      def answer_of(body, id)
+        result_of(body, id)
+      end
+    end
+
+    # What the dispatcher sends progress to and reads cancel keys from:
+    # neither travels over AMQP yet, so progress is dropped and nothing is
+    # ever cancelled.
+    class Sink
+      def progress(_key, _body)
+        false
+      end
+
+      def cancelled?(_key)
+        false
+      end
+    end
+
+    # Serves an object over AMQP: the worker of PROTOCOL.md 12.
+    class Server < RRPC::Server
+      # As RRPC::Server.new.  Over AMQP: no registry (heartbeat: is said
+      # once in the log and otherwise ignored), max_queue > 0 raises
+      # Unsupported, reply_ttl/dead_letter_max/reply_prefixes do not apply
+      # (answers go to reply_to; a message dispatch cannot read is answered
+      # -32700 or -32600 there, never kept).  prefetch: messages the broker
+      # hands this worker ahead (1: fair dispatch).
+      def initialize(service, obj, url:, prefix: '', max_request_bytes: 1_048_576, batch_max: 1000,
+                     batch_time_limit: 5.0, logger: Logger.new($stderr, progname: 'rrpc'), heartbeat: true,
+                     max_queue: 0, prefetch: 1, start_timeout: 0, **_redis_only)
+        AMQP.unsupported('max_queue is') if max_queue.to_i.positive?
+        @url = url
+        @service = service
+        @queue = "#{prefix}#{service}"
+        @log = logger
+        @heartbeat = heartbeat
+        @prefetch = prefetch
+        @start_timeout = start_timeout.to_f
+        @version = "ruby-#{VERSION}"
+        @clock = RedisClock.new # never synced: no deadlines over AMQP
+        @stopping = false
+        @lost = 0
+        @worker_id = "#{Socket.gethostname}:#{Process.pid}:#{SecureRandom.hex(4)}"
+        @dispatcher = dispatcher_for(obj, sink: Sink.new, max_request_bytes: max_request_bytes,
+                                          batch_max: batch_max, batch_time_limit: batch_time_limit)
+      end
+
+      # Requests dropped (redelivered) or answers that could not be sent.
+      attr_reader :lost
+
+      # Connects (waiting for the broker as start_timeout says), declares
+      # the queue plainly, consumes with a prefetch and answers until stop
+      # or SIGINT/SIGTERM.  A broken link is mended by bunny's recovery.
+      def serve_forever
+        previous = %w[INT TERM].to_h { |sig| [sig, trap(sig) { stop }] }
+        session = connect_waiting
+        return unless session
+
+        # bunny mends a broken link (connection, channel, queue, consumer);
+        # said in the log, as the C server does.
+        session.before_recovery_attempt_starts { @log.warn("#{@service}: link lost, connecting again") }
+        session.after_recovery_completed { @log.info("#{@service}: reconnected") }
+        channel = session.create_channel
+        channel.prefetch(@prefetch)
+        queue = channel.queue(@queue) # plain: not durable, not exclusive, no arguments
+        consumer = queue.subscribe(manual_ack: true) do |info, props, body|
+          handle_delivery(channel, info, props, body)
+        end
+        @log.info("#{@service}: serving queue '#{@queue}' over AMQP (at most once)" +
+                  (@heartbeat ? '; the registry and heartbeat are not supported over AMQP yet: ' \
+                                'rrpc ls/info/ping/stats do not see it' : ''))
+        sleep 0.05 until @stopping
+        consumer.cancel
+      ensure
+        previous&.each { |sig, handler| trap(sig, handler) }
+        begin
+          session&.close
+        rescue StandardError
+          nil
+        end
+      end
+
+      private
+
+      def connect_waiting
+        began = monotonic
+        delay = START_BACKOFF_MIN_S
+        waited = false
+        loop do
+          session = AMQP.connect(@url)
+          @log.warn(format('%<s>s: the broker answered after %<t>.1f s', s: @service, t: monotonic - began)) if waited
+          return session
+        rescue BrokerError => e
+          raise if @start_timeout.negative? || AMQP.refused?(e)
+
+          left = @start_timeout.positive? ? began + @start_timeout - monotonic : Float::INFINITY
+          raise BrokerError, "#{@service}: the broker did not answer within #{@start_timeout} s: #{e.message}" if left <= 0
+
+          @log.warn("#{@service}: waiting for the broker: #{e.message}") unless waited
+          waited = true
+          pause([delay * (0.5 + rand), left].min)
+          return nil if @stopping
+
+          delay = [delay * 2, START_BACKOFF_MAX_S].min
+        end
+      end
+
+      # One delivery: acked first (at most once), decided, answered.
+      def handle_delivery(channel, info, props, body)
+        channel.ack(info.delivery_tag)
+        if info.redelivered?
+          @lost += 1
+          return @log.warn("#{@service}: dropped a redelivered request: at most once, it may have run already")
+        end
+        text = answer_text(body.b)
+        reply_to = props.reply_to
+        return if text.nil? || reply_to.nil? || reply_to.empty? # a notification
+
+        channel.default_exchange.publish(text, routing_key: reply_to, correlation_id: props.correlation_id,
+                                               content_type: JSON_TYPE)
+      rescue *Dispatcher::STOPS
+        raise
+      rescue Exception => e # rubocop:disable Lint/RescueException -- a bug here must not take the worker down
+        @lost += 1
+        @log.error("#{@service}: answer lost: #{e.class}: #{e.message}")
+      end
+
+      # What to answer a message with, or nil: the dispatcher's response,
+      # or for what it could not read (a Redis dead letter), -32700 / -32600
+      # with a null id (over AMQP reply_to addresses it).
+      def answer_text(raw)
+        outcome = @dispatcher.dispatch(raw)
+        return outcome.body if outcome.body
+        return nil unless outcome.dead
+
+        parse = outcome.dead.start_with?('parse error', 'invalid UTF-8')
+        err = Wire.error(nil, parse ? PARSE_ERROR : INVALID_REQUEST, parse ? 'Parse error' : 'Invalid Request')
+        err['error']['data'] = outcome.dead
+        Wire.generate(err)
+      end
+    end
+  end
+  private_constant :AMQP
+end
