@@ -59,6 +59,44 @@ static inline json_t *m_sleep(rrpc_request *req, void *udata)
     return json_integer(ms);
 }
 
+/* whoami(): the index of the worker thread that ran it, in order of first
+ * appearance.  With as many workers as shards each thread pops one shard,
+ * so the count of threads seen tells how many shards were served. */
+static pthread_mutex_t whoami_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_t whoami_seen[16];
+static int whoami_n;
+
+static inline json_t *m_whoami(rrpc_request *req, void *udata)
+{
+    (void)req;
+    (void)udata;
+    pthread_mutex_lock(&whoami_mu);
+    int i = 0;
+    while (i < whoami_n && !pthread_equal(whoami_seen[i], pthread_self()))
+        i++;
+    if (i == whoami_n && whoami_n < 16)
+        whoami_seen[whoami_n++] = pthread_self();
+    pthread_mutex_unlock(&whoami_mu);
+    return json_integer(i);
+}
+
+/* Forgets the threads seen (for the next server). */
+static inline void whoami_forget(void)
+{
+    pthread_mutex_lock(&whoami_mu);
+    whoami_n = 0;
+    pthread_mutex_unlock(&whoami_mu);
+}
+
+/* How many worker threads have run whoami so far. */
+static inline int whoami_threads(void)
+{
+    pthread_mutex_lock(&whoami_mu);
+    int n = whoami_n;
+    pthread_mutex_unlock(&whoami_mu);
+    return n;
+}
+
 /* ---- a server on a thread of its own ------------------------------------ */
 
 typedef struct running {

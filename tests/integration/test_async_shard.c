@@ -41,26 +41,6 @@ static json_t *m_note(rrpc_request *req, void *udata)
     return json_null();
 }
 
-/* The worker threads that ran whoami (test_shard.c's trick: with as many
- * workers as shards each thread pops one shard). */
-static pthread_mutex_t seen_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_t seen[16];
-static int nseen;
-
-static json_t *m_whoami(rrpc_request *req, void *udata)
-{
-    (void)req;
-    (void)udata;
-    pthread_mutex_lock(&seen_mu);
-    int i = 0;
-    while (i < nseen && !pthread_equal(seen[i], pthread_self()))
-        i++;
-    if (i == nseen && nseen < 16)
-        seen[nseen++] = pthread_self();
-    pthread_mutex_unlock(&seen_mu);
-    return json_integer(i);
-}
-
 /* count(i): counts its runs, INCRs <service>:effects with its answer
  * (exactly once per call in reliable mode), answers i. */
 static json_t *m_count(rrpc_request *req, void *udata)
@@ -225,9 +205,7 @@ static void test_spread_over_shards(void)
     for (int i = 0; i < 300; i++)
         CHECK(rrpc_async_call(a, SHARDED, "whoami", NULL, 20, on_done, &who[i]) == RRPC_OK);
     WAIT_UNTIL(atomic_load(&done_count) == 300, 10 * time_scale());
-    pthread_mutex_lock(&seen_mu);
-    int threads = nseen;
-    pthread_mutex_unlock(&seen_mu);
+    int threads = whoami_threads();
     CHECK(threads == SHARDS);
     rrpc_async_close(a);
     stop_server(&srv);

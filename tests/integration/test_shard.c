@@ -33,40 +33,6 @@ static json_t *m_note(rrpc_request *req, void *udata)
     return json_null();
 }
 
-/* The worker threads that ran whoami, in order of first appearance. */
-static pthread_mutex_t seen_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_t seen[16];
-static int nseen;
-
-static json_t *m_whoami(rrpc_request *req, void *udata)
-{
-    (void)req;
-    (void)udata;
-    pthread_mutex_lock(&seen_mu);
-    int i = 0;
-    while (i < nseen && !pthread_equal(seen[i], pthread_self()))
-        i++;
-    if (i == nseen && nseen < 16)
-        seen[nseen++] = pthread_self();
-    pthread_mutex_unlock(&seen_mu);
-    return json_integer(i);
-}
-
-static void forget_threads(void)
-{
-    pthread_mutex_lock(&seen_mu);
-    nseen = 0;
-    pthread_mutex_unlock(&seen_mu);
-}
-
-static int threads_seen(void)
-{
-    pthread_mutex_lock(&seen_mu);
-    int n = nseen;
-    pthread_mutex_unlock(&seen_mu);
-    return n;
-}
-
 static rrpc_server *new_server(int shards, int workers)
 {
     rrpc_server_options o;
@@ -209,21 +175,21 @@ static void test_queued_calls_spread_and_answered(void)
 
     /* One client's calls and batches: round-robin over the 3 shards, so
      * over the 3 workers that each pop one of them. */
-    forget_threads();
+    whoami_forget();
     json_t *result = NULL;
     for (int i = 0; i < 2 * SHARDS; i++) {
         CHECK(rrpc_call(cl, SERVICE, "whoami", NULL, 5, &result, NULL) == RRPC_OK);
         json_decref(result);
     }
-    CHECK(threads_seen() == SHARDS);
-    forget_threads();
+    CHECK(whoami_threads() == SHARDS);
+    whoami_forget();
     json_t *batch = json_pack("[{s:s}]", "method", "whoami"), *responses = NULL;
     for (int i = 0; i < SHARDS; i++) {
         CHECK(rrpc_call_batch(cl, SERVICE, batch, 5, &responses) == RRPC_OK);
         json_decref(responses);
     }
     json_decref(batch);
-    CHECK(threads_seen() == SHARDS);
+    CHECK(whoami_threads() == SHARDS);
 
     /* The server published its shard count and its raised thread count. */
     CHECK(admin && rrpc_admin_info(admin, SERVICE, &info) == RRPC_OK);
@@ -245,12 +211,12 @@ static void test_queued_calls_spread_and_answered(void)
     rrpc_client_options_init(&no_ff);
     no_ff.fail_fast = 0;
     rrpc_client *plain = open_client_with(&no_ff);
-    forget_threads();
+    whoami_forget();
     for (int i = 0; i < 2 * SHARDS; i++) {
         CHECK(rrpc_call(plain, SERVICE, "whoami", NULL, 5, &result, NULL) == RRPC_OK);
         json_decref(result);
     }
-    CHECK(threads_seen() == 1);
+    CHECK(whoami_threads() == 1);
     rrpc_client_close(plain);
 
     /* A reply key that is one of the shards' lists would be popped as a
@@ -386,7 +352,7 @@ static void test_reliable_shard_redelivers_to_its_shard(void)
     CHECK(held_by(RSERVICE "#1") == 1 && held_by(RSERVICE) == 0);
     kill(doomed, SIGKILL);
     waitpid(doomed, NULL, 0);
-    forget_threads();
+    whoami_forget();
     running r;
     run_server(&r, new_reliable(0)); /* its reaper puts the request back on shard 1 */
     char *killed = answer_of("killed", "6");
