@@ -244,6 +244,7 @@ class AmqpServer(Server):
     backoff when the link breaks."""
 
     PREFETCH = 1
+    LOOK_S = 0.25  # how often an idle worker looks whether it was told to stop
 
     def __init__(self, service, obj=None, url=None, prefix='', reply_ttl=60,  # noqa: D107
                  max_request_bytes=1048576, dead_letter_max=1000, batch_max=1000,
@@ -353,8 +354,9 @@ class AmqpServer(Server):
     def _serve(self):
         while not self._stopping:
             try:
-                # A short inactivity timeout, so that a stop is noticed within 1 s.
-                for method, props, body in self._ch.consume(self.queue, inactivity_timeout=1):
+                # A short inactivity timeout, so that a stop is noticed soon.
+                for method, props, body in self._ch.consume(self.queue,
+                                                            inactivity_timeout=self.LOOK_S):
                     if method is not None:
                         self._receive(method, props, body)
                     if self._stopping:
