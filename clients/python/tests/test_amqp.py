@@ -261,6 +261,11 @@ def test_raw_bodies_answered_at_reply_to(serve, name, tutorial):
     tutorial.send(name, batch, corr='b')
     props, body = tutorial.answer()
     assert body == b'[{"jsonrpc":"2.0","result":2,"id":1}]'
+    tutorial.send(name, b'[]', corr='e')
+    props, body = tutorial.answer()
+    resp = rrpc.protocol.loads(body.decode())
+    assert props.correlation_id == 'e'
+    assert resp['error']['code'] == -32600 and resp['id'] is None
 
 
 def test_no_reply_to_is_a_notification(serve, client, name, tutorial):

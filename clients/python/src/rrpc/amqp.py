@@ -397,7 +397,21 @@ class AmqpServer(Server):
             msg = protocol.loads(raw.decode('utf-8'))
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             return self._refuse(PARSE_ERROR, 'Parse error', f'parse error: {exc}')
-        return super()._handle(raw)
+        if isinstance(msg, list):
+            return self._handle_batch(raw, msg)
+        # No reply key over AMQP (no progress): the answer goes to reply_to.
+        resp = self._answer(msg)
+        if resp is not None:
+            self._deliver(raw, None, resp)
+        return None
+
+    def _handle_batch(self, raw, msg):
+        if not msg:
+            return self._refuse(INVALID_REQUEST, 'Invalid Request: empty batch')
+        if len(msg) > self.batch_max:  # nothing runs, notifications included
+            return self._refuse(INVALID_REQUEST, f'Invalid Request: batch of {len(msg)} '
+                                f'elements (limit {self.batch_max})')
+        return self._batch(raw, msg)
 
     def _refuse(self, code, message, why=None):
         log.warning('%s: %s', self.service, why or message)
