@@ -2,7 +2,7 @@
 
 rrpc's core is C, but the protocol (docs/PROTOCOL.md) is meant to be spoken
 by any language with a Redis client.  This package is that peer for Python,
-built only on redis-py, so Python programs can call rrpc services and serve
+built on redis-py (and pika for amqp:// URLs, PROTOCOL.md 12), so Python programs can call rrpc services and serve
 them, interchangeably with the C, Ruby and seed-style peers:
 
     calc = rrpc.Client().proxy('calc')
@@ -24,7 +24,7 @@ VERSION.
 
 from .client import Client, Proxy
 from .errors import (CallTimeout, Cancelled, Error, InvalidParams, Overloaded, ProtocolError,
-                     RedisError, RemoteError, RpcError, Timeout, Unavailable, Unsupported)
+                     AmqpError, RedisError, RemoteError, RpcError, Timeout, Unavailable, Unsupported)
 from .priority import PRIORITIES
 from .handlers import describe, raw_params
 from .server import Server
@@ -34,6 +34,6 @@ from .version import VERSION
 
 __version__ = VERSION
 __all__ = ['Client', 'Proxy', 'Server', 'Error', 'RemoteError', 'Timeout', 'CallTimeout',
-           'Unavailable', 'Overloaded', 'Cancelled', 'Unsupported', 'PRIORITIES', 'ProtocolError', 'RedisError', 'RpcError',
+           'Unavailable', 'Overloaded', 'Cancelled', 'Unsupported', 'AmqpError', 'PRIORITIES', 'ProtocolError', 'RedisError', 'RpcError',
            'InvalidParams', 'raw_params', 'describe', 'current_traceparent',
            'current_tracestate', 'progress', 'cancelled', 'VERSION']

@@ -16,7 +16,7 @@ from .errors import (Cancelled, Overloaded, ProtocolError, RedisError, RemoteErr
                      Unavailable)
 from . import priority as prio, stream, trace
 from .protocol import dumps, loads, request
-from .transport import RedisClock, connect, error_text
+from .transport import RedisClock, connect, error_text, is_amqp, resolve_url
 
 
 class _View:
@@ -45,9 +45,17 @@ class Client:
     (PROTOCOL.md 9): a registered service with no live worker fails at once
     with Unavailable, a wait on a registered service gives up with
     Unavailable when its last worker goes, and a service at its max_queue
-    refuses the call with Overloaded.  Services that never registered are
+    refuses the call with Overloaded.  An amqp:// URL makes a client
+    over RabbitMQ instead (rrpc.amqp.AmqpClient, PROTOCOL.md 12).  Services that never registered are
     simply waited on.  Every error is an rrpc.Error; Redis's own errors
     come as RedisError.  Usable as a context manager (closes the pool)."""
+
+    def __new__(cls, url=None, *_args, **_kwargs):
+        # An amqp:// URL (or $RRPC_URL) makes the AMQP client (PROTOCOL.md 12).
+        if cls is Client and is_amqp(url):
+            from .amqp import AmqpClient  # noqa: PLC0415 -- pika only when asked for
+            return super().__new__(AmqpClient)
+        return super().__new__(cls)
 
     FRESH_S = 1.0  # how long a service's registry view is trusted
     SLICE_S = 1.0  # wait slice while a registered service is awaited

@@ -11,6 +11,9 @@ catches them all; the same names as the Ruby peer's RRPC::Error tree:
     +-- ProtocolError   the reply is not a JSON-RPC 2.0 response to the call
     +-- RedisError      Redis unreachable or refusing a command (the
     |                   redis-py exception is its __cause__)
+    +-- AmqpError       the AMQP broker unreachable, refusing the login or
+    |                   breaking the link (pika's exception is its __cause__)
+    +-- Unsupported     asked of a transport that cannot do it (yet)
     +-- RpcError        raised by a handler to answer with an error of its
         +-- InvalidParams   choosing; InvalidParams answers -32602
 """
@@ -81,6 +84,17 @@ class RedisError(Error):
     raises when Redis does not answer within its start_timeout."""
 
 
+class AmqpError(Error):
+    """The AMQP broker could not be reached, refused the login or vhost
+    (refused is then True: waiting does not heal it), or the link broke
+    during a call; pika's exception is the __cause__.  URLs in its message
+    have their password masked."""
+
+    def __init__(self, message, refused=False):
+        super().__init__(message)
+        self.refused = refused
+
+
 class Cancelled(Error):
     """The caller cancelled the call (Client.call's cancel): its request was
     taken back if still queued, and a worker running it was told to stop
@@ -90,4 +104,6 @@ class Cancelled(Error):
 class Unsupported(Error):
     """What Server.serve_forever raises when the service's configuration
     asks for what this peer does not do: rate limits or concurrency caps
-    ({L}:config field limits), which only the C server enforces."""
+    ({L}:config field limits), which only the C server enforces.  Also
+    what the AMQP transport raises for what it does not do yet ("... is not
+    supported over AMQP yet": priorities, progress, max_queue, amqps://)."""

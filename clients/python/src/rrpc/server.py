@@ -27,7 +27,7 @@ from .protocol import (BATCH_TIME_EXCEEDED, CANCELLED, DEADLINE_EXCEEDED, INTERN
                        METHOD_NOT_FOUND, dumps, error)
 from .registry import Registry
 from .replies import ReplyRules, key_bytes
-from .transport import Outage, RedisClock, connect, error_text, heals_at_start, push_reply
+from .transport import Outage, RedisClock, connect, error_text, heals_at_start, is_amqp, push_reply
 from .transport import transient
 from .version import VERSION
 
@@ -71,7 +71,15 @@ class Server:
     as it takes; a negative value: not at all); a refused password or ACL
     fails at once.  Once serving, Redis errors are logged once per outage
     and retried with backoff: the worker stops only when told to (stop(),
-    SIGINT, SIGTERM)."""
+    SIGINT, SIGTERM).  An amqp:// URL serves over RabbitMQ instead
+    (rrpc.amqp.AmqpServer, PROTOCOL.md 12)."""
+
+    def __new__(cls, service, obj=None, url=None, *_args, **_kwargs):
+        # An amqp:// URL (or $RRPC_URL) makes the AMQP server (PROTOCOL.md 12).
+        if cls is Server and is_amqp(url):
+            from .amqp import AmqpServer  # noqa: PLC0415 -- pika only when asked for
+            return super().__new__(AmqpServer)
+        return super().__new__(cls)
 
     STOP_GRACE_S = 5.0  # how long a write is still retried once told to stop
     START_BACKOFF_S = (0.05, 5.0)  # the wait for Redis at start: first and longest pause

@@ -27,10 +27,12 @@ class _Handled:
 
     def __init__(self, server, req, key):
         self.server, self.id = server, req.get('id')
-        self.key = key_bytes(key) if key is not None and 'id' in req else None
+        # Over AMQP (no Redis) neither progress nor cancel keys exist yet.
+        redis = getattr(server, 'redis', None) is not None
+        self.key = key_bytes(key) if redis and key is not None and 'id' in req else None
         self.wants = req.get('progress') is True and self.key is not None
         ck = req.get('cancel_key')
-        self.cancel_key = ck if isinstance(ck, str) and ck else None
+        self.cancel_key = ck if redis and isinstance(ck, str) and ck else None
         self.cancelled, self.looked_at, self.done = False, 0.0, False
 
 

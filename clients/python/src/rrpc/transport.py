@@ -19,9 +19,20 @@ DEFAULT_URL = 'redis://127.0.0.1:6379'
 log = logging.getLogger('rrpc')
 
 
+def resolve_url(url):
+    """URL, else $RRPC_URL, else $REDIS_URL, else DEFAULT_URL (as in C):
+    $RRPC_URL names either broker, Redis or AMQP (PROTOCOL.md 12)."""
+    return url or os.environ.get('RRPC_URL') or os.environ.get('REDIS_URL') or DEFAULT_URL
+
+
+def is_amqp(url):
+    """Whether URL (resolved) names an AMQP broker: amqp:// or amqps://."""
+    return resolve_url(url).split('://', 1)[0].lower() in ('amqp', 'amqps')
+
+
 def connect(url):
-    """A redis-py client for URL, else $REDIS_URL, else DEFAULT_URL."""
-    return redis.Redis.from_url(url or os.environ.get('REDIS_URL') or DEFAULT_URL)
+    """A redis-py client for URL, else $RRPC_URL, else $REDIS_URL, else DEFAULT_URL."""
+    return redis.Redis.from_url(resolve_url(url))
 
 
 class RedisClock:

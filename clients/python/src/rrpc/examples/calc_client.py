@@ -3,7 +3,7 @@
 A usage example of rrpc.Client and a smoke test of any calc server (C,
 Ruby, Python or seed-style): exits 1 if any answer is wrong.
 
-    python3 -m rrpc.examples.calc_client [--redis URL] [--service calc] [--prefix P]
+    python3 -m rrpc.examples.calc_client [--url URL] [--service calc] [--prefix P]
         [--timeout S]
 
 (from a checkout without installing: clients/python/calc_client.py)
@@ -17,13 +17,15 @@ import rrpc
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description='Call the calc service and check the results.')
-    parser.add_argument('--redis', help='Redis URL (default $REDIS_URL, then redis://127.0.0.1:6379)')
+    parser.add_argument('--url', '--redis', dest='url',
+                        help='broker URL, redis://... or amqp://... (default $RRPC_URL, then '
+                             '$REDIS_URL, then redis://127.0.0.1:6379)')
     parser.add_argument('--service', default='calc')
     parser.add_argument('--prefix', default='')
     parser.add_argument('--timeout', type=float, default=5)
     args = parser.parse_args(argv)
 
-    calc = rrpc.Client(args.redis, prefix=args.prefix, timeout=args.timeout).proxy(args.service)
+    calc = rrpc.Client(args.url, prefix=args.prefix, timeout=args.timeout).proxy(args.service)
     wrong = 0
     for label, call, expected in [
             ('add(1, 2)', lambda: calc.add(1, 2), 3),

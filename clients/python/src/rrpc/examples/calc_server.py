@@ -4,7 +4,7 @@ It exists to show a Python rrpc worker in a dozen lines and to be the
 Python side of the cross-language tests (clients/test_peers.sh) and of the
 conformance vectors: it answers exactly like the C calc server.
 
-    python3 -m rrpc.examples.calc_server [--redis URL] [--service calc] [--prefix P]
+    python3 -m rrpc.examples.calc_server [--url URL] [--service calc] [--prefix P]
         [--no-heartbeat] [--heartbeat-interval S] [--heartbeat-ttl S]
         [--reply-prefix P]... [--batch-time S] [--start-timeout S]
 
@@ -126,7 +126,9 @@ class Calc:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description='Serve the calc service.')
-    parser.add_argument('--redis', help='Redis URL (default $REDIS_URL, then redis://127.0.0.1:6379)')
+    parser.add_argument('--url', '--redis', dest='url',
+                        help='broker URL, redis://... or amqp://... (default $RRPC_URL, then '
+                             '$REDIS_URL, then redis://127.0.0.1:6379)')
     parser.add_argument('--service', default='calc')
     parser.add_argument('--prefix', default='')
     parser.add_argument('--no-heartbeat', action='store_true',
@@ -147,8 +149,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format='%(asctime)s calc_server.py: %(message)s')
-    server = rrpc.Server(args.service, Calc(url=args.redis, prefix=args.prefix),
-                         url=args.redis, prefix=args.prefix,
+    logging.getLogger('pika').setLevel(logging.WARNING)  # its INFO is one line per frame
+    server = rrpc.Server(args.service, Calc(url=args.url, prefix=args.prefix),
+                         url=args.url, prefix=args.prefix,
                          heartbeat=not args.no_heartbeat,
                          heartbeat_interval=args.heartbeat_interval,
                          heartbeat_ttl=args.heartbeat_ttl, reply_prefixes=args.reply_prefix,
@@ -156,7 +159,7 @@ def main(argv=None):
     logging.info('serving %s%s', args.prefix, args.service)
     try:
         server.serve_forever()
-    except (rrpc.RedisError, rrpc.Unsupported) as err:
+    except (rrpc.RedisError, rrpc.AmqpError, rrpc.Unsupported) as err:
         logging.error('%s', err)
         return 1
     logging.info('stopped')

@@ -1,0 +1,441 @@
+"""amqp.py -- rrpc over RabbitMQ (AMQP 0-9-1, PROTOCOL.md section 12).
+
+Chosen by the URL's scheme (amqp://user:password@host:port/vhost): Client
+and Server hand such a URL to AmqpClient and AmqpServer, which speak the
+wire of RabbitMQ's RPC tutorial with pika's BlockingConnection.  A service
+is a queue <prefix><service> on the default exchange, declared plainly by
+servers only; a call is published mandatory (no queue: "unavailable" at
+once) with reply_to = direct reply-to, a fresh correlation_id (the
+request's id), content_type application/json and expiration = its timeout
+in ms.  Workers ack on receipt (at most once), drop a redelivered message,
+and answer to the message's reply_to, including -32700 and -32600 with
+"id": null; a message without reply_to is a notification.  What the C side
+does not do over AMQP yet, neither do these: each is refused by name
+("... is not supported over AMQP yet").  pika is imported only here, so
+the Redis transport never needs it.
+"""
+
+import logging
+import math
+import os
+import random
+import secrets
+import socket
+import threading
+import time
+import urllib.parse
+
+from .client import Client
+from .errors import AmqpError, Cancelled, Timeout, Unavailable, Unsupported
+from . import protocol
+from .protocol import INVALID_REQUEST, PARSE_ERROR, dumps, error, request
+from .server import Server
+from .transport import RedisClock, resolve_url
+
+log = logging.getLogger('rrpc')
+
+DIRECT_REPLY_TO = 'amq.rabbitmq.reply-to'
+JSON = 'application/json'
+
+
+def masked(url):
+    """URL with its password replaced by ***, for messages and logs."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit('@', 1)
+    user = netloc[0].split(':', 1)[0]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f'{user}:***@{netloc[1]}'))
+
+
+def _pika():
+    try:
+        import pika  # noqa: PLC0415 -- only the AMQP transport needs it
+    except ImportError as exc:
+        raise Unsupported('amqp:// URLs need pika (Debian package python3-pika, or '
+                          'pip install pika)') from exc
+    return pika
+
+
+def _parameters(url):
+    if url.lower().startswith('amqps://'):
+        raise Unsupported('amqps:// (TLS) is not supported over AMQP yet: use amqp:// through '
+                          'a TLS tunnel')
+    return _pika().URLParameters(url)
+
+
+def _open(url):
+    """A BlockingConnection to URL; AmqpError (password masked) if refused."""
+    pika = _pika()
+    params = _parameters(url)
+    try:
+        return pika.BlockingConnection(params)
+    except (pika.exceptions.ProbableAuthenticationError,
+            pika.exceptions.ProbableAccessDeniedError) as exc:
+        raise AmqpError(f'{masked(url)}: the broker refused the login or the vhost: '
+                        f'{_text(exc)}', refused=True) from exc
+    except pika.exceptions.AMQPError as exc:
+        raise AmqpError(f'{masked(url)}: cannot connect: {_text(exc)}') from exc
+
+
+def _text(exc):
+    text = str(exc) or repr(exc)
+    return f'{type(exc).__name__}: {text}' if text else type(exc).__name__
+
+
+def _broken(exc):
+    """Whether EXC is pika's word for a lost link or channel."""
+    pika = _pika()
+    return isinstance(exc, (pika.exceptions.AMQPError, OSError))
+
+
+class AmqpClient(Client):
+    """Client over AMQP (Client(url='amqp://...') makes one).  One
+    connection and channel, opened at the first call and mended before a
+    call when the broker closed it meanwhile; calls from several threads
+    take turns (pika's BlockingConnection is not thread-safe).  fail_fast
+    needs no registry here: a service without a queue fails at once
+    (Unavailable)."""
+
+    CANCEL_LOOK_S = 0.05
+
+    def __init__(self, url=None, prefix='', timeout=30, fail_fast=True):  # noqa: D107
+        # pylint: disable=super-init-not-called -- no Redis here
+        self.url = resolve_url(url)
+        self.prefix = prefix
+        self.timeout = timeout
+        self.fail_fast = fail_fast
+        self.redis = None
+        self._conn = self._ch = None
+        self._lock = threading.Lock()
+        self._waiting = None  # the correlation_id awaited
+        self._answer = self._returned = None
+
+    def close(self):
+        """Closes the client's connection."""
+        with self._lock:
+            self._drop()
+
+    def _drop(self):
+        conn, self._conn, self._ch = self._conn, None, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # already gone
+                pass
+
+    def _link(self):
+        """The channel, opened (or opened again after a broken link): the
+        direct reply-to is consumed before anything is published on it."""
+        if self._conn is not None:
+            try:
+                self._conn.process_data_events(0)  # notices a link the broker closed
+                if self._conn.is_open and self._ch.is_open:
+                    return self._ch
+            except Exception as exc:  # noqa: BLE001 -- any failure: open a new link
+                log.info('rrpc: amqp: mending the link: %s', _text(exc))
+            self._drop()
+        conn = _open(self.url)
+        try:
+            ch = conn.channel()
+            ch.add_on_return_callback(self._on_return)
+            ch.basic_consume(DIRECT_REPLY_TO, self._on_reply, auto_ack=True)
+        except Exception as exc:
+            conn.close()
+            raise AmqpError(f'{masked(self.url)}: {_text(exc)}') from exc
+        self._conn, self._ch = conn, ch
+        return ch
+
+    def _on_reply(self, _ch, _method, props, body):
+        if self._waiting is not None and props.correlation_id == self._waiting:
+            self._answer = body
+        # else: a late answer to a call that gave up: dropped
+
+    def _on_return(self, _ch, _method, props, _body):
+        if self._waiting is not None and props.correlation_id == self._waiting:
+            self._returned = True
+
+    def call(self, service, method, *args, timeout=None, traceparent=None, tracestate=None,
+             progress=None, priority=None, tenant=None, cancel=None, **kwargs):
+        """As Client.call, over AMQP.  Refuses (Unsupported) what AMQP
+        lacks yet: a priority other than normal, progress.  cancel only
+        stops the wait: the worker is not told, and a request still queued
+        stays there until its expiration."""
+        members = self._members(traceparent, tracestate, priority, tenant)
+        if 'priority' in members:
+            raise Unsupported('priorities are not supported over AMQP yet')
+        if progress is not None:
+            raise Unsupported('progress is not supported over AMQP yet')
+        wait = self.timeout if timeout is None else timeout
+        key = f'{self.prefix}rrpc:reply:{secrets.token_hex(16)}'
+        text = dumps(request(method, args, kwargs, **dict(members, id=key)))
+        pika = _pika()
+        props = pika.BasicProperties(reply_to=DIRECT_REPLY_TO, correlation_id=key,
+                                     content_type=JSON)
+        if 0 < wait < 1e9:  # not taken in time: the broker drops it, never run late
+            props.expiration = str(math.ceil(wait * 1000))
+        with self._lock:
+            ch = self._link()
+            self._waiting, self._answer, self._returned = key, None, None
+            try:
+                ch.basic_publish('', self.prefix + service, text, props,
+                                 mandatory=True)
+                raw = self._wait(service, method, wait, cancel)
+            except (Timeout, Cancelled, Unavailable):
+                raise
+            except Exception as exc:
+                if not _broken(exc):
+                    raise
+                self._drop()
+                raise AmqpError(f'{service}.{method}: amqp: {_text(exc)}') from exc
+            finally:
+                self._waiting = None
+        return self._result(raw, key)
+
+    def _wait(self, service, method, wait, cancel):
+        end = time.monotonic() + wait if wait > 0 else None
+        while True:
+            if self._answer is not None:
+                return self._answer
+            if self._returned:
+                raise Unavailable(f'{service}.{method}: service {service!r} has no queue on '
+                                  'the broker (the request came back unrouted): is its server '
+                                  'running?')
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(f'{service}.{method}: cancelled (over AMQP the worker is not '
+                                'told)')
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                raise Timeout(f'{service}.{method}: no reply within {wait} s')
+            step = 1.0 if left is None else left
+            if cancel is not None:
+                step = min(step, self.CANCEL_LOOK_S)
+            self._conn.process_data_events(time_limit=step)
+
+    def notify(self, service, method, *args, traceparent=None, tracestate=None, priority=None,
+               tenant=None, **kwargs):
+        """A notification: published without reply_to, not mandatory
+        (nobody waits to hear it found no queue)."""
+        members = self._members(traceparent, tracestate, priority, tenant)
+        if 'priority' in members:
+            raise Unsupported('priorities are not supported over AMQP yet')
+        text = dumps(request(method, args, kwargs, **members))
+        props = _pika().BasicProperties(content_type=JSON)
+        with self._lock:
+            ch = self._link()
+            try:
+                ch.basic_publish('', self.prefix + service, text, props)
+            except Exception as exc:
+                if not _broken(exc):
+                    raise
+                self._drop()
+                raise AmqpError(f'{service}.{method}: amqp: {_text(exc)}') from exc
+
+
+class AmqpServer(Server):
+    """Server over AMQP (Server(..., url='amqp://...') makes one).  Declares
+    the service's queue plainly, consumes it with prefetch 1, acks each
+    message on receipt (at most once) and answers to its reply_to.  No
+    registry, heartbeat, dead letters, deadlines (the broker's expiration
+    does that job), reply rules or max_queue over AMQP yet: heartbeat is
+    ignored (said once at start), max_queue > 0 and reply_prefixes are
+    refused by serve_forever (Unsupported).  It waits for the broker at
+    start as the Redis server waits for Redis, and connects again with
+    backoff when the link breaks."""
+
+    PREFETCH = 1
+    LOOK_S = 0.25  # how often an idle worker looks whether it was told to stop
+
+    def __init__(self, service, obj=None, url=None, prefix='', reply_ttl=60,  # noqa: D107
+                 max_request_bytes=1048576, dead_letter_max=1000, batch_max=1000,
+                 heartbeat=True, heartbeat_interval=1.0, heartbeat_ttl=5.0, max_queue=0,
+                 reply_prefixes=None, batch_time_limit=5.0, start_timeout=None):
+        # pylint: disable=super-init-not-called -- the Redis parts are not wanted
+        from .handlers import public_methods  # noqa: PLC0415
+        from .version import VERSION  # noqa: PLC0415
+        self.url = resolve_url(url)
+        self.redis = None  # stream.cancelled() and progress() see no Redis: off
+        self.service = service
+        self.version = 'python-' + VERSION
+        self.prefix = prefix
+        self.queue = prefix + service
+        self.reply_ttl = reply_ttl
+        self.max_request_bytes = max_request_bytes
+        self.batch_max = batch_max
+        self.batch_time_limit = batch_time_limit or 0
+        self.start_timeout = start_timeout or 0
+        self.max_queue = max_queue
+        self.reply_prefixes = reply_prefixes
+        self.methods = public_methods(obj)
+        self._about = {}
+        self.methods.setdefault('rpc.ping', self._rpc_ping)
+        self.methods.setdefault('rpc.discover', self._rpc_discover)
+        self._clock = RedisClock()  # never measured: deadlines are not judged
+        self._registry = None
+        self.worker_id = f'{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}'
+        self._stopping = False
+        self._expired_unsent = 0
+        self._conn = self._ch = None
+        self._props = None  # the properties of the message in hand
+
+    def _refusal(self):
+        if self.max_queue and self.max_queue > 0:
+            return 'max_queue is not supported over AMQP yet'
+        if self.reply_prefixes:
+            return 'reply_prefixes is not supported over AMQP yet'
+        return None
+
+    def serve_forever(self):
+        """Connects (waiting for the broker), then consumes and answers
+        until stop() or SIGINT/SIGTERM.  Raises Unsupported for what AMQP
+        lacks yet, AmqpError if the broker refuses the login or does not
+        answer within start_timeout."""
+        refusal = self._refusal()
+        if refusal:
+            raise Unsupported(f'{self.service}: {refusal}')
+        _parameters(self.url)  # amqps:// refused before any wait
+        restore = self._trap_signals()
+        try:
+            if self._connect(starting=True):
+                log.info('%s: serving queue %r over AMQP (at most once); the registry and '
+                         'heartbeat are not supported over AMQP yet: rrpc ls/info/stats do not '
+                         'see it', self.service, self.queue)
+                self._serve()
+        finally:
+            self._close()
+            restore()
+
+    def _close(self):
+        conn, self._conn, self._ch = self._conn, None, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # already gone
+                pass
+
+    def _link(self):
+        conn = _open(self.url)
+        try:
+            ch = conn.channel()
+            ch.queue_declare(queue=self.queue)  # plainly, as the tutorial's worker does
+            ch.basic_qos(prefetch_count=self.PREFETCH)
+        except Exception:
+            conn.close()
+            raise
+        self._conn, self._ch = conn, ch
+
+    def _connect(self, starting):
+        """Opens the link, with backoff while the broker is away (at start:
+        for at most start_timeout).  False if stopped meanwhile."""
+        began, delay, since = time.monotonic(), 0.05, None
+        while not self._stopping:
+            try:
+                self._link()
+            except AmqpError as exc:
+                if exc.refused or (starting and self.start_timeout < 0):
+                    raise
+                left = (began + self.start_timeout - time.monotonic()
+                        if starting and self.start_timeout else 1e9)
+                if left <= 0:
+                    raise AmqpError(f'{self.service}: the broker did not answer within the '
+                                    f'start timeout ({self.start_timeout:g} s): {exc}') from exc
+                if since is None:
+                    since = time.monotonic()
+                    log.warning('%s: waiting for the AMQP broker: %s', self.service, exc)
+                self._pause(min(delay * random.uniform(0.5, 1.5), left))
+                delay = min(delay * 2, 5.0)
+                continue
+            if since is not None:
+                log.warning('%s: the AMQP broker answered after %.1f s', self.service,
+                            time.monotonic() - since)
+            return True
+        return False
+
+    def _serve(self):
+        while not self._stopping:
+            try:
+                # A short inactivity timeout, so that a stop is noticed soon.
+                for method, props, body in self._ch.consume(self.queue,
+                                                            inactivity_timeout=self.LOOK_S):
+                    if method is not None:
+                        self._receive(method, props, body)
+                    if self._stopping:
+                        break
+                self._ch.cancel()
+            except Exception as exc:  # noqa: BLE001
+                if not _broken(exc):
+                    raise
+                if self._stopping:
+                    return
+                log.warning('%s: amqp: the link broke (%s); connecting again', self.service,
+                            _text(exc))
+                self._close()
+                if not self._connect(starting=False):
+                    return
+
+    def _receive(self, method, props, body):
+        # Acked on receipt, before it runs: at most once, as over Redis.
+        self._ch.basic_ack(method.delivery_tag)
+        if method.redelivered:
+            log.warning('%s: dropped a redelivered message (correlation_id %r): it may have '
+                        'run on a worker whose link broke, and runs at most once',
+                        self.service, props.correlation_id)
+            return
+        self._props = props
+        try:
+            self.handle(body)
+        finally:
+            self._props = None
+
+    # -- one message: Server's dispatch, answers to reply_to -------------
+
+    def _handle(self, raw):
+        if len(raw) > self.max_request_bytes:
+            return self._refuse(INVALID_REQUEST, f'Invalid Request: too large: {len(raw)} '
+                                f'bytes (limit {self.max_request_bytes})')
+        try:
+            msg = protocol.loads(raw.decode('utf-8'))
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            return self._refuse(PARSE_ERROR, 'Parse error', f'parse error: {exc}')
+        if isinstance(msg, list):
+            return self._handle_batch(raw, msg)
+        # No reply key over AMQP (no progress): the answer goes to reply_to.
+        resp = self._answer(msg)
+        if resp is not None:
+            self._deliver(raw, None, resp)
+        return None
+
+    def _handle_batch(self, raw, msg):
+        if not msg:
+            return self._refuse(INVALID_REQUEST, 'Invalid Request: empty batch')
+        if len(msg) > self.batch_max:  # nothing runs, notifications included
+            return self._refuse(INVALID_REQUEST, f'Invalid Request: batch of {len(msg)} '
+                                f'elements (limit {self.batch_max})')
+        return self._batch(raw, msg)
+
+    def _refuse(self, code, message, why=None):
+        log.warning('%s: %s', self.service, why or message)
+        self._deliver(None, None, self._encode(error(None, code, message)))
+
+    def _deliver(self, raw, key, body):
+        """Publishes BODY to the message's reply_to with its
+        correlation_id; nothing for a message without reply_to (a
+        notification, whatever its body's id)."""
+        props = self._props
+        if props is None or not props.reply_to:
+            return
+        out = _pika().BasicProperties(correlation_id=props.correlation_id, content_type=JSON)
+        try:
+            self._ch.basic_publish('', props.reply_to,
+                                   body if isinstance(body, bytes) else body.encode('utf-8'),
+                                   out)
+        except Exception as exc:  # noqa: BLE001
+            # The link is gone: the consume loop notices and connects again.
+            log.error('%s: reply lost on the way out (to %r): %s', self.service,
+                      props.reply_to, _text(exc))
+
+    def _dead(self, raw, reason, response=None):
+        """No dead letters over AMQP yet: logged, and answered if possible."""
+        log.warning('%s: cannot handle a message (%s)', self.service, reason)
+        if response is not None:
+            self._deliver(raw, None, response)

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# test_amqp.sh -- the Python peer over RabbitMQ (AMQP 0-9-1, PROTOCOL.md 12),
+# against the private node of tests/harness/with-rabbitmq.sh
+# ($RRPC_TEST_AMQP_URL), in one broker for all its checks:
+#   * interop with C both ways: `rrpc call --url amqp://...` calls the Python
+#     calc server (results, an error, rpc.ping, rpc.discover), the Python
+#     calc client calls the C calc-server, and forward chains them (C caller
+#     -> Python worker -> Python client -> C worker, and back);
+#   * the Python peer's own pytest suite for AMQP (tests/test_amqp.py:
+#     results, fail fast, expiration, the tutorial's properties, raw bodies,
+#     notifications, redelivered messages, refusals, a refused login, links
+#     the broker closed).
+# pika is Debian's python3-pika, in /usr/bin/python3 (not in every python3).
+# Usage: tests/harness/with-rabbitmq.sh clients/python/test_amqp.sh BUILD_DIR
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=tests/lib/common.sh
+. "$here/../../tests/lib/common.sh"
+: "${RRPC_TEST_AMQP_URL:?run me under tests/harness/with-rabbitmq.sh}"
+build=$1
+rrpc=$build/rrpc
+calc=$build/calc-server
+url=$RRPC_TEST_AMQP_URL
+py=/usr/bin/python3
+"$py" -c 'import pika' 2>/dev/null || die "python3-pika is missing (Debian package python3-pika)"
+
+# ---- C calls the Python server ------------------------------------------------
+spawn pycalc "$py" "$here/calc_server.py" --url "$url" --service pycalc
+wait_until 10 grep -q "serving queue 'pycalc' over AMQP" "$test_dir/pycalc.log" ||
+  die "the Python calc server did not start: $(tail -3 "$test_dir/pycalc.log")"
+out=$("$rrpc" call --url "$url" pycalc add '[1, 2]' 2>&1)
+[ "$out" = 3 ] && ok "rrpc call (C) -> Python server over AMQP: add = 3" || fail "C -> Python add: $out"
+out=$("$rrpc" call --url "$url" pycalc divide '[1, 0]' 2>&1)
+st=$?
+[ "$st" = 1 ] && [[ $out == *"division by zero"* ]] && ok "C -> Python: an error result, exit 1" ||
+  fail "C -> Python divide: status $st, $out"
+out=$("$rrpc" call --url "$url" pycalc nosuch '[]' 2>&1)
+[[ $out == *-32601* ]] && ok "C -> Python: unknown method -32601" || fail "C -> Python nosuch: $out"
+out=$("$rrpc" ping --url "$url" pycalc 2>&1) && [[ $out == *"reply from pycalc"* ]] &&
+  ok "rrpc ping -> Python server: $out" || fail "ping: $out"
+out=$("$rrpc" describe --url "$url" pycalc 2>&1) && [[ $out == *methods* ]] &&
+  ok "rrpc describe -> Python server (rpc.discover)" || fail "describe: $out"
+out=$(RRPC_URL=$url REDIS_URL=redis://127.0.0.1:1 "$rrpc" call pycalc multiply '[6, 7]' 2>&1)
+[ "$out" = 42 ] && ok "C via \$RRPC_URL -> Python server: 42" || fail "RRPC_URL: $out"
+
+# ---- Python calls the C server --------------------------------------------------
+spawn ccalc "$calc" --url "$url" --service ccalc --workers 1
+wait_until 10 grep -q "serving queue 'ccalc'" "$test_dir/ccalc.log" || die "calc-server did not start"
+out=$("$py" "$here/calc_client.py" --url "$url" --service ccalc 2>&1) &&
+  ok "Python client -> C calc-server over AMQP: every answer right" || fail "Python -> C: $out"
+out=$(RRPC_URL=$url REDIS_URL=redis://127.0.0.1:1 "$py" "$here/calc_client.py" --service ccalc 2>&1) &&
+  ok "Python client via \$RRPC_URL -> C calc-server" || fail "Python RRPC_URL -> C: $out"
+out=$("$py" "$here/calc_client.py" --url "$url" --service nobody 2>&1)
+[[ $out == *"has no queue"* ]] && ok "Python client: a service with no queue fails at once" ||
+  fail "Python -> nobody: $out"
+
+# ---- chains through forward -------------------------------------------------------
+out=$("$rrpc" call --url "$url" pycalc forward '{"service": "ccalc", "method": "add", "params": [20, 22]}' 2>&1)
+[ "$out" = 42 ] && ok "C -> Python worker -> Python client -> C worker: 42" || fail "chain to C: $out"
+out=$("$rrpc" call --url "$url" ccalc forward '{"service": "pycalc", "method": "multiply", "params": [6, 7]}' 2>&1)
+[ "$out" = 42 ] && ok "C -> C worker -> C client -> Python worker: 42" || fail "chain to Python: $out"
+
+# ---- the Python peer's own tests -----------------------------------------------------
+if (cd "$here" && "$py" -m pytest -p no:cacheprovider -q tests/test_amqp.py) >"$test_dir/pytest.log" 2>&1; then
+  ok "pytest tests/test_amqp.py: $(tail -1 "$test_dir/pytest.log")"
+else
+  fail "pytest tests/test_amqp.py: $(tail -30 "$test_dir/pytest.log")"
+fi
+finish
