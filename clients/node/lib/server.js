@@ -140,7 +140,9 @@ class Server {
    * Waits for Redis, registers, then pops and answers requests until stop()
    * or SIGINT/SIGTERM; resolves then.  Rejects with RedisError if Redis
    * refuses the start (a password, an ACL) or does not answer within
-   * startTimeout.
+   * startTimeout.  Over amqp:// (lib/amqp.js) it consumes the service's
+   * queue instead, without a registry, and rejects with AmqpError or
+   * Unsupported.
    */
   async serveForever() {
     this.stopping = false;
