@@ -3,7 +3,7 @@
 # its lockfile, quietly, and prints the node_modules directory.
 #
 # With no argument, into clients/node itself (node_modules there is ignored
-# by git), and only if its `redis` is missing; with DIR, into DIR (a copy of
+# by git), and only if its `redis` or `amqplib` is missing; with DIR, into DIR (a copy of
 # package.json and package-lock.json there, `npm ci` from them), as ctest's
 # node_deps fixture does, so that the source tree stays untouched; the tests
 # then find the modules through $NODE_PATH.  `npm ci` takes exactly what the
@@ -15,7 +15,8 @@ set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 src=$root/clients/node
 dir=${1:-$src}
-if [ "$dir" = "$src" ] && [ -f "$src/node_modules/redis/package.json" ]; then
+if [ "$dir" = "$src" ] && [ -f "$src/node_modules/redis/package.json" ] &&
+  [ -f "$src/node_modules/amqplib/package.json" ]; then
   echo "$src/node_modules"
   exit 0
 fi

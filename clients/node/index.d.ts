@@ -5,7 +5,10 @@
 export type Params = unknown[] | Record<string, unknown>;
 
 export interface ClientOptions {
-  /** Redis URL: redis://, rediss:// or unix:///path; default $REDIS_URL, then redis://127.0.0.1:6379. */
+  /**
+   * Redis URL: redis://, rediss:// or unix:///path; or an AMQP broker's amqp://user:pass@host:port/vhost
+   * (PROTOCOL.md 12). Default $RRPC_URL, then $REDIS_URL, then redis://127.0.0.1:6379.
+   */
   url?: string;
   /** The deployment's key prefix (default ''). */
   prefix?: string;
@@ -72,6 +75,7 @@ export interface Logger {
 }
 
 export interface ServerOptions {
+  /** As ClientOptions.url; over amqp:// there is no registry and maxQueue is refused. */
   url?: string;
   prefix?: string;
   /** Seconds a reply list lives (default 60). */
@@ -157,9 +161,14 @@ export class Overloaded extends RrpcError {}
 export class ProtocolError extends RrpcError {}
 /** Redis unreachable or refusing; the redis client's error is the cause. */
 export class RedisError extends RrpcError {}
+/** The AMQP broker unreachable or refusing, or the link broke while a call waited; amqplib's error is the cause. */
+export class AmqpError extends RrpcError {}
 /** The call's AbortSignal fired (name 'AbortError'); the signal's reason is the cause. */
 export class Aborted extends RrpcError {}
-/** The service's {L}:config holds limits, which only the C server enforces: Server.serveForever refuses to serve. */
+/**
+ * The service's {L}:config holds limits, which only the C server enforces: Server.serveForever refuses to serve.
+ * Also what is "not supported over AMQP yet": priorities, progress, maxQueue, amqps://.
+ */
 export class Unsupported extends RrpcError {}
 
 export const VERSION: string;

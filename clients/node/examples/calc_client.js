@@ -5,20 +5,21 @@
 // A usage example of rrpc.Client and a smoke test of any calc server (C,
 // Ruby, Python, Node or seed-style): exits 1 if any answer is wrong.
 //
-//   node examples/calc_client.js [--redis URL] [--service calc] [--prefix P] [--timeout S]
+//   node examples/calc_client.js [--redis URL | --url URL] [--service calc] [--prefix P] [--timeout S]
 
 const rrpc = require('..');
 const { parse } = require('./args');
 
-const USAGE = `usage: calc_client.js [--redis URL] [--service calc] [--prefix P] [--timeout S]
-  --redis URL   Redis URL (default $REDIS_URL, then redis://127.0.0.1:6379)
+const USAGE = `usage: calc_client.js [--redis URL | --url URL] [--service calc] [--prefix P] [--timeout S]
+  --redis URL   Redis URL (default $RRPC_URL, $REDIS_URL, then redis://127.0.0.1:6379)
+  --url URL     the same, or an AMQP broker's amqp://user:pass@host:port/vhost
 `;
 
 const show = (v) => JSON.stringify(v);
 
 async function main(argv = process.argv.slice(2)) {
-  const args = parse(argv, { redis: 'string', service: 'string', prefix: 'string', timeout: 'number' }, USAGE);
-  const client = new rrpc.Client({ url: args.redis, prefix: args.prefix || '', timeout: args.timeout ?? 5 });
+  const args = parse(argv, { redis: 'string', url: 'string', service: 'string', prefix: 'string', timeout: 'number' }, USAGE);
+  const client = new rrpc.Client({ url: args.url || args.redis, prefix: args.prefix || '', timeout: args.timeout ?? 5 });
   const calc = client.proxy(args.service || 'calc');
   let wrong = 0;
   try {

@@ -7,7 +7,7 @@
 // tests/interop/test_interop.sh) and of the conformance vectors: it
 // answers exactly like the C calc server.
 //
-//   node examples/calc_server.js [--redis URL] [--service calc] [--prefix P]
+//   node examples/calc_server.js [--redis URL | --url URL] [--service calc] [--prefix P]
 //       [--no-heartbeat] [--heartbeat-interval S] [--heartbeat-ttl S]
 //       [--reply-prefix P]... [--batch-time S] [--start-timeout S] [--max-queue N]
 
@@ -125,10 +125,11 @@ const calc = {
     "within this call's deadline and trace", { service: 'string', method: 'string', params: 'array|object' }, forward),
 };
 
-const USAGE = `usage: calc_server.js [--redis URL] [--service calc] [--prefix P] [--no-heartbeat]
+const USAGE = `usage: calc_server.js [--redis URL | --url URL] [--service calc] [--prefix P] [--no-heartbeat]
     [--heartbeat-interval S] [--heartbeat-ttl S] [--reply-prefix P]... [--batch-time S]
     [--start-timeout S] [--max-queue N]
-  --redis URL             Redis URL (default $REDIS_URL, then redis://127.0.0.1:6379)
+  --redis URL             Redis URL (default $RRPC_URL, $REDIS_URL, then redis://127.0.0.1:6379)
+  --url URL               the same, or an AMQP broker's amqp://user:pass@host:port/vhost
   --no-heartbeat          do not register in the registry (no heartbeat, no stats)
   --reply-prefix P        answer only onto reply keys that start with P (repeatable)
   --batch-time S          a batch runs at most S seconds (default 5; 0: no limit)
@@ -140,18 +141,18 @@ const USAGE = `usage: calc_server.js [--redis URL] [--service calc] [--prefix P]
 /** Serves calc (or HANDLERS) as the command line says; resolves to the exit status. */
 async function main(argv = process.argv.slice(2), handlers = calc, name = 'calc_server.js') {
   const args = parse(argv, {
-    redis: 'string', service: 'string', prefix: 'string', noHeartbeat: 'flag', heartbeatInterval: 'number',
+    redis: 'string', url: 'string', service: 'string', prefix: 'string', noHeartbeat: 'flag', heartbeatInterval: 'number',
     heartbeatTtl: 'number', replyPrefix: 'list', batchTime: 'number', startTimeout: 'number', maxQueue: 'number',
   }, USAGE);
   const line = (level) => (m) => process.stderr.write(`${new Date().toISOString()} ${name}: ${level}${m}\n`);
   const server = new rrpc.Server(args.service || 'calc', handlers, {
-    url: args.redis, prefix: args.prefix || '', heartbeat: !args.noHeartbeat,
+    url: args.url || args.redis, prefix: args.prefix || '', heartbeat: !args.noHeartbeat,
     heartbeatInterval: args.heartbeatInterval ?? 1.0, heartbeatTtl: args.heartbeatTtl ?? 5.0,
     replyPrefixes: args.replyPrefix || null, batchTimeLimit: args.batchTime ?? 5.0,
     startTimeout: args.startTimeout ?? 0, maxQueue: args.maxQueue ?? 0,
     logger: { info: line(''), warn: line('warning: '), error: line('error: ') },
   });
-  forwarding.url = args.redis;
+  forwarding.url = args.url || args.redis;
   forwarding.prefix = args.prefix || '';
   line('')(`serving ${args.prefix || ''}${args.service || 'calc'}`);
   try {

@@ -15,6 +15,7 @@ const { dumps, isObject, loads, request } = require('./protocol');
 const trace = require('./trace');
 const prio = require('./priority');
 const stream = require('./stream');
+const amqp = require('./amqp');
 const { RedisClock, close, command, connection, errorText, isReply, open } = require('./transport');
 
 const FRESH_MS = 1000; // how long a service's registry view is trusted
@@ -33,7 +34,8 @@ class CallAborted extends Error {}
 
 /**
  * Calls rrpc services over one Redis connection (plus one per reply being
- * awaited).  Options: url ($REDIS_URL, then redis://127.0.0.1:6379), prefix
+ * awaited), or through an AMQP broker when the URL is amqp://user:pass@host:port/vhost
+ * (PROTOCOL.md 12).  Options: url ($RRPC_URL, $REDIS_URL, then redis://127.0.0.1:6379), prefix
  * (''), timeout (30 s; 0 waits forever), failFast (true).  Every error is an
  * rrpc.Error; Redis's own come as RedisError.  close() when done.
  */
@@ -50,6 +52,9 @@ class Client {
     this.idle = []; // blocking connections ready for a wait
     this.waiting = new Set(); // blocking connections in a wait
     this.closed = false;
+    const url = amqp.resolveUrl(this.url);
+    this.amqp = amqp.isAmqp(url) ? new amqp.AmqpCaller(url) : null;
+    if (this.amqp) return;
     // Made now, connected on first use: the redis package's first client
     // costs tens of ms of setup, which should not count against a call.
     this.unopened = connection(this.url);
@@ -94,6 +99,7 @@ class Client {
   /** Closes the client's connections; calls still waiting end with RedisError. */
   async close() {
     this.closed = true;
+    if (this.amqp) await this.amqp.close();
     if (this.connecting) await this.connecting.catch(() => {});
     for (const c of this.idle.splice(0)) close(c);
     for (const c of this.waiting) close(c);
@@ -127,6 +133,7 @@ class Client {
     }
     const traced = members(options); // a TypeError (RangeError) if invalid
     try {
+      if (this.amqp) return await this.amqpCall(service, method, params, options, traced);
       return await this.doCall(service, method, params, options, traced);
     } catch (e) {
       if (e instanceof RrpcError) throw e;
@@ -145,6 +152,10 @@ class Client {
   async notify(service, method, params, options = {}) {
     const own = members(options);
     const text = dumps(request(method, params, own));
+    if (this.amqp) {
+      if (own.priority) throw amqp.unsupported('priorities', 'are');
+      return this.amqp.notify(this.prefix + service, text);
+    }
     const conn = await this.redis();
     try {
       await this.push(conn, this.prefix + service, text, 0, own.priority);
@@ -165,6 +176,23 @@ class Client {
         return (...args) => this.call(service, method, args, options);
       },
     });
+  }
+
+  /**
+   * A call through the broker (PROTOCOL.md 12): no deadline member (the
+   * message's expiration does its job), no registry; an abort only ends
+   * the wait.
+   */
+  async amqpCall(service, method, params, options, traced) {
+    if (traced.priority) throw amqp.unsupported('priorities', 'are');
+    if (options.progress) throw amqp.unsupported('progress');
+    const signal = options.signal;
+    if (signal && signal.aborted) throw aborted(service, method, signal);
+    const key = amqp.callKey(this.prefix);
+    const wait = options.timeout === undefined ? this.timeout : options.timeout;
+    const text = dumps(request(method, params, { id: key, ...traced }));
+    const raw = await this.amqp.call(this.prefix + service, text, key, wait, signal, `${service}.${method}`);
+    return result(raw, key);
   }
 
   async doCall(service, method, params, options, traced) {

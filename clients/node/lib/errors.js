@@ -85,6 +85,12 @@ class Overloaded extends RrpcError {}
  */
 class RedisError extends RrpcError {}
 
+/**
+ * The AMQP broker could not be reached, refused the login, or the link to
+ * it broke while a call waited (PROTOCOL.md 12); amqplib's error is the cause.
+ */
+class AmqpError extends RrpcError {}
+
 /** The call's AbortSignal fired; the request was withdrawn if still queued. */
 class Aborted extends RrpcError {
   constructor(message, options) {
@@ -111,5 +117,6 @@ module.exports = {
   Unavailable,
   Overloaded,
   RedisError,
+  AmqpError,
   Aborted,
 };

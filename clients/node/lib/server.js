@@ -17,6 +17,7 @@ const protocol = require('./protocol');
 const trace = require('./trace');
 const prio = require('./priority');
 const stream = require('./stream');
+const amqp = require('./amqp');
 const { RedisError, Unsupported } = require('./errors');
 const { describe, discoverDocument, entry, invoke, publicMethods, rawParams } = require('./handlers');
 const { Registry } = require('./registry');
@@ -61,7 +62,9 @@ class Server {
   constructor(service, handlers, options = {}) {
     const o = { ...DEFAULTS, ...options };
     this.service = service;
-    this.url = o.url;
+    this.url = amqp.resolveUrl(o.url);
+    this.overAmqp = amqp.isAmqp(this.url); // PROTOCOL.md 12: no registry, replies to reply_to
+    this.maxQueue = o.maxQueue;
     this.version = `node-${VERSION}`;
     this.prefix = o.prefix;
     this.queue = o.prefix + service;
@@ -90,7 +93,7 @@ class Server {
         rawParams(() => discoverDocument(this.service, this.version, this.methods, this.about))));
     }
     this.clock = new RedisClock();
-    this.registry = o.heartbeat
+    this.registry = o.heartbeat && !this.overAmqp
       ? new Registry(this, o.url, o.prefix, o.heartbeatInterval, o.heartbeatTtl, o.maxQueue) : null;
     // The worker id rpc.ping reports; without a registry it is still unique.
     this.workerId = this.registry ? this.registry.id
@@ -137,7 +140,9 @@ class Server {
    * Waits for Redis, registers, then pops and answers requests until stop()
    * or SIGINT/SIGTERM; resolves then.  Rejects with RedisError if Redis
    * refuses the start (a password, an ACL) or does not answer within
-   * startTimeout.
+   * startTimeout.  Over amqp:// (lib/amqp.js) it consumes the service's
+   * queue instead, without a registry, and rejects with AmqpError or
+   * Unsupported.
    */
   async serveForever() {
     this.stopping = false;
@@ -147,7 +152,9 @@ class Server {
     // Before the wait for Redis, so that a supervisor can stop a waiting server.
     const restore = this.trap();
     try {
-      if (await this.start(stopped)) {
+      if (this.overAmqp) {
+        await amqp.serve(this, this.url, stopped);
+      } else if (await this.start(stopped)) {
         try {
           await this.serve(stopped);
         } finally {
@@ -378,6 +385,17 @@ class Server {
    * those not started are answered -32001 without running.
    */
   async batch(raw, batch) {
+    const text = await this.batchText(batch);
+    if (text !== null) await this.deliver(raw, protocol.batchReplyKey(batch), text);
+  }
+
+  /** The encoded answer to a non-empty BATCH, or null for notifications only. */
+  async batchText(batch) {
+    if (batch.length === 0) return this.encode(error(null, INVALID_REQUEST, 'Invalid Request: empty batch'));
+    if (batch.length > this.batchMax) {
+      return this.encode(error(null, INVALID_REQUEST,
+        `Invalid Request: batch of ${batch.length} elements (limit ${this.batchMax})`));
+    }
     const parts = [];
     const started = performance.now();
     for (const req of batch) {
@@ -385,9 +403,7 @@ class Server {
       const resp = await this.answer(req, over);
       if (resp !== null) parts.push(resp);
     }
-    if (parts.length) { // a batch of notifications only is answered by nothing
-      await this.deliver(raw, protocol.batchReplyKey(batch), `[${parts.join(',')}]`);
-    }
+    return parts.length ? `[${parts.join(',')}]` : null; // a batch of notifications only: nothing
   }
 
   /**

@@ -75,13 +75,13 @@ function socketOptions(url) {
 }
 
 /**
- * A node-redis client for URL, else $REDIS_URL, else DEFAULT_URL, not yet
+ * A node-redis client for URL, else $RRPC_URL, else $REDIS_URL, else DEFAULT_URL, not yet
  * connected.  It reconnects by itself with backoff; while it is away its
  * commands fail at once (no offline queue), so that a loop sees the outage
  * and can be stopped.  A refused password ends a first connect.
  */
 function connection(url) {
-  const options = socketOptions(url || process.env.REDIS_URL || DEFAULT_URL);
+  const options = socketOptions(url || process.env.RRPC_URL || process.env.REDIS_URL || DEFAULT_URL);
   const conn = createClient({
     ...options,
     RESP: 2,
