@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test_amqp.sh -- the Node peer over AMQP 0-9-1 (ctest: amqp_node), against
+# test_amqp.sh -- the Node peer over AMQP 0-9-1 (ctest: node_amqp), against
 # the private RabbitMQ of tests/harness/with-rabbitmq.sh ($RRPC_TEST_AMQP_URL):
 #   * the package's own AMQP suite (node --test test/amqp.test.js): calls,
 #     errors, notifications, raw bodies (-32700/-32600 to reply_to), the
