@@ -1009,7 +1009,7 @@ static void test_identity_agrees_with_the_reaper(void)
         char script[8192];
         snprintf(script, sizeof script, "%sreturn identity(ARGV[1], tonumber(ARGV[2]), ARGV[3])",
                  rrpc__rel_identity_lua());
-        rrpc__reply *r = cmd(7, "EVAL", script, "0", texts[i], "1000", "w/1\nf.000001");
+        rrpc__reply *r = cmd(6, "EVAL", script, "0", texts[i], "1000", "w/1\nf.000001");
         const char *lua = r ? rrpc__reply_str(r, NULL) : NULL;
         int same = lua && strlen(lua) == 80 && strncmp(lua, c, 40) == 0 &&
                    (strncmp(lua, lua + 40, 40) == 0) == stable;
