@@ -61,10 +61,11 @@ test-asan: deps
 	@cmake -S . -B $(ASAN_BUILD) -DRRPC_WERROR=ON -DRRPC_SANITIZE=address,undefined \
 	  -DCMAKE_BUILD_TYPE=Debug $(CMAKE_ARGS) >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
-	@# The peers' own suites run no C code: the plain pass has run them.  Their
-	@# AMQP suites run little (rrpc call, calc-server), which amqp_calls runs here.
-	@cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS) \
-	  -E '^(node_package|python_package|ruby_gem|python_amqp|ruby_amqp|node_amqp)$$'
+	@# The peers' own suites and their cross-language and hostile-input tests
+	@# run no C code: the plain pass has run them.  Their AMQP suites run
+	@# little (rrpc call, calc-server), which amqp_calls runs here.
+	@cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS) -E \
+	  '^(node_package|python_package|ruby_gem|peers_ruby_python|peers_faults|python_amqp|ruby_amqp|node_amqp)$$'
 
 test-valgrind: deps
 	@cmake -S . -B $(VG_BUILD) -DRRPC_WERROR=ON -DRRPC_VALGRIND=ON \
