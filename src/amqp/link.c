@@ -15,6 +15,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #define CONNECT_TIMEOUT_DEFAULT_S 5.0
 /* Synchronous methods (login, declare, consume, close) wait this long at
@@ -212,4 +213,106 @@ int rrpc__amqp_other_frame(rrpc__amqp_link *l, char *returned, size_t len)
                           m->id == AMQP_CHANNEL_CLOSE_METHOD ? "channel" : "connection", why);
     }
     return 0;
+}
+
+int rrpc__amqp_confirm_select(rrpc__amqp_link *l)
+{
+    amqp_confirm_select(l->conn, RRPC__AMQP_CHANNEL);
+    return rrpc__amqp_judge(l, amqp_get_rpc_reply(l->conn), "confirm.select");
+}
+
+int rrpc__amqp_confirms(const rrpc__amqp_event *ev, uint64_t seq)
+{
+    if (ev->kind != RRPC__AMQP_EV_ACK && ev->kind != RRPC__AMQP_EV_NACK)
+        return 0;
+    return ev->tag == seq || (ev->multiple && ev->tag >= seq);
+}
+
+/* A basic.return, read whole: its correlation_id into EV. */
+static int read_return(rrpc__amqp_link *l, amqp_channel_t channel, rrpc__amqp_event *ev)
+{
+    amqp_message_t msg;
+    int rc = rrpc__amqp_judge(l, amqp_read_message(l->conn, channel, &msg, 0),
+                              "reading a returned message");
+    if (rc != RRPC_OK)
+        return rc;
+    ev->kind = RRPC__AMQP_EV_RETURN;
+    if (msg.properties._flags & AMQP_BASIC_CORRELATION_ID_FLAG)
+        copy_bytes(ev->returned, sizeof ev->returned, msg.properties.correlation_id);
+    amqp_destroy_message(&msg);
+    return RRPC_OK;
+}
+
+int rrpc__amqp_next_event(rrpc__amqp_link *l, double timeout_s, rrpc__amqp_event *ev)
+{
+    memset(ev, 0, sizeof *ev);
+    amqp_frame_t f;
+    struct timeval tv = rrpc__amqp_tv(timeout_s);
+    int st = amqp_simple_wait_frame_noblock(l->conn, &f, &tv);
+    if (st == AMQP_STATUS_TIMEOUT)
+        return RRPC_OK;
+    if (st != AMQP_STATUS_OK) {
+        l->broken = 1;
+        return rrpc__fail(l->errmsg, sizeof l->errmsg, RRPC_ECONNECT, "reading a frame: %s",
+                          amqp_error_string2(st));
+    }
+    if (f.frame_type != AMQP_FRAME_METHOD)
+        return RRPC_OK;
+    const amqp_method_t *m = &f.payload.method;
+    switch (m->id) {
+    case AMQP_BASIC_RETURN_METHOD: return read_return(l, f.channel, ev);
+    case AMQP_BASIC_ACK_METHOD: {
+        const amqp_basic_ack_t *a = m->decoded;
+        ev->kind = RRPC__AMQP_EV_ACK;
+        ev->tag = a->delivery_tag;
+        ev->multiple = a->multiple;
+        return RRPC_OK;
+    }
+    case AMQP_BASIC_NACK_METHOD: {
+        const amqp_basic_nack_t *n = m->decoded;
+        ev->kind = RRPC__AMQP_EV_NACK;
+        ev->tag = n->delivery_tag;
+        ev->multiple = n->multiple;
+        return RRPC_OK;
+    }
+    case AMQP_BASIC_DELIVER_METHOD:
+        l->broken = 1;
+        return rrpc__fail(l->errmsg, sizeof l->errmsg, RRPC_ECONNECT,
+                          "a delivery arrived while waiting for a confirm");
+    case AMQP_CHANNEL_CLOSE_METHOD:
+    case AMQP_CONNECTION_CLOSE_METHOD: {
+        char why[RRPC__ERRMSG_LEN / 2];
+        int code;
+        close_reason(m, &code, why, sizeof why);
+        close_ok(l, m, f.channel);
+        l->broken = 1;
+        return rrpc__fail(l->errmsg, sizeof l->errmsg, RRPC_ECONNECT,
+                          "the broker closed the %s: %s",
+                          m->id == AMQP_CHANNEL_CLOSE_METHOD ? "channel" : "connection", why);
+    }
+    default: return RRPC_OK;
+    }
+}
+
+int rrpc__amqp_wait_confirm(rrpc__amqp_link *l, uint64_t seq, double timeout_s)
+{
+    double left = timeout_s;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (left > 0) {
+        rrpc__amqp_event ev;
+        int rc = rrpc__amqp_next_event(l, left, &ev);
+        if (rc != RRPC_OK)
+            return rc;
+        if (rrpc__amqp_confirms(&ev, seq))
+            return ev.kind == RRPC__AMQP_EV_ACK
+                       ? RRPC_OK
+                       : rrpc__fail(l->errmsg, sizeof l->errmsg, RRPC_EOVERLOADED,
+                                    "the broker refused the message (basic.nack): its queue "
+                                    "is full");
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        left = timeout_s - ((double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
+    }
+    return rrpc__fail(l->errmsg, sizeof l->errmsg, RRPC_ETIMEDOUT,
+                      "no confirm from the broker within %g s", timeout_s);
 }

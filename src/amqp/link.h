@@ -10,6 +10,7 @@
 #include <amqp.h>
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/time.h>
 
 /* The one channel every link uses. */
@@ -49,5 +50,38 @@ int rrpc__amqp_publish(rrpc__amqp_link *l, const char *queue, const char *body, 
 int rrpc__amqp_other_frame(rrpc__amqp_link *l, char *returned, size_t len);
 /* The timeval of S seconds (>= 0). */
 struct timeval rrpc__amqp_tv(double s);
+
+/* Publisher confirms (amqrel).  After rrpc__amqp_confirm_select the
+ * broker numbers the channel's publishes 1, 2, ... (the caller counts them:
+ * the count starts again on every new connection) and answers each with a
+ * basic.ack, or a basic.nack when it refused it (a queue full with
+ * x-overflow reject-publish). */
+int rrpc__amqp_confirm_select(rrpc__amqp_link *l);
+
+enum {
+    RRPC__AMQP_EV_NONE,   /* nothing arrived in time, or a frame skipped */
+    RRPC__AMQP_EV_RETURN, /* basic.return: returned holds its correlation_id */
+    RRPC__AMQP_EV_ACK,    /* basic.ack of tag (and before it, if multiple) */
+    RRPC__AMQP_EV_NACK    /* basic.nack of tag (and before it, if multiple) */
+};
+typedef struct rrpc__amqp_event {
+    int kind;
+    uint64_t tag;
+    int multiple;
+    char returned[256];
+} rrpc__amqp_event;
+/* Reads the next frame that is not a delivery, waiting TIMEOUT_S at most:
+ * what made amqp_consume_message stop with AMQP_STATUS_UNEXPECTED_STATE, or
+ * a confirm awaited after a publish.  RRPC_OK with EV filled (EV_NONE on a
+ * timeout); a closed channel or connection, or a basic.deliver (which only
+ * amqp_consume_message may read: the link is mended so that the broker
+ * hands the message out again), break L (RRPC_ECONNECT). */
+int rrpc__amqp_next_event(rrpc__amqp_link *l, double timeout_s, rrpc__amqp_event *ev);
+/* Waits up to TIMEOUT_S for the confirm of publish number SEQ, skipping
+ * other confirms and returns.  RRPC_OK (acked), RRPC_EOVERLOADED (nacked),
+ * RRPC_ETIMEDOUT, or RRPC_ECONNECT (L broken); errmsg set on errors. */
+int rrpc__amqp_wait_confirm(rrpc__amqp_link *l, uint64_t seq, double timeout_s);
+/* Whether a confirm EV settles publish number SEQ. */
+int rrpc__amqp_confirms(const rrpc__amqp_event *ev, uint64_t seq);
 
 #endif

@@ -1,26 +1,45 @@
 /* server_amqp.c -- the AMQP transport's server operations
- * (transport/server_ops.h), at most once.
+ * (transport/server_ops.h): at most once, or reliable (at least once).
  *
  * Each worker has a connection and channel of its own, declares the
- * service's queue <prefix><service> plainly (not durable, no arguments:
- * the same declaration as RabbitMQ's RPC tutorial, so either side may
- * declare it first), sets a prefetch of one (basic.qos) and consumes with
- * manual acks.  A delivery is acked on receipt, before it runs: at most
- * once, and the broker sends the next message while this one runs.  A
- * delivery the broker marks redelivered may have been acked by a worker
- * whose link broke after running it: at most once, it is dropped (logged,
- * counted as lost) rather than run again.
+ * service's queue <prefix><service> and its dead-letter queue
+ * <prefix><service>:dead, sets a prefetch of one (basic.qos) and consumes
+ * with manual acks.  How the queue is declared depends on the options
+ * (docs/PROTOCOL.md section 12, "Queue declarations"): plainly (not
+ * durable, no arguments, as RabbitMQ's RPC tutorial does) for an at most
+ * once service without max_queue, so that tutorial-style peers and rrpc
+ * declare the same queue; durable (reliable) and with the arguments
+ * x-dead-letter-* and x-max-length / x-overflow reject-publish (max_queue)
+ * when those options are asked for.  A queue that exists with other
+ * settings is refused by the broker (PRECONDITION_FAILED) and the server
+ * says why and stops rather than hang.
+ *
+ * At most once: a delivery is acked on receipt, before it runs, and one
+ * the broker marks redelivered (it may have run on a worker whose link
+ * broke) becomes a dead letter instead of running again.
+ *
+ * Reliable: the channel is in confirm mode; a delivery is acked only after
+ * its answer (and its dead letter, if any) was published and confirmed by
+ * the broker, so a worker killed mid-call leaves its message unacked and
+ * the broker hands it to another worker.  A redelivered message is first
+ * looked up in the process's memory of answers (dedup.c: answered again,
+ * not run); else it is counted -- published again with the header
+ * x-rrpc-deliveries + 1 and the original acked -- and once counted
+ * max_deliveries times it becomes a dead letter ("taken by N workers that
+ * died").  What this promises, and what not: docs/RELIABILITY.md, "Over
+ * AMQP".
  *
  * Each message goes through the server's decide (server/), the same
  * per-request logic as over Redis; the answer goes to the message's
  * reply_to with its correlation_id.  Over AMQP the reply address is the
  * reply_to property, not the body's id, so every answer dispatch makes is
  * sent there -- also the ones Redis cannot address: -32600 for an invalid
- * request without an id, and -32700 for a body that is not JSON.  A
- * message without reply_to is a notification: run, not answered.
- * docs/PROTOCOL.md, "AMQP 0-9-1".
+ * request without an id, and -32700 for a body that is not JSON (also
+ * filed as dead letters).  A message without reply_to is a notification:
+ * run, not answered.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "amqp/dedup.h"
 #include "amqp/link.h"
 #include "core/clock.h"
 #include "core/log.h"
@@ -38,42 +57,56 @@
 #define BACKOFF_MIN_S 0.1
 #define BACKOFF_MAX_S 2.0
 #define PREFETCH      1
+#define CONFIRM_S         10.0 /* a broker that confirms nothing this long: mend */
+#define DELIVERIES_HEADER "x-rrpc-deliveries"
 
 typedef struct amqp_worker {
     rrpc__server_broker *b;
     int id;
     rrpc__amqp_link a;
     rrpc__key_rules rules;
+    uint64_t published; /* publishes since confirm.select (reliable) */
 } amqp_worker;
 
 struct rrpc__server_broker {
     rrpc__serving *s;
     amqp_worker *ws;
+    int reliable;
+    int max_deliveries;
+    long max_queue;
+    int with_args;       /* the queue is declared with rrpc's arguments */
+    atomic_int dead_off; /* a plain service may not declare its dead queue */
+    rrpc__dedup dedup;   /* reliable: answers this process sent */
 };
 
-/* What this step of the AMQP transport refuses, said by rrpc_server_run. */
+/* What the AMQP transport refuses, said by rrpc_server_run. */
 static const char *unsupported(const rrpc__serving *s, const rrpc_server_options *opts)
 {
     if (s->url.tls)
         return "amqps:// (TLS) is not supported over AMQP yet: use amqp:// through a TLS tunnel";
-    if (opts->reliable)
-        return "reliable mode is not supported over AMQP yet";
     if (opts->shards > 1)
         return "shards are not supported over AMQP yet";
     if (opts->limits != NULL)
         return "limits are not supported over AMQP yet";
-    if (opts->max_queue > 0)
-        return "max_queue is not supported over AMQP yet";
     return NULL;
 }
 
 static int broker_create(rrpc__serving *s, const rrpc_server_options *opts,
                          rrpc__server_broker **out)
 {
-    *out = calloc(1, sizeof **out);
-    if (*out == NULL)
+    rrpc__server_broker *b = calloc(1, sizeof *b);
+    if (b == NULL)
         return RRPC_ENOMEM;
-    (*out)->s = s;
+    b->s = s;
+    b->reliable = opts->reliable != 0;
+    b->max_deliveries = opts->max_deliveries > 0 ? opts->max_deliveries : 3;
+    b->max_queue = opts->max_queue > 0 ? opts->max_queue : 0;
+    b->with_args = b->reliable || b->max_queue > 0;
+    if (b->reliable && rrpc__dedup_init(&b->dedup, opts->dedup_window_s) != RRPC_OK) {
+        free(b);
+        return RRPC_ENOMEM;
+    }
+    *out = b;
     const char *why = unsupported(s, opts);
     if (why != NULL)
         s->refusal = rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_EINVAL, "%s", why);
@@ -82,25 +115,112 @@ static int broker_create(rrpc__serving *s, const rrpc_server_options *opts,
 
 static void broker_destroy(rrpc__server_broker *b)
 {
+    if (b != NULL && b->reliable)
+        rrpc__dedup_free(&b->dedup);
     free(b);
 }
 
-/* Declares the queue, sets the prefetch and starts consuming. */
+static amqp_table_entry_t utf8_entry(const char *key, const char *value)
+{
+    amqp_table_entry_t e;
+    e.key = amqp_cstring_bytes(key);
+    e.value.kind = AMQP_FIELD_KIND_UTF8;
+    e.value.value.bytes = amqp_cstring_bytes(value);
+    return e;
+}
+
+static amqp_table_entry_t i64_entry(const char *key, int64_t value)
+{
+    amqp_table_entry_t e;
+    e.key = amqp_cstring_bytes(key);
+    e.value.kind = AMQP_FIELD_KIND_I64;
+    e.value.value.i64 = value;
+    return e;
+}
+
+/* Declares QUEUE (durable or not, with ARGS) and judges the answer: a
+ * queue that exists with other settings says what to do about it. */
+static int declare(amqp_worker *w, const char *queue, int durable, amqp_table_t args)
+{
+    rrpc__amqp_link *a = &w->a;
+    char what[RRPC__ERRMSG_LEN / 2];
+    snprintf(what, sizeof what, "declaring queue '%.100s'", queue);
+    amqp_queue_declare(a->conn, RRPC__AMQP_CHANNEL, amqp_cstring_bytes(queue), 0, durable, 0, 0,
+                       args);
+    int rc = rrpc__amqp_judge(a, amqp_get_rpc_reply(a->conn), what);
+    if (rc != RRPC_OK && strstr(a->errmsg, "PRECONDITION_FAILED") != NULL) {
+        char was[RRPC__ERRMSG_LEN];
+        snprintf(was, sizeof was, "%s", a->errmsg);
+        rc = rrpc__fail(a->errmsg, sizeof a->errmsg, RRPC_EINVAL,
+                        "%.300s -- the queue exists with other settings (a plain queue of an "
+                        "at-most-once service or a tutorial-style worker, or one of a server with "
+                        "other reliable/max_queue options): stop its users and delete it "
+                        "(rabbitmqctl delete_queue), or serve with the same options "
+                        "(docs/PROTOCOL.md section 12)",
+                        was);
+    }
+    return rc;
+}
+
+/* The service's queue: plain, or durable with rrpc's arguments. */
+static int declare_service(amqp_worker *w)
+{
+    rrpc__server_broker *b = w->b;
+    amqp_table_entry_t e[4];
+    int n = 0;
+    if (b->with_args) {
+        e[n++] = utf8_entry("x-dead-letter-exchange", "");
+        e[n++] = utf8_entry("x-dead-letter-routing-key", b->s->dead_key);
+        if (b->max_queue > 0) {
+            e[n++] = i64_entry("x-max-length", b->max_queue);
+            e[n++] = utf8_entry("x-overflow", "reject-publish");
+        }
+    }
+    amqp_table_t args = {.num_entries = n, .entries = e};
+    return declare(w, b->s->list_key, b->reliable, n > 0 ? args : amqp_empty_table);
+}
+
+/* The dead-letter queue, durable and bounded (dead_letter_max, oldest
+ * dropped).  A plain service whose user may not declare it (a vhost
+ * recipe that predates it) serves without: its dead letters are logged. */
+static int declare_dead(amqp_worker *w)
+{
+    rrpc__server_broker *b = w->b;
+    if (atomic_load(&b->dead_off))
+        return RRPC_OK;
+    amqp_table_entry_t e[1] = {i64_entry("x-max-length", b->s->dead_letter_max)};
+    amqp_table_t args = {.num_entries = 1, .entries = e};
+    int rc = declare(w, b->s->dead_key, 1, args);
+    if (rc == RRPC_EAUTH && !b->with_args) {
+        if (!atomic_exchange(&b->dead_off, 1))
+            rrpc__logf(RRPC_LOG_WARN, b->s->service, NULL,
+                       "no dead-letter queue (%s): dead letters are only logged", w->a.errmsg);
+        rrpc__amqp_disconnect(&w->a); /* the broker closed the channel */
+        rc = rrpc__amqp_connect(&w->a, &b->s->url, b->s->connect_timeout_s);
+        if (rc == RRPC_OK)
+            rc = declare_service(w);
+    }
+    return rc;
+}
+
+/* Declares the queues, sets the prefetch and starts consuming. */
 static int consume(amqp_worker *w)
 {
     rrpc__amqp_link *a = &w->a;
-    amqp_bytes_t queue = amqp_cstring_bytes(w->b->s->list_key);
-    char what[RRPC__ERRMSG_LEN / 2];
-    snprintf(what, sizeof what, "declaring queue '%.100s'", w->b->s->list_key);
-    amqp_queue_declare(a->conn, RRPC__AMQP_CHANNEL, queue, 0, 0, 0, 0, amqp_empty_table);
-    int rc = rrpc__amqp_judge(a, amqp_get_rpc_reply(a->conn), what);
+    int rc = declare_service(w);
+    if (rc == RRPC_OK)
+        rc = declare_dead(w);
+    if (rc == RRPC_OK && w->b->reliable) {
+        rc = rrpc__amqp_confirm_select(a);
+        w->published = 0;
+    }
     if (rc == RRPC_OK) {
         amqp_basic_qos(a->conn, RRPC__AMQP_CHANNEL, 0, PREFETCH, 0);
         rc = rrpc__amqp_judge(a, amqp_get_rpc_reply(a->conn), "basic.qos");
     }
     if (rc == RRPC_OK) {
-        amqp_basic_consume(a->conn, RRPC__AMQP_CHANNEL, queue, amqp_empty_bytes, 0, 0, 0,
-                           amqp_empty_table);
+        amqp_basic_consume(a->conn, RRPC__AMQP_CHANNEL, amqp_cstring_bytes(w->b->s->list_key),
+                           amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
         rc = rrpc__amqp_judge(a, amqp_get_rpc_reply(a->conn), "basic.consume");
     }
     return rc;
@@ -159,9 +279,11 @@ static int broker_announce(rrpc__server_broker *b, const rrpc__announcement *a)
 {
     if (a != NULL)
         rrpc__logf(RRPC_LOG_INFO, b->s->service, NULL,
-                   "serving queue '%s' over AMQP (at most once); the registry and heartbeat are "
+                   "serving queue '%s' over AMQP (%s%s); the registry and heartbeat are "
                    "not supported over AMQP yet: rrpc ls/info/ping/stats do not see it",
-                   b->s->list_key);
+                   b->s->list_key,
+                   b->reliable ? "reliable: durable queue, at least once" : "at most once",
+                   b->max_queue > 0 ? ", max_queue" : "");
     return RRPC_OK;
 }
 
@@ -197,8 +319,32 @@ static char *answer_text(rrpc__outcome *out, char **refused)
     return text;
 }
 
-/* Sends TEXT to the message's reply_to with its correlation_id. */
-static void answer(amqp_worker *w, const amqp_basic_properties_t *in, const char *text)
+/* Publishes to QUEUE; in reliable mode waits for the broker's confirm. */
+static int publish(amqp_worker *w, const char *queue, const char *body, size_t len,
+                   const amqp_basic_properties_t *p)
+{
+    int rc = rrpc__amqp_publish(&w->a, queue, body, len, p, 0);
+    if (rc != RRPC_OK || !w->b->reliable)
+        return rc;
+    rc = rrpc__amqp_wait_confirm(&w->a, ++w->published, CONFIRM_S);
+    if (rc == RRPC_ETIMEDOUT)
+        w->a.broken = 1; /* a confirm cannot be waited for again: mend */
+    return rc;
+}
+
+/* The bytes B as a string in BUF (LEN bytes); "" if they do not fit. */
+static const char *bytes_str(amqp_bytes_t b, char *buf, size_t len)
+{
+    size_t n = b.len < len ? b.len : 0;
+    if (n > 0)
+        memcpy(buf, b.bytes, n);
+    buf[n] = '\0';
+    return buf;
+}
+
+/* Sends TEXT to the message's reply_to with its correlation_id.  RRPC_OK,
+ * or an error (logged, counted as lost). */
+static int answer(amqp_worker *w, const amqp_basic_properties_t *in, const char *text)
 {
     amqp_basic_properties_t p;
     memset(&p, 0, sizeof p);
@@ -209,43 +355,204 @@ static void answer(amqp_worker *w, const amqp_basic_properties_t *in, const char
         p.correlation_id = in->correlation_id;
     }
     char queue[RRPC__KEY_MAX];
-    size_t n = in->reply_to.len < sizeof queue ? in->reply_to.len : 0;
-    memcpy(queue, in->reply_to.bytes, n);
-    queue[n] = '\0';
-    if (n == 0 || rrpc__amqp_publish(&w->a, queue, text, strlen(text), &p, 0) != RRPC_OK) {
+    bytes_str(in->reply_to, queue, sizeof queue);
+    int rc = queue[0] ? publish(w, queue, text, strlen(text), &p) : RRPC_EINVAL;
+    if (rc != RRPC_OK) {
         atomic_fetch_add(&w->b->s->n.lost, 1);
         rrpc__logf(RRPC_LOG_WARN, w->b->s->service, NULL, "answer lost: %s",
-                   n == 0 ? "reply_to too long" : w->a.errmsg);
+                   queue[0] ? w->a.errmsg : "reply_to too long");
     }
+    return rc;
 }
 
-/* One delivery: acked first (at most once), decided, answered. */
-static void handle(amqp_worker *w, amqp_envelope_t *env)
+/* Files ENV's message as a dead letter: its body and properties as they
+ * came, persistent, with the reason in the header x-rrpc-reason, on the
+ * service's dead-letter queue (logged instead when it has none).
+ * RRPC_OK, or the publish's error (logged, counted as lost). */
+static int dead_letter(amqp_worker *w, const amqp_envelope_t *env, const char *reason)
 {
     rrpc__serving *s = w->b->s;
-    int acked = amqp_basic_ack(w->a.conn, RRPC__AMQP_CHANNEL, env->delivery_tag, 0);
-    if (acked != AMQP_STATUS_OK) {
-        w->a.broken = 1; /* the broker will hand it to another worker */
-        snprintf(w->a.errmsg, sizeof w->a.errmsg, "basic.ack: %s", amqp_error_string2(acked));
-        return;
-    }
-    if (env->redelivered) {
+    const amqp_message_t *m = &env->message;
+    if (atomic_load(&w->b->dead_off)) {
         atomic_fetch_add(&s->n.lost, 1);
         rrpc__logf(RRPC_LOG_WARN, s->service, NULL,
-                   "dropped a redelivered request: at most once, it may have run already");
-        return;
+                   "dead letter not kept (no dead-letter queue): %s: %.*s", reason,
+                   (int)(m->body.len < 200 ? m->body.len : 200), (const char *)m->body.bytes);
+        return RRPC_OK;
     }
+    amqp_basic_properties_t p = m->properties;
+    char when[32];
+    snprintf(when, sizeof when, "%.3f", rrpc__now());
+    amqp_table_entry_t e[3] = {utf8_entry("x-rrpc-reason", reason),
+                               utf8_entry("x-rrpc-service", s->service),
+                               utf8_entry("x-rrpc-time", when)};
+    p._flags |= AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
+    p._flags &= ~AMQP_BASIC_EXPIRATION_FLAG; /* kept until an operator looks */
+    p.headers.num_entries = 3;
+    p.headers.entries = e;
+    p.delivery_mode = AMQP_DELIVERY_PERSISTENT;
+    int rc = publish(w, s->dead_key, m->body.bytes, m->body.len, &p);
+    if (rc == RRPC_OK) {
+        atomic_fetch_add(&s->n.dead_letters, 1);
+        rrpc__logf(RRPC_LOG_WARN, s->service, NULL, "dead letter: %s", reason);
+    } else {
+        atomic_fetch_add(&s->n.lost, 1);
+        rrpc__logf(RRPC_LOG_WARN, s->service, NULL, "dead letter lost (%s): %s", reason,
+                   w->a.errmsg);
+    }
+    return rc;
+}
+
+static int ack(amqp_worker *w, const amqp_envelope_t *env)
+{
+    int st = amqp_basic_ack(w->a.conn, RRPC__AMQP_CHANNEL, env->delivery_tag, 0);
+    if (st == AMQP_STATUS_OK)
+        return RRPC_OK;
+    w->a.broken = 1; /* the broker will hand it to another worker */
+    return rrpc__fail(w->a.errmsg, sizeof w->a.errmsg, RRPC_ECONNECT, "basic.ack: %s",
+                      amqp_error_string2(st));
+}
+
+/* Runs the message through decide; answers it (if it has a reply_to) and
+ * files its dead letter.  *TEXT_OUT: the answer (new; NULL: none).
+ * RRPC_OK, or the error of a publish that failed. */
+static int run(amqp_worker *w, const amqp_envelope_t *env, char **text_out)
+{
+    rrpc__serving *s = w->b->s;
     const amqp_basic_properties_t *in = &env->message.properties;
     rrpc__outcome out;
     char *refused = NULL;
     s->decide(s, &w->rules, NULL, env->message.body.bytes, env->message.body.len, &out, &refused);
     int has_reply_to = (in->_flags & AMQP_BASIC_REPLY_TO_FLAG) && in->reply_to.len > 0;
     char *text = has_reply_to && out.deferred == 0 ? answer_text(&out, &refused) : NULL;
-    if (text != NULL)
-        answer(w, in, text);
-    free(text);
+    int rc = text != NULL ? answer(w, in, text) : RRPC_OK;
+    if (rc == RRPC_OK && out.dead_reason != NULL)
+        rc = dead_letter(w, env, out.dead_reason);
+    *text_out = text;
     free(refused);
     rrpc__outcome_clear(&out);
+    return rc;
+}
+
+/* At most once: acked first, then run; a redelivery is not run again. */
+static void handle_once(amqp_worker *w, amqp_envelope_t *env)
+{
+    if (ack(w, env) != RRPC_OK)
+        return;
+    if (env->redelivered) {
+        dead_letter(w, env, "redelivered: at most once, it may have run already");
+        return;
+    }
+    char *text = NULL;
+    run(w, env, &text);
+    free(text);
+}
+
+static int is_deliveries(const amqp_table_entry_t *e)
+{
+    return e->key.len == strlen(DELIVERIES_HEADER) &&
+           memcmp(e->key.bytes, DELIVERIES_HEADER, e->key.len) == 0;
+}
+
+/* The count in a message's x-rrpc-deliveries header, 0 if none. */
+static long deliveries(const amqp_basic_properties_t *p)
+{
+    if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG))
+        return 0;
+    for (int i = 0; i < p->headers.num_entries; i++) {
+        const amqp_table_entry_t *e = &p->headers.entries[i];
+        if (is_deliveries(e) && e->value.kind == AMQP_FIELD_KIND_I64)
+            return (long)e->value.value.i64;
+    }
+    return 0;
+}
+
+/* Reliable: a message the broker took back from a worker whose link
+ * broke (killed, cut off, or the broker restarted): counted by publishing
+ * it again with x-rrpc-deliveries + 1 (the copy goes behind the queue),
+ * then the original is acked; a message counted max_deliveries times
+ * becomes a dead letter instead. */
+static void count_delivery(amqp_worker *w, amqp_envelope_t *env)
+{
+    rrpc__server_broker *b = w->b;
+    atomic_fetch_add(&b->s->n.redelivered, 1);
+    const amqp_message_t *m = &env->message;
+    long n = deliveries(&m->properties) + 1;
+    int rc;
+    if (n >= b->max_deliveries) {
+        char reason[96];
+        snprintf(reason, sizeof reason, "taken by %ld workers that died (max_deliveries %d)", n,
+                 b->max_deliveries);
+        rc = dead_letter(w, env, reason);
+    } else {
+        amqp_basic_properties_t p = m->properties;
+        amqp_table_entry_t e[32];
+        int k = 0;
+        for (int i = 0; (p._flags & AMQP_BASIC_HEADERS_FLAG) && i < p.headers.num_entries && k < 31;
+             i++)
+            if (!is_deliveries(&p.headers.entries[i]))
+                e[k++] = p.headers.entries[i];
+        e[k++] = i64_entry(DELIVERIES_HEADER, n);
+        p._flags |= AMQP_BASIC_HEADERS_FLAG;
+        p.headers.num_entries = k;
+        p.headers.entries = e;
+        rc = publish(w, b->s->list_key, m->body.bytes, m->body.len, &p);
+        if (rc != RRPC_OK)
+            rrpc__logf(RRPC_LOG_WARN, b->s->service, NULL,
+                       "could not count a redelivered request (left to the broker): %s",
+                       w->a.errmsg);
+    }
+    if (rc == RRPC_OK)
+        ack(w, env);
+}
+
+/* Reliable: waits while another worker of this process runs the same
+ * request; its answer is then sent from memory.  The state when it ends. */
+static int wait_running(amqp_worker *w, amqp_bytes_t id, char **cached)
+{
+    int st;
+    while ((st = rrpc__dedup_begin(&w->b->dedup, id.bytes, id.len, cached)) ==
+               RRPC__DEDUP_RUNNING &&
+           !atomic_load(&w->b->s->stop))
+        rrpc__sleep(0.01);
+    return st;
+}
+
+/* Reliable: one delivery, acked only once its answer is confirmed. */
+static void handle_reliable(amqp_worker *w, amqp_envelope_t *env)
+{
+    rrpc__server_broker *b = w->b;
+    const amqp_basic_properties_t *in = &env->message.properties;
+    amqp_bytes_t id = in->correlation_id;
+    int keyed = (in->_flags & AMQP_BASIC_CORRELATION_ID_FLAG) && id.len > 0;
+    char *cached = NULL;
+    int st = keyed ? wait_running(w, id, &cached) : RRPC__DEDUP_NEW;
+    if (st == RRPC__DEDUP_RUNNING)
+        return; /* stopping: left unacked, the broker hands it out again */
+    if (st == RRPC__DEDUP_DONE) {
+        /* A redelivery or a caller's resend of a request answered here. */
+        atomic_fetch_add(&b->s->n.duplicates, 1);
+        int has_reply_to = (in->_flags & AMQP_BASIC_REPLY_TO_FLAG) && in->reply_to.len > 0;
+        if (cached[0] == '\0' || !has_reply_to || answer(w, in, cached) == RRPC_OK)
+            ack(w, env);
+        free(cached);
+        return;
+    }
+    if (env->redelivered) {
+        if (keyed)
+            rrpc__dedup_forget(&b->dedup, id.bytes, id.len); /* not run here */
+        count_delivery(w, env);
+        return;
+    }
+    char *text = NULL;
+    int rc = run(w, env, &text);
+    /* Remembered even if the answer was lost with the link: a redelivery
+     * here is answered, not run again. */
+    if (keyed)
+        rrpc__dedup_done(&b->dedup, id.bytes, id.len, text);
+    free(text);
+    if (rc == RRPC_OK || !w->a.broken)
+        ack(w, env);
 }
 
 static void pause_s(double s)
@@ -285,7 +592,10 @@ static void broker_run_worker(rrpc__server_broker *b, int id)
         amqp_maybe_release_buffers(w->a.conn);
         amqp_rpc_reply_t r = amqp_consume_message(w->a.conn, &env, &tv, 0);
         if (r.reply_type == AMQP_RESPONSE_NORMAL) {
-            handle(w, &env);
+            if (b->reliable)
+                handle_reliable(w, &env);
+            else
+                handle_once(w, &env);
             amqp_destroy_envelope(&env);
         } else if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
                    r.library_error == AMQP_STATUS_TIMEOUT) {

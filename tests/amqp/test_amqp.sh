@@ -17,7 +17,7 @@
 #   * rrpc ping and describe work (calls of rpc.ping and rpc.discover);
 #   * what this step lacks is refused, naming AMQP: the async client,
 #     ls/info/stats/top/dead/forget/limits/web, priorities,
-#     calc-server --reliable, --shards.
+#     calc-server --shards (reliable mode: test_amqp_reliable.sh).
 # Usage: with-rabbitmq.sh test_amqp.sh BUILD_DIR
 set -u
 # shellcheck source=tests/lib/common.sh
@@ -108,7 +108,6 @@ for cmd in ls "info calc" "stats calc" "top --iterations 1" "dead calc" "forget 
 done
 refused "rrpc web" timeout 10 "$rrpc" web --url "$url" --listen 127.0.0.1:0
 refused "call --priority high" "$rrpc" call --url "$url" --priority high calc add '[1, 2]'
-refused "calc-server --reliable" timeout 10 "$calc" --url "$url" --service r --reliable
 refused "calc-server --shards 2" timeout 10 "$calc" --url "$url" --service s --shards 2
 refused "amqps:// (TLS)" "$rrpc" call --url "${url/amqp:/amqps:}" calc add '[1, 2]'
 
@@ -151,10 +150,12 @@ if [ -n "${RRPC_RABBITMQ_DEFINITIONS:-}" ]; then
   [ "$out" = 42 ] && ok "ACL: caller (write amq.default only) calls calc in vhost rrpc" ||
     fail "ACL call: $out"
   # vhost / still has the queue calc of the first calc-server, unserved now:
-  # the call waits there (no consumer is no fail fast yet) and times out.
-  out=$("$rrpc" call --url "$url" --timeout 1 calc add '[1, 2]' 2>&1)
+  # no consumer, so the call fails fast (exit 6) instead of waiting there.
+  out=$("$rrpc" call --url "$url" --timeout 5 calc add '[1, 2]' 2>&1)
   st=$?
-  [ "$st" = 3 ] && ok "ACL: vhost rrpc's server does not serve vhost /" || fail "vhosts: $st $out"
+  [ "$st" = 6 ] && [[ $out == *"no worker"* ]] &&
+    ok "ACL: vhost rrpc's server does not serve vhost / (its queue there has no consumer: fail fast)" ||
+    fail "vhosts: $st $out"
   out=$(timeout 10 "$calc" --url "$srv_url" --service other --workers 1 2>&1)
   [ $? != 0 ] && [[ $out == *ACCESS_REFUSED* && $out == *other* ]] &&
     ok "ACL: calc-server may not serve another queue" || fail "ACL other queue: $out"

@@ -7,6 +7,10 @@
  * rrpc_request_add_effect, so the orchestrator can count afterwards how
  * often each call's effect happened (never, once, or more than once).  The
  * optional sleep makes SIGKILLs land while requests are being handled.
+ * Over AMQP there is no Redis to count in: with --effects-log the effect
+ * is the line "effect <call id>" on stderr, written when the handler has
+ * done its work (one write(2), as the trace), and the orchestrator counts
+ * those lines.
  *
  * Methods:
  *   effect [call_id, value, work_ms?]  records the effect, sleeps work_ms
@@ -39,11 +43,12 @@ static const char *effects_key = "chaos:effects";
  * count handlers that ran more than once for one call (a redelivery after
  * a kill, or a caller's resend) even though the effect happened once. */
 static int trace;
+static int effects_log; /* --effects-log: effects are stderr lines */
 
-static void trace_start(const char *call_id)
+static void trace_line(const char *what, const char *call_id)
 {
     char line[160];
-    int n = snprintf(line, sizeof line, "start %.120s\n", call_id);
+    int n = snprintf(line, sizeof line, "%s %.120s\n", what, call_id);
     /* One write(2) per line: lines from both threads stay whole in the log,
      * and nothing waits in a buffer when SIGKILL comes. */
     if (n > 0 && write(STDERR_FILENO, line, (size_t)n) < 0) {
@@ -80,11 +85,13 @@ static json_t *chaos_effect(rrpc_request *req, void *udata)
     if (value > MAX_VALUE || value < -MAX_VALUE)
         return rrpc_request_error(req, RRPC_JSONRPC_INVALID_PARAMS, "value out of range", NULL);
     if (trace)
-        trace_start(call_id);
+        trace_line("start", call_id);
     const char *argv[] = {"HINCRBY", effects_key, call_id, "1"};
-    if (rrpc_request_add_effect(req, 4, argv) != RRPC_OK)
+    if (!effects_log && rrpc_request_add_effect(req, 4, argv) != RRPC_OK)
         return NULL; /* -32603: the effect could not be recorded */
     sleep_ms(work_ms);
+    if (effects_log)
+        trace_line("effect", call_id);
     return json_integer(value * 2);
 }
 
@@ -107,7 +114,8 @@ enum {
     OPT_HEARTBEAT_TTL,
     OPT_EFFECTS_KEY,
     OPT_TRACE,
-    OPT_SHARDS
+    OPT_SHARDS,
+    OPT_EFFECTS_LOG
 };
 
 static const struct option long_options[] = {
@@ -120,6 +128,7 @@ static const struct option long_options[] = {
     {"effects-key", required_argument, NULL, OPT_EFFECTS_KEY},
     {"trace", no_argument, NULL, OPT_TRACE},
     {"shards", required_argument, NULL, OPT_SHARDS},
+    {"effects-log", no_argument, NULL, OPT_EFFECTS_LOG},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -140,6 +149,8 @@ static void usage(FILE *out)
           "  --effects-key KEY     hash that counts effects (default: chaos:effects)\n"
           "  --trace               log \"start <call id>\" on stderr when `effect` starts\n"
           "  --shards N            spread the service over N request lists (default: 1)\n"
+          "  --effects-log         log each effect as \"effect CALL_ID\" on stderr instead\n"
+          "                        of counting it in Redis (for AMQP)\n"
           "  -h, --help            show this help\n",
           out);
 }
@@ -174,6 +185,7 @@ static int parse_options(int argc, char **argv, rrpc_server_options *opts)
             break;
         case OPT_EFFECTS_KEY: effects_key = optarg; break;
         case OPT_TRACE: trace = 1; break;
+        case OPT_EFFECTS_LOG: effects_log = 1; break;
         case OPT_SHARDS:
             if (parse_int(optarg, 1, 64, &opts->shards) != 0)
                 return usage_error("shards", optarg);
