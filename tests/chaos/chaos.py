@@ -680,6 +680,168 @@ class _NoProxy:
         pass
 
 
+AMQP_MODES = ("amqp-reliable-kill", "amqp-reliable-restart")
+
+
+class AmqpRun:
+    """Reliable mode over AMQP (RabbitMQ), on the private node of
+    tests/harness/with-rabbitmq.sh ($RRPC_TEST_AMQP_URL, $RRPC_TEST_AMQP_CTL):
+    resending callers (chaos_caller --reliable) call chaos_worker processes
+    (--reliable --effects-log) while a random worker is SIGKILLed every 1-2 s
+    and replaced; amqp-reliable-restart also restarts the broker
+    (rabbitmqctl stop_app, 0.5-1.5 s, start_app) every 6-9 s.
+
+    Counted from the callers' lines and the workers' "effect" and "start"
+    lines (an effect is logged when the handler has done its work):
+      lost        calls that did not return the right answer, plus answered
+                  calls whose effect never happened (must be 0)
+      duplicated  calls whose handler ran to its end more than once: a
+                  worker killed after its effect but before its ack, whose
+                  message another process ran again (at least once: allowed,
+                  reported); copies within one process are answered from its
+                  memory
+      reruns      calls whose handler started more than once (killed mid-call
+                  and run again, or duplicated)"""
+
+    def __init__(self, args, mode, procs, tmp):
+        self.args, self.mode, self.procs, self.tmp = args, mode, procs, tmp
+        self.url = os.environ["RRPC_TEST_AMQP_URL"]
+        self.ctl = os.environ["RRPC_TEST_AMQP_CTL"]
+        self.service = "chaos-" + mode
+        self.rng = random.Random(args.seed)
+        self.workers, self.kills, self.restarts, self.nworkers = [], 0, 0, 0
+        self.timeout = args.timeout or 20
+
+    def start_worker(self):
+        self.nworkers += 1
+        path = os.path.join(self.tmp, "worker-%d.log" % self.nworkers)
+        argv = [os.path.join(self.args.bin_dir, "chaos_worker"), "--redis", self.url,
+                "--service", self.service, "--workers", str(self.args.worker_threads),
+                "--reliable", "--effects-log", "--trace"]
+        self.workers.append((self.procs.start(argv, path), path))
+
+    def wait_serving(self, path, seconds=15):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            with open(path, errors="replace") as f:
+                if "serving queue" in f.read():
+                    return True
+            time.sleep(0.1)
+        return False
+
+    def restart_broker(self):
+        subprocess.run([self.ctl, "-q", "stop_app"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=False)
+        time.sleep(self.rng.uniform(0.5, 1.5))
+        subprocess.run([self.ctl, "-q", "start_app"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=False)
+        self.restarts += 1
+
+    def chaos(self, until):
+        next_kill = time.monotonic() + self.rng.uniform(1, 2)
+        next_restart = time.monotonic() + self.rng.uniform(6, 9)
+        while time.monotonic() < until:
+            now = time.monotonic()
+            if now >= next_kill:
+                live = [w for w in self.workers if w[0].poll() is None]
+                if live:
+                    Processes.kill(self.rng.choice(live)[0])
+                    self.kills += 1
+                    self.start_worker()
+                next_kill = now + self.rng.uniform(1, 2)
+            if self.mode == "amqp-reliable-restart" and now >= next_restart:
+                self.restart_broker()
+                next_restart = time.monotonic() + self.rng.uniform(6, 9)
+            time.sleep(0.05)
+
+    def execute(self):
+        for _ in range(self.args.workers):
+            self.start_worker()
+        if not all(self.wait_serving(path) for _, path in self.workers):
+            return {"mode": self.mode}, ["a worker did not start"]
+        out_path = os.path.join(self.tmp, "calls.txt")
+        caller_log = os.path.join(self.tmp, "caller.log")
+        argv = [os.path.join(self.args.bin_dir, "chaos_caller"), "--redis", self.url,
+                "--service", self.service, "--run", self.mode,
+                "--threads", str(self.args.callers), "--seconds", str(self.args.seconds),
+                "--timeout", str(self.timeout), "--work-ms", str(self.args.work_ms),
+                "--reliable", "--out", out_path]
+        caller = self.procs.start(argv, caller_log)
+        self.chaos(time.monotonic() + self.args.seconds)
+        caller_hung = False
+        try:
+            caller.wait(timeout=self.timeout + LATE_MARGIN_S + 10)
+        except subprocess.TimeoutExpired:
+            Processes.kill(caller)
+            caller_hung = True
+        time.sleep(2)  # copies still queued (a resend's twin) run now
+        stop_failures = 0
+        for p, _ in self.workers:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    Processes.kill(p)
+                    stop_failures += 1
+        effects, starts = {}, {}
+        for _, path in self.workers:
+            with open(path, errors="replace") as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) == 2 and parts[0] in ("effect", "start"):
+                        d = effects if parts[0] == "effect" else starts
+                        d[parts[1]] = d.get(parts[1], 0) + 1
+        calls = read_calls(out_path)
+        errors = {}
+        for c in calls:
+            if not c[4]:
+                name = STATUS_NAMES.get(c[1], str(c[1]))
+                errors[name] = errors.get(name, 0) + 1
+        ok = sum(1 for c in calls if c[4])
+        lost = sum(1 for c in calls if not c[4] or effects.get(c[0], 0) == 0)
+        report = {"mode": self.mode, "seconds": self.args.seconds, "callers": self.args.callers,
+                  "calls": len(calls), "ok": ok, "lost": lost,
+                  "duplicated": sum(1 for c in calls if effects.get(c[0], 0) > 1),
+                  "handler_reruns": sum(1 for c in calls if starts.get(c[0], 0) > 1),
+                  "late": sum(1 for c in calls if c[3] > self.timeout + LATE_MARGIN_S),
+                  "errors": errors, "kills": self.kills, "broker_restarts": self.restarts,
+                  "caller_hung": caller_hung, "caller_exit": caller.returncode,
+                  "worker_stop_failures": stop_failures, "seed": self.args.seed}
+        problems = []
+        if report["lost"]:
+            problems.append("%d calls lost" % report["lost"])
+        if not calls:
+            problems.append("no calls")
+        if self.kills == 0:
+            problems.append("no worker was killed")
+        if self.mode == "amqp-reliable-restart" and self.restarts == 0:
+            problems.append("the broker was not restarted")
+        if caller_hung or report["late"]:
+            problems.append("a caller hung or calls returned late")
+        if problems or self.args.verbose:
+            for _, path in self.workers[-3:] + [(None, caller_log)]:
+                log("--- %s:\n%s" % (path, tail(path, 15)))
+        return report, problems
+
+
+def run_amqp_modes(args, modes):
+    """Runs the AMQP modes in a child of tests/harness/with-rabbitmq.sh (a
+    private node), passing its output through; its exit status."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    harness = os.path.join(here, "..", "harness", "with-rabbitmq.sh")
+    argv = [harness, sys.executable, os.path.abspath(__file__), "--bin-dir", args.bin_dir,
+            "--mode", ",".join(modes), "--seconds", str(args.seconds),
+            "--callers", str(args.callers), "--workers", str(args.workers),
+            "--worker-threads", str(args.worker_threads), "--work-ms", str(args.work_ms),
+            "--seed", str(args.seed)]
+    if args.timeout:
+        argv += ["--timeout", str(args.timeout)]
+    if args.verbose:
+        argv.append("--verbose")
+    return subprocess.run(argv, check=False).returncode
+
+
 def free_port_pair():
     """A free port whose cluster bus port (+10000) is free too, below the
     ephemeral range (as tests/lib/common.sh's free_ports bus)."""
@@ -940,13 +1102,33 @@ def span(text):
     return (low, high)
 
 
+REDIS_MODES = ("reliable", "at-most-once", "reliable-sharded", "reliable-cluster")
+
+
+def modes_arg(text):
+    """--mode: a mode, a group (both, amqp, all), or modes joined by commas."""
+    groups = {"both": ["reliable", "at-most-once"], "amqp": list(AMQP_MODES),
+              "all": list(REDIS_MODES) + list(AMQP_MODES)}
+    modes = []
+    for m in text.split(","):
+        if m in groups:
+            modes += groups[m]
+        elif m in REDIS_MODES or m in AMQP_MODES:
+            modes.append(m)
+        else:
+            raise argparse.ArgumentTypeError("unknown mode %r" % m)
+    return modes
+
+
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--bin-dir", required=True, help="where chaos_worker and chaos_caller are")
-    p.add_argument("--mode", choices=["reliable", "at-most-once", "reliable-sharded",
-                                      "reliable-cluster", "both", "all"],
-                   default="both", help="both: reliable and at-most-once; all: and reliable "
-                   "with 2 shards, and reliable on a 3-master Redis Cluster with failovers")
+    p.add_argument("--mode", type=modes_arg, default="both",
+                   help="one of reliable, at-most-once, reliable-sharded, reliable-cluster, "
+                   "amqp-reliable-kill, amqp-reliable-restart, or several joined by commas; "
+                   "both: reliable and at-most-once; amqp: the two AMQP modes; all: every "
+                   "mode (reliable with 2 shards, on a 3-master Redis Cluster with failovers, "
+                   "and over AMQP on a private RabbitMQ node)")
     p.add_argument("--seconds", type=float, default=60)
     p.add_argument("--callers", type=int, default=6, help="caller threads")
     p.add_argument("--timeout", type=float, default=0,
@@ -999,17 +1181,18 @@ def main():
     atexit.register(cleanup)
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, on_signal)
-    modes = (["reliable", "at-most-once"] if args.mode == "both" else
-             ["reliable", "at-most-once", "reliable-sharded", "reliable-cluster"]
-             if args.mode == "all" else
-             [args.mode])
+    modes = args.mode
+    amqp_here = "RRPC_TEST_AMQP_URL" in os.environ
+    amqp_later = [m for m in modes if m in AMQP_MODES and not amqp_here]
+    modes = [m for m in modes if m not in amqp_later]
     reports, failed = [], False
     try:
         for mode in modes:
             tmps.append(tempfile.mkdtemp(prefix="rrpc-chaos-"))
             log("%s: %g s, %d callers, %d workers x %d threads, seed %d" % (
                 mode, args.seconds, args.callers, args.workers, args.worker_threads, args.seed))
-            kind = ClusterRun if mode == "reliable-cluster" else Run
+            kind = (ClusterRun if mode == "reliable-cluster" else
+                    AmqpRun if mode in AMQP_MODES else Run)
             report, problems = kind(args, mode, procs, tmps[-1]).execute()
             procs.kill_all()  # this run's Redis
             print(json.dumps(report, sort_keys=True), flush=True)
@@ -1017,10 +1200,19 @@ def main():
                 log("FAIL (%s): %s" % (mode, msg))
             failed = failed or bool(problems)
             reports.append(report)
-        print(TABLE_HEADER)
-        for r in reports:
+        redis_reports = [r for r in reports if r["mode"] not in AMQP_MODES]
+        if redis_reports:
+            print(TABLE_HEADER)
+        for r in redis_reports:
             for row in table_rows(r):
                 print(row)
+        for r in reports:
+            if r["mode"] in AMQP_MODES:
+                print("%s: %d calls, %d ok, lost %d, duplicated %d, handler reruns %d, "
+                      "%d worker kills, %d broker restarts, errors %s" % (
+                          r["mode"], r["calls"], r["ok"], r["lost"], r["duplicated"],
+                          r["handler_reruns"], r["kills"], r["broker_restarts"],
+                          r["errors"] or "none"), flush=True)
         for r in reports:
             if "failovers_crash" in r:
                 print("%s: failovers %d manual + %d crash (%s s to take over); the "
@@ -1029,6 +1221,9 @@ def main():
                           r["mode"], r["failovers_manual"], r["failovers_crash"],
                           ", ".join("%g" % t for t in r["failover_seconds"]),
                           r["window_lost"], r["window_duplicated"]))
+        if amqp_later:
+            sys.stdout.flush()
+            failed = run_amqp_modes(args, amqp_later) != 0 or failed
     finally:
         cleanup()
     return 1 if failed else 0
