@@ -6,8 +6,8 @@
 #               pkg-config and CMake package files and man pages under
 #               PREFIX (default /usr/local), staged under DESTDIR if set
 #   make chaos  the long chaos test of both delivery modes, of reliable mode
-#               sharded, and of reliable mode on a 3-master Redis Cluster with
-#               failovers (CHAOS_SECONDS each)
+#               sharded, of reliable mode on a 3-master Redis Cluster with
+#               failovers, and of reliable mode over AMQP (CHAOS_SECONDS each)
 #   make test   the whole suite: formatting checked, -Werror build, ctest, then ctest again
 #               under ASan+UBSan, the C test programs under valgrind and
 #               under TSan, and a short libFuzzer run on request decoding
@@ -138,7 +138,9 @@ bench: build
 # workers cut off from Redis (blackhole, reset) and Redis stalled (SIGSTOP)
 # under load, CHAOS_SECONDS in each delivery mode, reliable mode sharded, and
 # reliable mode on a 3-master Cluster (worker kills, master failovers:
-# CLUSTER FAILOVER and SIGKILL of a master); prints the figures.
+# CLUSTER FAILOVER and SIGKILL of a master), and reliable mode over AMQP on a
+# private RabbitMQ node (worker kills; worker kills and broker restarts);
+# prints the figures.
 chaos: build
 	@"$(RRPC_PYTHON)" tests/chaos/chaos.py --bin-dir $(BUILD)/tests --mode all \
 	  --seconds $(CHAOS_SECONDS)

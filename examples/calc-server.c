@@ -459,7 +459,7 @@ static void usage(FILE *out)
           "\n"
           "Options:\n"
           "  --url URL       the broker: a Redis URL, or amqp://user:password@host[:port]/vhost\n"
-          "                  (RabbitMQ: at most once, no registry) (default: $RRPC_URL,\n"
+          "                  (RabbitMQ: no registry) (default: $RRPC_URL,\n"
           "                  else $REDIS_URL, else redis://127.0.0.1:6379)\n"
           "  --redis URL     the same as --url\n"
           "  --service NAME  service name, i.e. the request list (default: calc)\n"

@@ -76,6 +76,7 @@ struct rrpc__server_broker {
     long max_queue;
     int with_args;       /* the queue is declared with rrpc's arguments */
     atomic_int dead_off; /* a plain service may not declare its dead queue */
+    atomic_int warned_effects;
     rrpc__dedup dedup;   /* reliable: answers this process sent */
 };
 
@@ -425,6 +426,11 @@ static int run(amqp_worker *w, const amqp_envelope_t *env, char **text_out)
     s->decide(s, &w->rules, NULL, env->message.body.bytes, env->message.body.len, &out, &refused);
     int has_reply_to = (in->_flags & AMQP_BASIC_REPLY_TO_FLAG) && in->reply_to.len > 0;
     char *text = has_reply_to && out.deferred == 0 ? answer_text(&out, &refused) : NULL;
+    if (out.effects != NULL && json_array_size(out.effects) > 0 &&
+        !atomic_exchange(&w->b->warned_effects, 1))
+        rrpc__logf(RRPC_LOG_WARN, s->service, NULL,
+                   "rrpc_request_add_effect: there is no Redis over AMQP, effects are not "
+                   "applied (said once)");
     int rc = text != NULL ? answer(w, in, text) : RRPC_OK;
     if (rc == RRPC_OK && out.dead_reason != NULL)
         rc = dead_letter(w, env, out.dead_reason);

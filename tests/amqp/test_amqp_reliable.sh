@@ -76,14 +76,14 @@ tool publish rel 'not JSON at all'
 wait_until 5 grep -q "dead letter: parse error" "$test_dir/a2.log" || true
 serve b1 --service rel1 --reliable --max-deliveries 1
 b1=$spawned
-"$rrpc" call --url "$url" --timeout 3 rel1 sleep '[3000]' >/dev/null 2>&1 &
+"$rrpc" call --url "$url" --timeout 2 rel1 sleep '[3000]' >/dev/null 2>&1 &
 call_pid=$!
-sleep 0.8
-kill -9 "$b1"
+sleep 0.8 # b1 holds it
 serve b2 --service rel1 --reliable --max-deliveries 1
+kill -9 "$b1"
 wait "$call_pid"
-# An expired request: rel1's only worker is busy for 2 s, a 0.5 s call waits behind it.
-"$rrpc" call --url "$url" --timeout 5 rel1 sleep '[2000]' >/dev/null 2>&1 &
+# An expired request: rel1's only worker is busy for 1.2 s, a 0.5 s call waits behind it.
+"$rrpc" call --url "$url" --timeout 5 rel1 sleep '[1200]' >/dev/null 2>&1 &
 busy_pid=$!
 sleep 0.3
 "$rrpc" call --url "$url" --timeout 0.5 rel1 add '[1, 1]' >/dev/null 2>&1
