@@ -98,7 +98,7 @@ static void client_close(rrpc__client_link *l)
 static int client_open(rrpc__client_link **out, const rrpc__url *url, double connect_timeout_s,
                        int fail_fast, rrpc__clock *clock, char *err, size_t errlen)
 {
-    (void)clock;     /* no broker clock over AMQP: calls carry an expiration instead */
+    (void)clock; /* no broker clock over AMQP: calls carry an expiration instead */
     *out = NULL;
     rrpc__client_link *l = calloc(1, sizeof *l);
     if (l == NULL || rrpc__url_copy(&l->url, url) != RRPC_OK) {

@@ -53,10 +53,10 @@
 #include <string.h>
 #include <time.h>
 
-#define POLL_S        0.2 /* a worker notices the stop flag this often */
-#define BACKOFF_MIN_S 0.1
-#define BACKOFF_MAX_S 2.0
-#define PREFETCH      1
+#define POLL_S            0.2 /* a worker notices the stop flag this often */
+#define BACKOFF_MIN_S     0.1
+#define BACKOFF_MAX_S     2.0
+#define PREFETCH          1
 #define CONFIRM_S         10.0 /* a broker that confirms nothing this long: mend */
 #define DELIVERIES_HEADER "x-rrpc-deliveries"
 
@@ -74,10 +74,10 @@ struct rrpc__server_broker {
     int reliable;
     int max_deliveries;
     long max_queue;
-    int with_args;       /* the queue is declared with rrpc's arguments */
-    atomic_int dead_off; /* a plain service may not declare its dead queue */
-    atomic_int warned_effects;
-    rrpc__dedup dedup;   /* reliable: answers this process sent */
+    int with_args;             /* the queue is declared with rrpc's arguments */
+    atomic_int dead_off;       /* a plain service may not declare its dead queue */
+    atomic_int warned_effects; /* effects asked for, not applied: said once */
+    rrpc__dedup dedup;         /* reliable: answers this process sent */
 };
 
 /* What the AMQP transport refuses, said by rrpc_server_run. */
