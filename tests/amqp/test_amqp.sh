@@ -110,7 +110,6 @@ refused "rrpc web" timeout 10 "$rrpc" web --url "$url" --listen 127.0.0.1:0
 refused "call --priority high" "$rrpc" call --url "$url" --priority high calc add '[1, 2]'
 refused "calc-server --reliable" timeout 10 "$calc" --url "$url" --service r --reliable
 refused "calc-server --shards 2" timeout 10 "$calc" --url "$url" --service s --shards 2
-refused "amqps:// (TLS)" "$rrpc" call --url "${url/amqp:/amqps:}" calc add '[1, 2]'
 
 # ---- links the broker closed: workers and an idle client connect again ---------
 # relay's one worker keeps a client (forward's) between calls; the broker

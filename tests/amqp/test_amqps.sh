@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# test_amqps.sh -- rrpc over RabbitMQ with TLS (amqps://, docs/SECURITY.md
+# section 7), against a private node with a TLS listener:
+#   * a throw-away CA signs the node's certificate (for "localhost" only);
+#     a second CA signs nothing of the node's;
+#   * calc-server serves over amqps:// and rrpc call calls it through
+#     amqps://localhost:PORT/?cacertfile=CA: verified peer and host name;
+#   * the CA is also found through OpenSSL's $SSL_CERT_FILE when the URL
+#     names none (the system's CAs by default);
+#   * refused, with a clear message and exit status 4: the wrong CA, no CA
+#     at all (the system's do not know the throw-away CA), a host name the
+#     certificate does not name (127.0.0.1), amqps:// to the plain port;
+#     ?verify=verify_none connects anyway (explicitly asked for);
+#   * a CA file that does not exist, and certfile= without keyfile=, are
+#     usage errors (exit 2);
+#   * amqp:// (plain) to the TLS port fails and does not hang.
+# Usage: tests/amqp/test_amqps.sh BUILD_DIR   (starts its own node through
+# with-rabbitmq.sh, after making the certificates it needs)
+set -u
+# shellcheck source=tests/lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+build=$(cd "$1" && pwd)
+self=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
+
+if [ -z "${RRPC_TEST_AMQPS_PORT:-}" ]; then
+  # Outer run: the certificates first (the node reads them at boot).
+  tls=$test_dir/tls
+  mkdir -p "$tls" && cd "$tls" || die "no dir for the certificates"
+  gen() { openssl "$@" >>"$tls/openssl.log" 2>&1 || die "openssl $1 failed: $(tail -3 "$tls/openssl.log")"; }
+  for ca in ca wrong-ca; do
+    gen req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=rrpc test $ca" \
+      -keyout "$ca.key" -out "$ca.pem"
+  done
+  gen req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr
+  printf 'subjectAltName = DNS:localhost\n' >san.ext
+  gen x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+    -extfile san.ext -out server.pem
+  chmod 644 ./*.pem server.key
+  RRPC_RABBITMQ_TLS_DIR=$tls RRPC_AMQPS_CERTS=$tls \
+    "$rrpc_root/tests/harness/with-rabbitmq.sh" "$self" "$build"
+  exit
+fi
+
+rrpc=$build/rrpc
+calc=$build/calc-server
+certs=$RRPC_AMQPS_CERTS
+port=$RRPC_TEST_AMQPS_PORT
+plain_port=${RRPC_TEST_AMQP_URL##*:}
+plain_port=${plain_port%/}
+tls_url="amqps://guest:guest@localhost:$port/"
+good="$tls_url?cacertfile=$certs/ca.pem"
+
+# ---- a call over amqps:// -----------------------------------------------------
+spawn calc "$calc" --url "$good" --service calc --workers 1
+wait_until 15 grep -q "serving queue 'calc'" "$test_dir/calc.log" ||
+  die "calc-server did not start over amqps://"
+out=$("$rrpc" call --url "$good" calc add '[1, 2]' 2>&1)
+[ "$out" = 3 ] && ok "rrpc call over amqps:// (CA from ?cacertfile=): 3" || fail "amqps call: $out"
+out=$("$rrpc" bench --url "$good" --calls 200 --json calc 2>&1)
+[[ $out == *'"errors":0'* || $out == *'"errors": 0'* ]] && ok "rrpc bench over amqps://: no errors" ||
+  fail "bench over amqps: $out"
+out=$(SSL_CERT_FILE=$certs/ca.pem "$rrpc" call --url "$tls_url" calc add '[2, 2]' 2>&1)
+[ "$out" = 4 ] && ok "no cacertfile=: OpenSSL's default CAs (\$SSL_CERT_FILE) verify the broker" ||
+  fail "SSL_CERT_FILE: $out"
+# The broker really saw a TLS connection from rrpc (not a plain one).
+"$RRPC_TEST_AMQP_CTL" list_connections ssl ssl_protocol >"$test_dir/conns.txt" 2>&1
+grep -q "true" "$test_dir/conns.txt" && ok "the broker lists calc-server's connection as TLS ($(grep -o 'tlsv1\.[0-9]' "$test_dir/conns.txt" | head -1))" ||
+  fail "no TLS connection listed: $(cat "$test_dir/conns.txt")"
+
+# ---- refused: wrong CA, no CA, wrong host name, plain port ---------------------
+# refused NAME URL WORDS...: rrpc call fails with exit 4, quickly, naming WORDS.
+refused() {
+  local name=$1 u=$2 t0 st
+  shift 2
+  t0=$(now_ms)
+  out=$(SSL_CERT_FILE=/nonexistent "$rrpc" call --url "$u" --timeout 5 calc add '[1, 2]' 2>&1)
+  st=$?
+  local bad=
+  for w in "$@"; do [[ $out == *"$w"* ]] || bad=1; done
+  if [ "$st" = 4 ] && [ -z "$bad" ] && [ $(($(now_ms) - t0)) -lt 4000 ] && [[ $out != *guest:guest* ]]; then
+    ok "$name: exit 4, \"${out#rrpc: }\""
+  else
+    fail "$name: status $st, $out"
+  fi
+}
+refused "the wrong CA" "$tls_url?cacertfile=$certs/wrong-ca.pem" certificate cacertfile=
+refused "no CA (the system's do not know the test CA)" "$tls_url" certificate "?cacertfile=PATH"
+refused "a host name the certificate does not name" \
+  "amqps://guest:guest@127.0.0.1:$port/?cacertfile=$certs/ca.pem" "does not name the URL's host"
+refused "amqps:// to the plain AMQP port" "amqps://guest:guest@localhost:$plain_port/?cacertfile=$certs/ca.pem" \
+  "is that port TLS"
+out=$("$rrpc" call --url "amqps://guest:guest@127.0.0.1:$port/?cacertfile=$certs/wrong-ca.pem&verify=verify_none" \
+  calc add '[3, 4]' 2>&1)
+[ "$out" = 7 ] && ok "?verify=verify_none connects without verifying (when asked for)" ||
+  fail "verify_none: $out"
+
+# ---- usage errors and the plain scheme on the TLS port -------------------------
+out=$("$rrpc" call --url "$tls_url?cacertfile=$test_dir/nosuch.pem" calc add '[1, 2]' 2>&1)
+st=$?
+[ "$st" = 2 ] && [[ $out == *"nosuch.pem"* ]] && ok "a CA file that cannot be read: exit 2, names it" ||
+  fail "missing CA file: $st $out"
+out=$("$rrpc" call --url "$tls_url?certfile=$certs/server.pem" calc add '[1, 2]' 2>&1)
+st=$?
+[ "$st" = 2 ] && [[ $out == *"keyfile="* ]] && ok "certfile= without keyfile=: exit 2" ||
+  fail "certfile alone: $st $out"
+out=$(timeout 20 "$rrpc" call --url "amqp://guest:guest@127.0.0.1:$port/" --timeout 3 calc add '[1, 2]' 2>&1)
+st=$?
+[ "$st" = 4 ] && ok "amqp:// (plain) on the TLS port fails (exit 4): ${out#rrpc: }" ||
+  fail "plain on TLS port: $st $out"
+out=$("$rrpc" call --url "amqp://localhost:$port/?cacertfile=$certs/ca.pem" calc add '[1, 2]' 2>&1)
+st=$?
+[[ $out == *"amqps://"* ]] && ok "TLS parameters on an amqp:// URL are refused" || fail "amqp:// with cacertfile: $st $out"
+
+finish
