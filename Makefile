@@ -133,6 +133,7 @@ bench: build
 	@scripts/bench.sh $(BUILD)
 	@scripts/bench-baseline.sh $(BUILD)
 	@scripts/bench-cluster.sh $(BUILD)
+	@scripts/bench-amqp.sh $(BUILD)
 
 # The chaos test (docs/RELIABILITY.md): workers SIGKILLed, Redis restarted,
 # workers cut off from Redis (blackhole, reset) and Redis stalled (SIGSTOP)
