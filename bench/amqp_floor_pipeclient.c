@@ -49,7 +49,8 @@ typedef struct floor_caller {
     long errors; /* wrong, duplicate or missing replies, failed publishes */
     amqp_connection_state_t conn;
     long next;                     /* seq of the next call */
-    char flying[FLOOR_WINDOW_MAX]; /* slot seq % window: that call awaits its reply */
+    long flying[FLOOR_WINDOW_MAX]; /* per slot: the seq of the call awaiting its reply */
+    int free_slot;                 /* the slot the last reply freed */
 } floor_caller;
 
 static double floor_now(void)
@@ -70,16 +71,17 @@ static int floor_ok(floor_caller *c, amqp_rpc_reply_t r, const char *what)
     return -1;
 }
 
-/* Publishes the call seq = c->next. */
-static int floor_call(floor_caller *c)
+/* Publishes the call seq = c->next in SLOT, its correlation_id
+ * "c<tid>-<slot>-<seq>" (replies come back in any order). */
+static int floor_call(floor_caller *c, int slot)
 {
     long seq = c->next++;
-    char body[160], corr[32];
+    char body[160], corr[48];
     int n =
         snprintf(body, sizeof body,
                  "{\"jsonrpc\":\"2.0\",\"method\":\"add\",\"params\":[%ld,1],\"id\":\"c%d-%ld\"}",
                  seq, c->tid, seq);
-    snprintf(corr, sizeof corr, "c%d-%ld", c->tid, seq);
+    snprintf(corr, sizeof corr, "c%d-%d-%ld", c->tid, slot, seq);
     amqp_basic_properties_t props = {
         ._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_REPLY_TO_FLAG |
                   AMQP_BASIC_CORRELATION_ID_FLAG,
@@ -94,15 +96,15 @@ static int floor_call(floor_caller *c)
         c->errors++;
         return -1;
     }
-    c->flying[seq % c->cfg->window] = 1;
+    c->flying[slot] = seq;
     return 0;
 }
 
-/* Checks one reply: its correlation_id "c<tid>-<seq>" names a call in
- * flight, and its body's result is seq + 1. */
+/* Checks one reply: its correlation_id names a call in flight, and its
+ * body's result is seq + 1.  Frees its slot. */
 static int floor_check(floor_caller *c, const amqp_message_t *m)
 {
-    char corr[32], body[256];
+    char corr[48], body[256];
     const amqp_bytes_t *cb = &m->properties.correlation_id;
     if (!(m->properties._flags & AMQP_BASIC_CORRELATION_ID_FLAG) || cb->len >= sizeof corr ||
         m->body.len >= sizeof body)
@@ -111,17 +113,19 @@ static int floor_check(floor_caller *c, const amqp_message_t *m)
     corr[cb->len] = '\0';
     memcpy(body, m->body.bytes, m->body.len);
     body[m->body.len] = '\0';
-    int tid;
+    int tid, slot;
     long seq;
-    if (sscanf(corr, "c%d-%ld", &tid, &seq) != 2 || tid != c->tid || seq >= c->next ||
-        seq < c->next - c->cfg->window || !c->flying[seq % c->cfg->window])
+    if (sscanf(corr, "c%d-%d-%ld", &tid, &slot, &seq) != 3 || tid != c->tid || slot < 0 ||
+        slot >= c->cfg->window || c->flying[slot] != seq)
         return -1;
-    c->flying[seq % c->cfg->window] = 0;
+    c->flying[slot] = -1;
+    c->free_slot = slot;
     const char *result = strstr(body, "\"result\":");
     return result != NULL && strtol(result + 9, NULL, 10) == seq + 1 ? 0 : -1;
 }
 
-/* Waits for one reply and tallies it; -1 when none came or the link broke. */
+/* Waits for one reply and tallies it; -1 when none came, the link broke
+ * or the reply was wrong (no slot to reuse then). */
 static int floor_reply(floor_caller *c)
 {
     amqp_envelope_t env;
@@ -129,12 +133,16 @@ static int floor_reply(floor_caller *c)
     amqp_maybe_release_buffers(c->conn);
     if (floor_ok(c, amqp_consume_message(c->conn, &env, &tv, 0), "waiting for a reply") != 0)
         return -1;
-    if (floor_check(c, &env.message) == 0)
+    int rc = floor_check(c, &env.message);
+    if (rc == 0)
         c->calls++;
-    else
-        c->errors++;
+    else if (c->errors++ == 0)
+        fprintf(stderr, "amqp_floor_pipeclient: a wrong reply (correlation_id %.*s): %.*s\n",
+                (int)env.message.properties.correlation_id.len,
+                (const char *)env.message.properties.correlation_id.bytes,
+                (int)env.message.body.len, (const char *)env.message.body.bytes);
     amqp_destroy_envelope(&env);
-    return 0;
+    return rc;
 }
 
 static int floor_open(floor_caller *c)
@@ -165,10 +173,10 @@ static void *floor_caller_run(void *arg)
     if (floor_open(c) == 0) {
         int ok = 0;
         for (int i = 0; i < c->cfg->window && ok == 0; i++)
-            ok = floor_call(c);
+            ok = floor_call(c, i);
         double end = floor_now() + c->cfg->seconds;
         while (ok == 0 && floor_now() < end)
-            ok = floor_reply(c) == 0 ? floor_call(c) : -1;
+            ok = floor_reply(c) == 0 ? floor_call(c, c->free_slot) : -1;
         /* The calls still in flight are answered before the count ends. */
         for (int i = 0; ok == 0 && i < c->cfg->window; i++)
             ok = floor_reply(c);
