@@ -13,7 +13,10 @@
 #     ?verify=verify_none connects anyway (explicitly asked for);
 #   * a CA file that does not exist, and certfile= without keyfile=, are
 #     usage errors (exit 2);
-#   * amqp:// (plain) to the TLS port fails and does not hang.
+#   * amqp:// (plain) to the TLS port fails and does not hang;
+#   * the Ruby (bunny), Python (pika) and Node (amqplib) peers: each one's
+#     calc server serves over amqps:// (called by rrpc call), each one's
+#     client calls calc-server over amqps://, and refuses the wrong CA.
 # Usage: tests/amqp/test_amqps.sh BUILD_DIR   (starts its own node through
 # with-rabbitmq.sh, after making the certificates it needs)
 set -u
@@ -111,4 +114,36 @@ out=$("$rrpc" call --url "amqp://localhost:$port/?cacertfile=$certs/ca.pem" calc
 st=$?
 [[ $out == *"amqps://"* ]] && ok "TLS parameters on an amqp:// URL are refused" || fail "amqp:// with cacertfile: $st $out"
 
+# ---- the peers over amqps:// -----------------------------------------------------
+py=/usr/bin/python3 # Debian's python3-pika lives there
+node_ready || die "the Node peer's dependencies are missing (scripts/node-deps.sh)"
+spawn rb ruby "$rrpc_root/clients/ruby/calc_server.rb" --url "$good" --service tls_rb
+spawn py "$py" "$rrpc_root/clients/python/calc_server.py" --url "$good" --service tls_py
+spawn js node "$rrpc_root/clients/node/calc_server.js" --url "$good" --service tls_js
+for s in tls_rb tls_py tls_js; do
+  if wait_until 20 "$rrpc" call --url "$good" --timeout 0.5 "$s" add '[0, 0]'; then
+    out=$("$rrpc" call --url "$good" "$s" add '[5, 6]' 2>&1)
+    [ "$out" = 11 ] && ok "the ${s#tls_} calc server serves over amqps://" || fail "${s#tls_} server: $out"
+  else
+    fail "the ${s#tls_} calc server does not answer over amqps://: $(tail -2 "$test_dir/${s#tls_}.log")"
+  fi
+done
+peer_call() { # peer_call LANG URL ARGS...: the LANG client's call_peer with RRPC_URL=URL
+  local lang=$1 u=$2
+  shift 2
+  case $lang in
+  rb) RRPC_URL=$u ruby "$rrpc_root/tests/interop/call_peer.rb" --timeout 5 "$@" ;;
+  py) RRPC_URL=$u "$py" "$rrpc_root/tests/interop/call_peer.py" --timeout 5 "$@" ;;
+  js) RRPC_URL=$u node "$rrpc_root/tests/interop/call_peer.js" --timeout 5 "$@" ;;
+  esac
+}
+for lang in rb py js; do
+  out=$(peer_call "$lang" "$good" calc add '[20, 3]' 2>&1)
+  [ "$out" = 23 ] && ok "the $lang client calls calc-server over amqps://" || fail "$lang client over amqps: $out"
+  out=$(SSL_CERT_FILE=/nonexistent peer_call "$lang" "$tls_url?cacertfile=$certs/wrong-ca.pem" calc add '[1, 2]' 2>&1)
+  st=$?
+  [ "$st" != 0 ] && [[ ${out,,} == *certif* && $out == *"cannot connect"* ]] && [[ $out != *guest:guest* ]] &&
+    ok "the $lang client refuses the wrong CA: $(grep "cannot connect" <<<"$out" | tail -1 | cut -c1-240)" ||
+    fail "$lang client, wrong CA: status $st, $out"
+done
 finish
