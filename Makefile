@@ -127,7 +127,9 @@ test: format-check test-fast test-asan test-valgrind test-tsan test-fuzz
 # own, printing markdown tables: scripts/bench.sh (rrpc against the floor, and
 # reliable mode), scripts/bench-baseline.sh (what newer features cost the
 # calls that do not use them) and scripts/bench-cluster.sh (calc-server on a
-# 3-master Redis Cluster, sharded, against one Redis).  About 10 minutes;
+# 3-master Redis Cluster, sharded, against one Redis), then
+# scripts/bench-amqp.sh (rrpc over RabbitMQ against the AMQP floor, on a
+# private rabbitmq-server).  About 12 minutes;
 # RRPC_BENCH_SECONDS and RRPC_BENCH_ROUNDS shorten it.
 bench: build
 	@scripts/bench.sh $(BUILD)
