@@ -11,6 +11,9 @@
 #     at all (the system's do not know the throw-away CA), a host name the
 #     certificate does not name (127.0.0.1), amqps:// to the plain port;
 #     ?verify=verify_none connects anyway (explicitly asked for);
+#   * a client certificate of the node's CA is accepted, one of another CA
+#     refused by the broker (so it is sent), a key not matching its
+#     certificate is a usage error;
 #   * a CA file that does not exist, and certfile= without keyfile=, are
 #     usage errors (exit 2);
 #   * amqp:// (plain) to the TLS port fails and does not hang;
@@ -38,6 +41,12 @@ if [ -z "${RRPC_TEST_AMQPS_PORT:-}" ]; then
   printf 'subjectAltName = DNS:localhost\n' >san.ext
   gen x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
     -extfile san.ext -out server.pem
+  # Client certificates (mutual TLS): one of the node's CA, one of another.
+  for ca in ca wrong-ca; do
+    gen req -newkey rsa:2048 -nodes -subj "/CN=rrpc client" -keyout "client-$ca.key" -out client.csr
+    gen x509 -req -in client.csr -CA "$ca.pem" -CAkey "$ca.key" -CAcreateserial -days 2 \
+      -out "client-$ca.pem"
+  done
   chmod 644 ./*.pem server.key
   RRPC_RABBITMQ_TLS_DIR=$tls RRPC_AMQPS_CERTS=$tls \
     "$rrpc_root/tests/harness/with-rabbitmq.sh" "$self" "$build"
@@ -96,6 +105,22 @@ out=$("$rrpc" call --url "amqps://guest:guest@127.0.0.1:$port/?cacertfile=$certs
   calc add '[3, 4]' 2>&1)
 [ "$out" = 7 ] && ok "?verify=verify_none connects without verifying (when asked for)" ||
   fail "verify_none: $out"
+
+# ---- client certificates (the node verifies one when it is sent) -------------
+out=$("$rrpc" call --url "$good&certfile=$certs/client-ca.pem&keyfile=$certs/client-ca.key" \
+  calc add '[8, 8]' 2>&1)
+[ "$out" = 16 ] && ok "a client certificate of the node's CA (certfile=, keyfile=): accepted" ||
+  fail "client certificate: $out"
+out=$("$rrpc" call --url "$good&certfile=$certs/client-wrong-ca.pem&keyfile=$certs/client-wrong-ca.key" \
+  --timeout 5 calc add '[8, 8]' 2>&1)
+st=$?
+# The node refusing it proves the certificate was sent.
+[ "$st" = 4 ] && ok "a client certificate of another CA: the broker refuses it (exit 4): ${out#rrpc: }" ||
+  fail "foreign client certificate: status $st, $out"
+out=$("$rrpc" call --url "$good&certfile=$certs/client-ca.pem&keyfile=$certs/client-wrong-ca.key" \
+  calc add '[8, 8]' 2>&1)
+st=$?
+[ "$st" = 2 ] && ok "a key that does not match its certificate: exit 2" || fail "mismatched key: status $st, $out"
 
 # ---- usage errors and the plain scheme on the TLS port -------------------------
 out=$("$rrpc" call --url "$tls_url?cacertfile=$test_dir/nosuch.pem" calc add '[1, 2]' 2>&1)

@@ -38,7 +38,8 @@ fi
 # $RRPC_RABBITMQ_TLS_DIR: a directory with ca.pem, server.pem and
 # server.key (the amqps:// tests' throw-away CA): a TLS listener on a port of
 # its own too, exported as RRPC_TEST_AMQPS_PORT.  The files are copied into
-# the node's directory, which the rabbitmq user can read.
+# the node's directory, which the rabbitmq user can read.  A client
+# certificate is optional, but one that is sent must chain to ca.pem.
 amqps_port=
 if [ -n "${RRPC_RABBITMQ_TLS_DIR:-}" ]; then
   amqps_port=$tls_port
@@ -48,7 +49,7 @@ if [ -n "${RRPC_RABBITMQ_TLS_DIR:-}" ]; then
     "ssl_options.cacertfile = $node_dir/tls/ca.pem" \
     "ssl_options.certfile = $node_dir/tls/server.pem" \
     "ssl_options.keyfile = $node_dir/tls/server.key" \
-    "ssl_options.verify = verify_none" "ssl_options.fail_if_no_peer_cert = false" \
+    "ssl_options.verify = verify_peer" "ssl_options.fail_if_no_peer_cert = false" \
     >>"$node_dir/rabbitmq.conf"
 fi
 runas=()
