@@ -199,7 +199,8 @@ static int adopt(rrpc__async_session *s, rrpc__amqp_link *l)
         event_free(s->read_ev);
     s->a = *l;
     s->next_tag = 1;
-    s->read_ev = event_new(s->base, amqp_get_sockfd(s->a.conn), EV_READ | EV_PERSIST, on_readable, s);
+    s->read_ev =
+        event_new(s->base, amqp_get_sockfd(s->a.conn), EV_READ | EV_PERSIST, on_readable, s);
     if (s->read_ev == NULL || event_add(s->read_ev, NULL) != 0)
         return RRPC_ENOMEM;
     s->state = UP;
@@ -532,8 +533,8 @@ static int session_init(rrpc__async_session *s, struct event_base *base, const r
     s->rng |= 1;
     s->kick_ev = event_new(base, -1, 0, on_kick, s);
     s->retry_ev = evtimer_new(base, on_retry, s);
-    s->dial_ev = s->dial_fd >= 0 ? event_new(base, s->dial_fd, EV_READ | EV_PERSIST, on_dialed, s)
-                                 : NULL;
+    s->dial_ev =
+        s->dial_fd >= 0 ? event_new(base, s->dial_fd, EV_READ | EV_PERSIST, on_dialed, s) : NULL;
     if (s->kick_ev == NULL || s->retry_ev == NULL || s->dial_ev == NULL ||
         event_add(s->dial_ev, NULL) != 0)
         return rrpc__fail(err, errlen, RRPC_ENOMEM, "cannot create events");
@@ -629,8 +630,8 @@ static int publish_one(rrpc__async_session *s, const char *queue, const char *te
     size_t idn = tail_id(text, len, id, sizeof id);
     *id_out = 0;
     if (idn > 0 && ttl_ms > 0) {
-        p._flags |= AMQP_BASIC_REPLY_TO_FLAG | AMQP_BASIC_CORRELATION_ID_FLAG |
-                    AMQP_BASIC_EXPIRATION_FLAG;
+        p._flags |=
+            AMQP_BASIC_REPLY_TO_FLAG | AMQP_BASIC_CORRELATION_ID_FLAG | AMQP_BASIC_EXPIRATION_FLAG;
         p.reply_to = amqp_cstring_bytes(DIRECT_REPLY_TO);
         p.correlation_id = (amqp_bytes_t){.len = idn, .bytes = id};
         snprintf(ms, sizeof ms, "%lld", ttl_ms);

@@ -122,7 +122,7 @@ struct rrpc_async {
     int ncommon;
     const char **argv; /* a group's texts for deliver(), after ops->deliver_headroom */
     size_t *lens;
-    long long *ttls; /* a group's times left, ms, for deliver() (deliver_max) */
+    long long *ttls;       /* a group's times left, ms, for deliver() (deliver_max) */
     const char **argv_mem; /* the allocations, headroom included */
     size_t *lens_mem;
     rrpc__acall **by_shard; /* scratch of deliver_max: a run sorted by shard */

@@ -15,8 +15,7 @@
 #   * $RRPC_URL is used, a refused login says so with the password masked;
 #   * rrpc bench --url amqp:// (sync) makes calls without errors;
 #   * rrpc ping and describe work (calls of rpc.ping and rpc.discover);
-#   * what this step lacks is refused, naming AMQP: the async client,
-#     ls/info/stats/top/dead/forget/limits/web, priorities,
+#   * what this step lacks is refused, naming AMQP: ls/info/stats/top/dead/forget/limits/web, priorities,
 #     calc-server --reliable, --shards.
 # Usage: with-rabbitmq.sh test_amqp.sh BUILD_DIR
 set -u
@@ -101,7 +100,6 @@ refused() { # WHAT CMD...: exits nonzero and says "not supported over AMQP yet"
   [ "$s" != 0 ] && [[ $o == *"not supported over AMQP yet"* ]] && ok "refused: $what" ||
     fail "$what: status $s, $o"
 }
-refused "bench --async" "$rrpc" bench --url "$url" --async --calls 10 calc
 for cmd in ls "info calc" "stats calc" "top --iterations 1" "dead calc" "forget calc" "limits calc"; do
   # shellcheck disable=SC2086 # the command and its arguments
   refused "rrpc $cmd" "$rrpc" $cmd --url "$url"

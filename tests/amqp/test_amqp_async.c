@@ -72,8 +72,9 @@ static void on_call(int status, json_t *result, json_t *error, void *udata)
 {
     expect *e = udata;
     (void)error;
-    int ok = status == e->want &&
-             (status != RRPC_OK || (json_is_integer(result) && json_integer_value(result) == e->sum));
+    int ok =
+        status == e->want &&
+        (status != RRPC_OK || (json_is_integer(result) && json_integer_value(result) == e->sum));
     atomic_store(&e->status, status);
     atomic_store(&e->ok, ok);
     e->at = now_s();
