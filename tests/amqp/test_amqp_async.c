@@ -11,7 +11,9 @@
  * RRPC_EUNAVAILABLE; a priority is refused; when the broker closes every
  * connection the calls in flight fail once with RRPC_ECONNECT -- or, with
  * resend_on_reconnect, are sent again and answered -- and the client comes
- * back by itself; close with calls pending cancels each once.
+ * back by itself; when the broker stops, calls in flight fail once, new
+ * ones are refused, a client closes while it reconnects, and calls work
+ * again once it is started; close with calls pending cancels each once.
  *
  * Usage: test_amqp_async   ($RRPC_TEST_AMQP_URL, $RRPC_TEST_AMQP_CTL)
  */
@@ -305,14 +307,37 @@ static void test_refusals(void)
     free(e);
 }
 
+/* Runs rabbitmqctl on the node with ARGS. */
+static void ctl(const char *args)
+{
+    const char *path = getenv("RRPC_TEST_AMQP_CTL");
+    char cmdline[1024];
+    snprintf(cmdline, sizeof cmdline, "%s -q %s >/dev/null", path ? path : "false", args);
+    if (!CHECK(system(cmdline) == 0))
+        fprintf(stderr, "  rabbitmqctl %s failed\n", args);
+}
+
 /* The broker closes every connection (calc-server's too) while calls run. */
 static void close_all_connections(void)
 {
-    const char *ctl = getenv("RRPC_TEST_AMQP_CTL");
-    char cmdline[1024];
-    snprintf(cmdline, sizeof cmdline, "%s -q close_all_connections 'test: links closed' >/dev/null",
-             ctl ? ctl : "false");
-    CHECK(system(cmdline) == 0);
+    ctl("close_all_connections 'test: links closed'");
+}
+
+/* Makes add calls on A until one succeeds, for up to about SECONDS. */
+static void check_back(rrpc_async *a, const char *what, double seconds)
+{
+    expect *after = expects(1, RRPC_OK);
+    double until = now_s() + seconds;
+    while (!atomic_load(&after->ok) && now_s() < until) {
+        memset(after, 0, sizeof *after);
+        after->want = RRPC_OK;
+        if (call_add(a, after, 41, 2) == RRPC_OK)
+            WAIT_UNTIL(atomic_load(&after->calls) >= 1, 3);
+        else
+            sleep_s(0.1);
+    }
+    check_all(what, after, 1);
+    free(after);
 }
 
 /* Calls that wait in a queue nobody serves. */
@@ -340,17 +365,7 @@ static void test_connection_closed(void)
     WAIT_UNTIL(atomic_load(&done) >= N + K, 25);
     check_all("calls in flight when the broker closed the connection", lost, N);
     check_all("... the same with resend_on_reconnect: sent again, answered", kept, K);
-    /* The client is back by itself. */
-    expect *after = expects(1, RRPC_OK);
-    for (int tries = 0; tries < 100 && !atomic_load(&after->ok); tries++) {
-        memset(after, 0, sizeof *after);
-        after->want = RRPC_OK;
-        if (call_add(a, after, 41, 2) == RRPC_OK)
-            WAIT_UNTIL(atomic_load(&after->calls) >= 1, 3);
-        else
-            sleep_s(0.1);
-    }
-    check_all("a call after the reconnect", after, 1);
+    check_back(a, "a call after the reconnect", 10);
     sleep_s(0.5);
     check_all("... and none ran again", lost, N);
     check_all("... and none ran again (resent)", kept, K);
@@ -358,7 +373,35 @@ static void test_connection_closed(void)
     rrpc_async_close(r);
     free(lost);
     free(kept);
-    free(after);
+}
+
+/* The broker stops (reconnects fail, with backoff) and starts again. */
+static void test_broker_restart(void)
+{
+    enum { N = 50 };
+    rrpc_async *a = open_async(NULL, 0), *b = open_async(NULL, 0);
+    if (!CHECK(a != NULL && b != NULL))
+        return;
+    expect *lost = expects(N, RRPC_ECONNECT);
+    atomic_store(&done, 0);
+    call_idle(a, lost, N);
+    sleep_s(0.1);
+    ctl("stop_app");
+    WAIT_UNTIL(atomic_load(&done) >= N, 10);
+    check_all("calls in flight when the broker stopped", lost, N);
+    /* Meanwhile calls are refused at once, not queued. */
+    expect *e = expects(1, RRPC_OK);
+    CHECK_EQ_INT(call_add(a, e, 1, 5), RRPC_ECONNECT);
+    sleep_s(0.4); /* a few failed reconnects */
+    double t0 = now_s();
+    rrpc_async_close(b); /* while it reconnects */
+    CHECK(now_s() - t0 < 2.0);
+    ctl("start_app");
+    check_back(a, "a call after the broker started again", 20);
+    CHECK_EQ_INT(atomic_load(&e->calls), 0);
+    rrpc_async_close(a);
+    free(lost);
+    free(e);
 }
 
 static void test_close_with_calls_pending(void)
@@ -399,5 +442,6 @@ int main(void)
     test_refusals();
     test_close_with_calls_pending();
     test_connection_closed();
+    test_broker_restart();
     return check_report();
 }
