@@ -82,12 +82,13 @@
 enum state { UP, DOWN };
 
 /* A group deliver() accepted and the broker has not confirmed whole yet:
- * its requests have the delivery tags FIRST..FIRST+N-1. */
+ * its requests went out with the delivery tags FIRST..FIRST+TAGS-1 (TAGS
+ * is N, or 0 for a group refused without a publish). */
 typedef struct pending {
     struct pending *next;
     void *group;
     uint64_t first;
-    size_t n, confirmed;
+    size_t n, tags, confirmed;
     int status; /* RRPC_OK, or why the group failed (a return, a nack, a refusal) */
     char *msg;  /* with a failure */
     char *queue;
@@ -310,7 +311,9 @@ static void fail_group(pending *p, int status, const char *fmt, const char *queu
 static void on_confirm(rrpc__async_session *s, uint64_t tag, int multiple, int nack)
 {
     for (pending *p = s->head; p != NULL && p->first <= tag; p = p->next) {
-        uint64_t lo = multiple ? p->first : tag, hi = p->first + p->n - 1;
+        if (p->tags == 0)
+            continue; /* refused without a publish: no tags of its own */
+        uint64_t lo = multiple ? p->first : tag, hi = p->first + p->tags - 1;
         if (hi > tag)
             hi = tag;
         if (lo < p->first || lo > hi)
@@ -651,6 +654,7 @@ static int session_deliver(rrpc__async_session *s, const char *queue, size_t qle
     if (p == NULL)
         return RRPC_ENOMEM;
     pending_add(s, p);
+    p->first = s->next_tag; /* groups' tags ascend along the list */
     if (priority != RRPC_PRIORITY_NORMAL) {
         /* As the sync caller: no priority queues over AMQP yet. */
         fail_group(p, RRPC_EINVAL, "priorities are not supported over AMQP yet (service '%s')",
@@ -659,7 +663,7 @@ static int session_deliver(rrpc__async_session *s, const char *queue, size_t qle
         event_active(s->kick_ev, EV_TIMEOUT, 0);
         return RRPC_OK;
     }
-    p->first = s->next_tag;
+    p->tags = n;
     for (size_t i = 0; i < n; i++) {
         if (publish_one(s, p->queue, texts[i], lens[i], ttl_ms[i], &p->ids[i]) != 0) {
             /* Told from the kick event, never from inside an operation;
