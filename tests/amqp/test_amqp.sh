@@ -16,8 +16,8 @@
 #   * rrpc bench --url amqp:// (sync) makes calls without errors;
 #   * rrpc ping and describe work (calls of rpc.ping and rpc.discover);
 #   * what this step lacks is refused, naming AMQP: the async client,
-#     ls/info/stats/top/dead/forget/limits/web, priorities,
-#     calc-server --reliable, --shards.
+#     limits, priorities, calc-server --reliable, --shards (the operations
+#     commands: test_amqp_ops.sh).
 # Usage: with-rabbitmq.sh test_amqp.sh BUILD_DIR
 set -u
 # shellcheck source=tests/lib/common.sh
@@ -102,11 +102,7 @@ refused() { # WHAT CMD...: exits nonzero and says "not supported over AMQP yet"
     fail "$what: status $s, $o"
 }
 refused "bench --async" "$rrpc" bench --url "$url" --async --calls 10 calc
-for cmd in ls "info calc" "stats calc" "top --iterations 1" "dead calc" "forget calc" "limits calc"; do
-  # shellcheck disable=SC2086 # the command and its arguments
-  refused "rrpc $cmd" "$rrpc" $cmd --url "$url"
-done
-refused "rrpc web" timeout 10 "$rrpc" web --url "$url" --listen 127.0.0.1:0
+refused "rrpc limits calc clear" "$rrpc" limits --url "$url" calc clear
 refused "call --priority high" "$rrpc" call --url "$url" --priority high calc add '[1, 2]'
 refused "calc-server --reliable" timeout 10 "$calc" --url "$url" --service r --reliable
 refused "calc-server --shards 2" timeout 10 "$calc" --url "$url" --service s --shards 2
