@@ -54,11 +54,6 @@ out=$("$rrpc" top --url "$url" --iterations 1 2>&1)
 [[ $out == *calc* && $out == *other* ]] && ok "rrpc top --iterations 1 shows both services" || fail "top: $out"
 out=$("$rrpc" ping --url "$url" calc 2>&1) && [[ $out == *"reply from calc"* ]] &&
   ok "rrpc ping over AMQP" || fail "ping: $out"
-started=$(now_ms)
-"$rrpc" info --url "$url" calc >/dev/null 2>&1
-took=$(($(now_ms) - started))
-[ "$took" -lt 400 ] && ok "rrpc info stops waiting once every consumer answered (${took} ms)" ||
-  fail "info took $took ms"
 
 # ---- a stopped and a killed worker disappear -----------------------------------
 kill -TERM "$two_pid"
@@ -88,7 +83,7 @@ ch.queue_declare("dlq-answers")
 time.sleep(0.5)
 PY
 out=$("$rrpc" dead --url "$url" dlq 2>&1)
-[[ $(grep -c expired <<<"$out") == 2 && $out == *'"params": [1, 40]'* || $out == *'"params":[1,40]'* || $out == *'[1, 40]'* ]] &&
+[[ $(grep -c expired <<<"$out") == 2 && $out == *'[1, 40]'* && $out == *'[2, 40]'* ]] &&
   ok "rrpc dead lists 2 expired dead letters" || fail "dead list: $out"
 out=$("$rrpc" dead --url "$url" dlq 2>&1)
 [[ $(grep -c expired <<<"$out") == 2 ]] && ok "listing leaves them there" || fail "dead list again: $out"
