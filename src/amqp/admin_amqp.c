@@ -389,8 +389,9 @@ static json_t *field_string(const amqp_field_value_t *f)
 }
 
 /* "reason" and "time" of a dead letter from its headers: rrpc's own
- * x-rrpc-reason if a worker gave one, else the broker's x-death (the
- * first: the most recent) -- "expired", "rejected", "maxlen"... */
+ * x-rrpc-reason and x-rrpc-time if a worker filed it, else the broker's
+ * x-death (the first: the most recent) -- "expired", "rejected",
+ * "maxlen"... */
 static void dead_reason(json_t *rec, const amqp_basic_properties_t *p)
 {
     const amqp_table_t *h = (p->_flags & AMQP_BASIC_HEADERS_FLAG) ? &p->headers : NULL;
@@ -407,12 +408,16 @@ static void dead_reason(json_t *rec, const amqp_basic_properties_t *p)
         reason = field_string(table_get(h, "x-first-death-reason"));
     json_object_set_new(rec, "reason", reason ? reason : json_string("unknown"));
     const amqp_field_value_t *t = table_get(first, "time");
+    json_t *own = field_string(table_get(h, "x-rrpc-time")); /* "<Unix s>.<ms>" */
     double when = 0;
-    if (t != NULL && t->kind == AMQP_FIELD_KIND_TIMESTAMP)
+    if (own != NULL)
+        when = strtod(json_string_value(own), NULL);
+    else if (t != NULL && t->kind == AMQP_FIELD_KIND_TIMESTAMP)
         when = (double)t->value.u64;
     else if (p->_flags & AMQP_BASIC_TIMESTAMP_FLAG)
         when = (double)p->timestamp;
     json_object_set_new(rec, "time", json_real(when));
+    json_decref(own);
 }
 
 /* The record of one dead letter: "service", "reason", "time", "message"

@@ -5,8 +5,9 @@
 #   * two calc-servers over amqp:// answer the registry: rrpc ls, info,
 #     stats (calls counted), top and ping see them, with their methods;
 #   * a stopped worker (SIGTERM) and a killed one (kill -9) disappear at once;
-#   * dead letters: a request that expired in a queue with a dead-letter
-#     exchange is listed (reason, ref) without being taken, requeued by ref
+#   * dead letters: requests that expired in a queue with a dead-letter
+#     exchange, and one filed with rrpc's headers, are listed (reason, ref)
+#     without being taken, one is requeued by ref
 #     (back in the queue as its caller sent it), and purged;
 #   * forget and limits set refuse with their reason;
 #   * rrpc web over amqp:// serves its API, /metrics and its page (headless
@@ -80,13 +81,20 @@ for i in (1, 2):
     ch.basic_publish("", "dlq", body, pika.BasicProperties(
         content_type="application/json", expiration="1", reply_to="dlq-answers", correlation_id=str(i)))
 ch.queue_declare("dlq-answers")
+# One as an rrpc worker files it: its reason and time in rrpc's headers.
+ch.basic_publish("", "dlq:dead", '{"jsonrpc": "2.0", "method": "nosuch", "id": 3}',
+                 pika.BasicProperties(headers={"x-rrpc-reason": "taken by 3 workers that died",
+                                               "x-rrpc-time": "1764057600.250"}))
 time.sleep(0.5)
 PY
 out=$("$rrpc" dead --url "$url" dlq 2>&1)
 [[ $(grep -c expired <<<"$out") == 2 && $out == *'[1, 40]'* && $out == *'[2, 40]'* ]] &&
-  ok "rrpc dead lists 2 expired dead letters" || fail "dead list: $out"
+  [[ $out == *"taken by 3 workers that died"* ]] &&
+  ok "rrpc dead lists 2 expired dead letters and one an rrpc worker filed" || fail "dead list: $out"
 out=$("$rrpc" dead --url "$url" dlq 2>&1)
 [[ $(grep -c expired <<<"$out") == 2 ]] && ok "listing leaves them there" || fail "dead list again: $out"
+out=$("$rrpc" dead --url "$url" --json dlq 2>&1)
+[[ $out == *'"time":1764057600.25'* ]] && ok "its time is x-rrpc-time's" || fail "dead --json: $out"
 ref=$("$rrpc" dead --url "$url" --json dlq | "$pika_python" -c 'import json, sys
 print([d["ref"] for d in json.load(sys.stdin) if "[2, 40]" in d["message"]][0])')
 out=$("$rrpc" dead --url "$url" dlq requeue --ref "$ref" 2>&1) || fail "requeue --ref: $out"
@@ -101,9 +109,9 @@ sys.exit(0 if body and b'[2, 40]' in body and p.correlation_id == "2" and p.repl
 PY
   fail "the requeued letter is not in dlq as it was"
 out=$("$rrpc" info --url "$url" dlq 2>&1)
-[[ $out == *"dead letters 1"* ]] && ok "the other one stays (rrpc info: dead letters 1)" || fail "info dlq: $out"
+[[ $out == *"dead letters 2"* ]] && ok "the others stay (rrpc info: dead letters 2)" || fail "info dlq: $out"
 out=$("$rrpc" dead --url "$url" dlq purge 2>&1)
-[[ $out == "purged 1 dead letter of dlq" ]] && ok "rrpc dead purge: $out" || fail "purge: $out"
+[[ $out == "purged 2 dead letters of dlq" ]] && ok "rrpc dead purge: $out" || fail "purge: $out"
 
 # ---- what has no home in the broker -------------------------------------------
 out=$("$rrpc" forget --url "$url" calc 2>&1)
