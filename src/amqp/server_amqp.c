@@ -22,6 +22,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "amqp/link.h"
+#include "amqp/registry_amqp.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/protocol.h"
@@ -49,6 +50,7 @@ typedef struct amqp_worker {
 struct rrpc__server_broker {
     rrpc__serving *s;
     amqp_worker *ws;
+    rrpc__amqp_registry *registry; /* registry_amqp.c: answers rrpc ls/info/stats */
 };
 
 /* What this step of the AMQP transport refuses, said by rrpc_server_run. */
@@ -152,21 +154,19 @@ static int broker_may_heal(const rrpc__server_broker *b, int rc)
     return rc == RRPC_ECONNECT || rc == RRPC_ETIMEDOUT;
 }
 
-/* No registry over AMQP yet: the service runs unannounced (rrpc ls and
- * info cannot see it), which is said once. */
+/* The registry answers operators' queries on a connection of its own
+ * (registry_amqp.c). */
 static int broker_announce(rrpc__server_broker *b, const rrpc__announcement *a)
 {
-    if (a != NULL)
-        rrpc__logf(RRPC_LOG_INFO, b->s->service, NULL,
-                   "serving queue '%s' over AMQP (at most once); the registry and heartbeat are "
-                   "not supported over AMQP yet: rrpc ls/info/ping/stats do not see it",
-                   b->s->list_key);
-    return RRPC_OK;
+    rrpc__logf(RRPC_LOG_INFO, b->s->service, NULL, "serving queue '%s' over AMQP (at most once)",
+               b->s->list_key);
+    return rrpc__amqp_registry_start(&b->registry, b->s, a);
 }
 
 static void broker_withdraw(rrpc__server_broker *b)
 {
-    (void)b;
+    rrpc__amqp_registry_stop(b->registry);
+    b->registry = NULL;
 }
 
 /* The text to answer an outcome with (new), or NULL: dispatch's response,
