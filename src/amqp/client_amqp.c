@@ -25,6 +25,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "amqp/link.h"
+#include "amqp/registry_amqp.h"
 #include "core/clock.h"
 #include "core/keys.h"
 #include "transport/client_ops.h"
@@ -458,3 +459,8 @@ const rrpc__client_ops rrpc__amqp_client_ops = {
     .send = client_send,
     .watch = client_watch,
 };
+
+rrpc__amqp_link *rrpc__amqp_client_amqp(rrpc__client_link *l)
+{
+    return &l->a; /* admin_amqp.c asks its questions on the caller's link */
+}

@@ -41,6 +41,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "amqp/dedup.h"
 #include "amqp/link.h"
+#include "amqp/registry_amqp.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/protocol.h"
@@ -71,6 +72,7 @@ typedef struct amqp_worker {
 struct rrpc__server_broker {
     rrpc__serving *s;
     amqp_worker *ws;
+    rrpc__amqp_registry *registry; /* registry_amqp.c: answers rrpc ls/info/stats */
     int reliable;
     int max_deliveries;
     long max_queue;
@@ -83,8 +85,7 @@ struct rrpc__server_broker {
 /* What the AMQP transport refuses, said by rrpc_server_run. */
 static const char *unsupported(const rrpc__serving *s, const rrpc_server_options *opts)
 {
-    if (s->url.tls)
-        return "amqps:// (TLS) is not supported over AMQP yet: use amqp:// through a TLS tunnel";
+    (void)s; /* amqps:// is served since TLS came (link.c) */
     if (opts->shards > 1)
         return "shards are not supported over AMQP yet";
     if (opts->limits != NULL)
@@ -274,23 +275,21 @@ static int broker_may_heal(const rrpc__server_broker *b, int rc)
     return rc == RRPC_ECONNECT || rc == RRPC_ETIMEDOUT;
 }
 
-/* No registry over AMQP yet: the service runs unannounced (rrpc ls and
- * info cannot see it), which is said once. */
+/* The registry answers operators' queries on a connection of its own
+ * (registry_amqp.c). */
 static int broker_announce(rrpc__server_broker *b, const rrpc__announcement *a)
 {
-    if (a != NULL)
-        rrpc__logf(RRPC_LOG_INFO, b->s->service, NULL,
-                   "serving queue '%s' over AMQP (%s%s); the registry and heartbeat are "
-                   "not supported over AMQP yet: rrpc ls/info/ping/stats do not see it",
-                   b->s->list_key,
-                   b->reliable ? "reliable: durable queue, at least once" : "at most once",
-                   b->max_queue > 0 ? ", max_queue" : "");
-    return RRPC_OK;
+    rrpc__logf(RRPC_LOG_INFO, b->s->service, NULL, "serving queue '%s' over AMQP (%s%s)",
+               b->s->list_key,
+               b->reliable ? "reliable: durable queue, at least once" : "at most once",
+               b->max_queue > 0 ? ", max_queue" : "");
+    return rrpc__amqp_registry_start(&b->registry, b->s, a);
 }
 
 static void broker_withdraw(rrpc__server_broker *b)
 {
-    (void)b;
+    rrpc__amqp_registry_stop(b->registry);
+    b->registry = NULL;
 }
 
 /* The text to answer an outcome with (new), or NULL: dispatch's response,

@@ -15,9 +15,10 @@
 #   * $RRPC_URL is used, a refused login says so with the password masked;
 #   * rrpc bench --url amqp:// (sync) makes calls without errors;
 #   * rrpc ping and describe work (calls of rpc.ping and rpc.discover);
-#   * what this step lacks is refused, naming AMQP: the async client,
-#     ls/info/stats/top/dead/forget/limits/web, priorities,
-#     calc-server --shards (reliable mode: test_amqp_reliable.sh).
+#   * what this step lacks is refused, naming AMQP: limits, priorities,
+#     calc-server --shards (the operations commands: test_amqp_ops.sh; the
+#     async client: test_amqp_async.sh; reliable mode, max_queue, dead
+#     letters: test_amqp_reliable.sh).
 # Usage: with-rabbitmq.sh test_amqp.sh BUILD_DIR
 set -u
 # shellcheck source=tests/lib/common.sh
@@ -101,15 +102,9 @@ refused() { # WHAT CMD...: exits nonzero and says "not supported over AMQP yet"
   [ "$s" != 0 ] && [[ $o == *"not supported over AMQP yet"* ]] && ok "refused: $what" ||
     fail "$what: status $s, $o"
 }
-refused "bench --async" "$rrpc" bench --url "$url" --async --calls 10 calc
-for cmd in ls "info calc" "stats calc" "top --iterations 1" "dead calc" "forget calc" "limits calc"; do
-  # shellcheck disable=SC2086 # the command and its arguments
-  refused "rrpc $cmd" "$rrpc" $cmd --url "$url"
-done
-refused "rrpc web" timeout 10 "$rrpc" web --url "$url" --listen 127.0.0.1:0
+refused "rrpc limits calc clear" "$rrpc" limits --url "$url" calc clear
 refused "call --priority high" "$rrpc" call --url "$url" --priority high calc add '[1, 2]'
 refused "calc-server --shards 2" timeout 10 "$calc" --url "$url" --service s --shards 2
-refused "amqps:// (TLS)" "$rrpc" call --url "${url/amqp:/amqps:}" calc add '[1, 2]'
 
 # ---- links the broker closed: workers and an idle client connect again ---------
 # relay's one worker keeps a client (forward's) between calls; the broker
@@ -146,6 +141,9 @@ if [ -n "${RRPC_RABBITMQ_DEFINITIONS:-}" ]; then
   spawn acl_calc "$calc" --url "$srv_url" --service calc --workers 1
   wait_until 10 grep -q "serving queue 'calc'" "$test_dir/acl_calc.log" ||
     fail "calc-server as user calc-server in vhost rrpc: $(tail -2 "$test_dir/acl_calc.log")"
+  grep -q "not in the registry.*ACCESS_REFUSED" "$test_dir/acl_calc.log" &&
+    ok "ACL: refused the registry's names, calc-server serves unregistered and says why" ||
+    fail "ACL registry: $(tail -2 "$test_dir/acl_calc.log")"
   out=$("$rrpc" call --url "$caller_url" calc add '[20, 22]' 2>&1)
   [ "$out" = 42 ] && ok "ACL: caller (write amq.default only) calls calc in vhost rrpc" ||
     fail "ACL call: $out"
