@@ -63,10 +63,18 @@ Redis restarts, cuts and stalls a failover of the service's master every
 killed master had acknowledged but not yet replicated may be lost: calls
 that lived through such a crash count their losses and duplicates apart, as
 window_lost and window_duplicated, the measured asynchronous-replication
-window).  --mode all runs all four.
+window).
+
+Two modes run reliable mode over AMQP (AmqpRun, docs/RELIABILITY.md section
+7) on a private RabbitMQ node: amqp-reliable-kill (worker kills) and
+amqp-reliable-restart (worker kills and broker restarts); `--mode amqp`
+runs both.  When $RRPC_TEST_AMQP_URL is not set this script runs them in a
+child of tests/harness/with-rabbitmq.sh, which starts the node.  --mode all
+runs all six.
 
 Usage: chaos.py --bin-dir DIR [--mode reliable|at-most-once|both|reliable-sharded|
-                               reliable-cluster|all]
+                               reliable-cluster|amqp-reliable-kill|
+                               amqp-reliable-restart|amqp|all|MODE,MODE...]
                 [--seconds S] [--callers N] [--timeout T] [--seed N]
                 [--filler-keys N] [--keep] [--verbose]   (--help for all)
 Every process it starts dies with it (PR_SET_PDEATHSIG, signals, atexit) and
