@@ -260,21 +260,24 @@ static const char take_tail[] =
     "end\n"
 
 /* The commit of a batch of plain answers (no effect, no dead letter, no
- * answer sent again: what a busy service commits), grouped by reply key
- * -- ARGV[5] is 'release+g' or 'hold+g' and the layout is: KEYS in-flight
- * hash, dead list, stats hash, the groups' reply keys, then every
- * request's done key in group order; ARGV window, reply ttl, dead-letter
- * bound, the count N, the mode, the group count G, then per group: '1'
- * (its reply key is the next of KEYS) or '0' (none), its count C, its C
- * fields, C answers to remember, and (with a reply key) C responses.
+ * answer sent again: what a busy service commits), grouped by reply key.
+ * ARGV[5] is 'release+g' or 'hold+g' and the layout: KEYS in-flight hash,
+ * dead list, stats hash, the groups' reply keys, then every request's done
+ * key in group order; ARGV window, reply ttl, dead-letter bound, the count
+ * N, the mode, the group count G, then per group '1' (its reply key is the
+ * next of KEYS) or '0' (none) and its count C; then the N requests'
+ * fields, in group order; then per group its C responses (with a reply
+ * key: the answer remembered is "K<n>:<reply key><response>", built here)
+ * or its C answers to remember (without).
  *
  * The same outcomes as the general layout below, per request in group
- * order, but its common case costs about half the instructions: when
- * every request is held, no done key exists and every reply key takes a
- * push, the batch is committed with one RPUSH, one EXPIRE and one HDEL per
- * group and one SET per request, and without a Lua table per request (most
- * of the general layout's cost, with its nine arguments per request, was
- * walking them).  Otherwise each request is judged on its own, as below. */
+ * order, at about two thirds of its instructions: when every request is
+ * held, no done key exists and every reply key takes a push, the batch is
+ * committed with one HMGET, one EXISTS and one HDEL, one RPUSH and one
+ * EXPIRE per reply key and one SET per request, without a Lua table per
+ * request (walking the general layout's eight arguments per request was
+ * about a third of its cost).  Otherwise each request is judged on its
+ * own, as below. */
 static const char commit_grouped[] =
     /* Out of memory can only be the first write: it fails the script
      * having changed nothing.  Nothing else can fail on a key checked. */
@@ -285,86 +288,93 @@ static const char commit_grouped[] =
     "  end\n"
     "end\n"
     "local function grouped()\n"
-    "  local held, window, ttl = KEYS[1], ARGV[1], ARGV[2]\n"
-    "  local groups, a, rk, n = {}, 7, 4, 0\n"
-    "  for g = 1, tonumber(ARGV[6]) do\n"
-    "    local c, reply = tonumber(ARGV[a + 1]), nil\n"
-    "    if ARGV[a] == '1' then reply = KEYS[rk]; rk = rk + 1 end\n"
-    "    groups[g] = {reply = reply, c = c, f = a + 2, an = a + 2 + c, r = a + 2 + 2 * c}\n"
-    "    a = a + 2 + c * (reply and 3 or 2)\n"
-    "    n = n + c\n"
+    "  local held, window, ttl, n = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[4])\n"
+    "  local ng = tonumber(ARGV[6])\n"
+    "  local groups, rk, f0 = {}, 4, 7 + 2 * ng\n"
+    "  local f, pay, d = f0, f0 + n, 4\n"
+    "  for g = 1, ng do\n"
+    "    local c, reply = tonumber(ARGV[6 + 2 * g]), nil\n"
+    "    if ARGV[5 + 2 * g] == '1' then reply = KEYS[rk]; rk = rk + 1 end\n"
+    "    groups[g] = {reply = reply, c = c, f = f, p = pay}\n"
+    "    f, pay = f + c, pay + c\n"
     "  end\n"
-    "  local d = rk\n"
-    "  for _, grp in ipairs(groups) do grp.d = d; d = d + grp.c end\n"
+    "  for _, grp in ipairs(groups) do\n"
+    "    grp.d = rk + grp.f - f0\n"
+    "    grp.prefix = grp.reply and ('K' .. #grp.reply .. ':' .. grp.reply)\n"
+    "  end\n"
     "  local _, anydone = ranged('EXISTS', nil, KEYS, rk, rk + n - 1)\n"
+    "  local isheld = ranged('HMGET', held, ARGV, f0, f0 + n - 1)\n"
     "  local fast, seen = anydone == 0, {}\n"
     "  for _, grp in ipairs(groups) do\n"
-    "    grp.held = ranged('HMGET', held, ARGV, grp.f, grp.f + grp.c - 1)\n"
     "    if grp.reply and refusal(grp.reply) then fast = false end\n"
-    "    for i = 0, fast and grp.c - 1 or -1 do\n"
-    "      local f = ARGV[grp.f + i]\n"
-    "      if not grp.held[i + 1] or seen[f] then fast = false; break end\n"
-    "      seen[f] = true\n"
-    "    end\n"
     "  end\n"
-    "  local out, j = {}, 0\n"
+    "  for i = 1, fast and n or 0 do\n"
+    "    local field = ARGV[f0 + i - 1]\n"
+    "    if not isheld[i] or seen[field] then fast = false; break end\n"
+    "    seen[field] = true\n"
+    "  end\n"
+    "  local out, release = {}, nil\n"
+    "  local function answer(grp, i)\n"
+    "    if grp.prefix then return grp.prefix .. ARGV[grp.p + i] end\n"
+    "    return ARGV[grp.p + i]\n"
+    "  end\n"
     "  if fast then\n"
     "    for _, grp in ipairs(groups) do\n" /* the first write: out of memory changes nothing */
     "      if grp.reply and grp.c > 0 then\n"
-    "        local oom = rpush(grp.reply, ARGV, grp.r, grp.r + grp.c - 1)\n"
+    "        local oom = rpush(grp.reply, ARGV, grp.p, grp.p + grp.c - 1)\n"
     "        if oom then return redis.error_reply(oom) end\n"
+    "        grp.pushed = true\n"
     "      end\n"
     "    end\n"
     "    for _, grp in ipairs(groups) do\n"
     "      for i = 0, grp.c - 1 do\n"
-    "        redis.call('SET', KEYS[grp.d + i], ARGV[grp.an + i], 'EX', window)\n"
-    "        j = j + 1\n"
-    "        out[j] = 1\n"
+    "        redis.call('SET', KEYS[grp.d + i], answer(grp, i), 'EX', window)\n"
     "      end\n"
-    "      grp.rel = {grp.f, grp.f + grp.c - 1}\n"
-    "      grp.pushed = grp.reply and grp.c > 0\n"
     "    end\n"
+    "    for i = 1, n do out[i] = 1 end\n"
     "  else\n"
-    "    local released, remembered = {}, {}\n"
+    "    local released, remembered, j = {}, {}, 0\n"
+    "    release = {}\n"
     "    for _, grp in ipairs(groups) do\n"
-    "      grp.list, grp.fields = {}, {}\n"
+    "      local list = {}\n"
     "      for i = 0, grp.c - 1 do\n"
-    "        local f, done, r = ARGV[grp.f + i], KEYS[grp.d + i], 0\n"
-    "        if grp.held[i + 1] and not released[f] then\n"
+    "        local field, done, r = ARGV[grp.f + i], KEYS[grp.d + i], 0\n"
+    "        j = j + 1\n"
+    "        if isheld[j] and not released[field] then\n"
     "          local t = remembered[done] and 'string' or\n"
     "            (anydone == 0 and 'none' or redis.call('TYPE', done).ok)\n"
     "          local why = grp.reply and refusal(grp.reply)\n"
     "          if t == 'string' then\n" /* another worker answered it first */
-    "            released[f] = true\n"
-    "            grp.fields[#grp.fields + 1] = f\n"
+    "            released[field] = true\n"
+    "            release[#release + 1] = field\n"
     "          elseif t ~= 'none' then\n"
     "            r = {'refused', 'dedup key refused: ' .. t}\n"
     "          elseif why then\n"
     "            r = {'refused', why}\n"
     "          else\n"
-    "            if grp.reply then grp.list[#grp.list + 1] = ARGV[grp.r + i] end\n"
-    "            redis.call('SET', done, ARGV[grp.an + i], 'EX', window)\n"
-    "            remembered[done], released[f], r = true, true, 1\n"
-    "            grp.fields[#grp.fields + 1] = f\n"
+    "            if grp.reply then list[#list + 1] = ARGV[grp.p + i] end\n"
+    "            redis.call('SET', done, answer(grp, i), 'EX', window)\n"
+    "            remembered[done], released[field], r = true, true, 1\n"
+    "            release[#release + 1] = field\n"
     "          end\n"
     "        end\n"
-    "        j = j + 1\n"
     "        out[j] = r\n"
     "      end\n"
-    "    end\n"
-    "    for _, grp in ipairs(groups) do\n"
-    "      if #grp.list > 0 then\n"
-    "        local oom = rpush(grp.reply, grp.list, 1, #grp.list)\n"
+    "      if #list > 0 then\n"
+    "        local oom = rpush(grp.reply, list, 1, #list)\n"
     "        if oom then return redis.error_reply(oom) end\n"
     "        grp.pushed = true\n"
     "      end\n"
-    "      grp.rel = {1, #grp.fields, grp.fields}\n"
     "    end\n"
     "  end\n"
     "  for _, grp in ipairs(groups) do\n"
     "    if grp.pushed then redis.pcall('EXPIRE', grp.reply, ttl) end\n"
-    "    if ARGV[5] ~= 'hold+g' and grp.rel[2] >= grp.rel[1] then\n"
-    "      ranged('HDEL', held, grp.rel[3] or ARGV, grp.rel[1], grp.rel[2])\n"
+    "  end\n"
+    "  if ARGV[5] ~= 'hold+g' then\n"
+    "    if release then\n"
+    "      if #release > 0 then batched('HDEL', held, release) end\n"
+    "    elseif n > 0 then\n"
+    "      ranged('HDEL', held, ARGV, f0, f0 + n - 1)\n"
     "    end\n"
     "  end\n"
     "  return out\n"
@@ -937,8 +947,6 @@ static int grouped_batch(const rrpc__rel *r, const rrpc__rel_worker *wk, const c
     for (size_t i = 0; i < ng; i++)
         replies += commit_keys(g[i]) == 2;
     size_t keys = 3 + replies + n, args = 6 + 2 * ng + 2 * n;
-    for (size_t i = 0; i < n; i++)
-        args += commit_keys(parts[i]) == 2;
     size_t argc = 3 + keys + args;
     out->argv = malloc(argc * sizeof *out->argv);
     out->lens = malloc(argc * sizeof *out->lens);
@@ -968,6 +976,9 @@ static int grouped_batch(const rrpc__rel *r, const rrpc__rel_worker *wk, const c
         put_arg(out, k, head[k], strlen(head[k]));
     for (size_t i = 6; i < 12; i++)
         put_arg(out, a++, head[i], strlen(head[i]));
+    /* Then the fields (from F) and the responses or answers (from P), each
+     * group's in the parts' order. */
+    size_t f = a + 2 * ng, p = f + n;
     for (size_t gi = 0; gi < ng; gi++) {
         int reply = commit_keys(g[gi]) == 2;
         size_t c = 0;
@@ -979,19 +990,16 @@ static int grouped_batch(const rrpc__rel *r, const rrpc__rel_worker *wk, const c
         snprintf(count, 24, "%zu", c);
         put_arg(out, a++, reply ? "1" : "0", 1);
         put_arg(out, a++, count, strlen(count));
-        /* Its fields, answers and responses, each in the parts' order. */
-        size_t at[3] = {a, a + c, a + 2 * c};
         for (size_t i = 0; i < n; i++) {
-            const rrpc__cmd *p = parts[i];
-            size_t nk = commit_keys(p);
+            const rrpc__cmd *part = parts[i];
+            size_t nk = commit_keys(part), pay = nk + (reply ? 3 : 2);
             if (which[i] != (int)gi)
                 continue;
             out->order[o++] = i;
-            put_arg(out, d++, p->argv[1], p->lens[1]);
-            for (size_t j = 0; j < (reply ? 3u : 2u); j++)
-                put_arg(out, at[j]++, p->argv[nk + 1 + j], p->lens[nk + 1 + j]);
+            put_arg(out, d++, part->argv[1], part->lens[1]);
+            put_arg(out, f++, part->argv[nk + 1], part->lens[nk + 1]);
+            put_arg(out, p++, part->argv[pay], part->lens[pay]);
         }
-        a += c * (reply ? 3 : 2);
     }
     out->argc = argc;
     return RRPC_OK;

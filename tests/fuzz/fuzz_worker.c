@@ -908,10 +908,12 @@ static void split_commit(const world *w, bytes *a, size_t n, commit_parts *p)
 /* A grouped commit call (the commit script's first layout: plain answers
  * by reply key; KEYS in-flight, dead, stats, the groups' reply keys, then
  * every request's done key in group order; ARGV window, ttl, trim, N,
- * 'release+g', G, then per group '1'/'0' (a reply key or none), its count
- * C, C fields, C answers[, C responses]): each request's arguments copied
- * into ARGS as the general layout has them (field, answer, response, no
- * dead letter, no effect), its keys into DONE and REPLY (-1: none). */
+ * 'release+g', G, per group '1'/'0' (a reply key or none) and its count
+ * C, then the N fields in group order, then per group its C responses
+ * (with a reply key: the script builds the answer from it) or C answers):
+ * each request's arguments copied into ARGS as the general layout has them
+ * (field, answer -- the response stands for it --, response, no dead
+ * letter, no effect), its keys into DONE and REPLY (-1: none). */
 typedef struct grouped_parts {
     bytes args[4 * MAX_MESSAGES][5];
     size_t done[4 * MAX_MESSAGES];
@@ -926,36 +928,35 @@ static void split_grouped(const world *w, bytes *a, size_t n, grouped_parts *p)
     CHECK(nk >= 3 && n >= (size_t)(3 + nk + 6), "grouped commit of %ld keys", nk);
     CHECK(eqs(&a[3], w->inflight_key) && eqs(&a[4], w->dead_key) && eqs(&a[5], w->stats_key),
           "grouped commit on other keys");
-    size_t argv0 = 3 + (size_t)nk, rk = 6, at = argv0 + 6;
+    size_t argv0 = 3 + (size_t)nk, rk = 6;
     CHECK(eqs(&a[argv0 + 2], "-1000"), "commit's dead-letter bound: %s", a[argv0 + 2].p);
     p->n = strtol(a[argv0 + 3].p, NULL, 10);
     CHECK(p->n >= 1 && p->n <= 4 * MAX_MESSAGES, "grouped commit of %ld requests", p->n);
     long groups = strtol(a[argv0 + 5].p, NULL, 10), j = 0;
+    CHECK(groups >= 1 && argv0 + 6 + 2 * (size_t)groups + 2 * (size_t)p->n == n,
+          "grouped commit of %ld groups and %ld requests in %zu arguments", groups, p->n, n);
+    size_t f = argv0 + 6 + 2 * (size_t)groups, pay = f + (size_t)p->n;
     for (long g = 0; g < groups; g++) {
-        CHECK(at + 2 <= n, "group %ld runs past the command", g);
-        int reply = eqs(&a[at], "1");
-        CHECK(reply || eqs(&a[at], "0"), "group %ld's reply flag: %s", g, a[at].p);
-        long c = strtol(a[at + 1].p, NULL, 10);
+        const bytes *flag = &a[argv0 + 6 + 2 * (size_t)g];
+        int reply = eqs(flag, "1");
+        CHECK(reply || eqs(flag, "0"), "group %ld's reply flag: %s", g, flag->p);
+        long c = strtol(a[argv0 + 7 + 2 * (size_t)g].p, NULL, 10);
         CHECK(c >= 1 && j + c <= p->n, "group %ld of %ld requests", g, c);
-        size_t f = at + 2, width = reply ? 3 : 2;
-        CHECK(f + (size_t)c * width <= n, "group %ld's arguments run past the command", g);
-        for (long i = 0; i < c; i++, j++) {
-            p->args[j][0] = a[f + (size_t)i];
-            p->args[j][1] = a[f + (size_t)(c + i)];
-            p->args[j][2] = reply ? a[f + (size_t)(2 * c + i)] : (bytes){empty, 0};
+        for (long i = 0; i < c; i++, j++, f++, pay++) {
+            p->args[j][0] = a[f];
+            p->args[j][1] = a[pay];
+            p->args[j][2] = reply ? a[pay] : (bytes){empty, 0};
             p->args[j][3] = (bytes){empty, 0};
             p->args[j][4] = (bytes){zero, 1};
-            CHECK(p->args[j][1].len > 0, "a grouped commit that remembers nothing");
+            CHECK(a[pay].len > 0, "a grouped commit that remembers nothing");
             p->reply[j] = reply ? (long)rk : -1;
         }
         rk += (size_t)reply;
-        at = f + (size_t)c * width;
     }
     CHECK(j == p->n, "grouped commit's count and groups disagree");
     for (long i = 0; i < p->n; i++)
         p->done[i] = rk + (size_t)i;
     CHECK(rk + (size_t)p->n == argv0, "grouped commit's keys and groups disagree");
-    CHECK(at == n, "grouped commit with extra arguments");
 }
 
 /* The commit script in its grouped layout. */
