@@ -11,9 +11,10 @@
 // message when it takes it, before it runs (at most once), drops what the
 // broker marks redelivered, and publishes every answer to the message's
 // reply_to -- including -32700 and -32600 with "id": null, which Redis cannot
-// address.  This is the first step, like the C side's: what is not here
-// (the registry, priorities, progress, limits, reliable mode, TLS) is
-// refused by name, "... is not supported over AMQP yet".
+// address.  The registry is a question each server answers
+// (lib/amqp_registry.js).  What is not here yet, as on the C side
+// (priorities, progress, limits, reliable mode, TLS) is refused by name,
+// "... is not supported over AMQP yet".
 
 const crypto = require('node:crypto');
 const { AmqpError, Aborted, Timeout, Unavailable, Unsupported } = require('./errors');
@@ -229,39 +230,44 @@ async function serve(server, url, stopped) {
   let delay = BACKOFF_MS[0];
   let served = false;
   let waiting = false;
-  while (!server.stopping) {
-    let link;
-    try {
-      link = await consume(server, url);
-    } catch (e) {
-      // A refused login or vhost does not heal by waiting.
-      if (/ACCESS.?REFUSED|NOT.?ALLOWED|403|530/i.test(String(e && e.message)) || server.startTimeout < 0) {
-        throw new AmqpError(`${server.service}: cannot start: ${why(e)}`, { cause: e });
+  try {
+    while (!server.stopping) {
+      let link;
+      try {
+        link = await consume(server, url);
+      } catch (e) {
+        // A refused login or vhost does not heal by waiting.
+        if (/ACCESS.?REFUSED|NOT.?ALLOWED|403|530/i.test(String(e && e.message)) || server.startTimeout < 0) {
+          throw new AmqpError(`${server.service}: cannot start: ${why(e)}`, { cause: e });
+        }
+        if (!served && server.startTimeout > 0 && performance.now() - began >= server.startTimeout * 1000) {
+          throw new AmqpError(`${server.service}: the broker did not answer within the start timeout ` +
+            `(${server.startTimeout} s): ${why(e)}`, { cause: e });
+        }
+        if (!waiting) log.warn(`${server.service}: amqp: ${why(e)}; retrying with backoff`);
+        waiting = true;
+        await server.pause(delay * (0.5 + Math.random()), stopped);
+        delay = Math.min(delay * 2, BACKOFF_MS[1]);
+        continue;
       }
-      if (!served && server.startTimeout > 0 && performance.now() - began >= server.startTimeout * 1000) {
-        throw new AmqpError(`${server.service}: the broker did not answer within the start timeout ` +
-          `(${server.startTimeout} s): ${why(e)}`, { cause: e });
+      if (waiting) log.warn(`${server.service}: amqp: connected again`);
+      if (!served) {
+        const seen = server.registry ? await server.registry.start() : false;
+        log.info(`${server.service}: serving queue '${server.queue}' over AMQP (at most once)` +
+          (seen ? '' : ', unregistered: rrpc ls/info/stats do not see it'));
       }
-      if (!waiting) log.warn(`${server.service}: amqp: ${why(e)}; retrying with backoff`);
-      waiting = true;
-      await server.pause(delay * (0.5 + Math.random()), stopped);
-      delay = Math.min(delay * 2, BACKOFF_MS[1]);
-      continue;
+      served = true;
+      waiting = false;
+      delay = BACKOFF_MS[0];
+      const lost = await Promise.race([link.lost, stopped.then(() => null)]);
+      await link.close();
+      if (lost && !server.stopping) {
+        log.warn(`${server.service}: amqp: link lost: ${why(lost)}; reconnecting`);
+        waiting = true;
+      }
     }
-    if (waiting) log.warn(`${server.service}: amqp: connected again`);
-    if (!served) {
-      log.info(`${server.service}: serving queue '${server.queue}' over AMQP (at most once); the registry and ` +
-        'heartbeat are not supported over AMQP yet: rrpc ls/info/stats do not see it');
-    }
-    served = true;
-    waiting = false;
-    delay = BACKOFF_MS[0];
-    const lost = await Promise.race([link.lost, stopped.then(() => null)]);
-    await link.close();
-    if (lost && !server.stopping) {
-      log.warn(`${server.service}: amqp: link lost: ${why(lost)}; reconnecting`);
-      waiting = true;
-    }
+  } finally {
+    if (server.registry) await server.registry.stop(); // its queue goes with its connection
   }
 }
 
@@ -311,6 +317,7 @@ async function take(server, ch, msg) {
     return; // the link broke: the broker hands it to another worker
   }
   if (msg.fields.redelivered) {
+    server.counts.lost++;
     server.logger.warn(`${server.service}: dropped a redelivered request: at most once, it may have run already`);
     return;
   }
@@ -328,6 +335,7 @@ async function take(server, ch, msg) {
   try {
     ch.publish('', replyTo, Buffer.from(text, 'utf8'), props);
   } catch (e) {
+    server.counts.lost++;
     server.logger.warn(`${server.service}: answer lost: ${why(e)}`);
   }
 }

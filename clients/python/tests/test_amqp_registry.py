@@ -8,6 +8,7 @@ runs the real `rrpc ls`/`info` against the calc server as well.
 import json
 import os
 import secrets
+import subprocess
 import time
 import uuid
 
@@ -111,3 +112,15 @@ def _served(client, name):
         return client.call(name, 'echo', 1) == [1]
     except rrpc.Unavailable:
         return False
+
+
+def test_rejoins_after_the_broker_closed_its_link(serve, name):
+    ctl = os.environ.get('RRPC_TEST_AMQP_CTL')
+    if not ctl:
+        pytest.skip('RRPC_TEST_AMQP_CTL is not set (with-rabbitmq.sh exports it)')
+    serve(name, {'add': lambda a, b: a + b})
+    assert wait_for(lambda: mine(name, ask(name, 0.2)), 10), 'never answered'
+    subprocess.run([*ctl.split(), '-q', 'close_all_connections', 'test: registry links closed'],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+    # Its exclusive queue went with the connection; the registry thread makes both again.
+    assert wait_for(lambda: mine(name, ask(name, 0.2)), 15), 'not back in the registry'
