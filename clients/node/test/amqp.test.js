@@ -8,6 +8,7 @@ const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 const { execFileSync } = require('node:child_process');
 const rrpc = require('..');
+const registry = require('./registry_ask');
 
 const url = process.env.RRPC_TEST_AMQP_URL;
 const skip = url ? false : 'RRPC_TEST_AMQP_URL is not set: run under tests/harness/with-rabbitmq.sh';
@@ -239,6 +240,13 @@ test('after the broker closes every connection, the server and the client connec
         });
       }
       assert.equal(got, 4);
+      // Its registry link broke too (its exclusive queue went with it): it joins again.
+      let back = false;
+      for (let i = 0; i < 50 && !back; i++) {
+        back = registry.mine(service, await registry.ask(url, service, { want: service })).length === 1;
+      }
+      assert.ok(back, logger.lines.join('\n'));
+      assert.ok(logger.lines.some((l) => l.includes('registry: reconnected')), logger.lines.join('\n'));
     } finally {
       await client.close();
       await stop();

@@ -8,36 +8,16 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
-const { execFileSync } = require('node:child_process');
 const rrpc = require('..');
+const registry = require('./registry_ask');
 
 const url = process.env.RRPC_TEST_AMQP_URL;
 const skip = url ? false : 'RRPC_TEST_AMQP_URL is not set: run under tests/harness/with-rabbitmq.sh';
 const fresh = () => `nodereg${crypto.randomBytes(4).toString('hex')}`;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** The answers to one registry query with routing KEY ('' = every server), gathered for WINDOW ms. */
-async function ask(key, window = 500) {
-  const conn = await require('amqplib').connect(url);
-  try {
-    const ch = await conn.createChannel();
-    await ch.assertExchange('rrpc:registry', 'direct', { durable: false }); // as every server does
-    const cid = crypto.randomBytes(8).toString('hex');
-    const got = [];
-    await ch.consume('amq.rabbitmq.reply-to', (m) => {
-      if (m.properties.correlationId === cid) got.push(JSON.parse(m.content.toString()));
-    }, { noAck: true });
-    ch.publish('rrpc:registry', key, Buffer.from('{"query": "workers"}'), {
-      replyTo: 'amq.rabbitmq.reply-to', correlationId: cid, contentType: 'application/json', expiration: '500',
-    });
-    await sleep(window);
-    return got;
-  } finally {
-    await conn.close();
-  }
-}
-
-const mine = (service, answers) => answers.filter((a) => a.service === service);
+const ask = (key, options) => registry.ask(url, key, options);
+const { mine } = registry;
 
 async function serve(service, options = {}) {
   const lines = [];
@@ -61,7 +41,7 @@ test('answers with its record, counters and per-method stats; gone once stopped'
     await assert.rejects(client.call(service, 'fail', []), rrpc.RemoteError);
     await client.notify(service, 'add', [1, 1]);
     for (let i = 0; i < 250 && server.counts.requests < 3; i++) await sleep(20);
-    const [rec] = mine(service, await ask(service));
+    const [rec] = mine(service, await ask(service, { window: 1000, want: service }));
     assert.ok(rec, 'no answer');
     assert.equal(rec.id, server.workerId);
     assert.deepEqual([rec.pid, rec.threads, rec.shards, rec.max_queue, rec.heartbeat_s, rec.ttl_s],
@@ -74,7 +54,7 @@ test('answers with its record, counters and per-method stats; gone once stopped'
     });
     assert.deepEqual([rec.mstats['calls:add'], rec.mstats['errors:fail']], [2, 1]);
     assert.equal(Object.entries(rec.mstats).filter(([k]) => k.startsWith('h')).reduce((n, [, v]) => n + v, 0), 3);
-    assert.equal(mine(service, await ask('')).length, 1);
+    assert.equal(mine(service, await ask('', { window: 1000, want: service })).length, 1);
   } finally {
     await client.close();
     await stop();
@@ -94,20 +74,3 @@ test('heartbeat: false serves unseen', { skip }, async () => {
     await stop();
   }
 });
-
-test('back in the registry after the broker closed its link',
-  { skip: skip || (process.env.RRPC_TEST_AMQP_CTL ? false : 'RRPC_TEST_AMQP_CTL is not set') }, async () => {
-    const service = fresh();
-    const { lines, stop } = await serve(service);
-    try {
-      assert.equal(mine(service, await ask(service, 200)).length, 1);
-      execFileSync(process.env.RRPC_TEST_AMQP_CTL, ['close_all_connections', 'test'], { stdio: 'ignore' });
-      // Its exclusive queue went with the connection; the registry makes both again.
-      let back = false;
-      for (let i = 0; i < 50 && !back; i++) back = mine(service, await ask(service, 200)).length === 1;
-      assert.ok(back, lines.join('\n'));
-      assert.ok(lines.some((l) => l.includes('registry: reconnected')), lines.join('\n'));
-    } finally {
-      await stop();
-    }
-  });

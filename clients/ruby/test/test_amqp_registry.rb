@@ -44,18 +44,22 @@ class TestAMQPRegistry < Minitest::Test
     server
   end
 
-  # The answers to one query with routing KEY ('' = every server).
-  def ask(key, window = 0.5)
+  # The answers to one query with routing KEY ('' = every server), gathered
+  # for WINDOW seconds or until one from service WANT came.
+  def ask(key, window = 0.3, want: nil)
     replies = @ch.queue('', exclusive: true)
     corr = SecureRandom.hex(8)
     @ch.exchange('rrpc:registry', type: :direct).publish(
       '{"query": "workers"}', routing_key: key, reply_to: replies.name, correlation_id: corr,
                               content_type: 'application/json', expiration: '500'
     )
-    sleep window
     answers = []
-    while (got = replies.pop)[2]
-      answers << JSON.parse(got[2]) if got[1].correlation_id == corr
+    finish = Process.clock_gettime(Process::CLOCK_MONOTONIC) + window
+    until Process.clock_gettime(Process::CLOCK_MONOTONIC) > finish || (want && mine(want, answers).any?)
+      _info, props, body = replies.pop
+      next sleep(0.02) unless body
+
+      answers << JSON.parse(body) if props.correlation_id == corr
     end
     replies.delete
     answers
@@ -76,13 +80,13 @@ class TestAMQPRegistry < Minitest::Test
   def test_answers_with_record_counters_and_stats
     service = "rbreg#{SecureRandom.hex(4)}"
     server = serve(service)
-    assert wait_until { mine(service, ask(service, 0.2)).any? }, 'never answered'
+    assert wait_until { mine(service, ask(service, want: service)).any? }, 'never answered'
     client = RRPC::Client.new(url: URL, timeout: 5)
     assert_equal 3, client.call(service, 'add', 1, 2)
     assert_raises(RRPC::RemoteError) { client.call(service, 'fail_please') }
     client.notify(service, 'add', 1, 1)
     assert wait_until { server.counts['requests'] == 3 }
-    rec = mine(service, ask(service)).first
+    rec = mine(service, ask(service, 1, want: service)).first
     refute_nil rec
     assert_equal [Process.pid, 1, 1, 0, 1.0, 5.0],
                  rec.values_at('pid', 'threads', 'shards', 'max_queue', 'heartbeat_s', 'ttl_s')
@@ -94,7 +98,7 @@ class TestAMQPRegistry < Minitest::Test
                    'redelivered' => 0, 'given_back' => 0, 'lost' => 0 }, rec['counters'])
     assert_equal [2, 1], rec['mstats'].values_at('calls:add', 'errors:fail_please')
     assert_equal 3, rec['mstats'].select { |k, _| k.start_with?('h') }.values.sum
-    refute_empty mine(service, ask(''))
+    refute_empty mine(service, ask('', 1, want: service))
     # Stopped: gone at once (its queue went with its connection).
     @threads.each { |s, t| [s.stop, t.join(10)] }
     assert_empty mine(service, ask(''))
