@@ -98,15 +98,24 @@ module RRPC
       def join_later
         delay = RETRY_S[0]
         until @stop
-          sleep delay
+          nap(delay)
           begin
-            return join.then { @log.info("#{@service}: registry: joined") } unless @stop
+            unless @stop
+              join
+              return @log.info("#{@service}: registry: joined")
+            end
           rescue BrokerError, Bunny::Exception => e
             close
             return refused(e) if refusal?(e)
           end
           delay = [delay * 2, RETRY_S[1]].min
         end
+      end
+
+      # Sleeps SECONDS, or less once told to stop.
+      def nap(seconds)
+        finish = Process.clock_gettime(Process::CLOCK_MONOTONIC) + seconds
+        sleep 0.05 until @stop || Process.clock_gettime(Process::CLOCK_MONOTONIC) >= finish
       end
 
       # A refused login, or the broker closing the channel on a declare or
