@@ -52,6 +52,11 @@ function checkUrl(url) {
   }
 }
 
+/** amqplib's connection to URL (the worker's and its registry's: one way to connect). */
+function connect(url) {
+  return amqplib().connect(url);
+}
+
 /** amqplib, loaded when an amqp:// URL is first used (a Redis-only user never needs it). */
 function amqplib() {
   return require('amqplib');
@@ -93,7 +98,7 @@ class AmqpCaller {
   async open() {
     let conn;
     try {
-      conn = await amqplib().connect(this.url);
+      conn = await connect(this.url);
     } catch (e) {
       throw new AmqpError(`amqp: cannot connect to ${masked(this.url)}: ${why(e)}`, { cause: e });
     }
@@ -252,7 +257,7 @@ async function serve(server, url, stopped) {
       }
       if (waiting) log.warn(`${server.service}: amqp: connected again`);
       if (!served) {
-        const seen = server.registry ? await server.registry.start() : false;
+        const seen = server.registry ? await server.registry.start(connect) : false;
         log.info(`${server.service}: serving queue '${server.queue}' over AMQP (at most once)` +
           (seen ? '' : ', unregistered: rrpc ls/info/stats do not see it'));
       }
@@ -273,7 +278,7 @@ async function serve(server, url, stopped) {
 
 /** Connects, declares and consumes SERVER's queue: {lost (a promise of the cause), close()}. */
 async function consume(server, url) {
-  const conn = await amqplib().connect(url);
+  const conn = await connect(url);
   let lose;
   const lost = new Promise((resolve) => {
     lose = resolve;

@@ -54,11 +54,14 @@ class AmqpRegistry {
   }
 
   /**
-   * Builds the record and joins the registry; resolves false (logged) if the
-   * broker refuses its names: the server then serves unregistered.
+   * Builds the record and joins the registry, connecting with CONNECT (url ->
+   * a promise of amqplib's connection: the worker's own, lib/amqp.js);
+   * resolves false (logged) if the broker refuses its names: the server then
+   * serves unregistered.
    */
-  async start() {
+  async start(connect) {
     const s = this.server;
+    this.connect = connect;
     this.record = {
       id: this.id, service: s.service, host: os.hostname(), pid: process.pid, version: s.version, threads: 1,
       started: new Real(Date.now() / 1000), heartbeat_s: new Real(this.interval), ttl_s: new Real(this.ttl),
@@ -93,7 +96,7 @@ class AmqpRegistry {
   }
 
   async join() {
-    const conn = await require('amqplib').connect(this.url);
+    const conn = await this.connect(this.url);
     try {
       const ch = await conn.createChannel();
       ch.on('error', () => {}); // said by the close that follows
