@@ -11,10 +11,10 @@
 // message when it takes it, before it runs (at most once), drops what the
 // broker marks redelivered, and publishes every answer to the message's
 // reply_to -- including -32700 and -32600 with "id": null, which Redis cannot
-// address.  The registry is a question each server answers
-// (lib/amqp_registry.js).  What is not here yet, as on the C side
-// (priorities, progress, limits, reliable mode, TLS) is refused by name,
-// "... is not supported over AMQP yet".
+// address.  The registry is a question each server answers, on a channel of
+// the worker's connection (lib/amqp_registry.js).  What is not here yet, as
+// on the C side (priorities, progress, limits, reliable mode, TLS) is
+// refused by name, "... is not supported over AMQP yet".
 
 const crypto = require('node:crypto');
 const { AmqpError, Aborted, Timeout, Unavailable, Unsupported } = require('./errors');
@@ -50,11 +50,6 @@ function checkUrl(url) {
   if (/^amqps:/i.test(url)) {
     throw new Unsupported('amqps:// (TLS) is not supported over AMQP yet: use amqp:// through a TLS tunnel');
   }
-}
-
-/** amqplib's connection to URL (the worker's and its registry's: one way to connect). */
-function connect(url) {
-  return amqplib().connect(url);
 }
 
 /** amqplib, loaded when an amqp:// URL is first used (a Redis-only user never needs it). */
@@ -98,7 +93,7 @@ class AmqpCaller {
   async open() {
     let conn;
     try {
-      conn = await connect(this.url);
+      conn = await amqplib().connect(this.url);
     } catch (e) {
       throw new AmqpError(`amqp: cannot connect to ${masked(this.url)}: ${why(e)}`, { cause: e });
     }
@@ -235,50 +230,49 @@ async function serve(server, url, stopped) {
   let delay = BACKOFF_MS[0];
   let served = false;
   let waiting = false;
-  try {
-    while (!server.stopping) {
-      let link;
-      try {
-        link = await consume(server, url);
-      } catch (e) {
-        // A refused login or vhost does not heal by waiting.
-        if (/ACCESS.?REFUSED|NOT.?ALLOWED|403|530/i.test(String(e && e.message)) || server.startTimeout < 0) {
-          throw new AmqpError(`${server.service}: cannot start: ${why(e)}`, { cause: e });
-        }
-        if (!served && server.startTimeout > 0 && performance.now() - began >= server.startTimeout * 1000) {
-          throw new AmqpError(`${server.service}: the broker did not answer within the start timeout ` +
-            `(${server.startTimeout} s): ${why(e)}`, { cause: e });
-        }
-        if (!waiting) log.warn(`${server.service}: amqp: ${why(e)}; retrying with backoff`);
-        waiting = true;
-        await server.pause(delay * (0.5 + Math.random()), stopped);
-        delay = Math.min(delay * 2, BACKOFF_MS[1]);
-        continue;
+  while (!server.stopping) {
+    let link;
+    try {
+      link = await consume(server, url);
+    } catch (e) {
+      // A refused login or vhost does not heal by waiting.
+      if (/ACCESS.?REFUSED|NOT.?ALLOWED|403|530/i.test(String(e && e.message)) || server.startTimeout < 0) {
+        throw new AmqpError(`${server.service}: cannot start: ${why(e)}`, { cause: e });
       }
-      if (waiting) log.warn(`${server.service}: amqp: connected again`);
-      if (!served) {
-        const seen = server.registry ? await server.registry.start(connect) : false;
-        log.info(`${server.service}: serving queue '${server.queue}' over AMQP (at most once)` +
-          (seen ? '' : ', unregistered: rrpc ls/info/stats do not see it'));
+      if (!served && server.startTimeout > 0 && performance.now() - began >= server.startTimeout * 1000) {
+        throw new AmqpError(`${server.service}: the broker did not answer within the start timeout ` +
+          `(${server.startTimeout} s): ${why(e)}`, { cause: e });
       }
-      served = true;
-      waiting = false;
-      delay = BACKOFF_MS[0];
-      const lost = await Promise.race([link.lost, stopped.then(() => null)]);
-      await link.close();
-      if (lost && !server.stopping) {
-        log.warn(`${server.service}: amqp: link lost: ${why(lost)}; reconnecting`);
-        waiting = true;
-      }
+      if (!waiting) log.warn(`${server.service}: amqp: ${why(e)}; retrying with backoff`);
+      waiting = true;
+      await server.pause(delay * (0.5 + Math.random()), stopped);
+      delay = Math.min(delay * 2, BACKOFF_MS[1]);
+      continue;
     }
-  } finally {
-    if (server.registry) await server.registry.stop(); // its queue goes with its connection
+    if (waiting) log.warn(`${server.service}: amqp: connected again`);
+    if (!served) {
+      log.info(`${server.service}: serving queue '${server.queue}' over AMQP (at most once)` +
+        (link.registered ? '' : ', unregistered: rrpc ls/info/stats do not see it'));
+    }
+    served = true;
+    waiting = false;
+    delay = BACKOFF_MS[0];
+    const lost = await Promise.race([link.lost, stopped.then(() => null)]);
+    await link.close();
+    if (lost && !server.stopping) {
+      log.warn(`${server.service}: amqp: link lost: ${why(lost)}; reconnecting`);
+      waiting = true;
+    }
   }
 }
 
-/** Connects, declares and consumes SERVER's queue: {lost (a promise of the cause), close()}. */
+/**
+ * Connects, declares and consumes SERVER's queue, and joins the registry on
+ * the same connection (heartbeat on): {lost (a promise of the cause),
+ * registered, close()}.
+ */
 async function consume(server, url) {
-  const conn = await connect(url);
+  const conn = await amqplib().connect(url);
   let lose;
   const lost = new Promise((resolve) => {
     lose = resolve;
@@ -287,6 +281,7 @@ async function consume(server, url) {
   conn.on('close', (e) => lose(e || new Error('connection closed')));
   let chain = Promise.resolve(); // one message at a time, in order
   let ch;
+  let registered;
   try {
     ch = await conn.createChannel();
     ch.on('error', (e) => lose(e));
@@ -301,12 +296,14 @@ async function consume(server, url) {
       }
       chain = chain.then(() => take(server, ch, msg));
     }, { noAck: false });
+    registered = server.registry ? await server.registry.attach(conn) : false;
   } catch (e) {
     conn.close().catch(() => {});
     throw e;
   }
   return {
     lost,
+    registered,
     close: async () => {
       await chain;
       await conn.close().catch(() => {});

@@ -9,10 +9,13 @@
 // answers each query with its record (section 9), its per-method totals
 // (mstats), its counters and its clock, at the query's reply_to.  The queue
 // lives as long as the connection: a stopped or killed server leaves `rrpc ls`
-// at once.  As the C server (src/amqp/registry_amqp.c): a connection of its
-// own, so a long handler never keeps a query waiting; a broker that refuses
-// the names (permissions) leaves the server serving unregistered, said once;
-// a link lost later is made again with backoff.
+// at once.  The C server gives it a connection and thread of its own, so that
+// a slow handler never delays an answer; Node has one thread, and an async
+// handler leaves the event loop free, so here it is a channel of the worker's
+// own connection (lib/amqp.js attaches it each time it connects): it joins
+// again whenever the worker does, through the same URL settings.  A broker
+// that refuses the names (permissions) closes only that channel: the server
+// serves unregistered, said once.
 
 const crypto = require('node:crypto');
 const os = require('node:os');
@@ -22,7 +25,6 @@ const { Stats } = require('./registry');
 const NAME = 'rrpc:registry';
 const COUNTERS = ['requests', 'notifications', 'errors', 'expired', 'dead_letters', 'redelivered',
   'given_back', 'lost'];
-const BACKOFF_MS = [200, 5000];
 
 /** Per-method counts since the process started: answered whole, never flushed. */
 class Totals extends Stats {
@@ -31,16 +33,10 @@ class Totals extends Stats {
   }
 }
 
-/** Whether E is the broker closing a channel for good (403 ACCESS_REFUSED, 406...), or a refused login. */
-function refusal(e) {
-  return /ACCESS.?REFUSED|NOT.?ALLOWED|PRECONDITION.?FAILED|\b40[36]\b|\b530\b/i.test(String(e && e.message));
-}
-
 class AmqpRegistry {
   /** For SERVER (an rrpc.Server over amqp://); INTERVAL and TTL (s) only fill its record. */
-  constructor(server, url, prefix, interval, ttl) {
+  constructor(server, prefix, interval, ttl) {
     this.server = server;
-    this.url = url;
     // host and pid for people, random digits so that a reused pid is new.
     this.id = `${os.hostname()}:${process.pid}:${crypto.randomBytes(4).toString('hex')}`;
     this.exchange = `${prefix}${NAME}`;
@@ -48,42 +44,42 @@ class AmqpRegistry {
     this.interval = interval > 0 ? interval : 1.0;
     this.ttl = Math.max(ttl > 0 ? ttl : 5.0, 2 * this.interval); // as the Redis record says
     this.stats = new Totals();
-    this.conn = null;
-    this.stopped = false;
-    this.retry = null;
+    this.record = null;
+    this.refusal = null; // said once
   }
 
   /**
-   * Builds the record and joins the registry, connecting with CONNECT (url ->
-   * a promise of amqplib's connection: the worker's own, lib/amqp.js);
-   * resolves false (logged) if the broker refuses its names: the server then
-   * serves unregistered.
+   * Joins the registry on a channel of CONN (amqplib's connection, the
+   * worker's); resolves false if the broker refuses the registry's names
+   * (logged the first time): the server then serves unregistered.  Other
+   * failures reject, as the worker's own declarations do.
    */
-  async start(connect) {
+  async attach(conn) {
     const s = this.server;
-    this.connect = connect;
-    this.record = {
-      id: this.id, service: s.service, host: os.hostname(), pid: process.pid, version: s.version, threads: 1,
-      started: new Real(Date.now() / 1000), heartbeat_s: new Real(this.interval), ttl_s: new Real(this.ttl),
-      max_queue: 0, shards: 1, methods: s.methodEntries(),
-    };
-    try { // the first try here, so that a refusal is said at start
-      await this.join();
-    } catch (e) {
-      if (refusal(e)) return this.refused(e);
-      s.logger.warn(`${s.service}: registry: ${e && e.message}; trying again`);
-      this.again(BACKOFF_MS[0]);
+    if (this.record === null) {
+      this.record = {
+        id: this.id, service: s.service, host: os.hostname(), pid: process.pid, version: s.version, threads: 1,
+        started: new Real(Date.now() / 1000), heartbeat_s: new Real(this.interval), ttl_s: new Real(this.ttl),
+        max_queue: 0, shards: 1, methods: s.methodEntries(),
+      };
     }
-    return true;
-  }
-
-  /** Stops answering; closing the connection takes the queue away. */
-  async stop() {
-    this.stopped = true;
-    clearTimeout(this.retry);
-    const conn = this.conn;
-    this.conn = null;
-    if (conn) await conn.close().catch(() => {});
+    const ch = await conn.createChannel();
+    ch.on('error', () => {}); // a refusal closes this channel only: said below
+    try {
+      await ch.assertExchange(this.exchange, 'direct', { durable: false, autoDelete: false });
+      await ch.assertQueue(this.queue, { exclusive: true, autoDelete: true });
+      for (const key of [s.service, '']) await ch.bindQueue(this.queue, this.exchange, key);
+      await ch.consume(this.queue, (msg) => msg && this.reply(ch, msg), { noAck: true });
+      return true;
+    } catch (e) {
+      if (!/ACCESS.?REFUSED|NOT.?ALLOWED|PRECONDITION.?FAILED|\b40[36]\b/i.test(String(e && e.message))) throw e;
+      if (this.refusal === null) {
+        s.logger.warn(`${s.service}: not in the registry (rrpc ls/info/stats cannot see this server): ` +
+          `${e && e.message}`);
+      }
+      this.refusal = e;
+      return false;
+    }
   }
 
   /** The answer to a query: the record with mstats, counters and time. */
@@ -92,33 +88,6 @@ class AmqpRegistry {
     return dumps({
       ...this.record, mstats: this.stats.totals(),
       counters: Object.fromEntries(COUNTERS.map((k) => [k, counts[k] || 0])), time: new Real(Date.now() / 1000),
-    });
-  }
-
-  async join() {
-    const conn = await this.connect(this.url);
-    try {
-      const ch = await conn.createChannel();
-      ch.on('error', () => {}); // said by the close that follows
-      await ch.assertExchange(this.exchange, 'direct', { durable: false, autoDelete: false });
-      await ch.assertQueue(this.queue, { exclusive: true, autoDelete: true });
-      for (const key of [this.server.service, '']) await ch.bindQueue(this.queue, this.exchange, key);
-      await ch.consume(this.queue, (msg) => msg && this.reply(ch, msg), { noAck: true });
-    } catch (e) {
-      await conn.close().catch(() => {});
-      throw e;
-    }
-    if (this.stopped) {
-      await conn.close().catch(() => {});
-      return;
-    }
-    this.conn = conn;
-    conn.on('error', () => {});
-    conn.on('close', () => {
-      if (this.conn !== conn || this.stopped) return;
-      this.conn = null;
-      this.server.logger.warn(`${this.server.service}: registry link lost; connecting again`);
-      this.again(BACKOFF_MS[0]);
     });
   }
 
@@ -134,25 +103,8 @@ class AmqpRegistry {
     }
   }
 
-  /** Joins again after DELAY ms, doubling it up to 5 s, until it works or the server stops. */
-  again(delay) {
-    if (this.stopped) return;
-    this.retry = setTimeout(() => {
-      this.join().then(() => {
-        if (!this.stopped) this.server.logger.info(`${this.server.service}: registry: reconnected`);
-      }, (e) => {
-        if (refusal(e)) this.refused(e);
-        else this.again(Math.min(delay * 2, BACKOFF_MS[1]));
-      });
-    }, delay);
-    this.retry.unref();
-  }
-
-  refused(e) {
-    this.server.logger.warn(`${this.server.service}: not in the registry (rrpc ls/info/stats cannot see this ` +
-      `server): ${e && e.message}`);
-    return false;
-  }
+  /** Nothing to stop: the queue goes with the worker's connection. */
+  async stop() {}
 }
 
 module.exports = { AmqpRegistry, COUNTERS };

@@ -95,10 +95,9 @@ class Server {
     }
     this.clock = new RedisClock();
     // Over amqp:// the registry is a question each server answers (PROTOCOL.md 12).
-    const Kind = this.overAmqp ? AmqpRegistry : Registry;
-    this.registry = o.heartbeat
-      ? new Kind(this, this.overAmqp ? this.url : o.url, o.prefix, o.heartbeatInterval, o.heartbeatTtl, o.maxQueue)
-      : null;
+    if (!o.heartbeat) this.registry = null;
+    else if (this.overAmqp) this.registry = new AmqpRegistry(this, o.prefix, o.heartbeatInterval, o.heartbeatTtl);
+    else this.registry = new Registry(this, o.url, o.prefix, o.heartbeatInterval, o.heartbeatTtl, o.maxQueue);
     // The worker id rpc.ping reports; without a registry it is still unique.
     this.workerId = this.registry ? this.registry.id
       : `${os.hostname()}:${process.pid}:${crypto.randomBytes(4).toString('hex')}`;
