@@ -127,12 +127,15 @@ test: format-check test-fast test-asan test-valgrind test-tsan test-fuzz
 # own, printing markdown tables: scripts/bench.sh (rrpc against the floor, and
 # reliable mode), scripts/bench-baseline.sh (what newer features cost the
 # calls that do not use them) and scripts/bench-cluster.sh (calc-server on a
-# 3-master Redis Cluster, sharded, against one Redis).  About 10 minutes;
+# 3-master Redis Cluster, sharded, against one Redis), then
+# scripts/bench-amqp.sh (rrpc over RabbitMQ against the AMQP floor, on a
+# private rabbitmq-server).  About 12 minutes;
 # RRPC_BENCH_SECONDS and RRPC_BENCH_ROUNDS shorten it.
 bench: build
 	@scripts/bench.sh $(BUILD)
 	@scripts/bench-baseline.sh $(BUILD)
 	@scripts/bench-cluster.sh $(BUILD)
+	@scripts/bench-amqp.sh $(BUILD)
 
 # The chaos test (docs/RELIABILITY.md): workers SIGKILLed, Redis restarted,
 # workers cut off from Redis (blackhole, reset) and Redis stalled (SIGSTOP)

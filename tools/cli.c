@@ -49,6 +49,7 @@ void cli_print_connection_options(FILE *out)
           "                     call, notify, ping, describe, bench --sync)\n"
           "                     (default: $RRPC_URL, else $REDIS_URL, else\n"
           "                     redis://127.0.0.1:6379)\n"
+          "                     amqps://...[?cacertfile=CA.pem]: AMQP over TLS\n"
           "  --redis URL        the same as --url\n"
           "  --prefix P         key prefix of the deployment (default: none)\n",
           out);

@@ -859,7 +859,9 @@ RRPC_EXPORT int rrpc_admin_history(rrpc_admin *admin, const char *service, json_
  * to shard 0).  It runs on a libevent 2.1 loop: either one it owns on a
  * background thread, or the application's (see
  * rrpc_async_options.event_base).  Needs Redis >= 7 (BLMPOP) and workers
- * that honour reply_to (all rrpc workers do). */
+ * that honour reply_to (all rrpc workers do).  With an amqp:// URL it is one
+ * RabbitMQ connection instead: direct reply-to, publisher confirms, each
+ * request expiring with its call (PROTOCOL.md section 12). */
 typedef struct rrpc_async rrpc_async;
 
 /* The outcome of one call.  It runs exactly once per call that
@@ -876,6 +878,9 @@ typedef struct rrpc_async rrpc_async;
  *   RRPC_ECANCELED  rrpc_async_close() was called.
  *   RRPC_EREDIS, RRPC_EPROTO  Redis refused the request / the response
  *                   was malformed.
+ *   RRPC_EUNAVAILABLE, RRPC_EOVERLOADED  over AMQP: the service has no
+ *                   queue (the request came back) / its queue is full.
+ *   RRPC_EINVAL     over AMQP: a priority (not supported there yet).
  * On failure both pointers are NULL unless stated; rrpc_async_errmsg(),
  * called inside the callback, describes the failure.  A callback may start
  * new calls but must not call rrpc_async_close(). */

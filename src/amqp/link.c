@@ -11,7 +11,9 @@
 #include "amqp/link.h"
 
 #include <amqp_framing.h>
+#include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
+#include <openssl/ssl.h>
 
 #include <stdio.h>
 #include <string.h>
@@ -33,11 +35,63 @@ struct timeval rrpc__amqp_tv(double s)
 
 int rrpc__amqp_url_check(const rrpc__url *url, char *err, size_t errlen)
 {
-    if (url->tls)
+    if ((url->tls_cert == NULL) != (url->tls_key == NULL))
         return rrpc__fail(err, errlen, RRPC_EINVAL,
-                          "amqps:// (TLS) is not supported over AMQP yet: use amqp:// through a "
-                          "TLS tunnel (docs/SECURITY.md)");
+                          "amqps:// needs certfile= and keyfile= together (a client certificate)");
     return RRPC_OK;
+}
+
+/* A TLS socket for URL on L's connection, set up as SECURITY.md section 7
+ * says: TLS 1.2 at least, the broker's certificate and host name verified
+ * (unless ?verify=verify_none) against ?cacertfile= or else the system's
+ * CAs (OpenSSL's default paths, so $SSL_CERT_FILE works too), and a client
+ * certificate if the URL names one.  RRPC_OK, or RRPC_ENOMEM or RRPC_EINVAL
+ * (a file that cannot be used) with L->errmsg set. */
+static int tls_socket(rrpc__amqp_link *l, const rrpc__url *url)
+{
+    amqp_socket_t *sock = amqp_ssl_socket_new(l->conn);
+    if (sock == NULL)
+        return rrpc__fail(l->errmsg, sizeof l->errmsg, RRPC_ENOMEM,
+                          "cannot set up TLS (out of memory)");
+    amqp_boolean_t verify = !url->tls_verify_none;
+    amqp_ssl_socket_set_verify_peer(sock, verify);
+    amqp_ssl_socket_set_verify_hostname(sock, verify);
+    int st = amqp_ssl_socket_set_ssl_versions(sock, AMQP_TLSv1_2, AMQP_TLSvLATEST);
+    const char *what = "TLS versions";
+    if (st == AMQP_STATUS_OK && url->tls_cacert != NULL) {
+        what = url->tls_cacert;
+        st = amqp_ssl_socket_set_cacert(sock, url->tls_cacert);
+    } else if (st == AMQP_STATUS_OK) {
+        /* librabbitmq loads no CA by itself: without this, nothing verifies. */
+        what = "the system's CA certificates";
+        SSL_CTX *ctx = amqp_ssl_socket_get_context(sock);
+        st = ctx != NULL && SSL_CTX_set_default_verify_paths(ctx) == 1 ? AMQP_STATUS_OK
+                                                                       : AMQP_STATUS_SSL_ERROR;
+    }
+    if (st == AMQP_STATUS_OK && url->tls_cert != NULL) {
+        what = url->tls_cert;
+        st = amqp_ssl_socket_set_key(sock, url->tls_cert, url->tls_key);
+    }
+    if (st != AMQP_STATUS_OK)
+        return rrpc__fail(l->errmsg, sizeof l->errmsg, RRPC_EINVAL, "TLS: cannot use %s: %s", what,
+                          amqp_error_string2(st));
+    return RRPC_OK;
+}
+
+/* The message for a failed open of URL's socket (status ST). */
+static int open_failed(rrpc__amqp_link *l, const rrpc__url *url, const char *shown, int st)
+{
+    const char *hint = "";
+    if (st == AMQP_STATUS_SSL_PEER_VERIFY_FAILED)
+        hint = url->tls_cacert ? " (the broker's certificate is not signed by a CA of cacertfile=)"
+                               : " (the broker's certificate is not signed by a CA the system "
+                                 "trusts: give its CA with ?cacertfile=PATH)";
+    else if (st == AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED)
+        hint = " (the broker's certificate does not name the URL's host)";
+    else if (st == AMQP_STATUS_SSL_CONNECTION_FAILED || st == AMQP_STATUS_SSL_ERROR)
+        hint = url->tls ? " (is that port TLS, speaking TLS 1.2 or later?)" : "";
+    return rrpc__fail(l->errmsg, sizeof l->errmsg, RRPC_ECONNECT, "cannot connect to %s: %s%s",
+                      shown, amqp_error_string2(st), hint);
 }
 
 /* A broker's close (connection or channel) as "CODE TEXT". */
@@ -103,14 +157,20 @@ static int open_connection(rrpc__amqp_link *l, const rrpc__url *url, double time
                            const char *shown)
 {
     l->conn = amqp_new_connection();
-    amqp_socket_t *sock = l->conn ? amqp_tcp_socket_new(l->conn) : NULL;
+    if (l->conn != NULL && url->tls) {
+        int rc = tls_socket(l, url);
+        if (rc != RRPC_OK)
+            return rc;
+    }
+    amqp_socket_t *sock = NULL;
+    if (l->conn != NULL)
+        sock = url->tls ? amqp_get_socket(l->conn) : amqp_tcp_socket_new(l->conn);
     if (sock == NULL)
         return rrpc__fail(l->errmsg, sizeof l->errmsg, RRPC_ENOMEM, "out of memory");
     struct timeval tv = rrpc__amqp_tv(timeout_s), rpc = rrpc__amqp_tv(RPC_TIMEOUT_S);
     int st = amqp_socket_open_noblock(sock, url->host, url->port, &tv);
     if (st != AMQP_STATUS_OK)
-        return rrpc__fail(l->errmsg, sizeof l->errmsg, RRPC_ECONNECT, "cannot connect to %s: %s",
-                          shown, amqp_error_string2(st));
+        return open_failed(l, url, shown, st);
     amqp_set_handshake_timeout(l->conn, &tv);
     amqp_set_rpc_timeout(l->conn, &rpc);
     amqp_rpc_reply_t r = amqp_login(l->conn, url->vhost, 0, AMQP_DEFAULT_FRAME_SIZE, 0,

@@ -22,8 +22,9 @@ typedef struct rrpc__amqp_link {
     char errmsg[RRPC__ERRMSG_LEN];
 } rrpc__amqp_link;
 
-/* Refuses what the transport cannot do with URL yet (amqps://).  RRPC_OK or
- * RRPC_EINVAL with a message in ERR. */
+/* Refuses what the transport cannot do with URL (an amqps:// client
+ * certificate without its key).  RRPC_OK or RRPC_EINVAL with a message in
+ * ERR.  amqps:// connects with TLS: link.c's tls_socket, SECURITY.md 7. */
 int rrpc__amqp_url_check(const rrpc__url *url, char *err, size_t errlen);
 /* Connects L to the broker of URL within TIMEOUT_S (0: 5 s), logs in and
  * opens the channel.  RRPC_OK; else RRPC_ECONNECT, RRPC_EAUTH (login or

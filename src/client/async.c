@@ -248,7 +248,8 @@ static int init_config(rrpc_async *a, const rrpc_async_options *opts, char *errm
     a->argv_mem = malloc(room * sizeof *a->argv);
     a->lens_mem = malloc(room * sizeof *a->lens);
     a->by_shard = malloc(a->ops->deliver_max * sizeof *a->by_shard);
-    if (a->argv_mem == NULL || a->lens_mem == NULL || a->by_shard == NULL ||
+    a->ttls = malloc(a->ops->deliver_max * sizeof *a->ttls);
+    if (a->argv_mem == NULL || a->lens_mem == NULL || a->by_shard == NULL || a->ttls == NULL ||
         pthread_mutex_init(&a->lock, NULL) != 0)
         return rrpc__fail(errmsg, errmsg_len, RRPC_ENOMEM, "out of memory");
     if (pthread_cond_init(&a->cancel_done, NULL) != 0) {
@@ -295,6 +296,7 @@ static void free_client(rrpc_async *a)
     free(a->argv_mem);
     free(a->lens_mem);
     free(a->by_shard);
+    free(a->ttls);
     free(a->request_tail);
     rrpc__call_hooks_free(&a->hooks);
     free(a->prefix);

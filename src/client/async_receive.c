@@ -89,18 +89,19 @@ static void on_replies_end(void *udata)
     rrpc__acall_give_back(udata);
 }
 
-/* A group's end.  Only a refusal ends calls here: a lost session fails
- * them all through on_link, and a closing client through close. */
+/* A group's end.  Only a refusal (RRPC_EREDIS, RRPC_EUNAVAILABLE, ...:
+ * async_ops.h) ends calls here, with its code: a lost session fails them
+ * all through on_link, and a closing client through close. */
 static void on_delivered(void *group, int status, const char *msg, void *udata)
 {
     rrpc_async *a = udata;
     rrpc__agroup *b = group;
-    if (status == RRPC_EREDIS && !a->shutting_down) {
+    if (status != RRPC_OK && status != RRPC_ECONNECT && !a->shutting_down) {
         for (size_t i = 0; i < b->n; i++) {
             rrpc__acall *c = rrpc__acall_lookup(a, (json_int_t)b->ids[i]);
             if (c != NULL) {
-                rrpc__async_error(a, RRPC_EREDIS, "%s", msg);
-                rrpc__acall_finish(a, c, RRPC_EREDIS, NULL, NULL);
+                rrpc__async_error(a, status, "%s", msg);
+                rrpc__acall_finish(a, c, status, NULL, NULL);
             }
         }
     }

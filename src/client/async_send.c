@@ -111,6 +111,7 @@ int rrpc__asend_submit(rrpc_async *a, rrpc__acall *c)
     if (c->timer == NULL)
         c->timer = evtimer_new(a->base, on_call_timeout, c);
     struct timeval tmp;
+    c->expires_at = rrpc__monotonic() + c->timeout_s;
     if (c->timer == NULL || evtimer_add(c->timer, timeout_tv(a, c->timeout_s, &tmp)) != 0)
         rc = rrpc__async_error(a, RRPC_ENOMEM, "cannot start a timer");
     if (rc == RRPC_OK)
@@ -150,9 +151,13 @@ static void push_group(rrpc_async *a, rrpc__acall **box, size_t n)
     char key[RRPC__KEY_MAX + 8];
     size_t klen = shard_queue(box[0], box[0]->shard, key, sizeof key);
     rrpc__agroup *b = malloc(sizeof *b + n * sizeof b->ids[0]);
+    double now = rrpc__monotonic();
     for (size_t i = 0; i < n; i++) {
         a->argv[i] = rrpc__areq_text(box[i]);
         a->lens[i] = box[i]->text_len;
+        /* The time left, rounded up: a resend's is what its timer has left. */
+        double left_ms = (box[i]->expires_at - now) * 1000.0 + 0.999;
+        a->ttls[i] = box[i]->notify ? 0 : left_ms >= 1 ? (long long)left_ms : 1;
         if (b)
             b->ids[i] = box[i]->id;
     }
@@ -163,7 +168,7 @@ static void push_group(rrpc_async *a, rrpc__acall **box, size_t n)
         rc = rrpc__async_error(a, RRPC_ENOMEM, "out of memory");
     else if (a->session != NULL)
         rc = a->ops->deliver(a->session, klen ? key : box[0]->buf, klen ? klen : box[0]->list_len,
-                             box[0]->priority, a->argv, a->lens, n, b);
+                             box[0]->priority, a->argv, a->lens, a->ttls, n, b);
     if (rc == RRPC_ECONNECT)
         rrpc__async_error(a, rc, "not connected to %s", a->ops->broker);
     else if (rc == RRPC_EINVAL)

@@ -47,6 +47,7 @@ struct rrpc__acall {
     rrpc_async_cb cb;
     void *udata;
     double timeout_s;
+    double expires_at;     /* monotonic (rrpc__monotonic) time its timer fires */
     uint64_t id;           /* 0 while it holds no slot */
     char *buf;             /* the service's queue name, a NUL, then the request text */
     size_t cap;            /* of buf */
@@ -121,6 +122,7 @@ struct rrpc_async {
     int ncommon;
     const char **argv; /* a group's texts for deliver(), after ops->deliver_headroom */
     size_t *lens;
+    long long *ttls;       /* a group's times left, ms, for deliver() (deliver_max) */
     const char **argv_mem; /* the allocations, headroom included */
     size_t *lens_mem;
     rrpc__acall **by_shard; /* scratch of deliver_max: a run sorted by shard */

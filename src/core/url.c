@@ -15,8 +15,8 @@
  *   amqp://[user[:password]@]host[:port][/vhost]
  *       (guest:guest@localhost:5672 by default; the vhost percent-decoded,
  *       "/" when the path is empty, so "%2F" or nothing both name "/")
- *   amqps://... the same with TLS (port 5671): parsed, refused by the
- *       transport for now
+ *   amqps://...[?cacertfile=F][&certfile=F&keyfile=F][&verify=verify_none]
+ *       the same with TLS (port 5671), the query's names RabbitMQ's own
  * User and password may be percent-encoded.  NULL means $RRPC_URL, then
  * $REDIS_URL, then redis://127.0.0.1:6379.
  *
@@ -283,20 +283,77 @@ static int parse_multi_path(rrpc__url *u, const char *p, const char *end, char *
     return RRPC_OK;
 }
 
-/* amqp:// and amqps://: one host, then the vhost; no query. */
+/* One item KEY=VALUE (N bytes) of an amqps:// query into U: RabbitMQ's
+ * names for the TLS settings, so that one URL serves every peer. */
+static int parse_tls_item(rrpc__url *u, const char *item, size_t n, char *err, size_t errlen)
+{
+    const char *eq = memchr(item, '=', n);
+    if (eq == NULL)
+        return rrpc__fail(err, errlen, RRPC_EURL, "query item without '=' in URL");
+    size_t kn = (size_t)(eq - item), vn = n - kn - 1;
+    char **field = NULL;
+    if (kn == 10 && strncmp(item, "cacertfile", 10) == 0)
+        field = &u->tls_cacert;
+    else if (kn == 8 && strncmp(item, "certfile", 8) == 0)
+        field = &u->tls_cert;
+    else if (kn == 7 && strncmp(item, "keyfile", 7) == 0)
+        field = &u->tls_key;
+    else if (kn == 6 && strncmp(item, "verify", 6) == 0) {
+        if (vn == 11 && strncmp(eq + 1, "verify_peer", 11) == 0)
+            u->tls_verify_none = 0;
+        else if (vn == 11 && strncmp(eq + 1, "verify_none", 11) == 0)
+            u->tls_verify_none = 1;
+        else
+            return rrpc__fail(err, errlen, RRPC_EURL,
+                              "verify= takes verify_peer or verify_none in URL");
+        return RRPC_OK;
+    } else
+        return rrpc__fail(err, errlen, RRPC_EURL,
+                          "unknown URL parameter '%.*s' (amqps:// takes cacertfile, certfile, "
+                          "keyfile and verify)",
+                          (int)kn, item);
+    free(*field);
+    *field = decode_dup(eq + 1, vn);
+    return *field != NULL ? RRPC_OK : RRPC_ENOMEM;
+}
+
+/* The query of an amqp:// or amqps:// URL (after its '?'): TLS settings,
+ * for amqps:// only. */
+static int parse_amqp_query(rrpc__url *u, const char *q, char *err, size_t errlen)
+{
+    if (!u->tls)
+        return rrpc__fail(err, errlen, RRPC_EURL,
+                          "amqp:// URLs take no query parameters (the TLS ones are for amqps://)");
+    while (*q != '\0') {
+        const char *amp = strchr(q, '&');
+        size_t n = amp ? (size_t)(amp - q) : strlen(q);
+        int rc = parse_tls_item(u, q, n, err, errlen);
+        if (rc != RRPC_OK)
+            return rc;
+        q += n;
+        if (*q == '&')
+            q++;
+    }
+    return RRPC_OK;
+}
+
+/* amqp:// and amqps://: one host, then the vhost; amqps:// may end with a
+ * query of TLS settings. */
 static int parse_amqp(rrpc__url *u, const char *p, char *err, size_t errlen)
 {
     u->kind = RRPC__URL_AMQP;
     u->port = u->tls ? 5671 : 5672;
-    if (strchr(p, '?') != NULL || strchr(p, '#') != NULL) {
-        const char *at = strrchr(p, '@'), *q = strpbrk(p, "?#");
+    const char *q = strpbrk(p, "?#");
+    if (q != NULL) {
+        const char *at = strrchr(p, '@');
         if (at != NULL && at > q) /* a password's unencoded '?': quote none of it */
             return rrpc__fail(err, errlen, RRPC_EURL, "unexpected '@' in the URL's query: %s",
                               ENCODE_HINT);
-        return rrpc__fail(err, errlen, RRPC_EURL, "amqp:// URLs take no query parameters");
+        if (*q == '#')
+            return rrpc__fail(err, errlen, RRPC_EURL, "amqp:// URLs take no fragment");
     }
-    const char *end = p + strlen(p);
-    const char *slash = strchr(p, '/');
+    const char *end = q ? q : p + strlen(p);
+    const char *slash = memchr(p, '/', (size_t)(end - p));
     const char *auth_end = slash ? slash : end;
     parse_userinfo(u, &p, auth_end);
     int rc = check_no_at(auth_end, end, err, errlen);
@@ -314,7 +371,7 @@ static int parse_amqp(rrpc__url *u, const char *p, char *err, size_t errlen)
         slash && slash + 1 < end ? decode_dup(slash + 1, (size_t)(end - slash - 1)) : strdup("/");
     if (u->host == NULL || u->user == NULL || u->password == NULL || u->vhost == NULL)
         return RRPC_ENOMEM;
-    return RRPC_OK;
+    return q ? parse_amqp_query(u, q + 1, err, errlen) : RRPC_OK;
 }
 
 /* redis+sentinel:// and redis+cluster://: several nodes, then a path. */
@@ -393,6 +450,9 @@ void rrpc__url_free(rrpc__url *url)
     free(url->sentinel_user);
     free(url->sentinel_password);
     free(url->vhost);
+    free(url->tls_cacert);
+    free(url->tls_cert);
+    free(url->tls_key);
     memset(url, 0, sizeof *url);
 }
 
@@ -416,6 +476,9 @@ int rrpc__url_copy(rrpc__url *dst, const rrpc__url *src)
     dup_into(&dst->sentinel_user, src->sentinel_user, &ok);
     dup_into(&dst->sentinel_password, src->sentinel_password, &ok);
     dup_into(&dst->vhost, src->vhost, &ok);
+    dup_into(&dst->tls_cacert, src->tls_cacert, &ok);
+    dup_into(&dst->tls_cert, src->tls_cert, &ok);
+    dup_into(&dst->tls_key, src->tls_key, &ok);
     dst->nodes = NULL;
     dst->nnodes = 0;
     if (src->nnodes > 0) {

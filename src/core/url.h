@@ -30,6 +30,14 @@ typedef struct rrpc__url {
     char *sentinel_password;
     char *vhost; /* AMQP: the virtual host, percent-decoded ("/" by default) */
     int tls;     /* AMQP: amqps:// */
+    /* amqps:// query parameters, RabbitMQ's names (docs/SECURITY.md section 7):
+     * ?cacertfile= the CAs to verify the broker with (NULL: the system's),
+     * ?certfile= and ?keyfile= a client certificate (mutual TLS), and
+     * ?verify=verify_none (tls_verify_none set) to skip verifying the broker. */
+    char *tls_cacert;
+    char *tls_cert;
+    char *tls_key;
+    int tls_verify_none;
 } rrpc__url;
 
 /* Parses URL (NULL = $RRPC_URL, then $REDIS_URL, then redis://127.0.0.1:6379)

@@ -427,8 +427,10 @@ static int deliver_priority(rrpc__async_session *s, const char *queue, size_t ql
 
 /* One multi-value RPUSH: Redis pays one command per group, not per call. */
 static int session_deliver(rrpc__async_session *s, const char *queue, size_t qlen, int priority,
-                           const char **texts, size_t *lens, size_t n, void *group)
+                           const char **texts, size_t *lens, const long long *ttl_ms, size_t n,
+                           void *group)
 {
+    (void)ttl_ms; /* the requests' deadline member expires them (PROTOCOL.md section 7) */
     if (s->state != LINK_UP)
         return RRPC_ECONNECT;
     if (priority != RRPC_PRIORITY_NORMAL)

@@ -134,12 +134,16 @@ typedef struct rrpc__argv {
     size_t *lens;
     size_t argc;
     char numkeys[24], count[24];
+    char *texts;   /* owned: the numbers of the grouped layout */
+    size_t *order; /* owned: outcome i is part order[i]'s; NULL: the parts' order */
 } rrpc__argv;
 void rrpc__argv_free(rrpc__argv *a);
 /* Into *out: one commit script call for the N parts PARTS of requests held
- * in worker K's in-flight hash (one round trip for the batch).  On a
- * Cluster the call keeps them held: the worker releases each
- * (rrpc__rel_release_argv) once its response is pushed. */
+ * in worker K's in-flight hash (one round trip for the batch).  A batch of
+ * plain answers goes in the grouped layout (by reply key), whose outcomes
+ * come in another order: out->order says which.  On a Cluster the call
+ * keeps them held: the worker releases each (rrpc__rel_release_argv) once
+ * its response is pushed. */
 int rrpc__rel_commit_batch(const rrpc__rel *r, const rrpc__rel_worker *k, const char *reply_ttl,
                            const rrpc__cmd *const *parts, size_t n, rrpc__argv *out);
 /* The command (3 borrowed arguments) that releases the request held under

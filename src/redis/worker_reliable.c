@@ -104,6 +104,20 @@ static void push_then_release(worker *w, op *o)
     rrpc__hold_reply(w, it);
 }
 
+/* Puts the N commits SUBS in the order of their outcomes, ORDER (outcome
+ * i is that of SUBS[ORDER[i]]); 0 without memory. */
+static int in_order(op *subs, size_t n, const size_t *order)
+{
+    op *copy = malloc(n * sizeof *copy);
+    if (copy == NULL)
+        return 0;
+    memcpy(copy, subs, n * sizeof *copy);
+    for (size_t i = 0; i < n; i++)
+        subs[i] = copy[order[i]];
+    free(copy);
+    return 1;
+}
+
 /* Sends one commit script call for the N commits SUBS (owned). */
 static void send_commits(worker *w, op *subs, size_t n)
 {
@@ -116,6 +130,13 @@ static void send_commits(worker *w, op *subs, size_t n)
         rrpc__rel_commit_batch(&w->b->rel, &w->rk, w->ttl_text, parts, n, &call) != RRPC_OK) {
         free(parts);
         rrpc__keep_for_retry(w, &o); /* sent again with the next round */
+        return;
+    }
+    if (call.order != NULL && !in_order(subs, n, call.order)) {
+        /* The grouped layout: outcome i is that of part order[i]. */
+        rrpc__argv_free(&call);
+        free(parts);
+        rrpc__keep_for_retry(w, &o); /* no memory to reorder: sent again later */
         return;
     }
     rrpc__send_cmd(w, o, (int)call.argc, call.argv, call.lens);

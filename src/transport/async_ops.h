@@ -52,8 +52,12 @@ typedef struct rrpc__async_handlers {
      * a moment to hand recycled records back in bulk. */
     void (*replies_end)(void *udata);
     /* The end of a group that deliver() accepted, exactly once per group:
-     * RRPC_OK, the broker has the requests; RRPC_EREDIS, the broker refused
-     * the whole group (MSG says why; the calls should fail); RRPC_ECONNECT,
+     * RRPC_OK, the broker has the requests; another negative code, the
+     * broker refused the whole group and its calls fail with that code
+     * (MSG says why): RRPC_EREDIS (an error answer), RRPC_EUNAVAILABLE (no
+     * queue took it: AMQP's mandatory publish came back), RRPC_EOVERLOADED
+     * (the queue is full), RRPC_EINVAL (what the broker cannot carry);
+     * RRPC_ECONNECT,
      * the session was lost or closed before the broker answered (MSG may be
      * NULL; `link` reports the loss, once, for every call). */
     void (*delivered)(void *group, int status, const char *msg, void *udata);
@@ -93,14 +97,18 @@ typedef struct rrpc__async_ops {
     /* Sends N (1..deliver_max) request TEXTS of LENS bytes, in order, to
      * the queue QUEUE (QLEN bytes), all of PRIORITY (RRPC_PRIORITY_*: the
      * queue's list of that priority behind a backlog, PROTOCOL.md section
-     * 7), as one group.  Everything is borrowed
+     * 7), as one group.  TTL_MS[i] is the time left to request i's call
+     * in milliseconds (>= 1; 0 for a notification): a broker without
+     * request deadlines (AMQP) expires the request with it; Redis ignores
+     * it (the deadline member does that job).  Everything is borrowed
      * for the call only: the texts are copied out before it returns.
      * TEXTS[-deliver_headroom..-1] and LENS[...] are scratch for the
      * transport.  RRPC_OK: `delivered` will run once with GROUP.
      * RRPC_ECONNECT (the session is down), RRPC_ENOMEM: nothing was sent
      * and `delivered` does not run. */
     int (*deliver)(rrpc__async_session *s, const char *queue, size_t qlen, int priority,
-                   const char **texts, size_t *lens, size_t n, void *group);
+                   const char **texts, size_t *lens, const long long *ttl_ms, size_t n,
+                   void *group);
     /* Takes the request TEXT (TLEN bytes), delivered with PRIORITY, out of
      * QUEUE if no worker has it yet, so that it does not run after its
      * caller gave up.  Fire and forget: no answer, nothing if the session

@@ -15,9 +15,9 @@
 #   * $RRPC_URL is used, a refused login says so with the password masked;
 #   * rrpc bench --url amqp:// (sync) makes calls without errors;
 #   * rrpc ping and describe work (calls of rpc.ping and rpc.discover);
-#   * what this step lacks is refused, naming AMQP: the async client,
-#     limits, priorities, calc-server --reliable, --shards (the operations
-#     commands: test_amqp_ops.sh).
+#   * what this step lacks is refused, naming AMQP: limits, priorities,
+#     calc-server --reliable, --shards (the operations commands:
+#     test_amqp_ops.sh; the async client: test_amqp_async.sh).
 # Usage: with-rabbitmq.sh test_amqp.sh BUILD_DIR
 set -u
 # shellcheck source=tests/lib/common.sh
@@ -101,12 +101,10 @@ refused() { # WHAT CMD...: exits nonzero and says "not supported over AMQP yet"
   [ "$s" != 0 ] && [[ $o == *"not supported over AMQP yet"* ]] && ok "refused: $what" ||
     fail "$what: status $s, $o"
 }
-refused "bench --async" "$rrpc" bench --url "$url" --async --calls 10 calc
 refused "rrpc limits calc clear" "$rrpc" limits --url "$url" calc clear
 refused "call --priority high" "$rrpc" call --url "$url" --priority high calc add '[1, 2]'
 refused "calc-server --reliable" timeout 10 "$calc" --url "$url" --service r --reliable
 refused "calc-server --shards 2" timeout 10 "$calc" --url "$url" --service s --shards 2
-refused "amqps:// (TLS)" "$rrpc" call --url "${url/amqp:/amqps:}" calc add '[1, 2]'
 
 # ---- links the broker closed: workers and an idle client connect again ---------
 # relay's one worker keeps a client (forward's) between calls; the broker

@@ -905,10 +905,95 @@ static void split_commit(const world *w, bytes *a, size_t n, commit_parts *p)
     CHECK(at == n, "commit with extra arguments");
 }
 
+/* A grouped commit call (the commit script's first layout: plain answers
+ * by reply key; KEYS in-flight, dead, stats, the groups' reply keys, then
+ * every request's done key in group order; ARGV window, ttl, trim, N,
+ * 'release+g', G, per group '1'/'0' (a reply key or none) and its count
+ * C, then the N fields in group order, then per group its C responses
+ * (with a reply key: the script builds the answer from it) or C answers):
+ * each request's arguments copied into ARGS as the general layout has them
+ * (field, answer -- the response stands for it --, response, no dead
+ * letter, no effect), its keys into DONE and REPLY (-1: none). */
+typedef struct grouped_parts {
+    bytes args[4 * MAX_MESSAGES][5];
+    size_t done[4 * MAX_MESSAGES];
+    long reply[4 * MAX_MESSAGES];
+    long n;
+} grouped_parts;
+
+static void split_grouped(const world *w, bytes *a, size_t n, grouped_parts *p)
+{
+    static char empty[] = "", zero[] = "0";
+    long nk = strtol(a[2].p, NULL, 10);
+    CHECK(nk >= 3 && n >= (size_t)(3 + nk + 6), "grouped commit of %ld keys", nk);
+    CHECK(eqs(&a[3], w->inflight_key) && eqs(&a[4], w->dead_key) && eqs(&a[5], w->stats_key),
+          "grouped commit on other keys");
+    size_t argv0 = 3 + (size_t)nk, rk = 6;
+    CHECK(eqs(&a[argv0 + 2], "-1000"), "commit's dead-letter bound: %s", a[argv0 + 2].p);
+    p->n = strtol(a[argv0 + 3].p, NULL, 10);
+    CHECK(p->n >= 1 && p->n <= 4 * MAX_MESSAGES, "grouped commit of %ld requests", p->n);
+    long groups = strtol(a[argv0 + 5].p, NULL, 10), j = 0;
+    CHECK(groups >= 1 && argv0 + 6 + 2 * (size_t)groups + 2 * (size_t)p->n == n,
+          "grouped commit of %ld groups and %ld requests in %zu arguments", groups, p->n, n);
+    size_t f = argv0 + 6 + 2 * (size_t)groups, pay = f + (size_t)p->n;
+    for (long g = 0; g < groups; g++) {
+        const bytes *flag = &a[argv0 + 6 + 2 * (size_t)g];
+        int reply = eqs(flag, "1");
+        CHECK(reply || eqs(flag, "0"), "group %ld's reply flag: %s", g, flag->p);
+        long c = strtol(a[argv0 + 7 + 2 * (size_t)g].p, NULL, 10);
+        CHECK(c >= 1 && j + c <= p->n, "group %ld of %ld requests", g, c);
+        for (long i = 0; i < c; i++, j++, f++, pay++) {
+            p->args[j][0] = a[f];
+            p->args[j][1] = a[pay];
+            p->args[j][2] = reply ? a[pay] : (bytes){empty, 0};
+            p->args[j][3] = (bytes){empty, 0};
+            p->args[j][4] = (bytes){zero, 1};
+            CHECK(a[pay].len > 0, "a grouped commit that remembers nothing");
+            p->reply[j] = reply ? (long)rk : -1;
+        }
+        rk += (size_t)reply;
+    }
+    CHECK(j == p->n, "grouped commit's count and groups disagree");
+    for (long i = 0; i < p->n; i++)
+        p->done[i] = rk + (size_t)i;
+    CHECK(rk + (size_t)p->n == argv0, "grouped commit's keys and groups disagree");
+}
+
+/* The commit script in its grouped layout. */
+static void on_grouped_commit(world *w, bytes *a, size_t n, out_buf *o)
+{
+    static grouped_parts p;
+    split_grouped(w, a, n, &p);
+    if ((w->events & E_OOM) && !w->oom_used) {
+        int any = 0;
+        for (long j = 0; j < p.n; j++) {
+            held *h = find_held(w, p.args[j][0].p);
+            CHECK(h != NULL, "commit of a field never taken: %s", p.args[j][0].p);
+            if (h->live) {
+                h->erred = 1;
+                any = 1;
+            }
+        }
+        if (any) {
+            w->oom_used = 1;
+            putf(o, "-OOM command not allowed when used memory > 'maxmemory'.\r\n");
+            return;
+        }
+    }
+    putf(o, "*%ld\r\n", p.n);
+    for (long j = 0; j < p.n; j++)
+        commit_one(w, &a[p.done[j]], p.reply[j] >= 0 ? &a[p.reply[j]] : NULL, p.args[j], 5, o);
+}
+
 /* The commit script: one outcome per request of the call. */
 static void on_commit(world *w, bytes *a, size_t n, out_buf *o)
 {
     static commit_parts p;
+    long nk = n > 3 ? strtol(a[2].p, NULL, 10) : 0;
+    if (nk >= 3 && n > (size_t)(3 + nk + 4) && eqs(&a[3 + (size_t)nk + 4], "release+g")) {
+        on_grouped_commit(w, a, n, o);
+        return;
+    }
     split_commit(w, a, n, &p);
     if ((w->events & E_OOM) && !w->oom_used) {
         /* Out of memory fails the whole call: every request stays held. */

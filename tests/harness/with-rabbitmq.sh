@@ -24,7 +24,7 @@ ctl=/usr/lib/rabbitmq/bin/rabbitmqctl
 # could not enter.
 node_dir=$(mktemp -d /tmp/rrpc-rabbitmq.XXXXXX) || die "with-rabbitmq.sh: no temp dir"
 chmod 755 "$node_dir"
-read -r amqp_port dist_port epmd_port < <(free_ports 3 | tr '\n' ' ')
+read -r amqp_port dist_port epmd_port tls_port < <(free_ports 4 | tr '\n' ' ')
 node="rrpc$$-$amqp_port@localhost"
 printf 'listeners.tcp.default = 127.0.0.1:%s\nloopback_users = none\n' "$amqp_port" \
   >"$node_dir/rabbitmq.conf"
@@ -34,6 +34,23 @@ echo '[].' >"$node_dir/enabled_plugins"
 if [ -n "${RRPC_RABBITMQ_DEFINITIONS:-}" ]; then
   cp "$RRPC_RABBITMQ_DEFINITIONS" "$node_dir/definitions.json"
   echo "load_definitions = $node_dir/definitions.json" >>"$node_dir/rabbitmq.conf"
+fi
+# $RRPC_RABBITMQ_TLS_DIR: a directory with ca.pem, server.pem and
+# server.key (the amqps:// tests' throw-away CA): a TLS listener on a port of
+# its own too, exported as RRPC_TEST_AMQPS_PORT.  The files are copied into
+# the node's directory, which the rabbitmq user can read.  A client
+# certificate is optional, but one that is sent must chain to ca.pem.
+amqps_port=
+if [ -n "${RRPC_RABBITMQ_TLS_DIR:-}" ]; then
+  amqps_port=$tls_port
+  mkdir "$node_dir/tls" && cp "$RRPC_RABBITMQ_TLS_DIR"/{ca.pem,server.pem,server.key} "$node_dir/tls/" ||
+    die "with-rabbitmq.sh: cannot copy the TLS files of $RRPC_RABBITMQ_TLS_DIR"
+  printf '%s\n' "listeners.ssl.default = 127.0.0.1:$amqps_port" \
+    "ssl_options.cacertfile = $node_dir/tls/ca.pem" \
+    "ssl_options.certfile = $node_dir/tls/server.pem" \
+    "ssl_options.keyfile = $node_dir/tls/server.key" \
+    "ssl_options.verify = verify_peer" "ssl_options.fail_if_no_peer_cert = false" \
+    >>"$node_dir/rabbitmq.conf"
 fi
 runas=()
 if [ "$(id -u)" = 0 ]; then
@@ -72,6 +89,11 @@ spawn rabbitmq "${runas[@]}" env -i PATH="$PATH" HOME="$node_dir" LANG=C.UTF-8 \
 # The AMQP listener opens last in the boot: once it accepts, the node serves.
 amqp_up() { (exec 3<>"/dev/tcp/127.0.0.1/$amqp_port") 2>/dev/null; }
 wait_until 60 amqp_up || die "with-rabbitmq.sh: rabbitmq-server did not start"
+if [ -n "$amqps_port" ]; then
+  amqps_up() { (exec 3<>"/dev/tcp/127.0.0.1/$amqps_port") 2>/dev/null; }
+  wait_until 30 amqps_up || die "with-rabbitmq.sh: the TLS listener did not open"
+  export RRPC_TEST_AMQPS_PORT="$amqps_port"
+fi
 export RRPC_TEST_AMQP_URL="amqp://guest:guest@127.0.0.1:$amqp_port/"
 # $RRPC_TEST_AMQP_CTL ARGS...: rabbitmqctl on this node (close_all_connections...).
 printf '#!/bin/sh\nexec %s %s -n %s "$@"\n' "${ctl_env[*]} ${runas[*]}" "$ctl" "$node" \

@@ -1024,6 +1024,131 @@ static void test_identity_agrees_with_the_reaper(void)
     CHECK(rrpc__rel_identity(texts[0], strlen(texts[0]), 10, "w/1", "f", c) == 0);
 }
 
+/* Commits part M for worker WK of REL into *C; the sha1 is ID repeated. */
+static void grouped_part(rrpc__rel *rel, rrpc__rel_worker *wk, rrpc__cmd *c, const char *field,
+                         const char *id, const char *key, const char *response)
+{
+    char sha1[41];
+    snprintf(sha1, sizeof sha1, "%.40s", "0000000000000000000000000000000000000000");
+    memcpy(sha1 + 40 - strlen(id), id, strlen(id));
+    rrpc__rel_commit m = {.field = field,
+                          .sha1 = sha1,
+                          .key = key,
+                          .key_len = key ? strlen(key) : 0,
+                          .response = response,
+                          .response_len = response ? strlen(response) : 0};
+    CHECK(rrpc__rel_commit_cmd(rel, wk, c, &m) == RRPC_OK);
+}
+
+/* Sends the N parts PARTS as one commit call; the outcome of each part
+ * into OUT (1, 0, or -1 for ['refused', ...], -2 for anything else). */
+static void grouped_call(rrpc__rel *rel, rrpc__rel_worker *wk, rrpc__cmd *parts, size_t n, int *out)
+{
+    const rrpc__cmd *ps[8];
+    for (size_t i = 0; i < n; i++)
+        ps[i] = &parts[i];
+    rrpc__argv call;
+    CHECK(rrpc__rel_commit_batch(rel, wk, "60", ps, n, &call) == RRPC_OK);
+    CHECK(call.order != NULL); /* plain answers: the grouped layout */
+    rrpc__reply *r = NULL;
+    CHECK(rrpc__conn_append(raw, (int)call.argc, call.argv, call.lens) == RRPC_OK &&
+          rrpc__conn_read(raw, &r) == RRPC_OK);
+    CHECK(rrpc__reply_type(r) == RRPC__REPLY_ARRAY && rrpc__reply_count(r) == n);
+    for (size_t i = 0; i < n && call.order; i++) {
+        const rrpc__reply *e = rrpc__reply_element(r, i);
+        out[call.order[i]] = rrpc__reply_type(e) == RRPC__REPLY_INTEGER
+                                 ? (int)rrpc__reply_integer(e)
+                             : rrpc__reply_type(e) == RRPC__REPLY_ARRAY ? -1
+                                                                        : -2;
+    }
+    rrpc__reply_free(r);
+    rrpc__argv_free(&call);
+    for (size_t i = 0; i < n; i++)
+        rrpc__cmd_free(&parts[i]);
+}
+
+/* A batch of plain answers (no effect, no dead letter) is committed in the
+ * grouped layout -- one push per reply key, the requests' fields and
+ * answers side by side -- and the script still judges each request on its
+ * own: one no longer held or already answered (another worker's commit)
+ * is not answered again, one to a refused key changes nothing, and the
+ * others are answered, remembered and released, in order per reply key. */
+static void test_grouped_commit_judges_each(void)
+{
+    rrpc__rel_options o = {.max_deliveries = 2,
+                           .dedup_window_s = 60,
+                           .heartbeat_ttl_s = 1,
+                           .dead_letter_max = 1000,
+                           .dead_key = "rg:dead",
+                           .stats_key = "rg:stats"};
+    rrpc__rel rel;
+    rrpc__rel_worker wk;
+    CHECK(rrpc__rel_init(&rel, "rg", 1, 0, "rg", &o) == RRPC_OK);
+    CHECK(rrpc__rel_learn_scripts(&rel, raw) == RRPC_OK);
+    CHECK(rrpc__rel_worker_keys(&rel, 0, 0, &wk) == RRPC_OK);
+    const char *fields[] = {"t.000001", "t.000002", "t.000003", "t.000004",
+                            "t.000005", "t.000006", "t.000007"};
+    for (int i = 0; i < 7; i++)
+        if (i != 4) /* t.000005 is no longer held */
+            rrpc__reply_free(cmd(4, "HSET", wk.inflight, fields[i], "{\"request\":1}"));
+    rrpc__reply_free(cmd(4, "HSET", "rel:g-hash", "f", "v"));
+    rrpc__reply_free(cmd(3, "SET", "{rg}:done:0000000000000000000000000000000000000007", "old"));
+    rrpc__cmd parts[7];
+    grouped_part(&rel, &wk, &parts[0], fields[0], "1", "rel:g-a", "r1");
+    grouped_part(&rel, &wk, &parts[1], fields[1], "2", "rel:g-b", "r2");
+    grouped_part(&rel, &wk, &parts[2], fields[2], "3", "rel:g-a", "r3");
+    grouped_part(&rel, &wk, &parts[3], fields[3], "4", "rel:g-hash", "r4");
+    grouped_part(&rel, &wk, &parts[4], fields[4], "5", "rel:g-a", "r5");
+    grouped_part(&rel, &wk, &parts[5], fields[5], "6", NULL, NULL); /* a notification */
+    grouped_part(&rel, &wk, &parts[6], fields[6], "7", "rel:g-b", "r7");
+    int out[7];
+    grouped_call(&rel, &wk, parts, 7, out);
+    CHECK(out[0] == 1 && out[1] == 1 && out[2] == 1 && out[3] == -1 && out[4] == 0 && out[5] == 1 &&
+          out[6] == 0);
+    rrpc__reply *a = cmd(4, "LRANGE", "rel:g-a", "0", "-1"),
+                *b = cmd(4, "LRANGE", "rel:g-b", "0", "-1");
+    CHECK(rrpc__reply_count(a) == 2 &&
+          strcmp(rrpc__reply_str(rrpc__reply_element(a, 0), NULL), "r1") == 0 &&
+          strcmp(rrpc__reply_str(rrpc__reply_element(a, 1), NULL), "r3") == 0);
+    CHECK(rrpc__reply_count(b) == 1 &&
+          strcmp(rrpc__reply_str(rrpc__reply_element(b, 0), NULL), "r2") == 0);
+    rrpc__reply_free(a);
+    rrpc__reply_free(b);
+    CHECK(cmd_int(2, "TTL", "rel:g-a", NULL) > 0 && cmd_int(2, "TTL", "rel:g-b", NULL) > 0);
+    CHECK(cmd_int(2, "HLEN", "rel:g-hash", NULL) == 1); /* untouched */
+    rrpc__reply *kept = cmd(2, "HKEYS", wk.inflight);   /* only the refused one stays held */
+    CHECK(rrpc__reply_count(kept) == 1 &&
+          strcmp(rrpc__reply_str(rrpc__reply_element(kept, 0), NULL), fields[3]) == 0);
+    rrpc__reply_free(kept);
+    rrpc__reply *d1 = cmd(2, "GET", "{rg}:done:0000000000000000000000000000000000000001");
+    rrpc__reply *d7 = cmd(2, "GET", "{rg}:done:0000000000000000000000000000000000000007");
+    CHECK(d1 && rrpc__reply_str(d1, NULL) &&
+          strcmp(rrpc__reply_str(d1, NULL), "K7:rel:g-ar1") == 0);
+    CHECK(d7 && rrpc__reply_str(d7, NULL) && strcmp(rrpc__reply_str(d7, NULL), "old") == 0);
+    rrpc__reply_free(d1);
+    rrpc__reply_free(d7);
+    CHECK(cmd_int(2, "EXISTS", "{rg}:done:0000000000000000000000000000000000000004", NULL) == 0 &&
+          cmd_int(2, "EXISTS", "{rg}:done:0000000000000000000000000000000000000005", NULL) == 0);
+    CHECK(cmd_int(2, "TTL", "{rg}:done:0000000000000000000000000000000000000006", NULL) > 0);
+    /* All well: the whole batch at once (one push per key), in order. */
+    const char *more[] = {"u.000001", "u.000002", "u.000003"};
+    for (int i = 0; i < 3; i++)
+        rrpc__reply_free(cmd(4, "HSET", wk.inflight, more[i], "{\"request\":2}"));
+    grouped_part(&rel, &wk, &parts[0], more[0], "a1", "rel:g-c", "s1");
+    grouped_part(&rel, &wk, &parts[1], more[1], "a2", "rel:g-c", "s2");
+    grouped_part(&rel, &wk, &parts[2], more[2], "a3", "rel:g-c", "s3");
+    rrpc__reply_free(cmd(2, "CONFIG", "RESETSTAT"));
+    grouped_call(&rel, &wk, parts, 3, out);
+    CHECK(out[0] == 1 && out[1] == 1 && out[2] == 1);
+    CHECK(command_calls("rpush") == 1 && command_calls("hdel") == 1);
+    CHECK(cmd_int(2, "LLEN", "rel:g-c", NULL) == 3 && cmd_int(2, "HLEN", wk.inflight, NULL) == 1);
+    rrpc__reply *c = cmd(4, "LRANGE", "rel:g-c", "0", "-1");
+    CHECK(rrpc__reply_count(c) == 3 &&
+          strcmp(rrpc__reply_str(rrpc__reply_element(c, 2), NULL), "s3") == 0);
+    rrpc__reply_free(c);
+    rrpc__rel_free(&rel);
+}
+
 int main(void)
 {
     if (raw_open() != 0)
@@ -1042,6 +1167,7 @@ int main(void)
     test_expired_requests_are_refused();
     test_repeated_request_runs_once();
     test_batch_committed_together();
+    test_grouped_commit_judges_each();
     test_reply_keys_refused_by_name();
     test_remembered_answer_meets_todays_rules();
     test_at_most_once_applies_effects();

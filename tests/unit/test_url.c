@@ -262,10 +262,46 @@ static void test_amqp_urls(void)
     expect_amqp("amqps://u:p@h/v", "h", 5671, "u", "p", "v", 1, __LINE__);
     EXPECT_BAD_URL("amqp://h:99999/", "port");
     EXPECT_BAD_URL("amqp://h/v?heartbeat=5", "no query");
+    EXPECT_BAD_URL("amqp://h/v?cacertfile=/ca.pem", "amqps://");
+    EXPECT_BAD_URL("amqps://h/v?heartbeat=5", "unknown URL parameter 'heartbeat'");
+    EXPECT_BAD_URL("amqps://h/v?verify=maybe", "verify_peer or verify_none");
+    EXPECT_BAD_URL("amqps://h/v#frag", "fragment");
     EXPECT_BAD_URL("amqp://u:se?cret@h/", "'@'");
     EXPECT_BAD_URL("amqp://u:se/cret@h/", "'@'");
     describe("amqp://u:hunter2@h:5673/prod", "amqp://u:***@h:5673/prod");
     describe("amqp://h", "amqp://guest:***@h:5672/%2F");
+}
+
+/* amqps:// takes RabbitMQ's TLS query parameters; verifying is the default. */
+static void test_amqps_query(void)
+{
+    rrpc__url u;
+    char err[RRPC__ERRMSG_LEN] = "";
+    CHECK_EQ_INT(rrpc__url_parse(&u,
+                                 "amqps://u:p@h:5999/v?cacertfile=/etc/ca%20s.pem&certfile=/c."
+                                 "pem&keyfile=/k.pem&verify=verify_none",
+                                 err, sizeof err),
+                 RRPC_OK);
+    CHECK_EQ_STR(u.host, "h");
+    CHECK_EQ_INT(u.port, 5999);
+    CHECK_EQ_STR(u.vhost, "v");
+    CHECK_EQ_STR(u.tls_cacert, "/etc/ca s.pem");
+    CHECK_EQ_STR(u.tls_cert, "/c.pem");
+    CHECK_EQ_STR(u.tls_key, "/k.pem");
+    CHECK_EQ_INT(u.tls_verify_none, 1);
+    rrpc__url copy;
+    CHECK_EQ_INT(rrpc__url_copy(&copy, &u), RRPC_OK);
+    CHECK_EQ_STR(copy.tls_cacert, "/etc/ca s.pem");
+    CHECK_EQ_STR(copy.tls_key, "/k.pem");
+    rrpc__url_free(&copy);
+    rrpc__url_free(&u);
+    CHECK_EQ_INT(rrpc__url_parse(&u, "amqps://h?cacertfile=/ca.pem", err, sizeof err), RRPC_OK);
+    CHECK_EQ_STR(u.host, "h");
+    CHECK_EQ_INT(u.port, 5671);
+    CHECK_EQ_STR(u.vhost, "/");
+    CHECK_EQ_STR(u.tls_cacert, "/ca.pem");
+    CHECK_EQ_INT(u.tls_verify_none, 0);
+    rrpc__url_free(&u);
 }
 
 /* $RRPC_URL comes before $REDIS_URL: either broker's URL. */
@@ -542,6 +578,7 @@ int main(void)
     test_rejects_relative_unix_path();
     test_rejects_bad_query();
     test_rejects_tls();
+    test_amqps_query();
     test_error_buffer_may_be_null();
     test_amqp_urls();
     test_rrpc_url_env_first();

@@ -17,6 +17,7 @@
 // refused by name, "... is not supported over AMQP yet".
 
 const crypto = require('node:crypto');
+const fs = require('node:fs');
 const { AmqpError, Aborted, Timeout, Unavailable, Unsupported } = require('./errors');
 const { INVALID_REQUEST, PARSE_ERROR, dumps, error, loads } = require('./protocol');
 const deadletter = require('./deadletter');
@@ -45,11 +46,60 @@ function unsupported(what, verb = 'is') {
   return new Unsupported(`${what} ${verb} not supported over AMQP yet`);
 }
 
-/** Refuses amqps:// (TLS), as the C side does. */
-function checkUrl(url) {
-  if (/^amqps:/i.test(url)) {
-    throw new Unsupported('amqps:// (TLS) is not supported over AMQP yet: use amqp:// through a TLS tunnel');
+// amqps:// query parameters, RabbitMQ's names, as the C side (SECURITY.md section 7).
+const TLS_KEYS = ['cacertfile', 'certfile', 'keyfile', 'verify'];
+
+/**
+ * What amqplib.connect needs for URL: [url, socketOptions].  amqps:// takes
+ * its TLS settings out of the query: the broker's certificate and host name
+ * verified against cacertfile (else Node's CAs, and $NODE_EXTRA_CA_CERTS)
+ * unless verify=verify_none, TLS 1.2 at least, certfile + keyfile a client
+ * certificate.  Throws AmqpError for a setting it cannot use.
+ */
+function connectArgs(url) {
+  const q = url.indexOf('?');
+  const params = new URLSearchParams(q < 0 ? '' : url.slice(q + 1));
+  const tls = {};
+  for (const key of TLS_KEYS) {
+    if (params.has(key)) tls[key] = params.get(key);
+    params.delete(key);
   }
+  const rest = params.toString();
+  const bare = (q < 0 ? url : url.slice(0, q)) + (rest ? `?${rest}` : '');
+  if (!/^amqps:/i.test(url)) {
+    if (Object.keys(tls).length > 0) throw new AmqpError('amqp:// URLs take no TLS parameters (they are for amqps://)');
+    return [url, {}];
+  }
+  const verify = tls.verify ?? 'verify_peer';
+  if (verify !== 'verify_peer' && verify !== 'verify_none') {
+    throw new AmqpError('amqps:// verify= takes verify_peer or verify_none');
+  }
+  if (('certfile' in tls) !== ('keyfile' in tls)) {
+    throw new AmqpError('amqps:// needs certfile= and keyfile= together (a client certificate)');
+  }
+  const opts = { minVersion: 'TLSv1.2', rejectUnauthorized: verify === 'verify_peer' };
+  try {
+    if (tls.cacertfile) opts.ca = [fs.readFileSync(tls.cacertfile)];
+    if (tls.certfile) {
+      opts.cert = fs.readFileSync(tls.certfile);
+      opts.key = fs.readFileSync(tls.keyfile);
+    }
+  } catch (e) {
+    throw new AmqpError(`amqps:// TLS: cannot read ${e.path}: ${e.code || e.message}`, { cause: e });
+  }
+  if (verify === 'verify_none') opts.checkServerIdentity = () => undefined;
+  return [bare, opts];
+}
+
+/** Refuses a URL whose TLS settings cannot be used, before any wait. */
+function checkUrl(url) {
+  connectArgs(url);
+}
+
+/** amqplib's connection to URL (amqps:// with its TLS settings). */
+function connect(url) {
+  const [bare, opts] = connectArgs(url);
+  return amqplib().connect(bare, opts);
 }
 
 /** amqplib, loaded when an amqp:// URL is first used (a Redis-only user never needs it). */
@@ -93,7 +143,7 @@ class AmqpCaller {
   async open() {
     let conn;
     try {
-      conn = await amqplib().connect(this.url);
+      conn = await connect(this.url);
     } catch (e) {
       throw new AmqpError(`amqp: cannot connect to ${masked(this.url)}: ${why(e)}`, { cause: e });
     }
@@ -272,7 +322,7 @@ async function serve(server, url, stopped) {
  * registered, close()}.
  */
 async function consume(server, url) {
-  const conn = await amqplib().connect(url);
+  const conn = await connect(url);
   let lose;
   const lost = new Promise((resolve) => {
     lose = resolve;

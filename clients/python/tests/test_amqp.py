@@ -220,10 +220,15 @@ def test_refused_over_amqp(client, name):
         client.call(name, 'add', 1, 2, progress=print)
     with pytest.raises(rrpc.Unsupported, match='max_queue is not supported over AMQP yet'):
         rrpc.Server(name, Calc(), url=URL, max_queue=5).serve_forever()
-    with pytest.raises(rrpc.Unsupported, match=r'amqps:// \(TLS\) is not supported over AMQP'):
-        rrpc.Client(URL.replace('amqp:', 'amqps:')).call(name, 'add', 1, 2)
-    with pytest.raises(rrpc.Unsupported, match='not supported over AMQP yet'):
-        rrpc.Server(name, Calc(), url=URL.replace('amqp:', 'amqps:')).serve_forever()
+    # amqps:// works (tests/amqp/test_amqps.sh); a TLS setting it cannot
+    # use is refused before any wait, and TLS settings need amqps://.
+    with pytest.raises(rrpc.AmqpError, match='verify= takes verify_peer or verify_none'):
+        rrpc.Client(URL.replace('amqp:', 'amqps:') + '?verify=maybe').call(name, 'add', 1, 2)
+    with pytest.raises(rrpc.AmqpError, match='cannot use cacertfile=/nonexistent.pem'):
+        rrpc.Server(name, Calc(), url=URL.replace('amqp:', 'amqps:') +
+                    '?cacertfile=/nonexistent.pem').serve_forever()
+    with pytest.raises(rrpc.AmqpError, match='are for amqps://'):
+        rrpc.Client(URL + '?cacertfile=/ca.pem').call(name, 'add', 1, 2)
 
 
 def test_cancel_stops_the_wait(serve, client, name):

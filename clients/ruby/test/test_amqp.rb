@@ -140,8 +140,12 @@ class TestAMQP < Minitest::Test
     assert_equal 'progress is not supported over AMQP yet', e.message
     e = assert_raises(RRPC::Unsupported) { RRPC::Server.new(unique('q'), Calc.new, url: URL, max_queue: 5) }
     assert_equal 'max_queue is not supported over AMQP yet', e.message
-    e = assert_raises(RRPC::Unsupported) { RRPC::Client.new(url: URL.sub('amqp:', 'amqps:')) }
-    assert_match(/amqps:.* is not supported over AMQP yet/, e.message)
+    # amqps:// works (tests/amqp/test_amqps.sh); a TLS setting it cannot use
+    # is refused up front, and TLS settings need amqps://.
+    e = assert_raises(ArgumentError) { RRPC::Client.new(url: "#{URL.sub('amqp:', 'amqps:')}?verify=maybe").call(service, 'add', 1, 2) }
+    assert_match(/verify= takes verify_peer or verify_none/, e.message)
+    e = assert_raises(ArgumentError) { RRPC::Client.new(url: "#{URL}?cacertfile=/ca.pem").call(service, 'add', 1, 2) }
+    assert_match(/are for amqps:/, e.message)
     c.close
   end
 

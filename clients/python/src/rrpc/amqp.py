@@ -21,6 +21,7 @@ import os
 import random
 import secrets
 import socket
+import ssl
 import threading
 import time
 import urllib.parse
@@ -58,11 +59,51 @@ def _pika():
     return pika
 
 
+# amqps:// query parameters, RabbitMQ's names (SECURITY.md section 7), as the C side.
+_TLS_KEYS = ('cacertfile', 'certfile', 'keyfile', 'verify')
+
+
+def _tls_context(tls):
+    """The SSLContext of the TLS settings TLS (a dict of _TLS_KEYS): the broker's
+    certificate and host name verified against cacertfile, else the system's CAs,
+    unless verify=verify_none; TLS 1.2 at least; a client certificate if named."""
+    verify = tls.get('verify', 'verify_peer')
+    if verify not in ('verify_peer', 'verify_none'):
+        raise AmqpError('amqps://: verify= takes verify_peer or verify_none', refused=True)
+    if ('certfile' in tls) != ('keyfile' in tls):
+        raise AmqpError('amqps:// needs certfile= and keyfile= together (a client certificate)',
+                        refused=True)
+    what = f"cacertfile={tls.get('cacertfile')}"
+    try:
+        ctx = ssl.create_default_context(cafile=tls.get('cacertfile'))
+        if 'certfile' in tls:
+            what = f"certfile={tls['certfile']} and keyfile={tls['keyfile']}"
+            ctx.load_cert_chain(tls['certfile'], tls['keyfile'])
+    except (OSError, ssl.SSLError) as exc:
+        raise AmqpError(f'amqps://: TLS: cannot use {what}: {exc}', refused=True) from exc
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if verify == 'verify_none':
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 def _parameters(url):
-    if url.lower().startswith('amqps://'):
-        raise Unsupported('amqps:// (TLS) is not supported over AMQP yet: use amqp:// through '
-                          'a TLS tunnel')
-    return _pika().URLParameters(url)
+    """pika's parameters for URL; for amqps://, TLS set up from the URL's
+    query (cacertfile, certfile, keyfile, verify), the rest as pika reads it."""
+    pika = _pika()
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
+    tls = {k: v[-1] for k, v in query.items() if k in _TLS_KEYS}
+    if parts.scheme.lower() != 'amqps':
+        if tls:
+            raise AmqpError('amqp:// URLs take no TLS parameters (they are for amqps://)',
+                            refused=True)
+        return pika.URLParameters(url)
+    rest = urllib.parse.urlencode({k: v[-1] for k, v in query.items() if k not in _TLS_KEYS})
+    params = pika.URLParameters(urllib.parse.urlunsplit(parts._replace(query=rest)))
+    params.ssl_options = pika.SSLOptions(_tls_context(tls), server_hostname=parts.hostname)
+    return params
 
 
 def _open(url):
@@ -75,7 +116,8 @@ def _open(url):
             pika.exceptions.ProbableAccessDeniedError) as exc:
         raise AmqpError(f'{masked(url)}: the broker refused the login or the vhost: '
                         f'{_text(exc)}', refused=True) from exc
-    except pika.exceptions.AMQPError as exc:
+    except (pika.exceptions.AMQPError, ssl.SSLError) as exc:
+        # pika lets a failed TLS handshake (a certificate not verified) out raw.
         raise AmqpError(f'{masked(url)}: cannot connect: {_text(exc)}') from exc
 
 
@@ -298,7 +340,7 @@ class AmqpServer(Server):
         refusal = self._refusal()
         if refusal:
             raise Unsupported(f'{self.service}: {refusal}')
-        _parameters(self.url)  # amqps:// refused before any wait
+        _parameters(self.url)  # a bad TLS setting refused before any wait
         restore = self._trap_signals()
         try:
             if self._connect(starting=True):

@@ -106,4 +106,4 @@ class Unsupported(Error):
     asks for what this peer does not do: rate limits or concurrency caps
     ({L}:config field limits), which only the C server enforces.  Also
     what the AMQP transport raises for what it does not do yet ("... is not
-    supported over AMQP yet": priorities, progress, max_queue, amqps://)."""
+    supported over AMQP yet": priorities, progress, max_queue)."""

@@ -28,32 +28,59 @@ module RRPC
       url.is_a?(String) && url.match?(%r{\Aamqps?://}i)
     end
 
-    # An open Bunny session for URL; Unsupported for amqps://, RedisError's
-    # sibling BrokerError (with the password masked) if it cannot connect.
+    # An open Bunny session for URL; RedisError's sibling BrokerError (with
+    # the password masked) if it cannot connect.
     def connect(url, logger: nil)
-      if url.match?(%r{\Aamqps://}i)
-        raise Unsupported, 'amqps:// (TLS) is not supported over AMQP yet: use amqp:// through a TLS tunnel'
-      end
-
       require 'bunny'
       session = Bunny.new(settings(url), logger: logger || Logger.new(File::NULL), automatically_recover: true,
                                network_recovery_interval: 0.5, connection_name: "rrpc-ruby-#{Process.pid}")
       session.start
       session
-    rescue Bunny::Exception, SystemCallError, ::Timeout::Error => e
+    rescue Bunny::Exception, SystemCallError, ::Timeout::Error, OpenSSL::OpenSSLError => e
       raise BrokerError, "amqp: cannot connect to #{masked(url)}: #{e.class}: #{e.message}"
     end
 
     # Bunny's settings for amqp://user:pass@host:port/vhost: every part
     # percent-decoded and a vhost left out (or a lone '/') meaning '/', as
     # the C side reads it (bunny would take "" for a trailing '/').
+    # amqps:// adds TLS from the query, RabbitMQ's names as the C side
+    # (SECURITY.md section 7): cacertfile (else the system's CAs),
+    # certfile + keyfile, verify=verify_none; the broker's certificate and
+    # host name are verified by default.
     def settings(url)
-      m = %r{\Aamqp://(?:([^:@/]*)(?::([^@/]*))?@)?([^:/?]*)(?::(\d+))?(?:/([^?]*))?\z}i.match(url)
+      m = %r{\A(amqps?)://(?:([^:@/]*)(?::([^@/]*))?@)?([^:/?]*)(?::(\d+))?(?:/([^?]*))?(?:\?(.*))?\z}i.match(url)
       raise ArgumentError, "rrpc: not an amqp:// URL: #{masked(url)}" unless m
 
-      user, pass, host, port, vhost = m.captures.map { |part| part && unescape(part) }
-      { user: user || 'guest', pass: pass || 'guest', host: host.nil? || host.empty? ? 'localhost' : host,
-        port: (port || 5672).to_i, vhost: vhost.nil? || vhost.empty? ? '/' : vhost }
+      scheme, *parts, query = m.captures
+      user, pass, host, port, vhost = parts.map { |part| part && unescape(part) }
+      tls = scheme.casecmp?('amqps')
+      base = { user: user || 'guest', pass: pass || 'guest', host: host.nil? || host.empty? ? 'localhost' : host,
+               port: (port || (tls ? 5671 : 5672)).to_i, vhost: vhost.nil? || vhost.empty? ? '/' : vhost }
+      base.merge(tls_settings(tls, query))
+    end
+
+    TLS_KEYS = %w[cacertfile certfile keyfile verify].freeze
+
+    # Bunny's TLS options for the query QUERY of an amqps:// URL (TLS true).
+    def tls_settings(tls, query)
+      opts = (query || '').split('&').to_h { |item| item.split('=', 2).map { |part| unescape(part.to_s) } }
+      raise ArgumentError, 'rrpc: amqp:// URLs take no TLS parameters (they are for amqps://)' if !tls && !opts.empty?
+      return {} unless tls
+
+      unknown = opts.keys - TLS_KEYS
+      raise ArgumentError, "rrpc: unknown URL parameter '#{unknown.first}' (amqps:// takes #{TLS_KEYS.join(', ')})" if unknown.any?
+      unless %w[verify_peer verify_none].include?(opts.fetch('verify', 'verify_peer'))
+        raise ArgumentError, 'rrpc: amqps:// verify= takes verify_peer or verify_none'
+      end
+      raise ArgumentError, 'rrpc: amqps:// needs certfile= and keyfile= together' if opts.key?('certfile') != opts.key?('keyfile')
+
+      %w[cacertfile certfile keyfile].each do |key|
+        # bunny skips a CA file it cannot read: say so instead of failing later.
+        raise ArgumentError, "rrpc: amqps:// TLS: cannot read #{key}=#{opts[key]}" if opts.key?(key) && !File.readable?(opts[key])
+      end
+      { tls: true, verify_peer: opts.fetch('verify', 'verify_peer') == 'verify_peer', tls_silence_warnings: true,
+        tls_ca_certificates: opts.key?('cacertfile') ? [opts['cacertfile']] : nil,
+        tls_cert: opts['certfile'], tls_key: opts['keyfile'] }.compact
     end
 
     # %XX decoded ('+' stays '+': these are not form fields).
