@@ -75,7 +75,7 @@ export interface Logger {
 }
 
 export interface ServerOptions {
-  /** As ClientOptions.url; over amqp:// there is no registry and maxQueue is refused. */
+  /** As ClientOptions.url; over amqp:// the server answers registry queries instead of beating, and maxQueue is refused. */
   url?: string;
   prefix?: string;
   /** Seconds a reply list lives (default 60). */
@@ -88,7 +88,7 @@ export interface ServerOptions {
   batchMax?: number;
   /** Seconds a batch may run before its requests not started answer -32001 (default 5; 0: none). */
   batchTimeLimit?: number;
-  /** Register in the registry: heartbeat, record, per-method stats (default true). */
+  /** Register in the registry: heartbeat, record, per-method stats (default true; over amqp:// it answers registry queries). */
   heartbeat?: boolean;
   heartbeatInterval?: number;
   heartbeatTtl?: number;
@@ -113,6 +113,8 @@ export class Server {
   constructor(service: string, handlers?: object | Map<string, Handler> | null, options?: ServerOptions);
   readonly service: string;
   readonly workerId: string;
+  /** What it has handled since it started (the counters its AMQP registry answers carry). */
+  readonly counts: { requests: number; notifications: number; errors: number; expired: number; lost: number };
   /** Serves fn as method name (before serveForever). */
   register(name: string, fn: Handler, about?: { description?: string; params?: unknown }): this;
   /** Waits for Redis, registers, serves until stop() or SIGINT/SIGTERM; rejects with RedisError if it cannot start. */

@@ -7,7 +7,12 @@
 #     refused login, a redelivered request, reconnecting after the broker
 #     closed every connection;
 #   * interop with C: `rrpc call --url` and `rrpc describe` against the Node
-#     calc server, and the Node calc client against calc-server --url.
+#     calc server, and the Node calc client against calc-server --url;
+#   * the registry: test/amqp_registry.test.js (the answers: record, counters,
+#     per-method stats; heartbeat off; gone when stopped), and `rrpc ls`/
+#     `rrpc info` list calc_server.js with its methods and lose it when it
+#     stops; a user without the registry's names (tests/amqp/definitions.json)
+#     serves unregistered.
 # Usage: with-rabbitmq.sh clients/node/test_amqp.sh BUILD_DIR
 #        (amqplib through $NODE_PATH or clients/node/node_modules)
 set -u
@@ -20,17 +25,19 @@ rrpc=$build/rrpc
 url=${RRPC_TEST_AMQP_URL:?run me under tests/harness/with-rabbitmq.sh}
 
 # ---- the package's suite ------------------------------------------------------
-if (cd "$here" && node --test --test-concurrency=1 test/amqp.test.js) >"$test_dir/suite.log" 2>&1; then
-  ok "node --test test/amqp.test.js: $(grep -E '^# (pass|fail|skipped)' "$test_dir/suite.log" | tr '\n' ' ')"
+if (cd "$here" && node --test --test-concurrency=1 test/amqp.test.js test/amqp_registry.test.js) \
+  >"$test_dir/suite.log" 2>&1; then
+  ok "node --test test/amqp.test.js test/amqp_registry.test.js: $(grep -E '^# (pass|fail|skipped)' "$test_dir/suite.log" | tr '\n' ' ')"
 else
   cat "$test_dir/suite.log" >&2
-  fail "node --test test/amqp.test.js"
+  fail "node --test test/amqp.test.js test/amqp_registry.test.js"
 fi
 
 # ---- rrpc call (C) against the Node calc server ----------------------------
 spawn ccalc "$build/calc-server" --url "$url" --service ccalc --workers 1
 wait_until 10 grep -q "serving queue 'ccalc'" "$test_dir/ccalc.log" || die "calc-server did not start"
 spawn nodecalc node "$here/calc_server.js" --url "$url" --service nodecalc
+nodecalc_pid=$spawned
 wait_until 10 grep -q "serving queue 'nodecalc'" "$test_dir/nodecalc.log" || die "the Node calc server did not start"
 out=$("$rrpc" call --url "$url" nodecalc add '[1,2]' 2>&1)
 [ "$out" = 3 ] && ok "rrpc call --url amqp:// nodecalc add [1,2]: 3 (a Node server)" || fail "rrpc call: $out"
@@ -59,4 +66,30 @@ c.call("nobody", "add", [1, 2]).then(() => process.exit(1), (e) => {
   return c.close();
 });' "$url" 2>&1)
 [[ $out == Unavailable*"no queue"* ]] && ok "a Node call to a service with no queue: Unavailable" || fail "no queue: $out"
+
+# ---- the registry: rrpc ls and info see the Node server, until it stops ------------
+out=$("$rrpc" ls --url "$url" 2>&1)
+grep -Eq '^nodecalc +1 +1 ' <<<"$out" && ok "rrpc ls lists the Node server (1 worker, 1 thread)" ||
+  fail "rrpc ls: $out"
+out=$("$rrpc" info --url "$url" nodecalc 2>&1)
+[[ $out == *"service nodecalc: registered"* && $out == *" $nodecalc_pid "* && $out == *node-* ]] &&
+  [[ $out == *forward* && $out == *rpc.discover* ]] &&
+  ok "rrpc info nodecalc: the Node worker (its pid, version) and its methods" || fail "rrpc info: $out"
+kill -TERM "$nodecalc_pid"
+wait "$nodecalc_pid" 2>/dev/null
+out=$("$rrpc" ls --url "$url" 2>&1)
+! grep -q '^nodecalc ' <<<"$out" && [[ $("$rrpc" info --url "$url" --json nodecalc) == *'"registered":false'* ]] &&
+  ok "the stopped Node server is gone from rrpc ls and info at once" || fail "after SIGTERM: $out"
+# tests/amqp/definitions.json (ctest sets RRPC_RABBITMQ_DEFINITIONS): user
+# calc-server may use only the queue calc in vhost rrpc, not the registry's names.
+if [ -n "${RRPC_RABBITMQ_DEFINITIONS:-}" ]; then
+  hostport=${url#amqp://*@}
+  hostport=${hostport%%/*}
+  spawn acl node "$here/calc_server.js" --url "amqp://calc-server:calc-secret@$hostport/rrpc" --service calc
+  wait_until 10 grep -q "serving queue 'calc' over AMQP" "$test_dir/acl.log" &&
+    grep -q "not in the registry.*ACCESS_REFUSED" "$test_dir/acl.log" &&
+    [ "$("$rrpc" call --url "amqp://caller:caller-secret@$hostport/rrpc" calc add '[20, 22]' 2>&1)" = 42 ] &&
+    ok "ACL: refused the registry's names, the Node server serves unregistered and says why" ||
+    fail "ACL: $(tail -3 "$test_dir/acl.log")"
+fi
 finish

@@ -9,7 +9,11 @@
 #   * the Python peer's own pytest suite for AMQP (tests/test_amqp.py:
 #     results, fail fast, expiration, the tutorial's properties, raw bodies,
 #     notifications, redelivered messages, refusals, a refused login, links
-#     the broker closed).
+#     the broker closed) and tests/test_amqp_registry.py (the registry's
+#     answers: record, counters, per-method stats; heartbeat off; gone when stopped);
+#   * the registry: `rrpc ls` and `rrpc info` list the Python server with its
+#     methods and lose it when it stops; a user without the registry's names
+#     (tests/amqp/definitions.json) serves unregistered.
 # pika is Debian's python3-pika, in /usr/bin/python3 (not in every python3).
 # Usage: tests/harness/with-rabbitmq.sh clients/python/test_amqp.sh BUILD_DIR
 set -u
@@ -26,6 +30,7 @@ py=/usr/bin/python3
 
 # ---- C calls the Python server ------------------------------------------------
 spawn pycalc "$py" "$here/calc_server.py" --url "$url" --service pycalc
+pycalc_pid=$spawned
 wait_until 10 grep -q "serving queue 'pycalc' over AMQP" "$test_dir/pycalc.log" ||
   die "the Python calc server did not start: $(tail -3 "$test_dir/pycalc.log")"
 out=$("$rrpc" call --url "$url" pycalc add '[1, 2]' 2>&1)
@@ -60,8 +65,34 @@ out=$("$rrpc" call --url "$url" pycalc forward '{"service": "ccalc", "method": "
 out=$("$rrpc" call --url "$url" ccalc forward '{"service": "pycalc", "method": "multiply", "params": [6, 7]}' 2>&1)
 [ "$out" = 42 ] && ok "C -> C worker -> C client -> Python worker: 42" || fail "chain to Python: $out"
 
+# ---- the registry: rrpc ls and info see the Python server, until it stops ---------------
+out=$("$rrpc" ls --url "$url" 2>&1)
+grep -Eq '^pycalc +1 +1 ' <<<"$out" && ok "rrpc ls lists the Python server (1 worker, 1 thread)" ||
+  fail "rrpc ls: $out"
+out=$("$rrpc" info --url "$url" pycalc 2>&1)
+[[ $out == *"service pycalc: registered"* && $out == *" $pycalc_pid "* && $out == *python-* ]] &&
+  [[ $out == *"add(a, b): a + b"* && $out == *rpc.discover* ]] &&
+  ok "rrpc info pycalc: the Python worker (its pid, version) and its methods" || fail "rrpc info: $out"
+kill -TERM "$pycalc_pid"
+wait "$pycalc_pid" 2>/dev/null
+out=$("$rrpc" ls --url "$url" 2>&1)
+! grep -q '^pycalc ' <<<"$out" && [[ $("$rrpc" info --url "$url" --json pycalc) == *'"registered":false'* ]] &&
+  ok "the stopped Python server is gone from rrpc ls and info at once" || fail "after SIGTERM: $out"
+# tests/amqp/definitions.json (ctest sets RRPC_RABBITMQ_DEFINITIONS): user
+# calc-server may use only the queue calc in vhost rrpc, not the registry's names.
+if [ -n "${RRPC_RABBITMQ_DEFINITIONS:-}" ]; then
+  hostport=${url#amqp://*@}
+  hostport=${hostport%%/*}
+  spawn acl "$py" "$here/calc_server.py" --url "amqp://calc-server:calc-secret@$hostport/rrpc" --service calc
+  wait_until 10 grep -q "serving queue 'calc' over AMQP" "$test_dir/acl.log" &&
+    grep -q "not in the registry.*ACCESS_REFUSED" "$test_dir/acl.log" &&
+    [ "$("$rrpc" call --url "amqp://caller:caller-secret@$hostport/rrpc" calc add '[20, 22]' 2>&1)" = 42 ] &&
+    ok "ACL: refused the registry's names, the Python server serves unregistered and says why" ||
+    fail "ACL: $(tail -3 "$test_dir/acl.log")"
+fi
+
 # ---- the Python peer's own tests -----------------------------------------------------
-if (cd "$here" && "$py" -m pytest -p no:cacheprovider -q tests/test_amqp.py) >"$test_dir/pytest.log" 2>&1; then
+if (cd "$here" && "$py" -m pytest -p no:cacheprovider -q tests/test_amqp.py tests/test_amqp_registry.py) >"$test_dir/pytest.log" 2>&1; then
   ok "pytest tests/test_amqp.py: $(tail -1 "$test_dir/pytest.log")"
 else
   fail "pytest tests/test_amqp.py: $(tail -30 "$test_dir/pytest.log")"

@@ -11,8 +11,9 @@
 // message when it takes it, before it runs (at most once), drops what the
 // broker marks redelivered, and publishes every answer to the message's
 // reply_to -- including -32700 and -32600 with "id": null, which Redis cannot
-// address.  This is the first step, like the C side's: what is not here
-// (the registry, priorities, progress, limits, reliable mode, TLS) is
+// address.  The registry is a question each server answers, on a channel of
+// the worker's connection (lib/amqp_registry.js).  What is not here yet, as
+// on the C side (priorities, progress, limits, reliable mode, TLS) is
 // refused by name, "... is not supported over AMQP yet".
 
 const crypto = require('node:crypto');
@@ -300,8 +301,8 @@ async function serve(server, url, stopped) {
     }
     if (waiting) log.warn(`${server.service}: amqp: connected again`);
     if (!served) {
-      log.info(`${server.service}: serving queue '${server.queue}' over AMQP (at most once); the registry and ` +
-        'heartbeat are not supported over AMQP yet: rrpc ls/info/stats do not see it');
+      log.info(`${server.service}: serving queue '${server.queue}' over AMQP (at most once)` +
+        (link.registered ? '' : ', unregistered: rrpc ls/info/stats do not see it'));
     }
     served = true;
     waiting = false;
@@ -315,7 +316,11 @@ async function serve(server, url, stopped) {
   }
 }
 
-/** Connects, declares and consumes SERVER's queue: {lost (a promise of the cause), close()}. */
+/**
+ * Connects, declares and consumes SERVER's queue, and joins the registry on
+ * the same connection (heartbeat on): {lost (a promise of the cause),
+ * registered, close()}.
+ */
 async function consume(server, url) {
   const conn = await connect(url);
   let lose;
@@ -326,6 +331,7 @@ async function consume(server, url) {
   conn.on('close', (e) => lose(e || new Error('connection closed')));
   let chain = Promise.resolve(); // one message at a time, in order
   let ch;
+  let registered;
   try {
     ch = await conn.createChannel();
     ch.on('error', (e) => lose(e));
@@ -340,12 +346,14 @@ async function consume(server, url) {
       }
       chain = chain.then(() => take(server, ch, msg));
     }, { noAck: false });
+    registered = server.registry ? await server.registry.attach(conn) : false;
   } catch (e) {
     conn.close().catch(() => {});
     throw e;
   }
   return {
     lost,
+    registered,
     close: async () => {
       await chain;
       await conn.close().catch(() => {});
@@ -361,6 +369,7 @@ async function take(server, ch, msg) {
     return; // the link broke: the broker hands it to another worker
   }
   if (msg.fields.redelivered) {
+    server.counts.lost++;
     server.logger.warn(`${server.service}: dropped a redelivered request: at most once, it may have run already`);
     return;
   }
@@ -378,6 +387,7 @@ async function take(server, ch, msg) {
   try {
     ch.publish('', replyTo, Buffer.from(text, 'utf8'), props);
   } catch (e) {
+    server.counts.lost++;
     server.logger.warn(`${server.service}: answer lost: ${why(e)}`);
   }
 }

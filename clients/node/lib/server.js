@@ -21,6 +21,7 @@ const amqp = require('./amqp');
 const { RedisError, Unsupported } = require('./errors');
 const { describe, discoverDocument, entry, invoke, publicMethods, rawParams } = require('./handlers');
 const { Registry } = require('./registry');
+const { AmqpRegistry } = require('./amqp_registry');
 const { ReplyRules } = require('./replies');
 const {
   AS_BUFFERS, Outage, RedisClock, close, command, connection, errorText, healsAtStart, isReply, open, pushReply,
@@ -63,7 +64,7 @@ class Server {
     const o = { ...DEFAULTS, ...options };
     this.service = service;
     this.url = amqp.resolveUrl(o.url);
-    this.overAmqp = amqp.isAmqp(this.url); // PROTOCOL.md 12: no registry, replies to reply_to
+    this.overAmqp = amqp.isAmqp(this.url); // PROTOCOL.md 12: replies to reply_to
     this.maxQueue = o.maxQueue;
     this.version = `node-${VERSION}`;
     this.prefix = o.prefix;
@@ -93,8 +94,10 @@ class Server {
         rawParams(() => discoverDocument(this.service, this.version, this.methods, this.about))));
     }
     this.clock = new RedisClock();
-    this.registry = o.heartbeat && !this.overAmqp
-      ? new Registry(this, o.url, o.prefix, o.heartbeatInterval, o.heartbeatTtl, o.maxQueue) : null;
+    // Over amqp:// the registry is a question each server answers (PROTOCOL.md 12).
+    if (!o.heartbeat) this.registry = null;
+    else if (this.overAmqp) this.registry = new AmqpRegistry(this, o.prefix, o.heartbeatInterval, o.heartbeatTtl);
+    else this.registry = new Registry(this, o.url, o.prefix, o.heartbeatInterval, o.heartbeatTtl, o.maxQueue);
     // The worker id rpc.ping reports; without a registry it is still unique.
     this.workerId = this.registry ? this.registry.id
       : `${os.hostname()}:${process.pid}:${crypto.randomBytes(4).toString('hex')}`;
@@ -102,6 +105,8 @@ class Server {
     this.wake = null;
     this.conn = null;
     this.expiredUnsent = 0; // refused for their deadline, not yet added to <service>:stats
+    // What it has handled, as the C server counts it (PROTOCOL.md 12's registry answers).
+    this.counts = { requests: 0, notifications: 0, errors: 0, expired: 0, lost: 0 };
   }
 
   // -- methods ----------------------------------------------------------------
@@ -141,8 +146,8 @@ class Server {
    * or SIGINT/SIGTERM; resolves then.  Rejects with RedisError if Redis
    * refuses the start (a password, an ACL) or does not answer within
    * startTimeout.  Over amqp:// (lib/amqp.js) it consumes the service's
-   * queue instead, without a registry, and rejects with AmqpError or
-   * Unsupported.
+   * queue instead, answers the registry's queries (lib/amqp_registry.js),
+   * and rejects with AmqpError or Unsupported.
    */
   async serveForever() {
     this.stopping = false;
@@ -411,6 +416,7 @@ class Server {
    * KEY: its reply key, where progress goes (undefined in a batch: none).
    */
   async answer(req, overTime, key) {
+    this.counts.requests++;
     const reason = protocol.invalidReason(req);
     if (reason) {
       const id = protocol.isObject(req) && protocol.validId(req.id) ? req.id : null;
@@ -420,6 +426,7 @@ class Server {
     if (bad) return this.encode({ jsonrpc: '2.0', error: bad, id: protocol.has(req, 'id') ? req.id : null });
     let outcome;
     if (overTime) {
+      this.counts.expired++;
       outcome = { error: { code: BATCH_TIME_EXCEEDED, message: 'Batch time limit exceeded',
         data: { limit_ms: Math.floor(this.batchTimeLimit * 1000) } } };
     } else {
@@ -428,7 +435,10 @@ class Server {
         return this.run(req.method, req.params);
       })));
     }
-    if (!protocol.has(req, 'id')) return null;
+    if (!protocol.has(req, 'id')) {
+      this.counts.notifications++;
+      return null;
+    }
     return this.encode({ jsonrpc: '2.0', ...outcome, id: req.id });
   }
 
@@ -494,6 +504,7 @@ class Server {
   }
 
   encode(resp) {
+    if (resp && resp.error !== undefined) this.counts.errors++;
     try {
       return dumps(resp);
     } catch (e) { // a BigInt-free cycle, NaN, a function, a throwing toJSON...

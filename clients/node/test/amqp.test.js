@@ -8,6 +8,7 @@ const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 const { execFileSync } = require('node:child_process');
 const rrpc = require('..');
+const registry = require('./registry_ask');
 
 const url = process.env.RRPC_TEST_AMQP_URL;
 const skip = url ? false : 'RRPC_TEST_AMQP_URL is not set: run under tests/harness/with-rabbitmq.sh';
@@ -171,7 +172,7 @@ test('no queue fails fast; timeouts; aborts; refusals; $RRPC_URL', { skip }, asy
       (e) => e instanceof rrpc.AmqpError && /verify= takes verify_peer or verify_none/.test(e.message));
     assert.throws(() => new rrpc.Client({ url: `${url}?cacertfile=/ca.pem` }),
       (e) => e instanceof rrpc.AmqpError && /are for amqps:/.test(e.message));
-    assert.equal(server.registry, null); // no registry over AMQP
+    assert.ok(server.registry); // it answers registry queries (test/amqp_registry.test.js)
 
     const saved = { RRPC_URL: process.env.RRPC_URL, REDIS_URL: process.env.REDIS_URL };
     process.env.RRPC_URL = url;
@@ -243,6 +244,12 @@ test('after the broker closes every connection, the server and the client connec
         });
       }
       assert.equal(got, 4);
+      // Its registry link broke too (its exclusive queue went with it): it joins again.
+      let back = false;
+      for (let i = 0; i < 50 && !back; i++) {
+        back = registry.mine(service, await registry.ask(url, service, { want: service })).length === 1;
+      }
+      assert.ok(back, logger.lines.join('\n'));
     } finally {
       await client.close();
       await stop();

@@ -335,3 +335,6 @@ def test_links_closed_by_the_broker_heal(serve, client, name):
             return False
     assert wait_for(answered, 15, 0.2)
     assert running.error is None
+    # Its registry link broke too (its exclusive queue went with it): it joins again.
+    from test_amqp_registry import ask, mine  # noqa: PLC0415
+    assert wait_for(lambda: mine(name, ask(name, want=name)), 15), 'not back in the registry'

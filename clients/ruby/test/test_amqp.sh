@@ -8,7 +8,12 @@
 #     caller against calc_server.rb; calc_client.rb against calc-server;
 #     forward hops Ruby -> C and C -> Ruby;
 #   * after the broker closes every connection, the Ruby server and an idle
-#     Ruby client work again (bunny's recovery).
+#     Ruby client work again (bunny's recovery);
+#   * the registry: test/test_amqp_registry.rb (the answers: record,
+#     counters, per-method stats; heartbeat off), and `rrpc ls`/`rrpc info`
+#     list calc_server.rb with its methods (after the break too) and lose it
+#     when it stops; a user without the registry's names
+#     (tests/amqp/definitions.json) serves unregistered.
 # Usage: with-rabbitmq.sh test_amqp.sh BUILD_DIR
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -22,12 +27,14 @@ ruby_dir=$root/clients/ruby
 
 # ---- servers, started while the suite runs --------------------------------------
 spawn rbcalc ruby "$ruby_dir/calc_server.rb" --url "$url" --service rbcalc
+rbcalc_pid=$spawned
 spawn calc "$build/calc-server" --url "$url" --service calc --workers 1
 
 # ---- the peer's own suite ------------------------------------------------------
-if (cd "$ruby_dir" && ruby -Ilib -Itest test/test_amqp.rb) >"$test_dir/suite.log" 2>&1 &&
+if (cd "$ruby_dir" && ruby -Ilib -Itest -e 'ARGV.each { |f| require_relative f }' test/test_amqp.rb \
+  test/test_amqp_registry.rb) >"$test_dir/suite.log" 2>&1 &&
   grep -q ' 0 failures, 0 errors, 0 skips' "$test_dir/suite.log"; then
-  ok "test_amqp.rb: $(grep -o '[0-9]* runs, [0-9]* assertions' "$test_dir/suite.log")"
+  ok "test_amqp.rb, test_amqp_registry.rb: $(grep -o '[0-9]* runs, [0-9]* assertions' "$test_dir/suite.log")"
 else
   fail "test_amqp.rb"
   tail -40 "$test_dir/suite.log"
@@ -76,4 +83,30 @@ fwd() {
 wait_until 15 fwd && ok "an idle Ruby client (forward's) mends its link after the break" ||
   fail "Ruby forward after the break: $("$rrpc" call --url "$url" rbcalc forward \
     '{"service": "calc", "method": "add", "params": [1, 1]}' 2>&1)"
+
+# ---- the registry: rrpc ls and info see the Ruby server (rejoined after the break) ----
+seen() { "$rrpc" ls --url "$url" | grep -Eq '^rbcalc +1 +1 '; }
+wait_until 5 seen && ok "rrpc ls lists the Ruby server (1 worker, 1 thread), after the break too" ||
+  fail "rrpc ls: $("$rrpc" ls --url "$url" 2>&1)"
+out=$("$rrpc" info --url "$url" rbcalc 2>&1)
+[[ $out == *"service rbcalc: registered"* && $out == *" $rbcalc_pid "* && $out == *ruby-* ]] &&
+  [[ $out == *multiply* && $out == *rpc.discover* ]] &&
+  ok "rrpc info rbcalc: the Ruby worker (its pid, version) and its methods" || fail "rrpc info: $out"
+kill -TERM "$rbcalc_pid"
+wait "$rbcalc_pid" 2>/dev/null
+out=$("$rrpc" ls --url "$url" 2>&1)
+! grep -q '^rbcalc ' <<<"$out" && [[ $("$rrpc" info --url "$url" --json rbcalc) == *'"registered":false'* ]] &&
+  ok "the stopped Ruby server is gone from rrpc ls and info at once" || fail "after SIGTERM: $out"
+# tests/amqp/definitions.json (ctest sets RRPC_RABBITMQ_DEFINITIONS): user
+# calc-server may use only the queue calc in vhost rrpc, not the registry's names.
+if [ -n "${RRPC_RABBITMQ_DEFINITIONS:-}" ]; then
+  hostport=${url#amqp://*@}
+  hostport=${hostport%%/*}
+  spawn acl ruby "$ruby_dir/calc_server.rb" --url "amqp://calc-server:calc-secret@$hostport/rrpc" --service calc
+  wait_until 15 grep -q "serving queue 'calc' over AMQP" "$test_dir/acl.log" &&
+    grep -q "not in the registry.*ACCESS_REFUSED" "$test_dir/acl.log" &&
+    [ "$("$rrpc" call --url "amqp://caller:caller-secret@$hostport/rrpc" calc add '[20, 22]' 2>&1)" = 42 ] &&
+    ok "ACL: refused the registry's names, the Ruby server serves unregistered and says why" ||
+    fail "ACL: $(tail -3 "$test_dir/acl.log")"
+fi
 finish

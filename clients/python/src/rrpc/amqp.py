@@ -30,6 +30,7 @@ from .client import Client
 from .errors import AmqpError, Cancelled, Timeout, Unavailable, Unsupported
 from . import protocol
 from .protocol import INVALID_REQUEST, PARSE_ERROR, dumps, error, request
+from .amqp_registry import AmqpRegistry
 from .server import Server
 from .transport import RedisClock, resolve_url
 
@@ -277,13 +278,14 @@ class AmqpClient(Client):
 class AmqpServer(Server):
     """Server over AMQP (Server(..., url='amqp://...') makes one).  Declares
     the service's queue plainly, consumes it with prefetch 1, acks each
-    message on receipt (at most once) and answers to its reply_to.  No
-    registry, heartbeat, dead letters, deadlines (the broker's expiration
-    does that job), reply rules or max_queue over AMQP yet: heartbeat is
-    ignored (said once at start), max_queue > 0 and reply_prefixes are
-    refused by serve_forever (Unsupported).  It waits for the broker at
-    start as the Redis server waits for Redis, and connects again with
-    backoff when the link breaks."""
+    message on receipt (at most once) and answers to its reply_to.  With
+    heartbeat (the default) it answers the registry's queries while it
+    serves (rrpc.amqp_registry, PROTOCOL.md 12), so rrpc ls/info/stats see
+    it; heartbeat=False: unseen, no stats.  No dead letters, deadlines (the
+    broker's expiration does that job), reply rules or max_queue over AMQP
+    yet: max_queue > 0 and reply_prefixes are refused by serve_forever
+    (Unsupported).  It waits for the broker at start as the Redis server
+    waits for Redis, and connects again with backoff when the link breaks."""
 
     PREFETCH = 1
     LOOK_S = 0.25  # how often an idle worker looks whether it was told to stop
@@ -313,8 +315,11 @@ class AmqpServer(Server):
         self.methods.setdefault('rpc.ping', self._rpc_ping)
         self.methods.setdefault('rpc.discover', self._rpc_discover)
         self._clock = RedisClock()  # never measured: deadlines are not judged
-        self._registry = None
         self.worker_id = f'{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}'
+        # The counters registry answers carry (the C server's, PROTOCOL.md 12).
+        self.counts = {}
+        self._registry = (AmqpRegistry(self, heartbeat_interval, heartbeat_ttl)
+                          if heartbeat else None)
         self._stopping = False
         self._expired_unsent = 0
         self._conn = self._ch = None
@@ -339,13 +344,19 @@ class AmqpServer(Server):
         restore = self._trap_signals()
         try:
             if self._connect(starting=True):
-                log.info('%s: serving queue %r over AMQP (at most once); the registry and '
-                         'heartbeat are not supported over AMQP yet: rrpc ls/info/stats do not '
-                         'see it', self.service, self.queue)
+                seen = self._registry is not None and self._registry.start()
+                log.info('%s: serving queue %r over AMQP (at most once)%s', self.service,
+                         self.queue, '' if seen else ', unregistered: rrpc ls/info/stats do '
+                         'not see it')
                 self._serve()
         finally:
+            if self._registry is not None:
+                self._registry.stop()
             self._close()
             restore()
+
+    def _count(self, what, n=1):
+        self.counts[what] = self.counts.get(what, 0) + n
 
     def _close(self):
         conn, self._conn, self._ch = self._conn, None, None
@@ -419,6 +430,7 @@ class AmqpServer(Server):
         # Acked on receipt, before it runs: at most once, as over Redis.
         self._ch.basic_ack(method.delivery_tag)
         if method.redelivered:
+            self._count('lost')
             log.warning('%s: dropped a redelivered message (correlation_id %r): it may have '
                         'run on a worker whose link broke, and runs at most once',
                         self.service, props.correlation_id)
@@ -430,6 +442,22 @@ class AmqpServer(Server):
             self._props = None
 
     # -- one message: Server's dispatch, answers to reply_to -------------
+
+    def _answer(self, req, over_time=False, key=None):
+        # Counted as the C server counts (core/dispatch.c): each request
+        # object, its notifications, and (in _encode) each error answered.
+        resp = super()._answer(req, over_time, key)
+        self._count('requests')
+        if resp is None:
+            self._count('notifications')
+        if over_time and not protocol.invalid_reason(req):
+            self._count('expired')
+        return resp
+
+    def _encode(self, resp):
+        if isinstance(resp, dict) and 'error' in resp:
+            self._count('errors')
+        return super()._encode(resp)
 
     def _handle(self, raw):
         if len(raw) > self.max_request_bytes:
@@ -473,6 +501,7 @@ class AmqpServer(Server):
                                    out)
         except Exception as exc:  # noqa: BLE001
             # The link is gone: the consume loop notices and connects again.
+            self._count('lost')
             log.error('%s: reply lost on the way out (to %r): %s', self.service,
                       props.reply_to, _text(exc))
 

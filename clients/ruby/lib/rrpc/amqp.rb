@@ -260,34 +260,48 @@ module RRPC
 
     # Serves an object over AMQP: the worker of PROTOCOL.md 12.
     class Server < RRPC::Server
-      # As RRPC::Server.new.  Over AMQP: no registry (heartbeat: is said
-      # once in the log and otherwise ignored), max_queue > 0 raises
+      # As RRPC::Server.new.  Over AMQP: heartbeat (the default) answers
+      # the registry's queries while it serves (AMQP::Registry, PROTOCOL.md
+      # 12), so rrpc ls/info/stats see it; heartbeat_interval and
+      # heartbeat_ttl only fill its record.  max_queue > 0 raises
       # Unsupported, reply_ttl/dead_letter_max/reply_prefixes do not apply
       # (answers go to reply_to; a message dispatch cannot read is answered
       # -32700 or -32600 there, never kept).  prefetch: messages the broker
       # hands this worker ahead (1: fair dispatch).
       def initialize(service, obj, url:, prefix: '', max_request_bytes: 1_048_576, batch_max: 1000,
                      batch_time_limit: 5.0, logger: Logger.new($stderr, progname: 'rrpc'), heartbeat: true,
-                     max_queue: 0, prefetch: 1, start_timeout: 0, **_redis_only)
+                     heartbeat_interval: 1.0, heartbeat_ttl: 5.0, max_queue: 0, prefetch: 1, start_timeout: 0,
+                     **_redis_only)
         AMQP.unsupported('max_queue is') if max_queue.to_i.positive?
         @url = url
         @service = service
         @queue = "#{prefix}#{service}"
         @log = logger
-        @heartbeat = heartbeat
         @prefetch = prefetch
         @start_timeout = start_timeout.to_f
         @version = "ruby-#{VERSION}"
         @clock = RedisClock.new # never synced: no deadlines over AMQP
         @stopping = false
-        @lost = 0
         @worker_id = "#{Socket.gethostname}:#{Process.pid}:#{SecureRandom.hex(4)}"
+        @own = { 'lost' => 0 } # requests dropped (redelivered), answers lost
+        # Before the dispatcher, which counts each method's calls in its stats.
+        @registry = if heartbeat
+                      Registry.new(service: service, url: url, prefix: prefix, id: @worker_id,
+                                   interval: heartbeat_interval, ttl: heartbeat_ttl, counts: method(:counts),
+                                   logger: @log)
+                    end
         @dispatcher = dispatcher_for(obj, sink: Sink.new, max_request_bytes: max_request_bytes,
                                           batch_max: batch_max, batch_time_limit: batch_time_limit)
       end
 
       # Requests dropped (redelivered) or answers that could not be sent.
-      attr_reader :lost
+      def lost = @own['lost']
+
+      # The counters its registry answers carry (PROTOCOL.md 12), as the C
+      # server's: the dispatcher's, and what this transport adds.
+      def counts
+        Registry::COUNTERS.to_h { |k| [k, 0] }.merge(@dispatcher.counts, @own)
+      end
 
       # Connects (waiting for the broker as start_timeout says), declares
       # the queue plainly, consumes with a prefetch and answers until stop
@@ -307,13 +321,14 @@ module RRPC
         consumer = queue.subscribe(manual_ack: true) do |info, props, body|
           handle_delivery(channel, info, props, body)
         end
+        seen = @registry&.start(version: @version, methods: method_entries)
         @log.info("#{@service}: serving queue '#{@queue}' over AMQP (at most once)" +
-                  (@heartbeat ? '; the registry and heartbeat are not supported over AMQP yet: ' \
-                                'rrpc ls/info/ping/stats do not see it' : ''))
+                  (seen ? '' : ', unregistered: rrpc ls/info/stats do not see it'))
         sleep 0.05 until @stopping
         consumer.cancel
       ensure
         previous&.each { |sig, handler| trap(sig, handler) }
+        @registry&.stop
         begin
           session&.close
         rescue StandardError
@@ -350,7 +365,7 @@ module RRPC
       def handle_delivery(channel, info, props, body)
         channel.ack(info.delivery_tag)
         if info.redelivered?
-          @lost += 1
+          @own['lost'] += 1
           return @log.warn("#{@service}: dropped a redelivered request: at most once, it may have run already")
         end
         text = answer_text(body.b)
@@ -362,7 +377,7 @@ module RRPC
       rescue *Dispatcher::STOPS
         raise
       rescue Exception => e # rubocop:disable Lint/RescueException -- a bug here must not take the worker down
-        @lost += 1
+        @own['lost'] += 1
         @log.error("#{@service}: answer lost: #{e.class}: #{e.message}")
       end
 

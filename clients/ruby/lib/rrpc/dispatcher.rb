@@ -21,6 +21,10 @@ module RRPC
     # added to <service>:stats (PROTOCOL.md 9).
     attr_accessor :expired_unsent
 
+    # What it has handled, as the C server counts it (PROTOCOL.md 12's
+    # registry answers): requests, notifications, errors, expired.
+    attr_reader :counts
+
     # methods: name -> callable; raw: names that take params whole; stats:
     # where calls are counted (nil: nowhere); batch_time_limit: seconds
     # (nil or 0: none).
@@ -38,6 +42,8 @@ module RRPC
       @batch_max = batch_max
       @batch_time_limit = batch_time_limit&.positive? ? batch_time_limit.to_f : nil
       @expired_unsent = 0
+      # Every key present from the start: another thread may read it meanwhile.
+      @counts = { 'requests' => 0, 'notifications' => 0, 'errors' => 0, 'expired' => 0 }
     end
 
     # The Outcome of one message (binary String).
@@ -105,6 +111,13 @@ module RRPC
     # limit_ms: the batch's time limit has passed, do not run it.  key: its
     # reply key, where progress goes (nil in a batch: none).
     def answer(req, limit_ms = nil, key = nil)
+      @counts['requests'] += 1
+      resp = response(req, limit_ms, key)
+      @counts['notifications'] += 1 if resp.nil?
+      resp
+    end
+
+    def response(req, limit_ms, key)
       reason = Wire.invalid_reason(req)
       if reason
         id = req.is_a?(Hash) && Wire.valid_id?(req['id']) ? req['id'] : nil
@@ -135,8 +148,11 @@ module RRPC
     end
 
     def over_limit(limit_ms)
-      limit_ms && { 'error' => { 'code' => BATCH_TIME_EXCEEDED, 'message' => 'Batch time limit exceeded',
-                                 'data' => { 'limit_ms' => limit_ms } } }
+      return nil unless limit_ms
+
+      @counts['expired'] += 1
+      { 'error' => { 'code' => BATCH_TIME_EXCEEDED, 'message' => 'Batch time limit exceeded',
+                     'data' => { 'limit_ms' => limit_ms } } }
     end
 
     # The -32000 outcome if the request's deadline (PROTOCOL.md 7) has passed
@@ -186,6 +202,7 @@ module RRPC
     end
 
     def encode(resp)
+      @counts['errors'] += 1 if resp.key?('error')
       Wire.generate(resp)
     rescue *STOPS
       raise

@@ -37,6 +37,12 @@ module RRPC
       @mu.synchronize { fields.each { |f| @pending[f] += 1 } }
     end
 
+    # The counts not sent yet: over AMQP, where nothing is sent, every
+    # count since the process started.
+    def totals
+      @mu.synchronize { @pending.dup }
+    end
+
     # Sends the deltas; on failure they are kept for the next flush (at
     # worst counted twice after a lost reply, never lost silently).
     def flush(redis, key)

@@ -49,7 +49,7 @@ module RRPC
     START_BACKOFF_MAX_S = 5.0
 
     # An amqp:// URL (PROTOCOL.md 12) gives a server of the AMQP transport
-    # (without a registry: see AMQP::Server).
+    # (whose registry answers queries: see AMQP::Server).
     def self.new(service, obj, url: nil, **opts)
       return super unless equal?(Server)
 
