@@ -11,6 +11,11 @@
 #     notifications, redelivered messages, refusals, a refused login, links
 #     the broker closed) and tests/test_amqp_registry.py (the registry's
 #     answers: record, counters, per-method stats; heartbeat off; gone when stopped);
+#   * the queue shared with C: a Python --reliable worker and calc-server
+#     --reliable serve one durable queue (a plain one refuses it, saying why);
+#     bad input lands in <service>:dead with its reason (`rrpc dead`); a
+#     reliable Python worker killed mid-call (SIGKILL) leaves its message to
+#     the next worker;
 #   * the registry: `rrpc ls` and `rrpc info` list the Python server with its
 #     methods and lose it when it stops; a user without the registry's names
 #     (tests/amqp/definitions.json) serves unregistered.
@@ -90,6 +95,51 @@ if [ -n "${RRPC_RABBITMQ_DEFINITIONS:-}" ]; then
     ok "ACL: refused the registry's names, the Python server serves unregistered and says why" ||
     fail "ACL: $(tail -3 "$test_dir/acl.log")"
 fi
+
+# ---- sharing a queue with C, dead letters, reliable redelivery (PROTOCOL.md 12) ---------
+# A Python reliable worker joins calc-server --reliable's durable queue (same
+# declaration), and a plain Python worker files bad input as C does.
+spawn crel "$calc" --url "$url" --service shared --workers 1 --reliable
+wait_until 10 grep -q "serving queue 'shared'" "$test_dir/crel.log" || die "calc-server --reliable did not start"
+spawn pyrel "$py" "$here/calc_server.py" --url "$url" --service shared --reliable
+pyrel_pid=$spawned
+wait_until 10 grep -q "serving queue 'shared' over AMQP (reliable" "$test_dir/pyrel.log" &&
+  (for i in 1 2 3 4; do [ "$("$rrpc" call --url "$url" shared add "[$i, 1]" 2>&1)" = $((i + 1)) ] || exit 1; done) &&
+  grep -Eq '^shared +2 ' <<<"$("$rrpc" ls --url "$url" 2>&1)" &&
+  ok "a Python reliable worker and calc-server --reliable serve one durable queue" ||
+  fail "shared queue: $(tail -3 "$test_dir/pyrel.log"; "$rrpc" ls --url "$url" 2>&1)"
+kill -TERM "$pyrel_pid"
+wait "$pyrel_pid" 2>/dev/null
+spawn pyplain "$py" "$here/calc_server.py" --url "$url" --service shared
+wait_until 10 grep -q "exists with other settings" "$test_dir/pyplain.log" &&
+  ok "a plain Python worker refuses the reliable queue, saying why" || fail "plain on reliable: $(tail -3 "$test_dir/pyplain.log")"
+spawn pybad "$py" "$here/calc_server.py" --url "$url" --service pybad
+wait_until 10 grep -q "serving queue 'pybad' over AMQP" "$test_dir/pybad.log" || die "pybad did not start"
+"$py" -c 'import pika, sys
+c = pika.BlockingConnection(pika.URLParameters(sys.argv[1])); ch = c.channel()
+ch.basic_publish("", "pybad", b"{not json", pika.BasicProperties(correlation_id="bad1"))
+ch.basic_publish("", "pybad", b"{\"jsonrpc\": \"2.0\", \"method\": 1, \"id\": null}")
+c.close()' "$url"
+wait_until 5 grep -q "no reply key" <<<"$("$rrpc" dead --url "$url" pybad 2>&1)"
+out=$("$rrpc" dead --url "$url" pybad 2>&1)
+[[ $out == *"parse error"* && $out == *"no reply key"* ]] &&
+  [[ $("$rrpc" info --url "$url" --json pybad) == *'"dead":2'* ]] &&
+  ok "bad input to a Python worker lands in pybad:dead with its reason, counted" || fail "rrpc dead pybad: $out"
+# A reliable Python worker killed mid-call: the broker gives the message to the next one.
+spawn pyk1 "$py" "$here/calc_server.py" --url "$url" --service pykill --reliable
+pyk1_pid=$spawned
+wait_until 10 grep -q "serving queue 'pykill'" "$test_dir/pyk1.log" || die "pykill did not start"
+spawn killcall "$rrpc" call --url "$url" --timeout 20 pykill sleep '[600]'
+killcall_pid=$spawned
+sleep 0.3
+kill -KILL "$pyk1_pid"
+wait "$pyk1_pid" 2>/dev/null
+spawn pyk2 "$py" "$here/calc_server.py" --url "$url" --service pykill --reliable
+wait "$killcall_pid"
+st=$?
+[ "$st" = 0 ] && [ "$(cat "$test_dir/killcall.log")" = 600 ] &&
+  ok "a reliable Python worker killed mid-call (SIGKILL): redelivered to the next one" ||
+  fail "SIGKILL mid-call: status $st, $(cat "$test_dir/killcall.log"), $(tail -3 "$test_dir/pyk2.log")"
 
 # ---- the Python peer's own tests -----------------------------------------------------
 if (cd "$here" && "$py" -m pytest -p no:cacheprovider -q tests/test_amqp.py tests/test_amqp_registry.py) >"$test_dir/pytest.log" 2>&1; then

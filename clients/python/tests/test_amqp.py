@@ -218,8 +218,6 @@ def test_refused_over_amqp(client, name):
         client.call(name, 'add', 1, 2, priority='high')
     with pytest.raises(rrpc.Unsupported, match='progress is not supported over AMQP yet'):
         client.call(name, 'add', 1, 2, progress=print)
-    with pytest.raises(rrpc.Unsupported, match='max_queue is not supported over AMQP yet'):
-        rrpc.Server(name, Calc(), url=URL, max_queue=5).serve_forever()
     # amqps:// works (tests/amqp/test_amqps.sh); a TLS setting it cannot
     # use is refused before any wait, and TLS settings need amqps://.
     with pytest.raises(rrpc.AmqpError, match='verify= takes verify_peer or verify_none'):
@@ -303,6 +301,73 @@ def test_redelivered_message_is_dropped(serve, name, tutorial):
     assert props.correlation_id == 'n', 'the redelivered message was answered'
     assert tutorial.answer(0.5) is None
     assert calc.seen == [('add', 2, 2)]
+    # Kept as the C server keeps it: a dead letter with its reason.
+    letter = dead_letter(tutorial, name)
+    assert letter[0].headers['x-rrpc-reason'] == 'redelivered: at most once, it may have run already'
+    assert letter[0].correlation_id == 'r' and b'[1,1]' in letter[1]
+    tutorial.ch.queue_delete(name)
+
+
+def dead_letter(tutorial, name, wait=5.0):
+    """The first message on NAME:dead, (props, body), waiting for it."""
+    got = wait_for(lambda: tutorial.ch.basic_get(name + ':dead', auto_ack=True), wait)
+    assert got and got[0] is not None, f'nothing on {name}:dead'
+    return got[1], got[2]
+
+
+def take_back(tutorial, name, n):
+    """Takes N messages and gives them back, as a worker whose link broke:
+    the broker marks them redelivered."""
+    tags = []
+    while len(tags) < n:
+        method, _props, _body = tutorial.ch.basic_get(name, auto_ack=False)
+        if method is not None:
+            tags.append(method.delivery_tag)
+    for tag in tags:
+        tutorial.ch.basic_reject(tag, requeue=True)
+
+
+def test_reliable_counts_redeliveries_then_dead_letters(serve, name, tutorial):
+    # Declared as calc-server --reliable declares it: the worker agrees.
+    tutorial.ch.queue_declare(queue=name, durable=True, arguments={
+        'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': name + ':dead'})
+    body = b'{"jsonrpc":"2.0","method":"add","params":[1,1],"id":1}'
+    tutorial.send(name, body, corr='once')
+    tutorial.ch.basic_publish('', name, body, pika.BasicProperties(
+        reply_to=tutorial.callback, correlation_id='last',
+        headers={'x-rrpc-deliveries': pika.compat.long(2)}))
+    take_back(tutorial, name, 2)
+    calc = Calc()
+    run = serve(name, calc, reliable=True)
+    props, answer = tutorial.answer()
+    assert props.correlation_id == 'once' and b'"result":2' in answer.replace(b' ', b'')
+    assert tutorial.answer(0.3) is None
+    props, _ = dead_letter(tutorial, name)
+    assert props.correlation_id == 'last' and props.delivery_mode == 2
+    assert props.headers['x-rrpc-reason'] == 'taken by 3 workers that died (max_deliveries 3)'
+    assert props.headers['x-rrpc-service'] == name
+    assert abs(float(props.headers['x-rrpc-time']) - time.time()) < 60
+    assert calc.seen == [('add', 1, 1)]
+    counts = run.server.counts
+    assert (counts['redelivered'], counts['dead_letters']) == (2, 1)
+    # A plain declaration of the reliable queue is refused, saying why.
+    with pytest.raises(rrpc.AmqpError, match='exists with other settings'):
+        rrpc.Server(name, calc, url=URL).serve_forever()
+    tutorial.ch.queue_delete(name)
+
+
+def test_max_queue_declares_the_c_servers_arguments(serve, name, tutorial):
+    serve(name, Calc(), max_queue=5)
+    started(name)
+    # The C server's declaration of the same options is accepted by the broker.
+    tutorial.ch.queue_declare(queue=name, arguments={
+        'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': name + ':dead',
+        'x-max-length': pika.compat.long(5), 'x-overflow': 'reject-publish'})
+    tutorial.send(name, b'[]', corr='e')
+    props, answer = tutorial.answer()
+    assert b'-32600' in answer
+    props, body = dead_letter(tutorial, name)
+    assert props.headers['x-rrpc-reason'] == 'no reply key' and body == b'[]'
     tutorial.ch.queue_delete(name)
 
 

@@ -7,14 +7,25 @@ is a queue <prefix><service> on the default exchange, declared plainly by
 servers only; a call is published mandatory (no queue: "unavailable" at
 once) with reply_to = direct reply-to, a fresh correlation_id (the
 request's id), content_type application/json and expiration = its timeout
-in ms.  Workers ack on receipt (at most once), drop a redelivered message,
-and answer to the message's reply_to, including -32700 and -32600 with
-"id": null; a message without reply_to is a notification.  What the C side
+in ms.  Workers declare the service's queue as the C server does for the
+same options (plainly; durable with rrpc's dead-letter arguments when
+reliable; x-max-length with reject-publish for max_queue), so C and Python
+workers can serve one queue together.  At most once they ack on receipt and
+file a redelivered message as a dead letter; reliable (reliable=True) they
+ack only after the answer was published and confirmed, count redeliveries
+in the header x-rrpc-deliveries (max_deliveries, then a dead letter) and
+answer a redelivery they already answered from memory (dedup_window).
+Answers go to the message's reply_to, including -32700 and -32600 with
+"id": null; what the C server files as a dead letter (too large, not JSON,
+no usable id) goes to <service>:dead with the headers x-rrpc-reason,
+x-rrpc-service and x-rrpc-time; a message without reply_to is a
+notification.  What the C side
 does not do over AMQP yet, neither do these: each is refused by name
 ("... is not supported over AMQP yet").  pika is imported only here, so
 the Redis transport never needs it.
 """
 
+import collections
 import logging
 import math
 import os
@@ -38,6 +49,8 @@ log = logging.getLogger('rrpc')
 
 DIRECT_REPLY_TO = 'amq.rabbitmq.reply-to'
 JSON = 'application/json'
+DELIVERIES_HEADER = 'x-rrpc-deliveries'
+PERSISTENT = 2
 
 
 def masked(url):
@@ -277,23 +290,38 @@ class AmqpClient(Client):
 
 class AmqpServer(Server):
     """Server over AMQP (Server(..., url='amqp://...') makes one).  Declares
-    the service's queue plainly, consumes it with prefetch 1, acks each
-    message on receipt (at most once) and answers to its reply_to.  With
-    heartbeat (the default) it answers the registry's queries while it
-    serves (rrpc.amqp_registry, PROTOCOL.md 12), so rrpc ls/info/stats see
-    it; heartbeat=False: unseen, no stats.  No dead letters, deadlines (the
-    broker's expiration does that job), reply rules or max_queue over AMQP
-    yet: max_queue > 0 and reply_prefixes are refused by serve_forever
-    (Unsupported).  It waits for the broker at start as the Redis server
-    waits for Redis, and connects again with backoff when the link breaks."""
+    the service's queue as the C server does for the same options (PROTOCOL.md
+    12, "Queue declarations") and its dead-letter queue <service>:dead,
+    consumes with prefetch 1 and answers to each message's reply_to.
+
+    At most once (the default) a message is acked on receipt, before it runs,
+    and one the broker marks redelivered is filed as a dead letter instead of
+    running again.  reliable=True (over AMQP only; the Redis peer has no
+    reliable mode): the queue is durable, the channel in confirm mode, and a
+    message is acked only after its answer (and dead letter) was confirmed, so
+    a worker killed mid-call leaves it to another worker; a redelivery already
+    answered by this process (dedup_window seconds) is answered from memory,
+    else it is counted in x-rrpc-deliveries and after max_deliveries becomes a
+    dead letter.  max_queue > 0 bounds the queue (x-max-length, reject-publish:
+    callers get "overloaded").  With heartbeat (the default) it answers the
+    registry's queries while it serves (rrpc.amqp_registry), so rrpc ls/info/
+    stats see it; heartbeat=False: unseen.  No deadlines (the broker's
+    expiration does that job) or reply rules over AMQP: reply_prefixes is
+    refused by serve_forever (Unsupported).  It waits for the broker at start
+    as the Redis server waits for Redis, and connects again with backoff when
+    the link breaks."""
 
     PREFETCH = 1
     LOOK_S = 0.25  # how often an idle worker looks whether it was told to stop
+    # The dedup memory's bounds, the C server's (amqp/dedup.c).
+    DEDUP_MAX = 8192
+    DEDUP_ANSWER_MAX = 65536
 
     def __init__(self, service, obj=None, url=None, prefix='', reply_ttl=60,  # noqa: D107
                  max_request_bytes=1048576, dead_letter_max=1000, batch_max=1000,
                  heartbeat=True, heartbeat_interval=1.0, heartbeat_ttl=5.0, max_queue=0,
-                 reply_prefixes=None, batch_time_limit=5.0, start_timeout=None):
+                 reply_prefixes=None, batch_time_limit=5.0, start_timeout=None,
+                 reliable=False, max_deliveries=3, dedup_window=600):
         # pylint: disable=super-init-not-called -- the Redis parts are not wanted
         from .handlers import public_methods  # noqa: PLC0415
         from .version import VERSION  # noqa: PLC0415
@@ -303,13 +331,18 @@ class AmqpServer(Server):
         self.version = 'python-' + VERSION
         self.prefix = prefix
         self.queue = prefix + service
+        self.dead_key = self.queue + ':dead'
+        self.dead_letter_max = dead_letter_max
         self.reply_ttl = reply_ttl
         self.max_request_bytes = max_request_bytes
         self.batch_max = batch_max
         self.batch_time_limit = batch_time_limit or 0
         self.start_timeout = start_timeout or 0
-        self.max_queue = max_queue
+        self.max_queue = max_queue or 0
         self.reply_prefixes = reply_prefixes
+        self.reliable = bool(reliable)
+        self.max_deliveries = max_deliveries if max_deliveries and max_deliveries > 0 else 3
+        self.dedup_window = dedup_window
         self.methods = public_methods(obj)
         self._about = {}
         self.methods.setdefault('rpc.ping', self._rpc_ping)
@@ -324,10 +357,11 @@ class AmqpServer(Server):
         self._expired_unsent = 0
         self._conn = self._ch = None
         self._props = None  # the properties of the message in hand
+        self._said = None  # what was answered to it
+        self._dead_off = False  # a plain service whose user may not declare <service>:dead
+        self._answers = collections.OrderedDict()  # reliable: correlation_id -> (until, text)
 
     def _refusal(self):
-        if self.max_queue and self.max_queue > 0:
-            return 'max_queue is not supported over AMQP yet'
         if self.reply_prefixes:
             return 'reply_prefixes is not supported over AMQP yet'
         return None
@@ -335,8 +369,9 @@ class AmqpServer(Server):
     def serve_forever(self):
         """Connects (waiting for the broker), then consumes and answers
         until stop() or SIGINT/SIGTERM.  Raises Unsupported for what AMQP
-        lacks yet, AmqpError if the broker refuses the login or does not
-        answer within start_timeout."""
+        lacks yet, AmqpError if the broker refuses the login, the queue
+        exists with other settings, or the broker does not answer within
+        start_timeout."""
         refusal = self._refusal()
         if refusal:
             raise Unsupported(f'{self.service}: {refusal}')
@@ -345,9 +380,10 @@ class AmqpServer(Server):
         try:
             if self._connect(starting=True):
                 seen = self._registry is not None and self._registry.start()
-                log.info('%s: serving queue %r over AMQP (at most once)%s', self.service,
-                         self.queue, '' if seen else ', unregistered: rrpc ls/info/stats do '
-                         'not see it')
+                mode = 'reliable: durable queue, at least once' if self.reliable else 'at most once'
+                log.info('%s: serving queue %r over AMQP (%s%s)%s', self.service, self.queue,
+                         mode, ', max_queue' if self.max_queue > 0 else '',
+                         '' if seen else ', unregistered: rrpc ls/info/stats do not see it')
                 self._serve()
         finally:
             if self._registry is not None:
@@ -366,11 +402,55 @@ class AmqpServer(Server):
             except Exception:  # already gone
                 pass
 
+    def _queue_arguments(self):
+        """The service queue's arguments, the C server's for the same options:
+        none for an at-most-once service without max_queue (the tutorial's
+        plain queue), else dead-lettering to <service>:dead and the bound."""
+        if not self.reliable and self.max_queue <= 0:
+            return None
+        args = {'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': self.dead_key}
+        if self.max_queue > 0:
+            # 64-bit, as the C server sends it ('l'; pika packs a small int as 'I').
+            args['x-max-length'] = _long(self.max_queue)
+            args['x-overflow'] = 'reject-publish'
+        return args
+
+    def _declare(self, ch, queue, durable, arguments):
+        """Declares QUEUE; a queue that exists with other settings is a
+        refusal (AmqpError, refused) that says what to do about it."""
+        pika = _pika()
+        try:
+            ch.queue_declare(queue=queue, durable=durable, arguments=arguments)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 406:
+                raise
+            raise AmqpError(
+                f'{self.service}: declaring queue {queue!r}: {_text(exc)} -- the queue exists '
+                'with other settings (a plain queue of an at-most-once service or a '
+                'tutorial-style worker, or one of a server with other reliable/max_queue '
+                'options): stop its users and delete it (rabbitmqctl delete_queue), or serve '
+                'with the same options (docs/PROTOCOL.md section 12)', refused=True) from exc
+
     def _link(self):
+        pika = _pika()
         conn = _open(self.url)
         try:
             ch = conn.channel()
-            ch.queue_declare(queue=self.queue)  # plainly, as the tutorial's worker does
+            self._declare(ch, self.queue, self.reliable, self._queue_arguments())
+            if not self._dead_off:
+                try:
+                    self._declare(ch, self.dead_key, True,
+                                  {'x-max-length': _long(self.dead_letter_max)})
+                except pika.exceptions.ChannelClosedByBroker as exc:
+                    # A plain service's user may lack the name (a recipe that predates it).
+                    if exc.reply_code != 403 or self._queue_arguments() is not None:
+                        raise
+                    self._dead_off = True
+                    log.warning('%s: no dead-letter queue (%s): dead letters are only logged',
+                                self.service, _text(exc))
+                    ch = conn.channel()
+            if self.reliable:
+                ch.confirm_delivery()
             ch.basic_qos(prefetch_count=self.PREFETCH)
         except Exception:
             conn.close()
@@ -427,19 +507,109 @@ class AmqpServer(Server):
                     return
 
     def _receive(self, method, props, body):
+        if self.reliable:
+            self._receive_reliable(method, props, body)
+            return
         # Acked on receipt, before it runs: at most once, as over Redis.
         self._ch.basic_ack(method.delivery_tag)
         if method.redelivered:
-            self._count('lost')
-            log.warning('%s: dropped a redelivered message (correlation_id %r): it may have '
-                        'run on a worker whose link broke, and runs at most once',
-                        self.service, props.correlation_id)
+            # It may have run on a worker whose link broke: kept, not run again.
+            self._file(props, body, 'redelivered: at most once, it may have run already')
             return
-        self._props = props
+        self._take(props, body)
+
+    def _take(self, props, body):
+        """Handles one message; what was answered to it (bytes, or None)."""
+        self._props, self._said = props, None
         try:
             self.handle(body)
+            return self._said
         finally:
             self._props = None
+
+    def _receive_reliable(self, method, props, body):
+        """Acked only once its answer and dead letter were confirmed (a
+        failed publish on a broken link raises before the ack: the broker
+        hands the message to another worker)."""
+        cid = props.correlation_id or None
+        said = self._recall(cid)
+        if said is not None:  # a redelivery or a resend of a request answered here
+            if said and props.reply_to:
+                self._publish(props.reply_to, said, _pika().BasicProperties(
+                    correlation_id=cid, content_type=JSON))
+        elif method.redelivered:
+            self._count_delivery(props, body)
+        else:
+            said = self._take(props, body)
+            # Remembered even if the answer was lost with the link: a
+            # redelivery here is answered, not run again.
+            self._remember(cid, said or b'')
+        self._ch.basic_ack(method.delivery_tag)
+
+    def _count_delivery(self, props, body):
+        """A message taken back from a worker whose link broke: published
+        again with x-rrpc-deliveries + 1 (behind the queue), or, once
+        counted max_deliveries times, filed as a dead letter."""
+        self._count('redelivered')
+        headers = dict(props.headers or {})
+        n = int(headers.get(DELIVERIES_HEADER) or 0) + 1
+        if n >= self.max_deliveries:
+            self._file(props, body, f'taken by {n} workers that died '
+                       f'(max_deliveries {self.max_deliveries})')
+            return
+        headers[DELIVERIES_HEADER] = _long(n)  # 64-bit, as the C server reads it
+        again = _copy_props(props)
+        again.headers = headers
+        self._publish(self.queue, body, again)
+
+    def _recall(self, cid):
+        """The answer this process sent to CID (b'' if none was sent), or None."""
+        if cid is None:
+            return None
+        now = time.monotonic()
+        while self._answers:
+            first = next(iter(self._answers.values()))
+            if first[0] > now and len(self._answers) <= self.DEDUP_MAX:
+                break
+            self._answers.popitem(last=False)
+        hit = self._answers.get(cid)
+        return None if hit is None else hit[1]
+
+    def _remember(self, cid, said):
+        if cid is None or len(said) > self.DEDUP_ANSWER_MAX or not self.dedup_window:
+            return
+        self._answers[cid] = (time.monotonic() + self.dedup_window, said)
+        self._answers.move_to_end(cid)
+
+    def _publish(self, queue, body, props):
+        """Publishes through the default exchange (confirmed when reliable:
+        pika's basic_publish then waits for the broker's ack)."""
+        self._ch.basic_publish('', queue, body if isinstance(body, bytes) else body.encode(),
+                               props)
+
+    def _file(self, props, body, reason):
+        """Files the message as a dead letter on <service>:dead: its body and
+        properties as they came (no expiration), persistent, with the headers
+        x-rrpc-reason, x-rrpc-service and x-rrpc-time (PROTOCOL.md 12)."""
+        log.warning('%s: dead letter: %s', self.service, reason)
+        if self._dead_off:
+            self._count('lost')
+            log.warning('%s: dead letter not kept (no dead-letter queue): %r', self.service,
+                        body[:200])
+            return
+        letter = _copy_props(props)
+        letter.headers = {'x-rrpc-reason': reason, 'x-rrpc-service': self.service,
+                          'x-rrpc-time': f'{time.time():.3f}'}
+        letter.expiration = None
+        letter.delivery_mode = PERSISTENT
+        try:
+            self._publish(self.dead_key, body, letter)
+            self._count('dead_letters')
+        except Exception as exc:
+            self._count('lost')
+            log.error('%s: dead letter lost (%s): %s', self.service, _text(exc), reason)
+            if self.reliable and _broken(exc):
+                raise  # not acked: the broker hands the message out again
 
     # -- one message: Server's dispatch, answers to reply_to -------------
 
@@ -460,53 +630,78 @@ class AmqpServer(Server):
         return super()._encode(resp)
 
     def _handle(self, raw):
+        # What the C server files as a dead letter (core/dispatch.c) is
+        # answered (when it has a reply_to) and filed, with its reasons.
         if len(raw) > self.max_request_bytes:
-            return self._refuse(INVALID_REQUEST, f'Invalid Request: too large: {len(raw)} '
-                                f'bytes (limit {self.max_request_bytes})')
+            reason = f'too large: {len(raw)} bytes (limit {self.max_request_bytes})'
+            return self._refuse(raw, INVALID_REQUEST, 'Invalid Request: ' + reason, reason)
         try:
             msg = protocol.loads(raw.decode('utf-8'))
-        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-            return self._refuse(PARSE_ERROR, 'Parse error', f'parse error: {exc}')
+        except UnicodeDecodeError as exc:
+            return self._refuse(raw, PARSE_ERROR, 'Parse error', f'invalid UTF-8: {exc}')
+        except (ValueError, RecursionError) as exc:
+            return self._refuse(raw, PARSE_ERROR, 'Parse error', f'parse error: {exc}')
         if isinstance(msg, list):
             return self._handle_batch(raw, msg)
         # No reply key over AMQP (no progress): the answer goes to reply_to.
         resp = self._answer(msg)
         if resp is not None:
-            self._deliver(raw, None, resp)
+            self._deliver(raw, protocol.reply_key(msg), resp)
         return None
 
     def _handle_batch(self, raw, msg):
         if not msg:
-            return self._refuse(INVALID_REQUEST, 'Invalid Request: empty batch')
+            return self._refuse(raw, INVALID_REQUEST, 'Invalid Request: empty batch')
         if len(msg) > self.batch_max:  # nothing runs, notifications included
-            return self._refuse(INVALID_REQUEST, f'Invalid Request: batch of {len(msg)} '
+            return self._refuse(raw, INVALID_REQUEST, f'Invalid Request: batch of {len(msg)} '
                                 f'elements (limit {self.batch_max})')
         return self._batch(raw, msg)
 
-    def _refuse(self, code, message, why=None):
-        log.warning('%s: %s', self.service, why or message)
-        self._deliver(None, None, self._encode(error(None, code, message)))
+    def _refuse(self, raw, code, message, reason=None):
+        """Answers an error with "id": null and files RAW as a dead letter
+        (reason REASON, else "no reply key", as the C server's)."""
+        self._deliver(raw, None, self._encode(error(None, code, message)), reason)
 
-    def _deliver(self, raw, key, body):
-        """Publishes BODY to the message's reply_to with its
-        correlation_id; nothing for a message without reply_to (a
-        notification, whatever its body's id)."""
+    def _deliver(self, raw, key, body, reason=None):
+        """Publishes BODY to the message's reply_to with its correlation_id;
+        nothing for a message without reply_to (a notification, whatever its
+        body's id).  A response no id addresses (KEY None) is filed as a dead
+        letter as well, as the C server does."""
         props = self._props
-        if props is None or not props.reply_to:
+        if props is None:
             return
-        out = _pika().BasicProperties(correlation_id=props.correlation_id, content_type=JSON)
-        try:
-            self._ch.basic_publish('', props.reply_to,
-                                   body if isinstance(body, bytes) else body.encode('utf-8'),
-                                   out)
-        except Exception as exc:  # noqa: BLE001
-            # The link is gone: the consume loop notices and connects again.
-            self._count('lost')
-            log.error('%s: reply lost on the way out (to %r): %s', self.service,
-                      props.reply_to, _text(exc))
+        if props.reply_to:
+            out = _pika().BasicProperties(correlation_id=props.correlation_id, content_type=JSON)
+            data = body if isinstance(body, bytes) else body.encode('utf-8')
+            try:
+                self._publish(props.reply_to, data, out)
+                self._said = data
+            except Exception as exc:  # noqa: BLE001
+                # The link is gone: the consume loop notices and connects again.
+                self._count('lost')
+                log.error('%s: reply lost on the way out (to %r): %s', self.service,
+                          props.reply_to, _text(exc))
+                if self.reliable and _broken(exc):
+                    raise  # not acked: the broker hands the message out again
+        if raw is not None and (key is None or reason is not None):
+            self._file(props, raw, reason or 'no reply key')
 
     def _dead(self, raw, reason, response=None):
-        """No dead letters over AMQP yet: logged, and answered if possible."""
-        log.warning('%s: cannot handle a message (%s)', self.service, reason)
+        """A message the server could not handle (an internal error): answered
+        if there is a response, and filed as a dead letter."""
         if response is not None:
-            self._deliver(raw, None, response)
+            self._deliver(None, None, response)
+        if self._props is not None:
+            self._file(self._props, raw, reason)
+
+
+def _long(n):
+    """N packed as a 64-bit table value ('l'), as the C server writes and reads them."""
+    return _pika().compat.long(n)
+
+
+def _copy_props(props):
+    """A copy of pika's BasicProperties PROPS."""
+    out = _pika().BasicProperties()
+    out.__dict__.update(props.__dict__)
+    return out

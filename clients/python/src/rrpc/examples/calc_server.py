@@ -146,7 +146,22 @@ def main(argv=None):
     parser.add_argument('--start-timeout', type=float, default=0.0, metavar='S',
                         help='wait at most S seconds for Redis at start (default: 0, as long '
                              'as it takes; negative: do not wait)')
+    parser.add_argument('--reliable', action='store_true',
+                        help='over AMQP: at least once -- durable queue, acked after the '
+                             'answer is confirmed, redeliveries counted (the C server\'s '
+                             '--reliable; not over Redis in this peer)')
+    parser.add_argument('--max-deliveries', type=int, default=3, metavar='N',
+                        help='reliable: a request taken by N workers that died becomes a dead '
+                             'letter (default: 3)')
+    parser.add_argument('--max-queue', type=int, default=0, metavar='N',
+                        help='at most N requests wait (callers get "overloaded"; default: 0, '
+                             'no bound)')
     args = parser.parse_args(argv)
+    extra = {'max_queue': args.max_queue}
+    if args.reliable:
+        if not rrpc.transport.resolve_url(args.url).lower().startswith('amqp'):
+            parser.error('--reliable: the Python peer is reliable over AMQP only')
+        extra.update(reliable=True, max_deliveries=args.max_deliveries)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format='%(asctime)s calc_server.py: %(message)s')
     logging.getLogger('pika').setLevel(logging.WARNING)  # its INFO is one line per frame
@@ -155,7 +170,8 @@ def main(argv=None):
                          heartbeat=not args.no_heartbeat,
                          heartbeat_interval=args.heartbeat_interval,
                          heartbeat_ttl=args.heartbeat_ttl, reply_prefixes=args.reply_prefix,
-                         batch_time_limit=args.batch_time, start_timeout=args.start_timeout)
+                         batch_time_limit=args.batch_time, start_timeout=args.start_timeout,
+                         **extra)
     logging.info('serving %s%s', args.prefix, args.service)
     try:
         server.serve_forever()
