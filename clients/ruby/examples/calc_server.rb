@@ -154,8 +154,27 @@ module CalcServer
                                        'then exit 1 (default: 0 = wait as long as it takes)') do |v|
         opts[:start_timeout] = v
       end
+      o.on('--reliable', 'over AMQP: at least once -- durable queue, acked after the answer is confirmed, ' \
+                         "redeliveries counted (the C server's --reliable; not over Redis in this peer)") do
+        opts[:reliable] = true
+      end
+      o.on('--max-deliveries N', Integer, 'reliable: a request taken by N workers that died becomes a dead ' \
+                                          'letter (default: 3)') { |v| opts[:max_deliveries] = v }
+      o.on('--max-queue N', Integer, 'at most N requests wait (callers get "overloaded"; default: 0)') do |v|
+        opts[:max_queue] = v
+      end
     end.parse!(argv)
     opts
+  end
+
+  # --reliable's options: over AMQP only (the Redis peer has no reliable mode).
+  def reliable(opts)
+    return {} unless opts[:reliable]
+
+    url = opts[:redis] || ENV['RRPC_URL'] || ENV['REDIS_URL'] || ''
+    raise OptionParser::InvalidOption, '--reliable: the Ruby peer is reliable over AMQP only' unless url.match?(/\Aamqps?:/i)
+
+    { reliable: true, max_deliveries: opts[:max_deliveries] || 3 }
   end
 
   def main(argv)
@@ -168,7 +187,8 @@ module CalcServer
                                                        heartbeat_ttl: opts[:ttl],
                                                        reply_prefixes: opts[:reply_prefixes],
                                                        batch_time_limit: opts[:batch_time],
-                                                       start_timeout: opts[:start_timeout])
+                                                       start_timeout: opts[:start_timeout],
+                                                       max_queue: opts[:max_queue] || 0, **reliable(opts))
     warn "calc_server.rb: serving #{opts[:prefix]}#{opts[:service]}"
     server.serve_forever
     warn 'calc_server.rb: stopped'

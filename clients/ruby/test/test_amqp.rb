@@ -138,8 +138,6 @@ class TestAMQP < Minitest::Test
     assert_equal 'priorities are not supported over AMQP yet', e.message
     e = assert_raises(RRPC::Unsupported) { c.call(service, 'count', 2, 1, progress: ->(_) {}) }
     assert_equal 'progress is not supported over AMQP yet', e.message
-    e = assert_raises(RRPC::Unsupported) { RRPC::Server.new(unique('q'), Calc.new, url: URL, max_queue: 5) }
-    assert_equal 'max_queue is not supported over AMQP yet', e.message
     # amqps:// works (tests/amqp/test_amqps.sh); a TLS setting it cannot use
     # is refused up front, and TLS settings need amqps://.
     e = assert_raises(ArgumentError) { RRPC::Client.new(url: "#{URL.sub('amqp:', 'amqps:')}?verify=maybe").call(service, 'add', 1, 2) }
@@ -209,7 +207,7 @@ class TestAMQP < Minitest::Test
   end
 
   # A redelivered message may have run at a worker whose link broke before
-  # its ack: at most once, it is dropped and logged.
+  # its ack: at most once, it is not run but kept as a dead letter.
   def test_redelivered_is_dropped
     service = unique('redeliv')
     queue = @ch.queue(service)
@@ -220,11 +218,41 @@ class TestAMQP < Minitest::Test
     other.close # ... and back in the queue, marked redelivered
     rec = Recorder.new
     _, server, log = serve(rec, service: service)
-    assert wait_until(5) { server.lost == 1 }, 'the redelivered message was not dropped'
-    assert_match(/dropped a redelivered request/, log.string)
+    assert wait_until(5) { server.counts['dead_letters'] == 1 }, 'the redelivered message was not kept'
+    assert_match(/dead letter: redelivered: at most once/, log.string)
     c = client
     c.notify(service, 'note', 'fresh')
     assert_equal 'fresh', rec.seen.pop # the redelivered one never ran
+    _, props, body = @ch.queue("#{service}:dead", durable: true, arguments: { 'x-max-length' => 1000 }).pop
+    assert_equal 'redelivered: at most once, it may have run already', props.headers['x-rrpc-reason']
+    assert_equal service, props.headers['x-rrpc-service']
+    assert_match(/"again"/, body)
     c.close
+  end
+
+  # Reliable: a redelivery is counted (x-rrpc-deliveries) and run; one
+  # counted max_deliveries times is a dead letter; the queue is the C
+  # server's (durable, rrpc's arguments), which a plain server refuses.
+  def test_reliable_counts_redeliveries_then_dead_letters
+    service = unique('rel')
+    args = { 'x-dead-letter-exchange' => '', 'x-dead-letter-routing-key' => "#{service}:dead" }
+    queue = @ch.queue(service, durable: true, arguments: args)
+    @ch.default_exchange.publish('{"jsonrpc":"2.0","method":"note","params":["once"]}', routing_key: service)
+    @ch.default_exchange.publish('{"jsonrpc":"2.0","method":"note","params":["last"]}', routing_key: service,
+                                                                                        headers: { 'x-rrpc-deliveries' => 2 })
+    assert wait_until(5) { queue.message_count == 2 }
+    other = @bunny.create_channel
+    2.times { other.queue(service, durable: true, arguments: args).pop(manual_ack: true) }
+    other.close # both back in the queue, marked redelivered
+    rec = Recorder.new
+    _, server, = serve(rec, service: service, reliable: true)
+    assert_equal 'once', rec.seen.pop
+    assert wait_until(5) { server.counts['dead_letters'] == 1 }
+    assert_equal 2, server.counts['redelivered']
+    _, props, body = @ch.queue("#{service}:dead", durable: true, arguments: { 'x-max-length' => 1000 }).pop
+    assert_equal 'taken by 3 workers that died (max_deliveries 3)', props.headers['x-rrpc-reason']
+    assert_match(/"last"/, body)
+    e = assert_raises(RRPC::BrokerError) { RRPC::Server.new(service, Calc.new, url: URL).serve_forever }
+    assert_match(/exists with other settings/, e.message)
   end
 end

@@ -13,7 +13,11 @@
 #     counters, per-method stats; heartbeat off), and `rrpc ls`/`rrpc info`
 #     list calc_server.rb with its methods (after the break too) and lose it
 #     when it stops; a user without the registry's names
-#     (tests/amqp/definitions.json) serves unregistered.
+#     (tests/amqp/definitions.json) serves unregistered;
+#   * the queue shared with C: a Ruby --reliable worker and calc-server
+#     --reliable serve one durable queue (a plain one refuses it, saying
+#     why); bad input lands in <service>:dead (`rrpc dead`); a reliable Ruby
+#     worker killed mid-call (SIGKILL) leaves its message to the next one.
 # Usage: with-rabbitmq.sh test_amqp.sh BUILD_DIR
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -83,6 +87,49 @@ fwd() {
 wait_until 15 fwd && ok "an idle Ruby client (forward's) mends its link after the break" ||
   fail "Ruby forward after the break: $("$rrpc" call --url "$url" rbcalc forward \
     '{"service": "calc", "method": "add", "params": [1, 1]}' 2>&1)"
+
+# ---- sharing a queue with C, dead letters, reliable redelivery (PROTOCOL.md 12) ---------
+spawn crel "$build/calc-server" --url "$url" --service rbshared --workers 1 --reliable
+wait_until 10 grep -q "serving queue 'rbshared'" "$test_dir/crel.log" || die "calc-server --reliable did not start"
+spawn rbrel ruby "$ruby_dir/calc_server.rb" --url "$url" --service rbshared --reliable
+rbrel_pid=$spawned
+wait_until 15 grep -q "serving queue 'rbshared' over AMQP (reliable" "$test_dir/rbrel.log" &&
+  (for i in 1 2 3 4; do [ "$("$rrpc" call --url "$url" rbshared add "[$i, 1]" 2>&1)" = $((i + 1)) ] || exit 1; done) &&
+  grep -Eq '^rbshared +2 ' <<<"$("$rrpc" ls --url "$url" 2>&1)" &&
+  ok "a Ruby reliable worker and calc-server --reliable serve one durable queue" ||
+  fail "shared queue: $(tail -3 "$test_dir/rbrel.log"; "$rrpc" ls --url "$url" 2>&1)"
+kill -TERM "$rbrel_pid"
+wait "$rbrel_pid" 2>/dev/null
+spawn rbplain ruby "$ruby_dir/calc_server.rb" --url "$url" --service rbshared
+wait_until 15 grep -q "exists with other settings" "$test_dir/rbplain.log" &&
+  ok "a plain Ruby worker refuses the reliable queue, saying why" || fail "plain on reliable: $(tail -3 "$test_dir/rbplain.log")"
+spawn rbbad ruby "$ruby_dir/calc_server.rb" --url "$url" --service rbbad
+wait_until 15 grep -q "serving queue 'rbbad' over AMQP" "$test_dir/rbbad.log" || die "rbbad did not start"
+/usr/bin/python3 -c 'import pika, sys
+c = pika.BlockingConnection(pika.URLParameters(sys.argv[1])); ch = c.channel()
+ch.basic_publish("", "rbbad", b"{not json", pika.BasicProperties(correlation_id="bad1"))
+ch.basic_publish("", "rbbad", b"{\"jsonrpc\": \"2.0\", \"method\": 1, \"id\": null}")
+c.close()' "$url"
+wait_until 5 grep -q "no reply key" <<<"$("$rrpc" dead --url "$url" rbbad 2>&1)"
+out=$("$rrpc" dead --url "$url" rbbad 2>&1)
+[[ $out == *"parse error"* && $out == *"no reply key"* ]] &&
+  [[ $("$rrpc" info --url "$url" --json rbbad) == *'"dead":2'* ]] &&
+  ok "bad input to a Ruby worker lands in rbbad:dead with its reason" || fail "rrpc dead rbbad: $out"
+# A reliable Ruby worker killed mid-call: the broker gives the message to the next one.
+spawn rbk1 ruby "$ruby_dir/calc_server.rb" --url "$url" --service rbkill --reliable
+rbk1_pid=$spawned
+wait_until 15 grep -q "serving queue 'rbkill'" "$test_dir/rbk1.log" || die "rbkill did not start"
+spawn killcall "$rrpc" call --url "$url" --timeout 20 rbkill sleep '[600]'
+killcall_pid=$spawned
+sleep 0.3
+kill -KILL "$rbk1_pid"
+wait "$rbk1_pid" 2>/dev/null
+spawn rbk2 ruby "$ruby_dir/calc_server.rb" --url "$url" --service rbkill --reliable
+wait "$killcall_pid"
+st=$?
+[ "$st" = 0 ] && [ "$(cat "$test_dir/killcall.log")" = 600 ] &&
+  ok "a reliable Ruby worker killed mid-call (SIGKILL): redelivered to the next one" ||
+  fail "SIGKILL mid-call: status $st, $(cat "$test_dir/killcall.log"), $(tail -3 "$test_dir/rbk2.log")"
 
 # ---- the registry: rrpc ls and info see the Ruby server (rejoined after the break) ----
 seen() { "$rrpc" ls --url "$url" | grep -Eq '^rbcalc +1 +1 '; }

@@ -8,8 +8,15 @@ require 'socket'
 # 12: RRPC::Client.new and RRPC::Server.new hand out these when the URL is
 # amqp://.  A service is a queue on the default exchange; calls are
 # published mandatory with reply_to = direct reply-to, a fresh
-# correlation_id and the timeout as expiration; workers ack on receipt (at
-# most once), drop redelivered messages and answer to reply_to.  Built on
+# correlation_id and the timeout as expiration.  Workers declare the
+# service's queue as the C server does for the same options (plain;
+# durable with rrpc's dead-letter arguments when reliable; x-max-length
+# with reject-publish for max_queue), so C and Ruby workers can serve one
+# queue; at most once they ack on receipt and file a redelivered message as
+# a dead letter; reliable they ack after the answer is confirmed and count
+# redeliveries (x-rrpc-deliveries, max_deliveries).  What the C server
+# files as a dead letter goes to <service>:dead with the headers
+# x-rrpc-reason, x-rrpc-service and x-rrpc-time.  Built on
 # the bunny gem, required only when an amqp:// URL is used, so the Redis
 # peer needs nothing more than before.  What C does not do over AMQP yet
 # the Ruby peer does not either: it refuses with "... is not supported over
@@ -260,22 +267,41 @@ module RRPC
 
     # Serves an object over AMQP: the worker of PROTOCOL.md 12.
     class Server < RRPC::Server
-      # As RRPC::Server.new.  Over AMQP: heartbeat (the default) answers
-      # the registry's queries while it serves (AMQP::Registry, PROTOCOL.md
-      # 12), so rrpc ls/info/stats see it; heartbeat_interval and
-      # heartbeat_ttl only fill its record.  max_queue > 0 raises
-      # Unsupported, reply_ttl/dead_letter_max/reply_prefixes do not apply
-      # (answers go to reply_to; a message dispatch cannot read is answered
-      # -32700 or -32600 there, never kept).  prefetch: messages the broker
-      # hands this worker ahead (1: fair dispatch).
+      DELIVERIES_HEADER = 'x-rrpc-deliveries'
+      # The dedup memory's bounds, the C server's (amqp/dedup.c).
+      DEDUP_MAX = 8192
+      DEDUP_ANSWER_MAX = 65_536
+
+      # As RRPC::Server.new.  Over AMQP: the service's queue is declared as
+      # the C server declares it for the same options (PROTOCOL.md 12, "Queue
+      # declarations"), and <service>:dead (durable, dead_letter_max long)
+      # keeps what the C server would keep.  reliable: true (over AMQP only;
+      # the Redis peer has no reliable mode): a durable queue, the channel in
+      # confirm mode, each message acked only after its answer (and dead
+      # letter) was confirmed, so a worker killed mid-call leaves it to
+      # another; a redelivery this process answered (dedup_window seconds) is
+      # answered from memory, else counted in x-rrpc-deliveries and filed as a
+      # dead letter at max_deliveries.  max_queue > 0: x-max-length with
+      # reject-publish (callers get "overloaded").  heartbeat (the default)
+      # answers the registry's queries while it serves (AMQP::Registry), so
+      # rrpc ls/info/stats see it.  reply_ttl/reply_prefixes do not apply
+      # (answers go to reply_to).  prefetch: messages the broker hands this
+      # worker ahead (1: fair dispatch).
       def initialize(service, obj, url:, prefix: '', max_request_bytes: 1_048_576, batch_max: 1000,
                      batch_time_limit: 5.0, logger: Logger.new($stderr, progname: 'rrpc'), heartbeat: true,
                      heartbeat_interval: 1.0, heartbeat_ttl: 5.0, max_queue: 0, prefetch: 1, start_timeout: 0,
-                     **_redis_only)
-        AMQP.unsupported('max_queue is') if max_queue.to_i.positive?
+                     dead_letter_max: 1000, reliable: false, max_deliveries: 3, dedup_window: 600, **_redis_only)
         @url = url
         @service = service
         @queue = "#{prefix}#{service}"
+        @dead_queue = "#{@queue}:dead"
+        @dead_letter_max = dead_letter_max.to_i
+        @max_queue = max_queue.to_i.positive? ? max_queue.to_i : 0
+        @reliable = reliable ? true : false
+        @max_deliveries = max_deliveries.to_i.positive? ? max_deliveries.to_i : 3
+        @dedup_window = dedup_window.to_f
+        @answers = {} # reliable: correlation_id => [until, text], oldest first
+        @dead_off = false # a plain service whose user may not declare <service>:dead
         @log = logger
         @prefetch = prefetch
         @start_timeout = start_timeout.to_f
@@ -283,7 +309,8 @@ module RRPC
         @clock = RedisClock.new # never synced: no deadlines over AMQP
         @stopping = false
         @worker_id = "#{Socket.gethostname}:#{Process.pid}:#{SecureRandom.hex(4)}"
-        @own = { 'lost' => 0 } # requests dropped (redelivered), answers lost
+        # What this transport adds to the dispatcher's counters (PROTOCOL.md 12).
+        @own = { 'lost' => 0, 'dead_letters' => 0, 'redelivered' => 0 }
         # Before the dispatcher, which counts each method's calls in its stats.
         @registry = if heartbeat
                       Registry.new(service: service, url: url, prefix: prefix, id: @worker_id,
@@ -294,7 +321,7 @@ module RRPC
                                           batch_max: batch_max, batch_time_limit: batch_time_limit)
       end
 
-      # Requests dropped (redelivered) or answers that could not be sent.
+      # Requests dropped or answers that could not be sent.
       def lost = @own['lost']
 
       # The counters its registry answers carry (PROTOCOL.md 12), as the C
@@ -304,8 +331,9 @@ module RRPC
       end
 
       # Connects (waiting for the broker as start_timeout says), declares
-      # the queue plainly, consumes with a prefetch and answers until stop
-      # or SIGINT/SIGTERM.  A broken link is mended by bunny's recovery.
+      # the queues, consumes with a prefetch and answers until stop or
+      # SIGINT/SIGTERM.  A broken link is mended by bunny's recovery.  A queue
+      # that exists with other settings raises BrokerError, saying what to do.
       def serve_forever
         previous = %w[INT TERM].to_h { |sig| [sig, trap(sig) { stop }] }
         session = connect_waiting
@@ -315,14 +343,13 @@ module RRPC
         # said in the log, as the C server does.
         session.before_recovery_attempt_starts { @log.warn("#{@service}: link lost, connecting again") }
         session.after_recovery_completed { @log.info("#{@service}: reconnected") }
-        channel = session.create_channel
-        channel.prefetch(@prefetch)
-        queue = channel.queue(@queue) # plain: not durable, not exclusive, no arguments
+        channel, queue = open_channel(session)
         consumer = queue.subscribe(manual_ack: true) do |info, props, body|
           handle_delivery(channel, info, props, body)
         end
         seen = @registry&.start(version: @version, methods: method_entries)
-        @log.info("#{@service}: serving queue '#{@queue}' over AMQP (at most once)" +
+        mode = @reliable ? 'reliable: durable queue, at least once' : 'at most once'
+        @log.info("#{@service}: serving queue '#{@queue}' over AMQP (#{mode}#{@max_queue.positive? ? ', max_queue' : ''})" +
                   (seen ? '' : ', unregistered: rrpc ls/info/stats do not see it'))
         sleep 0.05 until @stopping
         consumer.cancel
@@ -361,31 +388,164 @@ module RRPC
         end
       end
 
-      # One delivery: acked first (at most once), decided, answered.
-      def handle_delivery(channel, info, props, body)
-        channel.ack(info.delivery_tag)
-        if info.redelivered?
-          @own['lost'] += 1
-          return @log.warn("#{@service}: dropped a redelivered request: at most once, it may have run already")
-        end
-        text = answer_text(body.b)
-        reply_to = props.reply_to
-        return if text.nil? || reply_to.nil? || reply_to.empty? # a notification
+      # The service queue's arguments, the C server's for the same options:
+      # none for an at-most-once service without max_queue (the tutorial's
+      # plain queue), else dead-lettering to <service>:dead and the bound.
+      def queue_arguments
+        return {} unless @reliable || @max_queue.positive?
 
-        channel.default_exchange.publish(text, routing_key: reply_to, correlation_id: props.correlation_id,
-                                               content_type: JSON_TYPE)
+        args = { 'x-dead-letter-exchange' => '', 'x-dead-letter-routing-key' => @dead_queue }
+        args.merge!('x-max-length' => @max_queue, 'x-overflow' => 'reject-publish') if @max_queue.positive?
+        args
+      end
+
+      # A channel with the queues declared (and confirms when reliable), and
+      # the service's Bunny::Queue.
+      def open_channel(session)
+        channel = session.create_channel
+        queue = declare(channel, @queue, durable: @reliable, arguments: queue_arguments)
+        begin
+          declare(channel, @dead_queue, durable: true, arguments: { 'x-max-length' => @dead_letter_max })
+        rescue Bunny::AccessRefused => e
+          # A plain service's user may lack the name (a recipe that predates it).
+          raise BrokerError, "#{@service}: declaring queue '#{@dead_queue}': #{e.message}" if @reliable || @max_queue.positive?
+
+          @dead_off = true
+          @log.warn("#{@service}: no dead-letter queue (#{e.message}): dead letters are only logged")
+          channel = session.create_channel
+          queue = declare(channel, @queue, durable: false, arguments: {})
+        end
+        channel.confirm_select if @reliable
+        channel.prefetch(@prefetch)
+        [channel, queue]
+      end
+
+      def declare(channel, name, durable:, arguments:)
+        channel.queue(name, durable: durable, arguments: arguments)
+      rescue Bunny::PreconditionFailed => e
+        raise BrokerError, "#{@service}: declaring queue '#{name}': #{e.message} -- the queue exists with other " \
+                           'settings (a plain queue of an at-most-once service or a tutorial-style worker, or one of a ' \
+                           'server with other reliable/max_queue options): stop its users and delete it (rabbitmqctl ' \
+                           'delete_queue), or serve with the same options (docs/PROTOCOL.md section 12)'
+      end
+
+      # One delivery.  At most once: acked first; a redelivery (it may have
+      # run on a worker whose link broke) is filed as a dead letter, not run.
+      def handle_delivery(channel, info, props, body)
+        return handle_reliable(channel, info, props, body) if @reliable
+
+        channel.ack(info.delivery_tag)
+        return file(channel, props, body, 'redelivered: at most once, it may have run already') if info.redelivered?
+
+        take(channel, props, body)
       rescue *Dispatcher::STOPS
         raise
       rescue Exception => e # rubocop:disable Lint/RescueException -- a bug here must not take the worker down
         @own['lost'] += 1
         @log.error("#{@service}: answer lost: #{e.class}: #{e.message}")
+        # Reliable, on a link still up: acked as the C server does (on a
+        # broken one the broker hands the message out again).
+        channel.ack(info.delivery_tag) if @reliable && channel.open?
       end
 
-      # What to answer a message with, or nil: the dispatcher's response,
-      # or for what it could not read (a Redis dead letter), -32700 / -32600
-      # with a null id (over AMQP reply_to addresses it).
-      def answer_text(raw)
-        outcome = @dispatcher.dispatch(raw)
+      # Reliable: acked only once its answer and dead letter were confirmed.
+      def handle_reliable(channel, info, props, body)
+        cid = props.correlation_id.to_s
+        cid = nil if cid.empty?
+        said = recall(cid)
+        if said # a redelivery or a resend of a request answered here
+          reply_to = props.reply_to.to_s
+          publish(channel, reply_to, said, correlation_id: cid, content_type: JSON_TYPE) unless said.empty? || reply_to.empty?
+        elsif info.redelivered?
+          count_delivery(channel, props, body)
+        else
+          said = take(channel, props, body)
+          # Remembered even if the answer was lost with the link: a
+          # redelivery here is answered, not run again.
+          remember(cid, said || '')
+        end
+        channel.ack(info.delivery_tag)
+      end
+
+      # Runs one message and answers it (if it has a reply_to); files what
+      # the C server files as a dead letter.  What was answered, or nil.
+      def take(channel, props, body)
+        outcome = @dispatcher.dispatch(body.b)
+        text = answer_text(outcome)
+        reply_to = props.reply_to.to_s
+        said = nil
+        unless text.nil? || reply_to.empty? # else a notification
+          publish(channel, reply_to, text, correlation_id: props.correlation_id, content_type: JSON_TYPE)
+          said = text
+        end
+        reason = outcome.dead || (outcome.body && outcome.key.nil? ? 'no reply key' : nil)
+        file(channel, props, body, reason) if reason
+        said
+      end
+
+      # A message taken back from a worker whose link broke: published
+      # again with x-rrpc-deliveries + 1 (behind the queue), or, once counted
+      # max_deliveries times, filed as a dead letter.
+      def count_delivery(channel, props, body)
+        @own['redelivered'] += 1
+        headers = (props.headers || {}).dup
+        n = headers[DELIVERIES_HEADER].to_i + 1
+        if n >= @max_deliveries
+          return file(channel, props, body, "taken by #{n} workers that died (max_deliveries #{@max_deliveries})")
+        end
+
+        publish(channel, @queue, body, **copied(props), headers: headers.merge(DELIVERIES_HEADER => n))
+      end
+
+      # Files the message on <service>:dead: its body and properties as they
+      # came (no expiration), persistent, with the reason in x-rrpc-reason.
+      def file(channel, props, body, reason)
+        @log.warn("#{@service}: dead letter: #{reason}")
+        if @dead_off
+          @own['lost'] += 1
+          return @log.warn("#{@service}: dead letter not kept (no dead-letter queue): #{body[0, 200].inspect}")
+        end
+        headers = { 'x-rrpc-reason' => reason, 'x-rrpc-service' => @service,
+                    'x-rrpc-time' => format('%.3f', Time.now.to_f) }
+        publish(channel, @dead_queue, body, **copied(props), headers: headers, delivery_mode: 2)
+        @own['dead_letters'] += 1
+      end
+
+      # PROPS as publish options, without the expiration (a kept message
+      # waits for an operator).
+      def copied(props)
+        props.to_hash.reject { |k, v| v.nil? || %i[expiration headers].include?(k) }
+      end
+
+      # Publishes through the default exchange; reliable: waits for the
+      # broker's confirm.
+      def publish(channel, queue, body, **props)
+        channel.default_exchange.publish(body, routing_key: queue, **props)
+        return if !@reliable || channel.wait_for_confirms
+
+        raise BrokerError, "the broker refused a publish to '#{queue}' (basic.nack)"
+      end
+
+      # The answer this process sent to CID ('' if none was sent), or nil.
+      def recall(cid)
+        return nil if cid.nil?
+
+        now = monotonic
+        @answers.shift while !@answers.empty? && (@answers.first[1][0] <= now || @answers.size > DEDUP_MAX)
+        @answers[cid]&.last
+      end
+
+      def remember(cid, said)
+        return if cid.nil? || said.bytesize > DEDUP_ANSWER_MAX || !@dedup_window.positive?
+
+        @answers.delete(cid)
+        @answers[cid] = [monotonic + @dedup_window, said]
+      end
+
+      # What to answer a message's outcome with, or nil: the dispatcher's
+      # response, or for what it could not read (a dead letter), -32700 /
+      # -32600 with a null id (over AMQP reply_to addresses it).
+      def answer_text(outcome)
         return outcome.body if outcome.body
         return nil unless outcome.dead
 
