@@ -75,7 +75,7 @@ export interface Logger {
 }
 
 export interface ServerOptions {
-  /** As ClientOptions.url; over amqp:// the server answers registry queries instead of beating, and maxQueue is refused. */
+  /** As ClientOptions.url; over amqp:// the server answers registry queries instead of beating. */
   url?: string;
   prefix?: string;
   /** Seconds a reply list lives (default 60). */
@@ -92,8 +92,14 @@ export interface ServerOptions {
   heartbeat?: boolean;
   heartbeatInterval?: number;
   heartbeatTtl?: number;
-  /** The queue length callers respect, published in the registry (default 0: none). */
+  /** The queue length callers respect, published in the registry (default 0: none); over amqp:// x-max-length. */
   maxQueue?: number;
+  /** Over amqp:// only: at least once (durable queue, acked after the confirmed answer; default false). */
+  reliable?: boolean;
+  /** Reliable: a request taken by this many workers that died becomes a dead letter (default 3). */
+  maxDeliveries?: number;
+  /** Reliable: seconds this process remembers its answers by correlation_id (default 600). */
+  dedupWindow?: number;
   /** Answer only onto reply keys that start with one of these (default: any allowed key). */
   replyPrefixes?: string[] | null;
   /** Seconds to wait for Redis at start (default 0: as long as it takes; < 0: no wait). */
@@ -114,7 +120,10 @@ export class Server {
   readonly service: string;
   readonly workerId: string;
   /** What it has handled since it started (the counters its AMQP registry answers carry). */
-  readonly counts: { requests: number; notifications: number; errors: number; expired: number; lost: number };
+  readonly counts: {
+    requests: number; notifications: number; errors: number; expired: number; lost: number;
+    dead_letters: number; redelivered: number;
+  };
   /** Serves fn as method name (before serveForever). */
   register(name: string, fn: Handler, about?: { description?: string; params?: unknown }): this;
   /** Waits for Redis, registers, serves until stop() or SIGINT/SIGTERM; rejects with RedisError if it cannot start. */
@@ -169,7 +178,7 @@ export class AmqpError extends RrpcError {}
 export class Aborted extends RrpcError {}
 /**
  * The service's {L}:config holds limits, which only the C server enforces: Server.serveForever refuses to serve.
- * Also what is "not supported over AMQP yet": priorities, progress, maxQueue, amqps://.
+ * Also what is "not supported over AMQP yet": priorities, progress; reliable over Redis.
  */
 export class Unsupported extends RrpcError {}
 

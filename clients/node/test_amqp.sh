@@ -12,7 +12,11 @@
 #     per-method stats; heartbeat off; gone when stopped), and `rrpc ls`/
 #     `rrpc info` list calc_server.js with its methods and lose it when it
 #     stops; a user without the registry's names (tests/amqp/definitions.json)
-#     serves unregistered.
+#     serves unregistered;
+#   * the queue shared with C: a Node --reliable worker and calc-server
+#     --reliable serve one durable queue (a plain one refuses it, saying
+#     why); bad input lands in <service>:dead (`rrpc dead`); a reliable Node
+#     worker killed mid-call (SIGKILL) leaves its message to the next one.
 # Usage: with-rabbitmq.sh clients/node/test_amqp.sh BUILD_DIR
 #        (amqplib through $NODE_PATH or clients/node/node_modules)
 set -u
@@ -92,4 +96,47 @@ if [ -n "${RRPC_RABBITMQ_DEFINITIONS:-}" ]; then
     ok "ACL: refused the registry's names, the Node server serves unregistered and says why" ||
     fail "ACL: $(tail -3 "$test_dir/acl.log")"
 fi
+# ---- sharing a queue with C, dead letters, reliable redelivery (PROTOCOL.md 12) ---------
+spawn crel "$build/calc-server" --url "$url" --service nodeshared --workers 1 --reliable
+wait_until 10 grep -q "serving queue 'nodeshared'" "$test_dir/crel.log" || die "calc-server --reliable did not start"
+spawn noderel node "$here/calc_server.js" --url "$url" --service nodeshared --reliable
+noderel_pid=$spawned
+wait_until 15 grep -q "serving queue 'nodeshared' over AMQP (reliable" "$test_dir/noderel.log" &&
+  (for i in 1 2 3 4; do [ "$("$rrpc" call --url "$url" nodeshared add "[$i, 1]" 2>&1)" = $((i + 1)) ] || exit 1; done) &&
+  grep -Eq '^nodeshared +2 ' <<<"$("$rrpc" ls --url "$url" 2>&1)" &&
+  ok "a Node reliable worker and calc-server --reliable serve one durable queue" ||
+  fail "shared queue: $(tail -3 "$test_dir/noderel.log"; "$rrpc" ls --url "$url" 2>&1)"
+kill -TERM "$noderel_pid"
+wait "$noderel_pid" 2>/dev/null
+spawn nodeplain node "$here/calc_server.js" --url "$url" --service nodeshared
+wait_until 15 grep -q "exists with other settings" "$test_dir/nodeplain.log" &&
+  ok "a plain Node worker refuses the reliable queue, saying why" || fail "plain on reliable: $(tail -3 "$test_dir/nodeplain.log")"
+spawn nodebad node "$here/calc_server.js" --url "$url" --service nodebad
+wait_until 15 grep -q "serving queue 'nodebad' over AMQP" "$test_dir/nodebad.log" || die "nodebad did not start"
+/usr/bin/python3 -c 'import pika, sys
+c = pika.BlockingConnection(pika.URLParameters(sys.argv[1])); ch = c.channel()
+ch.basic_publish("", "nodebad", b"{not json", pika.BasicProperties(correlation_id="bad1"))
+ch.basic_publish("", "nodebad", b"{\"jsonrpc\": \"2.0\", \"method\": 1, \"id\": null}")
+c.close()' "$url"
+wait_until 5 grep -q "no reply key" <<<"$("$rrpc" dead --url "$url" nodebad 2>&1)"
+out=$("$rrpc" dead --url "$url" nodebad 2>&1)
+[[ $out == *"parse error"* && $out == *"no reply key"* ]] &&
+  [[ $("$rrpc" info --url "$url" --json nodebad) == *'"dead":2'* ]] &&
+  ok "bad input to a Node worker lands in nodebad:dead with its reason" || fail "rrpc dead nodebad: $out"
+# A reliable Node worker killed mid-call: the broker gives the message to the next one.
+spawn nodek1 node "$here/calc_server.js" --url "$url" --service nodekill --reliable
+nodek1_pid=$spawned
+wait_until 15 grep -q "serving queue 'nodekill'" "$test_dir/nodek1.log" || die "nodekill did not start"
+spawn killcall "$rrpc" call --url "$url" --timeout 20 nodekill sleep '[600]'
+killcall_pid=$spawned
+sleep 0.3
+kill -KILL "$nodek1_pid"
+wait "$nodek1_pid" 2>/dev/null
+spawn nodek2 node "$here/calc_server.js" --url "$url" --service nodekill --reliable
+wait "$killcall_pid"
+st=$?
+[ "$st" = 0 ] && [ "$(cat "$test_dir/killcall.log")" = 600 ] &&
+  ok "a reliable Node worker killed mid-call (SIGKILL): redelivered to the next one" ||
+  fail "SIGKILL mid-call: status $st, $(cat "$test_dir/killcall.log"), $(tail -3 "$test_dir/nodek2.log")"
+
 finish

@@ -127,7 +127,7 @@ const calc = {
 
 const USAGE = `usage: calc_server.js [--redis URL | --url URL] [--service calc] [--prefix P] [--no-heartbeat]
     [--heartbeat-interval S] [--heartbeat-ttl S] [--reply-prefix P]... [--batch-time S]
-    [--start-timeout S] [--max-queue N]
+    [--start-timeout S] [--max-queue N] [--reliable] [--max-deliveries N]
   --redis URL             Redis URL (default $RRPC_URL, $REDIS_URL, then redis://127.0.0.1:6379)
   --url URL               the same, or an AMQP broker's amqp://user:pass@host:port/vhost
   --no-heartbeat          do not register in the registry (no heartbeat, no stats)
@@ -135,6 +135,12 @@ const USAGE = `usage: calc_server.js [--redis URL | --url URL] [--service calc] 
   --batch-time S          a batch runs at most S seconds (default 5; 0: no limit)
   --start-timeout S       wait at most S seconds for Redis at start (default 0: as long
                           as it takes; negative: do not wait)
+  --max-queue N           at most N requests wait (callers get "overloaded"; default 0)
+  --reliable              over AMQP: at least once -- durable queue, acked after the answer
+                          is confirmed, redeliveries counted (the C server's --reliable;
+                          not over Redis in this peer)
+  --max-deliveries N      reliable: a request taken by N workers that died becomes a dead
+                          letter (default 3)
 `;
 
 
@@ -143,22 +149,32 @@ async function main(argv = process.argv.slice(2), handlers = calc, name = 'calc_
   const args = parse(argv, {
     redis: 'string', url: 'string', service: 'string', prefix: 'string', noHeartbeat: 'flag', heartbeatInterval: 'number',
     heartbeatTtl: 'number', replyPrefix: 'list', batchTime: 'number', startTimeout: 'number', maxQueue: 'number',
+    reliable: 'flag', maxDeliveries: 'number',
   }, USAGE);
   const line = (level) => (m) => process.stderr.write(`${new Date().toISOString()} ${name}: ${level}${m}\n`);
-  const server = new rrpc.Server(args.service || 'calc', handlers, {
+  const options = {
     url: args.url || args.redis, prefix: args.prefix || '', heartbeat: !args.noHeartbeat,
     heartbeatInterval: args.heartbeatInterval ?? 1.0, heartbeatTtl: args.heartbeatTtl ?? 5.0,
     replyPrefixes: args.replyPrefix || null, batchTimeLimit: args.batchTime ?? 5.0,
     startTimeout: args.startTimeout ?? 0, maxQueue: args.maxQueue ?? 0,
     logger: { info: line(''), warn: line('warning: '), error: line('error: ') },
-  });
+  };
+  if (args.reliable) Object.assign(options, { reliable: true, maxDeliveries: args.maxDeliveries ?? 3 });
+  let server;
+  try {
+    server = new rrpc.Server(args.service || 'calc', handlers, options);
+  } catch (e) {
+    if (!(e instanceof rrpc.Unsupported)) throw e;
+    line('error: ')(e.message);
+    return 1;
+  }
   forwarding.url = args.url || args.redis;
   forwarding.prefix = args.prefix || '';
   line('')(`serving ${args.prefix || ''}${args.service || 'calc'}`);
   try {
     await server.serveForever();
   } catch (e) {
-    if (!(e instanceof rrpc.RedisError || e instanceof rrpc.Unsupported)) throw e;
+    if (!(e instanceof rrpc.RedisError || e instanceof rrpc.Unsupported || e instanceof rrpc.AmqpError)) throw e;
     line('error: ')(e.message);
     return 1;
   } finally {

@@ -3,28 +3,36 @@
 //
 // The same JSON-RPC envelopes as over Redis, through a broker: a service is
 // a queue <prefix><service> on the default exchange, which servers declare
-// plainly (as RabbitMQ's RPC tutorial does) and callers never declare.  A
+// as the C server does for the same options (plainly, as RabbitMQ's RPC
+// tutorial does; durable with rrpc's dead-letter arguments when reliable;
+// x-max-length with reject-publish for maxQueue) and callers never declare.  A
 // caller publishes with mandatory set (a queue that does not exist comes
 // back at once as basic.return: Unavailable), reply_to = direct reply-to
 // (consumed no-ack on the publishing channel before it publishes), a fresh
-// correlation_id and an expiration of its timeout.  A worker acks each
-// message when it takes it, before it runs (at most once), drops what the
-// broker marks redelivered, and publishes every answer to the message's
-// reply_to -- including -32700 and -32600 with "id": null, which Redis cannot
-// address.  The registry is a question each server answers, on a channel of
+// correlation_id and an expiration of its timeout.  At most once a worker
+// acks each message when it takes it, before it runs, and files what the
+// broker marks redelivered as a dead letter; reliable (reliable: true) it
+// acks only after the answer was confirmed and counts redeliveries
+// (x-rrpc-deliveries, maxDeliveries).  It publishes every answer to the
+// message's reply_to -- including -32700 and -32600 with "id": null, which
+// Redis cannot address -- and files what the C server would as a dead letter
+// on <service>:dead (headers x-rrpc-reason, x-rrpc-service, x-rrpc-time).  The registry is a question each server answers, on a channel of
 // the worker's connection (lib/amqp_registry.js).  What is not here yet, as
-// on the C side (priorities, progress, limits, reliable mode, TLS) is
+// on the C side (priorities, progress, limits) is
 // refused by name, "... is not supported over AMQP yet".
 
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const { AmqpError, Aborted, Timeout, Unavailable, Unsupported } = require('./errors');
-const { INVALID_REQUEST, PARSE_ERROR, dumps, error, loads } = require('./protocol');
+const { INVALID_REQUEST, PARSE_ERROR, batchReplyKey, dumps, error, loads, replyKey } = require('./protocol');
 const deadletter = require('./deadletter');
 
 const DIRECT_REPLY_TO = 'amq.rabbitmq.reply-to';
 const JSON_TYPE = 'application/json';
 const BACKOFF_MS = [100, 5000]; // a worker's reconnect: first and longest pause
+const DELIVERIES_HEADER = 'x-rrpc-deliveries';
+const DEDUP_MAX = 8192; // the dedup memory's bounds, the C server's (amqp/dedup.c)
+const DEDUP_ANSWER_MAX = 65536;
 
 /** The URL the peer uses: OPTION, else $RRPC_URL, else $REDIS_URL (as the C side). */
 function resolveUrl(option) {
@@ -274,7 +282,6 @@ function callKey(prefix) {
  */
 async function serve(server, url, stopped) {
   checkUrl(url);
-  if (server.maxQueue > 0) throw unsupported('max_queue');
   const log = server.logger;
   const began = performance.now();
   let delay = BACKOFF_MS[0];
@@ -286,6 +293,7 @@ async function serve(server, url, stopped) {
       link = await consume(server, url);
     } catch (e) {
       // A refused login or vhost does not heal by waiting.
+      if (e instanceof AmqpError) throw e; // a queue with other settings: said, not retried
       if (/ACCESS.?REFUSED|NOT.?ALLOWED|403|530/i.test(String(e && e.message)) || server.startTimeout < 0) {
         throw new AmqpError(`${server.service}: cannot start: ${why(e)}`, { cause: e });
       }
@@ -301,7 +309,9 @@ async function serve(server, url, stopped) {
     }
     if (waiting) log.warn(`${server.service}: amqp: connected again`);
     if (!served) {
-      log.info(`${server.service}: serving queue '${server.queue}' over AMQP (at most once)` +
+      const mode = server.reliable ? 'reliable: durable queue, at least once' : 'at most once';
+      log.info(`${server.service}: serving queue '${server.queue}' over AMQP (${mode}` +
+        `${server.maxQueue > 0 ? ', max_queue' : ''})` +
         (link.registered ? '' : ', unregistered: rrpc ls/info/stats do not see it'));
     }
     served = true;
@@ -333,11 +343,9 @@ async function consume(server, url) {
   let ch;
   let registered;
   try {
-    ch = await conn.createChannel();
+    ch = await declare(server, conn);
     ch.on('error', (e) => lose(e));
     ch.on('close', () => lose(new Error('channel closed')));
-    // Plainly, as the tutorial's worker does: either side may declare first.
-    await ch.assertQueue(server.queue, { durable: false, exclusive: false, autoDelete: false });
     await ch.prefetch(1);
     await ch.consume(server.queue, (msg) => {
       if (!msg) {
@@ -361,54 +369,210 @@ async function consume(server, url) {
   };
 }
 
-/** One delivery: acked when taken (at most once), dropped if redelivered, else answered. */
+/** A 64-bit table value ('l'), as the C server writes and reads them (amqplib would pick the smallest). */
+function long(n) {
+  return { '!': 'long', value: n };
+}
+
+/** The service queue's arguments, the C server's for the same options (none: the tutorial's plain queue). */
+function queueArguments(server) {
+  if (!server.reliable && !(server.maxQueue > 0)) return {};
+  const args = { 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': server.deadKey };
+  if (server.maxQueue > 0) Object.assign(args, { 'x-max-length': long(server.maxQueue), 'x-overflow': 'reject-publish' });
+  return args;
+}
+
+/** Declares QUEUE on CH; a queue that exists with other settings is an AmqpError saying what to do. */
+async function assertQueue(server, ch, queue, durable, args) {
+  try {
+    await ch.assertQueue(queue, { durable, exclusive: false, autoDelete: false, arguments: args });
+  } catch (e) {
+    if (e && e.code === 406) {
+      throw new AmqpError(`${server.service}: declaring queue '${queue}': ${why(e)} -- the queue exists with ` +
+        'other settings (a plain queue of an at-most-once service or a tutorial-style worker, or one of a server ' +
+        'with other reliable/max_queue options): stop its users and delete it (rabbitmqctl delete_queue), or ' +
+        'serve with the same options (docs/PROTOCOL.md section 12)', { cause: e });
+    }
+    throw e;
+  }
+}
+
+/**
+ * A channel of CONN (in confirm mode when reliable) with the service's queue
+ * and <service>:dead declared as the C server declares them.  A plain
+ * service whose user may not declare <service>:dead serves without it.
+ */
+async function declare(server, conn) {
+  const open = () => (server.reliable ? conn.createConfirmChannel() : conn.createChannel());
+  let ch = await open();
+  ch.on('error', () => {}); // a refused declaration closes it: said by the rejection
+  await assertQueue(server, ch, server.queue, server.reliable, queueArguments(server));
+  if (server.deadOff) return ch;
+  try {
+    await assertQueue(server, ch, server.deadKey, true, { 'x-max-length': long(server.deadLetterMax) });
+  } catch (e) {
+    if (!(e && e.code === 403) || server.reliable || server.maxQueue > 0) throw e;
+    server.deadOff = true;
+    server.logger.warn(`${server.service}: no dead-letter queue (${why(e)}): dead letters are only logged`);
+    ch = await open();
+    ch.on('error', () => {});
+  }
+  return ch;
+}
+
+/** Publishes through the default exchange; reliable: waits for the broker's confirm. */
+async function send(server, ch, queue, body, props) {
+  ch.publish('', queue, body, props);
+  if (server.reliable) await ch.waitForConfirms();
+}
+
+/** A message's properties as publish options, without expiration and headers. */
+function copied(properties) {
+  const out = {};
+  for (const [k, v] of Object.entries(properties)) {
+    if (v !== undefined && v !== null && !['expiration', 'headers', 'clusterId'].includes(k)) out[k] = v;
+  }
+  return out;
+}
+
+/**
+ * Files MSG on <service>:dead: its body and properties as they came (no
+ * expiration), persistent, with the reason in x-rrpc-reason.
+ */
+async function file(server, ch, msg, reason) {
+  server.logger.warn(`${server.service}: dead letter: ${reason}`);
+  if (server.deadOff) {
+    server.counts.lost++;
+    return;
+  }
+  const headers = { 'x-rrpc-reason': reason, 'x-rrpc-service': server.service,
+    'x-rrpc-time': (Date.now() / 1000).toFixed(3) };
+  await send(server, ch, server.deadKey, msg.content, { ...copied(msg.properties), headers, deliveryMode: 2 });
+  server.counts.dead_letters++;
+}
+
+/** One delivery.  At most once: acked when taken; a redelivery is filed as a dead letter, not run. */
 async function take(server, ch, msg) {
+  if (server.reliable) return takeReliable(server, ch, msg);
   try {
     ch.ack(msg);
   } catch {
     return; // the link broke: the broker hands it to another worker
   }
-  if (msg.fields.redelivered) {
-    server.counts.lost++;
-    server.logger.warn(`${server.service}: dropped a redelivered request: at most once, it may have run already`);
-    return;
-  }
-  let text;
   try {
-    text = await respond(server, msg.content);
-  } catch (e) { // a bug here must not take the worker down
-    server.logger.error(`${server.service}: failed to handle a message: ${e && e.stack}`);
-    return;
-  }
-  const replyTo = msg.properties.replyTo;
-  if (text === null || !replyTo) return; // a notification: runs, unanswered
-  const props = { contentType: JSON_TYPE };
-  if (msg.properties.correlationId !== undefined) props.correlationId = msg.properties.correlationId;
-  try {
-    ch.publish('', replyTo, Buffer.from(text, 'utf8'), props);
+    if (msg.fields.redelivered) await file(server, ch, msg, 'redelivered: at most once, it may have run already');
+    else await run(server, ch, msg);
   } catch (e) {
     server.counts.lost++;
-    server.logger.warn(`${server.service}: answer lost: ${why(e)}`);
+    server.logger.warn(`${server.service}: answer or dead letter lost: ${why(e)}`);
+  }
+  return undefined;
+}
+
+/** Reliable: acked only once its answer and dead letter were confirmed (never on a broken link). */
+async function takeReliable(server, ch, msg) {
+  const cid = msg.properties.correlationId;
+  const key = cid === undefined || cid === null || cid === '' ? null : String(cid);
+  try {
+    const said = recall(server, key);
+    if (said !== null) { // a redelivery or a resend of a request answered here
+      if (said && msg.properties.replyTo) {
+        await send(server, ch, msg.properties.replyTo, Buffer.from(said, 'utf8'),
+          { contentType: JSON_TYPE, correlationId: cid });
+      }
+    } else if (msg.fields.redelivered) {
+      await countDelivery(server, ch, msg);
+    } else {
+      remember(server, key, (await run(server, ch, msg)) || '');
+    }
+  } catch (e) {
+    server.counts.lost++;
+    server.logger.warn(`${server.service}: answer or dead letter lost: ${why(e)}`);
+  }
+  try {
+    ch.ack(msg);
+  } catch {
+    // the link broke: the broker hands it to another worker
   }
 }
 
-/** The answer's text to a message body RAW (a Buffer), or null when nothing is to be sent. */
+/**
+ * A message taken back from a worker whose link broke: published again with
+ * x-rrpc-deliveries + 1 (behind the queue), or, once counted maxDeliveries
+ * times, filed as a dead letter.
+ */
+async function countDelivery(server, ch, msg) {
+  server.counts.redelivered++;
+  const headers = { ...(msg.properties.headers || {}) };
+  const n = Number(headers[DELIVERIES_HEADER] || 0) + 1;
+  if (n >= server.maxDeliveries) {
+    await file(server, ch, msg, `taken by ${n} workers that died (max_deliveries ${server.maxDeliveries})`);
+    return;
+  }
+  headers[DELIVERIES_HEADER] = long(n);
+  await send(server, ch, server.queue, msg.content, { ...copied(msg.properties), headers });
+}
+
+/** The answer this process sent to KEY ('' if none was sent), or null. */
+function recall(server, key) {
+  if (key === null) return null;
+  const now = performance.now();
+  for (const [k, [until]] of server.answers) {
+    if (until > now && server.answers.size <= DEDUP_MAX) break;
+    server.answers.delete(k);
+  }
+  const hit = server.answers.get(key);
+  return hit === undefined ? null : hit[1];
+}
+
+function remember(server, key, said) {
+  if (key === null || Buffer.byteLength(said) > DEDUP_ANSWER_MAX || !(server.dedupWindow > 0)) return;
+  server.answers.delete(key);
+  server.answers.set(key, [performance.now() + server.dedupWindow * 1000, said]);
+}
+
+/** Runs MSG, answers it (if it has a reply_to) and files its dead letter; what was answered, or null. */
+async function run(server, ch, msg) {
+  let out;
+  try {
+    out = await respond(server, msg.content);
+  } catch (e) { // a bug here must not take the worker down
+    server.logger.error(`${server.service}: failed to handle a message: ${e && e.stack}`);
+    return null;
+  }
+  const replyTo = msg.properties.replyTo;
+  let said = null;
+  if (out.text !== null && replyTo) { // else a notification: runs, unanswered
+    const props = { contentType: JSON_TYPE };
+    if (msg.properties.correlationId !== undefined) props.correlationId = msg.properties.correlationId;
+    await send(server, ch, replyTo, Buffer.from(out.text, 'utf8'), props);
+    said = out.text;
+  }
+  if (out.dead) await file(server, ch, msg, out.dead);
+  return said;
+}
+
+/**
+ * The outcome of a message body RAW (a Buffer): {text: the answer or null,
+ * dead: the reason the C server would file it as a dead letter, or null}.
+ */
 async function respond(server, raw) {
-  const reject = (code, message) => dumps(error(null, code, message));
+  const reject = (code, message, dead) => ({ text: dumps(error(null, code, message)), dead });
   if (raw.length > server.maxRequestBytes) {
-    server.logger.warn(`${server.service}: a request of ${raw.length} bytes refused (limit ${server.maxRequestBytes})`);
-    return reject(INVALID_REQUEST, `Invalid Request: too large (${raw.length} bytes, limit ${server.maxRequestBytes})`);
+    return reject(INVALID_REQUEST, `Invalid Request: too large (${raw.length} bytes, limit ${server.maxRequestBytes})`,
+      `too large: ${raw.length} bytes (limit ${server.maxRequestBytes})`);
   }
   const text = deadletter.utf8(raw);
-  if (text === null) return reject(PARSE_ERROR, 'Parse error: invalid UTF-8');
+  if (text === null) return reject(PARSE_ERROR, 'Parse error: invalid UTF-8', 'invalid UTF-8');
   let msg;
   try {
     msg = loads(text);
   } catch (e) {
-    return reject(PARSE_ERROR, `Parse error: ${e.message}`);
+    return reject(PARSE_ERROR, `Parse error: ${e.message}`, `parse error: ${e.message}`);
   }
-  if (!Array.isArray(msg)) return server.answer(msg, false, undefined);
-  return server.batchText(msg);
+  const answered = Array.isArray(msg) ? await server.batchText(msg) : await server.answer(msg, false, undefined);
+  const key = Array.isArray(msg) ? batchReplyKey(msg) : replyKey(msg);
+  return { text: answered, dead: answered !== null && (key === null || key === undefined) ? 'no reply key' : null };
 }
 
 module.exports = { AmqpCaller, callKey, checkUrl, isAmqp, masked, resolveUrl, serve, unsupported };

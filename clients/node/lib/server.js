@@ -43,6 +43,7 @@ const DEFAULTS = {
   url: undefined, prefix: '', replyTtl: 60, maxRequestBytes: 1048576, deadLetterMax: 1000, batchMax: 1000,
   heartbeat: true, heartbeatInterval: 1.0, heartbeatTtl: 5.0, maxQueue: 0, replyPrefixes: null,
   batchTimeLimit: 5.0, startTimeout: 0, logger: null, handleSignals: true, catchStray: true,
+  reliable: false, maxDeliveries: 3, dedupWindow: 600,
 };
 
 /**
@@ -54,6 +55,9 @@ const DEFAULTS = {
  * startTimeout (s; 0: as long as it takes, < 0: no wait), logger ({info,
  * warn, error}), handleSignals (SIGINT/SIGTERM stop the server), catchStray
  * (a handler's stray rejection or exception is logged, not fatal).
+ * Over amqp:// only: reliable (at least once, PROTOCOL.md 12: acked after the
+ * confirmed answer, redeliveries counted), maxDeliveries, dedupWindow (s);
+ * this peer has no reliable mode over Redis (Unsupported).
  * Requests are popped from {L}:high, L, {L}:low in that order (priorities,
  * PROTOCOL.md 7); rpc.ping and rpc.discover are built in.  A service whose
  * {L}:config holds limits (rate limits and concurrency caps, enforced by
@@ -66,6 +70,12 @@ class Server {
     this.url = amqp.resolveUrl(o.url);
     this.overAmqp = amqp.isAmqp(this.url); // PROTOCOL.md 12: replies to reply_to
     this.maxQueue = o.maxQueue;
+    if (o.reliable && !this.overAmqp) throw new Unsupported('reliable: the Node peer is reliable over AMQP only');
+    this.reliable = Boolean(o.reliable);
+    this.maxDeliveries = o.maxDeliveries > 0 ? o.maxDeliveries : 3;
+    this.dedupWindow = o.dedupWindow;
+    this.answers = new Map(); // reliable over AMQP: correlation_id -> [until (ms), answer]
+    this.deadOff = false; // over AMQP: a plain service whose user may not declare <service>:dead
     this.version = `node-${VERSION}`;
     this.prefix = o.prefix;
     this.queue = o.prefix + service;
@@ -106,7 +116,7 @@ class Server {
     this.conn = null;
     this.expiredUnsent = 0; // refused for their deadline, not yet added to <service>:stats
     // What it has handled, as the C server counts it (PROTOCOL.md 12's registry answers).
-    this.counts = { requests: 0, notifications: 0, errors: 0, expired: 0, lost: 0 };
+    this.counts = { requests: 0, notifications: 0, errors: 0, expired: 0, lost: 0, dead_letters: 0, redelivered: 0 };
   }
 
   // -- methods ----------------------------------------------------------------

@@ -164,8 +164,6 @@ test('no queue fails fast; timeouts; aborts; refusals; $RRPC_URL', { skip }, asy
       (e) => e instanceof rrpc.Unsupported && e.message === 'priorities are not supported over AMQP yet');
     await assert.rejects(client.call(service, 'add', [1, 2], { progress: () => {} }),
       (e) => e instanceof rrpc.Unsupported && e.message === 'progress is not supported over AMQP yet');
-    await assert.rejects(new rrpc.Server('x', calc, { url, maxQueue: 5, handleSignals: false }).serveForever(),
-      (e) => e instanceof rrpc.Unsupported && /max_queue is not supported over AMQP yet/.test(e.message));
     // amqps:// works (tests/amqp/test_amqps.sh); a TLS setting it cannot use
     // is refused up front, and TLS settings need amqps://.
     assert.throws(() => new rrpc.Client({ url: `${url.replace(/^amqp:/, 'amqps:')}?verify=maybe` }),
@@ -198,7 +196,7 @@ test('no queue fails fast; timeouts; aborts; refusals; $RRPC_URL', { skip }, asy
   }
 });
 
-test('a redelivered request is dropped, not run twice', { skip }, async () => {
+test('a redelivered request is kept as a dead letter, not run twice', { skip }, async () => {
   const service = fresh();
   const amqplib = require('amqplib');
   // Declared, then a message taken by a consumer that dies before its ack.
@@ -215,12 +213,66 @@ test('a redelivered request is dropped, not run twice', { skip }, async () => {
   const { stop, logger } = await serve(service, { count: () => ++runs });
   const client = new rrpc.Client({ url, timeout: 5 });
   try {
-    assert.ok(await until(() => logger.lines.some((l) => l.includes('dropped a redelivered request'))),
+    assert.ok(await until(() => logger.lines.some((l) => l.includes('dead letter: redelivered: at most once'))),
       logger.lines.join('\n'));
     assert.equal(runs, 0);
     assert.equal(await client.call(service, 'count'), 1);
+    const [props, body] = await deadLetter(service);
+    assert.equal(props.headers['x-rrpc-reason'], 'redelivered: at most once, it may have run already');
+    assert.equal(props.headers['x-rrpc-service'], service);
+    assert.match(body, /"count"/);
   } finally {
     await client.close();
+    await stop();
+  }
+});
+
+/** The first message on SERVICE:dead: [properties, body text]. */
+async function deadLetter(service) {
+  const conn = await require('amqplib').connect(url);
+  try {
+    const ch = await conn.createChannel();
+    for (let i = 0; i < 250; i++) {
+      const m = await ch.get(`${service}:dead`, { noAck: true });
+      if (m) return [m.properties, m.content.toString()];
+      await sleep(20);
+    }
+    throw new Error(`nothing on ${service}:dead`);
+  } finally {
+    await conn.close();
+  }
+}
+
+test('reliable: redeliveries counted, then a dead letter; the queue is the C server\'s', { skip }, async () => {
+  const service = fresh();
+  const amqplib = require('amqplib');
+  const args = { 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': `${service}:dead` };
+  const conn = await amqplib.connect(url);
+  const ch = await conn.createChannel();
+  await ch.assertQueue(service, { durable: true, arguments: args });
+  ch.sendToQueue(service, Buffer.from('{"jsonrpc":"2.0","method":"note","params":["once"]}'));
+  ch.sendToQueue(service, Buffer.from('{"jsonrpc":"2.0","method":"note","params":["last"]}'),
+    { headers: { 'x-rrpc-deliveries': { '!': 'long', value: 2 } } });
+  let n = 0;
+  const taken = new Promise((resolve) => {
+    ch.consume(service, () => { if (++n === 2) resolve(); }, { noAck: false });
+  });
+  await taken;
+  await conn.close(); // both back in the queue, marked redelivered
+  const seen = [];
+  const { server, stop } = await serve(service, { note: (t) => { seen.push(t); } }, { reliable: true });
+  try {
+    const [props, body] = await deadLetter(service);
+    assert.equal(props.headers['x-rrpc-reason'], 'taken by 3 workers that died (max_deliveries 3)');
+    assert.equal(props.deliveryMode, 2);
+    assert.match(body, /"last"/);
+    assert.ok(await until(() => seen.length === 1));
+    assert.deepEqual(seen, ['once']);
+    assert.equal(server.counts.redelivered, 2);
+    assert.equal(server.counts.dead_letters, 1);
+    await assert.rejects(new rrpc.Server(service, {}, { url, handleSignals: false, logger: memoryLogger() }).serveForever(),
+      (e) => e instanceof rrpc.AmqpError && /exists with other settings/.test(e.message));
+  } finally {
     await stop();
   }
 });
