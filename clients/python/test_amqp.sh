@@ -12,7 +12,7 @@
 #     the broker closed) and tests/test_amqp_registry.py (the registry's
 #     answers: record, counters, per-method stats; heartbeat off; gone when stopped);
 #   * the queue shared with C: a Python --reliable worker and calc-server
-#     --reliable serve one durable queue (a plain one refuses it, saying why);
+#     --reliable serve one durable queue (tests/test_amqp.py: a plain one refuses it);
 #     bad input lands in <service>:dead with its reason (`rrpc dead`); a
 #     reliable Python worker killed mid-call (SIGKILL) leaves its message to
 #     the next worker;
@@ -98,7 +98,7 @@ fi
 
 # ---- sharing a queue with C, dead letters, reliable redelivery (PROTOCOL.md 12) ---------
 # A Python reliable worker joins calc-server --reliable's durable queue (same
-# declaration), and a plain Python worker files bad input as C does.
+# declaration); a reliable worker killed mid-call; bad input kept as C keeps it.
 spawn crel "$calc" --url "$url" --service shared --workers 1 --reliable
 wait_until 10 grep -q "serving queue 'shared'" "$test_dir/crel.log" || die "calc-server --reliable did not start"
 spawn pyrel "$py" "$here/calc_server.py" --url "$url" --service shared --reliable
@@ -110,21 +110,6 @@ wait_until 10 grep -q "serving queue 'shared' over AMQP (reliable" "$test_dir/py
   fail "shared queue: $(tail -3 "$test_dir/pyrel.log"; "$rrpc" ls --url "$url" 2>&1)"
 kill -TERM "$pyrel_pid"
 wait "$pyrel_pid" 2>/dev/null
-spawn pyplain "$py" "$here/calc_server.py" --url "$url" --service shared
-wait_until 10 grep -q "exists with other settings" "$test_dir/pyplain.log" &&
-  ok "a plain Python worker refuses the reliable queue, saying why" || fail "plain on reliable: $(tail -3 "$test_dir/pyplain.log")"
-spawn pybad "$py" "$here/calc_server.py" --url "$url" --service pybad
-wait_until 10 grep -q "serving queue 'pybad' over AMQP" "$test_dir/pybad.log" || die "pybad did not start"
-"$py" -c 'import pika, sys
-c = pika.BlockingConnection(pika.URLParameters(sys.argv[1])); ch = c.channel()
-ch.basic_publish("", "pybad", b"{not json", pika.BasicProperties(correlation_id="bad1"))
-ch.basic_publish("", "pybad", b"{\"jsonrpc\": \"2.0\", \"method\": 1, \"id\": null}")
-c.close()' "$url"
-wait_until 5 grep -q "no reply key" <<<"$("$rrpc" dead --url "$url" pybad 2>&1)"
-out=$("$rrpc" dead --url "$url" pybad 2>&1)
-[[ $out == *"parse error"* && $out == *"no reply key"* ]] &&
-  [[ $("$rrpc" info --url "$url" --json pybad) == *'"dead":2'* ]] &&
-  ok "bad input to a Python worker lands in pybad:dead with its reason, counted" || fail "rrpc dead pybad: $out"
 # A reliable Python worker killed mid-call: the broker gives the message to the next one.
 spawn pyk1 "$py" "$here/calc_server.py" --url "$url" --service pykill --reliable
 pyk1_pid=$spawned
@@ -140,6 +125,17 @@ st=$?
 [ "$st" = 0 ] && [ "$(cat "$test_dir/killcall.log")" = 600 ] &&
   ok "a reliable Python worker killed mid-call (SIGKILL): redelivered to the next one" ||
   fail "SIGKILL mid-call: status $st, $(cat "$test_dir/killcall.log"), $(tail -3 "$test_dir/pyk2.log")"
+# Bad input, to the reliable worker that took over: kept as the C server keeps it.
+"$py" -c 'import pika, sys
+c = pika.BlockingConnection(pika.URLParameters(sys.argv[1])); ch = c.channel()
+ch.basic_publish("", "pykill", b"{not json", pika.BasicProperties(correlation_id="bad1"))
+ch.basic_publish("", "pykill", b"{\"jsonrpc\": \"2.0\", \"method\": 1, \"id\": null}")
+c.close()' "$url"
+wait_until 5 grep -q "no reply key" <<<"$("$rrpc" dead --url "$url" pykill 2>&1)"
+out=$("$rrpc" dead --url "$url" pykill 2>&1)
+[[ $out == *"parse error"* && $out == *"no reply key"* ]] &&
+  [[ $("$rrpc" info --url "$url" --json pykill) == *'"dead":2'* ]] &&
+  ok "bad input to a Python worker lands in pykill:dead with its reason, counted" || fail "rrpc dead pykill: $out"
 
 # ---- the Python peer's own tests -----------------------------------------------------
 if (cd "$here" && "$py" -m pytest -p no:cacheprovider -q tests/test_amqp.py tests/test_amqp_registry.py) >"$test_dir/pytest.log" 2>&1; then
