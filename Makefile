@@ -62,10 +62,11 @@ test-asan: deps
 	  -DCMAKE_BUILD_TYPE=Debug $(CMAKE_ARGS) >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
 	@# The peers' own suites and their cross-language and hostile-input tests
-	@# run no C code: the plain pass has run them.  Their AMQP suites run
-	@# little (rrpc call, calc-server), which amqp_calls runs here.
+	@# run no C code: the plain pass has run them.  Their AMQP suites and the
+	@# language matrices (*interop*) run C only through rrpc call and
+	@# calc-server, which the C tests run here too; they were a minute of it.
 	@cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS) -E \
-	  '^(node_package|python_package|ruby_gem|peers_ruby_python|peers_faults|python_amqp|ruby_amqp|node_amqp)$$'
+	  '^(node_package|python_package|ruby_gem|peers_ruby_python|peers_faults|python_amqp|ruby_amqp|node_amqp|interop_c_ruby_python|interop_priority_progress|amqp_interop_matrix)$$'
 
 test-valgrind: deps
 	@cmake -S . -B $(VG_BUILD) -DRRPC_WERROR=ON -DRRPC_VALGRIND=ON \
