@@ -162,8 +162,12 @@ class Run:
 
     def __init__(self, args, mode, procs, tmp):
         self.args, self.mode, self.procs, self.tmp = args, mode, procs, tmp
-        self.reliable = mode in ("reliable", "reliable-sharded", "reliable-cluster")
-        self.shards = 2 if mode == "reliable-sharded" else 1
+        self.reliable = mode in ("reliable", "reliable-sharded", "reliable-cluster") + PLAIN_MODES
+        # Plain: the worker adds no effect, so every commit is a batch of
+        # plain answers (the grouped layout); handler runs are counted from
+        # the workers' "effect" lines instead of chaos:effects.
+        self.plain = mode in PLAIN_MODES
+        self.shards = 2 if mode in ("reliable-sharded", "reliable-plain-sharded") else 1
         self.effects_key = EFFECTS_KEY
         self.timeout = args.timeout or (15.0 if self.reliable else 5.0)
         self.port = free_port()
@@ -270,6 +274,10 @@ class Run:
             argv.append("--reliable")
         if self.shards > 1:
             argv += ["--shards", str(self.shards)]
+        if self.plain:
+            # Reply keys outlive the run, so that an answer pushed twice is
+            # still there to be counted at the end.
+            argv += ["--effects-log", "--reply-ttl", str(PLAIN_REPLY_TTL_S)]
         self.workers.append([self.procs.start(argv, path), path, proxy])
 
     def forget_worker(self, w):
@@ -420,7 +428,12 @@ class Run:
         drained = self.drain()
         self.stop_workers()
         client = self.client()
-        effects = {k.decode(): int(v) for k, v in client.hgetall(self.effects_key).items()}
+        if self.plain:
+            effects, reply_keys = effect_lines(self.tmp)
+            extra = extra_answers(client, reply_keys)
+        else:
+            effects = {k.decode(): int(v) for k, v in client.hgetall(self.effects_key).items()}
+            extra = None
         dead_client = self.dead_client()
         dead = dead_client.llen(SERVICE + ":dead")
         dead_reasons, dead_calls = {}, set()
@@ -434,7 +447,7 @@ class Run:
         for group, timeout, _, out_path, _ in callers:
             group_calls = read_calls(out_path)
             calls += group_calls
-            r = analyse(self, group_calls, effects, timeout, starts)
+            r = analyse(self, group_calls, effects, timeout, starts, extra)
             if report is None:
                 report = r
             else:
@@ -797,7 +810,7 @@ class AmqpRun:
             with open(path, errors="replace") as f:
                 for line in f:
                     parts = line.split()
-                    if len(parts) == 2 and parts[0] in ("effect", "start"):
+                    if len(parts) >= 2 and parts[0] in ("effect", "start"):
                         d = effects if parts[0] == "effect" else starts
                         d[parts[1]] = d.get(parts[1], 0) + 1
         calls = read_calls(out_path)
@@ -904,6 +917,38 @@ def call_id_of(message):
         return None
 
 
+def effect_lines(tmp):
+    """How often `effect` ran to its end per call id, and each call's
+    request id (its reply key), over all worker logs ("effect CALL ID")."""
+    effects, keys = {}, {}
+    for name in os.listdir(tmp):
+        if name.startswith("worker-") and name.endswith(".log"):
+            with open(os.path.join(tmp, name), "rb") as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) == 3 and parts[0] == b"effect":
+                        cid = parts[1].decode(errors="replace")
+                        effects[cid] = effects.get(cid, 0) + 1
+                        if parts[2] != b"-":
+                            keys[cid] = parts[2].decode(errors="replace")
+    return effects, keys
+
+
+def extra_answers(client, reply_keys):
+    """Per call id, the answers left in its reply key once every caller is
+    done: a caller takes one answer per call (its own key), so any left is
+    one it never read -- pushed twice, or after it gave up."""
+    out, items = {}, list(reply_keys.items())
+    for i in range(0, len(items), 1000):
+        pipe = client.pipeline(transaction=False)
+        for _, key in items[i:i + 1000]:
+            pipe.llen(key)
+        for (cid, _), n in zip(items[i:i + 1000], pipe.execute()):
+            if n:
+                out[cid] = n
+    return out
+
+
 def handler_starts(tmp):
     """How often `effect` started per call id, over all worker logs."""
     starts = {}
@@ -958,8 +1003,18 @@ def timeout_fate(cid, count, starts):
     return "never ran (popped by a link that broke, expired, or withdrawn)"
 
 
-def analyse(run, calls, effects, timeout, starts):
+def analyse(run, calls, effects, timeout, starts, extra=None):
+    """EXTRA (plain modes): answers left unread in each call's reply key.
+    There a count above 1 is a handler that ran to its end twice (a worker
+    killed after its handler but before its commit: at least once allows
+    it, counted as effect_reruns).  An answered call with an answer left
+    over was answered twice: answered_again if its caller had resent it
+    (its link broke: it lived through a Redis restart or stall) and the
+    handler ran once, the resend answered from the dedup memory; any
+    other is duplicated."""
     errors = {}
+    effect_reruns = answers_after_failure = answered_again = 0
+    dup_calls = []
     lost = duplicated = late = wrong = ok = lost_unanswered = lost_effects = 0
     window_lost = window_duplicated = 0
     effect_without_answer = 0
@@ -998,7 +1053,27 @@ def analyse(run, calls, effects, timeout, starts):
         if status == 0 and not right:
             wrong += 1
         in_window = run.in_window(began, began + latency)
-        if count > 1 and in_window:
+        if extra is not None:
+            left = extra.get(cid, 0)
+            if count > 1:
+                effect_reruns += 1
+            # A caller's link breaks only when Redis does (restart, stall:
+            # callers connect directly); it then sends the same request
+            # again, and the copy is answered from the dedup memory, pushed
+            # too (RELIABILITY.md section 3): answered again, by design.
+            resent = {k for k, t0, t1 in run.faults
+                      if k in ("restart", "stall") and began <= t1 + 1.0 and
+                      began + latency >= t0}
+            if left and status == 0 and resent and count == 1:
+                answered_again += 1
+            elif left and status == 0:
+                duplicated += 1
+                dup_calls.append({"call": cid, "left": left, "runs": count,
+                                  "began": round(began, 3), "latency": round(latency, 3),
+                                  "faults": explained_by(run, began, began + latency)})
+            elif left:
+                answers_after_failure += 1  # the caller had given up: unread
+        elif count > 1 and in_window:
             window_duplicated += 1
         elif count > 1:
             duplicated += 1
@@ -1037,6 +1112,9 @@ def analyse(run, calls, effects, timeout, starts):
         # window): their losses and duplicates are the failover's, counted
         # here and not above.
         "window_lost": window_lost, "window_duplicated": window_duplicated,
+        "effect_reruns": effect_reruns, "answers_after_failure": answers_after_failure,
+        "answered_again": answered_again,
+        "duplicated_calls": dup_calls[:10],
         "max_latency": round(latencies[-1], 3) if latencies else 0,
         "p99_latency": round(latencies[int(0.99 * (len(latencies) - 1))], 3) if latencies else 0,
     }
@@ -1110,12 +1188,15 @@ def span(text):
     return (low, high)
 
 
-REDIS_MODES = ("reliable", "at-most-once", "reliable-sharded", "reliable-cluster")
+PLAIN_MODES = ("reliable-plain", "reliable-plain-sharded")
+PLAIN_REPLY_TTL_S = 3600
+REDIS_MODES = ("reliable", "at-most-once", "reliable-sharded", "reliable-cluster") + PLAIN_MODES
 
 
 def modes_arg(text):
     """--mode: a mode, a group (both, amqp, all), or modes joined by commas."""
     groups = {"both": ["reliable", "at-most-once"], "amqp": list(AMQP_MODES),
+              "plain": list(PLAIN_MODES),
               "all": list(REDIS_MODES) + list(AMQP_MODES)}
     modes = []
     for m in text.split(","):
@@ -1221,6 +1302,19 @@ def main():
                           r["mode"], r["calls"], r["ok"], r["lost"], r["duplicated"],
                           r["handler_reruns"], r["kills"], r["broker_restarts"],
                           r["errors"] or "none"), flush=True)
+        for r in reports:
+            if r["mode"] in PLAIN_MODES:
+                print("%s: handlers that ran to their end more than once %d, started more "
+                      "than once %d (a worker killed between its handler and its commit: "
+                      "at least once); answers left unread: %d of answered calls "
+                      "(duplicated), %d after a resend (answered from memory), %d of calls that "
+                      "had failed" % (
+                          r["mode"], r["effect_reruns"] + r.get("short", {}).get("effect_reruns", 0),
+                          r["handler_reruns"],
+                          r["duplicated"] + r.get("short", {}).get("duplicated", 0),
+                          r["answered_again"] + r.get("short", {}).get("answered_again", 0),
+                          r["answers_after_failure"] +
+                          r.get("short", {}).get("answers_after_failure", 0)), flush=True)
         for r in reports:
             if "failovers_crash" in r:
                 print("%s: failovers %d manual + %d crash (%s s to take over); the "
