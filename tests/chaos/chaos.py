@@ -77,18 +77,20 @@ commit is a batch of plain answers, the grouped layout of the commit script
 reliable-plain (one Redis) and reliable-plain-sharded (2 shards), under the
 same faults as reliable; `--mode plain` runs both.  There the workers log
 "effect <call id> <reply key>" (--effects-log) when a handler has done its
-work, and keep reply keys an hour (--reply-ttl), so at the end:
+work, and keep reply keys an hour (--reply-ttl); Redis never rewrites its
+AOF there, so the AOF holds every answer pushed (aof_answers).  At the end:
   lost            as reliable, an effect being a logged handler run
   effect_reruns   calls whose handler ran to its end more than once (a
                   worker killed after its handler but before its commit:
                   at least once allows it; what must happen once goes in
                   the effects API, committed with the answer)
-  duplicated      answered calls with an answer left unread in their reply
-                  key (a caller takes one per call), not explained by a
-                  resend: a second answer pushed for one request
-  answered_again  the same after the caller had resent the request (its
-                  link broke in a Redis restart or stall) while the handler
-                  ran once: the resend answered from the dedup memory
+  duplicated      calls answered anew more than once (two commits that each
+                  remembered and pushed an answer: the dedup failed), or
+                  with more answers left unread in their reply key than
+                  were sent again from memory (a caller takes one per call)
+  answered_again  calls with an answer sent again from the dedup memory: a
+                  copy delivered again (the caller's resend after a broken
+                  link, or a redelivery) is answered from it, by design
 --mode all runs all eight.
 
 Usage: chaos.py --bin-dir DIR [--mode reliable|at-most-once|both|reliable-sharded|
