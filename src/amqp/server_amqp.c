@@ -43,6 +43,7 @@
 #include "amqp/link.h"
 #include "amqp/registry_amqp.h"
 #include "core/clock.h"
+#include "core/dispatch.h"
 #include "core/log.h"
 #include "core/protocol.h"
 #include "transport/server_ops.h"
@@ -78,7 +79,6 @@ struct rrpc__server_broker {
     long max_queue;
     int with_args;             /* the queue is declared with rrpc's arguments */
     atomic_int dead_off;       /* a plain service may not declare its dead queue */
-    atomic_int warned_effects; /* effects asked for, not applied: said once */
     rrpc__dedup dedup;         /* reliable: answers this process sent */
 };
 
@@ -425,11 +425,6 @@ static int run(amqp_worker *w, const amqp_envelope_t *env, char **text_out)
     s->decide(s, &w->rules, NULL, env->message.body.bytes, env->message.body.len, &out, &refused);
     int has_reply_to = (in->_flags & AMQP_BASIC_REPLY_TO_FLAG) && in->reply_to.len > 0;
     char *text = has_reply_to && out.deferred == 0 ? answer_text(&out, &refused) : NULL;
-    if (out.effects != NULL && json_array_size(out.effects) > 0 &&
-        !atomic_exchange(&w->b->warned_effects, 1))
-        rrpc__logf(RRPC_LOG_WARN, s->service, NULL,
-                   "rrpc_request_add_effect: there is no Redis over AMQP, effects are not "
-                   "applied (said once)");
     int rc = text != NULL ? answer(w, in, text) : RRPC_OK;
     if (rc == RRPC_OK && out.dead_reason != NULL)
         rc = dead_letter(w, env, out.dead_reason);
@@ -583,10 +578,16 @@ static void mend(amqp_worker *w)
     }
 }
 
+/* No progress, no cancel keys and no Redis over AMQP: the handlers of
+ * this thread get RRPC_ESTATE for progress and RRPC_ENOTSUP for effects
+ * (an effect that would be dropped is refused where the handler sees it). */
+static const rrpc__handler_io amqp_handler_io = {.no_effects = 1};
+
 static void broker_run_worker(rrpc__server_broker *b, int id)
 {
     amqp_worker *w = &b->ws[id];
     rrpc__serving *s = b->s;
+    rrpc__handler_io_set(&amqp_handler_io);
     while (!atomic_load(&s->stop)) {
         if (w->a.broken || w->a.conn == NULL) {
             mend(w);
@@ -613,6 +614,7 @@ static void broker_run_worker(rrpc__server_broker *b, int id)
             rrpc__amqp_judge(&w->a, r, "consuming");
         }
     }
+    rrpc__handler_io_set(NULL);
 }
 
 static int broker_run_alone(rrpc__server_broker *b, int id)
