@@ -58,7 +58,8 @@
 #define POLL_S            0.2 /* a worker notices the stop flag this often */
 #define BACKOFF_MIN_S     0.1
 #define BACKOFF_MAX_S     2.0
-#define PREFETCH          1
+#define PREFETCH_ONCE     16 /* at most once: a window per worker (file banner) */
+#define PREFETCH_RELIABLE 1  /* reliable: a window would count unrun deliveries */
 #define CONFIRM_S         10.0 /* a broker that confirms nothing this long: mend */
 #define DELIVERIES_HEADER "x-rrpc-deliveries"
 
@@ -68,6 +69,7 @@ typedef struct amqp_worker {
     rrpc__amqp_link a;
     rrpc__key_rules rules;
     uint64_t published; /* publishes since confirm.select (reliable) */
+    char tag[128];      /* the consumer tag the broker gave, for basic.cancel */
 } amqp_worker;
 
 struct rrpc__server_broker {
@@ -217,13 +219,20 @@ static int consume(amqp_worker *w)
         w->published = 0;
     }
     if (rc == RRPC_OK) {
-        amqp_basic_qos(a->conn, RRPC__AMQP_CHANNEL, 0, PREFETCH, 0);
+        amqp_basic_qos(a->conn, RRPC__AMQP_CHANNEL, 0,
+                       w->b->reliable ? PREFETCH_RELIABLE : PREFETCH_ONCE, 0);
         rc = rrpc__amqp_judge(a, amqp_get_rpc_reply(a->conn), "basic.qos");
     }
+    w->tag[0] = '\0';
     if (rc == RRPC_OK) {
-        amqp_basic_consume(a->conn, RRPC__AMQP_CHANNEL, amqp_cstring_bytes(w->b->s->list_key),
-                           amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
+        amqp_basic_consume_ok_t *ok =
+            amqp_basic_consume(a->conn, RRPC__AMQP_CHANNEL, amqp_cstring_bytes(w->b->s->list_key),
+                               amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
         rc = rrpc__amqp_judge(a, amqp_get_rpc_reply(a->conn), "basic.consume");
+        if (rc == RRPC_OK && ok != NULL && ok->consumer_tag.len < sizeof w->tag) {
+            memcpy(w->tag, ok->consumer_tag.bytes, ok->consumer_tag.len);
+            w->tag[ok->consumer_tag.len] = '\0';
+        }
     }
     return rc;
 }
@@ -434,18 +443,27 @@ static int run(amqp_worker *w, const amqp_envelope_t *env, char **text_out)
     return rc;
 }
 
-/* At most once: acked first, then run; a redelivery is not run again. */
-static void handle_once(amqp_worker *w, amqp_envelope_t *env)
+/* At most once: the N deliveries in ENVS (the worker's batch, in delivery
+ * order) are acked first, with one basic.ack `multiple` up to the last,
+ * then run in order; a redelivery is not run again. */
+static void handle_once(amqp_worker *w, amqp_envelope_t *envs, int n)
 {
-    if (ack(w, env) != RRPC_OK)
-        return;
-    if (env->redelivered) {
-        dead_letter(w, env, "redelivered: at most once, it may have run already");
+    int st = amqp_basic_ack(w->a.conn, RRPC__AMQP_CHANNEL, envs[n - 1].delivery_tag, 1);
+    if (st != AMQP_STATUS_OK) {
+        w->a.broken = 1; /* not taken: the broker hands them out again */
+        rrpc__fail(w->a.errmsg, sizeof w->a.errmsg, RRPC_ECONNECT, "basic.ack: %s",
+                   amqp_error_string2(st));
         return;
     }
-    char *text = NULL;
-    run(w, env, &text);
-    free(text);
+    for (int i = 0; i < n; i++) {
+        if (envs[i].redelivered) {
+            dead_letter(w, &envs[i], "redelivered: at most once, it may have run already");
+            continue;
+        }
+        char *text = NULL;
+        run(w, &envs[i], &text);
+        free(text);
+    }
 }
 
 static int is_deliveries(const amqp_table_entry_t *e)
@@ -583,37 +601,85 @@ static void mend(amqp_worker *w)
  * (an effect that would be dropped is refused where the handler sees it). */
 static const rrpc__handler_io amqp_handler_io = {.no_effects = 1};
 
+/* Takes one delivery into ENV, waiting up to WAIT_S: 1, or 0 (none came,
+ * or another frame was handled, or the link broke: w->a.broken). */
+static int take(amqp_worker *w, amqp_envelope_t *env, double wait_s)
+{
+    struct timeval tv = rrpc__amqp_tv(wait_s);
+    amqp_rpc_reply_t r = amqp_consume_message(w->a.conn, env, &tv, 0);
+    if (r.reply_type == AMQP_RESPONSE_NORMAL)
+        return 1;
+    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && r.library_error == AMQP_STATUS_TIMEOUT)
+        return 0;
+    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+        r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
+        char ignored[8];
+        rrpc__amqp_other_frame(&w->a, ignored, sizeof ignored);
+    } else {
+        rrpc__amqp_judge(&w->a, r, "consuming");
+    }
+    return 0;
+}
+
+/* At most once: ENVS[0] came; the deliveries already there behind it (read
+ * without waiting, up to the window) join it.  The batch's size. */
+static int gather(amqp_worker *w, amqp_envelope_t *envs)
+{
+    int n = 1;
+    while (n < PREFETCH_ONCE && !w->a.broken && take(w, &envs[n], 0))
+        n++;
+    return n;
+}
+
+static void run_batch(amqp_worker *w, amqp_envelope_t *envs, int n)
+{
+    if (n > 0 && !w->a.broken)
+        handle_once(w, envs, n);
+    for (int i = 0; i < n; i++)
+        amqp_destroy_envelope(&envs[i]);
+}
+
+/* At most once, stopping: the consumer is cancelled and the deliveries the
+ * broker sent before it confirmed (its window) are run, not left unacked:
+ * given back, they would come to the other workers marked redelivered and
+ * become dead letters without having run. */
+static void drain(amqp_worker *w)
+{
+    if (w->a.conn == NULL || w->a.broken || w->tag[0] == '\0')
+        return;
+    amqp_basic_cancel(w->a.conn, RRPC__AMQP_CHANNEL, amqp_cstring_bytes(w->tag));
+    if (rrpc__amqp_judge(&w->a, amqp_get_rpc_reply(w->a.conn), "basic.cancel") != RRPC_OK)
+        return;
+    amqp_envelope_t envs[PREFETCH_ONCE];
+    int n = 0;
+    while (n < PREFETCH_ONCE && !w->a.broken && take(w, &envs[n], 0))
+        n++;
+    run_batch(w, envs, n);
+}
+
 static void broker_run_worker(rrpc__server_broker *b, int id)
 {
     amqp_worker *w = &b->ws[id];
     rrpc__serving *s = b->s;
     rrpc__handler_io_set(&amqp_handler_io);
+    amqp_envelope_t envs[PREFETCH_ONCE];
     while (!atomic_load(&s->stop)) {
         if (w->a.broken || w->a.conn == NULL) {
             mend(w);
             continue;
         }
-        struct timeval tv = rrpc__amqp_tv(POLL_S);
-        amqp_envelope_t env;
         amqp_maybe_release_buffers(w->a.conn);
-        amqp_rpc_reply_t r = amqp_consume_message(w->a.conn, &env, &tv, 0);
-        if (r.reply_type == AMQP_RESPONSE_NORMAL) {
-            if (b->reliable)
-                handle_reliable(w, &env);
-            else
-                handle_once(w, &env);
-            amqp_destroy_envelope(&env);
-        } else if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
-                   r.library_error == AMQP_STATUS_TIMEOUT) {
+        if (!take(w, &envs[0], POLL_S))
             continue;
-        } else if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
-                   r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
-            char ignored[8];
-            rrpc__amqp_other_frame(&w->a, ignored, sizeof ignored);
+        if (b->reliable) {
+            handle_reliable(w, &envs[0]);
+            amqp_destroy_envelope(&envs[0]);
         } else {
-            rrpc__amqp_judge(&w->a, r, "consuming");
+            run_batch(w, envs, gather(w, envs));
         }
     }
+    if (!b->reliable)
+        drain(w);
     rrpc__handler_io_set(NULL);
 }
 
