@@ -58,8 +58,8 @@
 #define POLL_S            0.2 /* a worker notices the stop flag this often */
 #define BACKOFF_MIN_S     0.1
 #define BACKOFF_MAX_S     2.0
-#define PREFETCH_ONCE     16 /* at most once: a window per worker (file banner) */
-#define PREFETCH_RELIABLE 1  /* reliable: a window would count unrun deliveries */
+#define PREFETCH_ONCE     16   /* at most once: a window per worker (file banner) */
+#define PREFETCH_RELIABLE 1    /* reliable: a window would count unrun deliveries */
 #define CONFIRM_S         10.0 /* a broker that confirms nothing this long: mend */
 #define DELIVERIES_HEADER "x-rrpc-deliveries"
 
