@@ -60,6 +60,8 @@
 #define BACKOFF_MAX_S     2.0
 #define PREFETCH_ONCE     16   /* at most once: a window per worker (file banner) */
 #define PREFETCH_RELIABLE 1    /* reliable: a window would count unrun deliveries */
+#define SLOW_S            0.02 /* a handler this slow shrinks the window to 1 */
+#define GROW_AFTER        64   /* quick handlers in a row before the window doubles */
 #define CONFIRM_S         10.0 /* a broker that confirms nothing this long: mend */
 #define DELIVERIES_HEADER "x-rrpc-deliveries"
 
@@ -70,6 +72,8 @@ typedef struct amqp_worker {
     rrpc__key_rules rules;
     uint64_t published; /* publishes since confirm.select (reliable) */
     char tag[128];      /* the consumer tag the broker gave, for basic.cancel */
+    int window;         /* the consumer's prefetch now (at most once: 1..PREFETCH_ONCE) */
+    int quick;          /* quick handlers in a row since the window last changed */
 } amqp_worker;
 
 struct rrpc__server_broker {
@@ -207,22 +211,12 @@ static int declare_dead(amqp_worker *w)
     return rc;
 }
 
-/* Declares the queues, sets the prefetch and starts consuming. */
-static int consume(amqp_worker *w)
+/* Sets the prefetch (w->window, per consumer) and starts a consumer. */
+static int start_consumer(amqp_worker *w)
 {
     rrpc__amqp_link *a = &w->a;
-    int rc = declare_service(w);
-    if (rc == RRPC_OK)
-        rc = declare_dead(w);
-    if (rc == RRPC_OK && w->b->reliable) {
-        rc = rrpc__amqp_confirm_select(a);
-        w->published = 0;
-    }
-    if (rc == RRPC_OK) {
-        amqp_basic_qos(a->conn, RRPC__AMQP_CHANNEL, 0,
-                       w->b->reliable ? PREFETCH_RELIABLE : PREFETCH_ONCE, 0);
-        rc = rrpc__amqp_judge(a, amqp_get_rpc_reply(a->conn), "basic.qos");
-    }
+    amqp_basic_qos(a->conn, RRPC__AMQP_CHANNEL, 0, (uint16_t)w->window, 0);
+    int rc = rrpc__amqp_judge(a, amqp_get_rpc_reply(a->conn), "basic.qos");
     w->tag[0] = '\0';
     if (rc == RRPC_OK) {
         amqp_basic_consume_ok_t *ok =
@@ -235,6 +229,38 @@ static int consume(amqp_worker *w)
         }
     }
     return rc;
+}
+
+/* Declares the queues and starts consuming. */
+static int consume(amqp_worker *w)
+{
+    int rc = declare_service(w);
+    if (rc == RRPC_OK)
+        rc = declare_dead(w);
+    if (rc == RRPC_OK && w->b->reliable) {
+        rc = rrpc__amqp_confirm_select(&w->a);
+        w->published = 0;
+    }
+    return rc == RRPC_OK ? start_consumer(w) : rc;
+}
+
+/* At most once: a new window of N.  RabbitMQ applies a consumer's
+ * prefetch when it starts consuming, so the consumer is replaced: the
+ * deliveries the old one was sent stay this channel's, taken and acked as
+ * before.  A failure breaks the link (mend starts one with the new
+ * window). */
+static void set_window(amqp_worker *w, int n)
+{
+    w->window = n;
+    w->quick = 0;
+    if (w->tag[0] == '\0')
+        return;
+    amqp_basic_cancel(w->a.conn, RRPC__AMQP_CHANNEL, amqp_cstring_bytes(w->tag));
+    int rc = rrpc__amqp_judge(&w->a, amqp_get_rpc_reply(w->a.conn), "basic.cancel");
+    if (rc == RRPC_OK)
+        rc = start_consumer(w);
+    if (rc != RRPC_OK)
+        w->a.broken = 1;
 }
 
 /* Worker W's link, consuming. */
@@ -267,6 +293,7 @@ static int broker_connect(rrpc__server_broker *b)
         w->b = b;
         w->id = i;
         w->rules = s->rules;
+        w->window = b->reliable ? PREFETCH_RELIABLE : PREFETCH_ONCE;
         int rc = worker_up(w);
         if (rc != RRPC_OK) {
             snprintf(s->errmsg, sizeof s->errmsg, "%s", w->a.errmsg);
@@ -448,6 +475,7 @@ static int run(amqp_worker *w, const amqp_envelope_t *env, char **text_out)
  * then run in order; a redelivery is not run again. */
 static void handle_once(amqp_worker *w, amqp_envelope_t *envs, int n)
 {
+    int slow = 0;
     int st = amqp_basic_ack(w->a.conn, RRPC__AMQP_CHANNEL, envs[n - 1].delivery_tag, 1);
     if (st != AMQP_STATUS_OK) {
         w->a.broken = 1; /* not taken: the broker hands them out again */
@@ -461,9 +489,19 @@ static void handle_once(amqp_worker *w, amqp_envelope_t *envs, int n)
             continue;
         }
         char *text = NULL;
+        double t0 = rrpc__monotonic();
         run(w, &envs[i], &text);
+        slow |= rrpc__monotonic() - t0 > SLOW_S;
         free(text);
     }
+    /* Fairness: behind a slow handler the rest of a window waits while
+     * other workers may idle, so slow handlers get a window of 1 (what
+     * the broker hands out is then spread by who is free); quick ones
+     * earn the window back, doubling. */
+    if (slow && w->window > 1)
+        set_window(w, 1);
+    else if (!slow && w->window < PREFETCH_ONCE && (w->quick += n) >= GROW_AFTER)
+        set_window(w, w->window * 2 > PREFETCH_ONCE ? PREFETCH_ONCE : w->window * 2);
 }
 
 static int is_deliveries(const amqp_table_entry_t *e)
