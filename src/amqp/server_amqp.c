@@ -3,8 +3,8 @@
  *
  * Each worker has a connection and channel of its own, declares the
  * service's queue <prefix><service> and its dead-letter queue
- * <prefix><service>:dead, sets a prefetch of one (basic.qos) and consumes
- * with manual acks.  How the queue is declared depends on the options
+ * <prefix><service>:dead, sets a prefetch (basic.qos, per consumer) and
+ * consumes with manual acks.  How the queue is declared depends on the options
  * (docs/PROTOCOL.md section 12, "Queue declarations"): plainly (not
  * durable, no arguments, as RabbitMQ's RPC tutorial does) for an at most
  * once service without max_queue, so that tutorial-style peers and rrpc
@@ -16,9 +16,28 @@
  *
  * At most once: a delivery is acked on receipt, before it runs, and one
  * the broker marks redelivered (it may have run on a worker whose link
- * broke) becomes a dead letter instead of running again.
+ * broke) becomes a dead letter instead of running again.  The prefetch is a
+ * window of 16 per worker: the worker takes the deliveries already there
+ * (up to the window), acks them with one basic.ack `multiple`, and runs
+ * them in order -- a prefetch of 1 with an ack each cost about two thirds
+ * of the no-ack floor's throughput (docs/PERFORMANCE.md).  Why not no-ack:
+ * the broker would push the whole queue into the workers' sockets (no
+ * window at all: max_queue and the calls' expirations would stop meaning
+ * anything, and a dead worker would lose all it was sent).  What the
+ * window costs: a worker that dies or is cut off leaves the deliveries it
+ * had not taken unacked; the broker hands them to the other workers marked
+ * redelivered, and they become dead letters (never run twice, but not run:
+ * an operator can requeue them), up to 15 per lost worker instead of 1.
+ * A worker that stops cleanly cancels its consumer and runs what it was
+ * sent.  Fairness: behind a slow handler the rest of a window would wait
+ * while other workers idle, so a handler slower than 20 ms makes the
+ * window 1 (a new consumer: RabbitMQ applies a prefetch when a consumer
+ * starts) and 64 quick ones in a row double it back, as the Redis worker's
+ * batch_max does.
  *
- * Reliable: the channel is in confirm mode; a delivery is acked only after
+ * Reliable: the prefetch stays 1 (a window's unrun messages would come
+ * back from a dead worker counted as deliveries, towards max_deliveries).
+ * The channel is in confirm mode; a delivery is acked only after
  * its answer (and its dead letter, if any) was published and confirmed by
  * the broker, so a worker killed mid-call leaves its message unacked and
  * the broker hands it to another worker.  A redelivered message is first
