@@ -102,9 +102,9 @@ struct rrpc__server_broker {
     int reliable;
     int max_deliveries;
     long max_queue;
-    int with_args;             /* the queue is declared with rrpc's arguments */
-    atomic_int dead_off;       /* a plain service may not declare its dead queue */
-    rrpc__dedup dedup;         /* reliable: answers this process sent */
+    int with_args;       /* the queue is declared with rrpc's arguments */
+    atomic_int dead_off; /* a plain service may not declare its dead queue */
+    rrpc__dedup dedup;   /* reliable: answers this process sent */
 };
 
 /* What the AMQP transport refuses, said by rrpc_server_run. */

@@ -127,7 +127,8 @@ EFFECTS_KEY = "chaos:effects"
 STATUS_NAMES = {0: "OK", -1: "EINVAL", -2: "ENOMEM", -3: "EURL", -4: "ECONNECT",
                 -5: "EAUTH", -6: "EREDIS", -7: "ETIMEDOUT", -8: "EPROTO",
                 -9: "EREMOTE", -10: "ECANCELED", -11: "ETOOBIG", -13: "ESTATE",
-                -14: "ESYS", -15: "EUNAVAILABLE", -16: "EOVERLOADED"}
+                -14: "ESYS", -15: "EUNAVAILABLE", -16: "EOVERLOADED",
+                -17: "ENOTSUP"}
 LATE_MARGIN_S = 1.0
 
 _libc = ctypes.CDLL(None, use_errno=True)
