@@ -7,7 +7,8 @@
 #               PREFIX (default /usr/local), staged under DESTDIR if set
 #   make chaos  the long chaos test of both delivery modes, of reliable mode
 #               sharded, of reliable mode on a 3-master Redis Cluster with
-#               failovers, and of reliable mode over AMQP (CHAOS_SECONDS each)
+#               failovers, of reliable mode without effects (the grouped
+#               commit) and of reliable mode over AMQP (CHAOS_SECONDS each)
 #   make test   the whole suite: formatting checked, -Werror build, ctest, then ctest again
 #               under ASan+UBSan, the C test programs under valgrind and
 #               under TSan, and a short libFuzzer run on request decoding
@@ -62,10 +63,11 @@ test-asan: deps
 	  -DCMAKE_BUILD_TYPE=Debug $(CMAKE_ARGS) >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
 	@# The peers' own suites and their cross-language and hostile-input tests
-	@# run no C code: the plain pass has run them.  Their AMQP suites run
-	@# little (rrpc call, calc-server), which amqp_calls runs here.
+	@# run no C code: the plain pass has run them.  Their AMQP suites and the
+	@# language matrices (*interop*) run C only through rrpc call and
+	@# calc-server, which the C tests run here too; they were a minute of it.
 	@cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS) -E \
-	  '^(node_package|python_package|ruby_gem|peers_ruby_python|peers_faults|python_amqp|ruby_amqp|node_amqp)$$'
+	  '^(node_package|python_package|ruby_gem|peers_ruby_python|peers_faults|python_amqp|ruby_amqp|node_amqp|interop_c_ruby_python|interop_priority_progress|amqp_interop_matrix)$$'
 
 test-valgrind: deps
 	@cmake -S . -B $(VG_BUILD) -DRRPC_WERROR=ON -DRRPC_VALGRIND=ON \
@@ -141,7 +143,8 @@ bench: build
 # workers cut off from Redis (blackhole, reset) and Redis stalled (SIGSTOP)
 # under load, CHAOS_SECONDS in each delivery mode, reliable mode sharded, and
 # reliable mode on a 3-master Cluster (worker kills, master failovers:
-# CLUSTER FAILOVER and SIGKILL of a master), and reliable mode over AMQP on a
+# CLUSTER FAILOVER and SIGKILL of a master), reliable mode with a worker that
+# adds no effect (the grouped commit; one Redis and sharded), and reliable mode over AMQP on a
 # private RabbitMQ node (worker kills; worker kills and broker restarts);
 # prints the figures.
 chaos: build

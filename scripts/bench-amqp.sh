@@ -5,7 +5,8 @@
 # Starts a private rabbitmq-server (tests/harness/with-rabbitmq.sh) and, on
 # it, two AMQP floor workers (bench/amqp_floor_server.c, built into
 # BUILD_DIR/floor): the floor (no-ack consumer) and the acked floor
-# (--prefetch 1, acked on receipt: what rrpc's worker does), and
+# (--prefetch 1, acked on receipt: what rrpc's reliable worker and its
+# at-most-once one before its window do), and
 # calc-server --url amqp:// (default workers).  Then RRPC_BENCH_ROUNDS
 # (default 3) rounds, RRPC_BENCH_SECONDS (default 4) per run, of:
 #   - `rrpc bench --url amqp://` with 1 sync caller and with 32, against the

@@ -69,7 +69,8 @@ typedef enum rrpc_err {
     RRPC_ESTATE = -13,       /* the handle is in the wrong state for this call */
     RRPC_ESYS = -14,         /* an operating-system call failed (threads, signals) */
     RRPC_EUNAVAILABLE = -15, /* the service registered workers, but none is alive */
-    RRPC_EOVERLOADED = -16   /* the service's queue is at its max_queue: call refused */
+    RRPC_EOVERLOADED = -16,  /* the service's queue is at its max_queue: call refused */
+    RRPC_ENOTSUP = -17       /* not supported by this transport (e.g. effects over AMQP) */
 } rrpc_err;
 
 /* A static, human-readable name for an rrpc_err code.  Never NULL. */
@@ -715,8 +716,11 @@ RRPC_EXPORT int rrpc_request_progress(rrpc_request *req, const json_t *value);
  * exactly once per request, however often the request is delivered: the
  * way to make a side effect on data in the same Redis exactly-once.  In
  * at-most-once mode the commands are sent right after the answer.  An
- * error reply to one of them is logged by the worker.  Returns RRPC_OK,
- * RRPC_EINVAL or RRPC_ENOMEM. */
+ * error reply to one of them is logged by the worker.  Over AMQP there is
+ * no Redis to apply them on: a request that came over AMQP refuses them
+ * with RRPC_ENOTSUP (nothing is added; the handler decides whether to
+ * answer without the effect or fail).  Returns RRPC_OK, RRPC_EINVAL,
+ * RRPC_ENOMEM or RRPC_ENOTSUP. */
 RRPC_EXPORT int rrpc_request_add_effect(rrpc_request *req, int argc, const char **argv);
 
 /* The member NAME of the request object as it arrived (e.g. "auth", a

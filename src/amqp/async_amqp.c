@@ -6,8 +6,16 @@
  * the default exchange, mandatory, with reply_to = amq.rabbitmq.reply-to,
  * correlation_id = the request's id, content_type application/json and
  * expiration = its call's time left (deliver()'s TTL_MS: a request nobody
- * took in time leaves the queue by itself).  The answers carry their ids
- * in the body, which is what the client matches them by.
+ * took in time leaves the queue by itself).  Calls are published
+ * persistent (delivery_mode 2), as the sync caller's: in a reliable
+ * service's durable queue they survive a broker restart, which is what a
+ * call kept in flight by resend_on_reconnect waits through (in a plain
+ * queue the flag costs nothing).  The answers carry their ids in the body,
+ * which is what the client matches them by.
+ *
+ * Fail fast: the async client has no fail_fast option, over Redis either
+ * (no consumer-count probe per call); a request to a service with no queue
+ * still ends at once, by the basic.return below.
  *
  * librabbitmq blocks; the session runs it on the client's libevent loop
  * anyway, without a thread of its own, because what it asks of the socket
@@ -619,9 +627,9 @@ static void pending_add(rrpc__async_session *s, pending *p)
     s->tail = p;
 }
 
-/* Publishes one request: a call mandatory, with the tutorial's properties
- * and its expiration; a notification plainly (nobody waits to hear that it
- * found no queue).  Nonzero when the link broke. */
+/* Publishes one request: a call mandatory and persistent, with the
+ * tutorial's properties and its expiration; a notification plainly (nobody
+ * waits to hear that it found no queue).  Nonzero when the link broke. */
 static int publish_one(rrpc__async_session *s, const char *queue, const char *text, size_t len,
                        long long ttl_ms, uint64_t *id_out)
 {
@@ -633,8 +641,9 @@ static int publish_one(rrpc__async_session *s, const char *queue, const char *te
     size_t idn = tail_id(text, len, id, sizeof id);
     *id_out = 0;
     if (idn > 0 && ttl_ms > 0) {
-        p._flags |=
-            AMQP_BASIC_REPLY_TO_FLAG | AMQP_BASIC_CORRELATION_ID_FLAG | AMQP_BASIC_EXPIRATION_FLAG;
+        p._flags |= AMQP_BASIC_REPLY_TO_FLAG | AMQP_BASIC_CORRELATION_ID_FLAG |
+                    AMQP_BASIC_EXPIRATION_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
+        p.delivery_mode = AMQP_DELIVERY_PERSISTENT; /* as the sync caller's */
         p.reply_to = amqp_cstring_bytes(DIRECT_REPLY_TO);
         p.correlation_id = (amqp_bytes_t){.len = idn, .bytes = id};
         snprintf(ms, sizeof ms, "%lld", ttl_ms);

@@ -3,8 +3,8 @@
  *
  * Each worker has a connection and channel of its own, declares the
  * service's queue <prefix><service> and its dead-letter queue
- * <prefix><service>:dead, sets a prefetch of one (basic.qos) and consumes
- * with manual acks.  How the queue is declared depends on the options
+ * <prefix><service>:dead, sets a prefetch (basic.qos, per consumer) and
+ * consumes with manual acks.  How the queue is declared depends on the options
  * (docs/PROTOCOL.md section 12, "Queue declarations"): plainly (not
  * durable, no arguments, as RabbitMQ's RPC tutorial does) for an at most
  * once service without max_queue, so that tutorial-style peers and rrpc
@@ -16,9 +16,28 @@
  *
  * At most once: a delivery is acked on receipt, before it runs, and one
  * the broker marks redelivered (it may have run on a worker whose link
- * broke) becomes a dead letter instead of running again.
+ * broke) becomes a dead letter instead of running again.  The prefetch is a
+ * window of 16 per worker: the worker takes the deliveries already there
+ * (up to the window), acks them with one basic.ack `multiple`, and runs
+ * them in order -- a prefetch of 1 with an ack each cost about two thirds
+ * of the no-ack floor's throughput (docs/PERFORMANCE.md).  Why not no-ack:
+ * the broker would push the whole queue into the workers' sockets (no
+ * window at all: max_queue and the calls' expirations would stop meaning
+ * anything, and a dead worker would lose all it was sent).  What the
+ * window costs: a worker that dies or is cut off leaves the deliveries it
+ * had not taken unacked; the broker hands them to the other workers marked
+ * redelivered, and they become dead letters (never run twice, but not run:
+ * an operator can requeue them), up to 15 per lost worker instead of 1.
+ * A worker that stops cleanly cancels its consumer and runs what it was
+ * sent.  Fairness: behind a slow handler the rest of a window would wait
+ * while other workers idle, so a handler slower than 20 ms makes the
+ * window 1 (a new consumer: RabbitMQ applies a prefetch when a consumer
+ * starts) and 64 quick ones in a row double it back, as the Redis worker's
+ * batch_max does.
  *
- * Reliable: the channel is in confirm mode; a delivery is acked only after
+ * Reliable: the prefetch stays 1 (a window's unrun messages would come
+ * back from a dead worker counted as deliveries, towards max_deliveries).
+ * The channel is in confirm mode; a delivery is acked only after
  * its answer (and its dead letter, if any) was published and confirmed by
  * the broker, so a worker killed mid-call leaves its message unacked and
  * the broker hands it to another worker.  A redelivered message is first
@@ -43,6 +62,7 @@
 #include "amqp/link.h"
 #include "amqp/registry_amqp.h"
 #include "core/clock.h"
+#include "core/dispatch.h"
 #include "core/log.h"
 #include "core/protocol.h"
 #include "transport/server_ops.h"
@@ -57,7 +77,10 @@
 #define POLL_S            0.2 /* a worker notices the stop flag this often */
 #define BACKOFF_MIN_S     0.1
 #define BACKOFF_MAX_S     2.0
-#define PREFETCH          1
+#define PREFETCH_ONCE     16   /* at most once: a window per worker (file banner) */
+#define PREFETCH_RELIABLE 1    /* reliable: a window would count unrun deliveries */
+#define SLOW_S            0.02 /* a handler this slow shrinks the window to 1 */
+#define GROW_AFTER        64   /* quick handlers in a row before the window doubles */
 #define CONFIRM_S         10.0 /* a broker that confirms nothing this long: mend */
 #define DELIVERIES_HEADER "x-rrpc-deliveries"
 
@@ -67,6 +90,9 @@ typedef struct amqp_worker {
     rrpc__amqp_link a;
     rrpc__key_rules rules;
     uint64_t published; /* publishes since confirm.select (reliable) */
+    char tag[128];      /* the consumer tag the broker gave, for basic.cancel */
+    int window;         /* the consumer's prefetch now (at most once: 1..PREFETCH_ONCE) */
+    int quick;          /* quick handlers in a row since the window last changed */
 } amqp_worker;
 
 struct rrpc__server_broker {
@@ -76,10 +102,9 @@ struct rrpc__server_broker {
     int reliable;
     int max_deliveries;
     long max_queue;
-    int with_args;             /* the queue is declared with rrpc's arguments */
-    atomic_int dead_off;       /* a plain service may not declare its dead queue */
-    atomic_int warned_effects; /* effects asked for, not applied: said once */
-    rrpc__dedup dedup;         /* reliable: answers this process sent */
+    int with_args;       /* the queue is declared with rrpc's arguments */
+    atomic_int dead_off; /* a plain service may not declare its dead queue */
+    rrpc__dedup dedup;   /* reliable: answers this process sent */
 };
 
 /* What the AMQP transport refuses, said by rrpc_server_run. */
@@ -205,27 +230,56 @@ static int declare_dead(amqp_worker *w)
     return rc;
 }
 
-/* Declares the queues, sets the prefetch and starts consuming. */
-static int consume(amqp_worker *w)
+/* Sets the prefetch (w->window, per consumer) and starts a consumer. */
+static int start_consumer(amqp_worker *w)
 {
     rrpc__amqp_link *a = &w->a;
+    amqp_basic_qos(a->conn, RRPC__AMQP_CHANNEL, 0, (uint16_t)w->window, 0);
+    int rc = rrpc__amqp_judge(a, amqp_get_rpc_reply(a->conn), "basic.qos");
+    w->tag[0] = '\0';
+    if (rc == RRPC_OK) {
+        amqp_basic_consume_ok_t *ok =
+            amqp_basic_consume(a->conn, RRPC__AMQP_CHANNEL, amqp_cstring_bytes(w->b->s->list_key),
+                               amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
+        rc = rrpc__amqp_judge(a, amqp_get_rpc_reply(a->conn), "basic.consume");
+        if (rc == RRPC_OK && ok != NULL && ok->consumer_tag.len < sizeof w->tag) {
+            memcpy(w->tag, ok->consumer_tag.bytes, ok->consumer_tag.len);
+            w->tag[ok->consumer_tag.len] = '\0';
+        }
+    }
+    return rc;
+}
+
+/* Declares the queues and starts consuming. */
+static int consume(amqp_worker *w)
+{
     int rc = declare_service(w);
     if (rc == RRPC_OK)
         rc = declare_dead(w);
     if (rc == RRPC_OK && w->b->reliable) {
-        rc = rrpc__amqp_confirm_select(a);
+        rc = rrpc__amqp_confirm_select(&w->a);
         w->published = 0;
     }
-    if (rc == RRPC_OK) {
-        amqp_basic_qos(a->conn, RRPC__AMQP_CHANNEL, 0, PREFETCH, 0);
-        rc = rrpc__amqp_judge(a, amqp_get_rpc_reply(a->conn), "basic.qos");
-    }
-    if (rc == RRPC_OK) {
-        amqp_basic_consume(a->conn, RRPC__AMQP_CHANNEL, amqp_cstring_bytes(w->b->s->list_key),
-                           amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
-        rc = rrpc__amqp_judge(a, amqp_get_rpc_reply(a->conn), "basic.consume");
-    }
-    return rc;
+    return rc == RRPC_OK ? start_consumer(w) : rc;
+}
+
+/* At most once: a new window of N.  RabbitMQ applies a consumer's
+ * prefetch when it starts consuming, so the consumer is replaced: the
+ * deliveries the old one was sent stay this channel's, taken and acked as
+ * before.  A failure breaks the link (mend starts one with the new
+ * window). */
+static void set_window(amqp_worker *w, int n)
+{
+    w->window = n;
+    w->quick = 0;
+    if (w->tag[0] == '\0')
+        return;
+    amqp_basic_cancel(w->a.conn, RRPC__AMQP_CHANNEL, amqp_cstring_bytes(w->tag));
+    int rc = rrpc__amqp_judge(&w->a, amqp_get_rpc_reply(w->a.conn), "basic.cancel");
+    if (rc == RRPC_OK)
+        rc = start_consumer(w);
+    if (rc != RRPC_OK)
+        w->a.broken = 1;
 }
 
 /* Worker W's link, consuming. */
@@ -258,6 +312,7 @@ static int broker_connect(rrpc__server_broker *b)
         w->b = b;
         w->id = i;
         w->rules = s->rules;
+        w->window = b->reliable ? PREFETCH_RELIABLE : PREFETCH_ONCE;
         int rc = worker_up(w);
         if (rc != RRPC_OK) {
             snprintf(s->errmsg, sizeof s->errmsg, "%s", w->a.errmsg);
@@ -425,11 +480,6 @@ static int run(amqp_worker *w, const amqp_envelope_t *env, char **text_out)
     s->decide(s, &w->rules, NULL, env->message.body.bytes, env->message.body.len, &out, &refused);
     int has_reply_to = (in->_flags & AMQP_BASIC_REPLY_TO_FLAG) && in->reply_to.len > 0;
     char *text = has_reply_to && out.deferred == 0 ? answer_text(&out, &refused) : NULL;
-    if (out.effects != NULL && json_array_size(out.effects) > 0 &&
-        !atomic_exchange(&w->b->warned_effects, 1))
-        rrpc__logf(RRPC_LOG_WARN, s->service, NULL,
-                   "rrpc_request_add_effect: there is no Redis over AMQP, effects are not "
-                   "applied (said once)");
     int rc = text != NULL ? answer(w, in, text) : RRPC_OK;
     if (rc == RRPC_OK && out.dead_reason != NULL)
         rc = dead_letter(w, env, out.dead_reason);
@@ -439,18 +489,38 @@ static int run(amqp_worker *w, const amqp_envelope_t *env, char **text_out)
     return rc;
 }
 
-/* At most once: acked first, then run; a redelivery is not run again. */
-static void handle_once(amqp_worker *w, amqp_envelope_t *env)
+/* At most once: the N deliveries in ENVS (the worker's batch, in delivery
+ * order) are acked first, with one basic.ack `multiple` up to the last,
+ * then run in order; a redelivery is not run again. */
+static void handle_once(amqp_worker *w, amqp_envelope_t *envs, int n)
 {
-    if (ack(w, env) != RRPC_OK)
-        return;
-    if (env->redelivered) {
-        dead_letter(w, env, "redelivered: at most once, it may have run already");
+    int slow = 0;
+    int st = amqp_basic_ack(w->a.conn, RRPC__AMQP_CHANNEL, envs[n - 1].delivery_tag, 1);
+    if (st != AMQP_STATUS_OK) {
+        w->a.broken = 1; /* not taken: the broker hands them out again */
+        rrpc__fail(w->a.errmsg, sizeof w->a.errmsg, RRPC_ECONNECT, "basic.ack: %s",
+                   amqp_error_string2(st));
         return;
     }
-    char *text = NULL;
-    run(w, env, &text);
-    free(text);
+    for (int i = 0; i < n; i++) {
+        if (envs[i].redelivered) {
+            dead_letter(w, &envs[i], "redelivered: at most once, it may have run already");
+            continue;
+        }
+        char *text = NULL;
+        double t0 = rrpc__monotonic();
+        run(w, &envs[i], &text);
+        slow |= rrpc__monotonic() - t0 > SLOW_S;
+        free(text);
+    }
+    /* Fairness: behind a slow handler the rest of a window waits while
+     * other workers may idle, so slow handlers get a window of 1 (what
+     * the broker hands out is then spread by who is free); quick ones
+     * earn the window back, doubling. */
+    if (slow && w->window > 1)
+        set_window(w, 1);
+    else if (!slow && w->window < PREFETCH_ONCE && (w->quick += n) >= GROW_AFTER)
+        set_window(w, w->window * 2 > PREFETCH_ONCE ? PREFETCH_ONCE : w->window * 2);
 }
 
 static int is_deliveries(const amqp_table_entry_t *e)
@@ -583,36 +653,91 @@ static void mend(amqp_worker *w)
     }
 }
 
+/* No progress, no cancel keys and no Redis over AMQP: the handlers of
+ * this thread get RRPC_ESTATE for progress and RRPC_ENOTSUP for effects
+ * (an effect that would be dropped is refused where the handler sees it). */
+static const rrpc__handler_io amqp_handler_io = {.no_effects = 1};
+
+/* Takes one delivery into ENV, waiting up to WAIT_S: 1, or 0 (none came,
+ * or another frame was handled, or the link broke: w->a.broken). */
+static int take(amqp_worker *w, amqp_envelope_t *env, double wait_s)
+{
+    struct timeval tv = rrpc__amqp_tv(wait_s);
+    amqp_rpc_reply_t r = amqp_consume_message(w->a.conn, env, &tv, 0);
+    if (r.reply_type == AMQP_RESPONSE_NORMAL)
+        return 1;
+    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && r.library_error == AMQP_STATUS_TIMEOUT)
+        return 0;
+    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+        r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
+        char ignored[8];
+        rrpc__amqp_other_frame(&w->a, ignored, sizeof ignored);
+    } else {
+        rrpc__amqp_judge(&w->a, r, "consuming");
+    }
+    return 0;
+}
+
+/* At most once: ENVS[0] came; the deliveries already there behind it (read
+ * without waiting, up to the window) join it.  The batch's size. */
+static int gather(amqp_worker *w, amqp_envelope_t *envs)
+{
+    int n = 1;
+    while (n < PREFETCH_ONCE && !w->a.broken && take(w, &envs[n], 0))
+        n++;
+    return n;
+}
+
+static void run_batch(amqp_worker *w, amqp_envelope_t *envs, int n)
+{
+    if (n > 0 && !w->a.broken)
+        handle_once(w, envs, n);
+    for (int i = 0; i < n; i++)
+        amqp_destroy_envelope(&envs[i]);
+}
+
+/* At most once, stopping: the consumer is cancelled and the deliveries the
+ * broker sent before it confirmed (its window) are run, not left unacked:
+ * given back, they would come to the other workers marked redelivered and
+ * become dead letters without having run. */
+static void drain(amqp_worker *w)
+{
+    if (w->a.conn == NULL || w->a.broken || w->tag[0] == '\0')
+        return;
+    amqp_basic_cancel(w->a.conn, RRPC__AMQP_CHANNEL, amqp_cstring_bytes(w->tag));
+    if (rrpc__amqp_judge(&w->a, amqp_get_rpc_reply(w->a.conn), "basic.cancel") != RRPC_OK)
+        return;
+    amqp_envelope_t envs[PREFETCH_ONCE];
+    int n = 0;
+    while (n < PREFETCH_ONCE && !w->a.broken && take(w, &envs[n], 0))
+        n++;
+    run_batch(w, envs, n);
+}
+
 static void broker_run_worker(rrpc__server_broker *b, int id)
 {
     amqp_worker *w = &b->ws[id];
     rrpc__serving *s = b->s;
+    rrpc__handler_io_set(&amqp_handler_io);
+    amqp_envelope_t envs[PREFETCH_ONCE];
     while (!atomic_load(&s->stop)) {
         if (w->a.broken || w->a.conn == NULL) {
             mend(w);
             continue;
         }
-        struct timeval tv = rrpc__amqp_tv(POLL_S);
-        amqp_envelope_t env;
         amqp_maybe_release_buffers(w->a.conn);
-        amqp_rpc_reply_t r = amqp_consume_message(w->a.conn, &env, &tv, 0);
-        if (r.reply_type == AMQP_RESPONSE_NORMAL) {
-            if (b->reliable)
-                handle_reliable(w, &env);
-            else
-                handle_once(w, &env);
-            amqp_destroy_envelope(&env);
-        } else if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
-                   r.library_error == AMQP_STATUS_TIMEOUT) {
+        if (!take(w, &envs[0], POLL_S))
             continue;
-        } else if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
-                   r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
-            char ignored[8];
-            rrpc__amqp_other_frame(&w->a, ignored, sizeof ignored);
+        if (b->reliable) {
+            handle_reliable(w, &envs[0]);
+            amqp_destroy_envelope(&envs[0]);
         } else {
-            rrpc__amqp_judge(&w->a, r, "consuming");
+            run_batch(w, envs, gather(w, envs));
         }
     }
+    if (!b->reliable)
+        drain(w);
+    rrpc__handler_io_set(NULL);
 }
 
 static int broker_run_alone(rrpc__server_broker *b, int id)

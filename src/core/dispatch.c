@@ -269,6 +269,8 @@ int rrpc_request_add_effect(rrpc_request *req, int argc, const char **argv)
 {
     if (req == NULL || argc < 1 || argv == NULL)
         return RRPC_EINVAL;
+    if (handler_io != NULL && handler_io->no_effects)
+        return RRPC_ENOTSUP;
     json_t *cmd = json_array();
     for (int i = 0; cmd && i < argc; i++)
         if (argv[i] == NULL || json_array_append_new(cmd, json_string_nocheck(argv[i])) != 0) {

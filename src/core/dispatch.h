@@ -76,6 +76,10 @@ typedef struct rrpc__handler_io {
     /* Gives back the concurrency slots V took. */
     void (*release)(void *ctx, const rrpc__rl_verdict *v);
     void *ctx;
+    /* Nonzero: the broker has no Redis to apply effects on (AMQP), so
+     * rrpc_request_add_effect refuses them with RRPC_ENOTSUP rather than
+     * take commands that would be dropped. */
+    int no_effects;
 } rrpc__handler_io;
 
 /* Sets the calling thread's handler I/O (borrowed; NULL: none). */

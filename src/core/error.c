@@ -29,6 +29,7 @@ const char *rrpc_strerror(int err)
     case RRPC_ESYS: return "system call failed";
     case RRPC_EUNAVAILABLE: return "service unavailable: no live worker";
     case RRPC_EOVERLOADED: return "service overloaded: queue full";
+    case RRPC_ENOTSUP: return "not supported by this transport";
     }
     return "unknown error";
 }

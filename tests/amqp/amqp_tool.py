@@ -5,8 +5,10 @@ with pika (nothing of rrpc's):
   amqp_tool.py URL dead QUEUE           prints each message of QUEUE (taken,
                                         acked) as "<x-rrpc-reason or
                                         x-death reason>\t<body>"
-  amqp_tool.py URL publish QUEUE BODY   publishes BODY without reply_to (a
-                                        notification), persistent
+  amqp_tool.py URL publish QUEUE BODY [N]
+                                        publishes BODY without reply_to (a
+                                        notification), persistent; N times,
+                                        20 ms apart
   amqp_tool.py URL call QUEUE BODY CORR [TIMEOUT]
                                         a tutorial-style call with the
                                         correlation_id CORR; prints the answer
@@ -15,6 +17,7 @@ with pika (nothing of rrpc's):
   amqp_tool.py URL count QUEUE          prints "<messages> <consumers>"
 """
 import sys
+import time
 
 import pika
 
@@ -40,8 +43,11 @@ def main():
                 break
             print("%s\t%s" % (reason_of(props), body.decode(errors="replace")))
     elif cmd == "publish":
-        ch.basic_publish("", queue, sys.argv[4].encode(),
-                         pika.BasicProperties(delivery_mode=2, content_type="application/json"))
+        for i in range(int(sys.argv[5]) if len(sys.argv) > 5 else 1):
+            if i > 0:
+                time.sleep(0.02)  # the broker delivers the previous one first
+            ch.basic_publish("", queue, sys.argv[4].encode(),
+                             pika.BasicProperties(delivery_mode=2, content_type="application/json"))
     elif cmd == "call":
         cb = ch.queue_declare(queue="", exclusive=True).method.queue
         got = []

@@ -14,6 +14,8 @@
 #     and an idle client (forward's) mends its link before its next call;
 #   * $RRPC_URL is used, a refused login says so with the password masked;
 #   * rrpc bench --url amqp:// (sync) makes calls without errors;
+#   * a server stopped (SIGTERM) under load runs the prefetch window it
+#     holds: no dead letters, no failed calls;
 #   * rrpc ping and describe work (calls of rpc.ping and rpc.discover);
 #   * what this step lacks is refused, naming AMQP: limits, priorities,
 #     calc-server --shards (the operations commands: test_amqp_ops.sh; the
@@ -92,6 +94,29 @@ out=$("$rrpc" describe --url "$url" calc 2>&1) && [[ $out == *"9 methods"* ]] &&
 out=$("$rrpc" bench --url "$url" --connections 2 --calls 400 calc 2>&1)
 [[ $out == *"errors   0"* && $out == *"calls     400"* || $out == *"calls    400 "* ]] &&
   ok "rrpc bench --url amqp:// (sync): $(grep -o '[0-9]* calls/s' <<<"$out")" || fail "bench: $out"
+
+# ---- a worker stopping under load runs its prefetch window, none dead-lettered --
+# At most once, each worker holds a window of deliveries (server_amqp.c);
+# one that stops cleanly must run them rather than leave them unacked: the
+# broker would hand them to the other server marked redelivered, and it
+# would file them as dead letters without running them.
+spawn win1 "$calc" --url "$url" --service win --workers 2
+win1=$spawned
+spawn win2 "$calc" --url "$url" --service win --workers 2
+wait_until 10 grep -q "serving queue 'win'" "$test_dir/win1.log" &&
+  wait_until 10 grep -q "serving queue 'win'" "$test_dir/win2.log" || die "win servers did not start"
+"$rrpc" bench --url "$url" --async --connections 2 --window 64 --duration 3 --timeout 10 win \
+  >"$test_dir/win_bench.txt" 2>&1 &
+win_bench=$!
+sleep 1
+kill -TERM "$win1"
+wait_until 10 sh -c "! kill -0 $win1 2>/dev/null" || fail "calc-server did not stop on SIGTERM"
+wait "$win_bench"
+dead=$("$pika_python" "$here/amqp_tool.py" "$url" count win:dead)
+out=$(cat "$test_dir/win_bench.txt")
+[[ $dead == "0 "* && $out == *"errors   0"* ]] &&
+  ok "a server stopped under load ran its window: 0 dead letters, bench errors 0" ||
+  fail "stop under load: win:dead '$dead'; $out"
 
 # ---- what this step refuses, naming AMQP ---------------------------------------
 refused() { # WHAT CMD...: exits nonzero and says "not supported over AMQP yet"

@@ -14,6 +14,9 @@
  * back by itself; when the broker stops, calls in flight fail once, new
  * ones are refused, a client closes while it reconnects, and calls work
  * again once it is started; close with calls pending cancels each once.
+ * Also: calls are published persistent (delivery_mode 2) as the sync
+ * caller's; a handler served over AMQP gets RRPC_ENOTSUP from
+ * rrpc_request_add_effect (no Redis to apply effects on).
  *
  * Usage: test_amqp_async   ($RRPC_TEST_AMQP_URL, $RRPC_TEST_AMQP_CTL)
  */
@@ -26,6 +29,7 @@
 #include <amqp_tcp_socket.h>
 #include <event2/event.h>
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -409,6 +413,102 @@ static void test_broker_restart(void)
     free(e);
 }
 
+/* A call's request sits in a queue nobody serves: it was published
+ * persistent (delivery_mode 2), as the sync caller's, so a reliable
+ * service's durable queue keeps it over a broker restart -- with
+ * resend_on_reconnect and without. */
+static void test_calls_persistent(void)
+{
+    for (int resend = 0; resend <= 1; resend++) {
+        rrpc_async *a = open_async(NULL, resend);
+        if (!CHECK(a != NULL))
+            return;
+        amqp_queue_purge(raw, 1, amqp_cstring_bytes(IDLE_QUEUE));
+        expect *e = expects(1, RRPC_ECANCELED);
+        atomic_store(&done, 0);
+        call_idle(a, e, 1);
+        WAIT_UNTIL(queue_depth(IDLE_QUEUE) == 1, 3);
+        amqp_rpc_reply_t r = amqp_basic_get(raw, 1, amqp_cstring_bytes(IDLE_QUEUE), 1);
+        amqp_message_t m;
+        int got = r.reply_type == AMQP_RESPONSE_NORMAL && r.reply.id == AMQP_BASIC_GET_OK_METHOD &&
+                  amqp_read_message(raw, 1, &m, 0).reply_type == AMQP_RESPONSE_NORMAL;
+        if (CHECK(got)) {
+            int mode = (m.properties._flags & AMQP_BASIC_DELIVERY_MODE_FLAG)
+                           ? m.properties.delivery_mode
+                           : 0;
+            if (!CHECK_EQ_INT(mode, AMQP_DELIVERY_PERSISTENT))
+                fprintf(stderr, "  an async call (resend_on_reconnect %d) was not persistent\n",
+                        resend);
+            amqp_destroy_message(&m);
+        }
+        rrpc_async_close(a);
+        free(e);
+    }
+}
+
+/* ---- rrpc_request_add_effect over AMQP: refused where the handler sees it */
+
+#define EFFECTS_SERVICE "amqasync_effects"
+
+/* Answers what rrpc_request_add_effect returned. */
+static json_t *add_effect(rrpc_request *req, void *udata)
+{
+    (void)udata;
+    const char *argv[] = {"SET", "amqasync_effect", "1"};
+    return json_integer(rrpc_request_add_effect(req, 3, argv));
+}
+
+static void *serve(void *server)
+{
+    rrpc_server_run(server);
+    return NULL;
+}
+
+static void test_effects_refused(void)
+{
+    rrpc_server_options so;
+    rrpc_server_options_init(&so);
+    so.url = url;
+    so.service = EFFECTS_SERVICE;
+    so.workers = 1;
+    so.handle_signals = 0;
+    for (int reliable = 0; reliable <= 1; reliable++) {
+        so.reliable = reliable;
+        rrpc_server *srv = NULL;
+        if (!CHECK(rrpc_server_new(&srv, &so) == RRPC_OK))
+            return;
+        CHECK(rrpc_server_register(srv, "effect", add_effect, NULL, NULL) == RRPC_OK);
+        pthread_t t;
+        pthread_create(&t, NULL, serve, srv);
+        rrpc_client_options co;
+        rrpc_client_options_init(&co);
+        co.url = url;
+        rrpc_client *c = NULL;
+        char err[256];
+        json_t *result = NULL;
+        int rc = rrpc_client_open(&c, &co, err, sizeof err);
+        if (CHECK(rc == RRPC_OK)) {
+            double until = now_s() + 10; /* until the worker consumes */
+            while ((rc = rrpc_call(c, EFFECTS_SERVICE, "effect", NULL, 5, &result, NULL)) ==
+                       RRPC_EUNAVAILABLE &&
+                   now_s() < until)
+                sleep_s(0.05);
+            CHECK_EQ_INT(rc, RRPC_OK);
+            if (!CHECK(json_is_integer(result) && json_integer_value(result) == RRPC_ENOTSUP))
+                fprintf(stderr, "  rrpc_request_add_effect over AMQP (reliable %d) returned %s\n",
+                        reliable, json_is_integer(result) ? "not RRPC_ENOTSUP" : "nothing");
+            json_decref(result);
+            rrpc_client_close(c);
+        }
+        CHECK_EQ_STR(rrpc_strerror(RRPC_ENOTSUP), "not supported by this transport");
+        rrpc_server_stop(srv);
+        pthread_join(t, NULL);
+        rrpc_server_free(srv);
+        /* The next round declares it durable (reliable). */
+        amqp_queue_delete(raw, 1, amqp_cstring_bytes(EFFECTS_SERVICE), 0, 0);
+    }
+}
+
 static void test_close_with_calls_pending(void)
 {
     enum { N = 200 };
@@ -445,6 +545,8 @@ int main(void)
     test_timeout_and_expiration();
     test_cancel();
     test_refusals();
+    test_calls_persistent();
+    test_effects_refused();
     test_close_with_calls_pending();
     test_connection_closed();
     test_broker_restart();

@@ -102,13 +102,13 @@ grep -q "^x-death expired.*add" <<<"$dead" &&
 # ---- max_queue: the broker refuses, the caller is told "overloaded" -----------
 serve m1 --service mq --max-queue 1
 m1=$spawned
-# Published in this order by one process after the other (notifications: no
-# race between callers): the sleep runs, at most once acks on receipt, so the
-# worker's prefetch holds the first add (unacked, not counted by
-# x-max-length) and the second is the queue's one.
+# Published in this order, 20 ms apart (notifications: no race between
+# callers): the sleep runs, at most once acks on receipt, so the worker's
+# prefetch window (16, server_amqp.c) holds the first adds (unacked, not
+# counted by x-max-length), the next is the queue's one, and the rest are
+# refused.
 tool publish mq '{"jsonrpc": "2.0", "method": "sleep", "params": [8000]}'
-tool publish mq '{"jsonrpc": "2.0", "method": "add", "params": [1, 1]}'
-tool publish mq '{"jsonrpc": "2.0", "method": "add", "params": [1, 2]}'
+tool publish mq '{"jsonrpc": "2.0", "method": "add", "params": [1, 1]}' 20
 wait_until 10 counts_are mq "1 1" || fail "max_queue: the queue did not fill: $(tool count mq)"
 out=$("$rrpc" call --url "$url" --timeout 10 mq add '[2, 2]' 2>&1)
 st=$?

@@ -69,11 +69,33 @@ Two modes run reliable mode over AMQP (AmqpRun, docs/RELIABILITY.md section
 7) on a private RabbitMQ node: amqp-reliable-kill (worker kills) and
 amqp-reliable-restart (worker kills and broker restarts); `--mode amqp`
 runs both.  When $RRPC_TEST_AMQP_URL is not set this script runs them in a
-child of tests/harness/with-rabbitmq.sh, which starts the node.  --mode all
-runs all six.
+child of tests/harness/with-rabbitmq.sh, which starts the node.
+
+Two modes run reliable mode with a worker that adds no effect, so that every
+commit is a batch of plain answers, the grouped layout of the commit script
+(src/redis/reliable.c) that a busy service without effects runs:
+reliable-plain (one Redis) and reliable-plain-sharded (2 shards), under the
+same faults as reliable; `--mode plain` runs both.  There the workers log
+"effect <call id> <reply key>" (--effects-log) when a handler has done its
+work, and keep reply keys an hour (--reply-ttl); Redis never rewrites its
+AOF there, so the AOF holds every answer pushed (aof_answers).  At the end:
+  lost            as reliable, an effect being a logged handler run
+  effect_reruns   calls whose handler ran to its end more than once (a
+                  worker killed after its handler but before its commit:
+                  at least once allows it; what must happen once goes in
+                  the effects API, committed with the answer)
+  duplicated      calls answered anew more than once (two commits that each
+                  remembered and pushed an answer: the dedup failed), or
+                  with more answers left unread in their reply key than
+                  were sent again from memory (a caller takes one per call)
+  answered_again  calls with an answer sent again from the dedup memory: a
+                  copy delivered again (the caller's resend after a broken
+                  link, or a redelivery) is answered from it, by design
+--mode all runs all eight.
 
 Usage: chaos.py --bin-dir DIR [--mode reliable|at-most-once|both|reliable-sharded|
-                               reliable-cluster|amqp-reliable-kill|
+                               reliable-cluster|reliable-plain|
+                               reliable-plain-sharded|plain|amqp-reliable-kill|
                                amqp-reliable-restart|amqp|all|MODE,MODE...]
                 [--seconds S] [--callers N] [--timeout T] [--seed N]
                 [--filler-keys N] [--keep] [--verbose]   (--help for all)
@@ -105,7 +127,8 @@ EFFECTS_KEY = "chaos:effects"
 STATUS_NAMES = {0: "OK", -1: "EINVAL", -2: "ENOMEM", -3: "EURL", -4: "ECONNECT",
                 -5: "EAUTH", -6: "EREDIS", -7: "ETIMEDOUT", -8: "EPROTO",
                 -9: "EREMOTE", -10: "ECANCELED", -11: "ETOOBIG", -13: "ESTATE",
-                -14: "ESYS", -15: "EUNAVAILABLE", -16: "EOVERLOADED"}
+                -14: "ESYS", -15: "EUNAVAILABLE", -16: "EOVERLOADED",
+                -17: "ENOTSUP"}
 LATE_MARGIN_S = 1.0
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -162,8 +185,12 @@ class Run:
 
     def __init__(self, args, mode, procs, tmp):
         self.args, self.mode, self.procs, self.tmp = args, mode, procs, tmp
-        self.reliable = mode in ("reliable", "reliable-sharded", "reliable-cluster")
-        self.shards = 2 if mode == "reliable-sharded" else 1
+        self.reliable = mode in ("reliable", "reliable-sharded", "reliable-cluster") + PLAIN_MODES
+        # Plain: the worker adds no effect, so every commit is a batch of
+        # plain answers (the grouped layout); handler runs are counted from
+        # the workers' "effect" lines instead of chaos:effects.
+        self.plain = mode in PLAIN_MODES
+        self.shards = 2 if mode in ("reliable-sharded", "reliable-plain-sharded") else 1
         self.effects_key = EFFECTS_KEY
         self.timeout = args.timeout or (15.0 if self.reliable else 5.0)
         self.port = free_port()
@@ -212,7 +239,9 @@ class Run:
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
              "--dir", self.tmp, "--appendonly", "yes", "--appendfsync", "always",
              "--save", "", "--daemonize", "no", "--loglevel", "warning",
-             "--logfile", os.path.join(self.tmp, "redis.log")],
+             "--logfile", os.path.join(self.tmp, "redis.log")] +
+            # Plain modes read every answer pushed from the AOF: keep it whole.
+            (["--auto-aof-rewrite-percentage", "0"] if self.plain else []),
             os.path.join(self.tmp, "redis.out"))
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -270,6 +299,10 @@ class Run:
             argv.append("--reliable")
         if self.shards > 1:
             argv += ["--shards", str(self.shards)]
+        if self.plain:
+            # Reply keys outlive the run, so that an answer pushed twice is
+            # still there to be counted at the end.
+            argv += ["--effects-log", "--reply-ttl", str(PLAIN_REPLY_TTL_S)]
         self.workers.append([self.procs.start(argv, path), path, proxy])
 
     def forget_worker(self, w):
@@ -369,6 +402,11 @@ class Run:
             except redis.exceptions.RedisError:
                 pass
             time.sleep(0.1)
+        try:
+            for line in pending_detail(self.client()):
+                log("undrained: " + line)
+        except redis.exceptions.RedisError as e:
+            log("undrained: cannot tell what (%s)" % e)
         return False
 
     def stop_workers(self):
@@ -420,7 +458,13 @@ class Run:
         drained = self.drain()
         self.stop_workers()
         client = self.client()
-        effects = {k.decode(): int(v) for k, v in client.hgetall(self.effects_key).items()}
+        if self.plain:
+            effects, reply_keys = effect_lines(self.tmp)
+            extra = extra_answers(client, reply_keys)
+            pushes = aof_answers(os.path.join(self.tmp, "appendonlydir"), reply_keys)
+        else:
+            effects = {k.decode(): int(v) for k, v in client.hgetall(self.effects_key).items()}
+            extra = pushes = None
         dead_client = self.dead_client()
         dead = dead_client.llen(SERVICE + ":dead")
         dead_reasons, dead_calls = {}, set()
@@ -434,7 +478,7 @@ class Run:
         for group, timeout, _, out_path, _ in callers:
             group_calls = read_calls(out_path)
             calls += group_calls
-            r = analyse(self, group_calls, effects, timeout, starts)
+            r = analyse(self, group_calls, effects, timeout, starts, extra, pushes)
             if report is None:
                 report = r
             else:
@@ -797,7 +841,7 @@ class AmqpRun:
             with open(path, errors="replace") as f:
                 for line in f:
                     parts = line.split()
-                    if len(parts) == 2 and parts[0] in ("effect", "start"):
+                    if len(parts) >= 2 and parts[0] in ("effect", "start"):
                         d = effects if parts[0] == "effect" else starts
                         d[parts[1]] = d.get(parts[1], 0) + 1
         calls = read_calls(out_path)
@@ -887,6 +931,22 @@ def pending_requests(client):
     return total
 
 
+def pending_detail(client):
+    """What pending_requests counted, key by key (for a failed drain)."""
+    out = ["%s: list of %d" % (SERVICE, client.llen(SERVICE))]
+    for pattern in (SERVICE + ":*", "{" + SERVICE + "}:*", SERVICE + "#*", "{" + SERVICE + "#*"):
+        for key in client.scan_iter(match=pattern, count=1000):
+            kind = client.type(key)
+            if kind == b"list" and client.llen(key):
+                out.append("%s: list %s" % (key.decode(errors="replace"),
+                                            client.lrange(key, 0, 2)))
+            elif kind == b"hash" and b":inflight:" in key and client.hlen(key):
+                out.append("%s: in flight %s (ttl %s)" % (
+                    key.decode(errors="replace"), list(client.hgetall(key).items())[:3],
+                    client.ttl(key)))
+    return out
+
+
 def last_line(path):
     try:
         with open(path, "rb") as f:
@@ -902,6 +962,108 @@ def call_id_of(message):
         return json.loads(message)["params"][0]
     except (TypeError, ValueError, KeyError, IndexError):
         return None
+
+
+def effect_lines(tmp):
+    """How often `effect` ran to its end per call id, and each call's
+    request id (its reply key), over all worker logs ("effect CALL ID")."""
+    effects, keys = {}, {}
+    for name in os.listdir(tmp):
+        if name.startswith("worker-") and name.endswith(".log"):
+            with open(os.path.join(tmp, name), "rb") as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) == 3 and parts[0] == b"effect":
+                        cid = parts[1].decode(errors="replace")
+                        effects[cid] = effects.get(cid, 0) + 1
+                        if parts[2] != b"-":
+                            keys[cid] = parts[2].decode(errors="replace")
+    return effects, keys
+
+
+def extra_answers(client, reply_keys):
+    """Per call id, the answers left in its reply key once every caller is
+    done: a caller takes one answer per call (its own key), so any left is
+    one it never read -- pushed twice, or after it gave up."""
+    out, items = {}, list(reply_keys.items())
+    for i in range(0, len(items), 1000):
+        pipe = client.pipeline(transaction=False)
+        for _, key in items[i:i + 1000]:
+            pipe.llen(key)
+        for (cid, _), n in zip(items[i:i + 1000], pipe.execute()):
+            if n:
+                out[cid] = n
+    return out
+
+
+def aof_commands(path):
+    """The commands of an AOF file (RESP), up to a torn tail."""
+    with open(path, "rb") as f:
+        data = f.read()
+    i, out = 0, []
+    try:
+        while i < len(data):
+            if data[i:i + 1] != b"*":
+                break
+            j = data.index(b"\r\n", i)
+            n, i, args = int(data[i + 1:j]), j + 2, []
+            for _ in range(n):
+                j = data.index(b"\r\n", i)
+                size = int(data[i + 1:j])
+                args.append(data[j + 2:j + 2 + size])
+                i = j + 4 + size
+            out.append(args)
+    except ValueError:
+        pass
+    return out
+
+
+def aof_answers(aof_dir, reply_keys):
+    """Per call id, [fresh, again]: the answers pushed onto its reply key,
+    read from Redis's AOF (appendfsync always: every write it
+    acknowledged, in order; the chaos Redis never rewrites it).  A commit
+    script's writes are one MULTI block: a push together with the SET of
+    the answer's memory (its value "K<n>:<reply key><response>") is a fresh
+    answer, a push without it an answer sent again from the memory."""
+    by_key = {v.encode(): k for k, v in reply_keys.items()}
+    out = {}
+    files = []
+    with open(os.path.join(aof_dir, "appendonly.aof.manifest")) as f:
+        for line in f:
+            w = line.split()
+            if len(w) >= 6 and w[5] == "i":
+                files.append(w[1])
+
+    def block_done(block):
+        pushed, remembered = {}, set()
+        for c in block:
+            name = c[0].upper()
+            if name == b"RPUSH" and c[1] in by_key:
+                pushed[c[1]] = pushed.get(c[1], 0) + len(c) - 2
+            elif name == b"SET" and len(c) > 2 and c[2][:1] == b"K":
+                head, _, rest = c[2][1:].partition(b":")
+                if head.isdigit():
+                    remembered.add(rest[:int(head)])
+        for key, n in pushed.items():
+            counts = out.setdefault(by_key[key], [0, 0])
+            fresh = 1 if key in remembered else 0
+            counts[0] += fresh
+            counts[1] += n - fresh
+
+    for name in files:
+        block, in_multi = [], False
+        for c in aof_commands(os.path.join(aof_dir, name)):
+            verb = c[0].upper()
+            if verb == b"MULTI":
+                block, in_multi = [], True
+            elif verb == b"EXEC":
+                block_done(block)
+                in_multi = False
+            elif in_multi:
+                block.append(c)
+            else:
+                block_done([c])
+    return out
 
 
 def handler_starts(tmp):
@@ -958,8 +1120,21 @@ def timeout_fate(cid, count, starts):
     return "never ran (popped by a link that broke, expired, or withdrawn)"
 
 
-def analyse(run, calls, effects, timeout, starts):
+def analyse(run, calls, effects, timeout, starts, extra=None, pushes=None):
+    """EXTRA (plain modes): answers left unread in each call's reply key;
+    PUSHES: per call, [fresh, again] answers pushed (aof_answers).  There
+    an effect count above 1 is a handler that ran to its end twice (a
+    worker killed after its handler but before its commit: at least once
+    allows it, counted as effect_reruns).  duplicated counts calls
+    answered anew more than once (fresh > 1: the dedup memory failed), or
+    answered with more answers left unread than were pushed again from
+    memory; answered_again counts calls with answers pushed again from the
+    memory (a copy of the request delivered again -- the caller's resend
+    after its link broke, or a redelivery -- is answered from it: by
+    design, RELIABILITY.md section 1)."""
     errors = {}
+    effect_reruns = answers_after_failure = answered_again = 0
+    dup_calls = []
     lost = duplicated = late = wrong = ok = lost_unanswered = lost_effects = 0
     window_lost = window_duplicated = 0
     effect_without_answer = 0
@@ -998,7 +1173,22 @@ def analyse(run, calls, effects, timeout, starts):
         if status == 0 and not right:
             wrong += 1
         in_window = run.in_window(began, began + latency)
-        if count > 1 and in_window:
+        if extra is not None:
+            left = extra.get(cid, 0)
+            if count > 1:
+                effect_reruns += 1
+            fresh, again = pushes.get(cid, (0, 0))
+            if again:
+                answered_again += 1
+            if fresh > 1 or (status == 0 and left > again):
+                duplicated += 1
+                dup_calls.append({"call": cid, "left": left, "runs": count, "fresh": fresh,
+                                  "again": again,
+                                  "began": round(began, 3), "latency": round(latency, 3),
+                                  "faults": explained_by(run, began, began + latency)})
+            if left and status != 0:
+                answers_after_failure += 1  # the caller had given up: unread
+        elif count > 1 and in_window:
             window_duplicated += 1
         elif count > 1:
             duplicated += 1
@@ -1037,6 +1227,9 @@ def analyse(run, calls, effects, timeout, starts):
         # window): their losses and duplicates are the failover's, counted
         # here and not above.
         "window_lost": window_lost, "window_duplicated": window_duplicated,
+        "effect_reruns": effect_reruns, "answers_after_failure": answers_after_failure,
+        "answered_again": answered_again,
+        "duplicated_calls": dup_calls[:10],
         "max_latency": round(latencies[-1], 3) if latencies else 0,
         "p99_latency": round(latencies[int(0.99 * (len(latencies) - 1))], 3) if latencies else 0,
     }
@@ -1110,12 +1303,15 @@ def span(text):
     return (low, high)
 
 
-REDIS_MODES = ("reliable", "at-most-once", "reliable-sharded", "reliable-cluster")
+PLAIN_MODES = ("reliable-plain", "reliable-plain-sharded")
+PLAIN_REPLY_TTL_S = 3600
+REDIS_MODES = ("reliable", "at-most-once", "reliable-sharded", "reliable-cluster") + PLAIN_MODES
 
 
 def modes_arg(text):
     """--mode: a mode, a group (both, amqp, all), or modes joined by commas."""
     groups = {"both": ["reliable", "at-most-once"], "amqp": list(AMQP_MODES),
+              "plain": list(PLAIN_MODES),
               "all": list(REDIS_MODES) + list(AMQP_MODES)}
     modes = []
     for m in text.split(","):
@@ -1133,8 +1329,10 @@ def parse_args():
     p.add_argument("--bin-dir", required=True, help="where chaos_worker and chaos_caller are")
     p.add_argument("--mode", type=modes_arg, default="both",
                    help="one of reliable, at-most-once, reliable-sharded, reliable-cluster, "
-                   "amqp-reliable-kill, amqp-reliable-restart, or several joined by commas; "
-                   "both: reliable and at-most-once; amqp: the two AMQP modes; all: every "
+                   "reliable-plain, reliable-plain-sharded, amqp-reliable-kill, "
+                   "amqp-reliable-restart, or several joined by commas; both: reliable and "
+                   "at-most-once; plain: the two reliable modes without effects (the grouped "
+                   "commit); amqp: the two AMQP modes; all: every "
                    "mode (reliable with 2 shards, on a 3-master Redis Cluster with failovers, "
                    "and over AMQP on a private RabbitMQ node)")
     p.add_argument("--seconds", type=float, default=60)
@@ -1221,6 +1419,19 @@ def main():
                           r["mode"], r["calls"], r["ok"], r["lost"], r["duplicated"],
                           r["handler_reruns"], r["kills"], r["broker_restarts"],
                           r["errors"] or "none"), flush=True)
+        for r in reports:
+            if r["mode"] in PLAIN_MODES:
+                print("%s: handlers that ran to their end more than once %d, started more "
+                      "than once %d (a worker killed between its handler and its commit: "
+                      "at least once); calls answered twice %d (duplicated), calls whose answer was "
+                      "pushed again from memory %d (a copy delivered again: resend or "
+                      "redelivery), answers unread of calls that had failed %d" % (
+                          r["mode"], r["effect_reruns"] + r.get("short", {}).get("effect_reruns", 0),
+                          r["handler_reruns"],
+                          r["duplicated"] + r.get("short", {}).get("duplicated", 0),
+                          r["answered_again"] + r.get("short", {}).get("answered_again", 0),
+                          r["answers_after_failure"] +
+                          r.get("short", {}).get("answers_after_failure", 0)), flush=True)
         for r in reports:
             if "failovers_crash" in r:
                 print("%s: failovers %d manual + %d crash (%s s to take over); the "

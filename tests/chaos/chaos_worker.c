@@ -8,9 +8,13 @@
  * often each call's effect happened (never, once, or more than once).  The
  * optional sleep makes SIGKILLs land while requests are being handled.
  * Over AMQP there is no Redis to count in: with --effects-log the effect
- * is the line "effect <call id>" on stderr, written when the handler has
- * done its work (one write(2), as the trace), and the orchestrator counts
- * those lines.
+ * is the line "effect <call id> <request id>" on stderr, written when the
+ * handler has done its work (one write(2), as the trace), and the
+ * orchestrator counts those lines.  On Redis, --effects-log makes the
+ * worker add no effect at all, so that reliable mode commits its answers
+ * with the grouped layout (plain answers only, src/redis/reliable.c), the
+ * one a busy service without effects runs; the request id (the caller's
+ * reply key) lets the orchestrator look for answers pushed twice.
  *
  * Methods:
  *   effect [call_id, value, work_ms?]  records the effect, sleeps work_ms
@@ -47,13 +51,23 @@ static int effects_log; /* --effects-log: effects are stderr lines */
 
 static void trace_line(const char *what, const char *call_id)
 {
-    char line[160];
-    int n = snprintf(line, sizeof line, "%s %.120s\n", what, call_id);
+    char line[300];
+    int n = snprintf(line, sizeof line, "%s %.260s\n", what, call_id);
     /* One write(2) per line: lines from both threads stay whole in the log,
      * and nothing waits in a buffer when SIGKILL comes. */
     if (n > 0 && write(STDERR_FILENO, line, (size_t)n) < 0) {
         /* nowhere to report it */
     }
+}
+
+/* "effect <call id> <request id>": the request id is the reply key of a
+ * Redis caller ("-" if it is not a string). */
+static void effect_line(rrpc_request *req, const char *call_id)
+{
+    const char *id = json_string_value(rrpc_request_id(req));
+    char both[260];
+    snprintf(both, sizeof both, "%.120s %.120s", call_id, id ? id : "-");
+    trace_line("effect", both);
 }
 
 static void sleep_ms(json_int_t ms)
@@ -91,7 +105,7 @@ static json_t *chaos_effect(rrpc_request *req, void *udata)
         return NULL; /* -32603: the effect could not be recorded */
     sleep_ms(work_ms);
     if (effects_log)
-        trace_line("effect", call_id);
+        effect_line(req, call_id);
     return json_integer(value * 2);
 }
 
@@ -115,7 +129,8 @@ enum {
     OPT_EFFECTS_KEY,
     OPT_TRACE,
     OPT_SHARDS,
-    OPT_EFFECTS_LOG
+    OPT_EFFECTS_LOG,
+    OPT_REPLY_TTL
 };
 
 static const struct option long_options[] = {
@@ -129,6 +144,7 @@ static const struct option long_options[] = {
     {"trace", no_argument, NULL, OPT_TRACE},
     {"shards", required_argument, NULL, OPT_SHARDS},
     {"effects-log", no_argument, NULL, OPT_EFFECTS_LOG},
+    {"reply-ttl", required_argument, NULL, OPT_REPLY_TTL},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -150,7 +166,9 @@ static void usage(FILE *out)
           "  --trace               log \"start <call id>\" on stderr when `effect` starts\n"
           "  --shards N            spread the service over N request lists (default: 1)\n"
           "  --effects-log         log each effect as \"effect CALL_ID\" on stderr instead\n"
-          "                        of counting it in Redis (for AMQP)\n"
+          "                        of counting it in Redis (AMQP; on Redis: no effect\n"
+          "                        added, so reliable commits are plain answers)\n"
+          "  --reply-ttl S         expiry of reply keys in seconds (library default: 60)\n"
           "  -h, --help            show this help\n",
           out);
 }
@@ -186,6 +204,10 @@ static int parse_options(int argc, char **argv, rrpc_server_options *opts)
         case OPT_EFFECTS_KEY: effects_key = optarg; break;
         case OPT_TRACE: trace = 1; break;
         case OPT_EFFECTS_LOG: effects_log = 1; break;
+        case OPT_REPLY_TTL:
+            if (parse_int(optarg, 1, 86400, &opts->reply_ttl_s) != 0)
+                return usage_error("reply-ttl", optarg);
+            break;
         case OPT_SHARDS:
             if (parse_int(optarg, 1, 64, &opts->shards) != 0)
                 return usage_error("shards", optarg);

@@ -34,6 +34,8 @@ expect '!2' "$server" --redis $NOWHERE --workers 1 --heartbeat-ttl 2.5
 expect 2 "$worker" --redis $NOWHERE --workers 0
 expect 2 "$worker" --redis $NOWHERE --heartbeat-ttl -1
 expect '!2' "$worker" --redis $NOWHERE --workers 3 --max-deliveries 1000
+expect 2 "$worker" --redis $NOWHERE --reply-ttl 0
+expect '!2' "$worker" --redis $NOWHERE --reliable --effects-log --reply-ttl 3600
 # strtod reads "nan" and NaN fails every comparison: it used to pass.
 expect 2 "$caller" --redis $NOWHERE --out "$out" --seconds nan
 # A thread count is a whole number: 2.5 used to mean 2.

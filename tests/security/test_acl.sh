@@ -101,14 +101,23 @@ sleep 0.7 # until both workers are free again
 # Priorities: behind a backlog a low and a high call go to {calc}:low and
 # {calc}:high (the push script), the workers pop all three lists (BLPOP,
 # LMPOP), and a high call that times out is withdrawn from {calc}:high.
-"$BUILD/rrpc" notify --redis "$caller_url" calc sleep '[1000]'; sleep 0.1
-"$BUILD/rrpc" notify --redis "$caller_url" calc sleep '[1000]'; sleep 0.1
-"$BUILD/rrpc" call --redis "$caller_url" --timeout 5 calc add '[1, 2]' >/dev/null 2>&1 &
-p0=$!; sleep 0.1
-"$BUILD/rrpc" call --redis "$caller_url" --timeout 5 --priority low calc add '[1, 2]' >/dev/null 2>&1 &
+# Each step waits for the lists to show the state it needs (a loaded machine
+# is slow to start processes); the workers stay busy for 3 s.
+llen_is() { # llen_is KEY N: waits up to 2 s for LLEN KEY to be N
+  for _ in $(seq 40); do [ "$(redis-cli LLEN "$1")" = "$2" ] && return 0; sleep 0.05; done
+  return 1
+}
+"$BUILD/rrpc" notify --redis "$caller_url" calc sleep '[3000]'
+"$BUILD/rrpc" notify --redis "$caller_url" calc sleep '[3000]'
+llen_is calc 0 # both workers took one
+"$BUILD/rrpc" call --redis "$caller_url" --timeout 8 calc add '[1, 2]' >/dev/null 2>&1 &
+p0=$!
+llen_is calc 1 # the backlog
+"$BUILD/rrpc" call --redis "$caller_url" --timeout 8 --priority low calc add '[1, 2]' >/dev/null 2>&1 &
 p1=$!
-"$BUILD/rrpc" call --redis "$caller_url" --timeout 5 --priority high calc add '[1, 2]' >/dev/null 2>&1 &
-p2=$!; sleep 0.2
+"$BUILD/rrpc" call --redis "$caller_url" --timeout 8 --priority high calc add '[1, 2]' >/dev/null 2>&1 &
+p2=$!
+llen_is '{calc}:high' 1 && llen_is '{calc}:low' 1
 "$BUILD/rrpc" call --redis "$caller_url" --timeout 0.2 --priority high calc add '[1, 2]' >/dev/null 2>&1
 withdrawn=$?
 [ "$(redis-cli LLEN '{calc}:high')" = 1 ] && [ "$(redis-cli LLEN '{calc}:low')" = 1 ] &&
