@@ -483,7 +483,14 @@ async function takeReliable(server, ch, msg) {
     } else if (msg.fields.redelivered) {
       await countDelivery(server, ch, msg);
     } else {
-      remember(server, key, (await run(server, ch, msg)) || '');
+      const answer = { text: null };
+      try {
+        await run(server, ch, msg, answer);
+      } finally {
+        // Remembered even if the answer was lost with the link: a redelivery
+        // here is answered, not run again.
+        remember(server, key, answer.text || '');
+      }
     }
   } catch (e) {
     server.counts.lost++;
@@ -531,25 +538,23 @@ function remember(server, key, said) {
   server.answers.set(key, [performance.now() + server.dedupWindow * 1000, said]);
 }
 
-/** Runs MSG, answers it (if it has a reply_to) and files its dead letter; what was answered, or null. */
-async function run(server, ch, msg) {
+/** Runs MSG, answers it (if it has a reply_to) and files its dead letter; ANSWER.text: what it answers. */
+async function run(server, ch, msg, answer = {}) {
   let out;
   try {
     out = await respond(server, msg.content);
   } catch (e) { // a bug here must not take the worker down
     server.logger.error(`${server.service}: failed to handle a message: ${e && e.stack}`);
-    return null;
+    return;
   }
   const replyTo = msg.properties.replyTo;
-  let said = null;
   if (out.text !== null && replyTo) { // else a notification: runs, unanswered
     const props = { contentType: JSON_TYPE };
     if (msg.properties.correlationId !== undefined) props.correlationId = msg.properties.correlationId;
+    answer.text = out.text;
     await send(server, ch, replyTo, Buffer.from(out.text, 'utf8'), props);
-    said = out.text;
   }
   if (out.dead) await file(server, ch, msg, out.dead);
-  return said;
 }
 
 /**

@@ -673,9 +673,11 @@ class AmqpServer(Server):
         if props.reply_to:
             out = _pika().BasicProperties(correlation_id=props.correlation_id, content_type=JSON)
             data = body if isinstance(body, bytes) else body.encode('utf-8')
+            # Remembered (reliable) even if it is lost with the link: a
+            # redelivery here is then answered again, not run again.
+            self._said = data
             try:
                 self._publish(props.reply_to, data, out)
-                self._said = data
             except Exception as exc:  # noqa: BLE001
                 # The link is gone: the consume loop notices and connects again.
                 self._count('lost')

@@ -459,28 +459,30 @@ module RRPC
         elsif info.redelivered?
           count_delivery(channel, props, body)
         else
-          said = take(channel, props, body)
-          # Remembered even if the answer was lost with the link: a
-          # redelivery here is answered, not run again.
-          remember(cid, said || '')
+          begin
+            @said = nil
+            take(channel, props, body)
+          ensure
+            # Remembered even if the answer was lost with the link: a
+            # redelivery here is answered, not run again.
+            remember(cid, @said || '')
+          end
         end
         channel.ack(info.delivery_tag)
       end
 
       # Runs one message and answers it (if it has a reply_to); files what
-      # the C server files as a dead letter.  What was answered, or nil.
+      # the C server files as a dead letter.  @said: what it answers.
       def take(channel, props, body)
         outcome = @dispatcher.dispatch(body.b)
         text = answer_text(outcome)
         reply_to = props.reply_to.to_s
-        said = nil
         unless text.nil? || reply_to.empty? # else a notification
+          @said = text
           publish(channel, reply_to, text, correlation_id: props.correlation_id, content_type: JSON_TYPE)
-          said = text
         end
         reason = outcome.dead || (outcome.body && outcome.key.nil? ? 'no reply key' : nil)
         file(channel, props, body, reason) if reason
-        said
       end
 
       # A message taken back from a worker whose link broke: published
