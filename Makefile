@@ -22,6 +22,10 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 600
 CHAOS_SECONDS ?= 60
 JOBS       ?= $(shell nproc)
+# The plain ctest pass runs one more test than there are cores: its tests
+# mostly wait (brokers starting, timeouts, peers' interpreters) -- on 2 cores
+# -j3 used about one core on average and took 333 s instead of 435 s.
+TEST_JOBS  ?= $(shell echo $$(( $$(nproc) + 1 )))
 CMAKE_ARGS ?=
 PREFIX     ?= /usr/local
 DESTDIR    ?=
@@ -56,7 +60,7 @@ demo: build
 	@scripts/demo.sh $(BUILD)
 
 test-fast: build
-	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	@cd $(BUILD) && ctest --output-on-failure -j $(TEST_JOBS)
 
 test-asan: deps
 	@cmake -S . -B $(ASAN_BUILD) -DRRPC_WERROR=ON -DRRPC_SANITIZE=address,undefined \
