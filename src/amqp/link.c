@@ -127,6 +127,19 @@ static void close_ok(rrpc__amqp_link *l, const amqp_method_t *m, amqp_channel_t 
     }
 }
 
+/* The broker closed L's channel or connection (M, on CHANNEL): answers it
+ * and breaks L.  RRPC_ECONNECT, with the broker's reason in L->errmsg. */
+static int closed_by_broker(rrpc__amqp_link *l, const amqp_method_t *m, amqp_channel_t channel)
+{
+    char why[RRPC__ERRMSG_LEN / 2];
+    int code;
+    close_reason(m, &code, why, sizeof why);
+    close_ok(l, m, channel);
+    l->broken = 1;
+    return rrpc__fail(l->errmsg, sizeof l->errmsg, RRPC_ECONNECT, "the broker closed the %s: %s",
+                      m->id == AMQP_CHANNEL_CLOSE_METHOD ? "channel" : "connection", why);
+}
+
 int rrpc__amqp_judge(rrpc__amqp_link *l, amqp_rpc_reply_t r, const char *what)
 {
     char why[RRPC__ERRMSG_LEN / 2];
@@ -262,16 +275,8 @@ int rrpc__amqp_other_frame(rrpc__amqp_link *l, char *returned, size_t len)
         amqp_destroy_message(&msg);
         return 1;
     }
-    if (m->id == AMQP_CHANNEL_CLOSE_METHOD || m->id == AMQP_CONNECTION_CLOSE_METHOD) {
-        char why[RRPC__ERRMSG_LEN / 2];
-        int code;
-        close_reason(m, &code, why, sizeof why);
-        close_ok(l, m, f.channel);
-        l->broken = 1;
-        return rrpc__fail(l->errmsg, sizeof l->errmsg, RRPC_ECONNECT,
-                          "the broker closed the %s: %s",
-                          m->id == AMQP_CHANNEL_CLOSE_METHOD ? "channel" : "connection", why);
-    }
+    if (m->id == AMQP_CHANNEL_CLOSE_METHOD || m->id == AMQP_CONNECTION_CLOSE_METHOD)
+        return closed_by_broker(l, m, f.channel);
     return 0;
 }
 
@@ -340,16 +345,7 @@ int rrpc__amqp_next_event(rrpc__amqp_link *l, double timeout_s, rrpc__amqp_event
         return rrpc__fail(l->errmsg, sizeof l->errmsg, RRPC_ECONNECT,
                           "a delivery arrived while waiting for a confirm");
     case AMQP_CHANNEL_CLOSE_METHOD:
-    case AMQP_CONNECTION_CLOSE_METHOD: {
-        char why[RRPC__ERRMSG_LEN / 2];
-        int code;
-        close_reason(m, &code, why, sizeof why);
-        close_ok(l, m, f.channel);
-        l->broken = 1;
-        return rrpc__fail(l->errmsg, sizeof l->errmsg, RRPC_ECONNECT,
-                          "the broker closed the %s: %s",
-                          m->id == AMQP_CHANNEL_CLOSE_METHOD ? "channel" : "connection", why);
-    }
+    case AMQP_CONNECTION_CLOSE_METHOD: return closed_by_broker(l, m, f.channel);
     default: return RRPC_OK;
     }
 }
