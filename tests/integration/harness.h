@@ -143,20 +143,27 @@ static inline void stop_server(running *r)
     r->srv = NULL;
 }
 
-/* A server of SERVICE on SHARDS request lists with WORKERS threads, RELIABLE
- * or not, with add, note and whoami registered (the test registers more);
- * its heartbeat (every 0.2 s, 1 s TTL) lets a test see it come and go
- * quickly.  Exits if the server cannot be made. */
+/* O, initialized for a server of SERVICE on SHARDS request lists with
+ * WORKERS threads, RELIABLE or not, that leaves the signals to the test. */
+static inline void server_options(rrpc_server_options *o, const char *service, int shards,
+                                  int workers, int reliable)
+{
+    rrpc_server_options_init(o);
+    o->service = service;
+    o->workers = workers;
+    o->shards = shards;
+    o->reliable = reliable;
+    o->handle_signals = 0;
+}
+
+/* A server_options() server with add, note and whoami registered (the test
+ * registers more); its heartbeat (every 0.2 s, 1 s TTL) lets a test see it
+ * come and go quickly.  Exits if the server cannot be made. */
 static inline rrpc_server *new_sharded_server(const char *service, int shards, int workers,
                                               int reliable)
 {
     rrpc_server_options o;
-    rrpc_server_options_init(&o);
-    o.service = service;
-    o.workers = workers;
-    o.shards = shards;
-    o.reliable = reliable;
-    o.handle_signals = 0;
+    server_options(&o, service, shards, workers, reliable);
     o.heartbeat_interval_s = 0.2;
     o.heartbeat_ttl_s = 1.0;
     rrpc_server *s = NULL;

@@ -251,11 +251,7 @@ static json_t *m_job(rrpc_request *req, void *udata)
 static rrpc_server *new_reliable(int doomed)
 {
     rrpc_server_options o;
-    rrpc_server_options_init(&o);
-    o.service = RSERVICE;
-    o.workers = 2;
-    o.shards = 2;
-    o.reliable = 1;
+    server_options(&o, RSERVICE, 2, 2, 1);
     o.handle_signals = doomed;
     o.heartbeat_ttl_s = 1;
     o.heartbeat_interval_s = 0.3;
