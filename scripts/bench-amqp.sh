@@ -30,7 +30,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 if [ -z "${RRPC_TEST_AMQP_URL:-}" ]; then
   need rrpc calc-server floor/amqp_floor_server floor/amqp_floor_pipeclient
   mkdir -p "$out" || exit 1
-  exec "$here/tests/harness/with-rabbitmq.sh" "$0" "$BUILD"
+  rerun_under with-rabbitmq.sh
 fi
 
 cd "$here" || exit 1
@@ -45,12 +45,12 @@ broker_pid=$("$RRPC_TEST_AMQP_CTL" eval 'list_to_integer(os:getpid()).' 2>/dev/n
 side_cpu=(cpu_of "$broker_pid")
 
 say "RabbitMQ at $url; ${SECONDS_EACH}s per run, $ROUNDS rounds; load average $(cut -d' ' -f1-3 /proc/loadavg)"
-start floor "$BUILD/floor/amqp_floor_server" 127.0.0.1 "$port" floor
-floor_pid=$server
-start acked "$BUILD/floor/amqp_floor_server" --prefetch 1 127.0.0.1 "$port" acked
-acked_pid=$server
-start calc "$BUILD/calc-server" --url "$url" --service calc
-calc_pid=$server
+spawn floor "$BUILD/floor/amqp_floor_server" 127.0.0.1 "$port" floor
+floor_pid=$spawned
+spawn acked "$BUILD/floor/amqp_floor_server" --prefetch 1 127.0.0.1 "$port" acked
+acked_pid=$spawned
+spawn calc "$BUILD/calc-server" --url "$url" --service calc
+calc_pid=$spawned
 for service in floor acked calc; do
   await_service "$service" "$BUILD/rrpc" --url "$url" --timeout 0.5
 done

@@ -40,7 +40,7 @@ if [ -z "${RRPC_BENCH_INNER:-}" ]; then
     echo "$commit" >"$bdir/commit"
   fi
   export RRPC_BENCH_INNER=1 RRPC_REDIS_TCP=1 RRPC_BENCH_BASE_COMMIT=$commit
-  exec "$here/tests/harness/with-redis.sh" "$0" "$BUILD"
+  rerun_under with-redis.sh
 fi
 
 cd "$here" || exit 1
@@ -49,8 +49,8 @@ side_cpu=(redis_cpu "$RRPC_TEST_REDIS_PORT")
 declare -A server_pid
 # serve NAME BIN_DIR: calc-server of BIN_DIR as service NAME.
 serve() {
-  start "$1" "$2/calc-server" --redis "$REDIS_URL" --service "$1"
-  server_pid[$1]=$server
+  spawn "$1" "$2/calc-server" --redis "$REDIS_URL" --service "$1"
+  server_pid[$1]=$spawned
   await_service "$1" "$2/rrpc" --timeout 0.2
 }
 

@@ -28,11 +28,7 @@
 # Usage: scripts/bench-cluster.sh [BUILD_DIR]     (about 3 minutes)
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
-# The test harness: $test_dir, free_ports, redis_node, redis_up, wait_until,
-# and an exit trap that kills every process spawned (and any background
-# job: the servers started below too).
-# shellcheck source=tests/lib/common.sh
-. "$here/tests/lib/common.sh"
+# With the tests' harness: free_ports, redis_node, redis_up, wait_until.
 # shellcheck source=scripts/lib/bench-common.sh
 . "$here/scripts/lib/bench-common.sh"
 SHARDS=${RRPC_BENCH_SHARDS:-3}
@@ -101,8 +97,8 @@ declare -A server_pid
 serve() {
   local name=$1 url=$2
   shift 2
-  start "$name" "$BUILD/calc-server" --redis "$url" --service "$name" "$@"
-  server_pid[$name]=$server
+  spawn "$name" "$BUILD/calc-server" --redis "$url" --service "$name" "$@"
+  server_pid[$name]=$spawned
   await_service "$name" "$BUILD/rrpc" --redis "$url" --timeout 0.2
 }
 sharded=(--shards "$SHARDS" --workers "$WORKERS")

@@ -38,7 +38,7 @@ if [ -z "${RRPC_BENCH_INNER:-}" ]; then
   need rrpc calc-server floor/floor_server floor/floor_pipeclient
   mkdir -p "$out" || exit 1
   export RRPC_BENCH_INNER=1 RRPC_REDIS_TCP=1
-  exec "$here/tests/harness/with-redis.sh" "$0" "$BUILD"
+  rerun_under with-redis.sh
 fi
 
 cd "$here" || exit 1
@@ -49,16 +49,16 @@ pipeclient_bin=$BUILD/floor/floor_pipeclient
 kib() { awk -v f="$1:" '$1 == f { print $2 }' "/proc/$2/status"; }
 
 say "Redis at $REDIS_URL; ${SECONDS_EACH}s per run, $ROUNDS rounds"
-start seed "$PY" clients/python/seed_server.py --redis "$REDIS_URL" --service seed
-seed_pid=$server
-start floor "$BUILD/floor/floor_server" 127.0.0.1 "$port" floor
-floor_pid=$server
-start safe "$BUILD/floor/floor_server" --reply-script 127.0.0.1 "$port" safe
-safe_pid=$server
-start calc "$BUILD/calc-server" --redis "$REDIS_URL" --service calc
-calc_pid=$server
-start relcalc "$BUILD/calc-server" --redis "$REDIS_URL" --service relcalc --reliable
-rel_pid=$server
+spawn seed "$PY" clients/python/seed_server.py --redis "$REDIS_URL" --service seed
+seed_pid=$spawned
+spawn floor "$BUILD/floor/floor_server" 127.0.0.1 "$port" floor
+floor_pid=$spawned
+spawn safe "$BUILD/floor/floor_server" --reply-script 127.0.0.1 "$port" safe
+safe_pid=$spawned
+spawn calc "$BUILD/calc-server" --redis "$REDIS_URL" --service calc
+calc_pid=$spawned
+spawn relcalc "$BUILD/calc-server" --redis "$REDIS_URL" --service relcalc --reliable
+rel_pid=$spawned
 for service in seed floor safe calc relcalc; do
   await_service "$service" "$BUILD/rrpc" --timeout 0.2
 done
@@ -88,7 +88,7 @@ say "calc_long: rrpc bench --async --connections 4 --window 256 for ${LONG_SECON
 "$BUILD/rrpc" bench --json --async --connections 4 --window 256 --duration "$LONG_SECONDS" calc \
   >"$out/calc_long.json" 2>"$out/calc_long.err" &
 long_pid=$!
-started+=("$long_pid")
+spawned_pids+=("$long_pid")
 : >"$out/rss_long.txt"
 for t in $(seq 1 $((LONG_SECONDS - 1))); do
   sleep 1

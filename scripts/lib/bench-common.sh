@@ -7,18 +7,19 @@
 # accounts the CPU time each run costs the caller, the worker and the
 # broker (Redis, RabbitMQ), keeps every raw output, stops what it started
 # whatever happens, and prints markdown tables from medians of paired
-# rounds (scripts/lib/bench_report.py).  That bookkeeping lives here once:
+# rounds (scripts/lib/bench_report.py).  That bookkeeping lives here once,
+# on top of the tests' own (tests/lib/common.sh: spawn, wait_until, free
+# ports, redis_node, and the exit trap that kills what was spawned):
 #   $bench_name        the script's name (bench-amqp): say's prefix
 #   $BUILD $here $out  the build dir ($1, default build), the checkout,
 #                      and BUILD/$bench_name, where the raw outputs go
 #   $SECONDS_EACH $ROUNDS   $RRPC_BENCH_SECONDS (4), $RRPC_BENCH_ROUNDS (3)
-#   $PY                the Python (scripts/find-python.sh's pick), exported
-#                      as $RRPC_PYTHON
+#   $PY                the Python with redis-py (scripts/find-python.sh)
 #   say MSG, die MSG   progress on stderr; die exits 1
 #   need FILE..        dies unless each BUILD/FILE is executable
+#   rerun_under HARNESS   runs this script again under tests/harness/HARNESS
+#                      (which starts a private broker), in place of this shell
 #   clear_out          makes $out and removes the last run's outputs
-#   start NAME CMD..   runs CMD in the background, logging to $out/NAME.log;
-#                      its pid is $server; it is stopped on exit
 #   await_service SERVICE RRPC [ARGS..]   waits (10 s) until SERVICE answers
 #                      `RRPC bench --calls 1 ARGS.. SERVICE`, else dies
 #   cpu_of PID..       CPU seconds (user + system) of the processes, summed
@@ -36,22 +37,23 @@
 #                      client $pipeclient_bin against 127.0.0.1:$port
 #   report ARGS.. <<EOF   runs the Python program on stdin with
 #                      argv = out ROUNDS ARGS.., bench_report importable
-# On exit the processes started are stopped (SIGTERM, then waited for); a
-# script that also sources tests/lib/common.sh (before this file) keeps
-# that file's exit trap, which kills every background job, these included.
+# The servers are spawned (common.sh), their logs in $out (spawn_dir); on
+# exit, whatever the cause, common.sh's trap kills them.
 
 bench_name=$(basename "$0" .sh)
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=tests/lib/common.sh
+. "$here/tests/lib/common.sh"
 BUILD=$(cd "${1:-build}" && pwd)
 SECONDS_EACH=${RRPC_BENCH_SECONDS:-4}
 ROUNDS=${RRPC_BENCH_ROUNDS:-3}
 out="$BUILD/$bench_name"
+spawn_dir=$out
 bench_rrpc=
 rrpc_args=()
 pipeclient_bin= # the script sets these two when it runs floor clients
 port=
 side_cpu=(true)
-started=()
 
 say() { printf '%s: %s\n' "$bench_name" "$*" >&2; }
 die() {
@@ -59,9 +61,7 @@ die() {
   exit 1
 }
 
-PY=${RRPC_PYTHON:-$("$here/scripts/find-python.sh")} || die "no Python"
-RRPC_PYTHON=$PY
-export RRPC_PYTHON
+[ -n "$RRPC_PYTHON" ] || die "no Python with redis-py (see scripts/find-python.sh)"
 
 need() {
   local f
@@ -70,38 +70,22 @@ need() {
   done
 }
 
+rerun_under() {
+  rm -rf "$test_dir" # exec skips the exit trap
+  exec "$here/tests/harness/$1" "$0" "$BUILD"
+}
+
 clear_out() {
   mkdir -p "$out" || exit 1
   rm -f "$out"/*.json "$out"/*.txt "$out"/*.cpu "$out"/*.err "$out"/*.log
 }
 
-# ---- processes ---------------------------------------------------------------
-bench_cleanup() {
-  local pid
-  for pid in "${started[@]}"; do kill "$pid" 2>/dev/null; done
-  for pid in "${started[@]}"; do wait "$pid" 2>/dev/null; done
-}
-if ! declare -F lib_cleanup >/dev/null; then
-  trap bench_cleanup EXIT
-  trap 'exit 130' INT TERM
-fi
-
-start() {
-  local name=$1
-  shift
-  "$@" >"$out/$name.log" 2>&1 &
-  server=$!
-  started+=("$server")
-}
-
+# ---- servers -----------------------------------------------------------------
 await_service() {
   local service=$1 rrpc=$2
   shift 2
-  for _ in $(seq 100); do
-    "$rrpc" bench --calls 1 "$@" "$service" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  die "service $service does not answer (see $out/$service.log)"
+  wait_until 10 "$rrpc" bench --calls 1 "$@" "$service" ||
+    die "service $service does not answer (see $out/$service.log)"
 }
 
 # ---- CPU time ----------------------------------------------------------------
@@ -114,7 +98,8 @@ cpu_of() {
     awk -v t="$ticks" '{ sub(/^.*\) /, ""); s += $12 + $13 } END { printf "%.2f", s / t }'
 }
 redis_cpu() {
-  redis-cli -p "$1" info cpu | awk -F: '/^used_cpu_(sys|user):/ { s += $2 } END { printf "%.3f", s }'
+  redis-cli -p "$1" info cpu |
+    awk -F: '/^used_cpu_(sys|user):/ { s += $2 } END { printf "%.3f", s }'
 }
 
 # ---- runs --------------------------------------------------------------------
