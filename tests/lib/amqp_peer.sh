@@ -52,7 +52,8 @@ peer_server() {
 c_calls() {
   local out st
   out=$("$rrpc" call --url "$url" "$1" add '[1, 2]' 2>&1)
-  [ "$out" = 3 ] && ok "rrpc call (C) -> $peer server over AMQP: add = 3" || fail "rrpc call add: $out"
+  [ "$out" = 3 ] && ok "rrpc call (C) -> $peer server over AMQP: add = 3" ||
+    fail "rrpc call add: $out"
   out=$("$rrpc" call --url "$url" "$1" divide '[1, 0]' 2>&1)
   st=$?
   [ "$st" = 1 ] && [[ $out == *"division by zero"* ]] &&
@@ -76,17 +77,19 @@ registry() {
   out=$("$rrpc" ls --url "$url" 2>&1)
   ! grep -q "^$service " <<<"$out" &&
     [[ $("$rrpc" info --url "$url" --json "$service") == *'"registered":false'* ]] &&
-    ok "the stopped $peer server is gone from rrpc ls and info at once" || fail "after SIGTERM: $out"
+    ok "the stopped $peer server is gone from rrpc ls and info at once" ||
+    fail "after SIGTERM: $out"
 }
 
 acl() {
   [ -n "${RRPC_RABBITMQ_DEFINITIONS:-}" ] || return 0
-  local hostport=${url#amqp://*@}
+  local hostport=${url#amqp://*@} caller
   hostport=${hostport%%/*}
+  caller=amqp://caller:caller-secret@$hostport/rrpc
   spawn acl "${peer_cmd[@]}" --url "amqp://calc-server:calc-secret@$hostport/rrpc" --service calc
   says acl "$peer_wait" "serving queue 'calc' over AMQP" &&
     grep -q "not in the registry.*ACCESS_REFUSED" "$test_dir/acl.log" &&
-    [ "$("$rrpc" call --url "amqp://caller:caller-secret@$hostport/rrpc" calc add '[20, 22]' 2>&1)" = 42 ] &&
+    [ "$("$rrpc" call --url "$caller" calc add '[20, 22]' 2>&1)" = 42 ] &&
     ok "ACL: refused the registry's names, the $peer server serves unregistered and says why" ||
     fail "ACL: $(tail -3 "$test_dir/acl.log")"
 }
@@ -122,7 +125,8 @@ redelivery() {
   st=$?
   [ "$st" = 0 ] && [ "$(cat "$test_dir/killcall.log")" = 600 ] &&
     ok "a reliable $peer worker killed mid-call (SIGKILL): redelivered to the next one" ||
-    fail "SIGKILL mid-call: status $st, $(cat "$test_dir/killcall.log"), $(tail -3 "$test_dir/kill2.log")"
+    fail "SIGKILL mid-call: status $st, $(cat "$test_dir/killcall.log")," \
+      "$(tail -3 "$test_dir/kill2.log")"
 }
 
 dead_has() { "$rrpc" dead --url "$url" "$1" 2>&1 | grep -q "$2"; }
