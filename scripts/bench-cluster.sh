@@ -27,34 +27,15 @@
 #
 # Usage: scripts/bench-cluster.sh [BUILD_DIR]     (about 3 minutes)
 set -u
-BUILD=${1:-build}
 here=$(cd "$(dirname "$0")/.." && pwd)
-BUILD=$(cd "$BUILD" && pwd)
-SECONDS_EACH=${RRPC_BENCH_SECONDS:-4}
-ROUNDS=${RRPC_BENCH_ROUNDS:-3}
+# With the tests' harness: free_ports, redis_node, redis_up, wait_until.
+# shellcheck source=scripts/lib/bench-common.sh
+. "$here/scripts/lib/bench-common.sh"
 SHARDS=${RRPC_BENCH_SHARDS:-3}
 WORKERS=${RRPC_BENCH_WORKERS:-6}
-out="$BUILD/bench-cluster"
-
-say() { printf 'bench-cluster: %s\n' "$*" >&2; }
-for f in rrpc calc-server; do
-  [ -x "$BUILD/$f" ] || {
-    say "$BUILD/$f is missing; build first (make build)"
-    exit 1
-  }
-done
-mkdir -p "$out" || exit 1
-rm -f "$out"/*.json "$out"/*.cpu "$out"/*.err "$out"/*.log "$out"/*.txt
-
-# The harness: $test_dir, $PY, free_ports, redis_node, wait_until, and an
-# exit trap that kills every process spawned (and any background job).
-# shellcheck source=tests/lib/common.sh
-. "$here/tests/lib/common.sh"
+need rrpc calc-server
+clear_out
 cd "$here" || exit 1
-die() {
-  say "$*"
-  exit 1
-}
 
 # ---- the two Redis deployments --------------------------------------------
 mapfile -t ports < <(free_ports 4 bus)
@@ -116,14 +97,9 @@ declare -A server_pid
 serve() {
   local name=$1 url=$2
   shift 2
-  "$BUILD/calc-server" --redis "$url" --service "$name" "$@" >"$out/$name.log" 2>&1 &
-  spawned_pids+=("$!")
-  server_pid[$name]=$!
-  for _ in $(seq 100); do
-    "$BUILD/rrpc" bench --redis "$url" --calls 1 --timeout 0.2 "$name" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  die "service $name does not answer (see $out/$name.log)"
+  spawn "$name" "$BUILD/calc-server" --redis "$url" --service "$name" "$@"
+  server_pid[$name]=$spawned
+  await_service "$name" "$BUILD/rrpc" --redis "$url" --timeout 0.2
 }
 sharded=(--shards "$SHARDS" --workers "$WORKERS")
 serve calc "$single_url"
@@ -136,32 +112,16 @@ say "single Redis on $single, cluster masters on ${masters[*]}; $SHARDS shards w
   "$WORKERS workers; cluster services $cl_amo ($cl_amo_spread lists per master)," \
   "$cl_rel ($cl_rel_spread); ${SECONDS_EACH}s per run, $ROUNDS rounds"
 
-ticks=$(getconf CLK_TCK)
-# CPU seconds of the processes PIDS..., summed.
-cpu_of() {
-  local p
-  for p in "$@"; do cat "/proc/$p/stat"; done |
-    awk -v t="$ticks" '{ sub(/^.*\) /, ""); s += $12 + $13 } END { printf "%.2f", s / t }'
-}
-
-# bench NAME SERVICE URL REDIS_PIDS ARGS...: `rrpc bench --json` with its
-# output in NAME.json and, in NAME.cpu, the caller's CPU seconds (user,
-# system) and calc-server's and Redis's before and after.
+# bench NAME SERVICE URL REDIS_PIDS ARGS...: `rrpc bench` of SERVICE on URL,
+# measured (bench-common.sh's measure) with the CPU of calc-server and of
+# the redis-servers REDIS_PIDS.
 bench() {
-  local name=$1 service=$2 url=$3 rpids=$4 spid
+  local name=$1 service=$2 url=$3 rpids=$4
   shift 4
-  spid=${server_pid[$service]}
-  say "$name: rrpc bench $* $service"
-  local s0 r0 TIMEFORMAT='%U %S'
-  s0=$(cpu_of "$spid")
-  # shellcheck disable=SC2086 # RPIDS is a list of pids
-  r0=$(cpu_of $rpids)
-  { time "$BUILD/rrpc" bench --json --redis "$url" --duration "$SECONDS_EACH" "$@" "$service" \
-    >"$out/$name.json" 2>"$out/$name.err"; } 2>"$out/$name.time" ||
-    say "$name: failed or had errors: $(head -c 300 "$out/$name.err")"
-  # shellcheck disable=SC2086
-  echo "$(cat "$out/$name.time") $s0 $(cpu_of "$spid") $r0 $(cpu_of $rpids)" >"$out/$name.cpu"
-  rm -f "$out/$name.time"
+  local -a rrpc_args=(--redis "$url") side_cpu
+  # shellcheck disable=SC2206 # RPIDS is a list of pids
+  side_cpu=(cpu_of $rpids)
+  rrpc_bench "$name" "${server_pid[$service]}" "$@" "$service"
 }
 
 for r in $(seq 1 "$ROUNDS"); do
@@ -190,69 +150,17 @@ for name in "$cl_amo" "$cl_rel"; do
   grep -h -i 'error\|warn' "$out/$name.log" | head -5 | sed "s/^/bench-cluster: $name: /" >&2
 done
 
-"$PY" - "$out" "$ROUNDS" "$SHARDS" "$WORKERS" "$(nproc)" "$cl_amo_spread" <<'PYEOF'
-import json, os, statistics, sys
+report "$SHARDS" "$WORKERS" "$(nproc)" "$cl_amo_spread" <<'PYEOF'
+import sys
 
-out, rounds, shards, workers, cores, spread = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]
+from bench_report import Runs, errors, lat, listed, rate, x
 
-
-def run(name):
-    """calls/s, p50, p99, errors, calls, CPU us per call (caller, calc-server, Redis)."""
-    try:
-        with open(os.path.join(out, name + ".json")) as f:
-            j = json.load(f)
-        with open(os.path.join(out, name + ".cpu")) as f:
-            cpu = f.read().split()
-    except (OSError, ValueError):
-        return None
-    r = dict(rate=j["calls_per_s"], p50=j["p50_us"], p99=j["p99_us"], errors=j["errors"],
-             calls=j["calls"])
-    if len(cpu) == 6 and r["calls"]:
-        u, s, w0, w1, r0, r1 = map(float, cpu)
-        r["cpu"] = ((u + s) * 1e6 / r["calls"], (w1 - w0) * 1e6 / r["calls"],
-                    (r1 - r0) * 1e6 / r["calls"])
-    return r
-
-
-def rounds_of(setup):
-    return [run(f"{setup}.r{i}") for i in range(1, rounds + 1)]
-
-
-def median(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
-def combine(runs):
-    """The median of each measure over the rounds; CPU over all their calls."""
-    runs = [r for r in runs if r]
-    if not runs:
-        return None
-    c = {k: median(r[k] for r in runs) for k in ("rate", "p50", "p99")}
-    c["errors"] = sum(r["errors"] for r in runs)
-    with_cpu = [r for r in runs if "cpu" in r]
-    if with_cpu:
-        calls = sum(r["calls"] for r in with_cpu)
-        c["cpu"] = tuple(sum(r["cpu"][k] * r["calls"] for r in with_cpu) / calls for k in range(3))
-    return c
-
-
-def paired(x, y):
-    ratios = [a["rate"] / b["rate"] for a, b in zip(rounds_of(x), rounds_of(y))
-              if a and b and a["rate"] and b["rate"]]
-    return median(ratios), ratios
-
-
-def lat(us):
-    return f"{us:,.0f} us" if us < 1000 else f"{us / 1000:,.2f} ms"
+R = Runs(sys.argv[1], int(sys.argv[2]))
+rounds, shards, workers, cores, spread = R.rounds, *sys.argv[3:]
 
 
 def cpus(runs, k):
     return " / ".join("-" if r is None or "cpu" not in r else f"{r['cpu'][k]:.1f}" for r in runs)
-
-
-def listed(values):
-    return ", ".join(f"{v:.2f}" for v in values)
 
 
 print(f"| mode, load | 1 Redis, 1 list: calls/s | 1 Redis, {shards} shards | 3 masters, {shards} "
@@ -264,23 +172,16 @@ notes = []
 for mode, mname in (("amo", "at-most-once"), ("rel", "reliable")):
     for load, lname in (("sync32", "32 sync callers"), ("async4", "async 4 x 256")):
         name = f"{mode}.{load}"
-        runs = [combine(rounds_of(f"{name}.{setup}")) for setup in ("single", "sharded", "cluster")]
-        rates = []
-        for r in runs:
-            if r is None:
-                rates.append("(failed)")
-            else:
-                errors = f" ({r['errors']} errors)" if r["errors"] else ""
-                rates.append(f"{r['rate']:,.0f}{errors}")
-        v1, all1 = paired(f"{name}.cluster", f"{name}.single")
-        v2, all2 = paired(f"{name}.cluster", f"{name}.sharded")
-        x = lambda v: "-" if v is None else f"{v:.2f}x"
+        runs = [R.combined(f"{name}.{setup}") for setup in ("single", "sharded", "cluster")]
+        rates = [f"{rate(r['rate'])}{errors(r)}" if r else "(failed)" for r in runs]
+        v1, all1 = R.paired(f"{name}.cluster", f"{name}.single")
+        v2, all2 = R.paired(f"{name}.cluster", f"{name}.sharded")
         one, _, three = runs
         p50 = f"{lat(one['p50'])} / {lat(three['p50'])}" if one and three else "-"
         print(f"| {mname}, {lname} | {' | '.join(rates)} | **{x(v1)}** | {x(v2)} | {p50} "
               f"| {cpus(runs, 2)} | {cpus(runs, 1)} |")
-        notes.append(f"{mname}, {lname}: {listed(all1)} (to 1 Redis), {listed(all2)} (to 1 Redis "
-                     f"sharded)")
+        notes.append(f"{mname}, {lname}: {listed(all1, 2)} (to 1 Redis), {listed(all2, 2)} "
+                     "(to 1 Redis sharded)")
 print()
 print(f"Medians of {rounds} rounds on {cores} cores. The ratios are calls/s on the 3-master "
       "cluster over calls/s on the single Redis, each the median of the per-round ratios (every "

@@ -3,7 +3,8 @@
  * The integration tests run under tests/harness/with-redis.sh, which starts
  * a private redis-server and exports $REDIS_URL.  This header adds to the
  * common checks (tests/common/check.h: CHECK and friends, check_report)
- * an in-process server on its own thread, a raw connection for looking
+ * handlers several tests register, a sharded server with them, an
+ * in-process server on its own thread, a raw connection for looking
  * behind the API, WAIT_UNTIL, and a client.  It is a header of static
  * inline functions because each test is one translation unit linked
  * against the static library.
@@ -21,6 +22,7 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +59,17 @@ static inline json_t *m_sleep(rrpc_request *req, void *udata)
         return NULL;
     rrpc__sleep((double)ms / 1000.0);
     return json_integer(ms);
+}
+
+/* note(): a notification's handler; counts the notifications run. */
+static atomic_int notes;
+
+static inline json_t *m_note(rrpc_request *req, void *udata)
+{
+    (void)req;
+    (void)udata;
+    atomic_fetch_add(&notes, 1);
+    return json_null();
 }
 
 /* whoami(): the index of the worker thread that ran it, in order of first
@@ -128,6 +141,39 @@ static inline void stop_server(running *r)
     CHECK(r->rc == RRPC_OK);
     rrpc_server_free(r->srv);
     r->srv = NULL;
+}
+
+/* O, initialized for a server of SERVICE on SHARDS request lists with
+ * WORKERS threads, RELIABLE or not, that leaves the signals to the test. */
+static inline void server_options(rrpc_server_options *o, const char *service, int shards,
+                                  int workers, int reliable)
+{
+    rrpc_server_options_init(o);
+    o->service = service;
+    o->workers = workers;
+    o->shards = shards;
+    o->reliable = reliable;
+    o->handle_signals = 0;
+}
+
+/* A server_options() server with add, note and whoami registered (the test
+ * registers more); its heartbeat (every 0.2 s, 1 s TTL) lets a test see it
+ * come and go quickly.  Exits if the server cannot be made. */
+static inline rrpc_server *new_sharded_server(const char *service, int shards, int workers,
+                                              int reliable)
+{
+    rrpc_server_options o;
+    server_options(&o, service, shards, workers, reliable);
+    o.heartbeat_interval_s = 0.2;
+    o.heartbeat_ttl_s = 1.0;
+    rrpc_server *s = NULL;
+    CHECK(rrpc_server_new(&s, &o) == RRPC_OK);
+    if (s == NULL)
+        exit(1);
+    CHECK(rrpc_server_register(s, "add", m_add, NULL, NULL) == RRPC_OK);
+    CHECK(rrpc_server_register(s, "note", m_note, NULL, NULL) == RRPC_OK);
+    CHECK(rrpc_server_register(s, "whoami", m_whoami, NULL, NULL) == RRPC_OK);
+    return s;
 }
 
 /* ---- raw Redis ------------------------------------------------------------ */

@@ -31,15 +31,7 @@
 
 /* ---- handlers ------------------------------------------------------------ */
 
-static atomic_int notes, runs;
-
-static json_t *m_note(rrpc_request *req, void *udata)
-{
-    (void)req;
-    (void)udata;
-    atomic_fetch_add(&notes, 1);
-    return json_null();
-}
+static atomic_int runs;
 
 /* count(i): counts its runs, INCRs <service>:effects with its answer
  * (exactly once per call in reliable mode), answers i. */
@@ -59,22 +51,7 @@ static json_t *m_count(rrpc_request *req, void *udata)
 static rrpc_server *new_server(const char *service, int shards, int workers, int reliable,
                                const char *effects_key)
 {
-    rrpc_server_options o;
-    rrpc_server_options_init(&o);
-    o.service = service;
-    o.workers = workers;
-    o.shards = shards;
-    o.reliable = reliable;
-    o.handle_signals = 0;
-    o.heartbeat_interval_s = 0.2;
-    o.heartbeat_ttl_s = 1.0;
-    rrpc_server *s = NULL;
-    CHECK(rrpc_server_new(&s, &o) == RRPC_OK);
-    if (s == NULL)
-        exit(1);
-    CHECK(rrpc_server_register(s, "add", m_add, NULL, NULL) == RRPC_OK);
-    CHECK(rrpc_server_register(s, "note", m_note, NULL, NULL) == RRPC_OK);
-    CHECK(rrpc_server_register(s, "whoami", m_whoami, NULL, NULL) == RRPC_OK);
+    rrpc_server *s = new_sharded_server(service, shards, workers, reliable);
     CHECK(rrpc_server_register(s, "count", m_count, (void *)effects_key, NULL) == RRPC_OK);
     return s;
 }

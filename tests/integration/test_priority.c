@@ -92,12 +92,7 @@ static rrpc_server *try_server(const char *service, int reliable, int shards, in
                                int may_refuse)
 {
     rrpc_server_options o;
-    rrpc_server_options_init(&o);
-    o.service = service;
-    o.workers = workers;
-    o.shards = shards;
-    o.reliable = reliable;
-    o.handle_signals = 0;
+    server_options(&o, service, shards, workers, reliable);
     rrpc_server *s = NULL;
     int rc = rrpc_server_new(&s, &o);
     if (rc != RRPC_OK && may_refuse)

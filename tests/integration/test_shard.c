@@ -23,36 +23,6 @@
 #define SHARDS  3
 #define CALLERS 6
 
-static atomic_int notes;
-
-static json_t *m_note(rrpc_request *req, void *udata)
-{
-    (void)req;
-    (void)udata;
-    atomic_fetch_add(&notes, 1);
-    return json_null();
-}
-
-static rrpc_server *new_server(int shards, int workers)
-{
-    rrpc_server_options o;
-    rrpc_server_options_init(&o);
-    o.service = SERVICE;
-    o.workers = workers;
-    o.shards = shards;
-    o.handle_signals = 0;
-    o.heartbeat_interval_s = 0.2;
-    o.heartbeat_ttl_s = 1.0;
-    rrpc_server *s = NULL;
-    CHECK(rrpc_server_new(&s, &o) == RRPC_OK);
-    if (s == NULL)
-        exit(1);
-    CHECK(rrpc_server_register(s, "add", m_add, NULL, NULL) == RRPC_OK);
-    CHECK(rrpc_server_register(s, "note", m_note, NULL, NULL) == RRPC_OK);
-    CHECK(rrpc_server_register(s, "whoami", m_whoami, NULL, NULL) == RRPC_OK);
-    return s;
-}
-
 static long long llen(const char *key)
 {
     return cmd_int(2, "LLEN", key, NULL);
@@ -163,7 +133,7 @@ static void test_queued_calls_spread_and_answered(void)
     info = NULL;
 
     running srv;
-    run_server(&srv, new_server(SHARDS, SHARDS));
+    run_server(&srv, new_sharded_server(SERVICE, SHARDS, SHARDS, 0));
     for (int i = 0; i < CALLERS; i++) {
         pthread_join(callers[i].thread, NULL);
         CHECK(callers[i].rc == RRPC_OK);
@@ -237,7 +207,7 @@ static void test_queued_calls_spread_and_answered(void)
 static void test_workers_raised(void)
 {
     running srv;
-    run_server(&srv, new_server(4, 1));
+    run_server(&srv, new_sharded_server(SERVICE, 4, 1, 0));
     /* Requests pushed straight onto each shard, as a peer that knows the
      * shard names might: every one is answered. */
     for (int k = 0; k < 4; k++) {
@@ -281,11 +251,7 @@ static json_t *m_job(rrpc_request *req, void *udata)
 static rrpc_server *new_reliable(int doomed)
 {
     rrpc_server_options o;
-    rrpc_server_options_init(&o);
-    o.service = RSERVICE;
-    o.workers = 2;
-    o.shards = 2;
-    o.reliable = 1;
+    server_options(&o, RSERVICE, 2, 2, 1);
     o.handle_signals = doomed;
     o.heartbeat_ttl_s = 1;
     o.heartbeat_interval_s = 0.3;

@@ -9,9 +9,10 @@
 #                    rule; ctest passes CMake's answer in $RRPC_PYTHON, so
 #                    the finder runs only when a test is run by hand)
 #   spawn NAME CMD.. runs CMD in the background, logging to
-#                    $test_dir/NAME.log; its pid is $spawned and it is
-#                    killed (SIGKILL) on exit, as is any other background
-#                    job still running then
+#                    $test_dir/NAME.log (or $spawn_dir/NAME.log, if set:
+#                    the benchmarks keep their logs); its pid is $spawned
+#                    and it is killed (SIGKILL) on exit, as is any other
+#                    background job still running then
 #   free_ports N [bus], free_port    free loopback TCP ports
 #   redis_node NAME PORT [ARGS..]   a throw-away redis-server (spawned)
 #   redis_up CLI-ARGS..             redis-cli CLI-ARGS ping answers PONG
@@ -103,7 +104,7 @@ trap 'exit 130' INT TERM
 spawn() {
   local name=$1
   shift
-  "$@" >"$test_dir/$name.log" 2>&1 &
+  "$@" >"${spawn_dir:-$test_dir}/$name.log" 2>&1 &
   spawned=$!
   spawned_pids+=("$spawned")
 }

@@ -16,7 +16,7 @@ const { INVALID_REQUEST } = require('./protocol');
 const PRIORITIES = Object.freeze(['high', 'normal', 'low']);
 
 // The push script of the protocol, byte for byte (the same text in every
-// peer; tests/unit/check_priority_script.py compares the copies).
+// peer; tests/unit/check_scripts.py compares the copies).
 // KEYS = [L, {L}:high, {L}:low], ARGV = [request text, 'high' | 'low'].
 const PRIORITY_SCRIPT = `\
 local p = ARGV[#ARGV]

@@ -28,9 +28,14 @@ build=$(cd "${1:?usage: test_amqp.sh BUILD_DIR}" && pwd)
 rrpc=$build/rrpc
 url=$RRPC_TEST_AMQP_URL
 ruby_dir=$root/clients/ruby
+peer=Ruby
+peer_cmd=(ruby "$ruby_dir/calc_server.rb")
+peer_wait=15
+# shellcheck source=tests/lib/amqp_peer.sh
+. "$root/tests/lib/amqp_peer.sh"
 
 # ---- servers, started while the suite runs --------------------------------------
-spawn rbcalc ruby "$ruby_dir/calc_server.rb" --url "$url" --service rbcalc
+peer_server rbcalc rbcalc
 rbcalc_pid=$spawned
 spawn calc "$build/calc-server" --url "$url" --service calc --workers 1
 
@@ -45,14 +50,9 @@ else
 fi
 
 # ---- the Ruby server, called from C ---------------------------------------------
-wait_until 15 grep -q "serving queue 'rbcalc'" "$test_dir/rbcalc.log" || die "calc_server.rb did not start"
-wait_until 15 grep -q "serving queue 'calc'" "$test_dir/calc.log" || die "calc-server did not start"
-out=$("$rrpc" call --url "$url" rbcalc add '[1, 2]' 2>&1)
-[ "$out" = 3 ] && ok "rrpc call -> Ruby server: add = 3" || fail "rrpc call add: $out"
-out=$("$rrpc" call --url "$url" rbcalc divide '[1, 0]' 2>&1)
-st=$?
-[ "$st" = 1 ] && [[ $out == *"division by zero"* ]] && ok "rrpc call -> Ruby server: an error result, exit 1" ||
-  fail "divide: status $st, $out"
+says rbcalc 15 "serving queue 'rbcalc'" || die "calc_server.rb did not start"
+says calc 15 "serving queue 'calc'" || die "calc-server did not start"
+c_calls rbcalc
 out=$("$rrpc" describe --url "$url" rbcalc 2>&1)
 [[ $out == *"version ruby-"* && $out == *multiply* ]] && ok "rrpc describe -> Ruby server (rpc.discover)" ||
   fail "describe: $out"
@@ -89,67 +89,14 @@ wait_until 15 fwd && ok "an idle Ruby client (forward's) mends its link after th
     '{"service": "calc", "method": "add", "params": [1, 1]}' 2>&1)"
 
 # ---- sharing a queue with C, dead letters, reliable redelivery (PROTOCOL.md 12) ---------
-spawn crel "$build/calc-server" --url "$url" --service rbshared --workers 1 --reliable
-wait_until 10 grep -q "serving queue 'rbshared'" "$test_dir/crel.log" || die "calc-server --reliable did not start"
-spawn rbrel ruby "$ruby_dir/calc_server.rb" --url "$url" --service rbshared --reliable
-rbrel_pid=$spawned
-wait_until 15 grep -q "serving queue 'rbshared' over AMQP (reliable" "$test_dir/rbrel.log" &&
-  (for i in 1 2 3 4; do [ "$("$rrpc" call --url "$url" rbshared add "[$i, 1]" 2>&1)" = $((i + 1)) ] || exit 1; done) &&
-  grep -Eq '^rbshared +2 ' <<<"$("$rrpc" ls --url "$url" 2>&1)" &&
-  ok "a Ruby reliable worker and calc-server --reliable serve one durable queue" ||
-  fail "shared queue: $(tail -3 "$test_dir/rbrel.log"; "$rrpc" ls --url "$url" 2>&1)"
-kill -TERM "$rbrel_pid"
-wait "$rbrel_pid" 2>/dev/null
-# A reliable Ruby worker killed mid-call: the broker gives the message to the next one.
-spawn rbk1 ruby "$ruby_dir/calc_server.rb" --url "$url" --service rbkill --reliable
-rbk1_pid=$spawned
-wait_until 15 grep -q "serving queue 'rbkill'" "$test_dir/rbk1.log" || die "rbkill did not start"
-spawn killcall "$rrpc" call --url "$url" --timeout 20 rbkill sleep '[600]'
-killcall_pid=$spawned
-sleep 0.3
-kill -KILL "$rbk1_pid"
-wait "$rbk1_pid" 2>/dev/null
-spawn rbk2 ruby "$ruby_dir/calc_server.rb" --url "$url" --service rbkill --reliable
-wait "$killcall_pid"
-st=$?
-[ "$st" = 0 ] && [ "$(cat "$test_dir/killcall.log")" = 600 ] &&
-  ok "a reliable Ruby worker killed mid-call (SIGKILL): redelivered to the next one" ||
-  fail "SIGKILL mid-call: status $st, $(cat "$test_dir/killcall.log"), $(tail -3 "$test_dir/rbk2.log")"
+shared_queue rbshared
+redelivery rbkill
 # Bad input, to the reliable worker that took over: kept as the C server keeps it.
-/usr/bin/python3 -c 'import pika, sys
-c = pika.BlockingConnection(pika.URLParameters(sys.argv[1])); ch = c.channel()
-ch.basic_publish("", "rbkill", b"{not json", pika.BasicProperties(correlation_id="bad1"))
-ch.basic_publish("", "rbkill", b"{\"jsonrpc\": \"2.0\", \"method\": 1, \"id\": null}")
-c.close()' "$url"
-wait_until 5 grep -q "no reply key" <<<"$("$rrpc" dead --url "$url" rbkill 2>&1)"
-out=$("$rrpc" dead --url "$url" rbkill 2>&1)
-[[ $out == *"parse error"* && $out == *"no reply key"* ]] &&
-  [[ $("$rrpc" info --url "$url" --json rbkill) == *'"dead":2'* ]] &&
-  ok "bad input to a Ruby worker lands in rbkill:dead with its reason" || fail "rrpc dead rbkill: $out"
+dead_letters rbkill
 
 # ---- the registry: rrpc ls and info see the Ruby server (rejoined after the break) ----
 seen() { "$rrpc" ls --url "$url" | grep -Eq '^rbcalc +1 +1 '; }
-wait_until 5 seen && ok "rrpc ls lists the Ruby server (1 worker, 1 thread), after the break too" ||
-  fail "rrpc ls: $("$rrpc" ls --url "$url" 2>&1)"
-out=$("$rrpc" info --url "$url" rbcalc 2>&1)
-[[ $out == *"service rbcalc: registered"* && $out == *" $rbcalc_pid "* && $out == *ruby-* ]] &&
-  [[ $out == *multiply* && $out == *rpc.discover* ]] &&
-  ok "rrpc info rbcalc: the Ruby worker (its pid, version) and its methods" || fail "rrpc info: $out"
-kill -TERM "$rbcalc_pid"
-wait "$rbcalc_pid" 2>/dev/null
-out=$("$rrpc" ls --url "$url" 2>&1)
-! grep -q '^rbcalc ' <<<"$out" && [[ $("$rrpc" info --url "$url" --json rbcalc) == *'"registered":false'* ]] &&
-  ok "the stopped Ruby server is gone from rrpc ls and info at once" || fail "after SIGTERM: $out"
-# tests/amqp/definitions.json (ctest sets RRPC_RABBITMQ_DEFINITIONS): user
-# calc-server may use only the queue calc in vhost rrpc, not the registry's names.
-if [ -n "${RRPC_RABBITMQ_DEFINITIONS:-}" ]; then
-  hostport=${url#amqp://*@}
-  hostport=${hostport%%/*}
-  spawn acl ruby "$ruby_dir/calc_server.rb" --url "amqp://calc-server:calc-secret@$hostport/rrpc" --service calc
-  wait_until 15 grep -q "serving queue 'calc' over AMQP" "$test_dir/acl.log" &&
-    grep -q "not in the registry.*ACCESS_REFUSED" "$test_dir/acl.log" &&
-    [ "$("$rrpc" call --url "amqp://caller:caller-secret@$hostport/rrpc" calc add '[20, 22]' 2>&1)" = 42 ] &&
-    ok "ACL: refused the registry's names, the Ruby server serves unregistered and says why" ||
-    fail "ACL: $(tail -3 "$test_dir/acl.log")"
-fi
+wait_until 5 seen # registry checks it once more
+registry rbcalc "$rbcalc_pid" multiply rpc.discover
+acl
 finish

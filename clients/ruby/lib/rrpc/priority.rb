@@ -16,7 +16,7 @@ module RRPC
   # Internal.
   module Priority
     # The push script of the protocol, byte for byte (the same text in
-    # every peer; tests/unit/check_priority_script.py compares the copies).
+    # every peer; tests/unit/check_scripts.py compares the copies).
     # KEYS = [L, {L}:high, {L}:low], ARGV = [request text, 'high' | 'low'].
     PRIORITY_SCRIPT = <<~LUA
       local p = ARGV[#ARGV]
