@@ -126,6 +126,7 @@ static void shutdown_on_loop(rrpc_async *a, rrpc__acall *queued)
     answer_cancels(a, RRPC_ESTATE);
     event_del(a->flush_ev);
     event_del(a->sweep_ev);
+    a->sweep_armed = 0;
     if (a->wake_ev)
         event_del(a->wake_ev);
 }

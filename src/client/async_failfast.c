@@ -73,6 +73,7 @@ void rrpc__aff_on_sweep(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     rrpc_async *a = arg;
+    a->sweep_armed = 0; /* a timer that fired, or ran early (view_read), is no longer pending */
     if (a->shutting_down || a->session == NULL || a->ops->view == NULL)
         return;
     if (a->nout > 0 && !a->flush_scheduled) /* calls held back for a view */

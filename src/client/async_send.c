@@ -96,8 +96,8 @@ static void on_call_timeout(evutil_socket_t fd, short what, void *arg)
 void rrpc__asend_arm_sweep(rrpc_async *a)
 {
     static const struct timeval every = {0, (long)(SWEEP_S * 1e6)};
-    if (a->fail_fast && a->sweep_ev != NULL && !evtimer_pending(a->sweep_ev, NULL))
-        evtimer_add(a->sweep_ev, &every);
+    if (a->fail_fast && !a->sweep_armed && a->sweep_ev != NULL)
+        a->sweep_armed = evtimer_add(a->sweep_ev, &every) == 0;
 }
 
 /* Queues C for a flush; SCHEDULE: make sure one comes (not for calls held

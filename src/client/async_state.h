@@ -112,6 +112,7 @@ struct rrpc_async {
     rrpc__async_session *session; /* NULL once closed */
     struct event *wake_ev, *flush_ev;
     struct event *sweep_ev; /* fail fast's look at the services waited on (async_failfast.c) */
+    int sweep_armed;        /* its timer is pending (no libevent lock per call to ask) */
     rrpc__aslot *slots;
     uint32_t nslots, slots_cap, free_slot;
     rrpc__acall **outbox, **outbox_spare;
