@@ -200,13 +200,13 @@ static void test_fail_fast_off(void)
     rrpc_async *a = open_async(NULL, 0);
     outcome o;
     reset(&o, 1);
-    double t0 = rrpc__monotonic();
-    CHECK(call_add(a, "aff", 0.8, RRPC_PRIORITY_NORMAL, &o) == RRPC_OK);
-    WAIT_UNTIL(llen("aff") == 1, 0.5);
+    double timeout = 0.8 * time_scale(), t0 = rrpc__monotonic();
+    CHECK(call_add(a, "aff", timeout, RRPC_PRIORITY_NORMAL, &o) == RRPC_OK);
+    WAIT_UNTIL(llen("aff") == 1, timeout * 0.6);
     CHECK(llen("aff") == 1);
-    CHECK(wait_done(1, 3 * time_scale()));
+    CHECK(wait_done(1, timeout + 2 * time_scale()));
     CHECK(atomic_load(&o.status) == RRPC_ETIMEDOUT);
-    CHECK(o.at - t0 >= 0.75);
+    CHECK(o.at - t0 >= timeout - 0.05);
     WAIT_UNTIL(llen("aff") == 0, 1);
     CHECK(llen("aff") == 0);
     rrpc_async_close(a);
@@ -217,8 +217,9 @@ static void test_fail_fast_off(void)
  * their requests taken back, each callback once. */
 static void test_waiting_calls_fail(void)
 {
+    double life = 1.0 * time_scale(); /* of the worker's last heartbeat */
     char deadline[32];
-    snprintf(deadline, sizeof deadline, "%lld", redis_ms() + 1000);
+    snprintf(deadline, sizeof deadline, "%lld", redis_ms() + (long long)(life * 1000));
     rrpc__reply_free(cmd(4, "HSET", "{affw}:config", "max_queue", "0"));
     rrpc__reply_free(cmd(4, "ZADD", "{affw}:workers", deadline, "w1"));
     struct event_base *base = event_base_new();
@@ -230,21 +231,21 @@ static void test_waiting_calls_fail(void)
     for (int i = 0; i < N; i++)
         CHECK(call_add(a, "affw", 20, i % 4 == 0 ? RRPC_PRIORITY_HIGH : RRPC_PRIORITY_NORMAL,
                        &o[i]) == RRPC_OK);
-    double until = rrpc__monotonic() + 0.5;
+    double until = rrpc__monotonic() + life / 2;
     while (rrpc__monotonic() < until)
         event_base_loop(base, EVLOOP_NONBLOCK);
     CHECK(atomic_load(&done_count) == 0); /* a worker is alive: they wait */
     CHECK(queued("affw") == N);
-    until = rrpc__monotonic() + 6;
+    until = rrpc__monotonic() + life + 5 * time_scale();
     while (atomic_load(&done_count) < N && rrpc__monotonic() < until)
         event_base_loop(base, EVLOOP_ONCE);
     CHECK(atomic_load(&done_count) == N);
     for (int i = 0; i < N; i++) {
         CHECK(atomic_load(&o[i].calls) == 1);
         CHECK(atomic_load(&o[i].status) == RRPC_EUNAVAILABLE);
-        /* The heartbeat expired 1 s in; noticed within about 1.5 s more. */
-        CHECK(o[i].at - t0 > 0.9);
-        CHECK(o[i].at - t0 < 1.0 + 2.0 * time_scale());
+        /* The heartbeat expired LIFE in; noticed within about 1.5 s more. */
+        CHECK(o[i].at - t0 > life - 0.1);
+        CHECK(o[i].at - t0 < life + 2.0 * time_scale());
     }
     until = rrpc__monotonic() + 1;
     while (queued("affw") != 0 && rrpc__monotonic() < until)
@@ -270,7 +271,7 @@ static void test_max_queue(void)
     CHECK(call_add(a, "affq", 5, RRPC_PRIORITY_NORMAL, &warm) == RRPC_OK);
     CHECK(wait_done(1, 5));
     CHECK(atomic_load(&warm.status) == RRPC_OK);
-    json_t *ms = json_pack("[i]", 1200);
+    json_t *ms = json_pack("[i]", (int)(1200 * time_scale()));
     CHECK(rrpc_async_notify(a, "affq", "sleep", ms) == RRPC_OK); /* the worker is busy */
     json_decref(ms);
     WAIT_UNTIL(llen("affq") == 0, 2);
@@ -280,8 +281,8 @@ static void test_max_queue(void)
     reset(o, N);
     double t0 = rrpc__monotonic();
     for (int i = 0; i < N; i++)
-        CHECK(call_add(a, "affq", 10, i < 7 ? RRPC_PRIORITY_NORMAL : RRPC_PRIORITY_HIGH, &o[i]) ==
-              RRPC_OK);
+        CHECK(call_add(a, "affq", 10 * time_scale(),
+                       i < 7 ? RRPC_PRIORITY_NORMAL : RRPC_PRIORITY_HIGH, &o[i]) == RRPC_OK);
     CHECK(wait_done(N - 5, 1 * time_scale()));
     CHECK(queued("affq") == 5);
     int overloaded = 0;
@@ -295,7 +296,7 @@ static void test_max_queue(void)
     rrpc__reply *shed = cmd(3, "HGET", "affq:stats", "shed");
     CHECK(rrpc__reply_ll(shed) == N - 5);
     rrpc__reply_free(shed);
-    CHECK(wait_done(N, 5));
+    CHECK(wait_done(N, 5 * time_scale()));
     for (int i = 0; i < 5; i++)
         CHECK(atomic_load(&o[i].status) == RRPC_OK);
     for (int i = 0; i < N; i++)
