@@ -859,12 +859,12 @@ RRPC_EXPORT int rrpc_admin_history(rrpc_admin *admin, const char *service, json_
  * by id.  Calls and notifications to a sharded service
  * (rrpc_server_options.shards) are spread over its lists, as the sync
  * client does: the shard count comes from the registry, read in the
- * background and trusted for a second (until its first answer, calls go
- * to shard 0).  It runs on a libevent 2.1 loop: either one it owns on a
- * background thread, or the application's (see
- * rrpc_async_options.event_base).  Needs Redis >= 7 (BLMPOP) and workers
- * that honour reply_to (all rrpc workers do).  With an amqp:// URL it is one
- * RabbitMQ connection instead: direct reply-to, publisher confirms, each
+ * background and trusted for a second, which also gives fail fast and
+ * max_queue (rrpc_async_options.fail_fast).  It runs on a libevent 2.1
+ * loop: either one it owns on a background thread, or the application's
+ * (see rrpc_async_options.event_base).  Needs Redis >= 7 (BLMPOP) and
+ * workers that honour reply_to (all rrpc workers do).  With an amqp:// URL
+ * it is one RabbitMQ connection instead: direct reply-to, publisher confirms, each
  * request expiring with its call (PROTOCOL.md section 12). */
 typedef struct rrpc_async rrpc_async;
 
@@ -882,8 +882,10 @@ typedef struct rrpc_async rrpc_async;
  *   RRPC_ECANCELED  rrpc_async_close() was called.
  *   RRPC_EREDIS, RRPC_EPROTO  Redis refused the request / the response
  *                   was malformed.
- *   RRPC_EUNAVAILABLE, RRPC_EOVERLOADED  over AMQP: the service has no
- *                   queue (the request came back) / its queue is full.
+ *   RRPC_EUNAVAILABLE, RRPC_EOVERLOADED  with fail_fast: the service's
+ *                   registered workers are all gone / its queue is at its
+ *                   max_queue; over AMQP: the service has no queue (the
+ *                   request came back) / its queue is full.
  *   RRPC_EINVAL     over AMQP: a priority (not supported there yet).
  * On failure both pointers are NULL unless stated; rrpc_async_errmsg(),
  * called inside the callback, describes the failure.  A callback may start
@@ -921,6 +923,23 @@ typedef struct rrpc_async_options {
      * the caller still gets one callback.  Notifications are never
      * resent.  docs/RELIABILITY.md section 3. */
     int resend_on_reconnect;
+    /* Fail fast and max_queue, as rrpc_client_options.fail_fast (default
+     * 1; docs/PROTOCOL.md section 9): a call to a service that registered
+     * workers but has none alive -- all stopped, or their heartbeats
+     * expired -- ends at once with RRPC_EUNAVAILABLE, nothing pushed, and
+     * the calls already waiting for it end so within a second or two, their
+     * requests withdrawn; a service that never registered (e.g. a
+     * seed-style worker) is waited on as usual.  A service with a max_queue
+     * gets each call pushed with the max_queue script, and a call that
+     * finds its queue full ends at once with RRPC_EOVERLOADED (counted as
+     * "shed" in its stats).  The client reads each service's registry at
+     * most once a second, in the background, never per call; only the
+     * first call to a service waits for the first read (one round trip).
+     * 0 turns both off: calls are pushed and waited on, as before (a
+     * sharded service's calls are still spread over its lists).  Ignored
+     * over AMQP (amqp://), where a service with no queue is refused by the
+     * broker. */
+    int fail_fast;
 } rrpc_async_options;
 
 /* As rrpc_client_options_init_sized, for bindings. */

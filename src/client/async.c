@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE /* eventfd */
 #include "client/async_calls.h"
+#include "client/async_failfast.h"
 #include "client/async_receive.h"
 #include "client/async_request.h"
 #include "client/call_options.h"
@@ -124,6 +125,8 @@ static void shutdown_on_loop(rrpc_async *a, rrpc__acall *queued)
     rrpc__asend_drop_outbox(a);
     answer_cancels(a, RRPC_ESTATE);
     event_del(a->flush_ev);
+    event_del(a->sweep_ev);
+    a->sweep_armed = 0;
     if (a->wake_ev)
         event_del(a->wake_ev);
 }
@@ -206,7 +209,8 @@ void rrpc_async_options_init_sized(rrpc_async_options *opts, size_t size)
 {
     rrpc_async_options d = {.size = sizeof d,
                             .timeout_s = RRPC__DEFAULT_CALL_TIMEOUT_S,
-                            .connect_timeout_s = RRPC__DEFAULT_CONNECT_TIMEOUT_S};
+                            .connect_timeout_s = RRPC__DEFAULT_CONNECT_TIMEOUT_S,
+                            .fail_fast = 1};
     rrpc__opts_init(opts, size, &d, sizeof d);
 }
 
@@ -218,6 +222,7 @@ static int init_config(rrpc_async *a, const rrpc_async_options *opts, char *errm
         rrpc__timeout_or(opts->connect_timeout_s, RRPC__DEFAULT_CONNECT_TIMEOUT_S);
     a->max_in_flight = opts->max_in_flight;
     a->resend = opts->resend_on_reconnect != 0;
+    a->fail_fast = opts->fail_fast != 0;
     char hex[33]; /* a random first shard, so that short-lived clients do not all start on 0 */
     if (rrpc__random_hex128(hex) == RRPC_OK) {
         hex[8] = '\0';
@@ -270,7 +275,8 @@ static int init_loop(rrpc_async *a, void *app_base, char *errmsg, size_t errmsg_
     if (a->base == NULL)
         return rrpc__fail(errmsg, errmsg_len, RRPC_ENOMEM, "cannot create an event base");
     a->flush_ev = event_new(a->base, -1, 0, rrpc__asend_on_flush, a);
-    if (a->flush_ev == NULL)
+    a->sweep_ev = evtimer_new(a->base, rrpc__aff_on_sweep, a);
+    if (a->flush_ev == NULL || a->sweep_ev == NULL)
         return rrpc__fail(errmsg, errmsg_len, RRPC_ENOMEM, "cannot create events");
     return RRPC_OK;
 }
@@ -284,6 +290,8 @@ static void free_client(rrpc_async *a)
     rrpc__acall_free_list(a->queue_head);
     if (a->flush_ev)
         event_free(a->flush_ev);
+    if (a->sweep_ev)
+        event_free(a->sweep_ev);
     if (a->wake_ev)
         event_free(a->wake_ev);
     if (a->own_loop && a->base)

@@ -194,7 +194,10 @@ void rrpc__acall_finish(rrpc_async *a, rrpc__acall *c, int status, json_t *resul
         rrpc__acall_release_slot(a, c);
     if (c->timer)
         event_del(c->timer);
-    atomic_fetch_sub(&a->in_flight, 1);
+    if (atomic_fetch_sub(&a->in_flight, 1) == 1 && a->sweep_armed) {
+        event_del(a->sweep_ev); /* nothing in flight to look over: an app's loop may end */
+        a->sweep_armed = 0;
+    }
     if (c->in_outbox)
         c->done = 1;
     else

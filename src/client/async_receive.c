@@ -7,6 +7,7 @@
 #include "client/async_receive.h"
 
 #include "client/async_calls.h"
+#include "client/async_failfast.h"
 #include "client/async_send.h"
 #include "core/log.h"
 #include "core/protocol.h"
@@ -108,6 +109,23 @@ static void on_delivered(void *group, int status, const char *msg, void *udata)
     free(b);
 }
 
+/* One call of a group refused on its own (max_queue: RRPC_EOVERLOADED). */
+static void on_refused(void *group, size_t i, int status, const char *msg, void *udata)
+{
+    rrpc_async *a = udata;
+    rrpc__agroup *b = group;
+    rrpc__acall *c = i < b->n ? rrpc__acall_lookup(a, (json_int_t)b->ids[i]) : NULL;
+    if (c == NULL || a->shutting_down)
+        return;
+    rrpc__async_error(a, status, "%s", msg);
+    rrpc__acall_finish(a, c, status, NULL, NULL);
+}
+
+static void on_view_read(void *udata)
+{
+    rrpc__aff_view_read(udata);
+}
+
 /* The session is back (new calls are taken again, and with resend the
  * calls in flight are sent again), or lost: what is in flight fails now
  * rather than at its timeout, unless it is to be resent. */
@@ -141,4 +159,6 @@ const rrpc__async_handlers rrpc__areceive_handlers = {
     .replies_end = on_replies_end,
     .delivered = on_delivered,
     .link = on_link,
+    .refused = on_refused,
+    .view_read = on_view_read,
 };

@@ -14,12 +14,21 @@
  * shard gets its share.  A call keeps the shard it was first sent to, so
  * that a resend (rrpc_async_options.resend_on_reconnect) reaches the same
  * queue, where a reliable service's dedup looks for it.
+ *
+ * Fail fast and max_queue (rrpc_async_options.fail_fast, PROTOCOL.md
+ * section 9) are decided here, per run, from the transport's view of the
+ * service's registry (ops->view, at most a second old, never a round trip
+ * of the call's own): a service registered with no live worker fails the
+ * run's calls at once, nothing pushed; one with a max_queue gets its calls
+ * pushed through deliver_bounded, which refuses each call that does not
+ * fit.  The calls already waiting are async_failfast.c's.
  */
 #include "core/clock.h"
 #include "client/async_send.h"
 
 #include "client/async_calls.h"
 #include "client/async_request.h"
+#include "core/registry_view.h"
 #include "core/shard.h"
 
 #include <event2/event.h>
@@ -81,7 +90,19 @@ static void on_call_timeout(evutil_socket_t fd, short what, void *arg)
 
 /* ---- the outbox -------------------------------------------------------- */
 
-static int outbox_add(rrpc_async *a, rrpc__acall *c)
+/* How often the calls in flight are looked over (async_failfast.c). */
+#define SWEEP_S 0.5
+
+void rrpc__asend_arm_sweep(rrpc_async *a)
+{
+    static const struct timeval every = {0, (long)(SWEEP_S * 1e6)};
+    if (a->fail_fast && !a->sweep_armed && a->sweep_ev != NULL)
+        a->sweep_armed = evtimer_add(a->sweep_ev, &every) == 0;
+}
+
+/* Queues C for a flush; SCHEDULE: make sure one comes (not for calls held
+ * back for a view, which view_read flushes). */
+static int outbox_put(rrpc_async *a, rrpc__acall *c, int schedule)
 {
     if (a->nout == a->outbox_cap) {
         size_t cap = a->outbox_cap ? a->outbox_cap * 2 : 256;
@@ -93,11 +114,16 @@ static int outbox_add(rrpc_async *a, rrpc__acall *c)
     }
     a->outbox[a->nout++] = c;
     c->in_outbox = 1;
-    if (!a->flush_scheduled) {
+    if (schedule && !a->flush_scheduled) {
         a->flush_scheduled = 1;
         event_active(a->flush_ev, EV_TIMEOUT, 0);
     }
     return RRPC_OK;
+}
+
+static int outbox_add(rrpc_async *a, rrpc__acall *c)
+{
+    return outbox_put(a, c, 1);
 }
 
 int rrpc__asend_submit(rrpc_async *a, rrpc__acall *c)
@@ -116,6 +142,8 @@ int rrpc__asend_submit(rrpc_async *a, rrpc__acall *c)
         rc = rrpc__async_error(a, RRPC_ENOMEM, "cannot start a timer");
     if (rc == RRPC_OK)
         rc = outbox_add(a, c);
+    if (rc == RRPC_OK)
+        rrpc__asend_arm_sweep(a);
     if (rc != RRPC_OK) {
         if (c->timer)
             event_del(c->timer);
@@ -146,7 +174,7 @@ static int same_list(const rrpc__acall *x, const rrpc__acall *y)
  * the transport as one group (the texts go into a->argv after the transport's
  * headroom).  Calls whose group cannot be delivered end here, unless the
  * link is down and they are to be resent when it is back. */
-static void push_group(rrpc_async *a, rrpc__acall **box, size_t n)
+static void push_group(rrpc_async *a, rrpc__acall **box, size_t n, long max_queue)
 {
     char key[RRPC__KEY_MAX + 8];
     size_t klen = shard_queue(box[0], box[0]->shard, key, sizeof key);
@@ -166,6 +194,10 @@ static void push_group(rrpc_async *a, rrpc__acall **box, size_t n)
     int rc = RRPC_ECONNECT;
     if (b == NULL)
         rc = rrpc__async_error(a, RRPC_ENOMEM, "out of memory");
+    else if (a->session != NULL && max_queue > 0)
+        rc = a->ops->deliver_bounded(a->session, klen ? key : box[0]->buf,
+                                     klen ? klen : box[0]->list_len, box[0]->buf, box[0]->list_len,
+                                     box[0]->priority, a->argv, a->lens, n, max_queue, b);
     else if (a->session != NULL)
         rc = a->ops->deliver(a->session, klen ? key : box[0]->buf, klen ? klen : box[0]->list_len,
                              box[0]->priority, a->argv, a->lens, a->ttls, n, b);
@@ -191,6 +223,72 @@ static void push_group(rrpc_async *a, rrpc__acall **box, size_t n)
     }
 }
 
+/* As push_group, but with MAX_QUEUE (> 0, a transport that bounds) only
+ * the calls are bounded: the notifications among them go in groups of
+ * their own, pushed as they are (PROTOCOL.md section 9). */
+static void push_groups(rrpc_async *a, rrpc__acall **box, size_t n, long max_queue)
+{
+    if (max_queue <= 0 || a->ops->deliver_bounded == NULL) {
+        push_group(a, box, n, 0);
+        return;
+    }
+    for (size_t i = 0, j; i < n; i = j) {
+        for (j = i + 1; j < n && box[j]->notify == box[i]->notify;)
+            j++;
+        push_group(a, box + i, j - i, box[i]->notify ? 0 : max_queue);
+    }
+}
+
+/* The registry's view of C's service (RRPC__AVIEW_*). */
+static int service_view(rrpc_async *a, const rrpc__acall *c, rrpc__registry_view *v)
+{
+    if (a->session == NULL || a->ops->view == NULL)
+        return RRPC__AVIEW_NONE;
+    return a->ops->view(a->session, c->buf, c->list_len, v);
+}
+
+/* Holds the calls of BOX[0..n) back, in the outbox, until the first read
+ * of their service's registry ends (view_read: async_failfast.c flushes
+ * then); returns how many are left to push now: the notifications, which
+ * are not checked, moved to the front.  One round trip for the first
+ * calls to a service beats pushing blind: a call to a service that is
+ * down would sit in its queue until the next look, and a push past
+ * max_queue cannot be taken back.  Later calls use the view they find (up
+ * to a second old, read again in the background) and never wait. */
+static size_t hold(rrpc_async *a, rrpc__acall **box, size_t n)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < n; i++) {
+        rrpc__acall *c = box[i];
+        if (c->notify)
+            box[keep++] = c;
+        else if (outbox_put(a, c, 0) != RRPC_OK) {
+            c->in_outbox = 0;
+            rrpc__acall_finish(a, c, RRPC_ENOMEM, NULL, NULL);
+        }
+    }
+    return keep;
+}
+
+/* Fails the calls of BOX[0..n) -- a service registered with no live
+ * worker -- with RRPC_EUNAVAILABLE, nothing pushed; returns how many are
+ * left: the notifications, which are not checked, moved to the front. */
+static size_t refuse_unavailable(rrpc_async *a, rrpc__acall **box, size_t n)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < n; i++) {
+        rrpc__acall *c = box[i];
+        if (c->notify) {
+            box[keep++] = c;
+            continue;
+        }
+        c->in_outbox = 0;
+        rrpc__async_error(a, RRPC_EUNAVAILABLE, RRPC__UNAVAILABLE_FMT, c->buf);
+        rrpc__acall_finish(a, c, RRPC_EUNAVAILABLE, NULL, NULL);
+    }
+    return keep;
+}
+
 /* Gives the calls of BOX[0..n) (one service) that have no shard yet one
  * of SHARDS: one block per shard, the blocks going to the next shards in
  * turn, so a run stays a few big groups and successive flushes rotate. */
@@ -214,9 +312,20 @@ static void assign_shards(rrpc_async *a, rrpc__acall **box, size_t n, int shards
  * shard, in the order of their first call (stable within a shard). */
 static void push_run(rrpc_async *a, rrpc__acall **box, size_t n)
 {
-    int shards = a->session != NULL && a->ops->shards != NULL
+    rrpc__registry_view v;
+    int known = service_view(a, box[0], &v);
+    long max_queue = 0;
+    if (a->fail_fast && known == RRPC__AVIEW_ASKING && (n = hold(a, box, n)) == 0)
+        return;
+    if (a->fail_fast && known == RRPC__AVIEW_KNOWN) {
+        if (rrpc__view_unavailable(&v) && (n = refuse_unavailable(a, box, n)) == 0)
+            return;
+        max_queue = rrpc__view_max_queue(&v);
+    }
+    int shards = known == RRPC__AVIEW_KNOWN ? v.shards
+                 : a->session != NULL && a->ops->shards != NULL
                      ? a->ops->shards(a->session, box[0]->buf, box[0]->list_len)
-                     : 1; /* a transport without shards */
+                     : 1; /* a transport without shards, or nothing known yet */
     if (shards == 1) {    /* the usual case: one list, unless resends name others */
         int mixed = 0;
         for (size_t i = 0; i < n; i++) {
@@ -225,7 +334,7 @@ static void push_run(rrpc_async *a, rrpc__acall **box, size_t n)
             mixed |= box[i]->shard;
         }
         if (!mixed) {
-            push_group(a, box, n);
+            push_groups(a, box, n, max_queue);
             return;
         }
     }
@@ -240,7 +349,7 @@ static void push_run(rrpc_async *a, rrpc__acall **box, size_t n)
         for (size_t k = j; k < n && rest_same; k++)
             rest_same = box[k]->shard != box[i]->shard;
         if (rest_same || a->by_shard == NULL) {
-            push_group(a, box + i, j - i);
+            push_groups(a, box + i, j - i, max_queue);
             i = j;
             continue;
         }
@@ -255,7 +364,7 @@ static void push_run(rrpc_async *a, rrpc__acall **box, size_t n)
                 box[keep++] = box[k];
         }
         memcpy(box + keep, a->by_shard, m * sizeof *box);
-        push_group(a, box + keep, m);
+        push_groups(a, box + keep, m, max_queue);
         n = keep;
     }
 }

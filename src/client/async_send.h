@@ -26,6 +26,9 @@ void rrpc__asend_withdraw(rrpc_async *a, rrpc__acall *c);
  * text, same shard), except those past their deadline, which their timers
  * fail.  Returns how many. */
 size_t rrpc__asend_resend(rrpc_async *a);
+/* Starts the timer of fail fast's look at the calls in flight
+ * (async_failfast.c) unless it runs, or fail fast is off. */
+void rrpc__asend_arm_sweep(rrpc_async *a);
 /* Puts back the outbox of a closing client: notifications and calls
  * already finished are recycled. */
 void rrpc__asend_drop_outbox(rrpc_async *a);

@@ -8,6 +8,8 @@
  *   async_send.c     submission: ids, timers, the outbox, batched delivery
  *   async_receive.c  what the transport reports: responses, refused
  *                    groups, a lost or restored session
+ *   async_failfast.c fail fast and max_queue from the broker's view of
+ *                    each service's registry
  *   async_state.c    the per-thread error message and loop identity
  *
  * The client never names a broker: it reaches one through
@@ -84,7 +86,8 @@ struct rrpc_async {
     double timeout_s, connect_timeout_s;
     rrpc__clock clock; /* the broker's clock, read at open, for call deadlines */
     size_t max_in_flight;
-    int resend; /* rrpc_async_options.resend_on_reconnect */
+    int resend;    /* rrpc_async_options.resend_on_reconnect */
+    int fail_fast; /* rrpc_async_options.fail_fast (async_failfast.c) */
     int own_loop;
     struct event_base *base;
     const rrpc__async_ops *ops;
@@ -108,6 +111,8 @@ struct rrpc_async {
     /* The loop thread's. */
     rrpc__async_session *session; /* NULL once closed */
     struct event *wake_ev, *flush_ev;
+    struct event *sweep_ev; /* fail fast's look at the services waited on (async_failfast.c) */
+    int sweep_armed;        /* its timer is pending (no libevent lock per call to ask) */
     rrpc__aslot *slots;
     uint32_t nslots, slots_cap, free_slot;
     rrpc__acall **outbox, **outbox_spare;

@@ -13,11 +13,13 @@
  * herd of clients does not reconnect in step).  The session is usable
  * again when both links have finished their handshake.
  *
- * The session also keeps, per service, how many request lists (shards) its
- * registry says it has (`HGET {L}:config shards`, asked on the push link
- * when the view is older than a second, like the sync client's fail-fast
- * view in failfast.c), so the client can spread a sharded service's calls
- * without a round trip of its own.
+ * The session also keeps, per service, the registry's view (PROTOCOL.md
+ * section 9: live workers, max_queue, shards), read on the push link with
+ * failfast.c's five commands when the view is older than a second, as the
+ * sync client's failfast.c does; the client decides from it (fail fast,
+ * max_queue, the shard of each call) without a round trip of its own.  A
+ * call to a service with a max_queue is pushed with the max_queue script,
+ * one EVAL per call (deliver_bounded), a refusal counted as shed.
  *
  * open() first checks, with a short-lived sync connection, what the async
  * links cannot report to it: Redis is there, takes the credentials, has
@@ -33,6 +35,7 @@
 #include "core/priority.h"
 #include "redis/async_cluster.h"
 #include "redis/conn.h"
+#include "redis/failfast.h"
 
 #include <event2/event.h>
 
@@ -41,24 +44,28 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define POP_COUNT      "512"
-#define POP_BLOCK_S    "30" /* re-issued when idle; also keeps NATs awake */
-#define BACKOFF_MIN_S  0.05
-#define BACKOFF_MAX_S  5.0
-#define HEADROOM       2   /* RPUSH and the list key, in front of the values */
-#define SHARD_VIEWS    16  /* services whose shard count a session remembers */
-#define SHARDS_FRESH_S 1.0 /* how long a shard count is trusted */
+#define POP_COUNT     "512"
+#define POP_BLOCK_S   "30" /* re-issued when idle; also keeps NATs awake */
+#define BACKOFF_MIN_S 0.05
+#define BACKOFF_MAX_S 5.0
+#define HEADROOM      2   /* RPUSH and the list key, in front of the values */
+#define VIEWS         16  /* services whose registry a session remembers */
+#define VIEW_FRESH_S  1.0 /* how long a view is trusted */
 
 enum link_state { LINK_UP, LINK_CONNECTING, LINK_DOWN };
 
-/* What the registry said of one service's shards. */
-typedef struct shard_view {
+/* What the registry said of one service. */
+typedef struct reg_view {
     char *list; /* shard 0's list; NULL: unused */
     size_t len;
-    int shards;     /* 1 until the registry answered */
-    int asking;     /* an HGET is out: the entry is not recycled */
-    double fetched; /* monotonic; 0 = never */
-} shard_view;
+    rrpc__registry_view view;    /* valid once known */
+    int known;                   /* a read was answered */
+    int asking;                  /* parts of a read still out: the entry is not recycled */
+    int lost;                    /* a part of that read was lost with the link */
+    rrpc__view_read rd;          /* that read's answers so far */
+    double fetched;              /* monotonic; 0 = never */
+    char part[RRPC__VIEW_PARTS]; /* each part's privdata is its address here */
+} reg_view;
 
 struct rrpc__async_session {
     struct event_base *base;
@@ -75,7 +82,7 @@ struct rrpc__async_session {
     double backoff_s;
     uint64_t rng;
     struct event *teardown_ev, *reconnect_ev;
-    shard_view views[SHARD_VIEWS];
+    reg_view views[VIEWS];
 };
 
 static void log_line(rrpc_log_level level, const char *what, const char *detail)
@@ -147,32 +154,61 @@ static void on_pop_reply(const rrpc__reply *r, void *privdata, void *udata)
     s->h->replies_end(s->udata);
 }
 
-/* ---- shard counts ------------------------------------------------------ */
+/* ---- registry views ---------------------------------------------------- */
 
-static int is_view(const rrpc__async_session *s, const void *p)
+static reg_view *view_of_part(rrpc__async_session *s, const void *p)
 {
     uintptr_t v = (uintptr_t)p, first = (uintptr_t)s->views;
-    return v >= first && v < (uintptr_t)(s->views + SHARD_VIEWS);
+    if (v < first || v >= (uintptr_t)(s->views + VIEWS))
+        return NULL;
+    return &s->views[(v - first) / sizeof s->views[0]];
 }
 
-/* The answer to `HGET {L}:config shards`: nil (not registered, or an older
- * server) and a refusal (an ACL) both mean the one list of before. */
-static void on_shards_reply(shard_view *v, const rrpc__reply *r)
+/* One part of a read came back (R NULL: lost with the link); the last one
+ * settles the view and tells the client, which may be holding calls for
+ * it. */
+static void on_view_reply(rrpc__async_session *s, reg_view *v, const char *part,
+                          const rrpc__reply *r)
 {
-    v->asking = 0;
     if (r == NULL)
-        return; /* the link went: asked again once it is back */
-    v->shards = rrpc__reply_type(r) == RRPC__REPLY_ERROR ? 1 : rrpc__shard_count(rrpc__reply_ll(r));
-    v->fetched = rrpc__monotonic();
+        v->lost = 1; /* asked again once the link is back */
+    else
+        rrpc__view_take(&v->rd, (int)(part - v->part), r);
+    if (--v->asking > 0)
+        return;
+    if (!v->lost && rrpc__view_complete(&v->rd)) {
+        rrpc__view_result(&v->rd, &v->view);
+        v->known = 1;
+        v->fetched = rrpc__monotonic();
+    }
+    if (!s->closing && s->h->view_read != NULL)
+        s->h->view_read(s->udata);
+}
+
+/* Sends the five commands that read V's registry; a part that cannot be
+ * sent is lost with the link, which reports that itself. */
+static void ask_view(rrpc__async_session *s, reg_view *v)
+{
+    rrpc__view_cmds k;
+    if (rrpc__view_cmds_make(&k, v->list) != RRPC_OK)
+        return;
+    v->rd = (rrpc__view_read){0};
+    v->lost = 0;
+    v->asking = 0;
+    for (int i = 0; i < RRPC__VIEW_PARTS; i++)
+        if (rrpc__aconn_command(s->push, k.argc[i], k.argv[i], NULL, &v->part[i]) == RRPC_OK)
+            v->asking++;
+    if (v->asking < RRPC__VIEW_PARTS)
+        v->lost = 1;
 }
 
 /* The view of LIST, or the stalest idle one recycled for it; NULL when
- * every view has a question out. */
-static shard_view *find_view(rrpc__async_session *s, const char *list, size_t len)
+ * every view has a read out. */
+static reg_view *find_view(rrpc__async_session *s, const char *list, size_t len)
 {
-    shard_view *spare = NULL;
-    for (size_t i = 0; i < SHARD_VIEWS; i++) {
-        shard_view *v = &s->views[i];
+    reg_view *spare = NULL;
+    for (size_t i = 0; i < VIEWS; i++) {
+        reg_view *v = &s->views[i];
         if (v->list != NULL && v->len == len && memcmp(v->list, list, len) == 0)
             return v;
         if (!v->asking && (spare == NULL || v->list == NULL ||
@@ -182,7 +218,7 @@ static shard_view *find_view(rrpc__async_session *s, const char *list, size_t le
     if (spare == NULL)
         return NULL;
     free(spare->list);
-    *spare = (shard_view){.list = malloc(len + 1), .len = len, .shards = 1};
+    *spare = (reg_view){.list = malloc(len + 1), .len = len};
     if (spare->list == NULL)
         return NULL;
     memcpy(spare->list, list, len);
@@ -190,37 +226,152 @@ static shard_view *find_view(rrpc__async_session *s, const char *list, size_t le
     return spare;
 }
 
-static int session_shards(rrpc__async_session *s, const char *queue, size_t qlen)
+static int session_view(rrpc__async_session *s, const char *queue, size_t qlen,
+                        rrpc__registry_view *out)
 {
-    shard_view *v = find_view(s, queue, qlen);
+    reg_view *v = find_view(s, queue, qlen);
     if (v == NULL)
-        return 1;
+        return RRPC__AVIEW_NONE;
     if (!v->asking && s->state == LINK_UP &&
-        (v->fetched == 0 || rrpc__monotonic() - v->fetched > SHARDS_FRESH_S)) {
-        char config[RRPC__KEY_MAX];
-        const char *argv[] = {"HGET", config, "shards"};
-        if (rrpc__tagged_key(config, sizeof config, v->list, RRPC__TAG_CONFIG) == RRPC_OK &&
-            rrpc__aconn_command(s->push, 3, argv, NULL, v) == RRPC_OK)
-            v->asking = 1;
+        (v->fetched == 0 || rrpc__monotonic() - v->fetched > VIEW_FRESH_S))
+        ask_view(s, v);
+    if (v->known) {
+        *out = v->view;
+        return RRPC__AVIEW_KNOWN;
     }
-    return v->shards;
+    return v->asking ? RRPC__AVIEW_ASKING : RRPC__AVIEW_NONE;
 }
 
 static void free_views(rrpc__async_session *s)
 {
-    for (size_t i = 0; i < SHARD_VIEWS; i++)
+    for (size_t i = 0; i < VIEWS; i++)
         free(s->views[i].list);
 }
 
-/* Answers to RPUSH (privdata: the client's group), HGET (a shard view) and
- * LREM (none). */
+/* ---- bounded pushes (max_queue) ---------------------------------------- */
+
+/* A group pushed one EVAL of the max_queue script per call.  Each EVAL's
+ * privdata is its part's address with the low bit set: that bit tells
+ * on_push_reply a part from the client's groups (malloc'd, so aligned);
+ * the views' parts (inside s->views, any address) are told first. */
+typedef struct bounded bounded;
+typedef struct bpart {
+    bounded *b;
+    size_t i;
+} bpart;
+struct bounded {
+    void *group; /* the client's */
+    size_t n, left;
+    int lost;
+    long max_queue;
+    char stats[RRPC__KEY_MAX]; /* the service's <service>:stats, where shed is counted */
+    bpart parts[];
+};
+
+#define BPART_TAG ((uintptr_t)1)
+
+static bpart *bpart_of(const void *privdata)
+{
+    uintptr_t p = (uintptr_t)privdata;
+    return (p & BPART_TAG) ? (bpart *)(p & ~BPART_TAG) : NULL;
+}
+
+/* Counts a call refused by max_queue in <service>:stats "shed", as the sync
+ * client does (client_redis.c): fire and forget. */
+static void count_shed(rrpc__async_session *s, const char *stats)
+{
+    const char *argv[] = {"HINCRBY", stats, RRPC__STAT_SHED, "1"};
+    if (s->state == LINK_UP && stats[0] != '\0')
+        rrpc__aconn_command(s->push, 4, argv, NULL, NULL);
+}
+
+/* One call's EVAL answered (R NULL: lost with the link): a refusal fails
+ * that call alone; the last answer ends the group. */
+static void on_bounded_reply(rrpc__async_session *s, bpart *p, const rrpc__reply *r)
+{
+    bounded *b = p->b;
+    char msg[RRPC__ERRMSG_LEN];
+    rrpc__svc_state st = {.max_queue = b->max_queue};
+    if (r == NULL) {
+        b->lost = 1;
+    } else if (rrpc__reply_type(r) == RRPC__REPLY_ERROR) {
+        snprintf(msg, sizeof msg, "Redis refused the request: %s", rrpc__reply_str(r, NULL));
+        s->h->refused(b->group, p->i, RRPC_EREDIS, msg, s->udata);
+    } else if (rrpc__failfast_pushed(r, &st, msg, sizeof msg) == RRPC_EOVERLOADED) {
+        count_shed(s, b->stats);
+        s->h->refused(b->group, p->i, RRPC_EOVERLOADED, msg, s->udata);
+    }
+    if (--b->left > 0)
+        return;
+    s->h->delivered(b->group, b->lost ? RRPC_ECONNECT : RRPC_OK, NULL, s->udata);
+    free(b);
+}
+
+static int session_deliver_bounded(rrpc__async_session *s, const char *queue, size_t qlen,
+                                   const char *service, size_t slen, int priority,
+                                   const char **texts, size_t *lens, size_t n, long max_queue,
+                                   void *group)
+{
+    char list[RRPC__KEY_MAX], high[RRPC__KEY_MAX], low[RRPC__KEY_MAX], max[32], svc[RRPC__KEY_MAX];
+    if (s->state != LINK_UP)
+        return RRPC_ECONNECT;
+    if (qlen >= sizeof list || slen >= sizeof svc || n == 0)
+        return RRPC_EINVAL;
+    memcpy(list, queue, qlen);
+    list[qlen] = '\0';
+    memcpy(svc, service, slen);
+    svc[slen] = '\0';
+    if (rrpc__priority_key(high, sizeof high, list, RRPC_PRIORITY_HIGH) != RRPC_OK ||
+        rrpc__priority_key(low, sizeof low, list, RRPC_PRIORITY_LOW) != RRPC_OK)
+        return RRPC_EINVAL;
+    bounded *b = malloc(sizeof *b + n * sizeof b->parts[0]);
+    if (b == NULL)
+        return RRPC_ENOMEM;
+    *b = (bounded){.group = group, .n = n, .left = n, .max_queue = max_queue};
+    if (rrpc__key_join(b->stats, sizeof b->stats, NULL, svc, RRPC__SUFFIX_STATS) != RRPC_OK)
+        b->stats[0] = '\0';
+    snprintf(max, sizeof max, "%ld", max_queue);
+    const char *argv[] = {"EVAL", rrpc__max_queue_push_script,  "3", list, high, low, NULL,
+                          max,    rrpc__priority_name(priority)};
+    size_t argl[9];
+    for (size_t k = 0; k < 9; k++)
+        argl[k] = argv[k] != NULL ? strlen(argv[k]) : 0;
+    int argc = priority == RRPC_PRIORITY_NORMAL ? 8 : 9;
+    for (size_t i = 0; i < n; i++) {
+        b->parts[i] = (bpart){b, i};
+        argv[6] = texts[i];
+        argl[6] = lens[i];
+        /* Once the first is queued the group ends through its replies
+         * (a later failure to queue is a lost link, reported as such). */
+        void *tagged = (void *)((uintptr_t)&b->parts[i] | BPART_TAG);
+        if (rrpc__aconn_command(s->push, argc, argv, argl, tagged) != RRPC_OK) {
+            if (i == 0) {
+                free(b);
+                return RRPC_ECONNECT;
+            }
+            b->lost = 1;
+            b->left -= n - i;
+            break;
+        }
+    }
+    return RRPC_OK;
+}
+
+/* Answers to RPUSH (privdata: the client's group), a view's read (a part
+ * of a view), a bounded push (a tagged part) and LREM (none). */
 static void on_push_reply(const rrpc__reply *r, void *privdata, void *udata)
 {
     rrpc__async_session *s = udata;
     if (privdata == NULL)
         return;
-    if (is_view(s, privdata)) {
-        on_shards_reply(privdata, r);
+    reg_view *v = view_of_part(s, privdata); /* first: a part's address may be odd */
+    if (v != NULL) {
+        on_view_reply(s, v, privdata, r);
+        return;
+    }
+    bpart *p = bpart_of(privdata);
+    if (p != NULL) {
+        on_bounded_reply(s, p, r);
         return;
     }
     if (r == NULL)
@@ -484,6 +635,8 @@ const rrpc__async_ops rrpc__redis_async_ops = {
     .deliver = session_deliver,
     .withdraw = session_withdraw,
     .mark_cancelled = session_mark_cancelled,
-    .shards = session_shards,
+    .shards = NULL, /* the view says */
+    .view = session_view,
+    .deliver_bounded = session_deliver_bounded,
     .close = session_close,
 };

@@ -37,9 +37,7 @@
 
 typedef struct entry {
     char *list;
-    int registered, live;
-    long max_queue;
-    int shards;     /* request lists of the service; 1 if not registered */
+    rrpc__registry_view view;
     double fetched; /* monotonic; 0 = never */
 } entry;
 
@@ -93,59 +91,96 @@ static entry *lookup(rrpc__failfast *ff, const char *list)
     return oldest->list ? oldest : NULL;
 }
 
-/* Counts the workers whose deadline (a score, Redis ms) is after NOW. */
-static int count_live(const rrpc__reply *zrange, long long now_ms)
+/* ---- reading the registry ---------------------------------------------- */
+
+int rrpc__view_cmds_make(rrpc__view_cmds *k, const char *list)
 {
-    int live = 0;
-    for (size_t i = 1; i < rrpc__reply_count(zrange); i += 2)
-        live += rrpc__reply_ll(rrpc__reply_element(zrange, i)) > now_ms;
-    return live;
+    if (rrpc__tagged_key(k->workers, sizeof k->workers, list, RRPC__TAG_WORKERS) ||
+        rrpc__tagged_key(k->config, sizeof k->config, list, RRPC__TAG_CONFIG))
+        return RRPC_EINVAL;
+    static const char *const parts[RRPC__VIEW_PARTS][5] = {
+        {"TIME"},
+        {"ZRANGE", NULL, "0", "-1", "WITHSCORES"},
+        {"HGET", NULL, "max_queue"},
+        {"EXISTS", NULL},
+        {"HGET", NULL, "shards"},
+    };
+    static const int argc[RRPC__VIEW_PARTS] = {1, 5, 3, 2, 3};
+    for (int i = 0; i < RRPC__VIEW_PARTS; i++) {
+        k->argc[i] = argc[i];
+        for (int j = 0; j < argc[i]; j++)
+            k->argv[i][j] = parts[i][j];
+    }
+    k->argv[1][1] = k->workers;
+    k->argv[2][1] = k->argv[3][1] = k->argv[4][1] = k->config;
+    return RRPC_OK;
+}
+
+void rrpc__view_take(rrpc__view_read *rd, int part, const rrpc__reply *r)
+{
+    if (part < 0 || part >= RRPC__VIEW_PARTS)
+        return;
+    rd->got |= 1u << part;
+    if (rrpc__reply_type(r) == RRPC__REPLY_ERROR) {
+        rd->refused = 1;
+        return;
+    }
+    switch (part) {
+    case 0: rd->now_ms = rrpc__reply_time_ms(r); break;
+    case 1: /* the workers' heartbeat deadlines (scores, Redis ms) */
+        for (size_t i = 1; i < rrpc__reply_count(r); i += 2) {
+            long long deadline = rrpc__reply_ll(rrpc__reply_element(r, i));
+            if (deadline > rd->latest_ms)
+                rd->latest_ms = deadline;
+        }
+        break;
+    case 2: rd->max_queue = rrpc__reply_ll(r); break;
+    case 3: rd->exists = rrpc__reply_integer(r); break;
+    default: rd->shards = rrpc__reply_ll(r);
+    }
+}
+
+int rrpc__view_complete(const rrpc__view_read *rd)
+{
+    return rd->got == (1u << RRPC__VIEW_PARTS) - 1;
+}
+
+void rrpc__view_result(const rrpc__view_read *rd, rrpc__registry_view *v)
+{
+    v->registered = !rd->refused && rd->exists > 0;
+    v->live = !rd->refused && rd->latest_ms > rd->now_ms;
+    v->max_queue = rd->refused ? 0 : (long)rd->max_queue;
+    /* No field (an older server): the one list of before. */
+    v->shards = v->registered ? rrpc__shard_count((long)rd->shards) : 1;
 }
 
 /* One round trip: Redis's clock, the heartbeat deadlines and the config. */
 static int refresh(rrpc__conn *c, const char *list, entry *e)
 {
-    char workers[RRPC__KEY_MAX], config[RRPC__KEY_MAX];
-    if (rrpc__tagged_key(workers, sizeof workers, list, RRPC__TAG_WORKERS) ||
-        rrpc__tagged_key(config, sizeof config, list, RRPC__TAG_CONFIG))
+    rrpc__view_cmds k;
+    if (rrpc__view_cmds_make(&k, list) != RRPC_OK)
         return RRPC_EINVAL;
-    rrpc__reply *r[5] = {NULL, NULL, NULL, NULL, NULL};
-    int rc = rrpc__conn_appendv(c, 1, "TIME");
-    if (rc == RRPC_OK)
-        rc = rrpc__conn_appendv(c, 5, "ZRANGE", workers, "0", "-1", "WITHSCORES");
-    if (rc == RRPC_OK)
-        rc = rrpc__conn_appendv(c, 3, "HGET", config, "max_queue");
-    if (rc == RRPC_OK)
-        rc = rrpc__conn_appendv(c, 2, "EXISTS", config);
-    if (rc == RRPC_OK)
-        rc = rrpc__conn_appendv(c, 3, "HGET", config, "shards");
-    for (int i = 0; i < 5 && rc == RRPC_OK; i++)
-        rc = rrpc__conn_read(c, &r[i]);
-    int refused = 0;
-    for (int i = 0; i < 5 && rc == RRPC_OK; i++)
-        refused |= rrpc__reply_type(r[i]) == RRPC__REPLY_ERROR;
+    int rc = RRPC_OK;
+    for (int i = 0; i < RRPC__VIEW_PARTS && rc == RRPC_OK; i++)
+        rc = rrpc__conn_append(c, k.argc[i], k.argv[i], NULL);
+    rrpc__view_read rd = {0};
+    for (int i = 0; i < RRPC__VIEW_PARTS && rc == RRPC_OK; i++) {
+        rrpc__reply *r = NULL;
+        rc = rrpc__conn_read(c, &r);
+        if (rc == RRPC_OK)
+            rrpc__view_take(&rd, i, r);
+        rrpc__reply_free(r);
+    }
     if (rc == RRPC_OK) {
-        /* A Redis that refuses these keys (an ACL, say) means no registry
-         * for this caller: wait as usual rather than fail. */
-        long long now_ms = rrpc__reply_time_ms(r[0]);
-        e->registered = !refused && rrpc__reply_integer(r[3]) > 0;
-        e->live = refused ? 0 : count_live(r[1], now_ms);
-        e->max_queue = refused ? 0 : (long)rrpc__reply_ll(r[2]);
-        /* No field (an older server): the one list of before. */
-        e->shards = e->registered ? rrpc__shard_count((long)rrpc__reply_ll(r[4])) : 1;
+        rrpc__view_result(&rd, &e->view);
         e->fetched = rrpc__monotonic();
     }
-    for (int i = 0; i < 5; i++)
-        rrpc__reply_free(r[i]);
     return rc;
 }
 
 static int unavailable(const char *list, char *err, size_t errlen)
 {
-    return rrpc__fail(err, errlen, RRPC_EUNAVAILABLE,
-                      "service '%s' is unavailable: its registered workers are all gone "
-                      "(stopped, or their heartbeat expired)",
-                      list);
+    return rrpc__fail(err, errlen, RRPC_EUNAVAILABLE, RRPC__UNAVAILABLE_FMT, list);
 }
 
 /* The cache entry of LIST, read again if stale.  NULL with *rc = RRPC_OK
@@ -178,13 +213,13 @@ int rrpc__failfast_check(rrpc__failfast *ff, rrpc__conn *c, const char *list, do
         return rrpc__fail(err, errlen, rc, "%s", rrpc__conn_errmsg(c));
     if (e == NULL)
         return RRPC_OK;
-    st->registered = e->registered;
-    st->live = e->live;
-    st->max_queue = e->registered && e->live > 0 ? e->max_queue : 0;
-    if (st->registered && st->live == 0)
+    st->registered = e->view.registered;
+    st->live = e->view.live;
+    st->max_queue = rrpc__view_max_queue(&e->view);
+    if (rrpc__view_unavailable(&e->view))
         return unavailable(list, err, errlen);
     st->slice_s = st->registered ? SLICE_S : 0;
-    st->shard = next_shard(ff, e->shards);
+    st->shard = next_shard(ff, e->view.shards);
     return RRPC_OK;
 }
 
@@ -194,7 +229,7 @@ int rrpc__failfast_shard(rrpc__failfast *ff, rrpc__conn *c, const char *list)
         return 0;
     int rc;
     entry *e = fresh_entry(ff, c, list, &rc);
-    return e != NULL ? next_shard(ff, e->shards) : 0; /* a broken link: the push says so */
+    return e != NULL ? next_shard(ff, e->view.shards) : 0; /* a broken link: the push says so */
 }
 
 int rrpc__failfast_append_push(rrpc__conn *c, const char *list, const char *text, int priority,
@@ -253,7 +288,7 @@ int rrpc__failfast_again(rrpc__failfast *ff, rrpc__conn *c, const char *list, rr
     if (e == NULL ||
         (rrpc__monotonic() - e->fetched > FRESH_S * 0.5 && refresh(c, list, e) != RRPC_OK))
         return 1; /* cannot tell: keep waiting, the timeout still bounds it */
-    if (e->registered && e->live == 0) {
+    if (rrpc__view_unavailable(&e->view)) {
         st->unavailable = 1;
         return 0;
     }

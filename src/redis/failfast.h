@@ -3,6 +3,9 @@
 #ifndef RRPC_FAILFAST_H
 #define RRPC_FAILFAST_H
 
+#include "core/keys.h"
+#include "core/registry_view.h"
+
 #include <stddef.h>
 
 typedef struct rrpc__conn rrpc__conn;
@@ -50,5 +53,39 @@ int rrpc__failfast_next_wait(rrpc__svc_state *st, char *text, size_t len);
 /* After an empty slice: nonzero to wait again (a worker is still alive and
  * time is left); sets st->unavailable when the last worker went. */
 int rrpc__failfast_again(rrpc__failfast *ff, rrpc__conn *c, const char *list, rrpc__svc_state *st);
+
+/* ---- reading the registry: shared with the async session (async_redis.c) */
+
+/* A read of one service's registry is five commands (PROTOCOL.md section
+ * 9): TIME, ZRANGE {L}:workers 0 -1 WITHSCORES, HGET {L}:config max_queue,
+ * EXISTS {L}:config, HGET {L}:config shards. */
+#define RRPC__VIEW_PARTS 5
+
+typedef struct rrpc__view_cmds {
+    char workers[RRPC__KEY_MAX], config[RRPC__KEY_MAX];
+    int argc[RRPC__VIEW_PARTS];
+    const char *argv[RRPC__VIEW_PARTS][5];
+} rrpc__view_cmds;
+
+/* The five commands that read the registry of LIST (shard 0's list);
+ * RRPC_EINVAL if its keys do not fit. */
+int rrpc__view_cmds_make(rrpc__view_cmds *k, const char *list);
+
+/* The answers of a read, taken one at a time and in any order: over a
+ * Cluster, TIME (no key) and the {L} keys may be answered by different
+ * masters. */
+typedef struct rrpc__view_read {
+    unsigned got; /* bit i: part i answered */
+    int refused;  /* some part was an error reply (an ACL, say) */
+    long long now_ms, latest_ms, max_queue, exists, shards;
+} rrpc__view_read;
+
+/* Takes R, the reply to part PART (0..RRPC__VIEW_PARTS-1), into RD. */
+void rrpc__view_take(rrpc__view_read *rd, int part, const rrpc__reply *r);
+/* Nonzero once every part is in. */
+int rrpc__view_complete(const rrpc__view_read *rd);
+/* What a complete read says.  A Redis that refused any of it means no
+ * registry for this caller: wait as usual rather than fail. */
+void rrpc__view_result(const rrpc__view_read *rd, rrpc__registry_view *v);
 
 #endif

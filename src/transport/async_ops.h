@@ -29,6 +29,7 @@
 #define RRPC_ASYNC_OPS_H
 
 #include "core/clock.h"
+#include "core/registry_view.h"
 #include "core/url.h"
 
 #include <stddef.h>
@@ -68,7 +69,24 @@ typedef struct rrpc__async_handlers {
      * ignore until RRPC_OK comes again, and the session reconnects by
      * itself, with backoff.  Never reported after close(). */
     void (*link)(int status, const char *msg, void *udata);
+    /* Call I (0-based, in deliver_bounded()'s order) of GROUP was refused
+     * on its own: STATUS RRPC_EOVERLOADED (its queue was full) or
+     * RRPC_EREDIS (an error answer), MSG saying why.  The group's other
+     * calls are unaffected, and `delivered` still ends the group, after. */
+    void (*refused)(void *group, size_t i, int status, const char *msg, void *udata);
+    /* A read of a service's registry (the `view` operation) ended, answered
+     * or not: calls held back for it may go now, and the calls waiting for
+     * that service may look at it again.  Only a transport with `view`
+     * reports it. */
+    void (*view_read)(void *udata);
 } rrpc__async_handlers;
+
+/* What the `view` operation knows of a service. */
+enum {
+    RRPC__AVIEW_NONE,   /* nothing, and nothing asked (the session is down) */
+    RRPC__AVIEW_ASKING, /* nothing yet: the first read is out (`view_read` ends it) */
+    RRPC__AVIEW_KNOWN   /* the view, perhaps up to about a second old */
+};
 
 typedef struct rrpc__async_ops {
     /* The broker's name as the client's messages say it ("Redis"). */
@@ -123,6 +141,25 @@ typedef struct rrpc__async_ops {
      * is down), and later calls get the answer.  The client picks the
      * shard of each request and hands deliver() that shard's queue. */
     int (*shards)(rrpc__async_session *s, const char *queue, size_t qlen);
+    /* The registry's view of the service whose queue -- shard 0's list --
+     * is QUEUE (QLEN bytes): RRPC__AVIEW_KNOWN with *OUT filled (its shards
+     * replace the `shards` operation's answer), or RRPC__AVIEW_ASKING /
+     * RRPC__AVIEW_NONE.  Never blocks: a view older than about a second is
+     * read again in the background (one read per service per second at
+     * most; none while the session is down), and `view_read` runs when a
+     * read ends.  NULL: a broker without a registry (no fail fast, no
+     * max_queue; `shards` then says the shards). */
+    int (*view)(rrpc__async_session *s, const char *queue, size_t qlen, rrpc__registry_view *out);
+    /* As deliver(), but each request is pushed only while QUEUE's lists
+     * (with its priority lists) hold fewer than MAX_QUEUE (> 0) requests,
+     * the check and the push one atomic step (PROTOCOL.md section 9); a
+     * request refused reaches the handlers' `refused`, and is counted in
+     * the stats of the service whose queue is SERVICE (SLEN bytes: shard
+     * 0's list) as shed.  Calls only (notifications are not bounded).
+     * NULL: a broker without max_queue. */
+    int (*deliver_bounded)(rrpc__async_session *s, const char *queue, size_t qlen,
+                           const char *service, size_t slen, int priority, const char **texts,
+                           size_t *lens, size_t n, long max_queue, void *group);
     /* Marks the cancel key KEY (KLEN bytes) of a cancelled call for TTL_MS
      * milliseconds, so that a worker sees the cancel (PROTOCOL.md section
      * 7, "cancel_key"); before the withdraw() of its request.  Fire and

@@ -324,6 +324,9 @@ static void test_deadline_not_resent(void)
     rrpc__reply_free(cmd(7, "ACL", "SETUSER", "ashu", "on", ">ashpw", "~*", "+@all"));
     rrpc__reply_free(
         cmd(8, "HSET", "{nobody}:config", "max_queue", "0", "ttl_ms", "5000", "shards", "3"));
+    /* A live stand-in worker: registered with none alive, the calls would
+     * fail fast (rrpc_async_options.fail_fast). */
+    rrpc__reply_free(cmd(4, "ZADD", "{nobody}:workers", "99999999999999", "stand-in"));
     const char *base = getenv("REDIS_URL");
     char url[512];
     if (strncmp(base, "unix://", 7) == 0)
@@ -363,7 +366,8 @@ static void test_deadline_not_resent(void)
     rrpc_async_close(a);
     CHECK(atomic_load(&longer.calls) == 1 && atomic_load(&longer.status) == RRPC_ECANCELED);
     rrpc__reply_free(cmd(3, "ACL", "DELUSER", "ashu"));
-    rrpc__reply_free(cmd(5, "DEL", "nobody", "nobody#1", "nobody#2", "{nobody}:config"));
+    rrpc__reply_free(
+        cmd(6, "DEL", "nobody", "nobody#1", "nobody#2", "{nobody}:config", "{nobody}:workers"));
 }
 
 int main(void)

@@ -202,6 +202,17 @@ answered=$("$PY" -c 'import json,sys; d=json.loads(sys.stdin.read().splitlines()
 for i in 1 2 3; do call calc || die "call $i to the sharded service failed"; done
 ok "calc over 3 shards on masters $(echo $shard_masters): 12 calls queued ($lens), all answered"
 kill "$sharded_pid"
+# Fail fast over the Cluster, async: the stopped server took its entry out,
+# so calc is registered with no live worker and async calls end at once as
+# unavailable, nothing queued (the registry read's TIME goes to another
+# master than its {calc} keys).
+wait "$sharded_pid" 2>/dev/null
+"$BUILD/rrpc" bench --redis "$url" --async --calls 5 --timeout 10 --json calc \
+  >"$test_dir/abench-gone.log" 2>&1
+[ "$(bench_field abench-gone errors)" = 5 ] && grep -q unavailable "$test_dir/abench-gone.log" &&
+  [ "$(shard_len calc)$(shard_len 'calc#1')$(shard_len 'calc#2')" = 000 ] ||
+  die "async calls to the stopped sharded service: $(tail -1 "$test_dir/abench-gone.log")"
+ok "async calls to the stopped sharded service failed fast as unavailable, nothing queued"
 
 # Live slot migration of the second service's list to the third master.
 # While the slot is MIGRATING, commands for a key the old owner lacks are
