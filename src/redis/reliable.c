@@ -185,11 +185,17 @@ static const char take_head[] = CHECK_TYPES_LUA BATCHED_LUA;
 static const char take_tail[] =
     "local more, high, low, back = {}, {}, {}, {}\n" PRIORITY_TAKE_LUA
     /* Without priorities every key is typed before the first write by a
-     * read that fails on the wrong type (HLEN, LRANGE; SADD is that first
-     * write), so the TYPE checks are left to the priority path. */
+     * command that fails on the wrong type (HLEN, LRANGE, and SADD, that
+     * first write), so the four TYPEs are asked only when one failed (to
+     * say which key) and on the priority path. */
+    "local function fail(r)\n"
+    "  return check_types({'list', 'list', 'hash', 'set'}) or redis.error_reply(r.err)\n"
+    "end\n"
     "local n = tonumber(ARGV[1])\n"
-    "local before = redis.call('HLEN', KEYS[3])\n"
-    "local landed = redis.call('LRANGE', KEYS[2], 0, -1)\n"
+    "local before = redis.pcall('HLEN', KEYS[3])\n"
+    "if type(before) == 'table' then return fail(before) end\n"
+    "local landed = redis.pcall('LRANGE', KEYS[2], 0, -1)\n"
+    "if landed.err then return fail(landed) end\n"
     "local landed_n, kept = #landed, landed\n"
     "local prio = redis.call('EXISTS', KEYS[5], KEYS[6]) > 0\n"
     "if prio then\n"
@@ -197,9 +203,12 @@ static const char take_tail[] =
     "  if bad then return bad end\n"
     "  kept = priority_take(landed, n)\n"
     "else\n"
-    "  more = n > 0 and redis.call('LRANGE', KEYS[1], 0, n - 1) or {}\n"
+    "  more = n > 0 and redis.pcall('LRANGE', KEYS[1], 0, n - 1) or {}\n"
+    "  if more.err then return fail(more) end\n"
     "end\n"
-    "redis.call('SADD', KEYS[4], ARGV[2])\n" /* first write: under OOM nothing moved */
+    /* The first write: under OOM (or on a set of the wrong type) nothing moved. */
+    "local added = redis.pcall('SADD', KEYS[4], ARGV[2])\n"
+    "if type(added) == 'table' then return fail(added) end\n"
     /* The field "<base>.<k in 6 digits>", built from cached digit pairs:
      * string.format was a tenth of the take's instructions. */
     "local out, k, dot, two = {}, 0, ARGV[3] .. '.', {}\n"

@@ -1180,7 +1180,8 @@ static void test_lean_take_and_commit(void)
     CHECK(rrpc__conn_append(raw, RRPC__TAKE_ARGC, take, NULL) == RRPC_OK &&
           rrpc__conn_read(raw, &bad) == RRPC_OK);
     CHECK(rrpc__reply_type(bad) == RRPC__REPLY_ERROR &&
-          strstr(rrpc__reply_str(bad, NULL), "WRONGTYPE") != NULL);
+          strstr(rrpc__reply_str(bad, NULL), "WRONGTYPE rrpc: ") != NULL &&
+          strstr(rrpc__reply_str(bad, NULL), wk.inflight) != NULL);
     rrpc__reply_free(bad);
     CHECK(cmd_int(2, "LLEN", "rl", NULL) == 2 && cmd_int(2, "LLEN", wk.landing, NULL) == 1);
     rrpc__reply_free(cmd(2, "DEL", wk.inflight));
