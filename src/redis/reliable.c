@@ -184,25 +184,46 @@ static const char take_head[] = CHECK_TYPES_LUA BATCHED_LUA;
 /* The take script is longer than a C string literal may portably be. */
 static const char take_tail[] =
     "local more, high, low, back = {}, {}, {}, {}\n" PRIORITY_TAKE_LUA
-    "local bad = check_types({'list', 'list', 'hash', 'set'})\n"
-    "if bad then return bad end\n"
+    /* Without priorities every key is typed before the first write by a
+     * command that fails on the wrong type (HLEN, LRANGE, and SADD, that
+     * first write), so the four TYPEs are asked only when one failed (to
+     * say which key) and on the priority path. */
+    "local function fail(r)\n"
+    "  return check_types({'list', 'list', 'hash', 'set'}) or redis.error_reply(r.err)\n"
+    "end\n"
     "local n = tonumber(ARGV[1])\n"
-    "local before = redis.call('HLEN', KEYS[3])\n"
-    "local landed = redis.call('LRANGE', KEYS[2], 0, -1)\n"
+    "local before = redis.pcall('HLEN', KEYS[3])\n"
+    "if type(before) == 'table' then return fail(before) end\n"
+    "local landed = redis.pcall('LRANGE', KEYS[2], 0, -1)\n"
+    "if landed.err then return fail(landed) end\n"
     "local landed_n, kept = #landed, landed\n"
     "local prio = redis.call('EXISTS', KEYS[5], KEYS[6]) > 0\n"
     "if prio then\n"
-    "  bad = check_types({'list', 'list', 'hash', 'set', 'list', 'list'})\n"
+    "  local bad = check_types({'list', 'list', 'hash', 'set', 'list', 'list'})\n"
     "  if bad then return bad end\n"
     "  kept = priority_take(landed, n)\n"
     "else\n"
-    "  more = n > 0 and redis.call('LRANGE', KEYS[1], 0, n - 1) or {}\n"
+    "  more = n > 0 and redis.pcall('LRANGE', KEYS[1], 0, n - 1) or {}\n"
+    "  if more.err then return fail(more) end\n"
     "end\n"
-    "redis.call('SADD', KEYS[4], ARGV[2])\n" /* first write: under OOM nothing moved */
-    "local out, k = {}, 0\n"
+    /* The first write: under OOM (or on a set of the wrong type) nothing moved. */
+    "local added = redis.pcall('SADD', KEYS[4], ARGV[2])\n"
+    "if type(added) == 'table' then return fail(added) end\n"
+    /* The field "<base>.<k in 6 digits>", built from cached digit pairs:
+     * string.format was a tenth of the take's instructions. */
+    "local out, k, dot, two = {}, 0, ARGV[3] .. '.', {}\n"
+    "local function pair(i)\n"
+    "  local s = two[i]\n"
+    "  if not s then s = string.char(48 + (i - i % 10) / 10, 48 + i % 10); two[i] = s end\n"
+    "  return s\n"
+    "end\n"
     "local function hold(item)\n"
     "  k = k + 1\n"
-    "  out[2 * k - 1] = string.format('%s.%06d', ARGV[3], k)\n"
+    "  local c = k % 100\n"
+    "  local b = (k - c) / 100 % 100\n"
+    "  local a = (k - c - 100 * b) / 10000\n"
+    "  out[2 * k - 1] = a < 100 and dot .. pair(a) .. pair(b) .. pair(c) or\n"
+    "    string.format('%s.%06d', ARGV[3], k)\n"
     "  out[2 * k] = item\n"
     "end\n"
     "for _, item in ipairs(high) do hold(item) end\n"
@@ -224,19 +245,22 @@ static const char take_tail[] =
     "return out\n";
 
 /* Whether REPLY takes a push (rule 5 of PROTOCOL.md section 3): nil, or
- * why not; asked once per key and call. */
+ * why not; asked once per key and call.  PTTL first: a key that is not
+ * there (-2, a caller waiting on it) needs nothing more -- one integer,
+ * not TYPE's table. */
 #define REFUSAL_LUA                                                                                \
     "local keys = {}\n"                                                                            \
     "local function refusal(reply)\n"                                                              \
     "  local v = keys[reply]\n"                                                                    \
     "  if v ~= nil then return v or nil end\n"                                                     \
-    "  local t, why = redis.pcall('TYPE', reply), false\n"                                         \
-    "  if t.err then why = 'reply failed: ' .. t.err\n"                                            \
-    "  elseif t.ok == 'list' then\n"                                                               \
-    "    local pttl = redis.pcall('PTTL', reply)\n"                                                \
-    "    if type(pttl) == 'table' then why = 'reply failed: ' .. pttl.err\n"                       \
+    "  local pttl, why = redis.pcall('PTTL', reply), false\n"                                      \
+    "  if type(pttl) == 'table' then why = 'reply failed: ' .. pttl.err\n"                         \
+    "  elseif pttl ~= -2 then\n" /* there: only a list with an expiry takes a push */              \
+    "    local t = redis.pcall('TYPE', reply)\n"                                                   \
+    "    if t.err then why = 'reply failed: ' .. t.err\n"                                          \
+    "    elseif t.ok ~= 'list' then why = 'reply key refused: ' .. t.ok\n"                         \
     "    elseif pttl < 0 then why = 'reply key refused: list without expiry' end\n"                \
-    "  elseif t.ok ~= 'none' then why = 'reply key refused: ' .. t.ok end\n"                       \
+    "  end\n"                                                                                      \
     "  keys[reply] = why\n"                                                                        \
     "  return why or nil\n"                                                                        \
     "end\n"
@@ -264,23 +288,32 @@ static const char take_tail[] =
  * ARGV[5] is 'release+g' or 'hold+g' and the layout: KEYS in-flight hash,
  * dead list, stats hash, the groups' reply keys, then every request's done
  * key in group order; ARGV window, reply ttl, dead-letter bound, the count
- * N, the mode, the group count G, then per group '1' (its reply key is the
- * next of KEYS) or '0' (none) and its count C; then the N requests'
- * fields, in group order; then per group its C responses (with a reply
- * key: the answer remembered is "K<n>:<reply key><response>", built here)
- * or its C answers to remember (without).
+ * N, the mode, the group count G, then per group "K<n>:" (its reply key,
+ * of n bytes, is the next of KEYS) or '0' (none) and its count C; then the
+ * N requests' fields, in group order; then per group its C responses
+ * (with a reply key: the answer remembered is "K<n>:<reply key><response>",
+ * built here) or its C answers to remember (without).
  *
  * The same outcomes as the general layout below, per request in group
- * order, at about two thirds of its instructions: when every request is
- * held, no done key exists and every reply key takes a push, the batch is
- * committed with one HMGET, one EXISTS and one HDEL, one RPUSH and one
- * EXPIRE per reply key and one SET per request, without a Lua table per
- * request (walking the general layout's eight arguments per request was
- * about a third of its cost).  Otherwise each request is judged on its
- * own, as below. */
+ * order, at a fraction of its instructions: when no done key exists, every
+ * reply key takes a push and no field comes twice, the batch is committed
+ * at once -- one EXISTS, one RPUSH and one EXPIRE per reply key, one SETEX
+ * per request, one HDEL -- without a Lua table per request or group
+ * (walking the general layout's eight arguments per request was about a
+ * third of its cost).  Otherwise each request is judged on its own, as
+ * below.
+ *
+ * Whether each request is still held is read (HMGET, which brings the
+ * requests' whole texts into Lua: a sixth of the commit's instructions)
+ * only to judge one by one, and on a Cluster.  A batch committed at once
+ * on one Redis does not read it: a request of it that is no longer held
+ * (the reaper took it back while this worker looked dead) has no answer
+ * remembered and is a plain answer, and is committed as the first answer
+ * to its identity -- a copy put back on the list finds it remembered and
+ * does not run, as a copy another worker holds would (RELIABILITY.md).
+ * Its HDEL is a pcall for the same reason: an in-flight key that is no
+ * longer a hash holds nothing. */
 static const char commit_grouped[] =
-    /* Out of memory can only be the first write: it fails the script
-     * having changed nothing.  Nothing else can fail on a key checked. */
     "local function rpush(reply, t, i, j)\n"
     "  for s = i, j, 1000 do\n"
     "    local r = redis.pcall('RPUSH', reply, unpack(t, s, math.min(s + 999, j)))\n"
@@ -289,94 +322,90 @@ static const char commit_grouped[] =
     "end\n"
     "local function grouped()\n"
     "  local held, window, ttl, n = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[4])\n"
-    "  local ng = tonumber(ARGV[6])\n"
-    "  local groups, rk, f0 = {}, 4, 7 + 2 * ng\n"
-    "  local f, pay, d = f0, f0 + n, 4\n"
+    "  local ng, hold = tonumber(ARGV[6]), ARGV[5] == 'hold+g'\n"
+    "  local f0, rk, fast = 7 + 2 * ng, 4, true\n"
+    "  local pay, greply, gpre, gc, gwhy = f0 + n - 1, {}, {}, {}, {}\n"
     "  for g = 1, ng do\n"
-    "    local c, reply = tonumber(ARGV[6 + 2 * g]), nil\n"
-    "    if ARGV[5 + 2 * g] == '1' then reply = KEYS[rk]; rk = rk + 1 end\n"
-    "    groups[g] = {reply = reply, c = c, f = f, p = pay}\n"
-    "    f, pay = f + c, pay + c\n"
+    "    local head = ARGV[5 + 2 * g]\n"
+    "    gc[g], greply[g], gpre[g], gwhy[g] = tonumber(ARGV[6 + 2 * g]), false, false, false\n"
+    "    if head ~= '0' then\n"
+    "      greply[g], gpre[g] = KEYS[rk], head .. KEYS[rk]\n"
+    "      gwhy[g] = refusal(KEYS[rk]) or false\n"
+    "      if gwhy[g] then fast = false end\n"
+    "      rk = rk + 1\n"
+    "    end\n"
     "  end\n"
-    "  for _, grp in ipairs(groups) do\n"
-    "    grp.d = rk + grp.f - f0\n"
-    "    grp.prefix = grp.reply and ('K' .. #grp.reply .. ':' .. grp.reply)\n"
-    "  end\n"
-    "  local _, anydone = ranged('EXISTS', nil, KEYS, rk, rk + n - 1)\n"
-    "  local isheld = ranged('HMGET', held, ARGV, f0, f0 + n - 1)\n"
-    "  local fast, seen = anydone == 0, {}\n"
-    "  for _, grp in ipairs(groups) do\n"
-    "    if grp.reply and refusal(grp.reply) then fast = false end\n"
-    "  end\n"
+    "  local d, seen, isheld = rk, {}, nil\n" /* done keys: KEYS[d .. d + n - 1] */
+    "  local _, anydone = ranged('EXISTS', nil, KEYS, d, d + n - 1)\n"
+    "  fast = fast and anydone == 0\n"
     "  for i = 1, fast and n or 0 do\n"
     "    local field = ARGV[f0 + i - 1]\n"
-    "    if not isheld[i] or seen[field] then fast = false; break end\n"
+    "    if seen[field] then fast = false; break end\n"
     "    seen[field] = true\n"
     "  end\n"
-    "  local out, release = {}, nil\n"
-    "  local function answer(grp, i)\n"
-    "    if grp.prefix then return grp.prefix .. ARGV[grp.p + i] end\n"
-    "    return ARGV[grp.p + i]\n"
+    "  if not fast or hold then\n"
+    "    isheld = ranged('HMGET', held, ARGV, f0, f0 + n - 1)\n"
+    "    for i = 1, fast and n or 0 do\n"
+    "      if not isheld[i] then fast = false; break end\n"
+    "    end\n"
     "  end\n"
+    "  local out, j = {}, 0\n"
     "  if fast then\n"
-    "    for _, grp in ipairs(groups) do\n" /* the first write: out of memory changes nothing */
-    "      if grp.reply and grp.c > 0 then\n"
-    "        local oom = rpush(grp.reply, ARGV, grp.p, grp.p + grp.c - 1)\n"
+    "    for g = 1, ng do\n" /* the first write: out of memory changes nothing */
+    "      if greply[g] then\n"
+    "        local oom = rpush(greply[g], ARGV, pay + j + 1, pay + j + gc[g])\n"
     "        if oom then return redis.error_reply(oom) end\n"
-    "        grp.pushed = true\n"
+    "        redis.pcall('EXPIRE', greply[g], ttl)\n"
     "      end\n"
+    "      j = j + gc[g]\n"
     "    end\n"
-    "    for _, grp in ipairs(groups) do\n"
-    "      for i = 0, grp.c - 1 do\n"
-    "        redis.call('SET', KEYS[grp.d + i], answer(grp, i), 'EX', window)\n"
-    "      end\n"
-    "    end\n"
-    "    for i = 1, n do out[i] = 1 end\n"
-    "  else\n"
-    "    local released, remembered, j = {}, {}, 0\n"
-    "    release = {}\n"
-    "    for _, grp in ipairs(groups) do\n"
-    "      local list = {}\n"
-    "      for i = 0, grp.c - 1 do\n"
-    "        local field, done, r = ARGV[grp.f + i], KEYS[grp.d + i], 0\n"
+    "    j = 0\n"
+    "    for g = 1, ng do\n"
+    "      local pre = gpre[g]\n"
+    "      for _ = 1, gc[g] do\n"
     "        j = j + 1\n"
-    "        if isheld[j] and not released[field] then\n"
-    "          local t = remembered[done] and 'string' or\n"
-    "            (anydone == 0 and 'none' or redis.call('TYPE', done).ok)\n"
-    "          local why = grp.reply and refusal(grp.reply)\n"
-    "          if t == 'string' then\n" /* another worker answered it first */
-    "            released[field] = true\n"
-    "            release[#release + 1] = field\n"
-    "          elseif t ~= 'none' then\n"
-    "            r = {'refused', 'dedup key refused: ' .. t}\n"
-    "          elseif why then\n"
-    "            r = {'refused', why}\n"
-    "          else\n"
-    "            if grp.reply then list[#list + 1] = ARGV[grp.p + i] end\n"
-    "            redis.call('SET', done, answer(grp, i), 'EX', window)\n"
-    "            remembered[done], released[field], r = true, true, 1\n"
-    "            release[#release + 1] = field\n"
-    "          end\n"
+    "        local p = ARGV[pay + j]\n"
+    "        redis.call('SETEX', KEYS[d + j - 1], window, pre and pre .. p or p)\n"
+    "        out[j] = 1\n"
+    "      end\n"
+    "    end\n"
+    "    for s = hold and n + 1 or 1, n, 1000 do\n"
+    "      redis.pcall('HDEL', held, unpack(ARGV, f0 + s - 1, f0 + math.min(s + 999, n) - 1))\n"
+    "    end\n"
+    "    return out\n"
+    "  end\n"
+    "  local released, remembered, release = {}, {}, {}\n"
+    "  for g = 1, ng do\n"
+    "    local list, reply, pre, why = {}, greply[g], gpre[g], gwhy[g]\n"
+    "    for _ = 1, gc[g] do\n"
+    "      j = j + 1\n"
+    "      local field, done, p, r = ARGV[f0 + j - 1], KEYS[d + j - 1], ARGV[pay + j], 0\n"
+    "      if isheld[j] and not released[field] then\n"
+    "        local t = remembered[done] and 'string' or\n"
+    "          (anydone == 0 and 'none' or redis.call('TYPE', done).ok)\n"
+    "        if t == 'string' then\n" /* another worker answered it first */
+    "          released[field] = true\n"
+    "          release[#release + 1] = field\n"
+    "        elseif t ~= 'none' then\n"
+    "          r = {'refused', 'dedup key refused: ' .. t}\n"
+    "        elseif why then\n"
+    "          r = {'refused', why}\n"
+    "        else\n"
+    "          if reply then list[#list + 1] = p end\n"
+    "          redis.call('SETEX', done, window, pre and pre .. p or p)\n"
+    "          remembered[done], released[field], r = true, true, 1\n"
+    "          release[#release + 1] = field\n"
     "        end\n"
-    "        out[j] = r\n"
     "      end\n"
-    "      if #list > 0 then\n"
-    "        local oom = rpush(grp.reply, list, 1, #list)\n"
-    "        if oom then return redis.error_reply(oom) end\n"
-    "        grp.pushed = true\n"
-    "      end\n"
+    "      out[j] = r\n"
+    "    end\n"
+    "    if #list > 0 then\n"
+    "      local oom = rpush(reply, list, 1, #list)\n"
+    "      if oom then return redis.error_reply(oom) end\n"
+    "      redis.pcall('EXPIRE', reply, ttl)\n"
     "    end\n"
     "  end\n"
-    "  for _, grp in ipairs(groups) do\n"
-    "    if grp.pushed then redis.pcall('EXPIRE', grp.reply, ttl) end\n"
-    "  end\n"
-    "  if ARGV[5] ~= 'hold+g' then\n"
-    "    if release then\n"
-    "      if #release > 0 then batched('HDEL', held, release) end\n"
-    "    elseif n > 0 then\n"
-    "      ranged('HDEL', held, ARGV, f0, f0 + n - 1)\n"
-    "    end\n"
-    "  end\n"
+    "  if not hold and #release > 0 then batched('HDEL', held, release) end\n"
     "  return out\n"
     "end\n"
     "if string.sub(ARGV[5], -2) == '+g' then return grouped() end\n";
@@ -951,7 +980,7 @@ static int grouped_batch(const rrpc__rel *r, const rrpc__rel_worker *wk, const c
     out->argv = malloc(argc * sizeof *out->argv);
     out->lens = malloc(argc * sizeof *out->lens);
     out->order = malloc((n ? n : 1) * sizeof *out->order);
-    out->texts = malloc((ng + 1) * 24);
+    out->texts = malloc((2 * ng + 1) * 24); /* G, then per group its count and head */
     if (out->argv == NULL || out->lens == NULL || out->order == NULL || out->texts == NULL) {
         rrpc__argv_free(out);
         return RRPC_ENOMEM;
@@ -988,7 +1017,10 @@ static int grouped_batch(const rrpc__rel *r, const rrpc__rel_worker *wk, const c
             put_arg(out, k++, g[gi]->argv[2], g[gi]->lens[2]);
         char *count = out->texts + 24 * (gi + 1);
         snprintf(count, 24, "%zu", c);
-        put_arg(out, a++, reply ? "1" : "0", 1);
+        /* The head of its answers, "K<n>:" (the script appends the key). */
+        char *lead = out->texts + 24 * (ng + 1 + gi);
+        snprintf(lead, 24, "K%zu:", reply ? g[gi]->lens[2] : 0);
+        put_arg(out, a++, reply ? lead : "0", reply ? strlen(lead) : 1);
         put_arg(out, a++, count, strlen(count));
         for (size_t i = 0; i < n; i++) {
             const rrpc__cmd *part = parts[i];

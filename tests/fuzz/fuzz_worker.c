@@ -908,7 +908,7 @@ static void split_commit(const world *w, bytes *a, size_t n, commit_parts *p)
 /* A grouped commit call (the commit script's first layout: plain answers
  * by reply key; KEYS in-flight, dead, stats, the groups' reply keys, then
  * every request's done key in group order; ARGV window, ttl, trim, N,
- * 'release+g', G, per group '1'/'0' (a reply key or none) and its count
+ * 'release+g', G, per group "K<n>:"/'0' (a reply key of n bytes or none) and its count
  * C, then the N fields in group order, then per group its C responses
  * (with a reply key: the script builds the answer from it) or C answers):
  * each request's arguments copied into ARGS as the general layout has them
@@ -938,8 +938,10 @@ static void split_grouped(const world *w, bytes *a, size_t n, grouped_parts *p)
     size_t f = argv0 + 6 + 2 * (size_t)groups, pay = f + (size_t)p->n;
     for (long g = 0; g < groups; g++) {
         const bytes *flag = &a[argv0 + 6 + 2 * (size_t)g];
-        int reply = eqs(flag, "1");
-        CHECK(reply || eqs(flag, "0"), "group %ld's reply flag: %s", g, flag->p);
+        int reply = !eqs(flag, "0");
+        char lead[32];
+        snprintf(lead, sizeof lead, "K%zu:", reply ? a[rk].len : 0);
+        CHECK(!reply || (rk < argv0 && eqs(flag, lead)), "group %ld's answer head: %s", g, flag->p);
         long c = strtol(a[argv0 + 7 + 2 * (size_t)g].p, NULL, 10);
         CHECK(c >= 1 && j + c <= p->n, "group %ld of %ld requests", g, c);
         for (long i = 0; i < c; i++, j++, f++, pay++) {

@@ -1149,6 +1149,76 @@ static void test_grouped_commit_judges_each(void)
     rrpc__rel_free(&rel);
 }
 
+/* What a busy service's batches cost Redis: the take types its keys by
+ * the reads it does anyway (no TYPE; an in-flight key of the wrong type
+ * still fails it before anything moved) and names its fields
+ * "<base>.<6 digits>"; a commit of plain answers, none remembered, is one
+ * EXISTS, one RPUSH per reply key, one SETEX per request and one HDEL --
+ * no HMGET of the held requests' texts.  A request of such a batch that
+ * the reaper took back meanwhile is committed as the first answer to its
+ * identity (a copy put back finds it remembered). */
+static void test_lean_take_and_commit(void)
+{
+    rrpc__rel_options o = {.max_deliveries = 2,
+                           .dedup_window_s = 60,
+                           .heartbeat_ttl_s = 1,
+                           .dead_letter_max = 1000,
+                           .dead_key = "rl:dead",
+                           .stats_key = "rl:stats"};
+    rrpc__rel rel;
+    rrpc__rel_worker wk;
+    CHECK(rrpc__rel_init(&rel, "rl", 1, 0, "rl", &o) == RRPC_OK);
+    CHECK(rrpc__rel_learn_scripts(&rel, raw) == RRPC_OK);
+    CHECK(rrpc__rel_worker_keys(&rel, 0, 0, &wk) == RRPC_OK);
+    for (int i = 0; i < 3; i++)
+        rrpc__reply_free(cmd(3, "RPUSH", "rl", "{\"jsonrpc\":\"2.0\",\"method\":\"m\"}"));
+    rrpc__reply_free(cmd(5, "LMOVE", "rl", wk.landing, "LEFT", "RIGHT"));
+    const char *take[RRPC__TAKE_ARGC];
+    rrpc__rel_take_argv(&rel, &wk, "{rl}:high", "{rl}:low", "5", "00000000000000ab", take);
+    rrpc__reply_free(cmd(3, "SET", wk.inflight, "not a hash"));
+    rrpc__reply *bad = NULL;
+    CHECK(rrpc__conn_append(raw, RRPC__TAKE_ARGC, take, NULL) == RRPC_OK &&
+          rrpc__conn_read(raw, &bad) == RRPC_OK);
+    CHECK(rrpc__reply_type(bad) == RRPC__REPLY_ERROR &&
+          strstr(rrpc__reply_str(bad, NULL), "WRONGTYPE rrpc: ") != NULL &&
+          strstr(rrpc__reply_str(bad, NULL), wk.inflight) != NULL);
+    rrpc__reply_free(bad);
+    CHECK(cmd_int(2, "LLEN", "rl", NULL) == 2 && cmd_int(2, "LLEN", wk.landing, NULL) == 1);
+    rrpc__reply_free(cmd(2, "DEL", wk.inflight));
+    rrpc__reply_free(cmd(2, "CONFIG", "RESETSTAT"));
+    rrpc__reply *t = NULL;
+    CHECK(rrpc__conn_append(raw, RRPC__TAKE_ARGC, take, NULL) == RRPC_OK &&
+          rrpc__conn_read(raw, &t) == RRPC_OK);
+    CHECK(rrpc__reply_type(t) == RRPC__REPLY_ARRAY && rrpc__reply_count(t) == 6);
+    CHECK(command_calls("type") == 0);
+    const char *want[] = {"00000000000000ab.000001", "00000000000000ab.000002",
+                          "00000000000000ab.000003"};
+    for (int i = 0; i < 3; i++) {
+        const char *field = rrpc__reply_str(rrpc__reply_element(t, 2 * (size_t)i), NULL);
+        CHECK(field && strcmp(field, want[i]) == 0);
+    }
+    rrpc__reply_free(t);
+    rrpc__reply_free(cmd(3, "HDEL", wk.inflight, want[1])); /* as the reaper would */
+    rrpc__cmd parts[3];
+    grouped_part(&rel, &wk, &parts[0], want[0], "a1", "rel:l-a", "s1");
+    grouped_part(&rel, &wk, &parts[1], want[1], "a2", "rel:l-a", "s2");
+    grouped_part(&rel, &wk, &parts[2], want[2], "a3", "rel:l-a", "s3");
+    rrpc__reply_free(cmd(2, "CONFIG", "RESETSTAT"));
+    int out[3];
+    grouped_call(&rel, &wk, parts, 3, out);
+    CHECK(out[0] == 1 && out[1] == 1 && out[2] == 1);
+    CHECK(command_calls("hmget") == 0 && command_calls("exists") == 1 &&
+          command_calls("setex") == 3 && command_calls("rpush") == 1 &&
+          command_calls("hdel") == 1 && command_calls("type") == 0);
+    CHECK(cmd_int(2, "LLEN", "rel:l-a", NULL) == 3 && cmd_int(2, "HLEN", wk.inflight, NULL) == 0);
+    rrpc__reply *d2 = cmd(2, "GET", "{rl}:done:00000000000000000000000000000000000000a2");
+    CHECK(d2 && rrpc__reply_str(d2, NULL) &&
+          strcmp(rrpc__reply_str(d2, NULL), "K7:rel:l-as2") == 0);
+    rrpc__reply_free(d2);
+    CHECK(cmd_int(2, "TTL", "{rl}:done:00000000000000000000000000000000000000a2", NULL) > 0);
+    rrpc__rel_free(&rel);
+}
+
 int main(void)
 {
     if (raw_open() != 0)
@@ -1168,6 +1238,7 @@ int main(void)
     test_repeated_request_runs_once();
     test_batch_committed_together();
     test_grouped_commit_judges_each();
+    test_lean_take_and_commit();
     test_reply_keys_refused_by_name();
     test_remembered_answer_meets_todays_rules();
     test_at_most_once_applies_effects();
