@@ -25,31 +25,11 @@ BUILD=$(cd "${1:?usage: test_cluster.sh BUILD_DIR}" && pwd)
 # shellcheck source=tests/lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 
-mapfile -t ports < <(free_ports 6 bus)
-pids=()
-for p in "${ports[@]}"; do
-  redis_node "node-$p" "$p" --cluster-enabled yes --cluster-config-file nodes.conf \
-    --cluster-node-timeout 1000 --repl-diskless-sync-delay 0
-  pids+=("$spawned")
-done
-up() { for p in "${ports[@]}"; do redis-cli -p "$p" ping | grep -q PONG || return 1; done; }
-wait_until 10 up || die "the nodes did not start"
-addrs=()
-for p in "${ports[@]}"; do addrs+=("127.0.0.1:$p"); done
-redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes \
-  >"$test_dir/create.log" 2>&1 || die "redis-cli --cluster create failed"
-cluster_ok() {
-  for p in "$@"; do redis-cli -p "$p" cluster info | grep -q 'cluster_state:ok' || return 1; done
-}
-wait_until 20 cluster_ok "${ports[@]}" || die "the cluster never reached cluster_state:ok"
-# A replica that never finished its first sync cannot take over.
-replicas_synced() {
-  local synced
-  synced=$(for p in "${ports[@]}"; do redis-cli -p "$p" info replication; done |
-           grep -c 'master_link_status:up')
-  [ "$synced" = 3 ]
-}
-wait_until 20 replicas_synced || die "the replicas never synced"
+# shellcheck source=tests/lib/redis_ha.sh
+. "$(dirname "$0")/../lib/redis_ha.sh"
+
+start_cluster 3 1
+ports=("${cluster_ports[@]}") pids=("${cluster_pids[@]}")
 ok "cluster of 6 nodes: ${ports[*]}"
 
 # The master port that owns SLOT, from CLUSTER SLOTS as redis-cli prints it.
@@ -79,7 +59,7 @@ done
 [ "${#services[@]}" = 3 ] || die "could not find service names on three masters"
 ok "services ${services[*]} live on masters ${masters[*]}"
 
-url="redis+cluster://127.0.0.1:${ports[0]},127.0.0.1:${ports[1]}"
+url=$cluster_url
 for s in "${services[@]}"; do
   spawn "server-$s" "$BUILD/calc-server" --redis "$url" --service "$s" --workers 2
 done

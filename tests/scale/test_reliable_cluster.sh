@@ -23,23 +23,13 @@ BUILD=$(cd "${1:?usage: test_reliable_cluster.sh BUILD_DIR}" && pwd)
 # shellcheck source=tests/lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 
-mapfile -t ports < <(free_ports 3 bus)
-for p in "${ports[@]}"; do
-  redis_node "node-$p" "$p" --cluster-enabled yes --cluster-config-file nodes.conf \
-    --cluster-node-timeout 1000
-done
-up() { for p in "${ports[@]}"; do redis_up -p "$p" || return 1; done; }
-wait_until 10 up || die "the nodes did not start"
-addrs=()
-for p in "${ports[@]}"; do addrs+=("127.0.0.1:$p"); done
-redis-cli --cluster create "${addrs[@]}" --cluster-yes >"$test_dir/create.log" 2>&1 ||
-  die "redis-cli --cluster create failed"
-cluster_ok() {
-  for p in "${ports[@]}"; do redis-cli -p "$p" cluster info | grep -q 'cluster_state:ok' || return 1; done
-}
-wait_until 20 cluster_ok || die "the cluster never reached cluster_state:ok"
+# shellcheck source=tests/lib/redis_ha.sh
+. "$(dirname "$0")/../lib/redis_ha.sh"
+
+start_cluster 3 0
+ports=("${cluster_ports[@]}")
 ok "cluster of 3 masters: ${ports[*]}"
-url="redis+cluster://127.0.0.1:${ports[0]},127.0.0.1:${ports[1]}"
+url=$cluster_url
 rc() { redis-cli -c -p "${ports[0]}" "$@"; }
 # The port of the master owning KEY.
 owner_of() {

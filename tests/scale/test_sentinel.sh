@@ -16,38 +16,12 @@ BUILD=$(cd "${1:?usage: test_sentinel.sh BUILD_DIR}" && pwd)
 # shellcheck source=tests/lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 
-mapfile -t ports < <(free_ports 5)
-m=${ports[0]} r=${ports[1]}
-sentinels=("${ports[2]}" "${ports[3]}" "${ports[4]}")
-name=calcmaster
-url="redis+sentinel://127.0.0.1:${sentinels[0]},127.0.0.1:${sentinels[1]},127.0.0.1:${sentinels[2]}/$name"
+# shellcheck source=tests/lib/redis_ha.sh
+. "$(dirname "$0")/../lib/redis_ha.sh"
 
-redis_node master "$m"
-master_pid=$spawned
-redis_node replica "$r" --replicaof 127.0.0.1 "$m"
-replica_synced() { redis-cli -p "$r" info replication | grep -q 'master_link_status:up'; }
-# Sentinels started after the sync see the replica in their first INFO.
-wait_until 10 replica_synced || die "the replica never synced"
-for s in "${sentinels[@]}"; do
-  cat >"$test_dir/sentinel-$s.conf" <<CONF
-port $s
-bind 127.0.0.1
-dir $test_dir
-sentinel monitor $name 127.0.0.1 $m 2
-sentinel down-after-milliseconds $name 1000
-sentinel failover-timeout $name 4000
-sentinel parallel-syncs $name 1
-CONF
-  spawn "sentinel-$s" redis-sentinel "$test_dir/sentinel-$s.conf"
-done
-
-quorum_ok() { # every Sentinel knows the others and the replica
-  for s in "${sentinels[@]}"; do
-    redis-cli -p "$s" sentinel ckquorum "$name" | grep -q '^OK' || return 1
-    [ "$(redis-cli -p "$s" sentinel replicas "$name" | grep -c "^$r\$")" = 1 ] || return 1
-  done
-}
-wait_until 15 quorum_ok || die "the Sentinels never reached a quorum"
+start_sentinels calcmaster
+m=$sentinel_master r=$sentinel_replica master_pid=$sentinel_master_pid url=$sentinel_url
+sentinels=("${sentinel_ports[@]}")
 ok "master :$m, replica :$r, Sentinels ${sentinels[*]}"
 
 spawn server "$BUILD/calc-server" --redis "$url" --workers 4
@@ -75,8 +49,7 @@ wait "$master_pid" 2>/dev/null
 killed=$(now_ms)
 ok "SIGKILLed the master at :$m"
 
-promoted() { redis-cli -p "${sentinels[0]}" sentinel get-master-addr-by-name "$name" | grep -qx "$r"; }
-wait_until 20 promoted || die "the Sentinels did not promote the replica"
+wait_until 20 sentinel_promoted || die "the Sentinels did not promote the replica"
 ok "the Sentinels promoted :$r after $(( $(now_ms) - killed )) ms"
 wait_until 15 call || die "calls did not resume after the failover"
 resumed=$(( $(now_ms) - killed ))
