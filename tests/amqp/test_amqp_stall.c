@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define BIG_CALLS    96
 #define BIG_BYTES    (128 * 1024) /* 12 MiB in all: more than the sockets hold */
@@ -169,6 +170,25 @@ static void *sync_main(void *arg)
     return NULL;
 }
 
+/* ---- the watchdog: a client stuck in the frozen broker must not leave it
+ * frozen (nor hang the test until ctest's timeout) ---------------------- */
+
+static pid_t beam;
+static atomic_int finished;
+
+static void *watchdog_main(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 300 && !atomic_load(&finished); i++)
+        nanosleep(&(struct timespec){0, 100000000}, NULL);
+    if (atomic_load(&finished))
+        return NULL;
+    kill(beam, SIGCONT);
+    fprintf(stderr, "test_amqp_stall: stuck for 30 s (a client blocked on the frozen broker?)\n");
+    fflush(NULL);
+    _exit(1);
+}
+
 int main(int argc, char **argv)
 {
     const char *u = getenv("RRPC_TEST_AMQP_URL");
@@ -176,7 +196,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: test_amqp_stall BEAM_PID ($RRPC_TEST_AMQP_URL)\n");
         return 2;
     }
-    pid_t beam = (pid_t)atol(argv[1]);
+    beam = (pid_t)atol(argv[1]);
+    pthread_t watchdog;
+    pthread_create(&watchdog, NULL, watchdog_main, NULL);
     snprintf(url, sizeof url, "%s?heartbeat=%d", u, HEARTBEAT);
     rrpc_set_log_fn(on_log, NULL);
     base = event_base_new();
@@ -300,5 +322,7 @@ int main(int argc, char **argv)
     event_free(tick);
     event_base_free(base);
     rrpc_set_log_fn(NULL, NULL);
+    atomic_store(&finished, 1);
+    pthread_join(watchdog, NULL);
     return check_report();
 }
