@@ -88,7 +88,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define DIRECT_REPLY_TO "amq.rabbitmq.reply-to"
@@ -533,6 +536,21 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     pump(s);
 }
 
+/* How long the broker has sent nothing, s: the kernel's count (whoever
+ * read the bytes -- librabbitmq also reads inside a publish, which no
+ * EV_READ shows), else since the socket was last readable. */
+static double quiet_s(const rrpc__async_session *s)
+{
+#ifdef TCP_INFO
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    if (getsockopt(amqp_get_sockfd(s->a.conn), IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
+        len >= sizeof ti)
+        return ti.tcpi_last_data_recv / 1000.0;
+#endif
+    return rrpc__monotonic() - s->last_in;
+}
+
 /* The heartbeat timer: librabbitmq sends our heartbeat (when due) and
  * notices a silent broker only inside its calls, so pump() is called --
  * not when the send buffer is full (a heartbeat written then would block
@@ -544,7 +562,7 @@ static void on_beat(evutil_socket_t fd, short what, void *arg)
     rrpc__async_session *s = arg;
     if (s->state != UP || s->closing)
         return;
-    double quiet = rrpc__monotonic() - s->last_in;
+    double quiet = quiet_s(s);
     if (quiet > 2.0 * s->a.heartbeat) {
         char why[RRPC__ERRMSG_LEN];
         snprintf(why, sizeof why,
@@ -554,7 +572,7 @@ static void on_beat(evutil_socket_t fd, short what, void *arg)
         link_lost(s, why);
         return;
     }
-    if (rrpc__amqp_room(&s->a, 8))
+    if (rrpc__amqp_room(&s->a, 8, 1))
         pump(s);
     if (s->state == UP) {
         struct timeval tv = rrpc__timeval(beat_period(s->a.heartbeat));
@@ -735,7 +753,8 @@ static int publish_one(rrpc__async_session *s, const char *queue, const char *te
         p.expiration = amqp_cstring_bytes(ms);
         *id_out = strtoull(id, NULL, 10);
     }
-    return rrpc__amqp_publish(&s->a, queue, text, len, &p, idn > 0 && ttl_ms > 0) != RRPC_OK;
+    /* Room was made sure of (deliver, flush): never a wait here. */
+    return rrpc__amqp_publish_now(&s->a, queue, text, len, &p, idn > 0 && ttl_ms > 0) != RRPC_OK;
 }
 
 /* Publishes request I of P: the next delivery tag.  Nonzero when the
@@ -805,7 +824,7 @@ static void flush(rrpc__async_session *s)
                 p->confirmed++;
                 continue;
             }
-            if (!rrpc__amqp_room(&s->a, h->len)) {
+            if (!rrpc__amqp_room(&s->a, h->len, 1)) {
                 event_add(s->write_ev, NULL);
                 return;
             }
@@ -848,9 +867,15 @@ static int session_deliver(rrpc__async_session *s, const char *queue, size_t qle
         event_active(s->kick_ev, EV_TIMEOUT, 0);
         return RRPC_OK;
     }
+    /* One look at the socket for the whole group when it fits (the common
+     * case), one per request when it does not. */
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += lens[i] + RRPC__AMQP_PUBLISH_OVERHEAD;
+    int fits = s->unsent == NULL && rrpc__amqp_room(&s->a, total, 0);
     for (size_t i = 0; i < n; i++) {
         /* In order: behind a held request, everything is held. */
-        if (s->unsent == NULL && rrpc__amqp_room(&s->a, lens[i])) {
+        if (fits || (s->unsent == NULL && rrpc__amqp_room(&s->a, lens[i], 1))) {
             p->sent++;
             if (send_one(s, p, i, texts[i], lens[i], ttl_ms[i]) != 0)
                 break;

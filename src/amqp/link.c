@@ -240,11 +240,7 @@ void rrpc__amqp_disconnect(rrpc__amqp_link *l)
     l->conn = NULL;
 }
 
-/* A frame's bytes around its payload, and a method and header frame:
- * what a publish adds to its body, roughly. */
-#define PUBLISH_OVERHEAD 512
-
-int rrpc__amqp_room(const rrpc__amqp_link *l, size_t len)
+int rrpc__amqp_room(const rrpc__amqp_link *l, size_t len, int one)
 {
 #ifdef SIOCOUTQ
     int fd = l->conn != NULL ? amqp_get_sockfd(l->conn) : -1;
@@ -253,13 +249,13 @@ int rrpc__amqp_room(const rrpc__amqp_link *l, size_t len)
     if (fd < 0 || ioctl(fd, SIOCOUTQ, &queued) != 0 ||
         getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &sl) != 0)
         return 1; /* cannot tell: the write will say */
-    /* Half: the kernel counts its own overhead against SO_SNDBUF too.  An
-     * empty buffer takes anything (a message larger than half of it could
-     * never go out otherwise). */
-    return queued == 0 || (size_t)queued + len + PUBLISH_OVERHEAD <= (size_t)sndbuf / 2;
+    /* Half: the kernel counts its own overhead against SO_SNDBUF too. */
+    return (one && queued == 0) ||
+           (size_t)queued + len + RRPC__AMQP_PUBLISH_OVERHEAD <= (size_t)sndbuf / 2;
 #else
     (void)l;
     (void)len;
+    (void)one;
     return 1;
 #endif
 }
@@ -270,7 +266,7 @@ static int wait_room(const rrpc__amqp_link *l, size_t len, double timeout_s)
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
-        if (rrpc__amqp_room(l, len))
+        if (rrpc__amqp_room(l, len, 1))
             return 1;
         clock_gettime(CLOCK_MONOTONIC, &t1);
         double left =
@@ -294,6 +290,12 @@ int rrpc__amqp_publish(rrpc__amqp_link *l, const char *queue, const char *body, 
                           "publish: RabbitMQ read nothing for %g s (a paused or stalled broker, "
                           "or its flow control): the message was not sent",
                           l->write_wait_s);
+    return rrpc__amqp_publish_now(l, queue, body, len, props, mandatory);
+}
+
+int rrpc__amqp_publish_now(rrpc__amqp_link *l, const char *queue, const char *body, size_t len,
+                           const amqp_basic_properties_t *props, int mandatory)
+{
     amqp_bytes_t b = {.len = len, .bytes = (void *)body};
     int st = amqp_basic_publish(l->conn, RRPC__AMQP_CHANNEL, amqp_empty_bytes,
                                 amqp_cstring_bytes(queue), mandatory != 0, 0, props, b);

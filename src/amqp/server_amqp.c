@@ -336,7 +336,7 @@ static void beat(amqp_worker *w)
 {
     if (pthread_mutex_trylock(&w->io) != 0)
         return; /* the worker is in librabbitmq, which beats by itself */
-    if (w->away && w->a.conn != NULL && !w->a.broken && rrpc__amqp_room(&w->a, 8)) {
+    if (w->away && w->a.conn != NULL && !w->a.broken && rrpc__amqp_room(&w->a, 8, 1)) {
         amqp_frame_t f;
         memset(&f, 0, sizeof f);
         f.frame_type = AMQP_FRAME_HEARTBEAT;
