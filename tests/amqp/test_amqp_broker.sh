@@ -11,7 +11,9 @@
 #   * a broker killed with kill -9 and started again on the same data, with
 #     a reliable server and callers in flight: both reconnect by
 #     themselves, every call gets its right answer (resend on reconnect; no
-#     deadline runs out here), each call returns once, none is lost.
+#     deadline runs out here), each call returns once, none is lost; and 20
+#     notifications the broker confirmed while the worker was frozen
+#     (SIGSTOP), published once, are recovered from its disk and run.
 # Usage: with-rabbitmq.sh test_amqp_broker.sh BUILD_DIR TEST_AMQP_STALL
 set -u
 # shellcheck source=tests/lib/common.sh
@@ -20,6 +22,8 @@ build=$1
 stall_bin=$2
 url=$RRPC_TEST_AMQP_URL
 beam=$(cat "$RRPC_TEST_AMQP_PIDFILE") || die "no pid file: $RRPC_TEST_AMQP_PIDFILE"
+here=$(cd "$(dirname "$0")" && pwd)
+tool() { /usr/bin/python3 "$here/amqp_tool.py" "$url" "$@"; }
 
 # ---- a paused broker ----------------------------------------------------------
 # The server's heartbeat is 1 s: the broker closes a link silent for 2-3 s.
@@ -51,18 +55,33 @@ wait "$calc" 2>/dev/null
 # One worker thread, 60 ms per call, six callers: requests wait in the
 # durable queue when the node dies.
 spawn w1 "$build/tests/chaos_worker" --redis "$url" --service k9 --reliable --workers 1 --effects-log
+w1=$spawned
 wait_until 10 grep -q "serving queue" "$test_dir/w1.log" || die "chaos_worker did not start: $(tail -2 "$test_dir/w1.log")"
 spawn caller "$build/tests/chaos_caller" --redis "$url" --service k9 --run k9 --threads 6 \
   --seconds 9 --timeout 20 --work-ms 60 --reliable --out "$test_dir/k9.out"
 caller=$spawned
 sleep 2
+# The worker freezes (its message in hand unacked): calls and 20 confirmed
+# notifications wait in the durable queue when the node dies.
+kill -STOP "$w1"
+confirmed=$(tool confirm k9 '{"jsonrpc": "2.0", "method": "effect", "params": ["n9-{i}", {i}]}' 20)
+before=$(tool count k9)
 kill -9 "$beam" || fail "kill -9 $beam"
 killed=$(now_ms)
 sleep 0.5
 "$RRPC_TEST_AMQP_START" || die "the node did not start again: $(tail -5 "$(dirname "$RRPC_TEST_AMQP_PIDFILE")/restarts.log")"
 restarted=$(($(now_ms) - killed))
+after=$(tool count k9)
+kill -CONT "$w1"
 wait "$caller"
 wait_until 10 grep -q "reconnected" "$test_dir/w1.log"
+notes_run() { [ "$(grep -c '^effect n9-' "$test_dir/w1.log")" -ge 20 ]; }
+wait_until 10 notes_run
+notes=$(grep '^effect n9-' "$test_dir/w1.log" | awk '{print $2}' | sort -u | wc -l)
+echo "# kill -9: $confirmed notifications confirmed; the queue (ready consumers) before the kill: $before, after the restart: $after; $notes of them run"
+[ "$confirmed" = 20 ] && [ "$notes" = 20 ] &&
+  ok "kill -9: the 20 notifications the broker confirmed survived it and ran once the worker was back" ||
+  fail "kill -9: $confirmed confirmed, $notes run (queue before $before, after $after)"
 k9=$test_dir/k9.out
 calls=$(wc -l <"$k9")
 right=$(awk '$5 == 1' "$k9" | wc -l)

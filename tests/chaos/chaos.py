@@ -747,7 +747,7 @@ class AmqpRun:
     amqp-reliable-kill9 kills the node's beam.smp with SIGKILL instead (its
     pid from $RRPC_TEST_AMQP_PIDFILE), waits 0.5-1.5 s and starts it again
     on the same data ($RRPC_TEST_AMQP_START, which returns once it accepts
-    connections: a crashed node takes several seconds), 10-14 s after it
+    connections: a crashed node takes several seconds), 6-9 s after it
     came back.
 
     Counted from the callers' lines and the workers' "effect" and "start"
@@ -826,7 +826,7 @@ class AmqpRun:
                 next_restart = time.monotonic() + self.rng.uniform(6, 9)
             if kill9 and now >= next_restart and now + 15 < until:
                 self.kill9_broker()
-                next_restart = time.monotonic() + self.rng.uniform(10, 14)
+                next_restart = time.monotonic() + self.rng.uniform(6, 9)
             time.sleep(0.05)
 
     def execute(self):
