@@ -42,11 +42,13 @@ grep -q "link lost" "$test_dir/calc.log" && grep -q "reconnected" "$test_dir/cal
   fail "calc-server and the paused broker: $out; $(grep -E 'link lost|reconnected' "$test_dir/calc.log" | head -4)"
 
 # ---- a handler longer than the heartbeat timeout --------------------------------
+lost_before=$(grep -c "link lost" "$test_dir/calc.log")
 started=$(now_ms)
 out=$("$build/rrpc" call --url "$url?heartbeat=1" --timeout 15 calc sleep '[4000]' 2>&1)
 took=$(($(now_ms) - started))
-lost_during=$(grep -c "link lost" "$test_dir/calc.log")
-[ "$out" = 4000 ] && ok "a 4 s handler with a 1 s heartbeat keeps its link (answered in ${took} ms)" ||
+lost_after=$(grep -c "link lost" "$test_dir/calc.log")
+[ "$out" = 4000 ] && [ "$lost_after" = "$lost_before" ] &&
+  ok "a 4 s handler with a 1 s heartbeat keeps its link (answered in ${took} ms)" ||
   fail "4 s handler, heartbeat 1: $out after ${took} ms; $(grep 'link lost' "$test_dir/calc.log" | tail -2)"
 kill "$calc"
 wait "$calc" 2>/dev/null
