@@ -149,7 +149,8 @@ bench: build
 # reliable mode on a 3-master Cluster (worker kills, master failovers:
 # CLUSTER FAILOVER and SIGKILL of a master), reliable mode with a worker that
 # adds no effect (the grouped commit; one Redis and sharded), and reliable mode over AMQP on a
-# private RabbitMQ node (worker kills; worker kills and broker restarts);
+# private RabbitMQ node (worker kills; worker kills and broker restarts;
+# worker kills and the node killed with kill -9 and started again);
 # prints the figures.
 chaos: build
 	@"$(RRPC_PYTHON)" tests/chaos/chaos.py --bin-dir $(BUILD)/tests --mode all \

@@ -32,11 +32,21 @@
  *     sends the three together, so this waits for the network, not for a
  *     peer.
  *   - writing: publishes go out from the loop thread as deliver() is
- *     called (librabbitmq writes the frames to the socket at once).  A
- *     write blocks only while the kernel's send buffer is full, i.e. while
- *     RabbitMQ is not reading (its flow control, a memory alarm): that
- *     stalls the loop, timers included, until it reads again -- the one
- *     place this design is weaker than the Redis session's.
+ *     called (librabbitmq writes the frames to the socket at once), but
+ *     only while the socket's send buffer has room for them
+ *     (rrpc__amqp_room): librabbitmq's writes block, so a request that
+ *     does not fit -- RabbitMQ is not reading: paused, its flow control, a
+ *     memory alarm, a stalled network -- waits in its group (copied) with
+ *     every request behind it, and goes out in order from an EV_WRITE
+ *     event once there is room.  A held call whose time ran out meanwhile
+ *     is not sent at all.  The loop never waits for the broker.
+ *   - heartbeats: the link asks for them at login (?heartbeat=S, 20 s by
+ *     default, link.h); librabbitmq sends ours and checks the broker's
+ *     only inside its own calls, so a timer ticks four times per
+ *     heartbeat: it lets librabbitmq send one when due (when the socket
+ *     has room) and declares the link lost when nothing came from the
+ *     broker for two heartbeats -- a paused node or a dead network is
+ *     found out, its groups end as lost and the session reconnects.
  *   - connecting: open() connects inline (it may block, async_ops.h), but
  *     a reconnect is made by a short-lived thread of its own (connect,
  *     login, consume, confirm.select), which hands the finished connection
@@ -78,7 +88,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define DIRECT_REPLY_TO "amq.rabbitmq.reply-to"
@@ -89,14 +102,25 @@
 
 enum state { UP, DOWN };
 
+/* A request held back (copied) until the socket has room for it. */
+typedef struct held {
+    char *text;
+    size_t len;
+    long long ttl_ms;
+} held;
+
 /* A group deliver() accepted and the broker has not confirmed whole yet:
  * its requests went out with the delivery tags FIRST..FIRST+TAGS-1 (TAGS
- * is N, or 0 for a group refused without a publish). */
+ * published so far; 0 for a group refused without a publish).  SENT
+ * requests were published or dropped (held past their time, settled
+ * without a tag); the rest wait in HELD for room, in order. */
 typedef struct pending {
     struct pending *next;
     void *group;
     uint64_t first;
-    size_t n, tags, confirmed;
+    size_t n, tags, confirmed, sent;
+    held *held;     /* N entries once one request is held; NULL before */
+    double held_at; /* monotonic: when the first request was held */
     int status; /* RRPC_OK, or why the group failed (a return, a nack, a refusal) */
     char *msg;  /* with a failure */
     char *queue;
@@ -125,7 +149,9 @@ struct rrpc__async_session {
     uint64_t rng;
     uint64_t next_tag; /* the delivery tag of the next publish (confirm mode) */
     pending *head, *tail;
-    struct event *read_ev, *kick_ev, *retry_ev, *dial_ev;
+    pending *unsent; /* the first group with requests held for room; NULL: none */
+    double last_in;  /* monotonic: when the socket was last readable */
+    struct event *read_ev, *write_ev, *kick_ev, *retry_ev, *dial_ev, *beat_ev;
     int dial_fd;
     int dialing;
     pthread_t dialer;
@@ -199,6 +225,16 @@ static void retry_later(rrpc__async_session *s)
 }
 
 static void on_readable(evutil_socket_t fd, short what, void *arg);
+static void on_writable(evutil_socket_t fd, short what, void *arg);
+
+/* The heartbeat timer's period for a heartbeat of H s: four ticks per
+ * heartbeat, so that ours goes out in time and a silent broker is found
+ * out within two heartbeats and a quarter. */
+static double beat_period(int h)
+{
+    double t = h / 4.0;
+    return t < 0.25 ? 0.25 : t > 5 ? 5 : t;
+}
 
 /* Takes the connection L as the session's: reading starts, the client is
  * told (from the kick event). */
@@ -206,12 +242,22 @@ static int adopt(rrpc__async_session *s, rrpc__amqp_link *l)
 {
     if (s->read_ev != NULL)
         event_free(s->read_ev);
+    if (s->write_ev != NULL)
+        event_free(s->write_ev);
+    s->write_ev = NULL;
     s->a = *l;
     s->next_tag = 1;
-    s->read_ev =
-        event_new(s->base, amqp_get_sockfd(s->a.conn), EV_READ | EV_PERSIST, on_readable, s);
-    if (s->read_ev == NULL || event_add(s->read_ev, NULL) != 0)
+    s->last_in = rrpc__monotonic();
+    int fd = amqp_get_sockfd(s->a.conn);
+    s->read_ev = event_new(s->base, fd, EV_READ | EV_PERSIST, on_readable, s);
+    s->write_ev = event_new(s->base, fd, EV_WRITE, on_writable, s);
+    if (s->read_ev == NULL || s->write_ev == NULL || event_add(s->read_ev, NULL) != 0)
         return RRPC_ENOMEM;
+    if (s->a.heartbeat > 0) {
+        struct timeval tv = rrpc__timeval(beat_period(s->a.heartbeat));
+        if (event_add(s->beat_ev, &tv) != 0)
+            return RRPC_ENOMEM;
+    }
     s->state = UP;
     s->report_up = 1;
     /* The handshake may have left frames in librabbitmq's buffer. */
@@ -265,6 +311,9 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 
 static void pending_free(pending *p)
 {
+    for (size_t i = p->sent; p->held != NULL && i < p->n; i++)
+        free(p->held[i].text);
+    free(p->held);
     free(p->msg);
     free(p);
 }
@@ -273,7 +322,7 @@ static void pending_free(pending *p)
 static void end_all(rrpc__async_session *s, int status)
 {
     pending *p = s->head;
-    s->head = s->tail = NULL;
+    s->head = s->tail = s->unsent = NULL;
     while (p != NULL) {
         pending *next = p->next;
         s->h->delivered(p->group, status, NULL, s->udata);
@@ -369,6 +418,9 @@ static void link_lost(rrpc__async_session *s, const char *why)
     s->outage_logged = 1;
     if (s->read_ev != NULL)
         event_del(s->read_ev);
+    if (s->write_ev != NULL)
+        event_del(s->write_ev);
+    event_del(s->beat_ev);
     s->a.broken = 1;
     rrpc__amqp_disconnect(&s->a);
     retry_later(s);
@@ -479,7 +531,53 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    pump(arg);
+    rrpc__async_session *s = arg;
+    s->last_in = rrpc__monotonic();
+    pump(s);
+}
+
+/* How long the broker has sent nothing, s: the kernel's count (whoever
+ * read the bytes -- librabbitmq also reads inside a publish, which no
+ * EV_READ shows), else since the socket was last readable. */
+static double quiet_s(const rrpc__async_session *s)
+{
+#ifdef TCP_INFO
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    if (getsockopt(amqp_get_sockfd(s->a.conn), IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
+        len >= sizeof ti)
+        return ti.tcpi_last_data_recv / 1000.0;
+#endif
+    return rrpc__monotonic() - s->last_in;
+}
+
+/* The heartbeat timer: librabbitmq sends our heartbeat (when due) and
+ * notices a silent broker only inside its calls, so pump() is called --
+ * not when the send buffer is full (a heartbeat written then would block
+ * the loop); the silence is measured here too, for that case. */
+static void on_beat(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    rrpc__async_session *s = arg;
+    if (s->state != UP || s->closing)
+        return;
+    double quiet = quiet_s(s);
+    if (quiet > 2.0 * s->a.heartbeat) {
+        char why[RRPC__ERRMSG_LEN];
+        snprintf(why, sizeof why,
+                 "RabbitMQ sent nothing for %.1f s (heartbeat %d s): the broker is stuck or the "
+                 "network stalled",
+                 quiet, s->a.heartbeat);
+        link_lost(s, why);
+        return;
+    }
+    if (rrpc__amqp_room(&s->a, 8, 1))
+        pump(s);
+    if (s->state == UP) {
+        struct timeval tv = rrpc__timeval(beat_period(s->a.heartbeat));
+        evtimer_add(s->beat_ev, &tv);
+    }
 }
 
 /* Deferred work: a loss an operation found, the first report after a
@@ -517,6 +615,10 @@ static void session_close(rrpc__async_session *s)
     end_all(s, RRPC_ECONNECT);
     if (s->read_ev)
         event_free(s->read_ev);
+    if (s->write_ev)
+        event_free(s->write_ev);
+    if (s->beat_ev)
+        event_free(s->beat_ev);
     if (s->kick_ev)
         event_free(s->kick_ev);
     if (s->retry_ev)
@@ -544,9 +646,10 @@ static int session_init(rrpc__async_session *s, struct event_base *base, const r
     s->rng |= 1;
     s->kick_ev = event_new(base, -1, 0, on_kick, s);
     s->retry_ev = evtimer_new(base, on_retry, s);
+    s->beat_ev = evtimer_new(base, on_beat, s);
     s->dial_ev =
         s->dial_fd >= 0 ? event_new(base, s->dial_fd, EV_READ | EV_PERSIST, on_dialed, s) : NULL;
-    if (s->kick_ev == NULL || s->retry_ev == NULL || s->dial_ev == NULL ||
+    if (s->kick_ev == NULL || s->retry_ev == NULL || s->beat_ev == NULL || s->dial_ev == NULL ||
         event_add(s->dial_ev, NULL) != 0)
         return rrpc__fail(err, errlen, RRPC_ENOMEM, "cannot create events");
     return RRPC_OK;
@@ -650,7 +753,100 @@ static int publish_one(rrpc__async_session *s, const char *queue, const char *te
         p.expiration = amqp_cstring_bytes(ms);
         *id_out = strtoull(id, NULL, 10);
     }
-    return rrpc__amqp_publish(&s->a, queue, text, len, &p, idn > 0 && ttl_ms > 0) != RRPC_OK;
+    /* Room was made sure of (deliver, flush): never a wait here. */
+    return rrpc__amqp_publish_now(&s->a, queue, text, len, &p, idn > 0 && ttl_ms > 0) != RRPC_OK;
+}
+
+/* Publishes request I of P: the next delivery tag.  Nonzero when the
+ * link broke (told from the kick event, never from inside an operation;
+ * the group ends there as lost). */
+static int send_one(rrpc__async_session *s, pending *p, size_t i, const char *text, size_t len,
+                    long long ttl_ms)
+{
+    if (p->tags == 0)
+        p->first = s->next_tag; /* groups' tags ascend along the list */
+    if (publish_one(s, p->queue, text, len, ttl_ms, &p->ids[i]) != 0) {
+        event_active(s->kick_ev, EV_TIMEOUT, 0);
+        return 1;
+    }
+    p->tags++;
+    s->next_tag++;
+    return 0;
+}
+
+/* Settles P's requests from SENT on without a publish (their held copies
+ * freed): no tag will confirm them. */
+static void settle_rest(pending *p)
+{
+    for (size_t i = p->sent; p->held != NULL && i < p->n; i++) {
+        free(p->held[i].text);
+        p->held[i].text = NULL;
+    }
+    p->confirmed += p->n - p->sent;
+    p->sent = p->n;
+}
+
+/* Holds request I of P (a copy) until the socket has room for it. */
+static int hold(pending *p, size_t i, const char *text, size_t len, long long ttl_ms)
+{
+    if (p->held == NULL) {
+        p->held = calloc(p->n, sizeof *p->held);
+        if (p->held == NULL)
+            return RRPC_ENOMEM;
+        p->held_at = rrpc__monotonic();
+    }
+    held *h = &p->held[i];
+    h->text = malloc(len > 0 ? len : 1);
+    if (h->text == NULL)
+        return RRPC_ENOMEM;
+    if (len > 0)
+        memcpy(h->text, text, len);
+    h->len = len;
+    h->ttl_ms = ttl_ms;
+    return RRPC_OK;
+}
+
+/* Sends the held requests, in order, while the socket has room; waits for
+ * EV_WRITE again when it has none.  A held call whose time ran out is
+ * dropped, not sent: its caller has gone (its timer ended it). */
+static void flush(rrpc__async_session *s)
+{
+    double now = rrpc__monotonic();
+    while (s->unsent != NULL && s->state == UP && !s->a.broken) {
+        pending *p = s->unsent;
+        while (p->sent < p->n) {
+            held *h = &p->held[p->sent];
+            long long left = h->ttl_ms - (long long)((now - p->held_at) * 1000);
+            if (h->ttl_ms > 0 && left <= 0) {
+                free(h->text);
+                h->text = NULL;
+                p->sent++;
+                p->confirmed++;
+                continue;
+            }
+            if (!rrpc__amqp_room(&s->a, h->len, 1)) {
+                event_add(s->write_ev, NULL);
+                return;
+            }
+            int broke = send_one(s, p, p->sent, h->text, h->len, h->ttl_ms > 0 ? left : 0);
+            free(h->text);
+            h->text = NULL;
+            p->sent++;
+            if (broke)
+                return;
+        }
+        s->unsent = p->next; /* every group behind is held whole (or refused) */
+        while (s->unsent != NULL && s->unsent->sent == s->unsent->n)
+            s->unsent = s->unsent->next;
+    }
+    end_confirmed(s); /* dropped requests may have completed a group */
+}
+
+static void on_writable(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    flush(arg);
 }
 
 static int session_deliver(rrpc__async_session *s, const char *queue, size_t qlen, int priority,
@@ -663,24 +859,40 @@ static int session_deliver(rrpc__async_session *s, const char *queue, size_t qle
     if (p == NULL)
         return RRPC_ENOMEM;
     pending_add(s, p);
-    p->first = s->next_tag; /* groups' tags ascend along the list */
     if (priority != RRPC_PRIORITY_NORMAL) {
         /* As the sync caller: no priority queues over AMQP yet. */
         fail_group(p, RRPC_EINVAL, "priorities are not supported over AMQP yet (service '%s')",
                    p->queue);
-        p->confirmed = n;
+        settle_rest(p);
         event_active(s->kick_ev, EV_TIMEOUT, 0);
         return RRPC_OK;
     }
-    p->tags = n;
+    /* One look at the socket for the whole group when it fits (the common
+     * case), one per request when it does not. */
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += lens[i] + RRPC__AMQP_PUBLISH_OVERHEAD;
+    int fits = s->unsent == NULL && rrpc__amqp_room(&s->a, total, 0);
     for (size_t i = 0; i < n; i++) {
-        if (publish_one(s, p->queue, texts[i], lens[i], ttl_ms[i], &p->ids[i]) != 0) {
-            /* Told from the kick event, never from inside an operation;
-             * the group ends there as lost. */
+        /* In order: behind a held request, everything is held. */
+        if (fits || (s->unsent == NULL && rrpc__amqp_room(&s->a, lens[i], 1))) {
+            p->sent++;
+            if (send_one(s, p, i, texts[i], lens[i], ttl_ms[i]) != 0)
+                break;
+            continue;
+        }
+        if (hold(p, i, texts[i], lens[i], ttl_ms[i]) != RRPC_OK) {
+            fail_group(p, RRPC_ENOMEM, "out of memory holding requests to '%s'", p->queue);
+            settle_rest(p);
+            if (s->unsent == p)
+                s->unsent = NULL; /* the last group: nothing held behind it */
             event_active(s->kick_ev, EV_TIMEOUT, 0);
             break;
         }
-        s->next_tag++;
+        if (s->unsent == NULL) {
+            s->unsent = p;
+            event_add(s->write_ev, NULL);
+        }
     }
     return RRPC_OK;
 }

@@ -44,6 +44,7 @@
 #define PROBE_TTL_S     1.0 /* a consumer count is trusted this long */
 #define MEND_GRACE_S    5.0 /* no fail fast this long after a mend */
 #define CONFIRM_S       10.0
+#define RPC_TIMEOUT_S   10.0 /* link.c's for synchronous methods */
 
 struct rrpc__client_link {
     rrpc__amqp_link a;
@@ -331,10 +332,8 @@ static void probe_closed(rrpc__client_link *l)
     l->probe_open = 0;
 }
 
-/* How many consumers QUEUE has (-1: no such queue), by a passive declare
- * on the probe channel.  RRPC_OK; RRPC_EAUTH if the user may not (then
- * never asked again); RRPC_ECONNECT with errmsg set. */
-static int probe(rrpc__client_link *l, const char *queue, long *consumers)
+/* The passive declare of probe(), with the connection's rpc timeout. */
+static int probe_rpc(rrpc__client_link *l, const char *queue, long *consumers)
 {
     amqp_connection_state_t c = l->a.conn;
     if (!l->probe_open) {
@@ -364,8 +363,26 @@ static int probe(rrpc__client_link *l, const char *queue, long *consumers)
     return rrpc__amqp_judge(&l->a, r, "queue.declare (passive)");
 }
 
+/* How many consumers QUEUE has (-1: no such queue), by a passive declare
+ * on the probe channel, waiting LIMIT_S at most (the call's time: a
+ * stuck broker fails the call in time, the link broken).  RRPC_OK;
+ * RRPC_EAUTH if the user may not (then never asked again); RRPC_ECONNECT
+ * with errmsg set. */
+static int probe(rrpc__client_link *l, const char *queue, double limit_s, long *consumers)
+{
+    amqp_connection_state_t c = l->a.conn;
+    struct timeval tv = rrpc__amqp_tv(limit_s < RPC_TIMEOUT_S ? limit_s : RPC_TIMEOUT_S);
+    amqp_set_rpc_timeout(c, &tv);
+    int rc = probe_rpc(l, queue, consumers);
+    tv = rrpc__amqp_tv(RPC_TIMEOUT_S);
+    if (l->a.conn != NULL)
+        amqp_set_rpc_timeout(l->a.conn, &tv);
+    return rc;
+}
+
 /* Fail fast: RRPC_EUNAVAILABLE if QUEUE has no queue or no consumer. */
-static int check_consumers(rrpc__client_link *l, const char *queue, char *err, size_t errlen)
+static int check_consumers(rrpc__client_link *l, const char *queue, double timeout_s, char *err,
+                           size_t errlen)
 {
     if (!l->fail_fast || l->probe_refused ||
         (l->mended_at > 0 && rrpc__monotonic() - l->mended_at < MEND_GRACE_S))
@@ -373,7 +390,7 @@ static int check_consumers(rrpc__client_link *l, const char *queue, char *err, s
     double now = rrpc__monotonic();
     if (strcmp(l->probed, queue) != 0 || now - l->probed_at > PROBE_TTL_S) {
         long n = 1; /* unknown: no refusal */
-        int rc = probe(l, queue, &n);
+        int rc = probe(l, queue, timeout_s, &n);
         if (rc == RRPC_EAUTH)
             return RRPC_OK;
         if (rc != RRPC_OK)
@@ -400,12 +417,13 @@ static int client_deliver(rrpc__client_link *l, const char *queue, const char *t
     *answer = NULL;
     int rc = unsupported(l, priority, err, errlen);
     if (rc == RRPC_OK)
-        rc = check_consumers(l, queue, err, errlen);
+        rc = check_consumers(l, queue, timeout_s, err, errlen);
     if (rc != RRPC_OK)
         return rc;
     double deadline = rrpc__monotonic() + timeout_s;
     char ms[32];
     amqp_basic_properties_t p = call_props(reply_to, timeout_s, ms, sizeof ms);
+    l->a.write_wait_s = timeout_s; /* a broker that reads nothing: the call times out */
     rc = rrpc__amqp_publish(&l->a, queue, text, strlen(text), &p, 1);
     if (rc != RRPC_OK)
         return rrpc__fail(err, errlen, rc, "%s", l->a.errmsg);
@@ -433,6 +451,7 @@ static int client_send(rrpc__client_link *l, const char *queue, const char *text
     memset(&p, 0, sizeof p);
     p._flags = AMQP_BASIC_CONTENT_TYPE_FLAG;
     p.content_type = amqp_cstring_bytes(RRPC__AMQP_JSON);
+    l->a.write_wait_s = CONFIRM_S;
     int rc = rrpc__amqp_publish(&l->a, queue, text, strlen(text), &p, 0);
     if (rc != RRPC_OK)
         return rrpc__fail(err, errlen, rc, "%s", l->a.errmsg);

@@ -15,9 +15,15 @@
 #include <amqp_tcp_socket.h>
 #include <openssl/ssl.h>
 
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <time.h>
+#ifdef __linux__
+#include <linux/sockios.h> /* SIOCOUTQ */
+#endif
 
 #define CONNECT_TIMEOUT_DEFAULT_S 5.0
 /* Synchronous methods (login, declare, consume, close) wait this long at
@@ -187,12 +193,17 @@ static int open_connection(rrpc__amqp_link *l, const rrpc__url *url, double time
         return open_failed(l, url, shown, st);
     amqp_set_handshake_timeout(l->conn, &tv);
     amqp_set_rpc_timeout(l->conn, &rpc);
-    amqp_rpc_reply_t r = amqp_login(l->conn, url->vhost, 0, AMQP_DEFAULT_FRAME_SIZE, 0,
+    /* Heartbeats: librabbitmq sends ours and checks the broker's inside
+     * its waits (the async client ticks them, async_amqp.c); the broker
+     * may lower the value (the smaller non-zero one wins). */
+    int heartbeat = url->heartbeat >= 0 ? url->heartbeat : RRPC__AMQP_HEARTBEAT_S;
+    amqp_rpc_reply_t r = amqp_login(l->conn, url->vhost, 0, AMQP_DEFAULT_FRAME_SIZE, heartbeat,
                                     AMQP_SASL_METHOD_PLAIN, url->user, url->password);
     char what[RRPC__ERRMSG_LEN];
     snprintf(what, sizeof what, "login to %s", shown);
     int rc = rrpc__amqp_judge(l, r, what);
     if (rc == RRPC_OK) {
+        l->heartbeat = amqp_get_heartbeat(l->conn);
         amqp_channel_open(l->conn, RRPC__AMQP_CHANNEL);
         rc = rrpc__amqp_judge(l, amqp_get_rpc_reply(l->conn), "channel.open");
     }
@@ -204,6 +215,8 @@ int rrpc__amqp_connect(rrpc__amqp_link *l, const rrpc__url *url, double timeout_
     char shown[RRPC__ERRMSG_LEN / 2];
     rrpc__url_describe(url, shown, sizeof shown);
     l->broken = 0;
+    l->heartbeat = 0;
+    l->write_wait_s = RPC_TIMEOUT_S;
     l->errmsg[0] = '\0';
     int rc = rrpc__amqp_url_check(url, l->errmsg, sizeof l->errmsg);
     if (rc == RRPC_OK)
@@ -227,8 +240,61 @@ void rrpc__amqp_disconnect(rrpc__amqp_link *l)
     l->conn = NULL;
 }
 
+int rrpc__amqp_room(const rrpc__amqp_link *l, size_t len, int one)
+{
+#ifdef SIOCOUTQ
+    int fd = l->conn != NULL ? amqp_get_sockfd(l->conn) : -1;
+    int queued = 0, sndbuf = 0;
+    socklen_t sl = sizeof sndbuf;
+    if (fd < 0 || ioctl(fd, SIOCOUTQ, &queued) != 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &sl) != 0)
+        return 1; /* cannot tell: the write will say */
+    /* Half: the kernel counts its own overhead against SO_SNDBUF too. */
+    return (one && queued == 0) ||
+           (size_t)queued + len + RRPC__AMQP_PUBLISH_OVERHEAD <= (size_t)sndbuf / 2;
+#else
+    (void)l;
+    (void)len;
+    (void)one;
+    return 1;
+#endif
+}
+
+/* Waits up to TIMEOUT_S for room for LEN bytes: 1 when there is. */
+static int wait_room(const rrpc__amqp_link *l, size_t len, double timeout_s)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        if (rrpc__amqp_room(l, len, 1))
+            return 1;
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double left =
+            timeout_s - ((double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
+        if (left <= 0)
+            return 0;
+        /* POLLOUT comes once a third of the buffer is free, which may not
+         * be room enough: then look again every 10 ms. */
+        struct pollfd pfd = {.fd = amqp_get_sockfd(l->conn), .events = POLLOUT};
+        int ms = left < 0.01 ? 1 : 10;
+        if (poll(&pfd, 1, ms) > 0 && (pfd.revents & (POLLERR | POLLHUP | POLLNVAL)))
+            return 1; /* the write will say what went wrong */
+    }
+}
+
 int rrpc__amqp_publish(rrpc__amqp_link *l, const char *queue, const char *body, size_t len,
                        const amqp_basic_properties_t *props, int mandatory)
+{
+    if (!wait_room(l, len, l->write_wait_s))
+        return rrpc__fail(l->errmsg, sizeof l->errmsg, RRPC_ETIMEDOUT,
+                          "publish: RabbitMQ read nothing for %g s (a paused or stalled broker, "
+                          "or its flow control): the message was not sent",
+                          l->write_wait_s);
+    return rrpc__amqp_publish_now(l, queue, body, len, props, mandatory);
+}
+
+int rrpc__amqp_publish_now(rrpc__amqp_link *l, const char *queue, const char *body, size_t len,
+                           const amqp_basic_properties_t *props, int mandatory)
 {
     amqp_bytes_t b = {.len = len, .bytes = (void *)body};
     int st = amqp_basic_publish(l->conn, RRPC__AMQP_CHANNEL, amqp_empty_bytes,

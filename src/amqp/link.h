@@ -17,9 +17,18 @@
 #define RRPC__AMQP_CHANNEL 1
 #define RRPC__AMQP_JSON    "application/json"
 
+/* The heartbeat asked for at login when the URL gives none (?heartbeat=S):
+ * a broker that stops reading or sending (a paused node, a network
+ * stall) is found out within two of them (librabbitmq's rule). */
+#define RRPC__AMQP_HEARTBEAT_S 20
+
 typedef struct rrpc__amqp_link {
     amqp_connection_state_t conn; /* NULL: not connected */
     int broken;                   /* the connection failed: close and connect again */
+    int heartbeat;                /* the heartbeat the login settled on, s; 0: none */
+    /* How long rrpc__amqp_publish waits for room in the socket's send
+     * buffer (10 s after connect; the sync caller sets its call's time). */
+    double write_wait_s;
     char errmsg[RRPC__ERRMSG_LEN];
 } rrpc__amqp_link;
 
@@ -39,10 +48,29 @@ void rrpc__amqp_disconnect(rrpc__amqp_link *l);
  * the channel is gone (a channel closed by the broker is not reopened: the
  * link is mended whole). */
 int rrpc__amqp_judge(rrpc__amqp_link *l, amqp_rpc_reply_t r, const char *what);
+/* Whether LEN bytes fit in L's socket send buffer now, so that writing
+ * them cannot block: what waits there and LEN fill at most half of it --
+ * or, for ONE message (ONE nonzero), the buffer is empty (a message larger
+ * than half of it could never go out otherwise; if the broker stops
+ * reading in its middle, the write waits until the heartbeat gives up).
+ * A broker that stopped reading (paused, flow control, a stalled network)
+ * fills the buffer; a write then blocks in librabbitmq until two
+ * heartbeats have passed. */
+int rrpc__amqp_room(const rrpc__amqp_link *l, size_t len, int one);
+/* What a publish adds to its body on the wire, roughly (frames' bytes, the
+ * method and header frames): for rrpc__amqp_room of several messages. */
+#define RRPC__AMQP_PUBLISH_OVERHEAD 512
 /* Publishes BODY (LEN bytes) to QUEUE through the default exchange with
- * PROPS.  RRPC_OK, or RRPC_ECONNECT (L broken, errmsg set). */
+ * PROPS, once there is room for it (rrpc__amqp_room), waiting
+ * L->write_wait_s at most.  RRPC_OK; RRPC_ETIMEDOUT if no room came
+ * (nothing was written: L is not broken, errmsg set); RRPC_ECONNECT (L
+ * broken, errmsg set). */
 int rrpc__amqp_publish(rrpc__amqp_link *l, const char *queue, const char *body, size_t len,
                        const amqp_basic_properties_t *props, int mandatory);
+/* rrpc__amqp_publish without the wait for room: for a caller that made
+ * sure of it (the async client, which never waits). */
+int rrpc__amqp_publish_now(rrpc__amqp_link *l, const char *queue, const char *body, size_t len,
+                           const amqp_basic_properties_t *props, int mandatory);
 /* Reads the frame that made amqp_consume_message stop with
  * AMQP_STATUS_UNEXPECTED_STATE.  A basic.return is read whole: its
  * correlation_id is copied into RETURNED (LEN bytes; "" if none) and 1 is

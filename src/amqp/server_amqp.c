@@ -48,6 +48,18 @@
  * died").  What this promises, and what not: docs/RELIABILITY.md, "Over
  * AMQP".
  *
+ * Heartbeats (link.h): librabbitmq sends the worker's and checks the
+ * broker's inside its waits, which is where an idle worker sits (take()),
+ * so a paused broker or a dead network breaks the link within two
+ * heartbeats and the worker mends it.  A handler runs outside librabbitmq
+ * for as long as it takes, though, and a broker that hears nothing from a
+ * link for two or three heartbeats closes it -- the answer would be lost
+ * (at most once) or the request run again elsewhere (reliable).  So each
+ * worker holds its link's mutex except while its handler runs (or it
+ * waits for another worker's), and one keeper thread per server sends a
+ * heartbeat frame, every half heartbeat, on the links of the workers that
+ * are away in a handler.
+ *
  * Each message goes through the server's decide (server/), the same
  * per-request logic as over Redis; the answer goes to the message's
  * reply_to with its correlation_id.  Over AMQP the reply address is the
@@ -69,6 +81,8 @@
 
 #include <amqp_framing.h>
 
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,6 +107,10 @@ typedef struct amqp_worker {
     char tag[128];      /* the consumer tag the broker gave, for basic.cancel */
     int window;         /* the consumer's prefetch now (at most once: 1..PREFETCH_ONCE) */
     int quick;          /* quick handlers in a row since the window last changed */
+    /* Held by the worker's thread while it uses its link, let go while a
+     * handler runs (AWAY set): then the keeper may send heartbeats on it. */
+    pthread_mutex_t io;
+    int away;
 } amqp_worker;
 
 struct rrpc__server_broker {
@@ -105,6 +123,10 @@ struct rrpc__server_broker {
     int with_args;       /* the queue is declared with rrpc's arguments */
     atomic_int dead_off; /* a plain service may not declare its dead queue */
     rrpc__dedup dedup;   /* reliable: answers this process sent */
+    pthread_t keeper;    /* sends heartbeats for workers away in a handler */
+    int keeping;         /* the keeper runs */
+    atomic_int keeper_stop;
+    int mutexes; /* how many workers' io mutexes are initialised */
 };
 
 /* What the AMQP transport refuses, said by rrpc_server_run. */
@@ -292,10 +314,76 @@ static int worker_up(amqp_worker *w)
     return rc;
 }
 
+/* ---- the keeper: heartbeats while handlers run -------------------------- */
+
+/* A worker leaves its link to the keeper (a handler is about to run)... */
+static void away(amqp_worker *w)
+{
+    w->away = 1;
+    pthread_mutex_unlock(&w->io);
+}
+
+/* ... and takes it back. */
+static void back(amqp_worker *w)
+{
+    pthread_mutex_lock(&w->io);
+    w->away = 0;
+}
+
+/* One heartbeat frame on the link of W, if W is away and its link has
+ * room (a full send buffer: the worker finds the broker stuck itself). */
+static void beat(amqp_worker *w)
+{
+    if (pthread_mutex_trylock(&w->io) != 0)
+        return; /* the worker is in librabbitmq, which beats by itself */
+    if (w->away && w->a.conn != NULL && !w->a.broken && rrpc__amqp_room(&w->a, 8, 1)) {
+        amqp_frame_t f;
+        memset(&f, 0, sizeof f);
+        f.frame_type = AMQP_FRAME_HEARTBEAT;
+        f.channel = 0;
+        amqp_send_frame(w->a.conn, &f);
+    }
+    pthread_mutex_unlock(&w->io);
+}
+
+static void *keeper_main(void *arg)
+{
+    rrpc__server_broker *b = arg;
+    double period = b->ws[0].a.heartbeat / 2.0;
+    period = period < 0.5 ? 0.5 : period > 5 ? 5 : period;
+    while (!atomic_load(&b->keeper_stop)) {
+        for (double t = 0; t < period && !atomic_load(&b->keeper_stop); t += 0.1)
+            rrpc__sleep(0.1);
+        for (int i = 0; i < b->s->workers && !atomic_load(&b->keeper_stop); i++)
+            beat(&b->ws[i]);
+    }
+    return NULL;
+}
+
+static void keeper_start(rrpc__server_broker *b)
+{
+    if (b->ws[0].a.heartbeat <= 0)
+        return; /* ?heartbeat=0: nothing to keep */
+    atomic_store(&b->keeper_stop, 0);
+    sigset_t all, old; /* the keeper takes no signals (the server's SIGINT/SIGTERM) */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    b->keeping = pthread_create(&b->keeper, NULL, keeper_main, b) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
 static void broker_disconnect(rrpc__server_broker *b)
 {
+    if (b->keeping) {
+        atomic_store(&b->keeper_stop, 1);
+        pthread_join(b->keeper, NULL);
+        b->keeping = 0;
+    }
     for (int i = 0; b->ws != NULL && i < b->s->workers; i++)
         rrpc__amqp_disconnect(&b->ws[i].a);
+    for (int i = 0; b->ws != NULL && i < b->mutexes; i++)
+        pthread_mutex_destroy(&b->ws[i].io);
+    b->mutexes = 0;
     free(b->ws);
     b->ws = NULL;
 }
@@ -307,6 +395,11 @@ static int broker_connect(rrpc__server_broker *b)
     b->ws = calloc((size_t)s->workers, sizeof *b->ws);
     if (b->ws == NULL)
         return rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_ENOMEM, "out of memory");
+    for (b->mutexes = 0; b->mutexes < s->workers; b->mutexes++)
+        if (pthread_mutex_init(&b->ws[b->mutexes].io, NULL) != 0) {
+            broker_disconnect(b);
+            return rrpc__fail(s->errmsg, sizeof s->errmsg, RRPC_ENOMEM, "out of memory");
+        }
     for (int i = 0; i < s->workers; i++) {
         amqp_worker *w = &b->ws[i];
         w->b = b;
@@ -320,6 +413,7 @@ static int broker_connect(rrpc__server_broker *b)
             return rc;
         }
     }
+    keeper_start(b);
     return RRPC_OK;
 }
 
@@ -379,11 +473,13 @@ static int publish(amqp_worker *w, const char *queue, const char *body, size_t l
                    const amqp_basic_properties_t *p)
 {
     int rc = rrpc__amqp_publish(&w->a, queue, body, len, p, 0);
-    if (rc != RRPC_OK || !w->b->reliable)
-        return rc;
-    rc = rrpc__amqp_wait_confirm(&w->a, ++w->published, CONFIRM_S);
+    if (rc == RRPC_OK && w->b->reliable)
+        rc = rrpc__amqp_wait_confirm(&w->a, ++w->published, CONFIRM_S);
+    /* A confirm cannot be waited for again, and a broker that read
+     * nothing for so long is stuck: mend (reliable: the message stays
+     * unacked, the broker hands it out again). */
     if (rc == RRPC_ETIMEDOUT)
-        w->a.broken = 1; /* a confirm cannot be waited for again: mend */
+        w->a.broken = 1;
     return rc;
 }
 
@@ -477,7 +573,9 @@ static int run(amqp_worker *w, const amqp_envelope_t *env, char **text_out)
     const amqp_basic_properties_t *in = &env->message.properties;
     rrpc__outcome out;
     char *refused = NULL;
+    away(w); /* the handler may take longer than the heartbeat: the keeper beats */
     s->decide(s, &w->rules, NULL, env->message.body.bytes, env->message.body.len, &out, &refused);
+    back(w);
     int has_reply_to = (in->_flags & AMQP_BASIC_REPLY_TO_FLAG) && in->reply_to.len > 0;
     char *text = has_reply_to && out.deferred == 0 ? answer_text(&out, &refused) : NULL;
     int rc = text != NULL ? answer(w, in, text) : RRPC_OK;
@@ -586,10 +684,12 @@ static void count_delivery(amqp_worker *w, amqp_envelope_t *env)
 static int wait_running(amqp_worker *w, amqp_bytes_t id, char **cached)
 {
     int st;
+    away(w);
     while ((st = rrpc__dedup_begin(&w->b->dedup, id.bytes, id.len, cached)) ==
                RRPC__DEDUP_RUNNING &&
            !atomic_load(&w->b->s->stop))
         rrpc__sleep(0.01);
+    back(w);
     return st;
 }
 
@@ -720,6 +820,7 @@ static void broker_run_worker(rrpc__server_broker *b, int id)
     rrpc__serving *s = b->s;
     rrpc__handler_io_set(&amqp_handler_io);
     amqp_envelope_t envs[PREFETCH_ONCE];
+    pthread_mutex_lock(&w->io);
     while (!atomic_load(&s->stop)) {
         if (w->a.broken || w->a.conn == NULL) {
             mend(w);
@@ -737,6 +838,7 @@ static void broker_run_worker(rrpc__server_broker *b, int id)
     }
     if (!b->reliable)
         drain(w);
+    pthread_mutex_unlock(&w->io);
     rrpc__handler_io_set(NULL);
 }
 

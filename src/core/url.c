@@ -16,7 +16,9 @@
  *       (guest:guest@localhost:5672 by default; the vhost percent-decoded,
  *       "/" when the path is empty, so "%2F" or nothing both name "/")
  *   amqps://...[?cacertfile=F][&certfile=F&keyfile=F][&verify=verify_none]
- *       the same with TLS (port 5671), the query's names RabbitMQ's own
+ *       the same with TLS (port 5671), the query's names RabbitMQ's own;
+ *       both take ?heartbeat=S (RabbitMQ's URI spec: the AMQP heartbeat
+ *       asked for at login, 0 for none)
  * User and password may be percent-encoded.  NULL means $RRPC_URL, then
  * $REDIS_URL, then redis://127.0.0.1:6379.
  *
@@ -310,24 +312,40 @@ static int parse_tls_item(rrpc__url *u, const char *item, size_t n, char *err, s
     } else
         return rrpc__fail(err, errlen, RRPC_EURL,
                           "unknown URL parameter '%.*s' (amqps:// takes cacertfile, certfile, "
-                          "keyfile and verify)",
+                          "keyfile, verify and heartbeat)",
                           (int)kn, item);
     free(*field);
     *field = decode_dup(eq + 1, vn);
     return *field != NULL ? RRPC_OK : RRPC_ENOMEM;
 }
 
-/* The query of an amqp:// or amqps:// URL (after its '?'): TLS settings,
- * for amqps:// only. */
-static int parse_amqp_query(rrpc__url *u, const char *q, char *err, size_t errlen)
+/* One item of an amqp:// or amqps:// query (N bytes): ?heartbeat=S for
+ * both (RabbitMQ's URI spec; seconds, 0..65535 as AMQP's tune has it),
+ * the TLS settings for amqps:// only. */
+static int parse_amqp_item(rrpc__url *u, const char *item, size_t n, char *err, size_t errlen)
 {
+    static const char hb[] = "heartbeat=";
+    size_t hn = sizeof hb - 1;
+    if (n >= hn && strncmp(item, hb, hn) == 0) {
+        if (parse_int(item + hn, n - hn, 0, 65535, &u->heartbeat) != 0)
+            return rrpc__fail(err, errlen, RRPC_EURL,
+                              "heartbeat= takes seconds, 0 (none) to 65535, in URL");
+        return RRPC_OK;
+    }
     if (!u->tls)
         return rrpc__fail(err, errlen, RRPC_EURL,
-                          "amqp:// URLs take no query parameters (the TLS ones are for amqps://)");
+                          "amqp:// URLs take only heartbeat= (the TLS parameters are for "
+                          "amqps://)");
+    return parse_tls_item(u, item, n, err, errlen);
+}
+
+/* The query of an amqp:// or amqps:// URL (after its '?'). */
+static int parse_amqp_query(rrpc__url *u, const char *q, char *err, size_t errlen)
+{
     while (*q != '\0') {
         const char *amp = strchr(q, '&');
         size_t n = amp ? (size_t)(amp - q) : strlen(q);
-        int rc = parse_tls_item(u, q, n, err, errlen);
+        int rc = parse_amqp_item(u, q, n, err, errlen);
         if (rc != RRPC_OK)
             return rc;
         q += n;
@@ -343,6 +361,7 @@ static int parse_amqp(rrpc__url *u, const char *p, char *err, size_t errlen)
 {
     u->kind = RRPC__URL_AMQP;
     u->port = u->tls ? 5671 : 5672;
+    u->heartbeat = -1; /* not given: the transport's default */
     const char *q = strpbrk(p, "?#");
     if (q != NULL) {
         const char *at = strrchr(p, '@');

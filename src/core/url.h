@@ -38,6 +38,10 @@ typedef struct rrpc__url {
     char *tls_cert;
     char *tls_key;
     int tls_verify_none;
+    /* AMQP ?heartbeat=S (RabbitMQ's URI spec): the heartbeat asked for at
+     * login, in seconds, 0 for none; -1 when the URL gives none (the
+     * transport's default, src/amqp/link.c). */
+    int heartbeat;
 } rrpc__url;
 
 /* Parses URL (NULL = $RRPC_URL, then $REDIS_URL, then redis://127.0.0.1:6379)

@@ -9,6 +9,11 @@ with pika (nothing of rrpc's):
                                         publishes BODY without reply_to (a
                                         notification), persistent; N times,
                                         20 ms apart
+  amqp_tool.py URL confirm QUEUE BODY N
+                                        publishes N notifications BODY (each
+                                        "{i}" in it replaced by 0..N-1),
+                                        persistent, with publisher confirms;
+                                        prints how many the broker confirmed
   amqp_tool.py URL call QUEUE BODY CORR [TIMEOUT]
                                         a tutorial-style call with the
                                         correlation_id CORR; prints the answer
@@ -48,6 +53,15 @@ def main():
                 time.sleep(0.02)  # the broker delivers the previous one first
             ch.basic_publish("", queue, sys.argv[4].encode(),
                              pika.BasicProperties(delivery_mode=2, content_type="application/json"))
+    elif cmd == "confirm":
+        ch.confirm_delivery()  # basic_publish returns once the broker confirmed
+        confirmed = 0
+        for i in range(int(sys.argv[5])):
+            ch.basic_publish("", queue, sys.argv[4].replace("{i}", str(i)).encode(),
+                             pika.BasicProperties(delivery_mode=2,
+                                                  content_type="application/json"))
+            confirmed += 1
+        print(confirmed)
     elif cmd == "call":
         cb = ch.queue_declare(queue="", exclusive=True).method.queue
         got = []

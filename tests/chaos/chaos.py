@@ -65,10 +65,11 @@ that lived through such a crash count their losses and duplicates apart, as
 window_lost and window_duplicated, the measured asynchronous-replication
 window).
 
-Two modes run reliable mode over AMQP (AmqpRun, docs/RELIABILITY.md section
-7) on a private RabbitMQ node: amqp-reliable-kill (worker kills) and
-amqp-reliable-restart (worker kills and broker restarts); `--mode amqp`
-runs both.  When $RRPC_TEST_AMQP_URL is not set this script runs them in a
+Three modes run reliable mode over AMQP (AmqpRun, docs/RELIABILITY.md
+section 7) on a private RabbitMQ node: amqp-reliable-kill (worker kills),
+amqp-reliable-restart (worker kills and broker restarts) and
+amqp-reliable-kill9 (worker kills, and the node killed with kill -9 and
+started again on its data); `--mode amqp` runs the three.  When $RRPC_TEST_AMQP_URL is not set this script runs them in a
 child of tests/harness/with-rabbitmq.sh, which starts the node.
 
 Two modes run reliable mode with a worker that adds no effect, so that every
@@ -91,12 +92,13 @@ AOF there, so the AOF holds every answer pushed (aof_answers).  At the end:
   answered_again  calls with an answer sent again from the dedup memory: a
                   copy delivered again (the caller's resend after a broken
                   link, or a redelivery) is answered from it, by design
---mode all runs all eight.
+--mode all runs all nine.
 
 Usage: chaos.py --bin-dir DIR [--mode reliable|at-most-once|both|reliable-sharded|
                                reliable-cluster|reliable-plain|
                                reliable-plain-sharded|plain|amqp-reliable-kill|
-                               amqp-reliable-restart|amqp|all|MODE,MODE...]
+                               amqp-reliable-restart|amqp-reliable-kill9|amqp|all|
+                               MODE,MODE...]
                 [--seconds S] [--callers N] [--timeout T] [--seed N]
                 [--filler-keys N] [--keep] [--verbose]   (--help for all)
 Every process it starts dies with it (PR_SET_PDEATHSIG, signals, atexit) and
@@ -732,7 +734,7 @@ class _NoProxy:
         pass
 
 
-AMQP_MODES = ("amqp-reliable-kill", "amqp-reliable-restart")
+AMQP_MODES = ("amqp-reliable-kill", "amqp-reliable-restart", "amqp-reliable-kill9")
 
 
 class AmqpRun:
@@ -741,7 +743,12 @@ class AmqpRun:
     resending callers (chaos_caller --reliable) call chaos_worker processes
     (--reliable --effects-log) while a random worker is SIGKILLed every 1-2 s
     and replaced; amqp-reliable-restart also restarts the broker
-    (rabbitmqctl stop_app, 0.5-1.5 s, start_app) every 6-9 s.
+    (rabbitmqctl stop_app, 0.5-1.5 s, start_app) every 6-9 s;
+    amqp-reliable-kill9 kills the node's beam.smp with SIGKILL instead (its
+    pid from $RRPC_TEST_AMQP_PIDFILE), waits 0.5-1.5 s and starts it again
+    on the same data ($RRPC_TEST_AMQP_START, which returns once it accepts
+    connections: a crashed node takes several seconds), 6-9 s after it
+    came back.
 
     Counted from the callers' lines and the workers' "effect" and "start"
     lines (an effect is logged when the handler has done its work):
@@ -789,9 +796,22 @@ class AmqpRun:
                        stderr=subprocess.DEVNULL, check=False)
         self.restarts += 1
 
+    def kill9_broker(self):
+        with open(os.environ["RRPC_TEST_AMQP_PIDFILE"]) as f:
+            pid = int(f.read().strip())
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        time.sleep(self.rng.uniform(0.5, 1.5))
+        subprocess.run([os.environ["RRPC_TEST_AMQP_START"]], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=False)
+        self.restarts += 1
+
     def chaos(self, until):
         next_kill = time.monotonic() + self.rng.uniform(1, 2)
         next_restart = time.monotonic() + self.rng.uniform(6, 9)
+        kill9 = self.mode == "amqp-reliable-kill9"
         while time.monotonic() < until:
             now = time.monotonic()
             if now >= next_kill:
@@ -803,6 +823,9 @@ class AmqpRun:
                 next_kill = now + self.rng.uniform(1, 2)
             if self.mode == "amqp-reliable-restart" and now >= next_restart:
                 self.restart_broker()
+                next_restart = time.monotonic() + self.rng.uniform(6, 9)
+            if kill9 and now >= next_restart and now + 15 < until:
+                self.kill9_broker()
                 next_restart = time.monotonic() + self.rng.uniform(6, 9)
             time.sleep(0.05)
 
@@ -867,7 +890,7 @@ class AmqpRun:
             problems.append("no calls")
         if self.kills == 0:
             problems.append("no worker was killed")
-        if self.mode == "amqp-reliable-restart" and self.restarts == 0:
+        if self.mode in ("amqp-reliable-restart", "amqp-reliable-kill9") and self.restarts == 0:
             problems.append("the broker was not restarted")
         if caller_hung or report["late"]:
             problems.append("a caller hung or calls returned late")
@@ -1330,9 +1353,9 @@ def parse_args():
     p.add_argument("--mode", type=modes_arg, default="both",
                    help="one of reliable, at-most-once, reliable-sharded, reliable-cluster, "
                    "reliable-plain, reliable-plain-sharded, amqp-reliable-kill, "
-                   "amqp-reliable-restart, or several joined by commas; both: reliable and "
-                   "at-most-once; plain: the two reliable modes without effects (the grouped "
-                   "commit); amqp: the two AMQP modes; all: every "
+                   "amqp-reliable-restart, amqp-reliable-kill9, or several joined by commas; "
+                   "both: reliable and at-most-once; plain: the two reliable modes without "
+                   "effects (the grouped commit); amqp: the three AMQP modes; all: every "
                    "mode (reliable with 2 shards, on a 3-master Redis Cluster with failovers, "
                    "and over AMQP on a private RabbitMQ node)")
     p.add_argument("--seconds", type=float, default=60)

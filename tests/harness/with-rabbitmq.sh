@@ -8,8 +8,10 @@
 # in a fresh directory owned by the rabbitmq user -- the server drops to that
 # user when started as root, so the directory and its parents are
 # traversable (mode 755 under /tmp).  It waits until the node is up (a few
-# seconds), exports RRPC_TEST_AMQP_URL (amqp://guest:guest@127.0.0.1:PORT/)
-# and RRPC_TEST_AMQP_CTL (rabbitmqctl on the node), runs the command, then
+# seconds), exports RRPC_TEST_AMQP_URL (amqp://guest:guest@127.0.0.1:PORT/),
+# RRPC_TEST_AMQP_CTL (rabbitmqctl on the node), RRPC_TEST_AMQP_PIDFILE (its
+# beam.smp's pid: SIGSTOP, kill -9) and RRPC_TEST_AMQP_START (starts it
+# again after a kill, on the same data), runs the command, then
 # stops the node, its epmd and removes the directory, whatever happens.  Starting a node costs seconds: group AMQP checks into
 # few tests.
 #
@@ -77,18 +79,32 @@ rabbit_exit() {
 }
 trap rabbit_exit EXIT
 
-spawn rabbitmq "${runas[@]}" env -i PATH="$PATH" HOME="$node_dir" LANG=C.UTF-8 \
-  RABBITMQ_NODENAME="$node" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
-  RABBITMQ_NODE_PORT="$amqp_port" RABBITMQ_DIST_PORT="$dist_port" \
-  ERL_EPMD_PORT="$epmd_port" ERL_EPMD_ADDRESS=127.0.0.1 \
-  RABBITMQ_MNESIA_BASE="$node_dir/mnesia" RABBITMQ_LOG_BASE="$node_dir/log" \
-  RABBITMQ_FEATURE_FLAGS_FILE="$node_dir/feature_flags" \
-  RABBITMQ_ENABLED_PLUGINS_FILE="$node_dir/enabled_plugins" \
-  RABBITMQ_CONFIG_FILE="$node_dir/rabbitmq.conf" RABBITMQ_PID_FILE="$node_dir/pid" \
-  "$server"
+start_cmd=("${runas[@]}" env -i PATH="$PATH" HOME="$node_dir" LANG=C.UTF-8
+  RABBITMQ_NODENAME="$node" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+  RABBITMQ_NODE_PORT="$amqp_port" RABBITMQ_DIST_PORT="$dist_port"
+  ERL_EPMD_PORT="$epmd_port" ERL_EPMD_ADDRESS=127.0.0.1
+  RABBITMQ_MNESIA_BASE="$node_dir/mnesia" RABBITMQ_LOG_BASE="$node_dir/log"
+  RABBITMQ_FEATURE_FLAGS_FILE="$node_dir/feature_flags"
+  RABBITMQ_ENABLED_PLUGINS_FILE="$node_dir/enabled_plugins"
+  RABBITMQ_CONFIG_FILE="$node_dir/rabbitmq.conf" RABBITMQ_PID_FILE="$node_dir/pid"
+  "$server")
+spawn rabbitmq "${start_cmd[@]}"
 # The AMQP listener opens last in the boot: once it accepts, the node serves.
 amqp_up() { (exec 3<>"/dev/tcp/127.0.0.1/$amqp_port") 2>/dev/null; }
 wait_until 60 amqp_up || die "with-rabbitmq.sh: rabbitmq-server did not start"
+# $RRPC_TEST_AMQP_START: starts the node again after a test killed it
+# (kill -9 of the pid in $RRPC_TEST_AMQP_PIDFILE, the beam.smp process):
+# same name, ports, data and config, so durable queues and persistent
+# messages come back; returns once it accepts AMQP again (status 1 if not
+# within 60 s).  The stop at exit finds it by the pid file.
+{
+  printf '#!/usr/bin/env bash\n'
+  printf '%q ' nohup "${start_cmd[@]}"
+  printf '>>%q 2>&1 </dev/null &\n' "$node_dir/restarts.log"
+  printf 'for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/%s) 2>/dev/null && exit 0; sleep 0.1; done\nexit 1\n' "$amqp_port"
+} >"$node_dir/start"
+chmod 755 "$node_dir/start"
+export RRPC_TEST_AMQP_START="$node_dir/start" RRPC_TEST_AMQP_PIDFILE="$node_dir/pid"
 if [ -n "$amqps_port" ]; then
   amqps_up() { (exec 3<>"/dev/tcp/127.0.0.1/$amqps_port") 2>/dev/null; }
   wait_until 30 amqps_up || die "with-rabbitmq.sh: the TLS listener did not open"

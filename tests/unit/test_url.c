@@ -250,6 +250,29 @@ static void expect_amqp(const char *url, const char *host, int port, const char 
     rrpc__url_free(&u);
 }
 
+/* ?heartbeat=S, RabbitMQ's URI parameter, for amqp:// and amqps:// alike;
+ * -1 when the URL gives none (the transport's default). */
+static void test_amqp_heartbeat(void)
+{
+    rrpc__url u;
+    char err[RRPC__ERRMSG_LEN] = "";
+    CHECK_EQ_INT(rrpc__url_parse(&u, "amqp://h/v", err, sizeof err), RRPC_OK);
+    CHECK_EQ_INT(u.heartbeat, -1);
+    rrpc__url_free(&u);
+    CHECK_EQ_INT(rrpc__url_parse(&u, "amqp://h/v?heartbeat=0", err, sizeof err), RRPC_OK);
+    CHECK_EQ_INT(u.heartbeat, 0);
+    rrpc__url_free(&u);
+    CHECK_EQ_INT(rrpc__url_parse(&u, "amqps://h?verify=verify_none&heartbeat=7", err, sizeof err),
+                 RRPC_OK);
+    CHECK_EQ_INT(u.heartbeat, 7);
+    CHECK_EQ_INT(u.tls_verify_none, 1);
+    rrpc__url copy;
+    CHECK_EQ_INT(rrpc__url_copy(&copy, &u), RRPC_OK);
+    CHECK_EQ_INT(copy.heartbeat, 7);
+    rrpc__url_free(&copy);
+    rrpc__url_free(&u);
+}
+
 static void test_amqp_urls(void)
 {
     expect_amqp("amqp://", "localhost", 5672, "guest", "guest", "/", 0, __LINE__);
@@ -261,14 +284,16 @@ static void test_amqp_urls(void)
     expect_amqp("amqp://[::1]:5680/v", "::1", 5680, "guest", "guest", "v", 0, __LINE__);
     expect_amqp("amqps://u:p@h/v", "h", 5671, "u", "p", "v", 1, __LINE__);
     EXPECT_BAD_URL("amqp://h:99999/", "port");
-    EXPECT_BAD_URL("amqp://h/v?heartbeat=5", "no query");
     EXPECT_BAD_URL("amqp://h/v?cacertfile=/ca.pem", "amqps://");
-    EXPECT_BAD_URL("amqps://h/v?heartbeat=5", "unknown URL parameter 'heartbeat'");
+    EXPECT_BAD_URL("amqp://h/v?heartbeat=", "heartbeat= takes seconds");
+    EXPECT_BAD_URL("amqp://h/v?heartbeat=65536", "heartbeat= takes seconds");
+    EXPECT_BAD_URL("amqps://h/v?heart=5", "unknown URL parameter 'heart'");
     EXPECT_BAD_URL("amqps://h/v?verify=maybe", "verify_peer or verify_none");
     EXPECT_BAD_URL("amqps://h/v#frag", "fragment");
     EXPECT_BAD_URL("amqp://u:se?cret@h/", "'@'");
     EXPECT_BAD_URL("amqp://u:se/cret@h/", "'@'");
     describe("amqp://u:hunter2@h:5673/prod", "amqp://u:***@h:5673/prod");
+    test_amqp_heartbeat();
     describe("amqp://h", "amqp://guest:***@h:5672/%2F");
 }
 
