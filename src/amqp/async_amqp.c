@@ -13,9 +13,9 @@
  * queue the flag costs nothing).  The answers carry their ids in the body,
  * which is what the client matches them by.
  *
- * Fail fast: the async client has no fail_fast option, over Redis either
- * (no consumer-count probe per call); a request to a service with no queue
- * still ends at once, by the basic.return below.
+ * Fail fast: rrpc_async_options.fail_fast reads Redis's registry; over
+ * AMQP it is ignored (no consumer-count probe per call), but a request to
+ * a service with no queue still ends at once, by the basic.return below.
  *
  * librabbitmq blocks; the session runs it on the client's libevent loop
  * anyway, without a thread of its own, because what it asks of the socket
@@ -121,8 +121,8 @@ typedef struct pending {
     size_t n, tags, confirmed, sent;
     held *held;     /* N entries once one request is held; NULL before */
     double held_at; /* monotonic: when the first request was held */
-    int status; /* RRPC_OK, or why the group failed (a return, a nack, a refusal) */
-    char *msg;  /* with a failure */
+    int status;     /* RRPC_OK, or why the group failed (a return, a nack, a refusal) */
+    char *msg;      /* with a failure */
     char *queue;
     uint64_t *ids;       /* the requests' ids (0: a notification), for returns */
     unsigned char *bits; /* confirmed tags */
