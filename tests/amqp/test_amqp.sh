@@ -166,7 +166,8 @@ if [ -n "${RRPC_RABBITMQ_DEFINITIONS:-}" ]; then
   spawn acl_calc "$calc" --url "$srv_url" --service calc --workers 1
   wait_until 10 grep -q "serving queue 'calc'" "$test_dir/acl_calc.log" ||
     fail "calc-server as user calc-server in vhost rrpc: $(tail -2 "$test_dir/acl_calc.log")"
-  grep -q "not in the registry.*ACCESS_REFUSED" "$test_dir/acl_calc.log" &&
+  # The registry is declared after the queue is served: wait for its line too.
+  wait_until 10 grep -q "not in the registry.*ACCESS_REFUSED" "$test_dir/acl_calc.log" &&
     ok "ACL: refused the registry's names, calc-server serves unregistered and says why" ||
     fail "ACL registry: $(tail -2 "$test_dir/acl_calc.log")"
   out=$("$rrpc" call --url "$caller_url" calc add '[20, 22]' 2>&1)
