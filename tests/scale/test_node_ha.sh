@@ -64,6 +64,32 @@ after=$(awk -v k="$killed" '$1 == "ok" && $2 > k' "$test_dir/js-loop.log" | wc -
 ok "the long-lived Node client calls again $back ms after the kill ($after calls since," \
   "$(grep -c '^err' "$test_dir/js-loop.log") failed during the failover)"
 
+# A master demoted under the worker rather than killed: the old master comes
+# back as a replica, a forced failover promotes it again, and the master the
+# worker is on becomes a replica.  The Node server's BLPOP there ends with
+# UNBLOCKED (and writes with READONLY): a lost link, so it asks the
+# Sentinels again.  (The Sentinels' own reconfiguration also kills normal
+# clients, CLIENT KILL TYPE normal, a second later: this check cannot tell
+# the two apart, only that the worker leaves the demoted master.)
+redis_node master-again "$sentinel_master" --replicaof 127.0.0.1 "$sentinel_replica"
+back_synced() { redis-cli -p "$sentinel_master" info replication | grep -q 'master_link_status:up'; }
+wait_until 10 back_synced || die "the old master did not sync as a replica"
+# The Sentinels must see it up again before they can promote it.
+known() { ! redis-cli -p "${sentinel_ports[0]}" sentinel replicas nodemaster | grep -q 's_down'; }
+wait_until 10 known || die "the Sentinels did not see the old master come back"
+redis-cli -p "${sentinel_ports[0]}" sentinel failover nodemaster >/dev/null
+demoted=$(now_ms)
+named_again() {
+  redis-cli -p "${sentinel_ports[0]}" sentinel get-master-addr-by-name nodemaster | grep -qx "$sentinel_master"
+}
+wait_until 15 named_again || die "the forced failover did not promote :$sentinel_master"
+# The Sentinels demote the old master only once they see it still claims the
+# role (seconds later): done here at once, as they will.
+redis-cli -p "$sentinel_replica" replicaof 127.0.0.1 "$sentinel_master" >/dev/null
+wait_until 10 call || die "rrpc call -> Node server did not resume after the demotion"
+ok "after a forced failover back to :$sentinel_master, rrpc call -> Node server works again" \
+  "$(($(now_ms) - demoted)) ms after it began (the worker left the demoted master)"
+
 # ---- Cluster ---------------------------------------------------------------
 start_cluster 3 0
 url=$cluster_url

@@ -299,7 +299,9 @@ class SentinelLink extends Link {
         await c.connect();
         const role = await c.sendCommand(['ROLE']);
         // Right after a failover a Sentinel may still name the old master, now a replica.
-        if (String(role[0]) !== 'master') throw new Error(`${addr.host}:${addr.port} is not the master (ROLE ${role[0]})`);
+        if (String(role[0]) !== 'master') {
+          throw new Error(`${addr.host}:${addr.port} is not the master (ROLE ${role[0]})`);
+        }
       } catch (e) {
         try {
           c.destroy();
