@@ -38,6 +38,11 @@ out=$(node "$calls" once "$url" ha_js) || die "Node client through the Sentinel 
 [ "$out" = '{"add":3,"multiply":20,"high":5,"progress":3,"seen":[1,2,3]}' ] || die "Node client got $out"
 ok "Node client -> Node server through the Sentinel URL: $out"
 
+# A refused master password ends the search at once, not a wait for Redis.
+out=$(timeout 8 node "$calls" serve "${url/redis+sentinel:\/\//redis+sentinel://:wrong@}" ha_js 2>&1)
+case $out in *'refused RedisError: ha_js: cannot start:'*AUTH*) ;; *) die "a wrong master password: $out" ;; esac
+ok "a wrong master password is refused at once: ${out:0:110}..."
+
 # A long-lived Node client calls all along (every 100 ms, timeout 1 s).
 spawn js-loop node "$calls" loop "$url" ha_js 10
 loop_pid=$spawned
@@ -134,24 +139,33 @@ out=$(node "$calls" once "$url" hcalc 2>&1)
 ok "Node client -> C calc-server on the Cluster"
 
 # Replies on other masters than the requests: 20 calls of a long-lived
-# client, each one's reply key's master counted.
+# client, each one's reply key's master counted.  Meanwhile the same client
+# waits 1.5 s for the C calc-server's sleep: its BLPOP blocks one node's
+# connection, so if the 20 shared it they would wait behind it.
 spread=$(node -e '
 const rrpc = require(process.argv[1]);
 (async () => {
   const c = new rrpc.Client({ url: process.argv[2], timeout: 5 });
+  await c.call(process.argv[3], "add", [0, 0]);
   const keys = [];
-  const cmd = c.push.bind(c);
-  c.push = (conn, queue, text, ...rest) => { keys.push(JSON.parse(text).reply_to); return cmd(conn, queue, text, ...rest); };
+  const push = c.push.bind(c);
+  c.push = (conn, queue, text, ...rest) => { keys.push(JSON.parse(text).reply_to); return push(conn, queue, text, ...rest); };
+  let slept = false;
+  const slow = c.call("hcalc", "sleep", [1500]).then(() => { slept = true; });
+  await new Promise((resolve) => setTimeout(resolve, 100));
   for (let i = 0; i < 20; i++) if (await c.call(process.argv[3], "add", [i, 1]) !== i + 1) throw new Error("wrong");
+  if (slept) throw new Error("the 20 calls waited for the sleeping one");
+  await slow;
   await c.close();
-  console.log(keys.join("\n"));
+  console.log(keys.slice(1).join("\n"));
 })().catch((e) => { console.error(e); process.exit(1); });' "$rrpc_root/clients/node" "$url" "${services[0]}") ||
-  die "20 calls from one Node client failed"
+  die "20 calls from one Node client beside a slow one failed: $spread"
 req=$(owner "${services[0]}")
 other=0
 for k in $spread; do [ "$(owner "$k")" != "$req" ] && other=$((other + 1)); done
 [ "$other" -ge 5 ] || die "only $other of 20 replies lived on another master than the requests (:$req)"
-ok "$other of 20 replies lived on other masters than the requests (:$req)"
+ok "$other of 20 replies lived on other masters than the requests (:$req), none waiting behind" \
+  "another call's BLPOP"
 
 # Refused on a Cluster, clearly.
 out=$(node "$calls" once "${url}/1" "${services[0]}" 2>&1)

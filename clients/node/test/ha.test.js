@@ -49,6 +49,7 @@ test('malformed Sentinel and Cluster URLs are TypeErrors saying why', () => {
   }
   // Before any connection is tried: the Client and Server constructors throw.
   assert.throws(() => new rrpc.Client({ url: 'redis+cluster://h/1' }), /only db 0/);
+  assert.throws(() => new rrpc.Server('calc', {}, { url: 'redis+sentinel://h' }), /master's name/);
 });
 
 test('on a Cluster each command is routed by its one key (or keyless)', () => {
