@@ -6,8 +6,11 @@ export type Params = unknown[] | Record<string, unknown>;
 
 export interface ClientOptions {
   /**
-   * Redis URL: redis://, rediss:// or unix:///path; or an AMQP broker's amqp://user:pass@host:port/vhost
-   * (PROTOCOL.md 12). Default $RRPC_URL, then $REDIS_URL, then redis://127.0.0.1:6379.
+   * Redis URL: redis://, rediss:// or unix:///path; behind Sentinel
+   * redis+sentinel://[user:password@]host[:port][,host[:port]...]/MASTER[/db][?sentinel_password=P&sentinel_user=U];
+   * on a Cluster redis+cluster://[user:password@]host[:port][,host[:port]...] (db 0 only); or an AMQP
+   * broker's amqp://user:pass@host:port/vhost (PROTOCOL.md 12). A malformed Sentinel or Cluster URL is a
+   * TypeError from the constructor. Default $RRPC_URL, then $REDIS_URL, then redis://127.0.0.1:6379.
    */
   url?: string;
   /** The deployment's key prefix (default ''). */

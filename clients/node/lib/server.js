@@ -18,6 +18,7 @@ const trace = require('./trace');
 const prio = require('./priority');
 const stream = require('./stream');
 const amqp = require('./amqp');
+const ha = require('./ha');
 const { RedisError, Unsupported } = require('./errors');
 const { describe, discoverDocument, entry, invoke, publicMethods, rawParams } = require('./handlers');
 const { Registry } = require('./registry');
@@ -69,6 +70,7 @@ class Server {
     this.service = service;
     this.url = amqp.resolveUrl(o.url);
     this.overAmqp = amqp.isAmqp(this.url); // PROTOCOL.md 12: replies to reply_to
+    if (ha.isHa(this.url)) ha.parse(this.url); // a malformed Sentinel or Cluster URL: a TypeError now
     this.maxQueue = o.maxQueue;
     if (o.reliable && !this.overAmqp) throw new Unsupported('reliable: the Node peer is reliable over AMQP only');
     this.reliable = Boolean(o.reliable);

@@ -1,7 +1,8 @@
 'use strict';
 // transport.js -- what the client and the server need from Redis.
 //
-// A connection from a URL (redis://, rediss://, unix://), Redis's clock
+// A connection from a URL (redis://, rediss://, unix://; redis+sentinel://
+// and redis+cluster:// through lib/ha.js), Redis's clock
 // (request deadlines are on it, PROTOCOL.md 7), the REPLY SCRIPT that
 // writes only onto reply lists (section 3), and the sorting of Redis's
 // errors into "not now" (a broken link, LOADING, READONLY...: try again
@@ -12,6 +13,7 @@
 
 const crypto = require('node:crypto');
 const { createClient, ErrorReply, RESP_TYPES } = require('redis');
+const ha = require('./ha');
 
 const DEFAULT_URL = 'redis://127.0.0.1:6379';
 // Replies as Buffers: a request text need not be UTF-8.
@@ -81,7 +83,9 @@ function socketOptions(url) {
  * and can be stopped.  A refused password ends a first connect.
  */
 function connection(url) {
-  const options = socketOptions(url || process.env.RRPC_URL || process.env.REDIS_URL || DEFAULT_URL);
+  const target = url || process.env.RRPC_URL || process.env.REDIS_URL || DEFAULT_URL;
+  if (ha.isHa(target)) return watched(ha.link(target)); // Sentinel or Cluster (lib/ha.js)
+  const options = socketOptions(target);
   const conn = createClient({
     ...options,
     RESP: 2,
@@ -99,6 +103,10 @@ function connection(url) {
       },
     },
   });
+  return watched(conn);
+}
+
+function watched(conn) {
   conn.rrpcConnected = false;
   // Without a listener an 'error' event would end the process; the last one
   // says why commands fail while the client reconnects.
@@ -240,8 +248,10 @@ return out
 const REPLY_SHA = crypto.createHash('sha1').update(REPLY_SCRIPT, 'utf8').digest('hex');
 
 /**
- * Runs the REPLY SCRIPT by its SHA, loading it when Redis lacks it (a
- * restart, SCRIPT FLUSH, a failover).  Returns the script's answer.
+ * Runs the REPLY SCRIPT by its SHA, and as EVAL (which loads it) when Redis
+ * lacks it (a restart, SCRIPT FLUSH, a failover).  Not SCRIPT LOAD: on a
+ * Cluster that names no key and may load it on another node than the reply
+ * key's.  Returns the script's answer.
  */
 async function pushReply(conn, key, ttl, body) {
   const args = ['1', key, String(ttl), body];
@@ -250,8 +260,7 @@ async function pushReply(conn, key, ttl, body) {
   } catch (e) {
     if (code(e) !== 'NOSCRIPT') throw e;
   }
-  await command(conn, ['SCRIPT', 'LOAD', REPLY_SCRIPT]);
-  return command(conn, ['EVALSHA', REPLY_SHA, ...args]);
+  return command(conn, ['EVAL', REPLY_SCRIPT, ...args]);
 }
 
 /** The default logger: timestamped lines on stderr. */
