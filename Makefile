@@ -70,8 +70,10 @@ test-asan: deps
 	@# run no C code: the plain pass has run them.  Their AMQP suites and the
 	@# language matrices (*interop*) run C only through rrpc call and
 	@# calc-server, which the C tests run here too; they were a minute of it.
+	@# So do the peers on Sentinel and Cluster (scale_sentinel and scale_cluster
+	@# run rrpc's C side there).
 	@cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS) -E \
-	  '^(node_package|python_package|ruby_gem|peers_ruby_python|peers_faults|python_amqp|ruby_amqp|node_amqp|interop_c_ruby_python|interop_priority_progress|amqp_interop_matrix)$$'
+	  '^(node_package|python_package|ruby_gem|peers_ruby_python|peers_faults|python_amqp|ruby_amqp|node_amqp|interop_c_ruby_python|interop_priority_progress|amqp_interop_matrix|scale_node_ha)$$'
 
 test-valgrind: deps
 	@cmake -S . -B $(VG_BUILD) -DRRPC_WERROR=ON -DRRPC_VALGRIND=ON \
