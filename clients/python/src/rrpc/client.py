@@ -16,6 +16,7 @@ from .errors import (Cancelled, Overloaded, ProtocolError, RedisError, RemoteErr
                      Unavailable)
 from . import priority as prio, stream, trace
 from .protocol import dumps, loads, request
+from .redis_url import is_cluster
 from .transport import RedisClock, connect, error_text, is_amqp, resolve_url
 
 
@@ -210,10 +211,17 @@ class Client:
         if read_at is not None and time.monotonic() - read_at <= max_age:
             return view
         config = '{%s}:config' % queue
-        replies = (self.redis.pipeline(transaction=False).time()
-                   .zrange('{%s}:workers' % queue, 0, -1, withscores=True)
+        # The three keys share the slot {L}; redis-py's Cluster pipelines
+        # refuse TIME (no key, any node), so there it goes on its own.
+        cluster = is_cluster(self.redis)
+        pipe = self.redis.pipeline(transaction=False)
+        if not cluster:
+            pipe.time()
+        replies = (pipe.zrange('{%s}:workers' % queue, 0, -1, withscores=True)
                    .hget(config, 'max_queue').exists(config)
                    .execute(raise_on_error=False))
+        if cluster:
+            replies.insert(0, self.redis.time())
         if any(isinstance(r, redis.ResponseError) for r in replies):
             view = _NO_VIEW  # keys refused (an ACL): no registry for us, wait as usual
         else:

@@ -14,6 +14,8 @@ import time
 
 import redis
 
+from . import redis_url
+
 DEFAULT_URL = 'redis://127.0.0.1:6379'
 
 log = logging.getLogger('rrpc')
@@ -31,8 +33,10 @@ def is_amqp(url):
 
 
 def connect(url):
-    """A redis-py client for URL, else $RRPC_URL, else $REDIS_URL, else DEFAULT_URL."""
-    return redis.Redis.from_url(resolve_url(url))
+    """A redis-py client for URL, else $RRPC_URL, else $REDIS_URL, else
+    DEFAULT_URL: redis-py's Sentinel-managed or Cluster client for a
+    redis+sentinel:// or redis+cluster:// URL (redis_url.py)."""
+    return redis_url.connect(resolve_url(url))
 
 
 class RedisClock:
