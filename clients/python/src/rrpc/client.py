@@ -17,7 +17,8 @@ from .errors import (Cancelled, Overloaded, ProtocolError, RedisError, RemoteErr
 from . import priority as prio, stream, trace
 from .protocol import dumps, loads, request
 from .redis_url import is_cluster
-from .transport import RedisClock, connect, error_text, is_amqp, resolve_url
+from .transport import ERRORS as REDIS_ERRORS
+from .transport import RedisClock, connect, demoted, error_text, is_amqp, resolve_url
 
 
 class _View:
@@ -110,7 +111,8 @@ class Client:
             members['cancel_key'] = cancel_key
         try:
             return self._call(service, method, args, kwargs, timeout, members, progress, cancel)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
+            demoted(self.redis, exc)  # behind Sentinel: the next call asks for the new master
             raise RedisError(f'{service}.{method}: redis: {error_text(exc)}') from exc
 
     def notify(self, service, method, *args, traceparent=None, tracestate=None, priority=None,
@@ -121,7 +123,8 @@ class Client:
         text = dumps(request(method, args, kwargs, **members))
         try:
             self._push(self.prefix + service, text, 0, members.get('priority'))
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
+            demoted(self.redis, exc)  # behind Sentinel: the next call asks for the new master
             raise RedisError(f'{service}.{method}: redis: {error_text(exc)}') from exc
 
     def proxy(self, service):
