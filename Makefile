@@ -73,7 +73,7 @@ test-asan: deps
 	@# So do the peers on Sentinel and Cluster (scale_sentinel and scale_cluster
 	@# run rrpc's C side there).
 	@cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS) -E \
-	  '^(node_package|python_package|ruby_gem|peers_ruby_python|peers_faults|python_amqp|ruby_amqp|node_amqp|interop_c_ruby_python|interop_priority_progress|amqp_interop_matrix|scale_node_ha)$$'
+	  '^(node_package|python_package|ruby_gem|peers_ruby_python|peers_faults|python_amqp|ruby_amqp|node_amqp|interop_c_ruby_python|interop_priority_progress|amqp_interop_matrix|scale_node_ha|scale_peers_ha)$$'
 
 test-valgrind: deps
 	@cmake -S . -B $(VG_BUILD) -DRRPC_WERROR=ON -DRRPC_VALGRIND=ON \

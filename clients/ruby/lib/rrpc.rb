@@ -32,6 +32,7 @@
 #
 #   version, errors, protocol (wire rules), handler,
 #   trace (W3C Trace Context)                          -- no I/O
+#   redis_url (Sentinel and Cluster clients),
 #   clock, dead_letter, params                         -- helpers
 #   client                                             -- callers
 #   registry, outage, dispatcher, replies, server      -- workers
@@ -39,6 +40,7 @@
 
 require 'digest'
 require_relative 'rrpc/version'
+require_relative 'rrpc/redis_url'
 require_relative 'rrpc/protocol'
 require_relative 'rrpc/errors'
 require_relative 'rrpc/handler'

@@ -14,7 +14,8 @@ them, interchangeably with the C, Ruby and seed-style peers:
 
 Its modules, one concern each: protocol (JSON-RPC rules, no I/O),
 deadletter (the record of what cannot be answered), transport (Redis: the
-clock, the reply script, transient errors), replies (which reply keys a
+clock, the reply script, transient errors), redis_url (Sentinel and Cluster
+URLs), replies (which reply keys a
 worker accepts), handlers, registry (heartbeat and stats), client, server,
 errors.  Public API: Client, Proxy, Server, the errors under rrpc.Error,
 raw_params, describe, current_traceparent, current_tracestate (W3C

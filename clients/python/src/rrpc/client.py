@@ -16,7 +16,9 @@ from .errors import (Cancelled, Overloaded, ProtocolError, RedisError, RemoteErr
                      Unavailable)
 from . import priority as prio, stream, trace
 from .protocol import dumps, loads, request
-from .transport import RedisClock, connect, error_text, is_amqp, resolve_url
+from .redis_url import is_cluster
+from .transport import ERRORS as REDIS_ERRORS
+from .transport import RedisClock, connect, demoted, error_text, is_amqp, resolve_url
 
 
 class _View:
@@ -109,7 +111,8 @@ class Client:
             members['cancel_key'] = cancel_key
         try:
             return self._call(service, method, args, kwargs, timeout, members, progress, cancel)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
+            demoted(self.redis, exc)  # behind Sentinel: the next call asks for the new master
             raise RedisError(f'{service}.{method}: redis: {error_text(exc)}') from exc
 
     def notify(self, service, method, *args, traceparent=None, tracestate=None, priority=None,
@@ -120,7 +123,8 @@ class Client:
         text = dumps(request(method, args, kwargs, **members))
         try:
             self._push(self.prefix + service, text, 0, members.get('priority'))
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
+            demoted(self.redis, exc)  # behind Sentinel: the next call asks for the new master
             raise RedisError(f'{service}.{method}: redis: {error_text(exc)}') from exc
 
     def proxy(self, service):
@@ -210,10 +214,17 @@ class Client:
         if read_at is not None and time.monotonic() - read_at <= max_age:
             return view
         config = '{%s}:config' % queue
-        replies = (self.redis.pipeline(transaction=False).time()
-                   .zrange('{%s}:workers' % queue, 0, -1, withscores=True)
+        # The three keys share the slot {L}; redis-py's Cluster pipelines
+        # refuse TIME (no key, any node), so there it goes on its own.
+        cluster = is_cluster(self.redis)
+        pipe = self.redis.pipeline(transaction=False)
+        if not cluster:
+            pipe.time()
+        replies = (pipe.zrange('{%s}:workers' % queue, 0, -1, withscores=True)
                    .hget(config, 'max_queue').exists(config)
                    .execute(raise_on_error=False))
+        if cluster:
+            replies.insert(0, self.redis.time())
         if any(isinstance(r, redis.ResponseError) for r in replies):
             view = _NO_VIEW  # keys refused (an ACL): no registry for us, wait as usual
         else:

@@ -16,7 +16,7 @@ import threading
 import time
 
 from .protocol import dumps
-from .transport import connect
+from .transport import connect, demoted
 
 log = logging.getLogger('rrpc')
 
@@ -149,6 +149,7 @@ class Registry:
                     log.warning('%s: heartbeat restored', self.server.service)
                 self._failing = False
             except Exception as exc:  # log once per outage; redis-py reconnects
+                demoted(self.conn, exc)
                 if not self._failing:
                     log.warning('%s: heartbeat failed: %s', self.server.service, exc)
                 self._failing = True

@@ -27,8 +27,9 @@ from .protocol import (BATCH_TIME_EXCEEDED, CANCELLED, DEADLINE_EXCEEDED, INTERN
                        METHOD_NOT_FOUND, dumps, error)
 from .registry import Registry
 from .replies import ReplyRules, key_bytes
-from .transport import Outage, RedisClock, connect, error_text, heals_at_start, is_amqp, push_reply
-from .transport import transient
+from .transport import Outage, RedisClock, connect, demoted, error_text, heals_at_start, is_amqp
+from .transport import push_reply
+from .transport import ERRORS as REDIS_ERRORS, transient
 from .version import VERSION
 
 log = logging.getLogger('rrpc')
@@ -241,6 +242,7 @@ class Server:
                 backoff = 0.1
                 self._outage.ended()
             except Exception as exc:  # READONLY, NOPERM, WRONGTYPE, a broken link...
+                demoted(self.redis, exc)
                 self._outage.failed(exc, 'cannot pop requests')
                 self._pause(backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -440,9 +442,10 @@ class Server:
                 result = write()
                 self._outage.ended()
                 return result
-            except redis.RedisError as exc:
+            except REDIS_ERRORS as exc:
                 if not transient(exc):
                     raise
+                demoted(self.redis, exc)
                 self._outage.failed(exc, what)
                 if self._stopping:
                     give_up_at = give_up_at or time.monotonic() + self.STOP_GRACE_S

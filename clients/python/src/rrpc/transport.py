@@ -13,8 +13,16 @@ import os
 import time
 
 import redis
+from redis.exceptions import RedisClusterException
+
+from . import redis_url
 
 DEFAULT_URL = 'redis://127.0.0.1:6379'
+
+# What redis-py raises when Redis fails or refuses: its Cluster client also
+# raises RedisClusterException, which is not a RedisError (no node of the
+# Cluster answers, a slot no node serves during a failover).
+ERRORS = (redis.RedisError, RedisClusterException)
 
 log = logging.getLogger('rrpc')
 
@@ -31,8 +39,10 @@ def is_amqp(url):
 
 
 def connect(url):
-    """A redis-py client for URL, else $RRPC_URL, else $REDIS_URL, else DEFAULT_URL."""
-    return redis.Redis.from_url(resolve_url(url))
+    """A redis-py client for URL, else $RRPC_URL, else $REDIS_URL, else
+    DEFAULT_URL: redis-py's Sentinel-managed or Cluster client for a
+    redis+sentinel:// or redis+cluster:// URL (redis_url.py)."""
+    return redis_url.connect(resolve_url(url))
 
 
 class RedisClock:
@@ -56,7 +66,7 @@ class RedisClock:
             sent = time.time() * 1000.0
             sec, usec = conn.time()
             now = time.time() * 1000.0
-        except (redis.ConnectionError, redis.TimeoutError):
+        except (redis.ConnectionError, redis.TimeoutError, RedisClusterException):
             self.tried_at = None  # Redis is away: measure as soon as it is back
             return False
         except redis.RedisError:
@@ -151,10 +161,22 @@ def error_text(exc):
 
 def transient(exc):
     """Whether a failed command may succeed if simply tried again later."""
-    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, RedisClusterException)):
         return True  # also LOADING (BusyLoadingError) and a refused AUTH mid-rotation
     return (isinstance(exc, redis.RedisError) and
             error_text(exc).split(' ', 1)[0] in _TRANSIENT_CODES)
+
+
+def demoted(conn, exc):
+    """A demoted master answers writes with READONLY and cuts blocked pops
+    with UNBLOCKED: behind Sentinel that is a lost link (as in C), so the
+    idle connections to it are dropped and the next command asks the
+    Sentinels again (redis-py's Sentinel client does so itself for
+    READONLY, not for UNBLOCKED).  Elsewhere the reconnect is to the same
+    node: harmless.  A Cluster client re-reads its slot map by itself."""
+    if (isinstance(exc, redis.RedisError) and not redis_url.is_cluster(conn) and
+            error_text(exc).split(' ', 1)[0] in ('READONLY', 'UNBLOCKED')):
+        conn.connection_pool.disconnect(inuse_connections=False)
 
 
 def heals_at_start(exc):

@@ -166,6 +166,7 @@ module RRPC
     def reaching_redis
       yield
     rescue Redis::BaseError => e
+      RedisURL.demoted(@redis, e) # behind Sentinel: the next call asks for the new master
       raise RedisError, "redis: #{e.message}"
     end
 

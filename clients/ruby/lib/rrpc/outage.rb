@@ -23,7 +23,10 @@ module RRPC
     end
 
     # stopping: a callable, true once the server was told to stop.
-    def initialize(service, logger, stopping)
+    # redis: the connection the writes go through (a demoted master's is
+    # dropped, RedisURL.demoted).
+    def initialize(service, logger, stopping, redis = nil)
+      @redis = redis
       @service = service
       @log = logger
       @stopping = stopping
@@ -46,6 +49,7 @@ module RRPC
       rescue Redis::BaseError => e
         raise unless Outage.transient?(e)
 
+        RedisURL.demoted(@redis, e) if @redis
         failed(e, what)
         if @stopping.call
           give_up_at ||= monotonic + STOP_GRACE_S

@@ -22,8 +22,10 @@ module RRPC
   module Wire
     module_function
 
+    # A redis+sentinel:// or redis+cluster:// URL gives redis-rb's Sentinel
+    # or Cluster client (redis_url.rb).
     def connect(url)
-      Redis.new(url: url(url))
+      RedisURL.connect(url(url))
     end
 
     # The URL to use: URL, else $RRPC_URL, else $REDIS_URL (as the C

@@ -109,13 +109,15 @@ module RRPC
       sec, usec = @redis.time
       now_ms = sec * 1000 + usec / 1000
       ttl_ms = (@ttl * 1000).to_i
+      # The {L} keys share a slot; the index of services is in another,
+      # which a Cluster client's pipeline cannot reach: it goes on its own.
       @redis.pipelined do |pipe|
         pipe.zadd(@workers_key, now_ms + ttl_ms, @id)
         pipe.hset(@info_key, @id, @record)
         pipe.hset(@config_key, 'max_queue', @max_queue, 'ttl_ms', ttl_ms, 'shards', 1)
-        pipe.sadd(@services_key, [@service])
         pipe.pexpire(@config_key, REGISTERED_FOR_MS)
       end
+      @redis.sadd(@services_key, [@service])
       # Clear workers whose heartbeat ran out: a killed process cannot.
       before = "(#{now_ms}"
       dead = @redis.zrangebyscore(@workers_key, '-inf', before)
@@ -160,6 +162,7 @@ module RRPC
           @log.warn("#{@service}: heartbeat restored") if @failing
           @failing = false
         rescue StandardError => e # log once per outage; the gem reconnects
+          RedisURL.demoted(@redis, e)
           @log.warn("#{@service}: heartbeat failed: #{e.message}") unless @failing
           @failing = true
         end

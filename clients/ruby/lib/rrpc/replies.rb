@@ -126,11 +126,19 @@ module RRPC
         @redis.pipelined do |pipe|
           pipe.rpush(@dead_key, body)
           pipe.ltrim(@dead_key, -@dead_letter_max, -1)
-          pipe.hincrby(@stats_key, 'dead', 1)
         end
       end
+      count_dead
     rescue Redis::BaseError, Outage::GaveUp => e
       @log.error("#{@service}: dead letter lost (#{e.message}): #{reason}")
+    end
+
+    # Its own command: <service>:stats is in another slot than
+    # <service>:dead, which a Cluster client's pipeline cannot reach.
+    def count_dead
+      @outage.persist('cannot count a dead letter') { @redis.hincrby(@stats_key, 'dead', 1) }
+    rescue Redis::BaseError, Outage::GaveUp => e
+      @log.error("#{@service}: dead letter not counted in #{@stats_key}: #{e.message}")
     end
 
     # Reads the set of registered services at start and then at most every

@@ -71,7 +71,7 @@ module RRPC
       @version = "ruby-#{VERSION}"
       @clock = RedisClock.new
       @stopping = false
-      @outage = Outage.new(service, logger, -> { @stopping })
+      @outage = Outage.new(service, logger, -> { @stopping }, @redis)
       @registry = if heartbeat
                     Registry.new(service: service, url: url, prefix: prefix, interval: heartbeat_interval,
                                  ttl: heartbeat_ttl, max_queue: max_queue, logger: logger)
@@ -112,6 +112,7 @@ module RRPC
           backoff = 0.1
           @outage.ended
         rescue StandardError => e # READONLY, NOPERM, WRONGTYPE, a broken link...
+          RedisURL.demoted(@redis, e)
           @outage.failed(e, 'cannot pop requests')
           pause(backoff)
           backoff = [backoff * 2, 2.0].min
