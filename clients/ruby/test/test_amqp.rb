@@ -159,6 +159,19 @@ class TestAMQP < Minitest::Test
     assert_equal '/', amqp.settings('amqp://u:p@h:1/%2F')[:vhost]
     assert_equal 'v h', amqp.settings('amqp://u:p@h:1/v%20h')[:vhost]
     assert_equal({ user: 'guest', pass: 'guest', host: 'localhost', port: 5672, vhost: '/' }, amqp.settings('amqp://'))
+    assert_equal 7, amqp.settings('amqp://u:p@h/?heartbeat=7')[:heartbeat]
+    assert_equal 0, amqp.settings('amqps://u:p@h/?verify=verify_none&heartbeat=0')[:heartbeat]
+    %w[-1 65536 x 1.5].each do |bad|
+      assert_raises(ArgumentError) { amqp.settings("amqp://u:p@h/?heartbeat=#{bad}") }
+    end
+    assert_raises(ArgumentError) { amqp.settings('amqp://u:p@h/?cacertfile=/x') } # TLS names: amqps:// only
+  end
+
+  # heartbeat= reaches the broker: the connection's negotiated heartbeat.
+  def test_heartbeat_parameter_is_negotiated
+    session = RRPC.const_get(:AMQP).connect("#{URL}#{URL.include?('?') ? '&' : '?'}heartbeat=3")
+    assert_equal 3, session.heartbeat
+    session.close
   end
 
   # The request carries the timeout as its expiration: not taken in time,

@@ -53,7 +53,8 @@ module RRPC
     # amqps:// adds TLS from the query, RabbitMQ's names as the C side
     # (SECURITY.md section 7): cacertfile (else the system's CAs),
     # certfile + keyfile, verify=verify_none; the broker's certificate and
-    # host name are verified by default.
+    # host name are verified by default.  Both take heartbeat=S (RabbitMQ's
+    # URI parameter: seconds, 0 for none), passed to bunny.
     def settings(url)
       m = %r{\A(amqps?)://(?:([^:@/]*)(?::([^@/]*))?@)?([^:/?]*)(?::(\d+))?(?:/([^?]*))?(?:\?(.*))?\z}i.match(url)
       raise ArgumentError, "rrpc: not an amqp:// URL: #{masked(url)}" unless m
@@ -63,19 +64,29 @@ module RRPC
       tls = scheme.casecmp?('amqps')
       base = { user: user || 'guest', pass: pass || 'guest', host: host.nil? || host.empty? ? 'localhost' : host,
                port: (port || (tls ? 5671 : 5672)).to_i, vhost: vhost.nil? || vhost.empty? ? '/' : vhost }
-      base.merge(tls_settings(tls, query))
+      opts = (query || '').split('&').to_h { |item| item.split('=', 2).map { |part| unescape(part.to_s) } }
+      base.merge(heartbeat_setting(opts.delete('heartbeat'))).merge(tls_settings(tls, opts))
     end
 
     TLS_KEYS = %w[cacertfile certfile keyfile verify].freeze
 
-    # Bunny's TLS options for the query QUERY of an amqps:// URL (TLS true).
-    def tls_settings(tls, query)
-      opts = (query || '').split('&').to_h { |item| item.split('=', 2).map { |part| unescape(part.to_s) } }
-      raise ArgumentError, 'rrpc: amqp:// URLs take no TLS parameters (they are for amqps://)' if !tls && !opts.empty?
+    # Bunny's heartbeat option for heartbeat=VALUE (nil: bunny's default,
+    # the broker's proposal), 0 to 65535 seconds as the C side takes it.
+    def heartbeat_setting(value)
+      return {} if value.nil?
+      raise ArgumentError, 'rrpc: heartbeat= takes 0 to 65535 seconds' unless value.match?(/\A\d{1,5}\z/) && value.to_i <= 65_535
+
+      { heartbeat: value.to_i }
+    end
+
+    # Bunny's TLS options for the URL parameters OPTS (heartbeat taken out)
+    # of an amqps:// URL (TLS true).
+    def tls_settings(tls, opts)
+      raise ArgumentError, "rrpc: amqp:// URLs take no TLS parameters (they are for amqps://): #{opts.keys.first}" if !tls && !opts.empty?
       return {} unless tls
 
       unknown = opts.keys - TLS_KEYS
-      raise ArgumentError, "rrpc: unknown URL parameter '#{unknown.first}' (amqps:// takes #{TLS_KEYS.join(', ')})" if unknown.any?
+      raise ArgumentError, "rrpc: unknown URL parameter '#{unknown.first}' (amqps:// takes #{TLS_KEYS.join(', ')}, heartbeat)" if unknown.any?
       unless %w[verify_peer verify_none].include?(opts.fetch('verify', 'verify_peer'))
         raise ArgumentError, 'rrpc: amqps:// verify= takes verify_peer or verify_none'
       end
