@@ -226,6 +226,33 @@ static inline long long cmd_int(int argc, const char *a0, const char *a1, const 
     return v;
 }
 
+/* Waits up to SECONDS (scaled) until SERVICE (an unprefixed, unsharded
+ * list name) has a live worker in its registry (PROTOCOL.md section 9); 1
+ * if it has.  A server started with run_server registers a moment later,
+ * and a registration an earlier server of the same name left behind (its
+ * {L}:config outlives it) makes a fail-fast client refuse calls until then.
+ * Needs raw_open(). */
+static inline int wait_live(const char *service, double seconds)
+{
+    char key[256], now[32];
+    snprintf(key, sizeof key, "{%s}:workers", service);
+    double until = rrpc__monotonic() + seconds * time_scale();
+    do {
+        rrpc__reply *t = cmd(1, "TIME");
+        long long ms = t ? rrpc__reply_time_ms(t) : -1;
+        rrpc__reply_free(t);
+        snprintf(now, sizeof now, "%lld", ms);
+        rrpc__reply *n = ms < 0 ? NULL : cmd(4, "ZCOUNT", key, now, "+inf");
+        long long live =
+            n && rrpc__reply_type(n) == RRPC__REPLY_INTEGER ? rrpc__reply_integer(n) : 0;
+        rrpc__reply_free(n);
+        if (live > 0)
+            return 1;
+        rrpc__sleep(0.02);
+    } while (rrpc__monotonic() < until);
+    return 0;
+}
+
 /* Polls COND (an expression) every 20 ms for up to SECONDS. */
 #define WAIT_UNTIL(cond, seconds)                                                                  \
     do {                                                                                           \

@@ -169,6 +169,7 @@ static void test_spread_over_shards(void)
     /* The server answers every queued call and runs every notification. */
     running srv;
     run_server(&srv, new_server(SHARDED, SHARDS, SHARDS, 0, SHARDED ":effects"));
+    CHECK(wait_live(SHARDED, 5));
     WAIT_UNTIL(atomic_load(&done_count) == QUEUED && atomic_load(&notes) == 1 + 2 * SHARDS,
                10 * time_scale());
     int once, right;
@@ -249,6 +250,7 @@ static void test_resend_reliable(void)
     atomic_store(&runs, 0);
     running srv;
     run_server(&srv, new_server("arel", 1, 2, 1, "arel:effects"));
+    CHECK(wait_live("arel", 5));
     int right = calls_across_kills("arel", es);
     CHECK(right == load);
     /* Each call's effect applied once, however often it ran. */
@@ -267,6 +269,7 @@ static void test_resend_at_most_once(void)
     atomic_store(&runs, 0);
     running srv;
     run_server(&srv, new_server("amo", 1, 2, 0, "amo:effects"));
+    CHECK(wait_live("amo", 5));
     int right = calls_across_kills("amo", es);
     /* Every call answered once; the handler may have run some twice (a
      * resend of a call whose first copy had arrived). */

@@ -410,6 +410,7 @@ static void test_async_client_interceptors(void)
     CHECK_EQ_INT(rrpc_server_add_interceptor(s, auth_before, NULL, NULL), RRPC_OK);
     running r;
     run_server(&r, s);
+    CHECK(wait_live("disc", 5)); /* the async client fails fast on a stale registration */
     rrpc_async *a = NULL;
     char err[256];
     if (!CHECK_EQ_INT(rrpc_async_open(&a, NULL, err, sizeof err), RRPC_OK)) {

@@ -17,6 +17,9 @@
 #       sentinel_url (redis+sentinel://.../NAME).
 #   cluster_ok PORT..        every PORT says cluster_state:ok
 #   sentinel_promoted        the Sentinels name the replica as master
+#   sentinel_kill_master     SIGKILLs the master and waits (20 s at most)
+#                            for the Sentinels to promote the replica; sets
+#                            killed (now_ms at the kill)
 
 start_cluster() {
   local masters=$1 replicas=${2:-0} p
@@ -102,4 +105,13 @@ sentinel_quorum_ok() {
 sentinel_promoted() {
   redis-cli -p "${sentinel_ports[0]}" sentinel get-master-addr-by-name "$sentinel_name" |
     grep -qx "$sentinel_replica"
+}
+
+sentinel_kill_master() {
+  kill -9 "$sentinel_master_pid"
+  wait "$sentinel_master_pid" 2>/dev/null
+  killed=$(now_ms)
+  ok "SIGKILLed the master at :$sentinel_master"
+  wait_until 20 sentinel_promoted || die "the Sentinels did not promote the replica"
+  ok "the Sentinels promoted :$sentinel_replica after $(($(now_ms) - killed)) ms"
 }

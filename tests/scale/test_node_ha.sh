@@ -48,12 +48,7 @@ spawn js-loop node "$calls" loop "$url" ha_js 10
 loop_pid=$spawned
 wait_until 5 grep -q '^ok' "$test_dir/js-loop.log" || die "the long-lived Node client made no call"
 
-kill -9 "$sentinel_master_pid"
-wait "$sentinel_master_pid" 2>/dev/null
-killed=$(now_ms)
-ok "SIGKILLed the master at :$sentinel_master"
-wait_until 20 sentinel_promoted || die "the Sentinels did not promote the replica"
-ok "the Sentinels promoted :$sentinel_replica after $(($(now_ms) - killed)) ms"
+sentinel_kill_master
 wait_until 15 call || die "rrpc call -> Node server did not resume after the failover"
 ok "rrpc call -> Node server works again $(($(now_ms) - killed)) ms after the kill (the worker followed)"
 for i in 1 2 3; do [ "$(call)" = 3 ] || die "call $i after the failover failed"; done

@@ -118,12 +118,7 @@ loops_answered() { # loops_answered SINCE: both clients got both services since 
 wait_until 15 loops_answered 0 || die "the peers' clients got no answers through $url"
 ok "Ruby and Python clients call both servers through $url"
 
-kill -9 "$sentinel_master_pid"
-wait "$sentinel_master_pid" 2>/dev/null
-killed=$(now_ms)
-ok "SIGKILLed the master at :$sentinel_master"
-wait_until 20 sentinel_promoted || die "the Sentinels did not promote the replica"
-ok "the Sentinels promoted :$sentinel_replica after $(($(now_ms) - killed)) ms"
+sentinel_kill_master
 
 wait_until 20 both_c || die "rrpc call to the peers' servers did not resume after the failover"
 resumed=$(($(now_ms) - killed))

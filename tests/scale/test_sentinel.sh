@@ -20,9 +20,8 @@ BUILD=$(cd "${1:?usage: test_sentinel.sh BUILD_DIR}" && pwd)
 . "$(dirname "$0")/../lib/redis_ha.sh"
 
 start_sentinels calcmaster
-m=$sentinel_master r=$sentinel_replica master_pid=$sentinel_master_pid url=$sentinel_url
-sentinels=("${sentinel_ports[@]}")
-ok "master :$m, replica :$r, Sentinels ${sentinels[*]}"
+url=$sentinel_url
+ok "master :$sentinel_master, replica :$sentinel_replica, Sentinels ${sentinel_ports[*]}"
 
 spawn server "$BUILD/calc-server" --redis "$url" --workers 4
 call() { "$BUILD/rrpc" call --redis "$url" --timeout 1 calc add '[1, 2]'; }
@@ -44,13 +43,7 @@ bench bench-async --async --window 2
 async_pid=$spawned
 sleep 1
 
-kill -9 "$master_pid"
-wait "$master_pid" 2>/dev/null
-killed=$(now_ms)
-ok "SIGKILLed the master at :$m"
-
-wait_until 20 sentinel_promoted || die "the Sentinels did not promote the replica"
-ok "the Sentinels promoted :$r after $(( $(now_ms) - killed )) ms"
+sentinel_kill_master
 wait_until 15 call || die "calls did not resume after the failover"
 resumed=$(( $(now_ms) - killed ))
 for i in 1 2 3 4 5 6; do
