@@ -275,4 +275,17 @@ static inline rrpc_client *open_client_with(const rrpc_client_options *opts)
     return c;
 }
 
+/* An async client with OPTS (not NULL); NULL, said and checked, if it does
+ * not open. */
+static inline rrpc_async *open_async_with(const rrpc_async_options *opts)
+{
+    rrpc_async *a = NULL;
+    char err[256];
+    int rc = rrpc_async_open(&a, opts, err, sizeof err);
+    if (rc != RRPC_OK)
+        fprintf(stderr, "rrpc_async_open: %s\n", err);
+    CHECK(rc == RRPC_OK);
+    return a;
+}
+
 #endif /* RRPC_TEST_HARNESS_H */

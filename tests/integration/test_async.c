@@ -180,13 +180,7 @@ static rrpc_async *open_async(void *base, size_t max_in_flight)
     o.event_base = base;
     o.max_in_flight = max_in_flight;
     o.timeout_s = 20;
-    rrpc_async *a = NULL;
-    char err[256];
-    int rc = rrpc_async_open(&a, &o, err, sizeof err);
-    if (rc != RRPC_OK)
-        fprintf(stderr, "rrpc_async_open: %s\n", err);
-    CHECK(rc == RRPC_OK);
-    return a;
+    return open_async_with(&o);
 }
 
 /* ---- own-thread mode ------------------------------------------------------ */

@@ -84,13 +84,7 @@ static rrpc_async *open_async(void *base, int fail_fast)
     CHECK(o.fail_fast == 1);
     o.event_base = base;
     o.fail_fast = fail_fast;
-    rrpc_async *a = NULL;
-    char err[256];
-    int rc = rrpc_async_open(&a, &o, err, sizeof err);
-    if (rc != RRPC_OK)
-        fprintf(stderr, "rrpc_async_open: %s\n", err);
-    CHECK(rc == RRPC_OK);
-    return a;
+    return open_async_with(&o);
 }
 
 /* ---- services ------------------------------------------------------------- */

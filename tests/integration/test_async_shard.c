@@ -107,13 +107,7 @@ static rrpc_async *open_async(const char *url, int resend)
     o.url = url;
     o.timeout_s = 20;
     o.resend_on_reconnect = resend;
-    rrpc_async *a = NULL;
-    char err[256];
-    int rc = rrpc_async_open(&a, &o, err, sizeof err);
-    if (rc != RRPC_OK)
-        fprintf(stderr, "rrpc_async_open: %s\n", err);
-    CHECK(rc == RRPC_OK);
-    return a;
+    return open_async_with(&o);
 }
 
 static long long llen(const char *key)
